@@ -1,0 +1,141 @@
+// AutogradMeta helpers, SavedTensor and the AccumulateGrad node.
+#include "autograd/autograd_meta.h"
+
+#include "autograd/grad_mode.h"
+#include "tensor/ops.h"
+
+namespace crfseg {
+
+namespace {
+
+// The sink for a leaf: adds the incoming gradient into the leaf's .grad.
+// Holds the leaf's metadata (not the leaf itself), so there is no cycle.
+class AccumulateGrad : public Node {
+ public:
+  AccumulateGrad(std::shared_ptr<AutogradMeta> meta, Shape shape, DType dtype)
+      : meta_(std::move(meta)), shape_(std::move(shape)), dtype_(dtype) {}
+  const char* name() const override { return "AccumulateGrad"; }
+
+  std::vector<Tensor> apply(const Tensor& grad) override {
+    CRFSEG_CHECK(grad.shape() == shape_ && grad.dtype() == dtype_, AutogradError,
+                 "AccumulateGrad: gradient ", grad.str(), " does not match its leaf ", shape_str(shape_), " ",
+                 dtype_name(dtype_), " (a backward function returned a wrong shape)");
+    if (!meta_->grad.defined()) {
+      meta_->grad = ops::clone(grad);  // own the buffer: grads may alias graph temporaries
+    } else {
+      ops::add_(meta_->grad, grad);
+    }
+    return {};
+  }
+
+ private:
+  std::shared_ptr<AutogradMeta> meta_;
+  Shape shape_;
+  DType dtype_;
+};
+
+AutogradMeta* meta_of(const Tensor& t) { return t.defined() ? t.autograd_meta().get() : nullptr; }
+
+}  // namespace
+
+SavedTensor::SavedTensor(const Tensor& t) : data_(t.defined() ? t.alias() : Tensor()) {
+  if (t.defined()) version_ = t.version();
+}
+
+Tensor SavedTensor::unpack(const char* op) const {
+  CRFSEG_CHECK(!released_, AutogradError, op,
+               ": trying to backward through the graph a second time (its saved tensors were freed); "
+               "pass retain_graph=true to the first backward");
+  if (data_.defined()) {
+    CRFSEG_CHECK(data_.version() == version_, AutogradError, op,
+                 ": a tensor saved for backward was modified by an in-place operation (saved at version ",
+                 version_, ", now at version ", data_.version(), "); clone it before modifying it");
+  }
+  return data_;
+}
+
+bool requires_grad(const Tensor& t) {
+  const AutogradMeta* m = meta_of(t);
+  return m != nullptr && m->requires_grad;
+}
+
+void set_requires_grad(const Tensor& t, bool value) {
+  check_defined("set_requires_grad", t, "t");
+  CRFSEG_CHECK(is_leaf(t), AutogradError, "set_requires_grad: only leaf tensors can change requires_grad; ",
+               "this one was produced by ", grad_fn(t)->name(), " (use detach() first)");
+  CRFSEG_CHECK(!value || is_floating(t.dtype()), AutogradError,
+               "set_requires_grad: only floating-point tensors can require grad, got ", dtype_name(t.dtype()));
+  if (!t.autograd_meta()) t.set_autograd_meta(std::make_shared<AutogradMeta>());
+  t.autograd_meta()->requires_grad = value;
+}
+
+bool is_leaf(const Tensor& t) {
+  const AutogradMeta* m = meta_of(t);
+  return m == nullptr || m->grad_fn == nullptr;
+}
+
+Tensor grad(const Tensor& t) {
+  const AutogradMeta* m = meta_of(t);
+  return m ? m->grad : Tensor();
+}
+
+void zero_grad(const Tensor& t) {
+  AutogradMeta* m = meta_of(t);
+  if (m && m->grad.defined()) ops::zero_(m->grad);
+}
+
+void reset_grad(const Tensor& t) {
+  AutogradMeta* m = meta_of(t);
+  if (m) m->grad = Tensor();
+}
+
+std::shared_ptr<Node> grad_fn(const Tensor& t) {
+  const AutogradMeta* m = meta_of(t);
+  return m ? m->grad_fn : nullptr;
+}
+
+Tensor detach(const Tensor& t) {
+  check_defined("detach", t, "t");
+  return t.alias();
+}
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!GradMode::is_enabled()) return false;
+  for (const Tensor* t : inputs) {
+    if (requires_grad(*t)) return true;
+  }
+  return false;
+}
+
+Edge gradient_edge(const Tensor& t) {
+  AutogradMeta* m = meta_of(t);
+  if (m == nullptr || !m->requires_grad) return {};
+  if (m->grad_fn) return {m->grad_fn};
+  std::shared_ptr<Node> acc = m->grad_accumulator.lock();
+  if (!acc) {
+    acc = std::make_shared<AccumulateGrad>(t.autograd_meta(), t.shape(), t.dtype());
+    m->grad_accumulator = acc;
+  }
+  return {acc};
+}
+
+namespace {
+void set_history(const Tensor& out, std::shared_ptr<Node> node) {
+  auto meta = std::make_shared<AutogradMeta>();
+  meta->requires_grad = true;
+  meta->grad_fn = std::move(node);
+  out.set_autograd_meta(std::move(meta));
+}
+}  // namespace
+
+void attach(const Tensor& out, std::shared_ptr<Node> node, std::initializer_list<const Tensor*> inputs) {
+  for (const Tensor* t : inputs) node->next_edges.push_back(gradient_edge(*t));
+  set_history(out, std::move(node));
+}
+
+void attach(const Tensor& out, std::shared_ptr<Node> node, const std::vector<Tensor>& inputs) {
+  for (const Tensor& t : inputs) node->next_edges.push_back(gradient_edge(t));
+  set_history(out, std::move(node));
+}
+
+}  // namespace crfseg

@@ -1,0 +1,80 @@
+// Differentiable ops: the functions users call to build models.
+//
+// Each is the raw op from tensor/ops.h plus, when grad mode is on and an
+// input requires grad, a backward Node recorded on the output. The backward
+// math of each op is documented next to its Node in autograd/ops/<file>.cpp.
+// Shapes, dtypes and errors are those of the raw op (see tensor/ops.h).
+#pragma once
+
+#include <vector>
+
+#include "tensor/ops.h"
+#include "tensor/tensor.h"
+
+namespace crfseg {
+
+// ---- elementwise (broadcasting) : autograd/ops/binary.cpp ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+
+// ---- scalar : autograd/ops/scalar.cpp ----
+Tensor add_scalar(const Tensor& x, double s);
+Tensor mul_scalar(const Tensor& x, double s);
+Tensor pow(const Tensor& x, double exponent);
+Tensor rsub_scalar(const Tensor& x, double s);  // s - x
+Tensor rdiv_scalar(const Tensor& x, double s);  // s / x
+
+// ---- unary : autograd/ops/unary.cpp ----
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor reciprocal(const Tensor& x);
+
+// ---- reductions (empty dims = all) : autograd/ops/reduce.cpp ----
+Tensor sum(const Tensor& x, std::vector<int64_t> dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, std::vector<int64_t> dims = {}, bool keepdim = false);
+Tensor max(const Tensor& x, std::vector<int64_t> dims = {}, bool keepdim = false);
+
+// ---- linear algebra : autograd/ops/matmul.cpp ----
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// ---- views and copies : autograd/ops/views.cpp ----
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step = 1);
+Tensor unsqueeze(const Tensor& x, int64_t dim);
+Tensor squeeze(const Tensor& x, int64_t dim);
+Tensor expand(const Tensor& x, const Shape& shape);
+Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
+Tensor contiguous(const Tensor& x);
+Tensor to_dtype(const Tensor& x, DType dtype);  // float <-> float casts carry gradients
+
+// ---- joining : autograd/ops/join.cpp ----
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
+
+// ---- operators ----
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& x) { return neg(x); }
+inline Tensor operator+(const Tensor& x, double s) { return add_scalar(x, s); }
+inline Tensor operator+(double s, const Tensor& x) { return add_scalar(x, s); }
+inline Tensor operator-(const Tensor& x, double s) { return add_scalar(x, -s); }
+inline Tensor operator-(double s, const Tensor& x) { return rsub_scalar(x, s); }
+inline Tensor operator*(const Tensor& x, double s) { return mul_scalar(x, s); }
+inline Tensor operator*(double s, const Tensor& x) { return mul_scalar(x, s); }
+inline Tensor operator/(const Tensor& x, double s) { return mul_scalar(x, 1.0 / s); }
+inline Tensor operator/(double s, const Tensor& x) { return rdiv_scalar(x, s); }
+
+}  // namespace crfseg

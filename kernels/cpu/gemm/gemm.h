@@ -1,0 +1,50 @@
+// CPU SGEMM variants and their registry.
+//
+// Every variant has the signature of kernels::ref::gemm<float> (row-major,
+// any transposes, alpha/beta, any M/N/K, leading dims >= row length) and must
+// handle every size: tests/kernels/test_gemm.cpp runs each registered variant
+// against the reference on awkward shapes, and bench/bench_gemm times them.
+//
+// The teaching ladder (one file each, numbered):
+//   v0_naive       : the reference loop order i-j-k, float accumulation
+//   v1_loop_order  : i-k-j so the inner loop streams rows of B and C (vectorises),
+//                    OpenMP over rows of C
+// Further rungs (blocking, packing, AVX2/AVX-512 micro-kernels) are issue #3.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace crfseg::kernels::cpu {
+
+using SgemmFn = void (*)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                         const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                         int64_t ldc);
+
+struct SgemmVariant {
+  std::string name;
+  SgemmFn fn;
+  std::string constraints;  // e.g. "needs AVX2"; "" when none
+  bool (*available)();      // runtime CPU-feature check
+};
+
+// All variants, in ladder order.
+const std::vector<SgemmVariant>& sgemm_variants();
+// Looks a variant up by name; throws ValueError listing the names otherwise.
+const SgemmVariant& sgemm_variant(const std::string& name);
+
+void sgemm_v0_naive(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                    float, float*, int64_t);
+void sgemm_v1_loop_order(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                         int64_t, float, float*, int64_t);
+
+// Production entry: the fastest available variant, unless the environment
+// variable CRFSEG_SGEMM=<name> selects another (for performance research).
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// The f64 GEMM used by gradient checks: v1's loop order, in double.
+void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
+
+}  // namespace crfseg::kernels::cpu

@@ -1,0 +1,57 @@
+// The SGEMM registry and the production dispatch rule.
+//
+// Rule: use the last (fastest) available variant in ladder order, unless
+// CRFSEG_SGEMM names another. Tests and benchmarks iterate sgemm_variants(),
+// so a new variant is verified and timed by adding one line here.
+#include <cstdlib>
+
+#include "kernels/cpu/gemm/gemm.h"
+#include "tensor/error.h"
+
+namespace crfseg::kernels::cpu {
+
+namespace {
+bool always() { return true; }
+}  // namespace
+
+const std::vector<SgemmVariant>& sgemm_variants() {
+  static const std::vector<SgemmVariant> variants = {
+      {"v0_naive", sgemm_v0_naive, "", always},
+      {"v1_loop_order", sgemm_v1_loop_order, "", always},
+  };
+  return variants;
+}
+
+const SgemmVariant& sgemm_variant(const std::string& name) {
+  std::string names;
+  for (const SgemmVariant& v : sgemm_variants()) {
+    if (v.name == name) return v;
+    names += (names.empty() ? "" : ", ") + v.name;
+  }
+  CRFSEG_CHECK(false, ValueError, "sgemm: unknown variant \"", name, "\"; known: ", names);
+  return sgemm_variants().front();
+}
+
+namespace {
+SgemmFn pick_production() {
+  if (const char* env = std::getenv("CRFSEG_SGEMM")) {
+    const SgemmVariant& v = sgemm_variant(env);
+    CRFSEG_CHECK(v.available(), NotImplementedError, "sgemm: variant ", v.name, " needs ", v.constraints,
+                 ", which this CPU lacks");
+    return v.fn;
+  }
+  SgemmFn best = nullptr;
+  for (const SgemmVariant& v : sgemm_variants()) {
+    if (v.available()) best = v.fn;
+  }
+  return best;
+}
+}  // namespace
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  static const SgemmFn fn = pick_production();
+  fn(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace crfseg::kernels::cpu

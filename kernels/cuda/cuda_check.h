@@ -1,0 +1,24 @@
+// CRFSEG_CUDA_CHECK(expr): throws crfseg::CudaError with the expression text,
+// file:line and cudaGetErrorString when a CUDA runtime call fails.
+// Set CRFSEG_CUDA_SYNC=1 to synchronise after every launch (see launch_check),
+// so asynchronous errors are reported at the kernel that caused them.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "tensor/error.h"
+
+#define CRFSEG_CUDA_CHECK(expr)                                                            \
+  do {                                                                                     \
+    cudaError_t crfseg_err_ = (expr);                                                      \
+    if (crfseg_err_ != cudaSuccess) {                                                      \
+      throw ::crfseg::CudaError(::crfseg::detail::concat_message(                         \
+          #expr, " failed: ", cudaGetErrorString(crfseg_err_), " (",                       \
+          ::crfseg::detail::basename_of(__FILE__), ":", __LINE__, ")"));                  \
+    }                                                                                      \
+  } while (0)
+
+namespace crfseg::kernels::cuda {
+// Checks the last launch; synchronises first when CRFSEG_CUDA_SYNC=1.
+void launch_check(const char* kernel_name);
+}  // namespace crfseg::kernels::cuda

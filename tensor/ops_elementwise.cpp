@@ -1,0 +1,302 @@
+// Elementwise ops (binary with broadcasting, unary, scalar, compare, where),
+// their fused backward helpers, and the in-place ops.
+//
+// Each op validates once here and then calls the strided maps in
+// kernels/cpu/elementwise.h with a small lambda for the math.
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/elementwise.h"
+#include "tensor/cuda_memory.h"
+#include "tensor/dispatch.h"
+#include "tensor/factory.h"
+#include "tensor/ops.h"
+
+namespace crfseg::ops {
+
+namespace kc = kernels::cpu;
+
+namespace {
+
+const char* binary_name(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::add: return "add";
+    case BinaryOp::sub: return "sub";
+    case BinaryOp::mul: return "mul";
+    case BinaryOp::div: return "div";
+    case BinaryOp::maximum: return "maximum";
+    case BinaryOp::minimum: return "minimum";
+  }
+  return "binary";
+}
+
+// Common checks for ops that combine two tensors.
+void check_pair(const char* op, const Tensor& a, const Tensor& b) {
+  check_defined(op, a, "a");
+  check_defined(op, b, "b");
+  CRFSEG_CHECK(a.dtype() == b.dtype(), DTypeError, op, ": expected operands of the same dtype, got ",
+               dtype_name(a.dtype()), " and ", dtype_name(b.dtype()));
+  check_same_device(op, a, b);
+  check_cpu(op, a);
+}
+
+}  // namespace
+
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+  const char* name = binary_name(op);
+  check_pair(name, a, b);
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+  Tensor out = Tensor::empty(shape, a.options());
+  const Strides sa = broadcast_strides(a.shape(), a.strides(), shape);
+  const Strides sb = broadcast_strides(b.shape(), b.strides(), shape);
+  dispatch_float(a.dtype(), name, [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.data<T>();
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    const int64_t* so = out.strides().data();
+    switch (op) {
+      case BinaryOp::add: kc::map2(shape, o, so, pa, sa.data(), pb, sb.data(), [](T x, T y) { return x + y; }); break;
+      case BinaryOp::sub: kc::map2(shape, o, so, pa, sa.data(), pb, sb.data(), [](T x, T y) { return x - y; }); break;
+      case BinaryOp::mul: kc::map2(shape, o, so, pa, sa.data(), pb, sb.data(), [](T x, T y) { return x * y; }); break;
+      case BinaryOp::div: kc::map2(shape, o, so, pa, sa.data(), pb, sb.data(), [](T x, T y) { return x / y; }); break;
+      case BinaryOp::maximum:
+        kc::map2(shape, o, so, pa, sa.data(), pb, sb.data(), [](T x, T y) { return x >= y ? x : y; });
+        break;
+      case BinaryOp::minimum:
+        kc::map2(shape, o, so, pa, sa.data(), pb, sb.data(), [](T x, T y) { return x <= y ? x : y; });
+        break;
+    }
+  });
+  return out;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b); }
+
+Tensor unary(UnaryOp op, const Tensor& x) {
+  check_defined("unary", x, "x");
+  check_cpu("unary", x);
+  Tensor out = Tensor::empty(x.shape(), x.options());
+  dispatch_float(x.dtype(), "unary", [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.data<T>();
+    const T* px = x.data<T>();
+    const int64_t* so = out.strides().data();
+    const int64_t* sx = x.strides().data();
+    const Shape& s = x.shape();
+    switch (op) {
+      case UnaryOp::neg: kc::map1(s, o, so, px, sx, [](T v) { return -v; }); break;
+      case UnaryOp::exp: kc::map1(s, o, so, px, sx, [](T v) { return std::exp(v); }); break;
+      case UnaryOp::log: kc::map1(s, o, so, px, sx, [](T v) { return std::log(v); }); break;
+      case UnaryOp::sqrt: kc::map1(s, o, so, px, sx, [](T v) { return std::sqrt(v); }); break;
+      case UnaryOp::abs: kc::map1(s, o, so, px, sx, [](T v) { return std::abs(v); }); break;
+      case UnaryOp::relu: kc::map1(s, o, so, px, sx, [](T v) { return v > T(0) ? v : T(0); }); break;
+      case UnaryOp::sigmoid:
+        // Written so that exp never overflows: for v < 0 use e^v / (1 + e^v).
+        kc::map1(s, o, so, px, sx, [](T v) {
+          if (v >= T(0)) return T(1) / (T(1) + std::exp(-v));
+          const T e = std::exp(v);
+          return e / (T(1) + e);
+        });
+        break;
+      case UnaryOp::tanh: kc::map1(s, o, so, px, sx, [](T v) { return std::tanh(v); }); break;
+      case UnaryOp::square: kc::map1(s, o, so, px, sx, [](T v) { return v * v; }); break;
+      case UnaryOp::reciprocal: kc::map1(s, o, so, px, sx, [](T v) { return T(1) / v; }); break;
+    }
+  });
+  return out;
+}
+
+Tensor scalar_op(ScalarOp op, const Tensor& x, double scalar) {
+  check_defined("scalar_op", x, "x");
+  check_cpu("scalar_op", x);
+  Tensor out = Tensor::empty(x.shape(), x.options());
+  dispatch_float(x.dtype(), "scalar_op", [&](auto tag) {
+    using T = decltype(tag);
+    const T c = static_cast<T>(scalar);
+    T* o = out.data<T>();
+    const T* px = x.data<T>();
+    const int64_t* so = out.strides().data();
+    const int64_t* sx = x.strides().data();
+    const Shape& s = x.shape();
+    switch (op) {
+      case ScalarOp::add: kc::map1(s, o, so, px, sx, [c](T v) { return v + c; }); break;
+      case ScalarOp::mul: kc::map1(s, o, so, px, sx, [c](T v) { return v * c; }); break;
+      case ScalarOp::pow: kc::map1(s, o, so, px, sx, [c](T v) { return std::pow(v, c); }); break;
+      case ScalarOp::rsub: kc::map1(s, o, so, px, sx, [c](T v) { return c - v; }); break;
+      case ScalarOp::rdiv: kc::map1(s, o, so, px, sx, [c](T v) { return c / v; }); break;
+    }
+  });
+  return out;
+}
+
+Tensor compare(CompareOp op, const Tensor& a, const Tensor& b) {
+  check_pair("compare", a, b);
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), "compare");
+  Tensor out = Tensor::empty(shape, {DType::u8, a.device()});
+  const Strides sa = broadcast_strides(a.shape(), a.strides(), shape);
+  const Strides sb = broadcast_strides(b.shape(), b.strides(), shape);
+  dispatch_all(a.dtype(), "compare", [&](auto tag) {
+    using T = decltype(tag);
+    uint8_t* o = out.data<uint8_t>();
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    auto run = [&](auto f) { kc::map2(shape, o, out.strides().data(), pa, sa.data(), pb, sb.data(), f); };
+    switch (op) {
+      case CompareOp::eq: run([](T x, T y) -> uint8_t { return x == y; }); break;
+      case CompareOp::ne: run([](T x, T y) -> uint8_t { return x != y; }); break;
+      case CompareOp::lt: run([](T x, T y) -> uint8_t { return x < y; }); break;
+      case CompareOp::le: run([](T x, T y) -> uint8_t { return x <= y; }); break;
+      case CompareOp::gt: run([](T x, T y) -> uint8_t { return x > y; }); break;
+      case CompareOp::ge: run([](T x, T y) -> uint8_t { return x >= y; }); break;
+    }
+  });
+  return out;
+}
+
+Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
+  check_pair("where", a, b);
+  check_defined("where", mask, "mask");
+  check_dtype("where (mask)", mask, DType::u8);
+  check_same_device("where", mask, a);
+  const Shape shape =
+      broadcast_shapes(mask.shape(), broadcast_shapes(a.shape(), b.shape(), "where"), "where");
+  Tensor out = Tensor::empty(shape, a.options());
+  const Strides sm = broadcast_strides(mask.shape(), mask.strides(), shape);
+  const Strides sa = broadcast_strides(a.shape(), a.strides(), shape);
+  const Strides sb = broadcast_strides(b.shape(), b.strides(), shape);
+  dispatch_float(a.dtype(), "where", [&](auto tag) {
+    using T = decltype(tag);
+    kc::map3(shape, out.data<T>(), out.strides().data(), mask.data<uint8_t>(), sm.data(), a.data<T>(),
+             sa.data(), b.data<T>(), sb.data(), [](uint8_t m, T x, T y) { return m ? x : y; });
+  });
+  return out;
+}
+
+// Derivatives, written in terms of the input x and the output y = f(x):
+//   exp: y          log: 1/x           sqrt: 1/(2y)      abs: sign(x)
+//   relu: [x > 0]   sigmoid: y(1-y)    tanh: 1 - y^2     square: 2x
+//   reciprocal: -y^2
+Tensor unary_backward(UnaryGradOp op, const Tensor& grad, const Tensor& x, const Tensor& y) {
+  check_pair("unary_backward", grad, x);
+  check_pair("unary_backward", grad, y);
+  CRFSEG_CHECK(grad.shape() == x.shape() && x.shape() == y.shape(), ShapeError,
+               "unary_backward: expected grad, x, y of one shape, got ", shape_str(grad.shape()), ", ",
+               shape_str(x.shape()), ", ", shape_str(y.shape()));
+  Tensor out = Tensor::empty(x.shape(), x.options());
+  dispatch_float(x.dtype(), "unary_backward", [&](auto tag) {
+    using T = decltype(tag);
+    auto run = [&](auto f) {
+      kc::map3(x.shape(), out.data<T>(), out.strides().data(), grad.data<T>(), grad.strides().data(),
+               x.data<T>(), x.strides().data(), y.data<T>(), y.strides().data(), f);
+    };
+    switch (op) {
+      case UnaryGradOp::exp: run([](T g, T, T yv) { return g * yv; }); break;
+      case UnaryGradOp::log: run([](T g, T xv, T) { return g / xv; }); break;
+      case UnaryGradOp::sqrt: run([](T g, T, T yv) { return g / (T(2) * yv); }); break;
+      case UnaryGradOp::abs: run([](T g, T xv, T) { return xv > T(0) ? g : (xv < T(0) ? -g : T(0)); }); break;
+      case UnaryGradOp::relu: run([](T g, T xv, T) { return xv > T(0) ? g : T(0); }); break;
+      case UnaryGradOp::sigmoid: run([](T g, T, T yv) { return g * yv * (T(1) - yv); }); break;
+      case UnaryGradOp::tanh: run([](T g, T, T yv) { return g * (T(1) - yv * yv); }); break;
+      case UnaryGradOp::square: run([](T g, T xv, T) { return g * T(2) * xv; }); break;
+      case UnaryGradOp::reciprocal: run([](T g, T, T yv) { return -g * yv * yv; }); break;
+    }
+  });
+  return out;
+}
+
+Tensor pow_scalar_backward(const Tensor& grad, const Tensor& x, double s) {
+  check_pair("pow_backward", grad, x);
+  Tensor out = Tensor::empty(x.shape(), x.options());
+  dispatch_float(x.dtype(), "pow_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T c = static_cast<T>(s);
+    kc::map2(x.shape(), out.data<T>(), out.strides().data(), grad.data<T>(), grad.strides().data(),
+             x.data<T>(), x.strides().data(), [c](T g, T xv) { return g * c * std::pow(xv, c - T(1)); });
+  });
+  return out;
+}
+
+// ---- in place ----
+
+void fill_(const Tensor& t, double value) {
+  check_defined("fill_", t, "t");
+  check_cpu("fill_", t);
+  dispatch_all(t.dtype(), "fill_", [&](auto tag) {
+    using T = decltype(tag);
+    const T v = static_cast<T>(value);
+    T* p = t.data<T>();
+    kc::map1(t.shape(), p, t.strides().data(), p, t.strides().data(), [v](T) { return v; });
+  });
+  t.bump_version();
+}
+
+void zero_(const Tensor& t) { fill_(t, 0.0); }
+
+void copy_(const Tensor& dst, const Tensor& src) {
+  check_defined("copy_", dst, "dst");
+  check_defined("copy_", src, "src");
+  CRFSEG_CHECK(broadcast_shapes(dst.shape(), src.shape(), "copy_") == dst.shape(), ShapeError,
+               "copy_: source of shape ", shape_str(src.shape()), " does not broadcast to destination ",
+               shape_str(dst.shape()));
+  if (!dst.device().is_cpu() || !src.device().is_cpu()) {
+    // Cross-device copies go through to_device; here both must be contiguous and equal-shaped.
+    CRFSEG_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(), NotImplementedError,
+                 "copy_: device copies need equal shapes and dtypes, got ", src.str(), " -> ", dst.str());
+    Tensor moved = to_device(contiguous(src), dst.device());
+    CRFSEG_CHECK(dst.is_contiguous(), NotImplementedError, "copy_: non-contiguous destination on ",
+                 dst.device().str());
+    const Tensor& m = moved;
+    if (dst.device().is_cuda()) {
+      cuda::copy_device_to_device(dst.raw_data(), m.raw_data(),
+                                  m.numel() * dtype_size(m.dtype()), dst.device().index);
+    } else {
+      std::memcpy(dst.raw_data(), m.raw_data(), m.numel() * dtype_size(m.dtype()));
+    }
+    dst.bump_version();
+    return;
+  }
+  const Strides ss = broadcast_strides(src.shape(), src.strides(), dst.shape());
+  dispatch_all(dst.dtype(), "copy_", [&](auto dtag) {
+    using TD = decltype(dtag);
+    dispatch_all(src.dtype(), "copy_", [&](auto stag) {
+      using TS = decltype(stag);
+      kc::map1(dst.shape(), dst.data<TD>(), dst.strides().data(), src.data<TS>(),
+               ss.data(), [](TS v) { return static_cast<TD>(v); });
+    });
+  });
+  dst.bump_version();
+}
+
+void add_(const Tensor& dst, const Tensor& src, double alpha) {
+  check_pair("add_", dst, src);
+  CRFSEG_CHECK(broadcast_shapes(dst.shape(), src.shape(), "add_") == dst.shape(), ShapeError,
+               "add_: source of shape ", shape_str(src.shape()), " does not broadcast to destination ",
+               shape_str(dst.shape()));
+  const Strides ss = broadcast_strides(src.shape(), src.strides(), dst.shape());
+  dispatch_float(dst.dtype(), "add_", [&](auto tag) {
+    using T = decltype(tag);
+    const T a = static_cast<T>(alpha);
+    T* p = dst.data<T>();
+    kc::map2(dst.shape(), p, dst.strides().data(), p, dst.strides().data(), src.data<T>(), ss.data(),
+             [a](T d, T s) { return d + a * s; });
+  });
+  dst.bump_version();
+}
+
+void mul_(const Tensor& dst, double s) {
+  check_defined("mul_", dst, "dst");
+  check_cpu("mul_", dst);
+  dispatch_float(dst.dtype(), "mul_", [&](auto tag) {
+    using T = decltype(tag);
+    const T c = static_cast<T>(s);
+    T* p = dst.data<T>();
+    kc::map1(dst.shape(), p, dst.strides().data(), p, dst.strides().data(), [c](T d) { return d * c; });
+  });
+  dst.bump_version();
+}
+
+}  // namespace crfseg::ops

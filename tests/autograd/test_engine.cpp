@@ -1,0 +1,88 @@
+// The autograd engine: accumulation, zero_grad, no-grad, detach, shared
+// inputs, retain_graph, the version counter, and very deep graphs.
+#include "tests/support/helpers.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+
+TEST_CASE("gradients accumulate across backward calls until zero_grad") {
+  const Tensor x = from_vector<double>({1, 2, 3}, {3});
+  set_requires_grad(x);
+  backward(sum(x * x));
+  CHECK_CLOSE(grad(x), std::vector<double>{2, 4, 6});
+  backward(sum(x * x));
+  CHECK_CLOSE(grad(x), std::vector<double>{4, 8, 12});
+  zero_grad(x);
+  CHECK_CLOSE(grad(x), std::vector<double>{0, 0, 0});
+  backward(sum(x * 3.0));
+  CHECK_CLOSE(grad(x), std::vector<double>{3, 3, 3});
+}
+
+TEST_CASE("a tensor used twice receives the sum of both gradients") {
+  const Tensor x = from_vector<double>({0.5, -1.0}, {2});
+  set_requires_grad(x);
+  const Tensor y = exp(x);
+  backward(sum(y * y + y));  // d/dx (e^{2x} + e^x) = 2e^{2x} + e^x
+  const std::vector<double> xs = {0.5, -1.0};
+  std::vector<double> want;
+  for (double v : xs) want.push_back(2 * std::exp(2 * v) + std::exp(v));
+  CHECK_CLOSE(grad(x), want, 1e-12, 1e-12);
+}
+
+TEST_CASE("no-grad guard, detach and integer tensors") {
+  const Tensor x = ones({2});
+  set_requires_grad(x);
+  {
+    NoGradGuard guard;
+    CHECK_FALSE(GradMode::is_enabled());
+    CHECK_FALSE(requires_grad(x * 2.0));
+  }
+  CHECK(GradMode::is_enabled());
+  const Tensor d = detach(x * 2.0);
+  CHECK_FALSE(requires_grad(d));
+  CHECK(is_leaf(d));
+  check_throws_with<AutogradError>([&] { backward(sum(d)); }, "does not require grad");
+  check_throws_with<AutogradError>([] { set_requires_grad(zeros({2}, {DType::i64})); },
+                                   "only floating-point tensors can require grad, got i64");
+  check_throws_with<AutogradError>([&] { set_requires_grad(x * 2.0, false); }, "only leaf tensors");
+  check_throws_with<AutogradError>([&] { backward(x * 2.0); }, "grad_output can be omitted only for a one-element");
+}
+
+TEST_CASE("editing a saved tensor in place is caught at backward") {
+  const Tensor x = from_vector<double>({1, 2}, {2});
+  set_requires_grad(x);
+  const Tensor y = exp(x);  // ExpBackward saves y
+  const Tensor loss = sum(y * 1.0);
+  ops::mul_(y, 2.0);  // invalidates the saved y
+  check_throws_with<AutogradError>([&] { backward(loss); },
+                                   "ExpBackward: a tensor saved for backward was modified by an in-place operation "
+                                   "(saved at version 0, now at version 1)");
+}
+
+TEST_CASE("retain_graph allows a second backward; without it the second pass throws") {
+  const Tensor x = from_vector<double>({3}, {1});
+  set_requires_grad(x);
+  const Tensor y = sum(x * x * x);
+  backward(y, Tensor(), /*retain_graph=*/true);
+  backward(y);
+  CHECK_CLOSE(grad(x), std::vector<double>{54});
+  check_throws_with<AutogradError>([&] { backward(y); }, "backward through the graph a second time");
+}
+
+TEST_CASE("a 100000-node chain runs backward without recursion") {
+  const Tensor x = from_vector<double>({1.0}, {1});
+  set_requires_grad(x);
+  Tensor y = x;
+  for (int i = 0; i < 100000; ++i) y = y * 1.0;
+  backward(sum(y));
+  CHECK(grad(x).item() == 1.0);
+}
+
+TEST_CASE("gradients flow through broadcasting to the smaller operand") {
+  const Tensor w = from_vector<double>({1, 2, 3}, {3});
+  const Tensor x = ones({4, 3}, {DType::f64});
+  set_requires_grad(w);
+  backward(sum(x * w));
+  CHECK_CLOSE(grad(w), std::vector<double>{4, 4, 4});
+  CHECK(grad(w).shape() == Shape{3});
+}

@@ -1,0 +1,37 @@
+// CUDA storage, transfers and the fill kernel. Every case here needs a CUDA
+// device: without one, doctest reports them as skipped (not passed).
+#include "tests/support/helpers.h"
+#include "tensor/cuda_memory.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+
+static const bool kNoDevice = cuda::device_count() == 0;
+
+TEST_CASE("cuda: round trip cpu -> cuda -> cpu preserves values" * doctest::skip(kNoDevice)) {
+  const Tensor a = random_tensor({37, 5}, 1);
+  const Tensor d = ops::to_device(a, Device::cuda(0));
+  CHECK(d.device() == Device::cuda(0));
+  CHECK(ops::to_device(d, Device::cpu()).to_vector<float>() == a.to_vector<float>());
+}
+
+TEST_CASE("cuda: fill kernel for every dtype, including sizes past one grid" * doctest::skip(kNoDevice)) {
+  for (DType dtype : {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8}) {
+    const Tensor t = full({3, 1000003}, 7, {dtype, Device::cuda(0)});
+    const std::vector<double> v = values(ops::to_device(t, Device::cpu()));
+    CHECK(std::all_of(v.begin(), v.end(), [](double x) { return x == 7; }));
+  }
+}
+
+TEST_CASE("cuda: CPU ops reject CUDA tensors with a clear error" * doctest::skip(kNoDevice)) {
+  const Tensor t = zeros({4}, {DType::f32, Device::cuda(0)});
+  check_throws_with<NotImplementedError>([&] { ops::unary(ops::UnaryOp::exp, t); }, "no kernel for device cuda:0");
+}
+
+TEST_CASE("cuda: a bad device index throws DeviceError" * doctest::skip(kNoDevice)) {
+  check_throws_with<DeviceError>([] { zeros({4}, {DType::f32, Device::cuda(99)}); }, "expected a CUDA device index");
+}
+
+TEST_CASE("cuda: without a device, allocation fails cleanly" * doctest::skip(!kNoDevice)) {
+  check_throws_with<DeviceError>([] { zeros({4}, {DType::f32, Device::cuda(0)}); }, "cuda");
+}

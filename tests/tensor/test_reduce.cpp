@@ -1,0 +1,109 @@
+// Reductions over every subset of dims against a plain reference.
+#include <cmath>
+#include <limits>
+
+#include "tests/support/helpers.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+
+namespace {
+
+// Reference: out[kept index] = fold over the reduced block in row-major order.
+struct RefReduce {
+  std::vector<double> sum, max;
+  std::vector<int64_t> argmax;  // position in the block
+};
+
+RefReduce reference_reduce(const Tensor& t, const std::vector<int64_t>& dims) {
+  Shape kept_shape, red_shape;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const bool r = std::find(dims.begin(), dims.end(), d) != dims.end();
+    (r ? red_shape : kept_shape).push_back(t.shape()[d]);
+  }
+  RefReduce out;
+  for_each_index(kept_shape, [&](const std::vector<int64_t>& k) {
+    double s = 0, m = -std::numeric_limits<double>::infinity();
+    int64_t arg = -1, j = 0;
+    for_each_index(red_shape, [&](const std::vector<int64_t>& r) {
+      std::vector<int64_t> idx;
+      size_t ki = 0, ri = 0;
+      for (int64_t d = 0; d < t.dim(); ++d) {
+        const bool red = std::find(dims.begin(), dims.end(), d) != dims.end();
+        idx.push_back(red ? r[ri++] : k[ki++]);
+      }
+      const double v = t.at(idx);
+      s += v;
+      if (v > m) {
+        m = v;
+        arg = j;
+      }
+      ++j;
+    });
+    out.sum.push_back(s);
+    out.max.push_back(m);
+    out.argmax.push_back(arg);
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("sum, mean and max over every subset of dims, contiguous and strided") {
+  const Tensor base = random_tensor({3, 5, 7, 2}, 21, DType::f64);
+  const std::vector<Tensor> inputs = {base, ops::permute(base, {2, 0, 3, 1}), ops::slice(base, 2, 1, 7, 2)};
+  for (size_t n = 0; n < inputs.size(); ++n) {
+    const Tensor& t = inputs[n];
+    for (int mask = 1; mask < (1 << t.dim()); ++mask) {
+      std::vector<int64_t> dims;
+      for (int64_t d = 0; d < t.dim(); ++d)
+        if (mask & (1 << d)) dims.push_back(d);
+      CAPTURE(n);
+      CAPTURE(mask);
+      const RefReduce ref = reference_reduce(t, dims);
+      int64_t block = 1;
+      for (int64_t d : dims) block *= t.shape()[d];
+      std::vector<double> ref_mean;
+      for (double s : ref.sum) ref_mean.push_back(s / block);
+      CHECK_CLOSE(ops::sum(t, dims), ref.sum, 1e-12, 1e-12);
+      CHECK_CLOSE(ops::mean(t, dims, true), ref_mean, 1e-12, 1e-12);
+      auto [mx, idx] = ops::max_with_index(t, dims, false);
+      CHECK_CLOSE(mx, ref.max, 0, 0);
+      CHECK(idx.to_vector<int64_t>() == ref.argmax);
+    }
+  }
+}
+
+TEST_CASE("keepdim shapes, negative dims, argmax and sum_to") {
+  const Tensor t = random_tensor({4, 3, 5}, 2, DType::f32);
+  CHECK(ops::sum(t, {-1}, true).shape() == Shape{4, 3, 1});
+  CHECK(ops::sum(t, {0, 2}).shape() == Shape{3});
+  CHECK(ops::sum(t).shape() == Shape{});
+  const Tensor am = ops::argmax(t, 1);
+  CHECK(am.shape() == Shape{4, 5});
+  CHECK(am.dtype() == DType::i64);
+  for_each_index(am.shape(), [&](const std::vector<int64_t>& i) {
+    const int64_t best = static_cast<int64_t>(am.at(i));
+    for (int64_t c = 0; c < 3; ++c) CHECK(t.at({i[0], best, i[1]}) >= t.at({i[0], c, i[1]}));
+  });
+  // sum_to undoes broadcasting: [4,3,5] -> [3,1] sums dims 0 and 2.
+  const Tensor st = ops::sum_to(t, {3, 1});
+  CHECK(st.shape() == Shape{3, 1});
+  CHECK_CLOSE(ops::reshape(st, {3}), values(ops::sum(t, {0, 2})), 1e-5, 1e-5);
+}
+
+TEST_CASE("large reductions are deterministic and accurate") {
+  const Tensor t = random_tensor({64, 4099}, 5, DType::f32);
+  const Tensor s1 = ops::sum(t, {1}), s2 = ops::sum(t, {1});
+  CHECK(s1.to_vector<float>() == s2.to_vector<float>());
+  double total = 0;
+  for (double v : values(t)) total += v;
+  CHECK(std::abs(ops::sum(t).item() - total) < 1e-3);
+}
+
+TEST_CASE("reduction errors") {
+  const Tensor t = zeros({2, 3});
+  check_throws_with<ShapeError>([&] { ops::sum(t, {2}); }, "sum: dim 2 out of range");
+  check_throws_with<ShapeError>([&] { ops::sum(t, {1, -1}); }, "sum: dim repeated");
+  check_throws_with<ShapeError>([&] { ops::max(zeros({0, 3}), {0}); }, "max: reduction over zero elements");
+}

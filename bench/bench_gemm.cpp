@@ -1,0 +1,122 @@
+// bench_gemm: times every available SGEMM variant (and OpenBLAS's
+// cblas_sgemm when built with it) on the given sizes, after checking each
+// against kernels::ref::gemm on that size. A wrong kernel prints no number.
+//
+//   build/bench/bench_gemm [--quick] [--json] [--repeats R] [M N K ...]
+// Reports median and min ms over R runs after warm-up, GFLOP/s = 2MNK/t.
+// For OpenBLAS, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the shell
+// that runs this, or it picks a slower kernel.
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bench/support/timer.h"
+#include "kernels/cpu/gemm/gemm.h"
+#include "kernels/ref/gemm.h"
+#include "tensor/random.h"
+
+#ifdef CRFSEG_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+using namespace crfseg;
+
+namespace {
+
+struct Row {
+  std::string variant;
+  int64_t M, N, K;
+  double median_ms, min_ms, gflops;
+  bool verified;
+};
+
+bool verify(kernels::cpu::SgemmFn fn, int64_t M, int64_t N, int64_t K) {
+  // Check on a size capped at 256 per dim (same code paths, affordable reference).
+  const int64_t m = std::min<int64_t>(M, 256), n = std::min<int64_t>(N, 256), k = std::min<int64_t>(K, 256);
+  Generator g(1);
+  std::vector<float> A(m * k), B(k * n), C(m * n, 0.f), R(m * n, 0.f);
+  for (float& v : A) v = g.uniform_f32() - 0.5f;
+  for (float& v : B) v = g.uniform_f32() - 0.5f;
+  fn(false, false, m, n, k, 1.f, A.data(), k, B.data(), n, 0.f, C.data(), n);
+  kernels::ref::gemm<float>(false, false, m, n, k, 1.f, A.data(), k, B.data(), n, 0.f, R.data(), n);
+  for (size_t i = 0; i < C.size(); ++i) {
+    if (std::abs(C[i] - R[i]) > 1e-4 * k) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool json = false, quick = false;
+  int repeats = 20;
+  std::vector<int64_t> dims;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json") json = true;
+    else if (a == "--quick") quick = true;
+    else if (a == "--repeats" && i + 1 < argc) repeats = std::stoi(argv[++i]);
+    else dims.push_back(std::stoll(a));
+  }
+  if (dims.empty()) dims = quick ? std::vector<int64_t>{128, 128, 128} : std::vector<int64_t>{512, 512, 512, 64, 4096, 576};
+  if (quick) repeats = 3;
+
+  std::vector<Row> rows;
+  for (size_t s = 0; s + 2 < dims.size(); s += 3) {
+    const int64_t M = dims[s], N = dims[s + 1], K = dims[s + 2];
+    Generator g(2);
+    std::vector<float> A(M * K), B(K * N), C(M * N, 0.f);
+    for (float& v : A) v = g.uniform_f32();
+    for (float& v : B) v = g.uniform_f32();
+    const double flops = 2.0 * M * N * K;
+    for (const auto& v : kernels::cpu::sgemm_variants()) {
+      if (!v.available()) continue;
+      if (v.name == "v0_naive" && flops > 2e9) continue;  // minutes per call; skip big sizes
+      const bool ok = verify(v.fn, M, N, K);
+      Row r{v.name, M, N, K, 0, 0, 0, ok};
+      if (ok) {
+        const bench::Timing t = bench::time_it(
+            [&] { v.fn(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N); }, 1, repeats);
+        r.median_ms = t.median_ms;
+        r.min_ms = t.min_ms;
+        r.gflops = flops / (t.median_ms * 1e6);
+      }
+      rows.push_back(r);
+    }
+#ifdef CRFSEG_HAVE_OPENBLAS
+    const bench::Timing t = bench::time_it(
+        [&] { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N); },
+        1, repeats);
+    rows.push_back({"openblas", M, N, K, t.median_ms, t.min_ms, flops / (t.median_ms * 1e6), true});
+#endif
+  }
+
+  if (json) {
+    std::printf("{\"machine\": \"%s\", \"repeats\": %d, \"results\": [\n", bench::machine_info().c_str(), repeats);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::printf("  {\"variant\": \"%s\", \"M\": %lld, \"N\": %lld, \"K\": %lld, \"verified\": %s, \"median_ms\": %.4f, "
+                  "\"min_ms\": %.4f, \"gflops\": %.2f}%s\n",
+                  r.variant.c_str(), (long long)r.M, (long long)r.N, (long long)r.K, r.verified ? "true" : "false",
+                  r.median_ms, r.min_ms, r.gflops, i + 1 < rows.size() ? "," : "");
+    }
+    std::printf("]}\n");
+  } else {
+    std::printf("# SGEMM, %s, %d repeats\n", bench::machine_info().c_str(), repeats);
+    std::printf("| variant | M | N | K | median ms | min ms | GFLOP/s |\n|---|---|---|---|---|---|---|\n");
+    for (const Row& r : rows) {
+      if (!r.verified) {
+        std::printf("| %s | %lld | %lld | %lld | WRONG RESULT, not timed | | |\n", r.variant.c_str(), (long long)r.M,
+                    (long long)r.N, (long long)r.K);
+        continue;
+      }
+      std::printf("| %s | %lld | %lld | %lld | %.3f | %.3f | %.1f |\n", r.variant.c_str(), (long long)r.M,
+                  (long long)r.N, (long long)r.K, r.median_ms, r.min_ms, r.gflops);
+    }
+  }
+  for (const Row& r : rows) {
+    if (!r.verified) return 1;
+  }
+  return 0;
+}

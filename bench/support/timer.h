@@ -1,0 +1,34 @@
+// Benchmark support: timing protocol (warm-up, then median and min over
+// repeats, steady_clock), machine stamp, and simple argument parsing.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace crfseg::bench {
+
+struct Timing {
+  double median_ms, min_ms;
+};
+
+// Runs fn `warmup` times untimed, then `repeats` times timed.
+inline Timing time_it(const std::function<void()>& fn, int warmup, int repeats) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> ms;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], ms.front()};
+}
+
+// "CPU model, N threads, features" for stamping results.
+std::string machine_info();
+
+}  // namespace crfseg::bench

@@ -38,6 +38,22 @@ AutogradMeta* meta_of(const Tensor& t) { return t.defined() ? t.autograd_meta().
 
 }  // namespace
 
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> orphans;
+  auto adopt = [&orphans](std::vector<Edge>& edges) {
+    for (Edge& e : edges) {
+      // Only nodes nobody else holds would die (recursively) with this one.
+      if (e.node && e.node.use_count() == 1) orphans.push_back(std::move(e.node));
+    }
+  };
+  adopt(next_edges);
+  while (!orphans.empty()) {
+    std::shared_ptr<Node> node = std::move(orphans.back());
+    orphans.pop_back();
+    adopt(node->next_edges);  // take its children first, so it dies with no chain behind it
+  }
+}
+
 SavedTensor::SavedTensor(const Tensor& t) : data_(t.defined() ? t.alias() : Tensor()) {
   if (t.defined()) version_ = t.version();
 }

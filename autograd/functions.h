@@ -58,6 +58,18 @@ Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
 Tensor contiguous(const Tensor& x);
 Tensor to_dtype(const Tensor& x, DType dtype);  // float <-> float casts carry gradients
 
+// ---- softmax family : autograd/ops/softmax.cpp ----
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+
+struct CrossEntropyOptions {
+  Tensor weight;                // [C] class weights; undefined = all 1
+  int64_t ignore_index = -100;  // targets equal to this are skipped (torch's default)
+};
+// Mean softmax cross-entropy of logits [N, C, ...] against i64 targets
+// [N, ...] (see ops::cross_entropy). Returns a 0-dim tensor.
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options = {});
+
 // ---- joining : autograd/ops/join.cpp ----
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim);

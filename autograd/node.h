@@ -33,7 +33,6 @@ class SavedTensor {
   // since it was saved, or if the graph was already freed by a backward pass.
   Tensor unpack(const char* op) const;
   void release() { released_ = true; data_ = Tensor(); }
-  bool defined() const { return data_.defined() || released_; }
 
  private:
   Tensor data_;
@@ -43,7 +42,9 @@ class SavedTensor {
 
 class Node {
  public:
-  virtual ~Node() = default;
+  // Frees the chain of Nodes only this one keeps alive iteratively: the
+  // default recursive destruction of a 100,000-op graph overflows the stack.
+  virtual ~Node();
   // Name used in error messages, e.g. "MulBackward".
   virtual const char* name() const = 0;
   // Given the gradient of the loss w.r.t. this node's output, returns one

@@ -85,6 +85,28 @@ std::vector<int64_t> normalize_dims(const std::vector<int64_t>& dims, int64_t nd
 // a @ b for a [..., M, K] and b [..., K, N] (leading dims broadcast), or 2-D.
 Tensor matmul(const Tensor& a, const Tensor& b);
 
+// ---- softmax family (any dim; the input is made contiguous) ----
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+// Gradient of softmax (log=false) or log_softmax (log=true) given its output y.
+Tensor softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim, bool log);
+
+// Fused softmax cross-entropy over dim 1 of logits [N, C, d1, ...] with
+// integer targets [N, d1, ...] (i64), optional class weights [C] (undefined =
+// all 1), positions whose target equals ignore_index skipped; mean reduction
+// weighted as in torch.nn.functional.cross_entropy (NaN when every position
+// is ignored, as there). Throws ValueError naming the first target outside
+// [0, C).
+struct CrossEntropyForward {
+  Tensor loss;       // 0-dim
+  Tensor log_probs;  // log_softmax(logits, 1), kept for the backward
+  double weight_sum;
+};
+CrossEntropyForward cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& weight,
+                                  int64_t ignore_index);
+Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyForward& forward, const Tensor& target,
+                              const Tensor& weight, int64_t ignore_index);
+
 // ---- joining ----
 Tensor concat(const std::vector<Tensor>& tensors, int64_t dim);
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);

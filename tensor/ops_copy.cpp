@@ -5,6 +5,11 @@
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 
+namespace crfseg {
+Tensor Tensor::to(Device device) const { return ops::to_device(*this, device); }
+Tensor Tensor::to(DType dtype) const { return ops::to_dtype(*this, dtype); }
+}  // namespace crfseg
+
 namespace crfseg::ops {
 
 Tensor contiguous(const Tensor& t) {

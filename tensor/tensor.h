@@ -81,6 +81,10 @@ class Tensor {
   // A new TensorImpl over the same storage and geometry, without autograd metadata.
   Tensor alias() const;
 
+  // ---- conversions (raw ops; see ops::to_device / ops::to_dtype) ----
+  Tensor to(Device device) const;  // returns *this when already there
+  Tensor to(DType dtype) const;
+
   // ---- element access (CPU; slow, for tests and small tensors) ----
   double item() const;  // the single element of a one-element tensor, as double
   double at(const std::vector<int64_t>& index) const;

@@ -154,3 +154,16 @@ TEST_CASE("gradcheck catches a deliberately wrong backward") {
   CHECK_FALSE(r.ok);
   CHECK(r.message.find("mismatch for input 0") != std::string::npos);
 }
+
+TEST_CASE("gradcheck: softmax, log_softmax and cross_entropy") {
+  expect_gradcheck([](V x) { return softmax(x[0], 1); }, {input({2, 3, 4}, 90)});
+  expect_gradcheck([](V x) { return log_softmax(x[0], 0); }, {input({3, 5}, 91)});
+  expect_gradcheck([](V x) { return log_softmax(transpose(x[0], 0, 1), -1); }, {input({4, 3}, 92)});
+  const Tensor target = from_vector<int64_t>({0, 2, -100, 1, 1, 0}, {2, 3});
+  const Tensor weight = from_vector<double>({0.5, 2.0, 1.5}, {3});
+  expect_gradcheck([&](V x) { return cross_entropy(x[0], target); }, {input({2, 3, 3}, 93)});
+  expect_gradcheck([&](V x) { return cross_entropy(x[0], target, {.weight = weight}); }, {input({2, 3, 3}, 94)});
+  const Tensor flat_target = from_vector<int64_t>({0, 2, 1, 1, 0, 2}, {6});
+  expect_gradcheck([&](V x) { return cross_entropy(x[0], flat_target, {.weight = Tensor(), .ignore_index = 0}); },
+                   {input({6, 3}, 95)});
+}

@@ -1,0 +1,128 @@
+// softmax, log_softmax and the fused cross-entropy: validation and dispatch
+// to kernels/cpu/softmax.* and kernels/cpu/cross_entropy.*.
+#include <cmath>
+#include <limits>
+
+#include "kernels/cpu/cross_entropy.h"
+#include "kernels/cpu/softmax.h"
+#include "tensor/dispatch.h"
+#include "tensor/ops.h"
+
+namespace crfseg::ops {
+
+namespace {
+
+// The [outer, C, inner] view of a contiguous tensor around `dim`.
+struct ColumnView {
+  int64_t outer = 1, C = 1, inner = 1;
+};
+
+ColumnView column_view(const Shape& shape, int64_t dim) {
+  ColumnView v;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
+    if (d < dim) v.outer *= shape[d];
+    else if (d == dim) v.C = shape[d];
+    else v.inner *= shape[d];
+  }
+  return v;
+}
+
+Tensor softmax_impl(const char* op, const Tensor& x_in, int64_t dim, bool log) {
+  check_defined(op, x_in, "x");
+  check_cpu(op, x_in);
+  const Tensor x = contiguous(x_in);
+  const ColumnView v = column_view(x.shape(), x.dim() == 0 ? 0 : normalize_dim(dim, x.dim(), op));
+  Tensor y = Tensor::empty(x.shape(), x.options());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::softmax_forward(x.data<T>(), y.data<T>(), v.outer, v.C, v.inner, log);
+  });
+  return y;
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl("softmax", x, dim, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl("log_softmax", x, dim, true); }
+
+Tensor softmax_backward(const Tensor& grad, const Tensor& y_in, int64_t dim, bool log) {
+  const char* op = log ? "log_softmax_backward" : "softmax_backward";
+  check_cpu(op, grad);
+  CRFSEG_CHECK(grad.shape() == y_in.shape() && grad.dtype() == y_in.dtype(), ShapeError, op, ": grad ",
+               grad.str(), " does not match output ", y_in.str());
+  const Tensor g = contiguous(grad), y = contiguous(y_in);
+  const ColumnView v = column_view(y.shape(), y.dim() == 0 ? 0 : normalize_dim(dim, y.dim(), op));
+  Tensor dx = Tensor::empty(y.shape(), y.options());
+  dispatch_float(y.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::softmax_backward(g.data<T>(), y.data<T>(), dx.data<T>(), v.outer, v.C, v.inner, log);
+  });
+  return dx;
+}
+
+namespace {
+
+// Checks logits [N, C, ...], target [N, ...] i64 and weight [C]; returns the column view.
+ColumnView check_cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& weight) {
+  check_defined("cross_entropy", logits, "logits");
+  check_defined("cross_entropy", target, "target");
+  check_cpu("cross_entropy", logits);
+  check_same_device("cross_entropy", logits, target);
+  CRFSEG_CHECK(logits.dim() >= 2, ShapeError, "cross_entropy: expected logits [N, C, ...], got ",
+               shape_str(logits.shape()));
+  CRFSEG_CHECK(target.dtype() == DType::i64, DTypeError, "cross_entropy: expected i64 class-index targets, got ",
+               dtype_name(target.dtype()));
+  Shape want = logits.shape();
+  want.erase(want.begin() + 1);
+  CRFSEG_CHECK(target.shape() == want, ShapeError, "cross_entropy: expected target of shape ", shape_str(want),
+               " for logits ", shape_str(logits.shape()), ", got ", shape_str(target.shape()));
+  if (weight.defined()) {
+    CRFSEG_CHECK(weight.shape() == Shape{logits.size(1)} && weight.dtype() == logits.dtype(), ShapeError,
+                 "cross_entropy: expected class weights [", logits.size(1), "] ", dtype_name(logits.dtype()),
+                 ", got ", weight.str());
+  }
+  return column_view(logits.shape(), 1);
+}
+
+}  // namespace
+
+CrossEntropyForward cross_entropy(const Tensor& logits_in, const Tensor& target_in, const Tensor& weight_in,
+                                  int64_t ignore_index) {
+  const ColumnView v = check_cross_entropy(logits_in, target_in, weight_in);
+  const Tensor logits = contiguous(logits_in), target = contiguous(target_in);
+  const Tensor weight = weight_in.defined() ? contiguous(weight_in) : Tensor();
+  CrossEntropyForward out;
+  out.log_probs = Tensor::empty(logits.shape(), logits.options());
+  out.loss = Tensor::empty({}, logits.options());
+  dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
+    using T = decltype(tag);
+    const auto sums = kernels::cpu::cross_entropy_forward(
+        logits.data<T>(), target.data<int64_t>(), weight.defined() ? weight.data<T>() : nullptr,
+        out.log_probs.data<T>(), v.outer, v.C, v.inner, ignore_index);
+    CRFSEG_CHECK(sums.first_bad < 0, ValueError, "cross_entropy: target ",
+                 target.data<int64_t>()[sums.first_bad], " at flat position ", sums.first_bad,
+                 " is outside [0, ", v.C, ") and is not ignore_index (", ignore_index, ")");
+    out.weight_sum = sums.weight_sum;
+    // 0/0 = NaN when every position is ignored, matching torch.
+    out.loss.data<T>()[0] = static_cast<T>(sums.weight_sum == 0.0 ? std::numeric_limits<double>::quiet_NaN()
+                                                                   : sums.loss_sum / sums.weight_sum);
+  });
+  return out;
+}
+
+Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyForward& fwd, const Tensor& target_in,
+                              const Tensor& weight_in, int64_t ignore_index) {
+  const ColumnView v = column_view(fwd.log_probs.shape(), 1);
+  const Tensor target = contiguous(target_in);
+  const Tensor weight = weight_in.defined() ? contiguous(weight_in) : Tensor();
+  Tensor dx = Tensor::empty(fwd.log_probs.shape(), fwd.log_probs.options());
+  dispatch_float(dx.dtype(), "cross_entropy_backward", [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::cross_entropy_backward(static_cast<T>(grad.item()), fwd.log_probs.data<T>(),
+                                         target.data<int64_t>(), weight.defined() ? weight.data<T>() : nullptr,
+                                         fwd.weight_sum, dx.data<T>(), v.outer, v.C, v.inner, ignore_index);
+  });
+  return dx;
+}
+
+}  // namespace crfseg::ops

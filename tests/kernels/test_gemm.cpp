@@ -1,6 +1,8 @@
 // Every registered SGEMM variant against kernels::ref::gemm, for all four
 // transpose cases, alpha/beta, padded leading dims and awkward sizes
-// (1, primes, tile-1, tile+1, non-square).
+// (1, primes, tile-1, tile+1, non-square), including shapes around the
+// MR x NR tiles and MC/KC/NC blocks of the BLIS variants (blis_loops.h).
+// Variants the CPU cannot run are skipped and listed as NOT TESTED.
 #include <vector>
 
 #include "kernels/cpu/gemm/gemm.h"
@@ -25,28 +27,39 @@ TEST_CASE("every SGEMM variant matches the reference") {
   struct Size {
     int64_t M, N, K;
   };
-  const std::vector<Size> sizes = {{1, 1, 1},   {1, 17, 5},   {13, 1, 7},  {7, 13, 1},   {31, 33, 29},
-                                   {15, 47, 63}, {65, 17, 97}, {97, 129, 31}, {128, 96, 257}};
-  for (const auto& variant : kernels::cpu::sgemm_variants()) {
-    if (!variant.available()) {
-      MESSAGE("variant " << variant.name << " not run: needs " << variant.constraints);
-      continue;
-    }
-    for (const Size& s : sizes) {
-      for (int trans = 0; trans < 4; ++trans) {
-        const bool ta = trans & 1, tb = trans & 2;
-        // Leading dims padded by 3 to catch code that assumes ld == row length.
-        const int64_t lda = (ta ? s.M : s.K) + 3, ldb = (tb ? s.K : s.N) + 3, ldc = s.N + 3;
-        const std::vector<float> A = random_floats((ta ? s.K : s.M) * lda, 1);
-        const std::vector<float> B = random_floats((tb ? s.N : s.K) * ldb, 2);
-        const std::vector<float> C0 = random_floats(s.M * ldc, 3);
-        for (float beta : {0.0f, 1.0f, -0.5f}) {
-          std::vector<float> got = C0, want = C0;
-          const float alpha = 1.25f;
+  const std::vector<Size> sizes = {
+      {1, 1, 1}, {1, 17, 5}, {13, 1, 7}, {7, 13, 1}, {31, 33, 29}, {15, 47, 63}, {65, 17, 97}, {97, 129, 31},
+      {128, 96, 257},
+      // Blocked variants (v2+, blis_loops.h): M around MR = 6 and 12, N around
+      // NR = 16 and 32, so full tiles, edge tiles and both together occur.
+      {5, 15, 3}, {6, 16, 4}, {7, 17, 9}, {13, 33, 11}, {12, 32, 2}, {25, 65, 19},
+      // K around KC (256 for v2/v3; 192 is kept for a future AVX-512 variant): a second, 1-deep pc slice
+      // must accumulate onto the first (beta applied once only).
+      {6, 16, 255}, {7, 17, 257}, {13, 31, 191}, {11, 35, 193},
+      // N > NC = 4096: two jc blocks, the second narrower than NR.
+      {7, 4100, 5},
+      // Several MC, KC blocks at once, with uneven edges and 2+ threads.
+      {300, 520, 700}};
+  for (const Size& s : sizes) {
+    for (int trans = 0; trans < 4; ++trans) {
+      const bool ta = trans & 1, tb = trans & 2;
+      // Leading dims padded by 3 to catch code that assumes ld == row length.
+      const int64_t lda = (ta ? s.M : s.K) + 3, ldb = (tb ? s.K : s.N) + 3, ldc = s.N + 3;
+      const std::vector<float> A = random_floats((ta ? s.K : s.M) * lda, 1);
+      const std::vector<float> B = random_floats((tb ? s.N : s.K) * ldb, 2);
+      const std::vector<float> C0 = random_floats(s.M * ldc, 3);
+      for (float beta : {0.0f, 1.0f, -0.5f}) {
+        // The reference (double accumulation) runs once; every variant is compared to it.
+        const float alpha = 1.25f;
+        std::vector<float> want = C0;
+        kernels::ref::gemm<float>(ta, tb, s.M, s.N, s.K, alpha, A.data(), lda, B.data(), ldb, beta, want.data(),
+                                  ldc);
+        const std::vector<double> w(want.begin(), want.end());
+        for (const auto& variant : kernels::cpu::sgemm_variants()) {
+          if (!variant.available()) continue;  // reported in "variants this CPU cannot run"
+          std::vector<float> got = C0;
           variant.fn(ta, tb, s.M, s.N, s.K, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc);
-          kernels::ref::gemm<float>(ta, tb, s.M, s.N, s.K, alpha, A.data(), lda, B.data(), ldb, beta, want.data(),
-                                    ldc);
-          std::vector<double> g(got.begin(), got.end()), w(want.begin(), want.end());
+          const std::vector<double> g(got.begin(), got.end());
           INFO("variant " << variant.name << " M=" << s.M << " N=" << s.N << " K=" << s.K << " transA=" << ta
                           << " transB=" << tb << " beta=" << beta);
           // rtol scaled with the reduction length (float accumulation order differs).
@@ -57,9 +70,28 @@ TEST_CASE("every SGEMM variant matches the reference") {
   }
 }
 
+TEST_CASE("variants this CPU cannot run") {
+  for (const auto& variant : kernels::cpu::sgemm_variants()) {
+    if (!variant.available()) MESSAGE("variant " << variant.name << " NOT TESTED here: " << variant.constraints);
+  }
+}
+
+TEST_CASE("K == 0 or alpha == 0 only scales C by beta") {
+  const std::vector<float> A(6, 1.0f), B(6, 1.0f);
+  for (const auto& variant : kernels::cpu::sgemm_variants()) {
+    if (!variant.available()) continue;
+    std::vector<float> C(4, 2.0f);
+    variant.fn(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2);
+    CHECK_MESSAGE(C == std::vector<float>(4, 1.0f), variant.name);
+    variant.fn(false, false, 2, 2, 3, 0.0f, A.data(), 3, B.data(), 2, 0.0f, C.data(), 2);
+    CHECK_MESSAGE(C == std::vector<float>(4, 0.0f), variant.name);
+  }
+}
+
 TEST_CASE("beta == 0 ignores NaN in C, as BLAS does") {
   const std::vector<float> A(6, 1.0f), B(6, 1.0f);
   for (const auto& variant : kernels::cpu::sgemm_variants()) {
+    if (!variant.available()) continue;
     std::vector<float> C(4, std::nanf(""));
     variant.fn(false, false, 2, 2, 3, 1.0f, A.data(), 3, B.data(), 2, 0.0f, C.data(), 2);
     CHECK_MESSAGE(C == std::vector<float>(4, 3.0f), variant.name);

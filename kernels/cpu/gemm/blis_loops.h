@@ -1,4 +1,4 @@
-// The BLIS loop nest shared by the blocked SGEMM variants (v2, v3, v4).
+// The BLIS loop nest shared by the blocked SGEMM variants (v2, v3).
 //
 // C (M x N) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C, row-major.
 // The five loops around one MR x NR micro-kernel (Van Zee & van de Geijn,

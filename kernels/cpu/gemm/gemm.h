@@ -9,7 +9,10 @@
 //   v0_naive       : the reference loop order i-j-k, float accumulation
 //   v1_loop_order  : i-k-j so the inner loop streams rows of B and C (vectorises),
 //                    OpenMP over rows of C
-// Further rungs (blocking, packing, AVX2/AVX-512 micro-kernels) are issue #3.
+//   v2_blocking_packing    : BLIS loops (blis_loops.h), packed A/B panels,
+//                            portable 6x16 C++ micro-kernel, OpenMP over ic
+//   v3_ukernel_avx2_6x16   : v2 with an AVX2+FMA intrinsics micro-kernel
+//   (an AVX-512 12x32 micro-kernel is drafted but not registered: untested, no AVX-512 CPU at hand)
 #pragma once
 
 #include <cstdint>
@@ -38,6 +41,11 @@ void sgemm_v0_naive(bool, bool, int64_t, int64_t, int64_t, float, const float*, 
                     float, float*, int64_t);
 void sgemm_v1_loop_order(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
                          int64_t, float, float*, int64_t);
+void sgemm_v2_blocking_packing(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                               int64_t, float, float*, int64_t);
+// Needs AVX2+FMA: call only when has_avx2_fma().
+void sgemm_v3_ukernel_avx2_6x16(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                                int64_t, float, float*, int64_t);
 
 // Production entry: the fastest available variant, unless the environment
 // variable CRFSEG_SGEMM=<name> selects another (for performance research).

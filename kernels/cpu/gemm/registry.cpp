@@ -5,6 +5,7 @@
 // so a new variant is verified and timed by adding one line here.
 #include <cstdlib>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm/gemm.h"
 #include "tensor/error.h"
 
@@ -18,6 +19,8 @@ const std::vector<SgemmVariant>& sgemm_variants() {
   static const std::vector<SgemmVariant> variants = {
       {"v0_naive", sgemm_v0_naive, "", always},
       {"v1_loop_order", sgemm_v1_loop_order, "", always},
+      {"v2_blocking_packing", sgemm_v2_blocking_packing, "", always},
+      {"v3_ukernel_avx2_6x16", sgemm_v3_ukernel_avx2_6x16, "needs AVX2+FMA", has_avx2_fma},
   };
   return variants;
 }
@@ -36,7 +39,7 @@ namespace {
 SgemmFn pick_production() {
   if (const char* env = std::getenv("CRFSEG_SGEMM")) {
     const SgemmVariant& v = sgemm_variant(env);
-    CRFSEG_CHECK(v.available(), NotImplementedError, "sgemm: variant ", v.name, " needs ", v.constraints,
+    CRFSEG_CHECK(v.available(), NotImplementedError, "sgemm: variant ", v.name, " ", v.constraints,
                  ", which this CPU lacks");
     return v.fn;
   }

@@ -1,0 +1,198 @@
+// The BLIS loop nest, packing routines and macro-kernel shared by the blocked
+// SGEMM variants; see blis_loops.h for the loop structure and references.
+//
+// Packed layouts (both zero-padded to full micro-tiles, so the micro-kernel
+// never needs bounds checks and never sees a transpose or a leading dim):
+//   A block (mc x kc): ceil(mc / MR) micro-panels, each kc x MR with the MR
+//     rows of one k adjacent: a_pack[panel][k][r]. alpha is folded in here
+//     (MK multiplies instead of MN in the micro-kernel).
+//   B block (kc x nc): ceil(nc / NR) micro-panels, each kc x NR with the NR
+//     columns of one k adjacent: b_pack[panel][k][c].
+// The micro-kernel then reads both panels with unit stride, k after k.
+#include <omp.h>
+
+#include <algorithm>
+#include <new>
+
+#include "kernels/cpu/gemm/blis_loops.h"
+
+namespace crfseg::kernels::cpu {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Below this M*N*K (~100^3) a parallel region costs more than it saves.
+constexpr int64_t kParallelMinWork = int64_t(1) << 20;
+
+// 64-byte (cache-line) aligned scratch, freed on scope exit.
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(int64_t n)
+      : p_(static_cast<float*>(::operator new[](static_cast<size_t>(n) * sizeof(float), std::align_val_t(64)))) {}
+  ~AlignedBuffer() { ::operator delete[](p_, std::align_val_t(64)); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  float* data() const { return p_; }
+
+ private:
+  float* p_;
+};
+
+// Packs alpha * op(A)[i0 : i0+mc, p0 : p0+kc] into MR-row micro-panels.
+// op(A)(i, k) is A[i * lda + k], or A[k * lda + i] when trans_a.
+void pack_a(const BlisConfig& cfg, bool trans_a, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
+            int64_t kc, float alpha, float* dst) {
+  const int64_t mr = cfg.mr;
+  for (int64_t ir = 0; ir < mc; ir += mr) {
+    const int64_t rows = std::min(mr, mc - ir);
+    float* panel = dst + ir * kc;
+    if (!trans_a) {
+      // Each row of A is contiguous in k: read rows, scatter with stride MR.
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* src = A + (i0 + ir + r) * lda + p0;
+        for (int64_t k = 0; k < kc; ++k) panel[k * mr + r] = alpha * src[k];
+      }
+    } else {
+      // A stores op(A)^T: for a fixed k the MR rows are contiguous.
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = A + (p0 + k) * lda + i0 + ir;
+        for (int64_t r = 0; r < rows; ++r) panel[k * mr + r] = alpha * src[r];
+      }
+    }
+    // Zero rows past the edge: they produce zero rows of the temporary tile,
+    // which the macro-kernel never writes back.
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t r = rows; r < mr; ++r) panel[k * mr + r] = 0.0f;
+  }
+}
+
+// Packs op(B)[p0 : p0+kc, j0 : j0+cols] (cols <= NR) into one NR-column
+// micro-panel, zero-padding columns cols..NR-1.
+// op(B)(k, j) is B[k * ldb + j], or B[j * ldb + k] when trans_b.
+void pack_b_panel(const BlisConfig& cfg, bool trans_b, const float* B, int64_t ldb, int64_t p0, int64_t kc,
+                  int64_t j0, int64_t cols, float* dst) {
+  const int64_t nr = cfg.nr;
+  if (!trans_b) {
+    // Row k of B is contiguous in j: a straight copy of cols floats per k.
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = B + (p0 + k) * ldb + j0;
+      float* d = dst + k * nr;
+      for (int64_t c = 0; c < cols; ++c) d[c] = src[c];
+      for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
+    }
+  } else {
+    // B stores op(B)^T: column j of op(B) is contiguous in k.
+    for (int64_t c = 0; c < cols; ++c) {
+      const float* src = B + (j0 + c) * ldb + p0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * nr + c] = src[k];
+    }
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t c = cols; c < nr; ++c) dst[k * nr + c] = 0.0f;
+  }
+}
+
+// Loops jr and ir over one packed A block (m x kc) and B block (kc x n),
+// updating the m x n block of C at C (leading dim ldc).
+void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const float* a_pack, const float* b_pack,
+                  float beta, float* C, int64_t ldc) {
+  const int64_t mr = cfg.mr, nr = cfg.nr;
+  alignas(64) float tile[kMaxMicroTile];
+  // jr outside ir: one KC x NR micro-panel of B (kc * nr * 4 bytes) stays in
+  // L1 while the whole packed A block streams past it from L2.
+  for (int64_t jr = 0; jr < n; jr += nr) {
+    const int64_t cols = std::min(nr, n - jr);
+    const float* b = b_pack + jr * kc;
+    for (int64_t ir = 0; ir < m; ir += mr) {
+      const int64_t rows = std::min(mr, m - ir);
+      const float* a = a_pack + ir * kc;
+      float* c = C + ir * ldc + jr;
+      if (rows == mr && cols == nr) {
+        cfg.ukernel(kc, a, b, beta, c, ldc);
+        continue;
+      }
+      // Edge tile: the micro-kernel writes a full MR x NR tile to scratch
+      // (beta = 0, so scratch is not read), and only the valid part is merged.
+      cfg.ukernel(kc, a, b, 0.0f, tile, nr);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < cols; ++j) {
+          float& out = c[r * ldc + j];
+          out = beta == 0.0f ? tile[r * nr + j] : tile[r * nr + j] + beta * out;
+        }
+      }
+    }
+  }
+}
+
+// C = beta * C for the K == 0 / alpha == 0 cases (BLAS: A and B unread).
+void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i) {
+    float* c = C + i * ldc;
+    for (int64_t j = 0; j < N; ++j) c[j] = beta == 0.0f ? 0.0f : beta * c[j];
+  }
+}
+
+}  // namespace
+
+void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  const int num_threads = M * N * K >= kParallelMinWork ? omp_get_max_threads() : 1;
+
+  // Thread partitioning: threads split the ic loop. Every thread reads the
+  // same packed B block (packed cooperatively, shared through L3) and packs
+  // its own A block into its private buffer (its own L2 on Zen/Intel cores),
+  // so threads write disjoint row ranges of C: no races, no atomics, and the
+  // result does not depend on the thread count. To balance the load the
+  // number of ic blocks is rounded up to a multiple of the thread count and
+  // MC is shrunk (to a multiple of MR) so the blocks are about equal:
+  // M = 512, MC = 168, 2 threads -> 4 blocks of 132/132/132/116 rows
+  // instead of 168/168/168/8. (When M < 2 * MR one thread does all the work;
+  // splitting jr instead would help such short-and-wide shapes.)
+  int64_t mc = cfg.mc;
+  if (num_threads > 1) {
+    const int64_t blocks = round_up(ceil_div(M, cfg.mc), num_threads);
+    mc = std::min(cfg.mc, round_up(ceil_div(M, blocks), cfg.mr));
+  }
+  const int64_t ic_blocks = ceil_div(M, mc);
+  const int64_t kc_max = std::min(cfg.kc, K);
+  const int64_t nc_max = std::min(cfg.nc, round_up(N, cfg.nr));
+  AlignedBuffer b_pack(kc_max * nc_max);
+  AlignedBuffer a_pack(int64_t(num_threads) * mc * kc_max);  // mc is a multiple of mr: no padding needed
+
+#pragma omp parallel num_threads(num_threads)
+  {
+    float* my_a_pack = a_pack.data() + int64_t(omp_get_thread_num()) * mc * kc_max;
+    // Every thread runs the jc and pc loops (same trip counts); the work
+    // inside is shared by the two `omp for` loops, whose implicit barriers
+    // make B fully packed before use, and unused before it is repacked.
+    for (int64_t jc = 0; jc < N; jc += cfg.nc) {
+      const int64_t nc = std::min(cfg.nc, N - jc);
+      const int64_t b_panels = ceil_div(nc, cfg.nr);
+      for (int64_t pc = 0; pc < K; pc += cfg.kc) {
+        const int64_t kc = std::min(cfg.kc, K - pc);
+        // beta applies once, on the first slice of K; later slices accumulate.
+        const float beta_pc = pc == 0 ? beta : 1.0f;
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < b_panels; ++p) {
+          const int64_t j0 = p * cfg.nr;
+          pack_b_panel(cfg, trans_b, B, ldb, pc, kc, jc + j0, std::min(cfg.nr, nc - j0), b_pack.data() + j0 * kc);
+        }
+#pragma omp for schedule(static)
+        for (int64_t ib = 0; ib < ic_blocks; ++ib) {
+          const int64_t ic = ib * mc;
+          const int64_t m = std::min(mc, M - ic);
+          pack_a(cfg, trans_a, A, lda, ic, m, pc, kc, alpha, my_a_pack);
+          macro_kernel(cfg, m, nc, kc, my_a_pack, b_pack.data(), beta_pc, C + ic * ldc + jc, ldc);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace crfseg::kernels::cpu

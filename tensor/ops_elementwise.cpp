@@ -4,7 +4,6 @@
 // Each op validates once here and then calls the strided maps in
 // kernels/cpu/elementwise.h with a small lambda for the math.
 #include <cmath>
-#include <cstring>
 
 #include "kernels/cpu/elementwise.h"
 #include "tensor/cuda_memory.h"
@@ -242,20 +241,20 @@ void copy_(const Tensor& dst, const Tensor& src) {
   CRFSEG_CHECK(broadcast_shapes(dst.shape(), src.shape(), "copy_") == dst.shape(), ShapeError,
                "copy_: source of shape ", shape_str(src.shape()), " does not broadcast to destination ",
                shape_str(dst.shape()));
-  if (!dst.device().is_cpu() || !src.device().is_cpu()) {
-    // Cross-device copies go through to_device; here both must be contiguous and equal-shaped.
-    CRFSEG_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(), NotImplementedError,
-                 "copy_: device copies need equal shapes and dtypes, got ", src.str(), " -> ", dst.str());
-    Tensor moved = to_device(contiguous(src), dst.device());
-    CRFSEG_CHECK(dst.is_contiguous(), NotImplementedError, "copy_: non-contiguous destination on ",
-                 dst.device().str());
-    const Tensor& m = moved;
-    if (dst.device().is_cuda()) {
-      cuda::copy_device_to_device(dst.raw_data(), m.raw_data(),
-                                  m.numel() * dtype_size(m.dtype()), dst.device().index);
-    } else {
-      std::memcpy(dst.raw_data(), m.raw_data(), m.numel() * dtype_size(m.dtype()));
-    }
+  if (dst.device().is_cpu() && !src.device().is_cpu()) {
+    // Bring the source over first, then take the strided, broadcasting,
+    // casting CPU path below.
+    copy_(dst, to_device(src, dst.device()));
+    return;
+  }
+  if (dst.device().is_cuda()) {
+    CRFSEG_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype() && dst.is_contiguous(),
+                 NotImplementedError, "copy_: copies onto ", dst.device().str(),
+                 " need a contiguous destination of the source's shape and dtype, got ", src.str(), " -> ",
+                 dst.str());
+    const Tensor moved = to_device(src, dst.device());
+    cuda::copy_device_to_device(dst.raw_data(), moved.raw_data(), moved.numel() * dtype_size(moved.dtype()),
+                                dst.device().index);
     dst.bump_version();
     return;
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tensor/ops.h"
+#include "tensor/random.h"
 #include "tensor/tensor.h"
 
 namespace crfseg {
@@ -69,6 +70,31 @@ struct CrossEntropyOptions {
 // Mean softmax cross-entropy of logits [N, C, ...] against i64 targets
 // [N, ...] (see ops::cross_entropy). Returns a 0-dim tensor.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options = {});
+
+// ---- convolution : autograd/ops/conv.cpp ----
+// bias may be undefined. Gradients flow to x, weight and bias.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const ops::Conv2dArgs& args = {});
+Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const ops::Conv2dArgs& args = {},
+                        int64_t output_pad_h = 0, int64_t output_pad_w = 0);
+
+// ---- pooling : autograd/ops/pool.cpp ----
+Tensor max_pool2d(const Tensor& x, const ops::Pool2dArgs& args);
+Tensor avg_pool2d(const Tensor& x, const ops::Pool2dArgs& args);
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
+
+// ---- upsampling : autograd/ops/upsample.cpp ----
+Tensor upsample2d(const Tensor& x, int64_t out_h, int64_t out_w, ops::UpsampleMode mode, bool align_corners = false);
+
+// ---- batch norm : autograd/ops/batchnorm.cpp ----
+// Gradients flow to x, weight and bias; the running statistics are buffers
+// updated in place (training) and never require grad.
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5,
+                  bool fuse_relu = false);
+
+// ---- dropout : autograd/ops/dropout.cpp ----
+// Identity when !training or p == 0; else x * mask / (1 - p).
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 
 // ---- joining : autograd/ops/join.cpp ----
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);

@@ -15,6 +15,8 @@
 
 #include "tensor/tensor.h"
 
+namespace crfseg { class Generator; }
+
 namespace crfseg::ops {
 
 // ---- elementwise ----
@@ -106,6 +108,93 @@ CrossEntropyForward cross_entropy(const Tensor& logits, const Tensor& target, co
                                   int64_t ignore_index);
 Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyForward& forward, const Tensor& target,
                               const Tensor& weight, int64_t ignore_index);
+
+// ---- neural-network ops on NCHW tensors (f32/f64, CPU) ----
+// Each has a plain reference in kernels/ref/ and the tuned kernel in
+// kernels/cpu/ under the same file stem; the raw op validates, makes inputs
+// contiguous and calls the tuned kernel.
+
+// Convolution : tensor/ops_conv.cpp, kernels/{ref,cpu}/conv2d.*
+// x [N, C, H, W], weight [K, C, R, S], bias [K] or undefined.
+// Output [N, K, P, Q] with P = (H + 2 pad_h - dil_h (R - 1) - 1) / stride_h + 1.
+struct Conv2dArgs {
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dil_h = 1, dil_w = 1;
+};
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args);
+// dL/dx given dL/dy [N, K, P, Q]; x_shape is the forward input's shape.
+Tensor conv2d_backward_input(const Tensor& grad, const Tensor& weight, const Shape& x_shape, const Conv2dArgs& args);
+// dL/dweight given dL/dy and the forward input x.
+Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& weight_shape,
+                              const Conv2dArgs& args);
+// dL/dbias = sum of dL/dy over N, P, Q.
+Tensor conv2d_backward_bias(const Tensor& grad);
+// Transposed convolution: the adjoint of conv2d. x [N, C, H, W], weight
+// [C, K, R, S] (torch's layout), output [N, K, Ho, Wo] with
+// Ho = (H - 1) stride_h - 2 pad_h + dil_h (R - 1) + output_pad_h + 1.
+Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args,
+                        int64_t output_pad_h = 0, int64_t output_pad_w = 0);
+
+// Pooling : tensor/ops_pool.cpp, kernels/{ref,cpu}/pool2d.*
+// Windows follow torch: out = floor((H + 2 pad - dil (k - 1) - 1) / stride) + 1
+// (ceil with ceil_mode, where the last window must start inside the padded
+// input). Max pool pads with -inf; average pool divides by the window size
+// clipped to the padded input (count_include_pad) or to the real input.
+struct Pool2dArgs {
+  int64_t kernel_h = 2, kernel_w = 2;
+  int64_t stride_h = 2, stride_w = 2;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dil_h = 1, dil_w = 1;  // max pool only
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // average pool only
+};
+struct MaxPool2dForward {
+  Tensor y;
+  Tensor indices;  // i64, same shape as y: flat h * W + w of the max inside its (n, c) plane
+};
+MaxPool2dForward max_pool2d(const Tensor& x, const Pool2dArgs& args);
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape);
+Tensor avg_pool2d(const Tensor& x, const Pool2dArgs& args);
+Tensor avg_pool2d_backward(const Tensor& grad, const Shape& x_shape, const Pool2dArgs& args);
+// Adaptive average pooling to [out_h, out_w]: window i covers
+// [floor(i H / out_h), ceil((i + 1) H / out_h)) as in torch. (1, 1) = global average.
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
+Tensor adaptive_avg_pool2d_backward(const Tensor& grad, const Shape& x_shape);
+
+// Upsampling : tensor/ops_upsample.cpp, kernels/{ref,cpu}/upsample.*
+// nearest: src = floor(dst * in / out) (torch's 'nearest').
+// bilinear: align_corners=false maps dst centre to src = (dst + 0.5) in/out - 0.5,
+// clamped at 0; align_corners=true maps corners to corners.
+enum class UpsampleMode { nearest, bilinear };
+Tensor upsample2d(const Tensor& x, int64_t out_h, int64_t out_w, UpsampleMode mode, bool align_corners = false);
+Tensor upsample2d_backward(const Tensor& grad, const Shape& x_shape, UpsampleMode mode, bool align_corners = false);
+
+// Batch norm : tensor/ops_batchnorm.cpp, kernels/{ref,cpu}/batchnorm.*
+// Over dim 1 of x [N, C, ...]. weight/bias [C] or undefined (1 and 0).
+// training: normalise with the batch statistics (biased variance), and when
+// running_mean/var are defined update them in place with
+// running = (1 - momentum) running + momentum stat (unbiased variance, as torch).
+// eval: normalise with running_mean/var. fuse_relu applies max(0, .) to y.
+struct BatchNormForward {
+  Tensor y;
+  Tensor mean;    // [C] statistics used (batch or running)
+  Tensor invstd;  // [C] 1 / sqrt(var + eps)
+};
+BatchNormForward batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                            const Tensor& running_var, bool training, double momentum, double eps,
+                            bool fuse_relu = false);
+struct BatchNormGrads {
+  Tensor dx, dweight, dbias;  // dweight/dbias undefined when weight is undefined
+};
+// `y` is the forward output (needed only with fuse_relu, to mask the gradient).
+BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                                   const BatchNormForward& forward, bool training, bool fuse_relu);
+
+// Dropout : tensor/ops_dropout.cpp
+// Mask of the same dtype as `like` holding 0 or 1 / (1 - p), Bernoulli(1 - p)
+// from `gen`, drawn sequentially so it does not depend on the thread count.
+Tensor dropout_mask(const Tensor& like, double p, Generator& gen);
 
 // ---- joining ----
 Tensor concat(const std::vector<Tensor>& tensors, int64_t dim);

@@ -1,0 +1,1 @@
+// placeholder: filled in by the NN-ops work (issue 3)

@@ -15,9 +15,39 @@
 
 #include "tensor/tensor.h"
 
-namespace crfseg { class Generator; }
+namespace crfseg {
+
+class Generator;
+
+// Hyper-parameter structs of the NN ops. They live in namespace crfseg (and
+// are re-exported into ops) so that an unqualified conv2d(x, w, b, args)
+// finds only the differentiable crfseg::conv2d: were they in crfseg::ops,
+// argument-dependent lookup would also find ops::conv2d and the call would
+// be ambiguous.
+struct Conv2dArgs {
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dil_h = 1, dil_w = 1;
+};
+
+struct Pool2dArgs {
+  int64_t kernel_h = 2, kernel_w = 2;
+  int64_t stride_h = 2, stride_w = 2;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dil_h = 1, dil_w = 1;  // max pool only
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // average pool only
+};
+
+enum class UpsampleMode { nearest, bilinear };
+
+}  // namespace crfseg
 
 namespace crfseg::ops {
+
+using crfseg::Conv2dArgs;
+using crfseg::Pool2dArgs;
+using crfseg::UpsampleMode;
 
 // ---- elementwise ----
 enum class BinaryOp { add, sub, mul, div, maximum, minimum };
@@ -117,11 +147,6 @@ Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyForward& for
 // Convolution : tensor/ops_conv.cpp, kernels/{ref,cpu}/conv2d.*
 // x [N, C, H, W], weight [K, C, R, S], bias [K] or undefined.
 // Output [N, K, P, Q] with P = (H + 2 pad_h - dil_h (R - 1) - 1) / stride_h + 1.
-struct Conv2dArgs {
-  int64_t stride_h = 1, stride_w = 1;
-  int64_t pad_h = 0, pad_w = 0;
-  int64_t dil_h = 1, dil_w = 1;
-};
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args);
 // dL/dx given dL/dy [N, K, P, Q]; x_shape is the forward input's shape.
 Tensor conv2d_backward_input(const Tensor& grad, const Tensor& weight, const Shape& x_shape, const Conv2dArgs& args);
@@ -141,14 +166,6 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 // (ceil with ceil_mode, where the last window must start inside the padded
 // input). Max pool pads with -inf; average pool divides by the window size
 // clipped to the padded input (count_include_pad) or to the real input.
-struct Pool2dArgs {
-  int64_t kernel_h = 2, kernel_w = 2;
-  int64_t stride_h = 2, stride_w = 2;
-  int64_t pad_h = 0, pad_w = 0;
-  int64_t dil_h = 1, dil_w = 1;  // max pool only
-  bool ceil_mode = false;
-  bool count_include_pad = true;  // average pool only
-};
 struct MaxPool2dForward {
   Tensor y;
   Tensor indices;  // i64, same shape as y: flat h * W + w of the max inside its (n, c) plane
@@ -166,7 +183,6 @@ Tensor adaptive_avg_pool2d_backward(const Tensor& grad, const Shape& x_shape);
 // nearest: src = floor(dst * in / out) (torch's 'nearest').
 // bilinear: align_corners=false maps dst centre to src = (dst + 0.5) in/out - 0.5,
 // clamped at 0; align_corners=true maps corners to corners.
-enum class UpsampleMode { nearest, bilinear };
 Tensor upsample2d(const Tensor& x, int64_t out_h, int64_t out_w, UpsampleMode mode, bool align_corners = false);
 Tensor upsample2d_backward(const Tensor& grad, const Shape& x_shape, UpsampleMode mode, bool align_corners = false);
 

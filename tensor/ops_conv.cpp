@@ -1,1 +1,178 @@
-// placeholder: filled in by the NN-ops work (issue 3)
+// conv2d, its backward ops and conv_transpose2d: validation, output shapes
+// and dispatch to kernels/cpu/conv2d.*.
+//
+// conv_transpose2d is the adjoint of a convolution, so it is run as that
+// convolution's backward-input: a transposed conv from x [N, C, H, W] to
+// y [N, K, Ho, Wo] is the backward-input of the conv2d from y-shaped inputs
+// (K channels) to x-shaped outputs (C channels) with the same weight
+// [C, K, R, S] read as a conv weight [out = C, in = K, R, S].
+#include "kernels/cpu/conv2d.h"
+#include "tensor/dispatch.h"
+#include "tensor/ops.h"
+
+namespace crfseg::ops {
+
+namespace {
+
+using kernels::ConvGeometry;
+
+void check_args(const char* op, const Conv2dArgs& a) {
+  CRFSEG_CHECK(a.stride_h >= 1 && a.stride_w >= 1 && a.dil_h >= 1 && a.dil_w >= 1 && a.pad_h >= 0 && a.pad_w >= 0,
+               ValueError, op, ": expected stride >= 1, dilation >= 1 and padding >= 0, got stride (", a.stride_h,
+               ", ", a.stride_w, "), dilation (", a.dil_h, ", ", a.dil_w, "), padding (", a.pad_h, ", ", a.pad_w,
+               ")");
+}
+
+void check_float_cpu(const char* op, const Tensor& t, const char* name) {
+  check_defined(op, t, name);
+  check_cpu(op, t);
+  CRFSEG_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64, DTypeError, op, ": expected f32 or f64 ", name,
+               ", got ", dtype_name(t.dtype()));
+}
+
+void check_same_dtype(const char* op, const Tensor& a, const Tensor& b, const char* name) {
+  check_same_device(op, a, b);
+  CRFSEG_CHECK(a.dtype() == b.dtype(), DTypeError, op, ": ", name, " has dtype ", dtype_name(b.dtype()),
+               " but the input has ", dtype_name(a.dtype()));
+}
+
+int64_t out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
+  return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+}
+
+// The geometry of conv2d(x_shape, weight_shape); validates shapes.
+ConvGeometry geometry(const char* op, const Shape& x, const Shape& w, const Conv2dArgs& a) {
+  check_args(op, a);
+  CRFSEG_CHECK(x.size() == 4, ShapeError, op, ": expected input [N, C, H, W], got ", shape_str(x));
+  CRFSEG_CHECK(w.size() == 4, ShapeError, op, ": expected weight [K, C, R, S], got ", shape_str(w));
+  CRFSEG_CHECK(w[1] == x[1], ShapeError, op, ": weight ", shape_str(w), " expects ", w[1],
+               " input channels, input ", shape_str(x), " has ", x[1]);
+  CRFSEG_CHECK(w[0] >= 1 && w[2] >= 1 && w[3] >= 1, ShapeError, op, ": expected a non-empty weight, got ",
+               shape_str(w));
+  ConvGeometry g;
+  g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];
+  g.K = w[0], g.R = w[2], g.S = w[3];
+  g.sh = a.stride_h, g.sw = a.stride_w, g.ph = a.pad_h, g.pw = a.pad_w, g.dh = a.dil_h, g.dw = a.dil_w;
+  const int64_t eff_h = g.dh * (g.R - 1) + 1, eff_w = g.dw * (g.S - 1) + 1;
+  CRFSEG_CHECK(g.H + 2 * g.ph >= eff_h && g.W + 2 * g.pw >= eff_w, ShapeError, op, ": the padded input (",
+               g.H + 2 * g.ph, " x ", g.W + 2 * g.pw, ") is smaller than the dilated kernel (", eff_h, " x ", eff_w,
+               ") for input ", shape_str(x), " and weight ", shape_str(w));
+  g.P = out_size(g.H, g.R, g.sh, g.ph, g.dh);
+  g.Q = out_size(g.W, g.S, g.sw, g.pw, g.dw);
+  return g;
+}
+
+Shape output_shape(const ConvGeometry& g) { return {g.N, g.K, g.P, g.Q}; }
+
+void check_bias(const char* op, const Tensor& x, const Tensor& bias, int64_t channels) {
+  if (!bias.defined()) return;
+  check_same_dtype(op, x, bias, "bias");
+  CRFSEG_CHECK(bias.shape() == Shape{channels}, ShapeError, op, ": expected bias [", channels, "], got ",
+               shape_str(bias.shape()));
+}
+
+void check_grad(const char* op, const Tensor& grad, const Shape& want) {
+  CRFSEG_CHECK(grad.shape() == want, ShapeError, op, ": expected grad of shape ", shape_str(want), ", got ",
+               shape_str(grad.shape()));
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dArgs& args) {
+  const char* op = "conv2d";
+  check_float_cpu(op, x_in, "input");
+  check_float_cpu(op, w_in, "weight");
+  check_same_dtype(op, x_in, w_in, "weight");
+  const ConvGeometry g = geometry(op, x_in.shape(), w_in.shape(), args);
+  check_bias(op, x_in, bias_in, g.K);
+  const Tensor x = contiguous(x_in), w = contiguous(w_in);
+  const Tensor bias = bias_in.defined() ? contiguous(bias_in) : Tensor();
+  Tensor y = Tensor::empty(output_shape(g), x.options());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
+                                    y.data<T>());
+  });
+  return y;
+}
+
+Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Shape& x_shape,
+                             const Conv2dArgs& args) {
+  const char* op = "conv2d_backward_input";
+  check_float_cpu(op, grad_in, "grad");
+  check_float_cpu(op, w_in, "weight");
+  check_same_dtype(op, grad_in, w_in, "weight");
+  const ConvGeometry g = geometry(op, x_shape, w_in.shape(), args);
+  check_grad(op, grad_in, output_shape(g));
+  const Tensor grad = contiguous(grad_in), w = contiguous(w_in);
+  Tensor dx = Tensor::empty(x_shape, grad.options());
+  dispatch_float(grad.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>());
+  });
+  return dx;
+}
+
+Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const Shape& weight_shape,
+                              const Conv2dArgs& args) {
+  const char* op = "conv2d_backward_weight";
+  check_float_cpu(op, grad_in, "grad");
+  check_float_cpu(op, x_in, "input");
+  check_same_dtype(op, grad_in, x_in, "input");
+  const ConvGeometry g = geometry(op, x_in.shape(), weight_shape, args);
+  check_grad(op, grad_in, output_shape(g));
+  const Tensor grad = contiguous(grad_in), x = contiguous(x_in);
+  Tensor dw = Tensor::empty(weight_shape, grad.options());
+  dispatch_float(grad.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>());
+  });
+  return dw;
+}
+
+Tensor conv2d_backward_bias(const Tensor& grad_in) {
+  const char* op = "conv2d_backward_bias";
+  check_float_cpu(op, grad_in, "grad");
+  CRFSEG_CHECK(grad_in.dim() == 4, ShapeError, op, ": expected grad [N, K, P, Q], got ",
+               shape_str(grad_in.shape()));
+  const Tensor grad = contiguous(grad_in);
+  ConvGeometry g;
+  g.N = grad.size(0), g.K = grad.size(1), g.P = grad.size(2), g.Q = grad.size(3);
+  Tensor db = Tensor::empty({g.K}, grad.options());
+  dispatch_float(grad.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::conv2d_backward_bias<T>(g, grad.data<T>(), db.data<T>());
+  });
+  return db;
+}
+
+Tensor conv_transpose2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dArgs& args,
+                        int64_t output_pad_h, int64_t output_pad_w) {
+  const char* op = "conv_transpose2d";
+  check_float_cpu(op, x_in, "input");
+  check_float_cpu(op, w_in, "weight");
+  check_same_dtype(op, x_in, w_in, "weight");
+  check_args(op, args);
+  CRFSEG_CHECK(x_in.dim() == 4 && w_in.dim() == 4 && w_in.size(0) == x_in.size(1), ShapeError, op,
+               ": expected input [N, C, H, W] and weight [C, K, R, S], got input ", shape_str(x_in.shape()),
+               " and weight ", shape_str(w_in.shape()));
+  // As torch: the output padding must be smaller than the stride or the dilation.
+  CRFSEG_CHECK(output_pad_h >= 0 && output_pad_w >= 0 &&
+                   output_pad_h < std::max(args.stride_h, args.dil_h) &&
+                   output_pad_w < std::max(args.stride_w, args.dil_w),
+               ValueError, op, ": expected 0 <= output padding < max(stride, dilation), got output padding (",
+               output_pad_h, ", ", output_pad_w, ") with stride (", args.stride_h, ", ", args.stride_w,
+               ") and dilation (", args.dil_h, ", ", args.dil_w, ")");
+  const Shape& w = w_in.shape();
+  const int64_t ho = (x_in.size(2) - 1) * args.stride_h - 2 * args.pad_h + args.dil_h * (w[2] - 1) + output_pad_h + 1;
+  const int64_t wo = (x_in.size(3) - 1) * args.stride_w - 2 * args.pad_w + args.dil_w * (w[3] - 1) + output_pad_w + 1;
+  CRFSEG_CHECK(ho >= 1 && wo >= 1, ShapeError, op, ": input ", shape_str(x_in.shape()), " and weight ", shape_str(w),
+               " give an empty output (", ho, " x ", wo, ")");
+  check_bias(op, x_in, bias_in, w[1]);
+  const Shape y_shape{x_in.size(0), w[1], ho, wo};
+  Tensor y = conv2d_backward_input(x_in, w_in, y_shape, args);
+  if (bias_in.defined()) add_(y, reshape(bias_in, {1, w[1], 1, 1}));
+  return y;
+}
+
+}  // namespace crfseg::ops

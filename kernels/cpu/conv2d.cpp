@@ -1,1 +1,374 @@
-// placeholder: filled in by the NN-ops work (issue 3)
+// CPU convolution kernels; the algorithm is described in conv2d.h.
+#include "kernels/cpu/conv2d.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/gemm/blis_loops.h"
+#include "kernels/cpu/gemm/gemm.h"
+
+namespace crfseg::kernels::cpu {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Column-block width of the per-thread GEMMs: a KC x 256 packed B block is
+// 256 KiB and stays in L2 next to the packed A block.
+constexpr int64_t kConvCols = 256;
+// NR of every registered micro-kernel is at most this (sizes stack arrays).
+constexpr int64_t kMaxNr = 64;
+
+// ---------------------------------------------------------------------------
+// Implicit-im2col B packers (f32). Each writes one KC x NR micro-panel of the
+// packed B block, dst[k * nr + c], reading the image directly.
+
+// Forward: op(B) = col(x_n), rows k = (c, r, s), columns j = (p, q).
+struct ForwardPackCtx {
+  const ConvGeometry* g;
+  const float* x_img;  // [C, H, W]
+};
+
+void pack_forward_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
+                        float* dst) {
+  const auto& ctx = *static_cast<const ForwardPackCtx*>(ctx_ptr);
+  const ConvGeometry& g = *ctx.g;
+  // Top-left input pixel of each of the panel's output pixels.
+  int64_t h0[kMaxNr], w0[kMaxNr];
+  for (int64_t c = 0; c < cols; ++c) {
+    const int64_t p = (j0 + c) / g.Q, q = (j0 + c) % g.Q;
+    h0[c] = p * g.sh - g.ph;
+    w0[c] = q * g.sw - g.pw;
+  }
+  // With stride 1 and all columns on one output row, a tap reads `cols`
+  // consecutive input pixels: one contiguous copy when they are all inside.
+  const bool one_row = g.sw == 1 && h0[0] == h0[cols - 1];
+  const int64_t rs = g.R * g.S;
+  for (int64_t k = 0; k < kc; ++k) {
+    const int64_t crs = p0 + k;
+    const int64_t ch = crs / rs, r = (crs / g.S) % g.R, s = crs % g.S;
+    const float* xc = ctx.x_img + ch * g.hw();
+    float* d = dst + k * nr;
+    const int64_t dh = r * g.dh, dw = s * g.dw;
+    if (one_row) {
+      const int64_t h = h0[0] + dh, w = w0[0] + dw;
+      if (h >= 0 && h < g.H && w >= 0 && w + cols <= g.W) {
+        std::memcpy(d, xc + h * g.W + w, static_cast<size_t>(cols) * sizeof(float));
+        for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
+        continue;
+      }
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t h = h0[c] + dh, w = w0[c] + dw;
+      d[c] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? xc[h * g.W + w] : 0.0f;
+    }
+    for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
+  }
+}
+
+// Backward-weight: op(B) = col(x_n)^T, rows k = (p, q), columns j = (c, r, s).
+void pack_weight_grad_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
+                            float* dst) {
+  const auto& ctx = *static_cast<const ForwardPackCtx*>(ctx_ptr);
+  const ConvGeometry& g = *ctx.g;
+  const int64_t rs = g.R * g.S;
+  // One column (one tap of one channel) at a time: along q the reads are
+  // x-row contiguous for stride 1, the writes hit one cache line per k.
+  for (int64_t c = 0; c < cols; ++c) {
+    const int64_t crs = j0 + c;
+    const int64_t ch = crs / rs, r = (crs / g.S) % g.R, s = crs % g.S;
+    const float* xc = ctx.x_img + ch * g.hw();
+    int64_t p = p0 / g.Q, q = p0 % g.Q;
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t h = p * g.sh - g.ph + r * g.dh, w = q * g.sw - g.pw + s * g.dw;
+      dst[k * nr + c] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? xc[h * g.W + w] : 0.0f;
+      if (++q == g.Q) {
+        q = 0;
+        ++p;
+      }
+    }
+  }
+  for (int64_t k = 0; k < kc; ++k)
+    for (int64_t c = cols; c < nr; ++c) dst[k * nr + c] = 0.0f;
+}
+
+// col2im of a chunk: dx_img[c0:c0+rows/RS] += scatter of buf, where buf
+// [rows, cols] holds rows c0*RS.. of col and its columns j0..j0+cols.
+void col2im_chunk(const ConvGeometry& g, const float* buf, int64_t c0, int64_t rows, int64_t j0, int64_t cols,
+                  float* dx_img) {
+  const int64_t rs = g.R * g.S;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t crs = c0 * rs + i;
+    const int64_t ch = crs / rs, r = (crs / g.S) % g.R, s = crs % g.S;
+    float* dxc = dx_img + ch * g.hw();
+    const float* b = buf + i * cols;
+    int64_t p = j0 / g.Q, q = j0 % g.Q;
+    for (int64_t j = 0; j < cols; ++j) {
+      const int64_t h = p * g.sh - g.ph + r * g.dh, w = q * g.sw - g.pw + s * g.dw;
+      if (h >= 0 && h < g.H && w >= 0 && w < g.W) dxc[h * g.W + w] += b[j];
+      if (++q == g.Q) {
+        q = 0;
+        ++p;
+      }
+    }
+  }
+}
+
+int thread_count(const ConvGeometry& g) {
+  // ~1 MFLOP per thread at least, or the parallel region costs more than it saves.
+  const int64_t flops = 2 * g.N * g.K * g.pq() * g.crs();
+  return flops >= (int64_t(1) << 21) ? omp_get_max_threads() : 1;
+}
+
+// ---------------------------------------------------------------------------
+// f32 paths.
+
+void forward_f32(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+  if (g.N == 0) return;
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int threads = thread_count(g);
+  const BlockGrid grid = choose_block_grid(cfg, g.K, g.pq(), ceil_div(threads, g.N), kConvCols);
+  const int64_t blocks = grid.row_blocks * grid.col_blocks;
+#pragma omp parallel num_threads(threads)
+  {
+    const BlisWorkspace ws(cfg, g.crs(), grid.nb);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < g.N * blocks; ++t) {
+      const int64_t n = t / blocks, b = t % blocks;
+      const int64_t i0 = (b / grid.col_blocks) * grid.mb, j0 = (b % grid.col_blocks) * grid.nb;
+      const int64_t m = std::min(grid.mb, g.K - i0), cols = std::min(grid.nb, g.pq() - j0);
+      float* yb = y + (n * g.K + i0) * g.pq() + j0;
+      // conv + bias fused: the block starts as the bias and the GEMM adds to it (beta = 1).
+      if (bias) {
+        for (int64_t i = 0; i < m; ++i) std::fill(yb + i * g.pq(), yb + i * g.pq() + cols, bias[i0 + i]);
+      }
+      const float beta = bias ? 1.0f : 0.0f;
+      const float* x_img = x + n * g.C * g.hw();
+      if (g.is_pointwise()) {
+        const MatrixOperand op{x_img, g.hw(), false};
+        blis_block(cfg, m, cols, g.crs(), 1.0f, false, w + i0 * g.crs(), g.crs(), {pack_b_matrix, &op}, j0, beta,
+                   yb, g.pq(), ws);
+      } else {
+        const ForwardPackCtx ctx{&g, x_img};
+        blis_block(cfg, m, cols, g.crs(), 1.0f, false, w + i0 * g.crs(), g.crs(), {pack_forward_panel, &ctx}, j0,
+                   beta, yb, g.pq(), ws);
+      }
+    }
+  }
+}
+
+void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
+  if (g.N == 0 || g.C == 0) return;
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int threads = thread_count(g);
+  if (g.is_pointwise()) {
+    // dx_n [C, HW] = W^T [C, K] . dy_n [K, HW], written in place.
+    const BlockGrid grid = choose_block_grid(cfg, g.C, g.hw(), ceil_div(threads, g.N), kConvCols);
+    const int64_t blocks = grid.row_blocks * grid.col_blocks;
+#pragma omp parallel num_threads(threads)
+    {
+      const BlisWorkspace ws(cfg, g.K, grid.nb);
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < g.N * blocks; ++t) {
+        const int64_t n = t / blocks, b = t % blocks;
+        const int64_t i0 = (b / grid.col_blocks) * grid.mb, j0 = (b % grid.col_blocks) * grid.nb;
+        const MatrixOperand op{dy + n * g.K * g.pq(), g.pq(), false};
+        blis_block(cfg, std::min(grid.mb, g.C - i0), std::min(grid.nb, g.hw() - j0), g.K, 1.0f, true, w + i0,
+                   g.crs(), {pack_b_matrix, &op}, j0, 0.0f, dx + (n * g.C + i0) * g.hw() + j0, g.hw(), ws);
+      }
+    }
+    return;
+  }
+  // Tasks are (image, group of channels): a group's rows of W^T . dy_n
+  // scatter only into its own channels of dx_n, so tasks never collide.
+  const int64_t rs = g.R * g.S;
+  const int64_t groups = std::min(g.C, ceil_div(threads, g.N));
+  const int64_t per_group = ceil_div(g.C, groups);
+  const int64_t chunk = std::min(kConvCols, g.pq());
+  std::memset(dx, 0, static_cast<size_t>(g.N * g.C * g.hw()) * sizeof(float));
+#pragma omp parallel num_threads(threads)
+  {
+    const BlisWorkspace ws(cfg, g.K, chunk);
+    std::vector<float> buf(static_cast<size_t>(per_group * rs * chunk));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < g.N * groups; ++t) {
+      const int64_t n = t / groups, c0 = (t % groups) * per_group;
+      const int64_t rows = (std::min(g.C, c0 + per_group) - c0) * rs;
+      if (rows <= 0) continue;
+      const MatrixOperand op{dy + n * g.K * g.pq(), g.pq(), false};
+      for (int64_t j0 = 0; j0 < g.pq(); j0 += chunk) {
+        const int64_t cols = std::min(chunk, g.pq() - j0);
+        blis_block(cfg, rows, cols, g.K, 1.0f, true, w + c0 * rs, g.crs(), {pack_b_matrix, &op}, j0, 0.0f,
+                   buf.data(), cols, ws);
+        col2im_chunk(g, buf.data(), c0, rows, j0, cols, dx + n * g.C * g.hw());
+      }
+    }
+  }
+}
+
+void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+  if (g.N == 0) {  // an empty batch contributes nothing
+    std::fill(dw, dw + g.K * g.crs(), 0.0f);
+    return;
+  }
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int threads = thread_count(g);
+  // dW [K, CRS] = sum_n dy_n [K, PQ] . col(x_n)^T: threads split dW into
+  // blocks, each block sums over all images itself (no cross-thread reduction).
+  const BlockGrid grid = choose_block_grid(cfg, g.K, g.crs(), threads, kConvCols);
+#pragma omp parallel num_threads(threads)
+  {
+    const BlisWorkspace ws(cfg, g.pq(), grid.nb);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < grid.row_blocks * grid.col_blocks; ++t) {
+      const int64_t i0 = (t / grid.col_blocks) * grid.mb, j0 = (t % grid.col_blocks) * grid.nb;
+      const int64_t m = std::min(grid.mb, g.K - i0), cols = std::min(grid.nb, g.crs() - j0);
+      for (int64_t n = 0; n < g.N; ++n) {
+        const float* x_img = x + n * g.C * g.hw();
+        const float* a = dy + (n * g.K + i0) * g.pq();
+        const float beta = n == 0 ? 0.0f : 1.0f;
+        if (g.is_pointwise()) {
+          const MatrixOperand op{x_img, g.hw(), true};  // op(B)(pixel, c) = x[c, pixel]
+          blis_block(cfg, m, cols, g.pq(), 1.0f, false, a, g.pq(), {pack_b_matrix, &op}, j0, beta,
+                     dw + i0 * g.crs() + j0, g.crs(), ws);
+        } else {
+          const ForwardPackCtx ctx{&g, x_img};
+          blis_block(cfg, m, cols, g.pq(), 1.0f, false, a, g.pq(), {pack_weight_grad_panel, &ctx}, j0, beta,
+                     dw + i0 * g.crs() + j0, g.crs(), ws);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// f64 paths: explicit im2col + dgemm, one image at a time.
+
+void forward_f64(const ConvGeometry& g, const double* x, const double* w, const double* bias, double* y) {
+  std::vector<double> col(static_cast<size_t>(g.crs() * g.pq()));
+  for (int64_t n = 0; n < g.N; ++n) {
+    double* yn = y + n * g.K * g.pq();
+    if (bias) {
+      for (int64_t k = 0; k < g.K; ++k) std::fill(yn + k * g.pq(), yn + (k + 1) * g.pq(), bias[k]);
+    }
+    im2col(g, x + n * g.C * g.hw(), col.data());
+    dgemm(false, false, g.K, g.pq(), g.crs(), 1.0, w, g.crs(), col.data(), g.pq(), bias ? 1.0 : 0.0, yn, g.pq());
+  }
+}
+
+void backward_input_f64(const ConvGeometry& g, const double* dy, const double* w, double* dx) {
+  std::vector<double> col(static_cast<size_t>(g.crs() * g.pq()));
+  std::fill(dx, dx + g.N * g.C * g.hw(), 0.0);
+  for (int64_t n = 0; n < g.N; ++n) {
+    dgemm(true, false, g.crs(), g.pq(), g.K, 1.0, w, g.crs(), dy + n * g.K * g.pq(), g.pq(), 0.0, col.data(),
+          g.pq());
+    col2im(g, col.data(), dx + n * g.C * g.hw());
+  }
+}
+
+void backward_weight_f64(const ConvGeometry& g, const double* dy, const double* x, double* dw) {
+  std::vector<double> col(static_cast<size_t>(g.crs() * g.pq()));
+  if (g.N == 0) std::fill(dw, dw + g.K * g.crs(), 0.0);
+  for (int64_t n = 0; n < g.N; ++n) {
+    im2col(g, x + n * g.C * g.hw(), col.data());
+    dgemm(false, true, g.K, g.crs(), g.pq(), 1.0, dy + n * g.K * g.pq(), g.pq(), col.data(), g.pq(),
+          n == 0 ? 0.0 : 1.0, dw, g.crs());
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void im2col(const ConvGeometry& g, const T* x_img, T* col) {
+  const int64_t rs = g.R * g.S;
+#pragma omp parallel for schedule(static) if (g.crs() * g.pq() > (1 << 16))
+  for (int64_t crs = 0; crs < g.crs(); ++crs) {
+    const int64_t ch = crs / rs, r = (crs / g.S) % g.R, s = crs % g.S;
+    const T* xc = x_img + ch * g.hw();
+    T* row = col + crs * g.pq();
+    for (int64_t p = 0; p < g.P; ++p) {
+      const int64_t h = p * g.sh - g.ph + r * g.dh;
+      for (int64_t q = 0; q < g.Q; ++q) {
+        const int64_t w = q * g.sw - g.pw + s * g.dw;
+        row[p * g.Q + q] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? xc[h * g.W + w] : T(0);
+      }
+    }
+  }
+}
+
+template <typename T>
+void col2im(const ConvGeometry& g, const T* col, T* dx_img) {
+  const int64_t rs = g.R * g.S;
+  // Parallel over channels: the taps of one channel only touch that channel.
+#pragma omp parallel for schedule(static) if (g.crs() * g.pq() > (1 << 16))
+  for (int64_t ch = 0; ch < g.C; ++ch) {
+    T* dxc = dx_img + ch * g.hw();
+    for (int64_t t = 0; t < rs; ++t) {
+      const int64_t r = t / g.S, s = t % g.S;
+      const T* row = col + (ch * rs + t) * g.pq();
+      for (int64_t p = 0; p < g.P; ++p) {
+        const int64_t h = p * g.sh - g.ph + r * g.dh;
+        if (h < 0 || h >= g.H) continue;
+        for (int64_t q = 0; q < g.Q; ++q) {
+          const int64_t w = q * g.sw - g.pw + s * g.dw;
+          if (w >= 0 && w < g.W) dxc[h * g.W + w] += row[p * g.Q + q];
+        }
+      }
+    }
+  }
+}
+
+template <>
+void conv2d_forward<float>(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+  forward_f32(g, x, w, bias, y);
+}
+template <>
+void conv2d_forward<double>(const ConvGeometry& g, const double* x, const double* w, const double* bias,
+                            double* y) {
+  forward_f64(g, x, w, bias, y);
+}
+template <>
+void conv2d_backward_input<float>(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
+  backward_input_f32(g, dy, w, dx);
+}
+template <>
+void conv2d_backward_input<double>(const ConvGeometry& g, const double* dy, const double* w, double* dx) {
+  backward_input_f64(g, dy, w, dx);
+}
+template <>
+void conv2d_backward_weight<float>(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+  backward_weight_f32(g, dy, x, dw);
+}
+template <>
+void conv2d_backward_weight<double>(const ConvGeometry& g, const double* dy, const double* x, double* dw) {
+  backward_weight_f64(g, dy, x, dw);
+}
+
+template <typename T>
+void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db) {
+  // One channel per iteration, images and pixels in a fixed order: deterministic.
+#pragma omp parallel for schedule(static) if (g.N * g.K * g.pq() > (1 << 16))
+  for (int64_t k = 0; k < g.K; ++k) {
+    double acc = 0.0;
+    for (int64_t n = 0; n < g.N; ++n) {
+      const T* d = dy + (n * g.K + k) * g.pq();
+      T part = 0;  // per-plane partial in T vectorises; planes combine in double
+#pragma omp simd reduction(+ : part)
+      for (int64_t i = 0; i < g.pq(); ++i) part += d[i];
+      acc += part;
+    }
+    db[k] = static_cast<T>(acc);
+  }
+}
+
+template void im2col<float>(const ConvGeometry&, const float*, float*);
+template void im2col<double>(const ConvGeometry&, const double*, double*);
+template void col2im<float>(const ConvGeometry&, const float*, float*);
+template void col2im<double>(const ConvGeometry&, const double*, double*);
+template void conv2d_backward_bias<float>(const ConvGeometry&, const float*, float*);
+template void conv2d_backward_bias<double>(const ConvGeometry&, const double*, double*);
+
+}  // namespace crfseg::kernels::cpu

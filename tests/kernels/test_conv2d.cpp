@@ -1,1 +1,227 @@
-// placeholder: filled in by the NN-ops work (issue 3)
+// Convolution: kernels::cpu (implicit-im2col BLIS path for f32, im2col +
+// dgemm for f64) against the direct loops of kernels::ref, forward and both
+// backwards, on awkward geometries: sizes 1 and primes, strides, padding,
+// dilation, non-square kernels, 1x1 (pure GEMM) paths, several KC/column
+// blocks. Also: thread-count independence, im2col by hand, the raw ops'
+// shapes and errors, and conv_transpose2d against its scatter definition.
+#include <omp.h>
+
+#include <vector>
+
+#include "kernels/cpu/conv2d.h"
+#include "kernels/ref/conv2d.h"
+#include "tests/support/helpers.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+using kernels::ConvGeometry;
+
+namespace {
+
+ConvGeometry make(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t sh = 1,
+                  int64_t sw = 1, int64_t ph = 0, int64_t pw = 0, int64_t dh = 1, int64_t dw = 1) {
+  ConvGeometry g;
+  g.N = N, g.C = C, g.H = H, g.W = W, g.K = K, g.R = R, g.S = S;
+  g.sh = sh, g.sw = sw, g.ph = ph, g.pw = pw, g.dh = dh, g.dw = dw;
+  g.P = (H + 2 * ph - dh * (R - 1) - 1) / sh + 1;
+  g.Q = (W + 2 * pw - dw * (S - 1) - 1) / sw + 1;
+  return g;
+}
+
+std::string describe(const ConvGeometry& g) {
+  return "N" + std::to_string(g.N) + " C" + std::to_string(g.C) + " " + std::to_string(g.H) + "x" +
+         std::to_string(g.W) + " K" + std::to_string(g.K) + " " + std::to_string(g.R) + "x" + std::to_string(g.S) +
+         " stride " + std::to_string(g.sh) + "," + std::to_string(g.sw) + " pad " + std::to_string(g.ph) + "," +
+         std::to_string(g.pw) + " dil " + std::to_string(g.dh) + "," + std::to_string(g.dw);
+}
+
+template <typename T>
+std::vector<T> random_values(int64_t n, uint64_t seed) {
+  Generator gen(seed);
+  std::vector<T> v(static_cast<size_t>(n));
+  for (T& x : v) x = static_cast<T>(2.0 * gen.uniform_f64() - 1.0);
+  return v;
+}
+
+template <typename T>
+std::vector<double> as_double(const std::vector<T>& v) {
+  return {v.begin(), v.end()};
+}
+
+const std::vector<ConvGeometry>& geometries() {
+  static const std::vector<ConvGeometry> gs = {
+      make(1, 1, 1, 1, 1, 1, 1),                    // everything 1
+      make(2, 3, 7, 13, 5, 3, 3, 1, 1, 1, 1),        // primes, same padding
+      make(1, 2, 11, 11, 7, 3, 3, 2, 2),             // stride 2, no padding
+      make(2, 3, 9, 10, 4, 3, 3, 1, 1, 2, 2, 2, 2),  // dilation 2
+      make(1, 5, 6, 17, 3, 1, 5, 1, 1, 0, 2),        // 1x5 kernel, padding on W only
+      make(3, 17, 9, 9, 19, 1, 1),                   // pointwise: pure GEMM path
+      make(2, 8, 9, 7, 6, 1, 1, 2, 2),               // 1x1 stride 2 (ResNet downsample): implicit path
+      make(1, 3, 23, 23, 70, 7, 7, 2, 2, 3, 3),      // ResNet stem shape, K not a multiple of MR
+      make(2, 32, 33, 17, 24, 3, 3, 1, 1, 1, 1),     // CRS = 288 > KC; PQ = 561 > 256-column blocks
+      make(1, 4, 5, 40, 9, 3, 2, 3, 1, 0, 1, 1, 3),  // mixed strides/dilations, rows shorter than NR
+      make(1, 2, 2, 2, 3, 3, 3, 1, 1, 1, 1),         // kernel larger than the image (padding makes it fit)
+  };
+  return gs;
+}
+
+template <typename T>
+void check_against_reference(double tol) {
+  for (const ConvGeometry& g : geometries()) {
+    INFO(describe(g));
+    const auto x = random_values<T>(g.N * g.C * g.hw(), 1);
+    const auto w = random_values<T>(g.K * g.crs(), 2);
+    const auto b = random_values<T>(g.K, 3);
+    const auto dy = random_values<T>(g.N * g.K * g.pq(), 4);
+
+    std::vector<T> want(g.N * g.K * g.pq()), got(want.size(), T(7));
+    for (const bool with_bias : {true, false}) {
+      kernels::ref::conv2d_forward<T>(g, x.data(), w.data(), with_bias ? b.data() : nullptr, want.data());
+      kernels::cpu::conv2d_forward<T>(g, x.data(), w.data(), with_bias ? b.data() : nullptr, got.data());
+      CHECK_CLOSE(as_double(got), as_double(want), tol, tol);
+    }
+
+    std::vector<T> dx_want(x.size()), dx_got(x.size(), T(7));
+    kernels::ref::conv2d_backward_input<T>(g, dy.data(), w.data(), dx_want.data());
+    kernels::cpu::conv2d_backward_input<T>(g, dy.data(), w.data(), dx_got.data());
+    CHECK_CLOSE(as_double(dx_got), as_double(dx_want), tol, tol);
+
+    std::vector<T> dw_want(w.size()), dw_got(w.size(), T(7));
+    kernels::ref::conv2d_backward_weight<T>(g, dy.data(), x.data(), dw_want.data());
+    kernels::cpu::conv2d_backward_weight<T>(g, dy.data(), x.data(), dw_got.data());
+    CHECK_CLOSE(as_double(dw_got), as_double(dw_want), tol, tol);
+
+    std::vector<T> db_want(g.K), db_got(g.K, T(7));
+    kernels::ref::conv2d_backward_bias<T>(g, dy.data(), db_want.data());
+    kernels::cpu::conv2d_backward_bias<T>(g, dy.data(), db_got.data());
+    CHECK_CLOSE(as_double(db_got), as_double(db_want), tol, tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("conv2d kernels: f32 implicit-im2col path matches the direct reference") {
+  check_against_reference<float>(2e-4);
+}
+
+TEST_CASE("conv2d kernels: f64 im2col + dgemm path matches the direct reference") {
+  check_against_reference<double>(1e-11);
+}
+
+TEST_CASE("conv2d kernels: f32 results do not depend on the thread count") {
+  const ConvGeometry g = make(2, 16, 19, 21, 20, 3, 3, 1, 1, 1, 1);
+  const auto x = random_values<float>(g.N * g.C * g.hw(), 5);
+  const auto w = random_values<float>(g.K * g.crs(), 6);
+  const auto dy = random_values<float>(g.N * g.K * g.pq(), 7);
+  auto run = [&](int threads) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    std::vector<float> y(g.N * g.K * g.pq()), dx(x.size()), dw(w.size());
+    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), nullptr, y.data());
+    kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data());
+    kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
+    omp_set_num_threads(saved);
+    return std::vector<std::vector<float>>{y, dx, dw};
+  };
+  const auto one = run(1), two = run(2), three = run(3);
+  for (size_t i = 0; i < one.size(); ++i) {
+    CHECK(one[i] == two[i]);
+    CHECK(one[i] == three[i]);
+  }
+}
+
+TEST_CASE("im2col and col2im by hand") {
+  // x = [[1 2 3] [4 5 6]] (1 channel, 2x3), 2x2 kernel, padding (0, 1), stride 1 -> P = 1, Q = 4.
+  const ConvGeometry g = make(1, 1, 2, 3, 1, 2, 2, 1, 1, 0, 1);
+  REQUIRE(g.P == 1);
+  REQUIRE(g.Q == 4);
+  const std::vector<double> x = {1, 2, 3, 4, 5, 6};
+  std::vector<double> col(g.crs() * g.pq());
+  kernels::cpu::im2col<double>(g, x.data(), col.data());
+  // Rows are the taps (r, s) = (0,0) (0,1) (1,0) (1,1); columns the 4 output pixels.
+  const std::vector<double> want = {0, 1, 2, 3,  //
+                                    1, 2, 3, 0,  //
+                                    0, 4, 5, 6,  //
+                                    4, 5, 6, 0};
+  CHECK(col == want);
+  // col2im of all ones counts how many windows read each pixel: 2 per pixel here.
+  std::vector<double> ones(col.size(), 1.0), dx(x.size(), 0.0);
+  kernels::cpu::col2im<double>(g, ones.data(), dx.data());
+  CHECK(dx == std::vector<double>(6, 2.0));
+}
+
+TEST_CASE("conv2d op: output shape, bias, strided input") {
+  const Tensor x = random_tensor({2, 3, 10, 9}, 11);
+  const Tensor w = random_tensor({4, 3, 3, 2}, 12);
+  const Tensor b = random_tensor({4}, 13);
+  ops::Conv2dArgs a;
+  a.stride_h = 2, a.pad_h = 1, a.pad_w = 2, a.dil_w = 2;
+  const Tensor y = ops::conv2d(x, w, b, a);
+  CHECK(y.shape() == Shape{2, 4, 5, 11});
+  // A transposed (non-contiguous) view of the same data gives the same result.
+  const Tensor xt = ops::transpose(ops::contiguous(ops::transpose(x, 2, 3)), 2, 3);
+  REQUIRE_FALSE(xt.is_contiguous());
+  CHECK_CLOSE(ops::conv2d(xt, w, b, a), values(y), 0, 0);
+  // Bias adds a per-channel constant.
+  const Tensor y0 = ops::conv2d(x, w, Tensor(), a);
+  CHECK_CLOSE(ops::sub(y, y0), values(ops::expand(ops::reshape(b, {1, 4, 1, 1}), y.shape())), 1e-5, 1e-5);
+}
+
+TEST_CASE("conv_transpose2d op matches its scatter definition") {
+  // y[n, k, h*sh - ph + r*dh, w*sw - pw + s*dw] += x[n, c, h, w] * W[c, k, r, s], then + b[k].
+  for (const auto& [sh, ph, dh, oph] : std::vector<std::array<int64_t, 4>>{{2, 1, 1, 1}, {1, 0, 1, 0}, {3, 2, 2, 2}}) {
+    const int64_t N = 2, C = 3, H = 5, W = 4, K = 2, R = 3, S = 2;
+    const Tensor x = random_tensor({N, C, H, W}, 21, DType::f64);
+    const Tensor w = random_tensor({C, K, R, S}, 22, DType::f64);
+    const Tensor b = random_tensor({K}, 23, DType::f64);
+    ops::Conv2dArgs a;
+    a.stride_h = sh, a.stride_w = 1, a.pad_h = ph, a.pad_w = 0, a.dil_h = dh, a.dil_w = 1;
+    const Tensor y = ops::conv_transpose2d(x, w, b, a, oph, 0);
+    const int64_t Ho = (H - 1) * sh - 2 * ph + dh * (R - 1) + oph + 1, Wo = (W - 1) + (S - 1) + 1;
+    REQUIRE(y.shape() == Shape{N, K, Ho, Wo});
+    std::vector<double> want(static_cast<size_t>(N * K * Ho * Wo));
+    const auto xv = values(x), wv = values(w), bv = values(b);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < Ho * Wo; ++i) want[(n * K + k) * Ho * Wo + i] = bv[k];
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t ww = 0; ww < W; ++ww)
+            for (int64_t k = 0; k < K; ++k)
+              for (int64_t r = 0; r < R; ++r)
+                for (int64_t s = 0; s < S; ++s) {
+                  const int64_t oh = h * sh - ph + r * dh, ow = ww + s;
+                  if (oh < 0 || oh >= Ho || ow < 0 || ow >= Wo) continue;
+                  want[((n * K + k) * Ho + oh) * Wo + ow] +=
+                      xv[((n * C + c) * H + h) * W + ww] * wv[((c * K + k) * R + r) * S + s];
+                }
+    CHECK_CLOSE(y, want, 1e-12, 1e-12);
+  }
+}
+
+TEST_CASE("conv2d ops reject bad input with clear errors") {
+  const Tensor x = random_tensor({1, 3, 8, 8}, 1);
+  check_throws_with<ShapeError>([&] { ops::conv2d(x, random_tensor({4, 2, 3, 3}, 2), Tensor(), {}); },
+                                "expects 2 input channels");
+  check_throws_with<ShapeError>([&] { ops::conv2d(random_tensor({3, 8, 8}, 1), random_tensor({4, 3, 3, 3}, 2), Tensor(), {}); },
+                                "expected input [N, C, H, W]");
+  check_throws_with<ShapeError>([&] { ops::conv2d(x, random_tensor({4, 3, 9, 3}, 2), Tensor(), {}); },
+                                "smaller than the dilated kernel");
+  check_throws_with<ShapeError>([&] { ops::conv2d(x, random_tensor({4, 3, 3, 3}, 2), random_tensor({3}, 3), {}); },
+                                "expected bias [4]");
+  ops::Conv2dArgs bad;
+  bad.stride_w = 0;
+  check_throws_with<ValueError>([&] { ops::conv2d(x, random_tensor({4, 3, 3, 3}, 2), Tensor(), bad); },
+                                "expected stride >= 1");
+  check_throws_with<DTypeError>(
+      [&] { ops::conv2d(x, random_tensor({4, 3, 3, 3}, 2, DType::f64), Tensor(), {}); }, "weight has dtype f64");
+  check_throws_with<ShapeError>(
+      [&] { ops::conv2d_backward_input(random_tensor({1, 4, 5, 5}, 1), random_tensor({4, 3, 3, 3}, 2), {1, 3, 8, 8}, {}); },
+      "expected grad of shape [1, 4, 6, 6]");
+  ops::Conv2dArgs s2;
+  s2.stride_h = s2.stride_w = 2;
+  check_throws_with<ValueError>(
+      [&] { ops::conv_transpose2d(x, random_tensor({3, 2, 3, 3}, 2), Tensor(), s2, 2, 0); },
+      "output padding < max(stride, dilation)");
+}

@@ -39,7 +39,10 @@ TEST_CASE("every SGEMM variant matches the reference") {
       // N > NC = 4096: two jc blocks, the second narrower than NR.
       {7, 4100, 5},
       // Several MC, KC blocks at once, with uneven edges and 2+ threads.
-      {300, 520, 700}};
+      {300, 520, 700},
+      // Short and wide (M < MC per thread): the 2-D per-thread block grid,
+      // several column blocks and two KC slices.
+      {20, 1000, 300}, {1, 3001, 400}, {7, 515, 257}};
   for (const Size& s : sizes) {
     for (int trans = 0; trans < 4; ++trans) {
       const bool ta = trans & 1, tb = trans & 2;

@@ -23,6 +23,12 @@ namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+// Column-block width for the per-thread grid: a KC x 256 packed B block is
+// 256 KiB, half of Zen 3's 512 KiB L2, so packing writes and micro-kernel
+// reads of B stay in L2 instead of going through L3 as the shared NC-wide
+// block does.
+constexpr int64_t kL2Columns = 256;
+
 // Below this M*N*K (~100^3) a parallel region costs more than it saves.
 constexpr int64_t kParallelMinWork = int64_t(1) << 20;
 
@@ -68,31 +74,6 @@ void pack_a(const BlisConfig& cfg, bool trans_a, const float* A, int64_t lda, in
   }
 }
 
-// Packs op(B)[p0 : p0+kc, j0 : j0+cols] (cols <= NR) into one NR-column
-// micro-panel, zero-padding columns cols..NR-1.
-// op(B)(k, j) is B[k * ldb + j], or B[j * ldb + k] when trans_b.
-void pack_b_panel(const BlisConfig& cfg, bool trans_b, const float* B, int64_t ldb, int64_t p0, int64_t kc,
-                  int64_t j0, int64_t cols, float* dst) {
-  const int64_t nr = cfg.nr;
-  if (!trans_b) {
-    // Row k of B is contiguous in j: a straight copy of cols floats per k.
-    for (int64_t k = 0; k < kc; ++k) {
-      const float* src = B + (p0 + k) * ldb + j0;
-      float* d = dst + k * nr;
-      for (int64_t c = 0; c < cols; ++c) d[c] = src[c];
-      for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
-    }
-  } else {
-    // B stores op(B)^T: column j of op(B) is contiguous in k.
-    for (int64_t c = 0; c < cols; ++c) {
-      const float* src = B + (j0 + c) * ldb + p0;
-      for (int64_t k = 0; k < kc; ++k) dst[k * nr + c] = src[k];
-    }
-    for (int64_t k = 0; k < kc; ++k)
-      for (int64_t c = cols; c < nr; ++c) dst[k * nr + c] = 0.0f;
-  }
-}
-
 // Loops jr and ir over one packed A block (m x kc) and B block (kc x n),
 // updating the m x n block of C at C (leading dim ldc).
 void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const float* a_pack, const float* b_pack,
@@ -135,6 +116,121 @@ void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
 
 }  // namespace
 
+// Packs op(B)[p0 : p0+kc, j0 : j0+cols] (cols <= NR) into one NR-column
+// micro-panel, zero-padding columns cols..NR-1.
+// op(B)(k, j) is B[k * ldb + j], or B[j * ldb + k] when trans_b.
+void pack_b_matrix(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
+                   float* dst) {
+  const auto& op = *static_cast<const MatrixOperand*>(matrix_operand);
+  if (!op.trans) {
+    // Row k of B is contiguous in j: a straight copy of cols floats per k.
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = op.data + (p0 + k) * op.ld + j0;
+      float* d = dst + k * nr;
+      for (int64_t c = 0; c < cols; ++c) d[c] = src[c];
+      for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
+    }
+  } else {
+    // B stores op(B)^T: column j of op(B) is contiguous in k.
+    for (int64_t c = 0; c < cols; ++c) {
+      const float* src = op.data + (j0 + c) * op.ld + p0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * nr + c] = src[k];
+    }
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t c = cols; c < nr; ++c) dst[k * nr + c] = 0.0f;
+  }
+}
+
+namespace {
+float* aligned_floats(int64_t n) {
+  return static_cast<float*>(::operator new[](static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float),
+                                              std::align_val_t(64)));
+}
+}  // namespace
+
+BlisWorkspace::BlisWorkspace(const BlisConfig& cfg, int64_t K, int64_t max_cols)
+    : a_(aligned_floats(cfg.mc * std::min(cfg.kc, std::max<int64_t>(K, 1)))),
+      b_(aligned_floats(std::min(cfg.kc, std::max<int64_t>(K, 1)) *
+                        std::min(cfg.nc, round_up(std::max<int64_t>(max_cols, 1), cfg.nr)))) {}
+
+BlisWorkspace::~BlisWorkspace() {
+  ::operator delete[](a_, std::align_val_t(64));
+  ::operator delete[](b_, std::align_val_t(64));
+}
+
+void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, float alpha, bool trans_a, const float* A,
+                int64_t lda, const BPanelPacker& b, int64_t j0, float beta, float* C, int64_t ldc,
+                const BlisWorkspace& ws) {
+  if (m <= 0 || n <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(m, n, beta, C, ldc);
+    return;
+  }
+  for (int64_t jc = 0; jc < n; jc += cfg.nc) {
+    const int64_t nc = std::min(cfg.nc, n - jc);
+    for (int64_t pc = 0; pc < K; pc += cfg.kc) {
+      const int64_t kc = std::min(cfg.kc, K - pc);
+      const float beta_pc = pc == 0 ? beta : 1.0f;
+      for (int64_t jp = 0; jp < nc; jp += cfg.nr) {
+        b.pack(b.ctx, pc, kc, j0 + jc + jp, std::min(cfg.nr, nc - jp), cfg.nr, ws.b() + jp * kc);
+      }
+      for (int64_t ic = 0; ic < m; ic += cfg.mc) {
+        const int64_t mc = std::min(cfg.mc, m - ic);
+        // pack_a indexes A from row ic of this block.
+        pack_a(cfg, trans_a, A, lda, ic, mc, pc, kc, alpha, ws.a());
+        macro_kernel(cfg, mc, nc, kc, ws.a(), ws.b(), beta_pc, C + ic * ldc + jc, ldc);
+      }
+    }
+  }
+}
+
+BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t min_blocks, int64_t max_nb) {
+  const int64_t nc = std::max(cfg.nr, std::min(cfg.nc, max_nb / cfg.nr * cfg.nr));
+  BlockGrid g;
+  // Rows: as few blocks as MC allows (each row block repacks all of B).
+  g.row_blocks = std::max<int64_t>(1, ceil_div(M, cfg.mc));
+  g.mb = round_up(ceil_div(std::max<int64_t>(M, 1), g.row_blocks), cfg.mr);
+  g.row_blocks = std::max<int64_t>(1, ceil_div(M, g.mb));
+  // Columns: enough blocks for min_blocks in total, none wider than NC and,
+  // where N allows, none narrower than 4 micro-panels (packing A per block
+  // must stay cheap next to the block's flops).
+  int64_t col_blocks = std::max(ceil_div(min_blocks, g.row_blocks), ceil_div(N, nc));
+  col_blocks = std::min(col_blocks, std::max<int64_t>(1, ceil_div(N, 4 * cfg.nr)));
+  col_blocks = std::max(col_blocks, ceil_div(N, nc));
+  g.nb = round_up(ceil_div(std::max<int64_t>(N, 1), std::max<int64_t>(col_blocks, 1)), cfg.nr);
+  g.col_blocks = std::max<int64_t>(1, ceil_div(N, g.nb));
+  // Too few rows and columns for min_blocks: split rows further (MR-high blocks at least).
+  if (g.row_blocks * g.col_blocks < min_blocks && M > cfg.mr) {
+    const int64_t want_rows = std::min(ceil_div(min_blocks, g.col_blocks), ceil_div(M, cfg.mr));
+    g.mb = round_up(ceil_div(M, want_rows), cfg.mr);
+    g.row_blocks = ceil_div(M, g.mb);
+  }
+  return g;
+}
+
+namespace {
+// Short-and-wide products (M below a few MR per thread): every thread takes
+// whole blocks of a 2-D grid and packs its own A and B, trading some
+// repacking of A for all threads being busy.
+void sgemm_block_grid(const BlisConfig& cfg, int num_threads, bool trans_a, int64_t M, int64_t N, int64_t K,
+                      float alpha, const float* A, int64_t lda, const MatrixOperand& b_operand, float beta, float* C,
+                      int64_t ldc) {
+  const BlockGrid g = choose_block_grid(cfg, M, N, num_threads, kL2Columns);
+  const BPanelPacker packer{pack_b_matrix, &b_operand};
+#pragma omp parallel num_threads(num_threads)
+  {
+    const BlisWorkspace ws(cfg, K, g.nb);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < g.row_blocks * g.col_blocks; ++t) {
+      const int64_t i0 = (t / g.col_blocks) * g.mb, j0 = (t % g.col_blocks) * g.nb;
+      const float* a = trans_a ? A + i0 : A + i0 * lda;
+      blis_block(cfg, std::min(g.mb, M - i0), std::min(g.nb, N - j0), K, alpha, trans_a, a, lda, packer, j0,
+                 beta, C + i0 * ldc + j0, ldc, ws);
+    }
+  }
+}
+}  // namespace
+
 void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
@@ -154,6 +250,11 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
   // M = 512, MC = 168, 2 threads -> 4 blocks of 132/132/132/116 rows
   // instead of 168/168/168/8. (When M < 2 * MR one thread does all the work;
   // splitting jr instead would help such short-and-wide shapes.)
+  const MatrixOperand b_operand{B, ldb, trans_b};
+  if (num_threads > 1 && ceil_div(M, cfg.mc) < num_threads) {
+    sgemm_block_grid(cfg, num_threads, trans_a, M, N, K, alpha, A, lda, b_operand, beta, C, ldc);
+    return;
+  }
   int64_t mc = cfg.mc;
   if (num_threads > 1) {
     const int64_t blocks = round_up(ceil_div(M, cfg.mc), num_threads);
@@ -181,7 +282,7 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < b_panels; ++p) {
           const int64_t j0 = p * cfg.nr;
-          pack_b_panel(cfg, trans_b, B, ldb, pc, kc, jc + j0, std::min(cfg.nr, nc - j0), b_pack.data() + j0 * kc);
+          pack_b_matrix(&b_operand, pc, kc, jc + j0, std::min(cfg.nr, nc - j0), cfg.nr, b_pack.data() + j0 * kc);
         }
 #pragma omp for schedule(static)
         for (int64_t ib = 0; ib < ic_blocks; ++ib) {

@@ -39,9 +39,67 @@ struct BlisConfig {
 // Largest MR * NR the edge-tile scratch buffer supports (16 x 32 floats).
 inline constexpr int64_t kMaxMicroTile = 512;
 
+// Packs KC x NR micro-panels of some implicit B matrix: writes
+// op(B)[p0 : p0+kc, j0 : j0+cols] (cols <= nr) as dst[k * nr + c], zero for
+// c >= cols. A plain matrix uses pack_b_matrix; convolutions pass packers
+// that read im2col entries straight from the image (kernels/cpu/conv2d.cpp),
+// so no im2col buffer is ever built.
+struct BPanelPacker {
+  void (*pack)(const void* ctx, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr, float* dst);
+  const void* ctx;
+};
+
+// A row-major matrix (or its transpose) as a B operand.
+struct MatrixOperand {
+  const float* data;
+  int64_t ld;
+  bool trans;
+};
+void pack_b_matrix(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
+                   float* dst);
+
+// Per-thread packing buffers for blis_block, sized for blocks of at most
+// cfg.mc rows and `max_cols` columns.
+class BlisWorkspace {
+ public:
+  BlisWorkspace(const BlisConfig& cfg, int64_t K, int64_t max_cols);
+  ~BlisWorkspace();
+  BlisWorkspace(const BlisWorkspace&) = delete;
+  BlisWorkspace& operator=(const BlisWorkspace&) = delete;
+  float* a() const { return a_; }
+  float* b() const { return b_; }
+
+ private:
+  float* a_;
+  float* b_;
+};
+
+// One thread's share: the m x n block of C at C (leading dim ldc) becomes
+//   alpha * op(A)[0:m, 0:K] * op(B)[0:K, j0:j0+n] + beta * C
+// with A a plain matrix (row i of the block is row i of A, pointer already
+// offset) and B given by a packer (j0 is passed through to it). Runs the jc,
+// pc, ic, jr, ir loops single-threaded; callers parallelise over blocks.
+// n must not exceed the workspace's max_cols.
+void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, float alpha, bool trans_a, const float* A,
+                int64_t lda, const BPanelPacker& b, int64_t j0, float beta, float* C, int64_t ldc,
+                const BlisWorkspace& ws);
+
+// How an M x N output is cut into blocks for independent threads: rows in
+// steps of mb (a multiple of MR), columns in steps of nb (a multiple of NR).
+struct BlockGrid {
+  int64_t mb, nb;
+  int64_t row_blocks, col_blocks;
+};
+// Picks a grid with at least `min_blocks` blocks (when M and N allow it),
+// row blocks no taller than MC and column blocks no wider than
+// min(NC, max_nb) (rounded down to a multiple of NR, at least NR).
+BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t min_blocks, int64_t max_nb);
+
 // Runs the five loops with cfg's micro-kernel. Same contract as SgemmFn:
 // any M, N, K >= 0, any transposes, leading dims >= row length.
-// Parallel (OpenMP) over ic blocks when the problem is big enough.
+// Parallel (OpenMP) over ic blocks when M has enough of them for every
+// thread, else over a 2-D grid of blocks (choose_block_grid) with private
+// packing, which keeps short-and-wide products such as 64 x 4096 busy.
 void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 

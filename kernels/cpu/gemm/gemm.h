@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/gemm/blis_loops.h"
+
 namespace crfseg::kernels::cpu {
 
 using SgemmFn = void (*)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -30,6 +32,7 @@ struct SgemmVariant {
   SgemmFn fn;
   std::string constraints;  // e.g. "needs AVX2"; "" when none
   bool (*available)();      // runtime CPU-feature check
+  const BlisConfig& (*blis)();  // block sizes + micro-kernel of BLIS-style variants; nullptr otherwise
 };
 
 // All variants, in ladder order.
@@ -51,6 +54,13 @@ void sgemm_v3_ukernel_avx2_6x16(bool, bool, int64_t, int64_t, int64_t, float, co
 // variable CRFSEG_SGEMM=<name> selects another (for performance research).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// The BLIS configuration (micro-kernel, block sizes) of the production
+// variant, or of v2 when the production variant is not BLIS-style. The
+// convolutions use it to run their implicit-im2col GEMMs (kernels/cpu/conv2d.cpp).
+const BlisConfig& sgemm_blis_config();
+const BlisConfig& sgemm_v2_config();
+const BlisConfig& sgemm_v3_config();
+
 // The f64 GEMM used by gradient checks: v1's loop order, in double.
 void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
            int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);

@@ -17,10 +17,10 @@ bool always() { return true; }
 
 const std::vector<SgemmVariant>& sgemm_variants() {
   static const std::vector<SgemmVariant> variants = {
-      {"v0_naive", sgemm_v0_naive, "", always},
-      {"v1_loop_order", sgemm_v1_loop_order, "", always},
-      {"v2_blocking_packing", sgemm_v2_blocking_packing, "", always},
-      {"v3_ukernel_avx2_6x16", sgemm_v3_ukernel_avx2_6x16, "needs AVX2+FMA", has_avx2_fma},
+      {"v0_naive", sgemm_v0_naive, "", always, nullptr},
+      {"v1_loop_order", sgemm_v1_loop_order, "", always, nullptr},
+      {"v2_blocking_packing", sgemm_v2_blocking_packing, "", always, sgemm_v2_config},
+      {"v3_ukernel_avx2_6x16", sgemm_v3_ukernel_avx2_6x16, "needs AVX2+FMA", has_avx2_fma, sgemm_v3_config},
   };
   return variants;
 }
@@ -36,25 +36,34 @@ const SgemmVariant& sgemm_variant(const std::string& name) {
 }
 
 namespace {
-SgemmFn pick_production() {
+const SgemmVariant& pick_production() {
   if (const char* env = std::getenv("CRFSEG_SGEMM")) {
     const SgemmVariant& v = sgemm_variant(env);
     CRFSEG_CHECK(v.available(), NotImplementedError, "sgemm: variant ", v.name, " ", v.constraints,
                  ", which this CPU lacks");
-    return v.fn;
+    return v;
   }
-  SgemmFn best = nullptr;
+  const SgemmVariant* best = nullptr;
   for (const SgemmVariant& v : sgemm_variants()) {
-    if (v.available()) best = v.fn;
+    if (v.available()) best = &v;
   }
-  return best;
+  return *best;
 }
 }  // namespace
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  static const SgemmFn fn = pick_production();
+  static const SgemmFn fn = pick_production().fn;
   fn(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace crfseg::kernels::cpu
+
+namespace crfseg::kernels::cpu {
+
+const BlisConfig& sgemm_blis_config() {
+  static const BlisConfig& cfg = pick_production().blis ? pick_production().blis() : sgemm_v2_config();
+  return cfg;
 }
 
 }  // namespace crfseg::kernels::cpu

@@ -67,6 +67,8 @@ static_assert(kConfig.mr * kConfig.nr <= kMaxMicroTile && kConfig.mc % kConfig.m
 
 }  // namespace
 
+const BlisConfig& sgemm_v2_config() { return kConfig; }
+
 void sgemm_v2_blocking_packing(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                                const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                                int64_t ldc) {

@@ -99,6 +99,8 @@ static_assert(kConfig.mr * kConfig.nr <= kMaxMicroTile && kConfig.mc % kConfig.m
 
 }  // namespace
 
+const BlisConfig& sgemm_v3_config() { return kConfig; }
+
 void sgemm_v3_ukernel_avx2_6x16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                                 int64_t ldc) {
@@ -106,6 +108,8 @@ void sgemm_v3_ukernel_avx2_6x16(bool trans_a, bool trans_b, int64_t M, int64_t N
 }
 
 #else  // not x86: the registry never offers this variant (has_avx2_fma() is false).
+
+const BlisConfig& sgemm_v3_config() { return sgemm_v2_config(); }
 
 void sgemm_v3_ukernel_avx2_6x16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,

@@ -1,0 +1,49 @@
+// CPU 2-D convolution (NCHW), forward and both backwards, as GEMMs.
+//
+// Per image n, with col(x) the im2col matrix of shape [C*R*S, P*Q] whose
+// entry (c*R*S + r*S + s, p*Q + q) is x[c, p*sh - ph + r*dh, q*sw - pw + s*dw]
+// (0 outside the image):
+//   forward          y_n  [K, PQ]   = W [K, CRS] . col(x_n)              (+ b[k], written before the GEMM)
+//   backward-input   dx_n           = col2im( W^T [CRS, K] . dy_n [K, PQ] )
+//   backward-weight  dW   [K, CRS] += dy_n [K, PQ] . col(x_n)^T [PQ, CRS]
+//   backward-bias    db[k]          = sum over n, p, q of dy
+//
+// f32 (the training path) never materialises col(x): the GEMMs run on the
+// BLIS loops of the production SGEMM (kernels/cpu/gemm/blis_loops.h), and
+// their B-panel packers read im2col entries straight from the image into
+// the packed micro-panel (an "implicit im2col"). Backward-input computes
+// W^T . dy one column chunk at a time into a small per-thread buffer and
+// col2im-adds the chunk into dx. 1x1 stride-1 unpadded convolutions are
+// plain GEMMs over the pixels: no index arithmetic, no col2im.
+// Threads take whole blocks of the output (image, rows, columns), so no two
+// threads write the same element and every sum runs in the same order
+// whatever the thread count: results are bitwise reproducible.
+//
+// f64 (gradient checks) takes the teaching path: explicit im2col into a
+// buffer, dgemm, col2im. Both are tested against kernels/ref/conv2d.h.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/ref/conv2d.h"
+
+namespace crfseg::kernels::cpu {
+
+// col [CRS, PQ] of one image x_img [C, H, W].
+template <typename T>
+void im2col(const ConvGeometry& g, const T* x_img, T* col);
+// dx_img [C, H, W] += the scatter of col [CRS, PQ] (the adjoint of im2col).
+template <typename T>
+void col2im(const ConvGeometry& g, const T* col, T* dx_img);
+
+// bias may be null. Output buffers are fully overwritten.
+template <typename T>
+void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y);
+template <typename T>
+void conv2d_backward_input(const ConvGeometry& g, const T* dy, const T* w, T* dx);
+template <typename T>
+void conv2d_backward_weight(const ConvGeometry& g, const T* dy, const T* x, T* dw);
+template <typename T>
+void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
+
+}  // namespace crfseg::kernels::cpu

@@ -46,17 +46,25 @@ void pack_forward_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0,
   // With stride 1 and all columns on one output row, a tap reads `cols`
   // consecutive input pixels: one contiguous copy when they are all inside.
   const bool one_row = g.sw == 1 && h0[0] == h0[cols - 1];
+  // (channel, r, s) of row p0, then stepped along with k (no divisions in the loop).
   const int64_t rs = g.R * g.S;
+  int64_t ch = p0 / rs, r = (p0 / g.S) % g.R, s = p0 % g.S;
   for (int64_t k = 0; k < kc; ++k) {
-    const int64_t crs = p0 + k;
-    const int64_t ch = crs / rs, r = (crs / g.S) % g.R, s = crs % g.S;
+    if (k > 0 && ++s == g.S) {
+      s = 0;
+      if (++r == g.R) {
+        r = 0;
+        ++ch;
+      }
+    }
     const float* xc = ctx.x_img + ch * g.hw();
     float* d = dst + k * nr;
     const int64_t dh = r * g.dh, dw = s * g.dw;
     if (one_row) {
       const int64_t h = h0[0] + dh, w = w0[0] + dw;
       if (h >= 0 && h < g.H && w >= 0 && w + cols <= g.W) {
-        std::memcpy(d, xc + h * g.W + w, static_cast<size_t>(cols) * sizeof(float));
+        const float* src = xc + h * g.W + w;
+        for (int64_t c = 0; c < cols; ++c) d[c] = src[c];
         for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
         continue;
       }
@@ -132,6 +140,9 @@ void forward_f32(const ConvGeometry& g, const float* x, const float* w, const fl
   const int threads = thread_count(g);
   const BlockGrid grid = choose_block_grid(cfg, g.K, g.pq(), ceil_div(threads, g.N), kConvCols);
   const int64_t blocks = grid.row_blocks * grid.col_blocks;
+  // The weights are the A operand of every block: pack them once, shared.
+  const std::vector<float> w_packed = prepack_a(cfg, false, w, g.crs(), g.K, g.crs(), 1.0f);
+  const int64_t w_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
 #pragma omp parallel num_threads(threads)
   {
     const BlisWorkspace ws(cfg, g.crs(), grid.nb);
@@ -147,43 +158,53 @@ void forward_f32(const ConvGeometry& g, const float* x, const float* w, const fl
       }
       const float beta = bias ? 1.0f : 0.0f;
       const float* x_img = x + n * g.C * g.hw();
+      const AOperand a{w_packed.data(), 0, false, 1.0f, w_rows, i0};
       if (g.is_pointwise()) {
         const MatrixOperand op{x_img, g.hw(), false};
-        blis_block(cfg, m, cols, g.crs(), 1.0f, false, w + i0 * g.crs(), g.crs(), {pack_b_matrix, &op}, j0, beta,
-                   yb, g.pq(), ws);
+        blis_block(cfg, m, cols, g.crs(), a, {pack_b_matrix, &op}, j0, beta, yb, g.pq(), ws);
       } else {
         const ForwardPackCtx ctx{&g, x_img};
-        blis_block(cfg, m, cols, g.crs(), 1.0f, false, w + i0 * g.crs(), g.crs(), {pack_forward_panel, &ctx}, j0,
-                   beta, yb, g.pq(), ws);
+        blis_block(cfg, m, cols, g.crs(), a, {pack_forward_panel, &ctx}, j0, beta, yb, g.pq(), ws);
       }
     }
   }
 }
 
+// Stride 1: dx is itself a stride-1 convolution of dy with the kernel
+// flipped in space and transposed in channels,
+//   dx[n,c,h,w] = sum_{k,r,s} W[k,c,R-1-r,S-1-s] dy[n,k, h - dh(R-1) + ph + r dh, ...],
+// i.e. padding dh(R-1) - ph. It then runs on the forward path (implicit
+// im2col, no col2im). Needs that padding >= 0 (true for "same" convs).
+bool backward_input_as_conv(const ConvGeometry& g) {
+  return g.sh == 1 && g.sw == 1 && g.dh * (g.R - 1) >= g.ph && g.dw * (g.S - 1) >= g.pw;
+}
+
+void backward_input_flipped(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
+  ConvGeometry f = g;
+  f.C = g.K, f.H = g.P, f.W = g.Q;
+  f.K = g.C, f.P = g.H, f.Q = g.W;
+  f.ph = g.dh * (g.R - 1) - g.ph;
+  f.pw = g.dw * (g.S - 1) - g.pw;
+  std::vector<float> wf(static_cast<size_t>(g.K * g.crs()));
+  for (int64_t k = 0; k < g.K; ++k)
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t r = 0; r < g.R; ++r)
+        for (int64_t s = 0; s < g.S; ++s)
+          wf[((c * g.K + k) * g.R + (g.R - 1 - r)) * g.S + (g.S - 1 - s)] = w[((k * g.C + c) * g.R + r) * g.S + s];
+  forward_f32(f, dy, wf.data(), nullptr, dx);
+}
+
 void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
   if (g.N == 0 || g.C == 0) return;
-  const BlisConfig& cfg = sgemm_blis_config();
-  const int threads = thread_count(g);
-  if (g.is_pointwise()) {
-    // dx_n [C, HW] = W^T [C, K] . dy_n [K, HW], written in place.
-    const BlockGrid grid = choose_block_grid(cfg, g.C, g.hw(), ceil_div(threads, g.N), kConvCols);
-    const int64_t blocks = grid.row_blocks * grid.col_blocks;
-#pragma omp parallel num_threads(threads)
-    {
-      const BlisWorkspace ws(cfg, g.K, grid.nb);
-#pragma omp for schedule(static)
-      for (int64_t t = 0; t < g.N * blocks; ++t) {
-        const int64_t n = t / blocks, b = t % blocks;
-        const int64_t i0 = (b / grid.col_blocks) * grid.mb, j0 = (b % grid.col_blocks) * grid.nb;
-        const MatrixOperand op{dy + n * g.K * g.pq(), g.pq(), false};
-        blis_block(cfg, std::min(grid.mb, g.C - i0), std::min(grid.nb, g.hw() - j0), g.K, 1.0f, true, w + i0,
-                   g.crs(), {pack_b_matrix, &op}, j0, 0.0f, dx + (n * g.C + i0) * g.hw() + j0, g.hw(), ws);
-      }
-    }
+  if (backward_input_as_conv(g)) {
+    backward_input_flipped(g, dy, w, dx);
     return;
   }
+  // Strided: dcol = W^T . dy_n one column chunk at a time, col2im-added.
   // Tasks are (image, group of channels): a group's rows of W^T . dy_n
   // scatter only into its own channels of dx_n, so tasks never collide.
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int threads = thread_count(g);
   const int64_t rs = g.R * g.S;
   const int64_t groups = std::min(g.C, ceil_div(threads, g.N));
   const int64_t per_group = ceil_div(g.C, groups);
@@ -199,10 +220,10 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
       const int64_t rows = (std::min(g.C, c0 + per_group) - c0) * rs;
       if (rows <= 0) continue;
       const MatrixOperand op{dy + n * g.K * g.pq(), g.pq(), false};
+      const AOperand a{w + c0 * rs, g.crs(), true, 1.0f};  // op(A) = W^T, rows c0*RS..
       for (int64_t j0 = 0; j0 < g.pq(); j0 += chunk) {
         const int64_t cols = std::min(chunk, g.pq() - j0);
-        blis_block(cfg, rows, cols, g.K, 1.0f, true, w + c0 * rs, g.crs(), {pack_b_matrix, &op}, j0, 0.0f,
-                   buf.data(), cols, ws);
+        blis_block(cfg, rows, cols, g.K, a, {pack_b_matrix, &op}, j0, 0.0f, buf.data(), cols, ws);
         col2im_chunk(g, buf.data(), c0, rows, j0, cols, dx + n * g.C * g.hw());
       }
     }
@@ -232,11 +253,11 @@ void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x,
         const float beta = n == 0 ? 0.0f : 1.0f;
         if (g.is_pointwise()) {
           const MatrixOperand op{x_img, g.hw(), true};  // op(B)(pixel, c) = x[c, pixel]
-          blis_block(cfg, m, cols, g.pq(), 1.0f, false, a, g.pq(), {pack_b_matrix, &op}, j0, beta,
+          blis_block(cfg, m, cols, g.pq(), AOperand{a, g.pq()}, {pack_b_matrix, &op}, j0, beta,
                      dw + i0 * g.crs() + j0, g.crs(), ws);
         } else {
           const ForwardPackCtx ctx{&g, x_img};
-          blis_block(cfg, m, cols, g.pq(), 1.0f, false, a, g.pq(), {pack_weight_grad_panel, &ctx}, j0, beta,
+          blis_block(cfg, m, cols, g.pq(), AOperand{a, g.pq()}, {pack_weight_grad_panel, &ctx}, j0, beta,
                      dw + i0 * g.crs() + j0, g.crs(), ws);
         }
       }

@@ -11,10 +11,13 @@
 // f32 (the training path) never materialises col(x): the GEMMs run on the
 // BLIS loops of the production SGEMM (kernels/cpu/gemm/blis_loops.h), and
 // their B-panel packers read im2col entries straight from the image into
-// the packed micro-panel (an "implicit im2col"). Backward-input computes
-// W^T . dy one column chunk at a time into a small per-thread buffer and
-// col2im-adds the chunk into dx. 1x1 stride-1 unpadded convolutions are
-// plain GEMMs over the pixels: no index arithmetic, no col2im.
+// the packed micro-panel (an "implicit im2col"); the weights are packed
+// once per call and shared by all threads. 1x1 stride-1 unpadded
+// convolutions are plain GEMMs over the pixels (no index arithmetic).
+// Backward-input with stride 1 is itself a convolution (of dy with the
+// kernel flipped in space and transposed in channels) and runs on the
+// forward path; with stride > 1 it computes W^T . dy one column chunk at a
+// time into a small per-thread buffer and col2im-adds the chunk into dx.
 // Threads take whole blocks of the output (image, rows, columns), so no two
 // threads write the same element and every sum runs in the same order
 // whatever the thread count: results are bitwise reproducible.

@@ -61,6 +61,8 @@ const std::vector<ConvGeometry>& geometries() {
       make(2, 32, 33, 17, 24, 3, 3, 1, 1, 1, 1),     // CRS = 288 > KC; PQ = 561 > 256-column blocks
       make(1, 4, 5, 40, 9, 3, 2, 3, 1, 0, 1, 1, 3),  // mixed strides/dilations, rows shorter than NR
       make(1, 2, 2, 2, 3, 3, 3, 1, 1, 1, 1),         // kernel larger than the image (padding makes it fit)
+      make(1, 2, 5, 6, 3, 3, 3, 1, 1, 3, 3),         // padding > kernel reach: stride-1 backward-input via col2im
+      make(2, 5, 12, 12, 7, 1, 1, 1, 1, 1, 0),       // padded 1x1 (not the pointwise GEMM path)
   };
   return gs;
 }

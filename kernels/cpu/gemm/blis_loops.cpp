@@ -158,11 +158,20 @@ BlisWorkspace::~BlisWorkspace() {
   ::operator delete[](b_, std::align_val_t(64));
 }
 
-void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, float alpha, bool trans_a, const float* A,
-                int64_t lda, const BPanelPacker& b, int64_t j0, float beta, float* C, int64_t ldc,
-                const BlisWorkspace& ws) {
+std::vector<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M, int64_t K,
+                             float alpha) {
+  const int64_t mpad = round_up(M, cfg.mr);
+  std::vector<float> packed(static_cast<size_t>(mpad * K));
+  for (int64_t pc = 0; pc < K; pc += cfg.kc) {
+    pack_a(cfg, trans, A, lda, 0, M, pc, std::min(cfg.kc, K - pc), alpha, packed.data() + pc * mpad);
+  }
+  return packed;
+}
+
+void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AOperand& a, const BPanelPacker& b,
+                int64_t j0, float beta, float* C, int64_t ldc, const BlisWorkspace& ws) {
   if (m <= 0 || n <= 0) return;
-  if (K <= 0 || alpha == 0.0f) {
+  if (K <= 0 || (a.packed_rows == 0 && a.alpha == 0.0f)) {
     scale_c(m, n, beta, C, ldc);
     return;
   }
@@ -176,9 +185,14 @@ void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, float al
       }
       for (int64_t ic = 0; ic < m; ic += cfg.mc) {
         const int64_t mc = std::min(cfg.mc, m - ic);
-        // pack_a indexes A from row ic of this block.
-        pack_a(cfg, trans_a, A, lda, ic, mc, pc, kc, alpha, ws.a());
-        macro_kernel(cfg, mc, nc, kc, ws.a(), ws.b(), beta_pc, C + ic * ldc + jc, ldc);
+        const float* a_block;
+        if (a.packed_rows > 0) {
+          a_block = a.data + pc * a.packed_rows + (a.row0 + ic) * kc;
+        } else {
+          pack_a(cfg, a.trans, a.data, a.ld, ic, mc, pc, kc, a.alpha, ws.a());  // rows from ic of this block
+          a_block = ws.a();
+        }
+        macro_kernel(cfg, mc, nc, kc, a_block, ws.b(), beta_pc, C + ic * ldc + jc, ldc);
       }
     }
   }
@@ -199,6 +213,18 @@ BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t
   col_blocks = std::max(col_blocks, ceil_div(N, nc));
   g.nb = round_up(ceil_div(std::max<int64_t>(N, 1), std::max<int64_t>(col_blocks, 1)), cfg.nr);
   g.col_blocks = std::max<int64_t>(1, ceil_div(N, g.nb));
+  // Balance: when there are more blocks than threads, make the count a
+  // multiple of min_blocks (e.g. 4 blocks for 2 threads, not 3), so no
+  // thread does one block more than the others.
+  if (min_blocks > 1 && (g.row_blocks * g.col_blocks) % min_blocks != 0) {
+    int64_t cb = g.col_blocks;
+    while ((g.row_blocks * cb) % min_blocks != 0 && cb < ceil_div(N, cfg.nr)) ++cb;
+    const int64_t nb = round_up(ceil_div(std::max<int64_t>(N, 1), cb), cfg.nr);
+    if ((g.row_blocks * ceil_div(N, nb)) % min_blocks == 0) {
+      g.nb = nb;
+      g.col_blocks = ceil_div(N, nb);
+    }
+  }
   // Too few rows and columns for min_blocks: split rows further (MR-high blocks at least).
   if (g.row_blocks * g.col_blocks < min_blocks && M > cfg.mr) {
     const int64_t want_rows = std::min(ceil_div(min_blocks, g.col_blocks), ceil_div(M, cfg.mr));
@@ -224,8 +250,8 @@ void sgemm_block_grid(const BlisConfig& cfg, int num_threads, bool trans_a, int6
     for (int64_t t = 0; t < g.row_blocks * g.col_blocks; ++t) {
       const int64_t i0 = (t / g.col_blocks) * g.mb, j0 = (t % g.col_blocks) * g.nb;
       const float* a = trans_a ? A + i0 : A + i0 * lda;
-      blis_block(cfg, std::min(g.mb, M - i0), std::min(g.nb, N - j0), K, alpha, trans_a, a, lda, packer, j0,
-                 beta, C + i0 * ldc + j0, ldc, ws);
+      blis_block(cfg, std::min(g.mb, M - i0), std::min(g.nb, N - j0), K, AOperand{a, lda, trans_a, alpha}, packer,
+                 j0, beta, C + i0 * ldc + j0, ldc, ws);
     }
   }
 }

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace crfseg::kernels::cpu {
 
@@ -74,15 +75,32 @@ class BlisWorkspace {
   float* b_;
 };
 
+// The A operand of blis_block: a plain row-major matrix (or its transpose)
+// packed block by block as the loops reach it, or a matrix packed once up
+// front by prepack_a and shared by all threads (convolution weights: packing
+// them once instead of once per output block).
+struct AOperand {
+  const float* data;        // matrix: row 0 of the block; prepacked: prepack_a's buffer
+  int64_t ld = 0;           // matrix only
+  bool trans = false;       // matrix only
+  float alpha = 1.0f;       // matrix only (prepack_a folds alpha in)
+  int64_t packed_rows = 0;  // > 0 marks a prepacked operand: round_up(M, MR) of the packed matrix
+  int64_t row0 = 0;         // prepacked only: the block's first row, a multiple of MR
+};
+
+// Packs all of alpha * op(A) (M x K) in the layout blis_block reads: for
+// each KC slice starting at pc, round_up(M, MR) rows of MR-row micro-panels
+// at offset pc * round_up(M, MR). Returns the buffer (round_up(M, MR) * K floats).
+std::vector<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M, int64_t K,
+                             float alpha);
+
 // One thread's share: the m x n block of C at C (leading dim ldc) becomes
-//   alpha * op(A)[0:m, 0:K] * op(B)[0:K, j0:j0+n] + beta * C
-// with A a plain matrix (row i of the block is row i of A, pointer already
-// offset) and B given by a packer (j0 is passed through to it). Runs the jc,
-// pc, ic, jr, ir loops single-threaded; callers parallelise over blocks.
+//   op(A)[0:m, 0:K] * op(B)[0:K, j0:j0+n] + beta * C
+// with B given by a packer (j0 is passed through to it). Runs the jc, pc,
+// ic, jr, ir loops single-threaded; callers parallelise over blocks.
 // n must not exceed the workspace's max_cols.
-void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, float alpha, bool trans_a, const float* A,
-                int64_t lda, const BPanelPacker& b, int64_t j0, float beta, float* C, int64_t ldc,
-                const BlisWorkspace& ws);
+void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AOperand& a, const BPanelPacker& b,
+                int64_t j0, float beta, float* C, int64_t ldc, const BlisWorkspace& ws);
 
 // How an M x N output is cut into blocks for independent threads: rows in
 // steps of mb (a multiple of MR), columns in steps of nb (a multiple of NR).

@@ -1,0 +1,300 @@
+// bench_conv: times crfseg's f32 convolution kernels (forward, backward-input,
+// backward-weight + bias) on U-Net and ResNet-50 layer shapes, side by side
+// with oneDNN's convolution primitives when built with oneDNN.
+//
+//   build/bench/bench_conv [--quick] [--json] [--repeats R] [--batch N]
+//
+// Before timing, each crfseg kernel is checked on 64 sampled output elements
+// against the convolution's definition, summed in double; a wrong kernel
+// prints no number. Reports the median and min ms over R runs after one
+// warm-up run, GFLOP/s = 2 N K P Q C R S / t, and % of the peak measured by
+// the FMA probe (bench/support/peak.h).
+// oneDNN runs with format_tag::any, so it picks its own blocked layouts
+// (nChw8c/nChw16c); only the primitive is timed, not reorders into or out
+// of those layouts. crfseg works on plain NCHW. That favours oneDNN.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <unordered_map>
+#include <string>
+#include <vector>
+
+#include "bench/support/peak.h"
+#include "bench/support/timer.h"
+#include "kernels/cpu/conv2d.h"
+#include "tensor/random.h"
+
+#ifdef CRFSEG_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+using namespace crfseg;
+using kernels::ConvGeometry;
+
+namespace {
+
+struct Layer {
+  const char* name;
+  int64_t C, H, W, K, R, S, stride, pad;
+};
+
+// Representative layers: U-Net at 256x256 (the LBNL system's input size)
+// and ResNet-50 at 224x224.
+const std::vector<Layer> kLayers = {
+    {"unet.enc1.conv1 3->64 256^2 3x3", 3, 256, 256, 64, 3, 3, 1, 1},
+    {"unet.enc1.conv2 64->64 256^2 3x3", 64, 256, 256, 64, 3, 3, 1, 1},
+    {"unet.enc3.conv1 128->256 64^2 3x3", 128, 64, 64, 256, 3, 3, 1, 1},
+    {"unet.enc5.conv1 512->1024 16^2 3x3", 512, 16, 16, 1024, 3, 3, 1, 1},
+    {"resnet.stem 3->64 224^2 7x7 s2", 3, 224, 224, 64, 7, 7, 2, 3},
+    {"resnet.layer1.conv1 256->64 56^2 1x1", 256, 56, 56, 64, 1, 1, 1, 0},
+    {"resnet.layer3.conv2 256->256 14^2 3x3", 256, 14, 14, 256, 3, 3, 1, 1},
+    {"resnet.layer3.down 512->1024 28^2 1x1 s2", 512, 28, 28, 1024, 1, 1, 2, 0},
+};
+const std::vector<Layer> kQuickLayers = {{"quick 16->24 33^2 3x3", 16, 33, 33, 24, 3, 3, 1, 1}};
+
+ConvGeometry geometry(const Layer& l, int64_t batch) {
+  ConvGeometry g;
+  g.N = batch, g.C = l.C, g.H = l.H, g.W = l.W, g.K = l.K, g.R = l.R, g.S = l.S;
+  g.sh = g.sw = l.stride;
+  g.ph = g.pw = l.pad;
+  g.P = (g.H + 2 * g.ph - (g.R - 1) - 1) / g.sh + 1;
+  g.Q = (g.W + 2 * g.pw - (g.S - 1) - 1) / g.sw + 1;
+  return g;
+}
+
+std::vector<float> random_floats(int64_t n, uint64_t seed) {
+  Generator gen(seed);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = gen.uniform_f32() - 0.5f;
+  return v;
+}
+
+// The input pixel read by tap (r, s) of output (p, q), or false if padding.
+bool tap(const ConvGeometry& g, int64_t p, int64_t q, int64_t r, int64_t s, int64_t* h, int64_t* w) {
+  *h = p * g.sh - g.ph + r * g.dh;
+  *w = q * g.sw - g.pw + s * g.dw;
+  return *h >= 0 && *h < g.H && *w >= 0 && *w < g.W;
+}
+
+bool close(double got, double want, double scale) { return std::abs(got - want) <= 1e-4 * scale + 1e-5; }
+
+// Samples 64 elements of y, dx and dw and recomputes them from the definition.
+bool verify(const ConvGeometry& g, const std::vector<float>& x, const std::vector<float>& w,
+            const std::vector<float>& dy, const std::vector<float>& y, const std::vector<float>& dx,
+            const std::vector<float>& dw) {
+  Generator gen(99);
+  auto pick = [&](int64_t n) { return static_cast<int64_t>(gen.next_u32() % static_cast<uint32_t>(n)); };
+  for (int i = 0; i < 64; ++i) {
+    // y[n, k, p, q]
+    const int64_t n = pick(g.N), k = pick(g.K), p = pick(g.P), q = pick(g.Q);
+    double acc = 0, scale = 0;
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t r = 0; r < g.R; ++r)
+        for (int64_t s = 0; s < g.S; ++s) {
+          int64_t h, ww;
+          if (!tap(g, p, q, r, s, &h, &ww)) continue;
+          const double t = double(w[((k * g.C + c) * g.R + r) * g.S + s]) * x[((n * g.C + c) * g.H + h) * g.W + ww];
+          acc += t;
+          scale += std::abs(t);
+        }
+    if (!close(y[((n * g.K + k) * g.P + p) * g.Q + q], acc, scale)) return false;
+    // dw[k, c, r, s]
+    const int64_t c = pick(g.C), r = pick(g.R), s = pick(g.S);
+    acc = scale = 0;
+    for (int64_t nn = 0; nn < g.N; ++nn)
+      for (int64_t pp = 0; pp < g.P; ++pp)
+        for (int64_t qq = 0; qq < g.Q; ++qq) {
+          int64_t h, ww;
+          if (!tap(g, pp, qq, r, s, &h, &ww)) continue;
+          const double t = double(dy[((nn * g.K + k) * g.P + pp) * g.Q + qq]) * x[((nn * g.C + c) * g.H + h) * g.W + ww];
+          acc += t;
+          scale += std::abs(t);
+        }
+    if (!close(dw[((k * g.C + c) * g.R + r) * g.S + s], acc, scale)) return false;
+    // dx[n, c, h, w]: every (k, r, s) whose window lands on (h, w)
+    const int64_t h = pick(g.H), ww = pick(g.W);
+    acc = scale = 0;
+    for (int64_t kk = 0; kk < g.K; ++kk)
+      for (int64_t rr = 0; rr < g.R; ++rr)
+        for (int64_t ss = 0; ss < g.S; ++ss) {
+          const int64_t ph = h + g.ph - rr * g.dh, pw = ww + g.pw - ss * g.dw;
+          if (ph < 0 || pw < 0 || ph % g.sh || pw % g.sw || ph / g.sh >= g.P || pw / g.sw >= g.Q) continue;
+          const double t = double(w[((kk * g.C + c) * g.R + rr) * g.S + ss]) *
+                           dy[((n * g.K + kk) * g.P + ph / g.sh) * g.Q + pw / g.sw];
+          acc += t;
+          scale += std::abs(t);
+        }
+    if (!close(dx[((n * g.C + c) * g.H + h) * g.W + ww], acc, scale)) return false;
+  }
+  return true;
+}
+
+struct Row {
+  std::string layer, impl, pass;
+  double median_ms = 0, min_ms = 0, gflops = 0;
+  bool verified = true;
+};
+
+#ifdef CRFSEG_HAVE_DNNL
+// oneDNN forward, backward-data and backward-weights(+bias) primitives for g.
+struct DnnlConv {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  dnnl::primitive fwd, bwd_data, bwd_weights;
+  std::unordered_map<int, dnnl::memory> fwd_args, bwd_data_args, bwd_weights_args;
+
+  static dnnl::memory filled(const dnnl::memory::desc& md, const dnnl::engine& eng) {
+    dnnl::memory m(md, eng);
+    float* p = static_cast<float*>(m.get_data_handle());
+    const size_t n = md.get_size() / sizeof(float);
+    for (size_t i = 0; i < n; ++i) p[i] = 0.01f * static_cast<float>(i % 97) - 0.5f;
+    return m;
+  }
+
+  explicit DnnlConv(const ConvGeometry& g) {
+    using namespace dnnl;
+    using dt = memory::data_type;
+    const auto any = memory::format_tag::any;
+    const memory::dims strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad_l{g.ph, g.pw};
+    // Right padding that makes oneDNN's output size equal ours (floor division).
+    const memory::dims pad_r{(g.P - 1) * g.sh + (g.R - 1) * g.dh + 1 - g.H - g.ph,
+                             (g.Q - 1) * g.sw + (g.S - 1) * g.dw + 1 - g.W - g.pw};
+    const memory::desc src({g.N, g.C, g.H, g.W}, dt::f32, any), wei({g.K, g.C, g.R, g.S}, dt::f32, any),
+        bia({g.K}, dt::f32, memory::format_tag::a), dst({g.N, g.K, g.P, g.Q}, dt::f32, any);
+    const convolution_forward::primitive_desc fpd(
+        convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct, src, wei, bia, dst,
+                                  strides, dil, pad_l, pad_r),
+        eng);
+    fwd = convolution_forward(fpd);
+    fwd_args = {{DNNL_ARG_SRC, filled(fpd.src_desc(), eng)},
+                {DNNL_ARG_WEIGHTS, filled(fpd.weights_desc(), eng)},
+                {DNNL_ARG_BIAS, filled(fpd.bias_desc(), eng)},
+                {DNNL_ARG_DST, filled(fpd.dst_desc(), eng)}};
+    const convolution_backward_data::primitive_desc dpd(
+        convolution_backward_data::desc(algorithm::convolution_direct, src, wei, dst, strides, dil, pad_l, pad_r),
+        eng, fpd);
+    bwd_data = convolution_backward_data(dpd);
+    bwd_data_args = {{DNNL_ARG_DIFF_DST, filled(dpd.diff_dst_desc(), eng)},
+                     {DNNL_ARG_WEIGHTS, filled(dpd.weights_desc(), eng)},
+                     {DNNL_ARG_DIFF_SRC, filled(dpd.diff_src_desc(), eng)}};
+    const convolution_backward_weights::primitive_desc wpd(
+        convolution_backward_weights::desc(algorithm::convolution_direct, src, wei, bia, dst, strides, dil, pad_l,
+                                           pad_r),
+        eng, fpd);
+    bwd_weights = convolution_backward_weights(wpd);
+    bwd_weights_args = {{DNNL_ARG_SRC, filled(wpd.src_desc(), eng)},
+                        {DNNL_ARG_DIFF_DST, filled(wpd.diff_dst_desc(), eng)},
+                        {DNNL_ARG_DIFF_WEIGHTS, filled(wpd.diff_weights_desc(), eng)},
+                        {DNNL_ARG_DIFF_BIAS, filled(wpd.diff_bias_desc(), eng)}};
+  }
+  void run(dnnl::primitive& p, std::unordered_map<int, dnnl::memory>& args) {
+    p.execute(strm, args);
+    strm.wait();
+  }
+};
+#endif
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool json = false, quick = false;
+  int repeats = 10;
+  int64_t batch = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json") json = true;
+    else if (a == "--quick") quick = true;
+    else if (a == "--repeats" && i + 1 < argc) repeats = std::atoi(argv[++i]);
+    else if (a == "--batch" && i + 1 < argc) batch = std::atoll(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: bench_conv [--quick] [--json] [--repeats R] [--batch N]\n");
+      return 2;
+    }
+  }
+  if (quick) repeats = 3;
+  if (repeats < 1 || batch < 1) {
+    std::fprintf(stderr, "bench_conv: --repeats and --batch must be >= 1\n");
+    return 2;
+  }
+  const double peak = bench::measured_peak_gflops();
+
+  std::vector<Row> rows;
+  for (const Layer& l : quick ? kQuickLayers : kLayers) {
+    const ConvGeometry g = geometry(l, batch);
+    const double flops = 2.0 * g.N * g.K * g.pq() * g.crs();
+    const auto x = random_floats(g.N * g.C * g.hw(), 1), w = random_floats(g.K * g.crs(), 2),
+               b = random_floats(g.K, 3), dy = random_floats(g.N * g.K * g.pq(), 4);
+    std::vector<float> y(dy.size()), dx(x.size()), dw(w.size()), db(g.K);
+    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data());
+    kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data());
+    kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
+    // The forward ran with bias; verify() checks y - b against the bias-free sum.
+    std::vector<float> y_nobias(y);
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t k = 0; k < g.K; ++k)
+        for (int64_t i = 0; i < g.pq(); ++i) y_nobias[(n * g.K + k) * g.pq() + i] -= b[k];
+    const bool ok = verify(g, x, w, dy, y_nobias, dx, dw);
+
+    auto add = [&](const char* impl, const char* pass, bool verified, const std::function<void()>& fn) {
+      Row r{l.name, impl, pass};
+      r.verified = verified;
+      if (verified) {
+        const bench::Timing t = bench::time_it(fn, 1, repeats);
+        r.median_ms = t.median_ms;
+        r.min_ms = t.min_ms;
+        r.gflops = flops / (t.median_ms * 1e6);
+      }
+      rows.push_back(r);
+    };
+    add("crfseg", "forward", ok,
+        [&] { kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data()); });
+#ifdef CRFSEG_HAVE_DNNL
+    DnnlConv dnnl_conv(g);
+    add("oneDNN", "forward", true, [&] { dnnl_conv.run(dnnl_conv.fwd, dnnl_conv.fwd_args); });
+#endif
+    add("crfseg", "backward-input", ok,
+        [&] { kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data()); });
+#ifdef CRFSEG_HAVE_DNNL
+    add("oneDNN", "backward-input", true, [&] { dnnl_conv.run(dnnl_conv.bwd_data, dnnl_conv.bwd_data_args); });
+#endif
+    add("crfseg", "backward-weight+bias", ok, [&] {
+      kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
+      kernels::cpu::conv2d_backward_bias<float>(g, dy.data(), db.data());
+    });
+#ifdef CRFSEG_HAVE_DNNL
+    add("oneDNN", "backward-weight+bias", true,
+        [&] { dnnl_conv.run(dnnl_conv.bwd_weights, dnnl_conv.bwd_weights_args); });
+#endif
+  }
+
+  if (json) {
+    std::printf("{\"machine\": \"%s\", \"peak_gflops\": %.1f, \"batch\": %lld, \"repeats\": %d, \"results\": [\n",
+                bench::machine_info().c_str(), peak, (long long)batch, repeats);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::printf("  {\"layer\": \"%s\", \"impl\": \"%s\", \"pass\": \"%s\", \"verified\": %s, \"median_ms\": %.4f, "
+                  "\"min_ms\": %.4f, \"gflops\": %.2f}%s\n",
+                  r.layer.c_str(), r.impl.c_str(), r.pass.c_str(), r.verified ? "true" : "false", r.median_ms,
+                  r.min_ms, r.gflops, i + 1 < rows.size() ? "," : "");
+    }
+    std::printf("]}\n");
+  } else {
+    std::printf("# conv2d f32, batch %lld, %s, %d repeats, measured peak %.0f GFLOP/s\n", (long long)batch,
+                bench::machine_info().c_str(), repeats, peak);
+    std::printf("| layer | pass | impl | median ms | min ms | GFLOP/s | %% peak |\n|---|---|---|---|---|---|---|\n");
+    for (const Row& r : rows) {
+      if (!r.verified) {
+        std::printf("| %s | %s | %s | WRONG RESULT, not timed | | | |\n", r.layer.c_str(), r.pass.c_str(),
+                    r.impl.c_str());
+        continue;
+      }
+      std::printf("| %s | %s | %s | %.3f | %.3f | %.1f | %.0f%% |\n", r.layer.c_str(), r.pass.c_str(), r.impl.c_str(),
+                  r.median_ms, r.min_ms, r.gflops, 100.0 * r.gflops / peak);
+    }
+  }
+  for (const Row& r : rows) {
+    if (!r.verified) return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,38 @@
+// Sequential: children "0", "1", ... applied in order (torch.nn.Sequential,
+// whose numeric child names torchvision's VGG "features.N.weight" use).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "layers/module.h"
+
+namespace crfseg::nn {
+
+class Sequential : public Module {
+ public:
+  Sequential() : Module("Sequential") {}
+  explicit Sequential(std::vector<std::shared_ptr<Module>> modules) : Sequential() {
+    for (auto& m : modules) push_back(std::move(m));
+  }
+  // Appends under the next index as its name.
+  template <typename M>
+  std::shared_ptr<M> push_back(std::shared_ptr<M> module) {
+    register_module(std::to_string(size_), module);
+    ++size_;
+    return module;
+  }
+  int64_t size() const { return size_; }
+  Module& operator[](int64_t i) const { return child(std::to_string(i)); }
+
+  Tensor forward(const Tensor& x) override {
+    Tensor y = x;
+    for (const auto& [_, m] : named_children()) y = (*m)(y);
+    return y;
+  }
+
+ private:
+  int64_t size_ = 0;
+};
+
+}  // namespace crfseg::nn

@@ -93,7 +93,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
                   bool fuse_relu = false);
 
 // ---- dropout : autograd/ops/dropout.cpp ----
-// Identity when !training or p == 0; else x * mask / (1 - p).
+// Identity (returns x itself) when !training or p == 0; else x * mask with
+// mask = ops::dropout_mask(x, p, gen), 0 or 1 / (1 - p). p in [0, 1].
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 
 // ---- joining : autograd/ops/join.cpp ----

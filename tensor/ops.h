@@ -168,7 +168,8 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 // clipped to the padded input (count_include_pad) or to the real input.
 struct MaxPool2dForward {
   Tensor y;
-  Tensor indices;  // i64, same shape as y: flat h * W + w of the max inside its (n, c) plane
+  Tensor indices;  // i64, same shape as y: flat h * W + w of the max inside its (n, c) plane,
+                  // -1 (and y = -inf) for a window entirely in the padding (dilation only)
 };
 MaxPool2dForward max_pool2d(const Tensor& x, const Pool2dArgs& args);
 Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape);
@@ -180,7 +181,8 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
 Tensor adaptive_avg_pool2d_backward(const Tensor& grad, const Shape& x_shape);
 
 // Upsampling : tensor/ops_upsample.cpp, kernels/{ref,cpu}/upsample.*
-// nearest: src = floor(dst * in / out) (torch's 'nearest').
+// nearest: src = min(floor(dst * (in / out)), in - 1) evaluated in float32 as
+// torch's 'nearest' does (not 'nearest-exact'), for f32 and f64 alike.
 // bilinear: align_corners=false maps dst centre to src = (dst + 0.5) in/out - 0.5,
 // clamped at 0; align_corners=true maps corners to corners.
 Tensor upsample2d(const Tensor& x, int64_t out_h, int64_t out_w, UpsampleMode mode, bool align_corners = false);
@@ -192,24 +194,31 @@ Tensor upsample2d_backward(const Tensor& grad, const Shape& x_shape, UpsampleMod
 // running_mean/var are defined update them in place with
 // running = (1 - momentum) running + momentum stat (unbiased variance, as torch).
 // eval: normalise with running_mean/var. fuse_relu applies max(0, .) to y.
+// Throws ValueError when training with one value per channel (N * spatial
+// == 1, as torch) and in eval mode without running statistics.
 struct BatchNormForward {
   Tensor y;
-  Tensor mean;    // [C] statistics used (batch or running)
+  Tensor mean;    // [C] statistics used (batch, or a copy of the running mean)
   Tensor invstd;  // [C] 1 / sqrt(var + eps)
 };
 BatchNormForward batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                             const Tensor& running_var, bool training, double momentum, double eps,
                             bool fuse_relu = false);
 struct BatchNormGrads {
-  Tensor dx, dweight, dbias;  // dweight/dbias undefined when weight is undefined
+  Tensor dx;
+  Tensor dweight;  // [C]; undefined when weight or x is undefined
+  Tensor dbias;    // [C], the per-channel sum of the (masked) gradient; always returned
 };
 // `y` is the forward output (needed only with fuse_relu, to mask the gradient).
+// x is needed in training; in eval mode dx does not depend on it, so it may
+// be undefined (a frozen BatchNorm then need not keep its input alive).
 BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
                                    const BatchNormForward& forward, bool training, bool fuse_relu);
 
 // Dropout : tensor/ops_dropout.cpp
 // Mask of the same dtype as `like` holding 0 or 1 / (1 - p), Bernoulli(1 - p)
 // from `gen`, drawn sequentially so it does not depend on the thread count.
+// p must be in [0, 1]; p == 1 gives an all-zero mask (ValueError otherwise).
 Tensor dropout_mask(const Tensor& like, double p, Generator& gen);
 
 // ---- joining ----

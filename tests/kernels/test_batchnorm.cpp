@@ -1,1 +1,399 @@
-// placeholder: filled in by the NN-ops work (issue 3)
+// Batch norm: the tuned kernels (kernels/cpu/batchnorm.*) against the
+// reference (kernels/ref/batchnorm.*) on awkward shapes that reach both
+// layouts and every chunking edge, in train and eval mode, with and without
+// affine parameters and fused ReLU; the forward and backward formulas on a
+// small case worked out by hand; the running-statistics update against its
+// formula; numerical stability with a large offset; bitwise determinism
+// across thread counts; and the raw ops' error messages.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "kernels/cpu/batchnorm.h"
+#include "kernels/ref/batchnorm.h"
+#include "tests/support/helpers.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+
+namespace {
+
+struct Geometry {
+  int64_t N, C, inner;
+};
+
+Geometry geometry(const Shape& shape) {
+  Geometry g{shape[0], shape[1], 1};
+  for (size_t d = 2; d < shape.size(); ++d) g.inner *= shape[d];
+  return g;
+}
+
+template <typename T>
+T* ptr(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+template <typename T>
+constexpr DType dtype_of_v = std::is_same_v<T, float> ? DType::f32 : DType::f64;
+
+// Everything one forward + backward produces.
+struct Outputs {
+  Tensor y, mean, invstd, running_mean, running_var, dx, dweight, dbias;
+};
+
+struct Case {
+  Tensor x, weight, bias, running_mean, running_var, grad;
+  bool training = true, relu = false;
+};
+
+template <typename T>
+Case make_case(const Shape& shape, bool training, bool affine, bool relu, uint64_t seed) {
+  const DType dt = dtype_of_v<T>;
+  const int64_t C = shape[1];
+  Case k;
+  // Mean ~0.5 and spread ~1.4: the statistics have something to remove.
+  k.x = random_tensor(shape, seed, dt, -2.0, 3.0);
+  if (affine) {
+    k.weight = random_tensor({C}, seed + 1, dt, -1.5, 1.5);
+    k.bias = random_tensor({C}, seed + 2, dt, -0.5, 0.5);
+  }
+  k.running_mean = random_tensor({C}, seed + 3, dt, -0.5, 0.5);
+  k.running_var = random_tensor({C}, seed + 4, dt, 0.5, 2.0);
+  k.grad = random_tensor(shape, seed + 5, dt, -1.0, 1.0);
+  k.training = training;
+  k.relu = relu;
+  return k;
+}
+
+// Runs one kernel set (Ref = true: kernels::ref) on a case. The backward is
+// given `y_for_mask` (the reference's y) and the reference's statistics, so
+// both backward kernels see identical inputs even where f32 rounding moves
+// an output across the ReLU kink.
+template <typename T, bool Ref>
+Outputs run(const Case& k, const Outputs* ref_forward, double eps = 1e-5, double momentum = 0.1) {
+  const Geometry g = geometry(k.x.shape());
+  const TensorOptions opts{dtype_of_v<T>};
+  Outputs o;
+  o.y = Tensor::empty(k.x.shape(), opts);
+  o.mean = Tensor::empty({g.C}, opts);
+  o.invstd = Tensor::empty({g.C}, opts);
+  o.running_mean = ops::clone(k.running_mean);
+  o.running_var = ops::clone(k.running_var);
+  if (k.training) {
+    auto fwd = Ref ? kernels::ref::batchnorm_forward_train<T> : kernels::cpu::batchnorm_forward_train<T>;
+    fwd(ptr<T>(k.x), ptr<T>(k.weight), ptr<T>(k.bias), ptr<T>(o.y), ptr<T>(o.mean), ptr<T>(o.invstd),
+        ptr<T>(o.running_mean), ptr<T>(o.running_var), g.N, g.C, g.inner, momentum, eps, k.relu);
+  } else {
+    auto fwd = Ref ? kernels::ref::batchnorm_forward_eval<T> : kernels::cpu::batchnorm_forward_eval<T>;
+    fwd(ptr<T>(k.x), ptr<T>(k.weight), ptr<T>(k.bias), ptr<T>(k.running_mean), ptr<T>(k.running_var), ptr<T>(o.y),
+        ptr<T>(o.invstd), g.N, g.C, g.inner, eps, k.relu);
+    o.mean = ops::clone(k.running_mean);
+  }
+  const Outputs& stats = ref_forward ? *ref_forward : o;
+  o.dx = Tensor::empty(k.x.shape(), opts);
+  o.dbias = Tensor::empty({g.C}, opts);
+  if (k.weight.defined()) o.dweight = Tensor::empty({g.C}, opts);
+  auto bwd = Ref ? kernels::ref::batchnorm_backward<T> : kernels::cpu::batchnorm_backward<T>;
+  bwd(ptr<T>(k.grad), ptr<T>(k.x), k.relu ? ptr<T>(stats.y) : nullptr, ptr<T>(k.weight), ptr<T>(stats.mean),
+      ptr<T>(stats.invstd), ptr<T>(o.dx), ptr<T>(o.dweight), ptr<T>(o.dbias), g.N, g.C, g.inner, k.training);
+  return o;
+}
+
+template <typename T>
+void check_against_ref(const Shape& shape, uint64_t seed) {
+  // f32: a few ulps of O(1) values; f64: double accumulation on both sides.
+  const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
+  for (bool training : {true, false}) {
+    for (bool affine : {false, true}) {
+      for (bool relu : {false, true}) {
+        CAPTURE(shape_str(shape));
+        CAPTURE(training);
+        CAPTURE(affine);
+        CAPTURE(relu);
+        const Case k = make_case<T>(shape, training, affine, relu, seed);
+        const Outputs want = run<T, true>(k, nullptr);
+        const Outputs got = run<T, false>(k, &want);
+        CHECK_CLOSE(got.y, values(want.y), tol, tol);
+        CHECK_CLOSE(got.mean, values(want.mean), tol, tol);
+        CHECK_CLOSE(got.invstd, values(want.invstd), tol, tol);
+        CHECK_CLOSE(got.running_mean, values(want.running_mean), tol, tol);
+        CHECK_CLOSE(got.running_var, values(want.running_var), tol, tol);
+        CHECK_CLOSE(got.dx, values(want.dx), tol, tol);
+        CHECK_CLOSE(got.dbias, values(want.dbias), tol, tol);
+        if (affine) CHECK_CLOSE(got.dweight, values(want.dweight), tol, tol);
+        if (relu) {
+          const std::vector<double> y = values(got.y);
+          CHECK(*std::min_element(y.begin(), y.end()) >= 0.0);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("batchnorm: cpu kernels match the reference on awkward shapes") {
+  const std::vector<Shape> shapes = {
+      {4, 1, 5, 5},     // C = 1
+      {1, 3, 7, 7},     // N = 1, spatial > 1
+      {3, 5, 7, 11},    // primes
+      {2, 3},           // 2-D, two values per channel (the minimum for training)
+      {13, 7},          // 2-D [N, C]: column layout
+      {70, 300},        // column layout: several row blocks and feature blocks
+      {5, 4, 3},        // tiny spatial: column layout with inner > 1
+      {150, 3, 2},      // column layout, last row block partial
+      {2, 3, 2, 3, 5},  // 5-D
+      {300, 2, 17},     // strip layout, many strips per chunk, last chunk partial
+      {3, 2, 4100},     // strips longer than a chunk: split, last piece short
+  };
+  for (size_t s = 0; s < shapes.size(); ++s) {
+    check_against_ref<float>(shapes[s], 10 * s + 1);
+    check_against_ref<double>(shapes[s], 10 * s + 1);
+  }
+}
+
+TEST_CASE("batchnorm: eval backward needs no x, and then gives the same dx") {
+  for (const Shape& shape : {Shape{6, 4, 9, 5}, Shape{9, 4}}) {
+    CAPTURE(shape_str(shape));
+    const Case k = make_case<double>(shape, /*training=*/false, /*affine=*/true, /*relu=*/false, 7);
+    const Outputs want = run<double, true>(k, nullptr);
+    const Geometry g = geometry(shape);
+    const Tensor dx = Tensor::empty(shape, {DType::f64}), dbias = Tensor::empty({g.C}, {DType::f64});
+    kernels::cpu::batchnorm_backward<double>(ptr<double>(k.grad), nullptr, nullptr, ptr<double>(k.weight),
+                                             ptr<double>(want.mean), ptr<double>(want.invstd), ptr<double>(dx),
+                                             nullptr, ptr<double>(dbias), g.N, g.C, g.inner, false);
+    CHECK_CLOSE(dx, values(want.dx), 1e-12, 1e-12);
+    CHECK_CLOSE(dbias, values(want.dbias), 1e-12, 1e-12);
+  }
+}
+
+namespace {
+
+// x [N=2, C=2, inner=2] chosen so every statistic is exact in binary:
+// channel 0 holds {0, 0, 2, 2} (mean 1, var 1), channel 1 {1, 5, 1, 5}
+// (mean 3, var 4). Flat order is n, c, i.
+const std::vector<double> kX = {0, 0, 1, 5, 2, 2, 1, 5};
+const std::vector<double> kW = {2, -1}, kB = {0.5, 1};
+
+}  // namespace
+
+TEST_CASE("batchnorm: training forward and backward on a hand-worked case") {
+  const Tensor x = from_vector(kX, {2, 2, 2});
+  const Tensor w = from_vector(kW, {2}), b = from_vector(kB, {2});
+  Tensor rm = from_vector<double>({0, 0}, {2}), rv = from_vector<double>({1, 1}, {2});
+  // eps = 0 keeps invstd exact: 1 and 1/2. xhat: ch0 {-1,-1,1,1}, ch1 {-1,1,-1,1}.
+  const ops::BatchNormForward f = ops::batch_norm(x, w, b, rm, rv, true, 0.1, 0.0);
+  CHECK_CLOSE(f.y, {-1.5, -1.5, 2, 0, 2.5, 2.5, 2, 0}, 0, 0);
+  CHECK_CLOSE(f.mean, {1, 3}, 0, 0);
+  CHECK_CLOSE(f.invstd, {1, 0.5}, 0, 0);
+  // running = 0.9 running + 0.1 stat, with the unbiased variances 4/3 and 16/3.
+  CHECK_CLOSE(rm, {0.1, 0.3}, 1e-15, 0);
+  CHECK_CLOSE(rv, {0.9 + 0.4 / 3, 0.9 + 1.6 / 3}, 1e-15, 0);
+
+  // g = 1 at x[0,0,0] and x[0,1,1]. ch0 (w 2, invstd 1): mean g = 1/4,
+  // mean g xhat = -1/4, dx = 2 (g - 1/4 + xhat / 4) = {1, -1, 0, 0}.
+  // ch1 (w -1, invstd 1/2): mean g = 1/4, mean g xhat = 1/4,
+  // dx = -1/2 (g - 1/4 - xhat / 4) = {0, -1/4, 0, 1/4}.
+  const Tensor g = from_vector<double>({1, 0, 0, 1, 0, 0, 0, 0}, {2, 2, 2});
+  const ops::BatchNormGrads d = ops::batch_norm_backward(g, x, w, f, true, false);
+  CHECK_CLOSE(d.dx, {1, -1, 0, -0.25, 0, 0, 0, 0.25}, 1e-15, 0);
+  CHECK_CLOSE(d.dweight, {-1, 1}, 1e-15, 0);
+  CHECK_CLOSE(d.dbias, {1, 1}, 1e-15, 0);
+
+  // The oracle agrees with the hand values too.
+  std::vector<double> y(8), mean(2), invstd(2), dx(8), dw(2), db(2);
+  kernels::ref::batchnorm_forward_train<double>(kX.data(), kW.data(), kB.data(), y.data(), mean.data(),
+                                                invstd.data(), nullptr, nullptr, 2, 2, 2, 0.1, 0.0, false);
+  CHECK_CLOSE(y, {-1.5, -1.5, 2, 0, 2.5, 2.5, 2, 0}, 0, 0);
+  const std::vector<double> gv = values(g);
+  kernels::ref::batchnorm_backward<double>(gv.data(), kX.data(), nullptr, kW.data(), mean.data(), invstd.data(),
+                                           dx.data(), dw.data(), db.data(), 2, 2, 2, true);
+  CHECK_CLOSE(dx, {1, -1, 0, -0.25, 0, 0, 0, 0.25}, 1e-15, 0);
+}
+
+TEST_CASE("batchnorm: fused ReLU on the hand-worked case") {
+  const Tensor x = from_vector(kX, {2, 2, 2});
+  const Tensor w = from_vector(kW, {2}), b = from_vector(kB, {2});
+  const ops::BatchNormForward f = ops::batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 0.0, true);
+  // y = 0 exactly at two places: clamped outputs and the zero both get no gradient.
+  CHECK_CLOSE(f.y, {0, 0, 2, 0, 2.5, 2.5, 2, 0}, 0, 0);
+  // g = 1 everywhere; the mask keeps ch0 {0,0,1,1} and ch1 {1,0,1,0}.
+  // Without ReLU: dweight = sum xhat = 0, dbias = 4. With it: dweight = {2, -2}, dbias = {2, 2},
+  // and dx = 0 (gm is affine in xhat within each channel, which the formula projects out).
+  const ops::BatchNormGrads d = ops::batch_norm_backward(ones({2, 2, 2}, {DType::f64}), x, w, f, true, true);
+  CHECK_CLOSE(d.dweight, {2, -2}, 1e-15, 0);
+  CHECK_CLOSE(d.dbias, {2, 2}, 1e-15, 0);
+  CHECK_CLOSE(d.dx, std::vector<double>(8, 0.0), 1e-15, 0);
+}
+
+TEST_CASE("batchnorm: eval mode on the hand-worked case") {
+  const Tensor x = from_vector(kX, {2, 2, 2});
+  const Tensor w = from_vector(kW, {2}), b = from_vector(kB, {2});
+  const Tensor rm = from_vector<double>({1, 2}, {2}), rv = from_vector<double>({3, 0}, {2});
+  const uint64_t version = rm.version();
+  // eps = 1: invstd = {1/2, 1}. ch0: (x - 1)/2 * 2 + 0.5; ch1: (x - 2) * -1 + 1.
+  const ops::BatchNormForward f = ops::batch_norm(x, w, b, rm, rv, false, 0.1, 1.0);
+  CHECK_CLOSE(f.y, {-0.5, -0.5, 2, -2, 1.5, 1.5, 2, -2}, 0, 0);
+  CHECK_CLOSE(f.invstd, {0.5, 1}, 0, 0);
+  CHECK_CLOSE(f.mean, {1, 2}, 0, 0);
+  CHECK(f.mean.storage_ptr() != rm.storage_ptr());  // a copy, not the buffer
+  CHECK(rm.version() == version);                   // eval never writes the buffers
+  CHECK_CLOSE(rm, {1, 2}, 0, 0);
+  // dx = g w invstd = {1, -1} per channel; dweight = sum xhat = {0, 4}; dbias = 4.
+  const ops::BatchNormGrads d = ops::batch_norm_backward(ones({2, 2, 2}, {DType::f64}), x, w, f, false, false);
+  CHECK_CLOSE(d.dx, {1, 1, -1, -1, 1, 1, -1, -1}, 0, 0);
+  CHECK_CLOSE(d.dweight, {0, 4}, 0, 0);
+  CHECK_CLOSE(d.dbias, {4, 4}, 0, 0);
+  // Without x (a frozen layer), dx is the same and dweight is not computed.
+  const ops::BatchNormGrads no_x = ops::batch_norm_backward(ones({2, 2, 2}, {DType::f64}), Tensor(), w, f, false, false);
+  CHECK_CLOSE(no_x.dx, values(d.dx), 0, 0);
+  CHECK(!no_x.dweight.defined());
+  CHECK_CLOSE(no_x.dbias, {4, 4}, 0, 0);
+}
+
+TEST_CASE("batchnorm: running statistics follow torch's update, in place") {
+  const double momentum = 0.3;
+  for (const Shape& shape : {Shape{4, 3, 5}, Shape{6, 3}}) {
+    CAPTURE(shape_str(shape));
+    const Tensor x = random_tensor(shape, 3, DType::f64, -1.0, 4.0);
+    const Geometry g = geometry(shape);
+    // Hand formulas: mean and unbiased variance per channel.
+    std::vector<double> sum(3, 0.0), sq(3, 0.0);
+    for_each_index(shape, [&](const std::vector<int64_t>& i) { sum[i[1]] += x.at(i); });
+    const double M = static_cast<double>(g.N * g.inner);
+    for_each_index(shape, [&](const std::vector<int64_t>& i) {
+      const double d = x.at(i) - sum[i[1]] / M;
+      sq[i[1]] += d * d;
+    });
+    const std::vector<double> rm0 = {0.5, -1.0, 2.0}, rv0 = {1.0, 0.25, 3.0};
+    std::vector<double> want_mean, want_var, want_invstd;
+    for (int64_t c = 0; c < 3; ++c) {
+      want_mean.push_back((1 - momentum) * rm0[c] + momentum * sum[c] / M);
+      want_var.push_back((1 - momentum) * rv0[c] + momentum * sq[c] / (M - 1));
+      want_invstd.push_back(1.0 / std::sqrt(sq[c] / M + 1e-5));  // biased variance normalises
+    }
+    const Tensor rm = from_vector(rm0, {3}), rv = from_vector(rv0, {3});
+    const uint64_t vm = rm.version(), vv = rv.version();
+    const ops::BatchNormForward f = ops::batch_norm(x, Tensor(), Tensor(), rm, rv, true, momentum, 1e-5);
+    CHECK_CLOSE(rm, want_mean, 1e-14, 1e-14);
+    CHECK_CLOSE(rv, want_var, 1e-14, 1e-14);
+    CHECK_CLOSE(f.invstd, want_invstd, 1e-14, 1e-14);
+    CHECK(rm.version() > vm);
+    CHECK(rv.version() > vv);
+
+    // Strided buffers (every other element of a [6] tensor) are updated in place too.
+    const Tensor big_m = from_vector<double>({0.5, 9, -1.0, 9, 2.0, 9}, {6});
+    const Tensor big_v = from_vector<double>({1.0, 9, 0.25, 9, 3.0, 9}, {6});
+    const Tensor sm = ops::slice(big_m, 0, 0, 6, 2), sv = ops::slice(big_v, 0, 0, 6, 2);
+    ops::batch_norm(x, Tensor(), Tensor(), sm, sv, true, momentum, 1e-5);
+    CHECK_CLOSE(sm, want_mean, 1e-14, 1e-14);
+    CHECK_CLOSE(sv, want_var, 1e-14, 1e-14);
+    CHECK_CLOSE(ops::slice(big_m, 0, 1, 6, 2), {9, 9, 9}, 0, 0);  // the gaps are untouched
+  }
+}
+
+TEST_CASE("batchnorm: statistics stay accurate under a large offset") {
+  // x = offset + d, with d = +-k/64 in pairs so mean(d) = 0 and var(d) is
+  // known exactly; both are exactly representable next to the offset. A
+  // one-pass E[x^2] - E[x]^2 loses everything here (offset^2 / var ~ 1e16).
+  auto check = [](auto tag, double offset, const Shape& shape, double tol) {
+    using T = decltype(tag);
+    const Geometry g = geometry(shape);
+    std::vector<T> x(g.N * g.C * g.inner);
+    std::vector<double> sq(g.C, 0.0);
+    for (int64_t n = 0; n < g.N; ++n) {
+      for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t i = 0; i < g.inner; ++i) {
+          const int64_t j = n * g.inner + i;  // position inside the channel
+          const double d = ((j / 2) % 64 + 1) / 64.0 * (j % 2 == 0 ? 1.0 : -1.0) * (c + 1);
+          x[(n * g.C + c) * g.inner + i] = static_cast<T>(offset + d);
+          sq[c] += d * d;
+        }
+      }
+    }
+    const double M = static_cast<double>(g.N * g.inner);
+    std::vector<T> y(x.size()), mean(g.C), invstd(g.C);
+    kernels::cpu::batchnorm_forward_train<T>(x.data(), nullptr, nullptr, y.data(), mean.data(), invstd.data(),
+                                             nullptr, nullptr, g.N, g.C, g.inner, 0.1, 0.0, false);
+    for (int64_t c = 0; c < g.C; ++c) {
+      CAPTURE(c);
+      CHECK(static_cast<double>(mean[c]) == doctest::Approx(offset).epsilon(1e-12));
+      CHECK(static_cast<double>(invstd[c]) == doctest::Approx(1.0 / std::sqrt(sq[c] / M)).epsilon(tol));
+    }
+  };
+  // M even per channel, so the +- pairs cancel exactly.
+  check(double{}, 1e8, {4, 3, 2 * 1500}, 1e-9);  // strip layout, chunks split strips
+  check(double{}, 1e8, {200, 3}, 1e-9);          // column layout
+  check(float{}, 1e4, {4, 2, 600}, 1e-5);
+  check(float{}, 1e4, {300, 2}, 1e-5);
+}
+
+TEST_CASE("batchnorm: results do not depend on the thread count") {
+  // Large enough to run threaded; both layouts.
+  for (const Shape& shape : {Shape{8, 3, 64, 64}, Shape{4096, 12}}) {
+    CAPTURE(shape_str(shape));
+    const Case k = make_case<float>(shape, true, true, true, 5);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const Outputs one = run<float, false>(k, nullptr);
+    omp_set_num_threads(3);
+    const Outputs three = run<float, false>(k, nullptr);
+    omp_set_num_threads(saved);
+    CHECK(values(one.y) == values(three.y));
+    CHECK(values(one.mean) == values(three.mean));
+    CHECK(values(one.invstd) == values(three.invstd));
+    CHECK(values(one.running_var) == values(three.running_var));
+    CHECK(values(one.dx) == values(three.dx));
+    CHECK(values(one.dweight) == values(three.dweight));
+    CHECK(values(one.dbias) == values(three.dbias));
+  }
+}
+
+TEST_CASE("batch_norm and dropout_mask: argument errors name the op, the expected and the actual") {
+  const Tensor x = zeros({2, 3});
+  const Tensor c3 = ones({3}), c4 = ones({4});
+  check_throws_with<ValueError>([&] { ops::batch_norm(zeros({1, 3}), c3, c3, c3, c3, true, 0.1, 1e-5); },
+                                "batch_norm: expected more than 1 value per channel when training, got input of "
+                                "shape [1, 3]");
+  check_throws_with<ValueError>([&] { ops::batch_norm(zeros({1, 3, 1, 1}), Tensor(), Tensor(), Tensor(), Tensor(),
+                                                      true, 0.1, 1e-5); },
+                                "more than 1 value per channel when training, got input of shape [1, 3, 1, 1]");
+  // One value per channel is fine in eval mode.
+  CHECK_CLOSE(ops::batch_norm(ones({1, 3}), Tensor(), Tensor(), zeros({3}), ones({3}), false, 0.1, 0.0).y,
+              {1, 1, 1}, 0, 0);
+  check_throws_with<ShapeError>([&] { ops::batch_norm(x, c4, Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5); },
+                                "batch_norm: expected weight of shape [3] for input [2, 3], got [4]");
+  check_throws_with<ShapeError>([&] { ops::batch_norm(x, Tensor(), Tensor(), c3, c4, true, 0.1, 1e-5); },
+                                "expected running_var of shape [3]");
+  check_throws_with<DTypeError>(
+      [&] { ops::batch_norm(x, Tensor(), ones({3}, {DType::f64}), Tensor(), Tensor(), true, 0.1, 1e-5); },
+      "batch_norm: expected bias of dtype f32 like the input, got f64");
+  check_throws_with<DTypeError>(
+      [&] { ops::batch_norm(zeros({2, 3}, {DType::i64}), Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5); },
+      "batch_norm: expected input of dtype f32 or f64, got i64");
+  check_throws_with<ShapeError>([&] { ops::batch_norm(zeros({5}), Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1,
+                                                      1e-5); },
+                                "batch_norm: expected input of shape [N, C, ...] with at least 2 dims, got [5]");
+  check_throws_with<ValueError>([&] { ops::batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), false, 0.1, 1e-5); },
+                                "batch_norm: eval mode normalises with the running statistics");
+  check_throws_with<ValueError>([&] { ops::batch_norm(x, Tensor(), Tensor(), c3, Tensor(), true, 0.1, 1e-5); },
+                                "both defined or both undefined, got only running_mean");
+
+  const ops::BatchNormForward f = ops::batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5);
+  check_throws_with<ValueError>([&] { ops::batch_norm_backward(x, Tensor(), Tensor(), f, true, false); },
+                                "batch_norm_backward: the input x is needed in training mode");
+  check_throws_with<ShapeError>([&] { ops::batch_norm_backward(zeros({3, 3}), x, Tensor(), f, true, false); },
+                                "batch_norm_backward: grad Tensor[3, 3] f32 cpu does not match input");
+  check_throws_with<ValueError>([&] { ops::batch_norm_backward(x, x, Tensor(), {Tensor(), f.mean, f.invstd}, true,
+                                                               true); },
+                                "batch_norm_backward: argument 'forward.y (needed with fuse_relu)' is an undefined tensor");
+
+  Generator gen(1);
+  check_throws_with<ValueError>([&] { ops::dropout_mask(x, 1.5, gen); },
+                                "dropout_mask: expected a drop probability p in [0, 1], got 1.5");
+  check_throws_with<ValueError>([&] { ops::dropout_mask(x, -0.1, gen); }, "got -0.1");
+  check_throws_with<DTypeError>([&] { ops::dropout_mask(zeros({2}, {DType::i32}), 0.5, gen); },
+                                "dropout_mask: expected dtype f32 or f64, got i32");
+}

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cstring>
 #include <vector>
 
@@ -103,23 +104,52 @@ void pack_weight_grad_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t
     for (int64_t c = cols; c < nr; ++c) dst[k * nr + c] = 0.0f;
 }
 
-// col2im of a chunk: dx_img[c0:c0+rows/RS] += scatter of buf, where buf
-// [rows, cols] holds rows c0*RS.. of col and its columns j0..j0+cols.
+// The output gradients of all images side by side as one [K, N*PQ] matrix:
+// op(B)(k, j) = dy[n, k, pq] with j = n*PQ + pq. One GEMM then serves every
+// image, so the weights are packed once, not once per image.
+struct BatchedDyCtx {
+  const ConvGeometry* g;
+  const float* dy;
+};
+
+void pack_batched_dy_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
+                           float* dst) {
+  const auto& ctx = *static_cast<const BatchedDyCtx*>(ctx_ptr);
+  const ConvGeometry& g = *ctx.g;
+  int64_t base[kMaxNr];  // offset of (n, 0, pq) for each column
+  for (int64_t c = 0; c < cols; ++c) {
+    const int64_t j = j0 + c, n = j / g.pq(), pq = j % g.pq();
+    base[c] = n * g.K * g.pq() + pq;
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* src = ctx.dy + (p0 + k) * g.pq();
+    float* d = dst + k * nr;
+    for (int64_t c = 0; c < cols; ++c) d[c] = src[base[c]];
+    for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
+  }
+}
+
+// col2im of a chunk: dx[n, c0 + ...] += scatter of buf, where buf [rows,
+// cols] holds rows c0*RS.. of the batched col matrix and its columns
+// j0..j0+cols (column j = n*PQ + p*Q + q).
 void col2im_chunk(const ConvGeometry& g, const float* buf, int64_t c0, int64_t rows, int64_t j0, int64_t cols,
-                  float* dx_img) {
+                  float* dx) {
   const int64_t rs = g.R * g.S;
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t crs = c0 * rs + i;
     const int64_t ch = crs / rs, r = (crs / g.S) % g.R, s = crs % g.S;
-    float* dxc = dx_img + ch * g.hw();
     const float* b = buf + i * cols;
-    int64_t p = j0 / g.Q, q = j0 % g.Q;
+    int64_t n = j0 / g.pq(), p = (j0 % g.pq()) / g.Q, q = j0 % g.Q;
+    float* dxc = dx + (n * g.C + ch) * g.hw();
     for (int64_t j = 0; j < cols; ++j) {
       const int64_t h = p * g.sh - g.ph + r * g.dh, w = q * g.sw - g.pw + s * g.dw;
       if (h >= 0 && h < g.H && w >= 0 && w < g.W) dxc[h * g.W + w] += b[j];
       if (++q == g.Q) {
         q = 0;
-        ++p;
+        if (++p == g.P) {
+          p = 0;
+          dxc += g.C * g.hw();  // next image, same channel
+        }
       }
     }
   }
@@ -141,7 +171,7 @@ void forward_f32(const ConvGeometry& g, const float* x, const float* w, const fl
   const BlockGrid grid = choose_block_grid(cfg, g.K, g.pq(), ceil_div(threads, g.N), kConvCols);
   const int64_t blocks = grid.row_blocks * grid.col_blocks;
   // The weights are the A operand of every block: pack them once, shared.
-  const std::vector<float> w_packed = prepack_a(cfg, false, w, g.crs(), g.K, g.crs(), 1.0f);
+  const std::unique_ptr<float[]> w_packed = prepack_a(cfg, false, w, g.crs(), g.K, g.crs(), 1.0f);
   const int64_t w_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
 #pragma omp parallel num_threads(threads)
   {
@@ -158,7 +188,7 @@ void forward_f32(const ConvGeometry& g, const float* x, const float* w, const fl
       }
       const float beta = bias ? 1.0f : 0.0f;
       const float* x_img = x + n * g.C * g.hw();
-      const AOperand a{w_packed.data(), 0, false, 1.0f, w_rows, i0};
+      const AOperand a{w_packed.get(), 0, false, 1.0f, w_rows, i0};
       if (g.is_pointwise()) {
         const MatrixOperand op{x_img, g.hw(), false};
         blis_block(cfg, m, cols, g.crs(), a, {pack_b_matrix, &op}, j0, beta, yb, g.pq(), ws);
@@ -175,8 +205,11 @@ void forward_f32(const ConvGeometry& g, const float* x, const float* w, const fl
 //   dx[n,c,h,w] = sum_{k,r,s} W[k,c,R-1-r,S-1-s] dy[n,k, h - dh(R-1) + ph + r dh, ...],
 // i.e. padding dh(R-1) - ph. It then runs on the forward path (implicit
 // im2col, no col2im). Needs that padding >= 0 (true for "same" convs).
+// Flipping copies the weights once more, which costs more than it saves
+// when the images are tiny (N P Q < 64, e.g. ResNet's layer4 on small
+// inputs, where the layer is bound by reading its 2M weights).
 bool backward_input_as_conv(const ConvGeometry& g) {
-  return g.sh == 1 && g.sw == 1 && g.dh * (g.R - 1) >= g.ph && g.dw * (g.S - 1) >= g.pw;
+  return g.sh == 1 && g.sw == 1 && g.dh * (g.R - 1) >= g.ph && g.dw * (g.S - 1) >= g.pw && g.N * g.pq() >= 64;
 }
 
 void backward_input_flipped(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
@@ -185,13 +218,15 @@ void backward_input_flipped(const ConvGeometry& g, const float* dy, const float*
   f.K = g.C, f.P = g.H, f.Q = g.W;
   f.ph = g.dh * (g.R - 1) - g.ph;
   f.pw = g.dw * (g.S - 1) - g.pw;
-  std::vector<float> wf(static_cast<size_t>(g.K * g.crs()));
-  for (int64_t k = 0; k < g.K; ++k)
-    for (int64_t c = 0; c < g.C; ++c)
-      for (int64_t r = 0; r < g.R; ++r)
-        for (int64_t s = 0; s < g.S; ++s)
-          wf[((c * g.K + k) * g.R + (g.R - 1 - r)) * g.S + (g.S - 1 - s)] = w[((k * g.C + c) * g.R + r) * g.S + s];
-  forward_f32(f, dy, wf.data(), nullptr, dx);
+  std::unique_ptr<float[]> wf(new float[static_cast<size_t>(g.K * g.crs())]);
+  // Written in order (c outer), read with stride C*R*S; R*S taps at a time.
+  for (int64_t c = 0; c < g.C; ++c)
+    for (int64_t k = 0; k < g.K; ++k) {
+      const float* src = w + (k * g.C + c) * g.R * g.S;
+      float* dst = wf.get() + (c * g.K + k) * g.R * g.S;
+      for (int64_t t = 0; t < g.R * g.S; ++t) dst[g.R * g.S - 1 - t] = src[t];  // (r, s) -> (R-1-r, S-1-s)
+    }
+  forward_f32(f, dy, wf.get(), nullptr, dx);
 }
 
 void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
@@ -200,31 +235,36 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
     backward_input_flipped(g, dy, w, dx);
     return;
   }
-  // Strided: dcol = W^T . dy_n one column chunk at a time, col2im-added.
-  // Tasks are (image, group of channels): a group's rows of W^T . dy_n
-  // scatter only into its own channels of dx_n, so tasks never collide.
+  // Strided (or tiny) convolutions: dcol = W^T . [dy_0 | dy_1 | ...] one
+  // column chunk at a time, col2im-added into dx. Tasks are groups of
+  // channels: a group's rows of W^T scatter only into its own channels, so
+  // tasks never collide. W^T is packed once; group boundaries fall on
+  // multiples of MR rows so each group starts on a packed micro-panel.
   const BlisConfig& cfg = sgemm_blis_config();
   const int threads = thread_count(g);
   const int64_t rs = g.R * g.S;
-  const int64_t groups = std::min(g.C, ceil_div(threads, g.N));
-  const int64_t per_group = ceil_div(g.C, groups);
-  const int64_t chunk = std::min(kConvCols, g.pq());
+  const int64_t align = cfg.mr / std::gcd(rs, cfg.mr);  // channels per MR-aligned row boundary
+  const int64_t per_group = ceil_div(ceil_div(g.C, threads), align) * align;
+  const int64_t groups = ceil_div(g.C, per_group);
+  const int64_t cols_total = g.N * g.pq();
+  const int64_t chunk = std::min(kConvCols, cols_total);
+  const std::unique_ptr<float[]> wt_packed = prepack_a(cfg, true, w, g.crs(), g.crs(), g.K, 1.0f);
+  const int64_t wt_rows = ceil_div(g.crs(), cfg.mr) * cfg.mr;
+  const BatchedDyCtx ctx{&g, dy};
   std::memset(dx, 0, static_cast<size_t>(g.N * g.C * g.hw()) * sizeof(float));
 #pragma omp parallel num_threads(threads)
   {
     const BlisWorkspace ws(cfg, g.K, chunk);
     std::vector<float> buf(static_cast<size_t>(per_group * rs * chunk));
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < g.N * groups; ++t) {
-      const int64_t n = t / groups, c0 = (t % groups) * per_group;
+    for (int64_t t = 0; t < groups; ++t) {
+      const int64_t c0 = t * per_group;
       const int64_t rows = (std::min(g.C, c0 + per_group) - c0) * rs;
-      if (rows <= 0) continue;
-      const MatrixOperand op{dy + n * g.K * g.pq(), g.pq(), false};
-      const AOperand a{w + c0 * rs, g.crs(), true, 1.0f};  // op(A) = W^T, rows c0*RS..
-      for (int64_t j0 = 0; j0 < g.pq(); j0 += chunk) {
-        const int64_t cols = std::min(chunk, g.pq() - j0);
-        blis_block(cfg, rows, cols, g.K, a, {pack_b_matrix, &op}, j0, 0.0f, buf.data(), cols, ws);
-        col2im_chunk(g, buf.data(), c0, rows, j0, cols, dx + n * g.C * g.hw());
+      const AOperand a{wt_packed.get(), 0, false, 1.0f, wt_rows, c0 * rs};
+      for (int64_t j0 = 0; j0 < cols_total; j0 += chunk) {
+        const int64_t cols = std::min(chunk, cols_total - j0);
+        blis_block(cfg, rows, cols, g.K, a, {pack_batched_dy_panel, &ctx}, j0, 0.0f, buf.data(), cols, ws);
+        col2im_chunk(g, buf.data(), c0, rows, j0, cols, dx);
       }
     }
   }

@@ -158,12 +158,12 @@ BlisWorkspace::~BlisWorkspace() {
   ::operator delete[](b_, std::align_val_t(64));
 }
 
-std::vector<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M, int64_t K,
-                             float alpha) {
+std::unique_ptr<float[]> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M,
+                                   int64_t K, float alpha) {
   const int64_t mpad = round_up(M, cfg.mr);
-  std::vector<float> packed(static_cast<size_t>(mpad * K));
+  std::unique_ptr<float[]> packed(new float[static_cast<size_t>(std::max<int64_t>(mpad * K, 1))]);
   for (int64_t pc = 0; pc < K; pc += cfg.kc) {
-    pack_a(cfg, trans, A, lda, 0, M, pc, std::min(cfg.kc, K - pc), alpha, packed.data() + pc * mpad);
+    pack_a(cfg, trans, A, lda, 0, M, pc, std::min(cfg.kc, K - pc), alpha, packed.get() + pc * mpad);
   }
   return packed;
 }

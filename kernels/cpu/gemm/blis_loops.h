@@ -15,7 +15,7 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 namespace crfseg::kernels::cpu {
 
@@ -90,8 +90,9 @@ struct AOperand {
 
 // Packs all of alpha * op(A) (M x K) in the layout blis_block reads: for
 // each KC slice starting at pc, round_up(M, MR) rows of MR-row micro-panels
-// at offset pc * round_up(M, MR). Returns the buffer (round_up(M, MR) * K floats).
-std::vector<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M, int64_t K,
+// at offset pc * round_up(M, MR). Returns the buffer (round_up(M, MR) * K
+// floats, left uninitialised before packing: no wasted zero fill).
+std::unique_ptr<float[]> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M, int64_t K,
                              float alpha);
 
 // One thread's share: the m x n block of C at C (leading dim ldc) becomes

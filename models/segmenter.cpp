@@ -1,0 +1,73 @@
+#include "models/segmenter.h"
+
+#include "autograd/functions.h"
+#include "models/resnet.h"
+#include "models/vgg.h"
+#include "tensor/factory.h"
+
+namespace crfseg::models {
+
+std::shared_ptr<Encoder> make_encoder(const SegmenterConfig& c, Generator& gen) {
+  if (c.encoder == "unet") {
+    return std::make_shared<UNetEncoder>(UNetEncoderOptions{.in_channels = c.in_channels, .base_width = c.base_width,
+                                                            .depth = c.depth, .batch_norm = c.batch_norm,
+                                                            .dtype = c.dtype},
+                                         gen);
+  }
+  if (c.encoder == "resnet50") {
+    return std::make_shared<ResNetEncoder>(ResNetOptions{.in_channels = c.in_channels, .dtype = c.dtype}, gen);
+  }
+  if (c.encoder == "vgg16" || c.encoder == "vgg16_bn") {
+    return std::make_shared<VGGEncoder>(
+        VGGOptions{.in_channels = c.in_channels, .batch_norm = c.encoder == "vgg16_bn", .dtype = c.dtype}, gen);
+  }
+  CRFSEG_CHECK(false, ValueError, "make_encoder: unknown encoder \"", c.encoder,
+               "\"; choose unet, resnet50, vgg16 or vgg16_bn");
+  return nullptr;
+}
+
+Segmenter::Segmenter(const SegmenterConfig& c, Generator& gen) : nn::Module("Segmenter"), config(c) {
+  encoder = register_module("encoder", make_encoder(c, gen));
+  decoder = register_module(
+      "decoder", std::make_shared<UNetDecoder>(UNetDecoderOptions{.encoder_channels = encoder->feature_channels(),
+                                                                  .encoder_strides = encoder->feature_strides(),
+                                                                  .widths = c.decoder_widths,
+                                                                  .num_classes = c.num_classes,
+                                                                  .up_mode = c.up_mode,
+                                                                  .batch_norm = c.batch_norm,
+                                                                  .dtype = c.dtype},
+                                               gen));
+}
+
+namespace {
+
+// Zero-pads x [N, C, H, W] on the bottom and right to multiples of m.
+Tensor pad_to_multiple(const Tensor& x, int64_t m) {
+  const int64_t h = x.size(2), w = x.size(3);
+  const int64_t ph = (m - h % m) % m, pw = (m - w % m) % m;
+  Tensor y = x;
+  if (ph > 0) y = concat({y, zeros({x.size(0), x.size(1), ph, w}, {x.dtype()})}, 2);
+  if (pw > 0) y = concat({y, zeros({x.size(0), x.size(1), h + ph, pw}, {x.dtype()})}, 3);
+  return y;
+}
+
+}  // namespace
+
+Tensor Segmenter::forward(const Tensor& x) {
+  CRFSEG_CHECK(x.dim() == 4 && x.size(1) == config.in_channels, ShapeError, "Segmenter: expected input [N, ",
+               config.in_channels, ", H, W], got ", shape_str(x.shape()));
+  const int64_t h = x.size(2), w = x.size(3);
+  const Tensor padded = pad_to_multiple(x, encoder->size_multiple());
+  Tensor logits = decoder->forward_features(encoder->features(padded), padded.size(2), padded.size(3));
+  if (padded.size(2) != h) logits = slice(logits, 2, 0, h);
+  if (padded.size(3) != w) logits = slice(logits, 3, 0, w);
+  return final_fn_ ? final_fn_(logits, x) : logits;
+}
+
+void Segmenter::set_final_layer(std::shared_ptr<nn::Module> module, FinalLayer fn) {
+  CRFSEG_CHECK(final_module_ == nullptr, ValueError, "Segmenter: a final layer is already installed");
+  if (module) final_module_ = register_module("final", std::move(module));
+  final_fn_ = std::move(fn);
+}
+
+}  // namespace crfseg::models

@@ -1,0 +1,281 @@
+// safetensors: round trips of every supported dtype, a byte-exact file
+// written by hand (so the format itself is checked, not just save∘load), the
+// loader's corruption checks, and atomic saving.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "tensor/safetensors.h"
+#include "tests/support/helpers.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory under /tmp, removed with everything in it at scope exit.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "crfseg_safetensors_XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    path = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  size_t entries() const { return static_cast<size_t>(std::distance(fs::directory_iterator(path), fs::directory_iterator())); }
+};
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A file made of a header (its length prefixed little-endian) and raw data.
+std::string safetensors_bytes(const std::string& header, const std::string& data) {
+  std::string out(8, '\0');
+  for (int k = 0; k < 8; ++k) out[k] = static_cast<char>((header.size() >> (8 * k)) & 0xFF);
+  return out + header + data;
+}
+
+}  // namespace
+
+TEST_CASE("safetensors round trip: every dtype, 0-d and empty tensors, metadata") {
+  TempDir dir;
+  const std::string path = dir.file("all.safetensors");
+  const Tensor f32 = random_tensor({2, 3}, 1, DType::f32);
+  const Tensor f64 = scalar_tensor(-0.125, {DType::f64});  // 0-d
+  const Tensor i32 = from_vector<int32_t>({-7, 0, 2147483647, -2147483647 - 1}, {4});
+  const Tensor i64 = Tensor::empty({2, 0, 3}, {DType::i64});  // empty
+  const Tensor u8 = from_vector<uint8_t>({0, 1, 128, 255, 7}, {5});
+  const Tensor big = from_vector<int64_t>({int64_t{1} << 62, -5}, {1, 2});
+  const Tensor strided = ops::transpose(random_tensor({3, 4}, 2, DType::f64), 0, 1);  // saved as a copy
+  const std::map<std::string, std::string> metadata = {
+      {"format", "pt"}, {"quote\"back\\slash", "new\nline\ttab\x01"}, {"unicode", "caf\xc3\xa9 \xf0\x9f\x98\x80"}};
+  // Names in a deliberately unsorted order: the file keeps it.
+  const std::vector<std::pair<std::string, Tensor>> tensors = {
+      {"z.weight", f32}, {"a.scalar", f64}, {"ints", i32}, {"empty", i64},
+      {"bytes", u8},     {"big", big},      {"t", strided}, {"名前 \"quoted\"", u8}};
+  save_safetensors(path, tensors, metadata);
+
+  const SafetensorsFile file = load_safetensors(path);
+  CHECK(file.path == path);
+  CHECK(file.metadata == metadata);
+  REQUIRE(file.tensors.size() == tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    CAPTURE(tensors[i].first);
+    const Tensor& got = file.tensors[i].second;
+    CHECK(file.tensors[i].first == tensors[i].first);
+    CHECK(got.dtype() == tensors[i].second.dtype());
+    CHECK(got.shape() == tensors[i].second.shape());
+    // (Tensor::is_contiguous() reports false for some empty shapes, e.g. [2, 0, 3].)
+    CHECK((got.is_contiguous() || got.numel() == 0));
+    CHECK(got.device().is_cpu());
+    CHECK(values(got) == values(tensors[i].second));
+  }
+  CHECK(file.at("ints").to_vector<int32_t>() == std::vector<int32_t>{-7, 0, 2147483647, -2147483647 - 1});
+  CHECK(file.at("big").to_vector<int64_t>()[0] == int64_t{1} << 62);
+  CHECK(file.contains("empty"));
+  CHECK(!file.contains("nope"));
+  check_throws_with<ValueError>([&] { file.at("nope"); }, "no tensor named 'nope'");
+
+  // No tensors and no metadata: the header is "{}" padded to 8 bytes.
+  save_safetensors(dir.file("none.safetensors"), {});
+  CHECK(read_bytes(dir.file("none.safetensors")) == std::string("\x08\0\0\0\0\0\0\0{}      ", 16));
+  const SafetensorsFile none = load_safetensors(dir.file("none.safetensors"));
+  CHECK(none.tensors.empty());
+  CHECK(none.metadata.empty());
+}
+
+TEST_CASE("safetensors writes exactly the documented bytes") {
+  TempDir dir;
+  const std::string path = dir.file("tiny.safetensors");
+  save_safetensors(path, {{"a", from_vector<float>({1.0f, -2.0f}, {2})}, {"b", from_vector<uint8_t>({1, 2, 3}, {3})}},
+                   {{"k", "v"}});
+  // 132 header bytes + 4 spaces of padding = 136 = 0x88; then 1.0f, -2.0f, 1, 2, 3.
+  const std::string header =
+      R"({"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+      R"("b":{"dtype":"U8","shape":[3],"data_offsets":[8,11]}}    )";
+  const std::string expected = std::string("\x88\0\0\0\0\0\0\0", 8) + header +
+                               std::string("\x00\x00\x80\x3f\x00\x00\x00\xc0\x01\x02\x03", 11);
+  CHECK(read_bytes(path) == expected);
+
+  // String escapes are those of serde_json (Hugging Face's writer).
+  save_safetensors(path, {{"q\"\\\n\x1f", from_vector<uint8_t>({9}, {1})}});
+  const std::string escaped = R"({"q\"\\\n\u001f":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+  CHECK(read_bytes(path) == safetensors_bytes(escaped + std::string(7, ' '), "\x09"));  // 65 + 7 = 72
+}
+
+TEST_CASE("safetensors reads a hand-written header with whitespace and escapes") {
+  TempDir dir;
+  const std::string path = dir.file("hand.safetensors");
+  // 0-d I64 = 5, then [2] F64 = {0.5, -1}; \u escapes incl. a surrogate pair (U+1F600).
+  const std::string header = "{ \"__metadata__\" : { \"x\\/y\" : \"\\u00e9\\ud83d\\ude00\" } ,\n"
+                             "  \"s\\tcalar\" : {\"dtype\": \"I64\", \"shape\": [], \"data_offsets\": [0, 8]},\n"
+                             "  \"v\": {\"shape\": [2], \"data_offsets\": [8, 24], \"dtype\": \"F64\"} }\r\n";
+  std::string data(24, '\0');
+  const int64_t five = 5;
+  const double v[2] = {0.5, -1.0};
+  std::memcpy(data.data(), &five, 8);
+  std::memcpy(data.data() + 8, v, 16);
+  write_bytes(path, safetensors_bytes(header, data));
+  const SafetensorsFile file = load_safetensors(path);
+  CHECK(file.metadata.at("x/y") == "\xc3\xa9\xf0\x9f\x98\x80");
+  REQUIRE(file.tensors.size() == 2);
+  CHECK(file.tensors[0].first == "s\tcalar");
+  CHECK(file.tensors[0].second.dim() == 0);
+  CHECK(file.tensors[0].second.item() == 5.0);
+  CHECK(values(file.at("v")) == std::vector<double>{0.5, -1.0});
+
+  // Tensors come back in data order, whatever the header order.
+  write_bytes(path, safetensors_bytes(R"({"late":{"dtype":"U8","shape":[1],"data_offsets":[1,2]},)"
+                                      R"("early":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})",
+                                      "\x01\x02"));
+  const SafetensorsFile ordered = load_safetensors(path);
+  CHECK(ordered.tensors[0].first == "early");
+  CHECK(ordered.tensors[1].first == "late");
+}
+
+TEST_CASE("safetensors rejects corrupt files with IOError naming the path and the field") {
+  TempDir dir;
+  const std::string path = dir.file("bad.safetensors");
+  const auto expect_error = [&](const std::string& bytes, const std::string& needle) {
+    CAPTURE(needle);
+    write_bytes(path, bytes);
+    check_throws_with<IOError>([&] { load_safetensors(path); }, needle);
+    check_throws_with<IOError>([&] { load_safetensors(path); }, "load_safetensors(" + path + ")");
+  };
+  const auto entry = [](const std::string& name, const std::string& dtype, const std::string& shape,
+                        const std::string& offsets) {
+    return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":" + offsets + "}";
+  };
+  const std::string f32x2 = entry("a", "F32", "[2]", "[0,8]");
+  const std::string eight(8, '\x11');
+
+  check_throws_with<IOError>([&] { load_safetensors(dir.file("missing")); }, "cannot open");
+  // Sizes.
+  expect_error(std::string("\x05\0\0", 3), "file is 3 bytes, shorter than the 8-byte header length");
+  expect_error(std::string("\xff\0\0\0\0\0\0\0{}", 10), "header length 255 exceeds the file (10 bytes)");
+  expect_error(std::string("\0\0\0\0\0\0\0\x80", 8), "header length 9223372036854775808 exceeds the file");
+  // Malformed JSON (the position is the byte inside the header).
+  expect_error(safetensors_bytes("{" + f32x2 + ",}", eight), "malformed JSON header at byte 54: expected a string key");
+  expect_error(safetensors_bytes("", ""), "malformed JSON header at byte 0: unexpected end of header");
+  expect_error(safetensors_bytes("{\"a\":{\"dtype\":\"F32", ""), "unterminated string");
+  expect_error(safetensors_bytes("{\"a\\x\":1}", ""), "invalid escape in a string");
+  expect_error(safetensors_bytes("{\"\xff\":1}", ""), "invalid UTF-8 in a string");
+  expect_error(safetensors_bytes("{\"\xc0\xaf\":1}", ""), "invalid UTF-8 in a string");  // overlong '/'
+  expect_error(safetensors_bytes("{\"\\ud800\":1}", ""), "unpaired high surrogate");
+  expect_error(safetensors_bytes("{\"a\nb\":1}", ""), "unescaped control character");
+  expect_error(safetensors_bytes("{\"a\":NaN}", ""), "expected a value");
+  expect_error(safetensors_bytes("{\"a\":01}", ""), "',' or '}' in an object");
+  expect_error(safetensors_bytes("{} {}", ""), "unexpected text after the top-level value");
+  expect_error(safetensors_bytes(std::string(100, '[') + std::string(100, ']'), ""), "nesting deeper than 32");
+  // Schema.
+  expect_error(safetensors_bytes("[]", ""), "header: expected a JSON object, got an array");
+  expect_error(safetensors_bytes("{\"__metadata__\":{\"k\":1}}", ""), "__metadata__: entry 'k': expected a string");
+  expect_error(safetensors_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[0]}}", ""),
+               "tensor 'a': missing field 'data_offsets'");
+  expect_error(safetensors_bytes("{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0],\"x\":1}}", ""),
+               "tensor 'a': unknown field 'x'");
+  expect_error(safetensors_bytes("{" + entry("a", "Q8", "[2]", "[0,8]") + "}", eight), "tensor 'a': unknown dtype 'Q8'");
+  expect_error(safetensors_bytes("{" + entry("a", "F16", "[4]", "[0,8]") + "}", eight),
+               "tensor 'a': dtype F16 is not supported");
+  expect_error(safetensors_bytes("{" + entry("a", "BF16", "[4]", "[0,8]") + "}", eight), "dtype BF16 is not supported");
+  expect_error(safetensors_bytes("{" + entry("a", "F32", "[-2]", "[0,8]") + "}", eight),
+               "tensor 'a': shape: expected a non-negative integer, got -2");
+  expect_error(safetensors_bytes("{" + entry("a", "F32", "[2.0]", "[0,8]") + "}", eight),
+               "expected a non-negative integer, got 2.0");
+  expect_error(safetensors_bytes("{" + entry("a", "F32", "[2]", "[0]") + "}", eight),
+               "data_offsets: expected an array [begin, end]");
+  expect_error(safetensors_bytes("{" + entry("a", "F32", "[99999999999999999999]", "[0,8]") + "}", eight),
+               "does not fit in 64 bits");
+  expect_error(safetensors_bytes("{" + f32x2 + "," + entry("a", "U8", "[0]", "[8,8]") + "}", eight),
+               "duplicate tensor name 'a'");
+  // Offsets.
+  expect_error(safetensors_bytes("{" + entry("a", "F32", "[2,2]", "[0,12]") + "}", std::string(12, 'x')),
+               "tensor 'a': data_offsets [0, 12] hold 12 bytes but dtype F32 and shape [2, 2] need 16");
+  expect_error(safetensors_bytes("{" + entry("a", "F32", "[1099511627776,1099511627776]", "[0,8]") + "}", eight),
+               "need more than 2^63 - 1");  // numel * 4 = 2^82 overflows 64 bits: caught, not wrapped
+  expect_error(safetensors_bytes("{" + entry("a", "F32", "[2]", "[8,0]") + "}", eight), "end before they begin");
+  expect_error(safetensors_bytes("{" + entry("a", "F32", "[2]", "[4,12]") + "}", eight),
+               "tensor 'a': data_offsets [4, 12] fall outside the 8-byte data buffer");
+  expect_error(safetensors_bytes("{" + f32x2 + "," + entry("b", "F32", "[2]", "[4,12]") + "}", std::string(12, 'x')),
+               "tensor 'b': data_offsets [4, 12] overlap tensor 'a' [0, 8]");
+  expect_error(safetensors_bytes("{" + f32x2 + "," + entry("b", "F32", "[1]", "[12,16]") + "}", std::string(16, 'x')),
+               "tensor 'b': data_offsets [12, 16] leave bytes [8, 12) of the data buffer unused");
+  expect_error(safetensors_bytes("{" + entry("a", "F32", "[1]", "[4,8]") + "}", eight), "leave bytes [0, 4)");
+  expect_error(safetensors_bytes("{" + f32x2 + "}", std::string(9, 'x')),
+               "the data buffer has 9 bytes but the tensors cover 8 (trailing bytes)");
+}
+
+TEST_CASE("safetensors saving is atomic: a failed save leaves the old file untouched") {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  const Tensor w = from_vector<float>({1, 2, 3}, {3});
+  save_safetensors(path, {{"w", w}}, {{"epoch", "1"}});
+  const std::string original = read_bytes(path);
+  const auto check_untouched = [&] {
+    CHECK(read_bytes(path) == original);
+    CHECK(dir.entries() == 1);  // no temporary file left behind
+  };
+
+  // Errors found while validating: nothing is written.
+  check_throws_with<IOError>([&] { save_safetensors(path, {{"w", w}, {"h", Tensor::empty({2}, {DType::f16})}}); },
+                             "save_safetensors(" + path + "): tensor 'h' has dtype f16, which is not supported");
+  check_untouched();
+  check_throws_with<IOError>([&] { save_safetensors(path, {{"w", w}, {"u", Tensor()}}); }, "tensor 'u' is undefined");
+  check_untouched();
+  check_throws_with<IOError>([&] { save_safetensors(path, {{"w", w}, {"w", w}}); }, "duplicate tensor name 'w'");
+  check_throws_with<IOError>([&] { save_safetensors(path, {{"__metadata__", w}}); }, "'__metadata__' is reserved");
+  check_throws_with<IOError>([&] { save_safetensors(path, {{"\xff", w}}); }, "is not valid UTF-8");
+  check_throws_with<IOError>([&] { save_safetensors(path, {}, {{"k", "\xc3"}}); }, "metadata entry 'k'");
+  check_untouched();
+
+  // A failure in the middle of writing: cap the process's file size
+  // (RLIMIT_FSIZE; SIGXFSZ ignored so write() fails with EFBIG instead of
+  // killing us) below the new file's size. The temporary is removed and the
+  // old file survives.
+  rlimit old_limit{};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old_limit) == 0);
+  auto* old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old_limit;
+  small.rlim_cur = 4096;
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+  bool thrown = false;
+  std::string message;
+  try {
+    save_safetensors(path, {{"w", zeros({100000})}});
+  } catch (const IOError& e) {
+    thrown = true;
+    message = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old_limit);
+  ::signal(SIGXFSZ, old_handler);
+  CHECK(thrown);
+  CHECK_MESSAGE(message.find("save_safetensors(" + path + "): writing " + path + ".tmp.") != std::string::npos, message);
+  check_untouched();
+
+  // An unwritable location: no file appears.
+  check_throws_with<IOError>([&] { save_safetensors(dir.file("no/such/dir/x.safetensors"), {{"w", w}}); },
+                             "cannot create temporary file");
+  check_untouched();
+
+  // A successful save replaces the file in one step.
+  save_safetensors(path, {{"w2", ones({2})}});
+  CHECK(dir.entries() == 1);
+  CHECK(load_safetensors(path).contains("w2"));
+}

@@ -1,0 +1,89 @@
+// SGD: validation of the options and the fused update loop (see sgd.h for
+// the math). One pass reads p, g and b once and writes p and b once:
+// 12 bytes/element moved for f32 with momentum, so the step is memory bound.
+#include "layers/optim/sgd.h"
+
+#include <cmath>
+
+#include "tensor/dispatch.h"
+#include "tensor/factory.h"
+
+namespace crfseg::optim {
+
+namespace {
+
+struct SGDCoefficients {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov, maximize;
+  bool first;  // the momentum buffer is being created by this step
+};
+
+// The update of sgd.h over n contiguous elements. `buf` is null without momentum.
+// Scalars are cast to T once, as torch applies Python floats to float tensors.
+template <typename T>
+void sgd_update(T* p, const T* g, T* buf, int64_t n, const SGDCoefficients& c) {
+  const T lr = static_cast<T>(c.lr), wd = static_cast<T>(c.weight_decay);
+  const T mu = static_cast<T>(c.momentum), keep = static_cast<T>(1.0 - c.dampening);
+  const bool use_wd = c.weight_decay != 0.0, maximize = c.maximize, nesterov = c.nesterov, first = c.first;
+#pragma omp parallel for schedule(static) if (n >= kParallelElements)
+  for (int64_t i = 0; i < n; ++i) {
+    T d = maximize ? -g[i] : g[i];
+    if (use_wd) d += wd * p[i];
+    if (buf != nullptr) {
+      // torch initialises the buffer with a clone of d (no dampening on step 1).
+      const T b = first ? d : mu * buf[i] + keep * d;
+      buf[i] = b;
+      d = nesterov ? d + mu * b : b;
+    }
+    p[i] -= lr * d;
+  }
+}
+
+}  // namespace
+
+SGD::SGD(std::vector<Tensor> params, SGDOptions options)
+    : Optimizer(std::move(params), options.lr, "SGD"), options_(options) {
+  CRFSEG_CHECK(options.momentum >= 0.0 && std::isfinite(options.momentum), ValueError,
+               "SGD: invalid momentum ", options.momentum, " (expected >= 0)");
+  CRFSEG_CHECK(options.weight_decay >= 0.0 && std::isfinite(options.weight_decay), ValueError,
+               "SGD: invalid weight_decay ", options.weight_decay, " (expected >= 0)");
+  CRFSEG_CHECK(std::isfinite(options.dampening), ValueError, "SGD: invalid dampening ", options.dampening);
+  CRFSEG_CHECK(!options.nesterov || (options.momentum > 0.0 && options.dampening == 0.0), ValueError,
+               "SGD: nesterov momentum requires momentum > 0 and dampening == 0, got momentum ",
+               options.momentum, " and dampening ", options.dampening);
+  momentum_buffers_.resize(this->params().size());
+}
+
+void SGD::update(size_t index, const Tensor& param, const Tensor& grad) {
+  SGDCoefficients c{lr(), options_.momentum, options_.dampening, options_.weight_decay,
+                    options_.nesterov, options_.maximize, false};
+  Tensor& buf = momentum_buffers_[index];
+  if (options_.momentum != 0.0 && !buf.defined()) {
+    buf = Tensor::empty(param.shape(), param.options());  // filled by the loop (first = true)
+    c.first = true;
+  }
+  dispatch_float(param.dtype(), "SGD::step", [&](auto tag) {
+    using T = decltype(tag);
+    sgd_update<T>(param.data<T>(), grad.data<T>(), buf.defined() ? buf.data<T>() : nullptr, param.numel(), c);
+  });
+  if (buf.defined()) buf.bump_version();
+}
+
+void SGD::export_param_state(size_t index, NamedTensors& out) const {
+  if (momentum_buffers_[index].defined()) out.emplace_back("momentum_buffer", momentum_buffers_[index]);
+}
+
+void SGD::import_param_states(const std::vector<std::map<std::string, Tensor>>& per_param) {
+  std::vector<Tensor> buffers(per_param.size());
+  for (size_t i = 0; i < per_param.size(); ++i) {
+    for (const auto& [key, t] : per_param[i]) {
+      CRFSEG_CHECK(key == "momentum_buffer" && options_.momentum != 0.0, ValueError, where(),
+                   "load_state: unknown entry 'param.", i, ".", key, "' (SGD with momentum ", options_.momentum,
+                   options_.momentum != 0.0 ? " keeps only 'momentum_buffer')" : " keeps no per-parameter state)");
+      buffers[i] = checked_buffer(i, key, t);
+    }
+  }
+  momentum_buffers_ = std::move(buffers);
+}
+
+}  // namespace crfseg::optim

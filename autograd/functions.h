@@ -71,6 +71,21 @@ struct CrossEntropyOptions {
 // [N, ...] (see ops::cross_entropy). Returns a 0-dim tensor.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options = {});
 
+// ---- losses : autograd/ops/loss.cpp ----
+// Mean binary cross-entropy of logits against float targets in [0, 1] of the
+// same shape (see ops::binary_cross_entropy_with_logits). 0-dim.
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, double pos_weight = 1.0);
+
+struct DiceOptions {
+  int64_t ignore_index = -100;     // targets equal to this count for no class
+  double smooth = 1.0;             // s in (2I + s) / (S + s)
+  bool include_background = true;  // false: average over classes 1..C-1 only
+};
+// Soft Dice loss, 1 - mean_c dice_c, of logits [N, C, ...] against i64
+// targets [N, ...]; softmax over C, or sigmoid when C == 1 (targets 0/1).
+// Per-class sums run over the whole batch. 0-dim.
+Tensor dice_loss(const Tensor& logits, const Tensor& target, const DiceOptions& options = {});
+
 // ---- convolution : autograd/ops/conv.cpp ----
 // bias may be undefined. Gradients flow to x, weight and bias.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const ops::Conv2dArgs& args = {});

@@ -139,6 +139,18 @@ CrossEntropyForward cross_entropy(const Tensor& logits, const Tensor& target, co
 Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyForward& forward, const Tensor& target,
                               const Tensor& weight, int64_t ignore_index);
 
+// ---- loss helpers (tensor/ops_loss.cpp) ----
+// one_hot: i64 targets [N, d1, ...] -> [N, num_classes, d1, ...] of `dtype`
+// (f32/f64), 1 at the target class and 0 elsewhere; positions equal to
+// ignore_index are all-zero. Throws ValueError for a target outside [0, C).
+Tensor one_hot(const Tensor& target, int64_t num_classes, DType dtype, int64_t ignore_index = -100);
+// Mean binary cross-entropy of logits against targets in [0, 1] (same shape
+// and dtype), with a weight pos_weight on the positive term, as
+// torch.nn.functional.binary_cross_entropy_with_logits. Returns a 0-dim tensor.
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, double pos_weight = 1.0);
+Tensor binary_cross_entropy_with_logits_backward(const Tensor& grad, const Tensor& logits, const Tensor& target,
+                                                 double pos_weight = 1.0);
+
 // ---- neural-network ops on NCHW tensors (f32/f64, CPU) ----
 // Each has a plain reference in kernels/ref/ and the tuned kernel in
 // kernels/cpu/ under the same file stem; the raw op validates, makes inputs

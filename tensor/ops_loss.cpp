@@ -1,0 +1,126 @@
+// Loss helpers: one_hot and the fused binary cross-entropy with logits.
+//
+// BCE with logits x, targets t in [0, 1] and positive-class weight p, in the
+// overflow-free form torch uses (softplus(-x) = log(1 + e^-|x|) + max(-x, 0)):
+//   l  = (1 - t) x + c softplus(-x),      c = 1 + (p - 1) t
+//   dl/dx = c sigmoid(x) - p t            (p = 1: sigmoid(x) - t)
+// The mean is summed in fixed chunks of kChunk elements, each in double, and
+// the chunk sums added in order, so the result does not depend on the thread
+// count.
+#include <cmath>
+#include <vector>
+
+#include "tensor/dispatch.h"
+#include "tensor/factory.h"
+#include "tensor/ops.h"
+
+namespace crfseg::ops {
+
+namespace {
+
+constexpr int64_t kChunk = 4096;
+
+void check_bce(const Tensor& logits, const Tensor& target, double pos_weight) {
+  const char* op = "binary_cross_entropy_with_logits";
+  check_defined(op, logits, "logits");
+  check_defined(op, target, "target");
+  check_cpu(op, logits);
+  check_same_device(op, logits, target);
+  CRFSEG_CHECK(logits.shape() == target.shape(), ShapeError, op, ": expected target of shape ",
+               shape_str(logits.shape()), " (the logits'), got ", shape_str(target.shape()));
+  CRFSEG_CHECK(logits.dtype() == target.dtype(), DTypeError, op, ": expected target of dtype ",
+               dtype_name(logits.dtype()), " (the logits'), got ", dtype_name(target.dtype()));
+  CRFSEG_CHECK(std::isfinite(pos_weight) && pos_weight >= 0, ValueError, op, ": invalid pos_weight ", pos_weight,
+               " (expected a finite value >= 0)");
+}
+
+template <typename T>
+T softplus_neg(T x) {  // log(1 + e^-x), stable for both signs
+  return std::log1p(std::exp(-std::abs(x))) + std::max(-x, T(0));
+}
+
+}  // namespace
+
+Tensor one_hot(const Tensor& target_in, int64_t num_classes, DType dtype, int64_t ignore_index) {
+  const char* op = "one_hot";
+  check_defined(op, target_in, "target");
+  check_cpu(op, target_in);
+  CRFSEG_CHECK(target_in.dtype() == DType::i64, DTypeError, op, ": expected i64 class indices, got ",
+               dtype_name(target_in.dtype()));
+  CRFSEG_CHECK(target_in.dim() >= 1, ShapeError, op, ": expected target [N, ...], got a 0-d tensor");
+  CRFSEG_CHECK(num_classes >= 1, ValueError, op, ": expected num_classes >= 1, got ", num_classes);
+  const Tensor target = contiguous(target_in);
+  Shape shape = target.shape();
+  shape.insert(shape.begin() + 1, num_classes);
+  Tensor out = zeros(shape, {dtype});
+  const int64_t N = target.shape()[0], inner = target.numel() / std::max<int64_t>(N, 1);
+  const int64_t* t = target.data<int64_t>();
+  dispatch_float(dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.data<T>();
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const int64_t c = t[n * inner + i];
+        if (c == ignore_index) continue;
+        CRFSEG_CHECK(c >= 0 && c < num_classes, ValueError, op, ": target ", c, " at flat index ", n * inner + i,
+                     " is outside [0, ", num_classes, ")");
+        o[(n * num_classes + c) * inner + i] = T(1);
+      }
+    }
+  });
+  return out;
+}
+
+Tensor binary_cross_entropy_with_logits(const Tensor& logits_in, const Tensor& target_in, double pos_weight) {
+  check_bce(logits_in, target_in, pos_weight);
+  const Tensor x = contiguous(logits_in), t = contiguous(target_in);
+  const int64_t n = x.numel();
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+  dispatch_float(x.dtype(), "binary_cross_entropy_with_logits", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    const T* tp = t.data<T>();
+    const T p = static_cast<T>(pos_weight);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (int64_t c = 0; c < chunks; ++c) {
+      double s = 0;
+      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+        const T coef = T(1) + (p - T(1)) * tp[i];
+        s += static_cast<double>((T(1) - tp[i]) * xp[i] + coef * softplus_neg(xp[i]));
+      }
+      partial[static_cast<size_t>(c)] = s;
+    }
+  });
+  double total = 0;
+  for (double s : partial) total += s;
+  return scalar_tensor(n == 0 ? NAN : total / static_cast<double>(n), {x.dtype()});
+}
+
+Tensor binary_cross_entropy_with_logits_backward(const Tensor& grad, const Tensor& logits_in,
+                                                 const Tensor& target_in, double pos_weight) {
+  check_bce(logits_in, target_in, pos_weight);
+  CRFSEG_CHECK(grad.defined() && grad.numel() == 1, ShapeError,
+               "binary_cross_entropy_with_logits_backward: expected a scalar grad, got ",
+               grad.defined() ? grad.str() : std::string("an undefined tensor"));
+  const Tensor x = contiguous(logits_in), t = contiguous(target_in);
+  Tensor dx = Tensor::empty(x.shape(), x.options());
+  const int64_t n = x.numel();
+  dispatch_float(x.dtype(), "binary_cross_entropy_with_logits_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    const T* tp = t.data<T>();
+    T* d = dx.data<T>();
+    const T p = static_cast<T>(pos_weight);
+    const T scale = static_cast<T>(grad.item() / static_cast<double>(n));
+#pragma omp parallel for schedule(static) if (n >= (1 << 15))
+    for (int64_t i = 0; i < n; ++i) {
+      const T coef = T(1) + (p - T(1)) * tp[i];
+      const T sig = T(1) / (T(1) + std::exp(-xp[i]));
+      d[i] = scale * (coef * sig - p * tp[i]);
+    }
+  });
+  return dx;
+}
+
+}  // namespace crfseg::ops

@@ -71,6 +71,19 @@ TEST_CASE("encoders: feature shapes follow the declared channels and strides") {
   }
 }
 
+TEST_CASE("U-Net with base width 64: the classic 31,037,763 parameters") {
+  // Depth 4, 3 input channels, 3 classes, BN without conv biases, transposed
+  // up-convs: the count of the module-for-module PyTorch twin in
+  // tools/export_torchvision.py (UNet(3, 3, 64, 4)), printed by torch.
+  Generator gen(1);
+  Segmenter s(SegmenterConfig{.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 64, .depth = 4},
+              gen);
+  CHECK(s.num_parameters() == 31037763);
+  Segmenter gray(SegmenterConfig{.encoder = "unet", .in_channels = 1, .num_classes = 2, .base_width = 64, .depth = 4},
+                 gen);
+  CHECK(gray.num_parameters() == 31036546);
+}
+
 TEST_CASE("Segmenter: any input size, any encoder, logits at the input size") {
   Generator gen(5);
   for (const std::string enc : {"unet", "resnet50", "vgg16_bn"}) {

@@ -2,8 +2,11 @@
 // cblas_sgemm when built with it) on the given sizes, after checking each
 // against kernels::ref::gemm on that size. A wrong kernel prints no number.
 //
-//   build/bench/bench_gemm [--quick] [--json] [--repeats R] [M N K ...]
-// Reports median and min ms over R runs after warm-up, GFLOP/s = 2MNK/t.
+//   build/bench/bench_gemm [--quick] [--json] [--repeats R] [--variants a,b,...] [M N K ...]
+// Reports median and min ms over R runs after warm-up, GFLOP/s = 2MNK/t and
+// % of the FMA peak measured by bench/support/peak.h. --variants restricts
+// the run to the named variants ("openblas" included), so each kernel of the
+// ladder can be timed on its own.
 // For OpenBLAS, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the shell
 // that runs this, or it picks a slower kernel.
 #include <cmath>
@@ -11,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/support/peak.h"
 #include "bench/support/timer.h"
 #include "kernels/cpu/gemm/gemm.h"
 #include "kernels/ref/gemm.h"
@@ -46,18 +50,55 @@ bool verify(kernels::cpu::SgemmFn fn, int64_t M, int64_t N, int64_t K) {
   return true;
 }
 
+constexpr const char* kUsage =
+    "usage: bench_gemm [--quick] [--json] [--repeats R] [--variants a,b,...] [M N K ...]\n"
+    "  times every available SGEMM variant (and OpenBLAS when built with it) on each M x N x K\n"
+    "  (row-major, no transposes), after verifying it against the reference.\n";
+
+// A positive integer argument, or a usage error.
+bool parse_positive(const std::string& s, int64_t& out) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 9) return false;
+  out = std::stoll(s);
+  return out > 0;
+}
+
+bool selected(const std::string& list, const std::string& name) {
+  if (list.empty()) return true;
+  return ("," + list + ",").find("," + name + ",") != std::string::npos;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bool json = false, quick = false;
   int repeats = 20;
+  std::string variants;
   std::vector<int64_t> dims;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--json") json = true;
-    else if (a == "--quick") quick = true;
-    else if (a == "--repeats" && i + 1 < argc) repeats = std::stoi(argv[++i]);
-    else dims.push_back(std::stoll(a));
+    int64_t value = 0;
+    if (a == "--help" || a == "-h") {
+      std::printf("%s", kUsage);
+      return 0;
+    } else if (a == "--json") {
+      json = true;
+    } else if (a == "--quick") {
+      quick = true;
+    } else if (a == "--repeats" && i + 1 < argc && parse_positive(argv[i + 1], value)) {
+      repeats = static_cast<int>(value);
+      ++i;
+    } else if (a == "--variants" && i + 1 < argc) {
+      variants = argv[++i];
+    } else if (parse_positive(a, value)) {
+      dims.push_back(value);
+    } else {
+      std::fprintf(stderr, "bench_gemm: bad argument '%s'\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (dims.size() % 3 != 0) {
+    std::fprintf(stderr, "bench_gemm: sizes come in M N K triples, got %zu numbers\n%s", dims.size(), kUsage);
+    return 2;
   }
   if (dims.empty()) dims = quick ? std::vector<int64_t>{128, 128, 128} : std::vector<int64_t>{512, 512, 512, 64, 4096, 576};
   if (quick) repeats = 3;
@@ -71,7 +112,7 @@ int main(int argc, char** argv) {
     for (float& v : B) v = g.uniform_f32();
     const double flops = 2.0 * M * N * K;
     for (const auto& v : kernels::cpu::sgemm_variants()) {
-      if (!v.available()) continue;
+      if (!v.available() || !selected(variants, v.name)) continue;
       if (v.name == "v0_naive" && flops > 2e9) continue;  // minutes per call; skip big sizes
       const bool ok = verify(v.fn, M, N, K);
       Row r{v.name, M, N, K, 0, 0, 0, ok};
@@ -85,6 +126,7 @@ int main(int argc, char** argv) {
       rows.push_back(r);
     }
 #ifdef CRFSEG_HAVE_OPENBLAS
+    if (!selected(variants, "openblas")) continue;
     const bench::Timing t = bench::time_it(
         [&] { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N); },
         1, repeats);
@@ -92,8 +134,10 @@ int main(int argc, char** argv) {
 #endif
   }
 
+  const double peak = bench::measured_peak_gflops();
   if (json) {
-    std::printf("{\"machine\": \"%s\", \"repeats\": %d, \"results\": [\n", bench::machine_info().c_str(), repeats);
+    std::printf("{\"machine\": \"%s\", \"peak_gflops\": %.1f, \"repeats\": %d, \"results\": [\n",
+                bench::machine_info().c_str(), peak, repeats);
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       std::printf("  {\"variant\": \"%s\", \"M\": %lld, \"N\": %lld, \"K\": %lld, \"verified\": %s, \"median_ms\": %.4f, "
@@ -103,16 +147,17 @@ int main(int argc, char** argv) {
     }
     std::printf("]}\n");
   } else {
-    std::printf("# SGEMM, %s, %d repeats\n", bench::machine_info().c_str(), repeats);
-    std::printf("| variant | M | N | K | median ms | min ms | GFLOP/s |\n|---|---|---|---|---|---|---|\n");
+    std::printf("# SGEMM, %s, %d repeats, measured peak %.0f GFLOP/s\n", bench::machine_info().c_str(), repeats,
+                peak);
+    std::printf("| variant | M | N | K | median ms | min ms | GFLOP/s | %% peak |\n|---|---|---|---|---|---|---|---|\n");
     for (const Row& r : rows) {
       if (!r.verified) {
         std::printf("| %s | %lld | %lld | %lld | WRONG RESULT, not timed | | |\n", r.variant.c_str(), (long long)r.M,
                     (long long)r.N, (long long)r.K);
         continue;
       }
-      std::printf("| %s | %lld | %lld | %lld | %.3f | %.3f | %.1f |\n", r.variant.c_str(), (long long)r.M,
-                  (long long)r.N, (long long)r.K, r.median_ms, r.min_ms, r.gflops);
+      std::printf("| %s | %lld | %lld | %lld | %.3f | %.3f | %.1f | %.0f%% |\n", r.variant.c_str(), (long long)r.M,
+                  (long long)r.N, (long long)r.K, r.median_ms, r.min_ms, r.gflops, 100.0 * r.gflops / peak);
     }
   }
   for (const Row& r : rows) {

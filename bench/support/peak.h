@@ -4,9 +4,10 @@
 
 namespace crfseg::bench {
 
-// GFLOP/s of a loop of independent FMAs on all OpenMP threads: AVX2+FMA
-// (12 accumulators of 8 lanes, enough to cover 2 pipes x 4-cycle latency)
-// when the CPU has it, else the portable loop the compiler vectorises.
+// GFLOP/s of a loop of independent FMAs on all OpenMP threads: the best of
+// AVX-512 (12 accumulators of 16 lanes), AVX2+FMA (12 of 8 lanes, enough to
+// cover 2 pipes x 4-cycle latency) and the portable loop the compiler
+// vectorises, over what the CPU has.
 // Median of 5 runs of ~20 ms each, computed once and cached.
 double measured_peak_gflops();
 

@@ -12,7 +12,7 @@
 //   v2_blocking_packing    : BLIS loops (blis_loops.h), packed A/B panels,
 //                            portable 6x16 C++ micro-kernel, OpenMP over ic
 //   v3_ukernel_avx2_6x16   : v2 with an AVX2+FMA intrinsics micro-kernel
-//   (an AVX-512 12x32 micro-kernel is drafted but not registered: untested, no AVX-512 CPU at hand)
+//   v4_ukernel_avx512_12x32: v3's loops with an AVX-512F 12x32 micro-kernel and block sizes for it
 #pragma once
 
 #include <cstdint>
@@ -50,6 +50,10 @@ void sgemm_v2_blocking_packing(bool, bool, int64_t, int64_t, int64_t, float, con
 void sgemm_v3_ukernel_avx2_6x16(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
                                 int64_t, float, float*, int64_t);
 
+// Needs AVX-512F: call only when has_avx512f().
+void sgemm_v4_ukernel_avx512_12x32(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                   const float*, int64_t, float, float*, int64_t);
+
 // Production entry: the fastest available variant, unless the environment
 // variable CRFSEG_SGEMM=<name> selects another (for performance research).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -60,6 +64,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 const BlisConfig& sgemm_blis_config();
 const BlisConfig& sgemm_v2_config();
 const BlisConfig& sgemm_v3_config();
+const BlisConfig& sgemm_v4_config();
 
 // The f64 GEMM used by gradient checks: v1's loop order, in double.
 void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,

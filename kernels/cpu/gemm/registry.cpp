@@ -21,6 +21,7 @@ const std::vector<SgemmVariant>& sgemm_variants() {
       {"v1_loop_order", sgemm_v1_loop_order, "", always, nullptr},
       {"v2_blocking_packing", sgemm_v2_blocking_packing, "", always, sgemm_v2_config},
       {"v3_ukernel_avx2_6x16", sgemm_v3_ukernel_avx2_6x16, "needs AVX2+FMA", has_avx2_fma, sgemm_v3_config},
+      {"v4_ukernel_avx512_12x32", sgemm_v4_ukernel_avx512_12x32, "needs AVX-512F", has_avx512f, sgemm_v4_config},
   };
   return variants;
 }

@@ -5,22 +5,36 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(meson ninja-build g++ pkg-config doctest-dev libstb-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
+# install_missing [--optional] PKG...: installs the packages that are not yet
+# installed. With --optional a failure (no root, no network) only warns.
+install_missing() {
+  local optional=0
+  if [ "${1:-}" = "--optional" ]; then optional=1; shift; fi
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
   echo "setup: installing ${missing[*]}"
-  SUDO=""
+  local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
-    SUDO=sudo
+    if ! command -v sudo >/dev/null; then
+      echo "setup: need root (or sudo) to install ${missing[*]}" >&2
+      ((optional)) && return 0
+      exit 1
+    fi
+    sudo=sudo
   fi
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq || true
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+  $sudo apt-get update -qq || true
+  if ! $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    echo "setup: could not install ${missing[*]}" >&2
+    ((optional)) && return 0
+    exit 1
+  fi
+}
+
+install_missing meson ninja-build g++ pkg-config doctest-dev libstb-dev
 
 # nvcc is optional: the CUDA backend builds when the toolkit is on PATH or in /usr/local/cuda.
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then

@@ -1,0 +1,124 @@
+// The crfseg program's parts: confusion-matrix metrics on a hand-worked
+// case, the argument parser's errors, the metrics CSV round trip and the SVG
+// plot, and duration formatting.
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "tests/support/helpers.h"
+#include "tests/support/temp_dir.h"
+#include "tools/crfseg/args.h"
+#include "tools/crfseg/metrics.h"
+#include "tools/crfseg/progress.h"
+#include "tools/crfseg/report.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+using namespace crfseg::app;
+
+TEST_CASE("confusion matrix metrics on a hand-worked case") {
+  ConfusionMatrix m(3, /*ignore_index=*/255);
+  // truth:      0 0 0 1 1 2 | 255 (ignored)
+  // prediction: 0 0 1 1 2 2 | 0
+  m.add(from_vector<int64_t>({0, 0, 1, 1, 2, 2, 0}, {1, 7}), from_vector<int64_t>({0, 0, 0, 1, 1, 2, 255}, {1, 7}));
+  CHECK(m.total() == 6);
+  CHECK(m.count(0, 0) == 2);
+  CHECK(m.count(0, 1) == 1);
+  CHECK(m.count(1, 2) == 1);
+  CHECK(m.pixel_accuracy() == doctest::Approx(4.0 / 6));
+  // class 0: TP 2, FP 0, FN 1 -> IoU 2/3, Dice 4/5
+  CHECK(m.iou(0) == doctest::Approx(2.0 / 3));
+  CHECK(m.dice(0) == doctest::Approx(0.8));
+  // class 1: TP 1, FP 1, FN 1 -> IoU 1/3; class 2: TP 1, FP 1, FN 0 -> IoU 1/2
+  CHECK(m.iou(1) == doctest::Approx(1.0 / 3));
+  CHECK(m.iou(2) == doctest::Approx(0.5));
+  CHECK(m.mean_iou() == doctest::Approx((2.0 / 3 + 1.0 / 3 + 0.5) / 3));
+  // Logits take the argmax over dim 1.
+  ConfusionMatrix from_logits(2);
+  from_logits.add_logits(from_vector<float>({0.9f, 0.1f, 0.2f, 0.8f}, {1, 2, 1, 2}),
+                         from_vector<int64_t>({0, 0}, {1, 1, 2}));
+  CHECK(from_logits.count(0, 0) == 1);
+  CHECK(from_logits.count(0, 1) == 1);
+  // A class absent from both sides has no IoU and stays out of the mean.
+  CHECK(std::isnan(from_logits.iou(1)) == false);
+  ConfusionMatrix absent(3);
+  absent.add(from_vector<int64_t>({0, 1}, {2}), from_vector<int64_t>({0, 1}, {2}));
+  CHECK(std::isnan(absent.iou(2)));
+  CHECK(absent.mean_iou() == 1.0);
+  CHECK(m.table({"pet", "background", "border"}).find("| border | 0.5000 |") != std::string::npos);
+  CHECK(m.csv({"a", "b", "c"}) == "truth\\predicted,a,b,c\na,2,1,0\nb,0,1,1\nc,0,0,1\n");
+  check_throws_with<ValueError>([&] { m.add(from_vector<int64_t>({3}, {1}), from_vector<int64_t>({0}, {1})); },
+                                "class outside [0, 3) at flat index 0: target 0, prediction 3");
+  check_throws_with<ShapeError>([&] { m.add(from_vector<int64_t>({0, 0}, {2}), from_vector<int64_t>({0}, {1})); },
+                                "differ in shape");
+}
+
+TEST_CASE("argument parser") {
+  auto make = [] {
+    ArgParser p("crfseg train", "Trains a model.");
+    p.option("--epochs", "N", "10", "epochs").option("--lr", "X", "0.001", "learning rate").flag("--crf", "add a CRF");
+    return p;
+  };
+  ArgParser p = make();
+  SUBCASE("values, defaults, both syntaxes") {
+    REQUIRE(p.parse({"--epochs", "3", "--lr=0.5", "--crf"}));
+    CHECK(p.get_int("--epochs") == 3);
+    CHECK(p.get_double("--lr") == 0.5);
+    CHECK(p.flag_set("--crf"));
+    ArgParser q = make();
+    REQUIRE(q.parse({}));
+    CHECK(q.get_int("--epochs") == 10);
+    CHECK_FALSE(q.given("--epochs"));
+  }
+  SUBCASE("help") {
+    CHECK_FALSE(p.parse({"--help"}));
+    CHECK(p.help().find("--epochs N") != std::string::npos);
+    CHECK(p.help().find("(default: 10)") != std::string::npos);
+  }
+  SUBCASE("errors") {
+    check_throws_with<UsageError>([&] { p.parse({"--epoch", "3"}); }, "unknown option '--epoch'");
+    check_throws_with<UsageError>([&] { make().parse({"--epochs"}); }, "option '--epochs' needs a value (N)");
+    check_throws_with<UsageError>([&] { make().parse({"stray"}); }, "unexpected argument 'stray'");
+    check_throws_with<UsageError>([&] { make().parse({"--crf=1"}); }, "option '--crf' takes no value");
+    ArgParser bad = make();
+    REQUIRE(bad.parse({"--epochs", "three", "--lr", "-1"}));
+    check_throws_with<UsageError>([&] { bad.get_int("--epochs"); }, "--epochs expects an integer, got 'three'");
+    check_throws_with<UsageError>([&] { bad.get_double("--lr", 0.0); }, "--lr must be in [0, ");
+  }
+}
+
+TEST_CASE("metrics CSV round trip and SVG curves") {
+  TempDir dir;
+  const std::string csv = dir.file("metrics.csv");
+  {
+    MetricsLog log(csv, {"fg", "bg"});
+    log.load(0);  // no file yet: empty
+    for (int e = 1; e <= 3; ++e) {
+      log.append({.epoch = e, .lr = 0.1 / e, .seconds = 2.0, .train_loss = 1.0 / e, .train_acc = 0.5,
+                  .train_miou = 0.3 * e, .train_dice = 0.4, .val_loss = 1.2 / e, .val_acc = 0.6,
+                  .val_miou = 0.25 * e, .val_dice = 0.5, .val_iou = {0.2 * e, 0.3 * e}});
+    }
+    log.write_svg(dir.file("curves.svg"), "synthetic <unet>");
+  }
+  MetricsLog resumed(csv, {"fg", "bg"});
+  resumed.load(2);  // a run resumed after epoch 2 drops epoch 3's row
+  REQUIRE(resumed.rows().size() == 2);
+  CHECK(resumed.rows()[1].val_miou == doctest::Approx(0.5));
+  CHECK(resumed.rows()[1].val_iou[1] == doctest::Approx(0.6));
+  std::ifstream svg(dir.file("curves.svg"));
+  std::stringstream text;
+  text << svg.rdbuf();
+  CHECK(text.str().rfind("<svg", 0) == 0);
+  CHECK(text.str().find("synthetic &lt;unet&gt;") != std::string::npos);
+  CHECK(text.str().find("<polyline") != std::string::npos);
+  CHECK(dir.entries() == 2);  // no temporary files left behind
+  MetricsLog other(csv, {"a", "b", "c"});
+  check_throws_with<IOError>([&] { other.load(5); }, "does not start with the expected header");
+}
+
+TEST_CASE("durations") {
+  CHECK(format_duration(0) == "00:00");
+  CHECK(format_duration(125.4) == "02:05");
+  CHECK(format_duration(3723) == "1:02:03");
+  CHECK(format_duration(NAN) == "--:--");
+}

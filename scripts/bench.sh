@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=()
 [[ "${1:-}" == "--quick" ]] && quick=(--quick)
-ninja -C build bench/bench_gemm bench/bench_conv >/dev/null
+ninja -C build bench/bench_gemm bench/bench_conv bench/bench_models >/dev/null
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 mkdir -p bench/results
@@ -22,5 +22,12 @@ out="bench/results/$(hostname).md"
   ./build/bench/bench_gemm "${quick[@]}"
   echo
   ./build/bench/bench_conv "${quick[@]}"
+  echo
+  ./build/bench/bench_models "${quick[@]}"
+  if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    /usr/bin/python3 bench/peers/torch_segmenter.py "${quick[@]}"
+  else
+    echo "(PyTorch not installed: no peer row; apt-get install python3-torch)"
+  fi
 } | tee "$out"
 echo "wrote $out" >&2

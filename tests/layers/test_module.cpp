@@ -1,6 +1,7 @@
 // Module: registration and dotted names, traversal order, modes, state dict
 // round trip with strict checks (and no partial writes on error), to(),
 // zero_grad, summary; Linear and Sequential as the simplest layers.
+#include "layers/concat.h"
 #include "layers/linear.h"
 #include "layers/module.h"
 #include "layers/sequential.h"
@@ -147,4 +148,18 @@ TEST_CASE("Linear: matches x W^T + b and checks its input") {
   // torch's init bound 1/sqrt(in_features).
   for (double v : wv) CHECK(std::abs(v) <= 1.0 / std::sqrt(3.0));
   check_throws_with<ShapeError>([&] { fc(random_tensor({4, 5}, 12)); }, "expected input [..., 3], got [4, 5]");
+}
+
+TEST_CASE("Concat: joins along channels, gradients reach every input") {
+  nn::Concat cat;
+  Tensor a = random_tensor({2, 1, 2, 3}, 1, DType::f64), b = random_tensor({2, 2, 2, 3}, 2, DType::f64);
+  set_requires_grad(a);
+  set_requires_grad(b);
+  const Tensor y = cat({a, b});
+  CHECK(y.shape() == Shape{2, 3, 2, 3});
+  CHECK(values(ops::slice(y, 1, 1, 3)) == values(b));
+  backward(sum(y * y));
+  CHECK(values(grad(a)) == values(2.0 * a));
+  check_throws_with<ShapeError>([&] { cat({a, random_tensor({2, 1, 3, 3}, 3, DType::f64)}); }, "concat");
+  CHECK(cat.extra_repr() == "dim=1");
 }

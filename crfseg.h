@@ -1,5 +1,6 @@
 // crfseg umbrella header for users: the tensor library, raw ops,
-// differentiable ops and autograd. Library code includes what it uses instead.
+// differentiable ops, autograd, layers, optimizers, models and checkpoints.
+// Library code includes what it uses instead.
 #pragma once
 
 #include "autograd/autograd_meta.h"
@@ -7,7 +8,25 @@
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
 #include "autograd/gradcheck.h"
+#include "layers/activation.h"
+#include "layers/concat.h"
+#include "layers/conv.h"
+#include "layers/linear.h"
+#include "layers/module.h"
+#include "layers/norm.h"
+#include "layers/optim/adam.h"
+#include "layers/optim/clip_grad.h"
+#include "layers/optim/lr_scheduler.h"
+#include "layers/optim/sgd.h"
+#include "layers/pooling.h"
+#include "layers/sequential.h"
+#include "models/checkpoint.h"
+#include "models/resnet.h"
+#include "models/segmenter.h"
+#include "models/unet.h"
+#include "models/vgg.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
+#include "tensor/safetensors.h"
 #include "tensor/tensor.h"

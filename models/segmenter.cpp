@@ -4,6 +4,9 @@
 #include "models/resnet.h"
 #include "models/vgg.h"
 #include "tensor/factory.h"
+#include "tensor/ops.h"
+
+#include <cmath>
 
 namespace crfseg::models {
 
@@ -27,6 +30,18 @@ std::shared_ptr<Encoder> make_encoder(const SegmenterConfig& c, Generator& gen) 
 }
 
 Segmenter::Segmenter(const SegmenterConfig& c, Generator& gen) : nn::Module("Segmenter"), config(c) {
+  CRFSEG_CHECK(c.input_mean.size() == c.input_std.size() &&
+                   (c.input_mean.empty() || static_cast<int64_t>(c.input_mean.size()) == c.in_channels),
+               ValueError, "Segmenter: input_mean and input_std need one value per input channel (", c.in_channels,
+               "), got ", c.input_mean.size(), " and ", c.input_std.size());
+  for (double s : c.input_std) {
+    CRFSEG_CHECK(s > 0 && std::isfinite(s), ValueError, "Segmenter: input_std values must be > 0, got ", s);
+  }
+  if (!c.input_mean.empty()) {
+    const Shape shape = {1, c.in_channels, 1, 1};
+    input_mean_ = register_buffer("input_mean", ops::to_dtype(from_vector<double>(c.input_mean, shape), c.dtype));
+    input_std_ = register_buffer("input_std", ops::to_dtype(from_vector<double>(c.input_std, shape), c.dtype));
+  }
   encoder = register_module("encoder", make_encoder(c, gen));
   decoder = register_module(
       "decoder", std::make_shared<UNetDecoder>(UNetDecoderOptions{.encoder_channels = encoder->feature_channels(),
@@ -57,7 +72,8 @@ Tensor Segmenter::forward(const Tensor& x) {
   CRFSEG_CHECK(x.dim() == 4 && x.size(1) == config.in_channels, ShapeError, "Segmenter: expected input [N, ",
                config.in_channels, ", H, W], got ", shape_str(x.shape()));
   const int64_t h = x.size(2), w = x.size(3);
-  const Tensor padded = pad_to_multiple(x, encoder->size_multiple());
+  const Tensor normalised = input_mean_.defined() ? (x - input_mean_) / input_std_ : x;
+  const Tensor padded = pad_to_multiple(normalised, encoder->size_multiple());
   Tensor logits = decoder->forward_features(encoder->features(padded), padded.size(2), padded.size(3));
   if (padded.size(2) != h) logits = slice(logits, 2, 0, h);
   if (padded.size(3) != w) logits = slice(logits, 3, 0, w);

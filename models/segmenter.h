@@ -23,7 +23,18 @@ struct SegmenterConfig {
   UpMode up_mode = UpMode::transposed;
   std::vector<int64_t> decoder_widths;  // empty = the skip channels
   DType dtype = DType::f32;
+  // Per-channel input normalisation applied inside forward(), before the
+  // encoder: (x - mean) / std. Empty = none. The final layer (the CRF) still
+  // sees the input as given, so images can be passed on their natural scale
+  // (e.g. [0, 1]) and ImageNet statistics used for a pretrained encoder:
+  // mean {0.485, 0.456, 0.406}, std {0.229, 0.224, 0.225}. When set, they are
+  // buffers "input_mean" / "input_std" [1, C, 1, 1] in the state dict.
+  std::vector<double> input_mean, input_std;
 };
+
+// ImageNet's channel statistics (torchvision's pretrained models).
+inline const std::vector<double> kImageNetMean = {0.485, 0.456, 0.406};
+inline const std::vector<double> kImageNetStd = {0.229, 0.224, 0.225};
 
 // Parses "unet" / "resnet50" / ... ; throws ValueError listing the choices.
 std::shared_ptr<Encoder> make_encoder(const SegmenterConfig& config, Generator& gen = default_generator());
@@ -44,6 +55,7 @@ class Segmenter : public nn::Module {
   std::shared_ptr<UNetDecoder> decoder;
 
  private:
+  Tensor input_mean_, input_std_;  // [1, C, 1, 1] or undefined
   std::shared_ptr<nn::Module> final_module_;
   FinalLayer final_fn_;
 };

@@ -104,6 +104,33 @@ TEST_CASE("Segmenter: any input size, any encoder, logits at the input size") {
   check_throws_with<ShapeError>([&] { s(random_tensor({1, 1, 8, 8}, 7)); }, "expected input [N, 3, H, W]");
 }
 
+TEST_CASE("Segmenter: input normalisation inside the model; the final layer sees the raw input") {
+  Generator g1(11), g2(11);
+  SegmenterConfig c{.encoder = "unet", .in_channels = 2, .num_classes = 2, .base_width = 4, .depth = 1};
+  Segmenter plain(c, g1);
+  c.input_mean = {0.5, 0.25};
+  c.input_std = {0.2, 0.4};
+  Segmenter normalising(c, g2);
+  CHECK(normalising.state_dict().size() == plain.state_dict().size() + 2);
+  const Tensor x = random_tensor({1, 2, 5, 6}, 12, DType::f32, 0, 1);
+  const Tensor manual = (x - from_vector<float>({0.5f, 0.25f}, {1, 2, 1, 1})) /
+                        from_vector<float>({0.2f, 0.4f}, {1, 2, 1, 1});
+  NoGradGuard no_grad;
+  plain.eval();
+  normalising.eval();
+  CHECK(max_abs_diff(normalising(x), plain(manual)) < 1e-6);
+  Tensor seen;
+  normalising.set_final_layer(nullptr, [&](const Tensor& logits, const Tensor& image) {
+    seen = image;
+    return logits;
+  });
+  (void)normalising(x);
+  CHECK(seen.is_same(x));
+  check_throws_with<ValueError>([&] { Segmenter(SegmenterConfig{.in_channels = 3, .input_mean = {0.5},
+                                                                .input_std = {0.5}}, g1); },
+                                "input_mean and input_std need one value per input channel (3), got 1 and 1");
+}
+
 namespace {
 
 // Trains `model` with SGD + momentum on one fixed batch; returns the losses.

@@ -85,6 +85,15 @@ inline Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DTy
 // Values of a tensor (any layout) in row-major order.
 inline std::vector<double> values(const Tensor& t) { return ops::contiguous(t).to_vector<double>(); }
 
+// max |a - b| over two tensors of the same shape.
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  const std::vector<double> av = values(a), bv = values(b);
+  double m = 0;
+  for (size_t i = 0; i < av.size(); ++i) m = std::max(m, std::abs(av[i] - bv[i]));
+  return m;
+}
+
 // Exception helper: runs fn, expects ErrorType whose what() contains `needle`.
 template <typename ErrorType, typename Fn>
 void check_throws_with(Fn fn, const std::string& needle) {

@@ -118,7 +118,7 @@ TEST_CASE("Segmenter: input normalisation inside the model; the final layer sees
   NoGradGuard no_grad;
   plain.eval();
   normalising.eval();
-  CHECK(max_abs_diff(normalising(x), plain(manual)) < 1e-6);
+  CHECK(max_abs_difference(normalising(x), plain(manual)) < 1e-6);
   Tensor seen;
   normalising.set_final_layer(nullptr, [&](const Tensor& logits, const Tensor& image) {
     seen = image;

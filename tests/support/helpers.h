@@ -86,7 +86,7 @@ inline Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DTy
 inline std::vector<double> values(const Tensor& t) { return ops::contiguous(t).to_vector<double>(); }
 
 // max |a - b| over two tensors of the same shape.
-inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+inline double max_abs_difference(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
   const std::vector<double> av = values(a), bv = values(b);
   double m = 0;

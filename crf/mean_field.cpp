@@ -1,0 +1,359 @@
+// Mean-field CRF-RNN: raw forward and hand-written backward through all
+// iterations (the model is documented in crf/mean_field.h).
+//
+// Backward. Write G = dLoss/dZ_{t+1} (G = grad for t = T-1) and, per pixel i
+// (vectors over classes), M = W_s A_s + W_b A_b, Z_{t+1} = U - mu M:
+//   dU     += G                              (U enters every iteration)
+//   dM      = -mu^T G
+//   dmu    += sum_i -G M^T
+//   dW_s   += sum_i dM A_s^T,      dW_b += sum_i dM A_b^T
+//   dA_s    = W_s^T dM,            dA_b  = W_b^T dM
+//   A = K Q / n with n = K 1 a fixed per-pixel scale (the image is not
+//   differentiated), so  dQ = K_s^T (dA_s / n_s) + K_b^T (dA_b / n_b)
+//   dZ_t    = Q_t * (dQ - <Q_t, dQ>)        (softmax backward)
+// and dZ_t is the G of the previous iteration; at t = 0, Z_0 = U so dU += dZ_0.
+// K^T is the lattice with its blur order reversed (crf/permutohedral.h), or
+// K itself for the dense filter.
+//
+// Layout: the filters take point-major [n x L] arrays, so each image's
+// unaries are transposed once to that layout and the result back. The L x L
+// gradients are summed per block of kReduceBlock pixels and the blocks added
+// in order: the result does not depend on the thread count.
+#include "crf/mean_field.h"
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+
+#include "tensor/dispatch.h"
+#include "tensor/factory.h"
+#include "tensor/ops.h"
+
+namespace crfseg::crf {
+
+namespace {
+
+constexpr const char* kOp = "crf_mean_field";
+constexpr int64_t kParallelGrain = 1 << 14;  // elements below which loops stay serial
+constexpr int64_t kReduceBlock = 1024;       // pixels per partial sum of the L x L gradients
+
+void check_matrix(const Tensor& m, const char* name, const Tensor& unaries) {
+  check_defined(kOp, m, name);
+  check_cpu(kOp, m);
+  const int64_t L = unaries.size(1);
+  CRFSEG_CHECK(m.dim() == 2 && m.size(0) == L && m.size(1) == L, ShapeError, kOp, ": expected ", name, " [", L,
+               ", ", L, "] (L = the unaries' classes), got ", shape_str(m.shape()));
+  CRFSEG_CHECK(m.dtype() == unaries.dtype(), DTypeError, kOp, ": expected ", name, " of the unaries' dtype ",
+               dtype_name(unaries.dtype()), ", got ", dtype_name(m.dtype()));
+}
+
+void check_inputs(const Tensor& unaries, const Tensor& image, const Tensor& ws, const Tensor& wb, const Tensor& mu,
+                  const MeanFieldOptions& o) {
+  check_defined(kOp, unaries, "unaries");
+  check_defined(kOp, image, "image");
+  check_cpu(kOp, unaries);
+  check_cpu(kOp, image);
+  CRFSEG_CHECK(unaries.dim() == 4 && unaries.numel() > 0, ShapeError, kOp,
+               ": expected unaries [B, L, H, W] with every size >= 1, got ", shape_str(unaries.shape()));
+  CRFSEG_CHECK(unaries.dtype() == DType::f32 || unaries.dtype() == DType::f64, DTypeError, kOp,
+               ": expected unaries of dtype f32 or f64, got ", dtype_name(unaries.dtype()));
+  CRFSEG_CHECK(image.dim() == 4 && image.size(0) == unaries.size(0) && image.size(1) >= 1 &&
+                   image.size(2) == unaries.size(2) && image.size(3) == unaries.size(3),
+               ShapeError, kOp, ": expected image [", unaries.size(0), ", C >= 1, ", unaries.size(2), ", ",
+               unaries.size(3), "] to match unaries ", shape_str(unaries.shape()), ", got ",
+               shape_str(image.shape()));
+  CRFSEG_CHECK(image.dtype() != DType::f16 && image.dtype() != DType::bf16, DTypeError, kOp,
+               ": expected an image of dtype f32, f64, i32, i64 or u8, got ", dtype_name(image.dtype()));
+  check_matrix(ws, "spatial_weights", unaries);
+  check_matrix(wb, "bilateral_weights", unaries);
+  check_matrix(mu, "compatibility", unaries);
+  CRFSEG_CHECK(o.iterations >= 1, ValueError, kOp, ": expected iterations >= 1, got ", o.iterations);
+  CRFSEG_CHECK(o.theta_alpha > 0 && o.theta_beta > 0 && o.theta_gamma > 0, ValueError, kOp,
+               ": expected positive thetas, got alpha ", o.theta_alpha, ", beta ", o.theta_beta, ", gamma ",
+               o.theta_gamma);
+}
+
+// The three L x L matrices, row-major, in double.
+struct Weights {
+  int64_t L;
+  std::vector<double> ws, wb, mu;
+};
+
+Weights read_weights(const Tensor& ws, const Tensor& wb, const Tensor& mu) {
+  return {ws.size(0), ops::contiguous(ws).to_vector<double>(), ops::contiguous(wb).to_vector<double>(),
+          ops::contiguous(mu).to_vector<double>()};
+}
+
+// dst[c * rows + r] = src[r * cols + c]: [rows x cols] -> [cols x rows].
+template <typename T>
+void transpose(const T* src, T* dst, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelGrain)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
+// q[i, :] = softmax(z[i, :]) for each of n rows of L.
+template <typename T>
+void softmax_rows(const T* z, T* q, int64_t n, int64_t L) {
+#pragma omp parallel for schedule(static) if (n * L > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    const T* zi = z + i * L;
+    T* qi = q + i * L;
+    const T top = *std::max_element(zi, zi + L);
+    T sum = 0;
+    for (int64_t l = 0; l < L; ++l) sum += (qi[l] = std::exp(zi[l] - top));
+    for (int64_t l = 0; l < L; ++l) qi[l] /= sum;
+  }
+}
+
+// out = K in / norm (row i divided by norm[i]), [n x L].
+template <typename T>
+void normalised_filter(const GaussianFilter& k, const T* in, const T* norm, T* out, int64_t n, int64_t L) {
+  k.apply(in, out, L);
+#pragma omp parallel for schedule(static) if (n * L > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t l = 0; l < L; ++l) out[i * L + l] /= norm[i];
+}
+
+// m = W_s a_s + W_b a_b for one pixel (vectors of L).
+template <typename T>
+void mix(const Weights& w, const T* as, const T* ab, double* m) {
+  const int64_t L = w.L;
+  for (int64_t l = 0; l < L; ++l) {
+    double acc = 0;
+    for (int64_t k = 0; k < L; ++k) acc += w.ws[l * L + k] * as[k] + w.wb[l * L + k] * ab[k];
+    m[l] = acc;
+  }
+}
+
+// The spatial filter of an H x W image depends on nothing else than
+// (H, W, theta_gamma, mode): the most recently used kSpatialCache of them
+// are kept, so training at a fixed size builds its spatial lattice once
+// (about 10 ms at 256x256). Filters are immutable, hence shareable.
+constexpr size_t kSpatialCache = 4;
+
+std::shared_ptr<const GaussianFilter> spatial_filter(int64_t H, int64_t W, double theta_gamma, FilterMode mode) {
+  struct Entry {
+    int64_t H, W;
+    double theta_gamma;
+    FilterMode mode;
+    std::shared_ptr<const GaussianFilter> filter;
+  };
+  static std::mutex mutex;
+  static std::vector<Entry> cache;  // most recently used last
+  std::lock_guard<std::mutex> lock(mutex);
+  for (size_t e = 0; e < cache.size(); ++e) {
+    if (cache[e].H == H && cache[e].W == W && cache[e].theta_gamma == theta_gamma && cache[e].mode == mode) {
+      std::rotate(cache.begin() + static_cast<int64_t>(e), cache.begin() + static_cast<int64_t>(e) + 1, cache.end());
+      return cache.back().filter;
+    }
+  }
+  std::shared_ptr<const GaussianFilter> filter =
+      make_gaussian_filter(mode, spatial_features(H, W, theta_gamma), H * W, 2);
+  if (cache.size() == kSpatialCache) cache.erase(cache.begin());
+  cache.push_back({H, W, theta_gamma, mode, filter});
+  return filter;
+}
+
+// Per-image views into the tape's [B, S, n, L] history tensors.
+template <typename T>
+struct History {
+  T *q, *as, *ab;
+  int64_t stride;  // n L, one iteration
+};
+
+template <typename T>
+History<T> history(const MeanFieldTape& tape, int64_t b) {
+  const int64_t slots = tape.q.size(1), stride = tape.q.size(2) * tape.q.size(3);
+  return {tape.q.data<T>() + b * slots * stride, tape.msg_spatial.data<T>() + b * slots * stride,
+          tape.msg_bilateral.data<T>() + b * slots * stride, stride};
+}
+
+// One image's forward: unary [L x n] -> out [L x n]. Iteration t's Q, A_s,
+// A_b go to history slot t (record) or slot 0 (overwritten each time).
+template <typename T>
+void forward_image(const Weights& w, const GaussianFilter& ks, const GaussianFilter& kb, const T* unary,
+                   const T* norm_s, const T* norm_b, const History<T>& h, int64_t iterations, bool record,
+                   int64_t n, T* out) {
+  const int64_t L = w.L;
+  std::vector<T> u(static_cast<size_t>(n * L)), z(static_cast<size_t>(n * L));
+  transpose(unary, u.data(), L, n);
+  std::copy(u.begin(), u.end(), z.begin());
+  for (int64_t t = 0; t < iterations; ++t) {
+    const int64_t slot = record ? t : 0;
+    T* q = h.q + slot * h.stride;
+    T* as = h.as + slot * h.stride;
+    T* ab = h.ab + slot * h.stride;
+    softmax_rows(z.data(), q, n, L);
+    normalised_filter(ks, q, norm_s, as, n, L);
+    normalised_filter(kb, q, norm_b, ab, n, L);
+#pragma omp parallel if (n * L > kParallelGrain)
+    {
+      std::vector<double> m(static_cast<size_t>(L));
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        mix(w, as + i * L, ab + i * L, m.data());
+        for (int64_t l = 0; l < L; ++l) {
+          double pairwise = 0;
+          for (int64_t k = 0; k < L; ++k) pairwise += w.mu[l * L + k] * m[k];
+          z[i * L + l] = static_cast<T>(u[i * L + l] - pairwise);
+        }
+      }
+    }
+  }
+  transpose(z.data(), out, n, L);
+}
+
+// One image's backward: grad [L x n] -> dunary [L x n]; adds into dws, dwb, dmu ([L x L] each).
+template <typename T>
+void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFilter& kb, const T* grad,
+                    const T* norm_s, const T* norm_b, const History<T>& h, int64_t iterations, int64_t n,
+                    T* dunary, double* dws, double* dwb, double* dmu) {
+  const int64_t L = w.L, LL = L * L;
+  std::vector<T> g(static_cast<size_t>(n * L)), du(static_cast<size_t>(n * L), T(0));
+  std::vector<T> rs(g.size()), rb(g.size()), dq(g.size()), dq_b(g.size());
+  transpose(grad, g.data(), L, n);
+  const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks * 3 * LL));
+
+  for (int64_t t = iterations - 1; t >= 0; --t) {
+    const T* q = h.q + t * h.stride;
+    const T* as = h.as + t * h.stride;
+    const T* ab = h.ab + t * h.stride;
+    std::fill(partial.begin(), partial.end(), 0.0);
+#pragma omp parallel if (n * L > kParallelGrain)
+    {
+      std::vector<double> m(static_cast<size_t>(L)), dm(static_cast<size_t>(L));
+#pragma omp for schedule(static)
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        double* p_ws = partial.data() + blk * 3 * LL;
+        double* p_wb = p_ws + LL;
+        double* p_mu = p_wb + LL;
+        for (int64_t i = blk * kReduceBlock; i < std::min(n, (blk + 1) * kReduceBlock); ++i) {
+          const T* gi = g.data() + i * L;
+          const T* asi = as + i * L;
+          const T* abi = ab + i * L;
+          for (int64_t l = 0; l < L; ++l) du[i * L + l] += gi[l];
+          mix(w, asi, abi, m.data());
+          for (int64_t k = 0; k < L; ++k) {  // dM = -mu^T G
+            double acc = 0;
+            for (int64_t l = 0; l < L; ++l) acc -= w.mu[l * L + k] * gi[l];
+            dm[k] = acc;
+          }
+          for (int64_t l = 0; l < L; ++l) {
+            for (int64_t k = 0; k < L; ++k) {
+              p_mu[l * L + k] -= gi[l] * m[k];
+              p_ws[l * L + k] += dm[l] * asi[k];
+              p_wb[l * L + k] += dm[l] * abi[k];
+            }
+          }
+          for (int64_t k = 0; k < L; ++k) {  // dA = W^T dM, then / n for the normalisation
+            double s = 0, b = 0;
+            for (int64_t l = 0; l < L; ++l) {
+              s += w.ws[l * L + k] * dm[l];
+              b += w.wb[l * L + k] * dm[l];
+            }
+            rs[i * L + k] = static_cast<T>(s / norm_s[i]);
+            rb[i * L + k] = static_cast<T>(b / norm_b[i]);
+          }
+        }
+      }
+    }
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const double* p = partial.data() + blk * 3 * LL;
+      for (int64_t e = 0; e < LL; ++e) {
+        dws[e] += p[e];
+        dwb[e] += p[LL + e];
+        dmu[e] += p[2 * LL + e];
+      }
+    }
+    ks.apply(rs.data(), dq.data(), L, /*transpose=*/true);
+    kb.apply(rb.data(), dq_b.data(), L, /*transpose=*/true);
+    // Softmax backward into g, which becomes dLoss/dZ_t.
+#pragma omp parallel for schedule(static) if (n * L > kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) {
+      double dot = 0;
+      for (int64_t l = 0; l < L; ++l) dot += static_cast<double>(q[i * L + l]) * (dq[i * L + l] + dq_b[i * L + l]);
+      for (int64_t l = 0; l < L; ++l)
+        g[i * L + l] = static_cast<T>(q[i * L + l] * (dq[i * L + l] + dq_b[i * L + l] - dot));
+    }
+  }
+  for (size_t e = 0; e < du.size(); ++e) du[e] += g[e];  // Z_0 = U
+  transpose(du.data(), dunary, n, L);
+}
+
+}  // namespace
+
+MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& image_in, const Tensor& ws,
+                                    const Tensor& wb, const Tensor& mu, const MeanFieldOptions& options,
+                                    bool record) {
+  check_inputs(unaries_in, image_in, ws, wb, mu, options);
+  const Tensor unaries = ops::contiguous(unaries_in);
+  const Tensor image = ops::contiguous(ops::to_dtype(image_in, DType::f64));
+  const int64_t B = unaries.size(0), L = unaries.size(1), H = unaries.size(2), W = unaries.size(3);
+  const int64_t C = image.size(1), n = H * W, slots = record ? options.iterations : 1;
+  const Weights w = read_weights(ws, wb, mu);
+
+  auto tape = std::make_shared<MeanFieldTape>();
+  tape->options = options;
+  tape->batch = B, tape->classes = L, tape->height = H, tape->width = W;
+  const TensorOptions topt = unaries.options();
+  tape->norm_spatial = Tensor::empty({B, n}, topt);
+  tape->norm_bilateral = Tensor::empty({B, n}, topt);
+  tape->q = Tensor::empty({B, slots, n, L}, topt);
+  tape->msg_spatial = Tensor::empty({B, slots, n, L}, topt);
+  tape->msg_bilateral = Tensor::empty({B, slots, n, L}, topt);
+  tape->spatial = spatial_filter(H, W, options.theta_gamma, options.mode);
+  Tensor out = Tensor::empty(unaries.shape(), topt);
+
+  dispatch_float(unaries.dtype(), kOp, [&](auto tag) {
+    using T = decltype(tag);
+    const std::vector<T> ones(static_cast<size_t>(n), T(1));
+    T* norm_s = tape->norm_spatial.data<T>();
+    T* norm_b = tape->norm_bilateral.data<T>();
+    tape->spatial->apply(ones.data(), norm_s, 1);  // same for every image: computed once
+    for (int64_t b = 0; b < B; ++b) {
+      const double* planes = image.data<double>() + b * C * n;
+      tape->bilateral.push_back(make_gaussian_filter(
+          options.mode, bilateral_features(planes, C, H, W, options.theta_alpha, options.theta_beta), n, 2 + C));
+      const GaussianFilter& kb = *tape->bilateral.back();
+      if (b > 0) std::copy(norm_s, norm_s + n, norm_s + b * n);
+      kb.apply(ones.data(), norm_b + b * n, 1);
+      forward_image(w, *tape->spatial, kb, unaries.data<T>() + b * L * n, norm_s + b * n, norm_b + b * n,
+                    history<T>(*tape, b), options.iterations, record, n, out.data<T>() + b * L * n);
+    }
+  });
+  return {out, record ? tape : nullptr};
+}
+
+MeanFieldGrads mean_field_backward(const Tensor& grad_in, const MeanFieldTape& tape, const Tensor& ws,
+                                   const Tensor& wb, const Tensor& mu) {
+  const int64_t B = tape.batch, L = tape.classes, n = tape.height * tape.width;
+  const Shape shape{B, L, tape.height, tape.width};
+  CRFSEG_CHECK(grad_in.shape() == shape && grad_in.dtype() == tape.q.dtype(), ShapeError, kOp,
+               "_backward: expected grad ", shape_str(shape), " ", dtype_name(tape.q.dtype()), ", got ",
+               grad_in.str());
+  CRFSEG_CHECK(tape.q.size(1) == tape.options.iterations, ValueError, kOp,
+               "_backward: the forward ran without record = true");
+  const Tensor grad = ops::contiguous(grad_in);
+  const Weights w = read_weights(ws, wb, mu);
+  std::vector<double> dws(static_cast<size_t>(L * L), 0.0), dwb(dws), dmu(dws);
+  MeanFieldGrads grads;
+  grads.unaries = Tensor::empty(shape, grad.options());
+  dispatch_float(grad.dtype(), kOp, [&](auto tag) {
+    using T = decltype(tag);
+    for (int64_t b = 0; b < B; ++b) {
+      backward_image(w, *tape.spatial, *tape.bilateral[b], grad.data<T>() + b * L * n,
+                     tape.norm_spatial.data<T>() + b * n, tape.norm_bilateral.data<T>() + b * n, history<T>(tape, b),
+                     tape.options.iterations, n, grads.unaries.data<T>() + b * L * n, dws.data(), dwb.data(),
+                     dmu.data());
+    }
+  });
+  const DType dt = grad.dtype();
+  grads.spatial_weights = ops::to_dtype(from_vector(dws, {L, L}), dt);
+  grads.bilateral_weights = ops::to_dtype(from_vector(dwb, {L, L}), dt);
+  grads.compatibility = ops::to_dtype(from_vector(dmu, {L, L}), dt);
+  return grads;
+}
+
+}  // namespace crfseg::crf

@@ -1,0 +1,387 @@
+// PermutohedralLattice: build (embed, hash, neighbour table, splat lists)
+// and filter (splat, blur, slice). The math is in crf/permutohedral.h; the
+// notes here are about the embedding's details and the data layout.
+//
+// Cost napkin for the CRF's bilateral lattice on a 256x256 RGB image (d = 5):
+// N = 65536 points, each with 6 vertices; M <= 6 N lattice points (far fewer
+// on natural images). One filter of C = 3 channels touches 6 N C values in
+// splat and slice and 6 M C x 3 in the blur (one value and two neighbours
+// per direction): a few MB of gathers, memory-bound, a few ms.
+// Test: build-crf/tests/test_crf -tc='*lattice*'; bench: build-crf/bench/bench_crf.
+#include "crf/permutohedral.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "tensor/error.h"
+
+namespace crfseg::crf {
+
+namespace {
+
+// Lattice coordinates beyond this magnitude are rejected (int32 keys with headroom for +-d).
+constexpr double kMaxCoordinate = 1 << 30;
+
+// Multiply-add over the coordinates, then the murmur3 finaliser, so that
+// the low bits used as the slot depend on every bit of every coordinate.
+uint64_t hash_key(const int32_t* key, int64_t dim) {
+  uint64_t h = 0;
+  for (int64_t k = 0; k < dim; ++k) h = (h + static_cast<uint32_t>(key[k])) * 0x9E3779B97F4A7C15ull;
+  h ^= h >> 33;
+  h *= 0xFF51AFD7ED558CCDull;
+  h ^= h >> 33;
+  h *= 0xC4CEB9FE1A85EC53ull;
+  return h ^ (h >> 33);
+}
+
+bool same_key(const int32_t* a, const int32_t* b, int64_t dim) {
+  for (int64_t k = 0; k < dim; ++k) {
+    if (a[k] != b[k]) return false;
+  }
+  return true;
+}
+
+// Open-addressing (linear probing) set of dim-coordinate keys that numbers
+// keys 0, 1, 2, ... in insertion order. Capacity is a power of two and kept
+// at least twice the size, so probes stay short. Each slot keeps the upper
+// half of its key's hash as a tag: a probe compares coordinates (a cache
+// miss into keys_) only when the tags agree, and a lookup of an absent key
+// (most blur-neighbour lookups on sparse lattices) touches only slots_.
+class KeyTable {
+ public:
+  KeyTable(int64_t dim, int64_t expected) : dim_(dim) {
+    int64_t capacity = 16;
+    while (capacity < 2 * expected) capacity *= 2;
+    slots_.assign(static_cast<size_t>(capacity), Slot{});
+    keys_.reserve(static_cast<size_t>(expected * dim));
+  }
+  int64_t size() const { return size_; }
+  const int32_t* key(int64_t index) const { return keys_.data() + index * dim_; }
+
+  // The index of `key`, inserting it if absent.
+  int32_t insert(const int32_t* key, uint64_t hash) {
+    if (2 * (size_ + 1) > static_cast<int64_t>(slots_.size())) grow();
+    Slot& slot = slots_[locate(key, hash)];
+    if (slot.index < 0) {
+      slot = {static_cast<int32_t>(size_++), static_cast<uint32_t>(hash >> 32)};
+      keys_.insert(keys_.end(), key, key + dim_);
+    }
+    return slot.index;
+  }
+  // The index of `key`, or -1 when absent.
+  int32_t find(const int32_t* key, uint64_t hash) const { return slots_[locate(key, hash)].index; }
+  // Starts loading the slot a lookup of `hash` probes first (lookups are
+  // cache misses into a table of several MB; issuing a batch of prefetches
+  // before the lookups overlaps them).
+  void prefetch(uint64_t hash) const { __builtin_prefetch(&slots_[hash & (slots_.size() - 1)]); }
+
+ private:
+  struct Slot {
+    int32_t index = -1;  // -1 = empty, else an index into keys_
+    uint32_t tag = 0;    // hash >> 32
+  };
+
+  // The slot holding `key`, or the empty slot where it would go.
+  size_t locate(const int32_t* key, uint64_t hash) const {
+    const size_t mask = slots_.size() - 1;
+    const uint32_t tag = static_cast<uint32_t>(hash >> 32);
+    for (size_t i = hash & mask;; i = (i + 1) & mask) {
+      const Slot& slot = slots_[i];
+      if (slot.index < 0 || (slot.tag == tag && same_key(key, keys_.data() + slot.index * dim_, dim_))) return i;
+    }
+  }
+  void grow() {
+    slots_.assign(slots_.size() * 2, Slot{});
+    const size_t mask = slots_.size() - 1;
+    for (int64_t e = 0; e < size_; ++e) {
+      const uint64_t hash = hash_key(key(e), dim_);
+      size_t i = hash & mask;
+      while (slots_[i].index >= 0) i = (i + 1) & mask;
+      slots_[i] = {static_cast<int32_t>(e), static_cast<uint32_t>(hash >> 32)};
+    }
+  }
+
+  int64_t dim_;
+  int64_t size_ = 0;
+  std::vector<Slot> slots_;
+  std::vector<int32_t> keys_;  // size_ x dim_
+};
+
+// Embeds one feature vector f (d dims) and writes its d + 1 simplex vertices
+// (d stored coordinates each; the (d+1)-th is minus their sum) and
+// barycentric weights. Returns false if a coordinate is out of range.
+// Work arrays: elevated, rem0, rank (d + 1 each), bary (d + 2).
+bool embed_point(const double* f, int64_t d, const double* scale, double* elevated, int64_t* rem0, int64_t* rank,
+                 double* bary, int32_t* keys_out, float* bary_out) {
+  const int64_t d1 = d + 1;
+  const double inv_d1 = 1.0 / static_cast<double>(d1);
+  // Elevate: x = E f with E = sqrt(2/3) (d + 1) [e_0 .. e_{d-1}], where column
+  // e_i = (1, ..., 1, -(i + 1), 0, ..., 0) / sqrt((i + 1)(i + 2)) (i + 1 ones)
+  // is an orthonormal basis of H_d. Accumulated right to left in O(d).
+  double suffix = 0;
+  for (int64_t j = d; j > 0; --j) {
+    const double cf = f[j - 1] * scale[j - 1];
+    elevated[j] = suffix - static_cast<double>(j) * cf;
+    suffix += cf;
+  }
+  elevated[0] = suffix;
+  // The nearest remainder-0 lattice point: round every coordinate to a
+  // multiple of d + 1; `sum` (in units of d + 1) is how far off H_d it lands.
+  int64_t sum = 0;
+  for (int64_t i = 0; i < d1; ++i) {
+    if (!(std::abs(elevated[i]) < kMaxCoordinate)) return false;
+    const int64_t r = static_cast<int64_t>(std::nearbyint(elevated[i] * inv_d1));
+    rem0[i] = r * d1;
+    sum += r;
+  }
+  // rank[i]: how many coordinates of the residual x - rem0 exceed coordinate
+  // i (ties by index); the ordering identifies the simplex containing x.
+  std::fill(rank, rank + d1, 0);
+  for (int64_t i = 0; i < d; ++i) {
+    const double di = elevated[i] - static_cast<double>(rem0[i]);
+    for (int64_t j = i + 1; j < d1; ++j) {
+      if (di < elevated[j] - static_cast<double>(rem0[j])) ++rank[i];
+      else ++rank[j];
+    }
+  }
+  // Bring rem0 back onto H_d: shifting all ranks by `sum` and wrapping moves
+  // the |sum| coordinates with the largest (or smallest) residuals by d + 1.
+  for (int64_t i = 0; i < d1; ++i) {
+    rank[i] += sum;
+    if (rank[i] < 0) {
+      rank[i] += d1;
+      rem0[i] += d1;
+    } else if (rank[i] > d) {
+      rank[i] -= d1;
+      rem0[i] -= d1;
+    }
+  }
+  // Barycentric weights (Adams et al., section 4.2): the sorted residuals'
+  // successive differences, divided by d + 1; weight k belongs to vertex k.
+  std::fill(bary, bary + d + 2, 0.0);
+  for (int64_t i = 0; i < d1; ++i) {
+    const double v = (elevated[i] - static_cast<double>(rem0[i])) * inv_d1;
+    bary[d - rank[i]] += v;
+    bary[d - rank[i] + 1] -= v;
+  }
+  bary[0] += 1.0 + bary[d + 1];
+  // Vertex k of the simplex is rem0 + the canonical offset of remainder k:
+  // coordinate i gets k when rank[i] <= d - k, else k - (d + 1).
+  for (int64_t k = 0; k < d1; ++k) {
+    for (int64_t i = 0; i < d; ++i) {
+      const int64_t offset = rank[i] <= d - k ? k : k - d1;
+      keys_out[k * d + i] = static_cast<int32_t>(rem0[i] + offset);
+    }
+    bary_out[k] = static_cast<float>(bary[k]);
+  }
+  return true;
+}
+
+// The output scale alpha that makes the lattice's kernel carry the
+// Gaussian's mass (2 pi)^(d/2), so that on densely sampled features the
+// raw filter approximates the exact sum, not only its normalised form.
+// Each input point's mass is multiplied by 2^(d+1) by the blur (each of
+// the d + 1 passes sums to 2) and spread over lattice cells of volume
+// V = covolume(A*_d) / (sqrt(2/3) (d + 1))^d in feature units, where
+// covolume(A*_d) = sqrt(d + 1) (d + 1)^(d - 1) (the sum-zero integer
+// lattice, covolume sqrt(d + 1), restricted to coordinates congruent
+// mod d + 1, index (d + 1)^(d - 1)). So V = (3/2)^(d/2) / sqrt(d + 1) and
+//   alpha = (2 pi)^(d/2) / (2^(d+1) V) = sqrt(d + 1) (4 pi / 3)^(d/2) / 2^(d+1).
+// (Kraehenbuehl's densecrf uses 1 / (1 + 2^-d), 8-35% lower for d = 1..5;
+// the CRF divides by filter(1), where the constant cancels.)
+double lattice_scale(int64_t d) {
+  const double dd = static_cast<double>(d);
+  return std::sqrt(dd + 1.0) * std::pow(4.0 * M_PI / 3.0, dd / 2.0) / std::pow(2.0, dd + 1.0);
+}
+
+}  // namespace
+
+PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, int64_t num_points, int64_t dim)
+    : num_points_(num_points), dim_(dim) {
+  const char* op = "PermutohedralLattice";
+  CRFSEG_CHECK(dim >= 1, ValueError, op, ": expected feature dimension d >= 1, got ", dim);
+  CRFSEG_CHECK(num_points >= 1, ValueError, op, ": expected at least one point, got ", num_points);
+  CRFSEG_CHECK(static_cast<int64_t>(features.size()) == num_points * dim, ValueError, op, ": expected ",
+               num_points, " x ", dim, " = ", num_points * dim, " features, got ", features.size());
+  CRFSEG_CHECK(num_points * (dim + 1) < std::numeric_limits<int32_t>::max(), ValueError, op, ": ", num_points,
+               " points of dimension ", dim, " exceed the 32-bit lattice indices");
+  for (double f : features) CRFSEG_CHECK(std::isfinite(f), ValueError, op, ": features must be finite, got ", f);
+
+  const int64_t d = dim, d1 = dim + 1, N = num_points;
+  std::vector<double> scale(static_cast<size_t>(d));
+  const double inv_std = std::sqrt(2.0 / 3.0) * static_cast<double>(d1);
+  for (int64_t i = 0; i < d; ++i) scale[i] = inv_std / std::sqrt(static_cast<double>((i + 1) * (i + 2)));
+
+  // 1. Embed every point (parallel, independent): keys of its d + 1 vertices and their hashes.
+  std::vector<int32_t> keys(static_cast<size_t>(N * d1 * d));
+  std::vector<uint64_t> hashes(static_cast<size_t>(N * d1));
+  barycentric_.resize(static_cast<size_t>(N * d1));
+  bool in_range = true;
+#pragma omp parallel
+  {
+    std::vector<double> elevated(d1), bary(d + 2);
+    std::vector<int64_t> rem0(d1), rank(d1);
+#pragma omp for schedule(static) reduction(&& : in_range)
+    for (int64_t i = 0; i < N; ++i) {
+      int32_t* point_keys = keys.data() + i * d1 * d;
+      in_range = embed_point(features.data() + i * d, d, scale.data(), elevated.data(), rem0.data(), rank.data(),
+                             bary.data(), point_keys, barycentric_.data() + i * d1) && in_range;
+      for (int64_t k = 0; k < d1; ++k) hashes[i * d1 + k] = hash_key(point_keys + k * d, d);
+    }
+  }
+  CRFSEG_CHECK(in_range, ValueError, op, ": features too large for the lattice's 32-bit coordinates (|f| * ",
+               inv_std, " must stay below 2^30); are they divided by theta?");
+
+  // 2. Number the lattice points in first-seen order (sequential, so the
+  // numbering, hence every later sum, does not depend on the thread count).
+  KeyTable table(d, N * d1 / 2 + 1);
+  vertex_.resize(static_cast<size_t>(N * d1));
+  for (int64_t e = 0; e < N * d1; ++e) vertex_[e] = table.insert(keys.data() + e * d, hashes[e]);
+  num_lattice_ = table.size();
+  const int64_t M = num_lattice_;
+
+  // 3. Blur neighbours p +- u_j, u_j = (d + 1) e_j - (1, ..., 1): in the d
+  // stored coordinates every coordinate moves by -1 (+1) and coordinate j
+  // (when j < d) by +d (-d). Absent neighbours point at the zero row M.
+  neighbour_.resize(static_cast<size_t>(d1 * M * 2));
+#pragma omp parallel
+  {
+    // The 2 (d + 1) neighbour keys of one lattice point: [direction][up, down][d].
+    std::vector<int32_t> nkeys(static_cast<size_t>(2 * d1 * d));
+    std::vector<uint64_t> nhash(static_cast<size_t>(2 * d1));
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < M; ++p) {
+      const int32_t* key = table.key(p);
+      for (int64_t j = 0; j < d1; ++j) {
+        int32_t* up = nkeys.data() + (2 * j) * d;
+        int32_t* down = up + d;
+        for (int64_t k = 0; k < d; ++k) {
+          up[k] = key[k] - 1;
+          down[k] = key[k] + 1;
+        }
+        if (j < d) {
+          up[j] = key[j] + static_cast<int32_t>(d);
+          down[j] = key[j] - static_cast<int32_t>(d);
+        }
+        nhash[2 * j] = hash_key(up, d);
+        nhash[2 * j + 1] = hash_key(down, d);
+        table.prefetch(nhash[2 * j]);
+        table.prefetch(nhash[2 * j + 1]);
+      }
+      for (int64_t q = 0; q < 2 * d1; ++q) {
+        const int32_t found = table.find(nkeys.data() + q * d, nhash[q]);
+        neighbour_[((q / 2) * M + p) * 2 + q % 2] = found >= 0 ? found : static_cast<int32_t>(M);
+      }
+    }
+  }
+
+  // 4. Splat lists: the transpose of (vertex_, barycentric_) in CSR form,
+  // filled in point order so each list is sorted by point.
+  splat_begin_.assign(static_cast<size_t>(M + 1), 0);
+  for (int64_t e = 0; e < N * d1; ++e) ++splat_begin_[vertex_[e] + 1];
+  for (int64_t p = 0; p < M; ++p) splat_begin_[p + 1] += splat_begin_[p];
+  splat_.resize(static_cast<size_t>(N * d1));
+  std::vector<int64_t> fill(splat_begin_.begin(), splat_begin_.end() - 1);
+  for (int64_t e = 0; e < N * d1; ++e) {
+    splat_[fill[vertex_[e]]++] = {static_cast<int32_t>(e / d1), barycentric_[e]};
+  }
+}
+
+namespace {
+
+// Per calling thread, per element type: the two (M + 1) x C value buffers
+// of filter(). Reused across calls and lattices (grown, never shrunk), so
+// filtering allocates nothing in steady state, and filters stay const and
+// safe to call from several threads at once (OpenMP workers only write
+// through the caller's buffers).
+template <typename T>
+std::vector<T>& lattice_buffer(int which) {
+  thread_local std::vector<T> buffers[2];
+  return buffers[which];
+}
+
+}  // namespace
+
+// kC > 0 fixes the channel count at compile time (the CRF's 1..4 classes
+// and the all-ones normaliser), so the per-row loops unroll; kC = 0 reads `channels`.
+template <typename T, int kC>
+void PermutohedralLattice::filter(const T* in, T* out, int64_t channels, bool transpose) const {
+  const int64_t C = kC > 0 ? kC : channels;
+  const int64_t M = num_lattice_, N = num_points_, d = dim_, d1 = dim_ + 1;
+  std::vector<T>& values_buf = lattice_buffer<T>(0);
+  std::vector<T>& scratch_buf = lattice_buffer<T>(1);
+  if (values_buf.size() < static_cast<size_t>((M + 1) * C)) values_buf.resize(static_cast<size_t>((M + 1) * C));
+  if (scratch_buf.size() < static_cast<size_t>((M + 1) * C)) scratch_buf.resize(static_cast<size_t>((M + 1) * C));
+  T* values = values_buf.data();
+  T* scratch = scratch_buf.data();
+  // Row M of both buffers is the "absent neighbour", always zero.
+  std::fill(values + M * C, values + (M + 1) * C, T(0));
+  std::fill(scratch + M * C, scratch + (M + 1) * C, T(0));
+  const bool parallel = (M + N) * C > 8192;
+
+  // Splat: a gather per lattice point over its sorted (point, weight) list.
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t p = 0; p < M; ++p) {
+    T* v = values + p * C;
+    for (int64_t c = 0; c < C; ++c) v[c] = T(0);
+    for (int64_t e = splat_begin_[p]; e < splat_begin_[p + 1]; ++e) {
+      const T w = static_cast<T>(splat_[e].weight);
+      const T* x = in + static_cast<int64_t>(splat_[e].point) * C;
+      for (int64_t c = 0; c < C; ++c) v[c] += w * x[c];
+    }
+  }
+
+  // Blur along the d + 1 directions ([1 2 1] / 4 times 2 each), in reverse order for the adjoint.
+  for (int64_t step = 0; step < d1; ++step) {
+    const int64_t j = transpose ? d - step : step;
+    const int32_t* nb = neighbour_.data() + j * M * 2;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t p = 0; p < M; ++p) {
+      const T* v = values + p * C;
+      const T* a = values + static_cast<int64_t>(nb[2 * p]) * C;
+      const T* b = values + static_cast<int64_t>(nb[2 * p + 1]) * C;
+      T* o = scratch + p * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = v[c] + T(0.5) * (a[c] + b[c]);
+    }
+    std::swap(values, scratch);
+  }
+
+  // Slice: a gather per point over its simplex, times alpha (see lattice_scale).
+  const T alpha = static_cast<T>(lattice_scale(d));
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t i = 0; i < N; ++i) {
+    T acc[kC > 0 ? kC : 1];
+    T* o = kC > 0 ? acc : out + i * C;
+    for (int64_t c = 0; c < C; ++c) o[c] = T(0);
+    for (int64_t k = 0; k < d1; ++k) {
+      const T w = static_cast<T>(barycentric_[i * d1 + k]);
+      const T* v = values + static_cast<int64_t>(vertex_[i * d1 + k]) * C;
+      for (int64_t c = 0; c < C; ++c) o[c] += w * v[c];
+    }
+    for (int64_t c = 0; c < C; ++c) out[i * C + c] = alpha * o[c];
+  }
+}
+
+template <typename T>
+void PermutohedralLattice::dispatch_filter(const T* in, T* out, int64_t channels, bool transpose) const {
+  switch (channels) {
+    case 1: return filter<T, 1>(in, out, channels, transpose);
+    case 2: return filter<T, 2>(in, out, channels, transpose);
+    case 3: return filter<T, 3>(in, out, channels, transpose);
+    case 4: return filter<T, 4>(in, out, channels, transpose);
+    default: return filter<T, 0>(in, out, channels, transpose);
+  }
+}
+
+void PermutohedralLattice::apply(const float* in, float* out, int64_t channels, bool transpose) const {
+  dispatch_filter(in, out, channels, transpose);
+}
+
+void PermutohedralLattice::apply(const double* in, double* out, int64_t channels, bool transpose) const {
+  dispatch_filter(in, out, channels, transpose);
+}
+
+}  // namespace crfseg::crf

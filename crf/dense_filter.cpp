@@ -23,7 +23,8 @@ DenseGaussianFilter::DenseGaussianFilter(const std::vector<double>& features, in
 template <typename T>
 void DenseGaussianFilter::filter(const T* in, T* out, int64_t C) const {
   const int64_t N = num_points_, d = dim_;
-#pragma omp parallel
+  // O(N^2 (d + C)) work: parallel from a few dozen points on.
+#pragma omp parallel if (N >= 64)
   {
     std::vector<double> acc(static_cast<size_t>(C));
 #pragma omp for schedule(static)

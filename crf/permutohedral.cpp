@@ -220,7 +220,10 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   std::vector<uint64_t> hashes(static_cast<size_t>(N * d1));
   barycentric_.resize(static_cast<size_t>(N * d1));
   bool in_range = true;
-#pragma omp parallel
+  // Small images stay on one thread: a parallel region costs microseconds
+  // (and far more on a loaded machine), more than embedding a few thousand points.
+  constexpr int64_t kParallelPoints = 4096;
+#pragma omp parallel if (N >= kParallelPoints)
   {
     std::vector<double> elevated(d1), bary(d + 2);
     std::vector<int64_t> rem0(d1), rank(d1);
@@ -247,7 +250,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // stored coordinates every coordinate moves by -1 (+1) and coordinate j
   // (when j < d) by +d (-d). Absent neighbours point at the zero row M.
   neighbour_.resize(static_cast<size_t>(d1 * M * 2));
-#pragma omp parallel
+#pragma omp parallel if (M >= kParallelPoints)
   {
     // The 2 (d + 1) neighbour keys of one lattice point: [direction][up, down][d].
     std::vector<int32_t> nkeys(static_cast<size_t>(2 * d1 * d));

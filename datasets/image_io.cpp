@@ -1,0 +1,234 @@
+// Image decoding (stb_image), channel conversion and tensor conversion.
+// PNG writing is in image_write.cpp; TIFF in tiff.cpp.
+#include "datasets/image_io.h"
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "datasets/tiff.h"
+#include "tensor/ops.h"
+
+// stb_image is compiled here and only here. STB_IMAGE_STATIC keeps its symbols
+// private to this file, so linking next to Debian's libstb cannot clash.
+// Included as <stb/...> from /usr/include, a system directory, so its
+// warnings stay out of our -Wall -Wextra build.
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC
+#define STBI_NO_HDR      // no float formats: every image here is 8- or 16-bit
+#define STBI_NO_LINEAR
+#define STBI_NO_PSD
+#define STBI_NO_PIC
+#define STBI_NO_TGA      // TGA has no magic number, so it could not be recognised safely
+#include <stb/stb_image.h>
+
+namespace crfseg::data {
+
+const char* format_name(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::png: return "png";
+    case ImageFormat::jpeg: return "jpeg";
+    case ImageFormat::bmp: return "bmp";
+    case ImageFormat::pnm: return "pnm";
+    case ImageFormat::gif: return "gif";
+    case ImageFormat::tiff: return "tiff";
+    case ImageFormat::unknown: break;
+  }
+  return "unknown";
+}
+
+Image Image::zeros(int64_t height, int64_t width, int64_t channels, int bit_depth) {
+  Image image;
+  image.height = height;
+  image.width = width;
+  image.channels = channels;
+  image.file_channels = channels;
+  image.bit_depth = bit_depth;
+  image.pixels.assign(static_cast<size_t>(height * width * channels), 0);
+  return image;
+}
+
+ImageFormat detect_format(const uint8_t* b, size_t n) {
+  auto starts = [&](std::initializer_list<int> magic) {
+    if (n < magic.size()) return false;
+    size_t i = 0;
+    for (int m : magic) {
+      if (b[i++] != m) return false;
+    }
+    return true;
+  };
+  if (starts({0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A})) return ImageFormat::png;
+  if (starts({0xFF, 0xD8, 0xFF})) return ImageFormat::jpeg;
+  if (starts({'B', 'M'})) return ImageFormat::bmp;
+  if (starts({'G', 'I', 'F', '8'})) return ImageFormat::gif;
+  if (starts({'I', 'I', 42, 0}) || starts({'M', 'M', 0, 42})) return ImageFormat::tiff;
+  // Netpbm: "P1".."P6" (stb decodes the binary P5/P6; the ASCII ones fail
+  // with stb's own message, which is clearer than "unknown format").
+  if (n >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6') return ImageFormat::pnm;
+  return ImageFormat::unknown;
+}
+
+ImageFormat format_from_extension(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (ext == ".png") return ImageFormat::png;
+  if (ext == ".jpg" || ext == ".jpeg" || ext == ".jpe") return ImageFormat::jpeg;
+  if (ext == ".bmp") return ImageFormat::bmp;
+  if (ext == ".pgm" || ext == ".ppm" || ext == ".pnm") return ImageFormat::pnm;
+  if (ext == ".gif") return ImageFormat::gif;
+  if (ext == ".tif" || ext == ".tiff") return ImageFormat::tiff;
+  return ImageFormat::unknown;
+}
+
+bool extension_mismatch(const std::string& path, const Image& image) {
+  const ImageFormat claimed = format_from_extension(path);
+  return claimed != ImageFormat::unknown && image.format != ImageFormat::unknown && claimed != image.format;
+}
+
+std::vector<uint8_t> read_file_bytes(const std::string& path, const char* op) {
+  std::error_code ec;
+  CRFSEG_CHECK(std::filesystem::is_regular_file(path, ec), IOError, op, ": '", path,
+               "' does not exist or is not a regular file");
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  CRFSEG_CHECK(in.good(), IOError, op, ": cannot open '", path, "' for reading");
+  const std::streamoff size = in.tellg();
+  std::vector<uint8_t> bytes(static_cast<size_t>(std::max<std::streamoff>(size, 0)));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  CRFSEG_CHECK(in.good() || bytes.empty(), IOError, op, ": read error on '", path, "'");
+  return bytes;
+}
+
+void write_file_bytes(const std::string& path, const std::vector<uint8_t>& bytes, const char* op) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  CRFSEG_CHECK(out.good(), IOError, op, ": cannot open '", path, "' for writing");
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  CRFSEG_CHECK(!out.fail(), IOError, op, ": write error on '", path, "' (disk full?)");
+}
+
+namespace {
+
+// stb returns malloc'd pixels; this frees them on every path.
+struct StbFree {
+  void operator()(void* p) const { stbi_image_free(p); }
+};
+
+// stb_image 2.27 (Debian 12) copies 16-bit PNM samples in host byte order,
+// but PNM stores them big-endian, so on x86 every value comes back
+// byte-swapped. Rather than trust a version number, decode a two-byte PGM
+// once and see: this stays right when a fixed stb is installed.
+bool stb_swaps_16bit_pnm() {
+  static const bool swaps = [] {
+    static const unsigned char pgm[] = {'P', '5', '\n', '1', ' ', '1', '\n', '6', '5', '5', '3', '5', '\n', 0x12, 0x34};
+    int w = 0, h = 0, c = 0;
+    std::unique_ptr<stbi_us, StbFree> p(stbi_load_16_from_memory(pgm, sizeof pgm, &w, &h, &c, 0));
+    return p != nullptr && p.get()[0] == 0x3412;
+  }();
+  return swaps;
+}
+
+Image decode_with_stb(const std::vector<uint8_t>& bytes, const std::string& path, ImageFormat format) {
+  CRFSEG_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), IOError, "load_image: '", path, "' is ",
+               bytes.size(), " bytes; stb decodes files below 2 GiB");
+  const auto* data = bytes.data();
+  const int len = static_cast<int>(bytes.size());
+  int w = 0, h = 0, c = 0;
+  const bool is16 = stbi_is_16_bit_from_memory(data, len) != 0;
+  std::unique_ptr<void, StbFree> pixels(is16 ? static_cast<void*>(stbi_load_16_from_memory(data, len, &w, &h, &c, 0))
+                                             : static_cast<void*>(stbi_load_from_memory(data, len, &w, &h, &c, 0)));
+  CRFSEG_CHECK(pixels != nullptr, IOError, "load_image: cannot decode '", path, "' (", format_name(format),
+               "): ", stbi_failure_reason());
+  Image image = Image::zeros(h, w, c, is16 ? 16 : 8);
+  image.format = format;
+  const size_t n = image.pixels.size();
+  if (is16) {
+    const auto* src = static_cast<const uint16_t*>(pixels.get());
+    std::copy(src, src + n, image.pixels.begin());
+    if (format == ImageFormat::pnm && stb_swaps_16bit_pnm()) {
+      for (uint16_t& v : image.pixels) v = static_cast<uint16_t>(v << 8 | v >> 8);
+    }
+  } else {
+    const auto* src = static_cast<const uint8_t*>(pixels.get());
+    std::copy(src, src + n, image.pixels.begin());
+  }
+  return image;
+}
+
+}  // namespace
+
+Image load_image(const std::string& path, int64_t channels) {
+  CRFSEG_CHECK(channels == 0 || channels == 1 || channels == 3, ValueError, "load_image: channels must be 0 (keep), 1 or 3, got ",
+               channels);
+  const std::vector<uint8_t> bytes = read_file_bytes(path, "load_image");
+  const ImageFormat format = detect_format(bytes.data(), bytes.size());
+  CRFSEG_CHECK(format != ImageFormat::unknown, IOError, "load_image: '", path,
+               "' is not a supported image (PNG, JPEG, BMP, PGM/PPM, GIF or TIFF by content; ", bytes.size(),
+               " bytes", bytes.empty() ? ", empty file" : "", ")");
+  Image image = format == ImageFormat::tiff ? TiffFile(path).read_page(0) : decode_with_stb(bytes, path, format);
+  image.format = format;
+  image.file_channels = image.channels;
+  return channels == 0 ? image : convert_channels(image, channels);
+}
+
+Image convert_channels(const Image& in, int64_t channels) {
+  CRFSEG_CHECK(channels == 1 || channels == 3 || (channels == 4 && in.channels == 4), ValueError,
+               "convert_channels: expected a target of 1 or 3 channels (4 only from 4), got ", channels, " from ",
+               in.channels);
+  CRFSEG_CHECK(in.channels >= 1 && in.channels <= 4, ValueError, "convert_channels: expected an image with 1-4 channels, got ",
+               in.channels);
+  if (in.channels == channels) return in;
+  Image out = Image::zeros(in.height, in.width, channels, in.bit_depth);
+  out.format = in.format;
+  out.file_channels = in.file_channels;
+  const int64_t n = in.height * in.width;
+  for (int64_t p = 0; p < n; ++p) {
+    const uint16_t* src = &in.pixels[p * in.channels];
+    uint16_t* dst = &out.pixels[p * channels];
+    // Gray and gray+alpha carry their value in channel 0; colour becomes luma.
+    const bool colour = in.channels >= 3;
+    if (channels == 1) {
+      dst[0] = colour ? static_cast<uint16_t>((299u * src[0] + 587u * src[1] + 114u * src[2] + 500u) / 1000u) : src[0];
+    } else {  // 3
+      for (int c = 0; c < 3; ++c) dst[c] = colour ? src[c] : src[0];
+    }
+  }
+  return out;
+}
+
+Tensor image_to_tensor(const Image& image, bool scale_to_unit) {
+  const int64_t C = image.channels, H = image.height, W = image.width;
+  Tensor t = Tensor::empty({C, H, W});
+  float* out = t.data<float>();
+  const float scale = scale_to_unit ? 1.0f / static_cast<float>(image.max_value()) : 1.0f;
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t p = 0; p < H * W; ++p) out[c * H * W + p] = static_cast<float>(image.pixels[p * C + c]) * scale;
+  }
+  return t;
+}
+
+Image tensor_to_image(const Tensor& t, int bit_depth, bool from_unit) {
+  CRFSEG_CHECK(bit_depth == 8 || bit_depth == 16, ValueError, "tensor_to_image: bit_depth must be 8 or 16, got ", bit_depth);
+  CRFSEG_CHECK(t.dim() == 2 || t.dim() == 3, ShapeError, "tensor_to_image: expected [C, H, W] or [H, W], got ",
+               shape_str(t.shape()));
+  const int64_t C = t.dim() == 3 ? t.size(0) : 1, H = t.size(-2), W = t.size(-1);
+  CRFSEG_CHECK(C >= 1 && C <= 4, ShapeError, "tensor_to_image: expected 1-4 channels, got ", C);
+  Image image = Image::zeros(H, W, C, bit_depth);
+  const std::vector<double> v = ops::contiguous(t.to(Device::cpu())).to_vector<double>();
+  const double maxv = static_cast<double>(image.max_value());
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t p = 0; p < H * W; ++p) {
+      double x = v[c * H * W + p] * (from_unit ? maxv : 1.0);
+      if (std::isnan(x)) x = 0.0;
+      image.pixels[p * C + c] = static_cast<uint16_t>(std::clamp(std::round(x), 0.0, maxv));
+    }
+  }
+  return image;
+}
+
+}  // namespace crfseg::data

@@ -1,0 +1,150 @@
+// Image I/O: PNG round trips at 8 and 16 bits, JPEG decoding, channel
+// conversion, format sniffing, tensor conversion and the errors.
+#include <doctest/doctest.h>
+
+#include "datasets/image_io.h"
+#include "fixtures.h"
+#include "support/helpers.h"
+#include "support/temp_dir.h"
+
+using namespace crfseg;
+using namespace crfseg::data;
+using crfseg::test::TempDir;
+
+TEST_CASE("save_png / load_image round-trip 8-bit gray, RGB, RGBA and 16-bit gray, RGB exactly") {
+  TempDir dir;
+  for (int depth : {8, 16}) {
+    for (int64_t c : {1, 2, 3, 4}) {
+      CAPTURE(depth);
+      CAPTURE(c);
+      const int maxv = depth == 16 ? 65535 : 255;
+      // Values spread over the full range (both bytes matter at 16 bits).
+      const Image in = test::make_image(5, 7, c, depth, [&](int64_t y, int64_t x, int64_t k) {
+        return static_cast<int>((y * 7 + x) * 1031 * (k + 1) % (maxv + 1));
+      });
+      const std::string path = dir.file("img.png");
+      save_png(path, in);
+      const Image out = load_image(path);
+      CHECK(out.format == ImageFormat::png);
+      CHECK(out.bit_depth == depth);
+      CHECK(out.channels == c);
+      CHECK(out.height == 5);
+      CHECK(out.width == 7);
+      CHECK(out.pixels == in.pixels);
+    }
+  }
+}
+
+TEST_CASE("load_image decodes a JPEG close to what was written, gray and RGB") {
+  TempDir dir;
+  const Image rgb = test::make_image(16, 16, 3, 8, [](int64_t y, int64_t x, int64_t c) {
+    return static_cast<int>(60 + 4 * y + 3 * x + 20 * c);
+  });
+  test::write_jpeg(dir.file("a.jpg"), rgb);
+  const Image out = load_image(dir.file("a.jpg"));
+  CHECK(out.format == ImageFormat::jpeg);
+  REQUIRE(out.channels == 3);
+  int max_err = 0;
+  for (size_t i = 0; i < out.pixels.size(); ++i) max_err = std::max(max_err, std::abs(out.pixels[i] - rgb.pixels[i]));
+  CHECK(max_err <= 8);  // quality 95 on a smooth gradient
+
+  test::write_gray_jpeg_8x8(dir.file("g.jpg"));
+  const Image g = load_image(dir.file("g.jpg"));
+  CHECK(g.format == ImageFormat::jpeg);
+  CHECK(g.channels == 1);
+  CHECK(std::abs(g.at(3, 3) - 131) <= 1);
+  const Image g3 = load_image(dir.file("g.jpg"), 3);  // gray replicated
+  CHECK(g3.channels == 3);
+  CHECK(g3.file_channels == 1);
+  CHECK(g3.at(3, 3, 0) == g3.at(3, 3, 2));
+  CHECK(g3.at(3, 3, 1) == g.at(3, 3));
+}
+
+TEST_CASE("convert_channels: RGBA drops alpha, gray replicates, RGB becomes BT.601 luma") {
+  const Image rgba = test::make_image(1, 2, 4, 8, [](int64_t, int64_t x, int64_t c) {
+    static const int px[2][4] = {{200, 100, 50, 7}, {0, 255, 0, 255}};
+    return px[x][c];
+  });
+  const Image rgb = convert_channels(rgba, 3);
+  CHECK(rgb.pixels == std::vector<uint16_t>{200, 100, 50, 0, 255, 0});
+  const Image gray = convert_channels(rgba, 1);
+  // 0.299*200 + 0.587*100 + 0.114*50 = 124.2 ; 0.587*255 = 149.685
+  CHECK(gray.pixels == std::vector<uint16_t>{124, 150});
+  const Image ga = test::make_image(1, 1, 2, 16, [](int64_t, int64_t, int64_t c) { return c ? 9 : 40000; });
+  CHECK(convert_channels(ga, 3).pixels == std::vector<uint16_t>{40000, 40000, 40000});
+  CHECK(convert_channels(ga, 1).pixels == std::vector<uint16_t>{40000});
+  test::check_throws_with<ValueError>([&] { convert_channels(rgb, 2); }, "convert_channels: expected a target of 1 or 3");
+}
+
+TEST_CASE("formats are recognised by content; a PNG named .jpg is a mislabelled PNG") {
+  TempDir dir;
+  save_png(dir.file("x.jpg"), Image::zeros(3, 3, 1));
+  const Image im = load_image(dir.file("x.jpg"));
+  CHECK(im.format == ImageFormat::png);
+  CHECK(format_from_extension(dir.file("x.jpg")) == ImageFormat::jpeg);
+  CHECK(extension_mismatch(dir.file("x.jpg"), im));
+  CHECK_FALSE(extension_mismatch(dir.file("x.png"), im));
+  CHECK(format_from_extension("a/B.TIFF") == ImageFormat::tiff);
+  const uint8_t bmp[] = {'B', 'M', 0, 0}, pgm[] = {'P', '5', '\n'}, junk[] = {1, 2, 3};
+  CHECK(detect_format(bmp, 4) == ImageFormat::bmp);
+  CHECK(detect_format(pgm, 3) == ImageFormat::pnm);
+  CHECK(detect_format(junk, 3) == ImageFormat::unknown);
+}
+
+TEST_CASE("load_image reads 8- and 16-bit PGM and a BMP written by hand") {
+  TempDir dir;
+  std::string pgm16 = "P5\n2 1\n65535\n";
+  pgm16 += std::string("\x12\x34\xAB\xCD", 4);  // big-endian samples 0x1234, 0xABCD
+  test::write_text(dir.file("a.pgm"), pgm16);
+  const Image a = load_image(dir.file("a.pgm"));
+  CHECK(a.bit_depth == 16);
+  CHECK(a.pixels == std::vector<uint16_t>{0x1234, 0xABCD});
+  test::write_text(dir.file("b.pgm"), std::string("P5\n3 1\n255\n\x01\x80\xff", 14));
+  const Image b = load_image(dir.file("b.pgm"));
+  CHECK(b.bit_depth == 8);
+  CHECK(b.pixels == std::vector<uint16_t>{1, 128, 255});
+
+  // A 2x1 24-bit BMP: 14-byte file header, 40-byte info header, one row of
+  // 2 BGR pixels padded to 8 bytes.
+  std::vector<uint8_t> bmp = {'B', 'M', 62, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0,
+                              1, 0, 24, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                              30, 20, 10, 60, 50, 40, 0, 0};
+  write_file_bytes(dir.file("c.bmp"), bmp, "test");
+  const Image c = load_image(dir.file("c.bmp"));
+  CHECK(c.format == ImageFormat::bmp);
+  CHECK(c.pixels == std::vector<uint16_t>{10, 20, 30, 40, 50, 60});
+}
+
+TEST_CASE("image_to_tensor scales by the bit depth; tensor_to_image inverts it") {
+  const Image im8 = test::make_image(2, 3, 2, 8, [](int64_t y, int64_t x, int64_t c) { return int(y * 100 + x * 10 + c); });
+  const Tensor t = image_to_tensor(im8);
+  CHECK(t.shape() == Shape{2, 2, 3});
+  CHECK(t.at({1, 1, 2}) == doctest::Approx(121.0 / 255.0));
+  CHECK(image_to_tensor(im8, false).at({0, 1, 0}) == 100.0);
+  const Image im16 = test::make_image(1, 1, 1, 16, [](int64_t, int64_t, int64_t) { return 65535; });
+  CHECK(image_to_tensor(im16).item() == 1.0);
+  CHECK(tensor_to_image(t).pixels == im8.pixels);
+  const Image m = tensor_to_image(from_vector<int64_t>({0, 1, 2, 300}, {2, 2}), 8, false);
+  CHECK(m.pixels == std::vector<uint16_t>{0, 1, 2, 255});  // clamped
+}
+
+TEST_CASE("image errors name the function, the path and the reason") {
+  TempDir dir;
+  test::check_throws_with<IOError>([&] { load_image(dir.file("missing.png")); }, "missing.png' does not exist");
+  // A JPEG cut after its header: stb's reason is part of the message.
+  test::write_jpeg(dir.file("ok.jpg"), Image::zeros(16, 16, 3));
+  std::vector<uint8_t> bytes = read_file_bytes(dir.file("ok.jpg"), "test");
+  bytes.resize(bytes.size() / 3);
+  write_file_bytes(dir.file("cut.jpg"), bytes, "test");
+  test::check_throws_with<IOError>([&] { load_image(dir.file("cut.jpg")); }, "cannot decode '" + dir.file("cut.jpg") + "' (jpeg): ");
+  // Garbage with a JPEG magic number.
+  write_file_bytes(dir.file("bad.jpg"), {0xFF, 0xD8, 0xFF, 0x00, 0x01, 0x02}, "test");
+  test::check_throws_with<IOError>([&] { load_image(dir.file("bad.jpg")); }, "bad.jpg' (jpeg)");
+  write_file_bytes(dir.file("text.png"), {'h', 'e', 'l', 'l', 'o'}, "test");
+  test::check_throws_with<IOError>([&] { load_image(dir.file("text.png")); }, "is not a supported image");
+  write_file_bytes(dir.file("empty.png"), {}, "test");
+  test::check_throws_with<IOError>([&] { load_image(dir.file("empty.png")); }, "empty file");
+  test::check_throws_with<IOError>([&] { save_png(dir.file("no/such/dir/x.png"), Image::zeros(2, 2, 1)); },
+                                   "save_png: cannot open");
+  test::check_throws_with<ValueError>([&] { save_png(dir.file("x.png"), Image::zeros(2, 2, 5)); }, "1-4 channels");
+}

@@ -48,6 +48,12 @@ void ConfusionMatrix::merge(const ConfusionMatrix& other) {
   for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += other.counts_[i];
 }
 
+void ConfusionMatrix::set_counts(const std::vector<int64_t>& counts) {
+  CRFSEG_CHECK(counts.size() == counts_.size(), ValueError, "ConfusionMatrix::set_counts: expected ",
+               counts_.size(), " counts, got ", counts.size());
+  counts_ = counts;
+}
+
 void ConfusionMatrix::reset() { std::fill(counts_.begin(), counts_.end(), 0); }
 
 int64_t ConfusionMatrix::total() const {

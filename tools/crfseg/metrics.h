@@ -33,6 +33,10 @@ class ConfusionMatrix {
   int64_t num_classes() const { return classes_; }
   int64_t count(int64_t truth, int64_t predicted) const { return counts_[truth * classes_ + predicted]; }
   int64_t total() const;
+  // The raw counts, row-major [truth][predicted], e.g. to checkpoint a
+  // partial epoch; set_counts throws ValueError for a wrong length.
+  const std::vector<int64_t>& counts() const { return counts_; }
+  void set_counts(const std::vector<int64_t>& counts);
 
   double pixel_accuracy() const;  // NaN when empty
   double iou(int64_t c) const;

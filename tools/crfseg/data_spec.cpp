@@ -1,0 +1,102 @@
+// --data parsing and splits; see data_spec.h.
+#include "tools/crfseg/data_spec.h"
+
+#include <cmath>
+
+#include "datasets/folder.h"
+#include "datasets/microct.h"
+#include "datasets/pets.h"
+#include "datasets/subset.h"
+#include "datasets/synthetic.h"
+
+namespace crfseg::app {
+
+void add_data_options(ArgParser& p) {
+  p.option("--data", "SPEC", "synth", "synth[:N], pets:DIR, microct:DIR or folder:DIR")
+      .option("--val-fraction", "F", "0.2", "fraction of the training data held out for validation")
+      .option("--pets-border", "MODE", "class", "Oxford-IIIT Pet trimap border: class (3 classes) or ignore (2)")
+      .option("--synth-classes", "L", "2", "synthetic data: 2 (binary), 3 or 4 classes")
+      .option("--synth-channels", "C", "3", "synthetic data: 1 or 3 channels")
+      .option("--synth-size", "S", "64", "synthetic data: image side in pixels")
+      .option("--microct-context", "K", "0", "micro-CT 2.5D: K neighbouring slices on each side as channels")
+      .option("--channels", "C", "3", "folder data: input channels, 1 or 3");
+}
+
+namespace {
+
+std::pair<std::string, std::string> split_spec(const std::string& spec) {
+  const size_t colon = spec.find(':');
+  if (colon == std::string::npos) return {spec, ""};
+  return {spec.substr(0, colon), spec.substr(colon + 1)};
+}
+
+}  // namespace
+
+DataSplits open_data(const ArgParser& p, uint64_t seed) {
+  DataSplits out;
+  out.spec = p.get("--data");
+  const auto [kind, arg] = split_spec(out.spec);
+  const double val_fraction = p.get_double("--val-fraction", 0.001, 0.9);
+  if (kind == "synth") {
+    int64_t n = 400;
+    if (!arg.empty()) {
+      char* end = nullptr;
+      n = std::strtoll(arg.c_str(), &end, 10);
+      if (*end != '\0' || n < 1) throw UsageError("--data synth:N needs a positive count, got '" + arg + "'");
+    }
+    data::SyntheticOptions o;
+    o.num_classes = p.get_int("--synth-classes", 2, 4);
+    o.channels = p.get_int("--synth-channels", 1, 3);
+    if (o.channels == 2) throw UsageError("--synth-channels must be 1 or 3, got 2");
+    o.height = o.width = p.get_int("--synth-size", 8, 4096);
+    o.size = n;
+    o.seed = seed;
+    out.train = std::make_shared<data::SyntheticDataset>(o);
+    o.size = std::max<int64_t>(1, n / 4);
+    o.seed = seed + 1000003;  // other seeds: images never seen in training
+    out.val = std::make_shared<data::SyntheticDataset>(o);
+    o.seed = seed + 2000003;
+    out.test = std::make_shared<data::SyntheticDataset>(o);
+    return out;
+  }
+  if (arg.empty()) throw UsageError("--data " + kind + ":DIR needs a directory");
+  if (kind == "pets") {
+    data::PetsOptions o;
+    const std::string border = p.get("--pets-border");
+    if (border == "class") o.border = data::TrimapBorder::as_class;
+    else if (border == "ignore") o.border = data::TrimapBorder::ignore;
+    else throw UsageError("--pets-border must be class or ignore, got '" + border + "'");
+    auto trainval = std::make_shared<data::PetsDataset>(arg, o);
+    const data::TrainValSplit split = data::random_split(trainval, val_fraction, seed);
+    out.train = split.train;
+    out.val = split.val;
+    o.split = "test";
+    out.test = std::make_shared<data::PetsDataset>(arg, o);
+    return out;
+  }
+  if (kind == "microct") {
+    data::MicroCtOptions o;
+    o.context = p.get_int("--microct-context", 0, 16);
+    auto volume = std::make_shared<data::MicroCtDataset>(arg, o);
+    const int64_t n = volume->size();
+    const int64_t n_val = std::min<int64_t>(n - 1, static_cast<int64_t>(std::ceil(val_fraction * n)));
+    out.train = data::range_subset(volume, 0, n - n_val);
+    out.val = n_val > 0 ? data::range_subset(volume, n - n_val, n) : out.train;
+    out.test = out.val;
+    return out;
+  }
+  if (kind == "folder") {
+    data::FolderOptions o;
+    o.channels = p.get_int("--channels", 1, 3);
+    if (o.channels == 2) throw UsageError("--channels must be 1 or 3, got 2");
+    auto all = std::make_shared<data::FolderDataset>(arg, o);
+    const data::TrainValSplit split = data::random_split(all, val_fraction, seed);
+    out.train = split.train;
+    out.val = split.val;
+    out.test = split.val;
+    return out;
+  }
+  throw UsageError("unknown --data kind '" + kind + "' (choose synth, pets:DIR, microct:DIR or folder:DIR)");
+}
+
+}  // namespace crfseg::app

@@ -1,0 +1,48 @@
+// Loss and evaluation pass; see evaluate.h.
+#include "tools/crfseg/evaluate.h"
+
+#include <chrono>
+
+#include "autograd/functions.h"
+#include "autograd/grad_mode.h"
+
+namespace crfseg::app {
+
+LossSpec parse_loss(const std::string& kind, int64_t ignore_index) {
+  if (kind != "ce" && kind != "dice" && kind != "ce+dice") {
+    throw UsageError("--loss must be ce, dice or ce+dice, got '" + kind + "'");
+  }
+  return {kind, ignore_index};
+}
+
+Tensor compute_loss(const Tensor& logits, const Tensor& masks, const LossSpec& spec) {
+  if (spec.kind == "dice") return dice_loss(logits, masks, {.ignore_index = spec.ignore_index});
+  Tensor ce = cross_entropy(logits, masks, {.weight = Tensor(), .ignore_index = spec.ignore_index});
+  if (spec.kind == "ce") return ce;
+  return ce + dice_loss(logits, masks, {.ignore_index = spec.ignore_index});
+}
+
+EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const LossSpec& loss) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool was_training = net.is_training();
+  net.eval();
+  EvalResult r{0, ConfusionMatrix(loader.dataset().num_classes(), loader.dataset().ignore_index()), 0, 0};
+  double loss_sum = 0;
+  {
+    NoGradGuard no_grad;
+    loader.start_epoch(0);
+    while (auto batch = loader.next()) {
+      const Tensor logits = net(batch->images);
+      const int64_t n = batch->images.size(0);
+      loss_sum += compute_loss(logits, batch->masks, loss).item() * static_cast<double>(n);
+      r.confusion.add_logits(logits, batch->masks);
+      r.images += n;
+    }
+  }
+  net.train(was_training);
+  r.loss = r.images > 0 ? loss_sum / static_cast<double>(r.images) : NAN;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace crfseg::app

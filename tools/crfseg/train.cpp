@@ -1,0 +1,346 @@
+// `crfseg train`: trains a Segmenter (optionally with the CRF-RNN layer) on
+// one dataset, validating after every epoch.
+//
+// Files in --out DIR:
+//   last.safetensors   training checkpoint, rewritten atomically after every
+//                      epoch and every --checkpoint-every batches
+//   best.safetensors   the checkpoint with the best validation mean IoU
+//   metrics.csv        one row per epoch (tools/crfseg/report.h)
+//   curves.svg         loss and mean IoU curves
+// --resume continues from last.safetensors: the model is rebuilt from the
+// checkpoint's metadata, the optimizer, schedule and the partial epoch's
+// statistics are restored, and the data loader restarts the interrupted
+// epoch at the next batch (its order and augmentation are pure functions of
+// (seed, epoch, index)), so the run ends with the same weights as one that
+// was never interrupted (tests/tools/test_train.sh checks this).
+// A non-finite loss stops the run before the step is applied, with a message
+// naming the epoch and batch; last.safetensors keeps the last good state.
+#include <omp.h>
+
+#include <cmath>
+#include <cstdio>
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <sstream>
+
+#include "autograd/engine.h"
+#include "autograd/grad_mode.h"
+#include "layers/optim/adam.h"
+#include "layers/optim/clip_grad.h"
+#include "layers/optim/lr_scheduler.h"
+#include "layers/optim/sgd.h"
+#include "models/checkpoint.h"
+#include "tensor/safetensors.h"
+#include "tools/crfseg/commands.h"
+#include "tools/crfseg/data_spec.h"
+#include "tools/crfseg/evaluate.h"
+#include "tools/crfseg/model_spec.h"
+#include "tools/crfseg/progress.h"
+#include "tools/crfseg/report.h"
+
+namespace crfseg::app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+ArgParser train_parser() {
+  ArgParser p("crfseg train", "Trains a segmentation model, validating after every epoch.");
+  add_data_options(p);
+  add_model_options(p);
+  p.option("--size", "S", "64", "train and validate on S x S images (resized after augmentation); 0 = native size")
+      .option("--batch", "B", "8", "batch size")
+      .option("--epochs", "E", "10", "epochs")
+      .option("--optimizer", "NAME", "adamw", "adamw, adam or sgd (with --momentum)")
+      .option("--lr", "X", "0.001", "learning rate")
+      .option("--weight-decay", "X", "0.0001", "weight decay (decoupled for adamw, L2 otherwise)")
+      .option("--momentum", "X", "0.9", "sgd momentum")
+      .option("--schedule", "NAME", "cosine", "learning-rate schedule per epoch: cosine, step or none")
+      .option("--step-size", "E", "10", "step schedule: epochs between decays")
+      .option("--gamma", "X", "0.1", "step schedule: decay factor")
+      .option("--warmup", "E", "0", "epochs of linear warm-up before the schedule")
+      .option("--clip", "X", "0", "clip the gradient norm to X (0: off)")
+      .option("--loss", "NAME", "ce", "ce, dice or ce+dice")
+      .option("--augment", "NAME", "flips", "none, flips (h/v flips and 90-degree turns) or full (+ scale and crop)")
+      .option("--workers", "N", "2", "data-loading threads (0: load in the training thread)")
+      .option("--threads", "N", "0", "OpenMP threads for the kernels (0: OMP_NUM_THREADS or all cores)")
+      .option("--device", "NAME", "cpu", "cpu (cuda: not available yet, see issue #7)")
+      .option("--seed", "N", "0", "seed of the initial weights, the data order and the augmentation")
+      .option("--out", "DIR", "runs/train", "output directory")
+      .flag("--resume", "continue from DIR/last.safetensors")
+      .flag("--overwrite", "start a new run in a DIR that holds one (its checkpoints are replaced)")
+      .option("--init", "FILE", "", "initial weights: a crfseg checkpoint, or encoder weights (export_torchvision.py)")
+      .option("--checkpoint-every", "N", "0", "also checkpoint every N batches (0: at epoch ends only)")
+      .option("--stop-after", "N", "0", "stop after N optimizer steps, as if killed (for resume tests; 0: off)")
+      .flag("--quiet", "no progress lines");
+  return p;
+}
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const ArgParser& p, const std::vector<Tensor>& params) {
+  const std::string name = p.get("--optimizer");
+  const double lr = p.get_double("--lr", 0.0, 10.0), wd = p.get_double("--weight-decay", 0.0, 1.0);
+  if (name == "adamw") return std::make_unique<optim::AdamW>(params, optim::AdamWOptions{.lr = lr, .weight_decay = wd});
+  if (name == "adam") return std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = lr, .weight_decay = wd});
+  if (name == "sgd") {
+    return std::make_unique<optim::SGD>(
+        params, optim::SGDOptions{.lr = lr, .momentum = p.get_double("--momentum", 0.0, 1.0), .weight_decay = wd});
+  }
+  throw UsageError("--optimizer must be adamw, adam or sgd, got '" + name + "'");
+}
+
+std::unique_ptr<optim::LRScheduler> make_scheduler(const ArgParser& p, optim::Optimizer& opt, int64_t epochs) {
+  const std::string name = p.get("--schedule");
+  const optim::LinearWarmup warmup{.steps = p.get_int("--warmup", 0, 10000)};
+  if (name == "cosine") {
+    return std::make_unique<optim::CosineAnnealingLR>(
+        opt, optim::CosineAnnealingLROptions{.T_max = std::max<int64_t>(1, epochs - warmup.steps), .warmup = warmup});
+  }
+  if (name == "step" || name == "none") {
+    const bool none = name == "none";
+    return std::make_unique<optim::StepLR>(
+        opt, optim::StepLROptions{.step_size = none ? 1 : p.get_int("--step-size", 1),
+                                  .gamma = none ? 1.0 : p.get_double("--gamma", 0.0, 1.0), .warmup = warmup});
+  }
+  throw UsageError("--schedule must be cosine, step or none, got '" + name + "'");
+}
+
+std::optional<data::AugmentOptions> make_augment(const std::string& name, int64_t size) {
+  if (name == "none") return std::nullopt;
+  data::AugmentOptions a;
+  a.hflip = a.vflip = a.rotate90 = true;
+  if (name == "flips") return a;
+  if (name == "full") {
+    a.scale_min = 0.75, a.scale_max = 1.25;
+    a.crop_height = a.crop_width = size;
+    return a;
+  }
+  throw UsageError("--augment must be none, flips or full, got '" + name + "'");
+}
+
+std::string join_counts(const std::vector<int64_t>& v) {
+  std::string s;
+  for (int64_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
+std::vector<int64_t> split_counts(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string cell;
+  while (std::getline(ss, cell, ',')) out.push_back(std::strtoll(cell.c_str(), nullptr, 10));
+  return out;
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+// The statistics of the epoch in progress (restored on resume).
+struct EpochStats {
+  double loss_sum = 0, seconds = 0;
+  int64_t images = 0;
+  ConfusionMatrix confusion;
+};
+
+}  // namespace
+
+int run_train(const std::vector<std::string>& args) {
+  ArgParser p = train_parser();
+  if (!p.parse(args)) {
+    std::printf("%s", p.help().c_str());
+    return 0;
+  }
+  const std::string device = p.get("--device");
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+    throw NotImplementedError("--device cuda: the CUDA op backend is not written yet (issue #7); use --device cpu");
+  }
+  if (device != "cpu") throw UsageError("--device must be cpu or cuda, got '" + device + "'");
+  if (const int64_t threads = p.get_int("--threads", 0, 1024); threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  const uint64_t seed = static_cast<uint64_t>(p.get_int("--seed", 0));
+  const int64_t epochs = p.get_int("--epochs", 1, 100000), size = p.get_int("--size", 0, 8192);
+  const int64_t batch_size = p.get_int("--batch", 1, 4096), workers = p.get_int("--workers", 0, 64);
+  const int64_t checkpoint_every = p.get_int("--checkpoint-every", 0), stop_after = p.get_int("--stop-after", 0);
+  const double clip = p.get_double("--clip", 0.0);
+  const bool quiet = p.flag_set("--quiet");
+  const fs::path out = p.get("--out");
+  const std::string last_path = (out / "last.safetensors").string(), best_path = (out / "best.safetensors").string();
+
+  if (!p.flag_set("--resume") && !p.flag_set("--overwrite") && fs::exists(last_path)) {
+    throw UsageError(out.string() + " already holds a run (" + last_path +
+                     "); pass --resume to continue it, --overwrite to start over, or another --out");
+  }
+  const DataSplits data = open_data(p, seed);
+  const data::Dataset& train_set = *data.train;
+  const LossSpec loss_spec = parse_loss(p.get("--loss"), train_set.ignore_index());
+
+  // The model: from the checkpoint when resuming, else from the options.
+  std::optional<models::LoadedCheckpoint> resumed;
+  ModelSpec spec;
+  if (p.flag_set("--resume")) {
+    if (!fs::exists(last_path)) {
+      throw IOError("--resume: no checkpoint to resume from at " + last_path);
+    }
+    std::map<std::string, std::string> prefixed;  // the checkpoint's user metadata, "user." removed
+    for (const auto& [k, v] : load_safetensors(last_path).metadata) {
+      if (k.rfind("user.", 0) == 0) prefixed[k.substr(5)] = v;
+    }
+    spec = model_spec_from_metadata(prefixed);
+  } else {
+    spec = model_spec_from(p, train_set.in_channels(), train_set.num_classes());
+  }
+  if (spec.segmenter.in_channels != train_set.in_channels() || spec.segmenter.num_classes != train_set.num_classes()) {
+    throw ValueError("the model takes " + std::to_string(spec.segmenter.in_channels) + " channels and " +
+                     std::to_string(spec.segmenter.num_classes) + " classes but the data has " +
+                     std::to_string(train_set.in_channels()) + " and " + std::to_string(train_set.num_classes()));
+  }
+  Generator gen(seed);
+  std::shared_ptr<models::Segmenter> net = build_model(spec, gen);
+  if (const std::string init = p.get("--init"); !init.empty() && !p.flag_set("--resume")) {
+    const SafetensorsFile f = load_safetensors(init);
+    if (f.metadata.count("format") != 0) models::load_weights(init, *net);  // a crfseg checkpoint: the whole model
+    else models::load_weights(init, *net->encoder);                         // encoder weights
+  }
+  std::unique_ptr<optim::Optimizer> opt = make_optimizer(p, net->parameters());
+  std::unique_ptr<optim::LRScheduler> sched = make_scheduler(p, *opt, epochs);
+  const models::TrainingParts parts{net.get(), opt.get(), sched.get(), &gen};
+
+  data::LoaderOptions lo{.batch_size = batch_size, .shuffle = true, .drop_last = false, .seed = seed,
+                         .num_workers = workers, .height = size, .width = size,
+                         .augment = make_augment(p.get("--augment"), size)};
+  data::DataLoader train_loader(data.train, lo);
+  data::LoaderOptions vo = lo;
+  vo.shuffle = false;
+  vo.augment = std::nullopt;
+  data::DataLoader val_loader(data.val, vo);
+
+  fs::create_directories(out);
+  const std::vector<std::string> class_names = train_set.class_names();
+  MetricsLog log((out / "metrics.csv").string(), class_names);
+  int64_t epoch = 0, first_batch = 0, step = 0;
+  double best = -1;
+  EpochStats stats{0, 0, 0, ConfusionMatrix(train_set.num_classes(), train_set.ignore_index())};
+  if (p.flag_set("--resume")) {
+    const models::LoadedCheckpoint ck = models::load_training_checkpoint(last_path, parts);
+    epoch = ck.progress.epoch;
+    step = ck.progress.step;
+    best = std::isnan(ck.progress.best_metric) ? -1 : ck.progress.best_metric;
+    const auto& m = ck.user_metadata;
+    first_batch = std::strtoll(m.at("train.batch").c_str(), nullptr, 10);
+    stats.loss_sum = std::strtod(m.at("train.loss_sum").c_str(), nullptr);
+    stats.seconds = std::strtod(m.at("train.seconds").c_str(), nullptr);
+    stats.images = std::strtoll(m.at("train.images").c_str(), nullptr, 10);
+    stats.confusion.set_counts(split_counts(m.at("train.confusion")));
+    log.load(epoch);
+    std::fprintf(stderr, "crfseg train: resuming %s at epoch %lld, batch %lld (step %lld)\n", last_path.c_str(),
+                 static_cast<long long>(epoch + 1), static_cast<long long>(first_batch),
+                 static_cast<long long>(step));
+  }
+
+  auto save = [&](const std::string& path, int64_t batches_done) {
+    std::map<std::string, std::string> meta = to_metadata(spec);
+    meta["data"] = data.spec;
+    meta["seed"] = std::to_string(seed);
+    meta["size"] = std::to_string(size);
+    meta["loss"] = loss_spec.kind;
+    for (const char* key : {"--synth-classes", "--synth-channels", "--synth-size", "--pets-border", "--val-fraction",
+                            "--microct-context", "--channels"}) {
+      meta[std::string("arg") + key] = p.get(key);
+    }
+    meta["train.batch"] = std::to_string(batches_done);
+    meta["train.loss_sum"] = fmt("%.17g", stats.loss_sum);
+    meta["train.seconds"] = fmt("%.17g", stats.seconds);
+    meta["train.images"] = std::to_string(stats.images);
+    meta["train.confusion"] = join_counts(stats.confusion.counts());
+    meta["classes"] = [&] {
+      std::string s;
+      for (const auto& n : class_names) s += (s.empty() ? "" : ",") + n;
+      return s;
+    }();
+    models::save_training_checkpoint(path, parts, {.epoch = epoch, .step = step, .best_metric = best}, meta);
+  };
+
+  std::printf("crfseg train: %s\n  train: %s\n  val:   %s\n  model: %s, %lld parameters\n", data.spec.c_str(),
+              train_set.description().c_str(), data.val->description().c_str(), describe(spec).c_str(),
+              static_cast<long long>(net->num_parameters()));
+  std::fflush(stdout);
+  net->train();
+  for (; epoch < epochs; ++epoch) {
+    const int64_t batches = train_loader.num_batches();
+    Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), batches);
+    const auto t0 = std::chrono::steady_clock::now();
+    const double seconds_before = stats.seconds;
+    train_loader.start_epoch(epoch, first_batch);
+    int64_t done = first_batch;
+    first_batch = 0;
+    while (auto batch = train_loader.next()) {
+      const Tensor logits = (*net)(batch->images);
+      const Tensor loss = compute_loss(logits, batch->masks, loss_spec);
+      const double loss_value = loss.item();
+      if (!std::isfinite(loss_value)) {
+        throw ValueError("the loss is " + fmt("%g", loss_value) + " at epoch " + std::to_string(epoch + 1) +
+                         ", batch " + std::to_string(done + 1) + "; stopping without applying the step (" +
+                         (fs::exists(last_path) ? "the last good checkpoint is " + last_path
+                                                : std::string("no checkpoint was written yet")) +
+                         "; try a lower --lr or --clip)");
+      }
+      opt->zero_grad();
+      backward(loss);
+      if (clip > 0) optim::clip_grad_norm_(net->parameters(), clip);
+      opt->step();
+      ++step;
+      ++done;
+      {
+        NoGradGuard no_grad;
+        stats.confusion.add_logits(logits, batch->masks);
+      }
+      const int64_t n = batch->images.size(0);
+      stats.loss_sum += loss_value * static_cast<double>(n);
+      stats.images += n;
+      stats.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (!quiet) {
+        progress.update(done, "loss " + fmt("%.4f", stats.loss_sum / static_cast<double>(stats.images)) + "  " +
+                                  fmt("%.1f", static_cast<double>(stats.images) / std::max(stats.seconds, 1e-9)) +
+                                  " img/s  lr " + fmt("%.3g", opt->lr()));
+      }
+      if (checkpoint_every > 0 && done % checkpoint_every == 0 && done < batches) save(last_path, done);
+      if (stop_after > 0 && step >= stop_after) {
+        save(last_path, done);
+        std::fprintf(stderr, "\ncrfseg train: stopped after %lld steps (--stop-after); resume with --resume\n",
+                     static_cast<long long>(step));
+        return 0;
+      }
+    }
+    // End of epoch: validate, log, schedule, checkpoint.
+    const EvalResult val = evaluate(*net, val_loader, loss_spec);
+    EpochRow row{.epoch = epoch + 1, .lr = opt->lr(), .seconds = stats.seconds,
+                 .train_loss = stats.loss_sum / static_cast<double>(std::max<int64_t>(stats.images, 1)),
+                 .train_acc = stats.confusion.pixel_accuracy(), .train_miou = stats.confusion.mean_iou(),
+                 .train_dice = stats.confusion.mean_dice(), .val_loss = val.loss,
+                 .val_acc = val.confusion.pixel_accuracy(), .val_miou = val.confusion.mean_iou(),
+                 .val_dice = val.confusion.mean_dice(), .val_iou = {}};
+    for (int64_t c = 0; c < val.confusion.num_classes(); ++c) row.val_iou.push_back(val.confusion.iou(c));
+    if (!quiet) progress.finish("loss " + fmt("%.4f", row.train_loss) + "  val loss " + fmt("%.4f", row.val_loss) +
+                                "  val mIoU " + fmt("%.4f", row.val_miou) + "  val acc " + fmt("%.4f", row.val_acc));
+    log.append(row);
+    log.write_svg((out / "curves.svg").string(), "crfseg train " + data.spec + ": " + describe(spec));
+    sched->step();
+    const bool improved = std::isfinite(row.val_miou) && row.val_miou > best;
+    if (improved) best = row.val_miou;
+    stats = EpochStats{0, 0, 0, ConfusionMatrix(train_set.num_classes(), train_set.ignore_index())};
+    ++epoch;  // the checkpoint records completed epochs
+    save(last_path, 0);
+    if (improved) save(best_path, 0);
+    --epoch;
+  }
+  const std::vector<EpochRow>& rows = log.rows();
+  if (!rows.empty()) {
+    std::printf("final: val mIoU %.4f, val pixel accuracy %.4f (best val mIoU %.4f); %s\n", rows.back().val_miou,
+                rows.back().val_acc, best, (out / "metrics.csv").c_str());
+  }
+  return 0;
+}
+
+}  // namespace crfseg::app

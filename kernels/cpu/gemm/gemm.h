@@ -58,6 +58,8 @@ void sgemm_v4_ukernel_avx512_12x32(bool, bool, int64_t, int64_t, int64_t, float,
 // variable CRFSEG_SGEMM=<name> selects another (for performance research).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// The name of the variant sgemm() runs (the dispatch rule above).
+const std::string& sgemm_production_name();
 // The BLIS configuration (micro-kernel, block sizes) of the production
 // variant, or of v2 when the production variant is not BLIS-style. The
 // convolutions use it to run their implicit-im2col GEMMs (kernels/cpu/conv2d.cpp).

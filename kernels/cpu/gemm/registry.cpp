@@ -62,6 +62,8 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 
 namespace crfseg::kernels::cpu {
 
+const std::string& sgemm_production_name() { return pick_production().name; }
+
 const BlisConfig& sgemm_blis_config() {
   static const BlisConfig& cfg = pick_production().blis ? pick_production().blis() : sgemm_v2_config();
   return cfg;

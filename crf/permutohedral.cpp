@@ -379,6 +379,8 @@ void PermutohedralLattice::dispatch_filter(const T* in, T* out, int64_t channels
   }
 }
 
+double PermutohedralLattice::slice_scale() const { return lattice_scale(dim_); }
+
 void PermutohedralLattice::apply(const float* in, float* out, int64_t channels, bool transpose) const {
   dispatch_filter(in, out, channels, transpose);
 }

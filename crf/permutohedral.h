@@ -64,16 +64,33 @@ class PermutohedralLattice : public GaussianFilter {
   void apply(const float* in, float* out, int64_t channels, bool transpose = false) const override;
   void apply(const double* in, double* out, int64_t channels, bool transpose = false) const override;
 
+  struct SplatEntry {
+    int32_t point;  // index of the input point
+    float weight;   // its barycentric weight at this lattice point
+  };
+
+  // Read-only views of the built tables, for device backends that upload
+  // them once and run the same splat / blur / slice (crf/permutohedral_cuda.h).
+  // With N = num_points(), M = num_lattice_points(), d = feature_dim():
+  //   vertices(), barycentric_weights(): [N x (d + 1)], point i's simplex
+  //     vertices (lattice indices in [0, M)) and their weights;
+  //   splat_offsets() [M + 1], splat_entries() [N (d + 1)]: the CSR
+  //     transpose, lattice point p receives entries [offsets[p], offsets[p + 1]);
+  //   blur_neighbours(): [(d + 1) x M x 2], for direction j the indices of
+  //     p + u_j and p - u_j, or M (an always-zero row) when absent;
+  //   slice_scale(): alpha, the factor applied after slicing.
+  const std::vector<int32_t>& vertices() const { return vertex_; }
+  const std::vector<float>& barycentric_weights() const { return barycentric_; }
+  const std::vector<int64_t>& splat_offsets() const { return splat_begin_; }
+  const std::vector<SplatEntry>& splat_entries() const { return splat_; }
+  const std::vector<int32_t>& blur_neighbours() const { return neighbour_; }
+  double slice_scale() const;
+
  private:
   template <typename T, int kC>
   void filter(const T* in, T* out, int64_t channels, bool transpose) const;
   template <typename T>
   void dispatch_filter(const T* in, T* out, int64_t channels, bool transpose) const;
-
-  struct SplatEntry {
-    int32_t point;  // index of the input point
-    float weight;   // its barycentric weight at this lattice point
-  };
 
   int64_t num_points_ = 0, dim_ = 0, num_lattice_ = 0;
   // Per input point, its d + 1 simplex vertices (lattice indices) and weights: [N x (d + 1)].

@@ -1,0 +1,190 @@
+// CudaPermutohedralFilter: uploads a host-built PermutohedralLattice's
+// tables once and runs the CUDA splat / blur / slice kernels on them (see
+// crf/permutohedral_cuda.h; the kernels are kernels/cuda/permutohedral.cu).
+//
+// Layout on the device (one allocation per table, owned by DeviceBuffer):
+//   splat_offsets int64 [M + 1], splat_points int32 and splat_weights f32
+//   [N (d + 1)] (the host's (point, weight) pairs split into two arrays, so
+//   a warp reading consecutive entries reads contiguous words), neighbours
+//   int32 [(d + 1) x M x 2], vertices int32 and barycentric f32 [N x (d + 1)].
+// Scratch for the two ping-pong value buffers comes per call from
+// cudaMallocAsync on the caller's stream (pooled by the driver, so cheap in
+// steady state) and is freed stream-ordered, which keeps filter() const
+// and safe to call concurrently on different streams.
+//
+// Built without CUDA (no CRFSEG_WITH_CUDA), the constructor throws
+// DeviceError, mirroring tensor/cuda_memory.cpp; the rest compiles but is
+// unreachable. Status: compiled, NOT run on a GPU when written.
+#include "crf/permutohedral_cuda.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/cuda_memory.h"
+#include "tensor/error.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/permutohedral.h"
+#endif
+
+namespace crfseg::crf {
+
+namespace {
+
+constexpr const char* kOp = "CudaPermutohedralFilter";
+
+// One cudaMalloc'd block on one device, freed on destruction. Goes through
+// tensor/cuda_memory.h, which selects the device, checks every call, and
+// throws DeviceError when crfseg is built without CUDA.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(size_t bytes, int device) : ptr_(cuda::malloc_bytes(bytes, device)), device_(device) {}
+  ~DeviceBuffer() { cuda::free_bytes(ptr_, device_); }
+  DeviceBuffer(DeviceBuffer&& other) noexcept
+      : ptr_(std::exchange(other.ptr_, nullptr)), device_(other.device_) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      cuda::free_bytes(ptr_, device_);
+      ptr_ = std::exchange(other.ptr_, nullptr);
+      device_ = other.device_;
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  // A buffer holding a copy of `host` (synchronous upload).
+  template <typename T>
+  static DeviceBuffer upload(const std::vector<T>& host, int device) {
+    const size_t bytes = host.size() * sizeof(T);
+    DeviceBuffer buffer(bytes, device);
+    if (bytes > 0) cuda::copy_to_device(buffer.ptr_, host.data(), bytes, device);
+    return buffer;
+  }
+
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  int device_ = 0;
+};
+
+}  // namespace
+
+struct CudaPermutohedralFilter::DeviceTables {
+  DeviceBuffer splat_offsets, splat_points, splat_weights, neighbours, vertices, barycentric;
+};
+
+CudaPermutohedralFilter::CudaPermutohedralFilter(const PermutohedralLattice& lattice, int device)
+    : num_points_(lattice.num_points()),
+      dim_(lattice.feature_dim()),
+      num_lattice_(lattice.num_lattice_points()),
+      alpha_(lattice.slice_scale()),
+      device_(device) {
+  CRFSEG_CHECK(cuda::is_compiled(), DeviceError, kOp,
+               ": crfseg was built without CUDA (reconfigure with -Dcuda=enabled)");
+  const int count = cuda::device_count();
+  CRFSEG_CHECK(device >= 0 && device < count, DeviceError, kOp, ": expected a CUDA device index in [0, ", count,
+               "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
+
+  // Split the host's (point, weight) pairs into two arrays for coalesced reads.
+  const std::vector<PermutohedralLattice::SplatEntry>& entries = lattice.splat_entries();
+  std::vector<int32_t> points(entries.size());
+  std::vector<float> weights(entries.size());
+  for (size_t e = 0; e < entries.size(); ++e) {
+    points[e] = entries[e].point;
+    weights[e] = entries[e].weight;
+  }
+  tables_ = std::make_unique<DeviceTables>();
+  tables_->splat_offsets = DeviceBuffer::upload(lattice.splat_offsets(), device);
+  tables_->splat_points = DeviceBuffer::upload(points, device);
+  tables_->splat_weights = DeviceBuffer::upload(weights, device);
+  tables_->neighbours = DeviceBuffer::upload(lattice.blur_neighbours(), device);
+  tables_->vertices = DeviceBuffer::upload(lattice.vertices(), device);
+  tables_->barycentric = DeviceBuffer::upload(lattice.barycentric_weights(), device);
+}
+
+CudaPermutohedralFilter::~CudaPermutohedralFilter() = default;
+CudaPermutohedralFilter::CudaPermutohedralFilter(CudaPermutohedralFilter&&) noexcept = default;
+CudaPermutohedralFilter& CudaPermutohedralFilter::operator=(CudaPermutohedralFilter&&) noexcept = default;
+
+template <typename T>
+void CudaPermutohedralFilter::run(const T* d_in, T* d_out, int64_t channels, bool transpose,
+                                  CudaStream stream) const {
+  CRFSEG_CHECK(tables_ != nullptr, ValueError, kOp, ": filter() on a moved-from object");
+  CRFSEG_CHECK(channels >= 1, ValueError, kOp, ": expected channels >= 1, got ", channels);
+  CRFSEG_CHECK(d_in != nullptr && d_out != nullptr, ValueError, kOp, ": null input or output pointer");
+  CRFSEG_CHECK(static_cast<const void*>(d_in) != static_cast<const void*>(d_out), ValueError, kOp,
+               ": input and output must not alias");
+#ifdef CRFSEG_WITH_CUDA
+  CRFSEG_CUDA_CHECK(cudaSetDevice(device_));
+  const cudaStream_t s = stream;
+  kernels::cuda::PermutohedralTables t;
+  t.splat_offsets = tables_->splat_offsets.as<const int64_t>();
+  t.splat_points = tables_->splat_points.as<const int32_t>();
+  t.splat_weights = tables_->splat_weights.as<const float>();
+  t.neighbours = tables_->neighbours.as<const int32_t>();
+  t.vertices = tables_->vertices.as<const int32_t>();
+  t.barycentric = tables_->barycentric.as<const float>();
+  t.num_points = num_points_;
+  t.num_lattice = num_lattice_;
+  t.dim = dim_;
+
+  // Both ping-pong buffers, (M + 1) x C each, in one stream-ordered allocation.
+  const int64_t buffer_elems = (num_lattice_ + 1) * channels;
+  void* scratch = nullptr;
+  CRFSEG_CUDA_CHECK(cudaMallocAsync(&scratch, static_cast<size_t>(2 * buffer_elems) * sizeof(T), s));
+  T* buffer0 = static_cast<T*>(scratch);
+  try {
+    kernels::cuda::permutohedral_filter(t, d_in, d_out, buffer0, buffer0 + buffer_elems, channels, transpose,
+                                        alpha_, s);
+  } catch (...) {
+    cudaFreeAsync(scratch, s);  // best effort; the launch error is the one to report
+    throw;
+  }
+  CRFSEG_CUDA_CHECK(cudaFreeAsync(scratch, s));
+#else
+  (void)transpose;
+  (void)stream;
+  throw DeviceError(std::string(kOp) + ": crfseg was built without CUDA (reconfigure with -Dcuda=enabled)");
+#endif
+}
+
+template <typename T>
+void CudaPermutohedralFilter::run_host(const T* in, T* out, int64_t channels, bool transpose) const {
+  CRFSEG_CHECK(channels >= 1, ValueError, kOp, ": expected channels >= 1, got ", channels);
+  CRFSEG_CHECK(in != nullptr && out != nullptr, ValueError, kOp, ": null input or output pointer");
+  const size_t bytes = static_cast<size_t>(num_points_ * channels) * sizeof(T);
+  DeviceBuffer d_in(bytes, device_), d_out(bytes, device_);
+  cuda::copy_to_device(d_in.as<void>(), in, bytes, device_);
+  run(d_in.as<const T>(), d_out.as<T>(), channels, transpose, nullptr);
+  // cudaMemcpy on the legacy default stream waits for the kernels queued there,
+  // and reports any asynchronous launch failure as a CudaError.
+  cuda::copy_to_host(out, d_out.as<const void>(), bytes, device_);
+}
+
+void CudaPermutohedralFilter::filter(const float* d_in, float* d_out, int64_t channels, bool transpose,
+                                     CudaStream stream) const {
+  run(d_in, d_out, channels, transpose, stream);
+}
+void CudaPermutohedralFilter::filter(const double* d_in, double* d_out, int64_t channels, bool transpose,
+                                     CudaStream stream) const {
+  run(d_in, d_out, channels, transpose, stream);
+}
+void CudaPermutohedralFilter::filter_host(const float* in, float* out, int64_t channels, bool transpose) const {
+  run_host(in, out, channels, transpose);
+}
+void CudaPermutohedralFilter::filter_host(const double* in, double* out, int64_t channels,
+                                          bool transpose) const {
+  run_host(in, out, channels, transpose);
+}
+
+}  // namespace crfseg::crf

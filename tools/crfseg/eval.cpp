@@ -5,10 +5,14 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "autograd/grad_mode.h"
+#include "datasets/augment.h"
+#include "tensor/ops.h"
 #include "tools/crfseg/checkpoint_model.h"
 #include "tools/crfseg/commands.h"
 #include "tools/crfseg/data_spec.h"
 #include "tools/crfseg/evaluate.h"
+#include "tools/crfseg/pictures.h"
 #include "tools/crfseg/report.h"
 
 namespace crfseg::app {
@@ -23,7 +27,8 @@ int run_eval(const std::vector<std::string>& args) {
       .option("--workers", "N", "2", "data-loading threads")
       .option("--threads", "N", "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)")
       .option("--seed", "N", "", "data seed (default: the training seed, so splits match)")
-      .option("--out", "DIR", "", "write confusion.csv and metrics.md here (default: next to the checkpoint)");
+      .option("--out", "DIR", "", "write confusion.csv and metrics.md here (default: next to the checkpoint)")
+      .option("--pictures", "N", "0", "also write image, truth, prediction and overlay PNGs of the first N samples");
   if (!p.parse(args)) {
     std::printf("%s", p.help().c_str());
     return 0;
@@ -82,6 +87,17 @@ int run_eval(const std::vector<std::string>& args) {
   write_file_atomically((out / (stem + "_confusion.csv")).string(), r.confusion.csv(m.class_names));
   write_file_atomically((out / (stem + "_metrics.md")).string(), table);
   std::printf("wrote %s and %s\n", (out / (stem + "_confusion.csv")).c_str(), (out / (stem + "_metrics.md")).c_str());
+  if (const int64_t pictures = std::min(p.get_int("--pictures", 0), set->size()); pictures > 0) {
+    const std::string dir = (out / (stem + "_pictures")).string();
+    NoGradGuard no_grad;
+    for (int64_t i = 0; i < pictures; ++i) {
+      data::Sample s = set->get(i);
+      if (size > 0) s = data::resize(s, size, size);
+      const Tensor predicted = ops::squeeze(ops::argmax((*m.net)(ops::unsqueeze(s.image, 0)), 1), 0);
+      write_sample_pictures(dir, s.name, s.image, s.mask, predicted, m.spec.segmenter.num_classes);
+    }
+    std::printf("wrote pictures of %lld samples to %s\n", static_cast<long long>(pictures), dir.c_str());
+  }
   return 0;
 }
 

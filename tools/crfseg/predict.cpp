@@ -1,7 +1,5 @@
 // `crfseg predict`: runs a trained checkpoint on image files or folders and
-// writes, per image, <stem>_mask.png (class c stored as round(255 c / (L-1)),
-// or the class index itself with --raw-mask) and <stem>_overlay.png (the
-// image with each class tinted by its colour, background class 0 untinted).
+// writes, per image, <stem>_mask.png and <stem>_overlay.png (pictures.h).
 #include <omp.h>
 
 #include <cstdio>
@@ -13,16 +11,13 @@
 #include "tensor/ops.h"
 #include "tools/crfseg/checkpoint_model.h"
 #include "tools/crfseg/commands.h"
+#include "tools/crfseg/pictures.h"
 
 namespace crfseg::app {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-// Class colours for overlays (class 0, the background, is left untinted).
-constexpr uint8_t kPalette[][3] = {{0, 0, 0},     {230, 25, 75},  {60, 180, 75},  {255, 225, 25},
-                                   {0, 130, 200}, {245, 130, 48}, {145, 30, 180}, {70, 240, 240}};
 
 std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
   static const std::vector<std::string> kExtensions = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm",
@@ -71,27 +66,9 @@ int run_predict(const std::vector<std::string>& args) {
     const data::Image image = data::load_image(file, C);
     Tensor x = ops::unsqueeze(data::image_to_tensor(image), 0);  // [1, C, H, W] on [0, 1]
     if (size > 0) x = ops::upsample2d(x, size, size, ops::UpsampleMode::bilinear, false);
-    const Tensor classes = ops::argmax((*m.net)(x), 1);  // [1, H', W']
-    const int64_t H = classes.size(1), W = classes.size(2);
-    const int64_t* cls = classes.data<int64_t>();
-    data::Image mask = data::Image::zeros(H, W, 1);
-    for (int64_t i = 0; i < H * W; ++i) {
-      mask.pixels[i] = static_cast<uint16_t>(p.flag_set("--raw-mask") || L < 2 ? cls[i]
-                                                                               : (cls[i] * 255 + (L - 1) / 2) / (L - 1));
-    }
-    // The overlay on the (possibly resized) input, as RGB.
-    const Tensor shown = ops::contiguous(x.size(1) == 3 ? ops::squeeze(x, 0)
-                                                        : ops::expand(ops::squeeze(x, 0), {3, H, W}));
-    data::Image overlay = data::tensor_to_image(shown);
-    for (int64_t i = 0; i < H * W; ++i) {
-      const int64_t c = cls[i];
-      if (c == 0) continue;
-      const uint8_t* colour = kPalette[1 + (c - 1) % 7];
-      for (int k = 0; k < 3; ++k) {
-        uint16_t& v = overlay.pixels[i * 3 + k];
-        v = static_cast<uint16_t>((v + colour[k]) / 2);
-      }
-    }
+    const Tensor classes = ops::squeeze(ops::argmax((*m.net)(x), 1), 0);  // [H', W']
+    const data::Image mask = mask_image(classes, L, p.flag_set("--raw-mask"));
+    const data::Image overlay = overlay_image(ops::squeeze(x, 0), classes);
     const std::string stem = data::stem_of(file);
     data::save_png((out / (stem + "_mask.png")).string(), mask);
     data::save_png((out / (stem + "_overlay.png")).string(), overlay);

@@ -77,7 +77,7 @@ Tensor Segmenter::forward(const Tensor& x) {
   Tensor logits = decoder->forward_features(encoder->features(padded), padded.size(2), padded.size(3));
   if (padded.size(2) != h) logits = slice(logits, 2, 0, h);
   if (padded.size(3) != w) logits = slice(logits, 3, 0, w);
-  return final_fn_ ? final_fn_(logits, x) : logits;
+  return final_layer_enabled() ? final_fn_(logits, x) : logits;
 }
 
 void Segmenter::set_final_layer(std::shared_ptr<nn::Module> module, FinalLayer fn) {

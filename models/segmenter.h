@@ -49,6 +49,11 @@ class Segmenter : public nn::Module {
   // null for a parameter-free layer) and the function that applies it.
   using FinalLayer = std::function<Tensor(const Tensor& logits, const Tensor& image)>;
   void set_final_layer(std::shared_ptr<nn::Module> module, FinalLayer fn);
+  // Bypasses (false) or applies (true, the default) the installed final
+  // layer, e.g. to train the network alone for a few epochs before the CRF
+  // joins (its parameters then get no gradient and stay as they are).
+  void enable_final_layer(bool on) { final_enabled_ = on; }
+  bool final_layer_enabled() const { return final_fn_ && final_enabled_; }
 
   SegmenterConfig config;
   std::shared_ptr<Encoder> encoder;
@@ -58,6 +63,7 @@ class Segmenter : public nn::Module {
   Tensor input_mean_, input_std_;  // [1, C, 1, 1] or undefined
   std::shared_ptr<nn::Module> final_module_;
   FinalLayer final_fn_;
+  bool final_enabled_ = true;
 };
 
 }  // namespace crfseg::models

@@ -152,3 +152,32 @@ TEST_CASE("bad inputs fail with a clear error and leave the checkpoint untouched
     unchanged();
   }
 }
+
+TEST_CASE("a diverging run stops at the first non-finite loss, keeping the last good checkpoint") {
+  TempDir dir;
+  const std::string out = dir.file("run");
+  const std::vector<std::string> args = with(kTiny, {"--data", "synth:16", "--synth-size", "16", "--epochs", "3",
+                                                     "--optimizer", "sgd", "--momentum", "0", "--lr", "1e6",
+                                                     "--schedule", "none", "--checkpoint-every", "1",
+                                                     "--out", out});
+  // Either guard may fire first: a non-finite loss or gradient (the step is
+  // not applied), or non-finite state found when checkpointing (not saved).
+  std::string message;
+  try {
+    app::run_train(args);
+  } catch (const ValueError& e) {
+    message = e.what();
+  }
+  INFO(message);
+  const bool named = message.find("non-finite") != std::string::npos ||
+                     message.find("the loss is") != std::string::npos ||
+                     message.find("the gradient norm is") != std::string::npos;
+  CHECK(named);
+  CHECK(message.find("last good checkpoint") != std::string::npos);
+  CHECK(message.find(out + "/last.safetensors") != std::string::npos);
+  // The checkpoint on disk holds finite weights: the diverging step was never saved.
+  for (const auto& [name, v] : state_of(out + "/last.safetensors")) {
+    INFO(name);
+    for (double x : v) REQUIRE(std::isfinite(x));
+  }
+}

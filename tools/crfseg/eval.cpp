@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "autograd/grad_mode.h"
+#include "crf/crf_rnn.h"
 #include "datasets/augment.h"
 #include "tensor/ops.h"
 #include "tools/crfseg/checkpoint_model.h"
@@ -28,6 +29,7 @@ int run_eval(const std::vector<std::string>& args) {
       .option("--threads", "N", "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)")
       .option("--seed", "N", "", "data seed (default: the training seed, so splits match)")
       .option("--out", "DIR", "", "write confusion.csv and metrics.md here (default: next to the checkpoint)")
+      .option("--crf-eval-iters", "T", "", "override the checkpoint's CRF mean-field iterations at evaluation")
       .option("--pictures", "N", "0", "also write image, truth, prediction and overlay PNGs of the first N samples");
   if (!p.parse(args)) {
     std::printf("%s", p.help().c_str());
@@ -36,7 +38,12 @@ int run_eval(const std::vector<std::string>& args) {
   const std::string path = p.get("--checkpoint");
   if (path.empty()) throw UsageError("--checkpoint FILE is required");
   if (const int64_t t = p.get_int("--threads", 0, 1024); t > 0) omp_set_num_threads(static_cast<int>(t));
-  const TrainedModel m = load_trained_model(path);
+  TrainedModel m = load_trained_model(path);
+  if (p.given("--crf-eval-iters")) {
+    if (!m.spec.crf) throw UsageError("--crf-eval-iters: the checkpoint's model has no CRF layer");
+    m.spec.crf_options.eval_iterations = p.get_int("--crf-eval-iters", 1, 100);
+    dynamic_cast<crf::CrfRnn&>(m.net->child("final")).options.eval_iterations = m.spec.crf_options.eval_iterations;
+  }
   // The data spec, size and seed default to the training run's, so the
   // validation and test splits are the same images.
   ArgParser data_args = p;

@@ -19,7 +19,8 @@ void add_model_options(ArgParser& p) {
       .option("--crf-theta-alpha", "X", "160", "CRF bilateral kernel: spatial bandwidth (pixels)")
       .option("--crf-theta-beta", "X", "3", "CRF bilateral kernel: intensity bandwidth (0-255 units)")
       .option("--crf-theta-gamma", "X", "3", "CRF spatial kernel bandwidth (pixels)")
-      .option("--crf-mode", "MODE", "lattice", "CRF filter: lattice (fast) or dense (exact, O(N^2), tiny images)");
+      .option("--crf-mode", "MODE", "lattice", "CRF filter: lattice (fast) or dense (exact, O(N^2), tiny images)")
+      .option("--crf-weights", "S,B", "3,5", "CRF initial spatial and bilateral kernel weights (times identity)");
 }
 
 namespace {
@@ -73,6 +74,15 @@ ModelSpec model_spec_from(const ArgParser& p, int64_t in_channels, int64_t num_c
   c.theta_beta = p.get_double("--crf-theta-beta", 1e-6);
   c.theta_gamma = p.get_double("--crf-theta-gamma", 1e-6);
   c.mode = parse_mode(p.get("--crf-mode"));
+  {
+    const std::string w = p.get("--crf-weights");
+    char* end = nullptr;
+    c.spatial_weight = std::strtod(w.c_str(), &end);
+    if (*end != ',') throw UsageError("--crf-weights expects two numbers S,B, got '" + w + "'");
+    const char* rest = end + 1;
+    c.bilateral_weight = std::strtod(rest, &end);
+    if (end == rest || *end != '\0') throw UsageError("--crf-weights expects two numbers S,B, got '" + w + "'");
+  }
   finish(spec);
   return spec;
 }
@@ -126,6 +136,7 @@ std::map<std::string, std::string> to_metadata(const ModelSpec& spec) {
       {"model.crf_theta_beta", num(c.theta_beta)},
       {"model.crf_theta_gamma", num(c.theta_gamma)},
       {"model.crf_mode", c.mode == crf::FilterMode::lattice ? "lattice" : "dense"},
+      {"model.crf_weights", num(c.spatial_weight) + "," + num(c.bilateral_weight)},
   };
 }
 
@@ -172,6 +183,10 @@ ModelSpec model_spec_from_metadata(const std::map<std::string, std::string>& m) 
   c.theta_alpha = real("model.crf_theta_alpha");
   c.theta_beta = real("model.crf_theta_beta");
   c.theta_gamma = real("model.crf_theta_gamma");
+  const std::vector<double> w = split("model.crf_weights", get("model.crf_weights"));
+  CRFSEG_CHECK(w.size() == 2, IOError, "checkpoint metadata 'model.crf_weights' holds ", w.size(), " numbers; expected 2");
+  c.spatial_weight = w[0];
+  c.bilateral_weight = w[1];
   finish(spec);
   return spec;
 }

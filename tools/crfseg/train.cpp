@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -31,6 +32,8 @@
 #include "layers/optim/lr_scheduler.h"
 #include "layers/optim/sgd.h"
 #include "models/checkpoint.h"
+#include "tensor/factory.h"
+#include "tensor/ops.h"
 #include "tensor/safetensors.h"
 #include "tools/crfseg/commands.h"
 #include "tools/crfseg/data_spec.h"
@@ -61,6 +64,7 @@ ArgParser train_parser() {
       .option("--gamma", "X", "0.1", "step schedule: decay factor")
       .option("--warmup", "E", "0", "epochs of linear warm-up before the schedule")
       .option("--clip", "X", "0", "clip the gradient norm to X (0: off)")
+      .option("--crf-warmup", "E", "0", "with --crf: train the network alone for the first E epochs, then with the CRF")
       .option("--loss", "NAME", "ce", "ce, dice or ce+dice")
       .option("--augment", "NAME", "flips", "none, flips (h/v flips and 90-degree turns) or full (+ scale and crop)")
       .option("--workers", "N", "2", "data-loading threads (0: load in the training thread)")
@@ -79,7 +83,7 @@ ArgParser train_parser() {
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const ArgParser& p, const std::vector<Tensor>& params) {
   const std::string name = p.get("--optimizer");
-  const double lr = p.get_double("--lr", 0.0, 10.0), wd = p.get_double("--weight-decay", 0.0, 1.0);
+  const double lr = p.get_double("--lr", 0.0, 1e6), wd = p.get_double("--weight-decay", 0.0, 1.0);
   if (name == "adamw") return std::make_unique<optim::AdamW>(params, optim::AdamWOptions{.lr = lr, .weight_decay = wd});
   if (name == "adam") return std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = lr, .weight_decay = wd});
   if (name == "sgd") {
@@ -164,6 +168,7 @@ int run_train(const std::vector<std::string>& args) {
   const int64_t batch_size = p.get_int("--batch", 1, 4096), workers = p.get_int("--workers", 0, 64);
   const int64_t checkpoint_every = p.get_int("--checkpoint-every", 0), stop_after = p.get_int("--stop-after", 0);
   const double clip = p.get_double("--clip", 0.0);
+  const int64_t crf_warmup = p.get_int("--crf-warmup", 0, 100000);
   const bool quiet = p.flag_set("--quiet");
   const fs::path out = p.get("--out");
   const std::string last_path = (out / "last.safetensors").string(), best_path = (out / "best.safetensors").string();
@@ -240,6 +245,15 @@ int run_train(const std::vector<std::string>& args) {
   }
 
   auto save = [&](const std::string& path, int64_t batches_done) {
+    for (const auto& [name, t] : net->state_dict()) {
+      if (t.dtype() != DType::f32 && t.dtype() != DType::f64) continue;
+      const Tensor v = ops::contiguous(ops::to_dtype(t, DType::f64));
+      const double* x = v.data<double>();
+      if (!std::all_of(x, x + v.numel(), [](double e) { return std::isfinite(e); })) {
+        throw ValueError("the model's " + name + " holds non-finite values after " + std::to_string(step) +
+                         " steps; not overwriting " + path + " (the last good checkpoint; try a lower --lr or --clip)");
+      }
+    }
     std::map<std::string, std::string> meta = to_metadata(spec);
     meta["data"] = data.spec;
     meta["seed"] = std::to_string(seed);
@@ -272,6 +286,7 @@ int run_train(const std::vector<std::string>& args) {
     Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), batches);
     const auto t0 = std::chrono::steady_clock::now();
     const double seconds_before = stats.seconds;
+    net->enable_final_layer(epoch >= crf_warmup);
     train_loader.start_epoch(epoch, first_batch);
     int64_t done = first_batch;
     first_batch = 0;
@@ -279,15 +294,21 @@ int run_train(const std::vector<std::string>& args) {
       const Tensor logits = (*net)(batch->images);
       const Tensor loss = compute_loss(logits, batch->masks, loss_spec);
       const double loss_value = loss.item();
-      if (!std::isfinite(loss_value)) {
-        throw ValueError("the loss is " + fmt("%g", loss_value) + " at epoch " + std::to_string(epoch + 1) +
-                         ", batch " + std::to_string(done + 1) + "; stopping without applying the step (" +
-                         (fs::exists(last_path) ? "the last good checkpoint is " + last_path
-                                                : std::string("no checkpoint was written yet")) +
-                         "; try a lower --lr or --clip)");
-      }
+      // Divergence guard: a non-finite loss or gradient stops the run before
+      // the step is applied (checkpoints are also refused when any state is
+      // non-finite, see save()).
+      auto diverged = [&](const std::string& what) {
+        return ValueError(what + " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(done + 1) +
+                          "; stopping without applying the step (" +
+                          (fs::exists(last_path) ? "the last good checkpoint is " + last_path
+                                                 : std::string("no checkpoint was written yet")) +
+                          "; try a lower --lr or --clip)");
+      };
+      if (!std::isfinite(loss_value)) throw diverged("the loss is " + fmt("%g", loss_value));
       opt->zero_grad();
       backward(loss);
+      const double gnorm = optim::grad_norm(net->parameters());
+      if (!std::isfinite(gnorm)) throw diverged("the gradient norm is " + fmt("%g", gnorm));
       if (clip > 0) optim::clip_grad_norm_(net->parameters(), clip);
       opt->step();
       ++step;
@@ -327,7 +348,9 @@ int run_train(const std::vector<std::string>& args) {
     log.append(row);
     log.write_svg((out / "curves.svg").string(), "crfseg train " + data.spec + ": " + describe(spec));
     sched->step();
-    const bool improved = std::isfinite(row.val_miou) && row.val_miou > best;
+    // A warm-up epoch validated without the CRF is not the deployed model.
+    const bool deployable = !spec.crf || epoch >= crf_warmup;
+    const bool improved = deployable && std::isfinite(row.val_miou) && row.val_miou > best;
     if (improved) best = row.val_miou;
     stats = EpochStats{0, 0, 0, ConfusionMatrix(train_set.num_classes(), train_set.ignore_index())};
     ++epoch;  // the checkpoint records completed epochs

@@ -141,9 +141,9 @@ TEST_CASE("bad inputs fail with a clear error and leave the checkpoint untouched
   SUBCASE("an empty folder") {
     fs::create_directories(dir.file("empty/images"));
     fs::create_directories(dir.file("empty/masks"));
-    check_throws_with<Error>([&] { app::run_train(with(kTiny, {"--data", "folder:" + dir.file("empty"), "--out", out,
-                                                               "--resume"})); },
-                             "empty");
+    check_throws_with<IOError>([&] { app::run_train(with(kTiny, {"--data", "folder:" + dir.file("empty"), "--out", out,
+                                                                 "--resume"})); },
+                               "image folder '" + dir.file("empty/images") + "' holds no images");
     unchanged();
   }
   SUBCASE("an unknown encoder name") {

@@ -93,6 +93,10 @@ void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const
         cfg.ukernel(kc, a, b, beta, c, ldc);
         continue;
       }
+      if (cols == nr && cfg.ukernel_rows != nullptr) {
+        cfg.ukernel_rows(rows, kc, a, b, beta, c, ldc);
+        continue;
+      }
       // Edge tile: the micro-kernel writes a full MR x NR tile to scratch
       // (beta = 0, so scratch is not read), and only the valid part is merged.
       cfg.ukernel(kc, a, b, 0.0f, tile, nr);

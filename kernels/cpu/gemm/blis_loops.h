@@ -29,12 +29,21 @@ using SgemmMicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, 
 
 // Block sizes and the micro-kernel of one variant. mc must be a multiple of
 // mr and nc a multiple of nr; mr * nr must not exceed kMaxMicroTile.
+// Optional micro-kernel for the last, partial row panel: rows < mr rows of
+// the tile (the A micro-panel is still packed with stride mr), all nr
+// columns, written straight into C with beta. Without it the full kernel
+// computes an mr-row tile into scratch and the padded rows are wasted work:
+// for M = 64 and mr = 12, a sixth of the panels would do 12 rows for 4.
+using SgemmEdgeKernelFn = void (*)(int64_t rows, int64_t kc, const float* a, const float* b, float beta, float* C,
+                                   int64_t ldc);
+
 struct BlisConfig {
   int64_t mr, nr;  // micro-tile held in registers
   int64_t mc;      // rows of the packed A block (sized for L2)
   int64_t kc;      // depth of both packed blocks (sized so a B micro-panel fits L1)
   int64_t nc;      // columns of the packed B block (sized for L3)
   SgemmMicroKernelFn ukernel;
+  SgemmEdgeKernelFn ukernel_rows = nullptr;  // optional, see above
 };
 
 // Largest MR * NR the edge-tile scratch buffer supports (16 x 32 floats).

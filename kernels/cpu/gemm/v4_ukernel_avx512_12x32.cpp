@@ -12,9 +12,16 @@
 // the production micro-kernel) passes. Zen 4 executes a 512-bit FMA as two
 // 256-bit halves, so the FMA peak equals v3's; v4 wins by issuing half the
 // instructions per flop (one broadcast feeds 32 columns), which shows most
-// on short-wide shapes: bench_gemm 64 65536 576 (2 threads, loaded machine)
-// v3 66, v4 105, OpenBLAS 111 GFLOP/s. Numbers on a quiet machine:
-// bench/results/.
+// on short-wide shapes. Last row panels of fewer than 12 rows (M = 64 has
+// 5 full panels and one of 4) run a kernel with only those rows instead of
+// wasting a full 12-row tile.
+// Measured (quiet Zen 4 VM, 2 threads, OMP_NUM_THREADS=2, OpenBLAS with
+// OPENBLAS_CORETYPE/L2_SIZE unset, bench_gemm --repeats 7, two runs):
+//   2048^3: v4 179-184 vs OpenBLAS 188-197 GFLOP/s (0.91-0.98x)
+//   4096^3: v4 189-194 vs OpenBLAS 194-203 (0.95-0.98x)
+//   64 x 65536 x 576: v4 103-107 vs OpenBLAS 109-113 (0.94x; bandwidth bound)
+//   64 x 65536 x 27:  v4 81-102 vs OpenBLAS 94-100 (0.86-1.01x; 2 ms, noisy)
+// Measured FMA peak of the VM: 234 GFLOP/s.
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
 
@@ -67,14 +74,73 @@ __attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const f
   }
 }
 
-// Block sizes for AVX-512 server cores (Skylake-SP .. Sapphire Rapids, Zen 4:
-// 32-48 KiB L1d, 1-2 MiB L2 per core). Not tuned (no such machine at hand):
-//   KC = 192: a B micro-panel is 192 * 32 * 4 B = 24 KiB, under a 32 KiB L1d
-//             (a wider NR than v3 forces a shorter KC).
-//   MC = 384: the packed A block is 384 * 192 * 4 B = 288 KiB, at most about
-//             a quarter of a 1 MiB L2.
-//   NC = 4096: the packed B block is 192 * 4096 * 4 B = 3 MiB, in L3.
-constexpr BlisConfig kConfig{kMr, kNr, /*mc=*/384, /*kc=*/192, /*nc=*/4096, ukernel_12x32_avx512};
+// The first `Rows` rows of the 12 x 32 tile (Rows < 12), for the last row
+// panel of a block when M is not a multiple of 12; the packed A micro-panel
+// keeps its stride of 12. Same loop as above with fewer accumulators.
+template <int Rows>
+__attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const float* a, const float* b, float beta,
+                                                             float* C, int64_t ldc) {
+  __m512 acc[Rows][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < Rows; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < Rows; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+    a += kMr;
+    b += kNr;
+  }
+  const __m512 vbeta = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+  for (int i = 0; i < Rows; ++i) {
+    float* c = C + i * ldc;
+    if (beta == 0.0f) {
+      _mm512_storeu_ps(c, acc[i][0]);
+      _mm512_storeu_ps(c + 16, acc[i][1]);
+    } else {
+      _mm512_storeu_ps(c, _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(c), acc[i][0]));
+      _mm512_storeu_ps(c + 16, _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(c + 16), acc[i][1]));
+    }
+  }
+}
+
+void ukernel_rows_12x32_avx512(int64_t rows, int64_t kc, const float* a, const float* b, float beta, float* C,
+                               int64_t ldc) {
+  switch (rows) {
+    case 1: return ukernel_rows_avx512<1>(kc, a, b, beta, C, ldc);
+    case 2: return ukernel_rows_avx512<2>(kc, a, b, beta, C, ldc);
+    case 3: return ukernel_rows_avx512<3>(kc, a, b, beta, C, ldc);
+    case 4: return ukernel_rows_avx512<4>(kc, a, b, beta, C, ldc);
+    case 5: return ukernel_rows_avx512<5>(kc, a, b, beta, C, ldc);
+    case 6: return ukernel_rows_avx512<6>(kc, a, b, beta, C, ldc);
+    case 7: return ukernel_rows_avx512<7>(kc, a, b, beta, C, ldc);
+    case 8: return ukernel_rows_avx512<8>(kc, a, b, beta, C, ldc);
+    case 9: return ukernel_rows_avx512<9>(kc, a, b, beta, C, ldc);
+    case 10: return ukernel_rows_avx512<10>(kc, a, b, beta, C, ldc);
+    case 11: return ukernel_rows_avx512<11>(kc, a, b, beta, C, ldc);
+    default: return ukernel_12x32_avx512(kc, a, b, beta, C, ldc);  // rows == 12
+  }
+}
+
+// Block sizes, tuned on the Zen 4 VM (32 KiB L1d, 1 MiB L2 per core) by a
+// sweep of bench_gemm 2048^3 (2 threads, medians of 5, GFLOP/s; OpenBLAS
+// 186-205 in the same runs):
+//   MC/KC  384/192: 168   192/384: 181   288/256: 179   144/512: 194
+//           96/768: 196    72/1024: 197  192/512: 185
+// Every good point keeps the packed A block near 288 KiB (MC * KC * 4, about
+// a quarter of L2) and KC long: each pass over K reloads and stores the C
+// tile, and a longer KC amortises that and the loop overhead. The B
+// micro-panel (KC * 32 * 4 = 64 KiB) then spills from L1 to L2, which the
+// measurements say costs less than the extra C traffic of a short KC.
+// KC = 512, MC = 144 is the middle of the plateau. NC = 4096: the packed B
+// block is 8 MiB, in the 32 MiB L3.
+constexpr BlisConfig kConfig{kMr, kNr, /*mc=*/144, /*kc=*/512, /*nc=*/4096, ukernel_12x32_avx512,
+                             ukernel_rows_12x32_avx512};
 static_assert(kConfig.mr * kConfig.nr <= kMaxMicroTile && kConfig.mc % kConfig.mr == 0 &&
               kConfig.nc % kConfig.nr == 0);
 

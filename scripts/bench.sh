@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=()
 [[ "${1:-}" == "--quick" ]] && quick=(--quick)
-ninja -C build bench/bench_gemm bench/bench_conv bench/bench_models >/dev/null
+ninja -C build bench/bench_gemm bench/bench_conv bench/bench_models bench/bench_crf >/dev/null
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 mkdir -p bench/results
@@ -21,6 +21,12 @@ out="bench/results/$(hostname).md"
   echo
   ./build/bench/bench_gemm "${quick[@]}"
   echo
+  if [[ ${#quick[@]} -eq 0 ]]; then
+    # The sizes issue #3 names: square, and the U-Net conv GEMM shapes.
+    ./build/bench/bench_gemm --repeats 7 --variants v3_ukernel_avx2_6x16,v4_ukernel_avx512_12x32,openblas \
+      2048 2048 2048 4096 4096 4096 64 65536 576 64 65536 27
+    echo
+  fi
   ./build/bench/bench_conv "${quick[@]}"
   echo
   ./build/bench/bench_models "${quick[@]}"
@@ -28,6 +34,10 @@ out="bench/results/$(hostname).md"
     /usr/bin/python3 bench/peers/torch_segmenter.py "${quick[@]}"
   else
     echo "(PyTorch not installed: no peer row; apt-get install python3-torch)"
+  fi
+  if [[ ${#quick[@]} -eq 0 ]]; then
+    echo
+    ./build/bench/bench_crf --headline
   fi
 } | tee "$out"
 echo "wrote $out" >&2

@@ -2,7 +2,7 @@
 // backward-weight + bias) on U-Net and ResNet-50 layer shapes, side by side
 // with oneDNN's convolution primitives when built with oneDNN.
 //
-//   build/bench/bench_conv [--quick] [--json] [--repeats R] [--batch N]
+//   build/bench/bench_conv [--quick] [--json] [--repeats R] [--batch N] [--filter TEXT]
 //
 // Before timing, each crfseg kernel is checked on 64 sampled output elements
 // against the convolution's definition, summed in double; a wrong kernel
@@ -201,14 +201,20 @@ int main(int argc, char** argv) {
   bool json = false, quick = false;
   int repeats = 10;
   int64_t batch = 1;
+  std::string filter;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json") json = true;
     else if (a == "--quick") quick = true;
     else if (a == "--repeats" && i + 1 < argc) repeats = std::atoi(argv[++i]);
     else if (a == "--batch" && i + 1 < argc) batch = std::atoll(argv[++i]);
-    else {
-      std::fprintf(stderr, "usage: bench_conv [--quick] [--json] [--repeats R] [--batch N]\n");
+    else if (a == "--filter" && i + 1 < argc) filter = argv[++i];
+    else if (a == "--help" || a == "-h") {
+      std::printf("usage: bench_conv [--quick] [--json] [--repeats R] [--batch N] [--filter TEXT]\n"
+                  "  --filter TEXT times only the layers whose name contains TEXT\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "usage: bench_conv [--quick] [--json] [--repeats R] [--batch N] [--filter TEXT]\n");
       return 2;
     }
   }
@@ -221,6 +227,7 @@ int main(int argc, char** argv) {
 
   std::vector<Row> rows;
   for (const Layer& l : quick ? kQuickLayers : kLayers) {
+    if (!filter.empty() && std::string(l.name).find(filter) == std::string::npos) continue;
     const ConvGeometry g = geometry(l, batch);
     const double flops = 2.0 * g.N * g.K * g.pq() * g.crs();
     const auto x = random_floats(g.N * g.C * g.hw(), 1), w = random_floats(g.K * g.crs(), 2),

@@ -79,29 +79,56 @@ void pack_forward_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0,
 }
 
 // Backward-weight: op(B) = col(x_n)^T, rows k = (p, q), columns j = (c, r, s).
+// The panel is a transpose: each column reads a contiguous run of pixels (for
+// stride 1) but lands with stride NR. Going column by column over all KC
+// rows would rewrite every cache line of the KC x NR panel (64 KiB for
+// KC = 512, more than L1) once per column; instead rows go in chunks of
+// kRows, so a chunk's kRows x NR floats (2 KiB) stay in L1 while every
+// column fills its part of them, and each column still reads a contiguous run.
 void pack_weight_grad_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
                             float* dst) {
+  constexpr int64_t kRows = 16;
   const auto& ctx = *static_cast<const ForwardPackCtx*>(ctx_ptr);
   const ConvGeometry& g = *ctx.g;
   const int64_t rs = g.R * g.S;
-  // One column (one tap of one channel) at a time: along q the reads are
-  // x-row contiguous for stride 1, the writes hit one cache line per k.
+  // Per column: its channel plane and the tap's offset from the window corner.
+  const float* plane[kMaxNr];
+  int64_t h_off[kMaxNr], w_off[kMaxNr];
   for (int64_t c = 0; c < cols; ++c) {
     const int64_t crs = j0 + c;
     const int64_t ch = crs / rs, r = (crs / g.S) % g.R, s = crs % g.S;
-    const float* xc = ctx.x_img + ch * g.hw();
-    int64_t p = p0 / g.Q, q = p0 % g.Q;
-    for (int64_t k = 0; k < kc; ++k) {
-      const int64_t h = p * g.sh - g.ph + r * g.dh, w = q * g.sw - g.pw + s * g.dw;
-      dst[k * nr + c] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? xc[h * g.W + w] : 0.0f;
-      if (++q == g.Q) {
-        q = 0;
-        ++p;
+    plane[c] = ctx.x_img + ch * g.hw();
+    h_off[c] = r * g.dh - g.ph;
+    w_off[c] = s * g.dw - g.pw;
+  }
+  int64_t p = p0 / g.Q, q = p0 % g.Q;  // output pixel of the chunk's first row
+  for (int64_t k0 = 0; k0 < kc; k0 += kRows) {
+    const int64_t len = std::min(kRows, kc - k0);
+    float* d = dst + k0 * nr;
+    const bool one_row = q + len <= g.Q;  // the chunk's pixels share output row p
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t h = p * g.sh + h_off[c], w = q * g.sw + w_off[c];
+      if (one_row && h >= 0 && h < g.H && w >= 0 && w + (len - 1) * g.sw < g.W) {
+        const float* src = plane[c] + h * g.W + w;
+        for (int64_t i = 0; i < len; ++i) d[i * nr + c] = src[i * g.sw];
+        continue;
+      }
+      int64_t pp = p, qq = q;  // general case: padding, or the chunk wraps to the next output row
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t hh = pp * g.sh + h_off[c], ww = qq * g.sw + w_off[c];
+        d[i * nr + c] = (hh >= 0 && hh < g.H && ww >= 0 && ww < g.W) ? plane[c][hh * g.W + ww] : 0.0f;
+        if (++qq == g.Q) {
+          qq = 0;
+          ++pp;
+        }
       }
     }
+    for (int64_t i = 0; i < len; ++i)
+      for (int64_t c = cols; c < nr; ++c) d[i * nr + c] = 0.0f;
+    q += len;
+    p += q / g.Q;
+    q %= g.Q;
   }
-  for (int64_t k = 0; k < kc; ++k)
-    for (int64_t c = cols; c < nr; ++c) dst[k * nr + c] = 0.0f;
 }
 
 // The output gradients of all images side by side as one [K, N*PQ] matrix:

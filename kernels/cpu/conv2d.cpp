@@ -37,16 +37,21 @@ void pack_forward_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0,
                         float* dst) {
   const auto& ctx = *static_cast<const ForwardPackCtx*>(ctx_ptr);
   const ConvGeometry& g = *ctx.g;
-  // Top-left input pixel of each of the panel's output pixels.
-  int64_t h0[kMaxNr], w0[kMaxNr];
-  for (int64_t c = 0; c < cols; ++c) {
+  // The panel's columns as runs that share one output row p: within a run a
+  // tap reads input pixels w0, w0 + sw, ... of a single input row, so an
+  // in-bounds run is a plain (strided) copy. Small feature maps (Q < NR)
+  // have several runs per panel.
+  struct Run {
+    int64_t c0, len, h0, w0;  // first column, length, top-left input pixel of its first window
+  };
+  Run runs[kMaxNr];
+  int64_t num_runs = 0;
+  for (int64_t c = 0; c < cols;) {
     const int64_t p = (j0 + c) / g.Q, q = (j0 + c) % g.Q;
-    h0[c] = p * g.sh - g.ph;
-    w0[c] = q * g.sw - g.pw;
+    const int64_t len = std::min(g.Q - q, cols - c);
+    runs[num_runs++] = {c, len, p * g.sh - g.ph, q * g.sw - g.pw};
+    c += len;
   }
-  // With stride 1 and all columns on one output row, a tap reads `cols`
-  // consecutive input pixels: one contiguous copy when they are all inside.
-  const bool one_row = g.sw == 1 && h0[0] == h0[cols - 1];
   // (channel, r, s) of row p0, then stepped along with k (no divisions in the loop).
   const int64_t rs = g.R * g.S;
   int64_t ch = p0 / rs, r = (p0 / g.S) % g.R, s = p0 % g.S;
@@ -61,18 +66,27 @@ void pack_forward_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0,
     const float* xc = ctx.x_img + ch * g.hw();
     float* d = dst + k * nr;
     const int64_t dh = r * g.dh, dw = s * g.dw;
-    if (one_row) {
-      const int64_t h = h0[0] + dh, w = w0[0] + dw;
-      if (h >= 0 && h < g.H && w >= 0 && w + cols <= g.W) {
-        const float* src = xc + h * g.W + w;
-        for (int64_t c = 0; c < cols; ++c) d[c] = src[c];
-        for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
+    for (int64_t i = 0; i < num_runs; ++i) {
+      const Run& run = runs[i];
+      const int64_t h = run.h0 + dh, w = run.w0 + dw;
+      float* out = d + run.c0;
+      if (h < 0 || h >= g.H) {  // the whole run reads padding
+        for (int64_t c = 0; c < run.len; ++c) out[c] = 0.0f;
         continue;
       }
-    }
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t h = h0[c] + dh, w = w0[c] + dw;
-      d[c] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? xc[h * g.W + w] : 0.0f;
+      const float* row = xc + h * g.W;
+      if (w >= 0 && w + (run.len - 1) * g.sw < g.W) {
+        if (g.sw == 1) {
+          for (int64_t c = 0; c < run.len; ++c) out[c] = row[w + c];
+        } else {
+          for (int64_t c = 0; c < run.len; ++c) out[c] = row[w + c * g.sw];
+        }
+        continue;
+      }
+      for (int64_t c = 0; c < run.len; ++c) {
+        const int64_t ww = w + c * g.sw;
+        out[c] = (ww >= 0 && ww < g.W) ? row[ww] : 0.0f;
+      }
     }
     for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
   }

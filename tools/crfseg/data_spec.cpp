@@ -22,6 +22,13 @@ void add_data_options(ArgParser& p) {
       .option("--channels", "C", "3", "folder data: input channels, 1 or 3");
 }
 
+const std::vector<std::string>& data_option_names() {
+  static const std::vector<std::string> names = {"--val-fraction", "--pets-border", "--synth-classes",
+                                                 "--synth-channels", "--synth-size", "--microct-context",
+                                                 "--channels"};
+  return names;
+}
+
 namespace {
 
 std::pair<std::string, std::string> split_spec(const std::string& spec) {

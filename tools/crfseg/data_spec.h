@@ -18,6 +18,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "datasets/dataset.h"
 #include "tools/crfseg/args.h"
@@ -25,6 +26,9 @@
 namespace crfseg::app {
 
 void add_data_options(ArgParser& p);
+// The options add_data_options declares besides --data: train stores their
+// values in the checkpoint so eval rebuilds the same splits.
+const std::vector<std::string>& data_option_names();
 
 struct DataSplits {
   std::string spec;  // the --data value, for logs and checkpoint metadata

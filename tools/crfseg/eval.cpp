@@ -49,9 +49,8 @@ int run_eval(const std::vector<std::string>& args) {
   ArgParser data_args = p;
   std::vector<std::string> overrides;
   if (!p.given("--data") && m.metadata.count("data")) overrides = {"--data", m.metadata.at("data")};
-  for (const char* key : {"--synth-classes", "--synth-channels", "--synth-size", "--pets-border", "--val-fraction",
-                          "--microct-context", "--channels"}) {
-    const std::string meta_key = std::string("arg") + key;
+  for (const std::string& key : data_option_names()) {
+    const std::string meta_key = "arg" + key;
     if (!p.given(key) && m.metadata.count(meta_key)) {
       overrides.push_back(key);
       overrides.push_back(m.metadata.at(meta_key));

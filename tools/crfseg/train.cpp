@@ -259,9 +259,8 @@ int run_train(const std::vector<std::string>& args) {
     meta["seed"] = std::to_string(seed);
     meta["size"] = std::to_string(size);
     meta["loss"] = loss_spec.kind;
-    for (const char* key : {"--synth-classes", "--synth-channels", "--synth-size", "--pets-border", "--val-fraction",
-                            "--microct-context", "--channels"}) {
-      meta[std::string("arg") + key] = p.get(key);
+    for (const std::string& key : data_option_names()) {
+      meta["arg" + key] = p.get(key);
     }
     meta["train.batch"] = std::to_string(batches_done);
     meta["train.loss_sum"] = fmt("%.17g", stats.loss_sum);
@@ -360,8 +359,11 @@ int run_train(const std::vector<std::string>& args) {
   }
   const std::vector<EpochRow>& rows = log.rows();
   if (!rows.empty()) {
-    std::printf("final: val mIoU %.4f, val pixel accuracy %.4f (best val mIoU %.4f); %s\n", rows.back().val_miou,
-                rows.back().val_acc, best, (out / "metrics.csv").c_str());
+    std::printf("final: val mIoU %.4f, val pixel accuracy %.4f (%s); %s\n", rows.back().val_miou,
+                rows.back().val_acc,
+                best >= 0 ? ("best val mIoU " + fmt("%.4f", best) + " in best.safetensors").c_str()
+                          : "no best.safetensors: every epoch was a CRF warm-up epoch",
+                (out / "metrics.csv").c_str());
   }
   return 0;
 }

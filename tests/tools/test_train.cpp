@@ -79,6 +79,9 @@ TEST_CASE("train: a run killed mid-epoch and resumed ends with the same weights"
     CHECK(a[i].first == b[i].first);
     CHECK(a[i].second == b[i].second);  // bit-identical
   }
+  // Resuming with another seed (another data order) is refused.
+  check_throws_with<app::UsageError>([&] { app::run_train(with(args, {"--out", resumed, "--resume", "--seed", "4"})); },
+                                     "used --seed 3, not 4");
   // Starting afresh over an existing run is refused (nothing is lost).
   check_throws_with<app::UsageError>([&] { app::run_train(with(args, {"--out", resumed})); },
                                      "already holds a run");

@@ -182,7 +182,6 @@ int run_train(const std::vector<std::string>& args) {
   const LossSpec loss_spec = parse_loss(p.get("--loss"), train_set.ignore_index());
 
   // The model: from the checkpoint when resuming, else from the options.
-  std::optional<models::LoadedCheckpoint> resumed;
   ModelSpec spec;
   if (p.flag_set("--resume")) {
     if (!fs::exists(last_path)) {
@@ -193,6 +192,15 @@ int run_train(const std::vector<std::string>& args) {
       if (k.rfind("user.", 0) == 0) prefixed[k.substr(5)] = v;
     }
     spec = model_spec_from_metadata(prefixed);
+    // The data order and the splits depend on --data and --seed: a resumed
+    // run must use the ones it started with.
+    for (const auto& [key, now] : {std::pair<std::string, std::string>{"data", data.spec},
+                                   std::pair<std::string, std::string>{"seed", std::to_string(seed)}}) {
+      if (prefixed.count(key) && prefixed.at(key) != now) {
+        throw UsageError("--resume: the run in " + out.string() + " used --" + key + " " + prefixed.at(key) +
+                         ", not " + now);
+      }
+    }
   } else {
     spec = model_spec_from(p, train_set.in_channels(), train_set.num_classes());
   }

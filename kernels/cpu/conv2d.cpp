@@ -209,7 +209,7 @@ void forward_f32(const ConvGeometry& g, const float* x, const float* w, const fl
   if (g.N == 0) return;
   const BlisConfig& cfg = sgemm_blis_config();
   const int threads = thread_count(g);
-  const BlockGrid grid = choose_block_grid(cfg, g.K, g.pq(), ceil_div(threads, g.N), kConvCols);
+  const BlockGrid grid = choose_block_grid(cfg, g.K, g.pq(), ceil_div(threads, g.N), kConvCols, /*a_prepacked=*/true);
   const int64_t blocks = grid.row_blocks * grid.col_blocks;
   // The weights are the A operand of every block: pack them once, shared.
   const std::unique_ptr<float[]> w_packed = prepack_a(cfg, false, w, g.crs(), g.K, g.crs(), 1.0f);

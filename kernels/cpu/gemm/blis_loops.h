@@ -121,7 +121,13 @@ struct BlockGrid {
 // Picks a grid with at least `min_blocks` blocks (when M and N allow it),
 // row blocks no taller than MC and column blocks no wider than
 // min(NC, max_nb) (rounded down to a multiple of NR, at least NR).
-BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t min_blocks, int64_t max_nb);
+// a_prepacked: A was packed once for every block (prepack_a), so a row block
+// may be taller than MC (blis_block steps through it MC rows at a time over
+// one packed B panel) and only B is repacked per extra row block. Then, when
+// A is the larger operand (M > N), the rows are cut into exactly min_blocks
+// blocks and each thread packs B once; otherwise the MC rule above applies.
+BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t min_blocks, int64_t max_nb,
+                            bool a_prepacked = false);
 
 // Runs the five loops with cfg's micro-kernel. Same contract as SgemmFn:
 // any M, N, K >= 0, any transposes, leading dims >= row length.

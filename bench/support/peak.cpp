@@ -49,7 +49,9 @@ __attribute__((target("avx512f"))) float fma_loop_avx512(float seed) {
   }
   __m512 sum = acc[0];  // every chain must feed the result, or the compiler drops it
   for (int i = 1; i < 12; ++i) sum = _mm512_add_ps(sum, acc[i]);
-  return _mm512_reduce_add_ps(sum);
+  alignas(64) float out[16];  // (GCC 12's _mm512_reduce_add_ps trips -Wuninitialized)
+  _mm512_store_ps(out, sum);
+  return out[0] + out[15];
 }
 constexpr double kAvx512FlopsPerIter = 12 * 16 * 2;
 #endif

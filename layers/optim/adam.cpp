@@ -93,9 +93,9 @@ void Adam::update(size_t index, const Tensor& param, const Tensor& grad) {
   }
   ++s.step;
   const double t = static_cast<double>(s.step);
-  AdamCoefficients c{lr(), options_.beta1, options_.beta2, options_.eps, options_.weight_decay,
+  AdamCoefficients c{lr_for(index), options_.beta1, options_.beta2, options_.eps, options_.weight_decay,
                      decoupled_, options_.amsgrad, options_.maximize,
-                     lr() / (1.0 - std::pow(options_.beta1, t)), std::sqrt(1.0 - std::pow(options_.beta2, t))};
+                     lr_for(index) / (1.0 - std::pow(options_.beta1, t)), std::sqrt(1.0 - std::pow(options_.beta2, t))};
   dispatch_float(param.dtype(), "Adam::step", [&](auto tag) {
     using T = decltype(tag);
     adam_update<T>(param.data<T>(), grad.data<T>(), s.exp_avg.data<T>(), s.exp_avg_sq.data<T>(),

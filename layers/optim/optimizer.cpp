@@ -32,6 +32,20 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, std::string name)
     }
   }
   set_lr(lr);
+  lr_scale_.assign(params_.size(), 1.0);
+}
+
+void Optimizer::set_lr_scale(const Tensor& param, double scale) {
+  CRFSEG_CHECK(std::isfinite(scale) && scale >= 0.0, ValueError, where(), "invalid learning-rate scale ", scale,
+               " (expected a finite value >= 0)");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i].is_same(param)) {
+      lr_scale_[i] = scale;
+      return;
+    }
+  }
+  CRFSEG_CHECK(false, ValueError, where(), "set_lr_scale: the tensor ", param.str(),
+               " is not one of this optimizer's parameters");
 }
 
 void Optimizer::set_lr(double lr) {

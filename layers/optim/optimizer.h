@@ -55,6 +55,15 @@ class Optimizer {
   // Throws ValueError unless lr is finite and >= 0.
   void set_lr(double lr);
 
+  // Per-parameter learning-rate multipliers (torch's parameter groups, in
+  // their most common use): parameter i is updated with lr() * scale. The
+  // scale is configuration, not state: it is not in state_tensors(), and a
+  // resumed run sets it again. Every parameter starts at 1. Throws
+  // ValueError for a scale that is negative or not finite, or for a tensor
+  // that is not one of params().
+  void set_lr_scale(const Tensor& param, double scale);
+  double lr_scale(size_t index) const { return lr_scale_.at(index); }
+
   // Number of step() calls so far (restored by load_state).
   int64_t step_count() const { return step_count_; }
   const std::vector<Tensor>& params() const { return params_; }
@@ -101,11 +110,15 @@ class Optimizer {
   // The value of a 0-d i64 counter entry, checked to be >= 0.
   int64_t checked_count(const std::string& entry, const Tensor& t) const;
 
+  // The learning rate for parameter `index`: lr() * lr_scale(index).
+  double lr_for(size_t index) const { return lr_ * lr_scale_[index]; }
+
   // The prefix "<name>: " for error messages.
   std::string where() const { return name_ + ": "; }
 
  private:
   std::vector<Tensor> params_;
+  std::vector<double> lr_scale_;  // one per parameter
   double lr_ = 0.0;
   int64_t step_count_ = 0;
   std::string name_;

@@ -55,7 +55,7 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions options)
 }
 
 void SGD::update(size_t index, const Tensor& param, const Tensor& grad) {
-  SGDCoefficients c{lr(), options_.momentum, options_.dampening, options_.weight_decay,
+  SGDCoefficients c{lr_for(index), options_.momentum, options_.dampening, options_.weight_decay,
                     options_.nesterov, options_.maximize, false};
   Tensor& buf = momentum_buffers_[index];
   if (options_.momentum != 0.0 && !buf.defined()) {

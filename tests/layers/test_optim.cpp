@@ -682,3 +682,28 @@ TEST_CASE("clip_grad_norm_ with non-finite norms and bad arguments") {
   q.autograd_meta()->grad = from_vector<double>({1.0}, {1});
   CHECK(clip_grad_norm_({q}, 1.0, 2.0, true) == 1.0);
 }
+
+TEST_CASE("per-parameter learning-rate scales (parameter groups)") {
+  Tensor a = make_param({1.0, 2.0}), b = make_param({1.0, 2.0}), c = make_param({1.0, 2.0});
+  optim::SGD sgd({a, b, c}, {.lr = 0.1});
+  sgd.set_lr_scale(b, 3.0);
+  sgd.set_lr_scale(c, 0.0);
+  for (const Tensor& p : {a, b, c}) set_grad(p, {1.0, -1.0});
+  sgd.step();
+  CHECK(values(a) == std::vector<double>{1.0 - 0.1, 2.0 + 0.1});
+  CHECK(values(b)[0] == doctest::Approx(1.0 - 0.3));
+  CHECK(values(b)[1] == doctest::Approx(2.0 + 0.3));
+  CHECK(values(c) == std::vector<double>{1.0, 2.0});  // scale 0: frozen
+  CHECK(sgd.lr_scale(1) == 3.0);
+  // Adam: a scaled parameter takes a proportionally scaled first step (lr * sign(g) at step 1).
+  Tensor d = make_param({0.0}), e = make_param({0.0});
+  optim::Adam adam({d, e}, {.lr = 0.01});
+  adam.set_lr_scale(e, 10.0);
+  set_grad(d, {2.0});
+  set_grad(e, {2.0});
+  adam.step();
+  CHECK(values(d)[0] == doctest::Approx(-0.01).epsilon(1e-6));
+  CHECK(values(e)[0] == doctest::Approx(-0.1).epsilon(1e-6));
+  check_throws_with<ValueError>([&] { sgd.set_lr_scale(d, 2.0); }, "SGD: set_lr_scale: the tensor");
+  check_throws_with<ValueError>([&] { sgd.set_lr_scale(a, -1.0); }, "invalid learning-rate scale -1");
+}

@@ -184,3 +184,13 @@ TEST_CASE("a diverging run stops at the first non-finite loss, keeping the last 
     for (double x : v) REQUIRE(std::isfinite(x));
   }
 }
+
+TEST_CASE("--crf-lr-mult needs a CRF") {
+  TempDir dir;
+  check_throws_with<app::UsageError>(
+      [&] {
+        app::run_train(with(kTiny, {"--data", "synth:8", "--synth-size", "16", "--crf-lr-mult", "10", "--out",
+                                    dir.file("run")}));
+      },
+      "--crf-lr-mult needs a model with --crf");
+}

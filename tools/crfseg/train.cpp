@@ -65,6 +65,7 @@ ArgParser train_parser() {
       .option("--warmup", "E", "0", "epochs of linear warm-up before the schedule")
       .option("--clip", "X", "0", "clip the gradient norm to X (0: off)")
       .option("--crf-warmup", "E", "0", "with --crf: train the network alone for the first E epochs, then with the CRF")
+      .option("--crf-lr-mult", "X", "1", "with --crf: learning rate of the CRF's 3 L x L matrices = X * --lr")
       .option("--loss", "NAME", "ce", "ce, dice or ce+dice")
       .option("--augment", "NAME", "flips", "none, flips (h/v flips and 90-degree turns) or full (+ scale and crop)")
       .option("--workers", "N", "2", "data-loading threads (0: load in the training thread)")
@@ -217,6 +218,10 @@ int run_train(const std::vector<std::string>& args) {
     else models::load_weights(init, *net->encoder);                         // encoder weights
   }
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(p, net->parameters());
+  if (const double mult = p.get_double("--crf-lr-mult", 0.0, 1e6); mult != 1.0) {
+    if (!spec.crf) throw UsageError("--crf-lr-mult needs a model with --crf");
+    for (const Tensor& t : net->child("final").parameters()) opt->set_lr_scale(t, mult);
+  }
   std::unique_ptr<optim::LRScheduler> sched = make_scheduler(p, *opt, epochs);
   const models::TrainingParts parts{net.get(), opt.get(), sched.get(), &gen};
 

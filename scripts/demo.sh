@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 out=runs/demo
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
-./build/tools/crfseg train --data synth:600 --epochs 8 --batch 8 --base 16 --depth 3 --lr 0.004 --crf \
+./build/tools/crfseg train --data synth:600 --epochs 8 --batch 8 --base 16 --depth 3 --lr 0.004 --crf --crf-lr-mult 30 \
   --seed 0 --out "$out" --overwrite "$@"
 ./build/tools/crfseg eval --checkpoint "$out/best.safetensors" --split test --pictures 8 --out "$out" | tee "$out/eval.txt"
 ./build/tools/crfseg predict --checkpoint "$out/best.safetensors" --out "$out/predictions" \

@@ -124,7 +124,12 @@ void save_training_checkpoint(const std::string& path, const TrainingParts& part
 
 LoadedCheckpoint load_training_checkpoint(const std::string& path, const TrainingParts& parts) {
   CRFSEG_CHECK(parts.model != nullptr, ValueError, "load_training_checkpoint(", path, "): no model given");
-  const SafetensorsFile f = load_safetensors(path);
+  return load_training_checkpoint(load_safetensors(path), parts);
+}
+
+LoadedCheckpoint load_training_checkpoint(const SafetensorsFile& f, const TrainingParts& parts) {
+  const std::string& path = f.path;
+  CRFSEG_CHECK(parts.model != nullptr, ValueError, "load_training_checkpoint(", path, "): no model given");
   auto format = f.metadata.find("format");
   CRFSEG_CHECK(format != f.metadata.end() && format->second == kFormat, IOError, "load_training_checkpoint(", path,
                "): not a crfseg training checkpoint (metadata 'format' is ",
@@ -175,7 +180,11 @@ LoadedCheckpoint load_training_checkpoint(const std::string& path, const Trainin
 }
 
 void load_weights(const std::string& path, nn::Module& model, bool strict) {
-  const SafetensorsFile f = load_safetensors(path);
+  load_weights(load_safetensors(path), model, strict);
+}
+
+void load_weights(const SafetensorsFile& f, nn::Module& model, bool strict) {
+  const std::string& path = f.path;
   Named state = take_prefixed(f, "model.");
   if (state.empty()) state = f.tensors;  // a plain weights file
   try {

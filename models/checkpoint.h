@@ -23,6 +23,7 @@
 #include "layers/optim/lr_scheduler.h"
 #include "layers/optim/optimizer.h"
 #include "tensor/random.h"
+#include "tensor/safetensors.h"
 
 namespace crfseg::models {
 
@@ -58,10 +59,14 @@ struct LoadedCheckpoint {
 // the path and the entry) the model, optimizer, scheduler and generator are
 // exactly as they were.
 LoadedCheckpoint load_training_checkpoint(const std::string& path, const TrainingParts& parts);
+// The same from a file already read (e.g. to look at its metadata first),
+// so a large checkpoint is read from disk once; errors name file.path.
+LoadedCheckpoint load_training_checkpoint(const SafetensorsFile& file, const TrainingParts& parts);
 
 // Loads model weights only: from a training checkpoint ("model." tensors) or
 // a plain weights file (names as in the model's state_dict, e.g. exported by
 // tools/export_torchvision.py). strict as in Module::load_state_dict.
 void load_weights(const std::string& path, nn::Module& model, bool strict = true);
+void load_weights(const SafetensorsFile& file, nn::Module& model, bool strict = true);
 
 }  // namespace crfseg::models

@@ -19,7 +19,7 @@ TrainedModel load_trained_model(const std::string& path) {
   m.spec = model_spec_from_metadata(m.metadata);
   Generator gen(0);
   m.net = build_model(m.spec, gen);
-  models::load_weights(path, *m.net, /*strict=*/true);
+  models::load_weights(f, *m.net, /*strict=*/true);
   m.net->eval();
   if (auto it = m.metadata.find("classes"); it != m.metadata.end()) {
     std::stringstream ss(it->second);

@@ -184,12 +184,14 @@ int run_train(const std::vector<std::string>& args) {
 
   // The model: from the checkpoint when resuming, else from the options.
   ModelSpec spec;
+  std::optional<SafetensorsFile> resume_file;  // read once: its metadata here, its tensors below
   if (p.flag_set("--resume")) {
     if (!fs::exists(last_path)) {
       throw IOError("--resume: no checkpoint to resume from at " + last_path);
     }
+    resume_file = load_safetensors(last_path);
     std::map<std::string, std::string> prefixed;  // the checkpoint's user metadata, "user." removed
-    for (const auto& [k, v] : load_safetensors(last_path).metadata) {
+    for (const auto& [k, v] : resume_file->metadata) {
       if (k.rfind("user.", 0) == 0) prefixed[k.substr(5)] = v;
     }
     spec = model_spec_from_metadata(prefixed);
@@ -214,8 +216,8 @@ int run_train(const std::vector<std::string>& args) {
   std::shared_ptr<models::Segmenter> net = build_model(spec, gen);
   if (const std::string init = p.get("--init"); !init.empty() && !p.flag_set("--resume")) {
     const SafetensorsFile f = load_safetensors(init);
-    if (f.metadata.count("format") != 0) models::load_weights(init, *net);  // a crfseg checkpoint: the whole model
-    else models::load_weights(init, *net->encoder);                         // encoder weights
+    if (f.metadata.count("format") != 0) models::load_weights(f, *net);  // a crfseg checkpoint: the whole model
+    else models::load_weights(f, *net->encoder);                         // encoder weights
   }
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(p, net->parameters());
   if (const double mult = p.get_double("--crf-lr-mult", 0.0, 1e6); mult != 1.0) {
@@ -241,7 +243,8 @@ int run_train(const std::vector<std::string>& args) {
   double best = -1;
   EpochStats stats{0, 0, 0, ConfusionMatrix(train_set.num_classes(), train_set.ignore_index())};
   if (p.flag_set("--resume")) {
-    const models::LoadedCheckpoint ck = models::load_training_checkpoint(last_path, parts);
+    const models::LoadedCheckpoint ck = models::load_training_checkpoint(*resume_file, parts);
+    resume_file.reset();  // the tensors now live in the model and optimizer
     epoch = ck.progress.epoch;
     step = ck.progress.step;
     best = std::isnan(ck.progress.best_metric) ? -1 : ck.progress.best_metric;

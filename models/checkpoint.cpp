@@ -42,6 +42,13 @@ Named snapshot(const Named& entries) {
   return out;
 }
 
+// Every checkpoint crfseg writes carries a checksum (safetensors.h); one
+// without a verified checksum had its checksum entry damaged.
+void require_checksum(const SafetensorsFile& f, const char* op) {
+  CRFSEG_CHECK(f.checksum_verified, IOError, op, "(", f.path, "): the checkpoint has no '", kSafetensorsChecksumKey,
+               "' checksum entry, which crfseg writes into every checkpoint; its header is damaged");
+}
+
 std::string format_double(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.17g", v);
@@ -135,6 +142,7 @@ LoadedCheckpoint load_training_checkpoint(const SafetensorsFile& f, const Traini
                "): not a crfseg training checkpoint (metadata 'format' is ",
                format == f.metadata.end() ? std::string("missing") : "'" + format->second + "'",
                "); a weights-only file loads with load_weights()");
+  require_checksum(f, "load_training_checkpoint");
   CRFSEG_CHECK(required(f, "version") == kVersion, IOError, "load_training_checkpoint(", path,
                "): unsupported version '", required(f, "version"), "' (this build reads version ", kVersion, ")");
 
@@ -185,6 +193,9 @@ void load_weights(const std::string& path, nn::Module& model, bool strict) {
 
 void load_weights(const SafetensorsFile& f, nn::Module& model, bool strict) {
   const std::string& path = f.path;
+  if (auto it = f.metadata.find("format"); it != f.metadata.end() && it->second == kFormat) {
+    require_checksum(f, "load_weights");
+  }
   Named state = take_prefixed(f, "model.");
   if (state.empty()) state = f.tensors;  // a plain weights file
   try {

@@ -22,8 +22,11 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <functional>
 #include <memory>
+#include <optional>
 
+#include "tensor/crc32c.h"
 #include "tensor/ops.h"
 
 namespace crfseg {
@@ -32,6 +35,8 @@ static_assert(std::endian::native == std::endian::little,
               "safetensors data is little-endian; a big-endian port needs byte swaps here");
 
 namespace {
+
+constexpr const char* kChecksumKey = kSafetensorsChecksumKey;
 
 // ---------------------------------------------------------------- dtypes ----
 
@@ -375,6 +380,54 @@ void append_json_string(std::string& out, const std::string& s) {
   out += '"';
 }
 
+// One tensor's header entry, as written and as read back.
+struct HeaderEntry {
+  std::string name;
+  const char* code;  // "F32", ...
+  Shape shape;
+  uint64_t begin = 0, end = 0;
+};
+
+// The compact header without padding: {"__metadata__":{...},"name":{...},...}
+// with metadata in key order and tensors in the given (file) order. The
+// writer emits exactly this; the reader rebuilds it from what it parsed to
+// recompute the checksum, so a header's bytes need not be kept.
+std::string compact_header(const std::map<std::string, std::string>& metadata, const std::vector<HeaderEntry>& entries) {
+  std::string header = "{";
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    bool first = true;
+    for (const auto& [key, value] : metadata) {
+      if (!first) header += ',';
+      first = false;
+      append_json_string(header, key);
+      header += ':';
+      append_json_string(header, value);
+    }
+    header += '}';
+  }
+  for (const HeaderEntry& e : entries) {
+    if (header.size() > 1) header += ',';
+    append_json_string(header, e.name);
+    header += ":{\"dtype\":\"";
+    header += e.code;
+    header += "\",\"shape\":[";
+    for (size_t d = 0; d < e.shape.size(); ++d) {
+      if (d > 0) header += ',';
+      header += std::to_string(e.shape[d]);
+    }
+    header += "],\"data_offsets\":[" + std::to_string(e.begin) + "," + std::to_string(e.end) + "]}";
+  }
+  header += '}';
+  return header;
+}
+
+std::string checksum_text(uint32_t crc) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%08x", crc);
+  return buf;
+}
+
 // ----------------------------------------------------------- file handles ----
 
 struct FileCloser {
@@ -395,6 +448,8 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   for (const auto& [key, value] : metadata) {
     CRFSEG_CHECK(is_valid_utf8(key) && is_valid_utf8(value), IOError, where, ": metadata entry '", key,
                  "' is not valid UTF-8");
+    CRFSEG_CHECK(key != kChecksumKey, IOError, where, ": metadata key '", key,
+                 "' is reserved (the writer stores the file's checksum there)");
   }
   std::map<std::string, bool> names;
   std::vector<Tensor> host(tensors.size());  // contiguous CPU copies (or the tensors themselves)
@@ -411,35 +466,21 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
 
   // 2. The header: compact JSON, then spaces up to a multiple of 8 bytes so
   //    the data buffer starts 8-byte aligned (as Hugging Face's writer does).
-  std::string header = "{";
-  if (!metadata.empty()) {
-    header += "\"__metadata__\":{";
-    bool first = true;
-    for (const auto& [key, value] : metadata) {
-      if (!first) header += ',';
-      first = false;
-      append_json_string(header, key);
-      header += ':';
-      append_json_string(header, value);
-    }
-    header += '}';
-  }
+  //    The checksum covers the header as written without its own entry, then
+  //    the data buffer (see kChecksumKey).
+  std::vector<HeaderEntry> entries;
   uint64_t offset = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    if (header.size() > 1) header += ',';
-    append_json_string(header, tensors[i].first);
-    header += ":{\"dtype\":\"";
-    header += dtype_code(host[i].dtype());
-    header += "\",\"shape\":[";
-    for (int64_t d = 0; d < host[i].dim(); ++d) {
-      if (d > 0) header += ',';
-      header += std::to_string(host[i].size(d));
-    }
     const uint64_t bytes = static_cast<uint64_t>(host[i].numel()) * dtype_size(host[i].dtype());
-    header += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + bytes) + "]}";
+    entries.push_back({tensors[i].first, dtype_code(host[i].dtype()), host[i].shape(), offset, offset + bytes});
     offset += bytes;
   }
-  header += '}';
+  std::map<std::string, std::string> meta = metadata;
+  const std::string unsigned_header = compact_header(meta, entries);
+  uint32_t crc = crc32c_update(0, unsigned_header.data(), unsigned_header.size());
+  for (const Tensor& t : host) crc = crc32c_update(crc, t.raw_data(), static_cast<size_t>(t.numel()) * dtype_size(t.dtype()));
+  meta[kChecksumKey] = checksum_text(crc);
+  std::string header = compact_header(meta, entries);
   header.append((8 - header.size() % 8) % 8, ' ');
 
   // 3. Write a temporary file next to the target. The guard removes it on
@@ -568,36 +609,28 @@ TensorEntry parse_tensor_entry(const std::string& name, const JsonValue& v, cons
   return e;
 }
 
-}  // namespace
+// Where the bytes come from: a file read sequentially, or a memory buffer.
+// read() copies the next `bytes` bytes to dst or throws naming `what`.
+struct ByteSource {
+  uint64_t size = 0;
+  std::function<void(void* dst, size_t bytes, const std::string& what)> read;
+};
 
-SafetensorsFile load_safetensors(const std::string& path) {
-  const std::string where = "load_safetensors(" + path + ")";
-  FilePtr file(std::fopen(path.c_str(), "rb"));
-  CRFSEG_CHECK(file != nullptr, IOError, where, ": cannot open: ", errno_text());
-  std::FILE* f = file.get();
-  CRFSEG_CHECK(::fseeko(f, 0, SEEK_END) == 0, IOError, where, ": cannot seek: ", errno_text());
-  const off_t file_size = ::ftello(f);
-  CRFSEG_CHECK(file_size >= 0 && ::fseeko(f, 0, SEEK_SET) == 0, IOError, where, ": cannot seek: ", errno_text());
-  const auto size = static_cast<uint64_t>(file_size);
-  const auto read = [&](void* dst, size_t bytes, const char* what) {
-    if (bytes == 0) return;
-    CRFSEG_CHECK(std::fread(dst, 1, bytes, f) == bytes, IOError, where, ": reading ", what, " failed",
-                 std::ferror(f) ? ": " + errno_text() : std::string(" (unexpected end of file)"));
-  };
-
+SafetensorsFile parse(ByteSource& src, const std::string& where, const std::string& path) {
+  const uint64_t size = src.size;
   // The 8-byte header length, then the header itself.
   CRFSEG_CHECK(size >= 8, IOError, where, ": file is ", size, " bytes, shorter than the 8-byte header length");
   unsigned char length[8];
-  read(length, 8, "the header length");
+  src.read(length, 8, "the header length");
   uint64_t header_size = 0;
   for (int k = 7; k >= 0; --k) header_size = (header_size << 8) | length[k];
   CRFSEG_CHECK(header_size <= size - 8, IOError, where, ": header length ", header_size, " exceeds the file (",
-               size, " bytes)");
+               size, " bytes; truncated?)");
   // Hugging Face caps headers at 100 MB too; it bounds the allocation below.
   CRFSEG_CHECK(header_size <= (100u << 20), IOError, where, ": header length ", header_size,
                " exceeds the 100 MiB limit");
   std::string header(header_size, '\0');
-  read(header.data(), header.size(), "the header");
+  src.read(header.data(), header.size(), "the header");
   const JsonValue root = JsonParser(header, where).parse_document();
   CRFSEG_CHECK(root.kind == JsonValue::Kind::object, IOError, where, ": header: expected a JSON object, got ",
                kind_name(root.kind));
@@ -631,7 +664,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
   const uint64_t buffer = size - 8 - header_size;
   for (const TensorEntry& e : entries) {
     CRFSEG_CHECK(e.end <= buffer, IOError, where, ": tensor '", e.name, "': data_offsets [", e.begin, ", ", e.end,
-                 "] fall outside the ", buffer, "-byte data buffer");
+                 "] fall outside the ", buffer, "-byte data buffer (truncated?)");
   }
   std::stable_sort(entries.begin(), entries.end(), [](const TensorEntry& a, const TensorEntry& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
@@ -649,13 +682,67 @@ SafetensorsFile load_safetensors(const std::string& path) {
   CRFSEG_CHECK(covered == buffer, IOError, where, ": the data buffer has ", buffer, " bytes but the tensors cover ",
                covered, " (trailing bytes)");
 
+  // The checksum, when the writer left one (crfseg always does; other
+  // writers do not): recomputed over the canonical header without it, then
+  // over the data as it streams in.
+  std::optional<uint32_t> crc;
+  std::string expected;
+  if (auto it = out.metadata.find(kChecksumKey); it != out.metadata.end()) {
+    expected = it->second;
+    out.metadata.erase(it);
+    std::vector<HeaderEntry> canonical;
+    for (const TensorEntry& e : entries) {
+      canonical.push_back({e.name, dtype_code(e.dtype), e.shape, e.begin, e.end});
+    }
+    const std::string unsigned_header = compact_header(out.metadata, canonical);
+    crc = crc32c_update(0, unsigned_header.data(), unsigned_header.size());
+  }
+
   // The data: one sequential pass, straight into freshly allocated tensors.
   for (const TensorEntry& e : entries) {
     Tensor t = Tensor::empty(e.shape, {e.dtype});
-    read(t.raw_data(), static_cast<size_t>(e.end - e.begin), ("the data of tensor '" + e.name + "'").c_str());
+    const auto bytes = static_cast<size_t>(e.end - e.begin);
+    src.read(t.raw_data(), bytes, "the data of tensor '" + e.name + "'");
+    if (crc) crc = crc32c_update(*crc, t.raw_data(), bytes);
     out.tensors.emplace_back(e.name, std::move(t));
   }
+  if (crc) {
+    CRFSEG_CHECK(checksum_text(*crc) == expected, IOError, where, ": checksum mismatch: the header records CRC-32C ",
+                 expected, " but the contents hash to ", checksum_text(*crc),
+                 "; the file is corrupted (a bad disk, an interrupted copy, or an edit)");
+    out.checksum_verified = true;
+  }
   return out;
+}
+
+}  // namespace
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  const std::string where = "load_safetensors(" + path + ")";
+  FilePtr file(std::fopen(path.c_str(), "rb"));
+  CRFSEG_CHECK(file != nullptr, IOError, where, ": cannot open: ", errno_text());
+  std::FILE* f = file.get();
+  CRFSEG_CHECK(::fseeko(f, 0, SEEK_END) == 0, IOError, where, ": cannot seek: ", errno_text());
+  const off_t file_size = ::ftello(f);
+  CRFSEG_CHECK(file_size >= 0 && ::fseeko(f, 0, SEEK_SET) == 0, IOError, where, ": cannot seek: ", errno_text());
+  ByteSource src{static_cast<uint64_t>(file_size), [&](void* dst, size_t bytes, const std::string& what) {
+                   if (bytes == 0) return;
+                   CRFSEG_CHECK(std::fread(dst, 1, bytes, f) == bytes, IOError, where, ": reading ", what, " failed",
+                                std::ferror(f) ? ": " + errno_text() : std::string(" (unexpected end of file)"));
+                 }};
+  return parse(src, where, path);
+}
+
+SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::string& source) {
+  const std::string where = "parse_safetensors(" + source + ")";
+  CRFSEG_CHECK(bytes != nullptr || size == 0, IOError, where, ": null buffer of ", size, " bytes");
+  size_t pos = 0;
+  ByteSource src{size, [&](void* dst, size_t n, const std::string& what) {
+                   CRFSEG_CHECK(n <= size - pos, IOError, where, ": reading ", what, " failed (unexpected end of data)");
+                   if (n > 0) std::memcpy(dst, bytes + pos, n);
+                   pos += n;
+                 }};
+  return parse(src, where, source);
 }
 
 bool SafetensorsFile::contains(const std::string& name) const {

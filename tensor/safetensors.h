@@ -10,6 +10,14 @@
 //              row-major, little-endian, with end - begin = numel * itemsize.
 // Data regions must tile the buffer exactly: no gaps, no overlaps.
 //
+// Integrity: the writer adds the metadata entry "crfseg.crc32c", the CRC-32C
+// (8 hex digits) of the compact header without that entry followed by the
+// data buffer. The reader recomputes it and rejects a file whose contents
+// changed since it was written (a flipped bit anywhere in the tensors, the
+// shapes, the names or the metadata), and removes the entry from the
+// metadata it returns. Files from other writers carry no checksum and are
+// checked for structure only.
+//
 // dtypes: F32, F64, I32, I64, U8 <-> crfseg f32, f64, i32, i64, u8.
 // F16/BF16 (and the other safetensors dtypes) are rejected with IOError.
 // This is the format of tests/fixtures/ and of model checkpoints; a
@@ -25,11 +33,18 @@
 
 namespace crfseg {
 
+// The metadata key of the checksum (see above); reserved for the writer.
+inline constexpr const char* kSafetensorsChecksumKey = "crfseg.crc32c";
+
 struct SafetensorsFile {
   std::string path;  // where it was loaded from, for error messages
   // Tensors in file order (ascending data offset), as contiguous CPU tensors.
   std::vector<std::pair<std::string, Tensor>> tensors;
   std::map<std::string, std::string> metadata;  // "__metadata__", empty when absent
+  // True when the file carried a checksum and it matched. Readers of files
+  // crfseg itself wrote (checkpoints) require it: a checksum entry whose key
+  // was damaged would otherwise turn verification off unnoticed.
+  bool checksum_verified = false;
 
   bool contains(const std::string& name) const;
   // The tensor called `name`; throws ValueError naming it and the path when absent.
@@ -42,7 +57,7 @@ struct SafetensorsFile {
 // the complete new one, never a truncated one. Strided tensors are written as
 // contiguous copies and CUDA tensors are copied to the host first.
 // Throws IOError naming the path (and no file is created or replaced) for:
-// an undefined tensor, an unsupported dtype (f16/bf16), a duplicate or
+// a metadata key equal to kSafetensorsChecksumKey, an undefined tensor, an unsupported dtype (f16/bf16), a duplicate or
 // reserved ("__metadata__") name, strings that are not valid UTF-8, and any
 // failure to create, write, flush, sync or rename the file.
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
@@ -55,7 +70,12 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
 // a name is duplicated; a dtype is unknown or unsupported; a shape and its
 // data_offsets disagree (end - begin != numel * itemsize); offsets fall
 // outside the data buffer; data regions overlap, leave gaps, or do not end
-// at the end of the file.
+// at the end of the file; the checksum, when present, does not match.
 SafetensorsFile load_safetensors(const std::string& path);
+
+// The same parser over bytes already in memory (a fuzz target's input, a
+// file read some other way); errors name `source` where load_safetensors
+// names the path.
+SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::string& source);
 
 }  // namespace crfseg

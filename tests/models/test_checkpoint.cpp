@@ -1,6 +1,9 @@
 // Training checkpoints: a run resumed from a checkpoint takes bit-identical
 // steps (model, AdamW moments, cosine schedule and data RNG all restored);
 // loads that fail leave every part as it was; weights-only loading.
+#include <fstream>
+#include <iterator>
+
 #include "models/checkpoint.h"
 #include "models/segmenter.h"
 #include "layers/optim/adam.h"
@@ -143,6 +146,32 @@ TEST_CASE("a checkpoint that does not fit changes nothing") {
                                "not a crfseg training checkpoint");
     check_throws_with<IOError>([&] { models::load_training_checkpoint(dir.file("absent"), target.parts()); },
                                "absent");
+    unchanged();
+  }
+  SUBCASE("a corrupted or truncated checkpoint") {
+    std::ifstream in(path, std::ios::binary);
+    const std::string good{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    const auto write = [&](const std::string& bytes) {
+      std::ofstream out(dir.file("bad.safetensors"), std::ios::binary);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    };
+    std::string flipped = good;
+    flipped[good.size() - 100] ^= 0x10;  // one bit of the last tensor
+    write(flipped);
+    check_throws_with<IOError>([&] { models::load_training_checkpoint(dir.file("bad.safetensors"), target.parts()); },
+                               "checksum mismatch");
+    write(good.substr(0, good.size() / 2));
+    check_throws_with<IOError>([&] { models::load_training_checkpoint(dir.file("bad.safetensors"), target.parts()); },
+                               "truncated?");
+    // A damaged checksum key turns the safetensors check off; checkpoint
+    // readers notice that it is missing.
+    std::string rekeyed = good;
+    rekeyed.replace(rekeyed.find(kSafetensorsChecksumKey), 6, "crfsef");
+    write(rekeyed);
+    check_throws_with<IOError>([&] { models::load_training_checkpoint(dir.file("bad.safetensors"), target.parts()); },
+                               "has no 'crfseg.crc32c' checksum entry");
+    check_throws_with<IOError>([&] { models::load_weights(dir.file("bad.safetensors"), target.net); },
+                               "load_weights(" + dir.file("bad.safetensors") + "): the checkpoint has no");
     unchanged();
   }
 }

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "tensor/crc32c.h"
 #include "tensor/safetensors.h"
 #include "tests/support/helpers.h"
 #include "tests/support/temp_dir.h"
@@ -35,6 +36,16 @@ std::string safetensors_bytes(const std::string& header, const std::string& data
   std::string out(8, '\0');
   for (int k = 0; k < 8; ++k) out[k] = static_cast<char>((header.size() >> (8 * k)) & 0xFF);
   return out + header + data;
+}
+
+// The checksum entry the writer adds for a compact header `unsigned_header`
+// (written without the entry) followed by `data`.
+std::string checksum_of(const std::string& unsigned_header, const std::string& data) {
+  const uint32_t crc = crc32c_update(crc32c_update(0, unsigned_header.data(), unsigned_header.size()), data.data(),
+                                     data.size());
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "%08x", crc);
+  return hex;
 }
 
 }  // namespace
@@ -78,9 +89,10 @@ TEST_CASE("safetensors round trip: every dtype, 0-d and empty tensors, metadata"
   CHECK(!file.contains("nope"));
   check_throws_with<ValueError>([&] { file.at("nope"); }, "no tensor named 'nope'");
 
-  // No tensors and no metadata: the header is "{}" padded to 8 bytes.
+  // No tensors and no metadata: the header holds only the checksum of "{}".
   save_safetensors(dir.file("none.safetensors"), {});
-  CHECK(read_bytes(dir.file("none.safetensors")) == std::string("\x08\0\0\0\0\0\0\0{}      ", 16));
+  const std::string none_header = R"({"__metadata__":{"crfseg.crc32c":")" + checksum_of("{}", "") + "\"}}";  // 45 bytes
+  CHECK(read_bytes(dir.file("none.safetensors")) == safetensors_bytes(none_header + std::string(3, ' '), ""));
   const SafetensorsFile none = load_safetensors(dir.file("none.safetensors"));
   CHECK(none.tensors.empty());
   CHECK(none.metadata.empty());
@@ -91,18 +103,23 @@ TEST_CASE("safetensors writes exactly the documented bytes") {
   const std::string path = dir.file("tiny.safetensors");
   save_safetensors(path, {{"a", from_vector<float>({1.0f, -2.0f}, {2})}, {"b", from_vector<uint8_t>({1, 2, 3}, {3})}},
                    {{"k", "v"}});
-  // 132 header bytes + 4 spaces of padding = 136 = 0x88; then 1.0f, -2.0f, 1, 2, 3.
-  const std::string header =
-      R"({"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-      R"("b":{"dtype":"U8","shape":[3],"data_offsets":[8,11]}}    )";
-  const std::string expected = std::string("\x88\0\0\0\0\0\0\0", 8) + header +
-                               std::string("\x00\x00\x80\x3f\x00\x00\x00\xc0\x01\x02\x03", 11);
-  CHECK(read_bytes(path) == expected);
+  // The checksum covers the header as it would be without its own entry,
+  // then the data: 1.0f, -2.0f, 1, 2, 3.
+  const std::string data("\x00\x00\x80\x3f\x00\x00\x00\xc0\x01\x02\x03", 11);
+  const std::string tensors = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                              R"("b":{"dtype":"U8","shape":[3],"data_offsets":[8,11]}})";
+  const std::string crc = checksum_of(R"({"__metadata__":{"k":"v"},)" + tensors, data);
+  // 159 header bytes + 1 space of padding = 160 = 0xa0.
+  const std::string header = R"({"__metadata__":{"crfseg.crc32c":")" + crc + R"(","k":"v"},)" + tensors + " ";
+  CHECK(read_bytes(path) == std::string("\xa0\0\0\0\0\0\0\0", 8) + header + data);
 
   // String escapes are those of serde_json (Hugging Face's writer).
   save_safetensors(path, {{"q\"\\\n\x1f", from_vector<uint8_t>({9}, {1})}});
-  const std::string escaped = R"({"q\"\\\n\u001f":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
-  CHECK(read_bytes(path) == safetensors_bytes(escaped + std::string(7, ' '), "\x09"));  // 65 + 7 = 72
+  const std::string escaped = R"("q\"\\\n\u001f":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+  const std::string escaped_crc = checksum_of("{" + escaped, "\x09");
+  CHECK(read_bytes(path) == safetensors_bytes(R"({"__metadata__":{"crfseg.crc32c":")" + escaped_crc + "\"}," + escaped +
+                                                  std::string(3, ' '),  // 109 + 3 = 112
+                                              "\x09"));
 }
 
 TEST_CASE("safetensors reads a hand-written header with whitespace and escapes") {
@@ -154,7 +171,7 @@ TEST_CASE("safetensors rejects corrupt files with IOError naming the path and th
   check_throws_with<IOError>([&] { load_safetensors(dir.file("missing")); }, "cannot open");
   // Sizes.
   expect_error(std::string("\x05\0\0", 3), "file is 3 bytes, shorter than the 8-byte header length");
-  expect_error(std::string("\xff\0\0\0\0\0\0\0{}", 10), "header length 255 exceeds the file (10 bytes)");
+  expect_error(std::string("\xff\0\0\0\0\0\0\0{}", 10), "header length 255 exceeds the file (10 bytes; truncated?)");
   expect_error(std::string("\0\0\0\0\0\0\0\x80", 8), "header length 9223372036854775808 exceeds the file");
   // Malformed JSON (the position is the byte inside the header).
   expect_error(safetensors_bytes("{" + f32x2 + ",}", eight), "malformed JSON header at byte 54: expected a string key");
@@ -263,4 +280,110 @@ TEST_CASE("safetensors saving is atomic: a failed save leaves the old file untou
   save_safetensors(path, {{"w2", ones({2})}});
   CHECK(dir.entries() == 1);
   CHECK(load_safetensors(path).contains("w2"));
+}
+
+TEST_CASE("safetensors checksum: any changed byte of a written file is rejected, and truncation is named") {
+  TempDir dir;
+  const std::string path = dir.file("ck.safetensors");
+  save_safetensors(path, {{"w", random_tensor({3, 5}, 7, DType::f32)}, {"n", from_vector<int64_t>({42}, {1})}},
+                   {{"epoch", "3"}, {"note", "ok"}});
+  const std::string good = read_bytes(path);
+  const SafetensorsFile loaded = load_safetensors(path);
+  CHECK(loaded.metadata == std::map<std::string, std::string>{{"epoch", "3"}, {"note", "ok"}});  // entry removed
+  const std::string where = "load_safetensors(" + path + ")";
+
+  CHECK(loaded.checksum_verified);
+
+  // Flip one bit of every byte in turn (data, tensor entries, metadata
+  // values, the checksum itself): each file is rejected with IOError, most
+  // by the checksum, the rest by the structural checks (JSON, offsets),
+  // except a damaged checksum key, which loads as unverified (checkpoint
+  // readers then refuse it, see test_checkpoint.cpp).
+  int64_t by_checksum = 0, unverified = 0;
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::string bad = good;
+    bad[i] = static_cast<char>(bad[i] ^ (1 << (i % 8)));
+    write_bytes(path, bad);
+    bool rejected = false;
+    try {
+      rejected = !load_safetensors(path).checksum_verified;
+      unverified += rejected;
+    } catch (const IOError& e) {
+      rejected = std::string(e.what()).find(where) != std::string::npos;
+      by_checksum += std::string(e.what()).find("checksum mismatch") != std::string::npos;
+    }
+    CAPTURE(i);
+    CHECK(rejected);
+  }
+  CHECK(by_checksum >= 15 * 4 + 8);  // at least every data byte
+  CHECK(unverified <= 13);           // only bytes of the key "crfseg.crc32c"
+
+  // The value of a metadata entry (same length, still valid JSON).
+  std::string edited = good;
+  const size_t at = edited.find("\"epoch\":\"3\"");
+  REQUIRE(at != std::string::npos);
+  edited[at + 9] = '4';
+  write_bytes(path, edited);
+  check_throws_with<IOError>([&] { load_safetensors(path); }, where + ": checksum mismatch: the header records CRC-32C");
+
+  // Truncation at any length is named as such.
+  for (size_t len : {size_t{0}, size_t{7}, size_t{8}, size_t{20}, good.size() - 60, good.size() - 1}) {
+    write_bytes(path, good.substr(0, len));
+    CAPTURE(len);
+    bool named = false;
+    try {
+      load_safetensors(path);
+    } catch (const IOError& e) {
+      const std::string m = e.what();
+      named = m.find("shorter than the 8-byte header length") != std::string::npos ||
+              m.find("truncated?") != std::string::npos;
+    }
+    CHECK(named);
+  }
+
+  // A file without the entry (another writer's) loads unchecked.
+  const std::string plain = R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})";
+  write_bytes(path, safetensors_bytes(plain, "\x01\x02"));
+  const SafetensorsFile foreign = load_safetensors(path);
+  CHECK(foreign.at("a").to_vector<uint8_t>() == std::vector<uint8_t>{1, 2});
+  CHECK(!foreign.checksum_verified);
+
+  // The key is reserved for the writer.
+  check_throws_with<IOError>([&] { save_safetensors(path, {}, {{kSafetensorsChecksumKey, "0"}}); },
+                             "metadata key 'crfseg.crc32c' is reserved");
+}
+
+TEST_CASE("parse_safetensors reads the same bytes from memory, naming the source") {
+  TempDir dir;
+  const std::string path = dir.file("m.safetensors");
+  const Tensor w = random_tensor({4, 3}, 3, DType::f64);
+  save_safetensors(path, {{"w", w}}, {{"k", "v"}});
+  const std::string bytes = read_bytes(path);
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  const SafetensorsFile f = parse_safetensors(p, bytes.size(), "memory");
+  CHECK(f.path == "memory");
+  CHECK(f.metadata == std::map<std::string, std::string>{{"k", "v"}});
+  CHECK(values(f.at("w")) == values(w));
+  for (size_t len : {size_t{0}, size_t{5}, bytes.size() - 1}) {
+    check_throws_with<IOError>([&] { parse_safetensors(p, len, "memory"); }, "parse_safetensors(memory)");
+  }
+  check_throws_with<IOError>([&] { parse_safetensors(nullptr, 3, "memory"); }, "null buffer of 3 bytes");
+}
+
+TEST_CASE("crc32c: check value, and the SSE4.2 path equals the table reference at every length and alignment") {
+  CHECK(crc32c_update(0, "123456789", 9) == 0xE3069283u);
+  CHECK(crc32c_update_reference(0, "123456789", 9) == 0xE3069283u);
+  CHECK(crc32c_update(0, "", 0) == 0u);
+  std::vector<unsigned char> buf(300);
+  uint32_t state = 12345;
+  for (auto& b : buf) b = static_cast<unsigned char>((state = state * 1103515245u + 12345u) >> 16);
+  for (size_t offset : {size_t{0}, size_t{1}, size_t{3}, size_t{7}}) {
+    for (size_t len : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{31}, size_t{64}, size_t{257}}) {
+      CAPTURE(offset);
+      CAPTURE(len);
+      CHECK(crc32c_update(0, buf.data() + offset, len) == crc32c_update_reference(0, buf.data() + offset, len));
+    }
+  }
+  // Chaining equals one pass.
+  CHECK(crc32c_update(crc32c_update(0, buf.data(), 100), buf.data() + 100, 200) == crc32c_update(0, buf.data(), 300));
 }

@@ -34,6 +34,7 @@ struct SummaryRow {
   Shape output;
 };
 thread_local std::vector<SummaryRow>* g_summary_rows = nullptr;
+thread_local const ForwardObserverGuard::Fn* g_observer = nullptr;
 
 }  // namespace
 
@@ -44,14 +45,18 @@ Tensor Module::forward(const Tensor&) {
 }
 
 Tensor Module::operator()(const Tensor& x) {
-  if (g_summary_rows == nullptr) return forward(x);
+  if (g_summary_rows == nullptr && g_observer == nullptr) return forward(x);
   // Rows in call order (a parent before its children): reserve, then fill.
-  const size_t row = g_summary_rows->size();
-  g_summary_rows->push_back({this, {}});
+  const size_t row = g_summary_rows != nullptr ? g_summary_rows->size() : 0;
+  if (g_summary_rows != nullptr) g_summary_rows->push_back({this, {}});
   Tensor y = forward(x);
-  (*g_summary_rows)[row].output = y.shape();
+  if (g_summary_rows != nullptr) (*g_summary_rows)[row].output = y.shape();
+  if (g_observer != nullptr) (*g_observer)(*this, y);
   return y;
 }
+
+ForwardObserverGuard::ForwardObserverGuard(Fn fn) : fn_(std::move(fn)), previous_(g_observer) { g_observer = &fn_; }
+ForwardObserverGuard::~ForwardObserverGuard() { g_observer = previous_; }
 
 void Module::check_new_name(const std::string& name, const char* what) const {
   CRFSEG_CHECK(!name.empty() && name.find('.') == std::string::npos, ValueError, type_name_, ": ", what,

@@ -100,6 +100,24 @@ class Module {
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
 
+// Calls `fn(module, output)` after every Module::operator() that runs on this
+// thread while the guard lives (children complete before their parents, so
+// calls come in completion order). Guards nest: the newest one is active and
+// the previous one is restored on destruction. Used by the non-finite
+// diagnosis (layers/nonfinite.h); observation must not change the forward.
+class ForwardObserverGuard {
+ public:
+  using Fn = std::function<void(const Module& module, const Tensor& output)>;
+  explicit ForwardObserverGuard(Fn fn);
+  ~ForwardObserverGuard();
+  ForwardObserverGuard(const ForwardObserverGuard&) = delete;
+  ForwardObserverGuard& operator=(const ForwardObserverGuard&) = delete;
+
+ private:
+  Fn fn_;
+  const Fn* previous_;
+};
+
 // A table of the model: one row per module that ran during a forward of
 // `example` (dotted path, type, output shape, parameters), then totals and
 // a memory estimate for training: parameters, gradients, Adam's two moment

@@ -1,6 +1,9 @@
 // AutogradMeta helpers, SavedTensor and the AccumulateGrad node.
 #include "autograd/autograd_meta.h"
 
+#include <algorithm>
+#include <atomic>
+
 #include "autograd/grad_mode.h"
 #include "tensor/ops.h"
 
@@ -24,6 +27,10 @@ class AccumulateGrad : public Node {
       meta_->grad = ops::clone(grad);  // own the buffer: grads may alias graph temporaries
     } else {
       ops::add_(meta_->grad, grad);
+    }
+    if (!meta_->grad_accumulated_hooks.empty()) {
+      const auto hooks = meta_->grad_accumulated_hooks;  // a copy: a hook may remove itself
+      for (const auto& [id, hook] : hooks) hook(meta_->grad);
     }
     return {};
   }
@@ -108,6 +115,30 @@ void reset_grad(const Tensor& t) {
 std::shared_ptr<Node> grad_fn(const Tensor& t) {
   const AutogradMeta* m = meta_of(t);
   return m ? m->grad_fn : nullptr;
+}
+
+int64_t add_grad_accumulated_hook(const Tensor& t, GradAccumulatedHook hook) {
+  check_defined("add_grad_accumulated_hook", t, "t");
+  CRFSEG_CHECK(is_leaf(t) && requires_grad(t), AutogradError,
+               "add_grad_accumulated_hook: expected a leaf that requires grad, got ",
+               is_leaf(t) ? "a leaf that does not require grad" : "the output of an op");
+  CRFSEG_CHECK(hook != nullptr, AutogradError, "add_grad_accumulated_hook: the hook is empty");
+  static std::atomic<int64_t> next_id{1};
+  const int64_t id = next_id++;
+  t.autograd_meta()->grad_accumulated_hooks.emplace_back(id, std::move(hook));
+  return id;
+}
+
+void remove_grad_accumulated_hook(const Tensor& t, int64_t id) {
+  if (AutogradMeta* m = meta_of(t)) {
+    auto& hooks = m->grad_accumulated_hooks;
+    auto it = std::find_if(hooks.begin(), hooks.end(), [id](const auto& h) { return h.first == id; });
+    if (it != hooks.end()) {
+      hooks.erase(it);
+      return;
+    }
+  }
+  throw AutogradError("remove_grad_accumulated_hook: the tensor has no hook with id " + std::to_string(id));
 }
 
 Tensor detach(const Tensor& t) {

@@ -133,11 +133,71 @@ bool stb_swaps_16bit_pnm() {
   return swaps;
 }
 
-Image decode_with_stb(const std::vector<uint8_t>& bytes, const std::string& path, ImageFormat format) {
-  CRFSEG_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), IOError, "load_image: '", path, "' is ",
-               bytes.size(), " bytes; stb decodes files below 2 GiB");
-  const auto* data = bytes.data();
-  const int len = static_cast<int>(bytes.size());
+// stb_image 2.27 (Debian 12) builds a JPEG Huffman table from the DHT's 16
+// code counts without checking that they add up to at most 256, and writes
+// past its 257-entry arrays when they do not (found by fuzz/fuzz_image;
+// fixed upstream in stb_image 2.28). Refuse such tables before stb sees them.
+// A DHT segment holds tables of [class/id byte, 16 counts, the values].
+void check_jpeg_dht(const uint8_t* b, size_t n, size_t at, const std::string& source) {
+  if (at + 2 > n) return;  // stb reads zeros past the end: no codes
+  int64_t left = (int64_t{b[at]} << 8 | b[at + 1]) - 2;
+  size_t p = at + 2;
+  while (left > 0 && p < n) {
+    if ((b[p] >> 4) > 1 || (b[p] & 15) > 3) return;  // stb rejects the header itself
+    int codes = 0;
+    for (size_t i = 0; i < 16 && p + 1 + i < n; ++i) codes += b[p + 1 + i];
+    CRFSEG_CHECK(codes <= 256, IOError, "load_image: cannot decode '", source, "' (jpeg): a Huffman table at byte ",
+                 p, " defines ", codes, " codes, at most 256 are possible (corrupt JPEG)");
+    left -= 17 + codes;
+    p += 17 + static_cast<size_t>(codes);
+  }
+}
+
+// Finds every DHT segment stb could parse: walks the marker segments up to
+// the first scan; from there on (entropy-coded data, where 0xFF bytes are
+// stuffed, or bytes stb would resynchronise on) every 0xFF 0xC4 is taken as
+// one, so the check never misses a table stb reads.
+void check_jpeg_tables(const uint8_t* b, size_t n, const std::string& source) {
+  size_t p = 2;  // after SOI
+  while (p + 1 < n && b[p] == 0xFF) {
+    while (p + 1 < n && b[p + 1] == 0xFF) ++p;  // fill bytes
+    const uint8_t marker = b[p + 1];
+    p += 2;
+    if (marker == 0xD8 || marker == 0xD9 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;
+    if (p + 2 > n) return;
+    const size_t length = size_t{b[p]} << 8 | b[p + 1];
+    if (marker == 0xC4) check_jpeg_dht(b, n, p, source);
+    if (marker == 0xDA || length < 2) break;
+    p += length;
+  }
+  for (size_t i = std::min(p, n); i + 1 < n; ++i) {
+    if (b[i] == 0xFF && b[i + 1] == 0xC4) check_jpeg_dht(b, n, i + 2, source);
+  }
+}
+
+// The header's geometry, through stbi_info (no pixels decoded).
+ImageInfo stb_info(const uint8_t* data, size_t size, const std::string& source, ImageFormat format) {
+  CRFSEG_CHECK(size <= static_cast<size_t>(INT_MAX), IOError, "load_image: '", source, "' is ", size,
+               " bytes; stb decodes files below 2 GiB");
+  // stb parses the JPEG tables before the frame header, so check them first.
+  if (format == ImageFormat::jpeg) check_jpeg_tables(data, size, source);
+  int w = 0, h = 0, c = 0;
+  CRFSEG_CHECK(stbi_info_from_memory(data, static_cast<int>(size), &w, &h, &c) != 0, IOError,
+               "load_image: cannot decode '", source, "' (", format_name(format), "): ", stbi_failure_reason());
+  return ImageInfo{format, h, w, c};
+}
+
+void check_pixel_limit(const ImageInfo& info, const std::string& source) {
+  CRFSEG_CHECK(info.height > 0 && info.width > 0 && info.height <= kMaxImagePixels / info.width, IOError,
+               "load_image: '", source, "' (", format_name(info.format), ") claims ", info.width, "x", info.height,
+               " pixels; expected a non-empty image of at most ", kMaxImagePixels, " pixels (corrupt header?)");
+}
+
+Image decode_with_stb(const uint8_t* data, size_t size, const std::string& path, ImageFormat format) {
+  // Check the header's size first: stb allocates the whole output from it,
+  // so a few corrupt header bytes could otherwise ask for gigabytes.
+  check_pixel_limit(stb_info(data, size, path, format), path);
+  const int len = static_cast<int>(size);
   int w = 0, h = 0, c = 0;
   const bool is16 = stbi_is_16_bit_from_memory(data, len) != 0;
   std::unique_ptr<void, StbFree> pixels(is16 ? static_cast<void*>(stbi_load_16_from_memory(data, len, &w, &h, &c, 0))
@@ -160,17 +220,46 @@ Image decode_with_stb(const std::vector<uint8_t>& bytes, const std::string& path
   return image;
 }
 
+ImageFormat known_format(const uint8_t* bytes, size_t size, const std::string& source) {
+  const ImageFormat format = detect_format(bytes, size);
+  CRFSEG_CHECK(format != ImageFormat::unknown, IOError, "load_image: '", source,
+               "' is not a supported image (PNG, JPEG, BMP, PGM/PPM, GIF or TIFF by content; ", size,
+               " bytes", size == 0 ? ", empty file" : "", ")");
+  return format;
+}
+
 }  // namespace
+
+ImageInfo probe_image(const uint8_t* bytes, size_t size, const std::string& source) {
+  const ImageFormat format = known_format(bytes, size, source);
+  if (format == ImageFormat::tiff) {
+    const TiffFile tiff(bytes, size, source);
+    const TiffPage& page = tiff.page(0);
+    return ImageInfo{format, page.height, page.width, page.channels};
+  }
+  return stb_info(bytes, size, source, format);
+}
 
 Image load_image(const std::string& path, int64_t channels) {
   CRFSEG_CHECK(channels == 0 || channels == 1 || channels == 3, ValueError, "load_image: channels must be 0 (keep), 1 or 3, got ",
                channels);
   const std::vector<uint8_t> bytes = read_file_bytes(path, "load_image");
-  const ImageFormat format = detect_format(bytes.data(), bytes.size());
-  CRFSEG_CHECK(format != ImageFormat::unknown, IOError, "load_image: '", path,
-               "' is not a supported image (PNG, JPEG, BMP, PGM/PPM, GIF or TIFF by content; ", bytes.size(),
-               " bytes", bytes.empty() ? ", empty file" : "", ")");
-  Image image = format == ImageFormat::tiff ? TiffFile(path).read_page(0) : decode_with_stb(bytes, path, format);
+  return decode_image(bytes.data(), bytes.size(), path, channels);
+}
+
+Image decode_image(const uint8_t* bytes, size_t size, const std::string& source, int64_t channels) {
+  CRFSEG_CHECK(channels == 0 || channels == 1 || channels == 3, ValueError, "load_image: channels must be 0 (keep), 1 or 3, got ",
+               channels);
+  const ImageFormat format = known_format(bytes, size, source);
+  Image image;
+  if (format == ImageFormat::tiff) {
+    const TiffFile tiff(bytes, size, source);
+    const TiffPage& page = tiff.page(0);
+    check_pixel_limit(ImageInfo{format, page.height, page.width, page.channels}, source);
+    image = tiff.read_page(0);
+  } else {
+    image = decode_with_stb(bytes, size, source, format);
+  }
   image.format = format;
   image.file_channels = image.channels;
   return channels == 0 ? image : convert_channels(image, channels);

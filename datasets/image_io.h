@@ -55,8 +55,28 @@ void write_file_bytes(const std::string& path, const std::vector<uint8_t>& bytes
 
 // Decodes an image file. channels = 0 keeps the file's channel count; 1 or 3
 // converts (convert_channels). A multi-page TIFF gives its first page; 16-bit
-// PNG/PGM/TIFF keep 16 bits, everything else is 8-bit.
+// PNG/PGM/TIFF keep 16 bits, everything else is 8-bit. Images of more than
+// kMaxImagePixels pixels are refused (IOError) before any pixel is allocated.
 Image load_image(const std::string& path, int64_t channels = 0);
+
+// The same on a file's bytes held in memory; `source` names them in errors
+// ("load_image: cannot decode '<source>' (png): ..."). load_image is this
+// function applied to the file's contents, with the path as source.
+Image decode_image(const uint8_t* bytes, size_t size, const std::string& source, int64_t channels = 0);
+
+// Width x height limit of decode_image/load_image: 2^28 pixels (16384 x
+// 16384), far above any dataset here. A corrupt header cannot make the
+// decoder allocate gigabytes.
+inline constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
+
+// What an image's header says, without decoding the pixels (for stb formats
+// through stbi_info, for TIFF the first page's directory). Throws IOError
+// like decode_image for unknown formats and unreadable headers.
+struct ImageInfo {
+  ImageFormat format = ImageFormat::unknown;
+  int64_t height = 0, width = 0, channels = 0;
+};
+ImageInfo probe_image(const uint8_t* bytes, size_t size, const std::string& source);
 
 // Channel conversion, the rule used everywhere:
 //   gray -> RGB replicates; gray+alpha drops alpha (then replicates for RGB);

@@ -16,10 +16,13 @@ namespace {
 Batch assemble(const Dataset& dataset, const LoaderOptions& o, const std::vector<int64_t>& order, int64_t epoch,
                int64_t index) {
   const int64_t n = static_cast<int64_t>(order.size());
-  const int64_t begin = index * o.batch_size, end = std::min(begin + o.batch_size, n);
+  const int64_t global_begin = index * o.batch_size, global_end = std::min(global_begin + o.batch_size, n);
+  const ShardRange mine = shard_range(global_end - global_begin, o.shard, o.num_shards);
+  const int64_t begin = global_begin + mine.begin, end = global_begin + mine.end;
   Batch batch;
   batch.epoch = epoch;
   batch.index = index;
+  batch.global_size = global_end - global_begin;
   std::vector<Sample> samples;
   for (int64_t p = begin; p < end; ++p) {
     const int64_t i = order[static_cast<size_t>(p)];
@@ -59,6 +62,13 @@ Batch assemble(const Dataset& dataset, const LoaderOptions& o, const std::vector
 
 }  // namespace
 
+ShardRange shard_range(int64_t m, int64_t shard, int64_t num_shards) {
+  CRFSEG_CHECK(m >= 0 && num_shards >= 1 && shard >= 0 && shard < num_shards, ValueError,
+               "shard_range: expected m >= 0 and 0 <= shard < num_shards, got m = ", m, ", shard ", shard, " of ",
+               num_shards);
+  return {m * shard / num_shards, m * (shard + 1) / num_shards};
+}
+
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions options)
     : dataset_(std::move(dataset)), options_(std::move(options)) {
   CRFSEG_CHECK(dataset_ != nullptr, ValueError, "DataLoader: dataset is null");
@@ -70,6 +80,11 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions opt
   CRFSEG_CHECK(options_.height >= 0 && options_.width >= 0 && (options_.height > 0) == (options_.width > 0),
                ValueError, "DataLoader: height and width must be both positive or both 0, got ", options_.height, "x",
                options_.width);
+  CRFSEG_CHECK(options_.num_shards >= 1 && options_.shard >= 0 && options_.shard < options_.num_shards, ValueError,
+               "DataLoader: expected 0 <= shard < num_shards, got shard ", options_.shard, " of ", options_.num_shards);
+  CRFSEG_CHECK(options_.batch_size >= options_.num_shards, ValueError, "DataLoader: the global batch_size ",
+               options_.batch_size, " is smaller than num_shards ", options_.num_shards,
+               ", which would leave a shard without samples");
   CRFSEG_CHECK(num_batches() > 0, ValueError, "DataLoader: drop_last with batch_size ", options_.batch_size,
                " leaves no batch of ", dataset_->size(), " samples");
 }
@@ -78,7 +93,9 @@ DataLoader::~DataLoader() { stop_workers(); }
 
 int64_t DataLoader::num_batches() const {
   const int64_t n = dataset_->size(), b = options_.batch_size;
-  return options_.drop_last ? n / b : (n + b - 1) / b;
+  // A final partial batch needs at least one sample per shard (see loader.h).
+  const bool keep_partial = !options_.drop_last && n % b >= options_.num_shards;
+  return n / b + (keep_partial ? 1 : 0);
 }
 
 std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {

@@ -17,6 +17,15 @@
 // uninterrupted run saw. Nothing needs to go into a checkpoint but (epoch,
 // batch index).
 //
+// Data parallelism (num_shards = P > 1): batch_size is the *global* batch G,
+// and this loader delivers only shard s's slice of every global batch:
+// positions shard_range(m, s, P) of a batch of m samples (G, or fewer for the
+// last). Every shard walks the same seeded epoch order, so the union of the P
+// shards' batch k is exactly batch k of the unsharded loader, and a run
+// resumed at batch k with another P continues the same sequence. A final
+// partial batch with fewer than P samples would leave a shard empty, so it
+// is dropped (by every shard) when P > 1.
+//
 // Threads: with num_workers = 0 batches are loaded in next(). Otherwise
 // workers claim batch indices in order and load them in parallel, at most
 // num_workers * prefetch batches ahead of the consumer; next() returns them
@@ -49,7 +58,17 @@ struct LoaderOptions {
   int64_t prefetch = 2;     // batches in flight per worker
   int64_t height = 0, width = 0;  // output size (0, 0: samples must share a size)
   std::optional<AugmentOptions> augment;
+  int64_t num_shards = 1;   // data-parallel ranks sharing every batch (see above)
+  int64_t shard = 0;        // this rank, in [0, num_shards)
 };
+
+// The positions [begin, end) of shard s's slice of a batch of m samples split
+// over P shards: [floor(s*m/P), floor((s+1)*m/P)), so slices differ by at most
+// one sample and are in rank order.
+struct ShardRange {
+  int64_t begin = 0, end = 0;
+};
+ShardRange shard_range(int64_t m, int64_t shard, int64_t num_shards);
 
 struct Batch {
   Tensor images;                  // [B, C, H, W] f32
@@ -57,12 +76,14 @@ struct Batch {
   std::vector<int64_t> indices;   // dataset indices of the samples
   std::vector<std::string> names;
   int64_t epoch = 0, index = 0;   // which epoch, and which batch within it
+  int64_t global_size = 0;        // samples in the whole batch over all shards (= B unsharded)
 };
 
 class DataLoader {
  public:
   // Throws ValueError for a null or empty dataset, batch_size < 1,
-  // num_workers < 0, prefetch < 1, or a half-given size.
+  // num_workers < 0, prefetch < 1, a half-given size, num_shards < 1, a
+  // shard outside [0, num_shards), or batch_size < num_shards.
   DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions options);
   ~DataLoader();  // stops and joins the workers
   DataLoader(const DataLoader&) = delete;

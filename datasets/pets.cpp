@@ -29,6 +29,20 @@ LabelMap trimap_map(TrimapBorder border) {
   return map;
 }
 
+// `s` with control bytes (a NUL would end the message) written as \xNN.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c != 0x7F) {
+      out += static_cast<char>(c);
+    } else {
+      static const char* hex = "0123456789abcdef";
+      out += {'\\', 'x', hex[c >> 4], hex[c & 15]};
+    }
+  }
+  return out;
+}
+
 bool file_exists(const std::string& path) {
   std::error_code ec;
   return fs::is_regular_file(path, ec);
@@ -71,21 +85,32 @@ PetsDataset::PetsDataset(std::string root, PetsOptions options)
                                   std::to_string(stems.size()) + " listed images in '" + root_ + "'");
 }
 
-std::vector<std::string> PetsDataset::read_split(const std::string& split) const {
-  const std::string path = (fs::path(root_) / "annotations" / (split + ".txt")).string();
-  CRFSEG_CHECK(file_exists(path), IOError, "PetsDataset: split file '", path, "' not found; ", kLayout);
-  std::ifstream in(path);
-  CRFSEG_CHECK(in.good(), IOError, "PetsDataset: cannot read split file '", path, "'");
+std::vector<std::string> parse_pets_split(const std::string& text, const std::string& source) {
   std::vector<std::string> stems;
+  std::istringstream in(text);
   std::string line;
-  while (std::getline(in, line)) {
+  for (int64_t number = 1; std::getline(in, line); ++number) {
     std::istringstream tokens(line);
     std::string stem;
     if (!(tokens >> stem) || stem[0] == '#') continue;  // blank lines and comments (list.txt style)
+    CRFSEG_CHECK(stem != "." && stem != ".." && stem.find_first_of(std::string("/\\\0", 3)) == std::string::npos,
+                 ValueError, "PetsDataset: split file '", source, "' line ", number, ": '", printable(stem),
+                 "' is not an image stem (expected a file name such as Abyssinian_100, without '/' or '\\')");
     stems.push_back(stem);
   }
-  CRFSEG_CHECK(!stems.empty(), ValueError, "PetsDataset: split file '", path, "' lists no images");
+  CRFSEG_CHECK(!stems.empty(), ValueError, "PetsDataset: split file '", source, "' lists no images");
   return stems;
+}
+
+std::vector<std::string> PetsDataset::read_split(const std::string& split) const {
+  const std::string path = (fs::path(root_) / "annotations" / (split + ".txt")).string();
+  CRFSEG_CHECK(file_exists(path), IOError, "PetsDataset: split file '", path, "' not found; ", kLayout);
+  std::ifstream in(path, std::ios::binary);
+  CRFSEG_CHECK(in.good(), IOError, "PetsDataset: cannot read split file '", path, "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  CRFSEG_CHECK(!in.bad(), IOError, "PetsDataset: read error on split file '", path, "'");
+  return parse_pets_split(text.str(), path);
 }
 
 void PetsDataset::validate_entries() {

@@ -43,6 +43,14 @@ namespace crfseg::data {
 
 enum class TrimapBorder { as_class, ignore, as_pet, as_background };
 
+// The image stems a split file ("annotations/trainval.txt") lists, in order:
+// the first whitespace-separated token of each line; blank lines and lines
+// starting with '#' are skipped. A stem must name a file inside images/, so
+// one holding '/', '\\' or a NUL byte, or being "." or "..", throws
+// ValueError naming `source` and the line. So does a text listing no stem.
+// PetsDataset reads its split files through this function.
+std::vector<std::string> parse_pets_split(const std::string& text, const std::string& source);
+
 struct PetsOptions {
   std::string split = "trainval";  // "trainval", "test", or "all" (both files, in that order)
   TrimapBorder border = TrimapBorder::as_class;

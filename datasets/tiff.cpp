@@ -46,11 +46,14 @@ const char* compression_name(uint64_t c) {
   }
 }
 
-// Bounds-checked reads in the file's byte order.
+// Bounds-checked reads in the file's byte order, from the file (seeking) or
+// from its bytes in memory when `memory` is not null.
 class Reader {
  public:
-  Reader(const std::string& path, bool big_endian, uint64_t file_size)
-      : in_(path, std::ios::binary), path_(path), big_endian_(big_endian), size_(file_size) {
+  Reader(const std::string& path, bool big_endian, uint64_t file_size, const std::vector<uint8_t>* memory)
+      : path_(path), big_endian_(big_endian), size_(file_size), memory_(memory) {
+    if (memory_) return;
+    in_.open(path, std::ios::binary);
     CRFSEG_CHECK(in_.good(), IOError, "TiffFile: cannot open '", path, "' for reading");
   }
   void set_big_endian(bool b) { big_endian_ = b; }
@@ -59,6 +62,10 @@ class Reader {
   void read(uint64_t offset, void* dst, uint64_t n, const char* what) {
     CRFSEG_CHECK(offset <= size_ && n <= size_ - offset, IOError, "TiffFile: '", path_, "' is truncated or corrupt: ",
                  what, " at offset ", offset, " needs ", n, " bytes, the file has ", size_);
+    if (memory_) {
+      std::copy_n(memory_->data() + offset, n, static_cast<uint8_t*>(dst));
+      return;
+    }
     in_.seekg(static_cast<std::streamoff>(offset));
     in_.read(static_cast<char*>(dst), static_cast<std::streamsize>(n));
     CRFSEG_CHECK(in_.good(), IOError, "TiffFile: read error on '", path_, "' at offset ", offset, " (", what, ")");
@@ -80,6 +87,7 @@ class Reader {
   std::string path_;
   bool big_endian_;
   uint64_t size_;
+  const std::vector<uint8_t>* memory_;
 };
 
 // The integer values of one IFD entry (BYTE, SHORT or LONG).
@@ -169,18 +177,29 @@ bool parse_page(Reader& r, uint64_t offset, const std::string& where, uint64_t f
   require(page.strip_offsets.size() == strips, "expected " + std::to_string(strips) + " StripOffsets, found " +
                                                    std::to_string(page.strip_offsets.size()));
   page.strip_byte_counts = tags[kStripByteCounts];
+  // Width and height are 32-bit, so rows * row_bytes can overflow 64 bits:
+  // compare by division. Every strip must lie inside the file, and all of
+  // them together too (an uncompressed page cannot hold more pixels than the
+  // file has bytes, however its strips alias), so no header can make
+  // read_page allocate more than the file's size in samples.
   const uint64_t row_bytes = uint64_t(page.width) * page.channels * (page.bit_depth / 8);
+  uint64_t total = 0;
   for (uint64_t s = 0; s < strips; ++s) {
     const uint64_t rows = std::min<uint64_t>(page.rows_per_strip, page.height - s * page.rows_per_strip);
-    const uint64_t need = rows * row_bytes;
+    const bool fits = rows <= file_size / row_bytes;
+    const uint64_t need = fits ? rows * row_bytes : 0;
+    CRFSEG_CHECK(fits && page.strip_offsets[s] <= file_size && need <= file_size - page.strip_offsets[s], IOError,
+                 "TiffFile: ", where, ": strip ", s, " (", rows, " rows of ", row_bytes,
+                 " bytes) runs past the end of the file (", file_size, " bytes; truncated?)");
     // StripByteCounts is optional for uncompressed data (it follows from the
     // geometry); when given it may include padding but not fall short.
     if (!page.strip_byte_counts.empty()) {
-      require(page.strip_byte_counts.size() == strips && page.strip_byte_counts[s] >= need,
-              "strip " + std::to_string(s) + " holds fewer bytes than its " + std::to_string(rows) + " rows need");
+      CRFSEG_CHECK(page.strip_byte_counts.size() == strips && page.strip_byte_counts[s] >= need, IOError,
+                   "TiffFile: ", where, ": strip ", s, " holds fewer bytes than its ", rows, " rows need");
     }
-    require(page.strip_offsets[s] <= file_size && need <= file_size - page.strip_offsets[s],
-            "strip " + std::to_string(s) + " runs past the end of the file (truncated?)");
+    total += need;
+    CRFSEG_CHECK(total <= file_size, IOError, "TiffFile: ", where, ": the strips of a ", page.width, "x", page.height,
+                 " page need more bytes than the file's ", file_size, " (overlapping strips or corrupt geometry)");
   }
   return true;
 }
@@ -192,7 +211,17 @@ TiffFile::TiffFile(std::string path) : path_(std::move(path)) {
   CRFSEG_CHECK(std::filesystem::is_regular_file(path_, ec), IOError, "TiffFile: '", path_,
                "' does not exist or is not a regular file");
   file_size_ = std::filesystem::file_size(path_, ec);
-  Reader r(path_, false, file_size_);
+  parse_directories();
+}
+
+TiffFile::TiffFile(const uint8_t* bytes, size_t size, std::string source)
+    : path_(std::move(source)), bytes_(std::make_shared<const std::vector<uint8_t>>(bytes, bytes + size)),
+      file_size_(size) {
+  parse_directories();
+}
+
+void TiffFile::parse_directories() {
+  Reader r(path_, false, file_size_, bytes_.get());
   uint8_t header[4];
   r.read(0, header, 4, "header");
   CRFSEG_CHECK((header[0] == 'I' && header[1] == 'I') || (header[0] == 'M' && header[1] == 'M'), IOError,
@@ -225,7 +254,7 @@ const TiffPage& TiffFile::page(int64_t index) const {
 
 Image TiffFile::read_page(int64_t index) const {
   const TiffPage& p = page(index);
-  Reader r(path_, big_endian_, file_size_);
+  Reader r(path_, big_endian_, file_size_, bytes_.get());
   Image image = Image::zeros(p.height, p.width, p.channels, p.bit_depth);
   image.format = ImageFormat::tiff;
   const int bytes_per_sample = p.bit_depth / 8;
@@ -254,11 +283,18 @@ Image TiffFile::read_page(int64_t index) const {
   return image;
 }
 
-std::vector<Image> read_tiff(const std::string& path) {
-  const TiffFile file(path);
+namespace {
+std::vector<Image> read_all_pages(const TiffFile& file) {
   std::vector<Image> pages;
   for (int64_t i = 0; i < file.num_pages(); ++i) pages.push_back(file.read_page(i));
   return pages;
+}
+}  // namespace
+
+std::vector<Image> read_tiff(const std::string& path) { return read_all_pages(TiffFile(path)); }
+
+std::vector<Image> read_tiff(const uint8_t* bytes, size_t size, const std::string& source) {
+  return read_all_pages(TiffFile(bytes, size, source));
 }
 
 // ---- writing ----

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,9 @@ class TiffFile {
  public:
   // Reads the header and every directory; throws IOError (see above).
   explicit TiffFile(std::string path);
+  // The same on a file's bytes in memory (copied); `source` stands for the
+  // path in error messages and path().
+  TiffFile(const uint8_t* bytes, size_t size, std::string source);
 
   const std::string& path() const { return path_; }
   bool big_endian() const { return big_endian_; }
@@ -49,14 +53,17 @@ class TiffFile {
   Image read_page(int64_t index) const;
 
  private:
+  void parse_directories();
   std::string path_;
+  std::shared_ptr<const std::vector<uint8_t>> bytes_;  // the file's bytes when built from memory, else null
   bool big_endian_ = false;
   uint64_t file_size_ = 0;
   std::vector<TiffPage> pages_;
 };
 
-// All pages of a TIFF file.
+// All pages of a TIFF file, or of one held in memory (`source` names it in errors).
 std::vector<Image> read_tiff(const std::string& path);
+std::vector<Image> read_tiff(const uint8_t* bytes, size_t size, const std::string& source);
 
 // Writes pages (8/16-bit, 1 or 3 channels; sizes may differ) as an
 // uncompressed TIFF, one strip of up to rows_per_strip rows per page strip

@@ -35,6 +35,10 @@ install_missing() {
 }
 
 install_missing meson ninja-build g++ pkg-config doctest-dev libstb-dev
+# MPI is optional: with it the build gains data-parallel training and the
+# 2-rank test (tests/distributed/mpi_test.sh), which is skipped without it.
+# Installed before `meson setup` so the first configure finds it.
+install_missing --optional libopenmpi-dev openmpi-bin
 
 # nvcc is optional: the CUDA backend builds when the toolkit is on PATH or in /usr/local/cuda.
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then

@@ -148,3 +148,57 @@ TEST_CASE("image errors name the function, the path and the reason") {
                                    "save_png: cannot open");
   test::check_throws_with<ValueError>([&] { save_png(dir.file("x.png"), Image::zeros(2, 2, 5)); }, "1-4 channels");
 }
+
+TEST_CASE("decode_image decodes bytes in memory like load_image, naming the source in errors") {
+  TempDir dir;
+  const Image in = test::make_image(3, 4, 3, 8, [](int64_t y, int64_t x, int64_t k) { return int(y * 40 + x * 9 + k); });
+  const std::string path = dir.file("img.png");
+  save_png(path, in);
+  const std::vector<uint8_t> bytes = read_file_bytes(path, "test");
+  const Image a = load_image(path, 1), b = decode_image(bytes.data(), bytes.size(), "memory.png", 1);
+  CHECK(a.pixels == b.pixels);
+  CHECK(b.format == ImageFormat::png);
+  CHECK(b.file_channels == 3);
+  const ImageInfo info = probe_image(bytes.data(), bytes.size(), "memory.png");
+  CHECK(info.format == ImageFormat::png);
+  CHECK(info.height == 3);
+  CHECK(info.width == 4);
+  CHECK(info.channels == 3);
+  const uint8_t junk[] = {1, 2, 3};
+  test::check_throws_with<IOError>([&] { decode_image(junk, sizeof junk, "memory.bin"); },
+                                   "'memory.bin' is not a supported image");
+}
+
+// stb allocates the whole output from the header's width and height; a few
+// corrupt header bytes must not become a multi-gigabyte allocation.
+TEST_CASE("decode_image refuses headers claiming more than kMaxImagePixels before allocating") {
+  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+  for (uint32_t v : {20000u, 20000u}) {
+    for (int i = 3; i >= 0; --i) png.push_back(uint8_t(v >> 8 * i));
+  }
+  for (uint8_t v : {8, 0, 0, 0, 0, 0, 0, 0, 0}) png.push_back(v);  // 8-bit gray, CRC (stb does not check it)
+  test::check_throws_with<IOError>([&] { decode_image(png.data(), png.size(), "big.png"); },
+                                   "claims 20000x20000 pixels");
+}
+
+// Found by fuzz/fuzz_image: stb_image 2.27 builds a JPEG Huffman table from
+// 16 code counts without checking that they add up to at most 256, writing
+// past its arrays (UBSan: index 257 out of bounds for 'stbi_uc[257]').
+TEST_CASE("decode_image rejects a JPEG Huffman table with more than 256 codes before stb reads it") {
+  TempDir dir;
+  const std::string path = dir.file("ok.jpg");
+  test::write_jpeg(path, test::make_image(8, 8, 1, 8, [](int64_t y, int64_t x, int64_t) { return int(y * 30 + x); }));
+  std::vector<uint8_t> bytes = read_file_bytes(path, "test");
+  CHECK(decode_image(bytes.data(), bytes.size(), "ok.jpg").width == 8);
+  size_t dht = 0;
+  for (size_t i = 2; i + 1 < bytes.size() && dht == 0; ++i) {
+    if (bytes[i] == 0xFF && bytes[i + 1] == 0xC4) dht = i;
+  }
+  REQUIRE(dht > 0);
+  // Marker (2 bytes), length (2), class/id (1), then the 16 counts.
+  bytes[dht + 5 + 14] = 200;
+  bytes[dht + 5 + 15] = 200;
+  test::check_throws_with<IOError>([&] { decode_image(bytes.data(), bytes.size(), "bad.jpg"); },
+                                   "codes, at most 256 are possible (corrupt JPEG)");
+  test::check_throws_with<IOError>([&] { probe_image(bytes.data(), bytes.size(), "bad.jpg"); }, "Huffman table");
+}

@@ -201,3 +201,14 @@ TEST_CASE("FolderDataset: stems matched, binary 0/255 masks read as 0/1, index m
   test::check_throws_with<IOError>([&] { FolderDataset(empty.path.string(), o); }, "holds no images");
   test::check_throws_with<IOError>([&] { FolderDataset(dir.file("none"), o); }, "dataset folder");
 }
+
+TEST_CASE("parse_pets_split takes the first token of each line and rejects stems that are paths") {
+  CHECK(parse_pets_split("#Image CLASS-ID SPECIES BREED ID\nAbyssinian_100 1 1 1\r\n\n  \t\nboxer_2\t10 2 4\n", "s.txt") ==
+        std::vector<std::string>{"Abyssinian_100", "boxer_2"});
+  test::check_throws_with<ValueError>([] { parse_pets_split("a 1\n../../etc/passwd 1 1 1\n", "s.txt"); },
+                                      "split file 's.txt' line 2: '../../etc/passwd' is not an image stem");
+  test::check_throws_with<ValueError>([] { parse_pets_split("..\n", "s.txt"); }, "is not an image stem");
+  test::check_throws_with<ValueError>([] { parse_pets_split(std::string("a\0b 1\n", 6), "s.txt"); },
+                                      "line 1: 'a\\x00b' is not an image stem");
+  test::check_throws_with<ValueError>([] { parse_pets_split("# only a comment\n", "s.txt"); }, "lists no images");
+}

@@ -186,3 +186,86 @@ TEST_CASE("TiffFile rejects compressed, tiled, float, palette, 1-bit, BigTIFF, t
   write_file_bytes(dir.file("one.tif"), hand_tiff(true, {ok}), "test");
   test::check_throws_with<ValueError>([&] { TiffFile(dir.file("one.tif")).read_page(1); }, "page 1 out of range");
 }
+
+namespace {
+
+// A little-endian TIFF whose IFD holds the given LONG tags (ascending), after
+// `data_bytes` zero bytes of pixel data at offset 8; tags with several values
+// store them out of line. For headers hand_tiff cannot express.
+std::vector<uint8_t> long_tag_tiff(const std::vector<std::pair<uint16_t, std::vector<uint32_t>>>& tags,
+                                   size_t data_bytes) {
+  std::vector<uint8_t> b(8 + data_bytes, 0);
+  b[0] = b[1] = 'I';
+  b[2] = 42;
+  auto put = [&](uint32_t v, int n) {
+    for (int i = 0; i < n; ++i) b.push_back(uint8_t(v >> 8 * i));
+  };
+  std::vector<uint32_t> at(tags.size());
+  for (size_t i = 0; i < tags.size(); ++i) {
+    at[i] = uint32_t(b.size());
+    if (tags[i].second.size() > 1) {
+      for (uint32_t v : tags[i].second) put(v, 4);
+    }
+  }
+  const uint32_t ifd = uint32_t(b.size());
+  for (int i = 0; i < 4; ++i) b[4 + i] = uint8_t(ifd >> 8 * i);
+  put(uint32_t(tags.size()), 2);
+  for (size_t i = 0; i < tags.size(); ++i) {
+    put(tags[i].first, 2);
+    put(4, 2);  // LONG
+    put(uint32_t(tags[i].second.size()), 4);
+    put(tags[i].second.size() > 1 ? at[i] : tags[i].second[0], 4);
+  }
+  put(0, 4);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("TiffFile from memory reads like TiffFile from the file and names the source in errors") {
+  TempDir dir;
+  const std::vector<uint8_t> bytes = hand_tiff(true, {HandPage{3, 2, 1, 16, {1, 2, 3, 400, 500, 65535}, 1, {}},
+                                                      HandPage{1, 1, 1, 8, {9}, 0, {}}});
+  write_file_bytes(dir.file("two.tif"), bytes, "test");
+  const std::vector<Image> from_file = read_tiff(dir.file("two.tif"));
+  const std::vector<Image> from_memory = read_tiff(bytes.data(), bytes.size(), "in-memory.tif");
+  REQUIRE(from_memory.size() == 2);
+  for (size_t k = 0; k < 2; ++k) {
+    CHECK(from_memory[k].pixels == from_file[k].pixels);
+    CHECK(from_memory[k].bit_depth == from_file[k].bit_depth);
+  }
+  CHECK(TiffFile(bytes.data(), bytes.size(), "in-memory.tif").path() == "in-memory.tif");
+  const std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + 12);
+  test::check_throws_with<IOError>([&] { TiffFile(cut.data(), cut.size(), "in-memory.tif"); }, "'in-memory.tif'");
+}
+
+// Found while writing fuzz/fuzz_tiff: the strip size rows * width * samples * bytes was
+// computed in 64 bits and could wrap (here 2^30 rows of 2^34 bytes = 2^64 ->
+// 0), so a 100-byte file passed the "strip inside the file" check and
+// read_page tried to allocate a 2^63-sample image.
+TEST_CASE("TiffFile rejects strip geometry that overflows 64 bits instead of allocating from it") {
+  const std::vector<uint8_t> bytes = long_tag_tiff({{256, {1u << 31}},      // ImageWidth 2^31
+                                                   {257, {1u << 30}},      // ImageLength 2^30
+                                                   {258, {16, 16, 16, 16}},  // 16-bit samples
+                                                   {262, {2}},             // RGB
+                                                   {273, {8}},             // one strip at offset 8
+                                                   {277, {4}}},            // RGBA
+                                                  16);
+  test::check_throws_with<IOError>([&] { TiffFile(bytes.data(), bytes.size(), "wrap.tif"); },
+                                   "strip 0 (1073741824 rows of 17179869184 bytes) runs past the end of the file");
+}
+
+// Strips may alias (all StripOffsets equal): each lies inside the file, but
+// together they would decode a 2000 x 2000 page from 2000 bytes of data.
+TEST_CASE("TiffFile rejects pages whose strips together need more bytes than the file has") {
+  const std::vector<uint8_t> bytes = long_tag_tiff({{256, {2000}},
+                                                   {257, {2000}},
+                                                   {258, {8}},
+                                                   {262, {1}},
+                                                   {273, std::vector<uint32_t>(2000, 8)},
+                                                   {277, {1}},
+                                                   {278, {1}}},
+                                                  2000);
+  test::check_throws_with<IOError>([&] { TiffFile(bytes.data(), bytes.size(), "alias.tif"); },
+                                   "overlapping strips or corrupt geometry");
+}

@@ -8,6 +8,8 @@
 #include "tests/support/helpers.h"
 #include "tests/support/temp_dir.h"
 #include "tools/crfseg/args.h"
+#include "tools/crfseg/commands.h"
+#include "tools/crfseg/data_spec.h"
 #include "tools/crfseg/metrics.h"
 #include "tools/crfseg/progress.h"
 #include "tools/crfseg/report.h"
@@ -85,6 +87,33 @@ TEST_CASE("argument parser") {
     check_throws_with<UsageError>([&] { bad.get_int("--epochs"); }, "--epochs expects an integer, got 'three'");
     check_throws_with<UsageError>([&] { bad.get_double("--lr", 0.0); }, "--lr must be in [0, ");
   }
+}
+
+TEST_CASE("subcommand parsers and --data parsing without opening anything") {
+  for (ArgParser p : {info_parser(), train_parser(), eval_parser(), predict_parser()}) {
+    CHECK_FALSE(p.names().empty());
+    CHECK_FALSE(p.parse({"--help"}));
+  }
+  auto spec = [](const std::vector<std::string>& args) {
+    ArgParser p = train_parser();
+    REQUIRE(p.parse(args));
+    return parse_data_spec(p);
+  };
+  const DataSpec synth = spec({"--data", "synth:16", "--synth-size", "32"});
+  CHECK(synth.kind == "synth");
+  CHECK(synth.synth_count == 16);
+  CHECK(synth.synth_size == 32);
+  CHECK(synth.dir.empty());
+  // Parsing names the folder but does not look at it.
+  const DataSpec pets = spec({"--data", "pets:/no/such/folder", "--pets-border", "ignore", "--val-fraction", "0.5"});
+  CHECK(pets.dir == "/no/such/folder");
+  CHECK(pets.pets_border == data::TrimapBorder::ignore);
+  CHECK(pets.val_fraction == 0.5);
+  check_throws_with<UsageError>([&] { spec({"--data", "synth:99999999999999999999"}); }, "needs a positive count");
+  check_throws_with<UsageError>([&] { spec({"--data", "synth:0"}); }, "needs a positive count");
+  check_throws_with<UsageError>([&] { spec({"--data", "nope"}); }, "unknown --data kind 'nope'");
+  check_throws_with<UsageError>([&] { spec({"--data", "folder:"}); }, "--data folder:DIR needs a directory");
+  check_throws_with<UsageError>([&] { spec({"--data", "folder:/d", "--channels", "2"}); }, "--channels must be 1 or 3");
 }
 
 TEST_CASE("metrics CSV round trip and SVG curves") {

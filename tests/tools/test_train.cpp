@@ -4,6 +4,7 @@
 // folders; eval and predict on the result; and bad inputs that fail with a
 // clear error while the existing checkpoint stays byte-identical.
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -183,6 +184,37 @@ TEST_CASE("a diverging run stops at the first non-finite loss, keeping the last 
     INFO(name);
     for (double x : v) REQUIRE(std::isfinite(x));
   }
+}
+
+TEST_CASE("a non-finite weight is traced to the layer whose output it poisons") {
+  TempDir dir;
+  const std::vector<std::string> base = with(kTiny, {"--data", "synth:8", "--synth-size", "16", "--epochs", "1"});
+  app::run_train(with(base, {"--out", dir.file("good")}));
+  // Poison one convolution's weight in the middle of the network.
+  SafetensorsFile f = load_safetensors(dir.file("good/last.safetensors"));
+  std::string poisoned;
+  int64_t convs = 0;
+  for (auto& [name, t] : f.tensors) {
+    if (name.rfind("model.", 0) != 0 || t.dim() != 4 || ++convs != 3) continue;
+    poisoned = name.substr(6, name.size() - 6 - 7);  // "model." ... ".weight"
+    REQUIRE(name.substr(name.size() - 7) == ".weight");
+    t.data<float>()[t.numel() / 2] = std::numeric_limits<float>::infinity();
+  }
+  REQUIRE(!poisoned.empty());
+  std::map<std::string, std::string> meta = f.metadata;
+  save_safetensors(dir.file("poisoned.safetensors"), f.tensors, meta);
+  std::string message;
+  try {
+    app::run_train(with(base, {"--init", dir.file("poisoned.safetensors"), "--out", dir.file("bad")}));
+  } catch (const ValueError& e) {
+    message = e.what();
+  }
+  INFO(message);
+  CHECK(message.find("the loss is NaN at epoch 1, batch 1 (step 1)") != std::string::npos);
+  CHECK(message.find("the first non-finite activation is the output of " + poisoned + " (Conv2d)") !=
+        std::string::npos);
+  CHECK(message.find("non-finite weights in " + poisoned + ".weight") != std::string::npos);
+  CHECK(message.find("no checkpoint was written yet") != std::string::npos);
 }
 
 TEST_CASE("--crf-lr-mult needs a CRF") {

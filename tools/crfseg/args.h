@@ -40,6 +40,8 @@ class ArgParser {
   int64_t get_int(const std::string& name, int64_t min = INT64_MIN, int64_t max = INT64_MAX) const;
   double get_double(const std::string& name, double min = -1e300, double max = 1e300) const;
   const std::vector<std::string>& positional() const { return positional_; }
+  // Every declared option and flag name, in declaration order.
+  const std::vector<std::string>& names() const { return order_; }
 
  private:
   struct Spec {

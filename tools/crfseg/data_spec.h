@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "datasets/dataset.h"
+#include "datasets/pets.h"
 #include "tools/crfseg/args.h"
 
 namespace crfseg::app {
@@ -35,9 +36,26 @@ struct DataSplits {
   std::shared_ptr<const data::Dataset> train, val, test;
 };
 
+// --data and the data options, checked but not yet opened.
+struct DataSpec {
+  std::string spec;  // the --data value
+  std::string kind;  // synth, pets, microct or folder
+  std::string dir;   // the DIR of pets:/microct:/folder: (empty for synth)
+  double val_fraction = 0.2;
+  int64_t synth_count = 400, synth_classes = 2, synth_channels = 3, synth_size = 64;
+  data::TrimapBorder pets_border = data::TrimapBorder::as_class;
+  int64_t microct_context = 0;
+  int64_t channels = 3;  // folder data
+};
+
+// Parses --data and the options of its kind (the others keep their
+// defaults) without touching the file system. Throws UsageError for a
+// malformed spec or value.
+DataSpec parse_data_spec(const ArgParser& p);
+
 // Opens the dataset named by --data with the data options on `p`. Throws
-// UsageError for a malformed spec and the datasets' IOError/ValueError for
-// missing folders, files or split lists.
+// UsageError for a malformed spec (parse_data_spec) and the datasets'
+// IOError/ValueError for missing folders, files or split lists.
 DataSplits open_data(const ArgParser& p, uint64_t seed);
 
 }  // namespace crfseg::app

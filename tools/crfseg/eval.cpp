@@ -18,7 +18,7 @@
 
 namespace crfseg::app {
 
-int run_eval(const std::vector<std::string>& args) {
+ArgParser eval_parser() {
   ArgParser p("crfseg eval", "Evaluates a checkpoint: pixel accuracy, per-class IoU and Dice, confusion matrix.");
   p.option("--checkpoint", "FILE", "", "a checkpoint written by crfseg train (best.safetensors, last.safetensors)");
   add_data_options(p);
@@ -31,6 +31,11 @@ int run_eval(const std::vector<std::string>& args) {
       .option("--out", "DIR", "", "write confusion.csv and metrics.md here (default: next to the checkpoint)")
       .option("--crf-eval-iters", "T", "", "override the checkpoint's CRF mean-field iterations at evaluation")
       .option("--pictures", "N", "0", "also write image, truth, prediction and overlay PNGs of the first N samples");
+  return p;
+}
+
+int run_eval(const std::vector<std::string>& args) {
+  ArgParser p = eval_parser();
   if (!p.parse(args)) {
     std::printf("%s", p.help().c_str());
     return 0;
@@ -88,7 +93,7 @@ int run_eval(const std::vector<std::string>& args) {
   std::printf("%s\nloss %.4f\n", table.c_str(), r.loss);
   const std::filesystem::path out =
       p.get("--out").empty() ? std::filesystem::path(path).parent_path() : std::filesystem::path(p.get("--out"));
-  if (!out.empty()) std::filesystem::create_directories(out);
+  if (!out.empty()) create_output_dir(out, "crfseg eval");
   const std::string stem = "eval_" + split;
   write_file_atomically((out / (stem + "_confusion.csv")).string(), r.confusion.csv(m.class_names));
   write_file_atomically((out / (stem + "_metrics.md")).string(), table);

@@ -14,12 +14,17 @@
 
 namespace crfseg::app {
 
-int run_info(const std::vector<std::string>& args) {
+ArgParser info_parser() {
   ArgParser p("crfseg info", "Prints the build, devices, CPU features, chosen kernels and a model summary.");
   add_model_options(p);
   p.option("--in-channels", "C", "3", "input channels of the summarised model")
       .option("--classes", "L", "3", "classes of the summarised model")
       .option("--size", "S", "256", "input size (S x S) of the summary's example");
+  return p;
+}
+
+int run_info(const std::vector<std::string>& args) {
+  ArgParser p = info_parser();
   if (!p.parse(args)) {
     std::printf("%s", p.help().c_str());
     return 0;

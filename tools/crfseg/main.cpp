@@ -1,11 +1,15 @@
 // crfseg: the command-line program. `crfseg <command> --help` for each.
 // Errors: a bad command line prints one line ("crfseg train: unknown option
 // '--foo' (see crfseg train --help)") and exits 2; any other error (a corrupt
-// file, a shape mismatch) prints its message and exits 1. Nothing aborts.
+// file, a shape mismatch) prints its message and exits 1. Nothing aborts,
+// except in a data-parallel run (mpirun/srun, more than one rank), where an
+// error on one rank ends all of them with MPI_Abort: the others would wait
+// forever in their next collective.
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "distributed/communicator.h"
 #include "tensor/error.h"
 #include "tools/crfseg/args.h"
 #include "tools/crfseg/commands.h"
@@ -41,9 +45,11 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const crfseg::app::UsageError& e) {
     std::fprintf(stderr, "crfseg %s: %s (see crfseg %s --help)\n", command.c_str(), e.what(), command.c_str());
+    crfseg::dist::abort_world(2);
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "crfseg %s: error: %s\n", command.c_str(), e.what());
+    crfseg::dist::abort_world(1);
     return 1;
   }
 }

@@ -1,5 +1,6 @@
 // Prediction pictures; see pictures.h.
 #include "tools/crfseg/pictures.h"
+#include "tools/crfseg/report.h"
 
 #include <filesystem>
 
@@ -52,7 +53,7 @@ data::Image overlay_image(const Tensor& image, const Tensor& classes_in) {
 
 void write_sample_pictures(const std::string& dir, const std::string& name, const Tensor& image, const Tensor& truth,
                            const Tensor& predicted, int64_t num_classes) {
-  std::filesystem::create_directories(dir);
+  create_output_dir(dir, "pictures");
   const std::string stem = (std::filesystem::path(dir) / name).string();
   data::save_png(stem + "_image.png", data::tensor_to_image(ops::contiguous(image)));
   if (truth.defined()) data::save_png(stem + "_truth.png", mask_image(truth, num_classes));

@@ -12,6 +12,7 @@
 #include "tools/crfseg/checkpoint_model.h"
 #include "tools/crfseg/commands.h"
 #include "tools/crfseg/pictures.h"
+#include "tools/crfseg/report.h"
 
 namespace crfseg::app {
 
@@ -39,7 +40,7 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
 
 }  // namespace
 
-int run_predict(const std::vector<std::string>& args) {
+ArgParser predict_parser() {
   ArgParser p("crfseg predict", "Writes predicted masks and colour overlays for images or folders of images.");
   p.option("--checkpoint", "FILE", "", "a checkpoint written by crfseg train")
       .option("--out", "DIR", "predictions", "output folder")
@@ -47,6 +48,11 @@ int run_predict(const std::vector<std::string>& args) {
       .option("--threads", "N", "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)")
       .flag("--raw-mask", "store class indices in the mask PNG instead of spreading them over 0-255")
       .positionals("INPUT...", "image files and/or folders of images");
+  return p;
+}
+
+int run_predict(const std::vector<std::string>& args) {
+  ArgParser p = predict_parser();
   if (!p.parse(args)) {
     std::printf("%s", p.help().c_str());
     return 0;
@@ -60,7 +66,7 @@ int run_predict(const std::vector<std::string>& args) {
   const int64_t L = m.spec.segmenter.num_classes, C = m.spec.segmenter.in_channels;
   const std::vector<std::string> files = expand_inputs(p.positional());
   const fs::path out = p.get("--out");
-  fs::create_directories(out);
+  create_output_dir(out, "crfseg predict");
   NoGradGuard no_grad;
   for (const std::string& file : files) {
     const data::Image image = data::load_image(file, C);

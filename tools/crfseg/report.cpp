@@ -13,6 +13,12 @@
 
 namespace crfseg::app {
 
+void create_output_dir(const std::string& dir, const char* op) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  CRFSEG_CHECK(!ec, IOError, op, ": cannot create the output folder ", dir, ": ", ec.message());
+}
+
 void write_file_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {

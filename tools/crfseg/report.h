@@ -45,4 +45,8 @@ class MetricsLog {
 // never see a partial file. Throws IOError naming the path.
 void write_file_atomically(const std::string& path, const std::string& text);
 
+// Creates `dir` and its parents (nothing when it exists); throws IOError
+// "<op>: cannot create the output folder DIR: <reason>" otherwise.
+void create_output_dir(const std::string& dir, const char* op);
+
 }  // namespace crfseg::app

@@ -13,20 +13,26 @@
 // epoch at the next batch (its order and augmentation are pure functions of
 // (seed, epoch, index)), so the run ends with the same weights as one that
 // was never interrupted (tests/tools/test_train.sh checks this).
-// A non-finite loss stops the run before the step is applied, with a message
-// naming the epoch and batch; last.safetensors keeps the last good state.
+// A non-finite loss or gradient stops the run before the step is applied,
+// with a message naming the epoch, batch and step, the first layer whose
+// output turned non-finite (or the parameters whose gradients did), and the
+// last good checkpoint, which is never overwritten with non-finite state.
 #include <omp.h>
+#include <signal.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <sstream>
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
+#include "layers/nonfinite.h"
 #include "layers/optim/adam.h"
 #include "layers/optim/clip_grad.h"
 #include "layers/optim/lr_scheduler.h"
@@ -36,6 +42,7 @@
 #include "tensor/ops.h"
 #include "tensor/safetensors.h"
 #include "tools/crfseg/commands.h"
+#include "tools/crfseg/data_parallel.h"
 #include "tools/crfseg/data_spec.h"
 #include "tools/crfseg/evaluate.h"
 #include "tools/crfseg/model_spec.h"
@@ -45,8 +52,6 @@
 namespace crfseg::app {
 
 namespace fs = std::filesystem;
-
-namespace {
 
 ArgParser train_parser() {
   ArgParser p("crfseg train", "Trains a segmentation model, validating after every epoch.");
@@ -71,6 +76,8 @@ ArgParser train_parser() {
       .option("--workers", "N", "2", "data-loading threads (0: load in the training thread)")
       .option("--threads", "N", "0", "OpenMP threads for the kernels (0: OMP_NUM_THREADS or all cores)")
       .option("--device", "NAME", "cpu", "cpu (cuda: not available yet, see issue #7)")
+      .option("--dist", "NAME", "auto", "data parallel: auto (MPI when started by mpirun/srun), none, mpi or nccl")
+      .option("--bucket-mb", "X", "25", "data parallel: gradient all-reduce bucket size in MiB")
       .option("--seed", "N", "0", "seed of the initial weights, the data order and the augmentation")
       .option("--out", "DIR", "runs/train", "output directory")
       .flag("--resume", "continue from DIR/last.safetensors")
@@ -81,6 +88,8 @@ ArgParser train_parser() {
       .flag("--quiet", "no progress lines");
   return p;
 }
+
+namespace {
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const ArgParser& p, const std::vector<Tensor>& params) {
   const std::string name = p.get("--optimizer");
@@ -138,9 +147,43 @@ std::vector<int64_t> split_counts(const std::string& s) {
 }
 
 std::string fmt(const char* f, double v) {
+  if (std::isnan(v)) return "NaN";  // printf may write "-nan"
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
+}
+
+// Where a non-finite loss came from, for the divergence message: the first
+// layer whose output turned non-finite (found by re-running the forward with
+// every module's output checked; the CRF's output is the model's logits),
+// and any weights that already hold NaN or infinity.
+std::string locate_nonfinite(nn::Module& net, const Tensor& logits, const std::function<void()>& forward) {
+  std::string where;
+  if (const auto layer = nn::first_nonfinite_output(net, forward)) {
+    where = "; the first non-finite activation is the output of " + *layer;
+  } else if (!nn::all_finite(logits)) {
+    where = "; the model's output (its final layer) is the first non-finite activation";
+  } else {
+    where = "; every activation is finite: the loss itself overflowed";
+  }
+  return where + nn::describe_names("non-finite weights", nn::nonfinite_parameters(net));
+}
+
+// A process killed while writing a checkpoint leaves "<name>.tmp.<pid>"
+// behind (save_safetensors writes there, then renames). The files of dead
+// processes are removed; a live writer's are left alone.
+void remove_partial_checkpoints(const fs::path& out) {
+  for (const auto& entry : fs::directory_iterator(out)) {
+    const std::string name = entry.path().filename().string();
+    const size_t at = name.find(".safetensors.tmp.");
+    if (at == std::string::npos) continue;
+    const long pid = std::strtol(name.c_str() + at + 17, nullptr, 10);
+    if (pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) continue;
+    std::error_code ec;
+    fs::remove(entry.path(), ec);
+    std::fprintf(stderr, "crfseg train: removed a partial checkpoint %s (left by an interrupted write)\n",
+                 entry.path().c_str());
+  }
 }
 
 // The statistics of the epoch in progress (restored on resume).
@@ -164,13 +207,14 @@ int run_train(const std::vector<std::string>& args) {
   }
   if (device != "cpu") throw UsageError("--device must be cpu or cuda, got '" + device + "'");
   if (const int64_t threads = p.get_int("--threads", 0, 1024); threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  DataParallel dp(p.get("--dist"));  // rank 0 of 1 unless started by mpirun/srun (see data_parallel.h)
   const uint64_t seed = static_cast<uint64_t>(p.get_int("--seed", 0));
   const int64_t epochs = p.get_int("--epochs", 1, 100000), size = p.get_int("--size", 0, 8192);
   const int64_t batch_size = p.get_int("--batch", 1, 4096), workers = p.get_int("--workers", 0, 64);
   const int64_t checkpoint_every = p.get_int("--checkpoint-every", 0), stop_after = p.get_int("--stop-after", 0);
   const double clip = p.get_double("--clip", 0.0);
   const int64_t crf_warmup = p.get_int("--crf-warmup", 0, 100000);
-  const bool quiet = p.flag_set("--quiet");
+  const bool quiet = p.flag_set("--quiet") || !dp.is_root();  // only rank 0 prints
   const fs::path out = p.get("--out");
   const std::string last_path = (out / "last.safetensors").string(), best_path = (out / "best.safetensors").string();
 
@@ -184,6 +228,7 @@ int run_train(const std::vector<std::string>& args) {
 
   // The model: from the checkpoint when resuming, else from the options.
   ModelSpec spec;
+  int64_t global_batch = batch_size * dp.size();
   std::optional<SafetensorsFile> resume_file;  // read once: its metadata here, its tensors below
   if (p.flag_set("--resume")) {
     if (!fs::exists(last_path)) {
@@ -204,8 +249,17 @@ int run_train(const std::vector<std::string>& args) {
                          ", not " + now);
       }
     }
+    // The global batch (--batch times the ranks) fixes the data order: a run
+    // resumed on another number of ranks keeps it and splits it anew.
+    if (prefixed.count("train.global_batch")) {
+      global_batch = std::strtoll(prefixed.at("train.global_batch").c_str(), nullptr, 10);
+    }
   } else {
     spec = model_spec_from(p, train_set.in_channels(), train_set.num_classes());
+  }
+  if (global_batch < dp.size()) {
+    throw UsageError("the global batch " + std::to_string(global_batch) + " cannot be split over " +
+                     std::to_string(dp.size()) + " ranks");
   }
   if (spec.segmenter.in_channels != train_set.in_channels() || spec.segmenter.num_classes != train_set.num_classes()) {
     throw ValueError("the model takes " + std::to_string(spec.segmenter.in_channels) + " channels and " +
@@ -227,16 +281,19 @@ int run_train(const std::vector<std::string>& args) {
   std::unique_ptr<optim::LRScheduler> sched = make_scheduler(p, *opt, epochs);
   const models::TrainingParts parts{net.get(), opt.get(), sched.get(), &gen};
 
-  data::LoaderOptions lo{.batch_size = batch_size, .shuffle = true, .drop_last = false, .seed = seed,
+  data::LoaderOptions lo{.batch_size = global_batch, .shuffle = true, .drop_last = false, .seed = seed,
                          .num_workers = workers, .height = size, .width = size,
                          .augment = make_augment(p.get("--augment"), size)};
+  lo.num_shards = dp.size(), lo.shard = dp.rank();  // this rank's slice of every global batch
   data::DataLoader train_loader(data.train, lo);
   data::LoaderOptions vo = lo;
   vo.shuffle = false;
   vo.augment = std::nullopt;
+  vo.batch_size = std::max<int64_t>(1, global_batch / dp.size()), vo.num_shards = 1, vo.shard = 0;  // rank 0 validates
   data::DataLoader val_loader(data.val, vo);
 
-  fs::create_directories(out);
+  create_output_dir(out.string(), "crfseg train");
+  remove_partial_checkpoints(out);
   const std::vector<std::string> class_names = train_set.class_names();
   MetricsLog log((out / "metrics.csv").string(), class_names);
   int64_t epoch = 0, first_batch = 0, step = 0;
@@ -255,12 +312,17 @@ int run_train(const std::vector<std::string>& args) {
     stats.images = std::strtoll(m.at("train.images").c_str(), nullptr, 10);
     stats.confusion.set_counts(split_counts(m.at("train.confusion")));
     log.load(epoch);
-    std::fprintf(stderr, "crfseg train: resuming %s at epoch %lld, batch %lld (step %lld)\n", last_path.c_str(),
-                 static_cast<long long>(epoch + 1), static_cast<long long>(first_batch),
-                 static_cast<long long>(step));
+    if (dp.is_root()) {
+      std::fprintf(stderr, "crfseg train: resuming %s at epoch %lld, batch %lld (step %lld)\n", last_path.c_str(),
+                   static_cast<long long>(epoch + 1), static_cast<long long>(first_batch),
+                   static_cast<long long>(step));
+    }
   }
 
+  dp.attach(*net, p.get_double("--bucket-mb", 0.0, 1e6));  // rank 0's weights to all, gradient hooks
+
   auto save = [&](const std::string& path, int64_t batches_done) {
+    if (!dp.is_root()) return;  // the ranks' weights are identical: rank 0 writes
     for (const auto& [name, t] : net->state_dict()) {
       if (t.dtype() != DType::f32 && t.dtype() != DType::f64) continue;
       const Tensor v = ops::contiguous(ops::to_dtype(t, DType::f64));
@@ -279,6 +341,7 @@ int run_train(const std::vector<std::string>& args) {
       meta["arg" + key] = p.get(key);
     }
     meta["train.batch"] = std::to_string(batches_done);
+    meta["train.global_batch"] = std::to_string(global_batch);
     meta["train.loss_sum"] = fmt("%.17g", stats.loss_sum);
     meta["train.seconds"] = fmt("%.17g", stats.seconds);
     meta["train.images"] = std::to_string(stats.images);
@@ -291,9 +354,15 @@ int run_train(const std::vector<std::string>& args) {
     models::save_training_checkpoint(path, parts, {.epoch = epoch, .step = step, .best_metric = best}, meta);
   };
 
-  std::printf("crfseg train: %s\n  train: %s\n  val:   %s\n  model: %s, %lld parameters\n", data.spec.c_str(),
-              train_set.description().c_str(), data.val->description().c_str(), describe(spec).c_str(),
-              static_cast<long long>(net->num_parameters()));
+  if (dp.is_root()) {
+    std::printf("crfseg train: %s\n  train: %s\n  val:   %s\n  model: %s, %lld parameters\n", data.spec.c_str(),
+                train_set.description().c_str(), data.val->description().c_str(), describe(spec).c_str(),
+                static_cast<long long>(net->num_parameters()));
+  }
+  if (dp.is_root() && dp.size() > 1) {
+    std::printf("  data parallel: %s, global batch %lld\n", dp.describe().c_str(),
+                static_cast<long long>(global_batch));
+  }
   std::fflush(stdout);
   net->train();
   for (; epoch < epochs; ++epoch) {
@@ -308,31 +377,38 @@ int run_train(const std::vector<std::string>& args) {
     while (auto batch = train_loader.next()) {
       const Tensor logits = (*net)(batch->images);
       const Tensor loss = compute_loss(logits, batch->masks, loss_spec);
-      const double loss_value = loss.item();
+      // Over all ranks: the global batch's mean loss, the same on every rank.
+      const double loss_value = dp.global_mean_loss(loss.item(), batch->images.size(0), batch->global_size);
       // Divergence guard: a non-finite loss or gradient stops the run before
       // the step is applied (checkpoints are also refused when any state is
       // non-finite, see save()).
-      auto diverged = [&](const std::string& what) {
+      auto diverged = [&](const std::string& what, const std::string& where) {
         return ValueError(what + " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(done + 1) +
-                          "; stopping without applying the step (" +
+                          " (step " + std::to_string(step + 1) + ")" + where + "; stopping without applying the step (" +
                           (fs::exists(last_path) ? "the last good checkpoint is " + last_path
                                                  : std::string("no checkpoint was written yet")) +
                           "; try a lower --lr or --clip)");
       };
-      if (!std::isfinite(loss_value)) throw diverged("the loss is " + fmt("%g", loss_value));
+      if (!std::isfinite(loss_value)) throw diverged("the loss is " + fmt("%g", loss_value), locate_nonfinite(
+                                                       *net, logits, [&] { (void)(*net)(batch->images); }));
       opt->zero_grad();
+      dp.begin_backward(batch->images.size(0), batch->global_size);
       backward(loss);
+      dp.end_backward();  // every rank now holds the global batch's gradient
       const double gnorm = optim::grad_norm(net->parameters());
-      if (!std::isfinite(gnorm)) throw diverged("the gradient norm is " + fmt("%g", gnorm));
+      if (!std::isfinite(gnorm)) {
+        throw diverged("the gradient norm is " + fmt("%g", gnorm),
+                       nn::describe_names("non-finite gradients", nn::nonfinite_gradients(*net)));
+      }
       if (clip > 0) optim::clip_grad_norm_(net->parameters(), clip);
       opt->step();
       ++step;
       ++done;
       {
         NoGradGuard no_grad;
-        stats.confusion.add_logits(logits, batch->masks);
+        dp.add_logits(stats.confusion, logits, batch->masks);
       }
-      const int64_t n = batch->images.size(0);
+      const int64_t n = batch->global_size;  // over all ranks
       stats.loss_sum += loss_value * static_cast<double>(n);
       stats.images += n;
       stats.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -344,13 +420,16 @@ int run_train(const std::vector<std::string>& args) {
       if (checkpoint_every > 0 && done % checkpoint_every == 0 && done < batches) save(last_path, done);
       if (stop_after > 0 && step >= stop_after) {
         save(last_path, done);
-        std::fprintf(stderr, "\ncrfseg train: stopped after %lld steps (--stop-after); resume with --resume\n",
-                     static_cast<long long>(step));
+        if (dp.is_root()) {
+          std::fprintf(stderr, "\ncrfseg train: stopped after %lld steps (--stop-after); resume with --resume\n",
+                       static_cast<long long>(step));
+        }
         return 0;
       }
     }
     // End of epoch: validate, log, schedule, checkpoint.
-    const EvalResult val = evaluate(*net, val_loader, loss_spec);
+    const EvalResult val = dp.is_root() ? evaluate(*net, val_loader, loss_spec)
+                                        : EvalResult{.confusion = ConfusionMatrix(train_set.num_classes())};
     EpochRow row{.epoch = epoch + 1, .lr = opt->lr(), .seconds = stats.seconds,
                  .train_loss = stats.loss_sum / static_cast<double>(std::max<int64_t>(stats.images, 1)),
                  .train_acc = stats.confusion.pixel_accuracy(), .train_miou = stats.confusion.mean_iou(),
@@ -360,8 +439,10 @@ int run_train(const std::vector<std::string>& args) {
     for (int64_t c = 0; c < val.confusion.num_classes(); ++c) row.val_iou.push_back(val.confusion.iou(c));
     if (!quiet) progress.finish("loss " + fmt("%.4f", row.train_loss) + "  val loss " + fmt("%.4f", row.val_loss) +
                                 "  val mIoU " + fmt("%.4f", row.val_miou) + "  val acc " + fmt("%.4f", row.val_acc));
-    log.append(row);
-    log.write_svg((out / "curves.svg").string(), "crfseg train " + data.spec + ": " + describe(spec));
+    if (dp.is_root()) {
+      log.append(row);
+      log.write_svg((out / "curves.svg").string(), "crfseg train " + data.spec + ": " + describe(spec));
+    }
     sched->step();
     // A warm-up epoch validated without the CRF is not the deployed model.
     const bool deployable = !spec.crf || epoch >= crf_warmup;
@@ -374,7 +455,7 @@ int run_train(const std::vector<std::string>& args) {
     --epoch;
   }
   const std::vector<EpochRow>& rows = log.rows();
-  if (!rows.empty()) {
+  if (!rows.empty() && dp.is_root()) {
     std::printf("final: val mIoU %.4f, val pixel accuracy %.4f (%s); %s\n", rows.back().val_miou,
                 rows.back().val_acc,
                 best >= 0 ? ("best val mIoU " + fmt("%.4f", best) + " in best.safetensors").c_str()

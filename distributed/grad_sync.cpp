@@ -1,0 +1,219 @@
+// GradSync: bucketed, overlapped gradient all-reduce (see grad_sync.h).
+#include "distributed/grad_sync.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "autograd/autograd_meta.h"
+#include "tensor/ops.h"
+
+namespace crfseg::dist {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+int64_t bytes_of(const Tensor& t) { return t.numel() * static_cast<int64_t>(dtype_size(t.dtype())); }
+
+}  // namespace
+
+// One bucket: a flat buffer holding its parameters' gradients back to back
+// (in the order of bucket_params_), in the parameters' dtype.
+struct GradSync::Bucket {
+  DType dtype = DType::f32;
+  int64_t numel = 0;
+  std::vector<float> f32;
+  std::vector<double> f64;
+  size_t filled = 0;  // parameters copied in this step
+  std::unique_ptr<Request> request;
+
+  void* data() { return dtype == DType::f32 ? static_cast<void*>(f32.data()) : static_cast<void*>(f64.data()); }
+};
+
+std::vector<std::vector<size_t>> assign_buckets(const std::vector<Tensor>& params, int64_t bucket_bytes) {
+  CRFSEG_CHECK(bucket_bytes >= 1, ValueError, "assign_buckets: expected bucket_bytes >= 1, got ", bucket_bytes);
+  std::vector<std::vector<size_t>> buckets;
+  int64_t bytes = 0;
+  for (size_t k = params.size(); k-- > 0;) {
+    const int64_t b = bytes_of(params[k]);
+    const bool fits = !buckets.empty() && bytes + b <= bucket_bytes &&
+                      params[buckets.back().front()].dtype() == params[k].dtype();
+    if (!fits) {
+      buckets.emplace_back();
+      bytes = 0;
+    }
+    buckets.back().push_back(k);
+    bytes += b;
+  }
+  return buckets;
+}
+
+GradSync::GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptions options)
+    : comm_(comm), params_(std::move(params)), options_(options) {
+  CRFSEG_CHECK(!params_.empty(), ValueError, "GradSync: expected at least one parameter");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
+    CRFSEG_CHECK(p.defined() && p.device().is_cpu() && requires_grad(p) && is_leaf(p), ValueError,
+                 "GradSync: parameter ", i, " must be a CPU leaf that requires grad, got ",
+                 p.defined() ? p.str() : std::string("an undefined tensor"));
+    CRFSEG_CHECK(p.dtype() == DType::f32 || p.dtype() == DType::f64, DTypeError, "GradSync: parameter ", i,
+                 " must be f32 or f64, got ", dtype_name(p.dtype()));
+  }
+  bucket_params_ = assign_buckets(params_, options_.bucket_bytes);
+  bucket_of_.resize(params_.size());
+  offset_of_.resize(params_.size());
+  filled_.assign(params_.size(), false);
+  for (size_t b = 0; b < bucket_params_.size(); ++b) {
+    auto bucket = std::make_unique<Bucket>();
+    bucket->dtype = params_[bucket_params_[b].front()].dtype();
+    for (size_t i : bucket_params_[b]) {
+      bucket_of_[i] = b;
+      offset_of_[i] = bucket->numel;
+      bucket->numel += params_[i].numel();
+    }
+    if (bucket->dtype == DType::f32) bucket->f32.resize(static_cast<size_t>(bucket->numel));
+    else bucket->f64.resize(static_cast<size_t>(bucket->numel));
+    buckets_.push_back(std::move(bucket));
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    hook_ids_.push_back(add_grad_accumulated_hook(params_[i], [this, i](const Tensor& g) { on_grad(i, g); }));
+  }
+}
+
+GradSync::~GradSync() {
+  for (auto& b : buckets_) b->request.reset();  // Request's destructor waits (and never throws)
+  for (size_t i = 0; i < params_.size(); ++i) {
+    try {
+      remove_grad_accumulated_hook(params_[i], hook_ids_[i]);
+    } catch (...) {  // destructors never throw
+    }
+  }
+}
+
+void GradSync::begin_step(double weight) {
+  if (in_step_) throw DistributedError("GradSync::begin_step: the previous step was not finished (call finish_step)");
+  CRFSEG_CHECK(std::isfinite(weight) && weight >= 0, ValueError,
+               "GradSync::begin_step: expected a finite weight >= 0, got ", weight);
+  in_step_ = true;
+  weight_ = weight;
+  next_bucket_ = 0;
+  filled_.assign(params_.size(), false);
+  for (auto& b : buckets_) b->filled = 0;
+}
+
+// Copies weight * grad into the parameter's slot of its bucket.
+void GradSync::fill(size_t i, const Tensor& grad) {
+  Bucket& b = *buckets_[bucket_of_[i]];
+  const int64_t n = params_[i].numel(), at = offset_of_[i];
+  if (!grad.defined()) {
+    // No gradient on this rank (e.g. a layer that was skipped): contributes zero.
+    if (b.dtype == DType::f32) std::fill_n(b.f32.data() + at, n, 0.0f);
+    else std::fill_n(b.f64.data() + at, n, 0.0);
+  } else {
+    const Tensor g = ops::contiguous(grad);
+    CRFSEG_CHECK(g.numel() == n && g.dtype() == b.dtype, ShapeError, "GradSync: the gradient of parameter ", i, " is ",
+                 g.str(), ", expected ", params_[i].str());
+    if (b.dtype == DType::f32) {
+      const float* src = g.data<float>();
+      float* dst = b.f32.data() + at;
+      const float w = static_cast<float>(weight_);
+      for (int64_t j = 0; j < n; ++j) dst[j] = w * src[j];
+    } else {
+      const double* src = g.data<double>();
+      double* dst = b.f64.data() + at;
+      for (int64_t j = 0; j < n; ++j) dst[j] = weight_ * src[j];
+    }
+  }
+  filled_[i] = true;
+  ++b.filled;
+}
+
+void GradSync::on_grad(size_t i, const Tensor& grad) {
+  if (!in_step_) return;  // a backward outside begin/finish stays local (like DDP's no_sync)
+  const auto t0 = Clock::now();
+  if (filled_[i]) {
+    throw DistributedError("GradSync: parameter " + std::to_string(i) +
+                           " received a second gradient in one step (run one backward per begin_step/finish_step)");
+  }
+  if (bucket_of_[i] < next_bucket_) {
+    throw DistributedError("GradSync: parameter " + std::to_string(i) + "'s bucket was already all-reduced");
+  }
+  fill(i, grad);
+  if (options_.overlap) {
+    const size_t before = next_bucket_;
+    start_ready_buckets();
+    stats_.buckets_started_in_backward += static_cast<int64_t>(next_bucket_ - before);
+    poll();
+  }
+  stats_.hook_seconds += seconds_since(t0);
+}
+
+// Starts buckets in index order while the next one is complete, so all ranks
+// issue their collectives in the same order.
+void GradSync::start_ready_buckets() {
+  while (next_bucket_ < buckets_.size() && buckets_[next_bucket_]->filled == bucket_params_[next_bucket_].size()) {
+    Bucket& b = *buckets_[next_bucket_];
+    b.request = b.dtype == DType::f32 ? comm_.iallreduce_sum(b.f32.data(), b.numel)
+                                      : comm_.iallreduce_sum(b.f64.data(), b.numel);
+    ++next_bucket_;
+  }
+}
+
+void GradSync::poll() {
+  for (size_t b = 0; b < next_bucket_; ++b) {
+    if (buckets_[b]->request) buckets_[b]->request->test();
+  }
+}
+
+void GradSync::finish_step() {
+  if (!in_step_) throw DistributedError("GradSync::finish_step: no step is open (call begin_step before backward)");
+  in_step_ = false;  // also on error: the next begin_step starts clean
+  const auto t0 = Clock::now();
+  // Parameters whose hook did not fire: a gradient set without backward, or
+  // none at all this step (counted as zero).
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!filled_[i]) fill(i, grad(params_[i]));
+  }
+  start_ready_buckets();
+  for (auto& b : buckets_) {
+    std::unique_ptr<Request> r = std::move(b->request);
+    if (r) r->wait();
+  }
+  // Write the sums back into the gradients.
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor g = grad(params_[i]);
+    if (!g.defined()) continue;
+    const Bucket& b = *buckets_[bucket_of_[i]];
+    const int64_t n = params_[i].numel(), at = offset_of_[i];
+    const void* src = b.dtype == DType::f32 ? static_cast<const void*>(b.f32.data() + at)
+                                            : static_cast<const void*>(b.f64.data() + at);
+    if (g.is_contiguous()) {
+      std::memcpy(g.raw_data(), src, static_cast<size_t>(n) * dtype_size(b.dtype));
+      g.bump_version();
+    } else {
+      Tensor flat = Tensor::empty(g.shape(), g.options());
+      std::memcpy(flat.raw_data(), src, static_cast<size_t>(n) * dtype_size(b.dtype));
+      ops::copy_(g, flat);
+    }
+  }
+  ++stats_.steps;
+  stats_.finish_seconds += seconds_since(t0);
+}
+
+void broadcast_tensors(Communicator& comm, const std::vector<Tensor>& tensors, int root) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
+    CRFSEG_CHECK(t.defined() && t.is_contiguous() && t.device().is_cpu(), ValueError, "broadcast_tensors: tensor ", i,
+                 " must be a defined contiguous CPU tensor, got ", t.defined() ? t.str() : std::string("undefined"));
+    comm.broadcast(t.raw_data(), bytes_of(t), root);
+    t.bump_version();
+  }
+}
+
+void allreduce_sum(Communicator& comm, std::vector<double>& values) {
+  comm.allreduce_sum(values.data(), static_cast<int64_t>(values.size()));
+}
+
+}  // namespace crfseg::dist

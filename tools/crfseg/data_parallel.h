@@ -1,0 +1,64 @@
+// Data-parallel training for `crfseg train`: the communicator, gradient
+// averaging and the few statistics the ranks must agree on, behind calls
+// that do nothing in a single-process run.
+//
+// With P ranks and --batch B, the global batch is G = P * B: every rank
+// walks the same seeded epoch order and trains on its B-sample slice of each
+// global batch (DataLoader shards); GradSync averages the gradients, weighted
+// by each rank's share of the samples, during the backward. Every rank then
+// takes the same optimizer step, so the weights stay identical without being
+// sent again. Batch-norm statistics stay local to each rank (a BN layer
+// normalises over its rank's B samples, so a run with BN is close to, but not
+// the same as, a single process with batch G; rank 0's running statistics are
+// the ones checkpointed). Synchronised BN is not implemented.
+//
+// Rank 0 alone prints, writes checkpoints, metrics and curves, and runs the
+// validation pass (the other ranks go on to the next epoch and wait for it
+// in their first collective).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "distributed/communicator.h"
+#include "distributed/grad_sync.h"
+#include "layers/module.h"
+#include "tools/crfseg/metrics.h"
+
+namespace crfseg::app {
+
+class DataParallel {
+ public:
+  // backend: --dist (auto, none, mpi, nccl); see dist::make_communicator.
+  explicit DataParallel(const std::string& backend);
+
+  int rank() const { return comm_->rank(); }
+  int size() const { return comm_->size(); }
+  bool is_root() const { return comm_->rank() == 0; }
+  std::string backend() const { return comm_->backend(); }
+
+  // Copies rank 0's parameters and buffers to every rank, then (P > 1) hooks
+  // GradSync onto the parameters with buckets of bucket_mb MiB.
+  void attach(nn::Module& model, double bucket_mb);
+
+  // Around backward(): begin with this rank's and the global batch's sample
+  // counts; end makes every grad the gradient of the global batch's mean loss.
+  void begin_backward(int64_t local_samples, int64_t global_samples);
+  void end_backward();
+
+  // The global batch's mean loss from this rank's mean over its samples.
+  double global_mean_loss(double local_mean, int64_t local_samples, int64_t global_samples);
+  // Adds the argmax of logits vs masks over all ranks' samples to `into`.
+  void add_logits(ConfusionMatrix& into, const Tensor& logits, const Tensor& masks);
+
+  // "2 ranks (mpi), 3 gradient buckets": for the run's header.
+  std::string describe() const;
+  // GradSync's timings (null in a single-process run).
+  const dist::GradSyncStats* sync_stats() const { return sync_ ? &sync_->stats() : nullptr; }
+
+ private:
+  std::unique_ptr<dist::Communicator> comm_;
+  std::unique_ptr<dist::GradSync> sync_;
+};
+
+}  // namespace crfseg::app

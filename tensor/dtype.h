@@ -8,8 +8,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <ostream>
 #include <string>
+#include <type_traits>
 
 namespace crfseg {
 
@@ -47,6 +49,23 @@ constexpr bool is_floating(DType t) {
 }
 
 inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_name(t); }
+
+// Element conversion for casts and copies between dtypes. Floating to
+// integer truncates toward zero and saturates at the integer type's range,
+// NaN becoming 0 (a plain static_cast of an out-of-range value is undefined
+// behaviour); every other conversion is static_cast.
+template <typename To, typename From>
+constexpr To convert_element(From v) {
+  if constexpr (std::is_floating_point_v<From> && std::is_integral_v<To>) {
+    if (!(v == v)) return To(0);  // NaN
+    if (v <= static_cast<From>(std::numeric_limits<To>::min())) return std::numeric_limits<To>::min();
+    // max() as From may round up (2^63 - 1 -> 2^63): compare with >= there.
+    if (v >= static_cast<From>(std::numeric_limits<To>::max())) return std::numeric_limits<To>::max();
+    return static_cast<To>(v);
+  } else {
+    return static_cast<To>(v);
+  }
+}
 
 // Maps a C++ element type to its DType (used by typed accessors and kernels).
 template <typename T> struct dtype_of;

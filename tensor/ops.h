@@ -83,7 +83,7 @@ void mul_(const Tensor& dst, double s);
 // ---- copies, casts, devices ----
 Tensor contiguous(const Tensor& t);  // returns t itself when already contiguous
 Tensor clone(const Tensor& t);       // always a fresh contiguous copy
-Tensor to_dtype(const Tensor& t, DType dtype);
+Tensor to_dtype(const Tensor& t, DType dtype);  // float -> int saturates, NaN -> 0 (convert_element)
 Tensor to_device(const Tensor& t, Device device);
 
 // ---- views (share storage) ----

@@ -264,7 +264,7 @@ void copy_(const Tensor& dst, const Tensor& src) {
     dispatch_all(src.dtype(), "copy_", [&](auto stag) {
       using TS = decltype(stag);
       kc::map1(dst.shape(), dst.data<TD>(), dst.strides().data(), src.data<TS>(),
-               ss.data(), [](TS v) { return static_cast<TD>(v); });
+               ss.data(), [](TS v) { return convert_element<TD>(v); });
     });
   });
   dst.bump_version();

@@ -115,12 +115,21 @@ void append_utf8(std::string& out, uint32_t cp) {
 
 // ------------------------------------------------------------ JSON parse ----
 
+// An object's member. (Not std::pair<std::string, JsonValue>: a pair of the
+// still-incomplete JsonValue inside JsonValue is rejected by clang.)
+struct JsonMember;
+
 struct JsonValue {
   enum class Kind { null, boolean, number, string, array, object };
   Kind kind = Kind::null;
   std::string text;  // a string's unescaped value, or a number's literal text
-  std::vector<JsonValue> items;                             // array
-  std::vector<std::pair<std::string, JsonValue>> members;  // object, in file order (duplicates kept)
+  std::vector<JsonValue> items;     // array
+  std::vector<JsonMember> members;  // object, in file order (duplicates kept)
+};
+
+struct JsonMember {
+  std::string key;
+  JsonValue value;
 };
 
 const char* kind_name(JsonValue::Kind kind) {
@@ -212,7 +221,7 @@ class JsonParser {
       skip_whitespace();
       expect(':', "':' after an object key");
       skip_whitespace();
-      v.members.emplace_back(std::move(key), parse_value(depth + 1));
+      v.members.push_back(JsonMember{std::move(key), parse_value(depth + 1)});
       skip_whitespace();
       if (peek() == ',') {
         ++pos_;

@@ -209,7 +209,8 @@ TEST_CASE("lattice and dense filters on awkward sizes and dimensions") {
   }
   SUBCASE("1xN, Nx1 and prime image sizes, d = 1, 2, 3, 5") {
     const std::vector<std::pair<int64_t, int64_t>> sizes{{1, 17}, {31, 1}, {7, 13}, {13, 11}, {2, 3}};
-    for (auto [h, w] : sizes) {
+    for (const auto& hw : sizes) {
+      const int64_t h = hw.first, w = hw.second;  // (clang 14 cannot capture structured bindings in CAPTURE)
       for (int64_t d : {1, 2, 3, 5}) {
         CAPTURE(h);
         CAPTURE(w);

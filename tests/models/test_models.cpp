@@ -90,7 +90,8 @@ TEST_CASE("Segmenter: any input size, any encoder, logits at the input size") {
     SegmenterConfig c{.encoder = enc, .in_channels = 1, .num_classes = 3, .base_width = 4, .depth = 2,
                       .decoder_widths = enc == "unet" ? std::vector<int64_t>{} : std::vector<int64_t>{16, 8, 8, 4}};
     Segmenter s(c, gen);
-    for (const auto& [h, w] : std::vector<std::pair<int64_t, int64_t>>{{17, 23}, {8, 8}, {1, 5}}) {
+    for (const auto& hw : std::vector<std::pair<int64_t, int64_t>>{{17, 23}, {8, 8}, {1, 5}}) {
+      const int64_t h = hw.first, w = hw.second;  // (clang 14 cannot capture structured bindings in INFO)
       INFO(enc << " " << h << "x" << w);
       NoGradGuard no_grad;
       s.eval();

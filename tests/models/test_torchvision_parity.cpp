@@ -95,7 +95,8 @@ TEST_CASE("PyTorch parity: one U-Net training step's loss and gradients" * docte
   int checked = 0;
   double worst = 0;
   for (const auto& [name, p] : net.named_parameters()) {
-    INFO(name);
+    const std::string param_name = name;  // (clang 14 cannot capture structured bindings in INFO)
+    INFO(param_name);
     const double err = relative_error(grad(p), f.at("grad." + name));
     CHECK(err < 1e-3);
     worst = std::max(worst, err);
@@ -104,7 +105,8 @@ TEST_CASE("PyTorch parity: one U-Net training step's loss and gradients" * docte
   MESSAGE("U-Net step: " << checked << " parameter gradients, worst relative error " << worst);
   CHECK(checked == static_cast<int>(with_prefix(f, "grad.").size()));
   for (const auto& [name, t] : with_prefix(f, "after.")) {
-    INFO(name);
+    const std::string buffer_name = name;
+    INFO(buffer_name);
     for (const auto& [n, b] : net.named_buffers()) {
       if (n == name) CHECK(relative_error(b, t) < 1e-5);
     }

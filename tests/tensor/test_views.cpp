@@ -1,4 +1,6 @@
 // Views share storage and index the right elements; bad geometry throws.
+#include <limits>
+
 #include "tests/support/helpers.h"
 
 using namespace crfseg;
@@ -82,6 +84,14 @@ TEST_CASE("dtypes: casts between f32, f64 and integer types") {
   CHECK(ops::to_dtype(f, DType::f64).dtype() == DType::f64);
   CHECK_CLOSE(ops::to_dtype(f, DType::i32), std::vector<double>{-1, 0, 2, 255});
   CHECK(ops::to_dtype(f, DType::u8).at({3}) == 255);
+  // Out of range and NaN saturate (a plain C++ cast would be undefined behaviour).
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor wild = from_vector<float>({-1.5f, 300.f, nan, 1e10f, -1e10f, 254.9f}, {6});
+  CHECK(ops::to_dtype(wild, DType::u8).to_vector<uint8_t>() == std::vector<uint8_t>{0, 255, 0, 255, 0, 254});
+  CHECK(ops::to_dtype(wild, DType::i32).to_vector<int32_t>() ==
+        std::vector<int32_t>{-1, 300, 0, 2147483647, -2147483647 - 1, 254});
+  CHECK(ops::to_dtype(from_vector<double>({1e300, -1e300}, {2}), DType::i64).to_vector<int64_t>() ==
+        std::vector<int64_t>{INT64_MAX, INT64_MIN});
   CHECK(ops::to_dtype(f, DType::i64).to_vector<int64_t>() == std::vector<int64_t>{-1, 0, 2, 255});
   Tensor h = Tensor::empty({2}, {DType::f16});
   check_throws_with<DTypeError>([&] { ops::fill_(h, 1.0); }, "fill_: expected dtype f32, f64, i32, i64 or u8, got f16");
@@ -97,5 +107,16 @@ TEST_CASE("devices: parsing, and CUDA tensors rejected by CPU ops with a clear e
   if (cuda::device_count() == 0) {
     // Without a device, allocation on cuda:0 must throw, never crash.
     CHECK_THROWS_AS(zeros({2}, {DType::f32, Device::cuda(0)}), DeviceError);
+  }
+}
+
+// Found by fuzz/fuzz_safetensors: a [2, 0] tensor (contiguous strides [1, 1])
+// reported is_contiguous() == false; empty tensors are contiguous, as in PyTorch.
+TEST_CASE("empty tensors are contiguous whatever the position of the zero") {
+  for (const Shape& shape : {Shape{0}, Shape{2, 0}, Shape{0, 3}, Shape{3, 0, 2}, Shape{9223, 720368, 0}}) {
+    CAPTURE(shape_str(shape));
+    const Tensor t = Tensor::empty(shape);
+    CHECK(t.numel() == 0);
+    CHECK(t.is_contiguous());
   }
 }

@@ -180,9 +180,9 @@ TEST_CASE("a diverging run stops at the first non-finite loss, keeping the last 
   CHECK(message.find("last good checkpoint") != std::string::npos);
   CHECK(message.find(out + "/last.safetensors") != std::string::npos);
   // The checkpoint on disk holds finite weights: the diverging step was never saved.
-  for (const auto& [name, v] : state_of(out + "/last.safetensors")) {
-    INFO(name);
-    for (double x : v) REQUIRE(std::isfinite(x));
+  for (const auto& named : state_of(out + "/last.safetensors")) {
+    INFO(named.first);
+    for (double x : named.second) REQUIRE(std::isfinite(x));
   }
 }
 

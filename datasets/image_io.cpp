@@ -161,6 +161,7 @@ void check_jpeg_tables(const uint8_t* b, size_t n, const std::string& source) {
   size_t p = 2;  // after SOI
   while (p + 1 < n && b[p] == 0xFF) {
     while (p + 1 < n && b[p + 1] == 0xFF) ++p;  // fill bytes
+    if (p + 1 >= n) return;                      // only fill bytes left
     const uint8_t marker = b[p + 1];
     p += 2;
     if (marker == 0xD8 || marker == 0xD9 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;
@@ -175,15 +176,92 @@ void check_jpeg_tables(const uint8_t* b, size_t n, const std::string& source) {
   }
 }
 
+// stb_image 2.27 reads the binary PNM header's width, height and maxval into
+// an int with no overflow check (signed overflow, undefined behaviour: found
+// by fuzz/fuzz_image; fixed upstream in stb_image 2.28). Walk the header as
+// stbi__pnm_info does (whitespace, '#' comments to the end of the line,
+// digits) and refuse a number above INT_MAX before stb parses it.
+void check_pnm_header(const uint8_t* b, size_t n, const std::string& source) {
+  if (n < 2 || b[0] != 'P' || (b[1] != '5' && b[1] != '6')) return;  // stb decodes only P5 and P6
+  size_t p = 2;
+  auto eof = [&] { return p >= n; };
+  auto next = [&]() -> int { return p < n ? b[p++] : 0; };
+  auto space = [](int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; };
+  int c = next();
+  for (const char* field : {"width", "height", "maximum value"}) {
+    for (;;) {
+      while (!eof() && space(c)) c = next();
+      if (eof() || c != '#') break;
+      while (!eof() && c != '\n' && c != '\r') c = next();
+    }
+    int64_t value = 0;
+    while (!eof() && c >= '0' && c <= '9') {
+      value = value * 10 + (c - '0');
+      CRFSEG_CHECK(value <= INT_MAX, IOError, "load_image: cannot decode '", source, "' (pnm): the header's ", field,
+                   " has too many digits (corrupt header)");
+      c = next();
+    }
+  }
+}
+
+// stb_image 2.27 grows its IDAT buffer to a chunk's declared length before
+// reading the chunk, so a 400-byte PNG declaring a 2 GB IDAT made it
+// allocate 2 GB (found by fuzz/fuzz_image), and it allocates the whole
+// inflated image up front from IHDR. Walk the chunks first: each must fit in
+// the file, and the inflated size (rows of filter byte + packed samples)
+// must be reachable from the IDAT bytes at Deflate's best ratio, 1032:1
+// (with slack for the byte rounding of Adam7-interlaced rows).
+void check_png_chunks(const uint8_t* b, size_t n, const std::string& source) {
+  auto be32 = [&](size_t at) { return uint32_t(b[at]) << 24 | uint32_t(b[at + 1]) << 16 | uint32_t(b[at + 2]) << 8 | b[at + 3]; };
+  uint64_t idat = 0, raw = 0, rows = 0;
+  for (size_t p = 8; p + 8 <= n;) {
+    const uint64_t length = be32(p);
+    const std::string type(reinterpret_cast<const char*>(b + p + 4), 4);
+    CRFSEG_CHECK(length <= n - p - 8, IOError, "load_image: cannot decode '", source, "' (png): chunk at byte ", p,
+                 " declares ", length, " bytes, the file has ", n - p - 8, " left (truncated or corrupt PNG)");
+    if (type == "IHDR" && length == 13 && p == 8) {
+      static constexpr int kChannels[] = {1, 0, 3, 1, 2, 0, 4};  // by colour type; 0: invalid (stb rejects it)
+      const uint64_t width = be32(p + 8), height = be32(p + 12), depth = b[p + 16], colour = b[p + 17];
+      const uint64_t bits = depth * (colour < 7 ? kChannels[colour] : 0);
+      raw = height * ((width * bits + 7) / 8 + 1);  // < 2^32 * 2^36: no overflow
+      rows = height;
+    }
+    if (type == "IDAT") idat += length;
+    if (type == "IEND") break;
+    p += 12 + length;
+  }
+  if (idat > 0) {
+    CRFSEG_CHECK(raw <= 1032 * idat + rows + 1024, IOError,
+                 "load_image: cannot decode '", source, "' (png): the header's geometry needs ", raw,
+                 " bytes of image data, more than its ", idat, " compressed bytes can hold (corrupt PNG)");
+  }
+}
+
+// stb's failure reason, fit for a message. stb names an unknown PNG chunk by
+// its 4 raw bytes, which in a corrupt file may be unprintable or cut short
+// by a zero byte ("I"); such reasons become a plain description.
+std::string stb_reason() {
+  const char* r = stbi_failure_reason();
+  const std::string s = r != nullptr ? r : "";
+  const bool printable = s.size() >= 4 && std::all_of(s.begin(), s.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return c >= 0x20 && c < 0x7f;
+  });
+  return printable ? s : "corrupt or truncated data";
+}
+
 // The header's geometry, through stbi_info (no pixels decoded).
 ImageInfo stb_info(const uint8_t* data, size_t size, const std::string& source, ImageFormat format) {
   CRFSEG_CHECK(size <= static_cast<size_t>(INT_MAX), IOError, "load_image: '", source, "' is ", size,
                " bytes; stb decodes files below 2 GiB");
-  // stb parses the JPEG tables before the frame header, so check them first.
+  // stb parses the JPEG tables before the frame header, so check them first
+  // (and the PNM header's numbers).
   if (format == ImageFormat::jpeg) check_jpeg_tables(data, size, source);
+  if (format == ImageFormat::pnm) check_pnm_header(data, size, source);
+  if (format == ImageFormat::png) check_png_chunks(data, size, source);
   int w = 0, h = 0, c = 0;
   CRFSEG_CHECK(stbi_info_from_memory(data, static_cast<int>(size), &w, &h, &c) != 0, IOError,
-               "load_image: cannot decode '", source, "' (", format_name(format), "): ", stbi_failure_reason());
+               "load_image: cannot decode '", source, "' (", format_name(format), "): ", stb_reason());
   return ImageInfo{format, h, w, c};
 }
 
@@ -203,7 +281,7 @@ Image decode_with_stb(const uint8_t* data, size_t size, const std::string& path,
   std::unique_ptr<void, StbFree> pixels(is16 ? static_cast<void*>(stbi_load_16_from_memory(data, len, &w, &h, &c, 0))
                                              : static_cast<void*>(stbi_load_from_memory(data, len, &w, &h, &c, 0)));
   CRFSEG_CHECK(pixels != nullptr, IOError, "load_image: cannot decode '", path, "' (", format_name(format),
-               "): ", stbi_failure_reason());
+               "): ", stb_reason());
   Image image = Image::zeros(h, w, c, is16 ? 16 : 8);
   image.format = format;
   const size_t n = image.pixels.size();

@@ -201,4 +201,50 @@ TEST_CASE("decode_image rejects a JPEG Huffman table with more than 256 codes be
   test::check_throws_with<IOError>([&] { decode_image(bytes.data(), bytes.size(), "bad.jpg"); },
                                    "codes, at most 256 are possible (corrupt JPEG)");
   test::check_throws_with<IOError>([&] { probe_image(bytes.data(), bytes.size(), "bad.jpg"); }, "Huffman table");
+  // The guard's own marker walk must stop at the end (found by fuzz/fuzz_image
+  // under ASan: a file of SOI and fill bytes made it read one byte past).
+  const std::vector<uint8_t> fill = {0xFF, 0xD8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
+  test::check_throws_with<IOError>([&] { decode_image(fill.data(), fill.size(), "fill.jpg"); }, "(jpeg)");
+}
+
+// Found by fuzz/fuzz_image: stb_image 2.27 parses the PNM header's numbers
+// into an int without an overflow check (UBSan: signed integer overflow in
+// stbi__pnm_getinteger).
+TEST_CASE("decode_image refuses PNM header numbers above INT_MAX before stb parses them") {
+  const std::string ok = "P5\n# comment 99999999999999\n2 1\n255\n\x01\x02";
+  const Image image = decode_image(reinterpret_cast<const uint8_t*>(ok.data()), ok.size(), "ok.pgm");
+  CHECK(image.width == 2);
+  CHECK(image.at(0, 1) == 2);
+  for (const std::string bad : {"P5\n5 4\n25666666666666\n\x01", "P6 99999999999 1 255 x", "P5 1\n#c\n2147483648 255 "}) {
+    test::check_throws_with<IOError>(
+        [&] { decode_image(reinterpret_cast<const uint8_t*>(bad.data()), bad.size(), "bad.pgm"); },
+        "has too many digits (corrupt header)");
+  }
+}
+
+// Found by fuzz/fuzz_image: stb_image 2.27 grows its buffer to an IDAT
+// chunk's declared length before reading it (a 437-byte file asked for 2 GB),
+// and allocates the inflated image from IHDR before inflating.
+TEST_CASE("decode_image checks PNG chunk lengths and the inflated size against the file first") {
+  auto png = [](uint32_t width, uint32_t height, uint32_t idat_length, size_t idat_present) {
+    std::vector<uint8_t> b = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+    auto be32 = [&](uint32_t v) {
+      for (int i = 3; i >= 0; --i) b.push_back(uint8_t(v >> 8 * i));
+    };
+    be32(width);
+    be32(height);
+    for (uint8_t v : {8, 0, 0, 0, 0}) b.push_back(v);  // 8-bit gray, deflate, no interlace
+    be32(0);                                           // CRC (stb does not check it)
+    be32(idat_length);
+    for (char c : std::string("IDAT")) b.push_back(uint8_t(c));
+    b.insert(b.end(), idat_present, 0);
+    return b;
+  };
+  const std::vector<uint8_t> huge_chunk = png(5, 4, 0x80000000u, 16);
+  test::check_throws_with<IOError>([&] { decode_image(huge_chunk.data(), huge_chunk.size(), "chunk.png"); },
+                                   "declares 2147483648 bytes, the file has 16 left");
+  // 16000 x 10000 gray (under kMaxImagePixels) needs 160 MB inflated: 16 bytes cannot hold it.
+  const std::vector<uint8_t> bomb = png(16000, 10000, 16, 16);
+  test::check_throws_with<IOError>([&] { decode_image(bomb.data(), bomb.size(), "bomb.png"); },
+                                   "needs 160010000 bytes of image data, more than its 16 compressed bytes");
 }

@@ -148,6 +148,17 @@ void check_jpeg_dht(const uint8_t* b, size_t n, size_t at, const std::string& so
     for (size_t i = 0; i < 16 && p + 1 + i < n; ++i) codes += b[p + 1 + i];
     CRFSEG_CHECK(codes <= 256, IOError, "load_image: cannot decode '", source, "' (jpeg): a Huffman table at byte ",
                  p, " defines ", codes, " codes, at most 256 are possible (corrupt JPEG)");
+    // Canonical Huffman codes exist only when the lengths satisfy Kraft's
+    // inequality: after the codes of length j, the next code must still fit
+    // in j bits. stb_image 2.27 does not check, and later asserts while
+    // decoding (found by the fuzz run in CI; 2.28 adds this same check).
+    uint32_t next = 0;
+    for (size_t j = 1; j <= 16; ++j) {
+      next += p + j < n ? b[p + j] : 0;
+      CRFSEG_CHECK(next <= (1u << j), IOError, "load_image: cannot decode '", source, "' (jpeg): the Huffman table at byte ",
+                   p, " has more codes of length <= ", j, " than ", j, " bits can hold (corrupt JPEG)");
+      next <<= 1;
+    }
     left -= 17 + codes;
     p += 17 + static_cast<size_t>(codes);
   }
@@ -226,6 +237,11 @@ void check_png_chunks(const uint8_t* b, size_t n, const std::string& source) {
       raw = height * ((width * bits + 7) / 8 + 1);  // < 2^32 * 2^36: no overflow
       rows = height;
     }
+    // stb_image 2.27 copies a zero-length IDAT seen before any image data
+    // into its still-null buffer (memcpy(NULL, p, 0): undefined behaviour,
+    // found by fuzz/fuzz_image under UBSan). Legal but pointless; refused.
+    CRFSEG_CHECK(!(type == "IDAT" && length == 0 && idat == 0), IOError, "load_image: cannot decode '", source,
+                 "' (png): an empty IDAT chunk at byte ", p, " comes before any image data (not supported)");
     if (type == "IDAT") idat += length;
     if (type == "IEND") break;
     p += 12 + length;

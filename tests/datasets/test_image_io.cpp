@@ -201,6 +201,12 @@ TEST_CASE("decode_image rejects a JPEG Huffman table with more than 256 codes be
   test::check_throws_with<IOError>([&] { decode_image(bytes.data(), bytes.size(), "bad.jpg"); },
                                    "codes, at most 256 are possible (corrupt JPEG)");
   test::check_throws_with<IOError>([&] { probe_image(bytes.data(), bytes.size(), "bad.jpg"); }, "Huffman table");
+  // Over-subscribed code lengths (3 codes of 1 bit) fail Kraft's inequality;
+  // stb_image 2.27 then asserted while decoding (found by the CI fuzz run).
+  bytes = read_file_bytes(path, "test");
+  bytes[dht + 5] = 3;
+  test::check_throws_with<IOError>([&] { decode_image(bytes.data(), bytes.size(), "kraft.jpg"); },
+                                   "has more codes of length <= 1 than 1 bits can hold (corrupt JPEG)");
   // The guard's own marker walk must stop at the end (found by fuzz/fuzz_image
   // under ASan: a file of SOI and fill bytes made it read one byte past).
   const std::vector<uint8_t> fill = {0xFF, 0xD8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
@@ -247,4 +253,8 @@ TEST_CASE("decode_image checks PNG chunk lengths and the inflated size against t
   const std::vector<uint8_t> bomb = png(16000, 10000, 16, 16);
   test::check_throws_with<IOError>([&] { decode_image(bomb.data(), bomb.size(), "bomb.png"); },
                                    "needs 160010000 bytes of image data, more than its 16 compressed bytes");
+  // Found by the CI fuzz run under UBSan: an empty first IDAT made stb call memcpy(NULL, p, 0).
+  const std::vector<uint8_t> empty_idat = png(5, 8, 0, 0);
+  test::check_throws_with<IOError>([&] { decode_image(empty_idat.data(), empty_idat.size(), "e.png"); },
+                                   "an empty IDAT chunk at byte 33 comes before any image data");
 }

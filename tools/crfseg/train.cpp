@@ -324,10 +324,7 @@ int run_train(const std::vector<std::string>& args) {
   auto save = [&](const std::string& path, int64_t batches_done) {
     if (!dp.is_root()) return;  // the ranks' weights are identical: rank 0 writes
     for (const auto& [name, t] : net->state_dict()) {
-      if (t.dtype() != DType::f32 && t.dtype() != DType::f64) continue;
-      const Tensor v = ops::contiguous(ops::to_dtype(t, DType::f64));
-      const double* x = v.data<double>();
-      if (!std::all_of(x, x + v.numel(), [](double e) { return std::isfinite(e); })) {
+      if (!nn::all_finite(t)) {
         throw ValueError("the model's " + name + " holds non-finite values after " + std::to_string(step) +
                          " steps; not overwriting " + path + " (the last good checkpoint; try a lower --lr or --clip)");
       }

@@ -293,7 +293,9 @@ int run_train(const std::vector<std::string>& args) {
   data::DataLoader val_loader(data.val, vo);
 
   create_output_dir(out.string(), "crfseg train");
-  remove_partial_checkpoints(out);
+  // Rank 0 alone writes checkpoints, and only it can tell whether a writer's
+  // pid is alive (other ranks may run on other nodes).
+  if (dp.is_root()) remove_partial_checkpoints(out);
   const std::vector<std::string> class_names = train_set.class_names();
   MetricsLog log((out / "metrics.csv").string(), class_names);
   int64_t epoch = 0, first_batch = 0, step = 0;

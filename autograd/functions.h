@@ -6,6 +6,7 @@
 // Shapes, dtypes and errors are those of the raw op (see tensor/ops.h).
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "tensor/ops.h"
@@ -102,10 +103,12 @@ Tensor upsample2d(const Tensor& x, int64_t out_h, int64_t out_w, ops::UpsampleMo
 
 // ---- batch norm : autograd/ops/batchnorm.cpp ----
 // Gradients flow to x, weight and bias; the running statistics are buffers
-// updated in place (training) and never require grad.
+// updated in place (training) and never require grad. sync: synchronised
+// batch norm over data-parallel replicas (see ops::batch_norm); then the
+// backward is a collective that every replica must reach.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5,
-                  bool fuse_relu = false);
+                  bool fuse_relu = false, std::shared_ptr<kernels::ReplicaSync> sync = nullptr);
 
 // ---- dropout : autograd/ops/dropout.cpp ----
 // Identity (returns x itself) when !training or p == 0; else x * mask with

@@ -4,8 +4,10 @@
 //   OMP_NUM_THREADS=1 build/bench/bench_distributed [options]                       # 1 process
 //   OMP_NUM_THREADS=1 mpirun -np 2 --bind-to core build/bench/bench_distributed [options]  # 2 ranks
 //   options: [--quick] [--steps N] [--base W] [--depth D] [--size S] [--batch B] [--bucket-mb X] [--no-overlap]
+//            [--batch-norm | --sync-bn]
 //
-// Each rank trains a U-Net Segmenter (no batch norm) on its own fixed random
+// Each rank trains a U-Net Segmenter (no batch norm; with --batch-norm, BN
+// per rank; with --sync-bn, BN synchronised over the ranks) on its own fixed random
 // batch of B images (data loading is not timed): forward, cross-entropy,
 // backward with GradSync's bucketed all-reduce, SGD step. Reported on rank 0:
 //   - images/s over all ranks (P * B * steps / wall time; medians of the
@@ -29,6 +31,8 @@
 #include "bench/support/timer.h"
 #include "distributed/communicator.h"
 #include "distributed/grad_sync.h"
+#include "distributed/sync_batchnorm.h"
+#include "layers/norm.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
 #include "tensor/factory.h"
@@ -44,7 +48,7 @@ using Clock = std::chrono::steady_clock;
 struct Options {
   int64_t steps = 20, base = 32, depth = 4, size = 64, batch = 4;
   double bucket_mb = 25;
-  bool overlap = true;
+  bool overlap = true, batch_norm = false, sync_bn = false;
 };
 
 bool parse(int argc, char** argv, Options& o) {
@@ -58,6 +62,8 @@ bool parse(int argc, char** argv, Options& o) {
     bool ok = true;
     if (a == "--quick") o.steps = 3, o.base = 8, o.depth = 2, o.size = 32, o.batch = 2;
     else if (a == "--no-overlap") o.overlap = false;
+    else if (a == "--batch-norm") o.batch_norm = true;
+    else if (a == "--sync-bn") o.batch_norm = o.sync_bn = true;
     else if (a == "--steps") ok = value(o.steps);
     else if (a == "--base") ok = value(o.base);
     else if (a == "--depth") ok = value(o.depth);
@@ -81,7 +87,7 @@ int main(int argc, char** argv) {
   Options o;
   if (!parse(argc, argv, o)) {
     std::fprintf(stderr, "usage: bench_distributed [--quick] [--steps N] [--base W] [--depth D] [--size S] "
-                         "[--batch B] [--bucket-mb X] [--no-overlap]\n");
+                         "[--batch B] [--bucket-mb X] [--no-overlap] [--batch-norm | --sync-bn]\n");
     return 2;
   }
   try {
@@ -89,8 +95,14 @@ int main(int argc, char** argv) {
     const int P = comm->size(), rank = comm->rank();
     Generator gen(1);
     models::Segmenter net({.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = o.base,
-                           .depth = o.depth, .batch_norm = false},
+                           .depth = o.depth, .batch_norm = o.batch_norm},
                           gen);
+    std::shared_ptr<dist::CommunicatorReplicaSync> bn_sync;
+    int64_t synced_layers = 0;
+    if (o.sync_bn && P > 1) {
+      bn_sync = std::make_shared<dist::CommunicatorReplicaSync>(*comm);
+      synced_layers = nn::set_batch_norm_sync(net, bn_sync);
+    }
     Generator data_gen(100 + static_cast<uint64_t>(rank));  // each rank its own batch
     const Tensor images = rand({o.batch, 3, o.size, o.size}, {}, data_gen);
     const Tensor masks = ops::argmax(rand({o.batch, 3, o.size, o.size}, {}, data_gen), 1);  // random classes 0..2
@@ -109,6 +121,7 @@ int main(int argc, char** argv) {
       const Tensor loss = cross_entropy(net(images), masks);
       opt.zero_grad();
       if (sync) sync->begin_step(1.0 / P);
+      if (bn_sync) bn_sync->set_loss_weight(1.0 / P);
       backward(loss);
       if (sync) sync->finish_step();
       opt.step();
@@ -152,6 +165,10 @@ int main(int argc, char** argv) {
                   static_cast<long long>(o.size), static_cast<long long>(o.batch),
                   static_cast<long long>(net.num_parameters()), 4e-6 * static_cast<double>(net.num_parameters()),
                   sync ? sync->buckets().size() : size_t{0}, o.bucket_mb, o.overlap ? "on" : "off");
+      std::printf("  batch norm: %s\n", !o.batch_norm ? "none"
+                                         : bn_sync ? ("synchronised over the ranks (" + std::to_string(synced_layers) +
+                                                      " layers)").c_str()
+                                                   : "per rank");
       std::printf("| ranks | step ms (median) | step ms (min) | images/s | exposed all-reduce ms/step | hook ms/step | "
                   "whole-gradient all-reduce ms |\n|---|---|---|---|---|---|---|\n");
       std::printf("| %d | %.1f | %.1f | %.2f | %s | %s | %.2f |\n", P, ms, *std::min_element(step_ms.begin(), step_ms.end()),

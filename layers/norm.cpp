@@ -27,11 +27,23 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
     ops::fill_(num_batches_tracked, num_batches_tracked.item() + 1);
   }
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), options.momentum, options.eps,
-                    options.fuse_relu);
+                    options.fuse_relu, sync);
 }
 
 std::string BatchNorm2d::extra_repr() const {
-  return std::to_string(options.num_features) + (options.fuse_relu ? ", fused ReLU" : "");
+  return std::to_string(options.num_features) + (options.fuse_relu ? ", fused ReLU" : "") +
+         (sync ? ", synchronised over " + std::to_string(sync->replicas()) + " replicas" : "");
+}
+
+int64_t set_batch_norm_sync(Module& root, const std::shared_ptr<kernels::ReplicaSync>& sync) {
+  int64_t count = 0;
+  root.apply([&](Module& m) {
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) {
+      bn->sync = sync;
+      ++count;
+    }
+  });
+  return count;
 }
 
 }  // namespace crfseg::nn

@@ -3,8 +3,17 @@
 // num_batches_tracked counter torch keeps (so torchvision state dicts load
 // strictly). Training mode normalises with the batch statistics and updates
 // the running ones; eval mode uses the running ones.
+//
+// Synchronised batch norm (torch.nn.SyncBatchNorm): with `sync` set, training
+// normalises with the statistics of every data-parallel replica's batch
+// together, so P ranks with batch B train like one process with batch P B,
+// and every rank keeps the same running statistics. Set it on a whole model
+// with set_batch_norm_sync (dist::make_replica_sync gives one over MPI/NCCL).
 #pragma once
 
+#include <memory>
+
+#include "kernels/replica_sync.h"
 #include "layers/module.h"
 
 namespace crfseg::nn {
@@ -28,6 +37,11 @@ class BatchNorm2d : public Module {
   Tensor weight, bias;                 // [C] (undefined unless affine)
   Tensor running_mean, running_var;    // [C] buffers
   Tensor num_batches_tracked;          // i64 0-d buffer
+  std::shared_ptr<kernels::ReplicaSync> sync;  // null: statistics of this process's batch only
 };
+
+// Sets (or, with nullptr, clears) `sync` on every BatchNorm2d in `root`'s
+// tree; returns how many there are.
+int64_t set_batch_norm_sync(Module& root, const std::shared_ptr<kernels::ReplicaSync>& sync);
 
 }  // namespace crfseg::nn

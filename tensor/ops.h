@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/replica_sync.h"
 #include "tensor/tensor.h"
 
 namespace crfseg {
@@ -208,6 +209,13 @@ Tensor upsample2d_backward(const Tensor& grad, const Shape& x_shape, UpsampleMod
 // eval: normalise with running_mean/var. fuse_relu applies max(0, .) to y.
 // Throws ValueError when training with one value per channel (N * spatial
 // == 1, as torch) and in eval mode without running statistics.
+//
+// sync (kernels/replica_sync.h): synchronised batch norm for data-parallel
+// training. In training, the statistics are those of the union of every
+// replica's batch (each replica passes its own x; the batch may be empty on
+// some of them), and the backward's dx accounts for every replica's
+// gradient; dweight/dbias stay this replica's share. Every replica must call
+// the forward and the backward, in the same order. Ignored in eval mode.
 struct BatchNormForward {
   Tensor y;
   Tensor mean;    // [C] statistics used (batch, or a copy of the running mean)
@@ -215,7 +223,7 @@ struct BatchNormForward {
 };
 BatchNormForward batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                             const Tensor& running_var, bool training, double momentum, double eps,
-                            bool fuse_relu = false);
+                            bool fuse_relu = false, kernels::ReplicaSync* sync = nullptr);
 struct BatchNormGrads {
   Tensor dx;
   Tensor dweight;  // [C]; undefined when weight or x is undefined
@@ -225,7 +233,8 @@ struct BatchNormGrads {
 // x is needed in training; in eval mode dx does not depend on it, so it may
 // be undefined (a frozen BatchNorm then need not keep its input alive).
 BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
-                                   const BatchNormForward& forward, bool training, bool fuse_relu);
+                                   const BatchNormForward& forward, bool training, bool fuse_relu,
+                                   kernels::ReplicaSync* sync = nullptr);
 
 // Dropout : tensor/ops_dropout.cpp
 // Mask of the same dtype as `like` holding 0 or 1 / (1 - p), Bernoulli(1 - p)

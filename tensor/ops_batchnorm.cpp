@@ -60,7 +60,7 @@ void finish_in_place(const Tensor& buffer, const Tensor& updated) {
 
 BatchNormForward batch_norm(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in,
                             const Tensor& running_mean, const Tensor& running_var, bool training, double momentum,
-                            double eps, bool fuse_relu) {
+                            double eps, bool fuse_relu, kernels::ReplicaSync* sync) {
   const char* op = "batch_norm";
   check_input(op, x_in, "input");
   check_per_channel(op, weight_in, "weight", x_in);
@@ -71,12 +71,13 @@ BatchNormForward batch_norm(const Tensor& x_in, const Tensor& weight_in, const T
                ": expected running_mean and running_var to be both defined or both undefined, got ",
                running_mean.defined() ? "only running_mean" : "only running_var");
   const ChannelView v = channel_view(x_in.shape());
-  if (training) {
+  if (training && !sync) {
     // One value per channel has no spread: var = 0 and y = bias whatever x is (torch refuses too).
+    // (Synchronised, the count over all replicas is known only after the kernel's all-gather.)
     CRFSEG_CHECK(v.N * v.inner > 1, ValueError, op,
                  ": expected more than 1 value per channel when training, got input of shape ",
                  shape_str(x_in.shape()));
-  } else {
+  } else if (!training) {
     CRFSEG_CHECK(running_mean.defined(), ValueError, op,
                  ": eval mode normalises with the running statistics, but running_mean and running_var are "
                  "undefined");
@@ -89,20 +90,27 @@ BatchNormForward batch_norm(const Tensor& x_in, const Tensor& weight_in, const T
   BatchNormForward out;
   out.y = Tensor::empty(x.shape(), x.options());
   out.invstd = Tensor::empty({v.C}, x.options());
+  double values_per_channel = 0.0;
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     if (training) {
       out.mean = Tensor::empty({v.C}, x.options());
-      kernels::cpu::batchnorm_forward_train(x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias),
-                                            out.y.data<T>(), out.mean.data<T>(), out.invstd.data<T>(),
-                                            data_or_null<T>(rm), data_or_null<T>(rv), v.N, v.C, v.inner, momentum,
-                                            eps, fuse_relu);
+      values_per_channel = kernels::cpu::batchnorm_forward_train(
+          x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias), out.y.data<T>(), out.mean.data<T>(),
+          out.invstd.data<T>(), data_or_null<T>(rm), data_or_null<T>(rv), v.N, v.C, v.inner, momentum, eps,
+          fuse_relu, sync);
     } else {
       kernels::cpu::batchnorm_forward_eval(x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias),
                                            rm.data<T>(), rv.data<T>(), out.y.data<T>(), out.invstd.data<T>(), v.N,
                                            v.C, v.inner, eps, fuse_relu);
     }
   });
+  // Every replica sees the same total, so every replica throws here (none is
+  // left waiting in a collective).
+  CRFSEG_CHECK(!training || values_per_channel > 1, ValueError, op,
+               ": expected more than 1 value per channel over all ", sync ? sync->replicas() : 1,
+               " replicas when training, got ", values_per_channel, " (this replica's input ",
+               shape_str(x_in.shape()), ")");
   if (training && running_mean.defined()) {
     finish_in_place(running_mean, rm);
     finish_in_place(running_var, rv);
@@ -114,7 +122,8 @@ BatchNormForward batch_norm(const Tensor& x_in, const Tensor& weight_in, const T
 }
 
 BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor& x_in, const Tensor& weight_in,
-                                   const BatchNormForward& forward, bool training, bool fuse_relu) {
+                                   const BatchNormForward& forward, bool training, bool fuse_relu,
+                                   kernels::ReplicaSync* sync) {
   const char* op = "batch_norm_backward";
   check_input(op, grad_in, "grad");
   CRFSEG_CHECK(x_in.defined() || !training, ValueError, op, ": the input x is needed in training mode");
@@ -148,7 +157,7 @@ BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor& x_in, co
     kernels::cpu::batchnorm_backward(g.data<T>(), data_or_null<T>(x), data_or_null<T>(y), data_or_null<T>(weight),
                                      mean.data<T>(), invstd.data<T>(), out.dx.data<T>(),
                                      data_or_null<T>(out.dweight), out.dbias.data<T>(), v.N, v.C, v.inner,
-                                     training);
+                                     training, sync);
   });
   return out;
 }

@@ -20,6 +20,10 @@
 // training), outside the graph; they get no edge and no gradient, and may
 // not require grad.
 //
+// Synchronised (sync != nullptr): the statistics are over every replica's
+// batch, and the backward's sums too (see ops::batch_norm); the node keeps
+// the sync alive until it has run, because its backward is a collective.
+//
 // Saved for backward, decided per input: x in training (dx needs xhat) or
 // when weight needs a gradient (dweight needs xhat); in eval with only x or
 // bias needing a gradient, x is not kept. weight, mean and invstd are [C];
@@ -34,8 +38,9 @@ namespace {
 class BatchNormBackward : public Node {
  public:
   BatchNormBackward(const Tensor& x, const Tensor& weight, const ops::BatchNormForward& fwd, bool training,
-                    bool fuse_relu)
-      : weight_(weight), mean_(fwd.mean), invstd_(fwd.invstd), training_(training), fuse_relu_(fuse_relu) {
+                    bool fuse_relu, std::shared_ptr<kernels::ReplicaSync> sync)
+      : weight_(weight), mean_(fwd.mean), invstd_(fwd.invstd), training_(training), fuse_relu_(fuse_relu),
+        sync_(std::move(sync)) {
     if (training || requires_grad(weight)) x_ = SavedTensor(x);
     if (fuse_relu) y_ = SavedTensor(fwd.y);
   }
@@ -45,7 +50,8 @@ class BatchNormBackward : public Node {
                need_b = next_edges[2].node != nullptr;
     const ops::BatchNormForward fwd{y_.unpack(name()), mean_.unpack(name()), invstd_.unpack(name())};
     ops::BatchNormGrads grads =
-        ops::batch_norm_backward(g, x_.unpack(name()), weight_.unpack(name()), fwd, training_, fuse_relu_);
+        ops::batch_norm_backward(g, x_.unpack(name()), weight_.unpack(name()), fwd, training_, fuse_relu_,
+                                 sync_.get());
     return {need_x ? grads.dx : Tensor(), need_w ? grads.dweight : Tensor(), need_b ? grads.dbias : Tensor()};
   }
   void release_saved() override {
@@ -59,18 +65,21 @@ class BatchNormBackward : public Node {
  private:
   SavedTensor x_, weight_, mean_, invstd_, y_;
   bool training_, fuse_relu_;
+  std::shared_ptr<kernels::ReplicaSync> sync_;
 };
 
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                  const Tensor& running_var, bool training, double momentum, double eps, bool fuse_relu) {
+                  const Tensor& running_var, bool training, double momentum, double eps, bool fuse_relu,
+                  std::shared_ptr<kernels::ReplicaSync> sync) {
   CRFSEG_CHECK(!requires_grad(running_mean) && !requires_grad(running_var), AutogradError,
                "batch_norm: running_mean and running_var are buffers updated in place and must not require grad");
   const ops::BatchNormForward fwd =
-      ops::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, fuse_relu);
+      ops::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, fuse_relu, sync.get());
   if (needs_grad({&x, &weight, &bias})) {
-    attach(fwd.y, std::make_shared<BatchNormBackward>(x, weight, fwd, training, fuse_relu), {&x, &weight, &bias});
+    attach(fwd.y, std::make_shared<BatchNormBackward>(x, weight, fwd, training, fuse_relu, std::move(sync)),
+           {&x, &weight, &bias});
   }
   return fwd.y;
 }

@@ -52,6 +52,24 @@ struct Moments {
   }
 };
 
+// Synchronised batch norm: each channel's moments over every replica's
+// elements, the replicas merged in replica order with Chan's update (so all
+// replicas compute the same bits). One all-gather of [count, mean, M2] x C.
+std::vector<Moments> merge_over_replicas(ReplicaSync& sync, const std::vector<Moments>& local) {
+  const int64_t C = static_cast<int64_t>(local.size()), n = 3 * C, P = sync.replicas();
+  std::vector<double> mine(n), all(P * n);
+  for (int64_t c = 0; c < C; ++c) {
+    mine[3 * c] = local[c].count;
+    mine[3 * c + 1] = local[c].mean;
+    mine[3 * c + 2] = local[c].m2;
+  }
+  sync.all_gather(mine.data(), n, all.data());
+  std::vector<Moments> out(C);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t r = 0; r < P; ++r) out[c].merge(all[r * n + 3 * c], all[r * n + 3 * c + 1], all[r * n + 3 * c + 2]);
+  return out;
+}
+
 // Strip layout: channel c is the N strips x[(n C + c) inner + i], i < inner.
 // A chunk is `rows` whole strips when strips are short, or one `cols`-long
 // piece of one strip when they are long, so it never holds much more than
@@ -350,24 +368,31 @@ void grad_apply(const T* g, const T* x, const T* y, T* dx, const std::vector<T>&
 
 template <bool Relu, typename T>
 void backward_impl(const T* g, const T* x, const T* y, const T* weight, const T* mean, const T* invstd, T* dx,
-                   T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training) {
+                   T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training, ReplicaSync* sync) {
   std::vector<double> sum_g(C, 0.0), sum_gd(C, 0.0);
   if (inner >= kSmallInner) strip_grad_sums<Relu>(g, x, y, mean, N, C, inner, sum_g, sum_gd);
   else column_grad_sums<Relu>(g, x, y, mean, N, C, inner, sum_g, sum_gd);
 
-  const double M = static_cast<double>(N * inner);
+  // This replica's sums give dweight and dbias; the training dx needs them
+  // over every replica (the statistics came from all of them; weighted, see
+  // kernels/replica_sync.h), and their element count: [sum_g, sum_gd, M].
+  std::vector<double> total(2 * C + 1);
+  std::copy(sum_g.begin(), sum_g.end(), total.begin());
+  std::copy(sum_gd.begin(), sum_gd.end(), total.begin() + C);
+  total[2 * C] = static_cast<double>(N * inner);
+  if (sync && training) sum_over_replicas(*sync, total.data(), 2 * C + 1, 2 * C);
+  const double M = total[2 * C];
   std::vector<T> m(C), k1(C), k2(C, T(0)), k3(C, T(0));
   for (int64_t c = 0; c < C; ++c) {
     const double is = static_cast<double>(invstd[c]);
     const double w = weight ? static_cast<double>(weight[c]) : 1.0;
-    const double sum_g_xhat = sum_gd[c] * is;  // dweight
     m[c] = mean[c];
     k1[c] = static_cast<T>(w * is);
     if (training) {
-      k2[c] = static_cast<T>(-w * is * is * sum_g_xhat / M);
-      k3[c] = static_cast<T>(-w * is * sum_g[c] / M);
+      k2[c] = static_cast<T>(-w * is * is * (total[C + c] * is) / M);
+      k3[c] = static_cast<T>(-w * is * total[c] / M);
     }
-    if (dweight) dweight[c] = static_cast<T>(sum_g_xhat);
+    if (dweight) dweight[c] = static_cast<T>(sum_gd[c] * is);  // sum gm xhat
     if (dbias) dbias[c] = static_cast<T>(sum_g[c]);
   }
   grad_apply<Relu>(g, x, y, dx, m, k1, k2, k3, N, C, inner, training);
@@ -376,12 +401,16 @@ void backward_impl(const T* g, const T* x, const T* y, const T* weight, const T*
 }  // namespace
 
 template <typename T>
-void batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
-                             T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner, double momentum,
-                             double eps, bool relu) {
-  const std::vector<Moments> stats =
-      inner >= kSmallInner ? strip_moments(x, N, C, inner) : column_moments(x, N, C, inner);
-  const double M = static_cast<double>(N * inner);
+double batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
+                               T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner,
+                               double momentum, double eps, bool relu, ReplicaSync* sync) {
+  std::vector<Moments> stats = inner >= kSmallInner ? strip_moments(x, N, C, inner) : column_moments(x, N, C, inner);
+  double M = static_cast<double>(N * inner);
+  if (sync) {
+    stats = merge_over_replicas(*sync, stats);
+    M = C > 0 ? stats[0].count : 0.0;  // every channel has the same count
+  }
+  if (M < 2.0) return M;  // no spread to normalise by; the caller refuses this
   std::vector<T> m(C), s(C), b(C);
   for (int64_t c = 0; c < C; ++c) {
     const double is = 1.0 / std::sqrt(stats[c].m2 / M + eps);
@@ -399,6 +428,7 @@ void batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T
     }
   }
   affine_apply(x, y, m, s, b, N, C, inner, relu);
+  return M;
 }
 
 template <typename T>
@@ -417,23 +447,27 @@ void batchnorm_forward_eval(const T* x, const T* weight, const T* bias, const T*
 
 template <typename T>
 void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, const T* mean, const T* invstd, T* dx,
-                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training) {
-  if (y) backward_impl<true>(g, x, y, weight, mean, invstd, dx, dweight, dbias, N, C, inner, training);
-  else backward_impl<false>(g, x, y, weight, mean, invstd, dx, dweight, dbias, N, C, inner, training);
+                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training,
+                        ReplicaSync* sync) {
+  if (y) backward_impl<true>(g, x, y, weight, mean, invstd, dx, dweight, dbias, N, C, inner, training, sync);
+  else backward_impl<false>(g, x, y, weight, mean, invstd, dx, dweight, dbias, N, C, inner, training, sync);
 }
 
-template void batchnorm_forward_train<float>(const float*, const float*, const float*, float*, float*, float*,
-                                             float*, float*, int64_t, int64_t, int64_t, double, double, bool);
-template void batchnorm_forward_train<double>(const double*, const double*, const double*, double*, double*,
-                                              double*, double*, double*, int64_t, int64_t, int64_t, double, double,
-                                              bool);
+template double batchnorm_forward_train<float>(const float*, const float*, const float*, float*, float*, float*,
+                                               float*, float*, int64_t, int64_t, int64_t, double, double, bool,
+                                               ReplicaSync*);
+template double batchnorm_forward_train<double>(const double*, const double*, const double*, double*, double*,
+                                                double*, double*, double*, int64_t, int64_t, int64_t, double, double,
+                                                bool, ReplicaSync*);
 template void batchnorm_forward_eval<float>(const float*, const float*, const float*, const float*, const float*,
                                             float*, float*, int64_t, int64_t, int64_t, double, bool);
 template void batchnorm_forward_eval<double>(const double*, const double*, const double*, const double*,
                                              const double*, double*, double*, int64_t, int64_t, int64_t, double, bool);
 template void batchnorm_backward<float>(const float*, const float*, const float*, const float*, const float*,
-                                        const float*, float*, float*, float*, int64_t, int64_t, int64_t, bool);
+                                        const float*, float*, float*, float*, int64_t, int64_t, int64_t, bool,
+                                        ReplicaSync*);
 template void batchnorm_backward<double>(const double*, const double*, const double*, const double*, const double*,
-                                         const double*, double*, double*, double*, int64_t, int64_t, int64_t, bool);
+                                         const double*, double*, double*, double*, int64_t, int64_t, int64_t, bool,
+                                         ReplicaSync*);
 
 }  // namespace crfseg::kernels::cpu

@@ -36,21 +36,31 @@
 //    |mean| >> std.
 //  - Fused ReLU: the forward clamps in the same pass; the backward masks g
 //    on the fly where y <= 0, never materialising the masked gradient.
-// Tests: tests/kernels/test_batchnorm.cpp (against kernels/ref) and
-// tests/autograd/test_gradcheck_norm.cpp.
+//  - Synchronised batch norm (sync != nullptr): one all-gather per call of
+//    each replica's per-channel [count, mean, M2] (forward) or
+//    [sum gm, sum gm (x - mean), count] (training backward), combined in
+//    replica order, Chan's update again for the moments. The reference
+//    instead gathers plain sums twice (sum x, then sum (x - mean)^2).
+// Tests: tests/kernels/test_batchnorm.cpp (against kernels/ref, and synced
+// replicas on threads against one batch) and tests/autograd/test_gradcheck_norm.cpp.
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/replica_sync.h"
 
 namespace crfseg::kernels::cpu {
 
 // Normalises with the batch statistics and writes them (mean, invstd: [C]).
 // running_mean/running_var ([C], may both be nullptr) are updated in place
-// with the unbiased variance. Needs M = N * inner >= 2 (the caller checks).
+// with the unbiased variance. sync: synchronised batch norm over replicas
+// (see kernels/ref/batchnorm.h for the semantics). Returns M, the values per
+// channel over all replicas; when M < 2 nothing is written (the caller
+// refuses that).
 template <typename T>
-void batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
-                             T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner, double momentum,
-                             double eps, bool relu);
+double batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
+                               T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner,
+                               double momentum, double eps, bool relu, ReplicaSync* sync = nullptr);
 
 // Normalises with the running statistics; writes invstd [C] for the backward.
 template <typename T>
@@ -60,8 +70,10 @@ void batchnorm_forward_eval(const T* x, const T* weight, const T* bias, const T*
 // g: dL/dy. y: the forward output when the ReLU was fused (masks g), else
 // nullptr. x may be nullptr in eval mode; then dweight must be nullptr.
 // dweight and dbias may be nullptr when not wanted.
+// sync: as in the forward; dweight and dbias are this replica's share.
 template <typename T>
 void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, const T* mean, const T* invstd, T* dx,
-                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training);
+                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training,
+                        ReplicaSync* sync = nullptr);
 
 }  // namespace crfseg::kernels::cpu

@@ -16,19 +16,29 @@
 //   dbias_c   = sum gm                        dweight_c = sum gm xhat
 //   training: dx = w_c invstd_c (gm - dbias_c / M - xhat dweight_c / M)
 //   eval:     dx = w_c invstd_c gm            (the statistics are constants)
+//
+// Synchronised batch norm (sync != nullptr, kernels/replica_sync.h): the
+// batch is the union of P replicas' inputs, each calling with its own x.
+// M, the sums and so mean, var and the backward's sum gm and sum gm xhat
+// are taken over all of them; y and dx are this replica's elements, and
+// dweight/dbias this replica's share (sum over its own elements), which
+// data-parallel gradient averaging combines. P = 1 gives the plain result.
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/replica_sync.h"
 
 namespace crfseg::kernels::ref {
 
 // Normalises with the batch statistics and writes them (mean, invstd: [C]).
 // running_mean/running_var ([C], may both be nullptr) are updated in place.
-// Needs M = N * inner >= 2 (the caller checks).
+// Returns M, the values per channel over all replicas; when M < 2 it writes
+// nothing (the caller refuses that: no spread to normalise by).
 template <typename T>
-void batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
-                             T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner, double momentum,
-                             double eps, bool relu);
+double batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
+                               T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner,
+                               double momentum, double eps, bool relu, ReplicaSync* sync = nullptr);
 
 // Normalises with the running statistics; writes invstd [C] for the backward.
 template <typename T>
@@ -39,8 +49,10 @@ void batchnorm_forward_eval(const T* x, const T* weight, const T* bias, const T*
 // nullptr. mean/invstd: the statistics the forward used. x may be nullptr in
 // eval mode (dx does not depend on it); then dweight must be nullptr.
 // dweight and dbias ([C]) may be nullptr when not wanted.
+// sync: as in the forward (used in training only; eval dx needs no sums).
 template <typename T>
 void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, const T* mean, const T* invstd, T* dx,
-                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training);
+                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training,
+                        ReplicaSync* sync = nullptr);
 
 }  // namespace crfseg::kernels::ref

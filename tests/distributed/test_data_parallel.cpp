@@ -7,16 +7,21 @@
 //      sharded DataLoader + GradSync equals the 2B run within float
 //      tolerance; both ranks hold bit-identical weights; and, as a control
 //      that the check can fail, the same run without gradient averaging
-//      differs by far more than the tolerance.
+//      differs by far more than the tolerance. With batch norm, the ranks
+//      match the 2B run (weights and running statistics) when the BN layers
+//      are synchronised (dist::CommunicatorReplicaSync), and do not when
+//      each rank normalises over its own batch.
 //   2. The crfseg program: `crfseg train` on 2 ranks (--batch 2) against
 //      one process (--batch 4, --dist none): two epochs with augmentation
 //      and the CRF-RNN layer give the same last.safetensors weights; a run
 //      stopped on 1 process and resumed on 2 ranks, and one stopped on 2
-//      and resumed on 1, end with those weights too.
+//      and resumed on 1, end with those weights too; and with batch norm,
+//      2 ranks with --sync-bn match one process too.
 // Prints one line per check; exit 0 when all pass, 1 on a failure, 77 (a
 // skip for meson) in a build without MPI or when not started by mpirun.
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -28,6 +33,8 @@
 #include "datasets/synthetic.h"
 #include "distributed/communicator.h"
 #include "distributed/grad_sync.h"
+#include "distributed/sync_batchnorm.h"
+#include "layers/norm.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
 #include "tensor/ops.h"
@@ -81,11 +88,18 @@ Diff diff(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
 
 // --- 1. library level ----------------------------------------------------
 
-std::vector<Tensor> train_steps(int64_t shards, int64_t shard, bool average, int64_t per_rank_batch, int steps) {
+// The model's parameters and buffers after `steps` SGD steps.
+std::vector<Tensor> train_steps(int64_t shards, int64_t shard, bool average, int64_t per_rank_batch, int steps,
+                                bool batch_norm = false, bool sync_bn = false) {
   Generator gen(11);
   models::Segmenter net({.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 4, .depth = 2,
-                         .batch_norm = false},
+                         .batch_norm = batch_norm},
                         gen);
+  std::shared_ptr<dist::CommunicatorReplicaSync> bn_sync;
+  if (sync_bn) {
+    bn_sync = std::make_shared<dist::CommunicatorReplicaSync>(*world);
+    if (nn::set_batch_norm_sync(net, bn_sync) == 0) throw std::runtime_error("the model has no batch norm");
+  }
   auto set = std::make_shared<data::SyntheticDataset>(
       data::SyntheticOptions{.size = 40, .height = 16, .width = 16, .num_classes = 3, .seed = 2});
   data::AugmentOptions flips;
@@ -101,7 +115,9 @@ std::vector<Tensor> train_steps(int64_t shards, int64_t shard, bool average, int
     auto batch = loader.next();
     const Tensor loss = cross_entropy(net(batch->images), batch->masks);
     opt.zero_grad();
-    if (sync) sync->begin_step(static_cast<double>(batch->images.size(0)) / static_cast<double>(batch->global_size));
+    const double share = static_cast<double>(batch->images.size(0)) / static_cast<double>(batch->global_size);
+    if (sync) sync->begin_step(share);
+    if (bn_sync) bn_sync->set_loss_weight(share);
     backward(loss);
     if (sync) sync->finish_step();
     opt.step();
@@ -111,7 +127,9 @@ std::vector<Tensor> train_steps(int64_t shards, int64_t shard, bool average, int
                 static_cast<long long>(sync->stats().buckets_started_in_backward),
                 static_cast<long long>(sync->stats().steps));
   }
-  return net.parameters();
+  std::vector<Tensor> state;
+  for (const auto& [name, t] : net.state_dict()) state.push_back(t);
+  return state;
 }
 
 void library_level() {
@@ -136,6 +154,16 @@ void library_level() {
   std::vector<double> worst = {mismatch};
   dist::allreduce_sum(*world, worst);
   report(worst[0] == 0.0, "the ranks' weights are bit-identical (sum of max |diff| to rank 0: " + num(worst[0]) + ")");
+
+  // Batch norm: synchronised, the ranks normalise over the global batch like the reference.
+  const std::vector<Tensor> bn_ref = train_steps(1, 0, false, 2 * 2, 4, true);
+  const std::vector<Tensor> bn_sync = train_steps(P, r, true, 2, 4, true, true);
+  const std::vector<Tensor> bn_local = train_steps(P, r, true, 2, 4, true, false);
+  const Diff ds = diff(bn_sync, bn_ref), dl = diff(bn_local, bn_ref);
+  report(ds.within, "synchronised batch norm: " + std::to_string(P) + " ranks x batch 2 = 1 process x batch 4 "
+                    "after 4 SGD steps, weights and running statistics (max |diff| " + num(ds.max_abs) + ")");
+  report(!dl.within && dl.max_abs > 100 * std::max(ds.max_abs, 1e-9),
+         "control: per-rank batch norm differs from the reference (max |diff| " + num(dl.max_abs) + ")");
 }
 
 // --- 2. the crfseg program -------------------------------------------------
@@ -187,6 +215,11 @@ void program_level() {
   run(with(two, {"--out", (root / "1to2").string(), "--resume"}), true);
   run(with(two, {"--out", (root / "2to1").string(), "--stop-after", "3"}), true);
   run(with(single, {"--out", (root / "2to1").string(), "--resume"}), false);
+  // With batch norm: the same common options less --no-batch-norm.
+  std::vector<std::string> bn = common;
+  bn.erase(std::find(bn.begin(), bn.end(), "--no-batch-norm"));
+  run(with(bn, {"--batch", "4", "--dist", "none", "--out", (root / "bn_single").string()}), false);
+  run(with(bn, {"--batch", "2", "--sync-bn", "--out", (root / "bn_sync").string()}), true);
 
   const std::vector<Tensor> ref = model_tensors(ref_path);
   for (const auto& [name, what] : std::vector<std::pair<std::string, std::string>>{
@@ -196,6 +229,13 @@ void program_level() {
     const std::vector<Tensor> got = model_tensors((root / name / "last.safetensors").string());
     const Diff d = got.size() == ref.size() ? diff(got, ref) : Diff{INFINITY, false};
     report(d.within, what + " (max |diff| " + num(d.max_abs) + ")");
+  }
+  {
+    const std::vector<Tensor> want = model_tensors((root / "bn_single" / "last.safetensors").string());
+    const std::vector<Tensor> got = model_tensors((root / "bn_sync" / "last.safetensors").string());
+    const Diff d = got.size() == want.size() ? diff(got, want) : Diff{INFINITY, false};
+    report(d.within, "crfseg train --sync-bn: 2 ranks x --batch 2 = 1 process x --batch 4 with batch norm, weights "
+                     "and running statistics (max |diff| " + num(d.max_abs) + ")");
   }
   world->barrier();
   if (world->rank() == 0) fs::remove_all(root);

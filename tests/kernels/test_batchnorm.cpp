@@ -4,7 +4,10 @@
 // affine parameters and fused ReLU; the forward and backward formulas on a
 // small case worked out by hand; the running-statistics update against its
 // formula; numerical stability with a large offset; bitwise determinism
-// across thread counts; and the raw ops' error messages.
+// across thread counts; and the raw ops' error messages. Synchronised batch
+// norm: replicas on threads (tests/support/thread_replicas.h), each with a
+// slice of a batch, against the reference on the whole batch, with unequal
+// slices and loss weights, and a finite-difference check of the synced op.
 #include <omp.h>
 
 #include <algorithm>
@@ -14,6 +17,7 @@
 #include "kernels/cpu/batchnorm.h"
 #include "kernels/ref/batchnorm.h"
 #include "tests/support/helpers.h"
+#include "tests/support/thread_replicas.h"
 
 using namespace crfseg;
 using namespace crfseg::test;
@@ -72,7 +76,8 @@ Case make_case(const Shape& shape, bool training, bool affine, bool relu, uint64
 // both backward kernels see identical inputs even where f32 rounding moves
 // an output across the ReLU kink.
 template <typename T, bool Ref>
-Outputs run(const Case& k, const Outputs* ref_forward, double eps = 1e-5, double momentum = 0.1) {
+Outputs run(const Case& k, const Outputs* ref_forward, double eps = 1e-5, double momentum = 0.1,
+            kernels::ReplicaSync* sync = nullptr) {
   const Geometry g = geometry(k.x.shape());
   const TensorOptions opts{dtype_of_v<T>};
   Outputs o;
@@ -84,7 +89,7 @@ Outputs run(const Case& k, const Outputs* ref_forward, double eps = 1e-5, double
   if (k.training) {
     auto fwd = Ref ? kernels::ref::batchnorm_forward_train<T> : kernels::cpu::batchnorm_forward_train<T>;
     fwd(ptr<T>(k.x), ptr<T>(k.weight), ptr<T>(k.bias), ptr<T>(o.y), ptr<T>(o.mean), ptr<T>(o.invstd),
-        ptr<T>(o.running_mean), ptr<T>(o.running_var), g.N, g.C, g.inner, momentum, eps, k.relu);
+        ptr<T>(o.running_mean), ptr<T>(o.running_var), g.N, g.C, g.inner, momentum, eps, k.relu, sync);
   } else {
     auto fwd = Ref ? kernels::ref::batchnorm_forward_eval<T> : kernels::cpu::batchnorm_forward_eval<T>;
     fwd(ptr<T>(k.x), ptr<T>(k.weight), ptr<T>(k.bias), ptr<T>(k.running_mean), ptr<T>(k.running_var), ptr<T>(o.y),
@@ -97,7 +102,8 @@ Outputs run(const Case& k, const Outputs* ref_forward, double eps = 1e-5, double
   if (k.weight.defined()) o.dweight = Tensor::empty({g.C}, opts);
   auto bwd = Ref ? kernels::ref::batchnorm_backward<T> : kernels::cpu::batchnorm_backward<T>;
   bwd(ptr<T>(k.grad), ptr<T>(k.x), k.relu ? ptr<T>(stats.y) : nullptr, ptr<T>(k.weight), ptr<T>(stats.mean),
-      ptr<T>(stats.invstd), ptr<T>(o.dx), ptr<T>(o.dweight), ptr<T>(o.dbias), g.N, g.C, g.inner, k.training);
+      ptr<T>(stats.invstd), ptr<T>(o.dx), ptr<T>(o.dweight), ptr<T>(o.dbias), g.N, g.C, g.inner, k.training,
+      sync);
   return o;
 }
 
@@ -396,4 +402,168 @@ TEST_CASE("batch_norm and dropout_mask: argument errors name the op, the expecte
   check_throws_with<ValueError>([&] { ops::dropout_mask(x, -0.1, gen); }, "got -0.1");
   check_throws_with<DTypeError>([&] { ops::dropout_mask(zeros({2}, {DType::i32}), 0.5, gen); },
                                 "dropout_mask: expected dtype f32 or f64, got i32");
+}
+
+// ---- synchronised batch norm -------------------------------------------
+
+namespace {
+
+// Splits case k's batch into replicas of rows[r] samples each and runs the
+// kernels (Ref: kernels::ref) synchronised on threads, each replica with its
+// own copy of the running statistics. Replica r differentiates its own loss
+// L_r, and L = sum_r w_r L_r is the whole batch's loss whose gradient is
+// k.grad: so replica r's grad is its rows of k.grad divided by w_r.
+template <typename T, bool Ref>
+std::vector<Outputs> run_synced(const Case& k, const std::vector<int64_t>& rows, const std::vector<double>& w) {
+  const int64_t P = static_cast<int64_t>(rows.size());
+  std::vector<Case> parts(P);
+  for (int64_t r = 0, start = 0; r < P; start += rows[r], ++r) {
+    parts[r] = k;
+    parts[r].x = ops::contiguous(ops::slice(k.x, 0, start, start + rows[r]));
+    parts[r].grad = ops::mul(ops::slice(k.grad, 0, start, start + rows[r]),
+                             full({}, 1.0 / w[r], {k.grad.dtype()}));
+  }
+  std::vector<Outputs> out(P);
+  test::ThreadReplicas group(P, w);
+  group.run([&](int64_t r, kernels::ReplicaSync& sync) { out[r] = run<T, Ref>(parts[r], nullptr, 1e-5, 0.1, &sync); });
+  CHECK(group.gathers() == (Ref ? 3 : 2));  // per forward + backward: ref 2 + 1, tuned 1 + 1
+  return out;
+}
+
+// The replicas together must give what the reference gives on the whole
+// batch: y and w_r dx row by row, sum_r w_r dweight_r and dbias_r, and on
+// every replica the same (bitwise) statistics and running statistics.
+template <typename T>
+void check_synced(const Shape& shape, const std::vector<int64_t>& rows, const std::vector<double>& w, bool affine,
+                  bool relu, uint64_t seed) {
+  const double tol = std::is_same_v<T, float> ? 3e-5 : 1e-11;
+  const Case k = make_case<T>(shape, /*training=*/true, affine, relu, seed);
+  const Outputs want = run<T, true>(k, nullptr);
+  for (bool ref : {true, false}) {
+    CAPTURE(shape_str(shape));
+    CAPTURE(ref);
+    CAPTURE(affine);
+    CAPTURE(relu);
+    const std::vector<Outputs> got = ref ? run_synced<T, true>(k, rows, w) : run_synced<T, false>(k, rows, w);
+    const int64_t C = shape[1];
+    std::vector<double> y, dx, dweight(C, 0.0), dbias(C, 0.0);
+    for (size_t r = 0; r < got.size(); ++r) {
+      CAPTURE(r);
+      for (double v : values(got[r].y)) y.push_back(v);
+      for (double v : values(got[r].dx)) dx.push_back(w[r] * v);
+      for (int64_t c = 0; c < C; ++c) {
+        if (affine) dweight[c] += w[r] * values(got[r].dweight)[c];
+        dbias[c] += w[r] * values(got[r].dbias)[c];
+      }
+      CHECK_CLOSE(got[r].mean, values(want.mean), tol, tol);
+      CHECK_CLOSE(got[r].invstd, values(want.invstd), tol, tol);
+      CHECK_CLOSE(got[r].running_mean, values(want.running_mean), tol, tol);
+      CHECK_CLOSE(got[r].running_var, values(want.running_var), tol, tol);
+      CHECK(values(got[r].mean) == values(got[0].mean));
+      CHECK(values(got[r].invstd) == values(got[0].invstd));
+      CHECK(values(got[r].running_var) == values(got[0].running_var));
+    }
+    CHECK_CLOSE(y, values(want.y), tol, tol);
+    CHECK_CLOSE(dx, values(want.dx), tol, tol);
+    CHECK_CLOSE(dbias, values(want.dbias), tol, tol);
+    if (affine) CHECK_CLOSE(dweight, values(want.dweight), tol, tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("batchnorm: synchronised replicas equal one batch (tuned and reference kernels)") {
+  const std::vector<double> equal = {1.0, 1.0, 1.0}, shares = {1.0 / 7, 2.0 / 7, 4.0 / 7};
+  // Uneven slices 1 + 2 + 4 of a batch of 7, in both layouts.
+  for (const Shape& shape : {Shape{7, 3, 5, 13}, Shape{7, 3, 15}, Shape{7, 5}}) {
+    for (bool affine : {false, true}) {
+      check_synced<float>(shape, {1, 2, 4}, equal, affine, false, 3);
+      check_synced<double>(shape, {1, 2, 4}, equal, affine, false, 3);
+      check_synced<double>(shape, {1, 2, 4}, shares, affine, true, 5);  // weighted losses, fused ReLU
+    }
+  }
+  // Strips longer than a chunk, two replicas; and a replica with no samples at all.
+  check_synced<double>({4, 2, 4100}, {3, 1}, {0.75, 0.25}, true, false, 7);
+  check_synced<double>({5, 2, 9}, {0, 5}, {0.0, 1.0}, true, false, 9);
+}
+
+TEST_CASE("batchnorm: one synchronised replica is bitwise the plain kernel") {
+  for (const Shape& shape : {Shape{3, 4, 33}, Shape{9, 4}}) {
+    CAPTURE(shape_str(shape));
+    const Case k = make_case<float>(shape, true, true, true, 11);
+    const Outputs plain = run<float, false>(k, nullptr);
+    const std::vector<Outputs> synced = run_synced<float, false>(k, {shape[0]}, {1.0});
+    for (auto [a, b] : {std::pair{plain.y, synced[0].y}, std::pair{plain.mean, synced[0].mean},
+                        std::pair{plain.invstd, synced[0].invstd}, std::pair{plain.running_var, synced[0].running_var},
+                        std::pair{plain.dx, synced[0].dx}, std::pair{plain.dweight, synced[0].dweight}}) {
+      CHECK(values(a) == values(b));
+    }
+  }
+}
+
+TEST_CASE("batchnorm: the synchronised op passes a float64 finite-difference check") {
+  // L = sum_r sum y_r R_r over 3 replicas (weights 1), so dL/dx_r is what
+  // replica r's backward gives with g = R_r; every x moves every replica's
+  // statistics, so the cross-replica terms are exercised.
+  const std::vector<int64_t> rows = {2, 1, 3};
+  const int64_t C = 2, inner = 5;
+  std::vector<Tensor> xs, rs;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    xs.push_back(random_tensor({rows[r], C, inner}, 20 + r, DType::f64, -2.0, 3.0));
+    rs.push_back(random_tensor({rows[r], C, inner}, 30 + r, DType::f64, -1.0, 1.0));
+  }
+  const Tensor weight = random_tensor({C}, 40, DType::f64, 0.5, 1.5), bias = random_tensor({C}, 41, DType::f64);
+  auto loss = [&] {
+    std::vector<double> parts(rows.size());
+    test::ThreadReplicas(static_cast<int64_t>(rows.size())).run([&](int64_t r, kernels::ReplicaSync& sync) {
+      const ops::BatchNormForward f =
+          ops::batch_norm(xs[r], weight, bias, Tensor(), Tensor(), true, 0.1, 1e-5, false, &sync);
+      parts[r] = ops::sum(ops::mul(f.y, rs[r])).item();
+    });
+    double total = 0;
+    for (double p : parts) total += p;
+    return total;
+  };
+  std::vector<Tensor> dx(rows.size());
+  test::ThreadReplicas(static_cast<int64_t>(rows.size())).run([&](int64_t r, kernels::ReplicaSync& sync) {
+    const ops::BatchNormForward f =
+        ops::batch_norm(xs[r], weight, bias, Tensor(), Tensor(), true, 0.1, 1e-5, false, &sync);
+    dx[r] = ops::batch_norm_backward(rs[r], xs[r], weight, f, true, false, &sync).dx;
+  });
+  const double h = 1e-6;
+  int checked = 0;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    for (int64_t i = 0; i < xs[r].numel(); i += 3) {
+      double* p = xs[r].data<double>() + i;
+      const double x0 = *p;
+      *p = x0 + h;
+      const double up = loss();
+      *p = x0 - h;
+      const double down = loss();
+      *p = x0;
+      const double numeric = (up - down) / (2 * h), analytic = dx[r].data<double>()[i];
+      CAPTURE(r);
+      CAPTURE(i);
+      CHECK(analytic == doctest::Approx(numeric).epsilon(1e-6).scale(1.0));
+      ++checked;
+    }
+  }
+  CHECK(checked == 21);
+}
+
+TEST_CASE("batchnorm: synchronised, the count over all replicas decides whether training works") {
+  // One value per channel on each of two replicas: M = 2, which works synchronised...
+  const Tensor a = from_vector<double>({1.0, 4.0}, {1, 2}), b = from_vector<double>({3.0, 0.0}, {1, 2});
+  std::vector<Tensor> ys(2);
+  test::ThreadReplicas(2).run([&](int64_t r, kernels::ReplicaSync& sync) {
+    ys[r] = ops::batch_norm(r == 0 ? a : b, Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 0.0, false, &sync).y;
+  });
+  CHECK_CLOSE(ys[0], {-1, 1}, 1e-15, 0);  // channel 0 {1, 3}: mean 2, std 1; channel 1 {4, 0}: mean 2, std 2
+  CHECK_CLOSE(ys[1], {1, -1}, 1e-15, 0);
+  // ...but one value on a single replica has no spread: every replica refuses, naming the total.
+  test::ThreadReplicas(1).run([&](int64_t, kernels::ReplicaSync& sync) {
+    check_throws_with<ValueError>(
+        [&] { ops::batch_norm(a, Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5, false, &sync); },
+        "batch_norm: expected more than 1 value per channel over all 1 replicas when training, got 1");
+  });
 }

@@ -7,10 +7,13 @@
 // global batch (DataLoader shards); GradSync averages the gradients, weighted
 // by each rank's share of the samples, during the backward. Every rank then
 // takes the same optimizer step, so the weights stay identical without being
-// sent again. Batch-norm statistics stay local to each rank (a BN layer
-// normalises over its rank's B samples, so a run with BN is close to, but not
-// the same as, a single process with batch G; rank 0's running statistics are
-// the ones checkpointed). Synchronised BN is not implemented.
+// sent again. Batch-norm statistics stay local to each rank by default (a BN
+// layer normalises over its rank's B samples, so a run with BN is close to,
+// but not the same as, a single process with batch G; rank 0's running
+// statistics are the ones checkpointed). With --sync-bn every BN layer
+// normalises over the whole global batch (dist::CommunicatorReplicaSync): the
+// run then matches one process with batch G, at the cost of one small
+// blocking all-reduce per BN layer in the forward and one in the backward.
 //
 // Rank 0 alone prints, writes checkpoints, metrics and curves, and runs the
 // validation pass (the other ranks go on to the next epoch and wait for it
@@ -22,6 +25,7 @@
 
 #include "distributed/communicator.h"
 #include "distributed/grad_sync.h"
+#include "distributed/sync_batchnorm.h"
 #include "layers/module.h"
 #include "tools/crfseg/metrics.h"
 
@@ -38,8 +42,9 @@ class DataParallel {
   std::string backend() const { return comm_->backend(); }
 
   // Copies rank 0's parameters and buffers to every rank, then (P > 1) hooks
-  // GradSync onto the parameters with buckets of bucket_mb MiB.
-  void attach(nn::Module& model, double bucket_mb);
+  // GradSync onto the parameters with buckets of bucket_mb MiB, and with
+  // sync_bn synchronises every BatchNorm2d over the ranks.
+  void attach(nn::Module& model, double bucket_mb, bool sync_bn = false);
 
   // Around backward(): begin with this rank's and the global batch's sample
   // counts; end makes every grad the gradient of the global batch's mean loss.
@@ -59,6 +64,8 @@ class DataParallel {
  private:
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::GradSync> sync_;
+  std::shared_ptr<dist::CommunicatorReplicaSync> bn_sync_;  // with --sync-bn (P > 1)
+  int64_t synced_bn_layers_ = 0;
 };
 
 }  // namespace crfseg::app

@@ -78,6 +78,7 @@ ArgParser train_parser() {
       .option("--device", "NAME", "cpu", "cpu (cuda: not available yet, see issue #7)")
       .option("--dist", "NAME", "auto", "data parallel: auto (MPI when started by mpirun/srun), none, mpi or nccl")
       .option("--bucket-mb", "X", "25", "data parallel: gradient all-reduce bucket size in MiB")
+      .flag("--sync-bn", "data parallel: batch-norm statistics over all ranks' batches (default: per rank)")
       .option("--seed", "N", "0", "seed of the initial weights, the data order and the augmentation")
       .option("--out", "DIR", "runs/train", "output directory")
       .flag("--resume", "continue from DIR/last.safetensors")
@@ -321,7 +322,7 @@ int run_train(const std::vector<std::string>& args) {
     }
   }
 
-  dp.attach(*net, p.get_double("--bucket-mb", 0.0, 1e6));  // rank 0's weights to all, gradient hooks
+  dp.attach(*net, p.get_double("--bucket-mb", 0.0, 1e6), p.flag_set("--sync-bn"));  // rank 0's weights to all, gradient hooks
 
   auto save = [&](const std::string& path, int64_t batches_done) {
     if (!dp.is_root()) return;  // the ranks' weights are identical: rank 0 writes

@@ -2,9 +2,11 @@
 // computation is crf_mean_field (crf/mean_field.*).
 #include "crf/crf_rnn.h"
 
+#include <cmath>
 #include <memory>
 #include <sstream>
 
+#include "autograd/functions.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 
@@ -34,9 +36,41 @@ CrfRnn::CrfRnn(const CrfRnnOptions& o) : Module("CrfRnn"), options(o) {
   CRFSEG_CHECK(o.dtype == DType::f32 || o.dtype == DType::f64, DTypeError,
                "CrfRnn: expected dtype f32 or f64, got ", dtype_name(o.dtype));
   const int64_t L = o.num_classes;
-  spatial_weights = register_parameter("spatial_weights", scaled_identity(L, o.spatial_weight, 0.0, o.dtype));
-  bilateral_weights = register_parameter("bilateral_weights", scaled_identity(L, o.bilateral_weight, 0.0, o.dtype));
-  compatibility = register_parameter("compatibility", scaled_identity(L, 0.0, 1.0, o.dtype));  // Potts
+  if (o.parametrization == CrfParametrization::free) {
+    spatial_weights = register_parameter("spatial_weights", scaled_identity(L, o.spatial_weight, 0.0, o.dtype));
+    bilateral_weights = register_parameter("bilateral_weights", scaled_identity(L, o.bilateral_weight, 0.0, o.dtype));
+    compatibility = register_parameter("compatibility", scaled_identity(L, 0.0, 1.0, o.dtype));  // Potts
+  } else {
+    // F F^T = weight * I needs weight >= 0 (a negative weight would repel).
+    CRFSEG_CHECK(o.spatial_weight >= 0 && o.bilateral_weight >= 0, ValueError,
+                 "CrfRnn: the convergent parametrization needs kernel weights >= 0, got spatial ", o.spatial_weight,
+                 " and bilateral ", o.bilateral_weight);
+    spatial_factor = register_parameter("spatial_factor", scaled_identity(L, std::sqrt(o.spatial_weight), 0.0, o.dtype));
+    bilateral_factor =
+        register_parameter("bilateral_factor", scaled_identity(L, std::sqrt(o.bilateral_weight), 0.0, o.dtype));
+    compatibility = register_buffer("compatibility", scaled_identity(L, 0.0, 1.0, o.dtype));  // Potts, fixed
+  }
+}
+
+CrfRnn::Pairwise CrfRnn::pairwise() const {
+  if (options.parametrization == CrfParametrization::free) return {spatial_weights, bilateral_weights, compatibility};
+  return convergent_pairwise(spatial_factor, bilateral_factor, compatibility);
+}
+
+CrfRnn::Pairwise CrfRnn::convergent_pairwise(const Tensor& spatial_factor, const Tensor& bilateral_factor,
+                                             const Tensor& compatibility) {
+  auto gram = [](const Tensor& f) { return matmul(f, transpose(f, 0, 1)); };  // F F^T: symmetric PSD
+  return {gram(spatial_factor), gram(bilateral_factor), compatibility};
+}
+
+const char* crf_parametrization_name(CrfParametrization p) {
+  return p == CrfParametrization::free ? "free" : "convergent";
+}
+
+CrfParametrization parse_crf_parametrization(const std::string& name, const std::string& what) {
+  if (name == "free") return CrfParametrization::free;
+  if (name == "convergent") return CrfParametrization::convergent;
+  throw ValueError(what + ": expected free or convergent, got '" + name + "'");
 }
 
 MeanFieldOptions CrfRnn::mean_field_options() const {
@@ -58,7 +92,8 @@ Tensor CrfRnn::forward(const Tensor& unaries, const Tensor& image) {
   CRFSEG_CHECK(image.dim() == 4 && image.size(1) == options.image_channels, ShapeError, "CrfRnn: expected image [B, ",
                options.image_channels, ", H, W] (image_channels = ", options.image_channels, "), got ",
                shape_str(image.shape()));
-  return crf_mean_field(unaries, image, spatial_weights, bilateral_weights, compatibility, mean_field_options());
+  const Pairwise p = pairwise();
+  return crf_mean_field(unaries, image, p.spatial_weights, p.bilateral_weights, p.compatibility, mean_field_options());
 }
 
 std::function<Tensor(const Tensor&, const Tensor&)> CrfRnn::as_final_layer() {
@@ -72,7 +107,8 @@ std::string CrfRnn::extra_repr() const {
   s << "classes=" << options.num_classes << ", image_channels=" << options.image_channels
     << ", iterations=" << options.train_iterations << "/" << options.eval_iterations
     << ", theta_alpha=" << options.theta_alpha << ", theta_beta=" << options.theta_beta
-    << ", theta_gamma=" << options.theta_gamma << ", mode=" << filter_mode_name(options.mode);
+    << ", theta_gamma=" << options.theta_gamma << ", mode=" << filter_mode_name(options.mode)
+    << ", parametrization=" << crf_parametrization_name(options.parametrization);
   if (options.image_scale != 1.0) s << ", image_scale=" << options.image_scale;
   return s.str();
 }

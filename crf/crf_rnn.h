@@ -6,10 +6,35 @@
 //   Tensor logits = crf->forward(unaries, image);   // [B, L, H, W], image [B, 3, H, W] on 0-255
 //   segmenter.set_final_layer(crf, crf->as_final_layer());
 //
-// Parameters (all [L, L], trained): "spatial_weights" (init spatial_weight * I),
-// "bilateral_weights" (init bilateral_weight * I), "compatibility" (init the
-// Potts model 1 - I). Training runs train_iterations mean-field steps,
-// eval() mode eval_iterations.
+// Two parametrizations of the pairwise terms (all [L, L]):
+//
+//   free (Zheng et al.): parameters "spatial_weights" W_s (init
+//     spatial_weight * I), "bilateral_weights" W_b (init bilateral_weight *
+//     I) and "compatibility" mu (init the Potts model 1 - I), all trained
+//     freely.
+//   convergent: parameters "spatial_factor" F_s and "bilateral_factor" F_b
+//     (init sqrt(weight) * I), with W_k = F_k F_k^T, and mu the Potts model
+//     1 - I held fixed (a buffer). Since Potts 1 - I acts like -I (the
+//     messages of each kernel sum to 1 over classes; the difference is a
+//     per-pixel constant the softmax ignores), an iteration is
+//     Z <- U + W_s A_s + W_b A_b with W_k positive semidefinite: neighbours
+//     can only reinforce labels, never repel them. Then the linearised
+//     iteration S (W (x) P) (S the per-pixel softmax Jacobian, PSD; P = K/K1
+//     the normalised filter, similar to the PSD D^-1/2 K D^-1/2) has real,
+//     non-negative eigenvalues, so mean-field cannot flip back and forth
+//     between two labelings (the negative-eigenvalue instability), which
+//     is the condition Kraehenbuehl & Koltun (ICML 2013) give for
+//     convergent mean-field: a negative semidefinite compatibility.
+//     At initialisation both give the same output.
+//
+// Why it matters: trained freely, mu can leave that regime. Seen here: a
+// small U-Net + CRF on the synthetic shapes learned mu ~ +I (anti-Potts);
+// mean-field then alternates between two labelings every iteration, so the
+// model, trained with 5 iterations, scored test mIoU 0.95 at any odd
+// iteration count and 0.06 (everything one class) at any even one, the
+// default 10 included.
+//
+// Training runs train_iterations mean-field steps, eval() mode eval_iterations.
 #pragma once
 
 #include <functional>
@@ -19,6 +44,11 @@
 #include "layers/module.h"
 
 namespace crfseg::crf {
+
+enum class CrfParametrization { free, convergent };
+const char* crf_parametrization_name(CrfParametrization p);  // "free", "convergent"
+// "free" or "convergent"; throws ValueError naming `what` otherwise.
+CrfParametrization parse_crf_parametrization(const std::string& name, const std::string& what);
 
 struct CrfRnnOptions {
   int64_t num_classes = 0;     // L >= 1
@@ -34,6 +64,7 @@ struct CrfRnnOptions {
   double spatial_weight = 3.0;    // initial W_s = spatial_weight * I
   double bilateral_weight = 5.0;  // initial W_b = bilateral_weight * I
   FilterMode mode = FilterMode::lattice;
+  CrfParametrization parametrization = CrfParametrization::free;  // see above
   DType dtype = DType::f32;
 };
 
@@ -56,10 +87,23 @@ class CrfRnn : public nn::Module {
   // The mean-field options forward() uses in the current mode.
   MeanFieldOptions mean_field_options() const;
 
+  // The [L, L] matrices mean-field uses: the parameters themselves (free),
+  // or F F^T and the fixed Potts compatibility (convergent; differentiable
+  // in F through autograd).
+  struct Pairwise {
+    Tensor spatial_weights, bilateral_weights, compatibility;
+  };
+  Pairwise pairwise() const;
+  // The convergent form from its factors: {F_s F_s^T, F_b F_b^T, compatibility}.
+  static Pairwise convergent_pairwise(const Tensor& spatial_factor, const Tensor& bilateral_factor,
+                                      const Tensor& compatibility);
+
   CrfRnnOptions options;
-  Tensor spatial_weights;    // [L, L]
-  Tensor bilateral_weights;  // [L, L]
-  Tensor compatibility;      // [L, L]
+  // free: the three parameters. convergent: the two factors (parameters)
+  // and compatibility (a buffer, Potts); the *_weights are undefined.
+  Tensor spatial_weights, bilateral_weights;  // [L, L]
+  Tensor spatial_factor, bilateral_factor;    // [L, L]
+  Tensor compatibility;                       // [L, L]
 };
 
 }  // namespace crfseg::crf

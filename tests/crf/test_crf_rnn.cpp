@@ -1,7 +1,9 @@
 // The mean-field CRF-RNN (crf/mean_field.*) and the CrfRnn module: lattice
 // vs dense agreement of the output and of the gradients, f64 gradchecks of
 // every input in both modes, batches, thread-count determinism, the
-// module's parameters and modes, the Segmenter hook, and the errors.
+// module's parameters and modes, the Segmenter hook, and the errors; the
+// convergent parametrization (its initialisation, gradcheck, and that it
+// does not oscillate where a freely learned anti-Potts compatibility does).
 //
 // Conditioning. With the default kernel weights (W_s = 3 I, W_b = 5 I) and
 // random unaries in [-2, 2], five synchronous mean-field steps amplify any
@@ -304,4 +306,88 @@ TEST_CASE("mean-field and CrfRnn errors") {
     ops::add_(ws, ws, 0.1);
   }
   check_throws_with<AutogradError>([&] { backward(sum(out)); }, "CrfMeanFieldBackward");
+}
+
+TEST_CASE("CrfRnn convergent: factors as parameters, Potts fixed, same output as the free layer at init") {
+  const CrfRnnOptions free_options{.num_classes = 3, .mode = FilterMode::dense, .dtype = DType::f64};
+  CrfRnnOptions conv_options = free_options;
+  conv_options.parametrization = CrfParametrization::convergent;
+  CrfRnn free_crf(free_options), conv(conv_options);
+  const std::vector<nn::NamedTensor> params = conv.named_parameters();
+  REQUIRE(params.size() == 2);
+  CHECK(params[0].first == "spatial_factor");
+  CHECK(params[1].first == "bilateral_factor");
+  REQUIRE(conv.named_buffers().size() == 1);
+  CHECK(conv.named_buffers()[0].first == "compatibility");
+  CHECK(values(conv.compatibility) == std::vector<double>{0, 1, 1, 1, 0, 1, 1, 1, 0});
+  CHECK(!conv.spatial_weights.defined());
+  CHECK(conv.extra_repr().find("parametrization=convergent") != std::string::npos);
+  const Tensor u = random_tensor({2, 3, 7, 6}, 11, DType::f64, -2, 2);
+  const Tensor image = random_tensor({2, 3, 7, 6}, 12, DType::f64, 0, 255);
+  // sqrt(3)^2 and sqrt(5)^2 round differently from 3 and 5: equal to rounding.
+  CHECK(max_abs_diff(conv.forward(u, image), free_crf.forward(u, image)) < 1e-12);
+  check_throws_with<ValueError>(
+      [] { CrfRnn({.num_classes = 2, .spatial_weight = -1, .parametrization = CrfParametrization::convergent}); },
+      "CrfRnn: the convergent parametrization needs kernel weights >= 0, got spatial -1");
+  check_throws_with<ValueError>([] { parse_crf_parametrization("psd", "--crf-param"); },
+                                "--crf-param: expected free or convergent, got 'psd'");
+}
+
+TEST_CASE("CrfRnn convergent: gradcheck (f64) for the unaries and both factors") {
+  const int64_t B = 2, L = 3, H = 4, W = 5;
+  const Tensor image = random_tensor({B, 3, H, W}, 5, DType::f64, 0, 255);
+  const Tensor potts = ops::clone(CrfRnn({.num_classes = L, .dtype = DType::f64}).compatibility);
+  for (FilterMode mode : {FilterMode::dense, FilterMode::lattice}) {
+    MeanFieldOptions o;
+    o.iterations = 3;
+    o.theta_alpha = 4;
+    o.theta_beta = 40;
+    o.theta_gamma = 1.5;
+    o.mode = mode;
+    const GradcheckResult r = gradcheck(
+        [&](const std::vector<Tensor>& x) {
+          const CrfRnn::Pairwise p = CrfRnn::convergent_pairwise(x[1], x[2], potts);
+          return crf_mean_field(x[0], image, p.spatial_weights, p.bilateral_weights, p.compatibility, o);
+        },
+        {random_tensor({B, L, H, W}, 1, DType::f64, -2, 2), random_tensor({L, L}, 2, DType::f64, -1, 1.5),
+         random_tensor({L, L}, 3, DType::f64, -1, 1.5)});
+    CHECK_MESSAGE(r.ok, r.message);
+  }
+}
+
+TEST_CASE("mean-field: a learned anti-Potts compatibility oscillates; the convergent form settles") {
+  // How far the softmax still moves from iteration T to T + 1, on a 12x12
+  // random image with random unaries and 2 classes, bilateral neighbours
+  // for every pixel (theta_beta 40), dense filter.
+  const int64_t L = 2, H = 12, W = 12;
+  const Tensor image = random_tensor({1, 3, H, W}, 21, DType::f64, 0, 255);
+  const Tensor u = random_tensor({1, L, H, W}, 22, DType::f64, -1, 1);
+  MeanFieldOptions o;
+  o.theta_beta = 40;
+  o.mode = FilterMode::dense;
+  auto step_change = [&](const Tensor& ws, const Tensor& wb, const Tensor& mu, int64_t T) {
+    o.iterations = T;
+    const Tensor a = ops::softmax(mean_field_forward(u, image, ws, wb, mu, o, false).logits, 1);
+    o.iterations = T + 1;
+    const Tensor b = ops::softmax(mean_field_forward(u, image, ws, wb, mu, o, false).logits, 1);
+    return max_abs_diff(a, b);
+  };
+  // mu = +I, the sign-flipped Potts model that training arrived at (see
+  // crf/crf_rnn.h), with the default kernel weights: every pixel flips.
+  const Tensor identity = from_vector<double>({1, 0, 0, 1}, {2, 2});
+  const double anti = step_change(ops::mul(identity, full({}, 3.0, {DType::f64})),
+                                  ops::mul(identity, full({}, 5.0, {DType::f64})), identity, 30);
+  MESSAGE("anti-Potts: max |Q_31 - Q_30| = ", anti);
+  CHECK(anti > 0.5);
+  // Convergent: random factors, as strong as the defaults or stronger.
+  const Tensor potts = ops::clone(CrfRnn({.num_classes = L, .dtype = DType::f64}).compatibility);
+  for (uint64_t seed : {31, 32, 33, 34}) {
+    const CrfRnn::Pairwise p = CrfRnn::convergent_pairwise(random_tensor({L, L}, seed, DType::f64, -2.5, 2.5),
+                                                           random_tensor({L, L}, seed + 100, DType::f64, -2.5, 2.5),
+                                                           potts);
+    const double change = step_change(p.spatial_weights, p.bilateral_weights, p.compatibility, 30);
+    CAPTURE(seed);
+    MESSAGE("convergent (seed ", seed, "): max |Q_31 - Q_30| = ", change);
+    CHECK(change < 1e-3);
+  }
 }

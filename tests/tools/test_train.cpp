@@ -16,6 +16,7 @@
 #include "tests/support/temp_dir.h"
 #include "tools/crfseg/args.h"
 #include "tools/crfseg/commands.h"
+#include "tools/crfseg/model_spec.h"
 
 using namespace crfseg;
 using namespace crfseg::test;
@@ -225,4 +226,41 @@ TEST_CASE("--crf-lr-mult needs a CRF") {
                                     dir.file("run")}));
       },
       "--crf-lr-mult needs a model with --crf");
+}
+
+TEST_CASE("--crf-param: convergent by default, free on request, recorded in the checkpoint; old checkpoints are free") {
+  TempDir dir;
+  const std::vector<std::string> run = with(kTiny, {"--data", "synth:8", "--synth-size", "16", "--epochs", "1", "--crf",
+                                                    "--crf-iters", "2", "--crf-eval-iters", "2"});
+  app::run_train(with(run, {"--out", dir.file("conv")}));
+  app::run_train(with(run, {"--crf-param", "free", "--out", dir.file("free")}));
+  const SafetensorsFile conv = load_safetensors(dir.file("conv") + "/last.safetensors");
+  const SafetensorsFile free_file = load_safetensors(dir.file("free") + "/last.safetensors");
+  CHECK(conv.metadata.at("user.model.crf_parametrization") == "convergent");
+  CHECK(free_file.metadata.at("user.model.crf_parametrization") == "free");
+  auto has = [](const SafetensorsFile& f, const std::string& name) {
+    for (const auto& [n, t] : f.tensors) {
+      if (n == name) return true;
+    }
+    return false;
+  };
+  CHECK(has(conv, "model.final.spatial_factor"));
+  CHECK(has(conv, "model.final.compatibility"));  // the fixed Potts buffer
+  CHECK(!has(conv, "model.final.spatial_weights"));
+  CHECK(has(free_file, "model.final.spatial_weights"));
+  // Metadata without the key (written before the option existed) reads as free.
+  std::map<std::string, std::string> meta;
+  for (const auto& [k, v] : free_file.metadata) {
+    if (k.rfind("user.", 0) == 0 && k != "user.model.crf_parametrization") meta[k.substr(5)] = v;
+  }
+  CHECK(app::model_spec_from_metadata(meta).crf_options.parametrization == crf::CrfParametrization::free);
+  meta["model.crf_parametrization"] = "psd";
+  check_throws_with<IOError>([&] { app::model_spec_from_metadata(meta); },
+                             "checkpoint metadata 'model.crf_parametrization': expected free or convergent, got 'psd'");
+  check_throws_with<app::UsageError>(
+      [&] { app::run_train(with(run, {"--crf-param", "psd", "--out", dir.file("bad")})); },
+      "--crf-param: expected free or convergent, got 'psd'");
+  // Both evaluate.
+  CHECK(app::run_eval({"--checkpoint", dir.file("conv") + "/last.safetensors", "--data", "synth:8", "--synth-size", "16",
+                       "--out", dir.file("conv")}) == 0);
 }

@@ -20,7 +20,9 @@ void add_model_options(ArgParser& p) {
       .option("--crf-theta-beta", "X", "3", "CRF bilateral kernel: intensity bandwidth (0-255 units)")
       .option("--crf-theta-gamma", "X", "3", "CRF spatial kernel bandwidth (pixels)")
       .option("--crf-mode", "MODE", "lattice", "CRF filter: lattice (fast) or dense (exact, O(N^2), tiny images)")
-      .option("--crf-weights", "S,B", "3,5", "CRF initial spatial and bilateral kernel weights (times identity)");
+      .option("--crf-weights", "S,B", "3,5", "CRF initial spatial and bilateral kernel weights (times identity)")
+      .option("--crf-param", "NAME", "convergent",
+              "CRF pairwise parametrization: free (Zheng et al.) or convergent (PSD kernel weights, Potts)");
 }
 
 namespace {
@@ -74,6 +76,11 @@ ModelSpec model_spec_from(const ArgParser& p, int64_t in_channels, int64_t num_c
   c.theta_beta = p.get_double("--crf-theta-beta", 1e-6);
   c.theta_gamma = p.get_double("--crf-theta-gamma", 1e-6);
   c.mode = parse_mode(p.get("--crf-mode"));
+  try {
+    c.parametrization = crf::parse_crf_parametrization(p.get("--crf-param"), "--crf-param");
+  } catch (const ValueError& e) {
+    throw UsageError(e.what());
+  }
   {
     const std::string w = p.get("--crf-weights");
     char* end = nullptr;
@@ -137,6 +144,7 @@ std::map<std::string, std::string> to_metadata(const ModelSpec& spec) {
       {"model.crf_theta_gamma", num(c.theta_gamma)},
       {"model.crf_mode", c.mode == crf::FilterMode::lattice ? "lattice" : "dense"},
       {"model.crf_weights", num(c.spatial_weight) + "," + num(c.bilateral_weight)},
+      {"model.crf_parametrization", crf::crf_parametrization_name(c.parametrization)},
   };
 }
 
@@ -187,6 +195,14 @@ ModelSpec model_spec_from_metadata(const std::map<std::string, std::string>& m) 
   CRFSEG_CHECK(w.size() == 2, IOError, "checkpoint metadata 'model.crf_weights' holds ", w.size(), " numbers; expected 2");
   c.spatial_weight = w[0];
   c.bilateral_weight = w[1];
+  // Checkpoints from before the convergent parametrization lack the key: free.
+  if (auto it = m.find("model.crf_parametrization"); it != m.end()) {
+    try {
+      c.parametrization = crf::parse_crf_parametrization(it->second, "checkpoint metadata 'model.crf_parametrization'");
+    } catch (const ValueError& e) {
+      throw IOError(e.what());
+    }
+  }
   finish(spec);
   return spec;
 }
@@ -208,7 +224,8 @@ std::string describe(const ModelSpec& spec) {
   if (spec.crf) {
     const auto& c = spec.crf_options;
     out << " + CRF-RNN (" << c.train_iterations << "/" << c.eval_iterations << " iterations, theta " << c.theta_alpha
-        << "/" << c.theta_beta << "/" << c.theta_gamma << (c.mode == crf::FilterMode::dense ? ", dense" : "") << ")";
+        << "/" << c.theta_beta << "/" << c.theta_gamma << (c.mode == crf::FilterMode::dense ? ", dense" : "")
+        << (c.parametrization == crf::CrfParametrization::convergent ? ", convergent" : "") << ")";
   }
   out << ", " << s.in_channels << " -> " << s.num_classes << " classes";
   return out.str();

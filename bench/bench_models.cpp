@@ -1,25 +1,39 @@
 // bench_models: end-to-end training-step and inference time of a Segmenter
 // (encoder + U-Net decoder), the number users feel.
 //
-//   build/bench/bench_models [--quick] [--json] [--repeats R] [--encoder unet|resnet50|vgg16|vgg16_bn]
+//   build/bench/bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder unet|resnet50|vgg16|vgg16_bn]
 //                            [--base W] [--depth D] [--size S] [--batch B] [--classes C]
+//                            [--optimizer adamw|sgd] [--crf] [--encoder-forward]
 //
-// A training step is forward + cross-entropy + backward + AdamW step on a
-// fixed random batch; inference is a no-grad eval-mode forward. Reports the
-// median and min ms over R runs after 2 warm-up runs, and images/s. Before
-// timing it checks that the loss is finite and decreases over the warm-up
-// steps (a model that does not train prints no number).
+// A training step is forward + cross-entropy + backward + optimizer step
+// (AdamW at lr 1e-3, or SGD at lr 1e-2 with momentum 0.9) on a fixed batch; inference is a
+// no-grad eval-mode forward. --crf adds the CRF-RNN final layer (5
+// iterations in training; the image is uniform noise, the worst case for
+// the lattice). --encoder-forward times only the encoder's eval forward
+// (e.g. ResNet-50 to layer4, torchvision's resnet50 without avgpool/fc)
+// and skips training. Reports the median and min ms over R runs after W
+// warm-up runs (2), images/s, the process's peak resident memory and the
+// machine's measured FMA peak (--json). Before timing it checks that the
+// loss is finite and decreases over the warm-up steps (a model that does
+// not train prints no number).
 // bench/peers/torch_segmenter.py times the same network in PyTorch
 // (module-for-module twin) with the same arguments; scripts/bench.sh runs both.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "autograd/engine.h"
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
+#include <sys/resource.h>
+
+#include "bench/support/peak.h"
 #include "bench/support/timer.h"
+#include "crf/crf_rnn.h"
 #include "layers/optim/adam.h"
+#include "layers/optim/sgd.h"
 #include "models/segmenter.h"
 #include "tensor/factory.h"
 #include "tensor/random.h"
@@ -29,9 +43,16 @@ using namespace crfseg;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: bench_models [--quick] [--json] [--repeats R] [--encoder NAME] [--base W] [--depth D]\n"
-    "                    [--size S] [--batch B] [--classes C]\n"
-    "  times a Segmenter training step (forward, loss, backward, AdamW) and inference.\n";
+    "usage: bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder NAME] [--base W] [--depth D]\n"
+    "                    [--size S] [--batch B] [--classes C] [--optimizer adamw|sgd] [--crf] [--encoder-forward]\n"
+    "  times a Segmenter training step (forward, loss, backward, optimizer) and inference.\n";
+
+// Peak resident set size of this process so far, in MiB (Linux: ru_maxrss is in KiB).
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
 
 bool parse_int(const char* s, int64_t& out) {
   char* end = nullptr;
@@ -45,12 +66,14 @@ bool parse_int(const char* s, int64_t& out) {
 
 int main(int argc, char** argv) {
   bool json = false;
-  int64_t repeats = 10, base = 16, depth = 4, size = 128, batch = 4, classes = 3;
-  std::string encoder = "unet";
+  int64_t repeats = 10, warmup = 2, base = 16, depth = 4, size = 128, batch = 4, classes = 3;
+  std::string encoder = "unet", optimizer = "adamw";
+  bool with_crf = false, encoder_forward = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
     int64_t* target = a == "--repeats" ? &repeats
+                      : a == "--warmup"  ? &warmup
                       : a == "--base"  ? &base
                       : a == "--depth" ? &depth
                       : a == "--size"  ? &size
@@ -66,6 +89,12 @@ int main(int argc, char** argv) {
       repeats = 2, base = 4, depth = 2, size = 32, batch = 2;
     } else if (a == "--encoder" && has_value) {
       encoder = argv[++i];
+    } else if (a == "--optimizer" && has_value && (std::string(argv[i + 1]) == "adamw" || std::string(argv[i + 1]) == "sgd")) {
+      optimizer = argv[++i];
+    } else if (a == "--crf") {
+      with_crf = true;
+    } else if (a == "--encoder-forward") {
+      encoder_forward = true;
     } else if (target != nullptr && has_value && parse_int(argv[i + 1], *target)) {
       ++i;
     } else {
@@ -79,53 +108,88 @@ int main(int argc, char** argv) {
     models::Segmenter net({.encoder = encoder, .in_channels = 3, .num_classes = classes, .base_width = base,
                            .depth = depth},
                           gen);
-    optim::AdamW opt(net.parameters(), {.lr = 1e-3});
-    const Tensor x = randn({batch, 3, size, size}, {}, gen);
+    if (with_crf) {
+      auto crf_layer = std::make_shared<crf::CrfRnn>(crf::CrfRnnOptions{
+          .num_classes = classes, .image_scale = 255.0, .parametrization = crf::CrfParametrization::convergent});
+      net.set_final_layer(crf_layer, crf_layer->as_final_layer());
+    }
+    // Uniform [0, 1) images: the CRF sees them on 0-255 (image_scale).
+    const Tensor x = rand({batch, 3, size, size}, {}, gen);
     std::vector<int64_t> labels(static_cast<size_t>(batch * size * size));
     for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int64_t>((i / 7 + i / (7 * size)) % classes);
     const Tensor y = from_vector<int64_t>(labels, {batch, size, size});
 
-    double first_loss = NAN, last_loss = NAN;
-    auto train_step = [&] {
-      opt.zero_grad();
-      const Tensor loss = cross_entropy(net(x), y);
-      last_loss = loss.item();
-      if (std::isnan(first_loss)) first_loss = last_loss;
-      backward(loss);
-      opt.step();
-    };
-    net.train();
-    const bench::Timing train = bench::time_it(train_step, 2, static_cast<int>(repeats));
-    if (!std::isfinite(last_loss) || !(last_loss < first_loss)) {
-      std::fprintf(stderr, "bench_models: the loss did not decrease (%g -> %g); no numbers printed\n", first_loss,
-                   last_loss);
-      return 1;
+    bench::Timing train{NAN, NAN}, infer{NAN, NAN};
+    if (encoder_forward) {
+      net.eval();
+      infer = bench::time_it(
+          [&] {
+            NoGradGuard no_grad;
+            (void)net.encoder->features(x);
+          },
+          static_cast<int>(warmup), static_cast<int>(repeats));
+    } else {
+      std::unique_ptr<optim::Optimizer> opt;
+      if (optimizer == "sgd") opt = std::make_unique<optim::SGD>(net.parameters(), optim::SGDOptions{.lr = 1e-2, .momentum = 0.9});
+      else opt = std::make_unique<optim::AdamW>(net.parameters(), optim::AdamWOptions{.lr = 1e-3});
+      // The sanity check: every loss finite, and some later loss below the first.
+      double first_loss = NAN, best_later = INFINITY;
+      bool all_finite = true;
+      auto train_step = [&] {
+        opt->zero_grad();
+        const Tensor loss = cross_entropy(net(x), y);
+        const double v = loss.item();
+        all_finite = all_finite && std::isfinite(v);
+        if (std::isnan(first_loss)) first_loss = v;
+        else best_later = std::min(best_later, v);
+        backward(loss);
+        opt->step();
+      };
+      net.train();
+      train = bench::time_it(train_step, static_cast<int>(warmup), static_cast<int>(repeats));
+      if (!all_finite || !(best_later < first_loss)) {
+        std::fprintf(stderr, "bench_models: the loss did not decrease (first %g, best later %g); no numbers printed\n",
+                     first_loss, best_later);
+        return 1;
+      }
+      net.eval();
+      infer = bench::time_it(
+          [&] {
+            NoGradGuard no_grad;
+            (void)net(x);
+          },
+          1, static_cast<int>(repeats));
     }
-    net.eval();
-    const bench::Timing infer = bench::time_it(
-        [&] {
-          NoGradGuard no_grad;
-          (void)net(x);
-        },
-        1, static_cast<int>(repeats));
     const double params = static_cast<double>(net.num_parameters());
+    auto json_ms = [](double ms) {  // null for a pass not run
+      char b[32];
+      std::snprintf(b, sizeof b, "%.3f", ms);
+      return std::isfinite(ms) ? std::string(b) : std::string("null");
+    };
     if (json) {
       std::printf("{\"machine\": \"%s\", \"encoder\": \"%s\", \"base\": %lld, \"depth\": %lld, \"size\": %lld, "
-                  "\"batch\": %lld, \"classes\": %lld, \"parameters\": %.0f, \"train_median_ms\": %.3f, "
-                  "\"train_min_ms\": %.3f, \"infer_median_ms\": %.3f, \"infer_min_ms\": %.3f}\n",
+                  "\"batch\": %lld, \"classes\": %lld, \"crf\": %s, \"optimizer\": \"%s\", \"encoder_forward\": %s, "
+                  "\"parameters\": %.0f, \"train_median_ms\": %s, \"train_min_ms\": %s, \"infer_median_ms\": %.3f, "
+                  "\"infer_min_ms\": %.3f, \"peak_rss_mib\": %.1f, \"peak_gflops\": %.1f}\n",
                   bench::machine_info().c_str(), encoder.c_str(), (long long)base, (long long)depth, (long long)size,
-                  (long long)batch, (long long)classes, params, train.median_ms, train.min_ms, infer.median_ms,
-                  infer.min_ms);
+                  (long long)batch, (long long)classes, with_crf ? "true" : "false", optimizer.c_str(),
+                  encoder_forward ? "true" : "false", params, json_ms(train.median_ms).c_str(),
+                  json_ms(train.min_ms).c_str(), infer.median_ms,
+                  infer.min_ms, peak_rss_mib(), bench::measured_peak_gflops());
     } else {
-      std::printf("# Segmenter %s (base %lld, depth %lld, %.2fM parameters), batch %lld x 3 x %lld^2, %lld classes, "
-                  "%s, %lld repeats\n",
-                  encoder.c_str(), (long long)base, (long long)depth, params / 1e6, (long long)batch, (long long)size,
-                  (long long)classes, bench::machine_info().c_str(), (long long)repeats);
+      std::printf("# Segmenter %s%s (base %lld, depth %lld, %.2fM parameters), batch %lld x 3 x %lld^2, %lld classes, "
+                  "%s, %s, %lld repeats\n",
+                  encoder.c_str(), with_crf ? " + CRF-RNN" : "", (long long)base, (long long)depth, params / 1e6,
+                  (long long)batch, (long long)size, (long long)classes, optimizer.c_str(), bench::machine_info().c_str(),
+                  (long long)repeats);
       std::printf("| impl | pass | median ms | min ms | images/s |\n|---|---|---|---|---|\n");
-      std::printf("| crfseg | train step | %.1f | %.1f | %.1f |\n", train.median_ms, train.min_ms,
-                  1000.0 * batch / train.median_ms);
-      std::printf("| crfseg | inference | %.1f | %.1f | %.1f |\n", infer.median_ms, infer.min_ms,
-                  1000.0 * batch / infer.median_ms);
+      if (!encoder_forward) {
+        std::printf("| crfseg | train step | %.1f | %.1f | %.1f |\n", train.median_ms, train.min_ms,
+                    1000.0 * batch / train.median_ms);
+      }
+      std::printf("| crfseg | %s | %.1f | %.1f | %.1f |\n", encoder_forward ? "encoder forward" : "inference",
+                  infer.median_ms, infer.min_ms, 1000.0 * batch / infer.median_ms);
+      std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_models: %s\n", e.what());

@@ -63,6 +63,7 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--only", default="", help="run only the configurations whose name contains this")
     a = p.parse_args()
     threads = os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
     have_torch = subprocess.run(["/usr/bin/python3", "-c", "import torch, torchvision"],
@@ -70,6 +71,8 @@ def main():
     common = ["--classes", "3", "--optimizer", "sgd", "--repeats", str(a.repeats), "--warmup", str(a.warmup)]
     rows, peak = [], None
     for name, kind, shared, crfseg_only in FULL:
+        if a.only not in name:
+            continue
         args = shared + sizes(a.quick, kind) + common
         if a.quick and "--base" in args:
             args[args.index("--base") + 1] = "8"
@@ -106,7 +109,8 @@ def main():
     machine = mine[0]["machine"]
     lines = [f"# crfseg vs PyTorch, end to end on the CPU ({host})", "",
              f"Command: `OMP_NUM_THREADS={threads} python3 bench/e2e_report.py{' --quick' if a.quick else ''}"
-             f" --rounds {a.rounds} --repeats {a.repeats} --warmup {a.warmup}`. Machine: {machine}; measured FMA peak "
+             f" --rounds {a.rounds} --repeats {a.repeats} --warmup {a.warmup}"
+             + (f" --only '{a.only}'" if a.only else "") + f"`. Machine: {machine}; measured FMA peak "
              f"{peak:.0f} GFLOP/s. Medians over {a.rounds} alternated rounds of per-process medians of {a.repeats} steps "
              f"after {a.warmup} warm-up. Train steps: cross-entropy, backward, SGD (momentum 0.9), 3 classes. "
              f"FLOPs: 3x the forward's convolution/linear multiply-adds x 2 (train), 1x (forward); CRF work not counted. "
@@ -130,16 +134,18 @@ def main():
             f"{1e3 * r['batch'] / t:.2f}" if t else "-", gflops(r["crfseg_ms"], r["flops"]),
             gflops(t, r["flops"]) if t else "-", f"{r['crfseg_rss']:.0f}",
             f"{r['torch_rss']:.0f}" if t else "-"]) + " |")
-    plain = next(r for r in rows if r["name"].startswith("U-Net base") and "CRF" not in r["name"])
-    crf = next(r for r in rows if "CRF" in r["name"])
-    lines += ["", f"U-Net step with the CRF-RNN layer minus without: {crf['crfseg_ms'] - plain['crfseg_ms']:+.0f} ms "
-              f"({100 * (crf['crfseg_ms'] - plain['crfseg_ms']) / plain['crfseg_ms']:+.1f}%, {plain['crfseg_ms']:.0f} -> "
-              f"{crf['crfseg_ms']:.0f} ms, separate processes: within run-to-run noise when small; "
-              f"`build/bench/bench_crf --headline` times the layer alone)."]
+    plain = next((r for r in rows if r["name"].startswith("U-Net base") and "CRF" not in r["name"]), None)
+    crf = next((r for r in rows if "CRF" in r["name"]), None)
+    if plain and crf:
+        lines += ["", f"U-Net step with the CRF-RNN layer minus without: {crf['crfseg_ms'] - plain['crfseg_ms']:+.0f} ms "
+                  f"({100 * (crf['crfseg_ms'] - plain['crfseg_ms']) / plain['crfseg_ms']:+.1f}%, {plain['crfseg_ms']:.0f} -> "
+                  f"{crf['crfseg_ms']:.0f} ms, separate processes: within run-to-run noise when small; "
+                  f"`build/bench/bench_crf --headline` times the layer alone)."]
     if rows[0].get("torch_version"):
         lines.append(f"PyTorch: {rows[0]['torch_version']} (Debian's python3-torch), same threads.")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    stem = os.path.join(ROOT, "bench", "results", f"e2e_{host}{'_quick' if a.quick else ''}")
+    suffix = ("_quick" if a.quick else "") + ("_only" if a.only else "")
+    stem = os.path.join(ROOT, "bench", "results", f"e2e_{host}{suffix}")
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(stem + ".svg", "w") as f:

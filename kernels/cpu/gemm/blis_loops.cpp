@@ -166,8 +166,18 @@ std::unique_ptr<float[]> prepack_a(const BlisConfig& cfg, bool trans, const floa
                                    int64_t K, float alpha) {
   const int64_t mpad = round_up(M, cfg.mr);
   std::unique_ptr<float[]> packed(new float[static_cast<size_t>(std::max<int64_t>(mpad * K, 1))]);
-  for (int64_t pc = 0; pc < K; pc += cfg.kc) {
-    pack_a(cfg, trans, A, lda, 0, M, pc, std::min(cfg.kc, K - pc), alpha, packed.get() + pc * mpad);
+  // Tasks of (KC block, 8 MR panels): the callers (convolution weights, up
+  // to 2048 x 4608) run this before their parallel region, so on one thread
+  // it would leave the others idle. Rows from i0 of block pc start at
+  // pc * mpad + i0 * kc, as one pack_a call over all M rows would put them.
+  const int64_t chunk = 8 * cfg.mr, row_tasks = ceil_div(std::max<int64_t>(M, 1), chunk);
+  const int64_t tasks = ceil_div(K, cfg.kc) * row_tasks;
+  const bool parallel = M * K >= (int64_t{1} << 16) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t pc = (t / row_tasks) * cfg.kc, i0 = (t % row_tasks) * chunk;
+    const int64_t kc = std::min(cfg.kc, K - pc), mc = std::min(chunk, M - i0);
+    if (mc > 0) pack_a(cfg, trans, A, lda, i0, mc, pc, kc, alpha, packed.get() + pc * mpad + i0 * kc);
   }
   return packed;
 }

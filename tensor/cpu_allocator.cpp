@@ -29,7 +29,7 @@ bool caching_by_default() {
   return false;
 #else
   const char* env = std::getenv("CRFSEG_CPU_CACHE");
-  return !(env != nullptr && env[0] == '0');
+  return env != nullptr && env[0] == '1';
 #endif
 }
 

@@ -40,6 +40,10 @@ struct Cache {
   CpuMemoryStats stats;
 
   // Callers hold `lock`.
+  void note_allocated(size_t bytes) {
+    stats.allocated_bytes += static_cast<int64_t>(bytes);
+    stats.peak_allocated_bytes = std::max(stats.peak_allocated_bytes, stats.allocated_bytes);
+  }
   void release_all() {
     for (auto& [size, blocks] : free_blocks) {
       for (void* p : blocks) std::free(p);
@@ -84,8 +88,7 @@ void* cpu_allocate(size_t bytes) {
         it->second.pop_back();
         c.stats.cached_bytes -= static_cast<int64_t>(size);
         ++c.stats.cache_hits;
-        c.stats.allocated_bytes += static_cast<int64_t>(bytes);
-        c.stats.peak_allocated_bytes = std::max(c.stats.peak_allocated_bytes, c.stats.allocated_bytes);
+        c.note_allocated(bytes);
         return p;
       }
     }
@@ -98,8 +101,7 @@ void* cpu_allocate(size_t bytes) {
   CRFSEG_CHECK(p != nullptr, OutOfMemoryError, "Storage: failed to allocate ", bytes,
                " bytes on cpu; reduce the batch size");
   std::lock_guard<std::mutex> guard(c.lock);
-  c.stats.allocated_bytes += static_cast<int64_t>(bytes);
-  c.stats.peak_allocated_bytes = std::max(c.stats.peak_allocated_bytes, c.stats.allocated_bytes);
+  c.note_allocated(bytes);
   return p;
 }
 

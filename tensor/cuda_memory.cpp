@@ -4,6 +4,10 @@
 // entry point throws a DeviceError that says crfseg was built without CUDA.
 #include "tensor/cuda_memory.h"
 
+#include <array>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "tensor/error.h"
@@ -21,12 +25,16 @@ namespace crfseg::cuda {
 bool is_compiled() { return true; }
 
 int device_count() {
-  int count = 0;
-  // No driver or no device is not an error here: it just means zero devices.
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky error
-    return 0;
-  }
+  // Asked once: every allocation and copy checks its device index against it.
+  static const int count = [] {
+    int n = 0;
+    // No driver or no device is not an error here: it just means zero devices.
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky error
+      return 0;
+    }
+    return n;
+  }();
   return count;
 }
 
@@ -37,10 +45,70 @@ void select(int device, const char* op) {
                count, "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
   CRFSEG_CUDA_CHECK(cudaSetDevice(device));
 }
+
+constexpr int kMaxDevices = 64;
+
+// Every allocation goes through the device's BlockAllocator unless
+// CRFSEG_CUDA_CACHE=0. Allocators are never destroyed: Storages may be freed
+// during static destruction.
+bool caching_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("CRFSEG_CUDA_CACHE");
+    return env == nullptr || env[0] != '0';
+  }();
+  return on;
+}
+
+BlockAllocator& allocator(int device) {
+  static std::mutex lock;
+  static std::array<BlockAllocator*, kMaxDevices> allocators{};
+  std::lock_guard<std::mutex> guard(lock);
+  BlockAllocator*& a = allocators.at(static_cast<size_t>(device));
+  if (a == nullptr) {
+    a = new BlockAllocator({
+        .allocate = [device](size_t bytes) -> void* {
+          CRFSEG_CUDA_CHECK(cudaSetDevice(device));
+          void* ptr = nullptr;
+          const cudaError_t err = cudaMalloc(&ptr, bytes);
+          if (err == cudaErrorMemoryAllocation) {
+            cudaGetLastError();  // clear it: the allocator retries or throws its own error
+            return nullptr;
+          }
+          CRFSEG_CUDA_CHECK(err);
+          return ptr;
+        },
+        .release = [device](void* ptr) {
+          cudaSetDevice(device);
+          cudaFree(ptr);
+        },
+        .synchronize = [device] {
+          CRFSEG_CUDA_CHECK(cudaSetDevice(device));
+          CRFSEG_CUDA_CHECK(cudaDeviceSynchronize());
+        },
+        .describe = [device] {
+          size_t free_b = 0, total_b = 0;
+          cudaSetDevice(device);
+          if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+            cudaGetLastError();
+            return std::string("device memory unknown");
+          }
+          return detail::concat_message("the device has ", free_b, " of ", total_b, " bytes free");
+        },
+        .name = "cuda:" + std::to_string(device),
+    });
+  }
+  return *a;
+}
+
+thread_local std::array<StreamHandle, kMaxDevices> t_current_stream{};
+
 }  // namespace
 
 void* malloc_bytes(size_t bytes, int device) {
   select(device, "cuda::malloc");
+  if (caching_enabled()) {
+    return allocator(device).malloc(bytes, reinterpret_cast<BlockAllocator::StreamId>(current_stream(device)));
+  }
   void* ptr = nullptr;
   cudaError_t err = cudaMalloc(&ptr, bytes == 0 ? 1 : bytes);
   if (err == cudaErrorMemoryAllocation) {
@@ -57,25 +125,98 @@ void* malloc_bytes(size_t bytes, int device) {
 
 void free_bytes(void* ptr, int device) noexcept {
   if (ptr == nullptr) return;
+  if (caching_enabled()) {
+    try {
+      allocator(device).free(ptr);
+    } catch (...) {
+      // A pointer the allocator does not know is a bug in crfseg; a
+      // destructor cannot report it, and freeing it blindly could corrupt.
+    }
+    return;
+  }
   cudaSetDevice(device);
   cudaFree(ptr);  // errors here cannot be reported from a destructor
 }
 
 void copy_to_device(void* dst, const void* src, size_t bytes, int device) {
   select(device, "cuda::copy_to_device");
-  CRFSEG_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  const cudaStream_t s = current_stream(device);
+  CRFSEG_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+  CRFSEG_CUDA_CHECK(cudaStreamSynchronize(s));  // the host buffer may go away on return
 }
 void copy_to_host(void* dst, const void* src, size_t bytes, int device) {
   select(device, "cuda::copy_to_host");
-  CRFSEG_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  const cudaStream_t s = current_stream(device);
+  CRFSEG_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+  CRFSEG_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 void copy_device_to_device(void* dst, const void* src, size_t bytes, int device) {
   select(device, "cuda::copy_device_to_device");
-  CRFSEG_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+  CRFSEG_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, current_stream(device)));
 }
 void synchronize(int device) {
   select(device, "cuda::synchronize");
   CRFSEG_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+DeviceMemoryStats memory_stats(int device) {
+  select(device, "cuda::memory_stats");
+  return allocator(device).stats();
+}
+std::string memory_summary(int device) {
+  select(device, "cuda::memory_summary");
+  return allocator(device).summary();
+}
+void reset_peak_memory_stats(int device) {
+  select(device, "cuda::reset_peak_memory_stats");
+  allocator(device).reset_peak();
+}
+void empty_cache(int device) {
+  select(device, "cuda::empty_cache");
+  allocator(device).empty_cache();
+}
+
+StreamHandle current_stream(int device) { return t_current_stream.at(static_cast<size_t>(device)); }
+StreamHandle launch_stream(int device) {
+  select(device, "cuda::launch_stream");
+  return current_stream(device);
+}
+void set_current_stream(int device, StreamHandle stream) {
+  select(device, "cuda::set_current_stream");
+  t_current_stream.at(static_cast<size_t>(device)) = stream;
+}
+
+Stream::Stream(int device) : device_(device) {
+  select(device, "cuda::Stream");
+  cudaStream_t s = nullptr;
+  CRFSEG_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  stream_ = s;
+}
+Stream::~Stream() {
+  cudaSetDevice(device_);
+  cudaStreamSynchronize(stream_);  // blocks freed on it may be reused elsewhere after this
+  cudaStreamDestroy(stream_);
+}
+void Stream::synchronize() const { CRFSEG_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+StreamGuard::StreamGuard(const Stream& stream) : device_(stream.device()), previous_(current_stream(stream.device())) {
+  set_current_stream(device_, stream.handle());
+}
+StreamGuard::~StreamGuard() { t_current_stream.at(static_cast<size_t>(device_)) = previous_; }
+
+Event::Event(int device) : device_(device) {
+  select(device, "cuda::Event");
+  cudaEvent_t e = nullptr;
+  CRFSEG_CUDA_CHECK(cudaEventCreate(&e));
+  event_ = e;
+}
+Event::~Event() { cudaEventDestroy(event_); }
+void Event::record(StreamHandle stream) { CRFSEG_CUDA_CHECK(cudaEventRecord(event_, stream)); }
+void Event::synchronize() const { CRFSEG_CUDA_CHECK(cudaEventSynchronize(event_)); }
+float Event::elapsed_ms_since(const Event& start) const {
+  float ms = 0;
+  CRFSEG_CUDA_CHECK(cudaEventElapsedTime(&ms, start.event_, event_));
+  return ms;
 }
 
 #else  // built without CUDA
@@ -94,6 +235,23 @@ void copy_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_de
 void copy_to_host(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_host"); }
 void copy_device_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_device_to_device"); }
 void synchronize(int) { no_cuda("cuda::synchronize"); }
+DeviceMemoryStats memory_stats(int) { no_cuda("cuda::memory_stats"); }
+std::string memory_summary(int) { no_cuda("cuda::memory_summary"); }
+void reset_peak_memory_stats(int) { no_cuda("cuda::reset_peak_memory_stats"); }
+void empty_cache(int) { no_cuda("cuda::empty_cache"); }
+StreamHandle current_stream(int) { return nullptr; }
+StreamHandle launch_stream(int) { no_cuda("cuda::launch_stream"); }
+void set_current_stream(int, StreamHandle) { no_cuda("cuda::set_current_stream"); }
+Stream::Stream(int) { no_cuda("cuda::Stream"); }
+Stream::~Stream() = default;
+void Stream::synchronize() const {}
+StreamGuard::StreamGuard(const Stream&) : device_(0), previous_(nullptr) { no_cuda("cuda::StreamGuard"); }
+StreamGuard::~StreamGuard() = default;
+Event::Event(int) { no_cuda("cuda::Event"); }
+Event::~Event() = default;
+void Event::record(StreamHandle) {}
+void Event::synchronize() const {}
+float Event::elapsed_ms_since(const Event&) const { return 0; }
 
 #endif
 

@@ -1,20 +1,101 @@
-// Thin, checked wrappers over the CUDA runtime used by the tensor layer.
+// CUDA device memory, streams and events for the tensor layer.
+//
+// Memory comes from a caching allocator per device (tensor/block_allocator.h):
+// freed blocks are kept and reused on the stream they were used on, and an
+// out-of-memory failure empties the cache and retries once before throwing
+// OutOfMemoryError with the byte counts. CRFSEG_CUDA_CACHE=0 in the
+// environment bypasses the cache (every block is a cudaMalloc, so
+// compute-sanitizer sees every out-of-bounds access).
+//
+// Every op launches on the calling thread's current stream for the device
+// (the legacy default stream unless a StreamGuard says otherwise), so work
+// from one thread is ordered. Host <-> device copies wait for the stream.
 //
 // When crfseg is built without CUDA every function throws DeviceError
 // ("... built without CUDA"), so callers need no #ifdefs.
 #pragma once
 
 #include <cstddef>
+#include <string>
+
+#include "tensor/block_allocator.h"
+
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+struct CUevent_st;   // cudaEvent_t is CUevent_st*
 
 namespace crfseg::cuda {
 
+using StreamHandle = CUstream_st*;
+using EventHandle = CUevent_st*;
+
 bool is_compiled();           // built with the CUDA toolkit?
 int device_count();           // 0 when not compiled or no driver/device
-void* malloc_bytes(size_t bytes, int device);
+void* malloc_bytes(size_t bytes, int device);  // on the current stream's pool
 void free_bytes(void* ptr, int device) noexcept;
 void copy_to_device(void* dst, const void* src, size_t bytes, int device);
 void copy_to_host(void* dst, const void* src, size_t bytes, int device);
 void copy_device_to_device(void* dst, const void* src, size_t bytes, int device);
-void synchronize(int device);
+void synchronize(int device);  // the whole device
+
+// ---- memory statistics (PyTorch's torch.cuda.memory_stats / memory_summary) ----
+DeviceMemoryStats memory_stats(int device);
+std::string memory_summary(int device);
+void reset_peak_memory_stats(int device);
+void empty_cache(int device);  // returns cached, unused segments to the driver
+
+// ---- streams ----
+// The calling thread's current stream on `device` (nullptr: the legacy default stream).
+StreamHandle current_stream(int device);
+// Makes `device` current for the CUDA runtime and returns its current stream:
+// what every op calls before it launches a kernel.
+StreamHandle launch_stream(int device);
+// Sets it and also makes `device` current for the CUDA runtime.
+void set_current_stream(int device, StreamHandle stream);
+
+// An owned, non-blocking stream.
+class Stream {
+ public:
+  explicit Stream(int device);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  StreamHandle handle() const { return stream_; }
+  int device() const { return device_; }
+  void synchronize() const;
+
+ private:
+  StreamHandle stream_ = nullptr;
+  int device_ = 0;
+};
+
+// Makes a stream current for the scope, then restores the previous one.
+class StreamGuard {
+ public:
+  explicit StreamGuard(const Stream& stream);
+  ~StreamGuard();
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  int device_;
+  StreamHandle previous_;
+};
+
+// A timing event (cudaEventCreate with timing enabled).
+class Event {
+ public:
+  explicit Event(int device);
+  ~Event();
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void record(StreamHandle stream);  // on `stream` (e.g. current_stream(device))
+  void synchronize() const;
+  // Milliseconds from `start`'s record to this one's (both must have completed).
+  float elapsed_ms_since(const Event& start) const;
+
+ private:
+  EventHandle event_ = nullptr;
+  int device_ = 0;
+};
 
 }  // namespace crfseg::cuda

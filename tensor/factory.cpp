@@ -1,4 +1,4 @@
-// Tensor factories. Filling on a CUDA device uses kernels/cuda/fill.cu.
+// Tensor factories.
 #include "tensor/factory.h"
 
 #include <cmath>
@@ -7,35 +7,11 @@
 #include "tensor/cuda_memory.h"
 #include "tensor/ops.h"
 
-#ifdef CRFSEG_WITH_CUDA
-#include "kernels/cuda/fill.h"
-#endif
-
 namespace crfseg {
 
 namespace {
 
-void fill_any_device(const Tensor& t, double value) {
-  if (t.device().is_cpu()) {
-    ops::fill_(t, value);
-    return;
-  }
-#ifdef CRFSEG_WITH_CUDA
-  const int64_t n = t.numel();
-  switch (t.dtype()) {
-    case DType::f32: kernels::cuda::fill_f32(t.data<float>(), n, static_cast<float>(value), nullptr); break;
-    case DType::f64: kernels::cuda::fill_f64(t.data<double>(), n, value, nullptr); break;
-    case DType::i32: kernels::cuda::fill_i32(t.data<int32_t>(), n, static_cast<int32_t>(value), nullptr); break;
-    case DType::i64: kernels::cuda::fill_i64(t.data<int64_t>(), n, static_cast<int64_t>(value), nullptr); break;
-    case DType::u8: kernels::cuda::fill_u8(t.data<uint8_t>(), n, static_cast<uint8_t>(value), nullptr); break;
-    default:
-      CRFSEG_CHECK(false, NotImplementedError, "full: no CUDA fill for dtype ", dtype_name(t.dtype()));
-  }
-  t.bump_version();
-#else
-  CRFSEG_CHECK(false, DeviceError, "full: crfseg was built without CUDA, cannot fill on ", t.device().str());
-#endif
-}
+void fill_any_device(const Tensor& t, double value) { ops::fill_(t, value); }
 
 }  // namespace
 

@@ -20,21 +20,20 @@ Tensor contiguous(const Tensor& t) {
 Tensor clone(const Tensor& t) {
   check_defined("clone", t, "t");
   Tensor out = Tensor::empty(t.shape(), t.options());
-  if (t.device().is_cuda()) {
-    CRFSEG_CHECK(t.is_contiguous(), NotImplementedError, "clone: no strided-copy CUDA kernel yet; got a ",
-                 "non-contiguous ", t.str());
-    cuda::copy_device_to_device(out.raw_data(), t.raw_data(), t.numel() * dtype_size(t.dtype()),
-                                t.device().index);
+  if (t.device().is_cuda() && t.is_contiguous()) {
+    if (t.numel() > 0) {
+      cuda::copy_device_to_device(out.raw_data(), t.raw_data(), t.numel() * dtype_size(t.dtype()),
+                                  t.device().index);
+    }
     return out;
   }
-  copy_(out, t);
+  copy_(out, t);  // strided (on either device)
   return out;
 }
 
 Tensor to_dtype(const Tensor& t, DType dtype) {
   check_defined("to_dtype", t, "t");
   if (t.dtype() == dtype) return t;
-  check_cpu("to_dtype", t);
   Tensor out = Tensor::empty(t.shape(), {dtype, t.device()});
   copy_(out, t);  // copy_ casts element by element
   return out;
@@ -43,9 +42,7 @@ Tensor to_dtype(const Tensor& t, DType dtype) {
 Tensor to_device(const Tensor& t, Device device) {
   check_defined("to_device", t, "t");
   if (t.device() == device) return t;
-  const Tensor src = t.device().is_cpu() ? contiguous(t) : t;
-  CRFSEG_CHECK(src.is_contiguous(), NotImplementedError, "to_device: non-contiguous ", t.str(),
-               " cannot be moved yet; call contiguous() on the CPU first");
+  const Tensor src = contiguous(t);  // on its own device
   Tensor out = Tensor::empty(t.shape(), {t.dtype(), device});
   const size_t bytes = t.numel() * dtype_size(t.dtype());
   if (bytes == 0) return out;
@@ -72,7 +69,6 @@ Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
     CRFSEG_CHECK(t.dtype() == first.dtype(), DTypeError, "concat: tensor ", i, " has dtype ",
                  dtype_name(t.dtype()), ", expected ", dtype_name(first.dtype()));
     check_same_device("concat", first, t);
-    check_cpu("concat", t);
     bool same_rank = t.dim() == first.dim();
     bool ok = same_rank;
     for (int64_t k = 0; ok && k < t.dim(); ++k) ok = k == d || t.shape()[k] == first.shape()[k];

@@ -10,10 +10,29 @@
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
+#include "tensor/ops_cuda.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace crfseg::ops {
 
 namespace kc = kernels::cpu;
+
+#ifdef CRFSEG_WITH_CUDA
+using detail::geometry;
+namespace kcu = kernels::cuda;
+using detail::stream_of;
+// The kernel enums list the ops in the same order as ours, so a cast maps them.
+static_assert(int(BinaryOp::minimum) == int(kcu::BinaryKind::minimum) && int(BinaryOp::div) == int(kcu::BinaryKind::div));
+static_assert(int(UnaryOp::reciprocal) == int(kcu::UnaryKind::reciprocal) &&
+              int(UnaryOp::sigmoid) == int(kcu::UnaryKind::sigmoid));
+static_assert(int(ScalarOp::rdiv) == int(kcu::ScalarKind::rdiv) && int(ScalarOp::pow) == int(kcu::ScalarKind::pow));
+static_assert(int(CompareOp::ge) == int(kcu::CompareKind::ge) && int(CompareOp::lt) == int(kcu::CompareKind::lt));
+static_assert(int(UnaryGradOp::reciprocal) == int(kcu::UnaryGradKind::reciprocal) &&
+              int(UnaryGradOp::relu) == int(kcu::UnaryGradKind::relu));
+#endif
 
 namespace {
 
@@ -36,7 +55,6 @@ void check_pair(const char* op, const Tensor& a, const Tensor& b) {
   CRFSEG_CHECK(a.dtype() == b.dtype(), DTypeError, op, ": expected operands of the same dtype, got ",
                dtype_name(a.dtype()), " and ", dtype_name(b.dtype()));
   check_same_device(op, a, b);
-  check_cpu(op, a);
 }
 
 }  // namespace
@@ -48,6 +66,17 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   Tensor out = Tensor::empty(shape, a.options());
   const Strides sa = broadcast_strides(a.shape(), a.strides(), shape);
   const Strides sb = broadcast_strides(b.shape(), b.strides(), shape);
+#ifdef CRFSEG_WITH_CUDA
+  if (out.device().is_cuda()) {
+    const kcu::Geometry g = geometry<3>(name, shape, {out.strides().data(), sa.data(), sb.data()});
+    dispatch_float(a.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      kcu::binary<T>(kcu::BinaryKind(op), g, out.data<T>(), a.data<T>(), b.data<T>(), stream_of(out));
+    });
+    return out;
+  }
+#endif
+  check_cpu(name, a);
   dispatch_float(a.dtype(), name, [&](auto tag) {
     using T = decltype(tag);
     T* o = out.data<T>();
@@ -77,8 +106,18 @@ Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b
 
 Tensor unary(UnaryOp op, const Tensor& x) {
   check_defined("unary", x, "x");
-  check_cpu("unary", x);
   Tensor out = Tensor::empty(x.shape(), x.options());
+#ifdef CRFSEG_WITH_CUDA
+  if (x.device().is_cuda()) {
+    const kcu::Geometry g = geometry<2>("unary", x.shape(), {out.strides().data(), x.strides().data()});
+    dispatch_float(x.dtype(), "unary", [&](auto tag) {
+      using T = decltype(tag);
+      kcu::unary<T>(kcu::UnaryKind(op), g, out.data<T>(), x.data<T>(), stream_of(x));
+    });
+    return out;
+  }
+#endif
+  check_cpu("unary", x);
   dispatch_float(x.dtype(), "unary", [&](auto tag) {
     using T = decltype(tag);
     T* o = out.data<T>();
@@ -111,8 +150,18 @@ Tensor unary(UnaryOp op, const Tensor& x) {
 
 Tensor scalar_op(ScalarOp op, const Tensor& x, double scalar) {
   check_defined("scalar_op", x, "x");
-  check_cpu("scalar_op", x);
   Tensor out = Tensor::empty(x.shape(), x.options());
+#ifdef CRFSEG_WITH_CUDA
+  if (x.device().is_cuda()) {
+    const kcu::Geometry g = geometry<2>("scalar_op", x.shape(), {out.strides().data(), x.strides().data()});
+    dispatch_float(x.dtype(), "scalar_op", [&](auto tag) {
+      using T = decltype(tag);
+      kcu::scalar<T>(kcu::ScalarKind(op), g, out.data<T>(), x.data<T>(), static_cast<T>(scalar), stream_of(x));
+    });
+    return out;
+  }
+#endif
+  check_cpu("scalar_op", x);
   dispatch_float(x.dtype(), "scalar_op", [&](auto tag) {
     using T = decltype(tag);
     const T c = static_cast<T>(scalar);
@@ -138,6 +187,17 @@ Tensor compare(CompareOp op, const Tensor& a, const Tensor& b) {
   Tensor out = Tensor::empty(shape, {DType::u8, a.device()});
   const Strides sa = broadcast_strides(a.shape(), a.strides(), shape);
   const Strides sb = broadcast_strides(b.shape(), b.strides(), shape);
+#ifdef CRFSEG_WITH_CUDA
+  if (out.device().is_cuda()) {
+    const kcu::Geometry g = geometry<3>("compare", shape, {out.strides().data(), sa.data(), sb.data()});
+    dispatch_all(a.dtype(), "compare", [&](auto tag) {
+      using T = decltype(tag);
+      kcu::compare<T>(kcu::CompareKind(op), g, out.data<uint8_t>(), a.data<T>(), b.data<T>(), stream_of(out));
+    });
+    return out;
+  }
+#endif
+  check_cpu("compare", a);
   dispatch_all(a.dtype(), "compare", [&](auto tag) {
     using T = decltype(tag);
     uint8_t* o = out.data<uint8_t>();
@@ -167,6 +227,17 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
   const Strides sm = broadcast_strides(mask.shape(), mask.strides(), shape);
   const Strides sa = broadcast_strides(a.shape(), a.strides(), shape);
   const Strides sb = broadcast_strides(b.shape(), b.strides(), shape);
+#ifdef CRFSEG_WITH_CUDA
+  if (out.device().is_cuda()) {
+    const kcu::Geometry g = geometry<4>("where", shape, {out.strides().data(), sm.data(), sa.data(), sb.data()});
+    dispatch_float(a.dtype(), "where", [&](auto tag) {
+      using T = decltype(tag);
+      kcu::where<T>(g, out.data<T>(), mask.data<uint8_t>(), a.data<T>(), b.data<T>(), stream_of(out));
+    });
+    return out;
+  }
+#endif
+  check_cpu("where", a);
   dispatch_float(a.dtype(), "where", [&](auto tag) {
     using T = decltype(tag);
     kc::map3(shape, out.data<T>(), out.strides().data(), mask.data<uint8_t>(), sm.data(), a.data<T>(),
@@ -186,6 +257,19 @@ Tensor unary_backward(UnaryGradOp op, const Tensor& grad, const Tensor& x, const
                "unary_backward: expected grad, x, y of one shape, got ", shape_str(grad.shape()), ", ",
                shape_str(x.shape()), ", ", shape_str(y.shape()));
   Tensor out = Tensor::empty(x.shape(), x.options());
+#ifdef CRFSEG_WITH_CUDA
+  if (x.device().is_cuda()) {
+    const kcu::Geometry g = geometry<4>("unary_backward", x.shape(), {out.strides().data(), grad.strides().data(),
+                                                                     x.strides().data(), y.strides().data()});
+    dispatch_float(x.dtype(), "unary_backward", [&](auto tag) {
+      using T = decltype(tag);
+      kcu::unary_backward<T>(kcu::UnaryGradKind(op), g, out.data<T>(), grad.data<T>(), x.data<T>(), y.data<T>(),
+                             stream_of(x));
+    });
+    return out;
+  }
+#endif
+  check_cpu("unary_backward", x);
   dispatch_float(x.dtype(), "unary_backward", [&](auto tag) {
     using T = decltype(tag);
     auto run = [&](auto f) {
@@ -209,7 +293,21 @@ Tensor unary_backward(UnaryGradOp op, const Tensor& grad, const Tensor& x, const
 
 Tensor pow_scalar_backward(const Tensor& grad, const Tensor& x, double s) {
   check_pair("pow_backward", grad, x);
+  CRFSEG_CHECK(grad.shape() == x.shape(), ShapeError, "pow_backward: expected grad and x of one shape, got ",
+               shape_str(grad.shape()), " and ", shape_str(x.shape()));
   Tensor out = Tensor::empty(x.shape(), x.options());
+#ifdef CRFSEG_WITH_CUDA
+  if (x.device().is_cuda()) {
+    const kcu::Geometry g =
+        geometry<3>("pow_backward", x.shape(), {out.strides().data(), grad.strides().data(), x.strides().data()});
+    dispatch_float(x.dtype(), "pow_backward", [&](auto tag) {
+      using T = decltype(tag);
+      kcu::pow_backward<T>(g, out.data<T>(), grad.data<T>(), x.data<T>(), static_cast<T>(s), stream_of(x));
+    });
+    return out;
+  }
+#endif
+  check_cpu("pow_backward", x);
   dispatch_float(x.dtype(), "pow_backward", [&](auto tag) {
     using T = decltype(tag);
     const T c = static_cast<T>(s);
@@ -223,6 +321,17 @@ Tensor pow_scalar_backward(const Tensor& grad, const Tensor& x, double s) {
 
 void fill_(const Tensor& t, double value) {
   check_defined("fill_", t, "t");
+#ifdef CRFSEG_WITH_CUDA
+  if (t.device().is_cuda()) {
+    const kcu::Geometry g = geometry<1>("fill_", t.shape(), {t.strides().data()});
+    dispatch_all(t.dtype(), "fill_", [&](auto tag) {
+      using T = decltype(tag);
+      kcu::fill<T>(g, t.data<T>(), static_cast<T>(value), stream_of(t));
+    });
+    t.bump_version();
+    return;
+  }
+#endif
   check_cpu("fill_", t);
   dispatch_all(t.dtype(), "fill_", [&](auto tag) {
     using T = decltype(tag);
@@ -248,15 +357,22 @@ void copy_(const Tensor& dst, const Tensor& src) {
     return;
   }
   if (dst.device().is_cuda()) {
-    CRFSEG_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype() && dst.is_contiguous(),
-                 NotImplementedError, "copy_: copies onto ", dst.device().str(),
-                 " need a contiguous destination of the source's shape and dtype, got ", src.str(), " -> ",
-                 dst.str());
-    const Tensor moved = to_device(src, dst.device());
-    cuda::copy_device_to_device(dst.raw_data(), moved.raw_data(), moved.numel() * dtype_size(moved.dtype()),
-                                dst.device().index);
+#ifdef CRFSEG_WITH_CUDA
+    // Bring the source over (contiguous, as to_device makes it), then one
+    // strided, broadcasting, casting kernel.
+    const Tensor moved = src.device() == dst.device() ? src : to_device(src, dst.device());
+    const Strides ss = broadcast_strides(moved.shape(), moved.strides(), dst.shape());
+    const kcu::Geometry g = geometry<2>("copy_", dst.shape(), {dst.strides().data(), ss.data()});
+    dispatch_all(dst.dtype(), "copy_", [&](auto dtag) {
+      using TD = decltype(dtag);
+      dispatch_all(moved.dtype(), "copy_", [&](auto stag) {
+        using TS = decltype(stag);
+        kcu::copy<TD, TS>(g, dst.data<TD>(), moved.data<TS>(), stream_of(dst));
+      });
+    });
     dst.bump_version();
     return;
+#endif
   }
   const Strides ss = broadcast_strides(src.shape(), src.strides(), dst.shape());
   dispatch_all(dst.dtype(), "copy_", [&](auto dtag) {
@@ -276,6 +392,18 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
                "add_: source of shape ", shape_str(src.shape()), " does not broadcast to destination ",
                shape_str(dst.shape()));
   const Strides ss = broadcast_strides(src.shape(), src.strides(), dst.shape());
+#ifdef CRFSEG_WITH_CUDA
+  if (dst.device().is_cuda()) {
+    const kcu::Geometry g = geometry<2>("add_", dst.shape(), {dst.strides().data(), ss.data()});
+    dispatch_float(dst.dtype(), "add_", [&](auto tag) {
+      using T = decltype(tag);
+      kcu::add_scaled<T>(g, dst.data<T>(), src.data<T>(), static_cast<T>(alpha), stream_of(dst));
+    });
+    dst.bump_version();
+    return;
+  }
+#endif
+  check_cpu("add_", dst);
   dispatch_float(dst.dtype(), "add_", [&](auto tag) {
     using T = decltype(tag);
     const T a = static_cast<T>(alpha);
@@ -288,6 +416,18 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
 
 void mul_(const Tensor& dst, double s) {
   check_defined("mul_", dst, "dst");
+#ifdef CRFSEG_WITH_CUDA
+  if (dst.device().is_cuda()) {
+    const kcu::Geometry g = geometry<2>("mul_", dst.shape(), {dst.strides().data(), dst.strides().data()});
+    dispatch_float(dst.dtype(), "mul_", [&](auto tag) {
+      using T = decltype(tag);
+      T* p = dst.data<T>();
+      kcu::scalar<T>(kcu::ScalarKind::mul, g, p, p, static_cast<T>(s), stream_of(dst));
+    });
+    dst.bump_version();
+    return;
+  }
+#endif
   check_cpu("mul_", dst);
   dispatch_float(dst.dtype(), "mul_", [&](auto tag) {
     using T = decltype(tag);

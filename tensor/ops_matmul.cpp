@@ -6,6 +6,11 @@
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
+#include "tensor/ops_cuda.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/gemm/gemm.h"
+#endif
 
 namespace crfseg::ops {
 
@@ -39,7 +44,6 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   CRFSEG_CHECK(a_in.dtype() == b_in.dtype(), DTypeError, "matmul: expected operands of the same dtype, got ",
                dtype_name(a_in.dtype()), " and ", dtype_name(b_in.dtype()));
   check_same_device("matmul", a_in, b_in);
-  check_cpu("matmul", a_in);
   const int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
   CRFSEG_CHECK(b_in.size(-2) == K, ShapeError, "matmul: inner dims differ: ", shape_str(a_in.shape()), " @ ",
                shape_str(b_in.shape()), " (", K, " vs ", b_in.size(-2), ")");
@@ -73,6 +77,20 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
       const T* pa = a.data<T>() + oa;
       const T* pb = b.data<T>() + ob;
       T* pc = out.data<T>() + i * M * N;
+#ifdef CRFSEG_WITH_CUDA
+      if (out.device().is_cuda()) {
+        const auto stream = detail::stream_of(out);
+        if constexpr (std::is_same_v<T, float>) {
+          kernels::cuda::sgemm(ga.trans, gb.trans, M, N, K, 1.0f, pa, ga.ld, pb, gb.ld, 0.0f, pc,
+                               std::max<int64_t>(N, 1), stream);
+        } else {
+          kernels::cuda::dgemm(ga.trans, gb.trans, M, N, K, 1.0, pa, ga.ld, pb, gb.ld, 0.0, pc,
+                               std::max<int64_t>(N, 1), stream);
+        }
+        continue;
+      }
+#endif
+      check_cpu("matmul", out);
       if constexpr (std::is_same_v<T, float>) {
         kernels::cpu::sgemm(ga.trans, gb.trans, M, N, K, 1.0f, pa, ga.ld, pb, gb.ld, 0.0f, pc, std::max<int64_t>(N, 1));
       } else {

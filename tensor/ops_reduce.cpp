@@ -6,6 +6,11 @@
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
+#include "tensor/ops_cuda.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/reduce.h"
+#endif
 
 namespace crfseg::ops {
 
@@ -38,9 +43,25 @@ Shape reduced_shape(const Shape& in, const std::vector<int64_t>& dims, bool keep
   return out;
 }
 
+// The CUDA reductions work on rows: t permuted so the kept dims come first and
+// the (sorted) reduced dims last, made contiguous. Row r is then output r,
+// and a position inside a row is row-major over the reduced dims, as the
+// CPU's max index is.
+std::vector<int64_t> kept_then_reduced(int64_t ndim, const std::vector<int64_t>& dims) {
+  std::vector<int64_t> order;
+  for (int64_t d = 0; d < ndim; ++d) {
+    if (!std::binary_search(dims.begin(), dims.end(), d)) order.push_back(d);
+  }
+  order.insert(order.end(), dims.begin(), dims.end());
+  return order;
+}
+
+Tensor reduced_last(const Tensor& t, const std::vector<int64_t>& dims) {
+  return contiguous(permute(t, kept_then_reduced(t.dim(), dims)));
+}
+
 Tensor sum_scaled(const char* op, const Tensor& t, std::vector<int64_t> dims, bool keepdim, bool average) {
   check_defined(op, t, "t");
-  check_cpu(op, t);
   dims = normalize_dims(dims, t.dim(), op);
   const kc::ReducePlan plan = kc::make_reduce_plan(t.shape(), t.strides(), dims);
   Tensor out = Tensor::empty(reduced_shape(t.shape(), dims, keepdim), t.options());
@@ -49,6 +70,18 @@ Tensor sum_scaled(const char* op, const Tensor& t, std::vector<int64_t> dims, bo
     CRFSEG_CHECK(plan.block() > 0, ShapeError, op, ": mean over an empty set of elements in ",
                  shape_str(t.shape()));
   }
+#ifdef CRFSEG_WITH_CUDA
+  if (t.device().is_cuda()) {
+    const Tensor rows = reduced_last(t, dims);
+    dispatch_float(t.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::sum_rows<T>(rows.data<T>(), plan.outputs(), plan.block(), scale, out.data<T>(),
+                                 detail::stream_of(t));
+    });
+    return out;
+  }
+#endif
+  check_cpu(op, t);
   dispatch_float(t.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     kc::sum_reduce(plan, t.data<T>(), out.data<T>(), scale);
@@ -68,13 +101,24 @@ Tensor mean(const Tensor& t, std::vector<int64_t> dims, bool keepdim) {
 
 std::pair<Tensor, Tensor> max_with_index(const Tensor& t, std::vector<int64_t> dims, bool keepdim) {
   check_defined("max", t, "t");
-  check_cpu("max", t);
   dims = normalize_dims(dims, t.dim(), "max");
   const kc::ReducePlan plan = kc::make_reduce_plan(t.shape(), t.strides(), dims);
   CRFSEG_CHECK(plan.block() > 0, ShapeError, "max: reduction over zero elements in ", shape_str(t.shape()));
   const Shape shape = reduced_shape(t.shape(), dims, keepdim);
   Tensor values = Tensor::empty(shape, t.options());
   Tensor index = Tensor::empty(shape, {DType::i64, t.device()});
+#ifdef CRFSEG_WITH_CUDA
+  if (t.device().is_cuda()) {
+    const Tensor rows = reduced_last(t, dims);
+    dispatch_float(t.dtype(), "max", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::max_rows<T>(rows.data<T>(), plan.outputs(), plan.block(), values.data<T>(),
+                                 index.data<int64_t>(), detail::stream_of(t));
+    });
+    return {values, index};
+  }
+#endif
+  check_cpu("max", t);
   dispatch_float(t.dtype(), "max", [&](auto tag) {
     using T = decltype(tag);
     kc::max_reduce(plan, t.data<T>(), values.data<T>(), index.data<int64_t>());
@@ -93,12 +137,30 @@ Tensor argmax(const Tensor& t, int64_t dim, bool keepdim) {
 
 Tensor max_backward(const Tensor& grad, const Tensor& index, const Shape& input_shape,
                     std::vector<int64_t> dims, bool keepdim) {
-  check_cpu("max_backward", grad);
   dims = normalize_dims(dims, static_cast<int64_t>(input_shape.size()), "max_backward");
   const Tensor g = contiguous(grad), idx = contiguous(index);
   CRFSEG_CHECK(g.shape() == reduced_shape(input_shape, dims, keepdim) && idx.shape() == g.shape(), ShapeError,
                "max_backward: grad ", shape_str(g.shape()), " and index ", shape_str(idx.shape()),
                " do not match the reduction of ", shape_str(input_shape));
+#ifdef CRFSEG_WITH_CUDA
+  if (grad.device().is_cuda()) {
+    // Scatter into the rows layout of reduced_last, then permute back.
+    const std::vector<int64_t> order = kept_then_reduced(static_cast<int64_t>(input_shape.size()), dims);
+    Shape rows_shape;
+    for (int64_t d : order) rows_shape.push_back(input_shape[static_cast<size_t>(d)]);
+    std::vector<int64_t> inverse(order.size());
+    for (size_t i = 0; i < order.size(); ++i) inverse[static_cast<size_t>(order[i])] = static_cast<int64_t>(i);
+    Tensor rows = zeros(rows_shape, grad.options());
+    const int64_t nrows = g.numel(), cols = nrows == 0 ? 0 : numel(input_shape) / nrows;
+    dispatch_float(grad.dtype(), "max_backward", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::scatter_rows<T>(g.data<T>(), idx.data<int64_t>(), nrows, cols, rows.data<T>(),
+                                     detail::stream_of(grad));
+    });
+    return contiguous(permute(rows, inverse));
+  }
+#endif
+  check_cpu("max_backward", grad);
   Tensor out = zeros(input_shape, grad.options());
   const kc::ReducePlan plan = kc::make_reduce_plan(out.shape(), out.strides(), dims);
   dispatch_float(grad.dtype(), "max_backward", [&](auto tag) {

@@ -6,7 +6,13 @@
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/softmax.h"
 #include "tensor/dispatch.h"
+#include "tensor/factory.h"
 #include "tensor/ops.h"
+#include "tensor/ops_cuda.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/softmax.h"
+#endif
 
 namespace crfseg::ops {
 
@@ -29,12 +35,18 @@ ColumnView column_view(const Shape& shape, int64_t dim) {
 
 Tensor softmax_impl(const char* op, const Tensor& x_in, int64_t dim, bool log) {
   check_defined(op, x_in, "x");
-  check_cpu(op, x_in);
   const Tensor x = contiguous(x_in);
   const ColumnView v = column_view(x.shape(), x.dim() == 0 ? 0 : normalize_dim(dim, x.dim(), op));
   Tensor y = Tensor::empty(x.shape(), x.options());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (x.device().is_cuda()) {
+      kernels::cuda::softmax_forward(x.data<T>(), y.data<T>(), v.outer, v.C, v.inner, log, detail::stream_of(x));
+      return;
+    }
+#endif
+    check_cpu(op, x);
     kernels::cpu::softmax_forward(x.data<T>(), y.data<T>(), v.outer, v.C, v.inner, log);
   });
   return y;
@@ -47,14 +59,22 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl("log_soft
 
 Tensor softmax_backward(const Tensor& grad, const Tensor& y_in, int64_t dim, bool log) {
   const char* op = log ? "log_softmax_backward" : "softmax_backward";
-  check_cpu(op, grad);
   CRFSEG_CHECK(grad.shape() == y_in.shape() && grad.dtype() == y_in.dtype(), ShapeError, op, ": grad ",
                grad.str(), " does not match output ", y_in.str());
+  check_same_device(op, grad, y_in);
   const Tensor g = contiguous(grad), y = contiguous(y_in);
   const ColumnView v = column_view(y.shape(), y.dim() == 0 ? 0 : normalize_dim(dim, y.dim(), op));
   Tensor dx = Tensor::empty(y.shape(), y.options());
   dispatch_float(y.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (y.device().is_cuda()) {
+      kernels::cuda::softmax_backward(g.data<T>(), y.data<T>(), dx.data<T>(), v.outer, v.C, v.inner, log,
+                                      detail::stream_of(y));
+      return;
+    }
+#endif
+    check_cpu(op, y);
     kernels::cpu::softmax_backward(g.data<T>(), y.data<T>(), dx.data<T>(), v.outer, v.C, v.inner, log);
   });
   return dx;
@@ -66,8 +86,8 @@ namespace {
 ColumnView check_cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& weight) {
   check_defined("cross_entropy", logits, "logits");
   check_defined("cross_entropy", target, "target");
-  check_cpu("cross_entropy", logits);
   check_same_device("cross_entropy", logits, target);
+  if (weight.defined()) check_same_device("cross_entropy", logits, weight);
   CRFSEG_CHECK(logits.dim() >= 2, ShapeError, "cross_entropy: expected logits [N, C, ...], got ",
                shape_str(logits.shape()));
   CRFSEG_CHECK(target.dtype() == DType::i64, DTypeError, "cross_entropy: expected i64 class-index targets, got ",
@@ -94,6 +114,36 @@ CrossEntropyForward cross_entropy(const Tensor& logits_in, const Tensor& target_
   CrossEntropyForward out;
   out.log_probs = Tensor::empty(logits.shape(), logits.options());
   out.loss = Tensor::empty({}, logits.options());
+#ifdef CRFSEG_WITH_CUDA
+  if (logits.device().is_cuda()) {
+    // log_softmax, then per-position terms summed on the device; the two sums
+    // (and the count of bad targets) come back to the host, since
+    // weight_sum is a host value: one synchronisation per loss.
+    const int64_t P = v.outer * v.inner;
+    Tensor terms = Tensor::empty({3, P}, {DType::f64, logits.device()});
+    dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
+      using T = decltype(tag);
+      const auto stream = detail::stream_of(logits);
+      kernels::cuda::softmax_forward(logits.data<T>(), out.log_probs.data<T>(), v.outer, v.C, v.inner, true, stream);
+      kernels::cuda::cross_entropy_terms(out.log_probs.data<T>(), target.data<int64_t>(),
+                                         weight.defined() ? weight.data<T>() : nullptr, v.outer, v.C, v.inner,
+                                         ignore_index, terms.data<double>(), stream);
+    });
+    const std::vector<double> sums = sum(terms, {1}).to(Device::cpu()).to_vector<double>();
+    if (sums[2] > 0) {  // find the first bad target on the host, for the message
+      const std::vector<int64_t> t = target.to(Device::cpu()).to_vector<int64_t>();
+      for (size_t p = 0; p < t.size(); ++p) {
+        CRFSEG_CHECK(t[p] == ignore_index || (t[p] >= 0 && t[p] < v.C), ValueError, "cross_entropy: target ", t[p],
+                     " at flat position ", p, " is outside [0, ", v.C, ") and is not ignore_index (", ignore_index,
+                     ")");
+      }
+    }
+    out.weight_sum = sums[1];
+    const double loss = sums[1] == 0.0 ? std::numeric_limits<double>::quiet_NaN() : sums[0] / sums[1];
+    fill_(out.loss, loss);
+    return out;
+  }
+#endif
   dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
     using T = decltype(tag);
     const auto sums = kernels::cpu::cross_entropy_forward(
@@ -116,6 +166,18 @@ Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyForward& fwd
   const Tensor target = contiguous(target_in);
   const Tensor weight = weight_in.defined() ? contiguous(weight_in) : Tensor();
   Tensor dx = Tensor::empty(fwd.log_probs.shape(), fwd.log_probs.options());
+#ifdef CRFSEG_WITH_CUDA
+  if (dx.device().is_cuda()) {
+    const double scale = grad.to(Device::cpu()).item() / fwd.weight_sum;
+    dispatch_float(dx.dtype(), "cross_entropy_backward", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::cross_entropy_backward(scale, fwd.log_probs.data<T>(), target.data<int64_t>(),
+                                            weight.defined() ? weight.data<T>() : nullptr, dx.data<T>(), v.outer,
+                                            v.C, v.inner, ignore_index, detail::stream_of(dx));
+    });
+    return dx;
+  }
+#endif
   dispatch_float(dx.dtype(), "cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
     kernels::cpu::cross_entropy_backward(static_cast<T>(grad.item()), fwd.log_probs.data<T>(),

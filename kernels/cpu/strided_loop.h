@@ -14,6 +14,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -29,7 +30,7 @@ template <int N>
 StridedGeometry<N> coalesce(const std::vector<int64_t>& shape,
                             const std::array<const int64_t*, N>& strides) {
   StridedGeometry<N> g;
-  for (size_t d = 0; d < shape.size(); ++d) {
+  for (std::size_t d = 0; d < shape.size(); ++d) {
     if (shape[d] == 1) continue;
     if (!g.shape.empty()) {
       bool mergeable = true;

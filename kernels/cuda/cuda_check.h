@@ -6,6 +6,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "tensor/error.h"
 
 #define CRFSEG_CUDA_CHECK(expr)                                                            \
@@ -21,4 +23,7 @@
 namespace crfseg::kernels::cuda {
 // Checks the last launch; synchronises first when CRFSEG_CUDA_SYNC=1.
 void launch_check(const char* kernel_name);
+// Blocks for a grid-stride loop over n items at `threads` per block: enough
+// to fill the device, capped so huge n loops instead of overflowing the grid.
+int grid_for(int64_t n, int threads);
 }  // namespace crfseg::kernels::cuda

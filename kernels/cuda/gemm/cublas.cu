@@ -1,0 +1,130 @@
+// cuBLAS backend of the CUDA GEMM family, the registry and the production
+// entry points (see gemm.h).
+#include <cublas_v2.h>
+
+#include <array>
+#include <cstdlib>
+#include <mutex>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemm/gemm.h"
+
+namespace crfseg::kernels::cuda {
+
+namespace {
+
+const char* cublas_status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "cuBLAS error";
+  }
+}
+
+void check_cublas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    throw CudaError(detail::concat_message(what, " failed: ", cublas_status_name(s), " (", static_cast<int>(s), ")"));
+  }
+}
+
+bool g_allow_tf32 = false;
+
+// One handle per device, created on first use and never destroyed (handles
+// may be needed during static destruction of tensors' owners).
+cublasHandle_t handle_for_current_device() {
+  static std::mutex lock;
+  static std::array<cublasHandle_t, 64> handles{};
+  int device = 0;
+  CRFSEG_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> guard(lock);
+  cublasHandle_t& h = handles.at(static_cast<size_t>(device));
+  if (h == nullptr) check_cublas(cublasCreate(&h), "cublasCreate");
+  return h;
+}
+
+cublasHandle_t prepare(Stream stream) {
+  cublasHandle_t h = handle_for_current_device();
+  check_cublas(cublasSetStream(h, stream), "cublasSetStream");
+  check_cublas(cublasSetMathMode(h, g_allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+               "cublasSetMathMode");
+  return h;
+}
+
+int as_int(int64_t v, const char* what) {
+  CRFSEG_CHECK(v >= 0 && v <= 0x7fffffff, NotImplementedError, "cuBLAS GEMM: ", what, " = ", v,
+               " does not fit cuBLAS's 32-bit sizes");
+  return static_cast<int>(v);
+}
+
+// Row-major C[M,N] = op(A) op(B) is column-major C^T[N,M] = op(B)^T op(A)^T:
+// swap the operands and the sizes, keep the transposes.
+template <typename T, typename Fn>
+void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream, const char* name) {
+  if (M == 0 || N == 0) return;
+  cublasHandle_t h = prepare(stream);
+  // cuBLAS rejects ld < 1 even when K or a dim is 0: clamp (nothing is read).
+  auto ld = [](int64_t v) { return v < 1 ? int64_t{1} : v; };
+  check_cublas(fn(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, as_int(N, "N"), as_int(M, "M"),
+                  as_int(K, "K"), &alpha, B, as_int(ld(ldb), "ldb"), A, as_int(ld(lda), "lda"), &beta, C,
+                  as_int(ld(ldc), "ldc")),
+               name);
+}
+
+}  // namespace
+
+void sgemm_cublas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
+  gemm_rowmajor<float>(cublasSgemm, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasSgemm");
+}
+
+void dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+           const double* B, int64_t ldb, double beta, double* C, int64_t ldc, Stream stream) {
+  gemm_rowmajor<double>(cublasDgemm, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasDgemm");
+}
+
+bool set_allow_tf32(bool allow) {
+  const bool previous = g_allow_tf32;
+  g_allow_tf32 = allow;
+  return previous;
+}
+
+const std::vector<CudaSgemmVariant>& sgemm_variants() {
+  static const std::vector<CudaSgemmVariant> v = {
+      {"cublas", sgemm_cublas, ""},
+      {"v1_naive", sgemm_v1_naive, ""},
+      {"v2_smem_tile", sgemm_v2_smem_tile, ""},
+  };
+  return v;
+}
+
+const CudaSgemmVariant& sgemm_variant(const std::string& name) {
+  std::string names;
+  for (const CudaSgemmVariant& v : sgemm_variants()) {
+    if (v.name == name) return v;
+    names += (names.empty() ? "" : ", ") + v.name;
+  }
+  throw ValueError("CUDA sgemm: no variant named '" + name + "'; the variants are " + names);
+}
+
+const std::string& sgemm_production_name() {
+  static const std::string name = [] {
+    const char* env = std::getenv("CRFSEG_CUDA_SGEMM");
+    return std::string(env != nullptr && env[0] != '\0' ? sgemm_variant(env).name : "cublas");
+  }();
+  return name;
+}
+
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
+  static const CudaSgemmFn fn = sgemm_variant(sgemm_production_name()).fn;
+  fn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+}
+
+}  // namespace crfseg::kernels::cuda

@@ -1,0 +1,60 @@
+// CUDA GEMM: cuBLAS and the hand-written variants, behind one registry.
+//
+// Every variant has one signature: row-major C = alpha op(A) op(B) + beta C
+// with op = transpose when the flag is set, any M, N, K (bounds-checked),
+// leading dims >= row length, device pointers, launched on `stream`. This is
+// the CPU family's contract (kernels/cpu/gemm/gemm.h), so the same tests
+// (tests/cuda/test_cuda_ops.cpp) and benchmark (bench/bench_gemm_cuda.cpp)
+// iterate every variant.
+//
+// The ladder (one file each):
+//   cublas      : cublasSgemm on the column-major view (C^T = op(B)^T op(A)^T);
+//                 the baseline and the production default. FP32 unless
+//                 set_allow_tf32(true) (an explicit setting, never silent).
+//   v1_naive    : one thread per element of C, K-loop from global memory.
+//   v2_smem_tile: 128x128 block tile staged through shared memory in 8-deep
+//                 K slices, 256 threads each computing an 8x8 register tile
+//                 (64 FMAs per 16 shared loads): SGEMM_CUDA's kernel 5 idea,
+//                 with every load guarded so any shape works.
+// Production: CRFSEG_CUDA_SGEMM=<name> selects a variant; default cublas.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/geometry.h"
+
+namespace crfseg::kernels::cuda {
+
+using CudaSgemmFn = void (*)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                             const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                             int64_t ldc, Stream stream);
+
+struct CudaSgemmVariant {
+  std::string name;
+  CudaSgemmFn fn;
+  std::string constraints;  // "" when none
+};
+
+const std::vector<CudaSgemmVariant>& sgemm_variants();
+const CudaSgemmVariant& sgemm_variant(const std::string& name);  // ValueError listing names otherwise
+
+void sgemm_cublas(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
+                  float*, int64_t, Stream);
+void sgemm_v1_naive(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                    float, float*, int64_t, Stream);
+void sgemm_v2_smem_tile(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                        float, float*, int64_t, Stream);
+
+// Production entry points (f64 always goes to cuBLAS's DGEMM).
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream);
+void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+           const double* B, int64_t ldb, double beta, double* C, int64_t ldc, Stream stream);
+const std::string& sgemm_production_name();
+
+// TF32 tensor cores for cuBLAS SGEMM (off by default); returns the previous setting.
+bool set_allow_tf32(bool allow);
+
+}  // namespace crfseg::kernels::cuda

@@ -1,0 +1,77 @@
+// The index space of a strided CUDA elementwise kernel, shared by host code
+// (built with g++) and kernels (nvcc).
+//
+// A Geometry holds up to kMaxDims coalesced dims (kernels/cpu/strided_loop.h
+// merges and drops them exactly as the CPU loops do) and, for each of up to
+// kMaxOperands operands, its strides in elements (0 in a broadcast dim).
+// Thread i handles the i-th element in row-major order of the output and
+// finds each operand's element with offset(), one div/mod per dim.
+//
+// CRFSEG_HD marks functions compiled for both host and device, so the same
+// index math runs in the CPU tests (tests/kernels/test_cuda_geometry.cpp).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/strided_loop.h"
+#include "tensor/error.h"
+
+#ifdef __CUDACC__
+#define CRFSEG_HD __host__ __device__
+#else
+#define CRFSEG_HD
+#endif
+
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+
+namespace crfseg::kernels::cuda {
+
+using Stream = CUstream_st*;
+
+constexpr int kMaxDims = 8;
+constexpr int kMaxOperands = 4;
+
+struct Geometry {
+  int ndim = 1;
+  int64_t numel = 0;
+  int64_t sizes[kMaxDims] = {};
+  int64_t strides[kMaxOperands][kMaxDims] = {};
+
+  // Element offset of operand k for the i-th element (row-major over sizes).
+  CRFSEG_HD int64_t offset(int k, int64_t i) const {
+    int64_t off = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+      const int64_t idx = i % sizes[d];
+      i /= sizes[d];
+      off += idx * strides[k][d];
+    }
+    return off;
+  }
+};
+
+// Builds the Geometry of `shape` for N operands with the given strides.
+// Throws NotImplementedError (naming `op`) if more than kMaxDims dims remain
+// after coalescing.
+template <int N>
+Geometry make_geometry(const char* op, const std::vector<int64_t>& shape,
+                       const std::array<const int64_t*, N>& strides) {
+  static_assert(N >= 1 && N <= kMaxOperands);
+  Geometry g;
+  g.numel = 1;
+  for (int64_t s : shape) g.numel *= s;
+  if (g.numel == 0) return g;
+  const cpu::StridedGeometry<N> c = cpu::coalesce<N>(shape, strides);
+  CRFSEG_CHECK(c.shape.size() <= static_cast<size_t>(kMaxDims), NotImplementedError, op,
+               ": CUDA elementwise kernels take at most ", kMaxDims, " non-mergeable dims, got ",
+               c.shape.size());
+  g.ndim = static_cast<int>(c.shape.size());
+  for (int d = 0; d < g.ndim; ++d) {
+    g.sizes[d] = c.shape[static_cast<size_t>(d)];
+    for (int k = 0; k < N; ++k) g.strides[k][d] = c.strides[static_cast<size_t>(k)][static_cast<size_t>(d)];
+  }
+  return g;
+}
+
+}  // namespace crfseg::kernels::cuda

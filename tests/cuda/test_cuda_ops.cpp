@@ -1,0 +1,239 @@
+// Every op that has a CUDA kernel, run on cuda:0 and compared with the same
+// op on the CPU (ggml's test-backend-ops pattern). Inputs are random, with
+// awkward sizes (primes, 1, non-multiples of the tile sizes), broadcast and
+// strided views. Each case needs a CUDA device: without one doctest reports
+// it as skipped, not passed.
+#include <cmath>
+
+#include "autograd/functions.h"
+#include "kernels/cuda/gemm/gemm.h"
+#include "tensor/cuda_memory.h"
+#include "tests/support/helpers.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+
+namespace {
+
+const bool kNoDevice = cuda::device_count() == 0;
+
+Tensor gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
+Tensor cpu(const Tensor& t) { return t.to(Device::cpu()); }
+
+// f32 kernels on the two devices round differently; f64 must agree closely.
+double tol(DType d) { return d == DType::f64 ? 1e-12 : 2e-5; }
+
+// Runs f on CPU inputs and on their CUDA copies; the results must agree.
+template <typename F>
+void check_op(const char* what, const std::vector<Tensor>& inputs, F f, double atol, double rtol) {
+  std::vector<Tensor> on_gpu;
+  for (const Tensor& t : inputs) on_gpu.push_back(gpu(t));
+  const Tensor want = f(inputs);
+  const Tensor got = f(on_gpu);
+  INFO(what);
+  REQUIRE(got.device() == Device::cuda(0));
+  REQUIRE(got.shape() == want.shape());
+  REQUIRE(got.dtype() == want.dtype());
+  CHECK_CLOSE(cpu(got), values(want), atol, rtol);
+}
+
+}  // namespace
+
+TEST_CASE("cuda ops: binary ops broadcast like the CPU, f32 and f64" * doctest::skip(kNoDevice)) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor a = random_tensor({3, 1, 17, 5}, 1, dt), b = random_tensor({7, 1, 5}, 2, dt, 0.5, 2.0);
+    for (auto op : {ops::BinaryOp::add, ops::BinaryOp::sub, ops::BinaryOp::mul, ops::BinaryOp::div,
+                    ops::BinaryOp::maximum, ops::BinaryOp::minimum}) {
+      check_op("binary", {a, b}, [op](const std::vector<Tensor>& v) { return ops::binary(op, v[0], v[1]); },
+               tol(dt), tol(dt));
+    }
+  }
+}
+
+TEST_CASE("cuda ops: unary, scalar, compare, where, on strided views" * doctest::skip(kNoDevice)) {
+  const Tensor x = random_tensor({13, 29}, 3, DType::f32, 0.1, 3.0);
+  auto strided = [](const Tensor& t) { return ops::slice(ops::transpose(t, 0, 1), 0, 1, 27, 2); };
+  for (auto op : {ops::UnaryOp::neg, ops::UnaryOp::exp, ops::UnaryOp::log, ops::UnaryOp::sqrt, ops::UnaryOp::abs,
+                  ops::UnaryOp::relu, ops::UnaryOp::sigmoid, ops::UnaryOp::tanh, ops::UnaryOp::square,
+                  ops::UnaryOp::reciprocal}) {
+    check_op("unary", {x}, [&](const std::vector<Tensor>& v) { return ops::unary(op, strided(v[0])); }, 1e-5, 1e-5);
+  }
+  for (auto op : {ops::ScalarOp::add, ops::ScalarOp::mul, ops::ScalarOp::pow, ops::ScalarOp::rsub,
+                  ops::ScalarOp::rdiv}) {
+    check_op("scalar", {x}, [&](const std::vector<Tensor>& v) { return ops::scalar_op(op, strided(v[0]), 1.7); },
+             1e-5, 1e-5);
+  }
+  const Tensor y = random_tensor({13, 1}, 4, DType::f32, 0.1, 3.0);
+  for (auto op : {ops::CompareOp::eq, ops::CompareOp::ne, ops::CompareOp::lt, ops::CompareOp::le,
+                  ops::CompareOp::gt, ops::CompareOp::ge}) {
+    check_op("compare", {x, y}, [&](const std::vector<Tensor>& v) { return ops::compare(op, v[0], v[1]); }, 0, 0);
+  }
+  check_op("where", {x, y}, [](const std::vector<Tensor>& v) {
+    return ops::where(ops::compare(ops::CompareOp::gt, v[0], v[1]), v[0], v[1]);
+  }, 0, 0);
+  for (auto op : {ops::UnaryGradOp::exp, ops::UnaryGradOp::log, ops::UnaryGradOp::sqrt, ops::UnaryGradOp::abs,
+                  ops::UnaryGradOp::relu, ops::UnaryGradOp::sigmoid, ops::UnaryGradOp::tanh,
+                  ops::UnaryGradOp::square, ops::UnaryGradOp::reciprocal}) {
+    check_op("unary_backward", {x, y}, [&](const std::vector<Tensor>& v) {
+      const Tensor g = ops::mul(v[0], v[1]);
+      return ops::unary_backward(op, g, v[0], ops::unary(ops::UnaryOp::sqrt, v[0]));
+    }, 1e-5, 1e-5);
+  }
+  check_op("pow_backward", {x}, [](const std::vector<Tensor>& v) { return ops::pow_scalar_backward(v[0], v[0], 2.5); },
+           1e-5, 1e-5);
+}
+
+TEST_CASE("cuda ops: copies cast, broadcast and write strided destinations" * doctest::skip(kNoDevice)) {
+  const Tensor x = random_tensor({5, 7, 3}, 5, DType::f32, -300.0, 300.0);
+  for (DType to : {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8}) {
+    check_op("to_dtype", {x}, [to](const std::vector<Tensor>& v) { return ops::to_dtype(v[0], to); }, 0, 0);
+  }
+  check_op("contiguous(permute)", {x}, [](const std::vector<Tensor>& v) {
+    return ops::contiguous(ops::permute(v[0], {2, 0, 1}));
+  }, 0, 0);
+  check_op("copy_ into a strided slice", {x}, [](const std::vector<Tensor>& v) {
+    Tensor out = zeros({5, 7, 8}, v[0].options());
+    ops::copy_(ops::slice(out, 2, 1, 7, 2), v[0]);  // every other column
+    ops::add_(ops::slice(out, 2, 0, 1), ops::slice(v[0], 2, 0, 1), -2.0);
+    ops::mul_(out, 0.5);
+    return out;
+  }, 0, 0);
+  check_op("concat", {x}, [](const std::vector<Tensor>& v) {
+    return ops::concat({v[0], ops::scalar_op(ops::ScalarOp::mul, v[0], 2.0)}, 1);
+  }, 0, 0);
+  // NaN and out-of-range floats cast to integers saturate as on the CPU.
+  const Tensor odd = from_vector<float>({NAN, 1e10f, -1e10f, 3.7f, -2.2f}, {5});
+  check_op("saturating casts", {odd}, [](const std::vector<Tensor>& v) { return ops::to_dtype(v[0], DType::i32); },
+           0, 0);
+}
+
+TEST_CASE("cuda ops: sum, mean, max over any dims; max's backward" * doctest::skip(kNoDevice)) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor x = random_tensor({3, 37, 11, 300}, 6, dt);  // rows long and short
+    const std::vector<std::vector<int64_t>> dim_sets = {{}, {0}, {1, 3}, {3}, {0, 2}, {0, 2, 3}};
+    for (const auto& dims : dim_sets) {
+      check_op("sum", {x}, [&](const std::vector<Tensor>& v) { return ops::sum(v[0], dims); }, 1e-4, tol(dt));
+      check_op("mean", {x}, [&](const std::vector<Tensor>& v) { return ops::mean(v[0], dims, true); }, 1e-6, tol(dt));
+      check_op("max", {x}, [&](const std::vector<Tensor>& v) { return ops::max(v[0], dims); }, 0, 0);
+      check_op("max index", {x}, [&](const std::vector<Tensor>& v) { return ops::max_with_index(v[0], dims, false).second; },
+               0, 0);
+      check_op("max_backward", {x}, [&](const std::vector<Tensor>& v) {
+        auto [m, idx] = ops::max_with_index(v[0], dims, true);
+        return ops::max_backward(ops::scalar_op(ops::ScalarOp::add, m, 1.0), idx, v[0].shape(), dims, true);
+      }, 0, 0);
+    }
+  }
+  // Ties go to the first maximum, and NaN wins, as on the CPU.
+  const Tensor ties = from_vector<float>({1, 3, 3, 2, NAN, 5, 0, 0}, {2, 4});
+  check_op("ties and NaN", {ties}, [](const std::vector<Tensor>& v) { return ops::argmax(v[0], 1); }, 0, 0);
+}
+
+#ifdef CRFSEG_WITH_CUDA  // the registry exists only in CUDA builds
+TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes" * doctest::skip(kNoDevice)) {
+  struct Case { int64_t M, N, K; };
+  for (const Case c : {Case{1, 1, 1}, Case{7, 13, 3}, Case{129, 131, 17}, Case{256, 128, 64}, Case{5, 300, 257},
+                       Case{97, 1, 200}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        const Tensor A = random_tensor(ta ? Shape{c.K, c.M} : Shape{c.M, c.K}, 7);
+        const Tensor B = random_tensor(tb ? Shape{c.N, c.K} : Shape{c.K, c.N}, 8);
+        const Tensor C0 = random_tensor({c.M, c.N}, 9);
+        // The CPU reference: alpha op(A) op(B) + beta C0 in double.
+        const Tensor a64 = A.to(DType::f64), b64 = B.to(DType::f64);
+        const Tensor prod = ops::matmul(ta ? ops::transpose(a64, 0, 1) : a64, tb ? ops::transpose(b64, 0, 1) : b64);
+        const Tensor want = ops::add(ops::scalar_op(ops::ScalarOp::mul, prod, 1.5),
+                                     ops::scalar_op(ops::ScalarOp::mul, C0.to(DType::f64), -0.5));
+        const Tensor dA = gpu(A), dB = gpu(B);
+        for (const auto& v : kernels::cuda::sgemm_variants()) {
+          INFO(v.name, " M=", c.M, " N=", c.N, " K=", c.K, " ta=", ta, " tb=", tb);
+          const Tensor dC = gpu(C0);
+          v.fn(ta, tb, c.M, c.N, c.K, 1.5f, dA.data<float>(), ta ? c.M : c.K, dB.data<float>(), tb ? c.K : c.N, -0.5f,
+               dC.data<float>(), c.N, cuda::current_stream(0));
+          CHECK_CLOSE(cpu(dC), values(want), 1e-4, 1e-4);
+          // beta = 0 must not read C: poison it with NaN first.
+          const Tensor dP = full({c.M, c.N}, NAN, {DType::f32, Device::cuda(0)});
+          v.fn(ta, tb, c.M, c.N, c.K, 1.0f, dA.data<float>(), ta ? c.M : c.K, dB.data<float>(), tb ? c.K : c.N, 0.0f,
+               dP.data<float>(), c.N, cuda::current_stream(0));
+          CHECK_CLOSE(cpu(dP), values(prod), 1e-4, 1e-4);
+        }
+      }
+    }
+  }
+}
+
+#endif
+
+TEST_CASE("cuda ops: matmul, batched and broadcast, f32 and f64" * doctest::skip(kNoDevice)) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor a = random_tensor({3, 1, 19, 23}, 10, dt), b = random_tensor({4, 23, 7}, 11, dt);
+    check_op("matmul", {a, b}, [](const std::vector<Tensor>& v) { return ops::matmul(v[0], v[1]); }, 1e-4, tol(dt));
+    check_op("matmul with a transposed view", {a, b}, [](const std::vector<Tensor>& v) {
+      return ops::matmul(ops::transpose(v[1], 1, 2), ops::transpose(v[0], 2, 3));
+    }, 1e-4, tol(dt));
+  }
+}
+
+TEST_CASE("cuda ops: softmax, log_softmax, their backward, and cross-entropy" * doctest::skip(kNoDevice)) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor x = random_tensor({3, 5, 7, 11}, 12, dt, -4, 4), g = random_tensor({3, 5, 7, 11}, 13, dt);
+    for (int64_t dim : {1, 3, 0}) {
+      for (bool log : {false, true}) {
+        check_op("softmax", {x}, [&](const std::vector<Tensor>& v) {
+          return log ? ops::log_softmax(v[0], dim) : ops::softmax(v[0], dim);
+        }, 1e-6, tol(dt));
+        check_op("softmax_backward", {x, g}, [&](const std::vector<Tensor>& v) {
+          const Tensor y = log ? ops::log_softmax(v[0], dim) : ops::softmax(v[0], dim);
+          return ops::softmax_backward(v[1], y, dim, log);
+        }, 1e-6, tol(dt));
+      }
+    }
+    Tensor target = random_tensor({3, 7, 11}, 14, DType::f64, 0, 5).to(DType::i64);
+    target = ops::where(ops::compare(ops::CompareOp::eq, target, full({}, 2, {DType::i64})), full({}, -100, {DType::i64}),
+                        target);  // some positions ignored
+    const Tensor w = random_tensor({5}, 15, dt, 0.5, 2);
+    check_op("cross_entropy", {x, target, w}, [](const std::vector<Tensor>& v) {
+      return ops::cross_entropy(v[0], v[1], v[2], -100).loss;
+    }, 1e-6, tol(dt));
+    check_op("cross_entropy_backward", {x, target, w}, [](const std::vector<Tensor>& v) {
+      const auto fwd = ops::cross_entropy(v[0], v[1], v[2], -100);
+      return ops::cross_entropy_backward(ones({}, v[0].options()), fwd, v[1], v[2], -100);
+    }, 1e-7, tol(dt));
+    const Tensor bad = from_vector<int64_t>({0, 1, 7}, {1, 3});
+    check_throws_with<ValueError>([&] { ops::cross_entropy(gpu(random_tensor({1, 5, 3}, 1, dt)), gpu(bad), Tensor(), -100); },
+                                  "target 7 at flat position 2 is outside [0, 5)");
+  }
+}
+
+TEST_CASE("cuda memory: the caching allocator reuses freed blocks and reports its statistics" *
+          doctest::skip(kNoDevice)) {
+  cuda::empty_cache(0);
+  const DeviceMemoryStats before = cuda::memory_stats(0);
+  { const Tensor t = empty({1 << 20}, {DType::f32, Device::cuda(0)}); }
+  { const Tensor t = empty({1 << 20}, {DType::f32, Device::cuda(0)}); }
+  const DeviceMemoryStats after = cuda::memory_stats(0);
+  CHECK(after.allocations - before.allocations == 2);
+  CHECK(after.cache_hits - before.cache_hits >= 1);  // the second reused the first's block
+  CHECK(after.allocated_bytes == before.allocated_bytes);
+  CHECK(cuda::memory_summary(0).find("memory on cuda:0") != std::string::npos);
+  // An allocation far beyond the device throws OutOfMemoryError with the byte counts, and nothing is lost.
+  check_throws_with<OutOfMemoryError>([] { empty({int64_t{1} << 46}, {DType::f32, Device::cuda(0)}); },
+                                      "out of memory allocating 281474976710656 bytes");
+  CHECK(cuda::memory_stats(0).allocated_bytes == before.allocated_bytes);
+}
+
+TEST_CASE("cuda ops: an autograd graph runs on the device and matches the CPU gradients" *
+          doctest::skip(kNoDevice)) {
+  const Tensor x0 = random_tensor({4, 6}, 20), w0 = random_tensor({6, 3}, 21);
+  auto run = [&](Device d) {
+    Tensor x = x0.to(d), w = w0.to(d);
+    set_requires_grad(w, true);
+    Tensor y = relu(matmul(x, w));
+    Tensor loss = mean(mul(y, y));
+    backward(loss);
+    return std::pair{loss.to(Device::cpu()), grad(w).to(Device::cpu())};
+  };
+  auto [lc, gc] = run(Device::cpu());
+  auto [lg, gg] = run(Device::cuda(0));
+  CHECK_CLOSE(lg, values(lc), 1e-6, 1e-5);
+  CHECK_CLOSE(gg, values(gc), 1e-6, 1e-5);
+}

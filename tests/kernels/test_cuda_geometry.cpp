@@ -1,0 +1,68 @@
+// The index math of the CUDA elementwise kernels (kernels/cuda/geometry.h)
+// runs on the host too, so it is tested here without a GPU: for broadcast,
+// permuted and sliced views, thread i's operand offsets must be those of the
+// i-th element in row-major order of the output.
+#include "kernels/cuda/geometry.h"
+#include "tests/support/helpers.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+namespace kcu = crfseg::kernels::cuda;
+
+namespace {
+
+// Element offset of `idx` (an output multi-index) in an operand with the
+// given strides, the slow and obvious way.
+int64_t direct_offset(const std::vector<int64_t>& idx, const Strides& strides) {
+  int64_t off = 0;
+  for (size_t d = 0; d < idx.size(); ++d) off += idx[d] * strides[d];
+  return off;
+}
+
+void check_geometry(const Shape& shape, const Strides& s0, const Strides& s1, const Strides& s2) {
+  const kcu::Geometry g = kcu::make_geometry<3>("test", shape, {s0.data(), s1.data(), s2.data()});
+  REQUIRE(g.numel == numel(shape));
+  int64_t i = 0;
+  for_each_index(shape, [&](const std::vector<int64_t>& idx) {
+    CHECK(g.offset(0, i) == direct_offset(idx, s0));
+    CHECK(g.offset(1, i) == direct_offset(idx, s1));
+    CHECK(g.offset(2, i) == direct_offset(idx, s2));
+    ++i;
+  });
+}
+
+}  // namespace
+
+TEST_CASE("cuda geometry: contiguous tensors coalesce to one dim") {
+  const Shape shape = {3, 5, 7};
+  const Strides s = contiguous_strides(shape);
+  const kcu::Geometry g = kcu::make_geometry<2>("test", shape, {s.data(), s.data()});
+  CHECK(g.ndim == 1);
+  CHECK(g.sizes[0] == 105);
+  check_geometry(shape, s, s, s);
+}
+
+TEST_CASE("cuda geometry: broadcast, permuted and sliced operands") {
+  const Shape shape = {4, 1, 6, 5};
+  const Strides out = contiguous_strides(shape);
+  const Strides bcast = {0, 0, 5, 1};                  // [6, 5] broadcast over the leading dims
+  const Strides permuted = {1, 0, 20, 4};              // a [6, 5, 4] tensor permuted to [4, ., 6, 5]
+  const Strides sliced = {2 * 6 * 11, 0, 11 * 2, 2};   // every other element of a bigger tensor
+  check_geometry(shape, out, bcast, permuted);
+  check_geometry(shape, sliced, permuted, bcast);
+  check_geometry({1, 1, 1}, {0, 0, 0}, {0, 0, 0}, {1, 1, 1});  // one element
+  check_geometry({2, 3, 2, 3, 2, 3, 2, 3}, contiguous_strides({2, 3, 2, 3, 2, 3, 2, 3}),
+                 {0, 1, 0, 3, 0, 9, 0, 27}, {1296, 432, 216, 72, 36, 12, 6, 2});  // 8 dims
+}
+
+TEST_CASE("cuda geometry: empty tensors and too many dims") {
+  const Shape empty_shape = {3, 0, 2};
+  const Strides s = contiguous_strides(empty_shape);
+  CHECK(kcu::make_geometry<1>("test", empty_shape, {s.data()}).numel == 0);
+  // Nine dims that cannot merge (alternating broadcast) exceed the kernels' limit.
+  const Shape nine = {2, 2, 2, 2, 2, 2, 2, 2, 2};
+  const Strides a = contiguous_strides(nine);
+  const Strides b = {0, 1, 0, 1, 0, 1, 0, 1, 0};
+  check_throws_with<NotImplementedError>([&] { kcu::make_geometry<2>("add", nine, {a.data(), b.data()}); },
+                                         "add: CUDA elementwise kernels take at most 8");
+}

@@ -112,7 +112,7 @@ bad "an out-of-range value" -- train --batch 0 --out "$T/o9"
 bad "an unknown option" -- train --epocs 3 --out "$T/o10"
 bad "a missing option value" -- train --out
 bad "an unknown encoder" -- train "${tiny[@]}" --encoder alexnet --out "$T/o11"
-bad "--device cuda (backend not written yet)" -- train "${tiny[@]}" --device cuda --out "$T/o12"
+bad "--device cuda on a machine without a GPU" -- train "${tiny[@]}" --device cuda --out "$T/o12"
 bad "a diverging run (--lr 1e6)" -- train "${tiny[@]}" --epochs 2 --optimizer sgd --momentum 0 --lr 1e6 --checkpoint-every 1 --out "$T/o13"
 bad "an output folder that cannot be created" -- train "${tiny[@]}" --out /proc/crfseg
 if mkdir -p "$T/full" && mount -t tmpfs -o size=64k tmpfs "$T/full" 2>/dev/null; then

@@ -5,6 +5,11 @@
 #include "kernels/cpu/batchnorm.h"
 #include "tensor/dispatch.h"
 #include "tensor/ops.h"
+#include "tensor/ops_cuda.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/batchnorm.h"
+#endif
 
 namespace crfseg::ops {
 
@@ -34,7 +39,6 @@ void check_per_channel(const char* op, const Tensor& t, const char* name, const 
 // Checks the input: defined, on the CPU, f32/f64, [N, C, ...].
 void check_input(const char* op, const Tensor& x, const char* name) {
   check_defined(op, x, name);
-  check_cpu(op, x);
   CRFSEG_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64, DTypeError, op, ": expected ", name,
                " of dtype f32 or f64, got ", dtype_name(x.dtype()));
   CRFSEG_CHECK(x.dim() >= 2, ShapeError, op, ": expected ", name, " of shape [N, C, ...] with at least 2 dims, got ",
@@ -71,6 +75,8 @@ BatchNormForward batch_norm(const Tensor& x_in, const Tensor& weight_in, const T
                ": expected running_mean and running_var to be both defined or both undefined, got ",
                running_mean.defined() ? "only running_mean" : "only running_var");
   const ChannelView v = channel_view(x_in.shape());
+  CRFSEG_CHECK(!(sync && x_in.device().is_cuda()), NotImplementedError, op,
+               ": synchronised batch norm runs on the CPU (MPI) only; got an input on ", x_in.device().str());
   if (training && !sync) {
     // One value per channel has no spread: var = 0 and y = bias whatever x is (torch refuses too).
     // (Synchronised, the count over all replicas is known only after the kernel's all-gather.)
@@ -91,10 +97,27 @@ BatchNormForward batch_norm(const Tensor& x_in, const Tensor& weight_in, const T
   out.y = Tensor::empty(x.shape(), x.options());
   out.invstd = Tensor::empty({v.C}, x.options());
   double values_per_channel = 0.0;
+  if (training) out.mean = Tensor::empty({v.C}, x.options());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (x.device().is_cuda()) {
+      const auto stream = detail::stream_of(x);
+      if (training) {
+        values_per_channel = kernels::cuda::batchnorm_forward_train(
+            x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias), out.y.data<T>(), out.mean.data<T>(),
+            out.invstd.data<T>(), data_or_null<T>(rm), data_or_null<T>(rv), v.N, v.C, v.inner, momentum, eps,
+            fuse_relu, stream);
+      } else {
+        kernels::cuda::batchnorm_forward_eval(x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias),
+                                              rm.data<T>(), rv.data<T>(), out.y.data<T>(), out.invstd.data<T>(),
+                                              v.N, v.C, v.inner, eps, fuse_relu, stream);
+      }
+      return;
+    }
+#endif
+    check_cpu(op, x);
     if (training) {
-      out.mean = Tensor::empty({v.C}, x.options());
       values_per_channel = kernels::cpu::batchnorm_forward_train(
           x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias), out.y.data<T>(), out.mean.data<T>(),
           out.invstd.data<T>(), data_or_null<T>(rm), data_or_null<T>(rv), v.N, v.C, v.inner, momentum, eps,
@@ -152,8 +175,21 @@ BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor& x_in, co
   out.dx = Tensor::empty(g.shape(), g.options());
   out.dbias = Tensor::empty({v.C}, g.options());
   if (weight.defined() && x.defined()) out.dweight = Tensor::empty({v.C}, g.options());
+  CRFSEG_CHECK(!(sync && g.device().is_cuda()), NotImplementedError, op,
+               ": synchronised batch norm runs on the CPU (MPI) only; got a gradient on ", g.device().str());
   dispatch_float(g.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (g.device().is_cuda()) {
+      const Tensor sums = Tensor::empty({2 * v.C}, {DType::f64, g.device()});
+      kernels::cuda::batchnorm_backward(g.data<T>(), data_or_null<T>(x), data_or_null<T>(y), data_or_null<T>(weight),
+                                        mean.data<T>(), invstd.data<T>(), out.dx.data<T>(),
+                                        data_or_null<T>(out.dweight), out.dbias.data<T>(), v.N, v.C, v.inner,
+                                        training, sums.data<double>(), detail::stream_of(g));
+      return;
+    }
+#endif
+    check_cpu(op, g);
     kernels::cpu::batchnorm_backward(g.data<T>(), data_or_null<T>(x), data_or_null<T>(y), data_or_null<T>(weight),
                                      mean.data<T>(), invstd.data<T>(), out.dx.data<T>(),
                                      data_or_null<T>(out.dweight), out.dbias.data<T>(), v.N, v.C, v.inner,

@@ -9,6 +9,11 @@
 #include "kernels/cpu/conv2d.h"
 #include "tensor/dispatch.h"
 #include "tensor/ops.h"
+#include "tensor/ops_cuda.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/conv2d.h"
+#endif
 
 namespace crfseg::ops {
 
@@ -23,9 +28,8 @@ void check_args(const char* op, const Conv2dArgs& a) {
                ")");
 }
 
-void check_float_cpu(const char* op, const Tensor& t, const char* name) {
+void check_float(const char* op, const Tensor& t, const char* name) {
   check_defined(op, t, name);
-  check_cpu(op, t);
   CRFSEG_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64, DTypeError, op, ": expected f32 or f64 ", name,
                ", got ", dtype_name(t.dtype()));
 }
@@ -76,12 +80,19 @@ void check_grad(const char* op, const Tensor& grad, const Shape& want) {
                shape_str(grad.shape()));
 }
 
+#ifdef CRFSEG_WITH_CUDA
+// The im2col workspace of the CUDA convolutions (kernels/cuda/conv2d.h).
+Tensor col_workspace(const ConvGeometry& g, const Tensor& like) {
+  return Tensor::empty({g.is_pointwise() ? 0 : kernels::cuda::col_elems(g)}, like.options());
+}
+#endif
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dArgs& args) {
   const char* op = "conv2d";
-  check_float_cpu(op, x_in, "input");
-  check_float_cpu(op, w_in, "weight");
+  check_float(op, x_in, "input");
+  check_float(op, w_in, "weight");
   check_same_dtype(op, x_in, w_in, "weight");
   const ConvGeometry g = geometry(op, x_in.shape(), w_in.shape(), args);
   check_bias(op, x_in, bias_in, g.K);
@@ -90,6 +101,15 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, con
   Tensor y = Tensor::empty(output_shape(g), x.options());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (x.device().is_cuda()) {
+      const Tensor col = col_workspace(g, x);
+      kernels::cuda::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
+                                       y.data<T>(), col.data<T>(), detail::stream_of(x));
+      return;
+    }
+#endif
+    check_cpu(op, x);
     kernels::cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
                                     y.data<T>());
   });
@@ -99,8 +119,8 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, con
 Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Shape& x_shape,
                              const Conv2dArgs& args) {
   const char* op = "conv2d_backward_input";
-  check_float_cpu(op, grad_in, "grad");
-  check_float_cpu(op, w_in, "weight");
+  check_float(op, grad_in, "grad");
+  check_float(op, w_in, "weight");
   check_same_dtype(op, grad_in, w_in, "weight");
   const ConvGeometry g = geometry(op, x_shape, w_in.shape(), args);
   check_grad(op, grad_in, output_shape(g));
@@ -108,6 +128,15 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
   Tensor dx = Tensor::empty(x_shape, grad.options());
   dispatch_float(grad.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (grad.device().is_cuda()) {
+      const Tensor col = col_workspace(g, grad);
+      kernels::cuda::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), col.data<T>(),
+                                              detail::stream_of(grad));
+      return;
+    }
+#endif
+    check_cpu(op, grad);
     kernels::cpu::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>());
   });
   return dx;
@@ -116,8 +145,8 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
 Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const Shape& weight_shape,
                               const Conv2dArgs& args) {
   const char* op = "conv2d_backward_weight";
-  check_float_cpu(op, grad_in, "grad");
-  check_float_cpu(op, x_in, "input");
+  check_float(op, grad_in, "grad");
+  check_float(op, x_in, "input");
   check_same_dtype(op, grad_in, x_in, "input");
   const ConvGeometry g = geometry(op, x_in.shape(), weight_shape, args);
   check_grad(op, grad_in, output_shape(g));
@@ -125,6 +154,15 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
   Tensor dw = Tensor::empty(weight_shape, grad.options());
   dispatch_float(grad.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (grad.device().is_cuda()) {
+      const Tensor col = col_workspace(g, grad);
+      kernels::cuda::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), col.data<T>(),
+                                               detail::stream_of(grad));
+      return;
+    }
+#endif
+    check_cpu(op, grad);
     kernels::cpu::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>());
   });
   return dw;
@@ -132,9 +170,10 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
 
 Tensor conv2d_backward_bias(const Tensor& grad_in) {
   const char* op = "conv2d_backward_bias";
-  check_float_cpu(op, grad_in, "grad");
+  check_float(op, grad_in, "grad");
   CRFSEG_CHECK(grad_in.dim() == 4, ShapeError, op, ": expected grad [N, K, P, Q], got ",
                shape_str(grad_in.shape()));
+  if (grad_in.device().is_cuda()) return sum(grad_in, {0, 2, 3});  // a row reduction on the device
   const Tensor grad = contiguous(grad_in);
   ConvGeometry g;
   g.N = grad.size(0), g.K = grad.size(1), g.P = grad.size(2), g.Q = grad.size(3);
@@ -149,8 +188,8 @@ Tensor conv2d_backward_bias(const Tensor& grad_in) {
 Tensor conv_transpose2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dArgs& args,
                         int64_t output_pad_h, int64_t output_pad_w) {
   const char* op = "conv_transpose2d";
-  check_float_cpu(op, x_in, "input");
-  check_float_cpu(op, w_in, "weight");
+  check_float(op, x_in, "input");
+  check_float(op, w_in, "weight");
   check_same_dtype(op, x_in, w_in, "weight");
   check_args(op, args);
   CRFSEG_CHECK(x_in.dim() == 4 && w_in.dim() == 4 && w_in.size(0) == x_in.size(1), ShapeError, op,

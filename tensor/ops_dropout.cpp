@@ -16,7 +16,11 @@ namespace crfseg::ops {
 Tensor dropout_mask(const Tensor& like, double p, Generator& gen) {
   const char* op = "dropout_mask";
   check_defined(op, like, "like");
-  check_cpu(op, like);
+  if (like.device().is_cuda()) {
+    // Drawn on the host from the same sequential stream, so a CUDA run uses
+    // the very mask a CPU run would (one host-to-device copy per call).
+    return to_device(dropout_mask(Tensor::empty(like.shape(), {like.dtype()}), p, gen), like.device());
+  }
   CRFSEG_CHECK(p >= 0.0 && p <= 1.0, ValueError, op, ": expected a drop probability p in [0, 1], got ", p);
   Tensor mask = Tensor::empty(like.shape(), like.options());
   dispatch_float(like.dtype(), op, [&](auto tag) {

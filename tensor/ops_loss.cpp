@@ -44,7 +44,6 @@ T softplus_neg(T x) {  // log(1 + e^-x), stable for both signs
 Tensor one_hot(const Tensor& target_in, int64_t num_classes, DType dtype, int64_t ignore_index) {
   const char* op = "one_hot";
   check_defined(op, target_in, "target");
-  check_cpu(op, target_in);
   CRFSEG_CHECK(target_in.dtype() == DType::i64, DTypeError, op, ": expected i64 class indices, got ",
                dtype_name(target_in.dtype()));
   CRFSEG_CHECK(target_in.dim() >= 1, ShapeError, op, ": expected target [N, ...], got a 0-d tensor");
@@ -52,6 +51,30 @@ Tensor one_hot(const Tensor& target_in, int64_t num_classes, DType dtype, int64_
   const Tensor target = contiguous(target_in);
   Shape shape = target.shape();
   shape.insert(shape.begin() + 1, num_classes);
+  if (target.device().is_cuda()) {
+    // From device ops: out[n, c, ...] = [t == c] [t != ignore_index], with
+    // the targets outside [0, C) counted first (one value to the host) and
+    // located on the host only when there are any, for the message.
+    const Device dev = target.device();
+    auto as_f64 = [](const Tensor& mask) { return to_dtype(mask, DType::f64); };
+    auto scalar = [&](int64_t v) { return full({}, static_cast<double>(v), {DType::i64, dev}); };
+    const Tensor kept = as_f64(compare(CompareOp::ne, target, scalar(ignore_index)));
+    const Tensor outside = add(as_f64(compare(CompareOp::lt, target, scalar(0))),
+                               as_f64(compare(CompareOp::ge, target, scalar(num_classes))));
+    if (sum(mul(kept, outside)).to(Device::cpu()).item() > 0) {
+      const std::vector<int64_t> t = target.to(Device::cpu()).to_vector<int64_t>();
+      for (size_t i = 0; i < t.size(); ++i) {
+        CRFSEG_CHECK(t[i] == ignore_index || (t[i] >= 0 && t[i] < num_classes), ValueError, op, ": target ", t[i],
+                     " at flat index ", i, " is outside [0, ", num_classes, ")");
+      }
+    }
+    Shape class_shape(shape.size(), 1);
+    class_shape[1] = num_classes;
+    const Tensor classes = reshape(arange(0, static_cast<double>(num_classes), 1, {DType::i64, dev}), class_shape);
+    const Tensor hit = as_f64(compare(CompareOp::eq, unsqueeze(target, 1), classes));
+    return to_dtype(mul(hit, unsqueeze(kept, 1)), dtype);
+  }
+  check_cpu(op, target);
   Tensor out = zeros(shape, {dtype});
   const int64_t N = target.shape()[0], inner = target.numel() / std::max<int64_t>(N, 1);
   const int64_t* t = target.data<int64_t>();

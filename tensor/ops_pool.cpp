@@ -5,16 +5,21 @@
 // kernels/ref/pool2d.h).
 #include "kernels/cpu/pool2d.h"
 #include "tensor/dispatch.h"
+#include "tensor/factory.h"
 #include "tensor/ops.h"
+#include "tensor/ops_cuda.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/pool2d.h"
+#endif
 
 namespace crfseg::ops {
 
 namespace {
 
-// x must be a defined, CPU, f32/f64 [N, C, H, W] tensor with C, H, W >= 1 (N may be 0).
+// x must be a defined f32/f64 [N, C, H, W] tensor with C, H, W >= 1 (N may be 0).
 void check_pool_input(const char* op, const Tensor& x) {
   check_defined(op, x, "x");
-  check_cpu(op, x);
   CRFSEG_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64, DTypeError, op,
                ": expected dtype f32 or f64, got ", dtype_name(x.dtype()));
   CRFSEG_CHECK(x.dim() == 4, ShapeError, op, ": expected a 4-D input [N, C, H, W], got ", shape_str(x.shape()));
@@ -67,10 +72,9 @@ void check_x_shape(const char* op, const Shape& x_shape) {
                ShapeError, op, ": expected x_shape [N, C, H, W] with non-zero C, H, W, got ", shape_str(x_shape));
 }
 
-// grad must be a defined CPU float tensor of exactly shape `want`.
+// grad must be a defined float tensor of exactly shape `want`.
 void check_grad(const char* op, const Tensor& grad, const Shape& want) {
   check_defined(op, grad, "grad");
-  check_cpu(op, grad);
   CRFSEG_CHECK(grad.dtype() == DType::f32 || grad.dtype() == DType::f64, DTypeError, op,
                ": expected grad of dtype f32 or f64, got ", dtype_name(grad.dtype()));
   CRFSEG_CHECK(grad.shape() == want, ShapeError, op, ": expected grad of shape ", shape_str(want), ", got ",
@@ -86,9 +90,17 @@ MaxPool2dForward max_pool2d(const Tensor& x_in, const Pool2dArgs& args) {
   const kernels::Pool2dGeometry g = pool_geometry("max_pool2d", x_in.shape(), args, true);
   const Tensor x = contiguous(x_in);
   const Shape out_shape = output_shape(x.shape(), g.P, g.Q);
-  MaxPool2dForward out{Tensor::empty(out_shape, x.options()), Tensor::empty(out_shape, {DType::i64})};
+  MaxPool2dForward out{Tensor::empty(out_shape, x.options()), Tensor::empty(out_shape, {DType::i64, x.device()})};
   dispatch_float(x.dtype(), "max_pool2d", [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (x.device().is_cuda()) {
+      kernels::cuda::max_pool2d_forward(x.data<T>(), out.y.data<T>(), out.indices.data<int64_t>(), g,
+                                        detail::stream_of(x));
+      return;
+    }
+#endif
+    check_cpu("max_pool2d", x);
     kernels::cpu::max_pool2d_forward(x.data<T>(), out.y.data<T>(), out.indices.data<int64_t>(), g);
   });
   return out;
@@ -98,12 +110,12 @@ Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& indices_in, cons
   const char* op = "max_pool2d_backward";
   check_x_shape(op, x_shape);
   check_defined(op, indices_in, "indices");
-  check_cpu(op, indices_in);
   check_dtype(op, indices_in, DType::i64);
   CRFSEG_CHECK(indices_in.dim() == 4 && indices_in.size(0) == x_shape[0] && indices_in.size(1) == x_shape[1],
                ShapeError, op, ": expected indices [", x_shape[0], ", ", x_shape[1], ", P, Q] for x_shape ",
                shape_str(x_shape), ", got ", shape_str(indices_in.shape()));
   check_grad(op, grad_in, indices_in.shape());
+  check_same_device(op, grad_in, indices_in);
   kernels::Pool2dGeometry g;  // only planes, H, W, P, Q matter to the backward
   g.planes = x_shape[0] * x_shape[1];
   g.H = x_shape[2];
@@ -114,6 +126,21 @@ Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& indices_in, cons
   Tensor dx = Tensor::empty(x_shape, grad.options());
   dispatch_float(grad.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (grad.device().is_cuda()) {
+      // The first bad index comes back to the host (8 bytes, one synchronisation).
+      Tensor first_bad = full({}, -1.0, {DType::i64, grad.device()});  // all ones: UINT64_MAX
+      kernels::cuda::max_pool2d_backward(grad.data<T>(), indices.data<int64_t>(), dx.data<T>(), g,
+                                         reinterpret_cast<unsigned long long*>(first_bad.data<int64_t>()),
+                                         detail::stream_of(grad));
+      const int64_t bad = static_cast<int64_t>(first_bad.to(Device::cpu()).item());
+      CRFSEG_CHECK(bad < 0, ValueError, op, ": expected indices in [0, ", g.H * g.W, ") or -1, got ",
+                   static_cast<int64_t>(indices.to(Device::cpu()).to_vector<int64_t>()[static_cast<size_t>(bad)]),
+                   " at flat position ", bad);
+      return;
+    }
+#endif
+    check_cpu(op, grad);
     const int64_t bad = kernels::cpu::max_pool2d_backward(grad.data<T>(), indices.data<int64_t>(), dx.data<T>(), g);
     CRFSEG_CHECK(bad < 0, ValueError, op, ": expected indices in [0, ", g.H * g.W, ") or -1, got ",
                  indices.data<int64_t>()[bad], " at flat position ", bad);
@@ -128,6 +155,13 @@ Tensor avg_pool2d(const Tensor& x_in, const Pool2dArgs& args) {
   Tensor y = Tensor::empty(output_shape(x.shape(), g.P, g.Q), x.options());
   dispatch_float(x.dtype(), "avg_pool2d", [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (x.device().is_cuda()) {
+      kernels::cuda::avg_pool2d_forward(x.data<T>(), y.data<T>(), g, args.count_include_pad, detail::stream_of(x));
+      return;
+    }
+#endif
+    check_cpu("avg_pool2d", x);
     kernels::cpu::avg_pool2d_forward(x.data<T>(), y.data<T>(), g, args.count_include_pad);
   });
   return y;
@@ -142,6 +176,14 @@ Tensor avg_pool2d_backward(const Tensor& grad_in, const Shape& x_shape, const Po
   Tensor dx = Tensor::empty(x_shape, grad.options());
   dispatch_float(grad.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (grad.device().is_cuda()) {
+      kernels::cuda::avg_pool2d_backward(grad.data<T>(), dx.data<T>(), g, args.count_include_pad,
+                                         detail::stream_of(grad));
+      return;
+    }
+#endif
+    check_cpu(op, grad);
     kernels::cpu::avg_pool2d_backward(grad.data<T>(), dx.data<T>(), g, args.count_include_pad);
   });
   return dx;
@@ -157,6 +199,14 @@ Tensor adaptive_avg_pool2d(const Tensor& x_in, int64_t out_h, int64_t out_w) {
   Tensor y = Tensor::empty(output_shape(x.shape(), out_h, out_w), x.options());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (x.device().is_cuda()) {
+      kernels::cuda::adaptive_avg_pool2d_forward(x.data<T>(), y.data<T>(), x.size(0) * x.size(1), H, W, out_h, out_w,
+                                                 detail::stream_of(x));
+      return;
+    }
+#endif
+    check_cpu(op, x);
     kernels::cpu::adaptive_avg_pool2d_forward(x.data<T>(), y.data<T>(), x.size(0) * x.size(1), H, W, out_h, out_w);
   });
   return y;
@@ -174,6 +224,14 @@ Tensor adaptive_avg_pool2d_backward(const Tensor& grad_in, const Shape& x_shape)
   Tensor dx = Tensor::empty(x_shape, grad.options());
   dispatch_float(grad.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (grad.device().is_cuda()) {
+      kernels::cuda::adaptive_avg_pool2d_backward(grad.data<T>(), dx.data<T>(), x_shape[0] * x_shape[1], x_shape[2],
+                                                  x_shape[3], grad.size(2), grad.size(3), detail::stream_of(grad));
+      return;
+    }
+#endif
+    check_cpu(op, grad);
     kernels::cpu::adaptive_avg_pool2d_backward(grad.data<T>(), dx.data<T>(), x_shape[0] * x_shape[1], x_shape[2],
                                                x_shape[3], grad.size(2), grad.size(3));
   });

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "tensor/dispatch.h"
+#include "tensor/ops.h"
 
 namespace crfseg {
 
@@ -73,7 +74,13 @@ namespace {
 template <typename Draw>
 void fill_random(const char* op, const Tensor& t, Draw draw) {
   check_defined(op, t, "t");
-  check_cpu(op, t);
+  if (t.device().is_cuda()) {
+    // Drawn on the host (the same stream as on the CPU), then copied over.
+    const Tensor host = Tensor::empty(t.shape(), {t.dtype()});
+    fill_random(op, host, draw);
+    ops::copy_(t, host);
+    return;
+  }
   CRFSEG_CHECK(t.is_contiguous(), NotImplementedError, op, ": expected a contiguous tensor, got strides ",
                shape_str(t.strides()));
   dispatch_float(t.dtype(), op, [&](auto tag) {

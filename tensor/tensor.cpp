@@ -120,6 +120,7 @@ double Tensor::at(const std::vector<int64_t>& index) const {
 double Tensor::item() const {
   CRFSEG_CHECK(numel() == 1, ShapeError, "item: expected a tensor with one element, got shape ",
                shape_str(shape()));
+  if (device().is_cuda()) return to(Device::cpu()).item();  // one element back to the host (synchronises)
   return at(std::vector<int64_t>(dim(), 0));
 }
 

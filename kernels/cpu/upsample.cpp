@@ -72,6 +72,35 @@ Runs runs_of(const std::vector<int64_t>& src, int64_t in) {
 }  // namespace
 
 template <typename T>
+UpsampleTaps upsample_taps(int64_t in, int64_t out, bool bilinear, bool align_corners) {
+  UpsampleTaps t;
+  if (bilinear) {
+    const LinearTable<T> lt = linear_table<T>(in, out, align_corners);
+    t.i0 = lt.i0;
+    t.i1 = lt.i1;
+    t.w0.assign(lt.w0.begin(), lt.w0.end());
+    t.w1.assign(lt.w1.begin(), lt.w1.end());
+  } else {
+    t.i0 = nearest_table(in, out);
+    t.i1 = t.i0;
+    t.w0.assign(static_cast<size_t>(out), 1.0);
+    t.w1.assign(static_cast<size_t>(out), 0.0);
+  }
+  t.lo.assign(static_cast<size_t>(in), out);
+  t.hi.assign(static_cast<size_t>(in), 0);
+  for (int64_t o = 0; o < out; ++o) {
+    for (int64_t i : {t.i0[o], t.i1[o]}) {
+      t.lo[i] = std::min(t.lo[i], o);
+      t.hi[i] = std::max(t.hi[i], o + 1);
+    }
+  }
+  for (int64_t i = 0; i < in; ++i) t.lo[i] = std::min(t.lo[i], t.hi[i]);  // unread: an empty run
+  return t;
+}
+template UpsampleTaps upsample_taps<float>(int64_t, int64_t, bool, bool);
+template UpsampleTaps upsample_taps<double>(int64_t, int64_t, bool, bool);
+
+template <typename T>
 void upsample_nearest2d_forward(const T* x, T* y, int64_t planes, int64_t H, int64_t W, int64_t P, int64_t Q) {
   const std::vector<int64_t> src_h = nearest_table(H, P), src_w = nearest_table(W, Q);
   const int64_t* col = src_w.data();

@@ -36,8 +36,21 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace crfseg::kernels::cpu {
+
+// The taps of one dimension exactly as these kernels use them, for other
+// devices' kernels (the CUDA path uploads them): output o reads i0[o] with
+// weight w0[o] and i1[o] with w1[o] (nearest: i1 = i0, w1 = 0), weights
+// computed in T and widened; input i is read by outputs in [lo[i], hi[i])
+// only (lo == hi: by none).
+struct UpsampleTaps {
+  std::vector<int64_t> i0, i1, lo, hi;
+  std::vector<double> w0, w1;
+};
+template <typename T>
+UpsampleTaps upsample_taps(int64_t in, int64_t out, bool bilinear, bool align_corners);
 
 // x [planes, H, W] -> y [planes, P, Q].
 template <typename T>

@@ -6,8 +6,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "tensor/cuda_memory.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace crfseg::optim {
 
@@ -98,6 +103,16 @@ void Adam::update(size_t index, const Tensor& param, const Tensor& grad) {
                      lr_for(index) / (1.0 - std::pow(options_.beta1, t)), std::sqrt(1.0 - std::pow(options_.beta2, t))};
   dispatch_float(param.dtype(), "Adam::step", [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (param.device().is_cuda()) {
+      kernels::cuda::adam_step<T>(param.data<T>(), grad.data<T>(), s.exp_avg.data<T>(), s.exp_avg_sq.data<T>(),
+                                  options_.amsgrad ? s.max_exp_avg_sq.data<T>() : nullptr, param.numel(),
+                                  {c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.decoupled, c.maximize,
+                                   c.step_size, c.bias_correction2_sqrt},
+                                  cuda::launch_stream(param.device().index));
+      return;
+    }
+#endif
     adam_update<T>(param.data<T>(), grad.data<T>(), s.exp_avg.data<T>(), s.exp_avg_sq.data<T>(),
                    options_.amsgrad ? s.max_exp_avg_sq.data<T>() : nullptr, param.numel(), c);
   });

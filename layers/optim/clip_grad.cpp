@@ -67,7 +67,18 @@ double grad_norm(const std::vector<Tensor>& params, double norm_type) {
   for (const Tensor& p : params) {
     const Tensor g = crfseg::grad(p);
     if (!g.defined()) continue;
-    check_cpu("grad_norm", g);
+    if (g.device().is_cuda()) {
+      // The same sum (or max) from the device's reductions (f64 on the way,
+      // as the CPU loop accumulates in double), one value back to the host.
+      const Tensor a = ops::unary(ops::UnaryOp::abs, ops::to_dtype(g, DType::f64));
+      const Tensor r = kind == NormKind::linf ? ops::max(a)
+                       : kind == NormKind::l1 ? ops::sum(a)
+                       : kind == NormKind::l2 ? ops::sum(ops::unary(ops::UnaryOp::square, a))
+                                              : ops::sum(ops::scalar_op(ops::ScalarOp::pow, a, norm_type));
+      const double part = r.to(Device::cpu()).item();
+      acc = kind == NormKind::linf ? nan_max(acc, part) : acc + part;
+      continue;
+    }
     const Tensor flat = ops::contiguous(g);
     const double part = dispatch_float(flat.dtype(), "grad_norm", [&](auto tag) {
       using T = decltype(tag);

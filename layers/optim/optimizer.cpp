@@ -19,8 +19,6 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, std::string name)
     CRFSEG_CHECK(p.defined(), ValueError, where(), "parameter ", i, " is an undefined tensor");
     CRFSEG_CHECK(p.dtype() == DType::f32 || p.dtype() == DType::f64, DTypeError, where(), "parameter ", i,
                  " has dtype ", dtype_name(p.dtype()), "; expected f32 or f64");
-    CRFSEG_CHECK(p.device().is_cpu(), NotImplementedError, where(), "parameter ", i, " lives on ",
-                 p.device().str(), "; optimizers have CPU kernels only so far");
     CRFSEG_CHECK(is_leaf(p), ValueError, where(), "parameter ", i, " is not a leaf tensor (it was produced by ",
                  grad_fn(p)->name(), "); optimizers update leaves only");
     // The same tensor twice would be updated twice per step (torch only warns).
@@ -66,8 +64,8 @@ void Optimizer::step() {
                  shape_str(g.shape()), " but the parameter has shape ", shape_str(p.shape()));
     CRFSEG_CHECK(g.dtype() == p.dtype(), DTypeError, where(), "the gradient of parameter ", i, " has dtype ",
                  dtype_name(g.dtype()), " but the parameter has dtype ", dtype_name(p.dtype()));
-    CRFSEG_CHECK(g.device().is_cpu(), NotImplementedError, where(), "the gradient of parameter ", i,
-                 " lives on ", g.device().str(), "; optimizers have CPU kernels only so far");
+    CRFSEG_CHECK(g.device() == p.device(), DeviceError, where(), "the gradient of parameter ", i, " lives on ",
+                 g.device().str(), " but the parameter on ", p.device().str());
   }
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!grads[i].defined()) continue;
@@ -177,7 +175,8 @@ Tensor Optimizer::checked_buffer(size_t index, const std::string& key, const Ten
                shape_str(t.shape()), " but parameter ", index, " has shape ", shape_str(p.shape()));
   CRFSEG_CHECK(t.dtype() == p.dtype(), DTypeError, where(), "load_state: entry '", entry, "' has dtype ",
                dtype_name(t.dtype()), " but parameter ", index, " has dtype ", dtype_name(p.dtype()));
-  return ops::clone(t);  // own the buffer: the caller's tensor may be reused or mapped
+  // Own the buffer (the caller's tensor may be reused or mapped), on the parameter's device.
+  return p.device().is_cpu() ? ops::clone(t) : ops::to_device(t, p.device());
 }
 
 int64_t Optimizer::checked_count(const std::string& entry, const Tensor& t) const {

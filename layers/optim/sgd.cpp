@@ -5,8 +5,13 @@
 
 #include <cmath>
 
+#include "tensor/cuda_memory.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace crfseg::optim {
 
@@ -64,6 +69,15 @@ void SGD::update(size_t index, const Tensor& param, const Tensor& grad) {
   }
   dispatch_float(param.dtype(), "SGD::step", [&](auto tag) {
     using T = decltype(tag);
+#ifdef CRFSEG_WITH_CUDA
+    if (param.device().is_cuda()) {
+      kernels::cuda::sgd_step<T>(param.data<T>(), grad.data<T>(), buf.defined() ? buf.data<T>() : nullptr,
+                                 param.numel(),
+                                 {c.lr, c.momentum, c.dampening, c.weight_decay, c.nesterov, c.maximize, c.first},
+                                 cuda::launch_stream(param.device().index));
+      return;
+    }
+#endif
     sgd_update<T>(param.data<T>(), grad.data<T>(), buf.defined() ? buf.data<T>() : nullptr, param.numel(), c);
   });
   if (buf.defined()) buf.bump_version();

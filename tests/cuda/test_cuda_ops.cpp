@@ -6,6 +6,9 @@
 #include <cmath>
 
 #include "autograd/functions.h"
+#include "layers/optim/adam.h"
+#include "layers/optim/sgd.h"
+#include "models/segmenter.h"
 #include "kernels/cuda/gemm/gemm.h"
 #include "tensor/cuda_memory.h"
 #include "tests/support/helpers.h"
@@ -236,4 +239,181 @@ TEST_CASE("cuda ops: an autograd graph runs on the device and matches the CPU gr
   auto [lg, gg] = run(Device::cuda(0));
   CHECK_CLOSE(lg, values(lc), 1e-6, 1e-5);
   CHECK_CLOSE(gg, values(gc), 1e-6, 1e-5);
+}
+
+TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded, 1x1" * doctest::skip(kNoDevice)) {
+  struct Case { Shape x, w; Conv2dArgs a; };
+  const std::vector<Case> cases = {
+      {{2, 3, 11, 13}, {5, 3, 3, 3}, {.pad_h = 1, .pad_w = 1}},
+      {{1, 4, 17, 9}, {7, 4, 5, 3}, {.stride_h = 2, .stride_w = 3, .pad_h = 2, .pad_w = 0, .dil_h = 1, .dil_w = 2}},
+      {{3, 6, 7, 7}, {2, 6, 1, 1}, {}},  // pointwise: no im2col
+      {{2, 1, 5, 5}, {1, 1, 5, 5}, {}},  // one output pixel
+  };
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (const Case& c : cases) {
+      const Tensor x = random_tensor(c.x, 30, dt), w = random_tensor(c.w, 31, dt), b = random_tensor({c.w[0]}, 32, dt);
+      const Tensor y = ops::conv2d(x, w, b, c.a);
+      const Tensor g = random_tensor(y.shape(), 33, dt);
+      check_op("conv2d", {x, w, b}, [&](const std::vector<Tensor>& v) { return ops::conv2d(v[0], v[1], v[2], c.a); },
+               1e-5, tol(dt));
+      check_op("conv2d_backward_input", {g, w}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_backward_input(v[0], v[1], c.x, c.a);
+      }, 1e-5, tol(dt));
+      check_op("conv2d_backward_weight", {g, x}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_backward_weight(v[0], v[1], c.w, c.a);
+      }, 1e-4, tol(dt));
+      check_op("conv2d_backward_bias", {g}, [](const std::vector<Tensor>& v) { return ops::conv2d_backward_bias(v[0]); },
+               1e-5, tol(dt));
+    }
+    const Tensor xt = random_tensor({2, 4, 5, 6}, 34, dt), wt = random_tensor({4, 3, 3, 3}, 35, dt);
+    check_op("conv_transpose2d", {xt, wt}, [](const std::vector<Tensor>& v) {
+      return ops::conv_transpose2d(v[0], v[1], Tensor(), {.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}, 1, 1);
+    }, 1e-5, tol(dt));
+  }
+}
+
+TEST_CASE("cuda ops: batch norm, training and eval, fused ReLU, forward and backward" * doctest::skip(kNoDevice)) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (const Shape& shape : {Shape{4, 3, 7, 5}, Shape{6, 5}, Shape{2, 300, 1, 1}}) {
+      const int64_t C = shape[1];
+      // An offset far above the spread: the statistics must not cancel.
+      const Tensor x = ops::scalar_op(ops::ScalarOp::add, random_tensor(shape, 40, dt), 1000.0);
+      const Tensor w = random_tensor({C}, 41, dt, 0.5, 1.5), b = random_tensor({C}, 42, dt);
+      const Tensor g = random_tensor(shape, 43, dt);
+      for (bool training : {true, false}) {
+        for (bool relu : {false, true}) {
+          INFO("training=", training, " relu=", relu);
+          auto run = [&](const std::vector<Tensor>& v) {
+            Tensor rm = ops::clone(v[4]), rv = ops::clone(v[5]);
+            const auto fwd = ops::batch_norm(v[0], v[1], v[2], rm, rv, training, 0.1, 1e-5, relu);
+            const auto grads = ops::batch_norm_backward(v[3], v[0], v[1], fwd, training, relu);
+            // Everything in one tensor: y, dx, dweight, dbias, the running statistics.
+            return ops::concat({ops::flatten(fwd.y), ops::flatten(grads.dx), grads.dweight, grads.dbias, rm, rv}, 0);
+          };
+          const Tensor rm0 = ops::scalar_op(ops::ScalarOp::add, random_tensor({C}, 44, dt), 1000.0);
+          const Tensor rv0 = random_tensor({C}, 45, dt, 0.5, 2.0);
+          // f32: x near 1000 has an ulp of 6e-5, which the devices' 1-ulp
+          // differences in the mean carry into y and dx.
+          check_op("batch_norm", {x, w, b, g, rm0, rv0}, run, dt == DType::f64 ? 1e-9 : 1e-3, dt == DType::f64 ? 1e-9 : 1e-3);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda ops: max, average and adaptive pooling with their backwards" * doctest::skip(kNoDevice)) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor x = random_tensor({2, 3, 13, 11}, 50, dt);
+    const std::vector<Pool2dArgs> args = {
+        {},
+        {.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1},
+        {.kernel_h = 3, .kernel_w = 2, .stride_h = 2, .stride_w = 1, .pad_h = 1, .pad_w = 0, .dil_h = 2, .dil_w = 3,
+         .ceil_mode = true},
+        {.kernel_h = 4, .kernel_w = 3, .stride_h = 3, .stride_w = 2, .pad_h = 2, .pad_w = 1, .ceil_mode = true,
+         .count_include_pad = false},
+    };
+    for (const Pool2dArgs& a : args) {
+      check_op("max_pool2d", {x}, [&](const std::vector<Tensor>& v) {
+        const auto f = ops::max_pool2d(v[0], a);
+        return ops::concat({ops::flatten(f.y), ops::flatten(ops::to_dtype(f.indices, v[0].dtype()))}, 0);
+      }, 0, 0);
+      check_op("max_pool2d_backward", {x}, [&](const std::vector<Tensor>& v) {
+        const auto f = ops::max_pool2d(v[0], a);
+        return ops::max_pool2d_backward(ops::scalar_op(ops::ScalarOp::add, f.y, 2.0), f.indices, v[0].shape());
+      }, 1e-6, tol(dt));
+      if (a.dil_h == 1 && a.dil_w == 1) {
+        check_op("avg_pool2d", {x}, [&](const std::vector<Tensor>& v) { return ops::avg_pool2d(v[0], a); }, 1e-6,
+                 tol(dt));
+        check_op("avg_pool2d_backward", {x}, [&](const std::vector<Tensor>& v) {
+          const Tensor y = ops::avg_pool2d(v[0], a);
+          return ops::avg_pool2d_backward(ops::unary(ops::UnaryOp::sigmoid, y), v[0].shape(), a);
+        }, 1e-6, tol(dt));
+      }
+    }
+    for (auto [ph, pw] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {13, 11}, {4, 7}}) {
+      check_op("adaptive_avg_pool2d", {x}, [&](const std::vector<Tensor>& v) {
+        const Tensor y = ops::adaptive_avg_pool2d(v[0], ph, pw);
+        return ops::concat({ops::flatten(y), ops::flatten(ops::adaptive_avg_pool2d_backward(y, v[0].shape()))}, 0);
+      }, 1e-6, tol(dt));
+    }
+    // A bad index reaches the user as a ValueError, as on the CPU.
+    const auto f = ops::max_pool2d(gpu(x), {});
+    Tensor bad = ops::clone(f.indices);
+    ops::fill_(ops::slice(ops::flatten(bad), 0, 3, 4), 1000.0);
+    check_throws_with<ValueError>([&] { ops::max_pool2d_backward(f.y, bad, x.shape()); }, "got 1000 at flat position 3");
+  }
+}
+
+TEST_CASE("cuda ops: nearest and bilinear upsampling and their backwards" * doctest::skip(kNoDevice)) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor x = random_tensor({2, 3, 7, 5}, 60, dt);
+    for (auto [oh, ow] : {std::pair<int64_t, int64_t>{14, 10}, {13, 11}, {3, 2}, {82, 1}, {7, 5}}) {
+      for (auto mode : {ops::UpsampleMode::nearest, ops::UpsampleMode::bilinear}) {
+        for (bool corners : {false, true}) {
+          if (corners && mode == ops::UpsampleMode::nearest) continue;
+          check_op("upsample2d", {x}, [&](const std::vector<Tensor>& v) {
+            const Tensor y = ops::upsample2d(v[0], oh, ow, mode, corners);
+            const Tensor dx = ops::upsample2d_backward(ops::unary(ops::UnaryOp::tanh, y), v[0].shape(), mode, corners);
+            return ops::concat({ops::flatten(y), ops::flatten(dx)}, 0);
+          }, 1e-6, tol(dt));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda ops: dropout masks, random fills and one_hot equal the CPU's" * doctest::skip(kNoDevice)) {
+  Generator g1(5), g2(5);
+  const Tensor like = zeros({3, 17}, {DType::f32});
+  CHECK(values(ops::dropout_mask(like, 0.3, g1)) == values(cpu(ops::dropout_mask(gpu(like), 0.3, g2))));
+  Tensor a = empty({1000}), b = empty({1000}, {DType::f32, Device::cuda(0)});
+  Generator g3(9), g4(9);
+  normal_(a, 0.0, 1.0, g3);
+  normal_(b, 0.0, 1.0, g4);
+  CHECK(values(a) == values(cpu(b)));
+  const Tensor t = from_vector<int64_t>({0, 2, -100, 1, 2, 0}, {2, 3});
+  check_op("one_hot", {t}, [](const std::vector<Tensor>& v) { return ops::one_hot(v[0], 3, DType::f32, -100); }, 0, 0);
+  check_throws_with<ValueError>([&] { ops::one_hot(gpu(from_vector<int64_t>({0, 5}, {2})), 3, DType::f32); },
+                                "target 5 at flat index 1 is outside [0, 3)");
+}
+
+TEST_CASE("cuda: a U-Net trains on the device as on the CPU (SGD and Adam, dice + CE)" * doctest::skip(kNoDevice)) {
+  // Same seed, same data: two steps on each device; losses and weights must agree.
+  for (const std::string opt_name : {"sgd", "adam"}) {
+    auto train = [&](Device d) {
+      Generator gen(3);
+      auto net = std::make_shared<models::Segmenter>(
+          models::SegmenterConfig{.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 4, .depth = 2},
+          gen);
+      net->to(d);
+      std::unique_ptr<optim::Optimizer> opt;
+      if (opt_name == "sgd") opt = std::make_unique<optim::SGD>(net->parameters(), optim::SGDOptions{.lr = 0.1, .momentum = 0.9});
+      else opt = std::make_unique<optim::Adam>(net->parameters(), optim::AdamOptions{.lr = 1e-2});
+      const Tensor x = random_tensor({2, 3, 16, 16}, 70).to(d);
+      const Tensor y = random_tensor({2, 16, 16}, 71, DType::f64, 0, 3).to(DType::i64).to(d);
+      std::vector<double> losses;
+      for (int step = 0; step < 2; ++step) {
+        const Tensor logits = (*net)(x);
+        const Tensor loss = cross_entropy(logits, y) + dice_loss(logits, y);
+        losses.push_back(loss.item());
+        opt->zero_grad();
+        backward(loss);
+        opt->step();
+      }
+      std::vector<double> w;
+      for (const auto& [name, t] : net->state_dict()) {
+        const std::vector<double> v = values(t.to(Device::cpu()).to(DType::f64));
+        w.insert(w.end(), v.begin(), v.end());
+      }
+      return std::pair{losses, w};
+    };
+    INFO(opt_name);
+    const auto [lc, wc] = train(Device::cpu());
+    const auto [lg, wg] = train(Device::cuda(0));
+    CHECK_CLOSE(lg, lc, 1e-4, 1e-4);
+    // Adam's first steps move each weight by about lr * sign(g), so a
+    // gradient near 0 that rounds to the other sign on the other device moves
+    // its weight 2 lr apart: compare weights after SGD only.
+    if (opt_name == "sgd") CHECK_CLOSE(wg, wc, 1e-3, 1e-3);
+  }
 }

@@ -28,10 +28,14 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
   net.eval();
   EvalResult r{0, ConfusionMatrix(loader.dataset().num_classes(), loader.dataset().ignore_index()), 0, 0};
   double loss_sum = 0;
+  const std::vector<Tensor> params = net.parameters();
+  const Device device = params.empty() ? Device::cpu() : params.front().device();  // the model's
   {
     NoGradGuard no_grad;
     loader.start_epoch(0);
     while (auto batch = loader.next()) {
+      batch->images = batch->images.to(device);
+      batch->masks = batch->masks.to(device);
       const Tensor logits = net(batch->images);
       const int64_t n = batch->images.size(0);
       loss_sum += compute_loss(logits, batch->masks, loss).item() * static_cast<double>(n);

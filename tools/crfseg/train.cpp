@@ -38,6 +38,7 @@
 #include "layers/optim/lr_scheduler.h"
 #include "layers/optim/sgd.h"
 #include "models/checkpoint.h"
+#include "tensor/cuda_memory.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 #include "tensor/safetensors.h"
@@ -75,7 +76,7 @@ ArgParser train_parser() {
       .option("--augment", "NAME", "flips", "none, flips (h/v flips and 90-degree turns) or full (+ scale and crop)")
       .option("--workers", "N", "2", "data-loading threads (0: load in the training thread)")
       .option("--threads", "N", "0", "OpenMP threads for the kernels (0: OMP_NUM_THREADS or all cores)")
-      .option("--device", "NAME", "cpu", "cpu (cuda: not available yet, see issue #7)")
+      .option("--device", "NAME", "cpu", "cpu, cuda or cuda:N (the CRF layer and multi-rank training are CPU only)")
       .option("--dist", "NAME", "auto", "data parallel: auto (MPI when started by mpirun/srun), none, mpi or nccl")
       .option("--bucket-mb", "X", "25", "data parallel: gradient all-reduce bucket size in MiB")
       .flag("--sync-bn", "data parallel: batch-norm statistics over all ranks' batches (default: per rank)")
@@ -202,11 +203,18 @@ int run_train(const std::vector<std::string>& args) {
     std::printf("%s", p.help().c_str());
     return 0;
   }
-  const std::string device = p.get("--device");
-  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
-    throw NotImplementedError("--device cuda: the CUDA op backend is not written yet (issue #7); use --device cpu");
+  Device device;
+  try {
+    device = Device::parse(p.get("--device"));
+  } catch (const DeviceError&) {
+    throw UsageError("--device must be cpu, cuda or cuda:N, got '" + p.get("--device") + "'");
   }
-  if (device != "cpu") throw UsageError("--device must be cpu or cuda, got '" + device + "'");
+  if (device.is_cuda() && device.index >= cuda::device_count()) {
+    throw DeviceError("--device " + device.str() + ": " +
+                      (cuda::is_compiled() ? std::to_string(cuda::device_count()) + " CUDA device(s) visible"
+                                           : std::string("crfseg was built without CUDA")) +
+                      "; use --device cpu");
+  }
   if (const int64_t threads = p.get_int("--threads", 0, 1024); threads > 0) omp_set_num_threads(static_cast<int>(threads));
   DataParallel dp(p.get("--dist"));  // rank 0 of 1 unless started by mpirun/srun (see data_parallel.h)
   const uint64_t seed = static_cast<uint64_t>(p.get_int("--seed", 0));
@@ -273,6 +281,17 @@ int run_train(const std::vector<std::string>& args) {
     const SafetensorsFile f = load_safetensors(init);
     if (f.metadata.count("format") != 0) models::load_weights(f, *net);  // a crfseg checkpoint: the whole model
     else models::load_weights(f, *net->encoder);                         // encoder weights
+  }
+  if (device.is_cuda()) {
+    if (spec.crf) {
+      throw NotImplementedError("--device " + device.str() + " with --crf: the CRF layer's mean-field runs on the "
+                                "CPU only so far (issue #5); train without --crf or on the CPU");
+    }
+    if (dp.size() > 1) {
+      throw NotImplementedError("--device " + device.str() + " on " + std::to_string(dp.size()) +
+                                " ranks: data-parallel gradient sync handles CPU tensors only so far");
+    }
+    net->to(device);  // before the optimizer, whose state is created on the parameters' device
   }
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(p, net->parameters());
   if (const double mult = p.get_double("--crf-lr-mult", 0.0, 1e6); mult != 1.0) {
@@ -375,6 +394,8 @@ int run_train(const std::vector<std::string>& args) {
     int64_t done = first_batch;
     first_batch = 0;
     while (auto batch = train_loader.next()) {
+      batch->images = batch->images.to(device);
+      batch->masks = batch->masks.to(device);
       const Tensor logits = (*net)(batch->images);
       const Tensor loss = compute_loss(logits, batch->masks, loss_spec);
       // Over all ranks: the global batch's mean loss, the same on every rank.

@@ -1,0 +1,35 @@
+// CUDA batch norm: the GPU side of tensor/ops_batchnorm.cpp, with the
+// signatures and math of kernels/cpu/batchnorm.h (no replica sync: the
+// synchronised form is CPU/MPI only for now, and the op says so).
+//
+// Statistics: one 256-thread block per channel. Each thread runs Welford's
+// update in double over its elements (a fixed stride of the channel), then
+// the block merges the 256 partial (count, mean, M2) triples with Chan's
+// update in a fixed tree: stable (no E[x^2] - E[x]^2 cancellation) and
+// deterministic. The backward's per-channel sums (of gm and gm xhat) use the
+// same block-per-channel shape. The elementwise passes are grid-stride loops.
+// Test: tests/cuda/test_cuda_ops.cpp.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/geometry.h"
+
+namespace crfseg::kernels::cuda {
+
+// Returns M = N * inner, the values per channel.
+template <typename T>
+double batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
+                               T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner,
+                               double momentum, double eps, bool relu, Stream stream);
+template <typename T>
+void batchnorm_forward_eval(const T* x, const T* weight, const T* bias, const T* running_mean, const T* running_var,
+                            T* y, T* invstd, int64_t N, int64_t C, int64_t inner, double eps, bool relu,
+                            Stream stream);
+// sums: a workspace of 2 C doubles.
+template <typename T>
+void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, const T* mean, const T* invstd, T* dx,
+                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training, double* sums,
+                        Stream stream);
+
+}  // namespace crfseg::kernels::cuda

@@ -1,0 +1,39 @@
+// CUDA convolution: im2col + GEMM forward, GEMM + col2im backward-input,
+// im2col + GEMM backward-weight (the "safe reference path" of the CUDA
+// backend; the GEMMs go through kernels/cuda/gemm, so cuBLAS by default).
+// The GPU side of tensor/ops_conv.cpp, with kernels/ref/conv2d.h's geometry.
+//
+// Per image n, with CRS = C*R*S and PQ = P*Q:
+//   forward          col = im2col(x_n) [CRS, PQ];  y_n [K, PQ] = W [K, CRS] @ col; y += bias
+//   backward-input   col = W^T @ g_n [CRS, PQ];    dx_n = col2im(col)
+//   backward-weight  dW [K, CRS] += g_n [K, PQ] @ im2col(x_n)^T
+// col2im gathers (each input pixel sums the columns that read it), so no
+// atomics: every result is deterministic. `col` is a caller-provided
+// workspace of col_elems(g) elements. Test: tests/cuda/test_cuda_ops.cpp.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/geometry.h"
+#include "kernels/ref/conv2d.h"
+
+namespace crfseg::kernels::cuda {
+
+inline int64_t col_elems(const ConvGeometry& g) { return g.crs() * g.pq(); }
+
+template <typename T>
+void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* col, Stream stream);
+template <typename T>
+void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, Stream stream);
+template <typename T>
+void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* col, Stream stream);
+
+// The two data movements, exposed for tests and benchmarks.
+// col[(c R + r) S + s][p Q + q] = x[c][p sh - ph + r dh][q sw - pw + s dw] (0 outside)
+template <typename T>
+void im2col(const ConvGeometry& g, const T* x_image, T* col, Stream stream);
+// x_image[c][h][w] = sum of the col entries im2col would fill from (c, h, w)
+template <typename T>
+void col2im(const ConvGeometry& g, const T* col, T* x_image, Stream stream);
+
+}  // namespace crfseg::kernels::cuda

@@ -1,0 +1,177 @@
+// CUDA pooling (see pool2d.h). The window rules are kernels/ref/pool2d.cpp's,
+// restated as device functions.
+#include <cmath>
+
+#include "kernels/cuda/for_each.cuh"
+#include "kernels/cuda/pool2d.h"
+
+namespace crfseg::kernels::cuda {
+
+namespace {
+
+// An average-pool window along one dimension: [start, end) clipped to the
+// real input, and torch's divisor factor (see kernels/ref/pool2d.cpp).
+struct AvgWindow {
+  int64_t start, end, divisor;
+};
+__device__ AvgWindow avg_window(int64_t o, int64_t in, int64_t kernel, int64_t stride, int64_t pad,
+                                bool count_include_pad) {
+  const int64_t padded_start = o * stride - pad;
+  const int64_t padded_end = min(padded_start + kernel, in + pad);
+  const int64_t start = max(padded_start, int64_t{0});
+  const int64_t end = min(padded_end, in);
+  return {start, end, count_include_pad ? padded_end - padded_start : end - start};
+}
+
+// The outputs along one dimension whose window (stride s, pad p, kernel k,
+// dilation d) may hold input position i: o with o s - p <= i <= o s - p + (k - 1) d.
+__device__ void window_range(int64_t i, int64_t k, int64_t s, int64_t p, int64_t d, int64_t out, int64_t* lo,
+                             int64_t* hi) {
+  const int64_t a = i + p - (k - 1) * d;  // o s >= a
+  *lo = a <= 0 ? 0 : (a + s - 1) / s;
+  *hi = min((i + p) / s + 1, out);       // o s <= i + p
+}
+
+__device__ int64_t adaptive_start(int64_t o, int64_t in, int64_t out) { return (o * in) / out; }
+__device__ int64_t adaptive_end(int64_t o, int64_t in, int64_t out) { return ((o + 1) * in + out - 1) / out; }
+
+}  // namespace
+
+template <typename T>
+void max_pool2d_forward(const T* x, T* y, int64_t* indices, const Pool2dGeometry& g, Stream stream) {
+  const Pool2dGeometry c = g;
+  for_each(g.planes * g.P * g.Q, [=] __device__(int64_t o) {
+    const int64_t ow = o % c.Q, oh = (o / c.Q) % c.P, p = o / (c.P * c.Q);
+    const T* plane = x + p * c.H * c.W;
+    T best = T(0);
+    int64_t best_index = -1;
+    for (int64_t i = 0; i < c.kernel_h; ++i) {
+      const int64_t ih = oh * c.stride_h - c.pad_h + i * c.dil_h;
+      if (ih < 0 || ih >= c.H) continue;  // -inf padding
+      for (int64_t j = 0; j < c.kernel_w; ++j) {
+        const int64_t iw = ow * c.stride_w - c.pad_w + j * c.dil_w;
+        if (iw < 0 || iw >= c.W) continue;
+        const T v = plane[ih * c.W + iw];
+        if (best_index < 0 || v > best || v != v) {  // ties keep the first; NaN propagates
+          best = v;
+          best_index = ih * c.W + iw;
+        }
+      }
+    }
+    y[o] = best_index < 0 ? -INFINITY : best;
+    indices[o] = best_index;
+  }, stream, "max_pool2d_forward");
+}
+
+template <typename T>
+void max_pool2d_backward(const T* grad, const int64_t* indices, T* dx, const Pool2dGeometry& g,
+                         unsigned long long* first_bad, Stream stream) {
+  const Pool2dGeometry c = g;
+  const int64_t plane_in = g.H * g.W;
+  for_each(g.planes * g.P * g.Q, [=] __device__(int64_t o) {
+    const int64_t idx = indices[o];
+    if (idx != -1 && (idx < 0 || idx >= plane_in)) atomicMin(first_bad, static_cast<unsigned long long>(o));
+  }, stream, "max_pool2d_check_indices");
+  for_each(g.planes * plane_in, [=] __device__(int64_t k) {
+    const int64_t iw = k % c.W, ih = (k / c.W) % c.H, p = k / plane_in;
+    int64_t h0, h1, w0, w1;
+    window_range(ih, c.kernel_h, c.stride_h, c.pad_h, c.dil_h, c.P, &h0, &h1);
+    window_range(iw, c.kernel_w, c.stride_w, c.pad_w, c.dil_w, c.Q, &w0, &w1);
+    double acc = 0.0;
+    for (int64_t oh = h0; oh < h1; ++oh) {
+      for (int64_t ow = w0; ow < w1; ++ow) {
+        const int64_t o = (p * c.P + oh) * c.Q + ow;
+        if (indices[o] == ih * c.W + iw) acc += static_cast<double>(grad[o]);
+      }
+    }
+    dx[k] = static_cast<T>(acc);
+  }, stream, "max_pool2d_backward");
+}
+
+template <typename T>
+void avg_pool2d_forward(const T* x, T* y, const Pool2dGeometry& g, bool count_include_pad, Stream stream) {
+  const Pool2dGeometry c = g;
+  for_each(g.planes * g.P * g.Q, [=] __device__(int64_t o) {
+    const int64_t ow = o % c.Q, oh = (o / c.Q) % c.P, p = o / (c.P * c.Q);
+    const AvgWindow h = avg_window(oh, c.H, c.kernel_h, c.stride_h, c.pad_h, count_include_pad);
+    const AvgWindow w = avg_window(ow, c.W, c.kernel_w, c.stride_w, c.pad_w, count_include_pad);
+    double sum = 0.0;
+    for (int64_t ih = h.start; ih < h.end; ++ih)
+      for (int64_t iw = w.start; iw < w.end; ++iw) sum += static_cast<double>(x[(p * c.H + ih) * c.W + iw]);
+    const bool empty = h.start >= h.end || w.start >= w.end;
+    y[o] = empty ? T(0) : static_cast<T>(sum / static_cast<double>(h.divisor * w.divisor));
+  }, stream, "avg_pool2d_forward");
+}
+
+template <typename T>
+void avg_pool2d_backward(const T* grad, T* dx, const Pool2dGeometry& g, bool count_include_pad, Stream stream) {
+  const Pool2dGeometry c = g;
+  for_each(g.planes * g.H * g.W, [=] __device__(int64_t k) {
+    const int64_t iw = k % c.W, ih = (k / c.W) % c.H, p = k / (c.H * c.W);
+    int64_t h0, h1, w0, w1;
+    window_range(ih, c.kernel_h, c.stride_h, c.pad_h, 1, c.P, &h0, &h1);
+    window_range(iw, c.kernel_w, c.stride_w, c.pad_w, 1, c.Q, &w0, &w1);
+    double acc = 0.0;
+    for (int64_t oh = h0; oh < h1; ++oh) {
+      const AvgWindow h = avg_window(oh, c.H, c.kernel_h, c.stride_h, c.pad_h, count_include_pad);
+      if (ih < h.start || ih >= h.end) continue;
+      for (int64_t ow = w0; ow < w1; ++ow) {
+        const AvgWindow w = avg_window(ow, c.W, c.kernel_w, c.stride_w, c.pad_w, count_include_pad);
+        if (iw < w.start || iw >= w.end) continue;
+        acc += static_cast<double>(grad[(p * c.P + oh) * c.Q + ow]) / static_cast<double>(h.divisor * w.divisor);
+      }
+    }
+    dx[k] = static_cast<T>(acc);
+  }, stream, "avg_pool2d_backward");
+}
+
+template <typename T>
+void adaptive_avg_pool2d_forward(const T* x, T* y, int64_t planes, int64_t H, int64_t W, int64_t P, int64_t Q,
+                                 Stream stream) {
+  for_each(planes * P * Q, [=] __device__(int64_t o) {
+    const int64_t ow = o % Q, oh = (o / Q) % P, p = o / (P * Q);
+    const int64_t h0 = adaptive_start(oh, H, P), h1 = adaptive_end(oh, H, P);
+    const int64_t w0 = adaptive_start(ow, W, Q), w1 = adaptive_end(ow, W, Q);
+    double sum = 0.0;
+    for (int64_t ih = h0; ih < h1; ++ih)
+      for (int64_t iw = w0; iw < w1; ++iw) sum += static_cast<double>(x[(p * H + ih) * W + iw]);
+    y[o] = static_cast<T>(sum / static_cast<double>((h1 - h0) * (w1 - w0)));
+  }, stream, "adaptive_avg_pool2d_forward");
+}
+
+template <typename T>
+void adaptive_avg_pool2d_backward(const T* grad, T* dx, int64_t planes, int64_t H, int64_t W, int64_t P, int64_t Q,
+                                  Stream stream) {
+  for_each(planes * H * W, [=] __device__(int64_t k) {
+    const int64_t iw = k % W, ih = (k / W) % H, p = k / (H * W);
+    double acc = 0.0;
+    // Windows are at most ceil(H / P) + 1 long and advance monotonically:
+    // scanning every output row is simple and P is small where this is used.
+    for (int64_t oh = 0; oh < P; ++oh) {
+      const int64_t h0 = adaptive_start(oh, H, P), h1 = adaptive_end(oh, H, P);
+      if (ih < h0 || ih >= h1) continue;
+      for (int64_t ow = 0; ow < Q; ++ow) {
+        const int64_t w0 = adaptive_start(ow, W, Q), w1 = adaptive_end(ow, W, Q);
+        if (iw < w0 || iw >= w1) continue;
+        acc += static_cast<double>(grad[(p * P + oh) * Q + ow]) / static_cast<double>((h1 - h0) * (w1 - w0));
+      }
+    }
+    dx[k] = static_cast<T>(acc);
+  }, stream, "adaptive_avg_pool2d_backward");
+}
+
+#define CRFSEG_POOL(T)                                                                                         \
+  template void max_pool2d_forward<T>(const T*, T*, int64_t*, const Pool2dGeometry&, Stream);                 \
+  template void max_pool2d_backward<T>(const T*, const int64_t*, T*, const Pool2dGeometry&,                   \
+                                       unsigned long long*, Stream);                                          \
+  template void avg_pool2d_forward<T>(const T*, T*, const Pool2dGeometry&, bool, Stream);                     \
+  template void avg_pool2d_backward<T>(const T*, T*, const Pool2dGeometry&, bool, Stream);                    \
+  template void adaptive_avg_pool2d_forward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t,     \
+                                               Stream);                                                       \
+  template void adaptive_avg_pool2d_backward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t,    \
+                                                Stream);
+CRFSEG_POOL(float)
+CRFSEG_POOL(double)
+#undef CRFSEG_POOL
+
+}  // namespace crfseg::kernels::cuda

@@ -3,7 +3,7 @@
 //
 //   build/bench/bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder unet|resnet50|vgg16|vgg16_bn]
 //                            [--base W] [--depth D] [--size S] [--batch B] [--classes C]
-//                            [--optimizer adamw|sgd] [--crf] [--encoder-forward]
+//                            [--optimizer adamw|sgd] [--crf] [--encoder-forward] [--device cpu|cuda[:N]]
 //
 // A training step is forward + cross-entropy + backward + optimizer step
 // (AdamW at lr 1e-3, or SGD at lr 1e-2 with momentum 0.9) on a fixed batch; inference is a
@@ -13,7 +13,9 @@
 // (e.g. ResNet-50 to layer4, torchvision's resnet50 without avgpool/fc)
 // and skips training. Reports the median and min ms over R runs after W
 // warm-up runs (2), images/s, the process's peak resident memory and the
-// machine's measured FMA peak (--json). Before timing it checks that the
+// machine's measured FMA peak (--json). With --device cuda the model and the
+// batch live on the GPU, each timed run ends with a device synchronisation,
+// and the JSON adds the device's peak allocated memory. Before timing it checks that the
 // loss is finite and decreases over the warm-up steps (a model that does
 // not train prints no number).
 // bench/peers/torch_segmenter.py times the same network in PyTorch
@@ -35,6 +37,7 @@
 #include "layers/optim/adam.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
+#include "tensor/cuda_memory.h"
 #include "tensor/factory.h"
 #include "tensor/random.h"
 
@@ -45,6 +48,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder NAME] [--base W] [--depth D]\n"
     "                    [--size S] [--batch B] [--classes C] [--optimizer adamw|sgd] [--crf] [--encoder-forward]\n"
+    "                    [--device cpu|cuda[:N]]\n"
     "  times a Segmenter training step (forward, loss, backward, optimizer) and inference.\n";
 
 // Peak resident set size of this process so far, in MiB (Linux: ru_maxrss is in KiB).
@@ -69,6 +73,7 @@ int main(int argc, char** argv) {
   int64_t repeats = 10, warmup = 2, base = 16, depth = 4, size = 128, batch = 4, classes = 3;
   std::string encoder = "unet", optimizer = "adamw";
   bool with_crf = false, encoder_forward = false;
+  std::string device_name = "cpu";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -91,6 +96,8 @@ int main(int argc, char** argv) {
       encoder = argv[++i];
     } else if (a == "--optimizer" && has_value && (std::string(argv[i + 1]) == "adamw" || std::string(argv[i + 1]) == "sgd")) {
       optimizer = argv[++i];
+    } else if (a == "--device" && has_value) {
+      device_name = argv[++i];
     } else if (a == "--crf") {
       with_crf = true;
     } else if (a == "--encoder-forward") {
@@ -104,6 +111,11 @@ int main(int argc, char** argv) {
   }
 
   try {
+    const Device device = Device::parse(device_name);
+    // Device work is asynchronous: every timed run ends by waiting for it.
+    auto sync = [&] {
+      if (device.is_cuda()) cuda::synchronize(device.index);
+    };
     Generator gen(0);
     models::Segmenter net({.encoder = encoder, .in_channels = 3, .num_classes = classes, .base_width = base,
                            .depth = depth},
@@ -117,7 +129,9 @@ int main(int argc, char** argv) {
     const Tensor x = rand({batch, 3, size, size}, {}, gen);
     std::vector<int64_t> labels(static_cast<size_t>(batch * size * size));
     for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int64_t>((i / 7 + i / (7 * size)) % classes);
-    const Tensor y = from_vector<int64_t>(labels, {batch, size, size});
+    const Tensor y = from_vector<int64_t>(labels, {batch, size, size}).to(device);
+    net.to(device);
+    const Tensor x_dev = x.to(device);
 
     bench::Timing train{NAN, NAN}, infer{NAN, NAN};
     if (encoder_forward) {
@@ -125,7 +139,8 @@ int main(int argc, char** argv) {
       infer = bench::time_it(
           [&] {
             NoGradGuard no_grad;
-            (void)net.encoder->features(x);
+            (void)net.encoder->features(x_dev);
+            sync();
           },
           static_cast<int>(warmup), static_cast<int>(repeats));
     } else {
@@ -137,13 +152,14 @@ int main(int argc, char** argv) {
       bool all_finite = true;
       auto train_step = [&] {
         opt->zero_grad();
-        const Tensor loss = cross_entropy(net(x), y);
+        const Tensor loss = cross_entropy(net(x_dev), y);
         const double v = loss.item();
         all_finite = all_finite && std::isfinite(v);
         if (std::isnan(first_loss)) first_loss = v;
         else best_later = std::min(best_later, v);
         backward(loss);
         opt->step();
+        sync();
       };
       net.train();
       train = bench::time_it(train_step, static_cast<int>(warmup), static_cast<int>(repeats));
@@ -156,7 +172,8 @@ int main(int argc, char** argv) {
       infer = bench::time_it(
           [&] {
             NoGradGuard no_grad;
-            (void)net(x);
+            (void)net(x_dev);
+            sync();
           },
           1, static_cast<int>(repeats));
     }
@@ -170,12 +187,14 @@ int main(int argc, char** argv) {
       std::printf("{\"machine\": \"%s\", \"encoder\": \"%s\", \"base\": %lld, \"depth\": %lld, \"size\": %lld, "
                   "\"batch\": %lld, \"classes\": %lld, \"crf\": %s, \"optimizer\": \"%s\", \"encoder_forward\": %s, "
                   "\"parameters\": %.0f, \"train_median_ms\": %s, \"train_min_ms\": %s, \"infer_median_ms\": %.3f, "
-                  "\"infer_min_ms\": %.3f, \"peak_rss_mib\": %.1f, \"peak_gflops\": %.1f}\n",
+                  "\"infer_min_ms\": %.3f, \"peak_rss_mib\": %.1f, \"peak_gflops\": %.1f, \"device\": \"%s\", "
+                  "\"device_peak_mib\": %.1f}\n",
                   bench::machine_info().c_str(), encoder.c_str(), (long long)base, (long long)depth, (long long)size,
                   (long long)batch, (long long)classes, with_crf ? "true" : "false", optimizer.c_str(),
                   encoder_forward ? "true" : "false", params, json_ms(train.median_ms).c_str(),
                   json_ms(train.min_ms).c_str(), infer.median_ms,
-                  infer.min_ms, peak_rss_mib(), bench::measured_peak_gflops());
+                  infer.min_ms, peak_rss_mib(), bench::measured_peak_gflops(), device.str().c_str(),
+                  device.is_cuda() ? cuda::memory_stats(device.index).peak_allocated_bytes / 1048576.0 : 0.0);
     } else {
       std::printf("# Segmenter %s%s (base %lld, depth %lld, %.2fM parameters), batch %lld x 3 x %lld^2, %lld classes, "
                   "%s, %s, %lld repeats\n",
@@ -190,6 +209,7 @@ int main(int argc, char** argv) {
       std::printf("| crfseg | %s | %.1f | %.1f | %.1f |\n", encoder_forward ? "encoder forward" : "inference",
                   infer.median_ms, infer.min_ms, 1000.0 * batch / infer.median_ms);
       std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
+      if (device.is_cuda()) std::printf("%s", cuda::memory_summary(device.index).c_str());
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_models: %s\n", e.what());

@@ -6,6 +6,12 @@ warm-up steps; then eval-mode inference under no_grad. Prints markdown rows
 that line up with bench_models' table. Threads: OMP_NUM_THREADS (as crfseg).
 
   /usr/bin/python3 bench/peers/torch_segmenter.py [--base W] [--depth D] [--size S] [--batch B] [--classes C] [--repeats R]
+                                                  [--device cpu|cuda]
+
+With --device cuda the network and batch live on the GPU, each timed run
+ends with torch.cuda.synchronize(), and TF32 is off for matmuls and cuDNN
+convolutions (PyTorch enables it for cuDNN by default): true FP32, the
+precision crfseg's CUDA path computes in.
 """
 import argparse
 import os
@@ -19,13 +25,15 @@ import torch.nn.functional as F  # noqa: E402
 from export_torchvision import UNet  # noqa: E402
 
 
-def timed(fn, warmup, repeats):
+def timed(fn, warmup, repeats, sync=lambda: None):
     for _ in range(warmup):
         fn()
+    sync()
     ms = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()
         ms.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(ms), min(ms)
 
@@ -35,16 +43,22 @@ def main():
     for name, default in (("base", 16), ("depth", 4), ("size", 128), ("batch", 4), ("classes", 3), ("repeats", 10)):
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cpu")
     a = p.parse_args()
+    dev = torch.device(a.device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if a.quick:
         a.repeats, a.base, a.depth, a.size, a.batch = 2, 4, 2, 32, 2
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     torch.manual_seed(0)
-    net = UNet(3, a.classes, a.base, a.depth)
+    net = UNet(3, a.classes, a.base, a.depth).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    x = torch.randn(a.batch, 3, a.size, a.size)
+    x = torch.randn(a.batch, 3, a.size, a.size).to(dev)
     idx = torch.arange(a.batch * a.size * a.size)
-    y = ((idx // 7 + idx // (7 * a.size)) % a.classes).reshape(a.batch, a.size, a.size)
+    y = ((idx // 7 + idx // (7 * a.size)) % a.classes).reshape(a.batch, a.size, a.size).to(dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -53,17 +67,18 @@ def main():
         opt.step()
 
     net.train()
-    train = timed(step, 2, a.repeats)
+    train = timed(step, 2, a.repeats, sync)
     net.eval()
 
     def infer():
         with torch.no_grad():
             net(x)
 
-    inf = timed(infer, 1, a.repeats)
-    print("| pytorch %s | train step | %.1f | %.1f | %.1f |" % (torch.__version__, train[0], train[1],
+    inf = timed(infer, 1, a.repeats, sync)
+    tag = "" if dev.type == "cpu" else " " + a.device
+    print("| pytorch %s%s | train step | %.1f | %.1f | %.1f |" % (torch.__version__, tag, train[0], train[1],
                                                               1000.0 * a.batch / train[0]))
-    print("| pytorch %s | inference | %.1f | %.1f | %.1f |" % (torch.__version__, inf[0], inf[1],
+    print("| pytorch %s%s | inference | %.1f | %.1f | %.1f |" % (torch.__version__, tag, inf[0], inf[1],
                                                              1000.0 * a.batch / inf[0]))
 
 

@@ -16,6 +16,9 @@
 //                 K slices, 256 threads each computing an 8x8 register tile
 //                 (64 FMAs per 16 shared loads): SGEMM_CUDA's kernel 5 idea,
 //                 with every load guarded so any shape works.
+//   v3_tf32_mma : tensor cores (mma.sync m16n8k8, TF32 inputs, FP32
+//                 accumulation), 128x128 block tile, 64x32 warp tiles; TF32
+//                 precision, so it is compared with cuBLAS in TF32 mode.
 // Production: CRFSEG_CUDA_SGEMM=<name> selects a variant; default cublas.
 #pragma once
 
@@ -35,6 +38,7 @@ struct CudaSgemmVariant {
   std::string name;
   CudaSgemmFn fn;
   std::string constraints;  // "" when none
+  bool tf32 = false;        // rounds its inputs to TF32 (compare with TF32 cuBLAS, looser tolerance)
 };
 
 const std::vector<CudaSgemmVariant>& sgemm_variants();
@@ -46,6 +50,8 @@ void sgemm_v1_naive(bool, bool, int64_t, int64_t, int64_t, float, const float*, 
                     float, float*, int64_t, Stream);
 void sgemm_v2_smem_tile(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                         float, float*, int64_t, Stream);
+void sgemm_v3_tf32_mma(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                       float, float*, int64_t, Stream);
 
 // Production entry points (f64 always goes to cuBLAS's DGEMM).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

@@ -24,7 +24,13 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
                options.num_features, ", H, W], got ", shape_str(x.shape()));
   if (is_training()) {
     NoGradGuard no_grad;
-    ops::fill_(num_batches_tracked, num_batches_tracked.item() + 1);
+    if (num_batches_tracked.device().is_cuda()) {
+      // On the device (i64 -> f64, + 1, back): item() would synchronise every forward.
+      ops::copy_(num_batches_tracked,
+                 ops::scalar_op(ops::ScalarOp::add, ops::to_dtype(num_batches_tracked, DType::f64), 1.0));
+    } else {
+      ops::fill_(num_batches_tracked, num_batches_tracked.item() + 1);
+    }
   }
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), options.momentum, options.eps,
                     options.fuse_relu, sync);

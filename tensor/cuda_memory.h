@@ -11,6 +11,14 @@
 // (the legacy default stream unless a StreamGuard says otherwise), so work
 // from one thread is ordered. Host <-> device copies wait for the stream.
 //
+// A freed block goes back to the pool of the stream it was allocated on and
+// is reused in that stream's order. There is no record_stream yet: a tensor
+// that kernels on *another* stream still read must not be freed until that
+// stream has been synchronised (or an event on it waited for); otherwise
+// its memory can be handed out and overwritten while they run. Blocks of a
+// destroyed Stream return to the driver only on empty_cache() or an
+// out-of-memory retry.
+//
 // When crfseg is built without CUDA every function throws DeviceError
 // ("... built without CUDA"), so callers need no #ifdefs.
 #pragma once

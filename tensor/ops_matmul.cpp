@@ -60,6 +60,16 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   MatrixArg ga = as_gemm_arg(a), gb = as_gemm_arg(b);
   if (ga.ld < 0) { a = contiguous(a); ga = as_gemm_arg(a); }
   if (gb.ld < 0) { b = contiguous(b); gb = as_gemm_arg(b); }
+  if (a.device().is_cuda()) {
+    // cuBLAS needs ld >= the stored row length (>= 1), which a broadcast
+    // (stride 0) row or column does not give: copy such an operand.
+    auto valid = [](const Tensor& t, const MatrixArg& g) {
+      const int64_t stored_cols = g.trans ? t.size(-2) : t.size(-1);
+      return g.ld >= std::max<int64_t>(1, stored_cols);
+    };
+    if (!valid(a, ga)) { a = contiguous(a); ga = as_gemm_arg(a); }
+    if (!valid(b, gb)) { b = contiguous(b); gb = as_gemm_arg(b); }
+  }
 
   Tensor out = Tensor::empty(out_shape, a.options());
   const int64_t nbatch = numel(batch);

@@ -90,7 +90,7 @@ Tensor upsample2d(const Tensor& x_in, int64_t out_h, int64_t out_w, UpsampleMode
       const UploadedTaps rows = upload_taps<T>(x.size(2), out_h, mode, align_corners, x.device());
       const UploadedTaps cols = upload_taps<T>(x.size(3), out_w, mode, align_corners, x.device());
       kernels::cuda::upsample2d_forward(x.data<T>(), y.data<T>(), x.size(0) * x.size(1), x.size(2), x.size(3), out_h,
-                                        out_w, rows.view, cols.view, detail::stream_of(x));
+                                        out_w, rows.view, cols.view, mode == UpsampleMode::nearest, detail::stream_of(x));
       return;
     }
 #endif
@@ -122,7 +122,7 @@ Tensor upsample2d_backward(const Tensor& grad_in, const Shape& x_shape, Upsample
       const UploadedTaps cols = upload_taps<T>(x_shape[3], grad.size(3), mode, align_corners, grad.device());
       kernels::cuda::upsample2d_backward(grad.data<T>(), dx.data<T>(), x_shape[0] * x_shape[1], x_shape[2],
                                          x_shape[3], grad.size(2), grad.size(3), rows.view, cols.view,
-                                         detail::stream_of(grad));
+                                         mode == UpsampleMode::nearest, detail::stream_of(grad));
       return;
     }
 #endif

@@ -74,7 +74,7 @@ Tensor dice_loss(const Tensor& logits, const Tensor& target, const DiceOptions& 
   // 1 where the target is kept, 0 at ignored positions, as [N, 1, ...].
   const Tensor mask = ops::to_dtype(ops::compare(ops::CompareOp::ne, ops::unsqueeze(target, 1),
                                                  scalar_tensor(static_cast<double>(options.ignore_index),
-                                                               {DType::i64})),
+                                                               {DType::i64, target.device()})),
                                     logits.dtype());
   std::vector<int64_t> dims = {0};
   for (int64_t d = 2; d < logits.dim(); ++d) dims.push_back(d);

@@ -100,7 +100,7 @@ void batchnorm_apply(const T* x, const T* weight, const T* bias, const T* mean, 
     const int64_t c = (k / inner) % C;
     const T w = weight ? weight[c] : T(1), b = bias ? bias[c] : T(0);
     const T v = (x[k] - mean[c]) * (w * invstd[c]) + b;
-    y[k] = relu && !(v > T(0)) ? T(0) : v;
+    y[k] = relu && v < T(0) ? T(0) : v;  // NaN passes through, as torch.relu and the CPU kernel
   }, stream, "batchnorm_apply");
 }
 

@@ -63,28 +63,26 @@ void max_pool2d_forward(const T* x, T* y, int64_t* indices, const Pool2dGeometry
   }, stream, "max_pool2d_forward");
 }
 
+// A scatter by index, one thread per plane walking its outputs in order:
+// no atomics, deterministic, and right for any index (the CPU's rule) --
+// a gather would need the window geometry, which the op does not take.
+// Parallel over planes only (N * C threads), which is enough for training
+// batches; a plane is at most a few tens of thousands of outputs.
 template <typename T>
 void max_pool2d_backward(const T* grad, const int64_t* indices, T* dx, const Pool2dGeometry& g,
                          unsigned long long* first_bad, Stream stream) {
-  const Pool2dGeometry c = g;
-  const int64_t plane_in = g.H * g.W;
-  for_each(g.planes * g.P * g.Q, [=] __device__(int64_t o) {
+  const int64_t plane_in = g.H * g.W, plane_out = g.P * g.Q;
+  for_each(g.planes * plane_out, [=] __device__(int64_t o) {
     const int64_t idx = indices[o];
     if (idx != -1 && (idx < 0 || idx >= plane_in)) atomicMin(first_bad, static_cast<unsigned long long>(o));
   }, stream, "max_pool2d_check_indices");
-  for_each(g.planes * plane_in, [=] __device__(int64_t k) {
-    const int64_t iw = k % c.W, ih = (k / c.W) % c.H, p = k / plane_in;
-    int64_t h0, h1, w0, w1;
-    window_range(ih, c.kernel_h, c.stride_h, c.pad_h, c.dil_h, c.P, &h0, &h1);
-    window_range(iw, c.kernel_w, c.stride_w, c.pad_w, c.dil_w, c.Q, &w0, &w1);
-    double acc = 0.0;
-    for (int64_t oh = h0; oh < h1; ++oh) {
-      for (int64_t ow = w0; ow < w1; ++ow) {
-        const int64_t o = (p * c.P + oh) * c.Q + ow;
-        if (indices[o] == ih * c.W + iw) acc += static_cast<double>(grad[o]);
-      }
+  for_each(g.planes * plane_in, [=] __device__(int64_t k) { dx[k] = T(0); }, stream, "max_pool2d_backward_zero");
+  for_each(g.planes, [=] __device__(int64_t p) {
+    T* dp = dx + p * plane_in;
+    for (int64_t o = p * plane_out; o < (p + 1) * plane_out; ++o) {
+      const int64_t idx = indices[o];
+      if (idx >= 0 && idx < plane_in) dp[idx] += grad[o];
     }
-    dx[k] = static_cast<T>(acc);
   }, stream, "max_pool2d_backward");
 }
 

@@ -1,8 +1,9 @@
 // CUDA 2-D pooling (max, average, adaptive average; forward and backward) on
 // contiguous [planes, H, W] data with kernels/ref/pool2d.h's geometry and
-// semantics. One thread per output element forward; the backwards gather
-// (one thread per input element sums the outputs whose window holds it), so
-// no atomics and deterministic results. Test: tests/cuda/test_cuda_ops.cpp.
+// semantics. One thread per output element forward; the average backwards
+// gather (one thread per input element sums the outputs whose window holds
+// it) and the max backward scatters by index one plane per thread, so no
+// atomics and deterministic results. Test: tests/cuda/test_cuda_ops.cpp.
 #pragma once
 
 #include <cstdint>

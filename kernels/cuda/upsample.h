@@ -25,9 +25,9 @@ struct DeviceTaps {
 
 template <typename T>
 void upsample2d_forward(const T* x, T* y, int64_t planes, int64_t H, int64_t W, int64_t P, int64_t Q,
-                        DeviceTaps rows, DeviceTaps cols, Stream stream);
+                        DeviceTaps rows, DeviceTaps cols, bool nearest, Stream stream);
 template <typename T>
 void upsample2d_backward(const T* grad, T* dx, int64_t planes, int64_t H, int64_t W, int64_t P, int64_t Q,
-                         DeviceTaps rows, DeviceTaps cols, Stream stream);
+                         DeviceTaps rows, DeviceTaps cols, bool nearest, Stream stream);
 
 }  // namespace crfseg::kernels::cuda

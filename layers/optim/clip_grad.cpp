@@ -67,7 +67,7 @@ double grad_norm(const std::vector<Tensor>& params, double norm_type) {
   for (const Tensor& p : params) {
     const Tensor g = crfseg::grad(p);
     if (!g.defined()) continue;
-    if (g.device().is_cuda()) {
+    if (g.device().is_cuda() && g.numel() > 0) {
       // The same sum (or max) from the device's reductions (f64 on the way,
       // as the CPU loop accumulates in double), one value back to the host.
       const Tensor a = ops::unary(ops::UnaryOp::abs, ops::to_dtype(g, DType::f64));

@@ -7,6 +7,7 @@
 
 #include "autograd/functions.h"
 #include "layers/optim/adam.h"
+#include "layers/optim/clip_grad.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
 #include "kernels/cuda/gemm/gemm.h"
@@ -434,5 +435,71 @@ TEST_CASE("cuda: a U-Net trains on the device as on the CPU (SGD and Adam, dice 
     // gradient near 0 that rounds to the other sign on the other device moves
     // its weight 2 lr apart: compare weights after SGD only.
     if (opt_name == "sgd") CHECK_CLOSE(wg, wc, 1e-3, 1e-3);
+  }
+}
+
+namespace {
+// Element-for-element equality where NaN equals NaN and infinities must match.
+bool same_values(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) return false;
+  }
+  return true;
+}
+}  // namespace
+
+TEST_CASE("cuda ops: NaN and infinity take the CPU's paths (fused-ReLU batch norm, nearest upsampling, pooling)" *
+          doctest::skip(kNoDevice)) {
+  Tensor x = random_tensor({2, 3, 4, 4}, 80);
+  ops::fill_(ops::slice(ops::slice(x, 0, 0, 1), 2, 1, 2), NAN);
+  ops::fill_(ops::slice(ops::slice(x, 1, 2, 3), 3, 3, 4), INFINITY);
+  ops::fill_(ops::slice(ops::slice(x, 0, 1, 2), 3, 0, 1), -INFINITY);
+  const Tensor rm = zeros({3}), rv = ones({3});
+  auto bn_relu = [&](const Tensor& t) {
+    return ops::batch_norm(t, Tensor(), Tensor(), rm.to(t.device()), rv.to(t.device()), false, 0.1, 1e-5, true).y;
+  };
+  CHECK(same_values(values(cpu(bn_relu(gpu(x)))), values(bn_relu(x))));
+  auto nearest = [](const Tensor& t) { return ops::upsample2d(t, 9, 7, ops::UpsampleMode::nearest); };
+  CHECK(same_values(values(cpu(nearest(gpu(x)))), values(nearest(x))));
+  auto nearest_back = [](const Tensor& t) {
+    return ops::upsample2d_backward(t, {2, 3, 2, 3}, ops::UpsampleMode::nearest);
+  };
+  CHECK(same_values(values(cpu(nearest_back(gpu(x)))), values(nearest_back(x))));
+  auto pool = [](const Tensor& t) { return ops::max_pool2d(t, {.kernel_h = 3, .kernel_w = 3, .stride_h = 1, .stride_w = 1}).y; };
+  CHECK(same_values(values(cpu(pool(gpu(x)))), values(pool(x))));
+}
+
+TEST_CASE("cuda ops: matmul with broadcast (stride-0) operands, as a reduction's backward makes them" *
+          doctest::skip(kNoDevice)) {
+  const Tensor row = random_tensor({1, 5}, 81), col = random_tensor({5, 1}, 82), w = random_tensor({5, 3}, 83);
+  check_op("expanded rows @ w", {row, w}, [](const std::vector<Tensor>& v) {
+    return ops::matmul(ops::expand(v[0], {4, 5}), v[1]);
+  }, 1e-6, 1e-5);
+  check_op("w^T @ expanded columns", {col, w}, [](const std::vector<Tensor>& v) {
+    return ops::matmul(ops::transpose(v[1], 0, 1), ops::expand(v[0], {5, 6}));
+  }, 1e-6, 1e-5);
+  // sum(x @ w) backward: the incoming gradient is a stride-0 broadcast.
+  auto grad_of_w = [&](Device d) {
+    Tensor xx = random_tensor({4, 5}, 84).to(d), ww = w.to(d);
+    set_requires_grad(ww, true);
+    set_requires_grad(xx, true);
+    backward(sum(matmul(xx, ww)));
+    return ops::concat({ops::flatten(grad(ww)), ops::flatten(grad(xx))}, 0).to(Device::cpu());
+  };
+  CHECK_CLOSE(grad_of_w(Device::cuda(0)), values(grad_of_w(Device::cpu())), 1e-6, 1e-5);
+}
+
+TEST_CASE("cuda: grad_norm over device gradients, an empty one included" * doctest::skip(kNoDevice)) {
+  for (double norm : {1.0, 2.0, 3.0, static_cast<double>(INFINITY)}) {
+    auto run = [&](Device d) {
+      Tensor p = zeros({0}, {DType::f32, d}), q = random_tensor({7, 3}, 85).to(d);
+      set_requires_grad(p, true);
+      set_requires_grad(q, true);
+      backward(add(sum(p), sum(mul(q, q))));
+      return optim::grad_norm({p, q}, norm);
+    };
+    INFO("norm ", norm);
+    CHECK(run(Device::cuda(0)) == doctest::Approx(run(Device::cpu())).epsilon(1e-6));
   }
 }

@@ -3,8 +3,8 @@
 #include <cublas_v2.h>
 
 #include <array>
+#include <atomic>
 #include <cstdlib>
-#include <mutex>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm/gemm.h"
@@ -33,16 +33,17 @@ void check_cublas(cublasStatus_t s, const char* what) {
   }
 }
 
-bool g_allow_tf32 = false;
+std::atomic<bool> g_allow_tf32{false};
 
-// One handle per device, created on first use and never destroyed (handles
-// may be needed during static destruction of tensors' owners).
+// One handle per (host thread, device), created on first use: a handle's
+// stream and workspace must not be shared by threads that launch on
+// different streams (cublasSetStream then the GEMM is not atomic). Handles
+// are not destroyed (as in PyTorch): at process exit the CUDA context may
+// already be gone, and only threads that run GEMMs create one.
 cublasHandle_t handle_for_current_device() {
-  static std::mutex lock;
-  static std::array<cublasHandle_t, 64> handles{};
+  thread_local std::array<cublasHandle_t, 64> handles{};
   int device = 0;
   CRFSEG_CUDA_CHECK(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> guard(lock);
   cublasHandle_t& h = handles.at(static_cast<size_t>(device));
   if (h == nullptr) check_cublas(cublasCreate(&h), "cublasCreate");
   return h;
@@ -69,7 +70,9 @@ void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T a
                    const T* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream, const char* name) {
   if (M == 0 || N == 0) return;
   cublasHandle_t h = prepare(stream);
-  // cuBLAS rejects ld < 1 even when K or a dim is 0: clamp (nothing is read).
+  // cuBLAS rejects ld < 1. An ld of 0 reaches here only for rows of length
+  // 0 (ops::matmul copies broadcast, stride-0 operands first), where nothing
+  // is read: clamp it.
   auto ld = [](int64_t v) { return v < 1 ? int64_t{1} : v; };
   check_cublas(fn(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, as_int(N, "N"), as_int(M, "M"),
                   as_int(K, "K"), &alpha, B, as_int(ld(ldb), "ldb"), A, as_int(ld(lda), "lda"), &beta, C,
@@ -90,9 +93,7 @@ void dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, cons
 }
 
 bool set_allow_tf32(bool allow) {
-  const bool previous = g_allow_tf32;
-  g_allow_tf32 = allow;
-  return previous;
+  return g_allow_tf32.exchange(allow);
 }
 
 const std::vector<CudaSgemmVariant>& sgemm_variants() {

@@ -103,6 +103,12 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, con
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA
     if (x.device().is_cuda()) {
+      namespace kcu = kernels::cuda;
+      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::implicit_gemm) {
+        kcu::conv2d_forward_implicit<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
+                                        y.data<T>(), detail::stream_of(x));
+        return;
+      }
       const Tensor col = col_workspace(g, x);
       kernels::cuda::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
                                        y.data<T>(), col.data<T>(), detail::stream_of(x));
@@ -130,6 +136,11 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA
     if (grad.device().is_cuda()) {
+      namespace kcu = kernels::cuda;
+      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::implicit_gemm) {
+        kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), detail::stream_of(grad));
+        return;
+      }
       const Tensor col = col_workspace(g, grad);
       kernels::cuda::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), col.data<T>(),
                                               detail::stream_of(grad));
@@ -156,6 +167,11 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA
     if (grad.device().is_cuda()) {
+      namespace kcu = kernels::cuda;
+      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::implicit_gemm) {
+        kcu::conv2d_backward_weight_implicit<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), detail::stream_of(grad));
+        return;
+      }
       const Tensor col = col_workspace(g, grad);
       kernels::cuda::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), col.data<T>(),
                                                detail::stream_of(grad));

@@ -1,4 +1,7 @@
 // CUDA convolution by im2col + GEMM (see conv2d.h).
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "kernels/cuda/conv2d.h"
@@ -19,7 +22,18 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   }
 }
 
+std::atomic<int> g_conv_algorithm{[] {
+  const char* env = std::getenv("CRFSEG_CUDA_CONV");
+  return static_cast<int>(env != nullptr && std::strcmp(env, "implicit") == 0 ? ConvAlgorithm::implicit_gemm
+                                                                              : ConvAlgorithm::im2col);
+}()};
+
 }  // namespace
+
+ConvAlgorithm conv_algorithm() { return static_cast<ConvAlgorithm>(g_conv_algorithm.load()); }
+ConvAlgorithm set_conv_algorithm(ConvAlgorithm algorithm) {
+  return static_cast<ConvAlgorithm>(g_conv_algorithm.exchange(static_cast<int>(algorithm)));
+}
 
 template <typename T>
 void im2col(const ConvGeometry& g, const T* x, T* col, Stream stream) {

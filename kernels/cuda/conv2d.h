@@ -1,6 +1,7 @@
-// CUDA convolution: im2col + GEMM forward, GEMM + col2im backward-input,
-// im2col + GEMM backward-weight (the "safe reference path" of the CUDA
-// backend; the GEMMs go through kernels/cuda/gemm, so cuBLAS by default).
+// CUDA convolution, two paths. im2col + GEMM forward, GEMM + col2im
+// backward-input, im2col + GEMM backward-weight (the safe reference path;
+// the GEMMs go through kernels/cuda/gemm, so cuBLAS by default); and an
+// implicit GEMM that gathers its tiles from the tensors (conv2d_implicit.cu).
 // The GPU side of tensor/ops_conv.cpp, with kernels/ref/conv2d.h's geometry.
 //
 // Per image n, with CRS = C*R*S and PQ = P*Q:
@@ -27,6 +28,23 @@ template <typename T>
 void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, Stream stream);
 template <typename T>
 void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* col, Stream stream);
+
+// The implicit-GEMM path (conv2d_implicit.cu): the same three passes with
+// the operand tiles gathered from x, W and g, no workspace.
+template <typename T>
+void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, Stream stream);
+template <typename T>
+void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const T* w, T* dx, Stream stream);
+template <typename T>
+void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const T* x, T* dw, Stream stream);
+
+// Which path the ops take: im2col + GEMM (the default, the safe reference)
+// or implicit GEMM. The environment variable CRFSEG_CUDA_CONV=im2col|implicit
+// sets it at start; set_conv_algorithm changes it (tests run both) and
+// returns the previous one.
+enum class ConvAlgorithm { im2col, implicit_gemm };
+ConvAlgorithm conv_algorithm();
+ConvAlgorithm set_conv_algorithm(ConvAlgorithm algorithm);
 
 // The two data movements, exposed for tests and benchmarks.
 // col[(c R + r) S + s][p Q + q] = x[c][p sh - ph + r dh][q sw - pw + s dw] (0 outside)

@@ -10,6 +10,7 @@
 #include "layers/optim/clip_grad.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
+#include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/gemm/gemm.h"
 #include "tensor/cuda_memory.h"
 #include "tests/support/helpers.h"
@@ -261,7 +262,21 @@ TEST_CASE("cuda ops: an autograd graph runs on the device and matches the CPU gr
   CHECK_CLOSE(gg, values(gc), 1e-6, 1e-5);
 }
 
+#ifdef CRFSEG_WITH_CUDA
+// Runs the conv cases with the given CUDA algorithm, restoring the previous one.
+struct ConvAlgorithmGuard {
+  explicit ConvAlgorithmGuard(kernels::cuda::ConvAlgorithm a) : previous(kernels::cuda::set_conv_algorithm(a)) {}
+  ~ConvAlgorithmGuard() { kernels::cuda::set_conv_algorithm(previous); }
+  kernels::cuda::ConvAlgorithm previous;
+};
+#endif
+
 TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded, 1x1" * doctest::skip(kNoDevice)) {
+#ifdef CRFSEG_WITH_CUDA
+  for (auto algorithm : {kernels::cuda::ConvAlgorithm::im2col, kernels::cuda::ConvAlgorithm::implicit_gemm}) {
+  const ConvAlgorithmGuard guard(algorithm);
+  INFO("algorithm ", algorithm == kernels::cuda::ConvAlgorithm::im2col ? "im2col" : "implicit GEMM");
+#endif
   struct Case { Shape x, w; Conv2dArgs a; };
   const std::vector<Case> cases = {
       {{2, 3, 11, 13}, {5, 3, 3, 3}, {.pad_h = 1, .pad_w = 1}},
@@ -290,6 +305,9 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
       return ops::conv_transpose2d(v[0], v[1], Tensor(), {.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}, 1, 1);
     }, 1e-5, tol(dt));
   }
+#ifdef CRFSEG_WITH_CUDA
+  }
+#endif
 }
 
 TEST_CASE("cuda ops: batch norm, training and eval, fused ReLU, forward and backward" * doctest::skip(kNoDevice)) {

@@ -1,0 +1,163 @@
+// Implicit-GEMM convolution: the three passes as GEMMs whose operand tiles
+// are gathered straight from the tensors, with no im2col buffer in memory.
+//
+//   forward          y[n, k, pq]   = sum_{crs} W[k, crs] X[crs, (n, pq)]
+//                    (M = K, N = N*P*Q, K = C*R*S; X gathered from x)
+//   backward-input   dx[n, c, hw]  = sum_{k r s} W[k, c, r, s] G[(k, r, s), (n, h, w)]
+//                    (M = C, N = N*H*W, K = K*R*S; G(k, r, s; n, h, w) =
+//                    g[n, k, p, q] when h + ph - r dh = p sh and w + pw - s dw = q sw
+//                    land on an output pixel, else 0)
+//   backward-weight  dW[k, crs]    = sum_{(n, pq)} g[n, k, pq] X[crs, (n, pq)]
+//                    (M = K, N = C*R*S, K = N*P*Q)
+//
+// One kernel template runs all three: v2_smem_tile's scheme (kernels/cuda/
+// gemm) at 64 x 64 x 8 tiles with a 4 x 4 register tile per thread (small
+// enough for f64), parameterised by two gather functors, a(m, k) and b(k, n),
+// and a store functor. Every gather is bounds-checked, so any geometry
+// works; the sums run in a fixed order (no split-K, no atomics), so results
+// are deterministic. Its speed against im2col + cuBLAS is for the GPU
+// benchmark to say; CRFSEG_CUDA_CONV selects it (tensor/ops_conv.cpp).
+#include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/cuda_check.h"
+
+namespace crfseg::kernels::cuda {
+
+namespace {
+
+constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;
+constexpr int kThreads = (BM / TM) * (BN / TN);  // 256
+
+template <typename T, typename LoadA, typename LoadB, typename Store>
+__global__ void __launch_bounds__(kThreads)
+implicit_gemm_kernel(int64_t M, int64_t N, int64_t K, LoadA load_a, LoadB load_b, Store store) {
+  __shared__ T As[BK][BM + 4];
+  __shared__ T Bs[BK][BN];
+  const int t = threadIdx.x;
+  const int tr = t / (BN / TN), tc = t % (BN / TN);
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * BM, n0 = static_cast<int64_t>(blockIdx.x) * BN;
+  T acc[TM][TN] = {};
+  for (int64_t k0 = 0; k0 < K; k0 += BK) {
+#pragma unroll
+    for (int i = 0; i < (BM * BK) / kThreads; ++i) {
+      const int e = t + i * kThreads;
+      const int mm = e / BK, kk = e % BK;
+      const int64_t m = m0 + mm, k = k0 + kk;
+      As[kk][mm] = (m < M && k < K) ? load_a(m, k) : T(0);
+    }
+#pragma unroll
+    for (int i = 0; i < (BN * BK) / kThreads; ++i) {
+      const int e = t + i * kThreads;
+      const int nn = e % BN, kk = e / BN;
+      const int64_t n = n0 + nn, k = k0 + kk;
+      Bs[kk][nn] = (n < N && k < K) ? load_b(k, n) : T(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      T a[TM], b[TN];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) a[i] = As[kk][tr + i * (BM / TM)];
+#pragma unroll
+      for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tc + j * (BN / TN)];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) {
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int64_t m = m0 + tr + i * (BM / TM);
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int64_t n = n0 + tc + j * (BN / TN);
+      if (n < N) store(m, n, acc[i][j]);
+    }
+  }
+}
+
+template <typename T, typename LoadA, typename LoadB, typename Store>
+void implicit_gemm(int64_t M, int64_t N, int64_t K, LoadA a, LoadB b, Store s, Stream stream, const char* name) {
+  if (M == 0 || N == 0) return;
+  const int64_t gy = (M + BM - 1) / BM, gx = (N + BN - 1) / BN;
+  CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff, NotImplementedError, name, ": a ", M, " x ", N,
+               " output is too large for one grid");
+  implicit_gemm_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kThreads, 0, stream>>>(
+      M, N, K, a, b, s);
+  launch_check(name);
+}
+
+// X[crs, (n, pq)] of the forward and backward-weight: x at the tap's input
+// pixel, 0 in the padding.
+template <typename T>
+struct GatherX {
+  const T* x;
+  ConvGeometry g;
+  __device__ T operator()(int64_t crs, int64_t npq) const {
+    const int64_t PQ = g.P * g.Q;
+    const int64_t n = npq / PQ, pq = npq % PQ, p = pq / g.Q, q = pq % g.Q;
+    const int64_t s = crs % g.S, r = (crs / g.S) % g.R, c = crs / (g.R * g.S);
+    const int64_t h = p * g.sh - g.ph + r * g.dh, w = q * g.sw - g.pw + s * g.dw;
+    return (h >= 0 && h < g.H && w >= 0 && w < g.W) ? x[((n * g.C + c) * g.H + h) * g.W + w] : T(0);
+  }
+};
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, Stream stream) {
+  const int64_t CRS = g.C * g.R * g.S, PQ = g.P * g.Q, Kout = g.K;
+  auto load_w = [=] __device__(int64_t k, int64_t crs) { return w[k * CRS + crs]; };
+  auto store = [=] __device__(int64_t k, int64_t npq, T v) {
+    y[((npq / PQ) * Kout + k) * PQ + npq % PQ] = bias != nullptr ? v + bias[k] : v;
+  };
+  implicit_gemm<T>(g.K, g.N * PQ, CRS, load_w, GatherX<T>{x, g}, store, stream, "conv2d_forward_implicit");
+}
+
+template <typename T>
+void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const T* w, T* dx, Stream stream) {
+  const ConvGeometry c = g;
+  const int64_t RS = g.R * g.S, HW = g.H * g.W, C = g.C;
+  // A[c, (k, r, s)] = W[k, c, r, s]
+  auto load_w = [=] __device__(int64_t ch, int64_t krs) {
+    const int64_t k = krs / RS, rs = krs % RS;
+    return w[(k * C + ch) * RS + rs];
+  };
+  // B[(k, r, s), (n, h, w)] = g[n, k, p, q] where the tap (r, s) of output (p, q) reads (h, w).
+  auto load_g = [=] __device__(int64_t krs, int64_t nhw) {
+    const int64_t k = krs / RS, r = (krs % RS) / c.S, s = krs % c.S;
+    const int64_t n = nhw / HW, h = (nhw % HW) / c.W, wv = nhw % c.W;
+    const int64_t ph = h + c.ph - r * c.dh, qw = wv + c.pw - s * c.dw;
+    if (ph < 0 || qw < 0 || ph % c.sh != 0 || qw % c.sw != 0) return T(0);
+    const int64_t p = ph / c.sh, q = qw / c.sw;
+    if (p >= c.P || q >= c.Q) return T(0);
+    return grad[((n * c.K + k) * c.P + p) * c.Q + q];
+  };
+  auto store = [=] __device__(int64_t ch, int64_t nhw, T v) { dx[((nhw / HW) * C + ch) * HW + nhw % HW] = v; };
+  implicit_gemm<T>(g.C, g.N * HW, g.K * RS, load_w, load_g, store, stream, "conv2d_backward_input_implicit");
+}
+
+template <typename T>
+void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const T* x, T* dw, Stream stream) {
+  const int64_t CRS = g.C * g.R * g.S, PQ = g.P * g.Q, Kout = g.K;
+  // A[k, (n, pq)] = g[n, k, pq];  B[(n, pq), crs] = X[crs, (n, pq)]
+  auto load_g = [=] __device__(int64_t k, int64_t npq) { return grad[((npq / PQ) * Kout + k) * PQ + npq % PQ]; };
+  const GatherX<T> gx{x, g};
+  auto load_x = [=] __device__(int64_t npq, int64_t crs) { return gx(crs, npq); };
+  auto store = [=] __device__(int64_t k, int64_t crs, T v) { dw[k * CRS + crs] = v; };
+  // With no pixels (N = 0) the K loop runs zero times and dW is stored as 0.
+  implicit_gemm<T>(g.K, CRS, g.N * PQ, load_g, load_x, store, stream, "conv2d_backward_weight_implicit");
+}
+
+#define CRFSEG_CONV_IMPLICIT(T)                                                                                  \
+  template void conv2d_forward_implicit<T>(const ConvGeometry&, const T*, const T*, const T*, T*, Stream);      \
+  template void conv2d_backward_input_implicit<T>(const ConvGeometry&, const T*, const T*, T*, Stream);         \
+  template void conv2d_backward_weight_implicit<T>(const ConvGeometry&, const T*, const T*, T*, Stream);
+CRFSEG_CONV_IMPLICIT(float)
+CRFSEG_CONV_IMPLICIT(double)
+#undef CRFSEG_CONV_IMPLICIT
+
+}  // namespace crfseg::kernels::cuda

@@ -126,35 +126,6 @@ void mix(const Weights& w, const T* as, const T* ab, double* m) {
   }
 }
 
-// The spatial filter of an H x W image depends on nothing else than
-// (H, W, theta_gamma, mode): the most recently used kSpatialCache of them
-// are kept, so training at a fixed size builds its spatial lattice once
-// (about 10 ms at 256x256). Filters are immutable, hence shareable.
-constexpr size_t kSpatialCache = 4;
-
-std::shared_ptr<const GaussianFilter> spatial_filter(int64_t H, int64_t W, double theta_gamma, FilterMode mode) {
-  struct Entry {
-    int64_t H, W;
-    double theta_gamma;
-    FilterMode mode;
-    std::shared_ptr<const GaussianFilter> filter;
-  };
-  static std::mutex mutex;
-  static std::vector<Entry> cache;  // most recently used last
-  std::lock_guard<std::mutex> lock(mutex);
-  for (size_t e = 0; e < cache.size(); ++e) {
-    if (cache[e].H == H && cache[e].W == W && cache[e].theta_gamma == theta_gamma && cache[e].mode == mode) {
-      std::rotate(cache.begin() + static_cast<int64_t>(e), cache.begin() + static_cast<int64_t>(e) + 1, cache.end());
-      return cache.back().filter;
-    }
-  }
-  std::shared_ptr<const GaussianFilter> filter =
-      make_gaussian_filter(mode, spatial_features(H, W, theta_gamma), H * W, 2);
-  if (cache.size() == kSpatialCache) cache.erase(cache.begin());
-  cache.push_back({H, W, theta_gamma, mode, filter});
-  return filter;
-}
-
 // Per-image views into the tape's [B, S, n, L] history tensors.
 template <typename T>
 struct History {
@@ -284,6 +255,30 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
 
 }  // namespace
 
+std::shared_ptr<const GaussianFilter> cached_spatial_filter(int64_t H, int64_t W, double theta_gamma, FilterMode mode) {
+  struct Entry {
+    int64_t H, W;
+    double theta_gamma;
+    FilterMode mode;
+    std::shared_ptr<const GaussianFilter> filter;
+  };
+  constexpr size_t kSpatialCache = 4;  // the most recently used are kept
+  static std::mutex mutex;
+  static std::vector<Entry> cache;  // most recently used last
+  std::lock_guard<std::mutex> lock(mutex);
+  for (size_t e = 0; e < cache.size(); ++e) {
+    if (cache[e].H == H && cache[e].W == W && cache[e].theta_gamma == theta_gamma && cache[e].mode == mode) {
+      std::rotate(cache.begin() + static_cast<int64_t>(e), cache.begin() + static_cast<int64_t>(e) + 1, cache.end());
+      return cache.back().filter;
+    }
+  }
+  std::shared_ptr<const GaussianFilter> filter =
+      make_gaussian_filter(mode, spatial_features(H, W, theta_gamma), H * W, 2);
+  if (cache.size() == kSpatialCache) cache.erase(cache.begin());
+  cache.push_back({H, W, theta_gamma, mode, filter});
+  return filter;
+}
+
 MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& image_in, const Tensor& ws,
                                     const Tensor& wb, const Tensor& mu, const MeanFieldOptions& options,
                                     bool record) {
@@ -303,7 +298,7 @@ MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& imag
   tape->q = Tensor::empty({B, slots, n, L}, topt);
   tape->msg_spatial = Tensor::empty({B, slots, n, L}, topt);
   tape->msg_bilateral = Tensor::empty({B, slots, n, L}, topt);
-  tape->spatial = spatial_filter(H, W, options.theta_gamma, options.mode);
+  tape->spatial = cached_spatial_filter(H, W, options.theta_gamma, options.mode);
   Tensor out = Tensor::empty(unaries.shape(), topt);
 
   dispatch_float(unaries.dtype(), kOp, [&](auto tag) {

@@ -93,8 +93,16 @@ struct MeanFieldGrads {
 MeanFieldGrads mean_field_backward(const Tensor& grad, const MeanFieldTape& tape, const Tensor& spatial_weights,
                                    const Tensor& bilateral_weights, const Tensor& compatibility);
 
+// The spatial filter of an H x W image depends on nothing but (H, W,
+// theta_gamma, mode): the 4 most recently used are kept, so training at a
+// fixed size builds its spatial lattice once (about 10 ms at 256x256).
+// Filters are immutable, hence shareable.
+std::shared_ptr<const GaussianFilter> cached_spatial_filter(int64_t H, int64_t W, double theta_gamma,
+                                                            FilterMode mode);
+
 // The differentiable op (autograd Node in crf/mean_field_op.cpp): gradients
 // flow to unaries, spatial_weights, bilateral_weights and compatibility.
+// CUDA unaries run crf_mean_field_composed (crf/mean_field_composed.h).
 Tensor crf_mean_field(const Tensor& unaries, const Tensor& image, const Tensor& spatial_weights,
                       const Tensor& bilateral_weights, const Tensor& compatibility,
                       const MeanFieldOptions& options = {});

@@ -6,6 +6,7 @@
 // gradient. The image takes no part in the graph (it is not differentiated).
 #include "autograd/autograd_meta.h"
 #include "crf/mean_field.h"
+#include "crf/mean_field_composed.h"
 
 namespace crfseg::crf {
 
@@ -40,6 +41,11 @@ class MeanFieldBackward : public Node {
 
 Tensor crf_mean_field(const Tensor& unaries, const Tensor& image, const Tensor& spatial_weights,
                       const Tensor& bilateral_weights, const Tensor& compatibility, const MeanFieldOptions& options) {
+  if (unaries.defined() && unaries.device().is_cuda()) {
+    // The fused kernel is CPU code; on CUDA the same function is composed
+    // from device ops and the GPU lattice.
+    return crf_mean_field_composed(unaries, image, spatial_weights, bilateral_weights, compatibility, options);
+  }
   const bool grad = needs_grad({&unaries, &spatial_weights, &bilateral_weights, &compatibility});
   MeanFieldForward fwd =
       mean_field_forward(unaries, image, spatial_weights, bilateral_weights, compatibility, options, grad);

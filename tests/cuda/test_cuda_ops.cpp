@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "autograd/functions.h"
+#include "crf/crf_rnn.h"
 #include "layers/optim/adam.h"
 #include "layers/optim/clip_grad.h"
 #include "layers/optim/sgd.h"
@@ -519,5 +520,27 @@ TEST_CASE("cuda: grad_norm over device gradients, an empty one included" * docte
     };
     INFO("norm ", norm);
     CHECK(run(Device::cuda(0)) == doctest::Approx(run(Device::cpu())).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU lattice) matches the CPU" *
+          doctest::skip(kNoDevice)) {
+  for (auto param : {crf::CrfParametrization::free, crf::CrfParametrization::convergent}) {
+    auto run = [&](Device d) {
+      crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 3, .theta_alpha = 20.0, .theta_beta = 30.0,
+                                           .parametrization = param});
+      layer.to(d);
+      Tensor u = random_tensor({2, 3, 19, 23}, 90, DType::f32, -2, 2).to(d);
+      const Tensor image = random_tensor({2, 3, 19, 23}, 91, DType::f32, 0, 255).to(d);
+      set_requires_grad(u, true);
+      const Tensor out = layer.forward(u, image);
+      backward(sum(mul(out, random_tensor(out.shape(), 92).to(d))));
+      std::vector<Tensor> parts = {ops::flatten(out), ops::flatten(grad(u))};
+      for (const Tensor& p : layer.parameters()) parts.push_back(ops::flatten(grad(p)));
+      return ops::concat(parts, 0).to(Device::cpu());
+    };
+    // The GPU lattice sums in the CPU lattice's order (tests/cuda/test_cuda_permutohedral.cpp),
+    // so only f32 rounding separates the two.
+    CHECK_CLOSE(run(Device::cuda(0)), values(run(Device::cpu())), 1e-3, 1e-3);
   }
 }

@@ -76,7 +76,7 @@ ArgParser train_parser() {
       .option("--augment", "NAME", "flips", "none, flips (h/v flips and 90-degree turns) or full (+ scale and crop)")
       .option("--workers", "N", "2", "data-loading threads (0: load in the training thread)")
       .option("--threads", "N", "0", "OpenMP threads for the kernels (0: OMP_NUM_THREADS or all cores)")
-      .option("--device", "NAME", "cpu", "cpu, cuda or cuda:N (the CRF layer and multi-rank training are CPU only)")
+      .option("--device", "NAME", "cpu", "cpu, cuda or cuda:N (multi-rank training is CPU only)")
       .option("--dist", "NAME", "auto", "data parallel: auto (MPI when started by mpirun/srun), none, mpi or nccl")
       .option("--bucket-mb", "X", "25", "data parallel: gradient all-reduce bucket size in MiB")
       .flag("--sync-bn", "data parallel: batch-norm statistics over all ranks' batches (default: per rank)")
@@ -283,9 +283,9 @@ int run_train(const std::vector<std::string>& args) {
     else models::load_weights(f, *net->encoder);                         // encoder weights
   }
   if (device.is_cuda()) {
-    if (spec.crf) {
-      throw NotImplementedError("--device " + device.str() + " with --crf: the CRF layer's mean-field runs on the "
-                                "CPU only so far (issue #5); train without --crf or on the CPU");
+    if (spec.crf && spec.crf_options.mode == crf::FilterMode::dense) {
+      throw NotImplementedError("--device " + device.str() + " with --crf-mode dense: the exact dense filter runs on "
+                                "the CPU only; use --crf-mode lattice (the default) on the GPU");
     }
     if (dp.size() > 1) {
       throw NotImplementedError("--device " + device.str() + " on " + std::to_string(dp.size()) +

@@ -1,0 +1,144 @@
+// The composed mean-field and the differentiable Gaussian-filter op (see
+// crf/mean_field_composed.h).
+#include "crf/mean_field_composed.h"
+
+#include "autograd/autograd_meta.h"
+#include "autograd/functions.h"
+#include "autograd/grad_mode.h"
+#include "crf/permutohedral.h"
+#include "crf/permutohedral_cuda.h"
+#include "tensor/cuda_memory.h"
+#include "tensor/dispatch.h"
+#include "tensor/factory.h"
+#include "tensor/ops.h"
+
+namespace crfseg::crf {
+
+namespace {
+
+constexpr const char* kOp = "crf_mean_field_composed";
+
+// out = K v or K^T v, [n, C] contiguous, no graph.
+Tensor apply_filter(const Tensor& v_in, const DeviceGaussianFilter& f, bool transpose) {
+  const Tensor v = ops::contiguous(v_in);
+  Tensor out = Tensor::empty(v.shape(), v.options());
+  const int64_t C = v.size(1);
+  dispatch_float(v.dtype(), "gaussian_filter", [&](auto tag) {
+    using T = decltype(tag);
+    if (v.device().is_cuda()) {
+      f.cuda->filter(v.data<T>(), out.data<T>(), C, transpose, cuda::launch_stream(v.device().index));
+    } else {
+      f.host->apply(v.data<T>(), out.data<T>(), C, transpose);
+    }
+  });
+  return out;
+}
+
+class GaussianFilterBackward : public Node {
+ public:
+  explicit GaussianFilterBackward(std::shared_ptr<const DeviceGaussianFilter> f) : filter_(std::move(f)) {}
+  const char* name() const override { return "GaussianFilterBackward"; }
+  std::vector<Tensor> apply(const Tensor& g) override {
+    CRFSEG_CHECK(filter_ != nullptr, AutogradError, name(), ": the graph was already freed by a backward pass");
+    return {apply_filter(g, *filter_, /*transpose=*/true)};
+  }
+  void release_saved() override { filter_.reset(); }
+
+ private:
+  std::shared_ptr<const DeviceGaussianFilter> filter_;
+};
+
+}  // namespace
+
+std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<const GaussianFilter> host,
+                                                             Device device) {
+  auto f = std::make_shared<DeviceGaussianFilter>();
+  f->device = device;
+  if (device.is_cuda()) {
+    const auto* lattice = dynamic_cast<const PermutohedralLattice*>(host.get());
+    CRFSEG_CHECK(lattice != nullptr, NotImplementedError, kOp,
+                 ": the dense filter mode runs on the CPU only; use the lattice mode on ", device.str());
+    f->cuda = std::make_shared<CudaPermutohedralFilter>(*lattice, device.index);
+  }
+  f->host = std::move(host);
+  return f;
+}
+
+Tensor gaussian_filter(const Tensor& values, std::shared_ptr<const DeviceGaussianFilter> filter) {
+  check_defined("gaussian_filter", values, "values");
+  CRFSEG_CHECK(values.dim() == 2 && values.size(0) == filter->host->num_points(), ShapeError,
+               "gaussian_filter: expected values [", filter->host->num_points(), ", C], got ",
+               shape_str(values.shape()));
+  CRFSEG_CHECK(values.device() == filter->device, DeviceError, "gaussian_filter: the filter lives on ",
+               filter->device.str(), ", the values on ", values.device().str());
+  Tensor out = apply_filter(values, *filter, false);
+  if (needs_grad({&values})) attach(out, std::make_shared<GaussianFilterBackward>(std::move(filter)), {&values});
+  return out;
+}
+
+Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const Tensor& ws, const Tensor& wb,
+                               const Tensor& mu, const MeanFieldOptions& o) {
+  check_defined(kOp, unaries, "unaries");
+  check_defined(kOp, image, "image");
+  CRFSEG_CHECK(unaries.dim() == 4 && unaries.numel() > 0, ShapeError, kOp,
+               ": expected unaries [B, L, H, W] with every size >= 1, got ", shape_str(unaries.shape()));
+  CRFSEG_CHECK(image.dim() == 4 && image.size(0) == unaries.size(0) && image.size(1) >= 1 &&
+                   image.size(2) == unaries.size(2) && image.size(3) == unaries.size(3),
+               ShapeError, kOp, ": expected image [", unaries.size(0), ", C >= 1, ", unaries.size(2), ", ",
+               unaries.size(3), "] to match unaries ", shape_str(unaries.shape()), ", got ",
+               shape_str(image.shape()));
+  const int64_t L = unaries.size(1);
+  for (const Tensor* m : {&ws, &wb, &mu}) {
+    check_defined(kOp, *m, "weights");
+    check_same_device(kOp, unaries, *m);
+    CRFSEG_CHECK(m->shape() == Shape({L, L}) && m->dtype() == unaries.dtype(), ShapeError, kOp,
+                 ": expected [", L, ", ", L, "] ", dtype_name(unaries.dtype()), " weight matrices, got ", m->str());
+  }
+  CRFSEG_CHECK(o.iterations >= 1, ValueError, kOp, ": expected iterations >= 1, got ", o.iterations);
+  CRFSEG_CHECK(o.theta_alpha > 0 && o.theta_beta > 0 && o.theta_gamma > 0, ValueError, kOp,
+               ": expected positive thetas, got alpha ", o.theta_alpha, ", beta ", o.theta_beta, ", gamma ",
+               o.theta_gamma);
+  const int64_t B = unaries.size(0), H = unaries.size(2), W = unaries.size(3), n = H * W;
+  const Device dev = unaries.device();
+  const TensorOptions topt = unaries.options();
+
+  // Filters and normalisers (K 1: no gradient), per image.
+  const Tensor host_image = ops::contiguous(ops::to_dtype(image.to(Device::cpu()), DType::f64));
+  const int64_t C = host_image.size(1);
+  const auto ks = to_device_filter(cached_spatial_filter(H, W, o.theta_gamma, o.mode), dev);
+  std::vector<std::shared_ptr<const DeviceGaussianFilter>> kb;
+  std::vector<Tensor> norm_b;
+  Tensor norm_s;
+  {
+    NoGradGuard no_grad;
+    const Tensor ones_n = ones({n, 1}, topt);
+    norm_s = apply_filter(ones_n, *ks, false);
+    for (int64_t b = 0; b < B; ++b) {
+      const double* planes = host_image.data<double>() + b * C * n;
+      kb.push_back(to_device_filter(
+          make_gaussian_filter(o.mode, bilateral_features(planes, C, H, W, o.theta_alpha, o.theta_beta), n, 2 + C),
+          dev));
+      norm_b.push_back(apply_filter(ones_n, *kb.back(), false));
+    }
+  }
+
+  // Z = U - (A_s W_s^T + A_b W_b^T) mu^T, image by image, pixel-major.
+  const Tensor U = reshape(unaries, {B, L, n});
+  const Tensor ws_t = transpose(ws, 0, 1), wb_t = transpose(wb, 0, 1), mu_t = transpose(mu, 0, 1);
+  Tensor Z = U;
+  for (int64_t t = 0; t < o.iterations; ++t) {
+    const Tensor Q = softmax(Z, 1);
+    std::vector<Tensor> messages;
+    for (int64_t b = 0; b < B; ++b) {
+      const Tensor q = contiguous(transpose(reshape(slice(Q, 0, b, b + 1), {L, n}), 0, 1));  // [n, L]
+      const Tensor as = div(gaussian_filter(q, ks), norm_s);
+      const Tensor ab = div(gaussian_filter(q, kb[static_cast<size_t>(b)]), norm_b[static_cast<size_t>(b)]);
+      const Tensor m = matmul(add(matmul(as, ws_t), matmul(ab, wb_t)), mu_t);  // [n, L]
+      messages.push_back(transpose(m, 0, 1));                                    // [L, n]
+    }
+    Z = sub(U, stack(messages, 0));
+  }
+  return reshape(Z, unaries.shape());
+}
+
+}  // namespace crfseg::crf

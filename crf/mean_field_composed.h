@@ -1,0 +1,53 @@
+// Mean-field CRF-RNN composed from ordinary differentiable ops plus one
+// Gaussian-filter op: the same function as crf/mean_field.h's fused kernel,
+// on any device. On the CPU the fused kernel is the fast path and this
+// composition is its cross-check (tests/crf/test_mean_field_composed.cpp
+// compares the two, forward and every gradient); CUDA unaries take this
+// path, with the filtering on the GPU lattice (crf/permutohedral_cuda.h).
+//
+// Per iteration (Q, A pixel-major [n x L] per image, matrices acting on the
+// class vector of each pixel as in crf/mean_field.h):
+//   Q   = softmax(Z, classes)
+//   A_s = filter_s(Q) / (K_s 1),  A_b = filter_b(Q) / (K_b 1)
+//   Z   = U - (A_s W_s^T + A_b W_b^T) mu^T
+// and autograd differentiates it; filter_op's backward is the transposed
+// filter, and the normalisers and the image take no gradient.
+//
+// The lattices are built on the host from the image (one host copy of the
+// image per forward) and, on CUDA, uploaded once per forward; the dense
+// filter mode is CPU only.
+#pragma once
+
+#include <memory>
+
+#include "crf/gaussian_filter.h"
+#include "crf/mean_field.h"
+#include "tensor/tensor.h"
+
+namespace crfseg::crf {
+
+class CudaPermutohedralFilter;
+
+// A Gaussian filter usable on the values' device: the host filter, and on
+// CUDA its uploaded twin (lattice mode only).
+struct DeviceGaussianFilter {
+  std::shared_ptr<const GaussianFilter> host;
+  std::shared_ptr<const CudaPermutohedralFilter> cuda;  // null on the CPU
+  Device device;
+};
+
+// Builds the filter for `device` (uploads the lattice to a CUDA device).
+// Throws NotImplementedError for the dense mode on CUDA.
+std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<const GaussianFilter> host,
+                                                             Device device);
+
+// Differentiable out = K v for values v [n, C] (f32/f64, on the filter's
+// device); the gradient is K^T g.
+Tensor gaussian_filter(const Tensor& values, std::shared_ptr<const DeviceGaussianFilter> filter);
+
+// The composed mean-field; same arguments, checks and result as crf_mean_field.
+Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const Tensor& spatial_weights,
+                               const Tensor& bilateral_weights, const Tensor& compatibility,
+                               const MeanFieldOptions& options = {});
+
+}  // namespace crfseg::crf

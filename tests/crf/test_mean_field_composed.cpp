@@ -1,0 +1,83 @@
+// The composed mean-field (crf/mean_field_composed.h: ordinary autograd ops
+// plus a Gaussian-filter op), which CUDA tensors run, against the fused CPU
+// kernel (crf/mean_field.h): same logits and same gradients for unaries and
+// all three weight matrices, in both filter modes, f32 and f64, batch > 1,
+// grayscale and RGB. Also a gradcheck of the filter op itself. This checks
+// the composition on the CPU; tests/cuda/ checks the GPU lattice and the
+// CUDA path against it.
+#include "autograd/engine.h"
+#include "autograd/functions.h"
+#include "autograd/gradcheck.h"
+#include "crf/mean_field.h"
+#include "crf/mean_field_composed.h"
+#include "tests/support/helpers.h"
+
+using namespace crfseg;
+using namespace crfseg::crf;
+using namespace crfseg::test;
+
+namespace {
+
+Tensor eye_like(int64_t L, DType dt) {
+  std::vector<double> v(static_cast<size_t>(L * L), 0.0);
+  for (int64_t i = 0; i < L; ++i) v[static_cast<size_t>(i * L + i)] = 1.0;
+  return ops::to_dtype(from_vector(v, {L, L}), dt);
+}
+
+struct Run {
+  Tensor logits, du, dws, dwb, dmu;
+};
+
+Run run(bool composed, DType dt, FilterMode mode, int64_t B, int64_t C, int64_t L, int64_t H, int64_t W) {
+  Tensor u = random_tensor({B, L, H, W}, 1, dt, -2, 2);
+  const Tensor image = random_tensor({B, C, H, W}, 2, DType::f64, 0, 255);
+  Tensor ws = ops::add(ops::scalar_op(ops::ScalarOp::mul, eye_like(L, dt), 3.0), random_tensor({L, L}, 3, dt, -0.2, 0.2));
+  Tensor wb = ops::add(ops::scalar_op(ops::ScalarOp::mul, eye_like(L, dt), 5.0), random_tensor({L, L}, 4, dt, -0.2, 0.2));
+  Tensor mu = ops::add(ops::scalar_op(ops::ScalarOp::rsub, eye_like(L, dt), 1.0), random_tensor({L, L}, 5, dt, -0.1, 0.1));
+  for (Tensor* t : {&u, &ws, &wb, &mu}) set_requires_grad(*t, true);
+  const MeanFieldOptions o{.iterations = 3, .theta_alpha = 8.0, .theta_beta = 40.0, .theta_gamma = 2.0, .mode = mode};
+  const Tensor logits = composed ? crf_mean_field_composed(u, image, ws, wb, mu, o) : crf_mean_field(u, image, ws, wb, mu, o);
+  const Tensor g = random_tensor(logits.shape(), 6, dt);
+  backward(sum(mul(logits, g)));
+  return {logits, grad(u), grad(ws), grad(wb), grad(mu)};
+}
+
+}  // namespace
+
+TEST_CASE("composed mean-field: same logits and gradients as the fused CPU kernel") {
+  struct Case { DType dt; FilterMode mode; int64_t B, C, L, H, W; double tol; };
+  for (const Case c : {Case{DType::f64, FilterMode::dense, 2, 3, 3, 7, 6, 1e-10},
+                       Case{DType::f64, FilterMode::lattice, 2, 3, 4, 9, 8, 1e-10},
+                       Case{DType::f32, FilterMode::lattice, 3, 1, 2, 11, 5, 2e-4},
+                       Case{DType::f64, FilterMode::lattice, 1, 1, 2, 1, 1, 1e-10}}) {
+    INFO("mode ", filter_mode_name(c.mode), " B ", c.B, " C ", c.C, " L ", c.L, " ", c.H, "x", c.W);
+    const Run fused = run(false, c.dt, c.mode, c.B, c.C, c.L, c.H, c.W);
+    const Run composed = run(true, c.dt, c.mode, c.B, c.C, c.L, c.H, c.W);
+    CHECK_CLOSE(composed.logits, values(fused.logits), c.tol, c.tol);
+    CHECK_CLOSE(composed.du, values(fused.du), c.tol, c.tol);
+    CHECK_CLOSE(composed.dws, values(fused.dws), c.tol, c.tol);
+    CHECK_CLOSE(composed.dwb, values(fused.dwb), c.tol, c.tol);
+    CHECK_CLOSE(composed.dmu, values(fused.dmu), c.tol, c.tol);
+  }
+}
+
+TEST_CASE("gaussian_filter op: gradcheck (f64), lattice and dense") {
+  const int64_t n = 20;
+  const Tensor image = random_tensor({1, 3, 4, 5}, 7, DType::f64, 0, 255);
+  for (FilterMode mode : {FilterMode::lattice, FilterMode::dense}) {
+    const auto f = to_device_filter(
+        make_gaussian_filter(mode, bilateral_features(image.data<double>(), 3, 4, 5, 3.0, 60.0), n, 5), Device::cpu());
+    const Tensor v = random_tensor({n, 2}, 8, DType::f64);
+    const GradcheckResult r = gradcheck([&](const std::vector<Tensor>& in) { return gaussian_filter(in[0], f); }, {v});
+    INFO(r.message);
+    CHECK(r.ok);
+  }
+}
+
+TEST_CASE("composed mean-field: bad inputs and the dense mode on CUDA are refused with clear errors") {
+  const Tensor u = random_tensor({1, 2, 3, 3}, 1), image = random_tensor({1, 3, 3, 4}, 2);
+  const Tensor w = random_tensor({2, 2}, 3);
+  check_throws_with<ShapeError>([&] { crf_mean_field_composed(u, image, w, w, w); }, "to match unaries");
+  check_throws_with<ShapeError>([&] { crf_mean_field_composed(u, random_tensor({1, 3, 3, 3}, 2), w, random_tensor({3, 3}, 4), w); },
+                                "weight matrices");
+}

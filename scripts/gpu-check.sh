@@ -47,14 +47,18 @@ tests_rc=$?
 build-gpu/tests/test_cuda >"$out/gpu-check-cuda-suite.log" 2>&1
 cuda_rc=$?
 
-# 3. Benchmarks: hand-written SGEMMs beside cuBLAS; the U-Net training step
-# beside PyTorch on the same GPU (fp32, TF32 off on both sides).
+# 3. Benchmarks: hand-written SGEMMs beside cuBLAS; the two conv paths beside
+# cuDNN; the U-Net training step beside PyTorch on the same GPU (fp32, TF32
+# off on both sides).
 {
   if ((quick)); then
     build-gpu/bench/bench_gemm_cuda --sizes 4096,1024 --repeats 10 --tf32
   else
     build-gpu/bench/bench_gemm_cuda --tf32
   fi
+  echo
+  build-gpu/bench/bench_conv_cuda --repeats 5
+  python3 bench/peers/torch_conv_cuda.py --repeats 5 2>&1 | tail -8
   echo
   for args in "--base 64 --depth 4 --size 256 --batch 16" "--base 16 --depth 4 --size 128 --batch 4"; do
     # shellcheck disable=SC2086

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""PyTorch twin of bench/bench_conv_cuda: cuDNN conv2d 3x3 pad 1 on the same
+U-Net layer shapes, forward + backward-input + backward-weight (through
+torch.nn.grad's conv2d_input / conv2d_weight), f32 with TF32 off, median of
+R runs timed with CUDA events after warm-up.
+
+  python3 bench/peers/torch_conv_cuda.py [--batch N] [--repeats R]
+"""
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=10)
+    a = p.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    dev = torch.device("cuda")
+    print("| C -> K @ HxW | pytorch %s cuDNN ms |" % torch.__version__)
+    print("|---|---|")
+    for C, HW, K in ((3, 256, 64), (64, 256, 64), (128, 128, 128), (256, 64, 256), (512, 32, 512), (1024, 16, 1024)):
+        x = torch.randn(a.batch, C, HW, HW, device=dev)
+        w = torch.randn(K, C, 3, 3, device=dev)
+        g = torch.randn(a.batch, K, HW, HW, device=dev)
+
+        def run():
+            F.conv2d(x, w, padding=1)
+            conv2d_input(x.shape, w, g, padding=1)
+            conv2d_weight(x, w.shape, g, padding=1)
+
+        for _ in range(3):
+            run()
+        ms = []
+        for _ in range(a.repeats):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            run()
+            e.record()
+            e.synchronize()
+            ms.append(s.elapsed_time(e))
+        print("| %d -> %d @ %dx%d | %.2f |" % (C, K, HW, HW, statistics.median(ms)))
+
+
+if __name__ == "__main__":
+    main()

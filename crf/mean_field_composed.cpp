@@ -2,6 +2,9 @@
 // crf/mean_field_composed.h).
 #include "crf/mean_field_composed.h"
 
+#include <mutex>
+#include <vector>
+
 #include "autograd/autograd_meta.h"
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
@@ -50,6 +53,32 @@ class GaussianFilterBackward : public Node {
 
 }  // namespace
 
+namespace {
+
+// The spatial filter on `device`: the host one is cached by
+// cached_spatial_filter; its uploaded twins are kept here (the last 4), so
+// a CUDA training loop uploads the spatial lattice once, not every forward.
+std::shared_ptr<const DeviceGaussianFilter> spatial_on(Device device, std::shared_ptr<const GaussianFilter> host) {
+  if (device.is_cpu()) return to_device_filter(std::move(host), device);
+  struct Entry {
+    const GaussianFilter* host;
+    Device device;
+    std::shared_ptr<const DeviceGaussianFilter> filter;
+  };
+  static std::mutex mutex;
+  static std::vector<Entry> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  for (const Entry& e : cache) {
+    if (e.host == host.get() && e.device == device) return e.filter;
+  }
+  auto f = to_device_filter(host, device);  // holds `host`, so the pointer key stays valid
+  if (cache.size() == 4) cache.erase(cache.begin());
+  cache.push_back({host.get(), device, f});
+  return f;
+}
+
+}  // namespace
+
 std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<const GaussianFilter> host,
                                                              Device device) {
   auto f = std::make_shared<DeviceGaussianFilter>();
@@ -87,12 +116,18 @@ Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const
                ShapeError, kOp, ": expected image [", unaries.size(0), ", C >= 1, ", unaries.size(2), ", ",
                unaries.size(3), "] to match unaries ", shape_str(unaries.shape()), ", got ",
                shape_str(image.shape()));
+  CRFSEG_CHECK(unaries.dtype() == DType::f32 || unaries.dtype() == DType::f64, DTypeError, kOp,
+               ": expected unaries of dtype f32 or f64, got ", dtype_name(unaries.dtype()));
+  CRFSEG_CHECK(image.dtype() != DType::f16 && image.dtype() != DType::bf16, DTypeError, kOp,
+               ": expected an image of dtype f32, f64, i32, i64 or u8, got ", dtype_name(image.dtype()));
   const int64_t L = unaries.size(1);
   for (const Tensor* m : {&ws, &wb, &mu}) {
     check_defined(kOp, *m, "weights");
     check_same_device(kOp, unaries, *m);
-    CRFSEG_CHECK(m->shape() == Shape({L, L}) && m->dtype() == unaries.dtype(), ShapeError, kOp,
-                 ": expected [", L, ", ", L, "] ", dtype_name(unaries.dtype()), " weight matrices, got ", m->str());
+    CRFSEG_CHECK(m->shape() == Shape({L, L}), ShapeError, kOp, ": expected [", L, ", ", L,
+                 "] weight matrices, got ", m->str());
+    CRFSEG_CHECK(m->dtype() == unaries.dtype(), DTypeError, kOp, ": expected ", dtype_name(unaries.dtype()),
+                 " weight matrices like the unaries, got ", m->str());
   }
   CRFSEG_CHECK(o.iterations >= 1, ValueError, kOp, ": expected iterations >= 1, got ", o.iterations);
   CRFSEG_CHECK(o.theta_alpha > 0 && o.theta_beta > 0 && o.theta_gamma > 0, ValueError, kOp,
@@ -105,7 +140,7 @@ Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const
   // Filters and normalisers (K 1: no gradient), per image.
   const Tensor host_image = ops::contiguous(ops::to_dtype(image.to(Device::cpu()), DType::f64));
   const int64_t C = host_image.size(1);
-  const auto ks = to_device_filter(cached_spatial_filter(H, W, o.theta_gamma, o.mode), dev);
+  const auto ks = spatial_on(dev, cached_spatial_filter(H, W, o.theta_gamma, o.mode));
   std::vector<std::shared_ptr<const DeviceGaussianFilter>> kb;
   std::vector<Tensor> norm_b;
   Tensor norm_s;

@@ -1,7 +1,7 @@
 // CUDA convolution by im2col + GEMM (see conv2d.h).
 #include <atomic>
 #include <cstdlib>
-#include <cstring>
+#include <string>
 #include <type_traits>
 
 #include "kernels/cuda/conv2d.h"
@@ -22,17 +22,28 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   }
 }
 
-std::atomic<int> g_conv_algorithm{[] {
-  const char* env = std::getenv("CRFSEG_CUDA_CONV");
-  return static_cast<int>(env != nullptr && std::strcmp(env, "implicit") == 0 ? ConvAlgorithm::implicit_gemm
-                                                                              : ConvAlgorithm::im2col);
-}()};
+std::atomic<int> g_conv_algorithm{-1};  // -1: not chosen yet (read CRFSEG_CUDA_CONV)
 
 }  // namespace
 
-ConvAlgorithm conv_algorithm() { return static_cast<ConvAlgorithm>(g_conv_algorithm.load()); }
+ConvAlgorithm conv_algorithm() {
+  int a = g_conv_algorithm.load();
+  if (a < 0) {
+    const char* env = std::getenv("CRFSEG_CUDA_CONV");
+    const std::string v = env == nullptr ? "" : env;
+    CRFSEG_CHECK(v.empty() || v == "im2col" || v == "implicit", ValueError,
+                 "CRFSEG_CUDA_CONV: expected im2col or implicit, got '", v, "'");
+    int expected = -1;
+    g_conv_algorithm.compare_exchange_strong(
+        expected, static_cast<int>(v == "implicit" ? ConvAlgorithm::implicit_gemm : ConvAlgorithm::im2col));
+    a = g_conv_algorithm.load();
+  }
+  return static_cast<ConvAlgorithm>(a);
+}
 ConvAlgorithm set_conv_algorithm(ConvAlgorithm algorithm) {
-  return static_cast<ConvAlgorithm>(g_conv_algorithm.exchange(static_cast<int>(algorithm)));
+  const ConvAlgorithm previous = conv_algorithm();
+  g_conv_algorithm.store(static_cast<int>(algorithm));
+  return previous;
 }
 
 template <typename T>

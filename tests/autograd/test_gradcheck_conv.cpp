@@ -57,6 +57,16 @@ TEST_CASE("gradcheck: conv_transpose2d") {
     expect_gradcheck([](V x) { return conv_transpose2d(x[0], x[1], Tensor(), args(1, 1, 1, 0, 2, 1)); },
                      {input({1, 2, 3, 3}, 17), input({2, 2, 2, 2}, 18)});
   }
+  SUBCASE("output padding >= stride (stride 1, dilation 2, output padding 1), with bias") {
+    // The adjoint conv2d's output is then larger than x (torch allows
+    // output padding < max(stride, dilation)); the last row and column of y
+    // get the bias only.
+    expect_gradcheck([](V x) { return conv_transpose2d(x[0], x[1], x[2], args(1, 1, 0, 0, 2, 2), 1, 1); },
+                     {input({1, 2, 4, 3}, 19), input({2, 3, 3, 3}, 23), input({3}, 24)});
+    const Tensor y = conv_transpose2d(input({1, 2, 4, 3}, 19), input({2, 3, 3, 3}, 23), input({3}, 24),
+                                      args(1, 1, 0, 0, 2, 2), 1, 1);
+    CHECK(y.shape() == Shape{1, 3, 4 + 4 + 1, 3 + 4 + 1});
+  }
 }
 
 TEST_CASE("conv2d backward fills only the gradients that are needed") {

@@ -80,4 +80,13 @@ TEST_CASE("composed mean-field: bad inputs and the dense mode on CUDA are refuse
   check_throws_with<ShapeError>([&] { crf_mean_field_composed(u, image, w, w, w); }, "to match unaries");
   check_throws_with<ShapeError>([&] { crf_mean_field_composed(u, random_tensor({1, 3, 3, 3}, 2), w, random_tensor({3, 3}, 4), w); },
                                 "weight matrices");
+  check_throws_with<DTypeError>([&] {
+    crf_mean_field_composed(u, random_tensor({1, 3, 3, 3}, 2), w, random_tensor({2, 2}, 4, DType::f64), w);
+  }, "weight matrices");
+  // The dense filter is CPU code: asking for it on a CUDA device is refused
+  // before any CUDA call (so this runs without a GPU too).
+  const Tensor img = random_tensor({1, 3, 2, 2}, 5, DType::f64, 0, 255);
+  auto dense = make_gaussian_filter(FilterMode::dense, bilateral_features(img.data<double>(), 3, 2, 2, 3.0, 3.0), 4, 5);
+  check_throws_with<NotImplementedError>([&] { to_device_filter(std::move(dense), Device::cuda(0)); },
+                                         "the dense filter mode runs on the CPU only");
 }

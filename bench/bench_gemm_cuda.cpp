@@ -115,7 +115,8 @@ int main(int argc, char** argv) {
     }
     double cublas_ms = NAN, cublas_tf32_ms = NAN;
     for (const Row& r : rows) {
-      const bool previous = kcu::set_allow_tf32(r.tf32 && r.fn == kcu::sgemm_cublas);
+      const kcu::GemmPrecision previous = kcu::set_gemm_precision(
+          r.tf32 && r.fn == kcu::sgemm_cublas ? kcu::GemmPrecision::tf32 : kcu::GemmPrecision::fp32);
       const Tensor C = full({s.M, s.N}, NAN, {DType::f32, Device::cuda(0)});  // poisoned: unwritten shows
       r.fn(false, false, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), s.N, 0.0f, C.data<float>(), s.N,
            stream);
@@ -130,11 +131,11 @@ int main(int argc, char** argv) {
       const double limit = r.tf32 ? 1e-2 : 1e-3;
       if (!(err <= limit)) {
         std::printf("| %ldx%ldx%ld | %s | FAIL | | | %.2e |\n", s.M, s.N, s.K, r.name.c_str(), err);
-        kcu::set_allow_tf32(previous);
+        kcu::set_gemm_precision(previous);
         continue;
       }
       const double ms = time_variant(r.fn, C);
-      kcu::set_allow_tf32(previous);
+      kcu::set_gemm_precision(previous);
       if (r.name == "cublas") cublas_ms = ms;
       if (r.name == "cublas (tf32)") cublas_tf32_ms = ms;
       const double gflops = 2.0 * s.M * s.N * s.K / (ms * 1e6);

@@ -4,6 +4,7 @@
 //   build/bench/bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder unet|resnet50|vgg16|vgg16_bn]
 //                            [--base W] [--depth D] [--size S] [--batch B] [--classes C]
 //                            [--optimizer adamw|sgd] [--crf] [--encoder-forward] [--device cpu|cuda[:N]]
+//                            [--precision fp32|tf32|bf16]
 //
 // A training step is forward + cross-entropy + backward + optimizer step
 // (AdamW at lr 1e-3, or SGD at lr 1e-2 with momentum 0.9) on a fixed batch; inference is a
@@ -48,7 +49,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder NAME] [--base W] [--depth D]\n"
     "                    [--size S] [--batch B] [--classes C] [--optimizer adamw|sgd] [--crf] [--encoder-forward]\n"
-    "                    [--device cpu|cuda[:N]]\n"
+    "                    [--device cpu|cuda[:N]] [--precision fp32|tf32|bf16]\n"
     "  times a Segmenter training step (forward, loss, backward, optimizer) and inference.\n";
 
 // Peak resident set size of this process so far, in MiB (Linux: ru_maxrss is in KiB).
@@ -73,7 +74,7 @@ int main(int argc, char** argv) {
   int64_t repeats = 10, warmup = 2, base = 16, depth = 4, size = 128, batch = 4, classes = 3;
   std::string encoder = "unet", optimizer = "adamw";
   bool with_crf = false, encoder_forward = false;
-  std::string device_name = "cpu";
+  std::string device_name = "cpu", precision_name = "fp32";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -98,6 +99,8 @@ int main(int argc, char** argv) {
       optimizer = argv[++i];
     } else if (a == "--device" && has_value) {
       device_name = argv[++i];
+    } else if (a == "--precision" && has_value) {
+      precision_name = argv[++i];
     } else if (a == "--crf") {
       with_crf = true;
     } else if (a == "--encoder-forward") {
@@ -112,6 +115,10 @@ int main(int argc, char** argv) {
 
   try {
     const Device device = Device::parse(device_name);
+    const cuda::MatmulPrecision precision_value = cuda::parse_matmul_precision(precision_name);
+    CRFSEG_CHECK(precision_value == cuda::MatmulPrecision::fp32 || device.is_cuda(), ValueError, "--precision ",
+                 precision_name, " applies to CUDA GEMMs; use it with --device cuda");
+    const cuda::MatmulPrecisionGuard precision(precision_value);
     // Device work is asynchronous: every timed run ends by waiting for it.
     auto sync = [&] {
       if (device.is_cuda()) cuda::synchronize(device.index);
@@ -188,19 +195,20 @@ int main(int argc, char** argv) {
                   "\"batch\": %lld, \"classes\": %lld, \"crf\": %s, \"optimizer\": \"%s\", \"encoder_forward\": %s, "
                   "\"parameters\": %.0f, \"train_median_ms\": %s, \"train_min_ms\": %s, \"infer_median_ms\": %.3f, "
                   "\"infer_min_ms\": %.3f, \"peak_rss_mib\": %.1f, \"peak_gflops\": %.1f, \"device\": \"%s\", "
-                  "\"device_peak_mib\": %.1f}\n",
+                  "\"device_peak_mib\": %.1f, \"precision\": \"%s\"}\n",
                   bench::machine_info().c_str(), encoder.c_str(), (long long)base, (long long)depth, (long long)size,
                   (long long)batch, (long long)classes, with_crf ? "true" : "false", optimizer.c_str(),
                   encoder_forward ? "true" : "false", params, json_ms(train.median_ms).c_str(),
                   json_ms(train.min_ms).c_str(), infer.median_ms,
                   infer.min_ms, peak_rss_mib(), bench::measured_peak_gflops(), device.str().c_str(),
-                  device.is_cuda() ? cuda::memory_stats(device.index).peak_allocated_bytes / 1048576.0 : 0.0);
+                  device.is_cuda() ? cuda::memory_stats(device.index).peak_allocated_bytes / 1048576.0 : 0.0,
+                  precision_name.c_str());
     } else {
       std::printf("# Segmenter %s%s (base %lld, depth %lld, %.2fM parameters), batch %lld x 3 x %lld^2, %lld classes, "
-                  "%s, %s, %lld repeats\n",
+                  "%s, %s, %lld repeats, %s %s\n",
                   encoder.c_str(), with_crf ? " + CRF-RNN" : "", (long long)base, (long long)depth, params / 1e6,
                   (long long)batch, (long long)size, (long long)classes, optimizer.c_str(), bench::machine_info().c_str(),
-                  (long long)repeats);
+                  (long long)repeats, device.str().c_str(), precision_name.c_str());
       std::printf("| impl | pass | median ms | min ms | images/s |\n|---|---|---|---|---|\n");
       if (!encoder_forward) {
         std::printf("| crfseg | train step | %.1f | %.1f | %.1f |\n", train.median_ms, train.min_ms,

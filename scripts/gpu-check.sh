@@ -67,6 +67,10 @@ cuda_rc=$?
     python3 bench/peers/torch_segmenter.py $args --repeats 10 --device cuda 2>&1 | tail -2
     echo
   done
+  # Mixed precision: bf16 tensor-core GEMM inputs (crfseg) beside torch.autocast(bfloat16).
+  build-gpu/bench/bench_models --base 64 --depth 4 --size 256 --batch 16 --repeats 10 --device cuda --precision bf16
+  python3 bench/peers/torch_segmenter.py --base 64 --depth 4 --size 256 --batch 16 --repeats 10 --device cuda \
+    --amp bf16 2>&1 | tail -2
 } 2>&1 | tee "$out/gpu-check-bench.md"
 
 echo

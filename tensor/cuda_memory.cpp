@@ -16,9 +16,26 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemm/gemm.h"
 #endif
 
 namespace crfseg::cuda {
+
+const char* matmul_precision_name(MatmulPrecision p) {
+  switch (p) {
+    case MatmulPrecision::fp32: return "fp32";
+    case MatmulPrecision::tf32: return "tf32";
+    case MatmulPrecision::bf16: return "bf16";
+  }
+  return "?";
+}
+
+MatmulPrecision parse_matmul_precision(const std::string& name) {
+  for (MatmulPrecision p : {MatmulPrecision::fp32, MatmulPrecision::tf32, MatmulPrecision::bf16}) {
+    if (name == matmul_precision_name(p)) return p;
+  }
+  throw ValueError("matmul precision: expected fp32, tf32 or bf16, got '" + name + "'");
+}
 
 #ifdef CRFSEG_WITH_CUDA
 
@@ -159,6 +176,14 @@ void synchronize(int device) {
   CRFSEG_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+// The kernels' enum lists the same precisions in the same order.
+static_assert(static_cast<int>(MatmulPrecision::bf16) == static_cast<int>(kernels::cuda::GemmPrecision::bf16) &&
+              static_cast<int>(MatmulPrecision::tf32) == static_cast<int>(kernels::cuda::GemmPrecision::tf32));
+MatmulPrecision matmul_precision() { return static_cast<MatmulPrecision>(kernels::cuda::gemm_precision()); }
+MatmulPrecision set_matmul_precision(MatmulPrecision p) {
+  return static_cast<MatmulPrecision>(kernels::cuda::set_gemm_precision(static_cast<kernels::cuda::GemmPrecision>(p)));
+}
+
 DeviceMemoryStats memory_stats(int device) {
   select(device, "cuda::memory_stats");
   return allocator(device).stats();
@@ -235,6 +260,11 @@ void copy_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_de
 void copy_to_host(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_host"); }
 void copy_device_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_device_to_device"); }
 void synchronize(int) { no_cuda("cuda::synchronize"); }
+MatmulPrecision matmul_precision() { return MatmulPrecision::fp32; }
+MatmulPrecision set_matmul_precision(MatmulPrecision p) {
+  if (p != MatmulPrecision::fp32) no_cuda("cuda::set_matmul_precision");
+  return MatmulPrecision::fp32;
+}
 DeviceMemoryStats memory_stats(int) { no_cuda("cuda::memory_stats"); }
 std::string memory_summary(int) { no_cuda("cuda::memory_summary"); }
 void reset_peak_memory_stats(int) { no_cuda("cuda::reset_peak_memory_stats"); }

@@ -51,6 +51,32 @@ std::string memory_summary(int device);
 void reset_peak_memory_stats(int device);
 void empty_cache(int device);  // returns cached, unused segments to the driver
 
+// ---- matmul precision (mixed precision for GEMMs and convolutions) ----
+// fp32 (the default): true FP32. tf32 / bf16: cuBLAS feeds the tensor
+// cores A and B rounded to TF32 or BF16 and accumulates in FP32; tensors,
+// weights and gradients stay FP32 in memory (so no loss scaling is needed:
+// the rounding is per product, with FP32's exponent range). Applies to CUDA
+// matmul and the CUDA convolutions' im2col path; process-wide.
+enum class MatmulPrecision { fp32, tf32, bf16 };
+MatmulPrecision matmul_precision();
+// Returns the previous setting. Without CUDA only fp32 is accepted (DeviceError).
+MatmulPrecision set_matmul_precision(MatmulPrecision precision);
+// "fp32" / "tf32" / "bf16"; parse throws ValueError listing them.
+const char* matmul_precision_name(MatmulPrecision precision);
+MatmulPrecision parse_matmul_precision(const std::string& name);
+
+// Sets the precision for a scope (torch.autocast's role, for compute only).
+class MatmulPrecisionGuard {
+ public:
+  explicit MatmulPrecisionGuard(MatmulPrecision p) : previous_(set_matmul_precision(p)) {}
+  ~MatmulPrecisionGuard() { set_matmul_precision(previous_); }
+  MatmulPrecisionGuard(const MatmulPrecisionGuard&) = delete;
+  MatmulPrecisionGuard& operator=(const MatmulPrecisionGuard&) = delete;
+
+ private:
+  MatmulPrecision previous_;
+};
+
 // ---- streams ----
 // The calling thread's current stream on `device` (nullptr: the legacy default stream).
 StreamHandle current_stream(int device);

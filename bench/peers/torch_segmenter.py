@@ -44,6 +44,8 @@ def main():
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none",
+                   help="bf16: torch.autocast(bfloat16) around forward and loss (CUDA)")
     a = p.parse_args()
     dev = torch.device(a.device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
@@ -62,7 +64,8 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(x), y)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+            loss = F.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
 
@@ -75,7 +78,7 @@ def main():
             net(x)
 
     inf = timed(infer, 1, a.repeats, sync)
-    tag = "" if dev.type == "cpu" else " " + a.device
+    tag = ("" if dev.type == "cpu" else " " + a.device) + ("" if a.amp == "none" else " amp " + a.amp)
     print("| pytorch %s%s | train step | %.1f | %.1f | %.1f |" % (torch.__version__, tag, train[0], train[1],
                                                               1000.0 * a.batch / train[0]))
     print("| pytorch %s%s | inference | %.1f | %.1f | %.1f |" % (torch.__version__, tag, inf[0], inf[1],

@@ -554,3 +554,22 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
     CHECK_CLOSE(run(Device::cuda(0)), values(run(Device::cpu())), 1e-3, 1e-3);
   }
 }
+
+TEST_CASE("cuda: matmul precision tf32 / bf16 rounds the GEMM inputs, and fp32 does not" * doctest::skip(kNoDevice)) {
+  const Tensor a = random_tensor({256, 384}, 100), b = random_tensor({384, 200}, 101);
+  const Tensor want = ops::matmul(a.to(DType::f64), b.to(DType::f64));
+  auto error_at = [&](cuda::MatmulPrecision p) {
+    const cuda::MatmulPrecisionGuard guard(p);
+    return relative_error(cpu(ops::matmul(gpu(a), gpu(b))), want);
+  };
+  const double e32 = error_at(cuda::MatmulPrecision::fp32), etf = error_at(cuda::MatmulPrecision::tf32),
+               ebf = error_at(cuda::MatmulPrecision::bf16);
+  MESSAGE("relative error: fp32 ", e32, ", tf32 ", etf, ", bf16 ", ebf);
+  CHECK(e32 < 1e-6);
+  CHECK(etf < 3e-3);
+  CHECK(ebf < 2e-2);
+  // The reduced precisions must really be in effect (not silently FP32).
+  CHECK(etf > 10 * e32);
+  CHECK(ebf > etf);
+  CHECK(cuda::matmul_precision() == cuda::MatmulPrecision::fp32);  // the guards restored it
+}

@@ -36,3 +36,13 @@ TEST_CASE("cuda: a bad device index throws DeviceError" * doctest::skip(kNoDevic
 TEST_CASE("cuda: without a device, allocation fails cleanly" * doctest::skip(!kNoDevice)) {
   check_throws_with<DeviceError>([] { zeros({4}, {DType::f32, Device::cuda(0)}); }, "cuda");
 }
+
+TEST_CASE("cuda: matmul precision names parse, bad ones are refused, and a build without CUDA keeps fp32") {
+  CHECK(cuda::parse_matmul_precision("bf16") == cuda::MatmulPrecision::bf16);
+  CHECK(std::string(cuda::matmul_precision_name(cuda::MatmulPrecision::tf32)) == "tf32");
+  check_throws_with<ValueError>([] { cuda::parse_matmul_precision("fp16"); }, "expected fp32, tf32 or bf16, got 'fp16'");
+  CHECK(cuda::matmul_precision() == cuda::MatmulPrecision::fp32);
+  if (!cuda::is_compiled()) {
+    check_throws_with<DeviceError>([] { cuda::set_matmul_precision(cuda::MatmulPrecision::bf16); }, "built without CUDA");
+  }
+}

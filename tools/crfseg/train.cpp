@@ -77,6 +77,7 @@ ArgParser train_parser() {
       .option("--workers", "N", "2", "data-loading threads (0: load in the training thread)")
       .option("--threads", "N", "0", "OpenMP threads for the kernels (0: OMP_NUM_THREADS or all cores)")
       .option("--device", "NAME", "cpu", "cpu, cuda or cuda:N (multi-rank training is CPU only)")
+      .option("--precision", "P", "fp32", "CUDA GEMMs and convolutions: fp32, or tf32 / bf16 tensor-core inputs with FP32 accumulation")
       .option("--dist", "NAME", "auto", "data parallel: auto (MPI when started by mpirun/srun), none, mpi or nccl")
       .option("--bucket-mb", "X", "25", "data parallel: gradient all-reduce bucket size in MiB")
       .flag("--sync-bn", "data parallel: batch-norm statistics over all ranks' batches (default: per rank)")
@@ -293,6 +294,16 @@ int run_train(const std::vector<std::string>& args) {
     }
     net->to(device);  // before the optimizer, whose state is created on the parameters' device
   }
+  cuda::MatmulPrecision precision = cuda::MatmulPrecision::fp32;
+  try {
+    precision = cuda::parse_matmul_precision(p.get("--precision"));
+  } catch (const ValueError& e) {
+    throw UsageError(std::string("--precision: ") + e.what());
+  }
+  if (precision != cuda::MatmulPrecision::fp32 && !device.is_cuda()) {
+    throw UsageError("--precision " + p.get("--precision") + " applies to CUDA GEMMs; use it with --device cuda");
+  }
+  const cuda::MatmulPrecisionGuard precision_guard(precision);
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(p, net->parameters());
   if (const double mult = p.get_double("--crf-lr-mult", 0.0, 1e6); mult != 1.0) {
     if (!spec.crf) throw UsageError("--crf-lr-mult needs a model with --crf");

@@ -33,7 +33,7 @@ void check_cublas(cublasStatus_t s, const char* what) {
   }
 }
 
-std::atomic<bool> g_allow_tf32{false};
+std::atomic<int> g_precision{static_cast<int>(GemmPrecision::fp32)};
 
 // One handle per (host thread, device), created on first use: a handle's
 // stream and workspace must not be shared by threads that launch on
@@ -52,8 +52,9 @@ cublasHandle_t handle_for_current_device() {
 cublasHandle_t prepare(Stream stream) {
   cublasHandle_t h = handle_for_current_device();
   check_cublas(cublasSetStream(h, stream), "cublasSetStream");
-  check_cublas(cublasSetMathMode(h, g_allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
-               "cublasSetMathMode");
+  // Plain FP32 unless a reduced precision was asked for (then the compute
+  // type of cublasGemmEx says which; see sgemm_cublas).
+  check_cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
   return h;
 }
 
@@ -84,7 +85,22 @@ void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T a
 
 void sgemm_cublas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
-  gemm_rowmajor<float>(cublasSgemm, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasSgemm");
+  const GemmPrecision precision = gemm_precision();
+  if (precision == GemmPrecision::fp32) {
+    gemm_rowmajor<float>(cublasSgemm, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasSgemm");
+    return;
+  }
+  // FP32 storage, reduced-precision tensor-core inputs, FP32 accumulation:
+  // cuBLAS rounds A and B to TF32 or BF16 on the fly.
+  const cublasComputeType_t compute =
+      precision == GemmPrecision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_FAST_16BF;
+  auto gemm_ex = [compute](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                           const float* alpha_, const float* a, int la, const float* b, int lb, const float* beta_,
+                           float* c, int lc) {
+    return cublasGemmEx(h, opa, opb, m, n, k, alpha_, a, CUDA_R_32F, la, b, CUDA_R_32F, lb, beta_, c, CUDA_R_32F, lc,
+                        compute, CUBLAS_GEMM_DEFAULT);
+  };
+  gemm_rowmajor<float>(gemm_ex, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasGemmEx");
 }
 
 void dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
@@ -92,8 +108,17 @@ void dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, cons
   gemm_rowmajor<double>(cublasDgemm, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasDgemm");
 }
 
-bool set_allow_tf32(bool allow) {
-  return g_allow_tf32.exchange(allow);
+GemmPrecision gemm_precision() { return static_cast<GemmPrecision>(g_precision.load()); }
+GemmPrecision set_gemm_precision(GemmPrecision precision) {
+  return static_cast<GemmPrecision>(g_precision.exchange(static_cast<int>(precision)));
+}
+const char* gemm_precision_name(GemmPrecision precision) {
+  switch (precision) {
+    case GemmPrecision::fp32: return "fp32";
+    case GemmPrecision::tf32: return "tf32";
+    case GemmPrecision::bf16: return "bf16";
+  }
+  return "?";
 }
 
 const std::vector<CudaSgemmVariant>& sgemm_variants() {

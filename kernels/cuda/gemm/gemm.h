@@ -10,7 +10,9 @@
 // The ladder (one file each):
 //   cublas      : cublasSgemm on the column-major view (C^T = op(B)^T op(A)^T);
 //                 the baseline and the production default. FP32 unless
-//                 set_allow_tf32(true) (an explicit setting, never silent).
+//                 set_gemm_precision asks for TF32 or BF16 tensor-core
+//                 inputs (cublasGemmEx, FP32 storage and accumulation): an
+//                 explicit setting, never silent.
 //   v1_naive    : one thread per element of C, K-loop from global memory.
 //   v2_smem_tile: 128x128 block tile staged through shared memory in 8-deep
 //                 K slices, 256 threads each computing an 8x8 register tile
@@ -60,7 +62,15 @@ void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double a
            const double* B, int64_t ldb, double beta, double* C, int64_t ldc, Stream stream);
 const std::string& sgemm_production_name();
 
-// TF32 tensor cores for cuBLAS SGEMM (off by default); returns the previous setting.
-bool set_allow_tf32(bool allow);
+// The input precision of cuBLAS SGEMM (and so of matmul and the im2col
+// convolutions): fp32 (the default), or tf32 / bf16, where the tensor cores
+// take A and B rounded to TF32 (10-bit mantissa) or BF16 (7-bit) and
+// accumulate in FP32. Tensors stay FP32 in memory. Process-wide; the setter
+// returns the previous value. The hand-written variants keep their own
+// precision (v3_tf32_mma is TF32, the others FP32).
+enum class GemmPrecision { fp32, tf32, bf16 };
+GemmPrecision gemm_precision();
+GemmPrecision set_gemm_precision(GemmPrecision precision);
+const char* gemm_precision_name(GemmPrecision precision);
 
 }  // namespace crfseg::kernels::cuda

@@ -7,8 +7,8 @@
 // Thread i handles the i-th element in row-major order of the output and
 // finds each operand's element with offset(), one div/mod per dim.
 //
-// CRFSEG_HD marks functions compiled for both host and device, so the same
-// index math runs in the CPU tests (tests/kernels/test_cuda_geometry.cpp).
+// offset() is CRFSEG_HD (kernels/hd.h): the same index math runs in the CPU
+// tests (tests/kernels/test_cuda_geometry.cpp).
 #pragma once
 
 #include <array>
@@ -16,13 +16,9 @@
 #include <vector>
 
 #include "kernels/cpu/strided_loop.h"
+#include "kernels/hd.h"
 #include "tensor/error.h"
 
-#ifdef __CUDACC__
-#define CRFSEG_HD __host__ __device__
-#else
-#define CRFSEG_HD
-#endif
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 

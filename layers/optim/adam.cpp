@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/optim_step.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
@@ -18,46 +19,15 @@ namespace crfseg::optim {
 
 namespace {
 
-struct AdamCoefficients {
-  double lr, beta1, beta2, eps, weight_decay;
-  bool decoupled, amsgrad, maximize;
-  double step_size;             // lr / (1 - beta1^t)
-  double bias_correction2_sqrt;  // sqrt(1 - beta2^t)
-};
-
 // The update of adam.h over n contiguous elements (v_max null without
-// amsgrad). The operation order follows torch's single-tensor Adam so that
-// f32 results agree to rounding: decay, lerp for m, mul-then-addcmul for v,
-// denom = sqrt(v) / sqrt(bc2) + eps, p += (-step_size) * (m / denom).
+// amsgrad); the per-element rule, in torch's single-tensor order, is
+// kernels/optim_step.h's, shared with CUDA.
 template <typename T>
-void adam_update(T* p, const T* g, T* m, T* v, T* v_max, int64_t n, const AdamCoefficients& c) {
-  const T decay = static_cast<T>(1.0 - c.lr * c.weight_decay);  // AdamW's factor on p
-  const T wd = static_cast<T>(c.weight_decay);
-  const bool l2 = !c.decoupled && c.weight_decay != 0.0, decoupled = c.decoupled && c.weight_decay != 0.0;
-  // m = lerp(m, g, 1 - beta1). torch's lerp uses start + w (end - start) for
-  // |w| < 0.5 and end - (end - start)(1 - w) otherwise (more accurate near 1).
-  const double w = 1.0 - c.beta1;
-  const bool lerp_from_start = std::abs(w) < 0.5;
-  const T weight = static_cast<T>(w), one_minus_weight = static_cast<T>(1.0 - w);
-  const T beta2 = static_cast<T>(c.beta2), one_minus_beta2 = static_cast<T>(1.0 - c.beta2);
-  const T bc2_sqrt = static_cast<T>(c.bias_correction2_sqrt), eps = static_cast<T>(c.eps);
-  const T neg_step_size = static_cast<T>(-c.step_size);
-  const bool maximize = c.maximize;
+void adam_update(T* p, const T* g, T* m, T* v, T* v_max, int64_t n, const kernels::AdamStep& c) {
+  const kernels::AdamConstants<T> k(c);
 #pragma omp parallel for schedule(static) if (n >= kParallelElements)
   for (int64_t i = 0; i < n; ++i) {
-    T grad = maximize ? -g[i] : g[i];
-    if (l2) grad += wd * p[i];
-    if (decoupled) p[i] *= decay;
-    m[i] = lerp_from_start ? m[i] + weight * (grad - m[i]) : grad - (grad - m[i]) * one_minus_weight;
-    v[i] = v[i] * beta2 + one_minus_beta2 * grad * grad;
-    T second = v[i];
-    if (v_max != nullptr) {
-      // torch.maximum: NaN propagates (std::max would drop a NaN in v).
-      v_max[i] = (v[i] > v_max[i] || std::isnan(v[i])) ? v[i] : v_max[i];
-      second = v_max[i];
-    }
-    const T denom = std::sqrt(second) / bc2_sqrt + eps;
-    p[i] += neg_step_size * (m[i] / denom);
+    kernels::adam_update_element(p[i], g[i], m[i], v[i], v_max != nullptr ? v_max + i : nullptr, k);
   }
 }
 
@@ -98,17 +68,15 @@ void Adam::update(size_t index, const Tensor& param, const Tensor& grad) {
   }
   ++s.step;
   const double t = static_cast<double>(s.step);
-  AdamCoefficients c{lr_for(index), options_.beta1, options_.beta2, options_.eps, options_.weight_decay,
-                     decoupled_, options_.amsgrad, options_.maximize,
-                     lr_for(index) / (1.0 - std::pow(options_.beta1, t)), std::sqrt(1.0 - std::pow(options_.beta2, t))};
+  kernels::AdamStep c{lr_for(index), options_.beta1, options_.beta2, options_.eps, options_.weight_decay,
+                      decoupled_, options_.maximize,
+                      lr_for(index) / (1.0 - std::pow(options_.beta1, t)), std::sqrt(1.0 - std::pow(options_.beta2, t))};
   dispatch_float(param.dtype(), "Adam::step", [&](auto tag) {
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA
     if (param.device().is_cuda()) {
       kernels::cuda::adam_step<T>(param.data<T>(), grad.data<T>(), s.exp_avg.data<T>(), s.exp_avg_sq.data<T>(),
-                                  options_.amsgrad ? s.max_exp_avg_sq.data<T>() : nullptr, param.numel(),
-                                  {c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.decoupled, c.maximize,
-                                   c.step_size, c.bias_correction2_sqrt},
+                                  options_.amsgrad ? s.max_exp_avg_sq.data<T>() : nullptr, param.numel(), c,
                                   cuda::launch_stream(param.device().index));
       return;
     }

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "kernels/optim_step.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
@@ -17,31 +18,13 @@ namespace crfseg::optim {
 
 namespace {
 
-struct SGDCoefficients {
-  double lr, momentum, dampening, weight_decay;
-  bool nesterov, maximize;
-  bool first;  // the momentum buffer is being created by this step
-};
-
-// The update of sgd.h over n contiguous elements. `buf` is null without momentum.
-// Scalars are cast to T once, as torch applies Python floats to float tensors.
+// The update of sgd.h over n contiguous elements; `buf` is null without
+// momentum. The per-element rule is kernels/optim_step.h's, shared with CUDA.
 template <typename T>
-void sgd_update(T* p, const T* g, T* buf, int64_t n, const SGDCoefficients& c) {
-  const T lr = static_cast<T>(c.lr), wd = static_cast<T>(c.weight_decay);
-  const T mu = static_cast<T>(c.momentum), keep = static_cast<T>(1.0 - c.dampening);
-  const bool use_wd = c.weight_decay != 0.0, maximize = c.maximize, nesterov = c.nesterov, first = c.first;
+void sgd_update(T* p, const T* g, T* buf, int64_t n, const kernels::SgdStep& c) {
+  const kernels::SgdConstants<T> k(c);
 #pragma omp parallel for schedule(static) if (n >= kParallelElements)
-  for (int64_t i = 0; i < n; ++i) {
-    T d = maximize ? -g[i] : g[i];
-    if (use_wd) d += wd * p[i];
-    if (buf != nullptr) {
-      // torch initialises the buffer with a clone of d (no dampening on step 1).
-      const T b = first ? d : mu * buf[i] + keep * d;
-      buf[i] = b;
-      d = nesterov ? d + mu * b : b;
-    }
-    p[i] -= lr * d;
-  }
+  for (int64_t i = 0; i < n; ++i) kernels::sgd_update_element(p[i], g[i], buf != nullptr ? buf + i : nullptr, k);
 }
 
 }  // namespace
@@ -60,8 +43,8 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions options)
 }
 
 void SGD::update(size_t index, const Tensor& param, const Tensor& grad) {
-  SGDCoefficients c{lr_for(index), options_.momentum, options_.dampening, options_.weight_decay,
-                    options_.nesterov, options_.maximize, false};
+  kernels::SgdStep c{lr_for(index), options_.momentum, options_.dampening, options_.weight_decay,
+                     options_.nesterov, options_.maximize, false};
   Tensor& buf = momentum_buffers_[index];
   if (options_.momentum != 0.0 && !buf.defined()) {
     buf = Tensor::empty(param.shape(), param.options());  // filled by the loop (first = true)
@@ -72,9 +55,7 @@ void SGD::update(size_t index, const Tensor& param, const Tensor& grad) {
 #ifdef CRFSEG_WITH_CUDA
     if (param.device().is_cuda()) {
       kernels::cuda::sgd_step<T>(param.data<T>(), grad.data<T>(), buf.defined() ? buf.data<T>() : nullptr,
-                                 param.numel(),
-                                 {c.lr, c.momentum, c.dampening, c.weight_decay, c.nesterov, c.maximize, c.first},
-                                 cuda::launch_stream(param.device().index));
+                                 param.numel(), c, cuda::launch_stream(param.device().index));
       return;
     }
 #endif

@@ -4,22 +4,15 @@
 #include <cmath>
 #include <cstring>
 
-#include "tensor/cuda_memory.h"
 #include "tensor/ops.h"
 
 namespace crfseg {
-
-namespace {
-
-void fill_any_device(const Tensor& t, double value) { ops::fill_(t, value); }
-
-}  // namespace
 
 Tensor empty(const Shape& shape, TensorOptions options) { return Tensor::empty(shape, options); }
 
 Tensor full(const Shape& shape, double value, TensorOptions options) {
   Tensor t = Tensor::empty(shape, options);
-  fill_any_device(t, value);
+  ops::fill_(t, value);  // on either device
   return t;
 }
 Tensor zeros(const Shape& shape, TensorOptions options) { return full(shape, 0.0, options); }

@@ -6,7 +6,6 @@
 #include <cmath>
 
 #include "kernels/cpu/elementwise.h"
-#include "tensor/cuda_memory.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"

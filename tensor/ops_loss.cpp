@@ -61,7 +61,7 @@ Tensor one_hot(const Tensor& target_in, int64_t num_classes, DType dtype, int64_
     const Tensor kept = as_f64(compare(CompareOp::ne, target, scalar(ignore_index)));
     const Tensor outside = add(as_f64(compare(CompareOp::lt, target, scalar(0))),
                                as_f64(compare(CompareOp::ge, target, scalar(num_classes))));
-    if (sum(mul(kept, outside)).to(Device::cpu()).item() > 0) {
+    if (sum(mul(kept, outside)).item() > 0) {
       const std::vector<int64_t> t = target.to(Device::cpu()).to_vector<int64_t>();
       for (size_t i = 0; i < t.size(); ++i) {
         CRFSEG_CHECK(t[i] == ignore_index || (t[i] >= 0 && t[i] < num_classes), ValueError, op, ": target ", t[i],

@@ -133,7 +133,7 @@ Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& indices_in, cons
       kernels::cuda::max_pool2d_backward(grad.data<T>(), indices.data<int64_t>(), dx.data<T>(), g,
                                          reinterpret_cast<unsigned long long*>(first_bad.data<int64_t>()),
                                          detail::stream_of(grad));
-      const int64_t bad = static_cast<int64_t>(first_bad.to(Device::cpu()).item());
+      const int64_t bad = static_cast<int64_t>(first_bad.item());
       CRFSEG_CHECK(bad < 0, ValueError, op, ": expected indices in [0, ", g.H * g.W, ") or -1, got ",
                    static_cast<int64_t>(indices.to(Device::cpu()).to_vector<int64_t>()[static_cast<size_t>(bad)]),
                    " at flat position ", bad);

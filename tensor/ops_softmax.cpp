@@ -168,7 +168,7 @@ Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyForward& fwd
   Tensor dx = Tensor::empty(fwd.log_probs.shape(), fwd.log_probs.options());
 #ifdef CRFSEG_WITH_CUDA
   if (dx.device().is_cuda()) {
-    const double scale = grad.to(Device::cpu()).item() / fwd.weight_sum;
+    const double scale = grad.item() / fwd.weight_sum;
     dispatch_float(dx.dtype(), "cross_entropy_backward", [&](auto tag) {
       using T = decltype(tag);
       kernels::cuda::cross_entropy_backward(scale, fwd.log_probs.data<T>(), target.data<int64_t>(),

@@ -75,7 +75,7 @@ double grad_norm(const std::vector<Tensor>& params, double norm_type) {
                        : kind == NormKind::l1 ? ops::sum(a)
                        : kind == NormKind::l2 ? ops::sum(ops::unary(ops::UnaryOp::square, a))
                                               : ops::sum(ops::scalar_op(ops::ScalarOp::pow, a, norm_type));
-      const double part = r.to(Device::cpu()).item();
+      const double part = r.item();  // one value back to the host
       acc = kind == NormKind::linf ? nan_max(acc, part) : acc + part;
       continue;
     }

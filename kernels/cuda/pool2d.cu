@@ -1,5 +1,5 @@
-// CUDA pooling (see pool2d.h). The window rules are kernels/ref/pool2d.cpp's,
-// restated as device functions.
+// CUDA pooling (see pool2d.h). The average and adaptive window rules are
+// kernels/ref/pool2d.h's (CRFSEG_HD), shared with the reference.
 #include <cmath>
 
 #include "kernels/cuda/for_each.cuh"
@@ -9,31 +9,13 @@ namespace crfseg::kernels::cuda {
 
 namespace {
 
-// An average-pool window along one dimension: [start, end) clipped to the
-// real input, and torch's divisor factor (see kernels/ref/pool2d.cpp).
-struct AvgWindow {
-  int64_t start, end, divisor;
-};
-__device__ AvgWindow avg_window(int64_t o, int64_t in, int64_t kernel, int64_t stride, int64_t pad,
-                                bool count_include_pad) {
-  const int64_t padded_start = o * stride - pad;
-  const int64_t padded_end = min(padded_start + kernel, in + pad);
-  const int64_t start = max(padded_start, int64_t{0});
-  const int64_t end = min(padded_end, in);
-  return {start, end, count_include_pad ? padded_end - padded_start : end - start};
-}
-
-// The outputs along one dimension whose window (stride s, pad p, kernel k,
-// dilation d) may hold input position i: o with o s - p <= i <= o s - p + (k - 1) d.
-__device__ void window_range(int64_t i, int64_t k, int64_t s, int64_t p, int64_t d, int64_t out, int64_t* lo,
-                             int64_t* hi) {
-  const int64_t a = i + p - (k - 1) * d;  // o s >= a
+// The outputs along one dimension whose average-pool window (stride s, pad
+// p, kernel k) may hold input position i: o with o s - p <= i <= o s - p + k - 1.
+__device__ void window_range(int64_t i, int64_t k, int64_t s, int64_t p, int64_t out, int64_t* lo, int64_t* hi) {
+  const int64_t a = i + p - (k - 1);  // o s >= a
   *lo = a <= 0 ? 0 : (a + s - 1) / s;
   *hi = min((i + p) / s + 1, out);       // o s <= i + p
 }
-
-__device__ int64_t adaptive_start(int64_t o, int64_t in, int64_t out) { return (o * in) / out; }
-__device__ int64_t adaptive_end(int64_t o, int64_t in, int64_t out) { return ((o + 1) * in + out - 1) / out; }
 
 }  // namespace
 
@@ -107,8 +89,8 @@ void avg_pool2d_backward(const T* grad, T* dx, const Pool2dGeometry& g, bool cou
   for_each(g.planes * g.H * g.W, [=] __device__(int64_t k) {
     const int64_t iw = k % c.W, ih = (k / c.W) % c.H, p = k / (c.H * c.W);
     int64_t h0, h1, w0, w1;
-    window_range(ih, c.kernel_h, c.stride_h, c.pad_h, 1, c.P, &h0, &h1);
-    window_range(iw, c.kernel_w, c.stride_w, c.pad_w, 1, c.Q, &w0, &w1);
+    window_range(ih, c.kernel_h, c.stride_h, c.pad_h, c.P, &h0, &h1);
+    window_range(iw, c.kernel_w, c.stride_w, c.pad_w, c.Q, &w0, &w1);
     double acc = 0.0;
     for (int64_t oh = h0; oh < h1; ++oh) {
       const AvgWindow h = avg_window(oh, c.H, c.kernel_h, c.stride_h, c.pad_h, count_include_pad);

@@ -9,24 +9,6 @@
 
 namespace crfseg::kernels::ref {
 
-namespace {
-
-// The window of output position `o` along one dimension of an average pool:
-// [start, end) clipped to the real input, and its torch divisor factor.
-struct AvgWindow {
-  int64_t start, end, divisor;
-};
-
-AvgWindow avg_window(int64_t o, int64_t in, int64_t kernel, int64_t stride, int64_t pad, bool count_include_pad) {
-  const int64_t padded_start = o * stride - pad;
-  const int64_t padded_end = std::min(padded_start + kernel, in + pad);  // ceil_mode overhang is not counted
-  const int64_t start = std::max<int64_t>(padded_start, 0);
-  const int64_t end = std::min(padded_end, in);
-  return {start, end, count_include_pad ? padded_end - padded_start : end - start};
-}
-
-}  // namespace
-
 template <typename T>
 void max_pool2d_forward(const T* x, T* y, int64_t* indices, const Pool2dGeometry& g) {
   for (int64_t p = 0; p < g.planes; ++p) {
@@ -109,13 +91,6 @@ void avg_pool2d_backward(const T* grad, T* dx, const Pool2dGeometry& g, bool cou
   for (size_t i = 0; i < acc.size(); ++i) dx[i] = static_cast<T>(acc[i]);
 }
 
-namespace {
-
-// Adaptive window along one dimension: [floor(o in / out), ceil((o + 1) in / out)).
-int64_t adaptive_start(int64_t o, int64_t in, int64_t out) { return (o * in) / out; }
-int64_t adaptive_end(int64_t o, int64_t in, int64_t out) { return ((o + 1) * in + out - 1) / out; }
-
-}  // namespace
 
 template <typename T>
 void adaptive_avg_pool2d_forward(const T* x, T* y, int64_t planes, int64_t H, int64_t W, int64_t P, int64_t Q) {

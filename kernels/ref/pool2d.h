@@ -22,6 +22,8 @@
 
 #include <cstdint>
 
+#include "kernels/hd.h"
+
 namespace crfseg::kernels {
 
 // Geometry of one pooling call, shared by the ref:: and cpu:: kernels.
@@ -50,6 +52,27 @@ constexpr int64_t pool2d_output_size(int64_t in, int64_t kernel, int64_t pad, in
   if (ceil_mode && (out - 1) * stride >= in + pad) --out;
   return out;
 }
+
+// The window of average-pool output `o` along one dimension: [start, end)
+// clipped to the real input, and torch's divisor factor (the window clipped
+// to the padded input, or to the real one without count_include_pad; a
+// ceil_mode overhang past the padding is not counted). CRFSEG_HD: the
+// reference and the CUDA kernels share these rules.
+struct AvgWindow {
+  int64_t start, end, divisor;
+};
+CRFSEG_HD inline AvgWindow avg_window(int64_t o, int64_t in, int64_t kernel, int64_t stride, int64_t pad,
+                                      bool count_include_pad) {
+  const int64_t padded_start = o * stride - pad;
+  const int64_t padded_end = padded_start + kernel < in + pad ? padded_start + kernel : in + pad;
+  const int64_t start = padded_start > 0 ? padded_start : 0;
+  const int64_t end = padded_end < in ? padded_end : in;
+  return {start, end, count_include_pad ? padded_end - padded_start : end - start};
+}
+
+// Adaptive window along one dimension: [floor(o in / out), ceil((o + 1) in / out)).
+CRFSEG_HD inline int64_t adaptive_start(int64_t o, int64_t in, int64_t out) { return (o * in) / out; }
+CRFSEG_HD inline int64_t adaptive_end(int64_t o, int64_t in, int64_t out) { return ((o + 1) * in + out - 1) / out; }
 
 }  // namespace crfseg::kernels
 

@@ -8,6 +8,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/moments.h"
+
 namespace crfseg::kernels::cpu {
 
 namespace {
@@ -39,18 +41,9 @@ inline double lanes_total(const double* lanes) {
   return total;
 }
 
-// Count, mean and sum of squared deviations (M2) of the elements seen so
-// far, extended one chunk at a time with Chan's pairwise update.
-struct Moments {
-  double count = 0.0, mean = 0.0, m2 = 0.0;
-  void merge(double n, double chunk_mean, double chunk_m2) {
-    if (n == 0.0) return;
-    const double total = count + n, delta = chunk_mean - mean;
-    mean += delta * (n / total);
-    m2 += chunk_m2 + delta * delta * (count * n / total);
-    count = total;
-  }
-};
+// Each channel's moments (kernels/moments.h) are extended one chunk at a
+// time with Chan's pairwise update.
+using kernels::Moments;
 
 // Synchronised batch norm: each channel's moments over every replica's
 // elements, the replicas merged in replica order with Chan's update (so all

@@ -3,24 +3,15 @@
 
 #include "kernels/cuda/batchnorm.h"
 #include "kernels/cuda/for_each.cuh"
+#include "kernels/moments.h"
 
 namespace crfseg::kernels::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
+using kernels::Moments;  // Chan merges, shared with the CPU kernel
 
-struct Moments {
-  double n, mean, m2;
-};
-
-// Chan et al.'s parallel update: the moments of the union of a and b.
-__device__ Moments merge(Moments a, Moments b) {
-  const double n = a.n + b.n;
-  if (n == 0.0) return a;
-  const double d = b.mean - a.mean;
-  return {n, a.mean + d * b.n / n, a.m2 + b.m2 + d * d * a.n * b.n / n};
-}
 
 template <typename T>
 __global__ void stats_kernel(const T* __restrict__ x, int64_t N, int64_t C, int64_t inner, double momentum,
@@ -28,27 +19,27 @@ __global__ void stats_kernel(const T* __restrict__ x, int64_t N, int64_t C, int6
                              T* __restrict__ running_var) {
   __shared__ Moments part[kThreads];
   const int64_t c = blockIdx.x, M = N * inner;
-  Moments m{0.0, 0.0, 0.0};
+  Moments m{};
   for (int64_t j = threadIdx.x; j < M; j += kThreads) {  // Welford
     const double v = static_cast<double>(x[((j / inner) * C + c) * inner + j % inner]);
-    m.n += 1.0;
+    m.count += 1.0;
     const double d = v - m.mean;
-    m.mean += d / m.n;
+    m.mean += d / m.count;
     m.m2 += d * (v - m.mean);
   }
   part[threadIdx.x] = m;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s /= 2) {
-    if (threadIdx.x < s) part[threadIdx.x] = merge(part[threadIdx.x], part[threadIdx.x + s]);
+    if (threadIdx.x < s) part[threadIdx.x].merge(part[threadIdx.x + s]);
     __syncthreads();
   }
   if (threadIdx.x == 0) {
     const Moments t = part[0];
-    const double var = t.m2 / t.n;  // biased: what the batch is normalised with
+    const double var = t.m2 / t.count;  // biased: what the batch is normalised with
     mean[c] = static_cast<T>(t.mean);
     invstd[c] = static_cast<T>(1.0 / std::sqrt(var + eps));
     if (running_mean != nullptr) {
-      const double unbiased = t.m2 / (t.n - 1.0);
+      const double unbiased = t.m2 / (t.count - 1.0);
       running_mean[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(running_mean[c]) + momentum * t.mean);
       running_var[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(running_var[c]) + momentum * unbiased);
     }

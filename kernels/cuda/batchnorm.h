@@ -5,7 +5,7 @@
 // Statistics: one 256-thread block per channel. Each thread runs Welford's
 // update in double over its elements (a fixed stride of the channel), then
 // the block merges the 256 partial (count, mean, M2) triples with Chan's
-// update in a fixed tree: stable (no E[x^2] - E[x]^2 cancellation) and
+// update (kernels/moments.h, as the CPU kernel) in a fixed tree: stable (no E[x^2] - E[x]^2 cancellation) and
 // deterministic. The backward's per-channel sums (of gm and gm xhat) use the
 // same block-per-channel shape. The elementwise passes are grid-stride loops.
 // Test: tests/cuda/test_cuda_ops.cpp.

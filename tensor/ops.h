@@ -173,10 +173,11 @@ Tensor conv2d_backward_bias(const Tensor& grad);
 // Ho = (H - 1) stride_h - 2 pad_h + dil_h (R - 1) + output_pad_h + 1.
 Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args,
                         int64_t output_pad_h = 0, int64_t output_pad_w = 0);
-// x [N, C, h, w] zero-padded at the bottom and right to [N, C, H, W] (x
-// itself when already that size): conv_transpose2d's operand when its output
-// padding is >= the stride.
-Tensor pad_bottom_right(const Tensor& x, int64_t H, int64_t W);
+// Its gradients for x [N, C, H, W] and weight [C, K, R, S] given dL/dy.
+Tensor conv_transpose2d_backward_input(const Tensor& grad, const Tensor& weight, const Shape& x_shape,
+                                       const Conv2dArgs& args);
+Tensor conv_transpose2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& weight_shape,
+                                        const Conv2dArgs& args);
 
 // Pooling : tensor/ops_pool.cpp, kernels/{ref,cpu}/pool2d.*
 // Windows follow torch: out = floor((H + 2 pad - dil (k - 1) - 1) / stride) + 1

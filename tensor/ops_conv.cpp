@@ -88,6 +88,19 @@ Tensor col_workspace(const ConvGeometry& g, const Tensor& like) {
 }
 #endif
 
+// x [N, C, h, w] zero-padded at the bottom and right to [N, C, H, W] (x
+// itself when already that size). With output padding >= stride (allowed
+// up to the dilation) the conv2d whose adjoint conv_transpose2d is has a
+// larger output than x; x is its gradient with the extra rows and columns 0.
+Tensor pad_bottom_right(const Tensor& x, int64_t H, int64_t W) {
+  CRFSEG_CHECK(x.dim() == 4 && x.size(2) <= H && x.size(3) <= W, ShapeError, "pad_bottom_right: cannot pad ",
+               shape_str(x.shape()), " to ", H, " x ", W);
+  if (x.size(2) == H && x.size(3) == W) return x;
+  Tensor out = zeros({x.size(0), x.size(1), H, W}, x.options());
+  copy_(slice(slice(out, 2, 0, x.size(2)), 3, 0, x.size(3)), x);
+  return out;
+}
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dArgs& args) {
@@ -202,16 +215,6 @@ Tensor conv2d_backward_bias(const Tensor& grad_in) {
   return db;
 }
 
-Tensor pad_bottom_right(const Tensor& x, int64_t H, int64_t W) {
-  check_defined("pad_bottom_right", x, "x");
-  CRFSEG_CHECK(x.dim() == 4 && x.size(2) <= H && x.size(3) <= W, ShapeError, "pad_bottom_right: cannot pad ",
-               shape_str(x.shape()), " to ", H, " x ", W);
-  if (x.size(2) == H && x.size(3) == W) return x;
-  Tensor out = zeros({x.size(0), x.size(1), H, W}, x.options());
-  copy_(slice(slice(out, 2, 0, x.size(2)), 3, 0, x.size(3)), x);
-  return out;
-}
-
 Tensor conv_transpose2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dArgs& args,
                         int64_t output_pad_h, int64_t output_pad_w) {
   const char* op = "conv_transpose2d";
@@ -236,13 +239,24 @@ Tensor conv_transpose2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bi
                " give an empty output (", ho, " x ", wo, ")");
   check_bias(op, x_in, bias_in, w[1]);
   const Shape y_shape{x_in.size(0), w[1], ho, wo};
-  // With output padding >= stride (allowed up to the dilation), the conv2d
-  // whose adjoint this is has a larger output than x; x is its gradient with
-  // the extra rows and columns zero.
   const ConvGeometry g = geometry(op, y_shape, w_in.shape(), args);
   Tensor y = conv2d_backward_input(pad_bottom_right(x_in, g.P, g.Q), w_in, y_shape, args);
   if (bias_in.defined()) add_(y, reshape(bias_in, {1, w[1], 1, 1}));
   return y;
+}
+
+Tensor conv_transpose2d_backward_input(const Tensor& grad, const Tensor& weight, const Shape& x_shape,
+                                       const Conv2dArgs& args) {
+  // The adjoint conv2d of grad, cut to x's size (it is larger when the
+  // output padding is >= the stride; see pad_bottom_right).
+  const Tensor d = conv2d(grad, weight, Tensor(), args);
+  return slice(slice(d, 2, 0, x_shape[2]), 3, 0, x_shape[3]);
+}
+
+Tensor conv_transpose2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& weight_shape,
+                                        const Conv2dArgs& args) {
+  const ConvGeometry g = geometry("conv_transpose2d_backward_weight", grad.shape(), weight_shape, args);
+  return conv2d_backward_weight(pad_bottom_right(x, g.P, g.Q), grad, weight_shape, args);
 }
 
 }  // namespace crfseg::ops

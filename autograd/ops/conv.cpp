@@ -29,28 +29,13 @@ class Conv2dBackward : public Node {
     std::vector<Tensor> grads(has_bias_ ? 3 : 2);
     if (next_edges[0].node) {
       const Tensor w = w_.unpack(name());
-      if (transposed_) {
-        // The adjoint conv2d of g; with output padding >= stride it is
-        // larger than x (see ops::conv_transpose2d): keep x's part.
-        const Tensor d = ops::conv2d(g, w, Tensor(), args_);
-        grads[0] = ops::slice(ops::slice(d, 2, 0, x_shape_[2]), 3, 0, x_shape_[3]);
-      } else {
-        grads[0] = ops::conv2d_backward_input(g, w, x_shape_, args_);
-      }
+      grads[0] = transposed_ ? ops::conv_transpose2d_backward_input(g, w, x_shape_, args_)
+                             : ops::conv2d_backward_input(g, w, x_shape_, args_);
     }
     if (next_edges[1].node) {
       const Tensor x = x_.unpack(name());
-      if (transposed_) {
-        // x padded to the output size of the conv2d over g (its adjoint's).
-        const auto out = [](int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
-          return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
-        };
-        const int64_t P = out(g.size(2), w_shape_[2], args_.stride_h, args_.pad_h, args_.dil_h);
-        const int64_t Q = out(g.size(3), w_shape_[3], args_.stride_w, args_.pad_w, args_.dil_w);
-        grads[1] = ops::conv2d_backward_weight(ops::pad_bottom_right(x, P, Q), g, w_shape_, args_);
-      } else {
-        grads[1] = ops::conv2d_backward_weight(g, x, w_shape_, args_);
-      }
+      grads[1] = transposed_ ? ops::conv_transpose2d_backward_weight(g, x, w_shape_, args_)
+                             : ops::conv2d_backward_weight(g, x, w_shape_, args_);
     }
     if (has_bias_ && next_edges[2].node) grads[2] = ops::conv2d_backward_bias(g);
     return grads;

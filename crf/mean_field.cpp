@@ -39,7 +39,7 @@ constexpr int64_t kReduceBlock = 1024;       // pixels per partial sum of the L 
 
 void check_matrix(const Tensor& m, const char* name, const Tensor& unaries) {
   check_defined(kOp, m, name);
-  check_cpu(kOp, m);
+  check_same_device(kOp, unaries, m);
   const int64_t L = unaries.size(1);
   CRFSEG_CHECK(m.dim() == 2 && m.size(0) == L && m.size(1) == L, ShapeError, kOp, ": expected ", name, " [", L,
                ", ", L, "] (L = the unaries' classes), got ", shape_str(m.shape()));
@@ -47,31 +47,6 @@ void check_matrix(const Tensor& m, const char* name, const Tensor& unaries) {
                dtype_name(unaries.dtype()), ", got ", dtype_name(m.dtype()));
 }
 
-void check_inputs(const Tensor& unaries, const Tensor& image, const Tensor& ws, const Tensor& wb, const Tensor& mu,
-                  const MeanFieldOptions& o) {
-  check_defined(kOp, unaries, "unaries");
-  check_defined(kOp, image, "image");
-  check_cpu(kOp, unaries);
-  check_cpu(kOp, image);
-  CRFSEG_CHECK(unaries.dim() == 4 && unaries.numel() > 0, ShapeError, kOp,
-               ": expected unaries [B, L, H, W] with every size >= 1, got ", shape_str(unaries.shape()));
-  CRFSEG_CHECK(unaries.dtype() == DType::f32 || unaries.dtype() == DType::f64, DTypeError, kOp,
-               ": expected unaries of dtype f32 or f64, got ", dtype_name(unaries.dtype()));
-  CRFSEG_CHECK(image.dim() == 4 && image.size(0) == unaries.size(0) && image.size(1) >= 1 &&
-                   image.size(2) == unaries.size(2) && image.size(3) == unaries.size(3),
-               ShapeError, kOp, ": expected image [", unaries.size(0), ", C >= 1, ", unaries.size(2), ", ",
-               unaries.size(3), "] to match unaries ", shape_str(unaries.shape()), ", got ",
-               shape_str(image.shape()));
-  CRFSEG_CHECK(image.dtype() != DType::f16 && image.dtype() != DType::bf16, DTypeError, kOp,
-               ": expected an image of dtype f32, f64, i32, i64 or u8, got ", dtype_name(image.dtype()));
-  check_matrix(ws, "spatial_weights", unaries);
-  check_matrix(wb, "bilateral_weights", unaries);
-  check_matrix(mu, "compatibility", unaries);
-  CRFSEG_CHECK(o.iterations >= 1, ValueError, kOp, ": expected iterations >= 1, got ", o.iterations);
-  CRFSEG_CHECK(o.theta_alpha > 0 && o.theta_beta > 0 && o.theta_gamma > 0, ValueError, kOp,
-               ": expected positive thetas, got alpha ", o.theta_alpha, ", beta ", o.theta_beta, ", gamma ",
-               o.theta_gamma);
-}
 
 // The three L x L matrices, row-major, in double.
 struct Weights {
@@ -255,6 +230,30 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
 
 }  // namespace
 
+void check_mean_field_inputs(const Tensor& unaries, const Tensor& image, const Tensor& ws, const Tensor& wb,
+                             const Tensor& mu, const MeanFieldOptions& o) {
+  check_defined(kOp, unaries, "unaries");
+  check_defined(kOp, image, "image");
+  CRFSEG_CHECK(unaries.dim() == 4 && unaries.numel() > 0, ShapeError, kOp,
+               ": expected unaries [B, L, H, W] with every size >= 1, got ", shape_str(unaries.shape()));
+  CRFSEG_CHECK(unaries.dtype() == DType::f32 || unaries.dtype() == DType::f64, DTypeError, kOp,
+               ": expected unaries of dtype f32 or f64, got ", dtype_name(unaries.dtype()));
+  CRFSEG_CHECK(image.dim() == 4 && image.size(0) == unaries.size(0) && image.size(1) >= 1 &&
+                   image.size(2) == unaries.size(2) && image.size(3) == unaries.size(3),
+               ShapeError, kOp, ": expected image [", unaries.size(0), ", C >= 1, ", unaries.size(2), ", ",
+               unaries.size(3), "] to match unaries ", shape_str(unaries.shape()), ", got ",
+               shape_str(image.shape()));
+  CRFSEG_CHECK(image.dtype() != DType::f16 && image.dtype() != DType::bf16, DTypeError, kOp,
+               ": expected an image of dtype f32, f64, i32, i64 or u8, got ", dtype_name(image.dtype()));
+  check_matrix(ws, "spatial_weights", unaries);
+  check_matrix(wb, "bilateral_weights", unaries);
+  check_matrix(mu, "compatibility", unaries);
+  CRFSEG_CHECK(o.iterations >= 1, ValueError, kOp, ": expected iterations >= 1, got ", o.iterations);
+  CRFSEG_CHECK(o.theta_alpha > 0 && o.theta_beta > 0 && o.theta_gamma > 0, ValueError, kOp,
+               ": expected positive thetas, got alpha ", o.theta_alpha, ", beta ", o.theta_beta, ", gamma ",
+               o.theta_gamma);
+}
+
 std::shared_ptr<const GaussianFilter> cached_spatial_filter(int64_t H, int64_t W, double theta_gamma, FilterMode mode) {
   struct Entry {
     int64_t H, W;
@@ -282,7 +281,8 @@ std::shared_ptr<const GaussianFilter> cached_spatial_filter(int64_t H, int64_t W
 MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& image_in, const Tensor& ws,
                                     const Tensor& wb, const Tensor& mu, const MeanFieldOptions& options,
                                     bool record) {
-  check_inputs(unaries_in, image_in, ws, wb, mu, options);
+  check_mean_field_inputs(unaries_in, image_in, ws, wb, mu, options);
+  for (const Tensor* t : {&unaries_in, &image_in, &ws, &wb, &mu}) check_cpu(kOp, *t);  // the fused kernel is CPU code
   const Tensor unaries = ops::contiguous(unaries_in);
   const Tensor image = ops::contiguous(ops::to_dtype(image_in, DType::f64));
   const int64_t B = unaries.size(0), L = unaries.size(1), H = unaries.size(2), W = unaries.size(3);

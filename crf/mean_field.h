@@ -93,6 +93,13 @@ struct MeanFieldGrads {
 MeanFieldGrads mean_field_backward(const Tensor& grad, const MeanFieldTape& tape, const Tensor& spatial_weights,
                                    const Tensor& bilateral_weights, const Tensor& compatibility);
 
+// The argument checks of crf_mean_field, on any device (shapes, dtypes,
+// options, the weights on the unaries' device): ShapeError / DTypeError /
+// DeviceError / ValueError naming "crf_mean_field".
+void check_mean_field_inputs(const Tensor& unaries, const Tensor& image, const Tensor& spatial_weights,
+                             const Tensor& bilateral_weights, const Tensor& compatibility,
+                             const MeanFieldOptions& options);
+
 // The spatial filter of an H x W image depends on nothing but (H, W,
 // theta_gamma, mode): the 4 most recently used are kept, so training at a
 // fixed size builds its spatial lattice once (about 10 ms at 256x256).

@@ -107,32 +107,8 @@ Tensor gaussian_filter(const Tensor& values, std::shared_ptr<const DeviceGaussia
 
 Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const Tensor& ws, const Tensor& wb,
                                const Tensor& mu, const MeanFieldOptions& o) {
-  check_defined(kOp, unaries, "unaries");
-  check_defined(kOp, image, "image");
-  CRFSEG_CHECK(unaries.dim() == 4 && unaries.numel() > 0, ShapeError, kOp,
-               ": expected unaries [B, L, H, W] with every size >= 1, got ", shape_str(unaries.shape()));
-  CRFSEG_CHECK(image.dim() == 4 && image.size(0) == unaries.size(0) && image.size(1) >= 1 &&
-                   image.size(2) == unaries.size(2) && image.size(3) == unaries.size(3),
-               ShapeError, kOp, ": expected image [", unaries.size(0), ", C >= 1, ", unaries.size(2), ", ",
-               unaries.size(3), "] to match unaries ", shape_str(unaries.shape()), ", got ",
-               shape_str(image.shape()));
-  CRFSEG_CHECK(unaries.dtype() == DType::f32 || unaries.dtype() == DType::f64, DTypeError, kOp,
-               ": expected unaries of dtype f32 or f64, got ", dtype_name(unaries.dtype()));
-  CRFSEG_CHECK(image.dtype() != DType::f16 && image.dtype() != DType::bf16, DTypeError, kOp,
-               ": expected an image of dtype f32, f64, i32, i64 or u8, got ", dtype_name(image.dtype()));
+  check_mean_field_inputs(unaries, image, ws, wb, mu, o);  // the fused op's checks, on any device
   const int64_t L = unaries.size(1);
-  for (const Tensor* m : {&ws, &wb, &mu}) {
-    check_defined(kOp, *m, "weights");
-    check_same_device(kOp, unaries, *m);
-    CRFSEG_CHECK(m->shape() == Shape({L, L}), ShapeError, kOp, ": expected [", L, ", ", L,
-                 "] weight matrices, got ", m->str());
-    CRFSEG_CHECK(m->dtype() == unaries.dtype(), DTypeError, kOp, ": expected ", dtype_name(unaries.dtype()),
-                 " weight matrices like the unaries, got ", m->str());
-  }
-  CRFSEG_CHECK(o.iterations >= 1, ValueError, kOp, ": expected iterations >= 1, got ", o.iterations);
-  CRFSEG_CHECK(o.theta_alpha > 0 && o.theta_beta > 0 && o.theta_gamma > 0, ValueError, kOp,
-               ": expected positive thetas, got alpha ", o.theta_alpha, ", beta ", o.theta_beta, ", gamma ",
-               o.theta_gamma);
   const int64_t B = unaries.size(0), H = unaries.size(2), W = unaries.size(3), n = H * W;
   const Device dev = unaries.device();
   const TensorOptions topt = unaries.options();

@@ -78,11 +78,12 @@ TEST_CASE("composed mean-field: bad inputs and the dense mode on CUDA are refuse
   const Tensor u = random_tensor({1, 2, 3, 3}, 1), image = random_tensor({1, 3, 3, 4}, 2);
   const Tensor w = random_tensor({2, 2}, 3);
   check_throws_with<ShapeError>([&] { crf_mean_field_composed(u, image, w, w, w); }, "to match unaries");
+  // The same checks, and messages, as the fused op (check_mean_field_inputs).
   check_throws_with<ShapeError>([&] { crf_mean_field_composed(u, random_tensor({1, 3, 3, 3}, 2), w, random_tensor({3, 3}, 4), w); },
-                                "weight matrices");
+                                "expected bilateral_weights [2, 2]");
   check_throws_with<DTypeError>([&] {
     crf_mean_field_composed(u, random_tensor({1, 3, 3, 3}, 2), w, random_tensor({2, 2}, 4, DType::f64), w);
-  }, "weight matrices");
+  }, "expected bilateral_weights of the unaries' dtype f32");
   // The dense filter is CPU code: asking for it on a CUDA device is refused
   // before any CUDA call (so this runs without a GPU too).
   const Tensor img = random_tensor({1, 3, 2, 2}, 5, DType::f64, 0, 255);

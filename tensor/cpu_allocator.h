@@ -11,23 +11,31 @@
 // the GPU.
 //
 // How: a request of at least kCacheMinBytes is rounded up to its size class
-// (a multiple of an eighth of the power of two at or below it: under 12.5% slack), and a freed
-// block of a class goes onto that class's free list instead of back to the
-// system, as long as the cache stays within the peak of live memory
-// (rounded up to its size class; else the block is freed). An allocation takes a block of its class from the
-// list when there is one. When the system refuses memory, the cache is
-// emptied and the allocation retried once before OutOfMemoryError. Smaller
-// requests go straight to aligned_alloc/free (glibc already reuses small
-// blocks).
+// (a multiple of an eighth of the power of two at or below it: under 12.5%
+// slack), and a freed block goes onto its class's free list instead of back
+// to the system. An allocation takes the most recently freed block of its
+// class when there is one. Smaller requests go straight to
+// aligned_alloc/free (glibc already reuses small blocks).
 //
-// The cache is OFF by default: CRFSEG_CPU_CACHE=1 in the environment (or
-// set_cpu_caching(true)) turns it on; a build with AddressSanitizer ignores
-// the variable (a reused block would hide use-after-free bugs from it).
-// The trade-off, measured in bench/NOTES.md: a ResNet-50 forward (batch 8,
-// 224^2) about 8% faster, but a U-Net training step's peak resident memory
-// 28% higher (2253 against 1766 MiB, base 64, 256^2, batch 4), because
-// blocks freed in the backward stay resident while the gradients' other
-// sizes are mapped fresh. Thread-safe (one mutex; data-loading threads
+// The bound: what the process holds in large blocks (live + cached) never
+// exceeds the high water mark of live large blocks. A miss first returns
+// cached blocks to the system, oldest first, until live + cached + the new
+// block fits under that mark (or the cache is empty). So the cache costs no
+// resident memory beyond the busiest moment the run would have had without
+// it (plus class rounding), whatever sizes a run asks for: a training step
+// whose backward frees activations of one size and allocates gradients of
+// another evicts, where a simpler "cache at most the peak" rule kept both
+// (measured: U-Net step peak RSS +28%, bench/NOTES.md change 1), and a
+// steady training or inference loop, which reallocates the same sizes every
+// step, is served from the cache.
+//
+// When the system refuses memory, the cache is emptied and the allocation
+// retried once before OutOfMemoryError.
+//
+// On by default; CRFSEG_CPU_CACHE=0 in the environment (or
+// set_cpu_caching(false)) turns it off. A build with AddressSanitizer keeps
+// it off whatever the variable says (a reused block would hide
+// use-after-free bugs from it). Thread-safe (one mutex; data-loading threads
 // allocate too).
 #pragma once
 
@@ -42,6 +50,8 @@ struct CpuMemoryStats {
   int64_t cached_bytes = 0;          // freed large blocks kept for reuse (class sizes)
   int64_t allocations = 0;           // calls of cpu_allocate
   int64_t cache_hits = 0;            // allocations served from the cache
+  int64_t evictions = 0;             // cached blocks returned to the system to stay under the bound
+  int64_t high_water_bytes = 0;      // most large-block bytes live at once (class sizes): live + cached <= this
 };
 
 // Requests this large or larger are cached (smaller ones are left to malloc).
@@ -53,7 +63,8 @@ void* cpu_allocate(size_t bytes);
 void cpu_free(void* data, size_t bytes);
 
 CpuMemoryStats cpu_memory_stats();
-void reset_cpu_peak_memory();  // peak_allocated_bytes = allocated_bytes
+// peak_allocated_bytes = allocated_bytes; high_water_bytes = what is held now (live + cached).
+void reset_cpu_peak_memory();
 // Returns every cached block to the system.
 void cpu_empty_cache();
 // Turns the cache on or off (off also empties it); returns the previous setting.

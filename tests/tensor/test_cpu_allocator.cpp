@@ -61,24 +61,76 @@ TEST_CASE("cpu allocator: a freed large block serves the next request of its cla
   CHECK(cpu_memory_stats().cached_bytes == 0);
 }
 
-TEST_CASE("cpu allocator: the cache stays within the peak of live memory; off means nothing is kept") {
+TEST_CASE("cpu allocator: a miss evicts the oldest cached blocks until live + cached fits the high water mark") {
+  CachingOn on;
+  cpu_empty_cache();
+  reset_cpu_peak_memory();  // high water = what this process holds in large blocks now
+  const int64_t base = cpu_memory_stats().high_water_bytes;
+  const size_t MiB = kCacheMinBytes;
+  void* a = cpu_allocate(2 * MiB);
+  void* b = cpu_allocate(3 * MiB);
+  void* c = cpu_allocate(4 * MiB);
+  CHECK(cpu_memory_stats().high_water_bytes == base + static_cast<int64_t>(9 * MiB));
+  cpu_free(a, 2 * MiB);  // oldest
+  cpu_free(b, 3 * MiB);
+  cpu_free(c, 4 * MiB);
+  CpuMemoryStats s = cpu_memory_stats();
+  CHECK(s.cached_bytes == static_cast<int64_t>(9 * MiB));
+  // 5 MiB: 9 cached + 5 > 9, so a goes (7 + 5 > 9), then b (4 + 5 = 9): c stays.
+  void* d = cpu_allocate(5 * MiB);
+  CHECK(cpu_memory_stats().evictions == s.evictions + 2);
+  CHECK(cpu_memory_stats().cached_bytes == static_cast<int64_t>(4 * MiB));
+  CHECK(cpu_memory_stats().high_water_bytes == base + static_cast<int64_t>(9 * MiB));
+  void* e = cpu_allocate(4 * MiB);
+  CHECK(e == c);  // served from the cache
+  // Nothing left to evict: the high water mark rises instead.
+  void* f = cpu_allocate(MiB);
+  CHECK(cpu_memory_stats().high_water_bytes == base + static_cast<int64_t>(10 * MiB));
+  cpu_free(d, 5 * MiB);
+  cpu_free(e, 4 * MiB);
+  cpu_free(f, MiB);
+  cpu_empty_cache();
+}
+
+TEST_CASE("cpu allocator: under random traffic live + cached never passes the high water mark of live") {
   CachingOn on;
   cpu_empty_cache();
   reset_cpu_peak_memory();
-  std::vector<std::pair<void*, size_t>> blocks;
-  for (size_t k = 1; k <= 12; ++k) blocks.emplace_back(cpu_allocate(k * kCacheMinBytes), k * kCacheMinBytes);
-  for (auto [p, n] : blocks) cpu_free(p, n);
-  // Live then: 1 + ... + 12 MiB = 78 MiB at the peak; each freed block fits.
-  CpuMemoryStats s = cpu_memory_stats();
-  CHECK(s.cached_bytes > 0);
-  CHECK(s.cached_bytes <= static_cast<int64_t>(cpu_size_class(static_cast<size_t>(s.peak_allocated_bytes))));
-  // Sizes that keep changing: the cache never passes the peak.
-  for (size_t k = 13; k <= 40; ++k) {
-    void* p = cpu_allocate(k * kCacheMinBytes);
-    cpu_free(p, k * kCacheMinBytes);
-    s = cpu_memory_stats();
-    CHECK(s.cached_bytes <= static_cast<int64_t>(cpu_size_class(static_cast<size_t>(s.peak_allocated_bytes))));
+  const int64_t base = cpu_memory_stats().high_water_bytes;  // held by others (none in this test binary)
+  Generator gen(42);
+  std::vector<std::pair<void*, size_t>> live;
+  int64_t live_class = 0, most_live = 0;
+  const int64_t hits_before = cpu_memory_stats().cache_hits;
+  for (int step = 0; step < 3000; ++step) {
+    const bool alloc = live.empty() || (live.size() < 24 && gen.uniform_f64() < 0.55);
+    if (alloc) {
+      // Steady sizes most of the time (a training loop), sometimes new ones.
+      const size_t n = gen.uniform_f64() < 0.8 ? (1 + gen.next_u32() % 6) * kCacheMinBytes
+                                               : kCacheMinBytes + gen.next_u32() % (24 * kCacheMinBytes);
+      void* p = cpu_allocate(n);
+      REQUIRE(p != nullptr);
+      static_cast<volatile char*>(p)[n - 1] = 1;
+      live.emplace_back(p, n);
+      live_class += static_cast<int64_t>(cpu_size_class(n));
+    } else {
+      const size_t k = gen.next_u32() % live.size();
+      cpu_free(live[k].first, live[k].second);
+      live_class -= static_cast<int64_t>(cpu_size_class(live[k].second));
+      live.erase(live.begin() + static_cast<int64_t>(k));
+    }
+    most_live = std::max(most_live, live_class);
+    const CpuMemoryStats s = cpu_memory_stats();
+    CAPTURE(step);
+    REQUIRE(s.high_water_bytes == base + most_live);
+    REQUIRE(base + live_class + s.cached_bytes <= s.high_water_bytes);
   }
+  CHECK(cpu_memory_stats().cache_hits - hits_before > 500);
+  for (auto [p, n] : live) cpu_free(p, n);
+  cpu_empty_cache();
+}
+
+TEST_CASE("cpu allocator: off means nothing is kept") {
+  CachingOn on;
   // Switching off empties it; a block allocated while off is not cached when freed.
   set_cpu_caching(false);
   CHECK(!cpu_caching());

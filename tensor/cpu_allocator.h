@@ -28,8 +28,10 @@
 // Thread-safe (data-loading threads allocate too).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace crfseg {
@@ -59,6 +61,22 @@ void cpu_empty_cache();
 // Turns the cache on or off (off also empties it); returns the previous setting.
 bool set_cpu_caching(bool on);
 bool cpu_caching();
+// Scratch arrays of kernels (packed GEMM panels, per-thread buffers) through
+// the same cache: a GEMM packs into several MiB per call, which malloc would
+// map and fault in afresh every time. Uninitialised.
+template <typename T>
+struct CpuFree {
+  size_t bytes;
+  void operator()(T* p) const { cpu_free(p, bytes); }
+};
+template <typename T>
+using CpuArray = std::unique_ptr<T[], CpuFree<T>>;
+template <typename T>
+CpuArray<T> cpu_array(int64_t n) {
+  const size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T);
+  return CpuArray<T>(static_cast<T*>(cpu_allocate(bytes)), CpuFree<T>{bytes});
+}
+
 // The large-block allocator's report (tensor/block_allocator.h's summary()).
 std::string cpu_memory_summary();
 

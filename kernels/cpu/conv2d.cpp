@@ -212,7 +212,7 @@ void forward_f32(const ConvGeometry& g, const float* x, const float* w, const fl
   const BlockGrid grid = choose_block_grid(cfg, g.K, g.pq(), ceil_div(threads, g.N), kConvCols, /*a_prepacked=*/true);
   const int64_t blocks = grid.row_blocks * grid.col_blocks;
   // The weights are the A operand of every block: pack them once, shared.
-  const std::unique_ptr<float[]> w_packed = prepack_a(cfg, false, w, g.crs(), g.K, g.crs(), 1.0f);
+  const CpuArray<float> w_packed = prepack_a(cfg, false, w, g.crs(), g.K, g.crs(), 1.0f);
   const int64_t w_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
 #pragma omp parallel num_threads(threads)
   {
@@ -259,7 +259,7 @@ void backward_input_flipped(const ConvGeometry& g, const float* dy, const float*
   f.K = g.C, f.P = g.H, f.Q = g.W;
   f.ph = g.dh * (g.R - 1) - g.ph;
   f.pw = g.dw * (g.S - 1) - g.pw;
-  std::unique_ptr<float[]> wf(new float[static_cast<size_t>(g.K * g.crs())]);
+  const CpuArray<float> wf = cpu_array<float>(g.K * g.crs());
   // Written in order (c outer), read with stride C*R*S; R*S taps at a time.
   for (int64_t c = 0; c < g.C; ++c)
     for (int64_t k = 0; k < g.K; ++k) {
@@ -289,14 +289,14 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
   const int64_t groups = ceil_div(g.C, per_group);
   const int64_t cols_total = g.N * g.pq();
   const int64_t chunk = std::min(kConvCols, cols_total);
-  const std::unique_ptr<float[]> wt_packed = prepack_a(cfg, true, w, g.crs(), g.crs(), g.K, 1.0f);
+  const CpuArray<float> wt_packed = prepack_a(cfg, true, w, g.crs(), g.crs(), g.K, 1.0f);
   const int64_t wt_rows = ceil_div(g.crs(), cfg.mr) * cfg.mr;
   const BatchedDyCtx ctx{&g, dy};
   std::memset(dx, 0, static_cast<size_t>(g.N * g.C * g.hw()) * sizeof(float));
 #pragma omp parallel num_threads(threads)
   {
     const BlisWorkspace ws(cfg, g.K, chunk);
-    std::vector<float> buf(static_cast<size_t>(per_group * rs * chunk));
+    const CpuArray<float> buf = cpu_array<float>(per_group * rs * chunk);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < groups; ++t) {
       const int64_t c0 = t * per_group;
@@ -304,8 +304,8 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
       const AOperand a{wt_packed.get(), 0, false, 1.0f, wt_rows, c0 * rs};
       for (int64_t j0 = 0; j0 < cols_total; j0 += chunk) {
         const int64_t cols = std::min(chunk, cols_total - j0);
-        blis_block(cfg, rows, cols, g.K, a, {pack_batched_dy_panel, &ctx}, j0, 0.0f, buf.data(), cols, ws);
-        col2im_chunk(g, buf.data(), c0, rows, j0, cols, dx);
+        blis_block(cfg, rows, cols, g.K, a, {pack_batched_dy_panel, &ctx}, j0, 0.0f, buf.get(), cols, ws);
+        col2im_chunk(g, buf.get(), c0, rows, j0, cols, dx);
       }
     }
   }

@@ -145,27 +145,15 @@ void pack_b_matrix(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j
   }
 }
 
-namespace {
-float* aligned_floats(int64_t n) {
-  return static_cast<float*>(::operator new[](static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float),
-                                              std::align_val_t(64)));
-}
-}  // namespace
-
 BlisWorkspace::BlisWorkspace(const BlisConfig& cfg, int64_t K, int64_t max_cols)
-    : a_(aligned_floats(cfg.mc * std::min(cfg.kc, std::max<int64_t>(K, 1)))),
-      b_(aligned_floats(std::min(cfg.kc, std::max<int64_t>(K, 1)) *
-                        std::min(cfg.nc, round_up(std::max<int64_t>(max_cols, 1), cfg.nr)))) {}
+    : a_(cpu_array<float>(cfg.mc * std::min(cfg.kc, std::max<int64_t>(K, 1)))),
+      b_(cpu_array<float>(std::min(cfg.kc, std::max<int64_t>(K, 1)) *
+                          std::min(cfg.nc, round_up(std::max<int64_t>(max_cols, 1), cfg.nr)))) {}
 
-BlisWorkspace::~BlisWorkspace() {
-  ::operator delete[](a_, std::align_val_t(64));
-  ::operator delete[](b_, std::align_val_t(64));
-}
-
-std::unique_ptr<float[]> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M,
+CpuArray<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M,
                                    int64_t K, float alpha) {
   const int64_t mpad = round_up(M, cfg.mr);
-  std::unique_ptr<float[]> packed(new float[static_cast<size_t>(std::max<int64_t>(mpad * K, 1))]);
+  CpuArray<float> packed = cpu_array<float>(mpad * K);
   // Tasks of (KC block, 8 MR panels): the callers (convolution weights, up
   // to 2048 x 4608) run this before their parallel region, so on one thread
   // it would leave the others idle. Rows from i0 of block pc start at

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "tensor/cpu_allocator.h"
+
 namespace crfseg::kernels::cpu {
 
 // One micro-kernel call computes, for a full MR x NR tile,
@@ -73,15 +75,13 @@ void pack_b_matrix(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j
 class BlisWorkspace {
  public:
   BlisWorkspace(const BlisConfig& cfg, int64_t K, int64_t max_cols);
-  ~BlisWorkspace();
   BlisWorkspace(const BlisWorkspace&) = delete;
   BlisWorkspace& operator=(const BlisWorkspace&) = delete;
-  float* a() const { return a_; }
-  float* b() const { return b_; }
+  float* a() const { return a_.get(); }
+  float* b() const { return b_.get(); }
 
  private:
-  float* a_;
-  float* b_;
+  CpuArray<float> a_, b_;
 };
 
 // The A operand of blis_block: a plain row-major matrix (or its transpose)
@@ -101,7 +101,7 @@ struct AOperand {
 // each KC slice starting at pc, round_up(M, MR) rows of MR-row micro-panels
 // at offset pc * round_up(M, MR). Returns the buffer (round_up(M, MR) * K
 // floats, left uninitialised before packing: no wasted zero fill).
-std::unique_ptr<float[]> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M, int64_t K,
+CpuArray<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M, int64_t K,
                              float alpha);
 
 // One thread's share: the m x n block of C at C (leading dim ldc) becomes

@@ -6,8 +6,8 @@ and the ResNet-50 encoder's forward at batch 8, 224x224.
 
 Each configuration runs as separate processes, crfseg
 (build/bench/bench_models --json) and PyTorch (bench/peers/torch_e2e.py),
-alternated over --rounds rounds (crfseg first in even rounds, PyTorch first
-in odd ones), same threads (OMP_NUM_THREADS) and same machine. Each process
+alternated over --rounds rounds (the order crfseg, PyTorch, PyTorch with
+the tuned malloc rotates by one each round), same threads (OMP_NUM_THREADS) and same machine. Each process
 times --repeats steps after --warmup warm-up steps; a row reports the median
 over rounds of the per-process medians, images/s, effective GFLOP/s and %
 of the machine's measured FMA peak (bench_models measures it), and each

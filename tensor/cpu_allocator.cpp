@@ -84,6 +84,10 @@ void* aligned_malloc(size_t bytes) {
   size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   if (rounded == 0) rounded = kAlignment;
   void* p = std::aligned_alloc(kAlignment, rounded);
+  if (p == nullptr) {  // give the cache's free segments back and try once more, as for large blocks
+    cpu_empty_cache();
+    p = std::aligned_alloc(kAlignment, rounded);
+  }
   CRFSEG_CHECK(p != nullptr, OutOfMemoryError, "Storage: failed to allocate ", bytes, " bytes on cpu (",
                available_memory(), "); reduce the batch size");
   return p;

@@ -12,7 +12,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <new>
 
 #include "kernels/cpu/gemm/blis_loops.h"
 
@@ -31,20 +30,6 @@ constexpr int64_t kL2Columns = 256;
 
 // Below this M*N*K (~100^3) a parallel region costs more than it saves.
 constexpr int64_t kParallelMinWork = int64_t(1) << 20;
-
-// 64-byte (cache-line) aligned scratch, freed on scope exit.
-class AlignedBuffer {
- public:
-  explicit AlignedBuffer(int64_t n)
-      : p_(static_cast<float*>(::operator new[](static_cast<size_t>(n) * sizeof(float), std::align_val_t(64)))) {}
-  ~AlignedBuffer() { ::operator delete[](p_, std::align_val_t(64)); }
-  AlignedBuffer(const AlignedBuffer&) = delete;
-  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-  float* data() const { return p_; }
-
- private:
-  float* p_;
-};
 
 // Packs alpha * op(A)[i0 : i0+mc, p0 : p0+kc] into MR-row micro-panels.
 // op(A)(i, k) is A[i * lda + k], or A[k * lda + i] when trans_a.
@@ -150,8 +135,8 @@ BlisWorkspace::BlisWorkspace(const BlisConfig& cfg, int64_t K, int64_t max_cols)
       b_(cpu_array<float>(std::min(cfg.kc, std::max<int64_t>(K, 1)) *
                           std::min(cfg.nc, round_up(std::max<int64_t>(max_cols, 1), cfg.nr)))) {}
 
-CpuArray<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M,
-                                   int64_t K, float alpha) {
+CpuArray<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M, int64_t K,
+                          float alpha) {
   const int64_t mpad = round_up(M, cfg.mr);
   CpuArray<float> packed = cpu_array<float>(mpad * K);
   // Tasks of (KC block, 8 MR panels): the callers (convolution weights, up
@@ -294,12 +279,13 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
   const int64_t ic_blocks = ceil_div(M, mc);
   const int64_t kc_max = std::min(cfg.kc, K);
   const int64_t nc_max = std::min(cfg.nc, round_up(N, cfg.nr));
-  AlignedBuffer b_pack(kc_max * nc_max);
-  AlignedBuffer a_pack(int64_t(num_threads) * mc * kc_max);  // mc is a multiple of mr: no padding needed
+  // Scratch through the CPU cache (tensor/cpu_allocator.h), like BlisWorkspace's.
+  const CpuArray<float> b_pack = cpu_array<float>(kc_max * nc_max);
+  const CpuArray<float> a_pack = cpu_array<float>(int64_t(num_threads) * mc * kc_max);  // mc is a multiple of mr: no padding needed
 
 #pragma omp parallel num_threads(num_threads)
   {
-    float* my_a_pack = a_pack.data() + int64_t(omp_get_thread_num()) * mc * kc_max;
+    float* my_a_pack = a_pack.get() + int64_t(omp_get_thread_num()) * mc * kc_max;
     // Every thread runs the jc and pc loops (same trip counts); the work
     // inside is shared by the two `omp for` loops, whose implicit barriers
     // make B fully packed before use, and unused before it is repacked.
@@ -313,14 +299,14 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < b_panels; ++p) {
           const int64_t j0 = p * cfg.nr;
-          pack_b_matrix(&b_operand, pc, kc, jc + j0, std::min(cfg.nr, nc - j0), cfg.nr, b_pack.data() + j0 * kc);
+          pack_b_matrix(&b_operand, pc, kc, jc + j0, std::min(cfg.nr, nc - j0), cfg.nr, b_pack.get() + j0 * kc);
         }
 #pragma omp for schedule(static)
         for (int64_t ib = 0; ib < ic_blocks; ++ib) {
           const int64_t ic = ib * mc;
           const int64_t m = std::min(mc, M - ic);
           pack_a(cfg, trans_a, A, lda, ic, m, pc, kc, alpha, my_a_pack);
-          macro_kernel(cfg, m, nc, kc, my_a_pack, b_pack.data(), beta_pc, C + ic * ldc + jc, ldc);
+          macro_kernel(cfg, m, nc, kc, my_a_pack, b_pack.get(), beta_pc, C + ic * ldc + jc, ldc);
         }
       }
     }

@@ -102,7 +102,7 @@ struct AOperand {
 // at offset pc * round_up(M, MR). Returns the buffer (round_up(M, MR) * K
 // floats, left uninitialised before packing: no wasted zero fill).
 CpuArray<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int64_t lda, int64_t M, int64_t K,
-                             float alpha);
+                          float alpha);
 
 // One thread's share: the m x n block of C at C (leading dim ldc) becomes
 //   op(A)[0:m, 0:K] * op(B)[0:K, j0:j0+n] + beta * C

@@ -63,6 +63,7 @@ const std::vector<ConvGeometry>& geometries() {
       make(1, 2, 2, 2, 3, 3, 3, 1, 1, 1, 1),         // kernel larger than the image (padding makes it fit)
       make(1, 2, 5, 6, 3, 3, 3, 1, 1, 3, 3),         // padding > kernel reach: stride-1 backward-input via col2im
       make(2, 5, 12, 12, 7, 1, 1, 1, 1, 1, 0),       // padded 1x1 (not the pointwise GEMM path)
+      make(2, 6, 4, 45, 5, 3, 3, 1, 1, 1, 1),        // rows of 45: 16-pixel runs inside the image; CRS = 54
   };
   return gs;
 }

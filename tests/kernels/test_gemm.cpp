@@ -5,7 +5,9 @@
 // Variants the CPU cannot run are skipped and listed as NOT TESTED.
 #include <vector>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm/gemm.h"
+#include "kernels/cpu/gemm/transpose_pack.h"
 #include "kernels/ref/gemm.h"
 #include "tests/support/helpers.h"
 
@@ -104,4 +106,24 @@ TEST_CASE("beta == 0 ignores NaN in C, as BLAS does") {
 TEST_CASE("variant lookup") {
   CHECK(kernels::cpu::sgemm_variant("v0_naive").name == "v0_naive");
   check_throws_with<ValueError>([] { kernels::cpu::sgemm_variant("v99"); }, "unknown variant \"v99\"; known: v0_naive");
+}
+
+TEST_CASE("transpose_pack matches its plain loop, leaving other entries alone") {
+  // The packers' transposing copy (AVX-512 where the CPU has it) against the
+  // reference loop: every row count up to 16, depths around the 16-float
+  // tile, strides of the packed panels (MR = 12, NR = 16 or 32), alpha.
+  if (!kernels::cpu::has_avx512f()) MESSAGE("no AVX-512 on this CPU: transpose_pack runs its plain loop");
+  const auto source = random_floats(16 * 41, 3);
+  for (const int rows : {1, 2, 5, 11, 12, 15, 16})
+    for (const int64_t kc : {1, 7, 15, 16, 17, 33, 41})
+      for (const int64_t ld : {12, 16, 32})
+        for (const float alpha : {1.0f, -0.5f}) {
+          if (rows > ld) continue;
+          const float* src[16];
+          for (int r = 0; r < rows; ++r) src[r] = source.data() + r * 41 + (r % 3);  // unaligned starts
+          std::vector<float> want(kc * ld + 5, 9.0f), got(want.size(), 9.0f);
+          kernels::cpu::transpose_pack_ref(src, rows, kc, alpha, want.data(), ld);
+          kernels::cpu::transpose_pack(src, rows, kc, alpha, got.data(), ld);
+          CHECK_MESSAGE(got == want, "rows " << rows << " kc " << kc << " ld " << ld << " alpha " << alpha);
+        }
 }

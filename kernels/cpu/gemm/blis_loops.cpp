@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/gemm/blis_loops.h"
+#include "kernels/cpu/gemm/transpose_pack.h"
 
 namespace crfseg::kernels::cpu {
 
@@ -39,8 +40,12 @@ void pack_a(const BlisConfig& cfg, bool trans_a, const float* A, int64_t lda, in
   for (int64_t ir = 0; ir < mc; ir += mr) {
     const int64_t rows = std::min(mr, mc - ir);
     float* panel = dst + ir * kc;
-    if (!trans_a) {
-      // Each row of A is contiguous in k: read rows, scatter with stride MR.
+    if (!trans_a && mr <= 16) {
+      // Each row of A is contiguous in k: a transposing copy (transpose_pack.h).
+      const float* src[16];
+      for (int64_t r = 0; r < rows; ++r) src[r] = A + (i0 + ir + r) * lda + p0;
+      transpose_pack(src, static_cast<int>(rows), kc, alpha, panel, mr);
+    } else if (!trans_a) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* src = A + (i0 + ir + r) * lda + p0;
         for (int64_t k = 0; k < kc; ++k) panel[k * mr + r] = alpha * src[k];
@@ -167,8 +172,12 @@ void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AO
     for (int64_t pc = 0; pc < K; pc += cfg.kc) {
       const int64_t kc = std::min(cfg.kc, K - pc);
       const float beta_pc = pc == 0 ? beta : 1.0f;
-      for (int64_t jp = 0; jp < nc; jp += cfg.nr) {
-        b.pack(b.ctx, pc, kc, j0 + jc + jp, std::min(cfg.nr, nc - jp), cfg.nr, ws.b() + jp * kc);
+      if (b.pack_block != nullptr) {
+        b.pack_block(b.ctx, pc, kc, j0 + jc, nc, cfg.nr, ws.b());
+      } else {
+        for (int64_t jp = 0; jp < nc; jp += cfg.nr) {
+          b.pack(b.ctx, pc, kc, j0 + jc + jp, std::min(cfg.nr, nc - jp), cfg.nr, ws.b() + jp * kc);
+        }
       }
       for (int64_t ic = 0; ic < m; ic += cfg.mc) {
         const int64_t mc = std::min(cfg.mc, m - ic);

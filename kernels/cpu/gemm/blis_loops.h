@@ -56,9 +56,14 @@ inline constexpr int64_t kMaxMicroTile = 512;
 // c >= cols. A plain matrix uses pack_b_matrix; convolutions pass packers
 // that read im2col entries straight from the image (kernels/cpu/conv2d.cpp),
 // so no im2col buffer is ever built.
+// Optional pack_block packs a whole KC x n block, ceil(n / nr) such
+// micro-panels kc * nr floats apart, in one call, for packers that read the
+// source faster in another order than panel by panel.
 struct BPanelPacker {
-  void (*pack)(const void* ctx, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr, float* dst);
+  using Fn = void (*)(const void* ctx, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr, float* dst);
+  Fn pack;
   const void* ctx;
+  Fn pack_block = nullptr;  // (ctx, p0, kc, j0, n, nr, dst)
 };
 
 // A row-major matrix (or its transpose) as a B operand.

@@ -176,7 +176,15 @@ void pack_weight_grad_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t
         __builtin_prefetch(src[c] + kPf);
         continue;
       }
-      int64_t pp = p, qq = q;  // general case: padding, stride, or the chunk wraps to the next output row
+      if (one_row && g.sw == 1) {  // one input row, partly in the padding: copy the inside, zero the rest
+        const int64_t lo = std::clamp<int64_t>(-w, 0, len), hi = std::clamp<int64_t>(g.W - w, lo, len);
+        const bool inside = h >= 0 && h < g.H;
+        for (int64_t i = 0; i < len; ++i) scratch[c][i] = 0.0f;
+        if (inside) std::copy(plane[c] + h * g.W + w + lo, plane[c] + h * g.W + w + hi, scratch[c] + lo);
+        src[c] = scratch[c];
+        continue;
+      }
+      int64_t pp = p, qq = q;  // general case: stride, or the chunk wraps to the next output row
       for (int64_t i = 0; i < len; ++i) {
         const int64_t hh = pp * g.sh + h_off[c], ww = qq * g.sw + w_off[c];
         scratch[c][i] = (hh >= 0 && hh < g.H && ww >= 0 && ww < g.W) ? plane[c][hh * g.W + ww] : 0.0f;
@@ -314,6 +322,7 @@ void backward_input_flipped(const ConvGeometry& g, const float* dy, const float*
   f.pw = g.dw * (g.S - 1) - g.pw;
   const CpuArray<float> wf = cpu_array<float>(g.K * g.crs());
   // Written in order (c outer), read with stride C*R*S; R*S taps at a time.
+#pragma omp parallel for schedule(static) if (g.K * g.crs() >= (int64_t{1} << 16) && !omp_in_parallel())
   for (int64_t c = 0; c < g.C; ++c)
     for (int64_t k = 0; k < g.K; ++k) {
       const float* src = w + (k * g.C + c) * g.R * g.S;
@@ -373,26 +382,31 @@ void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x,
   const int threads = thread_count(g);
   // dW [K, CRS] = sum_n dy_n [K, PQ] . col(x_n)^T: threads split dW into
   // blocks, each block sums over all images itself (no cross-thread reduction).
-  const BlockGrid grid = choose_block_grid(cfg, g.K, g.crs(), threads, kConvCols);
+  // Image by image: dy_n is packed once (prepack_a) and shared, so a block
+  // may hold all K rows and the threads split the CRS columns: every packed
+  // entry of col(x_n)^T is then packed once. Each dW entry still sums the
+  // images in order, over the same K slices, whatever the thread count.
+  const BlockGrid grid = choose_block_grid(cfg, g.K, g.crs(), threads, kConvCols, /*a_prepacked=*/true);
+  const int64_t dy_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
+  for (int64_t n = 0; n < g.N; ++n) {
+    const float* x_img = x + n * g.C * g.hw();
+    const CpuArray<float> dy_packed = prepack_a(cfg, false, dy + n * g.K * g.pq(), g.pq(), g.K, g.pq(), 1.0f);
+    const float beta = n == 0 ? 0.0f : 1.0f;
 #pragma omp parallel num_threads(threads)
-  {
-    const BlisWorkspace ws(cfg, g.pq(), grid.nb);
+    {
+      const BlisWorkspace ws(cfg, g.pq(), grid.nb);
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < grid.row_blocks * grid.col_blocks; ++t) {
-      const int64_t i0 = (t / grid.col_blocks) * grid.mb, j0 = (t % grid.col_blocks) * grid.nb;
-      const int64_t m = std::min(grid.mb, g.K - i0), cols = std::min(grid.nb, g.crs() - j0);
-      for (int64_t n = 0; n < g.N; ++n) {
-        const float* x_img = x + n * g.C * g.hw();
-        const float* a = dy + (n * g.K + i0) * g.pq();
-        const float beta = n == 0 ? 0.0f : 1.0f;
+      for (int64_t t = 0; t < grid.row_blocks * grid.col_blocks; ++t) {
+        const int64_t i0 = (t / grid.col_blocks) * grid.mb, j0 = (t % grid.col_blocks) * grid.nb;
+        const int64_t m = std::min(grid.mb, g.K - i0), cols = std::min(grid.nb, g.crs() - j0);
+        const AOperand a{dy_packed.get(), 0, false, 1.0f, dy_rows, i0};
+        float* dwb = dw + i0 * g.crs() + j0;
         if (g.is_pointwise()) {
           const MatrixOperand op{x_img, g.hw(), true};  // op(B)(pixel, c) = x[c, pixel]
-          blis_block(cfg, m, cols, g.pq(), AOperand{a, g.pq()}, {pack_b_matrix, &op}, j0, beta,
-                     dw + i0 * g.crs() + j0, g.crs(), ws);
+          blis_block(cfg, m, cols, g.pq(), a, {pack_b_matrix, &op}, j0, beta, dwb, g.crs(), ws);
         } else {
           const ForwardPackCtx ctx{&g, x_img};
-          blis_block(cfg, m, cols, g.pq(), AOperand{a, g.pq()}, {pack_weight_grad_panel, &ctx}, j0, beta,
-                     dw + i0 * g.crs() + j0, g.crs(), ws);
+          blis_block(cfg, m, cols, g.pq(), a, {pack_weight_grad_panel, &ctx}, j0, beta, dwb, g.crs(), ws);
         }
       }
     }

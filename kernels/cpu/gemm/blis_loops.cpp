@@ -200,8 +200,11 @@ BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t
   BlockGrid g;
   // Rows: as few blocks as MC allows (each row block repacks all of B); with
   // a prepacked, larger A, one block per thread.
-  g.row_blocks = a_prepacked && M > N ? std::min<int64_t>(std::max<int64_t>(min_blocks, 1), ceil_div(M, cfg.mr))
-                                      : std::max<int64_t>(1, ceil_div(M, cfg.mc));
+  if (a_prepacked) {
+    g.row_blocks = M > N ? std::min<int64_t>(std::max<int64_t>(min_blocks, 1), ceil_div(M, cfg.mr)) : 1;
+  } else {
+    g.row_blocks = std::max<int64_t>(1, ceil_div(M, cfg.mc));
+  }
   g.mb = round_up(ceil_div(std::max<int64_t>(M, 1), g.row_blocks), cfg.mr);
   g.row_blocks = std::max<int64_t>(1, ceil_div(M, g.mb));
   // Columns: enough blocks for min_blocks in total, none wider than NC and,

@@ -128,9 +128,10 @@ struct BlockGrid {
 // min(NC, max_nb) (rounded down to a multiple of NR, at least NR).
 // a_prepacked: A was packed once for every block (prepack_a), so a row block
 // may be taller than MC (blis_block steps through it MC rows at a time over
-// one packed B panel) and only B is repacked per extra row block. Then, when
+// one packed B block) and only B is repacked per extra row block. Then, when
 // A is the larger operand (M > N), the rows are cut into exactly min_blocks
-// blocks and each thread packs B once; otherwise the MC rule above applies.
+// blocks and each thread packs B once; otherwise all rows form one block and
+// the columns alone are split, so B is packed exactly once.
 BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t min_blocks, int64_t max_nb,
                             bool a_prepacked = false);
 

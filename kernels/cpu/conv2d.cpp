@@ -266,14 +266,14 @@ int thread_count(const ConvGeometry& g) {
 // ---------------------------------------------------------------------------
 // f32 paths.
 
-void forward_f32(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
-  if (g.N == 0) return;
+// The forward pass with the weights already packed (prepack_a's layout of
+// the K x CRS weight matrix): they are the A operand of every block.
+void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed, const float* bias,
+                        float* y) {
   const BlisConfig& cfg = sgemm_blis_config();
   const int threads = thread_count(g);
   const BlockGrid grid = choose_block_grid(cfg, g.K, g.pq(), ceil_div(threads, g.N), kConvCols, /*a_prepacked=*/true);
   const int64_t blocks = grid.row_blocks * grid.col_blocks;
-  // The weights are the A operand of every block: pack them once, shared.
-  const CpuArray<float> w_packed = prepack_a(cfg, false, w, g.crs(), g.K, g.crs(), 1.0f);
   const int64_t w_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
 #pragma omp parallel num_threads(threads)
   {
@@ -302,6 +302,11 @@ void forward_f32(const ConvGeometry& g, const float* x, const float* w, const fl
   }
 }
 
+void forward_f32(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+  if (g.N == 0) return;
+  forward_f32_packed(g, x, prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f), bias, y);
+}
+
 // Stride 1: dx is itself a stride-1 convolution of dy with the kernel
 // flipped in space and transposed in channels,
 //   dx[n,c,h,w] = sum_{k,r,s} W[k,c,R-1-r,S-1-s] dy[n,k, h - dh(R-1) + ph + r dh, ...],
@@ -314,22 +319,55 @@ bool backward_input_as_conv(const ConvGeometry& g) {
   return g.sh == 1 && g.sw == 1 && g.dh * (g.R - 1) >= g.ph && g.dw * (g.S - 1) >= g.pw && g.N * g.pq() >= 64;
 }
 
+// The weights of backward_input_flipped's convolution,
+//   Wf[c, (k, r, s)] = W[k, c, R-1-r, S-1-s]   (C x K*R*S),
+// packed straight into prepack_a's layout (blis_loops.h) without building
+// Wf (which cost a full strided copy plus prepack_a's transpose). Every
+// registered MR is at most 16, what transpose_pack takes.
+CpuArray<float> prepack_flipped_weights(const ConvGeometry& g, const float* w) {
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int64_t rs = g.R * g.S, depth = g.K * rs, mr = cfg.mr;
+  const int64_t panels = ceil_div(g.C, mr), mpad = panels * mr, kc_step = cfg.kc;
+  CpuArray<float> packed = cpu_array<float>(mpad * depth);
+  const int64_t tasks = ceil_div(depth, kc_step) * panels;
+  const bool parallel = mpad * depth >= (int64_t{1} << 16) && !omp_in_parallel();
+  const CpuArray<float> scratch = cpu_array<float>((parallel ? omp_get_max_threads() : 1) * mr * kc_step);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t pc = (t / panels) * kc_step, c0 = (t % panels) * mr;
+    const int64_t kc = std::min(kc_step, depth - pc), rows = std::min(mr, g.C - c0);
+    float* dst = packed.get() + pc * mpad + c0 * kc;
+    // Rows of Wf first (row c: the taps of each k, reversed), in a scratch
+    // block that stays in L1, then one transposing copy into the panel.
+    float* rows_buf = scratch.get() + omp_get_thread_num() * mr * kc_step;
+    const float* src[16];
+    for (int64_t r = 0; r < rows; ++r) {
+      float* out = rows_buf + r * kc;
+      int64_t k = pc / rs, tap = pc % rs;  // column pc + kk of Wf is (k, tap), stepped along
+      const float* wk = w + (k * g.C + c0 + r) * rs;
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        out[kk] = wk[rs - 1 - tap];
+        if (++tap == rs) {
+          tap = 0;
+          wk += g.C * rs;
+        }
+      }
+      src[r] = out;
+    }
+    transpose_pack(src, static_cast<int>(rows), kc, 1.0f, dst, mr);
+    for (int64_t kk = 0; kk < kc; ++kk)
+      for (int64_t r = rows; r < mr; ++r) dst[kk * mr + r] = 0.0f;
+  }
+  return packed;
+}
+
 void backward_input_flipped(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
   ConvGeometry f = g;
   f.C = g.K, f.H = g.P, f.W = g.Q;
   f.K = g.C, f.P = g.H, f.Q = g.W;
   f.ph = g.dh * (g.R - 1) - g.ph;
   f.pw = g.dw * (g.S - 1) - g.pw;
-  const CpuArray<float> wf = cpu_array<float>(g.K * g.crs());
-  // Written in order (c outer), read with stride C*R*S; R*S taps at a time.
-#pragma omp parallel for schedule(static) if (g.K * g.crs() >= (int64_t{1} << 16) && !omp_in_parallel())
-  for (int64_t c = 0; c < g.C; ++c)
-    for (int64_t k = 0; k < g.K; ++k) {
-      const float* src = w + (k * g.C + c) * g.R * g.S;
-      float* dst = wf.get() + (c * g.K + k) * g.R * g.S;
-      for (int64_t t = 0; t < g.R * g.S; ++t) dst[g.R * g.S - 1 - t] = src[t];  // (r, s) -> (R-1-r, S-1-s)
-    }
-  forward_f32(f, dy, wf.get(), nullptr, dx);
+  forward_f32_packed(f, dy, prepack_flipped_weights(g, w), nullptr, dx);
 }
 
 void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, float* dx) {

@@ -135,6 +135,26 @@ void pack_b_matrix(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j
   }
 }
 
+void pack_b_matrix_block(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j0, int64_t n, int64_t nr,
+                         float* dst) {
+  const auto& op = *static_cast<const MatrixOperand*>(matrix_operand);
+  if (op.trans) {  // columns of op(B) are contiguous: panel by panel already reads them in order
+    for (int64_t jp = 0; jp < n; jp += nr) pack_b_matrix(matrix_operand, p0, kc, j0 + jp, std::min(nr, n - jp), nr, dst + jp * kc);
+    return;
+  }
+  const int64_t full = n / nr, tail = n % nr;
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* src = op.data + (p0 + k) * op.ld + j0;
+    float* d = dst + k * nr;
+    for (int64_t p = 0; p < full; ++p) std::copy(src + p * nr, src + (p + 1) * nr, d + p * kc * nr);
+    if (tail > 0) {
+      float* t = d + full * kc * nr;
+      std::copy(src + full * nr, src + n, t);
+      std::fill(t + tail, t + nr, 0.0f);
+    }
+  }
+}
+
 BlisWorkspace::BlisWorkspace(const BlisConfig& cfg, int64_t K, int64_t max_cols)
     : a_(cpu_array<float>(cfg.mc * std::min(cfg.kc, std::max<int64_t>(K, 1)))),
       b_(cpu_array<float>(std::min(cfg.kc, std::max<int64_t>(K, 1)) *
@@ -238,22 +258,25 @@ BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t
 
 namespace {
 // Short-and-wide products (M below a few MR per thread): every thread takes
-// whole blocks of a 2-D grid and packs its own A and B, trading some
-// repacking of A for all threads being busy.
+// whole blocks of a 2-D grid and packs its own B; A, the small operand, is
+// packed once for all of them (prepack_a).
 void sgemm_block_grid(const BlisConfig& cfg, int num_threads, bool trans_a, int64_t M, int64_t N, int64_t K,
                       float alpha, const float* A, int64_t lda, const MatrixOperand& b_operand, float beta, float* C,
                       int64_t ldc) {
-  const BlockGrid g = choose_block_grid(cfg, M, N, num_threads, kL2Columns);
-  const BPanelPacker packer{pack_b_matrix, &b_operand};
+  // A is packed once, up front, and shared: the blocks then only pack B.
+  const BlockGrid g = choose_block_grid(cfg, M, N, num_threads, kL2Columns, /*a_prepacked=*/true);
+  const CpuArray<float> a_packed = prepack_a(cfg, trans_a, A, lda, M, K, alpha);
+  const int64_t a_rows = round_up(M, cfg.mr);
+  const BPanelPacker packer{pack_b_matrix, &b_operand, pack_b_matrix_block};
 #pragma omp parallel num_threads(num_threads)
   {
     const BlisWorkspace ws(cfg, K, g.nb);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < g.row_blocks * g.col_blocks; ++t) {
       const int64_t i0 = (t / g.col_blocks) * g.mb, j0 = (t % g.col_blocks) * g.nb;
-      const float* a = trans_a ? A + i0 : A + i0 * lda;
-      blis_block(cfg, std::min(g.mb, M - i0), std::min(g.nb, N - j0), K, AOperand{a, lda, trans_a, alpha}, packer,
-                 j0, beta, C + i0 * ldc + j0, ldc, ws);
+      const AOperand a{a_packed.get(), 0, false, 1.0f, a_rows, i0};
+      blis_block(cfg, std::min(g.mb, M - i0), std::min(g.nb, N - j0), K, a, packer, j0, beta, C + i0 * ldc + j0,
+                 ldc, ws);
     }
   }
 }

@@ -74,6 +74,12 @@ struct MatrixOperand {
 };
 void pack_b_matrix(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
                    float* dst);
+// The same for a whole block (BPanelPacker::pack_block): a row-major B is
+// read row by row across all the block's panels, one contiguous run per row
+// instead of NR floats of every row per panel (rows of a wide B lie far
+// apart, and panel by panel the prefetchers see only short runs).
+void pack_b_matrix_block(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j0, int64_t n, int64_t nr,
+                         float* dst);
 
 // Per-thread packing buffers for blis_block, sized for blocks of at most
 // cfg.mc rows and `max_cols` columns.

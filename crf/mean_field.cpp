@@ -21,8 +21,11 @@
 // in order: the result does not depend on the thread count.
 #include "crf/mean_field.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <mutex>
 
 #include "tensor/dispatch.h"
@@ -278,6 +281,39 @@ std::shared_ptr<const GaussianFilter> cached_spatial_filter(int64_t H, int64_t W
   return filter;
 }
 
+namespace {
+
+// One bilateral filter per image of the batch. A lattice build has serial
+// steps (numbering the lattice points in first-seen order, which keeps every
+// later sum independent of the thread count; the splat lists), so a batch
+// builds its images side by side, one per thread, each build then running
+// its parallel steps on that one thread (OpenMP does not nest by default).
+// The lattices are the same as built one at a time. Errors (non-finite or
+// too large features) are caught in the workers and rethrown here, the
+// first image's first.
+std::vector<std::unique_ptr<GaussianFilter>> build_bilateral_filters(const Tensor& image,
+                                                                     const MeanFieldOptions& options) {
+  const int64_t B = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3), n = H * W;
+  std::vector<std::unique_ptr<GaussianFilter>> filters(static_cast<size_t>(B));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(B));
+#pragma omp parallel for schedule(dynamic, 1) if (B > 1 && !omp_in_parallel())
+  for (int64_t b = 0; b < B; ++b) {
+    try {
+      const double* planes = image.data<double>() + b * C * n;
+      filters[b] = make_gaussian_filter(
+          options.mode, bilateral_features(planes, C, H, W, options.theta_alpha, options.theta_beta), n, 2 + C);
+    } catch (...) {
+      errors[b] = std::current_exception();
+    }
+  }
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  return filters;
+}
+
+}  // namespace
+
 MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& image_in, const Tensor& ws,
                                     const Tensor& wb, const Tensor& mu, const MeanFieldOptions& options,
                                     bool record) {
@@ -307,11 +343,9 @@ MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& imag
     T* norm_s = tape->norm_spatial.data<T>();
     T* norm_b = tape->norm_bilateral.data<T>();
     tape->spatial->apply(ones.data(), norm_s, 1);  // same for every image: computed once
+    tape->bilateral = build_bilateral_filters(image, options);
     for (int64_t b = 0; b < B; ++b) {
-      const double* planes = image.data<double>() + b * C * n;
-      tape->bilateral.push_back(make_gaussian_filter(
-          options.mode, bilateral_features(planes, C, H, W, options.theta_alpha, options.theta_beta), n, 2 + C));
-      const GaussianFilter& kb = *tape->bilateral.back();
+      const GaussianFilter& kb = *tape->bilateral[b];
       if (b > 0) std::copy(norm_s, norm_s + n, norm_s + b * n);
       kb.apply(ones.data(), norm_b + b * n, 1);
       forward_image(w, *tape->spatial, kb, unaries.data<T>() + b * L * n, norm_s + b * n, norm_b + b * n,

@@ -106,8 +106,8 @@ class KeyTable {
 
   int64_t dim_;
   int64_t size_ = 0;
-  std::vector<Slot> slots_;
-  std::vector<int32_t> keys_;  // size_ x dim_
+  CpuVector<Slot> slots_;
+  CpuVector<int32_t> keys_;  // size_ x dim_
 };
 
 // Embeds one feature vector f (d dims) and writes its d + 1 simplex vertices
@@ -216,8 +216,10 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   for (int64_t i = 0; i < d; ++i) scale[i] = inv_std / std::sqrt(static_cast<double>((i + 1) * (i + 2)));
 
   // 1. Embed every point (parallel, independent): keys of its d + 1 vertices and their hashes.
-  std::vector<int32_t> keys(static_cast<size_t>(N * d1 * d));
-  std::vector<uint64_t> hashes(static_cast<size_t>(N * d1));
+  // Through the CPU cache (tensor/cpu_allocator.h), like the lattice's own
+  // tables: a training step rebuilds them for every image.
+  CpuVector<int32_t> keys(static_cast<size_t>(N * d1 * d));
+  CpuVector<uint64_t> hashes(static_cast<size_t>(N * d1));
   barycentric_.resize(static_cast<size_t>(N * d1));
   bool in_range = true;
   // Small images stay on one thread: a parallel region costs microseconds
@@ -247,36 +249,34 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   const int64_t M = num_lattice_;
 
   // 3. Blur neighbours p +- u_j, u_j = (d + 1) e_j - (1, ..., 1): in the d
-  // stored coordinates every coordinate moves by -1 (+1) and coordinate j
-  // (when j < d) by +d (-d). Absent neighbours point at the zero row M.
-  neighbour_.resize(static_cast<size_t>(d1 * M * 2));
+  // stored coordinates every coordinate moves by -1 and coordinate j (when
+  // j < d) by +d. Only the d + 1 "up" neighbours q = p + u_j are looked up:
+  // then p = q - u_j is q's "down" neighbour, written from p's side. p -> p + u_j
+  // is one-to-one, so no two points write the same entry, and a down entry
+  // nobody writes has no lattice point behind it. Half the hash lookups
+  // (cache misses into a table of several MB) of looking up both.
+  // Absent neighbours point at the zero row M.
+  neighbour_.assign(static_cast<size_t>(d1 * M * 2), static_cast<int32_t>(M));
 #pragma omp parallel if (M >= kParallelPoints)
   {
-    // The 2 (d + 1) neighbour keys of one lattice point: [direction][up, down][d].
-    std::vector<int32_t> nkeys(static_cast<size_t>(2 * d1 * d));
-    std::vector<uint64_t> nhash(static_cast<size_t>(2 * d1));
+    // The d + 1 up-neighbour keys of one lattice point: [direction][d].
+    std::vector<int32_t> nkeys(static_cast<size_t>(d1 * d));
+    std::vector<uint64_t> nhash(static_cast<size_t>(d1));
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < M; ++p) {
       const int32_t* key = table.key(p);
       for (int64_t j = 0; j < d1; ++j) {
-        int32_t* up = nkeys.data() + (2 * j) * d;
-        int32_t* down = up + d;
-        for (int64_t k = 0; k < d; ++k) {
-          up[k] = key[k] - 1;
-          down[k] = key[k] + 1;
-        }
-        if (j < d) {
-          up[j] = key[j] + static_cast<int32_t>(d);
-          down[j] = key[j] - static_cast<int32_t>(d);
-        }
-        nhash[2 * j] = hash_key(up, d);
-        nhash[2 * j + 1] = hash_key(down, d);
-        table.prefetch(nhash[2 * j]);
-        table.prefetch(nhash[2 * j + 1]);
+        int32_t* up = nkeys.data() + j * d;
+        for (int64_t k = 0; k < d; ++k) up[k] = key[k] - 1;
+        if (j < d) up[j] = key[j] + static_cast<int32_t>(d);
+        nhash[j] = hash_key(up, d);
+        table.prefetch(nhash[j]);
       }
-      for (int64_t q = 0; q < 2 * d1; ++q) {
-        const int32_t found = table.find(nkeys.data() + q * d, nhash[q]);
-        neighbour_[((q / 2) * M + p) * 2 + q % 2] = found >= 0 ? found : static_cast<int32_t>(M);
+      for (int64_t j = 0; j < d1; ++j) {
+        const int32_t q = table.find(nkeys.data() + j * d, nhash[j]);
+        if (q < 0) continue;
+        neighbour_[(j * M + p) * 2] = q;                                  // p + u_j
+        neighbour_[(j * M + q) * 2 + 1] = static_cast<int32_t>(p);        // q - u_j
       }
     }
   }
@@ -287,7 +287,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   for (int64_t e = 0; e < N * d1; ++e) ++splat_begin_[vertex_[e] + 1];
   for (int64_t p = 0; p < M; ++p) splat_begin_[p + 1] += splat_begin_[p];
   splat_.resize(static_cast<size_t>(N * d1));
-  std::vector<int64_t> fill(splat_begin_.begin(), splat_begin_.end() - 1);
+  CpuVector<int64_t> fill(splat_begin_.begin(), splat_begin_.end() - 1);
   for (int64_t e = 0; e < N * d1; ++e) {
     splat_[fill[vertex_[e]]++] = {static_cast<int32_t>(e / d1), barycentric_[e]};
   }

@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "crf/gaussian_filter.h"
+#include "tensor/cpu_allocator.h"
 
 namespace crfseg::crf {
 
@@ -79,11 +80,11 @@ class PermutohedralLattice : public GaussianFilter {
   //   blur_neighbours(): [(d + 1) x M x 2], for direction j the indices of
   //     p + u_j and p - u_j, or M (an always-zero row) when absent;
   //   slice_scale(): alpha, the factor applied after slicing.
-  const std::vector<int32_t>& vertices() const { return vertex_; }
-  const std::vector<float>& barycentric_weights() const { return barycentric_; }
-  const std::vector<int64_t>& splat_offsets() const { return splat_begin_; }
-  const std::vector<SplatEntry>& splat_entries() const { return splat_; }
-  const std::vector<int32_t>& blur_neighbours() const { return neighbour_; }
+  const CpuVector<int32_t>& vertices() const { return vertex_; }
+  const CpuVector<float>& barycentric_weights() const { return barycentric_; }
+  const CpuVector<int64_t>& splat_offsets() const { return splat_begin_; }
+  const CpuVector<SplatEntry>& splat_entries() const { return splat_; }
+  const CpuVector<int32_t>& blur_neighbours() const { return neighbour_; }
   double slice_scale() const;
 
  private:
@@ -94,15 +95,15 @@ class PermutohedralLattice : public GaussianFilter {
 
   int64_t num_points_ = 0, dim_ = 0, num_lattice_ = 0;
   // Per input point, its d + 1 simplex vertices (lattice indices) and weights: [N x (d + 1)].
-  std::vector<int32_t> vertex_;
-  std::vector<float> barycentric_;
+  CpuVector<int32_t> vertex_;
+  CpuVector<float> barycentric_;
   // The transpose of (vertex_, barycentric_) in CSR form: lattice point p
   // receives splat_[splat_begin_[p] .. splat_begin_[p + 1]), sorted by point.
-  std::vector<int64_t> splat_begin_;
-  std::vector<SplatEntry> splat_;
+  CpuVector<int64_t> splat_begin_;
+  CpuVector<SplatEntry> splat_;
   // Blur neighbours: for direction j and lattice point p, [(j M + p) * 2 + {0, 1}] holds
   // the index of p + u_j and p - u_j, or M (a row that is always zero) when absent.
-  std::vector<int32_t> neighbour_;
+  CpuVector<int32_t> neighbour_;
 };
 
 }  // namespace crfseg::crf

@@ -59,8 +59,8 @@ class DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 
   // A buffer holding a copy of `host` (synchronous upload).
-  template <typename T>
-  static DeviceBuffer upload(const std::vector<T>& host, int device) {
+  template <typename T, typename Alloc>
+  static DeviceBuffer upload(const std::vector<T, Alloc>& host, int device) {
     const size_t bytes = host.size() * sizeof(T);
     DeviceBuffer buffer(bytes, device);
     if (bytes > 0) cuda::copy_to_device(buffer.ptr_, host.data(), bytes, device);
@@ -96,7 +96,7 @@ CudaPermutohedralFilter::CudaPermutohedralFilter(const PermutohedralLattice& lat
                "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
 
   // Split the host's (point, weight) pairs into two arrays for coalesced reads.
-  const std::vector<PermutohedralLattice::SplatEntry>& entries = lattice.splat_entries();
+  const CpuVector<PermutohedralLattice::SplatEntry>& entries = lattice.splat_entries();
   std::vector<int32_t> points(entries.size());
   std::vector<float> weights(entries.size());
   for (size_t e = 0; e < entries.size(); ++e) {

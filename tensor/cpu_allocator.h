@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace crfseg {
 
@@ -76,6 +77,25 @@ CpuArray<T> cpu_array(int64_t n) {
   const size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T);
   return CpuArray<T>(static_cast<T*>(cpu_allocate(bytes)), CpuFree<T>{bytes});
 }
+
+// A standard allocator over cpu_allocate, for std::vectors that hold large
+// tables rebuilt every step (the CRF's lattice: tens of MiB per image), so
+// that they reuse cached blocks instead of faulting in fresh mappings.
+template <typename T>
+struct CpuCacheAllocator {
+  using value_type = T;
+  CpuCacheAllocator() = default;
+  template <typename U>
+  CpuCacheAllocator(const CpuCacheAllocator<U>&) {}  // NOLINT: rebinding, as std::allocator
+  T* allocate(size_t n) { return static_cast<T*>(cpu_allocate(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) { cpu_free(p, n * sizeof(T)); }
+  template <typename U>
+  bool operator==(const CpuCacheAllocator<U>&) const {
+    return true;
+  }
+};
+template <typename T>
+using CpuVector = std::vector<T, CpuCacheAllocator<T>>;
 
 // The large-block allocator's report (tensor/block_allocator.h's summary()).
 std::string cpu_memory_summary();

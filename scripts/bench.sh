@@ -29,6 +29,11 @@ out="bench/results/$(hostname).md"
   fi
   ./build/bench/bench_conv "${quick[@]}"
   echo
+  if [[ ${#quick[@]} -eq 0 ]]; then
+    # Issue #3's convolution targets are at batch 4, on the U-Net's layers.
+    ./build/bench/bench_conv --batch 4 --filter unet --repeats 5
+    echo
+  fi
   ./build/bench/bench_models "${quick[@]}"
   if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     /usr/bin/python3 bench/peers/torch_segmenter.py "${quick[@]}"

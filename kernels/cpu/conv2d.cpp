@@ -128,7 +128,7 @@ void pack_forward_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0,
       const float* xp = xc + kAhead * g.hw();
       for (const Span& span : spans) {
         const int64_t h = span.h0 + dh;
-        if (h < 0 || h >= g.H) continue;
+        if (h < 0 || h >= g.H || span.w_hi <= span.w_lo) continue;  // all padding
         for (int64_t w = span.w_lo; w < span.w_hi; w += 16) __builtin_prefetch(xp + h * g.W + w);
         __builtin_prefetch(xp + h * g.W + span.w_hi - 1);
       }
@@ -148,7 +148,9 @@ void pack_forward_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0,
 void pack_weight_grad_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
                             float* dst) {
   constexpr int64_t kRows = 16;
-  constexpr int64_t kPf = 32;  // prefetch distance in floats: two chunks ahead (measured: dW of the 64->64 256^2 layer 10% faster; 64 and 128 less)
+  // Prefetch distance in floats, two chunks ahead (measured: backward-weight
+  // of the 64->64 256^2 layer 10% faster; 64 and 128 floats gained less).
+  constexpr int64_t kPf = 32;
   const auto& ctx = *static_cast<const ForwardPackCtx*>(ctx_ptr);
   const ConvGeometry& g = *ctx.g;
   const int64_t rs = g.R * g.S;
@@ -203,6 +205,92 @@ void pack_weight_grad_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t
     q += len;
     p += q / g.Q;
     q %= g.Q;
+  }
+}
+
+// Backward-weight through a channels-last copy of the image, for C >= 16.
+// The weight gradient's depth is the pixels, the contiguous axis of x, so
+// col(x)^T packs as a transpose (above). Transposed once per image into
+// xt [Hp, Wp, C] (zero border, Hp x Wp the padded extent the windows
+// reach), the C channels of one pixel are adjacent: with the columns of dW
+// taken in (r, s, c) order instead of (c, r, s), a packed row (one output
+// pixel) is R*S contiguous runs of C floats, plain copies. The GEMM writes
+// dW in that order; one pass permutes it back at the end.
+struct ChannelsLastCtx {
+  const ConvGeometry* g;
+  const float* xt;  // [Hp, Wp, C]
+  int64_t wp;       // Wp
+};
+
+// A short copy (the pieces are up to NR = 32 floats): 16 floats at a time
+// through fixed-size memcpy, which the compiler turns into one vector load
+// and store; std::copy here became a call of libc's memmove per piece, 11%
+// of the backward-weight pass.
+inline void copy_floats(const float* src, int64_t len, float* dst) {
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) std::memcpy(dst + i, src + i, 16 * sizeof(float));
+  for (; i < len; ++i) dst[i] = src[i];
+}
+
+int64_t padded_rows(const ConvGeometry& g) { return (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1; }
+int64_t padded_cols(const ConvGeometry& g) { return (g.Q - 1) * g.sw + (g.S - 1) * g.dw + 1; }
+
+// xt[hp, wp, c] = x[c, hp - ph, wp - pw], zero outside the image; 16
+// channels at a time through transpose_pack, rows in parallel.
+void to_channels_last(const ConvGeometry& g, const float* x_img, float* xt) {
+  const int64_t hp_rows = padded_rows(g), wp_cols = padded_cols(g), C = g.C;
+  const int64_t w_lo = std::min(g.pw, wp_cols), w_hi = std::clamp<int64_t>(g.pw + g.W, w_lo, wp_cols);
+#pragma omp parallel for schedule(static) if (hp_rows * wp_cols * C >= (int64_t{1} << 16) && !omp_in_parallel())
+  for (int64_t hp = 0; hp < hp_rows; ++hp) {
+    float* row = xt + hp * wp_cols * C;
+    const int64_t h = hp - g.ph;
+    if (h < 0 || h >= g.H) {
+      std::fill(row, row + wp_cols * C, 0.0f);
+      continue;
+    }
+    std::fill(row, row + w_lo * C, 0.0f);
+    std::fill(row + w_hi * C, row + wp_cols * C, 0.0f);
+    if (w_hi == w_lo) continue;  // the windows never reach the image's columns
+    const float* src[16];
+    for (int64_t c0 = 0; c0 < C; c0 += 16) {
+      const int64_t rows = std::min<int64_t>(16, C - c0);
+      for (int64_t r = 0; r < rows; ++r) src[r] = x_img + (c0 + r) * g.hw() + h * g.W + (w_lo - g.pw);
+      transpose_pack(src, static_cast<int>(rows), w_hi - w_lo, 1.0f, row + w_lo * C + c0, C);
+    }
+  }
+}
+
+// Packs a KC x n block of op(B)(pixel, (r, s, c)) = xt[p sh + r dh, q sw + s dw, c].
+void pack_channels_last_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t n, int64_t nr,
+                              float* dst) {
+  const auto& ctx = *static_cast<const ChannelsLastCtx*>(ctx_ptr);
+  const ConvGeometry& g = *ctx.g;
+  const int64_t C = g.C;
+  // The block's columns cut where a tap's C channels or a micro-panel end.
+  struct Piece {
+    int64_t dst_off, src_off, len;  // in dst (row 0), from the window corner's pixel in xt, length
+  };
+  thread_local std::vector<Piece> pieces;
+  pieces.clear();
+  for (int64_t col = 0; col < n;) {
+    const int64_t j = j0 + col, tap = j / C, c = j % C, r = tap / g.S, s = tap % g.S;
+    const int64_t panel = col / nr, in_panel = col % nr;
+    const int64_t len = std::min({C - c, nr - in_panel, n - col});
+    pieces.push_back({panel * kc * nr + in_panel, (r * g.dh * ctx.wp + s * g.dw) * C + c, len});
+    col += len;
+  }
+  const int64_t tail = n % nr;
+  float* tail_dst = tail > 0 ? dst + (n / nr) * kc * nr : nullptr;
+  int64_t p = p0 / g.Q, q = p0 % g.Q;  // output pixel of row k
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* corner = ctx.xt + (p * g.sh * ctx.wp + q * g.sw) * C;
+    float* d = dst + k * nr;
+    for (const Piece& piece : pieces) copy_floats(corner + piece.src_off, piece.len, d + piece.dst_off);
+    if (tail_dst != nullptr) std::fill(tail_dst + k * nr + tail, tail_dst + (k + 1) * nr, 0.0f);
+    if (++q == g.Q) {
+      q = 0;
+      ++p;
+    }
   }
 }
 
@@ -411,6 +499,42 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
   }
 }
 
+// backward_weight_f32 for C >= 16 through xt (pack_channels_last_block):
+// dW' [K, (r, s, c)] = sum_n dy_n . op(B_n), then dW [K, (c, r, s)] = dW'.
+void backward_weight_channels_last(const ConvGeometry& g, const float* dy, const float* x, float* dw,
+                                   const BlockGrid& grid, int threads) {
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int64_t rs = g.R * g.S, cols = g.crs(), dy_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
+  const int64_t wp = padded_cols(g);
+  const CpuArray<float> xt = cpu_array<float>(padded_rows(g) * wp * g.C);
+  const CpuArray<float> dw_rsc = cpu_array<float>(g.K * cols);
+  const ChannelsLastCtx ctx{&g, xt.get(), wp};
+  for (int64_t n = 0; n < g.N; ++n) {
+    to_channels_last(g, x + n * g.C * g.hw(), xt.get());
+    const CpuArray<float> dy_packed = prepack_a(cfg, false, dy + n * g.K * g.pq(), g.pq(), g.K, g.pq(), 1.0f);
+    const float beta = n == 0 ? 0.0f : 1.0f;
+#pragma omp parallel num_threads(threads)
+    {
+      const BlisWorkspace ws(cfg, g.pq(), grid.nb);
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < grid.row_blocks * grid.col_blocks; ++t) {
+        const int64_t i0 = (t / grid.col_blocks) * grid.mb, j0 = (t % grid.col_blocks) * grid.nb;
+        const int64_t m = std::min(grid.mb, g.K - i0), nb = std::min(grid.nb, cols - j0);
+        const AOperand a{dy_packed.get(), 0, false, 1.0f, dy_rows, i0};
+        blis_block(cfg, m, nb, g.pq(), a, {pack_channels_last_block, &ctx, pack_channels_last_block}, j0, beta,
+                   dw_rsc.get() + i0 * cols + j0, cols, ws);
+      }
+    }
+  }
+#pragma omp parallel for schedule(static) if (g.K * cols >= (int64_t{1} << 16) && !omp_in_parallel())
+  for (int64_t k = 0; k < g.K; ++k) {
+    const float* src = dw_rsc.get() + k * cols;
+    float* out = dw + k * cols;
+    for (int64_t t = 0; t < rs; ++t)
+      for (int64_t c = 0; c < g.C; ++c) out[c * rs + t] = src[t * g.C + c];
+  }
+}
+
 void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   if (g.N == 0) {  // an empty batch contributes nothing
     std::fill(dw, dw + g.K * g.crs(), 0.0f);
@@ -426,6 +550,10 @@ void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x,
   // images in order, over the same K slices, whatever the thread count.
   const BlockGrid grid = choose_block_grid(cfg, g.K, g.crs(), threads, kConvCols, /*a_prepacked=*/true);
   const int64_t dy_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
+  if (!g.is_pointwise() && g.C >= 16) {
+    backward_weight_channels_last(g, dy, x, dw, grid, threads);
+    return;
+  }
   for (int64_t n = 0; n < g.N; ++n) {
     const float* x_img = x + n * g.C * g.hw();
     const CpuArray<float> dy_packed = prepack_a(cfg, false, dy + n * g.K * g.pq(), g.pq(), g.K, g.pq(), 1.0f);

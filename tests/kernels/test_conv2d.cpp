@@ -64,6 +64,9 @@ const std::vector<ConvGeometry>& geometries() {
       make(1, 2, 5, 6, 3, 3, 3, 1, 1, 3, 3),         // padding > kernel reach: stride-1 backward-input via col2im
       make(2, 5, 12, 12, 7, 1, 1, 1, 1, 1, 0),       // padded 1x1 (not the pointwise GEMM path)
       make(2, 6, 4, 45, 5, 3, 3, 1, 1, 1, 1),        // rows of 45: 16-pixel runs inside the image; CRS = 54
+      make(2, 19, 12, 13, 6, 3, 2, 2, 1, 1, 0, 2, 1),  // C >= 16 (channels-last weight gradient), 16 + 3 channels,
+                                                     // stride, padding and dilation on one axis only
+      make(1, 16, 3, 3, 5, 3, 3, 1, 1, 4, 4),        // padding wider than the image reaches: all-zero window rows
   };
   return gs;
 }

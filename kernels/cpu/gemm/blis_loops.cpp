@@ -139,7 +139,9 @@ void pack_b_matrix_block(const void* matrix_operand, int64_t p0, int64_t kc, int
                          float* dst) {
   const auto& op = *static_cast<const MatrixOperand*>(matrix_operand);
   if (op.trans) {  // columns of op(B) are contiguous: panel by panel already reads them in order
-    for (int64_t jp = 0; jp < n; jp += nr) pack_b_matrix(matrix_operand, p0, kc, j0 + jp, std::min(nr, n - jp), nr, dst + jp * kc);
+    for (int64_t jp = 0; jp < n; jp += nr) {
+      pack_b_matrix(matrix_operand, p0, kc, j0 + jp, std::min(nr, n - jp), nr, dst + jp * kc);
+    }
     return;
   }
   const int64_t full = n / nr, tail = n % nr;
@@ -219,7 +221,8 @@ BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t
   const int64_t nc = std::max(cfg.nr, std::min(cfg.nc, max_nb / cfg.nr * cfg.nr));
   BlockGrid g;
   // Rows: as few blocks as MC allows (each row block repacks all of B); with
-  // a prepacked, larger A, one block per thread.
+  // a prepacked A, one block per thread when A is the larger operand, else
+  // one block of all rows.
   if (a_prepacked) {
     g.row_blocks = M > N ? std::min<int64_t>(std::max<int64_t>(min_blocks, 1), ceil_div(M, cfg.mr)) : 1;
   } else {

@@ -56,7 +56,10 @@ class PermutohedralLattice : public GaussianFilter {
   // features: [num_points x dim] row-major. Throws ValueError for dim < 1,
   // num_points < 1, non-finite features, or features so large that lattice
   // coordinates overflow 32-bit keys.
-  PermutohedralLattice(const std::vector<double>& features, int64_t num_points, int64_t dim);
+  // z_order: number lattices of 16384 points or more along a Z-order curve
+  // of their keys, for cache locality (the filter's output is bit for bit
+  // the same either way; false keeps first-seen order, for tests).
+  PermutohedralLattice(const std::vector<double>& features, int64_t num_points, int64_t dim, bool z_order = true);
 
   int64_t num_points() const override { return num_points_; }
   int64_t feature_dim() const override { return dim_; }

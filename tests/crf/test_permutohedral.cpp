@@ -263,6 +263,40 @@ TEST_CASE("lattice and dense filters are bit-identical for 1, 2 and 3 threads") 
   }
 }
 
+TEST_CASE("lattice in Z order: the same filter, bit for bit, as in first-seen order") {
+  // A 64x64 random-noise RGB image at the CRF's defaults gives a lattice
+  // above the 16384 points from which the build renumbers in Z order.
+  const int64_t H = 64, W = 64, N = H * W, C = 3;
+  const std::vector<double> image = uniform_values(3 * N, 80, 0, 255);
+  const std::vector<double> f = bilateral_features(image.data(), 3, H, W, 160, 3);
+  const PermutohedralLattice z(f, N, 5), first_seen(f, N, 5, /*z_order=*/false);
+  REQUIRE(z.num_lattice_points() >= 16384);
+  CHECK(z.num_lattice_points() == first_seen.num_lattice_points());
+  CHECK(z.vertices() != first_seen.vertices());  // renumbered, not left alone
+  // Blur neighbours are mutual in the new numbering too: q = p + u_j <=> p = q - u_j.
+  const int64_t M = z.num_lattice_points();
+  const CpuVector<int32_t>& nb = z.blur_neighbours();
+  int64_t mutual = 0, links = 0;
+  for (int64_t j = 0; j < 6; ++j) {
+    for (int64_t p = 0; p < M; ++p) {
+      const int32_t q = nb[(j * M + p) * 2];
+      if (q == M) continue;
+      ++links;
+      mutual += nb[(j * M + q) * 2 + 1] == p;
+    }
+  }
+  CHECK(links > 0);
+  CHECK(mutual == links);
+  const std::vector<double> x = uniform_values(N * C, 81, 0, 1);
+  const std::vector<float> xf(x.begin(), x.end());
+  for (const bool transpose : {false, true}) {
+    std::vector<float> a(xf.size()), b(xf.size());
+    z.apply(xf.data(), a.data(), C, transpose);
+    first_seen.apply(xf.data(), b.data(), C, transpose);
+    CHECK(a == b);
+  }
+}
+
 TEST_CASE("dense filter: the exact sum, self included") {
   // Two points at distance r = 1.5 in d = 2: out_0 = in_0 + exp(-r^2 / 2) in_1.
   const std::vector<double> f{0.0, 0.0, 0.9, 1.2};

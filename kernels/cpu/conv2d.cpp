@@ -34,6 +34,16 @@ struct ForwardPackCtx {
   const float* x_img;  // [C, H, W]
 };
 
+// A short copy (the pieces are up to NR = 32 floats): 16 floats at a time
+// through fixed-size memcpy, which the compiler turns into one vector load
+// and store; std::copy here became a call of libc's memmove per piece, 11%
+// of the backward-weight pass.
+inline void copy_floats(const float* src, int64_t len, float* dst) {
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) std::memcpy(dst + i, src + i, 16 * sizeof(float));
+  for (; i < len; ++i) dst[i] = src[i];
+}
+
 // One piece of a packed row: `len` output pixels of one output row, whose
 // windows start at input (h0, w0), (h0, w0 + sw), ...; tap (dh, dw) of them
 // goes to out[0 .. len). Rows above or below the image, and pixels left or
@@ -46,7 +56,7 @@ inline void copy_tap(const ConvGeometry& g, const float* xc, int64_t h, int64_t 
   const float* row = xc + h * g.W;
   if (w >= 0 && w + (len - 1) * g.sw < g.W) {
     if (g.sw == 1) {
-      for (int64_t c = 0; c < len; ++c) out[c] = row[w + c];
+      copy_floats(row + w, len, out);
     } else {
       for (int64_t c = 0; c < len; ++c) out[c] = row[w + c * g.sw];
     }
@@ -221,16 +231,6 @@ struct ChannelsLastCtx {
   const float* xt;  // [Hp, Wp, C]
   int64_t wp;       // Wp
 };
-
-// A short copy (the pieces are up to NR = 32 floats): 16 floats at a time
-// through fixed-size memcpy, which the compiler turns into one vector load
-// and store; std::copy here became a call of libc's memmove per piece, 11%
-// of the backward-weight pass.
-inline void copy_floats(const float* src, int64_t len, float* dst) {
-  int64_t i = 0;
-  for (; i + 16 <= len; i += 16) std::memcpy(dst + i, src + i, 16 * sizeof(float));
-  for (; i < len; ++i) dst[i] = src[i];
-}
 
 int64_t padded_rows(const ConvGeometry& g) { return (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1; }
 int64_t padded_cols(const ConvGeometry& g) { return (g.Q - 1) * g.sw + (g.S - 1) * g.dw + 1; }

@@ -37,8 +37,11 @@
 //
 // Determinism: splat is a gather per lattice point over a precomputed
 // (point, weight) list sorted by point, blur and slice are gathers, lattice
-// points are numbered in first-seen order by a sequential insert. Results
-// are therefore bit-identical for any OpenMP thread count. The lattice is
+// points are numbered in first-seen order by a sequential insert (then,
+// for large lattices, renumbered along a Z-order curve of their keys: a
+// deterministic permutation that keeps blur neighbours near in memory and
+// changes no sum). Results are therefore bit-identical for any OpenMP
+// thread count. The lattice is
 // immutable once built; filter scratch is per calling thread, so apply()
 // may run concurrently from several threads.
 #pragma once

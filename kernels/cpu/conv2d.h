@@ -14,6 +14,12 @@
 // the packed micro-panel (an "implicit im2col"); the weights are packed
 // once per call and shared by all threads. 1x1 stride-1 unpadded
 // convolutions are plain GEMMs over the pixels (no index arithmetic).
+// The forward packs a whole block of columns row by row (each tap reads one
+// contiguous run of an input row). Backward-weight packs dy_n once per image
+// and splits the CRS columns among threads; for C >= 16 it reads the image
+// through a channels-last copy, so its packed rows are contiguous runs of C
+// channels (dW is computed with columns in (r, s, c) order and permuted
+// back), and for C < 16 it transposes 16 x 16 tiles (transpose_pack.h).
 // Backward-input with stride 1 is itself a convolution (of dy with the
 // kernel flipped in space and transposed in channels) and runs on the
 // forward path; with stride > 1 it computes W^T . dy one column chunk at a

@@ -499,39 +499,25 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
   }
 }
 
-// backward_weight_f32 for C >= 16 through xt (pack_channels_last_block):
-// dW' [K, (r, s, c)] = sum_n dy_n . op(B_n), then dW [K, (c, r, s)] = dW'.
-void backward_weight_channels_last(const ConvGeometry& g, const float* dy, const float* x, float* dw,
-                                   const BlockGrid& grid, int threads) {
+// One image's term of the weight gradient: out [K, ldc] = dy_n . op(B) +
+// beta * out, op(B) [PQ, ldc] given by `b`. dy_n is packed once (prepack_a)
+// and shared, so a block may hold all K rows and the threads split the
+// columns: every packed entry of op(B) is packed once.
+void weight_grad_image(const ConvGeometry& g, const float* dy_n, const BPanelPacker& b, const BlockGrid& grid,
+                       int threads, float beta, float* out, int64_t ldc) {
   const BlisConfig& cfg = sgemm_blis_config();
-  const int64_t rs = g.R * g.S, cols = g.crs(), dy_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
-  const int64_t wp = padded_cols(g);
-  const CpuArray<float> xt = cpu_array<float>(padded_rows(g) * wp * g.C);
-  const CpuArray<float> dw_rsc = cpu_array<float>(g.K * cols);
-  const ChannelsLastCtx ctx{&g, xt.get(), wp};
-  for (int64_t n = 0; n < g.N; ++n) {
-    to_channels_last(g, x + n * g.C * g.hw(), xt.get());
-    const CpuArray<float> dy_packed = prepack_a(cfg, false, dy + n * g.K * g.pq(), g.pq(), g.K, g.pq(), 1.0f);
-    const float beta = n == 0 ? 0.0f : 1.0f;
+  const int64_t dy_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
+  const CpuArray<float> dy_packed = prepack_a(cfg, false, dy_n, g.pq(), g.K, g.pq(), 1.0f);
 #pragma omp parallel num_threads(threads)
-    {
-      const BlisWorkspace ws(cfg, g.pq(), grid.nb);
+  {
+    const BlisWorkspace ws(cfg, g.pq(), grid.nb);
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < grid.row_blocks * grid.col_blocks; ++t) {
-        const int64_t i0 = (t / grid.col_blocks) * grid.mb, j0 = (t % grid.col_blocks) * grid.nb;
-        const int64_t m = std::min(grid.mb, g.K - i0), nb = std::min(grid.nb, cols - j0);
-        const AOperand a{dy_packed.get(), 0, false, 1.0f, dy_rows, i0};
-        blis_block(cfg, m, nb, g.pq(), a, {pack_channels_last_block, &ctx, pack_channels_last_block}, j0, beta,
-                   dw_rsc.get() + i0 * cols + j0, cols, ws);
-      }
+    for (int64_t t = 0; t < grid.row_blocks * grid.col_blocks; ++t) {
+      const int64_t i0 = (t / grid.col_blocks) * grid.mb, j0 = (t % grid.col_blocks) * grid.nb;
+      const int64_t m = std::min(grid.mb, g.K - i0), cols = std::min(grid.nb, ldc - j0);
+      const AOperand a{dy_packed.get(), 0, false, 1.0f, dy_rows, i0};
+      blis_block(cfg, m, cols, g.pq(), a, b, j0, beta, out + i0 * ldc + j0, ldc, ws);
     }
-  }
-#pragma omp parallel for schedule(static) if (g.K * cols >= (int64_t{1} << 16) && !omp_in_parallel())
-  for (int64_t k = 0; k < g.K; ++k) {
-    const float* src = dw_rsc.get() + k * cols;
-    float* out = dw + k * cols;
-    for (int64_t t = 0; t < rs; ++t)
-      for (int64_t c = 0; c < g.C; ++c) out[c * rs + t] = src[t * g.C + c];
   }
 }
 
@@ -542,40 +528,42 @@ void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x,
   }
   const BlisConfig& cfg = sgemm_blis_config();
   const int threads = thread_count(g);
-  // dW [K, CRS] = sum_n dy_n [K, PQ] . col(x_n)^T: threads split dW into
-  // blocks, each block sums over all images itself (no cross-thread reduction).
-  // Image by image: dy_n is packed once (prepack_a) and shared, so a block
-  // may hold all K rows and the threads split the CRS columns: every packed
-  // entry of col(x_n)^T is then packed once. Each dW entry still sums the
-  // images in order, over the same K slices, whatever the thread count.
+  // dW [K, CRS] = sum_n dy_n [K, PQ] . col(x_n)^T, image by image
+  // (weight_grad_image). Threads split dW into blocks with no cross-thread
+  // reduction, so each dW entry sums the images in order, over the same K
+  // slices, whatever the thread count.
   const BlockGrid grid = choose_block_grid(cfg, g.K, g.crs(), threads, kConvCols, /*a_prepacked=*/true);
-  const int64_t dy_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
-  if (!g.is_pointwise() && g.C >= 16) {
-    backward_weight_channels_last(g, dy, x, dw, grid, threads);
-    return;
-  }
+  // C >= 16 (not 1x1): through a channels-last copy of each image, with dW's
+  // columns in (r, s, c) order (pack_channels_last_block), permuted at the end.
+  const bool channels_last = !g.is_pointwise() && g.C >= 16;
+  const int64_t wp = padded_cols(g);
+  const CpuArray<float> xt = cpu_array<float>(channels_last ? padded_rows(g) * wp * g.C : 0);
+  const CpuArray<float> dw_rsc = cpu_array<float>(channels_last ? g.K * g.crs() : 0);
   for (int64_t n = 0; n < g.N; ++n) {
     const float* x_img = x + n * g.C * g.hw();
-    const CpuArray<float> dy_packed = prepack_a(cfg, false, dy + n * g.K * g.pq(), g.pq(), g.K, g.pq(), 1.0f);
+    const float* dy_n = dy + n * g.K * g.pq();
     const float beta = n == 0 ? 0.0f : 1.0f;
-#pragma omp parallel num_threads(threads)
-    {
-      const BlisWorkspace ws(cfg, g.pq(), grid.nb);
-#pragma omp for schedule(static)
-      for (int64_t t = 0; t < grid.row_blocks * grid.col_blocks; ++t) {
-        const int64_t i0 = (t / grid.col_blocks) * grid.mb, j0 = (t % grid.col_blocks) * grid.nb;
-        const int64_t m = std::min(grid.mb, g.K - i0), cols = std::min(grid.nb, g.crs() - j0);
-        const AOperand a{dy_packed.get(), 0, false, 1.0f, dy_rows, i0};
-        float* dwb = dw + i0 * g.crs() + j0;
-        if (g.is_pointwise()) {
-          const MatrixOperand op{x_img, g.hw(), true};  // op(B)(pixel, c) = x[c, pixel]
-          blis_block(cfg, m, cols, g.pq(), a, {pack_b_matrix, &op}, j0, beta, dwb, g.crs(), ws);
-        } else {
-          const ForwardPackCtx ctx{&g, x_img};
-          blis_block(cfg, m, cols, g.pq(), a, {pack_weight_grad_panel, &ctx}, j0, beta, dwb, g.crs(), ws);
-        }
-      }
+    if (channels_last) {
+      to_channels_last(g, x_img, xt.get());
+      const ChannelsLastCtx ctx{&g, xt.get(), wp};
+      weight_grad_image(g, dy_n, {pack_channels_last_block, &ctx, pack_channels_last_block}, grid, threads, beta,
+                        dw_rsc.get(), g.crs());
+    } else if (g.is_pointwise()) {
+      const MatrixOperand op{x_img, g.hw(), true};  // op(B)(pixel, c) = x[c, pixel]
+      weight_grad_image(g, dy_n, {pack_b_matrix, &op}, grid, threads, beta, dw, g.crs());
+    } else {
+      const ForwardPackCtx ctx{&g, x_img};
+      weight_grad_image(g, dy_n, {pack_weight_grad_panel, &ctx}, grid, threads, beta, dw, g.crs());
     }
+  }
+  if (!channels_last) return;
+  const int64_t rs = g.R * g.S, cols = g.crs();
+#pragma omp parallel for schedule(static) if (g.K * cols >= (int64_t{1} << 16) && !omp_in_parallel())
+  for (int64_t k = 0; k < g.K; ++k) {
+    const float* src = dw_rsc.get() + k * cols;
+    float* out = dw + k * cols;
+    for (int64_t t = 0; t < rs; ++t)
+      for (int64_t c = 0; c < g.C; ++c) out[c * rs + t] = src[t * g.C + c];
   }
 }
 

@@ -77,6 +77,20 @@ class KeyTable {
   }
   // The index of `key`, or -1 when absent.
   int32_t find(const int32_t* key, uint64_t hash) const { return slots_[locate(key, hash)].index; }
+  // Renames key e to rank[e] (a permutation of 0..size-1): the slots keep
+  // their places, the keys move, so later lookups return the new indices.
+  void renumber(const CpuVector<int32_t>& rank) {
+#pragma omp parallel for schedule(static) if (size_ >= 16384)
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (slots_[i].index >= 0) slots_[i].index = rank[slots_[i].index];
+    }
+    CpuVector<int32_t> moved(keys_.size());
+#pragma omp parallel for schedule(static) if (size_ >= 16384)
+    for (int64_t e = 0; e < size_; ++e) {
+      std::copy_n(keys_.data() + e * dim_, dim_, moved.data() + static_cast<int64_t>(rank[e]) * dim_);
+    }
+    keys_.swap(moved);
+  }
   // Starts loading the slot a lookup of `hash` probes first (lookups are
   // cache misses into a table of several MB; issuing a batch of prefetches
   // before the lookups overlaps them).
@@ -299,7 +313,13 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // numbering, hence every later sum, does not depend on the thread count).
   KeyTable table(d, N * d1 / 2 + 1);
   vertex_.resize(static_cast<size_t>(N * d1));
-  for (int64_t e = 0; e < N * d1; ++e) vertex_[e] = table.insert(keys.data() + e * d, hashes[e]);
+  // Each insert is a cache miss into a table of several MiB on a sparse
+  // lattice; prefetching the slot kAhead vertices early overlaps them.
+  constexpr int64_t kAhead = 16;
+  for (int64_t e = 0; e < N * d1; ++e) {
+    if (e + kAhead < N * d1) table.prefetch(hashes[e + kAhead]);
+    vertex_[e] = table.insert(keys.data() + e * d, hashes[e]);
+  }
   num_lattice_ = table.size();
   const int64_t M = num_lattice_;
 
@@ -311,11 +331,13 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // neighbours are near in memory too. Only the numbering changes: every
   // sum runs over the same terms in the same order, so the filter's output
   // is bit for bit what it was. rank[old index] = new index; empty: kept.
+  // The table is renamed too, so the neighbour step below walks the points
+  // in the new order and writes its rows in sequence.
   const CpuVector<int32_t> rank = z_order && M >= kReorderPoints ? z_order_rank(table, M) : CpuVector<int32_t>{};
-  const auto renamed = [&rank](int32_t p) { return rank.empty() ? p : rank[p]; };
   if (!rank.empty()) {
 #pragma omp parallel for schedule(static)
     for (int64_t e = 0; e < N * d1; ++e) vertex_[e] = rank[vertex_[e]];
+    table.renumber(rank);
   }
 
   // 3. Blur neighbours p +- u_j, u_j = (d + 1) e_j - (1, ..., 1): in the d
@@ -326,30 +348,39 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // nobody writes has no lattice point behind it. Half the hash lookups
   // (cache misses into a table of several MB) of looking up both.
   // Absent neighbours point at the zero row M.
+  // The lookups are software-pipelined: the keys of point p + kLookAhead
+  // are hashed and their slots prefetched before p's are probed, so about
+  // kLookAhead (d + 1) misses are in flight instead of d + 1.
   neighbour_.assign(static_cast<size_t>(d1 * M * 2), static_cast<int32_t>(M));
 #pragma omp parallel if (M >= kParallelPoints)
   {
-    // The d + 1 up-neighbour keys of one lattice point: [direction][d].
-    std::vector<int32_t> nkeys(static_cast<size_t>(d1 * d));
-    std::vector<uint64_t> nhash(static_cast<size_t>(d1));
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < M; ++p) {
+    constexpr int64_t kLookAhead = 4;
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t begin = M * t / threads, end = M * (t + 1) / threads;
+    // The d + 1 up-neighbour keys of kLookAhead points: [point % kLookAhead][direction][d].
+    std::vector<int32_t> nkeys(static_cast<size_t>(kLookAhead * d1 * d));
+    std::vector<uint64_t> nhash(static_cast<size_t>(kLookAhead * d1));
+    const auto stage = [&](int64_t p) {
       const int32_t* key = table.key(p);
+      const int64_t ring = (p % kLookAhead) * d1;
       for (int64_t j = 0; j < d1; ++j) {
-        int32_t* up = nkeys.data() + j * d;
+        int32_t* up = nkeys.data() + (ring + j) * d;
         for (int64_t k = 0; k < d; ++k) up[k] = key[k] - 1;
         if (j < d) up[j] = key[j] + static_cast<int32_t>(d);
-        nhash[j] = hash_key(up, d);
-        table.prefetch(nhash[j]);
+        nhash[ring + j] = hash_key(up, d);
+        table.prefetch(nhash[ring + j]);
       }
-      const int32_t p_new = renamed(static_cast<int32_t>(p));
+    };
+    for (int64_t p = begin; p < std::min(begin + kLookAhead, end); ++p) stage(p);
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t ring = (p % kLookAhead) * d1;
       for (int64_t j = 0; j < d1; ++j) {
-        const int32_t q = table.find(nkeys.data() + j * d, nhash[j]);
+        const int32_t q = table.find(nkeys.data() + (ring + j) * d, nhash[ring + j]);
         if (q < 0) continue;
-        const int32_t q_new = renamed(q);
-        neighbour_[(j * M + p_new) * 2] = q_new;      // p + u_j
-        neighbour_[(j * M + q_new) * 2 + 1] = p_new;  // q - u_j
+        neighbour_[(j * M + p) * 2] = q;                                // p + u_j
+        neighbour_[(j * M + q) * 2 + 1] = static_cast<int32_t>(p);  // q - u_j
       }
+      if (p + kLookAhead < end) stage(p + kLookAhead);
     }
   }
 

@@ -104,6 +104,10 @@ TEST_CASE("subcommand parsers and --data parsing without opening anything") {
   CHECK(synth.synth_count == 16);
   CHECK(synth.synth_size == 32);
   CHECK(synth.dir.empty());
+  CHECK(synth.synth_noise == 0.06);
+  const DataSpec noisy = spec({"--data", "synth", "--synth-noise", "0.2", "--synth-blur", "0"});
+  CHECK(noisy.synth_noise == 0.2);
+  CHECK(noisy.synth_blur == 0);
   // Parsing names the folder but does not look at it.
   const DataSpec pets = spec({"--data", "pets:/no/such/folder", "--pets-border", "ignore", "--val-fraction", "0.5"});
   CHECK(pets.dir == "/no/such/folder");
@@ -111,6 +115,7 @@ TEST_CASE("subcommand parsers and --data parsing without opening anything") {
   CHECK(pets.val_fraction == 0.5);
   check_throws_with<UsageError>([&] { spec({"--data", "synth:99999999999999999999"}); }, "needs a positive count");
   check_throws_with<UsageError>([&] { spec({"--data", "synth:0"}); }, "needs a positive count");
+  check_throws_with<UsageError>([&] { spec({"--data", "synth", "--synth-noise", "-0.1"}); }, "--synth-noise");
   check_throws_with<UsageError>([&] { spec({"--data", "nope"}); }, "unknown --data kind 'nope'");
   check_throws_with<UsageError>([&] { spec({"--data", "folder:"}); }, "--data folder:DIR needs a directory");
   check_throws_with<UsageError>([&] { spec({"--data", "folder:/d", "--channels", "2"}); }, "--channels must be 1 or 3");

@@ -21,13 +21,16 @@ void add_data_options(ArgParser& p) {
       .option("--synth-classes", "L", "2", "synthetic data: 2 (binary), 3 or 4 classes")
       .option("--synth-channels", "C", "3", "synthetic data: 1 or 3 channels")
       .option("--synth-size", "S", "64", "synthetic data: image side in pixels")
+      .option("--synth-noise", "X", "0.06", "synthetic data: pixel noise standard deviation (0-1 scale)")
+      .option("--synth-blur", "X", "1", "synthetic data: image blur sigma in pixels (0: none)")
       .option("--microct-context", "K", "0", "micro-CT 2.5D: K neighbouring slices on each side as channels")
       .option("--channels", "C", "3", "folder data: input channels, 1 or 3");
 }
 
 const std::vector<std::string>& data_option_names() {
   static const std::vector<std::string> names = {"--val-fraction", "--pets-border", "--synth-classes",
-                                                 "--synth-channels", "--synth-size", "--microct-context",
+                                                 "--synth-channels", "--synth-size", "--synth-noise",
+                                                 "--synth-blur", "--microct-context",
                                                  "--channels"};
   return names;
 }
@@ -61,6 +64,8 @@ DataSpec parse_data_spec(const ArgParser& p) {
     d.synth_channels = p.get_int("--synth-channels", 1, 3);
     if (d.synth_channels == 2) throw UsageError("--synth-channels must be 1 or 3, got 2");
     d.synth_size = p.get_int("--synth-size", 8, 4096);
+    d.synth_noise = p.get_double("--synth-noise", 0, 1);
+    d.synth_blur = p.get_double("--synth-blur", 0, 100);
     return d;
   }
   if (d.kind != "pets" && d.kind != "microct" && d.kind != "folder") {
@@ -90,6 +95,8 @@ DataSplits open_data(const ArgParser& p, uint64_t seed) {
     o.num_classes = d.synth_classes;
     o.channels = d.synth_channels;
     o.height = o.width = d.synth_size;
+    o.noise_std = d.synth_noise;
+    o.blur_sigma = d.synth_blur;
     o.size = d.synth_count;
     o.seed = seed;
     out.train = std::make_shared<data::SyntheticDataset>(o);

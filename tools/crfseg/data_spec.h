@@ -43,6 +43,7 @@ struct DataSpec {
   std::string dir;   // the DIR of pets:/microct:/folder: (empty for synth)
   double val_fraction = 0.2;
   int64_t synth_count = 400, synth_classes = 2, synth_channels = 3, synth_size = 64;
+  double synth_noise = 0.06, synth_blur = 1.0;
   data::TrimapBorder pets_border = data::TrimapBorder::as_class;
   int64_t microct_context = 0;
   int64_t channels = 3;  // folder data

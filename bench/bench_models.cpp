@@ -4,13 +4,16 @@
 //   build/bench/bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder unet|resnet50|vgg16|vgg16_bn]
 //                            [--base W] [--depth D] [--size S] [--batch B] [--classes C]
 //                            [--optimizer adamw|sgd] [--crf] [--encoder-forward] [--device cpu|cuda[:N]]
-//                            [--precision fp32|tf32|bf16]
+//                            [--precision fp32|tf32|bf16] [--input noise|shapes]
 //
 // A training step is forward + cross-entropy + backward + optimizer step
 // (AdamW at lr 1e-3, or SGD at lr 1e-2 with momentum 0.9) on a fixed batch; inference is a
 // no-grad eval-mode forward. --crf adds the CRF-RNN final layer (5
-// iterations in training; the image is uniform noise, the worst case for
-// the lattice). --encoder-forward times only the encoder's eval forward
+// iterations in training). --input picks the batch: uniform noise (the
+// default; the convolutions do not care, but it is the CRF lattice's worst
+// case, one lattice point per pixel vertex) or the synthetic shapes of
+// datasets/synthetic.h with their masks as labels (a natural image's
+// lattice, 10-30x smaller). --encoder-forward times only the encoder's eval forward
 // (e.g. ResNet-50 to layer4, torchvision's resnet50 without avgpool/fc)
 // and skips training. Reports the median and min ms over R runs after W
 // warm-up runs (2), images/s, the process's peak resident memory and the
@@ -35,11 +38,13 @@
 #include "bench/support/peak.h"
 #include "bench/support/timer.h"
 #include "crf/crf_rnn.h"
+#include "datasets/synthetic.h"
 #include "layers/optim/adam.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/factory.h"
+#include "tensor/ops.h"
 #include "tensor/random.h"
 
 using namespace crfseg;
@@ -49,7 +54,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder NAME] [--base W] [--depth D]\n"
     "                    [--size S] [--batch B] [--classes C] [--optimizer adamw|sgd] [--crf] [--encoder-forward]\n"
-    "                    [--device cpu|cuda[:N]] [--precision fp32|tf32|bf16]\n"
+    "                    [--device cpu|cuda[:N]] [--precision fp32|tf32|bf16] [--input noise|shapes]\n"
     "  times a Segmenter training step (forward, loss, backward, optimizer) and inference.\n";
 
 // Peak resident set size of this process so far, in MiB (Linux: ru_maxrss is in KiB).
@@ -74,7 +79,7 @@ int main(int argc, char** argv) {
   int64_t repeats = 10, warmup = 2, base = 16, depth = 4, size = 128, batch = 4, classes = 3;
   std::string encoder = "unet", optimizer = "adamw";
   bool with_crf = false, encoder_forward = false;
-  std::string device_name = "cpu", precision_name = "fp32";
+  std::string device_name = "cpu", precision_name = "fp32", input = "noise";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -101,6 +106,8 @@ int main(int argc, char** argv) {
       device_name = argv[++i];
     } else if (a == "--precision" && has_value) {
       precision_name = argv[++i];
+    } else if (a == "--input" && has_value && (std::string(argv[i + 1]) == "noise" || std::string(argv[i + 1]) == "shapes")) {
+      input = argv[++i];
     } else if (a == "--crf") {
       with_crf = true;
     } else if (a == "--encoder-forward") {
@@ -132,11 +139,26 @@ int main(int argc, char** argv) {
           .num_classes = classes, .image_scale = 255.0, .parametrization = crf::CrfParametrization::convergent});
       net.set_final_layer(crf_layer, crf_layer->as_final_layer());
     }
-    // Uniform [0, 1) images: the CRF sees them on 0-255 (image_scale).
-    const Tensor x = rand({batch, 3, size, size}, {}, gen);
-    std::vector<int64_t> labels(static_cast<size_t>(batch * size * size));
-    for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int64_t>((i / 7 + i / (7 * size)) % classes);
-    const Tensor y = from_vector<int64_t>(labels, {batch, size, size}).to(device);
+    // Images on [0, 1]: the CRF sees them on 0-255 (image_scale).
+    Tensor x, y;
+    if (input == "noise") {
+      x = rand({batch, 3, size, size}, {}, gen);
+      std::vector<int64_t> labels(static_cast<size_t>(batch * size * size));
+      for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int64_t>((i / 7 + i / (7 * size)) % classes);
+      y = from_vector<int64_t>(labels, {batch, size, size});
+    } else {
+      const data::SyntheticDataset shapes({.size = batch, .height = size, .width = size, .channels = 3,
+                                           .num_classes = std::clamp<int64_t>(classes, 2, 4)});
+      std::vector<Tensor> images, masks;
+      for (int64_t i = 0; i < batch; ++i) {
+        data::Sample s = shapes.get(i);
+        images.push_back(s.image);
+        masks.push_back(s.mask);
+      }
+      x = ops::stack(images, 0);
+      y = ops::stack(masks, 0);
+    }
+    y = y.to(device);
     net.to(device);
     const Tensor x_dev = x.to(device);
 
@@ -195,14 +217,14 @@ int main(int argc, char** argv) {
                   "\"batch\": %lld, \"classes\": %lld, \"crf\": %s, \"optimizer\": \"%s\", \"encoder_forward\": %s, "
                   "\"parameters\": %.0f, \"train_median_ms\": %s, \"train_min_ms\": %s, \"infer_median_ms\": %.3f, "
                   "\"infer_min_ms\": %.3f, \"peak_rss_mib\": %.1f, \"peak_gflops\": %.1f, \"device\": \"%s\", "
-                  "\"device_peak_mib\": %.1f, \"precision\": \"%s\"}\n",
+                  "\"device_peak_mib\": %.1f, \"precision\": \"%s\", \"input\": \"%s\"}\n",
                   bench::machine_info().c_str(), encoder.c_str(), (long long)base, (long long)depth, (long long)size,
                   (long long)batch, (long long)classes, with_crf ? "true" : "false", optimizer.c_str(),
                   encoder_forward ? "true" : "false", params, json_ms(train.median_ms).c_str(),
                   json_ms(train.min_ms).c_str(), infer.median_ms,
                   infer.min_ms, peak_rss_mib(), bench::measured_peak_gflops(), device.str().c_str(),
                   device.is_cuda() ? cuda::memory_stats(device.index).peak_allocated_bytes / 1048576.0 : 0.0,
-                  precision_name.c_str());
+                  precision_name.c_str(), input.c_str());
     } else {
       std::printf("# Segmenter %s%s (base %lld, depth %lld, %.2fM parameters), batch %lld x 3 x %lld^2, %lld classes, "
                   "%s, %s, %lld repeats, %s %s\n",

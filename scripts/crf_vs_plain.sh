@@ -14,7 +14,8 @@
 # neighbours; and that with the network trained alone for the first 4
 # epochs (--crf-warmup 4). Then noisier images (--synth-noise 0.15) and a
 # shallower U-Net (depth 2, a small receptive field, so its own output is
-# noisy): plain, and + CRF with theta_beta 60.
+# noisy): plain, and + CRF with theta_beta 60, at the default initial
+# kernel weights (3, 5) and at 1, 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=("${@:-0 1 2}")
@@ -37,4 +38,5 @@ for seed in ${seeds[*]}; do
   run crf-beta30-warmup4 "$seed" --depth 4 "${crf[@]}" --crf-theta-beta 30 --crf-warmup 4
   run noisy-depth2-plain "$seed" --depth 2 --synth-noise 0.15
   run noisy-depth2-crf-beta60 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60
+  run noisy-depth2-crf-beta60-w1 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60 --crf-weights 1,1
 done

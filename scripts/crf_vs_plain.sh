@@ -22,7 +22,8 @@ seeds=("${@:-0 1 2}")
 out="${CRF_VS_PLAIN_OUT:-runs/crf_vs_plain}"
 mkdir -p "$out"
 common=(--data synth:600 --epochs 8 --batch 8 --lr 0.004 --base 4 --quiet)
-crf=(--crf --crf-lr-mult 30)
+crf1=(--crf --crf-lr-mult 30)
+crf=("${crf1[@]}" --crf-weights 3,5)  # the initial weights of the README's first tables
 run() {
   local name=$1 seed=$2; shift 2
   ./build/tools/crfseg train "${common[@]}" --seed "$seed" --out "$out/$name-$seed" --overwrite "$@" \
@@ -38,5 +39,5 @@ for seed in ${seeds[*]}; do
   run crf-beta30-warmup4 "$seed" --depth 4 "${crf[@]}" --crf-theta-beta 30 --crf-warmup 4
   run noisy-depth2-plain "$seed" --depth 2 --synth-noise 0.15
   run noisy-depth2-crf-beta60 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60
-  run noisy-depth2-crf-beta60-w1 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60 --crf-weights 1,1
+  run noisy-depth2-crf-beta60-w1 "$seed" --depth 2 --synth-noise 0.15 "${crf1[@]}" --crf-theta-beta 60  # --crf-weights 1,1, the default since session 18
 done

@@ -20,7 +20,7 @@ void add_model_options(ArgParser& p) {
       .option("--crf-theta-beta", "X", "3", "CRF bilateral kernel: intensity bandwidth (0-255 units)")
       .option("--crf-theta-gamma", "X", "3", "CRF spatial kernel bandwidth (pixels)")
       .option("--crf-mode", "MODE", "lattice", "CRF filter: lattice (fast) or dense (exact, O(N^2), tiny images)")
-      .option("--crf-weights", "S,B", "3,5", "CRF initial spatial and bilateral kernel weights (times identity)")
+      .option("--crf-weights", "S,B", "1,1", "CRF initial spatial and bilateral kernel weights (times identity)")
       .option("--crf-param", "NAME", "convergent",
               "CRF pairwise parametrization: free (Zheng et al.) or convergent (PSD kernel weights, Potts)");
 }

@@ -186,28 +186,32 @@ TEST_CASE("U-Net overfits a tiny dataset") {
   CHECK(losses.back() < 0.05);
 }
 
+namespace {
+
+// `steps` of SGD on the tiny dataset with a ResNet-50-encoder U-Net (seed 9).
+std::vector<double> resnet50_unet_losses(int steps) {
+  Generator gen(9);
+  Segmenter s(SegmenterConfig{.encoder = "resnet50", .in_channels = 1, .num_classes = 3,
+                              .decoder_widths = {32, 16, 16, 8}},
+              gen);
+  const auto [x, t] = tiny_dataset();
+  return overfit(s, x, t, steps, 0.05);
+}
+
+}  // namespace
+
 // The sanitizer build runs this short test instead of the 50-step overfit
 // below (same forward, backward and update code, one twelfth of the steps;
 // the overfit's 7 s per step under ASan made it CI's critical path). The
 // release build runs both.
 TEST_CASE("ResNet-50-encoder U-Net: four SGD steps lower the loss") {
-  Generator gen(9);
-  Segmenter s(SegmenterConfig{.encoder = "resnet50", .in_channels = 1, .num_classes = 3,
-                              .decoder_widths = {32, 16, 16, 8}},
-              gen);
-  const auto [x, t] = tiny_dataset();
-  const auto losses = overfit(s, x, t, 4, 0.05);
+  const auto losses = resnet50_unet_losses(4);
   INFO("losses " << losses[0] << " " << losses[1] << " " << losses[2] << " " << losses[3]);
   CHECK(losses[3] < 0.9 * losses[0]);
 }
 
 TEST_CASE("ResNet-50-encoder U-Net overfits a tiny dataset") {
-  Generator gen(9);
-  Segmenter s(SegmenterConfig{.encoder = "resnet50", .in_channels = 1, .num_classes = 3,
-                              .decoder_widths = {32, 16, 16, 8}},
-              gen);
-  const auto [x, t] = tiny_dataset();
-  const auto losses = overfit(s, x, t, 50, 0.05);
+  const auto losses = resnet50_unet_losses(50);
   INFO("first loss " << losses.front() << ", last loss " << losses.back());
   CHECK(losses.front() > 0.5);
   CHECK(losses.back() < 0.05);

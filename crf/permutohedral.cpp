@@ -79,13 +79,14 @@ class KeyTable {
   int32_t find(const int32_t* key, uint64_t hash) const { return slots_[locate(key, hash)].index; }
   // Renames key e to rank[e] (a permutation of 0..size-1): the slots keep
   // their places, the keys move, so later lookups return the new indices.
+  // Only large lattices are renumbered (kReorderPoints), so always parallel.
   void renumber(const CpuVector<int32_t>& rank) {
-#pragma omp parallel for schedule(static) if (size_ >= 16384)
+#pragma omp parallel for schedule(static)
     for (size_t i = 0; i < slots_.size(); ++i) {
       if (slots_[i].index >= 0) slots_[i].index = rank[slots_[i].index];
     }
     CpuVector<int32_t> moved(keys_.size());
-#pragma omp parallel for schedule(static) if (size_ >= 16384)
+#pragma omp parallel for schedule(static)
     for (int64_t e = 0; e < size_; ++e) {
       std::copy_n(keys_.data() + e * dim_, dim_, moved.data() + static_cast<int64_t>(rank[e]) * dim_);
     }

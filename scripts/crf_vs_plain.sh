@@ -14,16 +14,16 @@
 # neighbours; and that with the network trained alone for the first 4
 # epochs (--crf-warmup 4). Then noisier images (--synth-noise 0.15) and a
 # shallower U-Net (depth 2, a small receptive field, so its own output is
-# noisy): plain, and + CRF with theta_beta 60, at the default initial
-# kernel weights (3, 5) and at 1, 1.
+# noisy): plain, and + CRF with theta_beta 60, at Zheng et al.'s initial
+# kernel weights (3 I, 5 I) and at the default (I).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=("${@:-0 1 2}")
 out="${CRF_VS_PLAIN_OUT:-runs/crf_vs_plain}"
 mkdir -p "$out"
 common=(--data synth:600 --epochs 8 --batch 8 --lr 0.004 --base 4 --quiet)
-crf1=(--crf --crf-lr-mult 30)
-crf=("${crf1[@]}" --crf-weights 3,5)  # the initial weights of the README's first tables
+crf=(--crf --crf-lr-mult 30)
+crf_zheng=("${crf[@]}" --crf-weights 3,5)  # the initial weights of the README's first tables
 run() {
   local name=$1 seed=$2; shift 2
   ./build/tools/crfseg train "${common[@]}" --seed "$seed" --out "$out/$name-$seed" --overwrite "$@" \
@@ -34,10 +34,10 @@ run() {
 }
 for seed in ${seeds[*]}; do
   run plain "$seed" --depth 4
-  run crf-beta3 "$seed" --depth 4 "${crf[@]}"
-  run crf-beta30 "$seed" --depth 4 "${crf[@]}" --crf-theta-beta 30
-  run crf-beta30-warmup4 "$seed" --depth 4 "${crf[@]}" --crf-theta-beta 30 --crf-warmup 4
+  run crf-beta3 "$seed" --depth 4 "${crf_zheng[@]}"
+  run crf-beta30 "$seed" --depth 4 "${crf_zheng[@]}" --crf-theta-beta 30
+  run crf-beta30-warmup4 "$seed" --depth 4 "${crf_zheng[@]}" --crf-theta-beta 30 --crf-warmup 4
   run noisy-depth2-plain "$seed" --depth 2 --synth-noise 0.15
-  run noisy-depth2-crf-beta60 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60
-  run noisy-depth2-crf-beta60-w1 "$seed" --depth 2 --synth-noise 0.15 "${crf1[@]}" --crf-theta-beta 60  # --crf-weights 1,1, the default since session 18
+  run noisy-depth2-crf-beta60 "$seed" --depth 2 --synth-noise 0.15 "${crf_zheng[@]}" --crf-theta-beta 60
+  run noisy-depth2-crf-beta60-w1 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60  # the default weights, I
 done

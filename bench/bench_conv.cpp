@@ -14,7 +14,9 @@
 // of those layouts. crfseg works on plain NCHW. That favours oneDNN.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <functional>
 #include <unordered_map>
 #include <string>
@@ -63,9 +65,29 @@ ConvGeometry geometry(const Layer& l, int64_t batch) {
   return g;
 }
 
-std::vector<float> random_floats(int64_t n, uint64_t seed) {
+// 64-byte aligned, like every crfseg tensor (tensor/cpu_allocator.h) and
+// oneDNN's own buffers: kernels may take aligned-only paths (e.g. the direct
+// convolution's streaming stores), which a std::vector's malloc'd block
+// (16-byte aligned) would never see.
+template <typename T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <typename U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) {
+    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  bool operator==(const Aligned64&) const { return true; }
+};
+using FloatVec = std::vector<float, Aligned64<float>>;
+
+FloatVec random_floats(int64_t n, uint64_t seed) {
   Generator gen(seed);
-  std::vector<float> v(static_cast<size_t>(n));
+  FloatVec v(static_cast<size_t>(n));
   for (float& x : v) x = gen.uniform_f32() - 0.5f;
   return v;
 }
@@ -80,9 +102,8 @@ bool tap(const ConvGeometry& g, int64_t p, int64_t q, int64_t r, int64_t s, int6
 bool close(double got, double want, double scale) { return std::abs(got - want) <= 1e-4 * scale + 1e-5; }
 
 // Samples 64 elements of y, dx and dw and recomputes them from the definition.
-bool verify(const ConvGeometry& g, const std::vector<float>& x, const std::vector<float>& w,
-            const std::vector<float>& dy, const std::vector<float>& y, const std::vector<float>& dx,
-            const std::vector<float>& dw) {
+bool verify(const ConvGeometry& g, const FloatVec& x, const FloatVec& w, const FloatVec& dy, const FloatVec& y,
+            const FloatVec& dx, const FloatVec& dw) {
   Generator gen(99);
   auto pick = [&](int64_t n) { return static_cast<int64_t>(gen.next_u32() % static_cast<uint32_t>(n)); };
   for (int i = 0; i < 64; ++i) {
@@ -232,12 +253,12 @@ int main(int argc, char** argv) {
     const double flops = 2.0 * g.N * g.K * g.pq() * g.crs();
     const auto x = random_floats(g.N * g.C * g.hw(), 1), w = random_floats(g.K * g.crs(), 2),
                b = random_floats(g.K, 3), dy = random_floats(g.N * g.K * g.pq(), 4);
-    std::vector<float> y(dy.size()), dx(x.size()), dw(w.size()), db(g.K);
+    FloatVec y(dy.size()), dx(x.size()), dw(w.size()), db(g.K);
     kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data());
     kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data());
     kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
     // The forward ran with bias; verify() checks y - b against the bias-free sum.
-    std::vector<float> y_nobias(y);
+    FloatVec y_nobias(y);
     for (int64_t n = 0; n < g.N; ++n)
       for (int64_t k = 0; k < g.K; ++k)
         for (int64_t i = 0; i < g.pq(); ++i) y_nobias[(n * g.K + k) * g.pq() + i] -= b[k];
@@ -256,6 +277,17 @@ int main(int argc, char** argv) {
     };
     add("crfseg", "forward", ok,
         [&] { kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data()); });
+    // Layers the direct kernels take: their implicit-GEMM path too, verified the same way.
+    const bool direct = kernels::cpu::conv2d_takes_direct_path(g);
+    bool gemm_ok = false;
+    if (direct) {
+      FloatVec yg(y.size()), dwg(dw.size());
+      kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), nullptr, yg.data());
+      kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dwg.data());
+      gemm_ok = verify(g, x, w, dy, yg, dx, dwg);
+      add("crfseg-gemm", "forward", gemm_ok,
+          [&] { kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data()); });
+    }
 #ifdef CRFSEG_HAVE_DNNL
     DnnlConv dnnl_conv(g);
     add("oneDNN", "forward", true, [&] { dnnl_conv.run(dnnl_conv.fwd, dnnl_conv.fwd_args); });
@@ -269,6 +301,12 @@ int main(int argc, char** argv) {
       kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
       kernels::cpu::conv2d_backward_bias<float>(g, dy.data(), db.data());
     });
+    if (direct) {
+      add("crfseg-gemm", "backward-weight+bias", gemm_ok, [&] {
+        kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
+        kernels::cpu::conv2d_backward_bias<float>(g, dy.data(), db.data());
+      });
+    }
 #ifdef CRFSEG_HAVE_DNNL
     add("oneDNN", "backward-weight+bias", true,
         [&] { dnnl_conv.run(dnnl_conv.bwd_weights, dnnl_conv.bwd_weights_args); });

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
 #include "kernels/cpu/gemm/transpose_pack.h"
@@ -644,8 +645,23 @@ void col2im(const ConvGeometry& g, const T* col, T* dx_img) {
   }
 }
 
+// The direct kernels (conv2d_direct.h) take the shallow layers: with at most
+// 32 taps the GEMM's packing costs as much as its arithmetic. Pointwise
+// convolutions stay plain GEMMs (nothing to pack but the operands).
+bool conv2d_takes_direct_path(const ConvGeometry& g) {
+  return !g.is_pointwise() && g.crs() <= 32 && conv2d_direct_applies(g);
+}
+
+void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+  forward_f32(g, x, w, bias, y);
+}
+void conv2d_backward_weight_gemm(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+  backward_weight_f32(g, dy, x, dw);
+}
+
 template <>
 void conv2d_forward<float>(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+  if (conv2d_takes_direct_path(g)) return conv2d_direct_forward(g, x, w, bias, y);
   forward_f32(g, x, w, bias, y);
 }
 template <>
@@ -663,6 +679,7 @@ void conv2d_backward_input<double>(const ConvGeometry& g, const double* dy, cons
 }
 template <>
 void conv2d_backward_weight<float>(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+  if (conv2d_takes_direct_path(g)) return conv2d_direct_backward_weight(g, dy, x, dw);
   backward_weight_f32(g, dy, x, dw);
 }
 template <>

@@ -55,4 +55,12 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* dy, const T* x, T* d
 template <typename T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 
+// f32 forward and weight gradient with at most 32 taps (C*R*S), not 1x1,
+// run the direct kernels of conv2d_direct.h where the CPU has AVX-512F
+// (conv2d_takes_direct_path); these two always take the implicit-GEMM path
+// above (tests and benchmarks compare the two).
+bool conv2d_takes_direct_path(const ConvGeometry& g);
+void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y);
+void conv2d_backward_weight_gemm(const ConvGeometry& g, const float* dy, const float* x, float* dw);
+
 }  // namespace crfseg::kernels::cpu

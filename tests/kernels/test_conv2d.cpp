@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/conv2d_direct.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/ref/conv2d.h"
 #include "tests/support/helpers.h"
 
@@ -108,6 +110,115 @@ void check_against_reference(double tol) {
 
 TEST_CASE("conv2d kernels: f32 implicit-im2col path matches the direct reference") {
   check_against_reference<float>(2e-4);
+}
+
+// Shapes for the direct kernels (conv2d_direct.h): 1 and 3 input channels,
+// K around the 8-channel register block (1, 7, 8, 9, 13), rows shorter
+// than, equal to and just past one 16-pixel vector and past 3 vectors (the
+// 3-vector tile plus a tail), padding, dilation, row stride, S of 1..7 (tap
+// chunks of 3, 3, 1), and C*R*S up to the limit of 64.
+const std::vector<ConvGeometry>& direct_geometries() {
+  static const std::vector<ConvGeometry> gs = {
+      make(1, 1, 1, 1, 1, 1, 1),                       // everything 1
+      make(2, 3, 7, 13, 5, 3, 3, 1, 1, 1, 1),           // primes, Q < 16
+      make(1, 3, 5, 16, 8, 3, 3, 1, 1, 1, 1),           // Q = 16, K = one block
+      make(2, 3, 6, 17, 9, 3, 3, 1, 1, 1, 1),           // Q = 17, K = one block + 1
+      make(1, 3, 4, 67, 13, 3, 3, 1, 1, 1, 1),          // Q = 67: 3-vector tile, then a 2-vector tile
+      make(1, 1, 9, 50, 7, 3, 3, 1, 1, 1, 1),           // Q = 50: 3-vector tile + 1
+      make(2, 3, 9, 10, 4, 3, 3, 1, 1, 2, 2, 2, 2),     // dilation 2
+      make(1, 4, 11, 23, 6, 3, 3, 2, 1, 1, 1),          // row stride 2, column stride 1
+      make(1, 2, 8, 20, 3, 3, 3, 1, 1, 4, 4),           // padding past the kernel's reach
+      make(1, 1, 12, 40, 10, 1, 7, 1, 1, 0, 3),         // 1x7: tap chunks 3, 3, 1
+      make(1, 1, 30, 35, 8, 8, 8, 1, 1, 3, 3),          // C*R*S = 64, the limit; chunks 3, 3, 2
+      make(2, 1, 3, 3, 1, 3, 3, 1, 1, 1, 1),            // K = 1
+  };
+  return gs;
+}
+
+TEST_CASE("conv2d direct kernels (few input taps) match the reference; the GEMM path does too") {
+  if (!kernels::cpu::has_avx512f()) {
+    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
+    return;
+  }
+  for (const ConvGeometry& g : direct_geometries()) {
+    INFO(describe(g));
+    REQUIRE(kernels::cpu::conv2d_direct_applies(g));
+    const auto x = random_values<float>(g.N * g.C * g.hw(), 11);
+    const auto w = random_values<float>(g.K * g.crs(), 12);
+    const auto b = random_values<float>(g.K, 13);
+    const auto dy = random_values<float>(g.N * g.K * g.pq(), 14);
+    for (const bool with_bias : {true, false}) {
+      const float* bias = with_bias ? b.data() : nullptr;
+      std::vector<float> want(dy.size()), direct(dy.size(), 7.0f), gemm(dy.size(), 7.0f);
+      kernels::ref::conv2d_forward<float>(g, x.data(), w.data(), bias, want.data());
+      kernels::cpu::conv2d_direct_forward(g, x.data(), w.data(), bias, direct.data());
+      kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), bias, gemm.data());
+      CHECK_CLOSE(as_double(direct), as_double(want), 2e-4, 2e-4);
+      CHECK_CLOSE(as_double(gemm), as_double(want), 2e-4, 2e-4);
+    }
+    std::vector<float> want(w.size()), direct(w.size(), 7.0f), gemm(w.size(), 7.0f);
+    kernels::ref::conv2d_backward_weight<float>(g, dy.data(), x.data(), want.data());
+    kernels::cpu::conv2d_direct_backward_weight(g, dy.data(), x.data(), direct.data());
+    kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), gemm.data());
+    CHECK_CLOSE(as_double(direct), as_double(want), 2e-4, 2e-4);
+    CHECK_CLOSE(as_double(gemm), as_double(want), 2e-4, 2e-4);
+  }
+}
+
+TEST_CASE("conv2d direct kernels: the streamed forward (outputs over 8 MiB), thread counts, and refusals") {
+  if (!kernels::cpu::has_avx512f()) {
+    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
+    return;
+  }
+  // 2 x 9 x 341 x 347 outputs x 4 bytes = 8.5 MiB: the streaming-store path,
+  // including unaligned row starts (Q = 347) that fall back to plain stores.
+  // Compared on sampled outputs (the reference is a slow seven-loop sum).
+  const ConvGeometry g = make(2, 3, 341, 347, 9, 3, 3, 1, 1, 1, 1);
+  REQUIRE(g.N * g.K * g.pq() * 4 > (8 << 20));
+  const auto x = random_values<float>(g.N * g.C * g.hw(), 21);
+  const auto w = random_values<float>(g.K * g.crs(), 22);
+  const auto b = random_values<float>(g.K, 23);
+  const auto dy = random_values<float>(g.N * g.K * g.pq(), 24);
+  auto run = [&](int threads) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    std::vector<float> y(dy.size()), dw(w.size());
+    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data());
+    kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
+    omp_set_num_threads(saved);
+    return std::pair{y, dw};
+  };
+  const auto one = run(1), two = run(2), three = run(3);
+  CHECK(one.first == two.first);
+  CHECK(one.first == three.first);
+  CHECK(one.second == two.second);
+  CHECK(one.second == three.second);
+  // y against the definition at a spread of outputs, edges included.
+  for (int64_t i = 0; i < g.N * g.K * g.pq(); i += 9973) {
+    const int64_t n = i / (g.K * g.pq()), k = (i / g.pq()) % g.K, p = (i % g.pq()) / g.Q, q = i % g.Q;
+    double want = b[k];
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t r = 0; r < g.R; ++r)
+        for (int64_t s = 0; s < g.S; ++s) {
+          const int64_t h = p - 1 + r, wc = q - 1 + s;
+          if (h >= 0 && h < g.H && wc >= 0 && wc < g.W)
+            want += double(w[((k * g.C + c) * g.R + r) * g.S + s]) * x[((n * g.C + c) * g.H + h) * g.W + wc];
+        }
+    CHECK(one.first[i] == doctest::Approx(want).epsilon(1e-4));
+  }
+  // The weight gradient against the GEMM path (a different summation order).
+  std::vector<float> dw_gemm(w.size());
+  kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw_gemm.data());
+  CHECK_CLOSE(as_double(one.second), as_double(dw_gemm), 1e-3, 1e-4);
+
+  // Geometries outside the direct kernels are refused by name.
+  const ConvGeometry strided = make(1, 3, 9, 9, 4, 3, 3, 1, 2);
+  const ConvGeometry deep = make(1, 8, 9, 9, 4, 3, 3);  // C*R*S = 72
+  std::vector<float> buf(1024);
+  CHECK_THROWS_WITH_AS(kernels::cpu::conv2d_direct_forward(strided, buf.data(), buf.data(), nullptr, buf.data()),
+                       doctest::Contains("conv2d_direct_forward"), NotImplementedError);
+  CHECK_THROWS_WITH_AS(kernels::cpu::conv2d_direct_backward_weight(deep, buf.data(), buf.data(), buf.data()),
+                       doctest::Contains("C*R*S <= 64"), NotImplementedError);
 }
 
 TEST_CASE("conv2d kernels: f64 im2col + dgemm path matches the direct reference") {

@@ -28,6 +28,9 @@
 // threads write the same element and every sum runs in the same order
 // whatever the thread count: results are bitwise reproducible.
 //
+// Shallow f32 layers (at most 32 taps C*R*S, not 1x1, stride 1 along W,
+// AVX-512F) skip the GEMM in the forward and the weight gradient: the
+// direct kernels of conv2d_direct.h (conv2d_takes_direct_path).
 // f64 (gradient checks) takes the teaching path: explicit im2col into a
 // buffer, dgemm, col2im. Both are tested against kernels/ref/conv2d.h.
 #pragma once

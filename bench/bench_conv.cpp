@@ -277,16 +277,21 @@ int main(int argc, char** argv) {
     };
     add("crfseg", "forward", ok,
         [&] { kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data()); });
-    // Layers the direct kernels take: their implicit-GEMM path too, verified the same way.
-    const bool direct = kernels::cpu::conv2d_takes_direct_path(g);
+    // Passes the direct kernels take: their implicit-GEMM path too, verified the same way.
+    namespace kc = kernels::cpu;
+    const bool direct_fwd = kc::conv2d_forward_takes_direct(g), direct_bwd_in = kc::conv2d_backward_input_takes_direct(g),
+               direct_bwd_w = kc::conv2d_weight_grad_takes_direct(g);
     bool gemm_ok = false;
-    if (direct) {
-      FloatVec yg(y.size()), dwg(dw.size());
-      kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), nullptr, yg.data());
-      kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dwg.data());
-      gemm_ok = verify(g, x, w, dy, yg, dx, dwg);
+    if (direct_fwd || direct_bwd_in || direct_bwd_w) {
+      FloatVec yg(y.size()), dxg(dx.size()), dwg(dw.size());
+      kc::conv2d_forward_gemm(g, x.data(), w.data(), nullptr, yg.data());
+      kc::conv2d_backward_input_gemm(g, dy.data(), w.data(), dxg.data());
+      kc::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dwg.data());
+      gemm_ok = verify(g, x, w, dy, yg, dxg, dwg);
+    }
+    if (direct_fwd) {
       add("crfseg-gemm", "forward", gemm_ok,
-          [&] { kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data()); });
+          [&] { kc::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data()); });
     }
 #ifdef CRFSEG_HAVE_DNNL
     DnnlConv dnnl_conv(g);
@@ -294,6 +299,10 @@ int main(int argc, char** argv) {
 #endif
     add("crfseg", "backward-input", ok,
         [&] { kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data()); });
+    if (direct_bwd_in) {
+      add("crfseg-gemm", "backward-input", gemm_ok,
+          [&] { kc::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx.data()); });
+    }
 #ifdef CRFSEG_HAVE_DNNL
     add("oneDNN", "backward-input", true, [&] { dnnl_conv.run(dnnl_conv.bwd_data, dnnl_conv.bwd_data_args); });
 #endif
@@ -301,7 +310,7 @@ int main(int argc, char** argv) {
       kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
       kernels::cpu::conv2d_backward_bias<float>(g, dy.data(), db.data());
     });
-    if (direct) {
+    if (direct_bwd_w) {
       add("crfseg-gemm", "backward-weight+bias", gemm_ok, [&] {
         kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
         kernels::cpu::conv2d_backward_bias<float>(g, dy.data(), db.data());

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <numeric>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/conv2d_direct.h"
@@ -355,6 +357,33 @@ int thread_count(const ConvGeometry& g) {
 // ---------------------------------------------------------------------------
 // f32 paths.
 
+// Where the direct kernels (conv2d_direct.h) beat the implicit GEMM, from
+// bench_conv and a driver on this VM (2 threads, batch 4, 3x3, same
+// padding; the GEMM's time over the direct kernel's):
+//   forward, 27 taps (3 -> 64 at 256^2): 1.7x; there the GEMM's packing
+//     costs as much as its arithmetic;
+//   forward, deep layers by output width Q: 256 -> 1.2-1.4x (64 -> 64),
+//     1.15x (128 -> 64); 128 -> 1.1x; 64 and 32 -> 1.0x; 16 -> 0.7x
+//     (one 16-pixel vector per row: 8 FMAs per 9 loads);
+//   weight gradient, 27 taps: 3x; it accumulates 16-lane partial sums per
+//     tap, and its register tile needs C*R*S <= 64.
+// Pointwise convolutions stay plain GEMMs (nothing to pack but operands).
+// CRFSEG_CONV_DIRECT=0 in the environment keeps every convolution on the
+// GEMM path (for A/B timing of whole models; read once).
+bool direct_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("CRFSEG_CONV_DIRECT");
+    return !(v && std::string(v) == "0");
+  }();
+  return enabled;
+}
+bool direct_forward_wins(const ConvGeometry& g) {
+  return direct_enabled() && !g.is_pointwise() && (g.crs() <= 32 || g.Q >= 128) && conv2d_direct_forward_applies(g);
+}
+bool direct_weight_grad_wins(const ConvGeometry& g) {
+  return direct_enabled() && !g.is_pointwise() && g.crs() <= 32 && conv2d_direct_weight_grad_applies(g);
+}
+
 // The forward pass with the weights already packed (prepack_a's layout of
 // the K x CRS weight matrix): they are the A operand of every block.
 void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed, const float* bias,
@@ -450,19 +479,35 @@ CpuArray<float> prepack_flipped_weights(const ConvGeometry& g, const float* w) {
   return packed;
 }
 
-void backward_input_flipped(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
+// The convolution backward_input_flipped runs: dy as its input, dx as its output.
+ConvGeometry flipped_geometry(const ConvGeometry& g) {
   ConvGeometry f = g;
   f.C = g.K, f.H = g.P, f.W = g.Q;
   f.K = g.C, f.P = g.H, f.Q = g.W;
   f.ph = g.dh * (g.R - 1) - g.ph;
   f.pw = g.dw * (g.S - 1) - g.pw;
+  return f;
+}
+
+void backward_input_flipped(const ConvGeometry& g, const float* dy, const float* w, float* dx, bool allow_direct) {
+  const ConvGeometry f = flipped_geometry(g);
+  if (allow_direct && direct_forward_wins(f)) {
+    // The direct kernel takes the flipped weights as a plain [C, K R S] matrix.
+    const int64_t rs = g.R * g.S;
+    const CpuArray<float> wf = cpu_array<float>(g.C * g.K * rs);
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t k = 0; k < g.K; ++k)
+        for (int64_t t = 0; t < rs; ++t) wf[(c * g.K + k) * rs + t] = w[(k * g.C + c) * rs + rs - 1 - t];
+    conv2d_direct_forward(f, dy, wf.get(), nullptr, dx);
+    return;
+  }
   forward_f32_packed(f, dy, prepack_flipped_weights(g, w), nullptr, dx);
 }
 
-void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
+void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, float* dx, bool allow_direct) {
   if (g.N == 0 || g.C == 0) return;
   if (backward_input_as_conv(g)) {
-    backward_input_flipped(g, dy, w, dx);
+    backward_input_flipped(g, dy, w, dx, allow_direct);
     return;
   }
   // Strided (or tiny) convolutions: dcol = W^T . [dy_0 | dy_1 | ...] one
@@ -645,12 +690,11 @@ void col2im(const ConvGeometry& g, const T* col, T* dx_img) {
   }
 }
 
-// The direct kernels (conv2d_direct.h) take the shallow layers: with at most
-// 32 taps the GEMM's packing costs as much as its arithmetic. Pointwise
-// convolutions stay plain GEMMs (nothing to pack but the operands).
-bool conv2d_takes_direct_path(const ConvGeometry& g) {
-  return !g.is_pointwise() && g.crs() <= 32 && conv2d_direct_applies(g);
+bool conv2d_forward_takes_direct(const ConvGeometry& g) { return direct_forward_wins(g); }
+bool conv2d_backward_input_takes_direct(const ConvGeometry& g) {
+  return backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
 }
+bool conv2d_weight_grad_takes_direct(const ConvGeometry& g) { return direct_weight_grad_wins(g); }
 
 void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
   forward_f32(g, x, w, bias, y);
@@ -658,10 +702,13 @@ void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, 
 void conv2d_backward_weight_gemm(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   backward_weight_f32(g, dy, x, dw);
 }
+void conv2d_backward_input_gemm(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
+  backward_input_f32(g, dy, w, dx, /*allow_direct=*/false);
+}
 
 template <>
 void conv2d_forward<float>(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
-  if (conv2d_takes_direct_path(g)) return conv2d_direct_forward(g, x, w, bias, y);
+  if (direct_forward_wins(g)) return conv2d_direct_forward(g, x, w, bias, y);
   forward_f32(g, x, w, bias, y);
 }
 template <>
@@ -671,7 +718,7 @@ void conv2d_forward<double>(const ConvGeometry& g, const double* x, const double
 }
 template <>
 void conv2d_backward_input<float>(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
-  backward_input_f32(g, dy, w, dx);
+  backward_input_f32(g, dy, w, dx, /*allow_direct=*/true);
 }
 template <>
 void conv2d_backward_input<double>(const ConvGeometry& g, const double* dy, const double* w, double* dx) {
@@ -679,7 +726,7 @@ void conv2d_backward_input<double>(const ConvGeometry& g, const double* dy, cons
 }
 template <>
 void conv2d_backward_weight<float>(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
-  if (conv2d_takes_direct_path(g)) return conv2d_direct_backward_weight(g, dy, x, dw);
+  if (direct_weight_grad_wins(g)) return conv2d_direct_backward_weight(g, dy, x, dw);
   backward_weight_f32(g, dy, x, dw);
 }
 template <>

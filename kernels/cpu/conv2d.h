@@ -28,9 +28,9 @@
 // threads write the same element and every sum runs in the same order
 // whatever the thread count: results are bitwise reproducible.
 //
-// Shallow f32 layers (at most 32 taps C*R*S, not 1x1, stride 1 along W,
-// AVX-512F) skip the GEMM in the forward and the weight gradient: the
-// direct kernels of conv2d_direct.h (conv2d_takes_direct_path).
+// Shallow layers (at most 32 taps) and wide ones (rows of 128 pixels or
+// more) skip the GEMM where the CPU has AVX-512F: the direct kernels of
+// conv2d_direct.h (see conv2d_forward_takes_direct below).
 // f64 (gradient checks) takes the teaching path: explicit im2col into a
 // buffer, dgemm, col2im. Both are tested against kernels/ref/conv2d.h.
 #pragma once
@@ -58,12 +58,19 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* dy, const T* x, T* d
 template <typename T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 
-// f32 forward and weight gradient with at most 32 taps (C*R*S), not 1x1,
-// run the direct kernels of conv2d_direct.h where the CPU has AVX-512F
-// (conv2d_takes_direct_path); these two always take the implicit-GEMM path
-// above (tests and benchmarks compare the two).
-bool conv2d_takes_direct_path(const ConvGeometry& g);
+// Where the direct kernels of conv2d_direct.h take over from the implicit
+// GEMM (f32, AVX-512F, stride 1 along W, not 1x1; measured in
+// conv2d.cpp): the forward with at most 32 taps (C*R*S) or output rows of
+// 128 pixels or more, the stride-1 backward-input when its flipped
+// convolution qualifies the same way, and the weight gradient with at most
+// 32 taps. The *_gemm functions always take the implicit-GEMM path (tests
+// and benchmarks compare the two); CRFSEG_CONV_DIRECT=0 in the environment
+// sends every call there, to time whole models both ways.
+bool conv2d_forward_takes_direct(const ConvGeometry& g);
+bool conv2d_backward_input_takes_direct(const ConvGeometry& g);
+bool conv2d_weight_grad_takes_direct(const ConvGeometry& g);
 void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y);
+void conv2d_backward_input_gemm(const ConvGeometry& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_gemm(const ConvGeometry& g, const float* dy, const float* x, float* dw);
 
 }  // namespace crfseg::kernels::cpu

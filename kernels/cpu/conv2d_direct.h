@@ -27,10 +27,13 @@
 
 namespace crfseg::kernels::cpu {
 
-bool conv2d_direct_applies(const ConvGeometry& g);
+// Forward: AVX-512F, stride 1 along W, a non-empty output.
+bool conv2d_direct_forward_applies(const ConvGeometry& g);
+// Weight gradient: the same and C*R*S <= 64.
+bool conv2d_direct_weight_grad_applies(const ConvGeometry& g);
 
-// bias may be null; y is fully overwritten. Throws NotImplementedError
-// naming the kernel when !conv2d_direct_applies(g).
+// bias may be null; y is fully overwritten. Throw NotImplementedError
+// naming the kernel and the geometry where the *_applies above is false.
 void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y);
 // dw [K, C, R, S] is fully overwritten.
 void conv2d_direct_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw);

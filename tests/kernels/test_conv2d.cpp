@@ -142,7 +142,7 @@ TEST_CASE("conv2d direct kernels (few input taps) match the reference; the GEMM 
   }
   for (const ConvGeometry& g : direct_geometries()) {
     INFO(describe(g));
-    REQUIRE(kernels::cpu::conv2d_direct_applies(g));
+    REQUIRE(kernels::cpu::conv2d_direct_weight_grad_applies(g));
     const auto x = random_values<float>(g.N * g.C * g.hw(), 11);
     const auto w = random_values<float>(g.K * g.crs(), 12);
     const auto b = random_values<float>(g.K, 13);
@@ -163,6 +163,53 @@ TEST_CASE("conv2d direct kernels (few input taps) match the reference; the GEMM 
     CHECK_CLOSE(as_double(direct), as_double(want), 2e-4, 2e-4);
     CHECK_CLOSE(as_double(gemm), as_double(want), 2e-4, 2e-4);
   }
+}
+
+TEST_CASE("conv2d direct forward on deep, wide layers, and the stride-1 backward-input it serves") {
+  if (!kernels::cpu::has_avx512f()) {
+    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
+    return;
+  }
+  // C*R*S past the weight gradient's 64-tap limit; rows of >= 128 pixels so
+  // that conv2d_forward and conv2d_backward_input dispatch to the direct kernel.
+  const std::vector<ConvGeometry> gs = {
+      make(1, 20, 5, 131, 11, 3, 3, 1, 1, 1, 1),      // 180 taps, K = 8 + 3, Q = 131 (8 vectors + 3)
+      make(2, 9, 4, 128, 16, 3, 3, 1, 1, 1, 1),       // Q = 128 exactly, 2 blocks of 8
+      make(1, 17, 6, 140, 5, 3, 3, 1, 1, 2, 2, 2, 2),  // dilation 2, K < 8
+      make(1, 7, 3, 150, 9, 1, 5, 1, 1, 0, 2),        // 1x5, padding on W only
+  };
+  for (const ConvGeometry& g : gs) {
+    INFO(describe(g));
+    REQUIRE(kernels::cpu::conv2d_forward_takes_direct(g));
+    REQUIRE(kernels::cpu::conv2d_backward_input_takes_direct(g));
+    const auto x = random_values<float>(g.N * g.C * g.hw(), 31);
+    const auto w = random_values<float>(g.K * g.crs(), 32);
+    const auto b = random_values<float>(g.K, 33);
+    const auto dy = random_values<float>(g.N * g.K * g.pq(), 34);
+    std::vector<float> want(dy.size()), got(dy.size(), 7.0f), gemm(dy.size(), 7.0f);
+    kernels::ref::conv2d_forward<float>(g, x.data(), w.data(), b.data(), want.data());
+    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), got.data());
+    kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), gemm.data());
+    CHECK_CLOSE(as_double(got), as_double(want), 5e-4, 5e-4);
+    CHECK_CLOSE(as_double(gemm), as_double(want), 5e-4, 5e-4);
+    std::vector<float> dx_want(x.size()), dx_got(x.size(), 7.0f), dx_gemm(x.size(), 7.0f);
+    kernels::ref::conv2d_backward_input<float>(g, dy.data(), w.data(), dx_want.data());
+    kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx_got.data());
+    kernels::cpu::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx_gemm.data());
+    CHECK_CLOSE(as_double(dx_got), as_double(dx_want), 5e-4, 5e-4);
+    CHECK_CLOSE(as_double(dx_gemm), as_double(dx_want), 5e-4, 5e-4);
+    // Each output is one thread's sum in a fixed order: any thread count gives the same bits.
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(3);
+    std::vector<float> three(dy.size()), dx_three(x.size());
+    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), three.data());
+    kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx_three.data());
+    omp_set_num_threads(saved);
+    CHECK(three == got);
+    CHECK(dx_three == dx_got);
+  }
+  // Narrow rows stay on the GEMM.
+  CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(1, 20, 5, 100, 11, 3, 3, 1, 1, 1, 1)));
 }
 
 TEST_CASE("conv2d direct kernels: the streamed forward (outputs over 8 MiB), thread counts, and refusals") {
@@ -213,6 +260,7 @@ TEST_CASE("conv2d direct kernels: the streamed forward (outputs over 8 MiB), thr
 
   // Geometries outside the direct kernels are refused by name.
   const ConvGeometry strided = make(1, 3, 9, 9, 4, 3, 3, 1, 2);
+  CHECK_FALSE(kernels::cpu::conv2d_direct_forward_applies(strided));
   const ConvGeometry deep = make(1, 8, 9, 9, 4, 3, 3);  // C*R*S = 72
   std::vector<float> buf(1024);
   CHECK_THROWS_WITH_AS(kernels::cpu::conv2d_direct_forward(strided, buf.data(), buf.data(), nullptr, buf.data()),

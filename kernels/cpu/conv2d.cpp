@@ -365,8 +365,13 @@ int thread_count(const ConvGeometry& g) {
 //   forward, deep layers by output width Q: 256 -> 1.2-1.4x (64 -> 64),
 //     1.15x (128 -> 64); 128 -> 1.1x; 64 and 32 -> 1.0x; 16 -> 0.7x
 //     (one 16-pixel vector per row: 8 FMAs per 9 loads);
-//   weight gradient, 27 taps: 3x; it accumulates 16-lane partial sums per
-//     tap, and its register tile needs C*R*S <= 64.
+//   weight gradient, 27 taps: 3x (pixels in the lanes; its register tile
+//     needs C*R*S <= 64);
+//   weight gradient, deeper (output channels in the lanes): 64 -> 64 at
+//     256^2 and at 128^2 1.4x, 128 -> 64 at 256^2 1.35x, 128 -> 128 at
+//     128^2 1.1x, 128 -> 256 at 64^2 1.0x; 256 channels and more lose
+//     (0.4-0.9x: its per-slab partial of dW leaves the caches), so C <= 128
+//     and rows of >= 128 pixels.
 // Pointwise convolutions stay plain GEMMs (nothing to pack but operands).
 // CRFSEG_CONV_DIRECT=0 in the environment keeps every convolution on the
 // GEMM path (for A/B timing of whole models; read once).
@@ -382,6 +387,10 @@ bool direct_forward_wins(const ConvGeometry& g) {
 }
 bool direct_weight_grad_wins(const ConvGeometry& g) {
   return direct_enabled() && !g.is_pointwise() && g.crs() <= 32 && conv2d_direct_weight_grad_applies(g);
+}
+bool klanes_weight_grad_wins(const ConvGeometry& g) {
+  return direct_enabled() && !g.is_pointwise() && g.crs() > 32 && g.C <= 128 && g.Q >= 128 &&
+         conv2d_direct_forward_applies(g);
 }
 
 // The forward pass with the weights already packed (prepack_a's layout of
@@ -694,7 +703,9 @@ bool conv2d_forward_takes_direct(const ConvGeometry& g) { return direct_forward_
 bool conv2d_backward_input_takes_direct(const ConvGeometry& g) {
   return backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
 }
-bool conv2d_weight_grad_takes_direct(const ConvGeometry& g) { return direct_weight_grad_wins(g); }
+bool conv2d_weight_grad_takes_direct(const ConvGeometry& g) {
+  return direct_weight_grad_wins(g) || klanes_weight_grad_wins(g);
+}
 
 void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
   forward_f32(g, x, w, bias, y);
@@ -727,6 +738,7 @@ void conv2d_backward_input<double>(const ConvGeometry& g, const double* dy, cons
 template <>
 void conv2d_backward_weight<float>(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   if (direct_weight_grad_wins(g)) return conv2d_direct_backward_weight(g, dy, x, dw);
+  if (klanes_weight_grad_wins(g)) return conv2d_direct_backward_weight_klanes(g, dy, x, dw);
   backward_weight_f32(g, dy, x, dw);
 }
 template <>

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/gemm/transpose_pack.h"
 #include "tensor/cpu_allocator.h"
 #include "tensor/error.h"
 
@@ -271,6 +272,157 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
   }
 }
 
+// ---- Weight gradient with the output channels in the lanes (deep layers) ----
+// dW[k, tap] = sum_pixels dy[k, pixel] x[tap's input of the pixel], with 16
+// channels k per vector: per pixel, KV vectors of dy (from a channels-last
+// copy of a few rows of dy) times 6 broadcast input values (one per tap)
+// into KV x 6 accumulators. That is the forward's ratio of loads to FMAs
+// (KV + 6 loads, 6 of them scalar broadcasts, per 6 KV FMAs), where the
+// pixel-lane kernel above needs 8 + 3 full-vector loads per 24 FMAs, and
+// the accumulators are whole sums (no lane reduction).
+// Work is cut into slabs of kSlabRows output rows of one image; a slab
+// walks its rows in chunks of kChunkRows: transpose that chunk of dy into
+// [K/16][pixels][16] (transpose_pack) and gather the C x (input rows)
+// padded rows it reads, both L2-resident (for 64 channels at 256 wide:
+// 128 KiB and 278 KiB), then run every (channel group, tap block) over
+// the chunk's pixels. Each slab sums into its own [taps][K] partial; the
+// partials are added in slab order at the end, so results do not depend
+// on the thread count.
+constexpr int kTapBlock = 6;
+constexpr int64_t kSlabRows = 32, kChunkRows = 2;
+
+// acc[kv][t] over the chunk's pixels, added into out[t * ld + kv * 16].
+// taps[t]: tap t's input at local pixel offset 0; pixel (pl, q) reads
+// taps[t][pl * row_step + q]. dyt: the chunk's channels-last dy for the
+// first of KV channel groups, group stride gstride.
+template <int KV>
+__attribute__((target("avx512f"))) void weight_grad_klanes_block(const float* const* taps, const float* dyt,
+                                                                 int64_t gstride, int64_t rows, int64_t Q,
+                                                                 int64_t row_step, float* out, int64_t ld) {
+  __m512 acc[KV][kTapBlock];
+  FULLY_UNROLLED for (int kv = 0; kv < KV; ++kv) {
+    FULLY_UNROLLED for (int t = 0; t < kTapBlock; ++t) acc[kv][t] = _mm512_setzero_ps();
+  }
+  const float* t0 = taps[0];
+  const float* t1 = taps[1];
+  const float* t2 = taps[2];
+  const float* t3 = taps[3];
+  const float* t4 = taps[4];
+  const float* t5 = taps[5];
+  for (int64_t pl = 0; pl < rows; ++pl) {
+    const int64_t off0 = pl * row_step;
+    const float* d0 = dyt + pl * Q * kLanes;
+    for (int64_t q = 0; q < Q; ++q) {
+      const int64_t off = off0 + q;
+      __m512 d[KV];
+      FULLY_UNROLLED for (int kv = 0; kv < KV; ++kv) {
+        d[kv] = _mm512_load_ps(d0 + kv * gstride + q * kLanes);
+        __asm__("" : "+v"(d[kv]));  // one load, not one folded into each FMA
+      }
+      const __m512 x[kTapBlock] = {_mm512_set1_ps(t0[off]), _mm512_set1_ps(t1[off]), _mm512_set1_ps(t2[off]),
+                                   _mm512_set1_ps(t3[off]), _mm512_set1_ps(t4[off]), _mm512_set1_ps(t5[off])};
+      FULLY_UNROLLED for (int kv = 0; kv < KV; ++kv) {
+        FULLY_UNROLLED for (int t = 0; t < kTapBlock; ++t) acc[kv][t] = _mm512_fmadd_ps(d[kv], x[t], acc[kv][t]);
+      }
+    }
+  }
+  FULLY_UNROLLED for (int t = 0; t < kTapBlock; ++t) {
+    FULLY_UNROLLED for (int kv = 0; kv < KV; ++kv) {
+      float* o = out + t * ld + kv * kLanes;
+      _mm512_store_ps(o, _mm512_add_ps(_mm512_load_ps(o), acc[kv][t]));
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const ConvGeometry& g, const float* dy,
+                                                                      const float* x, float* dw) {
+  const int64_t taps = g.crs(), groups = ceil_div(g.K, kLanes), kpad = groups * kLanes;
+  const int64_t tap_blocks = ceil_div(taps, kTapBlock), taps_pad = tap_blocks * kTapBlock;
+  const int64_t slabs_per_image = ceil_div(g.P, kSlabRows), slabs = g.N * slabs_per_image;
+  const int64_t width = padded_width(g);
+  const int64_t in_rows = (kChunkRows - 1) * g.sh + (g.R - 1) * g.dh + 1;  // input rows of one chunk
+  const int64_t chunk_pixels = kChunkRows * g.Q;
+  // partial[slab][tap][kpad], 64-byte aligned rows (kpad is a multiple of 16).
+  const CpuArray<float> partial = cpu_array<float>(slabs * taps_pad * kpad);
+#pragma omp parallel if (g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel())
+  {
+    // Channels-last dy of one chunk, [groups][chunk_pixels][16], padding channels zero;
+    // the chunk's padded input rows [C][in_rows][width] and one zero row for the padding taps.
+    const CpuArray<float> dyt = cpu_array<float>(groups * chunk_pixels * kLanes);
+    std::fill(dyt.get(), dyt.get() + groups * chunk_pixels * kLanes, 0.0f);
+    const CpuArray<float> xb = cpu_array<float>(g.C * in_rows * width + in_rows * width);
+    const float* zero_row = xb.get() + g.C * in_rows * width;
+    std::fill(xb.get() + g.C * in_rows * width, xb.get() + (g.C + 1) * in_rows * width, 0.0f);
+    std::vector<const float*> tap_base(static_cast<size_t>(taps_pad));
+#pragma omp for schedule(static)
+    for (int64_t slab = 0; slab < slabs; ++slab) {
+      const int64_t n = slab / slabs_per_image, p_begin = (slab % slabs_per_image) * kSlabRows;
+      const int64_t p_end = std::min(g.P, p_begin + kSlabRows);
+      float* out = partial.get() + slab * taps_pad * kpad;
+      std::fill(out, out + taps_pad * kpad, 0.0f);
+      for (int64_t p0 = p_begin; p0 < p_end; p0 += kChunkRows) {
+        const int64_t rows = std::min(kChunkRows, p_end - p0);
+        // dy rows p0 .. p0 + rows of every channel, transposed 16 channels at a time.
+        for (int64_t grp = 0; grp < groups; ++grp) {
+          const float* src[kLanes];
+          const int k_rows = static_cast<int>(std::min<int64_t>(kLanes, g.K - grp * kLanes));
+          for (int r = 0; r < k_rows; ++r) src[r] = dy + ((n * g.K + grp * kLanes + r) * g.P + p0) * g.Q;
+          transpose_pack(src, k_rows, rows * g.Q, 1.0f, dyt.get() + grp * chunk_pixels * kLanes, kLanes);
+        }
+        // Input rows of the chunk: xb[c][i] = padded input row p0 sh - ph + i.
+        for (int64_t c = 0; c < g.C; ++c) {
+          for (int64_t i = 0; i < in_rows; ++i) {
+            float* row = xb.get() + (c * in_rows + i) * width;
+            const int64_t h = p0 * g.sh - g.ph + i;
+            const int64_t lo = std::max<int64_t>(0, g.pw), hi = std::min(width, g.pw + g.W);
+            if (h < 0 || h >= g.H || hi <= lo) {
+              std::fill(row, row + width, 0.0f);
+              continue;
+            }
+            std::fill(row, row + lo, 0.0f);
+            std::memcpy(row + lo, x + ((n * g.C + c) * g.H + h) * g.W + (lo - g.pw),
+                        static_cast<size_t>(hi - lo) * sizeof(float));
+            std::fill(row + hi, row + width, 0.0f);
+          }
+        }
+        for (int64_t t = 0; t < taps_pad; ++t) {
+          if (t >= taps) {
+            tap_base[t] = zero_row;
+            continue;
+          }
+          const int64_t c = t / (g.R * g.S), r = (t / g.S) % g.R, s = t % g.S;
+          tap_base[t] = xb.get() + (c * in_rows + r * g.dh) * width + s * g.dw;
+        }
+        for (int64_t g0 = 0; g0 < groups; g0 += 4) {
+          const int64_t kv = std::min<int64_t>(4, groups - g0);
+          const float* d = dyt.get() + g0 * chunk_pixels * kLanes;
+          for (int64_t tb = 0; tb < tap_blocks; ++tb) {
+            const float* const* tp = tap_base.data() + tb * kTapBlock;
+            float* o = out + tb * kTapBlock * kpad + g0 * kLanes;
+            const int64_t gs = chunk_pixels * kLanes, step = g.sh * width;
+            switch (kv) {
+              case 4: weight_grad_klanes_block<4>(tp, d, gs, rows, g.Q, step, o, kpad); break;
+              case 3: weight_grad_klanes_block<3>(tp, d, gs, rows, g.Q, step, o, kpad); break;
+              case 2: weight_grad_klanes_block<2>(tp, d, gs, rows, g.Q, step, o, kpad); break;
+              default: weight_grad_klanes_block<1>(tp, d, gs, rows, g.Q, step, o, kpad); break;
+            }
+          }
+        }
+      }
+    }
+  }
+  // dW[k, tap] = sum over slabs, in order, of partial[slab][tap][k].
+  const bool parallel = g.K * taps >= (int64_t{1} << 14) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t t = 0; t < taps; ++t) {
+    for (int64_t k = 0; k < g.K; ++k) {
+      float sum = 0.0f;
+      for (int64_t sl = 0; sl < slabs; ++sl) sum += partial[(sl * taps_pad + t) * kpad + k];
+      dw[k * taps + t] = sum;
+    }
+  }
+}
+
 #endif  // CRFSEG_DIRECT_X86
 
 }  // namespace
@@ -294,6 +446,16 @@ void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w
                ", output ", g.N, " x ", g.K, " x ", g.P, " x ", g.Q, (has_avx512f() ? "" : ", and a CPU without AVX-512F"));
 #ifdef CRFSEG_DIRECT_X86
   forward_avx512(g, x, w, bias, y);
+#endif
+}
+
+void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+  CRFSEG_CHECK(conv2d_direct_forward_applies(g), NotImplementedError,
+               "conv2d_direct_backward_weight_klanes: expected AVX-512F, stride 1 along W and a non-empty output, got "
+               "stride ", g.sw, ", output ", g.N, " x ", g.K, " x ", g.P, " x ", g.Q,
+               (has_avx512f() ? "" : ", and a CPU without AVX-512F"));
+#ifdef CRFSEG_DIRECT_X86
+  backward_weight_klanes_avx512(g, dy, x, dw);
 #endif
 }
 

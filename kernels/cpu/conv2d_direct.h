@@ -37,5 +37,8 @@ bool conv2d_direct_weight_grad_applies(const ConvGeometry& g);
 void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y);
 // dw [K, C, R, S] is fully overwritten.
 void conv2d_direct_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw);
+// The weight gradient for deep layers: output channels in the lanes (any
+// C*R*S; applies where the forward does). See conv2d_direct.cpp.
+void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw);
 
 }  // namespace crfseg::kernels::cpu

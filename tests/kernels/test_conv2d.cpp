@@ -212,6 +212,54 @@ TEST_CASE("conv2d direct forward on deep, wide layers, and the stride-1 backward
   CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(1, 20, 5, 100, 11, 3, 3, 1, 1, 1, 1)));
 }
 
+TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers) matches the reference") {
+  if (!kernels::cpu::has_avx512f()) {
+    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
+    return;
+  }
+  // K of 1, 15, 16, 17, 33 and 70: 1-5 groups of 16 channels, so register
+  // tiles of 4 groups and tails of 1-3; C*R*S of 9, 45, 63 and 180 (tap
+  // blocks of 6 with padding taps); P past one 32-row slab and odd (a short
+  // last chunk of rows); row stride, dilation, padding on one axis.
+  const std::vector<ConvGeometry> gs = {
+      make(1, 1, 5, 7, 1, 3, 3, 1, 1, 1, 1),
+      make(2, 5, 9, 11, 15, 3, 3, 1, 1, 1, 1),
+      make(1, 7, 70, 20, 16, 3, 3, 1, 1, 1, 1),       // P = 70: three slabs, the last of 6 rows
+      make(1, 20, 13, 9, 17, 3, 3, 2, 1, 1, 1),       // row stride 2
+      make(2, 7, 11, 12, 33, 3, 3, 1, 1, 2, 2, 2, 2),  // dilation 2
+      make(1, 9, 8, 19, 70, 1, 7, 1, 1, 0, 3),        // 1x7, 63 taps
+  };
+  for (const ConvGeometry& g : gs) {
+    INFO(describe(g));
+    const auto x = random_values<float>(g.N * g.C * g.hw(), 41);
+    const auto dy = random_values<float>(g.N * g.K * g.pq(), 42);
+    std::vector<float> want(g.K * g.crs()), got(want.size(), 7.0f);
+    kernels::ref::conv2d_backward_weight<float>(g, dy.data(), x.data(), want.data());
+    kernels::cpu::conv2d_direct_backward_weight_klanes(g, dy.data(), x.data(), got.data());
+    CHECK_CLOSE(as_double(got), as_double(want), 5e-4, 5e-4);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(3);
+    std::vector<float> three(want.size());
+    kernels::cpu::conv2d_direct_backward_weight_klanes(g, dy.data(), x.data(), three.data());
+    omp_set_num_threads(saved);
+    CHECK(three == got);
+  }
+  // The dispatch: 64 channels at 256 wide take it, 256 channels do not.
+  CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 64, 4, 256, 64, 3, 3, 1, 1, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 256, 4, 256, 64, 3, 3, 1, 1, 1, 1)));
+  // Through conv2d_backward_weight on a dispatched shape.
+  const ConvGeometry g = make(1, 40, 6, 130, 20, 3, 3, 1, 1, 1, 1);
+  REQUIRE(kernels::cpu::conv2d_weight_grad_takes_direct(g));
+  const auto x = random_values<float>(g.N * g.C * g.hw(), 43);
+  const auto dy = random_values<float>(g.N * g.K * g.pq(), 44);
+  std::vector<float> want(g.K * g.crs()), got(want.size(), 7.0f), gemm(want.size(), 7.0f);
+  kernels::ref::conv2d_backward_weight<float>(g, dy.data(), x.data(), want.data());
+  kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), got.data());
+  kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), gemm.data());
+  CHECK_CLOSE(as_double(got), as_double(want), 5e-4, 5e-4);
+  CHECK_CLOSE(as_double(gemm), as_double(want), 5e-4, 5e-4);
+}
+
 TEST_CASE("conv2d direct kernels: the streamed forward (outputs over 8 MiB), thread counts, and refusals") {
   if (!kernels::cpu::has_avx512f()) {
     MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");

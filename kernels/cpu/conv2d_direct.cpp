@@ -31,6 +31,11 @@ constexpr int kLanes = 16;        // floats per zmm
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Per-thread scratch is allocated before a parallel region, one slice per
+// thread it may run, so that an out-of-memory error is thrown to the
+// caller and not inside the region (which would terminate the program).
+int parallel_slots(bool parallel) { return parallel ? omp_get_max_threads() : 1; }
+
 // Width of one padded input row: every tap of every 16-pixel vector of an
 // output row (the last vector may run past Q) reads inside it.
 int64_t padded_width(const ConvGeometry& g) { return ceil_div(g.Q, kLanes) * kLanes + (g.S - 1) * g.dw; }
@@ -152,17 +157,21 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
   }
   const int64_t vectors = ceil_div(g.Q, kLanes), width = padded_width(g), cr = g.C * g.R;
   const bool stream = g.N * g.K * g.pq() * int64_t{sizeof(float)} >= kStreamBytes;
-#pragma omp parallel if (g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel())
+  const bool parallel = g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel();
+  // Per thread, the C*R padded input rows of one output row (gathered once
+  // per row, for all K channels: C R width floats, 200 KiB at C = 64, 256 wide).
+  const int slots = parallel_slots(parallel);
+  const CpuArray<float> row_bufs = cpu_array<float>(slots * cr * width);
+  std::vector<const float*> row_ptrs(static_cast<size_t>(slots * cr));
+#pragma omp parallel if (parallel)
   {
-    // The C*R padded input rows of one output row (gathered once per row,
-    // for all K channels: C R width floats, 200 KiB at C = 64, 256 wide).
-    const CpuArray<float> row_buf = cpu_array<float>(cr * width);
-    std::vector<const float*> rows(static_cast<size_t>(cr));
-    for (int64_t i = 0; i < cr; ++i) rows[i] = row_buf.get() + i * width;
+    float* row_buf = row_bufs.get() + omp_get_thread_num() * cr * width;
+    const float** rows = row_ptrs.data() + omp_get_thread_num() * cr;
+    for (int64_t i = 0; i < cr; ++i) rows[i] = row_buf + i * width;
 #pragma omp for schedule(static)
     for (int64_t np = 0; np < g.N * g.P; ++np) {
       const int64_t n = np / g.P, p = np % g.P;
-      gather_rows(g, x + n * g.C * g.hw(), p, width, row_buf.get());
+      gather_rows(g, x + n * g.C * g.hw(), p, width, row_buf);
       for (int64_t b = 0; b < blocks; ++b) {
         float* y_row0 = y + (n * g.K + b * kKb) * g.pq() + p * g.Q;
         const float* wb = wt.get() + b * taps * kKb;
@@ -173,9 +182,9 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
         const int64_t threes = vectors % 3 == 1 && vectors > 3 ? vectors / 3 - 1 : vectors / 3;
         int64_t v = 0;
         for (int64_t t = 0; t < threes; ++t, v += 3)
-          forward_tile<3>(g, rows.data(), wb, b8, k0, v * kLanes, stream, y_row0);
-        for (; v + 2 <= vectors; v += 2) forward_tile<2>(g, rows.data(), wb, b8, k0, v * kLanes, stream, y_row0);
-        if (v < vectors) forward_tile<1>(g, rows.data(), wb, b8, k0, v * kLanes, stream, y_row0);
+          forward_tile<3>(g, rows, wb, b8, k0, v * kLanes, stream, y_row0);
+        for (; v + 2 <= vectors; v += 2) forward_tile<2>(g, rows, wb, b8, k0, v * kLanes, stream, y_row0);
+        if (v < vectors) forward_tile<1>(g, rows, wb, b8, k0, v * kLanes, stream, y_row0);
       }
     }
     _mm_sfence();  // streamed stores are visible before the region's barrier
@@ -216,14 +225,16 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
   const CpuArray<float> zeros = cpu_array<float>(zero_len);
   std::fill(zeros.get(), zeros.get() + zero_len, 0.0f);
   const int64_t acc_len = g.C * g.R * kKb * g.S * kLanes;
-#pragma omp parallel if (g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel())
+  const bool parallel = g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel();
+  // Per thread, per (c, r) row and chunk of up to 3 taps s: [kKb][ts][16 lanes].
+  const CpuArray<float> accs = cpu_array<float>(parallel_slots(parallel) * acc_len);
+#pragma omp parallel if (parallel)
   {
-    // Per (c, r) row and chunk of up to 3 taps s: [kKb][ts][16 lanes].
-    const CpuArray<float> acc = cpu_array<float>(acc_len);
+    float* const acc = accs.get() + omp_get_thread_num() * acc_len;
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < g.N * blocks; ++task) {
       const int64_t n = task / blocks, b = task % blocks;
-      std::fill(acc.get(), acc.get() + acc_len, 0.0f);
+      std::fill(acc, acc + acc_len, 0.0f);
       for (int64_t p = 0; p < g.P; ++p) {
         const float* dy8[kKb];
         for (int64_t k = 0; k < kKb; ++k) {
@@ -233,7 +244,7 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
         for (int64_t c = 0; c < g.C; ++c) {
           for (int64_t r = 0; r < g.R; ++r) {
             const float* row = xp.row(g, n, c, p, r);
-            float* acc_cr = acc.get() + (c * g.R + r) * kKb * g.S * kLanes;
+            float* acc_cr = acc + (c * g.R + r) * kKb * g.S * kLanes;
             for (int64_t s0 = 0; s0 < g.S; s0 += 3) {
               float* a = acc_cr + s0 * kKb * kLanes;
               switch (std::min<int64_t>(3, g.S - s0)) {
@@ -250,7 +261,7 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
       for (int64_t cr = 0; cr < g.C * g.R; ++cr) {
         for (int64_t s0 = 0; s0 < g.S; s0 += 3) {
           const int64_t ts = std::min<int64_t>(3, g.S - s0);
-          const float* a = acc.get() + (cr * kKb * g.S + s0 * kKb) * kLanes;
+          const float* a = acc + (cr * kKb * g.S + s0 * kKb) * kLanes;
           for (int64_t k = 0; k < kKb; ++k) {
             for (int64_t s = 0; s < ts; ++s) {
               const float* lanes = a + (k * ts + s) * kLanes;
@@ -344,16 +355,24 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
   const int64_t chunk_pixels = kChunkRows * g.Q;
   // partial[slab][tap][kpad], 64-byte aligned rows (kpad is a multiple of 16).
   const CpuArray<float> partial = cpu_array<float>(slabs * taps_pad * kpad);
-#pragma omp parallel if (g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel())
+  const bool parallel = g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel();
+  // Per thread: the channels-last dy of one chunk, [groups][chunk_pixels][16]
+  // (padding channels stay zero); the chunk's padded input rows
+  // [C][in_rows][width] and a zero block for the padding taps; tap pointers.
+  const int slots = parallel_slots(parallel);
+  const int64_t dyt_len = groups * chunk_pixels * kLanes, xb_len = (g.C + 1) * in_rows * width;
+  const CpuArray<float> dyts = cpu_array<float>(slots * dyt_len);
+  const CpuArray<float> xbs = cpu_array<float>(slots * xb_len);
+  std::vector<const float*> tap_ptrs(static_cast<size_t>(slots * taps_pad));
+#pragma omp parallel if (parallel)
   {
-    // Channels-last dy of one chunk, [groups][chunk_pixels][16], padding channels zero;
-    // the chunk's padded input rows [C][in_rows][width] and one zero row for the padding taps.
-    const CpuArray<float> dyt = cpu_array<float>(groups * chunk_pixels * kLanes);
-    std::fill(dyt.get(), dyt.get() + groups * chunk_pixels * kLanes, 0.0f);
-    const CpuArray<float> xb = cpu_array<float>(g.C * in_rows * width + in_rows * width);
-    const float* zero_row = xb.get() + g.C * in_rows * width;
-    std::fill(xb.get() + g.C * in_rows * width, xb.get() + (g.C + 1) * in_rows * width, 0.0f);
-    std::vector<const float*> tap_base(static_cast<size_t>(taps_pad));
+    const int thread = omp_get_thread_num();
+    float* const dyt = dyts.get() + thread * dyt_len;
+    float* const xb = xbs.get() + thread * xb_len;
+    const float** tap_base = tap_ptrs.data() + thread * taps_pad;
+    std::fill(dyt, dyt + dyt_len, 0.0f);
+    const float* zero_row = xb + g.C * in_rows * width;
+    std::fill(xb + g.C * in_rows * width, xb + xb_len, 0.0f);
 #pragma omp for schedule(static)
     for (int64_t slab = 0; slab < slabs; ++slab) {
       const int64_t n = slab / slabs_per_image, p_begin = (slab % slabs_per_image) * kSlabRows;
@@ -367,12 +386,12 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
           const float* src[kLanes];
           const int k_rows = static_cast<int>(std::min<int64_t>(kLanes, g.K - grp * kLanes));
           for (int r = 0; r < k_rows; ++r) src[r] = dy + ((n * g.K + grp * kLanes + r) * g.P + p0) * g.Q;
-          transpose_pack(src, k_rows, rows * g.Q, 1.0f, dyt.get() + grp * chunk_pixels * kLanes, kLanes);
+          transpose_pack(src, k_rows, rows * g.Q, 1.0f, dyt + grp * chunk_pixels * kLanes, kLanes);
         }
         // Input rows of the chunk: xb[c][i] = padded input row p0 sh - ph + i.
         for (int64_t c = 0; c < g.C; ++c) {
           for (int64_t i = 0; i < in_rows; ++i) {
-            float* row = xb.get() + (c * in_rows + i) * width;
+            float* row = xb + (c * in_rows + i) * width;
             const int64_t h = p0 * g.sh - g.ph + i;
             const int64_t lo = std::max<int64_t>(0, g.pw), hi = std::min(width, g.pw + g.W);
             if (h < 0 || h >= g.H || hi <= lo) {
@@ -391,13 +410,13 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
             continue;
           }
           const int64_t c = t / (g.R * g.S), r = (t / g.S) % g.R, s = t % g.S;
-          tap_base[t] = xb.get() + (c * in_rows + r * g.dh) * width + s * g.dw;
+          tap_base[t] = xb + (c * in_rows + r * g.dh) * width + s * g.dw;
         }
         for (int64_t g0 = 0; g0 < groups; g0 += 4) {
           const int64_t kv = std::min<int64_t>(4, groups - g0);
-          const float* d = dyt.get() + g0 * chunk_pixels * kLanes;
+          const float* d = dyt + g0 * chunk_pixels * kLanes;
           for (int64_t tb = 0; tb < tap_blocks; ++tb) {
-            const float* const* tp = tap_base.data() + tb * kTapBlock;
+            const float* const* tp = tap_base + tb * kTapBlock;
             float* o = out + tb * kTapBlock * kpad + g0 * kLanes;
             const int64_t gs = chunk_pixels * kLanes, step = g.sh * width;
             switch (kv) {
@@ -412,8 +431,8 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
     }
   }
   // dW[k, tap] = sum over slabs, in order, of partial[slab][tap][k].
-  const bool parallel = g.K * taps >= (int64_t{1} << 14) && !omp_in_parallel();
-#pragma omp parallel for schedule(static) if (parallel)
+  const bool parallel_sum = g.K * taps >= (int64_t{1} << 14) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel_sum)
   for (int64_t t = 0; t < taps; ++t) {
     for (int64_t k = 0; k < g.K; ++k) {
       float sum = 0.0f;

@@ -1,4 +1,4 @@
-// Direct convolution for few input taps; the algorithm is in conv2d_direct.h.
+// Direct convolution kernels; what they compute and why is in conv2d_direct.h.
 #include "kernels/cpu/conv2d_direct.h"
 
 #include <omp.h>
@@ -40,23 +40,24 @@ int parallel_slots(bool parallel) { return parallel ? omp_get_max_threads() : 1;
 // output row (the last vector may run past Q) reads inside it.
 int64_t padded_width(const ConvGeometry& g) { return ceil_div(g.Q, kLanes) * kLanes + (g.S - 1) * g.dw; }
 
-// rows[(c R + r) * width + j] = x[c, p sh - ph + r dh, j - pw]: the C*R input
-// rows output row p reads, zero where they leave the image (padding).
-void gather_rows(const ConvGeometry& g, const float* x_img, int64_t p, int64_t width, float* rows) {
-  const int64_t lo = std::max<int64_t>(0, g.pw), hi = std::min(width, g.pw + g.W);  // row[j] = x col j - pw
-  for (int64_t c = 0; c < g.C; ++c) {
-    for (int64_t r = 0; r < g.R; ++r) {
-      float* row = rows + (c * g.R + r) * width;
-      const int64_t h = p * g.sh - g.ph + r * g.dh;
-      if (h < 0 || h >= g.H || hi <= lo) {
-        std::fill(row, row + width, 0.0f);
-        continue;
-      }
-      std::fill(row, row + lo, 0.0f);
-      std::memcpy(row + lo, x_img + (c * g.H + h) * g.W + (lo - g.pw), static_cast<size_t>(hi - lo) * sizeof(float));
-      std::fill(row + hi, row + width, 0.0f);
-    }
+// dst[0, width) = row h of one input plane (x_plane [H x W]) shifted right by
+// pw: dst[j] = x_plane[h, j - pw], zero where that leaves the image.
+void padded_row(const ConvGeometry& g, const float* x_plane, int64_t h, int64_t width, float* dst) {
+  const int64_t lo = std::max<int64_t>(0, g.pw), hi = std::min(width, g.pw + g.W);
+  if (h < 0 || h >= g.H || hi <= lo) {
+    std::fill(dst, dst + width, 0.0f);
+    return;
   }
+  std::fill(dst, dst + lo, 0.0f);
+  std::memcpy(dst + lo, x_plane + h * g.W + (lo - g.pw), static_cast<size_t>(hi - lo) * sizeof(float));
+  std::fill(dst + hi, dst + width, 0.0f);
+}
+
+// rows[(c R + r) * width + j]: the C*R padded input rows output row p reads.
+void gather_rows(const ConvGeometry& g, const float* x_img, int64_t p, int64_t width, float* rows) {
+  for (int64_t c = 0; c < g.C; ++c)
+    for (int64_t r = 0; r < g.R; ++r)
+      padded_row(g, x_img + c * g.hw(), p * g.sh - g.ph + r * g.dh, width, rows + (c * g.R + r) * width);
 }
 
 // The images zero-padded once, for every task to read: [N, C, Hp, Wp],
@@ -76,18 +77,10 @@ PaddedImages pad_images(const ConvGeometry& g, const float* x) {
   out.rows = (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1;
   out.width = padded_width(g);
   out.data = cpu_array<float>(g.N * g.C * out.rows * out.width);
-  const int64_t lo = std::max<int64_t>(0, g.pw), hi = std::min(out.width, g.pw + g.W);  // padded col j = x col j - pw
 #pragma omp parallel for schedule(static) if (g.N * g.C * out.rows * out.width >= (int64_t{1} << 16) && !omp_in_parallel())
   for (int64_t row = 0; row < g.N * g.C * out.rows; ++row) {
-    float* dst = out.data.get() + row * out.width;
-    const int64_t nc = row / out.rows, h = row % out.rows - g.ph;
-    if (h < 0 || h >= g.H || hi <= lo) {
-      std::fill(dst, dst + out.width, 0.0f);
-      continue;
-    }
-    std::fill(dst, dst + lo, 0.0f);
-    std::memcpy(dst + lo, x + (nc * g.H + h) * g.W + (lo - g.pw), static_cast<size_t>(hi - lo) * sizeof(float));
-    std::fill(dst + hi, dst + out.width, 0.0f);
+    const int64_t nc = row / out.rows;
+    padded_row(g, x + nc * g.hw(), row % out.rows - g.ph, out.width, out.data.get() + row * out.width);
   }
   return out;
 }
@@ -389,21 +382,9 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
           transpose_pack(src, k_rows, rows * g.Q, 1.0f, dyt + grp * chunk_pixels * kLanes, kLanes);
         }
         // Input rows of the chunk: xb[c][i] = padded input row p0 sh - ph + i.
-        for (int64_t c = 0; c < g.C; ++c) {
-          for (int64_t i = 0; i < in_rows; ++i) {
-            float* row = xb + (c * in_rows + i) * width;
-            const int64_t h = p0 * g.sh - g.ph + i;
-            const int64_t lo = std::max<int64_t>(0, g.pw), hi = std::min(width, g.pw + g.W);
-            if (h < 0 || h >= g.H || hi <= lo) {
-              std::fill(row, row + width, 0.0f);
-              continue;
-            }
-            std::fill(row, row + lo, 0.0f);
-            std::memcpy(row + lo, x + ((n * g.C + c) * g.H + h) * g.W + (lo - g.pw),
-                        static_cast<size_t>(hi - lo) * sizeof(float));
-            std::fill(row + hi, row + width, 0.0f);
-          }
-        }
+        for (int64_t c = 0; c < g.C; ++c)
+          for (int64_t i = 0; i < in_rows; ++i)
+            padded_row(g, x + (n * g.C + c) * g.hw(), p0 * g.sh - g.ph + i, width, xb + (c * in_rows + i) * width);
         for (int64_t t = 0; t < taps_pad; ++t) {
           if (t >= taps) {
             tap_base[t] = zero_row;

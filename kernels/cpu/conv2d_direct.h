@@ -1,26 +1,31 @@
-// Direct (no GEMM) f32 convolution for layers with few input taps: the
-// first layer of an image network, C = 1 or 3 channels and a 3x3 kernel,
-// where the implicit GEMM of conv2d.cpp has a depth of only C*R*S = 27.
+// Direct (no GEMM, nothing packed) f32 convolution kernels, AVX-512F.
+// conv2d.cpp dispatches to them where they beat its implicit GEMM (the
+// rules and the measurements behind them are there).
 //
-// Why a separate path: a 27-deep GEMM does 27 multiply-adds per packed
-// element, so packing the im2col panel costs as much as the arithmetic,
-// and the weight gradient's GEMM (depth = the pixels, 27 columns) packs
-// col(x)^T as a transpose. Read directly, the taps are shifted loads of a
-// few padded input rows held in L1:
+// Why: an implicit GEMM packs im2col panels, and each packed element is
+// reused only as often as the other operand is long: 64 times for a
+// 64-channel layer, so packing costs 17-30% of the U-Net's full-resolution
+// layers, and as much as the arithmetic for a 3-channel first layer (27
+// taps deep). Read directly, a tap is a shifted load of a padded input row.
 //   forward:  y[n,k,p,q0:q0+16] = b[k] + sum_{c,r,s} w[k,c,r,s] x[n,c,p sh - ph + r dh, q0 - pw + s dw : +16]
-//     registers: 8 output channels x 3 vectors of 16 pixels (24 zmm), each
-//     tap one weight broadcast per channel and 3 loads;
-//   backward-weight: dW[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] x[n,c,...]
-//     registers: 8 channels x 3 taps of one (c, r) row, 16 pixel lanes each,
-//     summed over the lanes at the end.
-// Requirements (conv2d_direct_applies): AVX-512F, stride 1 along W (so the
-// 16 pixels of a vector read 16 adjacent inputs), C*R*S <= 64. Other
-// geometries take the GEMM path. Each output element (forward), and each
-// (k block, image) partial of dW, is computed by one thread in a fixed
-// order, and the images' partials are summed in image order: results are
-// bitwise the same for any thread count.
+//     registers: 8 output channels x 3 vectors of 16 pixels (24 zmm); per
+//     tap, 3 loads and 8 weight broadcasts for 24 FMAs. The C*R padded rows
+//     of one output row are gathered once for all K channels. Outputs over
+//     8 MiB are written with streaming stores.
+//   backward-weight, few taps (C*R*S <= 64): 8 channels x 3 taps of one
+//     (c, r) row, 16 pixels in the lanes, summed over the lanes at the end.
+//   backward-weight, deep layers ("k-lanes"): 16 output channels per
+//     vector, from a channels-last copy of 2 rows of dy at a time; per pixel
+//     4 vectors of dy times 6 broadcast taps into 24 whole-sum accumulators.
+// The stride-1 backward-input is a forward convolution of dy with the
+// flipped weights (conv2d.cpp), so it runs on the forward kernel.
+// Requirements: AVX-512F and stride 1 along W (the 16 pixels of a vector
+// read 16 adjacent inputs). Each output element (forward), and each
+// partial of dW (per image, or per 32-row slab), is computed by one thread
+// in a fixed order, and partials are summed in order: results are bitwise
+// the same for any thread count.
 // Tested against kernels/ref/conv2d.h in tests/kernels/test_conv2d.cpp;
-// bench_conv times it beside the GEMM path ("crfseg-gemm") and oneDNN.
+// bench_conv times them beside the GEMM path ("crfseg-gemm") and oneDNN.
 #pragma once
 
 #include "kernels/ref/conv2d.h"

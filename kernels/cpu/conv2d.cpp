@@ -368,10 +368,12 @@ int thread_count(const ConvGeometry& g) {
 //   weight gradient, 27 taps: 3x (pixels in the lanes; its register tile
 //     needs C*R*S <= 64);
 //   weight gradient, deeper (output channels in the lanes): 64 -> 64 at
-//     256^2 and at 128^2 1.4x, 128 -> 64 at 256^2 1.35x, 128 -> 128 at
-//     128^2 1.1x, 128 -> 256 at 64^2 1.0x; 256 channels and more lose
-//     (0.4-0.9x: its per-slab partial of dW leaves the caches), so C <= 128
-//     and rows of >= 128 pixels.
+//     256^2 and at 128^2 1.4x, 128 -> 64 at 256^2 1.35x, 256 -> 128 at
+//     128^2 1.2x, 128 -> 128, 128 -> 256 and 256 -> 256 at 128^2 1.1x;
+//     with narrower rows it ties or loses (128 -> 256 at 64^2 1.0x,
+//     256 -> 256 at 64^2 0.9x, 512 -> 512 at 32^2 0.64x, 512 -> 1024 at
+//     16^2 0.44x, where its per-slab partial of dW, taps x K floats, is
+//     19 MB). So: rows of >= 128 pixels and a partial of at most 4 MiB.
 // Pointwise convolutions stay plain GEMMs (nothing to pack but operands).
 // CRFSEG_CONV_DIRECT=0 in the environment keeps every convolution on the
 // GEMM path (for A/B timing of whole models; read once).
@@ -389,7 +391,7 @@ bool direct_weight_grad_wins(const ConvGeometry& g) {
   return direct_enabled() && !g.is_pointwise() && g.crs() <= 32 && conv2d_direct_weight_grad_applies(g);
 }
 bool klanes_weight_grad_wins(const ConvGeometry& g) {
-  return direct_enabled() && !g.is_pointwise() && g.crs() > 32 && g.C <= 128 && g.Q >= 128 &&
+  return direct_enabled() && !g.is_pointwise() && g.crs() > 32 && g.Q >= 128 && g.crs() * g.K <= (1 << 20) &&
          conv2d_direct_forward_applies(g);
 }
 

@@ -63,7 +63,7 @@ void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 // conv2d.cpp): the forward with at most 32 taps (C*R*S) or output rows of
 // 128 pixels or more, the stride-1 backward-input when its flipped
 // convolution qualifies the same way, and the weight gradient with at most
-// 32 taps, or with at most 128 input channels and rows of 128 or more. The *_gemm functions always take the implicit-GEMM path (tests
+// 32 taps, or with rows of 128 or more and C*R*S x K <= 2^20. The *_gemm functions always take the implicit-GEMM path (tests
 // and benchmarks compare the two); CRFSEG_CONV_DIRECT=0 in the environment
 // sends every call there, to time whole models both ways.
 bool conv2d_forward_takes_direct(const ConvGeometry& g);

@@ -244,9 +244,10 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
     omp_set_num_threads(saved);
     CHECK(three == got);
   }
-  // The dispatch: 64 channels at 256 wide take it, 256 channels do not.
+  // The dispatch: rows of >= 128 pixels and a dW of at most 2^20 floats.
   CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 64, 4, 256, 64, 3, 3, 1, 1, 1, 1)));
-  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 256, 4, 256, 64, 3, 3, 1, 1, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 64, 4, 100, 64, 3, 3, 1, 1, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 512, 4, 128, 512, 3, 3, 1, 1, 1, 1)));
   // Through conv2d_backward_weight on a dispatched shape.
   const ConvGeometry g = make(1, 40, 6, 130, 20, 3, 3, 1, 1, 1, 1);
   REQUIRE(kernels::cpu::conv2d_weight_grad_takes_direct(g));

@@ -29,6 +29,8 @@ constexpr int kLanes = 16;        // floats per zmm
 // fully they become registers (without it GCC kept them on the stack).
 #define FULLY_UNROLLED _Pragma("GCC unroll 8")
 
+#ifdef CRFSEG_DIRECT_X86
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Per-thread scratch is allocated before a parallel region, one slice per
@@ -84,8 +86,6 @@ PaddedImages pad_images(const ConvGeometry& g, const float* x) {
   }
   return out;
 }
-
-#ifdef CRFSEG_DIRECT_X86
 
 __attribute__((target("avx512f"))) inline __mmask16 tail_mask(int64_t valid) {
   return valid >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << valid) - 1u);
@@ -197,7 +197,9 @@ __attribute__((target("avx512f"))) void weight_grad_row(const ConvGeometry& g, c
   for (int64_t q = 0; q < g.Q; q += kLanes) {
     const __mmask16 m = tail_mask(g.Q - q);
     __m512 in[TS];
-    FULLY_UNROLLED for (int s = 0; s < TS; ++s) in[s] = _mm512_loadu_ps(row + q + (s0 + s) * g.dw);
+    // Inputs masked too: an Inf past the row's last pixel times a zero
+    // gradient would put a NaN into a tap whose sum never reads it.
+    FULLY_UNROLLED for (int s = 0; s < TS; ++s) in[s] = _mm512_maskz_loadu_ps(m, row + q + (s0 + s) * g.dw);
     FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
       const __m512 d = _mm512_maskz_loadu_ps(m, dy8[k] + q);
       FULLY_UNROLLED for (int s = 0; s < TS; ++s) acc[k][s] = _mm512_fmadd_ps(d, in[s], acc[k][s]);

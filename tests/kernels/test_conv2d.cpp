@@ -6,6 +6,10 @@
 // shapes and errors, and conv_transpose2d against its scatter definition.
 #include <omp.h>
 
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/conv2d.h"
@@ -112,6 +116,13 @@ TEST_CASE("conv2d kernels: f32 implicit-im2col path matches the direct reference
   check_against_reference<float>(2e-4);
 }
 
+// CRFSEG_CONV_DIRECT=0 (the A/B switch of kernels/cpu/conv2d.h) keeps every
+// call on the GEMM path; the dispatch checks below then do not apply.
+bool direct_dispatch_off() {
+  const char* v = std::getenv("CRFSEG_CONV_DIRECT");
+  return v && std::string(v) == "0";
+}
+
 // Shapes for the direct kernels (conv2d_direct.h): 1 and 3 input channels,
 // K around the 8-channel register block (1, 7, 8, 9, 13), rows shorter
 // than, equal to and just past one 16-pixel vector and past 3 vectors (the
@@ -180,8 +191,10 @@ TEST_CASE("conv2d direct forward on deep, wide layers, and the stride-1 backward
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
-    REQUIRE(kernels::cpu::conv2d_forward_takes_direct(g));
-    REQUIRE(kernels::cpu::conv2d_backward_input_takes_direct(g));
+    if (!direct_dispatch_off()) {
+      REQUIRE(kernels::cpu::conv2d_forward_takes_direct(g));
+      REQUIRE(kernels::cpu::conv2d_backward_input_takes_direct(g));
+    }
     const auto x = random_values<float>(g.N * g.C * g.hw(), 31);
     const auto w = random_values<float>(g.K * g.crs(), 32);
     const auto b = random_values<float>(g.K, 33);
@@ -210,6 +223,17 @@ TEST_CASE("conv2d direct forward on deep, wide layers, and the stride-1 backward
   }
   // Narrow rows stay on the GEMM.
   CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(1, 20, 5, 100, 11, 3, 3, 1, 1, 1, 1)));
+  // Valid padding (ph = 0): the flipped convolution of the backward-input pads by 2.
+  {
+    const ConvGeometry v = make(1, 6, 7, 140, 9, 3, 3);
+    const auto x = random_values<float>(v.N * v.C * v.hw(), 35);
+    const auto w = random_values<float>(v.K * v.crs(), 36);
+    const auto dy = random_values<float>(v.N * v.K * v.pq(), 37);
+    std::vector<float> want(x.size()), got(x.size(), 7.0f);
+    kernels::ref::conv2d_backward_input<float>(v, dy.data(), w.data(), want.data());
+    kernels::cpu::conv2d_backward_input<float>(v, dy.data(), w.data(), got.data());
+    CHECK_CLOSE(as_double(got), as_double(want), 5e-4, 5e-4);
+  }
 }
 
 TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers) matches the reference") {
@@ -244,13 +268,16 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
     omp_set_num_threads(saved);
     CHECK(three == got);
   }
-  // The dispatch: rows of >= 128 pixels and a dW of at most 2^20 floats.
+  // The dispatch: rows of >= 128 pixels, a dW of at most 2^20 floats, and
+  // at most 2^24 floats of per-slab partials.
+  if (direct_dispatch_off()) return;
   CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 64, 4, 256, 64, 3, 3, 1, 1, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 256, 512, 512, 256, 3, 3, 1, 1, 1, 1)));
   CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 64, 4, 100, 64, 3, 3, 1, 1, 1, 1)));
   CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 512, 4, 128, 512, 3, 3, 1, 1, 1, 1)));
   // Through conv2d_backward_weight on a dispatched shape.
   const ConvGeometry g = make(1, 40, 6, 130, 20, 3, 3, 1, 1, 1, 1);
-  REQUIRE(kernels::cpu::conv2d_weight_grad_takes_direct(g));
+  REQUIRE(kernels::cpu::conv2d_weight_grad_takes_direct(g));  // (returned above if switched off)
   const auto x = random_values<float>(g.N * g.C * g.hw(), 43);
   const auto dy = random_values<float>(g.N * g.K * g.pq(), 44);
   std::vector<float> want(g.K * g.crs()), got(want.size(), 7.0f), gemm(want.size(), 7.0f);
@@ -259,6 +286,25 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
   kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), gemm.data());
   CHECK_CLOSE(as_double(got), as_double(want), 5e-4, 5e-4);
   CHECK_CLOSE(as_double(gemm), as_double(want), 5e-4, 5e-4);
+}
+
+TEST_CASE("conv2d direct weight gradient: an Inf that no tap reads does not reach dW") {
+  if (!kernels::cpu::has_avx512f()) {
+    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
+    return;
+  }
+  // Q = 17: the last vector has one real pixel. Tap s = 0 of output 16
+  // reads x[15]; x[16] is read only by taps s >= 1. The vector's unused
+  // lanes must not multiply x[16] = Inf into tap s = 0.
+  const ConvGeometry g = make(1, 1, 1, 17, 1, 1, 3, 1, 1, 0, 1);
+  std::vector<float> x(17, 1.0f), dy(17, 1.0f), want(3), got(3, 7.0f);
+  x[16] = std::numeric_limits<float>::infinity();
+  kernels::ref::conv2d_backward_weight<float>(g, dy.data(), x.data(), want.data());
+  kernels::cpu::conv2d_direct_backward_weight(g, dy.data(), x.data(), got.data());
+  CHECK(std::isfinite(want[0]));
+  CHECK(got[0] == want[0]);
+  CHECK(got[1] == want[1]);  // Inf, as the definition has it
+  CHECK(got[2] == want[2]);
 }
 
 TEST_CASE("conv2d direct kernels: the streamed forward (outputs over 8 MiB), thread counts, and refusals") {

@@ -14,9 +14,7 @@
 // of those layouts. crfseg works on plain NCHW. That favours oneDNN.
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 #include <functional>
 #include <unordered_map>
 #include <string>
@@ -25,6 +23,7 @@
 #include "bench/support/peak.h"
 #include "bench/support/timer.h"
 #include "kernels/cpu/conv2d.h"
+#include "tensor/cpu_allocator.h"
 #include "tensor/random.h"
 
 #ifdef CRFSEG_HAVE_DNNL
@@ -66,25 +65,11 @@ ConvGeometry geometry(const Layer& l, int64_t batch) {
   return g;
 }
 
-// 64-byte aligned, like every crfseg tensor (tensor/cpu_allocator.h) and
+// 64-byte aligned through the CPU allocator, like every crfseg tensor and
 // oneDNN's own buffers: kernels may take aligned-only paths (e.g. the direct
 // convolution's streaming stores), which a std::vector's malloc'd block
 // (16-byte aligned) would never see.
-template <typename T>
-struct Aligned64 {
-  using value_type = T;
-  Aligned64() = default;
-  template <typename U>
-  Aligned64(const Aligned64<U>&) {}
-  T* allocate(size_t n) {
-    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, size_t) { std::free(p); }
-  bool operator==(const Aligned64&) const { return true; }
-};
-using FloatVec = std::vector<float, Aligned64<float>>;
+using FloatVec = CpuVector<float>;
 
 FloatVec random_floats(int64_t n, uint64_t seed) {
   Generator gen(seed);

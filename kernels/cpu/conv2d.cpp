@@ -393,9 +393,8 @@ bool direct_weight_grad_wins(const ConvGeometry& g) {
 bool klanes_weight_grad_wins(const ConvGeometry& g) {
   // Its scratch holds one partial per 32-row slab of every image: at most
   // 2^24 floats (64 MiB) in all, else the GEMM (it needs none).
-  const int64_t slabs = g.N * ((g.P + 31) / 32);
   return direct_enabled() && !g.is_pointwise() && g.crs() > 32 && g.Q >= 128 && g.crs() * g.K <= (1 << 20) &&
-         slabs * g.crs() * g.K <= (int64_t{1} << 24) && conv2d_direct_forward_applies(g);
+         conv2d_direct_weight_grad_klanes_partials(g) <= (int64_t{1} << 24) && conv2d_direct_forward_applies(g);
 }
 
 // The forward pass with the weights already packed (prepack_a's layout of

@@ -24,6 +24,7 @@ namespace {
 constexpr int64_t kMaxTaps = 64;  // C*R*S; the dW accumulators of one k block then take 32 KiB
 constexpr int kKb = 8;            // output channels per register block
 constexpr int kLanes = 16;        // floats per zmm
+constexpr int64_t kSlabRows = 32;  // output rows per partial of the k-lanes weight gradient
 
 // The register blocks are arrays of __m512 indexed by these loops; unrolled
 // fully they become registers (without it GCC kept them on the stack).
@@ -295,7 +296,7 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
 // partials are added in slab order at the end, so results do not depend
 // on the thread count.
 constexpr int kTapBlock = 6;
-constexpr int64_t kSlabRows = 32, kChunkRows = 2;
+constexpr int64_t kChunkRows = 2;
 
 // acc[kv][t] over the chunk's pixels, added into out[t * ld + kv * 16].
 // taps[t]: tap t's input at local pixel offset 0; pixel (pl, q) reads
@@ -368,6 +369,12 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
     std::fill(dyt, dyt + dyt_len, 0.0f);
     const float* zero_row = xb + g.C * in_rows * width;
     std::fill(xb + g.C * in_rows * width, xb + xb_len, 0.0f);
+    // Tap t = (c, r, s) reads xb[c][r dh + pl sh][q + s dw]; padding taps read zeros.
+    for (int64_t t = 0; t < taps_pad; ++t) {
+      const int64_t c = t / (g.R * g.S), r = (t / g.S) % g.R, s = t % g.S;
+      tap_base[t] = t < taps ? xb + (c * in_rows + r * g.dh) * width + s * g.dw : zero_row;
+    }
+    const int64_t gstride = chunk_pixels * kLanes, row_step = g.sh * width;
 #pragma omp for schedule(static)
     for (int64_t slab = 0; slab < slabs; ++slab) {
       const int64_t n = slab / slabs_per_image, p_begin = (slab % slabs_per_image) * kSlabRows;
@@ -387,26 +394,17 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
         for (int64_t c = 0; c < g.C; ++c)
           for (int64_t i = 0; i < in_rows; ++i)
             padded_row(g, x + (n * g.C + c) * g.hw(), p0 * g.sh - g.ph + i, width, xb + (c * in_rows + i) * width);
-        for (int64_t t = 0; t < taps_pad; ++t) {
-          if (t >= taps) {
-            tap_base[t] = zero_row;
-            continue;
-          }
-          const int64_t c = t / (g.R * g.S), r = (t / g.S) % g.R, s = t % g.S;
-          tap_base[t] = xb + (c * in_rows + r * g.dh) * width + s * g.dw;
-        }
         for (int64_t g0 = 0; g0 < groups; g0 += 4) {
           const int64_t kv = std::min<int64_t>(4, groups - g0);
           const float* d = dyt + g0 * chunk_pixels * kLanes;
           for (int64_t tb = 0; tb < tap_blocks; ++tb) {
             const float* const* tp = tap_base + tb * kTapBlock;
             float* o = out + tb * kTapBlock * kpad + g0 * kLanes;
-            const int64_t gs = chunk_pixels * kLanes, step = g.sh * width;
             switch (kv) {
-              case 4: weight_grad_klanes_block<4>(tp, d, gs, rows, g.Q, step, o, kpad); break;
-              case 3: weight_grad_klanes_block<3>(tp, d, gs, rows, g.Q, step, o, kpad); break;
-              case 2: weight_grad_klanes_block<2>(tp, d, gs, rows, g.Q, step, o, kpad); break;
-              default: weight_grad_klanes_block<1>(tp, d, gs, rows, g.Q, step, o, kpad); break;
+              case 4: weight_grad_klanes_block<4>(tp, d, gstride, rows, g.Q, row_step, o, kpad); break;
+              case 3: weight_grad_klanes_block<3>(tp, d, gstride, rows, g.Q, row_step, o, kpad); break;
+              case 2: weight_grad_klanes_block<2>(tp, d, gstride, rows, g.Q, row_step, o, kpad); break;
+              default: weight_grad_klanes_block<1>(tp, d, gstride, rows, g.Q, row_step, o, kpad); break;
             }
           }
         }
@@ -436,6 +434,10 @@ bool conv2d_direct_forward_applies(const ConvGeometry& g) {
   (void)g;
   return false;
 #endif
+}
+
+int64_t conv2d_direct_weight_grad_klanes_partials(const ConvGeometry& g) {
+  return g.N * ((g.P + kSlabRows - 1) / kSlabRows) * g.crs() * g.K;
 }
 
 bool conv2d_direct_weight_grad_applies(const ConvGeometry& g) {

@@ -45,5 +45,8 @@ void conv2d_direct_backward_weight(const ConvGeometry& g, const float* dy, const
 // The weight gradient for deep layers: output channels in the lanes (any
 // C*R*S; applies where the forward does). See conv2d_direct.cpp.
 void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw);
+// Its scratch, in floats: one [C*R*S x K] partial per 32-row slab of every
+// image (before padding C*R*S and K to its blocks).
+int64_t conv2d_direct_weight_grad_klanes_partials(const ConvGeometry& g);
 
 }  // namespace crfseg::kernels::cpu

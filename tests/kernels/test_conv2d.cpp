@@ -116,6 +116,14 @@ TEST_CASE("conv2d kernels: f32 implicit-im2col path matches the direct reference
   check_against_reference<float>(2e-4);
 }
 
+// True, with a message, on CPUs without AVX-512F, where the direct kernels
+// are not compiled in (their tests then skip).
+bool direct_kernels_unavailable() {
+  if (kernels::cpu::has_avx512f()) return false;
+  MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
+  return true;
+}
+
 // CRFSEG_CONV_DIRECT=0 (the A/B switch of kernels/cpu/conv2d.h) keeps every
 // call on the GEMM path; the dispatch checks below then do not apply.
 bool direct_dispatch_off() {
@@ -147,10 +155,7 @@ const std::vector<ConvGeometry>& direct_geometries() {
 }
 
 TEST_CASE("conv2d direct kernels (few input taps) match the reference; the GEMM path does too") {
-  if (!kernels::cpu::has_avx512f()) {
-    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
-    return;
-  }
+  if (direct_kernels_unavailable()) return;
   for (const ConvGeometry& g : direct_geometries()) {
     INFO(describe(g));
     REQUIRE(kernels::cpu::conv2d_direct_weight_grad_applies(g));
@@ -177,10 +182,7 @@ TEST_CASE("conv2d direct kernels (few input taps) match the reference; the GEMM 
 }
 
 TEST_CASE("conv2d direct forward on deep, wide layers, and the stride-1 backward-input it serves") {
-  if (!kernels::cpu::has_avx512f()) {
-    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
-    return;
-  }
+  if (direct_kernels_unavailable()) return;
   // C*R*S past the weight gradient's 64-tap limit; rows of >= 128 pixels so
   // that conv2d_forward and conv2d_backward_input dispatch to the direct kernel.
   const std::vector<ConvGeometry> gs = {
@@ -237,10 +239,7 @@ TEST_CASE("conv2d direct forward on deep, wide layers, and the stride-1 backward
 }
 
 TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers) matches the reference") {
-  if (!kernels::cpu::has_avx512f()) {
-    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
-    return;
-  }
+  if (direct_kernels_unavailable()) return;
   // K of 1, 15, 16, 17, 33 and 70: 1-5 groups of 16 channels, so register
   // tiles of 4 groups and tails of 1-3; C*R*S of 9, 45, 63 and 180 (tap
   // blocks of 6 with padding taps); P past one 32-row slab and odd (a short
@@ -289,10 +288,7 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
 }
 
 TEST_CASE("conv2d direct weight gradient: an Inf that no tap reads does not reach dW") {
-  if (!kernels::cpu::has_avx512f()) {
-    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
-    return;
-  }
+  if (direct_kernels_unavailable()) return;
   // Q = 17: the last vector has one real pixel. Tap s = 0 of output 16
   // reads x[15]; x[16] is read only by taps s >= 1. The vector's unused
   // lanes must not multiply x[16] = Inf into tap s = 0.
@@ -308,10 +304,7 @@ TEST_CASE("conv2d direct weight gradient: an Inf that no tap reads does not reac
 }
 
 TEST_CASE("conv2d direct kernels: the streamed forward (outputs over 8 MiB), thread counts, and refusals") {
-  if (!kernels::cpu::has_avx512f()) {
-    MESSAGE("SKIPPED: the direct convolution kernels need AVX-512F, which this CPU lacks");
-    return;
-  }
+  if (direct_kernels_unavailable()) return;
   // 2 x 9 x 341 x 347 outputs x 4 bytes = 8.5 MiB: the streaming-store path,
   // including unaligned row starts (Q = 347) that fall back to plain stores.
   // Compared on sampled outputs (the reference is a slow seven-loop sum).

@@ -1,8 +1,10 @@
 // The crfseg program's parts: confusion-matrix metrics on a hand-worked
 // case, the argument parser's errors, the metrics CSV round trip and the SVG
 // plot, and duration formatting.
+#include <array>
 #include <cmath>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "tests/support/helpers.h"
@@ -53,6 +55,62 @@ TEST_CASE("confusion matrix metrics on a hand-worked case") {
                                 "class outside [0, 3) at flat index 0: target 0, prediction 3");
   check_throws_with<ShapeError>([&] { m.add(from_vector<int64_t>({0, 0}, {2}), from_vector<int64_t>({0}, {1})); },
                                 "differ in shape");
+}
+
+// The band by its definition: every pixel's whole clipped square, searched.
+static std::vector<int64_t> boundary_band_brute_force(const std::vector<int64_t>& t, int64_t planes, int64_t h,
+                                                      int64_t w, int64_t width, int64_t ignore) {
+  std::vector<int64_t> out = t;
+  for (int64_t n = 0; n < planes; ++n) {
+    for (int64_t y = 0; y < h; ++y) {
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t mine = t[(n * h + y) * w + x];
+        bool differs = false;
+        for (int64_t j = y - width; j <= y + width; ++j) {
+          for (int64_t i = x - width; i <= x + width; ++i) {
+            if (j < 0 || j >= h || i < 0 || i >= w) continue;
+            const int64_t v = t[(n * h + j) * w + i];
+            differs = differs || (v != ignore && v != mine);
+          }
+        }
+        if (!differs) out[(n * h + y) * w + x] = ignore;
+      }
+    }
+  }
+  return out;
+}
+
+TEST_CASE("boundary band: a hand-worked case, then the brute-force definition on awkward shapes") {
+  // 1 x 6 row: labels 0 0 0 1 1 1; width 1 keeps the two pixels at the change.
+  const Tensor row = from_vector<int64_t>({0, 0, 0, 1, 1, 1}, {1, 6});
+  CHECK((boundary_band_targets(row, 1, -1)).to_vector<int64_t>() == std::vector<int64_t>{-1, -1, 0, 1, -1, -1});
+  CHECK((boundary_band_targets(row, 2, -1)).to_vector<int64_t>() == std::vector<int64_t>{-1, 0, 0, 1, 1, -1});
+  // An ignored pixel is not a different label: 0 0 ign 0 0 has no band.
+  CHECK((boundary_band_targets(from_vector<int64_t>({0, 0, 9, 0, 0}, {1, 5}), 3, 9)).to_vector<int64_t>() ==
+        std::vector<int64_t>(5, 9));
+  // Confusion inside the band: a prediction wrong only at the edge pixel.
+  ConfusionMatrix band(2, -1);
+  band.add(from_vector<int64_t>({0, 0, 0, 0, 1, 1}, {1, 6}), boundary_band_targets(row, 1, -1));
+  CHECK(band.total() == 2);
+  CHECK(band.mean_iou() == doctest::Approx(0.25));  // class 0: 1/2, class 1: 0/1
+  std::mt19937 rng(7);
+  for (const auto& [planes, h, w] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {2, 1, 13}, {3, 17, 1}, {2, 7, 11}, {1, 31, 29}}) {
+    for (int64_t width : {0, 1, 2, 5}) {
+      // Blocky labels (runs of 3) with a few ignored pixels, so bands are neither empty nor everything.
+      std::vector<int64_t> t(static_cast<size_t>(planes * h * w));
+      for (size_t i = 0; i < t.size(); ++i) t[i] = (i % 3 == 0) ? static_cast<int64_t>(rng() % 4) : t[i - 1];
+      for (size_t i = 0; i < t.size(); i += 11) t[i] = 255;
+      const Tensor got = boundary_band_targets(from_vector<int64_t>(t, {planes, h, w}), width, 255);
+      CAPTURE(planes);
+      CAPTURE(h);
+      CAPTURE(w);
+      CAPTURE(width);
+      CHECK((got).to_vector<int64_t>() == boundary_band_brute_force(t, planes, h, w, width, 255));
+    }
+  }
+  check_throws_with<ValueError>([&] { boundary_band_targets(row, -1); }, "band width >= 0, got -1");
+  check_throws_with<ShapeError>([&] { boundary_band_targets(from_vector<int64_t>({0}, {1}), 1); }, "[..., H, W]");
+  check_throws_with<DTypeError>([&] { boundary_band_targets(from_vector<float>({0}, {1, 1}), 1); }, "i64 targets");
 }
 
 TEST_CASE("argument parser") {

@@ -29,6 +29,8 @@ ArgParser eval_parser() {
       .option("--threads", "N", "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)")
       .option("--seed", "N", "", "data seed (default: the training seed, so splits match)")
       .option("--out", "DIR", "", "write confusion.csv and metrics.md here (default: next to the checkpoint)")
+      .option("--boundary-width", "W", "3",
+              "also report the metrics within W pixels of a change of the true label (boundary accuracy)")
       .option("--crf-eval-iters", "T", "", "override the checkpoint's CRF mean-field iterations at evaluation")
       .option("--pictures", "N", "0", "also write image, truth, prediction and overlay PNGs of the first N samples");
   return p;
@@ -85,11 +87,12 @@ int run_eval(const std::vector<std::string>& args) {
                          .augment = std::nullopt};
   data::DataLoader loader(set, lo);
   const LossSpec loss = parse_loss(m.metadata.count("loss") ? m.metadata.at("loss") : "ce", set->ignore_index());
-  const EvalResult r = evaluate(*m.net, loader, loss);
+  const EvalResult r = evaluate(*m.net, loader, loss, p.get_int("--boundary-width", 0, 1024));
   std::printf("crfseg eval: %s on %s (%s split, %lld images, %.1f s)\n  model: %s\n\n", path.c_str(),
               set->description().c_str(), split.c_str(), static_cast<long long>(r.images), r.seconds,
               describe(m.spec).c_str());
-  const std::string table = r.confusion.table(m.class_names);
+  const std::string table = r.confusion.table(m.class_names) + "\nwithin " + std::to_string(r.boundary_width) +
+                            " px of a label boundary:\n\n" + r.boundary.table(m.class_names);
   std::printf("%s\nloss %.4f\n", table.c_str(), r.loss);
   const std::filesystem::path out =
       p.get("--out").empty() ? std::filesystem::path(path).parent_path() : std::filesystem::path(p.get("--out"));

@@ -5,6 +5,7 @@
 
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
+#include "tensor/ops.h"
 
 namespace crfseg::app {
 
@@ -22,11 +23,14 @@ Tensor compute_loss(const Tensor& logits, const Tensor& masks, const LossSpec& s
   return ce + dice_loss(logits, masks, {.ignore_index = spec.ignore_index});
 }
 
-EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const LossSpec& loss) {
+EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const LossSpec& loss,
+                    int64_t boundary_width) {
   const auto t0 = std::chrono::steady_clock::now();
   const bool was_training = net.is_training();
   net.eval();
-  EvalResult r{0, ConfusionMatrix(loader.dataset().num_classes(), loader.dataset().ignore_index()), 0, 0};
+  const int64_t classes = loader.dataset().num_classes(), ignore = loader.dataset().ignore_index();
+  EvalResult r{.loss = 0, .confusion = ConfusionMatrix(classes, ignore), .boundary = ConfusionMatrix(classes, ignore),
+               .boundary_width = boundary_width};
   double loss_sum = 0;
   const std::vector<Tensor> params = net.parameters();
   const Device device = params.empty() ? Device::cpu() : params.front().device();  // the model's
@@ -39,7 +43,9 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
       const Tensor logits = net(batch->images);
       const int64_t n = batch->images.size(0);
       loss_sum += compute_loss(logits, batch->masks, loss).item() * static_cast<double>(n);
-      r.confusion.add_logits(logits, batch->masks);
+      const Tensor predicted = ops::argmax(logits, 1);
+      r.confusion.add(predicted, batch->masks);
+      r.boundary.add(predicted, boundary_band_targets(batch->masks, boundary_width, ignore));
       r.images += n;
     }
   }

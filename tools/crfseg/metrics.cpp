@@ -1,8 +1,10 @@
 // Confusion-matrix metrics; definitions in metrics.h.
 #include "tools/crfseg/metrics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <sstream>
 
 #include "tensor/ops.h"
@@ -146,6 +148,50 @@ std::string ConfusionMatrix::csv(const std::vector<std::string>& names) const {
     out << '\n';
   }
   return out.str();
+}
+
+// The band test "the square holds a label other than mine" is "the square's
+// smallest and largest labels differ" (the pixel itself is in its square), and
+// a square's min and max are separable: a pass along each row, then one down
+// each column of the row results. O(H W width) per image.
+Tensor boundary_band_targets(const Tensor& targets, int64_t width, int64_t ignore_index) {
+  const char* op = "boundary_band_targets";
+  CRFSEG_CHECK(targets.defined() && targets.dtype() == DType::i64, DTypeError, op, ": expected i64 targets, got ",
+               targets.defined() ? dtype_name(targets.dtype()) : "an undefined tensor");
+  CRFSEG_CHECK(targets.dim() >= 2, ShapeError, op, ": expected targets [..., H, W], got ", shape_str(targets.shape()));
+  CRFSEG_CHECK(width >= 0, ValueError, op, ": expected a band width >= 0, got ", width);
+  Tensor out = ops::clone(ops::contiguous(ops::to_device(targets, Device::cpu())));
+  const int64_t h = targets.shape()[targets.dim() - 2], w = targets.shape()[targets.dim() - 1];
+  const int64_t planes = h * w == 0 ? 0 : out.numel() / (h * w);
+  constexpr int64_t kNone = std::numeric_limits<int64_t>::max();  // min over no label
+  std::vector<int64_t> row_min(static_cast<size_t>(h * w)), row_max(static_cast<size_t>(h * w));
+  int64_t* t = out.data<int64_t>();
+  for (int64_t n = 0; n < planes; ++n, t += h * w) {
+    for (int64_t y = 0; y < h; ++y) {
+      for (int64_t x = 0; x < w; ++x) {
+        int64_t lo = kNone, hi = -kNone;
+        for (int64_t i = std::max<int64_t>(0, x - width); i <= std::min(w - 1, x + width); ++i) {
+          const int64_t v = t[y * w + i];
+          if (v == ignore_index) continue;
+          lo = std::min(lo, v);
+          hi = std::max(hi, v);
+        }
+        row_min[static_cast<size_t>(y * w + x)] = lo;
+        row_max[static_cast<size_t>(y * w + x)] = hi;
+      }
+    }
+    for (int64_t y = 0; y < h; ++y) {
+      for (int64_t x = 0; x < w; ++x) {
+        int64_t lo = kNone, hi = -kNone;
+        for (int64_t j = std::max<int64_t>(0, y - width); j <= std::min(h - 1, y + width); ++j) {
+          lo = std::min(lo, row_min[static_cast<size_t>(j * w + x)]);
+          hi = std::max(hi, row_max[static_cast<size_t>(j * w + x)]);
+        }
+        if (width == 0 || lo == hi) t[y * w + x] = ignore_index;
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace crfseg::app

@@ -8,6 +8,11 @@
 // A class with TP + FP + FN == 0 (absent from both prediction and target)
 // has no IoU/Dice: it is reported as NaN and left out of the means, as in
 // torchmetrics' and scikit-learn's "ignore absent classes" convention.
+//
+// Boundary accuracy: boundary_band_targets() keeps only the pixels near a
+// change of the true label (the "trimap" band of Kohli et al. 2009, used by
+// DeepLab to measure what a dense CRF adds at object edges); a confusion
+// matrix fed those targets gives the mean IoU inside the band.
 #pragma once
 
 #include <cstdint>
@@ -54,5 +59,13 @@ class ConfusionMatrix {
   int64_t ignore_index_;
   std::vector<int64_t> counts_;
 };
+
+// targets [..., H, W] (i64) with every pixel outside the boundary band set to
+// ignore_index. A pixel is in the band when the (2 width + 1)^2 square around
+// it (clipped at the image's edges) holds a true label other than its own;
+// ignored pixels are neither in the band nor count as a different label.
+// width 0 keeps no pixel. Throws ValueError for width < 0, DTypeError for a
+// non-i64 tensor, ShapeError for fewer than 2 dims.
+Tensor boundary_band_targets(const Tensor& targets, int64_t width, int64_t ignore_index = -100);
 
 }  // namespace crfseg::app

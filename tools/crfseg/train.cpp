@@ -461,7 +461,8 @@ int run_train(const std::vector<std::string>& args) {
     }
     // End of epoch: validate, log, schedule, checkpoint.
     const EvalResult val = dp.is_root() ? evaluate(*net, val_loader, loss_spec)
-                                        : EvalResult{.confusion = ConfusionMatrix(train_set.num_classes())};
+                                        : EvalResult{.confusion = ConfusionMatrix(train_set.num_classes()),
+                                                                    .boundary = ConfusionMatrix(train_set.num_classes())};
     EpochRow row{.epoch = epoch + 1, .lr = opt->lr(), .seconds = stats.seconds,
                  .train_loss = stats.loss_sum / static_cast<double>(std::max<int64_t>(stats.images, 1)),
                  .train_acc = stats.confusion.pixel_accuracy(), .train_miou = stats.confusion.mean_iou(),

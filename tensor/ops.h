@@ -163,9 +163,11 @@ Tensor binary_cross_entropy_with_logits_backward(const Tensor& grad, const Tenso
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args);
 // dL/dx given dL/dy [N, K, P, Q]; x_shape is the forward input's shape.
 Tensor conv2d_backward_input(const Tensor& grad, const Tensor& weight, const Shape& x_shape, const Conv2dArgs& args);
-// dL/dweight given dL/dy and the forward input x.
+// dL/dweight given dL/dy and the forward input x. With bias_grad not null,
+// *bias_grad also gets dL/dbias, on the CPU from the same pass over dL/dy
+// where the kernel allows (kernels/cpu/conv2d.h).
 Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& weight_shape,
-                              const Conv2dArgs& args);
+                              const Conv2dArgs& args, Tensor* bias_grad = nullptr);
 // dL/dbias = sum of dL/dy over N, P, Q.
 Tensor conv2d_backward_bias(const Tensor& grad);
 // Transposed convolution: the adjoint of conv2d. x [N, C, H, W], weight

@@ -168,7 +168,7 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
 }
 
 Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const Shape& weight_shape,
-                              const Conv2dArgs& args) {
+                              const Conv2dArgs& args, Tensor* bias_grad) {
   const char* op = "conv2d_backward_weight";
   check_float(op, grad_in, "grad");
   check_float(op, x_in, "input");
@@ -177,6 +177,8 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
   check_grad(op, grad_in, output_shape(g));
   const Tensor grad = contiguous(grad_in), x = contiguous(x_in);
   Tensor dw = Tensor::empty(weight_shape, grad.options());
+  if (bias_grad && grad.device().is_cuda()) *bias_grad = conv2d_backward_bias(grad);
+  if (bias_grad && !grad.device().is_cuda()) *bias_grad = Tensor::empty({g.K}, grad.options());
   dispatch_float(grad.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA
@@ -193,7 +195,8 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
     }
 #endif
     check_cpu(op, grad);
-    kernels::cpu::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>());
+    kernels::cpu::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(),
+                                            bias_grad ? bias_grad->data<T>() : nullptr);
   });
   return dw;
 }

@@ -32,12 +32,14 @@ class Conv2dBackward : public Node {
       grads[0] = transposed_ ? ops::conv_transpose2d_backward_input(g, w, x_shape_, args_)
                              : ops::conv2d_backward_input(g, w, x_shape_, args_);
     }
+    const bool bias_grad = has_bias_ && next_edges[2].node;
     if (next_edges[1].node) {
       const Tensor x = x_.unpack(name());
+      // A conv2d's bias gradient comes from the weight gradient's pass over g.
       grads[1] = transposed_ ? ops::conv_transpose2d_backward_weight(g, x, w_shape_, args_)
-                             : ops::conv2d_backward_weight(g, x, w_shape_, args_);
+                             : ops::conv2d_backward_weight(g, x, w_shape_, args_, bias_grad ? &grads[2] : nullptr);
     }
-    if (has_bias_ && next_edges[2].node) grads[2] = ops::conv2d_backward_bias(g);
+    if (bias_grad && !grads[2].defined()) grads[2] = ops::conv2d_backward_bias(g);
     return grads;
   }
   void release_saved() override {

@@ -740,14 +740,17 @@ void conv2d_backward_input<double>(const ConvGeometry& g, const double* dy, cons
   backward_input_f64(g, dy, w, dx);
 }
 template <>
-void conv2d_backward_weight<float>(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
-  if (direct_weight_grad_wins(g)) return conv2d_direct_backward_weight(g, dy, x, dw);
-  if (klanes_weight_grad_wins(g)) return conv2d_direct_backward_weight_klanes(g, dy, x, dw);
+void conv2d_backward_weight<float>(const ConvGeometry& g, const float* dy, const float* x, float* dw, float* db) {
+  if (direct_weight_grad_wins(g)) return conv2d_direct_backward_weight(g, dy, x, dw, db);
+  if (klanes_weight_grad_wins(g)) return conv2d_direct_backward_weight_klanes(g, dy, x, dw, db);
   backward_weight_f32(g, dy, x, dw);
+  if (db) conv2d_backward_bias(g, dy, db);
 }
 template <>
-void conv2d_backward_weight<double>(const ConvGeometry& g, const double* dy, const double* x, double* dw) {
+void conv2d_backward_weight<double>(const ConvGeometry& g, const double* dy, const double* x, double* dw,
+                                    double* db) {
   backward_weight_f64(g, dy, x, dw);
+  if (db) conv2d_backward_bias(g, dy, db);
 }
 
 template <typename T>

@@ -53,8 +53,10 @@ template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y);
 template <typename T>
 void conv2d_backward_input(const ConvGeometry& g, const T* dy, const T* w, T* dx);
+// db, when not null, also gets the bias gradient: fused into the direct
+// kernels' pass over dy, a separate conv2d_backward_bias elsewhere.
 template <typename T>
-void conv2d_backward_weight(const ConvGeometry& g, const T* dy, const T* x, T* dw);
+void conv2d_backward_weight(const ConvGeometry& g, const T* dy, const T* x, T* dw, T* db = nullptr);
 template <typename T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 

@@ -211,26 +211,43 @@ __attribute__((target("avx512f"))) void weight_grad_row(const ConvGeometry& g, c
   }
 }
 
+// Adds to acc [kKb][16 lanes] output row p's gradient for 8 channels, summed
+// over its pixels: the bias gradient, from rows the weight gradient has
+// just brought into L1 (a separate pass would read all of dy again).
+__attribute__((target("avx512f"))) void bias_grad_row(int64_t Q, const float* const* dy8, float* acc_mem) {
+  __m512 acc[kKb];
+  FULLY_UNROLLED for (int k = 0; k < kKb; ++k) acc[k] = _mm512_loadu_ps(acc_mem + k * kLanes);
+  for (int64_t q = 0; q < Q; q += kLanes) {
+    const __mmask16 m = tail_mask(Q - q);
+    FULLY_UNROLLED for (int k = 0; k < kKb; ++k) acc[k] = _mm512_add_ps(acc[k], _mm512_maskz_loadu_ps(m, dy8[k] + q));
+  }
+  FULLY_UNROLLED for (int k = 0; k < kKb; ++k) _mm512_storeu_ps(acc_mem + k * kLanes, acc[k]);
+}
+
 __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometry& g, const float* dy,
-                                                               const float* x, float* dw) {
+                                                               const float* x, float* dw, float* db) {
   const int64_t taps = g.crs(), blocks = ceil_div(g.K, kKb);
   const PaddedImages xp = pad_images(g, x);
-  // partial[n][k][tap]: image n's term of dW, summed over images in order at the end.
+  // partial[n][k][tap]: image n's term of dW, summed over images in order at
+  // the end; with db, partial_bias[n][k] likewise.
   const CpuArray<float> partial = cpu_array<float>(g.N * blocks * kKb * taps);
+  const CpuArray<float> partial_bias = cpu_array<float>(db ? g.N * blocks * kKb : 0);
   const int64_t zero_len = ceil_div(g.Q, kLanes) * kLanes;
   const CpuArray<float> zeros = cpu_array<float>(zero_len);
   std::fill(zeros.get(), zeros.get() + zero_len, 0.0f);
   const int64_t acc_len = g.C * g.R * kKb * g.S * kLanes;
   const bool parallel = g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel();
-  // Per thread, per (c, r) row and chunk of up to 3 taps s: [kKb][ts][16 lanes].
-  const CpuArray<float> accs = cpu_array<float>(parallel_slots(parallel) * acc_len);
+  // Per thread, per (c, r) row and chunk of up to 3 taps s: [kKb][ts][16
+  // lanes]; then the bias lanes, [kKb][16].
+  const CpuArray<float> accs = cpu_array<float>(parallel_slots(parallel) * (acc_len + kKb * kLanes));
 #pragma omp parallel if (parallel)
   {
-    float* const acc = accs.get() + omp_get_thread_num() * acc_len;
+    float* const acc = accs.get() + omp_get_thread_num() * (acc_len + kKb * kLanes);
+    float* const bias_acc = acc + acc_len;
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < g.N * blocks; ++task) {
       const int64_t n = task / blocks, b = task % blocks;
-      std::fill(acc, acc + acc_len, 0.0f);
+      std::fill(acc, acc + acc_len + kKb * kLanes, 0.0f);
       for (int64_t p = 0; p < g.P; ++p) {
         const float* dy8[kKb];
         for (int64_t k = 0; k < kKb; ++k) {
@@ -250,6 +267,14 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
               }
             }
           }
+        }
+        if (db) bias_grad_row(g.Q, dy8, bias_acc);
+      }
+      if (db) {
+        for (int64_t k = 0; k < kKb; ++k) {
+          float sum = 0.0f;
+          for (int l = 0; l < kLanes; ++l) sum += bias_acc[k * kLanes + l];
+          partial_bias[task * kKb + k] = sum;
         }
       }
       // Sum the lanes, in order: partial[n][b kKb + k][(c R + r) S + s].
@@ -275,6 +300,11 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
       float sum = 0.0f;
       for (int64_t n = 0; n < g.N; ++n) sum += partial[(n * blocks + k / kKb) * kKb * taps + (k % kKb) * taps + t];
       dw[k * taps + t] = sum;
+    }
+    if (db) {
+      float sum = 0.0f;
+      for (int64_t n = 0; n < g.N; ++n) sum += partial_bias[(n * blocks + k / kKb) * kKb + k % kKb];
+      db[k] = sum;
     }
   }
 }
@@ -341,10 +371,13 @@ __attribute__((target("avx512f"))) void weight_grad_klanes_block(const float* co
   }
 }
 
+// With db, the bias gradient is computed as the weight of one more tap,
+// whose input is 1 at every pixel (it fills a padding slot of the last tap
+// block, or adds a block).
 __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const ConvGeometry& g, const float* dy,
-                                                                      const float* x, float* dw) {
+                                                                      const float* x, float* dw, float* db) {
   const int64_t taps = g.crs(), groups = ceil_div(g.K, kLanes), kpad = groups * kLanes;
-  const int64_t tap_blocks = ceil_div(taps, kTapBlock), taps_pad = tap_blocks * kTapBlock;
+  const int64_t tap_blocks = ceil_div(taps + (db ? 1 : 0), kTapBlock), taps_pad = tap_blocks * kTapBlock;
   const int64_t slabs_per_image = ceil_div(g.P, kSlabRows), slabs = g.N * slabs_per_image;
   const int64_t width = padded_width(g);
   const int64_t in_rows = (kChunkRows - 1) * g.sh + (g.R - 1) * g.dh + 1;  // input rows of one chunk
@@ -360,6 +393,9 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
   const CpuArray<float> dyts = cpu_array<float>(slots * dyt_len);
   const CpuArray<float> xbs = cpu_array<float>(slots * xb_len);
   std::vector<const float*> tap_ptrs(static_cast<size_t>(slots * taps_pad));
+  // The bias tap's input: pixel (pl, q) of a chunk reads ones[pl * row_step + q].
+  const CpuArray<float> ones = cpu_array<float>(db ? kChunkRows * g.sh * width : 0);
+  std::fill(ones.get(), ones.get() + (db ? kChunkRows * g.sh * width : 0), 1.0f);
 #pragma omp parallel if (parallel)
   {
     const int thread = omp_get_thread_num();
@@ -372,7 +408,9 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
     // Tap t = (c, r, s) reads xb[c][r dh + pl sh][q + s dw]; padding taps read zeros.
     for (int64_t t = 0; t < taps_pad; ++t) {
       const int64_t c = t / (g.R * g.S), r = (t / g.S) % g.R, s = t % g.S;
-      tap_base[t] = t < taps ? xb + (c * in_rows + r * g.dh) * width + s * g.dw : zero_row;
+      tap_base[t] = t < taps ? xb + (c * in_rows + r * g.dh) * width + s * g.dw
+                    : (db && t == taps) ? ones.get()
+                                        : zero_row;
     }
     const int64_t gstride = chunk_pixels * kLanes, row_step = g.sh * width;
 #pragma omp for schedule(static)
@@ -411,14 +449,15 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
       }
     }
   }
-  // dW[k, tap] = sum over slabs, in order, of partial[slab][tap][k].
-  const bool parallel_sum = g.K * taps >= (int64_t{1} << 14) && !omp_in_parallel();
+  // dW[k, tap] = sum over slabs, in order, of partial[slab][tap][k]; db[k] is tap `taps`.
+  const int64_t out_taps = taps + (db ? 1 : 0);
+  const bool parallel_sum = g.K * out_taps >= (int64_t{1} << 14) && !omp_in_parallel();
 #pragma omp parallel for schedule(static) if (parallel_sum)
-  for (int64_t t = 0; t < taps; ++t) {
+  for (int64_t t = 0; t < out_taps; ++t) {
     for (int64_t k = 0; k < g.K; ++k) {
       float sum = 0.0f;
       for (int64_t sl = 0; sl < slabs; ++sl) sum += partial[(sl * taps_pad + t) * kpad + k];
-      dw[k * taps + t] = sum;
+      (t < taps ? dw[k * taps + t] : db[k]) = sum;
     }
   }
 }
@@ -453,23 +492,24 @@ void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w
 #endif
 }
 
-void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw,
+                                          float* db) {
   CRFSEG_CHECK(conv2d_direct_forward_applies(g), NotImplementedError,
                "conv2d_direct_backward_weight_klanes: expected AVX-512F, stride 1 along W and a non-empty output, got "
                "stride ", g.sw, ", output ", g.N, " x ", g.K, " x ", g.P, " x ", g.Q,
                (has_avx512f() ? "" : ", and a CPU without AVX-512F"));
 #ifdef CRFSEG_DIRECT_X86
-  backward_weight_klanes_avx512(g, dy, x, dw);
+  backward_weight_klanes_avx512(g, dy, x, dw, db);
 #endif
 }
 
-void conv2d_direct_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+void conv2d_direct_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw, float* db) {
   CRFSEG_CHECK(conv2d_direct_weight_grad_applies(g), NotImplementedError,
                "conv2d_direct_backward_weight: expected AVX-512F, stride 1 along W, a non-empty output and C*R*S <= ",
                kMaxTaps, ", got stride ", g.sw, ", C*R*S = ", g.crs(), ", output ", g.N, " x ", g.K, " x ", g.P,
                " x ", g.Q, (has_avx512f() ? "" : ", and a CPU without AVX-512F"));
 #ifdef CRFSEG_DIRECT_X86
-  backward_weight_avx512(g, dy, x, dw);
+  backward_weight_avx512(g, dy, x, dw, db);
 #endif
 }
 

@@ -40,11 +40,15 @@ bool conv2d_direct_weight_grad_applies(const ConvGeometry& g);
 // bias may be null; y is fully overwritten. Throw NotImplementedError
 // naming the kernel and the geometry where the *_applies above is false.
 void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y);
-// dw [K, C, R, S] is fully overwritten.
-void conv2d_direct_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw);
+// dw [K, C, R, S] is fully overwritten. db [K], when not null, gets the
+// bias gradient (dy summed over images and pixels) from the same pass over
+// dy, which a separate conv2d_backward_bias would read from memory again.
+void conv2d_direct_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw,
+                                   float* db = nullptr);
 // The weight gradient for deep layers: output channels in the lanes (any
 // C*R*S; applies where the forward does). See conv2d_direct.cpp.
-void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw);
+void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw,
+                                          float* db = nullptr);
 // Its scratch, in floats: one [C*R*S x K] partial per 32-row slab of every
 // image (before padding C*R*S and K to its blocks).
 int64_t conv2d_direct_weight_grad_klanes_partials(const ConvGeometry& g);

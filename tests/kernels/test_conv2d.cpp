@@ -107,6 +107,11 @@ void check_against_reference(double tol) {
     kernels::ref::conv2d_backward_bias<T>(g, dy.data(), db_want.data());
     kernels::cpu::conv2d_backward_bias<T>(g, dy.data(), db_got.data());
     CHECK_CLOSE(as_double(db_got), as_double(db_want), tol, tol);
+    // The bias gradient fused into the weight gradient's pass (or after it).
+    std::vector<T> dw_fused(w.size(), T(7)), db_fused(g.K, T(7));
+    kernels::cpu::conv2d_backward_weight<T>(g, dy.data(), x.data(), dw_fused.data(), db_fused.data());
+    CHECK(dw_fused == dw_got);
+    CHECK_CLOSE(as_double(db_fused), as_double(db_want), tol, tol);
   }
 }
 
@@ -178,6 +183,12 @@ TEST_CASE("conv2d direct kernels (few input taps) match the reference; the GEMM 
     kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), gemm.data());
     CHECK_CLOSE(as_double(direct), as_double(want), 2e-4, 2e-4);
     CHECK_CLOSE(as_double(gemm), as_double(want), 2e-4, 2e-4);
+    // With the bias gradient from the same pass: dW unchanged, db the plain sum.
+    std::vector<float> db_want(g.K), db(g.K, 7.0f), with_db(w.size(), 7.0f);
+    kernels::ref::conv2d_backward_bias<float>(g, dy.data(), db_want.data());
+    kernels::cpu::conv2d_direct_backward_weight(g, dy.data(), x.data(), with_db.data(), db.data());
+    CHECK(with_db == direct);
+    CHECK_CLOSE(as_double(db), as_double(db_want), 2e-4, 2e-4);
   }
 }
 
@@ -266,6 +277,12 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
     kernels::cpu::conv2d_direct_backward_weight_klanes(g, dy.data(), x.data(), three.data());
     omp_set_num_threads(saved);
     CHECK(three == got);
+    // The bias as one more tap of ones (a padding slot, or a block of its own when C*R*S % 6 == 0).
+    std::vector<float> db_want(g.K), db(g.K, 7.0f), with_db(want.size(), 7.0f);
+    kernels::ref::conv2d_backward_bias<float>(g, dy.data(), db_want.data());
+    kernels::cpu::conv2d_direct_backward_weight_klanes(g, dy.data(), x.data(), with_db.data(), db.data());
+    CHECK(with_db == got);
+    CHECK_CLOSE(as_double(db), as_double(db_want), 5e-4, 5e-4);
   }
   // The dispatch: rows of >= 128 pixels, a dW of at most 2^20 floats, and
   // at most 2^24 floats of per-slab partials.

@@ -94,7 +94,9 @@ TEST_CASE("boundary band: a hand-worked case, then the brute-force definition on
   CHECK(band.total() == 2);
   CHECK(band.mean_iou() == doctest::Approx(0.25));  // class 0: 1/2, class 1: 0/1
   std::mt19937 rng(7);
-  for (const auto& [planes, h, w] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {2, 1, 13}, {3, 17, 1}, {2, 7, 11}, {1, 31, 29}}) {
+  for (const std::array<int64_t, 3>& dims : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {2, 1, 13}, {3, 17, 1}, {2, 7, 11}, {1, 31, 29}}) {
+    // Plain variables, not a structured binding: CAPTURE's lambda cannot name one in clang.
+    const int64_t planes = dims[0], h = dims[1], w = dims[2];
     for (int64_t width : {0, 1, 2, 5}) {
       // Blocky labels (runs of 3) with a few ignored pixels, so bands are neither empty nor everything.
       std::vector<int64_t> t(static_cast<size_t>(planes * h * w));

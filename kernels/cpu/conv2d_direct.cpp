@@ -23,6 +23,7 @@ namespace {
 
 constexpr int64_t kMaxTaps = 64;  // C*R*S; the dW accumulators of one k block then take 32 KiB
 constexpr int kKb = 8;            // output channels per register block
+constexpr int64_t kWeightGradRows = 4;  // output rows per call of the few-tap weight-gradient kernel
 constexpr int kLanes = 16;        // floats per zmm
 constexpr int64_t kSlabRows = 32;  // output rows per partial of the k-lanes weight gradient
 
@@ -185,25 +186,33 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
   }
 }
 
-// Adds to acc [kKb][TS] (16 lanes each) the products of output row p's
-// gradient for 8 channels (dy8[k], zero rows past K) with TS taps s0.. of
-// one padded input row.
+// Adds to acc [kKb][TS] (16 lanes each) the products of the gradient of
+// `rows` consecutive output rows for 8 channels (dy8[k], zero rows past K;
+// row pl at dy8[k] + pl Q) with TS taps s0.. of their padded input rows
+// (row pl at row + pl row_step). Several rows per call load and store the
+// 24 accumulators once for all of them.
 template <int TS>
 __attribute__((target("avx512f"))) void weight_grad_row(const ConvGeometry& g, const float* const* dy8,
-                                                        const float* row, int64_t s0, float* acc_mem) {
+                                                        const float* row, int64_t s0, float* acc_mem, int64_t rows,
+                                                        int64_t row_step) {
   __m512 acc[kKb][TS];
   FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
     FULLY_UNROLLED for (int s = 0; s < TS; ++s) acc[k][s] = _mm512_loadu_ps(acc_mem + (k * TS + s) * kLanes);
   }
-  for (int64_t q = 0; q < g.Q; q += kLanes) {
-    const __mmask16 m = tail_mask(g.Q - q);
-    __m512 in[TS];
-    // Inputs masked too: an Inf past the row's last pixel times a zero
-    // gradient would put a NaN into a tap whose sum never reads it.
-    FULLY_UNROLLED for (int s = 0; s < TS; ++s) in[s] = _mm512_maskz_loadu_ps(m, row + q + (s0 + s) * g.dw);
-    FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
-      const __m512 d = _mm512_maskz_loadu_ps(m, dy8[k] + q);
-      FULLY_UNROLLED for (int s = 0; s < TS; ++s) acc[k][s] = _mm512_fmadd_ps(d, in[s], acc[k][s]);
+  const int64_t Q = g.Q, tap_step = g.dw;
+  for (int64_t pl = 0; pl < rows; ++pl) {
+    const float* x_row = row + pl * row_step + s0 * tap_step;
+    const int64_t dy_off = pl * Q;
+    for (int64_t q = 0; q < Q; q += kLanes) {
+      const __mmask16 m = tail_mask(Q - q);
+      __m512 in[TS];
+      // Inputs masked too: an Inf past the row's last pixel times a zero
+      // gradient would put a NaN into a tap whose sum never reads it.
+      FULLY_UNROLLED for (int s = 0; s < TS; ++s) in[s] = _mm512_maskz_loadu_ps(m, x_row + q + s * tap_step);
+      FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
+        const __m512 d = _mm512_maskz_loadu_ps(m, dy8[k] + dy_off + q);
+        FULLY_UNROLLED for (int s = 0; s < TS; ++s) acc[k][s] = _mm512_fmadd_ps(d, in[s], acc[k][s]);
+      }
     }
   }
   FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
@@ -214,12 +223,16 @@ __attribute__((target("avx512f"))) void weight_grad_row(const ConvGeometry& g, c
 // Adds to acc [kKb][16 lanes] output row p's gradient for 8 channels, summed
 // over its pixels: the bias gradient, from rows the weight gradient has
 // just brought into L1 (a separate pass would read all of dy again).
-__attribute__((target("avx512f"))) void bias_grad_row(int64_t Q, const float* const* dy8, float* acc_mem) {
+__attribute__((target("avx512f"))) void bias_grad_row(int64_t Q, const float* const* dy8, float* acc_mem,
+                                                      int64_t rows) {
   __m512 acc[kKb];
   FULLY_UNROLLED for (int k = 0; k < kKb; ++k) acc[k] = _mm512_loadu_ps(acc_mem + k * kLanes);
-  for (int64_t q = 0; q < Q; q += kLanes) {
-    const __mmask16 m = tail_mask(Q - q);
-    FULLY_UNROLLED for (int k = 0; k < kKb; ++k) acc[k] = _mm512_add_ps(acc[k], _mm512_maskz_loadu_ps(m, dy8[k] + q));
+  for (int64_t pl = 0; pl < rows; ++pl) {
+    for (int64_t q = 0; q < Q; q += kLanes) {
+      const __mmask16 m = tail_mask(Q - q);
+      FULLY_UNROLLED for (int k = 0; k < kKb; ++k)
+        acc[k] = _mm512_add_ps(acc[k], _mm512_maskz_loadu_ps(m, dy8[k] + pl * Q + q));
+    }
   }
   FULLY_UNROLLED for (int k = 0; k < kKb; ++k) _mm512_storeu_ps(acc_mem + k * kLanes, acc[k]);
 }
@@ -232,10 +245,11 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
   // the end; with db, partial_bias[n][k] likewise.
   const CpuArray<float> partial = cpu_array<float>(g.N * blocks * kKb * taps);
   const CpuArray<float> partial_bias = cpu_array<float>(db ? g.N * blocks * kKb : 0);
-  const int64_t zero_len = ceil_div(g.Q, kLanes) * kLanes;
+  const int64_t zero_len = kWeightGradRows * ceil_div(g.Q, kLanes) * kLanes;  // rows of Q, then a vector's slack
   const CpuArray<float> zeros = cpu_array<float>(zero_len);
   std::fill(zeros.get(), zeros.get() + zero_len, 0.0f);
   const int64_t acc_len = g.C * g.R * kKb * g.S * kLanes;
+  const int64_t row_step = g.sh * xp.width;  // from one output row's input row to the next's
   const bool parallel = g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel();
   // Per thread, per (c, r) row and chunk of up to 3 taps s: [kKb][ts][16
   // lanes]; then the bias lanes, [kKb][16].
@@ -248,7 +262,8 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
     for (int64_t task = 0; task < g.N * blocks; ++task) {
       const int64_t n = task / blocks, b = task % blocks;
       std::fill(acc, acc + acc_len + kKb * kLanes, 0.0f);
-      for (int64_t p = 0; p < g.P; ++p) {
+      for (int64_t p = 0; p < g.P; p += kWeightGradRows) {
+        const int64_t rows = std::min(kWeightGradRows, g.P - p);
         const float* dy8[kKb];
         for (int64_t k = 0; k < kKb; ++k) {
           const int64_t kk = b * kKb + k;
@@ -261,14 +276,14 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
             for (int64_t s0 = 0; s0 < g.S; s0 += 3) {
               float* a = acc_cr + s0 * kKb * kLanes;
               switch (std::min<int64_t>(3, g.S - s0)) {
-                case 3: weight_grad_row<3>(g, dy8, row, s0, a); break;
-                case 2: weight_grad_row<2>(g, dy8, row, s0, a); break;
-                default: weight_grad_row<1>(g, dy8, row, s0, a); break;
+                case 3: weight_grad_row<3>(g, dy8, row, s0, a, rows, row_step); break;
+                case 2: weight_grad_row<2>(g, dy8, row, s0, a, rows, row_step); break;
+                default: weight_grad_row<1>(g, dy8, row, s0, a, rows, row_step); break;
               }
             }
           }
         }
-        if (db) bias_grad_row(g.Q, dy8, bias_acc);
+        if (db) bias_grad_row(g.Q, dy8, bias_acc, rows);
       }
       if (db) {
         for (int64_t k = 0; k < kKb; ++k) {

@@ -80,7 +80,9 @@ PaddedImages pad_images(const ConvGeometry& g, const float* x) {
   PaddedImages out;
   out.rows = (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1;
   out.width = padded_width(g);
-  out.data = cpu_array<float>(g.N * g.C * out.rows * out.width);
+  out.data = cpu_array<float>(g.N * g.C * out.rows * out.width + kLanes);  // + slack for whole-vector reads
+  std::fill(out.data.get() + g.N * g.C * out.rows * out.width, out.data.get() + g.N * g.C * out.rows * out.width + kLanes,
+            0.0f);
 #pragma omp parallel for schedule(static) if (g.N * g.C * out.rows * out.width >= (int64_t{1} << 16) && !omp_in_parallel())
   for (int64_t row = 0; row < g.N * g.C * out.rows; ++row) {
     const int64_t nc = row / out.rows;
@@ -200,6 +202,31 @@ __attribute__((target("avx512f"))) void weight_grad_row(const ConvGeometry& g, c
     FULLY_UNROLLED for (int s = 0; s < TS; ++s) acc[k][s] = _mm512_loadu_ps(acc_mem + (k * TS + s) * kLanes);
   }
   const int64_t Q = g.Q, tap_step = g.dw;
+  if (TS == 3 && tap_step == 1) {
+    // Three adjacent taps: their inputs are one row at offsets 0, 1, 2, so
+    // two aligned-in-the-row loads and two lane shifts (valignd) replace
+    // three loads, two of which would straddle cache lines. Reads up to 16
+    // floats past the row (pad_images leaves that slack); lanes past Q are
+    // zeroed as the masked loads would.
+    for (int64_t pl = 0; pl < rows; ++pl) {
+      const float* x_row = row + pl * row_step + s0;
+      const int64_t dy_off = pl * Q;
+      __m512i prev = _mm512_loadu_si512(x_row);
+      for (int64_t q = 0; q < Q; q += kLanes) {
+        const __mmask16 m = tail_mask(Q - q);
+        const __m512i next = _mm512_loadu_si512(x_row + q + kLanes);
+        const __m512 in[3] = {_mm512_maskz_mov_ps(m, _mm512_castsi512_ps(prev)),
+                              _mm512_maskz_mov_ps(m, _mm512_castsi512_ps(_mm512_alignr_epi32(next, prev, 1))),
+                              _mm512_maskz_mov_ps(m, _mm512_castsi512_ps(_mm512_alignr_epi32(next, prev, 2)))};
+        prev = next;
+        FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
+          const __m512 d = _mm512_maskz_loadu_ps(m, dy8[k] + dy_off + q);
+          FULLY_UNROLLED for (int s = 0; s < 3; ++s) acc[k][s] = _mm512_fmadd_ps(d, in[s], acc[k][s]);
+        }
+      }
+    }
+    rows = 0;  // done: skip the general loop below
+  }
   for (int64_t pl = 0; pl < rows; ++pl) {
     const float* x_row = row + pl * row_step + s0 * tap_step;
     const int64_t dy_off = pl * Q;

@@ -190,7 +190,7 @@ TEST_CASE("metrics CSV round trip and SVG curves") {
     for (int e = 1; e <= 3; ++e) {
       log.append({.epoch = e, .lr = 0.1 / e, .seconds = 2.0, .train_loss = 1.0 / e, .train_acc = 0.5,
                   .train_miou = 0.3 * e, .train_dice = 0.4, .val_loss = 1.2 / e, .val_acc = 0.6,
-                  .val_miou = 0.25 * e, .val_dice = 0.5, .val_iou = {0.2 * e, 0.3 * e}});
+                  .val_miou = 0.25 * e, .val_dice = 0.5, .val_boundary_miou = 0.1 * e, .val_iou = {0.2 * e, 0.3 * e}});
     }
     log.write_svg(dir.file("curves.svg"), "synthetic <unet>");
   }
@@ -198,6 +198,7 @@ TEST_CASE("metrics CSV round trip and SVG curves") {
   resumed.load(2);  // a run resumed after epoch 2 drops epoch 3's row
   REQUIRE(resumed.rows().size() == 2);
   CHECK(resumed.rows()[1].val_miou == doctest::Approx(0.5));
+  CHECK(resumed.rows()[1].val_boundary_miou == doctest::Approx(0.2));
   CHECK(resumed.rows()[1].val_iou[1] == doctest::Approx(0.6));
   std::ifstream svg(dir.file("curves.svg"));
   std::stringstream text;
@@ -208,6 +209,31 @@ TEST_CASE("metrics CSV round trip and SVG curves") {
   CHECK(dir.entries() == 2);  // no temporary files left behind
   MetricsLog other(csv, {"a", "b", "c"});
   check_throws_with<IOError>([&] { other.load(5); }, "does not start with the expected header");
+  // A file from before val_boundary_miou resumes (the column NaN) and is rewritten in the new form.
+  const std::string old_csv = dir.file("old_metrics.csv");
+  {
+    std::ofstream f(old_csv);
+    f << "epoch,lr,seconds,train_loss,train_acc,train_miou,train_dice,val_loss,val_acc,val_miou,val_dice,"
+         "val_iou_fg,val_iou_bg\n1,0.1,2,1,0.5,0.3,0.4,1.2,0.6,0.25,0.5,0.2,0.3\n";
+  }
+  MetricsLog old_log(old_csv, {"fg", "bg"});
+  old_log.load(1);
+  REQUIRE(old_log.rows().size() == 1);
+  CHECK(old_log.rows()[0].val_miou == doctest::Approx(0.25));
+  CHECK(std::isnan(old_log.rows()[0].val_boundary_miou));
+  CHECK(old_log.rows()[0].val_iou[1] == doctest::Approx(0.3));
+  old_log.append({.epoch = 2, .val_miou = 0.5, .val_boundary_miou = 0.4, .val_iou = {0.1, 0.2}});
+  std::ifstream rewritten(old_csv);
+  std::string header_line;
+  std::getline(rewritten, header_line);
+  CHECK(header_line.find(",val_dice,val_boundary_miou,val_iou_fg,") != std::string::npos);
+  check_throws_with<IOError>(
+      [&] {
+        std::ofstream(old_csv) << "epoch,lr,seconds,train_loss,train_acc,train_miou,train_dice,val_loss,val_acc,"
+                                  "val_miou,val_dice,val_iou_fg,val_iou_bg\n1,0.1,2\n";
+        MetricsLog(old_csv, {"fg", "bg"}).load(1);
+      },
+      "line 2 has 3 fields; expected 13");
 }
 
 TEST_CASE("durations") {

@@ -39,8 +39,9 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 MetricsLog::MetricsLog(std::string csv_path, std::vector<std::string> class_names)
     : csv_path_(std::move(csv_path)), class_names_(std::move(class_names)) {}
 
-std::string MetricsLog::header() const {
+std::string MetricsLog::header(bool with_boundary) const {
   std::string h = "epoch,lr,seconds,train_loss,train_acc,train_miou,train_dice,val_loss,val_acc,val_miou,val_dice";
+  if (with_boundary) h += ",val_boundary_miou";
   for (const std::string& n : class_names_) h += ",val_iou_" + n;
   return h;
 }
@@ -50,8 +51,11 @@ void MetricsLog::load(int64_t last_epoch) {
   std::ifstream in(csv_path_);
   if (!in) return;
   std::string line;
-  CRFSEG_CHECK(std::getline(in, line) && line == header(), IOError, "MetricsLog: ", csv_path_,
+  const bool read = static_cast<bool>(std::getline(in, line));
+  const bool old_form = read && line == header(false);  // written before val_boundary_miou
+  CRFSEG_CHECK(read && (line == header() || old_form), IOError, "MetricsLog: ", csv_path_,
                " does not start with the expected header (", header(), ")");
+  const size_t fixed = old_form ? 11 : 12;  // fields before the per-class IoUs
   int64_t line_no = 1;
   while (std::getline(in, line)) {
     ++line_no;
@@ -60,10 +64,11 @@ void MetricsLog::load(int64_t last_epoch) {
     std::stringstream ss(line);
     std::string cell;
     while (std::getline(ss, cell, ',')) v.push_back(std::strtod(cell.c_str(), nullptr));
-    CRFSEG_CHECK(v.size() == 11 + class_names_.size(), IOError, "MetricsLog: ", csv_path_, " line ", line_no,
-                 " has ", v.size(), " fields; expected ", 11 + class_names_.size());
-    EpochRow r{static_cast<int64_t>(v[0]), v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], {}};
-    r.val_iou.assign(v.begin() + 11, v.end());
+    CRFSEG_CHECK(v.size() == fixed + class_names_.size(), IOError, "MetricsLog: ", csv_path_, " line ", line_no,
+                 " has ", v.size(), " fields; expected ", fixed + class_names_.size());
+    EpochRow r{static_cast<int64_t>(v[0]), v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
+               old_form ? NAN : v[11], {}};
+    r.val_iou.assign(v.begin() + static_cast<int64_t>(fixed), v.end());
     if (r.epoch <= last_epoch) rows_.push_back(r);
   }
 }
@@ -76,7 +81,7 @@ void MetricsLog::append(const EpochRow& row) {
   for (const EpochRow& r : rows_) {
     out << r.epoch;
     for (double v : {r.lr, r.seconds, r.train_loss, r.train_acc, r.train_miou, r.train_dice, r.val_loss, r.val_acc,
-                     r.val_miou, r.val_dice}) {
+                     r.val_miou, r.val_dice, r.val_boundary_miou}) {
       std::snprintf(buf, sizeof buf, ",%.6g", v);
       out << buf;
     }

@@ -1,14 +1,19 @@
 // Training reports: the per-epoch metrics CSV and an SVG plot of its curves.
 //
 // metrics.csv has one row per epoch and a fixed header:
-//   epoch,lr,seconds,train_loss,train_acc,train_miou,train_dice,val_loss,val_acc,val_miou,val_dice[,val_iou_<class>...]
-// It is rewritten whole (atomically) after every epoch from the rows kept in
-// memory, so a killed run never leaves a half-written line, and a resumed
-// run reloads it and continues.
+//   epoch,lr,seconds,train_loss,train_acc,train_miou,train_dice,val_loss,val_acc,val_miou,val_dice,
+//   val_boundary_miou[,val_iou_<class>...]
+// (val_boundary_miou: the validation mean IoU within 3 px of a change of
+// the true label, see boundary_band_targets in metrics.h). It is rewritten
+// whole (atomically) after every epoch from the rows kept in memory, so a
+// killed run never leaves a half-written line, and a resumed run reloads it
+// and continues. A file written before val_boundary_miou existed still
+// loads (that column NaN) and is rewritten in the new form.
 // curves.svg draws loss (left panel) and mean IoU (right panel) for train
 // and validation against the epoch; it is plain SVG 1.1 with no scripts.
 #pragma once
 
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
@@ -20,6 +25,7 @@ struct EpochRow {
   double lr = 0, seconds = 0;
   double train_loss = 0, train_acc = 0, train_miou = 0, train_dice = 0;
   double val_loss = 0, val_acc = 0, val_miou = 0, val_dice = 0;
+  double val_boundary_miou = NAN;
   std::vector<double> val_iou;  // per class
 };
 
@@ -35,7 +41,7 @@ class MetricsLog {
   void write_svg(const std::string& path, const std::string& title) const;
 
  private:
-  std::string header() const;
+  std::string header(bool with_boundary = true) const;
   std::string csv_path_;
   std::vector<std::string> class_names_;
   std::vector<EpochRow> rows_;

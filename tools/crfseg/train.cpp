@@ -468,10 +468,11 @@ int run_train(const std::vector<std::string>& args) {
                  .train_acc = stats.confusion.pixel_accuracy(), .train_miou = stats.confusion.mean_iou(),
                  .train_dice = stats.confusion.mean_dice(), .val_loss = val.loss,
                  .val_acc = val.confusion.pixel_accuracy(), .val_miou = val.confusion.mean_iou(),
-                 .val_dice = val.confusion.mean_dice(), .val_iou = {}};
+                 .val_dice = val.confusion.mean_dice(), .val_boundary_miou = val.boundary.mean_iou(), .val_iou = {}};
     for (int64_t c = 0; c < val.confusion.num_classes(); ++c) row.val_iou.push_back(val.confusion.iou(c));
     if (!quiet) progress.finish("loss " + fmt("%.4f", row.train_loss) + "  val loss " + fmt("%.4f", row.val_loss) +
-                                "  val mIoU " + fmt("%.4f", row.val_miou) + "  val acc " + fmt("%.4f", row.val_acc));
+                                "  val mIoU " + fmt("%.4f", row.val_miou) + " (boundary " +
+                                fmt("%.4f", row.val_boundary_miou) + ")  val acc " + fmt("%.4f", row.val_acc));
     if (dp.is_root()) {
       log.append(row);
       log.write_svg((out / "curves.svg").string(), "crfseg train " + data.spec + ": " + describe(spec));

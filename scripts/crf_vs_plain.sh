@@ -16,7 +16,8 @@
 # epochs (--crf-warmup 4). Then noisier images (--synth-noise 0.15) and a
 # shallower U-Net (depth 2, a small receptive field, so its own output is
 # noisy): plain, and + CRF with theta_beta 60, at Zheng et al.'s initial
-# kernel weights (3 I, 5 I) and at the default (I).
+# kernel weights (3 I, 5 I) and at the default (I), trained with the
+# network from the start or after 4 epochs of the network alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=("${@:-0 1 2}")
@@ -41,4 +42,6 @@ for seed in ${seeds[*]}; do
   run noisy-depth2-plain "$seed" --depth 2 --synth-noise 0.15
   run noisy-depth2-crf-beta60 "$seed" --depth 2 --synth-noise 0.15 "${crf_zheng[@]}" --crf-theta-beta 60
   run noisy-depth2-crf-beta60-w1 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60  # the default weights, I
+  # The network alone for 4 epochs, then with the CRF (Zheng et al. fine-tuned their CRF-RNN after the FCN):
+  run noisy-depth2-crf-beta60-w1-warmup4 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
 done

@@ -177,8 +177,10 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
   check_grad(op, grad_in, output_shape(g));
   const Tensor grad = contiguous(grad_in), x = contiguous(x_in);
   Tensor dw = Tensor::empty(weight_shape, grad.options());
-  if (bias_grad && grad.device().is_cuda()) *bias_grad = conv2d_backward_bias(grad);
-  if (bias_grad && !grad.device().is_cuda()) *bias_grad = Tensor::empty({g.K}, grad.options());
+  // On the device the bias is its own reduction; on the CPU the kernel fills it.
+  if (bias_grad) {
+    *bias_grad = grad.device().is_cuda() ? conv2d_backward_bias(grad) : Tensor::empty({g.K}, grad.options());
+  }
   dispatch_float(grad.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA

@@ -80,9 +80,9 @@ PaddedImages pad_images(const ConvGeometry& g, const float* x) {
   PaddedImages out;
   out.rows = (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1;
   out.width = padded_width(g);
-  out.data = cpu_array<float>(g.N * g.C * out.rows * out.width + kLanes);  // + slack for whole-vector reads
-  std::fill(out.data.get() + g.N * g.C * out.rows * out.width, out.data.get() + g.N * g.C * out.rows * out.width + kLanes,
-            0.0f);
+  const int64_t len = g.N * g.C * out.rows * out.width;
+  out.data = cpu_array<float>(len + kLanes);  // + slack for whole-vector reads
+  std::fill(out.data.get() + len, out.data.get() + len + kLanes, 0.0f);
 #pragma omp parallel for schedule(static) if (g.N * g.C * out.rows * out.width >= (int64_t{1} << 16) && !omp_in_parallel())
   for (int64_t row = 0; row < g.N * g.C * out.rows; ++row) {
     const int64_t nc = row / out.rows;
@@ -215,9 +215,11 @@ __attribute__((target("avx512f"))) void weight_grad_row(const ConvGeometry& g, c
       for (int64_t q = 0; q < Q; q += kLanes) {
         const __mmask16 m = tail_mask(Q - q);
         const __m512i next = _mm512_loadu_si512(x_row + q + kLanes);
+        // (The zero-masking forms also keep GCC 12 from warning about the
+        // unmasked form's undefined pass-through operand.)
         const __m512 in[3] = {_mm512_maskz_mov_ps(m, _mm512_castsi512_ps(prev)),
-                              _mm512_maskz_mov_ps(m, _mm512_castsi512_ps(_mm512_alignr_epi32(next, prev, 1))),
-                              _mm512_maskz_mov_ps(m, _mm512_castsi512_ps(_mm512_alignr_epi32(next, prev, 2)))};
+                              _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(m, next, prev, 1)),
+                              _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(m, next, prev, 2))};
         prev = next;
         FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
           const __m512 d = _mm512_maskz_loadu_ps(m, dy8[k] + dy_off + q);
@@ -225,20 +227,20 @@ __attribute__((target("avx512f"))) void weight_grad_row(const ConvGeometry& g, c
         }
       }
     }
-    rows = 0;  // done: skip the general loop below
-  }
-  for (int64_t pl = 0; pl < rows; ++pl) {
-    const float* x_row = row + pl * row_step + s0 * tap_step;
-    const int64_t dy_off = pl * Q;
-    for (int64_t q = 0; q < Q; q += kLanes) {
-      const __mmask16 m = tail_mask(Q - q);
-      __m512 in[TS];
-      // Inputs masked too: an Inf past the row's last pixel times a zero
-      // gradient would put a NaN into a tap whose sum never reads it.
-      FULLY_UNROLLED for (int s = 0; s < TS; ++s) in[s] = _mm512_maskz_loadu_ps(m, x_row + q + s * tap_step);
-      FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
-        const __m512 d = _mm512_maskz_loadu_ps(m, dy8[k] + dy_off + q);
-        FULLY_UNROLLED for (int s = 0; s < TS; ++s) acc[k][s] = _mm512_fmadd_ps(d, in[s], acc[k][s]);
+  } else {
+    for (int64_t pl = 0; pl < rows; ++pl) {
+      const float* x_row = row + pl * row_step + s0 * tap_step;
+      const int64_t dy_off = pl * Q;
+      for (int64_t q = 0; q < Q; q += kLanes) {
+        const __mmask16 m = tail_mask(Q - q);
+        __m512 in[TS];
+        // Inputs masked too: an Inf past the row's last pixel times a zero
+        // gradient would put a NaN into a tap whose sum never reads it.
+        FULLY_UNROLLED for (int s = 0; s < TS; ++s) in[s] = _mm512_maskz_loadu_ps(m, x_row + q + s * tap_step);
+        FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
+          const __m512 d = _mm512_maskz_loadu_ps(m, dy8[k] + dy_off + q);
+          FULLY_UNROLLED for (int s = 0; s < TS; ++s) acc[k][s] = _mm512_fmadd_ps(d, in[s], acc[k][s]);
+        }
       }
     }
   }
@@ -436,8 +438,9 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
   const CpuArray<float> xbs = cpu_array<float>(slots * xb_len);
   std::vector<const float*> tap_ptrs(static_cast<size_t>(slots * taps_pad));
   // The bias tap's input: pixel (pl, q) of a chunk reads ones[pl * row_step + q].
-  const CpuArray<float> ones = cpu_array<float>(db ? kChunkRows * g.sh * width : 0);
-  std::fill(ones.get(), ones.get() + (db ? kChunkRows * g.sh * width : 0), 1.0f);
+  const int64_t ones_len = db ? kChunkRows * g.sh * width : 0;
+  const CpuArray<float> ones = cpu_array<float>(ones_len);
+  std::fill(ones.get(), ones.get() + ones_len, 1.0f);
 #pragma omp parallel if (parallel)
   {
     const int thread = omp_get_thread_num();

@@ -83,10 +83,10 @@ static std::vector<int64_t> boundary_band_brute_force(const std::vector<int64_t>
 TEST_CASE("boundary band: a hand-worked case, then the brute-force definition on awkward shapes") {
   // 1 x 6 row: labels 0 0 0 1 1 1; width 1 keeps the two pixels at the change.
   const Tensor row = from_vector<int64_t>({0, 0, 0, 1, 1, 1}, {1, 6});
-  CHECK((boundary_band_targets(row, 1, -1)).to_vector<int64_t>() == std::vector<int64_t>{-1, -1, 0, 1, -1, -1});
-  CHECK((boundary_band_targets(row, 2, -1)).to_vector<int64_t>() == std::vector<int64_t>{-1, 0, 0, 1, 1, -1});
+  CHECK(boundary_band_targets(row, 1, -1).to_vector<int64_t>() == std::vector<int64_t>{-1, -1, 0, 1, -1, -1});
+  CHECK(boundary_band_targets(row, 2, -1).to_vector<int64_t>() == std::vector<int64_t>{-1, 0, 0, 1, 1, -1});
   // An ignored pixel is not a different label: 0 0 ign 0 0 has no band.
-  CHECK((boundary_band_targets(from_vector<int64_t>({0, 0, 9, 0, 0}, {1, 5}), 3, 9)).to_vector<int64_t>() ==
+  CHECK(boundary_band_targets(from_vector<int64_t>({0, 0, 9, 0, 0}, {1, 5}), 3, 9).to_vector<int64_t>() ==
         std::vector<int64_t>(5, 9));
   // Confusion inside the band: a prediction wrong only at the edge pixel.
   ConfusionMatrix band(2, -1);
@@ -107,7 +107,7 @@ TEST_CASE("boundary band: a hand-worked case, then the brute-force definition on
       CAPTURE(h);
       CAPTURE(w);
       CAPTURE(width);
-      CHECK((got).to_vector<int64_t>() == boundary_band_brute_force(t, planes, h, w, width, 255));
+      CHECK(got.to_vector<int64_t>() == boundary_band_brute_force(t, planes, h, w, width, 255));
     }
   }
   check_throws_with<ValueError>([&] { boundary_band_targets(row, -1); }, "band width >= 0, got -1");

@@ -318,6 +318,17 @@ TEST_CASE("conv2d direct weight gradient: an Inf that no tap reads does not reac
   CHECK(got[0] == want[0]);
   CHECK(got[1] == want[1]);  // Inf, as the definition has it
   CHECK(got[2] == want[2]);
+  // Without padding (W = 19, Q = 17) the unused lanes of tap s = 1 reach
+  // x[18], which only tap s = 2 reads: tap 1 needs its mask as well.
+  const ConvGeometry valid = make(1, 1, 1, 19, 1, 1, 3);
+  std::vector<float> xv(19, 1.0f), want_v(3), got_v(3, 7.0f);
+  xv[18] = std::numeric_limits<float>::infinity();
+  kernels::ref::conv2d_backward_weight<float>(valid, dy.data(), xv.data(), want_v.data());
+  kernels::cpu::conv2d_direct_backward_weight(valid, dy.data(), xv.data(), got_v.data());
+  CHECK(std::isfinite(want_v[1]));
+  CHECK(got_v[0] == want_v[0]);
+  CHECK(got_v[1] == want_v[1]);
+  CHECK(got_v[2] == want_v[2]);  // Inf, as the definition has it
 }
 
 TEST_CASE("conv2d direct kernels: the streamed forward (outputs over 8 MiB), thread counts, and refusals") {

@@ -14,7 +14,9 @@
 // (1) at those weights and the default thetas on mean |difference| and
 // after one iteration; (2) at the defaults (identity weights, thetas
 // 160/3/3), max-abs 0.030-0.047, nearly all from the bilateral kernel at
-// theta_beta = 3 (with the spatial kernel alone: 0.0045-0.0057); (3) to
+// theta_beta = 3 (with the spatial kernel alone: 0.0045-0.0057; with the
+// ideal infinite lattice, every blur-reachable point inserted, still
+// 0.014-0.038: bench/NOTES.md change 13); (3) to
 // 0.02 max-abs in a well-conditioned setting: weights 0.25 x (3 I, 5 I)
 // and theta_beta = 64, where every pixel has many bilateral neighbours.
 // Measured numbers are printed with -s.

@@ -137,7 +137,10 @@ std::optional<data::AugmentOptions> make_augment(const std::string& name, int64_
 
 std::string join_counts(const std::vector<int64_t>& v) {
   std::string s;
-  for (int64_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  for (int64_t x : v) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(x);
+  }
   return s;
 }
 

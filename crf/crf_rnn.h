@@ -83,6 +83,7 @@ class CrfRnn : public nn::Module {
   // -> refined logits [B, L, H, W]. Throws ShapeError / DTypeError naming
   // "CrfRnn" or "crf_mean_field" on mismatched inputs.
   Tensor forward(const Tensor& unaries, const Tensor& image);
+  using Module::forward;  // the single-input form stays visible (it throws NotImplementedError)
   // The (logits, image) -> logits function Segmenter::set_final_layer takes.
   // It calls this module through a raw pointer: pass the module itself to
   // set_final_layer too, which registers it as the child "final" and so

@@ -322,7 +322,7 @@ MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& imag
   const Tensor unaries = ops::contiguous(unaries_in);
   const Tensor image = ops::contiguous(ops::to_dtype(image_in, DType::f64));
   const int64_t B = unaries.size(0), L = unaries.size(1), H = unaries.size(2), W = unaries.size(3);
-  const int64_t C = image.size(1), n = H * W, slots = record ? options.iterations : 1;
+  const int64_t n = H * W, slots = record ? options.iterations : 1;
   const Weights w = read_weights(ws, wb, mu);
 
   auto tape = std::make_shared<MeanFieldTape>();

@@ -56,7 +56,7 @@ std::vector<int64_t> kept_then_reduced(int64_t ndim, const std::vector<int64_t>&
   return order;
 }
 
-Tensor reduced_last(const Tensor& t, const std::vector<int64_t>& dims) {
+[[maybe_unused]] Tensor reduced_last(const Tensor& t, const std::vector<int64_t>& dims) {  // CUDA paths only
   return contiguous(permute(t, kept_then_reduced(t.dim(), dims)));
 }
 

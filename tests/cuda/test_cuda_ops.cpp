@@ -372,7 +372,7 @@ TEST_CASE("cuda ops: max, average and adaptive pooling with their backwards" * d
         }, 1e-6, tol(dt));
       }
     }
-    for (const std::pair<int64_t, int64_t> size : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {13, 11}, {4, 7}}) {
+    for (const std::pair<int64_t, int64_t>& size : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {13, 11}, {4, 7}}) {
       const int64_t ph = size.first, pw = size.second;  // lambdas cannot capture structured bindings before C++20's P1091 (clang 14)
       check_op("adaptive_avg_pool2d", {x}, [&](const std::vector<Tensor>& v) {
         const Tensor y = ops::adaptive_avg_pool2d(v[0], ph, pw);
@@ -390,7 +390,7 @@ TEST_CASE("cuda ops: max, average and adaptive pooling with their backwards" * d
 TEST_CASE("cuda ops: nearest and bilinear upsampling and their backwards" * doctest::skip(kNoDevice)) {
   for (DType dt : {DType::f32, DType::f64}) {
     const Tensor x = random_tensor({2, 3, 7, 5}, 60, dt);
-    for (const std::pair<int64_t, int64_t> size : {std::pair<int64_t, int64_t>{14, 10}, {13, 11}, {3, 2}, {82, 1}, {7, 5}}) {
+    for (const std::pair<int64_t, int64_t>& size : {std::pair<int64_t, int64_t>{14, 10}, {13, 11}, {3, 2}, {82, 1}, {7, 5}}) {
       const int64_t oh = size.first, ow = size.second;
       for (auto mode : {ops::UpsampleMode::nearest, ops::UpsampleMode::bilinear}) {
         for (bool corners : {false, true}) {

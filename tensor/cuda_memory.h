@@ -111,8 +111,9 @@ class StreamGuard {
   StreamGuard& operator=(const StreamGuard&) = delete;
 
  private:
-  int device_;
-  StreamHandle previous_;
+  // Read only by the CUDA build's implementation ([[maybe_unused]] for CPU-only builds).
+  [[maybe_unused]] int device_;
+  [[maybe_unused]] StreamHandle previous_;
 };
 
 // A timing event (cudaEventCreate with timing enabled).
@@ -128,8 +129,8 @@ class Event {
   float elapsed_ms_since(const Event& start) const;
 
  private:
-  EventHandle event_ = nullptr;
-  int device_ = 0;
+  [[maybe_unused]] EventHandle event_ = nullptr;  // as above
+  [[maybe_unused]] int device_ = 0;
 };
 
 }  // namespace crfseg::cuda

@@ -43,6 +43,7 @@ Shape reduced_shape(const Shape& in, const std::vector<int64_t>& dims, bool keep
   return out;
 }
 
+#ifdef CRFSEG_WITH_CUDA
 // The CUDA reductions work on rows: t permuted so the kept dims come first and
 // the (sorted) reduced dims last, made contiguous. Row r is then output r,
 // and a position inside a row is row-major over the reduced dims, as the
@@ -56,9 +57,10 @@ std::vector<int64_t> kept_then_reduced(int64_t ndim, const std::vector<int64_t>&
   return order;
 }
 
-[[maybe_unused]] Tensor reduced_last(const Tensor& t, const std::vector<int64_t>& dims) {  // CUDA paths only
+Tensor reduced_last(const Tensor& t, const std::vector<int64_t>& dims) {
   return contiguous(permute(t, kept_then_reduced(t.dim(), dims)));
 }
+#endif
 
 Tensor sum_scaled(const char* op, const Tensor& t, std::vector<int64_t> dims, bool keepdim, bool average) {
   check_defined(op, t, "t");

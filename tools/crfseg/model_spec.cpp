@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "tools/crfseg/join.h"
+
 namespace crfseg::app {
 
 void add_model_options(ArgParser& p) {
@@ -102,12 +104,6 @@ std::string num(double v) {
   return buf;
 }
 
-std::string join(const std::vector<double>& v) {
-  std::string out;
-  for (double x : v) out += (out.empty() ? "" : ",") + num(x);
-  return out;
-}
-
 std::vector<double> split(const std::string& key, const std::string& s) {
   std::vector<double> out;
   std::stringstream ss(s);
@@ -134,8 +130,8 @@ std::map<std::string, std::string> to_metadata(const ModelSpec& spec) {
       {"model.depth", std::to_string(s.depth)},
       {"model.batch_norm", s.batch_norm ? "1" : "0"},
       {"model.up_mode", s.up_mode == models::UpMode::transposed ? "transposed" : "bilinear"},
-      {"model.input_mean", join(s.input_mean)},
-      {"model.input_std", join(s.input_std)},
+      {"model.input_mean", join_comma(s.input_mean, num)},
+      {"model.input_std", join_comma(s.input_std, num)},
       {"model.crf", spec.crf ? "1" : "0"},
       {"model.crf_train_iterations", std::to_string(c.train_iterations)},
       {"model.crf_eval_iterations", std::to_string(c.eval_iterations)},

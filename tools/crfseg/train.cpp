@@ -46,6 +46,7 @@
 #include "tools/crfseg/data_parallel.h"
 #include "tools/crfseg/data_spec.h"
 #include "tools/crfseg/evaluate.h"
+#include "tools/crfseg/join.h"
 #include "tools/crfseg/model_spec.h"
 #include "tools/crfseg/progress.h"
 #include "tools/crfseg/report.h"
@@ -133,15 +134,6 @@ std::optional<data::AugmentOptions> make_augment(const std::string& name, int64_
     return a;
   }
   throw UsageError("--augment must be none, flips or full, got '" + name + "'");
-}
-
-std::string join_counts(const std::vector<int64_t>& v) {
-  std::string s;
-  for (int64_t x : v) {
-    if (!s.empty()) s += ',';
-    s += std::to_string(x);
-  }
-  return s;
 }
 
 std::vector<int64_t> split_counts(const std::string& s) {
@@ -378,12 +370,8 @@ int run_train(const std::vector<std::string>& args) {
     meta["train.loss_sum"] = fmt("%.17g", stats.loss_sum);
     meta["train.seconds"] = fmt("%.17g", stats.seconds);
     meta["train.images"] = std::to_string(stats.images);
-    meta["train.confusion"] = join_counts(stats.confusion.counts());
-    meta["classes"] = [&] {
-      std::string s;
-      for (const auto& n : class_names) s += (s.empty() ? "" : ",") + n;
-      return s;
-    }();
+    meta["train.confusion"] = join_comma(stats.confusion.counts(), [](int64_t x) { return std::to_string(x); });
+    meta["classes"] = join_comma(class_names, [](const std::string& n) { return n; });
     models::save_training_checkpoint(path, parts, {.epoch = epoch, .step = step, .best_metric = best}, meta);
   };
 

@@ -28,17 +28,29 @@ constexpr int64_t kReorderPoints = 16384;
 // Lattice coordinates beyond this magnitude are rejected (int32 keys with headroom for +-d).
 constexpr double kMaxCoordinate = 1 << 30;
 
-// Multiply-add over the coordinates, then the murmur3 finaliser, so that
-// the low bits used as the slot depend on every bit of every coordinate.
-uint64_t hash_key(const int32_t* key, int64_t dim) {
+// A key's hash in two steps: a polynomial over its coordinates,
+//   poly(key) = sum_k key[k] c^(dim - k)   (mod 2^64, coordinates sign-extended),
+// then the murmur3 finaliser, so that the low bits used as the slot depend
+// on every bit of every coordinate. The polynomial is linear in the key:
+// poly(key + step) = poly(key) + poly(step), so the neighbour search hashes
+// a lattice point's d + 1 neighbours with one addition each before mixing.
+constexpr uint64_t kHashMultiplier = 0x9E3779B97F4A7C15ull;
+
+uint64_t key_poly(const int32_t* key, int64_t dim) {
   uint64_t h = 0;
-  for (int64_t k = 0; k < dim; ++k) h = (h + static_cast<uint32_t>(key[k])) * 0x9E3779B97F4A7C15ull;
+  for (int64_t k = 0; k < dim; ++k) h = (h + static_cast<uint64_t>(static_cast<int64_t>(key[k]))) * kHashMultiplier;
+  return h;
+}
+
+uint64_t mix_hash(uint64_t h) {
   h ^= h >> 33;
   h *= 0xFF51AFD7ED558CCDull;
   h ^= h >> 33;
   h *= 0xC4CEB9FE1A85EC53ull;
   return h ^ (h >> 33);
 }
+
+uint64_t hash_key(const int32_t* key, int64_t dim) { return mix_hash(key_poly(key, dim)); }
 
 bool same_key(const int32_t* a, const int32_t* b, int64_t dim) {
   for (int64_t k = 0; k < dim; ++k) {
@@ -65,11 +77,12 @@ class KeyTable {
   int64_t dim() const { return dim_; }
   const int32_t* key(int64_t index) const { return keys_.data() + index * dim_; }
 
-  // The index of `key`, inserting it if absent.
-  int32_t insert(const int32_t* key, uint64_t hash) {
+  // The index of `key`, inserting it if absent (*inserted says which).
+  int32_t insert(const int32_t* key, uint64_t hash, bool* inserted) {
     if (2 * (size_ + 1) > static_cast<int64_t>(slots_.size())) grow();
     Slot& slot = slots_[locate(key, hash)];
-    if (slot.index < 0) {
+    *inserted = slot.index < 0;
+    if (*inserted) {
       slot = {static_cast<int32_t>(size_++), static_cast<uint32_t>(hash >> 32)};
       keys_.insert(keys_.end(), key, key + dim_);
     }
@@ -127,6 +140,41 @@ class KeyTable {
   int64_t size_ = 0;
   CpuVector<Slot> slots_;
   CpuVector<int32_t> keys_;  // size_ x dim_
+};
+
+// A Bloom filter of the lattice's keys: "absent" is certain, "present"
+// may be wrong (about 3% of absent keys here). The neighbour search asks it
+// before probing the table: on a sparse lattice (a noisy image: 367k
+// points, three in four of their up to 2 (d + 1) neighbours absent) most
+// candidates stop here, in a filter of 8 bits per key (0.5 MiB for 393k
+// keys, L2-resident) instead of a table of 8 MiB plus its keys. Blocked:
+// both of a key's bits lie in one 64-byte block, one cache line per query.
+class KeyFilter {
+ public:
+  explicit KeyFilter(int64_t keys) {
+    int64_t blocks = 1;
+    while (blocks * kBlockBits < keys * kBitsPerKey) blocks *= 2;
+    words_.assign(static_cast<size_t>(blocks * kWordsPerBlock), 0);
+    mask_ = static_cast<uint64_t>(blocks - 1);
+  }
+  // Hash bits: [0, 6) and [9, 15) pick the two bits within their words,
+  // [6, 9) and [15, 18) the two words, [20, ...) the block.
+  void add(uint64_t hash) {
+    uint64_t* b = block(hash);
+    b[(hash >> 6) & 7] |= uint64_t(1) << (hash & 63);
+    b[(hash >> 15) & 7] |= uint64_t(1) << ((hash >> 9) & 63);
+  }
+  bool may_contain(uint64_t hash) const {
+    const uint64_t* b = block(hash);
+    return ((b[(hash >> 6) & 7] >> (hash & 63)) & (b[(hash >> 15) & 7] >> ((hash >> 9) & 63)) & 1) != 0;
+  }
+
+ private:
+  static constexpr int64_t kBitsPerKey = 8, kWordsPerBlock = 8, kBlockBits = 64 * kWordsPerBlock;
+  uint64_t* block(uint64_t hash) { return words_.data() + ((hash >> 20) & mask_) * kWordsPerBlock; }
+  const uint64_t* block(uint64_t hash) const { return words_.data() + ((hash >> 20) & mask_) * kWordsPerBlock; }
+  CpuVector<uint64_t> words_;
+  uint64_t mask_ = 0;
 };
 
 // Embeds one feature vector f (d dims) and writes its d + 1 simplex vertices
@@ -239,17 +287,26 @@ CpuVector<int32_t> z_order_rank(const KeyTable& table, int64_t M) {
     while (width < 33 && (static_cast<int64_t>(hi[k]) - lo[k]) >> width != 0) ++width;
     shift[k] = std::max(0, width - bits);
   }
+  // The code interleaves the cut coordinates v_k (< 2^bits) bit by bit,
+  // most significant first: bit b of v_k lands at b d + (d - 1 - k). The
+  // table spread[k][v] holds v's bits already in place, so a code is d
+  // lookups OR-ed together.
+  std::vector<uint64_t> spread(static_cast<size_t>(d << bits));
+  for (int64_t k = 0; k < d; ++k) {
+    for (uint64_t v = 0; v < (uint64_t(1) << bits); ++v) {
+      uint64_t placed = 0;
+      for (int b = 0; b < bits; ++b) placed |= ((v >> b) & 1u) << (b * d + (d - 1 - k));
+      spread[(k << bits) + v] = placed;
+    }
+  }
   // (code << 32 | p): sorting by the code bits alone, stably, keeps p's order on ties.
   CpuVector<uint64_t> items(static_cast<size_t>(M)), sorted(static_cast<size_t>(M));
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < M; ++p) {
     const int32_t* key = table.key(p);
     uint64_t code = 0;
-    for (int b = bits - 1; b >= 0; --b) {
-      for (int64_t k = 0; k < d; ++k) {
-        const uint64_t v = static_cast<uint64_t>(static_cast<int64_t>(key[k]) - lo[k]) >> shift[k];
-        code = (code << 1) | ((v >> b) & 1u);
-      }
+    for (int64_t k = 0; k < d; ++k) {
+      code |= spread[(k << bits) + (static_cast<uint64_t>(static_cast<int64_t>(key[k]) - lo[k]) >> shift[k])];
     }
     items[p] = code << 32 | static_cast<uint64_t>(p);
   }
@@ -269,7 +326,7 @@ CpuVector<int32_t> z_order_rank(const KeyTable& table, int64_t M) {
 }  // namespace
 
 PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, int64_t num_points, int64_t dim,
-                                           bool z_order)
+                                           const LatticeOptions& options)
     : num_points_(num_points), dim_(dim) {
   const char* op = "PermutohedralLattice";
   CRFSEG_CHECK(dim >= 1, ValueError, op, ": expected feature dimension d >= 1, got ", dim);
@@ -312,14 +369,20 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
 
   // 2. Number the lattice points in first-seen order (sequential, so the
   // numbering, hence every later sum, does not depend on the thread count).
-  KeyTable table(d, N * d1 / 2 + 1);
+  // The table is sized for the most points there can be (N (d + 1)), so it
+  // never grows (rehashing a noisy image's table half-way cost 40% of this step).
+  // Each new key also goes into the Bloom filter of step 3.
+  KeyTable table(d, N * d1);
+  KeyFilter key_filter(N * d1);
   vertex_.resize(static_cast<size_t>(N * d1));
   // Each insert is a cache miss into a table of several MiB on a sparse
   // lattice; prefetching the slot kAhead vertices early overlaps them.
   constexpr int64_t kAhead = 16;
   for (int64_t e = 0; e < N * d1; ++e) {
     if (e + kAhead < N * d1) table.prefetch(hashes[e + kAhead]);
-    vertex_[e] = table.insert(keys.data() + e * d, hashes[e]);
+    bool inserted = false;
+    vertex_[e] = table.insert(keys.data() + e * d, hashes[e], &inserted);
+    if (inserted) key_filter.add(hashes[e]);
   }
   num_lattice_ = table.size();
   const int64_t M = num_lattice_;
@@ -334,7 +397,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // is bit for bit what it was. rank[old index] = new index; empty: kept.
   // The table is renamed too, so the neighbour step below walks the points
   // in the new order and writes its rows in sequence.
-  const CpuVector<int32_t> rank = z_order && M >= kReorderPoints ? z_order_rank(table, M) : CpuVector<int32_t>{};
+  const CpuVector<int32_t> rank = options.z_order && M >= kReorderPoints ? z_order_rank(table, M) : CpuVector<int32_t>{};
   if (!rank.empty()) {
 #pragma omp parallel for schedule(static)
     for (int64_t e = 0; e < N * d1; ++e) vertex_[e] = rank[vertex_[e]];
@@ -349,34 +412,61 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // nobody writes has no lattice point behind it. Half the hash lookups
   // (cache misses into a table of several MB) of looking up both.
   // Absent neighbours point at the zero row M.
-  // The lookups are software-pipelined: the keys of point p + kLookAhead
-  // are hashed and their slots prefetched before p's are probed, so about
-  // kLookAhead (d + 1) misses are in flight instead of d + 1.
+  //
+  // Screening (the default): a candidate's hash is mix(poly(key) +
+  // poly(step_j)) (poly is linear, see hash_key), and the Bloom filter of
+  // step 2 drops most absent candidates before they touch the table; the
+  // candidate's key is written out only for those it lets through. On a
+  // noisy 256^2 image this step went from 55 to 35 ms on one thread
+  // (bench/NOTES.md change 15). options.plain_neighbour_search hashes and
+  // probes every candidate instead: the same table, the reference for tests.
+  //
+  // The probes are software-pipelined: the candidates of point p +
+  // kLookAhead are hashed and their slots prefetched before p's are probed,
+  // so several misses are in flight at once.
+  const bool plain = options.plain_neighbour_search;
+  std::vector<uint64_t> step_poly(static_cast<size_t>(d1));
+  {
+    std::vector<int32_t> step(static_cast<size_t>(d));
+    for (int64_t j = 0; j < d1; ++j) {
+      for (int64_t k = 0; k < d; ++k) step[k] = k == j ? static_cast<int32_t>(d) : -1;
+      step_poly[j] = key_poly(step.data(), d);
+    }
+  }
   neighbour_.assign(static_cast<size_t>(d1 * M * 2), static_cast<int32_t>(M));
 #pragma omp parallel if (M >= kParallelPoints)
   {
     constexpr int64_t kLookAhead = 4;
     const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
     const int64_t begin = M * t / threads, end = M * (t + 1) / threads;
-    // The d + 1 up-neighbour keys of kLookAhead points: [point % kLookAhead][direction][d].
-    std::vector<int32_t> nkeys(static_cast<size_t>(kLookAhead * d1 * d));
+    // The up-neighbour key p + u_j of the point with stored coordinates `key`.
+    std::vector<int32_t> up(static_cast<size_t>(d));
+    const auto up_key = [&](const int32_t* key, int64_t j) {
+      for (int64_t k = 0; k < d; ++k) up[k] = key[k] - 1;
+      if (j < d) up[j] = key[j] + static_cast<int32_t>(d);
+      return up.data();
+    };
+    // Per candidate of the kLookAhead points in flight ([point % kLookAhead][direction]):
+    // its hash, and whether it is to be probed.
     std::vector<uint64_t> nhash(static_cast<size_t>(kLookAhead * d1));
+    std::vector<char> probe(static_cast<size_t>(kLookAhead * d1));
     const auto stage = [&](int64_t p) {
       const int32_t* key = table.key(p);
+      const uint64_t poly = plain ? 0 : key_poly(key, d);
       const int64_t ring = (p % kLookAhead) * d1;
       for (int64_t j = 0; j < d1; ++j) {
-        int32_t* up = nkeys.data() + (ring + j) * d;
-        for (int64_t k = 0; k < d; ++k) up[k] = key[k] - 1;
-        if (j < d) up[j] = key[j] + static_cast<int32_t>(d);
-        nhash[ring + j] = hash_key(up, d);
-        table.prefetch(nhash[ring + j]);
+        const uint64_t h = plain ? hash_key(up_key(key, j), d) : mix_hash(poly + step_poly[j]);
+        nhash[ring + j] = h;
+        probe[ring + j] = plain || key_filter.may_contain(h);
+        if (probe[ring + j]) table.prefetch(h);
       }
     };
     for (int64_t p = begin; p < std::min(begin + kLookAhead, end); ++p) stage(p);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t ring = (p % kLookAhead) * d1;
       for (int64_t j = 0; j < d1; ++j) {
-        const int32_t q = table.find(nkeys.data() + (ring + j) * d, nhash[ring + j]);
+        if (!probe[ring + j]) continue;
+        const int32_t q = table.find(up_key(table.key(p), j), nhash[ring + j]);
         if (q < 0) continue;
         neighbour_[(j * M + p) * 2] = q;                                // p + u_j
         neighbour_[(j * M + q) * 2 + 1] = static_cast<int32_t>(p);  // q - u_j

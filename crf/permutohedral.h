@@ -54,15 +54,27 @@
 
 namespace crfseg::crf {
 
+// How a lattice is built. Every choice gives the same filter, bit for bit;
+// the non-defaults exist so that tests can compare the tuned build with its
+// plain form.
+struct LatticeOptions {
+  // Number lattices of 16384 points or more along a Z-order curve of their
+  // keys, for cache locality (false keeps first-seen order).
+  bool z_order = true;
+  // Find the blur neighbours the plain way: hash every candidate key and
+  // probe the table. The default screens candidates through a Bloom filter
+  // of the lattice's keys first (most candidates are absent on sparse
+  // lattices) and hashes them incrementally (see permutohedral.cpp).
+  bool plain_neighbour_search = false;
+};
+
 class PermutohedralLattice : public GaussianFilter {
  public:
   // features: [num_points x dim] row-major. Throws ValueError for dim < 1,
   // num_points < 1, non-finite features, or features so large that lattice
   // coordinates overflow 32-bit keys.
-  // z_order: number lattices of 16384 points or more along a Z-order curve
-  // of their keys, for cache locality (the filter's output is bit for bit
-  // the same either way; false keeps first-seen order, for tests).
-  PermutohedralLattice(const std::vector<double>& features, int64_t num_points, int64_t dim, bool z_order = true);
+  PermutohedralLattice(const std::vector<double>& features, int64_t num_points, int64_t dim,
+                       const LatticeOptions& options = {});
 
   int64_t num_points() const override { return num_points_; }
   int64_t feature_dim() const override { return dim_; }

@@ -269,7 +269,7 @@ TEST_CASE("lattice in Z order: the same filter, bit for bit, as in first-seen or
   const int64_t H = 64, W = 64, N = H * W, C = 3;
   const std::vector<double> image = uniform_values(3 * N, 80, 0, 255);
   const std::vector<double> f = bilateral_features(image.data(), 3, H, W, 160, 3);
-  const PermutohedralLattice z(f, N, 5), first_seen(f, N, 5, /*z_order=*/false);
+  const PermutohedralLattice z(f, N, 5), first_seen(f, N, 5, {.z_order = false});
   REQUIRE(z.num_lattice_points() >= 16384);
   CHECK(z.num_lattice_points() == first_seen.num_lattice_points());
   CHECK(z.vertices() != first_seen.vertices());  // renumbered, not left alone
@@ -294,6 +294,44 @@ TEST_CASE("lattice in Z order: the same filter, bit for bit, as in first-seen or
     z.apply(xf.data(), a.data(), C, transpose);
     first_seen.apply(xf.data(), b.data(), C, transpose);
     CHECK(a == b);
+  }
+}
+
+TEST_CASE("lattice neighbour search: the screened search builds the plain search's lattice") {
+  // The default build hashes a point's neighbour candidates incrementally
+  // and drops most absent ones through a Bloom filter; the plain build
+  // hashes and probes every candidate. Their tables must agree entry for
+  // entry, on: 1 and 2 points, primes, lattices on both sides of the
+  // parallel (4096 points) and Z-order (16384) thresholds, d = 1 to 6,
+  // sparse (wide) and dense (narrow) features, and features on the lattice
+  // grid (0 and small integers: key (0, ..., 0), whose hash is 0, and keys
+  // whose candidates have negative coordinates).
+  struct Case {
+    int64_t n, d;
+    double spread;  // features uniform on [-spread, spread]; 0: small integers
+  };
+  const Case cases[] = {{1, 1, 0}, {1, 5, 0}, {2, 3, 0}, {7, 2, 1}, {97, 5, 0}, {97, 5, 3}, {331, 1, 40},
+                        {1009, 4, 0}, {4099, 5, 50}, {2053, 3, 20}, {5003, 6, 2}, {20011, 5, 40}, {4096, 2, 30}};
+  for (const Case& c : cases) {
+    CAPTURE(c.n);
+    CAPTURE(c.d);
+    CAPTURE(c.spread);
+    std::vector<double> f = uniform_values(c.n * c.d, static_cast<uint64_t>(90 + c.n + c.d), -c.spread, c.spread);
+    if (c.spread == 0) {
+      for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<double>(static_cast<int64_t>(i * 7 % 5) - 2);
+      for (int64_t k = 0; k < c.d; ++k) f[k] = 0;  // point 0 at the origin
+    }
+    const PermutohedralLattice screened(f, c.n, c.d), plain(f, c.n, c.d, {.plain_neighbour_search = true});
+    REQUIRE(screened.num_lattice_points() == plain.num_lattice_points());
+    CHECK(screened.vertices() == plain.vertices());
+    CHECK(screened.splat_offsets() == plain.splat_offsets());
+    CHECK(screened.blur_neighbours() == plain.blur_neighbours());
+    // Not vacuous: some neighbours exist, and (on the larger lattices) some are absent.
+    const int64_t M = plain.num_lattice_points();
+    const int64_t present = std::count_if(plain.blur_neighbours().begin(), plain.blur_neighbours().end(),
+                                          [M](int32_t q) { return q != M; });
+    if (c.n > 2) CHECK(present > 0);
+    if (c.n > 1000) CHECK(present < static_cast<int64_t>(plain.blur_neighbours().size()));
   }
 }
 

@@ -5,10 +5,12 @@
 // small images. Headline: 5 iterations forward + backward on 256x256
 // with 2 threads (issue 5's target: under 60 ms).
 //
-//   build-crf/bench/bench_crf [--quick | --headline] [--json] [--repeats R] [--image shapes|noise]
+//   build-crf/bench/bench_crf [--quick | --headline] [--json] [--repeats R] [--image shapes|noise] [--batch B]
 //
 // --quick: 64x64 only, 3 repeats (CI); --headline: only the 256x256 lattice
-// rows for 2 and 1 threads.
+// rows for 2 and 1 threads. --batch B: B images per call (different
+// seeds), as in a training step, where the lattices of a batch are built
+// side by side, one per thread (crf/mean_field.cpp); times are per batch.
 //
 // Images: "shapes" (default) is a synthetic scene, five flat-coloured
 // rectangles and discs plus Gaussian noise of sigma 4; "noise" is uniform
@@ -42,6 +44,7 @@ namespace {
 constexpr int64_t kClasses = 3, kIterations = 5;
 
 Tensor make_image(int64_t size, const std::string& kind, uint64_t seed) {
+  // [1, 3, size, size] on 0-255.
   Generator gen(seed);
   std::vector<float> v(static_cast<size_t>(3 * size * size));
   if (kind == "noise") {
@@ -121,27 +124,34 @@ bool verify() {
   return ok;
 }
 
+// B images, seeds seed, seed + 1, ...: [B, 3, size, size].
+Tensor make_images(int64_t batch, int64_t size, const std::string& kind, uint64_t seed) {
+  std::vector<Tensor> images;
+  for (int64_t b = 0; b < batch; ++b) images.push_back(ops::squeeze(make_image(size, kind, seed + b), 0));
+  return ops::stack(images, 0);
+}
+
 struct Row {
   std::string mode, image;
-  int64_t size;
+  int64_t batch, size;
   int threads;
   int64_t lattice_points;
   bench::Timing fwd, bwd, total;
 };
 
-Row measure(FilterMode mode, const std::string& kind, int64_t size, int threads, int repeats) {
+Row measure(FilterMode mode, const std::string& kind, int64_t batch, int64_t size, int threads, int repeats) {
   omp_set_num_threads(threads);
   const Layer p = make_layer(1.0);
   Generator gen(7);
-  Tensor u = Tensor::empty({1, kClasses, size, size}), g = Tensor::empty({1, kClasses, size, size});
+  Tensor u = Tensor::empty({batch, kClasses, size, size}), g = Tensor::empty({batch, kClasses, size, size});
   uniform_(u, -2, 2, gen);
   uniform_(g, -1, 1, gen);
-  const Tensor image = make_image(size, kind, 9);
+  const Tensor image = make_images(batch, size, kind, 9);
   MeanFieldOptions o;
   o.iterations = kIterations;
   o.mode = mode;
   MeanFieldForward f = mean_field_forward(u, image, p.ws, p.wb, p.mu, o, true);
-  Row row{filter_mode_name(mode), kind, size, threads, 0, {}, {}, {}};
+  Row row{filter_mode_name(mode), kind, batch, size, threads, 0, {}, {}, {}};
   if (mode == FilterMode::lattice) {
     row.lattice_points = static_cast<const PermutohedralLattice&>(*f.tape->bilateral[0]).num_lattice_points();
   }
@@ -161,6 +171,7 @@ Row measure(FilterMode mode, const std::string& kind, int64_t size, int threads,
 int main(int argc, char** argv) {
   bool json = false, quick = false, headline = false;
   int repeats = 20;
+  int64_t batch = 1;
   std::string image_kind = "shapes";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -169,13 +180,15 @@ int main(int argc, char** argv) {
     else if (a == "--headline") headline = true;
     else if (a == "--repeats" && i + 1 < argc) repeats = std::atoi(argv[++i]);
     else if (a == "--image" && i + 1 < argc) image_kind = argv[++i];
+    else if (a == "--batch" && i + 1 < argc) batch = std::atoll(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_crf [--quick | --headline] [--json] [--repeats R] [--image shapes|noise]\n");
+      std::fprintf(stderr,
+                   "usage: bench_crf [--quick | --headline] [--json] [--repeats R] [--image shapes|noise] [--batch B]\n");
       return 2;
     }
   }
-  if (repeats < 1 || (image_kind != "shapes" && image_kind != "noise")) {
-    std::fprintf(stderr, "bench_crf: --repeats must be >= 1 and --image shapes or noise\n");
+  if (repeats < 1 || batch < 1 || (image_kind != "shapes" && image_kind != "noise")) {
+    std::fprintf(stderr, "bench_crf: --repeats and --batch must be >= 1 and --image shapes or noise\n");
     return 2;
   }
   if (quick) repeats = 3;
@@ -184,19 +197,19 @@ int main(int argc, char** argv) {
 
   std::vector<Row> rows;
   if (headline) {
-    for (int threads : {2, 1}) rows.push_back(measure(FilterMode::lattice, image_kind, 256, threads, repeats));
+    for (int threads : {2, 1}) rows.push_back(measure(FilterMode::lattice, image_kind, batch, 256, threads, repeats));
   }
   const std::vector<int64_t> sizes = quick ? std::vector<int64_t>{64} : std::vector<int64_t>{64, 128, 256, 512};
   for (int threads : {1, 2}) {
     if (headline) break;
-    for (int64_t size : sizes) rows.push_back(measure(FilterMode::lattice, image_kind, size, threads, repeats));
+    for (int64_t size : sizes) rows.push_back(measure(FilterMode::lattice, image_kind, batch, size, threads, repeats));
     for (int64_t size : quick ? std::vector<int64_t>{24} : std::vector<int64_t>{32, 64}) {
-      rows.push_back(measure(FilterMode::dense, image_kind, size, threads, quick ? 1 : 3));
+      rows.push_back(measure(FilterMode::dense, image_kind, batch, size, threads, quick ? 1 : 3));
     }
   }
   if (!quick && !headline) {
     const std::string other = image_kind == "shapes" ? "noise" : "shapes";
-    rows.push_back(measure(FilterMode::lattice, other, 256, 2, repeats));
+    rows.push_back(measure(FilterMode::lattice, other, batch, 256, 2, repeats));
   }
 
   if (json) {
@@ -204,11 +217,11 @@ int main(int argc, char** argv) {
                 machine.c_str(), (long long)kClasses, (long long)kIterations, repeats);
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
-      std::printf("  {\"mode\": \"%s\", \"image\": \"%s\", \"size\": %lld, \"threads\": %d, \"lattice_points\": %lld, "
+      std::printf("  {\"mode\": \"%s\", \"image\": \"%s\", \"batch\": %lld, \"size\": %lld, \"threads\": %d, \"lattice_points\": %lld, "
                   "\"forward_median_ms\": %.4f, \"forward_min_ms\": %.4f, \"backward_median_ms\": %.4f, "
                   "\"backward_min_ms\": %.4f, \"total_median_ms\": %.4f, \"total_min_ms\": %.4f}%s\n",
-                  r.mode.c_str(), r.image.c_str(), (long long)r.size, r.threads, (long long)r.lattice_points,
-                  r.fwd.median_ms, r.fwd.min_ms, r.bwd.median_ms, r.bwd.min_ms, r.total.median_ms, r.total.min_ms,
+                  r.mode.c_str(), r.image.c_str(), (long long)r.batch, (long long)r.size, r.threads,
+                  (long long)r.lattice_points, r.fwd.median_ms, r.fwd.min_ms, r.bwd.median_ms, r.bwd.min_ms, r.total.median_ms, r.total.min_ms,
                   i + 1 < rows.size() ? "," : "");
     }
     std::printf("]}\n");
@@ -216,12 +229,12 @@ int main(int argc, char** argv) {
   }
   std::printf("# CRF-RNN mean field, f32, %lld classes, RGB, %lld iterations, thetas 160/3/3; %s; %d repeats\n",
               (long long)kClasses, (long long)kIterations, machine.c_str(), repeats);
-  std::printf("| mode | image | size | threads | lattice pts | fwd ms (med/min) | bwd ms (med/min) | "
-              "fwd+bwd ms (med/min) | ns / pixel / iteration |\n|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| mode | image | batch | size | threads | lattice pts | fwd ms (med/min) | bwd ms (med/min) | "
+              "fwd+bwd ms (med/min) | ns / pixel / iteration |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
-    const double ns = r.total.median_ms * 1e6 / (double(r.size * r.size) * kIterations);
-    std::printf("| %s | %s | %lldx%lld | %d | %lld | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.1f |\n",
-                r.mode.c_str(), r.image.c_str(), (long long)r.size, (long long)r.size, r.threads,
+    const double ns = r.total.median_ms * 1e6 / (double(r.batch * r.size * r.size) * kIterations);
+    std::printf("| %s | %s | %lld | %lldx%lld | %d | %lld | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.1f |\n",
+                r.mode.c_str(), r.image.c_str(), (long long)r.batch, (long long)r.size, (long long)r.size, r.threads,
                 (long long)r.lattice_points, r.fwd.median_ms, r.fwd.min_ms, r.bwd.median_ms, r.bwd.min_ms,
                 r.total.median_ms, r.total.min_ms, ns);
   }

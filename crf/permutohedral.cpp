@@ -446,27 +446,34 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
       if (j < d) up[j] = key[j] + static_cast<int32_t>(d);
       return up.data();
     };
-    // Per candidate of the kLookAhead points in flight ([point % kLookAhead][direction]):
-    // its hash, and whether it is to be probed.
-    std::vector<uint64_t> nhash(static_cast<size_t>(kLookAhead * d1));
-    std::vector<char> probe(static_cast<size_t>(kLookAhead * d1));
+    // The candidates to probe of the kLookAhead points in flight, compacted:
+    // point p's are (hash, direction) pairs [ring, ring + count[p % kLookAhead]),
+    // ring = (p % kLookAhead) (d + 1). Compacting without a branch (every
+    // candidate is written, the count advances only for those that pass) saves
+    // a mispredicted branch per candidate: which ones pass is a coin toss.
+    std::vector<uint64_t> cand_hash(static_cast<size_t>(kLookAhead * d1));
+    std::vector<int32_t> cand_dir(static_cast<size_t>(kLookAhead * d1));
+    std::vector<int64_t> count(static_cast<size_t>(kLookAhead));
     const auto stage = [&](int64_t p) {
       const int32_t* key = table.key(p);
       const uint64_t poly = plain ? 0 : key_poly(key, d);
       const int64_t ring = (p % kLookAhead) * d1;
+      int64_t n = 0;
       for (int64_t j = 0; j < d1; ++j) {
         const uint64_t h = plain ? hash_key(up_key(key, j), d) : mix_hash(poly + step_poly[j]);
-        nhash[ring + j] = h;
-        probe[ring + j] = plain || key_filter.may_contain(h);
-        if (probe[ring + j]) table.prefetch(h);
+        cand_hash[ring + n] = h;
+        cand_dir[ring + n] = static_cast<int32_t>(j);
+        n += plain || key_filter.may_contain(h);
       }
+      count[p % kLookAhead] = n;
+      for (int64_t i = 0; i < n; ++i) table.prefetch(cand_hash[ring + i]);
     };
     for (int64_t p = begin; p < std::min(begin + kLookAhead, end); ++p) stage(p);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t ring = (p % kLookAhead) * d1;
-      for (int64_t j = 0; j < d1; ++j) {
-        if (!probe[ring + j]) continue;
-        const int32_t q = table.find(up_key(table.key(p), j), nhash[ring + j]);
+      for (int64_t i = 0; i < count[p % kLookAhead]; ++i) {
+        const int64_t j = cand_dir[ring + i];
+        const int32_t q = table.find(up_key(table.key(p), j), cand_hash[ring + i]);
         if (q < 0) continue;
         neighbour_[(j * M + p) * 2] = q;                                // p + u_j
         neighbour_[(j * M + q) * 2 + 1] = static_cast<int32_t>(p);  // q - u_j

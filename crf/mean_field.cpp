@@ -27,6 +27,7 @@
 #include <cmath>
 #include <exception>
 #include <mutex>
+#include <type_traits>
 
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
@@ -93,14 +94,32 @@ void normalised_filter(const GaussianFilter& k, const T* in, const T* norm, T* o
     for (int64_t l = 0; l < L; ++l) out[i * L + l] /= norm[i];
 }
 
+// The per-pixel loops below take the class count as a template argument
+// kL (1..4, the common cases) or 0 (read from the weights): with L fixed,
+// they unroll and the L x L gradient sums stay in registers. Same
+// arithmetic, in the same order, either way.
+constexpr int kMaxFixedClasses = 4;
+
 // m = W_s a_s + W_b a_b for one pixel (vectors of L).
-template <typename T>
+template <int kL, typename T>
 void mix(const Weights& w, const T* as, const T* ab, double* m) {
-  const int64_t L = w.L;
+  const int64_t L = kL > 0 ? kL : w.L;
   for (int64_t l = 0; l < L; ++l) {
     double acc = 0;
     for (int64_t k = 0; k < L; ++k) acc += w.ws[l * L + k] * as[k] + w.wb[l * L + k] * ab[k];
     m[l] = acc;
+  }
+}
+
+// Calls f(std::integral_constant<int, kL>) with kL = L for L <= kMaxFixedClasses, else kL = 0.
+template <typename F>
+void with_fixed_classes(int64_t L, F&& f) {
+  switch (L) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case kMaxFixedClasses: return f(std::integral_constant<int, kMaxFixedClasses>{});
+    default: return f(std::integral_constant<int, 0>{});
   }
 }
 
@@ -120,11 +139,11 @@ History<T> history(const MeanFieldTape& tape, int64_t b) {
 
 // One image's forward: unary [L x n] -> out [L x n]. Iteration t's Q, A_s,
 // A_b go to history slot t (record) or slot 0 (overwritten each time).
-template <typename T>
+template <typename T, int kL>
 void forward_image(const Weights& w, const GaussianFilter& ks, const GaussianFilter& kb, const T* unary,
                    const T* norm_s, const T* norm_b, const History<T>& h, int64_t iterations, bool record,
                    int64_t n, T* out) {
-  const int64_t L = w.L;
+  const int64_t L = kL > 0 ? kL : w.L;
   std::vector<T> u(static_cast<size_t>(n * L)), z(static_cast<size_t>(n * L));
   transpose(unary, u.data(), L, n);
   std::copy(u.begin(), u.end(), z.begin());
@@ -138,10 +157,12 @@ void forward_image(const Weights& w, const GaussianFilter& ks, const GaussianFil
     normalised_filter(kb, q, norm_b, ab, n, L);
 #pragma omp parallel if (n * L > kParallelGrain)
     {
-      std::vector<double> m(static_cast<size_t>(L));
+      double m_fixed[kL > 0 ? kL : 1];
+      std::vector<double> m_any(kL > 0 ? 0 : static_cast<size_t>(L));
+      double* m = kL > 0 ? m_fixed : m_any.data();
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < n; ++i) {
-        mix(w, as + i * L, ab + i * L, m.data());
+        mix<kL>(w, as + i * L, ab + i * L, m);
         for (int64_t l = 0; l < L; ++l) {
           double pairwise = 0;
           for (int64_t k = 0; k < L; ++k) pairwise += w.mu[l * L + k] * m[k];
@@ -154,11 +175,11 @@ void forward_image(const Weights& w, const GaussianFilter& ks, const GaussianFil
 }
 
 // One image's backward: grad [L x n] -> dunary [L x n]; adds into dws, dwb, dmu ([L x L] each).
-template <typename T>
+template <typename T, int kL>
 void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFilter& kb, const T* grad,
                     const T* norm_s, const T* norm_b, const History<T>& h, int64_t iterations, int64_t n,
                     T* dunary, double* dws, double* dwb, double* dmu) {
-  const int64_t L = w.L, LL = L * L;
+  const int64_t L = kL > 0 ? kL : w.L, LL = L * L;
   std::vector<T> g(static_cast<size_t>(n * L)), du(static_cast<size_t>(n * L), T(0));
   std::vector<T> rs(g.size()), rb(g.size()), dq(g.size()), dq_b(g.size());
   transpose(grad, g.data(), L, n);
@@ -172,10 +193,16 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
     std::fill(partial.begin(), partial.end(), 0.0);
 #pragma omp parallel if (n * L > kParallelGrain)
     {
-      std::vector<double> m(static_cast<size_t>(L)), dm(static_cast<size_t>(L));
+      double m_fixed[kL > 0 ? kL : 1], dm_fixed[kL > 0 ? kL : 1];
+      std::vector<double> m_any(kL > 0 ? 0 : static_cast<size_t>(L)), dm_any(m_any.size());
+      double* m = kL > 0 ? m_fixed : m_any.data();
+      double* dm = kL > 0 ? dm_fixed : dm_any.data();
 #pragma omp for schedule(static)
       for (int64_t blk = 0; blk < blocks; ++blk) {
-        double* p_ws = partial.data() + blk * 3 * LL;
+        // The block's sums: in registers for a fixed L (copied out below;
+        // partial starts at 0, so the sums are the same), else in partial.
+        double fixed[kL > 0 ? 3 * kL * kL : 1] = {};
+        double* p_ws = kL > 0 ? fixed : partial.data() + blk * 3 * LL;
         double* p_wb = p_ws + LL;
         double* p_mu = p_wb + LL;
         for (int64_t i = blk * kReduceBlock; i < std::min(n, (blk + 1) * kReduceBlock); ++i) {
@@ -183,7 +210,7 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
           const T* asi = as + i * L;
           const T* abi = ab + i * L;
           for (int64_t l = 0; l < L; ++l) du[i * L + l] += gi[l];
-          mix(w, asi, abi, m.data());
+          mix<kL>(w, asi, abi, m);
           for (int64_t k = 0; k < L; ++k) {  // dM = -mu^T G
             double acc = 0;
             for (int64_t l = 0; l < L; ++l) acc -= w.mu[l * L + k] * gi[l];
@@ -206,6 +233,7 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
             rb[i * L + k] = static_cast<T>(b / norm_b[i]);
           }
         }
+        if (kL > 0) std::copy(fixed, fixed + 3 * LL, partial.data() + blk * 3 * LL);
       }
     }
     for (int64_t blk = 0; blk < blocks; ++blk) {
@@ -348,8 +376,11 @@ MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& imag
       const GaussianFilter& kb = *tape->bilateral[b];
       if (b > 0) std::copy(norm_s, norm_s + n, norm_s + b * n);
       kb.apply(ones.data(), norm_b + b * n, 1);
-      forward_image(w, *tape->spatial, kb, unaries.data<T>() + b * L * n, norm_s + b * n, norm_b + b * n,
-                    history<T>(*tape, b), options.iterations, record, n, out.data<T>() + b * L * n);
+      with_fixed_classes(L, [&](auto fixed) {
+        forward_image<T, decltype(fixed)::value>(w, *tape->spatial, kb, unaries.data<T>() + b * L * n,
+                                                 norm_s + b * n, norm_b + b * n, history<T>(*tape, b),
+                                                 options.iterations, record, n, out.data<T>() + b * L * n);
+      });
     }
   });
   return {out, record ? tape : nullptr};
@@ -372,10 +403,12 @@ MeanFieldGrads mean_field_backward(const Tensor& grad_in, const MeanFieldTape& t
   dispatch_float(grad.dtype(), kOp, [&](auto tag) {
     using T = decltype(tag);
     for (int64_t b = 0; b < B; ++b) {
-      backward_image(w, *tape.spatial, *tape.bilateral[b], grad.data<T>() + b * L * n,
-                     tape.norm_spatial.data<T>() + b * n, tape.norm_bilateral.data<T>() + b * n, history<T>(tape, b),
-                     tape.options.iterations, n, grads.unaries.data<T>() + b * L * n, dws.data(), dwb.data(),
-                     dmu.data());
+      with_fixed_classes(L, [&](auto fixed) {
+        backward_image<T, decltype(fixed)::value>(
+            w, *tape.spatial, *tape.bilateral[b], grad.data<T>() + b * L * n, tape.norm_spatial.data<T>() + b * n,
+            tape.norm_bilateral.data<T>() + b * n, history<T>(tape, b), tape.options.iterations, n,
+            grads.unaries.data<T>() + b * L * n, dws.data(), dwb.data(), dmu.data());
+      });
     }
   });
   const DType dt = grad.dtype();

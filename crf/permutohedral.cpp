@@ -436,7 +436,6 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   neighbour_.assign(static_cast<size_t>(d1 * M * 2), static_cast<int32_t>(M));
 #pragma omp parallel if (M >= kParallelPoints)
   {
-    constexpr int64_t kLookAhead = 4;
     const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
     const int64_t begin = M * t / threads, end = M * (t + 1) / threads;
     // The up-neighbour key p + u_j of the point with stored coordinates `key`.
@@ -446,39 +445,49 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
       if (j < d) up[j] = key[j] + static_cast<int32_t>(d);
       return up.data();
     };
-    // The candidates to probe of the kLookAhead points in flight, compacted:
-    // point p's are (hash, direction) pairs [ring, ring + count[p % kLookAhead]),
-    // ring = (p % kLookAhead) (d + 1). Compacting without a branch (every
-    // candidate is written, the count advances only for those that pass) saves
-    // a mispredicted branch per candidate: which ones pass is a coin toss.
-    std::vector<uint64_t> cand_hash(static_cast<size_t>(kLookAhead * d1));
-    std::vector<int32_t> cand_dir(static_cast<size_t>(kLookAhead * d1));
-    std::vector<int64_t> count(static_cast<size_t>(kLookAhead));
-    const auto stage = [&](int64_t p) {
-      const int32_t* key = table.key(p);
-      const uint64_t poly = plain ? 0 : key_poly(key, d);
-      const int64_t ring = (p % kLookAhead) * d1;
+    // Points go in blocks of kBlock, each in three passes, so that every
+    // pass is a simple loop: (a) hash all (d + 1) kBlock candidates,
+    // direction-major, so the mixing is one vectorisable loop over
+    // independent lanes; (b) screen them and compact the survivors without a
+    // branch (every candidate is written, the count advances only for those
+    // that pass: which pass is a coin toss, a branch would mispredict) and
+    // prefetch their slots; (c) probe the survivors, whose slots are by then
+    // on their way. The order of the probes changes no entry of the table.
+    constexpr int64_t kBlock = 256;
+    std::vector<uint64_t> poly(static_cast<size_t>(kBlock)), hash(static_cast<size_t>(kBlock * d1));
+    std::vector<uint64_t> cand_hash(hash.size());
+    std::vector<int32_t> cand_point(hash.size()), cand_dir(hash.size());
+    for (int64_t first = begin; first < end; first += kBlock) {
+      const int64_t count = std::min(kBlock, end - first);
+      if (plain) {
+        for (int64_t j = 0; j < d1; ++j)
+          for (int64_t i = 0; i < count; ++i) hash[j * kBlock + i] = hash_key(up_key(table.key(first + i), j), d);
+      } else {
+        for (int64_t i = 0; i < count; ++i) poly[i] = key_poly(table.key(first + i), d);
+        for (int64_t j = 0; j < d1; ++j) {
+          const uint64_t step = step_poly[j];
+          uint64_t* h = hash.data() + j * kBlock;
+          for (int64_t i = 0; i < count; ++i) h[i] = mix_hash(poly[i] + step);
+        }
+      }
       int64_t n = 0;
       for (int64_t j = 0; j < d1; ++j) {
-        const uint64_t h = plain ? hash_key(up_key(key, j), d) : mix_hash(poly + step_poly[j]);
-        cand_hash[ring + n] = h;
-        cand_dir[ring + n] = static_cast<int32_t>(j);
-        n += plain || key_filter.may_contain(h);
+        for (int64_t i = 0; i < count; ++i) {
+          const uint64_t h = hash[j * kBlock + i];
+          cand_hash[n] = h;
+          cand_point[n] = static_cast<int32_t>(first + i);
+          cand_dir[n] = static_cast<int32_t>(j);
+          n += plain || key_filter.may_contain(h);
+        }
       }
-      count[p % kLookAhead] = n;
-      for (int64_t i = 0; i < n; ++i) table.prefetch(cand_hash[ring + i]);
-    };
-    for (int64_t p = begin; p < std::min(begin + kLookAhead, end); ++p) stage(p);
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t ring = (p % kLookAhead) * d1;
-      for (int64_t i = 0; i < count[p % kLookAhead]; ++i) {
-        const int64_t j = cand_dir[ring + i];
-        const int32_t q = table.find(up_key(table.key(p), j), cand_hash[ring + i]);
+      for (int64_t c = 0; c < n; ++c) table.prefetch(cand_hash[c]);
+      for (int64_t c = 0; c < n; ++c) {
+        const int64_t p = cand_point[c], j = cand_dir[c];
+        const int32_t q = table.find(up_key(table.key(p), j), cand_hash[c]);
         if (q < 0) continue;
         neighbour_[(j * M + p) * 2] = q;                                // p + u_j
         neighbour_[(j * M + q) * 2 + 1] = static_cast<int32_t>(p);  // q - u_j
       }
-      if (p + kLookAhead < end) stage(p + kLookAhead);
     }
   }
 

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdint>
 #include <cstdlib>
 #include <unordered_map>
 
@@ -37,12 +36,6 @@ std::atomic<bool> caching_on{[] {
   return env == nullptr || env[0] != '0';
 }()};
 
-// CRFSEG_CPU_HUGEPAGES=0 keeps the cache's segments on 4 KiB pages (see map_segment).
-const bool huge_pages_on = [] {
-  const char* env = std::getenv("CRFSEG_CPU_HUGEPAGES");
-  return env == nullptr || env[0] != '0';
-}();
-
 // Requested bytes of every live block, and calls; the large-block numbers
 // come from the BlockAllocator's own statistics.
 std::atomic<int64_t> allocated{0}, peak_allocated{0}, allocations{0};
@@ -60,32 +53,6 @@ std::string available_memory() {
   return std::to_string(static_cast<int64_t>(pages) * page) + " bytes available";
 }
 
-// One segment: an anonymous mapping of `bytes` (a multiple of 2 MiB, see
-// block_allocator.h) starting on a 2 MiB boundary, advised to use
-// transparent huge pages (where the kernel's THP mode is "madvise", the
-// usual default, only advised ranges get them). Why: the lattice's hash
-// table and neighbour rows, the activations and the packed GEMM panels are
-// walked at random or in wide strides, and with 4 KiB pages most of those
-// reads also miss the TLB; a 2 MiB page covers 512 times as much, and
-// faulting one in costs one trap instead of 512. Mapped 2 MiB longer, then
-// the unaligned head and tail are unmapped. The advice is only advice: where
-// THP is off it fails harmlessly and the segment keeps 4 KiB pages.
-void* map_segment(size_t bytes) {
-  constexpr size_t kHuge = size_t{2} << 20;
-  void* raw = mmap(nullptr, bytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) return nullptr;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t aligned = (begin + kHuge - 1) / kHuge * kHuge;
-  if (aligned > begin) munmap(raw, aligned - begin);
-  const size_t tail = begin + bytes + kHuge - (aligned + bytes);
-  if (tail > 0) munmap(reinterpret_cast<void*>(aligned + bytes), tail);
-  void* p = reinterpret_cast<void*>(aligned);
-#ifdef MADV_HUGEPAGE
-  if (huge_pages_on) madvise(p, bytes, MADV_HUGEPAGE);
-#endif
-  return p;
-}
-
 // The large-block allocator; its segments are anonymous mappings (page
 // aligned, so every block, at a multiple of 512 bytes into its segment, is
 // 64-byte aligned). munmap needs each segment's length: the backend is
@@ -94,8 +61,9 @@ BlockAllocator& blocks() {
   static auto* lengths = new std::unordered_map<void*, size_t>;
   static auto* a = new BlockAllocator({
       .allocate = [](size_t bytes) -> void* {
-        void* p = map_segment(bytes);
-        if (p != nullptr) lengths->emplace(p, bytes);
+        void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return nullptr;
+        lengths->emplace(p, bytes);
         return p;
       },
       .release =

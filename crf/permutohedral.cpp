@@ -181,9 +181,12 @@ class KeyFilter {
 // (d stored coordinates each; the (d+1)-th is minus their sum) and
 // barycentric weights. Returns false if a coordinate is out of range.
 // Work arrays: elevated, rem0, rank (d + 1 each), bary (d + 2).
-bool embed_point(const double* f, int64_t d, const double* scale, double* elevated, int64_t* rem0, int64_t* rank,
+// kD > 0 fixes d = kD at compile time (the CRF's 2, 3, 4 and 5), so the
+// O(d^2) loops unroll; kD = 0 reads d_any.
+template <int kD>
+bool embed_point(const double* f, int64_t d_any, const double* scale, double* elevated, int64_t* rem0, int64_t* rank,
                  double* bary, int32_t* keys_out, float* bary_out) {
-  const int64_t d1 = d + 1;
+  const int64_t d = kD > 0 ? kD : d_any, d1 = d + 1;
   const double inv_d1 = 1.0 / static_cast<double>(d1);
   // Elevate: x = E f with E = sqrt(2/3) (d + 1) [e_0 .. e_{d-1}], where column
   // e_i = (1, ..., 1, -(i + 1), 0, ..., 0) / sqrt((i + 1)(i + 2)) (i + 1 ones)
@@ -210,8 +213,9 @@ bool embed_point(const double* f, int64_t d, const double* scale, double* elevat
   for (int64_t i = 0; i < d; ++i) {
     const double di = elevated[i] - static_cast<double>(rem0[i]);
     for (int64_t j = i + 1; j < d1; ++j) {
-      if (di < elevated[j] - static_cast<double>(rem0[j])) ++rank[i];
-      else ++rank[j];
+      const bool below = di < elevated[j] - static_cast<double>(rem0[j]);  // a coin toss: no branch
+      rank[i] += below;
+      rank[j] += !below;
     }
   }
   // Bring rem0 back onto H_d: shifting all ranks by `sum` and wrapping moves
@@ -245,6 +249,40 @@ bool embed_point(const double* f, int64_t d, const double* scale, double* elevat
     bary_out[k] = static_cast<float>(bary[k]);
   }
   return true;
+}
+
+// Small images stay on one thread: a parallel region costs microseconds
+// (and far more on a loaded machine), more than embedding a few thousand points.
+constexpr int64_t kParallelPoints = 4096;
+
+// Step 1 of the build for all N points: keys ([N x (d + 1) x d]), their
+// hashes ([N x (d + 1)]) and barycentric weights ([N x (d + 1)]). Returns
+// false if some coordinate is out of range. kD as in embed_point.
+template <int kD>
+bool embed_points(const double* features, int64_t N, int64_t d_any, const double* scale, int32_t* keys,
+                  uint64_t* hashes, float* barycentric) {
+  const int64_t d = kD > 0 ? kD : d_any, d1 = d + 1;
+  bool in_range = true;
+#pragma omp parallel if (N >= kParallelPoints)
+  {
+    // Work arrays: on the stack for a fixed d, else on the heap.
+    double elevated_fixed[kD + 1], bary_fixed[kD + 2];
+    int64_t rem0_fixed[kD + 1], rank_fixed[kD + 1];
+    std::vector<double> elevated_any(kD > 0 ? 0 : d1), bary_any(kD > 0 ? 0 : d + 2);
+    std::vector<int64_t> rem0_any(kD > 0 ? 0 : d1), rank_any(kD > 0 ? 0 : d1);
+    double* elevated = kD > 0 ? elevated_fixed : elevated_any.data();
+    double* bary = kD > 0 ? bary_fixed : bary_any.data();
+    int64_t* rem0 = kD > 0 ? rem0_fixed : rem0_any.data();
+    int64_t* rank = kD > 0 ? rank_fixed : rank_any.data();
+#pragma omp for schedule(static) reduction(&& : in_range)
+    for (int64_t i = 0; i < N; ++i) {
+      int32_t* point_keys = keys + i * d1 * d;
+      in_range = embed_point<kD>(features + i * d, d, scale, elevated, rem0, rank, bary, point_keys,
+                                 barycentric + i * d1) && in_range;
+      for (int64_t k = 0; k < d1; ++k) hashes[i * d1 + k] = hash_key(point_keys + k * d, d);
+    }
+  }
+  return in_range;
 }
 
 // The output scale alpha that makes the lattice's kernel carry the
@@ -348,22 +386,14 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   CpuVector<int32_t> keys(static_cast<size_t>(N * d1 * d));
   CpuVector<uint64_t> hashes(static_cast<size_t>(N * d1));
   barycentric_.resize(static_cast<size_t>(N * d1));
-  bool in_range = true;
-  // Small images stay on one thread: a parallel region costs microseconds
-  // (and far more on a loaded machine), more than embedding a few thousand points.
-  constexpr int64_t kParallelPoints = 4096;
-#pragma omp parallel if (N >= kParallelPoints)
-  {
-    std::vector<double> elevated(d1), bary(d + 2);
-    std::vector<int64_t> rem0(d1), rank(d1);
-#pragma omp for schedule(static) reduction(&& : in_range)
-    for (int64_t i = 0; i < N; ++i) {
-      int32_t* point_keys = keys.data() + i * d1 * d;
-      in_range = embed_point(features.data() + i * d, d, scale.data(), elevated.data(), rem0.data(), rank.data(),
-                             bary.data(), point_keys, barycentric_.data() + i * d1) && in_range;
-      for (int64_t k = 0; k < d1; ++k) hashes[i * d1 + k] = hash_key(point_keys + k * d, d);
-    }
-  }
+  const auto embed = [&]<int kD>() {
+    return embed_points<kD>(features.data(), N, d, scale.data(), keys.data(), hashes.data(), barycentric_.data());
+  };
+  const bool in_range = d == 2   ? embed.operator()<2>()
+                        : d == 3 ? embed.operator()<3>()
+                        : d == 4 ? embed.operator()<4>()
+                        : d == 5 ? embed.operator()<5>()
+                                 : embed.operator()<0>();
   CRFSEG_CHECK(in_range, ValueError, op, ": features too large for the lattice's 32-bit coordinates (|f| * ",
                inv_std, " must stay below 2^30); are they divided by theta?");
 

@@ -401,6 +401,9 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // numbering, hence every later sum, does not depend on the thread count).
   // The table is sized for the most points there can be (N (d + 1)), so it
   // never grows (rehashing a noisy image's table half-way cost 40% of this step).
+  // The price is memory while the lattice builds: 16 N (d + 1) bytes of slots,
+  // rounded up to a power of two (8 MiB for a 256^2 RGB image, 128 MiB at
+  // 1024^2), twice what a smooth image, with few lattice points, needed before.
   // Each new key also goes into the Bloom filter of step 3.
   KeyTable table(d, N * d1);
   KeyFilter key_filter(N * d1);

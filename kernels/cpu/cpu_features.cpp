@@ -19,6 +19,14 @@ bool has_avx512f() {
 #endif
 }
 
+bool is_intel_cpu() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_is("intel");
+#else
+  return false;
+#endif
+}
+
 std::string cpu_feature_summary() {
   std::string s = "baseline";
   if (has_avx2_fma()) s += " avx2+fma";

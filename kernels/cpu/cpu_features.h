@@ -11,6 +11,7 @@ namespace crfseg::kernels::cpu {
 
 bool has_avx2_fma();  // AVX2 + FMA3
 bool has_avx512f();   // AVX-512 Foundation
+bool is_intel_cpu();  // vendor GenuineIntel (block sizes are tuned per vendor's cache sizes)
 std::string cpu_feature_summary();  // e.g. "avx2+fma avx512f"
 
 }  // namespace crfseg::kernels::cpu

@@ -40,6 +40,9 @@ TEST_CASE("every SGEMM variant matches the reference") {
       {6, 16, 255}, {7, 17, 257}, {13, 31, 191}, {11, 35, 193},
       // N > NC = 4096: two jc blocks, the second narrower than NR.
       {7, 4100, 5},
+      // v5 (KC = 320, NC = 1024, MC = 576, A-resident loop order): K and N
+      // around its blocks, and M above MC per thread with 2 threads.
+      {13, 33, 319}, {13, 33, 321}, {7, 1030, 5}, {25, 1030, 321}, {1160, 20, 30},
       // Several MC, KC blocks at once, with uneven edges and 2+ threads.
       {300, 520, 700},
       // Short and wide (M < MC per thread): the 2-D per-thread block grid,

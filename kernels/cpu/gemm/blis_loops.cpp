@@ -70,33 +70,40 @@ void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const
                   float beta, float* C, int64_t ldc) {
   const int64_t mr = cfg.mr, nr = cfg.nr;
   alignas(64) float tile[kMaxMicroTile];
-  // jr outside ir: one KC x NR micro-panel of B (kc * nr * 4 bytes) stays in
-  // L1 while the whole packed A block streams past it from L2.
-  for (int64_t jr = 0; jr < n; jr += nr) {
-    const int64_t cols = std::min(nr, n - jr);
+  // The C tile at rows ir, columns jr.
+  const auto update = [&](int64_t ir, int64_t jr) {
+    const int64_t rows = std::min(mr, m - ir), cols = std::min(nr, n - jr);
+    const float* a = a_pack + ir * kc;
     const float* b = b_pack + jr * kc;
-    for (int64_t ir = 0; ir < m; ir += mr) {
-      const int64_t rows = std::min(mr, m - ir);
-      const float* a = a_pack + ir * kc;
-      float* c = C + ir * ldc + jr;
-      if (rows == mr && cols == nr) {
-        cfg.ukernel(kc, a, b, beta, c, ldc);
-        continue;
-      }
-      if (cols == nr && cfg.ukernel_rows != nullptr) {
-        cfg.ukernel_rows(rows, kc, a, b, beta, c, ldc);
-        continue;
-      }
-      // Edge tile: the micro-kernel writes a full MR x NR tile to scratch
-      // (beta = 0, so scratch is not read), and only the valid part is merged.
-      cfg.ukernel(kc, a, b, 0.0f, tile, nr);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t j = 0; j < cols; ++j) {
-          float& out = c[r * ldc + j];
-          out = beta == 0.0f ? tile[r * nr + j] : tile[r * nr + j] + beta * out;
-        }
+    float* c = C + ir * ldc + jr;
+    if (rows == mr && cols == nr) {
+      cfg.ukernel(kc, a, b, beta, c, ldc);
+      return;
+    }
+    if (cols == nr && cfg.ukernel_rows != nullptr) {
+      cfg.ukernel_rows(rows, kc, a, b, beta, c, ldc);
+      return;
+    }
+    // Edge tile: the micro-kernel writes a full MR x NR tile to scratch
+    // (beta = 0, so scratch is not read), and only the valid part is merged.
+    cfg.ukernel(kc, a, b, 0.0f, tile, nr);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < cols; ++j) {
+        float& out = c[r * ldc + j];
+        out = beta == 0.0f ? tile[r * nr + j] : tile[r * nr + j] + beta * out;
       }
     }
+  };
+  if (cfg.a_resident) {
+    // ir outside jr: one MR x KC micro-panel of A stays in L1 while the
+    // packed B block streams past it from L2.
+    for (int64_t ir = 0; ir < m; ir += mr)
+      for (int64_t jr = 0; jr < n; jr += nr) update(ir, jr);
+  } else {
+    // jr outside ir: one KC x NR micro-panel of B (kc * nr * 4 bytes) stays in
+    // L1 while the whole packed A block streams past it from L2.
+    for (int64_t jr = 0; jr < n; jr += nr)
+      for (int64_t ir = 0; ir < m; ir += mr) update(ir, jr);
   }
 }
 

@@ -46,6 +46,12 @@ struct BlisConfig {
   int64_t nc;      // columns of the packed B block (sized for L3)
   SgemmMicroKernelFn ukernel;
   SgemmEdgeKernelFn ukernel_rows = nullptr;  // optional, see above
+  // The macro-kernel's loop order. false (BLIS's): jr outside ir, one B
+  // micro-panel stays in L1 while the A block streams past it from L2.
+  // true: ir outside jr, one A micro-panel (mr x kc) stays in L1 while the
+  // B block (kc x nc, then sized for L2) streams past it. v5 explains when
+  // that wins.
+  bool a_resident = false;
 };
 
 // Largest MR * NR the edge-tile scratch buffer supports (16 x 32 floats).

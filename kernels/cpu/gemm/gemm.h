@@ -13,6 +13,9 @@
 //                            portable 6x16 C++ micro-kernel, OpenMP over ic
 //   v3_ukernel_avx2_6x16   : v2 with an AVX2+FMA intrinsics micro-kernel
 //   v4_ukernel_avx512_12x32: v3's loops with an AVX-512F 12x32 micro-kernel and block sizes for it
+//   v5_avx512_12x32_a_resident: v4's micro-kernel with the macro-kernel's loops swapped (A's
+//                            micro-panel in L1, B's block in L2) and block sizes for Intel cores;
+//                            production on Intel CPUs, v4 elsewhere
 #pragma once
 
 #include <cstdint>
@@ -33,6 +36,10 @@ struct SgemmVariant {
   std::string constraints;  // e.g. "needs AVX2"; "" when none
   bool (*available)();      // runtime CPU-feature check
   const BlisConfig& (*blis)();  // block sizes + micro-kernel of BLIS-style variants; nullptr otherwise
+  // For the production pick: nullptr, or a check that this CPU is one the
+  // variant was tuned for (an available variant that is not preferred is
+  // still tested and benchmarked, just not picked).
+  bool (*preferred)() = nullptr;
 };
 
 // All variants, in ladder order.
@@ -53,8 +60,12 @@ void sgemm_v3_ukernel_avx2_6x16(bool, bool, int64_t, int64_t, int64_t, float, co
 // Needs AVX-512F: call only when has_avx512f().
 void sgemm_v4_ukernel_avx512_12x32(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                                    const float*, int64_t, float, float*, int64_t);
+// Needs AVX-512F: call only when has_avx512f().
+void sgemm_v5_avx512_12x32_a_resident(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                      const float*, int64_t, float, float*, int64_t);
 
-// Production entry: the fastest available variant, unless the environment
+// Production entry: the last available variant in ladder order that is
+// preferred on this CPU (SgemmVariant::preferred), unless the environment
 // variable CRFSEG_SGEMM=<name> selects another (for performance research).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
@@ -67,6 +78,7 @@ const BlisConfig& sgemm_blis_config();
 const BlisConfig& sgemm_v2_config();
 const BlisConfig& sgemm_v3_config();
 const BlisConfig& sgemm_v4_config();
+const BlisConfig& sgemm_v5_config();
 
 // The f64 GEMM used by gradient checks: v1's loop order, in double.
 void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,

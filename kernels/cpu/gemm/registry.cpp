@@ -1,7 +1,8 @@
 // The SGEMM registry and the production dispatch rule.
 //
-// Rule: use the last (fastest) available variant in ladder order, unless
-// CRFSEG_SGEMM names another. Tests and benchmarks iterate sgemm_variants(),
+// Rule: use the last available variant in ladder order that is preferred on
+// this CPU (v5's block sizes were measured on Intel cores, v4's on AMD Zen),
+// unless CRFSEG_SGEMM names another. Tests and benchmarks iterate sgemm_variants(),
 // so a new variant is verified and timed by adding one line here.
 #include <cstdlib>
 
@@ -22,6 +23,8 @@ const std::vector<SgemmVariant>& sgemm_variants() {
       {"v2_blocking_packing", sgemm_v2_blocking_packing, "", always, sgemm_v2_config},
       {"v3_ukernel_avx2_6x16", sgemm_v3_ukernel_avx2_6x16, "needs AVX2+FMA", has_avx2_fma, sgemm_v3_config},
       {"v4_ukernel_avx512_12x32", sgemm_v4_ukernel_avx512_12x32, "needs AVX-512F", has_avx512f, sgemm_v4_config},
+      {"v5_avx512_12x32_a_resident", sgemm_v5_avx512_12x32_a_resident, "needs AVX-512F", has_avx512f,
+       sgemm_v5_config, is_intel_cpu},
   };
   return variants;
 }
@@ -46,7 +49,7 @@ const SgemmVariant& pick_production() {
   }
   const SgemmVariant* best = nullptr;
   for (const SgemmVariant& v : sgemm_variants()) {
-    if (v.available()) best = &v;
+    if (v.available() && (v.preferred == nullptr || v.preferred())) best = &v;
   }
   return *best;
 }

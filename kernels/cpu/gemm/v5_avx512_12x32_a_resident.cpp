@@ -1,0 +1,45 @@
+// SGEMM v5: v4's AVX-512F 12 x 32 micro-kernel, the macro-kernel's loops
+// swapped, and block sizes for Intel cores.
+// Changed from v4: v4 (BLIS's order, jr outside ir) keeps a KC x 32 micro-
+// panel of B in L1 while the A block streams past it; at v4's KC = 512 that
+// panel is 64 KiB, larger than any L1d, so every micro-kernel call streams
+// both operands from L2. On an Intel Xeon (48 KiB L1d, 2 MiB L2 per core)
+// the order ir outside jr wins instead: one 12 x KC micro-panel of A (15
+// KiB at KC = 320) stays in L1 for a whole row of C tiles, and B streams
+// from a KC x NC block sized for L2 (320 x 1024 floats: 1.25 MiB). v4's
+// sizes stay the production choice on AMD Zen, where they were measured (its
+// L2 is 1 MiB, too small for this B block); this variant is picked on
+// Intel CPUs (SgemmVariant::preferred) and tested and benchmarked on every
+// AVX-512 CPU.
+// Measured (session 22, Intel Xeon VM, 2 threads, OpenBLAS 0.3.21 in the same
+// run with OPENBLAS_CORETYPE/L2_SIZE unset, bench_gemm --repeats 5-7), v4 ->
+// v5 against OpenBLAS: 4096^3 0.83x -> 0.91x, 2048^3 0.84x -> 0.96x,
+// 64 x 65536 x 576 0.95x -> 1.02x, 64 x 65536 x 27 1.35x -> 1.5x.
+// Sweep (4096^3, ms, OpenBLAS 412-437 in the same runs): NC/KC/MC
+// 512/512/144 485, 768/512/576 492, 1024/384/576 475-488, 1024/320/576
+// 459-463, 1024/256/576 467, 768/320/576 465, 1024/320/1152 463,
+// 768/256/1152 468, 1024/288/576 480, 1280/320/576 501, 1536/384/576 499,
+// 2048/384/576 547; v4 506-513.
+#include "kernels/cpu/gemm/gemm.h"
+
+namespace crfseg::kernels::cpu {
+
+const BlisConfig& sgemm_v5_config() {
+  static const BlisConfig config = [] {
+    BlisConfig c = sgemm_v4_config();  // its micro-kernels (v2's off x86, where v5 is never offered)
+    c.mc = 576;
+    c.kc = 320;
+    c.nc = 1024;
+    c.a_resident = true;
+    return c;
+  }();
+  return config;
+}
+
+void sgemm_v5_avx512_12x32_a_resident(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                                      int64_t ldc) {
+  blis_sgemm(sgemm_v5_config(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace crfseg::kernels::cpu

@@ -23,7 +23,7 @@ out="bench/results/$(hostname).md"
   echo
   if [[ ${#quick[@]} -eq 0 ]]; then
     # The sizes issue #3 names: square, and the U-Net conv GEMM shapes.
-    ./build/bench/bench_gemm --repeats 7 --variants v3_ukernel_avx2_6x16,v4_ukernel_avx512_12x32,openblas \
+    ./build/bench/bench_gemm --repeats 7 --variants v3_ukernel_avx2_6x16,v4_ukernel_avx512_12x32,v5_avx512_12x32_a_resident,openblas \
       2048 2048 2048 4096 4096 4096 64 65536 576 64 65536 27
     echo
   fi

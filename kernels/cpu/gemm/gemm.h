@@ -78,6 +78,8 @@ const BlisConfig& sgemm_blis_config();
 const BlisConfig& sgemm_v2_config();
 const BlisConfig& sgemm_v3_config();
 const BlisConfig& sgemm_v4_config();
+// v4's micro-kernels with B prefetched a few k-steps ahead (v4's block sizes); v5 builds on it.
+const BlisConfig& sgemm_v4_prefetch_b_config();
 const BlisConfig& sgemm_v5_config();
 
 // The f64 GEMM used by gradient checks: v1's loop order, in double.

@@ -38,6 +38,18 @@ namespace {
 
 constexpr int kMr = 12, kNr = 32;
 
+// kPrefetchB > 0: also prefetch the B row kPrefetchB steps ahead (its two
+// lines). v4's order keeps B's micro-panel near (and v4 measured no gain);
+// v5's streams a new one from L2 for every tile, and there it pays.
+template <int kPrefetchB>
+__attribute__((target("avx512f"))) inline void prefetch_b(const float* b) {
+  if constexpr (kPrefetchB > 0) {
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB * kNr), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB * kNr + 16), _MM_HINT_T0);
+  }
+}
+
+template <int kPrefetchB>
 __attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const float* a, const float* b,
                                                               float beta, float* C, int64_t ldc) {
   // acc[i][h]: row i of the tile, columns 16h .. 16h+15. Constant indices
@@ -46,6 +58,7 @@ __attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const f
 #pragma GCC unroll 12
   for (int i = 0; i < kMr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
+    prefetch_b<kPrefetchB>(b);
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 12
@@ -77,13 +90,14 @@ __attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const f
 // The first `Rows` rows of the 12 x 32 tile (Rows < 12), for the last row
 // panel of a block when M is not a multiple of 12; the packed A micro-panel
 // keeps its stride of 12. Same loop as above with fewer accumulators.
-template <int Rows>
+template <int Rows, int kPrefetchB>
 __attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const float* a, const float* b, float beta,
                                                              float* C, int64_t ldc) {
   __m512 acc[Rows][2];
 #pragma GCC unroll 12
   for (int i = 0; i < Rows; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
+    prefetch_b<kPrefetchB>(b);
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 12
@@ -109,21 +123,22 @@ __attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const fl
   }
 }
 
+template <int kPrefetchB>
 void ukernel_rows_12x32_avx512(int64_t rows, int64_t kc, const float* a, const float* b, float beta, float* C,
                                int64_t ldc) {
   switch (rows) {
-    case 1: return ukernel_rows_avx512<1>(kc, a, b, beta, C, ldc);
-    case 2: return ukernel_rows_avx512<2>(kc, a, b, beta, C, ldc);
-    case 3: return ukernel_rows_avx512<3>(kc, a, b, beta, C, ldc);
-    case 4: return ukernel_rows_avx512<4>(kc, a, b, beta, C, ldc);
-    case 5: return ukernel_rows_avx512<5>(kc, a, b, beta, C, ldc);
-    case 6: return ukernel_rows_avx512<6>(kc, a, b, beta, C, ldc);
-    case 7: return ukernel_rows_avx512<7>(kc, a, b, beta, C, ldc);
-    case 8: return ukernel_rows_avx512<8>(kc, a, b, beta, C, ldc);
-    case 9: return ukernel_rows_avx512<9>(kc, a, b, beta, C, ldc);
-    case 10: return ukernel_rows_avx512<10>(kc, a, b, beta, C, ldc);
-    case 11: return ukernel_rows_avx512<11>(kc, a, b, beta, C, ldc);
-    default: return ukernel_12x32_avx512(kc, a, b, beta, C, ldc);  // rows == 12
+    case 1: return ukernel_rows_avx512<1, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 2: return ukernel_rows_avx512<2, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 3: return ukernel_rows_avx512<3, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 4: return ukernel_rows_avx512<4, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 5: return ukernel_rows_avx512<5, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 6: return ukernel_rows_avx512<6, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 7: return ukernel_rows_avx512<7, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 8: return ukernel_rows_avx512<8, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 9: return ukernel_rows_avx512<9, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 10: return ukernel_rows_avx512<10, kPrefetchB>(kc, a, b, beta, C, ldc);
+    case 11: return ukernel_rows_avx512<11, kPrefetchB>(kc, a, b, beta, C, ldc);
+    default: return ukernel_12x32_avx512<kPrefetchB>(kc, a, b, beta, C, ldc);  // rows == 12
   }
 }
 
@@ -139,14 +154,23 @@ void ukernel_rows_12x32_avx512(int64_t rows, int64_t kc, const float* a, const f
 // measurements say costs less than the extra C traffic of a short KC.
 // KC = 512, MC = 144 is the middle of the plateau. NC = 4096: the packed B
 // block is 8 MiB, in the 32 MiB L3.
-constexpr BlisConfig kConfig{kMr, kNr, /*mc=*/144, /*kc=*/512, /*nc=*/4096, ukernel_12x32_avx512,
-                             ukernel_rows_12x32_avx512};
+constexpr BlisConfig kConfig{kMr, kNr, /*mc=*/144, /*kc=*/512, /*nc=*/4096, ukernel_12x32_avx512<0>,
+                             ukernel_rows_12x32_avx512<0>};
+
+// The same kernels with B prefetched kPrefetchDistance k-steps ahead, for
+// v5 (kernels/cpu/gemm/v5_avx512_12x32_a_resident.cpp, which sets its own
+// block sizes and loop order; these are v4's, as placeholders).
+constexpr int kPrefetchDistance = 24;
+constexpr BlisConfig kPrefetchConfig{kMr, kNr, /*mc=*/144, /*kc=*/512, /*nc=*/4096,
+                                     ukernel_12x32_avx512<kPrefetchDistance>,
+                                     ukernel_rows_12x32_avx512<kPrefetchDistance>};
 static_assert(kConfig.mr * kConfig.nr <= kMaxMicroTile && kConfig.mc % kConfig.mr == 0 &&
               kConfig.nc % kConfig.nr == 0);
 
 }  // namespace
 
 const BlisConfig& sgemm_v4_config() { return kConfig; }
+const BlisConfig& sgemm_v4_prefetch_b_config() { return kPrefetchConfig; }
 
 void sgemm_v4_ukernel_avx512_12x32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
@@ -157,6 +181,7 @@ void sgemm_v4_ukernel_avx512_12x32(bool trans_a, bool trans_b, int64_t M, int64_
 #else  // not x86: the registry never offers this variant (has_avx512f() is false).
 
 const BlisConfig& sgemm_v4_config() { return sgemm_v2_config(); }
+const BlisConfig& sgemm_v4_prefetch_b_config() { return sgemm_v2_config(); }
 
 void sgemm_v4_ukernel_avx512_12x32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,

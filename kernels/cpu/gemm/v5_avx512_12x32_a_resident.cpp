@@ -1,5 +1,5 @@
-// SGEMM v5: v4's AVX-512F 12 x 32 micro-kernel, the macro-kernel's loops
-// swapped, and block sizes for Intel cores.
+// SGEMM v5: v4's AVX-512F 12 x 32 micro-kernel (prefetching B), the
+// macro-kernel's loops swapped, and block sizes for Intel cores.
 // Changed from v4: v4 (BLIS's order, jr outside ir) keeps a KC x 32 micro-
 // panel of B in L1 while the A block streams past it; at v4's KC = 512 that
 // panel is 64 KiB, larger than any L1d, so every micro-kernel call streams
@@ -11,11 +11,15 @@
 // L2 is 1 MiB, too small for this B block); this variant is picked on
 // Intel CPUs (SgemmVariant::preferred) and tested and benchmarked on every
 // AVX-512 CPU.
+// Since B now streams from L2 for every tile, the micro-kernel also
+// prefetches B 24 k-steps ahead (sgemm_v4_prefetch_b_config; distances 8,
+// 16 and 24 measured, 24 best; v4's order gained nothing from it).
 // Measured (session 22, Intel Xeon VM, 2 threads, OpenBLAS 0.3.21 in the same
-// run with OPENBLAS_CORETYPE/L2_SIZE unset, bench_gemm --repeats 5-7), v4 ->
-// v5 against OpenBLAS: 4096^3 0.83x -> 0.91x, 2048^3 0.84x -> 0.96x,
-// 64 x 65536 x 576 0.95x -> 1.02x, 64 x 65536 x 27 1.35x -> 1.5x.
-// Sweep (4096^3, ms, OpenBLAS 412-437 in the same runs): NC/KC/MC
+// run with OPENBLAS_CORETYPE/L2_SIZE unset, bench_gemm --repeats 7, three
+// runs), v4 -> v5 against OpenBLAS: 4096^3 0.84/0.85/0.83x -> 0.94/0.95/0.93x,
+// 2048^3 0.90/0.85/0.88x -> 1.00/0.96/0.99x, 64 x 65536 x 576 0.92-0.95x ->
+// 0.96-1.01x, 64 x 65536 x 27 1.5-1.9x -> 1.5-2.1x.
+// Sweep without the prefetch (4096^3, ms, OpenBLAS 412-437 in the same runs): NC/KC/MC
 // 512/512/144 485, 768/512/576 492, 1024/384/576 475-488, 1024/320/576
 // 459-463, 1024/256/576 467, 768/320/576 465, 1024/320/1152 463,
 // 768/256/1152 468, 1024/288/576 480, 1280/320/576 501, 1536/384/576 499,
@@ -26,7 +30,7 @@ namespace crfseg::kernels::cpu {
 
 const BlisConfig& sgemm_v5_config() {
   static const BlisConfig config = [] {
-    BlisConfig c = sgemm_v4_config();  // its micro-kernels (v2's off x86, where v5 is never offered)
+    BlisConfig c = sgemm_v4_prefetch_b_config();  // its micro-kernels (v2's off x86, where v5 is never offered)
     c.mc = 576;
     c.kc = 320;
     c.nc = 1024;

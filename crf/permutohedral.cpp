@@ -60,18 +60,19 @@ bool same_key(const int32_t* a, const int32_t* b, int64_t dim) {
 }
 
 // Open-addressing (linear probing) set of dim-coordinate keys that numbers
-// keys 0, 1, 2, ... in insertion order. Capacity is a power of two and kept
-// at least twice the size, so probes stay short. Each slot keeps the upper
+// keys 0, 1, 2, ... in insertion order. It is sized once, for the most keys
+// it will hold: the capacity is a power of two at least twice that, so
+// probes stay short and it never rehashes. Each slot keeps the upper
 // half of its key's hash as a tag: a probe compares coordinates (a cache
 // miss into keys_) only when the tags agree, and a lookup of an absent key
 // (most blur-neighbour lookups on sparse lattices) touches only slots_.
 class KeyTable {
  public:
-  KeyTable(int64_t dim, int64_t expected) : dim_(dim) {
+  KeyTable(int64_t dim, int64_t max_keys) : dim_(dim), max_keys_(max_keys) {
     int64_t capacity = 16;
-    while (capacity < 2 * expected) capacity *= 2;
+    while (capacity < 2 * max_keys) capacity *= 2;
     slots_.assign(static_cast<size_t>(capacity), Slot{});
-    keys_.reserve(static_cast<size_t>(expected * dim));
+    keys_.reserve(static_cast<size_t>(max_keys * dim));
   }
   int64_t size() const { return size_; }
   int64_t dim() const { return dim_; }
@@ -79,10 +80,11 @@ class KeyTable {
 
   // The index of `key`, inserting it if absent (*inserted says which).
   int32_t insert(const int32_t* key, uint64_t hash, bool* inserted) {
-    if (2 * (size_ + 1) > static_cast<int64_t>(slots_.size())) grow();
     Slot& slot = slots_[locate(key, hash)];
     *inserted = slot.index < 0;
     if (*inserted) {
+      CRFSEG_CHECK(size_ < max_keys_, ValueError, "PermutohedralLattice: key table sized for ", max_keys_,
+                   " keys, asked to hold more");
       slot = {static_cast<int32_t>(size_++), static_cast<uint32_t>(hash >> 32)};
       keys_.insert(keys_.end(), key, key + dim_);
     }
@@ -125,18 +127,7 @@ class KeyTable {
       if (slot.index < 0 || (slot.tag == tag && same_key(key, keys_.data() + slot.index * dim_, dim_))) return i;
     }
   }
-  void grow() {
-    slots_.assign(slots_.size() * 2, Slot{});
-    const size_t mask = slots_.size() - 1;
-    for (int64_t e = 0; e < size_; ++e) {
-      const uint64_t hash = hash_key(key(e), dim_);
-      size_t i = hash & mask;
-      while (slots_[i].index >= 0) i = (i + 1) & mask;
-      slots_[i] = {static_cast<int32_t>(e), static_cast<uint32_t>(hash >> 32)};
-    }
-  }
-
-  int64_t dim_;
+  int64_t dim_, max_keys_;
   int64_t size_ = 0;
   CpuVector<Slot> slots_;
   CpuVector<int32_t> keys_;  // size_ x dim_
@@ -400,7 +391,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // 2. Number the lattice points in first-seen order (sequential, so the
   // numbering, hence every later sum, does not depend on the thread count).
   // The table is sized for the most points there can be (N (d + 1)), so it
-  // never grows (rehashing a noisy image's table half-way cost 40% of this step).
+  // never rehashes (growing a noisy image's table half-way cost 40% of this step).
   // The price is memory while the lattice builds: 16 N (d + 1) bytes of slots,
   // rounded up to a power of two (8 MiB for a 256^2 RGB image, 128 MiB at
   // 1024^2), twice what a smooth image, with few lattice points, needed before.

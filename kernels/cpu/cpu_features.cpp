@@ -1,31 +1,18 @@
-// CPU-feature queries through GCC's __builtin_cpu_supports (cpuid under the hood).
+// CPU-feature queries through GCC's __builtin_cpu_supports / __builtin_cpu_is
+// (cpuid under the hood); on other architectures every answer is false.
 #include "kernels/cpu/cpu_features.h"
 
 namespace crfseg::kernels::cpu {
 
-bool has_avx2_fma() {
 #if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+bool has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
+bool is_intel_cpu() { return __builtin_cpu_is("intel"); }
 #else
-  return false;
+bool has_avx2_fma() { return false; }
+bool has_avx512f() { return false; }
+bool is_intel_cpu() { return false; }
 #endif
-}
-
-bool has_avx512f() {
-#if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_supports("avx512f");
-#else
-  return false;
-#endif
-}
-
-bool is_intel_cpu() {
-#if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_is("intel");
-#else
-  return false;
-#endif
-}
 
 std::string cpu_feature_summary() {
   std::string s = "baseline";

@@ -40,14 +40,18 @@ struct Layer {
   int64_t C, H, W, K, R, S, stride, pad;
 };
 
-// Representative layers: U-Net at 256x256 (the LBNL system's input size)
-// and ResNet-50 at 224x224.
+// Representative layers: U-Net at 256x256 (the LBNL system's input size),
+// among them the six that issue #3 names (3 -> 64 and the second, C -> C
+// convolution of each of the five stages), and ResNet-50 at 224x224.
 const std::vector<Layer> kLayers = {
     {"unet.enc1.conv1 3->64 256^2 3x3", 3, 256, 256, 64, 3, 3, 1, 1},
     {"unet.enc1.conv2 64->64 256^2 3x3", 64, 256, 256, 64, 3, 3, 1, 1},
     {"unet.enc2.conv2 128->128 128^2 3x3", 128, 128, 128, 128, 3, 3, 1, 1},
     {"unet.enc3.conv1 128->256 64^2 3x3", 128, 64, 64, 256, 3, 3, 1, 1},
+    {"unet.enc3.conv2 256->256 64^2 3x3", 256, 64, 64, 256, 3, 3, 1, 1},
+    {"unet.enc4.conv2 512->512 32^2 3x3", 512, 32, 32, 512, 3, 3, 1, 1},
     {"unet.enc5.conv1 512->1024 16^2 3x3", 512, 16, 16, 1024, 3, 3, 1, 1},
+    {"unet.enc5.conv2 1024->1024 16^2 3x3", 1024, 16, 16, 1024, 3, 3, 1, 1},
     {"resnet.stem 3->64 224^2 7x7 s2", 3, 224, 224, 64, 7, 7, 2, 3},
     {"resnet.layer1.conv1 256->64 56^2 1x1", 256, 56, 56, 64, 1, 1, 1, 0},
     {"resnet.layer3.conv2 256->256 14^2 3x3", 256, 14, 14, 256, 3, 3, 1, 1},
@@ -202,6 +206,28 @@ struct DnnlConv {
 };
 #endif
 
+// Issue #3's measure per layer: forward + backward-input + backward-weight
+// (+ bias), the sum of the three medians, crfseg's production path against
+// oneDNN's. Speed ratio = oneDNN's time / crfseg's (above 1: crfseg faster).
+void print_pass_sums(const std::vector<Row>& rows) {
+  std::vector<std::string> layers;
+  std::unordered_map<std::string, double> sum[2];
+  std::unordered_map<std::string, int> passes[2];
+  for (const Row& r : rows) {
+    const int impl = r.impl == "crfseg" ? 0 : r.impl == "oneDNN" ? 1 : -1;
+    if (impl < 0 || !r.verified) continue;
+    if (sum[0].count(r.layer) == 0 && sum[1].count(r.layer) == 0) layers.push_back(r.layer);
+    sum[impl][r.layer] += r.median_ms;
+    ++passes[impl][r.layer];
+  }
+  if (layers.empty() || sum[1].empty()) return;
+  std::printf("\n| layer | crfseg fwd + bwd ms | oneDNN fwd + bwd ms | crfseg speed / oneDNN's |\n|---|---|---|---|\n");
+  for (const std::string& l : layers) {
+    if (passes[0][l] != 3 || passes[1][l] != 3) continue;  // a pass unverified: no sum
+    std::printf("| %s | %.2f | %.2f | %.2f |\n", l.c_str(), sum[0][l], sum[1][l], sum[1][l] / sum[0][l]);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -340,6 +366,7 @@ int main(int argc, char** argv) {
       std::printf("| %s | %s | %s | %.3f | %.3f | %.1f | %.0f%% |\n", r.layer.c_str(), r.pass.c_str(), r.impl.c_str(),
                   r.median_ms, r.min_ms, r.gflops, 100.0 * r.gflops / peak);
     }
+    print_pass_sums(rows);
   }
   for (const Row& r : rows) {
     if (!r.verified) return 1;

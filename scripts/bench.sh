@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the kernel benchmarks side by side with the peers (OpenBLAS, oneDNN)
+# Runs the kernel benchmarks side by side with the peers (OpenBLAS, oneDNN,
+# PyTorch's CPU convolution and training step where python3-torch is installed)
 # and writes one markdown report, bench/results/<host>.md.
 #   scripts/bench.sh [--quick]
 # OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE and runs a slower
@@ -33,6 +34,10 @@ out="bench/results/$(hostname).md"
     # Issue #3's convolution targets are at batch 4, on the U-Net's layers.
     ./build/bench/bench_conv --batch 4 --filter unet --repeats 5
     echo
+    if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+      /usr/bin/python3 bench/peers/torch_conv.py --batch 4 --repeats 5
+      echo
+    fi
   fi
   ./build/bench/bench_models "${quick[@]}"
   if /usr/bin/python3 -c 'import torch' 2>/dev/null; then

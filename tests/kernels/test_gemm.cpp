@@ -3,6 +3,7 @@
 // (1, primes, tile-1, tile+1, non-square), including shapes around the
 // MR x NR tiles and MC/KC/NC blocks of the BLIS variants (blis_loops.h).
 // Variants the CPU cannot run are skipped and listed as NOT TESTED.
+#include <algorithm>
 #include <vector>
 
 #include "kernels/cpu/cpu_features.h"
@@ -76,6 +77,36 @@ TEST_CASE("every SGEMM variant matches the reference") {
       }
     }
   }
+}
+
+TEST_CASE("choose_block_grid covers the matrix and balances the blocks over the threads") {
+  kernels::cpu::BlisConfig cfg{};
+  cfg.mr = 12, cfg.nr = 32, cfg.mc = 576, cfg.kc = 320, cfg.nc = 1024;
+  // The convolution weight gradients' shapes (M = K channels, N = C R S) and
+  // awkward ones: with 2 threads, 9 blocks of 256 columns would leave one
+  // thread 5 blocks and the other 4.
+  for (const int64_t threads : {1, 2, 3, 4}) {
+    for (const int64_t M : {1, 12, 64, 128, 256, 1000}) {
+      for (const int64_t N : {1, 31, 33, 576, 1152, 2304, 4608, 4100}) {
+        INFO("threads " << threads << ", M " << M << ", N " << N);
+        const kernels::cpu::BlockGrid g = kernels::cpu::choose_block_grid(cfg, M, N, threads, 256, true);
+        REQUIRE(g.nb % cfg.nr == 0);
+        REQUIRE(g.mb % cfg.mr == 0);
+        CHECK(g.nb <= std::max<int64_t>(256, cfg.nr));
+        CHECK(g.row_blocks * g.mb >= M);
+        CHECK((g.row_blocks - 1) * g.mb < M);  // no empty row block
+        CHECK(g.col_blocks * g.nb >= N);
+        CHECK((g.col_blocks - 1) * g.nb < N);  // no empty column block
+        const int64_t blocks = g.row_blocks * g.col_blocks;
+        // When one-panel-wide columns would balance (a whole number of
+        // panels, divisible by the thread count), the grid is balanced.
+        if (blocks > threads && N % cfg.nr == 0 && (N / cfg.nr) % threads == 0) CHECK(blocks % threads == 0);
+      }
+    }
+  }
+  const kernels::cpu::BlockGrid g = kernels::cpu::choose_block_grid(cfg, 256, 2304, 2, 256, true);
+  CHECK(g.col_blocks == 12);
+  CHECK(g.nb == 192);
 }
 
 TEST_CASE("variants this CPU cannot run") {

@@ -248,13 +248,19 @@ BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t
   // Balance: when there are more blocks than threads, make the count a
   // multiple of min_blocks (e.g. 4 blocks for 2 threads, not 3), so no
   // thread does one block more than the others.
+  // Blocks are whole micro-panels wide, so asking for cb blocks may give
+  // fewer (N = 2304, a 256-channel weight gradient: 10 asked, 9 of 256
+  // columns, one thread doing 5 and the other 4); the count that matters
+  // is the one the rounded width gives, tried up to one panel per block
+  // (there: 12 blocks of 192).
   if (min_blocks > 1 && (g.row_blocks * g.col_blocks) % min_blocks != 0) {
-    int64_t cb = g.col_blocks;
-    while ((g.row_blocks * cb) % min_blocks != 0 && cb < ceil_div(N, cfg.nr)) ++cb;
-    const int64_t nb = round_up(ceil_div(std::max<int64_t>(N, 1), cb), cfg.nr);
-    if ((g.row_blocks * ceil_div(N, nb)) % min_blocks == 0) {
-      g.nb = nb;
-      g.col_blocks = ceil_div(N, nb);
+    for (int64_t cb = g.col_blocks + 1; cb <= ceil_div(N, cfg.nr); ++cb) {
+      const int64_t nb = round_up(ceil_div(std::max<int64_t>(N, 1), cb), cfg.nr);
+      if ((g.row_blocks * ceil_div(N, nb)) % min_blocks == 0) {
+        g.nb = nb;
+        g.col_blocks = ceil_div(N, nb);
+        break;
+      }
     }
   }
   // Too few rows and columns for min_blocks: split rows further (MR-high blocks at least).

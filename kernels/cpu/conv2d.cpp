@@ -365,6 +365,11 @@ int thread_count(const ConvGeometry& g) {
 //   forward, deep layers by output width Q: 256 -> 1.2-1.4x (64 -> 64),
 //     1.15x (128 -> 64); 128 -> 1.1x; 64 and 32 -> 1.0x; 16 -> 0.7x
 //     (one 16-pixel vector per row: 8 FMAs per 9 loads);
+//   forward, few output channels K (the GEMM's A has K rows, so each packed
+//     im2col element serves only K of them and the packing weighs more):
+//     a grid of C 16-128 x K 16-128 x 16^2-96^2, batch 4 (session 23):
+//     K = 16 1.2-1.8x at every width; K = 32 1.1-1.4x (0.98-1.28 at 16^2);
+//     K = 64 1.0-1.2x from 32^2 on (0.9-1.04 at 16^2); K = 128 0.86-1.15x;
 //   weight gradient, 27 taps: 3x (pixels in the lanes; its register tile
 //     needs C*R*S <= 64);
 //   weight gradient, deeper (output channels in the lanes): 64 -> 64 at
@@ -385,7 +390,8 @@ bool direct_enabled() {
   return enabled;
 }
 bool direct_forward_wins(const ConvGeometry& g) {
-  return direct_enabled() && !g.is_pointwise() && (g.crs() <= 32 || g.Q >= 128) && conv2d_direct_forward_applies(g);
+  const bool wins = g.crs() <= 32 || g.Q >= 128 || g.K <= 32 || (g.K <= 64 && g.Q >= 32);
+  return direct_enabled() && !g.is_pointwise() && wins && conv2d_direct_forward_applies(g);
 }
 bool direct_weight_grad_wins(const ConvGeometry& g) {
   return direct_enabled() && !g.is_pointwise() && g.crs() <= 32 && conv2d_direct_weight_grad_applies(g);

@@ -234,8 +234,14 @@ TEST_CASE("conv2d direct forward on deep, wide layers, and the stride-1 backward
     CHECK(three == got);
     CHECK(dx_three == dx_got);
   }
-  // Narrow rows stay on the GEMM.
-  CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(1, 20, 5, 100, 11, 3, 3, 1, 1, 1, 1)));
+  // Narrow rows stay on the GEMM when K is large; few output channels go
+  // direct from 32 pixels wide (K <= 64) or at any width (K <= 32).
+  if (!direct_dispatch_off()) {
+    CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(1, 20, 5, 100, 96, 3, 3, 1, 1, 1, 1)));
+    CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(1, 20, 5, 16, 64, 3, 3, 1, 1, 1, 1)));
+    CHECK(kernels::cpu::conv2d_forward_takes_direct(make(1, 20, 5, 32, 64, 3, 3, 1, 1, 1, 1)));
+    CHECK(kernels::cpu::conv2d_forward_takes_direct(make(1, 20, 5, 16, 32, 3, 3, 1, 1, 1, 1)));
+  }
   // Valid padding (ph = 0): the flipped convolution of the backward-input pads by 2.
   {
     const ConvGeometry v = make(1, 6, 7, 140, 9, 3, 3);

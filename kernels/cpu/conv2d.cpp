@@ -378,7 +378,8 @@ int thread_count(const ConvGeometry& g) {
 //     with narrower rows it ties or loses (128 -> 256 at 64^2 1.0x,
 //     256 -> 256 at 64^2 0.9x, 512 -> 512 at 32^2 0.64x, 512 -> 1024 at
 //     16^2 0.44x, where its per-slab partial of dW, taps x K floats, is
-//     19 MB). So: rows of >= 128 pixels and a partial of at most 4 MiB.
+//     19 MB). So: rows of >= 128 pixels and a partial of at most 4 MiB;
+//     and for narrower rows, small dW (klanes_weight_grad_wins).
 // Pointwise convolutions stay plain GEMMs (nothing to pack but operands).
 // CRFSEG_CONV_DIRECT=0 in the environment keeps every convolution on the
 // GEMM path (for A/B timing of whole models; read once).
@@ -397,10 +398,18 @@ bool direct_weight_grad_wins(const ConvGeometry& g) {
   return direct_enabled() && !g.is_pointwise() && g.crs() <= 32 && conv2d_direct_weight_grad_applies(g);
 }
 bool klanes_weight_grad_wins(const ConvGeometry& g) {
+  // Narrower rows: where dW is small (C K <= 4096 for 3x3: 1.1-2.2x in
+  // session 23's grid, batch 4, 16^2 to 96^2; C K = 8192-16384 from 64
+  // wide: 1.1-1.35x; deeper, it ties or loses, above), and with at least 4
+  // slabs (its unit of work, 32 rows of one image) to share among threads.
+  // Not "one per thread": the result must not depend on the thread count.
+  const int64_t taps_k = g.crs() * g.K;
+  const bool narrow_wins = (taps_k <= 36864 || (g.Q >= 64 && taps_k <= 147456)) && g.N * ((g.P + 31) / 32) >= 4;
   // Its scratch holds one partial per 32-row slab of every image: at most
   // 2^24 floats (64 MiB) in all, else the GEMM (it needs none).
-  return direct_enabled() && !g.is_pointwise() && g.crs() > 32 && g.Q >= 128 && g.crs() * g.K <= (1 << 20) &&
-         conv2d_direct_weight_grad_klanes_partials(g) <= (int64_t{1} << 24) && conv2d_direct_forward_applies(g);
+  return direct_enabled() && !g.is_pointwise() && g.crs() > 32 && (g.Q >= 128 || narrow_wins) &&
+         taps_k <= (1 << 20) && conv2d_direct_weight_grad_klanes_partials(g) <= (int64_t{1} << 24) &&
+         conv2d_direct_forward_applies(g);
 }
 
 // The forward pass with the weights already packed (prepack_a's layout of

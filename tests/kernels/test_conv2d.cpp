@@ -290,13 +290,20 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
     CHECK(with_db == got);
     CHECK_CLOSE(as_double(db), as_double(db_want), 5e-4, 5e-4);
   }
-  // The dispatch: rows of >= 128 pixels, a dW of at most 2^20 floats, and
-  // at most 2^24 floats of per-slab partials.
+  // The dispatch: rows of >= 128 pixels (or small dW, below), a dW of at
+  // most 2^20 floats, and at most 2^24 floats of per-slab partials.
   if (direct_dispatch_off()) return;
   CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 64, 4, 256, 64, 3, 3, 1, 1, 1, 1)));
   CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 256, 512, 512, 256, 3, 3, 1, 1, 1, 1)));
   CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 64, 4, 100, 64, 3, 3, 1, 1, 1, 1)));
   CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(1, 512, 4, 128, 512, 3, 3, 1, 1, 1, 1)));
+  // Narrower rows: small dW with 4 or more 32-row slabs (batch 4 of 16^2:
+  // 4), or C K up to 16384 from 64 pixels wide.
+  CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(4, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(3, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1)));
+  CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(4, 128, 64, 64, 128, 3, 3, 1, 1, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(4, 128, 32, 32, 128, 3, 3, 1, 1, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(4, 256, 64, 64, 256, 3, 3, 1, 1, 1, 1)));
   // Through conv2d_backward_weight on a dispatched shape.
   const ConvGeometry g = make(1, 40, 6, 130, 20, 3, 3, 1, 1, 1, 1);
   REQUIRE(kernels::cpu::conv2d_weight_grad_takes_direct(g));  // (returned above if switched off)

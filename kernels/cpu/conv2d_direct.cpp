@@ -34,6 +34,7 @@ constexpr int64_t kSlabRows = 32;  // output rows per partial of the k-lanes wei
 #ifdef CRFSEG_DIRECT_X86
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // Per-thread scratch is allocated before a parallel region, one slice per
 // thread it may run, so that an out-of-memory error is thrown to the
@@ -185,13 +186,18 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
   // at C = 64, 256 wide) and the C R row pointers of the current output row.
   const int slots = parallel_slots(parallel);
   const CpuArray<float> ring_bufs = cpu_array<float>(slots * g.C * span * width);
-  std::vector<int64_t> slot_rows(static_cast<size_t>(slots * span));
-  std::vector<const float*> row_ptrs(static_cast<size_t>(slots * cr));
+  // Each thread's slot rows and row pointers start on their own cache line
+  // (+ 8 entries of 8 bytes): written every output row, they would
+  // otherwise share a line with the next thread's.
+  const int64_t slot_stride = round_up(span, 8) + 8, ptr_stride = round_up(cr, 8) + 8;
+  std::vector<int64_t> slot_rows(static_cast<size_t>(slots * slot_stride));
+  std::vector<const float*> row_ptrs(static_cast<size_t>(slots * ptr_stride));
 #pragma omp parallel if (parallel)
   {
     const int thread = omp_get_thread_num();
-    RowRing ring{g, width, span, ring_bufs.get() + thread * g.C * span * width, slot_rows.data() + thread * span};
-    const float** rows = row_ptrs.data() + thread * cr;
+    RowRing ring{g, width, span, ring_bufs.get() + thread * g.C * span * width,
+                 slot_rows.data() + thread * slot_stride};
+    const float** rows = row_ptrs.data() + thread * ptr_stride;
 #pragma omp for schedule(static)
     for (int64_t np = 0; np < g.N * g.P; ++np) {
       const int64_t n = np / g.P, p = np % g.P;

@@ -34,7 +34,6 @@ constexpr int64_t kSlabRows = 32;  // output rows per partial of the k-lanes wei
 #ifdef CRFSEG_DIRECT_X86
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // Per-thread scratch is allocated before a parallel region, one slice per
 // thread it may run, so that an out-of-memory error is thrown to the
@@ -186,10 +185,10 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
   // at C = 64, 256 wide) and the C R row pointers of the current output row.
   const int slots = parallel_slots(parallel);
   const CpuArray<float> ring_bufs = cpu_array<float>(slots * g.C * span * width);
-  // Each thread's slot rows and row pointers start on their own cache line
-  // (+ 8 entries of 8 bytes): written every output row, they would
-  // otherwise share a line with the next thread's.
-  const int64_t slot_stride = round_up(span, 8) + 8, ptr_stride = round_up(cr, 8) + 8;
+  // Each thread's slot rows and row pointers are written every output row:
+  // 8 unused entries (64 bytes) after each thread's keep it off the next
+  // thread's cache lines.
+  const int64_t slot_stride = span + 8, ptr_stride = cr + 8;
   std::vector<int64_t> slot_rows(static_cast<size_t>(slots * slot_stride));
   std::vector<const float*> row_ptrs(static_cast<size_t>(slots * ptr_stride));
 #pragma omp parallel if (parallel)

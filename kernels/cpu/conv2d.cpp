@@ -404,7 +404,8 @@ bool klanes_weight_grad_wins(const ConvGeometry& g) {
   // slabs (its unit of work, 32 rows of one image) to share among threads.
   // Not "one per thread": the result must not depend on the thread count.
   const int64_t taps_k = g.crs() * g.K;
-  const bool narrow_wins = (taps_k <= 36864 || (g.Q >= 64 && taps_k <= 147456)) && g.N * ((g.P + 31) / 32) >= 4;
+  const bool narrow_wins =
+      (taps_k <= 36864 || (g.Q >= 64 && taps_k <= 147456)) && conv2d_direct_weight_grad_klanes_slabs(g) >= 4;
   // Its scratch holds one partial per 32-row slab of every image: at most
   // 2^24 floats (64 MiB) in all, else the GEMM (it needs none).
   return direct_enabled() && !g.is_pointwise() && g.crs() > 32 && (g.Q >= 128 || narrow_wins) &&

@@ -552,8 +552,12 @@ bool conv2d_direct_forward_applies(const ConvGeometry& g) {
 #endif
 }
 
+int64_t conv2d_direct_weight_grad_klanes_slabs(const ConvGeometry& g) {
+  return g.N * ((g.P + kSlabRows - 1) / kSlabRows);
+}
+
 int64_t conv2d_direct_weight_grad_klanes_partials(const ConvGeometry& g) {
-  return g.N * ((g.P + kSlabRows - 1) / kSlabRows) * g.crs() * g.K;
+  return conv2d_direct_weight_grad_klanes_slabs(g) * g.crs() * g.K;
 }
 
 bool conv2d_direct_weight_grad_applies(const ConvGeometry& g) {

@@ -49,8 +49,10 @@ void conv2d_direct_backward_weight(const ConvGeometry& g, const float* dy, const
 // C*R*S; applies where the forward does). See conv2d_direct.cpp.
 void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw,
                                           float* db = nullptr);
-// Its scratch, in floats: one [C*R*S x K] partial per 32-row slab of every
-// image (before padding C*R*S and K to its blocks).
+// Its unit of work: a slab of 32 output rows of one image; N ceil(P / 32) of them.
+int64_t conv2d_direct_weight_grad_klanes_slabs(const ConvGeometry& g);
+// Its scratch, in floats: one [C*R*S x K] partial per slab (before padding
+// C*R*S and K to its blocks).
 int64_t conv2d_direct_weight_grad_klanes_partials(const ConvGeometry& g);
 
 }  // namespace crfseg::kernels::cpu

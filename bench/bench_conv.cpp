@@ -12,10 +12,18 @@
 // oneDNN runs with format_tag::any, so it picks its own blocked layouts
 // (nChw8c/nChw16c); only the primitive is timed, not reorders into or out
 // of those layouts. crfseg works on plain NCHW. That favours oneDNN.
+// crfseg's production path runs Winograd F(4x4, 3x3) on its deep 3x3
+// layers (kernels/cpu/conv2d_winograd.h); so the comparison is like for
+// like, oneDNN's own Winograd F(4x4, 3x3) ("oneDNN-winograd", where it has
+// one) runs beside its direct convolution, and the per-layer sums compare
+// crfseg with the faster of the two. "crfseg-gemm" rows time crfseg's
+// implicit-GEMM path on the passes that production sends elsewhere.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <unordered_map>
 #include <string>
 #include <vector>
@@ -163,7 +171,9 @@ struct DnnlConv {
     return m;
   }
 
-  explicit DnnlConv(const ConvGeometry& g) {
+  // algo: convolution_direct, or convolution_winograd (oneDNN throws
+  // dnnl::error where it has no such implementation for g or this CPU).
+  DnnlConv(const ConvGeometry& g, dnnl::algorithm algo) {
     using namespace dnnl;
     using dt = memory::data_type;
     const auto any = memory::format_tag::any;
@@ -174,7 +184,7 @@ struct DnnlConv {
     const memory::desc src({g.N, g.C, g.H, g.W}, dt::f32, any), wei({g.K, g.C, g.R, g.S}, dt::f32, any),
         bia({g.K}, dt::f32, memory::format_tag::a), dst({g.N, g.K, g.P, g.Q}, dt::f32, any);
     const convolution_forward::primitive_desc fpd(
-        convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct, src, wei, bia, dst,
+        convolution_forward::desc(prop_kind::forward_training, algo, src, wei, bia, dst,
                                   strides, dil, pad_l, pad_r),
         eng);
     fwd = convolution_forward(fpd);
@@ -183,14 +193,14 @@ struct DnnlConv {
                 {DNNL_ARG_BIAS, filled(fpd.bias_desc(), eng)},
                 {DNNL_ARG_DST, filled(fpd.dst_desc(), eng)}};
     const convolution_backward_data::primitive_desc dpd(
-        convolution_backward_data::desc(algorithm::convolution_direct, src, wei, dst, strides, dil, pad_l, pad_r),
+        convolution_backward_data::desc(algo, src, wei, dst, strides, dil, pad_l, pad_r),
         eng, fpd);
     bwd_data = convolution_backward_data(dpd);
     bwd_data_args = {{DNNL_ARG_DIFF_DST, filled(dpd.diff_dst_desc(), eng)},
                      {DNNL_ARG_WEIGHTS, filled(dpd.weights_desc(), eng)},
                      {DNNL_ARG_DIFF_SRC, filled(dpd.diff_src_desc(), eng)}};
     const convolution_backward_weights::primitive_desc wpd(
-        convolution_backward_weights::desc(algorithm::convolution_direct, src, wei, bia, dst, strides, dil, pad_l,
+        convolution_backward_weights::desc(algo, src, wei, bia, dst, strides, dil, pad_l,
                                            pad_r),
         eng, fpd);
     bwd_weights = convolution_backward_weights(wpd);
@@ -208,23 +218,33 @@ struct DnnlConv {
 
 // Issue #3's measure per layer: forward + backward-input + backward-weight
 // (+ bias), the sum of the three medians, crfseg's production path against
-// oneDNN's. Speed ratio = oneDNN's time / crfseg's (above 1: crfseg faster).
+// oneDNN's direct convolution and, where oneDNN has one for the layer, its
+// Winograd F(4x4, 3x3). Speed ratio = the faster oneDNN's time / crfseg's
+// (above 1: crfseg faster).
 void print_pass_sums(const std::vector<Row>& rows) {
+  const char* impls[] = {"crfseg", "oneDNN", "oneDNN-winograd"};
   std::vector<std::string> layers;
-  std::unordered_map<std::string, double> sum[2];
-  std::unordered_map<std::string, int> passes[2];
+  std::unordered_map<std::string, double> sum[3];
+  std::unordered_map<std::string, int> passes[3];
   for (const Row& r : rows) {
-    const int impl = r.impl == "crfseg" ? 0 : r.impl == "oneDNN" ? 1 : -1;
+    int impl = -1;
+    for (int i = 0; i < 3; ++i)
+      if (r.impl == impls[i]) impl = i;
     if (impl < 0 || !r.verified) continue;
-    if (sum[0].count(r.layer) == 0 && sum[1].count(r.layer) == 0) layers.push_back(r.layer);
+    if (std::find(layers.begin(), layers.end(), r.layer) == layers.end()) layers.push_back(r.layer);
     sum[impl][r.layer] += r.median_ms;
     ++passes[impl][r.layer];
   }
   if (layers.empty() || sum[1].empty()) return;
-  std::printf("\n| layer | crfseg fwd + bwd ms | oneDNN fwd + bwd ms | crfseg speed / oneDNN's |\n|---|---|---|---|\n");
+  std::printf("\n| layer | crfseg fwd + bwd ms | oneDNN direct ms | oneDNN Winograd ms | crfseg speed / best oneDNN's |\n"
+              "|---|---|---|---|---|\n");
   for (const std::string& l : layers) {
     if (passes[0][l] != 3 || passes[1][l] != 3) continue;  // a pass unverified: no sum
-    std::printf("| %s | %.2f | %.2f | %.2f |\n", l.c_str(), sum[0][l], sum[1][l], sum[1][l] / sum[0][l]);
+    const bool wino = passes[2][l] == 3;
+    const double best = wino ? std::min(sum[1][l], sum[2][l]) : sum[1][l];
+    char wino_ms[32] = "-";
+    if (wino) std::snprintf(wino_ms, sizeof wino_ms, "%.2f", sum[2][l]);
+    std::printf("| %s | %.2f | %.2f | %s | %.2f |\n", l.c_str(), sum[0][l], sum[1][l], wino_ms, best / sum[0][l]);
   }
 }
 
@@ -301,8 +321,9 @@ int main(int argc, char** argv) {
         [&] { kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data()); });
     // Passes the direct kernels take: their implicit-GEMM path too, verified the same way.
     namespace kc = kernels::cpu;
-    const bool direct_fwd = kc::conv2d_forward_takes_direct(g), direct_bwd_in = kc::conv2d_backward_input_takes_direct(g),
-               direct_bwd_w = kc::conv2d_weight_grad_takes_direct(g);
+    const bool direct_fwd = kc::conv2d_forward_takes_direct(g) || kc::conv2d_forward_takes_winograd(g),
+               direct_bwd_in = kc::conv2d_backward_input_takes_direct(g) || kc::conv2d_backward_input_takes_winograd(g),
+               direct_bwd_w = kc::conv2d_weight_grad_takes_direct(g) || kc::conv2d_weight_grad_takes_winograd(g);
     bool gemm_ok = false;
     if (direct_fwd || direct_bwd_in || direct_bwd_w) {
       FloatVec yg(y.size()), dxg(dx.size()), dwg(dw.size());
@@ -316,8 +337,17 @@ int main(int argc, char** argv) {
           [&] { kc::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data()); });
     }
 #ifdef CRFSEG_HAVE_DNNL
-    DnnlConv dnnl_conv(g);
+    DnnlConv dnnl_conv(g, dnnl::algorithm::convolution_direct);
     add("oneDNN", "forward", true, [&] { dnnl_conv.run(dnnl_conv.fwd, dnnl_conv.fwd_args); });
+    std::unique_ptr<DnnlConv> dnnl_wino;
+    if (g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1) {
+      try {
+        dnnl_wino = std::make_unique<DnnlConv>(g, dnnl::algorithm::convolution_winograd);
+      } catch (const dnnl::error&) {
+        // no Winograd implementation in this oneDNN for g on this CPU: no rows
+      }
+    }
+    if (dnnl_wino) add("oneDNN-winograd", "forward", true, [&] { dnnl_wino->run(dnnl_wino->fwd, dnnl_wino->fwd_args); });
 #endif
     add("crfseg", "backward-input", ok,
         [&] { kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data()); });
@@ -327,6 +357,10 @@ int main(int argc, char** argv) {
     }
 #ifdef CRFSEG_HAVE_DNNL
     add("oneDNN", "backward-input", true, [&] { dnnl_conv.run(dnnl_conv.bwd_data, dnnl_conv.bwd_data_args); });
+    if (dnnl_wino) {
+      add("oneDNN-winograd", "backward-input", true,
+          [&] { dnnl_wino->run(dnnl_wino->bwd_data, dnnl_wino->bwd_data_args); });
+    }
 #endif
     add("crfseg", "backward-weight+bias", ok,
         [&] { kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data(), db.data()); });
@@ -339,6 +373,10 @@ int main(int argc, char** argv) {
 #ifdef CRFSEG_HAVE_DNNL
     add("oneDNN", "backward-weight+bias", true,
         [&] { dnnl_conv.run(dnnl_conv.bwd_weights, dnnl_conv.bwd_weights_args); });
+    if (dnnl_wino) {
+      add("oneDNN-winograd", "backward-weight+bias", true,
+          [&] { dnnl_wino->run(dnnl_wino->bwd_weights, dnnl_wino->bwd_weights_args); });
+    }
 #endif
   }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/conv2d_direct.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
 #include "kernels/cpu/gemm/transpose_pack.h"
@@ -413,6 +414,40 @@ bool klanes_weight_grad_wins(const ConvGeometry& g) {
          conv2d_direct_forward_applies(g);
 }
 
+// Winograd F(4x4, 3x3) (conv2d_winograd.h) before both, for 3x3 stride-1
+// layers with enough channels. Measured in session 24 against the paths
+// above, batch 4 (ResNet shapes batch 8), 2 threads, time before / after:
+//   forward and backward-input, C and K >= 64: 64 -> 64 at 256^2 1.2x,
+//     64 -> 128 at 128^2 1.4-1.5x, 128 -> 128 at 128^2 and 128 -> 256 at
+//     64^2 1.9x, 256 -> 256 at 64^2 2.1x, 512 -> 512 at 32^2 2.0x,
+//     1024 -> 512 at 32^2 2.3x, 1024 -> 1024 at 16^2 1.4-1.6x; ResNet 64 at
+//     56^2 1.4x, 256 at 14^2 1.1x, but 512 at 7^2 0.9-1.0x (7 = 4 + 3: a
+//     quarter of the tiles' outputs are discarded); 32 -> 32 at 64^2 0.7x,
+//     3 -> 64 0.4x. So: C, K >= 64, outputs of 8 x 8 or more, and at least
+//     2^25 multiply-adds (a 64 -> 64 layer at 64^2 of one image ties).
+//   weight gradient: 128 -> 128 at 128^2 1.5x, 256 -> 256 at 64^2 2.1x,
+//     512 -> 512 at 32^2 2.0x, 512 -> 1024 at 16^2 1.8x; ties at 64
+//     channels (64 -> 64 at 256^2, 64 -> 128 at 128^2, 128 -> 64 at 256^2),
+//     0.9x on the ResNet shapes (at most 10^8 multiply-adds). So: C, K >=
+//     128 and at least 2^28 multiply-adds.
+// CRFSEG_CONV_WINOGRAD=0 in the environment turns it off (read once).
+bool winograd_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("CRFSEG_CONV_WINOGRAD");
+    return !(v && std::string(v) == "0");
+  }();
+  return enabled;
+}
+int64_t multiply_adds(const ConvGeometry& g) { return g.N * g.pq() * g.crs() * g.K; }
+bool winograd_forward_wins(const ConvGeometry& g) {
+  return winograd_enabled() && conv2d_winograd_applies(g) && std::min(g.C, g.K) >= 64 && std::min(g.P, g.Q) >= 8 &&
+         multiply_adds(g) >= (int64_t{1} << 25);
+}
+bool winograd_weight_grad_wins(const ConvGeometry& g) {
+  return winograd_enabled() && conv2d_winograd_applies(g) && std::min(g.C, g.K) >= 128 &&
+         multiply_adds(g) >= (int64_t{1} << 28);
+}
+
 // The forward pass with the weights already packed (prepack_a's layout of
 // the K x CRS weight matrix): they are the A operand of every block.
 void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed, const float* bias,
@@ -719,12 +754,15 @@ void col2im(const ConvGeometry& g, const T* col, T* dx_img) {
   }
 }
 
-bool conv2d_forward_takes_direct(const ConvGeometry& g) { return direct_forward_wins(g); }
+bool conv2d_forward_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
+bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
+bool conv2d_weight_grad_takes_winograd(const ConvGeometry& g) { return winograd_weight_grad_wins(g); }
+bool conv2d_forward_takes_direct(const ConvGeometry& g) { return !winograd_forward_wins(g) && direct_forward_wins(g); }
 bool conv2d_backward_input_takes_direct(const ConvGeometry& g) {
-  return backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
+  return !winograd_forward_wins(g) && backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
 }
 bool conv2d_weight_grad_takes_direct(const ConvGeometry& g) {
-  return direct_weight_grad_wins(g) || klanes_weight_grad_wins(g);
+  return !winograd_weight_grad_wins(g) && (direct_weight_grad_wins(g) || klanes_weight_grad_wins(g));
 }
 
 void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
@@ -739,6 +777,7 @@ void conv2d_backward_input_gemm(const ConvGeometry& g, const float* dy, const fl
 
 template <>
 void conv2d_forward<float>(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+  if (winograd_forward_wins(g)) return conv2d_winograd_forward(g, x, w, bias, y);
   if (direct_forward_wins(g)) return conv2d_direct_forward(g, x, w, bias, y);
   forward_f32(g, x, w, bias, y);
 }
@@ -749,6 +788,7 @@ void conv2d_forward<double>(const ConvGeometry& g, const double* x, const double
 }
 template <>
 void conv2d_backward_input<float>(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
+  if (winograd_forward_wins(g)) return conv2d_winograd_backward_input(g, dy, w, dx);
   backward_input_f32(g, dy, w, dx, /*allow_direct=*/true);
 }
 template <>
@@ -757,6 +797,11 @@ void conv2d_backward_input<double>(const ConvGeometry& g, const double* dy, cons
 }
 template <>
 void conv2d_backward_weight<float>(const ConvGeometry& g, const float* dy, const float* x, float* dw, float* db) {
+  if (winograd_weight_grad_wins(g)) {
+    conv2d_winograd_backward_weight(g, dy, x, dw);
+    if (db) conv2d_backward_bias(g, dy, db);
+    return;
+  }
   if (direct_weight_grad_wins(g)) return conv2d_direct_backward_weight(g, dy, x, dw, db);
   if (klanes_weight_grad_wins(g)) return conv2d_direct_backward_weight_klanes(g, dy, x, dw, db);
   backward_weight_f32(g, dy, x, dw);

@@ -37,24 +37,34 @@ constexpr int64_t kParallelMinWork = int64_t(1) << 20;
 void pack_a(const BlisConfig& cfg, bool trans_a, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
             int64_t kc, float alpha, float* dst) {
   const int64_t mr = cfg.mr;
+  if (trans_a) {
+    // A stores op(A)^T: for a fixed k the mc rows are one contiguous run,
+    // read once and dealt out to the micro-panels. (Panel by panel, each
+    // read 4 KiB-strided pieces of the same rows: with lda a multiple of
+    // 1024 they all fall in one L1 set.)
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = A + (p0 + k) * lda + i0;
+      for (int64_t ir = 0; ir < mc; ir += mr) {
+        const int64_t rows = std::min(mr, mc - ir);
+        float* out = dst + ir * kc + k * mr;
+        for (int64_t r = 0; r < rows; ++r) out[r] = alpha * src[ir + r];
+        for (int64_t r = rows; r < mr; ++r) out[r] = 0.0f;
+      }
+    }
+    return;
+  }
   for (int64_t ir = 0; ir < mc; ir += mr) {
     const int64_t rows = std::min(mr, mc - ir);
     float* panel = dst + ir * kc;
-    if (!trans_a && mr <= 16) {
+    if (mr <= 16) {
       // Each row of A is contiguous in k: a transposing copy (transpose_pack.h).
       const float* src[16];
       for (int64_t r = 0; r < rows; ++r) src[r] = A + (i0 + ir + r) * lda + p0;
       transpose_pack(src, static_cast<int>(rows), kc, alpha, panel, mr);
-    } else if (!trans_a) {
+    } else {
       for (int64_t r = 0; r < rows; ++r) {
         const float* src = A + (i0 + ir + r) * lda + p0;
         for (int64_t k = 0; k < kc; ++k) panel[k * mr + r] = alpha * src[k];
-      }
-    } else {
-      // A stores op(A)^T: for a fixed k the MR rows are contiguous.
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* src = A + (p0 + k) * lda + i0 + ir;
-        for (int64_t r = 0; r < rows; ++r) panel[k * mr + r] = alpha * src[r];
       }
     }
     // Zero rows past the edge: they produce zero rows of the temporary tile,

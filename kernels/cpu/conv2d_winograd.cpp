@@ -1,0 +1,345 @@
+// Winograd F(4x4, 3x3) convolution; the algorithm is described in conv2d_winograd.h.
+#include "kernels/cpu/conv2d_winograd.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/gemm/gemm.h"
+#include "tensor/cpu_allocator.h"
+#include "tensor/error.h"
+
+namespace crfseg::kernels::cpu {
+
+namespace {
+
+constexpr int kM = 4;           // output tile
+constexpr int kA = kM + 2;      // input tile (alpha)
+constexpr int kPoints = kA * kA;  // 36 independent products
+
+// Lavin's F(4, 3) matrices, interpolation points 0, 1, -1, 2, -2 and infinity.
+constexpr float kBT[kA][kA] = {
+    {4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+    {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1},
+};
+constexpr float kG[kA][3] = {
+    {1.0f / 4, 0, 0},
+    {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+    {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+    {1.0f / 24, 1.0f / 12, 1.0f / 6},
+    {1.0f / 24, -1.0f / 12, 1.0f / 6},
+    {0, 0, 1},
+};
+constexpr float kAT[kM][kA] = {
+    {1, 1, 1, 1, 1, 0},
+    {0, 1, -1, 2, -2, 0},
+    {0, 1, 1, 4, 4, 0},
+    {0, 1, -1, 8, -8, 1},
+};
+
+// Sixteen tiles (or filters) at a time, one per lane: the transforms are
+// the same few adds for every tile, so they vectorise across tiles. GCC's
+// vector extension (clang has it too) keeps this portable: with AVX-512 a
+// Vec16 is one zmm register.
+using Vec16 = float __attribute__((vector_size(64)));
+constexpr int kLanes = 16;
+
+#define FULLY_UNROLLED _Pragma("GCC unroll 8")
+
+// out [Ro x Ro] = L d L^T for L [Ro x Ci] and d [Ci x Ci], or, with
+// Transposed, out = L^T d L for L [Ci x Ro]. Every transform of the
+// algorithm is one of these "sandwiches". L is one of the constant
+// matrices above, so with the loops unrolled the zero terms drop out at
+// compile time (x * 0 is not x's to drop at run time: NaN and infinity).
+template <int Ro, int Ci, bool Transposed, typename LMat>
+[[gnu::always_inline]] inline void sandwich(const LMat& L, const Vec16 (&d)[Ci][Ci], Vec16 (&out)[Ro][Ro]) {
+  auto l = [&](int i, int j) { return Transposed ? L[j][i] : L[i][j]; };
+  Vec16 t[Ro][Ci];
+  FULLY_UNROLLED for (int i = 0; i < Ro; ++i) FULLY_UNROLLED for (int j = 0; j < Ci; ++j) {
+      Vec16 s = {};
+      FULLY_UNROLLED for (int m = 0; m < Ci; ++m) if (l(i, m) != 0.0f) s += l(i, m) * d[m][j];
+      t[i][j] = s;
+    }
+  FULLY_UNROLLED for (int i = 0; i < Ro; ++i) FULLY_UNROLLED for (int j = 0; j < Ro; ++j) {
+      Vec16 s = {};
+      FULLY_UNROLLED for (int m = 0; m < Ci; ++m) if (l(j, m) != 0.0f) s += t[i][m] * l(j, m);
+      out[i][j] = s;
+    }
+}
+
+inline Vec16 load16(const float* p) {
+  Vec16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+// The first n (<= 16) lanes of v to p.
+inline void store16(float* p, const Vec16& v, int64_t n) {
+  if (n == kLanes) {
+    std::memcpy(p, &v, sizeof v);  // one vector store (a variable length would call memmove)
+  } else {
+    for (int64_t l = 0; l < n; ++l) p[l] = v[l];
+  }
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// The tile grid of g's output: T tiles of kM x kM, tile t = (n, ty, tx).
+struct Tiles {
+  int64_t ty, tx, per_image, total;
+  explicit Tiles(const ConvGeometry& g)
+      : ty(ceil_div(g.P, kM)), tx(ceil_div(g.Q, kM)), per_image(ty * tx), total(g.N * ty * tx) {}
+};
+
+// Transform buffers are read 16 floats at a time from any start, so each
+// gets kLanes floats of zeros past its end.
+CpuArray<float> transform_buffer(int64_t n) {
+  CpuArray<float> b = cpu_array<float>(n + kLanes);
+  std::fill(b.get() + n, b.get() + n + kLanes, 0.0f);
+  return b;
+}
+
+// Per-thread scratch comes from before the parallel region (an
+// out-of-memory error then reaches the caller instead of terminating).
+int parallel_slots() { return omp_get_max_threads(); }
+
+// U[xi][k * C + c] = (G w[k,c] G^T)[xi]; with `flip`, of the kernel turned
+// by 180 degrees (the backward-input's), still in [k, c] order.
+void transform_filters(const ConvGeometry& g, const float* w, bool flip, float* U) {
+  const int64_t plane = g.K * g.C;
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < g.K; ++k)
+    for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
+      const int64_t n = std::min<int64_t>(kLanes, g.C - c0);
+      // Tap t of filter c0 + l to taps[t][l] (lane by lane into a vector
+      // would stall on store forwarding), then one load per tap.
+      float taps[9][kLanes] = {};
+      for (int64_t l = 0; l < n; ++l) {
+        const float* src = w + (k * g.C + c0 + l) * 9;
+        for (int t = 0; t < 9; ++t) taps[t][l] = src[flip ? 8 - t : t];
+      }
+      Vec16 f[3][3], u[kA][kA];
+      FULLY_UNROLLED for (int t = 0; t < 9; ++t) f[t / 3][t % 3] = load16(taps[t]);
+      sandwich<kA, 3, false>(kG, f, u);
+      FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(U + xi * plane + k * g.C + c0, u[xi / kA][xi % kA], n);
+    }
+}
+
+// dw[k,c] = G^T Wt[., k, c] G.
+void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw) {
+  const int64_t plane = g.K * g.C;
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < g.K; ++k)
+    for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
+      const int64_t n = std::min<int64_t>(kLanes, g.C - c0);
+      Vec16 m[kA][kA], f[3][3];
+      FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) m[xi / kA][xi % kA] = load16(Wt + xi * plane + k * g.C + c0);
+      sandwich<3, kA, true>(kG, m, f);
+      float taps[9][kLanes];
+      FULLY_UNROLLED for (int t = 0; t < 9; ++t) std::memcpy(taps[t], &f[t / 3][t % 3], sizeof(Vec16));
+      for (int64_t l = 0; l < n; ++l) {
+        float* dst = dw + (k * g.C + c0 + l) * 9;
+        for (int t = 0; t < 9; ++t) dst[t] = taps[t][l];
+      }
+    }
+}
+
+// V[xi][c * T + t] = (B^T d B)[xi] for the kA x kA input patch d of tile t
+// in channel c (zero outside the image). One task per (n, c, tile row).
+// Its kA input rows are first split by column modulo kM,
+//   cols[i][r][u] = x[row i, column kM u + r - pw],
+// so that column j of the patches of 16 neighbouring tiles u0.. is the
+// contiguous run cols[i][j % kM][u0 + j / kM ..].
+void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V) {
+  const int64_t plane = g.C * tl.total, span = round_up(tl.tx + 1, kLanes) + kLanes, width = kM * span;
+  const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * (kA * kM * span + width));
+#pragma omp parallel
+  {
+    float* cols = scratch.get() + omp_get_thread_num() * (kA * kM * span + width);
+    float* padded = cols + kA * kM * span;
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < g.N * g.C * tl.ty; ++task) {
+      const int64_t ty = task % tl.ty, c = task / tl.ty % g.C, n = task / tl.ty / g.C;
+      const float* xc = x + (n * g.C + c) * g.H * g.W;
+      for (int i = 0; i < kA; ++i) {
+        // padded[j] = x[h, j - pw] (zero outside), then split by j % kM.
+        const int64_t h = ty * kM - g.ph + i;
+        const int64_t lo = std::clamp<int64_t>(g.pw, 0, width), hi = std::clamp<int64_t>(g.pw + g.W, lo, width);
+        if (h < 0 || h >= g.H) {
+          std::fill(padded, padded + width, 0.0f);
+        } else {
+          std::fill(padded, padded + lo, 0.0f);
+          std::memcpy(padded + lo, xc + h * g.W + (lo - g.pw), static_cast<size_t>(hi - lo) * sizeof(float));
+          std::fill(padded + hi, padded + width, 0.0f);
+        }
+        float* ci = cols + i * kM * span;
+        for (int64_t u = 0; u < span; ++u)
+          for (int r = 0; r < kM; ++r) ci[r * span + u] = padded[kM * u + r];
+      }
+      float* out = V + c * tl.total + n * tl.per_image + ty * tl.tx;
+      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+        Vec16 d[kA][kA], v[kA][kA];
+        FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j)
+            d[i][j] = load16(cols + (i * kM + j % kM) * span + u0 + j / kM);
+        sandwich<kA, kA, false>(kBT, d, v);
+        const int64_t n16 = std::min<int64_t>(kLanes, tl.tx - u0);
+        FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane + u0, v[xi / kA][xi % kA], n16);
+      }
+    }
+  }
+}
+
+// Z[xi][k * T + t] = (A dY A^T)[xi] for the kM x kM tile t of dy[n,k]
+// (zero beyond the output), split by columns like transform_inputs.
+void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float* dy, float* Z) {
+  const int64_t plane = g.K * tl.total, span = round_up(tl.tx, kLanes), width = kM * span;
+  const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * (kM * kM * span + width));
+#pragma omp parallel
+  {
+    float* cols = scratch.get() + omp_get_thread_num() * (kM * kM * span + width);
+    float* padded = cols + kM * kM * span;
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < g.N * g.K * tl.ty; ++task) {
+      const int64_t ty = task % tl.ty, k = task / tl.ty % g.K, n = task / tl.ty / g.K;
+      const float* dk = dy + (n * g.K + k) * g.P * g.Q;
+      for (int i = 0; i < kM; ++i) {
+        const int64_t p = ty * kM + i;
+        if (p < g.P) {
+          std::memcpy(padded, dk + p * g.Q, static_cast<size_t>(g.Q) * sizeof(float));
+          std::fill(padded + g.Q, padded + width, 0.0f);
+        } else {
+          std::fill(padded, padded + width, 0.0f);
+        }
+        float* ci = cols + i * kM * span;
+        for (int64_t u = 0; u < span; ++u)
+          for (int r = 0; r < kM; ++r) ci[r * span + u] = padded[kM * u + r];
+      }
+      float* out = Z + k * tl.total + n * tl.per_image + ty * tl.tx;
+      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+        Vec16 d[kM][kM], z[kA][kA];
+        FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j)
+            d[i][j] = load16(cols + (i * kM + j) * span + u0);
+        sandwich<kA, kM, true>(kAT, d, z);
+        const int64_t n16 = std::min<int64_t>(kLanes, tl.tx - u0);
+        FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane + u0, z[xi / kA][xi % kA], n16);
+      }
+    }
+  }
+}
+
+// y[n,k] tile t = A^T M[., k, t] A (+ bias[k]), clipped to the output.
+void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, float* y) {
+  const int64_t plane = g.K * tl.total;
+#pragma omp parallel for schedule(static)
+  for (int64_t task = 0; task < g.N * g.K * tl.ty; ++task) {
+    const int64_t ty = task % tl.ty, k = task / tl.ty % g.K, n = task / tl.ty / g.K;
+    const float* in = M + k * tl.total + n * tl.per_image + ty * tl.tx;
+    float* yk = y + (n * g.K + k) * g.P * g.Q;
+    const float b = bias ? bias[k] : 0.0f;
+    const int64_t rows = std::min<int64_t>(kM, g.P - ty * kM);
+    for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+      Vec16 m[kA][kA], out[kM][kM];
+      FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) m[xi / kA][xi % kA] = load16(in + xi * plane + u0);
+      sandwich<kM, kA, false>(kAT, m, out);
+      const int64_t cols = std::min<int64_t>(kLanes * kM, g.Q - u0 * kM);
+      for (int64_t i = 0; i < rows; ++i) {
+        float* yrow = yk + (ty * kM + i) * g.Q + u0 * kM;
+        for (int64_t q = 0; q < cols; ++q) yrow[q] = out[i][q % kM][q / kM] + b;
+      }
+    }
+  }
+}
+
+void check_applies(const ConvGeometry& g, const char* op) {
+  CRFSEG_CHECK(conv2d_winograd_applies(g), NotImplementedError, op,
+               ": expected a 3x3 kernel, stride 1, dilation 1 and a non-empty output, got ", g.R, "x", g.S,
+               ", stride ", g.sh, "x", g.sw, ", dilation ", g.dh, "x", g.dw, ", output ", g.N, " x ", g.K, " x ",
+               g.P, " x ", g.Q);
+}
+
+// The transformed tiles of a whole batch take 36 / 16 = 2.25 times the
+// memory of its input and output: images go through in chunks whose
+// transformed inputs and outputs (per image 36 (C + K) tiles floats) fit
+// this many floats (64 MiB), one image at least. Deep layers, with few
+// tiles per image, still fold the whole batch into one set of GEMMs.
+constexpr int64_t kChunkFloats = int64_t{1} << 24;
+
+int64_t images_per_chunk(const ConvGeometry& g) {
+  const int64_t per_image = kPoints * (g.C + g.K) * Tiles(g).per_image;
+  const int64_t chunks = std::clamp<int64_t>(ceil_div(g.N * per_image, kChunkFloats), 1, g.N);
+  return ceil_div(g.N, chunks);
+}
+
+// g restricted to `images` images.
+ConvGeometry images(const ConvGeometry& g, int64_t count) {
+  ConvGeometry c = g;
+  c.N = count;
+  return c;
+}
+
+// y = the forward of g from transformed filters U, each U[xi] [K, C]
+// (row stride C), or with trans_u, [C, K] read transposed (row stride K).
+void forward_transformed(const ConvGeometry& g, const float* x, const float* U, bool trans_u, const float* bias,
+                         float* y) {
+  const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
+  const CpuArray<float> V = transform_buffer(kPoints * g.C * tiles);
+  const CpuArray<float> M = transform_buffer(kPoints * g.K * tiles);
+  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
+    const ConvGeometry gc = images(g, std::min(chunk, g.N - n0));
+    const Tiles tl(gc);
+    transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get());
+    for (int xi = 0; xi < kPoints; ++xi)
+      sgemm(trans_u, false, g.K, tl.total, g.C, 1.0f, U + xi * g.K * g.C, trans_u ? g.K : g.C,
+            V.get() + xi * g.C * tl.total, tl.total, 0.0f, M.get() + xi * g.K * tl.total, tl.total);
+    transform_outputs(gc, tl, M.get(), bias, y + n0 * g.K * g.P * g.Q);
+  }
+}
+
+}  // namespace
+
+bool conv2d_winograd_applies(const ConvGeometry& g) {
+  return g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.N > 0 && g.K > 0 &&
+         g.C > 0 && g.P > 0 && g.Q > 0;
+}
+
+void conv2d_winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+  check_applies(g, "conv2d_winograd_forward");
+  const CpuArray<float> U = cpu_array<float>(kPoints * g.K * g.C);
+  transform_filters(g, w, /*flip=*/false, U.get());
+  forward_transformed(g, x, U.get(), /*trans_u=*/false, bias, y);
+}
+
+void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
+  check_applies(g, "conv2d_winograd_backward_input");
+  // dx is the forward of dy with the flipped kernel, padding 2 - p.
+  ConvGeometry f = g;
+  f.C = g.K, f.H = g.P, f.W = g.Q;
+  f.K = g.C, f.P = g.H, f.Q = g.W;
+  f.ph = 2 - g.ph, f.pw = 2 - g.pw;
+  const CpuArray<float> U = cpu_array<float>(kPoints * g.K * g.C);
+  // The flipped kernel's transforms in [K, C] order are [f.C, f.K]: read transposed.
+  transform_filters(g, w, /*flip=*/true, U.get());
+  forward_transformed(f, dy, U.get(), /*trans_u=*/true, nullptr, dx);
+}
+
+void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+  check_applies(g, "conv2d_winograd_backward_weight");
+  const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
+  const CpuArray<float> V = transform_buffer(kPoints * g.C * tiles);
+  const CpuArray<float> Z = transform_buffer(kPoints * g.K * tiles);
+  const CpuArray<float> Wt = transform_buffer(kPoints * g.K * g.C);
+  // Chunks add into Wt in image order: the sum's order does not depend on threads.
+  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
+    const ConvGeometry gc = images(g, std::min(chunk, g.N - n0));
+    const Tiles tl(gc);
+    transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get());
+    transform_output_grads(gc, tl, dy + n0 * g.K * g.P * g.Q, Z.get());
+    for (int xi = 0; xi < kPoints; ++xi)
+      sgemm(false, true, g.K, g.C, tl.total, 1.0f, Z.get() + xi * g.K * tl.total, tl.total,
+            V.get() + xi * g.C * tl.total, tl.total, n0 == 0 ? 0.0f : 1.0f, Wt.get() + xi * g.K * g.C, g.C);
+  }
+  untransform_filters(g, Wt.get(), dw);
+}
+
+}  // namespace crfseg::kernels::cpu

@@ -1,0 +1,165 @@
+// Winograd F(4x4, 3x3) convolution (kernels/cpu/conv2d_winograd.h) against
+// the direct loops of kernels::ref, forward and both backwards, on awkward
+// shapes: sizes 1 and primes, outputs that are not multiples of the 4x4
+// tile, rows of more than 16 tiles (a second group of lanes), paddings 0-3
+// (the backward-input's flipped padding 2 - p goes negative at 3), channel
+// counts off the 16-lane groups; a batch large enough to go through in
+// chunks (checked against the GEMM path); thread-count independence; the
+// dispatch rules; the error on a geometry it does not handle.
+#include <omp.h>
+
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/conv2d_winograd.h"
+#include "kernels/ref/conv2d.h"
+#include "tensor/error.h"
+#include "tests/support/helpers.h"
+
+using namespace crfseg;
+using namespace crfseg::test;
+using kernels::ConvGeometry;
+
+namespace {
+
+ConvGeometry make3x3(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t pad) {
+  ConvGeometry g;
+  g.N = N, g.C = C, g.H = H, g.W = W, g.K = K, g.R = 3, g.S = 3;
+  g.ph = g.pw = pad;
+  g.P = H + 2 * pad - 2;
+  g.Q = W + 2 * pad - 2;
+  return g;
+}
+
+std::string describe(const ConvGeometry& g) {
+  return "N" + std::to_string(g.N) + " C" + std::to_string(g.C) + " " + std::to_string(g.H) + "x" +
+         std::to_string(g.W) + " K" + std::to_string(g.K) + " pad " + std::to_string(g.ph) + "," +
+         std::to_string(g.pw);
+}
+
+std::vector<float> random_floats(int64_t n, uint64_t seed) {
+  Generator gen(seed);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = static_cast<float>(2.0 * gen.uniform_f64() - 1.0);
+  return v;
+}
+
+std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+struct Outputs {
+  std::vector<float> y, dx, dw;
+};
+
+Outputs winograd(const ConvGeometry& g, const std::vector<float>& x, const std::vector<float>& w,
+                 const std::vector<float>& b, const std::vector<float>& dy) {
+  Outputs o{std::vector<float>(dy.size(), 7.0f), std::vector<float>(x.size(), 7.0f),
+            std::vector<float>(w.size(), 7.0f)};
+  kernels::cpu::conv2d_winograd_forward(g, x.data(), w.data(), b.empty() ? nullptr : b.data(), o.y.data());
+  kernels::cpu::conv2d_winograd_backward_input(g, dy.data(), w.data(), o.dx.data());
+  kernels::cpu::conv2d_winograd_backward_weight(g, dy.data(), x.data(), o.dw.data());
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the reference on awkward shapes") {
+  const std::vector<ConvGeometry> gs = {
+      make3x3(1, 1, 3, 3, 1, 0),     // one output pixel: a single tile, 15 of its outputs discarded
+      make3x3(1, 1, 1, 1, 1, 1),     // a 1x1 image, padded
+      make3x3(2, 3, 7, 13, 5, 1),    // primes; Q = 13 = 3 tiles + 1
+      make3x3(1, 2, 5, 6, 3, 2),     // padding 2: the flipped backward-input pads 0
+      make3x3(1, 2, 5, 6, 3, 3),     // padding 3: the flipped one pads -1
+      make3x3(3, 17, 9, 71, 19, 1),  // 18 tiles per row (a second lane group of 2), C, K = 16 + 1, 16 + 3
+      make3x3(2, 20, 37, 19, 7, 0),  // valid padding, P = 35, Q = 17
+      make3x3(1, 33, 8, 8, 1, 1),    // K = 1, C past two lane groups
+  };
+  for (const ConvGeometry& g : gs) {
+    INFO(describe(g));
+    REQUIRE(kernels::cpu::conv2d_winograd_applies(g));
+    const auto x = random_floats(g.N * g.C * g.hw(), 1), w = random_floats(g.K * g.crs(), 2),
+               b = random_floats(g.K, 3), dy = random_floats(g.N * g.K * g.pq(), 4);
+    std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+    kernels::ref::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data());
+    kernels::ref::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data());
+    kernels::ref::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
+    const Outputs got = winograd(g, x, w, b, dy);
+    CHECK_CLOSE(as_double(got.y), as_double(y), 2e-4, 2e-4);
+    CHECK_CLOSE(as_double(got.dx), as_double(dx), 2e-4, 2e-4);
+    CHECK_CLOSE(as_double(got.dw), as_double(dw), 2e-4, 2e-4);
+    // Without a bias.
+    std::vector<float> y0(dy.size()), got0(dy.size(), 7.0f);
+    kernels::ref::conv2d_forward<float>(g, x.data(), w.data(), nullptr, y0.data());
+    kernels::cpu::conv2d_winograd_forward(g, x.data(), w.data(), nullptr, got0.data());
+    CHECK_CLOSE(as_double(got0), as_double(y0), 2e-4, 2e-4);
+  }
+}
+
+TEST_CASE("conv2d Winograd: a batch in several chunks, against the GEMM path; any thread count gives the same bits") {
+  // 3 images of 64 -> 64 channels at 172^2: 43^2 tiles per image, whose
+  // transforms (36 x 128 floats per tile) overflow one 2^24-float chunk,
+  // so the images go in chunks of 2 and 1 (the weight gradient adds the
+  // second chunk's product into the first's).
+  const ConvGeometry g = make3x3(3, 64, 172, 172, 64, 1);
+  const auto x = random_floats(g.N * g.C * g.hw(), 5), w = random_floats(g.K * g.crs(), 6),
+             b = random_floats(g.K, 7), dy = random_floats(g.N * g.K * g.pq(), 8);
+  std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+  kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data());
+  kernels::cpu::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx.data());
+  kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
+  const Outputs got = winograd(g, x, w, b, dy);
+  // Sums of 576 terms (dw: 88752) of magnitude <= 1: the tolerance scales with them.
+  CHECK_CLOSE(as_double(got.y), as_double(y), 1e-3, 1e-4);
+  CHECK_CLOSE(as_double(got.dx), as_double(dx), 1e-3, 1e-4);
+  CHECK_CLOSE(as_double(got.dw), as_double(dw), 2e-2, 1e-4);
+
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(3);
+  const Outputs three = winograd(g, x, w, b, dy);
+  omp_set_num_threads(saved);
+  CHECK(three.y == got.y);
+  CHECK(three.dx == got.dx);
+  CHECK(three.dw == got.dw);
+}
+
+TEST_CASE("conv2d Winograd: where conv2d dispatches to it, and the error where it does not apply") {
+  namespace kc = kernels::cpu;
+  const char* v = std::getenv("CRFSEG_CONV_WINOGRAD");
+  if (!(v && std::string(v) == "0")) {
+    // The U-Net's 64-channel and deeper 3x3 layers, batch 4.
+    CHECK(kc::conv2d_forward_takes_winograd(make3x3(4, 64, 256, 256, 64, 1)));
+    CHECK(kc::conv2d_backward_input_takes_winograd(make3x3(4, 1024, 16, 16, 1024, 1)));
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 128, 128, 128, 128, 1)));
+    CHECK_FALSE(kc::conv2d_forward_takes_direct(make3x3(4, 64, 256, 256, 64, 1)));
+    // Too few channels, too small an output, too little work; the weight
+    // gradient needs 128 channels.
+    CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 3, 256, 256, 64, 1)));
+    CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(8, 512, 7, 7, 512, 1)));
+    CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(1, 64, 24, 24, 64, 1)));
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 64, 256, 256, 64, 1)));
+    // Through conv2d_forward / conv2d_backward_* on a dispatched shape.
+    const ConvGeometry g = make3x3(1, 128, 24, 20, 128, 1);
+    REQUIRE(kc::conv2d_forward_takes_winograd(g));
+    const auto x = random_floats(g.N * g.C * g.hw(), 9), w = random_floats(g.K * g.crs(), 10),
+               b = random_floats(g.K, 11), dy = random_floats(g.N * g.K * g.pq(), 12);
+    std::vector<float> y(dy.size()), got(dy.size(), 7.0f), dx(x.size()), dx_got(x.size(), 7.0f);
+    kernels::ref::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data());
+    kc::conv2d_forward<float>(g, x.data(), w.data(), b.data(), got.data());
+    CHECK_CLOSE(as_double(got), as_double(y), 1e-3, 1e-4);
+    kernels::ref::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data());
+    kc::conv2d_backward_input<float>(g, dy.data(), w.data(), dx_got.data());
+    CHECK_CLOSE(as_double(dx_got), as_double(dx), 1e-3, 1e-4);
+  }
+  ConvGeometry five = make3x3(1, 2, 9, 9, 2, 1);
+  five.R = five.S = 5;
+  five.P = five.Q = 7;
+  std::vector<float> x(2 * 81), w(2 * 2 * 25), y(2 * 49);
+  CHECK_FALSE(kc::conv2d_winograd_applies(five));
+  CHECK_THROWS_WITH_AS(kc::conv2d_winograd_forward(five, x.data(), w.data(), nullptr, y.data()),
+                       doctest::Contains("conv2d_winograd_forward: expected a 3x3 kernel"), NotImplementedError);
+  ConvGeometry strided = make3x3(1, 2, 9, 9, 2, 1);
+  strided.sh = strided.sw = 2;
+  strided.P = strided.Q = 5;
+  CHECK_THROWS_WITH_AS(kc::conv2d_winograd_backward_weight(strided, y.data(), x.data(), w.data()),
+                       doctest::Contains("got 3x3, stride 2x2"), NotImplementedError);
+}

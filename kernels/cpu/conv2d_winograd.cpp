@@ -4,8 +4,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <memory>
+#include <vector>
 #include <cstring>
 
+#include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
 #include "tensor/cpu_allocator.h"
 #include "tensor/error.h"
@@ -82,6 +85,23 @@ inline void store16(float* p, const Vec16& v, int64_t n) {
   }
 }
 
+// out[kM u + j] = v[j][u] for the 16 lanes u of the kM = 4 vectors v[j]:
+// 16 output tiles' columns back into 64 consecutive pixels of a row.
+static_assert(kM == 4, "interleave4 puts 4 columns together");
+inline void interleave4(const Vec16 (&v)[kM], float* out) {
+  const Vec16 ab_lo = __builtin_shufflevector(v[0], v[1], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const Vec16 ab_hi = __builtin_shufflevector(v[0], v[1], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const Vec16 cd_lo = __builtin_shufflevector(v[2], v[3], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const Vec16 cd_hi = __builtin_shufflevector(v[2], v[3], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const Vec16 o[4] = {
+      __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23),
+      __builtin_shufflevector(ab_lo, cd_lo, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31),
+      __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23),
+      __builtin_shufflevector(ab_hi, cd_hi, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31),
+  };
+  std::memcpy(out, o, sizeof o);
+}
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
@@ -145,47 +165,60 @@ void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw) {
     }
 }
 
-// V[xi][c * T + t] = (B^T d B)[xi] for the kA x kA input patch d of tile t
-// in channel c (zero outside the image). One task per (n, c, tile row).
-// Its kA input rows are first split by column modulo kM,
+// Floats of scratch transform_input_row needs: the split rows and one
+// padded row. `span` is its split rows' length.
+int64_t input_row_span(const Tiles& tl) { return round_up(tl.tx + 1, kLanes) + kLanes; }
+int64_t input_row_scratch(const Tiles& tl) { return (kA + 1) * kM * input_row_span(tl); }
+
+// out[xi * plane + u] = (B^T d B)[xi] for the kA x kA input patch d of
+// tile (n, ty, u) in channel c, u < tiles per row (zero outside the image).
+// The kA input rows are first split by column modulo kM,
 //   cols[i][r][u] = x[row i, column kM u + r - pw],
 // so that column j of the patches of 16 neighbouring tiles u0.. is the
 // contiguous run cols[i][j % kM][u0 + j / kM ..].
+void transform_input_row(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty,
+                         float* scratch, float* out, int64_t plane) {
+  const int64_t span = input_row_span(tl), width = kM * span;
+  float* cols = scratch;
+  float* padded = cols + kA * kM * span;
+  const float* xc = x + (n * g.C + c) * g.H * g.W;
+  for (int i = 0; i < kA; ++i) {
+    // padded[j] = x[h, j - pw] (zero outside), then split by j % kM.
+    const int64_t h = ty * kM - g.ph + i;
+    const int64_t lo = std::clamp<int64_t>(g.pw, 0, width), hi = std::clamp<int64_t>(g.pw + g.W, lo, width);
+    if (h < 0 || h >= g.H) {
+      std::fill(padded, padded + width, 0.0f);
+    } else {
+      std::fill(padded, padded + lo, 0.0f);
+      std::memcpy(padded + lo, xc + h * g.W + (lo - g.pw), static_cast<size_t>(hi - lo) * sizeof(float));
+      std::fill(padded + hi, padded + width, 0.0f);
+    }
+    float* ci = cols + i * kM * span;
+    for (int64_t u = 0; u < span; ++u)
+      for (int r = 0; r < kM; ++r) ci[r * span + u] = padded[kM * u + r];
+  }
+  for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+    Vec16 d[kA][kA], v[kA][kA];
+    FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j)
+        d[i][j] = load16(cols + (i * kM + j % kM) * span + u0 + j / kM);
+    sandwich<kA, kA, false>(kBT, d, v);
+    const int64_t n16 = std::min<int64_t>(kLanes, tl.tx - u0);
+    FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane + u0, v[xi / kA][xi % kA], n16);
+  }
+}
+
+// V[xi][c * T + t] = (B^T d B)[xi] for every tile t and channel c: one
+// task per (n, c, tile row).
 void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V) {
-  const int64_t plane = g.C * tl.total, span = round_up(tl.tx + 1, kLanes) + kLanes, width = kM * span;
-  const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * (kA * kM * span + width));
+  const int64_t plane = g.C * tl.total, per_thread = input_row_scratch(tl);
+  const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * per_thread);
 #pragma omp parallel
   {
-    float* cols = scratch.get() + omp_get_thread_num() * (kA * kM * span + width);
-    float* padded = cols + kA * kM * span;
+    float* mine = scratch.get() + omp_get_thread_num() * per_thread;
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < g.N * g.C * tl.ty; ++task) {
       const int64_t ty = task % tl.ty, c = task / tl.ty % g.C, n = task / tl.ty / g.C;
-      const float* xc = x + (n * g.C + c) * g.H * g.W;
-      for (int i = 0; i < kA; ++i) {
-        // padded[j] = x[h, j - pw] (zero outside), then split by j % kM.
-        const int64_t h = ty * kM - g.ph + i;
-        const int64_t lo = std::clamp<int64_t>(g.pw, 0, width), hi = std::clamp<int64_t>(g.pw + g.W, lo, width);
-        if (h < 0 || h >= g.H) {
-          std::fill(padded, padded + width, 0.0f);
-        } else {
-          std::fill(padded, padded + lo, 0.0f);
-          std::memcpy(padded + lo, xc + h * g.W + (lo - g.pw), static_cast<size_t>(hi - lo) * sizeof(float));
-          std::fill(padded + hi, padded + width, 0.0f);
-        }
-        float* ci = cols + i * kM * span;
-        for (int64_t u = 0; u < span; ++u)
-          for (int r = 0; r < kM; ++r) ci[r * span + u] = padded[kM * u + r];
-      }
-      float* out = V + c * tl.total + n * tl.per_image + ty * tl.tx;
-      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
-        Vec16 d[kA][kA], v[kA][kA];
-        FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j)
-            d[i][j] = load16(cols + (i * kM + j % kM) * span + u0 + j / kM);
-        sandwich<kA, kA, false>(kBT, d, v);
-        const int64_t n16 = std::min<int64_t>(kLanes, tl.tx - u0);
-        FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane + u0, v[xi / kA][xi % kA], n16);
-      }
+      transform_input_row(g, tl, x, n, c, ty, mine, V + c * tl.total + n * tl.per_image + ty * tl.tx, plane);
     }
   }
 }
@@ -228,26 +261,40 @@ void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float*
   }
 }
 
-// y[n,k] tile t = A^T M[., k, t] A (+ bias[k]), clipped to the output.
+// Output tile row (n, ty) of channel k: tile u = A^T in[., u] A (+ bias),
+// in[xi * plane + u], clipped to the output. Reads up to 15 floats past
+// each row of in (lanes it then ignores).
+void transform_output_row(const ConvGeometry& g, const Tiles& tl, const float* in, int64_t plane, int64_t n,
+                          int64_t k, int64_t ty, const float* bias, float* y) {
+  float* yk = y + (n * g.K + k) * g.P * g.Q;
+  const float b = bias ? bias[k] : 0.0f;
+  const int64_t rows = std::min<int64_t>(kM, g.P - ty * kM);
+  for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+    Vec16 m[kA][kA], out[kM][kM];
+    FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) m[xi / kA][xi % kA] = load16(in + xi * plane + u0);
+    sandwich<kM, kA, false>(kAT, m, out);
+    const int64_t cols = std::min<int64_t>(kLanes * kM, g.Q - u0 * kM);
+    for (int64_t i = 0; i < rows; ++i) {
+      float* yrow = yk + (ty * kM + i) * g.Q + u0 * kM;
+      FULLY_UNROLLED for (int j = 0; j < kM; ++j) out[i][j] += b;
+      if (cols == kLanes * kM) {
+        interleave4(out[i], yrow);
+      } else {
+        float row[kLanes * kM];
+        interleave4(out[i], row);
+        std::copy(row, row + cols, yrow);
+      }
+    }
+  }
+}
+
+// y = A^T M[., k, t] A (+ bias[k]) for every tile t and channel k.
 void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, float* y) {
-  const int64_t plane = g.K * tl.total;
 #pragma omp parallel for schedule(static)
   for (int64_t task = 0; task < g.N * g.K * tl.ty; ++task) {
     const int64_t ty = task % tl.ty, k = task / tl.ty % g.K, n = task / tl.ty / g.K;
-    const float* in = M + k * tl.total + n * tl.per_image + ty * tl.tx;
-    float* yk = y + (n * g.K + k) * g.P * g.Q;
-    const float b = bias ? bias[k] : 0.0f;
-    const int64_t rows = std::min<int64_t>(kM, g.P - ty * kM);
-    for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
-      Vec16 m[kA][kA], out[kM][kM];
-      FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) m[xi / kA][xi % kA] = load16(in + xi * plane + u0);
-      sandwich<kM, kA, false>(kAT, m, out);
-      const int64_t cols = std::min<int64_t>(kLanes * kM, g.Q - u0 * kM);
-      for (int64_t i = 0; i < rows; ++i) {
-        float* yrow = yk + (ty * kM + i) * g.Q + u0 * kM;
-        for (int64_t q = 0; q < cols; ++q) yrow[q] = out[i][q % kM][q / kM] + b;
-      }
-    }
+    transform_output_row(g, tl, M + k * tl.total + n * tl.per_image + ty * tl.tx, g.K * tl.total, n, k, ty, bias,
+                         y);
   }
 }
 
@@ -280,8 +327,15 @@ ConvGeometry images(const ConvGeometry& g, int64_t count) {
 
 // y = the forward of g from transformed filters U, each U[xi] [K, C]
 // (row stride C), or with trans_u, [C, K] read transposed (row stride K).
+void forward_banded(const ConvGeometry& g, const float* x, const float* U, bool trans_u, const float* bias,
+                    float* y);
 void forward_transformed(const ConvGeometry& g, const float* x, const float* U, bool trans_u, const float* bias,
                          float* y) {
+  // Banded while U is small enough to re-read per band (session 24, batch
+  // 4, 2 threads: 64 -> 64 at 256^2 47.8 -> 42.8 ms, 128 -> 128 at 128^2
+  // 30.8 -> 27.6, 256 -> 256 at 64^2 28.4 -> 24.4; but 512 -> 512 at 32^2
+  // 29 -> 32 and 1024 -> 1024 at 16^2 40 -> 98).
+  if (g.C * g.K <= 256 * 256) return forward_banded(g, x, U, trans_u, bias, y);
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
   const CpuArray<float> V = transform_buffer(kPoints * g.C * tiles);
   const CpuArray<float> M = transform_buffer(kPoints * g.K * tiles);
@@ -293,6 +347,64 @@ void forward_transformed(const ConvGeometry& g, const float* x, const float* U, 
       sgemm(trans_u, false, g.K, tl.total, g.C, 1.0f, U + xi * g.K * g.C, trans_u ? g.K : g.C,
             V.get() + xi * g.C * tl.total, tl.total, 0.0f, M.get() + xi * g.K * tl.total, tl.total);
     transform_outputs(gc, tl, M.get(), bias, y + n0 * g.K * g.P * g.Q);
+  }
+}
+
+// The forward in bands of tile rows, each band start to finish on one
+// thread: its inputs transformed into a buffer that stays in cache, 36
+// single-threaded GEMMs against U packed once for all bands, its outputs
+// transformed straight back. The whole-batch form above instead sends V
+// and M through memory (2 x 36 floats per tile and channel, each way);
+// this one reads U's packed panels once per band instead of once per call.
+// So bands of at least kBandTiles tiles (whole tile rows of one image).
+constexpr int64_t kBandTiles = 64;
+
+void forward_banded(const ConvGeometry& g, const float* x, const float* U, bool trans_u, const float* bias,
+                    float* y) {
+  const Tiles tl(g);
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int64_t band_rows = std::min(tl.ty, ceil_div(kBandTiles, tl.tx)), bands_per_image = ceil_div(tl.ty, band_rows);
+  const int64_t bt = band_rows * tl.tx;  // tiles per (full) band
+  std::vector<CpuArray<float>> packed;
+  for (int xi = 0; xi < kPoints; ++xi)
+    packed.push_back(prepack_a(cfg, trans_u, U + xi * g.K * g.C, trans_u ? g.K : g.C, g.K, g.C, 1.0f));
+  // Per thread: the band's V [36][C][bt], M [36][K][bt] (+ slack, read past
+  // by transform_output_row) and the row scratch.
+  const int64_t v_floats = kPoints * g.C * bt, m_floats = kPoints * g.K * bt + kLanes;
+  const int64_t per_thread = v_floats + m_floats + input_row_scratch(tl);
+  const int slots = parallel_slots();
+  const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
+  std::vector<std::unique_ptr<BlisWorkspace>> workspaces;
+  for (int t = 0; t < slots; ++t) {
+    workspaces.push_back(std::make_unique<BlisWorkspace>(cfg, g.C, bt));
+    std::fill_n(scratch.get() + t * per_thread + v_floats + m_floats - kLanes, kLanes, 0.0f);
+  }
+  AOperand a{};
+  a.packed_rows = round_up(g.K, cfg.mr);
+#pragma omp parallel
+  {
+    const int tid = omp_get_thread_num();
+    float* V = scratch.get() + tid * per_thread;
+    float* M = V + v_floats;
+    float* rows = M + m_floats;
+#pragma omp for schedule(static)
+    for (int64_t band = 0; band < g.N * bands_per_image; ++band) {
+      const int64_t n = band / bands_per_image, ty0 = band % bands_per_image * band_rows;
+      const int64_t nrows = std::min(band_rows, tl.ty - ty0), tiles = nrows * tl.tx;
+      for (int64_t c = 0; c < g.C; ++c)
+        for (int64_t r = 0; r < nrows; ++r)
+          transform_input_row(g, tl, x, n, c, ty0 + r, rows, V + c * tiles + r * tl.tx, g.C * tiles);
+      for (int xi = 0; xi < kPoints; ++xi) {
+        const MatrixOperand vb{V + xi * g.C * tiles, tiles, false};
+        const BPanelPacker packer{pack_b_matrix, &vb, pack_b_matrix_block};
+        AOperand ax = a;
+        ax.data = packed[xi].get();
+        blis_block(cfg, g.K, tiles, g.C, ax, packer, 0, 0.0f, M + xi * g.K * tiles, tiles, *workspaces[tid]);
+      }
+      for (int64_t k = 0; k < g.K; ++k)
+        for (int64_t r = 0; r < nrows; ++r)
+          transform_output_row(g, tl, M + k * tiles + r * tl.tx, g.K * tiles, n, k, ty0 + r, bias, y);
+    }
   }
 }
 

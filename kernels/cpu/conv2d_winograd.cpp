@@ -102,6 +102,23 @@ inline void interleave4(const Vec16 (&v)[kM], float* out) {
   std::memcpy(out, o, sizeof o);
 }
 
+// The inverse: cols[j * stride + u] = in[kM u + j] for 64 consecutive
+// floats of a row, split by column modulo 4 into 4 runs of 16.
+inline void deinterleave4(const float* in, float* cols, int64_t stride) {
+  const Vec16 o0 = load16(in), o1 = load16(in + 16), o2 = load16(in + 32), o3 = load16(in + 48);
+  const Vec16 ab_lo = __builtin_shufflevector(o0, o1, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+  const Vec16 cd_lo = __builtin_shufflevector(o0, o1, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  const Vec16 ab_hi = __builtin_shufflevector(o2, o3, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+  const Vec16 cd_hi = __builtin_shufflevector(o2, o3, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  const Vec16 r[4] = {
+      __builtin_shufflevector(ab_lo, ab_hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+      __builtin_shufflevector(ab_lo, ab_hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
+      __builtin_shufflevector(cd_lo, cd_hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+      __builtin_shufflevector(cd_lo, cd_hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
+  };
+  FULLY_UNROLLED for (int j = 0; j < 4; ++j) std::memcpy(cols + j * stride, &r[j], sizeof(Vec16));
+}
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
@@ -194,8 +211,7 @@ void transform_input_row(const ConvGeometry& g, const Tiles& tl, const float* x,
       std::fill(padded + hi, padded + width, 0.0f);
     }
     float* ci = cols + i * kM * span;
-    for (int64_t u = 0; u < span; ++u)
-      for (int r = 0; r < kM; ++r) ci[r * span + u] = padded[kM * u + r];
+    for (int64_t u = 0; u < span; u += kLanes) deinterleave4(padded + kM * u, ci + u, span);
   }
   for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
     Vec16 d[kA][kA], v[kA][kA];
@@ -245,8 +261,7 @@ void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float*
           std::fill(padded, padded + width, 0.0f);
         }
         float* ci = cols + i * kM * span;
-        for (int64_t u = 0; u < span; ++u)
-          for (int r = 0; r < kM; ++r) ci[r * span + u] = padded[kM * u + r];
+        for (int64_t u = 0; u < span; u += kLanes) deinterleave4(padded + kM * u, ci + u, span);
       }
       float* out = Z + k * tl.total + n * tl.per_image + ty * tl.tx;
       for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {

@@ -425,11 +425,15 @@ bool klanes_weight_grad_wins(const ConvGeometry& g) {
 //     quarter of the tiles' outputs are discarded); 32 -> 32 at 64^2 0.7x,
 //     3 -> 64 0.4x. So: C, K >= 64, outputs of 8 x 8 or more, and at least
 //     2^25 multiply-adds (a 64 -> 64 layer at 64^2 of one image ties).
-//   weight gradient: 128 -> 128 at 128^2 1.5x, 256 -> 256 at 64^2 2.1x,
-//     512 -> 512 at 32^2 2.0x, 512 -> 1024 at 16^2 1.8x; ties at 64
-//     channels (64 -> 64 at 256^2, 64 -> 128 at 128^2, 128 -> 64 at 256^2),
-//     0.9x on the ResNet shapes (at most 10^8 multiply-adds). So: C, K >=
-//     128 and at least 2^28 multiply-adds.
+//   weight gradient, in bands (C K <= 256^2, conv2d_winograd.h): 64 -> 64
+//     at 256^2 1.6x, 128 -> 64 at 256^2 1.7x, 64 -> 128 at 128^2 1.9x,
+//     128 -> 128 at 128^2 2.2x, 256 -> 128 at 128^2 2.5x, 128 -> 256 and
+//     256 -> 256 at 64^2 1.3-1.6x; ResNet batch 8: 64 at 56^2 1.5x, 128
+//     at 28^2 1.6x, 256 at 14^2 1.1x; small: 64 at 64^2 one image 2x, 64
+//     at 32^2 batch 4 1.2x. So: C, K >= 64 wherever it runs in bands.
+//   weight gradient, whole batch (deeper): 512 -> 512 at 32^2 2.0x,
+//     512 -> 1024 at 16^2 1.8x, but 512 at 7^2 batch 8 0.9x. So: C, K >=
+//     128, outputs of 16 x 16 or more and at least 2^28 multiply-adds.
 // CRFSEG_CONV_WINOGRAD=0 in the environment turns it off (read once).
 bool winograd_enabled() {
   static const bool enabled = [] {
@@ -444,8 +448,9 @@ bool winograd_forward_wins(const ConvGeometry& g) {
          multiply_adds(g) >= (int64_t{1} << 25);
 }
 bool winograd_weight_grad_wins(const ConvGeometry& g) {
-  return winograd_enabled() && conv2d_winograd_applies(g) && std::min(g.C, g.K) >= 128 &&
-         multiply_adds(g) >= (int64_t{1} << 28);
+  if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64) return false;
+  if (conv2d_winograd_weight_grad_in_bands(g)) return true;
+  return std::min(g.C, g.K) >= 128 && std::min(g.P, g.Q) >= 16 && multiply_adds(g) >= (int64_t{1} << 28);
 }
 
 // The forward pass with the weights already packed (prepack_a's layout of

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
+#include "kernels/cpu/gemm/transpose_pack.h"
 #include "tensor/cpu_allocator.h"
 #include "tensor/error.h"
 
@@ -239,39 +240,49 @@ void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, fl
   }
 }
 
-// Z[xi][k * T + t] = (A dY A^T)[xi] for the kM x kM tile t of dy[n,k]
-// (zero beyond the output), split by columns like transform_inputs.
+int64_t grad_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes); }
+int64_t grad_row_scratch(const Tiles& tl) { return (kM + 1) * kM * grad_row_span(tl); }
+
+// out[xi * plane + u] = (A dY A^T)[xi] for the kM x kM tile (n, ty, u) of
+// dy[n,k] (zero beyond the output), split by columns like the inputs.
+void transform_output_grad_row(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k,
+                               int64_t ty, float* scratch, float* out, int64_t plane) {
+  const int64_t span = grad_row_span(tl), width = kM * span;
+  float* cols = scratch;
+  float* padded = cols + kM * kM * span;
+  const float* dk = dy + (n * g.K + k) * g.P * g.Q;
+  for (int i = 0; i < kM; ++i) {
+    const int64_t p = ty * kM + i;
+    if (p < g.P) {
+      std::memcpy(padded, dk + p * g.Q, static_cast<size_t>(g.Q) * sizeof(float));
+      std::fill(padded + g.Q, padded + width, 0.0f);
+    } else {
+      std::fill(padded, padded + width, 0.0f);
+    }
+    float* ci = cols + i * kM * span;
+    for (int64_t u = 0; u < span; u += kLanes) deinterleave4(padded + kM * u, ci + u, span);
+  }
+  for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+    Vec16 d[kM][kM], z[kA][kA];
+    FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j)
+        d[i][j] = load16(cols + (i * kM + j) * span + u0);
+    sandwich<kA, kM, true>(kAT, d, z);
+    const int64_t n16 = std::min<int64_t>(kLanes, tl.tx - u0);
+    FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane + u0, z[xi / kA][xi % kA], n16);
+  }
+}
+
+// Z[xi][k * T + t] for every tile t and channel k: one task per (n, k, tile row).
 void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float* dy, float* Z) {
-  const int64_t plane = g.K * tl.total, span = round_up(tl.tx, kLanes), width = kM * span;
-  const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * (kM * kM * span + width));
+  const int64_t plane = g.K * tl.total, per_thread = grad_row_scratch(tl);
+  const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * per_thread);
 #pragma omp parallel
   {
-    float* cols = scratch.get() + omp_get_thread_num() * (kM * kM * span + width);
-    float* padded = cols + kM * kM * span;
+    float* mine = scratch.get() + omp_get_thread_num() * per_thread;
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < g.N * g.K * tl.ty; ++task) {
       const int64_t ty = task % tl.ty, k = task / tl.ty % g.K, n = task / tl.ty / g.K;
-      const float* dk = dy + (n * g.K + k) * g.P * g.Q;
-      for (int i = 0; i < kM; ++i) {
-        const int64_t p = ty * kM + i;
-        if (p < g.P) {
-          std::memcpy(padded, dk + p * g.Q, static_cast<size_t>(g.Q) * sizeof(float));
-          std::fill(padded + g.Q, padded + width, 0.0f);
-        } else {
-          std::fill(padded, padded + width, 0.0f);
-        }
-        float* ci = cols + i * kM * span;
-        for (int64_t u = 0; u < span; u += kLanes) deinterleave4(padded + kM * u, ci + u, span);
-      }
-      float* out = Z + k * tl.total + n * tl.per_image + ty * tl.tx;
-      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
-        Vec16 d[kM][kM], z[kA][kA];
-        FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j)
-            d[i][j] = load16(cols + (i * kM + j) * span + u0);
-        sandwich<kA, kM, true>(kAT, d, z);
-        const int64_t n16 = std::min<int64_t>(kLanes, tl.tx - u0);
-        FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane + u0, z[xi / kA][xi % kA], n16);
-      }
+      transform_output_grad_row(g, tl, dy, n, k, ty, mine, Z + k * tl.total + n * tl.per_image + ty * tl.tx, plane);
     }
   }
 }
@@ -423,7 +434,98 @@ void forward_banded(const ConvGeometry& g, const float* x, const float* U, bool 
   }
 }
 
+// B operand of the banded weight gradient: op(B)[t][c] = rows[c][t], the
+// transposed band of transformed inputs; packed 16 channels at a time
+// through transpose_pack (rows contiguous in t, the GEMM's depth).
+struct TransposedRows {
+  const float* data;
+  int64_t ld;
+};
+void pack_transposed_rows(const void* ctx, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr, float* dst) {
+  const auto& t = *static_cast<const TransposedRows*>(ctx);
+  for (int64_t c0 = 0; c0 < nr; c0 += kLanes) {
+    const int64_t width = std::min<int64_t>(kLanes, nr - c0);
+    const int rows = static_cast<int>(std::clamp<int64_t>(cols - c0, 0, width));
+    if (rows > 0) {
+      const float* src[kLanes];
+      for (int r = 0; r < rows; ++r) src[r] = t.data + (j0 + c0 + r) * t.ld + p0;
+      transpose_pack(src, rows, kc, 1.0f, dst + c0, nr);
+    }
+    if (rows < width)
+      for (int64_t k = 0; k < kc; ++k) std::fill(dst + k * nr + c0 + rows, dst + k * nr + c0 + width, 0.0f);
+  }
+}
+
+// The weight gradient in bands (as forward_banded): per band, V and Z in
+// cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. Each group of kWeightGroups
+// consecutive-band groups sums into its own partial Wt, one thread per
+// group, and the partials add up in group order: the same sums for any
+// thread count. (Partials are 36 K C floats each: for small K C only.)
+constexpr int64_t kWeightGroups = 4;
+
+void backward_weight_banded(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+  const Tiles tl(g);
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int64_t band_rows = std::min(tl.ty, ceil_div(kBandTiles, tl.tx)), bands_per_image = ceil_div(tl.ty, band_rows);
+  const int64_t bt = band_rows * tl.tx, bands = g.N * bands_per_image;
+  const int64_t per_group = ceil_div(bands, kWeightGroups), groups = ceil_div(bands, per_group);
+  const int64_t wt_floats = kPoints * g.K * g.C;
+  const CpuArray<float> partials = cpu_array<float>(groups * wt_floats + kLanes);
+  std::fill_n(partials.get() + groups * wt_floats, kLanes, 0.0f);
+  const int64_t v_floats = kPoints * g.C * bt, z_floats = kPoints * g.K * bt;
+  const int64_t per_thread = v_floats + z_floats + std::max(input_row_scratch(tl), grad_row_scratch(tl));
+  const int slots = parallel_slots();
+  const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
+  std::vector<std::unique_ptr<BlisWorkspace>> workspaces;
+  for (int t = 0; t < slots; ++t) workspaces.push_back(std::make_unique<BlisWorkspace>(cfg, bt, g.C));
+#pragma omp parallel
+  {
+    const int tid = omp_get_thread_num();
+    float* V = scratch.get() + tid * per_thread;
+    float* Z = V + v_floats;
+    float* rows = Z + z_floats;
+#pragma omp for schedule(static)
+    for (int64_t group = 0; group < groups; ++group) {
+      float* Wt = partials.get() + group * wt_floats;
+      for (int64_t band = group * per_group; band < std::min(bands, (group + 1) * per_group); ++band) {
+        const int64_t n = band / bands_per_image, ty0 = band % bands_per_image * band_rows;
+        const int64_t nrows = std::min(band_rows, tl.ty - ty0), tiles = nrows * tl.tx;
+        for (int64_t c = 0; c < g.C; ++c)
+          for (int64_t r = 0; r < nrows; ++r)
+            transform_input_row(g, tl, x, n, c, ty0 + r, rows, V + c * tiles + r * tl.tx, g.C * tiles);
+        for (int64_t k = 0; k < g.K; ++k)
+          for (int64_t r = 0; r < nrows; ++r)
+            transform_output_grad_row(g, tl, dy, n, k, ty0 + r, rows, Z + k * tiles + r * tl.tx, g.K * tiles);
+        const float beta = band == group * per_group ? 0.0f : 1.0f;
+        for (int xi = 0; xi < kPoints; ++xi) {
+          AOperand a{};
+          a.data = Z + xi * g.K * tiles;
+          a.ld = tiles;
+          const TransposedRows vt{V + xi * g.C * tiles, tiles};
+          const BPanelPacker packer{pack_transposed_rows, &vt};
+          blis_block(cfg, g.K, g.C, tiles, a, packer, 0, beta, Wt + xi * g.K * g.C, g.C, *workspaces[tid]);
+        }
+      }
+    }
+  }
+  float* Wt = partials.get();
+  for (int64_t group = 1; group < groups; ++group) {
+    const float* part = partials.get() + group * wt_floats;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < wt_floats; ++i) Wt[i] += part[i];
+  }
+  untransform_filters(g, Wt, dw);
+}
+
 }  // namespace
+
+bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
+  // Partials of 36 K C floats per group: small K C only. Fewer bands than
+  // groups would leave threads idle (the groups are the parallel work).
+  const Tiles tl(g);
+  const int64_t band_rows = std::min(tl.ty, ceil_div(kBandTiles, tl.tx));
+  return g.C * g.K <= 256 * 256 && g.N * ceil_div(tl.ty, band_rows) >= kWeightGroups;
+}
 
 bool conv2d_winograd_applies(const ConvGeometry& g) {
   return g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.N > 0 && g.K > 0 &&
@@ -452,6 +554,7 @@ void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, cons
 
 void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   check_applies(g, "conv2d_winograd_backward_weight");
+  if (conv2d_winograd_weight_grad_in_bands(g)) return backward_weight_banded(g, dy, x, dw);
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
   const CpuArray<float> V = transform_buffer(kPoints * g.C * tiles);
   const CpuArray<float> Z = transform_buffer(kPoints * g.K * tiles);

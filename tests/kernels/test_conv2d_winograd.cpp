@@ -3,11 +3,11 @@
 // shapes: sizes 1 and primes, outputs that are not multiples of the 4x4
 // tile, rows of more than 16 tiles (a second group of lanes), paddings 0-3
 // (the backward-input's flipped padding 2 - p goes negative at 3), channel
-// counts off the 16-lane groups; a batch large enough to go through in
-// chunks (checked against the GEMM path); thread-count independence; the
-// dispatch rules; the error on a geometry it does not handle. The forward
-// (and backward-input) runs in bands of tile rows for C K <= 256^2, over the
-// whole batch above: both are covered.
+// counts off the 16-lane groups. All passes run in bands of tile rows for
+// small C K and over the whole batch in chunks otherwise: both forms are
+// covered, the second with several chunks (against the GEMM path). Also:
+// thread-count independence, the dispatch rules, the error on a geometry
+// it does not handle.
 #include <omp.h>
 
 #include <cmath>
@@ -77,6 +77,7 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
       make3x3(2, 20, 37, 19, 7, 0),  // valid padding, P = 35, Q = 17
       make3x3(1, 33, 8, 8, 1, 1),    // K = 1, C past two lane groups
       make3x3(1, 5, 35, 64, 6, 1),   // 16 tiles per row: bands of 4 tile rows, 9 rows = 4 + 4 + 1
+      make3x3(2, 7, 35, 64, 6, 1),   // 6 bands: the weight gradient in bands, groups of 2, 2, 2
       make3x3(2, 260, 6, 7, 257, 1),  // C K > 256^2: the whole-batch forward instead of bands
   };
   for (const ConvGeometry& g : gs) {
@@ -106,24 +107,10 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
   }
 }
 
-TEST_CASE("conv2d Winograd: a batch in several chunks, against the GEMM path; any thread count gives the same bits") {
-  // 3 images of 64 -> 64 channels at 172^2: 43^2 tiles per image, whose
-  // transforms (36 x 128 floats per tile) overflow one 2^24-float chunk,
-  // so the images go in chunks of 2 and 1 (the weight gradient adds the
-  // second chunk's product into the first's).
-  const ConvGeometry g = make3x3(3, 64, 172, 172, 64, 1);
-  const auto x = random_floats(g.N * g.C * g.hw(), 5), w = random_floats(g.K * g.crs(), 6),
-             b = random_floats(g.K, 7), dy = random_floats(g.N * g.K * g.pq(), 8);
-  std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
-  kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data());
-  kernels::cpu::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx.data());
-  kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
-  const Outputs got = winograd(g, x, w, b, dy);
-  // Sums of 576 terms (dw: 88752) of magnitude <= 1: the tolerance scales with them.
-  CHECK_CLOSE(as_double(got.y), as_double(y), 1e-3, 1e-4);
-  CHECK_CLOSE(as_double(got.dx), as_double(dx), 1e-3, 1e-4);
-  CHECK_CLOSE(as_double(got.dw), as_double(dw), 2e-2, 1e-4);
-
+// Bitwise equal results on 3 threads and on the default count.
+void check_thread_independence(const ConvGeometry& g, const Outputs& got, const std::vector<float>& x,
+                               const std::vector<float>& w, const std::vector<float>& b,
+                               const std::vector<float>& dy) {
   const int saved = omp_get_max_threads();
   omp_set_num_threads(3);
   const Outputs three = winograd(g, x, w, b, dy);
@@ -131,6 +118,38 @@ TEST_CASE("conv2d Winograd: a batch in several chunks, against the GEMM path; an
   CHECK(three.y == got.y);
   CHECK(three.dx == got.dx);
   CHECK(three.dw == got.dw);
+}
+
+TEST_CASE("conv2d Winograd: the whole-batch form in several chunks, against the GEMM path") {
+  // C K > 256^2 runs over the whole batch, not in bands. 2 images of
+  // 260 -> 260 channels at 92^2: 23^2 tiles per image, whose transforms
+  // (36 x 520 floats per tile) overflow one 2^24-float chunk, so the images
+  // go one per chunk (the weight gradient adds the second chunk's product
+  // into the first's).
+  const ConvGeometry g = make3x3(2, 260, 92, 92, 260, 1);
+  REQUIRE_FALSE(kernels::cpu::conv2d_winograd_weight_grad_in_bands(g));
+  const auto x = random_floats(g.N * g.C * g.hw(), 5), w = random_floats(g.K * g.crs(), 6),
+             b = random_floats(g.K, 7), dy = random_floats(g.N * g.K * g.pq(), 8);
+  std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+  kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data());
+  kernels::cpu::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx.data());
+  kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
+  const Outputs got = winograd(g, x, w, b, dy);
+  // The random-walk bound of the test above, 2e-4 per sqrt(term).
+  CHECK_CLOSE(as_double(got.y), as_double(y), 2e-4 * std::sqrt(260.0 * 9), 1e-4);
+  CHECK_CLOSE(as_double(got.dx), as_double(dx), 2e-4 * std::sqrt(260.0 * 9), 1e-4);
+  CHECK_CLOSE(as_double(got.dw), as_double(dw), 2e-4 * std::sqrt(2.0 * 92 * 92), 1e-4);
+  check_thread_independence(g, got, x, w, b, dy);
+}
+
+TEST_CASE("conv2d Winograd: in bands, any thread count gives the same bits") {
+  // 3 images of 64 -> 48 channels at 60^2: 15 tiles per row, bands of 5
+  // tile rows, 3 per image: 9 bands in weight-gradient groups of 3.
+  const ConvGeometry g = make3x3(3, 64, 60, 60, 48, 1);
+  REQUIRE(kernels::cpu::conv2d_winograd_weight_grad_in_bands(g));
+  const auto x = random_floats(g.N * g.C * g.hw(), 15), w = random_floats(g.K * g.crs(), 16),
+             b = random_floats(g.K, 17), dy = random_floats(g.N * g.K * g.pq(), 18);
+  check_thread_independence(g, winograd(g, x, w, b, dy), x, w, b, dy);
 }
 
 TEST_CASE("conv2d Winograd: where conv2d dispatches to it, and the error where it does not apply") {
@@ -143,11 +162,17 @@ TEST_CASE("conv2d Winograd: where conv2d dispatches to it, and the error where i
     CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 128, 128, 128, 128, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_direct(make3x3(4, 64, 256, 256, 64, 1)));
     // Too few channels, too small an output, too little work; the weight
-    // gradient needs 128 channels.
+    // gradient in bands from 64 channels, over the whole batch from 128
+    // channels and 16 x 16 outputs.
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 3, 256, 256, 64, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(8, 512, 7, 7, 512, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(1, 64, 24, 24, 64, 1)));
-    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 64, 256, 256, 64, 1)));
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 64, 256, 256, 64, 1)));     // in bands
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 512, 32, 32, 512, 1)));     // whole batch
+    CHECK(kc::conv2d_winograd_weight_grad_in_bands(make3x3(4, 256, 64, 64, 256, 1)));
+    CHECK_FALSE(kc::conv2d_winograd_weight_grad_in_bands(make3x3(4, 512, 32, 32, 512, 1)));
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 512, 7, 7, 512, 1)));
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 48, 64, 64, 48, 1)));
     // Through conv2d_forward / conv2d_backward_* on a dispatched shape.
     const ConvGeometry g = make3x3(1, 128, 24, 20, 128, 1);
     REQUIRE(kc::conv2d_forward_takes_winograd(g));

@@ -489,8 +489,72 @@ void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<fl
   }
 }
 
+// Pointwise convolutions of small images (ResNet-50's layer4: 7^2 = 49
+// pixels) leave most of each image's last 32-column panel empty (49 of
+// 64 columns used) and give each thread only a few blocks. With the batch
+// folded into the GEMM's columns, j = n P Q + p, the whole batch is one
+// [K, N P Q] product; it goes through a temporary and is then laid out
+// NCHW (plus bias).
+constexpr int64_t kFoldPixels = 256;
+
+struct FoldedPointwiseCtx {
+  const float* x;  // [N, C, P Q]
+  int64_t C, pq;
+};
+// op(B)[c][j] = x[j / PQ, c, j % PQ]: contiguous runs within each image.
+void pack_folded_pointwise(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
+                           float* dst) {
+  const auto& ctx = *static_cast<const FoldedPointwiseCtx*>(ctx_ptr);
+  for (int64_t k = 0; k < kc; ++k) {
+    float* d = dst + k * nr;
+    for (int64_t j = j0; j < j0 + cols;) {
+      const int64_t n = j / ctx.pq, p = j % ctx.pq, len = std::min(ctx.pq - p, j0 + cols - j);
+      copy_floats(ctx.x + (n * ctx.C + p0 + k) * ctx.pq + p, len, d + (j - j0));
+      j += len;
+    }
+    std::fill(d + cols, d + nr, 0.0f);
+  }
+}
+
+void forward_pointwise_folded(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed,
+                              const float* bias, float* y) {
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int threads = thread_count(g);
+  const int64_t cols_total = g.N * g.pq();
+  const BlockGrid grid = choose_block_grid(cfg, g.K, cols_total, threads, kConvCols, /*a_prepacked=*/true);
+  const int64_t blocks = grid.row_blocks * grid.col_blocks;
+  const int64_t w_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
+  const CpuArray<float> tmp = cpu_array<float>(g.K * cols_total);
+  const FoldedPointwiseCtx ctx{x, g.C, g.pq()};
+#pragma omp parallel num_threads(threads)
+  {
+    const BlisWorkspace ws(cfg, g.C, grid.nb);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t i0 = (b / grid.col_blocks) * grid.mb, j0 = (b % grid.col_blocks) * grid.nb;
+      const int64_t m = std::min(grid.mb, g.K - i0), cols = std::min(grid.nb, cols_total - j0);
+      const AOperand a{w_packed.get(), 0, false, 1.0f, w_rows, i0};
+      blis_block(cfg, m, cols, g.C, a, {pack_folded_pointwise, &ctx}, j0, 0.0f, tmp.get() + i0 * cols_total + j0,
+                 cols_total, ws);
+    }
+  }
+  // tmp [K, N PQ] -> y [N, K, PQ], the bias added on the way.
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t t = 0; t < g.N * g.K; ++t) {
+    const int64_t n = t / g.K, k = t % g.K;
+    const float* src = tmp.get() + k * cols_total + n * g.pq();
+    float* dst = y + t * g.pq();
+    const float b = bias ? bias[k] : 0.0f;
+    for (int64_t p = 0; p < g.pq(); ++p) dst[p] = src[p] + b;
+  }
+}
+
 void forward_f32(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
   if (g.N == 0) return;
+  if (g.is_pointwise() && g.N > 1 && g.pq() < kFoldPixels) {
+    forward_pointwise_folded(g, x, prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f), bias, y);
+    return;
+  }
   forward_f32_packed(g, x, prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f), bias, y);
 }
 

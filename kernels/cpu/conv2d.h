@@ -13,7 +13,8 @@
 // their B-panel packers read im2col entries straight from the image into
 // the packed micro-panel (an "implicit im2col"); the weights are packed
 // once per call and shared by all threads. 1x1 stride-1 unpadded
-// convolutions are plain GEMMs over the pixels (no index arithmetic).
+// convolutions are plain GEMMs over the pixels (no index arithmetic); for
+// images under 256 pixels the batch is folded into one GEMM's columns.
 // The forward packs a whole block of columns row by row (each tap reads one
 // contiguous run of an input row). Backward-weight packs dy_n once per image
 // and splits the CRS columns among threads; for C >= 16 it reads the image

@@ -61,7 +61,9 @@ const std::vector<ConvGeometry>& geometries() {
       make(1, 2, 11, 11, 7, 3, 3, 2, 2),             // stride 2, no padding
       make(2, 3, 9, 10, 4, 3, 3, 1, 1, 2, 2, 2, 2),  // dilation 2
       make(1, 5, 6, 17, 3, 1, 5, 1, 1, 0, 2),        // 1x5 kernel, padding on W only
-      make(3, 17, 9, 9, 19, 1, 1),                   // pointwise: pure GEMM path
+      make(3, 17, 9, 9, 19, 1, 1),                   // pointwise: pure GEMM path (batch folded: 81 pixels)
+      make(4, 333, 5, 7, 29, 1, 1),                  // pointwise, batch folded: 140 columns across image edges, C > KC
+      make(2, 7, 16, 17, 5, 1, 1),                   // pointwise, 272 pixels: one GEMM per image
       make(2, 8, 9, 7, 6, 1, 1, 2, 2),               // 1x1 stride 2 (ResNet downsample): implicit path
       make(1, 3, 23, 23, 70, 7, 7, 2, 2, 3, 3),      // ResNet stem shape, K not a multiple of MR
       make(2, 32, 33, 17, 24, 3, 3, 1, 1, 1, 1),     // CRS = 288 > KC; PQ = 561 > 256-column blocks

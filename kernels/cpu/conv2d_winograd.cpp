@@ -142,26 +142,88 @@ CpuArray<float> transform_buffer(int64_t n) {
 // out-of-memory error then reaches the caller instead of terminating).
 int parallel_slots() { return omp_get_max_threads(); }
 
-// U[xi][k * C + c] = (G w[k,c] G^T)[xi]; with `flip`, of the kernel turned
-// by 180 degrees (the backward-input's), still in [k, c] order.
-void transform_filters(const ConvGeometry& g, const float* w, bool flip, float* U) {
-  const int64_t plane = g.K * g.C;
+// The filter transforms of a forward (or, with `flip`, of the
+// backward-input's flipped convolution) written straight into the GEMM's
+// packed A layout (prepack_a's, blis_loops.h), one A per point xi: rows
+// are the output channels of the convolution computed (K; C with flip),
+// depth its input channels. Writing U and then packing it cost two more
+// passes over 36 K C floats (1024 -> 1024: 151 MB each). One MR-row
+// micro-panel at a time: its MR filters of one depth index fill MR of a
+// vector's 16 lanes, and each point's MR values are one contiguous run of
+// the packed panel. Rows past the last (up to MR - 1) read zero filters
+// and so come out zero, as the micro-kernel needs.
+struct PackedFilters {
+  CpuArray<float> data;
+  int64_t per_point;  // floats per point: round_up(rows, MR) x depth
+  const float* point(int xi) const { return data.get() + xi * per_point; }
+};
+
+PackedFilters pack_transformed_filters(const ConvGeometry& g, const float* w, bool flip, const BlisConfig& cfg) {
+  const int64_t rows = flip ? g.C : g.K, depth = flip ? g.K : g.C, mr = cfg.mr, mpad = round_up(rows, mr);
+  CRFSEG_CHECK(mr <= kLanes, NotImplementedError, "conv2d_winograd: micro-kernel rows (MR) ", mr, " > ", kLanes);
+  PackedFilters packed{cpu_array<float>(kPoints * mpad * depth), mpad * depth};
 #pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < g.K; ++k)
-    for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
-      const int64_t n = std::min<int64_t>(kLanes, g.C - c0);
-      // Tap t of filter c0 + l to taps[t][l] (lane by lane into a vector
-      // would stall on store forwarding), then one load per tap.
+  for (int64_t panel = 0; panel < mpad / mr; ++panel) {
+    const int64_t r0 = panel * mr, n = std::min(mr, rows - r0);
+    for (int64_t d = 0; d < depth; ++d) {
+      // Tap t of the panel's filter l to taps[t][l] (lane by lane into a
+      // vector would stall on store forwarding), then one load per tap.
       float taps[9][kLanes] = {};
       for (int64_t l = 0; l < n; ++l) {
-        const float* src = w + (k * g.C + c0 + l) * 9;
+        const int64_t k = flip ? d : r0 + l, c = flip ? r0 + l : d;
+        const float* src = w + (k * g.C + c) * 9;
         for (int t = 0; t < 9; ++t) taps[t][l] = src[flip ? 8 - t : t];
       }
       Vec16 f[3][3], u[kA][kA];
       FULLY_UNROLLED for (int t = 0; t < 9; ++t) f[t / 3][t % 3] = load16(taps[t]);
       sandwich<kA, 3, false>(kG, f, u);
-      FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(U + xi * plane + k * g.C + c0, u[xi / kA][xi % kA], n);
+      // (r0, d) in prepack_a's layout: KC slice pc, panel, step d - pc.
+      const int64_t pc = d / cfg.kc * cfg.kc, kc = std::min(cfg.kc, depth - pc);
+      float* dst = packed.data.get() + pc * mpad + r0 * kc + (d - pc) * mr;
+      // Fixed-size copies for the registered MRs (a run-time length would
+      // call memcpy 36 times per filter group).
+      FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
+        float* out = dst + xi * packed.per_point;
+        const Vec16& v = u[xi / kA][xi % kA];
+        if (mr == 12) {
+          std::memcpy(out, &v, 12 * sizeof(float));
+        } else if (mr == 16) {
+          std::memcpy(out, &v, 16 * sizeof(float));
+        } else {
+          for (int64_t l = 0; l < mr; ++l) out[l] = v[l];
+        }
+      }
     }
+  }
+  return packed;
+}
+
+// C [M, N] (row stride ldc) = A . B for A packed by pack_transformed_filters
+// (M rows, K deep) and B [K, N] row-major: the production SGEMM's blocks,
+// split among the threads as the convolutions' GEMMs are.
+void gemm_packed_a(const BlisConfig& cfg, const float* a_packed, int64_t M, int64_t N, int64_t K, const float* B,
+                   int64_t ldb, float* C, int64_t ldc) {
+  const BlockGrid grid = choose_block_grid(cfg, M, N, omp_get_max_threads(), 256, /*a_prepacked=*/true);
+  const int64_t blocks = grid.row_blocks * grid.col_blocks;
+  const MatrixOperand op{B, ldb, false};
+  const int slots = parallel_slots();
+  std::vector<std::unique_ptr<BlisWorkspace>> workspaces;
+  for (int t = 0; t < slots; ++t) workspaces.push_back(std::make_unique<BlisWorkspace>(cfg, K, grid.nb));
+#pragma omp parallel
+  {
+    const BlisWorkspace& ws = *workspaces[omp_get_thread_num()];
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t i0 = (b / grid.col_blocks) * grid.mb, j0 = (b % grid.col_blocks) * grid.nb;
+      const int64_t m = std::min(grid.mb, M - i0), cols = std::min(grid.nb, N - j0);
+      AOperand a{};
+      a.data = a_packed;
+      a.packed_rows = round_up(M, cfg.mr);
+      a.row0 = i0;
+      blis_block(cfg, m, cols, K, a, {pack_b_matrix, &op, pack_b_matrix_block}, j0, 0.0f, C + i0 * ldc + j0, ldc,
+                 ws);
+    }
+  }
 }
 
 // dw[k,c] = G^T Wt[., k, c] G.
@@ -354,11 +416,9 @@ ConvGeometry images(const ConvGeometry& g, int64_t count) {
   return c;
 }
 
-// y = the forward of g from transformed filters U, each U[xi] [K, C]
-// (row stride C), or with trans_u, [C, K] read transposed (row stride K).
-void forward_banded(const ConvGeometry& g, const float* x, const float* U, bool trans_u, const float* bias,
-                    float* y);
-void forward_transformed(const ConvGeometry& g, const float* x, const float* U, bool trans_u, const float* bias,
+// y = the forward of g from its packed filter transforms (rows K, depth C).
+void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, float* y);
+void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias,
                          float* y) {
   // Banded while U is small enough to re-read per band (session 24, batch
   // 4, 2 threads: 64 -> 64 at 256^2 47.8 -> 42.8 ms, 128 -> 128 at 128^2
@@ -367,7 +427,8 @@ void forward_transformed(const ConvGeometry& g, const float* x, const float* U, 
   // Small images (fewer than kBandTiles tiles each) make bands too narrow
   // for the GEMM (256 at 14^2, batch 8: 16-tile bands, 7.9 -> 8.6 ms
   // against the whole batch's 6.9).
-  if (g.C * g.K <= 256 * 256 && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, trans_u, bias, y);
+  if (g.C * g.K <= 256 * 256 && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, y);
+  const BlisConfig& cfg = sgemm_blis_config();
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
   const CpuArray<float> V = transform_buffer(kPoints * g.C * tiles);
   const CpuArray<float> M = transform_buffer(kPoints * g.K * tiles);
@@ -376,8 +437,8 @@ void forward_transformed(const ConvGeometry& g, const float* x, const float* U, 
     const Tiles tl(gc);
     transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get());
     for (int xi = 0; xi < kPoints; ++xi)
-      sgemm(trans_u, false, g.K, tl.total, g.C, 1.0f, U + xi * g.K * g.C, trans_u ? g.K : g.C,
-            V.get() + xi * g.C * tl.total, tl.total, 0.0f, M.get() + xi * g.K * tl.total, tl.total);
+      gemm_packed_a(cfg, U.point(xi), g.K, tl.total, g.C, V.get() + xi * g.C * tl.total, tl.total,
+                    M.get() + xi * g.K * tl.total, tl.total);
     transform_outputs(gc, tl, M.get(), bias, y + n0 * g.K * g.P * g.Q);
   }
 }
@@ -389,16 +450,11 @@ void forward_transformed(const ConvGeometry& g, const float* x, const float* U, 
 // and M through memory (2 x 36 floats per tile and channel, each way);
 // this one reads U's packed panels once per band instead of once per call.
 // So bands of at least kBandTiles tiles (whole tile rows of one image).
-
-void forward_banded(const ConvGeometry& g, const float* x, const float* U, bool trans_u, const float* bias,
-                    float* y) {
+void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, float* y) {
   const Tiles tl(g);
   const BlisConfig& cfg = sgemm_blis_config();
   const int64_t band_rows = std::min(tl.ty, ceil_div(kBandTiles, tl.tx)), bands_per_image = ceil_div(tl.ty, band_rows);
   const int64_t bt = band_rows * tl.tx;  // tiles per (full) band
-  std::vector<CpuArray<float>> packed;
-  for (int xi = 0; xi < kPoints; ++xi)
-    packed.push_back(prepack_a(cfg, trans_u, U + xi * g.K * g.C, trans_u ? g.K : g.C, g.K, g.C, 1.0f));
   // Per thread: the band's V [36][C][bt], M [36][K][bt] (+ slack, read past
   // by transform_output_row) and the row scratch.
   const int64_t v_floats = kPoints * g.C * bt, m_floats = kPoints * g.K * bt + kLanes;
@@ -429,7 +485,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const float* U, bool 
         const MatrixOperand vb{V + xi * g.C * tiles, tiles, false};
         const BPanelPacker packer{pack_b_matrix, &vb, pack_b_matrix_block};
         AOperand ax = a;
-        ax.data = packed[xi].get();
+        ax.data = U.point(xi);
         blis_block(cfg, g.K, tiles, g.C, ax, packer, 0, 0.0f, M + xi * g.K * tiles, tiles, *workspaces[tid]);
       }
       for (int64_t k = 0; k < g.K; ++k)
@@ -539,9 +595,7 @@ bool conv2d_winograd_applies(const ConvGeometry& g) {
 
 void conv2d_winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
   check_applies(g, "conv2d_winograd_forward");
-  const CpuArray<float> U = cpu_array<float>(kPoints * g.K * g.C);
-  transform_filters(g, w, /*flip=*/false, U.get());
-  forward_transformed(g, x, U.get(), /*trans_u=*/false, bias, y);
+  forward_transformed(g, x, pack_transformed_filters(g, w, /*flip=*/false, sgemm_blis_config()), bias, y);
 }
 
 void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
@@ -551,10 +605,7 @@ void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, cons
   f.C = g.K, f.H = g.P, f.W = g.Q;
   f.K = g.C, f.P = g.H, f.Q = g.W;
   f.ph = 2 - g.ph, f.pw = 2 - g.pw;
-  const CpuArray<float> U = cpu_array<float>(kPoints * g.K * g.C);
-  // The flipped kernel's transforms in [K, C] order are [f.C, f.K]: read transposed.
-  transform_filters(g, w, /*flip=*/true, U.get());
-  forward_transformed(f, dy, U.get(), /*trans_u=*/true, nullptr, dx);
+  forward_transformed(f, dy, pack_transformed_filters(g, w, /*flip=*/true, sgemm_blis_config()), nullptr, dx);
 }
 
 void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw) {

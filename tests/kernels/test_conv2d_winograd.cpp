@@ -79,6 +79,7 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
       make3x3(1, 5, 35, 64, 6, 1),   // 16 tiles per row: bands of 4 tile rows, 9 rows = 4 + 4 + 1
       make3x3(2, 7, 35, 64, 6, 1),   // 6 bands: the weight gradient in bands, groups of 2, 2, 2
       make3x3(2, 260, 6, 7, 257, 1),  // C K > 256^2: the whole-batch forward instead of bands
+      make3x3(1, 530, 6, 5, 521, 1),  // C, K > KC (320 or 512): packed filters in two depth slices
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));

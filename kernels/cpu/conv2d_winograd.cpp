@@ -286,20 +286,26 @@ void transform_input_row(const ConvGeometry& g, const Tiles& tl, const float* x,
   }
 }
 
-// V[xi][c * T + t] = (B^T d B)[xi] for every tile t and channel c: one
-// task per (n, c, tile row).
-void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V) {
-  const int64_t plane = g.C * tl.total, per_thread = input_row_scratch(tl);
+// row_fn(n, channel, ty, scratch) for every tile row of every image and
+// channel, one task each, with per_thread floats of scratch per thread.
+template <typename RowFn>
+void for_each_tile_row(int64_t images, int64_t channels, const Tiles& tl, int64_t per_thread, RowFn&& row_fn) {
   const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * per_thread);
 #pragma omp parallel
   {
     float* mine = scratch.get() + omp_get_thread_num() * per_thread;
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < g.N * g.C * tl.ty; ++task) {
-      const int64_t ty = task % tl.ty, c = task / tl.ty % g.C, n = task / tl.ty / g.C;
-      transform_input_row(g, tl, x, n, c, ty, mine, V + c * tl.total + n * tl.per_image + ty * tl.tx, plane);
-    }
+    for (int64_t task = 0; task < images * channels * tl.ty; ++task)
+      row_fn(task / tl.ty / channels, task / tl.ty % channels, task % tl.ty, mine);
   }
+}
+
+// V[xi][c * T + t] = (B^T d B)[xi] for every tile t and channel c.
+void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V) {
+  for_each_tile_row(g.N, g.C, tl, input_row_scratch(tl), [&](int64_t n, int64_t c, int64_t ty, float* scratch) {
+    transform_input_row(g, tl, x, n, c, ty, scratch, V + c * tl.total + n * tl.per_image + ty * tl.tx,
+                        g.C * tl.total);
+  });
 }
 
 int64_t grad_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes); }
@@ -334,19 +340,12 @@ void transform_output_grad_row(const ConvGeometry& g, const Tiles& tl, const flo
   }
 }
 
-// Z[xi][k * T + t] for every tile t and channel k: one task per (n, k, tile row).
+// Z[xi][k * T + t] for every tile t and channel k.
 void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float* dy, float* Z) {
-  const int64_t plane = g.K * tl.total, per_thread = grad_row_scratch(tl);
-  const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * per_thread);
-#pragma omp parallel
-  {
-    float* mine = scratch.get() + omp_get_thread_num() * per_thread;
-#pragma omp for schedule(static)
-    for (int64_t task = 0; task < g.N * g.K * tl.ty; ++task) {
-      const int64_t ty = task % tl.ty, k = task / tl.ty % g.K, n = task / tl.ty / g.K;
-      transform_output_grad_row(g, tl, dy, n, k, ty, mine, Z + k * tl.total + n * tl.per_image + ty * tl.tx, plane);
-    }
-  }
+  for_each_tile_row(g.N, g.K, tl, grad_row_scratch(tl), [&](int64_t n, int64_t k, int64_t ty, float* scratch) {
+    transform_output_grad_row(g, tl, dy, n, k, ty, scratch, Z + k * tl.total + n * tl.per_image + ty * tl.tx,
+                              g.K * tl.total);
+  });
 }
 
 // Output tile row (n, ty) of channel k: tile u = A^T in[., u] A (+ bias),
@@ -395,6 +394,31 @@ void check_applies(const ConvGeometry& g, const char* op) {
 
 // Tiles per band in the banded forms below (forward_banded).
 constexpr int64_t kBandTiles = 64;
+
+// The bands of g's tile grid: whole tile rows of one image, at least
+// kBandTiles tiles each where the image has them. Band b is image
+// b / per_image, tile rows from (b % per_image) rows on.
+struct Band {
+  int64_t n, ty0, rows, tiles;
+};
+struct Bands {
+  const Tiles& tl;
+  int64_t rows, per_image, max_tiles;
+  explicit Bands(const Tiles& t)
+      : tl(t), rows(std::min(t.ty, ceil_div(kBandTiles, t.tx))), per_image(ceil_div(t.ty, rows)), max_tiles(rows * t.tx) {}
+  Band operator[](int64_t b) const {
+    const int64_t ty0 = b % per_image * rows, r = std::min(rows, tl.ty - ty0);
+    return {b / per_image, ty0, r, r * tl.tx};
+  }
+};
+
+// A band's transformed inputs: V[xi][c * tiles + t].
+void transform_band_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, const Band& b, float* scratch,
+                           float* V) {
+  for (int64_t c = 0; c < g.C; ++c)
+    for (int64_t r = 0; r < b.rows; ++r)
+      transform_input_row(g, tl, x, b.n, c, b.ty0 + r, scratch, V + c * b.tiles + r * tl.tx, g.C * b.tiles);
+}
 
 // The transformed tiles of a whole batch take 36 / 16 = 2.25 times the
 // memory of its input and output: images go through in chunks whose
@@ -453,8 +477,8 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
 void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, float* y) {
   const Tiles tl(g);
   const BlisConfig& cfg = sgemm_blis_config();
-  const int64_t band_rows = std::min(tl.ty, ceil_div(kBandTiles, tl.tx)), bands_per_image = ceil_div(tl.ty, band_rows);
-  const int64_t bt = band_rows * tl.tx;  // tiles per (full) band
+  const Bands bands(tl);
+  const int64_t bt = bands.max_tiles;
   // Per thread: the band's V [36][C][bt], M [36][K][bt] (+ slack, read past
   // by transform_output_row) and the row scratch.
   const int64_t v_floats = kPoints * g.C * bt, m_floats = kPoints * g.K * bt + kLanes;
@@ -475,12 +499,10 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
     float* M = V + v_floats;
     float* rows = M + m_floats;
 #pragma omp for schedule(static)
-    for (int64_t band = 0; band < g.N * bands_per_image; ++band) {
-      const int64_t n = band / bands_per_image, ty0 = band % bands_per_image * band_rows;
-      const int64_t nrows = std::min(band_rows, tl.ty - ty0), tiles = nrows * tl.tx;
-      for (int64_t c = 0; c < g.C; ++c)
-        for (int64_t r = 0; r < nrows; ++r)
-          transform_input_row(g, tl, x, n, c, ty0 + r, rows, V + c * tiles + r * tl.tx, g.C * tiles);
+    for (int64_t bi = 0; bi < g.N * bands.per_image; ++bi) {
+      const Band b = bands[bi];
+      const int64_t tiles = b.tiles;
+      transform_band_inputs(g, tl, x, b, rows, V);
       for (int xi = 0; xi < kPoints; ++xi) {
         const MatrixOperand vb{V + xi * g.C * tiles, tiles, false};
         const BPanelPacker packer{pack_b_matrix, &vb, pack_b_matrix_block};
@@ -489,8 +511,8 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
         blis_block(cfg, g.K, tiles, g.C, ax, packer, 0, 0.0f, M + xi * g.K * tiles, tiles, *workspaces[tid]);
       }
       for (int64_t k = 0; k < g.K; ++k)
-        for (int64_t r = 0; r < nrows; ++r)
-          transform_output_row(g, tl, M + k * tiles + r * tl.tx, g.K * tiles, n, k, ty0 + r, bias, y);
+        for (int64_t r = 0; r < b.rows; ++r)
+          transform_output_row(g, tl, M + k * tiles + r * tl.tx, g.K * tiles, b.n, k, b.ty0 + r, bias, y);
     }
   }
 }
@@ -527,8 +549,8 @@ constexpr int64_t kWeightGroups = 4;
 void backward_weight_banded(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   const Tiles tl(g);
   const BlisConfig& cfg = sgemm_blis_config();
-  const int64_t band_rows = std::min(tl.ty, ceil_div(kBandTiles, tl.tx)), bands_per_image = ceil_div(tl.ty, band_rows);
-  const int64_t bt = band_rows * tl.tx, bands = g.N * bands_per_image;
+  const Bands band_grid(tl);
+  const int64_t bt = band_grid.max_tiles, bands = g.N * band_grid.per_image;
   const int64_t per_group = ceil_div(bands, kWeightGroups), groups = ceil_div(bands, per_group);
   const int64_t wt_floats = kPoints * g.K * g.C;
   const CpuArray<float> partials = cpu_array<float>(groups * wt_floats + kLanes);
@@ -549,14 +571,12 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
     for (int64_t group = 0; group < groups; ++group) {
       float* Wt = partials.get() + group * wt_floats;
       for (int64_t band = group * per_group; band < std::min(bands, (group + 1) * per_group); ++band) {
-        const int64_t n = band / bands_per_image, ty0 = band % bands_per_image * band_rows;
-        const int64_t nrows = std::min(band_rows, tl.ty - ty0), tiles = nrows * tl.tx;
-        for (int64_t c = 0; c < g.C; ++c)
-          for (int64_t r = 0; r < nrows; ++r)
-            transform_input_row(g, tl, x, n, c, ty0 + r, rows, V + c * tiles + r * tl.tx, g.C * tiles);
+        const Band b = band_grid[band];
+        const int64_t tiles = b.tiles;
+        transform_band_inputs(g, tl, x, b, rows, V);
         for (int64_t k = 0; k < g.K; ++k)
-          for (int64_t r = 0; r < nrows; ++r)
-            transform_output_grad_row(g, tl, dy, n, k, ty0 + r, rows, Z + k * tiles + r * tl.tx, g.K * tiles);
+          for (int64_t r = 0; r < b.rows; ++r)
+            transform_output_grad_row(g, tl, dy, b.n, k, b.ty0 + r, rows, Z + k * tiles + r * tl.tx, g.K * tiles);
         const float beta = band == group * per_group ? 0.0f : 1.0f;
         for (int xi = 0; xi < kPoints; ++xi) {
           AOperand a{};
@@ -584,8 +604,7 @@ bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
   // Partials of 36 K C floats per group: small K C only. Fewer bands than
   // groups would leave threads idle (the groups are the parallel work).
   const Tiles tl(g);
-  const int64_t band_rows = std::min(tl.ty, ceil_div(kBandTiles, tl.tx));
-  return g.C * g.K <= 256 * 256 && g.N * ceil_div(tl.ty, band_rows) >= kWeightGroups;
+  return g.C * g.K <= 256 * 256 && g.N * Bands(tl).per_image >= kWeightGroups;
 }
 
 bool conv2d_winograd_applies(const ConvGeometry& g) {

@@ -17,7 +17,9 @@
 // like, oneDNN's own Winograd F(4x4, 3x3) ("oneDNN-winograd", where it has
 // one) runs beside its direct convolution, and the per-layer sums compare
 // crfseg with the faster of the two. "crfseg-gemm" rows time crfseg's
-// implicit-GEMM path on the passes that production sends elsewhere.
+// implicit-GEMM path on the passes that production sends elsewhere, and
+// "crfseg-winograd" rows its Winograd kernels on the 3x3 stride-1 passes
+// that production does not send to them.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -31,6 +33,7 @@
 #include "bench/support/peak.h"
 #include "bench/support/timer.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "tensor/cpu_allocator.h"
 #include "tensor/random.h"
 
@@ -336,6 +339,23 @@ int main(int argc, char** argv) {
       add("crfseg-gemm", "forward", gemm_ok,
           [&] { kc::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data()); });
     }
+    // Winograd on the passes production sends elsewhere (where it applies), so
+    // that it can be timed on every layer, verified the same way.
+    const bool wino_fwd = kc::conv2d_winograd_applies(g) && !kc::conv2d_forward_takes_winograd(g),
+               wino_bwd_in = kc::conv2d_winograd_applies(g) && !kc::conv2d_backward_input_takes_winograd(g),
+               wino_bwd_w = kc::conv2d_winograd_applies(g) && !kc::conv2d_weight_grad_takes_winograd(g);
+    bool wino_ok = false;
+    if (wino_fwd || wino_bwd_in || wino_bwd_w) {
+      FloatVec yw(y.size()), dxw(dx.size()), dww(dw.size());
+      kc::conv2d_winograd_forward(g, x.data(), w.data(), nullptr, yw.data());
+      kc::conv2d_winograd_backward_input(g, dy.data(), w.data(), dxw.data());
+      kc::conv2d_winograd_backward_weight(g, dy.data(), x.data(), dww.data());
+      wino_ok = verify(g, x, w, dy, yw, dxw, dww);
+    }
+    if (wino_fwd) {
+      add("crfseg-winograd", "forward", wino_ok,
+          [&] { kc::conv2d_winograd_forward(g, x.data(), w.data(), b.data(), y.data()); });
+    }
 #ifdef CRFSEG_HAVE_DNNL
     DnnlConv dnnl_conv(g, dnnl::algorithm::convolution_direct);
     add("oneDNN", "forward", true, [&] { dnnl_conv.run(dnnl_conv.fwd, dnnl_conv.fwd_args); });
@@ -355,6 +375,10 @@ int main(int argc, char** argv) {
       add("crfseg-gemm", "backward-input", gemm_ok,
           [&] { kc::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx.data()); });
     }
+    if (wino_bwd_in) {
+      add("crfseg-winograd", "backward-input", wino_ok,
+          [&] { kc::conv2d_winograd_backward_input(g, dy.data(), w.data(), dx.data()); });
+    }
 #ifdef CRFSEG_HAVE_DNNL
     add("oneDNN", "backward-input", true, [&] { dnnl_conv.run(dnnl_conv.bwd_data, dnnl_conv.bwd_data_args); });
     if (dnnl_wino) {
@@ -368,6 +392,12 @@ int main(int argc, char** argv) {
       add("crfseg-gemm", "backward-weight+bias", gemm_ok, [&] {
         kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
         kernels::cpu::conv2d_backward_bias<float>(g, dy.data(), db.data());
+      });
+    }
+    if (wino_bwd_w) {
+      add("crfseg-winograd", "backward-weight+bias", wino_ok, [&] {
+        kc::conv2d_winograd_backward_weight(g, dy.data(), x.data(), dw.data());
+        kc::conv2d_backward_bias<float>(g, dy.data(), db.data());
       });
     }
 #ifdef CRFSEG_HAVE_DNNL

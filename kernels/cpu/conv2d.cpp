@@ -518,26 +518,12 @@ void pack_folded_pointwise(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t 
 
 void forward_pointwise_folded(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed,
                               const float* bias, float* y) {
-  const BlisConfig& cfg = sgemm_blis_config();
   const int threads = thread_count(g);
   const int64_t cols_total = g.N * g.pq();
-  const BlockGrid grid = choose_block_grid(cfg, g.K, cols_total, threads, kConvCols, /*a_prepacked=*/true);
-  const int64_t blocks = grid.row_blocks * grid.col_blocks;
-  const int64_t w_rows = ceil_div(g.K, cfg.mr) * cfg.mr;
   const CpuArray<float> tmp = cpu_array<float>(g.K * cols_total);
   const FoldedPointwiseCtx ctx{x, g.C, g.pq()};
-#pragma omp parallel num_threads(threads)
-  {
-    const BlisWorkspace ws(cfg, g.C, grid.nb);
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t i0 = (b / grid.col_blocks) * grid.mb, j0 = (b % grid.col_blocks) * grid.nb;
-      const int64_t m = std::min(grid.mb, g.K - i0), cols = std::min(grid.nb, cols_total - j0);
-      const AOperand a{w_packed.get(), 0, false, 1.0f, w_rows, i0};
-      blis_block(cfg, m, cols, g.C, a, {pack_folded_pointwise, &ctx}, j0, 0.0f, tmp.get() + i0 * cols_total + j0,
-                 cols_total, ws);
-    }
-  }
+  blis_sgemm_packed_a(sgemm_blis_config(), threads, w_packed.get(), g.K, cols_total, g.C,
+                      {pack_folded_pointwise, &ctx}, 0.0f, tmp.get(), cols_total);
   // tmp [K, N PQ] -> y [N, K, PQ], the bias added on the way.
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t t = 0; t < g.N * g.K; ++t) {

@@ -198,34 +198,6 @@ PackedFilters pack_transformed_filters(const ConvGeometry& g, const float* w, bo
   return packed;
 }
 
-// C [M, N] (row stride ldc) = A . B for A packed by pack_transformed_filters
-// (M rows, K deep) and B [K, N] row-major: the production SGEMM's blocks,
-// split among the threads as the convolutions' GEMMs are.
-void gemm_packed_a(const BlisConfig& cfg, const float* a_packed, int64_t M, int64_t N, int64_t K, const float* B,
-                   int64_t ldb, float* C, int64_t ldc) {
-  const BlockGrid grid = choose_block_grid(cfg, M, N, omp_get_max_threads(), 256, /*a_prepacked=*/true);
-  const int64_t blocks = grid.row_blocks * grid.col_blocks;
-  const MatrixOperand op{B, ldb, false};
-  const int slots = parallel_slots();
-  std::vector<std::unique_ptr<BlisWorkspace>> workspaces;
-  for (int t = 0; t < slots; ++t) workspaces.push_back(std::make_unique<BlisWorkspace>(cfg, K, grid.nb));
-#pragma omp parallel
-  {
-    const BlisWorkspace& ws = *workspaces[omp_get_thread_num()];
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t i0 = (b / grid.col_blocks) * grid.mb, j0 = (b % grid.col_blocks) * grid.nb;
-      const int64_t m = std::min(grid.mb, M - i0), cols = std::min(grid.nb, N - j0);
-      AOperand a{};
-      a.data = a_packed;
-      a.packed_rows = round_up(M, cfg.mr);
-      a.row0 = i0;
-      blis_block(cfg, m, cols, K, a, {pack_b_matrix, &op, pack_b_matrix_block}, j0, 0.0f, C + i0 * ldc + j0, ldc,
-                 ws);
-    }
-  }
-}
-
 // dw[k,c] = G^T Wt[., k, c] G.
 void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw) {
   const int64_t plane = g.K * g.C;
@@ -287,7 +259,8 @@ void transform_input_row(const ConvGeometry& g, const Tiles& tl, const float* x,
 }
 
 // row_fn(n, channel, ty, scratch) for every tile row of every image and
-// channel, one task each, with per_thread floats of scratch per thread.
+// channel, one task each, with per_thread floats of scratch per thread
+// (none for 0).
 template <typename RowFn>
 void for_each_tile_row(int64_t images, int64_t channels, const Tiles& tl, int64_t per_thread, RowFn&& row_fn) {
   const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * per_thread);
@@ -377,12 +350,10 @@ void transform_output_row(const ConvGeometry& g, const Tiles& tl, const float* i
 
 // y = A^T M[., k, t] A (+ bias[k]) for every tile t and channel k.
 void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, float* y) {
-#pragma omp parallel for schedule(static)
-  for (int64_t task = 0; task < g.N * g.K * tl.ty; ++task) {
-    const int64_t ty = task % tl.ty, k = task / tl.ty % g.K, n = task / tl.ty / g.K;
+  for_each_tile_row(g.N, g.K, tl, 0, [&](int64_t n, int64_t k, int64_t ty, float*) {
     transform_output_row(g, tl, M + k * tl.total + n * tl.per_image + ty * tl.tx, g.K * tl.total, n, k, ty, bias,
                          y);
-  }
+  });
 }
 
 void check_applies(const ConvGeometry& g, const char* op) {
@@ -460,9 +431,11 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
     const ConvGeometry gc = images(g, std::min(chunk, g.N - n0));
     const Tiles tl(gc);
     transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get());
-    for (int xi = 0; xi < kPoints; ++xi)
-      gemm_packed_a(cfg, U.point(xi), g.K, tl.total, g.C, V.get() + xi * g.C * tl.total, tl.total,
-                    M.get() + xi * g.K * tl.total, tl.total);
+    for (int xi = 0; xi < kPoints; ++xi) {
+      const MatrixOperand vx{V.get() + xi * g.C * tl.total, tl.total, false};
+      blis_sgemm_packed_a(cfg, omp_get_max_threads(), U.point(xi), g.K, tl.total, g.C,
+                          {pack_b_matrix, &vx, pack_b_matrix_block}, 0.0f, M.get() + xi * g.K * tl.total, tl.total);
+    }
     transform_outputs(gc, tl, M.get(), bias, y + n0 * g.K * g.P * g.Q);
   }
 }
@@ -540,10 +513,11 @@ void pack_transposed_rows(const void* ctx, int64_t p0, int64_t kc, int64_t j0, i
 }
 
 // The weight gradient in bands (as forward_banded): per band, V and Z in
-// cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. Each group of kWeightGroups
-// consecutive-band groups sums into its own partial Wt, one thread per
-// group, and the partials add up in group order: the same sums for any
-// thread count. (Partials are 36 K C floats each: for small K C only.)
+// cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. The bands are cut into
+// kWeightGroups groups of consecutive bands; each group sums into its own
+// partial Wt on one thread, and the partials add up in group order: the
+// same sums for any thread count. (Partials are 36 K C floats each: for
+// small K C only.)
 constexpr int64_t kWeightGroups = 4;
 
 void backward_weight_banded(const ConvGeometry& g, const float* dy, const float* x, float* dw) {

@@ -12,6 +12,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <memory>
+#include <vector>
 
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/transpose_pack.h"
@@ -290,23 +292,32 @@ void sgemm_block_grid(const BlisConfig& cfg, int num_threads, bool trans_a, int6
                       float alpha, const float* A, int64_t lda, const MatrixOperand& b_operand, float beta, float* C,
                       int64_t ldc) {
   // A is packed once, up front, and shared: the blocks then only pack B.
-  const BlockGrid g = choose_block_grid(cfg, M, N, num_threads, kL2Columns, /*a_prepacked=*/true);
   const CpuArray<float> a_packed = prepack_a(cfg, trans_a, A, lda, M, K, alpha);
+  blis_sgemm_packed_a(cfg, num_threads, a_packed.get(), M, N, K, {pack_b_matrix, &b_operand, pack_b_matrix_block},
+                      beta, C, ldc);
+}
+}  // namespace
+
+void blis_sgemm_packed_a(const BlisConfig& cfg, int num_threads, const float* a_packed, int64_t M, int64_t N,
+                         int64_t K, const BPanelPacker& b, float beta, float* C, int64_t ldc) {
+  const BlockGrid g = choose_block_grid(cfg, M, N, num_threads, kL2Columns, /*a_prepacked=*/true);
   const int64_t a_rows = round_up(M, cfg.mr);
-  const BPanelPacker packer{pack_b_matrix, &b_operand, pack_b_matrix_block};
+  // Workspaces before the parallel region: an out-of-memory error then
+  // reaches the caller instead of terminating the program.
+  std::vector<std::unique_ptr<BlisWorkspace>> workspaces;
+  for (int t = 0; t < num_threads; ++t) workspaces.push_back(std::make_unique<BlisWorkspace>(cfg, K, g.nb));
 #pragma omp parallel num_threads(num_threads)
   {
-    const BlisWorkspace ws(cfg, K, g.nb);
+    const BlisWorkspace& ws = *workspaces[omp_get_thread_num()];
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < g.row_blocks * g.col_blocks; ++t) {
       const int64_t i0 = (t / g.col_blocks) * g.mb, j0 = (t % g.col_blocks) * g.nb;
-      const AOperand a{a_packed.get(), 0, false, 1.0f, a_rows, i0};
-      blis_block(cfg, std::min(g.mb, M - i0), std::min(g.nb, N - j0), K, a, packer, j0, beta, C + i0 * ldc + j0,
-                 ldc, ws);
+      const AOperand a{a_packed, 0, false, 1.0f, a_rows, i0};
+      blis_block(cfg, std::min(g.mb, M - i0), std::min(g.nb, N - j0), K, a, b, j0, beta, C + i0 * ldc + j0, ldc,
+                 ws);
     }
   }
 }
-}  // namespace
 
 void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {

@@ -147,6 +147,13 @@ struct BlockGrid {
 BlockGrid choose_block_grid(const BlisConfig& cfg, int64_t M, int64_t N, int64_t min_blocks, int64_t max_nb,
                             bool a_prepacked = false);
 
+// C [M, N] = A . op(B) + beta * C with A packed once by prepack_a (M rows,
+// K deep, alpha folded in) and B given by a packer: the blocks of
+// choose_block_grid (a_prepacked, at most 256 columns wide) shared among
+// num_threads threads, each running blis_block. Each element of C is summed
+// in the same order whatever the thread count.
+void blis_sgemm_packed_a(const BlisConfig& cfg, int num_threads, const float* a_packed, int64_t M, int64_t N,
+                         int64_t K, const BPanelPacker& b, float beta, float* C, int64_t ldc);
 // Runs the five loops with cfg's micro-kernel. Same contract as SgemmFn:
 // any M, N, K >= 0, any transposes, leading dims >= row length.
 // Parallel (OpenMP) over ic blocks when M has enough of them for every

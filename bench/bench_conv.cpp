@@ -322,20 +322,26 @@ int main(int argc, char** argv) {
     };
     add("crfseg", "forward", ok,
         [&] { kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data()); });
-    // Passes the direct kernels take: their implicit-GEMM path too, verified the same way.
     namespace kc = kernels::cpu;
-    const bool direct_fwd = kc::conv2d_forward_takes_direct(g) || kc::conv2d_forward_takes_winograd(g),
-               direct_bwd_in = kc::conv2d_backward_input_takes_direct(g) || kc::conv2d_backward_input_takes_winograd(g),
-               direct_bwd_w = kc::conv2d_weight_grad_takes_direct(g) || kc::conv2d_weight_grad_takes_winograd(g);
-    bool gemm_ok = false;
-    if (direct_fwd || direct_bwd_in || direct_bwd_w) {
-      FloatVec yg(y.size()), dxg(dx.size()), dwg(dw.size());
-      kc::conv2d_forward_gemm(g, x.data(), w.data(), nullptr, yg.data());
-      kc::conv2d_backward_input_gemm(g, dy.data(), w.data(), dxg.data());
-      kc::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dwg.data());
-      gemm_ok = verify(g, x, w, dy, yg, dxg, dwg);
-    }
-    if (direct_fwd) {
+    // Another path's three passes (the forward without bias), verified as production's are.
+    using Forward = void (*)(const ConvGeometry&, const float*, const float*, const float*, float*);
+    using BackwardInput = void (*)(const ConvGeometry&, const float*, const float*, float*);
+    using BackwardWeight = void (*)(const ConvGeometry&, const float*, const float*, float*);
+    auto verified = [&](Forward fwd, BackwardInput bwd_in, BackwardWeight bwd_w) {
+      FloatVec ya(y.size()), dxa(dx.size()), dwa(dw.size());
+      fwd(g, x.data(), w.data(), nullptr, ya.data());
+      bwd_in(g, dy.data(), w.data(), dxa.data());
+      bwd_w(g, dy.data(), x.data(), dwa.data());
+      return verify(g, x, w, dy, ya, dxa, dwa);
+    };
+    // Passes production sends to the direct or Winograd kernels: their implicit-GEMM path too.
+    const bool gemm_fwd = kc::conv2d_forward_takes_direct(g) || kc::conv2d_forward_takes_winograd(g),
+               gemm_bwd_in = kc::conv2d_backward_input_takes_direct(g) || kc::conv2d_backward_input_takes_winograd(g),
+               gemm_bwd_w = kc::conv2d_weight_grad_takes_direct(g) || kc::conv2d_weight_grad_takes_winograd(g);
+    const bool gemm_ok = (gemm_fwd || gemm_bwd_in || gemm_bwd_w) &&
+                         verified(kc::conv2d_forward_gemm, kc::conv2d_backward_input_gemm,
+                                  kc::conv2d_backward_weight_gemm);
+    if (gemm_fwd) {
       add("crfseg-gemm", "forward", gemm_ok,
           [&] { kc::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data()); });
     }
@@ -344,14 +350,9 @@ int main(int argc, char** argv) {
     const bool wino_fwd = kc::conv2d_winograd_applies(g) && !kc::conv2d_forward_takes_winograd(g),
                wino_bwd_in = kc::conv2d_winograd_applies(g) && !kc::conv2d_backward_input_takes_winograd(g),
                wino_bwd_w = kc::conv2d_winograd_applies(g) && !kc::conv2d_weight_grad_takes_winograd(g);
-    bool wino_ok = false;
-    if (wino_fwd || wino_bwd_in || wino_bwd_w) {
-      FloatVec yw(y.size()), dxw(dx.size()), dww(dw.size());
-      kc::conv2d_winograd_forward(g, x.data(), w.data(), nullptr, yw.data());
-      kc::conv2d_winograd_backward_input(g, dy.data(), w.data(), dxw.data());
-      kc::conv2d_winograd_backward_weight(g, dy.data(), x.data(), dww.data());
-      wino_ok = verify(g, x, w, dy, yw, dxw, dww);
-    }
+    const bool wino_ok = (wino_fwd || wino_bwd_in || wino_bwd_w) &&
+                         verified(kc::conv2d_winograd_forward, kc::conv2d_winograd_backward_input,
+                                  kc::conv2d_winograd_backward_weight);
     if (wino_fwd) {
       add("crfseg-winograd", "forward", wino_ok,
           [&] { kc::conv2d_winograd_forward(g, x.data(), w.data(), b.data(), y.data()); });
@@ -371,7 +372,7 @@ int main(int argc, char** argv) {
 #endif
     add("crfseg", "backward-input", ok,
         [&] { kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data()); });
-    if (direct_bwd_in) {
+    if (gemm_bwd_in) {
       add("crfseg-gemm", "backward-input", gemm_ok,
           [&] { kc::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx.data()); });
     }
@@ -388,7 +389,7 @@ int main(int argc, char** argv) {
 #endif
     add("crfseg", "backward-weight+bias", ok,
         [&] { kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data(), db.data()); });
-    if (direct_bwd_w) {
+    if (gemm_bwd_w) {
       add("crfseg-gemm", "backward-weight+bias", gemm_ok, [&] {
         kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
         kernels::cpu::conv2d_backward_bias<float>(g, dy.data(), db.data());

@@ -29,8 +29,8 @@
 // threads write the same element and every sum runs in the same order
 // whatever the thread count: results are bitwise reproducible.
 //
-// 3x3 stride-1 layers with enough channels (C, K >= 64; for the weight
-// gradient >= 128; rules measured in conv2d.cpp) run Winograd F(4x4, 3x3)
+// 3x3 stride-1 layers with enough channels (C, K >= 64; a weight gradient
+// too large to run in bands from 128; rules measured in conv2d.cpp) run Winograd F(4x4, 3x3)
 // instead (conv2d_winograd.h): 4x fewer multiplies, rounding errors a few
 // times the direct sum's (~1e-5 of the output's scale), and a non-finite
 // input spreads to every output of its 4x4 tiles. Shallow layers (at most
@@ -73,7 +73,8 @@ void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 // convolution qualifies the same way, and the weight gradient with at most
 // 32 taps, or with rows of 128 or more and C*R*S x K <= 2^20. The *_gemm functions always take the implicit-GEMM path (tests
 // and benchmarks compare the two); CRFSEG_CONV_DIRECT=0 in the environment
-// sends every call there, to time whole models both ways.
+// sends every call that does not run Winograd there, to time whole models
+// both ways (with CRFSEG_CONV_WINOGRAD=0 too, every call).
 // Whether the call runs Winograd (before any direct or GEMM path);
 // CRFSEG_CONV_WINOGRAD=0 in the environment turns it off everywhere.
 bool conv2d_forward_takes_winograd(const ConvGeometry& g);

@@ -512,6 +512,9 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
     }
   }
 
+  chain_blur_ = options.chain_blur;
+  if (chain_blur_) build_chains();
+
   // 4. Splat lists: the transpose of (vertex_, barycentric_) in CSR form,
   // filled in point order so each list is sorted by point.
   splat_begin_.assign(static_cast<size_t>(M + 1), 0);
@@ -524,7 +527,87 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   }
 }
 
+// The blur chains of every direction, from the neighbour table: a chain
+// starts at each point with an up neighbour and no down neighbour, and
+// follows the up neighbours until one is absent (coordinates move
+// monotonically along u_j, so every walk ends). Chains are numbered in the
+// order of their first point. Directions are independent: one per thread.
+// A walk reads a row of the table far away for each point after its first
+// (a cache miss on a large lattice): the chain heads are collected in
+// blocks first (no branch: which points start a chain is a coin toss on a
+// noisy image) and those rows prefetched before the walks.
+void PermutohedralLattice::build_chains() {
+  const int64_t M = num_lattice_, d1 = dim_ + 1;
+  // Counts: a chain of k points has k - 1 links, so chains = points - links.
+  std::vector<int64_t> chains(static_cast<size_t>(d1)), points(static_cast<size_t>(d1));
+#pragma omp parallel for schedule(static) if (M >= kParallelPoints)
+  for (int64_t j = 0; j < d1; ++j) {
+    const int32_t* nb = neighbour_.data() + j * M * 2;
+    int64_t on_chain = 0, links = 0;
+    for (int64_t p = 0; p < M; ++p) {
+      on_chain += (nb[2 * p] != M) | (nb[2 * p + 1] != M);
+      links += nb[2 * p] != M;
+    }
+    points[j] = on_chain;
+    chains[j] = on_chain - links;
+  }
+  chain_begin_.assign(static_cast<size_t>(d1 + 1), 0);
+  std::vector<int64_t> point_begin(static_cast<size_t>(d1 + 1), 0);
+  for (int64_t j = 0; j < d1; ++j) {
+    chain_begin_[j + 1] = chain_begin_[j] + chains[j];
+    point_begin[j + 1] = point_begin[j] + points[j];
+  }
+  chain_start_.resize(static_cast<size_t>(chain_begin_[d1] + 1));
+  chain_point_.resize(static_cast<size_t>(point_begin[d1]));
+  chain_start_[chain_begin_[d1]] = point_begin[d1];
+#pragma omp parallel for schedule(static) if (M >= kParallelPoints)
+  for (int64_t j = 0; j < d1; ++j) {
+    const int32_t* nb = neighbour_.data() + j * M * 2;
+    int64_t c = chain_begin_[j], k = point_begin[j];
+    constexpr int64_t kBlock = 256;
+    int32_t head[kBlock];
+    for (int64_t first = 0; first < M; first += kBlock) {
+      const int64_t count = std::min(kBlock, M - first);
+      int64_t heads = 0;
+      for (int64_t p = first; p < first + count; ++p) {
+        head[heads] = static_cast<int32_t>(p);
+        heads += (nb[2 * p] != M) & (nb[2 * p + 1] == M);
+      }
+      for (int64_t h = 0; h < heads; ++h) __builtin_prefetch(nb + 2 * static_cast<int64_t>(nb[2 * head[h]]));
+      for (int64_t h = 0; h < heads; ++h) {
+        chain_start_[c++] = k;
+        for (int64_t q = head[h]; q != M; q = nb[2 * q]) chain_point_[k++] = static_cast<int32_t>(q);
+      }
+    }
+  }
+}
+
 namespace {
+
+// v[p] += (v[p + u_j] + v[p - u_j]) / 2 along one chain of `count` points
+// (old values on the right; the ends' outer neighbours are absent, 0), for
+// channels ch0 .. ch0 + kW - 1 of rows of C. The previous point's old value
+// and the next's stay in registers, so each point is read and written once.
+template <int kW, typename T>
+void blur_chain(T* values, const int32_t* chain, int64_t count, int64_t C, int64_t ch0) {
+  T prev[kW], cur[kW], next[kW];
+  const T* first = values + static_cast<int64_t>(chain[0]) * C + ch0;
+  for (int w = 0; w < kW; ++w) prev[w] = T(0), cur[w] = first[w];
+  for (int64_t i = 0; i < count; ++i) {
+    if (i + 1 < count) {
+      const T* n = values + static_cast<int64_t>(chain[i + 1]) * C + ch0;
+      for (int w = 0; w < kW; ++w) next[w] = n[w];
+    } else {
+      for (int w = 0; w < kW; ++w) next[w] = T(0);
+    }
+    T* o = values + static_cast<int64_t>(chain[i]) * C + ch0;
+    for (int w = 0; w < kW; ++w) {
+      o[w] = cur[w] + T(0.5) * (next[w] + prev[w]);
+      prev[w] = cur[w];
+      cur[w] = next[w];
+    }
+  }
+}
 
 // Per calling thread, per element type: the two (M + 1) x C value buffers
 // of filter(). Reused across calls and lattices (grown, never shrunk), so
@@ -545,15 +628,17 @@ template <typename T, int kC>
 void PermutohedralLattice::filter(const T* in, T* out, int64_t channels, bool transpose) const {
   const int64_t C = kC > 0 ? kC : channels;
   const int64_t M = num_lattice_, N = num_points_, d = dim_, d1 = dim_ + 1;
+  // The plain blur needs a second buffer; the chain blur works in place.
   std::vector<T>& values_buf = lattice_buffer<T>(0);
   std::vector<T>& scratch_buf = lattice_buffer<T>(1);
-  if (values_buf.size() < static_cast<size_t>((M + 1) * C)) values_buf.resize(static_cast<size_t>((M + 1) * C));
-  if (scratch_buf.size() < static_cast<size_t>((M + 1) * C)) scratch_buf.resize(static_cast<size_t>((M + 1) * C));
+  const size_t rows = static_cast<size_t>((M + 1) * C);
+  if (values_buf.size() < rows) values_buf.resize(rows);
+  if (!chain_blur_ && scratch_buf.size() < rows) scratch_buf.resize(rows);
   T* values = values_buf.data();
   T* scratch = scratch_buf.data();
-  // Row M of both buffers is the "absent neighbour", always zero.
+  // Row M of both buffers is the plain blur's "absent neighbour", always zero.
   std::fill(values + M * C, values + (M + 1) * C, T(0));
-  std::fill(scratch + M * C, scratch + (M + 1) * C, T(0));
+  if (!chain_blur_) std::fill(scratch + M * C, scratch + (M + 1) * C, T(0));
   const bool parallel = (M + N) * C > 8192;
 
   // Splat: a gather per lattice point over its sorted (point, weight) list.
@@ -569,7 +654,20 @@ void PermutohedralLattice::filter(const T* in, T* out, int64_t channels, bool tr
   }
 
   // Blur along the d + 1 directions ([1 2 1] / 4 times 2 each), in reverse order for the adjoint.
-  for (int64_t step = 0; step < d1; ++step) {
+  for (int64_t step = 0; chain_blur_ && step < d1; ++step) {
+    const int64_t j = transpose ? d - step : step;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t c = chain_begin_[j]; c < chain_begin_[j + 1]; ++c) {
+      const int32_t* chain = chain_point_.data() + chain_start_[c];
+      const int64_t count = chain_start_[c + 1] - chain_start_[c];
+      if constexpr (kC > 0) {
+        blur_chain<kC>(values, chain, count, C, 0);
+      } else {
+        for (int64_t ch = 0; ch < C; ++ch) blur_chain<1>(values, chain, count, C, ch);
+      }
+    }
+  }
+  for (int64_t step = 0; !chain_blur_ && step < d1; ++step) {
     const int64_t j = transpose ? d - step : step;
     const int32_t* nb = neighbour_.data() + j * M * 2;
 #pragma omp parallel for schedule(static) if (parallel)

@@ -35,6 +35,15 @@
 // once absent lattice points are dropped, so the adjoint is alpha S^T B_0
 // ... B_d S: filter(..., transpose = true) blurs in reverse order.
 //
+// The blur along chains: for each direction u_j the lattice points with a
+// neighbour along u_j fall into disjoint chains p, p + u_j, p + 2 u_j, ...
+// (p - u_j absent, ends where the next is absent). A point on no chain has
+// both neighbours absent and the blur leaves it as it is, and along a chain
+// the update needs only the old value of the previous point, kept in
+// registers; so the blur walks the chains in place and skips the rest. On
+// a noisy image's sparse lattice about half the points are on no chain in
+// a given direction. Same sums in the same order as the plain blur.
+//
 // Determinism: splat is a gather per lattice point over a precomputed
 // (point, weight) list sorted by point, blur and slice are gathers, lattice
 // points are numbered in first-seen order by a sequential insert (then,
@@ -66,6 +75,10 @@ struct LatticeOptions {
   // of the lattice's keys first (most candidates are absent on sparse
   // lattices) and hashes them incrementally (see permutohedral.cpp).
   bool plain_neighbour_search = false;
+  // Blur in place along chains of present neighbours (the default, see
+  // below) or the plain way: every lattice point, every direction, reading
+  // its two neighbours (absent ones as a zero row) into a second buffer.
+  bool chain_blur = true;
 };
 
 class PermutohedralLattice : public GaussianFilter {
@@ -110,6 +123,7 @@ class PermutohedralLattice : public GaussianFilter {
   void filter(const T* in, T* out, int64_t channels, bool transpose) const;
   template <typename T>
   void dispatch_filter(const T* in, T* out, int64_t channels, bool transpose) const;
+  void build_chains();
 
   int64_t num_points_ = 0, dim_ = 0, num_lattice_ = 0;
   // Per input point, its d + 1 simplex vertices (lattice indices) and weights: [N x (d + 1)].
@@ -122,6 +136,13 @@ class PermutohedralLattice : public GaussianFilter {
   // Blur neighbours: for direction j and lattice point p, [(j M + p) * 2 + {0, 1}] holds
   // the index of p + u_j and p - u_j, or M (a row that is always zero) when absent.
   CpuVector<int32_t> neighbour_;
+  // Blur chains (LatticeOptions::chain_blur): direction j's chains are
+  // chain_begin_[j] .. chain_begin_[j + 1] - 1 (indices into chain_start_),
+  // chain c's points chain_point_[chain_start_[c] .. chain_start_[c + 1]), ordered along +u_j.
+  bool chain_blur_ = true;
+  std::vector<int64_t> chain_begin_;
+  CpuVector<int64_t> chain_start_;
+  CpuVector<int32_t> chain_point_;
 };
 
 }  // namespace crfseg::crf

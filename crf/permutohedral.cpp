@@ -295,12 +295,13 @@ double lattice_scale(int64_t d) {
 
 // rank[p] = the position of lattice point p (numbered first-seen) along a
 // Z-order curve through its key, ties in first-seen order. Each coordinate
-// is taken relative to its minimum and cut to its top `bits` bits (a coarse
-// curve: 64 cells a side for d = 5 is fine enough to keep neighbours near,
-// and the 30-bit codes sort in three 10-bit radix passes).
+// is taken relative to its minimum and cut to its top `bits` bits. A coarse
+// curve is enough to keep neighbours near: on a noisy 256^2 image the
+// filters ran as fast with 8, 16 or 32 cells a side (d = 5) as with 64, and
+// 16 (4 bits, 20-bit codes) sorts in two 10-bit radix passes instead of three.
 CpuVector<int32_t> z_order_rank(const KeyTable& table, int64_t M) {
   const int64_t d = table.dim();
-  const int bits = static_cast<int>(std::min<int64_t>(6, 32 / d));
+  const int bits = static_cast<int>(std::min<int64_t>(4, 32 / d));
   std::vector<int32_t> lo(static_cast<size_t>(d), std::numeric_limits<int32_t>::max());
   std::vector<int32_t> hi(static_cast<size_t>(d), std::numeric_limits<int32_t>::min());
   for (int64_t p = 0; p < M; ++p) {

@@ -20,6 +20,9 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+// max(a + b, 0) in one pass, saving only the output (relu(add(a, b)) keeps
+// the sum for its backward): a residual block's join.
+Tensor add_relu(const Tensor& a, const Tensor& b);
 
 // ---- scalar : autograd/ops/scalar.cpp ----
 Tensor add_scalar(const Tensor& x, double s);

@@ -40,7 +40,7 @@ Tensor Bottleneck::forward(const Tensor& x) {
   y = (*bn2)((*conv2)(y));
   y = (*bn3)((*conv3)(y));
   const Tensor identity = downsample ? (*downsample)(x) : x;
-  return relu(add(y, identity));
+  return add_relu(y, identity);
 }
 
 ResNetEncoder::ResNetEncoder(const ResNetOptions& o, Generator& gen) : Encoder("ResNetEncoder"), options(o) {

@@ -51,7 +51,8 @@ using crfseg::Pool2dArgs;
 using crfseg::UpsampleMode;
 
 // ---- elementwise ----
-enum class BinaryOp { add, sub, mul, div, maximum, minimum };
+// add_relu: max(a + b, 0) in one pass (a residual block's sum and its ReLU).
+enum class BinaryOp { add, sub, mul, div, maximum, minimum, add_relu };
 enum class UnaryOp { neg, exp, log, sqrt, abs, relu, sigmoid, tanh, square, reciprocal };
 enum class ScalarOp { add, mul, pow, rsub, rdiv };  // x+s, x*s, x^s, s-x, s/x
 enum class CompareOp { eq, ne, lt, le, gt, ge };
@@ -73,6 +74,7 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+Tensor add_relu(const Tensor& a, const Tensor& b);  // max(a + b, 0)
 
 // ---- in place (bump the version counter) ----
 void fill_(const Tensor& t, double value);

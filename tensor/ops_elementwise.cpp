@@ -24,7 +24,7 @@ using detail::geometry;
 namespace kcu = kernels::cuda;
 using detail::stream_of;
 // The kernel enums list the ops in the same order as ours, so a cast maps them.
-static_assert(int(BinaryOp::minimum) == int(kcu::BinaryKind::minimum) && int(BinaryOp::div) == int(kcu::BinaryKind::div));
+static_assert(int(BinaryOp::add_relu) == int(kcu::BinaryKind::add_relu) && int(BinaryOp::div) == int(kcu::BinaryKind::div));
 static_assert(int(UnaryOp::reciprocal) == int(kcu::UnaryKind::reciprocal) &&
               int(UnaryOp::sigmoid) == int(kcu::UnaryKind::sigmoid));
 static_assert(int(ScalarOp::rdiv) == int(kcu::ScalarKind::rdiv) && int(ScalarOp::pow) == int(kcu::ScalarKind::pow));
@@ -43,6 +43,7 @@ const char* binary_name(BinaryOp op) {
     case BinaryOp::div: return "div";
     case BinaryOp::maximum: return "maximum";
     case BinaryOp::minimum: return "minimum";
+    case BinaryOp::add_relu: return "add_relu";
   }
   return "binary";
 }
@@ -93,6 +94,12 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
       case BinaryOp::minimum:
         kc::map2(shape, o, so, pa, sa.data(), pb, sb.data(), [](T x, T y) { return x <= y ? x : y; });
         break;
+      case BinaryOp::add_relu:  // relu's own test (s > 0 ? s : 0), so NaN maps as relu(add) does
+        kc::map2(shape, o, so, pa, sa.data(), pb, sb.data(), [](T x, T y) {
+          const T s = x + y;
+          return s > T(0) ? s : T(0);
+        });
+        break;
     }
   });
   return out;
@@ -102,6 +109,7 @@ Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b
 Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
 Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
 Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b); }
+Tensor add_relu(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add_relu, a, b); }
 
 Tensor unary(UnaryOp op, const Tensor& x) {
   check_defined("unary", x, "x");

@@ -8,6 +8,8 @@
 //   sub: da = sum_to(g)            db = -sum_to(g)
 //   mul: da = sum_to(g * b)        db = sum_to(g * a)
 //   div: da = sum_to(g / b)        db = -sum_to(g * a / b^2) = -sum_to(g * out / b)
+//   add_relu (out = max(a + b, 0)): with m = g * [out > 0] ([a + b > 0]),
+//        da = sum_to(m)            db = sum_to(m)
 // Only what the needed gradients use is saved: mul keeps b only if a needs a
 // gradient, and a only if b does.
 #include "autograd/autograd_meta.h"
@@ -28,6 +30,8 @@ class BinaryBackward : public Node {
     } else if (op == ops::BinaryOp::div) {
       b_ = SavedTensor(b);
       if (need_b) out_ = SavedTensor(out);
+    } else if (op == ops::BinaryOp::add_relu) {
+      out_ = SavedTensor(out);
     }
   }
   const char* name() const override {
@@ -36,6 +40,7 @@ class BinaryBackward : public Node {
       case ops::BinaryOp::sub: return "SubBackward";
       case ops::BinaryOp::mul: return "MulBackward";
       case ops::BinaryOp::div: return "DivBackward";
+      case ops::BinaryOp::add_relu: return "AddReluBackward";
       default: return "BinaryBackward";
     }
   }
@@ -62,6 +67,13 @@ class BinaryBackward : public Node {
           gb = ops::unary(ops::UnaryOp::neg,
                           ops::sum_to(ops::div(ops::mul(g, out_.unpack(name())), b), b_shape_));
         }
+        break;
+      }
+      case ops::BinaryOp::add_relu: {
+        const Tensor out = out_.unpack(name());
+        const Tensor m = ops::unary_backward(ops::UnaryGradOp::relu, g, out, out);  // [out > 0] = [a + b > 0]
+        if (need_a) ga = ops::sum_to(m, a_shape_);
+        if (need_b) gb = ops::sum_to(m, b_shape_);
         break;
       }
       default:
@@ -93,5 +105,6 @@ Tensor add(const Tensor& a, const Tensor& b) { return binary_with_grad(ops::Bina
 Tensor sub(const Tensor& a, const Tensor& b) { return binary_with_grad(ops::BinaryOp::sub, a, b); }
 Tensor mul(const Tensor& a, const Tensor& b) { return binary_with_grad(ops::BinaryOp::mul, a, b); }
 Tensor div(const Tensor& a, const Tensor& b) { return binary_with_grad(ops::BinaryOp::div, a, b); }
+Tensor add_relu(const Tensor& a, const Tensor& b) { return binary_with_grad(ops::BinaryOp::add_relu, a, b); }
 
 }  // namespace crfseg

@@ -30,6 +30,9 @@ void binary(BinaryKind op, const Geometry& g, T* out, const T* a, const T* b, St
     case BinaryKind::minimum:
       map2(g, out, a, b, [] __device__(T x, T y) { return x <= y ? x : y; }, stream, name);
       break;
+    case BinaryKind::add_relu:
+      map2(g, out, a, b, [] __device__(T x, T y) { const T s = x + y; return s > T(0) ? s : T(0); }, stream, name);
+      break;
   }
 }
 

@@ -12,7 +12,7 @@
 
 namespace crfseg::kernels::cuda {
 
-enum class BinaryKind { add, sub, mul, div, maximum, minimum };
+enum class BinaryKind { add, sub, mul, div, maximum, minimum, add_relu };
 enum class UnaryKind { neg, exp, log, sqrt, abs, relu, sigmoid, tanh, square, reciprocal };
 enum class ScalarKind { add, mul, pow, rsub, rdiv };
 enum class CompareKind { eq, ne, lt, le, gt, ge };

@@ -45,6 +45,12 @@ TEST_CASE("gradcheck: broadcasting binary ops, contiguous and strided") {
                      {input({2, 5}, 7), input({1, 3}, 8, 0.5, 2.0)});
   }
   SUBCASE("same tensor on both sides") { expect_gradcheck([](V x) { return mul(x[0], x[0]); }, {input({7}, 9)}); }
+  SUBCASE("add_relu, broadcast and transposed") {
+    // a in +-[0.3, 1.3), b in [-0.1, 0.1): a + b stays 0.2 away from relu's kink,
+    // and both signs occur, so both the passed and the zeroed gradients are checked.
+    expect_gradcheck([](V x) { return add_relu(transpose(x[0], 0, 2), x[1]); },
+                     {away_from_zero({4, 1, 3}, 16), input({5, 1}, 17, -0.1, 0.1)});
+  }
 }
 
 TEST_CASE("gradcheck: scalar ops") {

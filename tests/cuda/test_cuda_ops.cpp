@@ -61,7 +61,7 @@ TEST_CASE("cuda ops: binary ops broadcast like the CPU, f32 and f64" * doctest::
   for (DType dt : {DType::f32, DType::f64}) {
     const Tensor a = random_tensor({3, 1, 17, 5}, 1, dt), b = random_tensor({7, 1, 5}, 2, dt, 0.5, 2.0);
     for (auto op : {ops::BinaryOp::add, ops::BinaryOp::sub, ops::BinaryOp::mul, ops::BinaryOp::div,
-                    ops::BinaryOp::maximum, ops::BinaryOp::minimum}) {
+                    ops::BinaryOp::maximum, ops::BinaryOp::minimum, ops::BinaryOp::add_relu}) {
       check_op("binary", {a, b}, [op](const std::vector<Tensor>& v) { return ops::binary(op, v[0], v[1]); },
                tol(dt), tol(dt));
     }

@@ -40,6 +40,7 @@ TEST_CASE("binary ops broadcast like numpy, on awkward and strided shapes") {
       {ops::BinaryOp::div, [](double x, double y) { return x / y; }},
       {ops::BinaryOp::maximum, [](double x, double y) { return std::max(x, y); }},
       {ops::BinaryOp::minimum, [](double x, double y) { return std::min(x, y); }},
+      {ops::BinaryOp::add_relu, [](double x, double y) { return std::max(x + y, 0.0); }},
   };
   for (DType dtype : {DType::f32, DType::f64}) {
     for (size_t c = 0; c < cases.size(); ++c) {

@@ -70,7 +70,9 @@ bool same_key(const int32_t* a, const int32_t* b, int64_t dim) {
 // (most blur-neighbour lookups on sparse lattices) touches only slots_.
 class KeyTable {
  public:
-  KeyTable(int64_t dim, int64_t max_keys) : dim_(dim), max_keys_(max_keys) {
+  KeyTable(int64_t dim, int64_t max_keys)
+      : dim_(dim), max_keys_(max_keys), lo_(static_cast<size_t>(dim), std::numeric_limits<int32_t>::max()),
+        hi_(static_cast<size_t>(dim), std::numeric_limits<int32_t>::min()) {
     int64_t capacity = 16;
     while (capacity < 2 * max_keys) capacity *= 2;
     slots_.assign(static_cast<size_t>(capacity), Slot{});
@@ -79,6 +81,10 @@ class KeyTable {
   int64_t size() const { return size_; }
   int64_t dim() const { return dim_; }
   const int32_t* key(int64_t index) const { return keys_.data() + index * dim_; }
+  // The smallest and largest value of each coordinate over the keys held
+  // (kept as keys arrive: a few compares in a loop that waits on misses).
+  const std::vector<int32_t>& lo() const { return lo_; }
+  const std::vector<int32_t>& hi() const { return hi_; }
 
   // The index of `key`, inserting it if absent (*inserted says which).
   int32_t insert(const int32_t* key, uint64_t hash, bool* inserted) {
@@ -89,26 +95,15 @@ class KeyTable {
                    " keys, asked to hold more");
       slot = {static_cast<int32_t>(size_++), static_cast<uint32_t>(hash >> 32)};
       keys_.insert(keys_.end(), key, key + dim_);
+      for (int64_t k = 0; k < dim_; ++k) {
+        lo_[k] = std::min(lo_[k], key[k]);
+        hi_[k] = std::max(hi_[k], key[k]);
+      }
     }
     return slot.index;
   }
   // The index of `key`, or -1 when absent.
   int32_t find(const int32_t* key, uint64_t hash) const { return slots_[locate(key, hash)].index; }
-  // Renames key e to rank[e] (a permutation of 0..size-1): the slots keep
-  // their places, the keys move, so later lookups return the new indices.
-  // Only large lattices are renumbered (kReorderPoints), so always parallel.
-  void renumber(const CpuVector<int32_t>& rank) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      if (slots_[i].index >= 0) slots_[i].index = rank[slots_[i].index];
-    }
-    CpuVector<int32_t> moved(keys_.size());
-#pragma omp parallel for schedule(static)
-    for (int64_t e = 0; e < size_; ++e) {
-      std::copy_n(keys_.data() + e * dim_, dim_, moved.data() + static_cast<int64_t>(rank[e]) * dim_);
-    }
-    keys_.swap(moved);
-  }
   // Starts loading the slot a lookup of `hash` probes first (lookups are
   // cache misses into a table of several MB; issuing a batch of prefetches
   // before the lookups overlaps them).
@@ -131,6 +126,7 @@ class KeyTable {
   }
   int64_t dim_, max_keys_;
   int64_t size_ = 0;
+  std::vector<int32_t> lo_, hi_;
   CpuVector<Slot> slots_;
   CpuVector<int32_t> keys_;  // size_ x dim_
 };
@@ -301,18 +297,15 @@ double lattice_scale(int64_t d) {
 // curve is enough to keep neighbours near: on a noisy 256^2 image the
 // filters ran as fast with 8, 16 or 32 cells a side (d = 5) as with 64, and
 // 16 (4 bits, 20-bit codes) sorts in two 10-bit radix passes instead of three.
-CpuVector<int32_t> z_order_rank(const KeyTable& table, int64_t M) {
+struct ZOrder {
+  CpuVector<int32_t> rank;       // rank[old index] = new index
+  CpuVector<int32_t> old_index;  // its inverse
+};
+ZOrder z_order_rank(const KeyTable& table, int64_t M) {
   const int64_t d = table.dim();
   const int bits = static_cast<int>(std::min<int64_t>(4, 32 / d));
-  std::vector<int32_t> lo(static_cast<size_t>(d), std::numeric_limits<int32_t>::max());
-  std::vector<int32_t> hi(static_cast<size_t>(d), std::numeric_limits<int32_t>::min());
-  for (int64_t p = 0; p < M; ++p) {
-    const int32_t* key = table.key(p);
-    for (int64_t k = 0; k < d; ++k) {
-      lo[k] = std::min(lo[k], key[k]);
-      hi[k] = std::max(hi[k], key[k]);
-    }
-  }
+  const std::vector<int32_t>& lo = table.lo();
+  const std::vector<int32_t>& hi = table.hi();
   std::vector<int> shift(static_cast<size_t>(d));
   for (int64_t k = 0; k < d; ++k) {
     int width = 0;
@@ -350,9 +343,12 @@ CpuVector<int32_t> z_order_rank(const KeyTable& table, int64_t M) {
     for (int64_t i = 0; i < M; ++i) sorted[start[(items[i] >> low) & 1023u]++] = items[i];
     items.swap(sorted);
   }
-  CpuVector<int32_t> rank(static_cast<size_t>(M));
-  for (int64_t i = 0; i < M; ++i) rank[items[i] & 0xffffffffu] = static_cast<int32_t>(i);
-  return rank;
+  ZOrder z{CpuVector<int32_t>(static_cast<size_t>(M)), CpuVector<int32_t>(static_cast<size_t>(M))};
+  for (int64_t i = 0; i < M; ++i) {
+    z.old_index[i] = static_cast<int32_t>(items[i] & 0xffffffffu);
+    z.rank[z.old_index[i]] = static_cast<int32_t>(i);
+  }
+  return z;
 }
 
 }  // namespace
@@ -422,14 +418,18 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // neighbours are near in memory too. Only the numbering changes: every
   // sum runs over the same terms in the same order, so the filter's output
   // is bit for bit what it was. rank[old index] = new index; empty: kept.
-  // The table is renamed too, so the neighbour step below walks the points
-  // in the new order and writes its rows in sequence.
-  const CpuVector<int32_t> rank = options.z_order && M >= kReorderPoints ? z_order_rank(table, M) : CpuVector<int32_t>{};
-  if (!rank.empty()) {
+  // The hash table keeps the old numbers (renaming its slots and moving its
+  // keys cost 7.5 ms at 367k points): the neighbour step below walks the
+  // points in the new order, reads their keys through the inverse
+  // permutation, and renames what the table returns.
+  const ZOrder z = options.z_order && M >= kReorderPoints ? z_order_rank(table, M) : ZOrder{};
+  if (!z.rank.empty()) {
 #pragma omp parallel for schedule(static)
-    for (int64_t e = 0; e < N * d1; ++e) vertex_[e] = rank[vertex_[e]];
-    table.renumber(rank);
+    for (int64_t e = 0; e < N * d1; ++e) vertex_[e] = z.rank[vertex_[e]];
   }
+  const int32_t* renamed = z.rank.empty() ? nullptr : z.rank.data();
+  const int32_t* old_of = z.rank.empty() ? nullptr : z.old_index.data();
+  const auto new_index = [renamed](int64_t old) { return renamed ? renamed[old] : static_cast<int32_t>(old); };
 
   // 3. Blur neighbours p +- u_j, u_j = (d + 1) e_j - (1, ..., 1): in the d
   // stored coordinates every coordinate moves by -1 and coordinate j (when
@@ -477,17 +477,24 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
     // that pass: which pass is a coin toss, a branch would mispredict) and
     // prefetch their slots; (c) probe the survivors, whose slots are by then
     // on their way. The order of the probes changes no entry of the table.
+    // Points go in new (Z) order; their keys, in the table's old order, are
+    // gathered into `block_keys` first (prefetched a block ahead).
     constexpr int64_t kBlock = 256;
     std::vector<uint64_t> poly(static_cast<size_t>(kBlock)), hash(static_cast<size_t>(kBlock * d1));
     std::vector<uint64_t> cand_hash(hash.size());
-    std::vector<int32_t> cand_point(hash.size()), cand_dir(hash.size());
+    std::vector<int32_t> cand_point(hash.size()), cand_dir(hash.size()), block_keys(static_cast<size_t>(kBlock * d));
+    const auto old_index = [old_of](int64_t p) { return old_of ? old_of[p] : p; };
     for (int64_t first = begin; first < end; first += kBlock) {
       const int64_t count = std::min(kBlock, end - first);
+      for (int64_t i = 0; i < count; ++i) std::copy_n(table.key(old_index(first + i)), d, block_keys.data() + i * d);
+      for (int64_t i = first + kBlock; old_of && i < std::min(end, first + 2 * kBlock); ++i)
+        __builtin_prefetch(table.key(old_of[i]));
+      const auto key_of = [&](int64_t i) { return block_keys.data() + i * d; };  // i: index in the block
       if (plain) {
         for (int64_t j = 0; j < d1; ++j)
-          for (int64_t i = 0; i < count; ++i) hash[j * kBlock + i] = hash_key(up_key(table.key(first + i), j), d);
+          for (int64_t i = 0; i < count; ++i) hash[j * kBlock + i] = hash_key(up_key(key_of(i), j), d);
       } else {
-        for (int64_t i = 0; i < count; ++i) poly[i] = key_poly(table.key(first + i), d);
+        for (int64_t i = 0; i < count; ++i) poly[i] = key_poly(key_of(i), d);
         for (int64_t j = 0; j < d1; ++j) {
           const uint64_t step = step_poly[j];
           uint64_t* h = hash.data() + j * kBlock;
@@ -499,18 +506,19 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
         for (int64_t i = 0; i < count; ++i) {
           const uint64_t h = hash[j * kBlock + i];
           cand_hash[n] = h;
-          cand_point[n] = static_cast<int32_t>(first + i);
+          cand_point[n] = static_cast<int32_t>(i);
           cand_dir[n] = static_cast<int32_t>(j);
           n += plain || key_filter.may_contain(h);
         }
       }
       for (int64_t c = 0; c < n; ++c) table.prefetch(cand_hash[c]);
       for (int64_t c = 0; c < n; ++c) {
-        const int64_t p = cand_point[c], j = cand_dir[c];
-        const int32_t q = table.find(up_key(table.key(p), j), cand_hash[c]);
-        if (q < 0) continue;
-        neighbour_[(j * M + p) * 2] = q;                                // p + u_j
-        neighbour_[(j * M + q) * 2 + 1] = static_cast<int32_t>(p);  // q - u_j
+        const int64_t i = cand_point[c], j = cand_dir[c];
+        const int32_t q_old = table.find(up_key(key_of(i), j), cand_hash[c]);
+        if (q_old < 0) continue;
+        const int32_t p = static_cast<int32_t>(first + i), q = new_index(q_old);
+        neighbour_[(j * M + p) * 2] = q;      // p + u_j
+        neighbour_[(j * M + q) * 2 + 1] = p;  // q - u_j
       }
     }
   }

@@ -76,7 +76,7 @@ struct LatticeOptions {
   // lattices) and hashes them incrementally (see permutohedral.cpp).
   bool plain_neighbour_search = false;
   // Blur in place along chains of present neighbours (the default, see
-  // below) or the plain way: every lattice point, every direction, reading
+  // "The blur along chains" above) or the plain way: every lattice point, every direction, reading
   // its two neighbours (absent ones as a zero row) into a second buffer.
   bool chain_blur = true;
 };

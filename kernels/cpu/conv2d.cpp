@@ -537,11 +537,12 @@ void forward_pointwise_folded(const ConvGeometry& g, const float* x, const CpuAr
 
 void forward_f32(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
   if (g.N == 0) return;
+  const CpuArray<float> w_packed = prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f);
   if (g.is_pointwise() && g.N > 1 && g.pq() < kFoldPixels) {
-    forward_pointwise_folded(g, x, prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f), bias, y);
-    return;
+    forward_pointwise_folded(g, x, w_packed, bias, y);
+  } else {
+    forward_f32_packed(g, x, w_packed, bias, y);
   }
-  forward_f32_packed(g, x, prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f), bias, y);
 }
 
 // Stride 1: dx is itself a stride-1 convolution of dy with the kernel

@@ -458,11 +458,10 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
   const int64_t per_thread = v_floats + m_floats + input_row_scratch(tl);
   const int slots = parallel_slots();
   const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
-  std::vector<std::unique_ptr<BlisWorkspace>> workspaces;
   for (int t = 0; t < slots; ++t) {
-    workspaces.push_back(std::make_unique<BlisWorkspace>(cfg, g.C, bt));
-    std::fill_n(scratch.get() + t * per_thread + v_floats + m_floats - kLanes, kLanes, 0.0f);
+    std::fill_n(scratch.get() + t * per_thread + v_floats + m_floats - kLanes, kLanes, 0.0f);  // M's slack
   }
+  const auto workspaces = per_thread_workspaces(cfg, slots, g.C, bt);
   AOperand a{};
   a.packed_rows = round_up(g.K, cfg.mr);
 #pragma omp parallel
@@ -533,8 +532,7 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
   const int64_t per_thread = v_floats + z_floats + std::max(input_row_scratch(tl), grad_row_scratch(tl));
   const int slots = parallel_slots();
   const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
-  std::vector<std::unique_ptr<BlisWorkspace>> workspaces;
-  for (int t = 0; t < slots; ++t) workspaces.push_back(std::make_unique<BlisWorkspace>(cfg, bt, g.C));
+  const auto workspaces = per_thread_workspaces(cfg, slots, bt, g.C);
 #pragma omp parallel
   {
     const int tid = omp_get_thread_num();

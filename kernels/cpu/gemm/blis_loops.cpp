@@ -298,14 +298,18 @@ void sgemm_block_grid(const BlisConfig& cfg, int num_threads, bool trans_a, int6
 }
 }  // namespace
 
+std::vector<std::unique_ptr<BlisWorkspace>> per_thread_workspaces(const BlisConfig& cfg, int count, int64_t K,
+                                                                   int64_t max_cols) {
+  std::vector<std::unique_ptr<BlisWorkspace>> workspaces;
+  for (int t = 0; t < count; ++t) workspaces.push_back(std::make_unique<BlisWorkspace>(cfg, K, max_cols));
+  return workspaces;
+}
+
 void blis_sgemm_packed_a(const BlisConfig& cfg, int num_threads, const float* a_packed, int64_t M, int64_t N,
                          int64_t K, const BPanelPacker& b, float beta, float* C, int64_t ldc) {
   const BlockGrid g = choose_block_grid(cfg, M, N, num_threads, kL2Columns, /*a_prepacked=*/true);
   const int64_t a_rows = round_up(M, cfg.mr);
-  // Workspaces before the parallel region: an out-of-memory error then
-  // reaches the caller instead of terminating the program.
-  std::vector<std::unique_ptr<BlisWorkspace>> workspaces;
-  for (int t = 0; t < num_threads; ++t) workspaces.push_back(std::make_unique<BlisWorkspace>(cfg, K, g.nb));
+  const auto workspaces = per_thread_workspaces(cfg, num_threads, K, g.nb);
 #pragma omp parallel num_threads(num_threads)
   {
     const BlisWorkspace& ws = *workspaces[omp_get_thread_num()];

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "tensor/cpu_allocator.h"
 
@@ -100,6 +101,12 @@ class BlisWorkspace {
  private:
   CpuArray<float> a_, b_;
 };
+
+// `count` workspaces, one per thread of a parallel region, made before the
+// region starts: an out-of-memory error then reaches the caller instead of
+// terminating the program inside OpenMP.
+std::vector<std::unique_ptr<BlisWorkspace>> per_thread_workspaces(const BlisConfig& cfg, int count, int64_t K,
+                                                                   int64_t max_cols);
 
 // The A operand of blis_block: a plain row-major matrix (or its transpose)
 // packed block by block as the loops reach it, or a matrix packed once up

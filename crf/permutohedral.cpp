@@ -174,7 +174,7 @@ class KeyFilter {
 // O(d^2) loops unroll; kD = 0 reads d_any.
 template <int kD>
 bool embed_point(const double* f, int64_t d_any, const double* scale, double* elevated, int64_t* rem0, int64_t* rank,
-                 double* bary, int32_t* keys_out, float* bary_out) {
+                 double* bary, int32_t* keys_out, float* bary_out, uint8_t* up_dir_out) {
   const int64_t d = kD > 0 ? kD : d_any, d1 = d + 1;
   const double inv_d1 = 1.0 / static_cast<double>(d1);
   // Elevate: x = E f with E = sqrt(2/3) (d + 1) [e_0 .. e_{d-1}], where column
@@ -237,6 +237,15 @@ bool embed_point(const double* f, int64_t d_any, const double* scale, double* el
     }
     bary_out[k] = static_cast<float>(bary[k]);
   }
+  // The simplex's vertices form a cycle of blur links. From the offsets
+  // above, vertex k - 1 minus vertex k is -1 in every coordinate except +d
+  // in the one of rank d + 1 - k, i.e. u_j for that coordinate j; and
+  // vertex d minus vertex 0 is u_j for the coordinate of rank 0. So vertex
+  // k's up neighbour along u_{up_dir[k]} is vertex (k - 1) mod (d + 1).
+  for (int64_t i = 0; i < d1; ++i) {
+    const int64_t k = (d1 - rank[i]) % d1;  // rank[i] = (d + 1 - k) mod (d + 1)
+    up_dir_out[k] = static_cast<uint8_t>(i);
+  }
   return true;
 }
 
@@ -245,11 +254,12 @@ bool embed_point(const double* f, int64_t d_any, const double* scale, double* el
 constexpr int64_t kParallelPoints = 4096;
 
 // Step 1 of the build for all N points: keys ([N x (d + 1) x d]), their
-// hashes ([N x (d + 1)]) and barycentric weights ([N x (d + 1)]). Returns
+// hashes ([N x (d + 1)]), barycentric weights ([N x (d + 1)]) and the
+// directions of the simplex's own blur links ([N x (d + 1)]). Returns
 // false if some coordinate is out of range. kD as in embed_point.
 template <int kD>
 bool embed_points(const double* features, int64_t N, int64_t d_any, const double* scale, int32_t* keys,
-                  uint64_t* hashes, float* barycentric) {
+                  uint64_t* hashes, float* barycentric, uint8_t* up_dir) {
   const int64_t d = kD > 0 ? kD : d_any, d1 = d + 1;
   bool in_range = true;
 #pragma omp parallel if (N >= kParallelPoints)
@@ -267,7 +277,7 @@ bool embed_points(const double* features, int64_t N, int64_t d_any, const double
     for (int64_t i = 0; i < N; ++i) {
       int32_t* point_keys = keys + i * d1 * d;
       in_range = embed_point<kD>(features + i * d, d, scale, elevated, rem0, rank, bary, point_keys,
-                                 barycentric + i * d1) && in_range;
+                                 barycentric + i * d1, up_dir + i * d1) && in_range;
       for (int64_t k = 0; k < d1; ++k) hashes[i * d1 + k] = hash_key(point_keys + k * d, d);
     }
   }
@@ -375,9 +385,11 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // tables: a training step rebuilds them for every image.
   CpuVector<int32_t> keys(static_cast<size_t>(N * d1 * d));
   CpuVector<uint64_t> hashes(static_cast<size_t>(N * d1));
+  CpuVector<uint8_t> up_dir(static_cast<size_t>(N * d1));
   barycentric_.resize(static_cast<size_t>(N * d1));
   const auto embed = [&]<int kD>() {
-    return embed_points<kD>(features.data(), N, d, scale.data(), keys.data(), hashes.data(), barycentric_.data());
+    return embed_points<kD>(features.data(), N, d, scale.data(), keys.data(), hashes.data(), barycentric_.data(),
+                            up_dir.data());
   };
   const bool in_range = d == 2   ? embed.operator()<2>()
                         : d == 3 ? embed.operator()<3>()
@@ -394,7 +406,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // The price is memory while the lattice builds: 16 N (d + 1) bytes of slots,
   // rounded up to a power of two (8 MiB for a 256^2 RGB image, 128 MiB at
   // 1024^2), twice what a smooth image, with few lattice points, needed before.
-  // Each new key also goes into the Bloom filter of step 3.
+  // Each new key also goes into the Bloom filter of step 4.
   KeyTable table(d, N * d1);
   KeyFilter key_filter(N * d1);
   vertex_.resize(static_cast<size_t>(N * d1));
@@ -431,24 +443,46 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   const int32_t* old_of = z.rank.empty() ? nullptr : z.old_index.data();
   const auto new_index = [renamed](int64_t old) { return renamed ? renamed[old] : static_cast<int32_t>(old); };
 
-  // 3. Blur neighbours p +- u_j, u_j = (d + 1) e_j - (1, ..., 1): in the d
+  // 3. Splat lists: the transpose of (vertex_, barycentric_) in CSR form,
+  // filled in point order so each list is sorted by point. `entries` keeps
+  // the vertex entries e = i (d + 1) + k themselves, for step 4.
+  splat_begin_.assign(static_cast<size_t>(M + 1), 0);
+  for (int64_t e = 0; e < N * d1; ++e) ++splat_begin_[vertex_[e] + 1];
+  for (int64_t p = 0; p < M; ++p) splat_begin_[p + 1] += splat_begin_[p];
+  CpuVector<int32_t> entries(static_cast<size_t>(N * d1));
+  {
+    CpuVector<int64_t> fill(splat_begin_.begin(), splat_begin_.end() - 1);
+    for (int64_t e = 0; e < N * d1; ++e) entries[fill[vertex_[e]]++] = static_cast<int32_t>(e);
+  }
+  splat_.resize(static_cast<size_t>(N * d1));
+#pragma omp parallel for schedule(static) if (N >= kParallelPoints)
+  for (int64_t x = 0; x < N * d1; ++x) splat_[x] = {static_cast<int32_t>(entries[x] / d1), barycentric_[entries[x]]};
+
+  // 4. Blur neighbours p + u_j, u_j = (d + 1) e_j - (1, ..., 1): in the d
   // stored coordinates every coordinate moves by -1 and coordinate j (when
-  // j < d) by +d. Only the d + 1 "up" neighbours q = p + u_j are looked up:
-  // then p = q - u_j is q's "down" neighbour, written from p's side. p -> p + u_j
-  // is one-to-one, so no two points write the same entry, and a down entry
-  // nobody writes has no lattice point behind it. Half the hash lookups
-  // (cache misses into a table of several MB) of looking up both.
-  // Absent neighbours point at the zero row M.
+  // j < d) by +d. Only these "up" neighbours are stored (up_, absent ones
+  // as M): p - u_j is the point whose up neighbour is p, so the chains, and
+  // blur_neighbours() for the plain blur and the CUDA lattice, recover the
+  // "down" side from up_ without a hash lookup. Each thread writes only the
+  // up entries of its own points, in order.
   //
-  // Screening (the default): a candidate's hash is mix(poly(key) +
-  // poly(step_j)) (poly is linear, see hash_key), and the Bloom filter of
-  // step 2 drops most absent candidates before they touch the table; the
-  // candidate's key is written out only for those it lets through.
+  // First, the links inside each pixel's simplex (a cycle of d + 1 links,
+  // see embed_point) are written straight from the splat lists; on a noisy
+  // 256^2 image they are 390k of the 520k links, and their candidates are
+  // not searched (below, on sparse lattices). The search for the rest screens (the default): a
+  // candidate's hash is mix(poly(key) + poly(step_j)) (poly is linear, see
+  // hash_key), and the Bloom filter of step 2 drops most absent candidates
+  // before they touch the table; the candidate's key is written out only
+  // for those it lets through.
   // options.plain_neighbour_search hashes and probes every candidate
   // instead: the same table, the reference for tests. With the blocks
   // below, this step went from 55 to 19 ms on one thread for a noisy 256^2
   // image (bench/NOTES.md change 15).
   const bool plain = options.plain_neighbour_search;
+  // The links come from every vertex entry, the search from every lattice
+  // point: worth it on sparse lattices only (a smooth image's lattice, or
+  // the spatial one, has tens of entries per point). up_dir holds bytes.
+  const bool simplex_links = !plain && d1 <= 255 && N * d1 <= 2 * M;
   std::vector<uint64_t> step_poly(static_cast<size_t>(d1));
   {
     std::vector<int32_t> step(static_cast<size_t>(d));
@@ -457,7 +491,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
       step_poly[j] = key_poly(step.data(), d);
     }
   }
-  neighbour_.assign(static_cast<size_t>(d1 * M * 2), static_cast<int32_t>(M));
+  up_.assign(static_cast<size_t>(d1 * M), static_cast<int32_t>(M));
 #pragma omp parallel if (M >= kParallelPoints)
   {
     const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
@@ -483,6 +517,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
     std::vector<uint64_t> poly(static_cast<size_t>(kBlock)), hash(static_cast<size_t>(kBlock * d1));
     std::vector<uint64_t> cand_hash(hash.size());
     std::vector<int32_t> cand_point(hash.size()), cand_dir(hash.size()), block_keys(static_cast<size_t>(kBlock * d));
+    std::vector<uint8_t> known(hash.size());  // [j kBlock + i]: link p + u_j already written
     const auto old_index = [old_of](int64_t p) { return old_of ? old_of[p] : p; };
     for (int64_t first = begin; first < end; first += kBlock) {
       const int64_t count = std::min(kBlock, end - first);
@@ -490,6 +525,19 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
       for (int64_t i = first + kBlock; old_of && i < std::min(end, first + 2 * kBlock); ++i)
         __builtin_prefetch(table.key(old_of[i]));
       const auto key_of = [&](int64_t i) { return block_keys.data() + i * d; };  // i: index in the block
+      // The simplex links: entry e = i' (d + 1) + k at lattice point p has
+      // its up neighbour along u_{up_dir[e]} at vertex (k - 1) mod (d + 1)
+      // of the same pixel i'.
+      std::fill(known.begin(), known.end(), uint8_t(0));
+      for (int64_t i = 0; simplex_links && i < count; ++i) {
+        const int32_t p = static_cast<int32_t>(first + i);
+        for (int64_t x = splat_begin_[p]; x < splat_begin_[p + 1]; ++x) {
+          const int64_t e = entries[x], k = e % d1, j = up_dir[e];
+          const int32_t q = vertex_[e - k + (k + d) % d1];
+          up_[j * M + p] = q;
+          known[j * kBlock + i] = 1;
+        }
+      }
       if (plain) {
         for (int64_t j = 0; j < d1; ++j)
           for (int64_t i = 0; i < count; ++i) hash[j * kBlock + i] = hash_key(up_key(key_of(i), j), d);
@@ -508,7 +556,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
           cand_hash[n] = h;
           cand_point[n] = static_cast<int32_t>(i);
           cand_dir[n] = static_cast<int32_t>(j);
-          n += plain || key_filter.may_contain(h);
+          n += !known[j * kBlock + i] && (plain || key_filter.may_contain(h));
         }
       }
       for (int64_t c = 0; c < n; ++c) table.prefetch(cand_hash[c]);
@@ -516,49 +564,61 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
         const int64_t i = cand_point[c], j = cand_dir[c];
         const int32_t q_old = table.find(up_key(key_of(i), j), cand_hash[c]);
         if (q_old < 0) continue;
-        const int32_t p = static_cast<int32_t>(first + i), q = new_index(q_old);
-        neighbour_[(j * M + p) * 2] = q;      // p + u_j
-        neighbour_[(j * M + q) * 2 + 1] = p;  // q - u_j
+        up_[j * M + first + i] = new_index(q_old);
       }
     }
   }
 
   chain_blur_ = options.chain_blur;
-  if (chain_blur_) build_chains();
-
-  // 4. Splat lists: the transpose of (vertex_, barycentric_) in CSR form,
-  // filled in point order so each list is sorted by point.
-  splat_begin_.assign(static_cast<size_t>(M + 1), 0);
-  for (int64_t e = 0; e < N * d1; ++e) ++splat_begin_[vertex_[e] + 1];
-  for (int64_t p = 0; p < M; ++p) splat_begin_[p + 1] += splat_begin_[p];
-  splat_.resize(static_cast<size_t>(N * d1));
-  CpuVector<int64_t> fill(splat_begin_.begin(), splat_begin_.end() - 1);
-  for (int64_t e = 0; e < N * d1; ++e) {
-    splat_[fill[vertex_[e]]++] = {static_cast<int32_t>(e / d1), barycentric_[e]};
+  if (chain_blur_) {
+    build_chains();
+  } else {
+    neighbour_ = blur_neighbours();
   }
 }
 
-// The blur chains of every direction, from the neighbour table: a chain
-// starts at each point with an up neighbour and no down neighbour, and
-// follows the up neighbours until one is absent (coordinates move
-// monotonically along u_j, so every walk ends). Chains are numbered in the
-// order of their first point. Directions are independent: one per thread.
-// A walk reads a row of the table far away for each point after its first
+CpuVector<int32_t> PermutohedralLattice::blur_neighbours() const {
+  const int64_t M = num_lattice_, d1 = dim_ + 1;
+  CpuVector<int32_t> table(static_cast<size_t>(d1 * M * 2), static_cast<int32_t>(M));
+#pragma omp parallel for schedule(static) if (M >= kParallelPoints)
+  for (int64_t j = 0; j < d1; ++j) {
+    const int32_t* up = up_.data() + j * M;
+    int32_t* nb = table.data() + j * M * 2;
+    for (int64_t p = 0; p < M; ++p) {
+      nb[2 * p] = up[p];
+      if (up[p] != M) nb[2 * static_cast<int64_t>(up[p]) + 1] = static_cast<int32_t>(p);
+    }
+  }
+  return table;
+}
+
+// The blur chains of every direction, from the up neighbours: a chain
+// starts at each point with an up neighbour that is no point's up
+// neighbour itself, and follows the up neighbours until one is absent
+// (coordinates move monotonically along u_j, so every walk ends). Chains
+// are numbered in the order of their first point. Directions are
+// independent: one per thread. Which points have a down neighbour is
+// marked first, a byte per point (plain stores: a bitmap's read-modify-
+// writes wait on each other), where the full neighbour table of a noisy
+// 256^2 image would be 17.6 MB.
+// A walk reads an up entry far away for each point after its first
 // (a cache miss on a large lattice): the chain heads are collected in
 // blocks first (no branch: which points start a chain is a coin toss on a
-// noisy image) and those rows prefetched before the walks.
+// noisy image) and those entries prefetched before the walks.
 // Each direction fills a region of its own, sized for the most it can
 // hold (every point on at most one chain; every chain at least 2 points),
-// and the regions are then packed together: one pass over the 17.6 MB
-// neighbour table of a noisy 256^2 image instead of a counting pass and a
-// filling pass.
+// and the regions are then packed together.
 void PermutohedralLattice::build_chains() {
   const int64_t M = num_lattice_, d1 = dim_ + 1, max_chains = M / 2 + 1;
   CpuVector<int32_t> region_points(static_cast<size_t>(d1 * M)), region_starts(static_cast<size_t>(d1 * max_chains));
   std::vector<int64_t> chains(static_cast<size_t>(d1)), points(static_cast<size_t>(d1));
 #pragma omp parallel for schedule(static) if (M >= kParallelPoints)
   for (int64_t j = 0; j < d1; ++j) {
-    const int32_t* nb = neighbour_.data() + j * M * 2;
+    const int32_t* up = up_.data() + j * M;
+    CpuVector<uint8_t> has_down(static_cast<size_t>(M + 1));  // entry M: "absent" lands there
+    std::fill(has_down.begin(), has_down.end(), uint8_t(0));
+    for (int64_t p = 0; p < M; ++p) has_down[up[p]] = 1;
+    const auto starts_chain = [&](int64_t p) { return (up[p] != M) & (has_down[p] == 0); };
     int32_t* pts = region_points.data() + j * M;
     int32_t* starts = region_starts.data() + j * max_chains;
     int64_t c = 0, k = 0;
@@ -569,12 +629,12 @@ void PermutohedralLattice::build_chains() {
       int64_t heads = 0;
       for (int64_t p = first; p < first + count; ++p) {
         head[heads] = static_cast<int32_t>(p);
-        heads += (nb[2 * p] != M) & (nb[2 * p + 1] == M);
+        heads += starts_chain(p);
       }
-      for (int64_t h = 0; h < heads; ++h) __builtin_prefetch(nb + 2 * static_cast<int64_t>(nb[2 * head[h]]));
+      for (int64_t h = 0; h < heads; ++h) __builtin_prefetch(up + up[head[h]]);
       for (int64_t h = 0; h < heads; ++h) {
         starts[c++] = static_cast<int32_t>(k);
-        for (int64_t q = head[h]; q != M; q = nb[2 * q]) pts[k++] = static_cast<int32_t>(q);
+        for (int64_t q = head[h]; q != M; q = up[q]) pts[k++] = static_cast<int32_t>(q);
       }
     }
     chains[j] = c;

@@ -109,13 +109,14 @@ class PermutohedralLattice : public GaussianFilter {
   //   splat_offsets() [M + 1], splat_entries() [N (d + 1)]: the CSR
   //     transpose, lattice point p receives entries [offsets[p], offsets[p + 1]);
   //   blur_neighbours(): [(d + 1) x M x 2], for direction j the indices of
-  //     p + u_j and p - u_j, or M (an always-zero row) when absent;
+  //     p + u_j and p - u_j, or M (an always-zero row) when absent (built
+  //     on each call from the stored up neighbours, in O(M d));
   //   slice_scale(): alpha, the factor applied after slicing.
   const CpuVector<int32_t>& vertices() const { return vertex_; }
   const CpuVector<float>& barycentric_weights() const { return barycentric_; }
   const CpuVector<int64_t>& splat_offsets() const { return splat_begin_; }
   const CpuVector<SplatEntry>& splat_entries() const { return splat_; }
-  const CpuVector<int32_t>& blur_neighbours() const { return neighbour_; }
+  CpuVector<int32_t> blur_neighbours() const;
   double slice_scale() const;
 
  private:
@@ -133,8 +134,9 @@ class PermutohedralLattice : public GaussianFilter {
   // receives splat_[splat_begin_[p] .. splat_begin_[p + 1]), sorted by point.
   CpuVector<int64_t> splat_begin_;
   CpuVector<SplatEntry> splat_;
-  // Blur neighbours: for direction j and lattice point p, [(j M + p) * 2 + {0, 1}] holds
-  // the index of p + u_j and p - u_j, or M (a row that is always zero) when absent.
+  // Up neighbours: [j M + p] is the index of p + u_j, or M when absent.
+  CpuVector<int32_t> up_;
+  // The plain blur's table (empty with chain_blur): blur_neighbours().
   CpuVector<int32_t> neighbour_;
   // Blur chains (LatticeOptions::chain_blur): direction j's chains are
   // chain_begin_[j] .. chain_begin_[j + 1] - 1 (indices into chain_start_),

@@ -301,6 +301,37 @@ double lattice_scale(int64_t d) {
   return std::sqrt(dd + 1.0) * std::pow(4.0 * M_PI / 3.0, dd / 2.0) / std::pow(2.0, dd + 1.0);
 }
 
+// One stable pass of an LSD radix sort on bits [low, low + 10) of `items`
+// into `sorted`, parallel: each thread counts its own range of items, and
+// scatters them to offsets that put the ranges in order, so the result is
+// the sequential pass's for any thread count.
+void radix_pass(const CpuVector<uint64_t>& items, CpuVector<uint64_t>& sorted, int low) {
+  constexpr int64_t kBuckets = 1024;
+  const int64_t n = static_cast<int64_t>(items.size());
+  std::vector<int64_t> start(static_cast<size_t>(omp_get_max_threads() * kBuckets));
+#pragma omp parallel if (n >= kParallelPoints)
+  {
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
+    int64_t* mine = start.data() + t * kBuckets;
+    std::fill(mine, mine + kBuckets, 0);
+    for (int64_t i = begin; i < end; ++i) ++mine[(items[i] >> low) & (kBuckets - 1)];
+#pragma omp barrier
+#pragma omp single
+    {
+      int64_t offset = 0;  // bucket-major, then thread
+      for (int64_t b = 0; b < kBuckets; ++b) {
+        for (int64_t u = 0; u < threads; ++u) {
+          const int64_t c = start[u * kBuckets + b];
+          start[u * kBuckets + b] = offset;
+          offset += c;
+        }
+      }
+    }
+    for (int64_t i = begin; i < end; ++i) sorted[mine[(items[i] >> low) & (kBuckets - 1)]++] = items[i];
+  }
+}
+
 // rank[p] = the position of lattice point p (numbered first-seen) along a
 // Z-order curve through its key, ties in first-seen order. Each coordinate
 // is taken relative to its minimum and cut to its top `bits` bits. A coarse
@@ -347,13 +378,11 @@ ZOrder z_order_rank(const KeyTable& table, int64_t M) {
   }
   const int code_bits = bits * static_cast<int>(d);
   for (int low = 32; low < 32 + code_bits; low += 10) {
-    std::vector<int64_t> start(1025, 0);
-    for (int64_t i = 0; i < M; ++i) ++start[((items[i] >> low) & 1023u) + 1];
-    for (int b = 0; b < 1024; ++b) start[b + 1] += start[b];
-    for (int64_t i = 0; i < M; ++i) sorted[start[(items[i] >> low) & 1023u]++] = items[i];
+    radix_pass(items, sorted, low);
     items.swap(sorted);
   }
   ZOrder z{CpuVector<int32_t>(static_cast<size_t>(M)), CpuVector<int32_t>(static_cast<size_t>(M))};
+#pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < M; ++i) {
     z.old_index[i] = static_cast<int32_t>(items[i] & 0xffffffffu);
     z.rank[z.old_index[i]] = static_cast<int32_t>(i);

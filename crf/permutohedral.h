@@ -42,7 +42,10 @@
 // the update needs only the old value of the previous point, kept in
 // registers; so the blur walks the chains in place and skips the rest. On
 // a noisy image's sparse lattice about half the points are on no chain in
-// a given direction. Same sums in the same order as the plain blur.
+// a given direction, and 89% of the chains have two points: those are
+// walked from a list of pairs of their own, with no branch on a chain's
+// length (mispredicted once per chain otherwise). Same sums in the same
+// order as the plain blur.
 //
 // Determinism: splat is a gather per lattice point over a precomputed
 // (point, weight) list sorted by point, blur and slice are gathers, lattice
@@ -142,9 +145,11 @@ class PermutohedralLattice : public GaussianFilter {
   // chain_begin_[j] .. chain_begin_[j + 1] - 1 (indices into chain_start_),
   // chain c's points chain_point_[chain_start_[c] .. chain_start_[c + 1]), ordered along +u_j.
   bool chain_blur_ = true;
-  std::vector<int64_t> chain_begin_;
+  // Chains of two points are kept apart: direction j's are pairs
+  // pair_begin_[j] .. pair_begin_[j + 1] - 1, pair x the points pair_[2 x], pair_[2 x + 1].
+  std::vector<int64_t> chain_begin_, pair_begin_;
   CpuVector<int64_t> chain_start_;
-  CpuVector<int32_t> chain_point_;
+  CpuVector<int32_t> chain_point_, pair_;
 };
 
 }  // namespace crfseg::crf

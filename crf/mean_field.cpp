@@ -109,6 +109,8 @@ std::vector<T> reciprocals(const T* norm, int64_t n) {
 // they unroll and the L x L gradient sums stay in registers. Same
 // arithmetic, in the same order, either way.
 constexpr int kMaxFixedClasses = 4;
+// The most channels a filter call takes at a compile-time width (PermutohedralLattice::dispatch_filter).
+constexpr int64_t kMaxFusedChannels = 4;
 
 // m = W_s a_s + W_b a_b for one pixel (vectors of L).
 template <int kL, typename T>
@@ -147,15 +149,50 @@ History<T> history(const MeanFieldTape& tape, int64_t b) {
           tape.msg_bilateral.data<T>() + b * slots * stride, stride};
 }
 
+// The bilateral norm K_b 1 -> norm_b and the first iteration's message
+// ab = K_b q / norm_b. For L <= 3 in one filter call of L + 1 channels,
+// [q | 1]: the lattice's index traffic, most of a call's time, is paid
+// once instead of twice. Each channel is filtered by the same operations
+// in the same order either way, so the results are the same, bit for bit.
+template <typename T>
+void first_bilateral(const GaussianFilter& kb, const T* q, T* norm_b, std::vector<T>& inv_b, T* ab, int64_t n,
+                     int64_t L) {
+  if (L + 1 > kMaxFusedChannels) {
+    const std::vector<T> ones(static_cast<size_t>(n), T(1));
+    kb.apply(ones.data(), norm_b, 1);
+    inv_b = reciprocals(norm_b, n);
+    normalised_filter(kb, q, inv_b.data(), ab, n, L);
+    return;
+  }
+  const int64_t C = L + 1;
+  std::vector<T> x(static_cast<size_t>(n * C)), y(x.size());
+#pragma omp parallel for schedule(static) if (n * C > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy_n(q + i * L, L, x.data() + i * C);
+    x[i * C + L] = T(1);
+  }
+  kb.apply(x.data(), y.data(), C);
+  inv_b.resize(static_cast<size_t>(n));
+#pragma omp parallel for schedule(static) if (n * C > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    norm_b[i] = y[i * C + L];
+    inv_b[i] = T(1) / norm_b[i];
+    for (int64_t l = 0; l < L; ++l) ab[i * L + l] = y[i * C + l] * inv_b[i];
+  }
+}
+
 // One image's forward: unary [L x n] -> out [L x n]. Iteration t's Q, A_s,
 // A_b go to history slot t (record) or slot 0 (overwritten each time).
+// norm_b (the bilateral filter of all ones) is computed here, with the
+// first iteration's message.
 template <typename T, int kL>
 void forward_image(const Weights& w, const GaussianFilter& ks, const GaussianFilter& kb, const T* unary,
-                   const T* norm_s, const T* norm_b, const History<T>& h, int64_t iterations, bool record,
-                   int64_t n, T* out) {
+                   const T* norm_s, T* norm_b, const History<T>& h, int64_t iterations, bool record, int64_t n,
+                   T* out) {
   const int64_t L = kL > 0 ? kL : w.L;
   std::vector<T> u(static_cast<size_t>(n * L)), z(static_cast<size_t>(n * L));
-  const std::vector<T> inv_s = reciprocals(norm_s, n), inv_b = reciprocals(norm_b, n);
+  const std::vector<T> inv_s = reciprocals(norm_s, n);
+  std::vector<T> inv_b;
   transpose(unary, u.data(), L, n);
   std::copy(u.begin(), u.end(), z.begin());
   for (int64_t t = 0; t < iterations; ++t) {
@@ -165,7 +202,11 @@ void forward_image(const Weights& w, const GaussianFilter& ks, const GaussianFil
     T* ab = h.ab + slot * h.stride;
     softmax_rows(z.data(), q, n, L);
     normalised_filter(ks, q, inv_s.data(), as, n, L);
-    normalised_filter(kb, q, inv_b.data(), ab, n, L);
+    if (t == 0) {
+      first_bilateral(kb, q, norm_b, inv_b, ab, n, L);
+    } else {
+      normalised_filter(kb, q, inv_b.data(), ab, n, L);
+    }
 #pragma omp parallel if (n * L > kParallelGrain)
     {
       double m_fixed[kL > 0 ? kL : 1];
@@ -387,7 +428,6 @@ MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& imag
     for (int64_t b = 0; b < B; ++b) {
       const GaussianFilter& kb = *tape->bilateral[b];
       if (b > 0) std::copy(norm_s, norm_s + n, norm_s + b * n);
-      kb.apply(ones.data(), norm_b + b * n, 1);
       with_fixed_classes(L, [&](auto fixed) {
         forward_image<T, decltype(fixed)::value>(w, *tape->spatial, kb, unaries.data<T>() + b * L * n,
                                                  norm_s + b * n, norm_b + b * n, history<T>(*tape, b),

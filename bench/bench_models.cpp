@@ -9,7 +9,9 @@
 // A training step is forward + cross-entropy + backward + optimizer step
 // (AdamW at lr 1e-3, or SGD at lr 1e-2 with momentum 0.9) on a fixed batch; inference is a
 // no-grad eval-mode forward. --crf adds the CRF-RNN final layer (5
-// iterations in training). --input picks the batch: uniform noise (the
+// iterations in training), and then also times R pairs of steps with the
+// layer switched on and off in the same process, in alternating order
+// (the layer's share of the step). --input picks the batch: uniform noise (the
 // default; the convolutions do not care, but it is the CRF lattice's worst
 // case, one lattice point per pixel vertex) or the synthetic shapes of
 // datasets/synthetic.h with their masks as labels (a natural image's
@@ -163,6 +165,7 @@ int main(int argc, char** argv) {
     const Tensor x_dev = x.to(device);
 
     bench::Timing train{NAN, NAN}, infer{NAN, NAN};
+    std::vector<double> with_layer, without_layer;  // --crf: paired steps (below)
     if (encoder_forward) {
       net.eval();
       infer = bench::time_it(
@@ -192,6 +195,21 @@ int main(int argc, char** argv) {
       };
       net.train();
       train = bench::time_it(train_step, static_cast<int>(warmup), static_cast<int>(repeats));
+      if (with_crf) {
+        // The CRF-RNN's share of the step, measured in this process: steps
+        // with the layer and without it (the same network, its final layer
+        // switched off), in pairs whose order alternates, so that the
+        // machine's drift falls on both sides. Separate processes differ by
+        // more than the layer costs on a shared VM.
+        for (int64_t r = 0; r < repeats; ++r) {
+          for (int k = 0; k < 2; ++k) {
+            const bool on = (r + k) % 2 == 0;
+            net.enable_final_layer(on);
+            (on ? with_layer : without_layer).push_back(bench::time_it(train_step, 0, 1).median_ms);
+          }
+        }
+        net.enable_final_layer(true);
+      }
       if (!all_finite || !(best_later < first_loss)) {
         std::fprintf(stderr, "bench_models: the loss did not decrease (first %g, best later %g); no numbers printed\n",
                      first_loss, best_later);
@@ -207,6 +225,11 @@ int main(int argc, char** argv) {
           1, static_cast<int>(repeats));
     }
     const double params = static_cast<double>(net.num_parameters());
+    const auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v.empty() ? NAN : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    const double paired_with = median(with_layer), paired_without = median(without_layer);
     auto json_ms = [](double ms) {  // null for a pass not run
       char b[32];
       std::snprintf(b, sizeof b, "%.3f", ms);
@@ -217,14 +240,15 @@ int main(int argc, char** argv) {
                   "\"batch\": %lld, \"classes\": %lld, \"crf\": %s, \"optimizer\": \"%s\", \"encoder_forward\": %s, "
                   "\"parameters\": %.0f, \"train_median_ms\": %s, \"train_min_ms\": %s, \"infer_median_ms\": %.3f, "
                   "\"infer_min_ms\": %.3f, \"peak_rss_mib\": %.1f, \"peak_gflops\": %.1f, \"device\": \"%s\", "
-                  "\"device_peak_mib\": %.1f, \"precision\": \"%s\", \"input\": \"%s\"}\n",
+                  "\"device_peak_mib\": %.1f, \"precision\": \"%s\", \"input\": \"%s\", "
+                  "\"paired_with_crf_ms\": %s, \"paired_without_crf_ms\": %s}\n",
                   bench::machine_info().c_str(), encoder.c_str(), (long long)base, (long long)depth, (long long)size,
                   (long long)batch, (long long)classes, with_crf ? "true" : "false", optimizer.c_str(),
                   encoder_forward ? "true" : "false", params, json_ms(train.median_ms).c_str(),
                   json_ms(train.min_ms).c_str(), infer.median_ms,
                   infer.min_ms, peak_rss_mib(), bench::measured_peak_gflops(), device.str().c_str(),
                   device.is_cuda() ? cuda::memory_stats(device.index).peak_allocated_bytes / 1048576.0 : 0.0,
-                  precision_name.c_str(), input.c_str());
+                  precision_name.c_str(), input.c_str(), json_ms(paired_with).c_str(), json_ms(paired_without).c_str());
     } else {
       std::printf("# Segmenter %s%s (base %lld, depth %lld, %.2fM parameters), batch %lld x 3 x %lld^2, %lld classes, "
                   "%s, %s, %lld repeats, %s %s\n",
@@ -238,6 +262,10 @@ int main(int argc, char** argv) {
       }
       std::printf("| crfseg | %s | %.1f | %.1f | %.1f |\n", encoder_forward ? "encoder forward" : "inference",
                   infer.median_ms, infer.min_ms, 1000.0 * batch / infer.median_ms);
+      if (with_crf && !encoder_forward) {
+        std::printf("CRF-RNN share, paired steps in this process: %.1f ms with the layer, %.1f without (%+.1f%%)\n",
+                    paired_with, paired_without, 100.0 * (paired_with - paired_without) / paired_without);
+      }
       std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
       if (device.is_cuda()) std::printf("%s", cuda::memory_summary(device.index).c_str());
     }

@@ -114,7 +114,10 @@ def main():
         batch = int(args[args.index("--batch") + 1])
         row = {"name": name, "kind": kind, "batch": batch, "flops": flops,
                "crfseg_ms": statistics.median(m[key] for m in mine),
-               "crfseg_rss": max(m["peak_rss_mib"] for m in mine)}
+               "crfseg_rss": max(m["peak_rss_mib"] for m in mine),
+               # --crf: each process also times steps with the layer on and off, paired (bench_models).
+               "paired": [(m["paired_with_crf_ms"], m["paired_without_crf_ms"]) for m in mine
+                          if m.get("paired_with_crf_ms") is not None]}
         if theirs:
             row["torch_ms"] = statistics.median(t[key] for t in theirs)
             row["torch_rss"] = max(t["peak_rss_mib"] for t in theirs)
@@ -158,15 +161,21 @@ def main():
             f"{r['crfseg_rss']:.0f}" + (f" / {r['torch_rss']:.0f} / {r['tuned_rss']:.0f}" if t else "")]) + " |")
     plain = next((r for r in rows if r["name"].startswith("U-Net base") and "CRF" not in r["name"]), None)
     for crf in (r for r in rows if "CRF" in r["name"]):
-        if not plain:
-            break
         inp = "synthetic shapes" if "shapes" in crf["name"] else "uniform noise, the lattice's worst case"
-        lines += ["", f"U-Net step with the CRF-RNN layer minus without, {inp}: "
-                  f"{crf['crfseg_ms'] - plain['crfseg_ms']:+.0f} ms "
-                  f"({100 * (crf['crfseg_ms'] - plain['crfseg_ms']) / plain['crfseg_ms']:+.1f}%, {plain['crfseg_ms']:.0f} -> "
-                  f"{crf['crfseg_ms']:.0f} ms; the plain step runs on noise, and the convolutions' time does not depend "
-                  f"on the values; separate processes: within run-to-run noise when small; "
-                  f"`build/bench/bench_crf --headline` times the layer alone)."]
+        if crf["paired"]:
+            pct = sorted(100 * (w - wo) / wo for w, wo in crf["paired"])
+            lines += ["", f"The CRF-RNN layer's share of the U-Net step, {inp}: **{statistics.median(pct):+.1f}%** "
+                      f"(median over {len(pct)} processes, each the medians of {a.repeats} steps with the layer and "
+                      f"{a.repeats} without, in alternating pairs in one process; range {pct[0]:+.1f}% to "
+                      f"{pct[-1]:+.1f}%; {statistics.median(w for w, _ in crf['paired']):.0f} vs "
+                      f"{statistics.median(wo for _, wo in crf['paired']):.0f} ms)."]
+        if plain:
+            lines += [f"Across processes (this row against the plain U-Net row's processes): "
+                      f"{crf['crfseg_ms'] - plain['crfseg_ms']:+.0f} ms "
+                      f"({100 * (crf['crfseg_ms'] - plain['crfseg_ms']) / plain['crfseg_ms']:+.1f}%, "
+                      f"{plain['crfseg_ms']:.0f} -> {crf['crfseg_ms']:.0f} ms; the plain step runs on noise, and the "
+                      f"convolutions' time does not depend on the values; noisier than the paired figure; "
+                      f"`build/bench/bench_crf --headline` times the layer alone)."]
     if rows[0].get("torch_version"):
         lines.append(f"PyTorch: {rows[0]['torch_version']} (Debian's python3-torch), same threads.")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)

@@ -242,6 +242,7 @@ bool embed_point(const double* f, int64_t d_any, const double* scale, double* el
   // in the one of rank d + 1 - k, i.e. u_j for that coordinate j; and
   // vertex d minus vertex 0 is u_j for the coordinate of rank 0. So vertex
   // k's up neighbour along u_{up_dir[k]} is vertex (k - 1) mod (d + 1).
+  // (Bytes: the build uses them only for d + 1 <= 255.)
   for (int64_t i = 0; i < d1; ++i) {
     const int64_t k = (d1 - rank[i]) % d1;  // rank[i] = (d + 1 - k) mod (d + 1)
     up_dir_out[k] = static_cast<uint8_t>(i);
@@ -495,14 +496,14 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // "down" side from up_ without a hash lookup. Each thread writes only the
   // up entries of its own points, in order.
   //
-  // First, the links inside each pixel's simplex (a cycle of d + 1 links,
-  // see embed_point) are written straight from the splat lists; on a noisy
-  // 256^2 image they are 390k of the 520k links, and their candidates are
-  // not searched (below, on sparse lattices). The search for the rest screens (the default): a
-  // candidate's hash is mix(poly(key) + poly(step_j)) (poly is linear, see
-  // hash_key), and the Bloom filter of step 2 drops most absent candidates
-  // before they touch the table; the candidate's key is written out only
-  // for those it lets through.
+  // First, on sparse lattices, the links inside each pixel's simplex (a
+  // cycle of d + 1 links, see embed_point) are written straight from the
+  // splat lists; on a noisy 256^2 image they are 390k of the 520k links,
+  // and their candidates are not searched. The search for the rest screens
+  // (the default): a candidate's hash is mix(poly(key) + poly(step_j))
+  // (poly is linear, see hash_key), and the Bloom filter of step 2 drops
+  // most absent candidates before they touch the table; the candidate's
+  // key is written out only for those it lets through.
   // options.plain_neighbour_search hashes and probes every candidate
   // instead: the same table, the reference for tests. With the blocks
   // below, this step went from 55 to 19 ms on one thread for a noisy 256^2

@@ -23,6 +23,7 @@
 // Run: build-crf/tests/test_crf -tc='*mean-field*,*CrfRnn*'
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "crf/crf_rnn.h"
@@ -204,6 +205,45 @@ TEST_CASE("mean-field forward and backward are bit-identical for 1 and 2 threads
   }
   omp_set_num_threads(saved);
   CHECK(outs[0] == outs[1]);
+}
+
+TEST_CASE("mean-field: the norm filtered with the first message is the filter of all ones, bit for bit") {
+  // The forward filters [Q_0 | 1] in one call for L <= 3 (L + 1 channels)
+  // and the two apart for more classes; either way the tape's bilateral
+  // norm must be K_b 1 and its first message K_b Q_0 times 1 / norm,
+  // exactly as separate calls give them, in both modes.
+  const int64_t B = 2, H = 11, W = 13, n = H * W;
+  const Tensor image = random_tensor({B, 3, H, W}, 41, DType::f32, 0, 255);
+  for (const int64_t L : {1, 2, 3, 4}) {
+    for (FilterMode mode : {FilterMode::lattice, FilterMode::dense}) {
+      CAPTURE(L);
+      const std::string mode_name = filter_mode_name(mode);
+      CAPTURE(mode_name);
+      const Tensor u = random_tensor({B, L, H, W}, 42 + L, DType::f32, -2, 2);
+      const Params p = default_params(L, 1.0, DType::f32);
+      MeanFieldOptions o;
+      o.mode = mode;
+      o.iterations = 2;
+      const MeanFieldForward f = mean_field_forward(u, image, p.ws, p.wb, p.mu, o, true);
+      const MeanFieldTape& tape = *f.tape;
+      for (int64_t b = 0; b < B; ++b) {
+        const GaussianFilter& kb = *tape.bilateral[b];
+        const std::vector<float> ones(static_cast<size_t>(n), 1.0f);
+        std::vector<float> norm(static_cast<size_t>(n)), msg(static_cast<size_t>(n * L));
+        kb.apply(ones.data(), norm.data(), 1);
+        const float* q0 = tape.q.data<float>() + b * tape.q.size(1) * n * L;  // iteration 0
+        kb.apply(q0, msg.data(), L);
+        for (int64_t i = 0; i < n; ++i) {
+          const float inv = 1.0f / norm[i];
+          for (int64_t l = 0; l < L; ++l) msg[i * L + l] *= inv;
+        }
+        const float* tape_norm = tape.norm_bilateral.data<float>() + b * n;
+        const float* tape_msg = tape.msg_bilateral.data<float>() + b * tape.q.size(1) * n * L;
+        CHECK(std::equal(norm.begin(), norm.end(), tape_norm));
+        CHECK(std::equal(msg.begin(), msg.end(), tape_msg));
+      }
+    }
+  }
 }
 
 TEST_CASE("CrfRnn: parameters, initialisation, modes") {

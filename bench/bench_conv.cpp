@@ -19,7 +19,10 @@
 // crfseg with the faster of the two. "crfseg-gemm" rows time crfseg's
 // implicit-GEMM path on the passes that production sends elsewhere, and
 // "crfseg-winograd" rows its Winograd kernels on the 3x3 stride-1 passes
-// that production does not send to them.
+// that production does not send to them. The per-layer table also names
+// what oneDNN picks when left to choose (convolution_auto, its default):
+// on the Intel VM with 2 threads, its direct JIT kernel on every U-Net
+// layer, for all three passes.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -165,6 +168,7 @@ struct DnnlConv {
   dnnl::stream strm{eng};
   dnnl::primitive fwd, bwd_data, bwd_weights;
   std::unordered_map<int, dnnl::memory> fwd_args, bwd_data_args, bwd_weights_args;
+  std::string impl;  // the three primitives' implementation names, "fwd / bwd-data / bwd-weights"
 
   static dnnl::memory filled(const dnnl::memory::desc& md, const dnnl::engine& eng) {
     dnnl::memory m(md, eng);
@@ -174,8 +178,9 @@ struct DnnlConv {
     return m;
   }
 
-  // algo: convolution_direct, or convolution_winograd (oneDNN throws
-  // dnnl::error where it has no such implementation for g or this CPU).
+  // algo: convolution_direct, convolution_winograd (oneDNN throws
+  // dnnl::error where it has no such implementation for g or this CPU), or
+  // convolution_auto (oneDNN's choice, named in `impl`).
   DnnlConv(const ConvGeometry& g, dnnl::algorithm algo) {
     using namespace dnnl;
     using dt = memory::data_type;
@@ -211,6 +216,7 @@ struct DnnlConv {
                         {DNNL_ARG_DIFF_DST, filled(wpd.diff_dst_desc(), eng)},
                         {DNNL_ARG_DIFF_WEIGHTS, filled(wpd.diff_weights_desc(), eng)},
                         {DNNL_ARG_DIFF_BIAS, filled(wpd.diff_bias_desc(), eng)}};
+    impl = std::string(fpd.impl_info_str()) + " / " + dpd.impl_info_str() + " / " + wpd.impl_info_str();
   }
   void run(dnnl::primitive& p, std::unordered_map<int, dnnl::memory>& args) {
     p.execute(strm, args);
@@ -224,7 +230,7 @@ struct DnnlConv {
 // oneDNN's direct convolution and, where oneDNN has one for the layer, its
 // Winograd F(4x4, 3x3). Speed ratio = the faster oneDNN's time / crfseg's
 // (above 1: crfseg faster).
-void print_pass_sums(const std::vector<Row>& rows) {
+void print_pass_sums(const std::vector<Row>& rows, const std::unordered_map<std::string, std::string>& dnnl_auto) {
   const char* impls[] = {"crfseg", "oneDNN", "oneDNN-winograd"};
   std::vector<std::string> layers;
   std::unordered_map<std::string, double> sum[3];
@@ -239,15 +245,17 @@ void print_pass_sums(const std::vector<Row>& rows) {
     ++passes[impl][r.layer];
   }
   if (layers.empty() || sum[1].empty()) return;
-  std::printf("\n| layer | crfseg fwd + bwd ms | oneDNN direct ms | oneDNN Winograd ms | crfseg speed / best oneDNN's |\n"
-              "|---|---|---|---|---|\n");
+  std::printf("\n| layer | crfseg fwd + bwd ms | oneDNN direct ms | oneDNN Winograd ms | crfseg speed / best oneDNN's "
+              "| oneDNN's own choice (convolution_auto) |\n|---|---|---|---|---|---|\n");
   for (const std::string& l : layers) {
     if (passes[0][l] != 3 || passes[1][l] != 3) continue;  // a pass unverified: no sum
     const bool wino = passes[2][l] == 3;
     const double best = wino ? std::min(sum[1][l], sum[2][l]) : sum[1][l];
     char wino_ms[32] = "-";
     if (wino) std::snprintf(wino_ms, sizeof wino_ms, "%.2f", sum[2][l]);
-    std::printf("| %s | %.2f | %.2f | %s | %.2f |\n", l.c_str(), sum[0][l], sum[1][l], wino_ms, best / sum[0][l]);
+    const auto choice = dnnl_auto.find(l);
+    std::printf("| %s | %.2f | %.2f | %s | %.2f | %s |\n", l.c_str(), sum[0][l], sum[1][l], wino_ms, best / sum[0][l],
+                choice == dnnl_auto.end() ? "-" : choice->second.c_str());
   }
 }
 
@@ -282,6 +290,7 @@ int main(int argc, char** argv) {
   const double peak = bench::measured_peak_gflops();
 
   std::vector<Row> rows;
+  std::unordered_map<std::string, std::string> dnnl_auto;  // layer -> oneDNN's choice
   for (const Layer& l : quick ? kQuickLayers : kLayers) {
     if (!filter.empty() && std::string(l.name).find(filter) == std::string::npos) continue;
     const ConvGeometry g = geometry(l, batch);
@@ -369,6 +378,7 @@ int main(int argc, char** argv) {
       }
     }
     if (dnnl_wino) add("oneDNN-winograd", "forward", true, [&] { dnnl_wino->run(dnnl_wino->fwd, dnnl_wino->fwd_args); });
+    dnnl_auto[l.name] = DnnlConv(g, dnnl::algorithm::convolution_auto).impl;
 #endif
     add("crfseg", "backward-input", ok,
         [&] { kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data()); });
@@ -435,7 +445,7 @@ int main(int argc, char** argv) {
       std::printf("| %s | %s | %s | %.3f | %.3f | %.1f | %.0f%% |\n", r.layer.c_str(), r.pass.c_str(), r.impl.c_str(),
                   r.median_ms, r.min_ms, r.gflops, 100.0 * r.gflops / peak);
     }
-    print_pass_sums(rows);
+    print_pass_sums(rows, dnnl_auto);
   }
   for (const Row& r : rows) {
     if (!r.verified) return 1;

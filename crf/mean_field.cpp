@@ -226,11 +226,15 @@ void forward_image(const Weights& w, const GaussianFilter& ks, const GaussianFil
   transpose(z.data(), out, n, L);
 }
 
-// One image's backward: grad [L x n] -> dunary [L x n]; adds into dws, dwb, dmu ([L x L] each).
+// One image's backward: grad [L x n] -> dunary [L x n]. The L x L
+// gradients' block sums go to `sums`, 3 L L values (ws, wb, mu) per block,
+// iterations last to first and blocks in order: the caller adds them in
+// that order, image by image, so the totals do not depend on which images
+// ran side by side.
 template <typename T, int kL>
 void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFilter& kb, const T* grad,
                     const T* norm_s, const T* norm_b, const History<T>& h, int64_t iterations, int64_t n,
-                    T* dunary, double* dws, double* dwb, double* dmu) {
+                    T* dunary, std::vector<double>& sums) {
   const int64_t L = kL > 0 ? kL : w.L, LL = L * L;
   std::vector<T> g(static_cast<size_t>(n * L)), du(static_cast<size_t>(n * L), T(0));
   std::vector<T> rs(g.size()), rb(g.size()), dq(g.size()), dq_b(g.size());
@@ -289,14 +293,7 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
         if (kL > 0) std::copy(fixed, fixed + 3 * LL, partial.data() + blk * 3 * LL);
       }
     }
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const double* p = partial.data() + blk * 3 * LL;
-      for (int64_t e = 0; e < LL; ++e) {
-        dws[e] += p[e];
-        dwb[e] += p[LL + e];
-        dmu[e] += p[2 * LL + e];
-      }
-    }
+    sums.insert(sums.end(), partial.begin(), partial.end());
     ks.apply(rs.data(), dq.data(), L, /*transpose=*/true);
     kb.apply(rb.data(), dq_b.data(), L, /*transpose=*/true);
     // Softmax backward into g, which becomes dLoss/dZ_t.
@@ -364,6 +361,35 @@ std::shared_ptr<const GaussianFilter> cached_spatial_filter(int64_t H, int64_t W
 
 namespace {
 
+// Runs body(b) for each image b of a batch of B. The first B - B % T images
+// (T threads) run side by side, one per thread, each image's own parallel
+// loops then on its thread (OpenMP does not nest by default); the rest one
+// at a time with every thread. An image's work is small enough per
+// parallel region (a filter call is a few ms on a 256^2 image) that its
+// barriers and uneven shares keep 2 threads a few percent idle, and whole
+// images do not wait on each other. Every image's result is the same for
+// any thread count, so the split changes nothing. Errors are caught in the
+// workers and rethrown here, the first image's first.
+template <typename F>
+void for_each_image(int64_t B, const F& body) {
+  const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int64_t side_by_side = threads > 1 ? B / threads * threads : 0;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(B));
+  const auto run = [&](int64_t b) {
+    try {
+      body(b);
+    } catch (...) {
+      errors[b] = std::current_exception();
+    }
+  };
+#pragma omp parallel for schedule(dynamic, 1) if (side_by_side > 0)
+  for (int64_t b = 0; b < side_by_side; ++b) run(b);
+  for (int64_t b = side_by_side; b < B; ++b) run(b);
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
 // One bilateral filter per image of the batch. A lattice build has serial
 // steps (numbering the lattice points in first-seen order, which keeps every
 // later sum independent of the thread count; the splat lists), so a batch
@@ -425,15 +451,15 @@ MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& imag
     T* norm_b = tape->norm_bilateral.data<T>();
     tape->spatial->apply(ones.data(), norm_s, 1);  // same for every image: computed once
     tape->bilateral = build_bilateral_filters(image, options);
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = 1; b < B; ++b) std::copy(norm_s, norm_s + n, norm_s + b * n);
+    for_each_image(B, [&](int64_t b) {
       const GaussianFilter& kb = *tape->bilateral[b];
-      if (b > 0) std::copy(norm_s, norm_s + n, norm_s + b * n);
       with_fixed_classes(L, [&](auto fixed) {
         forward_image<T, decltype(fixed)::value>(w, *tape->spatial, kb, unaries.data<T>() + b * L * n,
                                                  norm_s + b * n, norm_b + b * n, history<T>(*tape, b),
                                                  options.iterations, record, n, out.data<T>() + b * L * n);
       });
-    }
+    });
   });
   return {out, record ? tape : nullptr};
 }
@@ -454,13 +480,24 @@ MeanFieldGrads mean_field_backward(const Tensor& grad_in, const MeanFieldTape& t
   grads.unaries = Tensor::empty(shape, grad.options());
   dispatch_float(grad.dtype(), kOp, [&](auto tag) {
     using T = decltype(tag);
-    for (int64_t b = 0; b < B; ++b) {
+    std::vector<std::vector<double>> sums(static_cast<size_t>(B));
+    for_each_image(B, [&](int64_t b) {
       with_fixed_classes(L, [&](auto fixed) {
         backward_image<T, decltype(fixed)::value>(
             w, *tape.spatial, *tape.bilateral[b], grad.data<T>() + b * L * n, tape.norm_spatial.data<T>() + b * n,
             tape.norm_bilateral.data<T>() + b * n, history<T>(tape, b), tape.options.iterations, n,
-            grads.unaries.data<T>() + b * L * n, dws.data(), dwb.data(), dmu.data());
+            grads.unaries.data<T>() + b * L * n, sums[b]);
       });
+    });
+    for (const std::vector<double>& image_sums : sums) {  // image by image, in the order they were made
+      for (size_t x = 0; x < image_sums.size(); x += static_cast<size_t>(3 * L * L)) {
+        const double* p = image_sums.data() + x;
+        for (int64_t e = 0; e < L * L; ++e) {
+          dws[e] += p[e];
+          dwb[e] += p[L * L + e];
+          dmu[e] += p[2 * L * L + e];
+        }
+      }
     }
   });
   const DType dt = grad.dtype();

@@ -322,13 +322,16 @@ TEST_CASE("lattice neighbour search: the screened search builds the plain search
   // parallel (4096 points) and Z-order (16384) thresholds, d = 1 to 6,
   // sparse (wide) and dense (narrow) features, and features on the lattice
   // grid (0 and small integers: key (0, ..., 0), whose hash is 0, and keys
-  // whose candidates have negative coordinates).
+  // whose candidates have negative coordinates). d = 254 and 300 sit on
+  // both sides of the byte that holds a simplex link's direction (the
+  // default build writes those links itself only for d + 1 <= 255).
   struct Case {
     int64_t n, d;
     double spread;  // features uniform on [-spread, spread]; 0: small integers
   };
-  const Case cases[] = {{1, 1, 0}, {1, 5, 0}, {2, 3, 0}, {7, 2, 1}, {97, 5, 0}, {97, 5, 3}, {331, 1, 40},
-                        {1009, 4, 0}, {4099, 5, 50}, {2053, 3, 20}, {5003, 6, 2}, {20011, 5, 40}, {4096, 2, 30}};
+  const Case cases[] = {{1, 1, 0},      {1, 5, 0},      {2, 3, 0},      {7, 2, 1},      {97, 5, 0},
+                        {97, 5, 3},     {331, 1, 40},   {1009, 4, 0},   {4099, 5, 50},  {2053, 3, 20},
+                        {5003, 6, 2},   {20011, 5, 40}, {4096, 2, 30},  {7, 254, 0.3},  {7, 300, 0.3}};
   for (const Case& c : cases) {
     CAPTURE(c.n);
     CAPTURE(c.d);

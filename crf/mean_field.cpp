@@ -361,19 +361,22 @@ std::shared_ptr<const GaussianFilter> cached_spatial_filter(int64_t H, int64_t W
 
 namespace {
 
-// Runs body(b) for each image b of a batch of B. The first B - B % T images
-// (T threads) run side by side, one per thread, each image's own parallel
-// loops then on its thread (OpenMP does not nest by default); the rest one
-// at a time with every thread. An image's work is small enough per
-// parallel region (a filter call is a few ms on a 256^2 image) that its
-// barriers and uneven shares keep 2 threads a few percent idle, and whole
-// images do not wait on each other. Every image's result is the same for
-// any thread count, so the split changes nothing. Errors are caught in the
-// workers and rethrown here, the first image's first.
+// Runs body(b) for each image b of a batch of B, images side by side, one
+// per thread, each image's own parallel loops then on its thread (OpenMP
+// does not nest by default). With ImageSplit::whole_rounds only the first
+// B - B % T images (T threads) go side by side and the rest run one at a
+// time with every thread, so that no thread idles through a last, lone
+// image; ImageSplit::all sends every image side by side. Every image's
+// result is the same for any thread count, so the split changes nothing.
+// Errors are caught in the workers and rethrown here, the first image's
+// first.
+enum class ImageSplit { whole_rounds, all };
 template <typename F>
-void for_each_image(int64_t B, const F& body) {
+void for_each_image(int64_t B, ImageSplit split, const F& body) {
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const int64_t side_by_side = threads > 1 ? B / threads * threads : 0;
+  const int64_t side_by_side = threads < 2 || B < 2           ? 0
+                               : split == ImageSplit::all ? B
+                                                              : B / threads * threads;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(B));
   const auto run = [&](int64_t b) {
     try {
@@ -392,30 +395,19 @@ void for_each_image(int64_t B, const F& body) {
 
 // One bilateral filter per image of the batch. A lattice build has serial
 // steps (numbering the lattice points in first-seen order, which keeps every
-// later sum independent of the thread count; the splat lists), so a batch
-// builds its images side by side, one per thread, each build then running
-// its parallel steps on that one thread (OpenMP does not nest by default).
-// The lattices are the same as built one at a time. Errors (non-finite or
-// too large features) are caught in the workers and rethrown here, the
-// first image's first.
+// later sum independent of the thread count; the splat lists), so every
+// image of a batch builds side by side (ImageSplit::all). The lattices are
+// the same as built one at a time. Errors (non-finite or too large
+// features) are rethrown, the first image's first.
 std::vector<std::unique_ptr<GaussianFilter>> build_bilateral_filters(const Tensor& image,
                                                                      const MeanFieldOptions& options) {
   const int64_t B = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3), n = H * W;
   std::vector<std::unique_ptr<GaussianFilter>> filters(static_cast<size_t>(B));
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(B));
-#pragma omp parallel for schedule(dynamic, 1) if (B > 1 && !omp_in_parallel())
-  for (int64_t b = 0; b < B; ++b) {
-    try {
-      const double* planes = image.data<double>() + b * C * n;
-      filters[b] = make_gaussian_filter(
-          options.mode, bilateral_features(planes, C, H, W, options.theta_alpha, options.theta_beta), n, 2 + C);
-    } catch (...) {
-      errors[b] = std::current_exception();
-    }
-  }
-  for (const std::exception_ptr& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  for_each_image(B, ImageSplit::all, [&](int64_t b) {
+    const double* planes = image.data<double>() + b * C * n;
+    filters[b] = make_gaussian_filter(
+        options.mode, bilateral_features(planes, C, H, W, options.theta_alpha, options.theta_beta), n, 2 + C);
+  });
   return filters;
 }
 
@@ -452,7 +444,7 @@ MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& imag
     tape->spatial->apply(ones.data(), norm_s, 1);  // same for every image: computed once
     tape->bilateral = build_bilateral_filters(image, options);
     for (int64_t b = 1; b < B; ++b) std::copy(norm_s, norm_s + n, norm_s + b * n);
-    for_each_image(B, [&](int64_t b) {
+    for_each_image(B, ImageSplit::whole_rounds, [&](int64_t b) {
       const GaussianFilter& kb = *tape->bilateral[b];
       with_fixed_classes(L, [&](auto fixed) {
         forward_image<T, decltype(fixed)::value>(w, *tape->spatial, kb, unaries.data<T>() + b * L * n,
@@ -481,7 +473,7 @@ MeanFieldGrads mean_field_backward(const Tensor& grad_in, const MeanFieldTape& t
   dispatch_float(grad.dtype(), kOp, [&](auto tag) {
     using T = decltype(tag);
     std::vector<std::vector<double>> sums(static_cast<size_t>(B));
-    for_each_image(B, [&](int64_t b) {
+    for_each_image(B, ImageSplit::whole_rounds, [&](int64_t b) {
       with_fixed_classes(L, [&](auto fixed) {
         backward_image<T, decltype(fixed)::value>(
             w, *tape.spatial, *tape.bilateral[b], grad.data<T>() + b * L * n, tape.norm_spatial.data<T>() + b * n,

@@ -374,9 +374,8 @@ enum class ImageSplit { whole_rounds, all };
 template <typename F>
 void for_each_image(int64_t B, ImageSplit split, const F& body) {
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const int64_t side_by_side = threads < 2 || B < 2           ? 0
-                               : split == ImageSplit::all ? B
-                                                              : B / threads * threads;
+  int64_t side_by_side = 0;
+  if (threads > 1 && B > 1) side_by_side = split == ImageSplit::all ? B : B / threads * threads;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(B));
   const auto run = [&](int64_t b) {
     try {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <tuple>
 
 #include "datasets/tiff.h"
 #include "tensor/ops.h"
@@ -25,6 +26,15 @@
 #define STBI_NO_PSD
 #define STBI_NO_PIC
 #define STBI_NO_TGA      // TGA has no magic number, so it could not be recognised safely
+// stb_image 2.27 mallocs its JPEG decoder state without clearing it, so a
+// scan that names a Huffman table the file never defined decodes through
+// uninitialised memory (found by the CI fuzz run, session 26: UBSan, index
+// out of bounds in stbi__jpeg_huff_decode). check_jpeg_scan() refuses such
+// scans where it can see them; zeroed allocations make every other such
+// case deterministic (an all-zero table decodes every code as symbol 0).
+#define STBI_MALLOC(size) std::calloc(1, size)
+#define STBI_REALLOC(p, size) std::realloc(p, size)
+#define STBI_FREE(p) std::free(p)
 // Debian's stb_image (2.27) shifts its 32-bit JPEG bit buffer by 32 or more
 // on some corrupt streams (stbi__grow_buffer_unsafe; upstream issue
 // nothings/stb#1293, fixed after 2.27). The shift garbles only the pixels
@@ -151,12 +161,15 @@ bool stb_swaps_16bit_pnm() {
 // past its 257-entry arrays when they do not (found by fuzz/fuzz_image;
 // fixed upstream in stb_image 2.28). Refuse such tables before stb sees them.
 // A DHT segment holds tables of [class/id byte, 16 counts, the values].
-void check_jpeg_dht(const uint8_t* b, size_t n, size_t at, const std::string& source) {
-  if (at + 2 > n) return;  // stb reads zeros past the end: no codes
+// Returns the tables it defines, as bits 4 * class + id.
+unsigned check_jpeg_dht(const uint8_t* b, size_t n, size_t at, const std::string& source) {
+  unsigned defined = 0;
+  if (at + 2 > n) return defined;  // stb reads zeros past the end: no codes
   int64_t left = (int64_t{b[at]} << 8 | b[at + 1]) - 2;
   size_t p = at + 2;
   while (left > 0 && p < n) {
-    if ((b[p] >> 4) > 1 || (b[p] & 15) > 3) return;  // stb rejects the header itself
+    if ((b[p] >> 4) > 1 || (b[p] & 15) > 3) return defined;  // stb rejects the header itself
+    defined |= 1u << (4 * (b[p] >> 4) + (b[p] & 15));
     int codes = 0;
     for (size_t i = 0; i < 16 && p + 1 + i < n; ++i) codes += b[p + 1 + i];
     CRFSEG_CHECK(codes <= 256, IOError, "load_image: cannot decode '", source, "' (jpeg): a Huffman table at byte ",
@@ -175,27 +188,80 @@ void check_jpeg_dht(const uint8_t* b, size_t n, size_t at, const std::string& so
     left -= 17 + codes;
     p += 17 + static_cast<size_t>(codes);
   }
+  return defined;
+}
+
+// A scan (SOS segment, length at byte `at`) may only use Huffman tables
+// defined before it. A baseline scan decodes with both tables of each of its
+// components; a progressive scan with the DC table in a first DC pass
+// (Ss = 0, Ah = 0) and with the AC table in an AC pass (Ss > 0). Headers stb
+// rejects itself (bad counts, table ids above 3) are left to stb.
+void check_jpeg_scan(const uint8_t* b, size_t n, size_t at, unsigned defined, bool progressive,
+                     const std::string& source) {
+  if (at + 3 > n) return;
+  const size_t components = b[at + 2];
+  const size_t tail = at + 3 + 2 * components;  // Ss, Se, Ah/Al
+  if (components < 1 || components > 4 || tail + 3 > n) return;
+  const bool uses_dc = !progressive || (b[tail] == 0 && (b[tail + 2] >> 4) == 0);
+  const bool uses_ac = !progressive || b[tail] != 0;
+  for (size_t k = 0; k < components; ++k) {
+    const int dc = b[at + 4 + 2 * k] >> 4, ac = b[at + 4 + 2 * k] & 15;
+    if (dc > 3 || ac > 3) return;
+    for (const auto& [used, cls, id] : {std::tuple{uses_dc, 0, dc}, std::tuple{uses_ac, 1, ac}}) {
+      CRFSEG_CHECK(!used || (defined >> (4 * cls + id) & 1), IOError, "load_image: cannot decode '", source,
+                   "' (jpeg): the scan at byte ", at - 2, " uses the ", cls == 0 ? "DC" : "AC", " Huffman table ", id,
+                   ", which the file does not define before it (corrupt JPEG, or a Motion-JPEG frame that relies "
+                   "on the standard tables, which stb_image does not supply)");
+    }
+  }
+}
+
+// Where a scan's entropy-coded data ends: at the first marker, a 0xFF
+// followed by neither a stuffed 0x00, a restart marker nor another 0xFF.
+size_t skip_entropy_data(const uint8_t* b, size_t n, size_t p) {
+  for (; p + 1 < n; ++p) {
+    const uint8_t next = b[p + 1];
+    if (b[p] == 0xFF && next != 0x00 && next != 0xFF && !(next >= 0xD0 && next <= 0xD7)) return p;
+  }
+  return n;
 }
 
 // Finds every DHT segment stb could parse: walks the marker segments up to
 // the first scan; from there on (entropy-coded data, where 0xFF bytes are
 // stuffed, or bytes stb would resynchronise on) every 0xFF 0xC4 is taken as
-// one, so the check never misses a table stb reads.
+// one, so the check never misses a table stb reads. The walk itself goes on
+// through the scans, as a well-formed file is laid out, and checks that each
+// scan's tables were defined before it; where the walk loses the layout it
+// stops, and the zeroed allocations above keep stb deterministic.
 void check_jpeg_tables(const uint8_t* b, size_t n, const std::string& source) {
+  unsigned defined = 0;
+  bool huffman = false, progressive = false;  // the frame (SOF) seen so far
+  size_t first_scan = n;
   size_t p = 2;  // after SOI
   while (p + 1 < n && b[p] == 0xFF) {
     while (p + 1 < n && b[p + 1] == 0xFF) ++p;  // fill bytes
-    if (p + 1 >= n) return;                      // only fill bytes left
+    if (p + 1 >= n) break;                       // only fill bytes left
     const uint8_t marker = b[p + 1];
     p += 2;
-    if (marker == 0xD8 || marker == 0xD9 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;
-    if (p + 2 > n) return;
+    if (marker == 0xD9) break;
+    if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;
+    if (p + 2 > n) break;
     const size_t length = size_t{b[p]} << 8 | b[p + 1];
-    if (marker == 0xC4) check_jpeg_dht(b, n, p, source);
-    if (marker == 0xDA || length < 2) break;
+    if (marker == 0xC4) defined |= check_jpeg_dht(b, n, p, source);
+    // stb decodes Huffman frames only: baseline, extended, progressive. The
+    // others (arithmetic, lossless) it refuses with its own message.
+    if (marker == 0xC0 || marker == 0xC1 || marker == 0xC2) huffman = true;
+    if (marker == 0xC2) progressive = true;
+    if (length < 2) break;
+    if (marker == 0xDA) {
+      if (huffman) check_jpeg_scan(b, n, p, defined, progressive, source);
+      first_scan = std::min(first_scan, p);
+      p = skip_entropy_data(b, n, p + length);
+      continue;
+    }
     p += length;
   }
-  for (size_t i = std::min(p, n); i + 1 < n; ++i) {
+  for (size_t i = std::min(first_scan, std::min(p, n)); i + 1 < n; ++i) {
     if (b[i] == 0xFF && b[i + 1] == 0xC4) check_jpeg_dht(b, n, i + 2, source);
   }
 }

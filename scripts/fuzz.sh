@@ -52,7 +52,7 @@ nice -n 10 ninja -C "$B" "${targets[@]/#/fuzz/}"
 declare -A dict=([fuzz_image]=image [fuzz_tiff]=tiff [fuzz_safetensors]=safetensors [fuzz_args]=args)
 # UBSan findings stop the run (clang's -fsanitize=undefined only warns by default).
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:max_malloc_fill_size=1048576:malloc_fill_byte=255}  # see sanitize.sh
 export OMP_NUM_THREADS=1
 
 failed=()

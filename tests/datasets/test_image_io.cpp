@@ -213,6 +213,58 @@ TEST_CASE("decode_image rejects a JPEG Huffman table with more than 256 codes be
   test::check_throws_with<IOError>([&] { decode_image(fill.data(), fill.size(), "fill.jpg"); }, "(jpeg)");
 }
 
+// Found by the CI fuzz run under UBSan (session 26): stb_image 2.27 mallocs
+// its JPEG state without clearing it, so a scan naming a Huffman table the
+// file never defines decodes through uninitialised memory (index out of
+// bounds in stbi__jpeg_huff_decode). The marker walk refuses such a scan; and
+// where the walk cannot follow the file (stray bytes stb resynchronises on),
+// image_io.cpp's zeroed allocations make the decode the same every time.
+// scripts/sanitize.sh fills fresh allocations with 0xFF, which made stb
+// index past its tables here before the allocations were zeroed.
+TEST_CASE("decode_image refuses a JPEG scan that uses an undefined Huffman table") {
+  TempDir dir;
+  const std::string path = dir.file("ok.jpg");
+  test::write_jpeg(path, test::make_image(8, 8, 3, 8, [](int64_t y, int64_t x, int64_t c) { return int(y * 30 + x + c); }));
+  const std::vector<uint8_t> ok = read_file_bytes(path, "test");
+  size_t sos = 0;
+  for (size_t i = 2; i + 1 < ok.size() && sos == 0; ++i) {
+    if (ok[i] == 0xFF && ok[i + 1] == 0xDA) sos = i;
+  }
+  REQUIRE(sos > 0);
+  // Marker (2 bytes), length (2), component count (1), then per component
+  // its id and its table byte (DC id << 4 | AC id). The file defines tables
+  // 0 and 1 only.
+  std::vector<uint8_t> bytes = ok;
+  bytes[sos + 6] = 0x30;
+  test::check_throws_with<IOError>([&] { decode_image(bytes.data(), bytes.size(), "dc.jpg"); },
+                                   "the scan at byte " + std::to_string(sos) + " uses the DC Huffman table 3, which the file does not define before it");
+  bytes[sos + 6] = 0x02;
+  test::check_throws_with<IOError>([&] { probe_image(bytes.data(), bytes.size(), "ac.jpg"); }, "uses the AC Huffman table 2");
+  // An arithmetic-coded frame (SOF9) has no Huffman tables at all: stb's own
+  // refusal stands, not a message about undefined tables.
+  std::vector<uint8_t> arith = bytes;
+  for (size_t i = 2; i + 1 < sos; ++i) {
+    if (arith[i] == 0xFF && arith[i + 1] == 0xC0) arith[i + 1] = 0xC9;
+  }
+  test::check_throws_with<IOError>([&] { decode_image(arith.data(), arith.size(), "arith.jpg"); }, "(jpeg): unknown image type");
+
+  // A stray byte after SOI's first segment: stb skips it, the walk stops.
+  bytes.insert(bytes.begin() + 4 + (ok[4] << 8 | ok[5]), uint8_t{0x00});
+  bytes[sos + 7] = 0x32;
+  Image first, second;
+  bool threw = false;
+  try {
+    first = decode_image(bytes.data(), bytes.size(), "stray.jpg");
+    second = decode_image(bytes.data(), bytes.size(), "stray.jpg");
+  } catch (const IOError&) {
+    threw = true;
+  }
+  if (!threw) {
+    CHECK(first.width == 8);
+    CHECK(first.pixels == second.pixels);
+  }
+}
+
 // Found by the CI fuzz run under UBSan (session 23): in this JPEG's entropy-
 // coded data stb_image 2.27's bit reader shifts a 32-bit buffer by 33
 // (nothings/stb#1293, fixed after 2.27). image_io.cpp switches UBSan's shift

@@ -4,6 +4,9 @@
 // through it. The bookkeeping itself is tested against a fake device in
 // test_block_allocator.cpp.
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 #include "tensor/cpu_allocator.h"
 #include "tests/support/helpers.h"
@@ -60,6 +63,66 @@ TEST_CASE("cpu allocator: a freed large block serves a later request of its size
   CHECK(cpu_memory_stats().cache_hits == start.cache_hits + 1);
   cpu_empty_cache();
   CHECK(cpu_memory_stats().reserved_bytes == start.reserved_bytes);
+}
+
+namespace {
+// The "THPeligible:" field of the /proc/self/smaps entry holding address
+// p: 1 or 0, or -1 where the kernel does not report it.
+int thp_eligible(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    unsigned long long lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = lo <= a && a < hi;
+    } else if (inside && line.rfind("THPeligible:", 0) == 0) {
+      return std::stoi(line.substr(12));
+    }
+  }
+  return -1;
+}
+}  // namespace
+
+TEST_CASE("cpu allocator: segments start on 2 MiB boundaries and are advised as huge pages") {
+  if (!cpu_huge_pages()) {
+    MESSAGE("skipped: huge pages off (AddressSanitizer build, or CRFSEG_CPU_HUGE_PAGES=0)");
+    return;
+  }
+  CachingOn on;
+  cpu_empty_cache();
+  // Each request maps a segment of its own (the cache is empty, and each
+  // is larger than what the one before left free).
+  const size_t sizes[] = {3 * MiB + 100, 8 * MiB, 17 * MiB + 4096};
+  void* blocks[3];
+  for (int i = 0; i < 3; ++i) {
+    blocks[i] = cpu_allocate(sizes[i]);
+    REQUIRE(blocks[i] != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(blocks[i]) % (2 * MiB) == 0);
+    std::memset(blocks[i], i + 1, sizes[i]);  // the whole mapping is ours to write
+  }
+  std::ifstream mode("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string modes;
+  std::getline(mode, modes);
+  // A process may also have THP switched off for itself (prctl).
+  std::ifstream status("/proc/self/status");
+  bool process_off = false;
+  for (std::string line; std::getline(status, line);) process_off |= line == "THP_enabled:\t0";
+  const int eligible = thp_eligible(blocks[1]);
+  if (eligible < 0 || modes.find("[never]") != std::string::npos || modes.empty() || process_off) {
+    MESSAGE("THP eligibility not checked: the kernel reports no THPeligible field or has THP off ('", modes,
+            "'; off for this process: ", process_off, ")");
+  } else {
+    CHECK(eligible == 1);
+  }
+  for (int i = 0; i < 3; ++i) {
+    CHECK(static_cast<unsigned char*>(blocks[i])[sizes[i] - 1] == i + 1);
+    cpu_free(blocks[i], sizes[i]);
+  }
+  cpu_empty_cache();
 }
 
 TEST_CASE("cpu allocator: blocks split from one segment merge back when freed") {

@@ -54,10 +54,15 @@ std::string available_memory() {
   return std::to_string(static_cast<int64_t>(pages) * page) + " bytes available";
 }
 
-const bool huge_pages_on = [] {
-  const char* env = std::getenv("CRFSEG_CPU_HUGE_PAGES");
-  return env == nullptr || env[0] != '0';
-}();
+// Read on first use (a function-local static: tensors allocated during
+// other files' static initialisation see the same setting).
+bool huge_pages_on() {
+  static const bool on = [] {
+    const char* env = std::getenv("CRFSEG_CPU_HUGE_PAGES");
+    return env == nullptr || env[0] != '0';
+  }();
+  return on;
+}
 
 // One segment: an anonymous mapping of `bytes` (a multiple of 2 MiB, see
 // BlockAllocator::segment_size). With huge pages on it starts on a 2 MiB
@@ -65,10 +70,11 @@ const bool huge_pages_on = [] {
 // as transparent huge pages: where the kernel's THP mode is "madvise"
 // (Debian's default) a 2 MiB page then backs what took 512 4 KiB pages,
 // and the convolutions' and GEMMs' walks over activations tens of MiB
-// large stop missing the TLB (U-Net step, batch 4 at 256^2: -4 to -7%,
+// large stop missing the TLB (U-Net step, batch 4 at 256^2: -4 to -6%;
+// the kernel zeroes 2 MiB at a time on first touch, a one-time cost:
 // bench/NOTES.md change 22). madvise failing (no THP) changes nothing.
 void* map_segment(size_t bytes) {
-  if (!huge_pages_on) {
+  if (!huge_pages_on()) {
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? nullptr : p;
   }
@@ -176,7 +182,7 @@ bool set_cpu_caching(bool on) {
 
 bool cpu_caching() { return kUseBlocks && caching_on.load(); }
 
-bool cpu_huge_pages() { return kUseBlocks && huge_pages_on; }
+bool cpu_huge_pages() { return kUseBlocks && huge_pages_on(); }
 
 std::string cpu_memory_summary() {
   return kUseBlocks ? blocks().summary() : "memory on cpu: large blocks from malloc (AddressSanitizer build)\n";

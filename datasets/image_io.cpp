@@ -216,12 +216,15 @@ void check_jpeg_scan(const uint8_t* b, size_t n, size_t at, unsigned defined, bo
   }
 }
 
+// RST0..RST7: restart markers, which sit inside entropy-coded data.
+bool is_restart_marker(uint8_t marker) { return marker >= 0xD0 && marker <= 0xD7; }
+
 // Where a scan's entropy-coded data ends: at the first marker, a 0xFF
 // followed by neither a stuffed 0x00, a restart marker nor another 0xFF.
 size_t skip_entropy_data(const uint8_t* b, size_t n, size_t p) {
   for (; p + 1 < n; ++p) {
     const uint8_t next = b[p + 1];
-    if (b[p] == 0xFF && next != 0x00 && next != 0xFF && !(next >= 0xD0 && next <= 0xD7)) return p;
+    if (b[p] == 0xFF && next != 0x00 && next != 0xFF && !is_restart_marker(next)) return p;
   }
   return n;
 }
@@ -244,7 +247,7 @@ void check_jpeg_tables(const uint8_t* b, size_t n, const std::string& source) {
     const uint8_t marker = b[p + 1];
     p += 2;
     if (marker == 0xD9) break;
-    if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;
+    if (marker == 0xD8 || marker == 0x01 || is_restart_marker(marker)) continue;
     if (p + 2 > n) break;
     const size_t length = size_t{b[p]} << 8 | b[p + 1];
     if (marker == 0xC4) defined |= check_jpeg_dht(b, n, p, source);

@@ -74,18 +74,16 @@ bool huge_pages_on() {
 // the kernel zeroes 2 MiB at a time on first touch, a one-time cost:
 // bench/NOTES.md change 22). madvise failing (no THP) changes nothing.
 void* map_segment(size_t bytes) {
-  if (!huge_pages_on()) {
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? nullptr : p;
-  }
   constexpr size_t kHuge = size_t{2} << 20;
-  void* raw = mmap(nullptr, bytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const size_t slack = huge_pages_on() ? kHuge : 0;
+  void* raw = mmap(nullptr, bytes + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return nullptr;
+  if (slack == 0) return raw;
   const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
   const uintptr_t aligned = (start + kHuge - 1) / kHuge * kHuge;
+  const uintptr_t end = aligned + bytes, mapped_end = start + bytes + slack;
   if (aligned > start) munmap(raw, aligned - start);
-  const uintptr_t end = aligned + bytes;
-  if (start + bytes + kHuge > end) munmap(reinterpret_cast<void*>(end), start + bytes + kHuge - end);
+  if (mapped_end > end) munmap(reinterpret_cast<void*>(end), mapped_end - end);
   void* p = reinterpret_cast<void*>(aligned);
   madvise(p, bytes, MADV_HUGEPAGE);
   return p;

@@ -33,9 +33,12 @@ constexpr int64_t kMaxNr = 64;
 // packed B block, dst[k * nr + c], reading the image directly.
 
 // Forward: op(B) = col(x_n), rows k = (c, r, s), columns j = (p, q).
+// pack_forward_block also takes the columns of several images side by side
+// (the batch folded into the GEMM's columns, forward_folded): column j is
+// pixel j % PQ of image j / PQ, the images following x_img in memory.
 struct ForwardPackCtx {
   const ConvGeometry* g;
-  const float* x_img;  // [C, H, W]
+  const float* x_img;  // [C, H, W] (then the next images, for folded columns)
 };
 
 // A short copy (the pieces are up to NR = 32 floats): 16 floats at a time
@@ -46,6 +49,18 @@ inline void copy_floats(const float* src, int64_t len, float* dst) {
   int64_t i = 0;
   for (; i + 16 <= len; i += 16) std::memcpy(dst + i, src + i, 16 * sizeof(float));
   for (; i < len; ++i) dst[i] = src[i];
+}
+
+// dst[c] = src[2 c] for c < 16, from the 32 floats src[0 .. 31]: two vector
+// loads and one two-source shuffle (GCC's vector extension, like the
+// Winograd transforms) instead of 16 scalar copies.
+inline void gather_even16(const float* src, float* dst) {
+  using Vec16 = float __attribute__((vector_size(64)));
+  Vec16 lo, hi;
+  std::memcpy(&lo, src, sizeof lo);
+  std::memcpy(&hi, src + 16, sizeof hi);
+  const Vec16 even = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  std::memcpy(dst, &even, sizeof even);
 }
 
 // One piece of a packed row: `len` output pixels of one output row, whose
@@ -59,11 +74,15 @@ inline void copy_tap(const ConvGeometry& g, const float* xc, int64_t h, int64_t 
   }
   const float* row = xc + h * g.W;
   if (w >= 0 && w + (len - 1) * g.sw < g.W) {
+    int64_t c = 0;
     if (g.sw == 1) {
       copy_floats(row + w, len, out);
-    } else {
-      for (int64_t c = 0; c < len; ++c) out[c] = row[w + c * g.sw];
+      return;
     }
+    if (g.sw == 2) {  // the ResNet stem and downsampling layers: 16 at a time while 32 inputs lie in the row
+      for (; c + 16 <= len && w + 2 * c + 32 <= g.W; c += 16) gather_even16(row + w + 2 * c, out + c);
+    }
+    for (; c < len; ++c) out[c] = row[w + c * g.sw];
     return;
   }
   for (int64_t c = 0; c < len; ++c) {
@@ -86,34 +105,38 @@ void pack_forward_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0,
                         float* dst) {
   const auto& ctx = *static_cast<const ForwardPackCtx*>(ctx_ptr);
   const ConvGeometry& g = *ctx.g;
-  // The block's columns cut where an output row or a micro-panel ends: within
-  // a piece a tap reads input pixels w0, w0 + sw, ... of a single input row.
+  // The block's columns cut where an output row or a micro-panel ends (an
+  // image ends with its last output row): within a piece a tap reads input
+  // pixels w0, w0 + sw, ... of a single input row of one image.
   struct Piece {
     int64_t off, len, h0, w0;  // offset of its row-0 entries in dst, length, top-left input pixel
+    const float* img;          // its image, [C, H, W]
   };
   thread_local std::vector<Piece> pieces;
   pieces.clear();
   for (int64_t c = 0; c < n;) {
-    const int64_t p = (j0 + c) / g.Q, q = (j0 + c) % g.Q;
+    const int64_t pixel = (j0 + c) % g.pq(), p = pixel / g.Q, q = pixel % g.Q;
     const int64_t panel = c / nr, in_panel = c % nr;
     const int64_t len = std::min({g.Q - q, nr - in_panel, n - c});
-    pieces.push_back({panel * kc * nr + in_panel, len, p * g.sh - g.ph, q * g.sw - g.pw});
+    pieces.push_back({panel * kc * nr + in_panel, len, p * g.sh - g.ph, q * g.sw - g.pw,
+                      ctx.x_img + (j0 + c) / g.pq() * g.C * g.hw()});
     c += len;
   }
   // Input rows the block reads, one span per output row it covers.
   struct Span {
     int64_t h0, w_lo, w_hi;  // input row of tap r = 0, first and one-past-last input column of all taps
+    const float* img;
   };
   thread_local std::vector<Span> spans;
   spans.clear();
   for (const Piece& piece : pieces) {
     const int64_t lo = std::max<int64_t>(piece.w0, 0);
     const int64_t hi = std::min(g.W, piece.w0 + (piece.len - 1) * g.sw + (g.S - 1) * g.dw + 1);
-    if (!spans.empty() && spans.back().h0 == piece.h0) {
+    if (!spans.empty() && spans.back().h0 == piece.h0 && spans.back().img == piece.img) {
       spans.back().w_lo = std::min(spans.back().w_lo, lo);
       spans.back().w_hi = std::max(spans.back().w_hi, hi);
     } else {
-      spans.push_back({piece.h0, lo, hi});
+      spans.push_back({piece.h0, lo, hi, piece.img});
     }
   }
   // Software prefetch of the rows kAhead channels ahead: a block reads 3
@@ -135,19 +158,20 @@ void pack_forward_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0,
         ++ch;
       }
     }
-    const float* xc = ctx.x_img + ch * g.hw();
+    const int64_t plane = ch * g.hw();
     float* d = dst + k * nr;
     const int64_t dh = r * g.dh, dw = s * g.dw;
     if (s == 0 && ch + kAhead < g.C) {
-      const float* xp = xc + kAhead * g.hw();
       for (const Span& span : spans) {
         const int64_t h = span.h0 + dh;
         if (h < 0 || h >= g.H || span.w_hi <= span.w_lo) continue;  // all padding
-        for (int64_t w = span.w_lo; w < span.w_hi; w += 16) __builtin_prefetch(xp + h * g.W + w);
-        __builtin_prefetch(xp + h * g.W + span.w_hi - 1);
+        const float* xp = span.img + plane + kAhead * g.hw() + h * g.W;
+        for (int64_t w = span.w_lo; w < span.w_hi; w += 16) __builtin_prefetch(xp + w);
+        __builtin_prefetch(xp + span.w_hi - 1);
       }
     }
-    for (const Piece& piece : pieces) copy_tap(g, xc, piece.h0 + dh, piece.w0 + dw, piece.len, d + piece.off);
+    for (const Piece& piece : pieces)
+      copy_tap(g, piece.img + plane, piece.h0 + dh, piece.w0 + dw, piece.len, d + piece.off);
     if (tail_dst != nullptr) std::fill(tail_dst + k * nr + tail, tail_dst + (k + 1) * nr, 0.0f);
   }
 }
@@ -414,8 +438,19 @@ bool klanes_weight_grad_wins(const ConvGeometry& g) {
          conv2d_direct_forward_applies(g);
 }
 
+// Small images (ResNet-50's layer3 and layer4: 14^2 and 7^2 output
+// pixels) make thin GEMMs when each image is its own: 49 columns fill 49 of
+// the 64 in two 32-column panels, each thread gets only a few blocks, and
+// the packed weights (9.4 MB for 512 -> 512 3x3) stream from memory once
+// per image for 49 columns of work. With the batch folded into the GEMM's
+// columns, j = n P Q + p, the whole batch is one [K, N P Q] product: the
+// weights are read once per block of columns, not once per image. It goes
+// through a temporary and is then laid out NCHW (plus bias).
+constexpr int64_t kFoldPixels = 256;
+bool fold_batch(const ConvGeometry& g) { return g.N > 1 && g.pq() < kFoldPixels; }
+
 // Winograd F(4x4, 3x3) (conv2d_winograd.h) before both, for 3x3 stride-1
-// layers with enough channels. Measured in session 24 against the paths
+// layers with enough channels, except on images small enough to fold. Measured in session 24 against the paths
 // above, batch 4 (ResNet shapes batch 8), 2 threads, time before / after:
 //   forward and backward-input, C and K >= 64: 64 -> 64 at 256^2 1.2x,
 //     64 -> 128 at 128^2 1.4-1.5x, 128 -> 128 at 128^2 and 128 -> 256 at
@@ -445,7 +480,7 @@ bool winograd_enabled() {
 int64_t multiply_adds(const ConvGeometry& g) { return g.N * g.pq() * g.crs() * g.K; }
 bool winograd_forward_wins(const ConvGeometry& g) {
   return winograd_enabled() && conv2d_winograd_applies(g) && std::min(g.C, g.K) >= 64 && std::min(g.P, g.Q) >= 8 &&
-         multiply_adds(g) >= (int64_t{1} << 25);
+         multiply_adds(g) >= (int64_t{1} << 25) && !fold_batch(g);
 }
 bool winograd_weight_grad_wins(const ConvGeometry& g) {
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64) return false;
@@ -489,14 +524,6 @@ void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<fl
   }
 }
 
-// Pointwise convolutions of small images (ResNet-50's layer4: 7^2 = 49
-// pixels) leave most of each image's last 32-column panel empty (49 of
-// 64 columns used) and give each thread only a few blocks. With the batch
-// folded into the GEMM's columns, j = n P Q + p, the whole batch is one
-// [K, N P Q] product; it goes through a temporary and is then laid out
-// NCHW (plus bias).
-constexpr int64_t kFoldPixels = 256;
-
 struct FoldedPointwiseCtx {
   const float* x;  // [N, C, P Q]
   int64_t C, pq;
@@ -516,14 +543,17 @@ void pack_folded_pointwise(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t 
   }
 }
 
-void forward_pointwise_folded(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed,
-                              const float* bias, float* y) {
+void forward_folded(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed, const float* bias,
+                    float* y) {
   const int threads = thread_count(g);
   const int64_t cols_total = g.N * g.pq();
   const CpuArray<float> tmp = cpu_array<float>(g.K * cols_total);
-  const FoldedPointwiseCtx ctx{x, g.C, g.pq()};
-  blis_sgemm_packed_a(sgemm_blis_config(), threads, w_packed.get(), g.K, cols_total, g.C,
-                      {pack_folded_pointwise, &ctx}, 0.0f, tmp.get(), cols_total);
+  const FoldedPointwiseCtx pointwise{x, g.C, g.pq()};
+  const ForwardPackCtx windows{&g, x};
+  const BPanelPacker packer = g.is_pointwise() ? BPanelPacker{pack_folded_pointwise, &pointwise}
+                                               : BPanelPacker{pack_forward_block, &windows, pack_forward_block};
+  blis_sgemm_packed_a(sgemm_blis_config(), threads, w_packed.get(), g.K, cols_total, g.crs(), packer, 0.0f,
+                      tmp.get(), cols_total);
   // tmp [K, N PQ] -> y [N, K, PQ], the bias added on the way.
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t t = 0; t < g.N * g.K; ++t) {
@@ -535,14 +565,19 @@ void forward_pointwise_folded(const ConvGeometry& g, const float* x, const CpuAr
   }
 }
 
-void forward_f32(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
-  if (g.N == 0) return;
-  const CpuArray<float> w_packed = prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f);
-  if (g.is_pointwise() && g.N > 1 && g.pq() < kFoldPixels) {
-    forward_pointwise_folded(g, x, w_packed, bias, y);
+// The forward from weights already packed as the GEMM's A (prepack_a's layout).
+void forward_prepacked(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed, const float* bias,
+                       float* y) {
+  if (fold_batch(g)) {
+    forward_folded(g, x, w_packed, bias, y);
   } else {
     forward_f32_packed(g, x, w_packed, bias, y);
   }
+}
+
+void forward_f32(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+  if (g.N == 0) return;
+  forward_prepacked(g, x, prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f), bias, y);
 }
 
 // Stride 1: dx is itself a stride-1 convolution of dy with the kernel
@@ -621,7 +656,7 @@ void backward_input_flipped(const ConvGeometry& g, const float* dy, const float*
     conv2d_direct_forward(f, dy, wf.get(), nullptr, dx);
     return;
   }
-  forward_f32_packed(f, dy, prepack_flipped_weights(g, w), nullptr, dx);
+  forward_prepacked(f, dy, prepack_flipped_weights(g, w), nullptr, dx);
 }
 
 void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, float* dx, bool allow_direct) {
@@ -814,6 +849,9 @@ bool conv2d_forward_takes_winograd(const ConvGeometry& g) { return winograd_forw
 bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
 bool conv2d_weight_grad_takes_winograd(const ConvGeometry& g) { return winograd_weight_grad_wins(g); }
 bool conv2d_forward_takes_direct(const ConvGeometry& g) { return !winograd_forward_wins(g) && direct_forward_wins(g); }
+bool conv2d_forward_folds_batch(const ConvGeometry& g) {
+  return !winograd_forward_wins(g) && !direct_forward_wins(g) && fold_batch(g);
+}
 bool conv2d_backward_input_takes_direct(const ConvGeometry& g) {
   return !winograd_forward_wins(g) && backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
 }

@@ -83,6 +83,10 @@ bool conv2d_weight_grad_takes_winograd(const ConvGeometry& g);
 bool conv2d_forward_takes_direct(const ConvGeometry& g);
 bool conv2d_backward_input_takes_direct(const ConvGeometry& g);
 bool conv2d_weight_grad_takes_direct(const ConvGeometry& g);
+// Whether the forward runs the GEMM with the batch folded into its columns
+// (more than one image of fewer than 256 output pixels each; conv2d.cpp,
+// fold_batch). The stride-1 backward-input's flipped convolution folds alike.
+bool conv2d_forward_folds_batch(const ConvGeometry& g);
 void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y);
 void conv2d_backward_input_gemm(const ConvGeometry& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_gemm(const ConvGeometry& g, const float* dy, const float* x, float* dw);

@@ -75,6 +75,14 @@ const std::vector<ConvGeometry>& geometries() {
       make(2, 19, 12, 13, 6, 3, 2, 2, 1, 1, 0, 2, 1),  // C >= 16 (channels-last weight gradient), 16 + 3 channels,
                                                      // stride, padding and dilation on one axis only
       make(1, 16, 3, 3, 5, 3, 3, 1, 1, 4, 4),        // padding wider than the image reaches: all-zero window rows
+      // Small images with the batch folded into the GEMM's columns (kernels/cpu/conv2d.cpp, fold_batch):
+      make(3, 9, 7, 7, 70, 3, 3, 1, 1, 1, 1),        // 3 x 49 columns: images end inside micro-panels
+      make(2, 67, 5, 6, 40, 3, 3, 1, 1, 1, 1),       // CRS = 603 > KC; backward-input folded too (flipped, K' = 67)
+      make(2, 13, 11, 9, 40, 3, 3, 2, 2, 1, 1),      // stride 2: 6 x 5 outputs per image
+      make(3, 20, 9, 8, 36, 3, 3, 1, 1, 2, 2, 2, 2),  // dilation 2
+      // Stride 2 along rows long enough for the packer's 16-wide gather (and its scalar tail):
+      make(1, 5, 9, 70, 40, 3, 3, 2, 2, 1, 1),       // Q = 35: pieces of 32 and 3
+      make(2, 3, 12, 100, 20, 7, 7, 2, 2, 3, 3),     // ResNet stem-like, Q = 50, 300 pixels per image
   };
   return gs;
 }
@@ -121,6 +129,22 @@ void check_against_reference(double tol) {
 
 TEST_CASE("conv2d kernels: f32 implicit-im2col path matches the direct reference") {
   check_against_reference<float>(2e-4);
+}
+
+TEST_CASE("conv2d forward folds the batch into the GEMM's columns for small images only") {
+  // The geometries above that the folded path serves (their results are checked there).
+  CHECK(kernels::cpu::conv2d_forward_folds_batch(make(3, 9, 7, 7, 70, 3, 3, 1, 1, 1, 1)));
+  CHECK(kernels::cpu::conv2d_forward_folds_batch(make(2, 67, 5, 6, 40, 3, 3, 1, 1, 1, 1)));
+  CHECK(kernels::cpu::conv2d_forward_folds_batch(make(2, 13, 11, 9, 40, 3, 3, 2, 2, 1, 1)));
+  CHECK(kernels::cpu::conv2d_forward_folds_batch(make(3, 20, 9, 8, 36, 3, 3, 1, 1, 2, 2, 2, 2)));
+  CHECK(kernels::cpu::conv2d_forward_folds_batch(make(4, 333, 5, 7, 29, 1, 1)));
+  // ResNet-50's layer3 3x3 (14^2, batch 8) folds rather than take Winograd.
+  const ConvGeometry layer3 = make(8, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1);
+  CHECK(kernels::cpu::conv2d_forward_folds_batch(layer3));
+  CHECK_FALSE(kernels::cpu::conv2d_forward_takes_winograd(layer3));
+  // One image, or 16^2 = 256 pixels and more: one GEMM per image.
+  CHECK_FALSE(kernels::cpu::conv2d_forward_folds_batch(make(1, 9, 7, 7, 70, 3, 3, 1, 1, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_forward_folds_batch(make(2, 32, 16, 16, 70, 3, 3, 1, 1, 1, 1)));
 }
 
 // True, with a message, on CPUs without AVX-512F, where the direct kernels

@@ -515,7 +515,7 @@ void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<fl
       const AOperand a{w_packed.get(), 0, false, 1.0f, w_rows, i0};
       if (g.is_pointwise()) {
         const MatrixOperand op{x_img, g.hw(), false};
-        blis_block(cfg, m, cols, g.crs(), a, {pack_b_matrix, &op}, j0, beta, yb, g.pq(), ws);
+        blis_block(cfg, m, cols, g.crs(), a, {pack_b_matrix, &op, pack_b_matrix_block}, j0, beta, yb, g.pq(), ws);
       } else {
         const ForwardPackCtx ctx{&g, x_img};
         blis_block(cfg, m, cols, g.crs(), a, {pack_forward_block, &ctx, pack_forward_block}, j0, beta, yb, g.pq(), ws);

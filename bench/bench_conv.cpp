@@ -333,12 +333,12 @@ int main(int argc, char** argv) {
         [&] { kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data()); });
     namespace kc = kernels::cpu;
     // Another path's three passes (the forward without bias), verified as production's are.
-    using Forward = void (*)(const ConvGeometry&, const float*, const float*, const float*, float*);
+    using Forward = void (*)(const ConvGeometry&, const float*, const float*, const float*, float*, bool);
     using BackwardInput = void (*)(const ConvGeometry&, const float*, const float*, float*);
     using BackwardWeight = void (*)(const ConvGeometry&, const float*, const float*, float*);
     auto verified = [&](Forward fwd, BackwardInput bwd_in, BackwardWeight bwd_w) {
       FloatVec ya(y.size()), dxa(dx.size()), dwa(dw.size());
-      fwd(g, x.data(), w.data(), nullptr, ya.data());
+      fwd(g, x.data(), w.data(), nullptr, ya.data(), false);
       bwd_in(g, dy.data(), w.data(), dxa.data());
       bwd_w(g, dy.data(), x.data(), dwa.data());
       return verify(g, x, w, dy, ya, dxa, dwa);

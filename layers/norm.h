@@ -12,6 +12,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "kernels/replica_sync.h"
 #include "layers/module.h"
@@ -38,6 +39,15 @@ class BatchNorm2d : public Module {
   Tensor running_mean, running_var;    // [C] buffers
   Tensor num_batches_tracked;          // i64 0-d buffer
   std::shared_ptr<kernels::ReplicaSync> sync;  // null: statistics of this process's batch only
+
+  // This batch norm folded into the convolution before it, for inference
+  // (layers/conv_bn.h): W', b', and the tensors and versions they came from.
+  struct Folded {
+    Tensor weight, bias;
+    std::vector<Tensor> sources;
+    std::vector<uint64_t> versions;
+  };
+  Folded folded;
 };
 
 // Sets (or, with nullptr, clears) `sync` on every BatchNorm2d in `root`'s

@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "layers/conv_bn.h"
 #include "layers/module.h"
 
 namespace crfseg::nn {
@@ -25,9 +26,21 @@ class Sequential : public Module {
   int64_t size() const { return size_; }
   Module& operator[](int64_t i) const { return child(std::to_string(i)); }
 
+  // A Conv2d followed by a BatchNorm2d runs as conv_bn (folded into one
+  // convolution for inference, layers/conv_bn.h; the two modules otherwise).
   Tensor forward(const Tensor& x) override {
     Tensor y = x;
-    for (const auto& [_, m] : named_children()) y = (*m)(y);
+    const auto& children = named_children();
+    for (size_t i = 0; i < children.size(); ++i) {
+      auto* conv = dynamic_cast<Conv2d*>(children[i].second.get());
+      auto* bn = i + 1 < children.size() ? dynamic_cast<BatchNorm2d*>(children[i + 1].second.get()) : nullptr;
+      if (conv != nullptr && bn != nullptr) {
+        y = conv_bn(*conv, *bn, y);
+        ++i;
+      } else {
+        y = (*children[i].second)(y);
+      }
+    }
     return y;
   }
 

@@ -1,6 +1,7 @@
 #include "models/resnet.h"
 
 #include "autograd/functions.h"
+#include "layers/conv_bn.h"
 
 namespace crfseg::models {
 
@@ -36,9 +37,10 @@ Bottleneck::Bottleneck(int64_t in, int64_t width, int64_t stride, Generator& gen
 }
 
 Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor y = (*bn1)((*conv1)(x));
-  y = (*bn2)((*conv2)(y));
-  y = (*bn3)((*conv3)(y));
+  // conv_bn: bn(conv(.)), folded into one convolution for inference (layers/conv_bn.h).
+  Tensor y = nn::conv_bn(*conv1, *bn1, x);
+  y = nn::conv_bn(*conv2, *bn2, y);
+  y = nn::conv_bn(*conv3, *bn3, y);
   const Tensor identity = downsample ? (*downsample)(x) : x;
   return add_relu(y, identity);
 }
@@ -73,7 +75,7 @@ ResNetEncoder::ResNetEncoder(const ResNetOptions& o, Generator& gen) : Encoder("
 
 std::vector<Tensor> ResNetEncoder::features(const Tensor& x) {
   std::vector<Tensor> f;
-  f.push_back((*bn1)((*conv1)(x)));                  // stride 2
+  f.push_back(nn::conv_bn(*conv1, *bn1, x));         // stride 2
   f.push_back((*layer1)((*maxpool)(f.back())));      // stride 4
   f.push_back((*layer2)(f.back()));                  // stride 8
   f.push_back((*layer3)(f.back()));                  // stride 16

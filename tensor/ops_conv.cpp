@@ -101,10 +101,8 @@ Tensor pad_bottom_right(const Tensor& x, int64_t H, int64_t W) {
   return out;
 }
 
-}  // namespace
-
-Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dArgs& args) {
-  const char* op = "conv2d";
+Tensor conv2d_forward(const char* op, const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in,
+                      const Conv2dArgs& args, bool relu) {
   check_float(op, x_in, "input");
   check_float(op, w_in, "weight");
   check_same_dtype(op, x_in, w_in, "weight");
@@ -113,6 +111,7 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, con
   const Tensor x = contiguous(x_in), w = contiguous(w_in);
   const Tensor bias = bias_in.defined() ? contiguous(bias_in) : Tensor();
   Tensor y = Tensor::empty(output_shape(g), x.options());
+  bool relu_done = false;
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA
@@ -131,9 +130,21 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, con
 #endif
     check_cpu(op, x);
     kernels::cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
-                                    y.data<T>());
+                                    y.data<T>(), relu);
+    relu_done = true;
   });
-  return y;
+  // The device kernels have no ReLU epilogue: a separate pass there.
+  return relu && !relu_done ? unary(UnaryOp::relu, y) : y;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args) {
+  return conv2d_forward("conv2d", x, weight, bias, args, false);
+}
+
+Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args) {
+  return conv2d_forward("conv2d_relu", x, weight, bias, args, true);
 }
 
 Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Shape& x_shape,

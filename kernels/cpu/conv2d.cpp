@@ -7,6 +7,7 @@
 #include <numeric>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -491,7 +492,7 @@ bool winograd_weight_grad_wins(const ConvGeometry& g) {
 // The forward pass with the weights already packed (prepack_a's layout of
 // the K x CRS weight matrix): they are the A operand of every block.
 void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed, const float* bias,
-                        float* y) {
+                        bool relu, float* y) {
   const BlisConfig& cfg = sgemm_blis_config();
   const int threads = thread_count(g);
   const BlockGrid grid = choose_block_grid(cfg, g.K, g.pq(), ceil_div(threads, g.N), kConvCols, /*a_prepacked=*/true);
@@ -520,6 +521,10 @@ void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<fl
         const ForwardPackCtx ctx{&g, x_img};
         blis_block(cfg, m, cols, g.crs(), a, {pack_forward_block, &ctx, pack_forward_block}, j0, beta, yb, g.pq(), ws);
       }
+      if (relu) {  // while the block is still in cache
+        for (int64_t i = 0; i < m; ++i)
+          for (float& v : std::span(yb + i * g.pq(), static_cast<size_t>(cols))) v = std::max(v, 0.0f);
+      }
     }
   }
 }
@@ -544,7 +549,7 @@ void pack_folded_pointwise(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t 
 }
 
 void forward_folded(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed, const float* bias,
-                    float* y) {
+                    bool relu, float* y) {
   const int threads = thread_count(g);
   const int64_t cols_total = g.N * g.pq();
   const CpuArray<float> tmp = cpu_array<float>(g.K * cols_total);
@@ -554,30 +559,34 @@ void forward_folded(const ConvGeometry& g, const float* x, const CpuArray<float>
                                                : BPanelPacker{pack_forward_block, &windows, pack_forward_block};
   blis_sgemm_packed_a(sgemm_blis_config(), threads, w_packed.get(), g.K, cols_total, g.crs(), packer, 0.0f,
                       tmp.get(), cols_total);
-  // tmp [K, N PQ] -> y [N, K, PQ], the bias added on the way.
+  // tmp [K, N PQ] -> y [N, K, PQ], the bias added (and ReLU applied) on the way.
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t t = 0; t < g.N * g.K; ++t) {
     const int64_t n = t / g.K, k = t % g.K;
     const float* src = tmp.get() + k * cols_total + n * g.pq();
     float* dst = y + t * g.pq();
     const float b = bias ? bias[k] : 0.0f;
-    for (int64_t p = 0; p < g.pq(); ++p) dst[p] = src[p] + b;
+    if (relu) {
+      for (int64_t p = 0; p < g.pq(); ++p) dst[p] = std::max(src[p] + b, 0.0f);
+    } else {
+      for (int64_t p = 0; p < g.pq(); ++p) dst[p] = src[p] + b;
+    }
   }
 }
 
 // The forward from weights already packed as the GEMM's A (prepack_a's layout).
 void forward_prepacked(const ConvGeometry& g, const float* x, const CpuArray<float>& w_packed, const float* bias,
-                       float* y) {
+                       bool relu, float* y) {
   if (fold_batch(g)) {
-    forward_folded(g, x, w_packed, bias, y);
+    forward_folded(g, x, w_packed, bias, relu, y);
   } else {
-    forward_f32_packed(g, x, w_packed, bias, y);
+    forward_f32_packed(g, x, w_packed, bias, relu, y);
   }
 }
 
-void forward_f32(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+void forward_f32(const ConvGeometry& g, const float* x, const float* w, const float* bias, bool relu, float* y) {
   if (g.N == 0) return;
-  forward_prepacked(g, x, prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f), bias, y);
+  forward_prepacked(g, x, prepack_a(sgemm_blis_config(), false, w, g.crs(), g.K, g.crs(), 1.0f), bias, relu, y);
 }
 
 // Stride 1: dx is itself a stride-1 convolution of dy with the kernel
@@ -656,7 +665,7 @@ void backward_input_flipped(const ConvGeometry& g, const float* dy, const float*
     conv2d_direct_forward(f, dy, wf.get(), nullptr, dx);
     return;
   }
-  forward_prepacked(f, dy, prepack_flipped_weights(g, w), nullptr, dx);
+  forward_prepacked(f, dy, prepack_flipped_weights(g, w), nullptr, false, dx);
 }
 
 void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, float* dx, bool allow_direct) {
@@ -859,8 +868,9 @@ bool conv2d_weight_grad_takes_direct(const ConvGeometry& g) {
   return !winograd_weight_grad_wins(g) && (direct_weight_grad_wins(g) || klanes_weight_grad_wins(g));
 }
 
-void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
-  forward_f32(g, x, w, bias, y);
+void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                         bool relu) {
+  forward_f32(g, x, w, bias, relu, y);
 }
 void conv2d_backward_weight_gemm(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   backward_weight_f32(g, dy, x, dw);
@@ -870,15 +880,19 @@ void conv2d_backward_input_gemm(const ConvGeometry& g, const float* dy, const fl
 }
 
 template <>
-void conv2d_forward<float>(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
-  if (winograd_forward_wins(g)) return conv2d_winograd_forward(g, x, w, bias, y);
-  if (direct_forward_wins(g)) return conv2d_direct_forward(g, x, w, bias, y);
-  forward_f32(g, x, w, bias, y);
+void conv2d_forward<float>(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                           bool relu) {
+  if (winograd_forward_wins(g)) return conv2d_winograd_forward(g, x, w, bias, y, relu);
+  if (direct_forward_wins(g)) return conv2d_direct_forward(g, x, w, bias, y, relu);
+  forward_f32(g, x, w, bias, relu, y);
 }
 template <>
-void conv2d_forward<double>(const ConvGeometry& g, const double* x, const double* w, const double* bias,
-                            double* y) {
+void conv2d_forward<double>(const ConvGeometry& g, const double* x, const double* w, const double* bias, double* y,
+                            bool relu) {
   forward_f64(g, x, w, bias, y);
+  if (relu) {
+    for (double& v : std::span(y, static_cast<size_t>(g.N * g.K * g.pq()))) v = std::max(v, 0.0);
+  }
 }
 template <>
 void conv2d_backward_input<float>(const ConvGeometry& g, const float* dy, const float* w, float* dx) {

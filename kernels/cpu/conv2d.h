@@ -54,9 +54,11 @@ void im2col(const ConvGeometry& g, const T* x_img, T* col);
 template <typename T>
 void col2im(const ConvGeometry& g, const T* col, T* dx_img);
 
-// bias may be null. Output buffers are fully overwritten.
+// bias may be null. Output buffers are fully overwritten. With relu the
+// forward writes max(conv + bias, 0), applied to each block while it is in
+// cache (the inference-time conv-BN-ReLU fusion, layers/conv_bn.h).
 template <typename T>
-void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y);
+void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, bool relu = false);
 template <typename T>
 void conv2d_backward_input(const ConvGeometry& g, const T* dy, const T* w, T* dx);
 // db, when not null, also gets the bias gradient: fused into the direct
@@ -87,7 +89,8 @@ bool conv2d_weight_grad_takes_direct(const ConvGeometry& g);
 // (more than one image of fewer than 256 output pixels each; conv2d.cpp,
 // fold_batch). The stride-1 backward-input's flipped convolution folds alike.
 bool conv2d_forward_folds_batch(const ConvGeometry& g);
-void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y);
+void conv2d_forward_gemm(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                         bool relu = false);
 void conv2d_backward_input_gemm(const ConvGeometry& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight_gemm(const ConvGeometry& g, const float* dy, const float* x, float* dw);
 

@@ -132,7 +132,7 @@ constexpr int64_t kStreamBytes = int64_t{8} << 20;
 template <int XV>
 __attribute__((target("avx512f"))) void forward_tile(const ConvGeometry& g, const float* const* rows,
                                                      const float* wb, const float* bias8, int64_t k0, int64_t q0,
-                                                     bool stream, float* y_row0) {
+                                                     bool stream, bool relu, float* y_row0) {
   __m512 acc[kKb][XV];
   FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
     FULLY_UNROLLED for (int v = 0; v < XV; ++v) acc[k][v] = _mm512_set1_ps(bias8[k]);
@@ -150,6 +150,11 @@ __attribute__((target("avx512f"))) void forward_tile(const ConvGeometry& g, cons
     }
   }
   const int64_t kn = std::min<int64_t>(kKb, g.K - k0);
+  if (relu) {
+    FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
+      FULLY_UNROLLED for (int v = 0; v < XV; ++v) acc[k][v] = _mm512_max_ps(acc[k][v], _mm512_setzero_ps());
+    }
+  }
   for (int64_t k = 0; k < kn; ++k) {
     float* out = y_row0 + k * g.pq() + q0;
     FULLY_UNROLLED for (int v = 0; v < XV; ++v) {
@@ -165,7 +170,7 @@ __attribute__((target("avx512f"))) void forward_tile(const ConvGeometry& g, cons
 }
 
 __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, const float* x, const float* w,
-                                                       const float* bias, float* y) {
+                                                       const float* bias, bool relu, float* y) {
   const int64_t taps = g.crs(), blocks = ceil_div(g.K, kKb);
   // Weights regrouped [block][tap][kKb] (zero past K), so a tap's broadcasts
   // read 8 adjacent floats; bias padded the same way.
@@ -211,9 +216,9 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
         const int64_t threes = vectors % 3 == 1 && vectors > 3 ? vectors / 3 - 1 : vectors / 3;
         int64_t v = 0;
         for (int64_t t = 0; t < threes; ++t, v += 3)
-          forward_tile<3>(g, rows, wb, b8, k0, v * kLanes, stream, y_row0);
-        for (; v + 2 <= vectors; v += 2) forward_tile<2>(g, rows, wb, b8, k0, v * kLanes, stream, y_row0);
-        if (v < vectors) forward_tile<1>(g, rows, wb, b8, k0, v * kLanes, stream, y_row0);
+          forward_tile<3>(g, rows, wb, b8, k0, v * kLanes, stream, relu, y_row0);
+        for (; v + 2 <= vectors; v += 2) forward_tile<2>(g, rows, wb, b8, k0, v * kLanes, stream, relu, y_row0);
+        if (v < vectors) forward_tile<1>(g, rows, wb, b8, k0, v * kLanes, stream, relu, y_row0);
       }
     }
     _mm_sfence();  // streamed stores are visible before the region's barrier
@@ -564,12 +569,13 @@ bool conv2d_direct_weight_grad_applies(const ConvGeometry& g) {
   return conv2d_direct_forward_applies(g) && g.crs() <= kMaxTaps;
 }
 
-void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                           bool relu) {
   CRFSEG_CHECK(conv2d_direct_forward_applies(g), NotImplementedError,
                "conv2d_direct_forward: expected AVX-512F, stride 1 along W and a non-empty output, got stride ", g.sw,
                ", output ", g.N, " x ", g.K, " x ", g.P, " x ", g.Q, (has_avx512f() ? "" : ", and a CPU without AVX-512F"));
 #ifdef CRFSEG_DIRECT_X86
-  forward_avx512(g, x, w, bias, y);
+  forward_avx512(g, x, w, bias, relu, y);
 #endif
 }
 

@@ -39,7 +39,8 @@ bool conv2d_direct_weight_grad_applies(const ConvGeometry& g);
 
 // bias may be null; y is fully overwritten. Throw NotImplementedError
 // naming the kernel and the geometry where the *_applies above is false.
-void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y);
+void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                           bool relu = false);
 // dw [K, C, R, S] is fully overwritten. db [K], when not null, gets the
 // bias gradient (dy summed over images and pixels) from the same pass over
 // dy, which a separate conv2d_backward_bias would read from memory again.

@@ -321,11 +321,11 @@ void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float*
   });
 }
 
-// Output tile row (n, ty) of channel k: tile u = A^T in[., u] A (+ bias),
-// in[xi * plane + u], clipped to the output. Reads up to 15 floats past
-// each row of in (lanes it then ignores).
+// Output tile row (n, ty) of channel k: tile u = A^T in[., u] A (+ bias,
+// then max(., 0) with relu), in[xi * plane + u], clipped to the output.
+// Reads up to 15 floats past each row of in (lanes it then ignores).
 void transform_output_row(const ConvGeometry& g, const Tiles& tl, const float* in, int64_t plane, int64_t n,
-                          int64_t k, int64_t ty, const float* bias, float* y) {
+                          int64_t k, int64_t ty, const float* bias, bool relu, float* y) {
   float* yk = y + (n * g.K + k) * g.P * g.Q;
   const float b = bias ? bias[k] : 0.0f;
   const int64_t rows = std::min<int64_t>(kM, g.P - ty * kM);
@@ -337,6 +337,10 @@ void transform_output_row(const ConvGeometry& g, const Tiles& tl, const float* i
     for (int64_t i = 0; i < rows; ++i) {
       float* yrow = yk + (ty * kM + i) * g.Q + u0 * kM;
       FULLY_UNROLLED for (int j = 0; j < kM; ++j) out[i][j] += b;
+      if (relu) {
+        const Vec16 zero = {};
+        FULLY_UNROLLED for (int j = 0; j < kM; ++j) out[i][j] = out[i][j] > zero ? out[i][j] : zero;
+      }
       if (cols == kLanes * kM) {
         interleave4(out[i], yrow);
       } else {
@@ -348,11 +352,12 @@ void transform_output_row(const ConvGeometry& g, const Tiles& tl, const float* i
   }
 }
 
-// y = A^T M[., k, t] A (+ bias[k]) for every tile t and channel k.
-void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, float* y) {
+// y = A^T M[., k, t] A (+ bias[k], then ReLU with relu) for every tile t and channel k.
+void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, bool relu,
+                       float* y) {
   for_each_tile_row(g.N, g.K, tl, 0, [&](int64_t n, int64_t k, int64_t ty, float*) {
     transform_output_row(g, tl, M + k * tl.total + n * tl.per_image + ty * tl.tx, g.K * tl.total, n, k, ty, bias,
-                         y);
+                         relu, y);
   });
 }
 
@@ -412,8 +417,9 @@ ConvGeometry images(const ConvGeometry& g, int64_t count) {
 }
 
 // y = the forward of g from its packed filter transforms (rows K, depth C).
-void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, float* y);
-void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias,
+void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, bool relu,
+                    float* y);
+void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, bool relu,
                          float* y) {
   // Banded while U is small enough to re-read per band (session 24, batch
   // 4, 2 threads: 64 -> 64 at 256^2 47.8 -> 42.8 ms, 128 -> 128 at 128^2
@@ -422,7 +428,7 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
   // Small images (fewer than kBandTiles tiles each) make bands too narrow
   // for the GEMM (256 at 14^2, batch 8: 16-tile bands, 7.9 -> 8.6 ms
   // against the whole batch's 6.9).
-  if (g.C * g.K <= 256 * 256 && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, y);
+  if (g.C * g.K <= 256 * 256 && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, relu, y);
   const BlisConfig& cfg = sgemm_blis_config();
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
   const CpuArray<float> V = transform_buffer(kPoints * g.C * tiles);
@@ -436,7 +442,7 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
       blis_sgemm_packed_a(cfg, omp_get_max_threads(), U.point(xi), g.K, tl.total, g.C,
                           {pack_b_matrix, &vx, pack_b_matrix_block}, 0.0f, M.get() + xi * g.K * tl.total, tl.total);
     }
-    transform_outputs(gc, tl, M.get(), bias, y + n0 * g.K * g.P * g.Q);
+    transform_outputs(gc, tl, M.get(), bias, relu, y + n0 * g.K * g.P * g.Q);
   }
 }
 
@@ -447,7 +453,8 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
 // and M through memory (2 x 36 floats per tile and channel, each way);
 // this one reads U's packed panels once per band instead of once per call.
 // So bands of at least kBandTiles tiles (whole tile rows of one image).
-void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, float* y) {
+void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, bool relu,
+                    float* y) {
   const Tiles tl(g);
   const BlisConfig& cfg = sgemm_blis_config();
   const Bands bands(tl);
@@ -484,7 +491,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
       }
       for (int64_t k = 0; k < g.K; ++k)
         for (int64_t r = 0; r < b.rows; ++r)
-          transform_output_row(g, tl, M + k * tiles + r * tl.tx, g.K * tiles, b.n, k, b.ty0 + r, bias, y);
+          transform_output_row(g, tl, M + k * tiles + r * tl.tx, g.K * tiles, b.n, k, b.ty0 + r, bias, relu, y);
     }
   }
 }
@@ -584,9 +591,10 @@ bool conv2d_winograd_applies(const ConvGeometry& g) {
          g.C > 0 && g.P > 0 && g.Q > 0;
 }
 
-void conv2d_winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y) {
+void conv2d_winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                             bool relu) {
   check_applies(g, "conv2d_winograd_forward");
-  forward_transformed(g, x, pack_transformed_filters(g, w, /*flip=*/false, sgemm_blis_config()), bias, y);
+  forward_transformed(g, x, pack_transformed_filters(g, w, /*flip=*/false, sgemm_blis_config()), bias, relu, y);
 }
 
 void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
@@ -596,7 +604,8 @@ void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, cons
   f.C = g.K, f.H = g.P, f.W = g.Q;
   f.K = g.C, f.P = g.H, f.Q = g.W;
   f.ph = 2 - g.ph, f.pw = 2 - g.pw;
-  forward_transformed(f, dy, pack_transformed_filters(g, w, /*flip=*/true, sgemm_blis_config()), nullptr, dx);
+  forward_transformed(f, dy, pack_transformed_filters(g, w, /*flip=*/true, sgemm_blis_config()), nullptr, false,
+                      dx);
 }
 
 void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw) {

@@ -44,7 +44,8 @@ bool conv2d_winograd_applies(const ConvGeometry& g);
 
 // bias may be null; y is fully overwritten. Throw NotImplementedError
 // naming the kernel and the geometry where conv2d_winograd_applies is false.
-void conv2d_winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y);
+void conv2d_winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                             bool relu = false);
 // dx is fully overwritten.
 void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, const float* w, float* dx);
 // dw [K, C, 3, 3] is fully overwritten (the bias gradient is separate).

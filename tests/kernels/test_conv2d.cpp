@@ -88,6 +88,12 @@ const std::vector<ConvGeometry>& geometries() {
 }
 
 template <typename T>
+std::vector<T> relu_of(std::vector<T> v) {
+  for (T& x : v) x = std::max(x, T(0));
+  return v;
+}
+
+template <typename T>
 void check_against_reference(double tol) {
   for (const ConvGeometry& g : geometries()) {
     INFO(describe(g));
@@ -101,6 +107,10 @@ void check_against_reference(double tol) {
       kernels::ref::conv2d_forward<T>(g, x.data(), w.data(), with_bias ? b.data() : nullptr, want.data());
       kernels::cpu::conv2d_forward<T>(g, x.data(), w.data(), with_bias ? b.data() : nullptr, got.data());
       CHECK_CLOSE(as_double(got), as_double(want), tol, tol);
+      // With the ReLU epilogue (whichever path this geometry takes).
+      std::vector<T> got_relu(want.size(), T(-7));
+      kernels::cpu::conv2d_forward<T>(g, x.data(), w.data(), with_bias ? b.data() : nullptr, got_relu.data(), true);
+      CHECK_CLOSE(as_double(got_relu), as_double(relu_of(want)), tol, tol);
     }
 
     std::vector<T> dx_want(x.size()), dx_got(x.size(), T(7));
@@ -202,6 +212,10 @@ TEST_CASE("conv2d direct kernels (few input taps) match the reference; the GEMM 
       kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), bias, gemm.data());
       CHECK_CLOSE(as_double(direct), as_double(want), 2e-4, 2e-4);
       CHECK_CLOSE(as_double(gemm), as_double(want), 2e-4, 2e-4);
+      kernels::cpu::conv2d_direct_forward(g, x.data(), w.data(), bias, direct.data(), /*relu=*/true);
+      kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), bias, gemm.data(), /*relu=*/true);
+      CHECK_CLOSE(as_double(direct), as_double(relu_of(want)), 2e-4, 2e-4);
+      CHECK_CLOSE(as_double(gemm), as_double(relu_of(want)), 2e-4, 2e-4);
     }
     std::vector<float> want(w.size()), direct(w.size(), 7.0f), gemm(w.size(), 7.0f);
     kernels::ref::conv2d_backward_weight<float>(g, dy.data(), x.data(), want.data());

@@ -105,6 +105,11 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
     kernels::ref::conv2d_forward<float>(g, x.data(), w.data(), nullptr, y0.data());
     kernels::cpu::conv2d_winograd_forward(g, x.data(), w.data(), nullptr, got0.data());
     CHECK_CLOSE(as_double(got0), as_double(y0), atol(g.C * 9), 2e-4);
+    // With the ReLU epilogue.
+    std::vector<float> relu_want = y, got_relu(dy.size(), -7.0f);
+    for (float& v : relu_want) v = std::max(v, 0.0f);
+    kernels::cpu::conv2d_winograd_forward(g, x.data(), w.data(), b.data(), got_relu.data(), /*relu=*/true);
+    CHECK_CLOSE(as_double(got_relu), as_double(relu_want), atol(g.C * 9), 2e-4);
   }
 }
 

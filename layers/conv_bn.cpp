@@ -45,8 +45,8 @@ Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x) {
     NoGradGuard no_grad;
     const int64_t K = bn.options.num_features;
     // s = gamma / sqrt(var + eps), t = beta - s mean (gamma = 1, beta = 0 without affine).
-    Tensor s = ops::unary(ops::UnaryOp::reciprocal,
-                          ops::unary(ops::UnaryOp::sqrt, ops::scalar_op(ops::ScalarOp::add, bn.running_var, bn.options.eps)));
+    const Tensor std = ops::unary(ops::UnaryOp::sqrt, ops::scalar_op(ops::ScalarOp::add, bn.running_var, bn.options.eps));
+    Tensor s = ops::unary(ops::UnaryOp::reciprocal, std);
     if (bn.weight.defined()) s = ops::binary(ops::BinaryOp::mul, s, bn.weight);
     Tensor shift = conv.bias.defined() ? ops::binary(ops::BinaryOp::sub, conv.bias, bn.running_mean)
                                        : ops::scalar_op(ops::ScalarOp::mul, bn.running_mean, -1.0);

@@ -17,7 +17,9 @@
 // bn in eval mode, no gradient wanted (grad mode off, or nothing involved
 // requires one: the fused op is not differentiable), and no summary or
 // forward observer watching module calls (they would miss the two modules).
-// Everywhere else it is bn(conv(x)), through both modules.
+// Everywhere else it is bn(conv(x)), through both modules. The fold is kept
+// in the batch norm (BatchNorm2d::folded), so one module pair must not run
+// from several threads at once.
 #pragma once
 
 #include "layers/conv.h"

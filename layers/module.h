@@ -105,10 +105,6 @@ class Module {
 // calls come in completion order). Guards nest: the newest one is active and
 // the previous one is restored on destruction. Used by the non-finite
 // diagnosis (layers/nonfinite.h); observation must not change the forward.
-// True while summary() or a ForwardObserverGuard watches module calls on
-// this thread (fusions that skip module calls, layers/conv_bn.h, then stay off).
-bool forward_observed();
-
 class ForwardObserverGuard {
  public:
   using Fn = std::function<void(const Module& module, const Tensor& output)>;
@@ -121,6 +117,10 @@ class ForwardObserverGuard {
   Fn fn_;
   const Fn* previous_;
 };
+
+// True while summary() or a ForwardObserverGuard watches module calls on
+// this thread (fusions that skip module calls, layers/conv_bn.h, then stay off).
+bool forward_observed();
 
 // A table of the model: one row per module that ran during a forward of
 // `example` (dotted path, type, output shape, parameters), then totals and

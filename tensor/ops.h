@@ -164,8 +164,10 @@ Tensor binary_cross_entropy_with_logits_backward(const Tensor& grad, const Tenso
 // Output [N, K, P, Q] with P = (H + 2 pad_h - dil_h (R - 1) - 1) / stride_h + 1.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args);
 // max(conv2d(x, weight, bias), 0), the ReLU applied on the CPU to each block
-// of the output while it is in cache. Not differentiable: the inference-time
-// conv-BN-ReLU fusion (layers/conv_bn.h) calls it only where no gradient is needed.
+// of the output while it is in cache (NaN passes through, as in batch_norm's
+// fused ReLU; on a device it is a separate relu, which maps NaN to 0). Not
+// differentiable: the inference-time conv-BN-ReLU fusion (layers/conv_bn.h)
+// calls it only where no gradient is needed.
 Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args);
 // dL/dx given dL/dy [N, K, P, Q]; x_shape is the forward input's shape.
 Tensor conv2d_backward_input(const Tensor& grad, const Tensor& weight, const Shape& x_shape, const Conv2dArgs& args);

@@ -56,7 +56,8 @@ void col2im(const ConvGeometry& g, const T* col, T* dx_img);
 
 // bias may be null. Output buffers are fully overwritten. With relu the
 // forward writes max(conv + bias, 0), applied to each block while it is in
-// cache (the inference-time conv-BN-ReLU fusion, layers/conv_bn.h).
+// cache (the inference-time conv-BN-ReLU fusion, layers/conv_bn.h); NaN
+// passes through, as in batch norm's fused ReLU.
 template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, bool relu = false);
 template <typename T>

@@ -150,9 +150,11 @@ __attribute__((target("avx512f"))) void forward_tile(const ConvGeometry& g, cons
     }
   }
   const int64_t kn = std::min<int64_t>(kKb, g.K - k0);
-  if (relu) {
+  if (relu) {  // negative lanes to 0; NaN passes through, as in batch norm's fused ReLU
+    const __m512 zero = _mm512_setzero_ps();
     FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
-      FULLY_UNROLLED for (int v = 0; v < XV; ++v) acc[k][v] = _mm512_max_ps(acc[k][v], _mm512_setzero_ps());
+      FULLY_UNROLLED for (int v = 0; v < XV; ++v)
+        acc[k][v] = _mm512_mask_mov_ps(acc[k][v], _mm512_cmp_ps_mask(acc[k][v], zero, _CMP_LT_OQ), zero);
     }
   }
   for (int64_t k = 0; k < kn; ++k) {

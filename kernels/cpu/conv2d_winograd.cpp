@@ -339,7 +339,7 @@ void transform_output_row(const ConvGeometry& g, const Tiles& tl, const float* i
       FULLY_UNROLLED for (int j = 0; j < kM; ++j) out[i][j] += b;
       if (relu) {
         const Vec16 zero = {};
-        FULLY_UNROLLED for (int j = 0; j < kM; ++j) out[i][j] = out[i][j] > zero ? out[i][j] : zero;
+        FULLY_UNROLLED for (int j = 0; j < kM; ++j) out[i][j] = out[i][j] < zero ? zero : out[i][j];  // NaN passes
       }
       if (cols == kLanes * kM) {
         interleave4(out[i], yrow);

@@ -141,6 +141,32 @@ TEST_CASE("conv2d kernels: f32 implicit-im2col path matches the direct reference
   check_against_reference<float>(2e-4);
 }
 
+TEST_CASE("conv2d forward with the ReLU epilogue passes NaN through on every path, as batch norm's fused ReLU does") {
+  // Direct (few taps), GEMM per image, batch folded, Winograd.
+  const std::vector<ConvGeometry> gs = {make(2, 3, 7, 13, 5, 3, 3, 1, 1, 1, 1), make(1, 9, 17, 20, 70, 3, 3, 1, 1, 1, 1),
+                                        make(3, 9, 7, 7, 70, 3, 3, 1, 1, 1, 1), make(2, 64, 24, 24, 64, 3, 3, 1, 1, 1, 1)};
+  CHECK(kernels::cpu::conv2d_forward_takes_winograd(gs[3]));
+  CHECK(kernels::cpu::conv2d_forward_folds_batch(gs[2]));
+  for (const ConvGeometry& g : gs) {
+    INFO(describe(g));
+    auto x = random_values<float>(g.N * g.C * g.hw(), 21);
+    x[x.size() / 2] = std::numeric_limits<float>::quiet_NaN();
+    const auto w = random_values<float>(g.K * g.crs(), 22);
+    std::vector<float> plain(g.N * g.K * g.pq()), relu(plain.size());
+    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), nullptr, plain.data());
+    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), nullptr, relu.data(), true);
+    int64_t nan_plain = 0, nan_relu = 0, same = 0;
+    for (size_t i = 0; i < plain.size(); ++i) {
+      nan_plain += std::isnan(plain[i]);
+      nan_relu += std::isnan(relu[i]);
+      same += std::isnan(plain[i]) == std::isnan(relu[i]);
+    }
+    CHECK(nan_plain > 0);
+    CHECK(nan_relu == nan_plain);
+    CHECK(same == static_cast<int64_t>(plain.size()));
+  }
+}
+
 TEST_CASE("conv2d forward folds the batch into the GEMM's columns for small images only") {
   // The geometries above that the folded path serves (their results are checked there).
   CHECK(kernels::cpu::conv2d_forward_folds_batch(make(3, 9, 7, 7, 70, 3, 3, 1, 1, 1, 1)));

@@ -2,7 +2,6 @@
 
 #include "autograd/autograd_meta.h"
 #include "autograd/grad_mode.h"
-#include "tensor/factory.h"
 
 namespace crfseg::nn {
 
@@ -38,15 +37,16 @@ Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x) {
     const Tensor& a = sources[i];
     const Tensor& b = f.sources[i];
     fresh = a.defined() == b.defined() &&
-            (!a.defined() || (&a.storage() == &b.storage() && a.offset() == b.offset() &&
-                              a.version() == f.versions[i] && a.device() == b.device()));
+            (!a.defined() ||
+             (&a.storage() == &b.storage() && a.offset() == b.offset() && a.version() == f.versions[i]));
   }
   if (!fresh) {
     NoGradGuard no_grad;
     const int64_t K = bn.options.num_features;
     // s = gamma / sqrt(var + eps), t = beta - s mean (gamma = 1, beta = 0 without affine).
-    const Tensor std = ops::unary(ops::UnaryOp::sqrt, ops::scalar_op(ops::ScalarOp::add, bn.running_var, bn.options.eps));
-    Tensor s = ops::unary(ops::UnaryOp::reciprocal, std);
+    const Tensor stddev =
+        ops::unary(ops::UnaryOp::sqrt, ops::scalar_op(ops::ScalarOp::add, bn.running_var, bn.options.eps));
+    Tensor s = ops::unary(ops::UnaryOp::reciprocal, stddev);
     if (bn.weight.defined()) s = ops::binary(ops::BinaryOp::mul, s, bn.weight);
     Tensor shift = conv.bias.defined() ? ops::binary(ops::BinaryOp::sub, conv.bias, bn.running_mean)
                                        : ops::scalar_op(ops::ScalarOp::mul, bn.running_mean, -1.0);

@@ -6,6 +6,7 @@
 #include "autograd/engine.h"
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
+#include "kernels/cpu/conv2d.h"
 #include "layers/conv_bn.h"
 #include "layers/sequential.h"
 #include "tensor/factory.h"
@@ -56,7 +57,7 @@ TEST_CASE("conv_bn: the fold equals bn(conv(x)) for every kind of pair and every
       {2, 3, 9, 5, 3, 1, false, true, true},    // few taps: direct kernel
       {2, 8, 7, 70, 3, 1, true, true, false},   // 49 pixels, batch folded
       {1, 17, 20, 40, 1, 1, false, false, true},  // pointwise, no affine
-      {2, 64, 12, 64, 3, 1, false, true, true},  // Winograd
+      {2, 64, 24, 64, 3, 1, false, true, true},  // Winograd (2^25 multiply-adds and more)
       {1, 9, 17, 70, 3, 1, true, false, true},   // one image, 289 pixels: per-image GEMM
       {2, 6, 15, 33, 3, 2, false, true, true},   // stride 2
   };
@@ -66,6 +67,11 @@ TEST_CASE("conv_bn: the fold equals bn(conv(x)) for every kind of pair and every
       INFO("case " << i << (dtype == DType::f32 ? " f32" : " f64"));
       Pair p = make_pair(c.C, c.K, c.kernel, c.stride, c.conv_bias, c.affine, c.relu, dtype, 10 + i);
       const Tensor x = random_tensor({c.N, c.C, c.H, c.H}, 50 + i, dtype);
+      if (i == 3) {
+        kernels::ConvGeometry g{.N = c.N, .C = c.C, .H = c.H, .W = c.H, .K = c.K, .R = 3, .S = 3, .P = c.H, .Q = c.H};
+        g.ph = g.pw = 1;
+        CHECK(kernels::cpu::conv2d_forward_takes_winograd(g));
+      }
       NoGradGuard no_grad;
       REQUIRE(nn::conv_bn_fuses(*p.conv, *p.bn, x));
       const Tensor want = (*p.bn)((*p.conv)(x));

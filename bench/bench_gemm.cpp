@@ -2,22 +2,29 @@
 // cblas_sgemm when built with it) on the given sizes, after checking each
 // against kernels::ref::gemm on that size. A wrong kernel prints no number.
 //
-//   build/bench/bench_gemm [--quick] [--json] [--repeats R] [--variants a,b,...] [M N K ...]
-// Reports median and min ms over R runs after warm-up, GFLOP/s = 2MNK/t and
+//   build/bench/bench_gemm [--quick] [--json] [--repeats R] [--variants a,b,...] [--blocks MC,KC,NC]
+//                          [M N K ...]
+// Reports median and min ms over R runs (timed in alternated blocks, each after a
+// warm-up: see time_alternated), GFLOP/s = 2MNK/t and
 // % of the FMA peak measured by bench/support/peak.h. --variants restricts
 // the run to the named variants ("openblas" included), so each kernel of the
-// ladder can be timed on its own.
+// ladder can be timed on its own; --blocks MC,KC,NC adds BLIS-style
+// variants run with other block sizes, for tuning on a new CPU.
 // For OpenBLAS, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the shell
 // that runs this, or it picks a slower kernel.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/support/peak.h"
 #include "bench/support/timer.h"
 #include "kernels/cpu/gemm/gemm.h"
 #include "kernels/ref/gemm.h"
+#include "tensor/cpu_allocator.h"
 #include "tensor/random.h"
 
 #ifdef CRFSEG_HAVE_OPENBLAS
@@ -35,7 +42,9 @@ struct Row {
   bool verified;
 };
 
-bool verify(kernels::cpu::SgemmFn fn, int64_t M, int64_t N, int64_t K) {
+bool verify(const std::function<void(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                     const float*, int64_t, float, float*, int64_t)>& fn,
+            int64_t M, int64_t N, int64_t K) {
   // Check on a size capped at 256 per dim (same code paths, affordable reference).
   const int64_t m = std::min<int64_t>(M, 256), n = std::min<int64_t>(N, 256), k = std::min<int64_t>(K, 256);
   Generator g(1);
@@ -50,16 +59,59 @@ bool verify(kernels::cpu::SgemmFn fn, int64_t M, int64_t N, int64_t K) {
   return true;
 }
 
+struct Contender {
+  std::string name;
+  bool verified;  // only verified contenders are timed
+  std::function<void()> run;
+  std::vector<double> ms;
+};
+
+// Times the contenders in alternated blocks: each round gives every one a
+// warm-up call and kBlock timed calls, in forward order on even rounds and
+// reverse order on odd ones, until each has `repeats` samples. A pause
+// before each block lets the previous contender's threads go idle (OpenMP's
+// and OpenBLAS's workers spin for a while after a call and would otherwise
+// take cycles from the next one), and alternating spreads the machine's
+// slow phases over all contenders instead of landing on whoever ran last.
+void time_alternated(std::vector<Contender>& contenders, int repeats) {
+  constexpr int kBlock = 3;
+  constexpr auto kPause = std::chrono::milliseconds(100);
+  for (int done = 0, round = 0; done < repeats; done += kBlock, ++round) {
+    const int take = std::min(kBlock, repeats - done);
+    for (size_t i = 0; i < contenders.size(); ++i) {
+      Contender& c = contenders[round % 2 == 0 ? i : contenders.size() - 1 - i];
+      if (!c.verified) continue;
+      std::this_thread::sleep_for(kPause);
+      bench::time_samples(c.run, 1, take, c.ms);
+    }
+  }
+}
+
 constexpr const char* kUsage =
-    "usage: bench_gemm [--quick] [--json] [--repeats R] [--variants a,b,...] [M N K ...]\n"
+    "usage: bench_gemm [--quick] [--json] [--repeats R] [--variants a,b,...] [--blocks MC,KC,NC] [M N K ...]\n"
     "  times every available SGEMM variant (and OpenBLAS when built with it) on each M x N x K\n"
-    "  (row-major, no transposes), after verifying it against the reference.\n";
+    "  (row-major, no transposes), after verifying it against the reference.\n"
+    "  --blocks MC,KC,NC (repeatable) also times each selected BLIS-style variant (v2-v5) with\n"
+    "  these block sizes, as '<variant>@MC,KC,NC': a block-size sweep in one alternated run.\n"
+    "  MC must be a multiple of the variant's MR and NC of its NR.\n";
 
 // A positive integer argument, or a usage error.
 bool parse_positive(const std::string& s, int64_t& out) {
   if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 9) return false;
   out = std::stoll(s);
   return out > 0;
+}
+
+struct Blocks {
+  int64_t mc, kc, nc;
+};
+
+// "MC,KC,NC": three positive integers.
+bool parse_blocks(const std::string& s, Blocks& out) {
+  const size_t a = s.find(','), b = a == std::string::npos ? a : s.find(',', a + 1);
+  if (b == std::string::npos) return false;
+  return parse_positive(s.substr(0, a), out.mc) && parse_positive(s.substr(a + 1, b - a - 1), out.kc) &&
+         parse_positive(s.substr(b + 1), out.nc);
 }
 
 bool selected(const std::string& list, const std::string& name) {
@@ -74,6 +126,7 @@ int main(int argc, char** argv) {
   int repeats = 20;
   std::string variants;
   std::vector<int64_t> dims;
+  std::vector<Blocks> blocks;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     int64_t value = 0;
@@ -89,6 +142,8 @@ int main(int argc, char** argv) {
       ++i;
     } else if (a == "--variants" && i + 1 < argc) {
       variants = argv[++i];
+    } else if (a == "--blocks" && i + 1 < argc && parse_blocks(argv[i + 1], blocks.emplace_back())) {
+      ++i;
     } else if (parse_positive(a, value)) {
       dims.push_back(value);
     } else {
@@ -106,32 +161,66 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (size_t s = 0; s + 2 < dims.size(); s += 3) {
     const int64_t M = dims[s], N = dims[s + 1], K = dims[s + 2];
+    // The operands come from crfseg's allocator, as a tensor's storage
+    // does: 2 MiB aligned and advised as transparent huge pages. Every
+    // contender, OpenBLAS included, reads the same buffers. (On 4 KiB
+    // pages, from std::vector, our 4096^3 time varied by 30% between
+    // processes on the development VM and OpenBLAS's by 5%: see
+    // bench/NOTES.md.)
     Generator g(2);
-    std::vector<float> A(M * K), B(K * N), C(M * N, 0.f);
+    CpuVector<float> A(M * K), B(K * N), C(M * N, 0.f);
     for (float& v : A) v = g.uniform_f32();
     for (float& v : B) v = g.uniform_f32();
     const double flops = 2.0 * M * N * K;
+    std::vector<Contender> contenders;
     for (const auto& v : kernels::cpu::sgemm_variants()) {
       if (!v.available() || !selected(variants, v.name)) continue;
       if (v.name == "v0_naive" && flops > 2e9) continue;  // minutes per call; skip big sizes
-      const bool ok = verify(v.fn, M, N, K);
-      Row r{v.name, M, N, K, 0, 0, 0, ok};
-      if (ok) {
-        const bench::Timing t = bench::time_it(
-            [&] { v.fn(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N); }, 1, repeats);
+      contenders.push_back({v.name, verify(v.fn, M, N, K), [&, fn = v.fn] {
+                              fn(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
+                            }});
+      if (v.blis == nullptr) continue;
+      for (const Blocks& bs : blocks) {
+        kernels::cpu::BlisConfig cfg = v.blis();
+        if (bs.mc % cfg.mr != 0 || bs.nc % cfg.nr != 0) {
+          std::fprintf(stderr, "bench_gemm: --blocks %lld,%lld,%lld: %s needs MC a multiple of %lld and NC of %lld\n",
+                       (long long)bs.mc, (long long)bs.kc, (long long)bs.nc, v.name.c_str(), (long long)cfg.mr,
+                       (long long)cfg.nr);
+          return 2;
+        }
+        cfg.mc = bs.mc;
+        cfg.kc = bs.kc;
+        cfg.nc = bs.nc;
+        const auto run = [cfg](bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+          kernels::cpu::blis_sgemm(cfg, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        };
+        const std::string name = v.name + "@" + std::to_string(bs.mc) + "," + std::to_string(bs.kc) + "," +
+                                 std::to_string(bs.nc);
+        contenders.push_back({name, verify(run, M, N, K), [&, run] {
+                                run(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
+                              }});
+      }
+    }
+#ifdef CRFSEG_HAVE_OPENBLAS
+    if (selected(variants, "openblas")) {
+      contenders.push_back({"openblas", true, [&] {
+                              cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.f, A.data(), K,
+                                          B.data(), N, 0.f, C.data(), N);
+                            }});
+    }
+#endif
+    time_alternated(contenders, repeats);
+    for (const Contender& c : contenders) {
+      Row r{c.name, M, N, K, 0, 0, 0, c.verified};
+      if (c.verified) {
+        const bench::Timing t = bench::summarize(c.ms);
         r.median_ms = t.median_ms;
         r.min_ms = t.min_ms;
         r.gflops = flops / (t.median_ms * 1e6);
       }
       rows.push_back(r);
     }
-#ifdef CRFSEG_HAVE_OPENBLAS
-    if (!selected(variants, "openblas")) continue;
-    const bench::Timing t = bench::time_it(
-        [&] { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N); },
-        1, repeats);
-    rows.push_back({"openblas", M, N, K, t.median_ms, t.min_ms, flops / (t.median_ms * 1e6), true});
-#endif
   }
 
   const double peak = bench::measured_peak_gflops();

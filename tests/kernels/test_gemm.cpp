@@ -44,8 +44,15 @@ TEST_CASE("every SGEMM variant matches the reference") {
       // v5 (KC = 320, NC = 1024, MC = 576, A-resident loop order): K and N
       // around its blocks, and M above MC per thread with 2 threads.
       {13, 33, 319}, {13, 33, 321}, {7, 1030, 5}, {25, 1030, 321}, {1160, 20, 30},
+      // v4 (MC = 96, KC = 1024, NC = 2048): K around KC, in two and three
+      // equal pc slices (blis_sgemm evens them out), and N past NC with M
+      // over two MC blocks.
+      {13, 33, 1023}, {97, 40, 1025}, {25, 70, 2049}, {193, 2051, 9},
       // Several MC, KC blocks at once, with uneven edges and 2+ threads.
       {300, 520, 700},
+      // Row blocks dealt whole MR panels unevenly (blis_sgemm's balanced
+      // split: 26 and 85 panels over 4 and 8 blocks), the last panel partial.
+      {301, 67, 45}, {1009, 40, 20},
       // Short and wide (M < MC per thread): the 2-D per-thread block grid,
       // several column blocks and two KC slices.
       {20, 1000, 300}, {1, 3001, 400}, {7, 515, 257}};

@@ -336,24 +336,30 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
   // same packed B block (packed cooperatively, shared through L3) and packs
   // its own A block into its private buffer (its own L2 on Zen/Intel cores),
   // so threads write disjoint row ranges of C: no races, no atomics, and the
-  // result does not depend on the thread count. To balance the load the
-  // number of ic blocks is rounded up to a multiple of the thread count and
-  // MC is shrunk (to a multiple of MR) so the blocks are about equal:
-  // M = 512, MC = 168, 2 threads -> 4 blocks of 132/132/132/116 rows
-  // instead of 168/168/168/8. (When M < 2 * MR one thread does all the work;
-  // splitting jr instead would help such short-and-wide shapes.)
+  // result does not depend on the thread count.
+  // Load balance: the number of ic blocks is rounded up to a multiple of the
+  // thread count, and the MR-row panels are dealt out evenly over the
+  // blocks (block ib starts at panel floor(ib * panels / blocks)), so every
+  // thread's contiguous run of blocks holds the same number of panels, give
+  // or take one. Rounding one block height up to a multiple of MR instead
+  // lost whole blocks: M = 4096, MC = 144 gave 29 blocks of 144 rows, 15 for
+  // one thread and 14 for the other, and M = 2048 gave 1056 rows against
+  // 992; the lighter thread then waited 3-6% of every pc step at the barrier
+  // (bench/NOTES.md). With fewer MC-row blocks than threads, the 2-D grid
+  // above runs instead.
   const MatrixOperand b_operand{B, ldb, trans_b};
   if (num_threads > 1 && ceil_div(M, cfg.mc) < num_threads) {
     sgemm_block_grid(cfg, num_threads, trans_a, M, N, K, alpha, A, lda, b_operand, beta, C, ldc);
     return;
   }
-  int64_t mc = cfg.mc;
-  if (num_threads > 1) {
-    const int64_t blocks = round_up(ceil_div(M, cfg.mc), num_threads);
-    mc = std::min(cfg.mc, round_up(ceil_div(M, blocks), cfg.mr));
-  }
-  const int64_t ic_blocks = ceil_div(M, mc);
-  const int64_t kc_max = std::min(cfg.kc, K);
+  const int64_t panels = ceil_div(M, cfg.mr);
+  const int64_t ic_blocks = std::min(panels, round_up(ceil_div(M, cfg.mc), num_threads));
+  const int64_t mc = ceil_div(panels, ic_blocks) * cfg.mr;  // the tallest block; at most MC
+  const auto block_row = [&](int64_t ib) { return std::min(M, ib * panels / ic_blocks * cfg.mr); };
+  // K in equal slices of at most KC (K = 1100, KC = 1024: 550 + 550, not
+  // 1024 + 76): every slice costs a pass over C and a B repack, and a thin
+  // last one pays them for few flops.
+  const int64_t kc_max = ceil_div(K, ceil_div(K, cfg.kc));
   const int64_t nc_max = std::min(cfg.nc, round_up(N, cfg.nr));
   // Scratch through the CPU cache (tensor/cpu_allocator.h), like BlisWorkspace's.
   const CpuArray<float> b_pack = cpu_array<float>(kc_max * nc_max);
@@ -368,8 +374,8 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
     for (int64_t jc = 0; jc < N; jc += cfg.nc) {
       const int64_t nc = std::min(cfg.nc, N - jc);
       const int64_t b_panels = ceil_div(nc, cfg.nr);
-      for (int64_t pc = 0; pc < K; pc += cfg.kc) {
-        const int64_t kc = std::min(cfg.kc, K - pc);
+      for (int64_t pc = 0; pc < K; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, K - pc);
         // beta applies once, on the first slice of K; later slices accumulate.
         const float beta_pc = pc == 0 ? beta : 1.0f;
 #pragma omp for schedule(static)
@@ -379,8 +385,8 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
         }
 #pragma omp for schedule(static)
         for (int64_t ib = 0; ib < ic_blocks; ++ib) {
-          const int64_t ic = ib * mc;
-          const int64_t m = std::min(mc, M - ic);
+          const int64_t ic = block_row(ib);
+          const int64_t m = block_row(ib + 1) - ic;
           pack_a(cfg, trans_a, A, lda, ic, m, pc, kc, alpha, my_a_pack);
           macro_kernel(cfg, m, nc, kc, my_a_pack, b_pack.get(), beta_pc, C + ic * ldc + jc, ldc);
         }

@@ -43,7 +43,7 @@ using SgemmEdgeKernelFn = void (*)(int64_t rows, int64_t kc, const float* a, con
 struct BlisConfig {
   int64_t mr, nr;  // micro-tile held in registers
   int64_t mc;      // rows of the packed A block (sized for L2)
-  int64_t kc;      // depth of both packed blocks (sized so a B micro-panel fits L1)
+  int64_t kc;      // depth of both packed blocks (the longest; see v4's notes on choosing it)
   int64_t nc;      // columns of the packed B block (sized for L3)
   SgemmMicroKernelFn ukernel;
   SgemmEdgeKernelFn ukernel_rows = nullptr;  // optional, see above

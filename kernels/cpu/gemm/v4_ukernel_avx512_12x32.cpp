@@ -39,8 +39,9 @@ namespace {
 constexpr int kMr = 12, kNr = 32;
 
 // kPrefetchB > 0: also prefetch the B row kPrefetchB steps ahead (its two
-// lines). v4's order keeps B's micro-panel near (and v4 measured no gain);
-// v5's streams a new one from L2 for every tile, and there it pays.
+// lines). B's micro-panel streams from L2: in v4's order because at KC = 1024
+// it is 128 KiB, over twice the L1d, and in v5's because every tile takes a
+// new one.
 template <int kPrefetchB>
 __attribute__((target("avx512f"))) inline void prefetch_b(const float* b) {
   if constexpr (kPrefetchB > 0) {
@@ -159,25 +160,48 @@ void ukernel_rows_12x32_avx512(int64_t rows, int64_t kc, const float* a, const f
   }
 }
 
-// Block sizes, tuned on the Zen 4 VM (32 KiB L1d, 1 MiB L2 per core) by a
-// sweep of bench_gemm 2048^3 (2 threads, medians of 5, GFLOP/s; OpenBLAS
-// 186-205 in the same runs):
+// The same kernels with B prefetched kPrefetchDistance k-steps ahead. v5
+// (kernels/cpu/gemm/v5_avx512_12x32_a_resident.cpp) sets its own block
+// sizes and loop order; v4 runs them with its own (below).
+constexpr int kPrefetchDistance = 24;
+
+// Block sizes. First tuned on the Zen 4 VM (32 KiB L1d, 1 MiB L2 per core)
+// by a sweep of bench_gemm 2048^3 (2 threads, medians of 5, GFLOP/s;
+// OpenBLAS 186-205 in the same runs):
 //   MC/KC  384/192: 168   192/384: 181   288/256: 179   144/512: 194
 //           96/768: 196    72/1024: 197  192/512: 185
 // Every good point keeps the packed A block near 288 KiB (MC * KC * 4, about
 // a quarter of L2) and KC long: each pass over K reloads and stores the C
 // tile, and a longer KC amortises that and the loop overhead. The B
-// micro-panel (KC * 32 * 4 = 64 KiB) then spills from L1 to L2, which the
+// micro-panel (KC * 32 * 4 bytes) then spills from L1 to L2, which the
 // measurements say costs less than the extra C traffic of a short KC.
-// KC = 512, MC = 144 is the middle of the plateau. NC = 4096: the packed B
-// block is 8 MiB, in the 32 MiB L3.
-constexpr BlisConfig kConfig{kMr, kNr, /*mc=*/144, /*kc=*/512, /*nc=*/4096, ukernel_12x32_avx512<0>,
-                             ukernel_rows_12x32_avx512<0>};
+// Retuned on the Zen 5 VM (48 KiB L1d, 1 MiB L2 per core; stop 30) once the
+// row split was balanced (blis_loops.cpp; cutting K into equal slices came
+// later that session, and changes nothing where KC divides K), with
+// huge-page operands and alternated timing as bench_gemm now does. First a
+// scratch sweep, then `bench_gemm --variants v4_ukernel_avx512_12x32,openblas
+// --blocks MC,KC,NC ... --repeats 9 4096 4096 4096 2048 2048 2048` (two or
+// three runs each); v4's speed over OpenBLAS's:
+//   MC/KC/NC, B prefetch   4096^3       2048^3
+//   144/512/4096, no       0.92-0.94    0.94-0.95   (the old choice)
+//   144/512/4096, yes      0.93-0.97    0.98
+//    96/768/4096, yes      0.95-0.99    1.01-1.02
+//    96/768/2048, yes      0.99-1.01    0.99-1.01
+//    96/768/2048, no       0.96         0.97
+//    72/1024/4096, yes     0.92         1.03
+//    72/1024/2048, yes     1.01         1.00-1.03
+//    96/1024/2048, yes     1.01         1.00-1.02
+//   120/1024/2048, yes     1.01         1.00
+// The B micro-panel (KC * 32 * 4 bytes: 128 KiB) streams from L2, so
+// prefetching it 24 k-steps ahead pays here (on Zen 4 it was within the
+// noise). NC = 2048 halves the packed B block (8 MiB at KC = 1024), which
+// every ic block reads through L3. The U-Net's convolutions (bench_conv
+// --batch 4 --filter unet) and training step (bench_models --base 64
+// --size 256 --batch 4) kept their times within the noise.
+constexpr BlisConfig kConfig{kMr, kNr, /*mc=*/96, /*kc=*/1024, /*nc=*/2048, ukernel_12x32_avx512<kPrefetchDistance>,
+                             ukernel_rows_12x32_avx512<kPrefetchDistance>};
 
-// The same kernels with B prefetched kPrefetchDistance k-steps ahead, for
-// v5 (kernels/cpu/gemm/v5_avx512_12x32_a_resident.cpp, which sets its own
-// block sizes and loop order; these are v4's, as placeholders).
-constexpr int kPrefetchDistance = 24;
+// The prefetching kernels with Zen 4's block sizes, as v5's starting point.
 constexpr BlisConfig kPrefetchConfig{kMr, kNr, /*mc=*/144, /*kc=*/512, /*nc=*/4096,
                                      ukernel_12x32_avx512<kPrefetchDistance>,
                                      ukernel_rows_12x32_avx512<kPrefetchDistance>};

@@ -344,7 +344,7 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
   // or take one. Rounding one block height up to a multiple of MR instead
   // lost whole blocks: M = 4096, MC = 144 gave 29 blocks of 144 rows, 15 for
   // one thread and 14 for the other, and M = 2048 gave 1056 rows against
-  // 992; the lighter thread then waited 3-6% of every pc step at the barrier
+  // 992; the lighter thread then idles 3-6% of every pc step at the barrier
   // (bench/NOTES.md). With fewer MC-row blocks than threads, the 2-D grid
   // above runs instead.
   const MatrixOperand b_operand{B, ldb, trans_b};

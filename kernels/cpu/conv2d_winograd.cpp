@@ -138,6 +138,15 @@ CpuArray<float> transform_buffer(int64_t n) {
   return b;
 }
 
+// The distance between the point planes of a transformed array (V[xi],
+// M[xi], Z[xi], Wt[xi]): rows x columns floats, plus one cache line.
+// Without the line, a plane of 64 channels x 64 tiles is 16 KiB (of 512
+// channels x 1024 tiles, 2 MiB), so the 36 values one tile's transform
+// reads or writes, one per plane, all fall in one L1 set, which holds 12
+// lines: they evicted each other (64 -> 64 at 256^2, batch 4: forward 45
+// -> 30 ms, weight gradient 58 -> 35, session 30).
+int64_t point_plane(int64_t rows, int64_t columns) { return rows * columns + kLanes; }
+
 // Per-thread scratch comes from before the parallel region (an
 // out-of-memory error then reaches the caller instead of terminating).
 int parallel_slots() { return omp_get_max_threads(); }
@@ -198,9 +207,9 @@ PackedFilters pack_transformed_filters(const ConvGeometry& g, const float* w, bo
   return packed;
 }
 
-// dw[k,c] = G^T Wt[., k, c] G.
+// dw[k,c] = G^T Wt[., k, c] G, Wt's planes point_plane(K, C) apart.
 void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw) {
-  const int64_t plane = g.K * g.C;
+  const int64_t plane = point_plane(g.K, g.C);
 #pragma omp parallel for schedule(static)
   for (int64_t k = 0; k < g.K; ++k)
     for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
@@ -273,11 +282,12 @@ void for_each_tile_row(int64_t images, int64_t channels, const Tiles& tl, int64_
   }
 }
 
-// V[xi][c * T + t] = (B^T d B)[xi] for every tile t and channel c.
+// V[xi][c * T + t] = (B^T d B)[xi] for every tile t and channel c, planes
+// point_plane(C, T) apart.
 void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V) {
   for_each_tile_row(g.N, g.C, tl, input_row_scratch(tl), [&](int64_t n, int64_t c, int64_t ty, float* scratch) {
     transform_input_row(g, tl, x, n, c, ty, scratch, V + c * tl.total + n * tl.per_image + ty * tl.tx,
-                        g.C * tl.total);
+                        point_plane(g.C, tl.total));
   });
 }
 
@@ -313,11 +323,11 @@ void transform_output_grad_row(const ConvGeometry& g, const Tiles& tl, const flo
   }
 }
 
-// Z[xi][k * T + t] for every tile t and channel k.
+// Z[xi][k * T + t] for every tile t and channel k, planes point_plane(K, T) apart.
 void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float* dy, float* Z) {
   for_each_tile_row(g.N, g.K, tl, grad_row_scratch(tl), [&](int64_t n, int64_t k, int64_t ty, float* scratch) {
     transform_output_grad_row(g, tl, dy, n, k, ty, scratch, Z + k * tl.total + n * tl.per_image + ty * tl.tx,
-                              g.K * tl.total);
+                              point_plane(g.K, tl.total));
   });
 }
 
@@ -356,8 +366,8 @@ void transform_output_row(const ConvGeometry& g, const Tiles& tl, const float* i
 void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, bool relu,
                        float* y) {
   for_each_tile_row(g.N, g.K, tl, 0, [&](int64_t n, int64_t k, int64_t ty, float*) {
-    transform_output_row(g, tl, M + k * tl.total + n * tl.per_image + ty * tl.tx, g.K * tl.total, n, k, ty, bias,
-                         relu, y);
+    transform_output_row(g, tl, M + k * tl.total + n * tl.per_image + ty * tl.tx, point_plane(g.K, tl.total), n, k,
+                         ty, bias, relu, y);
   });
 }
 
@@ -388,12 +398,13 @@ struct Bands {
   }
 };
 
-// A band's transformed inputs: V[xi][c * tiles + t].
+// A band's transformed inputs: V[xi * point_plane(C, tiles) + c * tiles + t].
 void transform_band_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, const Band& b, float* scratch,
                            float* V) {
+  const int64_t plane = point_plane(g.C, b.tiles);
   for (int64_t c = 0; c < g.C; ++c)
     for (int64_t r = 0; r < b.rows; ++r)
-      transform_input_row(g, tl, x, b.n, c, b.ty0 + r, scratch, V + c * b.tiles + r * tl.tx, g.C * b.tiles);
+      transform_input_row(g, tl, x, b.n, c, b.ty0 + r, scratch, V + c * b.tiles + r * tl.tx, plane);
 }
 
 // The transformed tiles of a whole batch take 36 / 16 = 2.25 times the
@@ -431,16 +442,17 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
   if (g.C * g.K <= 256 * 256 && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, relu, y);
   const BlisConfig& cfg = sgemm_blis_config();
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
-  const CpuArray<float> V = transform_buffer(kPoints * g.C * tiles);
-  const CpuArray<float> M = transform_buffer(kPoints * g.K * tiles);
+  const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, tiles));
+  const CpuArray<float> M = transform_buffer(kPoints * point_plane(g.K, tiles));
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const ConvGeometry gc = images(g, std::min(chunk, g.N - n0));
     const Tiles tl(gc);
     transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get());
     for (int xi = 0; xi < kPoints; ++xi) {
-      const MatrixOperand vx{V.get() + xi * g.C * tl.total, tl.total, false};
+      const MatrixOperand vx{V.get() + xi * point_plane(g.C, tl.total), tl.total, false};
       blis_sgemm_packed_a(cfg, omp_get_max_threads(), U.point(xi), g.K, tl.total, g.C,
-                          {pack_b_matrix, &vx, pack_b_matrix_block}, 0.0f, M.get() + xi * g.K * tl.total, tl.total);
+                          {pack_b_matrix, &vx, pack_b_matrix_block}, 0.0f, M.get() + xi * point_plane(g.K, tl.total),
+                          tl.total);
     }
     transform_outputs(gc, tl, M.get(), bias, relu, y + n0 * g.K * g.P * g.Q);
   }
@@ -461,7 +473,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
   const int64_t bt = bands.max_tiles;
   // Per thread: the band's V [36][C][bt], M [36][K][bt] (+ slack, read past
   // by transform_output_row) and the row scratch.
-  const int64_t v_floats = kPoints * g.C * bt, m_floats = kPoints * g.K * bt + kLanes;
+  const int64_t v_floats = kPoints * point_plane(g.C, bt), m_floats = kPoints * point_plane(g.K, bt) + kLanes;
   const int64_t per_thread = v_floats + m_floats + input_row_scratch(tl);
   const int slots = parallel_slots();
   const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
@@ -481,17 +493,18 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
     for (int64_t bi = 0; bi < g.N * bands.per_image; ++bi) {
       const Band b = bands[bi];
       const int64_t tiles = b.tiles;
+      const int64_t v_plane = point_plane(g.C, tiles), m_plane = point_plane(g.K, tiles);
       transform_band_inputs(g, tl, x, b, rows, V);
       for (int xi = 0; xi < kPoints; ++xi) {
-        const MatrixOperand vb{V + xi * g.C * tiles, tiles, false};
+        const MatrixOperand vb{V + xi * v_plane, tiles, false};
         const BPanelPacker packer{pack_b_matrix, &vb, pack_b_matrix_block};
         AOperand ax = a;
         ax.data = U.point(xi);
-        blis_block(cfg, g.K, tiles, g.C, ax, packer, 0, 0.0f, M + xi * g.K * tiles, tiles, *workspaces[tid]);
+        blis_block(cfg, g.K, tiles, g.C, ax, packer, 0, 0.0f, M + xi * m_plane, tiles, *workspaces[tid]);
       }
       for (int64_t k = 0; k < g.K; ++k)
         for (int64_t r = 0; r < b.rows; ++r)
-          transform_output_row(g, tl, M + k * tiles + r * tl.tx, g.K * tiles, b.n, k, b.ty0 + r, bias, relu, y);
+          transform_output_row(g, tl, M + k * tiles + r * tl.tx, m_plane, b.n, k, b.ty0 + r, bias, relu, y);
     }
   }
 }
@@ -532,10 +545,10 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
   const Bands band_grid(tl);
   const int64_t bt = band_grid.max_tiles, bands = g.N * band_grid.per_image;
   const int64_t per_group = ceil_div(bands, kWeightGroups), groups = ceil_div(bands, per_group);
-  const int64_t wt_floats = kPoints * g.K * g.C;
+  const int64_t wt_floats = kPoints * point_plane(g.K, g.C);
   const CpuArray<float> partials = cpu_array<float>(groups * wt_floats + kLanes);
   std::fill_n(partials.get() + groups * wt_floats, kLanes, 0.0f);
-  const int64_t v_floats = kPoints * g.C * bt, z_floats = kPoints * g.K * bt;
+  const int64_t v_floats = kPoints * point_plane(g.C, bt), z_floats = kPoints * point_plane(g.K, bt);
   const int64_t per_thread = v_floats + z_floats + std::max(input_row_scratch(tl), grad_row_scratch(tl));
   const int slots = parallel_slots();
   const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
@@ -551,19 +564,20 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
       float* Wt = partials.get() + group * wt_floats;
       for (int64_t band = group * per_group; band < std::min(bands, (group + 1) * per_group); ++band) {
         const Band b = band_grid[band];
-        const int64_t tiles = b.tiles;
+        const int64_t tiles = b.tiles, v_plane = point_plane(g.C, tiles), z_plane = point_plane(g.K, tiles);
         transform_band_inputs(g, tl, x, b, rows, V);
         for (int64_t k = 0; k < g.K; ++k)
           for (int64_t r = 0; r < b.rows; ++r)
-            transform_output_grad_row(g, tl, dy, b.n, k, b.ty0 + r, rows, Z + k * tiles + r * tl.tx, g.K * tiles);
+            transform_output_grad_row(g, tl, dy, b.n, k, b.ty0 + r, rows, Z + k * tiles + r * tl.tx, z_plane);
         const float beta = band == group * per_group ? 0.0f : 1.0f;
         for (int xi = 0; xi < kPoints; ++xi) {
           AOperand a{};
-          a.data = Z + xi * g.K * tiles;
+          a.data = Z + xi * z_plane;
           a.ld = tiles;
-          const TransposedRows vt{V + xi * g.C * tiles, tiles};
+          const TransposedRows vt{V + xi * v_plane, tiles};
           const BPanelPacker packer{pack_transposed_rows, &vt};
-          blis_block(cfg, g.K, g.C, tiles, a, packer, 0, beta, Wt + xi * g.K * g.C, g.C, *workspaces[tid]);
+          blis_block(cfg, g.K, g.C, tiles, a, packer, 0, beta, Wt + xi * point_plane(g.K, g.C), g.C,
+                     *workspaces[tid]);
         }
       }
     }
@@ -612,9 +626,9 @@ void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, con
   check_applies(g, "conv2d_winograd_backward_weight");
   if (conv2d_winograd_weight_grad_in_bands(g)) return backward_weight_banded(g, dy, x, dw);
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
-  const CpuArray<float> V = transform_buffer(kPoints * g.C * tiles);
-  const CpuArray<float> Z = transform_buffer(kPoints * g.K * tiles);
-  const CpuArray<float> Wt = transform_buffer(kPoints * g.K * g.C);
+  const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, tiles));
+  const CpuArray<float> Z = transform_buffer(kPoints * point_plane(g.K, tiles));
+  const CpuArray<float> Wt = transform_buffer(kPoints * point_plane(g.K, g.C));
   // Chunks add into Wt in image order: the sum's order does not depend on threads.
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const ConvGeometry gc = images(g, std::min(chunk, g.N - n0));
@@ -622,8 +636,9 @@ void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, con
     transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get());
     transform_output_grads(gc, tl, dy + n0 * g.K * g.P * g.Q, Z.get());
     for (int xi = 0; xi < kPoints; ++xi)
-      sgemm(false, true, g.K, g.C, tl.total, 1.0f, Z.get() + xi * g.K * tl.total, tl.total,
-            V.get() + xi * g.C * tl.total, tl.total, n0 == 0 ? 0.0f : 1.0f, Wt.get() + xi * g.K * g.C, g.C);
+      sgemm(false, true, g.K, g.C, tl.total, 1.0f, Z.get() + xi * point_plane(g.K, tl.total), tl.total,
+            V.get() + xi * point_plane(g.C, tl.total), tl.total, n0 == 0 ? 0.0f : 1.0f,
+            Wt.get() + xi * point_plane(g.K, g.C), g.C);
   }
   untransform_filters(g, Wt.get(), dw);
 }

@@ -23,8 +23,9 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Column-block width of the per-thread GEMMs: a KC x 256 packed B block is
-// 256 KiB and stays in L2 next to the packed A block.
+// Column-block width of the per-thread GEMMs: a KC x 256 packed B block,
+// 256 KiB at KC = 256 and 1 MiB at v4's KC = 1024 (see kL2Columns in
+// kernels/cpu/gemm/blis_loops.cpp).
 constexpr int64_t kConvCols = 256;
 // NR of every registered micro-kernel is at most this (sizes stack arrays).
 constexpr int64_t kMaxNr = 64;

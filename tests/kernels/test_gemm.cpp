@@ -3,6 +3,8 @@
 // (1, primes, tile-1, tile+1, non-square), including shapes around the
 // MR x NR tiles and MC/KC/NC blocks of the BLIS variants (blis_loops.h).
 // Variants the CPU cannot run are skipped and listed as NOT TESTED.
+#include <omp.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -39,20 +41,21 @@ TEST_CASE("every SGEMM variant matches the reference") {
       // K around KC (256 for v2/v3; 192 is kept for a future AVX-512 variant): a second, 1-deep pc slice
       // must accumulate onto the first (beta applied once only).
       {6, 16, 255}, {7, 17, 257}, {13, 31, 191}, {11, 35, 193},
-      // N > NC = 4096: two jc blocks, the second narrower than NR.
+      // N > NC (4096 for v2/v3, 2048 for v4): several jc blocks, the last
+      // narrower than NR.
       {7, 4100, 5},
       // v5 (KC = 320, NC = 1024, MC = 576, A-resident loop order): K and N
       // around its blocks, and M above MC per thread with 2 threads.
       {13, 33, 319}, {13, 33, 321}, {7, 1030, 5}, {25, 1030, 321}, {1160, 20, 30},
-      // v4 (MC = 96, KC = 1024, NC = 2048): K around KC, in two and three
-      // equal pc slices (blis_sgemm evens them out), and N past NC with M
-      // over two MC blocks.
+      // v4 (MC = 96, KC = 1024, NC = 2048): K around KC, two and three pc
+      // slices (the last 1 deep), and N past NC with M over two MC blocks.
       {13, 33, 1023}, {97, 40, 1025}, {25, 70, 2049}, {193, 2051, 9},
       // Several MC, KC blocks at once, with uneven edges and 2+ threads.
       {300, 520, 700},
       // Row blocks dealt whole MR panels unevenly (blis_sgemm's balanced
-      // split: 26 and 85 panels over 4 and 8 blocks), the last panel partial.
-      {301, 67, 45}, {1009, 40, 20},
+      // split, v4 on 2 threads: 26 and 85 panels over 4 and 12 blocks), the
+      // last panel partial; over 2^20 multiply-adds, so they run threaded.
+      {301, 67, 61}, {1009, 40, 31},
       // Short and wide (M < MC per thread): the 2-D per-thread block grid,
       // several column blocks and two KC slices.
       {20, 1000, 300}, {1, 3001, 400}, {7, 515, 257}};
@@ -82,6 +85,32 @@ TEST_CASE("every SGEMM variant matches the reference") {
           CHECK_CLOSE(g, w, 1e-5 * s.K, 1e-6 * s.K);
         }
       }
+    }
+  }
+}
+
+TEST_CASE("every SGEMM variant gives the same bits for any thread count") {
+  // blis_sgemm takes the row split or the 2-D block grid depending on the
+  // thread count (M = 64: the grid on 2 and 3 threads, the row split on 1),
+  // and deals rows out differently; every output must still be the same
+  // sum in the same order. K = 1100 leaves a short last KC slice for every
+  // blocked variant (KC 256-1024), the slicing both paths must share.
+  struct Size {
+    int64_t M, N, K;
+  };
+  for (const Size& s : {Size{64, 300, 1100}, Size{301, 130, 1100}, Size{1009, 70, 45}}) {
+    const std::vector<float> A = random_floats(s.M * s.K, 4), B = random_floats(s.K * s.N, 5);
+    for (const auto& variant : kernels::cpu::sgemm_variants()) {
+      if (!variant.available()) continue;
+      INFO("variant " << variant.name << " M=" << s.M << " N=" << s.N << " K=" << s.K);
+      std::vector<float> one(s.M * s.N), three(s.M * s.N);
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(1);
+      variant.fn(false, false, s.M, s.N, s.K, 1.0f, A.data(), s.K, B.data(), s.N, 0.0f, one.data(), s.N);
+      omp_set_num_threads(3);
+      variant.fn(false, false, s.M, s.N, s.K, 1.0f, A.data(), s.K, B.data(), s.N, 0.0f, three.data(), s.N);
+      omp_set_num_threads(saved);
+      CHECK(one == three);
     }
   }
 }

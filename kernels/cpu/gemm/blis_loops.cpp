@@ -25,10 +25,12 @@ namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// Column-block width for the per-thread grid: a KC x 256 packed B block is
-// 256 KiB, half of Zen 3's 512 KiB L2, so packing writes and micro-kernel
-// reads of B stay in L2 instead of going through L3 as the shared NC-wide
-// block does.
+// Column-block width for the per-thread grid: a KC x 256 packed B block,
+// 256 KiB at KC = 256 (half of Zen 3's 512 KiB L2), was sized so packing
+// writes and micro-kernel reads of B stay in L2 instead of going through L3
+// as the shared NC-wide block does. At v4's KC = 1024 it is 1 MiB, all of
+// Zen 5's L2; the convolutions that use this grid kept their times when v4
+// went from KC = 512 to 1024 (session 30), so the width stayed.
 constexpr int64_t kL2Columns = 256;
 
 // Below this M*N*K (~100^3) a parallel region costs more than it saves.
@@ -112,8 +114,10 @@ void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const
     for (int64_t ir = 0; ir < m; ir += mr)
       for (int64_t jr = 0; jr < n; jr += nr) update(ir, jr);
   } else {
-    // jr outside ir: one KC x NR micro-panel of B (kc * nr * 4 bytes) stays in
-    // L1 while the whole packed A block streams past it from L2.
+    // jr outside ir: one KC x NR micro-panel of B (kc * nr * 4 bytes) stays
+    // near while the whole packed A block streams past it from L2: in L1
+    // when it fits, else in L2 with the micro-kernel prefetching it (v4's,
+    // 128 KiB at KC = 1024).
     for (int64_t jr = 0; jr < n; jr += nr)
       for (int64_t ir = 0; ir < m; ir += mr) update(ir, jr);
   }
@@ -342,9 +346,10 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
   // blocks (block ib starts at panel floor(ib * panels / blocks)), so every
   // thread's contiguous run of blocks holds the same number of panels, give
   // or take one. Rounding one block height up to a multiple of MR instead
-  // lost whole blocks: M = 4096, MC = 144 gave 29 blocks of 144 rows, 15 for
-  // one thread and 14 for the other, and M = 2048 gave 1056 rows against
-  // 992; the lighter thread then idles 3-6% of every pc step at the barrier
+  // lost whole blocks: M = 4096, MC = 144 gave 29 blocks (28 of 144 rows,
+  // one of 64), 15 for one thread and 14 for the other, 2160 rows against
+  // 1936, and M = 2048 gave 1056 rows against 992; the lighter thread then
+  // idles 6-10% of every pc step at the barrier
   // (bench/NOTES.md). With fewer MC-row blocks than threads, the 2-D grid
   // above runs instead.
   const MatrixOperand b_operand{B, ldb, trans_b};
@@ -356,10 +361,12 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
   const int64_t ic_blocks = std::min(panels, round_up(ceil_div(M, cfg.mc), num_threads));
   const int64_t mc = ceil_div(panels, ic_blocks) * cfg.mr;  // the tallest block; at most MC
   const auto block_row = [&](int64_t ib) { return std::min(M, ib * panels / ic_blocks * cfg.mr); };
-  // K in equal slices of at most KC (K = 1100, KC = 1024: 550 + 550, not
-  // 1024 + 76): every slice costs a pass over C and a B repack, and a thin
-  // last one pays them for few flops.
-  const int64_t kc_max = ceil_div(K, ceil_div(K, cfg.kc));
+  // K in slices of KC, as everywhere else (prepack_a, blis_block and the
+  // convolutions' packed weights): which path runs depends on the thread
+  // count, so any other cut would change the sums' grouping, and the
+  // result's bits, with it. (Equal slices, 3 x 683 for K = 2048 at KC =
+  // 768 instead of 768 + 768 + 512, measured 0-1.3% faster; not worth that.)
+  const int64_t kc_max = std::min(cfg.kc, K);
   const int64_t nc_max = std::min(cfg.nc, round_up(N, cfg.nr));
   // Scratch through the CPU cache (tensor/cpu_allocator.h), like BlisWorkspace's.
   const CpuArray<float> b_pack = cpu_array<float>(kc_max * nc_max);
@@ -374,8 +381,8 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
     for (int64_t jc = 0; jc < N; jc += cfg.nc) {
       const int64_t nc = std::min(cfg.nc, N - jc);
       const int64_t b_panels = ceil_div(nc, cfg.nr);
-      for (int64_t pc = 0; pc < K; pc += kc_max) {
-        const int64_t kc = std::min(kc_max, K - pc);
+      for (int64_t pc = 0; pc < K; pc += cfg.kc) {
+        const int64_t kc = std::min(cfg.kc, K - pc);
         // beta applies once, on the first slice of K; later slices accumulate.
         const float beta_pc = pc == 0 ? beta : 1.0f;
 #pragma omp for schedule(static)

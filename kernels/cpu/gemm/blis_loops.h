@@ -7,7 +7,7 @@
 //   jc over N in steps of NC : one KC x NC block of op(B) is packed (-> L3)
 //     pc over K in steps of KC
 //       ic over M in steps of MC : one MC x KC block of op(A) is packed (-> L2)
-//         jr over NC in steps of NR : one KC x NR micro-panel of B (-> L1)
+//         jr over NC in steps of NR : one KC x NR micro-panel of B (-> L1, or L2 if larger)
 //           ir over MC in steps of MR : micro-kernel, MR x NR tile of C in registers
 // Variants differ only in the micro-kernel and the block sizes, which each
 // variant file keeps in one BlisConfig next to its micro-kernel.
@@ -48,7 +48,8 @@ struct BlisConfig {
   SgemmMicroKernelFn ukernel;
   SgemmEdgeKernelFn ukernel_rows = nullptr;  // optional, see above
   // The macro-kernel's loop order. false (BLIS's): jr outside ir, one B
-  // micro-panel stays in L1 while the A block streams past it from L2.
+  // micro-panel stays near (L1, or L2 when larger) while the A block
+  // streams past it from L2.
   // true: ir outside jr, one A micro-panel (mr x kc) stays in L1 while the
   // B block (kc x nc, then sized for L2) streams past it. v5 explains when
   // that wins.

@@ -176,9 +176,8 @@ constexpr int kPrefetchDistance = 24;
 // micro-panel (KC * 32 * 4 bytes) then spills from L1 to L2, which the
 // measurements say costs less than the extra C traffic of a short KC.
 // Retuned on the Zen 5 VM (48 KiB L1d, 1 MiB L2 per core; stop 30) once the
-// row split was balanced (blis_loops.cpp; cutting K into equal slices came
-// later that session, and changes nothing where KC divides K), with
-// huge-page operands and alternated timing as bench_gemm now does. First a
+// row split was balanced (blis_loops.cpp), with huge-page operands and
+// alternated timing as bench_gemm now does. First a
 // scratch sweep, then `bench_gemm --variants v4_ukernel_avx512_12x32,openblas
 // --blocks MC,KC,NC ... --repeats 9 4096 4096 4096 2048 2048 2048` (two or
 // three runs each); v4's speed over OpenBLAS's:

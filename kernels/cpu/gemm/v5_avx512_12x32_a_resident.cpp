@@ -1,9 +1,9 @@
 // SGEMM v5: v4's AVX-512F 12 x 32 micro-kernel (prefetching B), the
 // macro-kernel's loops swapped, and block sizes for Intel cores.
 // Changed from v4: v4 (BLIS's order, jr outside ir) keeps a KC x 32 micro-
-// panel of B in L1 while the A block streams past it; at v4's KC = 512 that
-// panel is 64 KiB, larger than any L1d, so every micro-kernel call streams
-// both operands from L2. On an Intel Xeon (48 KiB L1d, 2 MiB L2 per core)
+// panel of B near while the A block streams past it; at v4's KC = 512 (its
+// size then; 1024 since session 30) that panel was 64 KiB, larger than any
+// L1d, so every micro-kernel call streamed both operands from L2. On an Intel Xeon (48 KiB L1d, 2 MiB L2 per core)
 // the order ir outside jr wins instead: one 12 x KC micro-panel of A (15
 // KiB at KC = 320) stays in L1 for a whole row of C tiles, and B streams
 // from a KC x NC block sized for L2 (320 x 1024 floats: 1.25 MiB). v4's
@@ -13,7 +13,8 @@
 // AVX-512 CPU.
 // Since B now streams from L2 for every tile, the micro-kernel also
 // prefetches B 24 k-steps ahead (sgemm_v4_prefetch_b_config; distances 8,
-// 16 and 24 measured, 24 best; v4's order gained nothing from it).
+// 16 and 24 measured, 24 best; v4's order gained nothing from it on Zen 4,
+// but does on Zen 5 at KC = 1024, and v4 now prefetches too).
 // Measured (session 22, Intel Xeon VM, 2 threads, OpenBLAS 0.3.21 in the same
 // run with OPENBLAS_CORETYPE/L2_SIZE unset, bench_gemm --repeats 7, three
 // runs), v4 -> v5 against OpenBLAS: 4096^3 0.84/0.85/0.83x -> 0.94/0.95/0.93x,

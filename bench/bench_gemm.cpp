@@ -45,8 +45,10 @@ struct Row {
 bool verify(const std::function<void(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                                      const float*, int64_t, float, float*, int64_t)>& fn,
             int64_t M, int64_t N, int64_t K) {
-  // Check on a size capped at 256 per dim (same code paths, affordable reference).
-  const int64_t m = std::min<int64_t>(M, 256), n = std::min<int64_t>(N, 256), k = std::min<int64_t>(K, 256);
+  // Check on a size capped at 256 x 256 x 1100 (an affordable reference):
+  // the same code paths but for a second jc block, with a second pc slice
+  // for any KC under 1100 (v4's 1024 included) where K reaches it.
+  const int64_t m = std::min<int64_t>(M, 256), n = std::min<int64_t>(N, 256), k = std::min<int64_t>(K, 1100);
   Generator g(1);
   std::vector<float> A(m * k), B(k * n), C(m * n, 0.f), R(m * n, 0.f);
   for (float& v : A) v = g.uniform_f32() - 0.5f;

@@ -73,11 +73,14 @@ struct Contender {
 // reverse order on odd ones, until each has `repeats` samples. A pause
 // before each block lets the previous contender's threads go idle (OpenMP's
 // and OpenBLAS's workers spin for a while after a call and would otherwise
-// take cycles from the next one), and alternating spreads the machine's
-// slow phases over all contenders instead of landing on whoever ran last.
+// take cycles from the next one: OpenBLAS's for about 2^28 cycles, so with
+// a 100 ms pause v4's 1 ms calls at 64 x 65536 x 27 took 1.2-5.2 ms after
+// OpenBLAS's blocks and 0.94-1.05 alone; 0.85-0.91 with 300 ms), and
+// alternating spreads the machine's slow phases over all contenders
+// instead of landing on whoever ran last.
 void time_alternated(std::vector<Contender>& contenders, int repeats) {
   constexpr int kBlock = 3;
-  constexpr auto kPause = std::chrono::milliseconds(100);
+  constexpr auto kPause = std::chrono::milliseconds(300);
   for (int done = 0, round = 0; done < repeats; done += kBlock, ++round) {
     const int take = std::min(kBlock, repeats - done);
     for (size_t i = 0; i < contenders.size(); ++i) {
@@ -160,6 +163,9 @@ int main(int argc, char** argv) {
   if (dims.empty()) dims = quick ? std::vector<int64_t>{128, 128, 128} : std::vector<int64_t>{512, 512, 512, 64, 4096, 576};
   if (quick) repeats = 3;
 
+  // The FMA probe first: right after a GEMM, its threads (or OpenBLAS's)
+  // still spin and the probe read as little as a third of the peak.
+  const double peak = bench::measured_peak_gflops();
   std::vector<Row> rows;
   for (size_t s = 0; s + 2 < dims.size(); s += 3) {
     const int64_t M = dims[s], N = dims[s + 1], K = dims[s + 2];
@@ -225,7 +231,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  const double peak = bench::measured_peak_gflops();
   if (json) {
     std::printf("{\"machine\": \"%s\", \"peak_gflops\": %.1f, \"repeats\": %d, \"results\": [\n",
                 bench::machine_info().c_str(), peak, repeats);

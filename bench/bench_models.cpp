@@ -122,6 +122,9 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The FMA probe (cached) before any step: run after them, it would share
+  // the cores with worker threads still spinning from the last step.
+  bench::measured_peak_gflops();
   try {
     const Device device = Device::parse(device_name);
     const cuda::MatmulPrecision precision_value = cuda::parse_matmul_precision(precision_name);

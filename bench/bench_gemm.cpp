@@ -42,9 +42,11 @@ struct Row {
   bool verified;
 };
 
-bool verify(const std::function<void(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
-                                     const float*, int64_t, float, float*, int64_t)>& fn,
-            int64_t M, int64_t N, int64_t K) {
+// An SGEMM with kernels::ref::gemm's signature: a variant, or one run with other block sizes.
+using GemmCall = std::function<void(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                    const float*, int64_t, float, float*, int64_t)>;
+
+bool verify(const GemmCall& fn, int64_t M, int64_t N, int64_t K) {
   // Check on a size capped at 256 x 256 x 1100 (an affordable reference):
   // the same code paths but for a second jc block, with a second pc slice
   // for any KC under 1100 (v4's 1024 included) where K reaches it.
@@ -181,12 +183,16 @@ int main(int argc, char** argv) {
     for (float& v : B) v = g.uniform_f32();
     const double flops = 2.0 * M * N * K;
     std::vector<Contender> contenders;
+    // Verified on a capped size, then timed on this one's operands.
+    const auto add = [&](const std::string& name, const GemmCall& gemm) {
+      contenders.push_back({name, verify(gemm, M, N, K), [&, gemm] {
+                              gemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
+                            }});
+    };
     for (const auto& v : kernels::cpu::sgemm_variants()) {
       if (!v.available() || !selected(variants, v.name)) continue;
       if (v.name == "v0_naive" && flops > 2e9) continue;  // minutes per call; skip big sizes
-      contenders.push_back({v.name, verify(v.fn, M, N, K), [&, fn = v.fn] {
-                              fn(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
-                            }});
+      add(v.name, v.fn);
       if (v.blis == nullptr) continue;
       for (const Blocks& bs : blocks) {
         kernels::cpu::BlisConfig cfg = v.blis();
@@ -199,15 +205,11 @@ int main(int argc, char** argv) {
         cfg.mc = bs.mc;
         cfg.kc = bs.kc;
         cfg.nc = bs.nc;
-        const auto run = [cfg](bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-                               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-          kernels::cpu::blis_sgemm(cfg, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        };
-        const std::string name = v.name + "@" + std::to_string(bs.mc) + "," + std::to_string(bs.kc) + "," +
-                                 std::to_string(bs.nc);
-        contenders.push_back({name, verify(run, M, N, K), [&, run] {
-                                run(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
-                              }});
+        add(v.name + "@" + std::to_string(bs.mc) + "," + std::to_string(bs.kc) + "," + std::to_string(bs.nc),
+            [cfg](bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+              kernels::cpu::blis_sgemm(cfg, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            });
       }
     }
 #ifdef CRFSEG_HAVE_OPENBLAS

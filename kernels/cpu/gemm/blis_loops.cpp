@@ -349,9 +349,8 @@ void blis_sgemm(const BlisConfig& cfg, bool trans_a, bool trans_b, int64_t M, in
   // lost whole blocks: M = 4096, MC = 144 gave 29 blocks (28 of 144 rows,
   // one of 64), 15 for one thread and 14 for the other, 2160 rows against
   // 1936, and M = 2048 gave 1056 rows against 992; the lighter thread then
-  // idles 6-10% of every pc step at the barrier
-  // (bench/NOTES.md). With fewer MC-row blocks than threads, the 2-D grid
-  // above runs instead.
+  // idles 6-10% of every pc step at the barrier (bench/NOTES.md). With fewer
+  // MC-row blocks than threads, the 2-D grid above runs instead.
   const MatrixOperand b_operand{B, ldb, trans_b};
   if (num_threads > 1 && ceil_div(M, cfg.mc) < num_threads) {
     sgemm_block_grid(cfg, num_threads, trans_a, M, N, K, alpha, A, lda, b_operand, beta, C, ldc);

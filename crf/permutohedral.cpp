@@ -1,6 +1,7 @@
-// PermutohedralLattice: build (embed, hash, neighbour table, splat lists)
-// and filter (splat, blur, slice). The math is in crf/permutohedral.h; the
-// notes here are about the embedding's details and the data layout.
+// PermutohedralLattice: build (embed; sort or hash the vertex keys;
+// neighbour table, splat lists) and filter (splat, blur, slice). The math
+// is in crf/permutohedral.h; the notes here are about the embedding's
+// details and the data layout.
 //
 // Cost napkin for the CRF's bilateral lattice on a 256x256 RGB image (d = 5):
 // N = 65536 points, each with 6 vertices; M <= 6 N lattice points (far fewer
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "tensor/error.h"
 
@@ -70,9 +72,7 @@ bool same_key(const int32_t* a, const int32_t* b, int64_t dim) {
 // (most blur-neighbour lookups on sparse lattices) touches only slots_.
 class KeyTable {
  public:
-  KeyTable(int64_t dim, int64_t max_keys)
-      : dim_(dim), max_keys_(max_keys), lo_(static_cast<size_t>(dim), std::numeric_limits<int32_t>::max()),
-        hi_(static_cast<size_t>(dim), std::numeric_limits<int32_t>::min()) {
+  KeyTable(int64_t dim, int64_t max_keys) : dim_(dim), max_keys_(max_keys) {
     int64_t capacity = 16;
     while (capacity < 2 * max_keys) capacity *= 2;
     slots_.assign(static_cast<size_t>(capacity), Slot{});
@@ -81,10 +81,6 @@ class KeyTable {
   int64_t size() const { return size_; }
   int64_t dim() const { return dim_; }
   const int32_t* key(int64_t index) const { return keys_.data() + index * dim_; }
-  // The smallest and largest value of each coordinate over the keys held
-  // (kept as keys arrive: a few compares in a loop that waits on misses).
-  const std::vector<int32_t>& lo() const { return lo_; }
-  const std::vector<int32_t>& hi() const { return hi_; }
 
   // The index of `key`, inserting it if absent (*inserted says which).
   int32_t insert(const int32_t* key, uint64_t hash, bool* inserted) {
@@ -95,10 +91,6 @@ class KeyTable {
                    " keys, asked to hold more");
       slot = {static_cast<int32_t>(size_++), static_cast<uint32_t>(hash >> 32)};
       keys_.insert(keys_.end(), key, key + dim_);
-      for (int64_t k = 0; k < dim_; ++k) {
-        lo_[k] = std::min(lo_[k], key[k]);
-        hi_[k] = std::max(hi_[k], key[k]);
-      }
     }
     return slot.index;
   }
@@ -126,7 +118,6 @@ class KeyTable {
   }
   int64_t dim_, max_keys_;
   int64_t size_ = 0;
-  std::vector<int32_t> lo_, hi_;
   CpuVector<Slot> slots_;
   CpuVector<int32_t> keys_;  // size_ x dim_
 };
@@ -254,13 +245,26 @@ bool embed_point(const double* f, int64_t d_any, const double* scale, double* el
 // (and far more on a loaded machine), more than embedding a few thousand points.
 constexpr int64_t kParallelPoints = 4096;
 
-// Step 1 of the build for all N points: keys ([N x (d + 1) x d]), their
-// hashes ([N x (d + 1)]), barycentric weights ([N x (d + 1)]) and the
-// directions of the simplex's own blur links ([N x (d + 1)]). Returns
-// false if some coordinate is out of range. kD as in embed_point.
+// f.template operator()<kD>() with kD = d for the CRF's d = 2..5 (loops
+// over a point's coordinates unroll), else with kD = 0 (d read at run time).
+template <typename F>
+decltype(auto) with_fixed_dim(int64_t d, const F& f) {
+  switch (d) {
+    case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
+    case 4: return f.template operator()<4>();
+    case 5: return f.template operator()<5>();
+    default: return f.template operator()<0>();
+  }
+}
+
+// Step 1 of the build for all N points: keys ([N x (d + 1) x d]),
+// barycentric weights ([N x (d + 1)]) and the directions of the simplex's
+// own blur links ([N x (d + 1)]). Returns false if some coordinate is out
+// of range. kD as in embed_point.
 template <int kD>
 bool embed_points(const double* features, int64_t N, int64_t d_any, const double* scale, int32_t* keys,
-                  uint64_t* hashes, float* barycentric, uint8_t* up_dir) {
+                  float* barycentric, uint8_t* up_dir) {
   const int64_t d = kD > 0 ? kD : d_any, d1 = d + 1;
   bool in_range = true;
 #pragma omp parallel if (N >= kParallelPoints)
@@ -276,10 +280,8 @@ bool embed_points(const double* features, int64_t N, int64_t d_any, const double
     int64_t* rank = kD > 0 ? rank_fixed : rank_any.data();
 #pragma omp for schedule(static) reduction(&& : in_range)
     for (int64_t i = 0; i < N; ++i) {
-      int32_t* point_keys = keys + i * d1 * d;
-      in_range = embed_point<kD>(features + i * d, d, scale, elevated, rem0, rank, bary, point_keys,
+      in_range = embed_point<kD>(features + i * d, d, scale, elevated, rem0, rank, bary, keys + i * d1 * d,
                                  barycentric + i * d1, up_dir + i * d1) && in_range;
-      for (int64_t k = 0; k < d1; ++k) hashes[i * d1 + k] = hash_key(point_keys + k * d, d);
     }
   }
   return in_range;
@@ -302,12 +304,16 @@ double lattice_scale(int64_t d) {
   return std::sqrt(dd + 1.0) * std::pow(4.0 * M_PI / 3.0, dd / 2.0) / std::pow(2.0, dd + 1.0);
 }
 
-// One stable pass of an LSD radix sort on bits [low, low + 10) of `items`
-// into `sorted`, parallel: each thread counts its own range of items, and
+// A stable LSD radix sort of `items` by bits [0, bits) of key(item), in
+// as few passes of at most kRadixBits bits as there can be; `scratch` is a
+// second buffer of the same size, and the sorted items end up in `items`.
+// Each pass is parallel: each thread counts its own range of items, and
 // scatters them to offsets that put the ranges in order, so the result is
-// the sequential pass's for any thread count.
-void radix_pass(const CpuVector<uint64_t>& items, CpuVector<uint64_t>& sorted, int low) {
-  constexpr int64_t kBuckets = 1024;
+// the sequential sort's for any thread count.
+constexpr int kRadixBits = 11;
+template <typename Item, typename Key>
+void radix_pass(const CpuVector<Item>& items, CpuVector<Item>& sorted, int low, int width, const Key& key) {
+  const int64_t kBuckets = int64_t(1) << width;
   const int64_t n = static_cast<int64_t>(items.size());
   std::vector<int64_t> start(static_cast<size_t>(omp_get_max_threads() * kBuckets));
 #pragma omp parallel if (n >= kParallelPoints)
@@ -316,7 +322,7 @@ void radix_pass(const CpuVector<uint64_t>& items, CpuVector<uint64_t>& sorted, i
     const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
     int64_t* mine = start.data() + t * kBuckets;
     std::fill(mine, mine + kBuckets, 0);
-    for (int64_t i = begin; i < end; ++i) ++mine[(items[i] >> low) & (kBuckets - 1)];
+    for (int64_t i = begin; i < end; ++i) ++mine[(key(items[i]) >> low) & (kBuckets - 1)];
 #pragma omp barrier
 #pragma omp single
     {
@@ -329,8 +335,53 @@ void radix_pass(const CpuVector<uint64_t>& items, CpuVector<uint64_t>& sorted, i
         }
       }
     }
-    for (int64_t i = begin; i < end; ++i) sorted[mine[(items[i] >> low) & (kBuckets - 1)]++] = items[i];
+    for (int64_t i = begin; i < end; ++i) sorted[mine[(key(items[i]) >> low) & (kBuckets - 1)]++] = items[i];
   }
+}
+template <typename Item, typename Key>
+void radix_sort(CpuVector<Item>& items, CpuVector<Item>& scratch, int bits, const Key& key) {
+  const int passes = (bits + kRadixBits - 1) / kRadixBits;
+  const int width = passes > 0 ? (bits + passes - 1) / passes : 0;
+  for (int low = 0; low < bits; low += width) {
+    radix_pass(items, scratch, low, width, key);
+    items.swap(scratch);
+  }
+}
+
+// The smallest and largest value of each stored coordinate over the
+// vertex keys [count x d] (the lattice's keys are the same set).
+struct KeyBounds {
+  std::vector<int32_t> lo, hi;
+};
+template <int kD>
+KeyBounds key_bounds(const int32_t* keys, int64_t count, int64_t d_any) {
+  const int64_t d = kD > 0 ? kD : d_any;
+  KeyBounds b{std::vector<int32_t>(static_cast<size_t>(d), std::numeric_limits<int32_t>::max()),
+              std::vector<int32_t>(static_cast<size_t>(d), std::numeric_limits<int32_t>::min())};
+#pragma omp parallel if (count >= kParallelPoints)
+  {
+    // This thread's bounds: local arrays for a fixed d (in registers: they
+    // cannot alias the keys), else vectors.
+    int32_t lo_fixed[kD > 0 ? kD : 1], hi_fixed[kD > 0 ? kD : 1];
+    std::vector<int32_t> lo_any(kD > 0 ? 0 : b.lo.size()), hi_any(kD > 0 ? 0 : b.hi.size());
+    int32_t* lo = kD > 0 ? lo_fixed : lo_any.data();
+    int32_t* hi = kD > 0 ? hi_fixed : hi_any.data();
+    std::copy_n(b.lo.data(), d, lo);
+    std::copy_n(b.hi.data(), d, hi);
+#pragma omp for schedule(static) nowait
+    for (int64_t e = 0; e < count; ++e) {
+      for (int64_t k = 0; k < d; ++k) {
+        lo[k] = std::min(lo[k], keys[e * d + k]);
+        hi[k] = std::max(hi[k], keys[e * d + k]);
+      }
+    }
+#pragma omp critical
+    for (int64_t k = 0; k < d; ++k) {
+      b.lo[k] = std::min(b.lo[k], lo[k]);
+      b.hi[k] = std::max(b.hi[k], hi[k]);
+    }
+  }
+  return b;
 }
 
 // rank[p] = the position of lattice point p (numbered first-seen) along a
@@ -343,11 +394,12 @@ struct ZOrder {
   CpuVector<int32_t> rank;       // rank[old index] = new index
   CpuVector<int32_t> old_index;  // its inverse
 };
-ZOrder z_order_rank(const KeyTable& table, int64_t M) {
-  const int64_t d = table.dim();
+// key_of(p) gives lattice point p's d coordinates; `bounds` their range.
+template <typename KeyOf>
+ZOrder z_order_rank(int64_t M, int64_t d, const KeyBounds& bounds, const KeyOf& key_of) {
   const int bits = static_cast<int>(std::min<int64_t>(4, 32 / d));
-  const std::vector<int32_t>& lo = table.lo();
-  const std::vector<int32_t>& hi = table.hi();
+  const std::vector<int32_t>& lo = bounds.lo;
+  const std::vector<int32_t>& hi = bounds.hi;
   std::vector<int> shift(static_cast<size_t>(d));
   for (int64_t k = 0; k < d; ++k) {
     int width = 0;
@@ -370,18 +422,14 @@ ZOrder z_order_rank(const KeyTable& table, int64_t M) {
   CpuVector<uint64_t> items(static_cast<size_t>(M)), sorted(static_cast<size_t>(M));
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < M; ++p) {
-    const int32_t* key = table.key(p);
+    const int32_t* key = key_of(p);
     uint64_t code = 0;
     for (int64_t k = 0; k < d; ++k) {
       code |= spread[(k << bits) + (static_cast<uint64_t>(static_cast<int64_t>(key[k]) - lo[k]) >> shift[k])];
     }
     items[p] = code << 32 | static_cast<uint64_t>(p);
   }
-  const int code_bits = bits * static_cast<int>(d);
-  for (int low = 32; low < 32 + code_bits; low += 10) {
-    radix_pass(items, sorted, low);
-    items.swap(sorted);
-  }
+  radix_sort(items, sorted, bits * static_cast<int>(d), [](uint64_t item) { return item >> 32; });
   ZOrder z{CpuVector<int32_t>(static_cast<size_t>(M)), CpuVector<int32_t>(static_cast<size_t>(M))};
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < M; ++i) {
@@ -389,6 +437,246 @@ ZOrder z_order_rank(const KeyTable& table, int64_t M) {
     z.rank[z.old_index[i]] = static_cast<int32_t>(i);
   }
   return z;
+}
+
+// The sorted build (LatticeOptions::sorted_build). Each vertex key gets an
+// exact integer code: its stored coordinates, shifted to start at 1, as the
+// digits of a mixed-radix number,
+//   code(key) = sum_k (key[k] - lo[k] + 1) W_k,  W_0 = 1,  W_{k+1} = W_k R_k,
+//   R_k = hi[k] - lo[k] + d + 2,
+// whose radices leave room for every blur-neighbour candidate (a step
+// u_j moves each stored coordinate by -1 or +d, so a candidate's digits
+// lie in [0, R_k)). On that box the code is one-to-one and linear:
+// code(key + u_j) = code(key) + step_j, a constant. Sorting the vertex
+// entries by code groups equal keys, so the groups are the lattice points
+// (numbered in code order, each group's entries in point order). And as
+// adding step_j keeps the codes' order, the up neighbours along u_j come
+// from merging the sorted codes with themselves shifted by step_j: two
+// pointers walking one array, where the hash build probes a table of
+// several MiB at random for each candidate. Used when the box holds at
+// most 2^64 codes (a 256^2 RGB image at the CRF's thetas needs about 2^45).
+struct CodeBox {
+  std::vector<uint64_t> weight;  // W_k
+  std::vector<uint64_t> step;    // [d + 1]: code(key + u_j) - code(key), mod 2^64
+  int bits = 0;                  // every code is below 2^bits
+};
+std::optional<CodeBox> code_box(const KeyBounds& b, int64_t d) {
+  CodeBox box{std::vector<uint64_t>(static_cast<size_t>(d)), std::vector<uint64_t>(static_cast<size_t>(d + 1)), 0};
+  uint64_t size = 1;  // prod R_k so far
+  for (int64_t k = 0; k < d; ++k) {
+    const uint64_t radix = static_cast<uint64_t>(static_cast<int64_t>(b.hi[k]) - b.lo[k] + d + 2);
+    if (size > std::numeric_limits<uint64_t>::max() / radix) return std::nullopt;
+    box.weight[k] = size;
+    size *= radix;
+  }
+  while (box.bits < 64 && (size - 1) >> box.bits != 0) ++box.bits;
+  // u_j: -1 in every stored coordinate, + d in coordinate j (when j < d).
+  for (int64_t j = 0; j <= d; ++j) {
+    uint64_t step = 0;  // wraps for negative steps; the sums below wrap back
+    for (int64_t k = 0; k < d; ++k) step += (k == j ? static_cast<uint64_t>(d) : ~uint64_t(0)) * box.weight[k];
+    box.step[j] = step;
+  }
+  return box;
+}
+
+// The sorted build's step 2: sorts the E vertex entries (keys [E x d]) by
+// code, stably, so the entries of each distinct code (each lattice point,
+// numbered in code order) stay in point order, and writes vertex[e] = e's
+// lattice point. On a sparse lattice (E <= 2 M, as on a noisy image) the
+// points stay in code order, and when every entry was sorted the splat
+// lists (CSR: splat_begin [M + 1], splat [E], from the barycentric
+// weights [E]) come straight from the sorted entries. A dense lattice (a
+// smooth image: tens of entries per point) is renumbered afterwards (see
+// the constructor). Returns the points' codes, ascending, with a sentinel
+// (2^64 - 1) after the last. An entry e = i (d + 1) + k rides in the low
+// bits of its sort item, below the code, when both fit in 64 bits (half
+// the bytes for the sort to move: 62 bits on a noisy 256^2 image); else
+// in an item of its own.
+struct SortedVertices {
+  CpuVector<uint64_t> code;
+  bool code_order = false;  // sparse: kept in code order
+  bool splat_made = false;  // the splat lists too
+};
+template <typename Item>
+SortedVertices sort_vertices_as(const int32_t* keys, int64_t E, int64_t d, const KeyBounds& b, const CodeBox& box,
+                                int entry_bits, const float* barycentric, CpuVector<int32_t>& vertex,
+                                CpuVector<int64_t>& splat_begin, CpuVector<PermutohedralLattice::SplatEntry>& splat) {
+  constexpr bool kPacked = std::is_same_v<Item, uint64_t>;
+  const auto code_of = [entry_bits](const Item& item) {
+    if constexpr (kPacked) {
+      return item >> entry_bits;
+    } else {
+      return item.code;
+    }
+  };
+  const auto entry_of = [entry_bits](const Item& item) {
+    if constexpr (kPacked) {
+      return static_cast<uint32_t>(item & ((uint64_t(1) << entry_bits) - 1));
+    } else {
+      return item.entry;
+    }
+  };
+  CpuVector<Item> items(static_cast<size_t>(E)), scratch(static_cast<size_t>(E));
+  // code = sum_k key[k] W_k - origin, origin = sum_k (lo[k] - 1) W_k (mod 2^64).
+  uint64_t origin = 0;
+  for (int64_t k = 0; k < d; ++k) origin += static_cast<uint64_t>(static_cast<int64_t>(b.lo[k]) - 1) * box.weight[k];
+  with_fixed_dim(d, [&]<int kD>() {
+    const int64_t dd = kD > 0 ? kD : d;
+#pragma omp parallel for schedule(static) if (E >= kParallelPoints)
+    for (int64_t e = 0; e < E; ++e) {
+      uint64_t code = 0;
+      for (int64_t k = 0; k < dd; ++k) {
+        code += static_cast<uint64_t>(static_cast<int64_t>(keys[e * dd + k])) * box.weight[k];
+      }
+      code -= origin;
+      if constexpr (kPacked) {
+        items[e] = code << entry_bits | static_cast<uint64_t>(e);
+      } else {
+        items[e] = {code, static_cast<uint32_t>(e)};
+      }
+    }
+  });
+  // On a dense lattice (a smooth image: 12.5k points from 393k entries at
+  // 256^2) most entries repeat a code seen a few pixels before. A small
+  // direct-mapped cache of recent codes per thread (kCacheSlots, L2-sized)
+  // finds most of them: a hit takes the point of the entry it repeats
+  // (first_of[e], set after the sort) and stays out of the sort, which
+  // then moves a fraction of the items. On a sparse lattice (a noisy
+  // image) almost every lookup misses; a thread stops looking after
+  // kCacheTrial entries with fewer than half of them hits. The hits change
+  // no result: the points are numbered by code, and a missed repeat is
+  // sorted into its group like any other entry.
+  constexpr int64_t kCacheSlots = 16384, kCacheTrial = 4096;
+  CpuVector<int32_t> first_of(static_cast<size_t>(E));
+  int64_t hits = 0;
+#pragma omp parallel reduction(+ : hits) if (E >= kParallelPoints)
+  {
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t begin = E * t / threads, end = E * (t + 1) / threads;
+    struct Slot {
+      uint64_t code = ~uint64_t(0);  // no code is 2^64 - 1 (codes < the box size)
+      int64_t entry = -1;
+    };
+    std::vector<Slot> cache(static_cast<size_t>(kCacheSlots));
+    int64_t e = begin;
+    for (bool looking = true; e < end && looking; ++e) {
+      const uint64_t c = code_of(items[e]);
+      Slot& slot = cache[mix_hash(c) & (kCacheSlots - 1)];
+      const bool hit = slot.code == c;
+      first_of[e] = hit ? static_cast<int32_t>(slot.entry) : -1;
+      hits += hit;
+      if (!hit) slot = {c, e};
+      looking = e - begin + 1 != kCacheTrial || 2 * hits >= kCacheTrial;
+    }
+    for (; e < end; ++e) first_of[e] = -1;
+  }
+  if (hits > 0) {
+    int64_t kept = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      items[kept] = items[e];
+      kept += first_of[e] < 0;
+    }
+    items.resize(static_cast<size_t>(kept));
+    scratch.resize(static_cast<size_t>(kept));
+  }
+  radix_sort(items, scratch, box.bits, code_of);
+  const int64_t sorted_count = static_cast<int64_t>(items.size());
+  SortedVertices sorted{CpuVector<uint64_t>(static_cast<size_t>(sorted_count + 1))};
+  CpuVector<uint64_t>& code = sorted.code;
+  splat_begin.resize(static_cast<size_t>(sorted_count + 1));
+  int64_t M = 0;
+  for (int64_t x = 0; x < sorted_count; ++x) {
+    const uint64_t c = code_of(items[x]);
+    if (x == 0 || c != code[M - 1]) {
+      code[M] = c;
+      splat_begin[M++] = x;
+    }
+    vertex[entry_of(items[x])] = static_cast<int32_t>(M - 1);
+  }
+  code[M] = std::numeric_limits<uint64_t>::max();
+  code.resize(static_cast<size_t>(M + 1));
+  if (hits > 0) {
+#pragma omp parallel for schedule(static) if (E >= kParallelPoints)
+    for (int64_t e = 0; e < E; ++e) {
+      if (first_of[e] >= 0) vertex[e] = vertex[first_of[e]];
+    }
+  }
+  sorted.code_order = E <= 2 * M;
+  // The splat lists, when every entry went through the sort in order.
+  sorted.splat_made = sorted.code_order && hits == 0;
+  if (sorted.splat_made) {
+    splat_begin[M] = E;
+    splat_begin.resize(static_cast<size_t>(M + 1));
+    splat.resize(static_cast<size_t>(E));
+#pragma omp parallel for schedule(static) if (E >= kParallelPoints)
+    for (int64_t x = 0; x < E; ++x) {
+      const uint32_t e = entry_of(items[x]);
+      splat[x] = {static_cast<int32_t>(e / static_cast<uint32_t>(d + 1)), barycentric[e]};
+    }
+  }
+  return sorted;
+}
+struct WideVertex {
+  uint64_t code;
+  uint32_t entry;
+};
+SortedVertices sort_vertices(const int32_t* keys, int64_t E, int64_t d, const KeyBounds& b, const CodeBox& box,
+                             const float* barycentric, CpuVector<int32_t>& vertex, CpuVector<int64_t>& splat_begin,
+                             CpuVector<PermutohedralLattice::SplatEntry>& splat) {
+  int entry_bits = 1;
+  while ((E - 1) >> entry_bits != 0) ++entry_bits;
+  if (box.bits + entry_bits <= 64)
+    return sort_vertices_as<uint64_t>(keys, E, d, b, box, entry_bits, barycentric, vertex, splat_begin, splat);
+  return sort_vertices_as<WideVertex>(keys, E, d, b, box, 0, barycentric, vertex, splat_begin, splat);
+}
+
+// up[j M + p] = q for q = p + u_j, or M when absent, from the sorted
+// codes: the targets code[p] + step_j ascend with p, so a pointer q walks
+// up the codes to meet them. Each step of a walk advances p or q, without
+// a branch (which one is a coin toss); a step waits on the last one's
+// loads and compare, so kLanes directions walk side by side, each with its
+// own p and q, their steps independent. `code` ends in a sentinel above
+// every target, so q stops at M. Threads split the points; each direction's
+// q starts at the first code not below its first target. With `rank`,
+// points are renamed on the way: up[j M + rank[p]] = rank[q].
+void merge_up_neighbours(const CpuVector<uint64_t>& code, const std::vector<uint64_t>& steps, const int32_t* rank,
+                         int32_t* up) {
+  const int64_t M = static_cast<int64_t>(code.size()) - 1, d1 = static_cast<int64_t>(steps.size());
+  constexpr int kLanes = 8;
+#pragma omp parallel if (M >= kParallelPoints)
+  {
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t begin = M * t / threads, end = M * (t + 1) / threads;
+    for (int64_t j0 = 0; j0 < d1 && begin < end; j0 += kLanes) {
+      int64_t p[kLanes], q[kLanes];
+      uint64_t step[kLanes];
+      int32_t* out[kLanes];
+      for (int l = 0; l < kLanes; ++l) {
+        const bool used = j0 + l < d1;
+        step[l] = used ? steps[j0 + l] : 0;
+        out[l] = up + (used ? j0 + l : j0) * M;
+        p[l] = used ? begin : end;
+        q[l] = std::lower_bound(code.begin(), code.end() - 1, code[begin] + step[l]) - code.begin();
+      }
+      for (bool walking = true; walking;) {
+        walking = false;
+        for (int l = 0; l < kLanes; ++l) {
+          if (p[l] == end) continue;
+          walking = true;
+          const uint64_t target = code[p[l]] + step[l], c = code[q[l]];
+          const int32_t found = c == target ? static_cast<int32_t>(q[l]) : static_cast<int32_t>(M);
+          if (rank) {
+            out[l][rank[p[l]]] = found == M ? found : rank[found];
+          } else {
+            out[l][p[l]] = found;
+          }
+          const bool behind = c < target;
+          q[l] += behind;
+          p[l] += !behind;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -410,83 +698,132 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   const double inv_std = std::sqrt(2.0 / 3.0) * static_cast<double>(d1);
   for (int64_t i = 0; i < d; ++i) scale[i] = inv_std / std::sqrt(static_cast<double>((i + 1) * (i + 2)));
 
-  // 1. Embed every point (parallel, independent): keys of its d + 1 vertices and their hashes.
+  // 1. Embed every point (parallel, independent): keys of its d + 1 vertices.
   // Through the CPU cache (tensor/cpu_allocator.h), like the lattice's own
   // tables: a training step rebuilds them for every image.
-  CpuVector<int32_t> keys(static_cast<size_t>(N * d1 * d));
-  CpuVector<uint64_t> hashes(static_cast<size_t>(N * d1));
-  CpuVector<uint8_t> up_dir(static_cast<size_t>(N * d1));
-  barycentric_.resize(static_cast<size_t>(N * d1));
-  const auto embed = [&]<int kD>() {
-    return embed_points<kD>(features.data(), N, d, scale.data(), keys.data(), hashes.data(), barycentric_.data(),
-                            up_dir.data());
-  };
-  const bool in_range = d == 2   ? embed.operator()<2>()
-                        : d == 3 ? embed.operator()<3>()
-                        : d == 4 ? embed.operator()<4>()
-                        : d == 5 ? embed.operator()<5>()
-                                 : embed.operator()<0>();
+  const int64_t E = N * d1;  // vertex entries e = i (d + 1) + k
+  CpuVector<int32_t> keys(static_cast<size_t>(E * d));
+  CpuVector<uint8_t> up_dir(static_cast<size_t>(E));
+  barycentric_.resize(static_cast<size_t>(E));
+  const bool in_range = with_fixed_dim(d, [&]<int kD>() {
+    return embed_points<kD>(features.data(), N, d, scale.data(), keys.data(), barycentric_.data(), up_dir.data());
+  });
   CRFSEG_CHECK(in_range, ValueError, op, ": features too large for the lattice's 32-bit coordinates (|f| * ",
                inv_std, " must stay below 2^30); are they divided by theta?");
+  const KeyBounds bounds = with_fixed_dim(d, [&]<int kD>() { return key_bounds<kD>(keys.data(), E, d); });
 
-  // 2. Number the lattice points in first-seen order (sequential, so the
-  // numbering, hence every later sum, does not depend on the thread count).
-  // The table is sized for the most points there can be (N (d + 1)), so it
-  // never rehashes (growing a noisy image's table half-way cost 40% of this step).
-  // The price is memory while the lattice builds: 16 N (d + 1) bytes of slots,
-  // rounded up to a power of two (8 MiB for a 256^2 RGB image, 128 MiB at
-  // 1024^2), twice what a smooth image, with few lattice points, needed before.
-  // Each new key also goes into the Bloom filter of step 4.
-  KeyTable table(d, N * d1);
-  KeyFilter key_filter(N * d1);
-  vertex_.resize(static_cast<size_t>(N * d1));
-  // Each insert is a cache miss into a table of several MiB on a sparse
-  // lattice; prefetching the slot kAhead vertices early overlaps them.
-  constexpr int64_t kAhead = 16;
-  for (int64_t e = 0; e < N * d1; ++e) {
-    if (e + kAhead < N * d1) table.prefetch(hashes[e + kAhead]);
-    bool inserted = false;
-    vertex_[e] = table.insert(keys.data() + e * d, hashes[e], &inserted);
-    if (inserted) key_filter.add(hashes[e]);
+  // 2. Find and number the lattice points: the distinct vertex keys.
+  // Either way the numbering depends on the keys alone, not on the thread
+  // count, so neither does any later sum.
+  vertex_.resize(static_cast<size_t>(E));
+  const std::optional<CodeBox> box = options.sorted_build ? code_box(bounds, d) : std::nullopt;
+  sorted_build_ = box.has_value();
+  SortedVertices sorted;           // sorted build: the points' codes, in code order
+  std::optional<KeyTable> table;   // hash build: the points in first-seen order
+  std::optional<KeyFilter> key_filter;
+  CpuVector<uint64_t> hashes;
+  if (sorted_build_) {
+    sorted = sort_vertices(keys.data(), E, d, bounds, *box, barycentric_.data(), vertex_, splat_begin_, splat_);
+    num_lattice_ = static_cast<int64_t>(sorted.code.size()) - 1;
+  } else {
+    // Hash build: insert the keys in entry order, numbering them as first
+    // seen (sequential). The table is sized for the most points there can
+    // be (E), so it never rehashes (growing a noisy image's table half-way
+    // cost 40% of this step). The price is memory while the lattice builds:
+    // 16 E bytes of slots, rounded up to a power of two (8 MiB for a 256^2
+    // RGB image, 128 MiB at 1024^2). Each new key also goes into the Bloom
+    // filter of step 4.
+    hashes.resize(static_cast<size_t>(E));
+#pragma omp parallel for schedule(static) if (N >= kParallelPoints)
+    for (int64_t e = 0; e < E; ++e) hashes[e] = hash_key(keys.data() + e * d, d);
+    table.emplace(d, E);
+    key_filter.emplace(E);
+    // Each insert is a cache miss into a table of several MiB on a sparse
+    // lattice; prefetching the slot kAhead vertices early overlaps them.
+    constexpr int64_t kAhead = 16;
+    for (int64_t e = 0; e < E; ++e) {
+      if (e + kAhead < E) table->prefetch(hashes[e + kAhead]);
+      bool inserted = false;
+      vertex_[e] = table->insert(keys.data() + e * d, hashes[e], &inserted);
+      if (inserted) key_filter->add(hashes[e]);
+    }
+    num_lattice_ = table->size();
   }
-  num_lattice_ = table.size();
   const int64_t M = num_lattice_;
 
-  // 2b. Renumber the lattice points in Z (Morton) order of their keys. The
-  // blur reads each point's neighbours, and the slice a pixel's d + 1
-  // vertices: neighbours in the lattice, but in first-seen order they lie
-  // anywhere in tables of several MiB (a random-noise image: 367k points),
-  // so every read missed the cache. Along a Z-order curve most lattice
-  // neighbours are near in memory too. Only the numbering changes: every
-  // sum runs over the same terms in the same order, so the filter's output
-  // is bit for bit what it was. rank[old index] = new index; empty: kept.
-  // The hash table keeps the old numbers (renaming its slots and moving its
-  // keys cost 7.5 ms at 367k points): the neighbour step below walks the
-  // points in the new order, reads their keys through the inverse
-  // permutation, and renames what the table returns.
-  const ZOrder z = options.z_order && M >= kReorderPoints ? z_order_rank(table, M) : ZOrder{};
+  // 2b. The order of the lattice points, which the filters' speed depends
+  // on (the numbering itself changes no sum: the filter's output is bit
+  // for bit the same in any). The blur reads each point's neighbours, the
+  // slice a pixel's d + 1 vertices, the splat a point's pixels.
+  //  - A sparse lattice from the sorted build (a noisy image's: 367k points
+  //    from 393k entries) stays in code order: a shift by u_j keeps the
+  //    codes' order, so the points p and p + u_j of consecutive blur links
+  //    are two ascending streams, and its filters ran as fast as in Z order
+  //    (bench/NOTES.md change 26).
+  //  - Otherwise the points go in first-seen order, the hash build's own
+  //    (the sorted build's dense lattices are renumbered so: on a smooth
+  //    image consecutive pixels share vertices, which code order scatters:
+  //    its filters ran 10-50% slower at 512^2 and 1024^2). Lattices of
+  //    kReorderPoints or more are then renumbered along a Z-order (Morton)
+  //    curve of their keys: in first-seen order a point's blur neighbours
+  //    lie anywhere in tables of several MiB; along the curve most lie near.
+  //    So for these the sorted build makes the hash build's very lattice.
+  // rank[old index] = new index; empty: kept. The hash table keeps the old
+  // numbers (renaming its slots and moving its keys cost 7.5 ms at 367k
+  // points): the neighbour search below walks the points in the new order,
+  // reads their keys through the inverse permutation, and renames what the
+  // table returns.
+  const bool code_order = sorted_build_ && sorted.code_order;
+  CpuVector<int32_t> seen_rank, first_entry;  // sorted build, dense: code order -> first seen; a point's first entry
+  if (sorted_build_ && !code_order) {
+    seen_rank.assign(static_cast<size_t>(M), -1);
+    first_entry.resize(static_cast<size_t>(M));
+    int32_t next = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      int32_t& r = seen_rank[vertex_[e]];
+      if (r < 0) {
+        first_entry[next] = static_cast<int32_t>(e);
+        r = next++;
+      }
+      vertex_[e] = r;
+    }
+  }
+  const auto first_seen_key = [&](int64_t p) {
+    return sorted_build_ ? keys.data() + static_cast<int64_t>(first_entry[p]) * d : table->key(p);
+  };
+  const ZOrder z = !code_order && options.z_order && M >= kReorderPoints
+                       ? z_order_rank(M, d, bounds, first_seen_key)
+                       : ZOrder{};
   if (!z.rank.empty()) {
 #pragma omp parallel for schedule(static)
-    for (int64_t e = 0; e < N * d1; ++e) vertex_[e] = z.rank[vertex_[e]];
+    for (int64_t e = 0; e < E; ++e) vertex_[e] = z.rank[vertex_[e]];
   }
   const int32_t* renamed = z.rank.empty() ? nullptr : z.rank.data();
   const int32_t* old_of = z.rank.empty() ? nullptr : z.old_index.data();
   const auto new_index = [renamed](int64_t old) { return renamed ? renamed[old] : static_cast<int32_t>(old); };
-
-  // 3. Splat lists: the transpose of (vertex_, barycentric_) in CSR form,
-  // filled in point order so each list is sorted by point. `entries` keeps
-  // the vertex entries e = i (d + 1) + k themselves, for step 4.
-  splat_begin_.assign(static_cast<size_t>(M + 1), 0);
-  for (int64_t e = 0; e < N * d1; ++e) ++splat_begin_[vertex_[e] + 1];
-  for (int64_t p = 0; p < M; ++p) splat_begin_[p + 1] += splat_begin_[p];
-  CpuVector<int32_t> entries(static_cast<size_t>(N * d1));
-  {
-    CpuVector<int64_t> fill(splat_begin_.begin(), splat_begin_.end() - 1);
-    for (int64_t e = 0; e < N * d1; ++e) entries[fill[vertex_[e]]++] = static_cast<int32_t>(e);
+  // Sorted build, dense: each code-order point's final index, for the merge.
+  if (!seen_rank.empty()) {
+    for (int64_t g = 0; g < M; ++g) seen_rank[g] = new_index(seen_rank[g]);
   }
-  splat_.resize(static_cast<size_t>(N * d1));
+
+  // 3. The splat lists, the transpose of (vertex_, barycentric_) in CSR
+  // form, filled in point order so each list is sorted by point. `entries`
+  // keeps the vertex entries e = i (d + 1) + k themselves, for step 4 of
+  // the hash build. (The sorted build may have made them in step 2.)
+  CpuVector<int32_t> entries;
+  if (!(sorted_build_ && sorted.splat_made)) {
+    splat_begin_ = CpuVector<int64_t>(static_cast<size_t>(M + 1), 0);  // not the sort's larger buffer
+    for (int64_t e = 0; e < E; ++e) ++splat_begin_[vertex_[e] + 1];
+    for (int64_t p = 0; p < M; ++p) splat_begin_[p + 1] += splat_begin_[p];
+    entries.resize(static_cast<size_t>(E));
+    {
+      CpuVector<int64_t> fill(splat_begin_.begin(), splat_begin_.end() - 1);
+      for (int64_t e = 0; e < E; ++e) entries[fill[vertex_[e]]++] = static_cast<int32_t>(e);
+    }
+    splat_.resize(static_cast<size_t>(E));
 #pragma omp parallel for schedule(static) if (N >= kParallelPoints)
-  for (int64_t x = 0; x < N * d1; ++x) splat_[x] = {static_cast<int32_t>(entries[x] / d1), barycentric_[entries[x]]};
+    for (int64_t x = 0; x < E; ++x) splat_[x] = {static_cast<int32_t>(entries[x] / d1), barycentric_[entries[x]]};
+  }
 
   // 4. Blur neighbours p + u_j, u_j = (d + 1) e_j - (1, ..., 1): in the d
   // stored coordinates every coordinate moves by -1 and coordinate j (when
@@ -494,107 +831,113 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // as M): p - u_j is the point whose up neighbour is p, so the chains, and
   // blur_neighbours() for the plain blur and the CUDA lattice, recover the
   // "down" side from up_ without a hash lookup. Each thread writes only the
-  // up entries of its own points, in order.
+  // up entries of its own points.
   //
-  // First, on sparse lattices, the links inside each pixel's simplex (a
-  // cycle of d + 1 links, see embed_point) are written straight from the
-  // splat lists; on a noisy 256^2 image they are 390k of the 520k links,
-  // and their candidates are not searched. The search for the rest screens
-  // (the default): a candidate's hash is mix(poly(key) + poly(step_j))
-  // (poly is linear, see hash_key), and the Bloom filter of step 2 drops
-  // most absent candidates before they touch the table; the candidate's
-  // key is written out only for those it lets through.
-  // options.plain_neighbour_search hashes and probes every candidate
-  // instead: the same table, the reference for tests. With the blocks
-  // below, this step went from 55 to 19 ms on one thread for a noisy 256^2
-  // image (bench/NOTES.md change 15).
-  const bool plain = options.plain_neighbour_search;
-  // The links come from every vertex entry, the search from every lattice
-  // point: worth it on sparse lattices only (a smooth image's lattice, or
-  // the spatial one, has tens of entries per point). up_dir holds bytes.
-  const bool simplex_links = !plain && d1 <= 255 && N * d1 <= 2 * M;
-  std::vector<uint64_t> step_poly(static_cast<size_t>(d1));
-  {
-    std::vector<int32_t> step(static_cast<size_t>(d));
-    for (int64_t j = 0; j < d1; ++j) {
-      for (int64_t k = 0; k < d; ++k) step[k] = k == j ? static_cast<int32_t>(d) : -1;
-      step_poly[j] = key_poly(step.data(), d);
-    }
-  }
-  up_.assign(static_cast<size_t>(d1 * M), static_cast<int32_t>(M));
-#pragma omp parallel if (M >= kParallelPoints)
-  {
-    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t begin = M * t / threads, end = M * (t + 1) / threads;
-    // The up-neighbour key p + u_j of the point with stored coordinates `key`.
-    std::vector<int32_t> up(static_cast<size_t>(d));
-    const auto up_key = [&](const int32_t* key, int64_t j) {
-      for (int64_t k = 0; k < d; ++k) up[k] = key[k] - 1;
-      if (j < d) up[j] = key[j] + static_cast<int32_t>(d);
-      return up.data();
-    };
-    // Points go in blocks of kBlock, each in three passes, so that every
-    // pass is a simple loop: (a) hash all (d + 1) kBlock candidates,
-    // direction-major, so the mixing is one vectorisable loop over
-    // independent lanes; (b) screen them and compact the survivors without a
-    // branch (every candidate is written, the count advances only for those
-    // that pass: which pass is a coin toss, a branch would mispredict) and
-    // prefetch their slots; (c) probe the survivors, whose slots are by then
-    // on their way. The order of the probes changes no entry of the table.
-    // Points go in new (Z) order; their keys, in the table's old order, are
-    // gathered into `block_keys` first (prefetched a block ahead).
-    constexpr int64_t kBlock = 256;
-    std::vector<uint64_t> poly(static_cast<size_t>(kBlock)), hash(static_cast<size_t>(kBlock * d1));
-    std::vector<uint64_t> cand_hash(hash.size());
-    std::vector<int32_t> cand_point(hash.size()), cand_dir(hash.size()), block_keys(static_cast<size_t>(kBlock * d));
-    std::vector<uint8_t> known(hash.size());  // [j kBlock + i]: link p + u_j already written
-    const auto old_index = [old_of](int64_t p) { return old_of ? old_of[p] : p; };
-    for (int64_t first = begin; first < end; first += kBlock) {
-      const int64_t count = std::min(kBlock, end - first);
-      for (int64_t i = 0; i < count; ++i) std::copy_n(table.key(old_index(first + i)), d, block_keys.data() + i * d);
-      for (int64_t i = first + kBlock; old_of && i < std::min(end, first + 2 * kBlock); ++i)
-        __builtin_prefetch(table.key(old_of[i]));
-      const auto key_of = [&](int64_t i) { return block_keys.data() + i * d; };  // i: index in the block
-      // The simplex links: entry e = i' (d + 1) + k at lattice point p has
-      // its up neighbour along u_{up_dir[e]} at vertex (k - 1) mod (d + 1)
-      // of the same pixel i'.
-      std::fill(known.begin(), known.end(), uint8_t(0));
-      for (int64_t i = 0; simplex_links && i < count; ++i) {
-        const int32_t p = static_cast<int32_t>(first + i);
-        for (int64_t x = splat_begin_[p]; x < splat_begin_[p + 1]; ++x) {
-          const int64_t e = entries[x], k = e % d1, j = up_dir[e];
-          const int32_t q = vertex_[e - k + (k + d) % d1];
-          up_[j * M + p] = q;
-          known[j * kBlock + i] = 1;
-        }
-      }
-      if (plain) {
-        for (int64_t j = 0; j < d1; ++j)
-          for (int64_t i = 0; i < count; ++i) hash[j * kBlock + i] = hash_key(up_key(key_of(i), j), d);
-      } else {
-        for (int64_t i = 0; i < count; ++i) poly[i] = key_poly(key_of(i), d);
-        for (int64_t j = 0; j < d1; ++j) {
-          const uint64_t step = step_poly[j];
-          uint64_t* h = hash.data() + j * kBlock;
-          for (int64_t i = 0; i < count; ++i) h[i] = mix_hash(poly[i] + step);
-        }
-      }
-      int64_t n = 0;
+  // The sorted build merges the sorted codes (merge_up_neighbours). The
+  // hash build searches. First, on sparse lattices, the links inside each
+  // pixel's simplex (a cycle of d + 1 links, see embed_point) are written
+  // straight from the splat lists; on a noisy 256^2 image they are 390k of
+  // the 520k links, and their candidates are not searched. The search for
+  // the rest screens (the default): a candidate's hash is
+  // mix(poly(key) + poly(step_j)) (poly is linear, see hash_key), and the
+  // Bloom filter of step 2 drops most absent candidates before they touch
+  // the table; the candidate's key is written out only for those it lets
+  // through. options.plain_neighbour_search hashes and probes every
+  // candidate instead: the same table, the reference for tests. With the
+  // blocks below, this step went from 55 to 19 ms on one thread for a
+  // noisy 256^2 image (bench/NOTES.md change 15).
+  if (sorted_build_) {
+    up_.resize(static_cast<size_t>(d1 * M));
+    merge_up_neighbours(sorted.code, box->step, seen_rank.empty() ? nullptr : seen_rank.data(), up_.data());
+  } else {
+    const bool plain = options.plain_neighbour_search;
+    // The links come from every vertex entry, the search from every lattice
+    // point: worth it on sparse lattices only (a smooth image's lattice, or
+    // the spatial one, has tens of entries per point). up_dir holds bytes.
+    const bool simplex_links = !plain && d1 <= 255 && N * d1 <= 2 * M;
+    std::vector<uint64_t> step_poly(static_cast<size_t>(d1));
+    {
+      std::vector<int32_t> step(static_cast<size_t>(d));
       for (int64_t j = 0; j < d1; ++j) {
-        for (int64_t i = 0; i < count; ++i) {
-          const uint64_t h = hash[j * kBlock + i];
-          cand_hash[n] = h;
-          cand_point[n] = static_cast<int32_t>(i);
-          cand_dir[n] = static_cast<int32_t>(j);
-          n += !known[j * kBlock + i] && (plain || key_filter.may_contain(h));
-        }
+        for (int64_t k = 0; k < d; ++k) step[k] = k == j ? static_cast<int32_t>(d) : -1;
+        step_poly[j] = key_poly(step.data(), d);
       }
-      for (int64_t c = 0; c < n; ++c) table.prefetch(cand_hash[c]);
-      for (int64_t c = 0; c < n; ++c) {
-        const int64_t i = cand_point[c], j = cand_dir[c];
-        const int32_t q_old = table.find(up_key(key_of(i), j), cand_hash[c]);
-        if (q_old < 0) continue;
-        up_[j * M + first + i] = new_index(q_old);
+    }
+    up_.assign(static_cast<size_t>(d1 * M), static_cast<int32_t>(M));
+  #pragma omp parallel if (M >= kParallelPoints)
+    {
+      const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+      const int64_t begin = M * t / threads, end = M * (t + 1) / threads;
+      // The up-neighbour key p + u_j of the point with stored coordinates `key`.
+      std::vector<int32_t> up(static_cast<size_t>(d));
+      const auto up_key = [&](const int32_t* key, int64_t j) {
+        for (int64_t k = 0; k < d; ++k) up[k] = key[k] - 1;
+        if (j < d) up[j] = key[j] + static_cast<int32_t>(d);
+        return up.data();
+      };
+      // Points go in blocks of kBlock, each in three passes, so that every
+      // pass is a simple loop: (a) hash all (d + 1) kBlock candidates,
+      // direction-major, so the mixing is one vectorisable loop over
+      // independent lanes; (b) screen them and compact the survivors without a
+      // branch (every candidate is written, the count advances only for those
+      // that pass: which pass is a coin toss, a branch would mispredict) and
+      // prefetch their slots; (c) probe the survivors, whose slots are by then
+      // on their way. The order of the probes changes no entry of the table.
+      // Points go in new (Z) order; their keys, in the table's old order, are
+      // gathered into `block_keys` first (prefetched a block ahead).
+      constexpr int64_t kBlock = 256;
+      std::vector<uint64_t> poly(static_cast<size_t>(kBlock)), hash(static_cast<size_t>(kBlock * d1));
+      std::vector<uint64_t> cand_hash(hash.size());
+      std::vector<int32_t> cand_point(hash.size()), cand_dir(hash.size()), block_keys(static_cast<size_t>(kBlock * d));
+      std::vector<uint8_t> known(hash.size());  // [j kBlock + i]: link p + u_j already written
+      const auto old_index = [old_of](int64_t p) { return old_of ? old_of[p] : p; };
+      for (int64_t first = begin; first < end; first += kBlock) {
+        const int64_t count = std::min(kBlock, end - first);
+        for (int64_t i = 0; i < count; ++i) std::copy_n(table->key(old_index(first + i)), d, block_keys.data() + i * d);
+        for (int64_t i = first + kBlock; old_of && i < std::min(end, first + 2 * kBlock); ++i)
+          __builtin_prefetch(table->key(old_of[i]));
+        const auto key_of = [&](int64_t i) { return block_keys.data() + i * d; };  // i: index in the block
+        // The simplex links: entry e = i' (d + 1) + k at lattice point p has
+        // its up neighbour along u_{up_dir[e]} at vertex (k - 1) mod (d + 1)
+        // of the same pixel i'.
+        std::fill(known.begin(), known.end(), uint8_t(0));
+        for (int64_t i = 0; simplex_links && i < count; ++i) {
+          const int32_t p = static_cast<int32_t>(first + i);
+          for (int64_t x = splat_begin_[p]; x < splat_begin_[p + 1]; ++x) {
+            const int64_t e = entries[x], k = e % d1, j = up_dir[e];
+            const int32_t q = vertex_[e - k + (k + d) % d1];
+            up_[j * M + p] = q;
+            known[j * kBlock + i] = 1;
+          }
+        }
+        if (plain) {
+          for (int64_t j = 0; j < d1; ++j)
+            for (int64_t i = 0; i < count; ++i) hash[j * kBlock + i] = hash_key(up_key(key_of(i), j), d);
+        } else {
+          for (int64_t i = 0; i < count; ++i) poly[i] = key_poly(key_of(i), d);
+          for (int64_t j = 0; j < d1; ++j) {
+            const uint64_t step = step_poly[j];
+            uint64_t* h = hash.data() + j * kBlock;
+            for (int64_t i = 0; i < count; ++i) h[i] = mix_hash(poly[i] + step);
+          }
+        }
+        int64_t n = 0;
+        for (int64_t j = 0; j < d1; ++j) {
+          for (int64_t i = 0; i < count; ++i) {
+            const uint64_t h = hash[j * kBlock + i];
+            cand_hash[n] = h;
+            cand_point[n] = static_cast<int32_t>(i);
+            cand_dir[n] = static_cast<int32_t>(j);
+            n += !known[j * kBlock + i] && (plain || key_filter->may_contain(h));
+          }
+        }
+        for (int64_t c = 0; c < n; ++c) table->prefetch(cand_hash[c]);
+        for (int64_t c = 0; c < n; ++c) {
+          const int64_t i = cand_point[c], j = cand_dir[c];
+          const int32_t q_old = table->find(up_key(key_of(i), j), cand_hash[c]);
+          if (q_old < 0) continue;
+          up_[j * M + first + i] = new_index(q_old);
+        }
       }
     }
   }

@@ -49,10 +49,11 @@
 //
 // Determinism: splat is a gather per lattice point over a precomputed
 // (point, weight) list sorted by point, blur and slice are gathers, lattice
-// points are numbered in first-seen order by a sequential insert (then,
+// points are numbered in the order of their keys' codes (a stable radix
+// sort; the hash build: first-seen order, by a sequential insert), then,
 // for large lattices, renumbered along a Z-order curve of their keys: a
 // deterministic permutation that keeps blur neighbours near in memory and
-// changes no sum). Results are therefore bit-identical for any OpenMP
+// changes no sum. Results are therefore bit-identical for any OpenMP
 // thread count. The lattice is
 // immutable once built; filter scratch is per calling thread, so apply()
 // may run concurrently from several threads.
@@ -70,11 +71,18 @@ namespace crfseg::crf {
 // the non-defaults exist so that tests can compare the tuned build with its
 // plain form.
 struct LatticeOptions {
+  // Find the lattice points and their blur neighbours by sorting the
+  // vertices' exact integer codes (the default; see "The sorted build" in
+  // permutohedral.cpp), or through a hash table of the keys (false). The
+  // sorted build needs the keys' bounding box to hold at most 2^64 codes;
+  // when it does not (coordinates spanning more than about 2^12 lattice
+  // steps each in d = 5), the lattice is hash-built whatever this says.
+  bool sorted_build = true;
   // Number lattices of 16384 points or more along a Z-order curve of their
   // keys, for cache locality (false keeps first-seen order).
   bool z_order = true;
-  // Find the blur neighbours the plain way: hash every candidate key and
-  // probe the table. The default screens candidates through a Bloom filter
+  // Hash build only: find the blur neighbours the plain way, hashing every
+  // candidate key and probing the table. The default screens candidates through a Bloom filter
   // of the lattice's keys first (most candidates are absent on sparse
   // lattices) and hashes them incrementally (see permutohedral.cpp).
   bool plain_neighbour_search = false;
@@ -95,6 +103,8 @@ class PermutohedralLattice : public GaussianFilter {
   int64_t num_points() const override { return num_points_; }
   int64_t feature_dim() const override { return dim_; }
   int64_t num_lattice_points() const { return num_lattice_; }
+  // Whether the lattice was built by sorting (LatticeOptions::sorted_build).
+  bool sorted_build() const { return sorted_build_; }
 
   void apply(const float* in, float* out, int64_t channels, bool transpose = false) const override;
   void apply(const double* in, double* out, int64_t channels, bool transpose = false) const override;
@@ -130,6 +140,7 @@ class PermutohedralLattice : public GaussianFilter {
   void build_chains();
 
   int64_t num_points_ = 0, dim_ = 0, num_lattice_ = 0;
+  bool sorted_build_ = false;
   // Per input point, its d + 1 simplex vertices (lattice indices) and weights: [N x (d + 1)].
   CpuVector<int32_t> vertex_;
   CpuVector<float> barycentric_;

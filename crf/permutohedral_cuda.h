@@ -1,11 +1,11 @@
 // CudaPermutohedralFilter: the permutohedral-lattice Gaussian filter of
 // crf/permutohedral.h, run on a CUDA device.
 //
-// The lattice (embedding, hash table, neighbour table, splat lists) is built
-// once per image on the host by PermutohedralLattice; this class uploads its
-// index and weight tables to the GPU once, and each filter() call then runs
-// splat, d + 1 blur passes and slice as CUDA kernels
-// (kernels/cuda/permutohedral.cu) over values [N x C] in device memory. It
+// The lattice (embedding, vertex keys sorted or hashed, neighbour table,
+// splat lists) is built once per image on the host by PermutohedralLattice;
+// this class uploads its index and weight tables to the GPU once, and each
+// filter() call then runs splat, d + 1 blur passes and slice as CUDA
+// kernels (kernels/cuda/permutohedral.cu) over values [N x C] in device memory. It
 // computes the same linear operator as PermutohedralLattice::apply, with
 // the same summation order (gathers, no atomics: deterministic), so the two
 // agree to floating-point rounding; transpose = true is the exact adjoint.

@@ -265,11 +265,12 @@ TEST_CASE("lattice and dense filters are bit-identical for 1, 2 and 3 threads") 
 
 TEST_CASE("lattice in Z order: the same filter, bit for bit, as in first-seen order and for any thread count") {
   // A 64x64 random-noise RGB image at the CRF's defaults gives a lattice
-  // above the 16384 points from which the build renumbers in Z order.
+  // above the 16384 points from which the hash build renumbers in Z order.
   const int64_t H = 64, W = 64, N = H * W, C = 3;
   const std::vector<double> image = uniform_values(3 * N, 80, 0, 255);
   const std::vector<double> f = bilateral_features(image.data(), 3, H, W, 160, 3);
-  const PermutohedralLattice z(f, N, 5), first_seen(f, N, 5, {.z_order = false});
+  const LatticeOptions hashed{.sorted_build = false};
+  const PermutohedralLattice z(f, N, 5, hashed), first_seen(f, N, 5, {.sorted_build = false, .z_order = false});
   REQUIRE(z.num_lattice_points() >= 16384);
   CHECK(z.num_lattice_points() == first_seen.num_lattice_points());
   CHECK(z.vertices() != first_seen.vertices());  // renumbered, not left alone
@@ -302,7 +303,7 @@ TEST_CASE("lattice in Z order: the same filter, bit for bit, as in first-seen or
   for (const int threads : {1, 2, 3}) {
     CAPTURE(threads);
     omp_set_num_threads(threads);
-    const PermutohedralLattice again(f, N, 5);
+    const PermutohedralLattice again(f, N, 5, hashed);
     CHECK(again.vertices() == z.vertices());
     CHECK(again.blur_neighbours() == z.blur_neighbours());
     CHECK(again.splat_offsets() == z.splat_offsets());
@@ -315,9 +316,9 @@ TEST_CASE("lattice in Z order: the same filter, bit for bit, as in first-seen or
 }
 
 TEST_CASE("lattice neighbour search: the screened search builds the plain search's lattice") {
-  // The default build hashes a point's neighbour candidates incrementally
-  // and drops most absent ones through a Bloom filter; the plain build
-  // hashes and probes every candidate. Their tables must agree entry for
+  // The hash build's default search hashes a point's neighbour candidates
+  // incrementally and drops most absent ones through a Bloom filter; the
+  // plain search hashes and probes every candidate. Their tables must agree entry for
   // entry, on: 1 and 2 points, primes, lattices on both sides of the
   // parallel (4096 points) and Z-order (16384) thresholds, d = 1 to 6,
   // sparse (wide) and dense (narrow) features, and features on the lattice
@@ -341,7 +342,8 @@ TEST_CASE("lattice neighbour search: the screened search builds the plain search
       for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<double>(static_cast<int64_t>(i * 7 % 5) - 2);
       for (int64_t k = 0; k < c.d; ++k) f[k] = 0;  // point 0 at the origin
     }
-    const PermutohedralLattice screened(f, c.n, c.d), plain(f, c.n, c.d, {.plain_neighbour_search = true});
+    const PermutohedralLattice screened(f, c.n, c.d, {.sorted_build = false}),
+        plain(f, c.n, c.d, {.sorted_build = false, .plain_neighbour_search = true});
     REQUIRE(screened.num_lattice_points() == plain.num_lattice_points());
     CHECK(screened.vertices() == plain.vertices());
     CHECK(screened.splat_offsets() == plain.splat_offsets());
@@ -353,6 +355,142 @@ TEST_CASE("lattice neighbour search: the screened search builds the plain search
     if (c.n > 2) CHECK(present > 0);
     if (c.n > 1000) CHECK(present < static_cast<int64_t>(table.size()));
   }
+}
+
+TEST_CASE("lattice sorted build: the hash build's lattice, renumbered, and its filter bit for bit") {
+  // The default build sorts the vertices' exact codes and merges the sorted
+  // codes for the neighbours; the hash build inserts the keys into a table
+  // and probes it. The lattices must be the same up to the numbering of
+  // their points: a one-to-one map between the numberings that carries
+  // every pixel's vertices, every splat list's length and every blur link
+  // of one onto the other's; and so the filters must agree bit for bit
+  // (same sums, same order). Dense lattices are renumbered as the hash
+  // build numbers them, so theirs are equal outright. Cases:
+  //  - those of the neighbour-search test (their codes and entries share
+  //    64-bit sort items; d = 254 and 300 have more than 2^64 codes and fall
+  //    back to the hash build);
+  //  - 331 points in d = 5 at wider spreads: at 200 the codes (57 bits)
+  //    need sort items of their own, from 800 on the build falls back;
+  //  - a dense lattice above the Z-order threshold (71k points);
+  //  - the CRF's spatial features (theta 3), where 76% of the vertex entries
+  //    repeat the previous pixel's and only the rest are sorted: at 96^2
+  //    and at 400^2 (20.8k points, above the Z-order threshold).
+  struct Case {
+    int64_t n, d;
+    double spread;  // features uniform on [-spread, spread]; 0: small integers; < 0: spatial, sqrt(n)^2 pixels
+  };
+  std::vector<Case> cases = {{1, 1, 0},      {1, 5, 0},     {2, 3, 0},     {7, 2, 1},     {97, 5, 0},
+                             {97, 5, 3},     {331, 1, 40},  {1009, 4, 0},  {4099, 5, 50}, {2053, 3, 20},
+                             {5003, 6, 2},   {20011, 5, 40}, {4096, 2, 30}, {7, 254, 0.3}, {7, 300, 0.3}};
+  for (const double spread : {200.0, 800.0, 50000.0}) cases.push_back({331, 5, spread});
+  cases.push_back({60013, 3, 20});  // dense: 71k lattice points from 240k entries
+  cases.push_back({96 * 96, 2, -1});
+  cases.push_back({400 * 400, 2, -1});
+  int64_t sorted_builds = 0, hash_builds = 0, dense_cases = 0;
+  for (const Case& c : cases) {
+    CAPTURE(c.n);
+    CAPTURE(c.d);
+    CAPTURE(c.spread);
+    std::vector<double> f = uniform_values(c.n * c.d, static_cast<uint64_t>(60 + c.n + c.d), -c.spread, c.spread);
+    if (c.spread == 0) {
+      for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<double>(static_cast<int64_t>(i * 7 % 5) - 2);
+    }
+    if (c.spread < 0) {
+      const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(c.n))));
+      f = spatial_features(side, side, 3);
+    }
+    const PermutohedralLattice sorted(f, c.n, c.d), hashed(f, c.n, c.d, {.sorted_build = false});
+    CHECK_FALSE(hashed.sorted_build());
+    (sorted.sorted_build() ? sorted_builds : hash_builds) += 1;
+    const int64_t M = hashed.num_lattice_points(), d1 = c.d + 1;
+    REQUIRE(sorted.num_lattice_points() == M);
+    // The map from the sorted numbering to the hash numbering, from the vertices.
+    std::vector<int32_t> to_hashed(static_cast<size_t>(M), -1);
+    bool one_to_one = true;
+    for (size_t e = 0; e < sorted.vertices().size(); ++e) {
+      int32_t& h = to_hashed[sorted.vertices()[e]];
+      if (h >= 0 && h != hashed.vertices()[e]) one_to_one = false;
+      h = hashed.vertices()[e];
+    }
+    std::vector<int32_t> image = to_hashed;
+    std::sort(image.begin(), image.end());
+    for (int64_t p = 0; p < M; ++p) one_to_one = one_to_one && image[p] == p;
+    REQUIRE(one_to_one);
+    bool same_lists = true, same_links = true;
+    for (int64_t p = 0; p < M; ++p) {
+      const int64_t h = to_hashed[p];
+      same_lists = same_lists && sorted.splat_offsets()[p + 1] - sorted.splat_offsets()[p] ==
+                                     hashed.splat_offsets()[h + 1] - hashed.splat_offsets()[h];
+    }
+    const CpuVector<int32_t> nb_sorted = sorted.blur_neighbours(), nb_hashed = hashed.blur_neighbours();
+    for (int64_t j = 0; j < d1; ++j) {
+      for (int64_t p = 0; p < M; ++p) {
+        for (int64_t side = 0; side < 2; ++side) {
+          const int32_t q = nb_sorted[(j * M + p) * 2 + side];
+          const int32_t want = nb_hashed[(j * M + to_hashed[p]) * 2 + side];
+          same_links = same_links && (q == M ? want == M : want == to_hashed[q]);
+        }
+      }
+    }
+    CHECK(same_lists);
+    CHECK(same_links);
+    // A dense lattice (more than two entries per point) takes the hash
+    // build's numbering too: then the tables are equal outright.
+    if (sorted.sorted_build() && c.n * d1 > 2 * M) {
+      CHECK(sorted.vertices() == hashed.vertices());
+      CHECK(sorted.splat_offsets() == hashed.splat_offsets());
+      CHECK(nb_sorted == nb_hashed);
+      ++dense_cases;
+    }
+    for (const int64_t C : {1, 3, 5}) {
+      const std::vector<double> x = uniform_values(c.n * C, static_cast<uint64_t>(c.n + C + 5), -1, 1);
+      const std::vector<float> xf(x.begin(), x.end());
+      for (const bool transpose : {false, true}) {
+        CAPTURE(C);
+        CAPTURE(transpose);
+        std::vector<double> a(x.size()), b(x.size());
+        sorted.apply(x.data(), a.data(), C, transpose);
+        hashed.apply(x.data(), b.data(), C, transpose);
+        CHECK(a == b);
+        std::vector<float> af(x.size()), bf(x.size());
+        sorted.apply(xf.data(), af.data(), C, transpose);
+        hashed.apply(xf.data(), bf.data(), C, transpose);
+        CHECK(af == bf);
+      }
+    }
+  }
+  CHECK(sorted_builds > 0);
+  CHECK(hash_builds > 0);  // the widest spreads fell back
+  CHECK(dense_cases > 0);
+}
+
+TEST_CASE("lattice sorted build: the same tables and filter for 1, 2 and 3 threads") {
+  // A 64x64 noise image: every step of the build (codes, radix passes,
+  // neighbour merge) runs its parallel form.
+  const int64_t H = 64, W = 64, N = H * W, C = 3;
+  const std::vector<double> image = uniform_values(3 * N, 82, 0, 255);
+  const std::vector<double> f = bilateral_features(image.data(), 3, H, W, 160, 3);
+  const std::vector<double> x = uniform_values(N * C, 83, 0, 1);
+  const std::vector<float> xf(x.begin(), x.end());
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const PermutohedralLattice one(f, N, 5);
+  REQUIRE(one.sorted_build());
+  REQUIRE(one.num_lattice_points() >= 16384);
+  std::vector<float> want(xf.size());
+  one.apply(xf.data(), want.data(), C, true);
+  for (const int threads : {2, 3}) {
+    CAPTURE(threads);
+    omp_set_num_threads(threads);
+    const PermutohedralLattice again(f, N, 5);
+    CHECK(again.vertices() == one.vertices());
+    CHECK(again.splat_offsets() == one.splat_offsets());
+    CHECK(again.blur_neighbours() == one.blur_neighbours());
+    std::vector<float> got(xf.size());
+    again.apply(xf.data(), got.data(), C, true);
+    CHECK(got == want);
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST_CASE("lattice chain blur: the plain blur's filter, bit for bit") {

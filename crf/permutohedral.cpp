@@ -637,10 +637,8 @@ SortedVertices sort_vertices(const int32_t* keys, int64_t E, int64_t d, const Ke
 // loads and compare, so kLanes directions walk side by side, each with its
 // own p and q, their steps independent. `code` ends in a sentinel above
 // every target, so q stops at M. Threads split the points; each direction's
-// q starts at the first code not below its first target. With `rank`,
-// points are renamed on the way: up[j M + rank[p]] = rank[q].
-void merge_up_neighbours(const CpuVector<uint64_t>& code, const std::vector<uint64_t>& steps, const int32_t* rank,
-                         int32_t* up) {
+// q starts at the first code not below its first target.
+void merge_up_neighbours(const CpuVector<uint64_t>& code, const std::vector<uint64_t>& steps, int32_t* up) {
   const int64_t M = static_cast<int64_t>(code.size()) - 1, d1 = static_cast<int64_t>(steps.size());
   constexpr int kLanes = 8;
 #pragma omp parallel if (M >= kParallelPoints)
@@ -664,12 +662,7 @@ void merge_up_neighbours(const CpuVector<uint64_t>& code, const std::vector<uint
           if (p[l] == end) continue;
           walking = true;
           const uint64_t target = code[p[l]] + step[l], c = code[q[l]];
-          const int32_t found = c == target ? static_cast<int32_t>(q[l]) : static_cast<int32_t>(M);
-          if (rank) {
-            out[l][rank[p[l]]] = found == M ? found : rank[found];
-          } else {
-            out[l][p[l]] = found;
-          }
+          out[l][p[l]] = c == target ? static_cast<int32_t>(q[l]) : static_cast<int32_t>(M);
           const bool behind = c < target;
           q[l] += behind;
           p[l] += !behind;
@@ -848,7 +841,21 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // noisy 256^2 image (bench/NOTES.md change 15).
   if (sorted_build_) {
     up_.resize(static_cast<size_t>(d1 * M));
-    merge_up_neighbours(sorted.code, box->step, seen_rank.empty() ? nullptr : seen_rank.data(), up_.data());
+    if (seen_rank.empty()) {
+      merge_up_neighbours(sorted.code, box->step, up_.data());
+    } else {
+      // Merged in code order (sequential writes), then renamed.
+      CpuVector<int32_t> merged(static_cast<size_t>(d1 * M));
+      merge_up_neighbours(sorted.code, box->step, merged.data());
+      const int32_t* rank = seen_rank.data();
+#pragma omp parallel for collapse(2) schedule(static) if (M >= kParallelPoints)
+      for (int64_t j = 0; j < d1; ++j) {
+        for (int64_t p = 0; p < M; ++p) {
+          const int32_t q = merged[j * M + p];
+          up_[j * M + rank[p]] = q == M ? q : rank[q];
+        }
+      }
+    }
   } else {
     const bool plain = options.plain_neighbour_search;
     // The links come from every vertex entry, the search from every lattice

@@ -71,6 +71,30 @@ Agreement normalised_agreement(const std::vector<double>& features, int64_t n, i
   return a;
 }
 
+// Two filters of the same points must give equal outputs (== also
+// equates the zero signs they may differ in), both directions, f32 and
+// f64, for channel counts with a fixed-width walk (1, 3) and without (5),
+// on random inputs in [-1, 1] (seeds seed + C).
+void check_same_outputs(const GaussianFilter& one, const GaussianFilter& other, uint64_t seed) {
+  const int64_t n = one.num_points();
+  for (const int64_t C : {1, 3, 5}) {
+    const std::vector<double> x = uniform_values(n * C, seed + static_cast<uint64_t>(C), -1, 1);
+    const std::vector<float> xf(x.begin(), x.end());
+    for (const bool transpose : {false, true}) {
+      CAPTURE(C);
+      CAPTURE(transpose);
+      std::vector<double> a(x.size()), b(x.size());
+      one.apply(x.data(), a.data(), C, transpose);
+      other.apply(x.data(), b.data(), C, transpose);
+      CHECK(a == b);
+      std::vector<float> af(x.size()), bf(x.size());
+      one.apply(xf.data(), af.data(), C, transpose);
+      other.apply(xf.data(), bf.data(), C, transpose);
+      CHECK(af == bf);
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("lattice vs dense filter, normalised, on 24x24 images") {
@@ -442,22 +466,7 @@ TEST_CASE("lattice sorted build: the hash build's lattice, renumbered, and its f
       CHECK(nb_sorted == nb_hashed);
       ++dense_cases;
     }
-    for (const int64_t C : {1, 3, 5}) {
-      const std::vector<double> x = uniform_values(c.n * C, static_cast<uint64_t>(c.n + C + 5), -1, 1);
-      const std::vector<float> xf(x.begin(), x.end());
-      for (const bool transpose : {false, true}) {
-        CAPTURE(C);
-        CAPTURE(transpose);
-        std::vector<double> a(x.size()), b(x.size());
-        sorted.apply(x.data(), a.data(), C, transpose);
-        hashed.apply(x.data(), b.data(), C, transpose);
-        CHECK(a == b);
-        std::vector<float> af(x.size()), bf(x.size());
-        sorted.apply(xf.data(), af.data(), C, transpose);
-        hashed.apply(xf.data(), bf.data(), C, transpose);
-        CHECK(af == bf);
-      }
-    }
+    check_same_outputs(sorted, hashed, static_cast<uint64_t>(c.n + 5));
   }
   CHECK(sorted_builds > 0);
   CHECK(hash_builds > 0);  // the widest spreads fell back
@@ -496,11 +505,9 @@ TEST_CASE("lattice sorted build: the same tables and filter for 1, 2 and 3 threa
 TEST_CASE("lattice chain blur: the plain blur's filter, bit for bit") {
   // The default blur walks chains of present neighbours in place; the plain
   // blur reads every point's two neighbours into a second buffer. Same sums
-  // in the same order, so equal outputs (== also equates the zero signs
-  // they may differ in), both directions, f32 and f64, on: 1 and 2 points,
-  // primes, sparse and dense lattices (short and long chains), both sides
-  // of the parallel and Z-order thresholds, d = 1 to 6, and channel counts
-  // with a fixed-width walk (1, 3) and without (5).
+  // in the same order, so equal outputs (check_same_outputs), on: 1 and 2
+  // points, primes, sparse and dense lattices (short and long chains), both
+  // sides of the parallel and Z-order thresholds, d = 1 to 6.
   struct Case {
     int64_t n, d;
     double spread;  // features uniform on [-spread, spread]
@@ -514,22 +521,7 @@ TEST_CASE("lattice chain blur: the plain blur's filter, bit for bit") {
     const std::vector<double> f = uniform_values(c.n * c.d, static_cast<uint64_t>(40 + c.n + c.d), -c.spread, c.spread);
     const PermutohedralLattice chain(f, c.n, c.d), plain(f, c.n, c.d, {.chain_blur = false});
     REQUIRE(chain.num_lattice_points() == plain.num_lattice_points());
-    for (const int64_t C : {1, 3, 5}) {
-      const std::vector<double> x = uniform_values(c.n * C, static_cast<uint64_t>(c.n + C), -1, 1);
-      const std::vector<float> xf(x.begin(), x.end());
-      for (const bool transpose : {false, true}) {
-        CAPTURE(C);
-        CAPTURE(transpose);
-        std::vector<double> a(x.size()), b(x.size());
-        chain.apply(x.data(), a.data(), C, transpose);
-        plain.apply(x.data(), b.data(), C, transpose);
-        CHECK(a == b);
-        std::vector<float> af(x.size()), bf(x.size());
-        chain.apply(xf.data(), af.data(), C, transpose);
-        plain.apply(xf.data(), bf.data(), C, transpose);
-        CHECK(af == bf);
-      }
-    }
+    check_same_outputs(chain, plain, static_cast<uint64_t>(c.n));
   }
 }
 

@@ -5,10 +5,14 @@
 // small images. Headline: 5 iterations forward + backward on 256x256
 // with 2 threads (issue 5's target: under 60 ms).
 //
-//   build-crf/bench/bench_crf [--quick | --headline] [--json] [--repeats R] [--image shapes|noise] [--batch B]
+//   build-crf/bench/bench_crf [--quick | --headline | --builds] [--json] [--repeats R] [--image shapes|noise] [--batch B]
 //
 // --quick: 64x64 only, 3 repeats (CI); --headline: only the 256x256 lattice
-// rows for 2 and 1 threads. --batch B: B images per call (different
+// rows for 2 and 1 threads; --builds: only the bilateral lattice's
+// construction, the sorted build against the hash build (LatticeOptions::
+// sorted_build), alternated build by build, on both images at 256^2 and
+// 512^2 (64^2 with --quick) for 1 and 2 threads, after checking that the
+// two lattices filter bit for bit alike. --batch B: B images per call (different
 // seeds), as in a training step, where the lattices of a batch are built
 // side by side, one per thread (crf/mean_field.cpp); times are per batch.
 //
@@ -30,6 +34,7 @@
 
 #include "bench/support/timer.h"
 #include "crf/crf_rnn.h"
+#include "crf/gaussian_filter.h"
 #include "crf/mean_field.h"
 #include "crf/permutohedral.h"
 #include "tensor/factory.h"
@@ -166,10 +171,106 @@ Row measure(FilterMode mode, const std::string& kind, int64_t batch, int64_t siz
   return row;
 }
 
+// The bilateral features of `kind`'s image (seed 9, as the layer rows use).
+std::vector<double> image_features(const std::string& kind, int64_t size) {
+  const std::vector<double> planes = ops::contiguous(make_image(size, kind, 9)).to_vector<double>();
+  return bilateral_features(planes.data(), 3, size, size, 160, 3);
+}
+
+struct BuildRow {
+  std::string image;
+  int64_t size;
+  int threads;
+  int64_t lattice_points;
+  bool sorted;  // the default build took the sorted path (not the hash fallback)
+  bench::Timing sorted_ms, hash_ms;
+};
+
+// Times the two builds of one image's lattice, alternated (the order
+// reversed every repeat). Returns false, with a message, if their filters
+// differ on a random input (both directions).
+bool measure_builds(const std::string& kind, int64_t size, int threads, int repeats, BuildRow& row) {
+  omp_set_num_threads(threads);
+  const std::vector<double> f = image_features(kind, size);
+  const int64_t n = size * size;
+  const LatticeOptions hashed{.sorted_build = false};
+  {
+    const PermutohedralLattice a(f, n, 5), b(f, n, 5, hashed);
+    Generator gen(11);
+    std::vector<float> x(static_cast<size_t>(n * kClasses)), ya(x.size()), yb(x.size());
+    for (float& v : x) v = gen.uniform_f32();
+    for (const bool transpose : {false, true}) {
+      a.apply(x.data(), ya.data(), kClasses, transpose);
+      b.apply(x.data(), yb.data(), kClasses, transpose);
+      if (ya != yb || a.num_lattice_points() != b.num_lattice_points()) {
+        std::fprintf(stderr, "bench_crf: the sorted and hash builds of the %s %lldx%lld lattice filter differently\n",
+                     kind.c_str(), (long long)size, (long long)size);
+        return false;
+      }
+    }
+    row = {kind, size, threads, a.num_lattice_points(), a.sorted_build(), {}, {}};
+  }
+  std::vector<double> sorted_ms, hash_ms;
+  const auto build_sorted = [&] { const PermutohedralLattice l(f, n, 5); };
+  const auto build_hashed = [&] { const PermutohedralLattice l(f, n, 5, hashed); };
+  build_sorted();  // warm-up: the allocator's cache, the pages
+  build_hashed();
+  for (int r = 0; r < repeats; ++r) {
+    if (r % 2 == 0) {
+      bench::time_samples(build_sorted, 0, 1, sorted_ms);
+      bench::time_samples(build_hashed, 0, 1, hash_ms);
+    } else {
+      bench::time_samples(build_hashed, 0, 1, hash_ms);
+      bench::time_samples(build_sorted, 0, 1, sorted_ms);
+    }
+  }
+  row.sorted_ms = bench::summarize(sorted_ms);
+  row.hash_ms = bench::summarize(hash_ms);
+  return true;
+}
+
+int run_builds(bool quick, bool json, int repeats, const std::string& machine) {
+  std::vector<BuildRow> rows;
+  for (const std::string kind : {"shapes", "noise"}) {
+    for (const int64_t size : quick ? std::vector<int64_t>{64} : std::vector<int64_t>{256, 512}) {
+      for (const int threads : {1, 2}) {
+        BuildRow row;
+        if (!measure_builds(kind, size, threads, repeats, row)) return 1;
+        rows.push_back(row);
+      }
+    }
+  }
+  if (json) {
+    std::printf("{\"machine\": \"%s\", \"repeats\": %d, \"builds\": [\n", machine.c_str(), repeats);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const BuildRow& r = rows[i];
+      std::printf("  {\"image\": \"%s\", \"size\": %lld, \"threads\": %d, \"lattice_points\": %lld, "
+                  "\"sorted_path\": %s, \"sorted_median_ms\": %.4f, \"sorted_min_ms\": %.4f, "
+                  "\"hash_median_ms\": %.4f, \"hash_min_ms\": %.4f}%s\n",
+                  r.image.c_str(), (long long)r.size, r.threads, (long long)r.lattice_points,
+                  r.sorted ? "true" : "false", r.sorted_ms.median_ms, r.sorted_ms.min_ms, r.hash_ms.median_ms,
+                  r.hash_ms.min_ms, i + 1 < rows.size() ? "," : "");
+    }
+    std::printf("]}\n");
+    return 0;
+  }
+  std::printf("# Bilateral lattice build (d = 5, thetas 160/3), sorted vs hash; %s; %d alternated repeats\n",
+              machine.c_str(), repeats);
+  std::printf("| image | size | threads | lattice pts | sorted ms (med/min) | hash ms (med/min) | hash / sorted |\n"
+              "|---|---|---|---|---|---|---|\n");
+  for (const BuildRow& r : rows) {
+    std::printf("| %s | %lldx%lld | %d | %lld | %.2f / %.2f%s | %.2f / %.2f | %.2f |\n", r.image.c_str(),
+                (long long)r.size, (long long)r.size, r.threads, (long long)r.lattice_points, r.sorted_ms.median_ms,
+                r.sorted_ms.min_ms, r.sorted ? "" : " (hash fallback)", r.hash_ms.median_ms, r.hash_ms.min_ms,
+                r.hash_ms.median_ms / r.sorted_ms.median_ms);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool json = false, quick = false, headline = false;
+  bool json = false, quick = false, headline = false, builds = false;
   int repeats = 20;
   int64_t batch = 1;
   std::string image_kind = "shapes";
@@ -178,12 +279,14 @@ int main(int argc, char** argv) {
     if (a == "--json") json = true;
     else if (a == "--quick") quick = true;
     else if (a == "--headline") headline = true;
+    else if (a == "--builds") builds = true;
     else if (a == "--repeats" && i + 1 < argc) repeats = std::atoi(argv[++i]);
     else if (a == "--image" && i + 1 < argc) image_kind = argv[++i];
     else if (a == "--batch" && i + 1 < argc) batch = std::atoll(argv[++i]);
     else {
       std::fprintf(stderr,
-                   "usage: bench_crf [--quick | --headline] [--json] [--repeats R] [--image shapes|noise] [--batch B]\n");
+                   "usage: bench_crf [--quick | --headline | --builds] [--json] [--repeats R] [--image shapes|noise] "
+                   "[--batch B]\n");
       return 2;
     }
   }
@@ -193,6 +296,7 @@ int main(int argc, char** argv) {
   }
   if (quick) repeats = 3;
   const std::string machine = bench::machine_info();
+  if (builds) return run_builds(quick, json, repeats, machine);
   if (!verify()) return 1;
 
   std::vector<Row> rows;

@@ -48,6 +48,8 @@ out="bench/results/$(hostname).md"
   if [[ ${#quick[@]} -eq 0 ]]; then
     echo
     ./build/bench/bench_crf --headline
+    echo
+    ./build/bench/bench_crf --builds
   fi
 } | tee "$out"
 echo "wrote $out" >&2

@@ -453,8 +453,8 @@ ZOrder z_order_rank(int64_t M, int64_t d, const KeyBounds& bounds, const KeyOf& 
 // adding step_j keeps the codes' order, the up neighbours along u_j come
 // from merging the sorted codes with themselves shifted by step_j: two
 // pointers walking one array, where the hash build probes a table of
-// several MiB at random for each candidate. Used when the box holds at
-// most 2^64 codes (a 256^2 RGB image at the CRF's thetas needs about 2^45).
+// several MiB at random for each candidate. Used when the box holds fewer
+// than 2^64 codes (a noisy 256^2 RGB image at the CRF's thetas needs 2^43).
 struct CodeBox {
   std::vector<uint64_t> weight;  // W_k
   std::vector<uint64_t> step;    // [d + 1]: code(key + u_j) - code(key), mod 2^64
@@ -543,9 +543,9 @@ SortedVertices sort_vertices_as(const int32_t* keys, int64_t E, int64_t d, const
   // (first_of[e], set after the sort) and stays out of the sort, which
   // then moves a fraction of the items. On a sparse lattice (a noisy
   // image) almost every lookup misses; a thread stops looking after
-  // kCacheTrial entries with fewer than half of them hits. The hits change
-  // no result: the points are numbered by code, and a missed repeat is
-  // sorted into its group like any other entry.
+  // kCacheTrial entries with fewer than half of them hits, and sorts those
+  // too. The hits change no result: the points are numbered by code, and a
+  // missed repeat is sorted into its group like any other entry.
   constexpr int64_t kCacheSlots = 16384, kCacheTrial = 4096;
   CpuVector<int32_t> first_of(static_cast<size_t>(E));
   int64_t hits = 0;
@@ -557,16 +557,24 @@ SortedVertices sort_vertices_as(const int32_t* keys, int64_t E, int64_t d, const
       uint64_t code = ~uint64_t(0);  // no code is 2^64 - 1 (codes < the box size)
       int64_t entry = -1;
     };
-    std::vector<Slot> cache(static_cast<size_t>(kCacheSlots));
     int64_t e = begin;
-    for (bool looking = true; e < end && looking; ++e) {
-      const uint64_t c = code_of(items[e]);
-      Slot& slot = cache[mix_hash(c) & (kCacheSlots - 1)];
-      const bool hit = slot.code == c;
-      first_of[e] = hit ? static_cast<int32_t>(slot.entry) : -1;
-      hits += hit;
-      if (!hit) slot = {c, e};
-      looking = e - begin + 1 != kCacheTrial || 2 * hits >= kCacheTrial;
+    if (end - begin >= kCacheTrial) {  // fewer entries: all go to the sort
+      std::vector<Slot> cache(static_cast<size_t>(kCacheSlots));
+      for (bool looking = true; e < end && looking; ++e) {
+        const uint64_t c = code_of(items[e]);
+        Slot& slot = cache[mix_hash(c) & (kCacheSlots - 1)];
+        const bool hit = slot.code == c;
+        first_of[e] = hit ? static_cast<int32_t>(slot.entry) : -1;
+        hits += hit;
+        if (!hit) slot = {c, e};
+        if (e - begin + 1 == kCacheTrial && 2 * hits < kCacheTrial) {
+          // Sparse: the trial's few hits go back to the sort too, so that a
+          // sparse lattice's sort holds every entry and makes its splat lists.
+          std::fill(first_of.begin() + begin, first_of.begin() + e + 1, -1);
+          hits = 0;
+          looking = false;
+        }
+      }
     }
     for (; e < end; ++e) first_of[e] = -1;
   }
@@ -583,13 +591,13 @@ SortedVertices sort_vertices_as(const int32_t* keys, int64_t E, int64_t d, const
   const int64_t sorted_count = static_cast<int64_t>(items.size());
   SortedVertices sorted{CpuVector<uint64_t>(static_cast<size_t>(sorted_count + 1))};
   CpuVector<uint64_t>& code = sorted.code;
-  splat_begin.resize(static_cast<size_t>(sorted_count + 1));
+  CpuVector<int64_t> starts(static_cast<size_t>(sorted_count));  // each group's first item
   int64_t M = 0;
   for (int64_t x = 0; x < sorted_count; ++x) {
     const uint64_t c = code_of(items[x]);
     if (x == 0 || c != code[M - 1]) {
       code[M] = c;
-      splat_begin[M++] = x;
+      starts[M++] = x;
     }
     vertex[entry_of(items[x])] = static_cast<int32_t>(M - 1);
   }
@@ -605,8 +613,9 @@ SortedVertices sort_vertices_as(const int32_t* keys, int64_t E, int64_t d, const
   // The splat lists, when every entry went through the sort in order.
   sorted.splat_made = sorted.code_order && hits == 0;
   if (sorted.splat_made) {
+    splat_begin = CpuVector<int64_t>(static_cast<size_t>(M + 1));  // exactly M + 1: the lattice keeps it
+    std::copy_n(starts.begin(), M, splat_begin.begin());
     splat_begin[M] = E;
-    splat_begin.resize(static_cast<size_t>(M + 1));
     splat.resize(static_cast<size_t>(E));
 #pragma omp parallel for schedule(static) if (E >= kParallelPoints)
     for (int64_t x = 0; x < E; ++x) {
@@ -805,7 +814,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   // the hash build. (The sorted build may have made them in step 2.)
   CpuVector<int32_t> entries;
   if (!(sorted_build_ && sorted.splat_made)) {
-    splat_begin_ = CpuVector<int64_t>(static_cast<size_t>(M + 1), 0);  // not the sort's larger buffer
+    splat_begin_.assign(static_cast<size_t>(M + 1), 0);
     for (int64_t e = 0; e < E; ++e) ++splat_begin_[vertex_[e] + 1];
     for (int64_t p = 0; p < M; ++p) splat_begin_[p + 1] += splat_begin_[p];
     entries.resize(static_cast<size_t>(E));

@@ -48,15 +48,16 @@
 // order as the plain blur.
 //
 // Determinism: splat is a gather per lattice point over a precomputed
-// (point, weight) list sorted by point, blur and slice are gathers, lattice
-// points are numbered in the order of their keys' codes (a stable radix
-// sort; the hash build: first-seen order, by a sequential insert), then,
-// for large lattices, renumbered along a Z-order curve of their keys: a
-// deterministic permutation that keeps blur neighbours near in memory and
-// changes no sum. Results are therefore bit-identical for any OpenMP
-// thread count. The lattice is
-// immutable once built; filter scratch is per calling thread, so apply()
-// may run concurrently from several threads.
+// (point, weight) list sorted by point, blur and slice are gathers, and the
+// lattice points' numbering depends on their keys alone: a sparse lattice
+// from the sorted build is numbered in the order of its keys' codes (a
+// stable radix sort); any other in first-seen order (the hash build's
+// sequential insert, or the sorted build renumbered so), then, from 16384
+// points, along a Z-order curve of the keys, which keeps blur neighbours
+// near in memory. No numbering changes a sum. Results are therefore
+// bit-identical for any OpenMP thread count, and between the two builds.
+// The lattice is immutable once built; filter scratch is per calling
+// thread, so apply() may run concurrently from several threads.
 #pragma once
 
 #include <cstdint>
@@ -74,17 +75,19 @@ struct LatticeOptions {
   // Find the lattice points and their blur neighbours by sorting the
   // vertices' exact integer codes (the default; see "The sorted build" in
   // permutohedral.cpp), or through a hash table of the keys (false). The
-  // sorted build needs the keys' bounding box to hold at most 2^64 codes;
+  // sorted build needs the keys' bounding box to hold fewer than 2^64 codes;
   // when it does not (coordinates spanning more than about 2^12 lattice
   // steps each in d = 5), the lattice is hash-built whatever this says.
   bool sorted_build = true;
   // Number lattices of 16384 points or more along a Z-order curve of their
-  // keys, for cache locality (false keeps first-seen order).
+  // keys, for cache locality (false keeps first-seen order). A sparse
+  // lattice from the sorted build keeps its code order either way.
   bool z_order = true;
   // Hash build only: find the blur neighbours the plain way, hashing every
-  // candidate key and probing the table. The default screens candidates through a Bloom filter
-  // of the lattice's keys first (most candidates are absent on sparse
-  // lattices) and hashes them incrementally (see permutohedral.cpp).
+  // candidate key and probing the table. The default screens candidates
+  // through a Bloom filter of the lattice's keys first (most candidates are
+  // absent on sparse lattices) and hashes them incrementally (see
+  // permutohedral.cpp).
   bool plain_neighbour_search = false;
   // Blur in place along chains of present neighbours (the default, see
   // "The blur along chains" above) or the plain way: every lattice point, every direction, reading

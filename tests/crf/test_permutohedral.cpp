@@ -408,6 +408,7 @@ TEST_CASE("lattice sorted build: the hash build's lattice, renumbered, and its f
                              {5003, 6, 2},   {20011, 5, 40}, {4096, 2, 30}, {7, 254, 0.3}, {7, 300, 0.3}};
   for (const double spread : {200.0, 800.0, 50000.0}) cases.push_back({331, 5, spread});
   cases.push_back({60013, 3, 20});  // dense: 71k lattice points from 240k entries
+  cases.push_back({3001, 9, 0.7});  // d + 1 = 10 directions: the merge's second group of lanes
   cases.push_back({96 * 96, 2, -1});
   cases.push_back({400 * 400, 2, -1});
   int64_t sorted_builds = 0, hash_builds = 0, dense_cases = 0;
@@ -425,6 +426,7 @@ TEST_CASE("lattice sorted build: the hash build's lattice, renumbered, and its f
     }
     const PermutohedralLattice sorted(f, c.n, c.d), hashed(f, c.n, c.d, {.sorted_build = false});
     CHECK_FALSE(hashed.sorted_build());
+    CHECK(sorted.sorted_build() == (c.d < 100 && c.spread < 800));  // the fallbacks, and only they
     (sorted.sorted_build() ? sorted_builds : hash_builds) += 1;
     const int64_t M = hashed.num_lattice_points(), d1 = c.d + 1;
     REQUIRE(sorted.num_lattice_points() == M);
@@ -440,11 +442,17 @@ TEST_CASE("lattice sorted build: the hash build's lattice, renumbered, and its f
     std::sort(image.begin(), image.end());
     for (int64_t p = 0; p < M; ++p) one_to_one = one_to_one && image[p] == p;
     REQUIRE(one_to_one);
+    // Each point's splat list, (pixel, weight) in pixel order, the same.
     bool same_lists = true, same_links = true;
     for (int64_t p = 0; p < M; ++p) {
-      const int64_t h = to_hashed[p];
-      same_lists = same_lists && sorted.splat_offsets()[p + 1] - sorted.splat_offsets()[p] ==
-                                     hashed.splat_offsets()[h + 1] - hashed.splat_offsets()[h];
+      const int64_t h = to_hashed[p], begin = sorted.splat_offsets()[p], hbegin = hashed.splat_offsets()[h];
+      const int64_t count = sorted.splat_offsets()[p + 1] - begin;
+      same_lists = same_lists && count == hashed.splat_offsets()[h + 1] - hbegin;
+      for (int64_t x = 0; same_lists && x < count; ++x) {
+        const PermutohedralLattice::SplatEntry a = sorted.splat_entries()[begin + x];
+        const PermutohedralLattice::SplatEntry b = hashed.splat_entries()[hbegin + x];
+        same_lists = a.point == b.point && a.weight == b.weight;
+      }
     }
     const CpuVector<int32_t> nb_sorted = sorted.blur_neighbours(), nb_hashed = hashed.blur_neighbours();
     for (int64_t j = 0; j < d1; ++j) {
@@ -473,31 +481,50 @@ TEST_CASE("lattice sorted build: the hash build's lattice, renumbered, and its f
   CHECK(dense_cases > 0);
 }
 
-TEST_CASE("lattice sorted build: the same tables and filter for 1, 2 and 3 threads") {
-  // A 64x64 noise image: every step of the build (codes, radix passes,
-  // neighbour merge) runs its parallel form.
+TEST_CASE("lattice sorted build: the same tables and filter for 1 to 4 threads") {
+  // 64x64 images, so that every step of the build (codes, cache, radix
+  // passes, neighbour merge) runs its parallel form: noise (a sparse
+  // lattice above the Z-order threshold, kept in code order), and noise
+  // above a flat bottom quarter or half, where the cache of recent codes
+  // finds repeats in the last threads' ranges only (with one thread, none:
+  // its trial ends in the noise). With the quarter the lattice is still
+  // sparse, so with one thread the sort makes the splat lists and with four
+  // the constructor does; with the half it is dense (renumbered first-seen).
   const int64_t H = 64, W = 64, N = H * W, C = 3;
-  const std::vector<double> image = uniform_values(3 * N, 82, 0, 255);
-  const std::vector<double> f = bilateral_features(image.data(), 3, H, W, 160, 3);
   const std::vector<double> x = uniform_values(N * C, 83, 0, 1);
   const std::vector<float> xf(x.begin(), x.end());
   const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  const PermutohedralLattice one(f, N, 5);
-  REQUIRE(one.sorted_build());
-  REQUIRE(one.num_lattice_points() >= 16384);
-  std::vector<float> want(xf.size());
-  one.apply(xf.data(), want.data(), C, true);
-  for (const int threads : {2, 3}) {
-    CAPTURE(threads);
-    omp_set_num_threads(threads);
-    const PermutohedralLattice again(f, N, 5);
-    CHECK(again.vertices() == one.vertices());
-    CHECK(again.splat_offsets() == one.splat_offsets());
-    CHECK(again.blur_neighbours() == one.blur_neighbours());
-    std::vector<float> got(xf.size());
-    again.apply(xf.data(), got.data(), C, true);
-    CHECK(got == want);
+  for (const int64_t flat_rows : {int64_t{0}, H / 4, H / 2}) {
+    CAPTURE(flat_rows);
+    std::vector<double> image = uniform_values(3 * N, 82, 0, 255);
+    for (int64_t c = 0; c < 3; ++c) {
+      std::fill(image.begin() + (c + 1) * N - flat_rows * W, image.begin() + (c + 1) * N, 100.0);
+    }
+    const std::vector<double> f = bilateral_features(image.data(), 3, H, W, 160, 3);
+    omp_set_num_threads(1);
+    const PermutohedralLattice one(f, N, 5);
+    REQUIRE(one.sorted_build());
+    if (flat_rows == 0) REQUIRE(one.num_lattice_points() >= 16384);
+    CHECK((6 * N > 2 * one.num_lattice_points()) == (flat_rows == H / 2));  // dense with the half only
+    std::vector<float> want(xf.size());
+    one.apply(xf.data(), want.data(), C, true);
+    for (const int threads : {2, 3, 4}) {
+      CAPTURE(threads);
+      omp_set_num_threads(threads);
+      const PermutohedralLattice again(f, N, 5);
+      CHECK(again.vertices() == one.vertices());
+      CHECK(again.splat_offsets() == one.splat_offsets());
+      bool same_entries = again.splat_entries().size() == one.splat_entries().size();
+      for (size_t e = 0; same_entries && e < one.splat_entries().size(); ++e) {
+        same_entries = again.splat_entries()[e].point == one.splat_entries()[e].point &&
+                       again.splat_entries()[e].weight == one.splat_entries()[e].weight;
+      }
+      CHECK(same_entries);
+      CHECK(again.blur_neighbours() == one.blur_neighbours());
+      std::vector<float> got(xf.size());
+      again.apply(xf.data(), got.data(), C, true);
+      CHECK(got == want);
+    }
   }
   omp_set_num_threads(saved);
 }

@@ -502,14 +502,15 @@ SortedVertices sort_vertices_as(const int32_t* keys, int64_t E, int64_t d, const
                                 int entry_bits, const float* barycentric, CpuVector<int32_t>& vertex,
                                 CpuVector<int64_t>& splat_begin, CpuVector<PermutohedralLattice::SplatEntry>& splat) {
   constexpr bool kPacked = std::is_same_v<Item, uint64_t>;
-  const auto code_of = [entry_bits](const Item& item) {
+  // (Captured by [=]: the wide items' branches do not use entry_bits.)
+  const auto code_of = [=](const Item& item) {
     if constexpr (kPacked) {
       return item >> entry_bits;
     } else {
       return item.code;
     }
   };
-  const auto entry_of = [entry_bits](const Item& item) {
+  const auto entry_of = [=](const Item& item) {
     if constexpr (kPacked) {
       return static_cast<uint32_t>(item & ((uint64_t(1) << entry_bits) - 1));
     } else {

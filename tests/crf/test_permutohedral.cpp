@@ -71,6 +71,18 @@ Agreement normalised_agreement(const std::vector<double>& features, int64_t n, i
   return a;
 }
 
+// Features of n points in d dims, uniform on [-spread, spread]; spread 0:
+// small integers on the lattice grid, point 0 at the origin (key (0, ...,
+// 0), whose hash is 0; keys whose candidates have negative coordinates).
+std::vector<double> case_features(int64_t n, int64_t d, double spread, uint64_t seed) {
+  std::vector<double> f = uniform_values(n * d, seed, -spread, spread);
+  if (spread == 0) {
+    for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<double>(static_cast<int64_t>(i * 7 % 5) - 2);
+    for (int64_t k = 0; k < d; ++k) f[k] = 0;
+  }
+  return f;
+}
+
 // Two filters of the same points must give equal outputs (== also
 // equates the zero signs they may differ in), both directions, f32 and
 // f64, for channel counts with a fixed-width walk (1, 3) and without (5),
@@ -361,11 +373,7 @@ TEST_CASE("lattice neighbour search: the screened search builds the plain search
     CAPTURE(c.n);
     CAPTURE(c.d);
     CAPTURE(c.spread);
-    std::vector<double> f = uniform_values(c.n * c.d, static_cast<uint64_t>(90 + c.n + c.d), -c.spread, c.spread);
-    if (c.spread == 0) {
-      for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<double>(static_cast<int64_t>(i * 7 % 5) - 2);
-      for (int64_t k = 0; k < c.d; ++k) f[k] = 0;  // point 0 at the origin
-    }
+    const std::vector<double> f = case_features(c.n, c.d, c.spread, static_cast<uint64_t>(90 + c.n + c.d));
     const PermutohedralLattice screened(f, c.n, c.d, {.sorted_build = false}),
         plain(f, c.n, c.d, {.sorted_build = false, .plain_neighbour_search = true});
     REQUIRE(screened.num_lattice_points() == plain.num_lattice_points());
@@ -416,14 +424,10 @@ TEST_CASE("lattice sorted build: the hash build's lattice, renumbered, and its f
     CAPTURE(c.n);
     CAPTURE(c.d);
     CAPTURE(c.spread);
-    std::vector<double> f = uniform_values(c.n * c.d, static_cast<uint64_t>(60 + c.n + c.d), -c.spread, c.spread);
-    if (c.spread == 0) {
-      for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<double>(static_cast<int64_t>(i * 7 % 5) - 2);
-    }
-    if (c.spread < 0) {
-      const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(c.n))));
-      f = spatial_features(side, side, 3);
-    }
+    const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(c.n))));
+    const auto seed = static_cast<uint64_t>(60 + c.n + c.d);
+    const std::vector<double> f =
+        c.spread < 0 ? spatial_features(side, side, 3) : case_features(c.n, c.d, c.spread, seed);
     const PermutohedralLattice sorted(f, c.n, c.d), hashed(f, c.n, c.d, {.sorted_build = false});
     CHECK_FALSE(hashed.sorted_build());
     CHECK(sorted.sorted_build() == (c.d < 100 && c.spread < 800));  // the fallbacks, and only they

@@ -79,7 +79,6 @@ class KeyTable {
     keys_.reserve(static_cast<size_t>(max_keys * dim));
   }
   int64_t size() const { return size_; }
-  int64_t dim() const { return dim_; }
   const int32_t* key(int64_t index) const { return keys_.data() + index * dim_; }
 
   // The index of `key`, inserting it if absent (*inserted says which).

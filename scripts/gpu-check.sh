@@ -1,82 +1,172 @@
 #!/usr/bin/env bash
-# Builds crfseg with CUDA for sm_90, runs the test suite (every CUDA test
-# included) and the GPU benchmarks, in one command, for a lent GPU machine:
+# Runs the test suite (every CUDA test included) and the GPU benchmarks in one
+# command, for a lent GPU machine:
 #
-#   scripts/gpu-check.sh [--quick]      # --quick: the cuda and tensor suites only, short benchmarks
+#   scripts/gpu-check.sh [--quick] [--prebuilt DIR] [--budget SECONDS]
 #
+#   --quick         the cuda and tensor suites only, short benchmarks
+#   --prebuilt DIR  use executables built elsewhere (scripts/gpu-pack.sh puts
+#                   them in .gpu-bin: carry it) instead of building here; the
+#                   test executables are then run directly, not by meson
+#   --budget S      skip the stages that would start after S seconds (the
+#                   device lease is short; the stages run most-needed first)
+#
+# Without --prebuilt it builds build-gpu (release, sm_90) first; that needs
+# doctest's and stb's headers, which a machine without Debian's packages gets
+# from .gpu-deps/ (scripts/gpu-deps.sh fills it here; carry it).
 # Logs and result tables go to $OUT (the device tool's output folder) or
-# ./gpu-check-out. The build needs doctest's and stb's headers: a machine
-# without Debian's packages (the device image) gets them from .gpu-deps/,
-# which scripts/gpu-deps.sh fills here (carry it: it is gitignored). The
-# script ends with a short summary table; the exit status is the tests'.
+# ./gpu-check-out. The script ends with a summary table; the exit status is
+# the tests'.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-$PWD/gpu-check-out}"
+root=$PWD
+out="${OUT:-$root/gpu-check-out}"
 mkdir -p "$out"
-quick=0
-[ "${1:-}" = "--quick" ] && quick=1
-if [ -d .gpu-deps/include ]; then export CPATH="$PWD/.gpu-deps/include${CPATH:+:$CPATH}"; fi
+quick=0 prebuilt="" budget=100000
+while (($#)); do
+  case "$1" in
+    --quick) quick=1 ;;
+    --prebuilt) prebuilt="$2"; shift ;;
+    --budget) budget="$2"; shift ;;
+    *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+start=$SECONDS
+summary=()
+note() { summary+=("| $1 | $2 |"); }
+# in_budget NAME: true while the budget has time left; else notes the skip.
+in_budget() {
+  if ((SECONDS - start < budget)); then return 0; fi
+  note "$1" "skipped: over the ${budget} s budget"
+  return 1
+}
+if [ -d .gpu-deps/include ]; then export CPATH="$root/.gpu-deps/include${CPATH:+:$CPATH}"; fi
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
 jobs=$(nproc)
 
 {
   echo "# gpu-check $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1
-  nvcc --version | tail -2
+  nvcc --version 2>&1 | tail -2
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x $jobs"
 } | tee "$out/gpu-check-env.txt"
 
-# 1. Build (release, sm_90, no peers: they are CPU benchmarks' business).
-if [ ! -f build-gpu/build.ninja ]; then
-  meson setup build-gpu -Dcuda=enabled -Dgpu_arch=90 -Dnative=true >"$out/gpu-check-setup.log" 2>&1 ||
-    { tail -40 "$out/gpu-check-setup.log"; echo "gpu-check: meson setup failed"; exit 1; }
-fi
-if ! ninja -C build-gpu -j "$jobs" >"$out/gpu-check-build.log" 2>&1; then
-  grep -E "error|FAILED" -A3 "$out/gpu-check-build.log" | head -60
-  echo "gpu-check: build failed (full log: gpu-check-build.log)"
-  exit 1
+# 1. The executables: carried ones, or a build here.
+if [ -n "$prebuilt" ]; then
+  bin="$prebuilt"
+  # A build from another machine finds cuBLAS wherever this one keeps it.
+  if ldd "$bin/tests/test_cuda" | grep -q "not found"; then
+    for lib in $(find /usr/local /opt /usr/lib -name 'libcublas.so.1*' 2>/dev/null | xargs -r -n1 dirname | sort -u); do
+      export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    done
+  fi
+  # Exit 4: the prebuilt executables cannot run here (missing libraries, an
+  # older glibc); the caller may build here instead.
+  if ! "$bin/tests/test_cuda" --list-test-cases >/dev/null 2>&1; then
+    echo "gpu-check: the prebuilt test_cuda does not start here:"
+    "$bin/tests/test_cuda" --list-test-cases 2>&1 | head -5
+    exit 4
+  fi
+  note build "prebuilt ($bin)"
+else
+  bin=build-gpu
+  if [ ! -f build-gpu/build.ninja ]; then
+    meson setup build-gpu -Dcuda=enabled -Dgpu_arch=90 -Dnative=true >"$out/gpu-check-setup.log" 2>&1 ||
+      { tail -40 "$out/gpu-check-setup.log"; echo "gpu-check: meson setup failed"; exit 1; }
+  fi
+  if ! ninja -C build-gpu -j "$jobs" >"$out/gpu-check-build.log" 2>&1; then
+    grep -E "error|FAILED" -A3 "$out/gpu-check-build.log" | head -60
+    echo "gpu-check: build failed (full log: gpu-check-build.log)"
+    exit 1
+  fi
+  note build "ok ($((SECONDS - start)) s)"
 fi
 
 # 2. Tests. CUDA_LAUNCH_BLOCKING is not set: launch_check reports errors at
 # the next synchronisation; CRFSEG_CUDA_SYNC=1 reports them at the launch.
-export OMP_NUM_THREADS=$(( jobs < 8 ? jobs : 8 ))
-if ((quick)); then suites=(--suite cuda --suite tensor); else suites=(); fi
-CRFSEG_CUDA_SYNC=1 meson test -C build-gpu --print-errorlogs --num-processes 4 "${suites[@]}" \
-  >"$out/gpu-check-tests.log" 2>&1
-tests_rc=$?
-# The CUDA suite's doctest summary (cases run, skipped, failed) for the table.
-build-gpu/tests/test_cuda >"$out/gpu-check-cuda-suite.log" 2>&1
+# The CUDA suite runs alone on the GPU first; the CPU suites run beside it.
+export OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive
+CRFSEG_CUDA_SYNC=1 timeout 300 "$bin/tests/test_cuda" >"$out/gpu-check-cuda-suite.log" 2>&1
 cuda_rc=$?
-
-# 3. Benchmarks: hand-written SGEMMs beside cuBLAS; the two conv paths beside
-# cuDNN; the U-Net training step beside PyTorch on the same GPU (fp32, TF32
-# off on both sides).
-{
-  if ((quick)); then
-    build-gpu/bench/bench_gemm_cuda --sizes 4096,1024 --repeats 10 --tf32
-  else
-    build-gpu/bench/bench_gemm_cuda --tf32
-  fi
-  echo
-  build-gpu/bench/bench_conv_cuda --repeats 5
-  python3 bench/peers/torch_conv_cuda.py --repeats 5 2>&1 | tail -8
-  echo
-  for args in "--base 64 --depth 4 --size 256 --batch 16" "--base 16 --depth 4 --size 128 --batch 4"; do
-    # shellcheck disable=SC2086
-    build-gpu/bench/bench_models $args --repeats 10 --device cuda
-    # shellcheck disable=SC2086
-    python3 bench/peers/torch_segmenter.py $args --repeats 10 --device cuda 2>&1 | tail -2
-    echo
+note test_cuda "rc $cuda_rc: $(grep -E 'test cases:' "$out/gpu-check-cuda-suite.log" | tr -s ' ')"
+if ((quick)); then suites=(tensor); else suites=(tensor kernels autograd layers models crf datasets distributed tools); fi
+tests_rc=0
+if [ -n "$prebuilt" ]; then
+  pids=()
+  for s in "${suites[@]}"; do
+    CRFSEG_CUDA_SYNC=1 timeout 600 "$bin/tests/test_$s" >"$out/test_$s.log" 2>&1 &
+    pids+=($!)
   done
-  # Mixed precision: bf16 tensor-core GEMM inputs (crfseg) beside torch.autocast(bfloat16).
-  build-gpu/bench/bench_models --base 64 --depth 4 --size 256 --batch 16 --repeats 10 --device cuda --precision bf16
-  python3 bench/peers/torch_segmenter.py --base 64 --depth 4 --size 256 --batch 16 --repeats 10 --device cuda \
-    --amp bf16 2>&1 | tail -2
-} 2>&1 | tee "$out/gpu-check-bench.md"
+  for i in "${!suites[@]}"; do
+    wait "${pids[$i]}"; rc=$?
+    ((rc)) && tests_rc=1
+    note "test_${suites[$i]}" "rc $rc: $(grep -E 'test cases:' "$out/test_${suites[$i]}.log" | tr -s ' ')"
+  done
+  # The per-suite logs travel as one file (the tool returns at most 8).
+  tail -n 30 "$out"/test_*.log >"$out/gpu-check-tests.log" && rm -f "$out"/test_*.log
+else
+  if ((quick)); then meson_suites=(--suite cuda --suite tensor); else meson_suites=(); fi
+  CRFSEG_CUDA_SYNC=1 meson test -C build-gpu --print-errorlogs --num-processes 4 "${meson_suites[@]}" \
+    >"$out/gpu-check-tests.log" 2>&1
+  tests_rc=$?
+  note "meson test" "$(grep -E '^(Ok|Fail|Skipped|Expected Fail|Timeout):' "$out/gpu-check-tests.log" | tr -s ' ' | paste -sd' ')"
+fi
 
+# 3. Benchmarks, most-needed first: hand-written SGEMMs beside cuBLAS; the
+# U-Net training step beside PyTorch on the same GPU (fp32 with TF32 off on
+# both sides, then bf16); the demo's training on the GPU; the conv paths
+# beside cuDNN.
+py=python3
+bench_log="$out/gpu-check-bench.md"
+: >"$bench_log"
+bench() {  # bench NAME SECONDS CMD...: one timed-out benchmark command, logged
+  local name=$1 limit=$2; shift 2
+  in_budget "$name" || return 0
+  echo "\$ $*" >>"$bench_log"
+  timeout "$limit" "$@" >>"$bench_log" 2>&1
+  local rc=$?
+  echo >>"$bench_log"
+  note "$name" "rc $rc"
+}
+export OMP_NUM_THREADS=$((jobs < 8 ? jobs : 8))
+if ((quick)); then
+  bench gemm 60 "$bin/bench/bench_gemm_cuda" --sizes 4096,1024 --repeats 10 --tf32
+else
+  bench gemm 120 "$bin/bench/bench_gemm_cuda" --tf32
+fi
+for args in "--base 64 --depth 4 --size 256 --batch 16" "--base 16 --depth 4 --size 128 --batch 4"; do
+  # shellcheck disable=SC2086
+  bench "unet $args" 120 "$bin/bench/bench_models" $args --repeats 10 --device cuda
+  # shellcheck disable=SC2086
+  bench "torch unet $args" 120 $py bench/peers/torch_segmenter.py $args --repeats 10 --device cuda
+done
+# Mixed precision: bf16 tensor-core GEMM inputs (crfseg) beside torch.autocast(bfloat16).
+bench "unet bf16" 120 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 --repeats 10 --device cuda \
+  --precision bf16
+bench "torch unet bf16" 120 $py bench/peers/torch_segmenter.py --base 64 --depth 4 --size 256 --batch 16 --repeats 10 \
+  --device cuda --amp bf16
+bench "unet+crf" 120 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 --repeats 5 --device cuda --crf
+# The demo (scripts/demo.sh's training) on the GPU: 8 epochs of U-Net + CRF-RNN.
+bench "demo train on cuda" 180 "$bin/tools/crfseg" train --data synth:600 --epochs 8 --batch 8 --base 16 --depth 3 \
+  --lr 0.004 --crf --crf-lr-mult 30 --seed 0 --out "$out/demo" --overwrite --device cuda
+cp "$out/demo/metrics.csv" "$out/gpu-check-demo-metrics.csv" 2>/dev/null; rm -rf "$out/demo"
+bench conv 120 "$bin/bench/bench_conv_cuda" --repeats 5
+bench "torch conv" 120 $py bench/peers/torch_conv_cuda.py --repeats 5
+
+# 4. The memory checker over the CUDA suite, when the machine has one.
+if command -v compute-sanitizer >/dev/null && in_budget memcheck; then
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/tests/test_cuda" \
+    >"$out/gpu-check-memcheck.log" 2>&1
+  note "memcheck test_cuda" "rc $? $(grep -E 'ERROR SUMMARY' "$out/gpu-check-memcheck.log" | tail -1)"
+fi
+
+echo
+# The CUDA suite's first failures, so that the command's tail shows them.
+grep -E -m 30 "ERROR|FATAL|exception|what\(\)" "$out/gpu-check-cuda-suite.log"
 echo
 echo "| stage | result |"
 echo "|---|---|"
-echo "| build | ok |"
-echo "| meson test ($([ $quick = 1 ] && echo 'cuda + tensor suites' || echo 'all suites')) | $(grep -E '^(Ok|Fail|Skipped|Expected Fail|Timeout):' "$out/gpu-check-tests.log" | tr -s ' ' | paste -sd' ') |"
-echo "| test_cuda | $(grep -E 'test cases:' "$out/gpu-check-cuda-suite.log" | tr -s ' ') |"
-exit $(( tests_rc != 0 || cuda_rc != 0 ))
+printf '%s\n' "${summary[@]}"
+echo "total $((SECONDS - start)) s"
+exit $((tests_rc != 0 || cuda_rc != 0))

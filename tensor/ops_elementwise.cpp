@@ -237,7 +237,7 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
 #ifdef CRFSEG_WITH_CUDA
   if (out.device().is_cuda()) {
     const kcu::Geometry g = geometry<4>("where", shape, {out.strides().data(), sm.data(), sa.data(), sb.data()});
-    dispatch_float(a.dtype(), "where", [&](auto tag) {
+    dispatch_all(a.dtype(), "where", [&](auto tag) {
       using T = decltype(tag);
       kcu::where<T>(g, out.data<T>(), mask.data<uint8_t>(), a.data<T>(), b.data<T>(), stream_of(out));
     });
@@ -245,7 +245,7 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
   }
 #endif
   check_cpu("where", a);
-  dispatch_float(a.dtype(), "where", [&](auto tag) {
+  dispatch_all(a.dtype(), "where", [&](auto tag) {
     using T = decltype(tag);
     kc::map3(shape, out.data<T>(), out.strides().data(), mask.data<uint8_t>(), sm.data(), a.data<T>(),
              sa.data(), b.data<T>(), sb.data(), [](uint8_t m, T x, T y) { return m ? x : y; });

@@ -162,7 +162,6 @@ void add_scaled(const Geometry& g, T* dst, const T* src, T alpha, Stream stream)
   template void binary<T>(BinaryKind, const Geometry&, T*, const T*, const T*, Stream);              \
   template void unary<T>(UnaryKind, const Geometry&, T*, const T*, Stream);                         \
   template void scalar<T>(ScalarKind, const Geometry&, T*, const T*, T, Stream);                    \
-  template void where<T>(const Geometry&, T*, const uint8_t*, const T*, const T*, Stream);          \
   template void unary_backward<T>(UnaryGradKind, const Geometry&, T*, const T*, const T*, const T*, \
                                   Stream);                                                          \
   template void pow_backward<T>(const Geometry&, T*, const T*, const T*, T, Stream);                 \
@@ -180,6 +179,7 @@ CRFSEG_FLOAT_OPS(double)
 #define CRFSEG_ALL_TYPE_OPS(T)                                                            \
   CRFSEG_COPY_FROM(T)                                                                     \
   template void compare<T>(CompareKind, const Geometry&, uint8_t*, const T*, const T*, Stream); \
+  template void where<T>(const Geometry&, T*, const uint8_t*, const T*, const T*, Stream);       \
   template void fill<T>(const Geometry&, T*, T, Stream);
 CRFSEG_ALL_TYPE_OPS(float)
 CRFSEG_ALL_TYPE_OPS(double)

@@ -89,6 +89,11 @@ TEST_CASE("cuda ops: unary, scalar, compare, where, on strided views" * doctest:
   check_op("where", {x, y}, [](const std::vector<Tensor>& v) {
     return ops::where(ops::compare(ops::CompareOp::gt, v[0], v[1]), v[0], v[1]);
   }, 0, 0);
+  for (DType it : {DType::i32, DType::i64, DType::u8}) {
+    check_op("where on integers", {x, y}, [&](const std::vector<Tensor>& v) {
+      return ops::where(ops::compare(ops::CompareOp::gt, v[0], v[1]), v[0].to(it), v[1].to(it));
+    }, 0, 0);
+  }
   for (auto op : {ops::UnaryGradOp::exp, ops::UnaryGradOp::log, ops::UnaryGradOp::sqrt, ops::UnaryGradOp::abs,
                   ops::UnaryGradOp::relu, ops::UnaryGradOp::sigmoid, ops::UnaryGradOp::tanh,
                   ops::UnaryGradOp::square, ops::UnaryGradOp::reciprocal}) {

@@ -92,6 +92,17 @@ TEST_CASE("unary, scalar and compare ops match std:: math") {
   CHECK_CLOSE(ops::where(m, x, zeros_like(x)), ref([](double v) { return v > 1.0 ? v : 0.0; }), 0, 0);
 }
 
+TEST_CASE("where selects integer tensors too (targets with an ignore index are made so)") {
+  const Tensor t = from_vector<int64_t>({0, 2, 1, 2, 3}, {5});
+  const Tensor m = ops::compare(ops::CompareOp::eq, t, full({}, 2, {DType::i64}));
+  const Tensor got = ops::where(m, full({}, -100, {DType::i64}), t);
+  CHECK(got.dtype() == DType::i64);
+  CHECK(values(got) == std::vector<double>{0, -100, 1, -100, 3});
+  const Tensor u = from_vector<uint8_t>({1, 0, 1}, {3});
+  CHECK(values(ops::where(u, u, full({}, 7, {DType::u8}))) == std::vector<double>{1, 7, 1});
+  CHECK_THROWS_AS(ops::where(m, t, zeros({5})), DTypeError);  // i64 with f32: no silent cast
+}
+
 TEST_CASE("in-place ops write through views and bump the version counter") {
   Tensor t = zeros({3, 4});
   const uint64_t v0 = t.version();

@@ -577,6 +577,6 @@ TEST_CASE("cuda: matmul precision tf32 / bf16 rounds the GEMM inputs, and fp32 d
   CHECK(ebf < 2e-2);
   // The reduced precisions must really be in effect (not silently FP32).
   CHECK(etf > 10 * e32);
-  CHECK(ebf > etf);
+  CHECK(ebf > 2 * etf);  // BF16 keeps 8 mantissa bits, TF32 10
   CHECK(cuda::matmul_precision() == cuda::MatmulPrecision::fp32);  // the guards restored it
 }

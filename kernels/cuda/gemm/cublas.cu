@@ -1,12 +1,15 @@
 // cuBLAS backend of the CUDA GEMM family, the registry and the production
 // entry points (see gemm.h).
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/for_each.cuh"
 #include "kernels/cuda/gemm/gemm.h"
 
 namespace crfseg::kernels::cuda {
@@ -66,9 +69,11 @@ int as_int(int64_t v, const char* what) {
 
 // Row-major C[M,N] = op(A) op(B) is column-major C^T[N,M] = op(B)^T op(A)^T:
 // swap the operands and the sizes, keep the transposes.
-template <typename T, typename Fn>
-void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream, const char* name) {
+// Operands of type In (float or bf16), output and scalars of type T.
+template <typename T, typename In, typename Fn>
+void gemm_rowmajor_mixed(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const In* A,
+                         int64_t lda, const In* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream,
+                         const char* name) {
   if (M == 0 || N == 0) return;
   cublasHandle_t h = prepare(stream);
   // cuBLAS rejects ld < 1. An ld of 0 reaches here only for rows of length
@@ -81,6 +86,54 @@ void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T a
                name);
 }
 
+template <typename T, typename Fn>
+void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream, const char* name) {
+  gemm_rowmajor_mixed<T, T>(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, name);
+}
+
+// dst[r * cols + c] = bf16(src[r * ld + c]): a stored operand, compacted
+// and rounded to nearest even.
+void to_bf16(int64_t rows, int64_t cols, const float* src, int64_t ld, __nv_bfloat16* dst, Stream stream) {
+  for_each(rows * cols, [=] __device__(int64_t i) {
+    const int64_t r = i / cols, c = i - r * cols;
+    dst[i] = __float2bfloat16_rn(src[r * ld + c]);
+  }, stream, "sgemm bf16: to_bf16");
+}
+
+// BF16 operands, FP32 accumulation and output. CUBLAS_COMPUTE_32F_FAST_16BF
+// on FP32 operands only *allows* BF16: cuBLAS 13 on an H200 ran it as TF32
+// (the same error to 9 digits; tests/cuda/test_cuda_ops.cpp), so the
+// operands are rounded here, into stream-ordered scratch (cudaMallocAsync:
+// pooled by the driver, cheap in steady state), and multiplied as BF16.
+void sgemm_cublas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                       int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
+  if (M == 0 || N == 0) return;
+  const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+  const size_t a_elems = static_cast<size_t>(a_rows * a_cols), b_elems = static_cast<size_t>(b_rows * b_cols);
+  void* scratch = nullptr;
+  CRFSEG_CUDA_CHECK(cudaMallocAsync(&scratch, std::max<size_t>(1, (a_elems + b_elems) * sizeof(__nv_bfloat16)),
+                                    stream));
+  auto* a16 = static_cast<__nv_bfloat16*>(scratch);
+  __nv_bfloat16* b16 = a16 + a_elems;
+  try {
+    if (a_elems > 0) to_bf16(a_rows, a_cols, A, lda, a16, stream);
+    if (b_elems > 0) to_bf16(b_rows, b_cols, B, ldb, b16, stream);
+    auto gemm_ex = [](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                      const float* alpha_, const __nv_bfloat16* a, int la, const __nv_bfloat16* b, int lb,
+                      const float* beta_, float* c, int lc) {
+      return cublasGemmEx(h, opa, opb, m, n, k, alpha_, a, CUDA_R_16BF, la, b, CUDA_R_16BF, lb, beta_, c, CUDA_R_32F,
+                          lc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    };
+    gemm_rowmajor_mixed(gemm_ex, ta, tb, M, N, K, alpha, a16, a_cols, b16, b_cols, beta, C, ldc, stream,
+                        "cublasGemmEx (bf16)");
+  } catch (...) {
+    cudaFreeAsync(scratch, stream);  // best effort; the first error is the one to report
+    throw;
+  }
+  CRFSEG_CUDA_CHECK(cudaFreeAsync(scratch, stream));
+}
+
 }  // namespace
 
 void sgemm_cublas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -90,17 +143,19 @@ void sgemm_cublas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
     gemm_rowmajor<float>(cublasSgemm, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasSgemm");
     return;
   }
-  // FP32 storage, reduced-precision tensor-core inputs, FP32 accumulation:
-  // cuBLAS rounds A and B to TF32 or BF16 on the fly.
-  const cublasComputeType_t compute =
-      precision == GemmPrecision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_FAST_16BF;
-  auto gemm_ex = [compute](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
-                           const float* alpha_, const float* a, int la, const float* b, int lb, const float* beta_,
-                           float* c, int lc) {
-    return cublasGemmEx(h, opa, opb, m, n, k, alpha_, a, CUDA_R_32F, la, b, CUDA_R_32F, lb, beta_, c, CUDA_R_32F, lc,
-                        compute, CUBLAS_GEMM_DEFAULT);
-  };
-  gemm_rowmajor<float>(gemm_ex, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasGemmEx");
+  if (precision == GemmPrecision::tf32) {
+    // FP32 storage, TF32 tensor-core inputs (cuBLAS rounds A and B on the
+    // fly), FP32 accumulation.
+    auto gemm_ex = [](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                      const float* alpha_, const float* a, int la, const float* b, int lb, const float* beta_,
+                      float* c, int lc) {
+      return cublasGemmEx(h, opa, opb, m, n, k, alpha_, a, CUDA_R_32F, la, b, CUDA_R_32F, lb, beta_, c, CUDA_R_32F,
+                          lc, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
+    };
+    gemm_rowmajor<float>(gemm_ex, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasGemmEx");
+    return;
+  }
+  sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
 
 void dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,

@@ -181,6 +181,7 @@ const std::vector<CudaSgemmVariant>& sgemm_variants() {
       {"cublas", sgemm_cublas, ""},
       {"v1_naive", sgemm_v1_naive, ""},
       {"v2_smem_tile", sgemm_v2_smem_tile, ""},
+      {"v4_float4_dbuf", sgemm_v4_float4_dbuf, ""},
       {"v3_tf32_mma", sgemm_v3_tf32_mma, "TF32 precision; sm_80 or later", true},
   };
   return v;

@@ -392,12 +392,12 @@ void for_each_image(int64_t B, ImageSplit split, const F& body) {
   }
 }
 
-// One bilateral filter per image of the batch. A lattice build has serial
-// steps (numbering the lattice points in first-seen order, which keeps every
-// later sum independent of the thread count; the splat lists), so every
-// image of a batch builds side by side (ImageSplit::all). The lattices are
-// the same as built one at a time. Errors (non-finite or too large
-// features) are rethrown, the first image's first.
+}  // namespace
+
+// A lattice build has serial steps (numbering the lattice points in
+// first-seen order, which keeps every later sum independent of the thread
+// count; the splat lists), so every image of a batch builds side by side
+// (ImageSplit::all). The lattices are the same as built one at a time.
 std::vector<std::unique_ptr<GaussianFilter>> build_bilateral_filters(const Tensor& image,
                                                                      const MeanFieldOptions& options) {
   const int64_t B = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3), n = H * W;
@@ -409,8 +409,6 @@ std::vector<std::unique_ptr<GaussianFilter>> build_bilateral_filters(const Tenso
   });
   return filters;
 }
-
-}  // namespace
 
 MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& image_in, const Tensor& ws,
                                     const Tensor& wb, const Tensor& mu, const MeanFieldOptions& options,

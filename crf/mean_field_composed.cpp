@@ -114,9 +114,11 @@ Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const
   const TensorOptions topt = unaries.options();
 
   // Filters and normalisers (K 1: no gradient), per image.
+  // The host lattices build side by side (one image per thread), then upload
+  // one at a time.
   const Tensor host_image = ops::contiguous(ops::to_dtype(image.to(Device::cpu()), DType::f64));
-  const int64_t C = host_image.size(1);
   const auto ks = spatial_on(dev, cached_spatial_filter(H, W, o.theta_gamma, o.mode));
+  std::vector<std::unique_ptr<GaussianFilter>> host_kb = build_bilateral_filters(host_image, o);
   std::vector<std::shared_ptr<const DeviceGaussianFilter>> kb;
   std::vector<Tensor> norm_b;
   Tensor norm_s;
@@ -125,10 +127,7 @@ Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const
     const Tensor ones_n = ones({n, 1}, topt);
     norm_s = apply_filter(ones_n, *ks, false);
     for (int64_t b = 0; b < B; ++b) {
-      const double* planes = host_image.data<double>() + b * C * n;
-      kb.push_back(to_device_filter(
-          make_gaussian_filter(o.mode, bilateral_features(planes, C, H, W, o.theta_alpha, o.theta_beta), n, 2 + C),
-          dev));
+      kb.push_back(to_device_filter(std::shared_ptr<const GaussianFilter>(std::move(host_kb[b])), dev));
       norm_b.push_back(apply_filter(ones_n, *kb.back(), false));
     }
   }

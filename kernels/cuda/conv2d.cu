@@ -1,4 +1,5 @@
 // CUDA convolution by im2col + GEMM (see conv2d.h).
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -46,40 +47,96 @@ ConvAlgorithm set_conv_algorithm(ConvAlgorithm algorithm) {
   return previous;
 }
 
+// Both data movements index within one image in 32 bits, and split the
+// column-matrix row (c, r, s) or the channel once per block row instead of
+// per element: the first version did six 64-bit divisions per element, and
+// its im2col took 35% of a U-Net training step's GPU time on an H200 (ncu;
+// bench/NOTES.md, change 27).
+namespace {
+
+constexpr int kMoveThreads = 256;
+
+void check_plane(const ConvGeometry& g, const char* what) {
+  CRFSEG_CHECK(g.pq() < (int64_t{1} << 31) && g.hw() < (int64_t{1} << 31), NotImplementedError, what,
+               ": a plane of ", g.hw(), " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
+}
+
+// Grid: x over the P Q outputs of a row, y over the C R S rows (strided when
+// there are more than 65535).
+template <typename T>
+__global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, int64_t rows, int H, int W, int P, int Q,
+                              int R, int S, int sh, int sw, int ph, int pw, int dh, int dw) {
+  const int PQ = P * Q;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const int s = static_cast<int>(row % S), r = static_cast<int>((row / S) % R);
+    const T* xc = x + row / (R * S) * H * W;
+    T* out = col + row * PQ;
+    const int h0 = r * dh - ph, w0 = s * dw - pw;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x) {
+      const int p = i / Q, q = i - p * Q;
+      const int h = p * sh + h0, w = q * sw + w0;
+      out[i] = (static_cast<unsigned>(h) < static_cast<unsigned>(H) && static_cast<unsigned>(w) < static_cast<unsigned>(W))
+                   ? xc[h * W + w]
+                   : T(0);
+    }
+  }
+}
+
+// Grid: x over the H W inputs of a channel, y over the channels. Tap (r, s)
+// reads (h, w) from output (p, q) when h = p sh - ph + r dh, i.e.
+// p = (h + ph - r dh) / sh exactly; likewise q.
+template <typename T>
+__global__ void col2im_kernel(const T* __restrict__ col, T* __restrict__ x, int64_t C, int H, int W, int P, int Q,
+                              int R, int S, int sh, int sw, int ph, int pw, int dh, int dw) {
+  const int HW = H * W;
+  const int64_t PQ = static_cast<int64_t>(P) * Q;
+  for (int64_t ch = blockIdx.y; ch < C; ch += gridDim.y) {
+    const T* cc = col + ch * R * S * PQ;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < HW; i += gridDim.x * blockDim.x) {
+      const int h = i / W, w = i - h * W;
+      T acc = T(0);
+      for (int r = 0; r < R; ++r) {
+        const int hp = h + ph - r * dh;
+        if (hp < 0 || hp % sh != 0 || hp / sh >= P) continue;
+        const int p = hp / sh;
+        for (int s = 0; s < S; ++s) {
+          const int wq = w + pw - s * dw;
+          if (wq < 0 || wq % sw != 0 || wq / sw >= Q) continue;
+          acc += cc[(r * S + s) * PQ + p * Q + wq / sw];
+        }
+      }
+      x[ch * HW + i] = acc;
+    }
+  }
+}
+
+dim3 move_grid(int64_t per_row, int64_t rows) {
+  const int64_t bx = std::min<int64_t>((per_row + kMoveThreads - 1) / kMoveThreads, 1024);
+  return dim3(static_cast<unsigned>(std::max<int64_t>(bx, 1)), static_cast<unsigned>(std::clamp<int64_t>(rows, 1, 65535)));
+}
+
+}  // namespace
+
 template <typename T>
 void im2col(const ConvGeometry& g, const T* x, T* col, Stream stream) {
-  const ConvGeometry c = g;  // by value into the lambda (its methods are host-only)
-  const int64_t PQ = g.pq();
-  for_each(g.crs() * PQ, [=] __device__(int64_t i) {
-    const int64_t q = i % c.Q, p = (i / c.Q) % c.P, row = i / PQ;
-    const int64_t s = row % c.S, r = (row / c.S) % c.R, ch = row / (c.R * c.S);
-    const int64_t h = p * c.sh - c.ph + r * c.dh, w = q * c.sw - c.pw + s * c.dw;
-    col[i] = (h >= 0 && h < c.H && w >= 0 && w < c.W) ? x[(ch * c.H + h) * c.W + w] : T(0);
-  }, stream, "im2col");
+  check_plane(g, "im2col");
+  if (g.crs() == 0 || g.pq() == 0) return;
+  im2col_kernel<T><<<move_grid(g.pq(), g.crs()), kMoveThreads, 0, stream>>>(
+      x, col, g.crs(), static_cast<int>(g.H), static_cast<int>(g.W), static_cast<int>(g.P), static_cast<int>(g.Q),
+      static_cast<int>(g.R), static_cast<int>(g.S), static_cast<int>(g.sh), static_cast<int>(g.sw),
+      static_cast<int>(g.ph), static_cast<int>(g.pw), static_cast<int>(g.dh), static_cast<int>(g.dw));
+  launch_check("im2col");
 }
 
 template <typename T>
 void col2im(const ConvGeometry& g, const T* col, T* x, Stream stream) {
-  const ConvGeometry c = g;
-  const int64_t PQ = g.pq(), HW = g.hw();
-  for_each(g.C * HW, [=] __device__(int64_t i) {
-    const int64_t w = i % c.W, h = (i / c.W) % c.H, ch = i / HW;
-    T acc = T(0);
-    // Tap (r, s) reads (h, w) from output (p, q) when h = p sh - ph + r dh, i.e.
-    // p = (h + ph - r dh) / sh exactly; likewise q.
-    for (int64_t r = 0; r < c.R; ++r) {
-      const int64_t ph_ = h + c.ph - r * c.dh;
-      if (ph_ < 0 || ph_ % c.sh != 0 || ph_ / c.sh >= c.P) continue;
-      const int64_t p = ph_ / c.sh;
-      for (int64_t s = 0; s < c.S; ++s) {
-        const int64_t qw = w + c.pw - s * c.dw;
-        if (qw < 0 || qw % c.sw != 0 || qw / c.sw >= c.Q) continue;
-        const int64_t q = qw / c.sw;
-        acc += col[((ch * c.R + r) * c.S + s) * PQ + p * c.Q + q];
-      }
-    }
-    x[i] = acc;
-  }, stream, "col2im");
+  check_plane(g, "col2im");
+  if (g.C == 0 || g.hw() == 0) return;
+  col2im_kernel<T><<<move_grid(g.hw(), g.C), kMoveThreads, 0, stream>>>(
+      col, x, g.C, static_cast<int>(g.H), static_cast<int>(g.W), static_cast<int>(g.P), static_cast<int>(g.Q),
+      static_cast<int>(g.R), static_cast<int>(g.S), static_cast<int>(g.sh), static_cast<int>(g.sw),
+      static_cast<int>(g.ph), static_cast<int>(g.pw), static_cast<int>(g.dh), static_cast<int>(g.dw));
+  launch_check("col2im");
 }
 
 template <typename T>

@@ -14,7 +14,7 @@
 //
 // Built without CUDA (no CRFSEG_WITH_CUDA), the constructor throws
 // DeviceError, mirroring tensor/cuda_memory.cpp; the rest compiles but is
-// unreachable. Status: compiled, NOT run on a GPU when written.
+// unreachable.
 #include "crf/permutohedral_cuda.h"
 
 #include <string>

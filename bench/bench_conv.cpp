@@ -19,7 +19,8 @@
 // crfseg with the faster of the two. "crfseg-gemm" rows time crfseg's
 // implicit-GEMM path on the passes that production sends elsewhere, and
 // "crfseg-winograd" rows its Winograd kernels on the 3x3 stride-1 passes
-// that production does not send to them. The per-layer table also names
+// that production does not send to them; "crfseg-packed-b" rows time 1x1
+// layers with their input packed for the GEMM instead of read in place. The per-layer table also names
 // what oneDNN picks when left to choose (convolution_auto, its default):
 // on the Intel VM with 2 threads, its direct JIT kernel on every U-Net
 // layer, for all three passes.
@@ -366,6 +367,22 @@ int main(int argc, char** argv) {
       add("crfseg-winograd", "forward", wino_ok,
           [&] { kc::conv2d_winograd_forward(g, x.data(), w.data(), b.data(), y.data()); });
     }
+    // 1x1 layers: production with the input packed, as before B was read in
+    // place (kc::set_conv_b_in_place), verified the same way.
+    const auto packed_b = [&](const std::function<void()>& fn) {
+      const bool was = kc::set_conv_b_in_place(false);
+      fn();
+      kc::set_conv_b_in_place(was);
+    };
+    bool packed_ok = false;
+    if (g.is_pointwise()) {
+      packed_b([&] {
+        packed_ok = verified(kc::conv2d_forward<float>, kc::conv2d_backward_input<float>,
+                             kc::conv2d_backward_weight_gemm);
+      });
+      add("crfseg-packed-b", "forward", packed_ok,
+          [&] { packed_b([&] { kc::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y.data()); }); });
+    }
 #ifdef CRFSEG_HAVE_DNNL
     DnnlConv dnnl_conv(g, dnnl::algorithm::convolution_direct);
     add("oneDNN", "forward", true, [&] { dnnl_conv.run(dnnl_conv.fwd, dnnl_conv.fwd_args); });
@@ -389,6 +406,10 @@ int main(int argc, char** argv) {
     if (wino_bwd_in) {
       add("crfseg-winograd", "backward-input", wino_ok,
           [&] { kc::conv2d_winograd_backward_input(g, dy.data(), w.data(), dx.data()); });
+    }
+    if (g.is_pointwise()) {
+      add("crfseg-packed-b", "backward-input", packed_ok,
+          [&] { packed_b([&] { kc::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data()); }); });
     }
 #ifdef CRFSEG_HAVE_DNNL
     add("oneDNN", "backward-input", true, [&] { dnnl_conv.run(dnnl_conv.bwd_data, dnnl_conv.bwd_data_args); });

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <numeric>
 #include <cstdlib>
 #include <cstring>
@@ -417,6 +418,18 @@ bool direct_enabled() {
   }();
   return enabled;
 }
+std::atomic<bool> g_b_in_place{[] {
+  const char* v = std::getenv("CRFSEG_CONV_B_IN_PLACE");
+  return !(v && std::string(v) == "0");
+}()};
+
+// A 1x1 convolution's image is a plain [C, H W] matrix: its GEMM can read it
+// in place instead of packing it (blis_loops.h), unless its rows lie a
+// multiple of 1 KiB apart, where a B micro-panel's rows would crowd into a
+// few cache sets (the U-Net's 64^2 .. 16^2 planes; ResNet-50's 56^2, 28^2,
+// 14^2 and 7^2 are not). bench/NOTES.md, change 28.
+bool b_in_place_suits(int64_t row_floats) { return g_b_in_place.load() && row_floats % 256 != 0; }
+
 bool direct_forward_wins(const ConvGeometry& g) {
   const bool wins = g.crs() <= 32 || g.Q >= 128 || g.K <= 32 || (g.K <= 64 && g.Q >= 32);
   return direct_enabled() && !g.is_pointwise() && wins && conv2d_direct_forward_applies(g);
@@ -520,7 +533,12 @@ void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<fl
       const AOperand a{w_packed.get(), 0, false, 1.0f, w_rows, i0};
       if (g.is_pointwise()) {
         const MatrixOperand op{x_img, g.hw(), false};
-        blis_block(cfg, m, cols, g.crs(), a, {pack_b_matrix, &op, pack_b_matrix_block}, j0, beta, yb, g.pq(), ws);
+        BPanelPacker b{pack_b_matrix, &op, pack_b_matrix_block};
+        if (b_in_place_suits(g.hw())) {
+          b.in_place = x_img;
+          b.in_place_ld = g.hw();
+        }
+        blis_block(cfg, m, cols, g.crs(), a, b, j0, beta, yb, g.pq(), ws);
       } else {
         const ForwardPackCtx ctx{&g, x_img};
         blis_block(cfg, m, cols, g.crs(), a, {pack_forward_block, &ctx, pack_forward_block}, j0, beta, yb, g.pq(), ws);
@@ -861,6 +879,10 @@ void col2im(const ConvGeometry& g, const T* col, T* dx_img) {
 bool conv2d_forward_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
 bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
 bool conv2d_weight_grad_takes_winograd(const ConvGeometry& g) { return winograd_weight_grad_wins(g); }
+bool set_conv_b_in_place(bool on) { return g_b_in_place.exchange(on); }
+bool conv2d_forward_reads_b_in_place(const ConvGeometry& g) {
+  return g.is_pointwise() && !fold_batch(g) && b_in_place_suits(g.hw());
+}
 bool conv2d_forward_takes_direct(const ConvGeometry& g) { return !winograd_forward_wins(g) && direct_forward_wins(g); }
 bool conv2d_forward_folds_batch(const ConvGeometry& g) {
   return !winograd_forward_wins(g) && !direct_forward_wins(g) && fold_batch(g);

@@ -80,6 +80,16 @@ void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 // both ways (with CRFSEG_CONV_WINOGRAD=0 too, every call).
 // Whether the call runs Winograd (before any direct or GEMM path);
 // CRFSEG_CONV_WINOGRAD=0 in the environment turns it off everywhere.
+// 1x1 stride-1 convolutions (forward, and backward-input through it) let the
+// GEMM read the input image in place instead of packing it, where the plane
+// suits that (not a multiple of 256 pixels); the result is bit for bit the
+// same. CRFSEG_CONV_B_IN_PLACE=0 turns it off. Returns the previous setting
+// (tests and bench_conv compare the two).
+bool set_conv_b_in_place(bool on);
+// Whether conv2d_forward's GEMM reads g's input in place (1x1, stride 1, not
+// folded into a batch GEMM, a suitable plane, the setting on). With f32.
+bool conv2d_forward_reads_b_in_place(const ConvGeometry& g);
+
 bool conv2d_forward_takes_winograd(const ConvGeometry& g);
 bool conv2d_backward_input_takes_winograd(const ConvGeometry& g);
 bool conv2d_weight_grad_takes_winograd(const ConvGeometry& g);

@@ -141,6 +141,39 @@ TEST_CASE("conv2d kernels: f32 implicit-im2col path matches the direct reference
   check_against_reference<float>(2e-4);
 }
 
+TEST_CASE("1x1 convolutions whose GEMM reads the input in place give packing's bits") {
+  // Planes not a multiple of 256 pixels, not folded (N = 1, or at least 256
+  // pixels): full 32-column panels read in place beside a packed narrower
+  // last panel; partial row panels (K = 29, 13); C = 1100 spans two KC
+  // slices of K, so the in-place pointer moves on by whole slices too.
+  struct Case { int64_t N, C, H, W, K; };
+  for (const Case c : {Case{2, 37, 13, 23, 29}, Case{1, 1100, 6, 7, 13}, Case{1, 5, 1, 64, 12}}) {
+    ConvGeometry g{c.N, c.C, c.H, c.W, c.K, 1, 1, c.H, c.W};
+    const bool was = kernels::cpu::set_conv_b_in_place(true);
+    INFO("N=", c.N, " C=", c.C, " H=", c.H, " W=", c.W, " K=", c.K);
+    CHECK(kernels::cpu::conv2d_forward_reads_b_in_place(g));
+    const auto x = random_values<float>(g.N * g.C * g.hw(), 11);
+    const auto w = random_values<float>(g.K * g.C, 12);
+    const auto b = random_values<float>(g.K, 13);
+    const auto dy = random_values<float>(g.N * g.K * g.pq(), 14);
+    std::vector<float> y_in(g.N * g.K * g.pq()), dx_in(x.size()), y_packed(y_in.size()), dx_packed(x.size());
+    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y_in.data());
+    kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx_in.data());
+    kernels::cpu::set_conv_b_in_place(false);
+    CHECK_FALSE(kernels::cpu::conv2d_forward_reads_b_in_place(g));
+    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), b.data(), y_packed.data());
+    kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx_packed.data());
+    kernels::cpu::set_conv_b_in_place(was);
+    CHECK(y_in == y_packed);
+    CHECK(dx_in == dx_packed);
+    std::vector<float> want(y_in.size());
+    kernels::ref::conv2d_forward<float>(g, x.data(), w.data(), b.data(), want.data());
+    CHECK_CLOSE(as_double(y_in), as_double(want), 2e-4, 2e-4);
+  }
+  // A plane of 256 pixels (16 x 16) keeps packing: its rows would crowd into a few cache sets.
+  CHECK_FALSE(kernels::cpu::conv2d_forward_reads_b_in_place(ConvGeometry{1, 8, 16, 16, 8, 1, 1, 16, 16}));
+}
+
 TEST_CASE("conv2d forward with the ReLU epilogue passes NaN through on every path, as batch norm's fused ReLU does") {
   // Direct (few taps), GEMM per image, batch folded, Winograd.
   const std::vector<ConvGeometry> gs = {make(2, 3, 7, 13, 5, 3, 3, 1, 1, 1, 1), make(1, 9, 17, 20, 70, 3, 3, 1, 1, 1, 1),

@@ -79,9 +79,12 @@ void pack_a(const BlisConfig& cfg, bool trans_a, const float* A, int64_t lda, in
 }
 
 // Loops jr and ir over one packed A block (m x kc) and B block (kc x n),
-// updating the m x n block of C at C (leading dim ldc).
+// updating the m x n block of C at C (leading dim ldc). With b_in_place, the
+// full NR-column panels are read from that row-major matrix (rows ldb
+// apart) by cfg.ukernel_b_in_place, and only a last, narrower panel from
+// b_pack (at its packed offset).
 void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const float* a_pack, const float* b_pack,
-                  float beta, float* C, int64_t ldc) {
+                  float beta, float* C, int64_t ldc, const float* b_in_place = nullptr, int64_t ldb = 0) {
   const int64_t mr = cfg.mr, nr = cfg.nr;
   alignas(64) float tile[kMaxMicroTile];
   // The C tile at rows ir, columns jr.
@@ -90,6 +93,10 @@ void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const
     const float* a = a_pack + ir * kc;
     const float* b = b_pack + jr * kc;
     float* c = C + ir * ldc + jr;
+    if (b_in_place != nullptr && cols == nr) {
+      cfg.ukernel_b_in_place(rows, kc, a, b_in_place + jr, ldb, beta, c, ldc);
+      return;
+    }
     if (rows == mr && cols == nr) {
       cfg.ukernel(kc, a, b, beta, c, ldc);
       return;
@@ -212,12 +219,16 @@ void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AO
     scale_c(m, n, beta, C, ldc);
     return;
   }
+  const bool in_place = b.in_place != nullptr && cfg.ukernel_b_in_place != nullptr;
   for (int64_t jc = 0; jc < n; jc += cfg.nc) {
     const int64_t nc = std::min(cfg.nc, n - jc);
     for (int64_t pc = 0; pc < K; pc += cfg.kc) {
       const int64_t kc = std::min(cfg.kc, K - pc);
       const float beta_pc = pc == 0 ? beta : 1.0f;
-      if (b.pack_block != nullptr) {
+      if (in_place) {  // only a last, narrower panel is packed
+        const int64_t full = nc / cfg.nr * cfg.nr;
+        if (full < nc) b.pack(b.ctx, pc, kc, j0 + jc + full, nc - full, cfg.nr, ws.b() + full * kc);
+      } else if (b.pack_block != nullptr) {
         b.pack_block(b.ctx, pc, kc, j0 + jc, nc, cfg.nr, ws.b());
       } else {
         for (int64_t jp = 0; jp < nc; jp += cfg.nr) {
@@ -233,7 +244,12 @@ void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AO
           pack_a(cfg, a.trans, a.data, a.ld, ic, mc, pc, kc, a.alpha, ws.a());  // rows from ic of this block
           a_block = ws.a();
         }
-        macro_kernel(cfg, mc, nc, kc, a_block, ws.b(), beta_pc, C + ic * ldc + jc, ldc);
+        if (in_place) {
+          macro_kernel(cfg, mc, nc, kc, a_block, ws.b(), beta_pc, C + ic * ldc + jc, ldc,
+                       b.in_place + pc * b.in_place_ld + j0 + jc, b.in_place_ld);
+        } else {
+          macro_kernel(cfg, mc, nc, kc, a_block, ws.b(), beta_pc, C + ic * ldc + jc, ldc);
+        }
       }
     }
   }

@@ -39,6 +39,12 @@ using SgemmMicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, 
 // for M = 64 and mr = 12, a sixth of the panels would do 12 rows for 4.
 using SgemmEdgeKernelFn = void (*)(int64_t rows, int64_t kc, const float* a, const float* b, float beta, float* C,
                                    int64_t ldc);
+// Optional micro-kernel that reads B in place: rows <= mr rows of the tile,
+// all nr columns, with row k of the B panel at b + k * ldb (a plain
+// row-major matrix) instead of a packed micro-panel. Sums in the same order
+// as the packed kernels, so the result is bit for bit the same.
+using SgemmInPlaceKernelFn = void (*)(int64_t rows, int64_t kc, const float* a, const float* b, int64_t ldb,
+                                      float beta, float* C, int64_t ldc);
 
 struct BlisConfig {
   int64_t mr, nr;  // micro-tile held in registers
@@ -54,6 +60,7 @@ struct BlisConfig {
   // B block (kc x nc, then sized for L2) streams past it. v5 explains when
   // that wins.
   bool a_resident = false;
+  SgemmInPlaceKernelFn ukernel_b_in_place = nullptr;  // optional, see above
 };
 
 // Largest MR * NR the edge-tile scratch buffer supports (16 x 32 floats).
@@ -67,11 +74,18 @@ inline constexpr int64_t kMaxMicroTile = 512;
 // Optional pack_block packs a whole KC x n block, ceil(n / nr) such
 // micro-panels kc * nr floats apart, in one call, for packers that read the
 // source faster in another order than panel by panel.
+// Optional in_place: op(B)(k, j) = in_place[k * in_place_ld + j], a plain
+// row-major matrix that blis_block may read without packing (full NR-wide
+// panels, with a config's ukernel_b_in_place; the last, narrower panel is
+// still packed). A 1x1 convolution's input image is such a B, and packing it
+// was a third of the layer's GEMM time on ResNet-50's shapes.
 struct BPanelPacker {
   using Fn = void (*)(const void* ctx, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr, float* dst);
   Fn pack;
   const void* ctx;
   Fn pack_block = nullptr;  // (ctx, p0, kc, j0, n, nr, dst)
+  const float* in_place = nullptr;
+  int64_t in_place_ld = 0;
 };
 
 // A row-major matrix (or its transpose) as a B operand.

@@ -42,11 +42,13 @@ constexpr int kMr = 12, kNr = 32;
 // lines). B's micro-panel streams from L2: in v4's order because at KC = 1024
 // it is 128 KiB, over twice the L1d, and in v5's because every tile takes a
 // new one.
+// ldb: the distance between B's rows, kNr in a packed micro-panel, or the
+// matrix's leading dimension when B is read in place (blis_loops.h).
 template <int kPrefetchB>
-__attribute__((target("avx512f"))) inline void prefetch_b(const float* b) {
+__attribute__((target("avx512f"))) inline void prefetch_b(const float* b, int64_t ldb) {
   if constexpr (kPrefetchB > 0) {
-    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB * kNr), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB * kNr + 16), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB * ldb), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB * ldb + 16), _MM_HINT_T0);
   }
 }
 
@@ -67,8 +69,8 @@ __attribute__((target("avx512f"))) inline void prefetch_c(const float* C, int64_
 }
 
 template <int kPrefetchB>
-__attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const float* a, const float* b,
-                                                              float beta, float* C, int64_t ldc) {
+__attribute__((target("avx512f"))) inline void ukernel_12x32_core(int64_t kc, const float* a, const float* b,
+                                                                   int64_t ldb, float beta, float* C, int64_t ldc) {
   // acc[i][h]: row i of the tile, columns 16h .. 16h+15. Constant indices
   // after full unrolling let GCC keep all 24 in zmm registers.
   __m512 acc[kMr][2];
@@ -76,7 +78,7 @@ __attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const f
 #pragma GCC unroll 12
   for (int i = 0; i < kMr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
-    prefetch_b<kPrefetchB>(b);
+    prefetch_b<kPrefetchB>(b, ldb);
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 12
@@ -86,7 +88,7 @@ __attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const f
       acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
     a += kMr;
-    b += kNr;
+    b += ldb;
   }
   if (beta == 0.0f) {  // overwrite: old C (maybe NaN) unread
 #pragma GCC unroll 12
@@ -105,17 +107,23 @@ __attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const f
   }
 }
 
+template <int kPrefetchB>
+__attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const float* a, const float* b,
+                                                              float beta, float* C, int64_t ldc) {
+  ukernel_12x32_core<kPrefetchB>(kc, a, b, kNr, beta, C, ldc);
+}
+
 // The first `Rows` rows of the 12 x 32 tile (Rows < 12), for the last row
 // panel of a block when M is not a multiple of 12; the packed A micro-panel
 // keeps its stride of 12. Same loop as above with fewer accumulators.
 template <int Rows, int kPrefetchB>
-__attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const float* a, const float* b, float beta,
-                                                             float* C, int64_t ldc) {
+__attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
+                                                             float beta, float* C, int64_t ldc) {
   __m512 acc[Rows][2];
 #pragma GCC unroll 12
   for (int i = 0; i < Rows; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
-    prefetch_b<kPrefetchB>(b);
+    prefetch_b<kPrefetchB>(b, ldb);
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 12
@@ -125,7 +133,7 @@ __attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const fl
       acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
     a += kMr;
-    b += kNr;
+    b += ldb;
   }
   const __m512 vbeta = _mm512_set1_ps(beta);
 #pragma GCC unroll 12
@@ -141,23 +149,30 @@ __attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const fl
   }
 }
 
+// rows < 12 rows of a tile, all 32 columns; B rows ldb apart.
+template <int kPrefetchB>
+void ukernel_rows_strided(int64_t rows, int64_t kc, const float* a, const float* b, int64_t ldb, float beta,
+                          float* C, int64_t ldc) {
+  switch (rows) {
+    case 1: return ukernel_rows_avx512<1, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 2: return ukernel_rows_avx512<2, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 3: return ukernel_rows_avx512<3, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 4: return ukernel_rows_avx512<4, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 5: return ukernel_rows_avx512<5, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 6: return ukernel_rows_avx512<6, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 7: return ukernel_rows_avx512<7, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 8: return ukernel_rows_avx512<8, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 9: return ukernel_rows_avx512<9, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 10: return ukernel_rows_avx512<10, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    case 11: return ukernel_rows_avx512<11, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
+    default: return ukernel_12x32_core<kPrefetchB>(kc, a, b, ldb, beta, C, ldc);  // rows == 12
+  }
+}
+
 template <int kPrefetchB>
 void ukernel_rows_12x32_avx512(int64_t rows, int64_t kc, const float* a, const float* b, float beta, float* C,
                                int64_t ldc) {
-  switch (rows) {
-    case 1: return ukernel_rows_avx512<1, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 2: return ukernel_rows_avx512<2, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 3: return ukernel_rows_avx512<3, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 4: return ukernel_rows_avx512<4, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 5: return ukernel_rows_avx512<5, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 6: return ukernel_rows_avx512<6, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 7: return ukernel_rows_avx512<7, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 8: return ukernel_rows_avx512<8, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 9: return ukernel_rows_avx512<9, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 10: return ukernel_rows_avx512<10, kPrefetchB>(kc, a, b, beta, C, ldc);
-    case 11: return ukernel_rows_avx512<11, kPrefetchB>(kc, a, b, beta, C, ldc);
-    default: return ukernel_12x32_avx512<kPrefetchB>(kc, a, b, beta, C, ldc);  // rows == 12
-  }
+  ukernel_rows_strided<kPrefetchB>(rows, kc, a, b, kNr, beta, C, ldc);
 }
 
 // The same kernels with B prefetched kPrefetchDistance k-steps ahead. v5
@@ -198,12 +213,14 @@ constexpr int kPrefetchDistance = 24;
 // --batch 4 --filter unet) and training step (bench_models --base 64
 // --size 256 --batch 4) kept their times within the noise.
 constexpr BlisConfig kConfig{kMr, kNr, /*mc=*/96, /*kc=*/1024, /*nc=*/2048, ukernel_12x32_avx512<kPrefetchDistance>,
-                             ukernel_rows_12x32_avx512<kPrefetchDistance>};
+                             ukernel_rows_12x32_avx512<kPrefetchDistance>, false,
+                             ukernel_rows_strided<kPrefetchDistance>};
 
 // The prefetching kernels with Zen 4's block sizes, as v5's starting point.
 constexpr BlisConfig kPrefetchConfig{kMr, kNr, /*mc=*/144, /*kc=*/512, /*nc=*/4096,
                                      ukernel_12x32_avx512<kPrefetchDistance>,
-                                     ukernel_rows_12x32_avx512<kPrefetchDistance>};
+                                     ukernel_rows_12x32_avx512<kPrefetchDistance>, false,
+                                     ukernel_rows_strided<kPrefetchDistance>};
 static_assert(kConfig.mr * kConfig.nr <= kMaxMicroTile && kConfig.mc % kConfig.mr == 0 &&
               kConfig.nc % kConfig.nr == 0);
 

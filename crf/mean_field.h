@@ -100,16 +100,16 @@ void check_mean_field_inputs(const Tensor& unaries, const Tensor& image, const T
                              const Tensor& bilateral_weights, const Tensor& compatibility,
                              const MeanFieldOptions& options);
 
-// The spatial filter of an H x W image depends on nothing but (H, W,
-// theta_gamma, mode): the 4 most recently used are kept, so training at a
-// fixed size builds its spatial lattice once (about 10 ms at 256x256).
-// Filters are immutable, hence shareable.
 // One bilateral filter per image of `image` (CPU, f64, contiguous [B, C, H,
 // W]), the images built side by side on the OpenMP threads. Errors
 // (non-finite or too large features) are rethrown, the first image's first.
 std::vector<std::unique_ptr<GaussianFilter>> build_bilateral_filters(const Tensor& image,
                                                                      const MeanFieldOptions& options);
 
+// The spatial filter of an H x W image depends on nothing but (H, W,
+// theta_gamma, mode): the 4 most recently used are kept, so training at a
+// fixed size builds its spatial lattice once (about 10 ms at 256x256).
+// Filters are immutable, hence shareable.
 std::shared_ptr<const GaussianFilter> cached_spatial_filter(int64_t H, int64_t W, double theta_gamma,
                                                             FilterMode mode);
 

@@ -14,9 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-build-dev}"
-if [ ! -f "$dir/build.ninja" ]; then
-  meson setup "$dir" --buildtype=release -Dcuda=enabled -Dgpu_arch=90 -Dnative=false -Dpeers=disabled -Dmpi=disabled
-fi
+opts=(--buildtype=release -Dcuda=enabled -Dgpu_arch=90 -Dnative=false -Dpeers=disabled -Dmpi=disabled)
+# The options are applied to an existing build folder too: one configured
+# for this CPU (-Dnative=true) or without CUDA must not be packed.
+if [ -f "$dir/build.ninja" ]; then meson configure "$dir" "${opts[@]}"; else meson setup "$dir" "${opts[@]}"; fi
 ninja -C "$dir"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -34,3 +35,8 @@ rm -rf .gpu-bin
 mkdir -p .gpu-bin
 tar -C "$stage" -cf - . | xz -T0 -6 >.gpu-bin/bin.tar.xz
 du -sh "$stage" .gpu-bin/bin.tar.xz
+# The device tool carries at most 64 MiB with the working tree.
+if (($(stat -c %s .gpu-bin/bin.tar.xz) > 56 * 1024 * 1024)); then
+  echo "gpu-pack: .gpu-bin/bin.tar.xz is over 56 MiB: too large to carry with the tree" >&2
+  exit 1
+fi

@@ -56,8 +56,9 @@ namespace {
 
 constexpr int kMoveThreads = 256;
 
+// 2^30: the grid-stride loops' int counters may step up to 2^18 past the end.
 void check_plane(const ConvGeometry& g, const char* what) {
-  CRFSEG_CHECK(g.pq() < (int64_t{1} << 31) && g.hw() < (int64_t{1} << 31), NotImplementedError, what,
+  CRFSEG_CHECK(g.pq() < (int64_t{1} << 30) && g.hw() < (int64_t{1} << 30), NotImplementedError, what,
                ": a plane of ", g.hw(), " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
 }
 

@@ -189,6 +189,35 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
       }
     }
   }
+  // Padded leading dimensions (ld = used columns + 3) and operands starting
+  // one float past a 16-byte boundary: variants with 16-byte loads must fall
+  // back to their guarded ones.
+  const int64_t M = 130, N = 140, K = 70, pad = 3;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+      const int64_t lda = a_cols + pad, ldb = b_cols + pad;
+      // Storage of rows * ld + 1 floats; the matrix starts at element 1.
+      const Tensor a_store = random_tensor({a_rows * lda + 1}, 21), b_store = random_tensor({b_rows * ldb + 1}, 22);
+      auto logical = [](const Tensor& store, int64_t rows, int64_t ld, int64_t cols) {
+        return ops::slice(reshape(ops::slice(store, 0, 1, 1 + rows * ld), {rows, ld}), 1, 0, cols).to(DType::f64);
+      };
+      const Tensor a64 = logical(a_store, a_rows, lda, a_cols), b64 = logical(b_store, b_rows, ldb, b_cols);
+      const Tensor want = ops::matmul(ta ? ops::transpose(a64, 0, 1) : a64, tb ? ops::transpose(b64, 0, 1) : b64);
+      const Tensor dA = gpu(a_store), dB = gpu(b_store);
+      for (const auto& v : kernels::cuda::sgemm_variants()) {
+        INFO(v.name, " padded and misaligned, ta=", ta, " tb=", tb);
+        const Tensor dC = full({M, N}, NAN, {DType::f32, Device::cuda(0)});
+        v.fn(ta, tb, M, N, K, 1.0f, dA.data<float>() + 1, lda, dB.data<float>() + 1, ldb, 0.0f, dC.data<float>(), N,
+             cuda::current_stream(0));
+        if (!v.tf32) {
+          CHECK_CLOSE(cpu(dC), values(want), 1e-4, 1e-4);
+        } else {
+          CHECK(relative_error(cpu(dC), want) < 3e-3);
+        }
+      }
+    }
+  }
 }
 
 #endif

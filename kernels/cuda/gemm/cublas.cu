@@ -104,18 +104,20 @@ void to_bf16(int64_t rows, int64_t cols, const float* src, int64_t ld, __nv_bflo
 // BF16 operands, FP32 accumulation and output. CUBLAS_COMPUTE_32F_FAST_16BF
 // on FP32 operands only *allows* BF16: cuBLAS 13 on an H200 ran it as TF32
 // (the same error to 9 digits; tests/cuda/test_cuda_ops.cpp), so the
-// operands are rounded here, into stream-ordered scratch (cudaMallocAsync:
-// pooled by the driver, cheap in steady state), and multiplied as BF16.
+// operands are rounded here, into stream-ordered scratch (cudaMallocAsync,
+// the driver's pool), and multiplied as BF16. B's copy starts 256 bytes
+// aligned, as cuBLAS's tensor-core kernels prefer.
 void sgemm_cublas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                        int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
   if (M == 0 || N == 0) return;
   const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
   const size_t a_elems = static_cast<size_t>(a_rows * a_cols), b_elems = static_cast<size_t>(b_rows * b_cols);
+  const size_t b_offset = (a_elems + 127) / 128 * 128;
   void* scratch = nullptr;
-  CRFSEG_CUDA_CHECK(cudaMallocAsync(&scratch, std::max<size_t>(1, (a_elems + b_elems) * sizeof(__nv_bfloat16)),
+  CRFSEG_CUDA_CHECK(cudaMallocAsync(&scratch, std::max<size_t>(1, (b_offset + b_elems) * sizeof(__nv_bfloat16)),
                                     stream));
   auto* a16 = static_cast<__nv_bfloat16*>(scratch);
-  __nv_bfloat16* b16 = a16 + a_elems;
+  __nv_bfloat16* b16 = a16 + b_offset;
   try {
     if (a_elems > 0) to_bf16(a_rows, a_cols, A, lda, a16, stream);
     if (b_elems > 0) to_bf16(b_rows, b_cols, B, ldb, b16, stream);

@@ -62,12 +62,17 @@ void check_plane(const ConvGeometry& g, const char* what) {
                ": a plane of ", g.hw(), " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
 }
 
+// The geometry comes by value; the kernels copy its sizes into 32-bit locals.
 // Grid: x over the P Q outputs of a row, y over the C R S rows (strided when
 // there are more than 65535).
 template <typename T>
-__global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, int64_t rows, int H, int W, int P, int Q,
-                              int R, int S, int sh, int sw, int ph, int pw, int dh, int dw) {
-  const int PQ = P * Q;
+__global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, ConvGeometry g) {
+  const int H = static_cast<int>(g.H), W = static_cast<int>(g.W), Q = static_cast<int>(g.Q),
+            R = static_cast<int>(g.R), S = static_cast<int>(g.S), sh = static_cast<int>(g.sh),
+            sw = static_cast<int>(g.sw), ph = static_cast<int>(g.ph), pw = static_cast<int>(g.pw),
+            dh = static_cast<int>(g.dh), dw = static_cast<int>(g.dw);
+  const int PQ = static_cast<int>(g.P) * Q;
+  const int64_t rows = g.C * R * S;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
     const int s = static_cast<int>(row % S), r = static_cast<int>((row / S) % R);
     const T* xc = x + row / (R * S) * H * W;
@@ -76,9 +81,9 @@ __global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, int6
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x) {
       const int p = i / Q, q = i - p * Q;
       const int h = p * sh + h0, w = q * sw + w0;
-      out[i] = (static_cast<unsigned>(h) < static_cast<unsigned>(H) && static_cast<unsigned>(w) < static_cast<unsigned>(W))
-                   ? xc[h * W + w]
-                   : T(0);
+      const bool inside = static_cast<unsigned>(h) < static_cast<unsigned>(H) &&  // h >= 0 too
+                          static_cast<unsigned>(w) < static_cast<unsigned>(W);
+      out[i] = inside ? xc[h * W + w] : T(0);
     }
   }
 }
@@ -87,11 +92,14 @@ __global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, int6
 // reads (h, w) from output (p, q) when h = p sh - ph + r dh, i.e.
 // p = (h + ph - r dh) / sh exactly; likewise q.
 template <typename T>
-__global__ void col2im_kernel(const T* __restrict__ col, T* __restrict__ x, int64_t C, int H, int W, int P, int Q,
-                              int R, int S, int sh, int sw, int ph, int pw, int dh, int dw) {
-  const int HW = H * W;
+__global__ void col2im_kernel(const T* __restrict__ col, T* __restrict__ x, ConvGeometry g) {
+  const int W = static_cast<int>(g.W), P = static_cast<int>(g.P), Q = static_cast<int>(g.Q),
+            R = static_cast<int>(g.R), S = static_cast<int>(g.S), sh = static_cast<int>(g.sh),
+            sw = static_cast<int>(g.sw), ph = static_cast<int>(g.ph), pw = static_cast<int>(g.pw),
+            dh = static_cast<int>(g.dh), dw = static_cast<int>(g.dw);
+  const int HW = static_cast<int>(g.H) * W;
   const int64_t PQ = static_cast<int64_t>(P) * Q;
-  for (int64_t ch = blockIdx.y; ch < C; ch += gridDim.y) {
+  for (int64_t ch = blockIdx.y; ch < g.C; ch += gridDim.y) {
     const T* cc = col + ch * R * S * PQ;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < HW; i += gridDim.x * blockDim.x) {
       const int h = i / W, w = i - h * W;
@@ -113,7 +121,8 @@ __global__ void col2im_kernel(const T* __restrict__ col, T* __restrict__ x, int6
 
 dim3 move_grid(int64_t per_row, int64_t rows) {
   const int64_t bx = std::min<int64_t>((per_row + kMoveThreads - 1) / kMoveThreads, 1024);
-  return dim3(static_cast<unsigned>(std::max<int64_t>(bx, 1)), static_cast<unsigned>(std::clamp<int64_t>(rows, 1, 65535)));
+  return dim3(static_cast<unsigned>(std::max<int64_t>(bx, 1)),
+              static_cast<unsigned>(std::clamp<int64_t>(rows, 1, 65535)));
 }
 
 }  // namespace
@@ -122,10 +131,7 @@ template <typename T>
 void im2col(const ConvGeometry& g, const T* x, T* col, Stream stream) {
   check_plane(g, "im2col");
   if (g.crs() == 0 || g.pq() == 0) return;
-  im2col_kernel<T><<<move_grid(g.pq(), g.crs()), kMoveThreads, 0, stream>>>(
-      x, col, g.crs(), static_cast<int>(g.H), static_cast<int>(g.W), static_cast<int>(g.P), static_cast<int>(g.Q),
-      static_cast<int>(g.R), static_cast<int>(g.S), static_cast<int>(g.sh), static_cast<int>(g.sw),
-      static_cast<int>(g.ph), static_cast<int>(g.pw), static_cast<int>(g.dh), static_cast<int>(g.dw));
+  im2col_kernel<T><<<move_grid(g.pq(), g.crs()), kMoveThreads, 0, stream>>>(x, col, g);
   launch_check("im2col");
 }
 
@@ -133,10 +139,7 @@ template <typename T>
 void col2im(const ConvGeometry& g, const T* col, T* x, Stream stream) {
   check_plane(g, "col2im");
   if (g.C == 0 || g.hw() == 0) return;
-  col2im_kernel<T><<<move_grid(g.hw(), g.C), kMoveThreads, 0, stream>>>(
-      col, x, g.C, static_cast<int>(g.H), static_cast<int>(g.W), static_cast<int>(g.P), static_cast<int>(g.Q),
-      static_cast<int>(g.R), static_cast<int>(g.S), static_cast<int>(g.sh), static_cast<int>(g.sw),
-      static_cast<int>(g.ph), static_cast<int>(g.pw), static_cast<int>(g.dh), static_cast<int>(g.dw));
+  col2im_kernel<T><<<move_grid(g.hw(), g.C), kMoveThreads, 0, stream>>>(col, x, g);
   launch_check("col2im");
 }
 

@@ -244,12 +244,8 @@ void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AO
           pack_a(cfg, a.trans, a.data, a.ld, ic, mc, pc, kc, a.alpha, ws.a());  // rows from ic of this block
           a_block = ws.a();
         }
-        if (in_place) {
-          macro_kernel(cfg, mc, nc, kc, a_block, ws.b(), beta_pc, C + ic * ldc + jc, ldc,
-                       b.in_place + pc * b.in_place_ld + j0 + jc, b.in_place_ld);
-        } else {
-          macro_kernel(cfg, mc, nc, kc, a_block, ws.b(), beta_pc, C + ic * ldc + jc, ldc);
-        }
+        macro_kernel(cfg, mc, nc, kc, a_block, ws.b(), beta_pc, C + ic * ldc + jc, ldc,
+                     in_place ? b.in_place + pc * b.in_place_ld + j0 + jc : nullptr, b.in_place_ld);
       }
     }
   }

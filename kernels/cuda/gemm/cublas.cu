@@ -69,11 +69,10 @@ int as_int(int64_t v, const char* what) {
 
 // Row-major C[M,N] = op(A) op(B) is column-major C^T[N,M] = op(B)^T op(A)^T:
 // swap the operands and the sizes, keep the transposes.
-// Operands of type In (float or bf16), output and scalars of type T.
+// Operands of type In (T, or bf16 for T = float), output and scalars of type T.
 template <typename T, typename In, typename Fn>
-void gemm_rowmajor_mixed(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const In* A,
-                         int64_t lda, const In* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream,
-                         const char* name) {
+void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const In* A, int64_t lda,
+                   const In* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream, const char* name) {
   if (M == 0 || N == 0) return;
   cublasHandle_t h = prepare(stream);
   // cuBLAS rejects ld < 1. An ld of 0 reaches here only for rows of length
@@ -84,12 +83,6 @@ void gemm_rowmajor_mixed(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t 
                   as_int(K, "K"), &alpha, B, as_int(ld(ldb), "ldb"), A, as_int(ld(lda), "lda"), &beta, C,
                   as_int(ld(ldc), "ldc")),
                name);
-}
-
-template <typename T, typename Fn>
-void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream, const char* name) {
-  gemm_rowmajor_mixed<T, T>(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, name);
 }
 
 // dst[r * cols + c] = bf16(src[r * ld + c]): a stored operand, compacted
@@ -127,8 +120,8 @@ void sgemm_cublas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
       return cublasGemmEx(h, opa, opb, m, n, k, alpha_, a, CUDA_R_16BF, la, b, CUDA_R_16BF, lb, beta_, c, CUDA_R_32F,
                           lc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     };
-    gemm_rowmajor_mixed(gemm_ex, ta, tb, M, N, K, alpha, a16, a_cols, b16, b_cols, beta, C, ldc, stream,
-                        "cublasGemmEx (bf16)");
+    gemm_rowmajor(gemm_ex, ta, tb, M, N, K, alpha, a16, a_cols, b16, b_cols, beta, C, ldc, stream,
+                  "cublasGemmEx (bf16)");
   } catch (...) {
     cudaFreeAsync(scratch, stream);  // best effort; the first error is the one to report
     throw;

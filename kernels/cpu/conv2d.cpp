@@ -185,7 +185,7 @@ void pack_forward_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0,
 // the columns in groups of 16: one transposing copy (transpose_pack.h) per
 // 16 x 16 tile. A column whose 16 pixels are not one contiguous in-image run
 // (padding, a chunk that wraps to the next output row, stride > 1) is first
-// gathered into a scratch row by the plain loop.
+// gathered into a scratch row (copy_tap; the plain loop where it wraps).
 void pack_weight_grad_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
                             float* dst) {
   constexpr int64_t kRows = 16;
@@ -219,15 +219,12 @@ void pack_weight_grad_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t
         __builtin_prefetch(src[c] + kPf);
         continue;
       }
-      if (one_row && g.sw == 1) {  // one input row, partly in the padding: copy the inside, zero the rest
-        const int64_t lo = std::clamp<int64_t>(-w, 0, len), hi = std::clamp<int64_t>(g.W - w, lo, len);
-        const bool inside = h >= 0 && h < g.H;
-        for (int64_t i = 0; i < len; ++i) scratch[c][i] = 0.0f;
-        if (inside) std::copy(plane[c] + h * g.W + w + lo, plane[c] + h * g.W + w + hi, scratch[c] + lo);
+      if (one_row) {  // one input row, partly in the padding, or strided (the ResNet stem: 16 at a time)
+        copy_tap(g, plane[c], h, w, len, scratch[c]);
         src[c] = scratch[c];
         continue;
       }
-      int64_t pp = p, qq = q;  // general case: stride, or the chunk wraps to the next output row
+      int64_t pp = p, qq = q;  // general case: the chunk wraps to the next output row
       for (int64_t i = 0; i < len; ++i) {
         const int64_t hh = pp * g.sh + h_off[c], ww = qq * g.sw + w_off[c];
         scratch[c][i] = (hh >= 0 && hh < g.H && ww >= 0 && ww < g.W) ? plane[c][hh * g.W + ww] : 0.0f;
@@ -408,7 +405,8 @@ int thread_count(const ConvGeometry& g) {
 //     16^2 0.44x, where its per-slab partial of dW, taps x K floats, is
 //     19 MB). So: rows of >= 128 pixels and a partial of at most 4 MiB;
 //     and for narrower rows, small dW (klanes_weight_grad_wins).
-// Pointwise convolutions stay plain GEMMs (nothing to pack but operands).
+// Pointwise forwards stay plain GEMMs (nothing to pack but operands); their
+// weight gradients may take the k-lanes kernel (klanes_weight_grad_wins).
 // CRFSEG_CONV_DIRECT=0 in the environment keeps every convolution on the
 // GEMM path (for A/B timing of whole models; read once).
 bool direct_enabled() {
@@ -443,12 +441,19 @@ bool klanes_weight_grad_wins(const ConvGeometry& g) {
   // wide: 1.1-1.35x; deeper, it ties or loses, above), and with at least 4
   // slabs (its unit of work, 32 rows of one image) to share among threads.
   // Not "one per thread": the result must not depend on the thread count.
+  // The same rule holds for 1x1 layers (session 33, batch 8, 2 threads,
+  // against the GEMM, whose transposed B pack is half its time): 56^2
+  // 64 -> 256 1.4-1.5x, 256 -> 64 1.3x, 256 -> 128 1.2x; 28^2 128 -> 512
+  // 0.9x, 512 -> 128 0.9x, 14^2 0.6-0.8x, 7^2 0.3x. A 1x1 layer of at most
+  // 32 channels gets it too (the few-tap kernel wants R*S > 1): 32 -> 16
+  // at 64^2, batch 4, 0.24 against 1.9-3.0 ms, whose B rows 16 KiB apart
+  // share a few L1 sets.
   const int64_t taps_k = g.crs() * g.K;
   const bool narrow_wins =
       (taps_k <= 36864 || (g.Q >= 64 && taps_k <= 147456)) && conv2d_direct_weight_grad_klanes_slabs(g) >= 4;
   // Its scratch holds one partial per 32-row slab of every image: at most
   // 2^24 floats (64 MiB) in all, else the GEMM (it needs none).
-  return direct_enabled() && !g.is_pointwise() && g.crs() > 32 && (g.Q >= 128 || narrow_wins) &&
+  return direct_enabled() && (g.crs() > 32 || g.is_pointwise()) && (g.Q >= 128 || narrow_wins) &&
          taps_k <= (1 << 20) && conv2d_direct_weight_grad_klanes_partials(g) <= (int64_t{1} << 24) &&
          conv2d_direct_forward_applies(g);
 }
@@ -753,6 +758,18 @@ void weight_grad_image(const ConvGeometry& g, const float* dy_n, const BPanelPac
   }
 }
 
+// Small weight gradients (the ResNet stem's 64 x 147, 1x1 layers on small
+// images) cut into few column blocks: the stem's five 32-column panels split
+// 3 : 2 between two threads, and the idle thread waited a fifth of the pass.
+// There the images are the tasks instead: up to kImageGroups groups of consecutive
+// images, each summed into its own partial of dW by one thread, the partials
+// then added in group order. The groups do not depend on the thread count,
+// so neither do the sums.
+constexpr int64_t kImageGroups = 8;
+bool image_groups_win(const ConvGeometry& g) {
+  return g.N >= 2 && g.K * g.crs() <= (int64_t{1} << 15);
+}
+
 void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   if (g.N == 0) {  // an empty batch contributes nothing
     std::fill(dw, dw + g.K * g.crs(), 0.0f);
@@ -763,30 +780,52 @@ void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x,
   // dW [K, CRS] = sum_n dy_n [K, PQ] . col(x_n)^T, image by image
   // (weight_grad_image). Threads split dW into blocks with no cross-thread
   // reduction, so each dW entry sums the images in order, over the same K
-  // slices, whatever the thread count.
-  const BlockGrid grid = choose_block_grid(cfg, g.K, g.crs(), threads, kConvCols, /*a_prepacked=*/true);
+  // slices, whatever the thread count; or (image_groups_win) they take
+  // groups of images.
+  const bool by_groups = image_groups_win(g);
+  const int image_threads = by_groups ? 1 : threads;
+  const BlockGrid grid = choose_block_grid(cfg, g.K, g.crs(), image_threads, kConvCols, /*a_prepacked=*/true);
   // C >= 16 (not 1x1): through a channels-last copy of each image, with dW's
   // columns in (r, s, c) order (pack_channels_last_block), permuted at the end.
   const bool channels_last = !g.is_pointwise() && g.C >= 16;
-  const int64_t wp = padded_cols(g);
-  const CpuArray<float> xt = cpu_array<float>(channels_last ? padded_rows(g) * wp * g.C : 0);
-  const CpuArray<float> dw_rsc = cpu_array<float>(channels_last ? g.K * g.crs() : 0);
-  for (int64_t n = 0; n < g.N; ++n) {
+  const int64_t wp = padded_cols(g), xt_floats = channels_last ? padded_rows(g) * wp * g.C : 0;
+  const int64_t dw_floats = g.K * g.crs();
+  const int64_t per_group = by_groups ? ceil_div(g.N, kImageGroups) : g.N, groups = ceil_div(g.N, per_group);
+  // One channels-last image per concurrent task; partials for groups 1.. (group 0 sums into the result).
+  const CpuArray<float> xt = cpu_array<float>((by_groups ? omp_get_max_threads() : 1) * xt_floats);
+  const CpuArray<float> dw_rsc = cpu_array<float>(channels_last ? dw_floats : 0);
+  const CpuArray<float> partials = cpu_array<float>((groups - 1) * dw_floats);
+  float* result = channels_last ? dw_rsc.get() : dw;
+  // Image n's term, added to out (or written, with beta 0) on `n_threads` threads.
+  auto image_term = [&](int64_t n, float beta, float* out, float* xt_n, int n_threads) {
     const float* x_img = x + n * g.C * g.hw();
     const float* dy_n = dy + n * g.K * g.pq();
-    const float beta = n == 0 ? 0.0f : 1.0f;
     if (channels_last) {
-      to_channels_last(g, x_img, xt.get());
-      const ChannelsLastCtx ctx{&g, xt.get(), wp};
-      weight_grad_image(g, dy_n, {pack_channels_last_block, &ctx, pack_channels_last_block}, grid, threads, beta,
-                        dw_rsc.get(), g.crs());
+      to_channels_last(g, x_img, xt_n);
+      const ChannelsLastCtx ctx{&g, xt_n, wp};
+      weight_grad_image(g, dy_n, {pack_channels_last_block, &ctx, pack_channels_last_block}, grid, n_threads, beta,
+                        out, g.crs());
     } else if (g.is_pointwise()) {
       const MatrixOperand op{x_img, g.hw(), true};  // op(B)(pixel, c) = x[c, pixel]
-      weight_grad_image(g, dy_n, {pack_b_matrix, &op}, grid, threads, beta, dw, g.crs());
+      weight_grad_image(g, dy_n, {pack_b_matrix, &op}, grid, n_threads, beta, out, g.crs());
     } else {
       const ForwardPackCtx ctx{&g, x_img};
-      weight_grad_image(g, dy_n, {pack_weight_grad_panel, &ctx}, grid, threads, beta, dw, g.crs());
+      weight_grad_image(g, dy_n, {pack_weight_grad_panel, &ctx}, grid, n_threads, beta, out, g.crs());
     }
+  };
+  if (by_groups) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      float* out = grp == 0 ? result : partials.get() + (grp - 1) * dw_floats;
+      for (int64_t n = grp * per_group; n < std::min(g.N, (grp + 1) * per_group); ++n)
+        image_term(n, n == grp * per_group ? 0.0f : 1.0f, out, xt.get() + omp_get_thread_num() * xt_floats, 1);
+    }
+    for (int64_t grp = 1; grp < groups; ++grp) {
+      const float* part = partials.get() + (grp - 1) * dw_floats;
+      for (int64_t i = 0; i < dw_floats; ++i) result[i] += part[i];
+    }
+  } else {
+    for (int64_t n = 0; n < g.N; ++n) image_term(n, n == 0 ? 0.0f : 1.0f, result, xt.get(), threads);
   }
   if (!channels_last) return;
   const int64_t rs = g.R * g.S, cols = g.crs();

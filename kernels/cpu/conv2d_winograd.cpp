@@ -10,7 +10,6 @@
 
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
-#include "kernels/cpu/gemm/transpose_pack.h"
 #include "tensor/cpu_allocator.h"
 #include "tensor/error.h"
 
@@ -509,28 +508,6 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
   }
 }
 
-// B operand of the banded weight gradient: op(B)[t][c] = rows[c][t], the
-// transposed band of transformed inputs; packed 16 channels at a time
-// through transpose_pack (rows contiguous in t, the GEMM's depth).
-struct TransposedRows {
-  const float* data;
-  int64_t ld;
-};
-void pack_transposed_rows(const void* ctx, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr, float* dst) {
-  const auto& t = *static_cast<const TransposedRows*>(ctx);
-  for (int64_t c0 = 0; c0 < nr; c0 += kLanes) {
-    const int64_t width = std::min<int64_t>(kLanes, nr - c0);
-    const int rows = static_cast<int>(std::clamp<int64_t>(cols - c0, 0, width));
-    if (rows > 0) {
-      const float* src[kLanes];
-      for (int r = 0; r < rows; ++r) src[r] = t.data + (j0 + c0 + r) * t.ld + p0;
-      transpose_pack(src, rows, kc, 1.0f, dst + c0, nr);
-    }
-    if (rows < width)
-      for (int64_t k = 0; k < kc; ++k) std::fill(dst + k * nr + c0 + rows, dst + k * nr + c0 + width, 0.0f);
-  }
-}
-
 // The weight gradient in bands (as forward_banded): per band, V and Z in
 // cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. The bands are cut into
 // kWeightGroups groups of consecutive bands; each group sums into its own
@@ -574,8 +551,9 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
           AOperand a{};
           a.data = Z + xi * z_plane;
           a.ld = tiles;
-          const TransposedRows vt{V + xi * v_plane, tiles};
-          const BPanelPacker packer{pack_transposed_rows, &vt};
+          // op(B)[t][c] = V[xi][c][t]: the band's transformed inputs, transposed.
+          const MatrixOperand vt{V + xi * v_plane, tiles, true};
+          const BPanelPacker packer{pack_b_matrix, &vt};
           blis_block(cfg, g.K, g.C, tiles, a, packer, 0, beta, Wt + xi * point_plane(g.K, g.C), g.C,
                      *workspaces[tid]);
         }

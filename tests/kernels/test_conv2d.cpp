@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -35,10 +36,12 @@ ConvGeometry make(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t
 }
 
 std::string describe(const ConvGeometry& g) {
-  return "N" + std::to_string(g.N) + " C" + std::to_string(g.C) + " " + std::to_string(g.H) + "x" +
-         std::to_string(g.W) + " K" + std::to_string(g.K) + " " + std::to_string(g.R) + "x" + std::to_string(g.S) +
-         " stride " + std::to_string(g.sh) + "," + std::to_string(g.sw) + " pad " + std::to_string(g.ph) + "," +
-         std::to_string(g.pw) + " dil " + std::to_string(g.dh) + "," + std::to_string(g.dw);
+  // One stream, not a chain of string +: GCC 12 warns (-Wrestrict, a false
+  // positive) on the chain once it is inlined into a loop.
+  std::ostringstream out;
+  out << "N" << g.N << " C" << g.C << " " << g.H << "x" << g.W << " K" << g.K << " " << g.R << "x" << g.S
+      << " stride " << g.sh << "," << g.sw << " pad " << g.ph << "," << g.pw << " dil " << g.dh << "," << g.dw;
+  return out.str();
 }
 
 template <typename T>
@@ -83,6 +86,9 @@ const std::vector<ConvGeometry>& geometries() {
       // Stride 2 along rows long enough for the packer's 16-wide gather (and its scalar tail):
       make(1, 5, 9, 70, 40, 3, 3, 2, 2, 1, 1),       // Q = 35: pieces of 32 and 3
       make(2, 3, 12, 100, 20, 7, 7, 2, 2, 3, 3),     // ResNet stem-like, Q = 50, 300 pixels per image
+      // Small weight gradients summed by groups of images (conv2d.cpp, image_groups_win):
+      make(11, 3, 15, 21, 10, 7, 7, 2, 2, 3, 3),     // 11 images: 6 groups of 2, the last of 1
+      make(9, 20, 6, 5, 3, 3, 3, 1, 1, 1, 1),        // 9 images: 5 groups, channels-last copies per thread
   };
   return gs;
 }
@@ -367,6 +373,7 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
       make(1, 20, 13, 9, 17, 3, 3, 2, 1, 1, 1),       // row stride 2
       make(2, 7, 11, 12, 33, 3, 3, 1, 1, 2, 2, 2, 2),  // dilation 2
       make(1, 9, 8, 19, 70, 1, 7, 1, 1, 0, 3),        // 1x7, 63 taps
+      make(3, 19, 7, 37, 21, 1, 1),                   // 1x1: 19 taps
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
@@ -404,6 +411,11 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
   CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(4, 128, 64, 64, 48, 3, 3, 1, 1, 1, 1)));
   CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(4, 128, 32, 32, 128, 3, 3, 1, 1, 1, 1)));
   CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(4, 256, 64, 64, 256, 3, 3, 1, 1, 1, 1)));
+  // 1x1 layers by the same rule (and with 32 channels or fewer too).
+  CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 256, 56, 56, 64, 1, 1)));
+  CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(4, 32, 64, 64, 16, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 128, 28, 28, 512, 1, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 64, 56, 56, 64, 1, 1, 2, 2)));  // stride 2
   // Through conv2d_backward_weight on a dispatched shape.
   const ConvGeometry g = make(1, 40, 6, 130, 20, 3, 3, 1, 1, 1, 1);
   REQUIRE(kernels::cpu::conv2d_weight_grad_takes_direct(g));  // (returned above if switched off)
@@ -503,24 +515,30 @@ TEST_CASE("conv2d kernels: f64 im2col + dgemm path matches the direct reference"
 }
 
 TEST_CASE("conv2d kernels: f32 results do not depend on the thread count") {
-  const ConvGeometry g = make(2, 16, 19, 21, 20, 3, 3, 1, 1, 1, 1);
-  const auto x = random_values<float>(g.N * g.C * g.hw(), 5);
-  const auto w = random_values<float>(g.K * g.crs(), 6);
-  const auto dy = random_values<float>(g.N * g.K * g.pq(), 7);
-  auto run = [&](int threads) {
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(threads);
-    std::vector<float> y(g.N * g.K * g.pq()), dx(x.size()), dw(w.size());
-    kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), nullptr, y.data());
-    kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data());
-    kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
-    omp_set_num_threads(saved);
-    return std::vector<std::vector<float>>{y, dx, dw};
-  };
-  const auto one = run(1), two = run(2), three = run(3);
-  for (size_t i = 0; i < one.size(); ++i) {
-    CHECK(one[i] == two[i]);
-    CHECK(one[i] == three[i]);
+  // The first two sum their weight gradients by groups of images (the
+  // second: 11 images in 6 groups, stride 2); the third's dW (60 x 576) is
+  // past that, and its threads split dW's columns.
+  for (const ConvGeometry& g : {make(2, 16, 19, 21, 20, 3, 3, 1, 1, 1, 1), make(11, 3, 30, 41, 10, 7, 7, 2, 2, 3, 3),
+                                make(2, 64, 9, 10, 60, 3, 3, 1, 1, 1, 1)}) {
+    INFO(describe(g));
+    const auto x = random_values<float>(g.N * g.C * g.hw(), 5);
+    const auto w = random_values<float>(g.K * g.crs(), 6);
+    const auto dy = random_values<float>(g.N * g.K * g.pq(), 7);
+    auto run = [&](int threads) {
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      std::vector<float> y(g.N * g.K * g.pq()), dx(x.size()), dw(w.size());
+      kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), nullptr, y.data());
+      kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data());
+      kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
+      omp_set_num_threads(saved);
+      return std::vector<std::vector<float>>{y, dx, dw};
+    };
+    const auto one = run(1), two = run(2), three = run(3);
+    for (size_t i = 0; i < one.size(); ++i) {
+      CHECK(one[i] == two[i]);
+      CHECK(one[i] == three[i]);
+    }
   }
 }
 

@@ -154,14 +154,23 @@ void pack_b_matrix(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j
       for (int64_t c = 0; c < cols; ++c) d[c] = src[c];
       for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
     }
-  } else {
-    // B stores op(B)^T: column j of op(B) is contiguous in k.
-    for (int64_t c = 0; c < cols; ++c) {
-      const float* src = op.data + (j0 + c) * op.ld + p0;
-      for (int64_t k = 0; k < kc; ++k) dst[k * nr + c] = src[k];
+    return;
+  }
+  // B stores op(B)^T: column j of op(B) is contiguous in k, and lands with
+  // stride NR. 16 columns at a time through transpose_pack: one float per
+  // store, scalar, made this packer 40% of a 1x1 convolution's weight
+  // gradient (256 -> 64 at 56^2, batch 8), twice its micro-kernel's time.
+  constexpr int64_t kGroup = 16;  // transpose_pack's most rows
+  for (int64_t c0 = 0; c0 < nr; c0 += kGroup) {
+    const int64_t width = std::min(kGroup, nr - c0);
+    const int rows = static_cast<int>(std::clamp<int64_t>(cols - c0, 0, width));
+    if (rows > 0) {
+      const float* src[kGroup];
+      for (int r = 0; r < rows; ++r) src[r] = op.data + (j0 + c0 + r) * op.ld + p0;
+      transpose_pack(src, rows, kc, 1.0f, dst + c0, nr);
     }
-    for (int64_t k = 0; k < kc; ++k)
-      for (int64_t c = cols; c < nr; ++c) dst[k * nr + c] = 0.0f;
+    if (rows < width)
+      for (int64_t k = 0; k < kc; ++k) std::fill(dst + k * nr + c0 + rows, dst + k * nr + c0 + width, 0.0f);
   }
 }
 

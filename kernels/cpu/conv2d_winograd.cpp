@@ -6,7 +6,11 @@
 #include <algorithm>
 #include <memory>
 #include <vector>
+#include <cstdint>
 #include <cstring>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
@@ -166,42 +170,76 @@ struct PackedFilters {
   const float* point(int xi) const { return data.get() + xi * per_point; }
 };
 
+// The packed filters go straight to memory with streaming stores: they are
+// 4x the weights (151 MB for 1024 -> 1024), read back only after all of
+// them are written, so writing them through the cache first reads every
+// line from memory (a write-allocate) and evicts the weights the transform
+// is reading. Streaming stores need whole lines: kDepthGroup depth steps of
+// a panel (for MR = 12, 48 floats, 3 lines per point) are gathered in L1
+// and then streamed out.
+constexpr int64_t kDepthGroup = 4;
+
+// dst[0 .. n) = src[0 .. n), bypassing the caches where dst is 64-byte
+// aligned and n a multiple of 16 (whole lines); else an ordinary copy.
+// The caller fences (stream_fence) before another thread reads dst.
+inline void stream_copy(const float* src, int64_t n, float* dst) {
+#if defined(__SSE2__)
+  if (reinterpret_cast<uintptr_t>(dst) % 64 == 0 && n % kLanes == 0) {
+    for (int64_t i = 0; i < n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+    return;
+  }
+#endif
+  std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+}
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
 PackedFilters pack_transformed_filters(const ConvGeometry& g, const float* w, bool flip, const BlisConfig& cfg) {
   const int64_t rows = flip ? g.C : g.K, depth = flip ? g.K : g.C, mr = cfg.mr, mpad = round_up(rows, mr);
   CRFSEG_CHECK(mr <= kLanes, NotImplementedError, "conv2d_winograd: micro-kernel rows (MR) ", mr, " > ", kLanes);
   PackedFilters packed{cpu_array<float>(kPoints * mpad * depth), mpad * depth};
-#pragma omp parallel for schedule(static)
-  for (int64_t panel = 0; panel < mpad / mr; ++panel) {
-    const int64_t r0 = panel * mr, n = std::min(mr, rows - r0);
-    for (int64_t d = 0; d < depth; ++d) {
-      // Tap t of the panel's filter l to taps[t][l] (lane by lane into a
-      // vector would stall on store forwarding), then one load per tap.
-      float taps[9][kLanes] = {};
-      for (int64_t l = 0; l < n; ++l) {
-        const int64_t k = flip ? d : r0 + l, c = flip ? r0 + l : d;
-        const float* src = w + (k * g.C + c) * 9;
-        for (int t = 0; t < 9; ++t) taps[t][l] = src[flip ? 8 - t : t];
-      }
-      Vec16 f[3][3], u[kA][kA];
-      FULLY_UNROLLED for (int t = 0; t < 9; ++t) f[t / 3][t % 3] = load16(taps[t]);
-      sandwich<kA, 3, false>(kG, f, u);
-      // (r0, d) in prepack_a's layout: KC slice pc, panel, step d - pc.
-      const int64_t pc = d / cfg.kc * cfg.kc, kc = std::min(cfg.kc, depth - pc);
-      float* dst = packed.data.get() + pc * mpad + r0 * kc + (d - pc) * mr;
-      // Fixed-size copies for the registered MRs (a run-time length would
-      // call memcpy 36 times per filter group).
-      FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
-        float* out = dst + xi * packed.per_point;
-        const Vec16& v = u[xi / kA][xi % kA];
-        if (mr == 12) {
-          std::memcpy(out, &v, 12 * sizeof(float));
-        } else if (mr == 16) {
-          std::memcpy(out, &v, 16 * sizeof(float));
-        } else {
-          for (int64_t l = 0; l < mr; ++l) out[l] = v[l];
+#pragma omp parallel
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t panel = 0; panel < mpad / mr; ++panel) {
+      const int64_t r0 = panel * mr, n = std::min(mr, rows - r0);
+      // Per point, kDepthGroup depth steps of the panel's MR values (+ slack
+      // for the last step's whole-vector store).
+      alignas(64) float group[kPoints][kDepthGroup * kLanes + kLanes];
+      for (int64_t pc = 0; pc < depth; pc += cfg.kc) {  // prepack_a's KC slices
+        const int64_t kc = std::min(cfg.kc, depth - pc);
+        // (r0, pc) in prepack_a's layout; depth step d of the slice is mr floats further each.
+        float* slice = packed.data.get() + pc * mpad + r0 * kc;
+        for (int64_t d0 = pc; d0 < pc + kc; d0 += kDepthGroup) {
+          const int64_t steps = std::min(kDepthGroup, pc + kc - d0);
+          for (int64_t d = d0; d < d0 + steps; ++d) {
+            // Tap t of the panel's filter l to taps[t][l] (lane by lane into a
+            // vector would stall on store forwarding), then one load per tap.
+            float taps[9][kLanes] = {};
+            for (int64_t l = 0; l < n; ++l) {
+              const int64_t k = flip ? d : r0 + l, c = flip ? r0 + l : d;
+              const float* src = w + (k * g.C + c) * 9;
+              for (int t = 0; t < 9; ++t) taps[t][l] = src[flip ? 8 - t : t];
+            }
+            Vec16 f[3][3], u[kA][kA];
+            FULLY_UNROLLED for (int t = 0; t < 9; ++t) f[t / 3][t % 3] = load16(taps[t]);
+            sandwich<kA, 3, false>(kG, f, u);
+            // Whole vectors, mr apart: each overwrites the previous one's
+            // lanes past mr (rows past the last filter come out zero).
+            FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
+              std::memcpy(group[xi] + (d - d0) * mr, &u[xi / kA][xi % kA], sizeof(Vec16));
+            }
+          }
+          for (int xi = 0; xi < kPoints; ++xi) {
+            stream_copy(group[xi], steps * mr, slice + xi * packed.per_point + (d0 - pc) * mr);
+          }
         }
       }
     }
+    stream_fence();  // this thread's streamed lines, before the region's closing barrier
   }
   return packed;
 }

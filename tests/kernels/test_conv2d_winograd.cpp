@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -36,9 +37,9 @@ ConvGeometry make3x3(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int6
 }
 
 std::string describe(const ConvGeometry& g) {
-  return "N" + std::to_string(g.N) + " C" + std::to_string(g.C) + " " + std::to_string(g.H) + "x" +
-         std::to_string(g.W) + " K" + std::to_string(g.K) + " pad " + std::to_string(g.ph) + "," +
-         std::to_string(g.pw);
+  std::ostringstream out;  // not a chain of string +, on which GCC 12 warns falsely (-Wrestrict)
+  out << "N" << g.N << " C" << g.C << " " << g.H << "x" << g.W << " K" << g.K << " pad " << g.ph << "," << g.pw;
+  return out.str();
 }
 
 std::vector<float> random_floats(int64_t n, uint64_t seed) {
@@ -79,7 +80,10 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
       make3x3(1, 5, 35, 64, 6, 1),   // 16 tiles per row: bands of 4 tile rows, 9 rows = 4 + 4 + 1
       make3x3(2, 7, 35, 64, 6, 1),   // 6 bands: the weight gradient in bands, groups of 2, 2, 2
       make3x3(2, 260, 6, 7, 257, 1),  // C K > 256^2: the whole-batch forward instead of bands
-      make3x3(1, 530, 6, 5, 521, 1),  // C, K > KC (320 or 512): packed filters in two depth slices
+      make3x3(1, 530, 6, 5, 521, 1),  // C, K > KC (512 on Intel): packed filters in two depth slices;
+                                      // depth steps streamed 4 at a time, the last 2 (530) and 1 (521) copied
+      make3x3(1, 1030, 4, 5, 13, 1),  // C > KC of 1024 (v4 on AMD): the forward's depth in two slices
+      make3x3(1, 13, 4, 5, 1027, 1),  // K > 1024: the backward-input's flipped filters in two slices
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));

@@ -263,22 +263,40 @@ void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw) {
     }
 }
 
-// Floats of scratch transform_input_row needs: the split rows and one
-// padded row. `span` is its split rows' length.
-int64_t input_row_span(const Tiles& tl) { return round_up(tl.tx + 1, kLanes) + kLanes; }
-int64_t input_row_scratch(const Tiles& tl) { return (kA + 1) * kM * input_row_span(tl); }
+// The transforms below take 16 tiles at a time, one per lane. Along one
+// tile row that wastes lanes where a row has fewer than 16 tiles (outputs
+// under 64 wide: 8 tiles at 32^2, 4 at 16^2, so half or three quarters of
+// every vector, and each store a scalar loop). There they take the tiles
+// of kFlatTiles / tx tile rows together, 16 consecutive tiles of the
+// row-major tile grid at a time, across row ends ("flat"): the inputs'
+// split rows are first copied into one run per (i, j) over the group.
+constexpr int64_t kFlatTiles = 64;
+int64_t flat_rows(const Tiles& tl) { return tl.tx < kLanes ? std::min(tl.ty, ceil_div(kFlatTiles, tl.tx)) : 1; }
+// Floats per (i, j) run of a flat group: its tiles, rounded up, and a
+// vector of slack (the copies are whole vectors).
+int64_t flat_stride(const Tiles& tl) { return round_up(flat_rows(tl) * tl.tx, kLanes) + kLanes; }
+// The callers' groups (for_each_tile_rows, Bands) are at most flat_rows
+// tile rows, what the runs hold.
+void check_flat_rows(const Tiles& tl, int64_t rows) {
+  CRFSEG_CHECK(rows <= flat_rows(tl), Error, "conv2d_winograd: a flat group of ", rows,
+               " tile rows, expected at most ", flat_rows(tl));
+}
 
-// out[xi * plane + u] = (B^T d B)[xi] for the kA x kA input patch d of
-// tile (n, ty, u) in channel c, u < tiles per row (zero outside the image).
-// The kA input rows are first split by column modulo kM,
-//   cols[i][r][u] = x[row i, column kM u + r - pw],
+// Floats of scratch transform_input_rows needs: the split rows, one padded
+// row and (flat) the runs. `span` is a split row's length.
+int64_t input_row_span(const Tiles& tl) { return round_up(tl.tx + 1, kLanes) + kLanes; }
+int64_t input_row_scratch(const Tiles& tl) {
+  return (kA + 1) * kM * input_row_span(tl) + (tl.tx < kLanes ? kPoints * flat_stride(tl) : 0);
+}
+
+// The kA input rows of tile row (n, ty) of channel c split by column
+// modulo kM,
+//   cols[i][r][u] = x[row i, column kM u + r - pw]   (zero outside the image),
 // so that column j of the patches of 16 neighbouring tiles u0.. is the
-// contiguous run cols[i][j % kM][u0 + j / kM ..].
-void transform_input_row(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty,
-                         float* scratch, float* out, int64_t plane) {
+// contiguous run cols[i][j % kM][u0 + j / kM ..]. padded: one row of scratch.
+void split_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty,
+                      float* cols, float* padded) {
   const int64_t span = input_row_span(tl), width = kM * span;
-  float* cols = scratch;
-  float* padded = cols + kA * kM * span;
   const float* xc = x + (n * g.C + c) * g.H * g.W;
   for (int i = 0; i < kA; ++i) {
     // padded[j] = x[h, j - pw] (zero outside), then split by j % kM.
@@ -294,50 +312,93 @@ void transform_input_row(const ConvGeometry& g, const Tiles& tl, const float* x,
     float* ci = cols + i * kM * span;
     for (int64_t u = 0; u < span; u += kLanes) deinterleave4(padded + kM * u, ci + u, span);
   }
-  for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
-    Vec16 d[kA][kA], v[kA][kA];
+}
+
+// Sixteen tiles: out[xi * plane + l] = (B^T d B)[xi] for l < n16, where
+// d[i][j] of lane l is src[i][j][l].
+void transform_input_group(const float* const (&src)[kA][kA], int64_t n16, float* out, int64_t plane) {
+  Vec16 d[kA][kA], v[kA][kA];
+  FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j) d[i][j] = load16(src[i][j]);
+  sandwich<kA, kA, false>(kBT, d, v);
+  FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane, v[xi / kA][xi % kA], n16);
+}
+
+// out[xi * plane + r tx + u] = (B^T d B)[xi] for the kA x kA input patch d
+// of tile (n, ty0 + r, u) in channel c, for r < rows (zero outside the
+// image; at most flat_rows(tl) rows where tx < 16); out's tiles of
+// consecutive rows are consecutive.
+void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty0,
+                          int64_t rows, float* scratch, float* out, int64_t plane) {
+  const int64_t span = input_row_span(tl);
+  float* cols = scratch;
+  float* padded = cols + kA * kM * span;
+  float* flat = padded + kM * span;
+  const float* src[kA][kA];
+  if (tl.tx >= kLanes) {  // whole vectors along each row, read from the split rows
+    for (int64_t r = 0; r < rows; ++r) {
+      split_input_rows(g, tl, x, n, c, ty0 + r, cols, padded);
+      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+        FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j)
+            src[i][j] = cols + (i * kM + j % kM) * span + u0 + j / kM;
+        transform_input_group(src, std::min<int64_t>(kLanes, tl.tx - u0), out + r * tl.tx + u0, plane);
+      }
+    }
+    return;
+  }
+  check_flat_rows(tl, rows);
+  const int64_t stride = flat_stride(tl), tiles = rows * tl.tx;
+  for (int64_t f = 0; f < tiles; f += tl.tx) {
+    split_input_rows(g, tl, x, n, c, ty0 + f / tl.tx, cols, padded);
+    // Whole vectors (tx < 16): each spills into the next row's place, written after it.
     FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j)
-        d[i][j] = load16(cols + (i * kM + j % kM) * span + u0 + j / kM);
-    sandwich<kA, kA, false>(kBT, d, v);
-    const int64_t n16 = std::min<int64_t>(kLanes, tl.tx - u0);
-    FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane + u0, v[xi / kA][xi % kA], n16);
+        std::memcpy(flat + (i * kA + j) * stride + f, cols + (i * kM + j % kM) * span + j / kM, sizeof(Vec16));
+  }
+  for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
+    FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j)
+        src[i][j] = flat + (i * kA + j) * stride + f0;
+    transform_input_group(src, std::min<int64_t>(kLanes, tiles - f0), out + f0, plane);
   }
 }
 
-// row_fn(n, channel, ty, scratch) for every tile row of every image and
-// channel, one task each, with per_thread floats of scratch per thread
-// (none for 0).
-template <typename RowFn>
-void for_each_tile_row(int64_t images, int64_t channels, const Tiles& tl, int64_t per_thread, RowFn&& row_fn) {
+// for_each(n, channel, ty0, rows, scratch) over every image and channel,
+// in groups of flat_rows(tl) tile rows, one task each, with per_thread
+// floats of scratch per thread (none for 0).
+template <typename RowsFn>
+void for_each_tile_rows(int64_t images, int64_t channels, const Tiles& tl, int64_t per_thread, RowsFn&& rows_fn) {
   const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * per_thread);
+  const int64_t chunk = flat_rows(tl), groups = ceil_div(tl.ty, chunk);
 #pragma omp parallel
   {
     float* mine = scratch.get() + omp_get_thread_num() * per_thread;
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < images * channels * tl.ty; ++task)
-      row_fn(task / tl.ty / channels, task / tl.ty % channels, task % tl.ty, mine);
+    for (int64_t task = 0; task < images * channels * groups; ++task) {
+      const int64_t ty0 = task % groups * chunk;
+      rows_fn(task / groups / channels, task / groups % channels, ty0, std::min(chunk, tl.ty - ty0), mine);
+    }
   }
 }
 
 // V[xi][c * T + t] = (B^T d B)[xi] for every tile t and channel c, planes
 // point_plane(C, T) apart.
 void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V) {
-  for_each_tile_row(g.N, g.C, tl, input_row_scratch(tl), [&](int64_t n, int64_t c, int64_t ty, float* scratch) {
-    transform_input_row(g, tl, x, n, c, ty, scratch, V + c * tl.total + n * tl.per_image + ty * tl.tx,
-                        point_plane(g.C, tl.total));
-  });
+  for_each_tile_rows(g.N, g.C, tl, input_row_scratch(tl),
+                     [&](int64_t n, int64_t c, int64_t ty0, int64_t rows, float* scratch) {
+                       transform_input_rows(g, tl, x, n, c, ty0, rows, scratch,
+                                            V + c * tl.total + n * tl.per_image + ty0 * tl.tx,
+                                            point_plane(g.C, tl.total));
+                     });
 }
 
 int64_t grad_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes); }
-int64_t grad_row_scratch(const Tiles& tl) { return (kM + 1) * kM * grad_row_span(tl); }
+int64_t grad_row_scratch(const Tiles& tl) {
+  return (kM + 1) * kM * grad_row_span(tl) + (tl.tx < kLanes ? kPoints * flat_stride(tl) : 0);
+}
 
-// out[xi * plane + u] = (A dY A^T)[xi] for the kM x kM tile (n, ty, u) of
-// dy[n,k] (zero beyond the output), split by columns like the inputs.
-void transform_output_grad_row(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k,
-                               int64_t ty, float* scratch, float* out, int64_t plane) {
+// The kM rows of dy[n,k] in output tile row ty, split by columns like the
+// inputs: cols[i][j][u] = dy[row i, column kM u + j] (zero beyond the output).
+void split_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k, int64_t ty,
+                            float* cols, float* padded) {
   const int64_t span = grad_row_span(tl), width = kM * span;
-  float* cols = scratch;
-  float* padded = cols + kM * kM * span;
   const float* dk = dy + (n * g.K + k) * g.P * g.Q;
   for (int i = 0; i < kM; ++i) {
     const int64_t p = ty * kM + i;
@@ -350,50 +411,98 @@ void transform_output_grad_row(const ConvGeometry& g, const Tiles& tl, const flo
     float* ci = cols + i * kM * span;
     for (int64_t u = 0; u < span; u += kLanes) deinterleave4(padded + kM * u, ci + u, span);
   }
-  for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
-    Vec16 d[kM][kM], z[kA][kA];
+}
+
+// Sixteen tiles: out[xi * plane + l] = (A dY A^T)[xi], dY[i][j] of lane l src[i][j][l].
+void transform_output_grad_group(const float* const (&src)[kM][kM], int64_t n16, float* out, int64_t plane) {
+  Vec16 d[kM][kM], z[kA][kA];
+  FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j) d[i][j] = load16(src[i][j]);
+  sandwich<kA, kM, true>(kAT, d, z);
+  FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane, z[xi / kA][xi % kA], n16);
+}
+
+// out[xi * plane + r tx + u] = (A dY A^T)[xi] for the kM x kM tile
+// (n, ty0 + r, u) of dy[n,k], r < rows (as transform_input_rows).
+void transform_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k,
+                                int64_t ty0, int64_t rows, float* scratch, float* out, int64_t plane) {
+  const int64_t span = grad_row_span(tl);
+  float* cols = scratch;
+  float* padded = cols + kM * kM * span;
+  float* flat = padded + kM * span;
+  const float* src[kM][kM];
+  if (tl.tx >= kLanes) {
+    for (int64_t r = 0; r < rows; ++r) {
+      split_output_grad_rows(g, tl, dy, n, k, ty0 + r, cols, padded);
+      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+        FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j)
+            src[i][j] = cols + (i * kM + j) * span + u0;
+        transform_output_grad_group(src, std::min<int64_t>(kLanes, tl.tx - u0), out + r * tl.tx + u0, plane);
+      }
+    }
+    return;
+  }
+  check_flat_rows(tl, rows);
+  const int64_t stride = flat_stride(tl), tiles = rows * tl.tx;
+  for (int64_t f = 0; f < tiles; f += tl.tx) {
+    split_output_grad_rows(g, tl, dy, n, k, ty0 + f / tl.tx, cols, padded);
     FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j)
-        d[i][j] = load16(cols + (i * kM + j) * span + u0);
-    sandwich<kA, kM, true>(kAT, d, z);
-    const int64_t n16 = std::min<int64_t>(kLanes, tl.tx - u0);
-    FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane + u0, z[xi / kA][xi % kA], n16);
+        std::memcpy(flat + (i * kM + j) * stride + f, cols + (i * kM + j) * span, sizeof(Vec16));
+  }
+  for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
+    FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j)
+        src[i][j] = flat + (i * kM + j) * stride + f0;
+    transform_output_grad_group(src, std::min<int64_t>(kLanes, tiles - f0), out + f0, plane);
   }
 }
 
 // Z[xi][k * T + t] for every tile t and channel k, planes point_plane(K, T) apart.
 void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float* dy, float* Z) {
-  for_each_tile_row(g.N, g.K, tl, grad_row_scratch(tl), [&](int64_t n, int64_t k, int64_t ty, float* scratch) {
-    transform_output_grad_row(g, tl, dy, n, k, ty, scratch, Z + k * tl.total + n * tl.per_image + ty * tl.tx,
-                              point_plane(g.K, tl.total));
-  });
+  for_each_tile_rows(g.N, g.K, tl, grad_row_scratch(tl),
+                     [&](int64_t n, int64_t k, int64_t ty0, int64_t rows, float* scratch) {
+                       transform_output_grad_rows(g, tl, dy, n, k, ty0, rows, scratch,
+                                                  Z + k * tl.total + n * tl.per_image + ty0 * tl.tx,
+                                                  point_plane(g.K, tl.total));
+                     });
 }
 
-// Output tile row (n, ty) of channel k: tile u = A^T in[., u] A (+ bias,
-// then max(., 0) with relu), in[xi * plane + u], clipped to the output.
-// Reads up to 15 floats past each row of in (lanes it then ignores).
-void transform_output_row(const ConvGeometry& g, const Tiles& tl, const float* in, int64_t plane, int64_t n,
-                          int64_t k, int64_t ty, const float* bias, bool relu, float* y) {
+// Output tile rows ty0 .. ty0 + rows of (n, k): tile (ty0 + r, u) =
+// A^T in[., r tx + u] A (+ bias, then max(., 0) with relu), in[xi * plane
+// + f], clipped to the output. The tiles go 16 at a time in row-major
+// order, across row ends (a lane's outputs then land in its own tile row).
+// Reads up to 15 floats past the last tile of in (lanes it then ignores).
+void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* in, int64_t plane, int64_t n,
+                           int64_t k, int64_t ty0, int64_t rows, const float* bias, bool relu, float* y) {
   float* yk = y + (n * g.K + k) * g.P * g.Q;
   const float b = bias ? bias[k] : 0.0f;
-  const int64_t rows = std::min<int64_t>(kM, g.P - ty * kM);
-  for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+  const int64_t tiles = rows * tl.tx;
+  for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
     Vec16 m[kA][kA], out[kM][kM];
-    FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) m[xi / kA][xi % kA] = load16(in + xi * plane + u0);
+    FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) m[xi / kA][xi % kA] = load16(in + xi * plane + f0);
     sandwich<kM, kA, false>(kAT, m, out);
-    const int64_t cols = std::min<int64_t>(kLanes * kM, g.Q - u0 * kM);
-    for (int64_t i = 0; i < rows; ++i) {
-      float* yrow = yk + (ty * kM + i) * g.Q + u0 * kM;
+    const int64_t lanes = std::min<int64_t>(kLanes, tiles - f0);
+    const int64_t r = f0 / tl.tx, u = f0 % tl.tx;
+    const bool one_row = u + lanes <= tl.tx;  // no row end inside: 64 pixels (or fewer) of one output row
+    for (int i = 0; i < kM; ++i) {
       FULLY_UNROLLED for (int j = 0; j < kM; ++j) out[i][j] += b;
       if (relu) {
         const Vec16 zero = {};
         FULLY_UNROLLED for (int j = 0; j < kM; ++j) out[i][j] = out[i][j] < zero ? zero : out[i][j];  // NaN passes
       }
-      if (cols == kLanes * kM) {
-        interleave4(out[i], yrow);
-      } else {
-        float row[kLanes * kM];
-        interleave4(out[i], row);
-        std::copy(row, row + cols, yrow);
+      const int64_t p = (ty0 + r) * kM + i;
+      if (one_row && lanes == kLanes && p < g.P && (u + kLanes) * kM <= g.Q) {
+        interleave4(out[i], yk + p * g.Q + u * kM);
+        continue;
+      }
+      float row[kLanes * kM];
+      interleave4(out[i], row);
+      // Lane runs of one tile row each: lanes [l, l + len) are tiles u.. of tile row rr.
+      for (int64_t l = 0, rr = r, uu = u; l < lanes; ++rr, uu = 0) {
+        const int64_t len = std::min(tl.tx - uu, lanes - l), pp = (ty0 + rr) * kM + i;
+        if (pp < g.P) {
+          const int64_t cols = std::min(len * kM, g.Q - uu * kM);
+          std::copy(row + l * kM, row + l * kM + cols, yk + pp * g.Q + uu * kM);
+        }
+        l += len;
       }
     }
   }
@@ -402,9 +511,9 @@ void transform_output_row(const ConvGeometry& g, const Tiles& tl, const float* i
 // y = A^T M[., k, t] A (+ bias[k], then ReLU with relu) for every tile t and channel k.
 void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, bool relu,
                        float* y) {
-  for_each_tile_row(g.N, g.K, tl, 0, [&](int64_t n, int64_t k, int64_t ty, float*) {
-    transform_output_row(g, tl, M + k * tl.total + n * tl.per_image + ty * tl.tx, point_plane(g.K, tl.total), n, k,
-                         ty, bias, relu, y);
+  for_each_tile_rows(g.N, g.K, tl, 0, [&](int64_t n, int64_t k, int64_t ty0, int64_t rows, float*) {
+    transform_output_rows(g, tl, M + k * tl.total + n * tl.per_image + ty0 * tl.tx, point_plane(g.K, tl.total), n, k,
+                          ty0, rows, bias, relu, y);
   });
 }
 
@@ -439,9 +548,7 @@ struct Bands {
 void transform_band_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, const Band& b, float* scratch,
                            float* V) {
   const int64_t plane = point_plane(g.C, b.tiles);
-  for (int64_t c = 0; c < g.C; ++c)
-    for (int64_t r = 0; r < b.rows; ++r)
-      transform_input_row(g, tl, x, b.n, c, b.ty0 + r, scratch, V + c * b.tiles + r * tl.tx, plane);
+  for (int64_t c = 0; c < g.C; ++c) transform_input_rows(g, tl, x, b.n, c, b.ty0, b.rows, scratch, V + c * b.tiles, plane);
 }
 
 // The transformed tiles of a whole batch take 36 / 16 = 2.25 times the
@@ -509,7 +616,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
   const Bands bands(tl);
   const int64_t bt = bands.max_tiles;
   // Per thread: the band's V [36][C][bt], M [36][K][bt] (+ slack, read past
-  // by transform_output_row) and the row scratch.
+  // by transform_output_rows) and the row scratch.
   const int64_t v_floats = kPoints * point_plane(g.C, bt), m_floats = kPoints * point_plane(g.K, bt) + kLanes;
   const int64_t per_thread = v_floats + m_floats + input_row_scratch(tl);
   const int slots = parallel_slots();
@@ -540,8 +647,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
         blis_block(cfg, g.K, tiles, g.C, ax, packer, 0, 0.0f, M + xi * m_plane, tiles, *workspaces[tid]);
       }
       for (int64_t k = 0; k < g.K; ++k)
-        for (int64_t r = 0; r < b.rows; ++r)
-          transform_output_row(g, tl, M + k * tiles + r * tl.tx, m_plane, b.n, k, b.ty0 + r, bias, relu, y);
+        transform_output_rows(g, tl, M + k * tiles, m_plane, b.n, k, b.ty0, b.rows, bias, relu, y);
     }
   }
 }
@@ -582,8 +688,7 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
         const int64_t tiles = b.tiles, v_plane = point_plane(g.C, tiles), z_plane = point_plane(g.K, tiles);
         transform_band_inputs(g, tl, x, b, rows, V);
         for (int64_t k = 0; k < g.K; ++k)
-          for (int64_t r = 0; r < b.rows; ++r)
-            transform_output_grad_row(g, tl, dy, b.n, k, b.ty0 + r, rows, Z + k * tiles + r * tl.tx, z_plane);
+          transform_output_grad_rows(g, tl, dy, b.n, k, b.ty0, b.rows, rows, Z + k * tiles, z_plane);
         const float beta = band == group * per_group ? 0.0f : 1.0f;
         for (int xi = 0; xi < kPoints; ++xi) {
           AOperand a{};

@@ -919,6 +919,7 @@ bool conv2d_forward_takes_winograd(const ConvGeometry& g) { return winograd_forw
 bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
 bool conv2d_weight_grad_takes_winograd(const ConvGeometry& g) { return winograd_weight_grad_wins(g); }
 bool set_conv_b_in_place(bool on) { return g_b_in_place.exchange(on); }
+bool conv_b_in_place() { return g_b_in_place.load(); }
 bool conv2d_forward_reads_b_in_place(const ConvGeometry& g) {
   return g.is_pointwise() && !fold_batch(g) && b_in_place_suits(g.hw());
 }

@@ -84,8 +84,11 @@ void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 // GEMM read the input image in place instead of packing it, where the plane
 // suits that (not a multiple of 256 pixels); the result is bit for bit the
 // same. CRFSEG_CONV_B_IN_PLACE=0 turns it off. Returns the previous setting
-// (tests and bench_conv compare the two).
+// (tests and bench_conv compare the two). The same setting lets the
+// whole-batch Winograd forward read its transformed inputs in place
+// (conv2d_winograd.cpp).
 bool set_conv_b_in_place(bool on);
+bool conv_b_in_place();
 // Whether conv2d_forward's GEMM reads g's input in place (1x1, stride 1, not
 // folded into a batch GEMM, a suitable plane, the setting on). With f32.
 bool conv2d_forward_reads_b_in_place(const ConvGeometry& g);

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
 #include "tensor/cpu_allocator.h"
@@ -378,16 +379,22 @@ void for_each_tile_rows(int64_t images, int64_t channels, const Tiles& tl, int64
   }
 }
 
-// V[xi][c * T + t] = (B^T d B)[xi] for every tile t and channel c, planes
-// point_plane(C, T) apart.
-void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V) {
+// V[xi][c * ld + t] = (B^T d B)[xi] for every tile t and channel c, planes
+// point_plane(C, ld) apart (ld >= T).
+void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V, int64_t ld) {
   for_each_tile_rows(g.N, g.C, tl, input_row_scratch(tl),
                      [&](int64_t n, int64_t c, int64_t ty0, int64_t rows, float* scratch) {
                        transform_input_rows(g, tl, x, n, c, ty0, rows, scratch,
-                                            V + c * tl.total + n * tl.per_image + ty0 * tl.tx,
-                                            point_plane(g.C, tl.total));
+                                            V + c * ld + n * tl.per_image + ty0 * tl.tx, point_plane(g.C, ld));
                      });
 }
+
+// The row stride of a whole batch's transformed inputs V[xi] [C, T]: T
+// padded by a vector and one more. The forward's GEMMs read V in place
+// (as blis_loops.h's in_place B) instead of packing it (the copy was 8%
+// of 512 -> 512 at 32^2); rows a multiple of 1 KiB apart (T = 256 there)
+// would put a micro-panel's rows into a few L1 sets.
+int64_t v_row_stride(int64_t tiles) { return round_up(tiles, kLanes) + kLanes; }
 
 int64_t grad_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes); }
 int64_t grad_row_scratch(const Tiles& tl) {
@@ -585,18 +592,22 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
   // against the whole batch's 6.9).
   if (g.C * g.K <= 256 * 256 && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, relu, y);
   const BlisConfig& cfg = sgemm_blis_config();
-  const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
-  const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, tiles));
+  const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(tiles);
+  const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));
   const CpuArray<float> M = transform_buffer(kPoints * point_plane(g.K, tiles));
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const ConvGeometry gc = images(g, std::min(chunk, g.N - n0));
     const Tiles tl(gc);
-    transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get());
+    transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get(), ldv);
     for (int xi = 0; xi < kPoints; ++xi) {
-      const MatrixOperand vx{V.get() + xi * point_plane(g.C, tl.total), tl.total, false};
-      blis_sgemm_packed_a(cfg, omp_get_max_threads(), U.point(xi), g.K, tl.total, g.C,
-                          {pack_b_matrix, &vx, pack_b_matrix_block}, 0.0f, M.get() + xi * point_plane(g.K, tl.total),
-                          tl.total);
+      const MatrixOperand vx{V.get() + xi * point_plane(g.C, ldv), ldv, false};
+      BPanelPacker b{pack_b_matrix, &vx, pack_b_matrix_block};
+      if (conv_b_in_place()) {
+        b.in_place = vx.data;
+        b.in_place_ld = ldv;
+      }
+      blis_sgemm_packed_a(cfg, omp_get_max_threads(), U.point(xi), g.K, tl.total, g.C, b, 0.0f,
+                          M.get() + xi * point_plane(g.K, tl.total), tl.total);
     }
     transform_outputs(gc, tl, M.get(), bias, relu, y + n0 * g.K * g.P * g.Q);
   }
@@ -746,20 +757,20 @@ void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, cons
 void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   check_applies(g, "conv2d_winograd_backward_weight");
   if (conv2d_winograd_weight_grad_in_bands(g)) return backward_weight_banded(g, dy, x, dw);
-  const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total;
-  const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, tiles));
+  const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(tiles);
+  const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));
   const CpuArray<float> Z = transform_buffer(kPoints * point_plane(g.K, tiles));
   const CpuArray<float> Wt = transform_buffer(kPoints * point_plane(g.K, g.C));
   // Chunks add into Wt in image order: the sum's order does not depend on threads.
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const ConvGeometry gc = images(g, std::min(chunk, g.N - n0));
     const Tiles tl(gc);
-    transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get());
+    transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get(), ldv);
     transform_output_grads(gc, tl, dy + n0 * g.K * g.P * g.Q, Z.get());
     for (int xi = 0; xi < kPoints; ++xi)
       sgemm(false, true, g.K, g.C, tl.total, 1.0f, Z.get() + xi * point_plane(g.K, tl.total), tl.total,
-            V.get() + xi * point_plane(g.C, tl.total), tl.total, n0 == 0 ? 0.0f : 1.0f,
-            Wt.get() + xi * point_plane(g.K, g.C), g.C);
+            V.get() + xi * point_plane(g.C, ldv), ldv, n0 == 0 ? 0.0f : 1.0f, Wt.get() + xi * point_plane(g.K, g.C),
+            g.C);
   }
   untransform_filters(g, Wt.get(), dw);
 }

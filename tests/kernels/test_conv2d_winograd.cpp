@@ -152,6 +152,28 @@ TEST_CASE("conv2d Winograd: the whole-batch form in several chunks, against the 
   check_thread_independence(g, got, x, w, b, dy);
 }
 
+TEST_CASE("conv2d Winograd: the whole-batch forward reads its transformed inputs in place, with packing's bits") {
+  // Whole batch (C K > 256^2); T = 66 tiles (2 full 32-tile panels read in
+  // place, 2 packed); C = 1030 > KC = 1024 (v4), so the in-place pointer
+  // moves on by a slice; and K = 1030 for the backward-input's flipped form.
+  for (const ConvGeometry& g : {make3x3(1, 1030, 5, 130, 70, 1), make3x3(1, 70, 5, 130, 1030, 1)}) {
+    INFO(describe(g));
+    REQUIRE_FALSE(kernels::cpu::conv2d_winograd_weight_grad_in_bands(g));
+    const auto x = random_floats(g.N * g.C * g.hw(), 25), w = random_floats(g.K * g.crs(), 26),
+               dy = random_floats(g.N * g.K * g.pq(), 27);
+    std::vector<float> y_in(dy.size()), dx_in(x.size()), y_packed(dy.size()), dx_packed(x.size());
+    const bool was = kernels::cpu::set_conv_b_in_place(true);
+    kernels::cpu::conv2d_winograd_forward(g, x.data(), w.data(), nullptr, y_in.data());
+    kernels::cpu::conv2d_winograd_backward_input(g, dy.data(), w.data(), dx_in.data());
+    kernels::cpu::set_conv_b_in_place(false);
+    kernels::cpu::conv2d_winograd_forward(g, x.data(), w.data(), nullptr, y_packed.data());
+    kernels::cpu::conv2d_winograd_backward_input(g, dy.data(), w.data(), dx_packed.data());
+    kernels::cpu::set_conv_b_in_place(was);
+    CHECK(y_in == y_packed);
+    CHECK(dx_in == dx_packed);
+  }
+}
+
 TEST_CASE("conv2d Winograd: in bands, any thread count gives the same bits") {
   // 3 images of 64 -> 48 channels at 60^2: 15 tiles per row, bands of 5
   // tile rows, 3 per image: 9 bands in weight-gradient groups of 3.

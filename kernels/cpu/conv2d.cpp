@@ -330,45 +330,121 @@ struct BatchedDyCtx {
   const float* dy;
 };
 
-void pack_batched_dy_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
+// Packs a whole KC x n block (as pack_forward_block): row k of dy outer,
+// so each row is read as long runs. Panel by panel, each row k read 32
+// floats from a row PQ floats from the last (64 KiB at 128^2: the same L1
+// sets), a sixth of a 2x2 stride-2 up-convolution's time.
+void pack_batched_dy_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t n, int64_t nr,
                            float* dst) {
   const auto& ctx = *static_cast<const BatchedDyCtx*>(ctx_ptr);
   const ConvGeometry& g = *ctx.g;
-  int64_t base[kMaxNr];  // offset of (n, 0, pq) for each column
-  for (int64_t c = 0; c < cols; ++c) {
-    const int64_t j = j0 + c, n = j / g.pq(), pq = j % g.pq();
-    base[c] = n * g.K * g.pq() + pq;
+  // Pieces: within one image and one micro-panel, consecutive pixels of dy.
+  struct Piece {
+    int64_t off, len, base;  // offset of its row-0 entries in dst, length, offset of (n, 0, pq) in dy
+  };
+  thread_local std::vector<Piece> pieces;
+  pieces.clear();
+  for (int64_t c = 0; c < n;) {
+    const int64_t j = j0 + c, img = j / g.pq(), pq = j % g.pq();
+    const int64_t len = std::min({n - c, g.pq() - pq, nr - c % nr});
+    pieces.push_back({c / nr * kc * nr + c % nr, len, img * g.K * g.pq() + pq});
+    c += len;
   }
+  const int64_t tail = n % nr;
+  float* tail_dst = tail > 0 ? dst + (n / nr) * kc * nr : nullptr;
   for (int64_t k = 0; k < kc; ++k) {
     const float* src = ctx.dy + (p0 + k) * g.pq();
-    float* d = dst + k * nr;
-    for (int64_t c = 0; c < cols; ++c) d[c] = src[base[c]];
-    for (int64_t c = cols; c < nr; ++c) d[c] = 0.0f;
+    for (const Piece& piece : pieces) copy_floats(src + piece.base, piece.len, dst + piece.off + k * nr);
+    if (tail_dst != nullptr) std::fill(tail_dst + k * nr + tail, tail_dst + (k + 1) * nr, 0.0f);
+  }
+}
+void pack_batched_dy_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
+                           float* dst) {
+  pack_batched_dy_block(ctx_ptr, p0, kc, j0, cols, nr, dst);
+}
+
+// Whether col2im gives every element of dx exactly one term: windows that
+// tile the image without overlap or gaps (kernel = stride, no padding or
+// dilation, the output covering the input), as in the U-Net's 2x2 stride-2
+// up-convolutions. Then dx needs no zeroing and the terms are stored, not added.
+bool col2im_covers_once(const ConvGeometry& g) {
+  return g.R == g.sh && g.S == g.sw && g.dh == 1 && g.dw == 1 && g.ph == 0 && g.pw == 0 && g.P * g.sh == g.H &&
+         g.Q * g.sw == g.W;
+}
+
+// dst[2 q + s] (+)= src_s[q] for s = 0, 1 and q < len: two taps of one
+// row interleaved, 16 pairs through two vector shuffles at a time.
+template <bool Add>
+inline void interleave2(const float* src0, const float* src1, int64_t len, float* dst) {
+  using Vec16 = float __attribute__((vector_size(64)));
+  int64_t q = 0;
+  for (; q + 16 <= len; q += 16) {
+    Vec16 a, b;
+    std::memcpy(&a, src0 + q, sizeof a);
+    std::memcpy(&b, src1 + q, sizeof b);
+    Vec16 lo = __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    Vec16 hi = __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    if constexpr (Add) {
+      Vec16 d0, d1;
+      std::memcpy(&d0, dst + 2 * q, sizeof d0);
+      std::memcpy(&d1, dst + 2 * q + 16, sizeof d1);
+      lo += d0;
+      hi += d1;
+    }
+    std::memcpy(dst + 2 * q, &lo, sizeof lo);
+    std::memcpy(dst + 2 * q + 16, &hi, sizeof hi);
+  }
+  for (; q < len; ++q) {
+    if constexpr (Add) {
+      dst[2 * q] += src0[q];
+      dst[2 * q + 1] += src1[q];
+    } else {
+      dst[2 * q] = src0[q];
+      dst[2 * q + 1] = src1[q];
+    }
   }
 }
 
-// col2im of a chunk: dx[n, c0 + ...] += scatter of buf, where buf [rows,
-// cols] holds rows c0*RS.. of the batched col matrix and its columns
-// j0..j0+cols (column j = n*PQ + p*Q + q).
+// col2im of a chunk: dx[n, c0 + ...] += scatter of buf (= where
+// col2im_covers_once), where buf [rows, cols] holds rows c0*RS.. of the
+// batched col matrix and its columns j0..j0+cols (column j = n*PQ + p*Q + q).
+// Each row's columns go in runs along one output row p, whose in-image
+// taps [q_lo, q_hi) are found once per run; with S = stride 2 (the
+// up-convolutions) the rows of taps s = 0 and 1 are interleaved in pairs.
 void col2im_chunk(const ConvGeometry& g, const float* buf, int64_t c0, int64_t rows, int64_t j0, int64_t cols,
                   float* dx) {
   const int64_t rs = g.R * g.S;
-  for (int64_t i = 0; i < rows; ++i) {
+  // Pairs need the same in-image range for both taps: no padding on W, W even.
+  const bool once = col2im_covers_once(g), pairs = g.S == 2 && g.sw == 2 && g.dw == 1 && g.pw == 0 && g.W % 2 == 0;
+  for (int64_t i = 0; i < rows; i += pairs ? 2 : 1) {
     const int64_t crs = c0 * rs + i;
     const int64_t ch = crs / rs, r = (crs / g.S) % g.R, s = crs % g.S;
     const float* b = buf + i * cols;
-    int64_t n = j0 / g.pq(), p = (j0 % g.pq()) / g.Q, q = j0 % g.Q;
-    float* dxc = dx + (n * g.C + ch) * g.hw();
-    for (int64_t j = 0; j < cols; ++j) {
-      const int64_t h = p * g.sh - g.ph + r * g.dh, w = q * g.sw - g.pw + s * g.dw;
-      if (h >= 0 && h < g.H && w >= 0 && w < g.W) dxc[h * g.W + w] += b[j];
-      if (++q == g.Q) {
-        q = 0;
-        if (++p == g.P) {
-          p = 0;
-          dxc += g.C * g.hw();  // next image, same channel
+    // First in-image q of tap s: q sw - pw + s dw >= 0; last: < W.
+    const int64_t w_off = s * g.dw - g.pw;
+    const int64_t q_lo = std::clamp<int64_t>(ceil_div(-w_off, g.sw), 0, g.Q);
+    const int64_t q_hi = std::clamp<int64_t>(ceil_div(g.W - w_off, g.sw), q_lo, g.Q);
+    for (int64_t j = 0; j < cols;) {
+      const int64_t col = j0 + j, n = col / g.pq(), p = col % g.pq() / g.Q, q0 = col % g.Q;
+      const int64_t len = std::min(cols - j, g.Q - q0);  // the run: columns j.. on output row p
+      const int64_t h = p * g.sh - g.ph + r * g.dh;
+      const int64_t a = std::max(q0, q_lo), e = std::min(q0 + len, q_hi);  // its in-image taps
+      if (h >= 0 && h < g.H && a < e) {
+        float* row = dx + ((n * g.C + ch) * g.H + h) * g.W + w_off;
+        const float* src = b + j + (a - q0);
+        if (pairs) {  // taps s = 0 and 1: pixels 2q and 2q + 1
+          if (once) {
+            interleave2<false>(src, src + cols, e - a, row + 2 * a);
+          } else {
+            interleave2<true>(src, src + cols, e - a, row + 2 * a);
+          }
+        } else if (once) {
+          for (int64_t q = a; q < e; ++q) row[q * g.sw] = src[q - a];
+        } else {
+          for (int64_t q = a; q < e; ++q) row[q * g.sw] += src[q - a];
         }
       }
+      j += len;
     }
   }
 }
@@ -717,7 +793,7 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
   const CpuArray<float> wt_packed = prepack_a(cfg, true, w, g.crs(), g.crs(), g.K, 1.0f);
   const int64_t wt_rows = ceil_div(g.crs(), cfg.mr) * cfg.mr;
   const BatchedDyCtx ctx{&g, dy};
-  std::memset(dx, 0, static_cast<size_t>(g.N * g.C * g.hw()) * sizeof(float));
+  if (!col2im_covers_once(g)) std::memset(dx, 0, static_cast<size_t>(g.N * g.C * g.hw()) * sizeof(float));
 #pragma omp parallel num_threads(threads)
   {
     const BlisWorkspace ws(cfg, g.K, chunk);
@@ -729,7 +805,8 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
       const AOperand a{wt_packed.get(), 0, false, 1.0f, wt_rows, c0 * rs};
       for (int64_t j0 = 0; j0 < cols_total; j0 += chunk) {
         const int64_t cols = std::min(chunk, cols_total - j0);
-        blis_block(cfg, rows, cols, g.K, a, {pack_batched_dy_panel, &ctx}, j0, 0.0f, buf.get(), cols, ws);
+        blis_block(cfg, rows, cols, g.K, a, {pack_batched_dy_panel, &ctx, pack_batched_dy_block}, j0, 0.0f, buf.get(),
+                   cols, ws);
         col2im_chunk(g, buf.get(), c0, rows, j0, cols, dx);
       }
     }

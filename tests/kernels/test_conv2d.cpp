@@ -86,6 +86,12 @@ const std::vector<ConvGeometry>& geometries() {
       // Stride 2 along rows long enough for the packer's 16-wide gather (and its scalar tail):
       make(1, 5, 9, 70, 40, 3, 3, 2, 2, 1, 1),       // Q = 35: pieces of 32 and 3
       make(2, 3, 12, 100, 20, 7, 7, 2, 2, 3, 3),     // ResNet stem-like, Q = 50, 300 pixels per image
+      // Kernel = stride 2 (the up-convolutions' backward-input, col2im_chunk): windows that tile the
+      // image (no zeroing, stored; taps s = 0, 1 interleaved, 33 = 2 x 16 + 1 per row), then ones that do not:
+      make(2, 5, 8, 10, 7, 2, 2, 2, 2),              // exact tiling, 5 per row
+      make(1, 4, 4, 66, 3, 2, 2, 2, 2),              // exact tiling, 33 per row
+      make(1, 3, 9, 40, 4, 2, 2, 2, 2),              // odd H: the last row gets nothing (zeroed, added)
+      make(2, 3, 6, 35, 4, 2, 2, 2, 2, 0, 1),        // padded W: no pairs, runs clipped at both ends
       // Small weight gradients summed by groups of images (conv2d.cpp, image_groups_win):
       make(11, 3, 15, 21, 10, 7, 7, 2, 2, 3, 3),     // 11 images: 6 groups of 2, the last of 1
       make(9, 20, 6, 5, 3, 3, 3, 1, 1, 1, 1),        // 9 images: 5 groups, channels-last copies per thread

@@ -324,6 +324,43 @@ void transform_input_group(const float* const (&src)[kA][kA], int64_t n16, float
   FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane, v[xi / kA][xi % kA], n16);
 }
 
+// The walk both tile-row transforms share (inputs: kA x kA patches; output
+// gradients: kM x kM tiles): split(ty) splits tile row ty's source rows
+// into `cols`, where run (i, j) of tiles u0.. starts at cols + offset(i, j)
+// + u0; group(src, n16, out) transforms 16 tiles whose (i, j) values are
+// src[i][j][0 .. 16). Row by row where a row fills whole vectors, else
+// flat: the runs of the rows (at most flat_rows(tl)) are first copied
+// end to end into `flat`.
+template <int D, typename Split, typename Offset, typename Group>
+void transform_tile_rows(const Tiles& tl, int64_t ty0, int64_t rows, const float* cols, float* flat, Split&& split,
+                         Offset&& offset, Group&& group, float* out) {
+  const float* src[D][D];
+  if (tl.tx >= kLanes) {
+    for (int64_t r = 0; r < rows; ++r) {
+      split(ty0 + r);
+      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+        FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
+            src[i][j] = cols + offset(i, j) + u0;
+        group(src, std::min<int64_t>(kLanes, tl.tx - u0), out + r * tl.tx + u0);
+      }
+    }
+    return;
+  }
+  check_flat_rows(tl, rows);
+  const int64_t stride = flat_stride(tl), tiles = rows * tl.tx;
+  for (int64_t f = 0; f < tiles; f += tl.tx) {
+    split(ty0 + f / tl.tx);
+    // Whole vectors (tx < 16): each spills into the next row's place, written after it.
+    FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
+        std::memcpy(flat + (i * D + j) * stride + f, cols + offset(i, j), sizeof(Vec16));
+  }
+  for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
+    FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
+        src[i][j] = flat + (i * D + j) * stride + f0;
+    group(src, std::min<int64_t>(kLanes, tiles - f0), out + f0);
+  }
+}
+
 // out[xi * plane + r tx + u] = (B^T d B)[xi] for the kA x kA input patch d
 // of tile (n, ty0 + r, u) in channel c, for r < rows (zero outside the
 // image; at most flat_rows(tl) rows where tx < 16); out's tiles of
@@ -333,32 +370,12 @@ void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x
   const int64_t span = input_row_span(tl);
   float* cols = scratch;
   float* padded = cols + kA * kM * span;
-  float* flat = padded + kM * span;
-  const float* src[kA][kA];
-  if (tl.tx >= kLanes) {  // whole vectors along each row, read from the split rows
-    for (int64_t r = 0; r < rows; ++r) {
-      split_input_rows(g, tl, x, n, c, ty0 + r, cols, padded);
-      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
-        FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j)
-            src[i][j] = cols + (i * kM + j % kM) * span + u0 + j / kM;
-        transform_input_group(src, std::min<int64_t>(kLanes, tl.tx - u0), out + r * tl.tx + u0, plane);
-      }
-    }
-    return;
-  }
-  check_flat_rows(tl, rows);
-  const int64_t stride = flat_stride(tl), tiles = rows * tl.tx;
-  for (int64_t f = 0; f < tiles; f += tl.tx) {
-    split_input_rows(g, tl, x, n, c, ty0 + f / tl.tx, cols, padded);
-    // Whole vectors (tx < 16): each spills into the next row's place, written after it.
-    FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j)
-        std::memcpy(flat + (i * kA + j) * stride + f, cols + (i * kM + j % kM) * span + j / kM, sizeof(Vec16));
-  }
-  for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
-    FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j)
-        src[i][j] = flat + (i * kA + j) * stride + f0;
-    transform_input_group(src, std::min<int64_t>(kLanes, tiles - f0), out + f0, plane);
-  }
+  transform_tile_rows<kA>(
+      tl, ty0, rows, cols, padded + kM * span,
+      [&](int64_t ty) { split_input_rows(g, tl, x, n, c, ty, cols, padded); },
+      [&](int i, int j) { return (i * kM + j % kM) * span + j / kM; },
+      [&](const float* const (&src)[kA][kA], int64_t n16, float* o) { transform_input_group(src, n16, o, plane); },
+      out);
 }
 
 // for_each(n, channel, ty0, rows, scratch) over every image and channel,
@@ -435,31 +452,14 @@ void transform_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const fl
   const int64_t span = grad_row_span(tl);
   float* cols = scratch;
   float* padded = cols + kM * kM * span;
-  float* flat = padded + kM * span;
-  const float* src[kM][kM];
-  if (tl.tx >= kLanes) {
-    for (int64_t r = 0; r < rows; ++r) {
-      split_output_grad_rows(g, tl, dy, n, k, ty0 + r, cols, padded);
-      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
-        FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j)
-            src[i][j] = cols + (i * kM + j) * span + u0;
-        transform_output_grad_group(src, std::min<int64_t>(kLanes, tl.tx - u0), out + r * tl.tx + u0, plane);
-      }
-    }
-    return;
-  }
-  check_flat_rows(tl, rows);
-  const int64_t stride = flat_stride(tl), tiles = rows * tl.tx;
-  for (int64_t f = 0; f < tiles; f += tl.tx) {
-    split_output_grad_rows(g, tl, dy, n, k, ty0 + f / tl.tx, cols, padded);
-    FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j)
-        std::memcpy(flat + (i * kM + j) * stride + f, cols + (i * kM + j) * span, sizeof(Vec16));
-  }
-  for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
-    FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j)
-        src[i][j] = flat + (i * kM + j) * stride + f0;
-    transform_output_grad_group(src, std::min<int64_t>(kLanes, tiles - f0), out + f0, plane);
-  }
+  transform_tile_rows<kM>(
+      tl, ty0, rows, cols, padded + kM * span,
+      [&](int64_t ty) { split_output_grad_rows(g, tl, dy, n, k, ty, cols, padded); },
+      [&](int i, int j) { return (i * kM + j) * span; },
+      [&](const float* const (&src)[kM][kM], int64_t n16, float* o) {
+        transform_output_grad_group(src, n16, o, plane);
+      },
+      out);
 }
 
 // Z[xi][k * T + t] for every tile t and channel k, planes point_plane(K, T) apart.

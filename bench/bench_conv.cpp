@@ -57,7 +57,8 @@ struct Layer {
 
 // Representative layers: U-Net at 256x256 (the LBNL system's input size),
 // among them the six that issue #3 names (3 -> 64 and the second, C -> C
-// convolution of each of the five stages), and ResNet-50 at 224x224.
+// convolution of each of the five stages) and two up-convolutions, and
+// ResNet-50 at 224x224.
 const std::vector<Layer> kLayers = {
     {"unet.enc1.conv1 3->64 256^2 3x3", 3, 256, 256, 64, 3, 3, 1, 1},
     {"unet.enc1.conv2 64->64 256^2 3x3", 64, 256, 256, 64, 3, 3, 1, 1},
@@ -67,6 +68,11 @@ const std::vector<Layer> kLayers = {
     {"unet.enc4.conv2 512->512 32^2 3x3", 512, 32, 32, 512, 3, 3, 1, 1},
     {"unet.enc5.conv1 512->1024 16^2 3x3", 512, 16, 16, 1024, 3, 3, 1, 1},
     {"unet.enc5.conv2 1024->1024 16^2 3x3", 1024, 16, 16, 1024, 3, 3, 1, 1},
+    // The decoder's 2x2 stride-2 up-convolutions, as the convolutions they
+    // transpose: an up-convolution's forward is this row's backward-input,
+    // its input gradient this row's forward (the U-Net's first and last).
+    {"unet.up1 conv-transpose 1024->512 16^2->32^2 (conv 512->1024 32^2 2x2 s2)", 512, 32, 32, 1024, 2, 2, 2, 0},
+    {"unet.up4 conv-transpose 128->64 128^2->256^2 (conv 64->128 256^2 2x2 s2)", 64, 256, 256, 128, 2, 2, 2, 0},
     {"resnet.stem 3->64 224^2 7x7 s2", 3, 224, 224, 64, 7, 7, 2, 3},
     {"resnet.layer1.conv1 256->64 56^2 1x1", 256, 56, 56, 64, 1, 1, 1, 0},
     {"resnet.layer3.conv2 256->256 14^2 3x3", 256, 14, 14, 256, 3, 3, 1, 1},

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <exception>
 #include <atomic>
 #include <numeric>
 #include <cstdlib>
@@ -430,18 +431,18 @@ void col2im_chunk(const ConvGeometry& g, const float* buf, int64_t c0, int64_t r
       const int64_t h = p * g.sh - g.ph + r * g.dh;
       const int64_t a = std::max(q0, q_lo), e = std::min(q0 + len, q_hi);  // its in-image taps
       if (h >= 0 && h < g.H && a < e) {
-        float* row = dx + ((n * g.C + ch) * g.H + h) * g.W + w_off;
+        float* row = dx + ((n * g.C + ch) * g.H + h) * g.W;  // tap (q, s) lands on row[q sw + w_off]
         const float* src = b + j + (a - q0);
-        if (pairs) {  // taps s = 0 and 1: pixels 2q and 2q + 1
+        if (pairs) {  // taps s = 0 and 1 (w_off 0 and 1): pixels 2q and 2q + 1
           if (once) {
             interleave2<false>(src, src + cols, e - a, row + 2 * a);
           } else {
             interleave2<true>(src, src + cols, e - a, row + 2 * a);
           }
         } else if (once) {
-          for (int64_t q = a; q < e; ++q) row[q * g.sw] = src[q - a];
+          for (int64_t q = a; q < e; ++q) row[q * g.sw + w_off] = src[q - a];
         } else {
-          for (int64_t q = a; q < e; ++q) row[q * g.sw] += src[q - a];
+          for (int64_t q = a; q < e; ++q) row[q * g.sw + w_off] += src[q - a];
         }
       }
       j += len;
@@ -778,7 +779,8 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
     return;
   }
   // Strided (or tiny) convolutions: dcol = W^T . [dy_0 | dy_1 | ...] one
-  // column chunk at a time, col2im-added into dx. Tasks are groups of
+  // column chunk at a time, col2im-added into dx (stored where the windows
+  // tile the image, col2im_covers_once). Tasks are groups of
   // channels: a group's rows of W^T scatter only into its own channels, so
   // tasks never collide. W^T is packed once; group boundaries fall on
   // multiples of MR rows so each group starts on a packed micro-panel.
@@ -842,9 +844,10 @@ void weight_grad_image(const ConvGeometry& g, const float* dy_n, const BPanelPac
 // images, each summed into its own partial of dW by one thread, the partials
 // then added in group order. The groups do not depend on the thread count,
 // so neither do the sums.
+// From 4 images: with fewer, fewer threads than 2 would share the pass.
 constexpr int64_t kImageGroups = 8;
 bool image_groups_win(const ConvGeometry& g) {
-  return g.N >= 2 && g.K * g.crs() <= (int64_t{1} << 15);
+  return g.N >= 4 && g.K * g.crs() <= (int64_t{1} << 15);
 }
 
 void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
@@ -869,7 +872,8 @@ void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x,
   const int64_t dw_floats = g.K * g.crs();
   const int64_t per_group = by_groups ? ceil_div(g.N, kImageGroups) : g.N, groups = ceil_div(g.N, per_group);
   // One channels-last image per concurrent task; partials for groups 1.. (group 0 sums into the result).
-  const CpuArray<float> xt = cpu_array<float>((by_groups ? omp_get_max_threads() : 1) * xt_floats);
+  const int slots = by_groups ? static_cast<int>(std::min<int64_t>(threads, groups)) : 1;
+  const CpuArray<float> xt = cpu_array<float>(slots * xt_floats);
   const CpuArray<float> dw_rsc = cpu_array<float>(channels_last ? dw_floats : 0);
   const CpuArray<float> partials = cpu_array<float>((groups - 1) * dw_floats);
   float* result = channels_last ? dw_rsc.get() : dw;
@@ -891,12 +895,22 @@ void backward_weight_f32(const ConvGeometry& g, const float* dy, const float* x,
     }
   };
   if (by_groups) {
-#pragma omp parallel for schedule(static) num_threads(threads)
+    // The tasks allocate their packed operands (prepack_a, the workspace):
+    // an out-of-memory error is carried out of the region, not left to
+    // terminate the program.
+    std::exception_ptr error;
+#pragma omp parallel for schedule(static) num_threads(slots)
     for (int64_t grp = 0; grp < groups; ++grp) {
-      float* out = grp == 0 ? result : partials.get() + (grp - 1) * dw_floats;
-      for (int64_t n = grp * per_group; n < std::min(g.N, (grp + 1) * per_group); ++n)
-        image_term(n, n == grp * per_group ? 0.0f : 1.0f, out, xt.get() + omp_get_thread_num() * xt_floats, 1);
+      try {
+        float* out = grp == 0 ? result : partials.get() + (grp - 1) * dw_floats;
+        for (int64_t n = grp * per_group; n < std::min(g.N, (grp + 1) * per_group); ++n)
+          image_term(n, n == grp * per_group ? 0.0f : 1.0f, out, xt.get() + omp_get_thread_num() * xt_floats, 1);
+      } catch (...) {
+#pragma omp critical(crfseg_conv_weight_grad_error)
+        if (!error) error = std::current_exception();
+      }
     }
+    if (error) std::rethrow_exception(error);
     for (int64_t grp = 1; grp < groups; ++grp) {
       const float* part = partials.get() + (grp - 1) * dw_floats;
       for (int64_t i = 0; i < dw_floats; ++i) result[i] += part[i];

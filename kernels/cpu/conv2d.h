@@ -17,14 +17,18 @@
 // images under 256 pixels the batch is folded into one GEMM's columns.
 // The forward packs a whole block of columns row by row (each tap reads one
 // contiguous run of an input row). Backward-weight packs dy_n once per image
-// and splits the CRS columns among threads; for C >= 16 it reads the image
+// and splits the CRS columns among threads (small dW, K*C*R*S <= 2^15 from
+// 4 images: fixed groups of images instead, one thread each, their partials
+// added in group order); for C >= 16 it reads the image
 // through a channels-last copy, so its packed rows are contiguous runs of C
 // channels (dW is computed with columns in (r, s, c) order and permuted
 // back), and for C < 16 it transposes 16 x 16 tiles (transpose_pack.h).
 // Backward-input with stride 1 is itself a convolution (of dy with the
 // kernel flipped in space and transposed in channels) and runs on the
 // forward path; with stride > 1 it computes W^T . dy one column chunk at a
-// time into a small per-thread buffer and col2im-adds the chunk into dx.
+// time into a small per-thread buffer and col2im-adds the chunk into dx
+// (stores it, without zeroing dx first, where the windows tile the image:
+// kernel = stride, no padding, as in 2x2 stride-2 up-convolutions).
 // Threads take whole blocks of the output (image, rows, columns), so no two
 // threads write the same element and every sum runs in the same order
 // whatever the thread count: results are bitwise reproducible.
@@ -70,10 +74,10 @@ template <typename T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 
 // Where the direct kernels of conv2d_direct.h take over from the implicit
-// GEMM (f32, AVX-512F, stride 1 along W, not 1x1; measured in
-// conv2d.cpp): the forward with at most 32 taps (C*R*S) or output rows of
-// 128 pixels or more, the stride-1 backward-input when its flipped
-// convolution qualifies the same way, and the weight gradient with at most
+// GEMM (f32, AVX-512F, stride 1 along W; measured in conv2d.cpp): the
+// forward (not 1x1) with at most 32 taps (C*R*S) or output rows of 128
+// pixels or more, the stride-1 backward-input when its flipped convolution
+// qualifies the same way, and the weight gradient (1x1 too) with at most
 // 32 taps, or with rows of 128 or more and C*R*S x K <= 2^20. The *_gemm functions always take the implicit-GEMM path (tests
 // and benchmarks compare the two); CRFSEG_CONV_DIRECT=0 in the environment
 // sends every call that does not run Winograd there, to time whole models

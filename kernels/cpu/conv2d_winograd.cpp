@@ -354,6 +354,12 @@ void transform_tile_rows(const Tiles& tl, int64_t ty0, int64_t rows, const float
     FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
         std::memcpy(flat + (i * D + j) * stride + f, cols + offset(i, j), sizeof(Vec16));
   }
+  // The last group's lanes past the last spill (its results are dropped):
+  // zeros, not stale scratch (a NaN or denormal there would slow the lanes).
+  const int64_t written = (rows - 1) * tl.tx + kLanes, read = round_up(tiles, kLanes);
+  if (read > written) {
+    for (int64_t run = 0; run < D * D; ++run) std::fill(flat + run * stride + written, flat + run * stride + read, 0.0f);
+  }
   for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
     FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
         src[i][j] = flat + (i * D + j) * stride + f0;
@@ -407,11 +413,14 @@ void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, fl
 }
 
 // The row stride of a whole batch's transformed inputs V[xi] [C, T]: T
-// padded by a vector and one more. The forward's GEMMs read V in place
+// padded to a vector and one more, and never a multiple of 256 floats. The forward's GEMMs read V in place
 // (as blis_loops.h's in_place B) instead of packing it (the copy was 8%
 // of 512 -> 512 at 32^2); rows a multiple of 1 KiB apart (T = 256 there)
 // would put a micro-panel's rows into a few L1 sets.
-int64_t v_row_stride(int64_t tiles) { return round_up(tiles, kLanes) + kLanes; }
+int64_t v_row_stride(int64_t tiles) {
+  const int64_t ld = round_up(tiles, kLanes) + kLanes;
+  return ld % 256 == 0 ? ld + kLanes : ld;
+}
 
 int64_t grad_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes); }
 int64_t grad_row_scratch(const Tiles& tl) {

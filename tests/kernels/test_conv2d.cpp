@@ -90,11 +90,14 @@ const std::vector<ConvGeometry>& geometries() {
       // image (no zeroing, stored; taps s = 0, 1 interleaved, 33 = 2 x 16 + 1 per row), then ones that do not:
       make(2, 5, 8, 10, 7, 2, 2, 2, 2),              // exact tiling, 5 per row
       make(1, 4, 4, 66, 3, 2, 2, 2, 2),              // exact tiling, 33 per row
+      make(1, 2, 20, 60, 3, 2, 2, 2, 2),             // exact tiling, 300 columns: the second 256-column
+                                                     // chunk starts mid-row (q = 16)
       make(1, 3, 9, 40, 4, 2, 2, 2, 2),              // odd H: the last row gets nothing (zeroed, added)
       make(2, 3, 6, 35, 4, 2, 2, 2, 2, 0, 1),        // padded W: no pairs, runs clipped at both ends
       // Small weight gradients summed by groups of images (conv2d.cpp, image_groups_win):
       make(11, 3, 15, 21, 10, 7, 7, 2, 2, 3, 3),     // 11 images: 6 groups of 2, the last of 1
-      make(9, 20, 6, 5, 3, 3, 3, 1, 1, 1, 1),        // 9 images: 5 groups, channels-last copies per thread
+      make(5, 20, 9, 10, 3, 3, 3, 1, 2, 1, 1),       // 5 groups of 1, channels-last copies (stride 2 on W:
+                                                     // no direct kernel takes it)
   };
   return gs;
 }
@@ -521,9 +524,9 @@ TEST_CASE("conv2d kernels: f64 im2col + dgemm path matches the direct reference"
 }
 
 TEST_CASE("conv2d kernels: f32 results do not depend on the thread count") {
-  // The first two sum their weight gradients by groups of images (the
-  // second: 11 images in 6 groups, stride 2); the third's dW (60 x 576) is
-  // past that, and its threads split dW's columns.
+  // The second sums its weight gradient by groups of images (11 images in
+  // 6 groups, stride 2); in the others (2 images; a dW of 60 x 576) the
+  // threads split dW's columns.
   for (const ConvGeometry& g : {make(2, 16, 19, 21, 20, 3, 3, 1, 1, 1, 1), make(11, 3, 30, 41, 10, 7, 7, 2, 2, 3, 3),
                                 make(2, 64, 9, 10, 60, 3, 3, 1, 1, 1, 1)}) {
     INFO(describe(g));

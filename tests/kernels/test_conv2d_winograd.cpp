@@ -84,6 +84,8 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
                                       // depth steps streamed 4 at a time, the last 2 (530) and 1 (521) copied
       make3x3(1, 1030, 4, 5, 13, 1),  // C > KC of 1024 (v4 on AMD): the forward's depth in two slices
       make3x3(1, 13, 4, 5, 1027, 1),  // K > 1024: the backward-input's flipped filters in two slices
+      make3x3(1, 8, 24, 60, 8, 1),    // 15 tiles per row: flat groups of 5 tile rows, then 1 (bands; the
+                                      // weight gradient over the whole batch, 2 bands)
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
@@ -150,6 +152,23 @@ TEST_CASE("conv2d Winograd: the whole-batch form in several chunks, against the 
   CHECK_CLOSE(as_double(got.dx), as_double(dx), 2e-4 * std::sqrt(260.0 * 9), 1e-4);
   CHECK_CLOSE(as_double(got.dw), as_double(dw), 2e-4 * std::sqrt(2.0 * 92 * 92), 1e-4);
   check_thread_independence(g, got, x, w, b, dy);
+}
+
+TEST_CASE("conv2d Winograd: the whole batch in flat groups of tile rows, against the GEMM path") {
+  // C K > 256^2 (whole batch), 15 tiles per row: groups of 5 tile rows and
+  // a last one of 1, 16 tiles a vector across row ends, a partial last vector.
+  const ConvGeometry g = make3x3(1, 260, 24, 60, 257, 1);
+  REQUIRE_FALSE(kernels::cpu::conv2d_winograd_weight_grad_in_bands(g));
+  const auto x = random_floats(g.N * g.C * g.hw(), 35), w = random_floats(g.K * g.crs(), 36),
+             b = random_floats(g.K, 37), dy = random_floats(g.N * g.K * g.pq(), 38);
+  std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+  kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data());
+  kernels::cpu::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx.data());
+  kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
+  const Outputs got = winograd(g, x, w, b, dy);
+  CHECK_CLOSE(as_double(got.y), as_double(y), 2e-4 * std::sqrt(260.0 * 9), 1e-4);
+  CHECK_CLOSE(as_double(got.dx), as_double(dx), 2e-4 * std::sqrt(257.0 * 9), 1e-4);
+  CHECK_CLOSE(as_double(got.dw), as_double(dw), 2e-4 * std::sqrt(24.0 * 60), 1e-4);
 }
 
 TEST_CASE("conv2d Winograd: the whole-batch forward reads its transformed inputs in place, with packing's bits") {

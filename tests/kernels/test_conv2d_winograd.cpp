@@ -132,43 +132,38 @@ void check_thread_independence(const ConvGeometry& g, const Outputs& got, const 
   CHECK(three.dw == got.dw);
 }
 
-TEST_CASE("conv2d Winograd: the whole-batch form in several chunks, against the GEMM path") {
-  // C K > 256^2 runs over the whole batch, not in bands. 2 images of
-  // 260 -> 260 channels at 92^2: 23^2 tiles per image, whose transforms
-  // (36 x 520 floats per tile) overflow one 2^24-float chunk, so the images
-  // go one per chunk (the weight gradient adds the second chunk's product
-  // into the first's).
-  const ConvGeometry g = make3x3(2, 260, 92, 92, 260, 1);
+// The whole-batch form (C K > 256^2, not in bands) against the GEMM path,
+// with the random-walk bound of the test above (2e-4 per sqrt(term));
+// then across thread counts.
+void check_whole_batch_against_gemm(const ConvGeometry& g, uint64_t seed) {
+  INFO(describe(g));
   REQUIRE_FALSE(kernels::cpu::conv2d_winograd_weight_grad_in_bands(g));
-  const auto x = random_floats(g.N * g.C * g.hw(), 5), w = random_floats(g.K * g.crs(), 6),
-             b = random_floats(g.K, 7), dy = random_floats(g.N * g.K * g.pq(), 8);
+  const auto x = random_floats(g.N * g.C * g.hw(), seed), w = random_floats(g.K * g.crs(), seed + 1),
+             b = random_floats(g.K, seed + 2), dy = random_floats(g.N * g.K * g.pq(), seed + 3);
   std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
   kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data());
   kernels::cpu::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx.data());
   kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
   const Outputs got = winograd(g, x, w, b, dy);
-  // The random-walk bound of the test above, 2e-4 per sqrt(term).
-  CHECK_CLOSE(as_double(got.y), as_double(y), 2e-4 * std::sqrt(260.0 * 9), 1e-4);
-  CHECK_CLOSE(as_double(got.dx), as_double(dx), 2e-4 * std::sqrt(260.0 * 9), 1e-4);
-  CHECK_CLOSE(as_double(got.dw), as_double(dw), 2e-4 * std::sqrt(2.0 * 92 * 92), 1e-4);
+  const auto bound = [](double terms) { return 2e-4 * std::sqrt(terms); };
+  CHECK_CLOSE(as_double(got.y), as_double(y), bound(g.C * 9.0), 1e-4);
+  CHECK_CLOSE(as_double(got.dx), as_double(dx), bound(g.K * 9.0), 1e-4);
+  CHECK_CLOSE(as_double(got.dw), as_double(dw), bound(static_cast<double>(g.N * g.pq())), 1e-4);
   check_thread_independence(g, got, x, w, b, dy);
 }
 
+TEST_CASE("conv2d Winograd: the whole-batch form in several chunks, against the GEMM path") {
+  // 2 images of 260 -> 260 channels at 92^2: 23^2 tiles per image, whose
+  // transforms (36 x 520 floats per tile) overflow one 2^24-float chunk, so
+  // the images go one per chunk (the weight gradient adds the second
+  // chunk's product into the first's).
+  check_whole_batch_against_gemm(make3x3(2, 260, 92, 92, 260, 1), 5);
+}
+
 TEST_CASE("conv2d Winograd: the whole batch in flat groups of tile rows, against the GEMM path") {
-  // C K > 256^2 (whole batch), 15 tiles per row: groups of 5 tile rows and
-  // a last one of 1, 16 tiles a vector across row ends, a partial last vector.
-  const ConvGeometry g = make3x3(1, 260, 24, 60, 257, 1);
-  REQUIRE_FALSE(kernels::cpu::conv2d_winograd_weight_grad_in_bands(g));
-  const auto x = random_floats(g.N * g.C * g.hw(), 35), w = random_floats(g.K * g.crs(), 36),
-             b = random_floats(g.K, 37), dy = random_floats(g.N * g.K * g.pq(), 38);
-  std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
-  kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), b.data(), y.data());
-  kernels::cpu::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx.data());
-  kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw.data());
-  const Outputs got = winograd(g, x, w, b, dy);
-  CHECK_CLOSE(as_double(got.y), as_double(y), 2e-4 * std::sqrt(260.0 * 9), 1e-4);
-  CHECK_CLOSE(as_double(got.dx), as_double(dx), 2e-4 * std::sqrt(257.0 * 9), 1e-4);
-  CHECK_CLOSE(as_double(got.dw), as_double(dw), 2e-4 * std::sqrt(24.0 * 60), 1e-4);
+  // 15 tiles per row: groups of 5 tile rows and a last one of 1, 16 tiles
+  // a vector across row ends, a partial last vector.
+  check_whole_batch_against_gemm(make3x3(1, 260, 24, 60, 257, 1), 35);
 }
 
 TEST_CASE("conv2d Winograd: the whole-batch forward reads its transformed inputs in place, with packing's bits") {

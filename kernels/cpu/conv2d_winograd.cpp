@@ -486,11 +486,17 @@ void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float*
 // + f], clipped to the output. The tiles go 16 at a time in row-major
 // order, across row ends (a lane's outputs then land in its own tile row).
 // Reads up to 15 floats past the last tile of in (lanes it then ignores).
+// Outputs of at least this many bytes go out with streaming stores (as the
+// direct forward's, conv2d_direct.cpp): they cannot stay in the caches,
+// and a plain store reads each line before writing it.
+constexpr int64_t kStreamOutputBytes = int64_t{8} << 20;
+
 void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* in, int64_t plane, int64_t n,
                            int64_t k, int64_t ty0, int64_t rows, const float* bias, bool relu, float* y) {
   float* yk = y + (n * g.K + k) * g.P * g.Q;
   const float b = bias ? bias[k] : 0.0f;
   const int64_t tiles = rows * tl.tx;
+  const bool stream = g.N * g.K * g.P * g.Q * int64_t{sizeof(float)} >= kStreamOutputBytes;
   for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
     Vec16 m[kA][kA], out[kM][kM];
     FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) m[xi / kA][xi % kA] = load16(in + xi * plane + f0);
@@ -506,7 +512,13 @@ void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* 
       }
       const int64_t p = (ty0 + r) * kM + i;
       if (one_row && lanes == kLanes && p < g.P && (u + kLanes) * kM <= g.Q) {
-        interleave4(out[i], yk + p * g.Q + u * kM);
+        if (stream) {
+          alignas(64) float row[kLanes * kM];
+          interleave4(out[i], row);
+          stream_copy(row, kLanes * kM, yk + p * g.Q + u * kM);  // (a plain copy where unaligned)
+        } else {
+          interleave4(out[i], yk + p * g.Q + u * kM);
+        }
         continue;
       }
       float row[kLanes * kM];
@@ -522,6 +534,7 @@ void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* 
       }
     }
   }
+  if (stream) stream_fence();  // before another thread reads y
 }
 
 // y = A^T M[., k, t] A (+ bias[k], then ReLU with relu) for every tile t and channel k.

@@ -55,11 +55,13 @@ inline void copy_floats(const float* src, int64_t len, float* dst) {
   for (; i < len; ++i) dst[i] = src[i];
 }
 
+// Sixteen floats in one vector (GCC's vector extension, like the Winograd
+// transforms): with AVX-512 one zmm register.
+using Vec16 = float __attribute__((vector_size(64)));
+
 // dst[c] = src[2 c] for c < 16, from the 32 floats src[0 .. 31]: two vector
-// loads and one two-source shuffle (GCC's vector extension, like the
-// Winograd transforms) instead of 16 scalar copies.
+// loads and one two-source shuffle instead of 16 scalar copies.
 inline void gather_even16(const float* src, float* dst) {
-  using Vec16 = float __attribute__((vector_size(64)));
   Vec16 lo, hi;
   std::memcpy(&lo, src, sizeof lo);
   std::memcpy(&hi, src + 16, sizeof hi);
@@ -331,10 +333,11 @@ struct BatchedDyCtx {
   const float* dy;
 };
 
-// Packs a whole KC x n block (as pack_forward_block): row k of dy outer,
-// so each row is read as long runs. Panel by panel, each row k read 32
-// floats from a row PQ floats from the last (64 KiB at 128^2: the same L1
-// sets), a sixth of a 2x2 stride-2 up-convolution's time.
+// Packs a whole KC x n block (as pack_forward_block; a single panel,
+// n <= NR, is the same call): row k of dy outer, so each row is read as
+// long runs. Panel by panel, each row k read 32 floats from a row PQ
+// floats from the last (64 KiB at 128^2: the same L1 sets), a sixth of a
+// 2x2 stride-2 up-convolution's time.
 void pack_batched_dy_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t n, int64_t nr,
                            float* dst) {
   const auto& ctx = *static_cast<const BatchedDyCtx*>(ctx_ptr);
@@ -359,10 +362,6 @@ void pack_batched_dy_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t 
     if (tail_dst != nullptr) std::fill(tail_dst + k * nr + tail, tail_dst + (k + 1) * nr, 0.0f);
   }
 }
-void pack_batched_dy_panel(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr,
-                           float* dst) {
-  pack_batched_dy_block(ctx_ptr, p0, kc, j0, cols, nr, dst);
-}
 
 // Whether col2im gives every element of dx exactly one term: windows that
 // tile the image without overlap or gaps (kernel = stride, no padding or
@@ -377,7 +376,6 @@ bool col2im_covers_once(const ConvGeometry& g) {
 // row interleaved, 16 pairs through two vector shuffles at a time.
 template <bool Add>
 inline void interleave2(const float* src0, const float* src1, int64_t len, float* dst) {
-  using Vec16 = float __attribute__((vector_size(64)));
   int64_t q = 0;
   for (; q + 16 <= len; q += 16) {
     Vec16 a, b;
@@ -807,7 +805,7 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
       const AOperand a{wt_packed.get(), 0, false, 1.0f, wt_rows, c0 * rs};
       for (int64_t j0 = 0; j0 < cols_total; j0 += chunk) {
         const int64_t cols = std::min(chunk, cols_total - j0);
-        blis_block(cfg, rows, cols, g.K, a, {pack_batched_dy_panel, &ctx, pack_batched_dy_block}, j0, 0.0f, buf.get(),
+        blis_block(cfg, rows, cols, g.K, a, {pack_batched_dy_block, &ctx, pack_batched_dy_block}, j0, 0.0f, buf.get(),
                    cols, ws);
         col2im_chunk(g, buf.get(), c0, rows, j0, cols, dx);
       }

@@ -271,7 +271,10 @@ void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw) {
 // of kFlatTiles / tx tile rows together, 16 consecutive tiles of the
 // row-major tile grid at a time, across row ends ("flat"): the inputs'
 // split rows are first copied into one run per (i, j) over the group.
-constexpr int64_t kFlatTiles = 64;
+// Tiles per band in the banded forms below (forward_banded); a flat group
+// is a band's rows, so the band's transforms take it in one go.
+constexpr int64_t kBandTiles = 64;
+constexpr int64_t kFlatTiles = kBandTiles;
 int64_t flat_rows(const Tiles& tl) { return tl.tx < kLanes ? std::min(tl.ty, ceil_div(kFlatTiles, tl.tx)) : 1; }
 // Floats per (i, j) run of a flat group: its tiles, rounded up, and a
 // vector of slack (the copies are whole vectors).
@@ -413,10 +416,11 @@ void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, fl
 }
 
 // The row stride of a whole batch's transformed inputs V[xi] [C, T]: T
-// padded to a vector and one more, and never a multiple of 256 floats. The forward's GEMMs read V in place
-// (as blis_loops.h's in_place B) instead of packing it (the copy was 8%
-// of 512 -> 512 at 32^2); rows a multiple of 1 KiB apart (T = 256 there)
-// would put a micro-panel's rows into a few L1 sets.
+// padded to a vector and one more, and never a multiple of 256 floats.
+// The forward's GEMMs read V in place (as blis_loops.h's in_place B)
+// instead of packing it (the copy was 8% of 512 -> 512 at 32^2); rows a
+// multiple of 1 KiB apart (T = 256 there) would put a micro-panel's rows
+// into a few L1 sets.
 int64_t v_row_stride(int64_t tiles) {
   const int64_t ld = round_up(tiles, kLanes) + kLanes;
   return ld % 256 == 0 ? ld + kLanes : ld;
@@ -481,16 +485,16 @@ void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float*
                      });
 }
 
-// Output tile rows ty0 .. ty0 + rows of (n, k): tile (ty0 + r, u) =
-// A^T in[., r tx + u] A (+ bias, then max(., 0) with relu), in[xi * plane
-// + f], clipped to the output. The tiles go 16 at a time in row-major
-// order, across row ends (a lane's outputs then land in its own tile row).
-// Reads up to 15 floats past the last tile of in (lanes it then ignores).
 // Outputs of at least this many bytes go out with streaming stores (as the
 // direct forward's, conv2d_direct.cpp): they cannot stay in the caches,
 // and a plain store reads each line before writing it.
 constexpr int64_t kStreamOutputBytes = int64_t{8} << 20;
 
+// Output tile rows ty0 .. ty0 + rows of (n, k): tile (ty0 + r, u) =
+// A^T in[., r tx + u] A (+ bias, then max(., 0) with relu), in[xi * plane
+// + f], clipped to the output. The tiles go 16 at a time in row-major
+// order, across row ends (a lane's outputs then land in its own tile row).
+// Reads up to 15 floats past the last tile of in (lanes it then ignores).
 void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* in, int64_t plane, int64_t n,
                            int64_t k, int64_t ty0, int64_t rows, const float* bias, bool relu, float* y) {
   float* yk = y + (n * g.K + k) * g.P * g.Q;
@@ -553,9 +557,6 @@ void check_applies(const ConvGeometry& g, const char* op) {
                g.P, " x ", g.Q);
 }
 
-// Tiles per band in the banded forms below (forward_banded).
-constexpr int64_t kBandTiles = 64;
-
 // The bands of g's tile grid: whole tile rows of one image, at least
 // kBandTiles tiles each where the image has them. Band b is image
 // b / per_image, tile rows from (b % per_image) rows on.
@@ -577,7 +578,8 @@ struct Bands {
 void transform_band_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, const Band& b, float* scratch,
                            float* V) {
   const int64_t plane = point_plane(g.C, b.tiles);
-  for (int64_t c = 0; c < g.C; ++c) transform_input_rows(g, tl, x, b.n, c, b.ty0, b.rows, scratch, V + c * b.tiles, plane);
+  for (int64_t c = 0; c < g.C; ++c)
+    transform_input_rows(g, tl, x, b.n, c, b.ty0, b.rows, scratch, V + c * b.tiles, plane);
 }
 
 // The transformed tiles of a whole batch take 36 / 16 = 2.25 times the

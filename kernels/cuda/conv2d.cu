@@ -56,34 +56,39 @@ namespace {
 
 constexpr int kMoveThreads = 256;
 
+// The sizes the im2col / col2im kernels index with, narrowed to 32 bits
+// once on the host (narrow checks that they fit).
+struct Geometry32 {
+  int64_t C;  // channels stay 64-bit: the kernels' outer loops stride over them
+  int H, W, P, Q, R, S, sh, sw, ph, pw, dh, dw;
+};
+
 // 2^30: the grid-stride loops' int counters may step up to 2^18 past the end.
-void check_plane(const ConvGeometry& g, const char* what) {
+Geometry32 narrow(const ConvGeometry& g, const char* what) {
   CRFSEG_CHECK(g.pq() < (int64_t{1} << 30) && g.hw() < (int64_t{1} << 30), NotImplementedError, what,
                ": a plane of ", g.hw(), " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
+  const auto i32 = [](int64_t v) { return static_cast<int>(v); };
+  return {g.C,       i32(g.H),  i32(g.W),  i32(g.P),  i32(g.Q),  i32(g.R), i32(g.S),
+          i32(g.sh), i32(g.sw), i32(g.ph), i32(g.pw), i32(g.dh), i32(g.dw)};
 }
 
-// The geometry comes by value; the kernels copy its sizes into 32-bit locals.
 // Grid: x over the P Q outputs of a row, y over the C R S rows (strided when
 // there are more than 65535).
 template <typename T>
-__global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, ConvGeometry g) {
-  const int H = static_cast<int>(g.H), W = static_cast<int>(g.W), Q = static_cast<int>(g.Q),
-            R = static_cast<int>(g.R), S = static_cast<int>(g.S), sh = static_cast<int>(g.sh),
-            sw = static_cast<int>(g.sw), ph = static_cast<int>(g.ph), pw = static_cast<int>(g.pw),
-            dh = static_cast<int>(g.dh), dw = static_cast<int>(g.dw);
-  const int PQ = static_cast<int>(g.P) * Q;
-  const int64_t rows = g.C * R * S;
+__global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, Geometry32 g) {
+  const int PQ = g.P * g.Q;
+  const int64_t rows = g.C * g.R * g.S;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
-    const int s = static_cast<int>(row % S), r = static_cast<int>((row / S) % R);
-    const T* xc = x + row / (R * S) * H * W;
+    const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
+    const T* xc = x + row / (g.R * g.S) * g.H * g.W;
     T* out = col + row * PQ;
-    const int h0 = r * dh - ph, w0 = s * dw - pw;
+    const int h0 = r * g.dh - g.ph, w0 = s * g.dw - g.pw;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x) {
-      const int p = i / Q, q = i - p * Q;
-      const int h = p * sh + h0, w = q * sw + w0;
-      const bool inside = static_cast<unsigned>(h) < static_cast<unsigned>(H) &&  // h >= 0 too
-                          static_cast<unsigned>(w) < static_cast<unsigned>(W);
-      out[i] = inside ? xc[h * W + w] : T(0);
+      const int p = i / g.Q, q = i - p * g.Q;
+      const int h = p * g.sh + h0, w = q * g.sw + w0;
+      const bool inside = static_cast<unsigned>(h) < static_cast<unsigned>(g.H) &&  // h >= 0 too
+                          static_cast<unsigned>(w) < static_cast<unsigned>(g.W);
+      out[i] = inside ? xc[h * g.W + w] : T(0);
     }
   }
 }
@@ -92,26 +97,22 @@ __global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, Conv
 // reads (h, w) from output (p, q) when h = p sh - ph + r dh, i.e.
 // p = (h + ph - r dh) / sh exactly; likewise q.
 template <typename T>
-__global__ void col2im_kernel(const T* __restrict__ col, T* __restrict__ x, ConvGeometry g) {
-  const int W = static_cast<int>(g.W), P = static_cast<int>(g.P), Q = static_cast<int>(g.Q),
-            R = static_cast<int>(g.R), S = static_cast<int>(g.S), sh = static_cast<int>(g.sh),
-            sw = static_cast<int>(g.sw), ph = static_cast<int>(g.ph), pw = static_cast<int>(g.pw),
-            dh = static_cast<int>(g.dh), dw = static_cast<int>(g.dw);
-  const int HW = static_cast<int>(g.H) * W;
-  const int64_t PQ = static_cast<int64_t>(P) * Q;
+__global__ void col2im_kernel(const T* __restrict__ col, T* __restrict__ x, Geometry32 g) {
+  const int HW = g.H * g.W;
+  const int64_t PQ = static_cast<int64_t>(g.P) * g.Q;
   for (int64_t ch = blockIdx.y; ch < g.C; ch += gridDim.y) {
-    const T* cc = col + ch * R * S * PQ;
+    const T* cc = col + ch * g.R * g.S * PQ;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < HW; i += gridDim.x * blockDim.x) {
-      const int h = i / W, w = i - h * W;
+      const int h = i / g.W, w = i - h * g.W;
       T acc = T(0);
-      for (int r = 0; r < R; ++r) {
-        const int hp = h + ph - r * dh;
-        if (hp < 0 || hp % sh != 0 || hp / sh >= P) continue;
-        const int p = hp / sh;
-        for (int s = 0; s < S; ++s) {
-          const int wq = w + pw - s * dw;
-          if (wq < 0 || wq % sw != 0 || wq / sw >= Q) continue;
-          acc += cc[(r * S + s) * PQ + p * Q + wq / sw];
+      for (int r = 0; r < g.R; ++r) {
+        const int hp = h + g.ph - r * g.dh;
+        if (hp < 0 || hp % g.sh != 0 || hp / g.sh >= g.P) continue;
+        const int p = hp / g.sh;
+        for (int s = 0; s < g.S; ++s) {
+          const int wq = w + g.pw - s * g.dw;
+          if (wq < 0 || wq % g.sw != 0 || wq / g.sw >= g.Q) continue;
+          acc += cc[(r * g.S + s) * PQ + p * g.Q + wq / g.sw];
         }
       }
       x[ch * HW + i] = acc;
@@ -129,17 +130,17 @@ dim3 move_grid(int64_t per_row, int64_t rows) {
 
 template <typename T>
 void im2col(const ConvGeometry& g, const T* x, T* col, Stream stream) {
-  check_plane(g, "im2col");
+  const Geometry32 g32 = narrow(g, "im2col");
   if (g.crs() == 0 || g.pq() == 0) return;
-  im2col_kernel<T><<<move_grid(g.pq(), g.crs()), kMoveThreads, 0, stream>>>(x, col, g);
+  im2col_kernel<T><<<move_grid(g.pq(), g.crs()), kMoveThreads, 0, stream>>>(x, col, g32);
   launch_check("im2col");
 }
 
 template <typename T>
 void col2im(const ConvGeometry& g, const T* col, T* x, Stream stream) {
-  check_plane(g, "col2im");
+  const Geometry32 g32 = narrow(g, "col2im");
   if (g.C == 0 || g.hw() == 0) return;
-  col2im_kernel<T><<<move_grid(g.hw(), g.C), kMoveThreads, 0, stream>>>(col, x, g);
+  col2im_kernel<T><<<move_grid(g.hw(), g.C), kMoveThreads, 0, stream>>>(col, x, g32);
   launch_check("col2im");
 }
 

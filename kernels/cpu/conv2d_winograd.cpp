@@ -634,6 +634,51 @@ ConvGeometry images(const ConvGeometry& g, int64_t count) {
   return c;
 }
 
+// C[xi] [rows, cols] = A[xi] . B[xi] (+ beta C[xi]) for the 36 points,
+// depth deep, C's planes `plane` apart with rows ldc apart. a_block(xi, i0)
+// gives the A operand of the rows from i0 (a multiple of MR), b(xi) the B
+// matrix; `in_place`: the GEMMs read a row-major B's full panels where it
+// lies (blis_loops.h). The 36 products are the tasks of one parallel
+// region, cut into column blocks whose B block stays in L2 and, where 36 such tasks do not split evenly over the threads, into row
+// blocks too. (One GEMM after another, each split over the threads, waited
+// at 36 barriers behind the slower thread: 10% of the 512 -> 512 forward at
+// 32^2 in perf.) Each block sums as one whole GEMM would, so the bits do
+// not depend on the cut or the thread count.
+template <typename ABlock, typename BMatrix>
+void point_products(const BlisConfig& cfg, int64_t rows, int64_t cols, int64_t depth, ABlock&& a_block,
+                    BMatrix&& b, bool in_place, float beta, float* C, int64_t ldc, int64_t plane) {
+  // Blocks of B up to 512 KiB (half of a Zen 5 L2), and at least 256
+  // columns: a shallow B (the weight gradient's, T deep) then takes all of
+  // a 512-channel layer's columns in one block, so A is packed once.
+  const int64_t max_cols = std::max<int64_t>(256, (int64_t{1} << 17) / std::min(depth, cfg.kc) / cfg.nr * cfg.nr);
+  const int threads = omp_get_max_threads();
+  const int64_t nb = std::min(round_up(cols, cfg.nr), max_cols), col_blocks = ceil_div(cols, nb);
+  int64_t row_blocks = 1;
+  if (kPoints * col_blocks % threads != 0)
+    row_blocks = std::clamp<int64_t>(ceil_div(8 * threads, kPoints * col_blocks), 1, ceil_div(rows, cfg.mr));
+  const int64_t mb = round_up(ceil_div(rows, row_blocks), cfg.mr);
+  const int64_t tasks = kPoints * row_blocks * col_blocks;
+  const auto workspaces = per_thread_workspaces(cfg, parallel_slots(), depth, nb);
+#pragma omp parallel
+  {
+    const BlisWorkspace& ws = *workspaces[omp_get_thread_num()];
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int xi = static_cast<int>(task / (row_blocks * col_blocks));
+      const int64_t i0 = task / col_blocks % row_blocks * mb, j0 = task % col_blocks * nb;
+      if (i0 >= rows) continue;
+      const MatrixOperand bx = b(xi);
+      BPanelPacker packer{pack_b_matrix, &bx, pack_b_matrix_block};
+      if (in_place && !bx.trans) {
+        packer.in_place = bx.data;
+        packer.in_place_ld = bx.ld;
+      }
+      blis_block(cfg, std::min(mb, rows - i0), std::min(nb, cols - j0), depth, a_block(xi, i0), packer, j0, beta,
+                 C + xi * plane + i0 * ldc + j0, ldc, ws);
+    }
+  }
+}
+
 // y = the forward of g from its packed filter transforms (rows K, depth C).
 void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, bool relu,
                     float* y);
@@ -655,16 +700,11 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
     const ConvGeometry gc = images(g, std::min(chunk, g.N - n0));
     const Tiles tl(gc);
     transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get(), ldv);
-    for (int xi = 0; xi < kPoints; ++xi) {
-      const MatrixOperand vx{V.get() + xi * point_plane(g.C, ldv), ldv, false};
-      BPanelPacker b{pack_b_matrix, &vx, pack_b_matrix_block};
-      if (conv_b_in_place()) {
-        b.in_place = vx.data;
-        b.in_place_ld = ldv;
-      }
-      blis_sgemm_packed_a(cfg, omp_get_max_threads(), U.point(xi), g.K, tl.total, g.C, b, 0.0f,
-                          M.get() + xi * point_plane(g.K, tl.total), tl.total);
-    }
+    point_products(
+        cfg, g.K, tl.total, g.C,
+        [&](int xi, int64_t i0) { return AOperand{U.point(xi), 0, false, 1.0f, round_up(g.K, cfg.mr), i0}; },
+        [&](int xi) { return MatrixOperand{V.get() + xi * point_plane(g.C, ldv), ldv, false}; }, conv_b_in_place(),
+        0.0f, M.get(), tl.total, point_plane(g.K, tl.total));
     transform_outputs(gc, tl, M.get(), bias, relu, y + n0 * g.K * g.P * g.Q);
   }
 }
@@ -818,6 +858,7 @@ void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, cons
 void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   check_applies(g, "conv2d_winograd_backward_weight");
   if (conv2d_winograd_weight_grad_in_bands(g)) return backward_weight_banded(g, dy, x, dw);
+  const BlisConfig& cfg = sgemm_blis_config();
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(tiles);
   const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));
   const CpuArray<float> Z = transform_buffer(kPoints * point_plane(g.K, tiles));
@@ -828,10 +869,14 @@ void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, con
     const Tiles tl(gc);
     transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get(), ldv);
     transform_output_grads(gc, tl, dy + n0 * g.K * g.P * g.Q, Z.get());
-    for (int xi = 0; xi < kPoints; ++xi)
-      sgemm(false, true, g.K, g.C, tl.total, 1.0f, Z.get() + xi * point_plane(g.K, tl.total), tl.total,
-            V.get() + xi * point_plane(g.C, ldv), ldv, n0 == 0 ? 0.0f : 1.0f, Wt.get() + xi * point_plane(g.K, g.C),
-            g.C);
+    // Wt[xi] [K, C] (+)= Z[xi] [K, T] . V[xi]^T.
+    point_products(
+        cfg, g.K, g.C, tl.total,
+        [&](int xi, int64_t i0) {
+          return AOperand{Z.get() + xi * point_plane(g.K, tl.total) + i0 * tl.total, tl.total};
+        },
+        [&](int xi) { return MatrixOperand{V.get() + xi * point_plane(g.C, ldv), ldv, true}; }, false,
+        n0 == 0 ? 0.0f : 1.0f, Wt.get(), g.C, point_plane(g.K, g.C));
   }
   untransform_filters(g, Wt.get(), dw);
 }

@@ -523,6 +523,14 @@ bool klanes_weight_grad_wins(const ConvGeometry& g) {
   // 32 channels gets it too (the few-tap kernel wants R*S > 1): 32 -> 16
   // at 64^2, batch 4, 0.24 against 1.9-3.0 ms, whose B rows 16 KiB apart
   // share a few L1 sets.
+  // And strided layers (session 34, its input rows stored as stride
+  // phases; batch 8, 2 threads, against the GEMM): the ResNet stem (7x7 s2,
+  // 3 -> 64 at 224^2) 6.5 against 10.5 ms; the U-Net's 2x2 s2
+  // up-convolutions' convs 64 -> 128 at 256^2 16.8 against 20.6 (batch 4)
+  // and 128 -> 256 at 128^2 13.1 against 16.5; where the rule says GEMM it
+  // ties or loses (3x3 s2 256 -> 256 at 28^2 8.8 against 6.2, 2x2 s2 512 ->
+  // 1024 at 32^2 21.5 against 13.1), missing two small wins (3x3 s2 128 at
+  // 56^2 6.1 against 7.1, 1x1 s2 256 -> 512 at 56^2 6.9 against 7.8).
   const int64_t taps_k = g.crs() * g.K;
   const bool narrow_wins =
       (taps_k <= 36864 || (g.Q >= 64 && taps_k <= 147456)) && conv2d_direct_weight_grad_klanes_slabs(g) >= 4;
@@ -530,7 +538,7 @@ bool klanes_weight_grad_wins(const ConvGeometry& g) {
   // 2^24 floats (64 MiB) in all, else the GEMM (it needs none).
   return direct_enabled() && (g.crs() > 32 || g.is_pointwise()) && (g.Q >= 128 || narrow_wins) &&
          taps_k <= (1 << 20) && conv2d_direct_weight_grad_klanes_partials(g) <= (int64_t{1} << 24) &&
-         conv2d_direct_forward_applies(g);
+         conv2d_direct_weight_grad_klanes_applies(g);
 }
 
 // Small images (ResNet-50's layer3 and layer4: 14^2 and 7^2 output

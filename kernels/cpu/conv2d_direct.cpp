@@ -395,11 +395,16 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
 // ---- Weight gradient with the output channels in the lanes (deep layers) ----
 // dW[k, tap] = sum_pixels dy[k, pixel] x[tap's input of the pixel], with 16
 // channels k per vector: per pixel, KV vectors of dy (from a channels-last
-// copy of a few rows of dy) times 6 broadcast input values (one per tap)
-// into KV x 6 accumulators. That is the forward's ratio of loads to FMAs
-// (KV + 6 loads, 6 of them scalar broadcasts, per 6 KV FMAs), where the
-// pixel-lane kernel above needs 8 + 3 full-vector loads per 24 FMAs, and
-// the accumulators are whole sums (no lane reduction).
+// copy of a few rows of dy) times 5 broadcast input values (one per tap)
+// into KV x 5 accumulators (KV + 5 loads, 5 of them scalar broadcasts, per
+// 5 KV FMAs), where the pixel-lane kernel above needs 8 + 3 full-vector
+// loads per 24 FMAs, and the accumulators are whole sums (no lane
+// reduction). 5 taps, not 6: at KV = 4, 24 accumulators + 4 dy + 6 inputs
+// are 34 registers, so two accumulators lived on the stack and each pixel
+// waited on a store and a reload (session 34, 5 instead: the ResNet stem
+// 7.6 -> 6.6 ms, 64 -> 64 3x3 at 64^2 4.0 -> 3.5, 1x1 layers unchanged).
+// A stride sw along W is handled by storing each input row as sw phases
+// (below), so a tap's pixels always read consecutive inputs.
 // Work is cut into slabs of kSlabRows output rows of one image; a slab
 // walks its rows in chunks of kChunkRows: transpose that chunk of dy into
 // [K/16][pixels][16] (transpose_pack) and gather the C x (input rows)
@@ -408,7 +413,7 @@ __attribute__((target("avx512f"))) void backward_weight_avx512(const ConvGeometr
 // the chunk's pixels. Each slab sums into its own [taps][K] partial; the
 // partials are added in slab order at the end, so results do not depend
 // on the thread count.
-constexpr int kTapBlock = 6;
+constexpr int kTapBlock = 5;
 constexpr int64_t kChunkRows = 2;
 
 // acc[kv][t] over the chunk's pixels, added into out[t * ld + kv * 16].
@@ -423,12 +428,8 @@ __attribute__((target("avx512f"))) void weight_grad_klanes_block(const float* co
   FULLY_UNROLLED for (int kv = 0; kv < KV; ++kv) {
     FULLY_UNROLLED for (int t = 0; t < kTapBlock; ++t) acc[kv][t] = _mm512_setzero_ps();
   }
-  const float* t0 = taps[0];
-  const float* t1 = taps[1];
-  const float* t2 = taps[2];
-  const float* t3 = taps[3];
-  const float* t4 = taps[4];
-  const float* t5 = taps[5];
+  const float* tp[kTapBlock];
+  FULLY_UNROLLED for (int t = 0; t < kTapBlock; ++t) tp[t] = taps[t];
   for (int64_t pl = 0; pl < rows; ++pl) {
     const int64_t off0 = pl * row_step;
     const float* d0 = dyt + pl * Q * kLanes;
@@ -439,8 +440,8 @@ __attribute__((target("avx512f"))) void weight_grad_klanes_block(const float* co
         d[kv] = _mm512_load_ps(d0 + kv * gstride + q * kLanes);
         __asm__("" : "+v"(d[kv]));  // one load, not one folded into each FMA
       }
-      const __m512 x[kTapBlock] = {_mm512_set1_ps(t0[off]), _mm512_set1_ps(t1[off]), _mm512_set1_ps(t2[off]),
-                                   _mm512_set1_ps(t3[off]), _mm512_set1_ps(t4[off]), _mm512_set1_ps(t5[off])};
+      __m512 x[kTapBlock];
+      FULLY_UNROLLED for (int t = 0; t < kTapBlock; ++t) x[t] = _mm512_set1_ps(tp[t][off]);
       FULLY_UNROLLED for (int kv = 0; kv < KV; ++kv) {
         FULLY_UNROLLED for (int t = 0; t < kTapBlock; ++t) acc[kv][t] = _mm512_fmadd_ps(d[kv], x[t], acc[kv][t]);
       }
@@ -462,7 +463,12 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
   const int64_t taps = g.crs(), groups = ceil_div(g.K, kLanes), kpad = groups * kLanes;
   const int64_t tap_blocks = ceil_div(taps + (db ? 1 : 0), kTapBlock), taps_pad = tap_blocks * kTapBlock;
   const int64_t slabs_per_image = ceil_div(g.P, kSlabRows), slabs = g.N * slabs_per_image;
-  const int64_t width = padded_width(g);
+  // A stride sw along W: each padded row is stored as sw phases, phase f
+  // holding columns f, f + sw, f + 2 sw, ..., so that the output pixels q of
+  // one tap again read consecutive floats (tap s: phase (s dw) % sw, from
+  // (s dw) / sw on). With sw = 1, the one phase is the padded row.
+  const int64_t phase_width = g.sw == 1 ? padded_width(g) : ceil_div(g.Q * g.sw + (g.S - 1) * g.dw, g.sw);
+  const int64_t width = g.sw * phase_width;  // floats per stored input row
   const int64_t in_rows = (kChunkRows - 1) * g.sh + (g.R - 1) * g.dh + 1;  // input rows of one chunk
   const int64_t chunk_pixels = kChunkRows * g.Q;
   // partial[slab][tap][kpad], 64-byte aligned rows (kpad is a multiple of 16).
@@ -472,7 +478,7 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
   // (padding channels stay zero); the chunk's padded input rows
   // [C][in_rows][width] and a zero block for the padding taps; tap pointers.
   const int slots = parallel_slots(parallel);
-  const int64_t dyt_len = groups * chunk_pixels * kLanes, xb_len = (g.C + 1) * in_rows * width;
+  const int64_t dyt_len = groups * chunk_pixels * kLanes, xb_len = (g.C + 1) * in_rows * width + (g.sw > 1 ? width : 0);
   const CpuArray<float> dyts = cpu_array<float>(slots * dyt_len);
   const CpuArray<float> xbs = cpu_array<float>(slots * xb_len);
   std::vector<const float*> tap_ptrs(static_cast<size_t>(slots * taps_pad));
@@ -488,11 +494,13 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
     const float** tap_base = tap_ptrs.data() + thread * taps_pad;
     std::fill(dyt, dyt + dyt_len, 0.0f);
     const float* zero_row = xb + g.C * in_rows * width;
-    std::fill(xb + g.C * in_rows * width, xb + xb_len, 0.0f);
-    // Tap t = (c, r, s) reads xb[c][r dh + pl sh][q + s dw]; padding taps read zeros.
+    std::fill(xb + g.C * in_rows * width, xb + (g.C + 1) * in_rows * width, 0.0f);
+    float* const unsplit = xb + (g.C + 1) * in_rows * width;  // one padded row before its phases (sw > 1)
+    // Tap t = (c, r, s) reads xb[c][r dh + pl sh][phase (s dw) % sw][q + (s dw) / sw]; padding taps read zeros.
     for (int64_t t = 0; t < taps_pad; ++t) {
       const int64_t c = t / (g.R * g.S), r = (t / g.S) % g.R, s = t % g.S;
-      tap_base[t] = t < taps ? xb + (c * in_rows + r * g.dh) * width + s * g.dw
+      tap_base[t] = t < taps ? xb + (c * in_rows + r * g.dh) * width + (s * g.dw) % g.sw * phase_width +
+                                   (s * g.dw) / g.sw
                     : (db && t == taps) ? ones.get()
                                         : zero_row;
     }
@@ -514,8 +522,17 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
         }
         // Input rows of the chunk: xb[c][i] = padded input row p0 sh - ph + i.
         for (int64_t c = 0; c < g.C; ++c)
-          for (int64_t i = 0; i < in_rows; ++i)
-            padded_row(g, x + (n * g.C + c) * g.hw(), p0 * g.sh - g.ph + i, width, xb + (c * in_rows + i) * width);
+          for (int64_t i = 0; i < in_rows; ++i) {
+            float* row = xb + (c * in_rows + i) * width;
+            const float* plane = x + (n * g.C + c) * g.hw();
+            if (g.sw == 1) {
+              padded_row(g, plane, p0 * g.sh - g.ph + i, width, row);
+            } else {
+              padded_row(g, plane, p0 * g.sh - g.ph + i, width, unsplit);
+              for (int64_t f = 0; f < g.sw; ++f)
+                for (int64_t m = 0; m < phase_width; ++m) row[f * phase_width + m] = unsplit[f + g.sw * m];
+            }
+          }
         for (int64_t g0 = 0; g0 < groups; g0 += 4) {
           const int64_t kv = std::min<int64_t>(4, groups - g0);
           const float* d = dyt + g0 * chunk_pixels * kLanes;
@@ -581,12 +598,20 @@ void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w
 #endif
 }
 
+bool conv2d_direct_weight_grad_klanes_applies(const ConvGeometry& g) {
+#ifdef CRFSEG_DIRECT_X86
+  return has_avx512f() && g.N > 0 && g.P > 0 && g.Q > 0 && g.K > 0;
+#else
+  (void)g;
+  return false;
+#endif
+}
+
 void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw,
                                           float* db) {
-  CRFSEG_CHECK(conv2d_direct_forward_applies(g), NotImplementedError,
-               "conv2d_direct_backward_weight_klanes: expected AVX-512F, stride 1 along W and a non-empty output, got "
-               "stride ", g.sw, ", output ", g.N, " x ", g.K, " x ", g.P, " x ", g.Q,
-               (has_avx512f() ? "" : ", and a CPU without AVX-512F"));
+  CRFSEG_CHECK(conv2d_direct_weight_grad_klanes_applies(g), NotImplementedError,
+               "conv2d_direct_backward_weight_klanes: expected AVX-512F and a non-empty output, got output ", g.N,
+               " x ", g.K, " x ", g.P, " x ", g.Q, (has_avx512f() ? "" : ", and a CPU without AVX-512F"));
 #ifdef CRFSEG_DIRECT_X86
   backward_weight_klanes_avx512(g, dy, x, dw, db);
 #endif

@@ -47,7 +47,8 @@ void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w
 void conv2d_direct_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw,
                                    float* db = nullptr);
 // The weight gradient for deep layers: output channels in the lanes (any
-// C*R*S; applies where the forward does). See conv2d_direct.cpp.
+// C*R*S, any stride and dilation; needs AVX-512F). See conv2d_direct.cpp.
+bool conv2d_direct_weight_grad_klanes_applies(const ConvGeometry& g);
 void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw,
                                           float* db = nullptr);
 // Its unit of work: a slab of 32 output rows of one image; N ceil(P / 32) of them.

@@ -373,7 +373,7 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
   if (direct_kernels_unavailable()) return;
   // K of 1, 15, 16, 17, 33 and 70: 1-5 groups of 16 channels, so register
   // tiles of 4 groups and tails of 1-3; C*R*S of 9, 45, 63 and 180 (tap
-  // blocks of 6 with padding taps); P past one 32-row slab and odd (a short
+  // blocks of 5 with padding taps); P past one 32-row slab and odd (a short
   // last chunk of rows); row stride, dilation, padding on one axis.
   const std::vector<ConvGeometry> gs = {
       make(1, 1, 5, 7, 1, 3, 3, 1, 1, 1, 1),
@@ -383,6 +383,10 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
       make(2, 7, 11, 12, 33, 3, 3, 1, 1, 2, 2, 2, 2),  // dilation 2
       make(1, 9, 8, 19, 70, 1, 7, 1, 1, 0, 3),        // 1x7, 63 taps
       make(3, 19, 7, 37, 21, 1, 1),                   // 1x1: 19 taps
+      // Strides along W (the input rows stored as sw phases):
+      make(2, 3, 23, 37, 17, 7, 7, 2, 2, 3, 3),        // the ResNet stem's 7x7 s2 p3: 147 taps, odd W
+      make(1, 6, 9, 31, 5, 2, 2, 2, 2),                // 2x2 s2 (an up-convolution's): 24 taps
+      make(1, 4, 11, 43, 9, 3, 3, 1, 3, 1, 2, 1, 2),   // stride 3 along W with dilation 2 and padding 2
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
@@ -398,7 +402,7 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
     kernels::cpu::conv2d_direct_backward_weight_klanes(g, dy.data(), x.data(), three.data());
     omp_set_num_threads(saved);
     CHECK(three == got);
-    // The bias as one more tap of ones (a padding slot, or a block of its own when C*R*S % 6 == 0).
+    // The bias as one more tap of ones (a padding slot, or a block of its own when C*R*S % 5 == 0).
     std::vector<float> db_want(g.K), db(g.K, 7.0f), with_db(want.size(), 7.0f);
     kernels::ref::conv2d_backward_bias<float>(g, dy.data(), db_want.data());
     kernels::cpu::conv2d_direct_backward_weight_klanes(g, dy.data(), x.data(), with_db.data(), db.data());
@@ -424,7 +428,11 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
   CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 256, 56, 56, 64, 1, 1)));
   CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(4, 32, 64, 64, 16, 1, 1)));
   CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 128, 28, 28, 512, 1, 1)));
-  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 64, 56, 56, 64, 1, 1, 2, 2)));  // stride 2
+  // Strided layers by the same rule: the ResNet stem (7x7 s2 3 -> 64, 147
+  // taps), a strided 1x1; not ResNet-50's 3x3 s2 256 -> 256 at 28^2.
+  CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3)));
+  CHECK(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 64, 56, 56, 64, 1, 1, 2, 2)));
+  CHECK_FALSE(kernels::cpu::conv2d_weight_grad_takes_direct(make(8, 256, 28, 28, 256, 3, 3, 2, 2, 1, 1)));
   // Through conv2d_backward_weight on a dispatched shape.
   const ConvGeometry g = make(1, 40, 6, 130, 20, 3, 3, 1, 1, 1, 1);
   REQUIRE(kernels::cpu::conv2d_weight_grad_takes_direct(g));  // (returned above if switched off)

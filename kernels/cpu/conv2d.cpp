@@ -503,9 +503,17 @@ std::atomic<bool> g_b_in_place{[] {
 // 14^2 and 7^2 are not). bench/NOTES.md, change 28.
 bool b_in_place_suits(int64_t row_floats) { return g_b_in_place.load() && row_floats % 256 != 0; }
 
+// Strided along W (session 34: the kernel reads its rows as stride phases;
+// batch 8, 2 threads, the GEMM's time / the direct kernel's): the ResNet
+// stem (7x7 s2, 3 -> 64 at 224^2) 8.3-8.6 / 6.4-6.7 ms; 3x3 s2 32 -> 32 at
+// 128^2 (batch 4) 1.2x; 64 -> 64 at 112^2 1.0x; but 2x2 s2 64 -> 128 at
+// 256^2 (the U-Net's up-convolution, whose windows do not overlap: the
+// GEMM's im2col is a plain reshuffle there) 0.85x. So with a stride only
+// where windows overlap along W and K <= 64.
 bool direct_forward_wins(const ConvGeometry& g) {
   const bool wins = g.crs() <= 32 || g.Q >= 128 || g.K <= 32 || (g.K <= 64 && g.Q >= 32);
-  return direct_enabled() && !g.is_pointwise() && wins && conv2d_direct_forward_applies(g);
+  const bool stride_ok = g.sw == 1 || (g.S * g.dw > g.sw && g.K <= 64);
+  return direct_enabled() && !g.is_pointwise() && wins && stride_ok && conv2d_direct_forward_applies(g);
 }
 bool direct_weight_grad_wins(const ConvGeometry& g) {
   return direct_enabled() && !g.is_pointwise() && g.crs() <= 32 && conv2d_direct_weight_grad_applies(g);

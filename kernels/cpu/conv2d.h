@@ -74,7 +74,7 @@ template <typename T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 
 // Where the direct kernels of conv2d_direct.h take over from the implicit
-// GEMM (f32, AVX-512F, stride 1 along W; measured in conv2d.cpp): the
+// GEMM (f32, AVX-512F; measured in conv2d.cpp): the
 // forward (not 1x1) with at most 32 taps (C*R*S) or output rows of 128
 // pixels or more, the stride-1 backward-input when its flipped convolution
 // qualifies the same way, and the weight gradient (1x1 too) with at most

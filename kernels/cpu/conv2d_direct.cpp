@@ -57,6 +57,35 @@ void padded_row(const ConvGeometry& g, const float* x_plane, int64_t h, int64_t 
   std::fill(dst + hi, dst + width, 0.0f);
 }
 
+// A stride sw along W stores each padded input row as sw phases, phase f
+// holding padded columns f, f + sw, f + 2 sw, ..., so that the output
+// pixels q of one tap read consecutive floats again: tap s reads phase
+// (s dw) % sw from (s dw) / sw on (the direct forward loads 16 of them as
+// one vector). With sw = 1 the one phase is the padded row.
+struct PhaseRows {
+  int64_t phase_width;  // floats per phase
+  int64_t width;        // floats per stored row: sw phases
+  explicit PhaseRows(const ConvGeometry& g)
+      : phase_width(g.sw == 1 ? padded_width(g)
+                              : (ceil_div(g.Q, kLanes) * kLanes * g.sw + (g.S - 1) * g.dw + g.sw - 1) / g.sw),
+        width(g.sw * phase_width) {}
+  // Where tap s's input for output pixel 0 lies in a stored row.
+  int64_t tap_offset(const ConvGeometry& g, int64_t s) const {
+    return (s * g.dw) % g.sw * phase_width + (s * g.dw) / g.sw;
+  }
+  // dst = padded input row h of x_plane in this layout; `unsplit`: scratch
+  // of `width` floats (not touched when sw = 1).
+  void fill(const ConvGeometry& g, const float* x_plane, int64_t h, float* unsplit, float* dst) const {
+    if (g.sw == 1) {
+      padded_row(g, x_plane, h, width, dst);
+      return;
+    }
+    padded_row(g, x_plane, h, width, unsplit);
+    for (int64_t f = 0; f < g.sw; ++f)
+      for (int64_t m = 0; m < phase_width; ++m) dst[f * phase_width + m] = unsplit[f + g.sw * m];
+  }
+};
+
 // The padded input rows that one thread's output rows read, copied out of
 // x into rows `width` floats apart. (Read in place they were slower: x's
 // channel planes lie a power of two apart, so the same row of every
@@ -67,8 +96,10 @@ void padded_row(const ConvGeometry& g, const float* x_plane, int64_t h, int64_t 
 // (200 KiB for the U-Net's 64 -> 64 layer).
 struct RowRing {
   const ConvGeometry& g;
-  int64_t width, span;
-  float* buf;              // [C][span][width]
+  const PhaseRows& layout;
+  int64_t span;
+  float* buf;              // [C][span][layout.width]
+  float* unsplit;          // one row of scratch (PhaseRows::fill)
   int64_t* slot_row;       // [span]: the input row each slot holds, -1 if none
   int64_t image = -1;      // the image the slots hold rows of
 
@@ -80,8 +111,10 @@ struct RowRing {
     for (int64_t r = 0; r < g.R; ++r) {
       const int64_t h = p * g.sh - g.ph + r * g.dh;     // may be negative (padding)
       const int64_t slot = ((h % span) + span) % span;
+      const int64_t width = layout.width;
       if (slot_row[slot] != h + g.ph) {                 // +ph: stored rows are >= 0, -1 means empty
-        for (int64_t c = 0; c < g.C; ++c) padded_row(g, x_img + c * g.hw(), h, width, buf + (c * span + slot) * width);
+        for (int64_t c = 0; c < g.C; ++c)
+          layout.fill(g, x_img + c * g.hw(), h, unsplit, buf + (c * span + slot) * width);
         slot_row[slot] = h + g.ph;
       }
       for (int64_t c = 0; c < g.C; ++c) rows[c * g.R + r] = buf + (c * span + slot) * width;
@@ -129,10 +162,12 @@ constexpr int64_t kStreamBytes = int64_t{8} << 20;
 // XV vectors of output row p for the kKb channels of block wb (weights
 // [taps][kKb], zero past K), pixels q0 .. q0 + 16 XV (stores masked at Q).
 // rows[c R + r]: the padded input row of tap row r in channel c.
+// tap_off[s]: tap s's offset in a row (PhaseRows::tap_offset).
 template <int XV>
 __attribute__((target("avx512f"))) void forward_tile(const ConvGeometry& g, const float* const* rows,
-                                                     const float* wb, const float* bias8, int64_t k0, int64_t q0,
-                                                     bool stream, bool relu, float* y_row0) {
+                                                     const int64_t* tap_off, const float* wb, const float* bias8,
+                                                     int64_t k0, int64_t q0, bool stream, bool relu,
+                                                     float* y_row0) {
   __m512 acc[kKb][XV];
   FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
     FULLY_UNROLLED for (int v = 0; v < XV; ++v) acc[k][v] = _mm512_set1_ps(bias8[k]);
@@ -142,7 +177,7 @@ __attribute__((target("avx512f"))) void forward_tile(const ConvGeometry& g, cons
     const float* row = rows[cr] + q0;
     for (int64_t s = 0; s < g.S; ++s, w += kKb) {
       __m512 in[XV];
-      FULLY_UNROLLED for (int v = 0; v < XV; ++v) in[v] = _mm512_loadu_ps(row + s * g.dw + v * kLanes);
+      FULLY_UNROLLED for (int v = 0; v < XV; ++v) in[v] = _mm512_loadu_ps(row + tap_off[s] + v * kLanes);
       FULLY_UNROLLED for (int k = 0; k < kKb; ++k) {
         const __m512 wk = _mm512_set1_ps(w[k]);
         FULLY_UNROLLED for (int v = 0; v < XV; ++v) acc[k][v] = _mm512_fmadd_ps(wk, in[v], acc[k][v]);
@@ -184,14 +219,17 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
     for (int64_t t = 0; t < taps; ++t) wt[((k / kKb) * taps + t) * kKb + k % kKb] = w[k * taps + t];
     if (bias) bt[k] = bias[k];
   }
-  const int64_t vectors = ceil_div(g.Q, kLanes), width = padded_width(g), cr = g.C * g.R;
+  const PhaseRows layout(g);
+  const int64_t vectors = ceil_div(g.Q, kLanes), width = layout.width, cr = g.C * g.R;
   const int64_t span = (g.R - 1) * g.dh + 1;  // input rows one output row's taps cover
+  std::vector<int64_t> tap_off(static_cast<size_t>(g.S));
+  for (int64_t s = 0; s < g.S; ++s) tap_off[s] = layout.tap_offset(g, s);
   const bool stream = g.N * g.K * g.pq() * int64_t{sizeof(float)} >= kStreamBytes;
   const bool parallel = g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel();
   // Per thread, a ring of padded input rows (C span width floats, 200 KiB
   // at C = 64, 256 wide) and the C R row pointers of the current output row.
   const int slots = parallel_slots(parallel);
-  const CpuArray<float> ring_bufs = cpu_array<float>(slots * g.C * span * width);
+  const CpuArray<float> ring_bufs = cpu_array<float>(slots * (g.C * span + 1) * width);
   // Each thread's slot rows and row pointers are written every output row:
   // 8 unused entries (64 bytes) after each thread's keep it off the next
   // thread's cache lines.
@@ -201,8 +239,8 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
 #pragma omp parallel if (parallel)
   {
     const int thread = omp_get_thread_num();
-    RowRing ring{g, width, span, ring_bufs.get() + thread * g.C * span * width,
-                 slot_rows.data() + thread * slot_stride};
+    float* const ring_buf = ring_bufs.get() + thread * (g.C * span + 1) * width;
+    RowRing ring{g, layout, span, ring_buf, ring_buf + g.C * span * width, slot_rows.data() + thread * slot_stride};
     const float** rows = row_ptrs.data() + thread * ptr_stride;
 #pragma omp for schedule(static)
     for (int64_t np = 0; np < g.N * g.P; ++np) {
@@ -218,9 +256,10 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
         const int64_t threes = vectors % 3 == 1 && vectors > 3 ? vectors / 3 - 1 : vectors / 3;
         int64_t v = 0;
         for (int64_t t = 0; t < threes; ++t, v += 3)
-          forward_tile<3>(g, rows, wb, b8, k0, v * kLanes, stream, relu, y_row0);
-        for (; v + 2 <= vectors; v += 2) forward_tile<2>(g, rows, wb, b8, k0, v * kLanes, stream, relu, y_row0);
-        if (v < vectors) forward_tile<1>(g, rows, wb, b8, k0, v * kLanes, stream, relu, y_row0);
+          forward_tile<3>(g, rows, tap_off.data(), wb, b8, k0, v * kLanes, stream, relu, y_row0);
+        for (; v + 2 <= vectors; v += 2)
+          forward_tile<2>(g, rows, tap_off.data(), wb, b8, k0, v * kLanes, stream, relu, y_row0);
+        if (v < vectors) forward_tile<1>(g, rows, tap_off.data(), wb, b8, k0, v * kLanes, stream, relu, y_row0);
       }
     }
     _mm_sfence();  // streamed stores are visible before the region's barrier
@@ -463,12 +502,8 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
   const int64_t taps = g.crs(), groups = ceil_div(g.K, kLanes), kpad = groups * kLanes;
   const int64_t tap_blocks = ceil_div(taps + (db ? 1 : 0), kTapBlock), taps_pad = tap_blocks * kTapBlock;
   const int64_t slabs_per_image = ceil_div(g.P, kSlabRows), slabs = g.N * slabs_per_image;
-  // A stride sw along W: each padded row is stored as sw phases, phase f
-  // holding columns f, f + sw, f + 2 sw, ..., so that the output pixels q of
-  // one tap again read consecutive floats (tap s: phase (s dw) % sw, from
-  // (s dw) / sw on). With sw = 1, the one phase is the padded row.
-  const int64_t phase_width = g.sw == 1 ? padded_width(g) : ceil_div(g.Q * g.sw + (g.S - 1) * g.dw, g.sw);
-  const int64_t width = g.sw * phase_width;  // floats per stored input row
+  const PhaseRows layout(g);  // a stride along W: rows stored as phases
+  const int64_t width = layout.width;
   const int64_t in_rows = (kChunkRows - 1) * g.sh + (g.R - 1) * g.dh + 1;  // input rows of one chunk
   const int64_t chunk_pixels = kChunkRows * g.Q;
   // partial[slab][tap][kpad], 64-byte aligned rows (kpad is a multiple of 16).
@@ -478,7 +513,7 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
   // (padding channels stay zero); the chunk's padded input rows
   // [C][in_rows][width] and a zero block for the padding taps; tap pointers.
   const int slots = parallel_slots(parallel);
-  const int64_t dyt_len = groups * chunk_pixels * kLanes, xb_len = (g.C + 1) * in_rows * width + (g.sw > 1 ? width : 0);
+  const int64_t dyt_len = groups * chunk_pixels * kLanes, xb_len = ((g.C + 1) * in_rows + 1) * width;
   const CpuArray<float> dyts = cpu_array<float>(slots * dyt_len);
   const CpuArray<float> xbs = cpu_array<float>(slots * xb_len);
   std::vector<const float*> tap_ptrs(static_cast<size_t>(slots * taps_pad));
@@ -495,12 +530,11 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
     std::fill(dyt, dyt + dyt_len, 0.0f);
     const float* zero_row = xb + g.C * in_rows * width;
     std::fill(xb + g.C * in_rows * width, xb + (g.C + 1) * in_rows * width, 0.0f);
-    float* const unsplit = xb + (g.C + 1) * in_rows * width;  // one padded row before its phases (sw > 1)
-    // Tap t = (c, r, s) reads xb[c][r dh + pl sh][phase (s dw) % sw][q + (s dw) / sw]; padding taps read zeros.
+    float* const unsplit = xb + (g.C + 1) * in_rows * width;  // PhaseRows::fill's scratch
+    // Tap t = (c, r, s) reads row r dh + pl sh of channel c at tap_offset(s) + q; padding taps read zeros.
     for (int64_t t = 0; t < taps_pad; ++t) {
       const int64_t c = t / (g.R * g.S), r = (t / g.S) % g.R, s = t % g.S;
-      tap_base[t] = t < taps ? xb + (c * in_rows + r * g.dh) * width + (s * g.dw) % g.sw * phase_width +
-                                   (s * g.dw) / g.sw
+      tap_base[t] = t < taps ? xb + (c * in_rows + r * g.dh) * width + layout.tap_offset(g, s)
                     : (db && t == taps) ? ones.get()
                                         : zero_row;
     }
@@ -522,17 +556,8 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
         }
         // Input rows of the chunk: xb[c][i] = padded input row p0 sh - ph + i.
         for (int64_t c = 0; c < g.C; ++c)
-          for (int64_t i = 0; i < in_rows; ++i) {
-            float* row = xb + (c * in_rows + i) * width;
-            const float* plane = x + (n * g.C + c) * g.hw();
-            if (g.sw == 1) {
-              padded_row(g, plane, p0 * g.sh - g.ph + i, width, row);
-            } else {
-              padded_row(g, plane, p0 * g.sh - g.ph + i, width, unsplit);
-              for (int64_t f = 0; f < g.sw; ++f)
-                for (int64_t m = 0; m < phase_width; ++m) row[f * phase_width + m] = unsplit[f + g.sw * m];
-            }
-          }
+          for (int64_t i = 0; i < in_rows; ++i)
+            layout.fill(g, x + (n * g.C + c) * g.hw(), p0 * g.sh - g.ph + i, unsplit, xb + (c * in_rows + i) * width);
         for (int64_t g0 = 0; g0 < groups; g0 += 4) {
           const int64_t kv = std::min<int64_t>(4, groups - g0);
           const float* d = dyt + g0 * chunk_pixels * kLanes;
@@ -569,7 +594,7 @@ __attribute__((target("avx512f"))) void backward_weight_klanes_avx512(const Conv
 
 bool conv2d_direct_forward_applies(const ConvGeometry& g) {
 #ifdef CRFSEG_DIRECT_X86
-  return has_avx512f() && g.sw == 1 && g.N > 0 && g.P > 0 && g.Q > 0 && g.K > 0;
+  return has_avx512f() && g.N > 0 && g.P > 0 && g.Q > 0 && g.K > 0;
 #else
   (void)g;
   return false;
@@ -585,14 +610,14 @@ int64_t conv2d_direct_weight_grad_klanes_partials(const ConvGeometry& g) {
 }
 
 bool conv2d_direct_weight_grad_applies(const ConvGeometry& g) {
-  return conv2d_direct_forward_applies(g) && g.crs() <= kMaxTaps;
+  return conv2d_direct_forward_applies(g) && g.sw == 1 && g.crs() <= kMaxTaps;
 }
 
 void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
                            bool relu) {
   CRFSEG_CHECK(conv2d_direct_forward_applies(g), NotImplementedError,
-               "conv2d_direct_forward: expected AVX-512F, stride 1 along W and a non-empty output, got stride ", g.sw,
-               ", output ", g.N, " x ", g.K, " x ", g.P, " x ", g.Q, (has_avx512f() ? "" : ", and a CPU without AVX-512F"));
+               "conv2d_direct_forward: expected AVX-512F and a non-empty output, got output ", g.N, " x ", g.K,
+               " x ", g.P, " x ", g.Q, (has_avx512f() ? "" : ", and a CPU without AVX-512F"));
 #ifdef CRFSEG_DIRECT_X86
   forward_avx512(g, x, w, bias, relu, y);
 #endif

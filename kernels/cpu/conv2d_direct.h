@@ -16,11 +16,13 @@
 //     (c, r) row, 16 pixels in the lanes, summed over the lanes at the end.
 //   backward-weight, deep layers ("k-lanes"): 16 output channels per
 //     vector, from a channels-last copy of 2 rows of dy at a time; per pixel
-//     4 vectors of dy times 6 broadcast taps into 24 whole-sum accumulators.
+//     4 vectors of dy times 5 broadcast taps into 20 whole-sum accumulators.
 // The stride-1 backward-input is a forward convolution of dy with the
 // flipped weights (conv2d.cpp), so it runs on the forward kernel.
-// Requirements: AVX-512F and stride 1 along W (the 16 pixels of a vector
-// read 16 adjacent inputs). Each output element (forward), and each
+// Requirements: AVX-512F. The 16 pixels of a vector read 16 adjacent
+// inputs: with a stride along W, the forward and the k-lanes weight
+// gradient store their padded input rows split into stride phases; the
+// few-tap weight gradient needs stride 1 along W. Each output element (forward), and each
 // partial of dW (per image, or per 32-row slab), is computed by one thread
 // in a fixed order, and partials are summed in order: results are bitwise
 // the same for any thread count.
@@ -32,9 +34,9 @@
 
 namespace crfseg::kernels::cpu {
 
-// Forward: AVX-512F, stride 1 along W, a non-empty output.
+// Forward: AVX-512F, a non-empty output.
 bool conv2d_direct_forward_applies(const ConvGeometry& g);
-// Weight gradient: the same and C*R*S <= 64.
+// Weight gradient (few taps): the same, stride 1 along W and C*R*S <= 64.
 bool conv2d_direct_weight_grad_applies(const ConvGeometry& g);
 
 // bias may be null; y is fully overwritten. Throw NotImplementedError

@@ -446,6 +446,37 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
   CHECK_CLOSE(as_double(gemm), as_double(want), 5e-4, 5e-4);
 }
 
+TEST_CASE("conv2d direct forward with a stride along W (rows stored as stride phases)") {
+  if (direct_kernels_unavailable()) return;
+  const std::vector<ConvGeometry> gs = {
+      make(2, 3, 37, 45, 11, 7, 7, 2, 2, 3, 3),        // the ResNet stem's 7x7 s2 p3, odd sizes, K = 8 + 3
+      make(1, 5, 9, 70, 16, 3, 3, 2, 2, 1, 1),         // 3x3 s2: Q = 35 (2 vectors + 3)
+      make(1, 4, 7, 61, 9, 2, 3, 1, 3, 0, 2, 1, 2),    // stride 3 along W only, dilation 2, padding on W
+      make(1, 6, 8, 40, 5, 2, 2, 2, 2),                // 2x2 s2: windows that do not overlap
+  };
+  for (const ConvGeometry& g : gs) {
+    INFO(describe(g));
+    const auto x = random_values<float>(g.N * g.C * g.hw(), 51);
+    const auto w = random_values<float>(g.K * g.crs(), 52);
+    const auto b = random_values<float>(g.K, 53);
+    std::vector<float> want(g.N * g.K * g.pq()), got(want.size(), 7.0f), three(want.size(), 7.0f);
+    kernels::ref::conv2d_forward<float>(g, x.data(), w.data(), b.data(), want.data());
+    kernels::cpu::conv2d_direct_forward(g, x.data(), w.data(), b.data(), got.data());
+    CHECK_CLOSE(as_double(got), as_double(want), 5e-4, 5e-4);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(3);
+    kernels::cpu::conv2d_direct_forward(g, x.data(), w.data(), b.data(), three.data());
+    omp_set_num_threads(saved);
+    CHECK(three == got);
+  }
+  // The dispatch: with a stride, where windows overlap along W and K <= 64
+  // (the stem), not the U-Net's 2x2 s2 up-convolutions.
+  if (direct_dispatch_off()) return;
+  CHECK(kernels::cpu::conv2d_forward_takes_direct(make(8, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3)));
+  CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(4, 64, 256, 256, 128, 2, 2, 2, 2)));
+  CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(8, 64, 112, 112, 128, 3, 3, 2, 2, 1, 1)));
+}
+
 TEST_CASE("conv2d direct weight gradient: an Inf that no tap reads does not reach dW") {
   if (direct_kernels_unavailable()) return;
   // Q = 17: the last vector has one real pixel. Tap s = 0 of output 16
@@ -516,13 +547,19 @@ TEST_CASE("conv2d direct kernels: the streamed forward (outputs over 8 MiB), thr
   kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw_gemm.data());
   CHECK_CLOSE(as_double(one.second), as_double(dw_gemm), 1e-3, 1e-4);
 
-  // Geometries outside the direct kernels are refused by name.
+  // Geometries outside the direct kernels are refused by name: an empty
+  // output; the few-tap weight gradient with a stride along W or more taps.
+  const ConvGeometry empty = make(0, 3, 9, 9, 4, 3, 3);
   const ConvGeometry strided = make(1, 3, 9, 9, 4, 3, 3, 1, 2);
-  CHECK_FALSE(kernels::cpu::conv2d_direct_forward_applies(strided));
+  CHECK_FALSE(kernels::cpu::conv2d_direct_forward_applies(empty));
+  CHECK(kernels::cpu::conv2d_direct_forward_applies(strided));
+  CHECK_FALSE(kernels::cpu::conv2d_direct_weight_grad_applies(strided));
   const ConvGeometry deep = make(1, 8, 9, 9, 4, 3, 3);  // C*R*S = 72
   std::vector<float> buf(1024);
-  CHECK_THROWS_WITH_AS(kernels::cpu::conv2d_direct_forward(strided, buf.data(), buf.data(), nullptr, buf.data()),
+  CHECK_THROWS_WITH_AS(kernels::cpu::conv2d_direct_forward(empty, buf.data(), buf.data(), nullptr, buf.data()),
                        doctest::Contains("conv2d_direct_forward"), NotImplementedError);
+  CHECK_THROWS_WITH_AS(kernels::cpu::conv2d_direct_backward_weight(strided, buf.data(), buf.data(), buf.data()),
+                       doctest::Contains("stride 1 along W"), NotImplementedError);
   CHECK_THROWS_WITH_AS(kernels::cpu::conv2d_direct_backward_weight(deep, buf.data(), buf.data(), buf.data()),
                        doctest::Contains("C*R*S <= 64"), NotImplementedError);
 }

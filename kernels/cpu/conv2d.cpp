@@ -372,6 +372,44 @@ bool col2im_covers_once(const ConvGeometry& g) {
          g.Q * g.sw == g.W;
 }
 
+// A 1x1 convolution whose stride tiles the image exactly (ResNet's
+// downsampling layers: 56^2 -> 28^2 at stride 2): each pixel of dx gets at
+// most one term, and the pixels between the strided ones none. Then
+// col2im writes every pixel of dx once, its terms and the zeros between
+// them, and dx is not zeroed first (that, then adding 1 of every 4 pixels
+// in scalars, was a fifth of the layer's backward-input).
+bool col2im_spreads_once(const ConvGeometry& g) {
+  return g.R == 1 && g.S == 1 && (g.sh > 1 || g.sw > 1) && g.ph == 0 && g.pw == 0 && g.P * g.sh == g.H &&
+         g.Q * g.sw == g.W;
+}
+
+// dst[sw q] = src[q] and the sw - 1 pixels after it 0, for q < len.
+inline void spread_row(const float* src, int64_t len, int64_t sw, float* dst) {
+  int64_t q = 0;
+  if (sw == 2) {
+    const Vec16 zero = {};
+    for (; q + 16 <= len; q += 16) {
+      Vec16 a;
+      std::memcpy(&a, src + q, sizeof a);
+      const Vec16 lo = __builtin_shufflevector(a, zero, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      const Vec16 hi = __builtin_shufflevector(a, zero, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+      std::memcpy(dst + 2 * q, &lo, sizeof lo);
+      std::memcpy(dst + 2 * q + 16, &hi, sizeof hi);
+    }
+  }
+  if (sw == 2) {  // the tail (or a row under 16 pixels: 7^2 and 14^2 outputs) without a call per pixel
+    for (; q < len; ++q) {
+      dst[2 * q] = src[q];
+      dst[2 * q + 1] = 0.0f;
+    }
+    return;
+  }
+  for (; q < len; ++q) {
+    dst[q * sw] = src[q];
+    std::fill(dst + q * sw + 1, dst + (q + 1) * sw, 0.0f);
+  }
+}
+
 // dst[2 q + s] (+)= src_s[q] for s = 0, 1 and q < len: two taps of one
 // row interleaved, 16 pairs through two vector shuffles at a time.
 template <bool Add>
@@ -412,6 +450,21 @@ inline void interleave2(const float* src0, const float* src1, int64_t len, float
 // up-convolutions) the rows of taps s = 0 and 1 are interleaved in pairs.
 void col2im_chunk(const ConvGeometry& g, const float* buf, int64_t c0, int64_t rows, int64_t j0, int64_t cols,
                   float* dx) {
+  if (col2im_spreads_once(g)) {
+    // Row c0 + i of buf is channel c0 + i; each run of columns along output
+    // row p fills input rows p sh .. p sh + sh - 1 over its pixels.
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t j = 0; j < cols;) {
+        const int64_t col = j0 + j, n = col / g.pq(), p = col % g.pq() / g.Q, q0 = col % g.Q;
+        const int64_t len = std::min(cols - j, g.Q - q0);
+        float* row = dx + ((n * g.C + c0 + i) * g.H + p * g.sh) * g.W + q0 * g.sw;
+        spread_row(buf + i * cols + j, len, g.sw, row);
+        for (int64_t r = 1; r < g.sh; ++r) std::fill_n(row + r * g.W, len * g.sw, 0.0f);
+        j += len;
+      }
+    }
+    return;
+  }
   const int64_t rs = g.R * g.S;
   // Pairs need the same in-image range for both taps: no padding on W, W even.
   const bool once = col2im_covers_once(g), pairs = g.S == 2 && g.sw == 2 && g.dw == 1 && g.pw == 0 && g.W % 2 == 0;
@@ -809,15 +862,20 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
   const CpuArray<float> wt_packed = prepack_a(cfg, true, w, g.crs(), g.crs(), g.K, 1.0f);
   const int64_t wt_rows = ceil_div(g.crs(), cfg.mr) * cfg.mr;
   const BatchedDyCtx ctx{&g, dy};
-  if (!col2im_covers_once(g)) std::memset(dx, 0, static_cast<size_t>(g.N * g.C * g.hw()) * sizeof(float));
+  const bool zero_first = !col2im_covers_once(g) && !col2im_spreads_once(g);
 #pragma omp parallel num_threads(threads)
   {
     const BlisWorkspace ws(cfg, g.K, chunk);
     const CpuArray<float> buf = cpu_array<float>(per_group * rs * chunk);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < groups; ++t) {
-      const int64_t c0 = t * per_group;
-      const int64_t rows = (std::min(g.C, c0 + per_group) - c0) * rs;
+      const int64_t c0 = t * per_group, c1 = std::min(g.C, c0 + per_group);
+      const int64_t rows = (c1 - c0) * rs;
+      // The group zeroes its own channels: on every thread, not one
+      // thread's pass over all of dx before the region.
+      if (zero_first) {
+        for (int64_t n = 0; n < g.N; ++n) std::fill_n(dx + (n * g.C + c0) * g.hw(), (c1 - c0) * g.hw(), 0.0f);
+      }
       const AOperand a{wt_packed.get(), 0, false, 1.0f, wt_rows, c0 * rs};
       for (int64_t j0 = 0; j0 < cols_total; j0 += chunk) {
         const int64_t cols = std::min(chunk, cols_total - j0);

@@ -11,6 +11,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/conv2d.h"
@@ -94,10 +95,15 @@ const std::vector<ConvGeometry>& geometries() {
                                                      // chunk starts mid-row (q = 16)
       make(1, 3, 9, 40, 4, 2, 2, 2, 2),              // odd H: the last row gets nothing (zeroed, added)
       make(2, 3, 6, 35, 4, 2, 2, 2, 2, 0, 1),        // padded W: no pairs, runs clipped at both ends
-      // Small weight gradients summed by groups of images (conv2d.cpp, image_groups_win):
+      // 1x1 with a stride that tiles the image (col2im_spreads_once: every pixel written once, zeros between):
+      make(3, 5, 90, 90, 7, 1, 1, 2, 2),             // Q = 45 (16-pixel pieces and a tail); chunks start mid-row
+      make(2, 4, 14, 14, 6, 1, 1, 2, 2),             // Q = 7: tails only
+      make(1, 3, 9, 12, 5, 1, 1, 3, 2),              // stride 3 x 2
+      make(1, 3, 8, 12, 5, 1, 1, 2, 3),              // stride 3 along W (not the pairwise form)
+      // Small weight gradients summed by groups of images (conv2d.cpp, image_groups_win; the
+      // GEMM path, checked below beside the dispatched one, which is the k-lanes kernel here):
       make(11, 3, 15, 21, 10, 7, 7, 2, 2, 3, 3),     // 11 images: 6 groups of 2, the last of 1
-      make(5, 20, 9, 10, 3, 3, 3, 1, 2, 1, 1),       // 5 groups of 1, channels-last copies (stride 2 on W:
-                                                     // no direct kernel takes it)
+      make(5, 20, 9, 10, 3, 3, 3, 1, 2, 1, 1),       // 5 groups of 1, channels-last copies
   };
   return gs;
 }
@@ -147,6 +153,16 @@ void check_against_reference(double tol) {
     kernels::cpu::conv2d_backward_weight<T>(g, dy.data(), x.data(), dw_fused.data(), db_fused.data());
     CHECK(dw_fused == dw_got);
     CHECK_CLOSE(as_double(db_fused), as_double(db_want), tol, tol);
+    // f32 dispatches some geometries to the direct kernels: the GEMM path on every one too.
+    if constexpr (std::is_same_v<T, float>) {
+      std::vector<float> y_gemm(want.size(), 7.0f), dx_gemm(x.size(), 7.0f), dw_gemm(w.size(), 7.0f);
+      kernels::cpu::conv2d_forward_gemm(g, x.data(), w.data(), nullptr, y_gemm.data());
+      kernels::cpu::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx_gemm.data());
+      kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw_gemm.data());
+      CHECK_CLOSE(as_double(y_gemm), as_double(want), tol, tol);
+      CHECK_CLOSE(as_double(dx_gemm), as_double(dx_want), tol, tol);
+      CHECK_CLOSE(as_double(dw_gemm), as_double(dw_want), tol, tol);
+    }
   }
 }
 

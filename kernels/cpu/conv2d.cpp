@@ -443,7 +443,8 @@ inline void interleave2(const float* src0, const float* src1, int64_t len, float
 }
 
 // col2im of a chunk: dx[n, c0 + ...] += scatter of buf (= where
-// col2im_covers_once), where buf [rows, cols] holds rows c0*RS.. of the
+// col2im_covers_once; every pixel written, zeros between the terms, where
+// col2im_spreads_once), where buf [rows, cols] holds rows c0*RS.. of the
 // batched col matrix and its columns j0..j0+cols (column j = n*PQ + p*Q + q).
 // Each row's columns go in runs along one output row p, whose in-image
 // taps [q_lo, q_hi) are found once per run; with S = stride 2 (the
@@ -847,7 +848,8 @@ void backward_input_f32(const ConvGeometry& g, const float* dy, const float* w, 
   }
   // Strided (or tiny) convolutions: dcol = W^T . [dy_0 | dy_1 | ...] one
   // column chunk at a time, col2im-added into dx (stored where the windows
-  // tile the image, col2im_covers_once). Tasks are groups of
+  // tile the image, col2im_covers_once, or spread with zeros between them,
+  // col2im_spreads_once). Tasks are groups of
   // channels: a group's rows of W^T scatter only into its own channels, so
   // tasks never collide. W^T is packed once; group boundaries fall on
   // multiples of MR rows so each group starts on a packed micro-panel.

@@ -74,11 +74,13 @@ template <typename T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 
 // Where the direct kernels of conv2d_direct.h take over from the implicit
-// GEMM (f32, AVX-512F; measured in conv2d.cpp): the
-// forward (not 1x1) with at most 32 taps (C*R*S) or output rows of 128
-// pixels or more, the stride-1 backward-input when its flipped convolution
-// qualifies the same way, and the weight gradient (1x1 too) with at most
-// 32 taps, or with rows of 128 or more and C*R*S x K <= 2^20. The *_gemm functions always take the implicit-GEMM path (tests
+// GEMM (f32, AVX-512F; measured in conv2d.cpp): the forward (not 1x1) with
+// at most 32 taps (C*R*S) or output rows of 128 pixels or more (with a
+// stride along W only where windows overlap along W and K <= 64: the
+// ResNet stem), the stride-1 backward-input when its flipped convolution
+// qualifies the same way, and the weight gradient (1x1 and strided too)
+// with at most 32 taps, or with rows of 128 or more and C*R*S x K <= 2^20,
+// or a small dW. The *_gemm functions always take the implicit-GEMM path (tests
 // and benchmarks compare the two); CRFSEG_CONV_DIRECT=0 in the environment
 // sends every call that does not run Winograd there, to time whole models
 // both ways (with CRFSEG_CONV_WINOGRAD=0 too, every call).
@@ -89,8 +91,8 @@ void conv2d_backward_bias(const ConvGeometry& g, const T* dy, T* db);
 // suits that (not a multiple of 256 pixels); the result is bit for bit the
 // same. CRFSEG_CONV_B_IN_PLACE=0 turns it off. Returns the previous setting
 // (tests and bench_conv compare the two). The same setting lets the
-// whole-batch Winograd forward read its transformed inputs in place
-// (conv2d_winograd.cpp).
+// Winograd forward (whole batch and in bands) read its transformed inputs
+// in place (conv2d_winograd.cpp).
 bool set_conv_b_in_place(bool on);
 bool conv_b_in_place();
 // Whether conv2d_forward's GEMM reads g's input in place (1x1, stride 1, not

@@ -227,7 +227,8 @@ __attribute__((target("avx512f"))) void forward_avx512(const ConvGeometry& g, co
   const bool stream = g.N * g.K * g.pq() * int64_t{sizeof(float)} >= kStreamBytes;
   const bool parallel = g.N * g.P * g.K * taps * g.Q >= (int64_t{1} << 18) && !omp_in_parallel();
   // Per thread, a ring of padded input rows (C span width floats, 200 KiB
-  // at C = 64, 256 wide) and the C R row pointers of the current output row.
+  // at C = 64, 256 wide) and one more row (PhaseRows::fill's scratch), and
+  // the C R row pointers of the current output row.
   const int slots = parallel_slots(parallel);
   const CpuArray<float> ring_bufs = cpu_array<float>(slots * (g.C * span + 1) * width);
   // Each thread's slot rows and row pointers are written every output row:

@@ -7,7 +7,8 @@
 // 64-channel layer, so packing costs 17-30% of the U-Net's full-resolution
 // layers, and as much as the arithmetic for a 3-channel first layer (27
 // taps deep). Read directly, a tap is a shifted load of a padded input row.
-//   forward:  y[n,k,p,q0:q0+16] = b[k] + sum_{c,r,s} w[k,c,r,s] x[n,c,p sh - ph + r dh, q0 - pw + s dw : +16]
+//   forward:  y[n,k,p,q0+l] = b[k] + sum_{c,r,s} w[k,c,r,s] x[n,c,p sh - ph + r dh, (q0 + l) sw - pw + s dw]
+//     for the 16 lanes l (with sw > 1 read from rows stored as stride phases)
 //     registers: 8 output channels x 3 vectors of 16 pixels (24 zmm); per
 //     tap, 3 loads and 8 weight broadcasts for 24 FMAs. The C*R padded rows
 //     of one output row are gathered once for all K channels. Outputs over

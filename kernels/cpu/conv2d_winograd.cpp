@@ -639,8 +639,9 @@ ConvGeometry images(const ConvGeometry& g, int64_t count) {
 // gives the A operand of the rows from i0 (a multiple of MR), b(xi) the B
 // matrix; `in_place`: the GEMMs read a row-major B's full panels where it
 // lies (blis_loops.h). The 36 products are the tasks of one parallel
-// region, cut into column blocks whose B block stays in L2 and, where 36 such tasks do not split evenly over the threads, into row
-// blocks too. (One GEMM after another, each split over the threads, waited
+// region, cut into column blocks whose B block stays in L2 and, where 36
+// such tasks do not split evenly over the threads, into row blocks too.
+// (One GEMM after another, each split over the threads, waited
 // at 36 barriers behind the slower thread: 10% of the 512 -> 512 forward at
 // 32^2 in perf.) Each block sums as one whole GEMM would, so the bits do
 // not depend on the cut or the thread count.
@@ -722,7 +723,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
   const BlisConfig& cfg = sgemm_blis_config();
   const Bands bands(tl);
   const int64_t bt = bands.max_tiles;
-  // Per thread: the band's V [36][C][bt], M [36][K][bt] (+ slack, read past
+  // Per thread: the band's V [36][C][ldv], M [36][K][bt] (+ slack, read past
   // by transform_output_rows) and the row scratch.
   const int64_t ldv = v_row_stride(bt);
   const int64_t v_floats = kPoints * point_plane(g.C, ldv), m_floats = kPoints * point_plane(g.K, bt) + kLanes;

@@ -403,6 +403,7 @@ TEST_CASE("conv2d weight gradient with output channels in the lanes (deep layers
       make(2, 3, 23, 37, 17, 7, 7, 2, 2, 3, 3),        // the ResNet stem's 7x7 s2 p3: 147 taps, odd W
       make(1, 6, 9, 31, 5, 2, 2, 2, 2),                // 2x2 s2 (an up-convolution's): 24 taps
       make(1, 4, 11, 43, 9, 3, 3, 1, 3, 1, 2, 1, 2),   // stride 3 along W with dilation 2 and padding 2
+      make(2, 40, 14, 15, 24, 1, 1, 2, 2),             // 1x1 s2, odd W: a phase no tap reads
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
@@ -469,6 +470,7 @@ TEST_CASE("conv2d direct forward with a stride along W (rows stored as stride ph
       make(1, 5, 9, 70, 16, 3, 3, 2, 2, 1, 1),         // 3x3 s2: Q = 35 (2 vectors + 3)
       make(1, 4, 7, 61, 9, 2, 3, 1, 3, 0, 2, 1, 2),    // stride 3 along W only, dilation 2, padding on W
       make(1, 6, 8, 40, 5, 2, 2, 2, 2),                // 2x2 s2: windows that do not overlap
+      make(2, 40, 14, 15, 24, 1, 1, 2, 2),             // 1x1 s2, odd W: a phase no tap reads
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
@@ -490,6 +492,7 @@ TEST_CASE("conv2d direct forward with a stride along W (rows stored as stride ph
   if (direct_dispatch_off()) return;
   CHECK(kernels::cpu::conv2d_forward_takes_direct(make(8, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3)));
   CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(4, 64, 256, 256, 128, 2, 2, 2, 2)));
+  CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(4, 32, 256, 256, 64, 2, 2, 2, 2)));  // K <= 64, no overlap
   CHECK_FALSE(kernels::cpu::conv2d_forward_takes_direct(make(8, 64, 112, 112, 128, 3, 3, 2, 2, 1, 1)));
 }
 
@@ -585,11 +588,14 @@ TEST_CASE("conv2d kernels: f64 im2col + dgemm path matches the direct reference"
 }
 
 TEST_CASE("conv2d kernels: f32 results do not depend on the thread count") {
-  // The second sums its weight gradient by groups of images (11 images in
-  // 6 groups, stride 2); in the others (2 images; a dW of 60 x 576) the
-  // threads split dW's columns.
+  // The second's GEMM weight gradient sums by groups of images (11 images
+  // in 6 groups, stride 2; its dispatched one is the k-lanes kernel where
+  // AVX-512 is, so the GEMM path is run by name too); in the third (2
+  // images; a dW of 60 x 576) the threads split dW's columns; the fourth's
+  // strided backward-input is cut into 2 groups of channels, each zeroing
+  // its own channels of dx.
   for (const ConvGeometry& g : {make(2, 16, 19, 21, 20, 3, 3, 1, 1, 1, 1), make(11, 3, 30, 41, 10, 7, 7, 2, 2, 3, 3),
-                                make(2, 64, 9, 10, 60, 3, 3, 1, 1, 1, 1)}) {
+                                make(2, 64, 9, 10, 60, 3, 3, 1, 1, 1, 1), make(2, 24, 33, 31, 16, 3, 3, 2, 2, 1, 1)}) {
     INFO(describe(g));
     const auto x = random_values<float>(g.N * g.C * g.hw(), 5);
     const auto w = random_values<float>(g.K * g.crs(), 6);
@@ -601,8 +607,11 @@ TEST_CASE("conv2d kernels: f32 results do not depend on the thread count") {
       kernels::cpu::conv2d_forward<float>(g, x.data(), w.data(), nullptr, y.data());
       kernels::cpu::conv2d_backward_input<float>(g, dy.data(), w.data(), dx.data());
       kernels::cpu::conv2d_backward_weight<float>(g, dy.data(), x.data(), dw.data());
+      std::vector<float> dx_gemm(x.size()), dw_gemm(w.size());
+      kernels::cpu::conv2d_backward_input_gemm(g, dy.data(), w.data(), dx_gemm.data());
+      kernels::cpu::conv2d_backward_weight_gemm(g, dy.data(), x.data(), dw_gemm.data());
       omp_set_num_threads(saved);
-      return std::vector<std::vector<float>>{y, dx, dw};
+      return std::vector<std::vector<float>>{y, dx, dw, dx_gemm, dw_gemm};
     };
     const auto one = run(1), two = run(2), three = run(3);
     for (size_t i = 0; i < one.size(); ++i) {

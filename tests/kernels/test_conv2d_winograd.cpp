@@ -17,6 +17,7 @@
 
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/conv2d_winograd.h"
+#include "kernels/cpu/gemm/gemm.h"
 #include "kernels/ref/conv2d.h"
 #include "tensor/error.h"
 #include "tests/support/helpers.h"
@@ -177,6 +178,9 @@ TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, w
   // moves on by a slice; and K = 1030 for the backward-input's flipped form.
   // Then in bands (C K <= 256^2): 15 tiles per row, bands of 5, 5 and 3
   // tile rows (75, 75 and 45 tiles: a packed tail of 11 or 13 columns).
+  if (kernels::cpu::sgemm_blis_config().ukernel_b_in_place == nullptr) {
+    MESSAGE("this CPU's GEMM config has no in-place micro-kernel: both runs pack, the comparison is vacuous");
+  }
   for (const ConvGeometry& g :
        {make3x3(1, 1030, 5, 130, 70, 1), make3x3(1, 70, 5, 130, 1030, 1), make3x3(2, 48, 52, 60, 40, 1)}) {
     INFO(describe(g));

@@ -624,14 +624,8 @@ void conv2d_direct_forward(const ConvGeometry& g, const float* x, const float* w
 #endif
 }
 
-bool conv2d_direct_weight_grad_klanes_applies(const ConvGeometry& g) {
-#ifdef CRFSEG_DIRECT_X86
-  return has_avx512f() && g.N > 0 && g.P > 0 && g.Q > 0 && g.K > 0;
-#else
-  (void)g;
-  return false;
-#endif
-}
+// The same needs as the forward's: both store strided rows as phases.
+bool conv2d_direct_weight_grad_klanes_applies(const ConvGeometry& g) { return conv2d_direct_forward_applies(g); }
 
 void conv2d_direct_backward_weight_klanes(const ConvGeometry& g, const float* dy, const float* x, float* dw,
                                           float* db) {

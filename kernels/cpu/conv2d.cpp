@@ -363,13 +363,18 @@ void pack_batched_dy_block(const void* ctx_ptr, int64_t p0, int64_t kc, int64_t 
   }
 }
 
+// Whether the strides step the image exactly: no padding, and the output
+// positions times the strides cover the input (the two cases below).
+bool strides_tile_image(const ConvGeometry& g) {
+  return g.ph == 0 && g.pw == 0 && g.P * g.sh == g.H && g.Q * g.sw == g.W;
+}
+
 // Whether col2im gives every element of dx exactly one term: windows that
-// tile the image without overlap or gaps (kernel = stride, no padding or
-// dilation, the output covering the input), as in the U-Net's 2x2 stride-2
-// up-convolutions. Then dx needs no zeroing and the terms are stored, not added.
+// tile the image without overlap or gaps (kernel = stride, no dilation), as
+// in the U-Net's 2x2 stride-2 up-convolutions. Then dx needs no zeroing and
+// the terms are stored, not added.
 bool col2im_covers_once(const ConvGeometry& g) {
-  return g.R == g.sh && g.S == g.sw && g.dh == 1 && g.dw == 1 && g.ph == 0 && g.pw == 0 && g.P * g.sh == g.H &&
-         g.Q * g.sw == g.W;
+  return g.R == g.sh && g.S == g.sw && g.dh == 1 && g.dw == 1 && strides_tile_image(g);
 }
 
 // A 1x1 convolution whose stride tiles the image exactly (ResNet's
@@ -379,8 +384,7 @@ bool col2im_covers_once(const ConvGeometry& g) {
 // them, and dx is not zeroed first (that, then adding 1 of every 4 pixels
 // in scalars, was a fifth of the layer's backward-input).
 bool col2im_spreads_once(const ConvGeometry& g) {
-  return g.R == 1 && g.S == 1 && (g.sh > 1 || g.sw > 1) && g.ph == 0 && g.pw == 0 && g.P * g.sh == g.H &&
-         g.Q * g.sw == g.W;
+  return g.R == 1 && g.S == 1 && (g.sh > 1 || g.sw > 1) && strides_tile_image(g);
 }
 
 // dst[sw q] = src[q] and the sw - 1 pixels after it 0, for q < len.
@@ -396,8 +400,7 @@ inline void spread_row(const float* src, int64_t len, int64_t sw, float* dst) {
       std::memcpy(dst + 2 * q, &lo, sizeof lo);
       std::memcpy(dst + 2 * q + 16, &hi, sizeof hi);
     }
-  }
-  if (sw == 2) {  // the tail (or a row under 16 pixels: 7^2 and 14^2 outputs) without a call per pixel
+    // The tail (or a row under 16 pixels: 7^2 and 14^2 outputs) without a call per pixel.
     for (; q < len; ++q) {
       dst[2 * q] = src[q];
       dst[2 * q + 1] = 0.0f;
@@ -683,12 +686,7 @@ void forward_f32_packed(const ConvGeometry& g, const float* x, const CpuArray<fl
       const AOperand a{w_packed.get(), 0, false, 1.0f, w_rows, i0};
       if (g.is_pointwise()) {
         const MatrixOperand op{x_img, g.hw(), false};
-        BPanelPacker b{pack_b_matrix, &op, pack_b_matrix_block};
-        if (b_in_place_suits(g.hw())) {
-          b.in_place = x_img;
-          b.in_place_ld = g.hw();
-        }
-        blis_block(cfg, m, cols, g.crs(), a, b, j0, beta, yb, g.pq(), ws);
+        blis_block(cfg, m, cols, g.crs(), a, matrix_packer(op, b_in_place_suits(g.hw())), j0, beta, yb, g.pq(), ws);
       } else {
         const ForwardPackCtx ctx{&g, x_img};
         blis_block(cfg, m, cols, g.crs(), a, {pack_forward_block, &ctx, pack_forward_block}, j0, beta, yb, g.pq(), ws);

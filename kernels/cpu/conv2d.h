@@ -28,7 +28,9 @@
 // forward path; with stride > 1 it computes W^T . dy one column chunk at a
 // time into a small per-thread buffer and col2im-adds the chunk into dx
 // (stores it, without zeroing dx first, where the windows tile the image:
-// kernel = stride, no padding, as in 2x2 stride-2 up-convolutions).
+// kernel = stride, no padding, as in 2x2 stride-2 up-convolutions; and for
+// a 1x1 layer whose stride tiles the image, writes its terms with the zeros
+// between them).
 // Threads take whole blocks of the output (image, rows, columns), so no two
 // threads write the same element and every sum runs in the same order
 // whatever the thread count: results are bitwise reproducible.

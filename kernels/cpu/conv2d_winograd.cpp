@@ -669,13 +669,8 @@ void point_products(const BlisConfig& cfg, int64_t rows, int64_t cols, int64_t d
       const int64_t i0 = task / col_blocks % row_blocks * mb, j0 = task % col_blocks * nb;
       if (i0 >= rows) continue;
       const MatrixOperand bx = b(xi);
-      BPanelPacker packer{pack_b_matrix, &bx, pack_b_matrix_block};
-      if (in_place && !bx.trans) {
-        packer.in_place = bx.data;
-        packer.in_place_ld = bx.ld;
-      }
-      blis_block(cfg, std::min(mb, rows - i0), std::min(nb, cols - j0), depth, a_block(xi, i0), packer, j0, beta,
-                 C + xi * plane + i0 * ldc + j0, ldc, ws);
+      blis_block(cfg, std::min(mb, rows - i0), std::min(nb, cols - j0), depth, a_block(xi, i0),
+                 matrix_packer(bx, in_place), j0, beta, C + xi * plane + i0 * ldc + j0, ldc, ws);
     }
   }
 }
@@ -751,14 +746,10 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
       transform_band_inputs(g, tl, x, b, rows, V, ldv);
       for (int xi = 0; xi < kPoints; ++xi) {
         const MatrixOperand vb{V + xi * v_plane, ldv, false};
-        BPanelPacker packer{pack_b_matrix, &vb, pack_b_matrix_block};
-        if (in_place) {
-          packer.in_place = vb.data;
-          packer.in_place_ld = ldv;
-        }
         AOperand ax = a;
         ax.data = U.point(xi);
-        blis_block(cfg, g.K, tiles, g.C, ax, packer, 0, 0.0f, M + xi * m_plane, tiles, *workspaces[tid]);
+        blis_block(cfg, g.K, tiles, g.C, ax, matrix_packer(vb, in_place), 0, 0.0f, M + xi * m_plane, tiles,
+                   *workspaces[tid]);
       }
       for (int64_t k = 0; k < g.K; ++k)
         transform_output_rows(g, tl, M + k * tiles, m_plane, b.n, k, b.ty0, b.rows, bias, relu, y);

@@ -102,6 +102,16 @@ void pack_b_matrix(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j
 // apart, and panel by panel the prefetchers see only short runs).
 void pack_b_matrix_block(const void* matrix_operand, int64_t p0, int64_t kc, int64_t j0, int64_t n, int64_t nr,
                          float* dst);
+// The packer of m (which must outlive it); with in_place, a row-major m's
+// full panels are read where they lie instead of packed (see in_place above).
+inline BPanelPacker matrix_packer(const MatrixOperand& m, bool in_place) {
+  BPanelPacker p{pack_b_matrix, &m, pack_b_matrix_block};
+  if (in_place && !m.trans) {
+    p.in_place = m.data;
+    p.in_place_ld = m.ld;
+  }
+  return p;
+}
 
 // Per-thread packing buffers for blis_block, sized for blocks of at most
 // cfg.mc rows and `max_cols` columns.

@@ -18,6 +18,9 @@
 //     A_s   = K_s Q_t / K_s 1,   A_b = K_b Q_t / K_b 1     (per pixel, per class)
 //     Z_t+1 = U - mu (W_s A_s + W_b A_b)                   (matrix products over classes)
 //   output Z_T
+// (The messages of each kernel sum to 1 over classes, so the CPU kernel
+// filters L - 1 classes and takes the last as 1 minus the others: one
+// channel fewer per forward filter call, the same function.)
 // Both K are Gaussian filters INCLUDING the pixel itself (crf/gaussian_filter.h),
 // the way crfasrnn's reference implementations filter: the normaliser K 1
 // is then >= the self weight, never 0 (a 1x1 image, or a pixel no

@@ -207,14 +207,16 @@ TEST_CASE("mean-field forward and backward are bit-identical for 1 and 2 threads
   CHECK(outs[0] == outs[1]);
 }
 
-TEST_CASE("mean-field: the norm filtered with the first message is the filter of all ones, bit for bit") {
-  // The forward filters [Q_0 | 1] in one call for L <= 3 (L + 1 channels)
-  // and the two apart for more classes; either way the tape's bilateral
-  // norm must be K_b 1 and its first message K_b Q_0 times 1 / norm,
-  // exactly as separate calls give them, in both modes.
-  const int64_t B = 2, H = 11, W = 13, n = H * W;
+TEST_CASE("mean-field: the tape's norms and messages are the filters' outputs") {
+  // The forward filters L - 1 classes and takes the last message as
+  // 1 - (the others), K 1 / n being 1; for L <= 4 the first bilateral call
+  // filters [Q_0 .. Q_{L-2} | 1] together. So the tape's bilateral norm must
+  // be K_b 1 and the first L - 1 messages K Q / norm bit for bit as
+  // separate calls give them, and the last message K Q_{L-1} / norm to
+  // rounding, in both modes, for every iteration and both kernels.
+  const int64_t B = 2, H = 11, W = 13, n = H * W, T = 3;
   const Tensor image = random_tensor({B, 3, H, W}, 41, DType::f32, 0, 255);
-  for (const int64_t L : {1, 2, 3, 4}) {
+  for (const int64_t L : {1, 2, 3, 4, 5}) {
     for (FilterMode mode : {FilterMode::lattice, FilterMode::dense}) {
       CAPTURE(L);
       const std::string mode_name = filter_mode_name(mode);
@@ -223,24 +225,43 @@ TEST_CASE("mean-field: the norm filtered with the first message is the filter of
       const Params p = default_params(L, 1.0, DType::f32);
       MeanFieldOptions o;
       o.mode = mode;
-      o.iterations = 2;
+      o.iterations = T;
       const MeanFieldForward f = mean_field_forward(u, image, p.ws, p.wb, p.mu, o, true);
       const MeanFieldTape& tape = *f.tape;
       for (int64_t b = 0; b < B; ++b) {
-        const GaussianFilter& kb = *tape.bilateral[b];
         const std::vector<float> ones(static_cast<size_t>(n), 1.0f);
-        std::vector<float> norm(static_cast<size_t>(n)), msg(static_cast<size_t>(n * L));
-        kb.apply(ones.data(), norm.data(), 1);
-        const float* q0 = tape.q.data<float>() + b * tape.q.size(1) * n * L;  // iteration 0
-        kb.apply(q0, msg.data(), L);
-        for (int64_t i = 0; i < n; ++i) {
-          const float inv = 1.0f / norm[i];
-          for (int64_t l = 0; l < L; ++l) msg[i * L + l] *= inv;
+        std::vector<float> norm(static_cast<size_t>(n));
+        tape.bilateral[b]->apply(ones.data(), norm.data(), 1);
+        const float* tape_norm_b = tape.norm_bilateral.data<float>() + b * n;
+        CHECK(std::equal(norm.begin(), norm.end(), tape_norm_b));
+        const float* tape_norm_s = tape.norm_spatial.data<float>() + b * n;
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t at = (b * T + t) * n * L;
+          const float* q = tape.q.data<float>() + at;
+          for (const bool bilateral : {false, true}) {
+            CAPTURE(t);
+            CAPTURE(bilateral);
+            const GaussianFilter& k = bilateral ? *tape.bilateral[b] : *tape.spatial;
+            const float* nk = bilateral ? tape_norm_b : tape_norm_s;
+            const float* msg = (bilateral ? tape.msg_bilateral : tape.msg_spatial).data<float>() + at;
+            // The first L - 1 classes, filtered as one packed call does it.
+            std::vector<float> packed, rest(static_cast<size_t>(n * (L - 1)));
+            for (int64_t i = 0; i < n; ++i) packed.insert(packed.end(), q + i * L, q + i * L + L - 1);
+            if (L > 1) k.apply(packed.data(), rest.data(), L - 1);
+            // All L classes, for the last one.
+            std::vector<float> all(static_cast<size_t>(n * L));
+            k.apply(q, all.data(), L);
+            bool same = true;
+            double last_err = 0;
+            for (int64_t i = 0; i < n; ++i) {
+              const float inv = 1.0f / nk[i];
+              for (int64_t l = 0; l + 1 < L; ++l) same = same && rest[i * (L - 1) + l] * inv == msg[i * L + l];
+              last_err = std::max(last_err, std::abs(double(all[i * L + L - 1]) / nk[i] - msg[i * L + L - 1]));
+            }
+            CHECK(same);
+            CHECK(last_err < 2e-6);
+          }
         }
-        const float* tape_norm = tape.norm_bilateral.data<float>() + b * n;
-        const float* tape_msg = tape.msg_bilateral.data<float>() + b * tape.q.size(1) * n * L;
-        CHECK(std::equal(norm.begin(), norm.end(), tape_norm));
-        CHECK(std::equal(msg.begin(), msg.end(), tape_msg));
       }
     }
   }

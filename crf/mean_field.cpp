@@ -15,6 +15,13 @@
 // K^T is the lattice with its blur order reversed (crf/permutohedral.h), or
 // K itself for the dense filter.
 //
+// One class fewer through the filters. The softmax backward ignores a
+// per-pixel constant added to dQ (<Q, 1> = 1), and K^T is linear, so the
+// backward filters the L - 1 differences dA_l - dA_{L-1} (per kernel) and
+// takes dQ_{L-1} = 0: dQ shifted by -(K_s^T dA_s,{L-1} / n_s + K_b^T ...),
+// the same dZ_t. The forward does the same with the messages' sum (see
+// normalised_messages).
+//
 // Layout: the filters take point-major [n x L] arrays, so each image's
 // unaries are transposed once to that layout and the result back. The L x L
 // gradients are summed per block of kReduceBlock pixels and the blocks added
@@ -263,7 +270,8 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
                     T* dunary, std::vector<double>& sums) {
   const int64_t L = kL > 0 ? kL : w.L, LL = L * L;
   std::vector<T> g(static_cast<size_t>(n * L)), du(static_cast<size_t>(n * L), T(0));
-  std::vector<T> rs(g.size()), rb(g.size()), dq(g.size()), dq_b(g.size());
+  const int64_t R = L - 1;  // channels filtered: dq is needed only up to a per-pixel constant (above)
+  std::vector<T> rs(static_cast<size_t>(n * R)), rb(rs.size()), dq(rs.size()), dq_b(rs.size());
   transpose(grad, g.data(), L, n);
   const std::vector<T> inv_s = reciprocals(norm_s, n), inv_b = reciprocals(norm_b, n);
   const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
@@ -276,10 +284,14 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
     std::fill(partial.begin(), partial.end(), 0.0);
 #pragma omp parallel if (n * L > kParallelGrain)
     {
-      double m_fixed[kL > 0 ? kL : 1], dm_fixed[kL > 0 ? kL : 1];
-      std::vector<double> m_any(kL > 0 ? 0 : static_cast<size_t>(L)), dm_any(m_any.size());
+      double m_fixed[kL > 0 ? kL : 1], dm_fixed[kL > 0 ? kL : 1], das_fixed[kL > 0 ? kL : 1],
+          dab_fixed[kL > 0 ? kL : 1];
+      std::vector<double> m_any(kL > 0 ? 0 : static_cast<size_t>(L)), dm_any(m_any.size()), das_any(m_any.size()),
+          dab_any(m_any.size());
       double* m = kL > 0 ? m_fixed : m_any.data();
       double* dm = kL > 0 ? dm_fixed : dm_any.data();
+      double* das = kL > 0 ? das_fixed : das_any.data();
+      double* dab = kL > 0 ? dab_fixed : dab_any.data();
 #pragma omp for schedule(static)
       for (int64_t blk = 0; blk < blocks; ++blk) {
         // The block's sums: in registers for a fixed L (copied out below;
@@ -306,29 +318,36 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
               p_wb[l * L + k] += dm[l] * abi[k];
             }
           }
-          for (int64_t k = 0; k < L; ++k) {  // dA = W^T dM, then / n for the normalisation
+          for (int64_t k = 0; k < L; ++k) {  // dA = W^T dM
             double s = 0, b = 0;
             for (int64_t l = 0; l < L; ++l) {
               s += w.ws[l * L + k] * dm[l];
               b += w.wb[l * L + k] * dm[l];
             }
-            rs[i * L + k] = static_cast<T>(s * inv_s[i]);
-            rb[i * L + k] = static_cast<T>(b * inv_b[i]);
+            das[k] = s;
+            dab[k] = b;
+          }
+          for (int64_t k = 0; k < R; ++k) {  // less the last class's, then / n for the normalisation
+            rs[i * R + k] = static_cast<T>((das[k] - das[R]) * inv_s[i]);
+            rb[i * R + k] = static_cast<T>((dab[k] - dab[R]) * inv_b[i]);
           }
         }
         if (kL > 0) std::copy(fixed, fixed + 3 * LL, partial.data() + blk * 3 * LL);
       }
     }
     sums.insert(sums.end(), partial.begin(), partial.end());
-    ks.apply(rs.data(), dq.data(), L, /*transpose=*/true);
-    kb.apply(rb.data(), dq_b.data(), L, /*transpose=*/true);
-    // Softmax backward into g, which becomes dLoss/dZ_t.
+    if (R > 0) {
+      ks.apply(rs.data(), dq.data(), R, /*transpose=*/true);
+      kb.apply(rb.data(), dq_b.data(), R, /*transpose=*/true);
+    }
+    // Softmax backward into g, which becomes dLoss/dZ_t; the last class's dQ is 0 after the shift.
 #pragma omp parallel for schedule(static) if (n * L > kParallelGrain)
     for (int64_t i = 0; i < n; ++i) {
       double dot = 0;
-      for (int64_t l = 0; l < L; ++l) dot += static_cast<double>(q[i * L + l]) * (dq[i * L + l] + dq_b[i * L + l]);
-      for (int64_t l = 0; l < L; ++l)
-        g[i * L + l] = static_cast<T>(q[i * L + l] * (dq[i * L + l] + dq_b[i * L + l] - dot));
+      for (int64_t l = 0; l < R; ++l) dot += static_cast<double>(q[i * L + l]) * (dq[i * R + l] + dq_b[i * R + l]);
+      for (int64_t l = 0; l < R; ++l)
+        g[i * L + l] = static_cast<T>(q[i * L + l] * (dq[i * R + l] + dq_b[i * R + l] - dot));
+      g[i * L + R] = static_cast<T>(q[i * L + R] * -dot);
     }
   }
   for (size_t e = 0; e < du.size(); ++e) du[e] += g[e];  // Z_0 = U

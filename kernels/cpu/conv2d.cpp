@@ -618,9 +618,9 @@ constexpr int64_t kFoldPixels = 256;
 bool fold_batch(const ConvGeometry& g) { return g.N > 1 && g.pq() < kFoldPixels; }
 
 // Winograd F(4x4, 3x3) (conv2d_winograd.h) before both, for 3x3 stride-1
-// layers with enough channels, except on images small enough to fold
-// (fold_batch: on the Zen 5 VM, session 28, ResNet's 256 -> 256 at 14^2,
-// batch 8, took 5.55-5.60 ms folded against Winograd's 6.84-7.22).
+// layers with enough channels. On images small enough to fold (fold_batch)
+// a call transforms 36 K C filter values for few tiles, so there it needs
+// 32 tiles over the batch (small_images_pay_winograd, session 35).
 // Measured in session 24 against the paths
 // above, batch 4 (ResNet shapes batch 8), 2 threads, time before / after:
 //   forward and backward-input, C and K >= 64: 64 -> 64 at 256^2 1.2x,
@@ -649,14 +649,42 @@ bool winograd_enabled() {
   return enabled;
 }
 int64_t multiply_adds(const ConvGeometry& g) { return g.N * g.pq() * g.crs() * g.K; }
+// Small images, batched (session 35, Zen 5 VM, 2 threads; ms production
+// before / Winograd; tiles = N ceil(P / 4) ceil(Q / 4), 4 x 4 outputs each):
+//   forward: 256 -> 256 at 14^2 batch 8 (128 tiles) 6.47 / 3.11, batch 2
+//     3.67 / 1.16; 512 at 14^2 batch 8 19.3 / 9.9; 128 at 14^2 batch 4
+//     2.67 / 0.58; 512 at 7^2 batch 8 (32 tiles) 7.83 / 5.62, 256 at 7^2
+//     batch 8 2.08 / 1.80; 1024 at 8^2 batch 8 26.1 / 18.5; 256 at 10^2
+//     batch 4 3.70 / 2.04; but 1024 at 8^2 batch 4 (16 tiles) 14.3 / 17.3
+//     and 512 at 8^2 batch 4 4.10 / 5.08: the filter transform dominates.
+//   backward-input: the same, except where tiles waste a quarter of their
+//     outputs or more: 256 at 10^2 (12^2 computed) batch 4 1.75 / 2.08,
+//     128 at 10^2 batch 8 0.87 / 1.08; 7^2 and 14^2 waste 23% (512 at 7^2
+//     batch 8 6.42 / 5.58, 256 at 14^2 batch 8 5.06 / 3.09).
+//   weight gradient, whole batch: 512 at 14^2 batch 8 17.1 / 10.5, batch
+//     2 4.75 / 4.29; 1024 at 8^2 batch 8 26.5 / 18.7; 512 at 8^2 batch 8
+//     6.62 / 5.62; but 512 at 7^2 batch 8 5.44 / 6.02, 512 at 8^2 batch 4
+//     3.52 / 5.71, 1024 at 8^2 batch 2 8.2 / 15.1.
+int64_t winograd_batch_tiles(const ConvGeometry& g) { return g.N * ceil_div(g.P, 4) * ceil_div(g.Q, 4); }
+bool small_images_pay_winograd(const ConvGeometry& g) { return winograd_batch_tiles(g) >= 32; }
 bool winograd_forward_wins(const ConvGeometry& g) {
-  return winograd_enabled() && conv2d_winograd_applies(g) && std::min(g.C, g.K) >= 64 && std::min(g.P, g.Q) >= 8 &&
-         multiply_adds(g) >= (int64_t{1} << 25) && !fold_batch(g);
+  if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64 ||
+      multiply_adds(g) < (int64_t{1} << 25))
+    return false;
+  if (fold_batch(g)) return std::min(g.P, g.Q) >= 7 && small_images_pay_winograd(g);
+  return std::min(g.P, g.Q) >= 8;
+}
+bool winograd_backward_input_wins(const ConvGeometry& g) {
+  if (!winograd_forward_wins(g)) return false;
+  // Folded: at most a quarter of the computed outputs discarded (16 per tile).
+  return !fold_batch(g) || 4 * g.N * g.pq() >= 3 * 16 * winograd_batch_tiles(g);
 }
 bool winograd_weight_grad_wins(const ConvGeometry& g) {
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64) return false;
   if (conv2d_winograd_weight_grad_in_bands(g)) return true;
-  return std::min(g.C, g.K) >= 128 && std::min(g.P, g.Q) >= 16 && multiply_adds(g) >= (int64_t{1} << 28);
+  if (std::min(g.C, g.K) < 128 || multiply_adds(g) < (int64_t{1} << 28)) return false;
+  if (fold_batch(g)) return std::min(g.P, g.Q) >= 8 && small_images_pay_winograd(g);
+  return std::min(g.P, g.Q) >= 16;
 }
 
 // The forward pass with the weights already packed (prepack_a's layout of
@@ -1079,7 +1107,7 @@ void col2im(const ConvGeometry& g, const T* col, T* dx_img) {
 }
 
 bool conv2d_forward_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
-bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
+bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_backward_input_wins(g); }
 bool conv2d_weight_grad_takes_winograd(const ConvGeometry& g) { return winograd_weight_grad_wins(g); }
 bool set_conv_b_in_place(bool on) { return g_b_in_place.exchange(on); }
 bool conv_b_in_place() { return g_b_in_place.load(); }
@@ -1091,7 +1119,7 @@ bool conv2d_forward_folds_batch(const ConvGeometry& g) {
   return !winograd_forward_wins(g) && !direct_forward_wins(g) && fold_batch(g);
 }
 bool conv2d_backward_input_takes_direct(const ConvGeometry& g) {
-  return !winograd_forward_wins(g) && backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
+  return !winograd_backward_input_wins(g) && backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
 }
 bool conv2d_weight_grad_takes_direct(const ConvGeometry& g) {
   return !winograd_weight_grad_wins(g) && (direct_weight_grad_wins(g) || klanes_weight_grad_wins(g));
@@ -1125,7 +1153,7 @@ void conv2d_forward<double>(const ConvGeometry& g, const double* x, const double
 }
 template <>
 void conv2d_backward_input<float>(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
-  if (winograd_forward_wins(g)) return conv2d_winograd_backward_input(g, dy, w, dx);
+  if (winograd_backward_input_wins(g)) return conv2d_winograd_backward_input(g, dy, w, dx);
   backward_input_f32(g, dy, w, dx, /*allow_direct=*/true);
 }
 template <>

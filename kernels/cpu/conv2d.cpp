@@ -649,24 +649,31 @@ bool winograd_enabled() {
   return enabled;
 }
 int64_t multiply_adds(const ConvGeometry& g) { return g.N * g.pq() * g.crs() * g.K; }
-// Small images, batched (session 35, Zen 5 VM, 2 threads; ms production
-// before / Winograd; tiles = N ceil(P / 4) ceil(Q / 4), 4 x 4 outputs each):
-//   forward: 256 -> 256 at 14^2 batch 8 (128 tiles) 6.47 / 3.11, batch 2
-//     3.67 / 1.16; 512 at 14^2 batch 8 19.3 / 9.9; 128 at 14^2 batch 4
-//     2.67 / 0.58; 512 at 7^2 batch 8 (32 tiles) 7.83 / 5.62, 256 at 7^2
-//     batch 8 2.08 / 1.80; 1024 at 8^2 batch 8 26.1 / 18.5; 256 at 10^2
-//     batch 4 3.70 / 2.04; but 1024 at 8^2 batch 4 (16 tiles) 14.3 / 17.3
-//     and 512 at 8^2 batch 4 4.10 / 5.08: the filter transform dominates.
-//   backward-input: the same, except where tiles waste a quarter of their
-//     outputs or more: 256 at 10^2 (12^2 computed) batch 4 1.75 / 2.08,
-//     128 at 10^2 batch 8 0.87 / 1.08; 7^2 and 14^2 waste 23% (512 at 7^2
-//     batch 8 6.42 / 5.58, 256 at 14^2 batch 8 5.06 / 3.09).
-//   weight gradient, whole batch: 512 at 14^2 batch 8 17.1 / 10.5, batch
-//     2 4.75 / 4.29; 1024 at 8^2 batch 8 26.5 / 18.7; 512 at 8^2 batch 8
-//     6.62 / 5.62; but 512 at 7^2 batch 8 5.44 / 6.02, 512 at 8^2 batch 4
-//     3.52 / 5.71, 1024 at 8^2 batch 2 8.2 / 15.1.
+// Small images, batched (session 35, Zen 5 VM, 2 threads; ms before /
+// Winograd, medians of 21 calls alternated; tiles = N ceil(P / 4)
+// ceil(Q / 4), 4 x 4 outputs each):
+//   forward, backward-input: 256 -> 256 at 14^2 batch 8 (128 tiles)
+//     5.31 / 3.16, 5.31 / 3.07; 512 at 14^2 batch 2 6.87 / 5.06, 12.3 /
+//     5.10; 512 at 7^2 batch 8 (32 tiles) 6.30 / 5.35, 7.31 / 5.90; 512 at
+//     8^2 batch 8 7.12 / 6.31, 8.60 / 6.74; 64 at 14^2 batch 8 0.49 /
+//     0.47, 0.53 / 0.46. But 512 at 7^2 and 8^2 batch 4 (16 tiles, where
+//     the filter transform dominates) 0.73-0.93x, and 10^2 (12^2 computed:
+//     a third of the outputs discarded) 0.73-0.88x: 256 batch 4, 128 batch 8.
+//   weight gradient over the whole batch (C K > 256^2): 512 at 14^2 batch
+//     4 9.88 / 7.90, 512 at 8^2 batch 16 14.6 / 10.3, 1024 at 8^2 batch 8
+//     28.0 / 19.3, but 512 at 7^2 batch 8 0.97x and 8^2 batch 8 0.93x. In
+//     bands (C K <= 256^2), a band per image: 256 at 14^2 batch 8 (16
+//     tiles a band) 4.78 / 4.48 (bench_conv), but 256 at 8^2 batch 8 (4
+//     tiles a band) 0.51x and at 10^2 batch 4 0.48x.
+// So, where the batch folds: 32 tiles or more, at most a quarter of their
+// outputs discarded; for the weight gradient in bands 16 tiles per image,
+// over the whole batch 8 x 8 outputs. (The old paths: the folded GEMM, or
+// the direct kernels.)
 int64_t winograd_batch_tiles(const ConvGeometry& g) { return g.N * ceil_div(g.P, 4) * ceil_div(g.Q, 4); }
-bool small_images_pay_winograd(const ConvGeometry& g) { return winograd_batch_tiles(g) >= 32; }
+bool small_images_pay_winograd(const ConvGeometry& g) {
+  const int64_t tiles = winograd_batch_tiles(g);
+  return tiles >= 32 && 4 * g.N * g.pq() >= 3 * 16 * tiles;
+}
 bool winograd_forward_wins(const ConvGeometry& g) {
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64 ||
       multiply_adds(g) < (int64_t{1} << 25))
@@ -674,17 +681,15 @@ bool winograd_forward_wins(const ConvGeometry& g) {
   if (fold_batch(g)) return std::min(g.P, g.Q) >= 7 && small_images_pay_winograd(g);
   return std::min(g.P, g.Q) >= 8;
 }
-bool winograd_backward_input_wins(const ConvGeometry& g) {
-  if (!winograd_forward_wins(g)) return false;
-  // Folded: at most a quarter of the computed outputs discarded (16 per tile).
-  return !fold_batch(g) || 4 * g.N * g.pq() >= 3 * 16 * winograd_batch_tiles(g);
-}
 bool winograd_weight_grad_wins(const ConvGeometry& g) {
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64) return false;
+  if (fold_batch(g)) {
+    if (!small_images_pay_winograd(g)) return false;
+    if (conv2d_winograd_weight_grad_in_bands(g)) return winograd_batch_tiles(g) >= 16 * g.N;
+    return std::min(g.C, g.K) >= 128 && std::min(g.P, g.Q) >= 8 && multiply_adds(g) >= (int64_t{1} << 28);
+  }
   if (conv2d_winograd_weight_grad_in_bands(g)) return true;
-  if (std::min(g.C, g.K) < 128 || multiply_adds(g) < (int64_t{1} << 28)) return false;
-  if (fold_batch(g)) return std::min(g.P, g.Q) >= 8 && small_images_pay_winograd(g);
-  return std::min(g.P, g.Q) >= 16;
+  return std::min(g.C, g.K) >= 128 && std::min(g.P, g.Q) >= 16 && multiply_adds(g) >= (int64_t{1} << 28);
 }
 
 // The forward pass with the weights already packed (prepack_a's layout of
@@ -1107,7 +1112,7 @@ void col2im(const ConvGeometry& g, const T* col, T* dx_img) {
 }
 
 bool conv2d_forward_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
-bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_backward_input_wins(g); }
+bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
 bool conv2d_weight_grad_takes_winograd(const ConvGeometry& g) { return winograd_weight_grad_wins(g); }
 bool set_conv_b_in_place(bool on) { return g_b_in_place.exchange(on); }
 bool conv_b_in_place() { return g_b_in_place.load(); }
@@ -1119,7 +1124,7 @@ bool conv2d_forward_folds_batch(const ConvGeometry& g) {
   return !winograd_forward_wins(g) && !direct_forward_wins(g) && fold_batch(g);
 }
 bool conv2d_backward_input_takes_direct(const ConvGeometry& g) {
-  return !winograd_backward_input_wins(g) && backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
+  return !winograd_forward_wins(g) && backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
 }
 bool conv2d_weight_grad_takes_direct(const ConvGeometry& g) {
   return !winograd_weight_grad_wins(g) && (direct_weight_grad_wins(g) || klanes_weight_grad_wins(g));
@@ -1153,7 +1158,7 @@ void conv2d_forward<double>(const ConvGeometry& g, const double* x, const double
 }
 template <>
 void conv2d_backward_input<float>(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
-  if (winograd_backward_input_wins(g)) return conv2d_winograd_backward_input(g, dy, w, dx);
+  if (winograd_forward_wins(g)) return conv2d_winograd_backward_input(g, dy, w, dx);
   backward_input_f32(g, dy, w, dx, /*allow_direct=*/true);
 }
 template <>

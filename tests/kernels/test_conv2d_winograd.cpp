@@ -225,14 +225,17 @@ TEST_CASE("conv2d Winograd: where conv2d dispatches to it, and the error where i
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(1, 64, 24, 24, 64, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(1, 512, 7, 7, 512, 1)));
     // Small images, batched: 32 tiles over the batch or more (7^2 batch 8,
-    // yes; batch 4, no); the backward-input also wastes at most a quarter
-    // of its tiles' outputs (10^2 computes 12^2: no).
+    // yes; batch 4, no), at most a quarter of their outputs discarded (10^2
+    // computes 12^2: no); the weight gradient only over the whole batch.
     CHECK(kc::conv2d_forward_takes_winograd(make3x3(8, 512, 7, 7, 512, 1)));
     CHECK(kc::conv2d_backward_input_takes_winograd(make3x3(8, 512, 7, 7, 512, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 512, 7, 7, 512, 1)));
-    CHECK(kc::conv2d_forward_takes_winograd(make3x3(4, 256, 10, 10, 256, 1)));
+    CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 256, 10, 10, 256, 1)));
     CHECK_FALSE(kc::conv2d_backward_input_takes_winograd(make3x3(4, 256, 10, 10, 256, 1)));
-    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 512, 14, 14, 512, 1)));  // whole batch, folded sizes
+    CHECK(kc::conv2d_forward_takes_winograd(make3x3(8, 256, 14, 14, 256, 1)));
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 512, 14, 14, 512, 1)));  // whole batch
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 256, 14, 14, 256, 1)));        // bands of 16 tiles
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 256, 8, 8, 256, 1)));    // bands of 4 tiles
     CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 512, 8, 8, 512, 1)));
     CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 64, 256, 256, 64, 1)));     // in bands
     CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 512, 32, 32, 512, 1)));     // whole batch

@@ -18,7 +18,7 @@
 // One class fewer through the filters. The softmax backward ignores a
 // per-pixel constant added to dQ (<Q, 1> = 1), and K^T is linear, so the
 // backward filters the L - 1 differences dA_l - dA_{L-1} (per kernel) and
-// takes dQ_{L-1} = 0: dQ shifted by -(K_s^T dA_s,{L-1} / n_s + K_b^T ...),
+// takes dQ_{L-1} = 0: dQ shifted by -(K_s^T (dA_s,{L-1} / n_s) + K_b^T ...),
 // the same dZ_t. The forward does the same with the messages' sum (see
 // normalised_messages).
 //

@@ -1114,8 +1114,9 @@ std::vector<T>& lattice_buffer(int which) {
 
 }  // namespace
 
-// kC > 0 fixes the channel count at compile time (the CRF's 1..4 classes
-// and the all-ones normaliser), so the per-row loops unroll; kC = 0 reads `channels`.
+// kC > 0 fixes the channel count at compile time (the CRF filters L - 1
+// of its classes, with the all-ones normaliser in the first call: 1..4
+// channels up to 5 classes), so the per-row loops unroll; kC = 0 reads `channels`.
 template <typename T, int kC>
 void PermutohedralLattice::filter(const T* in, T* out, int64_t channels, bool transpose) const {
   const int64_t C = kC > 0 ? kC : channels;

@@ -628,7 +628,8 @@ bool fold_batch(const ConvGeometry& g) { return g.N > 1 && g.pq() < kFoldPixels;
 //     64^2 1.9x, 256 -> 256 at 64^2 2.1x, 512 -> 512 at 32^2 2.0x,
 //     1024 -> 512 at 32^2 2.3x, 1024 -> 1024 at 16^2 1.4-1.6x; ResNet 64 at
 //     56^2 1.4x, 256 at 14^2 1.1x, but 512 at 7^2 0.9-1.0x (7 = 4 + 3: a
-//     quarter of the tiles' outputs are discarded); 32 -> 32 at 64^2 0.7x,
+//     quarter of the tiles' outputs are discarded; superseded for batches
+//     of small images, below); 32 -> 32 at 64^2 0.7x,
 //     3 -> 64 0.4x. So: C, K >= 64, outputs of 8 x 8 or more, and at least
 //     2^25 multiply-adds (a 64 -> 64 layer at 64^2 of one image ties).
 //   weight gradient, in bands (C K <= 256^2, conv2d_winograd.h): 64 -> 64
@@ -658,17 +659,16 @@ int64_t multiply_adds(const ConvGeometry& g) { return g.N * g.pq() * g.crs() * g
 //     8^2 batch 8 7.12 / 6.31, 8.60 / 6.74; 64 at 14^2 batch 8 0.49 /
 //     0.47, 0.53 / 0.46. But 512 at 7^2 and 8^2 batch 4 (16 tiles, where
 //     the filter transform dominates) 0.73-0.93x, and 10^2 (12^2 computed:
-//     a third of the outputs discarded) 0.73-0.88x: 256 batch 4, 128 batch 8.
-//   weight gradient over the whole batch (C K > 256^2): 512 at 14^2 batch
-//     4 9.88 / 7.90, 512 at 8^2 batch 16 14.6 / 10.3, 1024 at 8^2 batch 8
-//     28.0 / 19.3, but 512 at 7^2 batch 8 0.97x and 8^2 batch 8 0.93x. In
-//     bands (C K <= 256^2), a band per image: 256 at 14^2 batch 8 (16
-//     tiles a band) 4.78 / 4.48 (bench_conv), but 256 at 8^2 batch 8 (4
-//     tiles a band) 0.51x and at 10^2 batch 4 0.48x.
+//     31% of the outputs discarded) 0.73-0.88x: 256 batch 4, 128 batch 8.
+//   weight gradient, over the whole batch (small images of 128 channels
+//     and more are never in bands, conv2d_winograd_weight_grad_in_bands,
+//     and 64-channel ones lost there: below): 512 at 14^2 batch 4
+//     9.88 / 7.90, 256 at 14^2 batch 8 5.18 / 4.32; at 8^2 1024 batch 8
+//     28.0 / 19.3 and 512 batch 16 14.6 / 10.3, but 256 and 512 batch 8
+//     0.86x and 0.93x, 512 at 7^2 batch 8 0.97x.
 // So, where the batch folds: 32 tiles or more, at most a quarter of their
-// outputs discarded; for the weight gradient in bands 16 tiles per image,
-// over the whole batch 8 x 8 outputs. (The old paths: the folded GEMM, or
-// the direct kernels.)
+// outputs discarded; for the weight gradient also 12 x 12 outputs. (The
+// old paths: the folded GEMM, or the direct kernels.)
 int64_t winograd_batch_tiles(const ConvGeometry& g) { return g.N * ceil_div(g.P, 4) * ceil_div(g.Q, 4); }
 bool small_images_pay_winograd(const ConvGeometry& g) {
   const int64_t tiles = winograd_batch_tiles(g);
@@ -684,9 +684,8 @@ bool winograd_forward_wins(const ConvGeometry& g) {
 bool winograd_weight_grad_wins(const ConvGeometry& g) {
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64) return false;
   if (fold_batch(g)) {
-    if (!small_images_pay_winograd(g)) return false;
-    if (conv2d_winograd_weight_grad_in_bands(g)) return winograd_batch_tiles(g) >= 16 * g.N;
-    return std::min(g.C, g.K) >= 128 && std::min(g.P, g.Q) >= 8 && multiply_adds(g) >= (int64_t{1} << 28);
+    return small_images_pay_winograd(g) && !conv2d_winograd_weight_grad_in_bands(g) && std::min(g.C, g.K) >= 128 &&
+           std::min(g.P, g.Q) >= 12 && multiply_adds(g) >= (int64_t{1} << 28);
   }
   if (conv2d_winograd_weight_grad_in_bands(g)) return true;
   return std::min(g.C, g.K) >= 128 && std::min(g.P, g.Q) >= 16 && multiply_adds(g) >= (int64_t{1} << 28);

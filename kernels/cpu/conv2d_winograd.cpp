@@ -821,8 +821,17 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
 bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
   // Partials of 36 K C floats per group: small K C only. Fewer bands than
   // groups would leave threads idle (the groups are the parallel work).
+  // Images of fewer than 32 tiles (up to 20 x 20 outputs) make bands too
+  // thin for the partials of 128 channels and more: over the whole batch,
+  // 256 -> 256 at 14^2 batch 8 took 3.73 ms against the bands' 4.71, at
+  // 16^2 batch 4 1.93 against 2.95; at 28^2 (49 tiles) the bands still
+  // won, 2.89 against 4.38 for 128 channels. With 64 channels the bands
+  // stay (the whole-batch form needs 128): 16^2 batch 8 0.63 against the
+  // GEMM's 0.73 ms, 20^2 batch 4 0.50 against 0.55 (session 35, Zen 5 VM,
+  // 2 threads, alternated).
   const Tiles tl(g);
-  return g.C * g.K <= 256 * 256 && g.N * Bands(tl).per_image >= kWeightGroups;
+  return g.C * g.K <= 256 * 256 && (tl.per_image >= 32 || std::min(g.C, g.K) < 128) &&
+         g.N * Bands(tl).per_image >= kWeightGroups;
 }
 
 bool conv2d_winograd_applies(const ConvGeometry& g) {

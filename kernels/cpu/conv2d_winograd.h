@@ -50,8 +50,9 @@ void conv2d_winograd_forward(const ConvGeometry& g, const float* x, const float*
 void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, const float* w, float* dx);
 // dw [K, C, 3, 3] is fully overwritten (the bias gradient is separate).
 // Runs in bands of tile rows, each band's transforms in cache, where
-// conv2d_winograd_weight_grad_in_bands (C K <= 256^2 and at least 4 bands,
-// the groups that threads share); else over the whole batch in chunks.
+// conv2d_winograd_weight_grad_in_bands (C K <= 256^2, 32 tiles per image
+// where C and K are 128 or more, and at least 4 bands, the groups that
+// threads share); else over the whole batch in chunks.
 bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g);
 void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw);
 

@@ -185,7 +185,9 @@ TEST_CASE("mean-field: a batch equals its images run one by one") {
 }
 
 TEST_CASE("mean-field forward and backward are bit-identical for 1 and 2 threads") {
-  const int64_t B = 2, L = 3, H = 40, W = 33;  // n L > the parallel threshold
+  // n L > the parallel threshold (kParallelGrain), and B = 3: with 2
+  // threads two images run side by side and the third alone, its loops parallel.
+  const int64_t B = 3, L = 3, H = 80, W = 70;
   const Tensor u = random_tensor({B, L, H, W}, 31, DType::f32, -2, 2);
   const Tensor image = random_tensor({B, 3, H, W}, 32, DType::f32, 0, 255);
   const Tensor r = random_tensor({B, L, H, W}, 33, DType::f32, -1, 1);
@@ -235,6 +237,8 @@ TEST_CASE("mean-field: the tape's norms and messages are the filters' outputs") 
         const float* tape_norm_b = tape.norm_bilateral.data<float>() + b * n;
         CHECK(std::equal(norm.begin(), norm.end(), tape_norm_b));
         const float* tape_norm_s = tape.norm_spatial.data<float>() + b * n;
+        tape.spatial->apply(ones.data(), norm.data(), 1);
+        CHECK(std::equal(norm.begin(), norm.end(), tape_norm_s));
         for (int64_t t = 0; t < T; ++t) {
           const int64_t at = (b * T + t) * n * L;
           const float* q = tape.q.data<float>() + at;

@@ -49,7 +49,10 @@ TEST_CASE("composed mean-field: same logits and gradients as the fused CPU kerne
   for (const Case c : {Case{DType::f64, FilterMode::dense, 2, 3, 3, 7, 6, 1e-10},
                        Case{DType::f64, FilterMode::lattice, 2, 3, 4, 9, 8, 1e-10},
                        Case{DType::f32, FilterMode::lattice, 3, 1, 2, 11, 5, 2e-4},
-                       Case{DType::f64, FilterMode::lattice, 1, 1, 2, 1, 1, 1e-10}}) {
+                       Case{DType::f64, FilterMode::lattice, 1, 1, 2, 1, 1, 1e-10},
+                       // L = 5: the kernel's loops with L read at run time; L = 1: nothing to filter.
+                       Case{DType::f64, FilterMode::lattice, 2, 3, 5, 6, 7, 1e-10},
+                       Case{DType::f64, FilterMode::dense, 1, 3, 1, 5, 4, 1e-10}}) {
     INFO("mode ", filter_mode_name(c.mode), " B ", c.B, " C ", c.C, " L ", c.L, " ", c.H, "x", c.W);
     const Run fused = run(false, c.dt, c.mode, c.B, c.C, c.L, c.H, c.W);
     const Run composed = run(true, c.dt, c.mode, c.B, c.C, c.L, c.H, c.W);

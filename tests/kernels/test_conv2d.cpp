@@ -209,7 +209,8 @@ TEST_CASE("conv2d forward with the ReLU epilogue passes NaN through on every pat
   // Direct (few taps), GEMM per image, batch folded, Winograd.
   const std::vector<ConvGeometry> gs = {make(2, 3, 7, 13, 5, 3, 3, 1, 1, 1, 1), make(1, 9, 17, 20, 70, 3, 3, 1, 1, 1, 1),
                                         make(3, 9, 7, 7, 70, 3, 3, 1, 1, 1, 1), make(2, 64, 24, 24, 64, 3, 3, 1, 1, 1, 1)};
-  CHECK(kernels::cpu::conv2d_forward_takes_winograd(gs[3]));
+  const char* wino = std::getenv("CRFSEG_CONV_WINOGRAD");
+  if (!(wino && std::string(wino) == "0")) CHECK(kernels::cpu::conv2d_forward_takes_winograd(gs[3]));
   CHECK(kernels::cpu::conv2d_forward_folds_batch(gs[2]));
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
@@ -239,10 +240,14 @@ TEST_CASE("conv2d forward folds the batch into the GEMM's columns for small imag
   CHECK(kernels::cpu::conv2d_forward_folds_batch(make(3, 20, 9, 8, 36, 3, 3, 1, 1, 2, 2, 2, 2)));
   CHECK(kernels::cpu::conv2d_forward_folds_batch(make(4, 333, 5, 7, 29, 1, 1)));
   // ResNet-50's layer3 3x3 (14^2, batch 8: 128 Winograd tiles) takes
-  // Winograd; 512 -> 512 at 8^2, batch 4 (16 tiles), folds.
+  // Winograd (unless CRFSEG_CONV_WINOGRAD=0); 512 -> 512 at 8^2, batch 4
+  // (16 tiles), folds.
   const ConvGeometry layer3 = make(8, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1);
-  CHECK_FALSE(kernels::cpu::conv2d_forward_folds_batch(layer3));
-  CHECK(kernels::cpu::conv2d_forward_takes_winograd(layer3));
+  const char* wino = std::getenv("CRFSEG_CONV_WINOGRAD");
+  if (!(wino && std::string(wino) == "0")) {
+    CHECK_FALSE(kernels::cpu::conv2d_forward_folds_batch(layer3));
+    CHECK(kernels::cpu::conv2d_forward_takes_winograd(layer3));
+  }
   const ConvGeometry few_tiles = make(4, 512, 8, 8, 512, 3, 3, 1, 1, 1, 1);
   CHECK(kernels::cpu::conv2d_forward_folds_batch(few_tiles));
   CHECK_FALSE(kernels::cpu::conv2d_forward_takes_winograd(few_tiles));

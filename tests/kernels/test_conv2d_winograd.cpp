@@ -234,8 +234,15 @@ TEST_CASE("conv2d Winograd: where conv2d dispatches to it, and the error where i
     CHECK_FALSE(kc::conv2d_backward_input_takes_winograd(make3x3(4, 256, 10, 10, 256, 1)));
     CHECK(kc::conv2d_forward_takes_winograd(make3x3(8, 256, 14, 14, 256, 1)));
     CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 512, 14, 14, 512, 1)));  // whole batch
-    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 256, 14, 14, 256, 1)));        // bands of 16 tiles
-    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 256, 8, 8, 256, 1)));    // bands of 4 tiles
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 256, 14, 14, 256, 1)));
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 256, 8, 8, 256, 1)));
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 512, 8, 8, 512, 1)));
+    // Bands need 32 tiles per image: 14^2 (16) and 16^2 run over the whole batch, 28^2 (49) in bands.
+    CHECK_FALSE(kc::conv2d_winograd_weight_grad_in_bands(make3x3(8, 256, 14, 14, 256, 1)));
+    CHECK_FALSE(kc::conv2d_winograd_weight_grad_in_bands(make3x3(4, 256, 16, 16, 256, 1)));
+    CHECK(kc::conv2d_winograd_weight_grad_in_bands(make3x3(8, 128, 28, 28, 128, 1)));
+    CHECK(kc::conv2d_winograd_weight_grad_in_bands(make3x3(8, 64, 16, 16, 64, 1)));  // 64 channels keep bands
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 256, 16, 16, 256, 1)));
     CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 512, 8, 8, 512, 1)));
     CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 64, 256, 256, 64, 1)));     // in bands
     CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 512, 32, 32, 512, 1)));     // whole batch

@@ -661,8 +661,10 @@ int64_t multiply_adds(const ConvGeometry& g) { return g.N * g.pq() * g.crs() * g
 //     the filter transform dominates) 0.73-0.93x, and 10^2 (12^2 computed:
 //     31% of the outputs discarded) 0.73-0.88x: 256 batch 4, 128 batch 8.
 //   weight gradient, over the whole batch (small images of 128 channels
-//     and more are never in bands, conv2d_winograd_weight_grad_in_bands,
-//     and 64-channel ones lost there: below): 512 at 14^2 batch 4
+//     and more are never in bands, conv2d_winograd_weight_grad_in_bands;
+//     the bands of folded 64-channel images are not taken: bands of 4 and
+//     9 tiles lost 0.48-0.51x to the GEMM at 8^2 and 10^2, and 64 at 14^2
+//     batch 8 gained 1.06x): 512 at 14^2 batch 4
 //     9.88 / 7.90, 256 at 14^2 batch 8 5.18 / 4.32; at 8^2 1024 batch 8
 //     28.0 / 19.3 and 512 batch 16 14.6 / 10.3, but 256 and 512 batch 8
 //     0.86x and 0.93x, 512 at 7^2 batch 8 0.97x.

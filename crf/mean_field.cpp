@@ -284,14 +284,18 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
     std::fill(partial.begin(), partial.end(), 0.0);
 #pragma omp parallel if (n * L > kParallelGrain)
     {
-      double m_fixed[kL > 0 ? kL : 1], dm_fixed[kL > 0 ? kL : 1], das_fixed[kL > 0 ? kL : 1],
-          dab_fixed[kL > 0 ? kL : 1];
-      std::vector<double> m_any(kL > 0 ? 0 : static_cast<size_t>(L)), dm_any(m_any.size()), das_any(m_any.size()),
-          dab_any(m_any.size());
+      double m_fixed[kL > 0 ? kL : 1], dm_fixed[kL > 0 ? kL : 1];
+      std::vector<double> m_any(kL > 0 ? 0 : static_cast<size_t>(L)), dm_any(m_any.size());
       double* m = kL > 0 ? m_fixed : m_any.data();
       double* dm = kL > 0 ? dm_fixed : dm_any.data();
-      double* das = kL > 0 ? das_fixed : das_any.data();
-      double* dab = kL > 0 ? dab_fixed : dab_any.data();
+      // Class k of dA = W^T dM, for both kernels.
+      const auto da = [&](int64_t k, double& s, double& b) {
+        s = 0, b = 0;
+        for (int64_t l = 0; l < L; ++l) {
+          s += w.ws[l * L + k] * dm[l];
+          b += w.wb[l * L + k] * dm[l];
+        }
+      };
 #pragma omp for schedule(static)
       for (int64_t blk = 0; blk < blocks; ++blk) {
         // The block's sums: in registers for a fixed L (copied out below;
@@ -318,18 +322,13 @@ void backward_image(const Weights& w, const GaussianFilter& ks, const GaussianFi
               p_wb[l * L + k] += dm[l] * abi[k];
             }
           }
-          for (int64_t k = 0; k < L; ++k) {  // dA = W^T dM
-            double s = 0, b = 0;
-            for (int64_t l = 0; l < L; ++l) {
-              s += w.ws[l * L + k] * dm[l];
-              b += w.wb[l * L + k] * dm[l];
-            }
-            das[k] = s;
-            dab[k] = b;
-          }
+          double s_last, b_last;
+          da(R, s_last, b_last);
           for (int64_t k = 0; k < R; ++k) {  // less the last class's, then / n for the normalisation
-            rs[i * R + k] = static_cast<T>((das[k] - das[R]) * inv_s[i]);
-            rb[i * R + k] = static_cast<T>((dab[k] - dab[R]) * inv_b[i]);
+            double s, b;
+            da(k, s, b);
+            rs[i * R + k] = static_cast<T>((s - s_last) * inv_s[i]);
+            rb[i * R + k] = static_cast<T>((b - b_last) * inv_b[i]);
           }
         }
         if (kL > 0) std::copy(fixed, fixed + 3 * LL, partial.data() + blk * 3 * LL);

@@ -671,9 +671,8 @@ int64_t multiply_adds(const ConvGeometry& g) { return g.N * g.pq() * g.crs() * g
 // So, where the batch folds: 32 tiles or more, at most a quarter of their
 // outputs discarded; for the weight gradient also 12 x 12 outputs. (The
 // old paths: the folded GEMM, or the direct kernels.)
-int64_t winograd_batch_tiles(const ConvGeometry& g) { return g.N * ceil_div(g.P, 4) * ceil_div(g.Q, 4); }
 bool small_images_pay_winograd(const ConvGeometry& g) {
-  const int64_t tiles = winograd_batch_tiles(g);
+  const int64_t tiles = conv2d_winograd_tiles(g);
   return tiles >= 32 && 4 * g.N * g.pq() >= 3 * 16 * tiles;
 }
 bool winograd_forward_wins(const ConvGeometry& g) {

@@ -834,6 +834,8 @@ bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
          g.N * Bands(tl).per_image >= kWeightGroups;
 }
 
+int64_t conv2d_winograd_tiles(const ConvGeometry& g) { return Tiles(g).total; }
+
 bool conv2d_winograd_applies(const ConvGeometry& g) {
   return g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.N > 0 && g.K > 0 &&
          g.C > 0 && g.P > 0 && g.Q > 0;

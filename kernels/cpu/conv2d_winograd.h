@@ -54,6 +54,8 @@ void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, cons
 // where C and K are 128 or more, and at least 4 bands, the groups that
 // threads share); else over the whole batch in chunks.
 bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g);
+// The 4 x 4 output tiles of the whole batch, N ceil(P / 4) ceil(Q / 4).
+int64_t conv2d_winograd_tiles(const ConvGeometry& g);
 void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw);
 
 }  // namespace crfseg::kernels::cpu

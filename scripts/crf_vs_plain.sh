@@ -17,7 +17,13 @@
 # shallower U-Net (depth 2, a small receptive field, so its own output is
 # noisy): plain, and + CRF with theta_beta 60, at Zheng et al.'s initial
 # kernel weights (3 I, 5 I) and at the default (I), trained with the
-# network from the start or after 4 epochs of the network alone.
+# network from the start or after 4 epochs of the network alone. Last,
+# the same noisy images with sharp edges (--synth-blur 0), where the
+# bilateral kernel sees the true boundary as a colour step.
+#
+# CRF_VS_PLAIN_ONLY=GLOB runs only the configurations whose name matches
+# GLOB (e.g. 'sharp-*'). scripts/crf_paired.py compares two configurations
+# over the seeds in the lines this prints (paired difference, t, wins).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=("${@:-0 1 2}")
@@ -26,8 +32,11 @@ mkdir -p "$out"
 common=(--data synth:600 --epochs 8 --batch 8 --lr 0.004 --base 4 --quiet)
 crf=(--crf --crf-lr-mult 30)
 crf_zheng=("${crf[@]}" --crf-weights 3,5)  # the initial weights of the README's first tables
+only="${CRF_VS_PLAIN_ONLY:-*}"
 run() {
   local name=$1 seed=$2; shift 2
+  # shellcheck disable=SC2053  # $only is a glob on purpose
+  [[ $name == $only ]] || return 0
   ./build/tools/crfseg train "${common[@]}" --seed "$seed" --out "$out/$name-$seed" --overwrite "$@" \
     >"$out/$name-$seed.log" 2>&1
   ./build/tools/crfseg eval --checkpoint "$out/$name-$seed/best.safetensors" --split test --out "$out/$name-$seed" \
@@ -44,4 +53,9 @@ for seed in ${seeds[*]}; do
   run noisy-depth2-crf-beta60-w1 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60  # the default weights, I
   # The network alone for 4 epochs, then with the CRF (Zheng et al. fine-tuned their CRF-RNN after the FCN):
   run noisy-depth2-crf-beta60-w1-warmup4 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
+  # Sharp edges: the boundary is a colour step the bilateral kernel can find.
+  sharp=(--depth 2 --synth-noise 0.15 --synth-blur 0)
+  run sharp-noisy-depth2-plain "$seed" "${sharp[@]}"
+  run sharp-noisy-depth2-crf-beta60-w1 "$seed" "${sharp[@]}" "${crf[@]}" --crf-theta-beta 60
+  run sharp-noisy-depth2-crf-beta60-w1-warmup4 "$seed" "${sharp[@]}" "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
 done

@@ -57,16 +57,26 @@ namespace {
 constexpr int kMoveThreads = 256;
 
 // The sizes the im2col / col2im kernels index with, narrowed to 32 bits
-// once on the host (narrow checks that they fit).
+// once on the host (narrow checks that they, and what the kernels compute
+// from them, fit).
 struct Geometry32 {
   int64_t C;  // channels stay 64-bit: the kernels' outer loops stride over them
   int H, W, P, Q, R, S, sh, sw, ph, pw, dh, dw;
 };
 
 // 2^30: the grid-stride loops' int counters may step up to 2^18 past the end.
+// The kernels' other int values (h = p sh + r dh - ph, hp = h + ph - r dh,
+// r S + s, and each field) stay within H + 2 ph, W + 2 pw, R S and the
+// strides and dilations, which are bounded too.
 Geometry32 narrow(const ConvGeometry& g, const char* what) {
-  CRFSEG_CHECK(g.pq() < (int64_t{1} << 30) && g.hw() < (int64_t{1} << 30), NotImplementedError, what,
-               ": a plane of ", g.hw(), " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
+  constexpr int64_t kLimit = int64_t{1} << 30;
+  CRFSEG_CHECK(g.pq() < kLimit && g.hw() < kLimit, NotImplementedError, what, ": a plane of ", g.hw(),
+               " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
+  CRFSEG_CHECK(g.H + 2 * g.ph < kLimit && g.W + 2 * g.pw < kLimit && g.R * g.S < kLimit && g.sh < kLimit &&
+                   g.sw < kLimit && g.dh < kLimit && g.dw < kLimit,
+               NotImplementedError, what, ": a ", g.R, "x", g.S, " kernel, stride ", g.sh, "x", g.sw, ", padding ",
+               g.ph, "x", g.pw, ", dilation ", g.dh, "x", g.dw, " on ", g.H, "x", g.W,
+               " inputs does not fit 32-bit indices");
   const auto i32 = [](int64_t v) { return static_cast<int>(v); };
   return {g.C,       i32(g.H),  i32(g.W),  i32(g.P),  i32(g.Q),  i32(g.R), i32(g.S),
           i32(g.sh), i32(g.sw), i32(g.ph), i32(g.pw), i32(g.dh), i32(g.dw)};
@@ -80,7 +90,7 @@ __global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, Geom
   const int64_t rows = g.C * g.R * g.S;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
     const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
-    const T* xc = x + row / (g.R * g.S) * g.H * g.W;
+    const T* xc = x + row / (g.R * g.S) * g.H * g.W;  // R S < 2^30 (narrow)
     T* out = col + row * PQ;
     const int h0 = r * g.dh - g.ph, w0 = s * g.dw - g.pw;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x) {

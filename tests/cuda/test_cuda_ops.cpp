@@ -3,7 +3,9 @@
 // awkward sizes (primes, 1, non-multiples of the tile sizes), broadcast and
 // strided views. Each case needs a CUDA device: without one doctest reports
 // it as skipped, not passed.
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "autograd/functions.h"
 #include "crf/crf_rnn.h"
@@ -189,35 +191,77 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
       }
     }
   }
-  // Padded leading dimensions (ld = used columns + 3) and operands starting
-  // one float past a 16-byte boundary: variants with 16-byte loads must fall
-  // back to their guarded ones.
-  const int64_t M = 130, N = 140, K = 70, pad = 3;
-  for (bool ta : {false, true}) {
-    for (bool tb : {false, true}) {
-      const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
-      const int64_t lda = a_cols + pad, ldb = b_cols + pad;
-      // Storage of rows * ld + 1 floats; the matrix starts at element 1.
-      const Tensor a_store = random_tensor({a_rows * lda + 1}, 21), b_store = random_tensor({b_rows * ldb + 1}, 22);
-      auto logical = [](const Tensor& store, int64_t rows, int64_t ld, int64_t cols) {
-        return ops::slice(reshape(ops::slice(store, 0, 1, 1 + rows * ld), {rows, ld}), 1, 0, cols).to(DType::f64);
-      };
-      const Tensor a64 = logical(a_store, a_rows, lda, a_cols), b64 = logical(b_store, b_rows, ldb, b_cols);
-      const Tensor want = ops::matmul(ta ? ops::transpose(a64, 0, 1) : a64, tb ? ops::transpose(b64, 0, 1) : b64);
-      const Tensor dA = gpu(a_store), dB = gpu(b_store);
-      for (const auto& v : kernels::cuda::sgemm_variants()) {
-        INFO(v.name, " padded and misaligned, ta=", ta, " tb=", tb);
-        const Tensor dC = full({M, N}, NAN, {DType::f32, Device::cuda(0)});
-        v.fn(ta, tb, M, N, K, 1.0f, dA.data<float>() + 1, lda, dB.data<float>() + 1, ldb, 0.0f, dC.data<float>(), N,
-             cuda::current_stream(0));
-        if (!v.tf32) {
-          CHECK_CLOSE(cpu(dC), values(want), 1e-4, 1e-4);
-        } else {
-          CHECK(relative_error(cpu(dC), want) < 3e-3);
+  // Padded leading dimensions, operands off a 16-byte boundary, and a padded
+  // C. Variants with 16-byte loads (v4) may take them only where the pointer
+  // and ld allow: pad 4 at offset 0 runs the vector path over padded rows;
+  // pad 3 fails the ld check; pad 4 at offset 1 leaves only the pointer
+  // check between the kernel and a misaligned float4 load. C's padding
+  // columns must stay untouched (NaN). cuBLAS also runs in TF32 and BF16:
+  // BF16 rounds the operands into scratch, where A's 130 x 70 elements (not
+  // a multiple of 128) put B's copy past a rounded offset.
+  const int64_t M = 130, N = 140, K = 70, ldc = N + 5;
+  const std::pair<int64_t, int64_t> layouts[] = {{3, 1}, {4, 0}, {4, 1}};  // (pad, offset)
+  for (const auto& [pad, offset] : layouts) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+        const int64_t lda = a_cols + pad, ldb = b_cols + pad;
+        // Storage of offset + rows * ld floats; the matrix starts at element `offset`.
+        const Tensor a_store = random_tensor({offset + a_rows * lda}, 21);
+        const Tensor b_store = random_tensor({offset + b_rows * ldb}, 22);
+        auto logical = [offset = offset](const Tensor& store, int64_t rows, int64_t ld, int64_t cols) {
+          return ops::slice(reshape(ops::slice(store, 0, offset, offset + rows * ld), {rows, ld}), 1, 0, cols)
+              .to(DType::f64);
+        };
+        const Tensor a64 = logical(a_store, a_rows, lda, a_cols), b64 = logical(b_store, b_rows, ldb, b_cols);
+        const Tensor want = ops::matmul(ta ? ops::transpose(a64, 0, 1) : a64, tb ? ops::transpose(b64, 0, 1) : b64);
+        const Tensor dA = gpu(a_store), dB = gpu(b_store);
+        for (const auto& v : kernels::cuda::sgemm_variants()) {
+          const bool is_cublas = v.name == "cublas";
+          for (const cuda::MatmulPrecision precision :
+               {cuda::MatmulPrecision::fp32, cuda::MatmulPrecision::tf32, cuda::MatmulPrecision::bf16}) {
+            if (precision != cuda::MatmulPrecision::fp32 && !is_cublas) continue;
+            INFO(v.name, " pad ", pad, " offset ", offset, " ta=", ta, " tb=", tb, " precision ",
+                 static_cast<int>(precision));
+            const cuda::MatmulPrecisionGuard guard(precision);
+            const Tensor dC = full({M, ldc}, NAN, {DType::f32, Device::cuda(0)});
+            v.fn(ta, tb, M, N, K, 1.0f, dA.data<float>() + offset, lda, dB.data<float>() + offset, ldb, 0.0f,
+                 dC.data<float>(), ldc, cuda::current_stream(0));
+            const Tensor c = cpu(dC), used = ops::slice(c, 1, 0, N);
+            if (precision == cuda::MatmulPrecision::bf16) {
+              CHECK(relative_error(used, want) < 2e-2);
+            } else if (v.tf32 || precision == cuda::MatmulPrecision::tf32) {
+              CHECK(relative_error(used, want) < 3e-3);
+            } else {
+              CHECK_CLOSE(used, values(want), 1e-4, 1e-4);
+            }
+            const std::vector<double> padding = values(ops::slice(c, 1, N, ldc));
+            CHECK(std::all_of(padding.begin(), padding.end(), [](double x) { return std::isnan(x); }));
+          }
         }
       }
     }
   }
+}
+
+// The im2col / col2im kernels index in 32 bits; the host refuses, before
+// any launch (so this runs without a device), geometries whose values would
+// not fit: a 2^30 stride (cast to int it would divide by zero on the device),
+// padding that overflows h + ph, a kernel of 2^30 taps.
+TEST_CASE("cuda conv: im2col and col2im refuse geometries past 32-bit indices") {
+  const kernels::ConvGeometry fits{1, 2, 5, 5, 3, 3, 3, 3, 3};
+  kernels::ConvGeometry stride = fits, padding = fits, taps = fits;
+  stride.sh = int64_t{1} << 30, stride.P = 1;
+  padding.ph = int64_t{1} << 29, padding.sh = int64_t{1} << 20;  // a small output: P = 1025
+  padding.P = (padding.H + 2 * padding.ph - padding.R) / padding.sh + 1;
+  taps.R = int64_t{1} << 15, taps.S = int64_t{1} << 15, taps.H = 1, taps.W = 1, taps.P = 1, taps.Q = 1;
+  for (const kernels::ConvGeometry& g : {stride, padding, taps}) {
+    CHECK_THROWS_AS(kernels::cuda::im2col<float>(g, nullptr, nullptr, nullptr), NotImplementedError);
+    CHECK_THROWS_AS(kernels::cuda::col2im<float>(g, nullptr, nullptr, nullptr), NotImplementedError);
+  }
+  // And with the message naming the op and the geometry.
+  CHECK_THROWS_WITH(kernels::cuda::im2col<float>(stride, nullptr, nullptr, nullptr),
+                    doctest::Contains("im2col: a 3x3 kernel, stride 1073741824x1"));
 }
 
 #endif

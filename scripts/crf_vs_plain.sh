@@ -19,7 +19,8 @@
 # kernel weights (3 I, 5 I) and at the default (I), trained with the
 # network from the start or after 4 epochs of the network alone. Last,
 # the same noisy images with sharp edges (--synth-blur 0), where the
-# bilateral kernel sees the true boundary as a colour step.
+# bilateral kernel sees the true boundary as a colour step, with depth-2
+# and depth-4 U-Nets.
 #
 # CRF_VS_PLAIN_ONLY=GLOB runs only the configurations whose name matches
 # GLOB (e.g. 'sharp-*'). scripts/crf_paired.py compares two configurations
@@ -58,4 +59,8 @@ for seed in ${seeds[*]}; do
   run sharp-noisy-depth2-plain "$seed" "${sharp[@]}"
   run sharp-noisy-depth2-crf-beta60-w1 "$seed" "${sharp[@]}" "${crf[@]}" --crf-theta-beta 60
   run sharp-noisy-depth2-crf-beta60-w1-warmup4 "$seed" "${sharp[@]}" "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
+  # And with a depth-4 U-Net, whose own boundaries are better.
+  sharp4=(--depth 4 --synth-noise 0.15 --synth-blur 0)
+  run sharp-noisy-depth4-plain "$seed" "${sharp4[@]}"
+  run sharp-noisy-depth4-crf-beta60-w1-warmup4 "$seed" "${sharp4[@]}" "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
 done

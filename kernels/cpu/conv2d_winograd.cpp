@@ -109,7 +109,7 @@ inline void interleave4(const Vec16 (&v)[kM], float* out) {
 
 // The inverse: cols[j * stride + u] = in[kM u + j] for 64 consecutive
 // floats of a row, split by column modulo 4 into 4 runs of 16.
-inline void deinterleave4(const float* in, float* cols, int64_t stride) {
+[[gnu::always_inline]] inline void deinterleave4(const float* in, float* cols, int64_t stride) {
   const Vec16 o0 = load16(in), o1 = load16(in + 16), o2 = load16(in + 32), o3 = load16(in + 48);
   const Vec16 ab_lo = __builtin_shufflevector(o0, o1, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
   const Vec16 cd_lo = __builtin_shufflevector(o0, o1, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
@@ -277,28 +277,117 @@ void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw) {
 // under 64 wide: 8 tiles at 32^2, 4 at 16^2, so half or three quarters of
 // every vector, and each store a scalar loop). There they take the tiles
 // of kFlatTiles / tx tile rows together, 16 consecutive tiles of the
-// row-major tile grid at a time, across row ends ("flat"): the inputs'
-// split rows are first copied into one run per (i, j) over the group.
+// row-major tile grid at a time, across row ends ("flat", staged as below).
 // Tiles per band in the banded forms below (forward_banded); a flat group
 // is a band's rows, so the band's transforms take it in one go.
 constexpr int64_t kBandTiles = 64;
 constexpr int64_t kFlatTiles = kBandTiles;
 int64_t flat_rows(const Tiles& tl) { return tl.tx < kLanes ? std::min(tl.ty, ceil_div(kFlatTiles, tl.tx)) : 1; }
-// Floats per (i, j) run of a flat group: its tiles, rounded up, and a
-// vector of slack (the copies are whole vectors).
-int64_t flat_stride(const Tiles& tl) { return round_up(flat_rows(tl) * tl.tx, kLanes) + kLanes; }
 // The callers' groups (for_each_tile_rows, Bands) are at most flat_rows
-// tile rows, what the runs hold.
+// tile rows, what the staging holds.
 void check_flat_rows(const Tiles& tl, int64_t rows) {
-  CRFSEG_CHECK(rows <= flat_rows(tl), Error, "conv2d_winograd: a flat group of ", rows,
-               " tile rows, expected at most ", flat_rows(tl));
+  CRFSEG_CHECK(rows >= 1 && rows <= flat_rows(tl), Error, "conv2d_winograd: a flat group of ", rows,
+               " tile rows, expected 1 to ", flat_rows(tl));
+}
+
+// Flat staging. Tile (r, u) of a group (r counted from its first tile row)
+// reads source rows 4 r + i and columns 4 u + j for i, j < D (D = 6 for an
+// input patch, 4 for an output-gradient tile). With i = 4 a + b and
+// j = 4 c + e (b, e < 4; a, c < 2) that is
+//   S[4 (r + a) + b][4 (u + c) + e] = plane(b, e, c)[(r + a) tx + u],
+// where plane(b, e, c)[rr tx + u] = S[4 rr + b][4 (u + c) + e]. So value
+// (i, j) of tile f = r tx + u sits at a tx + f of one plane, and those of
+// consecutive tiles are consecutive floats across row ends: 16 tiles'
+// values (i, j) are one vector load. Each source row is padded and split
+// once by column modulo 4 into 4 planes (c = 0), and where D > 4 split
+// again one tile on (c = 1, for j = 4, 5). (The row-by-row staging below
+// splits each tile row's 6 source rows, 2 of them again for the next tile
+// row, and flat groups then copied the runs once more: a third of the
+// weight gradient of 256 -> 256 at 14^2, batch 8.)
+constexpr int kFlatPlanes = 2 * kM * kM;
+constexpr int64_t flat_plane(int b, int e, int c) { return (c * kM + e) * kM + b; }
+// Floats from one plane to the next: flat_rows + 1 rows of tx (the last 2
+// of 6 rows are the next tile row's first), a whole vector's spill or read
+// past them, and never a multiple of 256 floats (a transform's 36 loads
+// would share a few L1 sets).
+int64_t flat_plane_stride(const Tiles& tl) {
+  const int64_t stride = round_up((flat_rows(tl) + 1) * tl.tx, kLanes) + kLanes;
+  return stride % 256 == 0 ? stride + kLanes : stride;
+}
+// A padded source row: 16 tiles of 4 columns (tx < 16), and one tile more
+// for the split with c = 1.
+constexpr int64_t kFlatRowWidth = kM * (kLanes + 1);
+// The planes, one padded row and a vector of slack (pad_row's whole vectors).
+int64_t flat_scratch(const Tiles& tl) { return kFlatPlanes * flat_plane_stride(tl) + kFlatRowWidth + kLanes; }
+
+// padded[col] = src[h][col - pw] for col < width, zero outside the H x W
+// plane, in whole vectors (no libc call per short row): may write up to
+// 15 floats past width.
+void pad_row(const float* src, int64_t H, int64_t W, int64_t h, int64_t pw, float* padded, int64_t width) {
+  const Vec16 zero = {};
+  if (h < 0 || h >= H) {
+    for (int64_t col = 0; col < width; col += kLanes) std::memcpy(padded + col, &zero, sizeof zero);
+    return;
+  }
+  const int64_t lo = std::clamp<int64_t>(pw, 0, width), hi = std::clamp<int64_t>(pw + W, lo, width);
+  for (int64_t col = 0; col < lo; col += kLanes) std::memcpy(padded + col, &zero, sizeof zero);  // the row overwrites the spill
+  const float* row = src + h * W + (lo - pw);  // row[col - lo] = src[h][col - pw]
+  int64_t col = lo;
+  for (; col + kLanes <= hi; col += kLanes) std::memcpy(padded + col, row + (col - lo), sizeof(Vec16));
+  for (; col < hi; ++col) padded[col] = row[col - lo];
+  for (col = hi; col < width; col += kLanes) std::memcpy(padded + col, &zero, sizeof zero);
+}
+
+// Stages the 4 rows + D - 4 source rows of a flat group of `rows` tile rows
+// into the planes at scratch: S[s][col] = src[h0 + s][col - pw] (zero
+// outside the H x W plane src).
+template <int D>
+void stage_flat(const Tiles& tl, const float* src, int64_t H, int64_t W, int64_t h0, int64_t pw, int64_t rows,
+                float* scratch) {
+  static_assert(D >= kM && D <= 2 * kM, "a tile reads rows of at most two groups of 4");
+  check_flat_rows(tl, rows);
+  const int64_t tx = tl.tx, stride = flat_plane_stride(tl);
+  float* padded = scratch + kFlatPlanes * stride;
+  constexpr int kSplits = D > kM ? 2 : 1;  // c = 0, and c = 1 where D > 4
+  // In increasing order: each split's whole vectors spill into the next
+  // rows' places in its planes, written after it.
+  for (int64_t s = 0; s < kM * rows + D - kM; ++s) {
+    const int b = static_cast<int>(s % kM);
+    pad_row(src, H, W, h0 + s, pw, padded, kFlatRowWidth);
+    for (int c = 0; c < kSplits; ++c)
+      deinterleave4(padded + kM * c, scratch + flat_plane(b, 0, c) * stride + s / kM * tx, kM * stride);
+  }
+  // The last vector's lanes past the group's last tile read up to `pad`
+  // floats past the rows: zeros, not stale scratch (a NaN or denormal there
+  // would slow the lanes; their results are dropped).
+  const int64_t tiles = rows * tx, pad = round_up(tiles, kLanes) - tiles;
+  if (pad == 0) return;
+  for (int c = 0; c < kSplits; ++c)
+    for (int e = 0; e < kM; ++e)
+      for (int b = 0; b < kM; ++b) {
+        float* end = scratch + flat_plane(b, e, c) * stride + (b < D - kM ? rows + 1 : rows) * tx;
+        std::fill(end, end + pad, 0.0f);
+      }
+}
+
+// group(src, n16, out + f0) for every 16 tiles f0.. of a staged flat group,
+// where src[i][j][l] is value (i, j) of tile f0 + l.
+template <int D, typename Group>
+void transform_flat(const Tiles& tl, int64_t rows, const float* planes, Group&& group, float* out) {
+  const int64_t stride = flat_plane_stride(tl), tiles = rows * tl.tx;
+  const float* src[D][D];
+  for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
+    FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
+        src[i][j] = planes + flat_plane(i % kM, j % kM, j / kM) * stride + i / kM * tl.tx + f0;
+    group(src, std::min<int64_t>(kLanes, tiles - f0), out + f0);
+  }
 }
 
 // Floats of scratch transform_input_rows needs: the split rows, one padded
 // row and (flat) the runs. `span` is a split row's length.
 int64_t input_row_span(const Tiles& tl) { return round_up(tl.tx + 1, kLanes) + kLanes; }
 int64_t input_row_scratch(const Tiles& tl) {
-  return (kA + 1) * kM * input_row_span(tl) + (tl.tx < kLanes ? kPoints * flat_stride(tl) : 0);
+  return tl.tx < kLanes ? flat_scratch(tl) : (kA + 1) * kM * input_row_span(tl);
 }
 
 // The kA input rows of tile row (n, ty) of channel c split by column
@@ -335,46 +424,22 @@ void transform_input_group(const float* const (&src)[kA][kA], int64_t n16, float
   FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane, v[xi / kA][xi % kA], n16);
 }
 
-// The walk both tile-row transforms share (inputs: kA x kA patches; output
-// gradients: kM x kM tiles): split(ty) splits tile row ty's source rows
-// into `cols`, where run (i, j) of tiles u0.. starts at cols + offset(i, j)
-// + u0; group(src, n16, out) transforms 16 tiles whose (i, j) values are
-// src[i][j][0 .. 16). Row by row where a row fills whole vectors, else
-// flat: the runs of the rows (at most flat_rows(tl)) are first copied
-// end to end into `flat`.
+// The row-by-row walk both tile-row transforms share where a row has 16
+// tiles or more (inputs: kA x kA patches; output gradients: kM x kM tiles):
+// split(ty) splits tile row ty's source rows into `cols`, where run (i, j)
+// of tiles u0.. starts at cols + offset(i, j) + u0; group(src, n16, out)
+// transforms 16 tiles whose (i, j) values are src[i][j][0 .. 16).
 template <int D, typename Split, typename Offset, typename Group>
-void transform_tile_rows(const Tiles& tl, int64_t ty0, int64_t rows, const float* cols, float* flat, Split&& split,
+void transform_tile_rows(const Tiles& tl, int64_t ty0, int64_t rows, const float* cols, Split&& split,
                          Offset&& offset, Group&& group, float* out) {
   const float* src[D][D];
-  if (tl.tx >= kLanes) {
-    for (int64_t r = 0; r < rows; ++r) {
-      split(ty0 + r);
-      for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
-        FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
-            src[i][j] = cols + offset(i, j) + u0;
-        group(src, std::min<int64_t>(kLanes, tl.tx - u0), out + r * tl.tx + u0);
-      }
+  for (int64_t r = 0; r < rows; ++r) {
+    split(ty0 + r);
+    for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
+      FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
+          src[i][j] = cols + offset(i, j) + u0;
+      group(src, std::min<int64_t>(kLanes, tl.tx - u0), out + r * tl.tx + u0);
     }
-    return;
-  }
-  check_flat_rows(tl, rows);
-  const int64_t stride = flat_stride(tl), tiles = rows * tl.tx;
-  for (int64_t f = 0; f < tiles; f += tl.tx) {
-    split(ty0 + f / tl.tx);
-    // Whole vectors (tx < 16): each spills into the next row's place, written after it.
-    FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
-        std::memcpy(flat + (i * D + j) * stride + f, cols + offset(i, j), sizeof(Vec16));
-  }
-  // The last group's lanes past the last spill (its results are dropped):
-  // zeros, not stale scratch (a NaN or denormal there would slow the lanes).
-  const int64_t written = (rows - 1) * tl.tx + kLanes, read = round_up(tiles, kLanes);
-  if (read > written) {
-    for (int64_t run = 0; run < D * D; ++run) std::fill(flat + run * stride + written, flat + run * stride + read, 0.0f);
-  }
-  for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
-    FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
-        src[i][j] = flat + (i * D + j) * stride + f0;
-    group(src, std::min<int64_t>(kLanes, tiles - f0), out + f0);
   }
 }
 
@@ -384,15 +449,19 @@ void transform_tile_rows(const Tiles& tl, int64_t ty0, int64_t rows, const float
 // consecutive rows are consecutive.
 void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty0,
                           int64_t rows, float* scratch, float* out, int64_t plane) {
+  const auto group = [&](const float* const (&src)[kA][kA], int64_t n16, float* o) {
+    transform_input_group(src, n16, o, plane);
+  };
+  if (tl.tx < kLanes) {
+    stage_flat<kA>(tl, x + (n * g.C + c) * g.H * g.W, g.H, g.W, ty0 * kM - g.ph, g.pw, rows, scratch);
+    return transform_flat<kA>(tl, rows, scratch, group, out);
+  }
   const int64_t span = input_row_span(tl);
   float* cols = scratch;
   float* padded = cols + kA * kM * span;
   transform_tile_rows<kA>(
-      tl, ty0, rows, cols, padded + kM * span,
-      [&](int64_t ty) { split_input_rows(g, tl, x, n, c, ty, cols, padded); },
-      [&](int i, int j) { return (i * kM + j % kM) * span + j / kM; },
-      [&](const float* const (&src)[kA][kA], int64_t n16, float* o) { transform_input_group(src, n16, o, plane); },
-      out);
+      tl, ty0, rows, cols, [&](int64_t ty) { split_input_rows(g, tl, x, n, c, ty, cols, padded); },
+      [&](int i, int j) { return (i * kM + j % kM) * span + j / kM; }, group, out);
 }
 
 // for_each(n, channel, ty0, rows, scratch) over every image and channel,
@@ -436,7 +505,7 @@ int64_t v_row_stride(int64_t tiles) {
 
 int64_t grad_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes); }
 int64_t grad_row_scratch(const Tiles& tl) {
-  return (kM + 1) * kM * grad_row_span(tl) + (tl.tx < kLanes ? kPoints * flat_stride(tl) : 0);
+  return tl.tx < kLanes ? flat_scratch(tl) : (kM + 1) * kM * grad_row_span(tl);
 }
 
 // The kM rows of dy[n,k] in output tile row ty, split by columns like the
@@ -470,17 +539,19 @@ void transform_output_grad_group(const float* const (&src)[kM][kM], int64_t n16,
 // (n, ty0 + r, u) of dy[n,k], r < rows (as transform_input_rows).
 void transform_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k,
                                 int64_t ty0, int64_t rows, float* scratch, float* out, int64_t plane) {
+  const auto group = [&](const float* const (&src)[kM][kM], int64_t n16, float* o) {
+    transform_output_grad_group(src, n16, o, plane);
+  };
+  if (tl.tx < kLanes) {
+    stage_flat<kM>(tl, dy + (n * g.K + k) * g.P * g.Q, g.P, g.Q, ty0 * kM, 0, rows, scratch);
+    return transform_flat<kM>(tl, rows, scratch, group, out);
+  }
   const int64_t span = grad_row_span(tl);
   float* cols = scratch;
   float* padded = cols + kM * kM * span;
   transform_tile_rows<kM>(
-      tl, ty0, rows, cols, padded + kM * span,
-      [&](int64_t ty) { split_output_grad_rows(g, tl, dy, n, k, ty, cols, padded); },
-      [&](int i, int j) { return (i * kM + j) * span; },
-      [&](const float* const (&src)[kM][kM], int64_t n16, float* o) {
-        transform_output_grad_group(src, n16, o, plane);
-      },
-      out);
+      tl, ty0, rows, cols, [&](int64_t ty) { split_output_grad_rows(g, tl, dy, n, k, ty, cols, padded); },
+      [&](int i, int j) { return (i * kM + j) * span; }, group, out);
 }
 
 // Z[xi][k * T + t] for every tile t and channel k, planes point_plane(K, T) apart.

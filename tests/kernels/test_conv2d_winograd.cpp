@@ -87,6 +87,8 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
       make3x3(1, 13, 4, 5, 1027, 1),  // K > 1024: the backward-input's flipped filters in two slices
       make3x3(1, 8, 24, 60, 8, 1),    // 15 tiles per row: flat groups of 5 tile rows, then 1 (bands; the
                                       // weight gradient over the whole batch, 2 bands)
+      make3x3(2, 3, 37, 29, 5, 1),    // 8 tiles per row, 10 tile rows: flat groups of 8 and 2 rows, whole
+                                      // vectors (no zero fill); P = 37 leaves the last tile row 1 row deep
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));

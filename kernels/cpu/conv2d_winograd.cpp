@@ -107,21 +107,24 @@ inline void interleave4(const Vec16 (&v)[kM], float* out) {
   std::memcpy(out, o, sizeof o);
 }
 
-// The inverse: cols[j * stride + u] = in[kM u + j] for 64 consecutive
-// floats of a row, split by column modulo 4 into 4 runs of 16.
+// The inverse: r[j][u] = o[(kM u + j) / 16][(kM u + j) % 16] for 64
+// consecutive floats o of a row, split by column modulo 4 into 4 runs of 16.
+[[gnu::always_inline]] inline void deinterleave4(const Vec16 (&o)[kM], Vec16 (&r)[kM]) {
+  const Vec16 ab_lo = __builtin_shufflevector(o[0], o[1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+  const Vec16 cd_lo = __builtin_shufflevector(o[0], o[1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  const Vec16 ab_hi = __builtin_shufflevector(o[2], o[3], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+  const Vec16 cd_hi = __builtin_shufflevector(o[2], o[3], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  r[0] = __builtin_shufflevector(ab_lo, ab_hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  r[1] = __builtin_shufflevector(ab_lo, ab_hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  r[2] = __builtin_shufflevector(cd_lo, cd_hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  r[3] = __builtin_shufflevector(cd_lo, cd_hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+// The same from memory to memory: cols[j * stride + u] = in[kM u + j].
 [[gnu::always_inline]] inline void deinterleave4(const float* in, float* cols, int64_t stride) {
-  const Vec16 o0 = load16(in), o1 = load16(in + 16), o2 = load16(in + 32), o3 = load16(in + 48);
-  const Vec16 ab_lo = __builtin_shufflevector(o0, o1, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
-  const Vec16 cd_lo = __builtin_shufflevector(o0, o1, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
-  const Vec16 ab_hi = __builtin_shufflevector(o2, o3, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
-  const Vec16 cd_hi = __builtin_shufflevector(o2, o3, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
-  const Vec16 r[4] = {
-      __builtin_shufflevector(ab_lo, ab_hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
-      __builtin_shufflevector(ab_lo, ab_hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
-      __builtin_shufflevector(cd_lo, cd_hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
-      __builtin_shufflevector(cd_lo, cd_hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
-  };
-  FULLY_UNROLLED for (int j = 0; j < 4; ++j) std::memcpy(cols + j * stride, &r[j], sizeof(Vec16));
+  const Vec16 o[kM] = {load16(in), load16(in + 16), load16(in + 32), load16(in + 48)};
+  Vec16 r[kM];
+  deinterleave4(o, r);
+  FULLY_UNROLLED for (int j = 0; j < kM; ++j) std::memcpy(cols + j * stride, &r[j], sizeof(Vec16));
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -314,28 +317,44 @@ int64_t flat_plane_stride(const Tiles& tl) {
   const int64_t stride = round_up((flat_rows(tl) + 1) * tl.tx, kLanes) + kLanes;
   return stride % 256 == 0 ? stride + kLanes : stride;
 }
-// A padded source row: 16 tiles of 4 columns (tx < 16), and one tile more
-// for the split with c = 1.
-constexpr int64_t kFlatRowWidth = kM * (kLanes + 1);
-// The planes, one padded row and a vector of slack (pad_row's whole vectors).
-int64_t flat_scratch(const Tiles& tl) { return kFlatPlanes * flat_plane_stride(tl) + kFlatRowWidth + kLanes; }
+// The planes, and one padded source row (16 tiles of 4 columns; tx < 16)
+// for builds without AVX-512.
+int64_t flat_scratch(const Tiles& tl) { return kFlatPlanes * flat_plane_stride(tl) + kM * kLanes; }
 
-// padded[col] = src[h][col - pw] for col < width, zero outside the H x W
-// plane, in whole vectors (no libc call per short row): may write up to
-// 15 floats past width.
-void pad_row(const float* src, int64_t H, int64_t W, int64_t h, int64_t pw, float* padded, int64_t width) {
-  const Vec16 zero = {};
+// v[k][l] = src[h][16 k + l - pw] for the 64 columns a flat group's tiles
+// can read (tx < 16: at most 15 tiles of 4, and the next tile's first
+// column), zero outside the H x W plane. With AVX-512, masked loads
+// straight into registers: a padded copy in memory, read back by vectors
+// that straddle the row's unaligned stores, stalled on store forwarding
+// (a third of the staging's time at 14^2).
+[[gnu::always_inline]] inline void load_flat_row(const float* src, int64_t H, int64_t W, int64_t h, int64_t pw,
+                                                 float* padded, Vec16 (&v)[kM]) {
+#if defined(__AVX512F__)
+  (void)padded;
   if (h < 0 || h >= H) {
-    for (int64_t col = 0; col < width; col += kLanes) std::memcpy(padded + col, &zero, sizeof zero);
+    FULLY_UNROLLED for (int k = 0; k < kM; ++k) v[k] = Vec16{};
     return;
   }
-  const int64_t lo = std::clamp<int64_t>(pw, 0, width), hi = std::clamp<int64_t>(pw + W, lo, width);
-  for (int64_t col = 0; col < lo; col += kLanes) std::memcpy(padded + col, &zero, sizeof zero);  // the row overwrites the spill
-  const float* row = src + h * W + (lo - pw);  // row[col - lo] = src[h][col - pw]
-  int64_t col = lo;
-  for (; col + kLanes <= hi; col += kLanes) std::memcpy(padded + col, row + (col - lo), sizeof(Vec16));
-  for (; col < hi; ++col) padded[col] = row[col - lo];
-  for (col = hi; col < width; col += kLanes) std::memcpy(padded + col, &zero, sizeof zero);
+  // As an integer: the lanes before the row (h = 0, pw > 0) are masked
+  // off and never read, but a pointer to them would point outside src.
+  const uintptr_t row = reinterpret_cast<uintptr_t>(src + h * W);
+  FULLY_UNROLLED for (int k = 0; k < kM; ++k) {
+    const int64_t first = int64_t{kLanes} * k - pw;  // the column lane 0 reads
+    const int64_t lo = std::clamp<int64_t>(-first, 0, kLanes), hi = std::clamp<int64_t>(W - first, 0, kLanes);
+    const uint32_t mask = hi > lo ? ((uint32_t{1} << hi) - 1) & ~((uint32_t{1} << lo) - 1) : 0;
+    const __m512 x = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask),
+                                           reinterpret_cast<const void*>(row + first * int64_t{sizeof(float)}));
+    std::memcpy(&v[k], &x, sizeof x);
+  }
+#else
+  const int64_t width = kM * kLanes;
+  std::fill(padded, padded + width, 0.0f);
+  if (h >= 0 && h < H) {
+    const int64_t lo = std::clamp<int64_t>(pw, 0, width), hi = std::clamp<int64_t>(pw + W, lo, width);
+    std::copy(src + h * W + (lo - pw), src + h * W + (hi - pw), padded + lo);
+  }
+  FULLY_UNROLLED for (int k = 0; k < kM; ++k) v[k] = load16(padded + kLanes * k);
+#endif
 }
 
 // Stages the 4 rows + D - 4 source rows of a flat group of `rows` tile rows
@@ -353,9 +372,17 @@ void stage_flat(const Tiles& tl, const float* src, int64_t H, int64_t W, int64_t
   // rows' places in its planes, written after it.
   for (int64_t s = 0; s < kM * rows + D - kM; ++s) {
     const int b = static_cast<int>(s % kM);
-    pad_row(src, H, W, h0 + s, pw, padded, kFlatRowWidth);
-    for (int c = 0; c < kSplits; ++c)
-      deinterleave4(padded + kM * c, scratch + flat_plane(b, 0, c) * stride + s / kM * tx, kM * stride);
+    float* at = scratch + s / kM * tx;
+    Vec16 row[kM], split[kM];
+    load_flat_row(src, H, W, h0 + s, pw, padded, row);
+    deinterleave4(row, split);
+    FULLY_UNROLLED for (int e = 0; e < kM; ++e) std::memcpy(at + flat_plane(b, e, 0) * stride, &split[e], sizeof(Vec16));
+    // c = 1 is c = 0 one tile on: lane u of the split's lane u + 1 (tx < 16,
+    // so the last lane needed, u = tx - 1, reads lane tx <= 15).
+    FULLY_UNROLLED for (int e = 0; e < (kSplits == 2 ? D - kM : 0); ++e) {
+      const Vec16 on = __builtin_shufflevector(split[e], split[e], 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 15);
+      std::memcpy(at + flat_plane(b, e, 1) * stride, &on, sizeof(Vec16));
+    }
   }
   // The last vector's lanes past the group's last tile read up to `pad`
   // floats past the rows: zeros, not stale scratch (a NaN or denormal there

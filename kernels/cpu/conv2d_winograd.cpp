@@ -119,14 +119,6 @@ inline void interleave4(const Vec16 (&v)[kM], float* out) {
   r[2] = __builtin_shufflevector(cd_lo, cd_hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   r[3] = __builtin_shufflevector(cd_lo, cd_hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
-// The same from memory to memory: cols[j * stride + u] = in[kM u + j].
-[[gnu::always_inline]] inline void deinterleave4(const float* in, float* cols, int64_t stride) {
-  const Vec16 o[kM] = {load16(in), load16(in + 16), load16(in + 32), load16(in + 48)};
-  Vec16 r[kM];
-  deinterleave4(o, r);
-  FULLY_UNROLLED for (int j = 0; j < kM; ++j) std::memcpy(cols + j * stride, &r[j], sizeof(Vec16));
-}
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
@@ -317,41 +309,42 @@ int64_t flat_plane_stride(const Tiles& tl) {
   const int64_t stride = round_up((flat_rows(tl) + 1) * tl.tx, kLanes) + kLanes;
   return stride % 256 == 0 ? stride + kLanes : stride;
 }
-// The planes, and one padded source row (16 tiles of 4 columns; tx < 16)
-// for builds without AVX-512.
-int64_t flat_scratch(const Tiles& tl) { return kFlatPlanes * flat_plane_stride(tl) + kM * kLanes; }
+// The planes.
+int64_t flat_scratch(const Tiles& tl) { return kFlatPlanes * flat_plane_stride(tl); }
 
-// v[k][l] = src[h][16 k + l - pw] for the 64 columns a flat group's tiles
-// can read (tx < 16: at most 15 tiles of 4, and the next tile's first
-// column), zero outside the H x W plane. With AVX-512, masked loads
-// straight into registers: a padded copy in memory, read back by vectors
-// that straddle the row's unaligned stores, stalled on store forwarding
-// (a third of the staging's time at 14^2).
-[[gnu::always_inline]] inline void load_flat_row(const float* src, int64_t H, int64_t W, int64_t h, int64_t pw,
-                                                 float* padded, Vec16 (&v)[kM]) {
-#if defined(__AVX512F__)
-  (void)padded;
-  if (h < 0 || h >= H) {
+// v[k][l] = row[first + 16 k + l] for 64 columns from `first` (which may
+// be negative), zero outside [0, W) and everywhere for a null row (a
+// padding row). Straight into registers: a padded copy of the row in
+// memory, read back by vectors that straddle its unaligned stores,
+// stalled on store forwarding (a third of the flat staging's time at
+// 14^2). Inside the row, four plain loads; at its ends, with AVX-512,
+// masked ones (else a small copy).
+[[gnu::always_inline]] inline void load_row_chunk(const float* row, int64_t W, int64_t first, Vec16 (&v)[kM]) {
+  if (row == nullptr) {
     FULLY_UNROLLED for (int k = 0; k < kM; ++k) v[k] = Vec16{};
     return;
   }
-  // As an integer: the lanes before the row (h = 0, pw > 0) are masked
-  // off and never read, but a pointer to them would point outside src.
-  const uintptr_t row = reinterpret_cast<uintptr_t>(src + h * W);
+  if (first >= 0 && first + kM * kLanes <= W) {
+    FULLY_UNROLLED for (int k = 0; k < kM; ++k) v[k] = load16(row + first + kLanes * k);
+    return;
+  }
+#if defined(__AVX512F__)
+  // As an integer: lanes before the row are masked off and never read, but
+  // a pointer to them would point outside the array.
+  const uintptr_t base = reinterpret_cast<uintptr_t>(row);
   FULLY_UNROLLED for (int k = 0; k < kM; ++k) {
-    const int64_t first = int64_t{kLanes} * k - pw;  // the column lane 0 reads
-    const int64_t lo = std::clamp<int64_t>(-first, 0, kLanes), hi = std::clamp<int64_t>(W - first, 0, kLanes);
+    const int64_t col = first + int64_t{kLanes} * k;  // the column lane 0 reads
+    const int64_t lo = std::clamp<int64_t>(-col, 0, kLanes), hi = std::clamp<int64_t>(W - col, 0, kLanes);
     const uint32_t mask = hi > lo ? ((uint32_t{1} << hi) - 1) & ~((uint32_t{1} << lo) - 1) : 0;
     const __m512 x = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask),
-                                           reinterpret_cast<const void*>(row + first * int64_t{sizeof(float)}));
+                                           reinterpret_cast<const void*>(base + col * int64_t{sizeof(float)}));
     std::memcpy(&v[k], &x, sizeof x);
   }
 #else
-  const int64_t width = kM * kLanes;
-  std::fill(padded, padded + width, 0.0f);
-  if (h >= 0 && h < H) {
-    const int64_t lo = std::clamp<int64_t>(pw, 0, width), hi = std::clamp<int64_t>(pw + W, lo, width);
-    std::copy(src + h * W + (lo - pw), src + h * W + (hi - pw), padded + lo);
+  alignas(64) float padded[kM * kLanes];
+  for (int64_t l = 0; l < kM * kLanes; ++l) {
+    const int64_t col = first + l;
+    padded[l] = col >= 0 && col < W ? row[col] : 0.0f;
   }
   FULLY_UNROLLED for (int k = 0; k < kM; ++k) v[k] = load16(padded + kLanes * k);
 #endif
@@ -366,15 +359,15 @@ void stage_flat(const Tiles& tl, const float* src, int64_t H, int64_t W, int64_t
   static_assert(D >= kM && D <= 2 * kM, "a tile reads rows of at most two groups of 4");
   check_flat_rows(tl, rows);
   const int64_t tx = tl.tx, stride = flat_plane_stride(tl);
-  float* padded = scratch + kFlatPlanes * stride;
   constexpr int kSplits = D > kM ? 2 : 1;  // c = 0, and c = 1 where D > 4
   // In increasing order: each split's whole vectors spill into the next
   // rows' places in its planes, written after it.
   for (int64_t s = 0; s < kM * rows + D - kM; ++s) {
     const int b = static_cast<int>(s % kM);
     float* at = scratch + s / kM * tx;
+    const int64_t h = h0 + s;
     Vec16 row[kM], split[kM];
-    load_flat_row(src, H, W, h0 + s, pw, padded, row);
+    load_row_chunk(h >= 0 && h < H ? src + h * W : nullptr, W, -pw, row);
     deinterleave4(row, split);
     FULLY_UNROLLED for (int e = 0; e < kM; ++e) std::memcpy(at + flat_plane(b, e, 0) * stride, &split[e], sizeof(Vec16));
     // c = 1 is c = 0 one tile on: lane u of the split's lane u + 1 (tx < 16,
@@ -410,35 +403,32 @@ void transform_flat(const Tiles& tl, int64_t rows, const float* planes, Group&& 
   }
 }
 
-// Floats of scratch transform_input_rows needs: the split rows, one padded
-// row and (flat) the runs. `span` is a split row's length.
+// Floats of scratch transform_input_rows needs: the split rows, or (flat)
+// the planes. `span` is a split row's length.
 int64_t input_row_span(const Tiles& tl) { return round_up(tl.tx + 1, kLanes) + kLanes; }
 int64_t input_row_scratch(const Tiles& tl) {
-  return tl.tx < kLanes ? flat_scratch(tl) : (kA + 1) * kM * input_row_span(tl);
+  return tl.tx < kLanes ? flat_scratch(tl) : kA * kM * input_row_span(tl);
 }
 
 // The kA input rows of tile row (n, ty) of channel c split by column
 // modulo kM,
 //   cols[i][r][u] = x[row i, column kM u + r - pw]   (zero outside the image),
 // so that column j of the patches of 16 neighbouring tiles u0.. is the
-// contiguous run cols[i][j % kM][u0 + j / kM ..]. padded: one row of scratch.
+// contiguous run cols[i][j % kM][u0 + j / kM ..].
 void split_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty,
-                      float* cols, float* padded) {
-  const int64_t span = input_row_span(tl), width = kM * span;
+                      float* cols) {
+  const int64_t span = input_row_span(tl);
   const float* xc = x + (n * g.C + c) * g.H * g.W;
   for (int i = 0; i < kA; ++i) {
-    // padded[j] = x[h, j - pw] (zero outside), then split by j % kM.
     const int64_t h = ty * kM - g.ph + i;
-    const int64_t lo = std::clamp<int64_t>(g.pw, 0, width), hi = std::clamp<int64_t>(g.pw + g.W, lo, width);
-    if (h < 0 || h >= g.H) {
-      std::fill(padded, padded + width, 0.0f);
-    } else {
-      std::fill(padded, padded + lo, 0.0f);
-      std::memcpy(padded + lo, xc + h * g.W + (lo - g.pw), static_cast<size_t>(hi - lo) * sizeof(float));
-      std::fill(padded + hi, padded + width, 0.0f);
-    }
+    const float* row = h >= 0 && h < g.H ? xc + h * g.W : nullptr;
     float* ci = cols + i * kM * span;
-    for (int64_t u = 0; u < span; u += kLanes) deinterleave4(padded + kM * u, ci + u, span);
+    for (int64_t u = 0; u < span; u += kLanes) {
+      Vec16 v[kM], r[kM];
+      load_row_chunk(row, g.W, kM * u - g.pw, v);
+      deinterleave4(v, r);
+      FULLY_UNROLLED for (int j = 0; j < kM; ++j) std::memcpy(ci + j * span + u, &r[j], sizeof(Vec16));
+    }
   }
 }
 
@@ -485,9 +475,8 @@ void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x
   }
   const int64_t span = input_row_span(tl);
   float* cols = scratch;
-  float* padded = cols + kA * kM * span;
   transform_tile_rows<kA>(
-      tl, ty0, rows, cols, [&](int64_t ty) { split_input_rows(g, tl, x, n, c, ty, cols, padded); },
+      tl, ty0, rows, cols, [&](int64_t ty) { split_input_rows(g, tl, x, n, c, ty, cols); },
       [&](int i, int j) { return (i * kM + j % kM) * span + j / kM; }, group, out);
 }
 
@@ -532,25 +521,25 @@ int64_t v_row_stride(int64_t tiles) {
 
 int64_t grad_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes); }
 int64_t grad_row_scratch(const Tiles& tl) {
-  return tl.tx < kLanes ? flat_scratch(tl) : (kM + 1) * kM * grad_row_span(tl);
+  return tl.tx < kLanes ? flat_scratch(tl) : kM * kM * grad_row_span(tl);
 }
 
 // The kM rows of dy[n,k] in output tile row ty, split by columns like the
 // inputs: cols[i][j][u] = dy[row i, column kM u + j] (zero beyond the output).
 void split_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k, int64_t ty,
-                            float* cols, float* padded) {
-  const int64_t span = grad_row_span(tl), width = kM * span;
+                            float* cols) {
+  const int64_t span = grad_row_span(tl);
   const float* dk = dy + (n * g.K + k) * g.P * g.Q;
   for (int i = 0; i < kM; ++i) {
     const int64_t p = ty * kM + i;
-    if (p < g.P) {
-      std::memcpy(padded, dk + p * g.Q, static_cast<size_t>(g.Q) * sizeof(float));
-      std::fill(padded + g.Q, padded + width, 0.0f);
-    } else {
-      std::fill(padded, padded + width, 0.0f);
-    }
+    const float* row = p < g.P ? dk + p * g.Q : nullptr;
     float* ci = cols + i * kM * span;
-    for (int64_t u = 0; u < span; u += kLanes) deinterleave4(padded + kM * u, ci + u, span);
+    for (int64_t u = 0; u < span; u += kLanes) {
+      Vec16 v[kM], r[kM];
+      load_row_chunk(row, g.Q, kM * u, v);
+      deinterleave4(v, r);
+      FULLY_UNROLLED for (int j = 0; j < kM; ++j) std::memcpy(ci + j * span + u, &r[j], sizeof(Vec16));
+    }
   }
 }
 
@@ -575,9 +564,8 @@ void transform_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const fl
   }
   const int64_t span = grad_row_span(tl);
   float* cols = scratch;
-  float* padded = cols + kM * kM * span;
   transform_tile_rows<kM>(
-      tl, ty0, rows, cols, [&](int64_t ty) { split_output_grad_rows(g, tl, dy, n, k, ty, cols, padded); },
+      tl, ty0, rows, cols, [&](int64_t ty) { split_output_grad_rows(g, tl, dy, n, k, ty, cols); },
       [&](int i, int j) { return (i * kM + j) * span; }, group, out);
 }
 

@@ -119,6 +119,17 @@ inline void interleave4(const Vec16 (&v)[kM], float* out) {
   r[2] = __builtin_shufflevector(cd_lo, cd_hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   r[3] = __builtin_shufflevector(cd_lo, cd_hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
+// From memory to memory, for the row-by-row staging: cols[j * stride + u] =
+// in[kM u + j] for 64 consecutive floats of a row. A call of its own (as
+// GCC had chosen): inlined into split_input_rows it made 64 -> 64 at
+// 256^2 3-5% slower (session 36, both orders of an interleaved A/B).
+[[gnu::noinline]] void deinterleave4_rows(const float* in, float* cols, int64_t stride) {
+  const Vec16 o[kM] = {load16(in), load16(in + 16), load16(in + 32), load16(in + 48)};
+  Vec16 r[kM];
+  deinterleave4(o, r);
+  FULLY_UNROLLED for (int j = 0; j < kM; ++j) std::memcpy(cols + j * stride, &r[j], sizeof(Vec16));
+}
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
@@ -407,28 +418,31 @@ void transform_flat(const Tiles& tl, int64_t rows, const float* planes, Group&& 
 // the planes. `span` is a split row's length.
 int64_t input_row_span(const Tiles& tl) { return round_up(tl.tx + 1, kLanes) + kLanes; }
 int64_t input_row_scratch(const Tiles& tl) {
-  return tl.tx < kLanes ? flat_scratch(tl) : kA * kM * input_row_span(tl);
+  return tl.tx < kLanes ? flat_scratch(tl) : (kA + 1) * kM * input_row_span(tl);
 }
 
 // The kA input rows of tile row (n, ty) of channel c split by column
 // modulo kM,
 //   cols[i][r][u] = x[row i, column kM u + r - pw]   (zero outside the image),
 // so that column j of the patches of 16 neighbouring tiles u0.. is the
-// contiguous run cols[i][j % kM][u0 + j / kM ..].
+// contiguous run cols[i][j % kM][u0 + j / kM ..]. padded: one row of scratch.
 void split_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty,
-                      float* cols) {
-  const int64_t span = input_row_span(tl);
+                      float* cols, float* padded) {
+  const int64_t span = input_row_span(tl), width = kM * span;
   const float* xc = x + (n * g.C + c) * g.H * g.W;
   for (int i = 0; i < kA; ++i) {
+    // padded[j] = x[h, j - pw] (zero outside), then split by j % kM.
     const int64_t h = ty * kM - g.ph + i;
-    const float* row = h >= 0 && h < g.H ? xc + h * g.W : nullptr;
-    float* ci = cols + i * kM * span;
-    for (int64_t u = 0; u < span; u += kLanes) {
-      Vec16 v[kM], r[kM];
-      load_row_chunk(row, g.W, kM * u - g.pw, v);
-      deinterleave4(v, r);
-      FULLY_UNROLLED for (int j = 0; j < kM; ++j) std::memcpy(ci + j * span + u, &r[j], sizeof(Vec16));
+    const int64_t lo = std::clamp<int64_t>(g.pw, 0, width), hi = std::clamp<int64_t>(g.pw + g.W, lo, width);
+    if (h < 0 || h >= g.H) {
+      std::fill(padded, padded + width, 0.0f);
+    } else {
+      std::fill(padded, padded + lo, 0.0f);
+      std::memcpy(padded + lo, xc + h * g.W + (lo - g.pw), static_cast<size_t>(hi - lo) * sizeof(float));
+      std::fill(padded + hi, padded + width, 0.0f);
     }
+    float* ci = cols + i * kM * span;
+    for (int64_t u = 0; u < span; u += kLanes) deinterleave4_rows(padded + kM * u, ci + u, span);
   }
 }
 
@@ -475,8 +489,9 @@ void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x
   }
   const int64_t span = input_row_span(tl);
   float* cols = scratch;
+  float* padded = cols + kA * kM * span;
   transform_tile_rows<kA>(
-      tl, ty0, rows, cols, [&](int64_t ty) { split_input_rows(g, tl, x, n, c, ty, cols); },
+      tl, ty0, rows, cols, [&](int64_t ty) { split_input_rows(g, tl, x, n, c, ty, cols, padded); },
       [&](int i, int j) { return (i * kM + j % kM) * span + j / kM; }, group, out);
 }
 
@@ -521,25 +536,25 @@ int64_t v_row_stride(int64_t tiles) {
 
 int64_t grad_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes); }
 int64_t grad_row_scratch(const Tiles& tl) {
-  return tl.tx < kLanes ? flat_scratch(tl) : kM * kM * grad_row_span(tl);
+  return tl.tx < kLanes ? flat_scratch(tl) : (kM + 1) * kM * grad_row_span(tl);
 }
 
 // The kM rows of dy[n,k] in output tile row ty, split by columns like the
 // inputs: cols[i][j][u] = dy[row i, column kM u + j] (zero beyond the output).
 void split_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k, int64_t ty,
-                            float* cols) {
-  const int64_t span = grad_row_span(tl);
+                            float* cols, float* padded) {
+  const int64_t span = grad_row_span(tl), width = kM * span;
   const float* dk = dy + (n * g.K + k) * g.P * g.Q;
   for (int i = 0; i < kM; ++i) {
     const int64_t p = ty * kM + i;
-    const float* row = p < g.P ? dk + p * g.Q : nullptr;
-    float* ci = cols + i * kM * span;
-    for (int64_t u = 0; u < span; u += kLanes) {
-      Vec16 v[kM], r[kM];
-      load_row_chunk(row, g.Q, kM * u, v);
-      deinterleave4(v, r);
-      FULLY_UNROLLED for (int j = 0; j < kM; ++j) std::memcpy(ci + j * span + u, &r[j], sizeof(Vec16));
+    if (p < g.P) {
+      std::memcpy(padded, dk + p * g.Q, static_cast<size_t>(g.Q) * sizeof(float));
+      std::fill(padded + g.Q, padded + width, 0.0f);
+    } else {
+      std::fill(padded, padded + width, 0.0f);
     }
+    float* ci = cols + i * kM * span;
+    for (int64_t u = 0; u < span; u += kLanes) deinterleave4_rows(padded + kM * u, ci + u, span);
   }
 }
 
@@ -564,8 +579,9 @@ void transform_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const fl
   }
   const int64_t span = grad_row_span(tl);
   float* cols = scratch;
+  float* padded = cols + kM * kM * span;
   transform_tile_rows<kM>(
-      tl, ty0, rows, cols, [&](int64_t ty) { split_output_grad_rows(g, tl, dy, n, k, ty, cols); },
+      tl, ty0, rows, cols, [&](int64_t ty) { split_output_grad_rows(g, tl, dy, n, k, ty, cols, padded); },
       [&](int i, int j) { return (i * kM + j) * span; }, group, out);
 }
 

@@ -26,7 +26,10 @@ def main():
                 continue
             if len(fields) < 4:
                 sys.exit(f"{path}: expected 'name seed mIoU band-mIoU', got {line.strip()!r}")
-            runs[(fields[0], int(fields[1]))] = (float(fields[2]), float(fields[3]))
+            key = (fields[0], int(fields[1]))
+            if key in runs:
+                sys.exit(f"{path}: {key[0]} seed {key[1]} appears twice")
+            runs[key] = (float(fields[2]), float(fields[3]))
     seeds = sorted(s for (name, s) in runs if name == base and (other, s) in runs)
     if len(seeds) < 2:
         sys.exit(f"{path}: fewer than 2 seeds ran both {base} and {other}")

@@ -304,13 +304,14 @@ void check_flat_rows(const Tiles& tl, int64_t rows) {
 // where plane(b, e, c)[rr tx + u] = S[4 rr + b][4 (u + c) + e]. So value
 // (i, j) of tile f = r tx + u sits at a tx + f of one plane, and those of
 // consecutive tiles are consecutive floats across row ends: 16 tiles'
-// values (i, j) are one vector load. Each source row is padded and split
-// once by column modulo 4 into 4 planes (c = 0), and where D > 4 split
-// again one tile on (c = 1, for j = 4, 5). (The row-by-row staging below
-// splits each tile row's 6 source rows, 2 of them again for the next tile
-// row, and flat groups then copied the runs once more: a third of the
-// weight gradient of 256 -> 256 at 14^2, batch 8.)
-constexpr int kFlatPlanes = 2 * kM * kM;
+// values (i, j) are one vector load. Each source row is read once (zero
+// outside the image, load_row_chunk) and split by column modulo 4 into 4
+// planes (c = 0); where D > 4, planes e < 2 are also written one tile on
+// (c = 1, for j = 4, 5), a lane shift of the split. (The row-by-row
+// staging below splits each tile row's 6 source rows, 2 of them again for
+// the next tile row; flat groups used it too and then copied the runs
+// once more: a third of the weight gradient of 256 -> 256 at 14^2, batch 8.)
+constexpr int kFlatPlanes = kM * kM + (kA - kM) * kM;  // c = 1 only for e < kA - kM
 constexpr int64_t flat_plane(int b, int e, int c) { return (c * kM + e) * kM + b; }
 // Floats from one plane to the next: flat_rows + 1 rows of tx (the last 2
 // of 6 rows are the next tile row's first), a whole vector's spill or read
@@ -394,7 +395,7 @@ void stage_flat(const Tiles& tl, const float* src, int64_t H, int64_t W, int64_t
   const int64_t tiles = rows * tx, pad = round_up(tiles, kLanes) - tiles;
   if (pad == 0) return;
   for (int c = 0; c < kSplits; ++c)
-    for (int e = 0; e < kM; ++e)
+    for (int e = 0; e < (c == 0 ? kM : D - kM); ++e)
       for (int b = 0; b < kM; ++b) {
         float* end = scratch + flat_plane(b, e, c) * stride + (b < D - kM ? rows + 1 : rows) * tx;
         std::fill(end, end + pad, 0.0f);

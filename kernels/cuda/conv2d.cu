@@ -67,9 +67,17 @@ struct Geometry32 {
 // 2^30: the grid-stride loops' int counters may step up to 2^18 past the end.
 // The kernels' other int values (h = p sh + r dh - ph, hp = h + ph - r dh,
 // r S + s, and each field) stay within H + 2 ph, W + 2 pw, R S and the
-// strides and dilations, which are bounded too.
+// strides and dilations, which are bounded too, for a geometry whose
+// output size follows from the rest (checked first: im2col and col2im are
+// callable without the ops' own checks).
 Geometry32 narrow(const ConvGeometry& g, const char* what) {
   constexpr int64_t kLimit = int64_t{1} << 30;
+  CRFSEG_CHECK(g.ph >= 0 && g.pw >= 0 && g.sh >= 1 && g.sw >= 1 && g.dh >= 1 && g.dw >= 1 && g.R >= 1 && g.S >= 1 &&
+                   g.P >= 1 && g.Q >= 1 && (g.P - 1) * g.sh + (g.R - 1) * g.dh < g.H + 2 * g.ph &&
+                   (g.Q - 1) * g.sw + (g.S - 1) * g.dw < g.W + 2 * g.pw,
+               ValueError, what, ": expected padding >= 0, stride and dilation >= 1 and a ", g.P, "x", g.Q,
+               " output that a ", g.R, "x", g.S, " kernel with stride ", g.sh, "x", g.sw, ", padding ", g.ph, "x",
+               g.pw, " and dilation ", g.dh, "x", g.dw, " can produce from ", g.H, "x", g.W, " inputs");
   CRFSEG_CHECK(g.pq() < kLimit && g.hw() < kLimit, NotImplementedError, what, ": a plane of ", g.hw(),
                " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
   CRFSEG_CHECK(g.H + 2 * g.ph < kLimit && g.W + 2 * g.pw < kLimit && g.R * g.S < kLimit && g.sh < kLimit &&

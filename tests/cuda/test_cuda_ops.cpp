@@ -192,20 +192,23 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
     }
   }
   // Padded leading dimensions, operands off a 16-byte boundary, and a padded
-  // C. Variants with 16-byte loads (v4) may take them only where the pointer
-  // and ld allow: pad 4 at offset 0 runs the vector path over padded rows;
-  // pad 3 fails the ld check; pad 4 at offset 1 leaves only the pointer
-  // check between the kernel and a misaligned float4 load. C's padding
-  // columns must stay untouched (NaN). cuBLAS also runs in TF32 and BF16:
-  // BF16 rounds the operands into scratch, where A's 130 x 70 elements (not
-  // a multiple of 128) put B's copy past a rounded offset.
+  // C. Variants with 16-byte loads (v4) may take them only where both the
+  // pointer and ld allow: ld a multiple of 4 (and past the columns) at
+  // offset 0 runs the vector path over padded rows; an odd ld at offset 0
+  // leaves only the ld check, at offset 1 only the pointer check, between
+  // the kernel and a misaligned float4 load. C's padding columns must stay
+  // untouched (NaN). cuBLAS also runs in TF32 and BF16: BF16 rounds the
+  // operands into scratch, where A's 130 x 70 elements (not a multiple of
+  // 128) put B's copy past a rounded offset.
   const int64_t M = 130, N = 140, K = 70, ldc = N + 5;
-  const std::pair<int64_t, int64_t> layouts[] = {{3, 1}, {4, 0}, {4, 1}};  // (pad, offset)
-  for (const auto& [pad, offset] : layouts) {
+  const std::pair<bool, int64_t> layouts[] = {{false, 1}, {false, 0}, {true, 0}, {true, 1}};  // (ld % 4 == 0, offset)
+  for (const auto& [ld4, offset] : layouts) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
-        const int64_t lda = a_cols + pad, ldb = b_cols + pad;
+        // Past the columns by 4 to 7 (a multiple of 4), or by 3 (odd: the columns are even).
+        const auto padded = [ld4 = ld4](int64_t cols) { return ld4 ? (cols + 7) / 4 * 4 : cols + 3; };
+        const int64_t lda = padded(a_cols), ldb = padded(b_cols);
         // Storage of offset + rows * ld floats; the matrix starts at element `offset`.
         const Tensor a_store = random_tensor({offset + a_rows * lda}, 21);
         const Tensor b_store = random_tensor({offset + b_rows * ldb}, 22);
@@ -221,7 +224,7 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
           for (const cuda::MatmulPrecision precision :
                {cuda::MatmulPrecision::fp32, cuda::MatmulPrecision::tf32, cuda::MatmulPrecision::bf16}) {
             if (precision != cuda::MatmulPrecision::fp32 && !is_cublas) continue;
-            INFO(v.name, " pad ", pad, " offset ", offset, " ta=", ta, " tb=", tb, " precision ",
+            INFO(v.name, " lda ", lda, " ldb ", ldb, " offset ", offset, " ta=", ta, " tb=", tb, " precision ",
                  static_cast<int>(precision));
             const cuda::MatmulPrecisionGuard guard(precision);
             const Tensor dC = full({M, ldc}, NAN, {DType::f32, Device::cuda(0)});
@@ -245,23 +248,34 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
 }
 
 // The im2col / col2im kernels index in 32 bits; the host refuses, before
-// any launch (so this runs without a device), geometries whose values would
-// not fit: a 2^30 stride (cast to int it would divide by zero on the device),
-// padding that overflows h + ph, a kernel of 2^30 taps.
+// any launch (so this runs without a device), geometries whose fields or
+// derived values pass the 2^30 limit they are narrowed under: a 2^32
+// stride (cast to int it would be 0, a division by zero on the device),
+// padding that takes H + 2 ph past 2^30, a kernel of 2^30 taps; and, as a
+// ValueError, a geometry whose output size does not follow from the rest.
 TEST_CASE("cuda conv: im2col and col2im refuse geometries past 32-bit indices") {
   const kernels::ConvGeometry fits{1, 2, 5, 5, 3, 3, 3, 3, 3};
   kernels::ConvGeometry stride = fits, padding = fits, taps = fits;
-  stride.sh = int64_t{1} << 30, stride.P = 1;
+  stride.sh = int64_t{1} << 32, stride.P = 1;
   padding.ph = int64_t{1} << 29, padding.sh = int64_t{1} << 20;  // a small output: P = 1025
   padding.P = (padding.H + 2 * padding.ph - padding.R) / padding.sh + 1;
-  taps.R = int64_t{1} << 15, taps.S = int64_t{1} << 15, taps.H = 1, taps.W = 1, taps.P = 1, taps.Q = 1;
+  // 2^15 x 2^15 taps over a 1 x 1 input padded to 2^15 x 2^15: one output.
+  taps.R = taps.S = int64_t{1} << 15, taps.H = taps.W = 1, taps.ph = taps.pw = (taps.R - 1) / 2 + 1;
+  taps.P = taps.Q = 1;
   for (const kernels::ConvGeometry& g : {stride, padding, taps}) {
     CHECK_THROWS_AS(kernels::cuda::im2col<float>(g, nullptr, nullptr, nullptr), NotImplementedError);
     CHECK_THROWS_AS(kernels::cuda::col2im<float>(g, nullptr, nullptr, nullptr), NotImplementedError);
   }
   // And with the message naming the op and the geometry.
   CHECK_THROWS_WITH(kernels::cuda::im2col<float>(stride, nullptr, nullptr, nullptr),
-                    doctest::Contains("im2col: a 3x3 kernel, stride 1073741824x1"));
+                    doctest::Contains("im2col: a 3x3 kernel, stride 4294967296x1"));
+  kernels::ConvGeometry inconsistent = fits, negative = fits;
+  inconsistent.P = 4;  // a 3x3 kernel over 5 rows gives 3
+  negative.ph = -1;
+  for (const kernels::ConvGeometry& g : {inconsistent, negative}) {
+    CHECK_THROWS_AS(kernels::cuda::im2col<float>(g, nullptr, nullptr, nullptr), ValueError);
+    CHECK_THROWS_AS(kernels::cuda::col2im<float>(g, nullptr, nullptr, nullptr), ValueError);
+  }
 }
 
 #endif

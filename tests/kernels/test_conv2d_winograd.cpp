@@ -89,6 +89,8 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
                                       // weight gradient over the whole batch, 2 bands)
       make3x3(2, 3, 37, 29, 5, 1),    // 8 tiles per row, 10 tile rows: flat groups of 8 and 2 rows, whole
                                       // vectors (no zero fill); P = 37 leaves the last tile row 1 row deep
+      make3x3(1, 2, 9, 60, 3, 4),     // padding 4: the flipped backward-input pads -2 over 66 columns, so
+                                      // its flat staging loads 64 whole columns unmasked
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));

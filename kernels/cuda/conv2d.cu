@@ -72,9 +72,11 @@ struct Geometry32 {
 // callable without the ops' own checks).
 Geometry32 narrow(const ConvGeometry& g, const char* what) {
   constexpr int64_t kLimit = int64_t{1} << 30;
-  CRFSEG_CHECK(g.ph >= 0 && g.pw >= 0 && g.sh >= 1 && g.sw >= 1 && g.dh >= 1 && g.dw >= 1 && g.R >= 1 && g.S >= 1 &&
-                   g.P >= 1 && g.Q >= 1 && (g.P - 1) * g.sh + (g.R - 1) * g.dh < g.H + 2 * g.ph &&
-                   (g.Q - 1) * g.sw + (g.S - 1) * g.dw < g.W + 2 * g.pw,
+  // (Empty outputs and kernels pass: the callers return before any launch.)
+  const bool rows_follow = g.P == 0 || g.R == 0 || (g.P - 1) * g.sh + (g.R - 1) * g.dh < g.H + 2 * g.ph;
+  const bool cols_follow = g.Q == 0 || g.S == 0 || (g.Q - 1) * g.sw + (g.S - 1) * g.dw < g.W + 2 * g.pw;
+  CRFSEG_CHECK(g.ph >= 0 && g.pw >= 0 && g.sh >= 1 && g.sw >= 1 && g.dh >= 1 && g.dw >= 1 && g.P >= 0 && g.Q >= 0 &&
+                   g.R >= 0 && g.S >= 0 && rows_follow && cols_follow,
                ValueError, what, ": expected padding >= 0, stride and dilation >= 1 and a ", g.P, "x", g.Q,
                " output that a ", g.R, "x", g.S, " kernel with stride ", g.sh, "x", g.sw, ", padding ", g.ph, "x",
                g.pw, " and dilation ", g.dh, "x", g.dw, " can produce from ", g.H, "x", g.W, " inputs");

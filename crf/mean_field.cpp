@@ -197,13 +197,17 @@ void first_bilateral(const GaussianFilter& kb, const T* q, T* norm_b, std::vecto
     return;
   }
   const int64_t R = L - 1;  // q's channels filtered; channel R is the ones
-  std::vector<T> x(static_cast<size_t>(n * L)), y(x.size());
+  // In the scratch normalised_messages uses (x: packed, y: filtered).
+  packed.resize(static_cast<size_t>(n * L));
+  filtered.resize(packed.size());
+  T* x = packed.data();
+  const T* y = filtered.data();
 #pragma omp parallel for schedule(static) if (n * L > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) {
-    std::copy_n(q + i * L, R, x.data() + i * L);
+    std::copy_n(q + i * L, R, x + i * L);
     x[i * L + R] = T(1);
   }
-  kb.apply(x.data(), y.data(), L);
+  kb.apply(x, filtered.data(), L);
   inv_b.resize(static_cast<size_t>(n));
 #pragma omp parallel for schedule(static) if (n * L > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) {

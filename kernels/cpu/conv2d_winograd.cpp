@@ -90,6 +90,29 @@ inline void store16(float* p, const Vec16& v, int64_t n) {
   }
 }
 
+// out[xi * plane] = v[xi / kA][xi % kA], the first n lanes, for the 36
+// points of 16 transformed tiles. With `stream`, whole vectors at 64-byte
+// aligned addresses go out with streaming stores (the caller fences,
+// stream_fence, before another thread reads them): the whole-batch
+// transforms write their 36 planes, tens of MiB, once, and the GEMMs read
+// them only after all are written. Plain stores there read every line from
+// memory first and spread over 36 streams; the input transform of 512 ->
+// 512 at 32^2 (batch 4) took 2.6-2.9 ms with them and 1.1-1.2 with
+// streaming stores, the GEMMs after it no slower (session 37).
+inline void store_points(const Vec16 (&v)[kA][kA], int64_t n, float* out, int64_t plane, bool stream) {
+#if defined(__AVX512F__)
+  if (stream && n == kLanes && reinterpret_cast<uintptr_t>(out) % 64 == 0 && plane % kLanes == 0) {
+    FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
+      __m512 x;
+      std::memcpy(&x, &v[xi / kA][xi % kA], sizeof x);
+      _mm512_stream_ps(out + xi * plane, x);
+    }
+    return;
+  }
+#endif
+  FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane, v[xi / kA][xi % kA], n);
+}
+
 // out[kM u + j] = v[j][u] for the 16 lanes u of the kM = 4 vectors v[j]:
 // 16 output tiles' columns back into 64 consecutive pixels of a row.
 static_assert(kM == 4, "interleave4 puts 4 columns together");
@@ -448,12 +471,12 @@ void split_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x, in
 }
 
 // Sixteen tiles: out[xi * plane + l] = (B^T d B)[xi] for l < n16, where
-// d[i][j] of lane l is src[i][j][l].
-void transform_input_group(const float* const (&src)[kA][kA], int64_t n16, float* out, int64_t plane) {
+// d[i][j] of lane l is src[i][j][l] (stream: as store_points).
+void transform_input_group(const float* const (&src)[kA][kA], int64_t n16, float* out, int64_t plane, bool stream) {
   Vec16 d[kA][kA], v[kA][kA];
   FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j) d[i][j] = load16(src[i][j]);
   sandwich<kA, kA, false>(kBT, d, v);
-  FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane, v[xi / kA][xi % kA], n16);
+  store_points(v, n16, out, plane, stream);
 }
 
 // The row-by-row walk both tile-row transforms share where a row has 16
@@ -480,9 +503,9 @@ void transform_tile_rows(const Tiles& tl, int64_t ty0, int64_t rows, const float
 // image; at most flat_rows(tl) rows where tx < 16); out's tiles of
 // consecutive rows are consecutive.
 void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty0,
-                          int64_t rows, float* scratch, float* out, int64_t plane) {
+                          int64_t rows, float* scratch, float* out, int64_t plane, bool stream = false) {
   const auto group = [&](const float* const (&src)[kA][kA], int64_t n16, float* o) {
-    transform_input_group(src, n16, o, plane);
+    transform_input_group(src, n16, o, plane, stream);
   };
   if (tl.tx < kLanes) {
     stage_flat<kA>(tl, x + (n * g.C + c) * g.H * g.W, g.H, g.W, ty0 * kM - g.ph, g.pw, rows, scratch);
@@ -498,7 +521,8 @@ void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x
 
 // for_each(n, channel, ty0, rows, scratch) over every image and channel,
 // in groups of flat_rows(tl) tile rows, one task each, with per_thread
-// floats of scratch per thread (none for 0).
+// floats of scratch per thread (none for 0). Each thread fences its
+// streaming stores (stream_fence) when its tasks are done.
 template <typename RowsFn>
 void for_each_tile_rows(int64_t images, int64_t channels, const Tiles& tl, int64_t per_thread, RowsFn&& rows_fn) {
   const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * per_thread);
@@ -506,21 +530,48 @@ void for_each_tile_rows(int64_t images, int64_t channels, const Tiles& tl, int64
 #pragma omp parallel
   {
     float* mine = scratch.get() + omp_get_thread_num() * per_thread;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t task = 0; task < images * channels * groups; ++task) {
       const int64_t ty0 = task % groups * chunk;
       rows_fn(task / groups / channels, task / groups % channels, ty0, std::min(chunk, tl.ty - ty0), mine);
     }
+    stream_fence();  // before the region's closing barrier
   }
 }
 
+// A band's rows of one channel are one contiguous run, and the next
+// channel's run is a plane further on: a new stream for the hardware
+// prefetcher every time. So the callers fetch the next channel's rows
+// [r0, r1) (clipped to the plane's `rows`) while they transform this one's
+// (64 -> 64 at 256^2, batch 4: forward 33.5-34.6 -> 30.5-31.5 ms).
+void prefetch_rows(const float* plane, int64_t rows, int64_t width, int64_t r0, int64_t r1) {
+  r0 = std::max<int64_t>(r0, 0), r1 = std::min(r1, rows);
+  const char* p = reinterpret_cast<const char*>(plane + r0 * width);
+  for (int64_t at = 0; at < (r1 - r0) * width * int64_t{sizeof(float)}; at += 64) __builtin_prefetch(p + at, 0, 3);
+}
+
+// Whole-batch transforms of at least this many bytes stream their planes
+// out (store_points); smaller ones may still be in L3 when their GEMMs
+// read them (at 4.7 MB, 256 -> 256 at 14^2 batch 8, streaming changed
+// nothing measurable; the output's rule, kStreamOutputBytes, is the same).
+constexpr int64_t kStreamPlanesBytes = int64_t{8} << 20;
+bool stream_planes(int64_t rows, int64_t ld) {
+  return kPoints * point_plane(rows, ld) * int64_t{sizeof(float)} >= kStreamPlanesBytes;
+}
+
 // V[xi][c * ld + t] = (B^T d B)[xi] for every tile t and channel c, planes
-// point_plane(C, ld) apart (ld >= T).
+// point_plane(C, ld) apart (ld >= T). The source rows of each task's
+// channel c + 1 are fetched ahead (as prefetch_rows' callers): 512 -> 512
+// at 32^2, batch 4, 2.9 -> 2.6 ms.
 void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V, int64_t ld) {
+  const bool stream = stream_planes(g.C, ld);
   for_each_tile_rows(g.N, g.C, tl, input_row_scratch(tl),
                      [&](int64_t n, int64_t c, int64_t ty0, int64_t rows, float* scratch) {
+                       if (n * g.C + c + 1 < g.N * g.C)
+                         prefetch_rows(x + (n * g.C + c + 1) * g.H * g.W, g.H, g.W, ty0 * kM - g.ph,
+                                       (ty0 + rows) * kM - g.ph + 2);
                        transform_input_rows(g, tl, x, n, c, ty0, rows, scratch,
-                                            V + c * ld + n * tl.per_image + ty0 * tl.tx, point_plane(g.C, ld));
+                                            V + c * ld + n * tl.per_image + ty0 * tl.tx, point_plane(g.C, ld), stream);
                      });
 }
 
@@ -560,19 +611,21 @@ void split_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const float*
 }
 
 // Sixteen tiles: out[xi * plane + l] = (A dY A^T)[xi], dY[i][j] of lane l src[i][j][l].
-void transform_output_grad_group(const float* const (&src)[kM][kM], int64_t n16, float* out, int64_t plane) {
+void transform_output_grad_group(const float* const (&src)[kM][kM], int64_t n16, float* out, int64_t plane,
+                                 bool stream) {
   Vec16 d[kM][kM], z[kA][kA];
   FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j) d[i][j] = load16(src[i][j]);
   sandwich<kA, kM, true>(kAT, d, z);
-  FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) store16(out + xi * plane, z[xi / kA][xi % kA], n16);
+  store_points(z, n16, out, plane, stream);
 }
 
 // out[xi * plane + r tx + u] = (A dY A^T)[xi] for the kM x kM tile
 // (n, ty0 + r, u) of dy[n,k], r < rows (as transform_input_rows).
 void transform_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k,
-                                int64_t ty0, int64_t rows, float* scratch, float* out, int64_t plane) {
+                                int64_t ty0, int64_t rows, float* scratch, float* out, int64_t plane,
+                                bool stream = false) {
   const auto group = [&](const float* const (&src)[kM][kM], int64_t n16, float* o) {
-    transform_output_grad_group(src, n16, o, plane);
+    transform_output_grad_group(src, n16, o, plane, stream);
   };
   if (tl.tx < kLanes) {
     stage_flat<kM>(tl, dy + (n * g.K + k) * g.P * g.Q, g.P, g.Q, ty0 * kM, 0, rows, scratch);
@@ -588,11 +641,14 @@ void transform_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const fl
 
 // Z[xi][k * T + t] for every tile t and channel k, planes point_plane(K, T) apart.
 void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float* dy, float* Z) {
+  const bool stream = stream_planes(g.K, tl.total);
   for_each_tile_rows(g.N, g.K, tl, grad_row_scratch(tl),
                      [&](int64_t n, int64_t k, int64_t ty0, int64_t rows, float* scratch) {
+                       if (n * g.K + k + 1 < g.N * g.K)
+                         prefetch_rows(dy + (n * g.K + k + 1) * g.P * g.Q, g.P, g.Q, ty0 * kM, (ty0 + rows) * kM);
                        transform_output_grad_rows(g, tl, dy, n, k, ty0, rows, scratch,
                                                   Z + k * tl.total + n * tl.per_image + ty0 * tl.tx,
-                                                  point_plane(g.K, tl.total));
+                                                  point_plane(g.K, tl.total), stream);
                      });
 }
 
@@ -684,17 +740,6 @@ struct Bands {
     return {b / per_image, ty0, r, r * tl.tx};
   }
 };
-
-// A band's rows of one channel are one contiguous run, and the next
-// channel's run is a plane further on: a new stream for the hardware
-// prefetcher every time. So the callers fetch the next channel's rows
-// [r0, r1) (clipped to the plane's `rows`) while they transform this one's
-// (64 -> 64 at 256^2, batch 4: forward 33.5-34.6 -> 30.5-31.5 ms).
-void prefetch_rows(const float* plane, int64_t rows, int64_t width, int64_t r0, int64_t r1) {
-  r0 = std::max<int64_t>(r0, 0), r1 = std::min(r1, rows);
-  const char* p = reinterpret_cast<const char*>(plane + r0 * width);
-  for (int64_t at = 0; at < (r1 - r0) * width * int64_t{sizeof(float)}; at += 64) __builtin_prefetch(p + at, 0, 3);
-}
 
 // A band's transformed inputs: V[xi * point_plane(C, ld) + c * ld + t].
 void transform_band_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, const Band& b, float* scratch,

@@ -176,6 +176,14 @@ TEST_CASE("conv2d Winograd: the whole batch in flat groups of tile rows, against
   check_whole_batch_against_gemm(make3x3(1, 260, 24, 60, 257, 1), 35);
 }
 
+TEST_CASE("conv2d Winograd: whole-batch transforms streamed out, against the GEMM path") {
+  // 512 -> 512 at 32^2, 2 images: V (36 x 512 x 144 floats) and Z (36 x
+  // (512 x 128 + 16)) are 8 MiB or more, so the input and output-gradient
+  // transforms write them with streaming stores, every 16-tile vector of
+  // the flat groups (8 tiles a row, 2 rows) 64-byte aligned.
+  check_whole_batch_against_gemm(make3x3(2, 512, 32, 32, 512, 1), 41);
+}
+
 TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, with packing's bits") {
   // Whole batch (C K > 256^2); T = 66 tiles (2 full 32-tile panels read in
   // place, 2 packed); C = 1030 > KC = 1024 (v4), so the in-place pointer

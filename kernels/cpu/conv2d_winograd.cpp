@@ -709,11 +709,25 @@ void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* 
 }
 
 // y = A^T M[., k, t] A (+ bias[k], then ReLU with relu) for every tile t and channel k.
+// A task reads its tiles' runs in 36 planes: more streams than the
+// hardware prefetcher follows. So each task fetches the next task's runs
+// (for_each_tile_rows' order: tile rows, then channels, then images)
+// while it transforms its own: 512 -> 512 at 32^2, batch 4, 2.8-3.2 ->
+// 1.8-1.9 ms (session 37, both orders of an interleaved A/B).
 void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, bool relu,
                        float* y) {
+  const int64_t chunk = flat_rows(tl), plane = point_plane(g.K, tl.total);
   for_each_tile_rows(g.N, g.K, tl, 0, [&](int64_t n, int64_t k, int64_t ty0, int64_t rows, float*) {
-    transform_output_rows(g, tl, M + k * tl.total + n * tl.per_image + ty0 * tl.tx, point_plane(g.K, tl.total), n, k,
-                          ty0, rows, bias, relu, y);
+    int64_t next_n = n, next_k = k, next_ty = ty0 + rows;
+    if (next_ty >= tl.ty) next_ty = 0, ++next_k;
+    if (next_k >= g.K) next_k = 0, ++next_n;
+    if (next_n < g.N) {
+      const float* next = M + next_k * tl.total + next_n * tl.per_image + next_ty * tl.tx;
+      const int64_t tiles = std::min(chunk, tl.ty - next_ty) * tl.tx;
+      for (int xi = 0; xi < kPoints; ++xi) prefetch_rows(next + xi * plane, 1, tiles, 0, 1);
+    }
+    transform_output_rows(g, tl, M + k * tl.total + n * tl.per_image + ty0 * tl.tx, plane, n, k, ty0, rows, bias,
+                          relu, y);
   });
 }
 

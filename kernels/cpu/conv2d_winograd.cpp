@@ -845,11 +845,16 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
   // Banded while U is small enough to re-read per band (session 24, batch
   // 4, 2 threads: 64 -> 64 at 256^2 47.8 -> 42.8 ms, 128 -> 128 at 128^2
   // 30.8 -> 27.6, 256 -> 256 at 64^2 28.4 -> 24.4; but 512 -> 512 at 32^2
-  // 29 -> 32 and 1024 -> 1024 at 16^2 40 -> 98).
+  // 29 -> 32 and 1024 -> 1024 at 16^2 40 -> 98). Since the whole-batch
+  // transforms stream and prefetch (session 37), 256 -> 256 goes whole
+  // too: at 64^2 batch 4 20.3-21.9 -> 16.9-17.1 ms, batch 8 -8%, 32^2
+  // batch 4 -23%, 128^2 batch 1 -18%; 128 -> 256 at 64^2 still +4% whole,
+  // 64 -> 64 at 256^2 +18%, 128 -> 128 at 128^2 +14% (both orders of an
+  // interleaved A/B).
   // Small images (fewer than kBandTiles tiles each) make bands too narrow
   // for the GEMM (256 at 14^2, batch 8: 16-tile bands, 7.9 -> 8.6 ms
   // against the whole batch's 6.9).
-  if (g.C * g.K <= 256 * 256 && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, relu, y);
+  if (g.C * g.K < 256 * 256 && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, relu, y);
   const BlisConfig& cfg = sgemm_blis_config();
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(tiles);
   const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));

@@ -5,7 +5,7 @@
 //   build/bench/bench_gemm [--quick] [--json] [--repeats R] [--variants a,b,...] [--blocks MC,KC,NC]
 //                          [M N K ...]
 // Reports median and min ms over R runs (timed in alternated blocks, each after a
-// warm-up: see time_alternated), GFLOP/s = 2MNK/t and
+// warm-up: see bench/support/timer.h's time_alternated), GFLOP/s = 2MNK/t and
 // % of the FMA peak measured by bench/support/peak.h. --variants restricts
 // the run to the named variants ("openblas" included), so each kernel of the
 // ladder can be timed on its own; --blocks MC,KC,NC adds BLIS-style
@@ -63,36 +63,13 @@ bool verify(const GemmCall& fn, int64_t M, int64_t N, int64_t K) {
   return true;
 }
 
-struct Contender {
-  std::string name;
-  bool verified;  // only verified contenders are timed
-  std::function<void()> run;
-  std::vector<double> ms;
-};
-
-// Times the contenders in alternated blocks: each round gives every one a
-// warm-up call and kBlock timed calls, in forward order on even rounds and
-// reverse order on odd ones, until each has `repeats` samples. A pause
-// before each block lets the previous contender's threads go idle (OpenMP's
+// Alternated blocks of 3 calls, each block after a 300 ms pause: OpenMP's
 // and OpenBLAS's workers spin for a while after a call and would otherwise
-// take cycles from the next one: OpenBLAS's for about 2^28 cycles, so with
-// a 100 ms pause v4's 1 ms calls at 64 x 65536 x 27 took 1.2-5.2 ms after
-// OpenBLAS's blocks and 0.94-1.05 alone; 0.85-0.91 with 300 ms), and
-// alternating spreads the machine's slow phases over all contenders
-// instead of landing on whoever ran last.
-void time_alternated(std::vector<Contender>& contenders, int repeats) {
-  constexpr int kBlock = 3;
-  constexpr auto kPause = std::chrono::milliseconds(300);
-  for (int done = 0, round = 0; done < repeats; done += kBlock, ++round) {
-    const int take = std::min(kBlock, repeats - done);
-    for (size_t i = 0; i < contenders.size(); ++i) {
-      Contender& c = contenders[round % 2 == 0 ? i : contenders.size() - 1 - i];
-      if (!c.verified) continue;
-      std::this_thread::sleep_for(kPause);
-      bench::time_samples(c.run, 1, take, c.ms);
-    }
-  }
-}
+// take cycles from the next contender (OpenBLAS's for about 2^28 cycles:
+// with a 100 ms pause v4's 1 ms calls at 64 x 65536 x 27 took 1.2-5.2 ms
+// after OpenBLAS's blocks and 0.94-1.05 alone; 0.85-0.91 with 300 ms).
+constexpr int kBlock = 3;
+constexpr auto kPause = std::chrono::milliseconds(300);
 
 constexpr const char* kUsage =
     "usage: bench_gemm [--quick] [--json] [--repeats R] [--variants a,b,...] [--blocks MC,KC,NC] [M N K ...]\n"
@@ -182,7 +159,7 @@ int main(int argc, char** argv) {
     for (float& v : A) v = g.uniform_f32();
     for (float& v : B) v = g.uniform_f32();
     const double flops = 2.0 * M * N * K;
-    std::vector<Contender> contenders;
+    std::vector<bench::Contender> contenders;
     // Verified on a capped size, then timed on this one's operands.
     const auto add = [&](const std::string& name, const GemmCall& gemm) {
       contenders.push_back({name, verify(gemm, M, N, K), [&, gemm] {
@@ -220,8 +197,8 @@ int main(int argc, char** argv) {
                             }});
     }
 #endif
-    time_alternated(contenders, repeats);
-    for (const Contender& c : contenders) {
+    bench::time_alternated(contenders, repeats, kBlock, kPause);
+    for (const bench::Contender& c : contenders) {
       Row r{c.name, M, N, K, 0, 0, 0, c.verified};
       if (c.verified) {
         const bench::Timing t = bench::summarize(c.ms);

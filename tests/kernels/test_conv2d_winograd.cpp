@@ -91,6 +91,8 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
                                       // vectors (no zero fill); P = 37 leaves the last tile row 1 row deep
       make3x3(1, 2, 9, 60, 3, 4),     // padding 4: the flipped backward-input pads -2 over 66 columns, so
                                       // its flat staging loads 64 whole columns unmasked
+      make3x3(1, 3, 6, 128, 2, 1),    // 32 tiles per row: the split rows' last vector group (u0 = 16)
+                                      // reads one entry past 32, the right padding's column
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));

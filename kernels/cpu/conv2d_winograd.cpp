@@ -551,6 +551,7 @@ void for_each_tile_rows(int64_t images, int64_t channels, const Tiles& tl, int64
 // (64 -> 64 at 256^2, batch 4: forward 33.5-34.6 -> 30.5-31.5 ms).
 void prefetch_rows(const float* plane, int64_t rows, int64_t width, int64_t r0, int64_t r1) {
   r0 = std::max<int64_t>(r0, 0), r1 = std::min(r1, rows);
+  if (r0 >= r1) return;  // (no pointer past the plane)
   const char* p = reinterpret_cast<const char*>(plane + r0 * width);
   for (int64_t at = 0; at < (r1 - r0) * width * int64_t{sizeof(float)}; at += 64) __builtin_prefetch(p + at, 0, 3);
 }
@@ -855,11 +856,16 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
   // too: at 64^2 batch 4 20.3-21.9 -> 16.9-17.1 ms, batch 8 -8%, 32^2
   // batch 4 -23%, 128^2 batch 1 -18%; 128 -> 256 at 64^2 still +4% whole,
   // 64 -> 64 at 256^2 +18%, 128 -> 128 at 128^2 +14% (both orders of an
-  // interleaved A/B).
+  // interleaved A/B). But only while one image's transformed inputs and
+  // outputs fit a chunk (64 MiB, up to 64^2 for 256 -> 256): a chunk holds
+  // at least one image, and bands need a few MiB per thread where the
+  // whole batch would take 36 (C + K) floats per tile (300 MB at 256^2).
   // Small images (fewer than kBandTiles tiles each) make bands too narrow
   // for the GEMM (256 at 14^2, batch 8: 16-tile bands, 7.9 -> 8.6 ms
   // against the whole batch's 6.9).
-  if (g.C * g.K < 256 * 256 && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, relu, y);
+  const int64_t image_floats = kPoints * (g.C + g.K) * Tiles(g).per_image;
+  const bool banded = g.C * g.K < 256 * 256 || (g.C * g.K == 256 * 256 && image_floats > kChunkFloats);
+  if (banded && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, relu, y);
   const BlisConfig& cfg = sgemm_blis_config();
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(tiles);
   const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));

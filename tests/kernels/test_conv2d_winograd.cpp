@@ -92,7 +92,7 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
       make3x3(1, 2, 9, 60, 3, 4),     // padding 4: the flipped backward-input pads -2 over 66 columns, so
                                       // its flat staging loads 64 whole columns unmasked
       make3x3(1, 3, 6, 128, 2, 1),    // 32 tiles per row: the split rows' last vector group (u0 = 16)
-                                      // reads one entry past 32, the right padding's column
+                                      // reads entry 32 (the last column, then the right padding)
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
@@ -144,7 +144,8 @@ void check_thread_independence(const ConvGeometry& g, const Outputs& got, const 
   }
 }
 
-// The whole-batch form (C K > 256^2, not in bands) against the GEMM path,
+// The whole-batch form (C K > 256^2 for the weight gradient, and C K >=
+// 256^2 for the forward; not in bands) against the GEMM path,
 // with the random-walk bound of the test above (2e-4 per sqrt(term));
 // then across thread counts.
 void check_whole_batch_against_gemm(const ConvGeometry& g, uint64_t seed) {
@@ -179,18 +180,25 @@ TEST_CASE("conv2d Winograd: the whole batch in flat groups of tile rows, against
 }
 
 TEST_CASE("conv2d Winograd: whole-batch transforms streamed out, against the GEMM path") {
+#if !defined(__AVX512F__)
+  MESSAGE("built without AVX-512: the transforms store plainly, so this runs no streaming stores");
+#endif
   // 512 -> 512 at 32^2, 2 images: V (36 x 512 x 144 floats) and Z (36 x
   // (512 x 128 + 16)) are 8 MiB or more, so the input and output-gradient
   // transforms write them with streaming stores, every 16-tile vector of
-  // the flat groups (8 tiles a row, 2 rows) 64-byte aligned.
+  // the flat groups (8 tile rows of 8 tiles; a vector covers 2 of them)
+  // 64-byte aligned.
   check_whole_batch_against_gemm(make3x3(2, 512, 32, 32, 512, 1), 41);
+  // The row-by-row staging (16 tiles a row): 256 -> 320 at 64^2, one
+  // image, V (36 x 256 x 272) and Z (36 x (320 x 256 + 16)) streamed.
+  check_whole_batch_against_gemm(make3x3(1, 256, 64, 64, 320, 1), 43);
 }
 
 TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, with packing's bits") {
   // Whole batch (C K > 256^2); T = 66 tiles (2 full 32-tile panels read in
   // place, 2 packed); C = 1030 > KC = 1024 (v4), so the in-place pointer
   // moves on by a slice; and K = 1030 for the backward-input's flipped form.
-  // Then in bands (C K <= 256^2): 15 tiles per row, bands of 5, 5 and 3
+  // Then in bands (C K < 256^2): 15 tiles per row, bands of 5, 5 and 3
   // tile rows (75, 75 and 45 tiles: a packed tail of 11 or 13 columns).
   if (kernels::cpu::sgemm_blis_config().ukernel_b_in_place == nullptr) {
     MESSAGE("this CPU's GEMM config has no in-place micro-kernel: both runs pack, the comparison is vacuous");

@@ -183,15 +183,16 @@ TEST_CASE("conv2d Winograd: whole-batch transforms streamed out, against the GEM
 #if !defined(__AVX512F__)
   MESSAGE("built without AVX-512: the transforms store plainly, so this runs no streaming stores");
 #endif
-  // 512 -> 512 at 32^2, 2 images: V (36 x 512 x 144 floats) and Z (36 x
-  // (512 x 128 + 16)) are 8 MiB or more, so the input and output-gradient
-  // transforms write them with streaming stores, every 16-tile vector of
-  // the flat groups (8 tile rows of 8 tiles; a vector covers 2 of them)
-  // 64-byte aligned.
-  check_whole_batch_against_gemm(make3x3(2, 512, 32, 32, 512, 1), 41);
-  // The row-by-row staging (16 tiles a row): 256 -> 320 at 64^2, one
-  // image, V (36 x 256 x 272) and Z (36 x (320 x 256 + 16)) streamed.
-  check_whole_batch_against_gemm(make3x3(1, 256, 64, 64, 320, 1), 43);
+  // 256 -> 256, 16 images of 16^2 (256 tiles; 16 per image, so the
+  // weight gradient too goes whole-batch): V (36 x 256 x 272 floats) and Z
+  // (36 x (256 x 256 + 16)) are 8 MiB or more, so the input and
+  // output-gradient transforms write them with streaming stores, every
+  // 16-tile vector of the flat groups (4 tile rows of 4 tiles) 64-byte
+  // aligned.
+  check_whole_batch_against_gemm(make3x3(16, 256, 16, 16, 256, 1), 41);
+  // The row-by-row staging (16 tiles a row): 16 images of 4 x 64, one tile
+  // row each, streamed alike.
+  check_whole_batch_against_gemm(make3x3(16, 256, 4, 64, 256, 1), 43);
 }
 
 TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, with packing's bits") {

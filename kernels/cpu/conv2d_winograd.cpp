@@ -668,6 +668,8 @@ constexpr int64_t kStreamOutputBytes = int64_t{8} << 20;
 // + f], clipped to the output. The tiles go 16 at a time in row-major
 // order, across row ends (a lane's outputs then land in its own tile row).
 // Reads up to 15 floats past the last tile of in (lanes it then ignores).
+// Outputs of kStreamOutputBytes or more are streamed: the caller fences
+// (stream_fence) before another thread reads y.
 void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* in, int64_t plane, int64_t n,
                            int64_t k, int64_t ty0, int64_t rows, const float* bias, bool relu, float* y) {
   float* yk = y + (n * g.K + k) * g.P * g.Q;
@@ -711,7 +713,6 @@ void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* 
       }
     }
   }
-  if (stream) stream_fence();  // before another thread reads y
 }
 
 // y = A^T M[., k, t] A (+ bias[k], then ReLU with relu) for every tile t and channel k.
@@ -789,9 +790,11 @@ void transform_band_output_grads(const ConvGeometry& g, const Tiles& tl, const f
 // tiles per image, still fold the whole batch into one set of GEMMs.
 constexpr int64_t kChunkFloats = int64_t{1} << 24;
 
+// One image's transformed inputs and outputs, 36 (C + K) floats per tile.
+int64_t image_transform_floats(const ConvGeometry& g) { return kPoints * (g.C + g.K) * Tiles(g).per_image; }
+
 int64_t images_per_chunk(const ConvGeometry& g) {
-  const int64_t per_image = kPoints * (g.C + g.K) * Tiles(g).per_image;
-  const int64_t chunks = std::clamp<int64_t>(ceil_div(g.N * per_image, kChunkFloats), 1, g.N);
+  const int64_t chunks = std::clamp<int64_t>(ceil_div(g.N * image_transform_floats(g), kChunkFloats), 1, g.N);
   return ceil_div(g.N, chunks);
 }
 
@@ -863,8 +866,8 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
   // Small images (fewer than kBandTiles tiles each) make bands too narrow
   // for the GEMM (256 at 14^2, batch 8: 16-tile bands, 7.9 -> 8.6 ms
   // against the whole batch's 6.9).
-  const int64_t image_floats = kPoints * (g.C + g.K) * Tiles(g).per_image;
-  const bool banded = g.C * g.K < 256 * 256 || (g.C * g.K == 256 * 256 && image_floats > kChunkFloats);
+  const bool banded =
+      g.C * g.K < 256 * 256 || (g.C * g.K == 256 * 256 && image_transform_floats(g) > kChunkFloats);
   if (banded && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, relu, y);
   const BlisConfig& cfg = sgemm_blis_config();
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(tiles);
@@ -916,7 +919,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
     float* V = scratch.get() + tid * per_thread;
     float* M = V + v_floats;
     float* rows = M + m_floats;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t bi = 0; bi < g.N * bands.per_image; ++bi) {
       const Band b = bands[bi];
       const int64_t tiles = b.tiles;
@@ -932,6 +935,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
       for (int64_t k = 0; k < g.K; ++k)
         transform_output_rows(g, tl, M + k * tiles, m_plane, b.n, k, b.ty0, b.rows, bias, relu, y);
     }
+    stream_fence();  // y's streamed lines (transform_output_rows), before the region's closing barrier
   }
 }
 

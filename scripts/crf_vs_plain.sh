@@ -33,6 +33,7 @@ mkdir -p "$out"
 common=(--data synth:600 --epochs 8 --batch 8 --lr 0.004 --base 4 --quiet)
 crf=(--crf --crf-lr-mult 30)
 crf_zheng=("${crf[@]}" --crf-weights 3,5)  # the initial weights of the README's first tables
+sharp=(--synth-noise 0.15 --synth-blur 0)  # noisy images whose boundaries are colour steps
 only="${CRF_VS_PLAIN_ONLY:-*}"
 run() {
   local name=$1 seed=$2; shift 2
@@ -55,12 +56,10 @@ for seed in ${seeds[*]}; do
   # The network alone for 4 epochs, then with the CRF (Zheng et al. fine-tuned their CRF-RNN after the FCN):
   run noisy-depth2-crf-beta60-w1-warmup4 "$seed" --depth 2 --synth-noise 0.15 "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
   # Sharp edges: the boundary is a colour step the bilateral kernel can find.
-  sharp=(--depth 2 --synth-noise 0.15 --synth-blur 0)
-  run sharp-noisy-depth2-plain "$seed" "${sharp[@]}"
-  run sharp-noisy-depth2-crf-beta60-w1 "$seed" "${sharp[@]}" "${crf[@]}" --crf-theta-beta 60
-  run sharp-noisy-depth2-crf-beta60-w1-warmup4 "$seed" "${sharp[@]}" "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
+  run sharp-noisy-depth2-plain "$seed" --depth 2 "${sharp[@]}"
+  run sharp-noisy-depth2-crf-beta60-w1 "$seed" --depth 2 "${sharp[@]}" "${crf[@]}" --crf-theta-beta 60
+  run sharp-noisy-depth2-crf-beta60-w1-warmup4 "$seed" --depth 2 "${sharp[@]}" "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
   # And with a depth-4 U-Net, whose own boundaries are better.
-  sharp4=(--depth 4 --synth-noise 0.15 --synth-blur 0)
-  run sharp-noisy-depth4-plain "$seed" "${sharp4[@]}"
-  run sharp-noisy-depth4-crf-beta60-w1-warmup4 "$seed" "${sharp4[@]}" "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
+  run sharp-noisy-depth4-plain "$seed" --depth 4 "${sharp[@]}"
+  run sharp-noisy-depth4-crf-beta60-w1-warmup4 "$seed" --depth 4 "${sharp[@]}" "${crf[@]}" --crf-theta-beta 60 --crf-warmup 4
 done

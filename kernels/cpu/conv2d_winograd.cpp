@@ -142,16 +142,6 @@ inline void interleave4(const Vec16 (&v)[kM], float* out) {
   r[2] = __builtin_shufflevector(cd_lo, cd_hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   r[3] = __builtin_shufflevector(cd_lo, cd_hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
-// From memory to memory, for the row-by-row staging: cols[j * stride + u] =
-// in[kM u + j] for 64 consecutive floats of a row. A call of its own (as
-// GCC had chosen): inlined into split_input_rows it made 64 -> 64 at
-// 256^2 3-5% slower (session 36, both orders of an interleaved A/B).
-[[gnu::noinline]] void deinterleave4_rows(const float* in, float* cols, int64_t stride) {
-  const Vec16 o[kM] = {load16(in), load16(in + 16), load16(in + 32), load16(in + 48)};
-  Vec16 r[kM];
-  deinterleave4(o, r);
-  FULLY_UNROLLED for (int j = 0; j < kM; ++j) std::memcpy(cols + j * stride, &r[j], sizeof(Vec16));
-}
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -330,10 +320,10 @@ void check_flat_rows(const Tiles& tl, int64_t rows) {
 // values (i, j) are one vector load. Each source row is read once (zero
 // outside the image, load_row_chunk) and split by column modulo 4 into 4
 // planes (c = 0); where D > 4, planes e < 2 are also written one tile on
-// (c = 1, for j = 4, 5), a lane shift of the split. (The row-by-row
-// staging below splits each tile row's 6 source rows, 2 of them again for
-// the next tile row; flat groups used it too and then copied the runs
-// once more: a third of the weight gradient of 256 -> 256 at 14^2, batch 8.)
+// (c = 1, for j = 4, 5), a lane shift of the split. (Flat groups once
+// went through a row-by-row staging, each tile row's 6 source rows split
+// into memory, and then copied the runs once more: a third of the weight
+// gradient of 256 -> 256 at 14^2, batch 8.)
 constexpr int kFlatPlanes = kM * kM + (kA - kM) * kM;  // c = 1 only for e < kA - kM
 constexpr int64_t flat_plane(int b, int e, int c) { return (c * kM + e) * kM + b; }
 // Floats from one plane to the next: flat_rows + 1 rows of tx (the last 2
@@ -425,80 +415,72 @@ void stage_flat(const Tiles& tl, const float* src, int64_t H, int64_t W, int64_t
       }
 }
 
-// group(src, n16, out + f0) for every 16 tiles f0.. of a staged flat group,
-// where src[i][j][l] is value (i, j) of tile f0 + l.
+// group(d, n16, out + f0) for every 16 tiles f0.. of a staged flat group,
+// where lane l of d[i][j] is value (i, j) of tile f0 + l.
 template <int D, typename Group>
 void transform_flat(const Tiles& tl, int64_t rows, const float* planes, Group&& group, float* out) {
   const int64_t stride = flat_plane_stride(tl), tiles = rows * tl.tx;
-  const float* src[D][D];
   for (int64_t f0 = 0; f0 < tiles; f0 += kLanes) {
+    Vec16 d[D][D];
     FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
-        src[i][j] = planes + flat_plane(i % kM, j % kM, j / kM) * stride + i / kM * tl.tx + f0;
-    group(src, std::min<int64_t>(kLanes, tiles - f0), out + f0);
+        d[i][j] = load16(planes + flat_plane(i % kM, j % kM, j / kM) * stride + i / kM * tl.tx + f0);
+    group(d, std::min<int64_t>(kLanes, tiles - f0), out + f0);
   }
 }
 
-// Floats of scratch transform_input_rows needs: the split rows, or (flat)
-// the planes. `span` is a split row's length: 16 tiles from u0 (a multiple
-// of 16 below tx) read runs from u0 + j / 4, so up to u0 + 16 (round_up(tx,
-// 16) + 1 entries; the split's whole vectors then fill round_up(tx, 16) +
-// 16). One vector more, as this was until session 37, only added a third
-// vector's split per row at 64^2 (256 -> 256 at 64^2, batch 4, forward
-// -2.6%).
-int64_t input_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes) + kLanes; }
-int64_t input_row_scratch(const Tiles& tl) {
-  return tl.tx < kLanes ? flat_scratch(tl) : (kA + 1) * kM * input_row_span(tl);
-}
-
-// The kA input rows of tile row (n, ty) of channel c split by column
-// modulo kM,
-//   cols[i][r][u] = x[row i, column kM u + r - pw]   (zero outside the image),
-// so that column j of the patches of 16 neighbouring tiles u0.. is the
-// contiguous run cols[i][j % kM][u0 + j / kM ..]. padded: one row of scratch.
-void split_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty,
-                      float* cols, float* padded) {
-  const int64_t span = input_row_span(tl), width = kM * span;
-  const float* xc = x + (n * g.C + c) * g.H * g.W;
-  for (int i = 0; i < kA; ++i) {
-    // padded[j] = x[h, j - pw] (zero outside), then split by j % kM.
-    const int64_t h = ty * kM - g.ph + i;
-    const int64_t lo = std::clamp<int64_t>(g.pw, 0, width), hi = std::clamp<int64_t>(g.pw + g.W, lo, width);
-    if (h < 0 || h >= g.H) {
-      std::fill(padded, padded + width, 0.0f);
-    } else {
-      std::fill(padded, padded + lo, 0.0f);
-      std::memcpy(padded + lo, xc + h * g.W + (lo - g.pw), static_cast<size_t>(hi - lo) * sizeof(float));
-      std::fill(padded + hi, padded + width, 0.0f);
-    }
-    float* ci = cols + i * kM * span;
-    for (int64_t u = 0; u < span; u += kLanes) deinterleave4_rows(padded + kM * u, ci + u, span);
-  }
-}
+// Floats of scratch transform_input_rows needs: the flat planes (rows of
+// 16 tiles or more go straight into registers, transform_tile_rows).
+int64_t input_row_scratch(const Tiles& tl) { return tl.tx < kLanes ? flat_scratch(tl) : 0; }
 
 // Sixteen tiles: out[xi * plane + l] = (B^T d B)[xi] for l < n16, where
-// d[i][j] of lane l is src[i][j][l] (stream: as store_points).
-void transform_input_group(const float* const (&src)[kA][kA], int64_t n16, float* out, int64_t plane, bool stream) {
-  Vec16 d[kA][kA], v[kA][kA];
-  FULLY_UNROLLED for (int i = 0; i < kA; ++i) FULLY_UNROLLED for (int j = 0; j < kA; ++j) d[i][j] = load16(src[i][j]);
+// lane l of d[i][j] is value (i, j) of tile l's patch (stream: as store_points).
+[[gnu::always_inline]] inline void transform_input_group(const Vec16 (&d)[kA][kA], int64_t n16, float* out,
+                                                         int64_t plane, bool stream) {
+  Vec16 v[kA][kA];
   sandwich<kA, kA, false>(kBT, d, v);
   store_points(v, n16, out, plane, stream);
 }
 
-// The row-by-row walk both tile-row transforms share where a row has 16
-// tiles or more (inputs: kA x kA patches; output gradients: kM x kM tiles):
-// split(ty) splits tile row ty's source rows into `cols`, where run (i, j)
-// of tiles u0.. starts at cols + offset(i, j) + u0; group(src, n16, out)
-// transforms 16 tiles whose (i, j) values are src[i][j][0 .. 16).
-template <int D, typename Split, typename Offset, typename Group>
-void transform_tile_rows(const Tiles& tl, int64_t ty0, int64_t rows, const float* cols, Split&& split,
-                         Offset&& offset, Group&& group, float* out) {
-  const float* src[D][D];
+// src[row, col] of an H x W plane, zero outside it.
+inline float value_or_zero(const float* row, int64_t W, int64_t col) {
+  return row != nullptr && col >= 0 && col < W ? row[col] : 0.0f;
+}
+
+// Where a row has 16 tiles or more (inputs: D = kA, kA x kA patches;
+// output gradients: D = kM, kM x kM tiles): group(d, n16, out) for the 16
+// tiles u0.. of each tile row ty0 + r (r < rows), lane l of d[i][j] being
+//   S[4 (ty0 + r) + i][4 (u0 + l) + j],  S[s][col] = src[s - top][col - left]
+// (zero outside the H x W plane src), at out + r tx + u0. Straight from the
+// source rows into registers: a row's 64 columns from 4 u0 - left, split
+// by column modulo 4, are columns j < 4 of the 16 tiles, and where D > 4,
+// columns 4 and 5 are splits 0 and 1 one lane on, with the row's columns
+// 64 and 65 in lane 15. Staging the split rows in memory first, each
+// split once per tile row, was 3-9% slower in every pass at 256 at 64^2,
+// 128 at 128^2 and 64 at 256^2 (session 38, both orders of an
+// interleaved A/B), though this loads the rows' splits of the next tile
+// row's overlap again.
+template <int D, typename Group>
+void transform_tile_rows(const Tiles& tl, const float* src, int64_t H, int64_t W, int64_t top, int64_t left,
+                         int64_t ty0, int64_t rows, Group&& group, float* out) {
+  static_assert(D >= kM && D <= kM + 2, "columns past 4 come from splits 0 and 1");
   for (int64_t r = 0; r < rows; ++r) {
-    split(ty0 + r);
     for (int64_t u0 = 0; u0 < tl.tx; u0 += kLanes) {
-      FULLY_UNROLLED for (int i = 0; i < D; ++i) FULLY_UNROLLED for (int j = 0; j < D; ++j)
-          src[i][j] = cols + offset(i, j) + u0;
-      group(src, std::min<int64_t>(kLanes, tl.tx - u0), out + r * tl.tx + u0);
+      const int64_t first = kM * u0 - left;
+      Vec16 d[D][D];
+      FULLY_UNROLLED for (int i = 0; i < D; ++i) {
+        const int64_t h = kM * (ty0 + r) - top + i;
+        const float* row = h >= 0 && h < H ? src + h * W : nullptr;
+        Vec16 chunk[kM], split[kM];
+        load_row_chunk(row, W, first, chunk);
+        deinterleave4(chunk, split);
+        FULLY_UNROLLED for (int j = 0; j < kM; ++j) d[i][j] = split[j];
+        FULLY_UNROLLED for (int e = 0; e < D - kM; ++e) {
+          const float next = value_or_zero(row, W, first + kM * kLanes + e);
+          const Vec16 last = next - Vec16{};  // a broadcast (x - 0 is x, -0 included)
+          d[i][kM + e] = __builtin_shufflevector(split[e], last, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+        }
+      }
+      group(d, std::min<int64_t>(kLanes, tl.tx - u0), out + r * tl.tx + u0);
     }
   }
 }
@@ -509,19 +491,15 @@ void transform_tile_rows(const Tiles& tl, int64_t ty0, int64_t rows, const float
 // consecutive rows are consecutive.
 void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t n, int64_t c, int64_t ty0,
                           int64_t rows, float* scratch, float* out, int64_t plane, bool stream = false) {
-  const auto group = [&](const float* const (&src)[kA][kA], int64_t n16, float* o) {
-    transform_input_group(src, n16, o, plane, stream);
+  const auto group = [&](const Vec16 (&d)[kA][kA], int64_t n16, float* o) {
+    transform_input_group(d, n16, o, plane, stream);
   };
+  const float* xc = x + (n * g.C + c) * g.H * g.W;
   if (tl.tx < kLanes) {
-    stage_flat<kA>(tl, x + (n * g.C + c) * g.H * g.W, g.H, g.W, ty0 * kM - g.ph, g.pw, rows, scratch);
+    stage_flat<kA>(tl, xc, g.H, g.W, ty0 * kM - g.ph, g.pw, rows, scratch);
     return transform_flat<kA>(tl, rows, scratch, group, out);
   }
-  const int64_t span = input_row_span(tl);
-  float* cols = scratch;
-  float* padded = cols + kA * kM * span;
-  transform_tile_rows<kA>(
-      tl, ty0, rows, cols, [&](int64_t ty) { split_input_rows(g, tl, x, n, c, ty, cols, padded); },
-      [&](int i, int j) { return (i * kM + j % kM) * span + j / kM; }, group, out);
+  transform_tile_rows<kA>(tl, xc, g.H, g.W, g.ph, g.pw, ty0, rows, group, out);
 }
 
 // for_each(n, channel, ty0, rows, scratch) over every image and channel,
@@ -592,35 +570,12 @@ int64_t v_row_stride(int64_t tiles) {
   return ld % 256 == 0 ? ld + kLanes : ld;
 }
 
-int64_t grad_row_span(const Tiles& tl) { return round_up(tl.tx, kLanes); }
-int64_t grad_row_scratch(const Tiles& tl) {
-  return tl.tx < kLanes ? flat_scratch(tl) : (kM + 1) * kM * grad_row_span(tl);
-}
+int64_t grad_row_scratch(const Tiles& tl) { return tl.tx < kLanes ? flat_scratch(tl) : 0; }
 
-// The kM rows of dy[n,k] in output tile row ty, split by columns like the
-// inputs: cols[i][j][u] = dy[row i, column kM u + j] (zero beyond the output).
-void split_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k, int64_t ty,
-                            float* cols, float* padded) {
-  const int64_t span = grad_row_span(tl), width = kM * span;
-  const float* dk = dy + (n * g.K + k) * g.P * g.Q;
-  for (int i = 0; i < kM; ++i) {
-    const int64_t p = ty * kM + i;
-    if (p < g.P) {
-      std::memcpy(padded, dk + p * g.Q, static_cast<size_t>(g.Q) * sizeof(float));
-      std::fill(padded + g.Q, padded + width, 0.0f);
-    } else {
-      std::fill(padded, padded + width, 0.0f);
-    }
-    float* ci = cols + i * kM * span;
-    for (int64_t u = 0; u < span; u += kLanes) deinterleave4_rows(padded + kM * u, ci + u, span);
-  }
-}
-
-// Sixteen tiles: out[xi * plane + l] = (A dY A^T)[xi], dY[i][j] of lane l src[i][j][l].
-void transform_output_grad_group(const float* const (&src)[kM][kM], int64_t n16, float* out, int64_t plane,
-                                 bool stream) {
-  Vec16 d[kM][kM], z[kA][kA];
-  FULLY_UNROLLED for (int i = 0; i < kM; ++i) FULLY_UNROLLED for (int j = 0; j < kM; ++j) d[i][j] = load16(src[i][j]);
+// Sixteen tiles: out[xi * plane + l] = (A dY A^T)[xi], dY[i][j] of lane l d[i][j][l].
+[[gnu::always_inline]] inline void transform_output_grad_group(const Vec16 (&d)[kM][kM], int64_t n16, float* out,
+                                                               int64_t plane, bool stream) {
+  Vec16 z[kA][kA];
   sandwich<kA, kM, true>(kAT, d, z);
   store_points(z, n16, out, plane, stream);
 }
@@ -630,19 +585,15 @@ void transform_output_grad_group(const float* const (&src)[kM][kM], int64_t n16,
 void transform_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const float* dy, int64_t n, int64_t k,
                                 int64_t ty0, int64_t rows, float* scratch, float* out, int64_t plane,
                                 bool stream = false) {
-  const auto group = [&](const float* const (&src)[kM][kM], int64_t n16, float* o) {
-    transform_output_grad_group(src, n16, o, plane, stream);
+  const auto group = [&](const Vec16 (&d)[kM][kM], int64_t n16, float* o) {
+    transform_output_grad_group(d, n16, o, plane, stream);
   };
+  const float* dk = dy + (n * g.K + k) * g.P * g.Q;
   if (tl.tx < kLanes) {
-    stage_flat<kM>(tl, dy + (n * g.K + k) * g.P * g.Q, g.P, g.Q, ty0 * kM, 0, rows, scratch);
+    stage_flat<kM>(tl, dk, g.P, g.Q, ty0 * kM, 0, rows, scratch);
     return transform_flat<kM>(tl, rows, scratch, group, out);
   }
-  const int64_t span = grad_row_span(tl);
-  float* cols = scratch;
-  float* padded = cols + kM * kM * span;
-  transform_tile_rows<kM>(
-      tl, ty0, rows, cols, [&](int64_t ty) { split_output_grad_rows(g, tl, dy, n, k, ty, cols, padded); },
-      [&](int i, int j) { return (i * kM + j) * span; }, group, out);
+  transform_tile_rows<kM>(tl, dk, g.P, g.Q, 0, 0, ty0, rows, group, out);
 }
 
 // Z[xi][k * T + t] for every tile t and channel k, planes point_plane(K, T) apart.

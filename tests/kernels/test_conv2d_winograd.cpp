@@ -91,8 +91,11 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
                                       // vectors (no zero fill); P = 37 leaves the last tile row 1 row deep
       make3x3(1, 2, 9, 60, 3, 4),     // padding 4: the flipped backward-input pads -2 over 66 columns, so
                                       // its flat staging loads 64 whole columns unmasked
-      make3x3(1, 3, 6, 128, 2, 1),    // 32 tiles per row: the split rows' last vector group (u0 = 16)
-                                      // reads entry 32 (the last column, then the right padding)
+      make3x3(1, 3, 6, 128, 2, 1),    // 32 tiles per row: the second 16-tile group's patches end in
+                                      // the row's last column and then the right padding
+      make3x3(1, 3, 6, 70, 4, 2),     // 18 tiles per row, padding 2 (the flipped backward-input pads
+                                      // 0): the first group's columns 4 and 5 of tile 15 are columns
+                                      // 62 and 63, the second group's run past the row
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
@@ -190,8 +193,8 @@ TEST_CASE("conv2d Winograd: whole-batch transforms streamed out, against the GEM
   // 16-tile vector of the flat groups (4 tile rows of 4 tiles) 64-byte
   // aligned.
   check_whole_batch_against_gemm(make3x3(16, 256, 16, 16, 256, 1), 41);
-  // The row-by-row staging (16 tiles a row): 16 images of 4 x 64, one tile
-  // row each, streamed alike.
+  // Rows of 16 tiles (loaded row by row straight into registers): 16
+  // images of 4 x 64, one tile row each, streamed alike.
   check_whole_batch_against_gemm(make3x3(16, 256, 4, 64, 256, 1), 43);
 }
 

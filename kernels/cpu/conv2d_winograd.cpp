@@ -505,16 +505,23 @@ void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x
 // for_each(n, channel, ty0, rows, scratch) over every image and channel,
 // in groups of flat_rows(tl) tile rows, one task each, with per_thread
 // floats of scratch per thread (none for 0). Each thread fences its
-// streaming stores (stream_fence) when its tasks are done.
+// streaming stores (stream_fence) when its tasks are done. The tasks are
+// handed out in runs of consecutive ones as threads come free (up to 64,
+// at least 8 runs per thread), not split evenly up front: on a busy
+// machine one thread falls behind, and the other waited at the barrier
+// (512 -> 512 at 7^2, batch 8, forward -4 to -5%; 256 at 64^2 and 512 at
+// 32^2 level, within 2%; session 38, both orders of an interleaved A/B,
+// twice). Each task writes its own outputs: the same bits.
 template <typename RowsFn>
 void for_each_tile_rows(int64_t images, int64_t channels, const Tiles& tl, int64_t per_thread, RowsFn&& rows_fn) {
   const CpuArray<float> scratch = cpu_array<float>(parallel_slots() * per_thread);
-  const int64_t chunk = flat_rows(tl), groups = ceil_div(tl.ty, chunk);
+  const int64_t chunk = flat_rows(tl), groups = ceil_div(tl.ty, chunk), tasks = images * channels * groups;
+  const int run = static_cast<int>(std::clamp<int64_t>(tasks / (8 * omp_get_max_threads()), 1, 64));
 #pragma omp parallel
   {
     float* mine = scratch.get() + omp_get_thread_num() * per_thread;
-#pragma omp for schedule(static) nowait
-    for (int64_t task = 0; task < images * channels * groups; ++task) {
+#pragma omp for schedule(dynamic, run) nowait
+    for (int64_t task = 0; task < tasks; ++task) {
       const int64_t ty0 = task % groups * chunk;
       rows_fn(task / groups / channels, task / groups % channels, ty0, std::min(chunk, tl.ty - ty0), mine);
     }
@@ -669,8 +676,9 @@ void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* 
 // y = A^T M[., k, t] A (+ bias[k], then ReLU with relu) for every tile t and channel k.
 // A task reads its tiles' runs in 36 planes: more streams than the
 // hardware prefetcher follows. So each task fetches the next task's runs
-// (for_each_tile_rows' order: tile rows, then channels, then images)
-// while it transforms its own: 512 -> 512 at 32^2, batch 4, 2.8-3.2 ->
+// (for_each_tile_rows' order: tile rows, then channels, then images; the
+// same thread takes it but at the end of a run of tasks) while it
+// transforms its own: 512 -> 512 at 32^2, batch 4, 2.8-3.2 ->
 // 1.8-1.9 ms (session 37, both orders of an interleaved A/B).
 void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, bool relu,
                        float* y) {

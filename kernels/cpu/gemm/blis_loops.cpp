@@ -81,11 +81,16 @@ void pack_a(const BlisConfig& cfg, bool trans_a, const float* A, int64_t lda, in
 // Loops jr and ir over one packed A block (m x kc) and B block (kc x n),
 // updating the m x n block of C at C (leading dim ldc). With b_in_place, the
 // full NR-column panels are read from that row-major matrix (rows ldb
-// apart) by cfg.ukernel_b_in_place, and only a last, narrower panel from
-// b_pack (at its packed offset).
+// apart) by cfg.ukernel_b_in_place (or, with stream_c and beta 0, its
+// streaming form), and only a last, narrower panel from b_pack (at its
+// packed offset).
 void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const float* a_pack, const float* b_pack,
-                  float beta, float* C, int64_t ldc, const float* b_in_place = nullptr, int64_t ldb = 0) {
+                  float beta, float* C, int64_t ldc, const float* b_in_place = nullptr, int64_t ldb = 0,
+                  bool stream_c = false) {
   const int64_t mr = cfg.mr, nr = cfg.nr;
+  const SgemmInPlaceKernelFn in_place_kernel =
+      stream_c && beta == 0.0f && cfg.ukernel_b_in_place_stream != nullptr ? cfg.ukernel_b_in_place_stream
+                                                                           : cfg.ukernel_b_in_place;
   alignas(64) float tile[kMaxMicroTile];
   // The C tile at rows ir, columns jr.
   const auto update = [&](int64_t ir, int64_t jr) {
@@ -94,7 +99,7 @@ void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const
     const float* b = b_pack + jr * kc;
     float* c = C + ir * ldc + jr;
     if (b_in_place != nullptr && cols == nr) {
-      cfg.ukernel_b_in_place(rows, kc, a, b_in_place + jr, ldb, beta, c, ldc);
+      in_place_kernel(rows, kc, a, b_in_place + jr, ldb, beta, c, ldc);
       return;
     }
     if (rows == mr && cols == nr) {
@@ -222,7 +227,7 @@ CpuArray<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int
 }
 
 void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AOperand& a, const BPanelPacker& b,
-                int64_t j0, float beta, float* C, int64_t ldc, const BlisWorkspace& ws) {
+                int64_t j0, float beta, float* C, int64_t ldc, const BlisWorkspace& ws, bool stream_c) {
   if (m <= 0 || n <= 0) return;
   if (K <= 0 || (a.packed_rows == 0 && a.alpha == 0.0f)) {
     scale_c(m, n, beta, C, ldc);
@@ -254,7 +259,7 @@ void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AO
           a_block = ws.a();
         }
         macro_kernel(cfg, mc, nc, kc, a_block, ws.b(), beta_pc, C + ic * ldc + jc, ldc,
-                     in_place ? b.in_place + pc * b.in_place_ld + j0 + jc : nullptr, b.in_place_ld);
+                     in_place ? b.in_place + pc * b.in_place_ld + j0 + jc : nullptr, b.in_place_ld, stream_c);
       }
     }
   }

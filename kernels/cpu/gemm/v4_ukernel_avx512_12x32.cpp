@@ -22,6 +22,8 @@
 //   64 x 65536 x 576: v4 103-107 vs OpenBLAS 109-113 (0.94x; bandwidth bound)
 //   64 x 65536 x 27:  v4 81-102 vs OpenBLAS 94-100 (0.86-1.01x; 2 ms, noisy)
 // Measured FMA peak of the VM: 234 GFLOP/s.
+#include <cstdint>
+
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
 
@@ -68,13 +70,27 @@ __attribute__((target("avx512f"))) inline void prefetch_c(const float* C, int64_
   }
 }
 
-template <int kPrefetchB>
+// With kStreamC and beta == 0, row i's two vectors go out with streaming
+// stores where C + i * ldc is 64-byte aligned, and C is not prefetched
+// (BlisConfig::ukernel_b_in_place_stream). Otherwise plain stores.
+template <bool kStreamC>
+__attribute__((target("avx512f"))) inline void store_row(float* c, __m512 lo, __m512 hi) {
+  if (kStreamC && reinterpret_cast<uintptr_t>(c) % 64 == 0) {
+    _mm512_stream_ps(c, lo);
+    _mm512_stream_ps(c + 16, hi);
+  } else {
+    _mm512_storeu_ps(c, lo);
+    _mm512_storeu_ps(c + 16, hi);
+  }
+}
+
+template <int kPrefetchB, bool kStreamC = false>
 __attribute__((target("avx512f"))) inline void ukernel_12x32_core(int64_t kc, const float* a, const float* b,
                                                                    int64_t ldb, float beta, float* C, int64_t ldc) {
   // acc[i][h]: row i of the tile, columns 16h .. 16h+15. Constant indices
   // after full unrolling let GCC keep all 24 in zmm registers.
   __m512 acc[kMr][2];
-  prefetch_c<kPrefetchB>(C, ldc);
+  if (!(kStreamC && beta == 0.0f)) prefetch_c<kPrefetchB>(C, ldc);
 #pragma GCC unroll 12
   for (int i = 0; i < kMr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
@@ -92,10 +108,7 @@ __attribute__((target("avx512f"))) inline void ukernel_12x32_core(int64_t kc, co
   }
   if (beta == 0.0f) {  // overwrite: old C (maybe NaN) unread
 #pragma GCC unroll 12
-    for (int i = 0; i < kMr; ++i) {
-      _mm512_storeu_ps(C + i * ldc, acc[i][0]);
-      _mm512_storeu_ps(C + i * ldc + 16, acc[i][1]);
-    }
+    for (int i = 0; i < kMr; ++i) store_row<kStreamC>(C + i * ldc, acc[i][0], acc[i][1]);
   } else {
     const __m512 vbeta = _mm512_set1_ps(beta);
 #pragma GCC unroll 12
@@ -116,7 +129,7 @@ __attribute__((target("avx512f"))) void ukernel_12x32_avx512(int64_t kc, const f
 // The first `Rows` rows of the 12 x 32 tile (Rows < 12), for the last row
 // panel of a block when M is not a multiple of 12; the packed A micro-panel
 // keeps its stride of 12. Same loop as above with fewer accumulators.
-template <int Rows, int kPrefetchB>
+template <int Rows, int kPrefetchB, bool kStreamC = false>
 __attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const float* a, const float* b, int64_t ldb,
                                                              float beta, float* C, int64_t ldc) {
   __m512 acc[Rows][2];
@@ -140,8 +153,7 @@ __attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const fl
   for (int i = 0; i < Rows; ++i) {
     float* c = C + i * ldc;
     if (beta == 0.0f) {
-      _mm512_storeu_ps(c, acc[i][0]);
-      _mm512_storeu_ps(c + 16, acc[i][1]);
+      store_row<kStreamC>(c, acc[i][0], acc[i][1]);
     } else {
       _mm512_storeu_ps(c, _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(c), acc[i][0]));
       _mm512_storeu_ps(c + 16, _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(c + 16), acc[i][1]));
@@ -150,22 +162,22 @@ __attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const fl
 }
 
 // rows < 12 rows of a tile, all 32 columns; B rows ldb apart.
-template <int kPrefetchB>
+template <int kPrefetchB, bool kStreamC = false>
 void ukernel_rows_strided(int64_t rows, int64_t kc, const float* a, const float* b, int64_t ldb, float beta,
                           float* C, int64_t ldc) {
   switch (rows) {
-    case 1: return ukernel_rows_avx512<1, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 2: return ukernel_rows_avx512<2, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 3: return ukernel_rows_avx512<3, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 4: return ukernel_rows_avx512<4, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 5: return ukernel_rows_avx512<5, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 6: return ukernel_rows_avx512<6, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 7: return ukernel_rows_avx512<7, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 8: return ukernel_rows_avx512<8, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 9: return ukernel_rows_avx512<9, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 10: return ukernel_rows_avx512<10, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    case 11: return ukernel_rows_avx512<11, kPrefetchB>(kc, a, b, ldb, beta, C, ldc);
-    default: return ukernel_12x32_core<kPrefetchB>(kc, a, b, ldb, beta, C, ldc);  // rows == 12
+    case 1: return ukernel_rows_avx512<1, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 2: return ukernel_rows_avx512<2, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 3: return ukernel_rows_avx512<3, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 4: return ukernel_rows_avx512<4, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 5: return ukernel_rows_avx512<5, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 6: return ukernel_rows_avx512<6, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 7: return ukernel_rows_avx512<7, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 8: return ukernel_rows_avx512<8, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 9: return ukernel_rows_avx512<9, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 10: return ukernel_rows_avx512<10, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    case 11: return ukernel_rows_avx512<11, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    default: return ukernel_12x32_core<kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);  // rows == 12
   }
 }
 
@@ -212,15 +224,23 @@ constexpr int kPrefetchDistance = 24;
 // every ic block reads through L3. The U-Net's convolutions (bench_conv
 // --batch 4 --filter unet) and training step (bench_models --base 64
 // --size 256 --batch 4) kept their times within the noise.
-constexpr BlisConfig kConfig{kMr, kNr, /*mc=*/96, /*kc=*/1024, /*nc=*/2048, ukernel_12x32_avx512<kPrefetchDistance>,
-                             ukernel_rows_12x32_avx512<kPrefetchDistance>, false,
-                             ukernel_rows_strided<kPrefetchDistance>};
+constexpr BlisConfig kConfig{kMr,
+                             kNr,
+                             /*mc=*/96,
+                             /*kc=*/1024,
+                             /*nc=*/2048,
+                             ukernel_12x32_avx512<kPrefetchDistance>,
+                             ukernel_rows_12x32_avx512<kPrefetchDistance>,
+                             false,
+                             ukernel_rows_strided<kPrefetchDistance>,
+                             ukernel_rows_strided<kPrefetchDistance, /*kStreamC=*/true>};
 
 // The prefetching kernels with Zen 4's block sizes, as v5's starting point.
 constexpr BlisConfig kPrefetchConfig{kMr, kNr, /*mc=*/144, /*kc=*/512, /*nc=*/4096,
                                      ukernel_12x32_avx512<kPrefetchDistance>,
                                      ukernel_rows_12x32_avx512<kPrefetchDistance>, false,
-                                     ukernel_rows_strided<kPrefetchDistance>};
+                                     ukernel_rows_strided<kPrefetchDistance>,
+                                     ukernel_rows_strided<kPrefetchDistance, /*kStreamC=*/true>};
 static_assert(kConfig.mr * kConfig.nr <= kMaxMicroTile && kConfig.mc % kConfig.mr == 0 &&
               kConfig.nc % kConfig.nr == 0);
 

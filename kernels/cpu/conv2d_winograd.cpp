@@ -276,7 +276,7 @@ PackedFilters pack_transformed_filters(const ConvGeometry& g, const float* w, bo
 // more than the hardware prefetcher follows, and it waited on memory (512
 // -> 1024 at 16^2, batch 4: 76 MB of Wt, 30% of the weight gradient in
 // perf). So it fetches each run this many floats (4 lines) ahead: that
-// weight gradient -18%, 1024 -> 1024 at 16^2 -22%; 2 or 8 lines ahead
+// weight gradient -18%, 1024 -> 1024 at 16^2 -10 to -22%; 2 or 8 lines ahead
 // were 1-5% slower than 4 (session 38, both orders of an interleaved A/B).
 constexpr int64_t kUntransformAhead = 64;
 
@@ -286,12 +286,16 @@ constexpr int64_t kUntransformAhead = 64;
 // added here rather than in passes of their own over memory).
 void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw, int64_t parts = 1,
                          int64_t part_floats = 0) {
+  CRFSEG_CHECK(parts >= 1, Error, "conv2d_winograd: untransform of ", parts, " partial sums, expected 1 or more");
   const int64_t plane = point_plane(g.K, g.C);
 #pragma omp parallel for schedule(static)
   for (int64_t k = 0; k < g.K; ++k)
     for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
       const int64_t n = std::min<int64_t>(kLanes, g.C - c0), at = k * g.C + c0;
       Vec16 m[kA][kA], f[3][3];
+      // (One loop for every part, the first assigning: written with part 0
+      // peeled off and a prefetch lambda, the weight gradient of 512 ->
+      // 1024 at 16^2 ran 26% slower, the same bits.)
       for (int64_t p = 0; p < parts; ++p) {
         const float* w = Wt + p * part_floats + at;
         if (at + kUntransformAhead < g.K * g.C)
@@ -395,6 +399,14 @@ int64_t flat_scratch(const Tiles& tl) { return kFlatPlanes * flat_plane_stride(t
 #endif
 }
 
+// The same 64 columns split by column modulo 4: split[e][l] =
+// row[first + 4 l + e] (zero outside [0, W), everywhere for a null row).
+[[gnu::always_inline]] inline void load_split_row(const float* row, int64_t W, int64_t first, Vec16 (&split)[kM]) {
+  Vec16 chunk[kM];
+  load_row_chunk(row, W, first, chunk);
+  deinterleave4(chunk, split);
+}
+
 // Stages the 4 rows + D - 4 source rows of a flat group of `rows` tile rows
 // into the planes at scratch: S[s][col] = src[h0 + s][col - pw] (zero
 // outside the H x W plane src).
@@ -411,9 +423,8 @@ void stage_flat(const Tiles& tl, const float* src, int64_t H, int64_t W, int64_t
     const int b = static_cast<int>(s % kM);
     float* at = scratch + s / kM * tx;
     const int64_t h = h0 + s;
-    Vec16 row[kM], split[kM];
-    load_row_chunk(h >= 0 && h < H ? src + h * W : nullptr, W, -pw, row);
-    deinterleave4(row, split);
+    Vec16 split[kM];
+    load_split_row(h >= 0 && h < H ? src + h * W : nullptr, W, -pw, split);
     FULLY_UNROLLED for (int e = 0; e < kM; ++e) std::memcpy(at + flat_plane(b, e, 0) * stride, &split[e], sizeof(Vec16));
     // c = 1 is c = 0 one tile on: lane u of the split's lane u + 1 (tx < 16,
     // so the last lane needed, u = tx - 1, reads lane tx <= 15).
@@ -448,9 +459,10 @@ void transform_flat(const Tiles& tl, int64_t rows, const float* planes, Group&& 
   }
 }
 
-// Floats of scratch transform_input_rows needs: the flat planes (rows of
-// 16 tiles or more go straight into registers, transform_tile_rows).
-int64_t input_row_scratch(const Tiles& tl) { return tl.tx < kLanes ? flat_scratch(tl) : 0; }
+// Floats of scratch transform_input_rows and transform_output_grad_rows
+// need: the flat planes (rows of 16 tiles or more go straight into
+// registers, transform_tile_rows).
+int64_t row_scratch(const Tiles& tl) { return tl.tx < kLanes ? flat_scratch(tl) : 0; }
 
 // Sixteen tiles: out[xi * plane + l] = (B^T d B)[xi] for l < n16, where
 // lane l of d[i][j] is value (i, j) of tile l's patch (stream: as store_points).
@@ -475,7 +487,7 @@ inline float value_or_zero(const float* row, int64_t W, int64_t col) {
 // by column modulo 4, are columns j < 4 of the 16 tiles, and where D > 4,
 // columns 4 and 5 are splits 0 and 1 one lane on, with the row's columns
 // 64 and 65 in lane 15. Staging the split rows in memory first, each
-// split once per tile row, was 3-9% slower in every pass at 256 at 64^2,
+// split once per tile row, was 3-7% slower in every pass at 256 at 64^2,
 // 128 at 128^2 and 64 at 256^2 (session 38, both orders of an
 // interleaved A/B), though this loads the rows' splits of the next tile
 // row's overlap again.
@@ -490,13 +502,12 @@ void transform_tile_rows(const Tiles& tl, const float* src, int64_t H, int64_t W
       FULLY_UNROLLED for (int i = 0; i < D; ++i) {
         const int64_t h = kM * (ty0 + r) - top + i;
         const float* row = h >= 0 && h < H ? src + h * W : nullptr;
-        Vec16 chunk[kM], split[kM];
-        load_row_chunk(row, W, first, chunk);
-        deinterleave4(chunk, split);
+        Vec16 split[kM];
+        load_split_row(row, W, first, split);
         FULLY_UNROLLED for (int j = 0; j < kM; ++j) d[i][j] = split[j];
         FULLY_UNROLLED for (int e = 0; e < D - kM; ++e) {
           const float next = value_or_zero(row, W, first + kM * kLanes + e);
-          const Vec16 last = next - Vec16{};  // a broadcast (x - 0 is x, -0 included)
+          const Vec16 last = {next};  // (only lane 0 is used)
           d[i][kM + e] = __builtin_shufflevector(split[e], last, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
         }
       }
@@ -526,8 +537,8 @@ void transform_input_rows(const ConvGeometry& g, const Tiles& tl, const float* x
 // in groups of flat_rows(tl) tile rows, one task each, with per_thread
 // floats of scratch per thread (none for 0). Each thread fences its
 // streaming stores (stream_fence) when its tasks are done. The tasks are
-// handed out in runs of consecutive ones as threads come free (up to 64,
-// at least 8 runs per thread), not split evenly up front: on a busy
+// handed out in runs of consecutive ones as threads come free (tasks / (8
+// threads) per run, clamped to 1..64), not split evenly up front: on a busy
 // machine one thread falls behind, and the other waited at the barrier
 // (512 -> 512 at 7^2, batch 8, forward -4 to -5%; 256 at 64^2 and 512 at
 // 32^2 level, within 2%; session 38, both orders of an interleaved A/B,
@@ -573,10 +584,12 @@ bool stream_planes(int64_t rows, int64_t ld) {
 // V[xi][c * ld + t] = (B^T d B)[xi] for every tile t and channel c, planes
 // point_plane(C, ld) apart (ld >= T). The source rows of each task's
 // channel c + 1 are fetched ahead (as prefetch_rows' callers): 512 -> 512
-// at 32^2, batch 4, 2.9 -> 2.6 ms.
+// at 32^2, batch 4, 2.9 -> 2.6 ms. That task comes a channel's tile-row
+// groups later, usually in the same thread's run of tasks
+// (for_each_tile_rows; at 64^2, 16 groups in runs of up to 64 tasks).
 void transform_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, float* V, int64_t ld) {
   const bool stream = stream_planes(g.C, ld);
-  for_each_tile_rows(g.N, g.C, tl, input_row_scratch(tl),
+  for_each_tile_rows(g.N, g.C, tl, row_scratch(tl),
                      [&](int64_t n, int64_t c, int64_t ty0, int64_t rows, float* scratch) {
                        if (n * g.C + c + 1 < g.N * g.C)
                          prefetch_rows(x + (n * g.C + c + 1) * g.H * g.W, g.H, g.W, ty0 * kM - g.ph,
@@ -596,8 +609,6 @@ int64_t v_row_stride(int64_t tiles) {
   const int64_t ld = round_up(tiles, kLanes) + kLanes;
   return ld % 256 == 0 ? ld + kLanes : ld;
 }
-
-int64_t grad_row_scratch(const Tiles& tl) { return tl.tx < kLanes ? flat_scratch(tl) : 0; }
 
 // Sixteen tiles: out[xi * plane + l] = (A dY A^T)[xi], dY[i][j] of lane l d[i][j][l].
 [[gnu::always_inline]] inline void transform_output_grad_group(const Vec16 (&d)[kM][kM], int64_t n16, float* out,
@@ -626,7 +637,7 @@ void transform_output_grad_rows(const ConvGeometry& g, const Tiles& tl, const fl
 // Z[xi][k * T + t] for every tile t and channel k, planes point_plane(K, T) apart.
 void transform_output_grads(const ConvGeometry& g, const Tiles& tl, const float* dy, float* Z) {
   const bool stream = stream_planes(g.K, tl.total);
-  for_each_tile_rows(g.N, g.K, tl, grad_row_scratch(tl),
+  for_each_tile_rows(g.N, g.K, tl, row_scratch(tl),
                      [&](int64_t n, int64_t k, int64_t ty0, int64_t rows, float* scratch) {
                        if (n * g.K + k + 1 < g.N * g.K)
                          prefetch_rows(dy + (n * g.K + k + 1) * g.P * g.Q, g.P, g.Q, ty0 * kM, (ty0 + rows) * kM);
@@ -697,8 +708,8 @@ void transform_output_rows(const ConvGeometry& g, const Tiles& tl, const float* 
 // A task reads its tiles' runs in 36 planes: more streams than the
 // hardware prefetcher follows. So each task fetches the next task's runs
 // (for_each_tile_rows' order: tile rows, then channels, then images; the
-// same thread takes it but at the end of a run of tasks) while it
-// transforms its own: 512 -> 512 at 32^2, batch 4, 2.8-3.2 ->
+// same thread takes it, except after the last task of a run, when another
+// thread may) while it transforms its own: 512 -> 512 at 32^2, batch 4, 2.8-3.2 ->
 // 1.8-1.9 ms (session 37, both orders of an interleaved A/B).
 void transform_outputs(const ConvGeometry& g, const Tiles& tl, const float* M, const float* bias, bool relu,
                        float* y) {
@@ -796,13 +807,16 @@ ConvGeometry images(const ConvGeometry& g, int64_t count) {
 // 32^2 in perf.) Each block sums as one whole GEMM would, so the bits do
 // not depend on the cut or the thread count. C of 8 MiB or more
 // (stream_planes) is written with streaming stores where B is read in
-// place (blis_block's stream_c): it is read back only by the output
-// transform, after the region (256 -> 256 at 64^2, batch 4: the products
-// 14.7-15.0 -> 13.8-14.0 ms, the forward -5%; session 38).
+// place and the depth is one slice (blis_block's stream_c): it is read
+// back only by the output transform, after the region (256 -> 256 at
+// 64^2, batch 4: the products 14.7-15.0 -> 13.8-14.0 ms, the forward -5%;
+// session 38).
 template <typename ABlock, typename BMatrix>
 void point_products(const BlisConfig& cfg, int64_t rows, int64_t cols, int64_t depth, ABlock&& a_block,
                     BMatrix&& b, bool in_place, float beta, float* C, int64_t ldc, int64_t plane) {
-  const bool stream = stream_planes(rows, ldc);
+  // (Rows a multiple of 16 floats apart, so that every row is whole lines
+  // and the kernel's C prefetch is not given up for plain stores.)
+  const bool stream = stream_planes(rows, ldc) && ldc % kLanes == 0 && plane % kLanes == 0;
   // Blocks of B up to 512 KiB (half of a Zen 5 L2), and at least 256
   // columns: a shallow B (the weight gradient's, T deep) then takes all of
   // a 512-channel layer's columns in one block, so A is packed once.
@@ -888,7 +902,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
   // by transform_output_rows) and the row scratch.
   const int64_t ldv = v_row_stride(bt);
   const int64_t v_floats = kPoints * point_plane(g.C, ldv), m_floats = kPoints * point_plane(g.K, bt) + kLanes;
-  const int64_t per_thread = v_floats + m_floats + input_row_scratch(tl);
+  const int64_t per_thread = v_floats + m_floats + row_scratch(tl);
   const bool in_place = conv_b_in_place();
   const int slots = parallel_slots();
   const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
@@ -942,7 +956,7 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
   const CpuArray<float> partials = cpu_array<float>(groups * wt_floats + kLanes);
   std::fill_n(partials.get() + groups * wt_floats, kLanes, 0.0f);
   const int64_t v_floats = kPoints * point_plane(g.C, bt), z_floats = kPoints * point_plane(g.K, bt);
-  const int64_t per_thread = v_floats + z_floats + std::max(input_row_scratch(tl), grad_row_scratch(tl));
+  const int64_t per_thread = v_floats + z_floats + row_scratch(tl);
   const int slots = parallel_slots();
   const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
   const auto workspaces = per_thread_workspaces(cfg, slots, bt, g.C);

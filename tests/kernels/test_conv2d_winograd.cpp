@@ -96,6 +96,8 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
       make3x3(1, 3, 6, 70, 4, 2),     // 18 tiles per row, padding 2 (the flipped backward-input pads
                                       // 0): the first group's columns 4 and 5 of tile 15 are columns
                                       // 62 and 63, the second group's run past the row
+      make3x3(1, 2, 5, 66, 3, 3),     // 18 tiles per row, padding 3; the flipped backward-input pads
+                                      // -1 over 17 tiles per row: its groups start inside the row
   };
   for (const ConvGeometry& g : gs) {
     INFO(describe(g));
@@ -191,7 +193,8 @@ TEST_CASE("conv2d Winograd: whole-batch transforms streamed out, against the GEM
   // (36 x (256 x 256 + 16)) are 8 MiB or more, so the input and
   // output-gradient transforms write them with streaming stores, every
   // 16-tile vector of the flat groups (4 tile rows of 4 tiles) 64-byte
-  // aligned.
+  // aligned; so is the forward's and backward-input's M (as Z), which the
+  // 36 products stream out (blis_block's stream_c) across threads.
   check_whole_batch_against_gemm(make3x3(16, 256, 16, 16, 256, 1), 41);
   // Rows of 16 tiles (loaded row by row straight into registers): 16
   // images of 4 x 64, one tile row each, streamed alike.

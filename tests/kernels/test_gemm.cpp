@@ -118,13 +118,13 @@ TEST_CASE("every SGEMM variant gives the same bits for any thread count") {
 
 TEST_CASE("blis_block: B read in place, and C streamed out, give the packed path's bits") {
   // M = 29: two full row panels of 12 and one of 5; N = 100: three full
-  // 32-column panels read in place and a 4-wide last panel packed; K = 1100:
-  // past every KC (256-1024), so a later depth slice adds (beta 1) to what
-  // the first streamed out. ldc = 100 puts some rows off a 64-byte line
-  // (those store plainly), ldc = 128 none. C starts as NaN: beta = 0 must
-  // not read it.
-  const int64_t M = 29, N = 100, K = 1100;
-  const std::vector<float> A = random_floats(M * K, 6), B = random_floats(K * N, 7);
+  // 32-column panels read in place and a 4-wide last panel packed. K = 300
+  // fits one depth slice of both configs (KC 320 and 1024), so C streams;
+  // K = 1100 does not, and blis_block then stores plainly (a second slice
+  // would read back what the first streamed out). ldc = 100 puts three
+  // rows in four off a 64-byte line (those store plainly), ldc = 128 none.
+  // C starts as NaN: beta = 0 must not read it.
+  const int64_t M = 29, N = 100;
   for (const char* name : {"v4_ukernel_avx512_12x32", "v5_avx512_12x32_a_resident"}) {
     const auto& variant = kernels::cpu::sgemm_variant(name);
     if (!variant.available()) {
@@ -133,26 +133,30 @@ TEST_CASE("blis_block: B read in place, and C streamed out, give the packed path
     }
     const kernels::cpu::BlisConfig& cfg = variant.blis();
     REQUIRE((cfg.ukernel_b_in_place != nullptr && cfg.ukernel_b_in_place_stream != nullptr));
-    const kernels::cpu::BlisWorkspace ws(cfg, K, N);
-    const kernels::cpu::MatrixOperand b{B.data(), N, false};
-    for (const int64_t ldc : {N, int64_t{128}}) {
-      INFO(std::string(name) << ", ldc " << ldc);
-      const auto run = [&](bool in_place, bool stream) {
-        const CpuArray<float> C = cpu_array<float>(M * ldc);
-        std::fill_n(C.get(), M * ldc, std::nanf(""));
-        kernels::cpu::blis_block(cfg, M, N, K, kernels::cpu::AOperand{A.data(), K},
-                                 kernels::cpu::matrix_packer(b, in_place), 0, 0.0f, C.get(), ldc, ws, stream);
-        std::vector<float> out;
-        for (int64_t i = 0; i < M; ++i) out.insert(out.end(), C.get() + i * ldc, C.get() + i * ldc + N);
-        return out;
-      };
-      const std::vector<float> packed = run(false, false);
-      CHECK(run(true, false) == packed);
-      CHECK(run(true, true) == packed);
+    for (const int64_t K : {int64_t{300}, int64_t{1100}}) {
+      const std::vector<float> A = random_floats(M * K, 6), B = random_floats(K * N, 7);
+      const kernels::cpu::BlisWorkspace ws(cfg, K, N);
+      const kernels::cpu::MatrixOperand b{B.data(), N, false};
       std::vector<float> want(M * N);
       kernels::ref::gemm<float>(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, want.data(), N);
-      CHECK_CLOSE(std::vector<double>(packed.begin(), packed.end()), std::vector<double>(want.begin(), want.end()),
-                  1e-5 * K, 1e-6 * K);
+      for (const int64_t ldc : {N, int64_t{128}}) {
+        INFO(std::string(name) << ", K " << K << ", ldc " << ldc);
+        const auto run = [&](bool in_place, bool stream) {
+          const CpuArray<float> C = cpu_array<float>(M * ldc);
+          REQUIRE(reinterpret_cast<uintptr_t>(C.get()) % 64 == 0);
+          std::fill_n(C.get(), M * ldc, std::nanf(""));
+          kernels::cpu::blis_block(cfg, M, N, K, kernels::cpu::AOperand{A.data(), K},
+                                   kernels::cpu::matrix_packer(b, in_place), 0, 0.0f, C.get(), ldc, ws, stream);
+          std::vector<float> out;
+          for (int64_t i = 0; i < M; ++i) out.insert(out.end(), C.get() + i * ldc, C.get() + i * ldc + N);
+          return out;
+        };
+        const std::vector<float> packed = run(false, false);
+        CHECK(run(true, false) == packed);
+        CHECK(run(true, true) == packed);
+        CHECK_CLOSE(std::vector<double>(packed.begin(), packed.end()), std::vector<double>(want.begin(), want.end()),
+                    1e-5 * K, 1e-6 * K);
+      }
     }
   }
 }

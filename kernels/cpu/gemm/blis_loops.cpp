@@ -234,6 +234,9 @@ void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AO
     return;
   }
   const bool in_place = b.in_place != nullptr && cfg.ukernel_b_in_place != nullptr;
+  // Only a single depth slice streams: a second one would read back from
+  // memory the C its first slice had just sent around the caches.
+  stream_c = stream_c && K <= cfg.kc;
   for (int64_t jc = 0; jc < n; jc += cfg.nc) {
     const int64_t nc = std::min(cfg.nc, n - jc);
     for (int64_t pc = 0; pc < K; pc += cfg.kc) {

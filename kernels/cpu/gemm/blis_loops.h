@@ -63,9 +63,9 @@ struct BlisConfig {
   SgemmInPlaceKernelFn ukernel_b_in_place = nullptr;  // optional, see above
   // Optional: ukernel_b_in_place, but where beta == 0 it writes C's rows
   // with streaming stores (where 64-byte aligned, whole lines) and does
-  // not prefetch them: for a large C written once and read only after all
-  // the GEMMs (blis_block's stream_c). The caller fences (_mm_sfence) before
-  // another thread reads C.
+  // not prefetch them: for a large C written once, in one depth slice,
+  // and read only after all the GEMMs (blis_block's stream_c). The caller
+  // fences (_mm_sfence) before another thread reads C.
   SgemmInPlaceKernelFn ukernel_b_in_place_stream = nullptr;
 };
 
@@ -164,12 +164,13 @@ CpuArray<float> prepack_a(const BlisConfig& cfg, bool trans, const float* A, int
 // with B given by a packer (j0 is passed through to it). Runs the jc, pc,
 // ic, jr, ir loops single-threaded; callers parallelise over blocks.
 // n must not exceed the workspace's max_cols.
-// stream_c: where B is read in place and beta is 0, C goes out with
-// streaming stores (cfg.ukernel_b_in_place_stream, where the config has
-// it): no read of each C line before it is written, and the A and B blocks
-// stay in L2. For a C too large for the caches that is read only after
-// the parallel region (the Winograd products: 256 -> 256 at 64^2, batch 4,
-// the 36 products -6%). The caller fences before another thread reads C.
+// stream_c: where B is read in place, beta is 0 and K fits one depth
+// slice (K <= cfg.kc), C goes out with streaming stores
+// (cfg.ukernel_b_in_place_stream, where the config has it): no read of
+// each C line before it is written, and the A and B blocks stay in L2.
+// For a C too large for the caches that is read only after the parallel
+// region (the Winograd products: 256 -> 256 at 64^2, batch 4, the 36
+// products -6%). The caller fences before another thread reads C.
 void blis_block(const BlisConfig& cfg, int64_t m, int64_t n, int64_t K, const AOperand& a, const BPanelPacker& b,
                 int64_t j0, float beta, float* C, int64_t ldc, const BlisWorkspace& ws, bool stream_c = false);
 

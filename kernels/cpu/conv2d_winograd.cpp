@@ -361,6 +361,11 @@ int64_t flat_plane_stride(const Tiles& tl) {
 // The planes.
 int64_t flat_scratch(const Tiles& tl) { return kFlatPlanes * flat_plane_stride(tl); }
 
+// row[col] of a row W wide, zero outside it and for a null row (a padding row).
+inline float value_or_zero(const float* row, int64_t W, int64_t col) {
+  return row != nullptr && col >= 0 && col < W ? row[col] : 0.0f;
+}
+
 // v[k][l] = row[first + 16 k + l] for 64 columns from `first` (which may
 // be negative), zero outside [0, W) and everywhere for a null row (a
 // padding row). Straight into registers: a padded copy of the row in
@@ -391,10 +396,7 @@ int64_t flat_scratch(const Tiles& tl) { return kFlatPlanes * flat_plane_stride(t
   }
 #else
   alignas(64) float padded[kM * kLanes];
-  for (int64_t l = 0; l < kM * kLanes; ++l) {
-    const int64_t col = first + l;
-    padded[l] = col >= 0 && col < W ? row[col] : 0.0f;
-  }
+  for (int64_t l = 0; l < kM * kLanes; ++l) padded[l] = value_or_zero(row, W, first + l);
   FULLY_UNROLLED for (int k = 0; k < kM; ++k) v[k] = load16(padded + kLanes * k);
 #endif
 }
@@ -471,11 +473,6 @@ int64_t row_scratch(const Tiles& tl) { return tl.tx < kLanes ? flat_scratch(tl) 
   Vec16 v[kA][kA];
   sandwich<kA, kA, false>(kBT, d, v);
   store_points(v, n16, out, plane, stream);
-}
-
-// src[row, col] of an H x W plane, zero outside it.
-inline float value_or_zero(const float* row, int64_t W, int64_t col) {
-  return row != nullptr && col >= 0 && col < W ? row[col] : 0.0f;
 }
 
 // Where a row has 16 tiles or more (inputs: D = kA, kA x kA patches;

@@ -15,6 +15,7 @@
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
+#include "kernels/cpu/gemm/transpose_pack.h"
 #include "tensor/cpu_allocator.h"
 #include "tensor/error.h"
 
@@ -174,6 +175,72 @@ int64_t point_plane(int64_t rows, int64_t columns) { return rows * columns + kLa
 // out-of-memory error then reaches the caller instead of terminating).
 int parallel_slots() { return omp_get_max_threads(); }
 
+// taps[s][t], lane l: tap t (with flip, 8 - t) of row l's filter at depth
+// step s, for rows l < n and steps s < steps (n, steps <= 16; other lanes
+// and steps zero). Row l's filters of consecutive steps are consecutive
+// 9-float runs from rows + l * stride. With AVX-512, 16 rows' runs are
+// loaded a vector at a time and transposed in registers. (A scalar copy
+// into taps, read back by vector loads, waited on store forwarding: the
+// filter transforms took more time than their 151 MB of stores for 1024
+// -> 1024 at 16^2; gathers were slower still.)
+void load_taps(const float* rows, int64_t stride, int64_t n, int64_t steps, bool flip, Vec16 (&taps)[kLanes][9]) {
+#if defined(__AVX512F__)
+  _Pragma("GCC unroll 9") for (int j = 0; j < 9; ++j) {  // floats 16 j .. 16 j + 15 of each row's 9 x 16
+    const int64_t left = std::clamp<int64_t>(9 * steps - kLanes * j, 0, kLanes);
+    const auto live = static_cast<__mmask16>((1u << left) - 1);
+    __m512 r[kLanes];
+    for (int l = 0; l < kLanes; ++l)
+      r[l] = l < n ? _mm512_maskz_loadu_ps(live, rows + l * stride + kLanes * j) : _mm512_setzero_ps();
+    transpose16x16(r);
+    FULLY_UNROLLED for (int i = 0; i < kLanes; ++i) {
+      const int e = kLanes * j + i, t = e % 9;
+      std::memcpy(&taps[e / 9][flip ? 8 - t : t], &r[i], sizeof(Vec16));
+    }
+  }
+#else
+  float scalar[kLanes][9][kLanes] = {};
+  for (int64_t l = 0; l < n; ++l)
+    for (int64_t s = 0; s < steps; ++s)
+      for (int t = 0; t < 9; ++t) scalar[s][flip ? 8 - t : t][l] = rows[l * stride + 9 * s + t];
+  for (int s = 0; s < kLanes; ++s)
+    for (int t = 0; t < 9; ++t) taps[s][t] = load16(scalar[s][t]);
+#endif
+}
+
+// The taps (load_taps) of the filters of rows r0 .. r0 + n at depth steps
+// d0 .. d0 + steps of the convolution computed: (k, c) = (row, step), or
+// with `flip` the backward-input's (c, k), each kernel turned 180 degrees.
+// Flipped, a step's rows are one run of n filters; they are copied into
+// per-row runs first.
+void filter_taps(const ConvGeometry& g, const float* w, bool flip, int64_t r0, int64_t n, int64_t d0, int64_t steps,
+                 Vec16 (&taps)[kLanes][9]) {
+  // The next 16 steps' filters are fetched now: n runs (flipped, 16) far
+  // apart, more streams than the hardware prefetcher follows.
+  const int64_t next = d0 + kLanes;
+  if (!flip) {
+    if (next + kLanes <= g.C)
+      for (int64_t l = 0; l < n; ++l)
+        for (int64_t q = 0; q < 9 * kLanes; q += kLanes) __builtin_prefetch(w + ((r0 + l) * g.C + next) * 9 + q);
+    return load_taps(w + (r0 * g.C + d0) * 9, g.C * 9, n, steps, false, taps);
+  }
+  if (next + kLanes <= g.K)
+    for (int64_t s = 0; s < kLanes; ++s)
+      for (int64_t q = 0; q < 9 * n; q += kLanes) __builtin_prefetch(w + ((next + s) * g.C + r0) * 9 + q);
+  alignas(64) float runs[kLanes][kLanes * 9];
+  for (int64_t s = 0; s < steps; ++s) {
+    const float* step = w + ((d0 + s) * g.C + r0) * 9;
+    for (int64_t l = 0; l < n; ++l) std::memcpy(runs[l] + 9 * s, step + 9 * l, 9 * sizeof(float));
+  }
+  load_taps(runs[0], kLanes * 9, n, steps, true, taps);
+}
+
+// u = G f G^T for the 3 x 3 taps f, 16 filters at a time.
+inline void transform_taps(const Vec16 (&taps)[9], Vec16 (&u)[kA][kA]) {
+  Vec16 f[3][3];
+  FULLY_UNROLLED for (int t = 0; t < 9; ++t) f[t / 3][t % 3] = taps[t];
+  sandwich<kA, 3, false>(kG, f, u);
+}
+
 // The filter transforms of a forward (or, with `flip`, of the
 // backward-input's flipped convolution) written straight into the GEMM's
 // packed A layout (prepack_a's, blis_loops.h), one A per point xi: rows
@@ -241,28 +308,24 @@ PackedFilters pack_transformed_filters(const ConvGeometry& g, const float* w, bo
         const int64_t kc = std::min(cfg.kc, depth - pc);
         // (r0, pc) in prepack_a's layout; depth step d of the slice is mr floats further each.
         float* slice = packed.data.get() + pc * mpad + r0 * kc;
-        for (int64_t d0 = pc; d0 < pc + kc; d0 += kDepthGroup) {
-          const int64_t steps = std::min(kDepthGroup, pc + kc - d0);
-          for (int64_t d = d0; d < d0 + steps; ++d) {
-            // Tap t of the panel's filter l to taps[t][l] (lane by lane into a
-            // vector would stall on store forwarding), then one load per tap.
-            float taps[9][kLanes] = {};
-            for (int64_t l = 0; l < n; ++l) {
-              const int64_t k = flip ? d : r0 + l, c = flip ? r0 + l : d;
-              const float* src = w + (k * g.C + c) * 9;
-              for (int t = 0; t < 9; ++t) taps[t][l] = src[flip ? 8 - t : t];
+        for (int64_t b0 = pc; b0 < pc + kc; b0 += kLanes) {  // 16 depth steps' taps at a time
+          const int64_t block = std::min<int64_t>(kLanes, pc + kc - b0);
+          Vec16 taps[kLanes][9];
+          filter_taps(g, w, flip, r0, n, b0, block, taps);
+          for (int64_t d0 = b0; d0 < b0 + block; d0 += kDepthGroup) {
+            const int64_t steps = std::min(kDepthGroup, b0 + block - d0);
+            for (int64_t d = d0; d < d0 + steps; ++d) {
+              Vec16 u[kA][kA];
+              transform_taps(taps[d - b0], u);
+              // Whole vectors, mr apart: each overwrites the previous one's
+              // lanes past mr (rows past the last filter come out zero).
+              FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
+                std::memcpy(group[xi] + (d - d0) * mr, &u[xi / kA][xi % kA], sizeof(Vec16));
+              }
             }
-            Vec16 f[3][3], u[kA][kA];
-            FULLY_UNROLLED for (int t = 0; t < 9; ++t) f[t / 3][t % 3] = load16(taps[t]);
-            sandwich<kA, 3, false>(kG, f, u);
-            // Whole vectors, mr apart: each overwrites the previous one's
-            // lanes past mr (rows past the last filter come out zero).
-            FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
-              std::memcpy(group[xi] + (d - d0) * mr, &u[xi / kA][xi % kA], sizeof(Vec16));
+            for (int xi = 0; xi < kPoints; ++xi) {
+              stream_copy(group[xi], steps * mr, slice + xi * packed.per_point + (d0 - pc) * mr);
             }
-          }
-          for (int xi = 0; xi < kPoints; ++xi) {
-            stream_copy(group[xi], steps * mr, slice + xi * packed.per_point + (d0 - pc) * mr);
           }
         }
       }
@@ -280,6 +343,19 @@ PackedFilters pack_transformed_filters(const ConvGeometry& g, const float* w, bo
 // were 1-5% slower than 4 (session 38, both orders of an interleaved A/B).
 constexpr int64_t kUntransformAhead = 64;
 
+// dw[k, c + l] = G^T m G for lanes l < n of the 36 summed points m: 16
+// filters of output channel k at a time.
+inline void untransform16(const ConvGeometry& g, const Vec16 (&m)[kA][kA], int64_t k, int64_t c, int64_t n,
+                          float* dw) {
+  Vec16 f[3][3];
+  sandwich<3, kA, true>(kG, m, f);
+  float* dst = dw + (k * g.C + c) * 9;  // the n filters' taps: one run of 9 n floats
+  float taps[9][kLanes];
+  FULLY_UNROLLED for (int t = 0; t < 9; ++t) std::memcpy(taps[t], &f[t / 3][t % 3], sizeof(Vec16));
+  for (int64_t l = 0; l < n; ++l)
+    for (int t = 0; t < 9; ++t) dst[9 * l + t] = taps[t][l];
+}
+
 // dw[k,c] = G^T W[., k, c] G for W = Wt_0 + Wt_1 + ... + Wt_{parts-1},
 // added in that order, Wt_p at Wt + p * part_floats, each with its planes
 // point_plane(K, C) apart (the banded weight gradient's partial sums,
@@ -292,7 +368,7 @@ void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw, int6
   for (int64_t k = 0; k < g.K; ++k)
     for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
       const int64_t n = std::min<int64_t>(kLanes, g.C - c0), at = k * g.C + c0;
-      Vec16 m[kA][kA], f[3][3];
+      Vec16 m[kA][kA];
       // (One loop for every part, the first assigning: written with part 0
       // peeled off and a prefetch lambda, the weight gradient of 512 ->
       // 1024 at 16^2 ran 26% slower, the same bits.)
@@ -305,13 +381,7 @@ void untransform_filters(const ConvGeometry& g, const float* Wt, float* dw, int6
           m[xi / kA][xi % kA] = p == 0 ? v : m[xi / kA][xi % kA] + v;
         }
       }
-      sandwich<3, kA, true>(kG, m, f);
-      float taps[9][kLanes];
-      FULLY_UNROLLED for (int t = 0; t < 9; ++t) std::memcpy(taps[t], &f[t / 3][t % 3], sizeof(Vec16));
-      for (int64_t l = 0; l < n; ++l) {
-        float* dst = dw + (k * g.C + c0 + l) * 9;
-        for (int t = 0; t < 9; ++t) dst[t] = taps[t][l];
-      }
+      untransform16(g, m, k, c0, n, dw);
     }
 }
 
@@ -845,8 +915,16 @@ void point_products(const BlisConfig& cfg, int64_t rows, int64_t cols, int64_t d
 // y = the forward of g from its packed filter transforms (rows K, depth C).
 void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, bool relu,
                     float* y);
-void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilters& U, const float* bias, bool relu,
-                         float* y) {
+// y = the forward of g, transforming the filters w of `layer` (flipped:
+// the backward-input's) block by block as the products need them.
+void forward_fused(const ConvGeometry& g, const float* x, const ConvGeometry& layer, const float* w, bool flip,
+                   const float* bias, bool relu, float* y);
+bool fused_filters_suit(const ConvGeometry& g);
+
+// y = the forward g (the layer itself, or with `flip` its backward-input's
+// flipped convolution) of x, with the filters w of `layer`.
+void forward_transformed(const ConvGeometry& g, const float* x, const ConvGeometry& layer, const float* w, bool flip,
+                         const float* bias, bool relu, float* y) {
   // Banded while U is small enough to re-read per band (session 24, batch
   // 4, 2 threads: 64 -> 64 at 256^2 47.8 -> 42.8 ms, 128 -> 128 at 128^2
   // 30.8 -> 27.6, 256 -> 256 at 64^2 28.4 -> 24.4; but 512 -> 512 at 32^2
@@ -864,8 +942,11 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
   // against the whole batch's 6.9).
   const bool banded =
       g.C * g.K < 256 * 256 || (g.C * g.K == 256 * 256 && image_transform_floats(g) > kChunkFloats);
-  if (banded && Tiles(g).per_image >= kBandTiles) return forward_banded(g, x, U, bias, relu, y);
   const BlisConfig& cfg = sgemm_blis_config();
+  if (banded && Tiles(g).per_image >= kBandTiles)
+    return forward_banded(g, x, pack_transformed_filters(layer, w, flip, cfg), bias, relu, y);
+  if (fused_filters_suit(g)) return forward_fused(g, x, layer, w, flip, bias, relu, y);
+  const PackedFilters U = pack_transformed_filters(layer, w, flip, cfg);
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(tiles);
   const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));
   const CpuArray<float> M = transform_buffer(kPoints * point_plane(g.K, tiles));
@@ -878,6 +959,99 @@ void forward_transformed(const ConvGeometry& g, const float* x, const PackedFilt
         [&](int xi, int64_t i0) { return AOperand{U.point(xi), 0, false, 1.0f, round_up(g.K, cfg.mr), i0}; },
         [&](int xi) { return MatrixOperand{V.get() + xi * point_plane(g.C, ldv), ldv, false}; }, conv_b_in_place(),
         0.0f, M.get(), tl.total, point_plane(g.K, tl.total));
+    transform_outputs(gc, tl, M.get(), bias, relu, y + n0 * g.K * g.P * g.Q);
+  }
+}
+
+// The forward with the filter transforms fused into the products, for
+// layers whose transformed filters U (36 K C floats, 4x the weights) dwarf
+// their transformed tiles: deep layers on small images (1024 -> 1024 at
+// 16^2: U is 151 MB, V 9.4 MB at batch 4 and 2.4 MB at batch 1). Packing
+// U first writes it to memory, and the products then read it back from
+// there: with U cycling through L3 instead, they ran 24-35% faster (a test
+// that gave wrong answers). Here each task is a block of kFusedRows output
+// channels: per depth slice of kFusedDepth input channels it transforms
+// those filters into its own packed A blocks, one per point (36 x 96 x
+// 128 floats, 1.7 MiB, L2 and L3), and runs the slice's 36 products
+// against V straight away, summing into M. Every filter is still
+// transformed once; V, small here, is read once per block. A block's M
+// sums its slices in order on one thread: the same bits for any thread
+// count (not the whole-batch form's bits: its depth slices differ).
+//
+// Measured against the unfused whole-batch form (session 39, Zen 5 VM, 2
+// threads, both orders of an interleaved A/B, median of 4 ratios):
+// 1024 -> 1024 at 16^2, forward / backward-input, batch 4 -11% / -17%,
+// batch 1 -21% / -25%; 512 -> 1024 at 16^2 batch 4 -15% / -13%; 512 ->
+// 512 at 32^2 batch 1 -11%; 256 -> 256 at 16^2 batch 4 -1% / -7%, but 128
+// and 64 channels at 16^2 +30% (so C K of 512^2 or more). 128 tiles (batch
+// 8 at 16^2, 2 at 32^2) were 5% slower (the first version's 48 x 64
+// blocks). Blocks of 48 x 64 gave -2 to -4% where 96 x 128 gives -13%
+// (1024 -> 1024 at 16^2), 12 x 1024 -15% at batch 4 but +14% at batch 1.
+constexpr int64_t kFusedRows = 96, kFusedDepth = 128, kFusedMaxTiles = 64, kFusedMinFilters = 512 * 512;
+
+bool fused_filters_suit(const ConvGeometry& g) {
+  return g.C * g.K >= kFusedMinFilters && Tiles(images(g, images_per_chunk(g))).total <= kFusedMaxTiles;
+}
+
+void forward_fused(const ConvGeometry& g, const float* x, const ConvGeometry& layer, const float* w, bool flip,
+                   const float* bias, bool relu, float* y) {
+  const BlisConfig& cfg = sgemm_blis_config();
+  const int64_t mr = cfg.mr, mb = round_up(kFusedRows, mr), ds = std::min(kFusedDepth, cfg.kc);
+  CRFSEG_CHECK(mr <= kLanes, NotImplementedError, "conv2d_winograd: micro-kernel rows (MR) ", mr, " > ", kLanes);
+  const int64_t per_point = mb * ds + kLanes;  // + the last depth step's whole-vector store
+  const int64_t chunk = images_per_chunk(g), max_tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(max_tiles);
+  const int64_t nb = std::min(round_up(max_tiles, cfg.nr), cfg.nc);
+  const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));
+  const CpuArray<float> M = transform_buffer(kPoints * point_plane(g.K, max_tiles));
+  const int slots = parallel_slots();
+  const CpuArray<float> blocks = cpu_array<float>(slots * kPoints * per_point);
+  const auto workspaces = per_thread_workspaces(cfg, slots, ds, nb);
+  const bool in_place = conv_b_in_place();
+  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
+    const ConvGeometry gc = images(g, std::min(chunk, g.N - n0));
+    const Tiles tl(gc);
+    const int64_t T = tl.total, v_plane = point_plane(g.C, ldv), m_plane = point_plane(g.K, T);
+    transform_inputs(gc, tl, x + n0 * g.C * g.H * g.W, V.get(), ldv);
+#pragma omp parallel
+    {
+      const int tid = omp_get_thread_num();
+      float* a = blocks.get() + tid * kPoints * per_point;
+      const BlisWorkspace& ws = *workspaces[tid];
+#pragma omp for schedule(dynamic, 1) nowait
+      for (int64_t r0 = 0; r0 < g.K; r0 += mb) {
+        const int64_t rows = std::min(mb, g.K - r0);
+        AOperand ap{};
+        ap.packed_rows = round_up(rows, mr);
+        for (int64_t pc = 0; pc < g.C; pc += ds) {
+          const int64_t kc = std::min(ds, g.C - pc);
+          // The slice's filters in prepack_a's layout (one depth slice):
+          // micro-panel p at p mr kc, depth step d of it mr floats on.
+          for (int64_t p = 0; p * mr < rows; ++p) {
+            for (int64_t b0 = pc; b0 < pc + kc; b0 += kLanes) {
+              const int64_t block = std::min<int64_t>(kLanes, pc + kc - b0);
+              Vec16 taps[kLanes][9];
+              filter_taps(layer, w, flip, r0 + p * mr, std::min(mr, rows - p * mr), b0, block, taps);
+              for (int64_t d = b0; d < b0 + block; ++d) {
+                Vec16 u[kA][kA];
+                transform_taps(taps[d - b0], u);
+                float* at = a + (p * kc + d - pc) * mr;
+                FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
+                  std::memcpy(at + xi * per_point, &u[xi / kA][xi % kA], sizeof(Vec16));
+                }
+              }
+            }
+          }
+          for (int xi = 0; xi < kPoints; ++xi) {
+            ap.data = a + xi * per_point;
+            const MatrixOperand vb{V.get() + xi * v_plane + pc * ldv, ldv, false};
+            for (int64_t j0 = 0; j0 < T; j0 += nb) {
+              blis_block(cfg, rows, std::min(nb, T - j0), kc, ap, matrix_packer(vb, in_place), j0,
+                         pc == 0 ? 0.0f : 1.0f, M.get() + xi * m_plane + r0 * T + j0, T, ws);
+            }
+          }
+        }
+      }
+    }
     transform_outputs(gc, tl, M.get(), bias, relu, y + n0 * g.K * g.P * g.Q);
   }
 }
@@ -988,6 +1162,84 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
   untransform_filters(g, partials.get(), dw, groups, wt_floats);
 }
 
+// The weight gradient with the untransform fused into the products, for
+// the same layers as forward_fused (deep, on small images): there the 36
+// products Wt[xi] [K, C] = Z[xi] . V[xi]^T are 36 K C floats (151 MB for
+// 1024 -> 1024), written to memory by the GEMMs and read back by the
+// untransform, against 36 (K + C) T floats of Z and V. Here each task is
+// a kWeightBlock x kWeightBlock block of (k, c): it runs the block's 36
+// products into its own buffer and untransforms them straight away. So
+// that no task repacks the operands, each point's Z is packed once as the
+// GEMMs' A (pack_a) and its V transposed once into a row-major V^T [T, C],
+// which the GEMMs read in place as B. Each output is one task's dot
+// product over all T tiles, as in the unfused form: the same bits, for any
+// thread count. Against the unfused form (session 39, as forward_fused's
+// numbers): with 16 tiles, 1024 -> 1024 at 16^2 batch 1 -18%, at 8^2 batch
+// 4 -17%, 512 -> 1024 at 16^2 batch 1 -9%; but with 32 tiles (512 -> 1024,
+// batch 2) +10%, and with 64 level to +5% (blocks of 48 to 192 rows and
+// 64 to 192 columns alike). So 16 tiles at most.
+constexpr int64_t kWeightBlock = 96, kWeightFusedMaxTiles = 16;
+
+bool weight_grad_fused(const ConvGeometry& g) {
+  return images_per_chunk(g) >= g.N && g.C * g.K >= kFusedMinFilters && Tiles(g).total <= kWeightFusedMaxTiles;
+}
+
+void backward_weight_fused(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
+  const BlisConfig& cfg = sgemm_blis_config();
+  const Tiles tl(g);
+  const int64_t T = tl.total, ldv = v_row_stride(T), mpad = round_up(g.K, cfg.mr);
+  const int64_t ldt = round_up(g.C, kLanes) + kLanes;  // V^T's rows, never a multiple of 256 floats apart
+  const int64_t mb = round_up(kWeightBlock, cfg.mr), cb = round_up(kWeightBlock, cfg.nr);
+  const int64_t block_floats = mb * cb + kLanes;
+  const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));
+  const CpuArray<float> Z = transform_buffer(kPoints * point_plane(g.K, T));
+  const CpuArray<float> A = cpu_array<float>(kPoints * mpad * T);
+  const CpuArray<float> Vt = cpu_array<float>(kPoints * T * ldt);
+  const int slots = parallel_slots();
+  const CpuArray<float> blocks = cpu_array<float>(slots * kPoints * block_floats);
+  const auto workspaces = per_thread_workspaces(cfg, slots, T, cb);
+  transform_inputs(g, tl, x, V.get(), ldv);
+  transform_output_grads(g, tl, dy, Z.get());
+  const int64_t row_blocks = ceil_div(g.K, mb), col_blocks = ceil_div(g.C, cb);
+#pragma omp parallel
+  {
+    const int tid = omp_get_thread_num();
+#pragma omp for schedule(static)
+    for (int xi = 0; xi < kPoints; ++xi) {
+      const float* z = Z.get() + xi * point_plane(g.K, T);
+      for (int64_t pc = 0; pc < T; pc += cfg.kc)  // prepack_a's layout
+        pack_a(cfg, false, z, T, 0, g.K, pc, std::min(cfg.kc, T - pc), 1.0f, A.get() + xi * mpad * T + pc * mpad);
+      const float* v = V.get() + xi * point_plane(g.C, ldv);
+      for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
+        const float* rows[kLanes];
+        const int n = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
+        for (int r = 0; r < n; ++r) rows[r] = v + (c0 + r) * ldv;
+        transpose_pack(rows, n, T, 1.0f, Vt.get() + xi * T * ldt + c0, ldt);
+      }
+    }
+    float* block = blocks.get() + tid * kPoints * block_floats;
+    const BlisWorkspace& ws = *workspaces[tid];
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int64_t task = 0; task < row_blocks * col_blocks; ++task) {
+      const int64_t k0 = task / col_blocks * mb, c0 = task % col_blocks * cb;
+      const int64_t rows = std::min(mb, g.K - k0), cols = std::min(cb, g.C - c0);
+      for (int xi = 0; xi < kPoints; ++xi) {
+        const AOperand a{A.get() + xi * mpad * T, 0, false, 1.0f, mpad, k0};
+        const MatrixOperand vt{Vt.get() + xi * T * ldt, ldt, false};
+        blis_block(cfg, rows, cols, T, a, matrix_packer(vt, true), c0, 0.0f, block + xi * block_floats, cb, ws);
+      }
+      for (int64_t k = 0; k < rows; ++k)
+        for (int64_t c = 0; c < cols; c += kLanes) {
+          Vec16 m[kA][kA];
+          FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
+            m[xi / kA][xi % kA] = load16(block + xi * block_floats + k * cb + c);
+          }
+          untransform16(g, m, k0 + k, c0 + c, std::min<int64_t>(kLanes, cols - c), dw);
+        }
+    }
+  }
+}
+
 }  // namespace
 
 bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
@@ -1008,6 +1260,12 @@ bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
 
 int64_t conv2d_winograd_tiles(const ConvGeometry& g) { return Tiles(g).total; }
 
+bool conv2d_winograd_forward_fused(const ConvGeometry& g) { return fused_filters_suit(g); }
+
+bool conv2d_winograd_weight_grad_fused(const ConvGeometry& g) {
+  return !conv2d_winograd_weight_grad_in_bands(g) && weight_grad_fused(g);
+}
+
 bool conv2d_winograd_applies(const ConvGeometry& g) {
   return g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.N > 0 && g.K > 0 &&
          g.C > 0 && g.P > 0 && g.Q > 0;
@@ -1016,7 +1274,7 @@ bool conv2d_winograd_applies(const ConvGeometry& g) {
 void conv2d_winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
                              bool relu) {
   check_applies(g, "conv2d_winograd_forward");
-  forward_transformed(g, x, pack_transformed_filters(g, w, /*flip=*/false, sgemm_blis_config()), bias, relu, y);
+  forward_transformed(g, x, g, w, /*flip=*/false, bias, relu, y);
 }
 
 void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
@@ -1026,13 +1284,13 @@ void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, cons
   f.C = g.K, f.H = g.P, f.W = g.Q;
   f.K = g.C, f.P = g.H, f.Q = g.W;
   f.ph = 2 - g.ph, f.pw = 2 - g.pw;
-  forward_transformed(f, dy, pack_transformed_filters(g, w, /*flip=*/true, sgemm_blis_config()), nullptr, false,
-                      dx);
+  forward_transformed(f, dy, g, w, /*flip=*/true, nullptr, false, dx);
 }
 
 void conv2d_winograd_backward_weight(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   check_applies(g, "conv2d_winograd_backward_weight");
   if (conv2d_winograd_weight_grad_in_bands(g)) return backward_weight_banded(g, dy, x, dw);
+  if (weight_grad_fused(g)) return backward_weight_fused(g, dy, x, dw);
   const BlisConfig& cfg = sgemm_blis_config();
   const int64_t chunk = images_per_chunk(g), tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(tiles);
   const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));

@@ -5,7 +5,8 @@
 // (the backward-input's flipped padding 2 - p goes negative at 3), channel
 // counts off the 16-lane groups. All passes run in bands of tile rows for
 // small C K and over the whole batch in chunks otherwise: both forms are
-// covered, the second with several chunks (against the GEMM path). Also:
+// covered, the second with several chunks (against the GEMM path), and
+// so are the deep layers' fused filter transforms on small images. Also:
 // thread-count independence, the dispatch rules, the error on a geometry
 // it does not handle.
 #include <omp.h>
@@ -199,6 +200,35 @@ TEST_CASE("conv2d Winograd: whole-batch transforms streamed out, against the GEM
   // Rows of 16 tiles (loaded row by row straight into registers): 16
   // images of 4 x 64, one tile row each, streamed alike.
   check_whole_batch_against_gemm(make3x3(16, 256, 4, 64, 256, 1), 43);
+}
+
+TEST_CASE("conv2d Winograd: deep layers on small images, filter transforms fused, against the GEMM path") {
+  // C K >= 512^2 on few tiles: the forward and backward-input transform
+  // their filters in blocks of 96 rows by 128 deep inside the products,
+  // and the weight gradient (16 tiles at most) untransforms its products
+  // in blocks of 96 x 96. 517 -> 515 channels: the last row block ends in
+  // a partial micro-panel (515 = 5 x 96 + 35, 35 = 2 x 12 + 11; 517 =
+  // 5 x 96 + 37 for the flipped form), the last depth slice is 5 or 3
+  // deep (517 = 4 x 128 + 5; 515 = 4 x 128 + 3), so the filter taps' last
+  // run of 16 steps is partial. One 10 x 14 image: 12 tiles, under one
+  // 32-column panel.
+  const ConvGeometry g = make3x3(1, 517, 10, 14, 515, 1);
+  ConvGeometry flipped = g;  // the backward-input's forward (padding 1: the same tiles)
+  flipped.C = g.K, flipped.K = g.C;
+  REQUIRE(kernels::cpu::conv2d_winograd_forward_fused(g));
+  REQUIRE(kernels::cpu::conv2d_winograd_forward_fused(flipped));
+  REQUIRE(kernels::cpu::conv2d_winograd_weight_grad_fused(g));
+  check_whole_batch_against_gemm(g, 51);
+  // 4 images of 16^2: 64 tiles, two full panels read in place; the
+  // weight gradient unfused. 530 -> 520 channels.
+  const ConvGeometry h = make3x3(4, 530, 16, 16, 520, 1);
+  REQUIRE(kernels::cpu::conv2d_winograd_forward_fused(h));
+  REQUIRE_FALSE(kernels::cpu::conv2d_winograd_weight_grad_fused(h));
+  check_whole_batch_against_gemm(h, 55);
+  // Neither where C K is under 512^2 or the batch has more tiles.
+  CHECK_FALSE(kernels::cpu::conv2d_winograd_forward_fused(make3x3(1, 256, 16, 16, 256, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_winograd_forward_fused(make3x3(8, 1024, 16, 16, 1024, 1)));
+  CHECK_FALSE(kernels::cpu::conv2d_winograd_weight_grad_fused(make3x3(2, 1024, 16, 16, 1024, 1)));
 }
 
 TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, with packing's bits") {

@@ -36,8 +36,8 @@ constexpr int64_t kL2Columns = 256;
 // Below this M*N*K (~100^3) a parallel region costs more than it saves.
 constexpr int64_t kParallelMinWork = int64_t(1) << 20;
 
-// Packs alpha * op(A)[i0 : i0+mc, p0 : p0+kc] into MR-row micro-panels.
-// op(A)(i, k) is A[i * lda + k], or A[k * lda + i] when trans_a.
+}  // namespace
+
 void pack_a(const BlisConfig& cfg, bool trans_a, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
             int64_t kc, float alpha, float* dst) {
   const int64_t mr = cfg.mr;
@@ -77,6 +77,8 @@ void pack_a(const BlisConfig& cfg, bool trans_a, const float* A, int64_t lda, in
       for (int64_t r = rows; r < mr; ++r) panel[k * mr + r] = 0.0f;
   }
 }
+
+namespace {
 
 // Loops jr and ir over one packed A block (m x kc) and B block (kc x n),
 // updating the m x n block of C at C (leading dim ldc). With b_in_place, the

@@ -152,6 +152,12 @@ struct AOperand {
   int64_t row0 = 0;         // prepacked only: the block's first row, a multiple of MR
 };
 
+// Packs alpha * op(A)[i0 : i0+mc, p0 : p0+kc] into MR-row micro-panels at
+// dst (the layout of one KC slice of prepack_a's, rows from i0).
+// op(A)(i, k) is A[i * lda + k], or A[k * lda + i] when trans_a.
+void pack_a(const BlisConfig& cfg, bool trans_a, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
+            int64_t kc, float alpha, float* dst);
+
 // Packs all of alpha * op(A) (M x K) in the layout blis_block reads: for
 // each KC slice starting at pc, round_up(M, MR) rows of MR-row micro-panels
 // at offset pc * round_up(M, MR). Returns the buffer (round_up(M, MR) * K

@@ -1252,10 +1252,16 @@ bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
   // won, 2.89 against 4.38 for 128 channels. With 64 channels the bands
   // stay (the whole-batch form needs 128): 16^2 batch 8 0.63 against the
   // GEMM's 0.73 ms, 20^2 batch 4 0.50 against 0.55 (session 35, Zen 5 VM,
-  // 2 threads, alternated).
+  // 2 threads, alternated). With one band per group, nothing sums into the
+  // partials, and from C K of 128 x 256 on they cost more than they save:
+  // the whole batch was faster for 256 -> 256 at 64^2 batch 1 (4 bands) by
+  // 12%, at 32^2 batch 4 by 12%, 128 -> 256 at 64^2 batch 1 by 4%; but
+  // slower for 128 and 64 channels, by 29-60% (session 39, both orders of
+  // an interleaved A/B). So there the bands need two per group.
   const Tiles tl(g);
+  const int64_t per_group = g.C * g.K >= 128 * 256 ? 2 : 1;
   return g.C * g.K <= 256 * 256 && (tl.per_image >= 32 || std::min(g.C, g.K) < 128) &&
-         g.N * Bands(tl).per_image >= kWeightGroups;
+         g.N * Bands(tl).per_image >= per_group * kWeightGroups;
 }
 
 int64_t conv2d_winograd_tiles(const ConvGeometry& g) { return Tiles(g).total; }

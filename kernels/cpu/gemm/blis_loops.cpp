@@ -112,6 +112,10 @@ void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const
       cfg.ukernel_rows(rows, kc, a, b, beta, c, ldc);
       return;
     }
+    if (cfg.ukernel_cols != nullptr) {
+      cfg.ukernel_cols(rows, cols, kc, a, b, beta, c, ldc);
+      return;
+    }
     // Edge tile: the micro-kernel writes a full MR x NR tile to scratch
     // (beta = 0, so scratch is not read), and only the valid part is merged.
     cfg.ukernel(kc, a, b, 0.0f, tile, nr);

@@ -46,6 +46,15 @@ using SgemmEdgeKernelFn = void (*)(int64_t rows, int64_t kc, const float* a, con
 using SgemmInPlaceKernelFn = void (*)(int64_t rows, int64_t kc, const float* a, const float* b, int64_t ldb,
                                       float beta, float* C, int64_t ldc);
 
+// Optional micro-kernel for the last, narrower column panel: rows <= mr
+// rows and cols < nr columns of the tile (the packed B panel is still nr
+// wide, zero past cols), written straight into C with beta. Without it the
+// full kernel computes an mr x nr tile into scratch, merged into C element
+// by element: a panel of 16 columns did twice its work (the Winograd
+// forward of a batch-1 16^2 layer has 16 tiles, all such panels).
+using SgemmColsKernelFn = void (*)(int64_t rows, int64_t cols, int64_t kc, const float* a, const float* b, float beta,
+                                   float* C, int64_t ldc);
+
 struct BlisConfig {
   int64_t mr, nr;  // micro-tile held in registers
   int64_t mc;      // rows of the packed A block (sized for L2)
@@ -67,6 +76,7 @@ struct BlisConfig {
   // and read only after all the GEMMs (blis_block's stream_c). The caller
   // fences (_mm_sfence) before another thread reads C.
   SgemmInPlaceKernelFn ukernel_b_in_place_stream = nullptr;
+  SgemmColsKernelFn ukernel_cols = nullptr;  // optional, see above
 };
 
 // Largest MR * NR the edge-tile scratch buffer supports (16 x 32 floats).

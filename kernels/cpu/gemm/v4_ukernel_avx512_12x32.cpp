@@ -22,6 +22,7 @@
 //   64 x 65536 x 576: v4 103-107 vs OpenBLAS 109-113 (0.94x; bandwidth bound)
 //   64 x 65536 x 27:  v4 81-102 vs OpenBLAS 94-100 (0.86-1.01x; 2 ms, noisy)
 // Measured FMA peak of the VM: 234 GFLOP/s.
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cpu/gemm/blis_loops.h"
@@ -181,6 +182,71 @@ void ukernel_rows_strided(int64_t rows, int64_t kc, const float* a, const float*
   }
 }
 
+// The last, narrower column panel (cols < 32): one vector of B per step
+// where cols <= 16 (half the work of the full tile), else two; C's rows
+// loaded and stored under masks. The same sums as the full kernel.
+template <int Rows, int Vecs>
+__attribute__((target("avx512f"))) void ukernel_cols_avx512(int64_t cols, int64_t kc, const float* a, const float* b,
+                                                             float beta, float* C, int64_t ldc) {
+  __m512 acc[Rows][Vecs];
+#pragma GCC unroll 12
+  for (int i = 0; i < Rows; ++i)
+    for (int h = 0; h < Vecs; ++h) acc[i][h] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    __m512 bv[Vecs];
+    for (int h = 0; h < Vecs; ++h) bv[h] = _mm512_loadu_ps(b + 16 * h);
+#pragma GCC unroll 12
+    for (int i = 0; i < Rows; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      for (int h = 0; h < Vecs; ++h) acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);
+    }
+    a += kMr;
+    b += kNr;
+  }
+  __mmask16 live[Vecs];
+  for (int h = 0; h < Vecs; ++h) {
+    const int64_t n = std::min<int64_t>(16, cols - 16 * h);
+    live[h] = static_cast<__mmask16>((1u << n) - 1u);
+  }
+  const __m512 vbeta = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+  for (int i = 0; i < Rows; ++i) {
+    for (int h = 0; h < Vecs; ++h) {
+      float* c = C + i * ldc + 16 * h;
+      if (beta == 0.0f) {  // old C (maybe NaN) unread
+        _mm512_mask_storeu_ps(c, live[h], acc[i][h]);
+      } else {
+        _mm512_mask_storeu_ps(c, live[h], _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(live[h], c), acc[i][h]));
+      }
+    }
+  }
+}
+
+template <int Vecs>
+void ukernel_cols_rows(int64_t rows, int64_t cols, int64_t kc, const float* a, const float* b, float beta, float* C,
+                       int64_t ldc) {
+  switch (rows) {
+    case 1: return ukernel_cols_avx512<1, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 2: return ukernel_cols_avx512<2, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 3: return ukernel_cols_avx512<3, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 4: return ukernel_cols_avx512<4, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 5: return ukernel_cols_avx512<5, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 6: return ukernel_cols_avx512<6, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 7: return ukernel_cols_avx512<7, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 8: return ukernel_cols_avx512<8, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 9: return ukernel_cols_avx512<9, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 10: return ukernel_cols_avx512<10, Vecs>(cols, kc, a, b, beta, C, ldc);
+    case 11: return ukernel_cols_avx512<11, Vecs>(cols, kc, a, b, beta, C, ldc);
+    default: return ukernel_cols_avx512<12, Vecs>(cols, kc, a, b, beta, C, ldc);  // rows == 12
+  }
+}
+
+void ukernel_cols_12x32(int64_t rows, int64_t cols, int64_t kc, const float* a, const float* b, float beta, float* C,
+                        int64_t ldc) {
+  if (cols <= 16) return ukernel_cols_rows<1>(rows, cols, kc, a, b, beta, C, ldc);
+  ukernel_cols_rows<2>(rows, cols, kc, a, b, beta, C, ldc);
+}
+
 template <int kPrefetchB>
 void ukernel_rows_12x32_avx512(int64_t rows, int64_t kc, const float* a, const float* b, float beta, float* C,
                                int64_t ldc) {
@@ -233,14 +299,16 @@ constexpr BlisConfig kConfig{kMr,
                              ukernel_rows_12x32_avx512<kPrefetchDistance>,
                              false,
                              ukernel_rows_strided<kPrefetchDistance>,
-                             ukernel_rows_strided<kPrefetchDistance, /*kStreamC=*/true>};
+                             ukernel_rows_strided<kPrefetchDistance, /*kStreamC=*/true>,
+                             ukernel_cols_12x32};
 
 // The prefetching kernels with Zen 4's block sizes, as v5's starting point.
 constexpr BlisConfig kPrefetchConfig{kMr, kNr, /*mc=*/144, /*kc=*/512, /*nc=*/4096,
                                      ukernel_12x32_avx512<kPrefetchDistance>,
                                      ukernel_rows_12x32_avx512<kPrefetchDistance>, false,
                                      ukernel_rows_strided<kPrefetchDistance>,
-                                     ukernel_rows_strided<kPrefetchDistance, /*kStreamC=*/true>};
+                                     ukernel_rows_strided<kPrefetchDistance, /*kStreamC=*/true>,
+                                     ukernel_cols_12x32};
 static_assert(kConfig.mr * kConfig.nr <= kMaxMicroTile && kConfig.mc % kConfig.mr == 0 &&
               kConfig.nc % kConfig.nr == 0);
 

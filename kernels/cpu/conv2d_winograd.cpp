@@ -192,7 +192,7 @@ void load_taps(const float* rows, int64_t stride, int64_t n, int64_t steps, bool
     for (int l = 0; l < kLanes; ++l)
       r[l] = l < n ? _mm512_maskz_loadu_ps(live, rows + l * stride + kLanes * j) : _mm512_setzero_ps();
     transpose16x16(r);
-    FULLY_UNROLLED for (int i = 0; i < kLanes; ++i) {
+    _Pragma("GCC unroll 16") for (int i = 0; i < kLanes; ++i) {
       const int e = kLanes * j + i, t = e % 9;
       std::memcpy(&taps[e / 9][flip ? 8 - t : t], &r[i], sizeof(Vec16));
     }
@@ -234,11 +234,23 @@ void filter_taps(const ConvGeometry& g, const float* w, bool flip, int64_t r0, i
   load_taps(runs[0], kLanes * 9, n, steps, true, taps);
 }
 
-// u = G f G^T for the 3 x 3 taps f, 16 filters at a time.
-inline void transform_taps(const Vec16 (&taps)[9], Vec16 (&u)[kA][kA]) {
-  Vec16 f[3][3];
-  FULLY_UNROLLED for (int t = 0; t < 9; ++t) f[t / 3][t % 3] = taps[t];
-  sandwich<kA, 3, false>(kG, f, u);
+// step(d, u) for the depth steps d = d0 .. d1 - 1, in order, of the
+// filters of rows r0 .. r0 + n (n <= 16): u = G f G^T, lane l for row
+// r0 + l (zero past n). The taps come 16 steps at a time (filter_taps).
+template <typename Step>
+void for_each_filter_step(const ConvGeometry& g, const float* w, bool flip, int64_t r0, int64_t n, int64_t d0,
+                          int64_t d1, Step&& step) {
+  for (int64_t b0 = d0; b0 < d1; b0 += kLanes) {
+    const int64_t block = std::min<int64_t>(kLanes, d1 - b0);
+    Vec16 taps[kLanes][9];
+    filter_taps(g, w, flip, r0, n, b0, block, taps);
+    for (int64_t d = b0; d < b0 + block; ++d) {
+      Vec16 f[3][3], u[kA][kA];
+      FULLY_UNROLLED for (int t = 0; t < 9; ++t) f[t / 3][t % 3] = taps[d - b0][t];
+      sandwich<kA, 3, false>(kG, f, u);
+      step(d, u);
+    }
+  }
 }
 
 // The filter transforms of a forward (or, with `flip`, of the
@@ -308,26 +320,19 @@ PackedFilters pack_transformed_filters(const ConvGeometry& g, const float* w, bo
         const int64_t kc = std::min(cfg.kc, depth - pc);
         // (r0, pc) in prepack_a's layout; depth step d of the slice is mr floats further each.
         float* slice = packed.data.get() + pc * mpad + r0 * kc;
-        for (int64_t b0 = pc; b0 < pc + kc; b0 += kLanes) {  // 16 depth steps' taps at a time
-          const int64_t block = std::min<int64_t>(kLanes, pc + kc - b0);
-          Vec16 taps[kLanes][9];
-          filter_taps(g, w, flip, r0, n, b0, block, taps);
-          for (int64_t d0 = b0; d0 < b0 + block; d0 += kDepthGroup) {
-            const int64_t steps = std::min(kDepthGroup, b0 + block - d0);
-            for (int64_t d = d0; d < d0 + steps; ++d) {
-              Vec16 u[kA][kA];
-              transform_taps(taps[d - b0], u);
-              // Whole vectors, mr apart: each overwrites the previous one's
-              // lanes past mr (rows past the last filter come out zero).
-              FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
-                std::memcpy(group[xi] + (d - d0) * mr, &u[xi / kA][xi % kA], sizeof(Vec16));
-              }
-            }
+        for_each_filter_step(g, w, flip, r0, n, pc, pc + kc, [&](int64_t d, const Vec16(&u)[kA][kA]) {
+          const int64_t d0 = pc + (d - pc) / kDepthGroup * kDepthGroup;  // this group's first step
+          // Whole vectors, mr apart: each overwrites the previous one's
+          // lanes past mr (rows past the last filter come out zero).
+          FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
+            std::memcpy(group[xi] + (d - d0) * mr, &u[xi / kA][xi % kA], sizeof(Vec16));
+          }
+          if (d + 1 == std::min(d0 + kDepthGroup, pc + kc)) {  // the group's last step
             for (int xi = 0; xi < kPoints; ++xi) {
-              stream_copy(group[xi], steps * mr, slice + xi * packed.per_point + (d0 - pc) * mr);
+              stream_copy(group[xi], (d + 1 - d0) * mr, slice + xi * packed.per_point + (d0 - pc) * mr);
             }
           }
-        }
+        });
       }
     }
     stream_fence();  // this thread's streamed lines, before the region's closing barrier
@@ -1027,19 +1032,13 @@ void forward_fused(const ConvGeometry& g, const float* x, const ConvGeometry& la
           // The slice's filters in prepack_a's layout (one depth slice):
           // micro-panel p at p mr kc, depth step d of it mr floats on.
           for (int64_t p = 0; p * mr < rows; ++p) {
-            for (int64_t b0 = pc; b0 < pc + kc; b0 += kLanes) {
-              const int64_t block = std::min<int64_t>(kLanes, pc + kc - b0);
-              Vec16 taps[kLanes][9];
-              filter_taps(layer, w, flip, r0 + p * mr, std::min(mr, rows - p * mr), b0, block, taps);
-              for (int64_t d = b0; d < b0 + block; ++d) {
-                Vec16 u[kA][kA];
-                transform_taps(taps[d - b0], u);
-                float* at = a + (p * kc + d - pc) * mr;
-                FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
-                  std::memcpy(at + xi * per_point, &u[xi / kA][xi % kA], sizeof(Vec16));
-                }
-              }
-            }
+            for_each_filter_step(layer, w, flip, r0 + p * mr, std::min(mr, rows - p * mr), pc, pc + kc,
+                                 [&](int64_t d, const Vec16(&u)[kA][kA]) {
+                                   float* at = a + (p * kc + d - pc) * mr;
+                                   FULLY_UNROLLED for (int xi = 0; xi < kPoints; ++xi) {
+                                     std::memcpy(at + xi * per_point, &u[xi / kA][xi % kA], sizeof(Vec16));
+                                   }
+                                 });
           }
           for (int xi = 0; xi < kPoints; ++xi) {
             ap.data = a + xi * per_point;
@@ -1188,7 +1187,7 @@ void backward_weight_fused(const ConvGeometry& g, const float* dy, const float* 
   const BlisConfig& cfg = sgemm_blis_config();
   const Tiles tl(g);
   const int64_t T = tl.total, ldv = v_row_stride(T), mpad = round_up(g.K, cfg.mr);
-  const int64_t ldt = round_up(g.C, kLanes) + kLanes;  // V^T's rows, never a multiple of 256 floats apart
+  const int64_t ldt = v_row_stride(g.C);  // V^T's rows, as V's: never a multiple of 256 floats apart
   const int64_t mb = round_up(kWeightBlock, cfg.mr), cb = round_up(kWeightBlock, cfg.nr);
   const int64_t block_floats = mb * cb + kLanes;
   const CpuArray<float> V = transform_buffer(kPoints * point_plane(g.C, ldv));
@@ -1198,6 +1197,7 @@ void backward_weight_fused(const ConvGeometry& g, const float* dy, const float* 
   const int slots = parallel_slots();
   const CpuArray<float> blocks = cpu_array<float>(slots * kPoints * block_floats);
   const auto workspaces = per_thread_workspaces(cfg, slots, T, cb);
+  const bool in_place = conv_b_in_place();
   transform_inputs(g, tl, x, V.get(), ldv);
   transform_output_grads(g, tl, dy, Z.get());
   const int64_t row_blocks = ceil_div(g.K, mb), col_blocks = ceil_div(g.C, cb);
@@ -1226,7 +1226,7 @@ void backward_weight_fused(const ConvGeometry& g, const float* dy, const float* 
       for (int xi = 0; xi < kPoints; ++xi) {
         const AOperand a{A.get() + xi * mpad * T, 0, false, 1.0f, mpad, k0};
         const MatrixOperand vt{Vt.get() + xi * T * ldt, ldt, false};
-        blis_block(cfg, rows, cols, T, a, matrix_packer(vt, true), c0, 0.0f, block + xi * block_floats, cb, ws);
+        blis_block(cfg, rows, cols, T, a, matrix_packer(vt, in_place), c0, 0.0f, block + xi * block_floats, cb, ws);
       }
       for (int64_t k = 0; k < rows; ++k)
         for (int64_t c = 0; c < cols; c += kLanes) {

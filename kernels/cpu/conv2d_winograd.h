@@ -55,11 +55,13 @@ void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, cons
 // threads share, 8 where C K >= 128 x 256); else over the whole batch in
 // chunks.
 bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g);
-// Deep layers on small images (C K >= 512^2; at most 64 tiles in the batch,
-// 16 for the weight gradient) transform their filters in blocks inside the
-// products, instead of writing all 36 K C transformed filters to memory
-// first (forward; backward-input, whose forward is the flipped geometry) or
-// untransform the products' blocks as they come (weight gradient).
+// Deep layers on small images (C K >= 512^2 and at most 64 tiles in each of
+// the batch's chunks, images_per_chunk in the .cpp; the weight gradient: 16
+// tiles in the whole batch) transform their filters in blocks inside the
+// products instead of writing all 36 K C transformed filters to memory
+// first (forward; the backward-input's is the forward of its flipped
+// geometry), or untransform the products block by block as they come
+// (weight gradient).
 bool conv2d_winograd_forward_fused(const ConvGeometry& g);
 bool conv2d_winograd_weight_grad_fused(const ConvGeometry& g);
 // The 4 x 4 output tiles of the whole batch, N ceil(P / 4) ceil(Q / 4).

@@ -231,6 +231,16 @@ TEST_CASE("conv2d Winograd: deep layers on small images, filter transforms fused
   CHECK_FALSE(kernels::cpu::conv2d_winograd_weight_grad_fused(make3x3(2, 1024, 16, 16, 1024, 1)));
 }
 
+TEST_CASE("conv2d Winograd: the weight gradient's bands need two per group from C K of 128 x 256") {
+  // One 64^2 image: 16 tiles per row, bands of 4 tile rows, 4 bands, one
+  // per group. Partials that sum nothing pay only from small C K on.
+  using kernels::cpu::conv2d_winograd_weight_grad_in_bands;
+  CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(1, 128, 64, 64, 128, 1)));
+  CHECK_FALSE(conv2d_winograd_weight_grad_in_bands(make3x3(1, 128, 64, 64, 256, 1)));
+  CHECK_FALSE(conv2d_winograd_weight_grad_in_bands(make3x3(1, 256, 64, 64, 256, 1)));
+  CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(2, 256, 64, 64, 256, 1)));  // 8 bands, 2 per group
+}
+
 TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, with packing's bits") {
   // Whole batch (C K > 256^2); T = 66 tiles (2 full 32-tile panels read in
   // place, 2 packed); C = 1030 > KC = 1024 (v4), so the in-place pointer

@@ -112,7 +112,7 @@ void macro_kernel(const BlisConfig& cfg, int64_t m, int64_t n, int64_t kc, const
       cfg.ukernel_rows(rows, kc, a, b, beta, c, ldc);
       return;
     }
-    if (cfg.ukernel_cols != nullptr) {
+    if (cols < nr && cfg.ukernel_cols != nullptr) {
       cfg.ukernel_cols(rows, cols, kc, a, b, beta, c, ldc);
       return;
     }

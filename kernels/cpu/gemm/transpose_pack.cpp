@@ -3,7 +3,6 @@
 
 #include "kernels/cpu/cpu_features.h"
 
-
 namespace crfseg::kernels::cpu {
 
 void transpose_pack_ref(const float* const* src, int rows, int64_t kc, float alpha, float* dst, int64_t ld_dst) {

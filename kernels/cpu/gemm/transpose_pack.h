@@ -38,7 +38,7 @@ namespace transpose16 {
 // -Wmaybe-uninitialized once inlined here. The zero-masking forms with an
 // all-ones mask are the same instructions (GCC drops the mask) and name no
 // undefined value.
-constexpr __mmask16 kAll = 0xFFFF;
+inline constexpr __mmask16 kAll = 0xFFFF;
 __attribute__((target("avx512f"), always_inline)) inline __m512 unpacklo(__m512 a, __m512 b) {
   return _mm512_maskz_unpacklo_ps(kAll, a, b);
 }

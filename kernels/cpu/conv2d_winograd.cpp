@@ -824,6 +824,11 @@ struct Bands {
   }
 };
 
+// The fewest bands a banded pass of g takes: `fewest`, but from C K of
+// 128 x 256 on 8 (the measurements are at forward_transformed and
+// conv2d_winograd_weight_grad_in_bands).
+int64_t min_bands(const ConvGeometry& g, int64_t fewest) { return g.C * g.K >= 128 * 256 ? 8 : fewest; }
+
 // A band's transformed inputs: V[xi * point_plane(C, ld) + c * ld + t].
 void transform_band_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, const Band& b, float* scratch,
                            float* V, int64_t ld) {
@@ -944,11 +949,15 @@ void forward_transformed(const ConvGeometry& g, const float* x, const ConvGeomet
   // whole batch would take 36 (C + K) floats per tile (300 MB at 256^2).
   // Small images (fewer than kBandTiles tiles each) make bands too narrow
   // for the GEMM (256 at 14^2, batch 8: 16-tile bands, 7.9 -> 8.6 ms
-  // against the whole batch's 6.9).
+  // against the whole batch's 6.9). And from C K of 128 x 256 on, fewer
+  // than 8 bands do not pay for reading U once per band: 128 -> 256 at
+  // 64^2 batch 1 (4 bands), whole, forward -12%, backward-input -19%; but
+  // 64 channels +14 to +17%, 128 level (session 39, as forward_fused's).
   const bool banded =
       g.C * g.K < 256 * 256 || (g.C * g.K == 256 * 256 && image_transform_floats(g) > kChunkFloats);
   const BlisConfig& cfg = sgemm_blis_config();
-  if (banded && Tiles(g).per_image >= kBandTiles)
+  const Tiles tl(g);
+  if (banded && tl.per_image >= kBandTiles && g.N * Bands(tl).per_image >= min_bands(g, 1))
     return forward_banded(g, x, pack_transformed_filters(layer, w, flip, cfg), bias, relu, y);
   if (fused_filters_suit(g)) return forward_fused(g, x, layer, w, flip, bias, relu, y);
   const PackedFilters U = pack_transformed_filters(layer, w, flip, cfg);
@@ -1257,11 +1266,11 @@ bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
   // the whole batch was faster for 256 -> 256 at 64^2 batch 1 (4 bands) by
   // 12%, at 32^2 batch 4 by 12%, 128 -> 256 at 64^2 batch 1 by 4%; but
   // slower for 128 and 64 channels, by 29-60% (session 39, both orders of
-  // an interleaved A/B). So there the bands need two per group.
+  // an interleaved A/B). So there the bands need two per group
+  // (min_bands).
   const Tiles tl(g);
-  const int64_t per_group = g.C * g.K >= 128 * 256 ? 2 : 1;
   return g.C * g.K <= 256 * 256 && (tl.per_image >= 32 || std::min(g.C, g.K) < 128) &&
-         g.N * Bands(tl).per_image >= per_group * kWeightGroups;
+         g.N * Bands(tl).per_image >= min_bands(g, kWeightGroups);
 }
 
 int64_t conv2d_winograd_tiles(const ConvGeometry& g) { return Tiles(g).total; }

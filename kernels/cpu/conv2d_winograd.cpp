@@ -179,10 +179,11 @@ int parallel_slots() { return omp_get_max_threads(); }
 // step s, for rows l < n and steps s < steps (n, steps <= 16; other lanes
 // and steps zero). Row l's filters of consecutive steps are consecutive
 // 9-float runs from rows + l * stride. With AVX-512, 16 rows' runs are
-// loaded a vector at a time and transposed in registers. (A scalar copy
-// into taps, read back by vector loads, waited on store forwarding: the
-// filter transforms took more time than their 151 MB of stores for 1024
-// -> 1024 at 16^2; gathers were slower still.)
+// loaded a vector at a time and transposed in registers: against the
+// scalar copy below (taps written float by float, then read back as
+// vectors), 1024 -> 1024 at 16^2 forward -8 to -11%, backward-input -12%,
+// the banded 128 -> 256 at 64^2 forward -2.5% (session 39, both orders of
+// an interleaved A/B). AVX-512 gathers were slower than the scalar copy.
 void load_taps(const float* rows, int64_t stride, int64_t n, int64_t steps, bool flip, Vec16 (&taps)[kLanes][9]) {
 #if defined(__AVX512F__)
   _Pragma("GCC unroll 9") for (int j = 0; j < 9; ++j) {  // floats 16 j .. 16 j + 15 of each row's 9 x 16
@@ -982,8 +983,9 @@ void forward_transformed(const ConvGeometry& g, const float* x, const ConvGeomet
 // their transformed tiles: deep layers on small images (1024 -> 1024 at
 // 16^2: U is 151 MB, V 9.4 MB at batch 4 and 2.4 MB at batch 1). Packing
 // U first writes it to memory, and the products then read it back from
-// there: with U cycling through L3 instead, they ran 24-35% faster (a test
-// that gave wrong answers). Here each task is a block of kFusedRows output
+// there: with U cycling through L3 instead (an experiment that reused two
+// points' U for all 36: wrong answers, the products' time), they ran
+// 24-35% faster. Here each task is a block of kFusedRows output
 // channels: per depth slice of kFusedDepth input channels it transforms
 // those filters into its own packed A blocks, one per point (36 x 96 x
 // 128 floats, 1.7 MiB, L2 and L3), and runs the slice's 36 products

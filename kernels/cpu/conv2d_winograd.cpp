@@ -235,6 +235,13 @@ void filter_taps(const ConvGeometry& g, const float* w, bool flip, int64_t r0, i
   load_taps(runs[0], kLanes * 9, n, steps, true, taps);
 }
 
+// The filter transforms fill one MR-row micro-panel's rows from the lanes
+// of a vector: MR must not exceed them.
+void check_panel_rows(const BlisConfig& cfg) {
+  CRFSEG_CHECK(cfg.mr <= kLanes, NotImplementedError, "conv2d_winograd: micro-kernel rows (MR) ", cfg.mr, " > ",
+               kLanes);
+}
+
 // step(d, u) for the depth steps d = d0 .. d1 - 1, in order, of the
 // filters of rows r0 .. r0 + n (n <= 16): u = G f G^T, lane l for row
 // r0 + l (zero past n). The taps come 16 steps at a time (filter_taps).
@@ -307,7 +314,7 @@ inline void stream_fence() {
 
 PackedFilters pack_transformed_filters(const ConvGeometry& g, const float* w, bool flip, const BlisConfig& cfg) {
   const int64_t rows = flip ? g.C : g.K, depth = flip ? g.K : g.C, mr = cfg.mr, mpad = round_up(rows, mr);
-  CRFSEG_CHECK(mr <= kLanes, NotImplementedError, "conv2d_winograd: micro-kernel rows (MR) ", mr, " > ", kLanes);
+  check_panel_rows(cfg);
   PackedFilters packed{cpu_array<float>(kPoints * mpad * depth), mpad * depth};
 #pragma omp parallel
   {
@@ -1013,7 +1020,7 @@ void forward_fused(const ConvGeometry& g, const float* x, const ConvGeometry& la
                    const float* bias, bool relu, float* y) {
   const BlisConfig& cfg = sgemm_blis_config();
   const int64_t mr = cfg.mr, mb = round_up(kFusedRows, mr), ds = std::min(kFusedDepth, cfg.kc);
-  CRFSEG_CHECK(mr <= kLanes, NotImplementedError, "conv2d_winograd: micro-kernel rows (MR) ", mr, " > ", kLanes);
+  check_panel_rows(cfg);
   const int64_t per_point = mb * ds + kLanes;  // + the last depth step's whole-vector store
   const int64_t chunk = images_per_chunk(g), max_tiles = Tiles(images(g, chunk)).total, ldv = v_row_stride(max_tiles);
   const int64_t nb = std::min(round_up(max_tiles, cfg.nr), cfg.nc);

@@ -24,6 +24,7 @@
 // Measured FMA peak of the VM: 234 GFLOP/s.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cpu/gemm/blis_loops.h"
 #include "kernels/cpu/gemm/gemm.h"
@@ -162,24 +163,37 @@ __attribute__((target("avx512f"))) void ukernel_rows_avx512(int64_t kc, const fl
   }
 }
 
-// rows < 12 rows of a tile, all 32 columns; B rows ldb apart.
+// f(std::integral_constant<int, rows>{}) for rows = 1 .. 12: a row count
+// known only at run time as the micro-kernels' template argument.
+template <typename F>
+inline void with_rows(int64_t rows, F&& f) {
+  switch (rows) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 9: return f(std::integral_constant<int, 9>{});
+    case 10: return f(std::integral_constant<int, 10>{});
+    case 11: return f(std::integral_constant<int, 11>{});
+    default: return f(std::integral_constant<int, kMr>{});  // rows == 12
+  }
+}
+
+// rows <= 12 rows of a tile, all 32 columns; B rows ldb apart.
 template <int kPrefetchB, bool kStreamC = false>
 void ukernel_rows_strided(int64_t rows, int64_t kc, const float* a, const float* b, int64_t ldb, float beta,
                           float* C, int64_t ldc) {
-  switch (rows) {
-    case 1: return ukernel_rows_avx512<1, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 2: return ukernel_rows_avx512<2, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 3: return ukernel_rows_avx512<3, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 4: return ukernel_rows_avx512<4, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 5: return ukernel_rows_avx512<5, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 6: return ukernel_rows_avx512<6, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 7: return ukernel_rows_avx512<7, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 8: return ukernel_rows_avx512<8, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 9: return ukernel_rows_avx512<9, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 10: return ukernel_rows_avx512<10, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    case 11: return ukernel_rows_avx512<11, kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
-    default: return ukernel_12x32_core<kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);  // rows == 12
-  }
+  with_rows(rows, [&](auto r) {
+    if constexpr (r() == kMr) {
+      ukernel_12x32_core<kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    } else {
+      ukernel_rows_avx512<r(), kPrefetchB, kStreamC>(kc, a, b, ldb, beta, C, ldc);
+    }
+  });
 }
 
 // The last, narrower column panel (cols < 32): one vector of B per step
@@ -222,29 +236,12 @@ __attribute__((target("avx512f"))) void ukernel_cols_avx512(int64_t cols, int64_
   }
 }
 
-template <int Vecs>
-void ukernel_cols_rows(int64_t rows, int64_t cols, int64_t kc, const float* a, const float* b, float beta, float* C,
-                       int64_t ldc) {
-  switch (rows) {
-    case 1: return ukernel_cols_avx512<1, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 2: return ukernel_cols_avx512<2, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 3: return ukernel_cols_avx512<3, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 4: return ukernel_cols_avx512<4, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 5: return ukernel_cols_avx512<5, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 6: return ukernel_cols_avx512<6, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 7: return ukernel_cols_avx512<7, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 8: return ukernel_cols_avx512<8, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 9: return ukernel_cols_avx512<9, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 10: return ukernel_cols_avx512<10, Vecs>(cols, kc, a, b, beta, C, ldc);
-    case 11: return ukernel_cols_avx512<11, Vecs>(cols, kc, a, b, beta, C, ldc);
-    default: return ukernel_cols_avx512<12, Vecs>(cols, kc, a, b, beta, C, ldc);  // rows == 12
-  }
-}
-
 void ukernel_cols_12x32(int64_t rows, int64_t cols, int64_t kc, const float* a, const float* b, float beta, float* C,
                         int64_t ldc) {
-  if (cols <= 16) return ukernel_cols_rows<1>(rows, cols, kc, a, b, beta, C, ldc);
-  ukernel_cols_rows<2>(rows, cols, kc, a, b, beta, C, ldc);
+  with_rows(rows, [&](auto r) {
+    if (cols <= 16) return ukernel_cols_avx512<r(), 1>(cols, kc, a, b, beta, C, ldc);
+    ukernel_cols_avx512<r(), 2>(cols, kc, a, b, beta, C, ldc);
+  });
 }
 
 template <int kPrefetchB>

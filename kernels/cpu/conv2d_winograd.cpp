@@ -848,16 +848,6 @@ void transform_band_inputs(const ConvGeometry& g, const Tiles& tl, const float* 
   }
 }
 
-// A band's transformed output gradients: Z[xi * point_plane(K, tiles) + k * tiles + t].
-void transform_band_output_grads(const ConvGeometry& g, const Tiles& tl, const float* dy, const Band& b,
-                                 float* scratch, float* Z) {
-  const int64_t plane = point_plane(g.K, b.tiles);
-  for (int64_t k = 0; k < g.K; ++k) {
-    if (k + 1 < g.K) prefetch_rows(dy + (b.n * g.K + k + 1) * g.P * g.Q, g.P, g.Q, b.ty0 * kM, (b.ty0 + b.rows) * kM);
-    transform_output_grad_rows(g, tl, dy, b.n, k, b.ty0, b.rows, scratch, Z + k * b.tiles, plane);
-  }
-}
-
 // The transformed tiles of a whole batch take 36 / 16 = 2.25 times the
 // memory of its input and output: images go through in chunks whose
 // transformed inputs and outputs (per image 36 (C + K) tiles floats) fit
@@ -1126,52 +1116,112 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
   }
 }
 
-// The weight gradient in bands (as forward_banded): per band, V and Z in
-// cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. The bands are cut into
-// kWeightGroups groups of consecutive bands; each group sums into its own
-// partial Wt on one thread, and the partials add up in group order: the
-// same sums for any thread count. (Partials are 36 K C floats each: for
-// small K C only.)
+// The weight gradient in bands (as forward_banded): per band, the GEMMs'
+// operands in cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. The bands are
+// cut into kWeightGroups groups of consecutive bands; each group sums into
+// its own partial Wt on one thread, and the partials add up in group
+// order: the same sums for any thread count. (Partials are 36 K C floats
+// each: for small K C only.)
+//
+// Both operands have the tiles, the GEMMs' depth, as their contiguous
+// axis, so both GEMM packers would transpose (transpose_pack.h), and they
+// would read a band's 36 (K + C) tiles floats back from L3 to do it (2.4
+// MB each for 256 channels and 64 tiles; L2 is 1 MB). Instead the
+// transforms go through a small staging buffer, a block of channels at a
+// time, and are transposed from there while it is in L2: Z into the
+// packed A layout (prepack_a's, MR channels per block), V into V^T [T, C],
+// which the GEMMs read in place as B.
 constexpr int64_t kWeightGroups = 4;
+
+// A band's transformed output gradients as packed A operands: point xi's
+// [K, T] at A + xi * mpad * T in prepack_a's layout (mpad = K rounded up
+// to MR, rows past K zero). stage holds 36 planes of MR x T floats.
+void pack_band_output_grads(const ConvGeometry& g, const Tiles& tl, const BlisConfig& cfg, const float* dy,
+                            const Band& b, float* scratch, float* stage, float* A) {
+  const int64_t T = b.tiles, mr = cfg.mr, mpad = round_up(g.K, mr), plane = point_plane(mr, T);
+  for (int64_t k0 = 0; k0 < g.K; k0 += mr) {
+    const int n = static_cast<int>(std::min(mr, g.K - k0));
+    for (int r = 0; r < n; ++r) {
+      const int64_t k = k0 + r;
+      if (k + 1 < g.K) prefetch_rows(dy + (b.n * g.K + k + 1) * g.P * g.Q, g.P, g.Q, b.ty0 * kM, (b.ty0 + b.rows) * kM);
+      transform_output_grad_rows(g, tl, dy, b.n, k, b.ty0, b.rows, scratch, stage + r * T, plane);
+    }
+    for (int xi = 0; xi < kPoints; ++xi) {
+      for (int64_t pc = 0; pc < T; pc += cfg.kc) {
+        const int64_t depth = std::min(cfg.kc, T - pc);
+        const float* src[kLanes];
+        for (int r = 0; r < n; ++r) src[r] = stage + xi * plane + r * T + pc;
+        float* dst = A + xi * mpad * T + pc * mpad + k0 * depth;
+        transpose_pack(src, n, depth, 1.0f, dst, mr);
+        for (int64_t t = 0; t < depth && n < mr; ++t) std::fill(dst + t * mr + n, dst + (t + 1) * mr, 0.0f);
+      }
+    }
+  }
+}
+
+// A band's transformed inputs, transposed: point xi's V^T [T, C] at
+// Vt + xi * vt_plane, rows ldt apart. stage holds 36 planes of 16 x T floats.
+void transpose_band_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, const Band& b, float* scratch,
+                           float* stage, float* Vt, int64_t ldt, int64_t vt_plane) {
+  const int64_t T = b.tiles, plane = point_plane(kLanes, T);
+  const int64_t h0 = b.ty0 * kM - g.ph, h1 = (b.ty0 + b.rows) * kM - g.ph + 2;
+  for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
+    const int n = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
+    for (int r = 0; r < n; ++r) {
+      const int64_t c = c0 + r;
+      if (c + 1 < g.C) prefetch_rows(x + (b.n * g.C + c + 1) * g.H * g.W, g.H, g.W, h0, h1);
+      transform_input_rows(g, tl, x, b.n, c, b.ty0, b.rows, scratch, stage + r * T, plane);
+    }
+    for (int xi = 0; xi < kPoints; ++xi) {
+      const float* src[kLanes];
+      for (int r = 0; r < n; ++r) src[r] = stage + xi * plane + r * T;
+      transpose_pack(src, n, T, 1.0f, Vt + xi * vt_plane + c0, ldt);
+    }
+  }
+}
 
 void backward_weight_banded(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   const Tiles tl(g);
   const BlisConfig& cfg = sgemm_blis_config();
+  check_panel_rows(cfg);
   const Bands band_grid(tl);
   const int64_t bt = band_grid.max_tiles, bands = g.N * band_grid.per_image;
   const int64_t per_group = ceil_div(bands, kWeightGroups), groups = ceil_div(bands, per_group);
   const int64_t wt_floats = kPoints * point_plane(g.K, g.C);
   const CpuArray<float> partials = cpu_array<float>(groups * wt_floats + kLanes);
   std::fill_n(partials.get() + groups * wt_floats, kLanes, 0.0f);
-  const int64_t v_floats = kPoints * point_plane(g.C, bt), z_floats = kPoints * point_plane(g.K, bt);
-  const int64_t per_thread = v_floats + z_floats + row_scratch(tl);
+  // Per thread: the packed Z, V^T, the staging planes and the row scratch.
+  const int64_t mpad = round_up(g.K, cfg.mr), ldt = v_row_stride(g.C), vt_plane = bt * ldt;
+  const int64_t a_floats = kPoints * mpad * bt, vt_floats = kPoints * vt_plane;
+  const int64_t stage_floats = kPoints * point_plane(std::max<int64_t>(kLanes, cfg.mr), bt);
+  const int64_t per_thread = a_floats + vt_floats + stage_floats + row_scratch(tl);
+  const bool in_place = conv_b_in_place();
   const int slots = parallel_slots();
   const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
   const auto workspaces = per_thread_workspaces(cfg, slots, bt, g.C);
 #pragma omp parallel
   {
     const int tid = omp_get_thread_num();
-    float* V = scratch.get() + tid * per_thread;
-    float* Z = V + v_floats;
-    float* rows = Z + z_floats;
+    float* A = scratch.get() + tid * per_thread;
+    float* Vt = A + a_floats;
+    float* stage = Vt + vt_floats;
+    float* rows = stage + stage_floats;
 #pragma omp for schedule(static)
     for (int64_t group = 0; group < groups; ++group) {
       float* Wt = partials.get() + group * wt_floats;
       for (int64_t band = group * per_group; band < std::min(bands, (group + 1) * per_group); ++band) {
         const Band b = band_grid[band];
-        const int64_t tiles = b.tiles, v_plane = point_plane(g.C, tiles), z_plane = point_plane(g.K, tiles);
-        transform_band_inputs(g, tl, x, b, rows, V, tiles);
-        transform_band_output_grads(g, tl, dy, b, rows, Z);
+        const int64_t tiles = b.tiles;
+        transpose_band_inputs(g, tl, x, b, rows, stage, Vt, ldt, vt_plane);
+        pack_band_output_grads(g, tl, cfg, dy, b, rows, stage, A);
         const float beta = band == group * per_group ? 0.0f : 1.0f;
         for (int xi = 0; xi < kPoints; ++xi) {
           AOperand a{};
-          a.data = Z + xi * z_plane;
-          a.ld = tiles;
-          // op(B)[t][c] = V[xi][c][t]: the band's transformed inputs, transposed.
-          const MatrixOperand vt{V + xi * v_plane, tiles, true};
-          const BPanelPacker packer{pack_b_matrix, &vt};
-          blis_block(cfg, g.K, g.C, tiles, a, packer, 0, beta, Wt + xi * point_plane(g.K, g.C), g.C,
-                     *workspaces[tid]);
+          a.data = A + xi * mpad * tiles;
+          a.packed_rows = mpad;
+          const MatrixOperand vt{Vt + xi * vt_plane, ldt, false};
+          blis_block(cfg, g.K, g.C, tiles, a, matrix_packer(vt, in_place), 0, beta,
+                     Wt + xi * point_plane(g.K, g.C), g.C, *workspaces[tid]);
         }
       }
     }

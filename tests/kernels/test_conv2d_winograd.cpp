@@ -81,6 +81,10 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
       make3x3(1, 33, 8, 8, 1, 1),    // K = 1, C past two lane groups
       make3x3(1, 5, 35, 64, 6, 1),   // 16 tiles per row: bands of 4 tile rows, 9 rows = 4 + 4 + 1
       make3x3(2, 7, 35, 64, 6, 1),   // 6 bands: the weight gradient in bands, groups of 2, 2, 2
+      make3x3(2, 37, 35, 64, 29, 1),  // in bands with K = 2 MR + 5 (packed Z's zero rows) and
+                                      // C = 2 x 16 + 5 (V^T's staging blocks)
+      make3x3(4, 3, 2, 4101, 13, 1),  // bands of 1026 tiles, deeper than KC (1024): packed Z in two
+                                      // depth slices
       make3x3(2, 260, 6, 7, 257, 1),  // C K > 256^2: the whole-batch forward instead of bands
       make3x3(1, 530, 6, 5, 521, 1),  // C, K > KC (512 on Intel): packed filters in two depth slices;
                                       // depth steps streamed 4 at a time, the last 2 (530) and 1 (521) copied
@@ -239,6 +243,9 @@ TEST_CASE("conv2d Winograd: the weight gradient's bands need two per group from 
   CHECK_FALSE(conv2d_winograd_weight_grad_in_bands(make3x3(1, 128, 64, 64, 256, 1)));
   CHECK_FALSE(conv2d_winograd_weight_grad_in_bands(make3x3(1, 256, 64, 64, 256, 1)));
   CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(2, 256, 64, 64, 256, 1)));  // 8 bands, 2 per group
+  // The shapes of the reference test that exercise the banded packing.
+  CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(2, 37, 35, 64, 29, 1)));
+  CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(4, 3, 2, 4101, 13, 1)));
 }
 
 TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, with packing's bits") {

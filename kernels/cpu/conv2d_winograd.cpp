@@ -1116,69 +1116,78 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
   }
 }
 
-// The weight gradient in bands (as forward_banded): per band, the GEMMs'
-// operands in cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. The bands are
-// cut into kWeightGroups groups of consecutive bands; each group sums into
-// its own partial Wt on one thread, and the partials add up in group
-// order: the same sums for any thread count. (Partials are 36 K C floats
-// each: for small K C only.)
-//
-// Both operands have the tiles, the GEMMs' depth, as their contiguous
-// axis, so both GEMM packers would transpose (transpose_pack.h), and they
-// would read a band's 36 (K + C) tiles floats back from L3 to do it (2.4
-// MB each for 256 channels and 64 tiles; L2 is 1 MB). Instead the
-// transforms go through a small staging buffer, a block of channels at a
-// time, and are transposed from there while it is in L2: Z into the
-// packed A layout (prepack_a's, MR channels per block), V into V^T [T, C],
-// which the GEMMs read in place as B.
-constexpr int64_t kWeightGroups = 4;
+// The banded weight gradient's operands. Both have the tiles, the GEMMs'
+// depth, as their contiguous axis, so both GEMM packers would transpose
+// (transpose_pack.h), reading a band's 36 (K + C) tiles floats back from
+// L3 to do it (2.4 MB each for 256 channels and 64 tiles; L2 is 1 MB):
+// 25% of 256 -> 256 at 64^2 batch 4 (perf). Instead the transforms of a
+// block of channels go to a small staging buffer and are transposed from
+// there while it is in L2: Z into prepack_a's layout, MR channels per
+// block, and V into V^T [T, C], which the GEMMs read in place as B. The
+// whole-batch form gains nothing from it: its transposed operands go to
+// memory either way, and there the stores, not the reads, are the cost
+// (128 -> 256 at 64^2 batch 1 +3%, 512 at 32^2 batch 4 +4%; session 40).
 
-// A band's transformed output gradients as packed A operands: point xi's
-// [K, T] at A + xi * mpad * T in prepack_a's layout (mpad = K rounded up
-// to MR, rows past K zero). stage holds 36 planes of MR x T floats.
-void pack_band_output_grads(const ConvGeometry& g, const Tiles& tl, const BlisConfig& cfg, const float* dy,
-                            const Band& b, float* scratch, float* stage, float* A) {
-  const int64_t T = b.tiles, mr = cfg.mr, mpad = round_up(g.K, mr), plane = point_plane(mr, T);
-  for (int64_t k0 = 0; k0 < g.K; k0 += mr) {
-    const int n = static_cast<int>(std::min(mr, g.K - k0));
-    for (int r = 0; r < n; ++r) {
-      const int64_t k = k0 + r;
-      if (k + 1 < g.K) prefetch_rows(dy + (b.n * g.K + k + 1) * g.P * g.Q, g.P, g.Q, b.ty0 * kM, (b.ty0 + b.rows) * kM);
-      transform_output_grad_rows(g, tl, dy, b.n, k, b.ty0, b.rows, scratch, stage + r * T, plane);
-    }
-    for (int xi = 0; xi < kPoints; ++xi) {
-      for (int64_t pc = 0; pc < T; pc += cfg.kc) {
-        const int64_t depth = std::min(cfg.kc, T - pc);
-        const float* src[kLanes];
-        for (int r = 0; r < n; ++r) src[r] = stage + xi * plane + r * T + pc;
-        float* dst = A + xi * mpad * T + pc * mpad + k0 * depth;
-        transpose_pack(src, n, depth, 1.0f, dst, mr);
-        for (int64_t t = 0; t < depth && n < mr; ++t) std::fill(dst + t * mr + n, dst + (t + 1) * mr, 0.0f);
-      }
-    }
+// Channels [k0, k0 + n) (n <= MR) of tile rows [ty0, ty0 + rows) of image
+// img: Z's transforms, packed as point xi's A [K, T] (T = the rows' tiles)
+// at A + xi * mpad * T in prepack_a's layout (mpad = K rounded up to MR;
+// rows past K zero). stage holds 36 planes of n x T floats.
+void pack_output_grad_block(const ConvGeometry& g, const Tiles& tl, const BlisConfig& cfg, const float* dy,
+                            int64_t img, int64_t k0, int n, int64_t ty0, int64_t rows, float* scratch, float* stage,
+                            float* A) {
+  const int64_t T = rows * tl.tx, mr = cfg.mr, mpad = round_up(g.K, mr), plane = point_plane(mr, T);
+  for (int r = 0; r < n; ++r) {
+    const int64_t k = k0 + r;
+    if (k + 1 < g.K) prefetch_rows(dy + (img * g.K + k + 1) * g.P * g.Q, g.P, g.Q, ty0 * kM, (ty0 + rows) * kM);
+    transform_output_grad_rows(g, tl, dy, img, k, ty0, rows, scratch, stage + r * T, plane);
   }
-}
-
-// A band's transformed inputs, transposed: point xi's V^T [T, C] at
-// Vt + xi * vt_plane, rows ldt apart. stage holds 36 planes of 16 x T floats.
-void transpose_band_inputs(const ConvGeometry& g, const Tiles& tl, const float* x, const Band& b, float* scratch,
-                           float* stage, float* Vt, int64_t ldt, int64_t vt_plane) {
-  const int64_t T = b.tiles, plane = point_plane(kLanes, T);
-  const int64_t h0 = b.ty0 * kM - g.ph, h1 = (b.ty0 + b.rows) * kM - g.ph + 2;
-  for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
-    const int n = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
-    for (int r = 0; r < n; ++r) {
-      const int64_t c = c0 + r;
-      if (c + 1 < g.C) prefetch_rows(x + (b.n * g.C + c + 1) * g.H * g.W, g.H, g.W, h0, h1);
-      transform_input_rows(g, tl, x, b.n, c, b.ty0, b.rows, scratch, stage + r * T, plane);
-    }
-    for (int xi = 0; xi < kPoints; ++xi) {
+  for (int xi = 0; xi < kPoints; ++xi) {
+    // The depth slice from pc, kc deep, is at pc mpad, its rows from k0 at k0 depth.
+    for (int64_t pc = 0; pc < T; pc += cfg.kc) {
+      const int64_t depth = std::min(cfg.kc, T - pc);
       const float* src[kLanes];
-      for (int r = 0; r < n; ++r) src[r] = stage + xi * plane + r * T;
-      transpose_pack(src, n, T, 1.0f, Vt + xi * vt_plane + c0, ldt);
+      for (int r = 0; r < n; ++r) src[r] = stage + xi * plane + r * T + pc;
+      float* dst = A + xi * mpad * T + pc * mpad + k0 * depth;
+      transpose_pack(src, n, depth, 1.0f, dst, mr);
+      for (int64_t t = 0; t < depth && n < mr; ++t) std::fill(dst + t * mr + n, dst + (t + 1) * mr, 0.0f);
     }
   }
 }
+
+// Channels [c0, c0 + n) (n <= 16) of tile rows [ty0, ty0 + rows) of image
+// img: V's transforms, transposed as Vt[xi * vt_plane + t * ldt + c] for
+// the rows' tiles t. stage holds 36 planes of n x tiles floats.
+void transpose_input_block(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t img, int64_t c0, int n,
+                           int64_t ty0, int64_t rows, float* scratch, float* stage, float* Vt, int64_t ldt,
+                           int64_t vt_plane) {
+  const int64_t tiles = rows * tl.tx, plane = point_plane(kLanes, tiles);
+  const int64_t h0 = ty0 * kM - g.ph, h1 = (ty0 + rows) * kM - g.ph + 2;
+  for (int r = 0; r < n; ++r) {
+    const int64_t c = c0 + r;
+    if (c + 1 < g.C) prefetch_rows(x + (img * g.C + c + 1) * g.H * g.W, g.H, g.W, h0, h1);
+    transform_input_rows(g, tl, x, img, c, ty0, rows, scratch, stage + r * tiles, plane);
+  }
+  for (int xi = 0; xi < kPoints; ++xi) {
+    const float* src[kLanes];
+    for (int r = 0; r < n; ++r) src[r] = stage + xi * plane + r * tiles;
+    transpose_pack(src, n, tiles, 1.0f, Vt + xi * vt_plane + c0, ldt);
+  }
+}
+
+// The staging planes either block needs for up to `tiles` tiles.
+int64_t stage_floats(const BlisConfig& cfg, int64_t tiles) {
+  return kPoints * point_plane(std::max<int64_t>(kLanes, cfg.mr), tiles);
+}
+
+// The weight gradient in bands (as forward_banded): per band, its packed
+// operands in cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. The bands are cut into
+// kWeightGroups groups of consecutive bands; each group sums into its own
+// partial Wt on one thread, and the partials add up in group order: the
+// same sums for any thread count. (Partials are 36 K C floats each: for
+// small K C only.) The staged transposes (above) against the packers' (in
+// bands): 256 -> 256 at 64^2 batch 4 -7 to -12%, 128 -> 256 -16%, 64 -> 64
+// at 256^2 -12%, 128 at 128^2 -9% (session 40, interleaved A/B, same bits).
+constexpr int64_t kWeightGroups = 4;
 
 void backward_weight_banded(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
   const Tiles tl(g);
@@ -1191,10 +1200,9 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
   const CpuArray<float> partials = cpu_array<float>(groups * wt_floats + kLanes);
   std::fill_n(partials.get() + groups * wt_floats, kLanes, 0.0f);
   // Per thread: the packed Z, V^T, the staging planes and the row scratch.
-  const int64_t mpad = round_up(g.K, cfg.mr), ldt = v_row_stride(g.C), vt_plane = bt * ldt;
+  const int64_t mpad = round_up(g.K, cfg.mr), ldt = v_row_stride(g.C), vt_plane = point_plane(bt, ldt);
   const int64_t a_floats = kPoints * mpad * bt, vt_floats = kPoints * vt_plane;
-  const int64_t stage_floats = kPoints * point_plane(std::max<int64_t>(kLanes, cfg.mr), bt);
-  const int64_t per_thread = a_floats + vt_floats + stage_floats + row_scratch(tl);
+  const int64_t per_thread = a_floats + vt_floats + stage_floats(cfg, bt) + row_scratch(tl);
   const bool in_place = conv_b_in_place();
   const int slots = parallel_slots();
   const CpuArray<float> scratch = cpu_array<float>(slots * per_thread);
@@ -1205,15 +1213,19 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
     float* A = scratch.get() + tid * per_thread;
     float* Vt = A + a_floats;
     float* stage = Vt + vt_floats;
-    float* rows = stage + stage_floats;
+    float* rows = stage + stage_floats(cfg, bt);
 #pragma omp for schedule(static)
     for (int64_t group = 0; group < groups; ++group) {
       float* Wt = partials.get() + group * wt_floats;
       for (int64_t band = group * per_group; band < std::min(bands, (group + 1) * per_group); ++band) {
         const Band b = band_grid[band];
         const int64_t tiles = b.tiles;
-        transpose_band_inputs(g, tl, x, b, rows, stage, Vt, ldt, vt_plane);
-        pack_band_output_grads(g, tl, cfg, dy, b, rows, stage, A);
+        for (int64_t c0 = 0; c0 < g.C; c0 += kLanes)
+          transpose_input_block(g, tl, x, b.n, c0, static_cast<int>(std::min<int64_t>(kLanes, g.C - c0)), b.ty0,
+                                b.rows, rows, stage, Vt, ldt, vt_plane);
+        for (int64_t k0 = 0; k0 < g.K; k0 += cfg.mr)
+          pack_output_grad_block(g, tl, cfg, dy, b.n, k0, static_cast<int>(std::min(cfg.mr, g.K - k0)), b.ty0,
+                                 b.rows, rows, stage, A);
         const float beta = band == group * per_group ? 0.0f : 1.0f;
         for (int xi = 0; xi < kPoints; ++xi) {
           AOperand a{};

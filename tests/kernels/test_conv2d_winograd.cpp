@@ -85,6 +85,8 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
                                       // C = 2 x 16 + 5 (V^T's staging blocks)
       make3x3(4, 3, 2, 4101, 13, 1),  // bands of 1026 tiles, deeper than KC (1024): packed Z in two
                                       // depth slices
+      make3x3(1, 3, 2, 4101, 13, 1),  // one band: the whole-batch weight gradient, its GEMMs 1026 tiles
+                                      // deep, in two depth slices
       make3x3(2, 260, 6, 7, 257, 1),  // C K > 256^2: the whole-batch forward instead of bands
       make3x3(1, 530, 6, 5, 521, 1),  // C, K > KC (512 on Intel): packed filters in two depth slices;
                                       // depth steps streamed 4 at a time, the last 2 (530) and 1 (521) copied
@@ -246,6 +248,7 @@ TEST_CASE("conv2d Winograd: the weight gradient's bands need two per group from 
   // The shapes of the reference test that exercise the banded packing.
   CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(2, 37, 35, 64, 29, 1)));
   CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(4, 3, 2, 4101, 13, 1)));
+  CHECK_FALSE(conv2d_winograd_weight_grad_in_bands(make3x3(1, 3, 2, 4101, 13, 1)));
 }
 
 TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, with packing's bits") {

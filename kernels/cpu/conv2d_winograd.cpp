@@ -1180,10 +1180,10 @@ int64_t stage_floats(const BlisConfig& cfg, int64_t tiles) {
 }
 
 // The weight gradient in bands (as forward_banded): per band, its packed
-// operands in cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. The bands are cut into
-// kWeightGroups groups of consecutive bands; each group sums into its own
-// partial Wt on one thread, and the partials add up in group order: the
-// same sums for any thread count. (Partials are 36 K C floats each: for
+// operands in cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. The bands are
+// cut into kWeightGroups groups of consecutive bands, as even as the count
+// allows; each group sums into its own partial Wt on one thread, and the
+// partials add up in group order: the same sums for any thread count. (Partials are 36 K C floats each: for
 // small K C only.) The staged transposes (above) against the packers' (in
 // bands): 256 -> 256 at 64^2 batch 4 -7 to -12%, 128 -> 256 -16%, 64 -> 64
 // at 256^2 -12%, 128 at 128^2 -9% (session 40, interleaved A/B, same bits).
@@ -1195,7 +1195,8 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
   check_panel_rows(cfg);
   const Bands band_grid(tl);
   const int64_t bt = band_grid.max_tiles, bands = g.N * band_grid.per_image;
-  const int64_t per_group = ceil_div(bands, kWeightGroups), groups = ceil_div(bands, per_group);
+  // Group i: bands [i bands / groups, (i + 1) bands / groups), as even as the count allows.
+  const int64_t groups = std::min(bands, kWeightGroups);
   const int64_t wt_floats = kPoints * point_plane(g.K, g.C);
   const CpuArray<float> partials = cpu_array<float>(groups * wt_floats + kLanes);
   std::fill_n(partials.get() + groups * wt_floats, kLanes, 0.0f);
@@ -1217,7 +1218,8 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
 #pragma omp for schedule(static)
     for (int64_t group = 0; group < groups; ++group) {
       float* Wt = partials.get() + group * wt_floats;
-      for (int64_t band = group * per_group; band < std::min(bands, (group + 1) * per_group); ++band) {
+      const int64_t first = group * bands / groups, end = (group + 1) * bands / groups;
+      for (int64_t band = first; band < end; ++band) {
         const Band b = band_grid[band];
         const int64_t tiles = b.tiles;
         for (int64_t c0 = 0; c0 < g.C; c0 += kLanes)
@@ -1226,7 +1228,7 @@ void backward_weight_banded(const ConvGeometry& g, const float* dy, const float*
         for (int64_t k0 = 0; k0 < g.K; k0 += cfg.mr)
           pack_output_grad_block(g, tl, cfg, dy, b.n, k0, static_cast<int>(std::min(cfg.mr, g.K - k0)), b.ty0,
                                  b.rows, rows, stage, A);
-        const float beta = band == group * per_group ? 0.0f : 1.0f;
+        const float beta = band == first ? 0.0f : 1.0f;
         for (int xi = 0; xi < kPoints; ++xi) {
           AOperand a{};
           a.data = A + xi * mpad * tiles;
@@ -1332,16 +1334,19 @@ bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
   // won, 2.89 against 4.38 for 128 channels. With 64 channels the bands
   // stay (the whole-batch form needs 128): 16^2 batch 8 0.63 against the
   // GEMM's 0.73 ms, 20^2 batch 4 0.50 against 0.55 (session 35, Zen 5 VM,
-  // 2 threads, alternated). With one band per group, nothing sums into the
-  // partials, and from C K of 128 x 256 on they cost more than they save:
-  // the whole batch was faster for 256 -> 256 at 64^2 batch 1 (4 bands) by
-  // 12%, at 32^2 batch 4 by 12%, 128 -> 256 at 64^2 batch 1 by 4%; but
-  // slower for 128 and 64 channels, by 29-60% (session 39, both orders of
-  // an interleaved A/B). So there the bands need two per group
-  // (min_bands).
+  // 2 threads, alternated). From C K of 128 x 256 on, the bands need
+  // exactly one per group or two and more per group: with the staged
+  // transposes (backward_weight_banded), one band per group beat the
+  // whole batch for 128 -> 256 at 64^2 batch 1 by 26-31%, 256 -> 256 at
+  // 64^2 batch 1 by 16-18%, at 32^2 batch 4 by 7%; but 5 to 7 bands,
+  // which two threads cannot share evenly, lost by 4-22% (256 -> 256 at
+  // 32^2, batch 5, 6, 7; session 40, interleaved A/B). (Before them, one
+  // band per group lost too; session 39.)
   const Tiles tl(g);
-  return g.C * g.K <= 256 * 256 && (tl.per_image >= 32 || std::min(g.C, g.K) < 128) &&
-         g.N * Bands(tl).per_image >= min_bands(g, kWeightGroups);
+  const int64_t bands = g.N * Bands(tl).per_image;
+  const bool even = bands == kWeightGroups || bands >= min_bands(g, kWeightGroups);
+  return g.C * g.K <= 256 * 256 && (tl.per_image >= 32 || std::min(g.C, g.K) < 128) && bands >= kWeightGroups &&
+         even;
 }
 
 int64_t conv2d_winograd_tiles(const ConvGeometry& g) { return Tiles(g).total; }

@@ -52,8 +52,8 @@ void conv2d_winograd_backward_input(const ConvGeometry& g, const float* dy, cons
 // Runs in bands of tile rows, each band's transforms in cache, where
 // conv2d_winograd_weight_grad_in_bands (C K <= 256^2, 32 tiles per image
 // where C and K are 128 or more, and at least 4 bands, the groups that
-// threads share, 8 where C K >= 128 x 256); else over the whole batch in
-// chunks.
+// threads share; where C K >= 128 x 256, 4 or at least 8); else over the
+// whole batch in chunks.
 bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g);
 // Deep layers on small images (C K >= 512^2 and at most 64 tiles in each of
 // the batch's chunks, images_per_chunk in the .cpp; the weight gradient: 16

@@ -80,7 +80,7 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
       make3x3(2, 20, 37, 19, 7, 0),  // valid padding, P = 35, Q = 17
       make3x3(1, 33, 8, 8, 1, 1),    // K = 1, C past two lane groups
       make3x3(1, 5, 35, 64, 6, 1),   // 16 tiles per row: bands of 4 tile rows, 9 rows = 4 + 4 + 1
-      make3x3(2, 7, 35, 64, 6, 1),   // 6 bands: the weight gradient in bands, groups of 2, 2, 2
+      make3x3(2, 7, 35, 64, 6, 1),   // 6 bands: the weight gradient in bands, groups of 1, 2, 1, 2
       make3x3(2, 37, 35, 64, 29, 1),  // in bands with K = 2 MR + 5 (packed Z's zero rows) and
                                       // C = 2 x 16 + 5 (V^T's staging blocks)
       make3x3(4, 3, 2, 4101, 13, 1),  // bands of 1026 tiles, deeper than KC (1024): packed Z in two
@@ -237,14 +237,19 @@ TEST_CASE("conv2d Winograd: deep layers on small images, filter transforms fused
   CHECK_FALSE(kernels::cpu::conv2d_winograd_weight_grad_fused(make3x3(2, 1024, 16, 16, 1024, 1)));
 }
 
-TEST_CASE("conv2d Winograd: the weight gradient's bands need two per group from C K of 128 x 256") {
+TEST_CASE("conv2d Winograd: from C K of 128 x 256 the weight gradient's bands split evenly over the groups") {
   // One 64^2 image: 16 tiles per row, bands of 4 tile rows, 4 bands, one
-  // per group. Partials that sum nothing pay only from small C K on.
+  // per group. A 32^2 image is one band of 64 tiles: 5 to 7 images make
+  // uneven groups, which run over the whole batch from C K of 128 x 256.
   using kernels::cpu::conv2d_winograd_weight_grad_in_bands;
   CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(1, 128, 64, 64, 128, 1)));
-  CHECK_FALSE(conv2d_winograd_weight_grad_in_bands(make3x3(1, 128, 64, 64, 256, 1)));
-  CHECK_FALSE(conv2d_winograd_weight_grad_in_bands(make3x3(1, 256, 64, 64, 256, 1)));
+  CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(1, 128, 64, 64, 256, 1)));
+  CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(1, 256, 64, 64, 256, 1)));
   CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(2, 256, 64, 64, 256, 1)));  // 8 bands, 2 per group
+  CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(4, 256, 32, 32, 256, 1)));
+  for (const int64_t n : {5, 6, 7}) CHECK_FALSE(conv2d_winograd_weight_grad_in_bands(make3x3(n, 256, 32, 32, 256, 1)));
+  CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(8, 256, 32, 32, 256, 1)));
+  CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(5, 128, 32, 32, 128, 1)));  // smaller C K: any 4 bands
   // The shapes of the reference test that exercise the banded packing.
   CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(2, 37, 35, 64, 29, 1)));
   CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(4, 3, 2, 4101, 13, 1)));
@@ -280,7 +285,7 @@ TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, w
 
 TEST_CASE("conv2d Winograd: in bands, any thread count gives the same bits") {
   // 3 images of 64 -> 48 channels at 60^2: 15 tiles per row, bands of 5
-  // tile rows, 3 per image: 9 bands in weight-gradient groups of 3.
+  // tile rows, 3 per image: 9 bands in weight-gradient groups of 2, 2, 2, 3.
   const ConvGeometry g = make3x3(3, 64, 60, 60, 48, 1);
   REQUIRE(kernels::cpu::conv2d_winograd_weight_grad_in_bands(g));
   const auto x = random_floats(g.N * g.C * g.hw(), 15), w = random_floats(g.K * g.crs(), 16),

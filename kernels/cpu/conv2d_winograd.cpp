@@ -834,7 +834,8 @@ struct Bands {
 
 // The fewest bands a banded pass of g takes: `fewest`, but from C K of
 // 128 x 256 on 8 (the measurements are at forward_transformed and
-// conv2d_winograd_weight_grad_in_bands).
+// conv2d_winograd_weight_grad_in_bands; the weight gradient also takes
+// exactly 4, one per group).
 int64_t min_bands(const ConvGeometry& g, int64_t fewest) { return g.C * g.K >= 128 * 256 ? 8 : fewest; }
 
 // A band's transformed inputs: V[xi * point_plane(C, ld) + c * ld + t].
@@ -1120,7 +1121,7 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
 // depth, as their contiguous axis, so both GEMM packers would transpose
 // (transpose_pack.h), reading a band's 36 (K + C) tiles floats back from
 // L3 to do it (2.4 MB each for 256 channels and 64 tiles; L2 is 1 MB):
-// 25% of 256 -> 256 at 64^2 batch 4 (perf). Instead the transforms of a
+// 25% of the weight gradient of 256 -> 256 at 64^2 batch 4 (perf). Instead the transforms of a
 // block of channels go to a small staging buffer and are transposed from
 // there while it is in L2: Z into prepack_a's layout, MR channels per
 // block, and V into V^T [T, C], which the GEMMs read in place as B. The
@@ -1131,7 +1132,8 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
 // Channels [k0, k0 + n) (n <= MR) of tile rows [ty0, ty0 + rows) of image
 // img: Z's transforms, packed as point xi's A [K, T] (T = the rows' tiles)
 // at A + xi * mpad * T in prepack_a's layout (mpad = K rounded up to MR;
-// rows past K zero). stage holds 36 planes of n x T floats.
+// rows past K zero, so that no stale NaN enters the edge tiles). stage
+// holds 36 planes point_plane(MR, T) apart, row r of each at r T.
 void pack_output_grad_block(const ConvGeometry& g, const Tiles& tl, const BlisConfig& cfg, const float* dy,
                             int64_t img, int64_t k0, int n, int64_t ty0, int64_t rows, float* scratch, float* stage,
                             float* A) {
@@ -1156,7 +1158,8 @@ void pack_output_grad_block(const ConvGeometry& g, const Tiles& tl, const BlisCo
 
 // Channels [c0, c0 + n) (n <= 16) of tile rows [ty0, ty0 + rows) of image
 // img: V's transforms, transposed as Vt[xi * vt_plane + t * ldt + c] for
-// the rows' tiles t. stage holds 36 planes of n x tiles floats.
+// the rows' tiles t. stage holds 36 planes point_plane(16, tiles) apart,
+// row r of each at r tiles.
 void transpose_input_block(const ConvGeometry& g, const Tiles& tl, const float* x, int64_t img, int64_t c0, int n,
                            int64_t ty0, int64_t rows, float* scratch, float* stage, float* Vt, int64_t ldt,
                            int64_t vt_plane) {
@@ -1181,12 +1184,13 @@ int64_t stage_floats(const BlisConfig& cfg, int64_t tiles) {
 
 // The weight gradient in bands (as forward_banded): per band, its packed
 // operands in cache and Wt[xi] [K, C] += Z[xi] . V[xi]^T. The bands are
-// cut into kWeightGroups groups of consecutive bands, as even as the count
-// allows; each group sums into its own partial Wt on one thread, and the
-// partials add up in group order: the same sums for any thread count. (Partials are 36 K C floats each: for
-// small K C only.) The staged transposes (above) against the packers' (in
-// bands): 256 -> 256 at 64^2 batch 4 -7 to -12%, 128 -> 256 -16%, 64 -> 64
-// at 256^2 -12%, 128 at 128^2 -9% (session 40, interleaved A/B, same bits).
+// cut into kWeightGroups groups of consecutive bands, as even as the
+// count allows; each group sums into its own partial Wt on one thread,
+// and the partials add up in group order: the same sums for any thread
+// count. (Partials are 36 K C floats each: for small K C only.) The
+// staged transposes (above) against the packers' (in bands): 256 -> 256
+// at 64^2 batch 4 -7 to -12%, 128 -> 256 -16%, 64 -> 64 at 256^2 -12%,
+// 128 at 128^2 -9% (session 40, interleaved A/B, same bits).
 constexpr int64_t kWeightGroups = 4;
 
 void backward_weight_banded(const ConvGeometry& g, const float* dy, const float* x, float* dw) {
@@ -1335,18 +1339,18 @@ bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
   // stay (the whole-batch form needs 128): 16^2 batch 8 0.63 against the
   // GEMM's 0.73 ms, 20^2 batch 4 0.50 against 0.55 (session 35, Zen 5 VM,
   // 2 threads, alternated). From C K of 128 x 256 on, the bands need
-  // exactly one per group or two and more per group: with the staged
-  // transposes (backward_weight_banded), one band per group beat the
-  // whole batch for 128 -> 256 at 64^2 batch 1 by 26-31%, 256 -> 256 at
-  // 64^2 batch 1 by 16-18%, at 32^2 batch 4 by 7%; but 5 to 7 bands,
-  // which two threads cannot share evenly, lost by 4-22% (256 -> 256 at
-  // 32^2, batch 5, 6, 7; session 40, interleaved A/B). (Before them, one
-  // band per group lost too; session 39.)
+  // exactly one per group or at least 8 (change 35's two per group):
+  // with the staged transposes (backward_weight_banded), one band per
+  // group beat the whole batch for 128 -> 256 at 64^2 batch 1 by 26-31%,
+  // 256 -> 256 at 64^2 batch 1 by 16-18%, at 32^2 batch 4 by 7%; but 5
+  // to 7 bands lost or were level (256 -> 256 at 32^2: batch 5 +2% and
+  // +22%, batch 6 +1% and +4%, batch 7 +9%; session 40, interleaved A/B,
+  // noisy). (Before them, one band per group lost too; session 39.)
   const Tiles tl(g);
   const int64_t bands = g.N * Bands(tl).per_image;
-  const bool even = bands == kWeightGroups || bands >= min_bands(g, kWeightGroups);
+  const bool pays = bands == kWeightGroups || bands >= min_bands(g, kWeightGroups);
   return g.C * g.K <= 256 * 256 && (tl.per_image >= 32 || std::min(g.C, g.K) < 128) && bands >= kWeightGroups &&
-         even;
+         pays;
 }
 
 int64_t conv2d_winograd_tiles(const ConvGeometry& g) { return Tiles(g).total; }

@@ -81,10 +81,10 @@ TEST_CASE("conv2d Winograd F(4x4, 3x3): forward and both backwards match the ref
       make3x3(1, 33, 8, 8, 1, 1),    // K = 1, C past two lane groups
       make3x3(1, 5, 35, 64, 6, 1),   // 16 tiles per row: bands of 4 tile rows, 9 rows = 4 + 4 + 1
       make3x3(2, 7, 35, 64, 6, 1),   // 6 bands: the weight gradient in bands, groups of 1, 2, 1, 2
-      make3x3(2, 37, 35, 64, 29, 1),  // in bands with K = 2 MR + 5 (packed Z's zero rows) and
-                                      // C = 2 x 16 + 5 (V^T's staging blocks)
-      make3x3(4, 3, 2, 4101, 13, 1),  // bands of 1026 tiles, deeper than KC (1024): packed Z in two
-                                      // depth slices
+      make3x3(2, 37, 35, 64, 29, 1),  // in bands with K = 2 MR + 5 (a part-filled block of packed Z)
+                                      // and C = 2 x 16 + 5 (V^T's staging blocks)
+      make3x3(4, 3, 2, 4101, 13, 1),  // bands of 1026 tiles, deeper than KC (1024 on v4, less
+                                      // elsewhere): packed Z in two depth slices or more
       make3x3(1, 3, 2, 4101, 13, 1),  // one band: the whole-batch weight gradient, its GEMMs 1026 tiles
                                       // deep, in two depth slices
       make3x3(2, 260, 6, 7, 257, 1),  // C K > 256^2: the whole-batch forward instead of bands
@@ -237,10 +237,10 @@ TEST_CASE("conv2d Winograd: deep layers on small images, filter transforms fused
   CHECK_FALSE(kernels::cpu::conv2d_winograd_weight_grad_fused(make3x3(2, 1024, 16, 16, 1024, 1)));
 }
 
-TEST_CASE("conv2d Winograd: from C K of 128 x 256 the weight gradient's bands split evenly over the groups") {
+TEST_CASE("conv2d Winograd: from C K of 128 x 256 the weight gradient takes 4 bands or at least 8") {
   // One 64^2 image: 16 tiles per row, bands of 4 tile rows, 4 bands, one
-  // per group. A 32^2 image is one band of 64 tiles: 5 to 7 images make
-  // uneven groups, which run over the whole batch from C K of 128 x 256.
+  // per group. A 32^2 image is one band of 64 tiles: 5 to 7 images run
+  // over the whole batch from C K of 128 x 256.
   using kernels::cpu::conv2d_winograd_weight_grad_in_bands;
   CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(1, 128, 64, 64, 128, 1)));
   CHECK(conv2d_winograd_weight_grad_in_bands(make3x3(1, 128, 64, 64, 256, 1)));
@@ -256,12 +256,14 @@ TEST_CASE("conv2d Winograd: from C K of 128 x 256 the weight gradient's bands sp
   CHECK_FALSE(conv2d_winograd_weight_grad_in_bands(make3x3(1, 3, 2, 4101, 13, 1)));
 }
 
-TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, with packing's bits") {
+TEST_CASE("conv2d Winograd: the GEMMs read transformed inputs in place, with packing's bits") {
   // Whole batch (C K > 256^2); T = 66 tiles (2 full 32-tile panels read in
   // place, 2 packed); C = 1030 > KC = 1024 (v4), so the in-place pointer
   // moves on by a slice; and K = 1030 for the backward-input's flipped form.
   // Then in bands (C K < 256^2): 15 tiles per row, bands of 5, 5 and 3
-  // tile rows (75, 75 and 45 tiles: a packed tail of 11 or 13 columns).
+  // tile rows (75, 75 and 45 tiles: a packed tail of 11 or 13 columns);
+  // there the weight gradient reads V^T in place too (C = 48: one full
+  // 32-column panel, a packed tail of 16).
   if (kernels::cpu::sgemm_blis_config().ukernel_b_in_place == nullptr) {
     MESSAGE("this CPU's GEMM config has no in-place micro-kernel: both runs pack, the comparison is vacuous");
   }
@@ -270,16 +272,20 @@ TEST_CASE("conv2d Winograd: the forward reads its transformed inputs in place, w
     INFO(describe(g));
     const auto x = random_floats(g.N * g.C * g.hw(), 25), w = random_floats(g.K * g.crs(), 26),
                dy = random_floats(g.N * g.K * g.pq(), 27);
-    std::vector<float> y_in(dy.size()), dx_in(x.size()), y_packed(dy.size()), dx_packed(x.size());
+    std::vector<float> y_in(dy.size()), dx_in(x.size()), dw_in(w.size()), y_packed(dy.size()),
+        dx_packed(x.size()), dw_packed(w.size());
     const bool was = kernels::cpu::set_conv_b_in_place(true);
     kernels::cpu::conv2d_winograd_forward(g, x.data(), w.data(), nullptr, y_in.data());
     kernels::cpu::conv2d_winograd_backward_input(g, dy.data(), w.data(), dx_in.data());
+    kernels::cpu::conv2d_winograd_backward_weight(g, dy.data(), x.data(), dw_in.data());
     kernels::cpu::set_conv_b_in_place(false);
     kernels::cpu::conv2d_winograd_forward(g, x.data(), w.data(), nullptr, y_packed.data());
     kernels::cpu::conv2d_winograd_backward_input(g, dy.data(), w.data(), dx_packed.data());
+    kernels::cpu::conv2d_winograd_backward_weight(g, dy.data(), x.data(), dw_packed.data());
     kernels::cpu::set_conv_b_in_place(was);
     CHECK(y_in == y_packed);
     CHECK(dx_in == dx_packed);
+    CHECK(dw_in == dw_packed);
   }
 }
 

@@ -1147,13 +1147,16 @@ void pack_output_grad_block(const ConvGeometry& g, const Tiles& tl, const BlisCo
     // The depth slice from pc, kc deep, is at pc mpad, its rows from k0 at k0 depth.
     for (int64_t pc = 0; pc < T; pc += cfg.kc) {
       const int64_t depth = std::min(cfg.kc, T - pc);
-      const float* src[kLanes];
-      for (int r = 0; r < n; ++r) src[r] = stage + xi * plane + r * T + pc;
-      float* dst = A + xi * mpad * T + pc * mpad + k0 * depth;
-      transpose_pack(src, n, depth, 1.0f, dst, mr);
-      for (int64_t t = 0; t < depth && n < mr; ++t) std::fill(dst + t * mr + n, dst + (t + 1) * mr, 0.0f);
+      pack_a(cfg, false, stage + xi * plane, T, 0, n, pc, depth, 1.0f, A + xi * mpad * T + pc * mpad + k0 * depth);
     }
   }
+}
+
+// dst[t * ld_dst + r] = src[r * ld + t] for rows r < n (n <= 16), t < cols.
+void transpose_rows(const float* src, int64_t ld, int n, int64_t cols, float* dst, int64_t ld_dst) {
+  const float* rows[kLanes];
+  for (int r = 0; r < n; ++r) rows[r] = src + r * ld;
+  transpose_pack(rows, n, cols, 1.0f, dst, ld_dst);
 }
 
 // Channels [c0, c0 + n) (n <= 16) of tile rows [ty0, ty0 + rows) of image
@@ -1170,11 +1173,7 @@ void transpose_input_block(const ConvGeometry& g, const Tiles& tl, const float* 
     if (c + 1 < g.C) prefetch_rows(x + (img * g.C + c + 1) * g.H * g.W, g.H, g.W, h0, h1);
     transform_input_rows(g, tl, x, img, c, ty0, rows, scratch, stage + r * tiles, plane);
   }
-  for (int xi = 0; xi < kPoints; ++xi) {
-    const float* src[kLanes];
-    for (int r = 0; r < n; ++r) src[r] = stage + xi * plane + r * tiles;
-    transpose_pack(src, n, tiles, 1.0f, Vt + xi * vt_plane + c0, ldt);
-  }
+  for (int xi = 0; xi < kPoints; ++xi) transpose_rows(stage + xi * plane, tiles, n, tiles, Vt + xi * vt_plane + c0, ldt);
 }
 
 // The staging planes either block needs for up to `tiles` tiles.
@@ -1297,10 +1296,8 @@ void backward_weight_fused(const ConvGeometry& g, const float* dy, const float* 
         pack_a(cfg, false, z, T, 0, g.K, pc, std::min(cfg.kc, T - pc), 1.0f, A.get() + xi * mpad * T + pc * mpad);
       const float* v = V.get() + xi * point_plane(g.C, ldv);
       for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
-        const float* rows[kLanes];
         const int n = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
-        for (int r = 0; r < n; ++r) rows[r] = v + (c0 + r) * ldv;
-        transpose_pack(rows, n, T, 1.0f, Vt.get() + xi * T * ldt + c0, ldt);
+        transpose_rows(v + c0 * ldv, ldv, n, T, Vt.get() + xi * T * ldt + c0, ldt);
       }
     }
     float* block = blocks.get() + tid * kPoints * block_floats;
@@ -1348,9 +1345,8 @@ bool conv2d_winograd_weight_grad_in_bands(const ConvGeometry& g) {
   // noisy). (Before them, one band per group lost too; session 39.)
   const Tiles tl(g);
   const int64_t bands = g.N * Bands(tl).per_image;
-  const bool pays = bands == kWeightGroups || bands >= min_bands(g, kWeightGroups);
-  return g.C * g.K <= 256 * 256 && (tl.per_image >= 32 || std::min(g.C, g.K) < 128) && bands >= kWeightGroups &&
-         pays;
+  const bool pays = bands == kWeightGroups || bands >= min_bands(g, kWeightGroups);  // (min_bands >= 4)
+  return g.C * g.K <= 256 * 256 && (tl.per_image >= 32 || std::min(g.C, g.K) < 128) && pays;
 }
 
 int64_t conv2d_winograd_tiles(const ConvGeometry& g) { return Tiles(g).total; }

@@ -5,6 +5,7 @@
 #include <atomic>
 
 #include "autograd/grad_mode.h"
+#include "autograd/profiler.h"
 #include "tensor/ops.h"
 
 namespace crfseg {
@@ -168,6 +169,7 @@ Edge gradient_edge(const Tensor& t) {
 
 namespace {
 void set_history(const Tensor& out, std::shared_ptr<Node> node) {
+  if (profiler::active()) node->profile_label = profiler::innermost_label();
   auto meta = std::make_shared<AutogradMeta>();
   meta->requires_grad = true;
   meta->grad_fn = std::move(node);

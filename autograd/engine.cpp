@@ -13,6 +13,7 @@
 
 #include "autograd/autograd_meta.h"
 #include "autograd/grad_mode.h"
+#include "autograd/profiler.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 
@@ -60,7 +61,16 @@ void backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) 
     Tensor grad_in = std::move(pending[node]);
     pending.erase(node);
     std::vector<Tensor> grads;
-    if (grad_in.defined()) grads = node->apply(grad_in);
+    if (grad_in.defined()) {
+      if (profiler::active()) {
+        // Under the forward scope that made the node, else by its gradient's shape.
+        const profiler::Scope scope(node->name(), node->profile_label.empty() ? "of " + shape_str(grad_in.shape())
+                                                                               : node->profile_label);
+        grads = node->apply(grad_in);
+      } else {
+        grads = node->apply(grad_in);
+      }
+    }
     if (!retain_graph) node->release_saved();
     for (size_t i = 0; i < node->next_edges.size(); ++i) {
       Node* next = node->next_edges[i].node.get();

@@ -54,6 +54,10 @@ class Node {
   virtual void release_saved() {}
 
   std::vector<Edge> next_edges;
+  // While a profiler::Session records: the scope that created this node
+  // (its forward module, e.g. "Conv2d (16 -> 32, ...) in [4, 16, 64, 64]"),
+  // so that its backward is timed under the layer it belongs to.
+  std::string profile_label;
 };
 
 }  // namespace crfseg

@@ -4,7 +4,7 @@
 //   build/bench/bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder unet|resnet50|vgg16|vgg16_bn]
 //                            [--base W] [--depth D] [--size S] [--batch B] [--classes C]
 //                            [--optimizer adamw|sgd] [--crf] [--encoder-forward] [--device cpu|cuda[:N]]
-//                            [--precision fp32|tf32|bf16] [--input noise|shapes]
+//                            [--precision fp32|tf32|bf16] [--input noise|shapes] [--profile STEPS]
 //
 // A training step is forward + cross-entropy + backward + optimizer step
 // (AdamW at lr 1e-3, or SGD at lr 1e-2 with momentum 0.9) on a fixed batch; inference is a
@@ -24,6 +24,12 @@
 // and the JSON adds the device's peak allocated memory. Before timing it checks that the
 // loss is finite and decreases over the warm-up steps (a model that does
 // not train prints no number).
+// --profile STEPS runs that many more training steps (after the timed ones)
+// under the op-level profiler (autograd/profiler.h) and prints where their
+// time went: self time by kind (Conv2d forward, Conv2dBackward, ...), then
+// by layer and shape. On a GPU the profiler synchronises at every scope
+// edge, so those steps are slower than the timed ones; the shares are the
+// point.
 // bench/peers/torch_segmenter.py times the same network in PyTorch
 // (module-for-module twin) with the same arguments; scripts/bench.sh runs both.
 #include <algorithm>
@@ -35,6 +41,7 @@
 #include "autograd/engine.h"
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
+#include "autograd/profiler.h"
 #include <sys/resource.h>
 
 #include "bench/support/peak.h"
@@ -57,6 +64,7 @@ constexpr const char* kUsage =
     "usage: bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder NAME] [--base W] [--depth D]\n"
     "                    [--size S] [--batch B] [--classes C] [--optimizer adamw|sgd] [--crf] [--encoder-forward]\n"
     "                    [--device cpu|cuda[:N]] [--precision fp32|tf32|bf16] [--input noise|shapes]\n"
+    "                    [--profile STEPS]\n"
     "  times a Segmenter training step (forward, loss, backward, optimizer) and inference.\n";
 
 // Peak resident set size of this process so far, in MiB (Linux: ru_maxrss is in KiB).
@@ -78,7 +86,7 @@ bool parse_int(const char* s, int64_t& out) {
 
 int main(int argc, char** argv) {
   bool json = false;
-  int64_t repeats = 10, warmup = 2, base = 16, depth = 4, size = 128, batch = 4, classes = 3;
+  int64_t repeats = 10, warmup = 2, base = 16, depth = 4, size = 128, batch = 4, classes = 3, profile_steps = 0;
   std::string encoder = "unet", optimizer = "adamw";
   bool with_crf = false, encoder_forward = false;
   std::string device_name = "cpu", precision_name = "fp32", input = "noise";
@@ -92,6 +100,7 @@ int main(int argc, char** argv) {
                       : a == "--size"  ? &size
                       : a == "--batch" ? &batch
                       : a == "--classes" ? &classes
+                      : a == "--profile" ? &profile_steps
                                          : nullptr;
     if (a == "--help" || a == "-h") {
       std::printf("%s", kUsage);
@@ -122,6 +131,10 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (profile_steps > 0 && (json || encoder_forward)) {
+    std::fprintf(stderr, "bench_models: --profile prints a table of training steps; not with --json or --encoder-forward\n");
+    return 2;
+  }
   // The FMA probe (cached) before any step: run after them, it would share
   // the cores with worker threads still spinning from the last step.
   bench::measured_peak_gflops();
@@ -169,6 +182,7 @@ int main(int argc, char** argv) {
 
     bench::Timing train{NAN, NAN}, infer{NAN, NAN};
     std::vector<double> with_layer, without_layer;  // --crf: paired steps (below)
+    std::string profile_table;                       // --profile
     if (encoder_forward) {
       net.eval();
       infer = bench::time_it(
@@ -212,6 +226,31 @@ int main(int argc, char** argv) {
           }
         }
         net.enable_final_layer(true);
+      }
+      if (profile_steps > 0) {
+        // After the timed steps, so that their numbers are the unprofiled ones.
+        profiler::Session session(device);
+        for (int64_t s = 0; s < profile_steps; ++s) {
+          Tensor logits, loss;
+          {
+            const profiler::Scope scope("zero_grad");
+            opt->zero_grad();
+          }
+          logits = net(x_dev);
+          {
+            const profiler::Scope scope("loss");
+            loss = cross_entropy(logits, y);
+          }
+          {
+            const profiler::Scope scope("backward");
+            backward(loss);
+          }
+          {
+            const profiler::Scope scope("optimizer");
+            opt->step();
+          }
+        }
+        profile_table = session.table(30);
       }
       if (!all_finite || !(best_later < first_loss)) {
         std::fprintf(stderr, "bench_models: the loss did not decrease (first %g, best later %g); no numbers printed\n",
@@ -271,6 +310,10 @@ int main(int argc, char** argv) {
       }
       std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
       if (device.is_cuda()) std::printf("%s", cuda::memory_summary(device.index).c_str());
+      if (!profile_table.empty()) {
+        std::printf("\n## Profile of %lld training steps (autograd/profiler.h)\n%s", (long long)profile_steps,
+                    profile_table.c_str());
+      }
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_models: %s\n", e.what());

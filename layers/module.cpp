@@ -9,6 +9,7 @@
 
 #include "autograd/autograd_meta.h"
 #include "autograd/grad_mode.h"
+#include "autograd/profiler.h"
 #include "tensor/ops.h"
 
 namespace crfseg::nn {
@@ -45,6 +46,13 @@ Tensor Module::forward(const Tensor&) {
 }
 
 Tensor Module::operator()(const Tensor& x) {
+  if (!profiler::active()) return observed_forward(x);
+  const std::string repr = extra_repr();
+  const profiler::Scope scope(type_name_.c_str(), (repr.empty() ? "" : "(" + repr + ") ") + "in " + shape_str(x.shape()));
+  return observed_forward(x);
+}
+
+Tensor Module::observed_forward(const Tensor& x) {
   if (g_summary_rows == nullptr && g_observer == nullptr) return forward(x);
   // Rows in call order (a parent before its children): reserve, then fill.
   const size_t row = g_summary_rows != nullptr ? g_summary_rows->size() : 0;

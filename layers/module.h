@@ -48,7 +48,8 @@ class Module {
   // several feature maps, the segmenter) define their own methods instead
   // and leave this throwing NotImplementedError.
   virtual Tensor forward(const Tensor& x);
-  // forward(x), plus recording the output shape while a summary runs.
+  // forward(x), plus recording the output shape while a summary runs, and
+  // timing the call while a profiler::Session records (autograd/profiler.h).
   Tensor operator()(const Tensor& x);
 
   // ---- registration (names must be non-empty, dot-free and unique) ----
@@ -88,6 +89,7 @@ class Module {
   void load_state_dict(const std::vector<NamedTensor>& state, bool strict = true);
 
  private:
+  Tensor observed_forward(const Tensor& x);  // forward(x) and the summary/observer hooks
   void add_child(const std::string& name, std::shared_ptr<Module> module);
   void check_new_name(const std::string& name, const char* what) const;
   void collect(const std::string& prefix, bool params, bool buffers, bool recurse,

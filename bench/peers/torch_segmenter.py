@@ -6,12 +6,16 @@ warm-up steps; then eval-mode inference under no_grad. Prints markdown rows
 that line up with bench_models' table. Threads: OMP_NUM_THREADS (as crfseg).
 
   /usr/bin/python3 bench/peers/torch_segmenter.py [--base W] [--depth D] [--size S] [--batch B] [--classes C] [--repeats R]
-                                                  [--device cpu|cuda]
+                                                  [--device cpu|cuda] [--profile STEPS]
 
 With --device cuda the network and batch live on the GPU, each timed run
 ends with torch.cuda.synchronize(), and TF32 is off for matmuls and cuDNN
 convolutions (PyTorch enables it for cuDNN by default): true FP32, the
 precision crfseg's CUDA path computes in.
+
+--profile STEPS runs that many more training steps under torch.profiler and
+prints its operator table (self time on the device for CUDA, on the CPU
+otherwise), to set beside bench_models --profile's.
 """
 import argparse
 import os
@@ -46,6 +50,8 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", choices=("none", "bf16"), default="none",
                    help="bf16: torch.autocast(bfloat16) around forward and loss (CUDA)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after timing, profile STEPS training steps with torch.profiler")
     a = p.parse_args()
     dev = torch.device(a.device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
@@ -83,6 +89,18 @@ def main():
                                                               1000.0 * a.batch / train[0]))
     print("| pytorch %s%s | inference | %.1f | %.1f | %.1f |" % (torch.__version__, tag, inf[0], inf[1],
                                                              1000.0 * a.batch / inf[0]))
+    if a.profile > 0:
+        net.train()
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if dev.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(a.profile):
+                step()
+            sync()
+        key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+        print("\n## torch.profiler, %d training steps, sorted by %s" % (a.profile, key))
+        print(prof.key_averages().table(sort_by=key, row_limit=30))
 
 
 if __name__ == "__main__":

@@ -682,14 +682,49 @@ bool winograd_forward_wins(const ConvGeometry& g) {
   if (fold_batch(g)) return std::min(g.P, g.Q) >= 7 && small_images_pay_winograd(g);
   return std::min(g.P, g.Q) >= 8;
 }
+// Small layers (session 41, Zen 5 VM, 2 threads; Winograd's time over
+// the old path's, medians of 9-15 alternated pairs, each call with its
+// scratch from the allocator's cache). The thresholds above were set by
+// session 24's kernels; today's Winograd wins far below them:
+//   backward-input, where the forward rule says no (its 2^25
+//     multiply-adds): 64 at 16^2 one image 0.73, two 0.63; 64 at 24^2 0.76;
+//     128 at 12^2 0.68, at 14^2 0.64; 128 -> 64 at 16^2 0.80; 64 at 10^2
+//     and 12^2 0.87-0.89; folded: 64 at 14^2 batch 2 0.67, 128 at 12^2
+//     batch 2 (18 tiles) 0.81, 128 at 10^2 batch 2 0.84, 256 at 7^2 batch 4
+//     (16 tiles) 0.70. But 8 x 8 outputs of one image lose (64 -> 128
+//     1.32, 128 1.14), and folded 64-channel images of 8 or 16 tiles
+//     (1.14-1.20). The forward stays on its rule: on the same layers it
+//     ties (0.96-1.10) except at 14^2 (0.73-0.75).
+//   weight gradient, whole batch, under 2^28 multiply-adds or 128
+//     channels: 128 at 16^2 batch 1, 2, 4 0.70, 0.55, 0.48; 128 at 24^2
+//     0.73, at 32^2 0.54; 256 at 16^2 0.67; 64 at 32^2 0.56, at 48^2 0.60,
+//     at 16^2 batch 2 and 3 0.75, 0.69; 64 -> 256 and 256 -> 64 at 32^2
+//     0.71, 0.65; and past the 2^28 line on images that discard a quarter
+//     of the computed outputs, from 256 channels: 256 at 17^2 batch 2 and
+//     4 0.86, 0.80; 512 at 17^2 0.96. With 64 channels such images lose
+//     (64 at 17^2 1.32), as do images of fewer than 32 tiles (64 at 16^2
+//     one image 0.98, at 20^2 1.07). Folded: 128 at 14^2 batch 4 and 8
+//     0.73, 0.61; 256 at 14^2 batch 2 0.75; 64 at 14^2 batch 2 0.73; at
+//     12^2 from 256 channels 0.70-0.82, but 128 at 12^2 batch 4 1.24.
+bool winograd_backward_input_wins(const ConvGeometry& g) {
+  if (winograd_forward_wins(g)) return true;
+  if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64) return false;
+  if (fold_batch(g)) {
+    return std::min(g.P, g.Q) >= 7 &&
+           (small_images_pay_winograd(g) || (std::min(g.C, g.K) >= 128 && conv2d_winograd_tiles(g) >= 16));
+  }
+  return std::min(g.P, g.Q) >= 10;
+}
 bool winograd_weight_grad_wins(const ConvGeometry& g) {
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64) return false;
   if (fold_batch(g)) {
-    return small_images_pay_winograd(g) && !conv2d_winograd_weight_grad_in_bands(g) && std::min(g.C, g.K) >= 128 &&
-           std::min(g.P, g.Q) >= 12 && multiply_adds(g) >= (int64_t{1} << 28);
+    if (!small_images_pay_winograd(g) || conv2d_winograd_weight_grad_in_bands(g)) return false;
+    return std::min(g.P, g.Q) >= 14 ||
+           (std::min(g.P, g.Q) >= 12 && std::min(g.C, g.K) >= 128 && multiply_adds(g) >= (int64_t{1} << 28));
   }
   if (conv2d_winograd_weight_grad_in_bands(g)) return true;
-  return std::min(g.C, g.K) >= 128 && std::min(g.P, g.Q) >= 16 && multiply_adds(g) >= (int64_t{1} << 28);
+  if (std::min(g.P, g.Q) < 16) return false;
+  return std::min(g.C, g.K) >= 128 || small_images_pay_winograd(g);
 }
 
 // The forward pass with the weights already packed (prepack_a's layout of
@@ -1112,7 +1147,7 @@ void col2im(const ConvGeometry& g, const T* col, T* dx_img) {
 }
 
 bool conv2d_forward_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
-bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_forward_wins(g); }
+bool conv2d_backward_input_takes_winograd(const ConvGeometry& g) { return winograd_backward_input_wins(g); }
 bool conv2d_weight_grad_takes_winograd(const ConvGeometry& g) { return winograd_weight_grad_wins(g); }
 bool set_conv_b_in_place(bool on) { return g_b_in_place.exchange(on); }
 bool conv_b_in_place() { return g_b_in_place.load(); }
@@ -1124,7 +1159,7 @@ bool conv2d_forward_folds_batch(const ConvGeometry& g) {
   return !winograd_forward_wins(g) && !direct_forward_wins(g) && fold_batch(g);
 }
 bool conv2d_backward_input_takes_direct(const ConvGeometry& g) {
-  return !winograd_forward_wins(g) && backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
+  return !winograd_backward_input_wins(g) && backward_input_as_conv(g) && direct_forward_wins(flipped_geometry(g));
 }
 bool conv2d_weight_grad_takes_direct(const ConvGeometry& g) {
   return !winograd_weight_grad_wins(g) && (direct_weight_grad_wins(g) || klanes_weight_grad_wins(g));
@@ -1158,7 +1193,7 @@ void conv2d_forward<double>(const ConvGeometry& g, const double* x, const double
 }
 template <>
 void conv2d_backward_input<float>(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
-  if (winograd_forward_wins(g)) return conv2d_winograd_backward_input(g, dy, w, dx);
+  if (winograd_backward_input_wins(g)) return conv2d_winograd_backward_input(g, dy, w, dx);
   backward_input_f32(g, dy, w, dx, /*allow_direct=*/true);
 }
 template <>

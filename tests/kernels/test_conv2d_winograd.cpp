@@ -321,7 +321,27 @@ TEST_CASE("conv2d Winograd: where conv2d dispatches to it, and the error where i
     CHECK(kc::conv2d_backward_input_takes_winograd(make3x3(8, 512, 7, 7, 512, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 512, 7, 7, 512, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 256, 10, 10, 256, 1)));
-    CHECK_FALSE(kc::conv2d_backward_input_takes_winograd(make3x3(4, 256, 10, 10, 256, 1)));
+    // The backward-input pays from 128 channels and 16 tiles (conv2d.cpp,
+    // winograd_backward_input_wins), and unbatched from 10 x 10 outputs;
+    // not on 8 x 8 outputs of one image, nor on few tiles of 64 channels.
+    CHECK(kc::conv2d_backward_input_takes_winograd(make3x3(4, 256, 10, 10, 256, 1)));
+    CHECK(kc::conv2d_backward_input_takes_winograd(make3x3(4, 256, 7, 7, 256, 1)));
+    CHECK(kc::conv2d_backward_input_takes_winograd(make3x3(1, 128, 14, 14, 128, 1)));
+    CHECK(kc::conv2d_backward_input_takes_winograd(make3x3(1, 64, 16, 16, 64, 1)));
+    CHECK_FALSE(kc::conv2d_backward_input_takes_winograd(make3x3(1, 64, 8, 8, 128, 1)));
+    CHECK_FALSE(kc::conv2d_backward_input_takes_winograd(make3x3(4, 64, 8, 8, 64, 1)));
+    // The weight gradient over the whole batch below 2^28 multiply-adds:
+    // from 128 channels at 16 x 16 outputs; 64 channels with 32 tiles, at
+    // most a quarter of their outputs discarded; folded from 14 x 14.
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 128, 16, 16, 128, 1)));
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(1, 128, 16, 16, 128, 1)));
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(1, 64, 32, 32, 64, 1)));
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(1, 64, 16, 16, 64, 1)));
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(1, 64, 17, 17, 64, 1)));
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(2, 64, 14, 14, 64, 1)));
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 128, 14, 14, 128, 1)));
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 128, 12, 12, 128, 1)));
+    CHECK_FALSE(kc::conv2d_weight_grad_takes_winograd(make3x3(1, 128, 14, 14, 128, 1)));
     CHECK(kc::conv2d_forward_takes_winograd(make3x3(8, 256, 14, 14, 256, 1)));
     CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 512, 14, 14, 512, 1)));  // whole batch
     CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(8, 256, 14, 14, 256, 1)));

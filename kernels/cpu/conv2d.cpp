@@ -675,11 +675,20 @@ bool small_images_pay_winograd(const ConvGeometry& g) {
   const int64_t tiles = conv2d_winograd_tiles(g);
   return tiles >= 32 && 4 * g.N * g.pq() >= 3 * 16 * tiles;
 }
+// Session 41 (Zen 5 VM, 2 threads, alternated medians, Winograd's time
+// over the folded GEMM's): 16 tiles pay from 256 channels too, forward
+// 256 at 8^2 batch 4 0.81, 512 0.79, 1024 0.70, 2048 -> 1024 0.72, 512 at
+// 7^2 0.87; not at 128 channels (1.13). The backward-input's own rule is
+// below.
+bool few_tiles_pay_winograd(const ConvGeometry& g) {
+  const int64_t tiles = conv2d_winograd_tiles(g);
+  return std::min(g.C, g.K) >= 256 && tiles >= 16 && 4 * g.N * g.pq() >= 3 * 16 * tiles;
+}
 bool winograd_forward_wins(const ConvGeometry& g) {
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64 ||
       multiply_adds(g) < (int64_t{1} << 25))
     return false;
-  if (fold_batch(g)) return std::min(g.P, g.Q) >= 7 && small_images_pay_winograd(g);
+  if (fold_batch(g)) return std::min(g.P, g.Q) >= 7 && (small_images_pay_winograd(g) || few_tiles_pay_winograd(g));
   return std::min(g.P, g.Q) >= 8;
 }
 // Small layers (session 41, Zen 5 VM, 2 threads; Winograd's time over
@@ -718,7 +727,11 @@ bool winograd_backward_input_wins(const ConvGeometry& g) {
 bool winograd_weight_grad_wins(const ConvGeometry& g) {
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64) return false;
   if (fold_batch(g)) {
-    if (!small_images_pay_winograd(g) || conv2d_winograd_weight_grad_in_bands(g)) return false;
+    if (conv2d_winograd_weight_grad_in_bands(g)) return false;
+    // 16 tiles of 8 x 8 images only from 1024 channels: 2048 -> 1024 batch 4
+    // 0.66, 1024 0.79, 512 0.93, 256 1.15.
+    if (std::min(g.C, g.K) >= 1024 && std::min(g.P, g.Q) >= 8 && conv2d_winograd_tiles(g) >= 16) return true;
+    if (!small_images_pay_winograd(g)) return false;
     return std::min(g.P, g.Q) >= 14 ||
            (std::min(g.P, g.Q) >= 12 && std::min(g.C, g.K) >= 128 && multiply_adds(g) >= (int64_t{1} << 28));
   }

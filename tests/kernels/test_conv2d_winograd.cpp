@@ -314,12 +314,16 @@ TEST_CASE("conv2d Winograd: where conv2d dispatches to it, and the error where i
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 3, 256, 256, 64, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(1, 64, 24, 24, 64, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(1, 512, 7, 7, 512, 1)));
-    // Small images, batched: 32 tiles over the batch or more (7^2 batch 8,
-    // yes; batch 4, no), at most a quarter of their outputs discarded (10^2
-    // computes 12^2: no); the weight gradient only over the whole batch.
+    // Small images, batched: 32 tiles over the batch or more (7^2 batch 8),
+    // or 16 from 256 channels (7^2 batch 4: 512 yes, 128 no), at most a
+    // quarter of their outputs discarded (10^2 computes 12^2: no); the
+    // weight gradient only over the whole batch.
     CHECK(kc::conv2d_forward_takes_winograd(make3x3(8, 512, 7, 7, 512, 1)));
     CHECK(kc::conv2d_backward_input_takes_winograd(make3x3(8, 512, 7, 7, 512, 1)));
-    CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 512, 7, 7, 512, 1)));
+    CHECK(kc::conv2d_forward_takes_winograd(make3x3(4, 512, 7, 7, 512, 1)));
+    CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 128, 7, 7, 128, 1)));
+    CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(2, 512, 7, 7, 512, 1)));
+    CHECK(kc::conv2d_weight_grad_takes_winograd(make3x3(4, 2048, 8, 8, 1024, 1)));
     CHECK_FALSE(kc::conv2d_forward_takes_winograd(make3x3(4, 256, 10, 10, 256, 1)));
     // The backward-input pays from 128 channels and 16 tiles (conv2d.cpp,
     // winograd_backward_input_wins), and unbatched from 10 x 10 outputs;

@@ -22,12 +22,20 @@ namespace {
 // The update of adam.h over n contiguous elements (v_max null without
 // amsgrad); the per-element rule, in torch's single-tensor order, is
 // kernels/optim_step.h's, shared with CUDA.
+template <typename T, bool Amsgrad>
+void adam_loop(T* p, const T* g, T* m, T* v, T* v_max, int64_t n, kernels::AdamConstants<T> k) {
+#pragma omp parallel for simd schedule(static) firstprivate(k) if (n >= kParallelElements)
+  for (int64_t i = 0; i < n; ++i) {
+    kernels::adam_update_element(p[i], g[i], m[i], v[i], Amsgrad ? v_max + i : nullptr, k);
+  }
+}
 template <typename T>
 void adam_update(T* p, const T* g, T* m, T* v, T* v_max, int64_t n, const kernels::AdamStep& c) {
   const kernels::AdamConstants<T> k(c);
-#pragma omp parallel for schedule(static) if (n >= kParallelElements)
-  for (int64_t i = 0; i < n; ++i) {
-    kernels::adam_update_element(p[i], g[i], m[i], v[i], v_max != nullptr ? v_max + i : nullptr, k);
+  if (v_max != nullptr) {
+    adam_loop<T, true>(p, g, m, v, v_max, n, k);
+  } else {
+    adam_loop<T, false>(p, g, m, v, nullptr, n, k);
   }
 }
 

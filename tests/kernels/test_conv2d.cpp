@@ -240,15 +240,15 @@ TEST_CASE("conv2d forward folds the batch into the GEMM's columns for small imag
   CHECK(kernels::cpu::conv2d_forward_folds_batch(make(3, 20, 9, 8, 36, 3, 3, 1, 1, 2, 2, 2, 2)));
   CHECK(kernels::cpu::conv2d_forward_folds_batch(make(4, 333, 5, 7, 29, 1, 1)));
   // ResNet-50's layer3 3x3 (14^2, batch 8: 128 Winograd tiles) takes
-  // Winograd (unless CRFSEG_CONV_WINOGRAD=0); 512 -> 512 at 8^2, batch 4
-  // (16 tiles), folds.
+  // Winograd (unless CRFSEG_CONV_WINOGRAD=0); 512 -> 512 at 8^2, batch 2
+  // (8 tiles), folds (batch 4, 16 tiles, takes Winograd from 256 channels).
   const ConvGeometry layer3 = make(8, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1);
   const char* wino = std::getenv("CRFSEG_CONV_WINOGRAD");
   if (!(wino && std::string(wino) == "0")) {
     CHECK_FALSE(kernels::cpu::conv2d_forward_folds_batch(layer3));
     CHECK(kernels::cpu::conv2d_forward_takes_winograd(layer3));
   }
-  const ConvGeometry few_tiles = make(4, 512, 8, 8, 512, 3, 3, 1, 1, 1, 1);
+  const ConvGeometry few_tiles = make(2, 512, 8, 8, 512, 3, 3, 1, 1, 1, 1);
   CHECK(kernels::cpu::conv2d_forward_folds_batch(few_tiles));
   CHECK_FALSE(kernels::cpu::conv2d_forward_takes_winograd(few_tiles));
   // One image, or 16^2 = 256 pixels and more: one GEMM per image.

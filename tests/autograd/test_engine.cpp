@@ -86,3 +86,34 @@ TEST_CASE("gradients flow through broadcasting to the smaller operand") {
   CHECK_CLOSE(grad(w), std::vector<double>{4, 4, 4});
   CHECK(grad(w).shape() == Shape{3});
 }
+
+TEST_CASE("a leaf's first gradient is taken over only when nothing else holds it") {
+  // An add's backward hands the same gradient to both inputs: the leaves
+  // must get separate buffers (editing one .grad leaves the other alone).
+  const Tensor a = from_vector<double>({1, 2}, {2}), b = from_vector<double>({3, 4}, {2});
+  set_requires_grad(a);
+  set_requires_grad(b);
+  backward(a + b, from_vector<double>({5, 6}, {2}));
+  CHECK(grad(a).storage_ptr() != grad(b).storage_ptr());
+  ops::add_(grad(a), grad(a));
+  CHECK_CLOSE(grad(a), std::vector<double>{10, 12});
+  CHECK_CLOSE(grad(b), std::vector<double>{5, 6});
+
+  // The caller's grad_output, reaching a leaf as it is, is copied.
+  const Tensor x = from_vector<double>({1, 2}, {2});
+  set_requires_grad(x);
+  const Tensor seed = from_vector<double>({7, 8}, {2});
+  backward(x, seed);
+  CHECK(grad(x).storage_ptr() != seed.storage_ptr());
+  ops::add_(seed, seed);
+  CHECK_CLOSE(grad(x), std::vector<double>{7, 8});
+
+  // A fresh gradient is kept as it is, and later ones add into it.
+  const Tensor w = from_vector<double>({1, 2, 3}, {3});
+  set_requires_grad(w);
+  backward(sum(w * w));
+  const auto* first = grad(w).storage_ptr().get();
+  backward(sum(w * w));
+  CHECK(grad(w).storage_ptr().get() == first);
+  CHECK_CLOSE(grad(w), std::vector<double>{4, 8, 12});
+}

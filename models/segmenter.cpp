@@ -1,6 +1,7 @@
 #include "models/segmenter.h"
 
 #include "autograd/functions.h"
+#include "autograd/profiler.h"
 #include "models/resnet.h"
 #include "models/vgg.h"
 #include "tensor/factory.h"
@@ -77,7 +78,11 @@ Tensor Segmenter::forward(const Tensor& x) {
   Tensor logits = decoder->forward_features(encoder->features(padded), padded.size(2), padded.size(3));
   if (padded.size(2) != h) logits = slice(logits, 2, 0, h);
   if (padded.size(3) != w) logits = slice(logits, 3, 0, w);
-  return final_layer_enabled() ? final_fn_(logits, x) : logits;
+  if (!final_layer_enabled()) return logits;
+  // The final layer takes two inputs, so it is not a Module call: it is
+  // timed (and its backward labelled) as a scope of its own.
+  const profiler::Scope scope(final_module_ ? final_module_->type_name().c_str() : "final layer");
+  return final_fn_(logits, x);
 }
 
 void Segmenter::set_final_layer(std::shared_ptr<nn::Module> module, FinalLayer fn) {

@@ -264,3 +264,20 @@ TEST_CASE("--crf-param: convergent by default, free on request, recorded in the 
   CHECK(app::run_eval({"--checkpoint", dir.file("conv") + "/last.safetensors", "--data", "synth:8", "--synth-size", "16",
                        "--out", dir.file("conv")}) == 0);
 }
+
+TEST_CASE("train --profile writes where N steps' time went, and stops at the epoch's end") {
+  TempDir dir;
+  const std::vector<std::string> args = with(kTiny, {"--data", "synth:24", "--synth-size", "16", "--epochs", "2",
+                                                     "--crf", "--workers", "0"});
+  // 6 batches per epoch: steps 2 to 4.
+  REQUIRE(app::run_train(with(args, {"--out", dir.file("a"), "--profile", "3"})) == 0);
+  const std::string a = read_bytes(dir.file("a") + "/profile.md");
+  CHECK(a.find("3 training steps (2 to 4)") != std::string::npos);
+  for (const char* row : {"| Conv2dBackward | Conv2d (", "| CrfRnn", "| optimizer |", "| backward |", "| loss |"}) {
+    INFO(row);
+    CHECK(a.find(row) != std::string::npos);
+  }
+  // More steps than the epoch has left: the profile ends with the epoch (2 to 6).
+  REQUIRE(app::run_train(with(args, {"--out", dir.file("b"), "--profile", "50"})) == 0);
+  CHECK(read_bytes(dir.file("b") + "/profile.md").find("5 training steps (2 to 6)") != std::string::npos);
+}

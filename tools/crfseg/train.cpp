@@ -26,12 +26,14 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <sstream>
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
+#include "autograd/profiler.h"
 #include "layers/nonfinite.h"
 #include "layers/optim/adam.h"
 #include "layers/optim/clip_grad.h"
@@ -89,6 +91,7 @@ ArgParser train_parser() {
       .option("--init", "FILE", "", "initial weights: a crfseg checkpoint, or encoder weights (export_torchvision.py)")
       .option("--checkpoint-every", "N", "0", "also checkpoint every N batches (0: at epoch ends only)")
       .option("--stop-after", "N", "0", "stop after N optimizer steps, as if killed (for resume tests; 0: off)")
+      .option("--profile", "N", "0", "time N steps (from the second) per layer and op; table in DIR/profile.md (0: off)")
       .flag("--quiet", "no progress lines");
   return p;
 }
@@ -218,6 +221,7 @@ int run_train(const std::vector<std::string>& args) {
   const int64_t batch_size = p.get_int("--batch", 1, 4096), workers = p.get_int("--workers", 0, 64);
   const int64_t checkpoint_every = p.get_int("--checkpoint-every", 0), stop_after = p.get_int("--stop-after", 0);
   const double clip = p.get_double("--clip", 0.0);
+  const int64_t profile_steps = p.get_int("--profile", 0, 100000);
   const int64_t crf_warmup = p.get_int("--crf-warmup", 0, 100000);
   const bool quiet = p.flag_set("--quiet") || !dp.is_root();  // only rank 0 prints
   const fs::path out = p.get("--out");
@@ -385,6 +389,24 @@ int run_train(const std::vector<std::string>& args) {
                 static_cast<long long>(global_batch));
   }
   std::fflush(stdout);
+  // --profile: a session from this run's second step, closed after N steps
+  // or at the epoch's end (validation is not a training step).
+  const int64_t first_step = step;
+  std::optional<profiler::Session> profile;
+  auto finish_profile = [&] {
+    const int64_t profiled = step - first_step - 1;
+    if (dp.is_root() && profiled > 0) {
+      const std::string path = (out / "profile.md").string();
+      std::ofstream f(path);
+      f << "# crfseg train --profile: " << profiled << " training steps (" << step - profiled + 1 << " to " << step
+        << ")\n\n"
+        << describe(spec) << ", batch " << batch_size << ", " << device.str() << "\n\n"
+        << profile->table(40);
+      if (!f) throw IOError("--profile: cannot write " + path);
+      if (!quiet) std::printf("\nprofile of %lld steps written to %s\n", static_cast<long long>(profiled), path.c_str());
+    }
+    profile.reset();
+  };
   net->train();
   for (; epoch < epochs; ++epoch) {
     const int64_t batches = train_loader.num_batches();
@@ -396,10 +418,23 @@ int run_train(const std::vector<std::string>& args) {
     int64_t done = first_batch;
     first_batch = 0;
     while (auto batch = train_loader.next()) {
-      batch->images = batch->images.to(device);
-      batch->masks = batch->masks.to(device);
+      // --profile: steps 2 .. N + 1 of this run (the first allocates the
+      // caches), each part of the step a scope; rank 0's table.
+      if (profile_steps > 0 && step == first_step + 1 && !profile) profile.emplace(device);
+      if (profile) {
+        const profiler::Scope scope("data to device");
+        batch->images = batch->images.to(device);
+        batch->masks = batch->masks.to(device);
+      } else {
+        batch->images = batch->images.to(device);
+        batch->masks = batch->masks.to(device);
+      }
       const Tensor logits = (*net)(batch->images);
-      const Tensor loss = compute_loss(logits, batch->masks, loss_spec);
+      Tensor loss;
+      {
+        const profiler::Scope scope("loss");
+        loss = compute_loss(logits, batch->masks, loss_spec);
+      }
       // Over all ranks: the global batch's mean loss, the same on every rank.
       const double loss_value = dp.global_mean_loss(loss.item(), batch->images.size(0), batch->global_size);
       // Divergence guard: a non-finite loss or gradient stops the run before
@@ -416,21 +451,33 @@ int run_train(const std::vector<std::string>& args) {
                                                        *net, logits, [&] { (void)(*net)(batch->images); }));
       opt->zero_grad();
       dp.begin_backward(batch->images.size(0), batch->global_size);
-      backward(loss);
-      dp.end_backward();  // every rank now holds the global batch's gradient
-      const double gnorm = optim::grad_norm(net->parameters());
+      {
+        const profiler::Scope scope("backward");
+        backward(loss);
+        dp.end_backward();  // every rank now holds the global batch's gradient
+      }
+      double gnorm;
+      {
+        const profiler::Scope scope("gradient norm");
+        gnorm = optim::grad_norm(net->parameters());
+      }
       if (!std::isfinite(gnorm)) {
         throw diverged("the gradient norm is " + fmt("%g", gnorm),
                        nn::describe_names("non-finite gradients", nn::nonfinite_gradients(*net)));
       }
-      if (clip > 0) optim::clip_grad_norm_(net->parameters(), clip);
-      opt->step();
+      {
+        const profiler::Scope scope("optimizer");
+        if (clip > 0) optim::clip_grad_norm_(net->parameters(), clip);
+        opt->step();
+      }
       ++step;
       ++done;
       {
+        const profiler::Scope scope("metrics");
         NoGradGuard no_grad;
         dp.add_logits(stats.confusion, logits, batch->masks);
       }
+      if (profile && step == first_step + 1 + profile_steps) finish_profile();
       const int64_t n = batch->global_size;  // over all ranks
       stats.loss_sum += loss_value * static_cast<double>(n);
       stats.images += n;
@@ -450,6 +497,7 @@ int run_train(const std::vector<std::string>& args) {
         return 0;
       }
     }
+    if (profile) finish_profile();
     // End of epoch: validate, log, schedule, checkpoint.
     const EvalResult val = dp.is_root() ? evaluate(*net, val_loader, loss_spec)
                                         : EvalResult{.confusion = ConfusionMatrix(train_set.num_classes()),

@@ -157,7 +157,10 @@ TEST_CASE("cuda ops: sum, mean, max over any dims; max's backward" * doctest::sk
 TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes" * doctest::skip(kNoDevice)) {
   struct Case { int64_t M, N, K; };
   for (const Case c : {Case{1, 1, 1}, Case{7, 13, 3}, Case{129, 131, 17}, Case{256, 128, 64}, Case{5, 300, 257},
-                       Case{97, 1, 200}, Case{256, 260, 130}}) {
+                       Case{97, 1, 200}, Case{256, 260, 130},
+                       // K and N multiples of 4 (v5's cp.async path) with a
+                       // tail in every dimension: 3 rows, 4 columns, 4 deep.
+                       Case{131, 260, 36}}) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         const Tensor A = random_tensor(ta ? Shape{c.K, c.M} : Shape{c.M, c.K}, 7);

@@ -27,6 +27,11 @@
 //                 in flight during slice k) and 16-byte global loads where a
 //                 slice is whole and aligned. FP32: 0.85-0.88x cuBLAS at
 //                 2048^3-4096^3 on an H200 (v2: 0.49-0.51x).
+//   v5_tf32_async: v3's tensor-core product fed by a 3-stage cp.async
+//                 pipeline (16-byte copies straight to shared memory, 32-deep
+//                 slices, one barrier each) for A, B not transposed with
+//                 16-byte aligned rows; other calls run v3. Written without
+//                 a GPU (session 41): untested on a device until one is lent.
 // Production: CRFSEG_CUDA_SGEMM=<name> selects a variant; default cublas.
 #pragma once
 
@@ -62,6 +67,8 @@ void sgemm_v3_tf32_mma(bool, bool, int64_t, int64_t, int64_t, float, const float
                        float, float*, int64_t, Stream);
 void sgemm_v4_float4_dbuf(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
                           int64_t, float, float*, int64_t, Stream);
+void sgemm_v5_tf32_async(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                         int64_t, float, float*, int64_t, Stream);
 
 // Production entry points (f64 always goes to cuBLAS's DGEMM).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

@@ -159,8 +159,10 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
   for (const Case c : {Case{1, 1, 1}, Case{7, 13, 3}, Case{129, 131, 17}, Case{256, 128, 64}, Case{5, 300, 257},
                        Case{97, 1, 200}, Case{256, 260, 130},
                        // K and N multiples of 4 (v5's cp.async path) with a
-                       // tail in every dimension: 3 rows, 4 columns, 4 deep.
-                       Case{131, 260, 36}}) {
+                       // tail in every dimension: 3 rows, 4 columns, 4 deep;
+                       // then 5 slices of 32, so each of v5's 3 stages is
+                       // refilled while the others are read.
+                       Case{131, 260, 36}, Case{131, 260, 132}}) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         const Tensor A = random_tensor(ta ? Shape{c.K, c.M} : Shape{c.M, c.K}, 7);
@@ -245,6 +247,33 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
             CHECK(std::all_of(padding.begin(), padding.end(), [](double x) { return std::isnan(x); }));
           }
         }
+      }
+    }
+  }
+}
+
+// Rows padded to a multiple of 4 with column counts that are not: v5's
+// copies of 16 bytes end a row with 4, 8 or 12 source bytes and zeros.
+// K = 101 (3 whole slices of 32 and 5 deep) and N = 141, 142, 143 end
+// every row of A in a 4-byte chunk and B's in 4, 8 and 12.
+TEST_CASE("cuda ops: SGEMM variants on rows padded past a partial 16-byte chunk" * doctest::skip(kNoDevice)) {
+  const int64_t M = 67, K = 101, lda = 104;
+  for (const int64_t N : {141, 142, 143}) {
+    const int64_t ldb = (N + 3) / 4 * 4;
+    const Tensor a_store = random_tensor({M * lda}, 31), b_store = random_tensor({K * ldb}, 32);
+    const Tensor a64 = ops::slice(reshape(a_store, {M, lda}), 1, 0, K).to(DType::f64);
+    const Tensor b64 = ops::slice(reshape(b_store, {K, ldb}), 1, 0, N).to(DType::f64);
+    const Tensor want = ops::matmul(a64, b64);
+    const Tensor dA = gpu(a_store), dB = gpu(b_store);
+    for (const auto& v : kernels::cuda::sgemm_variants()) {
+      INFO(v.name, " N ", N);
+      const Tensor dC = full({M, N}, NAN, {DType::f32, Device::cuda(0)});
+      v.fn(false, false, M, N, K, 1.0f, dA.data<float>(), lda, dB.data<float>(), ldb, 0.0f, dC.data<float>(), N,
+           cuda::current_stream(0));
+      if (v.tf32) {
+        CHECK(relative_error(cpu(dC), want) < 3e-3);
+      } else {
+        CHECK_CLOSE(cpu(dC), values(want), 1e-4, 1e-4);
       }
     }
   }

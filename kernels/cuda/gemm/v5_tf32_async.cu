@@ -21,7 +21,8 @@
 // Applies to A and B not transposed with lda and ldb multiples of 4 and
 // 16-byte aligned bases (every chunk then starts aligned); other calls run
 // v3's kernel. 3 stages x 35,840 bytes of shared memory: 105 KiB, above the
-// default 48 KiB, so the launch raises the kernel's limit first.
+// default 48 KiB, so the kernel's limit is raised first (prepare_kernel);
+// a device that cannot give that much (sm_86, sm_89) runs v3 too.
 //
 // Fragment ownership is v3's (PTX ISA, mma.m16n8k8 .tf32), lane = 4 g + t:
 //   A (16x8, row):  a0 (g, t)   a1 (g+8, t)   a2 (g, t+4)   a3 (g+8, t+4)
@@ -37,6 +38,8 @@
 // the pipeline's latency, so the kernel asks for two; on a device, time
 // both.
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm/gemm.h"
@@ -186,20 +189,41 @@ sgemm_tf32_async_kernel(int64_t M, int64_t N, int64_t K, float alpha, const floa
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Raises the kernel's dynamic shared-memory limit on the current device, and
+// asks for the largest shared-memory carveout (two blocks need 217 KB of an
+// SM's 228), once per device. False where a block cannot have kSmemBytes
+// (sm_86 and sm_89 give 99 KB): v3 runs there.
+bool prepare_kernel() {
+  int device = 0;
+  CRFSEG_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex mutex;
+  static std::map<int, bool> ready;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = ready.find(device); it != ready.end()) return it->second;
+  int optin = 0;
+  CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const bool fits = optin >= kSmemBytes;
+  if (fits) {
+    CRFSEG_CUDA_CHECK(
+        cudaFuncSetAttribute(sgemm_tf32_async_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+    CRFSEG_CUDA_CHECK(cudaFuncSetAttribute(sgemm_tf32_async_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                           cudaSharedmemCarveoutMaxShared));
+  }
+  ready[device] = fits;
+  return fits;
+}
+
 }  // namespace
 
 void sgemm_v5_tf32_async(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
   if (M == 0 || N == 0) return;
-  if (ta || tb || lda % 4 != 0 || ldb % 4 != 0 || !aligned16(A) || !aligned16(B)) {
+  if (ta || tb || lda % 4 != 0 || ldb % 4 != 0 || !aligned16(A) || !aligned16(B) || !prepare_kernel()) {
     sgemm_v3_tf32_mma(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
     return;
   }
   const int64_t gy = (M + BM - 1) / BM;
   CRFSEG_CHECK(gy <= 65535, NotImplementedError, "sgemm v5_tf32_async: M = ", M, " needs more than 65535 block rows");
-  // Per device and cheap: set on every call rather than tracking devices.
-  CRFSEG_CUDA_CHECK(
-      cudaFuncSetAttribute(sgemm_tf32_async_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   const dim3 grid(static_cast<unsigned>((N + BN - 1) / BN), static_cast<unsigned>(gy));
   sgemm_tf32_async_kernel<<<grid, kThreads, kSmemBytes, stream>>>(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   launch_check("sgemm_v5_tf32_async");

@@ -68,7 +68,8 @@ const std::vector<ConvGeometry>& geometries() {
       make(3, 17, 9, 9, 19, 1, 1),                   // pointwise: pure GEMM path (batch folded: 81 pixels)
       make(4, 333, 5, 7, 29, 1, 1),                  // pointwise, batch folded: 140 columns across image edges, C > KC
       make(2, 7, 16, 17, 5, 1, 1),                   // pointwise, 272 pixels: one GEMM per image
-      make(2, 8, 9, 7, 6, 1, 1, 2, 2),               // 1x1 stride 2 (ResNet downsample): implicit path
+      make(2, 8, 9, 7, 6, 1, 1, 2, 2),               // 1x1 stride 2 (ResNet downsample): input subsampled
+      make(2, 5, 9, 8, 3, 1, 1, 3, 2),               // 1x1 strides 3 and 2: rows and columns dropped unevenly
       make(1, 3, 23, 23, 70, 7, 7, 2, 2, 3, 3),      // ResNet stem shape, K not a multiple of MR
       make(2, 32, 33, 17, 24, 3, 3, 1, 1, 1, 1),     // CRS = 288 > KC; PQ = 561 > 256-column blocks
       make(1, 4, 5, 40, 9, 3, 2, 3, 1, 0, 1, 1, 3),  // mixed strides/dilations, rows shorter than NR

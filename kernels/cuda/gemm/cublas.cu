@@ -179,7 +179,9 @@ const std::vector<CudaSgemmVariant>& sgemm_variants() {
       {"v4_float4_dbuf", sgemm_v4_float4_dbuf, ""},
       {"v3_tf32_mma", sgemm_v3_tf32_mma, "TF32 precision; sm_80 or later", true},
       {"v5_tf32_async", sgemm_v5_tf32_async,
-       "TF32 precision; sm_80 or later; A and B not transposed, ld % 4 == 0, 16-byte aligned, 105 KiB of shared memory per block (else v3)", true},
+       "TF32 precision; sm_80 or later; A and B not transposed, ld % 4 == 0, 16-byte aligned, 105 KiB of shared "
+       "memory per block (else v3)",
+       true},
   };
   return v;
 }

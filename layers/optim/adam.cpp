@@ -24,7 +24,9 @@ namespace {
 // kernels/optim_step.h's, shared with CUDA.
 template <typename T, bool Amsgrad>
 void adam_loop(T* p, const T* g, T* m, T* v, T* v_max, int64_t n, kernels::AdamConstants<T> k) {
-#pragma omp parallel for simd schedule(static) firstprivate(k) if (n >= kParallelElements)
+// (The if applies to the threads only: unqualified, OpenMP 5 applies it to
+// the simd construct too, and small tensors ran a scalar loop.)
+#pragma omp parallel for simd schedule(static) firstprivate(k) if (parallel : n >= kParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     kernels::adam_update_element(p[i], g[i], m[i], v[i], Amsgrad ? v_max + i : nullptr, k);
   }

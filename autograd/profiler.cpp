@@ -8,6 +8,7 @@
 #include "autograd/profiler.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -19,6 +20,7 @@ namespace crfseg::profiler {
 
 namespace {
 thread_local Session* g_session = nullptr;
+std::atomic<uint64_t> g_next_id{1};
 
 double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
@@ -33,13 +35,16 @@ std::string innermost_label() {
   return open.detail->empty() ? std::string(open.kind) : std::string(open.kind) + ' ' + *open.detail;
 }
 
-Session::Session(Device device) : device_(device), previous_(g_session) {
-  CRFSEG_CHECK(previous_ == nullptr, ValueError,
+Session::Session(Device device)
+    : device_(device), id_(g_next_id.fetch_add(1)), start_(std::chrono::steady_clock::now()) {
+  CRFSEG_CHECK(g_session == nullptr, ValueError,
                "profiler::Session: a session is already recording on this thread (one at a time)");
   g_session = this;
 }
 
-Session::~Session() { g_session = previous_; }
+Session::~Session() { g_session = nullptr; }
+
+double Session::wall_ms() const { return ms_since(start_); }
 
 void Session::sync() const {
   if (device_.is_cuda()) cuda::synchronize(device_.index);
@@ -53,10 +58,12 @@ void Session::enter(const char* kind, const std::string* detail) {
 
 void Session::exit() {
   sync();
+  // Everything that can throw before the pop: a failed exit leaves the
+  // scope on the stack for abandon() to drop, never its parent.
   const Open open = stack_.back();
-  stack_.pop_back();
   const double elapsed = ms_since(open.start);
   Entry& e = entries_[std::string(open.kind) + '\n' + *open.detail];
+  stack_.pop_back();
   if (e.calls == 0) e.kind = open.kind, e.detail = *open.detail;
   ++e.calls;
   e.total_ms += elapsed;
@@ -110,8 +117,10 @@ std::string Session::table(size_t rows) const {
   std::vector<Entry> by_kind;
   for (const auto& [name, e] : kinds) by_kind.push_back(e);
   std::stable_sort(by_kind.begin(), by_kind.end(), [](const Entry& a, const Entry& b) { return a.self_ms > b.self_ms; });
-  std::snprintf(line, sizeof line, "profiled %.1f ms%s\n\n| kind | calls | self ms | %% |\n|---|---|---|---|\n",
-                profiled, device_.is_cuda() ? " (the device synchronised at every scope edge)" : "");
+  std::snprintf(line, sizeof line,
+                "profiled %.1f ms of %.1f ms since the session began%s\n\n| kind | calls | self ms | %% |\n"
+                "|---|---|---|---|\n",
+                profiled, wall_ms(), device_.is_cuda() ? " (the device synchronised at every scope edge)" : "");
   out += line;
   for (const Entry& e : by_kind) {
     std::snprintf(line, sizeof line, "| %s | %lld | %.2f | %.1f |\n", e.kind.c_str(), static_cast<long long>(e.calls),
@@ -141,12 +150,17 @@ void Session::clear() {
 }
 
 Scope::Scope(const char* kind, std::string detail)
-    : session_(g_session), kind_(kind), detail_(std::move(detail)), uncaught_(std::uncaught_exceptions()) {
+    : session_(g_session),
+      session_id_(g_session != nullptr ? g_session->id_ : 0),
+      kind_(kind),
+      detail_(std::move(detail)),
+      uncaught_(std::uncaught_exceptions()) {
   if (session_ != nullptr) session_->enter(kind_, &detail_);
 }
 
 Scope::~Scope() {
-  if (session_ == nullptr) return;
+  // Its Session gone (or replaced, perhaps at the same address): nothing to record into.
+  if (session_ == nullptr || g_session != session_ || session_->id_ != session_id_) return;
   // Unwinding: the scope's work did not finish, so it is not timed (and a
   // device error is not raised again from a destructor).
   if (std::uncaught_exceptions() > uncaught_) {

@@ -6,28 +6,19 @@
 //     std::printf("%s", session.table(25).c_str());
 //   }
 //
-// While a Session lives, every Module call (layers/module.h, keyed by the
-// module's type, hyper-parameters and input shape) and every backward Node
-// (the engine, keyed by the node's name and its gradient's shape) is a
-// Scope, and so is any region a caller names (profiler::Scope). A scope's
-// total time is the wall time between its entry and its exit; its self
-// time is that minus its child scopes' totals. Self times add up to the
-// profiled time with nothing counted twice: a Sequential's self time is the
-// glue between its children (a concat, a fused conv + batch norm that does
-// not call its children), the engine's gradient sums land in the enclosing
-// scope.
+// While a Session lives, every Module call (keyed by the module's type,
+// hyper-parameters and input shape), every backward Node (keyed by the
+// module call that created it) and every region a caller names is a Scope.
+// Total time: entry to exit. Self time: total minus the child scopes'
+// totals, so self times add up to the profiled time with nothing counted
+// twice (a Sequential's self time is the glue between its children).
 //
-// On a CUDA device the Session synchronises the device at every scope's
-// entry and exit, so each kernel's time lands in the scope that launched
-// it. That removes the overlap of host and device work: a profiled step is
-// slower than an unprofiled one, and the table says what share each scope
-// had of the profiled time, not what the step would save without it. On
-// the CPU nothing is added but two clock reads per scope.
-//
-// With no Session, profiler::active() is false and the instrumented paths
-// take their plain branch (nothing is built or timed). Results do not
-// depend on profiling: the same ops run in the same order. One Session per
-// thread at a time; scopes are recorded only on the thread that made it.
+// On a CUDA device the Session synchronises at every scope edge, so each
+// kernel's time lands in the scope that launched it; a profiled step is
+// slower than an unprofiled one, and the shares are what to read. On the
+// CPU a scope costs two clock reads and its label (a few strings).
+// With no Session nothing is built or timed; results never depend on
+// profiling. One Session per thread at a time; only its thread records.
 #pragma once
 
 #include <chrono>
@@ -60,6 +51,8 @@ class Session {
   std::vector<Entry> entries() const;
   // Self time over all entries: the time spent inside outermost scopes.
   double profiled_ms() const;
+  // Wall time since the Session began: profiled_ms() and what no scope covered.
+  double wall_ms() const;
   // Two markdown tables: self time summed by kind, then the `rows` entries
   // with the largest self time; each with its share of profiled_ms().
   std::string table(size_t rows) const;
@@ -79,12 +72,14 @@ class Session {
     double child_ms = 0;
   };
   friend std::string innermost_label();
+  friend class Scope;
   void sync() const;
   // Throws if a scope failed to time or one is still open.
   void check_complete(const char* what) const;
 
   Device device_;
-  Session* previous_;
+  uint64_t id_;  // unique over the process: a Scope outliving its Session is ignored
+  std::chrono::steady_clock::time_point start_;
   std::vector<Open> stack_;
   std::unordered_map<std::string, Entry> entries_;  // key: kind + '\n' + detail
   std::string error_;  // why a scope's exit could not be timed
@@ -108,6 +103,7 @@ class Scope {
 
  private:
   Session* session_;
+  uint64_t session_id_;
   const char* kind_;
   std::string detail_;
   int uncaught_;  // std::uncaught_exceptions() at entry: a larger count at exit means unwinding

@@ -620,7 +620,10 @@ bool fold_batch(const ConvGeometry& g) { return g.N > 1 && g.pq() < kFoldPixels;
 // Winograd F(4x4, 3x3) (conv2d_winograd.h) before both, for 3x3 stride-1
 // layers with enough channels. On images small enough to fold (fold_batch)
 // a call transforms 36 K C filter values for few tiles, so there it needs
-// 32 tiles over the batch (small_images_pay_winograd, session 35).
+// 32 tiles over the batch (small_images_pay_winograd, session 35), or 16
+// from 256 channels (few_tiles_pay_winograd, session 41). The lines below
+// are session 24's and 35's; session 41 moved several (the measurements
+// before winograd_backward_input_wins).
 // Measured in session 24 against the paths
 // above, batch 4 (ResNet shapes batch 8), 2 threads, time before / after:
 //   forward and backward-input, C and K >= 64: 64 -> 64 at 256^2 1.2x,
@@ -670,7 +673,9 @@ int64_t multiply_adds(const ConvGeometry& g) { return g.N * g.pq() * g.crs() * g
 //     0.86x and 0.93x, 512 at 7^2 batch 8 0.97x.
 // So, where the batch folds: 32 tiles or more, at most a quarter of their
 // outputs discarded; for the weight gradient also 12 x 12 outputs. (The
-// old paths: the folded GEMM, or the direct kernels.)
+// old paths: the folded GEMM, or the direct kernels.) Session 41's
+// kernels won at 16 tiles too (512 at 7^2 and 8^2 batch 4 0.87, 0.79):
+// few_tiles_pay_winograd.
 bool small_images_pay_winograd(const ConvGeometry& g) {
   const int64_t tiles = conv2d_winograd_tiles(g);
   return tiles >= 32 && 4 * g.N * g.pq() >= 3 * 16 * tiles;
@@ -700,9 +705,10 @@ bool winograd_forward_wins(const ConvGeometry& g) {
 //     128 at 12^2 0.68, at 14^2 0.64; 128 -> 64 at 16^2 0.80; 64 at 10^2
 //     and 12^2 0.87-0.89; folded: 64 at 14^2 batch 2 0.67, 128 at 12^2
 //     batch 2 (18 tiles) 0.81, 128 at 10^2 batch 2 0.84, 256 at 7^2 batch 4
-//     (16 tiles) 0.70. But 8 x 8 outputs of one image lose (64 -> 128
-//     1.32, 128 1.14), and folded 64-channel images of 8 or 16 tiles
-//     (1.14-1.20). The forward stays on its rule: on the same layers it
+//     (16 tiles) 0.70, 128 at 7^2 and 8^2 batch 4 (16 tiles) 0.76, 0.89,
+//     128 -> 256 and 256 -> 128 at 8^2 batch 4 0.81, 0.66. But 8 x 8
+//     outputs of one image lose (64 -> 128 1.32, 128 1.14), and folded
+//     64-channel images of 8 or 16 tiles (1.14-1.20). The forward stays on its rule: on the same layers it
 //     ties (0.96-1.10) except at 14^2 (0.73-0.75).
 //   weight gradient, whole batch, under 2^28 multiply-adds or 128
 //     channels: 128 at 16^2 batch 1, 2, 4 0.70, 0.55, 0.48; 128 at 24^2
@@ -712,9 +718,12 @@ bool winograd_forward_wins(const ConvGeometry& g) {
 //     of the computed outputs, from 256 channels: 256 at 17^2 batch 2 and
 //     4 0.86, 0.80; 512 at 17^2 0.96. With 64 channels such images lose
 //     (64 at 17^2 1.32), as do images of fewer than 32 tiles (64 at 16^2
-//     one image 0.98, at 20^2 1.07). Folded: 128 at 14^2 batch 4 and 8
-//     0.73, 0.61; 256 at 14^2 batch 2 0.75; 64 at 14^2 batch 2 0.73; at
-//     12^2 from 256 channels 0.70-0.82, but 128 at 12^2 batch 4 1.24.
+//     one image 0.98, at 20^2 1.07); from 128 channels they are level
+//     (128 at 17^2 batch 2 1.03). Folded: 128 at 14^2 batch 4 and 8 0.73,
+//     0.61; 256 at 14^2 batch 2 0.75; 64 at 14^2 batch 2 0.73 (batch 4 and
+//     up would run in bands, which lost at these sizes, so they stay on
+//     the GEMM); at 12^2 256 and 512 channels 0.70-0.82 (the old line, 128
+//     channels and 2^28 multiply-adds, stays: 128 at 12^2 batch 4 1.24).
 bool winograd_backward_input_wins(const ConvGeometry& g) {
   if (winograd_forward_wins(g)) return true;
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64) return false;
@@ -729,8 +738,11 @@ bool winograd_weight_grad_wins(const ConvGeometry& g) {
   if (fold_batch(g)) {
     if (conv2d_winograd_weight_grad_in_bands(g)) return false;
     // 16 tiles of 8 x 8 images only from 1024 channels: 2048 -> 1024 batch 4
-    // 0.66, 1024 0.79, 512 0.93, 256 1.15.
-    if (std::min(g.C, g.K) >= 1024 && std::min(g.P, g.Q) >= 8 && conv2d_winograd_tiles(g) >= 16) return true;
+    // 0.66, 1024 0.79, 512 0.93, 256 1.15 (and with at most a quarter of
+    // the outputs discarded, as measured).
+    if (std::min(g.C, g.K) >= 1024 && std::min(g.P, g.Q) >= 8 && conv2d_winograd_tiles(g) >= 16 &&
+        4 * g.N * g.pq() >= 3 * 16 * conv2d_winograd_tiles(g))
+      return true;
     if (!small_images_pay_winograd(g)) return false;
     return std::min(g.P, g.Q) >= 14 ||
            (std::min(g.P, g.Q) >= 12 && std::min(g.C, g.K) >= 128 && multiply_adds(g) >= (int64_t{1} << 28));

@@ -108,6 +108,17 @@ TEST_CASE("a leaf's first gradient is taken over only when nothing else holds it
   ops::add_(seed, seed);
   CHECK_CLOSE(grad(x), std::vector<double>{7, 8});
 
+  // A concat's backward hands each input a view of one buffer: copied.
+  const Tensor u = from_vector<double>({1, 2}, {2}), v = from_vector<double>({3}, {1});
+  set_requires_grad(u);
+  set_requires_grad(v);
+  backward(concat({u, v}, 0), from_vector<double>({4, 5, 6}, {3}));
+  CHECK(grad(u).storage_ptr() != grad(v).storage_ptr());
+  CHECK(grad(u).numel() == 2);
+  ops::add_(grad(v), grad(v));
+  CHECK_CLOSE(grad(u), std::vector<double>{4, 5});
+  CHECK_CLOSE(grad(v), std::vector<double>{12});
+
   // A fresh gradient is kept as it is, and later ones add into it.
   const Tensor w = from_vector<double>({1, 2, 3}, {3});
   set_requires_grad(w);

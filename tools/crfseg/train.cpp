@@ -389,21 +389,27 @@ int run_train(const std::vector<std::string>& args) {
                 static_cast<long long>(global_batch));
   }
   std::fflush(stdout);
-  // --profile: a session from this run's second step, closed after N steps
-  // or at the epoch's end (validation is not a training step).
+  // --profile: rank 0's session from this run's second step, closed after
+  // N steps, at the epoch's end (validation is not a training step) or at
+  // --stop-after. Its report is best effort: a failure to write it warns
+  // (rank 0 alone throwing would leave the other ranks in a collective).
   const int64_t first_step = step;
   std::optional<profiler::Session> profile;
   auto finish_profile = [&] {
     const int64_t profiled = step - first_step - 1;
-    if (dp.is_root() && profiled > 0) {
-      const std::string path = (out / "profile.md").string();
-      std::ofstream f(path);
-      f << "# crfseg train --profile: " << profiled << " training steps (" << step - profiled + 1 << " to " << step
-        << ")\n\n"
-        << describe(spec) << ", batch " << batch_size << ", " << device.str() << "\n\n"
-        << profile->table(40);
-      if (!f) throw IOError("--profile: cannot write " + path);
-      if (!quiet) std::printf("\nprofile of %lld steps written to %s\n", static_cast<long long>(profiled), path.c_str());
+    const std::string path = (out / "profile.md").string();
+    try {
+      if (profiled > 0) {
+        std::ofstream f(path);
+        f << "# crfseg train --profile: " << profiled << " training steps (" << step - profiled + 1 << " to "
+          << step << ")\n\n"
+          << describe(spec) << ", batch " << batch_size << ", " << device.str() << "\n\n"
+          << profile->table(40);
+        if (!f) throw IOError("cannot write " + path);
+        if (!quiet) std::printf("\nprofile of %lld steps written to %s\n", static_cast<long long>(profiled), path.c_str());
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "crfseg train: --profile: no report (%s)\n", e.what());
     }
     profile.reset();
   };
@@ -417,10 +423,15 @@ int run_train(const std::vector<std::string>& args) {
     train_loader.start_epoch(epoch, first_batch);
     int64_t done = first_batch;
     first_batch = 0;
-    while (auto batch = train_loader.next()) {
+    for (;;) {
       // --profile: steps 2 .. N + 1 of this run (the first allocates the
-      // caches), each part of the step a scope; rank 0's table.
-      if (profile_steps > 0 && step == first_step + 1 && !profile) profile.emplace(device);
+      // caches), each part of the step a scope, waiting for data included.
+      if (profile_steps > 0 && dp.is_root() && step == first_step + 1 && !profile) profile.emplace(device);
+      auto batch = [&] {
+        const profiler::Scope scope("data");
+        return train_loader.next();
+      }();
+      if (!batch) break;
       if (profile) {
         const profiler::Scope scope("data to device");
         batch->images = batch->images.to(device);
@@ -489,6 +500,7 @@ int run_train(const std::vector<std::string>& args) {
       }
       if (checkpoint_every > 0 && done % checkpoint_every == 0 && done < batches) save(last_path, done);
       if (stop_after > 0 && step >= stop_after) {
+        if (profile) finish_profile();
         save(last_path, done);
         if (dp.is_root()) {
           std::fprintf(stderr, "\ncrfseg train: stopped after %lld steps (--stop-after); resume with --resume\n",

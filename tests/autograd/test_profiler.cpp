@@ -1,8 +1,10 @@
-// The op-level profiler (autograd/profiler.h): which scopes it records
-// (module calls, backward nodes under the module that made them, named
-// regions), that self times add up to the profiled time, that profiling
-// changes no result, and how it behaves on errors.
+// The op-level profiler (autograd/profiler.h), through the layers that
+// feed it: which scopes it records (module calls, backward nodes under the
+// module that made them, named regions), that self times add up to the
+// profiled time, that profiling changes no result, and how it behaves on
+// errors.
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 
 #include "autograd/engine.h"
@@ -58,7 +60,7 @@ TEST_CASE("profiler: records module calls and backward nodes under their layer; 
 
   constexpr int kSteps = 3;
   std::vector<profiler::Entry> entries;
-  double profiled = 0;
+  double profiled = 0, wall = 0;
   {
     profiler::Session session;
     CHECK(profiler::active());
@@ -68,6 +70,7 @@ TEST_CASE("profiler: records module calls and backward nodes under their layer; 
     }
     entries = session.entries();
     profiled = session.profiled_ms();
+    wall = session.wall_ms();
     const std::string table = session.table(5);
     CHECK(table.find("| Conv2dBackward |") != std::string::npos);
     CHECK(table.find("more) |") != std::string::npos);  // more entries than the 5 rows
@@ -103,6 +106,7 @@ TEST_CASE("profiler: records module calls and backward nodes under their layer; 
   REQUIRE(step_entry != nullptr);
   CHECK(step_entry->calls == kSteps);
   CHECK(std::abs(step_entry->total_ms - profiled) <= 1e-6 * std::max(1.0, profiled));
+  CHECK(wall >= profiled);
   for (const profiler::Entry& e : entries) {
     CHECK(e.self_ms >= -1e-9);
     CHECK(e.self_ms <= e.total_ms + 1e-9);
@@ -159,4 +163,18 @@ TEST_CASE("profiler: without a session, scopes and module calls record nothing")
   }
   profiler::Session session;
   CHECK(session.entries().empty());  // the scope above was not kept anywhere
+}
+
+TEST_CASE("profiler: a scope that outlives its session records nothing, even into a new one") {
+  auto first = std::make_unique<profiler::Session>();
+  auto scope = std::make_unique<profiler::Scope>("orphan");
+  first.reset();  // the session ends with the scope still open
+  profiler::Session second;
+  scope.reset();  // must touch neither the dead session nor the new one
+  CHECK(second.entries().empty());
+  {
+    const profiler::Scope ok("ok");
+  }
+  REQUIRE(second.entries().size() == 1);
+  CHECK(second.entries()[0].kind == "ok");
 }

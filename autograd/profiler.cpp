@@ -123,16 +123,18 @@ std::string Session::table(size_t rows) const {
                 profiled, wall_ms(), device_.is_cuda() ? " (the device synchronised at every scope edge)" : "");
   out += line;
   for (const Entry& e : by_kind) {
-    std::snprintf(line, sizeof line, "| %s | %lld | %.2f | %.1f |\n", e.kind.c_str(), static_cast<long long>(e.calls),
-                  e.self_ms, pct(e.self_ms));
-    out += line;
+    std::snprintf(line, sizeof line, " | %lld | %.2f | %.1f |\n", static_cast<long long>(e.calls), e.self_ms,
+                  pct(e.self_ms));
+    out += "| " + e.kind + line;
   }
   out += "\n| kind | detail | calls | self ms | total ms | % |\n|---|---|---|---|---|---|\n";
   for (size_t i = 0; i < std::min(rows, all.size()); ++i) {
     const Entry& e = all[i];
-    std::snprintf(line, sizeof line, "| %s | %s | %lld | %.2f | %.2f | %.1f |\n", e.kind.c_str(), e.detail.c_str(),
-                  static_cast<long long>(e.calls), e.self_ms, e.total_ms, pct(e.self_ms));
-    out += line;
+    // Kind and detail appended whole (a layer's description has no length
+    // limit); only the numbers go through the buffer.
+    std::snprintf(line, sizeof line, " | %lld | %.2f | %.2f | %.1f |\n", static_cast<long long>(e.calls), e.self_ms,
+                  e.total_ms, pct(e.self_ms));
+    out += "| " + e.kind + " | " + e.detail + line;
   }
   if (all.size() > rows) {
     double rest = 0;

@@ -178,3 +178,13 @@ TEST_CASE("profiler: a scope that outlives its session records nothing, even int
   REQUIRE(second.entries().size() == 1);
   CHECK(second.entries()[0].kind == "ok");
 }
+
+TEST_CASE("profiler: the table keeps a long label whole") {
+  profiler::Session session;
+  const std::string detail(1500, 'x');
+  {
+    const profiler::Scope scope("long", detail);
+  }
+  const std::string table = session.table(10);
+  CHECK(table.find("| long | " + detail + " | 1 | ") != std::string::npos);
+}

@@ -15,8 +15,9 @@ namespace {
 // Whether t is the only handle on its tensor and the tensor the only one on
 // its buffer, which it covers whole.
 bool sole_owner(const Tensor& t) {
-  return !t.autograd_meta() && t.impl_shared().use_count() == 1 && t.storage_ptr().use_count() == 1 && t.offset() == 0 &&
-         t.is_contiguous() && t.storage_ptr()->bytes() == static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
+  return !t.autograd_meta() && t.impl_shared().use_count() == 1 && t.storage_ptr().use_count() == 1 &&
+         t.offset() == 0 && t.is_contiguous() &&
+         t.storage_ptr()->bytes() == static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
 }
 
 // The sink for a leaf: adds the incoming gradient into the leaf's .grad.

@@ -116,7 +116,8 @@ std::string Session::table(size_t rows) const {
   }
   std::vector<Entry> by_kind;
   for (const auto& [name, e] : kinds) by_kind.push_back(e);
-  std::stable_sort(by_kind.begin(), by_kind.end(), [](const Entry& a, const Entry& b) { return a.self_ms > b.self_ms; });
+  std::stable_sort(by_kind.begin(), by_kind.end(),
+                   [](const Entry& a, const Entry& b) { return a.self_ms > b.self_ms; });
   std::snprintf(line, sizeof line,
                 "profiled %.1f ms of %.1f ms since the session began%s\n\n| kind | calls | self ms | %% |\n"
                 "|---|---|---|---|\n",

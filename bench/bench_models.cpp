@@ -132,7 +132,8 @@ int main(int argc, char** argv) {
   }
 
   if (profile_steps > 0 && (json || encoder_forward)) {
-    std::fprintf(stderr, "bench_models: --profile prints a table of training steps; not with --json or --encoder-forward\n");
+    std::fprintf(stderr,
+                 "bench_models: --profile prints a table of training steps; not with --json or --encoder-forward\n");
     return 2;
   }
   // The FMA probe (cached) before any step: run after them, it would share

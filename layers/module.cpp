@@ -48,7 +48,8 @@ Tensor Module::forward(const Tensor&) {
 Tensor Module::operator()(const Tensor& x) {
   if (!profiler::active()) return observed_forward(x);
   const std::string repr = extra_repr();
-  const profiler::Scope scope(type_name_.c_str(), (repr.empty() ? "" : "(" + repr + ") ") + "in " + shape_str(x.shape()));
+  const profiler::Scope scope(type_name_.c_str(),
+                              (repr.empty() ? "" : "(" + repr + ") ") + "in " + shape_str(x.shape()));
   return observed_forward(x);
 }
 

@@ -91,7 +91,8 @@ ArgParser train_parser() {
       .option("--init", "FILE", "", "initial weights: a crfseg checkpoint, or encoder weights (export_torchvision.py)")
       .option("--checkpoint-every", "N", "0", "also checkpoint every N batches (0: at epoch ends only)")
       .option("--stop-after", "N", "0", "stop after N optimizer steps, as if killed (for resume tests; 0: off)")
-      .option("--profile", "N", "0", "time N steps (from the second) per layer and op; table in DIR/profile.md (0: off)")
+      .option("--profile", "N", "0",
+              "time N steps (from the second) per layer and op; table in DIR/profile.md (0: off)")
       .flag("--quiet", "no progress lines");
   return p;
 }
@@ -406,7 +407,9 @@ int run_train(const std::vector<std::string>& args) {
           << describe(spec) << ", batch " << batch_size << ", " << device.str() << "\n\n"
           << profile->table(40);
         if (!f) throw IOError("cannot write " + path);
-        if (!quiet) std::printf("\nprofile of %lld steps written to %s\n", static_cast<long long>(profiled), path.c_str());
+        if (!quiet) {
+          std::printf("\nprofile of %lld steps written to %s\n", static_cast<long long>(profiled), path.c_str());
+        }
       }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "crfseg train: --profile: no report (%s)\n", e.what());

@@ -36,6 +36,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "autograd/profiler.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
@@ -487,8 +488,12 @@ MeanFieldForward mean_field_forward(const Tensor& unaries_in, const Tensor& imag
     T* norm_s = tape->norm_spatial.data<T>();
     T* norm_b = tape->norm_bilateral.data<T>();
     tape->spatial->apply(ones.data(), norm_s, 1);  // same for every image: computed once
-    tape->bilateral = build_bilateral_filters(image, options);
+    {
+      const profiler::Scope scope("CRF bilateral lattices");
+      tape->bilateral = build_bilateral_filters(image, options);
+    }
     for (int64_t b = 1; b < B; ++b) std::copy(norm_s, norm_s + n, norm_s + b * n);
+    const profiler::Scope scope("CRF mean-field iterations");
     for_each_image(B, ImageSplit::whole_rounds, [&](int64_t b) {
       const GaussianFilter& kb = *tape->bilateral[b];
       with_fixed_classes(L, [&](auto fixed) {

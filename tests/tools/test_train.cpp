@@ -273,7 +273,8 @@ TEST_CASE("train --profile writes where N steps' time went, and stops at the epo
   REQUIRE(app::run_train(with(args, {"--out", dir.file("a"), "--profile", "3"})) == 0);
   const std::string a = read_bytes(dir.file("a") + "/profile.md");
   CHECK(a.find("3 training steps (2 to 4)") != std::string::npos);
-  for (const char* row : {"| Conv2dBackward | Conv2d (", "| CrfRnn", "| optimizer |", "| backward |", "| loss |"}) {
+  for (const char* row : {"| Conv2dBackward | Conv2d (", "| CrfRnn", "| CRF bilateral lattices |",
+                          "| CRF mean-field iterations |", "| optimizer |", "| backward |", "| loss |", "| data |"}) {
     INFO(row);
     CHECK(a.find(row) != std::string::npos);
   }

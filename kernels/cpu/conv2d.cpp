@@ -676,24 +676,28 @@ int64_t multiply_adds(const ConvGeometry& g) { return g.N * g.pq() * g.crs() * g
 // old paths: the folded GEMM, or the direct kernels.) Session 41's
 // kernels won at 16 tiles too (512 at 7^2 and 8^2 batch 4 0.87, 0.79):
 // few_tiles_pay_winograd.
+// At most a quarter of the tiles' 4 x 4 outputs fall outside the image.
+bool discards_at_most_a_quarter(const ConvGeometry& g) {
+  return 4 * g.N * g.pq() >= 3 * 16 * conv2d_winograd_tiles(g);
+}
 bool small_images_pay_winograd(const ConvGeometry& g) {
-  const int64_t tiles = conv2d_winograd_tiles(g);
-  return tiles >= 32 && 4 * g.N * g.pq() >= 3 * 16 * tiles;
+  return conv2d_winograd_tiles(g) >= 32 && discards_at_most_a_quarter(g);
 }
 // Session 41 (Zen 5 VM, 2 threads, alternated medians, Winograd's time
 // over the folded GEMM's): 16 tiles pay from 256 channels too, forward
 // 256 at 8^2 batch 4 0.81, 512 0.79, 1024 0.70, 2048 -> 1024 0.72, 512 at
-// 7^2 0.87; not at 128 channels (1.13). The backward-input's own rule is
-// below.
-bool few_tiles_pay_winograd(const ConvGeometry& g) {
-  const int64_t tiles = conv2d_winograd_tiles(g);
-  return std::min(g.C, g.K) >= 256 && tiles >= 16 && 4 * g.N * g.pq() >= 3 * 16 * tiles;
+// 7^2 0.87; not at 128 channels (1.13). The weight gradient takes them
+// from 1024 channels, the backward-input has its own rule (both below).
+bool few_tiles_pay_winograd(const ConvGeometry& g, int64_t min_channels) {
+  return std::min(g.C, g.K) >= min_channels && conv2d_winograd_tiles(g) >= 16 && discards_at_most_a_quarter(g);
 }
 bool winograd_forward_wins(const ConvGeometry& g) {
   if (!winograd_enabled() || !conv2d_winograd_applies(g) || std::min(g.C, g.K) < 64 ||
       multiply_adds(g) < (int64_t{1} << 25))
     return false;
-  if (fold_batch(g)) return std::min(g.P, g.Q) >= 7 && (small_images_pay_winograd(g) || few_tiles_pay_winograd(g));
+  if (fold_batch(g)) {
+    return std::min(g.P, g.Q) >= 7 && (small_images_pay_winograd(g) || few_tiles_pay_winograd(g, 256));
+  }
   return std::min(g.P, g.Q) >= 8;
 }
 // Small layers (session 41, Zen 5 VM, 2 threads; Winograd's time over
@@ -708,8 +712,9 @@ bool winograd_forward_wins(const ConvGeometry& g) {
 //     (16 tiles) 0.70, 128 at 7^2 and 8^2 batch 4 (16 tiles) 0.76, 0.89,
 //     128 -> 256 and 256 -> 128 at 8^2 batch 4 0.81, 0.66. But 8 x 8
 //     outputs of one image lose (64 -> 128 1.32, 128 1.14), and folded
-//     64-channel images of 8 or 16 tiles (1.14-1.20). The forward stays on its rule: on the same layers it
-//     ties (0.96-1.10) except at 14^2 (0.73-0.75).
+//     64-channel images of 8 or 16 tiles (1.14-1.20). The forward stays on
+//     its rule: on the same layers it ties (0.96-1.10) except at 14^2
+//     (0.73-0.75).
 //   weight gradient, whole batch, under 2^28 multiply-adds or 128
 //     channels: 128 at 16^2 batch 1, 2, 4 0.70, 0.55, 0.48; 128 at 24^2
 //     0.73, at 32^2 0.54; 256 at 16^2 0.67; 64 at 32^2 0.56, at 48^2 0.60,
@@ -738,11 +743,8 @@ bool winograd_weight_grad_wins(const ConvGeometry& g) {
   if (fold_batch(g)) {
     if (conv2d_winograd_weight_grad_in_bands(g)) return false;
     // 16 tiles of 8 x 8 images only from 1024 channels: 2048 -> 1024 batch 4
-    // 0.66, 1024 0.79, 512 0.93, 256 1.15 (and with at most a quarter of
-    // the outputs discarded, as measured).
-    if (std::min(g.C, g.K) >= 1024 && std::min(g.P, g.Q) >= 8 && conv2d_winograd_tiles(g) >= 16 &&
-        4 * g.N * g.pq() >= 3 * 16 * conv2d_winograd_tiles(g))
-      return true;
+    // 0.66, 1024 0.79, 512 0.93, 256 1.15.
+    if (std::min(g.P, g.Q) >= 8 && few_tiles_pay_winograd(g, 1024)) return true;
     if (!small_images_pay_winograd(g)) return false;
     return std::min(g.P, g.Q) >= 14 ||
            (std::min(g.P, g.Q) >= 12 && std::min(g.C, g.K) >= 128 && multiply_adds(g) >= (int64_t{1} << 28));

@@ -1121,13 +1121,14 @@ void forward_banded(const ConvGeometry& g, const float* x, const PackedFilters& 
 // depth, as their contiguous axis, so both GEMM packers would transpose
 // (transpose_pack.h), reading a band's 36 (K + C) tiles floats back from
 // L3 to do it (2.4 MB each for 256 channels and 64 tiles; L2 is 1 MB):
-// 25% of the weight gradient of 256 -> 256 at 64^2 batch 4 (perf). Instead the transforms of a
-// block of channels go to a small staging buffer and are transposed from
-// there while it is in L2: Z into prepack_a's layout, MR channels per
-// block, and V into V^T [T, C], which the GEMMs read in place as B. The
-// whole-batch form gains nothing from it: its transposed operands go to
-// memory either way, and there the stores, not the reads, are the cost
-// (128 -> 256 at 64^2 batch 1 +3%, 512 at 32^2 batch 4 +4%; session 40).
+// 25% of the weight gradient of 256 -> 256 at 64^2 batch 4 (perf).
+// Instead the transforms of a block of channels go to a small staging
+// buffer and are transposed from there while it is in L2: Z into
+// prepack_a's layout, MR channels per block, and V into V^T [T, C], which
+// the GEMMs read in place as B. The whole-batch form gains nothing from
+// it: its transposed operands go to memory either way, and there the
+// stores, not the reads, are the cost (128 -> 256 at 64^2 batch 1 +3%,
+// 512 at 32^2 batch 4 +4%; session 40).
 
 // Channels [k0, k0 + n) (n <= MR) of tile rows [ty0, ty0 + rows) of image
 // img: Z's transforms, packed as point xi's A [K, T] (T = the rows' tiles)
@@ -1173,7 +1174,9 @@ void transpose_input_block(const ConvGeometry& g, const Tiles& tl, const float* 
     if (c + 1 < g.C) prefetch_rows(x + (img * g.C + c + 1) * g.H * g.W, g.H, g.W, h0, h1);
     transform_input_rows(g, tl, x, img, c, ty0, rows, scratch, stage + r * tiles, plane);
   }
-  for (int xi = 0; xi < kPoints; ++xi) transpose_rows(stage + xi * plane, tiles, n, tiles, Vt + xi * vt_plane + c0, ldt);
+  for (int xi = 0; xi < kPoints; ++xi) {
+    transpose_rows(stage + xi * plane, tiles, n, tiles, Vt + xi * vt_plane + c0, ldt);
+  }
 }
 
 // The staging planes either block needs for up to `tiles` tiles.

@@ -8,6 +8,7 @@
 // The order is fixed by the graph's structure, so results are deterministic.
 #include "autograd/engine.h"
 
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -62,14 +63,14 @@ void backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) 
     pending.erase(node);
     std::vector<Tensor> grads;
     if (grad_in.defined()) {
+      // Profiling: timed under the forward scope that made the node, else
+      // by its gradient's shape (the label is built only then).
+      std::optional<profiler::Scope> scope;
       if (profiler::active()) {
-        // Under the forward scope that made the node, else by its gradient's shape.
-        const profiler::Scope scope(node->name(), node->profile_label.empty() ? "of " + shape_str(grad_in.shape())
-                                                                               : node->profile_label);
-        grads = node->apply(grad_in);
-      } else {
-        grads = node->apply(grad_in);
+        scope.emplace(node->name(),
+                      node->profile_label.empty() ? "of " + shape_str(grad_in.shape()) : node->profile_label);
       }
+      grads = node->apply(grad_in);
     }
     if (!retain_graph) node->release_saved();
     for (size_t i = 0; i < node->next_edges.size(); ++i) {

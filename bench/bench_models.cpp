@@ -200,15 +200,29 @@ int main(int argc, char** argv) {
       // The sanity check: every loss finite, and some later loss below the first.
       double first_loss = NAN, best_later = INFINITY;
       bool all_finite = true;
+      // Its parts are profiler scopes, which record only under --profile.
       auto train_step = [&] {
-        opt->zero_grad();
-        const Tensor loss = cross_entropy(net(x_dev), y);
+        {
+          const profiler::Scope scope("zero_grad");
+          opt->zero_grad();
+        }
+        const Tensor logits = net(x_dev);
+        const Tensor loss = [&] {
+          const profiler::Scope scope("loss");
+          return cross_entropy(logits, y);
+        }();
         const double v = loss.item();
         all_finite = all_finite && std::isfinite(v);
         if (std::isnan(first_loss)) first_loss = v;
         else best_later = std::min(best_later, v);
-        backward(loss);
-        opt->step();
+        {
+          const profiler::Scope scope("backward");
+          backward(loss);
+        }
+        {
+          const profiler::Scope scope("optimizer");
+          opt->step();
+        }
         sync();
       };
       net.train();
@@ -228,35 +242,16 @@ int main(int argc, char** argv) {
         }
         net.enable_final_layer(true);
       }
-      if (profile_steps > 0) {
-        // After the timed steps, so that their numbers are the unprofiled ones.
-        profiler::Session session(device);
-        for (int64_t s = 0; s < profile_steps; ++s) {
-          Tensor logits, loss;
-          {
-            const profiler::Scope scope("zero_grad");
-            opt->zero_grad();
-          }
-          logits = net(x_dev);
-          {
-            const profiler::Scope scope("loss");
-            loss = cross_entropy(logits, y);
-          }
-          {
-            const profiler::Scope scope("backward");
-            backward(loss);
-          }
-          {
-            const profiler::Scope scope("optimizer");
-            opt->step();
-          }
-        }
-        profile_table = session.table(30);
-      }
       if (!all_finite || !(best_later < first_loss)) {
         std::fprintf(stderr, "bench_models: the loss did not decrease (first %g, best later %g); no numbers printed\n",
                      first_loss, best_later);
         return 1;
+      }
+      if (profile_steps > 0) {
+        // After the timed steps (and their check), so that their numbers are the unprofiled ones.
+        profiler::Session session(device);
+        for (int64_t s = 0; s < profile_steps; ++s) train_step();
+        profile_table = session.table(30);
       }
       net.eval();
       infer = bench::time_it(

@@ -435,20 +435,16 @@ int run_train(const std::vector<std::string>& args) {
         return train_loader.next();
       }();
       if (!batch) break;
-      if (profile) {
-        const profiler::Scope scope("data to device");
-        batch->images = batch->images.to(device);
-        batch->masks = batch->masks.to(device);
-      } else {
+      {
+        const profiler::Scope scope("data to device");  // (a scope records nothing without a session)
         batch->images = batch->images.to(device);
         batch->masks = batch->masks.to(device);
       }
       const Tensor logits = (*net)(batch->images);
-      Tensor loss;
-      {
+      const Tensor loss = [&] {
         const profiler::Scope scope("loss");
-        loss = compute_loss(logits, batch->masks, loss_spec);
-      }
+        return compute_loss(logits, batch->masks, loss_spec);
+      }();
       // Over all ranks: the global batch's mean loss, the same on every rank.
       const double loss_value = dp.global_mean_loss(loss.item(), batch->images.size(0), batch->global_size);
       // Divergence guard: a non-finite loss or gradient stops the run before
@@ -470,11 +466,10 @@ int run_train(const std::vector<std::string>& args) {
         backward(loss);
         dp.end_backward();  // every rank now holds the global batch's gradient
       }
-      double gnorm;
-      {
+      const double gnorm = [&] {
         const profiler::Scope scope("gradient norm");
-        gnorm = optim::grad_norm(net->parameters());
-      }
+        return optim::grad_norm(net->parameters());
+      }();
       if (!std::isfinite(gnorm)) {
         throw diverged("the gradient norm is " + fmt("%g", gnorm),
                        nn::describe_names("non-finite gradients", nn::nonfinite_gradients(*net)));

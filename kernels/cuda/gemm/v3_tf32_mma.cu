@@ -11,16 +11,14 @@
 // mma tiles of 16 x 8, i.e. 64 FP32 accumulators per thread, and issues 16
 // mma.sync per 8-deep step.
 //
-// Fragment ownership (PTX ISA, mma.m16n8k8 .tf32), lane = 4 g + t:
-//   A (16x8, row):  a0 (g, t)   a1 (g+8, t)   a2 (g, t+4)   a3 (g+8, t+4)
-//   B (8x8, col):   b0 (k=t, n=g)   b1 (k=t+4, n=g)
-//   C (16x8):       c0 (g, 2t)  c1 (g, 2t+1)  c2 (g+8, 2t)  c3 (g+8, 2t+1)
-// Shared tiles are K-major (As[k][m], Bs[k][n]) and padded by 8 words, so
+// Fragment ownership: mma_tf32.cuh (the rounding, the mma and the store
+// of the accumulators live there, shared with v5). Shared tiles are K-major (As[k][m], Bs[k][n]) and padded by 8 words, so
 // a warp's fragment reads (k = t.., m = g..) fall in 32 distinct banks.
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm/gemm.h"
+#include "kernels/cuda/gemm/mma_tf32.cuh"
 
 namespace crfseg::kernels::cuda {
 
@@ -30,20 +28,6 @@ constexpr int BM = 128, BN = 128, BK = 16;
 constexpr int kThreads = 256;
 constexpr int WM = 64, WN = 32;  // warp tile
 constexpr int kPad = 8;
-
-__device__ uint32_t to_tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return r;
-}
-
-__device__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
 // ptxas: 242 registers, no spills, 17 KB shared: one block (8 warps) per
 // SM. Capping at 128 registers for two blocks spills ~0.5 KB per thread;
@@ -103,20 +87,7 @@ sgemm_tf32_mma_kernel(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
     }
     __syncthreads();
   }
-#pragma unroll
-  for (int i = 0; i < WM / 16; ++i) {
-#pragma unroll
-    for (int j = 0; j < WN / 8; ++j) {
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int64_t m = m0 + wm + i * 16 + g + 8 * (r / 2);
-        const int64_t n = n0 + wn + j * 8 + 2 * t + (r % 2);
-        if (m >= M || n >= N) continue;
-        float* c = C + m * ldc + n;
-        *c = beta == 0.0f ? alpha * acc[i][j][r] : alpha * acc[i][j][r] + beta * *c;
-      }
-    }
-  }
+  store_mma_tiles(acc, m0 + wm, n0 + wn, g, t, M, N, alpha, beta, C, ldc);
 }
 
 }  // namespace

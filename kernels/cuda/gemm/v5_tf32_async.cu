@@ -24,10 +24,8 @@
 // default 48 KiB, so the kernel's limit is raised first (prepare_kernel);
 // a device that cannot give that much (sm_86, sm_89) runs v3 too.
 //
-// Fragment ownership is v3's (PTX ISA, mma.m16n8k8 .tf32), lane = 4 g + t:
-//   A (16x8, row):  a0 (g, t)   a1 (g+8, t)   a2 (g, t+4)   a3 (g+8, t+4)
-//   B (8x8, col):   b0 (k=t, n=g)   b1 (k=t+4, n=g)
-//   C (16x8):       c0 (g, 2t)  c1 (g, 2t+1)  c2 (g+8, 2t)  c3 (g+8, 2t+1)
+// Fragment ownership, the rounding, the mma and the store of the
+// accumulators: mma_tf32.cuh, shared with v3.
 //
 // Written without a GPU (session 41): compiled and its PTX read here (24
 // cp.async per slice pair, 64 mma.sync, 96 cvt.rna per unrolled slice
@@ -43,6 +41,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm/gemm.h"
+#include "kernels/cuda/gemm/mma_tf32.cuh"
 
 namespace crfseg::kernels::cuda {
 
@@ -55,20 +54,6 @@ constexpr int kLdA = BK + 4, kLdB = BN + 8;
 constexpr int kStageFloats = BM * kLdA + BK * kLdB;
 constexpr int kSmemBytes = kStages * kStageFloats * static_cast<int>(sizeof(float));
 constexpr int kChunksA = BM * BK / 4 / kThreads, kChunksB = BK * BN / 4 / kThreads;  // 4 and 4 per thread
-
-__device__ __forceinline__ uint32_t to_tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return r;
-}
-
-__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
 // 16 bytes from global to shared; only `bytes` (0..16) are read, the rest
 // of the destination is zeroed.
@@ -88,7 +73,9 @@ __device__ __forceinline__ int chunk_bytes(int64_t i, int64_t n) {
   return left >= 4 ? 16 : left > 0 ? static_cast<int>(left) * 4 : 0;
 }
 
-// Issues the copies of slice k0 (A's rows m0.., B's columns n0..) into one stage.
+// Issues the copies of slice k0 (A's rows m0.., B's columns n0..) into one
+// stage. (One loop per operand: a template over the tile's shape serving
+// both made ptxas spill 44 bytes instead of 16.)
 __device__ __forceinline__ void load_stage(float* stage, const float* __restrict__ A, int64_t lda,
                                            const float* __restrict__ B, int64_t ldb, int64_t M, int64_t N,
                                            int64_t K, int64_t m0, int64_t n0, int64_t k0, int tid) {
@@ -170,21 +157,7 @@ sgemm_tf32_async_kernel(int64_t M, int64_t N, int64_t K, float alpha, const floa
     }
   }
   cp_async_wait<0>();  // nothing is left in flight when the block exits
-
-#pragma unroll
-  for (int i = 0; i < WM / 16; ++i) {
-#pragma unroll
-    for (int j = 0; j < WN / 8; ++j) {
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int64_t m = m0 + wm + i * 16 + g + 8 * (r / 2);
-        const int64_t n = n0 + wn + j * 8 + 2 * t + (r % 2);
-        if (m >= M || n >= N) continue;
-        float* c = C + m * ldc + n;
-        *c = beta == 0.0f ? alpha * acc[i][j][r] : alpha * acc[i][j][r] + beta * *c;
-      }
-    }
-  }
+  store_mma_tiles(acc, m0 + wm, n0 + wn, g, t, M, N, alpha, beta, C, ldc);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

@@ -200,7 +200,18 @@ struct MaxPool2dForward {
                   // -1 (and y = -inf) for a window entirely in the padding (dilation only)
 };
 MaxPool2dForward max_pool2d(const Tensor& x, const Pool2dArgs& args);
+// dx [N, C, H, W]: dx[n, c, indices[o]] += grad[o] for every output o of
+// plane (n, c) (-1 skipped); any index inside its plane is valid.
 Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape);
+// The same for the indices max_pool2d(x, args) wrote: each must also be -1
+// or inside its own output's window, which lets CUDA gather one thread per
+// input instead of scattering one thread per plane. check_indices = false
+// skips checking that (a pass over the indices on the CPU; on CUDA a pass
+// and a synchronisation to report it), for indices known to be the
+// forward's, as autograd's saved ones are (version-checked); others then
+// give unspecified gradients. Autograd calls this form.
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape, const Pool2dArgs& args,
+                           bool check_indices = true);
 Tensor avg_pool2d(const Tensor& x, const Pool2dArgs& args);
 Tensor avg_pool2d_backward(const Tensor& grad, const Shape& x_shape, const Pool2dArgs& args);
 // Adaptive average pooling to [out_h, out_w]: window i covers

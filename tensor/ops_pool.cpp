@@ -106,46 +106,90 @@ MaxPool2dForward max_pool2d(const Tensor& x_in, const Pool2dArgs& args) {
   return out;
 }
 
-Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& indices_in, const Shape& x_shape) {
+namespace {
+
+// Both max_pool2d_backward forms. With the forward's arguments (`args`
+// non-null) every index must also lie in its own window, checked on every
+// device unless check_indices is false, and CUDA gathers one thread per
+// input; without them any index inside its plane is valid (always checked),
+// and CUDA scatters one thread per plane.
+Tensor max_pool2d_backward_impl(const Tensor& grad_in, const Tensor& indices_in, const Shape& x_shape,
+                                const Pool2dArgs* args, bool check_indices) {
   const char* op = "max_pool2d_backward";
   check_x_shape(op, x_shape);
   check_defined(op, indices_in, "indices");
   check_dtype(op, indices_in, DType::i64);
-  CRFSEG_CHECK(indices_in.dim() == 4 && indices_in.size(0) == x_shape[0] && indices_in.size(1) == x_shape[1],
-               ShapeError, op, ": expected indices [", x_shape[0], ", ", x_shape[1], ", P, Q] for x_shape ",
-               shape_str(x_shape), ", got ", shape_str(indices_in.shape()));
+  kernels::Pool2dGeometry g;  // without args only planes, H, W, P, Q matter
+  if (args != nullptr) {
+    g = pool_geometry(op, x_shape, *args, true);
+    const Shape want = output_shape(x_shape, g.P, g.Q);
+    CRFSEG_CHECK(indices_in.shape() == want, ShapeError, op, ": expected indices of shape ", shape_str(want),
+                 " for x_shape ", shape_str(x_shape), " and the pooling arguments, got ",
+                 shape_str(indices_in.shape()));
+  } else {
+    CRFSEG_CHECK(indices_in.dim() == 4 && indices_in.size(0) == x_shape[0] && indices_in.size(1) == x_shape[1],
+                 ShapeError, op, ": expected indices [", x_shape[0], ", ", x_shape[1], ", P, Q] for x_shape ",
+                 shape_str(x_shape), ", got ", shape_str(indices_in.shape()));
+    g.planes = x_shape[0] * x_shape[1];
+    g.H = x_shape[2];
+    g.W = x_shape[3];
+    g.P = indices_in.size(2);
+    g.Q = indices_in.size(3);
+  }
   check_grad(op, grad_in, indices_in.shape());
   check_same_device(op, grad_in, indices_in);
-  kernels::Pool2dGeometry g;  // only planes, H, W, P, Q matter to the backward
-  g.planes = x_shape[0] * x_shape[1];
-  g.H = x_shape[2];
-  g.W = x_shape[3];
-  g.P = indices_in.size(2);
-  g.Q = indices_in.size(3);
   const Tensor grad = contiguous(grad_in), indices = contiguous(indices_in);
   Tensor dx = Tensor::empty(x_shape, grad.options());
+  const auto fail = [&](int64_t bad, int64_t got) {
+    CRFSEG_CHECK(bad < 0, ValueError, op, ": expected indices in [0, ", g.H * g.W, ") or -1",
+                 args != nullptr ? ", each inside its output's window" : "", ", got ", got, " at flat position ",
+                 bad);
+  };
   dispatch_float(grad.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA
     if (grad.device().is_cuda()) {
+      if (args != nullptr && !check_indices) {  // no pass, no synchronisation
+        kernels::cuda::max_pool2d_backward_gather(grad.data<T>(), indices.data<int64_t>(), dx.data<T>(), g,
+                                                  nullptr, detail::stream_of(grad));
+        return;
+      }
       // The first bad index comes back to the host (8 bytes, one synchronisation).
       Tensor first_bad = full({}, -1.0, {DType::i64, grad.device()});  // all ones: UINT64_MAX
-      kernels::cuda::max_pool2d_backward(grad.data<T>(), indices.data<int64_t>(), dx.data<T>(), g,
-                                         reinterpret_cast<unsigned long long*>(first_bad.data<int64_t>()),
-                                         detail::stream_of(grad));
+      auto* bad_out = reinterpret_cast<unsigned long long*>(first_bad.data<int64_t>());
+      if (args != nullptr) {
+        kernels::cuda::max_pool2d_backward_gather(grad.data<T>(), indices.data<int64_t>(), dx.data<T>(), g, bad_out,
+                                                  detail::stream_of(grad));
+      } else {
+        kernels::cuda::max_pool2d_backward(grad.data<T>(), indices.data<int64_t>(), dx.data<T>(), g, bad_out,
+                                           detail::stream_of(grad));
+      }
       const int64_t bad = static_cast<int64_t>(first_bad.item());
-      CRFSEG_CHECK(bad < 0, ValueError, op, ": expected indices in [0, ", g.H * g.W, ") or -1, got ",
-                   static_cast<int64_t>(indices.to(Device::cpu()).to_vector<int64_t>()[static_cast<size_t>(bad)]),
-                   " at flat position ", bad);
+      if (bad >= 0)
+        fail(bad, indices.to(Device::cpu()).to_vector<int64_t>()[static_cast<size_t>(bad)]);
       return;
     }
 #endif
     check_cpu(op, grad);
+    if (args != nullptr && check_indices) {
+      const int64_t bad = kernels::cpu::max_pool2d_first_outside_window(indices.data<int64_t>(), g);
+      if (bad >= 0) fail(bad, indices.data<int64_t>()[bad]);
+    }
     const int64_t bad = kernels::cpu::max_pool2d_backward(grad.data<T>(), indices.data<int64_t>(), dx.data<T>(), g);
-    CRFSEG_CHECK(bad < 0, ValueError, op, ": expected indices in [0, ", g.H * g.W, ") or -1, got ",
-                 indices.data<int64_t>()[bad], " at flat position ", bad);
+    if (bad >= 0) fail(bad, indices.data<int64_t>()[bad]);
   });
   return dx;
+}
+
+}  // namespace
+
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape) {
+  return max_pool2d_backward_impl(grad, indices, x_shape, nullptr, true);
+}
+
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& indices, const Shape& x_shape, const Pool2dArgs& args,
+                           bool check_indices) {
+  return max_pool2d_backward_impl(grad, indices, x_shape, &args, check_indices);
 }
 
 Tensor avg_pool2d(const Tensor& x_in, const Pool2dArgs& args) {

@@ -23,16 +23,19 @@ namespace {
 
 class MaxPool2dBackward : public Node {
  public:
-  MaxPool2dBackward(const Tensor& indices, Shape x_shape) : indices_(indices), x_shape_(std::move(x_shape)) {}
+  MaxPool2dBackward(const Tensor& indices, Shape x_shape, const ops::Pool2dArgs& args)
+      : indices_(indices), x_shape_(std::move(x_shape)), args_(args) {}
   const char* name() const override { return "MaxPool2dBackward"; }
   std::vector<Tensor> apply(const Tensor& g) override {
-    return {ops::max_pool2d_backward(g, indices_.unpack(name()), x_shape_)};
+    // The indices are the forward's (unpack checks their version): no check.
+    return {ops::max_pool2d_backward(g, indices_.unpack(name()), x_shape_, args_, false)};
   }
   void release_saved() override { indices_.release(); }
 
  private:
   SavedTensor indices_;
   Shape x_shape_;
+  ops::Pool2dArgs args_;
 };
 
 class AvgPool2dBackward : public Node {
@@ -60,7 +63,7 @@ class AdaptiveAvgPool2dBackward : public Node {
 
 Tensor max_pool2d(const Tensor& x, const ops::Pool2dArgs& args) {
   ops::MaxPool2dForward fwd = ops::max_pool2d(x, args);
-  if (needs_grad({&x})) attach(fwd.y, std::make_shared<MaxPool2dBackward>(fwd.indices, x.shape()), {&x});
+  if (needs_grad({&x})) attach(fwd.y, std::make_shared<MaxPool2dBackward>(fwd.indices, x.shape(), args), {&x});
   return fwd.y;
 }
 

@@ -147,6 +147,20 @@ int64_t max_pool2d_backward(const T* grad, const int64_t* indices, T* dx, const 
   return first_bad == std::numeric_limits<int64_t>::max() ? -1 : first_bad;
 }
 
+int64_t max_pool2d_first_outside_window(const int64_t* indices, const Pool2dGeometry& g) {
+  int64_t first_bad = std::numeric_limits<int64_t>::max();
+#pragma omp parallel for schedule(static) reduction(min : first_bad) if (g.planes * g.P * g.Q > kParallelMin)
+  for (int64_t p = 0; p < g.planes; ++p) {
+    const int64_t* i_plane = indices + p * g.P * g.Q;
+    for (int64_t oh = 0; oh < g.P; ++oh)
+      for (int64_t ow = 0; ow < g.Q; ++ow) {
+        const int64_t idx = i_plane[oh * g.Q + ow];
+        if (idx != -1 && !in_max_window(idx, oh, ow, g)) first_bad = std::min(first_bad, (p * g.P + oh) * g.Q + ow);
+      }
+  }
+  return first_bad == std::numeric_limits<int64_t>::max() ? -1 : first_bad;
+}
+
 // ------------------------------------------------------- average pools
 
 namespace {

@@ -48,6 +48,11 @@ void max_pool2d_forward(const T* x, T* y, int64_t* indices, const Pool2dGeometry
 template <typename T>
 int64_t max_pool2d_backward(const T* grad, const int64_t* indices, T* dx, const Pool2dGeometry& g);
 
+// The flat output position of the first index that is neither -1 nor
+// inside its own output's window (in_max_window), or -1 when there is none:
+// what max_pool2d_backward with the forward's geometry checks on every device.
+int64_t max_pool2d_first_outside_window(const int64_t* indices, const Pool2dGeometry& g);
+
 template <typename T>
 void avg_pool2d_forward(const T* x, T* y, const Pool2dGeometry& g, bool count_include_pad);
 

@@ -7,18 +7,6 @@
 
 namespace crfseg::kernels::cuda {
 
-namespace {
-
-// The outputs along one dimension whose average-pool window (stride s, pad
-// p, kernel k) may hold input position i: o with o s - p <= i <= o s - p + k - 1.
-__device__ void window_range(int64_t i, int64_t k, int64_t s, int64_t p, int64_t out, int64_t* lo, int64_t* hi) {
-  const int64_t a = i + p - (k - 1);  // o s >= a
-  *lo = a <= 0 ? 0 : (a + s - 1) / s;
-  *hi = min((i + p) / s + 1, out);       // o s <= i + p
-}
-
-}  // namespace
-
 template <typename T>
 void max_pool2d_forward(const T* x, T* y, int64_t* indices, const Pool2dGeometry& g, Stream stream) {
   const Pool2dGeometry c = g;
@@ -46,10 +34,9 @@ void max_pool2d_forward(const T* x, T* y, int64_t* indices, const Pool2dGeometry
 }
 
 // A scatter by index, one thread per plane walking its outputs in order:
-// no atomics, deterministic, and right for any index (the CPU's rule) --
-// a gather would need the window geometry, which the op does not take.
-// Parallel over planes only (N * C threads), which is enough for training
-// batches; a plane is at most a few tens of thousands of outputs.
+// no atomics, deterministic, and right for any index inside its plane (the
+// CPU's rule), but parallel over planes only (N * C threads). The
+// backward that knows the forward's geometry gathers instead (below).
 template <typename T>
 void max_pool2d_backward(const T* grad, const int64_t* indices, T* dx, const Pool2dGeometry& g,
                          unsigned long long* first_bad, Stream stream) {
@@ -66,6 +53,28 @@ void max_pool2d_backward(const T* grad, const int64_t* indices, T* dx, const Poo
       if (idx >= 0 && idx < plane_in) dp[idx] += grad[o];
     }
   }, stream, "max_pool2d_backward");
+}
+
+// One thread per input element sums the outputs that chose it
+// (max_pool_gather, in the scatter's order, so the same bits): the scatter
+// ran N * C threads, and on an H200 a U-Net step's four max-pool backwards
+// took 34 ms of its profile that way (bench/NOTES.md, change 27).
+template <typename T>
+void max_pool2d_backward_gather(const T* grad, const int64_t* indices, T* dx, const Pool2dGeometry& g,
+                                unsigned long long* first_bad, Stream stream) {
+  const Pool2dGeometry c = g;
+  const int64_t plane_in = g.H * g.W, plane_out = g.P * g.Q;
+  if (first_bad != nullptr) {
+    for_each(g.planes * plane_out, [=] __device__(int64_t o) {
+      const int64_t idx = indices[o];
+      if (idx != -1 && !in_max_window(idx, (o / c.Q) % c.P, o % c.Q, c))
+        atomicMin(first_bad, static_cast<unsigned long long>(o));
+    }, stream, "max_pool2d_check_windows");
+  }
+  for_each(g.planes * plane_in, [=] __device__(int64_t k) {
+    const int64_t iw = k % c.W, ih = (k / c.W) % c.H, p = k / plane_in;
+    dx[k] = max_pool_gather(grad + p * plane_out, indices + p * plane_out, ih, iw, c);
+  }, stream, "max_pool2d_backward_gather");
 }
 
 template <typename T>
@@ -89,8 +98,8 @@ void avg_pool2d_backward(const T* grad, T* dx, const Pool2dGeometry& g, bool cou
   for_each(g.planes * g.H * g.W, [=] __device__(int64_t k) {
     const int64_t iw = k % c.W, ih = (k / c.W) % c.H, p = k / (c.H * c.W);
     int64_t h0, h1, w0, w1;
-    window_range(ih, c.kernel_h, c.stride_h, c.pad_h, c.P, &h0, &h1);
-    window_range(iw, c.kernel_w, c.stride_w, c.pad_w, c.Q, &w0, &w1);
+    covering_outputs(ih, c.kernel_h, c.stride_h, c.pad_h, c.P, &h0, &h1);
+    covering_outputs(iw, c.kernel_w, c.stride_w, c.pad_w, c.Q, &w0, &w1);
     double acc = 0.0;
     for (int64_t oh = h0; oh < h1; ++oh) {
       const AvgWindow h = avg_window(oh, c.H, c.kernel_h, c.stride_h, c.pad_h, count_include_pad);
@@ -144,6 +153,8 @@ void adaptive_avg_pool2d_backward(const T* grad, T* dx, int64_t planes, int64_t 
   template void max_pool2d_forward<T>(const T*, T*, int64_t*, const Pool2dGeometry&, Stream);                 \
   template void max_pool2d_backward<T>(const T*, const int64_t*, T*, const Pool2dGeometry&,                   \
                                        unsigned long long*, Stream);                                          \
+  template void max_pool2d_backward_gather<T>(const T*, const int64_t*, T*, const Pool2dGeometry&,            \
+                                              unsigned long long*, Stream);                                   \
   template void avg_pool2d_forward<T>(const T*, T*, const Pool2dGeometry&, bool, Stream);                     \
   template void avg_pool2d_backward<T>(const T*, T*, const Pool2dGeometry&, bool, Stream);                    \
   template void adaptive_avg_pool2d_forward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t,     \

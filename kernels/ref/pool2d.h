@@ -70,6 +70,49 @@ CRFSEG_HD inline AvgWindow avg_window(int64_t o, int64_t in, int64_t kernel, int
   return {start, end, count_include_pad ? padded_end - padded_start : end - start};
 }
 
+// The outputs [*lo, *hi) along one dimension whose window (stride s, pad
+// p, spanning `span` = dil (k - 1) + 1 input positions) covers input
+// position i: those o with o s - p <= i <= o s - p + span - 1.
+CRFSEG_HD inline void covering_outputs(int64_t i, int64_t span, int64_t s, int64_t p, int64_t out, int64_t* lo,
+                                       int64_t* hi) {
+  const int64_t a = i + p - (span - 1);  // o s >= a
+  *lo = a <= 0 ? 0 : (a + s - 1) / s;
+  const int64_t last = (i + p) / s + 1;  // o s <= i + p
+  *hi = last < out ? last : out;
+}
+
+// Whether the flat plane position idx = h W + w lies in the window of
+// max-pool output (oh, ow): h = oh stride_h - pad_h + i dil_h for some i in
+// [0, kernel_h), and likewise w. Every index max_pool2d_forward writes
+// (other than -1) does.
+CRFSEG_HD inline bool in_max_window(int64_t idx, int64_t oh, int64_t ow, const Pool2dGeometry& g) {
+  if (idx < 0 || idx >= g.H * g.W) return false;
+  const int64_t h = idx / g.W;
+  const int64_t dh = h + g.pad_h - oh * g.stride_h, dw = idx - h * g.W + g.pad_w - ow * g.stride_w;
+  return dh >= 0 && dh <= (g.kernel_h - 1) * g.dil_h && (g.dil_h == 1 || dh % g.dil_h == 0) &&  //
+         dw >= 0 && dw <= (g.kernel_w - 1) * g.dil_w && (g.dil_w == 1 || dw % g.dil_w == 0);
+}
+
+// The max-pool backward as a gather: dx at input (ih, iw) of one plane is
+// the sum of grad[o] over the outputs o whose index is ih W + iw, taken in
+// increasing o as the scatter (ref::max_pool2d_backward) adds them, so the
+// two agree bit for bit in T. Only outputs whose window covers (ih, iw) are
+// visited, which finds them all when every index lies in its own window
+// (in_max_window). grad and indices point at the plane's [P, Q] outputs.
+template <typename T>
+CRFSEG_HD inline T max_pool_gather(const T* grad, const int64_t* indices, int64_t ih, int64_t iw,
+                                   const Pool2dGeometry& g) {
+  int64_t h0, h1, w0, w1;
+  covering_outputs(ih, (g.kernel_h - 1) * g.dil_h + 1, g.stride_h, g.pad_h, g.P, &h0, &h1);
+  covering_outputs(iw, (g.kernel_w - 1) * g.dil_w + 1, g.stride_w, g.pad_w, g.Q, &w0, &w1);
+  const int64_t idx = ih * g.W + iw;
+  T acc = T(0);
+  for (int64_t oh = h0; oh < h1; ++oh)
+    for (int64_t ow = w0; ow < w1; ++ow)
+      if (indices[oh * g.Q + ow] == idx) acc += grad[oh * g.Q + ow];
+  return acc;
+}
+
 // Adaptive window along one dimension: [floor(o in / out), ceil((o + 1) in / out)).
 CRFSEG_HD inline int64_t adaptive_start(int64_t o, int64_t in, int64_t out) { return (o * in) / out; }
 CRFSEG_HD inline int64_t adaptive_end(int64_t o, int64_t in, int64_t out) { return ((o + 1) * in + out - 1) / out; }

@@ -487,6 +487,15 @@ TEST_CASE("cuda ops: max, average and adaptive pooling with their backwards" * d
         const auto f = ops::max_pool2d(v[0], a);
         return ops::max_pool2d_backward(ops::scalar_op(ops::ScalarOp::add, f.y, 2.0), f.indices, v[0].shape());
       }, 1e-6, tol(dt));
+      check_op("max_pool2d_backward (gather)", {x}, [&](const std::vector<Tensor>& v) {
+        const auto f = ops::max_pool2d(v[0], a);
+        return ops::max_pool2d_backward(ops::scalar_op(ops::ScalarOp::add, f.y, 2.0), f.indices, v[0].shape(), a);
+      }, 1e-6, tol(dt));
+      check_op("max_pool2d_backward (gather, unchecked)", {x}, [&](const std::vector<Tensor>& v) {
+        const auto f = ops::max_pool2d(v[0], a);
+        return ops::max_pool2d_backward(ops::scalar_op(ops::ScalarOp::add, f.y, 2.0), f.indices, v[0].shape(), a,
+                                        false);
+      }, 1e-6, tol(dt));
       if (a.dil_h == 1 && a.dil_w == 1) {
         check_op("avg_pool2d", {x}, [&](const std::vector<Tensor>& v) { return ops::avg_pool2d(v[0], a); }, 1e-6,
                  tol(dt));
@@ -508,6 +517,12 @@ TEST_CASE("cuda ops: max, average and adaptive pooling with their backwards" * d
     Tensor bad = ops::clone(f.indices);
     ops::fill_(ops::slice(ops::flatten(bad), 0, 3, 4), 1000.0);
     check_throws_with<ValueError>([&] { ops::max_pool2d_backward(f.y, bad, x.shape()); }, "got 1000 at flat position 3");
+    // With the forward's arguments, an index in its plane but outside its
+    // window (output 3 of a 2x2 stride-2 pool reads columns 6-7; 0 is not there).
+    Tensor outside = ops::clone(f.indices);
+    ops::fill_(ops::slice(ops::flatten(outside), 0, 3, 4), 0.0);
+    check_throws_with<ValueError>([&] { ops::max_pool2d_backward(f.y, outside, x.shape(), {}); },
+                                  "each inside its output's window, got 0 at flat position 3");
   }
 }
 

@@ -138,6 +138,22 @@ void check_max_pool(const PoolCase& c, uint64_t seed) {
   CHECK(kernels::cpu::max_pool2d_backward(grad.data(), i_ref.data(), dx_cpu.data(), g) == -1);
   const double tol = sizeof(T) == 4 ? 1e-6 : 1e-14;
   CHECK_CLOSE(as_double(dx_cpu), as_double(dx_ref), tol, tol);
+
+  // The gather the CUDA backward runs with the forward's geometry: every
+  // forward index lies in its own window, and gathering each input gives
+  // the CPU scatter's bits (both add in T in increasing output order), for
+  // the random and the tied indices alike.
+  for (const std::vector<int64_t>* indices : {&i_ref, &it_ref}) {
+    CHECK(kernels::cpu::max_pool2d_first_outside_window(indices->data(), g) == -1);
+    std::vector<T> dx_scatter(x.size()), dx_gather(x.size());
+    REQUIRE(kernels::cpu::max_pool2d_backward(grad.data(), indices->data(), dx_scatter.data(), g) == -1);
+    for (int64_t p = 0; p < g.planes; ++p)
+      for (int64_t ih = 0; ih < g.H; ++ih)
+        for (int64_t iw = 0; iw < g.W; ++iw)
+          dx_gather[static_cast<size_t>((p * g.H + ih) * g.W + iw)] = kernels::max_pool_gather(
+              grad.data() + p * g.P * g.Q, indices->data() + p * g.P * g.Q, ih, iw, g);
+    CHECK_SAME(dx_gather, dx_scatter);
+  }
 }
 
 template <typename T>
@@ -406,6 +422,8 @@ TEST_CASE("pool2d ops: non-contiguous inputs, shapes, dtypes and backward plumbi
   std::vector<double> dx_ref(xc.size());
   kernels::ref::max_pool2d_backward(gc.data(), i_ref.data(), dx_ref.data(), g);
   CHECK_CLOSE(ops::max_pool2d_backward(grad, mp.indices, x.shape()), dx_ref, 1e-14, 1e-14);
+  CHECK_CLOSE(ops::max_pool2d_backward(grad, mp.indices, x.shape(), args), dx_ref, 1e-14, 1e-14);
+  CHECK_CLOSE(ops::max_pool2d_backward(grad, mp.indices, x.shape(), args, false), dx_ref, 1e-14, 1e-14);
 
   for (bool include : {true, false}) {
     args.count_include_pad = include;
@@ -477,4 +495,20 @@ TEST_CASE("pool2d ops reject bad arguments, naming the op, the expected and the 
   const Tensor bad = from_vector<int64_t>({0, 1, 25, 3, -1, 0, 0, 0}, {1, 2, 2, 2});
   check_throws_with<ValueError>([&] { ops::max_pool2d_backward(zeros({1, 2, 2, 2}), bad, x.shape()); },
                                 "max_pool2d_backward: expected indices in [0, 25) or -1, got 25 at flat position 2");
+
+  // With the forward's arguments (kernel 2, stride 2 on 5x5: 2x2 outputs,
+  // output (0, 1) reads rows 0-1, columns 2-3), an index must also lie in
+  // its own window: 0 is in its plane but not in output (0, 1)'s window.
+  const ops::Pool2dArgs k2{.kernel_h = 2, .kernel_w = 2, .stride_h = 2, .stride_w = 2};
+  const Tensor outside = from_vector<int64_t>({0, 0, 5, 6, -1, 3, 5, 18}, {1, 2, 2, 2});
+  CHECK_NOTHROW(ops::max_pool2d_backward(zeros({1, 2, 2, 2}), outside, x.shape()));
+  check_throws_with<ValueError>([&] { ops::max_pool2d_backward(zeros({1, 2, 2, 2}), outside, x.shape(), k2); },
+                                "max_pool2d_backward: expected indices in [0, 25) or -1, each inside its output's "
+                                "window, got 0 at flat position 1");
+  const Tensor inside = from_vector<int64_t>({0, 3, 11, 12, -1, 3, 15, 18}, {1, 2, 2, 2});
+  CHECK_NOTHROW(ops::max_pool2d_backward(zeros({1, 2, 2, 2}), inside, x.shape(), k2));
+  const ops::Pool2dArgs stride1{.stride_h = 1, .stride_w = 1};
+  check_throws_with<ShapeError>([&] { ops::max_pool2d_backward(zeros({1, 2, 2, 2}), inside, x.shape(), stride1); },
+                                "max_pool2d_backward: expected indices of shape [1, 2, 4, 4] for x_shape [1, 2, 5, 5] "
+                                "and the pooling arguments, got [1, 2, 2, 2]");
 }

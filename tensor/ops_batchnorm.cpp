@@ -104,10 +104,12 @@ BatchNormForward batch_norm(const Tensor& x_in, const Tensor& weight_in, const T
     if (x.device().is_cuda()) {
       const auto stream = detail::stream_of(x);
       if (training) {
+        const Tensor workspace = Tensor::empty({kernels::cuda::batchnorm_workspace_doubles(v.N, v.C, v.inner)},
+                                               {DType::f64, x.device()});
         values_per_channel = kernels::cuda::batchnorm_forward_train(
             x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias), out.y.data<T>(), out.mean.data<T>(),
             out.invstd.data<T>(), data_or_null<T>(rm), data_or_null<T>(rv), v.N, v.C, v.inner, momentum, eps,
-            fuse_relu, stream);
+            fuse_relu, workspace.data<double>(), stream);
       } else {
         kernels::cuda::batchnorm_forward_eval(x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias),
                                               rm.data<T>(), rv.data<T>(), out.y.data<T>(), out.invstd.data<T>(),
@@ -181,11 +183,12 @@ BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor& x_in, co
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA
     if (g.device().is_cuda()) {
-      const Tensor sums = Tensor::empty({2 * v.C}, {DType::f64, g.device()});
+      const Tensor workspace = Tensor::empty({kernels::cuda::batchnorm_workspace_doubles(v.N, v.C, v.inner)},
+                                             {DType::f64, g.device()});
       kernels::cuda::batchnorm_backward(g.data<T>(), data_or_null<T>(x), data_or_null<T>(y), data_or_null<T>(weight),
                                         mean.data<T>(), invstd.data<T>(), out.dx.data<T>(),
                                         data_or_null<T>(out.dweight), out.dbias.data<T>(), v.N, v.C, v.inner,
-                                        training, sums.data<double>(), detail::stream_of(g));
+                                        training, workspace.data<double>(), detail::stream_of(g));
       return;
     }
 #endif

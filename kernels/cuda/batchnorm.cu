@@ -1,6 +1,9 @@
 // CUDA batch norm (see batchnorm.h).
 #include <cmath>
 
+#include <algorithm>
+
+#include "kernels/channel_chunks.h"
 #include "kernels/cuda/batchnorm.h"
 #include "kernels/cuda/for_each.cuh"
 #include "kernels/moments.h"
@@ -12,55 +15,75 @@ namespace {
 constexpr int kThreads = 256;
 using kernels::Moments;  // Chan merges, shared with the CPU kernel
 
-
+// One block per (channel, split): the block's chunk of the channel
+// (channel_chunks.h). Each thread sums its values shifted by its first one
+// (K): with d = v - K, n values give mean K + S1 / n and M2 = S2 - S1^2 / n,
+// where K within the data's spread keeps the subtraction from cancelling
+// (the shifted-data algorithm; Welford's update cost a double division per
+// value). The block merges its threads' triples in a fixed tree and writes
+// the split's partial (count, mean, M2).
 template <typename T>
-__global__ void stats_kernel(const T* __restrict__ x, int64_t N, int64_t C, int64_t inner, double momentum,
-                             double eps, T* __restrict__ mean, T* __restrict__ invstd, T* __restrict__ running_mean,
-                             T* __restrict__ running_var) {
+__global__ void stats_partial_kernel(const T* __restrict__ x, int64_t C, int64_t inner, ChannelChunks plan,
+                                     int64_t M, Moments* __restrict__ partials) {
   __shared__ Moments part[kThreads];
-  const int64_t c = blockIdx.x, M = N * inner;
+  const int64_t c = blockIdx.x, split = blockIdx.y;
+  const int64_t j0 = split * plan.chunk, j1 = j0 + plan.chunk < M ? j0 + plan.chunk : M;
+  double K = 0.0, s1 = 0.0, s2 = 0.0, n = 0.0;
+  walk_channel_chunk(c, C, inner, j0, j1, threadIdx.x, kThreads, [&](int64_t k) {
+    const double v = static_cast<double>(x[k]);
+    if (n == 0.0) K = v;
+    const double d = v - K;
+    s1 += d;
+    s2 += d * d;
+    n += 1.0;
+  });
   Moments m{};
-  for (int64_t j = threadIdx.x; j < M; j += kThreads) {  // Welford
-    const double v = static_cast<double>(x[((j / inner) * C + c) * inner + j % inner]);
-    m.count += 1.0;
-    const double d = v - m.mean;
-    m.mean += d / m.count;
-    m.m2 += d * (v - m.mean);
-  }
+  if (n > 0.0) m = {n, K + s1 / n, fmax(s2 - s1 * s1 / n, 0.0)};
   part[threadIdx.x] = m;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s /= 2) {
     if (threadIdx.x < s) part[threadIdx.x].merge(part[threadIdx.x + s]);
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    const Moments t = part[0];
-    const double var = t.m2 / t.count;  // biased: what the batch is normalised with
-    mean[c] = static_cast<T>(t.mean);
-    invstd[c] = static_cast<T>(1.0 / std::sqrt(var + eps));
-    if (running_mean != nullptr) {
-      const double unbiased = t.m2 / (t.count - 1.0);
-      running_mean[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(running_mean[c]) + momentum * t.mean);
-      running_var[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(running_var[c]) + momentum * unbiased);
-    }
+  if (threadIdx.x == 0) partials[c * plan.splits + split] = part[0];
+}
+
+// One thread per channel merges its splits in order.
+template <typename T>
+__global__ void stats_finish_kernel(const Moments* __restrict__ partials, int64_t C, int64_t splits,
+                                    double momentum, double eps, T* __restrict__ mean, T* __restrict__ invstd,
+                                    T* __restrict__ running_mean, T* __restrict__ running_var) {
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  Moments t{};
+  for (int64_t s = 0; s < splits; ++s) t.merge(partials[c * splits + s]);
+  const double var = t.m2 / t.count;  // biased: what the batch is normalised with
+  mean[c] = static_cast<T>(t.mean);
+  invstd[c] = static_cast<T>(1.0 / std::sqrt(var + eps));
+  if (running_mean != nullptr) {
+    const double unbiased = t.m2 / (t.count - 1.0);
+    running_mean[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(running_mean[c]) + momentum * t.mean);
+    running_var[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(running_var[c]) + momentum * unbiased);
   }
 }
 
-// Per channel: sum gm and sum gm (x - mean) invstd, gm = g masked by y > 0 with a fused ReLU.
+// Per (channel, split): sum gm and sum gm (x - mean) invstd, gm = g masked
+// by y > 0 with a fused ReLU, into partials[2 (c splits + split) + {0, 1}].
 template <typename T>
-__global__ void grad_sums_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ y,
-                                 const T* __restrict__ mean, const T* __restrict__ invstd, int64_t N, int64_t C,
-                                 int64_t inner, double* __restrict__ sums) {
+__global__ void grad_sums_partial_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ y,
+                                         const T* __restrict__ mean, const T* __restrict__ invstd, int64_t C,
+                                         int64_t inner, ChannelChunks plan, int64_t M,
+                                         double* __restrict__ partials) {
   __shared__ double s_g[kThreads], s_gx[kThreads];
-  const int64_t c = blockIdx.x, M = N * inner;
+  const int64_t c = blockIdx.x, split = blockIdx.y;
+  const int64_t j0 = split * plan.chunk, j1 = j0 + plan.chunk < M ? j0 + plan.chunk : M;
   const double mu = static_cast<double>(mean[c]), is = static_cast<double>(invstd[c]);
   double sg = 0.0, sgx = 0.0;
-  for (int64_t j = threadIdx.x; j < M; j += kThreads) {
-    const int64_t k = ((j / inner) * C + c) * inner + j % inner;
+  walk_channel_chunk(c, C, inner, j0, j1, threadIdx.x, kThreads, [&](int64_t k) {
     const double gm = (y != nullptr && !(y[k] > T(0))) ? 0.0 : static_cast<double>(g[k]);
     sg += gm;
     if (x != nullptr) sgx += gm * (static_cast<double>(x[k]) - mu) * is;
-  }
+  });
   s_g[threadIdx.x] = sg;
   s_gx[threadIdx.x] = sgx;
   __syncthreads();
@@ -72,23 +95,52 @@ __global__ void grad_sums_kernel(const T* __restrict__ g, const T* __restrict__ 
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    sums[2 * c] = s_g[0];
-    sums[2 * c + 1] = s_gx[0];
+    partials[2 * (c * plan.splits + split)] = s_g[0];
+    partials[2 * (c * plan.splits + split) + 1] = s_gx[0];
   }
 }
 
-int channel_blocks(int64_t C) {
-  CRFSEG_CHECK(C <= 0x7fffffff, NotImplementedError, "CUDA batch norm: ", C, " channels exceed one grid");
-  return static_cast<int>(C);
+// f(plane, i) over [planes, inner] data, planes = N C: a 2-D grid (y over
+// planes, x over a plane), so the channel is p % C, invariant along a row,
+// not a 64-bit division and remainder per value as in a flat for_each.
+template <typename F>
+__global__ void plane_kernel(int64_t planes, int64_t inner, F f) {
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y)
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < inner;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+      f(p, i);
 }
 
+template <typename F>
+void for_each_plane(int64_t planes, int64_t inner, F f, Stream stream, const char* name) {
+  if (planes <= 0 || inner <= 0) return;
+  const int64_t bx = std::min<int64_t>((inner + kThreads - 1) / kThreads, 1024);
+  const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(std::min<int64_t>(planes, 65535)));
+  plane_kernel<<<grid, kThreads, 0, stream>>>(planes, inner, f);
+  launch_check(name);
+}
+
+dim3 chunk_grid(int64_t C, const ChannelChunks& plan) {
+  CRFSEG_CHECK(C <= 0x7fffffff && plan.splits <= 65535, NotImplementedError, "CUDA batch norm: ", C,
+               " channels in ", plan.splits, " splits exceed one grid");
+  return dim3(static_cast<unsigned>(C), static_cast<unsigned>(plan.splits));
+}
+
+unsigned channel_threads_blocks(int64_t C) { return static_cast<unsigned>((C + kThreads - 1) / kThreads); }
+
 }  // namespace
+
+int64_t batchnorm_workspace_doubles(int64_t N, int64_t C, int64_t inner) {
+  // The forward's partial (count, mean, M2) triples, or the backward's pairs
+  // of partial sums and then its 2 C totals.
+  return C * (3 * channel_chunks(N, C, inner).splits + 2);
+}
 
 template <typename T>
 void batchnorm_apply(const T* x, const T* weight, const T* bias, const T* mean, const T* invstd, T* y, int64_t N,
                      int64_t C, int64_t inner, bool relu, Stream stream) {
-  for_each(N * C * inner, [=] __device__(int64_t k) {
-    const int64_t c = (k / inner) % C;
+  for_each_plane(N * C, inner, [=] __device__(int64_t p, int64_t i) {
+    const int64_t c = p % C, k = p * inner + i;
     const T w = weight ? weight[c] : T(1), b = bias ? bias[c] : T(0);
     const T v = (x[k] - mean[c]) * (w * invstd[c]) + b;
     y[k] = relu && v < T(0) ? T(0) : v;  // NaN passes through, as torch.relu and the CPU kernel
@@ -98,12 +150,17 @@ void batchnorm_apply(const T* x, const T* weight, const T* bias, const T* mean, 
 template <typename T>
 double batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
                                T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner,
-                               double momentum, double eps, bool relu, Stream stream) {
+                               double momentum, double eps, bool relu, double* workspace, Stream stream) {
   const int64_t M = N * inner;
   if (M < 2 || C == 0) return static_cast<double>(M);  // the op refuses M < 2; nothing written
-  stats_kernel<T><<<channel_blocks(C), kThreads, 0, stream>>>(x, N, C, inner, momentum, eps, mean, invstd,
-                                                              running_mean, running_var);
-  launch_check("batchnorm_stats");
+  const ChannelChunks plan = channel_chunks(N, C, inner);
+  static_assert(sizeof(Moments) == 3 * sizeof(double));
+  auto* partials = reinterpret_cast<Moments*>(workspace);
+  stats_partial_kernel<T><<<chunk_grid(C, plan), kThreads, 0, stream>>>(x, C, inner, plan, M, partials);
+  launch_check("batchnorm_stats_partial");
+  stats_finish_kernel<T><<<channel_threads_blocks(C), kThreads, 0, stream>>>(
+      partials, C, plan.splits, momentum, eps, mean, invstd, running_mean, running_var);
+  launch_check("batchnorm_stats_finish");
   batchnorm_apply(x, weight, bias, mean, invstd, y, N, C, inner, relu, stream);
   return static_cast<double>(M);
 }
@@ -120,19 +177,33 @@ void batchnorm_forward_eval(const T* x, const T* weight, const T* bias, const T*
 
 template <typename T>
 void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, const T* mean, const T* invstd, T* dx,
-                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training, double* sums,
+                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training, double* workspace,
                         Stream stream) {
   if (C == 0) return;
-  // Per-channel sums into the caller's workspace [C][2] (double).
-  grad_sums_kernel<T><<<channel_blocks(C), kThreads, 0, stream>>>(g, x, y, mean, invstd, N, C, inner, sums);
-  launch_check("batchnorm_grad_sums");
-  const double M = static_cast<double>(N * inner);
+  // Per-(channel, split) sums into the workspace, then per-channel totals in
+  // split order into its last 2 C doubles.
+  const int64_t M = N * inner;
+  const ChannelChunks plan = channel_chunks(N, C, inner);
+  double* partials = workspace;
+  double* sums = workspace + 3 * C * plan.splits;
+  grad_sums_partial_kernel<T><<<chunk_grid(C, plan), kThreads, 0, stream>>>(g, x, y, mean, invstd, C, inner, plan,
+                                                                            M, partials);
+  launch_check("batchnorm_grad_sums_partial");
+  const int64_t splits = plan.splits;
   for_each(C, [=] __device__(int64_t c) {
-    if (dbias != nullptr) dbias[c] = static_cast<T>(sums[2 * c]);
-    if (dweight != nullptr) dweight[c] = static_cast<T>(sums[2 * c + 1]);
-  }, stream, "batchnorm_param_grads");
-  for_each(N * C * inner, [=] __device__(int64_t k) {
-    const int64_t c = (k / inner) % C;
+    double sg = 0.0, sgx = 0.0;
+    for (int64_t s = 0; s < splits; ++s) {
+      sg += partials[2 * (c * splits + s)];
+      sgx += partials[2 * (c * splits + s) + 1];
+    }
+    sums[2 * c] = sg;
+    sums[2 * c + 1] = sgx;
+    if (dbias != nullptr) dbias[c] = static_cast<T>(sg);
+    if (dweight != nullptr) dweight[c] = static_cast<T>(sgx);
+  }, stream, "batchnorm_grad_sums_finish");
+  const double Md = static_cast<double>(M);
+  for_each_plane(N * C, inner, [=] __device__(int64_t p, int64_t i) {
+    const int64_t c = p % C, k = p * inner + i;
     const double w = weight ? static_cast<double>(weight[c]) : 1.0, is = static_cast<double>(invstd[c]);
     const double gm = (y != nullptr && !(y[k] > T(0))) ? 0.0 : static_cast<double>(g[k]);
     if (!training) {
@@ -140,13 +211,13 @@ void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, con
       return;
     }
     const double xhat = (static_cast<double>(x[k]) - static_cast<double>(mean[c])) * is;
-    dx[k] = static_cast<T>(w * is * (gm - sums[2 * c] / M - xhat * sums[2 * c + 1] / M));
+    dx[k] = static_cast<T>(w * is * (gm - sums[2 * c] / Md - xhat * sums[2 * c + 1] / Md));
   }, stream, "batchnorm_dx");
 }
 
 #define CRFSEG_BN(T)                                                                                            \
   template double batchnorm_forward_train<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, int64_t, int64_t, \
-                                             int64_t, double, double, bool, Stream);                            \
+                                             int64_t, double, double, bool, double*, Stream);                   \
   template void batchnorm_forward_eval<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, int64_t,     \
                                           int64_t, int64_t, double, bool, Stream);                              \
   template void batchnorm_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*,    \

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/channel_chunks.h"
 #include "kernels/cpu/batchnorm.h"
 #include "kernels/ref/batchnorm.h"
 #include "tests/support/helpers.h"
@@ -158,6 +159,57 @@ TEST_CASE("batchnorm: cpu kernels match the reference on awkward shapes") {
     check_against_ref<float>(shapes[s], 10 * s + 1);
     check_against_ref<double>(shapes[s], 10 * s + 1);
   }
+}
+
+// The CUDA kernels' split of each channel into chunks, and their threads'
+// walks of a chunk (kernels/channel_chunks.h), run here on the CPU: together
+// they must visit every value of every channel exactly once, each thread in
+// increasing order, within the planned number of splits.
+TEST_CASE("batchnorm: the CUDA channel chunks cover every value once") {
+  struct Case {
+    int64_t N, C, inner, threads;
+  };
+  const std::vector<Case> cases = {
+      {1, 1, 1, 256},     {7, 3, 1, 256},       {1, 1, 8192, 256},   {1, 1, 8193, 256},  {3, 2, 8633, 256},
+      {2, 5, 10007, 256}, {16, 1, 4096, 256},   {3, 2, 97, 7},       {1000, 2, 3, 256},  {4, 1, 8191, 13},
+      {5, 600, 20, 256},  {2, 3, 40000, 256},
+  };
+  for (const Case& t : cases) {
+    INFO("N=", t.N, " C=", t.C, " inner=", t.inner, " threads=", t.threads);
+    const int64_t M = t.N * t.inner;
+    const kernels::ChannelChunks plan = kernels::channel_chunks(t.N, t.C, t.inner);
+    REQUIRE(plan.splits >= 1);
+    REQUIRE(plan.chunk >= 1);
+    CHECK(plan.splits * plan.chunk >= M);
+    CHECK((plan.splits - 1) * plan.chunk < std::max<int64_t>(M, 1));  // no empty split
+    CHECK(plan.splits * t.C <= std::max<int64_t>(1024, t.C));
+    if (plan.splits > 1) CHECK(plan.chunk >= 8192 / 2);
+    std::vector<int> visits(static_cast<size_t>(t.N * t.C * t.inner), 0);
+    bool ordered = true, in_channel = true;
+    for (int64_t c = 0; c < t.C; ++c) {
+      for (int64_t s = 0; s < plan.splits; ++s) {
+        const int64_t j0 = s * plan.chunk, j1 = std::min(M, j0 + plan.chunk);
+        for (int64_t tid = 0; tid < t.threads; ++tid) {
+          int64_t last = -1;
+          kernels::walk_channel_chunk(c, t.C, t.inner, j0, j1, tid, t.threads, [&](int64_t k) {
+            ordered = ordered && k > last;
+            last = k;
+            in_channel = in_channel && (k / t.inner) % t.C == c;
+            ++visits[static_cast<size_t>(k)];
+          });
+        }
+      }
+    }
+    CHECK(ordered);
+    CHECK(in_channel);
+    CHECK(std::all_of(visits.begin(), visits.end(), [](int v) { return v == 1; }));
+  }
+  // The split counts the kernels get: one block per channel for small
+  // channels, up to 1024 blocks in all for large ones.
+  CHECK(kernels::channel_chunks(16, 64, 256 * 256).splits == 16);
+  CHECK(kernels::channel_chunks(16, 1024, 16 * 16).splits == 1);
+  CHECK(kernels::channel_chunks(2, 3, 100).splits == 1);
+  CHECK(kernels::channel_chunks(3, 2, 8633).splits == 4);
 }
 
 TEST_CASE("batchnorm: eval backward needs no x, and then gives the same dx") {

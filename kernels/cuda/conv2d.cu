@@ -1,5 +1,6 @@
 // CUDA convolution by im2col + GEMM (see conv2d.h).
 #include <algorithm>
+#include <cstdint>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -8,6 +9,7 @@
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/for_each.cuh"
 #include "kernels/cuda/gemm/gemm.h"
+#include "kernels/cuda/im2col_rules.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -47,50 +49,12 @@ ConvAlgorithm set_conv_algorithm(ConvAlgorithm algorithm) {
   return previous;
 }
 
-// Both data movements index within one image in 32 bits, and split the
-// column-matrix row (c, r, s) or the channel once per block row instead of
-// per element: the first version did six 64-bit divisions per element, and
-// its im2col took 35% of a U-Net training step's GPU time on an H200 (ncu;
-// bench/NOTES.md, change 27).
+// Both data movements index within one image in 32 bits (Geometry32 and
+// the per-element rules: im2col_rules.h), and split the column-matrix row
+// (c, r, s) or the channel once per block row instead of per element.
 namespace {
 
 constexpr int kMoveThreads = 256;
-
-// The sizes the im2col / col2im kernels index with, narrowed to 32 bits
-// once on the host (narrow checks that they, and what the kernels compute
-// from them, fit).
-struct Geometry32 {
-  int64_t C;  // channels stay 64-bit: the kernels' outer loops stride over them
-  int H, W, P, Q, R, S, sh, sw, ph, pw, dh, dw;
-};
-
-// 2^30: the grid-stride loops' int counters may step up to 2^18 past the end.
-// The kernels' other int values (h = p sh + r dh - ph, hp = h + ph - r dh,
-// r S + s, and each field) stay within H + 2 ph, W + 2 pw, R S and the
-// strides and dilations, which are bounded too, for a geometry whose
-// output size follows from the rest (checked first: im2col and col2im are
-// callable without the ops' own checks).
-Geometry32 narrow(const ConvGeometry& g, const char* what) {
-  constexpr int64_t kLimit = int64_t{1} << 30;
-  // (Empty outputs and kernels pass: the callers return before any launch.)
-  const bool rows_follow = g.P == 0 || g.R == 0 || (g.P - 1) * g.sh + (g.R - 1) * g.dh < g.H + 2 * g.ph;
-  const bool cols_follow = g.Q == 0 || g.S == 0 || (g.Q - 1) * g.sw + (g.S - 1) * g.dw < g.W + 2 * g.pw;
-  CRFSEG_CHECK(g.ph >= 0 && g.pw >= 0 && g.sh >= 1 && g.sw >= 1 && g.dh >= 1 && g.dw >= 1 && g.P >= 0 && g.Q >= 0 &&
-                   g.R >= 0 && g.S >= 0 && rows_follow && cols_follow,
-               ValueError, what, ": expected padding >= 0, stride and dilation >= 1 and a ", g.P, "x", g.Q,
-               " output that a ", g.R, "x", g.S, " kernel with stride ", g.sh, "x", g.sw, ", padding ", g.ph, "x",
-               g.pw, " and dilation ", g.dh, "x", g.dw, " can produce from ", g.H, "x", g.W, " inputs");
-  CRFSEG_CHECK(g.pq() < kLimit && g.hw() < kLimit, NotImplementedError, what, ": a plane of ", g.hw(),
-               " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
-  CRFSEG_CHECK(g.H + 2 * g.ph < kLimit && g.W + 2 * g.pw < kLimit && g.R * g.S < kLimit && g.sh < kLimit &&
-                   g.sw < kLimit && g.dh < kLimit && g.dw < kLimit,
-               NotImplementedError, what, ": a ", g.R, "x", g.S, " kernel, stride ", g.sh, "x", g.sw, ", padding ",
-               g.ph, "x", g.pw, ", dilation ", g.dh, "x", g.dw, " on ", g.H, "x", g.W,
-               " inputs does not fit 32-bit indices");
-  const auto i32 = [](int64_t v) { return static_cast<int>(v); };
-  return {g.C,       i32(g.H),  i32(g.W),  i32(g.P),  i32(g.Q),  i32(g.R), i32(g.S),
-          i32(g.sh), i32(g.sw), i32(g.ph), i32(g.pw), i32(g.dh), i32(g.dw)};
-}
 
 // Grid: x over the P Q outputs of a row, y over the C R S rows (strided when
 // there are more than 65535).
@@ -102,20 +66,32 @@ __global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, Geom
     const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
     const T* xc = x + row / (g.R * g.S) * g.H * g.W;  // R S < 2^30 (narrow)
     T* out = col + row * PQ;
-    const int h0 = r * g.dh - g.ph, w0 = s * g.dw - g.pw;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x) {
-      const int p = i / g.Q, q = i - p * g.Q;
-      const int h = p * g.sh + h0, w = q * g.sw + w0;
-      const bool inside = static_cast<unsigned>(h) < static_cast<unsigned>(g.H) &&  // h >= 0 too
-                          static_cast<unsigned>(w) < static_cast<unsigned>(g.W);
-      out[i] = inside ? xc[h * g.W + w] : T(0);
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x)
+      im2col_values(xc, g, r, s, i, 1, out + i);
+  }
+}
+
+// As im2col_kernel, four consecutive outputs per thread stored as one
+// 16-byte vector, for a P Q that is a multiple of 4 and a 16-byte aligned
+// col (every row then starts aligned): a quarter of the divisions and
+// store instructions, and four loads in flight per thread.
+__global__ void im2col4_kernel(const float* __restrict__ x, float* __restrict__ col, Geometry32 g) {
+  const int quads = g.P * g.Q / 4;
+  const int64_t rows = g.C * g.R * g.S;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
+    const float* xc = x + row / (g.R * g.S) * g.H * g.W;
+    float4* out = reinterpret_cast<float4*>(col + row * (4 * static_cast<int64_t>(quads)));
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < quads; v += gridDim.x * blockDim.x) {
+      float e[4];
+      im2col_values(xc, g, r, s, 4 * v, 4, e);
+      out[v] = make_float4(e[0], e[1], e[2], e[3]);
     }
   }
 }
 
-// Grid: x over the H W inputs of a channel, y over the channels. Tap (r, s)
-// reads (h, w) from output (p, q) when h = p sh - ph + r dh, i.e.
-// p = (h + ph - r dh) / sh exactly; likewise q.
+// Grid: x over the H W inputs of a channel, y over the channels; each
+// input gathers its column entries (col2im_value).
 template <typename T>
 __global__ void col2im_kernel(const T* __restrict__ col, T* __restrict__ x, Geometry32 g) {
   const int HW = g.H * g.W;
@@ -123,19 +99,8 @@ __global__ void col2im_kernel(const T* __restrict__ col, T* __restrict__ x, Geom
   for (int64_t ch = blockIdx.y; ch < g.C; ch += gridDim.y) {
     const T* cc = col + ch * g.R * g.S * PQ;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < HW; i += gridDim.x * blockDim.x) {
-      const int h = i / g.W, w = i - h * g.W;
-      T acc = T(0);
-      for (int r = 0; r < g.R; ++r) {
-        const int hp = h + g.ph - r * g.dh;
-        if (hp < 0 || hp % g.sh != 0 || hp / g.sh >= g.P) continue;
-        const int p = hp / g.sh;
-        for (int s = 0; s < g.S; ++s) {
-          const int wq = w + g.pw - s * g.dw;
-          if (wq < 0 || wq % g.sw != 0 || wq / g.sw >= g.Q) continue;
-          acc += cc[(r * g.S + s) * PQ + p * g.Q + wq / g.sw];
-        }
-      }
-      x[ch * HW + i] = acc;
+      const int h = i / g.W;
+      x[ch * HW + i] = col2im_value(cc, g, h, i - h * g.W);
     }
   }
 }
@@ -152,6 +117,13 @@ template <typename T>
 void im2col(const ConvGeometry& g, const T* x, T* col, Stream stream) {
   const Geometry32 g32 = narrow(g, "im2col");
   if (g.crs() == 0 || g.pq() == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.pq() % 4 == 0 && reinterpret_cast<uintptr_t>(col) % 16 == 0) {
+      im2col4_kernel<<<move_grid(g.pq() / 4, g.crs()), kMoveThreads, 0, stream>>>(x, col, g32);
+      launch_check("im2col");
+      return;
+    }
+  }
   im2col_kernel<T><<<move_grid(g.pq(), g.crs()), kMoveThreads, 0, stream>>>(x, col, g32);
   launch_check("im2col");
 }

@@ -17,6 +17,7 @@
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cuda/im2col_rules.h"
 #include "kernels/ref/conv2d.h"
 #include "tests/support/helpers.h"
 
@@ -649,6 +650,54 @@ TEST_CASE("im2col and col2im by hand") {
   std::vector<double> ones(col.size(), 1.0), dx(x.size(), 0.0);
   kernels::cpu::col2im<double>(g, ones.data(), dx.data());
   CHECK(dx == std::vector<double>(6, 2.0));
+}
+
+// The CUDA im2col and col2im kernels' per-element rules (host-device code,
+// kernels/cuda/im2col_rules.h) against the CPU's im2col and col2im, on
+// geometries with padding, strides, dilations, 1x1 and wide kernels, and
+// P Q both a multiple of 4 whose rows are not (the vector kernel's quads
+// wrap across output rows) and not.
+TEST_CASE("im2col and col2im: the CUDA kernels' rules match the CPU") {
+  const std::vector<ConvGeometry> geometries = {
+      make(1, 3, 7, 5, 1, 3, 3, 1, 1, 1, 1),           // P Q = 35
+      make(1, 2, 4, 5, 1, 1, 1),                        // 1x1: P Q = 20, Q = 5
+      make(1, 2, 9, 11, 1, 3, 2, 2, 3, 1, 0, 2, 1),     // strides 2, 3; dilation 2 x 1
+      make(1, 1, 1, 1, 1, 1, 1),                        // one pixel
+      make(1, 2, 8, 8, 1, 3, 3, 1, 1, 1, 1),            // P Q = 64
+      make(1, 3, 13, 6, 1, 5, 1, 1, 1, 2, 0, 1, 1),     // tall kernel
+      make(1, 2, 12, 12, 1, 2, 2, 2, 2, 0, 0),          // stride-2 2x2
+      make(1, 1, 6, 17, 1, 3, 7, 1, 2, 1, 3, 2, 3),     // wide, dilated
+  };
+  for (const ConvGeometry& g : geometries) {
+    INFO("C=", g.C, " H=", g.H, " W=", g.W, " R=", g.R, " S=", g.S, " stride ", g.sh, "x", g.sw, " pad ", g.ph, "x",
+         g.pw, " dilation ", g.dh, "x", g.dw);
+    const kernels::cuda::Geometry32 g32 = kernels::cuda::narrow(g, "test");
+    const std::vector<double> x = values(random_tensor({g.C * g.H * g.W}, 5, DType::f64));
+    std::vector<double> want(static_cast<size_t>(g.crs() * g.pq()));
+    kernels::cpu::im2col<double>(g, x.data(), want.data());
+    // Singles everywhere, and quads wherever P Q allows them.
+    std::vector<double> singles(want.size()), quads(want.size(), -1.0);
+    for (int64_t row = 0; row < g.crs(); ++row) {
+      const int r = static_cast<int>((row / g.S) % g.R), s = static_cast<int>(row % g.S);
+      const double* xc = x.data() + row / (g.R * g.S) * g.H * g.W;
+      for (int i = 0; i < g.pq(); ++i)
+        kernels::cuda::im2col_values(xc, g32, r, s, i, 1, singles.data() + row * g.pq() + i);
+      if (g.pq() % 4 == 0)
+        for (int i = 0; i < g.pq(); i += 4)
+          kernels::cuda::im2col_values(xc, g32, r, s, i, 4, quads.data() + row * g.pq() + i);
+    }
+    CHECK(singles == want);
+    if (g.pq() % 4 == 0) CHECK(quads == want);
+
+    const std::vector<double> col = values(random_tensor({g.crs() * g.pq()}, 6, DType::f64));
+    std::vector<double> dx_want(x.size(), 0.0), dx(x.size());
+    kernels::cpu::col2im<double>(g, col.data(), dx_want.data());
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int h = 0; h < g.H; ++h)
+        for (int w = 0; w < g.W; ++w)
+          dx[(c * g.H + h) * g.W + w] = kernels::cuda::col2im_value(col.data() + c * g.R * g.S * g.pq(), g32, h, w);
+    CHECK_CLOSE(dx, dx_want, 1e-14, 1e-14);
+  }
 }
 
 TEST_CASE("conv2d op: output shape, bias, strided input") {

@@ -1,0 +1,108 @@
+// The per-element rules of the CUDA im2col and col2im (conv2d.cu), in
+// host-device code so that tests/kernels/test_conv2d.cpp checks them on the
+// CPU against kernels::cpu's im2col and col2im, device or not. Both index
+// one image in 32 bits (Geometry32, checked by narrow on the host): on an
+// H200 the first, 64-bit versions did six divisions per element and took
+// 35% of a U-Net training step (bench/NOTES.md, change 27).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/hd.h"
+#include "kernels/ref/conv2d.h"
+#include "tensor/error.h"
+
+namespace crfseg::kernels::cuda {
+
+// The sizes the im2col / col2im kernels index with, narrowed to 32 bits
+// once on the host (narrow checks that they, and what the kernels compute
+// from them, fit).
+struct Geometry32 {
+  int64_t C;  // channels stay 64-bit: the kernels' outer loops stride over them
+  int H, W, P, Q, R, S, sh, sw, ph, pw, dh, dw;
+};
+
+// 2^30: the grid-stride loops' int counters may step up to 2^18 past the end.
+// The kernels' other int values (h = p sh + r dh - ph, hp = h + ph - r dh,
+// r S + s, and each field) stay within H + 2 ph, W + 2 pw, R S and the
+// strides and dilations, which are bounded too, for a geometry whose
+// output size follows from the rest (checked first: im2col and col2im are
+// callable without the ops' own checks).
+inline Geometry32 narrow(const ConvGeometry& g, const char* what) {
+  constexpr int64_t kLimit = int64_t{1} << 30;
+  // (Empty outputs and kernels pass: the callers return before any launch.)
+  const bool rows_follow = g.P == 0 || g.R == 0 || (g.P - 1) * g.sh + (g.R - 1) * g.dh < g.H + 2 * g.ph;
+  const bool cols_follow = g.Q == 0 || g.S == 0 || (g.Q - 1) * g.sw + (g.S - 1) * g.dw < g.W + 2 * g.pw;
+  CRFSEG_CHECK(g.ph >= 0 && g.pw >= 0 && g.sh >= 1 && g.sw >= 1 && g.dh >= 1 && g.dw >= 1 && g.P >= 0 && g.Q >= 0 &&
+                   g.R >= 0 && g.S >= 0 && rows_follow && cols_follow,
+               ValueError, what, ": expected padding >= 0, stride and dilation >= 1 and a ", g.P, "x", g.Q,
+               " output that a ", g.R, "x", g.S, " kernel with stride ", g.sh, "x", g.sw, ", padding ", g.ph, "x",
+               g.pw, " and dilation ", g.dh, "x", g.dw, " can produce from ", g.H, "x", g.W, " inputs");
+  CRFSEG_CHECK(g.pq() < kLimit && g.hw() < kLimit, NotImplementedError, what, ": a plane of ", g.hw(),
+               " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
+  CRFSEG_CHECK(g.H + 2 * g.ph < kLimit && g.W + 2 * g.pw < kLimit && g.R * g.S < kLimit && g.sh < kLimit &&
+                   g.sw < kLimit && g.dh < kLimit && g.dw < kLimit,
+               NotImplementedError, what, ": a ", g.R, "x", g.S, " kernel, stride ", g.sh, "x", g.sw, ", padding ",
+               g.ph, "x", g.pw, ", dilation ", g.dh, "x", g.dw, " on ", g.H, "x", g.W,
+               " inputs does not fit 32-bit indices");
+  const auto i32 = [](int64_t v) { return static_cast<int>(v); };
+  return {g.C,       i32(g.H),  i32(g.W),  i32(g.P),  i32(g.Q),  i32(g.R), i32(g.S),
+          i32(g.sh), i32(g.sw), i32(g.ph), i32(g.pw), i32(g.dh), i32(g.dw)};
+}
+
+// The `count` column values at positions i .. i + count - 1 of
+// column-matrix row (c, r, s), in order (i + count <= P Q): xc is channel
+// c's [H, W] plane. One division for them all (the vector kernel takes four
+// and stores them as one 16-byte vector); positions wrap from one output
+// row to the next.
+template <typename T>
+CRFSEG_HD inline void im2col_values(const T* xc, const Geometry32& g, int r, int s, int i, int count, T* out) {
+  int p = i / g.Q, q = i - p * g.Q;
+  const int h0 = r * g.dh - g.ph, w0 = s * g.dw - g.pw;
+  for (int e = 0; e < count; ++e) {
+    const int h = p * g.sh + h0, w = q * g.sw + w0;
+    const bool inside = static_cast<unsigned>(h) < static_cast<unsigned>(g.H) &&  // h >= 0 too
+                        static_cast<unsigned>(w) < static_cast<unsigned>(g.W);
+    out[e] = inside ? xc[h * g.W + w] : T(0);
+    if (++q == g.Q) {
+      q = 0;
+      ++p;
+    }
+  }
+}
+
+// dx at input (h, w) of one channel: the sum, over taps (r, s) in order, of
+// the column entry that read (h, w). cc is the channel's R S column rows of
+// P Q entries. Tap (r, s) read (h, w) from output (p, q) when
+// h = p sh - ph + r dh exactly, i.e. p = (h + ph - r dh) / sh with no
+// remainder; likewise q. hp falls as r grows, so the first negative one
+// ends the loop, and stride 1 needs no division.
+template <typename T>
+CRFSEG_HD inline T col2im_value(const T* cc, const Geometry32& g, int h, int w) {
+  const int64_t PQ = static_cast<int64_t>(g.P) * g.Q;
+  T acc = T(0);
+  for (int r = 0; r < g.R; ++r) {
+    const int hp = h + g.ph - r * g.dh;
+    if (hp < 0) break;
+    int p = hp;
+    if (g.sh != 1) {
+      if (hp % g.sh != 0) continue;
+      p = hp / g.sh;
+    }
+    if (p >= g.P) continue;
+    for (int s = 0; s < g.S; ++s) {
+      const int wq = w + g.pw - s * g.dw;
+      if (wq < 0) break;
+      int q = wq;
+      if (g.sw != 1) {
+        if (wq % g.sw != 0) continue;
+        q = wq / g.sw;
+      }
+      if (q >= g.Q) continue;
+      acc += cc[(r * g.S + s) * PQ + p * g.Q + q];
+    }
+  }
+  return acc;
+}
+
+}  // namespace crfseg::kernels::cuda

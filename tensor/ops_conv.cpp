@@ -82,9 +82,10 @@ void check_grad(const char* op, const Tensor& grad, const Shape& want) {
 }
 
 #ifdef CRFSEG_WITH_CUDA
-// The im2col workspace of the CUDA convolutions (kernels/cuda/conv2d.h).
-Tensor col_workspace(const ConvGeometry& g, const Tensor& like) {
-  return Tensor::empty({g.is_pointwise() ? 0 : kernels::cuda::col_elems(g)}, like.options());
+// The im2col workspace of the CUDA convolutions (kernels/cuda/conv2d.h)
+// for `images` images at a time.
+Tensor col_workspace(const ConvGeometry& g, const Tensor& like, int64_t images = 1) {
+  return Tensor::empty({kernels::cuda::col_elems(g, images)}, like.options());
 }
 #endif
 
@@ -122,7 +123,7 @@ Tensor conv2d_forward(const char* op, const Tensor& x_in, const Tensor& w_in, co
                                         y.data<T>(), detail::stream_of(x));
         return;
       }
-      const Tensor col = col_workspace(g, x);
+      const Tensor col = col_workspace(g, x, kcu::conv_forward_images(g));
       kernels::cuda::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
                                        y.data<T>(), col.data<T>(), detail::stream_of(x));
       return;

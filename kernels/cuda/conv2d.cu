@@ -25,7 +25,19 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   }
 }
 
+// The forward's batches: C_i = W op(B_i), W shared (stride 0).
+template <typename T>
+void gemm_shared_a(int64_t M, int64_t N, int64_t K, const T* A, const T* B, int64_t stride_b, T* C, int64_t stride_c,
+                   int64_t batch, Stream stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm_strided_batched(false, false, M, N, K, 1.0f, A, K, 0, B, N, stride_b, 0.0f, C, N, stride_c, batch, stream);
+  } else {
+    dgemm_strided_batched(false, false, M, N, K, 1.0, A, K, 0, B, N, stride_b, 0.0, C, N, stride_c, batch, stream);
+  }
+}
+
 std::atomic<int> g_conv_algorithm{-1};  // -1: not chosen yet (read CRFSEG_CUDA_CONV)
+std::atomic<int64_t> g_workspace_limit{int64_t{1} << 26};
 
 }  // namespace
 
@@ -47,6 +59,19 @@ ConvAlgorithm set_conv_algorithm(ConvAlgorithm algorithm) {
   const ConvAlgorithm previous = conv_algorithm();
   g_conv_algorithm.store(static_cast<int>(algorithm));
   return previous;
+}
+
+int64_t conv_workspace_limit() { return g_workspace_limit.load(); }
+int64_t set_conv_workspace_limit(int64_t elems) {
+  CRFSEG_CHECK(elems >= 1, ValueError, "set_conv_workspace_limit: expected at least 1 element, got ", elems);
+  return g_workspace_limit.exchange(elems);
+}
+
+int64_t conv_forward_images(const ConvGeometry& g) {
+  if (g.N <= 1) return 1;
+  const int64_t per_image = g.crs() * g.pq();
+  if (g.is_pointwise() || per_image == 0) return g.N;  // no columns: the GEMM reads x
+  return std::clamp<int64_t>(conv_workspace_limit() / per_image, 1, g.N);
 }
 
 // Both data movements index within one image in 32 bits (Geometry32 and
@@ -138,14 +163,20 @@ void col2im(const ConvGeometry& g, const T* col, T* x, Stream stream) {
 
 template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* col, Stream stream) {
-  for (int64_t n = 0; n < g.N; ++n) {
+  const int64_t group = conv_forward_images(g);
+  for (int64_t n = 0; n < g.N; n += group) {
+    const int64_t images = std::min(group, g.N - n);
     const T* xn = x + n * g.C * g.hw();
     T* yn = y + n * g.K * g.pq();
     if (g.is_pointwise()) {  // x_n is already the [C, PQ] column matrix
-      gemm<T>(false, false, g.K, g.pq(), g.C, T(1), w, g.C, xn, g.pq(), T(0), yn, g.pq(), stream);
+      gemm_shared_a<T>(g.K, g.pq(), g.C, w, xn, g.C * g.hw(), yn, g.K * g.pq(), images, stream);
     } else {
-      im2col<T>(g, xn, col, stream);
-      gemm<T>(false, false, g.K, g.pq(), g.crs(), T(1), w, g.crs(), col, g.pq(), T(0), yn, g.pq(), stream);
+      // The images' channels in a row are one [images C, H, W] block, whose
+      // columns are the images' [CRS, PQ] column matrices one after another.
+      ConvGeometry block = g;
+      block.C = images * g.C;
+      im2col<T>(block, xn, col, stream);
+      gemm_shared_a<T>(g.K, g.pq(), g.crs(), w, col, g.crs() * g.pq(), yn, g.K * g.pq(), images, stream);
     }
   }
   if (bias != nullptr) {

@@ -698,6 +698,81 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
   }
 }
 
+#ifdef CRFSEG_WITH_CUDA
+// Sets the convolutions' column workspace limit, restoring the previous one.
+struct WorkspaceLimitGuard {
+  explicit WorkspaceLimitGuard(int64_t elems) : previous(kernels::cuda::set_conv_workspace_limit(elems)) {}
+  ~WorkspaceLimitGuard() { kernels::cuda::set_conv_workspace_limit(previous); }
+  int64_t previous;
+};
+
+// A 3x3 padded convolution of 5 images 3 x 9 x 7 to 4 channels: 27 x 63 =
+// 1701 column entries per image.
+kernels::ConvGeometry five_images() {
+  kernels::ConvGeometry g{};
+  g.N = 5, g.C = 3, g.H = 9, g.W = 7, g.K = 4, g.R = 3, g.S = 3, g.P = 9, g.Q = 7, g.ph = 1, g.pw = 1;
+  return g;
+}
+#endif
+
+TEST_CASE("cuda conv: the forward's image groups fill the column workspace limit") {
+#ifdef CRFSEG_WITH_CUDA
+  const kernels::ConvGeometry g = five_images();
+  for (const auto& [limit, images] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 1}, {1700, 1}, {1701, 1}, {2 * 1701, 2}, {3 * 1701 + 5, 3}, {int64_t{1} << 26, 5}}) {
+    const WorkspaceLimitGuard guard(limit);
+    CHECK(kernels::cuda::conv_forward_images(g) == images);
+    CHECK(kernels::cuda::col_elems(g, images) == images * 1701);
+  }
+  kernels::ConvGeometry pointwise = g;
+  pointwise.R = pointwise.S = 1, pointwise.ph = pointwise.pw = 0;
+  const WorkspaceLimitGuard guard(1);
+  CHECK(kernels::cuda::conv_forward_images(pointwise) == 5);  // no columns: one batched GEMM
+  CHECK(kernels::cuda::col_elems(pointwise, 5) == 0);
+  CHECK_THROWS_AS(kernels::cuda::set_conv_workspace_limit(0), ValueError);
+#endif
+}
+
+TEST_CASE("cuda ops: conv2d forward in image groups (one im2col and one batched GEMM each) matches the CPU" *
+          doctest::skip(kNoDevice)) {
+#ifdef CRFSEG_WITH_CUDA
+  const ConvAlgorithmGuard algorithm(kernels::cuda::ConvAlgorithm::im2col);
+  const Conv2dArgs pad1{.pad_h = 1, .pad_w = 1};
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor x = random_tensor({5, 3, 9, 7}, 60, dt), w = random_tensor({4, 3, 3, 3}, 61, dt);
+    const Tensor b = random_tensor({4}, 62, dt);
+    // Groups of 1, 2 (2 + 2 + 1), 3 (3 + 2) and all 5 images.
+    for (int64_t limit : {int64_t{1}, int64_t{2 * 1701}, int64_t{3 * 1701}, int64_t{1} << 26}) {
+      const WorkspaceLimitGuard guard(limit);
+      INFO("workspace limit ", limit, ", ", dtype_name(dt));
+      check_op("conv2d in groups", {x, w, b}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d(v[0], v[1], v[2], pad1);
+      }, 1e-5, tol(dt));
+    }
+    // Pointwise: the 5 images in one batched GEMM reading x in place.
+    const Tensor xp = random_tensor({5, 6, 4, 3}, 63, dt), wp = random_tensor({2, 6, 1, 1}, 64, dt);
+    check_op("pointwise conv2d, batched", {xp, wp}, [](const std::vector<Tensor>& v) {
+      return ops::conv2d(v[0], v[1], Tensor(), {});
+    }, 1e-5, tol(dt));
+  }
+  // The batched GEMM honours the precision setting, as the single one does.
+  const Tensor x = random_tensor({5, 16, 9, 7}, 65), w = random_tensor({8, 16, 3, 3}, 66);
+  const Tensor want = ops::conv2d(x.to(DType::f64), w.to(DType::f64), Tensor(), pad1);
+  auto error_at = [&](cuda::MatmulPrecision p) {
+    const cuda::MatmulPrecisionGuard guard(p);
+    return relative_error(cpu(ops::conv2d(gpu(x), gpu(w), Tensor(), pad1)), want);
+  };
+  const double e32 = error_at(cuda::MatmulPrecision::fp32), etf = error_at(cuda::MatmulPrecision::tf32),
+               ebf = error_at(cuda::MatmulPrecision::bf16);
+  MESSAGE("conv2d relative error: fp32 ", e32, ", tf32 ", etf, ", bf16 ", ebf);
+  CHECK(e32 < 1e-6);
+  CHECK(etf < 3e-3);
+  CHECK(ebf < 2e-2);
+  CHECK(etf > 10 * e32);
+  CHECK(ebf > 2 * etf);
+#endif
+}
+
 TEST_CASE("cuda: matmul precision tf32 / bf16 rounds the GEMM inputs, and fp32 does not" * doctest::skip(kNoDevice)) {
   const Tensor a = random_tensor({256, 384}, 100), b = random_tensor({384, 200}, 101);
   const Tensor want = ops::matmul(a.to(DType::f64), b.to(DType::f64));

@@ -85,6 +85,22 @@ void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T a
                name);
 }
 
+// The strided-batched form of gemm_rowmajor: the operands swap, and their
+// batch strides with them.
+template <typename T, typename Fn>
+void gemm_rowmajor_batched(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                           int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta, T* C,
+                           int64_t ldc, int64_t stride_c, int64_t batch, Stream stream, const char* name) {
+  if (M == 0 || N == 0 || batch == 0) return;
+  cublasHandle_t h = prepare(stream);
+  auto ld = [](int64_t v) { return v < 1 ? int64_t{1} : v; };
+  check_cublas(fn(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, as_int(N, "N"), as_int(M, "M"),
+                  as_int(K, "K"), &alpha, B, as_int(ld(ldb), "ldb"), static_cast<long long>(stride_b), A,
+                  as_int(ld(lda), "lda"), static_cast<long long>(stride_a), &beta, C, as_int(ld(ldc), "ldc"),
+                  static_cast<long long>(stride_c), as_int(batch, "batch")),
+               name);
+}
+
 // dst[r * cols + c] = bf16(src[r * ld + c]): a stored operand, compacted
 // and rounded to nearest even.
 void to_bf16(int64_t rows, int64_t cols, const float* src, int64_t ld, __nv_bfloat16* dst, Stream stream) {
@@ -156,6 +172,51 @@ void sgemm_cublas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 void dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
            const double* B, int64_t ldb, double beta, double* C, int64_t ldc, Stream stream) {
   gemm_rowmajor<double>(cublasDgemm, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasDgemm");
+}
+
+namespace {
+
+void check_batch(const char* op, int64_t stride_a, int64_t stride_b, int64_t stride_c, int64_t batch) {
+  CRFSEG_CHECK(stride_a >= 0 && stride_b >= 0 && stride_c >= 0 && batch >= 0, ValueError, op,
+               ": expected batch strides >= 0 and a batch >= 0, got strides ", stride_a, ", ", stride_b, ", ",
+               stride_c, " and batch ", batch);
+}
+
+}  // namespace
+
+void sgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                           int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta,
+                           float* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
+  check_batch("sgemm_strided_batched", stride_a, stride_b, stride_c, batch);
+  const GemmPrecision precision = gemm_precision();
+  if (sgemm_production_name() != "cublas" || precision == GemmPrecision::bf16) {
+    for (int64_t i = 0; i < batch; ++i)
+      sgemm(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc,
+            stream);
+    return;
+  }
+  if (precision == GemmPrecision::fp32) {
+    gemm_rowmajor_batched<float>(cublasSgemmStridedBatched, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb,
+                                 stride_b, beta, C, ldc, stride_c, batch, stream, "cublasSgemmStridedBatched");
+    return;
+  }
+  auto gemm_ex = [](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                    const float* alpha_, const float* a, int la, long long sa, const float* b, int lb, long long sb,
+                    const float* beta_, float* c, int lc, long long sc, int count) {
+    return cublasGemmStridedBatchedEx(h, opa, opb, m, n, k, alpha_, a, CUDA_R_32F, la, sa, b, CUDA_R_32F, lb, sb,
+                                      beta_, c, CUDA_R_32F, lc, sc, count, CUBLAS_COMPUTE_32F_FAST_TF32,
+                                      CUBLAS_GEMM_DEFAULT);
+  };
+  gemm_rowmajor_batched<float>(gemm_ex, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+                               stride_c, batch, stream, "cublasGemmStridedBatchedEx");
+}
+
+void dgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+                           int64_t lda, int64_t stride_a, const double* B, int64_t ldb, int64_t stride_b,
+                           double beta, double* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
+  check_batch("dgemm_strided_batched", stride_a, stride_b, stride_c, batch);
+  gemm_rowmajor_batched<double>(cublasDgemmStridedBatched, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb,
+                                stride_b, beta, C, ldc, stride_c, batch, stream, "cublasDgemmStridedBatched");
 }
 
 GemmPrecision gemm_precision() { return static_cast<GemmPrecision>(g_precision.load()); }

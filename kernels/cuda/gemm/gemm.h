@@ -77,6 +77,22 @@ void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double a
            const double* B, int64_t ldb, double beta, double* C, int64_t ldc, Stream stream);
 const std::string& sgemm_production_name();
 
+// Strided batches of the production GEMM: C_i = alpha op(A_i) op(B_i) +
+// beta C_i for i < batch, where X_i = X + i stride_x (a stride of 0 shares
+// the operand). One cuBLAS launch (cublas*StridedBatched) when the
+// production GEMM is cuBLAS at fp32 or tf32 precision, and always for f64;
+// otherwise (bf16, a hand-written variant) one production GEMM per entry.
+// The convolutions' forward runs several images per call this way: one
+// image's [K, P Q] output is a few tiles for deep layers (16 for 1024
+// channels at 16^2), too few for the GPU.
+void sgemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                           int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta,
+                           float* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream);
+void dgemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,
+                           const double* A, int64_t lda, int64_t stride_a, const double* B, int64_t ldb,
+                           int64_t stride_b, double beta, double* C, int64_t ldc, int64_t stride_c, int64_t batch,
+                           Stream stream);
+
 // The input precision of cuBLAS SGEMM (and so of matmul and the im2col
 // convolutions): fp32 (the default), or tf32 / bf16, where the tensor cores
 // take A and B rounded to TF32 (10-bit mantissa) or BF16 (7-bit) and

@@ -25,14 +25,17 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   }
 }
 
-// The forward's batches: C_i = W op(B_i), W shared (stride 0).
+// An image group's GEMMs: C_i [M, N] = op(W) B_i, the weights W shared
+// (batch stride 0), B_i and C_i row-major without padding.
 template <typename T>
-void gemm_shared_a(int64_t M, int64_t N, int64_t K, const T* A, const T* B, int64_t stride_b, T* C, int64_t stride_c,
-                   int64_t batch, Stream stream) {
+void gemm_shared_a(bool trans_a, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                   int64_t stride_b, T* C, int64_t stride_c, int64_t batch, Stream stream) {
   if constexpr (std::is_same_v<T, float>) {
-    sgemm_strided_batched(false, false, M, N, K, 1.0f, A, K, 0, B, N, stride_b, 0.0f, C, N, stride_c, batch, stream);
+    sgemm_strided_batched(trans_a, false, M, N, K, 1.0f, A, lda, 0, B, N, stride_b, 0.0f, C, N, stride_c, batch,
+                          stream);
   } else {
-    dgemm_strided_batched(false, false, M, N, K, 1.0, A, K, 0, B, N, stride_b, 0.0, C, N, stride_c, batch, stream);
+    dgemm_strided_batched(trans_a, false, M, N, K, 1.0, A, lda, 0, B, N, stride_b, 0.0, C, N, stride_c, batch,
+                          stream);
   }
 }
 
@@ -67,7 +70,7 @@ int64_t set_conv_workspace_limit(int64_t elems) {
   return g_workspace_limit.exchange(elems);
 }
 
-int64_t conv_forward_images(const ConvGeometry& g) {
+int64_t conv_group_images(const ConvGeometry& g) {
   if (g.N <= 1) return 1;
   const int64_t per_image = g.crs() * g.pq();
   if (g.is_pointwise() || per_image == 0) return g.N;  // no columns: the GEMM reads x
@@ -163,20 +166,21 @@ void col2im(const ConvGeometry& g, const T* col, T* x, Stream stream) {
 
 template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* col, Stream stream) {
-  const int64_t group = conv_forward_images(g);
+  const int64_t group = conv_group_images(g);
   for (int64_t n = 0; n < g.N; n += group) {
     const int64_t images = std::min(group, g.N - n);
     const T* xn = x + n * g.C * g.hw();
     T* yn = y + n * g.K * g.pq();
     if (g.is_pointwise()) {  // x_n is already the [C, PQ] column matrix
-      gemm_shared_a<T>(g.K, g.pq(), g.C, w, xn, g.C * g.hw(), yn, g.K * g.pq(), images, stream);
+      gemm_shared_a<T>(false, g.K, g.pq(), g.C, w, g.C, xn, g.C * g.hw(), yn, g.K * g.pq(), images, stream);
     } else {
       // The images' channels in a row are one [images C, H, W] block, whose
       // columns are the images' [CRS, PQ] column matrices one after another.
       ConvGeometry block = g;
       block.C = images * g.C;
       im2col<T>(block, xn, col, stream);
-      gemm_shared_a<T>(g.K, g.pq(), g.crs(), w, col, g.crs() * g.pq(), yn, g.K * g.pq(), images, stream);
+      gemm_shared_a<T>(false, g.K, g.pq(), g.crs(), w, g.crs(), col, g.crs() * g.pq(), yn, g.K * g.pq(), images,
+                       stream);
     }
   }
   if (bias != nullptr) {
@@ -187,14 +191,19 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
 
 template <typename T>
 void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, Stream stream) {
-  for (int64_t n = 0; n < g.N; ++n) {
+  const int64_t group = conv_group_images(g);
+  for (int64_t n = 0; n < g.N; n += group) {
+    const int64_t images = std::min(group, g.N - n);
     const T* gn = grad + n * g.K * g.pq();
     T* dxn = dx + n * g.C * g.hw();
     if (g.is_pointwise()) {
-      gemm<T>(true, false, g.C, g.pq(), g.K, T(1), w, g.C, gn, g.pq(), T(0), dxn, g.pq(), stream);
+      gemm_shared_a<T>(true, g.C, g.pq(), g.K, w, g.C, gn, g.K * g.pq(), dxn, g.C * g.hw(), images, stream);
     } else {
-      gemm<T>(true, false, g.crs(), g.pq(), g.K, T(1), w, g.crs(), gn, g.pq(), T(0), col, g.pq(), stream);
-      col2im<T>(g, col, dxn, stream);
+      gemm_shared_a<T>(true, g.crs(), g.pq(), g.K, w, g.crs(), gn, g.K * g.pq(), col, g.crs() * g.pq(), images,
+                       stream);
+      ConvGeometry block = g;  // the group's channels as one [images C, H, W] block, as in the forward
+      block.C = images * g.C;
+      col2im<T>(block, col, dxn, stream);
     }
   }
 }

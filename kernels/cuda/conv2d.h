@@ -6,13 +6,14 @@
 //
 // Per image n, with CRS = C*R*S and PQ = P*Q:
 //   forward          col = im2col(x_n) [CRS, PQ];  y_n [K, PQ] = W [K, CRS] @ col; y += bias
-//                    (several images per im2col and batched GEMM: conv_forward_images)
 //   backward-input   col = W^T @ g_n [CRS, PQ];    dx_n = col2im(col)
 //   backward-weight  dW [K, CRS] += g_n [K, PQ] @ im2col(x_n)^T
-// col2im gathers (each input pixel sums the columns that read it), so no
-// atomics: every result is deterministic. `col` is a caller-provided
-// workspace: col_elems(g, conv_forward_images(g)) elements for the forward,
-// col_elems(g) for the backwards. Test: tests/cuda/test_cuda_ops.cpp.
+// (the first two for several images per step: conv_group_images). col2im
+// gathers (each input pixel sums the columns that read it), so no atomics:
+// every result is deterministic. `col` is a caller-provided workspace:
+// col_elems(g, conv_group_images(g)) elements for the forward and the
+// backward-input, col_elems(g) for the weight gradient.
+// Test: tests/cuda/test_cuda_ops.cpp.
 #pragma once
 
 #include <cstdint>
@@ -22,21 +23,22 @@
 
 namespace crfseg::kernels::cuda {
 
-// The forward runs up to conv_forward_images(g) images per step: one
-// im2col over their channels together (the images are contiguous, so they
-// are C' = images C channels of one [C', H, W] block) and one
-// strided-batched GEMM, so that deep layers' small per-image outputs give
-// the GPU enough tiles. The group is as many images as fit a column
-// workspace of conv_workspace_limit() elements (at least one image).
-int64_t conv_forward_images(const ConvGeometry& g);
+// The forward and the backward-input run up to conv_group_images(g)
+// images per step: one im2col or col2im over their channels together (the
+// images are contiguous, so they are C' = images C channels of one
+// [C', H, W] block) and one strided-batched GEMM, so that deep layers'
+// small per-image products give the GPU enough tiles. The group is as many
+// images as fit a column workspace of conv_workspace_limit() elements (at
+// least one image). The weight gradient, which sums over images, runs one
+// image at a time.
+int64_t conv_group_images(const ConvGeometry& g);
 // The limit in elements (default 2^26: 256 MB of f32 columns); the setter
 // returns the previous one (tests make groups that do not divide N).
 int64_t conv_workspace_limit();
 int64_t set_conv_workspace_limit(int64_t elems);
 
-// Workspace elements of one pass: the forward's group of images, the
-// backwards' one image (none for pointwise convolutions, which read x or
-// write dx in place of columns).
+// Workspace elements for `images` images (none for pointwise convolutions,
+// which read x or write dx in place of columns).
 inline int64_t col_elems(const ConvGeometry& g, int64_t images = 1) {
   return g.is_pointwise() ? 0 : images * g.crs() * g.pq();
 }

@@ -715,25 +715,25 @@ kernels::ConvGeometry five_images() {
 }
 #endif
 
-TEST_CASE("cuda conv: the forward's image groups fill the column workspace limit") {
+TEST_CASE("cuda conv: image groups fill the column workspace limit") {
 #ifdef CRFSEG_WITH_CUDA
   const kernels::ConvGeometry g = five_images();
   for (const auto& [limit, images] : std::vector<std::pair<int64_t, int64_t>>{
            {1, 1}, {1700, 1}, {1701, 1}, {2 * 1701, 2}, {3 * 1701 + 5, 3}, {int64_t{1} << 26, 5}}) {
     const WorkspaceLimitGuard guard(limit);
-    CHECK(kernels::cuda::conv_forward_images(g) == images);
+    CHECK(kernels::cuda::conv_group_images(g) == images);
     CHECK(kernels::cuda::col_elems(g, images) == images * 1701);
   }
   kernels::ConvGeometry pointwise = g;
   pointwise.R = pointwise.S = 1, pointwise.ph = pointwise.pw = 0;
   const WorkspaceLimitGuard guard(1);
-  CHECK(kernels::cuda::conv_forward_images(pointwise) == 5);  // no columns: one batched GEMM
+  CHECK(kernels::cuda::conv_group_images(pointwise) == 5);  // no columns: one batched GEMM
   CHECK(kernels::cuda::col_elems(pointwise, 5) == 0);
   CHECK_THROWS_AS(kernels::cuda::set_conv_workspace_limit(0), ValueError);
 #endif
 }
 
-TEST_CASE("cuda ops: conv2d forward in image groups (one im2col and one batched GEMM each) matches the CPU" *
+TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched GEMMs) match the CPU" *
           doctest::skip(kNoDevice)) {
 #ifdef CRFSEG_WITH_CUDA
   const ConvAlgorithmGuard algorithm(kernels::cuda::ConvAlgorithm::im2col);
@@ -748,11 +748,19 @@ TEST_CASE("cuda ops: conv2d forward in image groups (one im2col and one batched 
       check_op("conv2d in groups", {x, w, b}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d(v[0], v[1], v[2], pad1);
       }, 1e-5, tol(dt));
+      const Tensor g = random_tensor({5, 4, 9, 7}, 67, dt);
+      check_op("conv2d_backward_input in groups", {g, w}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_backward_input(v[0], v[1], x.shape(), pad1);
+      }, 1e-5, tol(dt));
     }
-    // Pointwise: the 5 images in one batched GEMM reading x in place.
+    // Pointwise: the 5 images in one batched GEMM reading x (writing dx) in place.
     const Tensor xp = random_tensor({5, 6, 4, 3}, 63, dt), wp = random_tensor({2, 6, 1, 1}, 64, dt);
     check_op("pointwise conv2d, batched", {xp, wp}, [](const std::vector<Tensor>& v) {
       return ops::conv2d(v[0], v[1], Tensor(), {});
+    }, 1e-5, tol(dt));
+    const Tensor gp = random_tensor({5, 2, 4, 3}, 68, dt);
+    check_op("pointwise conv2d_backward_input, batched", {gp, wp}, [&](const std::vector<Tensor>& v) {
+      return ops::conv2d_backward_input(v[0], v[1], xp.shape(), {});
     }, 1e-5, tol(dt));
   }
   // The batched GEMM honours the precision setting, as the single one does.

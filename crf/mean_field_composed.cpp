@@ -10,6 +10,7 @@
 #include "autograd/grad_mode.h"
 #include "crf/permutohedral.h"
 #include "crf/permutohedral_cuda.h"
+#include "crf/stacked_filter.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
@@ -84,10 +85,19 @@ std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<con
   auto f = std::make_shared<DeviceGaussianFilter>();
   f->device = device;
   if (device.is_cuda()) {
-    const auto* lattice = dynamic_cast<const PermutohedralLattice*>(host.get());
-    CRFSEG_CHECK(lattice != nullptr, NotImplementedError, kOp,
-                 ": the dense filter mode runs on the CPU only; use the lattice mode on ", device.str());
-    f->cuda = std::make_shared<CudaPermutohedralFilter>(*lattice, device.index);
+    // One lattice, or a stack of them (one set of tables for the stack).
+    std::vector<const PermutohedralLattice*> lattices;
+    const auto* stack = dynamic_cast<const StackedFilter*>(host.get());
+    if (stack != nullptr) {
+      for (const auto& part : stack->parts()) lattices.push_back(dynamic_cast<const PermutohedralLattice*>(part.get()));
+    } else {
+      lattices.push_back(dynamic_cast<const PermutohedralLattice*>(host.get()));
+    }
+    for (const PermutohedralLattice* lattice : lattices) {
+      CRFSEG_CHECK(lattice != nullptr, NotImplementedError, kOp,
+                   ": the dense filter mode runs on the CPU only; use the lattice mode on ", device.str());
+    }
+    f->cuda = std::make_shared<CudaPermutohedralFilter>(lattice_tables(lattices), device.index);
   }
   f->host = std::move(host);
   return f;
@@ -113,40 +123,33 @@ Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const
   const Device dev = unaries.device();
   const TensorOptions topt = unaries.options();
 
-  // Filters and normalisers (K 1: no gradient), per image.
-  // The host lattices build side by side (one image per thread), then upload
-  // one at a time.
+  // Filters and normalisers (K 1: no gradient). The spatial lattice is one
+  // for every image; the images' bilateral lattices build side by side (one
+  // image per thread) and stack into one block-diagonal filter over the
+  // batch's B n pixels (crf/stacked_filter.h), so each step filters the
+  // whole batch in one call: on CUDA one launch per step, not per image.
   const Tensor host_image = ops::contiguous(ops::to_dtype(image.to(Device::cpu()), DType::f64));
   const auto ks = spatial_on(dev, cached_spatial_filter(H, W, o.theta_gamma, o.mode));
-  std::vector<std::unique_ptr<GaussianFilter>> host_kb = build_bilateral_filters(host_image, o);
-  std::vector<std::shared_ptr<const DeviceGaussianFilter>> kb;
-  std::vector<Tensor> norm_b;
-  Tensor norm_s;
+  const auto kb = to_device_filter(std::make_shared<const StackedFilter>(build_bilateral_filters(host_image, o)), dev);
+  Tensor norm_s, norm_b;
   {
     NoGradGuard no_grad;
-    const Tensor ones_n = ones({n, 1}, topt);
-    norm_s = apply_filter(ones_n, *ks, false);
-    for (int64_t b = 0; b < B; ++b) {
-      kb.push_back(to_device_filter(std::shared_ptr<const GaussianFilter>(std::move(host_kb[b])), dev));
-      norm_b.push_back(apply_filter(ones_n, *kb.back(), false));
-    }
+    norm_s = reshape(apply_filter(ones({n, 1}, topt), *ks, false), {1, n, 1});
+    norm_b = reshape(apply_filter(ones({B * n, 1}, topt), *kb, false), {B, n, 1});
   }
 
-  // Z = U - (A_s W_s^T + A_b W_b^T) mu^T, image by image, pixel-major.
+  // Z = U - (A_s W_s^T + A_b W_b^T) mu^T, pixel-major [B, n, L] inside.
   const Tensor U = reshape(unaries, {B, L, n});
   const Tensor ws_t = transpose(ws, 0, 1), wb_t = transpose(wb, 0, 1), mu_t = transpose(mu, 0, 1);
   Tensor Z = U;
   for (int64_t t = 0; t < o.iterations; ++t) {
-    const Tensor Q = softmax(Z, 1);
-    std::vector<Tensor> messages;
-    for (int64_t b = 0; b < B; ++b) {
-      const Tensor q = contiguous(transpose(reshape(slice(Q, 0, b, b + 1), {L, n}), 0, 1));  // [n, L]
-      const Tensor as = div(gaussian_filter(q, ks), norm_s);
-      const Tensor ab = div(gaussian_filter(q, kb[static_cast<size_t>(b)]), norm_b[static_cast<size_t>(b)]);
-      const Tensor m = matmul(add(matmul(as, ws_t), matmul(ab, wb_t)), mu_t);  // [n, L]
-      messages.push_back(transpose(m, 0, 1));                                    // [L, n]
-    }
-    Z = sub(U, stack(messages, 0));
+    const Tensor q = contiguous(transpose(softmax(Z, 1), 1, 2));  // [B, n, L]
+    // Spatial: the same filter for every image, so the images are channels.
+    const Tensor qs = reshape(contiguous(transpose(q, 0, 1)), {n, B * L});
+    const Tensor as = div(transpose(reshape(gaussian_filter(qs, ks), {n, B, L}), 0, 1), norm_s);
+    const Tensor ab = div(reshape(gaussian_filter(reshape(q, {B * n, L}), kb), {B, n, L}), norm_b);
+    const Tensor m = matmul(add(matmul(as, ws_t), matmul(ab, wb_t)), mu_t);  // [B, n, L]
+    Z = sub(U, transpose(m, 1, 2));
   }
   return reshape(Z, unaries.shape());
 }

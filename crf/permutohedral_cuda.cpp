@@ -17,6 +17,7 @@
 // unreachable.
 #include "crf/permutohedral_cuda.h"
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -83,33 +84,100 @@ struct CudaPermutohedralFilter::DeviceTables {
   DeviceBuffer splat_offsets, splat_points, splat_weights, neighbours, vertices, barycentric;
 };
 
+LatticeTables lattice_tables(const std::vector<const PermutohedralLattice*>& lattices) {
+  CRFSEG_CHECK(!lattices.empty(), ValueError, "lattice_tables: expected at least one lattice, got none");
+  LatticeTables t;
+  t.dim = lattices[0]->feature_dim();
+  t.alpha = lattices[0]->slice_scale();
+  for (const PermutohedralLattice* l : lattices) {
+    CRFSEG_CHECK(l->feature_dim() == t.dim, ValueError, "lattice_tables: expected lattices of one dimension (",
+                 t.dim, "), got one of ", l->feature_dim());
+    t.num_points += l->num_points();
+    t.num_lattice += l->num_lattice_points();
+  }
+  // num_lattice itself is an index (the zero row).
+  CRFSEG_CHECK(t.num_points < (int64_t{1} << 31) && t.num_lattice < (int64_t{1} << 31), NotImplementedError,
+               "lattice_tables: ", t.num_points, " points and ", t.num_lattice,
+               " lattice points do not fit 32-bit indices");
+  const int64_t d1 = t.dim + 1, M = t.num_lattice;
+  t.splat_offsets.reserve(static_cast<size_t>(M + 1));
+  t.neighbours.resize(static_cast<size_t>(d1 * M * 2));
+  int64_t point0 = 0, lattice0 = 0, entry0 = 0;
+  for (const PermutohedralLattice* l : lattices) {
+    const int64_t m = l->num_lattice_points();
+    const auto& offsets = l->splat_offsets();
+    for (int64_t p = 0; p < m; ++p) t.splat_offsets.push_back(entry0 + offsets[static_cast<size_t>(p)]);
+    for (const PermutohedralLattice::SplatEntry& e : l->splat_entries()) {
+      t.splat_points.push_back(static_cast<int32_t>(point0 + e.point));
+      t.splat_weights.push_back(e.weight);
+    }
+    // Direction j's [m x 2] block lands in the stack's [M x 2] block for j;
+    // the lattice's absent neighbour (m) becomes the stack's (M).
+    const CpuVector<int32_t> neighbours = l->blur_neighbours();
+    for (int64_t j = 0; j < d1; ++j)
+      for (int64_t k = 0; k < 2 * m; ++k) {
+        const int32_t v = neighbours[static_cast<size_t>(j * m * 2 + k)];
+        t.neighbours[static_cast<size_t>(j * M * 2 + lattice0 * 2 + k)] =
+            static_cast<int32_t>(v == m ? M : lattice0 + v);
+      }
+    for (int32_t v : l->vertices()) t.vertices.push_back(static_cast<int32_t>(lattice0 + v));
+    t.barycentric.insert(t.barycentric.end(), l->barycentric_weights().begin(), l->barycentric_weights().end());
+    point0 += l->num_points();
+    lattice0 += m;
+    entry0 += offsets[static_cast<size_t>(m)];
+  }
+  t.splat_offsets.push_back(entry0);
+  return t;
+}
+
+void filter_with_tables(const LatticeTables& t, const double* in, double* out, int64_t C, bool transpose) {
+  const int64_t M = t.num_lattice, d1 = t.dim + 1;
+  std::vector<double> values(static_cast<size_t>((M + 1) * C), 0.0), scratch(values.size(), 0.0);
+  for (int64_t p = 0; p < M; ++p)
+    for (int64_t c = 0; c < C; ++c) {
+      double acc = 0.0;
+      for (int64_t e = t.splat_offsets[static_cast<size_t>(p)]; e < t.splat_offsets[static_cast<size_t>(p + 1)]; ++e)
+        acc = std::fma(static_cast<double>(t.splat_weights[static_cast<size_t>(e)]),
+                       in[static_cast<int64_t>(t.splat_points[static_cast<size_t>(e)]) * C + c], acc);
+      values[static_cast<size_t>(p * C + c)] = acc;
+    }
+  for (int64_t step = 0; step < d1; ++step) {
+    const int64_t j = transpose ? d1 - 1 - step : step;
+    const int32_t* nb = t.neighbours.data() + j * M * 2;
+    for (int64_t p = 0; p < M; ++p)
+      for (int64_t c = 0; c < C; ++c)
+        scratch[static_cast<size_t>(p * C + c)] =
+            values[static_cast<size_t>(p * C + c)] +
+            0.5 * (values[static_cast<size_t>(nb[2 * p] * C + c)] + values[static_cast<size_t>(nb[2 * p + 1] * C + c)]);
+    values.swap(scratch);  // row M stays zero in both
+  }
+  for (int64_t i = 0; i < t.num_points; ++i)
+    for (int64_t c = 0; c < C; ++c) {
+      double acc = 0.0;
+      for (int64_t k = 0; k < d1; ++k)
+        acc = std::fma(static_cast<double>(t.barycentric[static_cast<size_t>(i * d1 + k)]),
+                       values[static_cast<size_t>(t.vertices[static_cast<size_t>(i * d1 + k)] * C + c)], acc);
+      out[i * C + c] = t.alpha * acc;
+    }
+}
+
 CudaPermutohedralFilter::CudaPermutohedralFilter(const PermutohedralLattice& lattice, int device)
-    : num_points_(lattice.num_points()),
-      dim_(lattice.feature_dim()),
-      num_lattice_(lattice.num_lattice_points()),
-      alpha_(lattice.slice_scale()),
-      device_(device) {
+    : CudaPermutohedralFilter(lattice_tables({&lattice}), device) {}
+
+CudaPermutohedralFilter::CudaPermutohedralFilter(const LatticeTables& t, int device)
+    : num_points_(t.num_points), dim_(t.dim), num_lattice_(t.num_lattice), alpha_(t.alpha), device_(device) {
   CRFSEG_CHECK(cuda::is_compiled(), DeviceError, kOp,
                ": crfseg was built without CUDA (reconfigure with -Dcuda=enabled)");
   const int count = cuda::device_count();
   CRFSEG_CHECK(device >= 0 && device < count, DeviceError, kOp, ": expected a CUDA device index in [0, ", count,
                "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
-
-  // Split the host's (point, weight) pairs into two arrays for coalesced reads.
-  const CpuVector<PermutohedralLattice::SplatEntry>& entries = lattice.splat_entries();
-  std::vector<int32_t> points(entries.size());
-  std::vector<float> weights(entries.size());
-  for (size_t e = 0; e < entries.size(); ++e) {
-    points[e] = entries[e].point;
-    weights[e] = entries[e].weight;
-  }
   tables_ = std::make_unique<DeviceTables>();
-  tables_->splat_offsets = DeviceBuffer::upload(lattice.splat_offsets(), device);
-  tables_->splat_points = DeviceBuffer::upload(points, device);
-  tables_->splat_weights = DeviceBuffer::upload(weights, device);
-  tables_->neighbours = DeviceBuffer::upload(lattice.blur_neighbours(), device);
-  tables_->vertices = DeviceBuffer::upload(lattice.vertices(), device);
-  tables_->barycentric = DeviceBuffer::upload(lattice.barycentric_weights(), device);
+  tables_->splat_offsets = DeviceBuffer::upload(t.splat_offsets, device);
+  tables_->splat_points = DeviceBuffer::upload(t.splat_points, device);
+  tables_->splat_weights = DeviceBuffer::upload(t.splat_weights, device);
+  tables_->neighbours = DeviceBuffer::upload(t.neighbours, device);
+  tables_->vertices = DeviceBuffer::upload(t.vertices, device);
+  tables_->barycentric = DeviceBuffer::upload(t.barycentric, device);
 }
 
 CudaPermutohedralFilter::~CudaPermutohedralFilter() = default;

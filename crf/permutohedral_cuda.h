@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "crf/permutohedral.h"
 
@@ -34,6 +35,34 @@ namespace crfseg::crf {
 
 using CudaStream = CUstream_st*;  // == cudaStream_t; nullptr is the default stream
 
+// The tables the CUDA kernels read (layouts in crf/permutohedral.h), on the
+// host, for one lattice or several stacked: lattice b's points are rows
+// [sum of the previous N, + N_b) of the values and its lattice points rows
+// [sum of the previous M, + M_b) of the buffers, every index shifted by
+// those offsets and every absent neighbour pointing at the one zero row M
+// (the total). One filter over the stack is then the block-diagonal
+// operator of the lattices: a CRF batch's bilateral filters in one launch
+// per step instead of one per image. The lattices must share d (and so the
+// slice scale).
+struct LatticeTables {
+  std::vector<int64_t> splat_offsets;  // [M + 1]
+  std::vector<int32_t> splat_points;   // [N (d + 1)]
+  std::vector<float> splat_weights;    // [N (d + 1)]
+  std::vector<int32_t> neighbours;     // [(d + 1) x M x 2]
+  std::vector<int32_t> vertices;       // [N x (d + 1)]
+  std::vector<float> barycentric;      // [N x (d + 1)]
+  int64_t num_points = 0, num_lattice = 0, dim = 0;
+  double alpha = 1.0;  // slice_scale()
+};
+// Throws ValueError for no lattices or different dims, NotImplementedError
+// when the stack's indices do not fit 32 bits.
+LatticeTables lattice_tables(const std::vector<const PermutohedralLattice*>& lattices);
+
+// The CUDA kernels' arithmetic on the host (kernels/cuda/permutohedral.cu,
+// step for step): out = alpha S^T B S in over `t`. For tests of the tables
+// on machines without a GPU.
+void filter_with_tables(const LatticeTables& t, const double* in, double* out, int64_t channels, bool transpose);
+
 class CudaPermutohedralFilter {
  public:
   // Uploads `lattice`'s tables to cuda:`device` (synchronously); the lattice
@@ -41,6 +70,8 @@ class CudaPermutohedralFilter {
   // without CUDA, or `device` is not a valid device index (including when no
   // device is present), OutOfMemoryError / CudaError from the runtime.
   CudaPermutohedralFilter(const PermutohedralLattice& lattice, int device);
+  // The same for tables built by lattice_tables (several lattices stacked).
+  CudaPermutohedralFilter(const LatticeTables& tables, int device);
   ~CudaPermutohedralFilter();
   CudaPermutohedralFilter(CudaPermutohedralFilter&&) noexcept;
   CudaPermutohedralFilter& operator=(CudaPermutohedralFilter&&) noexcept;

@@ -10,6 +10,8 @@
 #include "autograd/gradcheck.h"
 #include "crf/mean_field.h"
 #include "crf/mean_field_composed.h"
+#include "crf/permutohedral_cuda.h"
+#include "crf/stacked_filter.h"
 #include "tests/support/helpers.h"
 
 using namespace crfseg;
@@ -93,4 +95,83 @@ TEST_CASE("composed mean-field: bad inputs and the dense mode on CUDA are refuse
   auto dense = make_gaussian_filter(FilterMode::dense, bilateral_features(img.data<double>(), 3, 2, 2, 3.0, 3.0), 4, 5);
   check_throws_with<NotImplementedError>([&] { to_device_filter(std::move(dense), Device::cuda(0)); },
                                          "the dense filter mode runs on the CPU only");
+}
+
+namespace {
+
+// Three bilateral lattices of images of different sizes (different N and M).
+std::vector<std::unique_ptr<GaussianFilter>> three_lattices() {
+  std::vector<std::unique_ptr<GaussianFilter>> parts;
+  for (const auto& [h, w, seed] : std::vector<std::array<int64_t, 3>>{{5, 7, 21}, {1, 1, 22}, {9, 4, 23}}) {
+    const Tensor img = random_tensor({1, 3, h, w}, static_cast<uint64_t>(seed), DType::f64, 0, 255);
+    parts.push_back(std::make_unique<PermutohedralLattice>(
+        bilateral_features(img.data<double>(), 3, h, w, 3.0, 30.0), h * w, 5));
+  }
+  return parts;
+}
+
+}  // namespace
+
+TEST_CASE("StackedFilter is the block-diagonal operator of its parts") {
+  auto parts = three_lattices();
+  std::vector<const GaussianFilter*> raw;
+  for (const auto& p : parts) raw.push_back(p.get());
+  const StackedFilter stack(std::move(parts));
+  REQUIRE(stack.num_points() == 35 + 1 + 36);
+  CHECK(stack.feature_dim() == 5);
+  const int64_t C = 3;
+  const std::vector<double> in = values(random_tensor({stack.num_points() * C}, 24, DType::f64));
+  for (bool transpose : {false, true}) {
+    std::vector<double> got(in.size()), want(in.size());
+    stack.apply(in.data(), got.data(), C, transpose);
+    int64_t row = 0;
+    for (const GaussianFilter* f : raw) {
+      f->apply(in.data() + row * C, want.data() + row * C, C, transpose);
+      row += f->num_points();
+    }
+    CHECK(got == want);
+  }
+  check_throws_with<ValueError>([] { StackedFilter(std::vector<std::unique_ptr<GaussianFilter>>{}); },
+                                "StackedFilter: expected at least one filter, got none");
+  auto mixed = three_lattices();
+  mixed.push_back(make_gaussian_filter(FilterMode::lattice, spatial_features(2, 3, 1.0), 6, 2));
+  check_throws_with<ValueError>([&] { StackedFilter(std::move(mixed)); },
+                                "expected filters of one feature dimension (5), got 2 for filter 3");
+}
+
+// The CUDA filter's tables for a stack of lattices, run through the host
+// twin of the CUDA kernels: each block of rows must come out as its own
+// lattice's tables give it (and those as the CPU lattice filter does), so
+// the merged indices, offsets and the shared zero row are right without a
+// GPU to run them on.
+TEST_CASE("lattice_tables: a stack's tables filter each block as its own lattice does") {
+  const auto parts = three_lattices();
+  std::vector<const PermutohedralLattice*> lattices;
+  for (const auto& p : parts) lattices.push_back(dynamic_cast<const PermutohedralLattice*>(p.get()));
+  const LatticeTables stacked = lattice_tables(lattices);
+  int64_t N = 0, M = 0;
+  for (const PermutohedralLattice* l : lattices) N += l->num_points(), M += l->num_lattice_points();
+  REQUIRE(stacked.num_points == N);
+  REQUIRE(stacked.num_lattice == M);
+  CHECK(stacked.splat_offsets.size() == static_cast<size_t>(M + 1));
+  CHECK(stacked.neighbours.size() == static_cast<size_t>(6 * M * 2));
+  const int64_t C = 2;
+  const std::vector<double> in = values(random_tensor({N * C}, 25, DType::f64));
+  for (bool transpose : {false, true}) {
+    INFO("transpose ", transpose);
+    std::vector<double> got(in.size()), own(in.size()), cpu(in.size());
+    filter_with_tables(stacked, in.data(), got.data(), C, transpose);
+    int64_t row = 0;
+    for (const PermutohedralLattice* l : lattices) {
+      filter_with_tables(lattice_tables({l}), in.data() + row * C, own.data() + row * C, C, transpose);
+      l->apply(in.data() + row * C, cpu.data() + row * C, C, transpose);
+      row += l->num_points();
+    }
+    CHECK(got == own);  // same arithmetic, same order: the same bits
+    CHECK_CLOSE(from_vector(got, {N * C}), cpu, 1e-12, 1e-12);
+  }
+  check_throws_with<ValueError>([] { lattice_tables({}); }, "lattice_tables: expected at least one lattice");
+  const PermutohedralLattice spatial(spatial_features(2, 3, 1.0), 6, 2);
+  check_throws_with<ValueError>([&] { lattice_tables({lattices[0], &spatial}); },
+                                "expected lattices of one dimension (5), got one of 2");
 }

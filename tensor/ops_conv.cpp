@@ -123,9 +123,10 @@ Tensor conv2d_forward(const char* op, const Tensor& x_in, const Tensor& w_in, co
                                         y.data<T>(), detail::stream_of(x));
         return;
       }
-      const Tensor col = col_workspace(g, x, kcu::conv_group_images(g));
+      const int64_t images = kcu::conv_group_images(g);  // read once: sizes col and the kernel's groups
+      const Tensor col = col_workspace(g, x, images);
       kernels::cuda::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
-                                       y.data<T>(), col.data<T>(), detail::stream_of(x));
+                                       y.data<T>(), col.data<T>(), images, detail::stream_of(x));
       return;
     }
 #endif
@@ -167,8 +168,9 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
         kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), detail::stream_of(grad));
         return;
       }
-      const Tensor col = col_workspace(g, grad, kernels::cuda::conv_group_images(g));
-      kernels::cuda::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), col.data<T>(),
+      const int64_t images = kernels::cuda::conv_group_images(g);
+      const Tensor col = col_workspace(g, grad, images);
+      kernels::cuda::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), col.data<T>(), images,
                                               detail::stream_of(grad));
       return;
     }

@@ -114,6 +114,10 @@ __global__ void plane_kernel(int64_t planes, int64_t inner, F f) {
 template <typename F>
 void for_each_plane(int64_t planes, int64_t inner, F f, Stream stream, const char* name) {
   if (planes <= 0 || inner <= 0) return;
+  if (inner < 64) {  // a block per short plane would leave most threads idle: flat, dividing per value
+    for_each(planes * inner, [=] __device__(int64_t k) { f(k / inner, k % inner); }, stream, name);
+    return;
+  }
   const int64_t bx = std::min<int64_t>((inner + kThreads - 1) / kThreads, 1024);
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(std::min<int64_t>(planes, 65535)));
   plane_kernel<<<grid, kThreads, 0, stream>>>(planes, inner, f);

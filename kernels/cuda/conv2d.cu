@@ -164,9 +164,16 @@ void col2im(const ConvGeometry& g, const T* col, T* x, Stream stream) {
   launch_check("col2im");
 }
 
+// The group size as the caller passed it, checked against the geometry.
+int64_t checked_group(const ConvGeometry& g, int64_t images, const char* op) {
+  CRFSEG_CHECK(images >= 1, ValueError, op, ": expected a group of at least 1 image, got ", images);
+  return std::min(images, std::max<int64_t>(g.N, 1));
+}
+
 template <typename T>
-void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* col, Stream stream) {
-  const int64_t group = conv_group_images(g);
+void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* col, int64_t images_in,
+                    Stream stream) {
+  const int64_t group = checked_group(g, images_in, "conv2d_forward");
   for (int64_t n = 0; n < g.N; n += group) {
     const int64_t images = std::min(group, g.N - n);
     const T* xn = x + n * g.C * g.hw();
@@ -190,8 +197,9 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
 }
 
 template <typename T>
-void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, Stream stream) {
-  const int64_t group = conv_group_images(g);
+void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, int64_t images_in,
+                           Stream stream) {
+  const int64_t group = checked_group(g, images_in, "conv2d_backward_input");
   for (int64_t n = 0; n < g.N; n += group) {
     const int64_t images = std::min(group, g.N - n);
     const T* gn = grad + n * g.K * g.pq();
@@ -230,8 +238,10 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T*
 #define CRFSEG_CONV(T)                                                                                    \
   template void im2col<T>(const ConvGeometry&, const T*, T*, Stream);                                    \
   template void col2im<T>(const ConvGeometry&, const T*, T*, Stream);                                    \
-  template void conv2d_forward<T>(const ConvGeometry&, const T*, const T*, const T*, T*, T*, Stream);    \
-  template void conv2d_backward_input<T>(const ConvGeometry&, const T*, const T*, T*, T*, Stream);       \
+  template void conv2d_forward<T>(const ConvGeometry&, const T*, const T*, const T*, T*, T*, int64_t,   \
+                                  Stream);                                                              \
+  template void conv2d_backward_input<T>(const ConvGeometry&, const T*, const T*, T*, T*, int64_t,      \
+                                         Stream);                                                       \
   template void conv2d_backward_weight<T>(const ConvGeometry&, const T*, const T*, T*, T*, Stream);
 CRFSEG_CONV(float)
 CRFSEG_CONV(double)

@@ -11,8 +11,8 @@
 // (the first two for several images per step: conv_group_images). col2im
 // gathers (each input pixel sums the columns that read it), so no atomics:
 // every result is deterministic. `col` is a caller-provided workspace:
-// col_elems(g, conv_group_images(g)) elements for the forward and the
-// backward-input, col_elems(g) for the weight gradient.
+// col_elems(g, images) elements for the forward and the backward-input
+// (which take the group size), col_elems(g) for the weight gradient.
 // Test: tests/cuda/test_cuda_ops.cpp.
 #pragma once
 
@@ -43,10 +43,14 @@ inline int64_t col_elems(const ConvGeometry& g, int64_t images = 1) {
   return g.is_pointwise() ? 0 : images * g.crs() * g.pq();
 }
 
+// `images`: the group size the caller sized `col` for, col_elems(g, images)
+// elements (conv_group_images(g), read once: the limit is process-wide).
 template <typename T>
-void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* col, Stream stream);
+void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* col, int64_t images,
+                    Stream stream);
 template <typename T>
-void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, Stream stream);
+void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, int64_t images,
+                           Stream stream);
 template <typename T>
 void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* col, Stream stream);
 

@@ -441,8 +441,11 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
 TEST_CASE("cuda ops: batch norm, training and eval, fused ReLU, forward and backward" * doctest::skip(kNoDevice)) {
   for (DType dt : {DType::f32, DType::f64}) {
     // [3, 2, 97, 89]: 25899 values per channel in 4 chunks whose edges fall
-    // inside images (kernels/channel_chunks.h).
-    for (const Shape& shape : {Shape{4, 3, 7, 5}, Shape{6, 5}, Shape{2, 300, 1, 1}, Shape{3, 2, 97, 89}}) {
+    // inside images (kernels/channel_chunks.h); [20000, 3]: 3 chunks of
+    // images of one value; [2, 600, 3, 3]: one chunk per channel; [1100,
+    // 64, 8, 8]: 70400 planes of 64, past one grid's 65535 rows.
+    for (const Shape& shape : {Shape{4, 3, 7, 5}, Shape{6, 5}, Shape{2, 300, 1, 1}, Shape{3, 2, 97, 89},
+                               Shape{20000, 3}, Shape{2, 600, 3, 3}, Shape{1100, 64, 8, 8}}) {
       const int64_t C = shape[1];
       // An offset far above the spread: the statistics must not cancel.
       const Tensor x = ops::scalar_op(ops::ScalarOp::add, random_tensor(shape, 40, dt), 1000.0);
@@ -741,7 +744,9 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
   for (DType dt : {DType::f32, DType::f64}) {
     const Tensor x = random_tensor({5, 3, 9, 7}, 60, dt), w = random_tensor({4, 3, 3, 3}, 61, dt);
     const Tensor b = random_tensor({4}, 62, dt);
-    // Groups of 1, 2 (2 + 2 + 1), 3 (3 + 2) and all 5 images.
+    // Groups of 1, 2 (2 + 2 + 1), 3 (3 + 2) and all 5 images. P Q = 63
+    // here, so im2col stores one value per thread; the 8 x 8 case below
+    // takes the four-wide kernel.
     for (int64_t limit : {int64_t{1}, int64_t{2 * 1701}, int64_t{3 * 1701}, int64_t{1} << 26}) {
       const WorkspaceLimitGuard guard(limit);
       INFO("workspace limit ", limit, ", ", dtype_name(dt));
@@ -751,6 +756,13 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
       const Tensor g = random_tensor({5, 4, 9, 7}, 67, dt);
       check_op("conv2d_backward_input in groups", {g, w}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d_backward_input(v[0], v[1], x.shape(), pad1);
+      }, 1e-5, tol(dt));
+    }
+    const Tensor x8 = random_tensor({3, 5, 8, 8}, 69, dt), w8 = random_tensor({6, 5, 3, 3}, 70, dt);
+    for (int64_t limit : {int64_t{45 * 64}, int64_t{1} << 26}) {  // groups of 1 and of 3
+      const WorkspaceLimitGuard guard(limit);
+      check_op("conv2d, P Q a multiple of 4", {x8, w8}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d(v[0], v[1], Tensor(), pad1);
       }, 1e-5, tol(dt));
     }
     // Pointwise: the 5 images in one batched GEMM reading x (writing dx) in place.

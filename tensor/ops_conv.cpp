@@ -204,9 +204,10 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
         kcu::conv2d_backward_weight_implicit<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), detail::stream_of(grad));
         return;
       }
-      const Tensor col = col_workspace(g, grad);
-      kernels::cuda::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), col.data<T>(),
-                                               detail::stream_of(grad));
+      const int64_t images = kcu::conv_weight_grad_images(g);
+      const Tensor col = Tensor::empty({kcu::col_elems_weight_grad(g, images)}, grad.options());
+      kcu::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), col.data<T>(), images,
+                                     detail::stream_of(grad));
       return;
     }
 #endif

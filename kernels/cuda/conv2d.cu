@@ -70,6 +70,13 @@ int64_t set_conv_workspace_limit(int64_t elems) {
   return g_workspace_limit.exchange(elems);
 }
 
+int64_t conv_weight_grad_images(const ConvGeometry& g) {
+  if (g.N <= 1) return 1;
+  const int64_t per_image = ((g.is_pointwise() ? g.C : g.crs()) + g.K) * g.pq();  // in a group of several
+  if (per_image == 0) return 1;
+  return std::clamp<int64_t>(conv_workspace_limit() / per_image, 1, g.N);
+}
+
 int64_t conv_group_images(const ConvGeometry& g) {
   if (g.N <= 1) return 1;
   const int64_t per_image = g.crs() * g.pq();
@@ -86,30 +93,46 @@ constexpr int kMoveThreads = 256;
 
 // Grid: x over the P Q outputs of a row, y over the C R S rows (strided when
 // there are more than 65535).
+// Where column row `row` goes: rows of the image block's image i = row /
+// rows_per_image (its C R S rows) start at i image_stride, each row_stride
+// after the last. One image, or the forward's images one after another:
+// image_stride = C R S P Q, row_stride = P Q, i.e. row P Q. The weight
+// gradient lays the images side by side in each row instead (image_stride
+// = P Q, row_stride = images P Q), so one GEMM sums over all of them.
+struct ColumnPlacement {
+  int64_t rows_per_image, image_stride, row_stride;
+  __device__ int64_t offset(int64_t row) const {
+    const int64_t i = row / rows_per_image;
+    return i * image_stride + (row - i * rows_per_image) * row_stride;
+  }
+};
+
 template <typename T>
-__global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, Geometry32 g) {
+__global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, Geometry32 g, ColumnPlacement place) {
   const int PQ = g.P * g.Q;
   const int64_t rows = g.C * g.R * g.S;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
     const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
     const T* xc = x + row / (g.R * g.S) * g.H * g.W;  // R S < 2^30 (narrow)
-    T* out = col + row * PQ;
+    T* out = col + place.offset(row);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x)
       im2col_values(xc, g, r, s, i, 1, out + i);
   }
 }
 
 // As im2col_kernel, four consecutive outputs per thread stored as one
-// 16-byte vector, for a P Q that is a multiple of 4 and a 16-byte aligned
-// col (every row then starts aligned): a quarter of the divisions and
-// store instructions, and four loads in flight per thread.
-__global__ void im2col4_kernel(const float* __restrict__ x, float* __restrict__ col, Geometry32 g) {
+// 16-byte vector, for a P Q that is a multiple of 4, a 16-byte aligned col
+// and placement strides that are multiples of 4 (every row then starts
+// aligned): a quarter of the divisions and store instructions, and four
+// loads in flight per thread.
+__global__ void im2col4_kernel(const float* __restrict__ x, float* __restrict__ col, Geometry32 g,
+                               ColumnPlacement place) {
   const int quads = g.P * g.Q / 4;
   const int64_t rows = g.C * g.R * g.S;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
     const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
     const float* xc = x + row / (g.R * g.S) * g.H * g.W;
-    float4* out = reinterpret_cast<float4*>(col + row * (4 * static_cast<int64_t>(quads)));
+    float4* out = reinterpret_cast<float4*>(col + place.offset(row));
     for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < quads; v += gridDim.x * blockDim.x) {
       float e[4];
       im2col_values(xc, g, r, s, 4 * v, 4, e);
@@ -141,19 +164,31 @@ dim3 move_grid(int64_t per_row, int64_t rows) {
 
 }  // namespace
 
+namespace {
+
+// im2col of g's C channels (an image, or a block of images' channels) with
+// the rows placed as `place` says.
 template <typename T>
-void im2col(const ConvGeometry& g, const T* x, T* col, Stream stream) {
+void im2col_placed(const ConvGeometry& g, const T* x, T* col, ColumnPlacement place, Stream stream) {
   const Geometry32 g32 = narrow(g, "im2col");
   if (g.crs() == 0 || g.pq() == 0) return;
   if constexpr (std::is_same_v<T, float>) {
-    if (g.pq() % 4 == 0 && reinterpret_cast<uintptr_t>(col) % 16 == 0) {
-      im2col4_kernel<<<move_grid(g.pq() / 4, g.crs()), kMoveThreads, 0, stream>>>(x, col, g32);
+    if (g.pq() % 4 == 0 && place.image_stride % 4 == 0 && place.row_stride % 4 == 0 &&
+        reinterpret_cast<uintptr_t>(col) % 16 == 0) {
+      im2col4_kernel<<<move_grid(g.pq() / 4, g.crs()), kMoveThreads, 0, stream>>>(x, col, g32, place);
       launch_check("im2col");
       return;
     }
   }
-  im2col_kernel<T><<<move_grid(g.pq(), g.crs()), kMoveThreads, 0, stream>>>(x, col, g32);
+  im2col_kernel<T><<<move_grid(g.pq(), g.crs()), kMoveThreads, 0, stream>>>(x, col, g32, place);
   launch_check("im2col");
+}
+
+}  // namespace
+
+template <typename T>
+void im2col(const ConvGeometry& g, const T* x, T* col, Stream stream) {
+  im2col_placed(g, x, col, ColumnPlacement{std::max<int64_t>(g.crs(), 1), g.crs() * g.pq(), g.pq()}, stream);
 }
 
 template <typename T>
@@ -162,6 +197,17 @@ void col2im(const ConvGeometry& g, const T* col, T* x, Stream stream) {
   if (g.C == 0 || g.hw() == 0) return;
   col2im_kernel<T><<<move_grid(g.hw(), g.C), kMoveThreads, 0, stream>>>(col, x, g32);
   launch_check("col2im");
+}
+
+// dst [channels, images, plane] = src [images, channels, plane]: a block
+// of images' planes regrouped channel by channel.
+template <typename T>
+void transpose_images(const T* src, T* dst, int64_t images, int64_t channels, int64_t plane, Stream stream) {
+  const int64_t per_channel = images * plane;
+  for_each(images * channels * plane, [=] __device__(int64_t o) {
+    const int64_t c = o / per_channel, rest = o - c * per_channel, i = rest / plane;
+    dst[o] = src[(i * channels + c) * plane + (rest - i * plane)];
+  }, stream, "conv2d_transpose_images");
 }
 
 // The group size as the caller passed it, checked against the geometry.
@@ -217,17 +263,39 @@ void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* 
 }
 
 template <typename T>
-void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* col, Stream stream) {
-  for (int64_t n = 0; n < g.N; ++n) {
-    const T* gn = grad + n * g.K * g.pq();
+void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* col, int64_t images_in,
+                            Stream stream) {
+  const int64_t group = checked_group(g, images_in, "conv2d_backward_weight");
+  const int64_t PQ = g.pq(), rows = g.is_pointwise() ? g.C : g.crs();
+  for (int64_t n = 0; n < g.N; n += group) {
+    const int64_t images = std::min(group, g.N - n), depth = images * PQ;
+    const T* gn = grad + n * g.K * PQ;
     const T* xn = x + n * g.C * g.hw();
-    const T beta = n == 0 ? T(0) : T(1);  // the first image overwrites dw (it may hold garbage)
-    if (g.is_pointwise()) {
-      gemm<T>(false, true, g.K, g.C, g.pq(), T(1), gn, g.pq(), xn, g.pq(), beta, dw, g.C, stream);
-    } else {
-      im2col<T>(g, xn, col, stream);
-      gemm<T>(false, true, g.K, g.crs(), g.pq(), T(1), gn, g.pq(), col, g.pq(), beta, dw, g.crs(), stream);
+    const T beta = n == 0 ? T(0) : T(1);  // the first group overwrites dw (it may hold garbage)
+    if (images == 1) {  // the operands as they lie: g_n [K, PQ], x_n or its columns [rows, PQ]
+      const T* b = xn;
+      if (!g.is_pointwise()) {
+        im2col<T>(g, xn, col, stream);
+        b = col;
+      }
+      gemm<T>(false, true, g.K, rows, PQ, T(1), gn, PQ, b, PQ, beta, dw, rows, stream);
+      continue;
     }
+    // Several images: dW += G [K, images PQ] X [rows, images PQ]^T, one GEMM
+    // whose depth runs over the images' pixels. X's rows hold the images
+    // side by side (the columns placed so, or x's channels transposed for a
+    // pointwise layer), and G is g's block transposed likewise.
+    T* xt = col;
+    T* gt = col + rows * depth;
+    if (g.is_pointwise()) {
+      transpose_images(xn, xt, images, g.C, PQ, stream);
+    } else {
+      ConvGeometry block = g;
+      block.C = images * g.C;
+      im2col_placed(block, xn, xt, ColumnPlacement{g.crs(), PQ, depth}, stream);
+    }
+    transpose_images(gn, gt, images, g.K, PQ, stream);
+    gemm<T>(false, true, g.K, rows, depth, T(1), gt, depth, xt, depth, beta, dw, rows, stream);
   }
   if (g.N == 0) {
     const int64_t n = g.K * g.crs();
@@ -242,7 +310,8 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T*
                                   Stream);                                                              \
   template void conv2d_backward_input<T>(const ConvGeometry&, const T*, const T*, T*, T*, int64_t,      \
                                          Stream);                                                       \
-  template void conv2d_backward_weight<T>(const ConvGeometry&, const T*, const T*, T*, T*, Stream);
+  template void conv2d_backward_weight<T>(const ConvGeometry&, const T*, const T*, T*, T*, int64_t,     \
+                                          Stream);
 CRFSEG_CONV(float)
 CRFSEG_CONV(double)
 #undef CRFSEG_CONV

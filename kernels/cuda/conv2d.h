@@ -8,11 +8,12 @@
 //   forward          col = im2col(x_n) [CRS, PQ];  y_n [K, PQ] = W [K, CRS] @ col; y += bias
 //   backward-input   col = W^T @ g_n [CRS, PQ];    dx_n = col2im(col)
 //   backward-weight  dW [K, CRS] += g_n [K, PQ] @ im2col(x_n)^T
-// (the first two for several images per step: conv_group_images). col2im
-// gathers (each input pixel sums the columns that read it), so no atomics:
-// every result is deterministic. `col` is a caller-provided workspace:
+// (several images per step: conv_group_images, conv_weight_grad_images).
+// col2im gathers (each input pixel sums the columns that read it), so no
+// atomics: every result is deterministic. `col` is a caller-provided workspace:
 // col_elems(g, images) elements for the forward and the backward-input
-// (which take the group size), col_elems(g) for the weight gradient.
+// (which take the group size), col_elems_weight_grad(g, images) for the
+// weight gradient.
 // Test: tests/cuda/test_cuda_ops.cpp.
 #pragma once
 
@@ -29,8 +30,8 @@ namespace crfseg::kernels::cuda {
 // [C', H, W] block) and one strided-batched GEMM, so that deep layers'
 // small per-image products give the GPU enough tiles. The group is as many
 // images as fit a column workspace of conv_workspace_limit() elements (at
-// least one image). The weight gradient, which sums over images, runs one
-// image at a time.
+// least one image). The weight gradient sums over a group's images in one
+// GEMM instead (conv_weight_grad_images, col_elems_weight_grad).
 int64_t conv_group_images(const ConvGeometry& g);
 // The limit in elements (default 2^26: 256 MB of f32 columns); the setter
 // returns the previous one (tests make groups that do not divide N).
@@ -42,6 +43,15 @@ int64_t set_conv_workspace_limit(int64_t elems);
 inline int64_t col_elems(const ConvGeometry& g, int64_t images = 1) {
   return g.is_pointwise() ? 0 : images * g.crs() * g.pq();
 }
+// The weight gradient's workspace: one image needs its columns (none when
+// pointwise); a group of several needs its columns (or its x, transposed,
+// when pointwise) and its g, each regrouped channel by channel.
+inline int64_t col_elems_weight_grad(const ConvGeometry& g, int64_t images) {
+  if (images <= 1) return col_elems(g, 1);
+  return images * ((g.is_pointwise() ? g.C : g.crs()) + g.K) * g.pq();
+}
+// As conv_group_images, for the weight gradient's workspace.
+int64_t conv_weight_grad_images(const ConvGeometry& g);
 
 // `images`: the group size the caller sized `col` for, col_elems(g, images)
 // elements (conv_group_images(g), read once: the limit is process-wide).
@@ -51,8 +61,12 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
 template <typename T>
 void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, int64_t images,
                            Stream stream);
+// The weight gradient's group, conv_weight_grad_images(g), runs as one GEMM
+// whose depth is the group's pixels; col holds col_elems_weight_grad(g,
+// images) elements.
 template <typename T>
-void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* col, Stream stream);
+void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* col, int64_t images,
+                            Stream stream);
 
 // The implicit-GEMM path (conv2d_implicit.cu): the same three passes with
 // the operand tiles gathered from x, W and g, no workspace.

@@ -732,6 +732,18 @@ TEST_CASE("cuda conv: image groups fill the column workspace limit") {
   const WorkspaceLimitGuard guard(1);
   CHECK(kernels::cuda::conv_group_images(pointwise) == 5);  // no columns: one batched GEMM
   CHECK(kernels::cuda::col_elems(pointwise, 5) == 0);
+  // The weight gradient's groups hold columns and g, (27 + 4) x 63 an image;
+  // a pointwise one x and g, (3 + 4) x 63.
+  for (const auto& [limit, images] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 1}, {1953, 1}, {2 * 1953, 2}, {int64_t{1} << 26, 5}}) {
+    const WorkspaceLimitGuard again(limit);
+    CHECK(kernels::cuda::conv_weight_grad_images(g) == images);
+    CHECK(kernels::cuda::col_elems_weight_grad(g, images) == (images == 1 ? 1701 : images * 1953));
+  }
+  const WorkspaceLimitGuard pointwise_limit(2 * 7 * 63);
+  CHECK(kernels::cuda::conv_weight_grad_images(pointwise) == 2);
+  CHECK(kernels::cuda::col_elems_weight_grad(pointwise, 2) == 2 * 7 * 63);
+  CHECK(kernels::cuda::col_elems_weight_grad(pointwise, 1) == 0);
   CHECK_THROWS_AS(kernels::cuda::set_conv_workspace_limit(0), ValueError);
 #endif
 }
@@ -757,13 +769,24 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
       check_op("conv2d_backward_input in groups", {g, w}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d_backward_input(v[0], v[1], x.shape(), pad1);
       }, 1e-5, tol(dt));
+      // The weight gradient's groups need (27 + 4) x 63 = 1953 elements an
+      // image: 1, 1, 1 and 5 images here.
+      check_op("conv2d_backward_weight in groups", {g, x}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_backward_weight(v[0], v[1], w.shape(), pad1);
+      }, 1e-4, tol(dt));
     }
     const Tensor x8 = random_tensor({3, 5, 8, 8}, 69, dt), w8 = random_tensor({6, 5, 3, 3}, 70, dt);
-    for (int64_t limit : {int64_t{45 * 64}, int64_t{1} << 26}) {  // groups of 1 and of 3
+    const Tensor g8 = random_tensor({3, 6, 8, 8}, 71, dt);
+    // 45 x 64 column entries an image, (45 + 6) x 64 for the weight
+    // gradient: groups of 1, of 2 + 1 for both passes, then all 3.
+    for (int64_t limit : {int64_t{45 * 64}, int64_t{2 * 51 * 64}, int64_t{1} << 26}) {
       const WorkspaceLimitGuard guard(limit);
       check_op("conv2d, P Q a multiple of 4", {x8, w8}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d(v[0], v[1], Tensor(), pad1);
       }, 1e-5, tol(dt));
+      check_op("conv2d_backward_weight, P Q a multiple of 4", {g8, x8}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_backward_weight(v[0], v[1], w8.shape(), pad1);
+      }, 1e-4, tol(dt));
     }
     // Pointwise: the 5 images in one batched GEMM reading x (writing dx) in place.
     const Tensor xp = random_tensor({5, 6, 4, 3}, 63, dt), wp = random_tensor({2, 6, 1, 1}, 64, dt);
@@ -774,22 +797,36 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
     check_op("pointwise conv2d_backward_input, batched", {gp, wp}, [&](const std::vector<Tensor>& v) {
       return ops::conv2d_backward_input(v[0], v[1], xp.shape(), {});
     }, 1e-5, tol(dt));
+    for (int64_t limit : {int64_t{2 * 8 * 12}, int64_t{1} << 26}) {  // pointwise weight gradient: 2 + 2 + 1, 5
+      const WorkspaceLimitGuard guard(limit);
+      check_op("pointwise conv2d_backward_weight in groups", {gp, xp}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_backward_weight(v[0], v[1], wp.shape(), {});
+      }, 1e-5, tol(dt));
+    }
   }
   // The batched GEMM honours the precision setting, as the single one does.
-  const Tensor x = random_tensor({5, 16, 9, 7}, 65), w = random_tensor({8, 16, 3, 3}, 66);
+  // TF32 only *allows* the tensor cores, and on an H100 cuBLAS kept a small
+  // batched product (8 x 63 x 144 per image) on its FP32 kernels, with
+  // FP32's error to the last digit; this shape (64 x 256 x 576 per image)
+  // is large enough for them. Groups of 1 (one GEMM per image) and of 5
+  // (one batched GEMM) must both show each precision's error.
+  const Tensor x = random_tensor({5, 64, 16, 16}, 65), w = random_tensor({64, 64, 3, 3}, 66);
   const Tensor want = ops::conv2d(x.to(DType::f64), w.to(DType::f64), Tensor(), pad1);
-  auto error_at = [&](cuda::MatmulPrecision p) {
-    const cuda::MatmulPrecisionGuard guard(p);
-    return relative_error(cpu(ops::conv2d(gpu(x), gpu(w), Tensor(), pad1)), want);
-  };
-  const double e32 = error_at(cuda::MatmulPrecision::fp32), etf = error_at(cuda::MatmulPrecision::tf32),
-               ebf = error_at(cuda::MatmulPrecision::bf16);
-  MESSAGE("conv2d relative error: fp32 ", e32, ", tf32 ", etf, ", bf16 ", ebf);
-  CHECK(e32 < 1e-6);
-  CHECK(etf < 3e-3);
-  CHECK(ebf < 2e-2);
-  CHECK(etf > 10 * e32);
-  CHECK(ebf > 2 * etf);
+  for (int64_t limit : {int64_t{576 * 256}, int64_t{1} << 26}) {
+    const WorkspaceLimitGuard guard(limit);
+    auto error_at = [&](cuda::MatmulPrecision p) {
+      const cuda::MatmulPrecisionGuard precision(p);
+      return relative_error(cpu(ops::conv2d(gpu(x), gpu(w), Tensor(), pad1)), want);
+    };
+    const double e32 = error_at(cuda::MatmulPrecision::fp32), etf = error_at(cuda::MatmulPrecision::tf32),
+                 ebf = error_at(cuda::MatmulPrecision::bf16);
+    MESSAGE("conv2d relative error, workspace limit ", limit, ": fp32 ", e32, ", tf32 ", etf, ", bf16 ", ebf);
+    CHECK(e32 < 1e-6);
+    CHECK(etf < 3e-3);
+    CHECK(ebf < 2e-2);
+    CHECK(etf > 10 * e32);
+    CHECK(ebf > 2 * etf);
+  }
 #endif
 }
 

@@ -93,20 +93,6 @@ constexpr int kMoveThreads = 256;
 
 // Grid: x over the P Q outputs of a row, y over the C R S rows (strided when
 // there are more than 65535).
-// Where column row `row` goes: rows of the image block's image i = row /
-// rows_per_image (its C R S rows) start at i image_stride, each row_stride
-// after the last. One image, or the forward's images one after another:
-// image_stride = C R S P Q, row_stride = P Q, i.e. row P Q. The weight
-// gradient lays the images side by side in each row instead (image_stride
-// = P Q, row_stride = images P Q), so one GEMM sums over all of them.
-struct ColumnPlacement {
-  int64_t rows_per_image, image_stride, row_stride;
-  __device__ int64_t offset(int64_t row) const {
-    const int64_t i = row / rows_per_image;
-    return i * image_stride + (row - i * rows_per_image) * row_stride;
-  }
-};
-
 template <typename T>
 __global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, Geometry32 g, ColumnPlacement place) {
   const int PQ = g.P * g.Q;
@@ -203,10 +189,9 @@ void col2im(const ConvGeometry& g, const T* col, T* x, Stream stream) {
 // of images' planes regrouped channel by channel.
 template <typename T>
 void transpose_images(const T* src, T* dst, int64_t images, int64_t channels, int64_t plane, Stream stream) {
-  const int64_t per_channel = images * plane;
+  const int64_t per_channel = images * plane;  // one channel's row of the result
   for_each(images * channels * plane, [=] __device__(int64_t o) {
-    const int64_t c = o / per_channel, rest = o - c * per_channel, i = rest / plane;
-    dst[o] = src[(i * channels + c) * plane + (rest - i * plane)];
+    dst[o] = src[regrouped_source(o, per_channel, channels, plane)];
   }, stream, "conv2d_transpose_images");
 }
 

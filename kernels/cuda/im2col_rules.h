@@ -50,6 +50,28 @@ inline Geometry32 narrow(const ConvGeometry& g, const char* what) {
           i32(g.sh), i32(g.sw), i32(g.ph), i32(g.pw), i32(g.dh), i32(g.dw)};
 }
 
+// Where column row `row` of an image block goes: rows of image i = row /
+// rows_per_image (its C R S rows) start at i image_stride, each row_stride
+// after the last. One image, or the forward's images one after another:
+// image_stride = C R S P Q, row_stride = P Q, i.e. row P Q. The weight
+// gradient lays the images side by side in each row instead (image_stride
+// = P Q, row_stride = images P Q), so that one GEMM sums over all of them.
+struct ColumnPlacement {
+  int64_t rows_per_image, image_stride, row_stride;
+  CRFSEG_HD int64_t offset(int64_t row) const {
+    const int64_t i = row / rows_per_image;
+    return i * image_stride + (row - i * rows_per_image) * row_stride;
+  }
+};
+
+// The weight gradient's regrouping of [images, channels, plane] data as
+// [channels, images, plane]: the source index of result element o, with
+// per_channel = images plane.
+CRFSEG_HD inline int64_t regrouped_source(int64_t o, int64_t per_channel, int64_t channels, int64_t plane) {
+  const int64_t c = o / per_channel, rest = o - c * per_channel, i = rest / plane;
+  return (i * channels + c) * plane + (rest - i * plane);
+}
+
 // The `count` column values at positions i .. i + count - 1 of
 // column-matrix row (c, r, s), in order (i + count <= P Q): xc is channel
 // c's [H, W] plane. One division for them all (the vector kernel takes four

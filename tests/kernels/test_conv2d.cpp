@@ -700,6 +700,42 @@ TEST_CASE("im2col and col2im: the CUDA kernels' rules match the CPU") {
   }
 }
 
+// The CUDA weight gradient of an image group (kernels/cuda/conv2d.cu), its
+// data movements and its GEMM emulated on the CPU with the same rules and
+// arguments: the group's columns placed side by side in each row
+// (ColumnPlacement), g regrouped channel by channel (regrouped_source),
+// then dW = G [K, images PQ] X [CRS, images PQ]^T. It must give the
+// reference weight gradient.
+TEST_CASE("im2col: the CUDA weight gradient's image-group layout gives the reference dW") {
+  for (const ConvGeometry& g : {make(3, 2, 5, 6, 4, 3, 3, 1, 1, 1, 1), make(2, 3, 7, 5, 2, 3, 2, 2, 1, 1, 0, 1, 2),
+                                make(4, 1, 4, 4, 3, 1, 1)}) {
+    INFO("N=", g.N, " C=", g.C, " K=", g.K, " ", g.R, "x", g.S);
+    const std::vector<double> x = values(random_tensor({g.N * g.C * g.H * g.W}, 7, DType::f64));
+    const std::vector<double> dy = values(random_tensor({g.N * g.K * g.pq()}, 8, DType::f64));
+    std::vector<double> want(static_cast<size_t>(g.K * g.crs()));
+    kernels::ref::conv2d_backward_weight<double>(g, dy.data(), x.data(), want.data());
+    const int64_t images = g.N, PQ = g.pq(), depth = images * PQ, CRS = g.crs();
+    ConvGeometry block = g;
+    block.C = images * g.C;
+    const kernels::cuda::Geometry32 b32 = kernels::cuda::narrow(block, "test");
+    const kernels::cuda::ColumnPlacement place{CRS, PQ, depth};
+    std::vector<double> xt(static_cast<size_t>(CRS * depth), -1.0), gt(static_cast<size_t>(g.K * depth), -1.0);
+    for (int64_t row = 0; row < images * CRS; ++row) {  // im2col_kernel's rows, placed
+      const int r = static_cast<int>((row / g.S) % g.R), s = static_cast<int>(row % g.S);
+      const double* xc = x.data() + row / (g.R * g.S) * g.H * g.W;
+      for (int i = 0; i < PQ; ++i)
+        kernels::cuda::im2col_values(xc, b32, r, s, i, 1, xt.data() + place.offset(row) + i);
+    }
+    for (int64_t o = 0; o < g.K * depth; ++o)  // transpose_images
+      gt[static_cast<size_t>(o)] = dy[static_cast<size_t>(kernels::cuda::regrouped_source(o, depth, g.K, PQ))];
+    std::vector<double> dw(want.size(), 0.0);  // gemm(false, true, K, CRS, depth, gt, depth, xt, depth, dw, CRS)
+    for (int64_t k = 0; k < g.K; ++k)
+      for (int64_t j = 0; j < CRS; ++j)
+        for (int64_t l = 0; l < depth; ++l) dw[k * CRS + j] += gt[k * depth + l] * xt[j * depth + l];
+    CHECK_CLOSE(from_vector(dw, {g.K * CRS}), want, 1e-12, 1e-12);
+  }
+}
+
 TEST_CASE("conv2d op: output shape, bias, strided input") {
   const Tensor x = random_tensor({2, 3, 10, 9}, 11);
   const Tensor w = random_tensor({4, 3, 3, 2}, 12);

@@ -44,13 +44,16 @@ using CudaStream = CUstream_st*;  // == cudaStream_t; nullptr is the default str
 // operator of the lattices: a CRF batch's bilateral filters in one launch
 // per step instead of one per image. The lattices must share d (and so the
 // slice scale).
+// The vectors come from the CPU cache (tensor/cpu_allocator.h): a batch's
+// tables are hundreds of MB each step, and fresh pages took the CPU
+// machine 1 s to fault in for 16 noisy 256^2 images.
 struct LatticeTables {
-  std::vector<int64_t> splat_offsets;  // [M + 1]
-  std::vector<int32_t> splat_points;   // [N (d + 1)]
-  std::vector<float> splat_weights;    // [N (d + 1)]
-  std::vector<int32_t> neighbours;     // [(d + 1) x M x 2]
-  std::vector<int32_t> vertices;       // [N x (d + 1)]
-  std::vector<float> barycentric;      // [N x (d + 1)]
+  CpuVector<int64_t> splat_offsets;  // [M + 1]
+  CpuVector<int32_t> splat_points;   // [N (d + 1)]
+  CpuVector<float> splat_weights;    // [N (d + 1)]
+  CpuVector<int32_t> neighbours;     // [(d + 1) x M x 2]
+  CpuVector<int32_t> vertices;       // [N x (d + 1)]
+  CpuVector<float> barycentric;      // [N x (d + 1)]
   int64_t num_points = 0, num_lattice = 0, dim = 0;
   double alpha = 1.0;  // slice_scale()
 };

@@ -134,11 +134,12 @@ Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const
   Tensor norm_s, norm_b;
   {
     NoGradGuard no_grad;
-    norm_s = reshape(apply_filter(ones({n, 1}, topt), *ks, false), {1, n, 1});
-    norm_b = reshape(apply_filter(ones({B * n, 1}, topt), *kb, false), {B, n, 1});
+    norm_s = reshape(apply_filter(ones({n, 1}, topt), *ks, false), {n, 1, 1});
+    norm_b = apply_filter(ones({B * n, 1}, topt), *kb, false);  // [B n, 1]
   }
 
-  // Z = U - (A_s W_s^T + A_b W_b^T) mu^T, pixel-major [B, n, L] inside.
+  // Z = U - (A_s W_s^T + A_b W_b^T) mu^T, pixel-major inside: every
+  // product is one [B n, L] x [L, L] GEMM for the whole batch.
   const Tensor U = reshape(unaries, {B, L, n});
   const Tensor ws_t = transpose(ws, 0, 1), wb_t = transpose(wb, 0, 1), mu_t = transpose(mu, 0, 1);
   Tensor Z = U;
@@ -146,10 +147,11 @@ Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const
     const Tensor q = contiguous(transpose(softmax(Z, 1), 1, 2));  // [B, n, L]
     // Spatial: the same filter for every image, so the images are channels.
     const Tensor qs = reshape(contiguous(transpose(q, 0, 1)), {n, B * L});
-    const Tensor as = div(transpose(reshape(gaussian_filter(qs, ks), {n, B, L}), 0, 1), norm_s);
-    const Tensor ab = div(reshape(gaussian_filter(reshape(q, {B * n, L}), kb), {B, n, L}), norm_b);
-    const Tensor m = matmul(add(matmul(as, ws_t), matmul(ab, wb_t)), mu_t);  // [B, n, L]
-    Z = sub(U, transpose(m, 1, 2));
+    const Tensor as = div(reshape(gaussian_filter(qs, ks), {n, B, L}), norm_s);        // [n, B, L]
+    const Tensor as_b = reshape(contiguous(transpose(as, 0, 1)), {B * n, L});           // [B n, L]
+    const Tensor ab = div(gaussian_filter(reshape(q, {B * n, L}), kb), norm_b);        // [B n, L]
+    const Tensor m = matmul(add(matmul(as_b, ws_t), matmul(ab, wb_t)), mu_t);          // [B n, L]
+    Z = sub(U, transpose(reshape(m, {B, n, L}), 1, 2));
   }
   return reshape(Z, unaries.shape());
 }

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
@@ -113,15 +114,16 @@ LatticeTables lattice_tables(const std::vector<const PermutohedralLattice*>& lat
     point0[static_cast<size_t>(b)] = p;
     lattice0[static_cast<size_t>(b)] = m;
     entry0[static_cast<size_t>(b)] = entries;
-    p += l.num_points();
-    m += l.num_lattice_points();
-    entries += l.splat_offsets()[static_cast<size_t>(l.num_lattice_points())];
     // Every element of the tables is written below (CpuVector does not zero them).
-    CRFSEG_CHECK(static_cast<int64_t>(l.splat_entries().size()) ==
-                         l.splat_offsets()[static_cast<size_t>(l.num_lattice_points())] &&
+    const size_t lm = static_cast<size_t>(l.num_lattice_points());
+    CRFSEG_CHECK(l.splat_offsets().size() == lm + 1 &&
+                     static_cast<int64_t>(l.splat_entries().size()) == l.splat_offsets()[lm] &&
                      static_cast<int64_t>(l.vertices().size()) == l.num_points() * d1 &&
                      l.barycentric_weights().size() == l.vertices().size(),
                  ValueError, "lattice_tables: lattice ", b, "'s tables disagree with its sizes");
+    p += l.num_points();
+    m += l.num_lattice_points();
+    entries += l.splat_offsets()[lm];
   }
   t.splat_offsets.resize(static_cast<size_t>(M + 1));
   t.splat_points.resize(static_cast<size_t>(entries));
@@ -129,31 +131,43 @@ LatticeTables lattice_tables(const std::vector<const PermutohedralLattice*>& lat
   t.neighbours.resize(static_cast<size_t>(d1 * M * 2));
   t.vertices.resize(static_cast<size_t>(t.num_points * d1));
   t.barycentric.resize(t.vertices.size());
-#pragma omp parallel for schedule(dynamic, 1)
+  // One lattice (the spatial filter, a batch of 1) keeps the parallel loop
+  // inside blur_neighbours; an exception (an allocation) must not leave the
+  // parallel region, so each lattice's is kept and the first rethrown.
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(count));
+#pragma omp parallel for schedule(dynamic, 1) if (count > 1)
   for (int64_t b = 0; b < count; ++b) {
-    const PermutohedralLattice& l = *lattices[static_cast<size_t>(b)];
-    const size_t bi = static_cast<size_t>(b);
-    const int64_t m = l.num_lattice_points(), n = l.num_points();
-    const int64_t p0 = point0[bi], m0 = lattice0[bi], e0 = entry0[bi];
-    const auto& offsets = l.splat_offsets();
-    for (int64_t p = 0; p < m; ++p) t.splat_offsets[static_cast<size_t>(m0 + p)] = e0 + offsets[static_cast<size_t>(p)];
-    const auto& splat = l.splat_entries();
-    for (size_t e = 0; e < splat.size(); ++e) {
-      t.splat_points[static_cast<size_t>(e0) + e] = static_cast<int32_t>(p0 + splat[e].point);
-      t.splat_weights[static_cast<size_t>(e0) + e] = splat[e].weight;
+    try {
+      const PermutohedralLattice& l = *lattices[static_cast<size_t>(b)];
+      const size_t bi = static_cast<size_t>(b);
+      const int64_t m = l.num_lattice_points(), n = l.num_points();
+      const int64_t p0 = point0[bi], m0 = lattice0[bi], e0 = entry0[bi];
+      const auto& offsets = l.splat_offsets();
+      for (int64_t p = 0; p < m; ++p)
+        t.splat_offsets[static_cast<size_t>(m0 + p)] = e0 + offsets[static_cast<size_t>(p)];
+      const auto& splat = l.splat_entries();
+      for (size_t e = 0; e < splat.size(); ++e) {
+        t.splat_points[static_cast<size_t>(e0) + e] = static_cast<int32_t>(p0 + splat[e].point);
+        t.splat_weights[static_cast<size_t>(e0) + e] = splat[e].weight;
+      }
+      // Direction j's [m x 2] block lands in the stack's [M x 2] block for j;
+      // the lattice's absent neighbour (m) becomes the stack's (M).
+      const CpuVector<int32_t> neighbours = l.blur_neighbours();
+      for (int64_t j = 0; j < d1; ++j) {
+        const int32_t* src = neighbours.data() + j * m * 2;
+        int32_t* dst = t.neighbours.data() + j * M * 2 + m0 * 2;
+        for (int64_t k = 0; k < 2 * m; ++k) dst[k] = static_cast<int32_t>(src[k] == m ? M : m0 + src[k]);
+      }
+      const auto& vertices = l.vertices();
+      int32_t* vdst = t.vertices.data() + p0 * d1;
+      for (int64_t k = 0; k < n * d1; ++k) vdst[k] = static_cast<int32_t>(m0 + vertices[static_cast<size_t>(k)]);
+      std::copy(l.barycentric_weights().begin(), l.barycentric_weights().end(), t.barycentric.begin() + p0 * d1);
+    } catch (...) {
+      errors[static_cast<size_t>(b)] = std::current_exception();
     }
-    // Direction j's [m x 2] block lands in the stack's [M x 2] block for j;
-    // the lattice's absent neighbour (m) becomes the stack's (M).
-    const CpuVector<int32_t> neighbours = l.blur_neighbours();
-    for (int64_t j = 0; j < d1; ++j) {
-      const int32_t* src = neighbours.data() + j * m * 2;
-      int32_t* dst = t.neighbours.data() + j * M * 2 + m0 * 2;
-      for (int64_t k = 0; k < 2 * m; ++k) dst[k] = static_cast<int32_t>(src[k] == m ? M : m0 + src[k]);
-    }
-    const auto& vertices = l.vertices();
-    int32_t* vdst = t.vertices.data() + p0 * d1;
-    for (int64_t k = 0; k < n * d1; ++k) vdst[k] = static_cast<int32_t>(m0 + vertices[static_cast<size_t>(k)]);
-    std::copy(l.barycentric_weights().begin(), l.barycentric_weights().end(), t.barycentric.begin() + p0 * d1);
+  }
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
   }
   t.splat_offsets[static_cast<size_t>(M)] = entries;
   return t;

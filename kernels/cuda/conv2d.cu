@@ -71,7 +71,7 @@ int64_t set_conv_workspace_limit(int64_t elems) {
 }
 
 int64_t conv_weight_grad_images(const ConvGeometry& g) {
-  if (g.N <= 1) return 1;
+  if (g.N <= 1 || g.pq() >= 4096) return 1;
   const int64_t per_image = ((g.is_pointwise() ? g.C : g.crs()) + g.K) * g.pq();  // in a group of several
   if (per_image == 0) return 1;
   return std::clamp<int64_t>(conv_workspace_limit() / per_image, 1, g.N);
@@ -271,7 +271,7 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T*
     // side by side (the columns placed so, or x's channels transposed for a
     // pointwise layer), and G is g's block transposed likewise.
     T* xt = col;
-    T* gt = col + rows * depth;
+    T* gt = col + weight_grad_g_offset(g, images);
     if (g.is_pointwise()) {
       transpose_images(xn, xt, images, g.C, PQ, stream);
     } else {

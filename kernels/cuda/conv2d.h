@@ -46,11 +46,18 @@ inline int64_t col_elems(const ConvGeometry& g, int64_t images = 1) {
 // The weight gradient's workspace: one image needs its columns (none when
 // pointwise); a group of several needs its columns (or its x, transposed,
 // when pointwise) and its g, each regrouped channel by channel.
+// g's copy starts at weight_grad_g_offset, a multiple of 64 elements (256
+// bytes for f32), as cuBLAS's tensor-core kernels prefer.
+inline int64_t weight_grad_g_offset(const ConvGeometry& g, int64_t images) {
+  return (images * (g.is_pointwise() ? g.C : g.crs()) * g.pq() + 63) / 64 * 64;
+}
 inline int64_t col_elems_weight_grad(const ConvGeometry& g, int64_t images) {
   if (images <= 1) return col_elems(g, 1);
-  return images * ((g.is_pointwise() ? g.C : g.crs()) + g.K) * g.pq();
+  return weight_grad_g_offset(g, images) + images * g.K * g.pq();
 }
-// As conv_group_images, for the weight gradient's workspace.
+// As conv_group_images, for the weight gradient's workspace; 1 for planes
+// of 4096 outputs and more, whose per-image GEMMs are deep enough already
+// (grouping would only add the copies).
 int64_t conv_weight_grad_images(const ConvGeometry& g);
 
 // `images`: the group size the caller sized `col` for, col_elems(g, images)

@@ -738,11 +738,20 @@ TEST_CASE("cuda conv: image groups fill the column workspace limit") {
            {1, 1}, {1953, 1}, {2 * 1953, 2}, {int64_t{1} << 26, 5}}) {
     const WorkspaceLimitGuard again(limit);
     CHECK(kernels::cuda::conv_weight_grad_images(g) == images);
-    CHECK(kernels::cuda::col_elems_weight_grad(g, images) == (images == 1 ? 1701 : images * 1953));
+    // g's copy starts on a multiple of 64 elements.
+    const int64_t padded = (images * 1701 + 63) / 64 * 64;
+    CHECK(kernels::cuda::col_elems_weight_grad(g, images) == (images == 1 ? 1701 : padded + images * 4 * 63));
+  }
+  {
+    const WorkspaceLimitGuard big(int64_t{1} << 26);
+    kernels::ConvGeometry large = g;  // 64 x 64 outputs: one image per weight-gradient GEMM
+    large.H = large.W = large.P = large.Q = 64;
+    CHECK(kernels::cuda::conv_weight_grad_images(large) == 1);
+    CHECK(kernels::cuda::conv_weight_grad_images(g) == 5);
   }
   const WorkspaceLimitGuard pointwise_limit(2 * 7 * 63);
   CHECK(kernels::cuda::conv_weight_grad_images(pointwise) == 2);
-  CHECK(kernels::cuda::col_elems_weight_grad(pointwise, 2) == 2 * 7 * 63);
+  CHECK(kernels::cuda::col_elems_weight_grad(pointwise, 2) == (2 * 3 * 63 + 63) / 64 * 64 + 2 * 4 * 63);
   CHECK(kernels::cuda::col_elems_weight_grad(pointwise, 1) == 0);
   CHECK_THROWS_AS(kernels::cuda::set_conv_workspace_limit(0), ValueError);
 #endif
@@ -770,7 +779,7 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
         return ops::conv2d_backward_input(v[0], v[1], x.shape(), pad1);
       }, 1e-5, tol(dt));
       // The weight gradient's groups need (27 + 4) x 63 = 1953 elements an
-      // image: 1, 1, 1 and 5 images here.
+      // image: groups of 1, 1, 2 (2 + 2 + 1) and 5 here.
       check_op("conv2d_backward_weight in groups", {g, x}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d_backward_weight(v[0], v[1], w.shape(), pad1);
       }, 1e-4, tol(dt));

@@ -159,13 +159,22 @@ bench "unet bf16" 120 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 -
   --precision bf16
 bench "torch unet bf16" 120 $py bench/peers/torch_segmenter.py --base 64 --depth 4 --size 256 --batch 16 --repeats 10 \
   --device cuda --amp bf16
-bench "unet+crf" 120 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 --repeats 5 --device cuda --crf
+# With the layer's profile (its lattice and iteration scopes): session 42's
+# H100 run had none when the layer took +401% of the step.
+bench "unet+crf" 150 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 --repeats 5 --device cuda --crf \
+  --profile 2
 # The demo (scripts/demo.sh's training) on the GPU: 8 epochs of U-Net + CRF-RNN.
 bench "demo train on cuda" 180 "$bin/tools/crfseg" train --data synth:600 --epochs 8 --batch 8 --base 16 --depth 3 \
   --lr 0.004 --crf --crf-lr-mult 30 --seed 0 --out "$out/demo" --overwrite --device cuda
 cp "$out/demo/metrics.csv" "$out/gpu-check-demo-metrics.csv" 2>/dev/null; rm -rf "$out/demo"
 bench conv 120 "$bin/bench/bench_conv_cuda" --repeats 5
 bench "torch conv" 120 $py bench/peers/torch_conv_cuda.py --repeats 5
+# Where issue #7's U-Net step's GPU time goes, kernel by kernel (Nsight
+# Compute): the table goes to the bench log, ncu's raw CSV stays off $OUT
+# (the device tool returns at most 8 files).
+if command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; then
+  bench "kernels (ncu)" 150 env OUT="$(mktemp -d)" scripts/gpu-kernels.sh --prebuilt "$bin"
+fi
 
 # 4. The memory checker over the CUDA suite, when the machine has one.
 if command -v compute-sanitizer >/dev/null && in_budget memcheck; then

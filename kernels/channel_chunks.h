@@ -21,6 +21,10 @@ namespace crfseg::kernels {
 struct ChannelChunks {
   int64_t splits;  // chunks (blocks) per channel, >= 1
   int64_t chunk;   // values per chunk (the last may hold fewer), >= 1
+
+  // Chunk `split` of a channel's M values: in-channel indices [begin, end).
+  CRFSEG_HD int64_t begin(int64_t split) const { return split * chunk; }
+  CRFSEG_HD int64_t end(int64_t split, int64_t M) const { return begin(split) + chunk < M ? begin(split) + chunk : M; }
 };
 
 // At least kMinPerChunk values per chunk (32 per thread of a 256-thread

@@ -84,7 +84,7 @@ void check_grad(const char* op, const Tensor& grad, const Shape& want) {
 #ifdef CRFSEG_WITH_CUDA
 // The im2col workspace of the CUDA convolutions (kernels/cuda/conv2d.h)
 // for `images` images at a time.
-Tensor col_workspace(const ConvGeometry& g, const Tensor& like, int64_t images = 1) {
+Tensor col_workspace(const ConvGeometry& g, const Tensor& like, int64_t images) {
   return Tensor::empty({kernels::cuda::col_elems(g, images)}, like.options());
 }
 #endif

@@ -1,7 +1,6 @@
 // CUDA batch norm (see batchnorm.h).
-#include <cmath>
-
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/channel_chunks.h"
 #include "kernels/cuda/batchnorm.h"
@@ -27,9 +26,8 @@ __global__ void stats_partial_kernel(const T* __restrict__ x, int64_t C, int64_t
                                      int64_t M, Moments* __restrict__ partials) {
   __shared__ Moments part[kThreads];
   const int64_t c = blockIdx.x, split = blockIdx.y;
-  const int64_t j0 = split * plan.chunk, j1 = j0 + plan.chunk < M ? j0 + plan.chunk : M;
   double K = 0.0, s1 = 0.0, s2 = 0.0, n = 0.0;
-  walk_channel_chunk(c, C, inner, j0, j1, threadIdx.x, kThreads, [&](int64_t k) {
+  walk_channel_chunk(c, C, inner, plan.begin(split), plan.end(split, M), threadIdx.x, kThreads, [&](int64_t k) {
     const double v = static_cast<double>(x[k]);
     if (n == 0.0) K = v;
     const double d = v - K;
@@ -76,10 +74,9 @@ __global__ void grad_sums_partial_kernel(const T* __restrict__ g, const T* __res
                                          double* __restrict__ partials) {
   __shared__ double s_g[kThreads], s_gx[kThreads];
   const int64_t c = blockIdx.x, split = blockIdx.y;
-  const int64_t j0 = split * plan.chunk, j1 = j0 + plan.chunk < M ? j0 + plan.chunk : M;
   const double mu = static_cast<double>(mean[c]), is = static_cast<double>(invstd[c]);
   double sg = 0.0, sgx = 0.0;
-  walk_channel_chunk(c, C, inner, j0, j1, threadIdx.x, kThreads, [&](int64_t k) {
+  walk_channel_chunk(c, C, inner, plan.begin(split), plan.end(split, M), threadIdx.x, kThreads, [&](int64_t k) {
     const double gm = (y != nullptr && !(y[k] > T(0))) ? 0.0 : static_cast<double>(g[k]);
     sg += gm;
     if (x != nullptr) sgx += gm * (static_cast<double>(x[k]) - mu) * is;

@@ -40,7 +40,7 @@ int64_t set_conv_workspace_limit(int64_t elems);
 
 // Workspace elements for `images` images (none for pointwise convolutions,
 // which read x or write dx in place of columns).
-inline int64_t col_elems(const ConvGeometry& g, int64_t images = 1) {
+inline int64_t col_elems(const ConvGeometry& g, int64_t images) {
   return g.is_pointwise() ? 0 : images * g.crs() * g.pq();
 }
 // The weight gradient's workspace: one image needs its columns (none when

@@ -188,10 +188,9 @@ TEST_CASE("batchnorm: the CUDA channel chunks cover every value once") {
     bool ordered = true, in_channel = true;
     for (int64_t c = 0; c < t.C; ++c) {
       for (int64_t s = 0; s < plan.splits; ++s) {
-        const int64_t j0 = s * plan.chunk, j1 = std::min(M, j0 + plan.chunk);
         for (int64_t tid = 0; tid < t.threads; ++tid) {
           int64_t last = -1;
-          kernels::walk_channel_chunk(c, t.C, t.inner, j0, j1, tid, t.threads, [&](int64_t k) {
+          kernels::walk_channel_chunk(c, t.C, t.inner, plan.begin(s), plan.end(s, M), tid, t.threads, [&](int64_t k) {
             ordered = ordered && k > last;
             last = k;
             in_channel = in_channel && (k / t.inner) % t.C == c;

@@ -68,37 +68,38 @@ int as_int(int64_t v, const char* what) {
 }
 
 // Row-major C[M,N] = op(A) op(B) is column-major C^T[N,M] = op(B)^T op(A)^T:
-// swap the operands and the sizes, keep the transposes.
-// Operands of type In (T, or bf16 for T = float), output and scalars of type T.
+// swap the operands and the sizes, keep the transposes; in a strided batch
+// the batch strides swap with their operands. Operands of type In (T, or
+// bf16 for T = float), output and scalars of type T. fn is a
+// cublas*StridedBatched-shaped call.
 template <typename T, typename In, typename Fn>
-void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const In* A, int64_t lda,
-                   const In* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream, const char* name) {
-  if (M == 0 || N == 0) return;
+void gemm_rowmajor_batched(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const In* A,
+                           int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, T beta, T* C,
+                           int64_t ldc, int64_t stride_c, int64_t batch, Stream stream, const char* name) {
+  if (M == 0 || N == 0 || batch == 0) return;
   cublasHandle_t h = prepare(stream);
   // cuBLAS rejects ld < 1. An ld of 0 reaches here only for rows of length
   // 0 (ops::matmul copies broadcast, stride-0 operands first), where nothing
   // is read: clamp it.
   auto ld = [](int64_t v) { return v < 1 ? int64_t{1} : v; };
   check_cublas(fn(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, as_int(N, "N"), as_int(M, "M"),
-                  as_int(K, "K"), &alpha, B, as_int(ld(ldb), "ldb"), A, as_int(ld(lda), "lda"), &beta, C,
-                  as_int(ld(ldc), "ldc")),
-               name);
-}
-
-// The strided-batched form of gemm_rowmajor: the operands swap, and their
-// batch strides with them.
-template <typename T, typename Fn>
-void gemm_rowmajor_batched(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-                           int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta, T* C,
-                           int64_t ldc, int64_t stride_c, int64_t batch, Stream stream, const char* name) {
-  if (M == 0 || N == 0 || batch == 0) return;
-  cublasHandle_t h = prepare(stream);
-  auto ld = [](int64_t v) { return v < 1 ? int64_t{1} : v; };
-  check_cublas(fn(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, as_int(N, "N"), as_int(M, "M"),
                   as_int(K, "K"), &alpha, B, as_int(ld(ldb), "ldb"), static_cast<long long>(stride_b), A,
                   as_int(ld(lda), "lda"), static_cast<long long>(stride_a), &beta, C, as_int(ld(ldc), "ldc"),
                   static_cast<long long>(stride_c), as_int(batch, "batch")),
                name);
+}
+
+// One product: fn is a cublas*Gemm-shaped call, given the batched form's
+// arguments without the strides and the count.
+template <typename T, typename In, typename Fn>
+void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const In* A, int64_t lda,
+                   const In* B, int64_t ldb, T beta, T* C, int64_t ldc, Stream stream, const char* name) {
+  const auto one = [&fn](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                         const T* alpha_, const In* a, int la, long long, const In* b, int lb, long long,
+                         const T* beta_, T* c, int lc, long long, int) {
+    return fn(h, opa, opb, m, n, k, alpha_, a, la, b, lb, beta_, c, lc);
+  };
+  gemm_rowmajor_batched<T, In>(one, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, stream, name);
 }
 
 // dst[r * cols + c] = bf16(src[r * ld + c]): a stored operand, compacted
@@ -196,8 +197,9 @@ void sgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
     return;
   }
   if (precision == GemmPrecision::fp32) {
-    gemm_rowmajor_batched<float>(cublasSgemmStridedBatched, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb,
-                                 stride_b, beta, C, ldc, stride_c, batch, stream, "cublasSgemmStridedBatched");
+    gemm_rowmajor_batched<float, float>(cublasSgemmStridedBatched, ta, tb, M, N, K, alpha, A, lda, stride_a, B,
+                                        ldb, stride_b, beta, C, ldc, stride_c, batch, stream,
+                                        "cublasSgemmStridedBatched");
     return;
   }
   auto gemm_ex = [](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
@@ -207,16 +209,17 @@ void sgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
                                       beta_, c, CUDA_R_32F, lc, sc, count, CUBLAS_COMPUTE_32F_FAST_TF32,
                                       CUBLAS_GEMM_DEFAULT);
   };
-  gemm_rowmajor_batched<float>(gemm_ex, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
-                               stride_c, batch, stream, "cublasGemmStridedBatchedEx");
+  gemm_rowmajor_batched<float, float>(gemm_ex, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
+                                      ldc, stride_c, batch, stream, "cublasGemmStridedBatchedEx");
 }
 
 void dgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
                            int64_t lda, int64_t stride_a, const double* B, int64_t ldb, int64_t stride_b,
                            double beta, double* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
   check_batch("dgemm_strided_batched", stride_a, stride_b, stride_c, batch);
-  gemm_rowmajor_batched<double>(cublasDgemmStridedBatched, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb,
-                                stride_b, beta, C, ldc, stride_c, batch, stream, "cublasDgemmStridedBatched");
+  gemm_rowmajor_batched<double, double>(cublasDgemmStridedBatched, ta, tb, M, N, K, alpha, A, lda, stride_a, B,
+                                        ldb, stride_b, beta, C, ldc, stride_c, batch, stream,
+                                        "cublasDgemmStridedBatched");
 }
 
 GemmPrecision gemm_precision() { return static_cast<GemmPrecision>(g_precision.load()); }

@@ -93,12 +93,22 @@ CRFSEG_HD inline void im2col_values(const T* xc, const Geometry32& g, int r, int
   }
 }
 
+// The output position a tap reads from along one dimension: x = h + pad -
+// tap dil (x >= 0) is o stride exactly for an output o < out, else -1. At
+// stride 1 no division.
+CRFSEG_HD inline int tap_output(int x, int stride, int out) {
+  if (stride != 1) {
+    if (x % stride != 0) return -1;
+    x /= stride;
+  }
+  return x < out ? x : -1;
+}
+
 // dx at input (h, w) of one channel: the sum, over taps (r, s) in order, of
 // the column entry that read (h, w). cc is the channel's R S column rows of
 // P Q entries. Tap (r, s) read (h, w) from output (p, q) when
-// h = p sh - ph + r dh exactly, i.e. p = (h + ph - r dh) / sh with no
-// remainder; likewise q. hp falls as r grows, so the first negative one
-// ends the loop, and stride 1 needs no division.
+// h = p sh - ph + r dh exactly (tap_output); likewise q. h + ph - r dh
+// falls as r grows, so the first negative one ends the loop.
 template <typename T>
 CRFSEG_HD inline T col2im_value(const T* cc, const Geometry32& g, int h, int w) {
   const int64_t PQ = static_cast<int64_t>(g.P) * g.Q;
@@ -106,22 +116,13 @@ CRFSEG_HD inline T col2im_value(const T* cc, const Geometry32& g, int h, int w) 
   for (int r = 0; r < g.R; ++r) {
     const int hp = h + g.ph - r * g.dh;
     if (hp < 0) break;
-    int p = hp;
-    if (g.sh != 1) {
-      if (hp % g.sh != 0) continue;
-      p = hp / g.sh;
-    }
-    if (p >= g.P) continue;
+    const int p = tap_output(hp, g.sh, g.P);
+    if (p < 0) continue;
     for (int s = 0; s < g.S; ++s) {
       const int wq = w + g.pw - s * g.dw;
       if (wq < 0) break;
-      int q = wq;
-      if (g.sw != 1) {
-        if (wq % g.sw != 0) continue;
-        q = wq / g.sw;
-      }
-      if (q >= g.Q) continue;
-      acc += cc[(r * g.S + s) * PQ + p * g.Q + q];
+      const int q = tap_output(wq, g.sw, g.Q);
+      if (q >= 0) acc += cc[(r * g.S + s) * PQ + p * g.Q + q];
     }
   }
   return acc;

@@ -1,7 +1,7 @@
 // bench_gemm_cuda: every CUDA SGEMM variant (kernels/cuda/gemm) beside
 // cuBLAS in the same run, on the same device buffers.
 //
-//   build/bench/bench_gemm_cuda [--quick] [--repeats R] [--sizes 4096,1024x768x300,...] [--tf32]
+//   build/bench/bench_gemm_cuda [--quick] [--repeats R] [--sizes 4096,1024x768x300,...] [--tf32] [--tb]
 //
 // Each variant runs W warm-up calls, then R timed calls, each timed with CUDA
 // events on the current stream; the table gives the median ms, GFLOP/s
@@ -13,6 +13,10 @@
 // TF32 variant is registered (or with --tf32); TF32 variants' ratios are to it. Without a
 // device it prints why and exits 0 (so `meson test --benchmark` passes on
 // CPU-only machines), naming the skip.
+//
+// --tb stores B as [N][K] and runs every variant with B transposed: the
+// layout the wgmma variants (v6, v7) read in place; without it they pack
+// B K-major first, inside the timed call.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -52,7 +56,7 @@ std::vector<Size> parse_sizes(const std::string& text) {
 
 int main(int argc, char** argv) {
   int repeats = 20, warmup = 3;
-  bool tf32 = false;
+  bool tf32 = false, tb = false;
   std::vector<Size> sizes = {{4096, 4096, 4096}, {1024, 1024, 1024}, {4096, 1024, 4608}, {127, 1023, 515}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -60,8 +64,9 @@ int main(int argc, char** argv) {
     else if (a == "--repeats" && i + 1 < argc) repeats = std::max(1, std::atoi(argv[++i]));
     else if (a == "--sizes" && i + 1 < argc) sizes = parse_sizes(argv[++i]);
     else if (a == "--tf32") tf32 = true;
+    else if (a == "--tb") tb = true;
     else {
-      std::fprintf(stderr, "usage: bench_gemm_cuda [--quick] [--repeats R] [--sizes LIST] [--tf32]\n");
+      std::fprintf(stderr, "usage: bench_gemm_cuda [--quick] [--repeats R] [--sizes LIST] [--tf32] [--tb]\n");
       return 2;
     }
   }
@@ -74,24 +79,27 @@ int main(int argc, char** argv) {
   namespace kcu = kernels::cuda;
   Generator gen(1);
   const auto stream = cuda::current_stream(0);
+  std::printf("# B %s; wgmma kernels (v6, v7) %s\n", tb ? "transposed ([N][K])" : "as [K][N]",
+              kcu::sgemm_wgmma_active() ? "active" : "inactive: they run v5");
   std::printf("| M x N x K | variant | median ms | GFLOP/s | vs cuBLAS | max rel err |\n|---|---|---|---|---|---|\n");
   for (const Size s : sizes) {
     const Tensor A = rand({s.M, s.K}, {DType::f32, Device::cuda(0)}, gen);
-    const Tensor B = rand({s.K, s.N}, {DType::f32, Device::cuda(0)}, gen);
+    const Tensor B = rand(tb ? Shape{s.N, s.K} : Shape{s.K, s.N}, {DType::f32, Device::cuda(0)}, gen);
+    const int64_t ldb = tb ? s.K : s.N;
     const Tensor ref = empty({s.M, s.N}, {DType::f32, Device::cuda(0)});
-    kcu::sgemm_cublas(false, false, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), s.N, 0.0f,
+    kcu::sgemm_cublas(false, tb, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), ldb, 0.0f,
                       ref.data<float>(), s.N, stream);
     const std::vector<float> want = ref.to(Device::cpu()).to_vector<float>();
     auto time_variant = [&](kcu::CudaSgemmFn fn, const Tensor& C) {
       for (int i = 0; i < warmup; ++i) {
-        fn(false, false, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), s.N, 0.0f, C.data<float>(), s.N,
+        fn(false, tb, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), ldb, 0.0f, C.data<float>(), s.N,
            stream);
       }
       std::vector<double> ms;
       cuda::Event start(0), stop(0);
       for (int i = 0; i < repeats; ++i) {
         start.record(stream);
-        fn(false, false, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), s.N, 0.0f, C.data<float>(), s.N,
+        fn(false, tb, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), ldb, 0.0f, C.data<float>(), s.N,
            stream);
         stop.record(stream);
         stop.synchronize();
@@ -118,7 +126,7 @@ int main(int argc, char** argv) {
       const kcu::GemmPrecision previous = kcu::set_gemm_precision(
           r.tf32 && r.fn == kcu::sgemm_cublas ? kcu::GemmPrecision::tf32 : kcu::GemmPrecision::fp32);
       const Tensor C = full({s.M, s.N}, NAN, {DType::f32, Device::cuda(0)});  // poisoned: unwritten shows
-      r.fn(false, false, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), s.N, 0.0f, C.data<float>(), s.N,
+      r.fn(false, tb, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), ldb, 0.0f, C.data<float>(), s.N,
            stream);
       const std::vector<float> got = C.to(Device::cpu()).to_vector<float>();
       double num = 0, den = 0;

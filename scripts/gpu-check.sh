@@ -13,7 +13,7 @@
 #   --budget S      skip the stages that would start after S seconds (the
 #                   device lease is short; the stages run most-needed first)
 #
-# Without --prebuilt it builds build-gpu (release, sm_90) first; that needs
+# Without --prebuilt it builds build-gpu (release, sm_90a) first; that needs
 # doctest's and stb's headers, which a machine without Debian's packages gets
 # from .gpu-deps/ (scripts/gpu-deps.sh fills it here; carry it).
 # Logs and result tables go to $OUT (the device tool's output folder) or
@@ -74,7 +74,7 @@ if [ -n "$prebuilt" ]; then
 else
   bin=build-gpu
   if [ ! -f build-gpu/build.ninja ]; then
-    meson setup build-gpu -Dcuda=enabled -Dgpu_arch=90 -Dnative=true >"$out/gpu-check-setup.log" 2>&1 ||
+    meson setup build-gpu -Dcuda=enabled -Dgpu_arch=90a -Dnative=true >"$out/gpu-check-setup.log" 2>&1 ||
       { tail -40 "$out/gpu-check-setup.log"; echo "gpu-check: meson setup failed"; exit 1; }
   fi
   if ! ninja -C build-gpu -j "$jobs" >"$out/gpu-check-build.log" 2>&1; then
@@ -144,6 +144,8 @@ if ((quick)); then
 else
   bench gemm 120 "$bin/bench/bench_gemm_cuda" --tf32
 fi
+# B stored [N][K]: the wgmma variants without their packing pass.
+bench "gemm tb" 60 "$bin/bench/bench_gemm_cuda" --sizes 4096,8192x8192x4096 --repeats 10 --tb
 for args in "--base 64 --depth 4 --size 256 --batch 16" "--base 16 --depth 4 --size 128 --batch 4"; do
   # The first (issue #7's U-Net) also prints where its step's time goes, on
   # both sides: 3 more steps under each framework's profiler.

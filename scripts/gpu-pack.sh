@@ -9,12 +9,12 @@
 # the library statically, so xz over them all is a fraction of their size
 # (the device tool carries at most 64 MiB). The build is portable: -Dnative=false (the kernels still pick
 # AVX-512 or AVX2 at run time, so the other machine's CPU may differ), CUDA
-# for sm_90, and no optional peers or MPI, whose libraries the GPU machine's
+# for sm_90a, and no optional peers or MPI, whose libraries the GPU machine's
 # image may lack. Its glibc must be at least this machine's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-build-dev}"
-opts=(--buildtype=release -Dcuda=enabled -Dgpu_arch=90 -Dnative=false -Dpeers=disabled -Dmpi=disabled)
+opts=(--buildtype=release -Dcuda=enabled -Dgpu_arch=90a -Dnative=false -Dpeers=disabled -Dmpi=disabled)
 # The options are applied to an existing build folder too: one configured
 # for this CPU (-Dnative=true) or without CUDA must not be packed.
 if [ -f "$dir/build.ninja" ]; then meson configure "$dir" "${opts[@]}"; else meson setup "$dir" "${opts[@]}"; fi

@@ -14,6 +14,9 @@
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
 #include "kernels/cuda/conv2d.h"
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/cuda_check.h"
+#endif
 #include "kernels/cuda/gemm/gemm.h"
 #include "tensor/cuda_memory.h"
 #include "tests/support/helpers.h"
@@ -162,7 +165,12 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
                        // tail in every dimension: 3 rows, 4 columns, 4 deep;
                        // then 5 slices of 32, so each of v5's 3 stages is
                        // refilled while the others are read.
-                       Case{131, 260, 36}, Case{131, 260, 132}}) {
+                       Case{131, 260, 36}, Case{131, 260, 132},
+                       // v6/v7 (128 x 256 tiles, 4 stages of 32): 10 slices
+                       // wrap the stages twice, 3 tile rows leave v7's
+                       // second pair half outside M, and 17 tile rows pass
+                       // the 16-row raster group.
+                       Case{300, 520, 300}, Case{2100, 300, 40}}) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         const Tensor A = random_tensor(ta ? Shape{c.K, c.M} : Shape{c.M, c.K}, 7);
@@ -250,6 +258,23 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
       }
     }
   }
+}
+
+// A variant that silently handed every call to another would pass the
+// tests above on the other's merits: on a compute capability 9.0 device,
+// an sm_90a build must run v6 and v7's own wgmma kernels.
+TEST_CASE("cuda ops: the wgmma SGEMM variants run their own kernels on compute capability 9.0" *
+          doctest::skip(kNoDevice)) {
+  int major = 0, minor = 0;
+  CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+#if defined(CRFSEG_CUDA_SM90A)
+  const bool expected = major == 9 && minor == 0;
+#else
+  const bool expected = false;
+#endif
+  MESSAGE("compute capability ", major, ".", minor, ", wgmma kernels active: ", kernels::cuda::sgemm_wgmma_active());
+  CHECK(kernels::cuda::sgemm_wgmma_active() == expected);
 }
 
 // Rows padded to a multiple of 4 with column counts that are not: v5's

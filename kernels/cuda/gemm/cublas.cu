@@ -246,6 +246,11 @@ const std::vector<CudaSgemmVariant>& sgemm_variants() {
        "TF32 precision; sm_80 or later; A and B not transposed, ld % 4 == 0, 16-byte aligned, 105 KiB of shared "
        "memory per block (else v3)",
        true},
+      {"v6_tf32_wgmma", sgemm_v6_tf32_wgmma,
+       "TF32 precision; sm_90a build on a compute capability 9.0 device (else v5); packs B (and a transposed or "
+       "unaligned A) K-major first",
+       true},
+      {"v7_tf32_wgmma_pair", sgemm_v7_tf32_wgmma_pair, "as v6, in clusters of two blocks sharing B's tile", true},
   };
   return v;
 }

@@ -31,7 +31,16 @@
 //                 pipeline (16-byte copies straight to shared memory, 32-deep
 //                 slices, one barrier each) for A, B not transposed with
 //                 16-byte aligned rows; other calls run v3. Written without
-//                 a GPU (session 41): untested on a device until one is lent.
+//                 a GPU (session 41); 0.28x cuBLAS TF32 on an H100.
+//   v6_tf32_wgmma: Hopper's warpgroup MMA (wgmma, m64n256k8) fed by TMA
+//                 copies through a 4-stage mbarrier pipeline, one producer
+//                 and two consumer warpgroups per 128x256 tile; operands the
+//                 TMA cannot read K-major are packed first. Needs an sm_90a
+//                 build and a compute capability 9.0 device (else v5).
+//   v7_tf32_wgmma_pair: v6 with blocks in clusters of two along M that
+//                 share B's tile: each loads half of it and the TMA
+//                 multicasts it to both, halving B's L2 reads. Written
+//                 without a GPU (session 43).
 // Production: CRFSEG_CUDA_SGEMM=<name> selects a variant; default cublas.
 #pragma once
 
@@ -69,6 +78,13 @@ void sgemm_v4_float4_dbuf(bool, bool, int64_t, int64_t, int64_t, float, const fl
                           int64_t, float, float*, int64_t, Stream);
 void sgemm_v5_tf32_async(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
                          int64_t, float, float*, int64_t, Stream);
+void sgemm_v6_tf32_wgmma(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                         int64_t, float, float*, int64_t, Stream);
+void sgemm_v7_tf32_wgmma_pair(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                              int64_t, float, float*, int64_t, Stream);
+// Whether v6 and v7 run their own wgmma kernels on the current device
+// (built for sm_90a, compute capability 9.0), rather than handing calls to v5.
+bool sgemm_wgmma_active();
 
 // Production entry points (f64 always goes to cuBLAS's DGEMM).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

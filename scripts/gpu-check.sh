@@ -175,7 +175,7 @@ bench "torch conv" 120 $py bench/peers/torch_conv_cuda.py --repeats 5
 # Compute): the table goes to the bench log, ncu's raw CSV stays off $OUT
 # (the device tool returns at most 8 files).
 if command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; then
-  bench "kernels (ncu)" 150 env OUT="$(mktemp -d)" scripts/gpu-kernels.sh --prebuilt "$bin"
+  bench "kernels (ncu)" 240 env OUT="$(mktemp -d)" scripts/gpu-kernels.sh --prebuilt "$bin"
 fi
 
 # 4. The memory checker over the CUDA suite, when the machine has one.

@@ -8,7 +8,7 @@
 #   scripts/gpu-kernels.sh [--prebuilt DIR] [bench_models arguments]
 #
 # The arguments default to issue #7's U-Net (base 64, 256^2, batch 16). The
-# table goes to stdout and $OUT/gpu-kernels.md, the raw CSV to $OUT.
+# tables go to stdout and $OUT/gpu-kernels.md, the raw CSVs to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-check-out}"
@@ -31,4 +31,17 @@ timeout 400 "$ncu" --csv --clock-control none --metrics gpu__time_duration.sum \
 rc=$?
 python3 scripts/kernel_times.py "$out/ncu-unet.csv" | tee "$out/gpu-kernels.md"
 table_rc=${PIPESTATUS[0]}
-exit $((rc || table_rc))
+# crfseg's own kernels again, the first 400 launches (the warm-up step),
+# with the share of peak DRAM bandwidth and of peak SM throughput each ran
+# at: whether im2col, col2im and batch norm are near the memory's limit or
+# short of it (ncu replays each launch for these, so only these).
+echo
+echo "crfseg's kernels, first 400 launches, with throughput (% of peak):"
+timeout 300 "$ncu" --csv --clock-control none --launch-count 400 \
+  --kernel-name regex:'im2col|col2im|plane_kernel|grad_sums|for_each|max_pool|softmax|sgemm_tf32' \
+  --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+  "$bin/bench/bench_models" "${args[@]}" --repeats 1 --warmup 1 --device cuda >"$out/ncu-unet-own.csv" 2>&1
+own_rc=$?
+python3 scripts/kernel_times.py "$out/ncu-unet-own.csv" | tee -a "$out/gpu-kernels.md"
+own_table_rc=${PIPESTATUS[0]}
+exit $((rc || table_rc || own_rc || own_table_rc))

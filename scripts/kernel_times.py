@@ -8,6 +8,11 @@ own messages and the profiled program's output may be mixed in.
     python3 scripts/kernel_times.py ncu.csv [--top 25]
 
 Prints a markdown table: milliseconds, share of the total, launches, kernel.
+When the CSV also holds throughput metrics (ncu --metrics
+gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,
+sm__throughput.avg.pct_of_peak_sustained_elapsed), each gets a column: its
+mean over the kernel's launches, weighted by their durations, so a kernel's
+figure is what its time was spent at.
 """
 import argparse
 import collections
@@ -53,26 +58,50 @@ def main():
         sys.exit(f"kernel_times: no ncu CSV rows with 'Kernel Name' and 'Metric Value' in {args.csv_file}")
     ms = collections.Counter()
     launches = collections.Counter()
-    for row in rows:
-        if row.get("Metric Name", "gpu__time_duration.sum") != "gpu__time_duration.sum":
+    duration = {}  # launch id -> (kernel, ms)
+    extra = collections.defaultdict(dict)  # launch id -> {metric: value}
+    for i, row in enumerate(rows):
+        metric = row.get("Metric Name", "gpu__time_duration.sum")
+        launch = row.get("ID", str(i))
+        value = float(row["Metric Value"].replace(",", ""))
+        if metric != "gpu__time_duration.sum":
+            extra[launch][metric] = value
             continue
         unit = row.get("Metric Unit", "nsecond").strip()
         if unit not in UNITS:
             sys.exit(f"kernel_times: unknown duration unit {unit!r}")
-        value = float(row["Metric Value"].replace(",", ""))
         name = short_name(row["Kernel Name"])
         ms[name] += value * UNITS[unit]
         launches[name] += 1
+        duration[launch] = (name, value * UNITS[unit])
+    # Duration-weighted means of the other metrics, by kernel.
+    metrics = sorted({m for values in extra.values() for m in values})
+    weighted = collections.defaultdict(lambda: collections.defaultdict(float))
+    weight = collections.defaultdict(lambda: collections.defaultdict(float))
+    for launch, values in extra.items():
+        if launch not in duration:
+            continue
+        name, t = duration[launch]
+        for m, v in values.items():
+            weighted[name][m] += v * t
+            weight[name][m] += t
+    headers = [m.split("__")[0] + " " + ("%" if "pct" in m else m.split(".")[-1]) for m in metrics]
+
+    def extra_cells(name):
+        return "".join(f" {weighted[name][m] / weight[name][m]:.0f} |" if weight[name][m] > 0 else " |"
+                       for m in metrics)
+
     total = sum(ms.values())
     print(f"total kernel time {total:.1f} ms over {sum(launches.values())} launches\n")
-    print("| ms | share | launches | kernel |")
-    print("|---|---|---|---|")
+    print("| ms | share | launches |" + "".join(f" {h} |" for h in headers) + " kernel |")
+    print("|---|---|---|" + "---|" * len(metrics) + "---|")
     for name, t in ms.most_common(args.top):
-        print(f"| {t:.1f} | {100 * t / total:.1f}% | {launches[name]} | `{name}` |")
+        print(f"| {t:.1f} | {100 * t / total:.1f}% | {launches[name]} |{extra_cells(name)} `{name}` |")
     rest = ms.most_common()[args.top:]
     if rest:
         t = sum(v for _, v in rest)
-        print(f"| {t:.1f} | {100 * t / total:.1f}% | {sum(launches[n] for n, _ in rest)} | ({len(rest)} more) |")
+        print(f"| {t:.1f} | {100 * t / total:.1f}% | {sum(launches[n] for n, _ in rest)} |" + " |" * len(metrics)
+              + f" ({len(rest)} more) |")
 
 
 if __name__ == "__main__":

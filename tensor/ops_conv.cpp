@@ -123,6 +123,13 @@ Tensor conv2d_forward(const char* op, const Tensor& x_in, const Tensor& w_in, co
                                         y.data<T>(), detail::stream_of(x));
         return;
       }
+      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::winograd && kcu::winograd_applies(g)) {
+        const int64_t images = kcu::winograd_group_images(g);
+        const Tensor work = Tensor::empty({kcu::winograd_workspace(g, images)}, x.options());
+        kcu::conv2d_winograd<T>(g, x.data<T>(), w.data<T>(), false, bias.defined() ? bias.data<T>() : nullptr,
+                                y.data<T>(), work.data<T>(), images, detail::stream_of(x));
+        return;
+      }
       const int64_t images = kcu::conv_group_images(g);  // read once: sizes col and the kernel's groups
       const Tensor col = col_workspace(g, x, images);
       kernels::cuda::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
@@ -166,6 +173,14 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
       namespace kcu = kernels::cuda;
       if (kcu::conv_algorithm() == kcu::ConvAlgorithm::implicit_gemm) {
         kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), detail::stream_of(grad));
+        return;
+      }
+      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::winograd && kcu::winograd_applies(g)) {
+        const ConvGeometry b = kcu::winograd_backward_input_geometry(g);  // conv(grad, flipped w^T)
+        const int64_t images = kcu::winograd_group_images(b);
+        const Tensor work = Tensor::empty({kcu::winograd_workspace(b, images)}, grad.options());
+        kcu::conv2d_winograd<T>(b, grad.data<T>(), w.data<T>(), true, nullptr, dx.data<T>(), work.data<T>(), images,
+                                detail::stream_of(grad));
         return;
       }
       const int64_t images = kernels::cuda::conv_group_images(g);

@@ -49,11 +49,13 @@ ConvAlgorithm conv_algorithm() {
   if (a < 0) {
     const char* env = std::getenv("CRFSEG_CUDA_CONV");
     const std::string v = env == nullptr ? "" : env;
-    CRFSEG_CHECK(v.empty() || v == "im2col" || v == "implicit", ValueError,
-                 "CRFSEG_CUDA_CONV: expected im2col or implicit, got '", v, "'");
+    CRFSEG_CHECK(v.empty() || v == "im2col" || v == "implicit" || v == "winograd", ValueError,
+                 "CRFSEG_CUDA_CONV: expected im2col, implicit or winograd, got '", v, "'");
+    const ConvAlgorithm chosen = v == "implicit"   ? ConvAlgorithm::implicit_gemm
+                                 : v == "winograd" ? ConvAlgorithm::winograd
+                                                   : ConvAlgorithm::im2col;
     int expected = -1;
-    g_conv_algorithm.compare_exchange_strong(
-        expected, static_cast<int>(v == "implicit" ? ConvAlgorithm::implicit_gemm : ConvAlgorithm::im2col));
+    g_conv_algorithm.compare_exchange_strong(expected, static_cast<int>(chosen));
     a = g_conv_algorithm.load();
   }
   return static_cast<ConvAlgorithm>(a);

@@ -1,7 +1,8 @@
-// CUDA convolution, two paths. im2col + GEMM forward, GEMM + col2im
+// CUDA convolution, three paths. im2col + GEMM forward, GEMM + col2im
 // backward-input, im2col + GEMM backward-weight (the safe reference path;
-// the GEMMs go through kernels/cuda/gemm, so cuBLAS by default); and an
-// implicit GEMM that gathers its tiles from the tensors (conv2d_implicit.cu).
+// the GEMMs go through kernels/cuda/gemm, so cuBLAS by default); an
+// implicit GEMM that gathers its tiles from the tensors (conv2d_implicit.cu);
+// and Winograd F(2x2, 3x3) for 3x3 stride-1 layers (conv2d_winograd.cu).
 // The GPU side of tensor/ops_conv.cpp, with kernels/ref/conv2d.h's geometry.
 //
 // Per image n, with CRS = C*R*S and PQ = P*Q:
@@ -20,6 +21,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/geometry.h"
+#include "kernels/cuda/winograd_rules.h"
 #include "kernels/ref/conv2d.h"
 
 namespace crfseg::kernels::cuda {
@@ -84,11 +86,27 @@ void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const 
 template <typename T>
 void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const T* x, T* dw, Stream stream);
 
-// Which path the ops take: im2col + GEMM (the default, the safe reference)
-// or implicit GEMM. The environment variable CRFSEG_CUDA_CONV=im2col|implicit
-// sets it at start; set_conv_algorithm changes it (tests run both) and
-// returns the previous one.
-enum class ConvAlgorithm { im2col, implicit_gemm };
+// The Winograd F(2x2, 3x3) path (conv2d_winograd.cu; winograd_rules.h has
+// the algorithm): the forward of a geometry winograd_applies accepts, with
+// w the geometry's own [K, C, 3, 3] filters, or, when `backward`, the
+// forward's filters ([C, K, 3, 3]) that winograd_backward_input_geometry's
+// convolution uses flipped (then x is the output gradient, y the input
+// gradient, bias null). `work` holds winograd_workspace(g, images)
+// elements; image groups of winograd_group_images(g) fit the workspace
+// limit.
+int64_t winograd_group_images(const ConvGeometry& g);
+int64_t winograd_workspace(const ConvGeometry& g, int64_t images);
+template <typename T>
+void conv2d_winograd(const ConvGeometry& g, const T* x, const T* w, bool backward, const T* bias, T* y, T* work,
+                     int64_t images, Stream stream);
+
+// Which path the ops take: im2col + GEMM (the default, the safe reference),
+// implicit GEMM, or Winograd (3x3 stride-1 forwards and backward-inputs;
+// the weight gradient and other convolutions then run im2col). The
+// environment variable CRFSEG_CUDA_CONV=im2col|implicit|winograd sets it at
+// start; set_conv_algorithm changes it (tests run each) and returns the
+// previous one.
+enum class ConvAlgorithm { im2col, implicit_gemm, winograd };
 ConvAlgorithm conv_algorithm();
 ConvAlgorithm set_conv_algorithm(ConvAlgorithm algorithm);
 

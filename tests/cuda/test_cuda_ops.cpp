@@ -423,9 +423,12 @@ struct ConvAlgorithmGuard {
 
 TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded, 1x1" * doctest::skip(kNoDevice)) {
 #ifdef CRFSEG_WITH_CUDA
-  for (auto algorithm : {kernels::cuda::ConvAlgorithm::im2col, kernels::cuda::ConvAlgorithm::implicit_gemm}) {
+  for (auto algorithm : {kernels::cuda::ConvAlgorithm::im2col, kernels::cuda::ConvAlgorithm::implicit_gemm,
+                         kernels::cuda::ConvAlgorithm::winograd}) {
   const ConvAlgorithmGuard guard(algorithm);
-  INFO("algorithm ", algorithm == kernels::cuda::ConvAlgorithm::im2col ? "im2col" : "implicit GEMM");
+  INFO("algorithm ", algorithm == kernels::cuda::ConvAlgorithm::im2col          ? "im2col"
+                     : algorithm == kernels::cuda::ConvAlgorithm::implicit_gemm ? "implicit GEMM"
+                                                                                : "Winograd");
 #endif
   struct Case { Shape x, w; Conv2dArgs a; };
   const std::vector<Case> cases = {
@@ -436,6 +439,9 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
       // More than one 64-wide tile in every implicit-GEMM pass: K = 70 output
       // channels, C R S = 81, N P Q = 42 / N H W = 42.
       {{1, 9, 6, 7}, {70, 9, 3, 3}, {.pad_h = 1, .pad_w = 1}},
+      // Winograd's other paddings (0 and 2: backward-input then pads 2 and
+      // 0) on odd planes, whose last tiles are cut.
+      {{3, 4, 9, 8}, {5, 4, 3, 3}, {.pad_h = 0, .pad_w = 2}},
   };
   for (DType dt : {DType::f32, DType::f64}) {
     for (const Case& c : cases) {
@@ -779,6 +785,15 @@ TEST_CASE("cuda conv: image groups fill the column workspace limit") {
   CHECK(kernels::cuda::col_elems_weight_grad(pointwise, 2) == (2 * 3 * 63 + 63) / 64 * 64 + 2 * 4 * 63);
   CHECK(kernels::cuda::col_elems_weight_grad(pointwise, 1) == 0);
   CHECK_THROWS_AS(kernels::cuda::set_conv_workspace_limit(0), ValueError);
+  // Winograd: V and M hold 16 (3 + 4) values per tile, 5 x 4 = 20 tiles an
+  // image (2240); the workspace adds U's 16 x 4 x 3, each part on a multiple
+  // of 64 elements.
+  for (const auto& [limit, images] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 1}, {2239, 1}, {2 * 2240, 2}, {int64_t{1} << 26, 5}}) {
+    const WorkspaceLimitGuard again(limit);
+    CHECK(kernels::cuda::winograd_group_images(g) == images);
+  }
+  CHECK(kernels::cuda::winograd_workspace(g, 2) == 192 + 1920 + 16 * 4 * 40);
 #endif
 }
 
@@ -821,6 +836,22 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
       check_op("conv2d_backward_weight, P Q a multiple of 4", {g8, x8}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d_backward_weight(v[0], v[1], w8.shape(), pad1);
       }, 1e-4, tol(dt));
+    }
+    {
+      // Winograd in groups of 1, 2 (2 + 2 + 1) and 5: 2240 workspace
+      // elements an image, backward-input's as many (4 + 3 channels).
+      const ConvAlgorithmGuard winograd(kernels::cuda::ConvAlgorithm::winograd);
+      for (int64_t limit : {int64_t{1}, int64_t{2 * 2240}, int64_t{1} << 26}) {
+        const WorkspaceLimitGuard guard(limit);
+        INFO("Winograd, workspace limit ", limit, ", ", dtype_name(dt));
+        check_op("conv2d in Winograd groups", {x, w, b}, [&](const std::vector<Tensor>& v) {
+          return ops::conv2d(v[0], v[1], v[2], pad1);
+        }, 1e-5, tol(dt));
+        const Tensor g = random_tensor({5, 4, 9, 7}, 67, dt);
+        check_op("conv2d_backward_input in Winograd groups", {g, w}, [&](const std::vector<Tensor>& v) {
+          return ops::conv2d_backward_input(v[0], v[1], x.shape(), pad1);
+        }, 1e-5, tol(dt));
+      }
     }
     // Pointwise: the 5 images in one batched GEMM reading x (writing dx) in place.
     const Tensor xp = random_tensor({5, 6, 4, 3}, 63, dt), wp = random_tensor({2, 6, 1, 1}, 64, dt);

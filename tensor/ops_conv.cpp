@@ -219,6 +219,13 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
         kcu::conv2d_backward_weight_implicit<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), detail::stream_of(grad));
         return;
       }
+      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::winograd && kcu::winograd_applies(g)) {
+        const int64_t images = kcu::winograd_group_images(g);
+        const Tensor work = Tensor::empty({kcu::winograd_workspace(g, images)}, grad.options());
+        kcu::conv2d_backward_weight_winograd<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), work.data<T>(), images,
+                                                detail::stream_of(grad));
+        return;
+      }
       const int64_t images = kcu::conv_weight_grad_images(g);
       const Tensor col = Tensor::empty({kcu::col_elems_weight_grad(g, images)}, grad.options());
       kcu::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), col.data<T>(), images,

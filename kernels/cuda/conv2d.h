@@ -99,10 +99,17 @@ int64_t winograd_workspace(const ConvGeometry& g, int64_t images);
 template <typename T>
 void conv2d_winograd(const ConvGeometry& g, const T* x, const T* w, bool backward, const T* bias, T* y, T* work,
                      int64_t images, Stream stream);
+// The weight gradient (F(3x3, 2x2)) of a geometry winograd_applies accepts:
+// dw [K, C, 3, 3] from dy [N, K, P, Q] and x, with `work` of
+// winograd_workspace(g, images) elements (the same parts: the 16 K C sums,
+// the input tiles, the gradient tiles).
+template <typename T>
+void conv2d_backward_weight_winograd(const ConvGeometry& g, const T* dy, const T* x, T* dw, T* work, int64_t images,
+                                     Stream stream);
 
 // Which path the ops take: im2col + GEMM (the default, the safe reference),
-// implicit GEMM, or Winograd (3x3 stride-1 forwards and backward-inputs;
-// the weight gradient and other convolutions then run im2col). The
+// implicit GEMM, or Winograd (3x3 stride-1 layers; other convolutions then
+// run im2col). The
 // environment variable CRFSEG_CUDA_CONV=im2col|implicit|winograd sets it at
 // start; set_conv_algorithm changes it (tests run each) and returns the
 // previous one.

@@ -1,11 +1,14 @@
-// Winograd F(2x2, 3x3) convolution on the GPU: the forward and, as a
-// forward of the flipped filters, the backward-input of 3x3 stride-1
-// convolutions (winograd_rules.h has the algorithm, the layouts and the
+// Winograd F(2x2, 3x3) convolution on the GPU: the forward, the
+// backward-input (a forward of the flipped filters) and the weight
+// gradient (F(3x3, 2x2)) of 3x3 stride-1 convolutions (winograd_rules.h has the algorithm, the layouts and the
 // rules each thread runs; tests/kernels/test_conv2d.cpp checks them on the
 // CPU). Per image group: the input transform (one thread per channel tile,
 // 16 values out), one cuBLAS batched GEMM over the 16 (xi, nu) products,
 // and the output transform (one thread per output tile, 2x2 outputs plus
-// the bias). The filter transform runs once per call.
+// the bias). The filter transform runs once per call. The weight gradient
+// transforms the input and output-gradient tiles, sums the 16 products
+// over every group's tiles (batched GEMMs accumulating into M), and turns
+// M into the 3x3 filter gradients once.
 //
 // Why: im2col writes and the GEMM reads 9 values per input pixel, and the
 // GEMM does C R S multiply-adds per output; here the GEMM's operands hold 4
@@ -74,9 +77,48 @@ void conv2d_winograd(const ConvGeometry& g, const T* x, const T* w, bool backwar
   }
 }
 
+template <typename T>
+void conv2d_backward_weight_winograd(const ConvGeometry& g, const T* dy, const T* x, T* dw, T* work,
+                                     int64_t images_in, Stream stream) {
+  const WinogradPlan p = winograd_plan(g, "conv2d_backward_weight_winograd");
+  CRFSEG_CHECK(images_in >= 1, ValueError, "conv2d_backward_weight_winograd: expected a group of at least 1 image, got ",
+               images_in);
+  const int64_t group = std::min(images_in, std::max<int64_t>(g.N, 1));
+  const int64_t K = g.K, C = g.C, tiles = p.tiles();
+  T* Mw = work;  // [16][K][C], summed over the groups
+  T* V = Mw + round64(16 * K * C);
+  T* E = V + round64(16 * C * group * tiles);
+  for (int64_t n = 0; n < g.N; n += group) {
+    const int64_t images = std::min(group, g.N - n), Tn = images * tiles;
+    const T* xn = x + n * C * g.hw();
+    const T* dyn = dy + n * K * g.pq();
+    for_each(images * C * tiles, [=] __device__(int64_t o) { winograd_input_element(o, xn, p, images, V); }, stream,
+             "conv2d_backward_weight_winograd: input tiles");
+    for_each(images * K * tiles, [=] __device__(int64_t o) { winograd_grad_element(o, dyn, p, images, E); }, stream,
+             "conv2d_backward_weight_winograd: gradient tiles");
+    // Mw[xi] [K, C] (+)= E[xi] [K, Tn] V[xi] [C, Tn]^T for the 16 xi.
+    if constexpr (std::is_same_v<T, float>) {
+      sgemm_strided_batched(false, true, K, C, Tn, 1.0f, E, Tn, K * Tn, V, Tn, C * Tn, n == 0 ? 0.0f : 1.0f, Mw, C,
+                            K * C, 16, stream);
+    } else {
+      dgemm_strided_batched(false, true, K, C, Tn, 1.0, E, Tn, K * Tn, V, Tn, C * Tn, n == 0 ? 0.0 : 1.0, Mw, C, K * C,
+                            16, stream);
+    }
+  }
+  for_each(K * C, [=] __device__(int64_t o) { winograd_filter_grad_element(o, Mw, K, C, dw); }, stream,
+           "conv2d_backward_weight_winograd: filter gradient");
+}
+
 template void conv2d_winograd<float>(const ConvGeometry&, const float*, const float*, bool, const float*, float*,
                                      float*, int64_t, Stream);
 template void conv2d_winograd<double>(const ConvGeometry&, const double*, const double*, bool, const double*,
                                       double*, double*, int64_t, Stream);
 
+}  // namespace crfseg::kernels::cuda
+
+namespace crfseg::kernels::cuda {
+template void conv2d_backward_weight_winograd<float>(const ConvGeometry&, const float*, const float*, float*, float*,
+                                                     int64_t, Stream);
+template void conv2d_backward_weight_winograd<double>(const ConvGeometry&, const double*, const double*, double*,
+                                                      double*, int64_t, Stream);
 }  // namespace crfseg::kernels::cuda

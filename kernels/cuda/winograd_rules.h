@@ -25,7 +25,15 @@
 //
 // Backward-input is a forward of the same kind: dx = conv(g, w') with
 // w'[c][k][r][s] = w[k][c][2 - r][2 - s] and padding 2 - p
-// (winograd_backward_input_geometry). The weight gradient stays on im2col.
+// (winograd_backward_input_geometry).
+//
+// The weight gradient is F(3x3, 2x2), the same identity read another way:
+// a tile's contribution dW_t[r][s] = sum_ab E[a][b] D[a + r][b + s] (E the
+// tile's 2x2 block of the output gradient, D its 4x4 input tile) is the
+// gradient of the trilinear form sum_ab y[a][b] E[a][b] with respect to
+// the filter, so dW_t = G^T [(A E A^T) . (B^T D B)] G. Summed over tiles
+// and images, dW[k][c] = G^T M[k][c] G with M[xi][k][c] = sum_t
+// E'[xi][k][t] V[xi][c][t]: again 16 GEMMs, here reducing over the tiles.
 #pragma once
 
 #include <cstdint>
@@ -203,7 +211,56 @@ CRFSEG_HD inline void winograd_output_element(int64_t o, const T* M, const Winog
   }
 }
 
-// Workspace elements (V and M) for an image group.
+// Output-gradient tile o = (n, k, tile) of an image group dy ([images][K][P][Q]):
+// E'[xi][k][n TP TQ + tile] = A E A^T, E the tile's 2x2 block (zero past P, Q).
+template <typename T>
+CRFSEG_HD inline void winograd_grad_element(int64_t o, const T* dy, const WinogradPlan& p, int64_t images, T* E) {
+  const int tiles = p.tiles();
+  const int64_t plane = o / tiles;  // n K + k
+  const int tile = static_cast<int>(o - plane * tiles);
+  const int64_t n = plane / p.K, k = plane - n * p.K;
+  const int tp = tile / p.TQ, tq = tile - tp * p.TQ;
+  const T* dp = dy + plane * p.P * p.Q;
+  T e[2][2];
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 2; ++b) {
+      const int row = 2 * tp + a, col = 2 * tq + b;
+      e[a][b] = row < p.P && col < p.Q ? dp[row * p.Q + col] : T(0);
+    }
+  T t[4][2];  // A e, A = [1 0; 1 1; 1 -1; 0 -1]
+  for (int b = 0; b < 2; ++b) {
+    t[0][b] = e[0][b];
+    t[1][b] = e[0][b] + e[1][b];
+    t[2][b] = e[0][b] - e[1][b];
+    t[3][b] = -e[1][b];
+  }
+  const int64_t T_all = images * tiles, at = k * T_all + n * tiles + tile;
+  for (int i = 0; i < 4; ++i) {  // (A e) A^T
+    const T u[4] = {t[i][0], t[i][0] + t[i][1], t[i][0] - t[i][1], -t[i][1]};
+    for (int j = 0; j < 4; ++j) E[(4 * i + j) * p.K * T_all + at] = u[j];
+  }
+}
+
+// Filter-gradient element o = (k, c) of a K x C bank: dw[k][c] (3x3) =
+// G^T M[xi][k][c] G, with G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1].
+template <typename T>
+CRFSEG_HD inline void winograd_filter_grad_element(int64_t o, const T* M, int64_t K, int64_t C, T* dw) {
+  T m[16];
+  for (int xi = 0; xi < 16; ++xi) m[xi] = M[xi * K * C + o];
+  T s[3][4];  // G^T m
+  for (int j = 0; j < 4; ++j) {
+    s[0][j] = m[j] + (m[4 + j] + m[8 + j]) / T(2);
+    s[1][j] = (m[4 + j] - m[8 + j]) / T(2);
+    s[2][j] = (m[4 + j] + m[8 + j]) / T(2) + m[12 + j];
+  }
+  for (int i = 0; i < 3; ++i) {  // (G^T m) G
+    dw[o * 9 + 3 * i + 0] = s[i][0] + (s[i][1] + s[i][2]) / T(2);
+    dw[o * 9 + 3 * i + 1] = (s[i][1] - s[i][2]) / T(2);
+    dw[o * 9 + 3 * i + 2] = (s[i][1] + s[i][2]) / T(2) + s[i][3];
+  }
+}
+
+// Elements of V and M (or V and E') for an image group.
 inline int64_t winograd_workspace_elems(const WinogradPlan& p, int64_t images) {
   return 16 * (static_cast<int64_t>(p.C) + p.K) * images * p.tiles();
 }

@@ -263,7 +263,7 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
 // A variant that silently handed every call to another would pass the
 // tests above on the other's merits: on a compute capability 9.0 device,
 // an sm_90a build must run v6 and v7's own wgmma kernels.
-TEST_CASE("cuda ops: the wgmma SGEMM variants run their own kernels on compute capability 9.0" *
+TEST_CASE("cuda ops: the wgmma SGEMM variants run their own kernels on compute capability 9.0, and pack wide B" *
           doctest::skip(kNoDevice)) {
   int major = 0, minor = 0;
   CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
@@ -275,6 +275,19 @@ TEST_CASE("cuda ops: the wgmma SGEMM variants run their own kernels on compute c
 #endif
   MESSAGE("compute capability ", major, ".", minor, ", wgmma kernels active: ", kernels::cuda::sgemm_wgmma_active());
   CHECK(kernels::cuda::sgemm_wgmma_active() == expected);
+  // B not transposed is packed as B^T [N][K]: N = 2^21 + 40 rows are more
+  // than 65535 row tiles of 32, which the packing grid strides over.
+  const int64_t M = 3, N = (int64_t{1} << 21) + 40, K = 5;
+  const Tensor A = random_tensor({M, K}, 36), B = random_tensor({K, N}, 37);
+  const Tensor want = ops::matmul(A.to(DType::f64), B.to(DType::f64));
+  const Tensor dA = gpu(A), dB = gpu(B);
+  for (const char* name : {"v6_tf32_wgmma", "v7_tf32_wgmma_pair"}) {
+    INFO(name);
+    const Tensor dC = full({M, N}, NAN, {DType::f32, Device::cuda(0)});
+    kernels::cuda::sgemm_variant(name).fn(false, false, M, N, K, 1.0f, dA.data<float>(), K, dB.data<float>(), N, 0.0f,
+                                          dC.data<float>(), N, cuda::current_stream(0));
+    CHECK(relative_error(cpu(dC), want) < 3e-3);
+  }
 }
 
 // Rows padded to a multiple of 4 with column counts that are not: v5's
@@ -839,7 +852,8 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
     }
     {
       // Winograd in groups of 1, 2 (2 + 2 + 1) and 5: 2240 workspace
-      // elements an image, backward-input's as many (4 + 3 channels).
+      // elements an image, backward-input's and the weight gradient's as
+      // many (4 + 3 channels); the weight gradient sums over the groups.
       const ConvAlgorithmGuard winograd(kernels::cuda::ConvAlgorithm::winograd);
       for (int64_t limit : {int64_t{1}, int64_t{2 * 2240}, int64_t{1} << 26}) {
         const WorkspaceLimitGuard guard(limit);
@@ -851,6 +865,9 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
         check_op("conv2d_backward_input in Winograd groups", {g, w}, [&](const std::vector<Tensor>& v) {
           return ops::conv2d_backward_input(v[0], v[1], x.shape(), pad1);
         }, 1e-5, tol(dt));
+        check_op("conv2d_backward_weight in Winograd groups", {g, x}, [&](const std::vector<Tensor>& v) {
+          return ops::conv2d_backward_weight(v[0], v[1], w.shape(), pad1);
+        }, 1e-4, tol(dt));
       }
     }
     // Pointwise: the 5 images in one batched GEMM reading x (writing dx) in place.

@@ -836,7 +836,7 @@ std::vector<double> winograd_emulated(const ConvGeometry& g, const std::vector<d
   return y;
 }
 
-TEST_CASE("winograd: the CUDA F(2x2, 3x3) rules give the reference forward and backward-input") {
+TEST_CASE("winograd: the CUDA F(2x2, 3x3) rules give the reference forward, backward-input and weight gradient") {
   // Odd and even planes (cut last tiles), padding 0, 1 and 2, a plane of
   // one output, prime channel counts; groups that do not divide N.
   for (const ConvGeometry& g : {make(3, 5, 7, 6, 7, 3, 3, 1, 1, 1, 1), make(2, 3, 8, 9, 2, 3, 3, 1, 1, 0, 0),
@@ -865,6 +865,28 @@ TEST_CASE("winograd: the CUDA F(2x2, 3x3) rules give the reference forward and b
       for (int64_t o = 0; o < b.K * b.C; ++o) kernels::cuda::winograd_filter_element(o, w.data(), b.K, b.C, true, Ub.data());
       CHECK_CLOSE(winograd_emulated(b, dy, Ub, nullptr, group), dx_want, 1e-12,
                   1e-12);
+
+      // The weight gradient, F(3x3, 2x2): M[xi] [K, C] summed over the
+      // groups' GEMMs E'[xi] [K, T] V[xi] [C, T]^T.
+      std::vector<double> dw_want(w.size());
+      kernels::ref::conv2d_backward_weight<double>(g, dy.data(), x.data(), dw_want.data());
+      const kernels::cuda::WinogradPlan p = kernels::cuda::winograd_plan(g, "test");
+      std::vector<double> Mw(static_cast<size_t>(16 * g.K * g.C), 0.0), dw(w.size(), NAN);
+      for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+        const int64_t images = std::min(group, g.N - n0), T = images * p.tiles();
+        std::vector<double> V(static_cast<size_t>(16 * g.C * T), NAN), E(static_cast<size_t>(16 * g.K * T), NAN);
+        for (int64_t o = 0; o < images * g.C * p.tiles(); ++o)
+          kernels::cuda::winograd_input_element(o, x.data() + n0 * g.C * g.hw(), p, images, V.data());
+        for (int64_t o = 0; o < images * g.K * p.tiles(); ++o)
+          kernels::cuda::winograd_grad_element(o, dy.data() + n0 * g.K * g.pq(), p, images, E.data());
+        for (int xi = 0; xi < 16; ++xi)
+          for (int64_t k = 0; k < g.K; ++k)
+            for (int64_t c = 0; c < g.C; ++c)
+              for (int64_t t = 0; t < T; ++t)
+                Mw[(xi * g.K + k) * g.C + c] += E[(xi * g.K + k) * T + t] * V[(xi * g.C + c) * T + t];
+      }
+      for (int64_t o = 0; o < g.K * g.C; ++o) kernels::cuda::winograd_filter_grad_element(o, Mw.data(), g.K, g.C, dw.data());
+      CHECK_CLOSE(dw, dw_want, 1e-12, 1e-12);
     }
   }
   // Everything else stays on im2col: stride, dilation, other kernels, padding past 2.

@@ -21,7 +21,8 @@
 //  2. Consumers (warpgroups 1 and 2, 64 rows of the tile each): wait on
 //     `full`, issue four m64n256k8 wgmmas (k = 0, 8, 16, 24: the smem
 //     descriptor's start address moves 32 bytes inside the swizzle atom),
-//     wait for them, and arrive on `empty` so the producer can refill.
+//     and, once the previous slice's products are done (at most one group
+//     in flight), arrive on that slice's `empty` so the producer can refill.
 //  3. Each consumer thread holds 128 accumulators (64 x 256 / 128 threads)
 //     and writes C = alpha acc + beta C straight from registers.
 //
@@ -67,6 +68,7 @@ constexpr int kTileABytes = BM * BK * 4, kTileBBytes = BN * BK * 4;
 constexpr int kStageBytes = kTileABytes + kTileBBytes;  // 48 KiB, a multiple of the 1 KiB swizzle atom
 constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + slack to align the first stage to 1 KiB
 constexpr int kGroupM = 16;                               // tile rows per raster group (L2 reuse)
+constexpr int kBarrierBytes = 2 * kStages * 8;            // the static `full` and `empty` barriers
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -147,7 +149,11 @@ __device__ __forceinline__ uint64_t desc_sw128(uint32_t addr) {
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Waits until at most kPending committed wgmma groups are still running.
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
 
 // Keeps the compiler from moving accumulator reads or writes across the
 // asynchronous wgmma (CUTLASS's warpgroup_fence_operand).
@@ -255,6 +261,15 @@ sgemm_tf32_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_
     }
   } else {
     const int c = wg - 1;  // this consumer's 64 rows: c * 64 ..
+    // Stage s is free for this warp: one arrival on its `empty` barrier in
+    // every block of the cluster.
+    auto release = [&](int s) {
+      __syncwarp();
+      if (lane_wg % 32 == 0) {
+#pragma unroll
+        for (int r = 0; r < kCluster; ++r) mbar_arrive_cluster(&empty[s], static_cast<uint32_t>(r));
+      }
+    };
     float d[128];
 #pragma unroll
     for (int i = 0; i < 128; ++i) d[i] = 0.0f;
@@ -268,14 +283,16 @@ sgemm_tf32_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_
 #pragma unroll
       for (int kk = 0; kk < BK / 8; ++kk) wgmma_m64n256k8_tf32(d, desc_sw128(a + 32 * kk), desc_sw128(b + 32 * kk));
       wgmma_commit();
-      wgmma_wait_all();
+      // Keep this slice's products running while the last slice's stage
+      // is handed back: once at most one group is pending, slice k - 1's
+      // products have read their operands.
+      wgmma_wait<1>();
       fence_accumulators(d);
-      __syncwarp();
-      if (lane_wg % 32 == 0) {
-#pragma unroll
-        for (int r = 0; r < kCluster; ++r) mbar_arrive_cluster(&empty[s], static_cast<uint32_t>(r));
-      }
+      if (k > 0) release((k - 1) % kStages);
     }
+    wgmma_wait<0>();
+    fence_accumulators(d);
+    if (slices > 0) release((slices - 1) % kStages);
 
     const int warp = lane_wg / 32, g = (lane_wg % 32) / 4, t = lane_wg % 4;
     const int64_t row0 = static_cast<int64_t>(tm) * BM + c * 64 + warp * 16 + g;
@@ -302,32 +319,37 @@ sgemm_tf32_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_
 // src[c * ld + r]). 32 x 32 tiles through shared memory (one column of
 // padding against bank conflicts), so both the reads and the writes are
 // coalesced either way.
+// Grid: x over column tiles, y strides over row tiles (more than 65535 of
+// them for a packed B^T with N past 2 million).
 __global__ void pack_kmajor_kernel(int64_t rows, int64_t cols, const float* __restrict__ src, int64_t ld,
                                    bool transposed, float* __restrict__ dst, int64_t ldd) {
   __shared__ float tile[32][33];
-  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * 32, c0 = static_cast<int64_t>(blockIdx.x) * 32;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32;
   const int x = static_cast<int>(threadIdx.x);
-  for (int y = static_cast<int>(threadIdx.y); y < 32; y += 8) {
-    if (transposed) {
-      const int64_t r = r0 + x, cc = c0 + y;
-      if (r < rows && cc < cols) tile[x][y] = src[cc * ld + r];
-    } else {
-      const int64_t r = r0 + y, cc = c0 + x;
-      if (r < rows && cc < cols) tile[y][x] = src[r * ld + cc];
+  for (int64_t r0 = static_cast<int64_t>(blockIdx.y) * 32; r0 < rows; r0 += static_cast<int64_t>(gridDim.y) * 32) {
+    for (int y = static_cast<int>(threadIdx.y); y < 32; y += 8) {
+      if (transposed) {
+        const int64_t r = r0 + x, cc = c0 + y;
+        if (r < rows && cc < cols) tile[x][y] = src[cc * ld + r];
+      } else {
+        const int64_t r = r0 + y, cc = c0 + x;
+        if (r < rows && cc < cols) tile[y][x] = src[r * ld + cc];
+      }
     }
-  }
-  __syncthreads();
-  for (int y = static_cast<int>(threadIdx.y); y < 32; y += 8) {
-    const int64_t r = r0 + y, cc = c0 + x;
-    if (r < rows && cc < cols) dst[r * ldd + cc] = tile[y][x];
+    __syncthreads();
+    for (int y = static_cast<int>(threadIdx.y); y < 32; y += 8) {
+      const int64_t r = r0 + y, cc = c0 + x;
+      if (r < rows && cc < cols) dst[r * ldd + cc] = tile[y][x];
+    }
+    __syncthreads();  // the tile is refilled for the next row block
   }
 }
 
 void pack_kmajor(int64_t rows, int64_t cols, const float* src, int64_t ld, bool transposed, float* dst, int64_t ldd,
                  Stream stream) {
-  const int64_t gx = (cols + 31) / 32, gy = (rows + 31) / 32;
-  CRFSEG_CHECK(gx <= 0x7fffffff && gy <= 65535, NotImplementedError, "sgemm v6_tf32_wgmma: packing a ", rows, " x ",
-               cols, " operand needs more than 65535 x 2^31 tiles");
+  const int64_t gx = (cols + 31) / 32, gy = std::min<int64_t>((rows + 31) / 32, 65535);
+  CRFSEG_CHECK(gx <= 0x7fffffff, NotImplementedError, "sgemm v6_tf32_wgmma: packing a ", rows, " x ", cols,
+               " operand needs more than 2^31 column tiles");
   pack_kmajor_kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(32, 8), 0, stream>>>(
       rows, cols, src, ld, transposed, dst, ldd);
   launch_check("sgemm_v6_tf32_wgmma: pack_kmajor");
@@ -386,7 +408,7 @@ bool wgmma_ready() {
   CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const bool ok = major == 9 && minor == 0 && optin >= kSmemBytes;
+  const bool ok = major == 9 && minor == 0 && optin >= kSmemBytes + kBarrierBytes;
   if (ok) {
     CRFSEG_CUDA_CHECK(
         cudaFuncSetAttribute(sgemm_tf32_wgmma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));

@@ -241,6 +241,7 @@ const std::vector<CudaSgemmVariant>& sgemm_variants() {
       {"v1_naive", sgemm_v1_naive, ""},
       {"v2_smem_tile", sgemm_v2_smem_tile, ""},
       {"v4_float4_dbuf", sgemm_v4_float4_dbuf, ""},
+      {"v8_float4_256x128", sgemm_v8_float4_256x128, ""},
       {"v3_tf32_mma", sgemm_v3_tf32_mma, "TF32 precision; sm_80 or later", true},
       {"v5_tf32_async", sgemm_v5_tf32_async,
        "TF32 precision; sm_80 or later; A and B not transposed, ld % 4 == 0, 16-byte aligned, 105 KiB of shared "

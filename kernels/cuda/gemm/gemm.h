@@ -41,6 +41,10 @@
 //                 share B's tile: each loads half of it and the TMA
 //                 multicasts it to both, halving B's L2 reads. Written
 //                 without a GPU (session 43).
+//   v8_float4_256x128: v4's kernel on 256x128 tiles, 8 deep (16 x 8
+//                 accumulators a thread: 6 shared float4 reads per 128 FMAs
+//                 against v4's 4 per 64). FP32. Written without a GPU
+//                 (session 43).
 // Production: CRFSEG_CUDA_SGEMM=<name> selects a variant; default cublas.
 #pragma once
 
@@ -78,6 +82,8 @@ void sgemm_v4_float4_dbuf(bool, bool, int64_t, int64_t, int64_t, float, const fl
                           int64_t, float, float*, int64_t, Stream);
 void sgemm_v5_tf32_async(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
                          int64_t, float, float*, int64_t, Stream);
+void sgemm_v8_float4_256x128(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                             int64_t, float, float*, int64_t, Stream);
 void sgemm_v6_tf32_wgmma(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
                          int64_t, float, float*, int64_t, Stream);
 void sgemm_v7_tf32_wgmma_pair(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,

@@ -1,7 +1,7 @@
 // bench_conv_cuda: the CUDA convolution paths on the U-Net layer shapes of
 // issue #3 (3x3, pad 1, batch 4 by default): im2col + GEMM (cuBLAS),
-// implicit GEMM, and Winograd F(2x2, 3x3) (forward and backward-input; its
-// weight gradient is im2col's), forward + backward-input + backward-weight,
+// implicit GEMM, and Winograd F(2x2, 3x3) and F(4x4, 3x3) (all three
+// passes), forward + backward-input + backward-weight,
 // each timed with CUDA events (median of R runs after W warm-ups). The
 // other paths are checked against im2col's results (relative error printed). bench/peers/
 // torch_conv_cuda.py times PyTorch (cuDNN, TF32 off) on the same shapes;
@@ -57,8 +57,8 @@ int main(int argc, char** argv) {
   std::printf("# CUDA conv2d 3x3 pad 1, batch %lld, f32; fwd + bwd-input + bwd-weight, median of %d\n",
               static_cast<long long>(batch), repeats);
   std::printf(
-      "| C -> K @ HxW | im2col+GEMM ms | implicit GEMM ms | implicit / im2col | rel diff | Winograd ms | Winograd / "
-      "im2col | rel diff |\n|---|---|---|---|---|---|---|---|\n");
+      "| C -> K @ HxW | im2col+GEMM ms | implicit GEMM ms | implicit / im2col | rel diff | Winograd 2x2 ms | / im2col "
+      "| rel diff | Winograd 4x4 ms | / im2col | rel diff |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
   const Conv2dArgs args{.pad_h = 1, .pad_w = 1};
   for (const Layer& l : layers) {
     const Tensor x = randn({batch, l.C, l.HW, l.HW}, {DType::f32, dev}, gen);
@@ -87,10 +87,11 @@ int main(int argc, char** argv) {
       std::sort(ms.begin(), ms.end());
       return ms[ms.size() / 2];
     };
-    std::vector<Tensor> a, b, c;
+    std::vector<Tensor> a, b, c, d;
     const double t_im2col = time(kcu::ConvAlgorithm::im2col, &a);
     const double t_implicit = time(kcu::ConvAlgorithm::implicit_gemm, &b);
     const double t_winograd = time(kcu::ConvAlgorithm::winograd, &c);
+    const double t_winograd4 = time(kcu::ConvAlgorithm::winograd4, &d);
     // Relative Frobenius distance from im2col's three results (NaN never passes).
     auto distance = [&](const std::vector<Tensor>& other) {
       double num = 0, den = 0;
@@ -105,10 +106,10 @@ int main(int argc, char** argv) {
       }
       return std::sqrt(num / std::max(den, 1e-30));
     };
-    std::printf("| %lld -> %lld @ %lldx%lld | %.2f | %.2f | %.2f | %.1e | %.2f | %.2f | %.1e |\n",
+    std::printf("| %lld -> %lld @ %lldx%lld | %.2f | %.2f | %.2f | %.1e | %.2f | %.2f | %.1e | %.2f | %.2f | %.1e |\n",
                 static_cast<long long>(l.C), static_cast<long long>(l.K), static_cast<long long>(l.HW),
                 static_cast<long long>(l.HW), t_im2col, t_implicit, t_implicit / t_im2col, distance(b), t_winograd,
-                t_winograd / t_im2col, distance(c));
+                t_winograd / t_im2col, distance(c), t_winograd4, t_winograd4 / t_im2col, distance(d));
   }
   std::printf("%s", cuda::memory_summary(0).c_str());
 #endif

@@ -156,10 +156,12 @@ for args in "--base 64 --depth 4 --size 256 --batch 16" "--base 16 --depth 4 --s
   # shellcheck disable=SC2086
   bench "torch unet $args" 150 $py bench/peers/torch_segmenter.py $args --repeats 10 --device cuda $profile
 done
-# The same step with Winograd F(2x2, 3x3) for the 3x3 forwards and
-# backward-inputs (written without a GPU in session 43; off by default).
-bench "unet winograd" 150 env CRFSEG_CUDA_CONV=winograd "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
-  --batch 16 --repeats 10 --device cuda --profile 3
+# The same step with Winograd F(2x2, 3x3) and F(4x4, 3x3) for every 3x3
+# layer (written without a GPU in session 43; off by default).
+for tile in winograd winograd4; do
+  bench "unet $tile" 150 env CRFSEG_CUDA_CONV=$tile "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
+    --batch 16 --repeats 10 --device cuda
+done
 # Mixed precision: bf16 tensor-core GEMM inputs (crfseg) beside torch.autocast(bfloat16).
 bench "unet bf16" 120 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 --repeats 10 --device cuda \
   --precision bf16

@@ -123,10 +123,10 @@ Tensor conv2d_forward(const char* op, const Tensor& x_in, const Tensor& w_in, co
                                         y.data<T>(), detail::stream_of(x));
         return;
       }
-      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::winograd && kcu::winograd_applies(g)) {
-        const int64_t images = kcu::winograd_group_images(g);
-        const Tensor work = Tensor::empty({kcu::winograd_workspace(g, images)}, x.options());
-        kcu::conv2d_winograd<T>(g, x.data<T>(), w.data<T>(), false, bias.defined() ? bias.data<T>() : nullptr,
+      if (const int tile = kcu::winograd_tile(kcu::conv_algorithm()); tile > 0 && kcu::winograd_applies(g)) {
+        const int64_t images = kcu::winograd_group_images(g, tile);
+        const Tensor work = Tensor::empty({kcu::winograd_workspace(g, tile, images)}, x.options());
+        kcu::conv2d_winograd<T>(g, tile, x.data<T>(), w.data<T>(), false, bias.defined() ? bias.data<T>() : nullptr,
                                 y.data<T>(), work.data<T>(), images, detail::stream_of(x));
         return;
       }
@@ -175,12 +175,14 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
         kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), detail::stream_of(grad));
         return;
       }
-      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::winograd && kcu::winograd_applies(g)) {
-        const ConvGeometry b = kcu::winograd_backward_input_geometry(g);  // conv(grad, flipped w^T)
-        const int64_t images = kcu::winograd_group_images(b);
-        const Tensor work = Tensor::empty({kcu::winograd_workspace(b, images)}, grad.options());
-        kcu::conv2d_winograd<T>(b, grad.data<T>(), w.data<T>(), true, nullptr, dx.data<T>(), work.data<T>(), images,
-                                detail::stream_of(grad));
+      // conv(grad, flipped w^T); an empty input plane (H or W 0) leaves it to im2col.
+      const ConvGeometry b = kcu::winograd_backward_input_geometry(g);
+      if (const int tile = kcu::winograd_tile(kcu::conv_algorithm());
+          tile > 0 && kcu::winograd_applies(g) && kcu::winograd_applies(b)) {
+        const int64_t images = kcu::winograd_group_images(b, tile);
+        const Tensor work = Tensor::empty({kcu::winograd_workspace(b, tile, images)}, grad.options());
+        kcu::conv2d_winograd<T>(b, tile, grad.data<T>(), w.data<T>(), true, nullptr, dx.data<T>(), work.data<T>(),
+                                images, detail::stream_of(grad));
         return;
       }
       const int64_t images = kernels::cuda::conv_group_images(g);
@@ -219,11 +221,11 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
         kcu::conv2d_backward_weight_implicit<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), detail::stream_of(grad));
         return;
       }
-      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::winograd && kcu::winograd_applies(g)) {
-        const int64_t images = kcu::winograd_group_images(g);
-        const Tensor work = Tensor::empty({kcu::winograd_workspace(g, images)}, grad.options());
-        kcu::conv2d_backward_weight_winograd<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), work.data<T>(), images,
-                                                detail::stream_of(grad));
+      if (const int tile = kcu::winograd_tile(kcu::conv_algorithm()); tile > 0 && kcu::winograd_applies(g)) {
+        const int64_t images = kcu::winograd_group_images(g, tile);
+        const Tensor work = Tensor::empty({kcu::winograd_workspace(g, tile, images)}, grad.options());
+        kcu::conv2d_backward_weight_winograd<T>(g, tile, grad.data<T>(), x.data<T>(), dw.data<T>(), work.data<T>(),
+                                                images, detail::stream_of(grad));
         return;
       }
       const int64_t images = kcu::conv_weight_grad_images(g);

@@ -49,11 +49,12 @@ ConvAlgorithm conv_algorithm() {
   if (a < 0) {
     const char* env = std::getenv("CRFSEG_CUDA_CONV");
     const std::string v = env == nullptr ? "" : env;
-    CRFSEG_CHECK(v.empty() || v == "im2col" || v == "implicit" || v == "winograd", ValueError,
-                 "CRFSEG_CUDA_CONV: expected im2col, implicit or winograd, got '", v, "'");
-    const ConvAlgorithm chosen = v == "implicit"   ? ConvAlgorithm::implicit_gemm
-                                 : v == "winograd" ? ConvAlgorithm::winograd
-                                                   : ConvAlgorithm::im2col;
+    CRFSEG_CHECK(v.empty() || v == "im2col" || v == "implicit" || v == "winograd" || v == "winograd4", ValueError,
+                 "CRFSEG_CUDA_CONV: expected im2col, implicit, winograd or winograd4, got '", v, "'");
+    const ConvAlgorithm chosen = v == "implicit"    ? ConvAlgorithm::implicit_gemm
+                                 : v == "winograd"  ? ConvAlgorithm::winograd
+                                 : v == "winograd4" ? ConvAlgorithm::winograd4
+                                                    : ConvAlgorithm::im2col;
     int expected = -1;
     g_conv_algorithm.compare_exchange_strong(expected, static_cast<int>(chosen));
     a = g_conv_algorithm.load();

@@ -86,34 +86,35 @@ void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const 
 template <typename T>
 void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const T* x, T* dw, Stream stream);
 
-// The Winograd F(2x2, 3x3) path (conv2d_winograd.cu; winograd_rules.h has
-// the algorithm): the forward of a geometry winograd_applies accepts, with
-// w the geometry's own [K, C, 3, 3] filters, or, when `backward`, the
-// forward's filters ([C, K, 3, 3]) that winograd_backward_input_geometry's
-// convolution uses flipped (then x is the output gradient, y the input
-// gradient, bias null). `work` holds winograd_workspace(g, images)
-// elements; image groups of winograd_group_images(g) fit the workspace
-// limit.
-int64_t winograd_group_images(const ConvGeometry& g);
-int64_t winograd_workspace(const ConvGeometry& g, int64_t images);
+// The Winograd F(m x m, 3x3) path, m = `tile` = 2 or 4 (conv2d_winograd.cu;
+// winograd_rules.h has the algorithm): the forward of a geometry
+// winograd_applies accepts, with w the geometry's own [K, C, 3, 3]
+// filters, or, when `backward`, the forward's filters ([C, K, 3, 3]) that
+// winograd_backward_input_geometry's convolution uses flipped (then x is
+// the output gradient, y the input gradient, bias null); and the weight
+// gradient (F(3x3, m x m)), dw [K, C, 3, 3] from dy [N, K, P, Q] and x.
+// `work` holds winograd_workspace(g, tile, images) elements; image groups
+// of winograd_group_images(g, tile) keep their tiles (V and M, or V and
+// E') within the workspace limit (the filters' a^2 K C come on top).
+int64_t winograd_group_images(const ConvGeometry& g, int tile);
+int64_t winograd_workspace(const ConvGeometry& g, int tile, int64_t images);
 template <typename T>
-void conv2d_winograd(const ConvGeometry& g, const T* x, const T* w, bool backward, const T* bias, T* y, T* work,
-                     int64_t images, Stream stream);
-// The weight gradient (F(3x3, 2x2)) of a geometry winograd_applies accepts:
-// dw [K, C, 3, 3] from dy [N, K, P, Q] and x, with `work` of
-// winograd_workspace(g, images) elements (the same parts: the 16 K C sums,
-// the input tiles, the gradient tiles).
+void conv2d_winograd(const ConvGeometry& g, int tile, const T* x, const T* w, bool backward, const T* bias, T* y,
+                     T* work, int64_t images, Stream stream);
 template <typename T>
-void conv2d_backward_weight_winograd(const ConvGeometry& g, const T* dy, const T* x, T* dw, T* work, int64_t images,
-                                     Stream stream);
+void conv2d_backward_weight_winograd(const ConvGeometry& g, int tile, const T* dy, const T* x, T* dw, T* work,
+                                     int64_t images, Stream stream);
 
 // Which path the ops take: im2col + GEMM (the default, the safe reference),
-// implicit GEMM, or Winograd (3x3 stride-1 layers; other convolutions then
-// run im2col). The
-// environment variable CRFSEG_CUDA_CONV=im2col|implicit|winograd sets it at
-// start; set_conv_algorithm changes it (tests run each) and returns the
-// previous one.
-enum class ConvAlgorithm { im2col, implicit_gemm, winograd };
+// implicit GEMM, or Winograd with 2x2 or 4x4 output tiles (3x3 stride-1
+// layers; other convolutions then run im2col). The environment variable
+// CRFSEG_CUDA_CONV=im2col|implicit|winograd|winograd4 sets it at start;
+// set_conv_algorithm changes it (tests run each) and returns the previous
+// one. winograd_tile gives the algorithm's tile, 0 for the others.
+enum class ConvAlgorithm { im2col, implicit_gemm, winograd, winograd4 };
+inline int winograd_tile(ConvAlgorithm a) {
+  return a == ConvAlgorithm::winograd ? 2 : a == ConvAlgorithm::winograd4 ? 4 : 0;
+}
 ConvAlgorithm conv_algorithm();
 ConvAlgorithm set_conv_algorithm(ConvAlgorithm algorithm);
 

@@ -1,23 +1,30 @@
-// Winograd F(2x2, 3x3) convolution on the GPU: the forward, the
-// backward-input (a forward of the flipped filters) and the weight
-// gradient (F(3x3, 2x2)) of 3x3 stride-1 convolutions (winograd_rules.h has the algorithm, the layouts and the
-// rules each thread runs; tests/kernels/test_conv2d.cpp checks them on the
-// CPU). Per image group: the input transform (one thread per channel tile,
-// 16 values out), one cuBLAS batched GEMM over the 16 (xi, nu) products,
-// and the output transform (one thread per output tile, 2x2 outputs plus
-// the bias). The filter transform runs once per call. The weight gradient
-// transforms the input and output-gradient tiles, sums the 16 products
-// over every group's tiles (batched GEMMs accumulating into M), and turns
-// M into the 3x3 filter gradients once.
+// Winograd F(m x m, 3x3) convolution on the GPU, m = 2 or 4: the forward,
+// the backward-input (a forward of the flipped filters) and the weight
+// gradient (F(3x3, m x m)) of 3x3 stride-1 convolutions (winograd_rules.h
+// has the algorithm, the layouts and the rules each thread runs;
+// tests/kernels/test_conv2d.cpp checks them on the CPU).
+//
+// Per image group: the input transform (one thread per channel tile,
+// (m + 2)^2 values out), one cuBLAS batched GEMM over the (xi, nu)
+// products, and the output transform (one thread per output tile, m x m
+// outputs plus the bias); the filter transform runs once per call. The
+// weight gradient transforms the input and output-gradient tiles, sums the
+// products over every group's tiles (batched GEMMs accumulating into Mw),
+// and turns Mw into the 3x3 filter gradients once.
 //
 // Why: im2col writes and the GEMM reads 9 values per input pixel, and the
-// GEMM does C R S multiply-adds per output; here the GEMM's operands hold 4
-// per input pixel and 4 per output, and it does 16/4 = 4 multiply-adds
-// per output and channel instead of 9 (cuDNN runs Winograd kernels for the
-// same U-Net layers in PyTorch's step: bench/results/gpu_h100_s42.md).
+// GEMM does 9 multiply-adds per output, channel and input channel; here
+// the GEMM's operands hold (m + 2)^2 / m^2 values per input pixel and per
+// output (4 for m = 2, 2.25 for m = 4), and it does that many
+// multiply-adds instead of 9. cuDNN runs Winograd kernels for the same
+// U-Net layers in PyTorch's step (bench/results/gpu_h100_s42.md). m = 4
+// does fewer operations and moves fewer bytes; its transforms'
+// coefficients (up to 8 and 1/24) cost accuracy, as on the CPU, which
+// uses F(4x4, 3x3).
+//
 // Written without a GPU (session 43): selected only by
-// CRFSEG_CUDA_CONV=winograd / set_conv_algorithm until a device has run
-// tests/cuda and the benchmarks.
+// CRFSEG_CUDA_CONV=winograd (m = 2) or winograd4 (m = 4) /
+// set_conv_algorithm until a device has run tests/cuda and the benchmarks.
 #include <algorithm>
 #include <type_traits>
 
@@ -33,92 +40,121 @@ namespace {
 
 int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
 
-}  // namespace
-
-int64_t winograd_group_images(const ConvGeometry& g) {
-  const WinogradPlan p = winograd_plan(g, "winograd_group_images");
-  const int64_t per_image = winograd_workspace_elems(p, 1);
-  return std::clamp<int64_t>(conv_workspace_limit() / per_image, 1, std::max<int64_t>(g.N, 1));
-}
-
-int64_t winograd_workspace(const ConvGeometry& g, int64_t images) {
-  const WinogradPlan p = winograd_plan(g, "winograd_workspace");
-  const int64_t T = images * p.tiles();
-  return round64(16 * g.K * g.C) + round64(16 * g.C * T) + 16 * g.K * T;
-}
-
 template <typename T>
-void conv2d_winograd(const ConvGeometry& g, const T* x, const T* w, bool backward, const T* bias, T* y, T* work,
-                     int64_t images_in, Stream stream) {
-  const WinogradPlan p = winograd_plan(g, "conv2d_winograd");
-  CRFSEG_CHECK(images_in >= 1, ValueError, "conv2d_winograd: expected a group of at least 1 image, got ", images_in);
-  const int64_t group = std::min(images_in, std::max<int64_t>(g.N, 1));
+void gemm_batched(bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t stride_a, const T* B,
+                  int64_t ldb, int64_t stride_b, bool accumulate, T* C, int64_t ldc, int64_t stride_c, int64_t batch,
+                  Stream stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm_strided_batched(false, tb, M, N, K, 1.0f, A, lda, stride_a, B, ldb, stride_b, accumulate ? 1.0f : 0.0f, C,
+                          ldc, stride_c, batch, stream);
+  } else {
+    dgemm_strided_batched(false, tb, M, N, K, 1.0, A, lda, stride_a, B, ldb, stride_b, accumulate ? 1.0 : 0.0, C, ldc,
+                          stride_c, batch, stream);
+  }
+}
+
+template <int kM, typename T>
+void forward_tiles(const ConvGeometry& g, const T* x, const T* w, bool backward, const T* bias, T* y, T* work,
+                   int64_t group, Stream stream) {
+  constexpr int64_t kPoints = (kM + 2) * (kM + 2);
+  const WinogradPlan p = winograd_plan(g, kM, "conv2d_winograd");
   const int64_t K = g.K, C = g.C, tiles = p.tiles();
   T* U = work;
-  T* V = U + round64(16 * K * C);
-  T* M = V + round64(16 * C * group * tiles);
-  for_each(K * C, [=] __device__(int64_t o) { winograd_filter_element(o, w, K, C, backward, U); }, stream,
+  T* V = U + round64(kPoints * K * C);
+  T* M = V + round64(kPoints * C * group * tiles);
+  for_each(K * C, [=] __device__(int64_t o) { winograd_filter_element<kM>(o, w, K, C, backward, U); }, stream,
            "conv2d_winograd: filters");
   for (int64_t n = 0; n < g.N; n += group) {
     const int64_t images = std::min(group, g.N - n), Tn = images * tiles;
     const T* xn = x + n * C * g.hw();
     T* yn = y + n * K * g.pq();
-    for_each(images * C * tiles, [=] __device__(int64_t o) { winograd_input_element(o, xn, p, images, V); }, stream,
-             "conv2d_winograd: input tiles");
-    // M[xi] [K, Tn] = U[xi] [K, C] V[xi] [C, Tn] for the 16 xi.
-    if constexpr (std::is_same_v<T, float>) {
-      sgemm_strided_batched(false, false, K, Tn, C, 1.0f, U, C, K * C, V, Tn, C * Tn, 0.0f, M, Tn, K * Tn, 16,
-                            stream);
-    } else {
-      dgemm_strided_batched(false, false, K, Tn, C, 1.0, U, C, K * C, V, Tn, C * Tn, 0.0, M, Tn, K * Tn, 16, stream);
-    }
-    for_each(images * K * tiles, [=] __device__(int64_t o) { winograd_output_element(o, M, p, images, bias, yn); },
-             stream, "conv2d_winograd: output tiles");
+    for_each(images * C * tiles, [=] __device__(int64_t o) { winograd_input_element<kM>(o, xn, p, images, V); },
+             stream, "conv2d_winograd: input tiles");
+    // M[xi] [K, Tn] = U[xi] [K, C] V[xi] [C, Tn] for every xi.
+    gemm_batched<T>(false, K, Tn, C, U, C, K * C, V, Tn, C * Tn, false, M, Tn, K * Tn, kPoints, stream);
+    for_each(images * K * tiles,
+             [=] __device__(int64_t o) { winograd_output_element<kM>(o, M, p, images, bias, yn); }, stream,
+             "conv2d_winograd: output tiles");
   }
 }
 
-template <typename T>
-void conv2d_backward_weight_winograd(const ConvGeometry& g, const T* dy, const T* x, T* dw, T* work,
-                                     int64_t images_in, Stream stream) {
-  const WinogradPlan p = winograd_plan(g, "conv2d_backward_weight_winograd");
-  CRFSEG_CHECK(images_in >= 1, ValueError, "conv2d_backward_weight_winograd: expected a group of at least 1 image, got ",
-               images_in);
-  const int64_t group = std::min(images_in, std::max<int64_t>(g.N, 1));
+template <int kM, typename T>
+void weight_grad_tiles(const ConvGeometry& g, const T* dy, const T* x, T* dw, T* work, int64_t group, Stream stream) {
+  constexpr int64_t kPoints = (kM + 2) * (kM + 2);
+  const WinogradPlan p = winograd_plan(g, kM, "conv2d_backward_weight_winograd");
   const int64_t K = g.K, C = g.C, tiles = p.tiles();
-  T* Mw = work;  // [16][K][C], summed over the groups
-  T* V = Mw + round64(16 * K * C);
-  T* E = V + round64(16 * C * group * tiles);
+  if (g.N == 0) {  // no images: a zero gradient, as the other paths give (Mw would stay unwritten)
+    for_each(K * C * 9, [=] __device__(int64_t i) { dw[i] = T(0); }, stream, "conv2d_backward_weight_winograd: zero");
+    return;
+  }
+  T* Mw = work;  // [points][K][C], summed over the groups
+  T* V = Mw + round64(kPoints * K * C);
+  T* E = V + round64(kPoints * C * group * tiles);
   for (int64_t n = 0; n < g.N; n += group) {
     const int64_t images = std::min(group, g.N - n), Tn = images * tiles;
     const T* xn = x + n * C * g.hw();
     const T* dyn = dy + n * K * g.pq();
-    for_each(images * C * tiles, [=] __device__(int64_t o) { winograd_input_element(o, xn, p, images, V); }, stream,
-             "conv2d_backward_weight_winograd: input tiles");
-    for_each(images * K * tiles, [=] __device__(int64_t o) { winograd_grad_element(o, dyn, p, images, E); }, stream,
-             "conv2d_backward_weight_winograd: gradient tiles");
-    // Mw[xi] [K, C] (+)= E[xi] [K, Tn] V[xi] [C, Tn]^T for the 16 xi.
-    if constexpr (std::is_same_v<T, float>) {
-      sgemm_strided_batched(false, true, K, C, Tn, 1.0f, E, Tn, K * Tn, V, Tn, C * Tn, n == 0 ? 0.0f : 1.0f, Mw, C,
-                            K * C, 16, stream);
-    } else {
-      dgemm_strided_batched(false, true, K, C, Tn, 1.0, E, Tn, K * Tn, V, Tn, C * Tn, n == 0 ? 0.0 : 1.0, Mw, C, K * C,
-                            16, stream);
-    }
+    for_each(images * C * tiles, [=] __device__(int64_t o) { winograd_input_element<kM>(o, xn, p, images, V); },
+             stream, "conv2d_backward_weight_winograd: input tiles");
+    for_each(images * K * tiles, [=] __device__(int64_t o) { winograd_grad_element<kM>(o, dyn, p, images, E); },
+             stream, "conv2d_backward_weight_winograd: gradient tiles");
+    // Mw[xi] [K, C] (+)= E[xi] [K, Tn] V[xi] [C, Tn]^T for every xi.
+    gemm_batched<T>(true, K, C, Tn, E, Tn, K * Tn, V, Tn, C * Tn, n > 0, Mw, C, K * C, kPoints, stream);
   }
-  for_each(K * C, [=] __device__(int64_t o) { winograd_filter_grad_element(o, Mw, K, C, dw); }, stream,
+  for_each(K * C, [=] __device__(int64_t o) { winograd_filter_grad_element<kM>(o, Mw, K, C, dw); }, stream,
            "conv2d_backward_weight_winograd: filter gradient");
 }
 
-template void conv2d_winograd<float>(const ConvGeometry&, const float*, const float*, bool, const float*, float*,
+int64_t checked_group(const ConvGeometry& g, int64_t images, const char* op) {
+  CRFSEG_CHECK(images >= 1, ValueError, op, ": expected a group of at least 1 image, got ", images);
+  return std::min(images, std::max<int64_t>(g.N, 1));
+}
+
+}  // namespace
+
+int64_t winograd_group_images(const ConvGeometry& g, int tile) {
+  const WinogradPlan p = winograd_plan(g, tile, "winograd_group_images");
+  const int64_t per_image = winograd_workspace_elems(p, tile, 1);
+  return std::clamp<int64_t>(conv_workspace_limit() / per_image, 1, std::max<int64_t>(g.N, 1));
+}
+
+int64_t winograd_workspace(const ConvGeometry& g, int tile, int64_t images) {
+  const WinogradPlan p = winograd_plan(g, tile, "winograd_workspace");
+  const int64_t points = (tile + 2) * (tile + 2), T = images * p.tiles();
+  return round64(points * g.K * g.C) + round64(points * g.C * T) + points * g.K * T;
+}
+
+template <typename T>
+void conv2d_winograd(const ConvGeometry& g, int tile, const T* x, const T* w, bool backward, const T* bias, T* y,
+                     T* work, int64_t images, Stream stream) {
+  const int64_t group = checked_group(g, images, "conv2d_winograd");
+  if (tile == 4) {
+    forward_tiles<4>(g, x, w, backward, bias, y, work, group, stream);
+  } else {
+    winograd_plan(g, tile, "conv2d_winograd");  // names a tile that is neither 2 nor 4
+    forward_tiles<2>(g, x, w, backward, bias, y, work, group, stream);
+  }
+}
+
+template <typename T>
+void conv2d_backward_weight_winograd(const ConvGeometry& g, int tile, const T* dy, const T* x, T* dw, T* work,
+                                     int64_t images, Stream stream) {
+  const int64_t group = checked_group(g, images, "conv2d_backward_weight_winograd");
+  if (tile == 4) {
+    weight_grad_tiles<4>(g, dy, x, dw, work, group, stream);
+  } else {
+    winograd_plan(g, tile, "conv2d_backward_weight_winograd");
+    weight_grad_tiles<2>(g, dy, x, dw, work, group, stream);
+  }
+}
+
+template void conv2d_winograd<float>(const ConvGeometry&, int, const float*, const float*, bool, const float*, float*,
                                      float*, int64_t, Stream);
-template void conv2d_winograd<double>(const ConvGeometry&, const double*, const double*, bool, const double*,
+template void conv2d_winograd<double>(const ConvGeometry&, int, const double*, const double*, bool, const double*,
                                       double*, double*, int64_t, Stream);
+template void conv2d_backward_weight_winograd<float>(const ConvGeometry&, int, const float*, const float*, float*,
+                                                     float*, int64_t, Stream);
+template void conv2d_backward_weight_winograd<double>(const ConvGeometry&, int, const double*, const double*,
+                                                      double*, double*, int64_t, Stream);
 
-}  // namespace crfseg::kernels::cuda
-
-namespace crfseg::kernels::cuda {
-template void conv2d_backward_weight_winograd<float>(const ConvGeometry&, const float*, const float*, float*, float*,
-                                                     int64_t, Stream);
-template void conv2d_backward_weight_winograd<double>(const ConvGeometry&, const double*, const double*, double*,
-                                                      double*, int64_t, Stream);
 }  // namespace crfseg::kernels::cuda

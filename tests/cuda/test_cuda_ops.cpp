@@ -437,11 +437,9 @@ struct ConvAlgorithmGuard {
 TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded, 1x1" * doctest::skip(kNoDevice)) {
 #ifdef CRFSEG_WITH_CUDA
   for (auto algorithm : {kernels::cuda::ConvAlgorithm::im2col, kernels::cuda::ConvAlgorithm::implicit_gemm,
-                         kernels::cuda::ConvAlgorithm::winograd}) {
+                         kernels::cuda::ConvAlgorithm::winograd, kernels::cuda::ConvAlgorithm::winograd4}) {
   const ConvAlgorithmGuard guard(algorithm);
-  INFO("algorithm ", algorithm == kernels::cuda::ConvAlgorithm::im2col          ? "im2col"
-                     : algorithm == kernels::cuda::ConvAlgorithm::implicit_gemm ? "implicit GEMM"
-                                                                                : "Winograd");
+  INFO("algorithm ", static_cast<int>(algorithm), " (im2col, implicit GEMM, Winograd 2x2, Winograd 4x4)");
 #endif
   struct Case { Shape x, w; Conv2dArgs a; };
   const std::vector<Case> cases = {
@@ -798,15 +796,22 @@ TEST_CASE("cuda conv: image groups fill the column workspace limit") {
   CHECK(kernels::cuda::col_elems_weight_grad(pointwise, 2) == (2 * 3 * 63 + 63) / 64 * 64 + 2 * 4 * 63);
   CHECK(kernels::cuda::col_elems_weight_grad(pointwise, 1) == 0);
   CHECK_THROWS_AS(kernels::cuda::set_conv_workspace_limit(0), ValueError);
-  // Winograd: V and M hold 16 (3 + 4) values per tile, 5 x 4 = 20 tiles an
-  // image (2240); the workspace adds U's 16 x 4 x 3, each part on a multiple
-  // of 64 elements.
+  // Winograd, 2x2 tiles: V and M hold 16 (3 + 4) values per tile, 5 x 4 =
+  // 20 tiles an image (2240); the workspace adds U's 16 x 4 x 3, each part
+  // on a multiple of 64 elements. 4x4 tiles: 36 (3 + 4) values per tile,
+  // 3 x 2 = 6 tiles an image (1512).
   for (const auto& [limit, images] : std::vector<std::pair<int64_t, int64_t>>{
            {1, 1}, {2239, 1}, {2 * 2240, 2}, {int64_t{1} << 26, 5}}) {
     const WorkspaceLimitGuard again(limit);
-    CHECK(kernels::cuda::winograd_group_images(g) == images);
+    CHECK(kernels::cuda::winograd_group_images(g, 2) == images);
   }
-  CHECK(kernels::cuda::winograd_workspace(g, 2) == 192 + 1920 + 16 * 4 * 40);
+  CHECK(kernels::cuda::winograd_workspace(g, 2, 2) == 192 + 1920 + 16 * 4 * 40);
+  {
+    const WorkspaceLimitGuard again(3 * 1512);
+    CHECK(kernels::cuda::winograd_group_images(g, 4) == 3);
+  }
+  CHECK(kernels::cuda::winograd_workspace(g, 4, 1) == 448 + 704 + 36 * 4 * 6);
+  CHECK_THROWS_AS(kernels::cuda::winograd_workspace(g, 3, 1), ValueError);
 #endif
 }
 
@@ -850,14 +855,16 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
         return ops::conv2d_backward_weight(v[0], v[1], w8.shape(), pad1);
       }, 1e-4, tol(dt));
     }
-    {
-      // Winograd in groups of 1, 2 (2 + 2 + 1) and 5: 2240 workspace
+    for (const auto& [algorithm, per_image] :
+         {std::pair{kernels::cuda::ConvAlgorithm::winograd, int64_t{2240}},
+          std::pair{kernels::cuda::ConvAlgorithm::winograd4, int64_t{1512}}}) {
+      // Winograd in groups of 1, 2 (2 + 2 + 1) and 5: per_image workspace
       // elements an image, backward-input's and the weight gradient's as
       // many (4 + 3 channels); the weight gradient sums over the groups.
-      const ConvAlgorithmGuard winograd(kernels::cuda::ConvAlgorithm::winograd);
-      for (int64_t limit : {int64_t{1}, int64_t{2 * 2240}, int64_t{1} << 26}) {
+      const ConvAlgorithmGuard winograd(algorithm);
+      for (int64_t limit : {int64_t{1}, 2 * per_image, int64_t{1} << 26}) {
         const WorkspaceLimitGuard guard(limit);
-        INFO("Winograd, workspace limit ", limit, ", ", dtype_name(dt));
+        INFO("Winograd ", static_cast<int>(algorithm), ", workspace limit ", limit, ", ", dtype_name(dt));
         check_op("conv2d in Winograd groups", {x, w, b}, [&](const std::vector<Tensor>& v) {
           return ops::conv2d(v[0], v[1], v[2], pad1);
         }, 1e-5, tol(dt));
@@ -869,6 +876,17 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
           return ops::conv2d_backward_weight(v[0], v[1], w.shape(), pad1);
         }, 1e-4, tol(dt));
       }
+      // No images: a zero weight gradient. An empty input plane (H = 0,
+      // padding 2: a 2-row output) has an empty input gradient.
+      const Tensor x0 = random_tensor({0, 3, 9, 7}, 72, dt), g0 = random_tensor({0, 4, 9, 7}, 73, dt);
+      check_op("Winograd weight gradient of no images", {g0, x0}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_backward_weight(v[0], v[1], w.shape(), pad1);
+      }, 0, 0);
+      const Conv2dArgs pad2{.pad_h = 2, .pad_w = 2};
+      const Tensor gh = random_tensor({2, 4, 2, 7}, 74, dt);
+      check_op("Winograd backward-input of an empty plane", {gh, w}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_backward_input(v[0], v[1], Shape{2, 3, 0, 5}, pad2);
+      }, 0, 0);
     }
     // Pointwise: the 5 images in one batched GEMM reading x (writing dx) in place.
     const Tensor xp = random_tensor({5, 6, 4, 3}, 63, dt), wp = random_tensor({2, 6, 1, 1}, 64, dt);

@@ -813,37 +813,69 @@ TEST_CASE("conv2d ops reject bad input with clear errors") {
       "output padding < max(stride, dilation)");
 }
 
-// The CUDA Winograd F(2x2, 3x3) path (kernels/cuda/conv2d_winograd.cu)
-// emulated on the CPU: its three per-thread passes (winograd_rules.h) over
-// image groups of `group` images, with a plain loop for the batched GEMM.
-std::vector<double> winograd_emulated(const ConvGeometry& g, const std::vector<double>& x, const std::vector<double>& U,
-                                      const double* bias, int64_t group) {
-  const kernels::cuda::WinogradPlan p = kernels::cuda::winograd_plan(g, "test");
+// The CUDA Winograd F(m x m, 3x3) path (kernels/cuda/conv2d_winograd.cu)
+// emulated on the CPU: its per-thread passes (winograd_rules.h) over image
+// groups of `group` images, with plain loops for the batched GEMMs.
+template <int kM>
+std::vector<double> winograd_emulated(const ConvGeometry& g, const std::vector<double>& x, const std::vector<double>& w,
+                                      bool backward, const double* bias, int64_t group) {
+  constexpr int64_t kPoints = (kM + 2) * (kM + 2);
+  const kernels::cuda::WinogradPlan p = kernels::cuda::winograd_plan(g, kM, "test");
+  std::vector<double> U(static_cast<size_t>(kPoints * g.K * g.C), NAN);
+  for (int64_t o = 0; o < g.K * g.C; ++o)
+    kernels::cuda::winograd_filter_element<kM>(o, w.data(), g.K, g.C, backward, U.data());
   std::vector<double> y(static_cast<size_t>(g.N * g.K * g.pq()), NAN);
   for (int64_t n0 = 0; n0 < g.N; n0 += group) {
     const int64_t images = std::min(group, g.N - n0), T = images * p.tiles();
-    std::vector<double> V(static_cast<size_t>(16 * g.C * T), NAN), M(static_cast<size_t>(16 * g.K * T), 0.0);
+    std::vector<double> V(static_cast<size_t>(kPoints * g.C * T), NAN), M(static_cast<size_t>(kPoints * g.K * T), 0.0);
     for (int64_t o = 0; o < images * g.C * p.tiles(); ++o)
-      kernels::cuda::winograd_input_element(o, x.data() + n0 * g.C * g.hw(), p, images, V.data());
-    for (int xi = 0; xi < 16; ++xi)  // M[xi] = U[xi] [K, C] V[xi] [C, T]
+      kernels::cuda::winograd_input_element<kM>(o, x.data() + n0 * g.C * g.hw(), p, images, V.data());
+    for (int64_t xi = 0; xi < kPoints; ++xi)  // M[xi] = U[xi] [K, C] V[xi] [C, T]
       for (int64_t k = 0; k < g.K; ++k)
         for (int64_t c = 0; c < g.C; ++c)
           for (int64_t t = 0; t < T; ++t)
             M[(xi * g.K + k) * T + t] += U[(xi * g.K + k) * g.C + c] * V[(xi * g.C + c) * T + t];
     for (int64_t o = 0; o < images * g.K * p.tiles(); ++o)
-      kernels::cuda::winograd_output_element(o, M.data(), p, images, bias, y.data() + n0 * g.K * g.pq());
+      kernels::cuda::winograd_output_element<kM>(o, M.data(), p, images, bias, y.data() + n0 * g.K * g.pq());
   }
   return y;
 }
 
-TEST_CASE("winograd: the CUDA F(2x2, 3x3) rules give the reference forward, backward-input and weight gradient") {
+// The weight gradient, F(3x3, m x m): Mw[xi] [K, C] summed over the
+// groups' GEMMs E'[xi] [K, T] V[xi] [C, T]^T, then dW = G^T Mw G.
+template <int kM>
+std::vector<double> winograd_weight_grad_emulated(const ConvGeometry& g, const std::vector<double>& dy,
+                                                  const std::vector<double>& x, int64_t group) {
+  constexpr int64_t kPoints = (kM + 2) * (kM + 2);
+  const kernels::cuda::WinogradPlan p = kernels::cuda::winograd_plan(g, kM, "test");
+  std::vector<double> Mw(static_cast<size_t>(kPoints * g.K * g.C), 0.0), dw(static_cast<size_t>(g.K * g.C * 9), NAN);
+  for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+    const int64_t images = std::min(group, g.N - n0), T = images * p.tiles();
+    std::vector<double> V(static_cast<size_t>(kPoints * g.C * T), NAN), E(static_cast<size_t>(kPoints * g.K * T), NAN);
+    for (int64_t o = 0; o < images * g.C * p.tiles(); ++o)
+      kernels::cuda::winograd_input_element<kM>(o, x.data() + n0 * g.C * g.hw(), p, images, V.data());
+    for (int64_t o = 0; o < images * g.K * p.tiles(); ++o)
+      kernels::cuda::winograd_grad_element<kM>(o, dy.data() + n0 * g.K * g.pq(), p, images, E.data());
+    for (int64_t xi = 0; xi < kPoints; ++xi)
+      for (int64_t k = 0; k < g.K; ++k)
+        for (int64_t c = 0; c < g.C; ++c)
+          for (int64_t t = 0; t < T; ++t)
+            Mw[(xi * g.K + k) * g.C + c] += E[(xi * g.K + k) * T + t] * V[(xi * g.C + c) * T + t];
+  }
+  for (int64_t o = 0; o < g.K * g.C; ++o)
+    kernels::cuda::winograd_filter_grad_element<kM>(o, Mw.data(), g.K, g.C, dw.data());
+  return dw;
+}
+
+template <int kM>
+void check_winograd_rules(double tol) {
   // Odd and even planes (cut last tiles), padding 0, 1 and 2, a plane of
   // one output, prime channel counts; groups that do not divide N.
   for (const ConvGeometry& g : {make(3, 5, 7, 6, 7, 3, 3, 1, 1, 1, 1), make(2, 3, 8, 9, 2, 3, 3, 1, 1, 0, 0),
                                 make(2, 2, 5, 4, 3, 3, 3, 1, 1, 2, 1), make(1, 1, 3, 3, 1, 3, 3),
-                                make(4, 13, 4, 11, 5, 3, 3, 1, 1, 1, 2)}) {
+                                make(4, 13, 4, 11, 5, 3, 3, 1, 1, 1, 2), make(2, 3, 10, 13, 4, 3, 3, 1, 1, 1, 1)}) {
     for (const int64_t group : {int64_t{1}, int64_t{2}, g.N}) {
-      INFO(describe(g), " group ", group);
+      INFO("F(", kM, "x", kM, ") ", describe(g), " group ", group);
       REQUIRE(kernels::cuda::winograd_applies(g));
       const std::vector<double> x = values(random_tensor({g.N * g.C * g.hw()}, 11, DType::f64));
       const std::vector<double> w = values(random_tensor({g.K * g.C * 9}, 12, DType::f64));
@@ -852,48 +884,31 @@ TEST_CASE("winograd: the CUDA F(2x2, 3x3) rules give the reference forward, back
 
       std::vector<double> want(static_cast<size_t>(g.N * g.K * g.pq()));
       kernels::ref::conv2d_forward<double>(g, x.data(), w.data(), bias.data(), want.data());
-      std::vector<double> U(static_cast<size_t>(16 * g.K * g.C));
-      for (int64_t o = 0; o < g.K * g.C; ++o) kernels::cuda::winograd_filter_element(o, w.data(), g.K, g.C, false, U.data());
-      CHECK_CLOSE(winograd_emulated(g, x, U, bias.data(), group), want, 1e-12,
-                  1e-12);
+      CHECK_CLOSE(winograd_emulated<kM>(g, x, w, false, bias.data(), group), want, tol, tol);
 
       const ConvGeometry b = kernels::cuda::winograd_backward_input_geometry(g);
       REQUIRE(kernels::cuda::winograd_applies(b));
       std::vector<double> dx_want(x.size());
       kernels::ref::conv2d_backward_input<double>(g, dy.data(), w.data(), dx_want.data());
-      std::vector<double> Ub(static_cast<size_t>(16 * b.K * b.C));
-      for (int64_t o = 0; o < b.K * b.C; ++o) kernels::cuda::winograd_filter_element(o, w.data(), b.K, b.C, true, Ub.data());
-      CHECK_CLOSE(winograd_emulated(b, dy, Ub, nullptr, group), dx_want, 1e-12,
-                  1e-12);
+      CHECK_CLOSE(winograd_emulated<kM>(b, dy, w, true, nullptr, group), dx_want, tol, tol);
 
-      // The weight gradient, F(3x3, 2x2): M[xi] [K, C] summed over the
-      // groups' GEMMs E'[xi] [K, T] V[xi] [C, T]^T.
       std::vector<double> dw_want(w.size());
       kernels::ref::conv2d_backward_weight<double>(g, dy.data(), x.data(), dw_want.data());
-      const kernels::cuda::WinogradPlan p = kernels::cuda::winograd_plan(g, "test");
-      std::vector<double> Mw(static_cast<size_t>(16 * g.K * g.C), 0.0), dw(w.size(), NAN);
-      for (int64_t n0 = 0; n0 < g.N; n0 += group) {
-        const int64_t images = std::min(group, g.N - n0), T = images * p.tiles();
-        std::vector<double> V(static_cast<size_t>(16 * g.C * T), NAN), E(static_cast<size_t>(16 * g.K * T), NAN);
-        for (int64_t o = 0; o < images * g.C * p.tiles(); ++o)
-          kernels::cuda::winograd_input_element(o, x.data() + n0 * g.C * g.hw(), p, images, V.data());
-        for (int64_t o = 0; o < images * g.K * p.tiles(); ++o)
-          kernels::cuda::winograd_grad_element(o, dy.data() + n0 * g.K * g.pq(), p, images, E.data());
-        for (int xi = 0; xi < 16; ++xi)
-          for (int64_t k = 0; k < g.K; ++k)
-            for (int64_t c = 0; c < g.C; ++c)
-              for (int64_t t = 0; t < T; ++t)
-                Mw[(xi * g.K + k) * g.C + c] += E[(xi * g.K + k) * T + t] * V[(xi * g.C + c) * T + t];
-      }
-      for (int64_t o = 0; o < g.K * g.C; ++o) kernels::cuda::winograd_filter_grad_element(o, Mw.data(), g.K, g.C, dw.data());
-      CHECK_CLOSE(dw, dw_want, 1e-12, 1e-12);
+      CHECK_CLOSE(winograd_weight_grad_emulated<kM>(g, dy, x, group), dw_want, tol, tol);
     }
   }
+}
+
+TEST_CASE("winograd: the CUDA F(2x2, 3x3) and F(4x4, 3x3) rules give the reference forward, backward-input and "
+          "weight gradient") {
+  check_winograd_rules<2>(1e-12);
+  check_winograd_rules<4>(1e-11);
   // Everything else stays on im2col: stride, dilation, other kernels, padding past 2.
   CHECK_FALSE(kernels::cuda::winograd_applies(make(1, 2, 9, 9, 2, 3, 3, 2, 2, 1, 1)));
   CHECK_FALSE(kernels::cuda::winograd_applies(make(1, 2, 9, 9, 2, 3, 3, 1, 1, 2, 2, 2, 2)));
   CHECK_FALSE(kernels::cuda::winograd_applies(make(1, 2, 9, 9, 2, 5, 5, 1, 1, 2, 2)));
   CHECK_FALSE(kernels::cuda::winograd_applies(make(1, 2, 9, 9, 2, 3, 3, 1, 1, 3, 3)));
   CHECK_FALSE(kernels::cuda::winograd_applies(make(1, 2, 9, 9, 2, 1, 1)));
-  CHECK_THROWS_AS(kernels::cuda::winograd_plan(make(1, 2, 9, 9, 2, 3, 3, 2, 2, 1, 1), "test"), NotImplementedError);
+  CHECK_THROWS_AS(kernels::cuda::winograd_plan(make(1, 2, 9, 9, 2, 3, 3, 2, 2, 1, 1), 2, "test"), NotImplementedError);
+  CHECK_THROWS_AS(kernels::cuda::winograd_plan(make(1, 2, 9, 9, 2, 3, 3, 1, 1, 1, 1), 3, "test"), ValueError);
 }

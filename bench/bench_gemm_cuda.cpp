@@ -2,6 +2,7 @@
 // cuBLAS in the same run, on the same device buffers.
 //
 //   build/bench/bench_gemm_cuda [--quick] [--repeats R] [--sizes 4096,1024x768x300,...] [--tf32] [--tb]
+//                               [--skip NAME,NAME]
 //
 // Each variant runs W warm-up calls, then R timed calls, each timed with CUDA
 // events on the current stream; the table gives the median ms, GFLOP/s
@@ -16,7 +17,8 @@
 //
 // --tb stores B as [N][K] and runs every variant with B transposed: the
 // layout the wgmma variants (v6, v7) read in place; without it they pack
-// B K-major first, inside the timed call.
+// B K-major first, inside the timed call. --skip leaves the named variants
+// out (scripts/gpu-check.sh: the ones whose tests timed out).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -57,6 +59,7 @@ std::vector<Size> parse_sizes(const std::string& text) {
 int main(int argc, char** argv) {
   int repeats = 20, warmup = 3;
   bool tf32 = false, tb = false;
+  std::vector<std::string> skip;
   std::vector<Size> sizes = {{4096, 4096, 4096}, {1024, 1024, 1024}, {4096, 1024, 4608}, {127, 1023, 515}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -65,8 +68,12 @@ int main(int argc, char** argv) {
     else if (a == "--sizes" && i + 1 < argc) sizes = parse_sizes(argv[++i]);
     else if (a == "--tf32") tf32 = true;
     else if (a == "--tb") tb = true;
+    else if (a == "--skip" && i + 1 < argc) {
+      std::stringstream names(argv[++i]);
+      for (std::string name; std::getline(names, name, ',');) skip.push_back(name);
+    }
     else {
-      std::fprintf(stderr, "usage: bench_gemm_cuda [--quick] [--repeats R] [--sizes LIST] [--tf32] [--tb]\n");
+      std::fprintf(stderr, "usage: bench_gemm_cuda [--quick] [--repeats R] [--sizes LIST] [--tf32] [--tb] [--skip NAME,NAME]\n");
       return 2;
     }
   }
@@ -119,7 +126,9 @@ int main(int argc, char** argv) {
     for (const auto& v : kcu::sgemm_variants()) any_tf32 = any_tf32 || v.tf32;
     if (any_tf32) rows.push_back({"cublas (tf32)", kcu::sgemm_cublas, true});
     for (const auto& v : kcu::sgemm_variants()) {
-      if (v.name != "cublas") rows.push_back({v.name, v.fn, v.tf32});
+      if (v.name != "cublas" && std::find(skip.begin(), skip.end(), v.name) == skip.end()) {
+        rows.push_back({v.name, v.fn, v.tf32});
+      }
     }
     double cublas_ms = NAN, cublas_tf32_ms = NAN;
     for (const Row& r : rows) {

@@ -164,6 +164,23 @@ CRFSEG_HD inline void winograd_sandwich(const T (&d)[Ci][Ci], T (&out)[Ro][Ro]) 
 // so each thread's a^2 reads or writes are T (or K C) apart, and
 // neighbouring threads touch neighbouring addresses.
 
+// Thread o's tile among an image group's `channels` planes of TP x TQ
+// tiles: o = (n channels + ch) TP TQ + tile, tile = tp TQ + tq; `at` is its
+// column in the [channels][T] matrices (T = images TP TQ).
+struct WinogradTileIndex {
+  int64_t plane, ch, at;
+  int tp, tq;
+};
+CRFSEG_HD inline WinogradTileIndex winograd_tile_index(int64_t o, const WinogradPlan& p, int64_t channels,
+                                                       int64_t images) {
+  const int tiles = p.tiles();
+  const int64_t plane = o / tiles;
+  const int tile = static_cast<int>(o - plane * tiles);
+  const int64_t n = plane / channels, ch = plane - n * channels;
+  const int tp = tile / p.TQ;
+  return {plane, ch, ch * images * tiles + n * tiles + tile, tp, tile - tp * p.TQ};
+}
+
 // Filter o = (k, c) of a K x C bank: U[xi][k][c] from w[k][c] (w is [K][C][3][3]),
 // or, when `backward` (backward-input's bank: K here is the forward's C,
 // C the forward's K), from w[c][k] rotated 180 degrees.
@@ -184,13 +201,9 @@ CRFSEG_HD inline void winograd_filter_element(int64_t o, const T* w, int64_t K, 
 template <int kM, typename T>
 CRFSEG_HD inline void winograd_input_element(int64_t o, const T* x, const WinogradPlan& p, int64_t images, T* V) {
   constexpr int a = kM + 2;
-  const int tiles = p.tiles();
-  const int64_t plane = o / tiles;  // n C + c
-  const int tile = static_cast<int>(o - plane * tiles);
-  const int64_t n = plane / p.C, c = plane - n * p.C;
-  const int tp = tile / p.TQ, tq = tile - tp * p.TQ;
-  const T* xc = x + plane * p.H * p.W;
-  const int h0 = kM * tp - p.ph, w0 = kM * tq - p.pw;
+  const WinogradTileIndex t = winograd_tile_index(o, p, p.C, images);
+  const T* xc = x + t.plane * p.H * p.W;
+  const int h0 = kM * t.tp - p.ph, w0 = kM * t.tq - p.pw;
   T d[a][a], v[a][a];
   CRFSEG_WINOGRAD_UNROLL for (int i = 0; i < a; ++i) {
     const int h = h0 + i;
@@ -201,8 +214,8 @@ CRFSEG_HD inline void winograd_input_element(int64_t o, const T* x, const Winogr
     }
   }
   winograd_sandwich<kM, WinogradMatrix::BT, false>(d, v);
-  const int64_t T_all = images * tiles, at = c * T_all + n * tiles + tile;
-  CRFSEG_WINOGRAD_UNROLL for (int xi = 0; xi < a * a; ++xi) V[static_cast<int64_t>(xi) * p.C * T_all + at] = v[xi / a][xi % a];
+  const int64_t stride = p.C * images * p.tiles();  // one xi's [C][T] matrix
+  CRFSEG_WINOGRAD_UNROLL for (int xi = 0; xi < a * a; ++xi) V[xi * stride + t.at] = v[xi / a][xi % a];
 }
 
 // Output tile o = (n, k, tile) of an image group: y = A^T M A, its m x m
@@ -212,22 +225,18 @@ template <int kM, typename T>
 CRFSEG_HD inline void winograd_output_element(int64_t o, const T* M, const WinogradPlan& p, int64_t images,
                                               const T* bias, T* y) {
   constexpr int a = kM + 2;
-  const int tiles = p.tiles();
-  const int64_t plane = o / tiles;  // n K + k
-  const int tile = static_cast<int>(o - plane * tiles);
-  const int64_t n = plane / p.K, k = plane - n * p.K;
-  const int tp = tile / p.TQ, tq = tile - tp * p.TQ;
-  const int64_t T_all = images * tiles, at = k * T_all + n * tiles + tile;
+  const WinogradTileIndex t = winograd_tile_index(o, p, p.K, images);
+  const int64_t stride = p.K * images * p.tiles();  // one xi's [K][T] matrix
   T m[a][a], out[kM][kM];
-  CRFSEG_WINOGRAD_UNROLL for (int xi = 0; xi < a * a; ++xi) m[xi / a][xi % a] = M[static_cast<int64_t>(xi) * p.K * T_all + at];
+  CRFSEG_WINOGRAD_UNROLL for (int xi = 0; xi < a * a; ++xi) m[xi / a][xi % a] = M[xi * stride + t.at];
   winograd_sandwich<kM, WinogradMatrix::AT, false>(m, out);
-  const T b = bias != nullptr ? bias[k] : T(0);
-  T* yp = y + plane * p.P * p.Q;
+  const T b = bias != nullptr ? bias[t.ch] : T(0);
+  T* yp = y + t.plane * p.P * p.Q;
   CRFSEG_WINOGRAD_UNROLL for (int i = 0; i < kM; ++i) {
-    const int row = kM * tp + i;
+    const int row = kM * t.tp + i;
     if (row >= p.P) break;
     CRFSEG_WINOGRAD_UNROLL for (int j = 0; j < kM; ++j) {
-      const int col = kM * tq + j;
+      const int col = kM * t.tq + j;
       if (col < p.Q) yp[row * p.Q + col] = out[i][j] + b;
     }
   }
@@ -238,22 +247,18 @@ CRFSEG_HD inline void winograd_output_element(int64_t o, const T* M, const Winog
 template <int kM, typename T>
 CRFSEG_HD inline void winograd_grad_element(int64_t o, const T* dy, const WinogradPlan& p, int64_t images, T* E) {
   constexpr int a = kM + 2;
-  const int tiles = p.tiles();
-  const int64_t plane = o / tiles;  // n K + k
-  const int tile = static_cast<int>(o - plane * tiles);
-  const int64_t n = plane / p.K, k = plane - n * p.K;
-  const int tp = tile / p.TQ, tq = tile - tp * p.TQ;
-  const T* dp = dy + plane * p.P * p.Q;
+  const WinogradTileIndex t = winograd_tile_index(o, p, p.K, images);
+  const T* dp = dy + t.plane * p.P * p.Q;
   T e[kM][kM], u[a][a];
   CRFSEG_WINOGRAD_UNROLL for (int i = 0; i < kM; ++i) {
     CRFSEG_WINOGRAD_UNROLL for (int j = 0; j < kM; ++j) {
-      const int row = kM * tp + i, col = kM * tq + j;
+      const int row = kM * t.tp + i, col = kM * t.tq + j;
       e[i][j] = row < p.P && col < p.Q ? dp[row * p.Q + col] : T(0);
     }
   }
   winograd_sandwich<kM, WinogradMatrix::AT, true>(e, u);  // (A^T)^T e A^T
-  const int64_t T_all = images * tiles, at = k * T_all + n * tiles + tile;
-  CRFSEG_WINOGRAD_UNROLL for (int xi = 0; xi < a * a; ++xi) E[static_cast<int64_t>(xi) * p.K * T_all + at] = u[xi / a][xi % a];
+  const int64_t stride = p.K * images * p.tiles();  // one xi's [K][T] matrix
+  CRFSEG_WINOGRAD_UNROLL for (int xi = 0; xi < a * a; ++xi) E[xi * stride + t.at] = u[xi / a][xi % a];
 }
 
 // Filter-gradient element o = (k, c) of a K x C bank: dw[k][c] (3x3) =

@@ -36,12 +36,11 @@
 // the pipeline's latency, so the kernel asks for two; on a device, time
 // both.
 #include <cstdint>
-#include <map>
-#include <mutex>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm/gemm.h"
 #include "kernels/cuda/gemm/mma_tf32.cuh"
+#include "kernels/cuda/per_device.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -167,23 +166,19 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // SM's 228), once per device. False where a block cannot have kSmemBytes
 // (sm_86 and sm_89 give 99 KB): v3 runs there.
 bool prepare_kernel() {
-  int device = 0;
-  CRFSEG_CUDA_CHECK(cudaGetDevice(&device));
-  static std::mutex mutex;
-  static std::map<int, bool> ready;
-  const std::lock_guard<std::mutex> lock(mutex);
-  if (const auto it = ready.find(device); it != ready.end()) return it->second;
-  int optin = 0;
-  CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const bool fits = optin >= kSmemBytes;
-  if (fits) {
-    CRFSEG_CUDA_CHECK(
-        cudaFuncSetAttribute(sgemm_tf32_async_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-    CRFSEG_CUDA_CHECK(cudaFuncSetAttribute(sgemm_tf32_async_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                           cudaSharedmemCarveoutMaxShared));
-  }
-  ready[device] = fits;
-  return fits;
+  return once_per_device([](int device) {
+    int optin = 0;
+    CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const bool fits = optin >= kSmemBytes;
+    if (fits) {
+      CRFSEG_CUDA_CHECK(
+          cudaFuncSetAttribute(sgemm_tf32_async_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+      CRFSEG_CUDA_CHECK(cudaFuncSetAttribute(sgemm_tf32_async_kernel,
+                                             cudaFuncAttributePreferredSharedMemoryCarveout,
+                                             cudaSharedmemCarveoutMaxShared));
+    }
+    return fits;
+  });
 }
 
 }  // namespace

@@ -51,11 +51,10 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <map>
-#include <mutex>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm/gemm.h"
+#include "kernels/cuda/per_device.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -398,25 +397,20 @@ CUtensorMap kmajor_map(const float* base, int64_t rows, int64_t K, int64_t ld, i
 // the kernels' shared-memory limits once per device.
 bool wgmma_ready() {
 #if defined(CRFSEG_CUDA_SM90A)
-  int device = 0;
-  CRFSEG_CUDA_CHECK(cudaGetDevice(&device));
-  static std::mutex mutex;
-  static std::map<int, bool> ready;
-  const std::lock_guard<std::mutex> lock(mutex);
-  if (const auto it = ready.find(device); it != ready.end()) return it->second;
-  int major = 0, minor = 0, optin = 0;
-  CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const bool ok = major == 9 && minor == 0 && optin >= kSmemBytes + kBarrierBytes;
-  if (ok) {
-    CRFSEG_CUDA_CHECK(
-        cudaFuncSetAttribute(sgemm_tf32_wgmma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-    CRFSEG_CUDA_CHECK(
-        cudaFuncSetAttribute(sgemm_tf32_wgmma_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-  }
-  ready[device] = ok;
-  return ok;
+  return once_per_device([](int device) {
+    int major = 0, minor = 0, optin = 0;
+    CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const bool ok = major == 9 && minor == 0 && optin >= kSmemBytes + kBarrierBytes;
+    if (ok) {
+      CRFSEG_CUDA_CHECK(
+          cudaFuncSetAttribute(sgemm_tf32_wgmma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+      CRFSEG_CUDA_CHECK(
+          cudaFuncSetAttribute(sgemm_tf32_wgmma_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+    }
+    return ok;
+  });
 #else
   return false;
 #endif

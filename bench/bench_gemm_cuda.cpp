@@ -54,6 +54,35 @@ std::vector<Size> parse_sizes(const std::string& text) {
   return out;
 }
 
+#ifdef CRFSEG_WITH_CUDA
+// Where a failing variant is wrong, for a first look at a kernel that has
+// never run: the share of elements off by more than 1% of the row's scale
+// (or NaN: unwritten, as C is poisoned), the first one, and how many fall
+// in the last 128 rows or 256 columns (tile tails) against the rest.
+std::string wrong_elements(const std::vector<float>& got, const std::vector<float>& want, int64_t M, int64_t N) {
+  int64_t wrong = 0, in_tails = 0, first = -1;
+  for (int64_t m = 0; m < M; ++m) {
+    double scale = 0;
+    for (int64_t n = 0; n < N; ++n) scale = std::max(scale, std::abs(static_cast<double>(want[m * N + n])));
+    for (int64_t n = 0; n < N; ++n) {
+      const double d = static_cast<double>(got[m * N + n]) - want[m * N + n];
+      if (!(std::abs(d) <= 1e-2 * scale + 1e-6)) {
+        ++wrong;
+        if (first < 0) first = m * N + n;
+        if (m >= M - M % 128 || n >= N - N % 256) ++in_tails;
+      }
+    }
+  }
+  std::ostringstream out;
+  out << "  wrong elements: " << wrong << " of " << M * N << " (" << 100.0 * wrong / std::max<int64_t>(M * N, 1)
+      << "%), " << in_tails << " of them in the tail rows/columns";
+  if (first >= 0) {
+    out << "; first at (" << first / N << ", " << first % N << "): got " << got[first] << ", want " << want[first];
+  }
+  return out.str();
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -148,6 +177,7 @@ int main(int argc, char** argv) {
       const double limit = r.tf32 ? 1e-2 : 1e-3;
       if (!(err <= limit)) {
         std::printf("| %ldx%ldx%ld | %s | FAIL | | | %.2e |\n", s.M, s.N, s.K, r.name.c_str(), err);
+        std::printf("%s\n", wrong_elements(got, want, s.M, s.N).c_str());
         kcu::set_gemm_precision(previous);
         continue;
       }

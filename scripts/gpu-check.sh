@@ -154,7 +154,7 @@ bench() {  # bench NAME SECONDS CMD...: one timed-out benchmark command, logged
 }
 export OMP_NUM_THREADS=$((jobs < 8 ? jobs : 8))
 if ((quick)); then
-  bench gemm 60 "$bin/bench/bench_gemm_cuda" --sizes 4096,1024 --repeats 10 --tf32 "${skip_gemm[@]}"
+  bench gemm 60 "$bin/bench/bench_gemm_cuda" --sizes 4096,1024,1000x1030x999 --repeats 10 --tf32 "${skip_gemm[@]}"
 else
   bench gemm 120 "$bin/bench/bench_gemm_cuda" --tf32 "${skip_gemm[@]}"
 fi

@@ -122,21 +122,21 @@ int main(int argc, char** argv) {
     const Tensor A = rand({s.M, s.K}, {DType::f32, Device::cuda(0)}, gen);
     const Tensor B = rand(tb ? Shape{s.N, s.K} : Shape{s.K, s.N}, {DType::f32, Device::cuda(0)}, gen);
     const int64_t ldb = tb ? s.K : s.N;
+    // C = A op(B) by one variant, the product every row of the table times.
+    auto run = [&](kcu::CudaSgemmFn fn, const Tensor& C) {
+      fn(false, tb, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), ldb, 0.0f, C.data<float>(), s.N,
+         stream);
+    };
     const Tensor ref = empty({s.M, s.N}, {DType::f32, Device::cuda(0)});
-    kcu::sgemm_cublas(false, tb, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), ldb, 0.0f,
-                      ref.data<float>(), s.N, stream);
+    run(kcu::sgemm_cublas, ref);
     const std::vector<float> want = ref.to(Device::cpu()).to_vector<float>();
     auto time_variant = [&](kcu::CudaSgemmFn fn, const Tensor& C) {
-      for (int i = 0; i < warmup; ++i) {
-        fn(false, tb, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), ldb, 0.0f, C.data<float>(), s.N,
-           stream);
-      }
+      for (int i = 0; i < warmup; ++i) run(fn, C);
       std::vector<double> ms;
       cuda::Event start(0), stop(0);
       for (int i = 0; i < repeats; ++i) {
         start.record(stream);
-        fn(false, tb, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), ldb, 0.0f, C.data<float>(), s.N,
-           stream);
+        run(fn, C);
         stop.record(stream);
         stop.synchronize();
         ms.push_back(stop.elapsed_ms_since(start));
@@ -164,8 +164,7 @@ int main(int argc, char** argv) {
       const kcu::GemmPrecision previous = kcu::set_gemm_precision(
           r.tf32 && r.fn == kcu::sgemm_cublas ? kcu::GemmPrecision::tf32 : kcu::GemmPrecision::fp32);
       const Tensor C = full({s.M, s.N}, NAN, {DType::f32, Device::cuda(0)});  // poisoned: unwritten shows
-      r.fn(false, tb, s.M, s.N, s.K, 1.0f, A.data<float>(), s.K, B.data<float>(), ldb, 0.0f, C.data<float>(), s.N,
-           stream);
+      run(r.fn, C);
       const std::vector<float> got = C.to(Device::cpu()).to_vector<float>();
       double num = 0, den = 0;
       for (size_t i = 0; i < got.size(); ++i) {

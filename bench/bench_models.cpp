@@ -35,7 +35,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -53,6 +52,9 @@
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
 #include "tensor/cuda_memory.h"
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/conv2d.h"
+#endif
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
@@ -142,9 +144,11 @@ int main(int argc, char** argv) {
   bench::measured_peak_gflops();
   try {
     const Device device = Device::parse(device_name);
-    // The CUDA convolution path, as CRFSEG_CUDA_CONV chose it (kernels/cuda/conv2d.h).
-    const char* conv_env = std::getenv("CRFSEG_CUDA_CONV");
-    const std::string conv_path = conv_env != nullptr && conv_env[0] != '\0' ? conv_env : "im2col";
+#ifdef CRFSEG_WITH_CUDA
+    const char* conv_path = kernels::cuda::conv_algorithm_name(kernels::cuda::conv_algorithm());
+#else
+    const char* conv_path = "";
+#endif
     const cuda::MatmulPrecision precision_value = cuda::parse_matmul_precision(precision_name);
     CRFSEG_CHECK(precision_value == cuda::MatmulPrecision::fp32 || device.is_cuda(), ValueError, "--precision ",
                  precision_name, " applies to CUDA GEMMs; use it with --device cuda");
@@ -297,7 +301,7 @@ int main(int argc, char** argv) {
                   encoder.c_str(), with_crf ? " + CRF-RNN" : "", (long long)base, (long long)depth, params / 1e6,
                   (long long)batch, (long long)size, (long long)classes, optimizer.c_str(), bench::machine_info().c_str(),
                   (long long)repeats, device.str().c_str(), precision_name.c_str(),
-                  device.is_cuda() ? ", convolutions: " : "", device.is_cuda() ? conv_path.c_str() : "");
+                  device.is_cuda() ? ", convolutions: " : "", device.is_cuda() ? conv_path : "");
       std::printf("| impl | pass | median ms | min ms | images/s |\n|---|---|---|---|---|\n");
       if (!encoder_forward) {
         std::printf("| crfseg | train step | %.1f | %.1f | %.1f |\n", train.median_ms, train.min_ms,

@@ -30,13 +30,8 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
 template <typename T>
 void gemm_shared_a(bool trans_a, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                    int64_t stride_b, T* C, int64_t stride_c, int64_t batch, Stream stream) {
-  if constexpr (std::is_same_v<T, float>) {
-    sgemm_strided_batched(trans_a, false, M, N, K, 1.0f, A, lda, 0, B, N, stride_b, 0.0f, C, N, stride_c, batch,
+  gemm_strided_batched<T>(trans_a, false, M, N, K, T(1), A, lda, 0, B, N, stride_b, T(0), C, N, stride_c, batch,
                           stream);
-  } else {
-    dgemm_strided_batched(trans_a, false, M, N, K, 1.0, A, lda, 0, B, N, stride_b, 0.0, C, N, stride_c, batch,
-                          stream);
-  }
 }
 
 std::atomic<int> g_conv_algorithm{-1};  // -1: not chosen yet (read CRFSEG_CUDA_CONV)
@@ -44,19 +39,29 @@ std::atomic<int64_t> g_workspace_limit{int64_t{1} << 26};
 
 }  // namespace
 
+const char* conv_algorithm_name(ConvAlgorithm algorithm) {
+  switch (algorithm) {
+    case ConvAlgorithm::im2col: return "im2col";
+    case ConvAlgorithm::implicit_gemm: return "implicit";
+    case ConvAlgorithm::winograd: return "winograd";
+    case ConvAlgorithm::winograd4: return "winograd4";
+  }
+  return "?";
+}
+
 ConvAlgorithm conv_algorithm() {
   int a = g_conv_algorithm.load();
   if (a < 0) {
     const char* env = std::getenv("CRFSEG_CUDA_CONV");
     const std::string v = env == nullptr ? "" : env;
-    CRFSEG_CHECK(v.empty() || v == "im2col" || v == "implicit" || v == "winograd" || v == "winograd4", ValueError,
-                 "CRFSEG_CUDA_CONV: expected im2col, implicit, winograd or winograd4, got '", v, "'");
-    const ConvAlgorithm chosen = v == "implicit"    ? ConvAlgorithm::implicit_gemm
-                                 : v == "winograd"  ? ConvAlgorithm::winograd
-                                 : v == "winograd4" ? ConvAlgorithm::winograd4
-                                                    : ConvAlgorithm::im2col;
+    int chosen = v.empty() ? static_cast<int>(ConvAlgorithm::im2col) : -1;
+    for (const ConvAlgorithm c : kConvAlgorithms) {
+      if (v == conv_algorithm_name(c)) chosen = static_cast<int>(c);
+    }
+    CRFSEG_CHECK(chosen >= 0, ValueError, "CRFSEG_CUDA_CONV: expected im2col, implicit, winograd or winograd4, got '",
+                 v, "'");
     int expected = -1;
-    g_conv_algorithm.compare_exchange_strong(expected, static_cast<int>(chosen));
+    g_conv_algorithm.compare_exchange_strong(expected, chosen);
     a = g_conv_algorithm.load();
   }
   return static_cast<ConvAlgorithm>(a);
@@ -73,18 +78,27 @@ int64_t set_conv_workspace_limit(int64_t elems) {
   return g_workspace_limit.exchange(elems);
 }
 
+int64_t conv_images_within_limit(int64_t per_image, int64_t N) {
+  return std::clamp<int64_t>(conv_workspace_limit() / per_image, 1, std::max<int64_t>(N, 1));
+}
+
 int64_t conv_weight_grad_images(const ConvGeometry& g) {
   if (g.N <= 1 || g.pq() >= 4096) return 1;
   const int64_t per_image = ((g.is_pointwise() ? g.C : g.crs()) + g.K) * g.pq();  // in a group of several
   if (per_image == 0) return 1;
-  return std::clamp<int64_t>(conv_workspace_limit() / per_image, 1, g.N);
+  return conv_images_within_limit(per_image, g.N);
 }
 
 int64_t conv_group_images(const ConvGeometry& g) {
   if (g.N <= 1) return 1;
   const int64_t per_image = g.crs() * g.pq();
   if (g.is_pointwise() || per_image == 0) return g.N;  // no columns: the GEMM reads x
-  return std::clamp<int64_t>(conv_workspace_limit() / per_image, 1, g.N);
+  return conv_images_within_limit(per_image, g.N);
+}
+
+int64_t conv_checked_group(const ConvGeometry& g, int64_t images, const char* op) {
+  CRFSEG_CHECK(images >= 1, ValueError, op, ": expected a group of at least 1 image, got ", images);
+  return std::min(images, std::max<int64_t>(g.N, 1));
 }
 
 // Both data movements index within one image in 32 bits (Geometry32 and
@@ -198,16 +212,11 @@ void transpose_images(const T* src, T* dst, int64_t images, int64_t channels, in
   }, stream, "conv2d_transpose_images");
 }
 
-// The group size as the caller passed it, checked against the geometry.
-int64_t checked_group(const ConvGeometry& g, int64_t images, const char* op) {
-  CRFSEG_CHECK(images >= 1, ValueError, op, ": expected a group of at least 1 image, got ", images);
-  return std::min(images, std::max<int64_t>(g.N, 1));
-}
 
 template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* col, int64_t images_in,
                     Stream stream) {
-  const int64_t group = checked_group(g, images_in, "conv2d_forward");
+  const int64_t group = conv_checked_group(g, images_in, "conv2d_forward");
   for (int64_t n = 0; n < g.N; n += group) {
     const int64_t images = std::min(group, g.N - n);
     const T* xn = x + n * g.C * g.hw();
@@ -233,7 +242,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
 template <typename T>
 void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, int64_t images_in,
                            Stream stream) {
-  const int64_t group = checked_group(g, images_in, "conv2d_backward_input");
+  const int64_t group = conv_checked_group(g, images_in, "conv2d_backward_input");
   for (int64_t n = 0; n < g.N; n += group) {
     const int64_t images = std::min(group, g.N - n);
     const T* gn = grad + n * g.K * g.pq();
@@ -253,7 +262,7 @@ void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* 
 template <typename T>
 void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* col, int64_t images_in,
                             Stream stream) {
-  const int64_t group = checked_group(g, images_in, "conv2d_backward_weight");
+  const int64_t group = conv_checked_group(g, images_in, "conv2d_backward_weight");
   const int64_t PQ = g.pq(), rows = g.is_pointwise() ? g.C : g.crs();
   for (int64_t n = 0; n < g.N; n += group) {
     const int64_t images = std::min(group, g.N - n), depth = images * PQ;

@@ -2,7 +2,8 @@
 // backward-input, im2col + GEMM backward-weight (the safe reference path;
 // the GEMMs go through kernels/cuda/gemm, so cuBLAS by default); an
 // implicit GEMM that gathers its tiles from the tensors (conv2d_implicit.cu);
-// and Winograd F(2x2, 3x3) for 3x3 stride-1 layers (conv2d_winograd.cu).
+// and Winograd F(2x2, 3x3) or F(4x4, 3x3) for 3x3 stride-1 layers
+// (conv2d_winograd.cu).
 // The GPU side of tensor/ops_conv.cpp, with kernels/ref/conv2d.h's geometry.
 //
 // Per image n, with CRS = C*R*S and PQ = P*Q:
@@ -39,6 +40,11 @@ int64_t conv_group_images(const ConvGeometry& g);
 // returns the previous one (tests make groups that do not divide N).
 int64_t conv_workspace_limit();
 int64_t set_conv_workspace_limit(int64_t elems);
+// The images of a group whose per_image workspace elements fit the limit
+// (at least 1, at most N): the rule of every path's groups.
+int64_t conv_images_within_limit(int64_t per_image, int64_t N);
+// A caller's group size, checked (ValueError naming `op` below 1) and cut to N.
+int64_t conv_checked_group(const ConvGeometry& g, int64_t images, const char* op);
 
 // Workspace elements for `images` images (none for pointwise convolutions,
 // which read x or write dx in place of columns).
@@ -110,8 +116,12 @@ void conv2d_backward_weight_winograd(const ConvGeometry& g, int tile, const T* d
 // layers; other convolutions then run im2col). The environment variable
 // CRFSEG_CUDA_CONV=im2col|implicit|winograd|winograd4 sets it at start;
 // set_conv_algorithm changes it (tests run each) and returns the previous
-// one. winograd_tile gives the algorithm's tile, 0 for the others.
+// one. conv_algorithm_name gives the name CRFSEG_CUDA_CONV spells it with;
+// winograd_tile the algorithm's tile, 0 for the others.
 enum class ConvAlgorithm { im2col, implicit_gemm, winograd, winograd4 };
+inline constexpr ConvAlgorithm kConvAlgorithms[] = {ConvAlgorithm::im2col, ConvAlgorithm::implicit_gemm,
+                                                    ConvAlgorithm::winograd, ConvAlgorithm::winograd4};
+const char* conv_algorithm_name(ConvAlgorithm algorithm);
 inline int winograd_tile(ConvAlgorithm a) {
   return a == ConvAlgorithm::winograd ? 2 : a == ConvAlgorithm::winograd4 ? 4 : 0;
 }

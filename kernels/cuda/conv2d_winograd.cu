@@ -26,7 +26,6 @@
 // CRFSEG_CUDA_CONV=winograd (m = 2) or winograd4 (m = 4) /
 // set_conv_algorithm until a device has run tests/cuda and the benchmarks.
 #include <algorithm>
-#include <type_traits>
 
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/cuda_check.h"
@@ -39,19 +38,6 @@ namespace crfseg::kernels::cuda {
 namespace {
 
 int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
-
-template <typename T>
-void gemm_batched(bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t stride_a, const T* B,
-                  int64_t ldb, int64_t stride_b, bool accumulate, T* C, int64_t ldc, int64_t stride_c, int64_t batch,
-                  Stream stream) {
-  if constexpr (std::is_same_v<T, float>) {
-    sgemm_strided_batched(false, tb, M, N, K, 1.0f, A, lda, stride_a, B, ldb, stride_b, accumulate ? 1.0f : 0.0f, C,
-                          ldc, stride_c, batch, stream);
-  } else {
-    dgemm_strided_batched(false, tb, M, N, K, 1.0, A, lda, stride_a, B, ldb, stride_b, accumulate ? 1.0 : 0.0, C, ldc,
-                          stride_c, batch, stream);
-  }
-}
 
 template <int kM, typename T>
 void forward_tiles(const ConvGeometry& g, const T* x, const T* w, bool backward, const T* bias, T* y, T* work,
@@ -71,7 +57,8 @@ void forward_tiles(const ConvGeometry& g, const T* x, const T* w, bool backward,
     for_each(images * C * tiles, [=] __device__(int64_t o) { winograd_input_element<kM>(o, xn, p, images, V); },
              stream, "conv2d_winograd: input tiles");
     // M[xi] [K, Tn] = U[xi] [K, C] V[xi] [C, Tn] for every xi.
-    gemm_batched<T>(false, K, Tn, C, U, C, K * C, V, Tn, C * Tn, false, M, Tn, K * Tn, kPoints, stream);
+    gemm_strided_batched<T>(false, false, K, Tn, C, T(1), U, C, K * C, V, Tn, C * Tn, T(0), M, Tn, K * Tn, kPoints,
+                            stream);
     for_each(images * K * tiles,
              [=] __device__(int64_t o) { winograd_output_element<kM>(o, M, p, images, bias, yn); }, stream,
              "conv2d_winograd: output tiles");
@@ -99,23 +86,18 @@ void weight_grad_tiles(const ConvGeometry& g, const T* dy, const T* x, T* dw, T*
     for_each(images * K * tiles, [=] __device__(int64_t o) { winograd_grad_element<kM>(o, dyn, p, images, E); },
              stream, "conv2d_backward_weight_winograd: gradient tiles");
     // Mw[xi] [K, C] (+)= E[xi] [K, Tn] V[xi] [C, Tn]^T for every xi.
-    gemm_batched<T>(true, K, C, Tn, E, Tn, K * Tn, V, Tn, C * Tn, n > 0, Mw, C, K * C, kPoints, stream);
+    gemm_strided_batched<T>(false, true, K, C, Tn, T(1), E, Tn, K * Tn, V, Tn, C * Tn, n > 0 ? T(1) : T(0), Mw, C,
+                            K * C, kPoints, stream);
   }
   for_each(K * C, [=] __device__(int64_t o) { winograd_filter_grad_element<kM>(o, Mw, K, C, dw); }, stream,
            "conv2d_backward_weight_winograd: filter gradient");
-}
-
-int64_t checked_group(const ConvGeometry& g, int64_t images, const char* op) {
-  CRFSEG_CHECK(images >= 1, ValueError, op, ": expected a group of at least 1 image, got ", images);
-  return std::min(images, std::max<int64_t>(g.N, 1));
 }
 
 }  // namespace
 
 int64_t winograd_group_images(const ConvGeometry& g, int tile) {
   const WinogradPlan p = winograd_plan(g, tile, "winograd_group_images");
-  const int64_t per_image = winograd_workspace_elems(p, tile, 1);
-  return std::clamp<int64_t>(conv_workspace_limit() / per_image, 1, std::max<int64_t>(g.N, 1));
+  return conv_images_within_limit(winograd_workspace_elems(p, tile, 1), g.N);
 }
 
 int64_t winograd_workspace(const ConvGeometry& g, int tile, int64_t images) {
@@ -127,7 +109,7 @@ int64_t winograd_workspace(const ConvGeometry& g, int tile, int64_t images) {
 template <typename T>
 void conv2d_winograd(const ConvGeometry& g, int tile, const T* x, const T* w, bool backward, const T* bias, T* y,
                      T* work, int64_t images, Stream stream) {
-  const int64_t group = checked_group(g, images, "conv2d_winograd");
+  const int64_t group = conv_checked_group(g, images, "conv2d_winograd");
   if (tile == 4) {
     forward_tiles<4>(g, x, w, backward, bias, y, work, group, stream);
   } else {
@@ -139,7 +121,7 @@ void conv2d_winograd(const ConvGeometry& g, int tile, const T* x, const T* w, bo
 template <typename T>
 void conv2d_backward_weight_winograd(const ConvGeometry& g, int tile, const T* dy, const T* x, T* dw, T* work,
                                      int64_t images, Stream stream) {
-  const int64_t group = checked_group(g, images, "conv2d_backward_weight_winograd");
+  const int64_t group = conv_checked_group(g, images, "conv2d_backward_weight_winograd");
   if (tile == 4) {
     weight_grad_tiles<4>(g, dy, x, dw, work, group, stream);
   } else {

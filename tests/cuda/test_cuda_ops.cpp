@@ -436,10 +436,9 @@ struct ConvAlgorithmGuard {
 
 TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded, 1x1" * doctest::skip(kNoDevice)) {
 #ifdef CRFSEG_WITH_CUDA
-  for (auto algorithm : {kernels::cuda::ConvAlgorithm::im2col, kernels::cuda::ConvAlgorithm::implicit_gemm,
-                         kernels::cuda::ConvAlgorithm::winograd, kernels::cuda::ConvAlgorithm::winograd4}) {
+  for (const kernels::cuda::ConvAlgorithm algorithm : kernels::cuda::kConvAlgorithms) {
   const ConvAlgorithmGuard guard(algorithm);
-  INFO("algorithm ", static_cast<int>(algorithm), " (im2col, implicit GEMM, Winograd 2x2, Winograd 4x4)");
+  INFO("algorithm ", kernels::cuda::conv_algorithm_name(algorithm));
   // F(4x4, 3x3)'s transforms (coefficients up to 8 and 1/24) cost FP32
   // accuracy: ~3e-5 absolute error at 9 input channels here, against 3e-6
   // for 2x2 tiles (a CPU emulation of the rules in float).
@@ -873,7 +872,7 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
       const double scale = dt == DType::f32 && algorithm == kernels::cuda::ConvAlgorithm::winograd4 ? 20.0 : 1.0;
       for (int64_t limit : {int64_t{1}, 2 * per_image, int64_t{1} << 26}) {
         const WorkspaceLimitGuard guard(limit);
-        INFO("Winograd ", static_cast<int>(algorithm), ", workspace limit ", limit, ", ", dtype_name(dt));
+        INFO(kernels::cuda::conv_algorithm_name(algorithm), ", workspace limit ", limit, ", ", dtype_name(dt));
         check_op("conv2d in Winograd groups", {x, w, b}, [&](const std::vector<Tensor>& v) {
           return ops::conv2d(v[0], v[1], v[2], pad1);
         }, scale * 1e-5, scale * tol(dt));

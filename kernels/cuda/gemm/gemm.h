@@ -50,6 +50,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cuda/geometry.h"
@@ -114,6 +115,20 @@ void dgemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int
                            const double* A, int64_t lda, int64_t stride_a, const double* B, int64_t ldb,
                            int64_t stride_b, double beta, double* C, int64_t ldc, int64_t stride_c, int64_t batch,
                            Stream stream);
+// The two above by element type (the convolutions are templates over it).
+template <typename T>
+void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                          int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta, T* C,
+                          int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm_strided_batched(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c,
+                          batch, stream);
+  } else {
+    static_assert(std::is_same_v<T, double>, "gemm_strided_batched: f32 or f64");
+    dgemm_strided_batched(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c,
+                          batch, stream);
+  }
+}
 
 // The input precision of cuBLAS SGEMM (and so of matmul and the im2col
 // convolutions): fp32 (the default), or tf32 / bf16, where the tensor cores

@@ -5,7 +5,8 @@
 // small images. Headline: 5 iterations forward + backward on 256x256
 // with 2 threads (issue 5's target: under 60 ms).
 //
-//   build-crf/bench/bench_crf [--quick | --headline | --builds] [--json] [--repeats R] [--image shapes|noise] [--batch B]
+//   build-crf/bench/bench_crf [--quick | --headline | --builds | --gpu-builds] [--json] [--repeats R]
+//                             [--image shapes|noise] [--batch B]
 //
 // --quick: 64x64 only, 3 repeats (CI); --headline: only the 256x256 lattice
 // rows for 2 and 1 threads; --builds: only the bilateral lattice's
@@ -15,6 +16,9 @@
 // two lattices filter bit for bit alike. --batch B: B images per call (different
 // seeds), as in a training step, where the lattices of a batch are built
 // side by side, one per thread (crf/mean_field.cpp); times are per batch.
+// --gpu-builds: a batch's lattices (B = 16 unless --batch says otherwise)
+// built on the host and uploaded against built on the GPU (see
+// run_gpu_builds; needs a CUDA device, else says so and measures nothing).
 //
 // Images: "shapes" (default) is a synthetic scene, five flat-coloured
 // rectangles and discs plus Gaussian noise of sigma 4; "noise" is uniform
@@ -27,7 +31,10 @@
 // pixel per iteration (flat = linear scaling).
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
+#include <optional>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -37,6 +44,9 @@
 #include "crf/gaussian_filter.h"
 #include "crf/mean_field.h"
 #include "crf/permutohedral.h"
+#include "crf/permutohedral_cuda.h"
+#include "tensor/cuda_memory.h"
+#include "tensor/error.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
@@ -172,8 +182,8 @@ Row measure(FilterMode mode, const std::string& kind, int64_t batch, int64_t siz
 }
 
 // The bilateral features of `kind`'s image (seed 9, as the layer rows use).
-std::vector<double> image_features(const std::string& kind, int64_t size) {
-  const std::vector<double> planes = ops::contiguous(make_image(size, kind, 9)).to_vector<double>();
+std::vector<double> image_features(const std::string& kind, int64_t size, uint64_t seed = 9) {
+  const std::vector<double> planes = ops::contiguous(make_image(size, kind, seed)).to_vector<double>();
   return bilateral_features(planes.data(), 3, size, size, 160, 3);
 }
 
@@ -267,10 +277,83 @@ int run_builds(bool quick, bool json, int repeats, const std::string& machine) {
   return 0;
 }
 
+// --gpu-builds: a training step's bilateral lattices for a batch of B
+// 256^2 images on cuda:0, the two ways crf/mean_field_composed.cpp can make
+// them: on the host (the images' lattices side by side, stacked by
+// lattice_tables, uploaded) against on the GPU (CudaPermutohedralFilter::
+// build), alternated, after checking that the two filter alike. Times are
+// per batch and include the host's feature computation on both sides.
+int run_gpu_builds(int64_t batch, int repeats, const std::string& machine) {
+  if (cuda::device_count() == 0) {
+    std::printf("bench_crf --gpu-builds: no CUDA device (or a build without CUDA); nothing measured\n");
+    return 0;
+  }
+  std::printf("# Bilateral lattices of a batch of %lld 256^2 RGB images on cuda:0 (d = 5, thetas 160/3), built on "
+              "the host (%d OpenMP threads) vs on the GPU; %s; %d alternated repeats\n",
+              (long long)batch, omp_get_max_threads(), machine.c_str(), repeats);
+  std::printf("| image | lattice pts | host ms (med/min) | gpu ms (med/min) | host / gpu | max rel diff |\n"
+              "|---|---|---|---|---|---|\n");
+  const int64_t size = 256, n = size * size;
+  for (const std::string kind : {"shapes", "noise"}) {
+    std::vector<std::vector<double>> per_image;
+    for (int64_t b = 0; b < batch; ++b) per_image.push_back(image_features(kind, size, 9 + static_cast<uint64_t>(b)));
+    const auto on_host = [&] {
+      std::vector<std::unique_ptr<PermutohedralLattice>> lattices(static_cast<size_t>(batch));
+#pragma omp parallel for schedule(dynamic, 1)
+      for (int64_t b = 0; b < batch; ++b) lattices[b] = std::make_unique<PermutohedralLattice>(per_image[b], n, 5);
+      std::vector<const PermutohedralLattice*> raw;
+      for (const auto& l : lattices) raw.push_back(l.get());
+      return CudaPermutohedralFilter(lattice_tables(raw), 0);
+    };
+    const auto on_gpu = [&] {
+      std::vector<double> features;
+      for (const auto& f : per_image) features.insert(features.end(), f.begin(), f.end());
+      std::optional<CudaPermutohedralFilter> built = CudaPermutohedralFilter::build(features, batch, n, 5, 0);
+      if (!built) throw ValueError("bench_crf: the GPU build did not apply");
+      return std::move(*built);
+    };
+    const CudaPermutohedralFilter a = on_host(), b = on_gpu();
+    Generator gen(12);
+    std::vector<float> x(static_cast<size_t>(batch * n * kClasses)), ya(x.size()), yb(x.size());
+    for (float& v : x) v = gen.uniform_f32();
+    double max_rel = 0;
+    for (const bool transpose : {false, true}) {
+      a.filter_host(x.data(), ya.data(), kClasses, transpose);
+      b.filter_host(x.data(), yb.data(), kClasses, transpose);
+      for (size_t i = 0; i < x.size(); ++i) {
+        max_rel = std::max(max_rel, std::abs(double(ya[i]) - yb[i]) / std::max(std::abs(double(ya[i])), 1e-30));
+      }
+    }
+    if (a.num_lattice_points() != b.num_lattice_points() || !(max_rel < 1e-4)) {
+      std::fprintf(stderr, "bench_crf: the host and GPU builds of the %s batch differ (%lld vs %lld lattice points, "
+                   "max rel diff %g)\n", kind.c_str(), (long long)a.num_lattice_points(),
+                   (long long)b.num_lattice_points(), max_rel);
+      return 1;
+    }
+    std::vector<double> host_ms, gpu_ms;
+    const auto time_host = [&] { (void)on_host(); };
+    const auto time_gpu = [&] { (void)on_gpu(); };
+    for (int r = 0; r < repeats; ++r) {
+      if (r % 2 == 0) {
+        bench::time_samples(time_host, 0, 1, host_ms);
+        bench::time_samples(time_gpu, 0, 1, gpu_ms);
+      } else {
+        bench::time_samples(time_gpu, 0, 1, gpu_ms);
+        bench::time_samples(time_host, 0, 1, host_ms);
+      }
+    }
+    const bench::Timing h = bench::summarize(host_ms), g = bench::summarize(gpu_ms);
+    std::printf("| %s | %lld | %.2f / %.2f | %.2f / %.2f | %.2f | %.1e |\n", kind.c_str(),
+                (long long)a.num_lattice_points(), h.median_ms, h.min_ms, g.median_ms, g.min_ms,
+                h.median_ms / g.median_ms, max_rel);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool json = false, quick = false, headline = false, builds = false;
+  bool json = false, quick = false, headline = false, builds = false, gpu_builds = false;
   int repeats = 20;
   int64_t batch = 1;
   std::string image_kind = "shapes";
@@ -280,13 +363,14 @@ int main(int argc, char** argv) {
     else if (a == "--quick") quick = true;
     else if (a == "--headline") headline = true;
     else if (a == "--builds") builds = true;
+    else if (a == "--gpu-builds") gpu_builds = true;
     else if (a == "--repeats" && i + 1 < argc) repeats = std::atoi(argv[++i]);
     else if (a == "--image" && i + 1 < argc) image_kind = argv[++i];
     else if (a == "--batch" && i + 1 < argc) batch = std::atoll(argv[++i]);
     else {
       std::fprintf(stderr,
-                   "usage: bench_crf [--quick | --headline | --builds] [--json] [--repeats R] [--image shapes|noise] "
-                   "[--batch B]\n");
+                   "usage: bench_crf [--quick | --headline | --builds | --gpu-builds] [--json] [--repeats R] "
+                   "[--image shapes|noise] [--batch B]\n");
       return 2;
     }
   }
@@ -297,6 +381,7 @@ int main(int argc, char** argv) {
   if (quick) repeats = 3;
   const std::string machine = bench::machine_info();
   if (builds) return run_builds(quick, json, repeats, machine);
+  if (gpu_builds) return run_gpu_builds(batch > 1 ? batch : 16, quick ? 3 : std::min(repeats, 10), machine);
   if (!verify()) return 1;
 
   std::vector<Row> rows;

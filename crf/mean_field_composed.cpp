@@ -2,12 +2,17 @@
 // crf/mean_field_composed.h).
 #include "crf/mean_field_composed.h"
 
+#include <atomic>
+#include <cstdlib>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "autograd/autograd_meta.h"
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
+#include "autograd/profiler.h"
 #include "crf/permutohedral.h"
 #include "crf/permutohedral_cuda.h"
 #include "crf/stacked_filter.h"
@@ -80,6 +85,61 @@ std::shared_ptr<const DeviceGaussianFilter> spatial_on(Device device, std::share
 
 }  // namespace
 
+namespace {
+
+std::atomic<int> g_lattice_build{-1};  // -1: not read from the environment yet
+
+// The batch's stacked bilateral filter on `dev`: built on the GPU when that
+// is selected and applies, else on the host (and uploaded for CUDA).
+std::shared_ptr<const DeviceGaussianFilter> bilateral_on(Device dev, const Tensor& host_image,
+                                                         const MeanFieldOptions& o) {
+  const profiler::Scope scope("CRF bilateral lattices");
+  if (dev.is_cuda() && o.mode == FilterMode::lattice && cuda_lattice_build() == LatticeBuild::device) {
+    const int64_t B = host_image.size(0), C = host_image.size(1), H = host_image.size(2), W = host_image.size(3);
+    const int64_t n = H * W;
+    std::vector<double> features;
+    features.reserve(static_cast<size_t>(B * n * (2 + C)));
+    for (int64_t b = 0; b < B; ++b) {
+      const std::vector<double> f =
+          bilateral_features(host_image.data<double>() + b * C * n, C, H, W, o.theta_alpha, o.theta_beta);
+      features.insert(features.end(), f.begin(), f.end());
+    }
+    std::optional<CudaPermutohedralFilter> built = CudaPermutohedralFilter::build(features, B, n, 2 + C, dev.index);
+    if (built) {
+      auto f = std::make_shared<DeviceGaussianFilter>();
+      f->device = dev;
+      f->cuda = std::make_shared<const CudaPermutohedralFilter>(std::move(*built));
+      return f;
+    }
+  }
+  return to_device_filter(std::make_shared<const StackedFilter>(build_bilateral_filters(host_image, o)), dev);
+}
+
+}  // namespace
+
+LatticeBuild cuda_lattice_build() {
+  int b = g_lattice_build.load();
+  if (b < 0) {
+    const char* env = std::getenv("CRFSEG_CUDA_LATTICE");
+    const std::string v = env == nullptr ? "" : env;
+    CRFSEG_CHECK(v.empty() || v == "host" || v == "device", ValueError,
+                 "CRFSEG_CUDA_LATTICE: expected host or device, got '", v, "'");
+    int expected = -1;
+    g_lattice_build.compare_exchange_strong(expected, static_cast<int>(v == "device" ? LatticeBuild::device
+                                                                                    : LatticeBuild::host));
+    b = g_lattice_build.load();
+  }
+  return static_cast<LatticeBuild>(b);
+}
+
+LatticeBuild set_cuda_lattice_build(LatticeBuild build) {
+  const LatticeBuild previous = cuda_lattice_build();
+  g_lattice_build.store(static_cast<int>(build));
+  return previous;
+}
+
+int64_t DeviceGaussianFilter::num_points() const { return host ? host->num_points() : cuda->num_points(); }
+
 std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<const GaussianFilter> host,
                                                              Device device) {
   auto f = std::make_shared<DeviceGaussianFilter>();
@@ -105,8 +165,8 @@ std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<con
 
 Tensor gaussian_filter(const Tensor& values, std::shared_ptr<const DeviceGaussianFilter> filter) {
   check_defined("gaussian_filter", values, "values");
-  CRFSEG_CHECK(values.dim() == 2 && values.size(0) == filter->host->num_points(), ShapeError,
-               "gaussian_filter: expected values [", filter->host->num_points(), ", C], got ",
+  CRFSEG_CHECK(values.dim() == 2 && values.size(0) == filter->num_points(), ShapeError,
+               "gaussian_filter: expected values [", filter->num_points(), ", C], got ",
                shape_str(values.shape()));
   CRFSEG_CHECK(values.device() == filter->device, DeviceError, "gaussian_filter: the filter lives on ",
                filter->device.str(), ", the values on ", values.device().str());
@@ -126,11 +186,12 @@ Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const
   // Filters and normalisers (K 1: no gradient). The spatial lattice is one
   // for every image; the images' bilateral lattices build side by side (one
   // image per thread) and stack into one block-diagonal filter over the
-  // batch's B n pixels (crf/stacked_filter.h), so each step filters the
-  // whole batch in one call: on CUDA one launch per step, not per image.
+  // batch's B n pixels (crf/stacked_filter.h), or build as one batch on the
+  // GPU (cuda_lattice_build), so each step filters the whole batch in one
+  // call: on CUDA one launch per step, not per image.
   const Tensor host_image = ops::contiguous(ops::to_dtype(image.to(Device::cpu()), DType::f64));
   const auto ks = spatial_on(dev, cached_spatial_filter(H, W, o.theta_gamma, o.mode));
-  const auto kb = to_device_filter(std::make_shared<const StackedFilter>(build_bilateral_filters(host_image, o)), dev);
+  const auto kb = bilateral_on(dev, host_image, o);
   Tensor norm_s, norm_b;
   {
     NoGradGuard no_grad;

@@ -13,9 +13,11 @@
 // and autograd differentiates it; filter_op's backward is the transposed
 // filter, and the normalisers and the image take no gradient.
 //
-// The lattices are built on the host from the image (one host copy of the
-// image per forward) and, on CUDA, uploaded once per forward; the dense
-// filter mode is CPU only.
+// The lattices are built from a host copy of the image, once per forward:
+// on the host, image by image, and on CUDA uploaded (the default), or, with
+// the device build selected (cuda_lattice_build), on the GPU itself for
+// the whole batch (CudaPermutohedralFilter::build). The dense filter mode
+// is CPU only.
 #pragma once
 
 #include <memory>
@@ -30,11 +32,23 @@ class CudaPermutohedralFilter;
 
 // A Gaussian filter usable on the values' device: the host filter, and on
 // CUDA its uploaded twin (lattice mode only).
+// A lattice built on the GPU has no host filter.
 struct DeviceGaussianFilter {
-  std::shared_ptr<const GaussianFilter> host;
+  std::shared_ptr<const GaussianFilter> host;           // null for a lattice built on the GPU
   std::shared_ptr<const CudaPermutohedralFilter> cuda;  // null on the CPU
   Device device;
+  int64_t num_points() const;
 };
+
+// Where CUDA forwards build the batch's bilateral lattices: on the host
+// (the default: PermutohedralLattice per image, stacked and uploaded) or on
+// the device (CudaPermutohedralFilter::build; where that build does not
+// apply, a dimension outside 2..5 or codes over 64 bits, the host's). Read
+// from CRFSEG_CUDA_LATTICE=host|device at first use (ValueError for other
+// values); set_cuda_lattice_build overrides it and returns the previous.
+enum class LatticeBuild { host, device };
+LatticeBuild cuda_lattice_build();
+LatticeBuild set_cuda_lattice_build(LatticeBuild build);
 
 // Builds the filter for `device` (uploads the lattice to a CUDA device).
 // Throws NotImplementedError for the dense mode on CUDA.

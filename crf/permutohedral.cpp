@@ -20,6 +20,7 @@
 #include <limits>
 #include <optional>
 
+#include "kernels/lattice_rules.h"
 #include "tensor/error.h"
 
 namespace crfseg::crf {
@@ -28,9 +29,6 @@ namespace {
 
 // Lattices with fewer points fit the caches in any order; not renumbered.
 constexpr int64_t kReorderPoints = 16384;
-
-// Lattice coordinates beyond this magnitude are rejected (int32 keys with headroom for +-d).
-constexpr double kMaxCoordinate = 1 << 30;
 
 // A key's hash in two steps: a polynomial over its coordinates,
 //   poly(key) = sum_k key[k] c^(dim - k)   (mod 2^64, coordinates sign-extended),
@@ -156,90 +154,6 @@ class KeyFilter {
   uint64_t mask_ = 0;
 };
 
-// Embeds one feature vector f (d dims) and writes its d + 1 simplex vertices
-// (d stored coordinates each; the (d+1)-th is minus their sum) and
-// barycentric weights. Returns false if a coordinate is out of range.
-// Work arrays: elevated, rem0, rank (d + 1 each), bary (d + 2).
-// kD > 0 fixes d = kD at compile time (the CRF's 2, 3, 4 and 5), so the
-// O(d^2) loops unroll; kD = 0 reads d_any.
-template <int kD>
-bool embed_point(const double* f, int64_t d_any, const double* scale, double* elevated, int64_t* rem0, int64_t* rank,
-                 double* bary, int32_t* keys_out, float* bary_out, uint8_t* up_dir_out) {
-  const int64_t d = kD > 0 ? kD : d_any, d1 = d + 1;
-  const double inv_d1 = 1.0 / static_cast<double>(d1);
-  // Elevate: x = E f with E = sqrt(2/3) (d + 1) [e_0 .. e_{d-1}], where column
-  // e_i = (1, ..., 1, -(i + 1), 0, ..., 0) / sqrt((i + 1)(i + 2)) (i + 1 ones)
-  // is an orthonormal basis of H_d. Accumulated right to left in O(d).
-  double suffix = 0;
-  for (int64_t j = d; j > 0; --j) {
-    const double cf = f[j - 1] * scale[j - 1];
-    elevated[j] = suffix - static_cast<double>(j) * cf;
-    suffix += cf;
-  }
-  elevated[0] = suffix;
-  // The nearest remainder-0 lattice point: round every coordinate to a
-  // multiple of d + 1; `sum` (in units of d + 1) is how far off H_d it lands.
-  int64_t sum = 0;
-  for (int64_t i = 0; i < d1; ++i) {
-    if (!(std::abs(elevated[i]) < kMaxCoordinate)) return false;
-    const int64_t r = static_cast<int64_t>(std::nearbyint(elevated[i] * inv_d1));
-    rem0[i] = r * d1;
-    sum += r;
-  }
-  // rank[i]: how many coordinates of the residual x - rem0 exceed coordinate
-  // i (ties by index); the ordering identifies the simplex containing x.
-  std::fill(rank, rank + d1, 0);
-  for (int64_t i = 0; i < d; ++i) {
-    const double di = elevated[i] - static_cast<double>(rem0[i]);
-    for (int64_t j = i + 1; j < d1; ++j) {
-      const bool below = di < elevated[j] - static_cast<double>(rem0[j]);  // a coin toss: no branch
-      rank[i] += below;
-      rank[j] += !below;
-    }
-  }
-  // Bring rem0 back onto H_d: shifting all ranks by `sum` and wrapping moves
-  // the |sum| coordinates with the largest (or smallest) residuals by d + 1.
-  for (int64_t i = 0; i < d1; ++i) {
-    rank[i] += sum;
-    if (rank[i] < 0) {
-      rank[i] += d1;
-      rem0[i] += d1;
-    } else if (rank[i] > d) {
-      rank[i] -= d1;
-      rem0[i] -= d1;
-    }
-  }
-  // Barycentric weights (Adams et al., section 4.2): the sorted residuals'
-  // successive differences, divided by d + 1; weight k belongs to vertex k.
-  std::fill(bary, bary + d + 2, 0.0);
-  for (int64_t i = 0; i < d1; ++i) {
-    const double v = (elevated[i] - static_cast<double>(rem0[i])) * inv_d1;
-    bary[d - rank[i]] += v;
-    bary[d - rank[i] + 1] -= v;
-  }
-  bary[0] += 1.0 + bary[d + 1];
-  // Vertex k of the simplex is rem0 + the canonical offset of remainder k:
-  // coordinate i gets k when rank[i] <= d - k, else k - (d + 1).
-  for (int64_t k = 0; k < d1; ++k) {
-    for (int64_t i = 0; i < d; ++i) {
-      const int64_t offset = rank[i] <= d - k ? k : k - d1;
-      keys_out[k * d + i] = static_cast<int32_t>(rem0[i] + offset);
-    }
-    bary_out[k] = static_cast<float>(bary[k]);
-  }
-  // The simplex's vertices form a cycle of blur links. From the offsets
-  // above, vertex k - 1 minus vertex k is -1 in every coordinate except +d
-  // in the one of rank d + 1 - k, i.e. u_j for that coordinate j; and
-  // vertex d minus vertex 0 is u_j for the coordinate of rank 0. So vertex
-  // k's up neighbour along u_{up_dir[k]} is vertex (k - 1) mod (d + 1).
-  // (Bytes: the build uses them only for d + 1 <= 255.)
-  for (int64_t i = 0; i < d1; ++i) {
-    const int64_t k = (d1 - rank[i]) % d1;  // rank[i] = (d + 1 - k) mod (d + 1)
-    up_dir_out[k] = static_cast<uint8_t>(i);
-  }
-  return true;
-}
-
 // Small images stay on one thread: a parallel region costs microseconds
 // (and far more on a loaded machine), more than embedding a few thousand points.
 constexpr int64_t kParallelPoints = 4096;
@@ -260,7 +174,7 @@ decltype(auto) with_fixed_dim(int64_t d, const F& f) {
 // Step 1 of the build for all N points: keys ([N x (d + 1) x d]),
 // barycentric weights ([N x (d + 1)]) and the directions of the simplex's
 // own blur links ([N x (d + 1)]). Returns false if some coordinate is out
-// of range. kD as in embed_point.
+// of range. kD as in kernels::lattice_embed_point.
 template <int kD>
 bool embed_points(const double* features, int64_t N, int64_t d_any, const double* scale, int32_t* keys,
                   float* barycentric, uint8_t* up_dir) {
@@ -279,28 +193,11 @@ bool embed_points(const double* features, int64_t N, int64_t d_any, const double
     int64_t* rank = kD > 0 ? rank_fixed : rank_any.data();
 #pragma omp for schedule(static) reduction(&& : in_range)
     for (int64_t i = 0; i < N; ++i) {
-      in_range = embed_point<kD>(features + i * d, d, scale, elevated, rem0, rank, bary, keys + i * d1 * d,
+      in_range = kernels::lattice_embed_point<kD>(features + i * d, d, scale, elevated, rem0, rank, bary, keys + i * d1 * d,
                                  barycentric + i * d1, up_dir + i * d1) && in_range;
     }
   }
   return in_range;
-}
-
-// The output scale alpha that makes the lattice's kernel carry the
-// Gaussian's mass (2 pi)^(d/2), so that on densely sampled features the
-// raw filter approximates the exact sum, not only its normalised form.
-// Each input point's mass is multiplied by 2^(d+1) by the blur (each of
-// the d + 1 passes sums to 2) and spread over lattice cells of volume
-// V = covolume(A*_d) / (sqrt(2/3) (d + 1))^d in feature units, where
-// covolume(A*_d) = sqrt(d + 1) (d + 1)^(d - 1) (the sum-zero integer
-// lattice, covolume sqrt(d + 1), restricted to coordinates congruent
-// mod d + 1, index (d + 1)^(d - 1)). So V = (3/2)^(d/2) / sqrt(d + 1) and
-//   alpha = (2 pi)^(d/2) / (2^(d+1) V) = sqrt(d + 1) (4 pi / 3)^(d/2) / 2^(d+1).
-// (Kraehenbuehl's densecrf uses 1 / (1 + 2^-d), 8-35% lower for d = 1..5;
-// the CRF divides by filter(1), where the constant cancels.)
-double lattice_scale(int64_t d) {
-  const double dd = static_cast<double>(d);
-  return std::sqrt(dd + 1.0) * std::pow(4.0 * M_PI / 3.0, dd / 2.0) / std::pow(2.0, dd + 1.0);
 }
 
 // A stable LSD radix sort of `items` by bits [0, bits) of key(item), in
@@ -457,24 +354,13 @@ ZOrder z_order_rank(int64_t M, int64_t d, const KeyBounds& bounds, const KeyOf& 
 struct CodeBox {
   std::vector<uint64_t> weight;  // W_k
   std::vector<uint64_t> step;    // [d + 1]: code(key + u_j) - code(key), mod 2^64
+  uint64_t origin = 0;           // code(key) = sum_k key[k] W_k - origin
   int bits = 0;                  // every code is below 2^bits
 };
 std::optional<CodeBox> code_box(const KeyBounds& b, int64_t d) {
-  CodeBox box{std::vector<uint64_t>(static_cast<size_t>(d)), std::vector<uint64_t>(static_cast<size_t>(d + 1)), 0};
-  uint64_t size = 1;  // prod R_k so far
-  for (int64_t k = 0; k < d; ++k) {
-    const uint64_t radix = static_cast<uint64_t>(static_cast<int64_t>(b.hi[k]) - b.lo[k] + d + 2);
-    if (size > std::numeric_limits<uint64_t>::max() / radix) return std::nullopt;
-    box.weight[k] = size;
-    size *= radix;
-  }
-  while (box.bits < 64 && (size - 1) >> box.bits != 0) ++box.bits;
-  // u_j: -1 in every stored coordinate, + d in coordinate j (when j < d).
-  for (int64_t j = 0; j <= d; ++j) {
-    uint64_t step = 0;  // wraps for negative steps; the sums below wrap back
-    for (int64_t k = 0; k < d; ++k) step += (k == j ? static_cast<uint64_t>(d) : ~uint64_t(0)) * box.weight[k];
-    box.step[j] = step;
-  }
+  CodeBox box{std::vector<uint64_t>(static_cast<size_t>(d)), std::vector<uint64_t>(static_cast<size_t>(d + 1)), 0, 0};
+  box.bits = kernels::lattice_code_box(b.lo.data(), b.hi.data(), d, box.weight.data(), box.step.data(), &box.origin);
+  if (box.bits < 0) return std::nullopt;
   return box;
 }
 
@@ -497,7 +383,7 @@ struct SortedVertices {
   bool splat_made = false;  // the splat lists too
 };
 template <typename Item>
-SortedVertices sort_vertices_as(const int32_t* keys, int64_t E, int64_t d, const KeyBounds& b, const CodeBox& box,
+SortedVertices sort_vertices_as(const int32_t* keys, int64_t E, int64_t d, const CodeBox& box,
                                 int entry_bits, const float* barycentric, CpuVector<int32_t>& vertex,
                                 CpuVector<int64_t>& splat_begin, CpuVector<PermutohedralLattice::SplatEntry>& splat) {
   constexpr bool kPacked = std::is_same_v<Item, uint64_t>;
@@ -517,18 +403,13 @@ SortedVertices sort_vertices_as(const int32_t* keys, int64_t E, int64_t d, const
     }
   };
   CpuVector<Item> items(static_cast<size_t>(E)), scratch(static_cast<size_t>(E));
-  // code = sum_k key[k] W_k - origin, origin = sum_k (lo[k] - 1) W_k (mod 2^64).
-  uint64_t origin = 0;
-  for (int64_t k = 0; k < d; ++k) origin += static_cast<uint64_t>(static_cast<int64_t>(b.lo[k]) - 1) * box.weight[k];
+  const uint64_t* weight = box.weight.data();
+  const uint64_t origin = box.origin;
   with_fixed_dim(d, [&]<int kD>() {
     const int64_t dd = kD > 0 ? kD : d;
 #pragma omp parallel for schedule(static) if (E >= kParallelPoints)
     for (int64_t e = 0; e < E; ++e) {
-      uint64_t code = 0;
-      for (int64_t k = 0; k < dd; ++k) {
-        code += static_cast<uint64_t>(static_cast<int64_t>(keys[e * dd + k])) * box.weight[k];
-      }
-      code -= origin;
+      const uint64_t code = kernels::lattice_code<kD>(keys + e * dd, d, weight, origin);
       if constexpr (kPacked) {
         items[e] = code << entry_bits | static_cast<uint64_t>(e);
       } else {
@@ -629,14 +510,14 @@ struct WideVertex {
   uint64_t code;
   uint32_t entry;
 };
-SortedVertices sort_vertices(const int32_t* keys, int64_t E, int64_t d, const KeyBounds& b, const CodeBox& box,
+SortedVertices sort_vertices(const int32_t* keys, int64_t E, int64_t d, const CodeBox& box,
                              const float* barycentric, CpuVector<int32_t>& vertex, CpuVector<int64_t>& splat_begin,
                              CpuVector<PermutohedralLattice::SplatEntry>& splat) {
   int entry_bits = 1;
   while ((E - 1) >> entry_bits != 0) ++entry_bits;
   if (box.bits + entry_bits <= 64)
-    return sort_vertices_as<uint64_t>(keys, E, d, b, box, entry_bits, barycentric, vertex, splat_begin, splat);
-  return sort_vertices_as<WideVertex>(keys, E, d, b, box, 0, barycentric, vertex, splat_begin, splat);
+    return sort_vertices_as<uint64_t>(keys, E, d, box, entry_bits, barycentric, vertex, splat_begin, splat);
+  return sort_vertices_as<WideVertex>(keys, E, d, box, 0, barycentric, vertex, splat_begin, splat);
 }
 
 // up[j M + p] = q for q = p + u_j, or M when absent, from the sorted
@@ -683,6 +564,23 @@ void merge_up_neighbours(const CpuVector<uint64_t>& code, const std::vector<uint
 
 }  // namespace
 
+// The output scale alpha that makes the lattice's kernel carry the
+// Gaussian's mass (2 pi)^(d/2), so that on densely sampled features the
+// raw filter approximates the exact sum, not only its normalised form.
+// Each input point's mass is multiplied by 2^(d+1) by the blur (each of
+// the d + 1 passes sums to 2) and spread over lattice cells of volume
+// V = covolume(A*_d) / (sqrt(2/3) (d + 1))^d in feature units, where
+// covolume(A*_d) = sqrt(d + 1) (d + 1)^(d - 1) (the sum-zero integer
+// lattice, covolume sqrt(d + 1), restricted to coordinates congruent
+// mod d + 1, index (d + 1)^(d - 1)). So V = (3/2)^(d/2) / sqrt(d + 1) and
+//   alpha = (2 pi)^(d/2) / (2^(d+1) V) = sqrt(d + 1) (4 pi / 3)^(d/2) / 2^(d+1).
+// (Kraehenbuehl's densecrf uses 1 / (1 + 2^-d), 8-35% lower for d = 1..5;
+// the CRF divides by filter(1), where the constant cancels.)
+double lattice_slice_scale(int64_t d) {
+  const double dd = static_cast<double>(d);
+  return std::sqrt(dd + 1.0) * std::pow(4.0 * M_PI / 3.0, dd / 2.0) / std::pow(2.0, dd + 1.0);
+}
+
 PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, int64_t num_points, int64_t dim,
                                            const LatticeOptions& options)
     : num_points_(num_points), dim_(dim) {
@@ -697,8 +595,8 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
 
   const int64_t d = dim, d1 = dim + 1, N = num_points;
   std::vector<double> scale(static_cast<size_t>(d));
-  const double inv_std = std::sqrt(2.0 / 3.0) * static_cast<double>(d1);
-  for (int64_t i = 0; i < d; ++i) scale[i] = inv_std / std::sqrt(static_cast<double>((i + 1) * (i + 2)));
+  kernels::lattice_embed_scale(d, scale.data());
+  const double inv_std = std::sqrt(2.0 / 3.0) * static_cast<double>(d1);  // scale[i] sqrt((i + 1)(i + 2))
 
   // 1. Embed every point (parallel, independent): keys of its d + 1 vertices.
   // Through the CPU cache (tensor/cpu_allocator.h), like the lattice's own
@@ -725,7 +623,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   std::optional<KeyFilter> key_filter;
   CpuVector<uint64_t> hashes;
   if (sorted_build_) {
-    sorted = sort_vertices(keys.data(), E, d, bounds, *box, barycentric_.data(), vertex_, splat_begin_, splat_);
+    sorted = sort_vertices(keys.data(), E, d, *box, barycentric_.data(), vertex_, splat_begin_, splat_);
     num_lattice_ = static_cast<int64_t>(sorted.code.size()) - 1;
   } else {
     // Hash build: insert the keys in entry order, numbering them as first
@@ -837,7 +735,7 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   //
   // The sorted build merges the sorted codes (merge_up_neighbours). The
   // hash build searches. First, on sparse lattices, the links inside each
-  // pixel's simplex (a cycle of d + 1 links, see embed_point) are written
+  // pixel's simplex (a cycle of d + 1 links, see kernels::lattice_embed_point) are written
   // straight from the splat lists; on a noisy 256^2 image they are 390k of
   // the 520k links, and their candidates are not searched. The search for
   // the rest screens (the default): a candidate's hash is
@@ -1185,8 +1083,8 @@ void PermutohedralLattice::filter(const T* in, T* out, int64_t channels, bool tr
     std::swap(values, scratch);
   }
 
-  // Slice: a gather per point over its simplex, times alpha (see lattice_scale).
-  const T alpha = static_cast<T>(lattice_scale(d));
+  // Slice: a gather per point over its simplex, times alpha (see lattice_slice_scale).
+  const T alpha = static_cast<T>(lattice_slice_scale(d));
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t i = 0; i < N; ++i) {
     T acc[kC > 0 ? kC : 1];
@@ -1212,7 +1110,7 @@ void PermutohedralLattice::dispatch_filter(const T* in, T* out, int64_t channels
   }
 }
 
-double PermutohedralLattice::slice_scale() const { return lattice_scale(dim_); }
+double PermutohedralLattice::slice_scale() const { return lattice_slice_scale(dim_); }
 
 void PermutohedralLattice::apply(const float* in, float* out, int64_t channels, bool transpose) const {
   dispatch_filter(in, out, channels, transpose);

@@ -95,6 +95,9 @@ struct LatticeOptions {
   bool chain_blur = true;
 };
 
+// alpha, the factor the slice applies for lattices of dimension d (see permutohedral.cpp).
+double lattice_slice_scale(int64_t d);
+
 class PermutohedralLattice : public GaussianFilter {
  public:
   // features: [num_points x dim] row-major. Throws ValueError for dim < 1,

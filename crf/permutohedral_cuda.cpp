@@ -20,10 +20,13 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <limits>
+#include <numeric>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "kernels/lattice_rules.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/error.h"
 
@@ -31,6 +34,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/lattice_build.h"
 #include "kernels/cuda/permutohedral.h"
 #endif
 
@@ -46,14 +50,16 @@ constexpr const char* kOp = "CudaPermutohedralFilter";
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  DeviceBuffer(size_t bytes, int device) : ptr_(cuda::malloc_bytes(bytes, device)), device_(device) {}
+  DeviceBuffer(size_t bytes, int device)
+      : ptr_(cuda::malloc_bytes(bytes, device)), bytes_(bytes), device_(device) {}
   ~DeviceBuffer() { cuda::free_bytes(ptr_, device_); }
   DeviceBuffer(DeviceBuffer&& other) noexcept
-      : ptr_(std::exchange(other.ptr_, nullptr)), device_(other.device_) {}
+      : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)), device_(other.device_) {}
   DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
     if (this != &other) {
       cuda::free_bytes(ptr_, device_);
       ptr_ = std::exchange(other.ptr_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
       device_ = other.device_;
     }
     return *this;
@@ -74,13 +80,105 @@ class DeviceBuffer {
   T* as() const {
     return static_cast<T*>(ptr_);
   }
+  size_t bytes() const { return bytes_; }
 
  private:
   void* ptr_ = nullptr;
+  size_t bytes_ = 0;
   int device_ = 0;
 };
 
+// The batch build's checks (lattice_tables_sorted and
+// CudaPermutohedralFilter::build): throws for sizes that disagree; false
+// where the batch build does not apply (the dimension).
+bool batch_build_applies(const char* op, const std::vector<double>& features, int64_t images, int64_t points,
+                         int64_t dim) {
+  CRFSEG_CHECK(images >= 1 && points >= 1 && dim >= 1, ValueError, op,
+               ": expected at least one image, one point and one feature dimension, got ", images, " images of ",
+               points, " points of dimension ", dim);
+  CRFSEG_CHECK(static_cast<int64_t>(features.size()) == images * points * dim, ValueError, op, ": expected ", images,
+               " x ", points, " x ", dim, " = ", images * points * dim, " features, got ", features.size());
+  CRFSEG_CHECK(images * points * (dim + 1) < std::numeric_limits<int32_t>::max(), ValueError, op, ": ",
+               images * points, " points of dimension ", dim, " exceed the 32-bit lattice indices");
+  return dim >= kernels::kLatticeBatchMinDim && dim <= kernels::kLatticeBatchMaxDim;
+}
+
+void check_in_range(const char* op, bool in_range) {
+  CRFSEG_CHECK(in_range, ValueError, op,
+               ": features out of the lattice's range (NaN, infinite, or so large that the 32-bit lattice "
+               "coordinates overflow); are they divided by theta?");
+}
+
 }  // namespace
+
+std::optional<LatticeTables> lattice_tables_sorted(const std::vector<double>& features, int64_t images,
+                                                   int64_t points, int64_t dim) {
+  const char* op = "lattice_tables_sorted";
+  if (!batch_build_applies(op, features, images, points, dim)) return std::nullopt;
+  const int64_t d = dim, d1 = d + 1, N = images * points, E = N * d1;
+  return kernels::with_batch_dim(d, [&]<int kD>() -> std::optional<LatticeTables> {
+    LatticeTables t;
+    // 1. Embed, and the keys' bounds.
+    std::vector<double> scale(static_cast<size_t>(kD));
+    kernels::lattice_embed_scale(kD, scale.data());
+    std::vector<int32_t> keys(static_cast<size_t>(E * kD));
+    t.barycentric.resize(static_cast<size_t>(E));
+    double elevated[kD + 1], bary[kD + 2];
+    int64_t rem0[kD + 1], rank[kD + 1];
+    bool in_range = true;
+    for (int64_t i = 0; i < N; ++i) {
+      in_range = kernels::lattice_embed_point<kD>(features.data() + i * kD, kD, scale.data(), elevated, rem0, rank,
+                                                  bary, keys.data() + i * d1 * kD, t.barycentric.data() + i * d1,
+                                                  nullptr) &&
+                 in_range;
+    }
+    check_in_range(op, in_range);
+    std::vector<int32_t> lo(static_cast<size_t>(kD), std::numeric_limits<int32_t>::max());
+    std::vector<int32_t> hi(static_cast<size_t>(kD), std::numeric_limits<int32_t>::min());
+    for (int64_t e = 0; e < E; ++e) {
+      for (int64_t k = 0; k < kD; ++k) {
+        lo[k] = std::min(lo[k], keys[e * kD + k]);
+        hi[k] = std::max(hi[k], keys[e * kD + k]);
+      }
+    }
+    kernels::LatticeBatchBox box;
+    if (!kernels::lattice_batch_box(lo.data(), hi.data(), kD, images, &box)) return std::nullopt;
+    // 2-3. Code, sort stably (std::stable_sort for CUB's radix sort), count the distinct codes.
+    std::vector<uint64_t> code(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e) code[e] = kernels::lattice_batch_code<kD>(keys.data(), e, points * d1, box);
+    std::vector<uint32_t> entry(static_cast<size_t>(E));
+    std::iota(entry.begin(), entry.end(), 0u);
+    std::stable_sort(entry.begin(), entry.end(), [&](uint32_t a, uint32_t b) { return code[a] < code[b]; });
+    std::vector<uint64_t> code_sorted(static_cast<size_t>(E));
+    for (int64_t x = 0; x < E; ++x) code_sorted[x] = code[entry[x]];
+    std::vector<int32_t> count(static_cast<size_t>(E));
+    for (int64_t x = 0, c = 0; x < E; ++x) {
+      c += kernels::lattice_is_head(code_sorted.data(), x) ? 1 : 0;
+      count[x] = static_cast<int32_t>(c);
+    }
+    const int64_t M = count[E - 1];
+    // 4-5. The tables and the blur links.
+    std::vector<uint64_t> point_code(static_cast<size_t>(M));
+    t.splat_offsets.resize(static_cast<size_t>(M + 1));
+    t.splat_points.resize(static_cast<size_t>(E));
+    t.splat_weights.resize(static_cast<size_t>(E));
+    t.vertices.resize(static_cast<size_t>(E));
+    for (int64_t x = 0; x < E; ++x) {
+      kernels::lattice_table_entry(x, E, d1, code_sorted.data(), entry.data(), count.data(), t.barycentric.data(),
+                                   point_code.data(), t.splat_offsets.data(), t.splat_points.data(),
+                                   t.splat_weights.data(), t.vertices.data());
+    }
+    t.neighbours.assign(static_cast<size_t>(d1 * M * 2), static_cast<int32_t>(M));
+    for (int64_t j = 0; j < d1; ++j) {
+      for (int64_t p = 0; p < M; ++p) kernels::lattice_link(p, j, M, point_code.data(), box.step[j], t.neighbours.data());
+    }
+    t.num_points = N;
+    t.num_lattice = M;
+    t.dim = kD;
+    t.alpha = lattice_slice_scale(kD);
+    return t;
+  });
+}
 
 struct CudaPermutohedralFilter::DeviceTables {
   DeviceBuffer splat_offsets, splat_points, splat_weights, neighbours, vertices, barycentric;
@@ -209,11 +307,7 @@ CudaPermutohedralFilter::CudaPermutohedralFilter(const PermutohedralLattice& lat
 
 CudaPermutohedralFilter::CudaPermutohedralFilter(const LatticeTables& t, int device)
     : num_points_(t.num_points), dim_(t.dim), num_lattice_(t.num_lattice), alpha_(t.alpha), device_(device) {
-  CRFSEG_CHECK(cuda::is_compiled(), DeviceError, kOp,
-               ": crfseg was built without CUDA (reconfigure with -Dcuda=enabled)");
-  const int count = cuda::device_count();
-  CRFSEG_CHECK(device >= 0 && device < count, DeviceError, kOp, ": expected a CUDA device index in [0, ", count,
-               "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
+  check_device(device);
   tables_ = std::make_unique<DeviceTables>();
   tables_->splat_offsets = DeviceBuffer::upload(t.splat_offsets, device);
   tables_->splat_points = DeviceBuffer::upload(t.splat_points, device);
@@ -221,6 +315,77 @@ CudaPermutohedralFilter::CudaPermutohedralFilter(const LatticeTables& t, int dev
   tables_->neighbours = DeviceBuffer::upload(t.neighbours, device);
   tables_->vertices = DeviceBuffer::upload(t.vertices, device);
   tables_->barycentric = DeviceBuffer::upload(t.barycentric, device);
+}
+
+void CudaPermutohedralFilter::check_device(int device) {
+  CRFSEG_CHECK(cuda::is_compiled(), DeviceError, kOp,
+               ": crfseg was built without CUDA (reconfigure with -Dcuda=enabled)");
+  const int count = cuda::device_count();
+  CRFSEG_CHECK(device >= 0 && device < count, DeviceError, kOp, ": expected a CUDA device index in [0, ", count,
+               "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
+}
+
+std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build(const std::vector<double>& features,
+                                                                      int64_t images, int64_t points, int64_t dim,
+                                                                      int device) {
+  const char* op = "CudaPermutohedralFilter::build";
+  check_device(device);
+  if (!batch_build_applies(op, features, images, points, dim)) return std::nullopt;
+#ifdef CRFSEG_WITH_CUDA
+  // The steps of lattice_tables_sorted, on the device (kernels/cuda/lattice_build.h).
+  const int64_t d = dim, d1 = d + 1, N = images * points, E = N * d1;
+  const cudaStream_t s = cuda::launch_stream(device);
+  std::vector<double> scale(static_cast<size_t>(d));
+  kernels::lattice_embed_scale(d, scale.data());
+  const DeviceBuffer f = DeviceBuffer::upload(features, device);
+  DeviceBuffer keys(static_cast<size_t>(E * d) * sizeof(int32_t), device);
+  DeviceBuffer barycentric(static_cast<size_t>(E) * sizeof(float), device);
+  DeviceBuffer bounds(static_cast<size_t>(2 * d + 1) * sizeof(int32_t), device);  // lo, hi, then the range flag
+  kernels::cuda::lattice_embed(f.as<const double>(), N, d, scale.data(), keys.as<int32_t>(), barycentric.as<float>(),
+                               bounds.as<int32_t>(), bounds.as<int32_t>() + 2 * d, s);
+  std::vector<int32_t> host_bounds(static_cast<size_t>(2 * d + 1));
+  cuda::copy_to_host(host_bounds.data(), bounds.as<const void>(), host_bounds.size() * sizeof(int32_t), device);
+  check_in_range(op, host_bounds[2 * d] == 0);
+  kernels::LatticeBatchBox box;
+  if (!kernels::lattice_batch_box(host_bounds.data(), host_bounds.data() + d, d, images, &box)) return std::nullopt;
+
+  DeviceBuffer code(static_cast<size_t>(E) * sizeof(uint64_t), device), code_sorted(code.bytes(), device);
+  DeviceBuffer entry(static_cast<size_t>(E) * sizeof(uint32_t), device), entry_sorted(entry.bytes(), device);
+  DeviceBuffer count(static_cast<size_t>(E) * sizeof(int32_t), device);
+  kernels::cuda::lattice_sort(keys.as<const int32_t>(), E, d, points * d1, box, code.as<uint64_t>(),
+                              entry.as<uint32_t>(), code_sorted.as<uint64_t>(), entry_sorted.as<uint32_t>(),
+                              count.as<int32_t>(), s);
+  int32_t points_found = 0;
+  cuda::copy_to_host(&points_found, count.as<const int32_t>() + (E - 1), sizeof(int32_t), device);
+  const int64_t M = points_found;
+
+  std::optional<CudaPermutohedralFilter> filter(CudaPermutohedralFilter{});
+  filter->num_points_ = N;
+  filter->dim_ = d;
+  filter->num_lattice_ = M;
+  filter->alpha_ = lattice_slice_scale(d);
+  filter->device_ = device;
+  filter->tables_ = std::make_unique<DeviceTables>();
+  DeviceTables& t = *filter->tables_;
+  t.splat_offsets = DeviceBuffer(static_cast<size_t>(M + 1) * sizeof(int64_t), device);
+  t.splat_points = DeviceBuffer(static_cast<size_t>(E) * sizeof(int32_t), device);
+  t.splat_weights = DeviceBuffer(static_cast<size_t>(E) * sizeof(float), device);
+  t.neighbours = DeviceBuffer(static_cast<size_t>(d1 * M * 2) * sizeof(int32_t), device);
+  t.vertices = DeviceBuffer(static_cast<size_t>(E) * sizeof(int32_t), device);
+  DeviceBuffer point_code(static_cast<size_t>(M) * sizeof(uint64_t), device);
+  kernels::cuda::lattice_tables(code_sorted.as<const uint64_t>(), entry_sorted.as<const uint32_t>(),
+                                count.as<const int32_t>(), barycentric.as<const float>(), E, d1,
+                                point_code.as<uint64_t>(), t.splat_offsets.as<int64_t>(), t.splat_points.as<int32_t>(),
+                                t.splat_weights.as<float>(), t.vertices.as<int32_t>(), s);
+  kernels::cuda::lattice_links(point_code.as<const uint64_t>(), M, d, box, t.neighbours.as<int32_t>(), s);
+  t.barycentric = std::move(barycentric);
+  // The temporaries go back to the allocator on return: wait for the
+  // kernels that read them (and report their errors here).
+  CRFSEG_CUDA_CHECK(cudaStreamSynchronize(s));
+  return filter;
+#else
+  return std::nullopt;  // unreachable: check_device threw
+#endif
 }
 
 CudaPermutohedralFilter::~CudaPermutohedralFilter() = default;

@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "crf/permutohedral.h"
@@ -61,6 +62,20 @@ struct LatticeTables {
 // when the stack's indices do not fit 32 bits.
 LatticeTables lattice_tables(const std::vector<const PermutohedralLattice*>& lattices);
 
+// The GPU lattice build's host twin (kernels/lattice_rules.h has the
+// algorithm): the stacked tables of `images` images of `points` points each
+// (features [images points x dim], each image's rows consecutive, divided
+// by their thetas) from the same steps, run on the CPU, so that tests check
+// the GPU build's algorithm on machines without a GPU. The filter over them
+// is that of lattice_tables over the images' PermutohedralLattices, bit for
+// bit (the lattice points are numbered in code order instead, which changes
+// no sum). nullopt where the batch build does not apply: dim outside
+// [2, 5], or codes (with the image numbers) over 64 bits. Throws ValueError
+// for sizes that disagree, 2^31 entries or more, or features out of the
+// lattice's range (NaN, infinite, or not divided by theta).
+std::optional<LatticeTables> lattice_tables_sorted(const std::vector<double>& features, int64_t images,
+                                                   int64_t points, int64_t dim);
+
 // The CUDA kernels' arithmetic on the host (kernels/cuda/permutohedral.cu,
 // step for step): out = alpha S^T B S in over `t`. For tests of the tables
 // on machines without a GPU.
@@ -75,6 +90,14 @@ class CudaPermutohedralFilter {
   CudaPermutohedralFilter(const PermutohedralLattice& lattice, int device);
   // The same for tables built by lattice_tables (several lattices stacked).
   CudaPermutohedralFilter(const LatticeTables& tables, int device);
+  // The stacked lattice of a batch, built on cuda:`device` itself
+  // (kernels/cuda/lattice_build.h: embed, sort, number and link there; the
+  // host only uploads the features and reads back the keys' bounds and
+  // the lattice's size). The same filter as lattice_tables_sorted's tables
+  // (arguments and errors as there, plus the device's). nullopt where the
+  // batch build does not apply: build on the host then.
+  static std::optional<CudaPermutohedralFilter> build(const std::vector<double>& features, int64_t images,
+                                                      int64_t points, int64_t dim, int device);
   ~CudaPermutohedralFilter();
   CudaPermutohedralFilter(CudaPermutohedralFilter&&) noexcept;
   CudaPermutohedralFilter& operator=(CudaPermutohedralFilter&&) noexcept;
@@ -108,6 +131,9 @@ class CudaPermutohedralFilter {
   void run(const T* d_in, T* d_out, int64_t channels, bool transpose, CudaStream stream) const;
   template <typename T>
   void run_host(const T* in, T* out, int64_t channels, bool transpose) const;
+
+  CudaPermutohedralFilter() = default;  // for build()
+  static void check_device(int device);
 
   struct DeviceTables;  // the uploaded tables (RAII device buffers), defined in the .cpp
   std::unique_ptr<DeviceTables> tables_;

@@ -185,6 +185,12 @@ bench "torch unet bf16" 120 $py bench/peers/torch_segmenter.py --base 64 --depth
 # H100 run had none when the layer took +401% of the step.
 bench "unet+crf" 150 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 --repeats 5 --device cuda --crf \
   --profile 2
+# The same with the batch's bilateral lattice built on the GPU (session 44,
+# written without a GPU; off by default): its "CRF bilateral lattices" scope
+# against the host build's above.
+bench "crf lattice builds" 90 "$bin/bench/bench_crf" --gpu-builds
+bench "unet+crf, lattice on device" 150 env CRFSEG_CUDA_LATTICE=device "$bin/bench/bench_models" --base 64 --depth 4 \
+  --size 256 --batch 16 --repeats 5 --device cuda --crf --profile 2
 # The demo (scripts/demo.sh's training) on the GPU: 8 epochs of U-Net + CRF-RNN.
 bench "demo train on cuda" 180 "$bin/tools/crfseg" train --data synth:600 --epochs 8 --batch 8 --base 16 --depth 3 \
   --lr 0.004 --crf --crf-lr-mult 30 --seed 0 --out "$out/demo" --overwrite --device cuda

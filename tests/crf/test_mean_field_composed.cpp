@@ -5,6 +5,9 @@
 // grayscale and RGB. Also a gradcheck of the filter op itself. This checks
 // the composition on the CPU; tests/cuda/ checks the GPU lattice and the
 // CUDA path against it.
+#include <cmath>
+#include <optional>
+
 #include "autograd/engine.h"
 #include "autograd/functions.h"
 #include "autograd/gradcheck.h"
@@ -174,4 +177,78 @@ TEST_CASE("lattice_tables: a stack's tables filter each block as its own lattice
   const PermutohedralLattice spatial(spatial_features(2, 3, 1.0), 6, 2);
   check_throws_with<ValueError>([&] { lattice_tables({lattices[0], &spatial}); },
                                 "expected lattices of one dimension (5), got one of 2");
+}
+
+// The GPU lattice build (kernels/cuda/lattice_build.cu) through its host
+// twin, which runs the same per-element rules (kernels/lattice_rules.h) with
+// std::stable_sort for CUB's radix sort: the batch's tables must be the
+// stack of the images' own lattices up to the numbering of the lattice
+// points, so the same lattice size and the same filter, bit for bit (the
+// same sums in the same order). Cases: bilateral features of random RGB
+// and grayscale images (d = 5, 3), including 1x1 images and prime sides;
+// a single point; d = 2 and 4 from uniform features; a batch whose codes
+// need the image bits on top of 50-bit boxes.
+TEST_CASE("lattice_tables_sorted: the GPU build's algorithm gives each image's lattice, bit for bit") {
+  struct Case {
+    int64_t images, channels, h, w;  // bilateral features of random images; channels < 0: uniform features of dim -channels
+    double spread;                   // uniform features on [-spread, spread]
+  };
+  const std::vector<Case> cases = {{3, 3, 5, 7, 0},  {2, 3, 1, 1, 0},   {4, 1, 13, 11, 0}, {1, 3, 17, 19, 0},
+                                   {5, -2, 1, 31, 3}, {3, -4, 1, 97, 2}, {1, -5, 1, 1, 1},  {6, -5, 1, 53, 150}};
+  for (const Case& c : cases) {
+    INFO("images ", c.images, " channels ", c.channels, " ", c.h, "x", c.w, " spread ", c.spread);
+    const int64_t n = c.h * c.w, dim = c.channels > 0 ? 2 + c.channels : -c.channels;
+    std::vector<double> features;
+    std::vector<std::unique_ptr<PermutohedralLattice>> own;
+    for (int64_t b = 0; b < c.images; ++b) {
+      const uint64_t seed = static_cast<uint64_t>(40 + b);
+      std::vector<double> f;
+      if (c.channels > 0) {
+        const Tensor img = random_tensor({1, c.channels, c.h, c.w}, seed, DType::f64, 0, 255);
+        f = bilateral_features(img.data<double>(), c.channels, c.h, c.w, 3.0, 30.0);
+      } else {
+        f = values(random_tensor({n * dim}, seed, DType::f64, -c.spread, c.spread));
+      }
+      own.push_back(std::make_unique<PermutohedralLattice>(f, n, dim));
+      features.insert(features.end(), f.begin(), f.end());
+    }
+    const std::optional<LatticeTables> batch = lattice_tables_sorted(features, c.images, n, dim);
+    REQUIRE(batch.has_value());
+    std::vector<const PermutohedralLattice*> raw;
+    int64_t M = 0;
+    for (const auto& l : own) raw.push_back(l.get()), M += l->num_lattice_points();
+    const LatticeTables stacked = lattice_tables(raw);
+    CHECK(batch->num_points == c.images * n);
+    CHECK(batch->num_lattice == M);
+    CHECK(batch->splat_offsets.size() == static_cast<size_t>(M + 1));
+    CHECK(batch->alpha == stacked.alpha);
+    for (const int64_t C : {1, 3}) {
+      const std::vector<double> in = values(random_tensor({c.images * n * C}, 26, DType::f64));
+      for (bool transpose : {false, true}) {
+        INFO("C ", C, " transpose ", transpose);
+        std::vector<double> got(in.size()), want(in.size());
+        filter_with_tables(*batch, in.data(), got.data(), C, transpose);
+        filter_with_tables(stacked, in.data(), want.data(), C, transpose);
+        CHECK(got == want);
+      }
+    }
+  }
+}
+
+TEST_CASE("lattice_tables_sorted: where the batch build does not apply, and bad input") {
+  const std::vector<double> f1 = values(random_tensor({2 * 7 * 1}, 50, DType::f64));
+  CHECK_FALSE(lattice_tables_sorted(f1, 2, 7, 1).has_value());  // d = 1: built per image
+  const std::vector<double> f6 = values(random_tensor({2 * 7 * 6}, 51, DType::f64));
+  CHECK_FALSE(lattice_tables_sorted(f6, 2, 7, 6).has_value());  // d = 6
+  // Codes over 64 bits: five coordinates spanning ~10^6 lattice steps each.
+  const std::vector<double> wide = values(random_tensor({2 * 40 * 5}, 52, DType::f64, -1e5, 1e5));
+  CHECK_FALSE(lattice_tables_sorted(wide, 2, 40, 5).has_value());
+  check_throws_with<ValueError>([&] { lattice_tables_sorted(f1, 2, 8, 1); }, "expected 2 x 8 x 1 = 16 features, got 14");
+  check_throws_with<ValueError>([&] { lattice_tables_sorted(f1, 0, 7, 1); }, "expected at least one image");
+  std::vector<double> bad = values(random_tensor({3 * 4 * 5}, 53, DType::f64));
+  bad[17] = std::nan("");
+  check_throws_with<ValueError>([&] { lattice_tables_sorted(bad, 3, 4, 5); },
+                                "lattice_tables_sorted: features out of the lattice's range");
+  bad[17] = 1e12;
+  check_throws_with<ValueError>([&] { lattice_tables_sorted(bad, 3, 4, 5); }, "are they divided by theta?");
 }

@@ -9,6 +9,7 @@
 
 #include "autograd/functions.h"
 #include "crf/crf_rnn.h"
+#include "crf/mean_field_composed.h"
 #include "layers/optim/adam.h"
 #include "layers/optim/clip_grad.h"
 #include "layers/optim/sgd.h"
@@ -729,7 +730,13 @@ TEST_CASE("cuda: grad_norm over device gradients, an empty one included" * docte
 
 TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU lattice) matches the CPU" *
           doctest::skip(kNoDevice)) {
-  for (auto param : {crf::CrfParametrization::free, crf::CrfParametrization::convergent}) {
+  // Both lattice builds: on the host and uploaded, and on the GPU (kernels/cuda/lattice_build.cu).
+  for (auto [build, param] : {std::pair{crf::LatticeBuild::host, crf::CrfParametrization::free},
+                              std::pair{crf::LatticeBuild::host, crf::CrfParametrization::convergent},
+                              std::pair{crf::LatticeBuild::device, crf::CrfParametrization::free},
+                              std::pair{crf::LatticeBuild::device, crf::CrfParametrization::convergent}}) {
+    INFO((build == crf::LatticeBuild::device ? "lattice built on the device" : "lattice built on the host"));
+    const crf::LatticeBuild previous = crf::set_cuda_lattice_build(build);
     auto run = [&](Device d) {
       crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 3, .theta_alpha = 20.0, .theta_beta = 30.0,
                                            .parametrization = param});
@@ -746,6 +753,7 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
     // The GPU lattice sums in the CPU lattice's order (tests/cuda/test_cuda_permutohedral.cpp),
     // so only f32 rounding separates the two.
     CHECK_CLOSE(run(Device::cuda(0)), values(run(Device::cpu())), 1e-3, 1e-3);
+    crf::set_cuda_lattice_build(previous);
   }
 }
 

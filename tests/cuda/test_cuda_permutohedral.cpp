@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include "crf/gaussian_filter.h"
 #include "crf/permutohedral.h"
@@ -187,10 +188,75 @@ TEST_CASE("cuda permutohedral: bad arguments throw ValueError" * doctest::skip(k
   check_throws_with<DeviceError>([&] { (void)CudaPermutohedralFilter(lattice, 99); }, "expected a CUDA device index");
 }
 
+// The lattice built on the GPU (CudaPermutohedralFilter::build,
+// kernels/cuda/lattice_build.cu) against the same batch's tables from the
+// build's host twin (lattice_tables_sorted, itself checked bit for bit
+// against the CPU lattices in tests/crf) uploaded as they are: the same
+// lattice size and, through the same filter kernels, the same values up to
+// the last bits (the device embeds with FMAs where the host may not, which
+// can move a barycentric weight by an ulp of float). Batches of noisy and
+// smooth RGB images (16 x 48x40: 1.2M vertex entries, the sort's many
+// blocks) and gray ones, 1x1 images, and the dimensions outside 2..5.
+TEST_CASE("cuda lattice build: the GPU-built batch lattice filters as its host twin's tables do" *
+          doctest::skip(kNoDevice)) {
+  struct Case {
+    int64_t images, channels, h, w;
+    bool smooth;  // a gradient image (a dense lattice) instead of noise
+  };
+  for (const Case c : {Case{16, 3, 48, 40, false}, Case{3, 3, 37, 29, true}, Case{5, 1, 13, 11, false},
+                       Case{2, 3, 1, 1, false}}) {
+    INFO("images ", c.images, " channels ", c.channels, " ", c.h, "x", c.w, c.smooth ? " smooth" : " noise");
+    const int64_t n = c.h * c.w, dim = 2 + c.channels;
+    std::vector<double> features;
+    for (int64_t b = 0; b < c.images; ++b) {
+      std::vector<double> image = random_image(c.h, c.w, static_cast<uint64_t>(60 + b));
+      image.resize(static_cast<size_t>(c.channels * n));
+      if (c.smooth) {
+        for (int64_t x = 0; x < c.channels * n; ++x) image[static_cast<size_t>(x)] = static_cast<double>((x % n) + 7 * b);
+      }
+      const std::vector<double> f = bilateral_features(image.data(), c.channels, c.h, c.w, 3.0, 30.0);
+      features.insert(features.end(), f.begin(), f.end());
+    }
+    const std::optional<LatticeTables> twin = lattice_tables_sorted(features, c.images, n, dim);
+    REQUIRE(twin.has_value());
+    const std::optional<CudaPermutohedralFilter> built = CudaPermutohedralFilter::build(features, c.images, n, dim, 0);
+    REQUIRE(built.has_value());
+    const CudaPermutohedralFilter uploaded(*twin, 0);
+    CHECK(built->num_points() == c.images * n);
+    CHECK(built->num_lattice_points() == twin->num_lattice);
+    for (const int64_t C : {1, 3}) {
+      const int64_t N = c.images * n;
+      const std::vector<double> in = uniform_values<double>(N * C, 70);
+      for (bool transpose : {false, true}) {
+        INFO("C ", C, " transpose ", transpose);
+        std::vector<double> got(in.size()), want(in.size());
+        built->filter_host(in.data(), got.data(), C, transpose);
+        uploaded.filter_host(in.data(), want.data(), C, transpose);
+        CHECK_CLOSE(got, want, 1e-7, 1e-7);
+        std::vector<float> in32(in.begin(), in.end()), got32(in.size()), want32(in.size());
+        built->filter_host(in32.data(), got32.data(), C, transpose);
+        uploaded.filter_host(in32.data(), want32.data(), C, transpose);
+        CHECK_CLOSE(as_double(got32), as_double(want32), 1e-5, 1e-5);
+      }
+    }
+  }
+  const std::vector<double> f1 = uniform_values<double>(2 * 7, 71), f6 = uniform_values<double>(2 * 7 * 6, 72);
+  CHECK_FALSE(CudaPermutohedralFilter::build(f1, 2, 7, 1, 0).has_value());
+  CHECK_FALSE(CudaPermutohedralFilter::build(f6, 2, 7, 6, 0).has_value());
+  std::vector<double> bad = uniform_values<double>(3 * 4 * 5, 73);
+  bad[17] = std::nan("");
+  check_throws_with<ValueError>([&] { (void)CudaPermutohedralFilter::build(bad, 3, 4, 5, 0); },
+                                "CudaPermutohedralFilter::build: features out of the lattice's range");
+  check_throws_with<DeviceError>([&] { (void)CudaPermutohedralFilter::build(f6, 2, 7, 6, 99); },
+                                 "expected a CUDA device index");
+}
+
 TEST_CASE("cuda permutohedral: without a device (or CUDA build), construction throws DeviceError" *
           doctest::skip(!kNoDevice)) {
   const PermutohedralLattice lattice(spatial_features(3, 3, 3.0), 9, 2);
   check_throws_with<DeviceError>([&] { (void)CudaPermutohedralFilter(lattice, 0); }, "CudaPermutohedralFilter");
   const std::string expected = cuda::is_compiled() ? "no CUDA device present" : "built without CUDA";
   check_throws_with<DeviceError>([&] { (void)CudaPermutohedralFilter(lattice, 0); }, expected);
+  const std::vector<double> f = spatial_features(3, 3, 3.0);
+  check_throws_with<DeviceError>([&] { (void)CudaPermutohedralFilter::build(f, 1, 9, 2, 0); }, expected);
 }

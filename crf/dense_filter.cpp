@@ -1,12 +1,11 @@
 // DenseGaussianFilter: the exact O(N^2) sum (see crf/dense_filter.h).
 // Weights are computed on the fly in double, one row of the kernel at a
 // time, and accumulated in double whatever T is, so the f32 path is as
-// accurate as the reference it is meant to be.
+// accurate as the reference it is meant to be (the row rule,
+// kernels/dense_gaussian.h, is shared with the CUDA kernel).
 #include "crf/dense_filter.h"
 
-#include <algorithm>
-#include <cmath>
-
+#include "kernels/dense_gaussian.h"
 #include "tensor/error.h"
 
 namespace crfseg::crf {
@@ -24,22 +23,10 @@ template <typename T>
 void DenseGaussianFilter::filter(const T* in, T* out, int64_t C) const {
   const int64_t N = num_points_, d = dim_;
   // O(N^2 (d + C)) work: parallel from a few dozen points on.
-#pragma omp parallel if (N >= 64)
-  {
-    std::vector<double> acc(static_cast<size_t>(C));
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < N; ++i) {
-      const double* fi = features_.data() + i * d;
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t j = 0; j < N; ++j) {
-        const double* fj = features_.data() + j * d;
-        double dist2 = 0;
-        for (int64_t k = 0; k < d; ++k) dist2 += (fi[k] - fj[k]) * (fi[k] - fj[k]);
-        const double w = std::exp(-0.5 * dist2);
-        const T* x = in + j * C;
-        for (int64_t c = 0; c < C; ++c) acc[c] += w * static_cast<double>(x[c]);
-      }
-      for (int64_t c = 0; c < C; ++c) out[i * C + c] = static_cast<T>(acc[c]);
+#pragma omp parallel for schedule(static) if (N >= 64)
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t c0 = 0; c0 < C; c0 += kernels::kDenseChunk) {
+      kernels::dense_gaussian_row(i, c0, 0, N, features_.data(), d, in, C, out);
     }
   }
 }

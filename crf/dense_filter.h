@@ -25,6 +25,7 @@ class DenseGaussianFilter : public GaussianFilter {
 
   int64_t num_points() const override { return num_points_; }
   int64_t feature_dim() const override { return dim_; }
+  const std::vector<double>& features() const { return features_; }  // [N x d], for device copies
   void apply(const float* in, float* out, int64_t channels, bool transpose = false) const override;
   void apply(const double* in, double* out, int64_t channels, bool transpose = false) const override;
 

@@ -14,6 +14,8 @@
 #include "autograd/grad_mode.h"
 #include "autograd/profiler.h"
 #include "crf/permutohedral.h"
+#include "crf/dense_filter.h"
+#include "crf/gaussian_filter_cuda.h"
 #include "crf/permutohedral_cuda.h"
 #include "crf/stacked_filter.h"
 #include "tensor/cuda_memory.h"
@@ -145,19 +147,27 @@ std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<con
   auto f = std::make_shared<DeviceGaussianFilter>();
   f->device = device;
   if (device.is_cuda()) {
-    // One lattice, or a stack of them (one set of tables for the stack).
-    std::vector<const PermutohedralLattice*> lattices;
+    // One filter, or a stack of them (one device filter for the stack).
+    std::vector<const GaussianFilter*> parts;
     const auto* stack = dynamic_cast<const StackedFilter*>(host.get());
     if (stack != nullptr) {
-      for (const auto& part : stack->parts()) lattices.push_back(dynamic_cast<const PermutohedralLattice*>(part.get()));
+      for (const auto& part : stack->parts()) parts.push_back(part.get());
     } else {
-      lattices.push_back(dynamic_cast<const PermutohedralLattice*>(host.get()));
+      parts.push_back(host.get());
     }
-    for (const PermutohedralLattice* lattice : lattices) {
-      CRFSEG_CHECK(lattice != nullptr, NotImplementedError, kOp,
-                   ": the dense filter mode runs on the CPU only; use the lattice mode on ", device.str());
+    std::vector<const PermutohedralLattice*> lattices;
+    std::vector<const DenseGaussianFilter*> dense;
+    for (const GaussianFilter* part : parts) {
+      if (const auto* l = dynamic_cast<const PermutohedralLattice*>(part)) lattices.push_back(l);
+      if (const auto* d = dynamic_cast<const DenseGaussianFilter*>(part)) dense.push_back(d);
     }
-    f->cuda = std::make_shared<CudaPermutohedralFilter>(lattice_tables(lattices), device.index);
+    if (lattices.size() == parts.size()) {
+      f->cuda = std::make_shared<CudaPermutohedralFilter>(lattice_tables(lattices), device.index);
+    } else {
+      CRFSEG_CHECK(dense.size() == parts.size(), ValueError, kOp,
+                   ": expected lattice or dense filters (not mixed) on ", device.str());
+      f->cuda = std::make_shared<CudaDenseGaussianFilter>(dense, device.index);
+    }
   }
   f->host = std::move(host);
   return f;

@@ -3,7 +3,8 @@
 // on any device. On the CPU the fused kernel is the fast path and this
 // composition is its cross-check (tests/crf/test_mean_field_composed.cpp
 // compares the two, forward and every gradient); CUDA unaries take this
-// path, with the filtering on the GPU lattice (crf/permutohedral_cuda.h).
+// path, with the filtering on the GPU (crf/gaussian_filter_cuda.h: the
+// lattice's, or the exact filter's in the dense mode).
 //
 // Per iteration (Q, A pixel-major [n x L] per image, matrices acting on the
 // class vector of each pixel as in crf/mean_field.h):
@@ -16,8 +17,8 @@
 // The lattices are built from a host copy of the image, once per forward:
 // on the host, image by image, and on CUDA uploaded (the default), or, with
 // the device build selected (cuda_lattice_build), on the GPU itself for
-// the whole batch (CudaPermutohedralFilter::build). The dense filter mode
-// is CPU only.
+// the whole batch (CudaPermutohedralFilter::build). The dense mode uploads
+// the features and filters exactly on the GPU (O(N^2): small images).
 #pragma once
 
 #include <memory>
@@ -28,14 +29,14 @@
 
 namespace crfseg::crf {
 
-class CudaPermutohedralFilter;
+class CudaGaussianFilter;
 
 // A Gaussian filter usable on the values' device: the host filter, and on
 // CUDA its uploaded twin (lattice mode only).
 // A lattice built on the GPU has no host filter.
 struct DeviceGaussianFilter {
   std::shared_ptr<const GaussianFilter> host;           // null for a lattice built on the GPU
-  std::shared_ptr<const CudaPermutohedralFilter> cuda;  // null on the CPU
+  std::shared_ptr<const CudaGaussianFilter> cuda;  // null on the CPU
   Device device;
   int64_t num_points() const;
 };
@@ -51,7 +52,8 @@ LatticeBuild cuda_lattice_build();
 LatticeBuild set_cuda_lattice_build(LatticeBuild build);
 
 // Builds the filter for `device` (uploads the lattice to a CUDA device).
-// Throws NotImplementedError for the dense mode on CUDA.
+// Throws ValueError for a filter that is neither a lattice, a dense filter,
+// nor a stack of one kind (dense parts of one size).
 std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<const GaussianFilter> host,
                                                              Device device);
 

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "crf/device_buffer.h"
 #include "kernels/lattice_rules.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/error.h"
@@ -43,50 +44,6 @@ namespace crfseg::crf {
 namespace {
 
 constexpr const char* kOp = "CudaPermutohedralFilter";
-
-// One cudaMalloc'd block on one device, freed on destruction. Goes through
-// tensor/cuda_memory.h, which selects the device, checks every call, and
-// throws DeviceError when crfseg is built without CUDA.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(size_t bytes, int device)
-      : ptr_(cuda::malloc_bytes(bytes, device)), bytes_(bytes), device_(device) {}
-  ~DeviceBuffer() { cuda::free_bytes(ptr_, device_); }
-  DeviceBuffer(DeviceBuffer&& other) noexcept
-      : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)), device_(other.device_) {}
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
-    if (this != &other) {
-      cuda::free_bytes(ptr_, device_);
-      ptr_ = std::exchange(other.ptr_, nullptr);
-      bytes_ = std::exchange(other.bytes_, 0);
-      device_ = other.device_;
-    }
-    return *this;
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  // A buffer holding a copy of `host` (synchronous upload).
-  template <typename T, typename Alloc>
-  static DeviceBuffer upload(const std::vector<T, Alloc>& host, int device) {
-    const size_t bytes = host.size() * sizeof(T);
-    DeviceBuffer buffer(bytes, device);
-    if (bytes > 0) cuda::copy_to_device(buffer.ptr_, host.data(), bytes, device);
-    return buffer;
-  }
-
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-  int device_ = 0;
-};
 
 // The batch build's checks (lattice_tables_sorted and
 // CudaPermutohedralFilter::build): throws for sizes that disagree; false
@@ -307,7 +264,7 @@ CudaPermutohedralFilter::CudaPermutohedralFilter(const PermutohedralLattice& lat
 
 CudaPermutohedralFilter::CudaPermutohedralFilter(const LatticeTables& t, int device)
     : num_points_(t.num_points), dim_(t.dim), num_lattice_(t.num_lattice), alpha_(t.alpha), device_(device) {
-  check_device(device);
+  check_device(kOp, device);
   tables_ = std::make_unique<DeviceTables>();
   tables_->splat_offsets = DeviceBuffer::upload(t.splat_offsets, device);
   tables_->splat_points = DeviceBuffer::upload(t.splat_points, device);
@@ -317,19 +274,11 @@ CudaPermutohedralFilter::CudaPermutohedralFilter(const LatticeTables& t, int dev
   tables_->barycentric = DeviceBuffer::upload(t.barycentric, device);
 }
 
-void CudaPermutohedralFilter::check_device(int device) {
-  CRFSEG_CHECK(cuda::is_compiled(), DeviceError, kOp,
-               ": crfseg was built without CUDA (reconfigure with -Dcuda=enabled)");
-  const int count = cuda::device_count();
-  CRFSEG_CHECK(device >= 0 && device < count, DeviceError, kOp, ": expected a CUDA device index in [0, ", count,
-               "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
-}
-
 std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build(const std::vector<double>& features,
                                                                       int64_t images, int64_t points, int64_t dim,
                                                                       int device) {
   const char* op = "CudaPermutohedralFilter::build";
-  check_device(device);
+  check_device(op, device);
   if (!batch_build_applies(op, features, images, points, dim)) return std::nullopt;
 #ifdef CRFSEG_WITH_CUDA
   // The steps of lattice_tables_sorted, on the device (kernels/cuda/lattice_build.h).
@@ -396,10 +345,7 @@ template <typename T>
 void CudaPermutohedralFilter::run(const T* d_in, T* d_out, int64_t channels, bool transpose,
                                   CudaStream stream) const {
   CRFSEG_CHECK(tables_ != nullptr, ValueError, kOp, ": filter() on a moved-from object");
-  CRFSEG_CHECK(channels >= 1, ValueError, kOp, ": expected channels >= 1, got ", channels);
-  CRFSEG_CHECK(d_in != nullptr && d_out != nullptr, ValueError, kOp, ": null input or output pointer");
-  CRFSEG_CHECK(static_cast<const void*>(d_in) != static_cast<const void*>(d_out), ValueError, kOp,
-               ": input and output must not alias");
+  check_filter_args(kOp, d_in, d_out, channels);
 #ifdef CRFSEG_WITH_CUDA
   CRFSEG_CUDA_CHECK(cudaSetDevice(device_));
   const cudaStream_t s = stream;
@@ -434,19 +380,6 @@ void CudaPermutohedralFilter::run(const T* d_in, T* d_out, int64_t channels, boo
 #endif
 }
 
-template <typename T>
-void CudaPermutohedralFilter::run_host(const T* in, T* out, int64_t channels, bool transpose) const {
-  CRFSEG_CHECK(channels >= 1, ValueError, kOp, ": expected channels >= 1, got ", channels);
-  CRFSEG_CHECK(in != nullptr && out != nullptr, ValueError, kOp, ": null input or output pointer");
-  const size_t bytes = static_cast<size_t>(num_points_ * channels) * sizeof(T);
-  DeviceBuffer d_in(bytes, device_), d_out(bytes, device_);
-  cuda::copy_to_device(d_in.as<void>(), in, bytes, device_);
-  run(d_in.as<const T>(), d_out.as<T>(), channels, transpose, nullptr);
-  // cudaMemcpy on the legacy default stream waits for the kernels queued there,
-  // and reports any asynchronous launch failure as a CudaError.
-  cuda::copy_to_host(out, d_out.as<const void>(), bytes, device_);
-}
-
 void CudaPermutohedralFilter::filter(const float* d_in, float* d_out, int64_t channels, bool transpose,
                                      CudaStream stream) const {
   run(d_in, d_out, channels, transpose, stream);
@@ -455,12 +388,4 @@ void CudaPermutohedralFilter::filter(const double* d_in, double* d_out, int64_t 
                                      CudaStream stream) const {
   run(d_in, d_out, channels, transpose, stream);
 }
-void CudaPermutohedralFilter::filter_host(const float* in, float* out, int64_t channels, bool transpose) const {
-  run_host(in, out, channels, transpose);
-}
-void CudaPermutohedralFilter::filter_host(const double* in, double* out, int64_t channels,
-                                          bool transpose) const {
-  run_host(in, out, channels, transpose);
-}
-
 }  // namespace crfseg::crf

@@ -26,15 +26,10 @@
 #include <optional>
 #include <vector>
 
+#include "crf/gaussian_filter_cuda.h"
 #include "crf/permutohedral.h"
 
-// cudaStream_t is `CUstream_st*`; declaring the struct keeps
-// <cuda_runtime.h> out of this header, which no-CUDA builds also include.
-struct CUstream_st;
-
 namespace crfseg::crf {
-
-using CudaStream = CUstream_st*;  // == cudaStream_t; nullptr is the default stream
 
 // The tables the CUDA kernels read (layouts in crf/permutohedral.h), on the
 // host, for one lattice or several stacked: lattice b's points are rows
@@ -81,7 +76,7 @@ std::optional<LatticeTables> lattice_tables_sorted(const std::vector<double>& fe
 // on machines without a GPU.
 void filter_with_tables(const LatticeTables& t, const double* in, double* out, int64_t channels, bool transpose);
 
-class CudaPermutohedralFilter {
+class CudaPermutohedralFilter final : public CudaGaussianFilter {
  public:
   // Uploads `lattice`'s tables to cuda:`device` (synchronously); the lattice
   // need not outlive this object. Throws DeviceError when crfseg was built
@@ -104,36 +99,23 @@ class CudaPermutohedralFilter {
   CudaPermutohedralFilter(const CudaPermutohedralFilter&) = delete;
   CudaPermutohedralFilter& operator=(const CudaPermutohedralFilter&) = delete;
 
-  int64_t num_points() const { return num_points_; }
-  int64_t feature_dim() const { return dim_; }
+  int64_t num_points() const override { return num_points_; }
+  int64_t feature_dim() const override { return dim_; }
   int64_t num_lattice_points() const { return num_lattice_; }
-  int device() const { return device_; }
+  int device() const override { return device_; }
 
-  // out = K in (transpose = false) or K^T in (transpose = true), with K the
-  // lattice's operator. d_in and d_out are device pointers on device() to
-  // [num_points x channels] row-major values, and must not alias. The call
-  // is asynchronous on `stream` (which must belong to device()); it makes
-  // device() the current device. Throws ValueError for channels < 1 or null
-  // pointers, CudaError when a launch fails.
+  // out = K in or K^T in, with K the lattice's operator (CudaGaussianFilter::filter).
   void filter(const float* d_in, float* d_out, int64_t channels, bool transpose = false,
-              CudaStream stream = nullptr) const;
+              CudaStream stream = nullptr) const override;
   void filter(const double* d_in, double* d_out, int64_t channels, bool transpose = false,
-              CudaStream stream = nullptr) const;
-
-  // Convenience for tests and one-off use: host in/out [num_points x
-  // channels]; copies to the device, filters on the default stream, copies
-  // back and waits. Same errors as filter().
-  void filter_host(const float* in, float* out, int64_t channels, bool transpose = false) const;
-  void filter_host(const double* in, double* out, int64_t channels, bool transpose = false) const;
+              CudaStream stream = nullptr) const override;
+  using CudaGaussianFilter::filter_host;
 
  private:
   template <typename T>
   void run(const T* d_in, T* d_out, int64_t channels, bool transpose, CudaStream stream) const;
-  template <typename T>
-  void run_host(const T* in, T* out, int64_t channels, bool transpose) const;
 
   CudaPermutohedralFilter() = default;  // for build()
-  static void check_device(int device);
 
   struct DeviceTables;  // the uploaded tables (RAII device buffers), defined in the .cpp
   std::unique_ptr<DeviceTables> tables_;

@@ -82,7 +82,7 @@ TEST_CASE("gaussian_filter op: gradcheck (f64), lattice and dense") {
   }
 }
 
-TEST_CASE("composed mean-field: bad inputs and the dense mode on CUDA are refused with clear errors") {
+TEST_CASE("composed mean-field: bad inputs and filters with no device form are refused with clear errors") {
   const Tensor u = random_tensor({1, 2, 3, 3}, 1), image = random_tensor({1, 3, 3, 4}, 2);
   const Tensor w = random_tensor({2, 2}, 3);
   check_throws_with<ShapeError>([&] { crf_mean_field_composed(u, image, w, w, w); }, "to match unaries");
@@ -92,12 +92,23 @@ TEST_CASE("composed mean-field: bad inputs and the dense mode on CUDA are refuse
   check_throws_with<DTypeError>([&] {
     crf_mean_field_composed(u, random_tensor({1, 3, 3, 3}, 2), w, random_tensor({2, 2}, 4, DType::f64), w);
   }, "expected bilateral_weights of the unaries' dtype f32");
-  // The dense filter is CPU code: asking for it on a CUDA device is refused
+  // A stack mixing lattice and dense filters has no device form: refused
   // before any CUDA call (so this runs without a GPU too).
   const Tensor img = random_tensor({1, 3, 2, 2}, 5, DType::f64, 0, 255);
-  auto dense = make_gaussian_filter(FilterMode::dense, bilateral_features(img.data<double>(), 3, 2, 2, 3.0, 3.0), 4, 5);
-  check_throws_with<NotImplementedError>([&] { to_device_filter(std::move(dense), Device::cuda(0)); },
-                                         "the dense filter mode runs on the CPU only");
+  const std::vector<double> f = bilateral_features(img.data<double>(), 3, 2, 2, 3.0, 3.0);
+  std::vector<std::unique_ptr<GaussianFilter>> mixed;
+  mixed.push_back(make_gaussian_filter(FilterMode::dense, f, 4, 5));
+  mixed.push_back(make_gaussian_filter(FilterMode::lattice, f, 4, 5));
+  check_throws_with<ValueError>(
+      [&] { to_device_filter(std::make_shared<const StackedFilter>(std::move(mixed)), Device::cuda(0)); },
+      "expected lattice or dense filters (not mixed) on cuda:0");
+  // The dense mode on CUDA is the exact filter's kernel (tests/cuda/); without
+  // a device, or CUDA, it is refused with the device error.
+  if (cuda::device_count() == 0) {
+    check_throws_with<DeviceError>(
+        [&] { to_device_filter(make_gaussian_filter(FilterMode::dense, f, 4, 5), Device::cuda(0)); },
+        "CudaDenseGaussianFilter: ");
+  }
 }
 
 namespace {

@@ -731,15 +731,24 @@ TEST_CASE("cuda: grad_norm over device gradients, an empty one included" * docte
 TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU lattice) matches the CPU" *
           doctest::skip(kNoDevice)) {
   // Both lattice builds: on the host and uploaded, and on the GPU (kernels/cuda/lattice_build.cu).
-  for (auto [build, param] : {std::pair{crf::LatticeBuild::host, crf::CrfParametrization::free},
-                              std::pair{crf::LatticeBuild::host, crf::CrfParametrization::convergent},
-                              std::pair{crf::LatticeBuild::device, crf::CrfParametrization::free},
-                              std::pair{crf::LatticeBuild::device, crf::CrfParametrization::convergent}}) {
-    INFO((build == crf::LatticeBuild::device ? "lattice built on the device" : "lattice built on the host"));
+  // And the dense mode: the exact filter's kernel (kernels/cuda/dense_gaussian.cu).
+  struct Case {
+    crf::LatticeBuild build;
+    crf::CrfParametrization param;
+    crf::FilterMode mode;
+  };
+  for (const Case c : {Case{crf::LatticeBuild::host, crf::CrfParametrization::free, crf::FilterMode::lattice},
+                       Case{crf::LatticeBuild::host, crf::CrfParametrization::convergent, crf::FilterMode::lattice},
+                       Case{crf::LatticeBuild::device, crf::CrfParametrization::free, crf::FilterMode::lattice},
+                       Case{crf::LatticeBuild::device, crf::CrfParametrization::convergent, crf::FilterMode::lattice},
+                       Case{crf::LatticeBuild::host, crf::CrfParametrization::convergent, crf::FilterMode::dense}}) {
+    const auto [build, param, mode] = c;
+    INFO((build == crf::LatticeBuild::device ? "lattice built on the device" : "lattice built on the host"), ", ",
+         crf::filter_mode_name(mode));
     const crf::LatticeBuild previous = crf::set_cuda_lattice_build(build);
     auto run = [&](Device d) {
       crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 3, .theta_alpha = 20.0, .theta_beta = 30.0,
-                                           .parametrization = param});
+                                           .mode = mode, .parametrization = param});
       layer.to(d);
       Tensor u = random_tensor({2, 3, 19, 23}, 90, DType::f32, -2, 2).to(d);
       const Tensor image = random_tensor({2, 3, 19, 23}, 91, DType::f32, 0, 255).to(d);

@@ -17,9 +17,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <optional>
 
+#include "crf/dense_filter.h"
 #include "crf/gaussian_filter.h"
+#include "crf/gaussian_filter_cuda.h"
 #include "crf/permutohedral.h"
 #include "crf/permutohedral_cuda.h"
 #include "tests/support/helpers.h"
@@ -249,6 +252,55 @@ TEST_CASE("cuda lattice build: the GPU-built batch lattice filters as its host t
                                 "CudaPermutohedralFilter::build: features out of the lattice's range");
   check_throws_with<DeviceError>([&] { (void)CudaPermutohedralFilter::build(f6, 2, 7, 6, 99); },
                                  "expected a CUDA device index");
+}
+
+// The exact filter on the GPU (the dense mode: CudaDenseGaussianFilter,
+// kernels/cuda/dense_gaussian.cu) against the CPU's DenseGaussianFilter:
+// the same row rule (kernels/dense_gaussian.h), summed in the same order in
+// double, so only exp's last bits differ (CUDA's exp against glibc's).
+// Channel counts 1, 3 and 17 (two chunks of 16), a single point, and a
+// stack of three images' filters, block by block.
+TEST_CASE("cuda dense filter: the exact filter matches the CPU's, alone and stacked" * doctest::skip(kNoDevice)) {
+  struct Case {
+    int64_t blocks, h, w;
+  };
+  for (const Case c : {Case{1, 9, 7}, Case{1, 1, 1}, Case{3, 5, 6}}) {
+    const int64_t n = c.h * c.w, N = c.blocks * n;
+    std::vector<std::unique_ptr<DenseGaussianFilter>> cpu;
+    std::vector<const DenseGaussianFilter*> raw;
+    for (int64_t b = 0; b < c.blocks; ++b) {
+      const std::vector<double> image = random_image(c.h, c.w, static_cast<uint64_t>(80 + b));
+      cpu.push_back(std::make_unique<DenseGaussianFilter>(bilateral_features(image.data(), 3, c.h, c.w, 3.0, 30.0),
+                                                          n, 5));
+      raw.push_back(cpu.back().get());
+    }
+    const CudaDenseGaussianFilter gpu(raw, 0);
+    CHECK(gpu.num_points() == N);
+    CHECK(gpu.feature_dim() == 5);
+    for (const int64_t C : {1, 3, 17}) {
+      INFO("blocks ", c.blocks, " ", c.h, "x", c.w, " C ", C);
+      const std::vector<double> in = uniform_values<double>(N * C, 81);
+      std::vector<double> want(in.size()), got(in.size());
+      for (int64_t b = 0; b < c.blocks; ++b) cpu[b]->apply(in.data() + b * n * C, want.data() + b * n * C, C);
+      gpu.filter_host(in.data(), got.data(), C, /*transpose=*/true);
+      CHECK_CLOSE(got, want, 1e-12, 1e-12);
+      const std::vector<float> in32 = uniform_values<float>(N * C, 82);
+      std::vector<float> want32(in32.size()), got32(in32.size());
+      for (int64_t b = 0; b < c.blocks; ++b) cpu[b]->apply(in32.data() + b * n * C, want32.data() + b * n * C, C);
+      gpu.filter_host(in32.data(), got32.data(), C);
+      CHECK_CLOSE(as_double(got32), as_double(want32), 1e-6, 1e-6);
+    }
+  }
+  const std::vector<double> image = random_image(2, 3, 83);
+  const DenseGaussianFilter six(bilateral_features(image.data(), 3, 2, 3, 3.0, 30.0), 6, 5);
+  const DenseGaussianFilter one(bilateral_features(image.data(), 3, 1, 1, 3.0, 30.0), 1, 5);
+  check_throws_with<ValueError>([&] { (void)CudaDenseGaussianFilter({&six, &one}, 0); },
+                                "expected filters of one size and dimension (6 points of dimension 5), got 1 of 5");
+  check_throws_with<ValueError>([&] { (void)CudaDenseGaussianFilter(std::vector<const DenseGaussianFilter*>{}, 0); },
+                                "expected at least one filter");
+  const CudaDenseGaussianFilter gpu(six, 0);
+  std::vector<float> in(6), out(6);
+  check_throws_with<ValueError>([&] { gpu.filter_host(in.data(), out.data(), 0); }, "expected channels >= 1");
 }
 
 TEST_CASE("cuda permutohedral: without a device (or CUDA build), construction throws DeviceError" *

@@ -4,15 +4,24 @@
 // overflow-free form torch uses (softplus(-x) = log(1 + e^-|x|) + max(-x, 0)):
 //   l  = (1 - t) x + c softplus(-x),      c = 1 + (p - 1) t
 //   dl/dx = c sigmoid(x) - p t            (p = 1: sigmoid(x) - t)
-// The mean is summed in fixed chunks of kChunk elements, each in double, and
-// the chunk sums added in order, so the result does not depend on the thread
-// count.
+// (The per-element rules are kernels/bce.h, shared with the CUDA kernels.)
+// On the CPU the mean is summed in fixed chunks of kChunk elements, each in
+// double, and the chunk sums added in order, so the result does not depend
+// on the thread count; on CUDA the terms are averaged by the device sum
+// (deterministic too), and the backward reads the loss's gradient on the
+// device.
 #include <cmath>
 #include <vector>
 
+#include "kernels/bce.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/loss.h"
+#include "tensor/ops_cuda.h"
+#endif
 
 namespace crfseg::ops {
 
@@ -24,7 +33,6 @@ void check_bce(const Tensor& logits, const Tensor& target, double pos_weight) {
   const char* op = "binary_cross_entropy_with_logits";
   check_defined(op, logits, "logits");
   check_defined(op, target, "target");
-  check_cpu(op, logits);
   check_same_device(op, logits, target);
   CRFSEG_CHECK(logits.shape() == target.shape(), ShapeError, op, ": expected target of shape ",
                shape_str(logits.shape()), " (the logits'), got ", shape_str(target.shape()));
@@ -32,11 +40,6 @@ void check_bce(const Tensor& logits, const Tensor& target, double pos_weight) {
                dtype_name(logits.dtype()), " (the logits'), got ", dtype_name(target.dtype()));
   CRFSEG_CHECK(std::isfinite(pos_weight) && pos_weight >= 0, ValueError, op, ": invalid pos_weight ", pos_weight,
                " (expected a finite value >= 0)");
-}
-
-template <typename T>
-T softplus_neg(T x) {  // log(1 + e^-x), stable for both signs
-  return std::log1p(std::exp(-std::abs(x))) + std::max(-x, T(0));
 }
 
 }  // namespace
@@ -98,6 +101,19 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits_in, const Tensor& t
   check_bce(logits_in, target_in, pos_weight);
   const Tensor x = contiguous(logits_in), t = contiguous(target_in);
   const int64_t n = x.numel();
+#ifdef CRFSEG_WITH_CUDA
+  if (x.device().is_cuda()) {
+    if (n == 0) return full({}, NAN, x.options());
+    Tensor terms = Tensor::empty(x.shape(), x.options());
+    dispatch_float(x.dtype(), "binary_cross_entropy_with_logits", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::bce_terms<T>(n, x.data<T>(), t.data<T>(), static_cast<T>(pos_weight), terms.data<T>(),
+                                  detail::stream_of(x));
+    });
+    return mean(terms, {}, false);
+  }
+#endif
+  check_cpu("binary_cross_entropy_with_logits", x);
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
   dispatch_float(x.dtype(), "binary_cross_entropy_with_logits", [&](auto tag) {
@@ -109,8 +125,7 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits_in, const Tensor& t
     for (int64_t c = 0; c < chunks; ++c) {
       double s = 0;
       for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
-        const T coef = T(1) + (p - T(1)) * tp[i];
-        s += static_cast<double>((T(1) - tp[i]) * xp[i] + coef * softplus_neg(xp[i]));
+        s += static_cast<double>(kernels::bce_term(xp[i], tp[i], p));
       }
       partial[static_cast<size_t>(c)] = s;
     }
@@ -129,6 +144,19 @@ Tensor binary_cross_entropy_with_logits_backward(const Tensor& grad, const Tenso
   const Tensor x = contiguous(logits_in), t = contiguous(target_in);
   Tensor dx = Tensor::empty(x.shape(), x.options());
   const int64_t n = x.numel();
+#ifdef CRFSEG_WITH_CUDA
+  if (x.device().is_cuda()) {
+    check_same_device("binary_cross_entropy_with_logits_backward", x, grad);
+    const Tensor g = contiguous(to_dtype(grad, x.dtype()));
+    dispatch_float(x.dtype(), "binary_cross_entropy_with_logits_backward", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::bce_backward<T>(n, g.data<T>(), x.data<T>(), t.data<T>(), static_cast<T>(pos_weight),
+                                     dx.data<T>(), detail::stream_of(x));
+    });
+    return dx;
+  }
+#endif
+  check_cpu("binary_cross_entropy_with_logits_backward", x);
   dispatch_float(x.dtype(), "binary_cross_entropy_with_logits_backward", [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -137,11 +165,7 @@ Tensor binary_cross_entropy_with_logits_backward(const Tensor& grad, const Tenso
     const T p = static_cast<T>(pos_weight);
     const T scale = static_cast<T>(grad.item() / static_cast<double>(n));
 #pragma omp parallel for schedule(static) if (n >= (1 << 15))
-    for (int64_t i = 0; i < n; ++i) {
-      const T coef = T(1) + (p - T(1)) * tp[i];
-      const T sig = T(1) / (T(1) + std::exp(-xp[i]));
-      d[i] = scale * (coef * sig - p * tp[i]);
-    }
+    for (int64_t i = 0; i < n; ++i) d[i] = scale * kernels::bce_grad(xp[i], tp[i], p);
   });
   return dx;
 }

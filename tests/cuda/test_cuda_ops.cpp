@@ -392,6 +392,29 @@ TEST_CASE("cuda ops: softmax, log_softmax, their backward, and cross-entropy" * 
   }
 }
 
+TEST_CASE("cuda ops: binary_cross_entropy_with_logits and its backward" * doctest::skip(kNoDevice)) {
+  // Logits up to +-40 (the overflow-free form's range), targets in [0, 1],
+  // pos_weight 1 and 2.5; one element, an odd 2-D shape, and more elements
+  // than one grid covers. The CPU sums in double, the GPU's device sum in
+  // T: f32 agrees to the mean's rounding.
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (const Shape& shape : {Shape{1}, Shape{7, 13}, Shape{3, 1000003}}) {
+      const Tensor x = random_tensor(shape, 16, dt, -40, 40), t = random_tensor(shape, 17, dt, 0, 1);
+      for (double p : {1.0, 2.5}) {
+        INFO("shape ", shape_str(shape), " pos_weight ", p);
+        check_op("bce", {x, t}, [&](const std::vector<Tensor>& v) {
+          return ops::binary_cross_entropy_with_logits(v[0], v[1], p);
+        }, 1e-6, dt == DType::f64 ? 1e-12 : 1e-5);
+        check_op("bce_backward", {x, t}, [&](const std::vector<Tensor>& v) {
+          return ops::binary_cross_entropy_with_logits_backward(full({}, 3.0, v[0].options()), v[0], v[1], p);
+        }, 1e-7, tol(dt));
+      }
+    }
+  }
+  const Tensor empty_x = zeros({0}, {DType::f32, Device::cuda(0)});
+  CHECK(std::isnan(ops::binary_cross_entropy_with_logits(empty_x, empty_x).item()));
+}
+
 TEST_CASE("cuda memory: the caching allocator reuses freed blocks and reports its statistics" *
           doctest::skip(kNoDevice)) {
   cuda::empty_cache(0);

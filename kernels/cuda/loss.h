@@ -1,0 +1,21 @@
+// CUDA binary cross-entropy with logits (the GPU side of
+// tensor/ops_loss.cpp; per-element rules in kernels/bce.h). Contiguous
+// operands of n elements, device pointers, asynchronous on `stream`.
+// Test: tests/cuda/test_cuda_ops.cpp (against the CPU op; needs a device).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/geometry.h"
+
+namespace crfseg::kernels::cuda {
+
+// terms[i] = bce_term(x[i], t[i], p); the op averages them (a device sum).
+template <typename T>
+void bce_terms(int64_t n, const T* x, const T* t, T p, T* terms, Stream stream);
+// dx[i] = (grad[0] / n) bce_grad(x[i], t[i], p): grad is the loss's device
+// scalar, read by each thread (no copy to the host).
+template <typename T>
+void bce_backward(int64_t n, const T* grad, const T* x, const T* t, T p, T* dx, Stream stream);
+
+}  // namespace crfseg::kernels::cuda

@@ -57,6 +57,10 @@
 
 namespace crfseg::kernels::cuda {
 
+// Whether p is 16-byte aligned, as float4 loads, cp.async and TMA need their
+// operands (the hand-written variants check before taking a fast path).
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 using CudaSgemmFn = void (*)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                              int64_t ldc, Stream stream);

@@ -173,7 +173,7 @@ void sgemm_float4_dbuf(const char* name, bool ta, bool tb, int64_t M, int64_t N,
   if (M == 0 || N == 0) return;
   const int64_t gy = (M + kTileM - 1) / kTileM;
   CRFSEG_CHECK(gy <= 65535, NotImplementedError, "sgemm ", name, ": M = ", M, " needs more than 65535 block rows");
-  auto aligned = [](const float* p, int64_t ld) { return ld % 4 == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  auto aligned = [](const float* p, int64_t ld) { return ld % 4 == 0 && aligned16(p); };
   const Operand a{A, lda, M, K, aligned(A, lda)}, b{B, ldb, N, K, aligned(B, ldb)};
   const dim3 grid(static_cast<unsigned>((N + kTileN - 1) / kTileN), static_cast<unsigned>(gy));
   if (!ta && tb) {

@@ -159,8 +159,6 @@ sgemm_tf32_async_kernel(int64_t M, int64_t N, int64_t K, float alpha, const floa
   store_mma_tiles(acc, m0 + wm, n0 + wn, g, t, M, N, alpha, beta, C, ldc);
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Raises the kernel's dynamic shared-memory limit on the current device, and
 // asks for the largest shared-memory carveout (two blocks need 217 KB of an
 // SM's 228), once per device. False where a block cannot have kSmemBytes

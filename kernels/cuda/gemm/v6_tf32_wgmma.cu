@@ -354,8 +354,6 @@ void pack_kmajor(int64_t rows, int64_t cols, const float* src, int64_t ld, bool 
   launch_check("sgemm_v6_tf32_wgmma: pack_kmajor");
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // cuTensorMapEncodeTiled is a driver function; the runtime hands out its
 // address, so nothing links libcuda directly.
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {

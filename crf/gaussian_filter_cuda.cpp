@@ -37,9 +37,10 @@ void CudaGaussianFilter::run_host(const T* in, T* out, int64_t channels, bool tr
   const size_t bytes = static_cast<size_t>(num_points() * channels) * sizeof(T);
   DeviceBuffer d_in(bytes, device()), d_out(bytes, device());
   cuda::copy_to_device(d_in.as<void>(), in, bytes, device());
-  filter(d_in.as<const T>(), d_out.as<T>(), channels, transpose, nullptr);
-  // cudaMemcpy on the legacy default stream waits for the kernels queued there,
+  // The copies run on the device's current stream (a StreamGuard's, or the
+  // legacy default one), so the filter does too; copy_to_host waits for it
   // and reports any asynchronous launch failure as a CudaError.
+  filter(d_in.as<const T>(), d_out.as<T>(), channels, transpose, cuda::current_stream(device()));
   cuda::copy_to_host(out, d_out.as<const void>(), bytes, device());
 }
 

@@ -43,7 +43,7 @@ class CudaGaussianFilter {
                       CudaStream stream = nullptr) const = 0;
 
   // For tests and one-off use: host in / out [num_points x channels];
-  // copies to the device, filters on the default stream, copies back and
+  // copies to the device, filters on its current stream, copies back and
   // waits. Same errors as filter().
   void filter_host(const float* in, float* out, int64_t channels, bool transpose = false) const;
   void filter_host(const double* in, double* out, int64_t channels, bool transpose = false) const;

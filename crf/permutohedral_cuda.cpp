@@ -286,7 +286,9 @@ std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build(const std:
   const cudaStream_t s = cuda::launch_stream(device);
   std::vector<double> scale(static_cast<size_t>(d));
   kernels::lattice_embed_scale(d, scale.data());
-  const DeviceBuffer f = DeviceBuffer::upload(features, device);
+  // Temporaries are released as soon as their last reader is queued: the
+  // caching allocator reuses a block on the same stream only, after it.
+  DeviceBuffer f = DeviceBuffer::upload(features, device);
   DeviceBuffer keys(static_cast<size_t>(E * d) * sizeof(int32_t), device);
   DeviceBuffer barycentric(static_cast<size_t>(E) * sizeof(float), device);
   DeviceBuffer bounds(static_cast<size_t>(2 * d + 1) * sizeof(int32_t), device);  // lo, hi, then the range flag
@@ -297,13 +299,20 @@ std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build(const std:
   check_in_range(op, host_bounds[2 * d] == 0);
   kernels::LatticeBatchBox box;
   if (!kernels::lattice_batch_box(host_bounds.data(), host_bounds.data() + d, d, images, &box)) return std::nullopt;
+  f = DeviceBuffer();
 
   DeviceBuffer code(static_cast<size_t>(E) * sizeof(uint64_t), device), code_sorted(code.bytes(), device);
   DeviceBuffer entry(static_cast<size_t>(E) * sizeof(uint32_t), device), entry_sorted(entry.bytes(), device);
   DeviceBuffer count(static_cast<size_t>(E) * sizeof(int32_t), device);
-  kernels::cuda::lattice_sort(keys.as<const int32_t>(), E, d, points * d1, box, code.as<uint64_t>(),
-                              entry.as<uint32_t>(), code_sorted.as<uint64_t>(), entry_sorted.as<uint32_t>(),
-                              count.as<int32_t>(), s);
+  {
+    DeviceBuffer temp(kernels::cuda::lattice_sort_temp_bytes(E, box), device);  // CUB's scratch
+    kernels::cuda::lattice_sort(keys.as<const int32_t>(), E, d, points * d1, box, code.as<uint64_t>(),
+                                entry.as<uint32_t>(), code_sorted.as<uint64_t>(), entry_sorted.as<uint32_t>(),
+                                count.as<int32_t>(), temp.as<void>(), temp.bytes(), s);
+  }
+  keys = DeviceBuffer();
+  code = DeviceBuffer();
+  entry = DeviceBuffer();
   int32_t points_found = 0;
   cuda::copy_to_host(&points_found, count.as<const int32_t>() + (E - 1), sizeof(int32_t), device);
   const int64_t M = points_found;
@@ -335,6 +344,26 @@ std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build(const std:
 #else
   return std::nullopt;  // unreachable: check_device threw
 #endif
+}
+
+LatticeTables CudaPermutohedralFilter::download_tables() const {
+  CRFSEG_CHECK(tables_ != nullptr, ValueError, kOp, ": download_tables() on a moved-from object");
+  LatticeTables t;
+  t.num_points = num_points_;
+  t.num_lattice = num_lattice_;
+  t.dim = dim_;
+  t.alpha = alpha_;
+  const auto fetch = [&](auto& host, const DeviceBuffer& buffer) {
+    host.resize(buffer.bytes() / sizeof(host[0]));
+    if (buffer.bytes() > 0) cuda::copy_to_host(host.data(), buffer.as<const void>(), buffer.bytes(), device_);
+  };
+  fetch(t.splat_offsets, tables_->splat_offsets);
+  fetch(t.splat_points, tables_->splat_points);
+  fetch(t.splat_weights, tables_->splat_weights);
+  fetch(t.neighbours, tables_->neighbours);
+  fetch(t.vertices, tables_->vertices);
+  fetch(t.barycentric, tables_->barycentric);
+  return t;
 }
 
 CudaPermutohedralFilter::~CudaPermutohedralFilter() = default;

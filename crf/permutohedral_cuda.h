@@ -102,6 +102,8 @@ class CudaPermutohedralFilter final : public CudaGaussianFilter {
   int64_t num_points() const override { return num_points_; }
   int64_t feature_dim() const override { return dim_; }
   int64_t num_lattice_points() const { return num_lattice_; }
+  // A host copy of the device tables (synchronous), for tests and debugging.
+  LatticeTables download_tables() const;
   int device() const override { return device_; }
 
   // out = K in or K^T in, with K the lattice's operator (CudaGaussianFilter::filter).

@@ -20,9 +20,10 @@
 //   5. links: p's up neighbour along u_j has the code code(p) + step_j (the
 //      box leaves room for every candidate, so the sum never reaches
 //      another image's codes), found by binary search in the sorted codes.
-// Every write has one writer: no atomics, so the tables are the same on
-// every run, and the filter over them is the per-image CPU lattices' own
-// operator, bit for bit (the numbering changes no sum).
+// Every table slot has one writer (the only atomics are the bounds' exact
+// min / max), so the tables are the same on every run, and the filter over
+// them is the per-image CPU lattices' own operator, bit for bit (the
+// numbering changes no sum).
 #pragma once
 
 #include <cmath>

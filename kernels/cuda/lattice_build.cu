@@ -59,9 +59,10 @@ __global__ void embed_kernel(const double* __restrict__ features, int64_t N, Sca
   bool in_range = true;
   for (int64_t i = first_index(); i < N; i += grid_stride()) {
     int32_t* key = keys + i * d1 * kD;
-    in_range = kernels::lattice_embed_point<kD>(features + i * kD, kD, scale.v, elevated, rem0, rank, bary, key,
-                                                barycentric + i * d1, nullptr) &&
-               in_range;
+    const bool ok = kernels::lattice_embed_point<kD>(features + i * kD, kD, scale.v, elevated, rem0, rank, bary, key,
+                                                     barycentric + i * d1, nullptr);
+    in_range = in_range && ok;
+    if (!ok) continue;  // its keys were not written (the host throws on the flag)
     for (int64_t v = 0; v < d1; ++v) {
       for (int k = 0; k < kD; ++k) {
         lo[k] = min(lo[k], key[v * kD + k]);
@@ -145,37 +146,42 @@ void lattice_embed(const double* features, int64_t N, int64_t d, const double* s
   });
 }
 
+size_t lattice_sort_temp_bytes(int64_t E, const LatticeBatchBox& box) {
+  CRFSEG_CHECK(E >= 1 && E < INT_MAX && box.end_bit >= 1 && box.end_bit <= 64, ValueError,
+               "lattice_sort: expected 1 <= E < 2^31 entries and 1..64 code bits, got E = ", E, ", ", box.end_bit,
+               " bits");
+  // Size queries only: CUB reads no array here.
+  const int n = static_cast<int>(E);
+  size_t sort_bytes = 0, scan_bytes = 0;
+  CRFSEG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const uint64_t*>(nullptr),
+                                                    static_cast<uint64_t*>(nullptr),
+                                                    static_cast<const uint32_t*>(nullptr),
+                                                    static_cast<uint32_t*>(nullptr), n, 0, box.end_bit));
+  CRFSEG_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, static_cast<const int32_t*>(nullptr),
+                                                  static_cast<int32_t*>(nullptr), n));
+  return sort_bytes > scan_bytes ? sort_bytes : scan_bytes;
+}
+
 void lattice_sort(const int32_t* keys, int64_t E, int64_t d, int64_t entries_per_image, const LatticeBatchBox& box,
-                  uint64_t* code, uint32_t* entry, uint64_t* code_sorted, uint32_t* entry_sorted,
-                  int32_t* count, cudaStream_t stream) {
-  const int end_bit = box.end_bit;
-  CRFSEG_CHECK(E >= 1 && E < INT_MAX && entries_per_image >= 1 && end_bit >= 1 && end_bit <= 64, ValueError,
-               "lattice_sort: expected 1 <= E < 2^31 entries, images of at least one entry and 1..64 code bits, "
-               "got E = ", E, ", ", entries_per_image, " entries per image, ", end_bit, " bits");
+                  uint64_t* code, uint32_t* entry, uint64_t* code_sorted, uint32_t* entry_sorted, int32_t* count,
+                  void* temp, size_t temp_bytes, cudaStream_t stream) {
+  const size_t needed = lattice_sort_temp_bytes(E, box);
+  CRFSEG_CHECK(entries_per_image >= 1 && temp_bytes >= needed, ValueError,
+               "lattice_sort: expected images of at least one entry and ", needed, " bytes of scratch, got ",
+               entries_per_image, " entries per image and ", temp_bytes, " bytes");
   with_build_dim(d, "lattice_sort", [&]<int kD>() {
     code_kernel<kD><<<grid_for(E, kThreads), kThreads, 0, stream>>>(keys, E, entries_per_image, box, code, entry);
     launch_check("lattice_sort (codes)");
   });
   const int n = static_cast<int>(E);
-  size_t sort_bytes = 0, scan_bytes = 0;
-  CRFSEG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, code, code_sorted, entry, entry_sorted, n,
-                                                    0, end_bit, stream));
+  size_t bytes = temp_bytes;
+  CRFSEG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, bytes, code, code_sorted, entry, entry_sorted, n, 0,
+                                                    box.end_bit, stream));
   int32_t* head = reinterpret_cast<int32_t*>(entry);  // the sort's input, free once it has run
-  CRFSEG_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, head, count, n, stream));
-  const size_t bytes = sort_bytes > scan_bytes ? sort_bytes : scan_bytes;
-  void* temp = nullptr;
-  CRFSEG_CUDA_CHECK(cudaMallocAsync(&temp, bytes, stream));
-  try {
-    CRFSEG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, sort_bytes, code, code_sorted, entry, entry_sorted, n, 0,
-                                                      end_bit, stream));
-    head_kernel<<<grid_for(E, kThreads), kThreads, 0, stream>>>(code_sorted, E, head);
-    launch_check("lattice_sort (heads)");
-    CRFSEG_CUDA_CHECK(cub::DeviceScan::InclusiveSum(temp, scan_bytes, head, count, n, stream));
-  } catch (...) {
-    cudaFreeAsync(temp, stream);  // best effort; the first error is the one to report
-    throw;
-  }
-  CRFSEG_CUDA_CHECK(cudaFreeAsync(temp, stream));
+  head_kernel<<<grid_for(E, kThreads), kThreads, 0, stream>>>(code_sorted, E, head);
+  launch_check("lattice_sort (heads)");
+  bytes = temp_bytes;
+  CRFSEG_CUDA_CHECK(cub::DeviceScan::InclusiveSum(temp, bytes, head, count, n, stream));
 }
 
 void lattice_tables(const uint64_t* code_sorted, const uint32_t* entry_sorted, const int32_t* count,

@@ -12,6 +12,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/lattice_rules.h"
@@ -27,12 +28,14 @@ void lattice_embed(const double* features, int64_t N, int64_t d, const double* s
                    float* barycentric, int32_t* bounds, int32_t* bad, cudaStream_t stream);
 
 // Steps 2-3: codes the E entries (keys [E x d]), sorts them by code,
-// stably, over bits [0, box.end_bit), into code_sorted / entry_sorted (code and
-// entry are the sort's input buffers, overwritten), and writes count [E]:
-// the distinct codes among the first s + 1 (count[E - 1] = M).
+// stably, over bits [0, box.end_bit), into code_sorted / entry_sorted (code
+// and entry are the sort's input buffers, overwritten), and writes count
+// [E]: the distinct codes among the first s + 1 (count[E - 1] = M). temp:
+// lattice_sort_temp_bytes(E, box) bytes of device scratch for CUB.
+size_t lattice_sort_temp_bytes(int64_t E, const LatticeBatchBox& box);
 void lattice_sort(const int32_t* keys, int64_t E, int64_t d, int64_t entries_per_image, const LatticeBatchBox& box,
-                  uint64_t* code, uint32_t* entry, uint64_t* code_sorted, uint32_t* entry_sorted,
-                  int32_t* count, cudaStream_t stream);
+                  uint64_t* code, uint32_t* entry, uint64_t* code_sorted, uint32_t* entry_sorted, int32_t* count,
+                  void* temp, size_t temp_bytes, cudaStream_t stream);
 
 // Step 4: point_code [M], splat_offsets [M + 1], splat_points and
 // splat_weights [E], vertices [E] from the sorted entries (d1 = d + 1).

@@ -768,7 +768,10 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
     const auto [build, param, mode] = c;
     INFO((build == crf::LatticeBuild::device ? "lattice built on the device" : "lattice built on the host"), ", ",
          crf::filter_mode_name(mode));
-    const crf::LatticeBuild previous = crf::set_cuda_lattice_build(build);
+    struct BuildGuard {  // restores the setting however the case ends
+      crf::LatticeBuild previous;
+      ~BuildGuard() { crf::set_cuda_lattice_build(previous); }
+    } const restore{crf::set_cuda_lattice_build(build)};
     auto run = [&](Device d) {
       crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 3, .theta_alpha = 20.0, .theta_beta = 30.0,
                                            .mode = mode, .parametrization = param});
@@ -785,7 +788,6 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
     // The GPU lattice sums in the CPU lattice's order (tests/cuda/test_cuda_permutohedral.cpp),
     // so only f32 rounding separates the two.
     CHECK_CLOSE(run(Device::cuda(0)), values(run(Device::cpu())), 1e-3, 1e-3);
-    crf::set_cuda_lattice_build(previous);
   }
 }
 

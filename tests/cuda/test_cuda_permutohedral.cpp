@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "crf/dense_filter.h"
 #include "crf/gaussian_filter.h"
@@ -194,39 +195,82 @@ TEST_CASE("cuda permutohedral: bad arguments throw ValueError" * doctest::skip(k
 // The lattice built on the GPU (CudaPermutohedralFilter::build,
 // kernels/cuda/lattice_build.cu) against the same batch's tables from the
 // build's host twin (lattice_tables_sorted, itself checked bit for bit
-// against the CPU lattices in tests/crf) uploaded as they are: the same
-// lattice size and, through the same filter kernels, the same values up to
-// the last bits (the device embeds with FMAs where the host may not, which
-// can move a barycentric weight by an ulp of float). Batches of noisy and
-// smooth RGB images (16 x 48x40: 1.2M vertex entries, the sort's many
-// blocks) and gray ones, 1x1 images, and the dimensions outside 2..5.
-TEST_CASE("cuda lattice build: the GPU-built batch lattice filters as its host twin's tables do" *
+// against the CPU lattices in tests/crf): both number the lattice points in
+// code order, so the index tables must be equal outright and the weights
+// equal to an ulp of float (nvcc and GCC may fuse different multiply-adds
+// in the embedding: a last-bit difference in a double can round a weight
+// the other way); and, through the same filter kernels, the same values to
+// rounding. Batches of noisy and smooth RGB images (16 x 48x40: 184k vertex
+// entries, the sort's many blocks) and gray ones, 1x1 images, uniform
+// features whose codes need 53 bits with the image number (one case under
+// a non-default stream); then the cases the build leaves to the host
+// (dimensions outside 2..5, codes over 64 bits) and bad features.
+namespace {
+
+void check_tables_equal(const LatticeTables& got, const LatticeTables& want) {
+  REQUIRE(got.num_lattice == want.num_lattice);
+  CHECK(got.num_points == want.num_points);
+  CHECK(got.alpha == want.alpha);
+  CHECK(got.splat_offsets == want.splat_offsets);
+  CHECK(got.splat_points == want.splat_points);
+  CHECK(got.neighbours == want.neighbours);
+  CHECK(got.vertices == want.vertices);
+  for (const auto& [g, w] : {std::pair{&got.splat_weights, &want.splat_weights},
+                             std::pair{&got.barycentric, &want.barycentric}}) {
+    REQUIRE(g->size() == w->size());
+    int64_t off = 0;
+    for (size_t i = 0; i < g->size(); ++i) {
+      const float a = (*g)[i], b = (*w)[i];
+      off += a != b && std::nextafter(a, b) != b;  // more than one ulp apart
+    }
+    CHECK(off == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda lattice build: the GPU-built batch lattice is its host twin's, tables and filter" *
           doctest::skip(kNoDevice)) {
   struct Case {
-    int64_t images, channels, h, w;
-    bool smooth;  // a gradient image (a dense lattice) instead of noise
+    int64_t images, channels, h, w;  // channels < 0: uniform features of dim 5 on [-150, 150]
+    bool smooth;                     // a gradient image (a dense lattice) instead of noise
+    bool own_stream;
   };
-  for (const Case c : {Case{16, 3, 48, 40, false}, Case{3, 3, 37, 29, true}, Case{5, 1, 13, 11, false},
-                       Case{2, 3, 1, 1, false}}) {
-    INFO("images ", c.images, " channels ", c.channels, " ", c.h, "x", c.w, c.smooth ? " smooth" : " noise");
-    const int64_t n = c.h * c.w, dim = 2 + c.channels;
+  for (const Case c : {Case{16, 3, 48, 40, false, false}, Case{3, 3, 37, 29, true, false},
+                       Case{5, 1, 13, 11, false, true}, Case{2, 3, 1, 1, false, false},
+                       Case{6, -5, 1, 53, false, false}}) {
+    INFO("images ", c.images, " channels ", c.channels, " ", c.h, "x", c.w, c.smooth ? " smooth" : "",
+         c.own_stream ? " (own stream)" : "");
+    const int64_t n = c.h * c.w, dim = c.channels > 0 ? 2 + c.channels : -c.channels;
     std::vector<double> features;
     for (int64_t b = 0; b < c.images; ++b) {
-      std::vector<double> image = random_image(c.h, c.w, static_cast<uint64_t>(60 + b));
-      image.resize(static_cast<size_t>(c.channels * n));
-      if (c.smooth) {
-        for (int64_t x = 0; x < c.channels * n; ++x) image[static_cast<size_t>(x)] = static_cast<double>((x % n) + 7 * b);
+      std::vector<double> f;
+      if (c.channels < 0) {
+        f = uniform_values<double>(n * dim, static_cast<uint64_t>(60 + b));
+        for (double& x : f) x = 300.0 * x - 150.0;
+      } else {
+        std::vector<double> image = random_image(c.h, c.w, static_cast<uint64_t>(60 + b));
+        image.resize(static_cast<size_t>(c.channels * n));
+        if (c.smooth) {
+          for (int64_t x = 0; x < c.channels * n; ++x) image[static_cast<size_t>(x)] = static_cast<double>((x % n) + 7 * b);
+        }
+        f = bilateral_features(image.data(), c.channels, c.h, c.w, 3.0, 30.0);
       }
-      const std::vector<double> f = bilateral_features(image.data(), c.channels, c.h, c.w, 3.0, 30.0);
       features.insert(features.end(), f.begin(), f.end());
     }
     const std::optional<LatticeTables> twin = lattice_tables_sorted(features, c.images, n, dim);
     REQUIRE(twin.has_value());
+    std::optional<cuda::Stream> stream;
+    std::optional<cuda::StreamGuard> guard;
+    if (c.own_stream) {
+      stream.emplace(0);
+      guard.emplace(*stream);
+    }
     const std::optional<CudaPermutohedralFilter> built = CudaPermutohedralFilter::build(features, c.images, n, dim, 0);
     REQUIRE(built.has_value());
-    const CudaPermutohedralFilter uploaded(*twin, 0);
     CHECK(built->num_points() == c.images * n);
-    CHECK(built->num_lattice_points() == twin->num_lattice);
+    check_tables_equal(built->download_tables(), *twin);
+    const CudaPermutohedralFilter uploaded(*twin, 0);
     for (const int64_t C : {1, 3}) {
       const int64_t N = c.images * n;
       const std::vector<double> in = uniform_values<double>(N * C, 70);
@@ -246,10 +290,16 @@ TEST_CASE("cuda lattice build: the GPU-built batch lattice filters as its host t
   const std::vector<double> f1 = uniform_values<double>(2 * 7, 71), f6 = uniform_values<double>(2 * 7 * 6, 72);
   CHECK_FALSE(CudaPermutohedralFilter::build(f1, 2, 7, 1, 0).has_value());
   CHECK_FALSE(CudaPermutohedralFilter::build(f6, 2, 7, 6, 0).has_value());
+  std::vector<double> wide = uniform_values<double>(2 * 40 * 5, 74);  // codes over 64 bits: known after the bounds
+  for (double& x : wide) x = 2e5 * x - 1e5;
+  CHECK_FALSE(CudaPermutohedralFilter::build(wide, 2, 40, 5, 0).has_value());
   std::vector<double> bad = uniform_values<double>(3 * 4 * 5, 73);
   bad[17] = std::nan("");
   check_throws_with<ValueError>([&] { (void)CudaPermutohedralFilter::build(bad, 3, 4, 5, 0); },
                                 "CudaPermutohedralFilter::build: features out of the lattice's range");
+  bad[17] = 1e12;
+  check_throws_with<ValueError>([&] { (void)CudaPermutohedralFilter::build(bad, 3, 4, 5, 0); },
+                                "are they divided by theta?");
   check_throws_with<DeviceError>([&] { (void)CudaPermutohedralFilter::build(f6, 2, 7, 6, 99); },
                                  "expected a CUDA device index");
 }

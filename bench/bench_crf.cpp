@@ -33,9 +33,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <optional>
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -182,8 +182,8 @@ Row measure(FilterMode mode, const std::string& kind, int64_t batch, int64_t siz
 }
 
 // The bilateral features of `kind`'s image (seed 9, as the layer rows use).
-std::vector<double> image_features(const std::string& kind, int64_t size, uint64_t seed = 9) {
-  const std::vector<double> planes = ops::contiguous(make_image(size, kind, seed)).to_vector<double>();
+std::vector<double> image_features(const std::string& kind, int64_t size) {
+  const std::vector<double> planes = ops::contiguous(make_image(size, kind, 9)).to_vector<double>();
   return bilateral_features(planes.data(), 3, size, size, 160, 3);
 }
 
@@ -279,10 +279,12 @@ int run_builds(bool quick, bool json, int repeats, const std::string& machine) {
 
 // --gpu-builds: a training step's bilateral lattices for a batch of B
 // 256^2 images on cuda:0, the two ways crf/mean_field_composed.cpp can make
-// them: on the host (the images' lattices side by side, stacked by
-// lattice_tables, uploaded) against on the GPU (CudaPermutohedralFilter::
-// build), alternated, after checking that the two filter alike. Times are
-// per batch and include the host's feature computation on both sides.
+// them from the CUDA image batch: on the host (a host copy of the images,
+// their lattices side by side, stacked by lattice_tables, uploaded) against
+// on the GPU (CudaPermutohedralFilter::build_bilateral: features and
+// lattice on the device), alternated, after checking that the two filter
+// alike. Times are per batch, from the image on the device to the filter's
+// tables there.
 int run_gpu_builds(int64_t batch, int repeats, const std::string& machine) {
   if (cuda::device_count() == 0) {
     std::printf("bench_crf --gpu-builds: no CUDA device (or a build without CUDA); nothing measured\n");
@@ -295,20 +297,24 @@ int run_gpu_builds(int64_t batch, int repeats, const std::string& machine) {
               "|---|---|---|---|---|---|\n");
   const int64_t size = 256, n = size * size;
   for (const std::string kind : {"shapes", "noise"}) {
-    std::vector<std::vector<double>> per_image;
-    for (int64_t b = 0; b < batch; ++b) per_image.push_back(image_features(kind, size, 9 + static_cast<uint64_t>(b)));
+    std::vector<Tensor> images;
+    for (int64_t b = 0; b < batch; ++b) images.push_back(make_image(size, kind, 9 + static_cast<uint64_t>(b)));
+    const Tensor on_device = ops::concat(images, 0).to(Device::cuda(0));  // [B, 3, 256, 256] f32
+    // What crf/mean_field_composed.cpp runs either way, from the CUDA image.
     const auto on_host = [&] {
+      const Tensor planes = ops::contiguous(ops::to_dtype(on_device.to(Device::cpu()), DType::f64));
       std::vector<std::unique_ptr<PermutohedralLattice>> lattices(static_cast<size_t>(batch));
 #pragma omp parallel for schedule(dynamic, 1)
-      for (int64_t b = 0; b < batch; ++b) lattices[b] = std::make_unique<PermutohedralLattice>(per_image[b], n, 5);
+      for (int64_t b = 0; b < batch; ++b) {
+        lattices[b] = std::make_unique<PermutohedralLattice>(
+            bilateral_features(planes.data<double>() + b * 3 * n, 3, size, size, 160, 3), n, 5);
+      }
       std::vector<const PermutohedralLattice*> raw;
       for (const auto& l : lattices) raw.push_back(l.get());
       return CudaPermutohedralFilter(lattice_tables(raw), 0);
     };
     const auto on_gpu = [&] {
-      std::vector<double> features;
-      for (const auto& f : per_image) features.insert(features.end(), f.begin(), f.end());
-      std::optional<CudaPermutohedralFilter> built = CudaPermutohedralFilter::build(features, batch, n, 5, 0);
+      std::optional<CudaPermutohedralFilter> built = CudaPermutohedralFilter::build_bilateral(on_device, 160, 3);
       if (!built) throw ValueError("bench_crf: the GPU build did not apply");
       return std::move(*built);
     };

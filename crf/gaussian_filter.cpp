@@ -3,6 +3,7 @@
 
 #include "crf/dense_filter.h"
 #include "crf/permutohedral.h"
+#include "kernels/lattice_rules.h"
 #include "tensor/error.h"
 
 namespace crfseg::crf {
@@ -30,13 +31,8 @@ std::vector<double> bilateral_features(const double* image, int64_t channels, in
                                        double theta_alpha, double theta_beta) {
   const int64_t d = 2 + channels, hw = height * width;
   std::vector<double> f(static_cast<size_t>(hw * d));
-  for (int64_t y = 0; y < height; ++y) {
-    for (int64_t x = 0; x < width; ++x) {
-      double* fi = f.data() + (y * width + x) * d;
-      fi[0] = static_cast<double>(x) / theta_alpha;
-      fi[1] = static_cast<double>(y) / theta_alpha;
-      for (int64_t c = 0; c < channels; ++c) fi[2 + c] = image[c * hw + y * width + x] / theta_beta;
-    }
+  for (int64_t i = 0; i < hw; ++i) {
+    kernels::bilateral_feature(image, channels, height, width, i, theta_alpha, theta_beta, f.data() + i * d);
   }
   return f;
 }

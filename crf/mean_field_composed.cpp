@@ -93,20 +93,13 @@ std::atomic<int> g_lattice_build{-1};  // -1: not read from the environment yet
 
 // The batch's stacked bilateral filter on `dev`: built on the GPU when that
 // is selected and applies, else on the host (and uploaded for CUDA).
-std::shared_ptr<const DeviceGaussianFilter> bilateral_on(Device dev, const Tensor& host_image,
-                                                         const MeanFieldOptions& o) {
+std::shared_ptr<const DeviceGaussianFilter> bilateral_on(const Tensor& image, const MeanFieldOptions& o) {
   const profiler::Scope scope("CRF bilateral lattices");
+  const Device dev = image.device();
   if (dev.is_cuda() && o.mode == FilterMode::lattice && cuda_lattice_build() == LatticeBuild::device) {
-    const int64_t B = host_image.size(0), C = host_image.size(1), H = host_image.size(2), W = host_image.size(3);
-    const int64_t n = H * W;
-    std::vector<double> features;
-    features.reserve(static_cast<size_t>(B * n * (2 + C)));
-    for (int64_t b = 0; b < B; ++b) {
-      const std::vector<double> f =
-          bilateral_features(host_image.data<double>() + b * C * n, C, H, W, o.theta_alpha, o.theta_beta);
-      features.insert(features.end(), f.begin(), f.end());
-    }
-    std::optional<CudaPermutohedralFilter> built = CudaPermutohedralFilter::build(features, B, n, 2 + C, dev.index);
+    // The image stays on the device: features, embedding, sort and tables there.
+    std::optional<CudaPermutohedralFilter> built =
+        CudaPermutohedralFilter::build_bilateral(image, o.theta_alpha, o.theta_beta);
     if (built) {
       auto f = std::make_shared<DeviceGaussianFilter>();
       f->device = dev;
@@ -114,6 +107,7 @@ std::shared_ptr<const DeviceGaussianFilter> bilateral_on(Device dev, const Tenso
       return f;
     }
   }
+  const Tensor host_image = ops::contiguous(ops::to_dtype(image.to(Device::cpu()), DType::f64));
   return to_device_filter(std::make_shared<const StackedFilter>(build_bilateral_filters(host_image, o)), dev);
 }
 
@@ -199,9 +193,8 @@ Tensor crf_mean_field_composed(const Tensor& unaries, const Tensor& image, const
   // batch's B n pixels (crf/stacked_filter.h), or build as one batch on the
   // GPU (cuda_lattice_build), so each step filters the whole batch in one
   // call: on CUDA one launch per step, not per image.
-  const Tensor host_image = ops::contiguous(ops::to_dtype(image.to(Device::cpu()), DType::f64));
   const auto ks = spatial_on(dev, cached_spatial_filter(H, W, o.theta_gamma, o.mode));
-  const auto kb = bilateral_on(dev, host_image, o);
+  const auto kb = bilateral_on(image, o);
   Tensor norm_s, norm_b;
   {
     NoGradGuard no_grad;

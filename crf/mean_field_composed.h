@@ -14,11 +14,12 @@
 // and autograd differentiates it; filter_op's backward is the transposed
 // filter, and the normalisers and the image take no gradient.
 //
-// The lattices are built from a host copy of the image, once per forward:
-// on the host, image by image, and on CUDA uploaded (the default), or, with
+// The lattices are built once per forward: on the host from a host copy of
+// the image, image by image, and on CUDA uploaded (the default), or, with
 // the device build selected (cuda_lattice_build), on the GPU itself for
-// the whole batch (CudaPermutohedralFilter::build). The dense mode uploads
-// the features and filters exactly on the GPU (O(N^2): small images).
+// the whole batch, the image never leaving the device
+// (CudaPermutohedralFilter::build_bilateral). The dense mode uploads the
+// features and filters exactly on the GPU (O(N^2): small images).
 #pragma once
 
 #include <memory>

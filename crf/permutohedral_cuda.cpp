@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "crf/device_buffer.h"
+#include "tensor/ops.h"
 #include "kernels/lattice_rules.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/error.h"
@@ -48,13 +49,12 @@ constexpr const char* kOp = "CudaPermutohedralFilter";
 // The batch build's checks (lattice_tables_sorted and
 // CudaPermutohedralFilter::build): throws for sizes that disagree; false
 // where the batch build does not apply (the dimension).
-bool batch_build_applies(const char* op, const std::vector<double>& features, int64_t images, int64_t points,
-                         int64_t dim) {
+bool batch_build_applies(const char* op, int64_t feature_count, int64_t images, int64_t points, int64_t dim) {
   CRFSEG_CHECK(images >= 1 && points >= 1 && dim >= 1, ValueError, op,
                ": expected at least one image, one point and one feature dimension, got ", images, " images of ",
                points, " points of dimension ", dim);
-  CRFSEG_CHECK(static_cast<int64_t>(features.size()) == images * points * dim, ValueError, op, ": expected ", images,
-               " x ", points, " x ", dim, " = ", images * points * dim, " features, got ", features.size());
+  CRFSEG_CHECK(feature_count == images * points * dim, ValueError, op, ": expected ", images, " x ", points, " x ",
+               dim, " = ", images * points * dim, " features, got ", feature_count);
   CRFSEG_CHECK(images * points * (dim + 1) < std::numeric_limits<int32_t>::max(), ValueError, op, ": ",
                images * points, " points of dimension ", dim, " exceed the 32-bit lattice indices");
   return dim >= kernels::kLatticeBatchMinDim && dim <= kernels::kLatticeBatchMaxDim;
@@ -71,7 +71,7 @@ void check_in_range(const char* op, bool in_range) {
 std::optional<LatticeTables> lattice_tables_sorted(const std::vector<double>& features, int64_t images,
                                                    int64_t points, int64_t dim) {
   const char* op = "lattice_tables_sorted";
-  if (!batch_build_applies(op, features, images, points, dim)) return std::nullopt;
+  if (!batch_build_applies(op, static_cast<int64_t>(features.size()), images, points, dim)) return std::nullopt;
   const int64_t d = dim, d1 = d + 1, N = images * points, E = N * d1;
   return kernels::with_batch_dim(d, [&]<int kD>() -> std::optional<LatticeTables> {
     LatticeTables t;
@@ -279,7 +279,35 @@ std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build(const std:
                                                                       int device) {
   const char* op = "CudaPermutohedralFilter::build";
   check_device(op, device);
-  if (!batch_build_applies(op, features, images, points, dim)) return std::nullopt;
+  if (!batch_build_applies(op, static_cast<int64_t>(features.size()), images, points, dim)) return std::nullopt;
+  DeviceBuffer f = DeviceBuffer::upload(features, device);
+  return build_device(op, std::move(f), images, points, dim, device);
+}
+
+std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build_bilateral(const Tensor& image,
+                                                                                double theta_alpha,
+                                                                                double theta_beta) {
+  const char* op = "CudaPermutohedralFilter::build_bilateral";
+  CRFSEG_CHECK(image.defined() && image.dim() == 4 && image.device().is_cuda(), ValueError, op,
+               ": expected a CUDA image [B, C, H, W], got ", image.defined() ? image.str() : std::string("none"));
+  const int device = image.device().index;
+  check_device(op, device);
+  const int64_t B = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3), n = H * W;
+  if (!batch_build_applies(op, B * n * (2 + C), B, n, 2 + C)) return std::nullopt;
+  CRFSEG_CHECK(theta_alpha > 0 && theta_beta > 0, ValueError, op, ": expected positive thetas, got ", theta_alpha,
+               " and ", theta_beta);
+  const Tensor planes = ops::contiguous(ops::to_dtype(image, DType::f64));
+  DeviceBuffer f(static_cast<size_t>(B * n * (2 + C)) * sizeof(double), device);
+#ifdef CRFSEG_WITH_CUDA
+  kernels::cuda::bilateral_features(planes.data<double>(), B, C, H, W, theta_alpha, theta_beta, f.as<double>(),
+                                    cuda::launch_stream(device));
+#endif
+  return build_device(op, std::move(f), B, n, 2 + C, device);
+}
+
+std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build_device(const char* op, DeviceBuffer features,
+                                                                             int64_t images, int64_t points,
+                                                                             int64_t dim, int device) {
 #ifdef CRFSEG_WITH_CUDA
   // The steps of lattice_tables_sorted, on the device (kernels/cuda/lattice_build.h).
   const int64_t d = dim, d1 = d + 1, N = images * points, E = N * d1;
@@ -288,7 +316,7 @@ std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build(const std:
   kernels::lattice_embed_scale(d, scale.data());
   // Temporaries are released as soon as their last reader is queued: the
   // caching allocator reuses a block on the same stream only, after it.
-  DeviceBuffer f = DeviceBuffer::upload(features, device);
+  DeviceBuffer f = std::move(features);
   DeviceBuffer keys(static_cast<size_t>(E * d) * sizeof(int32_t), device);
   DeviceBuffer barycentric(static_cast<size_t>(E) * sizeof(float), device);
   DeviceBuffer bounds(static_cast<size_t>(2 * d + 1) * sizeof(int32_t), device);  // lo, hi, then the range flag
@@ -342,6 +370,7 @@ std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build(const std:
   CRFSEG_CUDA_CHECK(cudaStreamSynchronize(s));
   return filter;
 #else
+  (void)op, (void)features, (void)images, (void)points, (void)dim, (void)device;
   return std::nullopt;  // unreachable: check_device threw
 #endif
 }

@@ -28,6 +28,7 @@
 
 #include "crf/gaussian_filter_cuda.h"
 #include "crf/permutohedral.h"
+#include "tensor/tensor.h"
 
 namespace crfseg::crf {
 
@@ -93,6 +94,13 @@ class CudaPermutohedralFilter final : public CudaGaussianFilter {
   // batch build does not apply: build on the host then.
   static std::optional<CudaPermutohedralFilter> build(const std::vector<double>& features, int64_t images,
                                                       int64_t points, int64_t dim, int device);
+  // The same for the CRF's bilateral lattices of a CUDA image batch [B, C,
+  // H, W] (any float dtype): the features (crf::bilateral_features' for
+  // each image) are computed on the device too, so the image never leaves
+  // it. Throws ValueError for an image that is not a 4-d CUDA tensor or
+  // thetas that are not positive.
+  static std::optional<CudaPermutohedralFilter> build_bilateral(const Tensor& image, double theta_alpha,
+                                                                double theta_beta);
   ~CudaPermutohedralFilter();
   CudaPermutohedralFilter(CudaPermutohedralFilter&&) noexcept;
   CudaPermutohedralFilter& operator=(CudaPermutohedralFilter&&) noexcept;
@@ -118,6 +126,9 @@ class CudaPermutohedralFilter final : public CudaGaussianFilter {
   void run(const T* d_in, T* d_out, int64_t channels, bool transpose, CudaStream stream) const;
 
   CudaPermutohedralFilter() = default;  // for build()
+  // build()'s steps from the features on the device ([images points x dim]).
+  static std::optional<CudaPermutohedralFilter> build_device(const char* op, DeviceBuffer features, int64_t images,
+                                                             int64_t points, int64_t dim, int device);
 
   struct DeviceTables;  // the uploaded tables (RAII device buffers), defined in the .cpp
   std::unique_ptr<DeviceTables> tables_;

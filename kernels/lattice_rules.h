@@ -37,6 +37,18 @@ namespace crfseg::kernels {
 // Lattice coordinates beyond this magnitude are rejected (int32 keys with headroom for +-d).
 constexpr double kLatticeMaxCoordinate = 1 << 30;
 
+// The CRF's bilateral feature vector of pixel i = y W + x of one image
+// (planes [C x H x W]): (x / theta_alpha, y / theta_alpha, c_0 / theta_beta,
+// ..., c_{C-1} / theta_beta), written to f[0 .. 2 + C). Divisions only, so
+// the host and the device give the same bits.
+CRFSEG_HD inline void bilateral_feature(const double* image, int64_t C, int64_t H, int64_t W, int64_t i,
+                                        double theta_alpha, double theta_beta, double* f) {
+  const int64_t x = i % W, y = i / W, hw = H * W;
+  f[0] = static_cast<double>(x) / theta_alpha;
+  f[1] = static_cast<double>(y) / theta_alpha;
+  for (int64_t c = 0; c < C; ++c) f[2 + c] = image[c * hw + i] / theta_beta;
+}
+
 // Round to nearest, ties to even (the CPU's std::nearbyint; rint on the device).
 CRFSEG_HD inline double lattice_round(double x) {
 #ifdef __CUDA_ARCH__

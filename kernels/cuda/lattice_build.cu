@@ -17,6 +17,7 @@
 #include <climits>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/for_each.cuh"
 #include "kernels/cuda/lattice_build.h"
 #include "kernels/lattice_rules.h"
 
@@ -132,6 +133,15 @@ void with_build_dim(int64_t d, const char* op, const F& f) {
 }
 
 }  // namespace
+
+void bilateral_features(const double* image, int64_t B, int64_t C, int64_t H, int64_t W, double theta_alpha,
+                        double theta_beta, double* features, cudaStream_t stream) {
+  const int64_t hw = H * W, d = 2 + C;
+  for_each(B * hw, [=] __device__(int64_t p) {
+    const int64_t b = p / hw;
+    kernels::bilateral_feature(image + b * C * hw, C, H, W, p - b * hw, theta_alpha, theta_beta, features + p * d);
+  }, stream, "bilateral_features");
+}
 
 void lattice_embed(const double* features, int64_t N, int64_t d, const double* scale, int32_t* keys,
                    float* barycentric, int32_t* bounds, int32_t* bad, cudaStream_t stream) {

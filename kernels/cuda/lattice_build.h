@@ -19,6 +19,11 @@
 
 namespace crfseg::kernels::cuda {
 
+// The CRF's bilateral features of B images [B x C x H x W] (double) into
+// features [B H W x (2 + C)] (kernels::bilateral_feature per pixel).
+void bilateral_features(const double* image, int64_t B, int64_t C, int64_t H, int64_t W, double theta_alpha,
+                        double theta_beta, double* features, cudaStream_t stream);
+
 // Step 1: embeds N points (features [N x d], divided by their thetas)
 // into keys [N (d + 1) x d] and barycentric [N (d + 1)]; bounds [2 d] gets
 // the keys' smallest (bounds[k]) and largest (bounds[d + k]) coordinates,

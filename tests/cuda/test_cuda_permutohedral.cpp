@@ -15,6 +15,7 @@
 // NOT been run on one when committed.
 // Run: build/tests/test_cuda -tc='*permutohedral*' [-s for the error report]
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -302,6 +303,34 @@ TEST_CASE("cuda lattice build: the GPU-built batch lattice is its host twin's, t
                                 "are they divided by theta?");
   check_throws_with<DeviceError>([&] { (void)CudaPermutohedralFilter::build(f6, 2, 7, 6, 99); },
                                  "expected a CUDA device index");
+}
+
+// The bilateral features computed on the device from a CUDA image batch
+// (CudaPermutohedralFilter::build_bilateral) are the host's
+// (bilateral_features: divisions only, the same bits), so the lattice is
+// the twin's table for table. f32 images of 3 and 1 channels, odd sizes.
+TEST_CASE("cuda lattice build: from a CUDA image batch, the features made on the device" * doctest::skip(kNoDevice)) {
+  for (const auto& [B, C, H, W] : std::vector<std::array<int64_t, 4>>{{4, 3, 23, 17}, {3, 1, 9, 31}, {1, 3, 1, 1}}) {
+    INFO(B, " images ", C, " x ", H, " x ", W);
+    const Tensor image = random_tensor({B, C, H, W}, 90, DType::f32, 0, 255);
+    const std::vector<double> planes = values(image);
+    std::vector<double> features;
+    for (int64_t b = 0; b < B; ++b) {
+      const std::vector<double> f = bilateral_features(planes.data() + b * C * H * W, C, H, W, 5.0, 13.0);
+      features.insert(features.end(), f.begin(), f.end());
+    }
+    const std::optional<LatticeTables> twin = lattice_tables_sorted(features, B, H * W, 2 + C);
+    REQUIRE(twin.has_value());
+    const std::optional<CudaPermutohedralFilter> built =
+        CudaPermutohedralFilter::build_bilateral(image.to(Device::cuda(0)), 5.0, 13.0);
+    REQUIRE(built.has_value());
+    check_tables_equal(built->download_tables(), *twin);
+  }
+  check_throws_with<ValueError>([] { (void)CudaPermutohedralFilter::build_bilateral(random_tensor({1, 3, 4, 4}, 91), 5, 13); },
+                                "expected a CUDA image [B, C, H, W]");
+  check_throws_with<ValueError>(
+      [] { (void)CudaPermutohedralFilter::build_bilateral(random_tensor({1, 3, 4, 4}, 91).to(Device::cuda(0)), 0, 13); },
+      "expected positive thetas");
 }
 
 // The exact filter on the GPU (the dense mode: CudaDenseGaussianFilter,

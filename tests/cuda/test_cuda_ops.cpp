@@ -765,7 +765,9 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
                        Case{crf::LatticeBuild::device, crf::CrfParametrization::free, crf::FilterMode::lattice},
                        Case{crf::LatticeBuild::device, crf::CrfParametrization::convergent, crf::FilterMode::lattice},
                        Case{crf::LatticeBuild::host, crf::CrfParametrization::convergent, crf::FilterMode::dense}}) {
-    const auto [build, param, mode] = c;
+    const crf::LatticeBuild build = c.build;
+    const crf::CrfParametrization param = c.param;
+    const crf::FilterMode mode = c.mode;
     INFO((build == crf::LatticeBuild::device ? "lattice built on the device" : "lattice built on the host"), ", ",
          crf::filter_mode_name(mode));
     struct BuildGuard {  // restores the setting however the case ends

@@ -310,7 +310,8 @@ TEST_CASE("cuda lattice build: the GPU-built batch lattice is its host twin's, t
 // (bilateral_features: divisions only, the same bits), so the lattice is
 // the twin's table for table. f32 images of 3 and 1 channels, odd sizes.
 TEST_CASE("cuda lattice build: from a CUDA image batch, the features made on the device" * doctest::skip(kNoDevice)) {
-  for (const auto& [B, C, H, W] : std::vector<std::array<int64_t, 4>>{{4, 3, 23, 17}, {3, 1, 9, 31}, {1, 3, 1, 1}}) {
+  for (const std::array<int64_t, 4>& shape : std::vector<std::array<int64_t, 4>>{{4, 3, 23, 17}, {3, 1, 9, 31}, {1, 3, 1, 1}}) {
+    const int64_t B = shape[0], C = shape[1], H = shape[2], W = shape[3];  // (INFO cannot capture bindings)
     INFO(B, " images ", C, " x ", H, " x ", W);
     const Tensor image = random_tensor({B, C, H, W}, 90, DType::f32, 0, 255);
     const std::vector<double> planes = values(image);

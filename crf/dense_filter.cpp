@@ -5,6 +5,9 @@
 // kernels/dense_gaussian.h, is shared with the CUDA kernel).
 #include "crf/dense_filter.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "kernels/dense_gaussian.h"
 #include "tensor/error.h"
 
@@ -22,11 +25,22 @@ DenseGaussianFilter::DenseGaussianFilter(const std::vector<double>& features, in
 template <typename T>
 void DenseGaussianFilter::filter(const T* in, T* out, int64_t C) const {
   const int64_t N = num_points_, d = dim_;
-  // O(N^2 (d + C)) work: parallel from a few dozen points on.
-#pragma omp parallel for schedule(static) if (N >= 64)
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t c0 = 0; c0 < C; c0 += kernels::kDenseChunk) {
-      kernels::dense_gaussian_row(i, c0, 0, N, features_.data(), d, in, C, out);
+  // O(N^2 (d + C)) work: parallel from a few dozen points on. A row's
+  // weights are computed once, then summed into each chunk of channels in
+  // order j = 0 .. N - 1 (the CUDA kernel's sums, kernels/dense_gaussian.h).
+#pragma omp parallel if (N >= 64)
+  {
+    std::vector<double> w(static_cast<size_t>(N));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < N; ++i) {
+      const double* fi = features_.data() + i * d;
+      for (int64_t j = 0; j < N; ++j) w[j] = kernels::dense_gaussian_weight(fi, features_.data() + j * d, d);
+      for (int64_t c0 = 0; c0 < C; c0 += kernels::kDenseChunk) {
+        const int64_t width = std::min(kernels::kDenseChunk, C - c0);
+        double acc[kernels::kDenseChunk] = {};
+        for (int64_t j = 0; j < N; ++j) kernels::dense_gaussian_accumulate(w[j], in + j * C + c0, width, acc);
+        for (int64_t c = 0; c < width; ++c) out[i * C + c0 + c] = static_cast<T>(acc[c]);
+      }
     }
   }
 }

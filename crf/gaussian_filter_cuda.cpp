@@ -81,6 +81,7 @@ CudaDenseGaussianFilter::CudaDenseGaussianFilter(const std::vector<const DenseGa
 
 template <typename T>
 void CudaDenseGaussianFilter::run(const T* d_in, T* d_out, int64_t channels, CudaStream stream) const {
+  CRFSEG_CHECK(features_.bytes() > 0, ValueError, kDenseOp, ": filter() on a moved-from object");
   check_filter_args(kDenseOp, d_in, d_out, channels);
 #ifdef CRFSEG_WITH_CUDA
   CRFSEG_CUDA_CHECK(cudaSetDevice(device_));

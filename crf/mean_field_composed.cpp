@@ -138,6 +138,7 @@ int64_t DeviceGaussianFilter::num_points() const { return host ? host->num_point
 
 std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<const GaussianFilter> host,
                                                              Device device) {
+  CRFSEG_CHECK(host != nullptr, ValueError, kOp, ": to_device_filter of a null filter");
   auto f = std::make_shared<DeviceGaussianFilter>();
   f->device = device;
   if (device.is_cuda()) {
@@ -159,7 +160,7 @@ std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<con
       f->cuda = std::make_shared<CudaPermutohedralFilter>(lattice_tables(lattices), device.index);
     } else {
       CRFSEG_CHECK(dense.size() == parts.size(), ValueError, kOp,
-                   ": expected lattice or dense filters (not mixed) on ", device.str());
+                   ": expected lattice or dense filters (one kind, not mixed) on ", device.str());
       f->cuda = std::make_shared<CudaDenseGaussianFilter>(dense, device.index);
     }
   }

@@ -33,7 +33,7 @@ namespace crfseg::crf {
 class CudaGaussianFilter;
 
 // A Gaussian filter usable on the values' device: the host filter, and on
-// CUDA its uploaded twin (lattice mode only).
+// CUDA its device twin (the lattice's or the exact filter's).
 // A lattice built on the GPU has no host filter.
 struct DeviceGaussianFilter {
   std::shared_ptr<const GaussianFilter> host;           // null for a lattice built on the GPU

@@ -292,10 +292,10 @@ std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build_bilateral(
                ": expected a CUDA image [B, C, H, W], got ", image.defined() ? image.str() : std::string("none"));
   const int device = image.device().index;
   check_device(op, device);
-  const int64_t B = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3), n = H * W;
-  if (!batch_build_applies(op, B * n * (2 + C), B, n, 2 + C)) return std::nullopt;
   CRFSEG_CHECK(theta_alpha > 0 && theta_beta > 0, ValueError, op, ": expected positive thetas, got ", theta_alpha,
                " and ", theta_beta);
+  const int64_t B = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3), n = H * W;
+  if (!batch_build_applies(op, B * n * (2 + C), B, n, 2 + C)) return std::nullopt;
   const Tensor planes = ops::contiguous(ops::to_dtype(image, DType::f64));
   DeviceBuffer f(static_cast<size_t>(B * n * (2 + C)) * sizeof(double), device);
 #ifdef CRFSEG_WITH_CUDA

@@ -12,9 +12,11 @@ void bce_terms(int64_t n, const T* x, const T* t, T p, T* terms, Stream stream) 
 
 template <typename T>
 void bce_backward(int64_t n, const T* grad, const T* x, const T* t, T p, T* dx, Stream stream) {
-  const T inv_n = T(1) / static_cast<T>(n);
-  for_each(n, [=] __device__(int64_t i) { dx[i] = grad[0] * inv_n * kernels::bce_grad(x[i], t[i], p); }, stream,
-           "bce_backward");
+  // The scale rounds once, as the CPU's: T(g / n) with the division in double.
+  const double count = static_cast<double>(n);
+  for_each(n, [=] __device__(int64_t i) {
+    dx[i] = static_cast<T>(static_cast<double>(grad[0]) / count) * kernels::bce_grad(x[i], t[i], p);
+  }, stream, "bce_backward");
 }
 
 template void bce_terms<float>(int64_t, const float*, const float*, float, float*, Stream);

@@ -101,7 +101,7 @@ TEST_CASE("composed mean-field: bad inputs and filters with no device form are r
   mixed.push_back(make_gaussian_filter(FilterMode::lattice, f, 4, 5));
   check_throws_with<ValueError>(
       [&] { to_device_filter(std::make_shared<const StackedFilter>(std::move(mixed)), Device::cuda(0)); },
-      "expected lattice or dense filters (not mixed) on cuda:0");
+      "expected lattice or dense filters (one kind, not mixed) on cuda:0");
   // The dense mode on CUDA is the exact filter's kernel (tests/cuda/); without
   // a device, or CUDA, it is refused with the device error.
   if (cuda::device_count() == 0) {

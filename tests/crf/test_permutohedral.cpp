@@ -568,6 +568,35 @@ TEST_CASE("dense filter: the exact sum, self included") {
   CHECK(out[1] == doctest::Approx(-3.0 + 2.0 * k).epsilon(1e-14));
 }
 
+TEST_CASE("dense filter: channels in chunks of 16 give each channel's own result") {
+  // The row rule (kernels/dense_gaussian.h) sums 16 channels at a time;
+  // 17 and 33 channels cross one and two chunk edges. Each channel of the
+  // wide call must equal a one-channel call on that channel alone, to the
+  // last bits (the compiler may fuse the multiply-adds of a chunk and of a
+  // single channel differently), f32 and f64.
+  const int64_t n = 37, d = 5;
+  const DenseGaussianFilter dense(values(random_tensor({n * d}, 60, DType::f64, -2, 2)), n, d);
+  for (const int64_t C : {17, 33}) {
+    INFO("C ", C);
+    const std::vector<double> in = values(random_tensor({n * C}, 61, DType::f64));
+    std::vector<double> wide(in.size()), alone(in.size());
+    dense.apply(in.data(), wide.data(), C);
+    std::vector<float> in32(in.begin(), in.end()), wide32(in.size()), alone32(in.size());
+    dense.apply(in32.data(), wide32.data(), C);
+    for (int64_t c = 0; c < C; ++c) {
+      std::vector<double> one(static_cast<size_t>(n)), out(static_cast<size_t>(n));
+      std::vector<float> one32(static_cast<size_t>(n)), out32(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) one[i] = in[i * C + c], one32[i] = in32[i * C + c];
+      dense.apply(one.data(), out.data(), 1);
+      dense.apply(one32.data(), out32.data(), 1);
+      for (int64_t i = 0; i < n; ++i) alone[i * C + c] = out[i], alone32[i * C + c] = out32[i];
+    }
+    CHECK_CLOSE(wide, alone, 1e-13, 1e-13);
+    std::vector<double> wide32d(wide32.begin(), wide32.end()), alone32d(alone32.begin(), alone32.end());
+    CHECK_CLOSE(wide32d, alone32d, 1e-6, 1e-6);
+  }
+}
+
 TEST_CASE("filter construction errors") {
   check_throws_with<ValueError>([] { PermutohedralLattice({}, 1, 0); }, "expected feature dimension d >= 1, got 0");
   check_throws_with<ValueError>([] { PermutohedralLattice({}, 0, 2); }, "expected at least one point, got 0");

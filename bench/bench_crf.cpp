@@ -32,6 +32,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -336,18 +337,11 @@ int run_gpu_builds(int64_t batch, int repeats, const std::string& machine) {
                    (long long)b.num_lattice_points(), max_rel);
       return 1;
     }
-    std::vector<double> host_ms, gpu_ms;
-    const auto time_host = [&] { (void)on_host(); };
-    const auto time_gpu = [&] { (void)on_gpu(); };
-    for (int r = 0; r < repeats; ++r) {
-      if (r % 2 == 0) {
-        bench::time_samples(time_host, 0, 1, host_ms);
-        bench::time_samples(time_gpu, 0, 1, gpu_ms);
-      } else {
-        bench::time_samples(time_gpu, 0, 1, gpu_ms);
-        bench::time_samples(time_host, 0, 1, host_ms);
-      }
-    }
+    std::vector<bench::Contender> contenders = {{"host", true, [&] { (void)on_host(); }, {}},
+                                                {"gpu", true, [&] { (void)on_gpu(); }, {}}};
+    bench::time_alternated(contenders, repeats, 1, std::chrono::milliseconds(0));
+    const std::vector<double>& host_ms = contenders[0].ms;
+    const std::vector<double>& gpu_ms = contenders[1].ms;
     const bench::Timing h = bench::summarize(host_ms), g = bench::summarize(gpu_ms);
     std::printf("| %s | %lld | %.2f / %.2f | %.2f / %.2f | %.2f | %.1e |\n", kind.c_str(),
                 (long long)a.num_lattice_points(), h.median_ms, h.min_ms, g.median_ms, g.min_ms,

@@ -102,12 +102,14 @@ void gemm_rowmajor(Fn fn, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T a
   gemm_rowmajor_batched<T, In>(one, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, stream, name);
 }
 
-// dst[r * cols + c] = bf16(src[r * ld + c]): a stored operand, compacted
-// and rounded to nearest even.
-void to_bf16(int64_t rows, int64_t cols, const float* src, int64_t ld, __nv_bfloat16* dst, Stream stream) {
-  for_each(rows * cols, [=] __device__(int64_t i) {
-    const int64_t r = i / cols, c = i - r * cols;
-    dst[i] = __float2bfloat16_rn(src[r * ld + c]);
+// dst[(m rows + r) cols + c] = bf16(src[m stride + r ld + c]) for the
+// count matrices of a stored operand: compacted and rounded to nearest even.
+void to_bf16(int64_t count, int64_t rows, int64_t cols, const float* src, int64_t ld, int64_t stride,
+             __nv_bfloat16* dst, Stream stream) {
+  const int64_t per = rows * cols;
+  for_each(count * per, [=] __device__(int64_t i) {
+    const int64_t m = i / per, e = i - m * per, r = e / cols, c = e - r * cols;
+    dst[i] = __float2bfloat16_rn(src[m * stride + r * ld + c]);
   }, stream, "sgemm bf16: to_bf16");
 }
 
@@ -115,13 +117,19 @@ void to_bf16(int64_t rows, int64_t cols, const float* src, int64_t ld, __nv_bflo
 // on FP32 operands only *allows* BF16: cuBLAS 13 on an H200 ran it as TF32
 // (the same error to 9 digits; tests/cuda/test_cuda_ops.cpp), so the
 // operands are rounded here, into stream-ordered scratch (cudaMallocAsync,
-// the driver's pool), and multiplied as BF16. B's copy starts 256 bytes
-// aligned, as cuBLAS's tensor-core kernels prefer.
+// the driver's pool), and multiplied as BF16. A batch is one
+// cublasGemmStridedBatchedEx, each operand's distinct matrices rounded once
+// (an operand of stride 0, as gemm_shared_a's weights, is one matrix, not
+// one per product). B's copy starts 256 bytes aligned, as cuBLAS's
+// tensor-core kernels prefer.
 void sgemm_cublas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                       int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
-  if (M == 0 || N == 0) return;
+                       int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta,
+                       float* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
+  if (M == 0 || N == 0 || batch == 0) return;
   const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
-  const size_t a_elems = static_cast<size_t>(a_rows * a_cols), b_elems = static_cast<size_t>(b_rows * b_cols);
+  const int64_t a_count = stride_a == 0 ? 1 : batch, b_count = stride_b == 0 ? 1 : batch;
+  const int64_t a_per = a_rows * a_cols, b_per = b_rows * b_cols;
+  const size_t a_elems = static_cast<size_t>(a_count * a_per), b_elems = static_cast<size_t>(b_count * b_per);
   const size_t b_offset = (a_elems + 127) / 128 * 128;
   void* scratch = nullptr;
   CRFSEG_CUDA_CHECK(cudaMallocAsync(&scratch, std::max<size_t>(1, (b_offset + b_elems) * sizeof(__nv_bfloat16)),
@@ -129,16 +137,18 @@ void sgemm_cublas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
   auto* a16 = static_cast<__nv_bfloat16*>(scratch);
   __nv_bfloat16* b16 = a16 + b_offset;
   try {
-    if (a_elems > 0) to_bf16(a_rows, a_cols, A, lda, a16, stream);
-    if (b_elems > 0) to_bf16(b_rows, b_cols, B, ldb, b16, stream);
+    if (a_elems > 0) to_bf16(a_count, a_rows, a_cols, A, lda, stride_a, a16, stream);
+    if (b_elems > 0) to_bf16(b_count, b_rows, b_cols, B, ldb, stride_b, b16, stream);
     auto gemm_ex = [](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
-                      const float* alpha_, const __nv_bfloat16* a, int la, const __nv_bfloat16* b, int lb,
-                      const float* beta_, float* c, int lc) {
-      return cublasGemmEx(h, opa, opb, m, n, k, alpha_, a, CUDA_R_16BF, la, b, CUDA_R_16BF, lb, beta_, c, CUDA_R_32F,
-                          lc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                      const float* alpha_, const __nv_bfloat16* a, int la, long long sa, const __nv_bfloat16* b,
+                      int lb, long long sb, const float* beta_, float* c, int lc, long long sc, int count) {
+      return cublasGemmStridedBatchedEx(h, opa, opb, m, n, k, alpha_, a, CUDA_R_16BF, la, sa, b, CUDA_R_16BF, lb, sb,
+                                        beta_, c, CUDA_R_32F, lc, sc, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     };
-    gemm_rowmajor(gemm_ex, ta, tb, M, N, K, alpha, a16, a_cols, b16, b_cols, beta, C, ldc, stream,
-                  "cublasGemmEx (bf16)");
+    gemm_rowmajor_batched<float, __nv_bfloat16>(gemm_ex, ta, tb, M, N, K, alpha, a16, a_cols,
+                                                stride_a == 0 ? 0 : a_per, b16, b_cols, stride_b == 0 ? 0 : b_per,
+                                                beta, C, ldc, stride_c, batch, stream,
+                                                "cublasGemmStridedBatchedEx (bf16)");
   } catch (...) {
     cudaFreeAsync(scratch, stream);  // best effort; the first error is the one to report
     throw;
@@ -167,7 +177,7 @@ void sgemm_cublas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
     gemm_rowmajor<float>(gemm_ex, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasGemmEx");
     return;
   }
-  sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, stream);
 }
 
 void dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
@@ -190,10 +200,15 @@ void sgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
                            float* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
   check_batch("sgemm_strided_batched", stride_a, stride_b, stride_c, batch);
   const GemmPrecision precision = gemm_precision();
-  if (sgemm_production_name() != "cublas" || precision == GemmPrecision::bf16) {
+  if (sgemm_production_name() != "cublas") {
     for (int64_t i = 0; i < batch; ++i)
       sgemm(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc,
             stream);
+    return;
+  }
+  if (precision == GemmPrecision::bf16) {
+    sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, batch,
+                      stream);
     return;
   }
   if (precision == GemmPrecision::fp32) {

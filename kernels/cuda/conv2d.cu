@@ -1,4 +1,12 @@
 // CUDA convolution by im2col + GEMM (see conv2d.h).
+//
+// With BF16 GEMM inputs (MatmulPrecision::bf16 and the cuBLAS SGEMM) the
+// float forward and weight gradient write their columns in BF16 directly
+// (im2col_bf16_kernel), half the bytes, and hand them to the GEMM as they
+// are: otherwise the GEMM would round an FP32 copy of them, one more pass
+// over the largest array of the step.
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <atomic>
@@ -144,6 +152,24 @@ __global__ void im2col4_kernel(const float* __restrict__ x, float* __restrict__ 
   }
 }
 
+// As im2col_kernel for float input, the columns stored as BF16 bit patterns
+// (rounded to nearest even).
+__global__ void im2col_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict__ col, Geometry32 g,
+                                   ColumnPlacement place) {
+  const int PQ = g.P * g.Q;
+  const int64_t rows = g.C * g.R * g.S;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
+    const float* xc = x + row / (g.R * g.S) * g.H * g.W;
+    uint16_t* out = col + place.offset(row);
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x) {
+      float v;
+      im2col_values(xc, g, r, s, i, 1, &v);
+      out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+    }
+  }
+}
+
 // Grid: x over the H W inputs of a channel, y over the channels; each
 // input gathers its column entries (col2im_value).
 template <typename T>
@@ -187,6 +213,20 @@ void im2col_placed(const ConvGeometry& g, const T* x, T* col, ColumnPlacement pl
   launch_check("im2col");
 }
 
+// The same into BF16 columns (im2col_bf16_kernel).
+void im2col_placed_bf16(const ConvGeometry& g, const float* x, uint16_t* col, ColumnPlacement place, Stream stream) {
+  const Geometry32 g32 = narrow(g, "im2col");
+  if (g.crs() == 0 || g.pq() == 0) return;
+  im2col_bf16_kernel<<<move_grid(g.pq(), g.crs()), kMoveThreads, 0, stream>>>(x, col, g32, place);
+  launch_check("im2col (bf16)");
+}
+
+// Whether a float convolution's columns go to the GEMM in BF16 (see the top).
+template <typename T>
+bool bf16_columns() {
+  return std::is_same_v<T, float> && sgemm_takes_bf16();
+}
+
 }  // namespace
 
 template <typename T>
@@ -228,6 +268,16 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
       // columns are the images' [CRS, PQ] column matrices one after another.
       ConvGeometry block = g;
       block.C = images * g.C;
+      if constexpr (std::is_same_v<T, float>) {
+        if (bf16_columns<T>()) {  // the columns in BF16, in the first half of the workspace
+          auto* col16 = reinterpret_cast<uint16_t*>(col);
+          im2col_placed_bf16(block, xn, col16, ColumnPlacement{std::max<int64_t>(g.crs(), 1), g.crs() * g.pq(), g.pq()},
+                             stream);
+          sgemm_strided_batched_b16(false, false, g.K, g.pq(), g.crs(), 1.0f, w, g.crs(), 0, col16, g.pq(),
+                                    g.crs() * g.pq(), 0.0f, yn, g.pq(), g.K * g.pq(), images, stream);
+          continue;
+        }
+      }
       im2col<T>(block, xn, col, stream);
       gemm_shared_a<T>(false, g.K, g.pq(), g.crs(), w, g.crs(), col, g.crs() * g.pq(), yn, g.K * g.pq(), images,
                        stream);
@@ -269,6 +319,25 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T*
     const T* gn = grad + n * g.K * PQ;
     const T* xn = x + n * g.C * g.hw();
     const T beta = n == 0 ? T(0) : T(1);  // the first group overwrites dw (it may hold garbage)
+    if constexpr (std::is_same_v<T, float>) {
+      if (!g.is_pointwise() && bf16_columns<T>()) {
+        // dW (+)= G X^T with X's columns made in BF16: for one image its own
+        // [rows, PQ] columns, for a group the images side by side in each row.
+        auto* xt16 = reinterpret_cast<uint16_t*>(col);
+        const T* a = gn;
+        if (images > 1) {
+          T* gt = col + weight_grad_g_offset(g, images);
+          transpose_images(gn, gt, images, g.K, PQ, stream);
+          a = gt;
+        }
+        ConvGeometry block = g;
+        block.C = images * g.C;
+        im2col_placed_bf16(block, xn, xt16, ColumnPlacement{g.crs(), PQ, depth}, stream);
+        sgemm_strided_batched_b16(false, true, g.K, rows, depth, 1.0f, a, depth, 0, xt16, depth, 0, beta, dw, rows, 0,
+                                  1, stream);
+        continue;
+      }
+    }
     if (images == 1) {  // the operands as they lie: g_n [K, PQ], x_n or its columns [rows, PQ]
       const T* b = xn;
       if (!g.is_pointwise()) {

@@ -122,23 +122,34 @@ void to_bf16(int64_t count, int64_t rows, int64_t cols, const float* src, int64_
 // (an operand of stride 0, as gemm_shared_a's weights, is one matrix, not
 // one per product). B's copy starts 256 bytes aligned, as cuBLAS's
 // tensor-core kernels prefer.
+// B (FP32, rounded here when B16 is null) or B16 (already BF16).
 void sgemm_cublas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                       int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta,
-                       float* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
+                       int64_t lda, int64_t stride_a, const float* B, const __nv_bfloat16* B16, int64_t ldb,
+                       int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch,
+                       Stream stream) {
   if (M == 0 || N == 0 || batch == 0) return;
   const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
   const int64_t a_count = stride_a == 0 ? 1 : batch, b_count = stride_b == 0 ? 1 : batch;
   const int64_t a_per = a_rows * a_cols, b_per = b_rows * b_cols;
-  const size_t a_elems = static_cast<size_t>(a_count * a_per), b_elems = static_cast<size_t>(b_count * b_per);
+  const size_t a_elems = static_cast<size_t>(a_count * a_per);
+  const size_t b_elems = B16 != nullptr ? 0 : static_cast<size_t>(b_count * b_per);
   const size_t b_offset = (a_elems + 127) / 128 * 128;
   void* scratch = nullptr;
   CRFSEG_CUDA_CHECK(cudaMallocAsync(&scratch, std::max<size_t>(1, (b_offset + b_elems) * sizeof(__nv_bfloat16)),
                                     stream));
   auto* a16 = static_cast<__nv_bfloat16*>(scratch);
-  __nv_bfloat16* b16 = a16 + b_offset;
   try {
     if (a_elems > 0) to_bf16(a_count, a_rows, a_cols, A, lda, stride_a, a16, stream);
-    if (b_elems > 0) to_bf16(b_count, b_rows, b_cols, B, ldb, stride_b, b16, stream);
+    // B as given (its own ld and stride), or its compact rounded copy.
+    const __nv_bfloat16* b16 = B16;
+    int64_t b_ld = ldb, b_stride = stride_b;
+    if (B16 == nullptr) {
+      __nv_bfloat16* copy = a16 + b_offset;
+      if (b_elems > 0) to_bf16(b_count, b_rows, b_cols, B, ldb, stride_b, copy, stream);
+      b16 = copy;
+      b_ld = b_cols;
+      b_stride = stride_b == 0 ? 0 : b_per;
+    }
     auto gemm_ex = [](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
                       const float* alpha_, const __nv_bfloat16* a, int la, long long sa, const __nv_bfloat16* b,
                       int lb, long long sb, const float* beta_, float* c, int lc, long long sc, int count) {
@@ -146,9 +157,8 @@ void sgemm_cublas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
                                         beta_, c, CUDA_R_32F, lc, sc, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     };
     gemm_rowmajor_batched<float, __nv_bfloat16>(gemm_ex, ta, tb, M, N, K, alpha, a16, a_cols,
-                                                stride_a == 0 ? 0 : a_per, b16, b_cols, stride_b == 0 ? 0 : b_per,
-                                                beta, C, ldc, stride_c, batch, stream,
-                                                "cublasGemmStridedBatchedEx (bf16)");
+                                                stride_a == 0 ? 0 : a_per, b16, b_ld, b_stride, beta, C, ldc,
+                                                stride_c, batch, stream, "cublasGemmStridedBatchedEx (bf16)");
   } catch (...) {
     cudaFreeAsync(scratch, stream);  // best effort; the first error is the one to report
     throw;
@@ -177,7 +187,7 @@ void sgemm_cublas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
     gemm_rowmajor<float>(gemm_ex, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasGemmEx");
     return;
   }
-  sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, stream);
+  sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, 0, B, nullptr, ldb, 0, beta, C, ldc, 0, 1, stream);
 }
 
 void dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
@@ -207,8 +217,8 @@ void sgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
     return;
   }
   if (precision == GemmPrecision::bf16) {
-    sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, batch,
-                      stream);
+    sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, stride_a, B, nullptr, ldb, stride_b, beta, C, ldc, stride_c,
+                      batch, stream);
     return;
   }
   if (precision == GemmPrecision::fp32) {
@@ -226,6 +236,20 @@ void sgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
   };
   gemm_rowmajor_batched<float, float>(gemm_ex, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
                                       ldc, stride_c, batch, stream, "cublasGemmStridedBatchedEx");
+}
+
+bool sgemm_takes_bf16() {
+  return gemm_precision() == GemmPrecision::bf16 && sgemm_production_name() == "cublas";
+}
+
+void sgemm_strided_batched_b16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                               int64_t lda, int64_t stride_a, const uint16_t* B16, int64_t ldb, int64_t stride_b,
+                               float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
+  check_batch("sgemm_strided_batched_b16", stride_a, stride_b, stride_c, batch);
+  CRFSEG_CHECK(B16 != nullptr || M == 0 || N == 0 || K == 0 || batch == 0, ValueError,
+               "sgemm_strided_batched_b16: null B");
+  sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, stride_a, nullptr, reinterpret_cast<const __nv_bfloat16*>(B16),
+                    ldb, stride_b, beta, C, ldc, stride_c, batch, stream);
 }
 
 void dgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,

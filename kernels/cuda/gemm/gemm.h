@@ -107,8 +107,9 @@ const std::string& sgemm_production_name();
 // Strided batches of the production GEMM: C_i = alpha op(A_i) op(B_i) +
 // beta C_i for i < batch, where X_i = X + i stride_x (a stride of 0 shares
 // the operand). One cuBLAS launch (cublas*StridedBatched) when the
-// production GEMM is cuBLAS at fp32 or tf32 precision, and always for f64;
-// otherwise (bf16, a hand-written variant) one production GEMM per entry.
+// production GEMM is cuBLAS, and always for f64 (at bf16 precision each
+// operand's distinct matrices are rounded to BF16 once first); a
+// hand-written variant runs one GEMM per entry.
 // The convolutions' forward runs several images per call this way: one
 // image's [K, P Q] output is a few tiles for deep layers (16 for 1024
 // channels at 16^2), too few for the GPU.
@@ -119,6 +120,16 @@ void dgemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int
                            const double* A, int64_t lda, int64_t stride_a, const double* B, int64_t ldb,
                            int64_t stride_b, double beta, double* C, int64_t ldc, int64_t stride_c, int64_t batch,
                            Stream stream);
+// The same with B already in BF16 (bit patterns, uint16_t), for operands
+// made in BF16 directly: the convolutions' columns when sgemm_takes_bf16().
+// A is rounded here (once when stride_a is 0). cuBLAS only.
+void sgemm_strided_batched_b16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                               const float* A, int64_t lda, int64_t stride_a, const uint16_t* B16, int64_t ldb,
+                               int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch,
+                               Stream stream);
+// Whether the float GEMMs take BF16 inputs (cuBLAS production at bf16
+// precision), so that a caller may hand sgemm_strided_batched_b16 its B.
+bool sgemm_takes_bf16();
 // The two above by element type (the convolutions are templates over it).
 template <typename T>
 void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,

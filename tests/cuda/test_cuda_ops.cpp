@@ -5,6 +5,7 @@
 // it as skipped, not passed.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "autograd/functions.h"
@@ -989,6 +990,39 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
     CHECK(ebf < 2e-2);
     CHECK(etf > 10 * e32);
     CHECK(ebf > 2 * etf);
+  }
+  // At BF16 the three passes must round exactly their two operands and
+  // accumulate in FP32: against an f64 reference computed from the
+  // operands rounded to BF16 on the host, the error is FP32 accumulation's
+  // (~1e-6), where leaving either operand unrounded would show BF16's
+  // (~1e-3). The forward and the weight gradient make their columns in
+  // BF16 directly; limits give groups of 1, of 2 + 2 + 1 and of 5.
+  auto bf16_rounded = [](const Tensor& t) {  // round to nearest even, as __float2bfloat16_rn
+    std::vector<float> v = ops::contiguous(t).to_vector<float>();
+    for (float& f : v) {
+      uint32_t u = 0;
+      std::memcpy(&u, &f, sizeof u);
+      u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+      std::memcpy(&f, &u, sizeof u);
+    }
+    return from_vector(v, t.shape()).to(DType::f64);
+  };
+  const Tensor g = random_tensor({5, 64, 16, 16}, 67);
+  const Tensor x16 = bf16_rounded(x), w16 = bf16_rounded(w), g16 = bf16_rounded(g);
+  const Tensor want_y = ops::conv2d(x16, w16, Tensor(), pad1);
+  const Tensor want_dw = ops::conv2d_backward_weight(g16, x16, w.shape(), pad1);
+  const Tensor want_dx = ops::conv2d_backward_input(g16, w16, x.shape(), pad1);
+  for (int64_t limit : {int64_t{576 * 256}, int64_t{2 * (576 + 64) * 256}, int64_t{1} << 26}) {
+    const WorkspaceLimitGuard guard(limit);
+    const cuda::MatmulPrecisionGuard precision(cuda::MatmulPrecision::bf16);
+    const double ey = relative_error(cpu(ops::conv2d(gpu(x), gpu(w), Tensor(), pad1)), want_y);
+    const double edw = relative_error(cpu(ops::conv2d_backward_weight(gpu(g), gpu(x), w.shape(), pad1)), want_dw);
+    const double edx = relative_error(cpu(ops::conv2d_backward_input(gpu(g), gpu(w), x.shape(), pad1)), want_dx);
+    MESSAGE("bf16 against the BF16-rounded operands, workspace limit ", limit, ": forward ", ey, ", weight gradient ",
+            edw, ", backward-input ", edx);
+    CHECK(ey < 1e-4);
+    CHECK(edw < 1e-4);
+    CHECK(edx < 1e-4);
   }
 #endif
 }

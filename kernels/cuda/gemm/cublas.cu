@@ -201,6 +201,9 @@ void check_batch(const char* op, int64_t stride_a, int64_t stride_b, int64_t str
   CRFSEG_CHECK(stride_a >= 0 && stride_b >= 0 && stride_c >= 0 && batch >= 0, ValueError, op,
                ": expected batch strides >= 0 and a batch >= 0, got strides ", stride_a, ", ", stride_b, ", ",
                stride_c, " and batch ", batch);
+  // One launch writes every product at once: outputs must not share memory.
+  CRFSEG_CHECK(stride_c != 0 || batch <= 1, ValueError, op, ": a batch of ", batch,
+               " products with output stride 0 would write one C concurrently");
 }
 
 }  // namespace
@@ -246,6 +249,8 @@ void sgemm_strided_batched_b16(bool ta, bool tb, int64_t M, int64_t N, int64_t K
                                int64_t lda, int64_t stride_a, const uint16_t* B16, int64_t ldb, int64_t stride_b,
                                float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
   check_batch("sgemm_strided_batched_b16", stride_a, stride_b, stride_c, batch);
+  CRFSEG_CHECK(sgemm_takes_bf16(), ValueError, "sgemm_strided_batched_b16: BF16 operands need the cuBLAS SGEMM at bf16 "
+               "precision (now ", gemm_precision_name(gemm_precision()), ", ", sgemm_production_name(), ")");
   CRFSEG_CHECK(B16 != nullptr || M == 0 || N == 0 || K == 0 || batch == 0, ValueError,
                "sgemm_strided_batched_b16: null B");
   sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, stride_a, nullptr, reinterpret_cast<const __nv_bfloat16*>(B16),

@@ -304,14 +304,9 @@ int run_gpu_builds(int64_t batch, int repeats, const std::string& machine) {
     // What crf/mean_field_composed.cpp runs either way, from the CUDA image.
     const auto on_host = [&] {
       const Tensor planes = ops::contiguous(ops::to_dtype(on_device.to(Device::cpu()), DType::f64));
-      std::vector<std::unique_ptr<PermutohedralLattice>> lattices(static_cast<size_t>(batch));
-#pragma omp parallel for schedule(dynamic, 1)
-      for (int64_t b = 0; b < batch; ++b) {
-        lattices[b] = std::make_unique<PermutohedralLattice>(
-            bilateral_features(planes.data<double>() + b * 3 * n, 3, size, size, 160, 3), n, 5);
-      }
+      const auto lattices = build_bilateral_filters(planes, MeanFieldOptions{.theta_alpha = 160, .theta_beta = 3});
       std::vector<const PermutohedralLattice*> raw;
-      for (const auto& l : lattices) raw.push_back(l.get());
+      for (const auto& l : lattices) raw.push_back(static_cast<const PermutohedralLattice*>(l.get()));
       return CudaPermutohedralFilter(lattice_tables(raw), 0);
     };
     const auto on_gpu = [&] {

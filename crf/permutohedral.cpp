@@ -20,6 +20,7 @@
 #include <limits>
 #include <optional>
 
+#include "crf/lattice_steps.h"
 #include "kernels/lattice_rules.h"
 #include "tensor/error.h"
 
@@ -176,8 +177,8 @@ decltype(auto) with_fixed_dim(int64_t d, const F& f) {
 // own blur links ([N x (d + 1)]). Returns false if some coordinate is out
 // of range. kD as in kernels::lattice_embed_point.
 template <int kD>
-bool embed_points(const double* features, int64_t N, int64_t d_any, const double* scale, int32_t* keys,
-                  float* barycentric, uint8_t* up_dir) {
+bool embed_points_fixed(const double* features, int64_t N, int64_t d_any, const double* scale, int32_t* keys,
+                        float* barycentric, uint8_t* up_dir) {
   const int64_t d = kD > 0 ? kD : d_any, d1 = d + 1;
   bool in_range = true;
 #pragma omp parallel if (N >= kParallelPoints)
@@ -194,7 +195,7 @@ bool embed_points(const double* features, int64_t N, int64_t d_any, const double
 #pragma omp for schedule(static) reduction(&& : in_range)
     for (int64_t i = 0; i < N; ++i) {
       in_range = kernels::lattice_embed_point<kD>(features + i * d, d, scale, elevated, rem0, rank, bary, keys + i * d1 * d,
-                                 barycentric + i * d1, up_dir + i * d1) && in_range;
+                                 barycentric + i * d1, up_dir != nullptr ? up_dir + i * d1 : nullptr) && in_range;
     }
   }
   return in_range;
@@ -244,13 +245,10 @@ void radix_sort(CpuVector<Item>& items, CpuVector<Item>& scratch, int bits, cons
   }
 }
 
-// The smallest and largest value of each stored coordinate over the
-// vertex keys [count x d] (the lattice's keys are the same set).
-struct KeyBounds {
-  std::vector<int32_t> lo, hi;
-};
+// detail::key_bounds for a fixed d (kD as in embed_points_fixed).
+using detail::KeyBounds;
 template <int kD>
-KeyBounds key_bounds(const int32_t* keys, int64_t count, int64_t d_any) {
+KeyBounds key_bounds_fixed(const int32_t* keys, int64_t count, int64_t d_any) {
   const int64_t d = kD > 0 ? kD : d_any;
   KeyBounds b{std::vector<int32_t>(static_cast<size_t>(d), std::numeric_limits<int32_t>::max()),
               std::vector<int32_t>(static_cast<size_t>(d), std::numeric_limits<int32_t>::min())};
@@ -564,6 +562,20 @@ void merge_up_neighbours(const CpuVector<uint64_t>& code, const std::vector<uint
 
 }  // namespace
 
+namespace detail {
+
+bool embed_points(const double* features, int64_t N, int64_t d, const double* scale, int32_t* keys,
+                  float* barycentric, uint8_t* up_dir) {
+  return with_fixed_dim(
+      d, [&]<int kD>() { return embed_points_fixed<kD>(features, N, d, scale, keys, barycentric, up_dir); });
+}
+
+KeyBounds key_bounds(const int32_t* keys, int64_t count, int64_t d) {
+  return with_fixed_dim(d, [&]<int kD>() { return key_bounds_fixed<kD>(keys, count, d); });
+}
+
+}  // namespace detail
+
 // The output scale alpha that makes the lattice's kernel carry the
 // Gaussian's mass (2 pi)^(d/2), so that on densely sampled features the
 // raw filter approximates the exact sum, not only its normalised form.
@@ -605,12 +617,11 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   CpuVector<int32_t> keys(static_cast<size_t>(E * d));
   CpuVector<uint8_t> up_dir(static_cast<size_t>(E));
   barycentric_.resize(static_cast<size_t>(E));
-  const bool in_range = with_fixed_dim(d, [&]<int kD>() {
-    return embed_points<kD>(features.data(), N, d, scale.data(), keys.data(), barycentric_.data(), up_dir.data());
-  });
+  const bool in_range =
+      detail::embed_points(features.data(), N, d, scale.data(), keys.data(), barycentric_.data(), up_dir.data());
   CRFSEG_CHECK(in_range, ValueError, op, ": features too large for the lattice's 32-bit coordinates (|f| * ",
                inv_std, " must stay below 2^30); are they divided by theta?");
-  const KeyBounds bounds = with_fixed_dim(d, [&]<int kD>() { return key_bounds<kD>(keys.data(), E, d); });
+  const KeyBounds bounds = detail::key_bounds(keys.data(), E, d);
 
   // 2. Find and number the lattice points: the distinct vertex keys.
   // Either way the numbering depends on the keys alone, not on the thread

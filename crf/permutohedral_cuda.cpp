@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "crf/device_buffer.h"
+#include "crf/lattice_steps.h"
 #include "tensor/ops.h"
 #include "kernels/lattice_rules.h"
 #include "tensor/cuda_memory.h"
@@ -73,33 +74,18 @@ std::optional<LatticeTables> lattice_tables_sorted(const std::vector<double>& fe
   const char* op = "lattice_tables_sorted";
   if (!batch_build_applies(op, static_cast<int64_t>(features.size()), images, points, dim)) return std::nullopt;
   const int64_t d = dim, d1 = d + 1, N = images * points, E = N * d1;
+  // 1. Embed, and the keys' bounds: the CPU build's own steps.
+  LatticeTables t;
+  std::vector<double> scale(static_cast<size_t>(d));
+  kernels::lattice_embed_scale(d, scale.data());
+  std::vector<int32_t> keys(static_cast<size_t>(E * d));
+  t.barycentric.resize(static_cast<size_t>(E));
+  check_in_range(op, detail::embed_points(features.data(), N, d, scale.data(), keys.data(), t.barycentric.data(),
+                                          nullptr));
+  const detail::KeyBounds bounds = detail::key_bounds(keys.data(), E, d);
+  kernels::LatticeBatchBox box;
+  if (!kernels::lattice_batch_box(bounds.lo.data(), bounds.hi.data(), d, images, &box)) return std::nullopt;
   return kernels::with_batch_dim(d, [&]<int kD>() -> std::optional<LatticeTables> {
-    LatticeTables t;
-    // 1. Embed, and the keys' bounds.
-    std::vector<double> scale(static_cast<size_t>(kD));
-    kernels::lattice_embed_scale(kD, scale.data());
-    std::vector<int32_t> keys(static_cast<size_t>(E * kD));
-    t.barycentric.resize(static_cast<size_t>(E));
-    double elevated[kD + 1], bary[kD + 2];
-    int64_t rem0[kD + 1], rank[kD + 1];
-    bool in_range = true;
-    for (int64_t i = 0; i < N; ++i) {
-      in_range = kernels::lattice_embed_point<kD>(features.data() + i * kD, kD, scale.data(), elevated, rem0, rank,
-                                                  bary, keys.data() + i * d1 * kD, t.barycentric.data() + i * d1,
-                                                  nullptr) &&
-                 in_range;
-    }
-    check_in_range(op, in_range);
-    std::vector<int32_t> lo(static_cast<size_t>(kD), std::numeric_limits<int32_t>::max());
-    std::vector<int32_t> hi(static_cast<size_t>(kD), std::numeric_limits<int32_t>::min());
-    for (int64_t e = 0; e < E; ++e) {
-      for (int64_t k = 0; k < kD; ++k) {
-        lo[k] = std::min(lo[k], keys[e * kD + k]);
-        hi[k] = std::max(hi[k], keys[e * kD + k]);
-      }
-    }
-    kernels::LatticeBatchBox box;
-    if (!kernels::lattice_batch_box(lo.data(), hi.data(), kD, images, &box)) return std::nullopt;
     // 2-3. Code, sort stably (std::stable_sort for CUB's radix sort), count the distinct codes.
     std::vector<uint64_t> code(static_cast<size_t>(E));
     for (int64_t e = 0; e < E; ++e) code[e] = kernels::lattice_batch_code<kD>(keys.data(), e, points * d1, box);
@@ -133,7 +119,7 @@ std::optional<LatticeTables> lattice_tables_sorted(const std::vector<double>& fe
     t.num_lattice = M;
     t.dim = kD;
     t.alpha = lattice_slice_scale(kD);
-    return t;
+    return std::move(t);
   });
 }
 

@@ -221,6 +221,11 @@ void im2col_placed_bf16(const ConvGeometry& g, const float* x, uint16_t* col, Co
   launch_check("im2col (bf16)");
 }
 
+// The plain [C R S, P Q] column matrix: row after row (im2col's placement).
+ColumnPlacement consecutive_rows(const ConvGeometry& g) {
+  return ColumnPlacement{std::max<int64_t>(g.crs(), 1), g.crs() * g.pq(), g.pq()};
+}
+
 // Whether a float convolution's columns go to the GEMM in BF16 (see the top).
 template <typename T>
 bool bf16_columns() {
@@ -231,7 +236,7 @@ bool bf16_columns() {
 
 template <typename T>
 void im2col(const ConvGeometry& g, const T* x, T* col, Stream stream) {
-  im2col_placed(g, x, col, ColumnPlacement{std::max<int64_t>(g.crs(), 1), g.crs() * g.pq(), g.pq()}, stream);
+  im2col_placed(g, x, col, consecutive_rows(g), stream);
 }
 
 template <typename T>
@@ -271,8 +276,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
       if constexpr (std::is_same_v<T, float>) {
         if (bf16_columns<T>()) {  // the columns in BF16, in the first half of the workspace
           auto* col16 = reinterpret_cast<uint16_t*>(col);
-          im2col_placed_bf16(block, xn, col16, ColumnPlacement{std::max<int64_t>(g.crs(), 1), g.crs() * g.pq(), g.pq()},
-                             stream);
+          im2col_placed_bf16(block, xn, col16, consecutive_rows(block), stream);
           sgemm_strided_batched_b16(false, false, g.K, g.pq(), g.crs(), 1.0f, w, g.crs(), 0, col16, g.pq(),
                                     g.crs() * g.pq(), 0.0f, yn, g.pq(), g.K * g.pq(), images, stream);
           continue;

@@ -11,7 +11,9 @@
 //
 // Buffers are host memory for SingleProcess and MPI. The NCCL communicator
 // reduces device buffers in place and stages host buffers through the GPU
-// (see nccl_communicator.cpp), so the same training code works either way.
+// (see nccl_communicator.cpp), so the same training code works either way;
+// GradSync, given CUDA parameters and a host-only communicator, stages its
+// buckets through the host instead.
 //
 // Errors: every MPI/NCCL/CUDA call is checked; a failure throws
 // DistributedError naming the call and its error code/string. Nothing aborts,
@@ -51,6 +53,15 @@ class Communicator {
   virtual int size() const = 0;
   // "single", "mpi" or "nccl".
   virtual std::string backend() const = 0;
+  // This rank's index among the ranks on its node (the GPU it should use is
+  // local_rank() mod the node's GPU count). Defaults to rank().
+  virtual int local_rank() const { return rank(); }
+  // True when the all-reduces take device pointers as they are (NCCL). A
+  // communicator that returns false reads and writes host memory only, so a
+  // caller holding device buffers stages them through the host (GradSync does).
+  virtual bool reduces_device_buffers() const { return false; }
+  // The CUDA device whose memory the all-reduces take, or -1 (host memory).
+  virtual int cuda_device() const { return -1; }
 
   // In-place sum over all ranks of `count` elements at `data` (blocking).
   virtual void allreduce_sum(float* data, int64_t count) = 0;

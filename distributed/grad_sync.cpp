@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "autograd/autograd_meta.h"
+#include "tensor/cuda_memory.h"
+#include "tensor/factory.h"
 #include "tensor/ops.h"
 
 namespace crfseg::dist {
@@ -20,16 +22,22 @@ int64_t bytes_of(const Tensor& t) { return t.numel() * static_cast<int64_t>(dtyp
 }  // namespace
 
 // One bucket: a flat buffer holding its parameters' gradients back to back
-// (in the order of bucket_params_), in the parameters' dtype.
+// (in the order of bucket_params_), in the parameters' dtype, on their
+// device. CUDA buckets given to a host-only communicator (MPI) also keep a
+// host copy: the buffer is copied there before the all-reduce starts and
+// back after it ends. A communicator that takes device buffers (NCCL)
+// reduces the buffer itself.
 struct GradSync::Bucket {
   DType dtype = DType::f32;
   int64_t numel = 0;
-  std::vector<float> f32;
-  std::vector<double> f64;
+  Tensor buffer;  // [numel] on the parameters' device
+  Tensor host;    // [numel] on the CPU when staged, else undefined
   size_t filled = 0;  // parameters copied in this step
   std::unique_ptr<Request> request;
 
-  void* data() { return dtype == DType::f32 ? static_cast<void*>(f32.data()) : static_cast<void*>(f64.data()); }
+  int64_t bytes() const { return numel * static_cast<int64_t>(dtype_size(dtype)); }
+  // What the communicator reduces.
+  const Tensor& reduced() const { return host.defined() ? host : buffer; }
 };
 
 std::vector<std::vector<size_t>> assign_buckets(const std::vector<Tensor>& params, int64_t bucket_bytes) {
@@ -55,11 +63,19 @@ GradSync::GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptio
   CRFSEG_CHECK(!params_.empty(), ValueError, "GradSync: expected at least one parameter");
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
-    CRFSEG_CHECK(p.defined() && p.device().is_cpu() && requires_grad(p) && is_leaf(p), ValueError,
-                 "GradSync: parameter ", i, " must be a CPU leaf that requires grad, got ",
-                 p.defined() ? p.str() : std::string("an undefined tensor"));
+    CRFSEG_CHECK(p.defined() && requires_grad(p) && is_leaf(p), ValueError, "GradSync: parameter ", i,
+                 " must be a leaf that requires grad, got ", p.defined() ? p.str() : std::string("an undefined tensor"));
+    CRFSEG_CHECK(p.device() == params_[0].device(), ValueError, "GradSync: every parameter must be on one device; "
+                 "parameter 0 is on ", params_[0].device().str(), ", parameter ", i, " on ", p.device().str());
     CRFSEG_CHECK(p.dtype() == DType::f32 || p.dtype() == DType::f64, DTypeError, "GradSync: parameter ", i,
                  " must be f32 or f64, got ", dtype_name(p.dtype()));
+  }
+  device_ = params_[0].device();
+  const bool in_place = device_.is_cpu() || comm_.reduces_device_buffers();
+  if (device_.is_cuda() && in_place) {
+    CRFSEG_CHECK(comm_.cuda_device() == device_.index, ValueError, "GradSync: the ", comm_.backend(),
+                 " communicator of rank ", comm_.rank(), " reduces memory of cuda:", comm_.cuda_device(),
+                 ", but the parameters are on ", device_.str());
   }
   bucket_params_ = assign_buckets(params_, options_.bucket_bytes);
   bucket_of_.resize(params_.size());
@@ -73,8 +89,8 @@ GradSync::GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptio
       offset_of_[i] = bucket->numel;
       bucket->numel += params_[i].numel();
     }
-    if (bucket->dtype == DType::f32) bucket->f32.resize(static_cast<size_t>(bucket->numel));
-    else bucket->f64.resize(static_cast<size_t>(bucket->numel));
+    bucket->buffer = zeros({bucket->numel}, {bucket->dtype, device_});
+    if (!in_place) bucket->host = zeros({bucket->numel}, {bucket->dtype, Device::cpu()});
     buckets_.push_back(std::move(bucket));
   }
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -107,22 +123,32 @@ void GradSync::begin_step(double weight) {
 void GradSync::fill(size_t i, const Tensor& grad) {
   Bucket& b = *buckets_[bucket_of_[i]];
   const int64_t n = params_[i].numel(), at = offset_of_[i];
-  if (!grad.defined()) {
-    // No gradient on this rank (e.g. a layer that was skipped): contributes zero.
-    if (b.dtype == DType::f32) std::fill_n(b.f32.data() + at, n, 0.0f);
-    else std::fill_n(b.f64.data() + at, n, 0.0);
+  if (grad.defined()) {
+    CRFSEG_CHECK(grad.numel() == n && grad.dtype() == b.dtype && grad.device() == device_, ShapeError,
+                 "GradSync: the gradient of parameter ", i, " is ", grad.str(), ", expected ", params_[i].str());
+  }
+  if (device_.is_cuda()) {
+    // Two passes on the current stream, after the kernels that made grad.
+    const Tensor slot = ops::slice(b.buffer, 0, at, at + n);
+    if (!grad.defined()) {
+      ops::zero_(slot);  // no gradient on this rank (e.g. a skipped layer): contributes zero
+    } else {
+      ops::copy_(slot, ops::reshape(grad, {n}));
+      ops::mul_(slot, weight_);
+    }
+  } else if (!grad.defined()) {
+    if (b.dtype == DType::f32) std::fill_n(b.buffer.data<float>() + at, n, 0.0f);
+    else std::fill_n(b.buffer.data<double>() + at, n, 0.0);
   } else {
     const Tensor g = ops::contiguous(grad);
-    CRFSEG_CHECK(g.numel() == n && g.dtype() == b.dtype, ShapeError, "GradSync: the gradient of parameter ", i, " is ",
-                 g.str(), ", expected ", params_[i].str());
     if (b.dtype == DType::f32) {
       const float* src = g.data<float>();
-      float* dst = b.f32.data() + at;
+      float* dst = b.buffer.data<float>() + at;
       const float w = static_cast<float>(weight_);
       for (int64_t j = 0; j < n; ++j) dst[j] = w * src[j];
     } else {
       const double* src = g.data<double>();
-      double* dst = b.f64.data() + at;
+      double* dst = b.buffer.data<double>() + at;
       for (int64_t j = 0; j < n; ++j) dst[j] = weight_ * src[j];
     }
   }
@@ -155,8 +181,12 @@ void GradSync::on_grad(size_t i, const Tensor& grad) {
 void GradSync::start_ready_buckets() {
   while (next_bucket_ < buckets_.size() && buckets_[next_bucket_]->filled == bucket_params_[next_bucket_].size()) {
     Bucket& b = *buckets_[next_bucket_];
-    b.request = b.dtype == DType::f32 ? comm_.iallreduce_sum(b.f32.data(), b.numel)
-                                      : comm_.iallreduce_sum(b.f64.data(), b.numel);
+    // Staged: waits for the stream that filled the buffer, so the backward's
+    // launches pause here; the reduction itself still overlaps what follows.
+    if (b.host.defined()) cuda::copy_to_host(b.host.raw_data(), b.buffer.raw_data(), b.bytes(), device_.index);
+    const Tensor& r = b.reduced();
+    b.request = b.dtype == DType::f32 ? comm_.iallreduce_sum(r.data<float>(), b.numel)
+                                      : comm_.iallreduce_sum(r.data<double>(), b.numel);
     ++next_bucket_;
   }
 }
@@ -180,6 +210,7 @@ void GradSync::finish_step() {
   for (auto& b : buckets_) {
     std::unique_ptr<Request> r = std::move(b->request);
     if (r) r->wait();
+    if (b->host.defined()) cuda::copy_to_device(b->buffer.raw_data(), b->host.raw_data(), b->bytes(), device_.index);
   }
   // Write the sums back into the gradients.
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -187,8 +218,11 @@ void GradSync::finish_step() {
     if (!g.defined()) continue;
     const Bucket& b = *buckets_[bucket_of_[i]];
     const int64_t n = params_[i].numel(), at = offset_of_[i];
-    const void* src = b.dtype == DType::f32 ? static_cast<const void*>(b.f32.data() + at)
-                                            : static_cast<const void*>(b.f64.data() + at);
+    if (device_.is_cuda()) {
+      ops::copy_(g, ops::reshape(ops::slice(b.buffer, 0, at, at + n), g.shape()));
+      continue;
+    }
+    const void* src = static_cast<const char*>(b.buffer.raw_data()) + at * static_cast<int64_t>(dtype_size(b.dtype));
     if (g.is_contiguous()) {
       std::memcpy(g.raw_data(), src, static_cast<size_t>(n) * dtype_size(b.dtype));
       g.bump_version();
@@ -205,9 +239,15 @@ void GradSync::finish_step() {
 void broadcast_tensors(Communicator& comm, const std::vector<Tensor>& tensors, int root) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
-    CRFSEG_CHECK(t.defined() && t.is_contiguous() && t.device().is_cpu(), ValueError, "broadcast_tensors: tensor ", i,
-                 " must be a defined contiguous CPU tensor, got ", t.defined() ? t.str() : std::string("undefined"));
-    comm.broadcast(t.raw_data(), bytes_of(t), root);
+    CRFSEG_CHECK(t.defined() && t.is_contiguous(), ValueError, "broadcast_tensors: tensor ", i,
+                 " must be a defined contiguous tensor, got ", t.defined() ? t.str() : std::string("undefined"));
+    if (t.device().is_cuda()) {  // the communicators broadcast host memory: through a host copy
+      const Tensor host = ops::to_device(t, Device::cpu());
+      comm.broadcast(host.raw_data(), bytes_of(t), root);
+      cuda::copy_to_device(t.raw_data(), host.raw_data(), static_cast<size_t>(bytes_of(t)), t.device().index);
+    } else {
+      comm.broadcast(t.raw_data(), bytes_of(t), root);
+    }
     t.bump_version();
   }
 }

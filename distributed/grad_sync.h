@@ -58,9 +58,14 @@ struct GradSyncStats {
 
 class GradSync {
  public:
-  // params: f32/f64 CPU leaves that require grad, the same list in the same
-  // order on every rank (e.g. model.parameters()). Registers one hook per
-  // parameter. Throws ValueError/DTypeError for bad parameters.
+  // params: f32/f64 leaves that require grad, all on one device (the CPU or
+  // one GPU), the same list in the same order on every rank (e.g.
+  // model.parameters()). Registers one hook per parameter. The buckets live
+  // on the parameters' device; with CUDA parameters and a communicator that
+  // reduces host memory only (MPI), each bucket is copied to the host before
+  // its all-reduce and back after it; with NCCL the device buffer is reduced
+  // in place (it must be on the communicator's cuda_device()). Throws
+  // ValueError/DTypeError for bad parameters.
   GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptions options = {});
   ~GradSync();  // waits for collectives in flight, removes the hooks
   GradSync(const GradSync&) = delete;
@@ -88,6 +93,7 @@ class GradSync {
 
   Communicator& comm_;
   std::vector<Tensor> params_;
+  Device device_;  // of every parameter and bucket
   GradSyncOptions options_;
   std::vector<std::vector<size_t>> bucket_params_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
@@ -101,9 +107,10 @@ class GradSync {
   GradSyncStats stats_;
 };
 
-// Copies every tensor (contiguous, CPU; any dtype) from rank `root` to all
-// ranks, e.g. a model's state_dict so every rank starts from rank 0's
-// weights. Throws ValueError for an undefined or non-contiguous tensor.
+// Copies every tensor (contiguous, CPU or CUDA, any dtype; a CUDA tensor
+// goes through a host copy) from rank `root` to all ranks, e.g. a model's
+// state_dict so every rank starts from rank 0's weights. Throws ValueError
+// for an undefined or non-contiguous tensor.
 void broadcast_tensors(Communicator& comm, const std::vector<Tensor>& tensors, int root = 0);
 
 // In-place sum of `values` over all ranks (blocking); a convenience for

@@ -93,6 +93,12 @@ class MpiCommunicator final : public Communicator {
     check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    // The rank among the processes that share this node's memory.
+    MPI_Comm node = MPI_COMM_NULL;
+    check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+    const int code = MPI_Comm_rank(node, &local_rank_);
+    MPI_Comm_free(&node);
+    check(code, "MPI_Comm_rank (node)");
   }
   ~MpiCommunicator() override {
     int finalized = 0;
@@ -102,6 +108,7 @@ class MpiCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  int local_rank() const override { return local_rank_; }
   std::string backend() const override { return "mpi"; }
 
   void allreduce_sum(float* data, int64_t count) override { blocking(data, count); }
@@ -146,7 +153,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   MPI_Comm comm_ = MPI_COMM_NULL;
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
 };
 
 }  // namespace

@@ -8,9 +8,11 @@
 // calls ncclCommInitRank. Broadcast and barrier of host data go through MPI.
 //
 // All-reduce: device buffers (cudaPointerGetAttributes says device or
-// managed) are reduced in place with ncclAllReduce on the communicator's
-// stream. Host buffers (crfseg's tensors are still CPU tensors, issue #7)
-// are staged: copy to a device scratch buffer, ncclAllReduce, and the copy
+// managed; they must be on this rank's device) are reduced in place with
+// ncclAllReduce on the communicator's stream, after an event recorded on
+// crfseg's current stream, so the kernels that wrote them finish first
+// (GradSync's buckets, filled by copies on that stream). Host buffers are
+// staged: copy to a device scratch buffer, ncclAllReduce, and the copy
 // back happens in wait(), after an event recorded behind the all-reduce has
 // completed, so the all-reduce itself overlaps the caller's work. The
 // staging costs two PCIe copies per bucket; device-resident gradients
@@ -23,6 +25,7 @@
 #include <nccl.h>
 
 #include "distributed/backends.h"
+#include "tensor/cuda_memory.h"
 
 namespace crfseg::dist {
 
@@ -44,10 +47,11 @@ void check_mpi(int code, const char* call) {
   if (code != MPI_SUCCESS) throw DistributedError(std::string(call) + " failed with MPI error " + std::to_string(code));
 }
 
-bool on_device(const void* p) {
+// The device whose memory holds p, or -1 for host memory.
+int device_of(const void* p) {
   cudaPointerAttributes attr{};
   check_cuda(cudaPointerGetAttributes(&attr, p), "cudaPointerGetAttributes");
-  return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
+  return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
 }
 
 // An all-reduce in flight on the stream: done when `done_` has fired; a
@@ -89,17 +93,10 @@ class NcclRequest final : public Request {
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator() : mpi_(make_mpi_communicator()) {
-    MPI_Comm node;
-    check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, mpi_->rank(), MPI_INFO_NULL, &node),
-              "MPI_Comm_split_type");
-    int local_rank = 0;
-    const int rank_code = MPI_Comm_rank(node, &local_rank);
-    MPI_Comm_free(&node);
-    check_mpi(rank_code, "MPI_Comm_rank");
     int devices = 0;
     check_cuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
     if (devices < 1) throw DistributedError("nccl: no CUDA device is visible to rank " + std::to_string(mpi_->rank()));
-    device_ = local_rank % devices;
+    device_ = mpi_->local_rank() % devices;
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     ncclUniqueId id;
     if (mpi_->rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
@@ -114,7 +111,10 @@ class NcclCommunicator final : public Communicator {
 
   int rank() const override { return mpi_->rank(); }
   int size() const override { return mpi_->size(); }
+  int local_rank() const override { return mpi_->local_rank(); }
   std::string backend() const override { return "nccl"; }
+  bool reduces_device_buffers() const override { return true; }
+  int cuda_device() const override { return device_; }
 
   void allreduce_sum(float* data, int64_t count) override { start(data, count, ncclFloat32)->wait(); }
   void allreduce_sum(double* data, int64_t count) override { start(data, count, ncclFloat64)->wait(); }
@@ -132,13 +132,25 @@ class NcclCommunicator final : public Communicator {
     CRFSEG_CHECK(count >= 0, ValueError, "iallreduce_sum: expected a count >= 0, got ", count);
     const size_t bytes = static_cast<size_t>(count) * (type == ncclFloat64 ? 8 : 4);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-    const bool staged = count > 0 && !on_device(data);
+    const int holder = count > 0 ? device_of(data) : device_;
+    if (holder >= 0 && holder != device_) {
+      throw DistributedError("nccl: rank " + std::to_string(rank()) + " reduces on cuda:" + std::to_string(device_) +
+                             " but was given a buffer on cuda:" + std::to_string(holder));
+    }
+    const bool staged = count > 0 && holder < 0;
     cudaEvent_t done = nullptr;
     check_cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
     void* scratch = nullptr;
     try {
       void* target = data;
-      if (staged) {
+      if (!staged) {
+        // The buffer was written by kernels on crfseg's current stream (the
+        // legacy default stream unless a StreamGuard says otherwise), which a
+        // non-blocking stream does not wait for: make the all-reduce wait.
+        // `done` serves as that marker first; it is recorded again below.
+        check_cuda(cudaEventRecord(done, crfseg::cuda::current_stream(device_)), "cudaEventRecord (inputs ready)");
+        check_cuda(cudaStreamWaitEvent(stream_, done, 0), "cudaStreamWaitEvent");
+      } else {
         check_cuda(cudaMalloc(&scratch, bytes), "cudaMalloc (staging buffer)");
         check_cuda(cudaMemcpyAsync(scratch, data, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync H2D");
         target = scratch;

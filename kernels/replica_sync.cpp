@@ -1,4 +1,4 @@
-// sum_over_replicas (see replica_sync.h).
+// sum_over_replicas and merge_moments_over_replicas (see replica_sync.h).
 #include "kernels/replica_sync.h"
 
 #include <vector>
@@ -18,6 +18,22 @@ void sum_over_replicas(ReplicaSync& sync, double* v, int64_t n, int64_t n_weight
     double total = 0.0;
     for (int64_t r = 0; r < P; ++r) total += (weighted ? all[r * row] : 1.0) * all[r * row + i + 1];
     v[i] = weighted && own != 0.0 ? total / own : total;
+  }
+}
+
+void merge_moments_over_replicas(ReplicaSync& sync, Moments* moments, int64_t C) {
+  const int64_t n = 3 * C, P = sync.replicas();
+  std::vector<double> mine(n), all(P * n);
+  for (int64_t c = 0; c < C; ++c) {
+    mine[3 * c] = moments[c].count;
+    mine[3 * c + 1] = moments[c].mean;
+    mine[3 * c + 2] = moments[c].m2;
+  }
+  sync.all_gather(mine.data(), n, all.data());
+  for (int64_t c = 0; c < C; ++c) {
+    Moments total{};
+    for (int64_t r = 0; r < P; ++r) total.merge(all[r * n + 3 * c], all[r * n + 3 * c + 1], all[r * n + 3 * c + 2]);
+    moments[c] = total;
   }
 }
 

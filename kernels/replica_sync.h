@@ -16,6 +16,8 @@
 
 #include <cstdint>
 
+#include "kernels/moments.h"
+
 namespace crfseg::kernels {
 
 class ReplicaSync {
@@ -44,5 +46,12 @@ class ReplicaSync {
 // is discarded anyway; it gets the finite sum_r' w_r' v_r'.)
 // A collective, like ReplicaSync::all_gather.
 void sum_over_replicas(ReplicaSync& sync, double* v, int64_t n, int64_t n_weighted = 0);
+
+// Replaces each of the C per-channel moments (count, mean, M2) by the
+// channel's moments over every replica's values: one all-gather of 3 C
+// doubles, the replicas merged in replica order with Chan's update (so every
+// replica computes the same bits). Synchronised batch norm's statistics, on
+// the CPU and on CUDA. A collective, like ReplicaSync::all_gather.
+void merge_moments_over_replicas(ReplicaSync& sync, Moments* moments, int64_t C);
 
 }  // namespace crfseg::kernels

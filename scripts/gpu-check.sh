@@ -136,6 +136,17 @@ else
   note "meson test" "$(grep -E '^(Ok|Fail|Skipped|Expected Fail|Timeout):' "$out/gpu-check-tests.log" | tr -s ' ' | paste -sd' ')"
 fi
 
+# Data parallel on the GPU: 2 MPI ranks sharing it (gradients staged through
+# the host; NCCL needs a GPU per rank), against one process, CUDA checks only.
+if in_budget "data parallel (2 ranks, cuda)"; then
+  CRFSEG_DP_ONLY=cuda timeout 300 bash tests/distributed/mpi_test.sh "$bin/tests/test_data_parallel" \
+    >"$out/gpu-check-data-parallel.log" 2>&1
+  dp_rc=$?
+  # 77: skipped (no mpirun here): not a failure, and not a pass.
+  ((dp_rc != 0 && dp_rc != 77)) && tests_rc=1
+  note "data parallel (2 ranks, cuda)" "rc $dp_rc: $(grep -cE 'PASS' "$out/gpu-check-data-parallel.log") passed, $(grep -cE 'FAIL' "$out/gpu-check-data-parallel.log") failed, $(grep -m1 -E 'SKIP' "$out/gpu-check-data-parallel.log" | cut -c1-80)"
+fi
+
 # 3. Benchmarks, most-needed first: hand-written SGEMMs beside cuBLAS; the
 # U-Net training step beside PyTorch on the same GPU (fp32 with TF32 off on
 # both sides, then bf16); the demo's training on the GPU; the conv paths

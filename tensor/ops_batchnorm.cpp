@@ -75,8 +75,6 @@ BatchNormForward batch_norm(const Tensor& x_in, const Tensor& weight_in, const T
                ": expected running_mean and running_var to be both defined or both undefined, got ",
                running_mean.defined() ? "only running_mean" : "only running_var");
   const ChannelView v = channel_view(x_in.shape());
-  CRFSEG_CHECK(!(sync && x_in.device().is_cuda()), NotImplementedError, op,
-               ": synchronised batch norm runs on the CPU (MPI) only; got an input on ", x_in.device().str());
   if (training && !sync) {
     // One value per channel has no spread: var = 0 and y = bias whatever x is (torch refuses too).
     // (Synchronised, the count over all replicas is known only after the kernel's all-gather.)
@@ -109,7 +107,7 @@ BatchNormForward batch_norm(const Tensor& x_in, const Tensor& weight_in, const T
         values_per_channel = kernels::cuda::batchnorm_forward_train(
             x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias), out.y.data<T>(), out.mean.data<T>(),
             out.invstd.data<T>(), data_or_null<T>(rm), data_or_null<T>(rv), v.N, v.C, v.inner, momentum, eps,
-            fuse_relu, workspace.data<double>(), stream);
+            fuse_relu, sync, workspace.data<double>(), stream);
       } else {
         kernels::cuda::batchnorm_forward_eval(x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias),
                                               rm.data<T>(), rv.data<T>(), out.y.data<T>(), out.invstd.data<T>(),
@@ -177,8 +175,6 @@ BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor& x_in, co
   out.dx = Tensor::empty(g.shape(), g.options());
   out.dbias = Tensor::empty({v.C}, g.options());
   if (weight.defined() && x.defined()) out.dweight = Tensor::empty({v.C}, g.options());
-  CRFSEG_CHECK(!(sync && g.device().is_cuda()), NotImplementedError, op,
-               ": synchronised batch norm runs on the CPU (MPI) only; got a gradient on ", g.device().str());
   dispatch_float(g.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
 #ifdef CRFSEG_WITH_CUDA
@@ -188,7 +184,7 @@ BatchNormGrads batch_norm_backward(const Tensor& grad_in, const Tensor& x_in, co
       kernels::cuda::batchnorm_backward(g.data<T>(), data_or_null<T>(x), data_or_null<T>(y), data_or_null<T>(weight),
                                         mean.data<T>(), invstd.data<T>(), out.dx.data<T>(),
                                         data_or_null<T>(out.dweight), out.dbias.data<T>(), v.N, v.C, v.inner,
-                                        training, workspace.data<double>(), detail::stream_of(g));
+                                        training, sync, workspace.data<double>(), detail::stream_of(g));
       return;
     }
 #endif

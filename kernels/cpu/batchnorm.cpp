@@ -45,24 +45,6 @@ inline double lanes_total(const double* lanes) {
 // time with Chan's pairwise update.
 using kernels::Moments;
 
-// Synchronised batch norm: each channel's moments over every replica's
-// elements, the replicas merged in replica order with Chan's update (so all
-// replicas compute the same bits). One all-gather of [count, mean, M2] x C.
-std::vector<Moments> merge_over_replicas(ReplicaSync& sync, const std::vector<Moments>& local) {
-  const int64_t C = static_cast<int64_t>(local.size()), n = 3 * C, P = sync.replicas();
-  std::vector<double> mine(n), all(P * n);
-  for (int64_t c = 0; c < C; ++c) {
-    mine[3 * c] = local[c].count;
-    mine[3 * c + 1] = local[c].mean;
-    mine[3 * c + 2] = local[c].m2;
-  }
-  sync.all_gather(mine.data(), n, all.data());
-  std::vector<Moments> out(C);
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t r = 0; r < P; ++r) out[c].merge(all[r * n + 3 * c], all[r * n + 3 * c + 1], all[r * n + 3 * c + 2]);
-  return out;
-}
-
 // Strip layout: channel c is the N strips x[(n C + c) inner + i], i < inner.
 // A chunk is `rows` whole strips when strips are short, or one `cols`-long
 // piece of one strip when they are long, so it never holds much more than
@@ -400,7 +382,7 @@ double batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y,
   std::vector<Moments> stats = inner >= kSmallInner ? strip_moments(x, N, C, inner) : column_moments(x, N, C, inner);
   double M = static_cast<double>(N * inner);
   if (sync) {
-    stats = merge_over_replicas(*sync, stats);
+    merge_moments_over_replicas(*sync, stats.data(), C);  // every replica's values, merged in replica order
     M = C > 0 ? stats[0].count : 0.0;  // every channel has the same count
   }
   if (M < 2.0) return M;  // no spread to normalise by; the caller refuses this

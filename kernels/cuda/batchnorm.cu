@@ -1,11 +1,14 @@
 // CUDA batch norm (see batchnorm.h).
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/channel_chunks.h"
 #include "kernels/cuda/batchnorm.h"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/for_each.cuh"
 #include "kernels/moments.h"
+#include "kernels/replica_sync.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -63,6 +66,28 @@ __global__ void stats_finish_kernel(const Moments* __restrict__ partials, int64_
     running_mean[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(running_mean[c]) + momentum * t.mean);
     running_var[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(running_var[c]) + momentum * unbiased);
   }
+}
+
+// One thread per channel merges its splits in order into totals[c]: this
+// replica's moments, for the synchronised form.
+__global__ void stats_merge_kernel(const Moments* __restrict__ partials, int64_t C, int64_t splits,
+                                   Moments* __restrict__ totals) {
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  Moments t{};
+  for (int64_t s = 0; s < splits; ++s) t.merge(partials[c * splits + s]);
+  totals[c] = t;
+}
+
+// Synchronous copies of a few per-channel values between the device and the
+// host, on the stream, for the synchronised form's exchange.
+void download(void* host, const void* device, size_t bytes, Stream stream) {
+  CRFSEG_CUDA_CHECK(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream));
+  CRFSEG_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+void upload(void* device, const void* host, size_t bytes, Stream stream) {
+  CRFSEG_CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream));
+  CRFSEG_CUDA_CHECK(cudaStreamSynchronize(stream));  // the host buffer goes away on return
 }
 
 // Per (channel, split): sum gm and sum gm (x - mean) invstd, gm = g masked
@@ -132,9 +157,10 @@ unsigned channel_threads_blocks(int64_t C) { return static_cast<unsigned>((C + k
 }  // namespace
 
 int64_t batchnorm_workspace_doubles(int64_t N, int64_t C, int64_t inner) {
-  // The forward's partial (count, mean, M2) triples, or the backward's pairs
-  // of partial sums and then its 2 C totals.
-  return C * (3 * channel_chunks(N, C, inner).splits + 2);
+  // The forward's partial (count, mean, M2) triples and then C merged
+  // triples (synchronised form), or the backward's pairs of partial sums and
+  // then its 2 C totals.
+  return C * (3 * channel_chunks(N, C, inner).splits + 3);
 }
 
 template <typename T>
@@ -151,19 +177,46 @@ void batchnorm_apply(const T* x, const T* weight, const T* bias, const T* mean, 
 template <typename T>
 double batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
                                T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner,
-                               double momentum, double eps, bool relu, double* workspace, Stream stream) {
+                               double momentum, double eps, bool relu, ReplicaSync* sync, double* workspace,
+                               Stream stream) {
   const int64_t M = N * inner;
-  if (M < 2 || C == 0) return static_cast<double>(M);  // the op refuses M < 2; nothing written
+  if (sync == nullptr && (M < 2 || C == 0)) return static_cast<double>(M);  // the op refuses M < 2; nothing written
   const ChannelChunks plan = channel_chunks(N, C, inner);
   static_assert(sizeof(Moments) == 3 * sizeof(double));
   auto* partials = reinterpret_cast<Moments*>(workspace);
-  stats_partial_kernel<T><<<chunk_grid(C, plan), kThreads, 0, stream>>>(x, C, inner, plan, M, partials);
-  launch_check("batchnorm_stats_partial");
-  stats_finish_kernel<T><<<channel_threads_blocks(C), kThreads, 0, stream>>>(
-      partials, C, plan.splits, momentum, eps, mean, invstd, running_mean, running_var);
+  if (C > 0) {  // M = 0 (a replica with no samples) leaves zero moments
+    stats_partial_kernel<T><<<chunk_grid(C, plan), kThreads, 0, stream>>>(x, C, inner, plan, M, partials);
+    launch_check("batchnorm_stats_partial");
+  }
+  if (sync == nullptr) {
+    stats_finish_kernel<T><<<channel_threads_blocks(C), kThreads, 0, stream>>>(
+        partials, C, plan.splits, momentum, eps, mean, invstd, running_mean, running_var);
+    launch_check("batchnorm_stats_finish");
+    batchnorm_apply(x, weight, bias, mean, invstd, y, N, C, inner, relu, stream);
+    return static_cast<double>(M);
+  }
+  // Synchronised: this replica's per-channel moments go to the host, are
+  // merged there with every replica's in replica order (the CPU kernel's
+  // function, so both give the same bits from the same moments) and come
+  // back as the only "split" of the usual finish. (Merging one triple into
+  // an empty one returns it exactly.) Every replica makes the exchange,
+  // whatever its batch holds.
+  Moments* totals = partials + C * plan.splits;
+  std::vector<Moments> merged(static_cast<size_t>(C));  // value-initialised: zero moments
+  if (C > 0) {
+    stats_merge_kernel<<<channel_threads_blocks(C), kThreads, 0, stream>>>(partials, C, plan.splits, totals);
+    launch_check("batchnorm_stats_merge");
+    download(merged.data(), totals, merged.size() * sizeof(Moments), stream);
+  }
+  merge_moments_over_replicas(*sync, merged.data(), C);
+  const double M_all = C > 0 ? merged[0].count : 0.0;  // every channel has the same count
+  if (M_all < 2.0) return M_all;                       // every replica sees it, and the op refuses it
+  upload(totals, merged.data(), merged.size() * sizeof(Moments), stream);
+  stats_finish_kernel<T><<<channel_threads_blocks(C), kThreads, 0, stream>>>(totals, C, 1, momentum, eps, mean,
+                                                                              invstd, running_mean, running_var);
   launch_check("batchnorm_stats_finish");
   batchnorm_apply(x, weight, bias, mean, invstd, y, N, C, inner, relu, stream);
-  return static_cast<double>(M);
+  return M_all;
 }
 
 template <typename T>
@@ -178,9 +231,19 @@ void batchnorm_forward_eval(const T* x, const T* weight, const T* bias, const T*
 
 template <typename T>
 void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, const T* mean, const T* invstd, T* dx,
-                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training, double* workspace,
-                        Stream stream) {
-  if (C == 0) return;
+                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training, ReplicaSync* sync,
+                        double* workspace, Stream stream) {
+  // Synchronised training: the dx terms need the sums and the count over
+  // every replica (weighted, see kernels/replica_sync.h), in the CPU
+  // kernel's layout [sum g (C), sum g xhat (C), M]; dweight and dbias stay
+  // this replica's.
+  const bool synced = sync != nullptr && training;
+  std::vector<double> total(static_cast<size_t>(2 * C + 1), 0.0);
+  total[2 * C] = static_cast<double>(N * inner);
+  if (C == 0) {
+    if (synced) sum_over_replicas(*sync, total.data(), 1, 0);  // the collective every replica makes
+    return;
+  }
   // Per-(channel, split) sums into the workspace, then per-channel totals in
   // split order into its last 2 C doubles.
   const int64_t M = N * inner;
@@ -202,7 +265,16 @@ void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, con
     if (dbias != nullptr) dbias[c] = static_cast<T>(sg);
     if (dweight != nullptr) dweight[c] = static_cast<T>(sgx);
   }, stream, "batchnorm_grad_sums_finish");
-  const double Md = static_cast<double>(M);
+  double Md = static_cast<double>(M);
+  if (synced) {
+    std::vector<double> pairs(static_cast<size_t>(2 * C));
+    download(pairs.data(), sums, pairs.size() * sizeof(double), stream);
+    for (int64_t c = 0; c < C; ++c) total[c] = pairs[2 * c], total[C + c] = pairs[2 * c + 1];
+    sum_over_replicas(*sync, total.data(), 2 * C + 1, 2 * C);
+    for (int64_t c = 0; c < C; ++c) pairs[2 * c] = total[c], pairs[2 * c + 1] = total[C + c];
+    upload(sums, pairs.data(), pairs.size() * sizeof(double), stream);
+    Md = total[2 * C];
+  }
   for_each_plane(N * C, inner, [=] __device__(int64_t p, int64_t i) {
     const int64_t c = p % C, k = p * inner + i;
     const double w = weight ? static_cast<double>(weight[c]) : 1.0, is = static_cast<double>(invstd[c]);
@@ -218,11 +290,11 @@ void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, con
 
 #define CRFSEG_BN(T)                                                                                            \
   template double batchnorm_forward_train<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, int64_t, int64_t, \
-                                             int64_t, double, double, bool, double*, Stream);                   \
+                                             int64_t, double, double, bool, ReplicaSync*, double*, Stream);     \
   template void batchnorm_forward_eval<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, int64_t,     \
                                           int64_t, int64_t, double, bool, Stream);                              \
   template void batchnorm_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*,    \
-                                      int64_t, int64_t, int64_t, bool, double*, Stream);
+                                      int64_t, int64_t, int64_t, bool, ReplicaSync*, double*, Stream);
 CRFSEG_BN(float)
 CRFSEG_BN(double)
 #undef CRFSEG_BN

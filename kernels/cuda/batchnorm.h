@@ -1,6 +1,8 @@
 // CUDA batch norm: the GPU side of tensor/ops_batchnorm.cpp, with the
-// signatures and math of kernels/cpu/batchnorm.h (no replica sync: the
-// synchronised form is CPU/MPI only for now, and the op says so).
+// signatures and math of kernels/cpu/batchnorm.h, including the
+// synchronised form (sync != null): the per-channel moments, and in the
+// backward the per-channel sums, are exchanged through the host with the
+// CPU kernel's functions (kernels/replica_sync.h), a few doubles per channel.
 //
 // Statistics: each channel's values are cut into chunks, one 256-thread
 // block each (kernels/channel_chunks.h: about 1024 blocks over all channels,
@@ -17,6 +19,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/geometry.h"
+#include "kernels/replica_sync.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -28,14 +31,15 @@ int64_t batchnorm_workspace_doubles(int64_t N, int64_t C, int64_t inner);
 template <typename T>
 double batchnorm_forward_train(const T* x, const T* weight, const T* bias, T* y, T* mean, T* invstd,
                                T* running_mean, T* running_var, int64_t N, int64_t C, int64_t inner,
-                               double momentum, double eps, bool relu, double* workspace, Stream stream);
+                               double momentum, double eps, bool relu, ReplicaSync* sync, double* workspace,
+                               Stream stream);
 template <typename T>
 void batchnorm_forward_eval(const T* x, const T* weight, const T* bias, const T* running_mean, const T* running_var,
                             T* y, T* invstd, int64_t N, int64_t C, int64_t inner, double eps, bool relu,
                             Stream stream);
 template <typename T>
 void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, const T* mean, const T* invstd, T* dx,
-                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training, double* workspace,
-                        Stream stream);
+                        T* dweight, T* dbias, int64_t N, int64_t C, int64_t inner, bool training, ReplicaSync* sync,
+                        double* workspace, Stream stream);
 
 }  // namespace crfseg::kernels::cuda

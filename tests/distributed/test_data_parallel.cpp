@@ -17,6 +17,10 @@
 //      stopped on 1 process and resumed on 2 ranks, and one stopped on 2
 //      and resumed on 1, end with those weights too; and with batch norm,
 //      2 ranks with --sync-bn match one process too.
+//   3. With a CUDA device: 1 and 2 on the GPU (MPI stages the gradients
+//      through the host; every rank on local rank mod the GPUs visible, so
+//      one GPU serves both ranks), and the program's runs again with
+//      --dist nccl when there is a GPU per rank.
 // Prints one line per check; exit 0 when all pass, 1 on a failure, 77 (a
 // skip for meson) in a build without MPI or when not started by mpirun.
 #include <stdlib.h>
@@ -37,6 +41,7 @@
 #include "layers/norm.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
+#include "tensor/cuda_memory.h"
 #include "tensor/ops.h"
 #include "tensor/safetensors.h"
 #include "tools/crfseg/commands.h"
@@ -76,7 +81,8 @@ struct Diff {
 Diff diff(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
   Diff d;
   for (size_t i = 0; i < a.size(); ++i) {
-    const auto x = ops::contiguous(a[i]).to_vector<double>(), y = ops::contiguous(b[i]).to_vector<double>();
+    const auto x = ops::contiguous(a[i].to(Device::cpu())).to_vector<double>();
+    const auto y = ops::contiguous(b[i].to(Device::cpu())).to_vector<double>();
     for (size_t j = 0; j < x.size(); ++j) {
       const double e = std::abs(x[j] - y[j]);
       d.max_abs = std::max(d.max_abs, e);
@@ -89,12 +95,13 @@ Diff diff(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
 // --- 1. library level ----------------------------------------------------
 
 // The model's parameters and buffers after `steps` SGD steps.
-std::vector<Tensor> train_steps(int64_t shards, int64_t shard, bool average, int64_t per_rank_batch, int steps,
-                                bool batch_norm = false, bool sync_bn = false) {
+std::vector<Tensor> train_steps(Device device, int64_t shards, int64_t shard, bool average, int64_t per_rank_batch,
+                                int steps, bool batch_norm = false, bool sync_bn = false) {
   Generator gen(11);
   models::Segmenter net({.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 4, .depth = 2,
                          .batch_norm = batch_norm},
                         gen);
+  net.to(device);
   std::shared_ptr<dist::CommunicatorReplicaSync> bn_sync;
   if (sync_bn) {
     bn_sync = std::make_shared<dist::CommunicatorReplicaSync>(*world);
@@ -113,7 +120,7 @@ std::vector<Tensor> train_steps(int64_t shards, int64_t shard, bool average, int
   loader.start_epoch(0);
   for (int s = 0; s < steps; ++s) {
     auto batch = loader.next();
-    const Tensor loss = cross_entropy(net(batch->images), batch->masks);
+    const Tensor loss = cross_entropy(net(batch->images.to(device)), batch->masks.to(device));
     opt.zero_grad();
     const double share = static_cast<double>(batch->images.size(0)) / static_cast<double>(batch->global_size);
     if (sync) sync->begin_step(share);
@@ -132,38 +139,41 @@ std::vector<Tensor> train_steps(int64_t shards, int64_t shard, bool average, int
   return state;
 }
 
-void library_level() {
+void library_level(Device device) {
   const int P = world->size(), r = world->rank();
-  const std::vector<Tensor> ref = train_steps(1, 0, false, 2 * 2, 4);   // 1 process, batch 2B = 4
-  const std::vector<Tensor> dp = train_steps(P, r, true, 2, 4);         // P ranks, batch B = 2 each
-  const std::vector<Tensor> alone = train_steps(P, r, false, 2, 4);     // P ranks, no averaging
+  const std::string on = " [" + device.str() + "]";
+  const std::vector<Tensor> ref = train_steps(device, 1, 0, false, 2 * 2, 4);  // 1 process, batch 2B = 4
+  const std::vector<Tensor> dp = train_steps(device, P, r, true, 2, 4);        // P ranks, batch B = 2 each
+  const std::vector<Tensor> alone = train_steps(device, P, r, false, 2, 4);    // P ranks, no averaging
   const Diff d = diff(dp, ref), control = diff(alone, ref);
-  report(d.within, "GradSync: " + std::to_string(P) + " ranks x batch 2 = 1 process x batch 4 after 4 SGD steps "
-                   "(max |diff| " + num(d.max_abs) + ", tolerance " + num(kAtol) + " + " + num(kRtol) + "|w|)");
+  report(d.within, "GradSync" + on + ": " + std::to_string(P) + " ranks x batch 2 = 1 process x batch 4 after 4 SGD "
+                   "steps (max |diff| " + num(d.max_abs) + ", tolerance " + num(kAtol) + " + " + num(kRtol) + "|w|)");
   report(!control.within && control.max_abs > 100 * std::max(d.max_abs, 1e-9),
-         "control: without gradient averaging the ranks drift from the reference (max |diff| " +
+         "control" + on + ": without gradient averaging the ranks drift from the reference (max |diff| " +
              num(control.max_abs) + ")");
   // Every rank must hold exactly rank 0's weights.
   double mismatch = 0;
   for (const Tensor& t : dp) {
     Tensor mine = ops::contiguous(t), root = ops::clone(mine);
-    dist::broadcast_tensors(*world, {root}, 0);
+    dist::broadcast_tensors(*world, {root}, 0);  // a CUDA tensor goes through the host
+    mine = mine.to(Device::cpu()), root = root.to(Device::cpu());
     const auto a = mine.to_vector<double>(), b = root.to_vector<double>();
     for (size_t j = 0; j < a.size(); ++j) mismatch = std::max(mismatch, std::abs(a[j] - b[j]));
   }
   std::vector<double> worst = {mismatch};
   dist::allreduce_sum(*world, worst);
-  report(worst[0] == 0.0, "the ranks' weights are bit-identical (sum of max |diff| to rank 0: " + num(worst[0]) + ")");
+  report(worst[0] == 0.0, "the ranks' weights are bit-identical" + on + " (sum of max |diff| to rank 0: " +
+                             num(worst[0]) + ")");
 
   // Batch norm: synchronised, the ranks normalise over the global batch like the reference.
-  const std::vector<Tensor> bn_ref = train_steps(1, 0, false, 2 * 2, 4, true);
-  const std::vector<Tensor> bn_sync = train_steps(P, r, true, 2, 4, true, true);
-  const std::vector<Tensor> bn_local = train_steps(P, r, true, 2, 4, true, false);
+  const std::vector<Tensor> bn_ref = train_steps(device, 1, 0, false, 2 * 2, 4, true);
+  const std::vector<Tensor> bn_sync = train_steps(device, P, r, true, 2, 4, true, true);
+  const std::vector<Tensor> bn_local = train_steps(device, P, r, true, 2, 4, true, false);
   const Diff ds = diff(bn_sync, bn_ref), dl = diff(bn_local, bn_ref);
-  report(ds.within, "synchronised batch norm: " + std::to_string(P) + " ranks x batch 2 = 1 process x batch 4 "
-                    "after 4 SGD steps, weights and running statistics (max |diff| " + num(ds.max_abs) + ")");
+  report(ds.within, "synchronised batch norm" + on + ": " + std::to_string(P) + " ranks x batch 2 = 1 process x "
+                    "batch 4 after 4 SGD steps, weights and running statistics (max |diff| " + num(ds.max_abs) + ")");
   report(!dl.within && dl.max_abs > 100 * std::max(ds.max_abs, 1e-9),
-         "control: per-rank batch norm differs from the reference (max |diff| " + num(dl.max_abs) + ")");
+         "control" + on + ": per-rank batch norm differs from the reference (max |diff| " + num(dl.max_abs) + ")");
 }
 
 // --- 2. the crfseg program -------------------------------------------------
@@ -190,7 +200,10 @@ void run(const std::vector<std::string>& args, bool everyone) {
   world->barrier();
 }
 
-void program_level() {
+// extra: added to every run (e.g. --device cuda); extra_ranks: to the runs on
+// every rank only (e.g. --dist nccl). label: appended to each check's line.
+void program_level(const std::vector<std::string>& extra, const std::vector<std::string>& extra_ranks,
+                   const std::string& label) {
   // One directory for all ranks (they share this machine's file system).
   char dir[256] = {0};
   if (world->rank() == 0) {
@@ -204,8 +217,8 @@ void program_level() {
       "--data", "synth:24", "--synth-size", "16", "--size", "16", "--base", "4", "--depth", "2", "--no-batch-norm",
       "--crf", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--schedule", "none",
       "--augment", "flips", "--workers", "1", "--seed", "4", "--quiet"};
-  const std::vector<std::string> single = with(common, {"--batch", "4", "--dist", "none"});
-  const std::vector<std::string> two = with(common, {"--batch", "2"});
+  const std::vector<std::string> single = with(with(common, extra), {"--batch", "4", "--dist", "none"});
+  const std::vector<std::string> two = with(with(with(common, extra), extra_ranks), {"--batch", "2"});
   const std::string ref_path = (root / "single" / "last.safetensors").string();
 
   run(with(single, {"--out", (root / "single").string()}), false);
@@ -216,10 +229,10 @@ void program_level() {
   run(with(two, {"--out", (root / "2to1").string(), "--stop-after", "3"}), true);
   run(with(single, {"--out", (root / "2to1").string(), "--resume"}), false);
   // With batch norm: the same common options less --no-batch-norm.
-  std::vector<std::string> bn = common;
+  std::vector<std::string> bn = with(common, extra);
   bn.erase(std::find(bn.begin(), bn.end(), "--no-batch-norm"));
   run(with(bn, {"--batch", "4", "--dist", "none", "--out", (root / "bn_single").string()}), false);
-  run(with(bn, {"--batch", "2", "--sync-bn", "--out", (root / "bn_sync").string()}), true);
+  run(with(with(bn, extra_ranks), {"--batch", "2", "--sync-bn", "--out", (root / "bn_sync").string()}), true);
 
   const std::vector<Tensor> ref = model_tensors(ref_path);
   for (const auto& [name, what] : std::vector<std::pair<std::string, std::string>>{
@@ -228,14 +241,14 @@ void program_level() {
            {"2to1", "crfseg train: stopped on 2 ranks at step 3, resumed on 1 process"}}) {
     const std::vector<Tensor> got = model_tensors((root / name / "last.safetensors").string());
     const Diff d = got.size() == ref.size() ? diff(got, ref) : Diff{INFINITY, false};
-    report(d.within, what + " (max |diff| " + num(d.max_abs) + ")");
+    report(d.within, what + label + " (max |diff| " + num(d.max_abs) + ")");
   }
   {
     const std::vector<Tensor> want = model_tensors((root / "bn_single" / "last.safetensors").string());
     const std::vector<Tensor> got = model_tensors((root / "bn_sync" / "last.safetensors").string());
     const Diff d = got.size() == want.size() ? diff(got, want) : Diff{INFINITY, false};
     report(d.within, "crfseg train --sync-bn: 2 ranks x --batch 2 = 1 process x --batch 4 with batch norm, weights "
-                     "and running statistics (max |diff| " + num(d.max_abs) + ")");
+                     "and running statistics" + label + " (max |diff| " + num(d.max_abs) + ")");
   }
   world->barrier();
   if (world->rank() == 0) fs::remove_all(root);
@@ -259,8 +272,35 @@ int main() {
       std::printf("SKIP: needs at least 2 ranks, got %d\n", world->size());
       return 77;
     }
-    library_level();
-    program_level();
+    // CRFSEG_DP_ONLY=cuda: the CUDA checks alone (scripts/gpu-check.sh, on a short device lease).
+    const char* only = std::getenv("CRFSEG_DP_ONLY");
+    const bool cpu_checks = only == nullptr || std::string(only) != "cuda";
+    if (cpu_checks) {
+      library_level(Device::cpu());
+      program_level({}, {}, "");
+    } else if (world->rank() == 0) {
+      std::printf("SKIP (not counted as passed): the CPU checks (CRFSEG_DP_ONLY=cuda)\n");
+    }
+    // On a GPU: every rank on its GPU (local rank mod the GPUs visible; with
+    // one GPU all ranks share it), gradients staged through the host for MPI,
+    // and reduced on the device by NCCL when there is a GPU per rank.
+    const int gpus = cuda::device_count();
+    if (gpus == 0) {
+      if (world->rank() == 0) std::printf("SKIP (not counted as passed): the CUDA checks; no CUDA device visible\n");
+    } else {
+      library_level(Device::cuda(world->local_rank() % gpus));
+      program_level({"--device", "cuda"}, {}, " [cuda, mpi]");
+      if (!dist::built_with_nccl()) {
+        if (world->rank() == 0) std::printf("SKIP (not counted as passed): the NCCL run; this build has no NCCL\n");
+      } else if (gpus < world->size()) {
+        if (world->rank() == 0) {
+          std::printf("SKIP (not counted as passed): the NCCL run needs a GPU per rank (%d ranks, %d GPU(s))\n",
+                      world->size(), gpus);
+        }
+      } else {
+        program_level({"--device", "cuda"}, {"--dist", "nccl"}, " [cuda, nccl]");
+      }
+    }
     std::vector<double> total = {static_cast<double>(failures)};
     dist::allreduce_sum(*world, total);
     if (world->rank() == 0) std::printf("%s: %g failed checks over %d ranks\n", total[0] ? "FAILED" : "OK", total[0], world->size());

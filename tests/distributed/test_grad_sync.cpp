@@ -151,7 +151,7 @@ TEST_CASE("GradSync: a parameter without a gradient counts as zero and keeps non
         backward(sum(w[1]));
       },
       "received a second gradient in one step");
-  check_throws_with<ValueError>([&] { dist::GradSync(comm, {Tensor::empty({2})}); }, "must be a CPU leaf that requires grad");
+  check_throws_with<ValueError>([&] { dist::GradSync(comm, {Tensor::empty({2})}); }, "must be a leaf that requires grad");
 }
 
 TEST_CASE("GradSync outside a step, and the single-process communicator") {

@@ -15,6 +15,10 @@
 // run then matches one process with batch G, at the cost of one small
 // blocking all-reduce per BN layer in the forward and one in the backward.
 //
+// On GPUs each rank trains on gpu_for_rank()'s device; GradSync keeps the
+// buckets there (NCCL reduces them in place, MPI through host copies) and
+// synchronised batch norm exchanges its per-channel values through the host.
+//
 // Rank 0 alone prints, writes checkpoints, metrics and curves, and runs the
 // validation pass (the other ranks go on to the next epoch and wait for it
 // in their first collective).
@@ -40,6 +44,9 @@ class DataParallel {
   int size() const { return comm_->size(); }
   bool is_root() const { return comm_->rank() == 0; }
   std::string backend() const { return comm_->backend(); }
+  // The GPU this rank trains on when given a bare --device cuda: NCCL's
+  // device, else local rank mod `visible` (> 0) GPUs.
+  int gpu_for_rank(int visible) const;
 
   // Copies rank 0's parameters and buffers to every rank, then (P > 1) hooks
   // GradSync onto the parameters with buckets of bucket_mb MiB, and with

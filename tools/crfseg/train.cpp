@@ -79,7 +79,7 @@ ArgParser train_parser() {
       .option("--augment", "NAME", "flips", "none, flips (h/v flips and 90-degree turns) or full (+ scale and crop)")
       .option("--workers", "N", "2", "data-loading threads (0: load in the training thread)")
       .option("--threads", "N", "0", "OpenMP threads for the kernels (0: OMP_NUM_THREADS or all cores)")
-      .option("--device", "NAME", "cpu", "cpu, cuda or cuda:N (multi-rank training is CPU only)")
+      .option("--device", "NAME", "cpu", "cpu, cuda or cuda:N (several ranks with cuda: one GPU each)")
       .option("--precision", "P", "fp32", "CUDA GEMMs and convolutions: fp32, or tf32 / bf16 tensor-core inputs with FP32 accumulation")
       .option("--dist", "NAME", "auto", "data parallel: auto (MPI when started by mpirun/srun), none, mpi or nccl")
       .option("--bucket-mb", "X", "25", "data parallel: gradient all-reduce bucket size in MiB")
@@ -209,6 +209,12 @@ int run_train(const std::vector<std::string>& args) {
   } catch (const DeviceError&) {
     throw UsageError("--device must be cpu, cuda or cuda:N, got '" + p.get("--device") + "'");
   }
+  DataParallel dp(p.get("--dist"));  // rank 0 of 1 unless started by mpirun/srun (see data_parallel.h)
+  // Several ranks with a bare "cuda": each rank takes its own GPU (NCCL's, or
+  // local rank mod the GPUs visible); "cuda:N" pins every rank to N.
+  if (device.is_cuda() && dp.size() > 1 && p.get("--device") == "cuda" && cuda::device_count() > 0) {
+    device = Device::cuda(dp.gpu_for_rank(cuda::device_count()));
+  }
   if (device.is_cuda() && device.index >= cuda::device_count()) {
     throw DeviceError("--device " + device.str() + ": " +
                       (cuda::is_compiled() ? std::to_string(cuda::device_count()) + " CUDA device(s) visible"
@@ -216,7 +222,6 @@ int run_train(const std::vector<std::string>& args) {
                       "; use --device cpu");
   }
   if (const int64_t threads = p.get_int("--threads", 0, 1024); threads > 0) omp_set_num_threads(static_cast<int>(threads));
-  DataParallel dp(p.get("--dist"));  // rank 0 of 1 unless started by mpirun/srun (see data_parallel.h)
   const uint64_t seed = static_cast<uint64_t>(p.get_int("--seed", 0));
   const int64_t epochs = p.get_int("--epochs", 1, 100000), size = p.get_int("--size", 0, 8192);
   const int64_t batch_size = p.get_int("--batch", 1, 4096), workers = p.get_int("--workers", 0, 64);
@@ -283,17 +288,7 @@ int run_train(const std::vector<std::string>& args) {
     if (f.metadata.count("format") != 0) models::load_weights(f, *net);  // a crfseg checkpoint: the whole model
     else models::load_weights(f, *net->encoder);                         // encoder weights
   }
-  if (device.is_cuda()) {
-    if (spec.crf && spec.crf_options.mode == crf::FilterMode::dense) {
-      throw NotImplementedError("--device " + device.str() + " with --crf-mode dense: the exact dense filter runs on "
-                                "the CPU only; use --crf-mode lattice (the default) on the GPU");
-    }
-    if (dp.size() > 1) {
-      throw NotImplementedError("--device " + device.str() + " on " + std::to_string(dp.size()) +
-                                " ranks: data-parallel gradient sync handles CPU tensors only so far");
-    }
-    net->to(device);  // before the optimizer, whose state is created on the parameters' device
-  }
+  if (device.is_cuda()) net->to(device);  // before the optimizer, whose state is created on the parameters' device
   cuda::MatmulPrecision precision = cuda::MatmulPrecision::fp32;
   try {
     precision = cuda::parse_matmul_precision(p.get("--precision"));

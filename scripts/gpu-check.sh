@@ -136,17 +136,6 @@ else
   note "meson test" "$(grep -E '^(Ok|Fail|Skipped|Expected Fail|Timeout):' "$out/gpu-check-tests.log" | tr -s ' ' | paste -sd' ')"
 fi
 
-# Data parallel on the GPU: 2 MPI ranks sharing it (gradients staged through
-# the host; NCCL needs a GPU per rank), against one process, CUDA checks only.
-if in_budget "data parallel (2 ranks, cuda)"; then
-  CRFSEG_DP_ONLY=cuda timeout 300 bash tests/distributed/mpi_test.sh "$bin/tests/test_data_parallel" \
-    >"$out/gpu-check-data-parallel.log" 2>&1
-  dp_rc=$?
-  # 77: skipped (no mpirun here): not a failure, and not a pass.
-  ((dp_rc != 0 && dp_rc != 77)) && tests_rc=1
-  note "data parallel (2 ranks, cuda)" "rc $dp_rc: $(grep -cE 'PASS' "$out/gpu-check-data-parallel.log") passed, $(grep -cE 'FAIL' "$out/gpu-check-data-parallel.log") failed, $(grep -m1 -E 'SKIP' "$out/gpu-check-data-parallel.log" | cut -c1-80)"
-fi
-
 # 3. Benchmarks, most-needed first: hand-written SGEMMs beside cuBLAS; the
 # U-Net training step beside PyTorch on the same GPU (fp32 with TF32 off on
 # both sides, then bf16); the demo's training on the GPU; the conv paths
@@ -206,6 +195,17 @@ bench "unet+crf, lattice on device" 150 env CRFSEG_CUDA_LATTICE=device "$bin/ben
 bench "demo train on cuda" 180 "$bin/tools/crfseg" train --data synth:600 --epochs 8 --batch 8 --base 16 --depth 3 \
   --lr 0.004 --crf --crf-lr-mult 30 --seed 0 --out "$out/demo" --overwrite --device cuda
 cp "$out/demo/metrics.csv" "$out/gpu-check-demo-metrics.csv" 2>/dev/null; rm -rf "$out/demo"
+# Data parallel on the GPU: 2 MPI ranks sharing it (gradients staged through
+# the host; NCCL needs a GPU per rank), against one process, CUDA checks only.
+if in_budget "data parallel (2 ranks, cuda)"; then
+  CRFSEG_DP_ONLY=cuda timeout 300 bash tests/distributed/mpi_test.sh "$bin/tests/test_data_parallel" \
+    >"$out/gpu-check-data-parallel.log" 2>&1
+  dp_rc=$?
+  # 77: skipped (no mpirun here): not a failure, and not a pass.
+  ((dp_rc != 0 && dp_rc != 77)) && tests_rc=1
+  note "data parallel (2 ranks, cuda)" "rc $dp_rc: $(grep -cE 'PASS' "$out/gpu-check-data-parallel.log") passed, $(grep -cE 'FAIL' "$out/gpu-check-data-parallel.log") failed, $(grep -m1 -E 'SKIP' "$out/gpu-check-data-parallel.log" | cut -c1-80)"
+fi
+
 bench conv 120 "$bin/bench/bench_conv_cuda" --repeats 5
 bench "torch conv" 120 $py bench/peers/torch_conv_cuda.py --repeats 5
 # Where issue #7's U-Net step's GPU time goes, kernel by kernel (Nsight

@@ -4,7 +4,11 @@
 //   OMP_NUM_THREADS=1 build/bench/bench_distributed [options]                       # 1 process
 //   OMP_NUM_THREADS=1 mpirun -np 2 --bind-to core build/bench/bench_distributed [options]  # 2 ranks
 //   options: [--quick] [--steps N] [--base W] [--depth D] [--size S] [--batch B] [--bucket-mb X] [--no-overlap]
-//            [--batch-norm | --sync-bn]
+//            [--batch-norm | --sync-bn] [--device cuda] [--dist mpi|nccl]
+//
+// --device cuda: each rank on its GPU (NCCL's, else local rank mod the GPUs
+// visible; ranks may share one with MPI, whose buckets go through the host);
+// every timed step ends after the device has finished it.
 //
 // Each rank trains a U-Net Segmenter (no batch norm; with --batch-norm, BN
 // per rank; with --sync-bn, BN synchronised over the ranks) on its own fixed random
@@ -35,6 +39,7 @@
 #include "layers/norm.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
+#include "tensor/cuda_memory.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
@@ -49,6 +54,8 @@ struct Options {
   int64_t steps = 20, base = 32, depth = 4, size = 64, batch = 4;
   double bucket_mb = 25;
   bool overlap = true, batch_norm = false, sync_bn = false;
+  bool cuda = false;
+  std::string dist = "auto";
 };
 
 bool parse(int argc, char** argv, Options& o) {
@@ -70,6 +77,9 @@ bool parse(int argc, char** argv, Options& o) {
     else if (a == "--size") ok = value(o.size);
     else if (a == "--batch") ok = value(o.batch);
     else if (a == "--bucket-mb") ok = value(o.bucket_mb);
+    else if (a == "--device" && i + 1 < argc && std::string(argv[i + 1]) == "cuda") o.cuda = true, ++i;
+    else if (a == "--device" && i + 1 < argc && std::string(argv[i + 1]) == "cpu") o.cuda = false, ++i;
+    else if (a == "--dist" && i + 1 < argc) o.dist = argv[++i];
     else ok = false;
     if (!ok) return false;
   }
@@ -87,16 +97,28 @@ int main(int argc, char** argv) {
   Options o;
   if (!parse(argc, argv, o)) {
     std::fprintf(stderr, "usage: bench_distributed [--quick] [--steps N] [--base W] [--depth D] [--size S] "
-                         "[--batch B] [--bucket-mb X] [--no-overlap] [--batch-norm | --sync-bn]\n");
+                         "[--batch B] [--bucket-mb X] [--no-overlap] [--batch-norm | --sync-bn] [--device cpu|cuda] "
+                         "[--dist auto|mpi|nccl]\n");
     return 2;
   }
   try {
-    auto comm = dist::make_communicator();
+    auto comm = dist::make_communicator(dist::parse_backend(o.dist));
     const int P = comm->size(), rank = comm->rank();
+    Device device = Device::cpu();
+    if (o.cuda) {
+      const int gpus = cuda::device_count();
+      if (gpus == 0) throw DeviceError("bench_distributed --device cuda: no CUDA device visible");
+      device = Device::cuda(comm->cuda_device() >= 0 ? comm->cuda_device() : comm->local_rank() % gpus);
+    }
+    // The step ends when the device has run it (a no-op on the CPU).
+    auto finish_device = [&] {
+      if (device.is_cuda()) cuda::synchronize(device.index);
+    };
     Generator gen(1);
     models::Segmenter net({.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = o.base,
                            .depth = o.depth, .batch_norm = o.batch_norm},
                           gen);
+    net.to(device);
     std::shared_ptr<dist::CommunicatorReplicaSync> bn_sync;
     int64_t synced_layers = 0;
     if (o.sync_bn && P > 1) {
@@ -104,8 +126,8 @@ int main(int argc, char** argv) {
       synced_layers = nn::set_batch_norm_sync(net, bn_sync);
     }
     Generator data_gen(100 + static_cast<uint64_t>(rank));  // each rank its own batch
-    const Tensor images = rand({o.batch, 3, o.size, o.size}, {}, data_gen);
-    const Tensor masks = ops::argmax(rand({o.batch, 3, o.size, o.size}, {}, data_gen), 1);  // random classes 0..2
+    const Tensor images = rand({o.batch, 3, o.size, o.size}, {}, data_gen).to(device);
+    const Tensor masks = ops::argmax(rand({o.batch, 3, o.size, o.size}, {}, data_gen), 1).to(device);  // classes 0..2
     optim::SGD opt(net.parameters(), {.lr = 0.01, .momentum = 0.9});
     std::unique_ptr<dist::GradSync> sync;
     if (P > 1) {
@@ -125,6 +147,7 @@ int main(int argc, char** argv) {
       backward(loss);
       if (sync) sync->finish_step();
       opt.step();
+      finish_device();
       comm->barrier();  // the step ends when the slowest rank ends it
       if (s < 0) continue;
       step_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
@@ -138,7 +161,7 @@ int main(int argc, char** argv) {
     for (const Tensor& t : net.parameters()) {
       const Tensor mine = ops::contiguous(t), root = ops::clone(mine);
       dist::broadcast_tensors(*comm, {root}, 0);
-      const auto a = mine.to_vector<float>(), b = root.to_vector<float>();
+      const auto a = mine.to(Device::cpu()).to_vector<float>(), b = root.to(Device::cpu()).to_vector<float>();
       for (size_t j = 0; j < a.size(); ++j) worst = std::max(worst, static_cast<double>(std::abs(a[j] - b[j])));
     }
     comm->allreduce_sum(&worst, 1);
@@ -146,21 +169,23 @@ int main(int argc, char** argv) {
       if (rank == 0) std::fprintf(stderr, "bench_distributed: ranks disagree on the weights (%g); no numbers\n", worst);
       return 1;
     }
-    // The whole gradient in one blocking all-reduce.
-    std::vector<float> flat(static_cast<size_t>(net.num_parameters()), 1.0f);
+    // The whole gradient in one blocking all-reduce, from where the
+    // communicator reduces it (device memory for NCCL with --device cuda).
+    const Device flat_device = device.is_cuda() && comm->reduces_device_buffers() ? device : Device::cpu();
+    const Tensor flat = ones({net.num_parameters()}, {DType::f32, flat_device});
     std::vector<double> allreduce_ms;
     for (int r = 0; r < 22; ++r) {
       comm->barrier();
       const auto t0 = Clock::now();
-      comm->allreduce_sum(flat.data(), static_cast<int64_t>(flat.size()));
+      comm->allreduce_sum(flat.data<float>(), flat.numel());
       if (r >= 2) allreduce_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
     if (rank == 0) {
       const double ms = median(step_ms);
       std::printf("bench_distributed: %s\n", bench::machine_info().c_str());
-      std::printf("  %d rank(s) (%s), %s threads each; U-Net base %lld depth %lld, %lldx%lld, batch %lld per rank; "
+      std::printf("  %d rank(s) (%s) on %s, %s threads each; U-Net base %lld depth %lld, %lldx%lld, batch %lld per rank; "
                   "%lld parameters (%.1f MB of f32 gradient), %zu bucket(s) of <= %.0f MiB, overlap %s\n",
-                  P, comm->backend().c_str(), std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "default",
+                  P, comm->backend().c_str(), device.is_cuda() ? "cuda" : "cpu", std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "default",
                   static_cast<long long>(o.base), static_cast<long long>(o.depth), static_cast<long long>(o.size),
                   static_cast<long long>(o.size), static_cast<long long>(o.batch),
                   static_cast<long long>(net.num_parameters()), 4e-6 * static_cast<double>(net.num_parameters()),

@@ -124,8 +124,10 @@ void GradSync::fill(size_t i, const Tensor& grad) {
   Bucket& b = *buckets_[bucket_of_[i]];
   const int64_t n = params_[i].numel(), at = offset_of_[i];
   if (grad.defined()) {
-    CRFSEG_CHECK(grad.numel() == n && grad.dtype() == b.dtype && grad.device() == device_, ShapeError,
-                 "GradSync: the gradient of parameter ", i, " is ", grad.str(), ", expected ", params_[i].str());
+    CRFSEG_CHECK(grad.device() == device_, DeviceError, "GradSync: the gradient of parameter ", i, " is on ",
+                 grad.device().str(), ", the parameter on ", device_.str());
+    CRFSEG_CHECK(grad.numel() == n && grad.dtype() == b.dtype, ShapeError, "GradSync: the gradient of parameter ", i,
+                 " is ", grad.str(), ", expected ", params_[i].str());
   }
   if (device_.is_cuda()) {
     // Two passes on the current stream, after the kernels that made grad.
@@ -242,7 +244,7 @@ void broadcast_tensors(Communicator& comm, const std::vector<Tensor>& tensors, i
     CRFSEG_CHECK(t.defined() && t.is_contiguous(), ValueError, "broadcast_tensors: tensor ", i,
                  " must be a defined contiguous tensor, got ", t.defined() ? t.str() : std::string("undefined"));
     if (t.device().is_cuda()) {  // the communicators broadcast host memory: through a host copy
-      const Tensor host = ops::to_device(t, Device::cpu());
+      const Tensor host = comm.rank() == root ? ops::to_device(t, Device::cpu()) : empty(t.shape(), {t.dtype()});
       comm.broadcast(host.raw_data(), bytes_of(t), root);
       cuda::copy_to_device(t.raw_data(), host.raw_data(), static_cast<size_t>(bytes_of(t)), t.device().index);
     } else {

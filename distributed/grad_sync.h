@@ -71,7 +71,10 @@ class GradSync {
   GradSync(const GradSync&) = delete;
   GradSync& operator=(const GradSync&) = delete;
 
-  // Call before backward. weight: this rank's share of the global batch,
+  // Call before backward. The step, from here to finish_step, runs on one
+  // current CUDA stream (the buckets are filled on the stream current in
+  // the backward's hooks and read back on the one current in finish_step).
+  // weight: this rank's share of the global batch,
   // n_r / N (see above); must be finite and >= 0. Throws DistributedError if
   // a step is already open.
   void begin_step(double weight);

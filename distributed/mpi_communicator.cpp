@@ -95,10 +95,13 @@ class MpiCommunicator final : public Communicator {
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
     // The rank among the processes that share this node's memory.
     MPI_Comm node = MPI_COMM_NULL;
-    check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
-    const int code = MPI_Comm_rank(node, &local_rank_);
-    MPI_Comm_free(&node);
-    check(code, "MPI_Comm_rank (node)");
+    int code = MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
+    if (code == MPI_SUCCESS) {
+      code = MPI_Comm_rank(node, &local_rank_);
+      MPI_Comm_free(&node);
+    }
+    if (code != MPI_SUCCESS) MPI_Comm_free(&comm_);  // the destructor will not run
+    check(code, "MPI_Comm_split_type / MPI_Comm_rank (node)");
   }
   ~MpiCommunicator() override {
     int finalized = 0;

@@ -130,7 +130,8 @@ if [ -n "$prebuilt" ]; then
 else
   # The CUDA suite ran above.
   if ((quick)); then meson_suites=(--suite tensor); else meson_suites=(--no-suite cuda); fi
-  CRFSEG_CUDA_SYNC=1 meson test -C build-gpu --print-errorlogs --num-processes 4 "${meson_suites[@]}" \
+  # (the data-parallel test's CUDA checks run below, with the benchmarks)
+  CRFSEG_DP_ONLY=cpu CRFSEG_CUDA_SYNC=1 meson test -C build-gpu --print-errorlogs --num-processes 4 "${meson_suites[@]}" \
     >"$out/gpu-check-tests.log" 2>&1
   tests_rc=$?
   note "meson test" "$(grep -E '^(Ok|Fail|Skipped|Expected Fail|Timeout):' "$out/gpu-check-tests.log" | tr -s ' ' | paste -sd' ')"
@@ -204,6 +205,13 @@ if in_budget "data parallel (2 ranks, cuda)"; then
   # 77: skipped (no mpirun here): not a failure, and not a pass.
   ((dp_rc != 0 && dp_rc != 77)) && tests_rc=1
   note "data parallel (2 ranks, cuda)" "rc $dp_rc: $(grep -cE 'PASS' "$out/gpu-check-data-parallel.log") passed, $(grep -cE 'FAIL' "$out/gpu-check-data-parallel.log") failed, $(grep -m1 -E 'SKIP' "$out/gpu-check-data-parallel.log" | cut -c1-80)"
+  # NCCL's start-up and all-reduces on one rank (two NCCL ranks need two GPUs).
+  echo "---- NCCL, 1 rank ----" >>"$out/gpu-check-data-parallel.log"
+  CRFSEG_DP_RANKS=1 CRFSEG_DP_ONLY=nccl timeout 120 bash tests/distributed/mpi_test.sh \
+    "$bin/tests/test_data_parallel" >>"$out/gpu-check-data-parallel.log" 2>&1
+  nccl_rc=$?
+  ((nccl_rc != 0 && nccl_rc != 77)) && tests_rc=1
+  note "NCCL (1 rank)" "rc $nccl_rc: $(sed -n '/NCCL, 1 rank ----/,$p' "$out/gpu-check-data-parallel.log" | grep -cE 'PASS') passed"
 fi
 
 bench conv 120 "$bin/bench/bench_conv_cuda" --repeats 5

@@ -132,11 +132,13 @@ namespace {
 // Rank 0 of 2 whose partner holds the same gradients: a sum doubles every
 // element. With device_buffers it takes cuda:0 pointers (the sums run as a
 // copy to the host, doubled, and back, when wait() is called), else host
-// pointers only: it fails the test if handed device memory.
+// pointers only: it fails the test if handed device memory. `reduced` keeps
+// what each all-reduce was given, in the order they complete.
 class FakeTwoRanks final : public dist::Communicator {
  public:
   explicit FakeTwoRanks(bool device_buffers) : device_buffers_(device_buffers) {}
   std::vector<int64_t> started;
+  std::vector<std::vector<double>> reduced;
   int rank() const override { return 0; }
   int size() const override { return 2; }
   std::string backend() const override { return device_buffers_ ? "fake-device" : "fake-host"; }
@@ -160,23 +162,27 @@ class FakeTwoRanks final : public dist::Communicator {
     struct Later : dist::Request {
       T* d;
       int64_t n;
-      bool on_device, done = false;
-      Later(T* d_, int64_t n_, bool dev) : d(d_), n(n_), on_device(dev) {}
+      bool on_device;
+      std::vector<std::vector<double>>& log;
+      bool done = false;
+      Later(T* d_, int64_t n_, bool dev, std::vector<std::vector<double>>& log_)
+          : d(d_), n(n_), on_device(dev), log(log_) {}
       bool test() override { return done; }
       void wait() override {
         if (done) return;
         done = true;
-        if (!on_device) {
-          std::for_each(d, d + n, [](T& x) { x *= 2; });
-          return;
+        std::vector<T> host(d, d + (on_device ? 0 : n));
+        if (on_device) {
+          host.resize(static_cast<size_t>(n));
+          cuda::copy_to_host(host.data(), d, host.size() * sizeof(T), 0);
         }
-        std::vector<T> host(static_cast<size_t>(n));
-        cuda::copy_to_host(host.data(), d, host.size() * sizeof(T), 0);
+        log.emplace_back(host.begin(), host.end());
         for (T& x : host) x *= 2;
-        cuda::copy_to_device(d, host.data(), host.size() * sizeof(T), 0);
+        if (on_device) cuda::copy_to_device(d, host.data(), host.size() * sizeof(T), 0);
+        else std::copy(host.begin(), host.end(), d);
       }
     };
-    return std::make_unique<Later>(d, n, device_buffers_);
+    return std::make_unique<Later>(d, n, device_buffers_, reduced);
   }
   bool device_buffers_;
 };
@@ -239,15 +245,26 @@ TEST_CASE("cuda: GradSync's device checks; a parameter without a gradient; broad
   check_throws_with<ValueError>(
       [&] { dist::GradSync(host_only, {leaf({2}, 1, DType::f32, gpu), leaf({2}, 2, DType::f32, Device::cpu())}); },
       "every parameter must be on one device; parameter 0 is on cuda:0, parameter 1 on cpu");
-  // f64 parameters, one of which gets no gradient: it keeps none, the other is summed.
+  // f64 parameters, one of which gets a gradient in the first step and none
+  // in the second: there it keeps none and contributes zeros (its slot, after
+  // w[1]'s in the one bucket, held 0.5 * 2 from the first step), the other
+  // is summed.
   const std::vector<Tensor> w = {leaf({3}, 1, DType::f64, gpu), leaf({3}, 2, DType::f64, gpu)};
-  for (dist::Communicator* comm : {static_cast<dist::Communicator*>(&host_only), static_cast<dist::Communicator*>(&device)}) {
+  for (FakeTwoRanks* comm : {&host_only, &device}) {
     CAPTURE(comm->backend());
     for (const Tensor& t : w) reset_grad(t);
     dist::GradSync sync(*comm, w, {.bucket_bytes = 1 << 20});
     sync.begin_step(0.5);
+    backward(sum(w[0] * 2.0) + sum(w[1] * 3.0));
+    sync.finish_step();
+    REQUIRE(comm->reduced.size() == 1);
+    CHECK(comm->reduced[0] == std::vector<double>{1.5, 1.5, 1.5, 1, 1, 1});
+    for (const Tensor& t : w) reset_grad(t);
+    sync.begin_step(0.5);
     backward(sum(w[1] * 3.0));
     sync.finish_step();
+    REQUIRE(comm->reduced.size() == 2);
+    CHECK(comm->reduced[1] == std::vector<double>{1.5, 1.5, 1.5, 0, 0, 0});
     CHECK(!grad(w[0]).defined());
     CHECK(values(grad(w[1]).to(Device::cpu())) == std::vector<double>{3, 3, 3});  // 3 * 0.5 * 2
   }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs tests/distributed/test_data_parallel on 2 MPI ranks over loopback:
 #   mpi_test.sh PATH/TO/test_data_parallel
+# (CRFSEG_DP_RANKS=N: N ranks instead; CRFSEG_DP_ONLY picks the checks, see
+# the test's main.)
 # Exit 77 (meson: skipped, never "passed") when mpirun or the build's MPI
 # support is missing, with the reason on stdout.
 set -uo pipefail
@@ -15,5 +17,5 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # have fewer cores than ranks; --oversubscribe allows that).
 export OMP_NUM_THREADS=1 OMPI_MCA_mpi_yield_when_idle=1
 # Loopback only: shared memory and TCP on lo, no InfiniBand probing.
-exec mpirun -np 2 --oversubscribe --bind-to none --mca btl self,vader,tcp --mca btl_tcp_if_include lo \
+exec mpirun -np "${CRFSEG_DP_RANKS:-2}" --oversubscribe --bind-to none --mca btl self,vader,tcp --mca btl_tcp_if_include lo \
   --mca btl_vader_single_copy_mechanism none "$exe"

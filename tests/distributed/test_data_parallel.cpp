@@ -21,6 +21,8 @@
 //      through the host; every rank on local rank mod the GPUs visible, so
 //      one GPU serves both ranks), and the program's runs again with
 //      --dist nccl when there is a GPU per rank.
+//   4. CRFSEG_DP_ONLY=nccl on 1 rank: the NCCL communicator's start-up and
+//      all-reduces (see nccl_one_rank).
 // Prints one line per check; exit 0 when all pass, 1 on a failure, 77 (a
 // skip for meson) in a build without MPI or when not started by mpirun.
 #include <stdlib.h>
@@ -31,6 +33,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "autograd/autograd_meta.h"
 #include "autograd/engine.h"
 #include "autograd/functions.h"
 #include "datasets/loader.h"
@@ -43,6 +46,7 @@
 #include "models/segmenter.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/ops.h"
+#include "tensor/random.h"
 #include "tensor/safetensors.h"
 #include "tools/crfseg/commands.h"
 
@@ -51,11 +55,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int failures = 0;
+int failures = 0, checks = 0;
 dist::Communicator* world = nullptr;
 
 // Prints on rank 0 only (each rank checks the same thing).
 void report(bool ok, const std::string& what) {
+  ++checks;
   if (!ok) ++failures;
   if (world->rank() == 0 || !ok) {
     std::printf("[rank %d] %s: %s\n", world->rank(), ok ? "PASS" : "FAIL", what.c_str());
@@ -256,6 +261,47 @@ void program_level(const std::vector<std::string>& extra, const std::vector<std:
 
 }  // namespace
 
+// --- 4. NCCL on one rank -----------------------------------------------------
+
+// The NCCL communicator's plumbing on one rank (a GPU machine with one GPU
+// cannot run two NCCL ranks): start-up over MPI, an all-reduce of a device
+// buffer filled on a non-blocking stream (through GradSync, weight 0.5, so
+// the gradients must come back halved) and of a host buffer (staged). With
+// one rank an all-reduce is the identity, so this cannot show that the
+// reduction waits for the stream that filled the buffer: that needs a GPU
+// per rank (the [cuda, nccl] program checks).
+void nccl_one_rank() {
+  if (!dist::built_with_nccl()) {
+    std::printf("SKIP (not counted as passed): the NCCL checks; this build has no NCCL\n");
+    return;
+  }
+  if (cuda::device_count() == 0) {
+    std::printf("SKIP (not counted as passed): the NCCL checks; no CUDA device visible\n");
+    return;
+  }
+  std::unique_ptr<dist::Communicator> nccl = dist::make_communicator(dist::Backend::nccl);
+  const Device gpu = Device::cuda(nccl->cuda_device());
+  cuda::Stream stream(gpu.index);
+  cuda::StreamGuard on_stream(stream);
+  Generator gen(5);
+  Tensor w = ops::to_device(rand({int64_t{1} << 22}, {}, gen), gpu);  // 16 MB: a fill that takes a while
+  set_requires_grad(w);
+  dist::GradSync sync(*nccl, {w}, {.bucket_bytes = int64_t{1} << 30});
+  bool ok = true;
+  for (int step = 0; step < 3; ++step) {
+    reset_grad(w);
+    sync.begin_step(0.5);
+    backward(sum(w * 3.0));
+    sync.finish_step();
+    const Tensor g = grad(w).to(Device::cpu());
+    for (float v : g.to_vector<float>()) ok = ok && v == 1.5f;
+  }
+  report(ok, "NCCL, 1 rank on " + gpu.str() + ": GradSync over a device bucket filled on a non-blocking stream");
+  std::vector<double> host = {1.0, 2.0, 3.0};
+  nccl->allreduce_sum(host.data(), 3);  // staged through the device
+  report(host == std::vector<double>{1.0, 2.0, 3.0}, "NCCL, 1 rank: an all-reduce of a host buffer");
+}
+
 int main() {
   if (!dist::built_with_mpi()) {
     std::printf("SKIP: this build has no MPI (install libopenmpi-dev and reconfigure)\n");
@@ -268,24 +314,35 @@ int main() {
   try {
     std::unique_ptr<dist::Communicator> comm = dist::make_communicator(dist::Backend::mpi);
     world = comm.get();
-    if (world->size() < 2) {
+    // CRFSEG_DP_ONLY: cpu or cuda runs those checks alone (meson runs the CPU
+    // ones, scripts/gpu-check.sh the CUDA ones on its short device lease);
+    // nccl, on one rank, the NCCL communicator's plumbing.
+    const char* only_env = std::getenv("CRFSEG_DP_ONLY");
+    const std::string only = only_env ? only_env : "";
+    if (only == "nccl") {
+      nccl_one_rank();
+    } else if (world->size() < 2) {
       std::printf("SKIP: needs at least 2 ranks, got %d\n", world->size());
       return 77;
     }
-    // CRFSEG_DP_ONLY=cuda: the CUDA checks alone (scripts/gpu-check.sh, on a short device lease).
-    const char* only = std::getenv("CRFSEG_DP_ONLY");
-    const bool cpu_checks = only == nullptr || std::string(only) != "cuda";
-    if (cpu_checks) {
+    if (only.empty() || only == "cpu") {
       library_level(Device::cpu());
       program_level({}, {}, "");
     } else if (world->rank() == 0) {
-      std::printf("SKIP (not counted as passed): the CPU checks (CRFSEG_DP_ONLY=cuda)\n");
+      std::printf("SKIP (not counted as passed): the CPU checks (CRFSEG_DP_ONLY=%s)\n", only.c_str());
     }
     // On a GPU: every rank on its GPU (local rank mod the GPUs visible; with
     // one GPU all ranks share it), gradients staged through the host for MPI,
-    // and reduced on the device by NCCL when there is a GPU per rank.
-    const int gpus = cuda::device_count();
-    if (gpus == 0) {
+    // and reduced on the device by NCCL when there is a GPU per rank. The
+    // ranks agree on the fewest GPUs any of them sees, so they take the same
+    // branches (and make the same collectives).
+    std::vector<double> seen(static_cast<size_t>(world->size()), 0.0);
+    seen[static_cast<size_t>(world->rank())] = cuda::device_count();
+    dist::allreduce_sum(*world, seen);
+    const int gpus = static_cast<int>(*std::min_element(seen.begin(), seen.end()));
+    if (!(only.empty() || only == "cuda")) {
+      if (world->rank() == 0) std::printf("SKIP (not counted as passed): the CUDA checks (CRFSEG_DP_ONLY=%s)\n", only.c_str());
+    } else if (gpus == 0) {
       if (world->rank() == 0) std::printf("SKIP (not counted as passed): the CUDA checks; no CUDA device visible\n");
     } else {
       library_level(Device::cuda(world->local_rank() % gpus));
@@ -305,6 +362,10 @@ int main() {
     dist::allreduce_sum(*world, total);
     if (world->rank() == 0) std::printf("%s: %g failed checks over %d ranks\n", total[0] ? "FAILED" : "OK", total[0], world->size());
     world = nullptr;
+    if (checks == 0) {
+      std::printf("SKIP: no check ran\n");  // everything skipped is not a pass
+      return 77;
+    }
     return total[0] == 0 ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "test_data_parallel: error: %s\n", e.what());

@@ -24,10 +24,12 @@ namespace {
 // Pretends to be rank 0 of 2 whose partner holds the same data: a sum
 // doubles every element. Non-blocking sums apply only in wait(), so a caller
 // that reads a buffer before waiting sees the un-reduced values. Records the
-// element count of each collective, in the order they were started.
+// element count of each collective, in the order they were started, and what
+// each non-blocking one was given, in the order they completed.
 class FakeTwoRanks final : public dist::Communicator {
  public:
   std::vector<int64_t> started;
+  std::vector<std::vector<double>> reduced;
   int rank() const override { return 0; }
   int size() const override { return 2; }
   std::string backend() const override { return "fake"; }
@@ -45,15 +47,19 @@ class FakeTwoRanks final : public dist::Communicator {
     struct Later : dist::Request {
       T* d;
       int64_t n;
+      std::vector<std::vector<double>>& log;
       bool done = false;
-      Later(T* d_, int64_t n_) : d(d_), n(n_) {}
+      Later(T* d_, int64_t n_, std::vector<std::vector<double>>& log_) : d(d_), n(n_), log(log_) {}
       bool test() override { return done; }
       void wait() override {
-        if (!done) std::for_each(d, d + n, [](T& x) { x *= 2; });
+        if (!done) {
+          log.emplace_back(d, d + n);
+          std::for_each(d, d + n, [](T& x) { x *= 2; });
+        }
         done = true;
       }
     };
-    return std::make_unique<Later>(d, n);
+    return std::make_unique<Later>(d, n, reduced);
   }
 };
 
@@ -152,6 +158,24 @@ TEST_CASE("GradSync: a parameter without a gradient counts as zero and keeps non
       },
       "received a second gradient in one step");
   check_throws_with<ValueError>([&] { dist::GradSync(comm, {Tensor::empty({2})}); }, "must be a leaf that requires grad");
+}
+
+TEST_CASE("GradSync: a parameter without a gradient this step sends zeros, not the last step's values") {
+  FakeTwoRanks comm;
+  const std::vector<Tensor> w = {leaf({3}, 1), leaf({2}, 2)};
+  dist::GradSync sync(comm, w, {.bucket_bytes = 1 << 20});  // one bucket: w[1], then w[0]
+  sync.begin_step(0.5);
+  backward(sum(w[0] * 2.0) + sum(w[1] * 3.0));
+  sync.finish_step();
+  REQUIRE(comm.reduced.size() == 1);
+  CHECK(comm.reduced[0] == std::vector<double>{1.5, 1.5, 1, 1, 1});
+  for (const Tensor& t : w) reset_grad(t);
+  sync.begin_step(0.5);
+  backward(sum(w[1] * 3.0));
+  sync.finish_step();
+  REQUIRE(comm.reduced.size() == 2);
+  CHECK(comm.reduced[1] == std::vector<double>{1.5, 1.5, 0, 0, 0});
+  CHECK(!grad(w[0]).defined());
 }
 
 TEST_CASE("GradSync outside a step, and the single-process communicator") {

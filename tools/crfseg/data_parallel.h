@@ -47,6 +47,8 @@ class DataParallel {
   // The GPU this rank trains on when given a bare --device cuda: NCCL's
   // device, else local rank mod `visible` (> 0) GPUs.
   int gpu_for_rank(int visible) const;
+  // True when the all-reduces take device memory (NCCL): one GPU per rank.
+  bool reduces_on_device() const { return comm_->reduces_device_buffers(); }
 
   // Copies rank 0's parameters and buffers to every rank, then (P > 1) hooks
   // GradSync onto the parameters with buckets of bucket_mb MiB, and with

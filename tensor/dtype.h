@@ -1,9 +1,10 @@
 // DType: the element types a Tensor can hold.
 //
-// f32 is the working type on every device; f64 exists on the CPU for gradient
-// checks; i32/i64/u8 hold labels and masks; f16/bf16 are declared for the GPU
-// backend. Ops that do not support a dtype reject it with a DTypeError that
-// names the op; nothing is ever reinterpreted.
+// f32 is the working type on every device; f64 exists for gradient checks;
+// i32/i64/u8 hold labels and masks; f16/bf16 are storage types (tensor/
+// half.h): created, filled, copied, cast, compared, saved and loaded, but
+// not computed with. Ops that do not support a dtype reject it with a
+// DTypeError that names the op; nothing is ever reinterpreted.
 #pragma once
 
 #include <cstddef>
@@ -12,6 +13,8 @@
 #include <ostream>
 #include <string>
 #include <type_traits>
+
+#include "tensor/half.h"
 
 namespace crfseg {
 
@@ -53,10 +56,15 @@ inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_
 // Element conversion for casts and copies between dtypes. Floating to
 // integer truncates toward zero and saturates at the integer type's range,
 // NaN becoming 0 (a plain static_cast of an out-of-range value is undefined
-// behaviour); every other conversion is static_cast.
+// behaviour); a 16-bit float goes through float both ways (tensor/half.h);
+// every other conversion is static_cast.
 template <typename To, typename From>
 constexpr To convert_element(From v) {
-  if constexpr (std::is_floating_point_v<From> && std::is_integral_v<To>) {
+  if constexpr (is_half_v<From> && !std::is_same_v<To, From>) {
+    return convert_element<To>(static_cast<float>(v));
+  } else if constexpr (is_half_v<To> && !std::is_same_v<To, From>) {
+    return To(v);
+  } else if constexpr (std::is_floating_point_v<From> && std::is_integral_v<To>) {
     if (!(v == v)) return To(0);  // NaN
     if (v <= static_cast<From>(std::numeric_limits<To>::min())) return std::numeric_limits<To>::min();
     // max() as From may round up (2^63 - 1 -> 2^63): compare with >= there.
@@ -74,5 +82,7 @@ template <> struct dtype_of<double> { static constexpr DType value = DType::f64;
 template <> struct dtype_of<int32_t> { static constexpr DType value = DType::i32; };
 template <> struct dtype_of<int64_t> { static constexpr DType value = DType::i64; };
 template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::u8; };
+template <> struct dtype_of<float16> { static constexpr DType value = DType::f16; };
+template <> struct dtype_of<bfloat16> { static constexpr DType value = DType::bf16; };
 
 }  // namespace crfseg

@@ -44,14 +44,15 @@ struct DTypeCode {
   const char* code;
   DType dtype;
 };
-constexpr DTypeCode kDTypeCodes[] = {
-    {"F32", DType::f32}, {"F64", DType::f64}, {"I32", DType::i32}, {"I64", DType::i64}, {"U8", DType::u8}};
+constexpr DTypeCode kDTypeCodes[] = {{"F32", DType::f32}, {"F64", DType::f64}, {"F16", DType::f16},
+                                     {"BF16", DType::bf16}, {"I32", DType::i32}, {"I64", DType::i64},
+                                     {"U8", DType::u8}};
 
 const char* dtype_code(DType dtype) {
   for (const DTypeCode& c : kDTypeCodes) {
     if (c.dtype == dtype) return c.code;
   }
-  return nullptr;  // f16 / bf16: not supported
+  return nullptr;
 }
 
 // ------------------------------------------------------------------ UTF-8 ----
@@ -469,7 +470,7 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     CRFSEG_CHECK(names.emplace(name, true).second, IOError, where, ": duplicate tensor name '", name, "'");
     CRFSEG_CHECK(t.defined(), IOError, where, ": tensor '", name, "' is undefined");
     CRFSEG_CHECK(dtype_code(t.dtype()) != nullptr, IOError, where, ": tensor '", name, "' has dtype ",
-                 dtype_name(t.dtype()), ", which is not supported (F32, F64, I32, I64, U8); convert it first");
+                 dtype_name(t.dtype()), ", which is not supported (F32, F64, F16, BF16, I32, I64, U8); convert it first");
     host[i] = ops::contiguous(t.device().is_cpu() ? t : ops::to_device(t, Device::cpu()));
   }
 
@@ -590,10 +591,8 @@ TensorEntry parse_tensor_entry(const std::string& name, const JsonValue& v, cons
                kind_name(dtype->kind));
   const DTypeCode* code = std::find_if(std::begin(kDTypeCodes), std::end(kDTypeCodes),
                                        [&](const DTypeCode& c) { return dtype->text == c.code; });
-  CRFSEG_CHECK(dtype->text != "F16" && dtype->text != "BF16", IOError, where, ": ", field, ": dtype ", dtype->text,
-               " is not supported; convert half-precision tensors to F32 before saving");
   CRFSEG_CHECK(code != std::end(kDTypeCodes), IOError, where, ": ", field, ": unknown dtype '", dtype->text,
-               "' (supported: F32, F64, I32, I64, U8)");
+               "' (supported: F32, F64, F16, BF16, I32, I64, U8)");
   e.dtype = code->dtype;
 
   CRFSEG_CHECK(shape->kind == JsonValue::Kind::array, IOError, where, ": ", field, ": shape: expected an array, got ",

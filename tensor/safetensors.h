@@ -57,7 +57,7 @@ struct SafetensorsFile {
 // the complete new one, never a truncated one. Strided tensors are written as
 // contiguous copies and CUDA tensors are copied to the host first.
 // Throws IOError naming the path (and no file is created or replaced) for:
-// a metadata key equal to kSafetensorsChecksumKey, an undefined tensor, an unsupported dtype (f16/bf16), a duplicate or
+// a metadata key equal to kSafetensorsChecksumKey, an undefined tensor, a duplicate or
 // reserved ("__metadata__") name, strings that are not valid UTF-8, and any
 // failure to create, write, flush, sync or rename the file.
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,

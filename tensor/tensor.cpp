@@ -89,7 +89,7 @@ std::vector<T> Tensor::to_vector() const {
     kernels::cpu::strided_rows<2>(shape(), {out_strides.data(), strides().data()},
                                   [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> st) {
                                     for (int64_t i = 0; i < n; ++i) {
-                                      dst[off[0] + i * st[0]] = static_cast<T>(src[off[1] + i * st[1]]);
+                                      dst[off[0] + i * st[0]] = convert_element<T>(src[off[1] + i * st[1]]);
                                     }
                                   });
   });

@@ -127,7 +127,11 @@ namespace {
 // NaN to 0 (a plain cast of an out-of-range value is undefined behaviour).
 template <typename TD, typename TS>
 __device__ TD convert(TS v) {
-  if constexpr (std::is_floating_point_v<TS> && std::is_integral_v<TD>) {
+  if constexpr (is_half_v<TS> && !std::is_same_v<TD, TS>) {  // 16-bit floats go through float both ways
+    return convert<TD>(static_cast<float>(v));
+  } else if constexpr (is_half_v<TD> && !std::is_same_v<TD, TS>) {
+    return TD(v);
+  } else if constexpr (std::is_floating_point_v<TS> && std::is_integral_v<TD>) {
     if (!(v == v)) return TD(0);
     constexpr TD lo = std::numeric_limits<TD>::min();
     constexpr TD hi = std::numeric_limits<TD>::max();
@@ -175,7 +179,9 @@ CRFSEG_FLOAT_OPS(double)
   template void copy<TD, double>(const Geometry&, TD*, const double*, Stream);   \
   template void copy<TD, int32_t>(const Geometry&, TD*, const int32_t*, Stream); \
   template void copy<TD, int64_t>(const Geometry&, TD*, const int64_t*, Stream); \
-  template void copy<TD, uint8_t>(const Geometry&, TD*, const uint8_t*, Stream);
+  template void copy<TD, uint8_t>(const Geometry&, TD*, const uint8_t*, Stream);   \
+  template void copy<TD, float16>(const Geometry&, TD*, const float16*, Stream);   \
+  template void copy<TD, bfloat16>(const Geometry&, TD*, const bfloat16*, Stream);
 #define CRFSEG_ALL_TYPE_OPS(T)                                                            \
   CRFSEG_COPY_FROM(T)                                                                     \
   template void compare<T>(CompareKind, const Geometry&, uint8_t*, const T*, const T*, Stream); \
@@ -186,6 +192,8 @@ CRFSEG_ALL_TYPE_OPS(double)
 CRFSEG_ALL_TYPE_OPS(int32_t)
 CRFSEG_ALL_TYPE_OPS(int64_t)
 CRFSEG_ALL_TYPE_OPS(uint8_t)
+CRFSEG_ALL_TYPE_OPS(float16)
+CRFSEG_ALL_TYPE_OPS(bfloat16)
 #undef CRFSEG_ALL_TYPE_OPS
 #undef CRFSEG_COPY_FROM
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/geometry.h"
+#include "tensor/half.h"
 
 namespace crfseg::kernels::cuda {
 

@@ -137,6 +137,43 @@ TEST_CASE("cuda ops: copies cast, broadcast and write strided destinations" * do
            0, 0);
 }
 
+TEST_CASE("cuda ops: bf16 and f16 casts, fills, compares and selects give the CPU's bits" * doctest::skip(kNoDevice)) {
+  // Every rounding case the CPU test probes, in miniature: random bit patterns
+  // (NaNs, infinities, subnormals included) and values past f16's range.
+  std::vector<float> v = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65519.0f, 65520.0f, 2.9802322e-08f, 1.00390625f,
+                          1e-40f, 3e38f, -3e38f};
+  uint32_t state = 12345;
+  for (int i = 0; i < 4093; ++i) {
+    state = state * 1664525u + 1013904223u;
+    float f;
+    std::memcpy(&f, &state, sizeof f);
+    v.push_back(f);
+  }
+  const Tensor x = from_vector<float>(v, {static_cast<int64_t>(v.size())});
+  const auto same_bits = [](const Tensor& got, const Tensor& want) {
+    REQUIRE(got.dtype() == want.dtype());
+    const Tensor g = cpu(got);
+    CHECK(std::memcmp(g.raw_data(), want.raw_data(), static_cast<size_t>(want.numel()) * dtype_size(want.dtype())) ==
+          0);
+  };
+  for (DType half : {DType::bf16, DType::f16}) {
+    CAPTURE(dtype_name(half));
+    const Tensor h = ops::to_dtype(x, half);
+    same_bits(ops::to_dtype(gpu(x), half), h);
+    same_bits(ops::to_dtype(ops::to_dtype(gpu(x), DType::f64), half), ops::to_dtype(ops::to_dtype(x, DType::f64), half));
+    for (DType to : {DType::f32, DType::f64, DType::i32, DType::u8}) same_bits(ops::to_dtype(gpu(h), to), ops::to_dtype(h, to));
+    Tensor filled = zeros({5}, {half, Device::cuda(0)});
+    ops::fill_(filled, 0.1);
+    Tensor want = zeros({5}, {half});
+    ops::fill_(want, 0.1);
+    same_bits(filled, want);
+    const Tensor a = ops::slice(h, 0, 0, 2048), b = ops::slice(h, 0, 2048, 4096);
+    same_bits(ops::compare(ops::CompareOp::lt, gpu(a), gpu(b)), ops::compare(ops::CompareOp::lt, a, b));
+    const Tensor mask = ops::compare(ops::CompareOp::ge, a, b);
+    same_bits(ops::where(gpu(mask), gpu(a), gpu(b)), ops::where(mask, a, b));
+  }
+}
+
 TEST_CASE("cuda ops: sum, mean, max over any dims; max's backward" * doctest::skip(kNoDevice)) {
   for (DType dt : {DType::f32, DType::f64}) {
     const Tensor x = random_tensor({3, 37, 11, 300}, 6, dt);  // rows long and short

@@ -48,6 +48,7 @@
 #include "bench/support/timer.h"
 #include "crf/crf_rnn.h"
 #include "datasets/synthetic.h"
+#include "kernels/conv_autotune.h"
 #include "layers/optim/adam.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
@@ -315,6 +316,18 @@ int main(int argc, char** argv) {
       }
       std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
       if (device.is_cuda()) std::printf("%s", cuda::memory_summary(device.index).c_str());
+#ifdef CRFSEG_WITH_CUDA
+      if (!kernels::conv_autotuner().results().empty()) {
+        // CRFSEG_CUDA_CONV=auto: each layer's passes with every algorithm's time (ms, the kept one starred).
+        std::printf("\n## Convolution algorithms, timed per pass and layer (CRFSEG_CUDA_CONV=auto)\n%s",
+                    kernels::conv_autotuner()
+                        .report([](int c) {
+                          return std::string(kernels::cuda::conv_algorithm_name(
+                              static_cast<kernels::cuda::ConvAlgorithm>(c)));
+                        })
+                        .c_str());
+      }
+#endif
       if (!profile_table.empty()) {
         std::printf("\n## Profile of %lld training steps (autograd/profiler.h)\n%s", (long long)profile_steps,
                     profile_table.c_str());

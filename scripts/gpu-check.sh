@@ -171,9 +171,12 @@ for args in "--base 64 --depth 4 --size 256 --batch 16" "--base 16 --depth 4 --s
   # shellcheck disable=SC2086
   bench "torch unet $args" 150 $py bench/peers/torch_segmenter.py $args --repeats 10 --device cuda $profile
 done
-# The same step with Winograd F(2x2, 3x3) and F(4x4, 3x3) for every 3x3
-# layer (written without a GPU in session 43; off by default).
-for tile in winograd winograd4; do
+# The same step with every convolution pass autotuned (each layer's passes
+# timed with im2col, implicit GEMM, Winograd F(2x2) and F(4x4), the fastest
+# kept: its table compares the algorithms layer by layer; written without a
+# GPU in session 45), then with Winograd F(2x2, 3x3) and F(4x4, 3x3) for
+# every 3x3 layer (session 43; off by default).
+for tile in auto winograd winograd4; do
   bench "unet $tile" 150 env CRFSEG_CUDA_CONV=$tile "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
     --batch 16 --repeats 10 --device cuda
 done

@@ -13,7 +13,11 @@
 #include "tensor/ops_cuda.h"
 
 #ifdef CRFSEG_WITH_CUDA
+#include <functional>
+
+#include "kernels/conv_autotune.h"
 #include "kernels/cuda/conv2d.h"
+#include "tensor/cuda_memory.h"
 #endif
 
 namespace crfseg::ops {
@@ -87,6 +91,44 @@ void check_grad(const char* op, const Tensor& grad, const Shape& want) {
 Tensor col_workspace(const ConvGeometry& g, const Tensor& like, int64_t images) {
   return Tensor::empty({kernels::cuda::col_elems(g, images)}, like.options());
 }
+
+// The algorithm a CUDA convolution pass runs: the process-wide choice, or
+// under CRFSEG_CUDA_CONV=auto the tuner's for this pass and geometry. The
+// first pass with a key times each applicable algorithm through `run` on the
+// current stream (a warm-up run, which also allocates its workspace, then
+// the mean of kRepeats runs between two events); each run overwrites the
+// pass's output, and the caller runs the chosen one once more.
+kernels::cuda::ConvAlgorithm cuda_conv_algorithm(kernels::ConvPass pass, const ConvGeometry& g, const Tensor& like,
+                                                 const std::function<void(kernels::cuda::ConvAlgorithm)>& run) {
+  namespace kcu = kernels::cuda;
+  const kcu::ConvAlgorithm chosen = kcu::conv_algorithm();
+  if (chosen != kcu::ConvAlgorithm::autotune) return chosen;
+  constexpr int kRepeats = 3;
+  std::vector<int> candidates = {static_cast<int>(kcu::ConvAlgorithm::im2col),
+                                 static_cast<int>(kcu::ConvAlgorithm::implicit_gemm)};
+  const bool winograd = kcu::winograd_applies(g) &&
+                        (pass != kernels::ConvPass::backward_input ||
+                         kcu::winograd_applies(kcu::winograd_backward_input_geometry(g)));
+  if (winograd) {
+    candidates.push_back(static_cast<int>(kcu::ConvAlgorithm::winograd));
+    candidates.push_back(static_cast<int>(kcu::ConvAlgorithm::winograd4));
+  }
+  const int device = like.device().index;
+  const auto key = kernels::ConvTuneKey::of(pass, g, static_cast<int>(dtype_size(like.dtype())),
+                                            static_cast<int>(cuda::matmul_precision()));
+  const int best = kernels::conv_autotuner().choose(key, candidates, [&](int c) {
+    const auto a = static_cast<kcu::ConvAlgorithm>(c);
+    run(a);
+    cuda::Event start(device), stop(device);
+    const cuda::StreamHandle stream = cuda::current_stream(device);
+    start.record(stream);
+    for (int i = 0; i < kRepeats; ++i) run(a);
+    stop.record(stream);
+    stop.synchronize();
+    return static_cast<double>(stop.elapsed_ms_since(start)) / kRepeats;
+  });
+  return static_cast<kcu::ConvAlgorithm>(best);
+}
 #endif
 
 // x [N, C, h, w] zero-padded at the bottom and right to [N, C, H, W] (x
@@ -118,22 +160,25 @@ Tensor conv2d_forward(const char* op, const Tensor& x_in, const Tensor& w_in, co
 #ifdef CRFSEG_WITH_CUDA
     if (x.device().is_cuda()) {
       namespace kcu = kernels::cuda;
-      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::implicit_gemm) {
-        kcu::conv2d_forward_implicit<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
-                                        y.data<T>(), detail::stream_of(x));
-        return;
-      }
-      if (const int tile = kcu::winograd_tile(kcu::conv_algorithm()); tile > 0 && kcu::winograd_applies(g)) {
-        const int64_t images = kcu::winograd_group_images(g, tile);
-        const Tensor work = Tensor::empty({kcu::winograd_workspace(g, tile, images)}, x.options());
-        kcu::conv2d_winograd<T>(g, tile, x.data<T>(), w.data<T>(), false, bias.defined() ? bias.data<T>() : nullptr,
-                                y.data<T>(), work.data<T>(), images, detail::stream_of(x));
-        return;
-      }
-      const int64_t images = kcu::conv_group_images(g);  // read once: sizes col and the kernel's groups
-      const Tensor col = col_workspace(g, x, images);
-      kernels::cuda::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
-                                       y.data<T>(), col.data<T>(), images, detail::stream_of(x));
+      const T* b = bias.defined() ? bias.data<T>() : nullptr;
+      const auto run = [&](kcu::ConvAlgorithm a) {
+        if (a == kcu::ConvAlgorithm::implicit_gemm) {
+          kcu::conv2d_forward_implicit<T>(g, x.data<T>(), w.data<T>(), b, y.data<T>(), detail::stream_of(x));
+          return;
+        }
+        if (const int tile = kcu::winograd_tile(a); tile > 0 && kcu::winograd_applies(g)) {
+          const int64_t images = kcu::winograd_group_images(g, tile);
+          const Tensor work = Tensor::empty({kcu::winograd_workspace(g, tile, images)}, x.options());
+          kcu::conv2d_winograd<T>(g, tile, x.data<T>(), w.data<T>(), false, b, y.data<T>(), work.data<T>(), images,
+                                  detail::stream_of(x));
+          return;
+        }
+        const int64_t images = kcu::conv_group_images(g);  // read once: sizes col and the kernel's groups
+        const Tensor col = col_workspace(g, x, images);
+        kcu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), b, y.data<T>(), col.data<T>(), images,
+                               detail::stream_of(x));
+      };
+      run(cuda_conv_algorithm(kernels::ConvPass::forward, g, x, run));
       return;
     }
 #endif
@@ -171,24 +216,27 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
 #ifdef CRFSEG_WITH_CUDA
     if (grad.device().is_cuda()) {
       namespace kcu = kernels::cuda;
-      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::implicit_gemm) {
-        kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), detail::stream_of(grad));
-        return;
-      }
-      // conv(grad, flipped w^T); an empty input plane (H or W 0) leaves it to im2col.
-      const ConvGeometry b = kcu::winograd_backward_input_geometry(g);
-      if (const int tile = kcu::winograd_tile(kcu::conv_algorithm());
-          tile > 0 && kcu::winograd_applies(g) && kcu::winograd_applies(b)) {
-        const int64_t images = kcu::winograd_group_images(b, tile);
-        const Tensor work = Tensor::empty({kcu::winograd_workspace(b, tile, images)}, grad.options());
-        kcu::conv2d_winograd<T>(b, tile, grad.data<T>(), w.data<T>(), true, nullptr, dx.data<T>(), work.data<T>(),
-                                images, detail::stream_of(grad));
-        return;
-      }
-      const int64_t images = kernels::cuda::conv_group_images(g);
-      const Tensor col = col_workspace(g, grad, images);
-      kernels::cuda::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), col.data<T>(), images,
-                                              detail::stream_of(grad));
+      const auto run = [&](kcu::ConvAlgorithm a) {
+        if (a == kcu::ConvAlgorithm::implicit_gemm) {
+          kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(),
+                                                 detail::stream_of(grad));
+          return;
+        }
+        // conv(grad, flipped w^T); an empty input plane (H or W 0) leaves it to im2col.
+        const ConvGeometry b = kcu::winograd_backward_input_geometry(g);
+        if (const int tile = kcu::winograd_tile(a); tile > 0 && kcu::winograd_applies(g) && kcu::winograd_applies(b)) {
+          const int64_t images = kcu::winograd_group_images(b, tile);
+          const Tensor work = Tensor::empty({kcu::winograd_workspace(b, tile, images)}, grad.options());
+          kcu::conv2d_winograd<T>(b, tile, grad.data<T>(), w.data<T>(), true, nullptr, dx.data<T>(), work.data<T>(),
+                                  images, detail::stream_of(grad));
+          return;
+        }
+        const int64_t images = kcu::conv_group_images(g);
+        const Tensor col = col_workspace(g, grad, images);
+        kcu::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), col.data<T>(), images,
+                                      detail::stream_of(grad));
+      };
+      run(cuda_conv_algorithm(kernels::ConvPass::backward_input, g, grad, run));
       return;
     }
 #endif
@@ -217,21 +265,25 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
 #ifdef CRFSEG_WITH_CUDA
     if (grad.device().is_cuda()) {
       namespace kcu = kernels::cuda;
-      if (kcu::conv_algorithm() == kcu::ConvAlgorithm::implicit_gemm) {
-        kcu::conv2d_backward_weight_implicit<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), detail::stream_of(grad));
-        return;
-      }
-      if (const int tile = kcu::winograd_tile(kcu::conv_algorithm()); tile > 0 && kcu::winograd_applies(g)) {
-        const int64_t images = kcu::winograd_group_images(g, tile);
-        const Tensor work = Tensor::empty({kcu::winograd_workspace(g, tile, images)}, grad.options());
-        kcu::conv2d_backward_weight_winograd<T>(g, tile, grad.data<T>(), x.data<T>(), dw.data<T>(), work.data<T>(),
-                                                images, detail::stream_of(grad));
-        return;
-      }
-      const int64_t images = kcu::conv_weight_grad_images(g);
-      const Tensor col = Tensor::empty({kcu::col_elems_weight_grad(g, images)}, grad.options());
-      kcu::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), col.data<T>(), images,
-                                     detail::stream_of(grad));
+      const auto run = [&](kcu::ConvAlgorithm a) {
+        if (a == kcu::ConvAlgorithm::implicit_gemm) {
+          kcu::conv2d_backward_weight_implicit<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(),
+                                                  detail::stream_of(grad));
+          return;
+        }
+        if (const int tile = kcu::winograd_tile(a); tile > 0 && kcu::winograd_applies(g)) {
+          const int64_t images = kcu::winograd_group_images(g, tile);
+          const Tensor work = Tensor::empty({kcu::winograd_workspace(g, tile, images)}, grad.options());
+          kcu::conv2d_backward_weight_winograd<T>(g, tile, grad.data<T>(), x.data<T>(), dw.data<T>(), work.data<T>(),
+                                                  images, detail::stream_of(grad));
+          return;
+        }
+        const int64_t images = kcu::conv_weight_grad_images(g);
+        const Tensor col = Tensor::empty({kcu::col_elems_weight_grad(g, images)}, grad.options());
+        kcu::conv2d_backward_weight<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), col.data<T>(), images,
+                                       detail::stream_of(grad));
+      };
+      run(cuda_conv_algorithm(kernels::ConvPass::backward_weight, g, grad, run));
       return;
     }
 #endif

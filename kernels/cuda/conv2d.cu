@@ -53,6 +53,7 @@ const char* conv_algorithm_name(ConvAlgorithm algorithm) {
     case ConvAlgorithm::implicit_gemm: return "implicit";
     case ConvAlgorithm::winograd: return "winograd";
     case ConvAlgorithm::winograd4: return "winograd4";
+    case ConvAlgorithm::autotune: return "auto";
   }
   return "?";
 }
@@ -66,8 +67,9 @@ ConvAlgorithm conv_algorithm() {
     for (const ConvAlgorithm c : kConvAlgorithms) {
       if (v == conv_algorithm_name(c)) chosen = static_cast<int>(c);
     }
-    CRFSEG_CHECK(chosen >= 0, ValueError, "CRFSEG_CUDA_CONV: expected im2col, implicit, winograd or winograd4, got '",
-                 v, "'");
+    if (v == conv_algorithm_name(ConvAlgorithm::autotune)) chosen = static_cast<int>(ConvAlgorithm::autotune);
+    CRFSEG_CHECK(chosen >= 0, ValueError,
+                 "CRFSEG_CUDA_CONV: expected im2col, implicit, winograd, winograd4 or auto, got '", v, "'");
     int expected = -1;
     g_conv_algorithm.compare_exchange_strong(expected, chosen);
     a = g_conv_algorithm.load();

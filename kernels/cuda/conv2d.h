@@ -113,12 +113,15 @@ void conv2d_backward_weight_winograd(const ConvGeometry& g, int tile, const T* d
 
 // Which path the ops take: im2col + GEMM (the default, the safe reference),
 // implicit GEMM, or Winograd with 2x2 or 4x4 output tiles (3x3 stride-1
-// layers; other convolutions then run im2col). The environment variable
-// CRFSEG_CUDA_CONV=im2col|implicit|winograd|winograd4 sets it at start;
-// set_conv_algorithm changes it (tests run each) and returns the previous
-// one. conv_algorithm_name gives the name CRFSEG_CUDA_CONV spells it with;
-// winograd_tile the algorithm's tile, 0 for the others.
-enum class ConvAlgorithm { im2col, implicit_gemm, winograd, winograd4 };
+// layers; other convolutions then run im2col); or autotune: per pass and
+// layer, whichever of those runs fastest when first timed
+// (kernels/conv_autotune.h; not bit-reproducible from run to run). The
+// environment variable CRFSEG_CUDA_CONV=im2col|implicit|winograd|winograd4|
+// auto sets it at start; set_conv_algorithm changes it (tests run each) and
+// returns the previous one. conv_algorithm_name gives the name
+// CRFSEG_CUDA_CONV spells it with; winograd_tile the algorithm's tile, 0 for
+// the others. kConvAlgorithms lists the concrete algorithms (not autotune).
+enum class ConvAlgorithm { im2col, implicit_gemm, winograd, winograd4, autotune };
 inline constexpr ConvAlgorithm kConvAlgorithms[] = {ConvAlgorithm::im2col, ConvAlgorithm::implicit_gemm,
                                                     ConvAlgorithm::winograd, ConvAlgorithm::winograd4};
 const char* conv_algorithm_name(ConvAlgorithm algorithm);

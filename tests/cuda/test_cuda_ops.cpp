@@ -15,6 +15,7 @@
 #include "layers/optim/clip_grad.h"
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
+#include "kernels/conv_autotune.h"
 #include "kernels/cuda/conv2d.h"
 #ifdef CRFSEG_WITH_CUDA
 #include "kernels/cuda/cuda_check.h"
@@ -509,13 +510,20 @@ struct ConvAlgorithmGuard {
 
 TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded, 1x1" * doctest::skip(kNoDevice)) {
 #ifdef CRFSEG_WITH_CUDA
-  for (const kernels::cuda::ConvAlgorithm algorithm : kernels::cuda::kConvAlgorithms) {
+  std::vector<kernels::cuda::ConvAlgorithm> algorithms(std::begin(kernels::cuda::kConvAlgorithms),
+                                                        std::end(kernels::cuda::kConvAlgorithms));
+  algorithms.push_back(kernels::cuda::ConvAlgorithm::autotune);  // whichever is fastest, per pass and layer
+  for (const kernels::cuda::ConvAlgorithm algorithm : algorithms) {
   const ConvAlgorithmGuard guard(algorithm);
   INFO("algorithm ", kernels::cuda::conv_algorithm_name(algorithm));
   // F(4x4, 3x3)'s transforms (coefficients up to 8 and 1/24) cost FP32
   // accuracy: ~3e-5 absolute error at 9 input channels here, against 3e-6
-  // for 2x2 tiles (a CPU emulation of the rules in float).
-  const double f32_scale = algorithm == kernels::cuda::ConvAlgorithm::winograd4 ? 20.0 : 1.0;
+  // for 2x2 tiles (a CPU emulation of the rules in float). Autotuned, any
+  // layer may run it.
+  const double f32_scale = algorithm == kernels::cuda::ConvAlgorithm::winograd4 ||
+                                   algorithm == kernels::cuda::ConvAlgorithm::autotune
+                               ? 20.0
+                               : 1.0;
 #else
   const double f32_scale = 1.0;
 #endif
@@ -556,6 +564,35 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
   }
 #ifdef CRFSEG_WITH_CUDA
   }
+#endif
+}
+
+TEST_CASE("cuda conv: autotune times each applicable algorithm once per pass and layer, then reuses the choice" *
+          doctest::skip(kNoDevice)) {
+#ifdef CRFSEG_WITH_CUDA
+  namespace kcu = kernels::cuda;
+  const ConvAlgorithmGuard guard(kcu::ConvAlgorithm::autotune);
+  kernels::conv_autotuner().clear();
+  const Conv2dArgs pad1{.pad_h = 1, .pad_w = 1};
+  const Tensor x = gpu(random_tensor({2, 8, 12, 12}, 50)), w = gpu(random_tensor({16, 8, 3, 3}, 51));
+  const Tensor s = gpu(random_tensor({2, 8, 12, 12}, 52)), w2 = gpu(random_tensor({16, 8, 2, 2}, 53));
+  for (int round = 0; round < 2; ++round) {  // the second round times nothing
+    const Tensor y = ops::conv2d(x, w, Tensor(), pad1);
+    ops::conv2d_backward_input(y, w, x.shape(), pad1);
+    ops::conv2d_backward_weight(y, x, w.shape(), pad1);
+    ops::conv2d(s, w2, Tensor(), {.stride_h = 2, .stride_w = 2});  // 2x2 stride 2: no Winograd
+  }
+  const auto results = kernels::conv_autotuner().results();
+  REQUIRE(results.size() == 4);
+  for (const auto& [key, r] : results) {
+    CAPTURE(key.str());
+    const size_t want = key.R == 3 ? 4 : 2;  // im2col, implicit (+ winograd, winograd4 for the 3x3 layer)
+    CHECK(r.times_ms.size() == want);
+    for (const auto& [c, t] : r.times_ms) CHECK(t > 0.0);
+    CHECK(r.chosen >= 0);
+  }
+  MESSAGE(kernels::conv_autotuner().report([](int c) { return kcu::conv_algorithm_name(static_cast<kcu::ConvAlgorithm>(c)); }));
+  kernels::conv_autotuner().clear();
 #endif
 }
 

@@ -99,8 +99,10 @@ void set_requires_grad(const Tensor& t, bool value) {
   check_defined("set_requires_grad", t, "t");
   CRFSEG_CHECK(is_leaf(t), AutogradError, "set_requires_grad: only leaf tensors can change requires_grad; ",
                "this one was produced by ", grad_fn(t)->name(), " (use detach() first)");
-  CRFSEG_CHECK(!value || is_floating(t.dtype()), AutogradError,
-               "set_requires_grad: only floating-point tensors can require grad, got ", dtype_name(t.dtype()));
+  // bf16 and f16 are storage types (tensor/half.h): no op computes with them.
+  CRFSEG_CHECK(!value || t.dtype() == DType::f32 || t.dtype() == DType::f64, AutogradError,
+               "set_requires_grad: only floating-point tensors can require grad (f32, f64), got ",
+               dtype_name(t.dtype()));
   if (!t.autograd_meta()) t.set_autograd_meta(std::make_shared<AutogradMeta>());
   t.autograd_meta()->requires_grad = value;
 }

@@ -2,6 +2,7 @@
 #include "kernels/conv_autotune.h"
 
 #include <cstdio>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -18,13 +19,16 @@ const char* conv_pass_name(ConvPass pass) {
   return "?";
 }
 
-ConvTuneKey ConvTuneKey::of(ConvPass pass, const ConvGeometry& g, int element_bytes, int precision) {
+ConvTuneKey ConvTuneKey::of(ConvPass pass, const ConvGeometry& g, int element_bytes, int precision, int device,
+                            int64_t workspace_limit) {
   ConvTuneKey k;
   k.pass = pass;
   k.N = g.N, k.C = g.C, k.H = g.H, k.W = g.W, k.K = g.K, k.R = g.R, k.S = g.S;
   k.sh = g.sh, k.sw = g.sw, k.ph = g.ph, k.pw = g.pw, k.dh = g.dh, k.dw = g.dw;
   k.element_bytes = element_bytes;
   k.precision = precision;
+  k.device = device;
+  k.workspace_limit = workspace_limit;
   return k;
 }
 
@@ -42,17 +46,26 @@ std::string ConvTuneKey::str() const {
 int ConvAutotuner::choose(const ConvTuneKey& key, const std::vector<int>& candidates,
                           const std::function<double(int)>& time_ms) {
   CRFSEG_CHECK(!candidates.empty(), ValueError, "ConvAutotuner::choose: no candidate algorithm for ", key.str());
-  std::lock_guard<std::mutex> guard(lock_);
-  if (const auto it = results_.find(key); it != results_.end()) return it->second.chosen;
+  {
+    std::lock_guard<std::mutex> guard(lock_);
+    if (const auto it = results_.find(key); it != results_.end()) return it->second.chosen;
+  }
+  // Timed without the lock: other threads' lookups (and their timings of
+  // other keys) need not wait for this key's GPU runs.
   ConvTuneResult r;
   double best = 0;
   for (const int c : candidates) {
-    const double t = time_ms(c);
+    double t = 0;
+    try {
+      t = time_ms(c);
+    } catch (const Error&) {
+      t = std::numeric_limits<double>::infinity();  // e.g. its workspace did not fit: never chosen over one that ran
+    }
     r.times_ms.emplace_back(c, t);
     if (r.chosen < 0 || t < best) r.chosen = c, best = t;  // strictly faster: a tie keeps the earlier one
   }
-  results_.emplace(key, r);
-  return r.chosen;
+  std::lock_guard<std::mutex> guard(lock_);
+  return results_.emplace(key, r).first->second.chosen;  // another thread's result, if it finished first
 }
 
 std::map<ConvTuneKey, ConvTuneResult> ConvAutotuner::results() const {

@@ -115,7 +115,8 @@ kernels::cuda::ConvAlgorithm cuda_conv_algorithm(kernels::ConvPass pass, const C
   }
   const int device = like.device().index;
   const auto key = kernels::ConvTuneKey::of(pass, g, static_cast<int>(dtype_size(like.dtype())),
-                                            static_cast<int>(cuda::matmul_precision()));
+                                            static_cast<int>(cuda::matmul_precision()), device,
+                                            kcu::conv_workspace_limit());
   const int best = kernels::conv_autotuner().choose(key, candidates, [&](int c) {
     const auto a = static_cast<kcu::ConvAlgorithm>(c);
     run(a);

@@ -26,7 +26,8 @@ template <typename T>
 void unary(UnaryKind op, const Geometry& g, T* out, const T* x, Stream stream);
 template <typename T>
 void scalar(ScalarKind op, const Geometry& g, T* out, const T* x, T s, Stream stream);
-// T: any of float, double, int32_t, int64_t, uint8_t.
+// T: any of float, double, int32_t, int64_t, uint8_t, float16, bfloat16
+// (the 16-bit floats compared as float).
 template <typename T>
 void compare(CompareKind op, const Geometry& g, uint8_t* out, const T* a, const T* b, Stream stream);
 template <typename T>
@@ -38,7 +39,8 @@ void unary_backward(UnaryGradKind op, const Geometry& g, T* out, const T* grad, 
 template <typename T>
 void pow_backward(const Geometry& g, T* out, const T* grad, const T* x, T s, Stream stream);
 // out = convert(src), casting as crfseg::convert_element does (float -> int
-// saturates, NaN -> 0). TD and TS: any of the five element types.
+// saturates, NaN -> 0; 16-bit floats through float). TD and TS: any of the
+// seven element types.
 template <typename TD, typename TS>
 void copy(const Geometry& g, TD* out, const TS* src, Stream stream);
 // out = value (any element type; out may be strided).

@@ -43,7 +43,9 @@ TEST_CASE("no-grad guard, detach and integer tensors") {
   CHECK(is_leaf(d));
   check_throws_with<AutogradError>([&] { backward(sum(d)); }, "does not require grad");
   check_throws_with<AutogradError>([] { set_requires_grad(zeros({2}, {DType::i64})); },
-                                   "only floating-point tensors can require grad, got i64");
+                                   "only floating-point tensors can require grad (f32, f64), got i64");
+  check_throws_with<AutogradError>([] { set_requires_grad(zeros({2}, {DType::bf16})); },
+                                   "only floating-point tensors can require grad (f32, f64), got bf16");
   check_throws_with<AutogradError>([&] { set_requires_grad(x * 2.0, false); }, "only leaf tensors");
   check_throws_with<AutogradError>([&] { backward(x * 2.0); }, "grad_output can be omitted only for a one-element");
 }

@@ -151,18 +151,26 @@ TEST_CASE("cuda ops: bf16 and f16 casts, fills, compares and selects give the CP
     v.push_back(f);
   }
   const Tensor x = from_vector<float>(v, {static_cast<int64_t>(v.size())});
+  // The same bits, except that a NaN need only be a NaN: the GPU's f32 <-> f64
+  // conversions give the canonical NaN where the CPU keeps sign and payload.
   const auto same_bits = [](const Tensor& got, const Tensor& want) {
     REQUIRE(got.dtype() == want.dtype());
-    const Tensor g = cpu(got);
-    CHECK(std::memcmp(g.raw_data(), want.raw_data(), static_cast<size_t>(want.numel()) * dtype_size(want.dtype())) ==
-          0);
+    const std::vector<double> g = values(cpu(got)), w = values(want);
+    int64_t differ = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      if (std::isnan(w[i])) differ += !std::isnan(g[i]);
+      else differ += !(g[i] == w[i] && std::signbit(g[i]) == std::signbit(w[i]));
+    }
+    CHECK(differ == 0);
   };
   for (DType half : {DType::bf16, DType::f16}) {
     CAPTURE(dtype_name(half));
     const Tensor h = ops::to_dtype(x, half);
     same_bits(ops::to_dtype(gpu(x), half), h);
     same_bits(ops::to_dtype(ops::to_dtype(gpu(x), DType::f64), half), ops::to_dtype(ops::to_dtype(x, DType::f64), half));
-    for (DType to : {DType::f32, DType::f64, DType::i32, DType::u8}) same_bits(ops::to_dtype(gpu(h), to), ops::to_dtype(h, to));
+    for (DType to : {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8, DType::bf16, DType::f16}) {
+      same_bits(ops::to_dtype(gpu(h), to), ops::to_dtype(h, to));
+    }
     Tensor filled = zeros({5}, {half, Device::cuda(0)});
     ops::fill_(filled, 0.1);
     Tensor want = zeros({5}, {half});
@@ -590,6 +598,23 @@ TEST_CASE("cuda conv: autotune times each applicable algorithm once per pass and
     CHECK(r.times_ms.size() == want);
     for (const auto& [c, t] : r.times_ms) CHECK(t > 0.0);
     CHECK(r.chosen >= 0);
+  }
+  // What ran is what was chosen: each autotuned 3x3 pass gives the bits of
+  // its chosen algorithm run on its own (every path is deterministic).
+  const Tensor y_auto = ops::conv2d(x, w, Tensor(), pad1);
+  const Tensor dx_auto = ops::conv2d_backward_input(y_auto, w, x.shape(), pad1);
+  const Tensor dw_auto = ops::conv2d_backward_weight(y_auto, x, w.shape(), pad1);
+  for (const auto& [key, r] : results) {
+    if (key.R != 3) continue;
+    CAPTURE(key.str());
+    const ConvAlgorithmGuard fixed(static_cast<kcu::ConvAlgorithm>(r.chosen));
+    if (key.pass == kernels::ConvPass::forward) CHECK(values(cpu(ops::conv2d(x, w, Tensor(), pad1))) == values(cpu(y_auto)));
+    if (key.pass == kernels::ConvPass::backward_input) {
+      CHECK(values(cpu(ops::conv2d_backward_input(y_auto, w, x.shape(), pad1))) == values(cpu(dx_auto)));
+    }
+    if (key.pass == kernels::ConvPass::backward_weight) {
+      CHECK(values(cpu(ops::conv2d_backward_weight(y_auto, x, w.shape(), pad1))) == values(cpu(dw_auto)));
+    }
   }
   MESSAGE(kernels::conv_autotuner().report([](int c) { return kcu::conv_algorithm_name(static_cast<kcu::ConvAlgorithm>(c)); }));
   kernels::conv_autotuner().clear();

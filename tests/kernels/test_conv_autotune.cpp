@@ -3,6 +3,7 @@
 // once, keys differ by pass, geometry, element size and precision, and a
 // failed timing keeps nothing. The CUDA side (the op timing real kernels)
 // is in tests/cuda/test_cuda_ops.cpp.
+#include <cmath>
 #include <stdexcept>
 
 #include "kernels/conv_autotune.h"
@@ -72,5 +73,17 @@ TEST_CASE("conv autotuner: no candidates is an error, and a failed timing keeps 
     return 1.0;
   }), std::runtime_error);
   CHECK(tuner.results().empty());
-  CHECK(tuner.choose(k, {0, 1}, [](int c) { return c == 1 ? 0.5 : 1.0; }) == 1);
+  // A crfseg::Error (a workspace that does not fit, say) makes a candidate infinitely slow.
+  CHECK(tuner.choose(k, {0, 1}, [](int c) -> double {
+    if (c == 0) throw OutOfMemoryError("no room for its workspace");
+    return 2.0;
+  }) == 1);
+  CHECK(std::isinf(tuner.results().at(k).times_ms[0].second));
+  // Every candidate failing: the first is kept (running it reports its error).
+  const ConvTuneKey k2 = ConvTuneKey::of(ConvPass::backward_weight, layer(3, 8, 33), 4, 0);
+  CHECK(tuner.choose(k2, {0, 1}, [](int) -> double { throw OutOfMemoryError("none fits"); }) == 0);
+  // The device and the workspace limit are part of the key.
+  CHECK(ConvTuneKey::of(ConvPass::forward, layer(3, 8, 33), 4, 0, 1) != ConvTuneKey::of(ConvPass::forward, layer(3, 8, 33), 4, 0, 0));
+  CHECK(ConvTuneKey::of(ConvPass::forward, layer(3, 8, 33), 4, 0, 0, 1 << 20) !=
+        ConvTuneKey::of(ConvPass::forward, layer(3, 8, 33), 4, 0, 0, 1 << 26));
 }

@@ -127,7 +127,11 @@ TEST_CASE("float16: every pattern decodes to its value and round-trips; NaNs sta
     const double want = decode(static_cast<uint16_t>(h), 5);
     if (std::isnan(want)) {
       REQUIRE(std::isnan(f));
-      REQUIRE(std::isnan(static_cast<float>(float16(f))));
+      const uint16_t back = float16(f).bits;
+      REQUIRE(std::isnan(static_cast<float>(float16::from_bits(back))));
+      REQUIRE((back & 0x8000) == (h & 0x8000));  // the sign kept
+      REQUIRE((back & 0x0200) != 0);             // quiet
+      if (h & 0x0200) REQUIRE(back == h);        // a quiet NaN round-trips exactly
     } else {
       INFO("pattern 0x", std::hex, h);
       REQUIRE(static_cast<double>(f) == want);
@@ -202,6 +206,30 @@ TEST_CASE("half tensors: fill, cast both ways, saturating integer casts, compare
     check_throws_with<DTypeError>([&] { ops::mul(h, h); }, std::string("got ") + dtype_name(dt));
     check_throws_with<DTypeError>([&] { ops::sum(h); }, std::string("got ") + dtype_name(dt));
   }
+}
+
+TEST_CASE("half tensors: bf16 <-> f16 casts go through float: rounded once, ranges clipped to infinity or zero") {
+  // Every bf16 pattern cast to f16 is float16(float(b)); every f16 to bf16 is bfloat16(float(h)).
+  std::vector<uint16_t> all(65536);
+  for (uint32_t i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
+  Tensor b16 = empty({65536}, {DType::bf16}), f16 = empty({65536}, {DType::f16});
+  std::memcpy(b16.raw_data(), all.data(), all.size() * 2);
+  std::memcpy(f16.raw_data(), all.data(), all.size() * 2);
+  const Tensor b_to_f = ops::to_dtype(b16, DType::f16), f_to_b = ops::to_dtype(f16, DType::bf16);
+  const uint16_t* bf = static_cast<const uint16_t*>(b_to_f.raw_data());
+  const uint16_t* fb = static_cast<const uint16_t*>(f_to_b.raw_data());
+  int mismatches = 0;
+  for (uint32_t i = 0; i < 65536; ++i) {
+    const float vb = bfloat16::from_bits(all[i]), vf = float16::from_bits(all[i]);
+    if (!std::isnan(vb) && bf[i] != float16(vb).bits) ++mismatches;
+    if (!std::isnan(vf) && fb[i] != bfloat16(vf).bits) ++mismatches;
+    if (std::isnan(vb) && !std::isnan(static_cast<float>(float16::from_bits(bf[i])))) ++mismatches;
+  }
+  CHECK(mismatches == 0);
+  CHECK(fb[0x3c00] == 0x3f80);  // f16 1.0 -> bf16 1.0
+  CHECK(bf[0x4780] == 0x7c00);  // bf16 65536 -> f16 infinity
+  CHECK(bf[0x3380] == 0x0001);  // bf16 2^-24 -> f16's smallest subnormal
+  CHECK(bf[0x3300] == 0x0000);  // bf16 2^-25: halfway below it, to even (0)
 }
 
 TEST_CASE("half tensors: safetensors F16 / BF16 round-trip bit for bit, and a model loads them into f32 weights") {

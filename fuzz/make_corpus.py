@@ -252,7 +252,7 @@ def safetensor_seeds():
     ]))
     write(t, "metadata_only.safetensors", safetensors([], metadata={"note": "caf\u00e9 \u2603", "esc": "a\"b\\n"}))
     write(t, "unpadded.safetensors", safetensors([("x", "U8", [3], b"abc")], pad=False))
-    write(t, "f16_rejected.safetensors", safetensors([("h", "F16", [2], b"\x00\x3c\x00\x40")]))
+    write(t, "f16.safetensors", safetensors([("h", "F16", [2], b"\x00\x3c\x00\x40")]))  # 1.0, 2.0
     write(t, "gap_rejected.safetensors", safetensors([("x", "U8", [2], b"ab")])[:-1] + b"")
     hdr = b'{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
     write(t, "duplicate_rejected.safetensors", struct.pack("<Q", len(hdr)) + hdr + b"\x00" * 8)

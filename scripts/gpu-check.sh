@@ -201,6 +201,8 @@ bench "demo train on cuda" 180 "$bin/tools/crfseg" train --data synth:600 --epoc
 cp "$out/demo/metrics.csv" "$out/gpu-check-demo-metrics.csv" 2>/dev/null; rm -rf "$out/demo"
 # Data parallel on the GPU: 2 MPI ranks sharing it (gradients staged through
 # the host; NCCL needs a GPU per rank), against one process, CUDA checks only.
+# Executables packed by gpu-pack.sh have no MPI: the test then skips (rc 77),
+# and test_cuda's in-process data-parallel cases above are what ran.
 if in_budget "data parallel (2 ranks, cuda)"; then
   CRFSEG_DP_ONLY=cuda timeout 300 bash tests/distributed/mpi_test.sh "$bin/tests/test_data_parallel" \
     >"$out/gpu-check-data-parallel.log" 2>&1

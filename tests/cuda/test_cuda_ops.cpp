@@ -593,7 +593,8 @@ TEST_CASE("cuda conv: autotune times each applicable algorithm once per pass and
   const auto results = kernels::conv_autotuner().results();
   REQUIRE(results.size() == 4);
   for (const auto& [key, r] : results) {
-    CAPTURE(key.str());
+    const std::string what = key.str();  // (clang: a structured binding cannot be captured by CAPTURE's lambda)
+    CAPTURE(what);
     const size_t want = key.R == 3 ? 4 : 2;  // im2col, implicit (+ winograd, winograd4 for the 3x3 layer)
     CHECK(r.times_ms.size() == want);
     for (const auto& [c, t] : r.times_ms) CHECK(t > 0.0);
@@ -606,7 +607,8 @@ TEST_CASE("cuda conv: autotune times each applicable algorithm once per pass and
   const Tensor dw_auto = ops::conv2d_backward_weight(y_auto, x, w.shape(), pad1);
   for (const auto& [key, r] : results) {
     if (key.R != 3) continue;
-    CAPTURE(key.str());
+    const std::string what = key.str();  // (clang: a structured binding cannot be captured by CAPTURE's lambda)
+    CAPTURE(what);
     const ConvAlgorithmGuard fixed(static_cast<kcu::ConvAlgorithm>(r.chosen));
     if (key.pass == kernels::ConvPass::forward) CHECK(values(cpu(ops::conv2d(x, w, Tensor(), pad1))) == values(cpu(y_auto)));
     if (key.pass == kernels::ConvPass::backward_input) {

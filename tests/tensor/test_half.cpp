@@ -242,7 +242,8 @@ TEST_CASE("half tensors: safetensors F16 / BF16 round-trip bit for bit, and a mo
   REQUIRE(file.tensors.size() == 2);
   for (const auto& [name, t] : file.tensors) {
     const Tensor& want = name == "b" ? b16 : f16;
-    CAPTURE(name);
+    const std::string which = name;  // (clang: a structured binding cannot be captured by CAPTURE's lambda)
+    CAPTURE(which);
     CHECK(t.dtype() == want.dtype());
     CHECK(t.shape() == want.shape());
     CHECK(std::memcmp(t.raw_data(), want.raw_data(), 12) == 0);

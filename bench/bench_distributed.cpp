@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
     if (o.cuda) {
       const int gpus = cuda::device_count();
       if (gpus == 0) throw DeviceError("bench_distributed --device cuda: no CUDA device visible");
-      device = Device::cuda(comm->cuda_device() >= 0 ? comm->cuda_device() : comm->local_rank() % gpus);
+      device = Device::cuda(dist::gpu_for_rank(*comm, gpus));
     }
     // The step ends when the device has run it (a no-op on the CPU).
     auto finish_device = [&] {

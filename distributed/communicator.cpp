@@ -52,6 +52,11 @@ Backend parse_backend(const std::string& name) {
   throw ValueError("distributed backend must be auto, none, mpi or nccl, got '" + name + "'");
 }
 
+int gpu_for_rank(const Communicator& comm, int visible) {
+  CRFSEG_CHECK(visible > 0, ValueError, "gpu_for_rank: expected at least one visible GPU, got ", visible);
+  return comm.cuda_device() >= 0 ? comm.cuda_device() : comm.local_rank() % visible;
+}
+
 bool built_with_mpi() {
 #ifdef CRFSEG_WITH_MPI
   return true;

@@ -93,6 +93,11 @@ enum class Backend { automatic, single, mpi, nccl };
 // "auto", "none"/"single", "mpi", "nccl"; throws ValueError otherwise.
 Backend parse_backend(const std::string& name);
 
+// The GPU a rank trains on: the communicator's own device (NCCL), else its
+// local rank mod the `visible` GPUs (> 0; ranks may then share one). Throws
+// ValueError for visible < 1.
+int gpu_for_rank(const Communicator& comm, int visible);
+
 // True when this build has the MPI / NCCL communicator.
 bool built_with_mpi();
 bool built_with_nccl();

@@ -345,7 +345,7 @@ int main() {
     } else if (gpus == 0) {
       if (world->rank() == 0) std::printf("SKIP (not counted as passed): the CUDA checks; no CUDA device visible\n");
     } else {
-      library_level(Device::cuda(world->local_rank() % gpus));
+      library_level(Device::cuda(dist::gpu_for_rank(*world, gpus)));
       program_level({"--device", "cuda"}, {}, " [cuda, mpi]");
       if (!dist::built_with_nccl()) {
         if (world->rank() == 0) std::printf("SKIP (not counted as passed): the NCCL run; this build has no NCCL\n");

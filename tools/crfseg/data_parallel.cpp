@@ -11,11 +11,6 @@ namespace crfseg::app {
 DataParallel::DataParallel(const std::string& backend)
     : comm_(dist::make_communicator(dist::parse_backend(backend))) {}
 
-int DataParallel::gpu_for_rank(int visible) const {
-  CRFSEG_CHECK(visible > 0, ValueError, "gpu_for_rank: expected at least one visible GPU, got ", visible);
-  return comm_->cuda_device() >= 0 ? comm_->cuda_device() : comm_->local_rank() % visible;
-}
-
 void DataParallel::attach(nn::Module& model, double bucket_mb, bool sync_bn) {
   if (size() == 1) return;  // one process: its batch is the global batch, so --sync-bn changes nothing
   CRFSEG_CHECK(std::isfinite(bucket_mb) && bucket_mb > 0, ValueError, "--bucket-mb must be > 0, got ", bucket_mb);

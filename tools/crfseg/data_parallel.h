@@ -44,9 +44,8 @@ class DataParallel {
   int size() const { return comm_->size(); }
   bool is_root() const { return comm_->rank() == 0; }
   std::string backend() const { return comm_->backend(); }
-  // The GPU this rank trains on when given a bare --device cuda: NCCL's
-  // device, else local rank mod `visible` (> 0) GPUs.
-  int gpu_for_rank(int visible) const;
+  // The GPU this rank trains on when given a bare --device cuda (dist::gpu_for_rank).
+  int gpu_for_rank(int visible) const { return dist::gpu_for_rank(*comm_, visible); }
   // True when the all-reduces take device memory (NCCL): one GPU per rank.
   bool reduces_on_device() const { return comm_->reduces_device_buffers(); }
 

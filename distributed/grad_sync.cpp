@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstring>
 
 #include "autograd/autograd_meta.h"
 #include "tensor/cuda_memory.h"
@@ -129,28 +128,24 @@ void GradSync::fill(size_t i, const Tensor& grad) {
     CRFSEG_CHECK(grad.numel() == n && grad.dtype() == b.dtype, ShapeError, "GradSync: the gradient of parameter ", i,
                  " is ", grad.str(), ", expected ", params_[i].str());
   }
-  if (device_.is_cuda()) {
+  const Tensor slot = ops::slice(b.buffer, 0, at, at + n);
+  if (!grad.defined()) {
+    ops::zero_(slot);  // no gradient on this rank (e.g. a skipped layer): contributes zero
+  } else if (device_.is_cuda()) {
     // Two passes on the current stream, after the kernels that made grad.
-    const Tensor slot = ops::slice(b.buffer, 0, at, at + n);
-    if (!grad.defined()) {
-      ops::zero_(slot);  // no gradient on this rank (e.g. a skipped layer): contributes zero
-    } else {
-      ops::copy_(slot, ops::reshape(grad, {n}));
-      ops::mul_(slot, weight_);
-    }
-  } else if (!grad.defined()) {
-    if (b.dtype == DType::f32) std::fill_n(b.buffer.data<float>() + at, n, 0.0f);
-    else std::fill_n(b.buffer.data<double>() + at, n, 0.0);
+    ops::copy_(slot, ops::reshape(grad, {n}));
+    ops::mul_(slot, weight_);
   } else {
+    // One pass on the CPU, inside the backward's hook.
     const Tensor g = ops::contiguous(grad);
     if (b.dtype == DType::f32) {
       const float* src = g.data<float>();
-      float* dst = b.buffer.data<float>() + at;
+      float* dst = slot.data<float>();
       const float w = static_cast<float>(weight_);
       for (int64_t j = 0; j < n; ++j) dst[j] = w * src[j];
     } else {
       const double* src = g.data<double>();
-      double* dst = b.buffer.data<double>() + at;
+      double* dst = slot.data<double>();
       for (int64_t j = 0; j < n; ++j) dst[j] = weight_ * src[j];
     }
   }
@@ -220,19 +215,7 @@ void GradSync::finish_step() {
     if (!g.defined()) continue;
     const Bucket& b = *buckets_[bucket_of_[i]];
     const int64_t n = params_[i].numel(), at = offset_of_[i];
-    if (device_.is_cuda()) {
-      ops::copy_(g, ops::reshape(ops::slice(b.buffer, 0, at, at + n), g.shape()));
-      continue;
-    }
-    const void* src = static_cast<const char*>(b.buffer.raw_data()) + at * static_cast<int64_t>(dtype_size(b.dtype));
-    if (g.is_contiguous()) {
-      std::memcpy(g.raw_data(), src, static_cast<size_t>(n) * dtype_size(b.dtype));
-      g.bump_version();
-    } else {
-      Tensor flat = Tensor::empty(g.shape(), g.options());
-      std::memcpy(flat.raw_data(), src, static_cast<size_t>(n) * dtype_size(b.dtype));
-      ops::copy_(g, flat);
-    }
+    ops::copy_(g, ops::reshape(ops::slice(b.buffer, 0, at, at + n), g.shape()));  // any strides; bumps g's version
   }
   ++stats_.steps;
   stats_.finish_seconds += seconds_since(t0);

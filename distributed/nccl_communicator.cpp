@@ -2,8 +2,9 @@
 // CUDA, NCCL and MPI): one rank per GPU.
 //
 // Bootstrap: MPI starts the ranks (mpirun/srun); each picks its GPU as
-// local rank mod device count (local rank from MPI_Comm_split_type(
-// MPI_COMM_TYPE_SHARED), i.e. the rank among the processes on this node);
+// local rank mod device count (the MPI communicator's local_rank(), from
+// MPI_Comm_split_type(MPI_COMM_TYPE_SHARED): the rank among the processes on
+// this node);
 // rank 0 creates an ncclUniqueId, MPI_Bcast sends it to all, and every rank
 // calls ncclCommInitRank. Broadcast and barrier of host data go through MPI.
 //
@@ -21,7 +22,6 @@
 // Status: compiles and links in CI against /usr/local/cuda's NCCL; it has
 // not been run (no GPU machine was available when it was written).
 #include <cuda_runtime.h>
-#include <mpi.h>
 #include <nccl.h>
 
 #include "distributed/backends.h"
@@ -42,9 +42,6 @@ void check_cuda(cudaError_t e, const char* call) {
     throw DistributedError(std::string(call) + " failed with CUDA error " + std::to_string(static_cast<int>(e)) + ": " +
                            cudaGetErrorString(e));
   }
-}
-void check_mpi(int code, const char* call) {
-  if (code != MPI_SUCCESS) throw DistributedError(std::string(call) + " failed with MPI error " + std::to_string(code));
 }
 
 // The device whose memory holds p, or -1 for host memory.

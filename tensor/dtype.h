@@ -57,9 +57,10 @@ inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_
 // integer truncates toward zero and saturates at the integer type's range,
 // NaN becoming 0 (a plain static_cast of an out-of-range value is undefined
 // behaviour); a 16-bit float goes through float both ways (tensor/half.h);
-// every other conversion is static_cast.
+// every other conversion is static_cast. Host and device (CRFSEG_HD): the
+// CUDA copy kernel casts with it too.
 template <typename To, typename From>
-constexpr To convert_element(From v) {
+CRFSEG_HD constexpr To convert_element(From v) {
   if constexpr (is_half_v<From> && !std::is_same_v<To, From>) {
     return convert_element<To>(static_cast<float>(v));
   } else if constexpr (is_half_v<To> && !std::is_same_v<To, From>) {

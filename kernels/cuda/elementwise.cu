@@ -13,6 +13,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/for_each.cuh"
+#include "tensor/dtype.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -122,32 +123,11 @@ void pow_backward(const Geometry& g, T* out, const T* grad, const T* x, T c, Str
   }, stream, "pow_backward");
 }
 
-namespace {
-// crfseg::convert_element on the device: float -> integer saturates and maps
-// NaN to 0 (a plain cast of an out-of-range value is undefined behaviour).
-template <typename TD, typename TS>
-__device__ TD convert(TS v) {
-  if constexpr (is_half_v<TS> && !std::is_same_v<TD, TS>) {  // 16-bit floats go through float both ways
-    return convert<TD>(static_cast<float>(v));
-  } else if constexpr (is_half_v<TD> && !std::is_same_v<TD, TS>) {
-    return TD(v);
-  } else if constexpr (std::is_floating_point_v<TS> && std::is_integral_v<TD>) {
-    if (!(v == v)) return TD(0);
-    constexpr TD lo = std::numeric_limits<TD>::min();
-    constexpr TD hi = std::numeric_limits<TD>::max();
-    if (v <= static_cast<TS>(lo)) return lo;
-    if (v >= static_cast<TS>(hi)) return hi;
-    return static_cast<TD>(v);
-  } else {
-    return static_cast<TD>(v);
-  }
-}
-}  // namespace
 
 template <typename TD, typename TS>
 void copy(const Geometry& g, TD* out, const TS* src, Stream stream) {
-  for_each(g.numel, [=] __device__(int64_t i) { out[g.offset(0, i)] = convert<TD>(src[g.offset(1, i)]); }, stream,
-           "copy");
+  for_each(g.numel, [=] __device__(int64_t i) { out[g.offset(0, i)] = convert_element<TD>(src[g.offset(1, i)]); },
+           stream, "copy");
 }
 
 template <typename T>

@@ -38,7 +38,7 @@ void unary_backward(UnaryGradKind op, const Geometry& g, T* out, const T* grad, 
 // out = grad * s * x^(s-1)
 template <typename T>
 void pow_backward(const Geometry& g, T* out, const T* grad, const T* x, T s, Stream stream);
-// out = convert(src), casting as crfseg::convert_element does (float -> int
+// out = crfseg::convert_element<TD>(src) (tensor/dtype.h: float -> int
 // saturates, NaN -> 0; 16-bit floats through float). TD and TS: any of the
 // seven element types.
 template <typename TD, typename TS>

@@ -10,15 +10,8 @@
 #include <vector>
 
 #include "kernels/cpu/strided_loop.h"
-#include "tensor/half.h"
 
 namespace crfseg::kernels::cpu {
-
-// The contiguous rows run under `omp simd`, except with a 16-bit float
-// (tensor/half.h) among the types: their conversions branch on the bits,
-// which clang does not vectorise (and warns about when asked to).
-template <typename... T>
-inline constexpr bool kSimdRows = !(is_half_v<T> || ...);
 
 template <typename TOut, typename TA, typename F>
 void map1(const std::vector<int64_t>& shape, TOut* out, const int64_t* out_st, const TA* a,
@@ -27,12 +20,8 @@ void map1(const std::vector<int64_t>& shape, TOut* out, const int64_t* out_st, c
     TOut* po = out + o[0];
     const TA* pa = a + o[1];
     if (s[0] == 1 && s[1] == 1) {
-      if constexpr (kSimdRows<TOut, TA>) {
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i]);
-      } else {
-        for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i]);
-      }
+      for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i]);
     } else {
       for (int64_t i = 0; i < n; ++i) po[i * s[0]] = f(pa[i * s[1]]);
     }
@@ -48,20 +37,12 @@ void map2(const std::vector<int64_t>& shape, TOut* out, const int64_t* out_st, c
                     const TA* pa = a + o[1];
                     const TB* pb = b + o[2];
                     if (s[0] == 1 && s[1] == 1 && s[2] == 1) {
-                      if constexpr (kSimdRows<TOut, TA, TB>) {
 #pragma omp simd
-                        for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
-                      } else {
-                        for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
-                      }
+                      for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
                     } else if (s[0] == 1 && s[1] == 1 && s[2] == 0) {  // row-broadcast b
                       const TB bv = *pb;
-                      if constexpr (kSimdRows<TOut, TA, TB>) {
 #pragma omp simd
-                        for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], bv);
-                      } else {
-                        for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], bv);
-                      }
+                      for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], bv);
                     } else {
                       for (int64_t i = 0; i < n; ++i) po[i * s[0]] = f(pa[i * s[1]], pb[i * s[2]]);
                     }
@@ -78,12 +59,8 @@ void map3(const std::vector<int64_t>& shape, TOut* out, const int64_t* out_st, c
                     const TB* pb = b + o[2];
                     const TC* pc = c + o[3];
                     if (s[0] == 1 && s[1] == 1 && s[2] == 1 && s[3] == 1) {
-                      if constexpr (kSimdRows<TOut, TA, TB, TC>) {
 #pragma omp simd
-                        for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i], pc[i]);
-                      } else {
-                        for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i], pc[i]);
-                      }
+                      for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i], pc[i]);
                     } else {
                       for (int64_t i = 0; i < n; ++i) {
                         po[i * s[0]] = f(pa[i * s[1]], pb[i * s[2]], pc[i * s[3]]);

@@ -22,21 +22,36 @@ int64_t bytes_of(const Tensor& t) { return t.numel() * static_cast<int64_t>(dtyp
 
 // One bucket: a flat buffer holding its parameters' gradients back to back
 // (in the order of bucket_params_), in the parameters' dtype, on their
-// device. CUDA buckets given to a host-only communicator (MPI) also keep a
-// host copy: the buffer is copied there before the all-reduce starts and
-// back after it ends. A communicator that takes device buffers (NCCL)
-// reduces the buffer itself.
+// device. A communicator that takes device buffers (NCCL), or CPU
+// parameters, reduce the buffer itself.
+//
+// Staged buckets (CUDA parameters, a communicator that reduces host memory
+// only: MPI) also keep a pinned host copy, and a bucket's communication is
+// then three stages, none of which stops the backward's launches:
+//   1. sealed: the bucket is full; an event on the compute stream marks the
+//      fill, and GradSync's copy stream waits for it and copies the buffer
+//      to the host, so the copy engine works while the backward's kernels
+//      go on (a synchronous copy would drain the compute stream first);
+//   2. started: a later hook (or finish_step) sees the copy's event done
+//      and starts the collective on the host copy;
+//   3. finish_step waits for it and queues the copy back on the compute
+//      stream, before the kernels that write the sums into the gradients.
 struct GradSync::Bucket {
   DType dtype = DType::f32;
   int64_t numel = 0;
   Tensor buffer;  // [numel] on the parameters' device
-  Tensor host;    // [numel] on the CPU when staged, else undefined
   size_t filled = 0;  // parameters copied in this step
   std::unique_ptr<Request> request;
+  bool staged = false;
+  // Staged buckets only:
+  cuda::PinnedBuffer host;
+  std::unique_ptr<cuda::Event> sealed;    // compute stream: the buffer is full
+  std::unique_ptr<cuda::Event> copied;    // copy stream: the host copy is whole
+  std::unique_ptr<cuda::Event> returned;  // compute stream: the sums are back (the host copy is free again)
 
   int64_t bytes() const { return numel * static_cast<int64_t>(dtype_size(dtype)); }
   // What the communicator reduces.
-  const Tensor& reduced() const { return host.defined() ? host : buffer; }
+  void* reduced() const { return staged ? host.data() : buffer.raw_data(); }
 };
 
 std::vector<std::vector<size_t>> assign_buckets(const std::vector<Tensor>& params, int64_t bucket_bytes) {
@@ -89,9 +104,16 @@ GradSync::GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptio
       bucket->numel += params_[i].numel();
     }
     bucket->buffer = zeros({bucket->numel}, {bucket->dtype, device_});
-    if (!in_place) bucket->host = zeros({bucket->numel}, {bucket->dtype, Device::cpu()});
+    if (!in_place) {
+      bucket->staged = true;
+      bucket->host = cuda::PinnedBuffer(static_cast<size_t>(bucket->bytes()), device_.index);
+      bucket->sealed = std::make_unique<cuda::Event>(device_.index, false);
+      bucket->copied = std::make_unique<cuda::Event>(device_.index, false);
+      bucket->returned = std::make_unique<cuda::Event>(device_.index, false);
+    }
     buckets_.push_back(std::move(bucket));
   }
+  if (!in_place) copy_stream_ = std::make_unique<cuda::Stream>(device_.index);
   for (size_t i = 0; i < params_.size(); ++i) {
     hook_ids_.push_back(add_grad_accumulated_hook(params_[i], [this, i](const Tensor& g) { on_grad(i, g); }));
   }
@@ -99,6 +121,15 @@ GradSync::GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptio
 
 GradSync::~GradSync() {
   for (auto& b : buckets_) b->request.reset();  // Request's destructor waits (and never throws)
+  // No copy may still read or write the pinned copies once they are freed.
+  for (auto& b : buckets_) {
+    if (!b->staged) continue;
+    try {
+      b->returned->synchronize();
+    } catch (...) {  // destructors never throw
+    }
+  }
+  copy_stream_.reset();  // synchronises its copies
   for (size_t i = 0; i < params_.size(); ++i) {
     try {
       remove_grad_accumulated_hook(params_[i], hook_ids_[i]);
@@ -113,7 +144,7 @@ void GradSync::begin_step(double weight) {
                "GradSync::begin_step: expected a finite weight >= 0, got ", weight);
   in_step_ = true;
   weight_ = weight;
-  next_bucket_ = 0;
+  next_sealed_ = next_started_ = 0;
   filled_.assign(params_.size(), false);
   for (auto& b : buckets_) b->filled = 0;
 }
@@ -160,36 +191,63 @@ void GradSync::on_grad(size_t i, const Tensor& grad) {
     throw DistributedError("GradSync: parameter " + std::to_string(i) +
                            " received a second gradient in one step (run one backward per begin_step/finish_step)");
   }
-  if (bucket_of_[i] < next_bucket_) {
+  if (bucket_of_[i] < next_sealed_) {
     throw DistributedError("GradSync: parameter " + std::to_string(i) + "'s bucket was already all-reduced");
   }
   fill(i, grad);
   if (options_.overlap) {
-    const size_t before = next_bucket_;
-    start_ready_buckets();
-    stats_.buckets_started_in_backward += static_cast<int64_t>(next_bucket_ - before);
+    const size_t before = next_sealed_;
+    seal_ready_buckets();
+    stats_.buckets_started_in_backward += static_cast<int64_t>(next_sealed_ - before);
     poll();
   }
   stats_.hook_seconds += seconds_since(t0);
 }
 
-// Starts buckets in index order while the next one is complete, so all ranks
-// issue their collectives in the same order.
-void GradSync::start_ready_buckets() {
-  while (next_bucket_ < buckets_.size() && buckets_[next_bucket_]->filled == bucket_params_[next_bucket_].size()) {
-    Bucket& b = *buckets_[next_bucket_];
-    // Staged: waits for the stream that filled the buffer, so the backward's
-    // launches pause here; the reduction itself still overlaps what follows.
-    if (b.host.defined()) cuda::copy_to_host(b.host.raw_data(), b.buffer.raw_data(), b.bytes(), device_.index);
-    const Tensor& r = b.reduced();
-    b.request = b.dtype == DType::f32 ? comm_.iallreduce_sum(r.data<float>(), b.numel)
-                                      : comm_.iallreduce_sum(r.data<double>(), b.numel);
-    ++next_bucket_;
+// Seals buckets in index order while the next one is complete. A staged
+// bucket's copy to the host is queued on the copy stream, after the
+// compute stream's fill (and after the last step's copy back, the only
+// other use of the host copy); start_sealed_buckets starts the collective
+// once it is whole.
+void GradSync::seal_ready_buckets() {
+  while (next_sealed_ < buckets_.size() && buckets_[next_sealed_]->filled == bucket_params_[next_sealed_].size()) {
+    Bucket& b = *buckets_[next_sealed_];
+    if (b.staged) {
+      const cuda::StreamHandle copy = copy_stream_->handle();
+      b.sealed->record(cuda::current_stream(device_.index));
+      b.sealed->block(copy);
+      b.returned->block(copy);
+      cuda::copy_to_host_async(b.host.data(), b.buffer.raw_data(), static_cast<size_t>(b.bytes()), device_.index,
+                               copy);
+      b.copied->record(copy);
+    }
+    ++next_sealed_;
+  }
+  start_sealed_buckets(false);
+}
+
+// Starts the collectives of sealed buckets in index order, so all ranks
+// issue them in the same order. A staged bucket whose host copy is not yet
+// whole stops the walk, unless `wait` (then the host waits for it).
+void GradSync::start_sealed_buckets(bool wait) {
+  while (next_started_ < next_sealed_) {
+    Bucket& b = *buckets_[next_started_];
+    if (b.staged) {
+      if (wait) {
+        b.copied->synchronize();
+      } else if (!b.copied->query()) {
+        break;
+      }
+    }
+    b.request = b.dtype == DType::f32 ? comm_.iallreduce_sum(static_cast<float*>(b.reduced()), b.numel)
+                                      : comm_.iallreduce_sum(static_cast<double*>(b.reduced()), b.numel);
+    ++next_started_;
   }
 }
 
 void GradSync::poll() {
-  for (size_t b = 0; b < next_bucket_; ++b) {
+  start_sealed_buckets(false);
+  for (size_t b = 0; b < next_started_; ++b) {
     if (buckets_[b]->request) buckets_[b]->request->test();
   }
 }
@@ -203,11 +261,17 @@ void GradSync::finish_step() {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!filled_[i]) fill(i, grad(params_[i]));
   }
-  start_ready_buckets();
+  seal_ready_buckets();
+  start_sealed_buckets(true);
   for (auto& b : buckets_) {
     std::unique_ptr<Request> r = std::move(b->request);
     if (r) r->wait();
-    if (b->host.defined()) cuda::copy_to_device(b->buffer.raw_data(), b->host.raw_data(), b->bytes(), device_.index);
+    if (b->staged) {  // queued before the write-back below, on the same stream
+      const cuda::StreamHandle compute = cuda::current_stream(device_.index);
+      cuda::copy_to_device_async(b->buffer.raw_data(), b->host.data(), static_cast<size_t>(b->bytes()),
+                                 device_.index, compute);
+      b->returned->record(compute);
+    }
   }
   // Write the sums back into the gradients.
   for (size_t i = 0; i < params_.size(); ++i) {

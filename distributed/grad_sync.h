@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "distributed/communicator.h"
+#include "tensor/cuda_memory.h"
 #include "tensor/tensor.h"
 
 namespace crfseg::dist {
@@ -51,7 +52,10 @@ std::vector<std::vector<size_t>> assign_buckets(const std::vector<Tensor>& param
 // Timings accumulated over steps (seconds), for benchmarks and the log.
 struct GradSyncStats {
   int64_t steps = 0;
-  int64_t buckets_started_in_backward = 0;  // buckets whose all-reduce overlapped the backward
+  // Buckets whose communication began inside the backward: the all-reduce
+  // started, or (CUDA buckets staged through the host) the copy to the host
+  // queued, its all-reduce then starting at a later hook or in finish_step.
+  int64_t buckets_started_in_backward = 0;
   double hook_seconds = 0;    // inside the hooks: copies into buckets, starting and polling collectives
   double finish_seconds = 0;  // inside finish_step(): the communication the backward did not hide
 };
@@ -62,10 +66,11 @@ class GradSync {
   // one GPU), the same list in the same order on every rank (e.g.
   // model.parameters()). Registers one hook per parameter. The buckets live
   // on the parameters' device; with CUDA parameters and a communicator that
-  // reduces host memory only (MPI), each bucket is copied to the host before
-  // its all-reduce and back after it; with NCCL the device buffer is reduced
-  // in place (it must be on the communicator's cuda_device()). Throws
-  // ValueError/DTypeError for bad parameters.
+  // reduces host memory only (MPI), each bucket is copied to pinned host
+  // memory before its all-reduce (on a stream of GradSync's own, so the
+  // backward's kernels go on meanwhile) and back after it; with NCCL the
+  // device buffer is reduced in place (it must be on the communicator's
+  // cuda_device()). Throws ValueError/DTypeError for bad parameters.
   GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptions options = {});
   ~GradSync();  // waits for collectives in flight, removes the hooks
   GradSync(const GradSync&) = delete;
@@ -91,7 +96,8 @@ class GradSync {
   struct Bucket;
   void on_grad(size_t param, const Tensor& grad);
   void fill(size_t param, const Tensor& grad);
-  void start_ready_buckets();
+  void seal_ready_buckets();
+  void start_sealed_buckets(bool wait);
   void poll();
 
   Communicator& comm_;
@@ -104,7 +110,9 @@ class GradSync {
   std::vector<int64_t> offset_of_;  // parameter -> element offset in its bucket
   std::vector<bool> filled_;        // parameter's gradient copied in this step
   std::vector<int64_t> hook_ids_;
-  size_t next_bucket_ = 0;          // buckets [0, next_bucket_) are in flight
+  size_t next_sealed_ = 0;          // buckets [0, next_sealed_) are full (staged: their host copy queued)
+  size_t next_started_ = 0;         // buckets [0, next_started_) have their all-reduce started
+  std::unique_ptr<cuda::Stream> copy_stream_;  // staged buckets' copies to the host
   bool in_step_ = false;
   double weight_ = 1;
   GradSyncStats stats_;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 
 #include "tensor/error.h"
 
@@ -229,15 +230,55 @@ StreamGuard::StreamGuard(const Stream& stream) : device_(stream.device()), previ
 }
 StreamGuard::~StreamGuard() { t_current_stream.at(static_cast<size_t>(device_)) = previous_; }
 
-Event::Event(int device) : device_(device) {
+Event::Event(int device, bool timing) : device_(device) {
   select(device, "cuda::Event");
   cudaEvent_t e = nullptr;
-  CRFSEG_CUDA_CHECK(cudaEventCreate(&e));
+  CRFSEG_CUDA_CHECK(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
   event_ = e;
 }
 Event::~Event() { cudaEventDestroy(event_); }
 void Event::record(StreamHandle stream) { CRFSEG_CUDA_CHECK(cudaEventRecord(event_, stream)); }
 void Event::synchronize() const { CRFSEG_CUDA_CHECK(cudaEventSynchronize(event_)); }
+bool Event::query() const {
+  const cudaError_t e = cudaEventQuery(event_);
+  if (e == cudaErrorNotReady) return false;  // not an error: still running
+  CRFSEG_CUDA_CHECK(e);
+  return true;
+}
+void Event::block(StreamHandle stream) const { CRFSEG_CUDA_CHECK(cudaStreamWaitEvent(stream, event_, 0)); }
+
+PinnedBuffer::PinnedBuffer(size_t bytes, int device) : bytes_(bytes) {
+  select(device, "cuda::PinnedBuffer");
+  if (bytes == 0) return;
+  const cudaError_t e = cudaHostAlloc(&data_, bytes, cudaHostAllocDefault);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it: the process goes on after the exception
+    data_ = nullptr;
+    throw DeviceError("cuda::PinnedBuffer: cudaHostAlloc of " + std::to_string(bytes) +
+                      " bytes of page-locked host memory failed: " + cudaGetErrorString(e));
+  }
+}
+PinnedBuffer::~PinnedBuffer() {
+  if (data_ != nullptr) cudaFreeHost(data_);  // errors here cannot be reported from a destructor
+}
+PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) cudaFreeHost(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+void copy_to_host_async(void* dst, const void* src, size_t bytes, int device, StreamHandle stream) {
+  select(device, "cuda::copy_to_host_async");
+  CRFSEG_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+}
+void copy_to_device_async(void* dst, const void* src, size_t bytes, int device, StreamHandle stream) {
+  select(device, "cuda::copy_to_device_async");
+  CRFSEG_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+}
 float Event::elapsed_ms_since(const Event& start) const {
   float ms = 0;
   CRFSEG_CUDA_CHECK(cudaEventElapsedTime(&ms, start.event_, event_));
@@ -277,10 +318,18 @@ Stream::~Stream() = default;
 void Stream::synchronize() const {}
 StreamGuard::StreamGuard(const Stream&) : device_(0), previous_(nullptr) { no_cuda("cuda::StreamGuard"); }
 StreamGuard::~StreamGuard() = default;
-Event::Event(int) { no_cuda("cuda::Event"); }
+Event::Event(int, bool) { no_cuda("cuda::Event"); }
 Event::~Event() = default;
 void Event::record(StreamHandle) {}
 void Event::synchronize() const {}
+bool Event::query() const { return true; }
+void Event::block(StreamHandle) const {}
+PinnedBuffer::PinnedBuffer(size_t, int) { no_cuda("cuda::PinnedBuffer"); }
+PinnedBuffer::~PinnedBuffer() = default;
+PinnedBuffer::PinnedBuffer(PinnedBuffer&&) noexcept = default;
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&&) noexcept = default;
+void copy_to_host_async(void*, const void*, size_t, int, StreamHandle) { no_cuda("cuda::copy_to_host_async"); }
+void copy_to_device_async(void*, const void*, size_t, int, StreamHandle) { no_cuda("cuda::copy_to_device_async"); }
 float Event::elapsed_ms_since(const Event&) const { return 0; }
 
 #endif

@@ -9,7 +9,8 @@
 //
 // Every op launches on the calling thread's current stream for the device
 // (the legacy default stream unless a StreamGuard says otherwise), so work
-// from one thread is ordered. Host <-> device copies wait for the stream.
+// from one thread is ordered. Host <-> device copies wait for the stream
+// (the _async ones, from and to pinned memory, do not).
 //
 // A freed block goes back to the pool of the stream it was allocated on and
 // is reused in that stream's order. There is no record_stream yet: a tensor
@@ -44,6 +45,33 @@ void copy_to_device(void* dst, const void* src, size_t bytes, int device);
 void copy_to_host(void* dst, const void* src, size_t bytes, int device);
 void copy_device_to_device(void* dst, const void* src, size_t bytes, int device);
 void synchronize(int device);  // the whole device
+
+// ---- pinned host memory and asynchronous copies ----
+// Page-locked host memory (cudaHostAlloc). The copy engines read and write
+// it directly, so copies to and from it run at the link's full speed and
+// can return before they finish; from ordinary (pageable) memory the driver
+// copies through a pinned buffer of its own and the call returns only when
+// done. Pinning is a scarce resource: for buffers reused many times (e.g.
+// GradSync's host copies), not for one-off transfers. Throws DeviceError
+// naming the byte count when the driver refuses.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(size_t bytes, int device);
+  ~PinnedBuffer();
+  PinnedBuffer(PinnedBuffer&& other) noexcept;
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+// Queue a copy on `stream` and return at once. The host side must be pinned
+// and left alone until an event recorded after the copy has completed.
+void copy_to_host_async(void* dst, const void* src, size_t bytes, int device, StreamHandle stream);
+void copy_to_device_async(void* dst, const void* src, size_t bytes, int device, StreamHandle stream);
 
 // ---- memory statistics (PyTorch's torch.cuda.memory_stats / memory_summary) ----
 DeviceMemoryStats memory_stats(int device);
@@ -116,15 +144,21 @@ class StreamGuard {
   [[maybe_unused]] StreamHandle previous_;
 };
 
-// A timing event (cudaEventCreate with timing enabled).
+// An event: a point in a stream's work (cudaEventCreate). With timing
+// (the default) two of them time the work between; without, recording and
+// waiting are cheaper (for ordering streams only).
 class Event {
  public:
-  explicit Event(int device);
+  explicit Event(int device, bool timing = true);
   ~Event();
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
   void record(StreamHandle stream);  // on `stream` (e.g. current_stream(device))
-  void synchronize() const;
+  void synchronize() const;          // the host waits for it
+  bool query() const;                // whether it has completed (true if never recorded)
+  // `stream`'s later work waits for it; the host does not (cudaStreamWaitEvent).
+  // Never recorded: no wait.
+  void block(StreamHandle stream) const;
   // Milliseconds from `start`'s record to this one's (both must have completed).
   float elapsed_ms_since(const Event& start) const;
 

@@ -8,7 +8,6 @@
 // on a GPU when one is present. Each case needs a CUDA device: without one
 // doctest reports it as skipped, not passed.
 #include <algorithm>
-#include <cstring>
 #include <utility>
 
 #include "autograd/autograd_meta.h"
@@ -16,12 +15,10 @@
 #include "autograd/functions.h"
 #include "distributed/communicator.h"
 #include "distributed/grad_sync.h"
-#ifdef CRFSEG_WITH_CUDA
-#include "kernels/cuda/cuda_check.h"
-#endif
 #include "tensor/cuda_memory.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
+#include "tests/support/fake_communicator.h"
 #include "tests/support/helpers.h"
 #include "tests/support/thread_replicas.h"
 
@@ -31,17 +28,6 @@ using namespace crfseg::test;
 namespace {
 
 const bool kNoDevice = cuda::device_count() == 0;
-
-bool is_device_pointer(const void* p) {
-#ifdef CRFSEG_WITH_CUDA
-  cudaPointerAttributes attr{};
-  CRFSEG_CUDA_CHECK(cudaPointerGetAttributes(&attr, p));
-  return attr.type == cudaMemoryTypeDevice;
-#else
-  (void)p;
-  return false;
-#endif
-}
 
 struct Replica {
   Tensor y, mean, invstd, running_mean, running_var, dx, dweight, dbias;
@@ -129,64 +115,6 @@ TEST_CASE("cuda: synchronised batch norm on replicas equals the CPU's, bitwise t
 
 namespace {
 
-// Rank 0 of 2 whose partner holds the same gradients: a sum doubles every
-// element. With device_buffers it takes cuda:0 pointers (the sums run as a
-// copy to the host, doubled, and back, when wait() is called), else host
-// pointers only: it fails the test if handed device memory. `reduced` keeps
-// what each all-reduce was given, in the order they complete.
-class FakeTwoRanks final : public dist::Communicator {
- public:
-  explicit FakeTwoRanks(bool device_buffers) : device_buffers_(device_buffers) {}
-  std::vector<int64_t> started;
-  std::vector<std::vector<double>> reduced;
-  int rank() const override { return 0; }
-  int size() const override { return 2; }
-  std::string backend() const override { return device_buffers_ ? "fake-device" : "fake-host"; }
-  bool reduces_device_buffers() const override { return device_buffers_; }
-  int cuda_device() const override { return device_buffers_ ? 0 : -1; }
-  void allreduce_sum(float* d, int64_t n) override { later(d, n)->wait(); }
-  void allreduce_sum(double* d, int64_t n) override { later(d, n)->wait(); }
-  std::unique_ptr<dist::Request> iallreduce_sum(float* d, int64_t n) override { return later(d, n); }
-  std::unique_ptr<dist::Request> iallreduce_sum(double* d, int64_t n) override { return later(d, n); }
-  void broadcast(void* data, int64_t bytes, int) override {
-    CHECK(!is_device_pointer(data));
-    std::memset(data, 0x3f, static_cast<size_t>(bytes));  // "rank 0's" bytes: 0x3f3f3f3f is 0.747 as a float
-  }
-  void barrier() override {}
-
- private:
-  template <typename T>
-  std::unique_ptr<dist::Request> later(T* d, int64_t n) {
-    started.push_back(n);
-    CHECK(is_device_pointer(d) == device_buffers_);  // GradSync stages for a host-only communicator
-    struct Later : dist::Request {
-      T* d;
-      int64_t n;
-      bool on_device;
-      std::vector<std::vector<double>>& log;
-      bool done = false;
-      Later(T* d_, int64_t n_, bool dev, std::vector<std::vector<double>>& log_)
-          : d(d_), n(n_), on_device(dev), log(log_) {}
-      bool test() override { return done; }
-      void wait() override {
-        if (done) return;
-        done = true;
-        std::vector<T> host(d, d + (on_device ? 0 : n));
-        if (on_device) {
-          host.resize(static_cast<size_t>(n));
-          cuda::copy_to_host(host.data(), d, host.size() * sizeof(T), 0);
-        }
-        log.emplace_back(host.begin(), host.end());
-        for (T& x : host) x *= 2;
-        if (on_device) cuda::copy_to_device(d, host.data(), host.size() * sizeof(T), 0);
-        else std::copy(host.begin(), host.end(), d);
-      }
-    };
-    return std::make_unique<Later>(d, n, device_buffers_, reduced);
-  }
-  bool device_buffers_;
-};
-
 Tensor leaf(const Shape& shape, uint64_t seed, DType dtype, Device device) {
   Tensor t = random_tensor(shape, seed, dtype).to(device);
   set_requires_grad(t);
@@ -226,6 +154,10 @@ TEST_CASE("cuda: GradSync averages CUDA gradients through host-only and device-b
         CHECK(sync.stats().buckets_started_in_backward == (overlap ? 2 * (step + 1) : 0));
         sync.finish_step();
         CHECK(comm.started == std::vector<int64_t>{6 * 7 + 7, 5 * 6});
+        for (const MemoryKind kind : comm.kinds) {  // staged in page-locked host memory (async copies)
+          CHECK(kind == (device_buffers ? MemoryKind::device : MemoryKind::pinned));
+        }
+        comm.kinds.clear();
         for (size_t i = 0; i < w.size(); ++i) {
           REQUIRE(grad(w[i]).device() == gpu);
           std::vector<double> want = plain[i];

@@ -14,54 +14,13 @@
 #include "distributed/communicator.h"
 #include "distributed/grad_sync.h"
 #include "tensor/factory.h"
+#include "tests/support/fake_communicator.h"
 #include "tests/support/helpers.h"
 
 using namespace crfseg;
 using namespace crfseg::test;
 
 namespace {
-
-// Pretends to be rank 0 of 2 whose partner holds the same data: a sum
-// doubles every element. Non-blocking sums apply only in wait(), so a caller
-// that reads a buffer before waiting sees the un-reduced values. Records the
-// element count of each collective, in the order they were started, and what
-// each non-blocking one was given, in the order they completed.
-class FakeTwoRanks final : public dist::Communicator {
- public:
-  std::vector<int64_t> started;
-  std::vector<std::vector<double>> reduced;
-  int rank() const override { return 0; }
-  int size() const override { return 2; }
-  std::string backend() const override { return "fake"; }
-  void allreduce_sum(float* d, int64_t n) override { std::for_each(d, d + n, [](float& x) { x *= 2; }); }
-  void allreduce_sum(double* d, int64_t n) override { std::for_each(d, d + n, [](double& x) { x *= 2; }); }
-  std::unique_ptr<dist::Request> iallreduce_sum(float* d, int64_t n) override { return later(d, n); }
-  std::unique_ptr<dist::Request> iallreduce_sum(double* d, int64_t n) override { return later(d, n); }
-  void broadcast(void*, int64_t, int) override {}
-  void barrier() override {}
-
- private:
-  template <typename T>
-  std::unique_ptr<dist::Request> later(T* d, int64_t n) {
-    started.push_back(n);
-    struct Later : dist::Request {
-      T* d;
-      int64_t n;
-      std::vector<std::vector<double>>& log;
-      bool done = false;
-      Later(T* d_, int64_t n_, std::vector<std::vector<double>>& log_) : d(d_), n(n_), log(log_) {}
-      bool test() override { return done; }
-      void wait() override {
-        if (!done) {
-          log.emplace_back(d, d + n);
-          std::for_each(d, d + n, [](T& x) { x *= 2; });
-        }
-        done = true;
-      }
-    };
-    return std::make_unique<Later>(d, n, reduced);
-  }
-};
 
 Tensor leaf(const Shape& shape, uint64_t seed, DType dtype = DType::f32) {
   Tensor t = random_tensor(shape, seed, dtype);

@@ -32,8 +32,12 @@ int64_t bytes_of(const Tensor& t) { return t.numel() * static_cast<int64_t>(dtyp
 //      fill, and GradSync's copy stream waits for it and copies the buffer
 //      to the host, so the copy engine works while the backward's kernels
 //      go on (a synchronous copy would drain the compute stream first);
-//   2. started: a later hook (or finish_step) sees the copy's event done
-//      and starts the collective on the host copy;
+//   2. started: when the next bucket is sealed (or in finish_step) the
+//      host waits for the copy's event, by then usually long done, and
+//      starts the collective on the host copy. Not sooner, at whichever
+//      hook first finds the copy done: that would depend on timing, and
+//      every rank must issue its collectives (ours and any other user's of
+//      the communicator, e.g. synchronised batch norm's) in one order;
 //   3. finish_step waits for it and queues the copy back on the compute
 //      stream, before the kernels that write the sums into the gradients.
 struct GradSync::Bucket {
@@ -113,23 +117,16 @@ GradSync::GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptio
     }
     buckets_.push_back(std::move(bucket));
   }
-  if (!in_place) copy_stream_ = std::make_unique<cuda::Stream>(device_.index);
+  staged_ = !in_place;
+  if (staged_) copy_stream_ = std::make_unique<cuda::Stream>(device_.index);
   for (size_t i = 0; i < params_.size(); ++i) {
     hook_ids_.push_back(add_grad_accumulated_hook(params_[i], [this, i](const Tensor& g) { on_grad(i, g); }));
   }
 }
 
 GradSync::~GradSync() {
-  for (auto& b : buckets_) b->request.reset();  // Request's destructor waits (and never throws)
-  // No copy may still read or write the pinned copies once they are freed.
-  for (auto& b : buckets_) {
-    if (!b->staged) continue;
-    try {
-      b->returned->synchronize();
-    } catch (...) {  // destructors never throw
-    }
-  }
-  copy_stream_.reset();  // synchronises its copies
+  drain();
+  copy_stream_.reset();
   for (size_t i = 0; i < params_.size(); ++i) {
     try {
       remove_grad_accumulated_hook(params_[i], hook_ids_[i]);
@@ -138,15 +135,36 @@ GradSync::~GradSync() {
   }
 }
 
+// Waits for a step's collectives and copies (a step that threw halfway may
+// leave some in flight, on every rank alike): none may still use a bucket
+// when it is refilled or freed.
+void GradSync::drain() noexcept {
+  for (auto& b : buckets_) {
+    b->request.reset();  // Request's destructor waits (and never throws)
+    if (!b->staged) continue;
+    try {
+      b->copied->synchronize();
+      b->returned->synchronize();
+    } catch (...) {  // a CUDA error here resurfaces at the next CUDA call
+    }
+  }
+}
+
 void GradSync::begin_step(double weight) {
   if (in_step_) throw DistributedError("GradSync::begin_step: the previous step was not finished (call finish_step)");
   CRFSEG_CHECK(std::isfinite(weight) && weight >= 0, ValueError,
                "GradSync::begin_step: expected a finite weight >= 0, got ", weight);
+  drain();
   in_step_ = true;
   weight_ = weight;
   next_sealed_ = next_started_ = 0;
   filled_.assign(params_.size(), false);
-  for (auto& b : buckets_) b->filled = 0;
+  for (auto& b : buckets_) {
+    b->filled = 0;
+    // This step's fills (on the stream current now) come after the last
+    // step's copy back into the buffer (on the stream current then).
+    if (b->staged) b->returned->block(cuda::current_stream(device_.index));
+  }
 }
 
 // Copies weight * grad into the parameter's slot of its bucket.
@@ -196,9 +214,15 @@ void GradSync::on_grad(size_t i, const Tensor& grad) {
   }
   fill(i, grad);
   if (options_.overlap) {
-    const size_t before = next_sealed_;
+    const size_t sealed = next_sealed_, started = next_started_;
     seal_ready_buckets();
-    stats_.buckets_started_in_backward += static_cast<int64_t>(next_sealed_ - before);
+    if (next_sealed_ > sealed) {
+      // In place: start what was sealed. Staged: all but the newest bucket,
+      // whose copy to the host is left to run (see Bucket).
+      start_collectives(staged_ ? next_sealed_ - 1 : next_sealed_);
+      stats_.buckets_started_in_backward += static_cast<int64_t>(next_started_ - started);
+      if (staged_) stats_.copies_queued_in_backward += static_cast<int64_t>(next_sealed_ - sealed);
+    }
     poll();
   }
   stats_.hook_seconds += seconds_since(t0);
@@ -207,8 +231,7 @@ void GradSync::on_grad(size_t i, const Tensor& grad) {
 // Seals buckets in index order while the next one is complete. A staged
 // bucket's copy to the host is queued on the copy stream, after the
 // compute stream's fill (and after the last step's copy back, the only
-// other use of the host copy); start_sealed_buckets starts the collective
-// once it is whole.
+// other use of the host copy).
 void GradSync::seal_ready_buckets() {
   while (next_sealed_ < buckets_.size() && buckets_[next_sealed_]->filled == bucket_params_[next_sealed_].size()) {
     Bucket& b = *buckets_[next_sealed_];
@@ -223,30 +246,22 @@ void GradSync::seal_ready_buckets() {
     }
     ++next_sealed_;
   }
-  start_sealed_buckets(false);
 }
 
-// Starts the collectives of sealed buckets in index order, so all ranks
-// issue them in the same order. A staged bucket whose host copy is not yet
-// whole stops the walk, unless `wait` (then the host waits for it).
-void GradSync::start_sealed_buckets(bool wait) {
-  while (next_started_ < next_sealed_) {
+// Starts the collectives of the sealed buckets before `end`, in index order,
+// so all ranks issue them in the same order; for a staged bucket the host
+// first waits for its copy.
+void GradSync::start_collectives(size_t end) {
+  for (; next_started_ < end; ++next_started_) {
     Bucket& b = *buckets_[next_started_];
-    if (b.staged) {
-      if (wait) {
-        b.copied->synchronize();
-      } else if (!b.copied->query()) {
-        break;
-      }
-    }
+    if (b.staged) b.copied->synchronize();
     b.request = b.dtype == DType::f32 ? comm_.iallreduce_sum(static_cast<float*>(b.reduced()), b.numel)
                                       : comm_.iallreduce_sum(static_cast<double*>(b.reduced()), b.numel);
-    ++next_started_;
   }
 }
 
+// Lets the communicator progress the collectives in flight (see grad_sync.h).
 void GradSync::poll() {
-  start_sealed_buckets(false);
   for (size_t b = 0; b < next_started_; ++b) {
     if (buckets_[b]->request) buckets_[b]->request->test();
   }
@@ -262,7 +277,7 @@ void GradSync::finish_step() {
     if (!filled_[i]) fill(i, grad(params_[i]));
   }
   seal_ready_buckets();
-  start_sealed_buckets(true);
+  start_collectives(next_sealed_);
   for (auto& b : buckets_) {
     std::unique_ptr<Request> r = std::move(b->request);
     if (r) r->wait();

@@ -33,8 +33,11 @@
 #include <vector>
 
 #include "distributed/communicator.h"
-#include "tensor/cuda_memory.h"
 #include "tensor/tensor.h"
+
+namespace crfseg::cuda {
+class Stream;
+}
 
 namespace crfseg::dist {
 
@@ -52,10 +55,11 @@ std::vector<std::vector<size_t>> assign_buckets(const std::vector<Tensor>& param
 // Timings accumulated over steps (seconds), for benchmarks and the log.
 struct GradSyncStats {
   int64_t steps = 0;
-  // Buckets whose communication began inside the backward: the all-reduce
-  // started, or (CUDA buckets staged through the host) the copy to the host
-  // queued, its all-reduce then starting at a later hook or in finish_step.
-  int64_t buckets_started_in_backward = 0;
+  int64_t buckets_started_in_backward = 0;  // all-reduces started inside the backward's hooks
+  // CUDA buckets staged through the host (MPI): copies to the host queued
+  // inside the backward; each bucket's all-reduce starts when the next one
+  // is queued, or in finish_step for the last.
+  int64_t copies_queued_in_backward = 0;
   double hook_seconds = 0;    // inside the hooks: copies into buckets, starting and polling collectives
   double finish_seconds = 0;  // inside finish_step(): the communication the backward did not hide
 };
@@ -97,8 +101,9 @@ class GradSync {
   void on_grad(size_t param, const Tensor& grad);
   void fill(size_t param, const Tensor& grad);
   void seal_ready_buckets();
-  void start_sealed_buckets(bool wait);
+  void start_collectives(size_t end);
   void poll();
+  void drain() noexcept;
 
   Communicator& comm_;
   std::vector<Tensor> params_;
@@ -112,6 +117,7 @@ class GradSync {
   std::vector<int64_t> hook_ids_;
   size_t next_sealed_ = 0;          // buckets [0, next_sealed_) are full (staged: their host copy queued)
   size_t next_started_ = 0;         // buckets [0, next_started_) have their all-reduce started
+  bool staged_ = false;             // CUDA buckets with a host-only communicator: every bucket is staged
   std::unique_ptr<cuda::Stream> copy_stream_;  // staged buckets' copies to the host
   bool in_step_ = false;
   double weight_ = 1;

@@ -237,11 +237,20 @@ Event::Event(int device, bool timing) : device_(device) {
   event_ = e;
 }
 Event::~Event() { cudaEventDestroy(event_); }
-void Event::record(StreamHandle stream) { CRFSEG_CUDA_CHECK(cudaEventRecord(event_, stream)); }
+void Event::record(StreamHandle stream) {
+  select(device_, "cuda::Event::record");  // the legacy stream (nullptr) is the current device's
+  CRFSEG_CUDA_CHECK(cudaEventRecord(event_, stream));
+}
 void Event::synchronize() const { CRFSEG_CUDA_CHECK(cudaEventSynchronize(event_)); }
 bool Event::query() const {
   const cudaError_t e = cudaEventQuery(event_);
-  if (e == cudaErrorNotReady) return false;  // not an error: still running
+  if (e == cudaErrorNotReady) {
+    // Not an error (still running), but the runtime may keep it as the last
+    // error, which the next launch check would then report (PyTorch clears
+    // it the same way).
+    cudaGetLastError();
+    return false;
+  }
   CRFSEG_CUDA_CHECK(e);
   return true;
 }
@@ -326,8 +335,8 @@ bool Event::query() const { return true; }
 void Event::block(StreamHandle) const {}
 PinnedBuffer::PinnedBuffer(size_t, int) { no_cuda("cuda::PinnedBuffer"); }
 PinnedBuffer::~PinnedBuffer() = default;
-PinnedBuffer::PinnedBuffer(PinnedBuffer&&) noexcept = default;
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&&) noexcept = default;
+PinnedBuffer::PinnedBuffer(PinnedBuffer&&) noexcept {}  // never holds memory without CUDA
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&&) noexcept { return *this; }
 void copy_to_host_async(void*, const void*, size_t, int, StreamHandle) { no_cuda("cuda::copy_to_host_async"); }
 void copy_to_device_async(void*, const void*, size_t, int, StreamHandle) { no_cuda("cuda::copy_to_device_async"); }
 float Event::elapsed_ms_since(const Event&) const { return 0; }

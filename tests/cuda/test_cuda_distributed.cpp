@@ -145,15 +145,29 @@ TEST_CASE("cuda: GradSync averages CUDA gradients through host-only and device-b
       FakeTwoRanks comm(device_buffers);
       dist::GradSync sync(comm, w, {.bucket_bytes = 200, .overlap = overlap});
       REQUIRE(sync.buckets() == std::vector<std::vector<size_t>>{{2, 1}, {0}});
+      // Square matrices whose products keep the GPU busy for a while before
+      // each backward, so the host runs the backward's hooks far ahead of the
+      // device: a collective started before its bucket's copy to the host
+      // was whole would read stale values (the fake reads its buffer when
+      // the collective starts, as MPI may).
+      const Tensor busy = random_tensor({2048, 2048}, 9).to(gpu);
       for (int step = 0; step < 2; ++step) {  // the buckets are reused from step to step
         CAPTURE(step);
+        const double weight = 0.25 * (step + 1);  // differs per step: stale sums show
         comm.started.clear();
         for (const Tensor& t : w) reset_grad(t);
-        sync.begin_step(0.25);
+        sync.begin_step(weight);
+        Tensor y = busy;
+        for (int k = 0; k < 8; ++k) y = ops::matmul(y, busy);  // 137 GFLOP queued, a few ms (no autograd)
         backward(chain_loss(x, w));
-        CHECK(sync.stats().buckets_started_in_backward == (overlap ? 2 * (step + 1) : 0));
+        // Started inside the backward: both buckets in place; staged, bucket
+        // 0's all-reduce starts when bucket 1 is sealed and bucket 1's in
+        // finish_step (start points fixed by the graph, not by timing).
+        CHECK(sync.stats().buckets_started_in_backward == (overlap ? (device_buffers ? 2 : 1) * (step + 1) : 0));
+        CHECK(sync.stats().copies_queued_in_backward == (overlap && !device_buffers ? 2 * (step + 1) : 0));
         sync.finish_step();
         CHECK(comm.started == std::vector<int64_t>{6 * 7 + 7, 5 * 6});
+        REQUIRE(comm.kinds.size() == 2);
         for (const MemoryKind kind : comm.kinds) {  // staged in page-locked host memory (async copies)
           CHECK(kind == (device_buffers ? MemoryKind::device : MemoryKind::pinned));
         }
@@ -161,7 +175,7 @@ TEST_CASE("cuda: GradSync averages CUDA gradients through host-only and device-b
         for (size_t i = 0; i < w.size(); ++i) {
           REQUIRE(grad(w[i]).device() == gpu);
           std::vector<double> want = plain[i];
-          for (double& v : want) v *= 0.25 * 2;  // weight 0.25, summed over two identical ranks
+          for (double& v : want) v *= weight * 2;  // summed over two identical ranks
           CHECK(compare(values(grad(w[i]).to(Device::cpu())), want, 1e-6, 1e-6) == "");
         }
       }

@@ -3,10 +3,12 @@
 // and broadcast tests without MPI (tests/distributed/test_grad_sync.cpp on
 // the CPU, tests/cuda/test_cuda_distributed.cpp on CUDA tensors).
 //
-// Non-blocking sums apply only in wait(), so a caller that reads a buffer
-// before waiting sees the un-reduced values. It records the element count of
-// each collective in the order they were started (`started`), and what each
-// one was given in the order they completed (`reduced`), and the kind of
+// A collective reads its buffer when it starts (`reduced` keeps what each
+// was given, in the order started: as MPI may read it any time from then, so
+// the data must be whole then) and writes the sums only in wait(), so a
+// caller that reads a buffer before waiting sees the un-reduced values. It
+// also records the element count of each collective in the order they were
+// started (`started`), and the kind of
 // memory each was handed (`kinds`: GradSync stages CUDA buckets in pinned
 // memory for a host-only communicator). With
 // device_buffers it reduces device memory as NCCL does (reduces_device_buffers,
@@ -76,23 +78,22 @@ class FakeTwoRanks final : public dist::Communicator {
     CHECK((kinds.back() == MemoryKind::device) == device_buffers_);  // GradSync stages for a host-only communicator
     struct Later : dist::Request {
       T* d;
-      int64_t n;
       bool on_device;
-      std::vector<std::vector<double>>& log;
+      std::vector<T> sums;
       bool done = false;
-      Later(T* d_, int64_t n_, bool dev, std::vector<std::vector<double>>& log_)
-          : d(d_), n(n_), on_device(dev), log(log_) {}
+      Later(T* d_, int64_t n, bool dev, std::vector<std::vector<double>>& log) : d(d_), on_device(dev) {
+        sums.resize(static_cast<size_t>(n));
+        if (on_device) cuda::copy_to_host(sums.data(), d, sums.size() * sizeof(T), 0);  // after the stream's work, as NCCL
+        else std::copy(d, d + n, sums.begin());
+        log.emplace_back(sums.begin(), sums.end());
+        for (T& x : sums) x *= 2;
+      }
       bool test() override { return done; }
       void wait() override {
         if (done) return;
         done = true;
-        std::vector<T> host(static_cast<size_t>(n));
-        if (on_device) cuda::copy_to_host(host.data(), d, host.size() * sizeof(T), 0);
-        else std::copy(d, d + n, host.begin());
-        log.emplace_back(host.begin(), host.end());
-        for (T& x : host) x *= 2;
-        if (on_device) cuda::copy_to_device(d, host.data(), host.size() * sizeof(T), 0);
-        else std::copy(host.begin(), host.end(), d);
+        if (on_device) cuda::copy_to_device(d, sums.data(), sums.size() * sizeof(T), 0);
+        else std::copy(sums.begin(), sums.end(), d);
       }
     };
     return std::make_unique<Later>(d, n, device_buffers_, reduced);

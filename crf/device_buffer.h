@@ -17,6 +17,10 @@ class DeviceBuffer {
   DeviceBuffer() = default;
   DeviceBuffer(size_t bytes, int device)
       : ptr_(cuda::malloc_bytes(bytes, device)), bytes_(bytes), device_(device) {}
+  // For use on `stream` (not the current one): freed to its pool, reused
+  // only by work queued on it after the work that used this buffer.
+  DeviceBuffer(size_t bytes, int device, cuda::StreamHandle stream)
+      : ptr_(cuda::malloc_bytes(bytes, device, stream)), bytes_(bytes), device_(device) {}
   ~DeviceBuffer() { cuda::free_bytes(ptr_, device_); }
   DeviceBuffer(DeviceBuffer&& other) noexcept
       : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)), device_(other.device_) {}

@@ -12,8 +12,8 @@
 //
 // Device memory: the tables take about N (d + 1) 16 bytes + M (d + 1) 8 bytes
 // (~8 MB for a 256x256 RGB bilateral lattice); each filter() call takes two
-// (M + 1) x C scratch buffers from the stream-ordered allocator
-// (cudaMallocAsync), so concurrent calls on different streams are safe.
+// (M + 1) x C scratch buffers from the caching allocator on its stream, so
+// concurrent calls on different streams are safe.
 //
 // When crfseg is built without CUDA the class still compiles; its
 // constructor throws DeviceError ("... built without CUDA"), so callers need

@@ -5,6 +5,7 @@
 #include "tensor/cuda_memory.h"
 
 #include <array>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -83,6 +84,18 @@ BlockAllocator& allocator(int device) {
   std::lock_guard<std::mutex> guard(lock);
   BlockAllocator*& a = allocators.at(static_cast<size_t>(device));
   if (a == nullptr) {
+    // The kernels' stream-ordered scratch (cudaMallocAsync: cuBLAS's BF16
+    // operand copies, the wgmma GEMMs' packing) comes from the driver's
+    // default pool, which by default returns its memory at every
+    // synchronisation, to be mapped again at the next step's first call.
+    // Keep it instead; this allocator trims it before emptying its own
+    // cache (the out-of-memory retry and empty_cache below), so neither
+    // pool starves the other for long.
+    CRFSEG_CUDA_CHECK(cudaSetDevice(device));
+    cudaMemPool_t pool = nullptr;
+    CRFSEG_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep_all = UINT64_MAX;
+    CRFSEG_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
     a = new BlockAllocator({
         .allocate = [device](size_t bytes) -> void* {
           CRFSEG_CUDA_CHECK(cudaSetDevice(device));
@@ -99,9 +112,10 @@ BlockAllocator& allocator(int device) {
           cudaSetDevice(device);
           cudaFree(ptr);
         },
-        .synchronize = [device] {
+        .synchronize = [device, pool] {
           CRFSEG_CUDA_CHECK(cudaSetDevice(device));
           CRFSEG_CUDA_CHECK(cudaDeviceSynchronize());
+          CRFSEG_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));  // the driver pool's unused memory too (see above)
         },
         .describe = [device] {
           size_t free_b = 0, total_b = 0;
@@ -124,9 +138,12 @@ thread_local std::array<StreamHandle, kMaxDevices> t_current_stream{};
 
 void* malloc_bytes(size_t bytes, int device) {
   select(device, "cuda::malloc");
-  if (caching_enabled()) {
-    return allocator(device).malloc(bytes, reinterpret_cast<BlockAllocator::StreamId>(current_stream(device)));
-  }
+  return malloc_bytes(bytes, device, current_stream(device));
+}
+
+void* malloc_bytes(size_t bytes, int device, StreamHandle stream) {
+  select(device, "cuda::malloc");
+  if (caching_enabled()) return allocator(device).malloc(bytes, reinterpret_cast<BlockAllocator::StreamId>(stream));
   void* ptr = nullptr;
   cudaError_t err = cudaMalloc(&ptr, bytes == 0 ? 1 : bytes);
   if (err == cudaErrorMemoryAllocation) {
@@ -305,6 +322,7 @@ namespace {
 bool is_compiled() { return false; }
 int device_count() { return 0; }
 void* malloc_bytes(size_t, int) { no_cuda("cuda::malloc"); }
+void* malloc_bytes(size_t, int, StreamHandle) { no_cuda("cuda::malloc"); }
 void free_bytes(void*, int) noexcept {}
 void copy_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_device"); }
 void copy_to_host(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_host"); }

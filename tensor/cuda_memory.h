@@ -40,6 +40,7 @@ using EventHandle = CUevent_st*;
 bool is_compiled();           // built with the CUDA toolkit?
 int device_count();           // 0 when not compiled or no driver/device
 void* malloc_bytes(size_t bytes, int device);  // on the current stream's pool
+void* malloc_bytes(size_t bytes, int device, StreamHandle stream);  // on `stream`'s pool
 void free_bytes(void* ptr, int device) noexcept;
 void copy_to_device(void* dst, const void* src, size_t bytes, int device);
 void copy_to_host(void* dst, const void* src, size_t bytes, int device);

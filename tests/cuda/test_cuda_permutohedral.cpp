@@ -162,6 +162,24 @@ TEST_CASE("cuda permutohedral: device-pointer filter() is deterministic and equa
     CHECK(first == second);  // bit-identical: gathers only, no atomics
     CHECK(first == host);
   }
+  // The scratch comes from the caching allocator (counted, returned on exit),
+  // also on a stream other than the current one, where it is reused.
+  const cuda::Stream side(0);
+  for (const cuda::StreamHandle stream : {cuda::current_stream(0), side.handle()}) {
+    const DeviceMemoryStats before = cuda::memory_stats(0);
+    std::vector<float> got(in.size());
+    gpu.filter(static_cast<const float*>(d_in), static_cast<float*>(d_out), C, false, stream);
+    gpu.filter(static_cast<const float*>(d_in), static_cast<float*>(d_out), C, false, stream);
+    side.synchronize();
+    cuda::copy_to_host(got.data(), d_out, bytes, 0);
+    const DeviceMemoryStats after = cuda::memory_stats(0);
+    CHECK(after.allocations - before.allocations == 2);
+    CHECK(after.cache_hits - before.cache_hits >= 1);  // the second call reused the first's block
+    CHECK(after.allocated_bytes == before.allocated_bytes);
+    std::vector<float> host(in.size());
+    gpu.filter_host(in.data(), host.data(), C, false);
+    CHECK(got == host);
+  }
   cuda::free_bytes(d_in, 0);
   cuda::free_bytes(d_out, 0);
 }

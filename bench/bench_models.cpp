@@ -5,6 +5,7 @@
 //                            [--base W] [--depth D] [--size S] [--batch B] [--classes C]
 //                            [--optimizer adamw|sgd] [--crf] [--encoder-forward] [--device cpu|cuda[:N]]
 //                            [--precision fp32|tf32|bf16] [--input noise|shapes] [--profile STEPS]
+//                            [--prefetch]
 //
 // A training step is forward + cross-entropy + backward + optimizer step
 // (AdamW at lr 1e-3, or SGD at lr 1e-2 with momentum 0.9) on a fixed batch; inference is a
@@ -24,6 +25,10 @@
 // and the JSON adds the device's peak allocated memory. Before timing it checks that the
 // loss is finite and decreases over the warm-up steps (a model that does
 // not train prints no number).
+// --prefetch (with --crf on CUDA): each step first starts building the
+// batch's bilateral lattices on a host thread from the host copy of the
+// batch (CrfRnn::prefetch_lattices, as `crfseg train` does), so the build
+// overlaps the network's forward on the GPU.
 // --profile STEPS runs that many more training steps (after the timed ones)
 // under the op-level profiler (autograd/profiler.h) and prints where their
 // time went: self time by kind (Conv2d forward, Conv2dBackward, ...), then
@@ -46,6 +51,7 @@
 
 #include "bench/support/peak.h"
 #include "bench/support/timer.h"
+#include "crf/bilateral_prefetch.h"
 #include "crf/crf_rnn.h"
 #include "datasets/synthetic.h"
 #include "kernels/conv_autotune.h"
@@ -68,7 +74,7 @@ constexpr const char* kUsage =
     "usage: bench_models [--quick] [--json] [--repeats R] [--warmup W] [--encoder NAME] [--base W] [--depth D]\n"
     "                    [--size S] [--batch B] [--classes C] [--optimizer adamw|sgd] [--crf] [--encoder-forward]\n"
     "                    [--device cpu|cuda[:N]] [--precision fp32|tf32|bf16] [--input noise|shapes]\n"
-    "                    [--profile STEPS]\n"
+    "                    [--profile STEPS] [--prefetch]\n"
     "  times a Segmenter training step (forward, loss, backward, optimizer) and inference.\n";
 
 // Peak resident set size of this process so far, in MiB (Linux: ru_maxrss is in KiB).
@@ -92,7 +98,7 @@ int main(int argc, char** argv) {
   bool json = false;
   int64_t repeats = 10, warmup = 2, base = 16, depth = 4, size = 128, batch = 4, classes = 3, profile_steps = 0;
   std::string encoder = "unet", optimizer = "adamw";
-  bool with_crf = false, encoder_forward = false;
+  bool with_crf = false, encoder_forward = false, prefetch = false;
   std::string device_name = "cpu", precision_name = "fp32", input = "noise";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -125,6 +131,8 @@ int main(int argc, char** argv) {
       input = argv[++i];
     } else if (a == "--crf") {
       with_crf = true;
+    } else if (a == "--prefetch") {
+      prefetch = true;
     } else if (a == "--encoder-forward") {
       encoder_forward = true;
     } else if (target != nullptr && has_value && parse_int(argv[i + 1], *target)) {
@@ -162,8 +170,9 @@ int main(int argc, char** argv) {
     models::Segmenter net({.encoder = encoder, .in_channels = 3, .num_classes = classes, .base_width = base,
                            .depth = depth},
                           gen);
+    std::shared_ptr<crf::CrfRnn> crf_layer;
     if (with_crf) {
-      auto crf_layer = std::make_shared<crf::CrfRnn>(crf::CrfRnnOptions{
+      crf_layer = std::make_shared<crf::CrfRnn>(crf::CrfRnnOptions{
           .num_classes = classes, .image_scale = 255.0, .parametrization = crf::CrfParametrization::convergent});
       net.set_final_layer(crf_layer, crf_layer->as_final_layer());
     }
@@ -215,6 +224,7 @@ int main(int argc, char** argv) {
           const profiler::Scope scope("zero_grad");
           opt->zero_grad();
         }
+        if (prefetch && crf_layer && net.final_layer_enabled()) crf_layer->prefetch_lattices(x, x_dev);
         const Tensor logits = net(x_dev);
         const Tensor loss = [&] {
           const profiler::Scope scope("loss");
@@ -298,11 +308,12 @@ int main(int argc, char** argv) {
                   precision_name.c_str(), input.c_str(), json_ms(paired_with).c_str(), json_ms(paired_without).c_str());
     } else {
       std::printf("# Segmenter %s%s (base %lld, depth %lld, %.2fM parameters), batch %lld x 3 x %lld^2, %lld classes, "
-                  "%s, %s, %lld repeats, %s %s%s%s\n",
+                  "%s, %s, %lld repeats, %s %s%s%s%s\n",
                   encoder.c_str(), with_crf ? " + CRF-RNN" : "", (long long)base, (long long)depth, params / 1e6,
                   (long long)batch, (long long)size, (long long)classes, optimizer.c_str(), bench::machine_info().c_str(),
                   (long long)repeats, device.str().c_str(), precision_name.c_str(),
-                  device.is_cuda() ? ", convolutions: " : "", device.is_cuda() ? conv_path : "");
+                  device.is_cuda() ? ", convolutions: " : "", device.is_cuda() ? conv_path : "",
+                  prefetch && with_crf ? ", lattices prefetched" : "");
       std::printf("| impl | pass | median ms | min ms | images/s |\n|---|---|---|---|---|\n");
       if (!encoder_forward) {
         std::printf("| crfseg | train step | %.1f | %.1f | %.1f |\n", train.median_ms, train.min_ms,
@@ -313,6 +324,10 @@ int main(int argc, char** argv) {
       if (with_crf && !encoder_forward) {
         std::printf("CRF-RNN share, paired steps in this process: %.1f ms with the layer, %.1f without (%+.1f%%)\n",
                     paired_with, paired_without, 100.0 * (paired_with - paired_without) / paired_without);
+      }
+      if (prefetch && with_crf) {
+        std::printf("bilateral lattices: %lld forwards took a prefetch\n",
+                    static_cast<long long>(crf::prefetched_bilateral_hits()));
       }
       std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
       if (device.is_cuda()) std::printf("%s", cuda::memory_summary(device.index).c_str());

@@ -7,6 +7,8 @@
 #include <sstream>
 
 #include "autograd/functions.h"
+#include "crf/bilateral_prefetch.h"
+#include "crf/mean_field_composed.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 
@@ -94,6 +96,14 @@ Tensor CrfRnn::forward(const Tensor& unaries, const Tensor& image) {
                shape_str(image.shape()));
   const Pairwise p = pairwise();
   return crf_mean_field(unaries, image, p.spatial_weights, p.bilateral_weights, p.compatibility, mean_field_options());
+}
+
+void CrfRnn::prefetch_lattices(const Tensor& host_image, const Tensor& image) const {
+  check_defined("CrfRnn::prefetch_lattices", image, "image");
+  if (!image.device().is_cuda()) return;
+  const MeanFieldOptions o = mean_field_options();
+  if (o.mode == FilterMode::lattice && cuda_lattice_build() == LatticeBuild::device) return;
+  prefetch_bilateral(host_image, image, o);
 }
 
 std::function<Tensor(const Tensor&, const Tensor&)> CrfRnn::as_final_layer() {

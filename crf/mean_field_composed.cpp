@@ -13,6 +13,7 @@
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
 #include "autograd/profiler.h"
+#include "crf/bilateral_prefetch.h"
 #include "crf/permutohedral.h"
 #include "crf/dense_filter.h"
 #include "crf/gaussian_filter_cuda.h"
@@ -91,11 +92,20 @@ namespace {
 
 std::atomic<int> g_lattice_build{-1};  // -1: not read from the environment yet
 
-// The batch's stacked bilateral filter on `dev`: built on the GPU when that
-// is selected and applies, else on the host (and uploaded for CUDA).
+// The batch's stacked bilateral filter on `dev`: prefetched on a host
+// thread (crf/bilateral_prefetch.h), else built on the GPU when that is
+// selected and applies, else on the host (and uploaded for CUDA).
 std::shared_ptr<const DeviceGaussianFilter> bilateral_on(const Tensor& image, const MeanFieldOptions& o) {
   const profiler::Scope scope("CRF bilateral lattices");
   const Device dev = image.device();
+  if (std::optional<PrefetchedBilateral> p = take_prefetched_bilateral(image, o)) {
+    if (!p->tables) return to_device_filter(std::move(p->host), dev);
+    auto f = std::make_shared<DeviceGaussianFilter>();
+    f->device = dev;
+    f->cuda = std::make_shared<const CudaPermutohedralFilter>(*p->tables, dev.index);  // the upload only
+    f->host = std::move(p->host);
+    return f;
+  }
   if (dev.is_cuda() && o.mode == FilterMode::lattice && cuda_lattice_build() == LatticeBuild::device) {
     // The image stays on the device: features, embedding, sort and tables there.
     std::optional<CudaPermutohedralFilter> built =

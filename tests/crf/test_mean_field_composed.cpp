@@ -11,6 +11,8 @@
 #include "autograd/engine.h"
 #include "autograd/functions.h"
 #include "autograd/gradcheck.h"
+#include "crf/bilateral_prefetch.h"
+#include "crf/crf_rnn.h"
 #include "crf/mean_field.h"
 #include "crf/mean_field_composed.h"
 #include "crf/permutohedral_cuda.h"
@@ -109,6 +111,55 @@ TEST_CASE("composed mean-field: bad inputs and filters with no device form are r
         [&] { to_device_filter(make_gaussian_filter(FilterMode::dense, f, 4, 5), Device::cuda(0)); },
         "CudaDenseGaussianFilter: ");
   }
+}
+
+TEST_CASE("bilateral prefetch: the forward for the prefetched image takes the lattices, no other does") {
+  const MeanFieldOptions o{.iterations = 2, .theta_alpha = 6.0, .theta_beta = 30.0, .theta_gamma = 2.0};
+  const Tensor u = random_tensor({2, 3, 7, 9}, 1, DType::f64, -2, 2), w = random_tensor({3, 3}, 3, DType::f64);
+  const Tensor image = random_tensor({2, 3, 7, 9}, 2, DType::f64, 0, 255);
+  const Tensor host = ops::clone(image);  // its values, another tensor (as the host copy of a CUDA batch)
+  auto forward = [&](const Tensor& img) { return values(crf_mean_field_composed(u, img, w, w, w, o)); };
+  const std::vector<double> inline_build = forward(image);
+  int64_t hits = prefetched_bilateral_hits();
+
+  // Taken by the forward of that image: the same lattices, so the same bits.
+  prefetch_bilateral(host, image, o);
+  CHECK(forward(image) == inline_build);
+  CHECK(prefetched_bilateral_hits() == ++hits);
+  CHECK(forward(image) == inline_build);  // taken once only
+  CHECK(prefetched_bilateral_hits() == hits);
+
+  // Another tensor with the same values, other options, or the image
+  // modified since: each builds its own, and the prefetch stays pending.
+  prefetch_bilateral(host, image, o);
+  CHECK(forward(ops::clone(image)) == inline_build);
+  MeanFieldOptions other = o;
+  other.theta_beta = 31.0;
+  (void)crf_mean_field_composed(u, image, w, w, w, other);
+  CHECK(prefetched_bilateral_hits() == hits);
+  CHECK(forward(image) == inline_build);  // still pending until now
+  CHECK(prefetched_bilateral_hits() == ++hits);
+  prefetch_bilateral(host, image, o);
+  ops::mul_(image, 1.0);  // an in-place op: the version moves
+  CHECK(forward(image) == inline_build);
+  CHECK(prefetched_bilateral_hits() == hits);
+
+  // A build that fails reports its error in the forward that takes it.
+  const Tensor bad = ops::clone(host);
+  bad.data<double>()[5] = std::nan("");
+  prefetch_bilateral(bad, image, o);
+  check_throws_with<ValueError>([&] { forward(image); }, "features must be finite, got nan");
+  CHECK(prefetched_bilateral_hits() == ++hits);
+  CHECK(forward(image) == inline_build);  // and the next forward builds its own
+
+  // A CPU CrfRnn builds inside its fused kernel: prefetch_lattices is a no-op there.
+  CrfRnn crf({.num_classes = 3});
+  crf.prefetch_lattices(host, image);
+  CHECK(forward(image) == inline_build);
+  CHECK(prefetched_bilateral_hits() == hits);
+
+  check_throws_with<ShapeError>([&] { prefetch_bilateral(random_tensor({1, 3, 7, 9}, 4), image, o); },
+                                "prefetch_bilateral: expected host_image and image of one shape");
 }
 
 namespace {

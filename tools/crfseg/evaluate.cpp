@@ -6,6 +6,7 @@
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
 #include "tensor/ops.h"
+#include "tools/crfseg/model_spec.h"
 
 namespace crfseg::app {
 
@@ -38,7 +39,7 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
     NoGradGuard no_grad;
     loader.start_epoch(0);
     while (auto batch = loader.next()) {
-      batch->images = batch->images.to(device);
+      batch->images = images_to_device(batch->images, device, net);
       batch->masks = batch->masks.to(device);
       const Tensor logits = net(batch->images);
       const int64_t n = batch->images.size(0);

@@ -37,6 +37,12 @@ ModelSpec model_spec_from_metadata(const std::map<std::string, std::string>& met
 // Images reach the CRF on the dataset's [0, 1] scale (image_scale 255).
 std::shared_ptr<models::Segmenter> build_model(const ModelSpec& spec, Generator& gen);
 
+// Host images to `device` for net's forward. When net's CRF-RNN final layer
+// will run on a CUDA device, it also starts building the images' bilateral
+// lattices on a host thread from the host copy (CrfRnn::prefetch_lattices),
+// so the build overlaps the network's forward on the GPU.
+Tensor images_to_device(const Tensor& host_images, Device device, const models::Segmenter& net);
+
 // One line: "unet (base 64, depth 4) + CRF-RNN (5/10 iterations, theta 160/3/3), 3 -> 3 classes".
 std::string describe(const ModelSpec& spec);
 

@@ -438,7 +438,7 @@ int run_train(const std::vector<std::string>& args) {
       if (!batch) break;
       {
         const profiler::Scope scope("data to device");  // (a scope records nothing without a session)
-        batch->images = batch->images.to(device);
+        batch->images = images_to_device(batch->images, device, *net);
         batch->masks = batch->masks.to(device);
       }
       const Tensor logits = (*net)(batch->images);

@@ -1,0 +1,93 @@
+// The bilateral-lattice prefetch (see crf/bilateral_prefetch.h).
+#include "crf/bilateral_prefetch.h"
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "crf/permutohedral.h"
+#include "crf/stacked_filter.h"
+#include "tensor/ops.h"
+
+namespace crfseg::crf {
+
+namespace {
+
+// What the pending prefetch is for. Holding `image` keeps its storage
+// alive, so no later tensor can take its memory and pass for it.
+struct Pending {
+  Tensor image;
+  uint64_t version = 0;
+  double theta_alpha = 0, theta_beta = 0;
+  FilterMode mode = FilterMode::lattice;
+  std::future<PrefetchedBilateral> result;
+
+  bool matches(const Tensor& t, const MeanFieldOptions& o) const {
+    return &t.storage() == &image.storage() && t.raw_data() == image.raw_data() && t.shape() == image.shape() &&
+           t.strides() == image.strides() && t.dtype() == image.dtype() && t.version() == version &&
+           o.theta_alpha == theta_alpha && o.theta_beta == theta_beta && o.mode == mode;
+  }
+};
+
+std::mutex g_mutex;
+std::optional<Pending> g_pending;
+std::atomic<int64_t> g_hits{0};
+
+PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, bool upload_tables) {
+  const Tensor image = ops::contiguous(ops::to_dtype(host_image, DType::f64));
+  auto stack = std::make_shared<const StackedFilter>(build_bilateral_filters(image, o));
+  PrefetchedBilateral p;
+  if (upload_tables) {
+    std::vector<const PermutohedralLattice*> lattices;
+    for (const auto& part : stack->parts()) {
+      if (const auto* l = dynamic_cast<const PermutohedralLattice*>(part.get())) lattices.push_back(l);
+    }
+    if (lattices.size() == stack->parts().size()) p.tables = lattice_tables(lattices);
+  }
+  p.host = std::move(stack);
+  return p;
+}
+
+}  // namespace
+
+void prefetch_bilateral(const Tensor& host_image, const Tensor& image, const MeanFieldOptions& options) {
+  const char* op = "prefetch_bilateral";
+  check_defined(op, host_image, "host_image");
+  check_defined(op, image, "image");
+  CRFSEG_CHECK(host_image.device().is_cpu(), DeviceError, op, ": expected host_image on the CPU, got ",
+               host_image.device().str());
+  CRFSEG_CHECK(host_image.dim() == 4 && host_image.shape() == image.shape(), ShapeError, op,
+               ": expected host_image and image of one shape [B, C, H, W], got ", shape_str(host_image.shape()),
+               " and ", shape_str(image.shape()));
+  const bool tables = image.device().is_cuda() && options.mode == FilterMode::lattice;
+  Pending p{.image = image,
+            .version = image.version(),
+            .theta_alpha = options.theta_alpha,
+            .theta_beta = options.theta_beta,
+            .mode = options.mode,
+            .result = std::async(std::launch::async, build, host_image, options, tables)};
+  std::optional<Pending> old;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    old = std::exchange(g_pending, std::move(p));
+  }
+  // `old` (if any) waits for its build here, outside the lock; its error, unclaimed, is dropped.
+}
+
+std::optional<PrefetchedBilateral> take_prefetched_bilateral(const Tensor& image, const MeanFieldOptions& options) {
+  std::future<PrefetchedBilateral> result;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (!g_pending || !g_pending->matches(image, options)) return std::nullopt;
+    result = std::move(g_pending->result);
+    g_pending.reset();
+  }
+  ++g_hits;
+  return result.get();  // waits; rethrows the build's error
+}
+
+int64_t prefetched_bilateral_hits() { return g_hits.load(); }
+
+}  // namespace crfseg::crf

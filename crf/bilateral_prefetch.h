@@ -1,0 +1,58 @@
+// Prefetching a batch's bilateral lattices on a host thread, for CUDA
+// forwards that build them on the host (the default, crf/mean_field_composed.h).
+//
+// Why: the host build needs the image on the host. Inline, the CRF layer
+// copies it back from the device, which waits for the network's forward to
+// finish, and then the GPU idles while the host builds each image's
+// lattice, stacks the tables and uploads them (tens of ms for a batch of 16
+// noisy 256^2 images, more than the network's forward on an H100). A loop
+// that holds the batch on the host before uploading it can start the build
+// before the forward instead, so it runs while the GPU computes the network:
+//
+//   Tensor images = host_images.to(device);
+//   crf->prefetch_lattices(host_images, images);  // crf::CrfRnn, or prefetch_bilateral
+//   Tensor logits = net(images);                   // the CRF layer takes the prefetched lattices
+//
+// The forward whose image is `image` (the same tensor: storage, offset,
+// shape and strides, and not modified since: its version) and whose options
+// give the same lattices (theta_alpha, theta_beta, mode) takes them; any
+// other forward builds its own, as without a prefetch. The lattices are
+// exactly the inline build's (the same code on the same values), so results
+// do not change. One prefetch is pending at a time: a new one replaces it
+// (after waiting for the old build). A build that fails (e.g. a NaN pixel)
+// reports its error in the forward that takes it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "crf/gaussian_filter.h"
+#include "crf/mean_field.h"
+#include "crf/permutohedral_cuda.h"
+#include "tensor/tensor.h"
+
+namespace crfseg::crf {
+
+// host_image: [B, C, H, W] on the CPU, the values of `image` (which may live
+// on any device); it is read by the host thread, so it must not be modified
+// until the forward has taken the result. Throws ShapeError/DeviceError for
+// mismatched tensors.
+void prefetch_bilateral(const Tensor& host_image, const Tensor& image, const MeanFieldOptions& options);
+
+// A finished prefetch: the batch's host filter (a StackedFilter, one part
+// per image) and, for a CUDA image in the lattice mode, the stacked tables
+// for the upload (lattice_tables, made on the host thread too).
+struct PrefetchedBilateral {
+  std::shared_ptr<const GaussianFilter> host;
+  std::optional<LatticeTables> tables;
+};
+
+// The pending prefetch if it is for this image and these options (waiting
+// for it, rethrowing its error); nullopt otherwise (the prefetch stays pending).
+std::optional<PrefetchedBilateral> take_prefetched_bilateral(const Tensor& image, const MeanFieldOptions& options);
+
+// Forwards that took a prefetch so far (for tests and benchmarks).
+int64_t prefetched_bilateral_hits();
+
+}  // namespace crfseg::crf

@@ -1,8 +1,12 @@
 // The bilateral-lattice prefetch (see crf/bilateral_prefetch.h).
 #include "crf/bilateral_prefetch.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <atomic>
 #include <future>
+#include <system_error>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -36,6 +40,9 @@ std::optional<Pending> g_pending;
 std::atomic<int64_t> g_hits{0};
 
 PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, bool upload_tables) {
+  // This thread's OpenMP team leaves a core to the thread that launches the
+  // network's kernels meanwhile.
+  omp_set_num_threads(std::max(1, omp_get_max_threads() - 1));
   const Tensor image = ops::contiguous(ops::to_dtype(host_image, DType::f64));
   auto stack = std::make_shared<const StackedFilter>(build_bilateral_filters(image, o));
   PrefetchedBilateral p;
@@ -62,12 +69,18 @@ void prefetch_bilateral(const Tensor& host_image, const Tensor& image, const Mea
                ": expected host_image and image of one shape [B, C, H, W], got ", shape_str(host_image.shape()),
                " and ", shape_str(image.shape()));
   const bool tables = image.device().is_cuda() && options.mode == FilterMode::lattice;
+  std::future<PrefetchedBilateral> result;
+  try {
+    result = std::async(std::launch::async, build, host_image, options, tables);
+  } catch (const std::system_error&) {
+    return;  // no thread to be had: the forward builds its lattices itself, as without a prefetch
+  }
   Pending p{.image = image,
             .version = image.version(),
             .theta_alpha = options.theta_alpha,
             .theta_beta = options.theta_beta,
             .mode = options.mode,
-            .result = std::async(std::launch::async, build, host_image, options, tables)};
+            .result = std::move(result)};
   std::optional<Pending> old;
   {
     std::lock_guard<std::mutex> lock(g_mutex);

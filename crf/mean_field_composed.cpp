@@ -98,7 +98,11 @@ std::atomic<int> g_lattice_build{-1};  // -1: not read from the environment yet
 std::shared_ptr<const DeviceGaussianFilter> bilateral_on(const Tensor& image, const MeanFieldOptions& o) {
   const profiler::Scope scope("CRF bilateral lattices");
   const Device dev = image.device();
-  if (std::optional<PrefetchedBilateral> p = take_prefetched_bilateral(image, o)) {
+  const bool device_build =
+      dev.is_cuda() && o.mode == FilterMode::lattice && cuda_lattice_build() == LatticeBuild::device;
+  std::optional<PrefetchedBilateral> p;
+  if (!device_build) p = take_prefetched_bilateral(image, o);
+  if (p) {
     if (!p->tables) return to_device_filter(std::move(p->host), dev);
     auto f = std::make_shared<DeviceGaussianFilter>();
     f->device = dev;
@@ -106,7 +110,7 @@ std::shared_ptr<const DeviceGaussianFilter> bilateral_on(const Tensor& image, co
     f->host = std::move(p->host);
     return f;
   }
-  if (dev.is_cuda() && o.mode == FilterMode::lattice && cuda_lattice_build() == LatticeBuild::device) {
+  if (device_build) {
     // The image stays on the device: features, embedding, sort and tables there.
     std::optional<CudaPermutohedralFilter> built =
         CudaPermutohedralFilter::build_bilateral(image, o.theta_alpha, o.theta_beta);

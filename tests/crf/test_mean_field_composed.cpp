@@ -117,45 +117,59 @@ TEST_CASE("bilateral prefetch: the forward for the prefetched image takes the la
   const MeanFieldOptions o{.iterations = 2, .theta_alpha = 6.0, .theta_beta = 30.0, .theta_gamma = 2.0};
   const Tensor u = random_tensor({2, 3, 7, 9}, 1, DType::f64, -2, 2), w = random_tensor({3, 3}, 3, DType::f64);
   const Tensor image = random_tensor({2, 3, 7, 9}, 2, DType::f64, 0, 255);
+  const Tensor other = random_tensor({2, 3, 7, 9}, 7, DType::f64, 0, 255);
   const Tensor host = ops::clone(image);  // its values, another tensor (as the host copy of a CUDA batch)
-  auto forward = [&](const Tensor& img) { return values(crf_mean_field_composed(u, img, w, w, w, o)); };
-  const std::vector<double> inline_build = forward(image);
+  auto forward = [&](const Tensor& img, const MeanFieldOptions& opt) {
+    return values(crf_mean_field_composed(u, img, w, w, w, opt));
+  };
+  MeanFieldOptions wider = o;
+  wider.theta_beta = 60.0;
+  const std::vector<double> inline_build = forward(image, o), other_build = forward(other, o),
+                            wider_build = forward(image, wider);
+  REQUIRE(other_build != inline_build);
+  REQUIRE(wider_build != inline_build);
   int64_t hits = prefetched_bilateral_hits();
 
   // Taken by the forward of that image: the same lattices, so the same bits.
   prefetch_bilateral(host, image, o);
-  CHECK(forward(image) == inline_build);
+  CHECK(forward(image, o) == inline_build);
   CHECK(prefetched_bilateral_hits() == ++hits);
-  CHECK(forward(image) == inline_build);  // taken once only
+  CHECK(forward(image, o) == inline_build);  // taken once only
   CHECK(prefetched_bilateral_hits() == hits);
 
-  // Another tensor with the same values, other options, or the image
-  // modified since: each builds its own, and the prefetch stays pending.
+  // Another image, or other thetas: each builds its own (taking the
+  // prefetch would give inline_build's lattices), and the prefetch stays
+  // pending for the forward it was made for.
   prefetch_bilateral(host, image, o);
-  CHECK(forward(ops::clone(image)) == inline_build);
-  MeanFieldOptions other = o;
-  other.theta_beta = 31.0;
-  (void)crf_mean_field_composed(u, image, w, w, w, other);
+  CHECK(forward(other, o) == other_build);
+  CHECK(forward(image, wider) == wider_build);
   CHECK(prefetched_bilateral_hits() == hits);
-  CHECK(forward(image) == inline_build);  // still pending until now
+  CHECK(forward(image, o) == inline_build);
   CHECK(prefetched_bilateral_hits() == ++hits);
-  prefetch_bilateral(host, image, o);
-  ops::mul_(image, 1.0);  // an in-place op: the version moves
-  CHECK(forward(image) == inline_build);
+  // The image changed in place since the prefetch (its version moved): its own build.
+  const Tensor changed = ops::clone(image);
+  prefetch_bilateral(host, changed, o);
+  ops::mul_(changed, 0.5);
+  const std::vector<double> changed_build = forward(changed, o);
   CHECK(prefetched_bilateral_hits() == hits);
+  CHECK(changed_build != inline_build);
+  CHECK(changed_build == forward(ops::clone(changed), o));
 
   // A build that fails reports its error in the forward that takes it.
   const Tensor bad = ops::clone(host);
   bad.data<double>()[5] = std::nan("");
   prefetch_bilateral(bad, image, o);
-  check_throws_with<ValueError>([&] { forward(image); }, "features must be finite, got nan");
+  check_throws_with<ValueError>([&] { forward(image, o); }, "features must be finite, got nan");
   CHECK(prefetched_bilateral_hits() == ++hits);
-  CHECK(forward(image) == inline_build);  // and the next forward builds its own
+  CHECK(forward(image, o) == inline_build);  // and the next forward builds its own
 
-  // A CPU CrfRnn builds inside its fused kernel: prefetch_lattices is a no-op there.
-  CrfRnn crf({.num_classes = 3});
+  // A CrfRnn with the same thetas: on a CPU image it builds inside its fused
+  // kernel, so prefetch_lattices is a no-op (a prefetch would be taken by
+  // the composed forward with its options here).
+  CrfRnn crf({.num_classes = 3, .theta_alpha = 6.0, .theta_beta = 30.0, .theta_gamma = 2.0});
+  REQUIRE(crf.mean_field_options().theta_beta == o.theta_beta);
   crf.prefetch_lattices(host, image);
-  CHECK(forward(image) == inline_build);
+  (void)forward(image, crf.mean_field_options());  // would take a prefetch (same thetas and mode)
   CHECK(prefetched_bilateral_hits() == hits);
 
   check_throws_with<ShapeError>([&] { prefetch_bilateral(random_tensor({1, 3, 7, 9}, 4), image, o); },

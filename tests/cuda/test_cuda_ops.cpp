@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "autograd/functions.h"
+#include "crf/bilateral_prefetch.h"
 #include "crf/crf_rnn.h"
 #include "crf/mean_field_composed.h"
 #include "layers/optim/adam.h"
@@ -904,6 +905,34 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
     // so only f32 rounding separates the two.
     CHECK_CLOSE(run(Device::cuda(0)), values(run(Device::cpu())), 1e-3, 1e-3);
   }
+}
+
+TEST_CASE("cuda crf: lattices prefetched on a host thread give the inline build's bits, forward and backward" *
+          doctest::skip(kNoDevice)) {
+  // The host build (the default) with and without CrfRnn::prefetch_lattices;
+  // with it, the forward takes the tables made on the host thread and only
+  // uploads them (crf/bilateral_prefetch.h).
+  const Device gpu = Device::cuda(0);
+  struct BuildGuard {  // restores the setting however the case ends
+    crf::LatticeBuild previous;
+    ~BuildGuard() { crf::set_cuda_lattice_build(previous); }
+  } const restore{crf::set_cuda_lattice_build(crf::LatticeBuild::host)};
+  auto run = [&](bool prefetch) {
+    crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 3, .theta_alpha = 20.0, .theta_beta = 30.0});
+    layer.to(gpu);
+    Tensor u = random_tensor({2, 3, 19, 23}, 90, DType::f32, -2, 2).to(gpu);
+    const Tensor host = random_tensor({2, 3, 19, 23}, 91, DType::f32, 0, 255);
+    const Tensor image = host.to(gpu);
+    if (prefetch) layer.prefetch_lattices(host, image);
+    set_requires_grad(u, true);
+    const Tensor out = layer.forward(u, image);
+    backward(sum(mul(out, random_tensor(out.shape(), 92).to(gpu))));
+    return values(ops::concat({ops::flatten(out), ops::flatten(grad(u))}, 0).to(Device::cpu()));
+  };
+  const std::vector<double> plain = run(false);
+  const int64_t hits = crf::prefetched_bilateral_hits();
+  CHECK(run(true) == plain);
+  CHECK(crf::prefetched_bilateral_hits() == hits + 1);
 }
 
 #ifdef CRFSEG_WITH_CUDA

@@ -214,7 +214,7 @@ std::shared_ptr<models::Segmenter> build_model(const ModelSpec& spec, Generator&
 
 Tensor images_to_device(const Tensor& host_images, Device device, const models::Segmenter& net) {
   Tensor images = host_images.to(device);
-  if (!device.is_cuda() || !net.final_layer_enabled()) return images;
+  if (!device.is_cuda() || !host_images.device().is_cpu() || !net.final_layer_enabled()) return images;
   for (const auto& [name, module] : net.named_children()) {
     const auto* crf_layer = dynamic_cast<const crf::CrfRnn*>(module.get());
     if (name == "final" && crf_layer != nullptr) crf_layer->prefetch_lattices(host_images, images);

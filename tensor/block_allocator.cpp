@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <unordered_map>
+#include <vector>
 
 #include "tensor/error.h"
 
@@ -25,6 +26,8 @@ struct Block {
   BlockAllocator::StreamId stream = 0;
   bool small = false;
   bool free = true;
+  std::vector<BlockAllocator::StreamId> uses;  // other streams that use it (record_stream)
+  int pending_events = 0;                      // freed, waiting for those streams' events
   Block* prev = nullptr;  // neighbours in the same segment
   Block* next = nullptr;
 };
@@ -46,6 +49,7 @@ struct BlockAllocator::Impl {
   mutable std::mutex lock;
   Pool small_pool, large_pool;
   std::unordered_map<void*, Block*> active;
+  std::vector<std::pair<void*, Block*>> pending;  // (event, freed block) for record_stream's blocks
   DeviceMemoryStats stats;
 
   Pool& pool_of(const Block* b) { return b->small ? small_pool : large_pool; }
@@ -74,6 +78,36 @@ struct BlockAllocator::Impl {
     stats.peak_reserved_bytes = std::max(stats.peak_reserved_bytes, stats.reserved_bytes);
     ++stats.segment_allocations;
     return b;
+  }
+
+  // Back to its pool, merged with free neighbours. Caller holds lock.
+  void release_block(Block* b) {
+    b->free = true;
+    if (b->prev != nullptr && b->prev->free) absorb(b, b->prev);
+    if (b->next != nullptr && b->next->free) absorb(b, b->next);
+    pool_of(b).insert(b);
+  }
+
+  // Returns the blocks whose streams' events have all completed. Caller holds lock.
+  // An event that throws stays pending, as do those after it.
+  void process_events() {
+    std::vector<std::pair<void*, Block*>> still;
+    size_t i = 0;
+    try {
+      for (; i < pending.size(); ++i) {
+        Block* b = pending[i].second;
+        if (!backend.event_done(pending[i].first)) {
+          still.push_back(pending[i]);
+        } else if (--b->pending_events == 0) {
+          release_block(b);
+        }
+      }
+    } catch (...) {
+      still.insert(still.end(), pending.begin() + static_cast<std::ptrdiff_t>(i), pending.end());
+      pending.swap(still);
+      throw;
+    }
+    pending.swap(still);
   }
 
   // Releases every free block that spans a whole segment. Caller holds lock.
@@ -138,6 +172,7 @@ BlockAllocator::~BlockAllocator() {
   // Gather every block, then free each segment once (through its head block).
   std::set<Block*> all;
   for (auto& [p, b] : impl_->active) all.insert(b);
+  for (auto& [event, b] : impl_->pending) all.insert(b);  // (their events are not released: teardown only)
   for (Block* b : impl_->small_pool) all.insert(b);
   for (Block* b : impl_->large_pool) all.insert(b);
   for (Block* b : all) {
@@ -163,6 +198,7 @@ void* BlockAllocator::malloc(size_t bytes, StreamId stream) {
   const bool small = size <= kSmallLimit;
   Pool& pool = small ? m.small_pool : m.large_pool;
   ++m.stats.allocations;
+  if (!m.pending.empty()) m.process_events();
   Block* b = m.take_free(pool, size, stream);
   if (b != nullptr) {
     ++m.stats.cache_hits;
@@ -173,6 +209,7 @@ void* BlockAllocator::malloc(size_t bytes, StreamId stream) {
       // Out of memory: give back what the cache holds and try once more.
       ++m.stats.oom_retries;
       m.backend.synchronize();
+      m.process_events();
       m.release_free_segments();
       b = m.new_segment(seg, small, stream);
     }
@@ -208,16 +245,38 @@ void BlockAllocator::free(void* ptr) {
   m.stats.requested_bytes -= static_cast<int64_t>(b->requested);
   --m.stats.active_blocks;
   ++m.stats.frees;
-  b->free = true;
   b->requested = 0;
-  if (b->prev != nullptr && b->prev->free) m.absorb(b, b->prev);
-  if (b->next != nullptr && b->next->free) m.absorb(b, b->next);
-  m.pool_of(b).insert(b);
+  if (b->uses.empty()) {
+    m.release_block(b);
+    return;
+  }
+  // Used on other streams: out of the pools until their work so far is done.
+  m.pending.reserve(m.pending.size() + b->uses.size());
+  for (const StreamId s : b->uses) {
+    m.pending.emplace_back(m.backend.record_event(s), b);
+    ++b->pending_events;
+  }
+  b->uses.clear();
+}
+
+void BlockAllocator::record_stream(void* ptr, StreamId stream) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> guard(m.lock);
+  CRFSEG_CHECK(m.backend.record_event && m.backend.event_done, NotImplementedError, "record_stream on ",
+               m.backend.name, ": this allocator has no stream events");
+  auto it = m.active.find(ptr);
+  CRFSEG_CHECK(it != m.active.end(), ValueError, "record_stream on ", m.backend.name,
+               ": expected a pointer from this allocator, not yet freed, got ", ptr);
+  Block* b = it->second;
+  if (stream != b->stream && std::find(b->uses.begin(), b->uses.end(), stream) == b->uses.end()) {
+    b->uses.push_back(stream);
+  }
 }
 
 void BlockAllocator::empty_cache() {
   std::lock_guard<std::mutex> guard(impl_->lock);
   impl_->backend.synchronize();
+  if (!impl_->pending.empty()) impl_->process_events();
   impl_->release_free_segments();
 }
 

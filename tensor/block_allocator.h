@@ -16,6 +16,11 @@
 //    only reused in that stream's order. The block is split when the rest is
 //    worth keeping (at least 512 bytes in the small pool, more than 1 MiB in
 //    the large one); on free it merges with free neighbours in its segment.
+//  - record_stream(ptr, s) notes that a block is also used on stream s (not
+//    the one it was allocated on). Its free() then records an event on each
+//    such stream, and the block goes back to its pool only when they have
+//    all completed (checked at the next malloc, or after a synchronisation),
+//    so it is not handed out while kernels queued on s may still read it.
 //  - When the backend refuses memory, every segment that is entirely free is
 //    released (after the backend synchronises) and the allocation retried
 //    once; then OutOfMemoryError gives the request, what is allocated and
@@ -59,6 +64,12 @@ class BlockAllocator {
     // "free X of Y bytes" for the out-of-memory message.
     std::function<std::string()> describe;
     std::string name;  // "cuda:0", for messages
+    // Events, for record_stream (a backend without them refuses it):
+    // record_event(stream) marks the work queued on `stream` so far and
+    // returns a handle; event_done(handle) says whether that work has
+    // completed, and when it has, releases the handle.
+    std::function<void*(uintptr_t stream)> record_event;
+    std::function<bool(void* event)> event_done;
   };
   using StreamId = uintptr_t;  // a cudaStream_t's value
 
@@ -77,6 +88,10 @@ class BlockAllocator {
   void* malloc(size_t bytes, StreamId stream);
   // Returns a block from malloc to the cache. Unknown pointers throw ValueError.
   void free(void* ptr);
+  // The block at ptr (from malloc, not yet freed) is also used by work on
+  // `stream` (see above; the allocation's own stream is a no-op). Throws
+  // ValueError for an unknown pointer, NotImplementedError without events.
+  void record_stream(void* ptr, StreamId stream);
   // Releases every entirely free segment to the backend.
   void empty_cache();
 

@@ -5,7 +5,6 @@
 #include "tensor/cuda_memory.h"
 
 #include <array>
-#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -84,18 +83,6 @@ BlockAllocator& allocator(int device) {
   std::lock_guard<std::mutex> guard(lock);
   BlockAllocator*& a = allocators.at(static_cast<size_t>(device));
   if (a == nullptr) {
-    // The kernels' stream-ordered scratch (cudaMallocAsync: cuBLAS's BF16
-    // operand copies, the wgmma GEMMs' packing) comes from the driver's
-    // default pool, which by default returns its memory at every
-    // synchronisation, to be mapped again at the next step's first call.
-    // Keep it instead; this allocator trims it before emptying its own
-    // cache (the out-of-memory retry and empty_cache below), so neither
-    // pool starves the other for long.
-    CRFSEG_CUDA_CHECK(cudaSetDevice(device));
-    cudaMemPool_t pool = nullptr;
-    CRFSEG_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
-    uint64_t keep_all = UINT64_MAX;
-    CRFSEG_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
     a = new BlockAllocator({
         .allocate = [device](size_t bytes) -> void* {
           CRFSEG_CUDA_CHECK(cudaSetDevice(device));
@@ -112,10 +99,9 @@ BlockAllocator& allocator(int device) {
           cudaSetDevice(device);
           cudaFree(ptr);
         },
-        .synchronize = [device, pool] {
+        .synchronize = [device] {
           CRFSEG_CUDA_CHECK(cudaSetDevice(device));
           CRFSEG_CUDA_CHECK(cudaDeviceSynchronize());
-          CRFSEG_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));  // the driver pool's unused memory too (see above)
         },
         .describe = [device] {
           size_t free_b = 0, total_b = 0;
@@ -127,6 +113,26 @@ BlockAllocator& allocator(int device) {
           return detail::concat_message("the device has ", free_b, " of ", total_b, " bytes free");
         },
         .name = "cuda:" + std::to_string(device),
+        .record_event = [device](uintptr_t stream) -> void* {
+          CRFSEG_CUDA_CHECK(cudaSetDevice(device));
+          cudaEvent_t e = nullptr;
+          CRFSEG_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+          const cudaError_t err = cudaEventRecord(e, reinterpret_cast<cudaStream_t>(stream));
+          if (err != cudaSuccess) cudaEventDestroy(e);
+          CRFSEG_CUDA_CHECK(err);
+          return e;
+        },
+        .event_done = [](void* event) {
+          const auto e = static_cast<cudaEvent_t>(event);
+          const cudaError_t err = cudaEventQuery(e);
+          if (err == cudaErrorNotReady) {
+            cudaGetLastError();  // not an error (see Event::query)
+            return false;
+          }
+          CRFSEG_CUDA_CHECK(err);
+          CRFSEG_CUDA_CHECK(cudaEventDestroy(e));
+          return true;
+        },
     });
   }
   return *a;
@@ -137,7 +143,7 @@ thread_local std::array<StreamHandle, kMaxDevices> t_current_stream{};
 }  // namespace
 
 void* malloc_bytes(size_t bytes, int device) {
-  select(device, "cuda::malloc");
+  select(device, "cuda::malloc");  // first: it names a bad index
   return malloc_bytes(bytes, device, current_stream(device));
 }
 
@@ -171,6 +177,11 @@ void free_bytes(void* ptr, int device) noexcept {
   }
   cudaSetDevice(device);
   cudaFree(ptr);  // errors here cannot be reported from a destructor
+}
+
+void record_stream(void* ptr, int device, StreamHandle stream) {
+  select(device, "cuda::record_stream");
+  if (caching_enabled()) allocator(device).record_stream(ptr, reinterpret_cast<BlockAllocator::StreamId>(stream));
 }
 
 void copy_to_device(void* dst, const void* src, size_t bytes, int device) {
@@ -324,6 +335,7 @@ int device_count() { return 0; }
 void* malloc_bytes(size_t, int) { no_cuda("cuda::malloc"); }
 void* malloc_bytes(size_t, int, StreamHandle) { no_cuda("cuda::malloc"); }
 void free_bytes(void*, int) noexcept {}
+void record_stream(void*, int, StreamHandle) { no_cuda("cuda::record_stream"); }
 void copy_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_device"); }
 void copy_to_host(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_host"); }
 void copy_device_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_device_to_device"); }

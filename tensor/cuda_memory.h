@@ -13,12 +13,12 @@
 // (the _async ones, from and to pinned memory, do not).
 //
 // A freed block goes back to the pool of the stream it was allocated on and
-// is reused in that stream's order. There is no record_stream yet: a tensor
-// that kernels on *another* stream still read must not be freed until that
-// stream has been synchronised (or an event on it waited for); otherwise
-// its memory can be handed out and overwritten while they run. Blocks of a
-// destroyed Stream return to the driver only on empty_cache() or an
-// out-of-memory retry.
+// is reused in that stream's order. A tensor that kernels on *another*
+// stream use must be marked with Tensor::record_stream(that stream) (or
+// record_stream below): its block then waits, once freed, for an event on
+// that stream before it is reused; otherwise its memory could be handed
+// out and overwritten while they run. Blocks of a destroyed Stream return
+// to the driver only on empty_cache() or an out-of-memory retry.
 //
 // When crfseg is built without CUDA every function throws DeviceError
 // ("... built without CUDA"), so callers need no #ifdefs.
@@ -42,6 +42,10 @@ int device_count();           // 0 when not compiled or no driver/device
 void* malloc_bytes(size_t bytes, int device);  // on the current stream's pool
 void* malloc_bytes(size_t bytes, int device, StreamHandle stream);  // on `stream`'s pool
 void free_bytes(void* ptr, int device) noexcept;
+// ptr (from malloc_bytes) is also used by work on `stream`: see
+// BlockAllocator::record_stream. A no-op when the cache is off (cudaFree
+// waits for the device).
+void record_stream(void* ptr, int device, StreamHandle stream);
 void copy_to_device(void* dst, const void* src, size_t bytes, int device);
 void copy_to_host(void* dst, const void* src, size_t bytes, int device);
 void copy_device_to_device(void* dst, const void* src, size_t bytes, int device);

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "kernels/cpu/strided_loop.h"
+#include "tensor/cuda_memory.h"
 #include "tensor/dispatch.h"
 
 namespace crfseg {
@@ -51,6 +52,10 @@ bool Tensor::is_contiguous() const {
     expected *= shape()[d];
   }
   return true;
+}
+
+void Tensor::record_stream(cuda::StreamHandle stream) const {
+  if (device().is_cuda()) cuda::record_stream(storage().data(), device().index, stream);
 }
 
 void* Tensor::raw_data() const {

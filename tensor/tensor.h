@@ -22,6 +22,11 @@
 #include "tensor/shape.h"
 #include "tensor/storage.h"
 
+struct CUstream_st;
+namespace crfseg::cuda {
+using StreamHandle = CUstream_st*;  // as in tensor/cuda_memory.h (cudaStream_t)
+}
+
 namespace crfseg {
 
 struct AutogradMeta;  // opaque here; see autograd/autograd_meta.h
@@ -75,6 +80,11 @@ class Tensor {
   // Bumps the storage's version counter; every in-place op calls this.
   void bump_version() const { impl().storage->bump_version(); }
   uint64_t version() const { return impl().storage->version(); }
+  // CUDA: this tensor's memory is also used by work queued on `stream` (not
+  // the stream it was allocated on), so once it is freed the caching
+  // allocator hands it out again only after that work (torch's
+  // Tensor.record_stream; tensor/block_allocator.h). A no-op on the CPU.
+  void record_stream(cuda::StreamHandle stream) const;
 
   // ---- views (share storage; no autograd) ----
   Tensor as_strided(const Shape& shape, const Strides& strides, int64_t offset) const;

@@ -40,3 +40,26 @@ TEST_CASE("cuda: matmul precision names parse, bad ones are refused, and a build
     check_throws_with<DeviceError>([] { cuda::set_matmul_precision(cuda::MatmulPrecision::bf16); }, "built without CUDA");
   }
 }
+
+TEST_CASE("cuda: record_stream keeps a block from reuse until the other stream's work is done" *
+          doctest::skip(kNoDevice)) {
+  const Device gpu = Device::cuda(0);
+  const cuda::Stream side(0);
+  const Tensor busy = random_tensor({2048, 2048}, 1).to(gpu);
+  void* first = nullptr;
+  {
+    const Tensor a = empty({3 << 20}, {DType::f32, gpu});  // 12 MiB, its own segment, on the current stream
+    first = a.raw_data();
+    a.record_stream(side.handle());
+    const cuda::StreamGuard on_side(side);
+    Tensor y = busy;
+    for (int k = 0; k < 20; ++k) y = ops::matmul(y, busy);  // ~340 GFLOP queued on `side`
+  }  // a freed while `side` has not reached this point
+  const Tensor b = empty({3 << 20}, {DType::f32, gpu});
+  CHECK(b.raw_data() != first);
+  side.synchronize();
+  const Tensor c = empty({3 << 20}, {DType::f32, gpu});
+  CHECK(c.raw_data() == first);  // reused once the side stream's work was done
+  // CPU tensors: nothing to record.
+  empty({4}).record_stream(side.handle());
+}

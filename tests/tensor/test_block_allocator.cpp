@@ -15,12 +15,16 @@ using namespace crfseg::test;
 
 namespace {
 
-// A device of `capacity` bytes; records every segment it hands out.
+// A device of `capacity` bytes; records every segment it hands out. Its
+// streams in `busy` have work queued: an event recorded on one completes
+// only once the test takes the stream out of `busy` (or synchronises).
 struct FakeDevice {
   size_t capacity;
   size_t used = 0;
   int syncs = 0;
   std::map<void*, size_t> segments;
+  std::set<uintptr_t> busy;
+  std::map<int*, uintptr_t> events;  // outstanding: handle -> stream
 
   BlockAllocator::Backend backend() {
     return {
@@ -38,9 +42,25 @@ struct FakeDevice {
           segments.erase(it);
           std::free(p);
         },
-        .synchronize = [this] { ++syncs; },
+        .synchronize = [this] {
+          ++syncs;
+          busy.clear();
+        },
         .describe = [this] { return "fake: " + std::to_string(capacity - used) + " free"; },
         .name = "fake:0",
+        .record_event = [this](uintptr_t stream) -> void* {
+          int* e = new int(0);
+          events[e] = stream;
+          return e;
+        },
+        .event_done = [this](void* event) {
+          int* e = static_cast<int*>(event);
+          REQUIRE(events.count(e) == 1);  // never asked again once done
+          if (busy.count(events[e]) != 0) return false;
+          events.erase(e);
+          delete e;
+          return true;
+        },
     };
   }
 };
@@ -125,6 +145,64 @@ TEST_CASE("block allocator: blocks freed on one stream are not handed to another
   CHECK(r == p);
   a.free(q);
   a.free(r);
+}
+
+TEST_CASE("block allocator: a block used on another stream is reused only after that stream's work") {
+  FakeDevice dev{.capacity = 64 * MiB};
+  {
+    BlockAllocator a(dev.backend());
+    // Small blocks (one 2 MiB segment): p used on stream 2 as well.
+    void* p = a.malloc(1000, /*stream=*/1);
+    a.record_stream(p, 2);
+    a.record_stream(p, 2);  // once is enough
+    a.record_stream(p, 1);  // its own stream: nothing to wait for
+    dev.busy = {2};
+    a.free(p);
+    CHECK(a.stats().allocated_bytes == 0);  // freed by its owner...
+    CHECK(dev.events.size() == 1);          // ...but one event on stream 2 guards it
+    void* q = a.malloc(1000, 1);
+    CHECK(q != p);  // stream 2 may still read p
+    CHECK(dev.segments.size() == 1);
+    dev.busy.clear();  // stream 2's work is done
+    void* r = a.malloc(1000, 1);
+    CHECK(r == p);  // the best fit again
+    CHECK(dev.events.empty());
+    a.free(q);
+    a.free(r);
+    // A large block whose segment is released: empty_cache synchronises, so
+    // the event completes and the whole segment goes back.
+    void* big = a.malloc(6 * MiB, 1);
+    a.record_stream(big, 3);
+    a.record_stream(big, 4);
+    dev.busy = {3, 4};
+    a.free(big);
+    CHECK(dev.events.size() == 2);
+    const size_t segments = dev.segments.size();
+    a.empty_cache();
+    CHECK(dev.events.empty());
+    CHECK(dev.segments.size() == segments - 2);  // the 6 MiB one and the small one
+    CHECK(a.stats().reserved_bytes == 0);
+    // Freed while its events are outstanding, then the allocator goes:
+    // the segment is still released once (the fake checks).
+    void* last = a.malloc(3 * MiB, 1);
+    a.record_stream(last, 5);
+    dev.busy = {5};
+    a.free(last);
+    CHECK(dev.events.size() == 1);
+    int local = 0;
+    check_throws_with<ValueError>([&] { a.record_stream(&local, 2); },
+                                  "record_stream on fake:0: expected a pointer from this allocator, not yet freed");
+    check_throws_with<ValueError>([&] { a.record_stream(p, 2); }, "not yet freed");  // p was freed (as r)
+  }
+  CHECK(dev.segments.empty());
+  for (auto& [e, s] : dev.events) delete e;
+  // A backend without events refuses record_stream.
+  BlockAllocator::Backend plain = dev.backend();
+  plain.record_event = nullptr;
+  BlockAllocator b(plain);
+  void* p = b.malloc(100, 0);
+  check_throws_with<NotImplementedError>([&] { b.record_stream(p, 1); }, "has no stream events");
+  b.free(p);
 }
 
 TEST_CASE("block allocator: out of memory empties the cache, retries, then throws with the byte counts") {

@@ -25,10 +25,11 @@
 // and the JSON adds the device's peak allocated memory. Before timing it checks that the
 // loss is finite and decreases over the warm-up steps (a model that does
 // not train prints no number).
-// --prefetch (with --crf on CUDA): each step first starts building the
-// batch's bilateral lattices on a host thread from the host copy of the
-// batch (CrfRnn::prefetch_lattices, as `crfseg train` does), so the build
-// overlaps the network's forward on the GPU.
+// --prefetch (with --crf on CUDA): right after each step's forward is
+// queued, the next step's bilateral lattices (the same batch here) start
+// building on a host thread from the host copy of the batch
+// (CrfRnn::prefetch_lattices, as `crfseg train` does one batch ahead), so
+// the build overlaps the rest of the step on the GPU.
 // --profile STEPS runs that many more training steps (after the timed ones)
 // under the op-level profiler (autograd/profiler.h) and prints where their
 // time went: self time by kind (Conv2d forward, Conv2dBackward, ...), then
@@ -224,8 +225,9 @@ int main(int argc, char** argv) {
           const profiler::Scope scope("zero_grad");
           opt->zero_grad();
         }
-        if (prefetch && crf_layer && net.final_layer_enabled()) crf_layer->prefetch_lattices(x, x_dev);
         const Tensor logits = net(x_dev);
+        // The next step's lattices (the same batch here), as crfseg train reads one batch ahead.
+        if (prefetch && crf_layer && net.final_layer_enabled()) crf_layer->prefetch_lattices(x, x_dev);
         const Tensor loss = [&] {
           const profiler::Scope scope("loss");
           return cross_entropy(logits, y);

@@ -7,10 +7,13 @@
 // lattice, stacks the tables and uploads them (tens of ms for a batch of 16
 // noisy 256^2 images, more than the network's forward on an H100). A loop
 // that holds the batch on the host before uploading it can start the build
-// before the forward instead, so it runs while the GPU computes the network:
+// earlier instead, so it runs while the GPU computes; crfseg train reads
+// one batch ahead and starts the next batch's build right after queueing
+// the current forward:
 //
 //   Tensor images = host_images.to(device);
 //   crf->prefetch_lattices(host_images, images);  // crf::CrfRnn, or prefetch_bilateral
+//   ...                                            // (the current step)
 //   Tensor logits = net(images);                   // the CRF layer takes the prefetched lattices
 //
 // The forward whose image is `image` (the same tensor: storage, offset,

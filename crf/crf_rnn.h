@@ -95,8 +95,8 @@ class CrfRnn : public nn::Module {
 
   // Starts building the bilateral lattices of the forward whose image is
   // `image` on a host thread, from host_image, its values on the CPU (see
-  // crf/bilateral_prefetch.h): for CUDA training loops, before the
-  // network's forward. A no-op where the forward would not build them on the
+  // crf/bilateral_prefetch.h): for CUDA training loops, ahead of the
+  // forward that takes them. A no-op where the forward would not build them on the
   // host: a CPU image (the fused kernel builds its own) or the device build
   // (CRFSEG_CUDA_LATTICE=device).
   void prefetch_lattices(const Tensor& host_image, const Tensor& image) const;

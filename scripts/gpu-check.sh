@@ -192,9 +192,9 @@ bench "torch unet bf16" 120 $py bench/peers/torch_segmenter.py --base 64 --depth
 # H100 run had none when the layer took +401% of the step.
 bench "unet+crf" 150 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 --repeats 5 --device cuda --crf \
   --profile 2
-# The host build started before the forward on a host thread (session 46,
-# written without a GPU; what crfseg train does): the build overlaps the
-# network's forward, so its scope should shrink to the wait.
+# The host build one step ahead on a host thread (session 46, written
+# without a GPU; what crfseg train does): the build overlaps the previous
+# step, so its scope should shrink to the upload.
 bench "unet+crf, lattices prefetched" 150 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 \
   --repeats 5 --device cuda --crf --prefetch --profile 2
 # The same with the batch's bilateral lattice built on the GPU (session 44,

@@ -44,6 +44,7 @@ TEST_CASE("cuda: matmul precision names parse, bad ones are refused, and a build
 TEST_CASE("cuda: record_stream keeps a block from reuse until the other stream's work is done" *
           doctest::skip(kNoDevice)) {
   const Device gpu = Device::cuda(0);
+  cuda::empty_cache(0);  // no other free block of that size to be handed out instead
   const cuda::Stream side(0);
   const Tensor busy = random_tensor({2048, 2048}, 1).to(gpu);
   void* first = nullptr;

@@ -38,10 +38,21 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
   {
     NoGradGuard no_grad;
     loader.start_epoch(0);
-    while (auto batch = loader.next()) {
-      batch->images = images_to_device(batch->images, device, net);
-      batch->masks = batch->masks.to(device);
+    // One batch ahead, as in training (train.cpp): on CUDA with a CRF-RNN the
+    // next batch's lattices build on a host thread while this one runs.
+    auto fetch = [&] {
+      auto b = loader.next();
+      if (b) {
+        b->images = images_to_device(b->images, device, net);
+        b->masks = b->masks.to(device);
+      }
+      return b;
+    };
+    for (auto ahead = fetch();;) {
+      auto batch = std::move(ahead);
+      if (!batch) break;
       const Tensor logits = net(batch->images);
+      ahead = fetch();
       const int64_t n = batch->images.size(0);
       loss_sum += compute_loss(logits, batch->masks, loss).item() * static_cast<double>(n);
       const Tensor predicted = ops::argmax(logits, 1);

@@ -40,7 +40,8 @@ std::shared_ptr<models::Segmenter> build_model(const ModelSpec& spec, Generator&
 // Host images to `device` for net's forward. When net's CRF-RNN final layer
 // will run on a CUDA device, it also starts building the images' bilateral
 // lattices on a host thread from the host copy (CrfRnn::prefetch_lattices),
-// so the build overlaps the network's forward on the GPU.
+// so the build overlaps what the GPU does before that forward (train and
+// evaluate read one batch ahead for this).
 Tensor images_to_device(const Tensor& host_images, Device device, const models::Segmenter& net);
 
 // One line: "unet (base 64, depth 4) + CRF-RNN (5/10 iterations, theta 160/3/3), 3 -> 3 classes".

@@ -25,11 +25,13 @@
 #include <cstdio>
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
 #include <sstream>
+#include <utility>
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
@@ -427,21 +429,40 @@ int run_train(const std::vector<std::string>& args) {
     train_loader.start_epoch(epoch, first_batch);
     int64_t done = first_batch;
     first_batch = 0;
+    // The loader's next batch on the device. With a CRF-RNN on CUDA its
+    // lattices start building on a host thread there (images_to_device), so
+    // reading one batch ahead, right after a step's forward is queued, gives
+    // that build the rest of the step to finish in.
+    // A failure to read it is raised where reading it used to be, at the
+    // start of its own step, so the step in progress still completes.
+    std::exception_ptr ahead_error;
+    auto fetch = [&]() -> decltype(train_loader.next()) {
+      try {
+        auto b = [&] {
+          const profiler::Scope scope("data");
+          return train_loader.next();
+        }();
+        if (b) {
+          const profiler::Scope scope("data to device");  // (a scope records nothing without a session)
+          b->images = images_to_device(b->images, device, *net);
+          b->masks = b->masks.to(device);
+        }
+        return b;
+      } catch (...) {
+        ahead_error = std::current_exception();
+        return std::nullopt;
+      }
+    };
+    auto ahead = fetch();
     for (;;) {
       // --profile: steps 2 .. N + 1 of this run (the first allocates the
       // caches), each part of the step a scope, waiting for data included.
       if (profile_steps > 0 && dp.is_root() && step == first_step + 1 && !profile) profile.emplace(device);
-      auto batch = [&] {
-        const profiler::Scope scope("data");
-        return train_loader.next();
-      }();
+      if (ahead_error) std::rethrow_exception(std::exchange(ahead_error, nullptr));
+      auto batch = std::move(ahead);
       if (!batch) break;
-      {
-        const profiler::Scope scope("data to device");  // (a scope records nothing without a session)
-        batch->images = images_to_device(batch->images, device, *net);
-        batch->masks = batch->masks.to(device);
-      }
       const Tensor logits = (*net)(batch->images);
+      ahead = fetch();
       const Tensor loss = [&] {
         const profiler::Scope scope("loss");
         return compute_loss(logits, batch->masks, loss_spec);

@@ -101,6 +101,15 @@ std::optional<PrefetchedBilateral> take_prefetched_bilateral(const Tensor& image
   return result.get();  // waits; rethrows the build's error
 }
 
+void discard_prefetched_bilateral() {
+  std::optional<Pending> old;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    old = std::exchange(g_pending, std::nullopt);
+  }
+  // `old` waits for its build here, outside the lock.
+}
+
 int64_t prefetched_bilateral_hits() { return g_hits.load(); }
 
 }  // namespace crfseg::crf

@@ -55,6 +55,19 @@ struct PrefetchedBilateral {
 // for it, rethrowing its error); nullopt otherwise (the prefetch stays pending).
 std::optional<PrefetchedBilateral> take_prefetched_bilateral(const Tensor& image, const MeanFieldOptions& options);
 
+// Drops the pending prefetch, if any (waiting for its build): for loops
+// that end with one unclaimed, so that no host thread or device tensor
+// outlives them.
+void discard_prefetched_bilateral();
+
+// Calls discard_prefetched_bilateral when the scope ends, however it ends.
+struct PrefetchScope {
+  PrefetchScope() = default;
+  ~PrefetchScope() { discard_prefetched_bilateral(); }
+  PrefetchScope(const PrefetchScope&) = delete;
+  PrefetchScope& operator=(const PrefetchScope&) = delete;
+};
+
 // Forwards that took a prefetch so far (for tests and benchmarks).
 int64_t prefetched_bilateral_hits();
 

@@ -240,23 +240,32 @@ void BlockAllocator::free(void* ptr) {
   CRFSEG_CHECK(it != m.active.end(), ValueError, "free on ", m.backend.name, ": expected a pointer from ",
                "this allocator, got ", ptr, " (double free?)");
   Block* b = it->second;
+  // Used on other streams: an event on each, so that the block leaves the
+  // pools until their work so far is done. Made before the books change: if
+  // one cannot be recorded (e.g. the stream is gone), the whole device is
+  // waited for instead, and the events made so far (done by then) released.
+  std::vector<void*> events;
+  try {
+    for (const StreamId s : b->uses) events.push_back(m.backend.record_event(s));
+  } catch (...) {
+    m.backend.synchronize();  // if this throws too, the block stays allocated (reported, not reused)
+    for (void* e : events) (void)m.backend.event_done(e);
+    events.clear();
+  }
+  b->uses.clear();
   m.active.erase(it);
   m.stats.allocated_bytes -= static_cast<int64_t>(b->size);
   m.stats.requested_bytes -= static_cast<int64_t>(b->requested);
   --m.stats.active_blocks;
   ++m.stats.frees;
   b->requested = 0;
-  if (b->uses.empty()) {
+  if (events.empty()) {
     m.release_block(b);
     return;
   }
-  // Used on other streams: out of the pools until their work so far is done.
-  m.pending.reserve(m.pending.size() + b->uses.size());
-  for (const StreamId s : b->uses) {
-    m.pending.emplace_back(m.backend.record_event(s), b);
-    ++b->pending_events;
-  }
-  b->uses.clear();
+  m.pending.reserve(m.pending.size() + events.size());
+  for (void* e : events) m.pending.emplace_back(e, b);
+  b->pending_events = static_cast<int>(events.size());
 }
 
 void BlockAllocator::record_stream(void* ptr, StreamId stream) {

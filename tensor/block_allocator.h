@@ -89,7 +89,9 @@ class BlockAllocator {
   // Returns a block from malloc to the cache. Unknown pointers throw ValueError.
   void free(void* ptr);
   // The block at ptr (from malloc, not yet freed) is also used by work on
-  // `stream` (see above; the allocation's own stream is a no-op). Throws
+  // `stream` (see above; the allocation's own stream is a no-op). The
+  // stream must be on this device and outlive the block's free (if its
+  // event cannot be recorded then, free waits for the whole device). Throws
   // ValueError for an unknown pointer, NotImplementedError without events.
   void record_stream(void* ptr, StreamId stream);
   // Releases every entirely free segment to the backend.

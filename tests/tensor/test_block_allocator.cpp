@@ -18,6 +18,8 @@ namespace {
 // A device of `capacity` bytes; records every segment it hands out. Its
 // streams in `busy` have work queued: an event recorded on one completes
 // only once the test takes the stream out of `busy` (or synchronises).
+constexpr uintptr_t kGoneStream = 9;  // record_event on it throws (a destroyed stream)
+
 struct FakeDevice {
   size_t capacity;
   size_t used = 0;
@@ -49,6 +51,7 @@ struct FakeDevice {
         .describe = [this] { return "fake: " + std::to_string(capacity - used) + " free"; },
         .name = "fake:0",
         .record_event = [this](uintptr_t stream) -> void* {
+          if (stream == kGoneStream) throw DeviceError("fake: no stream " + std::to_string(stream));
           int* e = new int(0);
           events[e] = stream;
           return e;
@@ -182,6 +185,20 @@ TEST_CASE("block allocator: a block used on another stream is reused only after 
     CHECK(dev.events.empty());
     CHECK(dev.segments.size() == segments - 2);  // the 6 MiB one and the small one
     CHECK(a.stats().reserved_bytes == 0);
+    // An event that cannot be recorded: free waits for the whole device
+    // instead (the events already made are done then), and the block is
+    // free at once, its books balanced.
+    void* gone = a.malloc(1000, 1);
+    a.record_stream(gone, 6);
+    a.record_stream(gone, kGoneStream);
+    dev.busy = {6};
+    const int syncs = dev.syncs;
+    a.free(gone);
+    CHECK(dev.syncs == syncs + 1);
+    CHECK(dev.events.empty());  // stream 6's event was made, then released after the sync
+    void* again = a.malloc(1000, 1);
+    CHECK(again == gone);
+    a.free(again);
     // Freed while its events are outstanding, then the allocator goes:
     // the segment is still released once (the fake checks).
     void* last = a.malloc(3 * MiB, 1);

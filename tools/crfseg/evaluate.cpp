@@ -5,6 +5,7 @@
 
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
+#include "crf/bilateral_prefetch.h"
 #include "tensor/ops.h"
 #include "tools/crfseg/model_spec.h"
 
@@ -38,6 +39,7 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
   {
     NoGradGuard no_grad;
     loader.start_epoch(0);
+    const crf::PrefetchScope prefetch_scope;  // (one left pending if a batch fails)
     // One batch ahead, as in training (train.cpp): on CUDA with a CRF-RNN the
     // next batch's lattices build on a host thread while this one runs.
     auto fetch = [&] {

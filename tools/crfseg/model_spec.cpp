@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "tensor/cuda_memory.h"
+#include "tensor/ops.h"
 #include "tools/crfseg/join.h"
 
 namespace crfseg::app {
@@ -213,12 +215,23 @@ std::shared_ptr<models::Segmenter> build_model(const ModelSpec& spec, Generator&
 }
 
 Tensor images_to_device(const Tensor& host_images, Device device, const models::Segmenter& net) {
-  Tensor images = host_images.to(device);
-  if (!device.is_cuda() || !host_images.device().is_cpu() || !net.final_layer_enabled()) return images;
-  for (const auto& [name, module] : net.named_children()) {
-    const auto* crf_layer = dynamic_cast<const crf::CrfRnn*>(module.get());
-    if (name == "final" && crf_layer != nullptr) crf_layer->prefetch_lattices(host_images, images);
+  const crf::CrfRnn* crf_layer = nullptr;
+  if (device.is_cuda() && host_images.device().is_cpu() && net.final_layer_enabled()) {
+    for (const auto& [name, module] : net.named_children()) {
+      if (name == "final") crf_layer = dynamic_cast<const crf::CrfRnn*>(module.get());
+    }
   }
+  if (crf_layer == nullptr) return host_images.to(device);
+  // The build starts first: the upload waits for the work queued on the
+  // device (the current step's forward), and the build need not. The
+  // device tensor exists, unfilled, when the prefetch records it; filling
+  // a tensor nothing has read yet is its creation, so its version stays
+  // the one the prefetch recorded.
+  const Tensor host = ops::contiguous(host_images);
+  Tensor images = Tensor::empty(host.shape(), {host.dtype(), device});
+  crf_layer->prefetch_lattices(host, images);
+  cuda::copy_to_device(images.raw_data(), host.raw_data(),
+                       static_cast<size_t>(host.numel()) * dtype_size(host.dtype()), device.index);
   return images;
 }
 

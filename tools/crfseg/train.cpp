@@ -36,6 +36,7 @@
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/profiler.h"
+#include "crf/bilateral_prefetch.h"
 #include "layers/nonfinite.h"
 #include "layers/optim/adam.h"
 #include "layers/optim/clip_grad.h"
@@ -420,6 +421,7 @@ int run_train(const std::vector<std::string>& args) {
     profile.reset();
   };
   net->train();
+  const crf::PrefetchScope prefetch_scope;  // a batch read ahead and never trained on leaves no build running
   for (; epoch < epochs; ++epoch) {
     const int64_t batches = train_loader.num_batches();
     Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), batches);
@@ -456,13 +458,14 @@ int run_train(const std::vector<std::string>& args) {
     auto ahead = fetch();
     for (;;) {
       // --profile: steps 2 .. N + 1 of this run (the first allocates the
-      // caches), each part of the step a scope, waiting for data included.
+      // caches), each part of the step a scope, waiting for data included
+      // (the next step's: it is read during this one).
       if (profile_steps > 0 && dp.is_root() && step == first_step + 1 && !profile) profile.emplace(device);
       if (ahead_error) std::rethrow_exception(std::exchange(ahead_error, nullptr));
       auto batch = std::move(ahead);
       if (!batch) break;
       const Tensor logits = (*net)(batch->images);
-      ahead = fetch();
+      if (!(stop_after > 0 && step + 1 >= stop_after)) ahead = fetch();  // (none after the last step of the run)
       const Tensor loss = [&] {
         const profiler::Scope scope("loss");
         return compute_loss(logits, batch->masks, loss_spec);

@@ -5,7 +5,8 @@
 // small images. Headline: 5 iterations forward + backward on 256x256
 // with 2 threads (issue 5's target: under 60 ms).
 //
-//   build-crf/bench/bench_crf [--quick | --headline | --builds | --gpu-builds] [--json] [--repeats R]
+//   build-crf/bench/bench_crf [--quick | --headline | --builds | --gpu-builds | --host-tables] [--json]
+//                             [--repeats R]
 //                             [--image shapes|noise] [--batch B]
 //
 // --quick: 64x64 only, 3 repeats (CI); --headline: only the 256x256 lattice
@@ -19,6 +20,8 @@
 // --gpu-builds: a batch's lattices (B = 16 unless --batch says otherwise)
 // built on the host and uploaded against built on the GPU (see
 // run_gpu_builds; needs a CUDA device, else says so and measures nothing).
+// --host-tables: that host build's CPU side alone (no device needed), with
+// and without the CPU blur's structures (see run_host_tables).
 //
 // Images: "shapes" (default) is a synthetic scene, five flat-coloured
 // rectangles and discs plus Gaussian noise of sigma 4; "noise" is uniform
@@ -304,7 +307,8 @@ int run_gpu_builds(int64_t batch, int repeats, const std::string& machine) {
     // What crf/mean_field_composed.cpp runs either way, from the CUDA image.
     const auto on_host = [&] {
       const Tensor planes = ops::contiguous(ops::to_dtype(on_device.to(Device::cpu()), DType::f64));
-      const auto lattices = build_bilateral_filters(planes, MeanFieldOptions{.theta_alpha = 160, .theta_beta = 3});
+      const auto lattices =
+          build_bilateral_filters(planes, MeanFieldOptions{.theta_alpha = 160, .theta_beta = 3}, /*for_gpu=*/true);
       std::vector<const PermutohedralLattice*> raw;
       for (const auto& l : lattices) raw.push_back(static_cast<const PermutohedralLattice*>(l.get()));
       return CudaPermutohedralFilter(lattice_tables(raw), 0);
@@ -345,10 +349,50 @@ int run_gpu_builds(int64_t batch, int repeats, const std::string& machine) {
   return 0;
 }
 
+// --host-tables: the host side of that host build, which needs no device: a
+// batch's lattices side by side, then stacked by lattice_tables, with the
+// CPU blur's structures (the chains, as every lattice had before session
+// 46) and without them (for_gpu, what the CUDA path builds now),
+// alternated, after checking that the two stacks' tables are identical.
+int run_host_tables(int64_t batch, int repeats, const std::string& machine) {
+  std::printf("# Host build of a batch of %lld 256^2 RGB images' bilateral lattices, stacked for the GPU "
+              "(build_bilateral_filters + lattice_tables, d = 5, thetas 160/3), %d OpenMP threads; %s; "
+              "%d alternated repeats\n",
+              (long long)batch, omp_get_max_threads(), machine.c_str(), repeats);
+  std::printf("| image | lattice pts | with CPU blur ms (med/min) | for GPU ms (med/min) | ratio |\n"
+              "|---|---|---|---|---|\n");
+  for (const std::string kind : {"shapes", "noise"}) {
+    std::vector<Tensor> images;
+    for (int64_t b = 0; b < batch; ++b) images.push_back(make_image(256, kind, 9 + static_cast<uint64_t>(b)));
+    const Tensor planes = ops::contiguous(ops::to_dtype(ops::concat(images, 0), DType::f64));
+    const auto stack = [&](bool for_gpu) {
+      const auto lattices =
+          build_bilateral_filters(planes, MeanFieldOptions{.theta_alpha = 160, .theta_beta = 3}, for_gpu);
+      std::vector<const PermutohedralLattice*> raw;
+      for (const auto& l : lattices) raw.push_back(static_cast<const PermutohedralLattice*>(l.get()));
+      return lattice_tables(raw);
+    };
+    const LatticeTables full = stack(false), lean = stack(true);
+    if (full.splat_offsets != lean.splat_offsets || full.splat_points != lean.splat_points ||
+        full.splat_weights != lean.splat_weights || full.neighbours != lean.neighbours ||
+        full.vertices != lean.vertices || full.barycentric != lean.barycentric) {
+      std::fprintf(stderr, "bench_crf: the %s batch's tables differ with and without the CPU blur\n", kind.c_str());
+      return 1;
+    }
+    std::vector<bench::Contender> contenders = {{"with CPU blur", true, [&] { (void)stack(false); }, {}},
+                                                {"for GPU", true, [&] { (void)stack(true); }, {}}};
+    bench::time_alternated(contenders, repeats, 1, std::chrono::milliseconds(0));
+    const bench::Timing f = bench::summarize(contenders[0].ms), l = bench::summarize(contenders[1].ms);
+    std::printf("| %s | %lld | %.1f / %.1f | %.1f / %.1f | %.2f |\n", kind.c_str(), (long long)full.num_lattice,
+                f.median_ms, f.min_ms, l.median_ms, l.min_ms, l.median_ms / f.median_ms);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool json = false, quick = false, headline = false, builds = false, gpu_builds = false;
+  bool json = false, quick = false, headline = false, builds = false, gpu_builds = false, host_tables = false;
   int repeats = 20;
   int64_t batch = 1;
   std::string image_kind = "shapes";
@@ -359,12 +403,14 @@ int main(int argc, char** argv) {
     else if (a == "--headline") headline = true;
     else if (a == "--builds") builds = true;
     else if (a == "--gpu-builds") gpu_builds = true;
+    else if (a == "--host-tables") host_tables = true;
     else if (a == "--repeats" && i + 1 < argc) repeats = std::atoi(argv[++i]);
     else if (a == "--image" && i + 1 < argc) image_kind = argv[++i];
     else if (a == "--batch" && i + 1 < argc) batch = std::atoll(argv[++i]);
     else {
       std::fprintf(stderr,
-                   "usage: bench_crf [--quick | --headline | --builds | --gpu-builds] [--json] [--repeats R] "
+                   "usage: bench_crf [--quick | --headline | --builds | --gpu-builds | --host-tables] [--json] "
+                   "[--repeats R] "
                    "[--image shapes|noise] [--batch B]\n");
       return 2;
     }
@@ -377,6 +423,7 @@ int main(int argc, char** argv) {
   const std::string machine = bench::machine_info();
   if (builds) return run_builds(quick, json, repeats, machine);
   if (gpu_builds) return run_gpu_builds(batch > 1 ? batch : 16, quick ? 3 : std::min(repeats, 10), machine);
+  if (host_tables) return run_host_tables(batch > 1 ? batch : 16, quick ? 3 : std::min(repeats, 10), machine);
   if (!verify()) return 1;
 
   std::vector<Row> rows;

@@ -44,7 +44,7 @@ PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, b
   // network's kernels meanwhile.
   omp_set_num_threads(std::max(1, omp_get_max_threads() - 1));
   const Tensor image = ops::contiguous(ops::to_dtype(host_image, DType::f64));
-  auto stack = std::make_shared<const StackedFilter>(build_bilateral_filters(image, o));
+  auto stack = std::make_shared<const StackedFilter>(build_bilateral_filters(image, o, upload_tables));
   PrefetchedBilateral p;
   if (upload_tables) {
     std::vector<const PermutohedralLattice*> lattices;

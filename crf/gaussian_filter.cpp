@@ -11,9 +11,11 @@ namespace crfseg::crf {
 const char* filter_mode_name(FilterMode mode) { return mode == FilterMode::lattice ? "lattice" : "dense"; }
 
 std::unique_ptr<GaussianFilter> make_gaussian_filter(FilterMode mode, const std::vector<double>& features,
-                                                     int64_t num_points, int64_t dim) {
+                                                     int64_t num_points, int64_t dim, bool for_gpu) {
   if (mode == FilterMode::dense) return std::make_unique<DenseGaussianFilter>(features, num_points, dim);
-  return std::make_unique<PermutohedralLattice>(features, num_points, dim);
+  LatticeOptions options;
+  options.cpu_blur = !for_gpu;
+  return std::make_unique<PermutohedralLattice>(features, num_points, dim, options);
 }
 
 std::vector<double> spatial_features(int64_t height, int64_t width, double theta_gamma) {

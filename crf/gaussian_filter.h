@@ -45,9 +45,11 @@ class GaussianFilter {
 };
 
 // Builds a filter of the given mode over `features` ([num_points x dim],
-// row-major, already scaled by 1 / theta).
+// row-major, already scaled by 1 / theta). for_gpu: a lattice whose tables
+// only go to the GPU, without the CPU blur's structures
+// (LatticeOptions::cpu_blur); the dense filter ignores it.
 std::unique_ptr<GaussianFilter> make_gaussian_filter(FilterMode mode, const std::vector<double>& features,
-                                                     int64_t num_points, int64_t dim);
+                                                     int64_t num_points, int64_t dim, bool for_gpu = false);
 
 // ---- CRF features of one image (pixel i = y * width + x, row-major) ----
 // Spatial: (x / theta_gamma, y / theta_gamma), d = 2.

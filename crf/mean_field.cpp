@@ -448,13 +448,14 @@ void for_each_image(int64_t B, ImageSplit split, const F& body) {
 // count; the splat lists), so every image of a batch builds side by side
 // (ImageSplit::all). The lattices are the same as built one at a time.
 std::vector<std::unique_ptr<GaussianFilter>> build_bilateral_filters(const Tensor& image,
-                                                                     const MeanFieldOptions& options) {
+                                                                     const MeanFieldOptions& options, bool for_gpu) {
   const int64_t B = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3), n = H * W;
   std::vector<std::unique_ptr<GaussianFilter>> filters(static_cast<size_t>(B));
   for_each_image(B, ImageSplit::all, [&](int64_t b) {
     const double* planes = image.data<double>() + b * C * n;
     filters[b] = make_gaussian_filter(
-        options.mode, bilateral_features(planes, C, H, W, options.theta_alpha, options.theta_beta), n, 2 + C);
+        options.mode, bilateral_features(planes, C, H, W, options.theta_alpha, options.theta_beta), n, 2 + C,
+        for_gpu);
   });
   return filters;
 }

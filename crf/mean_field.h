@@ -106,8 +106,10 @@ void check_mean_field_inputs(const Tensor& unaries, const Tensor& image, const T
 // One bilateral filter per image of `image` (CPU, f64, contiguous [B, C, H,
 // W]), the images built side by side on the OpenMP threads. Errors
 // (non-finite or too large features) are rethrown, the first image's first.
+// for_gpu: lattices whose tables only go to the GPU (make_gaussian_filter).
 std::vector<std::unique_ptr<GaussianFilter>> build_bilateral_filters(const Tensor& image,
-                                                                     const MeanFieldOptions& options);
+                                                                     const MeanFieldOptions& options,
+                                                                     bool for_gpu = false);
 
 // The spatial filter of an H x W image depends on nothing but (H, W,
 // theta_gamma, mode): the 4 most recently used are kept, so training at a

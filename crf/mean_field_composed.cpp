@@ -122,7 +122,9 @@ std::shared_ptr<const DeviceGaussianFilter> bilateral_on(const Tensor& image, co
     }
   }
   const Tensor host_image = ops::contiguous(ops::to_dtype(image.to(Device::cpu()), DType::f64));
-  return to_device_filter(std::make_shared<const StackedFilter>(build_bilateral_filters(host_image, o)), dev);
+  // For CUDA only the tables are used (uploaded): no CPU blur structures.
+  return to_device_filter(std::make_shared<const StackedFilter>(build_bilateral_filters(host_image, o, dev.is_cuda())),
+                          dev);
 }
 
 }  // namespace

@@ -868,6 +868,8 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
   }
 
   chain_blur_ = options.chain_blur;
+  cpu_blur_ = options.cpu_blur;
+  if (!cpu_blur_) return;
   if (chain_blur_) {
     build_chains();
   } else {
@@ -877,17 +879,30 @@ PermutohedralLattice::PermutohedralLattice(const std::vector<double>& features, 
 
 CpuVector<int32_t> PermutohedralLattice::blur_neighbours() const {
   const int64_t M = num_lattice_, d1 = dim_ + 1;
-  CpuVector<int32_t> table(static_cast<size_t>(d1 * M * 2), static_cast<int32_t>(M));
+  CpuVector<int32_t> table(static_cast<size_t>(d1 * M * 2));
+  write_blur_neighbours(table.data(), M, 0, static_cast<int32_t>(M));
+  return table;
+}
+
+// Every down slot is first set absent, then p's up neighbour q gets p as its
+// down neighbour (each point is at most one point's up neighbour in a
+// direction, so no slot is written twice).
+void PermutohedralLattice::write_blur_neighbours(int32_t* out, int64_t row_stride, int32_t offset,
+                                                 int32_t absent) const {
+  const int64_t M = num_lattice_, d1 = dim_ + 1;
+  CRFSEG_CHECK(row_stride >= M, ValueError, "PermutohedralLattice::write_blur_neighbours: expected a row stride >= ",
+               M, ", got ", row_stride);
 #pragma omp parallel for schedule(static) if (M >= kParallelPoints)
   for (int64_t j = 0; j < d1; ++j) {
     const int32_t* up = up_.data() + j * M;
-    int32_t* nb = table.data() + j * M * 2;
+    int32_t* nb = out + j * row_stride * 2;
+    for (int64_t p = 0; p < M; ++p) nb[2 * p + 1] = absent;
     for (int64_t p = 0; p < M; ++p) {
-      nb[2 * p] = up[p];
-      if (up[p] != M) nb[2 * static_cast<int64_t>(up[p]) + 1] = static_cast<int32_t>(p);
+      const int32_t q = up[p];
+      nb[2 * p] = q == M ? absent : q + offset;
+      if (q != M) nb[2 * static_cast<int64_t>(q) + 1] = static_cast<int32_t>(p) + offset;
     }
   }
-  return table;
 }
 
 // The blur chains of every direction, from the up neighbours: a chain
@@ -1124,11 +1139,18 @@ void PermutohedralLattice::dispatch_filter(const T* in, T* out, int64_t channels
 double PermutohedralLattice::slice_scale() const { return lattice_slice_scale(dim_); }
 
 void PermutohedralLattice::apply(const float* in, float* out, int64_t channels, bool transpose) const {
+  check_cpu_blur();
   dispatch_filter(in, out, channels, transpose);
 }
 
 void PermutohedralLattice::apply(const double* in, double* out, int64_t channels, bool transpose) const {
+  check_cpu_blur();
   dispatch_filter(in, out, channels, transpose);
+}
+
+void PermutohedralLattice::check_cpu_blur() const {
+  CRFSEG_CHECK(cpu_blur_, ValueError, "PermutohedralLattice::apply: this lattice was built without the CPU blur's "
+               "structures (LatticeOptions::cpu_blur = false, for the GPU's tables only)");
 }
 
 }  // namespace crfseg::crf

@@ -93,6 +93,12 @@ struct LatticeOptions {
   // "The blur along chains" above) or the plain way: every lattice point, every direction, reading
   // its two neighbours (absent ones as a zero row) into a second buffer.
   bool chain_blur = true;
+  // Build the CPU blur's structures (the chains, or the plain table). False
+  // for a lattice whose tables only go to the GPU (lattice_tables, crf/
+  // permutohedral_cuda.h), which blurs from the up neighbours: on a noisy
+  // 256^2 image the chains are about a third of the build. apply() then
+  // throws ValueError.
+  bool cpu_blur = true;
 };
 
 // alpha, the factor the slice applies for lattices of dimension d (see permutohedral.cpp).
@@ -136,6 +142,11 @@ class PermutohedralLattice : public GaussianFilter {
   const CpuVector<int64_t>& splat_offsets() const { return splat_begin_; }
   const CpuVector<SplatEntry>& splat_entries() const { return splat_; }
   CpuVector<int32_t> blur_neighbours() const;
+  // The same table written into a larger one: direction j's [M x 2] block
+  // at out + 2 j row_stride (row_stride >= M), every index plus `offset`
+  // and an absent neighbour as `absent` (lattice_tables stacks a batch's
+  // lattices this way, without a table per lattice).
+  void write_blur_neighbours(int32_t* out, int64_t row_stride, int32_t offset, int32_t absent) const;
   double slice_scale() const;
 
  private:
@@ -144,6 +155,7 @@ class PermutohedralLattice : public GaussianFilter {
   template <typename T>
   void dispatch_filter(const T* in, T* out, int64_t channels, bool transpose) const;
   void build_chains();
+  void check_cpu_blur() const;
 
   int64_t num_points_ = 0, dim_ = 0, num_lattice_ = 0;
   bool sorted_build_ = false;
@@ -162,6 +174,7 @@ class PermutohedralLattice : public GaussianFilter {
   // chain_begin_[j] .. chain_begin_[j + 1] - 1 (indices into chain_start_),
   // chain c's points chain_point_[chain_start_[c] .. chain_start_[c + 1]), ordered along +u_j.
   bool chain_blur_ = true;
+  bool cpu_blur_ = true;  // LatticeOptions::cpu_blur
   // Chains of two points are kept apart: direction j's are pairs
   // pair_begin_[j] .. pair_begin_[j + 1] - 1, pair x the points pair_[2 x], pair_[2 x + 1].
   std::vector<int64_t> chain_begin_, pair_begin_;

@@ -191,14 +191,10 @@ LatticeTables lattice_tables(const std::vector<const PermutohedralLattice*>& lat
         t.splat_points[static_cast<size_t>(e0) + e] = static_cast<int32_t>(p0 + splat[e].point);
         t.splat_weights[static_cast<size_t>(e0) + e] = splat[e].weight;
       }
-      // Direction j's [m x 2] block lands in the stack's [M x 2] block for j;
-      // the lattice's absent neighbour (m) becomes the stack's (M).
-      const CpuVector<int32_t> neighbours = l.blur_neighbours();
-      for (int64_t j = 0; j < d1; ++j) {
-        const int32_t* src = neighbours.data() + j * m * 2;
-        int32_t* dst = t.neighbours.data() + j * M * 2 + m0 * 2;
-        for (int64_t k = 0; k < 2 * m; ++k) dst[k] = static_cast<int32_t>(src[k] == m ? M : m0 + src[k]);
-      }
+      // Direction j's [m x 2] block lands in the stack's [M x 2] block for j,
+      // indices shifted by m0; the lattice's absent neighbour becomes the
+      // stack's (M).
+      l.write_blur_neighbours(t.neighbours.data() + m0 * 2, M, static_cast<int32_t>(m0), static_cast<int32_t>(M));
       const auto& vertices = l.vertices();
       int32_t* vdst = t.vertices.data() + p0 * d1;
       for (int64_t k = 0; k < n * d1; ++k) vdst[k] = static_cast<int32_t>(m0 + vertices[static_cast<size_t>(k)]);

@@ -179,14 +179,27 @@ TEST_CASE("bilateral prefetch: the forward for the prefetched image takes the la
 namespace {
 
 // Three bilateral lattices of images of different sizes (different N and M).
-std::vector<std::unique_ptr<GaussianFilter>> three_lattices() {
+// for_gpu: without the CPU blur's structures (LatticeOptions::cpu_blur).
+std::vector<std::unique_ptr<GaussianFilter>> three_lattices(bool for_gpu = false) {
   std::vector<std::unique_ptr<GaussianFilter>> parts;
   for (const auto& [h, w, seed] : std::vector<std::array<int64_t, 3>>{{5, 7, 21}, {1, 1, 22}, {9, 4, 23}}) {
     const Tensor img = random_tensor({1, 3, h, w}, static_cast<uint64_t>(seed), DType::f64, 0, 255);
-    parts.push_back(std::make_unique<PermutohedralLattice>(
-        bilateral_features(img.data<double>(), 3, h, w, 3.0, 30.0), h * w, 5));
+    parts.push_back(make_gaussian_filter(FilterMode::lattice, bilateral_features(img.data<double>(), 3, h, w, 3.0, 30.0),
+                                         h * w, 5, for_gpu));
   }
   return parts;
+}
+
+// Every table of two stacks, bit for bit.
+void check_same_tables(const LatticeTables& a, const LatticeTables& b) {
+  CHECK(a.num_points == b.num_points);
+  CHECK(a.num_lattice == b.num_lattice);
+  CHECK(a.splat_offsets == b.splat_offsets);
+  CHECK(a.splat_points == b.splat_points);
+  CHECK(a.splat_weights == b.splat_weights);
+  CHECK(a.neighbours == b.neighbours);
+  CHECK(a.vertices == b.vertices);
+  CHECK(a.barycentric == b.barycentric);
 }
 
 }  // namespace
@@ -249,6 +262,33 @@ TEST_CASE("lattice_tables: a stack's tables filter each block as its own lattice
     CHECK(got == own);  // same arithmetic, same order: the same bits
     CHECK_CLOSE(from_vector(got, {N * C}), cpu, 1e-12, 1e-12);
   }
+  // Lattices built for the GPU only (no CPU blur structures) give the same
+  // tables, and refuse to filter on the CPU.
+  const auto lean = three_lattices(/*for_gpu=*/true);
+  std::vector<const PermutohedralLattice*> lean_lattices;
+  for (const auto& p : lean) lean_lattices.push_back(dynamic_cast<const PermutohedralLattice*>(p.get()));
+  check_same_tables(lattice_tables(lean_lattices), stacked);
+  std::vector<double> out(in.size());
+  check_throws_with<ValueError>([&] { lean[0]->apply(in.data(), out.data(), C); },
+                                "built without the CPU blur's structures");
+  // The neighbour table written into a larger one, shifted, with another absent index.
+  const PermutohedralLattice& l0 = *lattices[0];
+  const int64_t m = l0.num_lattice_points(), stride = m + 3;
+  std::vector<int32_t> wide(static_cast<size_t>(6 * stride * 2), -7);
+  l0.write_blur_neighbours(wide.data(), stride, 100, -1);
+  const CpuVector<int32_t> own_table = l0.blur_neighbours();
+  for (int64_t j = 0; j < 6; ++j) {
+    for (int64_t k = 0; k < 2 * stride; ++k) {
+      const int32_t got = wide[static_cast<size_t>(j * stride * 2 + k)];
+      const int32_t want = k < 2 * m ? (own_table[static_cast<size_t>(j * m * 2 + k)] == m
+                                            ? -1
+                                            : own_table[static_cast<size_t>(j * m * 2 + k)] + 100)
+                                     : -7;  // past the block: untouched
+      if (got != want) FAIL_CHECK("direction ", j, " slot ", k, ": ", got, " != ", want);
+    }
+  }
+  check_throws_with<ValueError>([&] { l0.write_blur_neighbours(wide.data(), m - 1, 0, 0); },
+                                "expected a row stride >= ");
   check_throws_with<ValueError>([] { lattice_tables({}); }, "lattice_tables: expected at least one lattice");
   const PermutohedralLattice spatial(spatial_features(2, 3, 1.0), 6, 2);
   check_throws_with<ValueError>([&] { lattice_tables({lattices[0], &spatial}); },

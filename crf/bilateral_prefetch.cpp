@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
+#include <map>
 #include <system_error>
 #include <mutex>
 #include <utility>
@@ -13,6 +14,7 @@
 
 #include "crf/permutohedral.h"
 #include "crf/stacked_filter.h"
+#include "tensor/cuda_memory.h"
 #include "tensor/ops.h"
 
 namespace crfseg::crf {
@@ -39,19 +41,34 @@ std::mutex g_mutex;
 std::optional<Pending> g_pending;
 std::atomic<int64_t> g_hits{0};
 
-PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, bool upload_tables) {
+// The stream a device's prefetches upload on (created once, never
+// destroyed: an upload may run until the process ends).
+cuda::StreamHandle upload_stream(int device) {
+  static std::mutex mutex;
+  static std::map<int, cuda::Stream*> streams;
+  std::lock_guard<std::mutex> lock(mutex);
+  cuda::Stream*& s = streams[device];
+  if (s == nullptr) s = new cuda::Stream(device);
+  return s->handle();
+}
+
+// upload_to: the CUDA device to upload the lattices' tables to, or -1.
+PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, int upload_to) {
   // This thread's OpenMP team leaves a core to the thread that launches the
   // network's kernels meanwhile.
   omp_set_num_threads(std::max(1, omp_get_max_threads() - 1));
   const Tensor image = ops::contiguous(ops::to_dtype(host_image, DType::f64));
-  auto stack = std::make_shared<const StackedFilter>(build_bilateral_filters(image, o, upload_tables));
+  auto stack = std::make_shared<const StackedFilter>(build_bilateral_filters(image, o, upload_to >= 0));
   PrefetchedBilateral p;
-  if (upload_tables) {
+  if (upload_to >= 0) {
     std::vector<const PermutohedralLattice*> lattices;
     for (const auto& part : stack->parts()) {
       if (const auto* l = dynamic_cast<const PermutohedralLattice*>(part.get())) lattices.push_back(l);
     }
-    if (lattices.size() == stack->parts().size()) p.tables = lattice_tables(lattices);
+    if (lattices.size() == stack->parts().size()) {
+      p.cuda = std::make_shared<const CudaPermutohedralFilter>(lattice_tables(lattices), upload_to,
+                                                               upload_stream(upload_to));
+    }
   }
   p.host = std::move(stack);
   return p;
@@ -68,10 +85,10 @@ void prefetch_bilateral(const Tensor& host_image, const Tensor& image, const Mea
   CRFSEG_CHECK(host_image.dim() == 4 && host_image.shape() == image.shape(), ShapeError, op,
                ": expected host_image and image of one shape [B, C, H, W], got ", shape_str(host_image.shape()),
                " and ", shape_str(image.shape()));
-  const bool tables = image.device().is_cuda() && options.mode == FilterMode::lattice;
+  const int upload_to = image.device().is_cuda() && options.mode == FilterMode::lattice ? image.device().index : -1;
   std::future<PrefetchedBilateral> result;
   try {
-    result = std::async(std::launch::async, build, host_image, options, tables);
+    result = std::async(std::launch::async, build, host_image, options, upload_to);
   } catch (const std::system_error&) {
     return;  // no thread to be had: the forward builds its lattices itself, as without a prefetch
   }

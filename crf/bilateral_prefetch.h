@@ -16,6 +16,9 @@
 //   ...                                            // (the current step)
 //   Tensor logits = net(images);                   // the CRF layer takes the prefetched lattices
 //
+// With a CUDA image the host thread also stacks the tables and uploads them
+// on a stream of its own, so the upload, too, leaves the critical path.
+//
 // The forward whose image is `image` (the same tensor: storage, offset,
 // shape and strides, and not modified since: its version) and whose options
 // give the same lattices (theta_alpha, theta_beta, mode) takes them; any
@@ -44,11 +47,15 @@ namespace crfseg::crf {
 void prefetch_bilateral(const Tensor& host_image, const Tensor& image, const MeanFieldOptions& options);
 
 // A finished prefetch: the batch's host filter (a StackedFilter, one part
-// per image) and, for a CUDA image in the lattice mode, the stacked tables
-// for the upload (lattice_tables, made on the host thread too).
+// per image) and, for a CUDA image in the lattice mode, its device filter:
+// the stacked tables (lattice_tables) uploaded by the host thread too, on a
+// stream of its own (so the copy overlaps the GPU's work as well) and from
+// that stream's pool. Before the compute stream uses it, the taker calls
+// cuda->record_stream(compute), so the tables, once freed, wait for that
+// stream's work before they are reused.
 struct PrefetchedBilateral {
   std::shared_ptr<const GaussianFilter> host;
-  std::optional<LatticeTables> tables;
+  std::shared_ptr<const CudaPermutohedralFilter> cuda;
 };
 
 // The pending prefetch if it is for this image and these options (waiting

@@ -44,6 +44,20 @@ class DeviceBuffer {
     if (bytes > 0) cuda::copy_to_device(buffer.ptr_, host.data(), bytes, device);
     return buffer;
   }
+  // The same from `stream`'s pool, the copy queued on `stream` (from
+  // pageable memory it returns once the driver has staged the data, so
+  // `host` may go; the copy itself completes in stream order).
+  template <typename T, typename Alloc>
+  static DeviceBuffer upload(const std::vector<T, Alloc>& host, int device, cuda::StreamHandle stream) {
+    const size_t bytes = host.size() * sizeof(T);
+    DeviceBuffer buffer(bytes, device, stream);
+    if (bytes > 0) cuda::copy_to_device_async(buffer.ptr_, host.data(), bytes, device, stream);
+    return buffer;
+  }
+  // Used by work on `stream` too (Tensor::record_stream's rule).
+  void record_stream(cuda::StreamHandle stream) const {
+    if (ptr_ != nullptr) cuda::record_stream(ptr_, device_, stream);
+  }
 
   template <typename T>
   T* as() const {

@@ -103,10 +103,11 @@ std::shared_ptr<const DeviceGaussianFilter> bilateral_on(const Tensor& image, co
   std::optional<PrefetchedBilateral> p;
   if (!device_build) p = take_prefetched_bilateral(image, o);
   if (p) {
-    if (!p->tables) return to_device_filter(std::move(p->host), dev);
+    if (!p->cuda) return to_device_filter(std::move(p->host), dev);
+    p->cuda->record_stream(cuda::current_stream(dev.index));  // uploaded on another stream, used on this one
     auto f = std::make_shared<DeviceGaussianFilter>();
     f->device = dev;
-    f->cuda = std::make_shared<const CudaPermutohedralFilter>(*p->tables, dev.index);  // the upload only
+    f->cuda = std::move(p->cuda);
     f->host = std::move(p->host);
     return f;
   }

@@ -256,6 +256,29 @@ CudaPermutohedralFilter::CudaPermutohedralFilter(const LatticeTables& t, int dev
   tables_->barycentric = DeviceBuffer::upload(t.barycentric, device);
 }
 
+CudaPermutohedralFilter::CudaPermutohedralFilter(const LatticeTables& t, int device, cuda::StreamHandle stream)
+    : num_points_(t.num_points), dim_(t.dim), num_lattice_(t.num_lattice), alpha_(t.alpha), device_(device) {
+  check_device(kOp, device);
+  tables_ = std::make_unique<DeviceTables>();
+  tables_->splat_offsets = DeviceBuffer::upload(t.splat_offsets, device, stream);
+  tables_->splat_points = DeviceBuffer::upload(t.splat_points, device, stream);
+  tables_->splat_weights = DeviceBuffer::upload(t.splat_weights, device, stream);
+  tables_->neighbours = DeviceBuffer::upload(t.neighbours, device, stream);
+  tables_->vertices = DeviceBuffer::upload(t.vertices, device, stream);
+  tables_->barycentric = DeviceBuffer::upload(t.barycentric, device, stream);
+#ifdef CRFSEG_WITH_CUDA
+  CRFSEG_CUDA_CHECK(cudaStreamSynchronize(stream));
+#endif
+}
+
+void CudaPermutohedralFilter::record_stream(cuda::StreamHandle stream) const {
+  CRFSEG_CHECK(tables_ != nullptr, ValueError, kOp, ": record_stream() on a moved-from object");
+  for (const DeviceBuffer* b : {&tables_->splat_offsets, &tables_->splat_points, &tables_->splat_weights,
+                                &tables_->neighbours, &tables_->vertices, &tables_->barycentric}) {
+    b->record_stream(stream);
+  }
+}
+
 std::optional<CudaPermutohedralFilter> CudaPermutohedralFilter::build(const std::vector<double>& features,
                                                                       int64_t images, int64_t points, int64_t dim,
                                                                       int device) {

@@ -86,6 +86,14 @@ class CudaPermutohedralFilter final : public CudaGaussianFilter {
   CudaPermutohedralFilter(const PermutohedralLattice& lattice, int device);
   // The same for tables built by lattice_tables (several lattices stacked).
   CudaPermutohedralFilter(const LatticeTables& tables, int device);
+  // The same, the tables from `stream`'s pool and copied on `stream`; the
+  // host waits for that stream before returning. For uploads off the
+  // compute stream (crf/bilateral_prefetch.h): call record_stream(compute)
+  // before the filter is used there.
+  CudaPermutohedralFilter(const LatticeTables& tables, int device, cuda::StreamHandle stream);
+  // The tables are used by work on `stream` too (Tensor::record_stream's
+  // rule): freed, they wait for that work before they are reused.
+  void record_stream(cuda::StreamHandle stream) const;
   // The stacked lattice of a batch, built on cuda:`device` itself
   // (kernels/cuda/lattice_build.h: embed, sort, number and link there; the
   // host only uploads the features and reads back the keys' bounds and

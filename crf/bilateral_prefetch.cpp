@@ -66,8 +66,14 @@ PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, i
       if (const auto* l = dynamic_cast<const PermutohedralLattice*>(part.get())) lattices.push_back(l);
     }
     if (lattices.size() == stack->parts().size()) {
-      p.cuda = std::make_shared<const CudaPermutohedralFilter>(lattice_tables(lattices), upload_to,
-                                                               upload_stream(upload_to));
+      try {
+        p.cuda = std::make_shared<const CudaPermutohedralFilter>(lattice_tables(lattices), upload_to,
+                                                                 upload_stream(upload_to));
+      } catch (const OutOfMemoryError&) {
+        // The upload runs while the current step's activations are live;
+        // the forward that takes this uploads the tables itself instead,
+        // after that step's memory is free, as without a prefetch.
+      }
     }
   }
   p.host = std::move(stack);
@@ -115,7 +121,11 @@ std::optional<PrefetchedBilateral> take_prefetched_bilateral(const Tensor& image
     g_pending.reset();
   }
   ++g_hits;
-  return result.get();  // waits; rethrows the build's error
+  PrefetchedBilateral p = result.get();  // waits; rethrows the build's error
+  // Uploaded on the upload stream, used on this thread's: once freed, the
+  // tables wait for this stream's work (the upload itself is complete).
+  if (p.cuda) p.cuda->record_stream(cuda::current_stream(image.device().index));
+  return p;
 }
 
 void discard_prefetched_bilateral() {

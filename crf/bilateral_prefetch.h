@@ -17,7 +17,9 @@
 //   Tensor logits = net(images);                   // the CRF layer takes the prefetched lattices
 //
 // With a CUDA image the host thread also stacks the tables and uploads them
-// on a stream of its own, so the upload, too, leaves the critical path.
+// on a stream of its own, so the upload, too, leaves the critical path; the
+// price is device memory: one batch's tables (430 MB for 16 noisy 256^2
+// images) are allocated while the current step's activations are live.
 //
 // The forward whose image is `image` (the same tensor: storage, offset,
 // shape and strides, and not modified since: its version) and whose options
@@ -50,9 +52,10 @@ void prefetch_bilateral(const Tensor& host_image, const Tensor& image, const Mea
 // per image) and, for a CUDA image in the lattice mode, its device filter:
 // the stacked tables (lattice_tables) uploaded by the host thread too, on a
 // stream of its own (so the copy overlaps the GPU's work as well) and from
-// that stream's pool. Before the compute stream uses it, the taker calls
-// cuda->record_stream(compute), so the tables, once freed, wait for that
-// stream's work before they are reused.
+// that stream's pool (null if that upload ran out of memory: the taker
+// uploads the host filter's tables then). take_prefetched_bilateral marks
+// it with record_stream for the taking thread's current stream, so the
+// tables, once freed, wait for that stream's work before they are reused.
 struct PrefetchedBilateral {
   std::shared_ptr<const GaussianFilter> host;
   std::shared_ptr<const CudaPermutohedralFilter> cuda;

@@ -104,7 +104,6 @@ std::shared_ptr<const DeviceGaussianFilter> bilateral_on(const Tensor& image, co
   if (!device_build) p = take_prefetched_bilateral(image, o);
   if (p) {
     if (!p->cuda) return to_device_filter(std::move(p->host), dev);
-    p->cuda->record_stream(cuda::current_stream(dev.index));  // uploaded on another stream, used on this one
     auto f = std::make_shared<DeviceGaussianFilter>();
     f->device = dev;
     f->cuda = std::move(p->cuda);

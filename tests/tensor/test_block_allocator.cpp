@@ -185,6 +185,17 @@ TEST_CASE("block allocator: a block used on another stream is reused only after 
     CHECK(dev.events.empty());
     CHECK(dev.segments.size() == segments - 2);  // the 6 MiB one and the small one
     CHECK(a.stats().reserved_bytes == 0);
+    // The legacy default stream (handle 0) as the other stream: a block
+    // of stream 7 used there waits for it too.
+    void* on7 = a.malloc(1000, 7);
+    a.record_stream(on7, 0);
+    dev.busy = {0};
+    a.free(on7);
+    CHECK(a.malloc(1000, 7) != on7);
+    dev.busy.clear();
+    void* on7_again = a.malloc(1000, 7);
+    CHECK(on7_again == on7);
+    a.free(on7_again);
     // An event that cannot be recorded: free waits for the whole device
     // instead (the events already made are done then), and the block is
     // free at once, its books balanced.

@@ -7,8 +7,8 @@
 #include <atomic>
 #include <future>
 #include <map>
-#include <system_error>
 #include <mutex>
+#include <system_error>
 #include <utility>
 #include <vector>
 

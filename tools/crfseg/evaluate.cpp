@@ -52,6 +52,7 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
     };
     for (auto ahead = fetch();;) {
       auto batch = std::move(ahead);
+      ahead.reset();
       if (!batch) break;
       const Tensor logits = net(batch->images);
       ahead = fetch();

@@ -463,6 +463,7 @@ int run_train(const std::vector<std::string>& args) {
       if (profile_steps > 0 && dp.is_root() && step == first_step + 1 && !profile) profile.emplace(device);
       if (ahead_error) std::rethrow_exception(std::exchange(ahead_error, nullptr));
       auto batch = std::move(ahead);
+      ahead.reset();
       if (!batch) break;
       const Tensor logits = (*net)(batch->images);
       if (!(stop_after > 0 && step + 1 >= stop_after)) ahead = fetch();  // (none after the last step of the run)

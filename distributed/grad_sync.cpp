@@ -46,16 +46,13 @@ struct GradSync::Bucket {
   Tensor buffer;  // [numel] on the parameters' device
   size_t filled = 0;  // parameters copied in this step
   std::unique_ptr<Request> request;
-  bool staged = false;
-  // Staged buckets only:
+  // Staged buckets only (GradSync::staged_):
   cuda::PinnedBuffer host;
   std::unique_ptr<cuda::Event> sealed;    // compute stream: the buffer is full
   std::unique_ptr<cuda::Event> copied;    // copy stream: the host copy is whole
   std::unique_ptr<cuda::Event> returned;  // compute stream: the sums are back (the host copy is free again)
 
   int64_t bytes() const { return numel * static_cast<int64_t>(dtype_size(dtype)); }
-  // What the communicator reduces.
-  void* reduced() const { return staged ? host.data() : buffer.raw_data(); }
 };
 
 std::vector<std::vector<size_t>> assign_buckets(const std::vector<Tensor>& params, int64_t bucket_bytes) {
@@ -89,8 +86,8 @@ GradSync::GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptio
                  " must be f32 or f64, got ", dtype_name(p.dtype()));
   }
   device_ = params_[0].device();
-  const bool in_place = device_.is_cpu() || comm_.reduces_device_buffers();
-  if (device_.is_cuda() && in_place) {
+  staged_ = device_.is_cuda() && !comm_.reduces_device_buffers();
+  if (device_.is_cuda() && !staged_) {
     CRFSEG_CHECK(comm_.cuda_device() == device_.index, ValueError, "GradSync: the ", comm_.backend(),
                  " communicator of rank ", comm_.rank(), " reduces memory of cuda:", comm_.cuda_device(),
                  ", but the parameters are on ", device_.str());
@@ -108,8 +105,7 @@ GradSync::GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptio
       bucket->numel += params_[i].numel();
     }
     bucket->buffer = zeros({bucket->numel}, {bucket->dtype, device_});
-    if (!in_place) {
-      bucket->staged = true;
+    if (staged_) {
       bucket->host = cuda::PinnedBuffer(static_cast<size_t>(bucket->bytes()), device_.index);
       bucket->sealed = std::make_unique<cuda::Event>(device_.index, false);
       bucket->copied = std::make_unique<cuda::Event>(device_.index, false);
@@ -117,7 +113,6 @@ GradSync::GradSync(Communicator& comm, std::vector<Tensor> params, GradSyncOptio
     }
     buckets_.push_back(std::move(bucket));
   }
-  staged_ = !in_place;
   if (staged_) copy_stream_ = std::make_unique<cuda::Stream>(device_.index);
   for (size_t i = 0; i < params_.size(); ++i) {
     hook_ids_.push_back(add_grad_accumulated_hook(params_[i], [this, i](const Tensor& g) { on_grad(i, g); }));
@@ -141,7 +136,7 @@ GradSync::~GradSync() {
 void GradSync::drain() noexcept {
   for (auto& b : buckets_) {
     b->request.reset();  // Request's destructor waits (and never throws)
-    if (!b->staged) continue;
+    if (!staged_) continue;
     try {
       b->copied->synchronize();
       b->returned->synchronize();
@@ -163,7 +158,7 @@ void GradSync::begin_step(double weight) {
     b->filled = 0;
     // This step's fills (on the stream current now) come after the last
     // step's copy back into the buffer (on the stream current then).
-    if (b->staged) b->returned->block(cuda::current_stream(device_.index));
+    if (staged_) b->returned->block(cuda::current_stream(device_.index));
   }
 }
 
@@ -235,7 +230,7 @@ void GradSync::on_grad(size_t i, const Tensor& grad) {
 void GradSync::seal_ready_buckets() {
   while (next_sealed_ < buckets_.size() && buckets_[next_sealed_]->filled == bucket_params_[next_sealed_].size()) {
     Bucket& b = *buckets_[next_sealed_];
-    if (b.staged) {
+    if (staged_) {
       const cuda::StreamHandle copy = copy_stream_->handle();
       b.sealed->record(cuda::current_stream(device_.index));
       b.sealed->block(copy);
@@ -254,9 +249,10 @@ void GradSync::seal_ready_buckets() {
 void GradSync::start_collectives(size_t end) {
   for (; next_started_ < end; ++next_started_) {
     Bucket& b = *buckets_[next_started_];
-    if (b.staged) b.copied->synchronize();
-    b.request = b.dtype == DType::f32 ? comm_.iallreduce_sum(static_cast<float*>(b.reduced()), b.numel)
-                                      : comm_.iallreduce_sum(static_cast<double*>(b.reduced()), b.numel);
+    if (staged_) b.copied->synchronize();
+    void* reduced = staged_ ? b.host.data() : b.buffer.raw_data();  // what the communicator reduces
+    b.request = b.dtype == DType::f32 ? comm_.iallreduce_sum(static_cast<float*>(reduced), b.numel)
+                                      : comm_.iallreduce_sum(static_cast<double*>(reduced), b.numel);
   }
 }
 
@@ -281,7 +277,7 @@ void GradSync::finish_step() {
   for (auto& b : buckets_) {
     std::unique_ptr<Request> r = std::move(b->request);
     if (r) r->wait();
-    if (b->staged) {  // queued before the write-back below, on the same stream
+    if (staged_) {  // queued before the write-back below, on the same stream
       const cuda::StreamHandle compute = cuda::current_stream(device_.index);
       cuda::copy_to_device_async(b->buffer.raw_data(), b->host.data(), static_cast<size_t>(b->bytes()),
                                  device_.index, compute);

@@ -64,6 +64,19 @@ void select(int device, const char* op) {
   CRFSEG_CUDA_CHECK(cudaSetDevice(device));
 }
 
+// Whether the work before `e` has completed. cudaEventQuery's "not ready"
+// is no error, but the runtime may keep it as the last error, which the
+// next launch check would then report: cleared here (as PyTorch does).
+bool event_complete(cudaEvent_t e) {
+  const cudaError_t err = cudaEventQuery(e);
+  if (err == cudaErrorNotReady) {
+    cudaGetLastError();
+    return false;
+  }
+  CRFSEG_CUDA_CHECK(err);
+  return true;
+}
+
 constexpr int kMaxDevices = 64;
 
 // Every allocation goes through the device's BlockAllocator unless
@@ -124,12 +137,7 @@ BlockAllocator& allocator(int device) {
         },
         .event_done = [](void* event) {
           const auto e = static_cast<cudaEvent_t>(event);
-          const cudaError_t err = cudaEventQuery(e);
-          if (err == cudaErrorNotReady) {
-            cudaGetLastError();  // not an error (see Event::query)
-            return false;
-          }
-          CRFSEG_CUDA_CHECK(err);
+          if (!event_complete(e)) return false;
           CRFSEG_CUDA_CHECK(cudaEventDestroy(e));
           return true;
         },
@@ -140,15 +148,8 @@ BlockAllocator& allocator(int device) {
 
 thread_local std::array<StreamHandle, kMaxDevices> t_current_stream{};
 
-}  // namespace
-
-void* malloc_bytes(size_t bytes, int device) {
-  select(device, "cuda::malloc");  // first: it names a bad index
-  return malloc_bytes(bytes, device, current_stream(device));
-}
-
-void* malloc_bytes(size_t bytes, int device, StreamHandle stream) {
-  select(device, "cuda::malloc");
+// malloc_bytes once the device is selected.
+void* allocate(size_t bytes, int device, StreamHandle stream) {
   if (caching_enabled()) return allocator(device).malloc(bytes, reinterpret_cast<BlockAllocator::StreamId>(stream));
   void* ptr = nullptr;
   cudaError_t err = cudaMalloc(&ptr, bytes == 0 ? 1 : bytes);
@@ -162,6 +163,16 @@ void* malloc_bytes(size_t bytes, int device, StreamHandle stream) {
   }
   CRFSEG_CUDA_CHECK(err);
   return ptr;
+}
+}  // namespace
+
+void* malloc_bytes(size_t bytes, int device) {
+  select(device, "cuda::malloc");  // first: it names a bad index
+  return allocate(bytes, device, current_stream(device));
+}
+void* malloc_bytes(size_t bytes, int device, StreamHandle stream) {
+  select(device, "cuda::malloc");
+  return allocate(bytes, device, stream);
 }
 
 void free_bytes(void* ptr, int device) noexcept {
@@ -270,18 +281,6 @@ void Event::record(StreamHandle stream) {
   CRFSEG_CUDA_CHECK(cudaEventRecord(event_, stream));
 }
 void Event::synchronize() const { CRFSEG_CUDA_CHECK(cudaEventSynchronize(event_)); }
-bool Event::query() const {
-  const cudaError_t e = cudaEventQuery(event_);
-  if (e == cudaErrorNotReady) {
-    // Not an error (still running), but the runtime may keep it as the last
-    // error, which the next launch check would then report (PyTorch clears
-    // it the same way).
-    cudaGetLastError();
-    return false;
-  }
-  CRFSEG_CUDA_CHECK(e);
-  return true;
-}
 void Event::block(StreamHandle stream) const { CRFSEG_CUDA_CHECK(cudaStreamWaitEvent(stream, event_, 0)); }
 
 PinnedBuffer::PinnedBuffer(size_t bytes, int device) : bytes_(bytes) {
@@ -361,7 +360,6 @@ Event::Event(int, bool) { no_cuda("cuda::Event"); }
 Event::~Event() = default;
 void Event::record(StreamHandle) {}
 void Event::synchronize() const {}
-bool Event::query() const { return true; }
 void Event::block(StreamHandle) const {}
 PinnedBuffer::PinnedBuffer(size_t, int) { no_cuda("cuda::PinnedBuffer"); }
 PinnedBuffer::~PinnedBuffer() = default;

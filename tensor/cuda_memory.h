@@ -160,7 +160,6 @@ class Event {
   Event& operator=(const Event&) = delete;
   void record(StreamHandle stream);  // on `stream` (e.g. current_stream(device))
   void synchronize() const;          // the host waits for it
-  bool query() const;                // whether it has completed (true if never recorded)
   // `stream`'s later work waits for it; the host does not (cudaStreamWaitEvent).
   // Never recorded: no wait.
   void block(StreamHandle stream) const;

@@ -10,7 +10,6 @@
 #include <mutex>
 #include <system_error>
 #include <utility>
-#include <vector>
 
 #include "crf/permutohedral.h"
 #include "crf/stacked_filter.h"
@@ -61,19 +60,13 @@ PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, i
   auto stack = std::make_shared<const StackedFilter>(build_bilateral_filters(image, o, upload_to >= 0));
   PrefetchedBilateral p;
   if (upload_to >= 0) {
-    std::vector<const PermutohedralLattice*> lattices;
-    for (const auto& part : stack->parts()) {
-      if (const auto* l = dynamic_cast<const PermutohedralLattice*>(part.get())) lattices.push_back(l);
-    }
-    if (lattices.size() == stack->parts().size()) {
-      try {
-        p.cuda = std::make_shared<const CudaPermutohedralFilter>(lattice_tables(lattices), upload_to,
-                                                                 upload_stream(upload_to));
-      } catch (const OutOfMemoryError&) {
-        // The upload runs while the current step's activations are live;
-        // the forward that takes this uploads the tables itself instead,
-        // after that step's memory is free, as without a prefetch.
-      }
+    try {
+      p.cuda = std::make_shared<const CudaPermutohedralFilter>(
+          lattice_tables(parts_of_type<PermutohedralLattice>(*stack)), upload_to, upload_stream(upload_to));
+    } catch (const OutOfMemoryError&) {
+      // The upload runs while the current step's activations are live;
+      // the forward that takes this uploads the tables itself instead,
+      // after that step's memory is free, as without a prefetch.
     }
   }
   p.host = std::move(stack);

@@ -159,24 +159,13 @@ std::shared_ptr<const DeviceGaussianFilter> to_device_filter(std::shared_ptr<con
   f->device = device;
   if (device.is_cuda()) {
     // One filter, or a stack of them (one device filter for the stack).
-    std::vector<const GaussianFilter*> parts;
-    const auto* stack = dynamic_cast<const StackedFilter*>(host.get());
-    if (stack != nullptr) {
-      for (const auto& part : stack->parts()) parts.push_back(part.get());
-    } else {
-      parts.push_back(host.get());
-    }
-    std::vector<const PermutohedralLattice*> lattices;
-    std::vector<const DenseGaussianFilter*> dense;
-    for (const GaussianFilter* part : parts) {
-      if (const auto* l = dynamic_cast<const PermutohedralLattice*>(part)) lattices.push_back(l);
-      if (const auto* d = dynamic_cast<const DenseGaussianFilter*>(part)) dense.push_back(d);
-    }
-    if (lattices.size() == parts.size()) {
+    const auto lattices = parts_of_type<PermutohedralLattice>(*host);
+    if (!lattices.empty()) {
       f->cuda = std::make_shared<CudaPermutohedralFilter>(lattice_tables(lattices), device.index);
     } else {
-      CRFSEG_CHECK(dense.size() == parts.size(), ValueError, kOp,
-                   ": expected lattice or dense filters (one kind, not mixed) on ", device.str());
+      const auto dense = parts_of_type<DenseGaussianFilter>(*host);
+      CRFSEG_CHECK(!dense.empty(), ValueError, kOp, ": expected lattice or dense filters (one kind, not mixed) on ",
+                   device.str());
       f->cuda = std::make_shared<CudaDenseGaussianFilter>(dense, device.index);
     }
   }

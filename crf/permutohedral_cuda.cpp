@@ -247,25 +247,24 @@ CudaPermutohedralFilter::CudaPermutohedralFilter(const PermutohedralLattice& lat
 CudaPermutohedralFilter::CudaPermutohedralFilter(const LatticeTables& t, int device)
     : num_points_(t.num_points), dim_(t.dim), num_lattice_(t.num_lattice), alpha_(t.alpha), device_(device) {
   check_device(kOp, device);
-  tables_ = std::make_unique<DeviceTables>();
-  tables_->splat_offsets = DeviceBuffer::upload(t.splat_offsets, device);
-  tables_->splat_points = DeviceBuffer::upload(t.splat_points, device);
-  tables_->splat_weights = DeviceBuffer::upload(t.splat_weights, device);
-  tables_->neighbours = DeviceBuffer::upload(t.neighbours, device);
-  tables_->vertices = DeviceBuffer::upload(t.vertices, device);
-  tables_->barycentric = DeviceBuffer::upload(t.barycentric, device);
+  upload(t, cuda::current_stream(device));
 }
 
 CudaPermutohedralFilter::CudaPermutohedralFilter(const LatticeTables& t, int device, cuda::StreamHandle stream)
     : num_points_(t.num_points), dim_(t.dim), num_lattice_(t.num_lattice), alpha_(t.alpha), device_(device) {
   check_device(kOp, device);
+  upload(t, stream);
+}
+
+// The tables from `stream`'s pool, copied on `stream`; the host waits for it.
+void CudaPermutohedralFilter::upload(const LatticeTables& t, cuda::StreamHandle stream) {
   tables_ = std::make_unique<DeviceTables>();
-  tables_->splat_offsets = DeviceBuffer::upload(t.splat_offsets, device, stream);
-  tables_->splat_points = DeviceBuffer::upload(t.splat_points, device, stream);
-  tables_->splat_weights = DeviceBuffer::upload(t.splat_weights, device, stream);
-  tables_->neighbours = DeviceBuffer::upload(t.neighbours, device, stream);
-  tables_->vertices = DeviceBuffer::upload(t.vertices, device, stream);
-  tables_->barycentric = DeviceBuffer::upload(t.barycentric, device, stream);
+  tables_->splat_offsets = DeviceBuffer::upload(t.splat_offsets, device_, stream);
+  tables_->splat_points = DeviceBuffer::upload(t.splat_points, device_, stream);
+  tables_->splat_weights = DeviceBuffer::upload(t.splat_weights, device_, stream);
+  tables_->neighbours = DeviceBuffer::upload(t.neighbours, device_, stream);
+  tables_->vertices = DeviceBuffer::upload(t.vertices, device_, stream);
+  tables_->barycentric = DeviceBuffer::upload(t.barycentric, device_, stream);
 #ifdef CRFSEG_WITH_CUDA
   CRFSEG_CUDA_CHECK(cudaStreamSynchronize(stream));
 #endif

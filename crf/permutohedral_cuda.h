@@ -134,6 +134,7 @@ class CudaPermutohedralFilter final : public CudaGaussianFilter {
   void run(const T* d_in, T* d_out, int64_t channels, bool transpose, CudaStream stream) const;
 
   CudaPermutohedralFilter() = default;  // for build()
+  void upload(const LatticeTables& tables, cuda::StreamHandle stream);  // the constructors' copies
   // build()'s steps from the features on the device ([images points x dim]).
   static std::optional<CudaPermutohedralFilter> build_device(const char* op, DeviceBuffer features, int64_t images,
                                                              int64_t points, int64_t dim, int device);

@@ -38,4 +38,20 @@ class StackedFilter final : public GaussianFilter {
   int64_t num_points_ = 0;
 };
 
+// The parts of `f` (a StackedFilter's, or f itself) as filters of type T;
+// empty unless every part is one (e.g. the lattices that lattice_tables
+// stacks for the GPU).
+template <typename T>
+std::vector<const T*> parts_of_type(const GaussianFilter& f) {
+  std::vector<const T*> out;
+  const auto* stack = dynamic_cast<const StackedFilter*>(&f);
+  const size_t count = stack != nullptr ? stack->parts().size() : 1;
+  for (size_t i = 0; i < count; ++i) {
+    const auto* part = dynamic_cast<const T*>(stack != nullptr ? stack->parts()[i].get() : &f);
+    if (part == nullptr) return {};
+    out.push_back(part);
+  }
+  return out;
+}
+
 }  // namespace crfseg::crf

@@ -2,22 +2,29 @@
 // cuBLAS in the same run, on the same device buffers.
 //
 //   build/bench/bench_gemm_cuda [--quick] [--repeats R] [--sizes 4096,1024x768x300,...] [--tf32] [--tb]
-//                               [--skip NAME,NAME]
+//                               [--bf16-kernels] [--skip NAME,NAME]
 //
 // Each variant runs W warm-up calls, then R timed calls, each timed with CUDA
 // events on the current stream; the table gives the median ms, GFLOP/s
 // (2 M N K / t) and the ratio to cuBLAS SGEMM measured in the same run. The
 // inputs are uniform random (never zeros, which can run faster), and every
-// variant's output is checked against cuBLAS first (max relative error
-// printed; a variant more than 1e-3 off, 1e-2 for TF32 ones, prints FAIL and
-// no speed). cuBLAS with TF32 tensor cores is a second baseline row when a
-// TF32 variant is registered (or with --tf32); TF32 variants' ratios are to it. Without a
+// variant's output is checked against cuBLAS first (relative Frobenius
+// error printed; a variant more than 1e-3 off, 1e-2 for TF32 ones and 3e-2
+// for BF16 ones, prints FAIL and no speed). cuBLAS at TF32 and at BF16 are
+// more baseline rows when a variant of that precision is registered (TF32
+// also with --tf32), and those variants' ratios are to them. cuBLAS at
+// bf16 rounds A and B into BF16 copies first, as v9/v10 do while packing:
+// both times include that pass. Without a
 // device it prints why and exits 0 (so `meson test --benchmark` passes on
 // CPU-only machines), naming the skip.
 //
 // --tb stores B as [N][K] and runs every variant with B transposed: the
-// layout the wgmma variants (v6, v7) read in place; without it they pack
-// B K-major first, inside the timed call. --skip leaves the named variants
+// layout the TF32 wgmma variants (v6, v7) read in place; without it they
+// pack B K-major first, inside the timed call (v9 and v10 round and pack
+// both operands either way). --bf16-kernels adds a second table: the BF16
+// products alone, v9's and v10's kernels against cuBLAS's on the same BF16
+// operands already K-major (no rounding pass on either side), checked
+// against cuBLAS's result. --skip leaves the named variants
 // out (scripts/gpu-check.sh: the ones whose tests timed out).
 #include <algorithm>
 #include <cmath>
@@ -87,7 +94,7 @@ std::string wrong_elements(const std::vector<float>& got, const std::vector<floa
 
 int main(int argc, char** argv) {
   int repeats = 20, warmup = 3;
-  bool tf32 = false, tb = false;
+  bool tf32 = false, tb = false, bf16_kernels = false;
   std::vector<std::string> skip;
   std::vector<Size> sizes = {{4096, 4096, 4096}, {1024, 1024, 1024}, {4096, 1024, 4608}, {127, 1023, 515}};
   for (int i = 1; i < argc; ++i) {
@@ -97,12 +104,13 @@ int main(int argc, char** argv) {
     else if (a == "--sizes" && i + 1 < argc) sizes = parse_sizes(argv[++i]);
     else if (a == "--tf32") tf32 = true;
     else if (a == "--tb") tb = true;
+    else if (a == "--bf16-kernels") bf16_kernels = true;
     else if (a == "--skip" && i + 1 < argc) {
       std::stringstream names(argv[++i]);
       for (std::string name; std::getline(names, name, ',');) skip.push_back(name);
     }
     else {
-      std::fprintf(stderr, "usage: bench_gemm_cuda [--quick] [--repeats R] [--sizes LIST] [--tf32] [--tb] [--skip NAME,NAME]\n");
+      std::fprintf(stderr, "usage: bench_gemm_cuda [--quick] [--repeats R] [--sizes LIST] [--tf32] [--tb] [--bf16-kernels] [--skip NAME,NAME]\n");
       return 2;
     }
   }
@@ -115,8 +123,9 @@ int main(int argc, char** argv) {
   namespace kcu = kernels::cuda;
   Generator gen(1);
   const auto stream = cuda::current_stream(0);
-  std::printf("# B %s; wgmma kernels (v6, v7) %s\n", tb ? "transposed ([N][K])" : "as [K][N]",
-              kcu::sgemm_wgmma_active() ? "active" : "inactive: they run v5");
+  std::printf("# B %s; wgmma kernels: TF32 (v6, v7) %s, BF16 (v9, v10) %s\n", tb ? "transposed ([N][K])" : "as [K][N]",
+              kcu::sgemm_wgmma_active() ? "active" : "inactive: they run v5",
+              kcu::sgemm_bf16_wgmma_active() ? "active" : "inactive: they run cuBLAS at bf16");
   std::printf("| M x N x K | variant | median ms | GFLOP/s | vs cuBLAS | max rel err |\n|---|---|---|---|---|---|\n");
   for (const Size s : sizes) {
     const Tensor A = rand({s.M, s.K}, {DType::f32, Device::cuda(0)}, gen);
@@ -147,22 +156,26 @@ int main(int argc, char** argv) {
     struct Row {
       std::string name;
       kcu::CudaSgemmFn fn;
-      bool tf32;  // TF32 precision (cuBLAS: TF32 math mode on for this row)
+      kcu::GemmPrecision precision;  // the variant's own; for cuBLAS, the math mode set for this row
     };
-    // Baselines first: each variant's ratio is to cuBLAS at its own precision.
-    std::vector<Row> rows = {{"cublas", kcu::sgemm_cublas, false}};
-    bool any_tf32 = tf32;
-    for (const auto& v : kcu::sgemm_variants()) any_tf32 = any_tf32 || v.tf32;
-    if (any_tf32) rows.push_back({"cublas (tf32)", kcu::sgemm_cublas, true});
+    // Baselines first: cuBLAS at every precision a variant runs at (TF32
+    // also with --tf32); each variant's ratio is to cuBLAS at its own.
+    std::vector<Row> rows = {{"cublas", kcu::sgemm_cublas, kcu::GemmPrecision::fp32}};
+    for (const kcu::GemmPrecision p : {kcu::GemmPrecision::tf32, kcu::GemmPrecision::bf16}) {
+      bool wanted = p == kcu::GemmPrecision::tf32 && tf32;
+      for (const auto& v : kcu::sgemm_variants()) wanted = wanted || v.precision == p;
+      if (wanted) rows.push_back({std::string("cublas (") + kcu::gemm_precision_name(p) + ")", kcu::sgemm_cublas, p});
+    }
     for (const auto& v : kcu::sgemm_variants()) {
       if (v.name != "cublas" && std::find(skip.begin(), skip.end(), v.name) == skip.end()) {
-        rows.push_back({v.name, v.fn, v.tf32});
+        rows.push_back({v.name, v.fn, v.precision});
       }
     }
-    double cublas_ms = NAN, cublas_tf32_ms = NAN;
+    double cublas_ms[3] = {NAN, NAN, NAN};  // by precision
     for (const Row& r : rows) {
-      const kcu::GemmPrecision previous = kcu::set_gemm_precision(
-          r.tf32 && r.fn == kcu::sgemm_cublas ? kcu::GemmPrecision::tf32 : kcu::GemmPrecision::fp32);
+      // The process-wide precision is what cuBLAS rows run at; the
+      // hand-written variants keep their own.
+      const kcu::GemmPrecision previous = kcu::set_gemm_precision(r.precision);
       const Tensor C = full({s.M, s.N}, NAN, {DType::f32, Device::cuda(0)});  // poisoned: unwritten shows
       run(r.fn, C);
       const std::vector<float> got = C.to(Device::cpu()).to_vector<float>();
@@ -173,7 +186,7 @@ int main(int argc, char** argv) {
         den += static_cast<double>(want[i]) * want[i];
       }
       const double err = std::sqrt(num / std::max(den, 1e-30));
-      const double limit = r.tf32 ? 1e-2 : 1e-3;
+      const double limit = r.precision == kcu::GemmPrecision::fp32 ? 1e-3 : r.precision == kcu::GemmPrecision::tf32 ? 1e-2 : 3e-2;
       if (!(err <= limit)) {
         std::printf("| %ldx%ldx%ld | %s | FAIL | | | %.2e |\n", s.M, s.N, s.K, r.name.c_str(), err);
         std::printf("%s\n", wrong_elements(got, want, s.M, s.N).c_str());
@@ -182,11 +195,80 @@ int main(int argc, char** argv) {
       }
       const double ms = time_variant(r.fn, C);
       kcu::set_gemm_precision(previous);
-      if (r.name == "cublas") cublas_ms = ms;
-      if (r.name == "cublas (tf32)") cublas_tf32_ms = ms;
+      const int p = static_cast<int>(r.precision);
+      if (r.fn == kcu::sgemm_cublas) cublas_ms[p] = ms;
       const double gflops = 2.0 * s.M * s.N * s.K / (ms * 1e6);
+      const std::string against =
+          r.precision == kcu::GemmPrecision::fp32 ? "" : std::string(" (") + kcu::gemm_precision_name(r.precision) + ")";
       std::printf("| %ldx%ldx%ld | %s | %.3f | %.0f | %.2f%s | %.2e |\n", s.M, s.N, s.K, r.name.c_str(), ms, gflops,
-                  (r.tf32 ? cublas_tf32_ms : cublas_ms) / ms, r.tf32 ? " (tf32)" : "", err);
+                  cublas_ms[p] / ms, against.c_str(), err);
+    }
+  }
+  if (bf16_kernels) {
+    std::printf("\n# BF16 products alone: A [M][K] and B^T [N][K] already BF16 on both sides\n");
+    if (!kcu::sgemm_bf16_wgmma_active()) {
+      std::printf("# skipped: the BF16 wgmma kernels cannot run here (an sm_90a build on compute capability 9.0)\n");
+      return 0;
+    }
+    std::printf("| M x N x K | kernel | median ms | GFLOP/s | vs cuBLAS | max rel err |\n|---|---|---|---|---|---|\n");
+    for (const Size s : sizes) {
+      // Rows padded to a multiple of 8 values (16 bytes), as the kernels need.
+      const int64_t ld = (s.K + 7) / 8 * 8;
+      const Tensor A = rand({s.M, ld}, {DType::f32, Device::cuda(0)}, gen).to(DType::bf16);
+      const Tensor Bt = rand({s.N, ld}, {DType::f32, Device::cuda(0)}, gen).to(DType::bf16);
+      const auto* a = static_cast<const uint16_t*>(A.raw_data());
+      const auto* b = static_cast<const uint16_t*>(Bt.raw_data());
+      using Fn = void (*)(int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t, float,
+                          float*, int64_t, kcu::Stream);
+      const std::pair<const char*, Fn> kernels[] = {
+          {"cublas (bf16 operands)", kcu::gemm_bf16_cublas_kmajor},
+          {"v9_bf16_wgmma kernel",
+           [](int64_t m, int64_t n, int64_t k, float al, const uint16_t* x, int64_t lx, const uint16_t* y, int64_t ly,
+              float be, float* c, int64_t lc, kcu::Stream st) {
+             kcu::gemm_bf16_wgmma_kmajor(false, m, n, k, al, x, lx, y, ly, be, c, lc, st);
+           }},
+          {"v10_bf16_wgmma_pair kernel",
+           [](int64_t m, int64_t n, int64_t k, float al, const uint16_t* x, int64_t lx, const uint16_t* y, int64_t ly,
+              float be, float* c, int64_t lc, kcu::Stream st) {
+             kcu::gemm_bf16_wgmma_kmajor(true, m, n, k, al, x, lx, y, ly, be, c, lc, st);
+           }},
+      };
+      std::vector<float> want;
+      double cublas_bf16_ms = NAN;
+      for (const auto& [name, fn] : kernels) {
+        const Tensor C = full({s.M, s.N}, NAN, {DType::f32, Device::cuda(0)});
+        auto call = [&, fn = fn] { fn(s.M, s.N, s.K, 1.0f, a, ld, b, ld, 0.0f, C.data<float>(), s.N, stream); };
+        call();
+        const std::vector<float> got = C.to(Device::cpu()).to_vector<float>();
+        if (want.empty()) want = got;  // cuBLAS's, on the same operands
+        double num = 0, den = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+          const double d = static_cast<double>(got[i]) - want[i];
+          num += std::isnan(d) ? INFINITY : d * d;
+          den += static_cast<double>(want[i]) * want[i];
+        }
+        const double err = std::sqrt(num / std::max(den, 1e-30));
+        if (!(err <= 1e-3)) {  // same BF16 operands: only the FP32 summation order differs
+          std::printf("| %ldx%ldx%ld | %s | FAIL | | | %.2e |\n", s.M, s.N, s.K, name, err);
+          std::printf("%s\n", wrong_elements(got, want, s.M, s.N).c_str());
+          continue;
+        }
+        for (int i = 0; i < warmup; ++i) call();
+        std::vector<double> ms;
+        cuda::Event start(0), stop(0);
+        for (int i = 0; i < repeats; ++i) {
+          start.record(stream);
+          call();
+          stop.record(stream);
+          stop.synchronize();
+          ms.push_back(stop.elapsed_ms_since(start));
+        }
+        std::sort(ms.begin(), ms.end());
+        const double median = ms[ms.size() / 2];
+        if (std::isnan(cublas_bf16_ms)) cublas_bf16_ms = median;
+        std::printf("| %ldx%ldx%ld | %s | %.3f | %.0f | %.2f | %.2e |\n", s.M, s.N, s.K, name, median,
+                    2.0 * s.M * s.N * s.K / (median * 1e6), cublas_bf16_ms / median, err);
+      }
     }
   }
 #endif

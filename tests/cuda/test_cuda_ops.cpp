@@ -206,6 +206,18 @@ TEST_CASE("cuda ops: sum, mean, max over any dims; max's backward" * doctest::sk
 }
 
 #ifdef CRFSEG_WITH_CUDA  // the registry exists only in CUDA builds
+// A GEMM's result against the double reference at the tolerance of the
+// precision its inputs were multiplied at. TF32 rounds each input to 11
+// significant bits and BF16 to 8: those are judged by the relative
+// Frobenius error (about 3e-4 and 3e-3 expected), which NaN never passes.
+void check_product(kernels::cuda::GemmPrecision precision, const Tensor& got, const Tensor& want) {
+  switch (precision) {
+    case kernels::cuda::GemmPrecision::fp32: CHECK_CLOSE(got, values(want), 1e-4, 1e-4); break;
+    case kernels::cuda::GemmPrecision::tf32: CHECK(relative_error(got, want) < 3e-3); break;
+    case kernels::cuda::GemmPrecision::bf16: CHECK(relative_error(got, want) < 2e-2); break;
+  }
+}
+
 TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes" * doctest::skip(kNoDevice)) {
   struct Case { int64_t M, N, K; };
   for (const Case c : {Case{1, 1, 1}, Case{7, 13, 3}, Case{129, 131, 17}, Case{256, 128, 64}, Case{5, 300, 257},
@@ -219,7 +231,10 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
                        // wrap the stages twice, 3 tile rows leave v7's
                        // second pair half outside M, and 17 tile rows pass
                        // the 16-row raster group.
-                       Case{300, 520, 300}, Case{2100, 300, 40}}) {
+                       Case{300, 520, 300}, Case{2100, 300, 40},
+                       // v9/v10 (BF16, slices of 64): 10 slices, the last
+                       // 24 deep, wrap the 4 stages twice.
+                       Case{130, 260, 600}}) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         const Tensor A = random_tensor(ta ? Shape{c.K, c.M} : Shape{c.M, c.K}, 7);
@@ -240,15 +255,8 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
           const Tensor dP = full({c.M, c.N}, NAN, {DType::f32, Device::cuda(0)});
           v.fn(ta, tb, c.M, c.N, c.K, 1.0f, dA.data<float>(), ta ? c.M : c.K, dB.data<float>(), tb ? c.K : c.N, 0.0f,
                dP.data<float>(), c.N, cuda::current_stream(0));
-          if (!v.tf32) {
-            CHECK_CLOSE(cpu(dC), values(want), 1e-4, 1e-4);
-            CHECK_CLOSE(cpu(dP), values(prod), 1e-4, 1e-4);
-          } else {
-            // TF32 rounds each input to 11 significant bits: judge by the
-            // relative Frobenius error (about 3e-4 expected), NaN never passes.
-            CHECK(relative_error(cpu(dC), want) < 3e-3);
-            CHECK(relative_error(cpu(dP), prod) < 3e-3);
-          }
+          check_product(v.precision, cpu(dC), want);
+          check_product(v.precision, cpu(dP), prod);
         }
       }
     }
@@ -293,13 +301,8 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
             v.fn(ta, tb, M, N, K, 1.0f, dA.data<float>() + offset, lda, dB.data<float>() + offset, ldb, 0.0f,
                  dC.data<float>(), ldc, cuda::current_stream(0));
             const Tensor c = cpu(dC), used = ops::slice(c, 1, 0, N);
-            if (precision == cuda::MatmulPrecision::bf16) {
-              CHECK(relative_error(used, want) < 2e-2);
-            } else if (v.tf32 || precision == cuda::MatmulPrecision::tf32) {
-              CHECK(relative_error(used, want) < 3e-3);
-            } else {
-              CHECK_CLOSE(used, values(want), 1e-4, 1e-4);
-            }
+            // cuBLAS at a reduced precision, or a variant of its own.
+            check_product(is_cublas ? kernels::cuda::gemm_precision() : v.precision, used, want);
             const std::vector<double> padding = values(ops::slice(c, 1, N, ldc));
             CHECK(std::all_of(padding.begin(), padding.end(), [](double x) { return std::isnan(x); }));
           }
@@ -311,7 +314,7 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
 
 // A variant that silently handed every call to another would pass the
 // tests above on the other's merits: on a compute capability 9.0 device,
-// an sm_90a build must run v6 and v7's own wgmma kernels.
+// an sm_90a build must run v6, v7, v9 and v10's own wgmma kernels.
 TEST_CASE("cuda ops: the wgmma SGEMM variants run their own kernels on compute capability 9.0, and pack wide B" *
           doctest::skip(kNoDevice)) {
   int major = 0, minor = 0;
@@ -322,20 +325,76 @@ TEST_CASE("cuda ops: the wgmma SGEMM variants run their own kernels on compute c
 #else
   const bool expected = false;
 #endif
-  MESSAGE("compute capability ", major, ".", minor, ", wgmma kernels active: ", kernels::cuda::sgemm_wgmma_active());
+  MESSAGE("compute capability ", major, ".", minor, ", wgmma kernels active: TF32 ", kernels::cuda::sgemm_wgmma_active(),
+          ", BF16 ", kernels::cuda::sgemm_bf16_wgmma_active());
   CHECK(kernels::cuda::sgemm_wgmma_active() == expected);
+  CHECK(kernels::cuda::sgemm_bf16_wgmma_active() == expected);
   // B not transposed is packed as B^T [N][K]: N = 2^21 + 40 rows are more
   // than 65535 row tiles of 32, which the packing grid strides over.
   const int64_t M = 3, N = (int64_t{1} << 21) + 40, K = 5;
   const Tensor A = random_tensor({M, K}, 36), B = random_tensor({K, N}, 37);
   const Tensor want = ops::matmul(A.to(DType::f64), B.to(DType::f64));
   const Tensor dA = gpu(A), dB = gpu(B);
-  for (const char* name : {"v6_tf32_wgmma", "v7_tf32_wgmma_pair"}) {
+  for (const char* name : {"v6_tf32_wgmma", "v7_tf32_wgmma_pair", "v9_bf16_wgmma", "v10_bf16_wgmma_pair"}) {
     INFO(name);
+    const auto& v = kernels::cuda::sgemm_variant(name);
     const Tensor dC = full({M, N}, NAN, {DType::f32, Device::cuda(0)});
-    kernels::cuda::sgemm_variant(name).fn(false, false, M, N, K, 1.0f, dA.data<float>(), K, dB.data<float>(), N, 0.0f,
-                                          dC.data<float>(), N, cuda::current_stream(0));
-    CHECK(relative_error(cpu(dC), want) < 3e-3);
+    v.fn(false, false, M, N, K, 1.0f, dA.data<float>(), K, dB.data<float>(), N, 0.0f, dC.data<float>(), N,
+         cuda::current_stream(0));
+    check_product(v.precision, cpu(dC), want);
+  }
+}
+
+// The BF16 products alone (the benchmark's kernel-to-kernel table): v9's
+// and v10's kernels on BF16 operands already K-major, against cuBLAS's on
+// the same operands and the CPU in double on the same rounded values. The
+// rows' padding past K holds NaN, which a kernel reading past K would
+// carry into C. K = 37 is one partial slice; 600 wraps the 4 stages twice.
+TEST_CASE("cuda ops: the BF16 wgmma kernels on K-major BF16 operands match cuBLAS and the CPU" *
+          doctest::skip(kNoDevice)) {
+  struct Case { int64_t M, N, K; };
+  for (const Case c : {Case{130, 260, 600}, Case{3, 300, 37}}) {
+    const int64_t M = c.M, N = c.N, K = c.K;
+    const int64_t ld = (K + 7) / 8 * 8 + 8;  // a multiple of 8, past K by 8 to 15
+    auto padded = [&](int64_t rows, uint64_t seed) {
+      const Tensor values_part = random_tensor({rows, K}, seed);
+      return ops::concat({values_part, full({rows, ld - K}, NAN, {DType::f32, Device::cpu()})}, 1);
+    };
+    const Tensor a32 = padded(M, 41), b32 = padded(N, 42);
+    const Tensor dA = gpu(a32).to(DType::bf16), dB = gpu(b32).to(DType::bf16);
+    // The reference on the rounded values: bf16 -> f64 on the CPU.
+    const Tensor a64 = ops::slice(cpu(dA).to(DType::f64), 1, 0, K), b64 = ops::slice(cpu(dB).to(DType::f64), 1, 0, K);
+    const Tensor want = ops::matmul(a64, ops::transpose(b64, 0, 1));
+    const auto* a = static_cast<const uint16_t*>(dA.raw_data());
+    const auto* b = static_cast<const uint16_t*>(dB.raw_data());
+    const Tensor by_cublas = full({M, N}, NAN, {DType::f32, Device::cuda(0)});
+    kernels::cuda::gemm_bf16_cublas_kmajor(M, N, K, 1.0f, a, ld, b, ld, 0.0f, by_cublas.data<float>(), N,
+                                           cuda::current_stream(0));
+    INFO("M ", M, " N ", N, " K ", K);
+    CHECK(relative_error(cpu(by_cublas), want) < 1e-5);  // FP32 sums of exact products
+    if (!kernels::cuda::sgemm_bf16_wgmma_active()) {
+      MESSAGE("the BF16 wgmma kernels are not checked: they need an sm_90a build on compute capability 9.0");
+      continue;
+    }
+    for (const bool pair : {false, true}) {
+      INFO("pair ", pair);
+      const Tensor dC = full({M, N}, NAN, {DType::f32, Device::cuda(0)});
+      kernels::cuda::gemm_bf16_wgmma_kmajor(pair, M, N, K, 1.0f, a, ld, b, ld, 0.0f, dC.data<float>(), N,
+                                            cuda::current_stream(0));
+      CHECK(relative_error(cpu(dC), want) < 1e-5);
+    }
+  }
+  // Operands the kernel cannot read in place are refused before any launch.
+  if (kernels::cuda::sgemm_bf16_wgmma_active()) {
+    const Tensor x = full({4, 16}, 1.0, {DType::bf16, Device::cuda(0)});
+    const auto* p = static_cast<const uint16_t*>(x.raw_data());
+    const Tensor c = empty({4, 4}, {DType::f32, Device::cuda(0)});
+    check_throws_with<ValueError>(
+        [&] {
+          kernels::cuda::gemm_bf16_wgmma_kmajor(false, 4, 4, 12, 1.0f, p, 12, p, 16, 0.0f, c.data<float>(), 4,
+                                                cuda::current_stream(0));
+        },
+        "strides a multiple of 8");
   }
 }
 
@@ -357,11 +416,7 @@ TEST_CASE("cuda ops: SGEMM variants on rows padded past a partial 16-byte chunk"
       const Tensor dC = full({M, N}, NAN, {DType::f32, Device::cuda(0)});
       v.fn(false, false, M, N, K, 1.0f, dA.data<float>(), lda, dB.data<float>(), ldb, 0.0f, dC.data<float>(), N,
            cuda::current_stream(0));
-      if (v.tf32) {
-        CHECK(relative_error(cpu(dC), want) < 3e-3);
-      } else {
-        CHECK_CLOSE(cpu(dC), values(want), 1e-4, 1e-4);
-      }
+      check_product(v.precision, cpu(dC), want);
     }
   }
 }

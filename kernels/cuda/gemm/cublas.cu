@@ -170,7 +170,12 @@ void sgemm_cublas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
 
 void sgemm_cublas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
-  const GemmPrecision precision = gemm_precision();
+  sgemm_cublas_at(gemm_precision(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+}
+
+void sgemm_cublas_at(GemmPrecision precision, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                     Stream stream) {
   if (precision == GemmPrecision::fp32) {
     gemm_rowmajor<float>(cublasSgemm, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream, "cublasSgemm");
     return;
@@ -188,6 +193,19 @@ void sgemm_cublas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
     return;
   }
   sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, 0, B, nullptr, ldb, 0, beta, C, ldc, 0, 1, stream);
+}
+
+void gemm_bf16_cublas_kmajor(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                             const uint16_t* Bt, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
+  auto gemm_ex = [](cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                    const float* alpha_, const __nv_bfloat16* a, int la, const __nv_bfloat16* b, int lb,
+                    const float* beta_, float* c, int lc) {
+    return cublasGemmEx(h, opa, opb, m, n, k, alpha_, a, CUDA_R_16BF, la, b, CUDA_R_16BF, lb, beta_, c, CUDA_R_32F, lc,
+                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  };
+  gemm_rowmajor<float, __nv_bfloat16>(gemm_ex, false, true, M, N, K, alpha, reinterpret_cast<const __nv_bfloat16*>(A),
+                                      lda, reinterpret_cast<const __nv_bfloat16*>(Bt), ldb, beta, C, ldc, stream,
+                                      "cublasGemmEx (bf16 operands)");
 }
 
 void dgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
@@ -286,16 +304,23 @@ const std::vector<CudaSgemmVariant>& sgemm_variants() {
       {"v2_smem_tile", sgemm_v2_smem_tile, ""},
       {"v4_float4_dbuf", sgemm_v4_float4_dbuf, ""},
       {"v8_float4_256x128", sgemm_v8_float4_256x128, ""},
-      {"v3_tf32_mma", sgemm_v3_tf32_mma, "TF32 precision; sm_80 or later", true},
+      {"v3_tf32_mma", sgemm_v3_tf32_mma, "TF32 precision; sm_80 or later", GemmPrecision::tf32},
       {"v5_tf32_async", sgemm_v5_tf32_async,
        "TF32 precision; sm_80 or later; A and B not transposed, ld % 4 == 0, 16-byte aligned, 105 KiB of shared "
        "memory per block (else v3)",
-       true},
+       GemmPrecision::tf32},
       {"v6_tf32_wgmma", sgemm_v6_tf32_wgmma,
        "TF32 precision; sm_90a build on a compute capability 9.0 device (else v5); packs B (and a transposed or "
        "unaligned A) K-major first",
-       true},
-      {"v7_tf32_wgmma_pair", sgemm_v7_tf32_wgmma_pair, "as v6, in clusters of two blocks sharing B's tile", true},
+       GemmPrecision::tf32},
+      {"v7_tf32_wgmma_pair", sgemm_v7_tf32_wgmma_pair, "as v6, in clusters of two blocks sharing B's tile",
+       GemmPrecision::tf32},
+      {"v9_bf16_wgmma", sgemm_v9_bf16_wgmma,
+       "BF16 precision; sm_90a build on a compute capability 9.0 device (else cuBLAS at bf16); rounds A and B "
+       "into K-major BF16 copies first",
+       GemmPrecision::bf16},
+      {"v10_bf16_wgmma_pair", sgemm_v10_bf16_wgmma_pair, "as v9, in clusters of two blocks sharing B's tile",
+       GemmPrecision::bf16},
   };
   return v;
 }

@@ -45,6 +45,10 @@
 //                 accumulators a thread: 6 shared float4 reads per 128 FMAs
 //                 against v4's 4 per 64). FP32. Written without a GPU
 //                 (session 43).
+//   v9_bf16_wgmma, v10_bf16_wgmma_pair: v6 and v7's kernel (wgmma.cuh) on
+//                 BF16 operands (m64n256k16), rounded from FP32 while they
+//                 are packed K-major; cuBLAS at bf16 precision where wgmma
+//                 cannot run. Written without a GPU (session 47).
 // Production: CRFSEG_CUDA_SGEMM=<name> selects a variant; default cublas.
 #pragma once
 
@@ -61,6 +65,17 @@ namespace crfseg::kernels::cuda {
 // operands (the hand-written variants check before taking a fast path).
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// The input precision of cuBLAS SGEMM (and so of matmul and the im2col
+// convolutions): fp32 (the default), or tf32 / bf16, where the tensor cores
+// take A and B rounded to TF32 (10-bit mantissa) or BF16 (7-bit) and
+// accumulate in FP32. Tensors stay FP32 in memory. Process-wide; the setter
+// returns the previous value. The hand-written variants keep their own
+// precision (v3_tf32_mma is TF32, the others FP32).
+enum class GemmPrecision { fp32, tf32, bf16 };
+GemmPrecision gemm_precision();
+GemmPrecision set_gemm_precision(GemmPrecision precision);
+const char* gemm_precision_name(GemmPrecision precision);
+
 using CudaSgemmFn = void (*)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                              int64_t ldc, Stream stream);
@@ -69,7 +84,10 @@ struct CudaSgemmVariant {
   std::string name;
   CudaSgemmFn fn;
   std::string constraints;  // "" when none
-  bool tf32 = false;        // rounds its inputs to TF32 (compare with TF32 cuBLAS, looser tolerance)
+  // The precision its inputs reach the multiplier at: tf32 and bf16
+  // variants are compared with cuBLAS at the same precision (and looser
+  // tolerances) in the tests and the benchmark.
+  GemmPrecision precision = GemmPrecision::fp32;
 };
 
 const std::vector<CudaSgemmVariant>& sgemm_variants();
@@ -77,6 +95,10 @@ const CudaSgemmVariant& sgemm_variant(const std::string& name);  // ValueError l
 
 void sgemm_cublas(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
                   float*, int64_t, Stream);
+// cuBLAS at the given precision rather than the process-wide one (the
+// benchmark's baselines, and v9/v10's fallback).
+void sgemm_cublas_at(GemmPrecision precision, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                     const float*, int64_t, float, float*, int64_t, Stream);
 void sgemm_v1_naive(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                     float, float*, int64_t, Stream);
 void sgemm_v2_smem_tile(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
@@ -93,9 +115,25 @@ void sgemm_v6_tf32_wgmma(bool, bool, int64_t, int64_t, int64_t, float, const flo
                          int64_t, float, float*, int64_t, Stream);
 void sgemm_v7_tf32_wgmma_pair(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
                               int64_t, float, float*, int64_t, Stream);
-// Whether v6 and v7 run their own wgmma kernels on the current device
-// (built for sm_90a, compute capability 9.0), rather than handing calls to v5.
+void sgemm_v9_bf16_wgmma(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                         int64_t, float, float*, int64_t, Stream);
+void sgemm_v10_bf16_wgmma_pair(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                               int64_t, float, float*, int64_t, Stream);
+// Whether v6 and v7 (v9 and v10) run their own wgmma kernels on the current
+// device (built for sm_90a, compute capability 9.0), rather than handing
+// calls to v5 (to cuBLAS at bf16 precision).
 bool sgemm_wgmma_active();
+bool sgemm_bf16_wgmma_active();
+// The BF16 products alone, for the benchmark's kernel-to-kernel ratio:
+// C (FP32, row-major) = alpha A Bt^T + beta C with A [M][K] and Bt [N][K]
+// already BF16 (bit patterns) and K-major. v9's kernel (v10's with `pair`)
+// needs rows a multiple of 8 values, 16-byte aligned bases and
+// sgemm_bf16_wgmma_active() (else NotImplementedError); cuBLAS's takes any
+// row strides >= K.
+void gemm_bf16_wgmma_kmajor(bool pair, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                            const uint16_t* Bt, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream);
+void gemm_bf16_cublas_kmajor(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                             const uint16_t* Bt, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream);
 
 // Production entry points (f64 always goes to cuBLAS's DGEMM).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -145,15 +183,5 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
   }
 }
 
-// The input precision of cuBLAS SGEMM (and so of matmul and the im2col
-// convolutions): fp32 (the default), or tf32 / bf16, where the tensor cores
-// take A and B rounded to TF32 (10-bit mantissa) or BF16 (7-bit) and
-// accumulate in FP32. Tensors stay FP32 in memory. Process-wide; the setter
-// returns the previous value. The hand-written variants keep their own
-// precision (v3_tf32_mma is TF32, the others FP32).
-enum class GemmPrecision { fp32, tf32, bf16 };
-GemmPrecision gemm_precision();
-GemmPrecision set_gemm_precision(GemmPrecision precision);
-const char* gemm_precision_name(GemmPrecision precision);
 
 }  // namespace crfseg::kernels::cuda

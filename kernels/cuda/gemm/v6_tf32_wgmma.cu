@@ -2,7 +2,8 @@
 // product (wgmma.mma_async, TF32 inputs, FP32 accumulation) fed by the
 // tensor memory accelerator (TMA) through a 4-stage mbarrier pipeline, with
 // one producer warpgroup and two consumer warpgroups per block. v7 runs
-// blocks in pairs (a cluster of two) that share B's tile; see the kernel.
+// blocks in pairs (a cluster of two) that share B's tile. The kernel and
+// its data path are wgmma.cuh's; this file gives the TF32 instruction.
 //
 // Why a new kernel rather than tuning v5: v5 (mma.sync, cp.async) reached
 // 0.28x cuBLAS TF32 at 4096^3 on an H100 (session 42), and cuBLAS's TF32
@@ -10,35 +11,11 @@
 // warp at a time and cannot keep Hopper's tensor cores busy, so the 0.8x
 // target of issue #7 needs wgmma.
 //
-// The data path, one 128 x 256 tile of C per block, K in slices of 32:
-//  1. Producer (warpgroup 0, one thread): for slice k, waits until stage
-//     k mod 4 is free (its `empty` barrier), announces 48 KiB on the stage's
-//     `full` barrier, and issues two TMA copies: A's 128 x 32 box and B^T's
-//     256 x 32 box. The TMA writes rows of 32 floats = 128 bytes with the
-//     128-byte swizzle (16-byte chunk c of row r lands at chunk c ^ (r mod
-//     8)), the layout wgmma reads without bank conflicts; boxes past M, N
-//     or K are filled with zeros, so tails need no special path.
-//  2. Consumers (warpgroups 1 and 2, 64 rows of the tile each): wait on
-//     `full`, issue four m64n256k8 wgmmas (k = 0, 8, 16, 24: the smem
-//     descriptor's start address moves 32 bytes inside the swizzle atom),
-//     and, once the previous slice's products are done (at most one group
-//     in flight), arrive on that slice's `empty` so the producer can refill.
-//  3. Each consumer thread holds 128 accumulators (64 x 256 / 128 threads)
-//     and writes C = alpha acc + beta C straight from registers.
-//
-// wgmma takes TF32 operands only K-major (K contiguous), so C = A B runs
-// as A [M][K] times (B^T) [N][K]. A call with B not transposed (or A
-// transposed, or a row stride that is not a multiple of 16 bytes, or a base
-// off 16 bytes) first packs that operand K-major into stream-ordered
-// scratch (pack_kmajor: one pass, 32 x 32 tiles through shared memory).
-// That pass is part of the measured time; at 4096^3 it moves 128 MB
-// (about 45 us on an H100, against 340 us for cuBLAS's whole product).
-// The tensor cores read the FP32 bit patterns as TF32 (the low 13 mantissa
-// bits ignored: truncation, where v3 and v5 round).
-//
-// Needs a build for sm_90a (meson's gpu_arch, default 90a: wgmma exists
-// only there) and a compute capability 9.0 device with 193 KiB of shared
-// memory per block; elsewhere it runs v5.
+// TF32 is read from the FP32 bit patterns (the low 13 mantissa bits
+// ignored: truncation, where v3 and v5 round), so A and B^T stored K-major
+// with 16-byte rows are read in place; only B not transposed (or A
+// transposed, or unaligned) is packed, 128 MB at 4096^3 (about 45 us on an
+// H100, against 340 us for cuBLAS's whole product).
 //
 // Written without a GPU (session 43): compiled here, its PTX read (four
 // wgmma.mma_async per slice, the two TMA copies) and ptxas's report (154
@@ -46,454 +23,48 @@
 // tests/cuda/test_cuda_ops.cpp checks it against the CPU like every
 // variant, and checks that it really took the wgmma path, once a device is
 // lent.
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
-#include <algorithm>
-#include <cstdint>
-
-#include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/gemm/gemm.h"
-#include "kernels/cuda/per_device.h"
+#include "kernels/cuda/gemm/wgmma.cuh"
 
 namespace crfseg::kernels::cuda {
 
 namespace {
 
-constexpr int BM = 128, BN = 256, BK = 32, kStages = 4;
-constexpr int kConsumers = 2;  // warpgroups of 64 rows each
-constexpr int kThreads = 128 * (1 + kConsumers);
-constexpr int kTileABytes = BM * BK * 4, kTileBBytes = BN * BK * 4;
-constexpr int kStageBytes = kTileABytes + kTileBBytes;  // 48 KiB, a multiple of the 1 KiB swizzle atom
-constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + slack to align the first stage to 1 KiB
-constexpr int kGroupM = 16;                               // tile rows per raster group (L2 reuse)
-constexpr int kBarrierBytes = 2 * kStages * 8;            // the static `full` and `empty` barriers
-
+struct Tf32 {
+  using Element = float;
+  static constexpr int kElemBytes = 4;
+  static constexpr CUtensorMapDataType kTmaType = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+  struct Convert {
+    __device__ float operator()(float v) const { return v; }
+  };
+  // d (64 x 256 over the warpgroup) += A (64 x 8, descriptor a) B^T (256 x
+  // 8, descriptor b): one 32-byte step of K.
+  __device__ __forceinline__ static void mma(float (&d)[128], uint64_t a, uint64_t b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
-               : "memory");
-}
-// Returns once the barrier's phase of the given parity has completed (a
-// fresh barrier counts its phase "before 0", parity 1, as completed).
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_u32(bar)), "r"(parity)
-        : "memory");
-  } while (done == 0);
-}
-
-// The TMA copy of the box at (inner, outer) = (k, row) into shared memory,
-// completing `bytes` on bar.
-__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int inner, int outer, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::
-          "r"(smem_u32(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_u32(bar))
-      : "memory");
-}
-
-// The same copy delivered to every block of the cluster in cta_mask, at the
-// same shared-memory offsets, completing on each block's barrier there.
-__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map, int inner, int outer,
-                                                      uint64_t* bar, uint32_t cta_mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
-      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(smem_u32(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_u32(bar)),
-      "h"(static_cast<uint16_t>(cta_mask))
-      : "memory");
-}
-
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-
-// Arrives on the barrier at bar's offset in the shared memory of cluster
-// block `rank` (this block's own when rank is its rank).
-__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smem_u32(bar)), "r"(rank));
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
-}
-
-// All threads of every block in the cluster.
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-}
-
-// Shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format") of a
-// K-major tile whose rows are 128 bytes, 128-byte swizzle: start address,
-// leading byte offset (unused for swizzled K-major; 16 by convention),
-// stride byte offset 1024 (from one 8-row atom to the next), swizzle mode 1
-// (128 B) in bits 62-63. All fields are in units of 16 bytes.
-__device__ __forceinline__ uint64_t desc_sw128(uint32_t addr) {
-  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(16 >> 4) << 16) |
-         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
-}
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-// Waits until at most kPending committed wgmma groups are still running.
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
-}
-
-// Keeps the compiler from moving accumulator reads or writes across the
-// asynchronous wgmma (CUTLASS's warpgroup_fence_operand).
-__device__ __forceinline__ void fence_accumulators(float (&d)[128]) {
-#pragma unroll
-  for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-
-#define CRFSEG_D8(i)                                                                                     \
-  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
-      "+f"(d[i + 7])
-
-// d (64 x 256 over the warpgroup) += A (64 x 8, descriptor a) B^T (256 x 8,
-// descriptor b). Accumulator ownership: warp w of the warpgroup holds rows
-// 16 w .. 16 w + 15; lane 4 g + t holds, for each 8-column block j,
-// d[4j] (row g, col 8j + 2t), d[4j+1] (g, 8j+2t+1), d[4j+2] (g+8, 8j+2t),
-// d[4j+3] (g+8, 8j+2t+1).
-__device__ __forceinline__ void wgmma_m64n256k8_tf32(float (&d)[128], uint64_t a, uint64_t b) {
-  asm volatile(
-      "{\n"
-      "wgmma.mma_async.sync.aligned.m64n256k8.f32.tf32.tf32 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-      "}, %128, %129, 1, 1, 1;\n"
-      "}\n"
-      : CRFSEG_D8(0), CRFSEG_D8(8), CRFSEG_D8(16), CRFSEG_D8(24), CRFSEG_D8(32), CRFSEG_D8(40), CRFSEG_D8(48),
-        CRFSEG_D8(56), CRFSEG_D8(64), CRFSEG_D8(72), CRFSEG_D8(80), CRFSEG_D8(88), CRFSEG_D8(96), CRFSEG_D8(104),
-        CRFSEG_D8(112), CRFSEG_D8(120)
-      : "l"(a), "l"(b));
-}
-#undef CRFSEG_D8
-
-// Block id -> (tile row, tile column), kGroupM tile rows at a time, so the
-// blocks resident together share their A rows and B columns in L2.
-__device__ __forceinline__ void tile_of(int id, int tiles_m, int tiles_n, int& tm, int& tn) {
-  const int per_group = kGroupM * tiles_n, first = (id / per_group) * kGroupM;
-  const int rows = min(tiles_m - first, kGroupM), in_group = id % per_group;
-  tm = first + in_group % rows;
-  tn = in_group / rows;
-}
-
-#endif  // __CUDA_ARCH_FEAT_SM90_ALL
-
-// One block per 128 x 256 tile of C; kCluster blocks (1 or 2) form a
-// cluster along M that shares B's tile: each loads 256 / kCluster of its
-// rows and the TMA multicasts them to every block of the cluster, so each
-// block reads kCluster times less of B from L2. (At 4 bytes an operand, a
-// lone block reads 48 KiB from L2 per 2.1 MFLOP slice: 11 TB/s across the
-// chip at the H100's 495 TFLOP/s of dense TF32, more than its L2 gives;
-// a pair reads 32 KiB per block and slice, 7.5 TB/s.) A stage is then refilled only when the
-// consumers of every block in the cluster are done with it, so each
-// consumer warp arrives on the `empty` barrier of every block.
-template <int kCluster>
-__global__ void __launch_bounds__(kThreads, 1)
-sgemm_tf32_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b, int M,
-                        int N, int K, float alpha, float beta, float* __restrict__ C, int64_t ldc, int tiles_m,
-                        int tiles_n) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  extern __shared__ uint8_t smem_raw[];
-  __shared__ uint64_t full[kStages], empty[kStages];
-  uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
-  const int wg = static_cast<int>(threadIdx.x) / 128, lane_wg = static_cast<int>(threadIdx.x) % 128;
-  int tm = 0, tn = 0;
-  tile_of(static_cast<int>(blockIdx.x), tiles_m, tiles_n, tm, tn);
-  const int slices = (K + BK - 1) / BK;
-  const uint32_t rank = kCluster > 1 ? cluster_rank() : 0;
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full[s], 1);
-      mbar_init(&empty[s], kCluster * kConsumers * 4);  // one arrival per consumer warp of the cluster
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  // Every block's barriers exist before any block copies or arrives there.
-  if constexpr (kCluster > 1) {
-    cluster_sync();
-  } else {
-    __syncthreads();
-  }
-
-  if (wg == 0) {
-    if (lane_wg == 0) {
-      constexpr int kRowsB = BN / kCluster;
-      for (int k = 0; k < slices; ++k) {
-        const int s = k % kStages;
-        mbar_wait(&empty[s], ((k / kStages) & 1) ^ 1);
-        mbar_expect_tx(&full[s], kStageBytes);  // A, and all of B's rows: this block's and the others'
-        uint8_t* a = smem + s * kStageBytes;
-        tma_load_2d(a, &map_a, k * BK, tm * BM, &full[s]);
-        uint8_t* b = a + kTileABytes + rank * kRowsB * BK * 4;
-        if constexpr (kCluster > 1) {
-          tma_load_2d_multicast(b, &map_b, k * BK, tn * BN + static_cast<int>(rank) * kRowsB, &full[s],
-                                (1u << kCluster) - 1);
-        } else {
-          tma_load_2d(b, &map_b, k * BK, tn * BN, &full[s]);
-        }
-      }
-    }
-  } else {
-    const int c = wg - 1;  // this consumer's 64 rows: c * 64 ..
-    // Stage s is free for this warp: one arrival on its `empty` barrier in
-    // every block of the cluster.
-    auto release = [&](int s) {
-      __syncwarp();
-      if (lane_wg % 32 == 0) {
-#pragma unroll
-        for (int r = 0; r < kCluster; ++r) mbar_arrive_cluster(&empty[s], static_cast<uint32_t>(r));
-      }
-    };
-    float d[128];
-#pragma unroll
-    for (int i = 0; i < 128; ++i) d[i] = 0.0f;
-    for (int k = 0; k < slices; ++k) {
-      const int s = k % kStages;
-      mbar_wait(&full[s], (k / kStages) & 1);
-      const uint32_t a = smem_u32(smem + s * kStageBytes + c * 64 * BK * 4);
-      const uint32_t b = smem_u32(smem + s * kStageBytes + kTileABytes);
-      fence_accumulators(d);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < BK / 8; ++kk) wgmma_m64n256k8_tf32(d, desc_sw128(a + 32 * kk), desc_sw128(b + 32 * kk));
-      wgmma_commit();
-      // Keep this slice's products running while the last slice's stage
-      // is handed back: once at most one group is pending, slice k - 1's
-      // products have read their operands.
-      wgmma_wait<1>();
-      fence_accumulators(d);
-      if (k > 0) release((k - 1) % kStages);
-    }
-    wgmma_wait<0>();
-    fence_accumulators(d);
-    if (slices > 0) release((slices - 1) % kStages);
-
-    const int warp = lane_wg / 32, g = (lane_wg % 32) / 4, t = lane_wg % 4;
-    const int64_t row0 = static_cast<int64_t>(tm) * BM + c * 64 + warp * 16 + g;
-    const int64_t col0 = static_cast<int64_t>(tn) * BN + 2 * t;
-#pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int64_t m = row0 + 8 * (r / 2), n = col0 + 8 * j + (r % 2);
-        if (m >= M || n >= N) continue;
-        float* out = C + m * ldc + n;
-        *out = beta == 0.0f ? alpha * d[4 * j + r] : alpha * d[4 * j + r] + beta * *out;
-      }
-    }
-  }
-  // No block leaves while another may still multicast into its shared
-  // memory or arrive on its barriers.
-  if constexpr (kCluster > 1) cluster_sync();
+    asm volatile("{\nwgmma.mma_async.sync.aligned.m64n256k8.f32.tf32.tf32 " CRFSEG_WGMMA_D128_LIST
+                 ", %128, %129, 1, 1, 1;\n}\n"
+                 : CRFSEG_WGMMA_D128
+                 : "l"(a), "l"(b));
 #endif
-}
-
-// dst[r * ldd + c] = X(r, c) for r < rows, c < cols, where X is src
-// (row-major, row stride ld) or, when `transposed`, src^T (X(r, c) =
-// src[c * ld + r]). 32 x 32 tiles through shared memory (one column of
-// padding against bank conflicts), so both the reads and the writes are
-// coalesced either way.
-// Grid: x over column tiles, y strides over row tiles (more than 65535 of
-// them for a packed B^T with N past 2 million).
-__global__ void pack_kmajor_kernel(int64_t rows, int64_t cols, const float* __restrict__ src, int64_t ld,
-                                   bool transposed, float* __restrict__ dst, int64_t ldd) {
-  __shared__ float tile[32][33];
-  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32;
-  const int x = static_cast<int>(threadIdx.x);
-  for (int64_t r0 = static_cast<int64_t>(blockIdx.y) * 32; r0 < rows; r0 += static_cast<int64_t>(gridDim.y) * 32) {
-    for (int y = static_cast<int>(threadIdx.y); y < 32; y += 8) {
-      if (transposed) {
-        const int64_t r = r0 + x, cc = c0 + y;
-        if (r < rows && cc < cols) tile[x][y] = src[cc * ld + r];
-      } else {
-        const int64_t r = r0 + y, cc = c0 + x;
-        if (r < rows && cc < cols) tile[y][x] = src[r * ld + cc];
-      }
-    }
-    __syncthreads();
-    for (int y = static_cast<int>(threadIdx.y); y < 32; y += 8) {
-      const int64_t r = r0 + y, cc = c0 + x;
-      if (r < rows && cc < cols) dst[r * ldd + cc] = tile[y][x];
-    }
-    __syncthreads();  // the tile is refilled for the next row block
   }
-}
-
-void pack_kmajor(int64_t rows, int64_t cols, const float* src, int64_t ld, bool transposed, float* dst, int64_t ldd,
-                 Stream stream) {
-  const int64_t gx = (cols + 31) / 32, gy = std::min<int64_t>((rows + 31) / 32, 65535);
-  CRFSEG_CHECK(gx <= 0x7fffffff, NotImplementedError, "sgemm v6_tf32_wgmma: packing a ", rows, " x ", cols,
-               " operand needs more than 2^31 column tiles");
-  pack_kmajor_kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(32, 8), 0, stream>>>(
-      rows, cols, src, ld, transposed, dst, ldd);
-  launch_check("sgemm_v6_tf32_wgmma: pack_kmajor");
-}
-
-// cuTensorMapEncodeTiled is a driver function; the runtime hands out its
-// address, so nothing links libcuda directly.
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    CRFSEG_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
-                                                       &found));
-    if (found != cudaDriverEntryPointSuccess || p == nullptr) {
-      throw CudaError("sgemm v6_tf32_wgmma: the driver has no cuTensorMapEncodeTiled");
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
-
-// The TMA map of a K-major operand [rows][K] with row stride ld floats,
-// read in boxes of box_rows x 32 with the 128-byte swizzle.
-CUtensorMap kmajor_map(const float* base, int64_t rows, int64_t K, int64_t ld, int box_rows, const char* which) {
-  CUtensorMap map{};
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * sizeof(float)};
-  const cuuint32_t box[2] = {BK, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t steps[2] = {1, 1};
-  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<float*>(base), dims,
-                                          strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    throw CudaError(detail::concat_message("sgemm v6_tf32_wgmma: cuTensorMapEncodeTiled for ", which, " (", rows,
-                                           " x ", K, ", row stride ", ld, " floats) failed with CUresult ",
-                                           static_cast<int>(r)));
-  }
-  return map;
-}
-
-// True where the wgmma kernels can run on the current device: built for
-// sm_90a, compute capability 9.0, enough shared memory per block. Raises
-// the kernels' shared-memory limits once per device.
-bool wgmma_ready() {
-#if defined(CRFSEG_CUDA_SM90A)
-  return once_per_device([](int device) {
-    int major = 0, minor = 0, optin = 0;
-    CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    CRFSEG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    const bool ok = major == 9 && minor == 0 && optin >= kSmemBytes + kBarrierBytes;
-    if (ok) {
-      CRFSEG_CUDA_CHECK(
-          cudaFuncSetAttribute(sgemm_tf32_wgmma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-      CRFSEG_CUDA_CHECK(
-          cudaFuncSetAttribute(sgemm_tf32_wgmma_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-    }
-    return ok;
-  });
-#else
-  return false;
-#endif
-}
-
-template <int kCluster>
-void sgemm_tf32_wgmma(const char* name, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-                      Stream stream) {
-  if (M == 0 || N == 0) return;
-  constexpr int64_t kIntLimit = int64_t{1} << 30;
-  if (K == 0 || M >= kIntLimit || N >= kIntLimit || K >= kIntLimit || !wgmma_ready()) {
+  static void fallback(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                       const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
     sgemm_v5_tf32_async(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
-    return;
   }
-  // Operands the TMA cannot read in place (not K-major, or rows off 16
-  // bytes) are packed K-major, rows padded to a multiple of 4 floats.
-  const bool pack_a = ta || lda % 4 != 0 || !aligned16(A);
-  const bool pack_b = !tb || ldb % 4 != 0 || !aligned16(B);
-  const int64_t ldp = (K + 3) / 4 * 4;
-  const size_t a_elems = pack_a ? static_cast<size_t>(M * ldp) : 0;
-  const size_t b_offset = (a_elems + 63) / 64 * 64;  // B's copy 256-byte aligned
-  const size_t b_elems = pack_b ? static_cast<size_t>(N * ldp) : 0;
-  void* scratch = nullptr;
-  if (a_elems + b_elems > 0) {
-    CRFSEG_CUDA_CHECK(cudaMallocAsync(&scratch, (b_offset + b_elems) * sizeof(float), stream));
-  }
-  try {
-    const float* a = A;
-    const float* b = B;
-    int64_t la = lda, lb = ldb;
-    if (pack_a) {
-      auto* dst = static_cast<float*>(scratch);
-      pack_kmajor(M, K, A, lda, ta, dst, ldp, stream);
-      a = dst, la = ldp;
-    }
-    if (pack_b) {
-      float* dst = static_cast<float*>(scratch) + b_offset;
-      pack_kmajor(N, K, B, ldb, !tb, dst, ldp, stream);
-      b = dst, lb = ldp;
-    }
-    const CUtensorMap map_a = kmajor_map(a, M, K, la, BM, "A");
-    const CUtensorMap map_b = kmajor_map(b, N, K, lb, BN / kCluster, "B^T");
-    // Tile rows rounded up to whole clusters: a block past M loads zeros
-    // (the TMA fills boxes outside the matrix) and stores nothing, but
-    // still delivers its share of B to its partner.
-    const int64_t tiles_m = (M + BM * kCluster - 1) / (BM * kCluster) * kCluster, tiles_n = (N + BN - 1) / BN;
-    CRFSEG_CHECK(tiles_m * tiles_n <= 0x7fffffff, NotImplementedError, "sgemm ", name, ": ", M, " x ", N,
-                 " needs more than 2^31 tiles");
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(static_cast<unsigned>(tiles_m * tiles_n));
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = kSmemBytes;
-    config.stream = stream;
-    cudaLaunchAttribute cluster{};
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim.x = kCluster;
-    cluster.val.clusterDim.y = 1;
-    cluster.val.clusterDim.z = 1;
-    config.attrs = &cluster;
-    config.numAttrs = 1;
-    CRFSEG_CUDA_CHECK(cudaLaunchKernelEx(&config, sgemm_tf32_wgmma_kernel<kCluster>, map_a, map_b,
-                                         static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), alpha, beta,
-                                         C, ldc, static_cast<int>(tiles_m), static_cast<int>(tiles_n)));
-    launch_check(name);
-  } catch (...) {
-    if (scratch != nullptr) cudaFreeAsync(scratch, stream);  // best effort; the first error is the one to report
-    throw;
-  }
-  if (scratch != nullptr) CRFSEG_CUDA_CHECK(cudaFreeAsync(scratch, stream));
-}
+};
 
 }  // namespace
 
-bool sgemm_wgmma_active() { return wgmma_ready(); }
+bool sgemm_wgmma_active() { return wgmma::ready<Tf32, 1>() && wgmma::ready<Tf32, 2>(); }
 
 void sgemm_v6_tf32_wgmma(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
-  sgemm_tf32_wgmma<1>("sgemm_v6_tf32_wgmma", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  wgmma::sgemm<Tf32, 1>("v6_tf32_wgmma", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
 
 void sgemm_v7_tf32_wgmma_pair(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                               Stream stream) {
-  sgemm_tf32_wgmma<2>("sgemm_v7_tf32_wgmma_pair", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  wgmma::sgemm<Tf32, 2>("v7_tf32_wgmma_pair", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
 
 }  // namespace crfseg::kernels::cuda

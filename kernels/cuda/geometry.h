@@ -5,7 +5,8 @@
 // merges and drops them exactly as the CPU loops do) and, for each of up to
 // kMaxOperands operands, its strides in elements (0 in a broadcast dim).
 // Thread i handles the i-th element in row-major order of the output and
-// finds each operand's element with offset(), one div/mod per dim.
+// finds each operand's element with offset(), one division per dim but the
+// outermost (32-bit where the values fit).
 //
 // offset() is CRFSEG_HD (kernels/hd.h): the same index math runs in the CPU
 // tests (tests/kernels/test_cuda_geometry.cpp).
@@ -35,15 +36,28 @@ struct Geometry {
   int64_t sizes[kMaxDims] = {};
   int64_t strides[kMaxOperands][kMaxDims] = {};
 
-  // Element offset of operand k for the i-th element (row-major over sizes).
+  // Element offset of operand k for the i-th element (row-major over
+  // sizes), 0 <= i < numel. The outermost dim needs no division (what is
+  // left of i is its index), so a contiguous operand (one dim) needs none.
   CRFSEG_HD int64_t offset(int k, int64_t i) const {
     int64_t off = 0;
-    for (int d = ndim - 1; d >= 0; --d) {
-      const int64_t idx = i % sizes[d];
-      i /= sizes[d];
-      off += idx * strides[k][d];
+    for (int d = ndim - 1; d > 0; --d) {
+      const int64_t q = quotient(i, sizes[d]);
+      off += (i - q * sizes[d]) * strides[k][d];
+      i = q;
     }
-    return off;
+    return off + i * strides[k][0];
+  }
+
+  // n / d for n >= 0, d > 0, in 32 bits where both fit: a GPU has no
+  // integer divider, and its 64-bit division is a subroutine of several
+  // times the 32-bit one's instructions, which an elementwise kernel (a
+  // few loads per element) would otherwise be bound by.
+  CRFSEG_HD static int64_t quotient(int64_t n, int64_t d) {
+    if (((static_cast<uint64_t>(n) | static_cast<uint64_t>(d)) >> 32) == 0) {
+      return static_cast<int64_t>(static_cast<uint32_t>(n) / static_cast<uint32_t>(d));
+    }
+    return n / d;
   }
 };
 

@@ -55,6 +55,47 @@ TEST_CASE("cuda geometry: broadcast, permuted and sliced operands") {
                  {0, 1, 0, 3, 0, 9, 0, 27}, {1296, 432, 216, 72, 36, 12, 6, 2});  // 8 dims
 }
 
+// Past 2^32 elements (or with a dim that large) offset() divides in 64
+// bits; below, in 32. Checked at elements around the 2^32 boundaries
+// without enumerating them: the geometry is index math only, no memory.
+TEST_CASE("cuda geometry: offsets past 32-bit element counts") {
+  const int64_t big = (int64_t{1} << 32) + 7;  // a dim longer than 32 bits
+  const Shape shape = {3, 5, big};
+  const Strides out = contiguous_strides(shape);
+  const Strides sliced = {5 * big * 2 + 11, big * 2, 2};  // every other element of padded rows: no merging
+  const Strides bcast = {0, 1, 0};
+  const kcu::Geometry g = kcu::make_geometry<3>("test", shape, {out.data(), sliced.data(), bcast.data()});
+  REQUIRE(g.ndim == 3);
+  for (const int64_t i0 : {int64_t{0}, int64_t{2}}) {
+    for (const int64_t i1 : {int64_t{0}, int64_t{4}}) {
+      for (const int64_t i2 : {int64_t{0}, int64_t{1}, (int64_t{1} << 32) - 1, int64_t{1} << 32, big - 1}) {
+        const std::vector<int64_t> idx = {i0, i1, i2};
+        const int64_t i = (i0 * 5 + i1) * big + i2;
+        INFO("element ", i);
+        CHECK(g.offset(0, i) == direct_offset(idx, out));
+        CHECK(g.offset(1, i) == direct_offset(idx, sliced));
+        CHECK(g.offset(2, i) == direct_offset(idx, bcast));
+      }
+    }
+  }
+  // Short dims, with the flat index itself past 2^32.
+  const Shape wide = {int64_t{1} << 22, 3, 1031};
+  const Strides w_out = contiguous_strides(wide), w_perm = {1, int64_t{1} << 22, 3 * (int64_t{1} << 22)};
+  const kcu::Geometry gw = kcu::make_geometry<2>("test", wide, {w_out.data(), w_perm.data()});
+  for (const int64_t r : {int64_t{0}, (int64_t{1} << 22) - 1, int64_t{1} << 21}) {
+    for (const int64_t c : {int64_t{0}, int64_t{2}}) {
+      for (const int64_t e : {int64_t{0}, int64_t{1030}}) {
+        const int64_t i = (r * 3 + c) * 1031 + e;
+        INFO("element ", i);
+        CHECK(gw.offset(0, i) == direct_offset({r, c, e}, w_out));
+        CHECK(gw.offset(1, i) == direct_offset({r, c, e}, w_perm));
+      }
+    }
+  }
+  CHECK(kcu::Geometry::quotient((int64_t{1} << 32) - 1, 3) == ((int64_t{1} << 32) - 1) / 3);
+  CHECK(kcu::Geometry::quotient(int64_t{1} << 40, (int64_t{1} << 32) + 1) == (int64_t{1} << 40) / ((int64_t{1} << 32) + 1));
+}
+
 TEST_CASE("cuda geometry: empty tensors and too many dims") {
   const Shape empty_shape = {3, 0, 2};
   const Strides s = contiguous_strides(empty_shape);

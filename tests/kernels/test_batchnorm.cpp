@@ -14,6 +14,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/batchnorm_rules.h"
 #include "kernels/channel_chunks.h"
 #include "kernels/cpu/batchnorm.h"
 #include "kernels/ref/batchnorm.h"
@@ -617,4 +618,60 @@ TEST_CASE("batchnorm: synchronised, the count over all replicas decides whether 
         [&] { ops::batch_norm(a, Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5, false, &sync); },
         "batch_norm: expected more than 1 value per channel over all 1 replicas when training, got 1");
   });
+}
+
+// The CUDA kernel's dx, folded per channel (kernels/batchnorm_rules.h: A gm
+// + (B (x - mean) + D)), against the reference kernel's dx: the channel's
+// sums in double as the CUDA kernel forms them, the per-value step in the
+// tensor's type. Data offset far above its spread (1000 + [-2, 3)), with
+// and without the ReLU mask, training and eval.
+template <typename T>
+void check_folded_dx(double tolerance) {
+  const int64_t N = 3, C = 4, inner = 37, M = N * inner;
+  const Tensor x = ops::scalar_op(ops::ScalarOp::add, random_tensor({N, C, inner}, 71, dtype_of<T>::value, -2.0, 3.0), 1000.0);
+  const Tensor g = random_tensor({N, C, inner}, 72, dtype_of<T>::value, -1.0, 1.0);
+  const Tensor w = random_tensor({C}, 73, dtype_of<T>::value, -1.5, 1.5);
+  const std::vector<T> xv = x.to_vector<T>(), gv0 = g.to_vector<T>(), wv = w.to_vector<T>();
+  for (const bool training : {true, false}) {
+    for (const bool relu : {false, true}) {
+      INFO("training=", training, " relu=", relu);
+      std::vector<T> y(xv.size()), mean(C), invstd(C), want(xv.size()), dw(C), db(C);
+      kernels::ref::batchnorm_forward_train<T>(xv.data(), wv.data(), nullptr, y.data(), mean.data(), invstd.data(),
+                                               nullptr, nullptr, N, C, inner, 0.1, 1e-5, relu);
+      kernels::ref::batchnorm_backward<T>(gv0.data(), xv.data(), relu ? y.data() : nullptr, wv.data(), mean.data(),
+                                          invstd.data(), want.data(), dw.data(), db.data(), N, C, inner, training);
+      double worst = 0, scale = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        auto at = [&](int64_t n, int64_t i) { return (n * C + c) * inner + i; };
+        auto gm = [&](int64_t k) { return relu && !(y[k] > T(0)) ? T(0) : gv0[k]; };
+        double sg = 0, sgx = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          for (int64_t i = 0; i < inner; ++i) {
+            const int64_t k = at(n, i);
+            sg += static_cast<double>(gm(k));
+            sgx += static_cast<double>(gm(k)) * (static_cast<double>(xv[k]) - mean[c]) * invstd[c];
+          }
+        }
+        const kernels::BatchNormDx f =
+            kernels::batchnorm_dx_coefficients(wv[c], invstd[c], sg, sgx, 1.0 / static_cast<double>(M), training);
+        for (int64_t n = 0; n < N; ++n) {
+          for (int64_t i = 0; i < inner; ++i) {
+            const int64_t k = at(n, i);
+            const T got = training ? kernels::batchnorm_dx_value<T>(static_cast<T>(f.a), static_cast<T>(f.b),
+                                                                    static_cast<T>(f.d), mean[c], gm(k), xv[k])
+                                   : static_cast<T>(f.a) * gm(k);
+            worst = std::max(worst, std::abs(static_cast<double>(got) - want[k]));
+            scale = std::max(scale, std::abs(static_cast<double>(want[k])));
+          }
+        }
+      }
+      CHECK(scale > 0.1);
+      CHECK(worst <= tolerance * scale);
+    }
+  }
+}
+
+TEST_CASE("batchnorm: the CUDA kernel's per-channel fold of dx matches the reference") {
+  check_folded_dx<double>(1e-12);
+  check_folded_dx<float>(2e-5);
 }

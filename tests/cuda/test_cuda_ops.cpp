@@ -350,7 +350,7 @@ TEST_CASE("cuda ops: the wgmma SGEMM variants run their own kernels on compute c
 // the same operands and the CPU in double on the same rounded values. The
 // rows' padding past K holds NaN, which a kernel reading past K would
 // carry into C. K = 37 is one partial slice; 600 wraps the 4 stages twice.
-TEST_CASE("cuda ops: the BF16 wgmma kernels on K-major BF16 operands match cuBLAS and the CPU" *
+TEST_CASE("cuda ops: the BF16 wgmma SGEMM kernels on K-major BF16 operands match cuBLAS and the CPU" *
           doctest::skip(kNoDevice)) {
   struct Case { int64_t M, N, K; };
   for (const Case c : {Case{130, 260, 600}, Case{3, 300, 37}}) {

@@ -70,7 +70,8 @@ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 1
 // take A and B rounded to TF32 (10-bit mantissa) or BF16 (7-bit) and
 // accumulate in FP32. Tensors stay FP32 in memory. Process-wide; the setter
 // returns the previous value. The hand-written variants keep their own
-// precision (v3_tf32_mma is TF32, the others FP32).
+// precision (CudaSgemmVariant::precision: v3, v5, v6, v7 TF32; v9, v10
+// BF16; the others FP32).
 enum class GemmPrecision { fp32, tf32, bf16 };
 GemmPrecision gemm_precision();
 GemmPrecision set_gemm_precision(GemmPrecision precision);

@@ -27,7 +27,10 @@
 
 namespace crfseg::kernels::cuda {
 
-namespace {
+// In a named namespace: nvcc warns of an unreferenced function in an
+// unnamed one in builds without sm_90a, where the kernel body that calls
+// mma() is compiled out.
+namespace wgmma {
 
 struct Tf32 {
   using Element = float;
@@ -52,19 +55,19 @@ struct Tf32 {
   }
 };
 
-}  // namespace
+}  // namespace wgmma
 
-bool sgemm_wgmma_active() { return wgmma::ready<Tf32, 1>() && wgmma::ready<Tf32, 2>(); }
+bool sgemm_wgmma_active() { return wgmma::ready<wgmma::Tf32, 1>() && wgmma::ready<wgmma::Tf32, 2>(); }
 
 void sgemm_v6_tf32_wgmma(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
-  wgmma::sgemm<Tf32, 1>("v6_tf32_wgmma", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  wgmma::sgemm<wgmma::Tf32, 1>("v6_tf32_wgmma", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
 
 void sgemm_v7_tf32_wgmma_pair(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                               Stream stream) {
-  wgmma::sgemm<Tf32, 2>("v7_tf32_wgmma_pair", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  wgmma::sgemm<wgmma::Tf32, 2>("v7_tf32_wgmma_pair", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
 
 }  // namespace crfseg::kernels::cuda

@@ -27,7 +27,10 @@
 
 namespace crfseg::kernels::cuda {
 
-namespace {
+// In a named namespace: nvcc warns of an unreferenced function in an
+// unnamed one in builds without sm_90a, where the kernel body that calls
+// mma() is compiled out.
+namespace wgmma {
 
 struct Bf16 {
   using Element = __nv_bfloat16;
@@ -53,20 +56,20 @@ struct Bf16 {
   }
 };
 
-}  // namespace
+}  // namespace wgmma
 
 void sgemm_v9_bf16_wgmma(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
-  wgmma::sgemm<Bf16, 1>("v9_bf16_wgmma", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  wgmma::sgemm<wgmma::Bf16, 1>("v9_bf16_wgmma", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
 
 void sgemm_v10_bf16_wgmma_pair(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                                Stream stream) {
-  wgmma::sgemm<Bf16, 2>("v10_bf16_wgmma_pair", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  wgmma::sgemm<wgmma::Bf16, 2>("v10_bf16_wgmma_pair", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
 
-bool sgemm_bf16_wgmma_active() { return wgmma::ready<Bf16, 1>() && wgmma::ready<Bf16, 2>(); }
+bool sgemm_bf16_wgmma_active() { return wgmma::ready<wgmma::Bf16, 1>() && wgmma::ready<wgmma::Bf16, 2>(); }
 
 void gemm_bf16_wgmma_kmajor(bool pair, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                             const uint16_t* Bt, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
@@ -75,15 +78,16 @@ void gemm_bf16_wgmma_kmajor(bool pair, int64_t M, int64_t N, int64_t K, float al
                ": needs an sm_90a build on a compute capability 9.0 device");
   CRFSEG_CHECK(M > 0 && N > 0 && K > 0 && M < (int64_t{1} << 30) && N < (int64_t{1} << 30) && K < (int64_t{1} << 30),
                ValueError, name, ": expected 0 < M, N, K < 2^30, got ", M, ", ", N, ", ", K);
+  CRFSEG_CHECK(ldc >= N, ValueError, name, ": expected ldc >= N = ", N, ", got ", ldc);
   CRFSEG_CHECK(lda >= K && ldb >= K && lda % 8 == 0 && ldb % 8 == 0 && aligned16(A) && aligned16(Bt), ValueError,
                name, ": expected K-major rows of at least K = ", K,
                " values, strides a multiple of 8 and 16-byte aligned bases, got lda ", lda, ", ldb ", ldb);
   const auto* a = reinterpret_cast<const __nv_bfloat16*>(A);
   const auto* b = reinterpret_cast<const __nv_bfloat16*>(Bt);
   if (pair) {
-    wgmma::run_kmajor<Bf16, 2>(name, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc, stream);
+    wgmma::run_kmajor<wgmma::Bf16, 2>(name, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc, stream);
   } else {
-    wgmma::run_kmajor<Bf16, 1>(name, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc, stream);
+    wgmma::run_kmajor<wgmma::Bf16, 1>(name, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc, stream);
   }
 }
 

@@ -338,7 +338,7 @@ void pack_kmajor(const char* name, int64_t rows, int64_t cols, const float* src,
                " operand needs more than 2^31 column tiles");
   pack_kmajor_kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(32, 8), 0, stream>>>(
       rows, cols, src, ld, transposed, dst, ldd, typename Mma::Convert{});
-  launch_check(name);
+  launch_check(detail::concat_message("sgemm ", name, ": pack_kmajor").c_str());
 }
 
 // cuTensorMapEncodeTiled is a driver function; the runtime hands out its
@@ -458,7 +458,8 @@ void sgemm(const char* name, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   const bool pack_b = kConvert || !tb || ldb % kPer16 != 0 || !aligned16(B);
   const int64_t ldp = (K + kPer16 - 1) / kPer16 * kPer16;
   const size_t a_elems = pack_a ? static_cast<size_t>(M * ldp) : 0;
-  const size_t b_offset = (a_elems + 127) / 128 * 128;  // B's copy 256-byte aligned
+  constexpr size_t kAlign = 256 / sizeof(Element);  // B's copy 256-byte aligned
+  const size_t b_offset = (a_elems + kAlign - 1) / kAlign * kAlign;
   const size_t b_elems = pack_b ? static_cast<size_t>(N * ldp) : 0;
   void* scratch = nullptr;
   if (a_elems + b_elems > 0) {

@@ -91,9 +91,7 @@ void compare(CompareKind op, const Geometry& g, uint8_t* out, const T* a, const 
 
 template <typename T>
 void where(const Geometry& g, T* out, const uint8_t* mask, const T* a, const T* b, Stream stream) {
-  for_each(g.numel, [=] __device__(int64_t i) {
-    out[g.offset(0, i)] = mask[g.offset(1, i)] ? a[g.offset(2, i)] : b[g.offset(3, i)];
-  }, stream, "where");
+  map3(g, out, mask, a, b, [] __device__(uint8_t m, T x, T y) { return m ? x : y; }, stream, "where");
 }
 
 // Derivatives in terms of the input x and the output y = f(x), as on the CPU.
@@ -118,25 +116,42 @@ void unary_backward(UnaryGradKind op, const Geometry& g, T* out, const T* grad, 
 
 template <typename T>
 void pow_backward(const Geometry& g, T* out, const T* grad, const T* x, T c, Stream stream) {
-  for_each(g.numel, [=] __device__(int64_t i) {
-    out[g.offset(0, i)] = grad[g.offset(1, i)] * c * std::pow(x[g.offset(2, i)], c - T(1));
-  }, stream, "pow_backward");
+  map2(g, out, grad, x, [c] __device__(T gv, T xv) { return gv * c * std::pow(xv, c - T(1)); }, stream,
+       "pow_backward");
 }
 
 
 template <typename TD, typename TS>
 void copy(const Geometry& g, TD* out, const TS* src, Stream stream) {
-  for_each(g.numel, [=] __device__(int64_t i) { out[g.offset(0, i)] = convert_element<TD>(src[g.offset(1, i)]); },
-           stream, "copy");
+  map1(g, out, src, [] __device__(TS v) { return convert_element<TD>(v); }, stream, "copy");
 }
 
 template <typename T>
 void fill(const Geometry& g, T* out, T value, Stream stream) {
+  if (quad_shape(g) && quad_operand(g, 0, out, sizeof(T))) {
+    Quad<T> q;
+    for (T& v : q.v) v = value;
+    for_each(g.numel / 4, [=] __device__(int64_t i) { *reinterpret_cast<Quad<T>*>(out + g.offset(0, 4 * i)) = q; },
+             stream, "fill");
+    return;
+  }
   for_each(g.numel, [=] __device__(int64_t i) { out[g.offset(0, i)] = value; }, stream, "fill");
 }
 
 template <typename T>
 void add_scaled(const Geometry& g, T* dst, const T* src, T alpha, Stream stream) {
+  if (quad_shape(g) && quad_operand(g, 0, dst, sizeof(T)) && quad_operand(g, 1, src, sizeof(T))) {
+    const int64_t ss = inner_step(g, 1);
+    for_each(g.numel / 4, [=] __device__(int64_t q) {
+      Quad<T>* d = reinterpret_cast<Quad<T>*>(dst + g.offset(0, 4 * q));
+      const Quad<T> x = load_quad(src + g.offset(1, 4 * q), ss);
+      Quad<T> r = *d;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) r.v[j] += alpha * x.v[j];
+      *d = r;
+    }, stream, "add_scaled");
+    return;
+  }
   for_each(g.numel, [=] __device__(int64_t i) { dst[g.offset(0, i)] += alpha * src[g.offset(1, i)]; }, stream,
            "add_scaled");
 }

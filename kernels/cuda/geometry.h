@@ -13,6 +13,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -60,6 +61,32 @@ struct Geometry {
     return n / d;
   }
 };
+
+// ---- four elements at a time (for_each.cuh's maps) ----
+// Whether the output's elements can go four at a time: innermost dim
+// contiguous in the output and a multiple of 4 long (so no four straddle
+// two rows).
+inline bool quad_shape(const Geometry& g) {
+  return g.numel > 0 && g.sizes[g.ndim - 1] % 4 == 0 && g.strides[0][g.ndim - 1] == 1;
+}
+
+// Whether operand k (base p, elements of `bytes`) can be read four at a
+// time from every multiple-of-4 element: contiguous along the innermost dim
+// with its base and outer strides aligned to four elements, or broadcast
+// along it (stride 0: one value for the four).
+inline bool quad_operand(const Geometry& g, int k, const void* p, size_t bytes) {
+  const int inner = g.ndim - 1;
+  const int64_t step = g.strides[k][inner];
+  if (step == 0) return true;
+  if (step != 1 || reinterpret_cast<uintptr_t>(p) % (4 * bytes) != 0) return false;
+  for (int d = 0; d < inner; ++d) {
+    if (g.strides[k][d] % 4 != 0) return false;
+  }
+  return true;
+}
+
+// Operand k's stride along the innermost dim: 1 (a vector) or 0 (one value).
+inline int64_t inner_step(const Geometry& g, int k) { return g.strides[k][g.ndim - 1]; }
 
 // Builds the Geometry of `shape` for N operands with the given strides.
 // Throws NotImplementedError (naming `op`) if more than kMaxDims dims remain

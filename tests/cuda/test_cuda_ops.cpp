@@ -115,6 +115,57 @@ TEST_CASE("cuda ops: unary, scalar, compare, where, on strided views" * doctest:
            1e-5, 1e-5);
 }
 
+// The maps take four elements per thread where the innermost dim is a
+// multiple of 4 and every operand is contiguous along it (at a 4-element
+// aligned address) or broadcast along it (kernels/cuda/for_each.cuh). These
+// shapes reach that path with row and column broadcasts, padded rows, a u8
+// mask, casts to 1-, 2- and 8-byte types, fill and in-place updates; a view
+// one element off alignment runs the one-element path beside it.
+TEST_CASE("cuda ops: elementwise maps four elements at a time" * doctest::skip(kNoDevice)) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor a = random_tensor({3, 5, 16}, 61, dt, 0.5, 2.0);
+    const Tensor row = random_tensor({5, 1}, 62, dt, 0.5, 2.0), col = random_tensor({16}, 63, dt, 0.5, 2.0);
+    const Tensor padded = random_tensor({3, 5, 24}, 64, dt, 0.5, 2.0);  // rows of 24, 16 used: aligned, not merged
+    for (auto op : {ops::BinaryOp::add, ops::BinaryOp::mul, ops::BinaryOp::div, ops::BinaryOp::add_relu}) {
+      check_op("binary, one value per row", {a, row}, [op](const std::vector<Tensor>& v) {
+        return ops::binary(op, v[0], v[1]);
+      }, tol(dt), tol(dt));
+      check_op("binary, a row for every row", {a, col}, [op](const std::vector<Tensor>& v) {
+        return ops::binary(op, v[0], v[1]);
+      }, tol(dt), tol(dt));
+      check_op("binary, padded rows and one off alignment", {a, padded}, [op](const std::vector<Tensor>& v) {
+        return ops::add(ops::binary(op, v[0], ops::slice(v[1], 2, 0, 16)), ops::binary(op, v[0], ops::slice(v[1], 2, 1, 17)));
+      }, tol(dt), tol(dt));
+    }
+    check_op("unary and compare", {a, col}, [](const std::vector<Tensor>& v) {
+      const Tensor mask = ops::compare(ops::CompareOp::gt, v[0], v[1]);  // u8, four a thread
+      return ops::where(mask, ops::unary(ops::UnaryOp::exp, v[0]), v[1]);
+    }, tol(dt), tol(dt));
+    check_op("unary_backward and pow_backward", {a, padded}, [](const std::vector<Tensor>& v) {
+      const Tensor g = ops::slice(v[1], 2, 4, 20);  // rows of 24 starting 4 in: aligned
+      return ops::add(ops::unary_backward(ops::UnaryGradOp::log, g, v[0], ops::unary(ops::UnaryOp::log, v[0])),
+                      ops::pow_scalar_backward(g, v[0], 2.5));
+    }, tol(dt), tol(dt));
+    check_op("casts", {a}, [](const std::vector<Tensor>& v) {
+      const Tensor scaled = ops::scalar_op(ops::ScalarOp::mul, v[0], 50.0);
+      return ops::concat({ops::to_dtype(ops::to_dtype(scaled, DType::u8), v[0].dtype()),
+                          ops::to_dtype(ops::to_dtype(scaled, DType::bf16), v[0].dtype()),
+                          ops::to_dtype(ops::to_dtype(scaled, DType::i64), v[0].dtype())}, 0);
+    }, 0, 0);
+    check_op("fill, add_ and mul_ in place", {a, row, col}, [](const std::vector<Tensor>& v) {
+      Tensor out = ops::clone(v[0]);
+      ops::add_(out, v[1], -0.5);                      // a broadcast source
+      ops::add_(ops::slice(out, 2, 4, 12), ops::slice(v[0], 2, 0, 8), 2.0);  // aligned views of rows
+      ops::add_(ops::slice(out, 2, 1, 9), ops::slice(v[2], 0, 0, 8), 1.0);  // one off: one at a time
+      ops::mul_(out, 0.25);
+      Tensor filled = empty({3, 5, 16}, v[0].options());
+      ops::fill_(filled, 3.0);
+      ops::fill_(ops::slice(filled, 2, 8, 16), -1.0);
+      return ops::concat({out, filled}, 0);
+    }, tol(dt), tol(dt));
+  }
+}
+
 TEST_CASE("cuda ops: copies cast, broadcast and write strided destinations" * doctest::skip(kNoDevice)) {
   const Tensor x = random_tensor({5, 7, 3}, 5, DType::f32, -300.0, 300.0);
   for (DType to : {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8}) {

@@ -96,6 +96,40 @@ TEST_CASE("cuda geometry: offsets past 32-bit element counts") {
   CHECK(kcu::Geometry::quotient(int64_t{1} << 40, (int64_t{1} << 32) + 1) == (int64_t{1} << 40) / ((int64_t{1} << 32) + 1));
 }
 
+// The maps take four elements per thread only where every four consecutive
+// output elements lie in one row and each operand holds them contiguously
+// at a 4-element-aligned address, or as one broadcast value.
+TEST_CASE("cuda geometry: when the maps may take four elements at a time") {
+  alignas(64) static float storage[64];
+  const Shape shape = {3, 8};
+  const Strides out = contiguous_strides(shape), bcast_row = {1, 0}, bcast_col = {0, 1};
+  const Strides padded = {12, 1}, odd_rows = {9, 1}, permuted = {1, 3};
+  auto geometry = [&](const Strides& a, const Strides& b) {
+    return kcu::make_geometry<3>("test", shape, {out.data(), a.data(), b.data()});
+  };
+  const kcu::Geometry g = geometry(padded, bcast_row);
+  CHECK(g.ndim == 2);
+  CHECK(kcu::quad_shape(g));
+  CHECK(kcu::quad_operand(g, 0, storage, sizeof(float)));
+  CHECK(kcu::quad_operand(g, 1, storage + 4, sizeof(float)));   // padded rows of 12, aligned base
+  CHECK_FALSE(kcu::quad_operand(g, 1, storage + 2, sizeof(float)));  // base off 16 bytes
+  CHECK(kcu::quad_operand(g, 1, storage + 2, sizeof(uint16_t)));     // 8-byte alignment is enough for 2-byte values
+  CHECK(kcu::quad_operand(g, 2, storage + 1, sizeof(float)));   // one value per row, any address
+  CHECK(kcu::inner_step(g, 1) == 1);
+  CHECK(kcu::inner_step(g, 2) == 0);
+  const kcu::Geometry odd = geometry(odd_rows, bcast_col);
+  CHECK_FALSE(kcu::quad_operand(odd, 1, storage, sizeof(float)));  // rows 9 apart: the next row's four are not aligned
+  CHECK(kcu::quad_operand(odd, 2, storage, sizeof(float)));        // the same 8 values for every row
+  CHECK_FALSE(kcu::quad_operand(geometry(permuted, out), 1, storage, sizeof(float)));  // stride 3 along the row
+  // Rows of 6: four consecutive elements would straddle two rows.
+  const Shape six = {4, 6};
+  const Strides s6 = {8, 1};  // padded: the rows do not merge
+  CHECK_FALSE(kcu::quad_shape(kcu::make_geometry<2>("test", six, {s6.data(), s6.data()})));
+  // A contiguous tensor merges to one dim of 24: four at a time throughout.
+  const Strides c6 = contiguous_strides(six);
+  CHECK(kcu::quad_shape(kcu::make_geometry<2>("test", six, {c6.data(), c6.data()})));
+}
+
 TEST_CASE("cuda geometry: empty tensors and too many dims") {
   const Shape empty_shape = {3, 0, 2};
   const Strides s = contiguous_strides(empty_shape);

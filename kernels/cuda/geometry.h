@@ -43,22 +43,11 @@ struct Geometry {
   CRFSEG_HD int64_t offset(int k, int64_t i) const {
     int64_t off = 0;
     for (int d = ndim - 1; d > 0; --d) {
-      const int64_t q = quotient(i, sizes[d]);
+      const int64_t q = kernels::quotient(i, sizes[d]);  // 32-bit where it fits (hd.h)
       off += (i - q * sizes[d]) * strides[k][d];
       i = q;
     }
     return off + i * strides[k][0];
-  }
-
-  // n / d for n >= 0, d > 0, in 32 bits where both fit: a GPU has no
-  // integer divider, and its 64-bit division is a subroutine of several
-  // times the 32-bit one's instructions, which an elementwise kernel (a
-  // few loads per element) would otherwise be bound by.
-  CRFSEG_HD static int64_t quotient(int64_t n, int64_t d) {
-    if (((static_cast<uint64_t>(n) | static_cast<uint64_t>(d)) >> 32) == 0) {
-      return static_cast<int64_t>(static_cast<uint32_t>(n) / static_cast<uint32_t>(d));
-    }
-    return n / d;
   }
 };
 

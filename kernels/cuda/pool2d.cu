@@ -11,7 +11,7 @@ template <typename T>
 void max_pool2d_forward(const T* x, T* y, int64_t* indices, const Pool2dGeometry& g, Stream stream) {
   const Pool2dGeometry c = g;
   for_each(g.planes * g.P * g.Q, [=] __device__(int64_t o) {
-    const int64_t ow = o % c.Q, oh = (o / c.Q) % c.P, p = o / (c.P * c.Q);
+    const int64_t row = quotient(o, c.Q), ow = o - row * c.Q, p = quotient(row, c.P), oh = row - p * c.P;
     const T* plane = x + p * c.H * c.W;
     T best = T(0);
     int64_t best_index = -1;
@@ -72,7 +72,7 @@ void max_pool2d_backward_gather(const T* grad, const int64_t* indices, T* dx, co
     }, stream, "max_pool2d_check_windows");
   }
   for_each(g.planes * plane_in, [=] __device__(int64_t k) {
-    const int64_t iw = k % c.W, ih = (k / c.W) % c.H, p = k / plane_in;
+    const int64_t row = quotient(k, c.W), iw = k - row * c.W, p = quotient(row, c.H), ih = row - p * c.H;
     dx[k] = max_pool_gather(grad + p * plane_out, indices + p * plane_out, ih, iw, c);
   }, stream, "max_pool2d_backward_gather");
 }

@@ -76,8 +76,8 @@ CRFSEG_HD inline AvgWindow avg_window(int64_t o, int64_t in, int64_t kernel, int
 CRFSEG_HD inline void covering_outputs(int64_t i, int64_t span, int64_t s, int64_t p, int64_t out, int64_t* lo,
                                        int64_t* hi) {
   const int64_t a = i + p - (span - 1);  // o s >= a
-  *lo = a <= 0 ? 0 : (a + s - 1) / s;
-  const int64_t last = (i + p) / s + 1;  // o s <= i + p
+  *lo = a <= 0 ? 0 : quotient(a + s - 1, s);
+  const int64_t last = quotient(i + p, s) + 1;  // o s <= i + p (i, p >= 0)
   *hi = last < out ? last : out;
 }
 

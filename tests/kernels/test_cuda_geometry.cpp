@@ -92,8 +92,8 @@ TEST_CASE("cuda geometry: offsets past 32-bit element counts") {
       }
     }
   }
-  CHECK(kcu::Geometry::quotient((int64_t{1} << 32) - 1, 3) == ((int64_t{1} << 32) - 1) / 3);
-  CHECK(kcu::Geometry::quotient(int64_t{1} << 40, (int64_t{1} << 32) + 1) == (int64_t{1} << 40) / ((int64_t{1} << 32) + 1));
+  CHECK(kernels::quotient((int64_t{1} << 32) - 1, 3) == ((int64_t{1} << 32) - 1) / 3);
+  CHECK(kernels::quotient(int64_t{1} << 40, (int64_t{1} << 32) + 1) == (int64_t{1} << 40) / ((int64_t{1} << 32) + 1));
 }
 
 // The maps take four elements per thread only where every four consecutive

@@ -125,11 +125,11 @@ __global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ col, Geom
   const int PQ = g.P * g.Q;
   const int64_t rows = g.C * g.R * g.S;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
-    const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
-    const T* xc = x + row / (g.R * g.S) * g.H * g.W;  // R S < 2^30 (narrow)
+    const ColumnRow cr = column_row(row, g);
+    const T* xc = x + cr.c * g.H * g.W;
     T* out = col + place.offset(row);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x)
-      im2col_values(xc, g, r, s, i, 1, out + i);
+      im2col_values(xc, g, cr.r, cr.s, i, 1, out + i);
   }
 }
 
@@ -143,12 +143,12 @@ __global__ void im2col4_kernel(const float* __restrict__ x, float* __restrict__ 
   const int quads = g.P * g.Q / 4;
   const int64_t rows = g.C * g.R * g.S;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
-    const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
-    const float* xc = x + row / (g.R * g.S) * g.H * g.W;
+    const ColumnRow cr = column_row(row, g);
+    const float* xc = x + cr.c * g.H * g.W;
     float4* out = reinterpret_cast<float4*>(col + place.offset(row));
     for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < quads; v += gridDim.x * blockDim.x) {
       float e[4];
-      im2col_values(xc, g, r, s, 4 * v, 4, e);
+      im2col_values(xc, g, cr.r, cr.s, 4 * v, 4, e);
       out[v] = make_float4(e[0], e[1], e[2], e[3]);
     }
   }
@@ -161,12 +161,12 @@ __global__ void im2col_bf16_kernel(const float* __restrict__ x, uint16_t* __rest
   const int PQ = g.P * g.Q;
   const int64_t rows = g.C * g.R * g.S;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
-    const int s = static_cast<int>(row % g.S), r = static_cast<int>((row / g.S) % g.R);
-    const float* xc = x + row / (g.R * g.S) * g.H * g.W;
+    const ColumnRow cr = column_row(row, g);
+    const float* xc = x + cr.c * g.H * g.W;
     uint16_t* out = col + place.offset(row);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < PQ; i += gridDim.x * blockDim.x) {
       float v;
-      im2col_values(xc, g, r, s, i, 1, &v);
+      im2col_values(xc, g, cr.r, cr.s, i, 1, &v);
       out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
     }
   }

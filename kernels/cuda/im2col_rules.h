@@ -59,7 +59,7 @@ inline Geometry32 narrow(const ConvGeometry& g, const char* what) {
 struct ColumnPlacement {
   int64_t rows_per_image, image_stride, row_stride;
   CRFSEG_HD int64_t offset(int64_t row) const {
-    const int64_t i = row / rows_per_image;
+    const int64_t i = quotient(row, rows_per_image);
     return i * image_stride + (row - i * rows_per_image) * row_stride;
   }
 };
@@ -68,8 +68,19 @@ struct ColumnPlacement {
 // [channels, images, plane]: the source index of result element o, with
 // per_channel = images plane.
 CRFSEG_HD inline int64_t regrouped_source(int64_t o, int64_t per_channel, int64_t channels, int64_t plane) {
-  const int64_t c = o / per_channel, rest = o - c * per_channel, i = rest / plane;
+  const int64_t c = quotient(o, per_channel), rest = o - c * per_channel, i = quotient(rest, plane);
   return (i * channels + c) * plane + (rest - i * plane);
+}
+
+// Column-matrix row `row` as (channel c, tap r, s): row = (c R + r) S + s.
+// Once per row of outputs in the kernels, in 32 bits where it fits.
+struct ColumnRow {
+  int64_t c;
+  int r, s;
+};
+CRFSEG_HD inline ColumnRow column_row(int64_t row, const Geometry32& g) {
+  const int64_t cr = quotient(row, g.S), c = quotient(cr, g.R);
+  return {c, static_cast<int>(cr - c * g.R), static_cast<int>(row - cr * g.S)};
 }
 
 // The `count` column values at positions i .. i + count - 1 of

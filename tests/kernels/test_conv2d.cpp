@@ -679,13 +679,13 @@ TEST_CASE("im2col and col2im: the CUDA kernels' rules match the CPU") {
     // Singles everywhere, and quads wherever P Q allows them.
     std::vector<double> singles(want.size()), quads(want.size(), -1.0);
     for (int64_t row = 0; row < g.crs(); ++row) {
-      const int r = static_cast<int>((row / g.S) % g.R), s = static_cast<int>(row % g.S);
-      const double* xc = x.data() + row / (g.R * g.S) * g.H * g.W;
+      const kernels::cuda::ColumnRow cr = kernels::cuda::column_row(row, g32);  // the kernels' split of the row
+      const double* xc = x.data() + cr.c * g.H * g.W;
       for (int i = 0; i < g.pq(); ++i)
-        kernels::cuda::im2col_values(xc, g32, r, s, i, 1, singles.data() + row * g.pq() + i);
+        kernels::cuda::im2col_values(xc, g32, cr.r, cr.s, i, 1, singles.data() + row * g.pq() + i);
       if (g.pq() % 4 == 0)
         for (int i = 0; i < g.pq(); i += 4)
-          kernels::cuda::im2col_values(xc, g32, r, s, i, 4, quads.data() + row * g.pq() + i);
+          kernels::cuda::im2col_values(xc, g32, cr.r, cr.s, i, 4, quads.data() + row * g.pq() + i);
     }
     CHECK(singles == want);
     if (g.pq() % 4 == 0) CHECK(quads == want);
@@ -722,10 +722,10 @@ TEST_CASE("im2col: the CUDA weight gradient's image-group layout gives the refer
     const kernels::cuda::ColumnPlacement place{CRS, PQ, depth};
     std::vector<double> xt(static_cast<size_t>(CRS * depth), -1.0), gt(static_cast<size_t>(g.K * depth), -1.0);
     for (int64_t row = 0; row < images * CRS; ++row) {  // im2col_kernel's rows, placed
-      const int r = static_cast<int>((row / g.S) % g.R), s = static_cast<int>(row % g.S);
-      const double* xc = x.data() + row / (g.R * g.S) * g.H * g.W;
+      const kernels::cuda::ColumnRow cr = kernels::cuda::column_row(row, b32);
+      const double* xc = x.data() + cr.c * g.H * g.W;
       for (int i = 0; i < PQ; ++i)
-        kernels::cuda::im2col_values(xc, b32, r, s, i, 1, xt.data() + place.offset(row) + i);
+        kernels::cuda::im2col_values(xc, b32, cr.r, cr.s, i, 1, xt.data() + place.offset(row) + i);
     }
     for (int64_t o = 0; o < g.K * depth; ++o)  // transpose_images
       gt[static_cast<size_t>(o)] = dy[static_cast<size_t>(kernels::cuda::regrouped_source(o, depth, g.K, PQ))];

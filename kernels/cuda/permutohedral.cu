@@ -21,6 +21,7 @@
 // session had no device). Test: tests/cuda/test_cuda_permutohedral.cpp.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/permutohedral.h"
+#include "kernels/hd.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -40,7 +41,7 @@ __global__ void splat_kernel(const int64_t* __restrict__ offsets, const int32_t*
                              const float* __restrict__ weights, const T* __restrict__ in, T* __restrict__ values,
                              int64_t M, int64_t C) {
   for (int64_t idx = first_index(); idx < M * C; idx += grid_stride()) {
-    const int64_t p = idx / C, c = idx - p * C;
+    const int64_t p = quotient(idx, C), c = idx - p * C;  // 32-bit where it fits
     T acc = T(0);
     for (int64_t e = offsets[p]; e < offsets[p + 1]; ++e) {
       acc = fma(static_cast<T>(weights[e]), in[static_cast<int64_t>(points[e]) * C + c], acc);
@@ -54,7 +55,7 @@ template <typename T>
 __global__ void blur_kernel(const int32_t* __restrict__ neighbours, const T* __restrict__ values,
                             T* __restrict__ out, int64_t M, int64_t C) {
   for (int64_t idx = first_index(); idx < M * C; idx += grid_stride()) {
-    const int64_t p = idx / C, c = idx - p * C;
+    const int64_t p = quotient(idx, C), c = idx - p * C;  // 32-bit where it fits
     const T up = values[static_cast<int64_t>(neighbours[2 * p]) * C + c];
     const T down = values[static_cast<int64_t>(neighbours[2 * p + 1]) * C + c];
     // 0.5 (up + down) is exact, so contraction cannot change this sum.
@@ -68,7 +69,7 @@ __global__ void slice_kernel(const int32_t* __restrict__ vertices, const float* 
                              const T* __restrict__ values, T* __restrict__ out, int64_t N, int64_t d1, int64_t C,
                              T alpha) {
   for (int64_t idx = first_index(); idx < N * C; idx += grid_stride()) {
-    const int64_t i = idx / C, c = idx - i * C;
+    const int64_t i = quotient(idx, C), c = idx - i * C;
     T acc = T(0);
     for (int64_t k = 0; k < d1; ++k) {
       const T w = static_cast<T>(barycentric[i * d1 + k]);

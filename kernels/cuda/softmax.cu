@@ -3,13 +3,14 @@
 
 #include "kernels/cuda/for_each.cuh"
 #include "kernels/cuda/softmax.h"
+#include "kernels/hd.h"
 
 namespace crfseg::kernels::cuda {
 
 template <typename T>
 void softmax_forward(const T* x, T* y, int64_t outer, int64_t C, int64_t inner, bool log, Stream stream) {
   for_each(outer * inner, [=] __device__(int64_t p) {
-    const int64_t o = p / inner, i = p % inner;
+    const int64_t o = quotient(p, inner), i = p - o * inner;  // 32-bit where it fits (hd.h)
     const T* xo = x + o * C * inner + i;
     T* yo = y + o * C * inner + i;
     T mx = xo[0];
@@ -34,7 +35,7 @@ template <typename T>
 void softmax_backward(const T* g, const T* y, T* dx, int64_t outer, int64_t C, int64_t inner, bool log,
                       Stream stream) {
   for_each(outer * inner, [=] __device__(int64_t p) {
-    const int64_t base = (p / inner) * C * inner + p % inner;
+    const int64_t o = quotient(p, inner), base = o * C * inner + (p - o * inner);
     // softmax: dot = sum_k g_k y_k;  log_softmax: dot = sum_k g_k
     T dot = T(0);
     for (int64_t c = 0; c < C; ++c) {
@@ -60,7 +61,8 @@ void cross_entropy_terms(const T* log_probs, const int64_t* target, const T* wei
         bad = 1.0;
       } else {
         w = weight ? static_cast<double>(weight[t]) : 1.0;
-        loss = -w * static_cast<double>(log_probs[((p / inner) * C + t) * inner + p % inner]);
+        const int64_t o = quotient(p, inner);
+        loss = -w * static_cast<double>(log_probs[(o * C + t) * inner + (p - o * inner)]);
       }
     }
     terms[p] = loss;
@@ -73,7 +75,7 @@ template <typename T>
 void cross_entropy_backward(double scale, const T* log_probs, const int64_t* target, const T* weight, T* dx,
                             int64_t outer, int64_t C, int64_t inner, int64_t ignore_index, Stream stream) {
   for_each(outer * C * inner, [=] __device__(int64_t k) {
-    const int64_t i = k % inner, c = (k / inner) % C, o = k / (C * inner);
+    const int64_t row = quotient(k, inner), i = k - row * inner, o = quotient(row, C), c = row - o * C;
     const int64_t t = target[o * inner + i];
     if (t == ignore_index) {
       dx[k] = T(0);

@@ -6,6 +6,7 @@
 // product of the touching taps' weights: the CPU's four scatters per output.
 #include "kernels/cuda/for_each.cuh"
 #include "kernels/cuda/upsample.h"
+#include "kernels/hd.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -13,7 +14,7 @@ template <typename T>
 void upsample2d_forward(const T* x, T* y, int64_t planes, int64_t H, int64_t W, int64_t P, int64_t Q,
                         DeviceTaps rows, DeviceTaps cols, bool nearest, Stream stream) {
   for_each(planes * P * Q, [=] __device__(int64_t o) {
-    const int64_t ow = o % Q, oh = (o / Q) % P, p = o / (P * Q);
+    const int64_t row = quotient(o, Q), ow = o - row * Q, p = quotient(row, P), oh = row - p * P;  // hd.h
     const T* plane = x + p * H * W;
     const int64_t h0 = rows.i0[oh], h1 = rows.i1[oh], w0 = cols.i0[ow], w1 = cols.i1[ow];
     if (nearest) {
@@ -30,7 +31,7 @@ template <typename T>
 void upsample2d_backward(const T* grad, T* dx, int64_t planes, int64_t H, int64_t W, int64_t P, int64_t Q,
                          DeviceTaps rows, DeviceTaps cols, bool nearest, Stream stream) {
   for_each(planes * H * W, [=] __device__(int64_t k) {
-    const int64_t iw = k % W, ih = (k / W) % H, p = k / (H * W);
+    const int64_t row = quotient(k, W), iw = k - row * W, p = quotient(row, H), ih = row - p * H;
     double acc = 0.0;
     for (int64_t oh = rows.lo[ih]; oh < rows.hi[ih]; ++oh) {
       // The weight of input row ih in output row oh (both taps may be ih at the border).

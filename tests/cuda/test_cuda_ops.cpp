@@ -735,9 +735,11 @@ TEST_CASE("cuda ops: batch norm, training and eval, fused ReLU, forward and back
     // [3, 2, 97, 89]: 25899 values per channel in 4 chunks whose edges fall
     // inside images (kernels/channel_chunks.h); [20000, 3]: 3 chunks of
     // images of one value; [2, 600, 3, 3]: one chunk per channel; [1100,
-    // 64, 8, 8]: 70400 planes of 64, past one grid's 65535 rows.
+    // 64, 8, 8]: 70400 planes of 64, past one grid's 65535 rows; [2, 3, 48,
+    // 40]: rows of 1920 in 16-byte vectors over two blocks a row (97 x 89
+    // rows are not a multiple of 4: one value a thread).
     for (const Shape& shape : {Shape{4, 3, 7, 5}, Shape{6, 5}, Shape{2, 300, 1, 1}, Shape{3, 2, 97, 89},
-                               Shape{20000, 3}, Shape{2, 600, 3, 3}, Shape{1100, 64, 8, 8}}) {
+                               Shape{20000, 3}, Shape{2, 600, 3, 3}, Shape{1100, 64, 8, 8}, Shape{2, 3, 48, 40}}) {
       const int64_t C = shape[1];
       // An offset far above the spread: the statistics must not cancel.
       const Tensor x = ops::scalar_op(ops::ScalarOp::add, random_tensor(shape, 40, dt), 1000.0);

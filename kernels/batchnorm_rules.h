@@ -10,7 +10,8 @@
 // In eval the statistics are constants: dx = A gm (B = D = 0).
 // The coefficients are formed once per channel in double (the value pass
 // then has no division), and each value costs a subtraction and two
-// multiply-adds in the tensor's type.
+// multiply-adds, in double too (rounded once to the tensor's type, as the
+// reference kernel's per-value formula is).
 #pragma once
 
 #include "kernels/hd.h"

@@ -198,14 +198,27 @@ void for_each_channel_row(int64_t N, int64_t C, int64_t inner, std::initializer_
                           Stream stream, const char* name) {
   const int64_t rows = N * C;
   if (rows <= 0 || inner <= 0) return;
-  if (inner < 64) {  // a block per short row would leave most threads idle: flat, dividing per value
-    for_each(rows * inner, [=] __device__(int64_t k) { f.template run<1>((k / inner) % C, k); }, stream, name);
-    return;
-  }
   bool vec = inner % kLanes<T> == 0;
   for (const void* p : pointers) vec = vec && (p == nullptr || aligned16(p));
-  const int64_t per_thread = vec ? kLanes<T> : 1;
-  const int64_t bx = std::min<int64_t>((inner / per_thread + kThreads - 1) / kThreads, 1024);
+  const int64_t per_thread = vec ? kLanes<T> : 1, threads_per_row = inner / per_thread;
+  if (threads_per_row < kThreads) {
+    // Rows shorter than a block would leave most of its threads idle: one
+    // flat loop over every row's vectors (or values), the channel found by
+    // two divisions each (32-bit where they fit).
+    if (vec) {
+      for_each(rows * threads_per_row, [=] __device__(int64_t v) {
+        const int64_t k = v * kLanes<T>, row = quotient(k, inner);
+        f.template run<kLanes<T>>(row - quotient(row, C) * C, k);
+      }, stream, name);
+    } else {
+      for_each(rows * inner, [=] __device__(int64_t k) {
+        const int64_t row = quotient(k, inner);
+        f.template run<1>(row - quotient(row, C) * C, k);
+      }, stream, name);
+    }
+    return;
+  }
+  const int64_t bx = std::min<int64_t>((threads_per_row + kThreads - 1) / kThreads, 1024);
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
   if (vec) {
     channel_rows_kernel<kLanes<T>><<<grid, kThreads, 0, stream>>>(rows, C, inner, f);
@@ -236,15 +249,20 @@ struct ApplyRows {
 };
 
 // dx per value from the per-channel coef = {A, B, D} (batchnorm_rules.h),
-// gm = g masked by y > 0 with a fused ReLU; in eval dx = A gm.
+// gm = g masked by y > 0 with a fused ReLU; in eval dx = A gm. The value
+// step is in double, rounded once to T, as the reference's: the pass is
+// memory-bound and an H100's FP64 units idle in it, where a float step
+// would lose accuracy wherever dx is small beside its terms.
 template <typename T>
 struct DxRows {
-  const T *g, *x, *y, *mean, *coef;
+  const T *g, *x, *y, *mean;
+  const double* coef;
   T* dx;
   bool training;
   template <int kN>
   __device__ void run(int64_t c, int64_t k) const {
-    const T a = coef[3 * c], b = coef[3 * c + 1], d = coef[3 * c + 2], m = training ? mean[c] : T(0);
+    const double a = coef[3 * c], b = coef[3 * c + 1], d = coef[3 * c + 2];
+    const double m = training ? static_cast<double>(mean[c]) : 0.0;
     T gv[kN];
     load_lanes<T, kN>(g + k, gv);
     if (y != nullptr) {
@@ -257,10 +275,12 @@ struct DxRows {
       T xv[kN];
       load_lanes<T, kN>(x + k, xv);
 #pragma unroll
-      for (int j = 0; j < kN; ++j) gv[j] = batchnorm_dx_value(a, b, d, m, gv[j], xv[j]);
+      for (int j = 0; j < kN; ++j) {
+        gv[j] = static_cast<T>(batchnorm_dx_value(a, b, d, m, static_cast<double>(gv[j]), static_cast<double>(xv[j])));
+      }
     } else {
 #pragma unroll
-      for (int j = 0; j < kN; ++j) gv[j] = a * gv[j];
+      for (int j = 0; j < kN; ++j) gv[j] = static_cast<T>(a * static_cast<double>(gv[j]));
     }
     store_lanes<T, kN>(dx + k, gv);
   }
@@ -394,15 +414,15 @@ void batchnorm_backward(const T* g, const T* x, const T* y, const T* weight, con
   // The per-channel coefficients of dx (batchnorm_rules.h), in double once
   // per channel: the value pass had two double divisions per value. The
   // partial sums are spent, so the coefficients go where they were.
-  T* coef = reinterpret_cast<T*>(partials);
+  double* coef = partials;  // 3 C doubles within the 3 C splits of the partials
   const double inv_M = 1.0 / Md;
   for_each(C, [=] __device__(int64_t c) {
     const BatchNormDx k = batchnorm_dx_coefficients(weight ? static_cast<double>(weight[c]) : 1.0,
                                                     static_cast<double>(invstd[c]), sums[2 * c], sums[2 * c + 1],
                                                     inv_M, training);
-    coef[3 * c] = static_cast<T>(k.a);
-    coef[3 * c + 1] = static_cast<T>(k.b);
-    coef[3 * c + 2] = static_cast<T>(k.d);
+    coef[3 * c] = k.a;
+    coef[3 * c + 1] = k.b;
+    coef[3 * c + 2] = k.d;
   }, stream, "batchnorm_dx_coefficients");
   for_each_channel_row<T>(N, C, inner, {g, x, y, dx}, DxRows<T>{g, x, y, mean, coef, dx, training}, stream,
                           "batchnorm_dx");

@@ -88,6 +88,35 @@ std::string wrong_elements(const std::vector<float>& got, const std::vector<floa
   }
   return out.str();
 }
+
+// ||got - want|| / ||want|| over all elements (infinite if any is NaN).
+double frobenius_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - want[i];
+    num += std::isnan(d) ? INFINITY : d * d;
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+// The median of `repeats` calls timed with CUDA events on `stream`, after
+// `warmup` untimed ones.
+template <typename F>
+double median_ms(F call, int warmup, int repeats, kernels::cuda::Stream stream) {
+  for (int i = 0; i < warmup; ++i) call();
+  std::vector<double> ms;
+  cuda::Event start(0), stop(0);
+  for (int i = 0; i < repeats; ++i) {
+    start.record(stream);
+    call();
+    stop.record(stream);
+    stop.synchronize();
+    ms.push_back(stop.elapsed_ms_since(start));
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
 #endif
 
 }  // namespace
@@ -126,7 +155,7 @@ int main(int argc, char** argv) {
   std::printf("# B %s; wgmma kernels: TF32 (v6, v7) %s, BF16 (v9, v10) %s\n", tb ? "transposed ([N][K])" : "as [K][N]",
               kcu::sgemm_wgmma_active() ? "active" : "inactive: they run v5",
               kcu::sgemm_bf16_wgmma_active() ? "active" : "inactive: they run cuBLAS at bf16");
-  std::printf("| M x N x K | variant | median ms | GFLOP/s | vs cuBLAS | max rel err |\n|---|---|---|---|---|---|\n");
+  std::printf("| M x N x K | variant | median ms | GFLOP/s | vs cuBLAS | rel err (Frobenius) |\n|---|---|---|---|---|---|\n");
   for (const Size s : sizes) {
     const Tensor A = rand({s.M, s.K}, {DType::f32, Device::cuda(0)}, gen);
     const Tensor B = rand(tb ? Shape{s.N, s.K} : Shape{s.K, s.N}, {DType::f32, Device::cuda(0)}, gen);
@@ -139,20 +168,6 @@ int main(int argc, char** argv) {
     const Tensor ref = empty({s.M, s.N}, {DType::f32, Device::cuda(0)});
     run(kcu::sgemm_cublas, ref);
     const std::vector<float> want = ref.to(Device::cpu()).to_vector<float>();
-    auto time_variant = [&](kcu::CudaSgemmFn fn, const Tensor& C) {
-      for (int i = 0; i < warmup; ++i) run(fn, C);
-      std::vector<double> ms;
-      cuda::Event start(0), stop(0);
-      for (int i = 0; i < repeats; ++i) {
-        start.record(stream);
-        run(fn, C);
-        stop.record(stream);
-        stop.synchronize();
-        ms.push_back(stop.elapsed_ms_since(start));
-      }
-      std::sort(ms.begin(), ms.end());
-      return ms[ms.size() / 2];
-    };
     struct Row {
       std::string name;
       kcu::CudaSgemmFn fn;
@@ -179,13 +194,7 @@ int main(int argc, char** argv) {
       const Tensor C = full({s.M, s.N}, NAN, {DType::f32, Device::cuda(0)});  // poisoned: unwritten shows
       run(r.fn, C);
       const std::vector<float> got = C.to(Device::cpu()).to_vector<float>();
-      double num = 0, den = 0;
-      for (size_t i = 0; i < got.size(); ++i) {
-        const double d = static_cast<double>(got[i]) - want[i];
-        num += std::isnan(d) ? INFINITY : d * d;
-        den += static_cast<double>(want[i]) * want[i];
-      }
-      const double err = std::sqrt(num / std::max(den, 1e-30));
+      const double err = frobenius_error(got, want);
       const double limit = r.precision == kcu::GemmPrecision::fp32 ? 1e-3 : r.precision == kcu::GemmPrecision::tf32 ? 1e-2 : 3e-2;
       if (!(err <= limit)) {
         std::printf("| %ldx%ldx%ld | %s | FAIL | | | %.2e |\n", s.M, s.N, s.K, r.name.c_str(), err);
@@ -193,7 +202,7 @@ int main(int argc, char** argv) {
         kcu::set_gemm_precision(previous);
         continue;
       }
-      const double ms = time_variant(r.fn, C);
+      const double ms = median_ms([&] { run(r.fn, C); }, warmup, repeats, stream);
       kcu::set_gemm_precision(previous);
       const int p = static_cast<int>(r.precision);
       if (r.fn == kcu::sgemm_cublas) cublas_ms[p] = ms;
@@ -210,7 +219,7 @@ int main(int argc, char** argv) {
       std::printf("# skipped: the BF16 wgmma kernels cannot run here (an sm_90a build on compute capability 9.0)\n");
       return 0;
     }
-    std::printf("| M x N x K | kernel | median ms | GFLOP/s | vs cuBLAS | max rel err |\n|---|---|---|---|---|---|\n");
+    std::printf("| M x N x K | kernel | median ms | GFLOP/s | vs cuBLAS | rel err (Frobenius) |\n|---|---|---|---|---|---|\n");
     for (const Size s : sizes) {
       // Rows padded to a multiple of 8 values (16 bytes), as the kernels need.
       const int64_t ld = (s.K + 7) / 8 * 8;
@@ -241,30 +250,13 @@ int main(int argc, char** argv) {
         call();
         const std::vector<float> got = C.to(Device::cpu()).to_vector<float>();
         if (want.empty()) want = got;  // cuBLAS's, on the same operands
-        double num = 0, den = 0;
-        for (size_t i = 0; i < got.size(); ++i) {
-          const double d = static_cast<double>(got[i]) - want[i];
-          num += std::isnan(d) ? INFINITY : d * d;
-          den += static_cast<double>(want[i]) * want[i];
-        }
-        const double err = std::sqrt(num / std::max(den, 1e-30));
+        const double err = frobenius_error(got, want);
         if (!(err <= 1e-3)) {  // same BF16 operands: only the FP32 summation order differs
           std::printf("| %ldx%ldx%ld | %s | FAIL | | | %.2e |\n", s.M, s.N, s.K, name, err);
           std::printf("%s\n", wrong_elements(got, want, s.M, s.N).c_str());
           continue;
         }
-        for (int i = 0; i < warmup; ++i) call();
-        std::vector<double> ms;
-        cuda::Event start(0), stop(0);
-        for (int i = 0; i < repeats; ++i) {
-          start.record(stream);
-          call();
-          stop.record(stream);
-          stop.synchronize();
-          ms.push_back(stop.elapsed_ms_since(start));
-        }
-        std::sort(ms.begin(), ms.end());
-        const double median = ms[ms.size() / 2];
+        const double median = median_ms(call, warmup, repeats, stream);
         if (std::isnan(cublas_bf16_ms)) cublas_bf16_ms = median;
         std::printf("| %ldx%ldx%ld | %s | %.3f | %.0f | %.2f | %.2e |\n", s.M, s.N, s.K, name, median,
                     2.0 * s.M * s.N * s.K / (median * 1e6), cublas_bf16_ms / median, err);

@@ -1,0 +1,170 @@
+// The tiled FP32 GEMM kernel behind v4_float4_dbuf and v8_float4_256x128
+// (kernels/cuda/gemm/v4_float4_dbuf.cu, which explains its design) and the
+// implicit-GEMM convolution (kernels/cuda/conv2d_implicit.cu): C[M, N] =
+// A[M, K] B[K, N], A a stored matrix, B given by a loader (a stored matrix,
+// StoredB, or the convolution's im2col matrix gathered from its input on
+// the fly), each result handed to an epilogue (StoreC: alpha acc + beta C).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_check.h"
+
+namespace crfseg::kernels::cuda::tiled {
+
+constexpr int kThreads = 256;
+constexpr int kTileN = 128;  // the block's columns of C; its rows, kTileM, are 128 (v4) or 256 (v8)
+
+struct Operand {
+  const float* p;
+  int64_t ld, rows, K;  // rows: M for A, N for B
+  bool vec;             // 16-byte loads allowed
+};
+
+// Loads the kTile x BK slice (r0.., k0..) of X into registers, kSlots =
+// kTile BK / 4 / kThreads float4s per thread. kContig: X(r, k) = p[r * ld
+// + k] (k contiguous), else p[k * ld + r].
+template <bool kContig, int kTile, int BK, int kSlots>
+__device__ __forceinline__ void load_slice(const Operand& x, int64_t r0, int64_t k0, int t, float4 (&reg)[kSlots]) {
+  static_assert(kSlots * kThreads * 4 == kTile * BK, "every float4 of the slice has one slot");
+  const bool full = x.vec && r0 + kTile <= x.rows && k0 + BK <= x.K;
+#pragma unroll
+  for (int i = 0; i < kSlots; ++i) {
+    const int s = t + i * kThreads;
+    // kContig: slot s covers r = s / (BK / 4), k = 4 (s % (BK / 4)) .. + 3;
+    // else k = s / (kTile / 4), r = 4 (s % (kTile / 4)) .. + 3.
+    const int64_t r = r0 + (kContig ? s / (BK / 4) : (s % (kTile / 4)) * 4);
+    const int64_t k = k0 + (kContig ? (s % (BK / 4)) * 4 : s / (kTile / 4));
+    if (full) {
+      // __ldg: the read-only path. (With C a __restrict__ kernel argument
+      // nvcc chose it by itself; the epilogue now holds C in a struct.)
+      reg[i] = __ldg(reinterpret_cast<const float4*>(kContig ? x.p + r * x.ld + k : x.p + k * x.ld + r));
+    } else {
+      float v[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t rr = kContig ? r : r + j, kk = kContig ? k + j : k;
+        v[j] = (rr < x.rows && kk < x.K) ? __ldg(x.p + (kContig ? rr * x.ld + kk : kk * x.ld + rr)) : 0.0f;
+      }
+      reg[i] = make_float4(v[0], v[1], v[2], v[3]);
+    }
+  }
+}
+
+// Stores load_slice's registers as xs[k][r], rows of kTile + 4 floats.
+template <bool kContig, int kTile, int BK, int kSlots>
+__device__ __forceinline__ void store_slice(const float4 (&reg)[kSlots], float (*xs)[kTile + 4], int t) {
+#pragma unroll
+  for (int i = 0; i < kSlots; ++i) {
+    const int s = t + i * kThreads;
+    if (kContig) {
+      const int r = s / (BK / 4), k = (s % (BK / 4)) * 4;
+      xs[k][r] = reg[i].x;
+      xs[k + 1][r] = reg[i].y;
+      xs[k + 2][r] = reg[i].z;
+      xs[k + 3][r] = reg[i].w;
+    } else {
+      *reinterpret_cast<float4*>(&xs[s / (kTile / 4)][(s % (kTile / 4)) * 4]) = reg[i];
+    }
+  }
+}
+
+// kAContig = !ta (A(m, k) = A[m * lda + k]); kBContig = tb (B(n, k) = B[n * ldb + k]).
+// Thread (tr, tc) of 16 x 16 owns rows 64 g + 4 tr + {0..3} for g < kTileM
+// / 64, and columns 4 tc + {0..3} and 64 + 4 tc + {0..3}: kTileM / 8 x 8
+// accumulators. v4 (128 rows, BK 16): 141 registers, one block per SM;
+// capping them at 128 for two blocks (__launch_bounds__(kThreads, 2))
+// spilled in two of the four cases and ran 8-10% slower on an H200;
+// walking the tiles in groups of 8 block rows for L2 reuse changed nothing
+// measurable (bench/NOTES.md, change 27).
+template <bool kAContig, class LoadB, class Epilogue, int kTileM, int BK>
+__global__ void __launch_bounds__(kThreads) gemm_tile_kernel(Operand a, LoadB b, Epilogue out) {
+  constexpr int kRows = kTileM / 16;  // accumulator rows per thread
+  constexpr int kSlotsA = kTileM * BK / 4 / kThreads, kSlotsB = kTileN * BK / 4 / kThreads;
+  __shared__ __align__(16) float As[2][BK][kTileM + 4];
+  __shared__ __align__(16) float Bs[2][BK][kTileN + 4];
+  const int t = threadIdx.x, tr = t / 16, tc = t % 16;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTileM, n0 = static_cast<int64_t>(blockIdx.x) * kTileN;
+  const int64_t K = a.K;  // the product's depth
+
+  float acc[kRows][8] = {};
+  float4 ra[kSlotsA], rb[kSlotsB];
+  load_slice<kAContig, kTileM, BK>(a, m0, 0, t, ra);
+  b.template load<kTileN, BK, kSlotsB>(n0, 0, t, rb);
+  store_slice<kAContig, kTileM, BK>(ra, As[0], t);
+  store_slice<LoadB::kContig, kTileN, BK>(rb, Bs[0], t);
+  __syncthreads();
+
+  int cur = 0;
+  for (int64_t k0 = 0; k0 < K; k0 += BK) {
+    const bool more = k0 + BK < K;
+    if (more) {  // in flight while this slice is multiplied
+      load_slice<kAContig, kTileM, BK>(a, m0, k0 + BK, t, ra);
+      b.template load<kTileN, BK, kSlotsB>(n0, k0 + BK, t, rb);
+    }
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float av[kRows];
+#pragma unroll
+      for (int g = 0; g < kRows / 4; ++g) {
+        const float4 q = *reinterpret_cast<const float4*>(&As[cur][kk][64 * g + tr * 4]);
+        av[4 * g] = q.x, av[4 * g + 1] = q.y, av[4 * g + 2] = q.z, av[4 * g + 3] = q.w;
+      }
+      const float4 b0 = *reinterpret_cast<const float4*>(&Bs[cur][kk][tc * 4]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&Bs[cur][kk][64 + tc * 4]);
+      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] += av[i] * bv[j];
+      }
+    }
+    if (more) {
+      // The other buffer was last read in the previous slice, before the
+      // barrier that ended it.
+      store_slice<kAContig, kTileM, BK>(ra, As[cur ^ 1], t);
+      store_slice<LoadB::kContig, kTileN, BK>(rb, Bs[cur ^ 1], t);
+    }
+    __syncthreads();
+    cur ^= 1;
+  }
+
+  const int64_t N = b.cols();
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int64_t m = m0 + 64 * (i / 4) + tr * 4 + i % 4;
+    if (m >= a.rows) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int64_t n = n0 + (j < 4 ? tc * 4 + j : 64 + tc * 4 + j - 4);
+      if (n < N) out(m, n, acc[i][j]);
+    }
+  }
+}
+
+
+// B as a stored matrix (X = B, rows = N): v4's operand. kContig: B(n, k) =
+// p[n ld + k] (B transposed), else p[k ld + n].
+template <bool kBContig>
+struct StoredB {
+  static constexpr bool kContig = kBContig;
+  Operand b;
+  __device__ int64_t cols() const { return b.rows; }
+  template <int kTile, int BK, int kSlots>
+  __device__ __forceinline__ void load(int64_t n0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
+    load_slice<kBContig, kTile, BK>(b, n0, k0, t, reg);
+  }
+};
+
+// C[m, n] = alpha acc + beta C[m, n] (C not read when beta is 0).
+struct StoreC {
+  float alpha, beta;
+  float* __restrict__ C;
+  int64_t ldc;
+  __device__ __forceinline__ void operator()(int64_t m, int64_t n, float v) const {
+    float* c = C + m * ldc + n;
+    *c = beta == 0.0f ? alpha * v : alpha * v + beta * *c;
+  }
+};
+
+}  // namespace crfseg::kernels::cuda::tiled

@@ -219,7 +219,8 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
       namespace kcu = kernels::cuda;
       const auto run = [&](kcu::ConvAlgorithm a) {
         if (a == kcu::ConvAlgorithm::implicit_gemm) {
-          kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(),
+          const Tensor work = Tensor::empty({kcu::implicit_backward_input_workspace<T>(g)}, grad.options());
+          kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), work.data<T>(),
                                                  detail::stream_of(grad));
           return;
         }

@@ -84,11 +84,17 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T*
                             Stream stream);
 
 // The implicit-GEMM path (conv2d_implicit.cu): the same three passes with
-// the operand tiles gathered from x, W and g, no workspace.
+// the operand tiles gathered from x, W and g; no column matrix in memory.
+// The float forward, and the float backward-input of stride-1 undilated
+// layers (as the forward of the flipped, transposed filters, which it
+// writes into `work`: implicit_backward_input_workspace(g) elements, 0
+// where it does not apply), run on the tiled SGEMM kernel of v4/v8.
 template <typename T>
 void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, Stream stream);
 template <typename T>
-void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const T* w, T* dx, Stream stream);
+int64_t implicit_backward_input_workspace(const ConvGeometry& g);
+template <typename T>
+void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* work, Stream stream);
 template <typename T>
 void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const T* x, T* dw, Stream stream);
 

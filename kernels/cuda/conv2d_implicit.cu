@@ -10,15 +10,35 @@
 //   backward-weight  dW[k, crs]    = sum_{(n, pq)} g[n, k, pq] X[crs, (n, pq)]
 //                    (M = K, N = C*R*S, K = N*P*Q)
 //
-// One kernel template runs all three: v2_smem_tile's scheme (kernels/cuda/
-// gemm) at 64 x 64 x 8 tiles with a 4 x 4 register tile per thread (small
-// enough for f64), parameterised by two gather functors, a(m, k) and b(k, n),
-// and a store functor. Every gather is bounds-checked, so any geometry
-// works; the sums run in a fixed order (no split-K, no atomics), so results
-// are deterministic. Its speed against im2col + cuBLAS is for the GPU
-// benchmark to say; CRFSEG_CUDA_CONV selects it (tensor/ops_conv.cpp).
+// Two kernels:
+//  * float forward, and float backward-input of stride-1 undilated layers
+//    (the forward of the flipped, transposed filters at padding R-1-p:
+//    im2col_rules.h): v4/v8's tiled SGEMM kernel (gemm/tiled.cuh), 128-
+//    column tiles 16 deep, 8 x 8 results a thread, double-buffered, with
+//    the weights as its stored A and the im2col matrix as its B, gathered
+//    from x slice by slice (GatherColumns: each thread's four consecutive
+//    pixels of one column row, one im2col_values call) instead of written
+//    to memory and read back. On the H100 in session 42 the im2col and
+//    col2im kernels took 95 ms of 476 in the profile of a U-Net step's
+//    kernels; this path writes no columns at all.
+//  * everything else (f64, the weight gradient, strided or dilated
+//    backward-input): v2_smem_tile's scheme at 64 x 64 x 8 tiles with a
+//    4 x 4 register tile per thread (small enough for f64), parameterised
+//    by two gather functors, a(m, k) and b(k, n), and a store functor; six
+//    to three hundred times im2col + cuBLAS's time on that H100
+//    (bench_conv_cuda), so only a reference.
+// Every gather is bounds-checked, so any geometry works; the sums run in a
+// fixed order (no split-K, no atomics), so results are deterministic.
+// CRFSEG_CUDA_CONV=implicit selects this path, and the autotuner times it
+// against the others (tensor/ops_conv.cpp).
+#include <type_traits>
+
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/for_each.cuh"
+#include "kernels/cuda/gemm/gemm.h"
+#include "kernels/cuda/gemm/tiled.cuh"
+#include "kernels/cuda/im2col_rules.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -105,10 +125,96 @@ struct GatherX {
   }
 };
 
+// B(kd, n) of a convolution's forward: its im2col matrix [C R S, N P Q],
+// row kd = (c, r, s), column n = (image, p, q), gathered from x as the
+// tiled kernel loads each slice (store_slice<false>: four consecutive
+// columns a slot). Where P Q is a multiple of 4, a slot's four columns lie
+// in one image (the tiles start at multiples of 128) and one
+// im2col_values call gathers them; otherwise each column finds its image.
+struct GatherColumns {
+  static constexpr bool kContig = false;
+  const float* __restrict__ x;
+  Geometry32 g;        // one image: C channels of H x W, the kernel, stride, padding, dilation
+  int64_t rows, n_cols, pq, plane;  // C R S, N P Q, P Q, H W
+  bool quads;          // P Q % 4 == 0
+  __device__ int64_t cols() const { return n_cols; }
+  template <int kTile, int BK, int kSlots>
+  __device__ __forceinline__ void load(int64_t n0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+      const int slot = t + i * tiled::kThreads;
+      const int64_t kd = k0 + slot / (kTile / 4), n = n0 + (slot % (kTile / 4)) * 4;
+      float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (kd < rows && n < n_cols) {
+        const ColumnRow cr = column_row(kd, g);
+        if (quads) {
+          const int64_t image = quotient(n, pq);
+          im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(n - image * pq), 4, e);
+        } else {
+          for (int j = 0; j < 4 && n + j < n_cols; ++j) {
+            const int64_t image = quotient(n + j, pq);
+            im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(n + j - image * pq), 1,
+                          e + j);
+          }
+        }
+      }
+      reg[i] = make_float4(e[0], e[1], e[2], e[3]);
+    }
+  }
+};
+
+// y[image, k, pq] = v (+ bias[k]) for GEMM row k and column n = (image, pq).
+struct ConvOut {
+  float* __restrict__ y;
+  const float* __restrict__ bias;
+  int64_t K, pq;
+  __device__ __forceinline__ void operator()(int64_t k, int64_t n, float v) const {
+    const int64_t image = quotient(n, pq);
+    y[(image * K + k) * pq + (n - image * pq)] = bias != nullptr ? v + bias[k] : v;
+  }
+};
+
+// The float forward on the tiled kernel: M = K output channels (64-row
+// tiles when there are at most 64, else 128), N = N P Q pixels, depth C R S.
+template <int kTileM>
+void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y, Stream stream,
+                   const char* name) {
+  const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
+  if (g.K == 0 || cols == 0) return;
+  const Geometry32 g32 = narrow(g, name);
+  const tiled::Operand a{w, CRS, g.K, CRS, CRS % 4 == 0 && aligned16(w)};
+  const GatherColumns b{x, g32, CRS, cols, PQ, g.hw(), PQ % 4 == 0};
+  const ConvOut out{y, bias, g.K, PQ};
+  const int64_t gy = (g.K + kTileM - 1) / kTileM, gx = (cols + tiled::kTileN - 1) / tiled::kTileN;
+  CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff, NotImplementedError, name, ": a ", g.K, " x ", cols,
+               " output is too large for one grid");
+  tiled::gemm_tile_kernel<true, GatherColumns, ConvOut, kTileM, 16>
+      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), tiled::kThreads, 0, stream>>>(a, b, out);
+  launch_check(name);
+}
+
+void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y, Stream stream,
+                   const char* name) {
+  if (g.K <= 64) {
+    tiled_forward<64>(g, x, w, bias, y, stream, name);
+  } else {
+    tiled_forward<128>(g, x, w, bias, y, stream, name);
+  }
+}
+
 }  // namespace
 
 template <typename T>
+int64_t implicit_backward_input_workspace(const ConvGeometry& g) {
+  return std::is_same_v<T, float> && backward_input_as_forward(g) ? g.K * g.crs() : 0;
+}
+
+template <typename T>
 void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, Stream stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    tiled_forward(g, x, w, bias, y, stream, "conv2d_forward_implicit");
+    return;
+  }
   const int64_t CRS = g.C * g.R * g.S, PQ = g.P * g.Q, Kout = g.K;
   auto load_w = [=] __device__(int64_t k, int64_t crs) { return w[k * CRS + crs]; };
   auto store = [=] __device__(int64_t k, int64_t npq, T v) {
@@ -118,7 +224,20 @@ void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, cons
 }
 
 template <typename T>
-void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const T* w, T* dx, Stream stream) {
+void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* work,
+                                    Stream stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (backward_input_as_forward(g)) {
+      // dx = the forward of g's output gradient through W' [C, K, R, S]
+      // (W flipped and transposed, written to work) at padding R-1-p.
+      const int64_t C = g.C, K = g.K, R = g.R, S = g.S;
+      for_each(K * g.crs(), [=] __device__(int64_t i) { work[i] = w[flipped_filter_source(i, C, K, R, S)]; }, stream,
+               "conv2d_backward_input_implicit: flip");
+      tiled_forward(backward_input_forward_geometry(g), grad, work, nullptr, dx, stream,
+                    "conv2d_backward_input_implicit");
+      return;
+    }
+  }
   const ConvGeometry c = g;
   const int64_t RS = g.R * g.S, HW = g.H * g.W, C = g.C;
   // A[c, (k, r, s)] = W[k, c, r, s]
@@ -154,7 +273,8 @@ void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const
 
 #define CRFSEG_CONV_IMPLICIT(T)                                                                                  \
   template void conv2d_forward_implicit<T>(const ConvGeometry&, const T*, const T*, const T*, T*, Stream);      \
-  template void conv2d_backward_input_implicit<T>(const ConvGeometry&, const T*, const T*, T*, Stream);         \
+  template int64_t implicit_backward_input_workspace<T>(const ConvGeometry&);                                     \
+  template void conv2d_backward_input_implicit<T>(const ConvGeometry&, const T*, const T*, T*, T*, Stream);     \
   template void conv2d_backward_weight_implicit<T>(const ConvGeometry&, const T*, const T*, T*, Stream);
 CRFSEG_CONV_IMPLICIT(float)
 CRFSEG_CONV_IMPLICIT(double)

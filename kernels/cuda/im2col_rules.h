@@ -139,4 +139,27 @@ CRFSEG_HD inline T col2im_value(const T* cc, const Geometry32& g, int h, int w) 
   return acc;
 }
 
+// The backward-input of a stride-1, undilated convolution g as a forward
+// convolution: g's output gradient [N, K, P, Q] convolved with the flipped,
+// transposed filters W'[c, k, r, s] = W[k, c, R-1-r, S-1-s] at padding
+// (R-1-ph, S-1-pw) gives dx [N, C, H, W] (each input pixel gathers the
+// outputs whose windows covered it). Needs ph <= R-1 and pw <= S-1.
+inline bool backward_input_as_forward(const ConvGeometry& g) {
+  return g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.ph <= g.R - 1 && g.pw <= g.S - 1 && g.R >= 1 &&
+         g.S >= 1;
+}
+inline ConvGeometry backward_input_forward_geometry(const ConvGeometry& g) {
+  ConvGeometry b;
+  b.N = g.N, b.C = g.K, b.H = g.P, b.W = g.Q;
+  b.K = g.C, b.R = g.R, b.S = g.S, b.P = g.H, b.Q = g.W;
+  b.ph = g.R - 1 - g.ph, b.pw = g.S - 1 - g.pw;
+  return b;
+}
+// The source index in W [K, C, R, S] of element i of W' [C, K, R, S].
+CRFSEG_HD inline int64_t flipped_filter_source(int64_t i, int64_t C, int64_t K, int64_t R, int64_t S) {
+  const int64_t ck = quotient(i, R * S), rs = i - ck * R * S, c = quotient(ck, K), k = ck - c * K;
+  const int64_t r = quotient(rs, S), s = rs - r * S;
+  return ((k * C + c) * R + (R - 1 - r)) * S + (S - 1 - s);
+}
+
 }  // namespace crfseg::kernels::cuda

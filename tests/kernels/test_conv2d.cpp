@@ -737,6 +737,35 @@ TEST_CASE("im2col: the CUDA weight gradient's image-group layout gives the refer
   }
 }
 
+// The CUDA implicit-GEMM backward-input runs a stride-1 convolution's
+// input gradient as the forward of the flipped, transposed filters
+// (backward_input_forward_geometry, flipped_filter_source in
+// kernels/cuda/im2col_rules.h): the reference forward through that
+// geometry and those filters must give the reference backward-input.
+TEST_CASE("conv2d: a stride-1 backward-input is the forward of the flipped, transposed filters") {
+  for (const ConvGeometry& g : {make(2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1), make(1, 2, 6, 9, 5, 3, 3, 1, 1, 0, 2),
+                                make(2, 4, 5, 5, 3, 5, 3, 1, 1, 2, 0), make(3, 5, 4, 3, 2, 1, 1),
+                                make(1, 1, 1, 1, 1, 1, 1)}) {
+    INFO(describe(g));
+    REQUIRE(kernels::cuda::backward_input_as_forward(g));
+    const ConvGeometry b = kernels::cuda::backward_input_forward_geometry(g);
+    CHECK(b.P == g.H);
+    CHECK(b.Q == g.W);
+    const std::vector<double> dy = values(random_tensor({g.N * g.K * g.pq()}, 11, DType::f64));
+    const std::vector<double> w = values(random_tensor({g.K * g.crs()}, 12, DType::f64));
+    std::vector<double> want(static_cast<size_t>(g.N * g.C * g.hw())), got(want.size(), -1.0), flipped(w.size());
+    kernels::ref::conv2d_backward_input<double>(g, dy.data(), w.data(), want.data());
+    for (int64_t i = 0; i < static_cast<int64_t>(w.size()); ++i) {
+      flipped[static_cast<size_t>(i)] = w[static_cast<size_t>(kernels::cuda::flipped_filter_source(i, g.C, g.K, g.R, g.S))];
+    }
+    kernels::ref::conv2d_forward<double>(b, dy.data(), flipped.data(), nullptr, got.data());
+    CHECK_CLOSE(got, want, 1e-13, 1e-13);
+  }
+  CHECK_FALSE(kernels::cuda::backward_input_as_forward(make(1, 1, 8, 8, 1, 3, 3, 2, 2, 1, 1)));        // stride 2
+  CHECK_FALSE(kernels::cuda::backward_input_as_forward(make(1, 1, 8, 8, 1, 3, 3, 1, 1, 2, 2, 2, 2)));  // dilated
+  CHECK_FALSE(kernels::cuda::backward_input_as_forward(make(1, 1, 8, 8, 1, 3, 3, 1, 1, 3, 3)));        // pad > R-1
+}
+
 TEST_CASE("conv2d op: output shape, bias, strided input") {
   const Tensor x = random_tensor({2, 3, 10, 9}, 11);
   const Tensor w = random_tensor({4, 3, 3, 2}, 12);

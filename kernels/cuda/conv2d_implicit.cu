@@ -212,8 +212,10 @@ int64_t implicit_backward_input_workspace(const ConvGeometry& g) {
 template <typename T>
 void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, Stream stream) {
   if constexpr (std::is_same_v<T, float>) {
-    tiled_forward(g, x, w, bias, y, stream, "conv2d_forward_implicit");
-    return;
+    if (fits_32bit_indices(g)) {  // (planes of 2^30 pixels and more: the generic kernel below)
+      tiled_forward(g, x, w, bias, y, stream, "conv2d_forward_implicit");
+      return;
+    }
   }
   const int64_t CRS = g.C * g.R * g.S, PQ = g.P * g.Q, Kout = g.K;
   auto load_w = [=] __device__(int64_t k, int64_t crs) { return w[k * CRS + crs]; };

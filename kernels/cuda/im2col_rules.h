@@ -50,6 +50,14 @@ inline Geometry32 narrow(const ConvGeometry& g, const char* what) {
           i32(g.sh), i32(g.sw), i32(g.ph), i32(g.pw), i32(g.dh), i32(g.dw)};
 }
 
+// Whether narrow() accepts g's sizes (its NotImplementedError conditions):
+// the 32-bit kernels' precondition, for callers with another path.
+inline bool fits_32bit_indices(const ConvGeometry& g) {
+  constexpr int64_t kLimit = int64_t{1} << 30;
+  return g.pq() < kLimit && g.hw() < kLimit && g.H + 2 * g.ph < kLimit && g.W + 2 * g.pw < kLimit &&
+         g.R * g.S < kLimit && g.sh < kLimit && g.sw < kLimit && g.dh < kLimit && g.dw < kLimit;
+}
+
 // Where column row `row` of an image block goes: rows of image i = row /
 // rows_per_image (its C R S rows) start at i image_stride, each row_stride
 // after the last. One image, or the forward's images one after another:
@@ -144,16 +152,16 @@ CRFSEG_HD inline T col2im_value(const T* cc, const Geometry32& g, int h, int w) 
 // transposed filters W'[c, k, r, s] = W[k, c, R-1-r, S-1-s] at padding
 // (R-1-ph, S-1-pw) gives dx [N, C, H, W] (each input pixel gathers the
 // outputs whose windows covered it). Needs ph <= R-1 and pw <= S-1.
-inline bool backward_input_as_forward(const ConvGeometry& g) {
-  return g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.ph <= g.R - 1 && g.pw <= g.S - 1 && g.R >= 1 &&
-         g.S >= 1;
-}
 inline ConvGeometry backward_input_forward_geometry(const ConvGeometry& g) {
   ConvGeometry b;
   b.N = g.N, b.C = g.K, b.H = g.P, b.W = g.Q;
   b.K = g.C, b.R = g.R, b.S = g.S, b.P = g.H, b.Q = g.W;
   b.ph = g.R - 1 - g.ph, b.pw = g.S - 1 - g.pw;
   return b;
+}
+inline bool backward_input_as_forward(const ConvGeometry& g) {
+  return g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.ph <= g.R - 1 && g.pw <= g.S - 1 && g.R >= 1 &&
+         g.S >= 1 && fits_32bit_indices(g) && fits_32bit_indices(backward_input_forward_geometry(g));
 }
 // The source index in W [K, C, R, S] of element i of W' [C, K, R, S].
 CRFSEG_HD inline int64_t flipped_filter_source(int64_t i, int64_t C, int64_t K, int64_t R, int64_t S) {

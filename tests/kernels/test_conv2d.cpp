@@ -749,8 +749,9 @@ TEST_CASE("conv2d: a stride-1 backward-input is the forward of the flipped, tran
     INFO(describe(g));
     REQUIRE(kernels::cuda::backward_input_as_forward(g));
     const ConvGeometry b = kernels::cuda::backward_input_forward_geometry(g);
-    CHECK(b.P == g.H);
-    CHECK(b.Q == g.W);
+    // A consistent forward geometry: its output size follows from the rest.
+    CHECK(b.H + 2 * b.ph - b.R + 1 == b.P);
+    CHECK(b.W + 2 * b.pw - b.S + 1 == b.Q);
     const std::vector<double> dy = values(random_tensor({g.N * g.K * g.pq()}, 11, DType::f64));
     const std::vector<double> w = values(random_tensor({g.K * g.crs()}, 12, DType::f64));
     std::vector<double> want(static_cast<size_t>(g.N * g.C * g.hw())), got(want.size(), -1.0), flipped(w.size());

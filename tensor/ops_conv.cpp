@@ -269,7 +269,8 @@ Tensor conv2d_backward_weight(const Tensor& grad_in, const Tensor& x_in, const S
       namespace kcu = kernels::cuda;
       const auto run = [&](kcu::ConvAlgorithm a) {
         if (a == kcu::ConvAlgorithm::implicit_gemm) {
-          kcu::conv2d_backward_weight_implicit<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(),
+          const Tensor work = Tensor::empty({kcu::implicit_backward_weight_workspace<T>(g)}, grad.options());
+          kcu::conv2d_backward_weight_implicit<T>(g, grad.data<T>(), x.data<T>(), dw.data<T>(), work.data<T>(),
                                                   detail::stream_of(grad));
           return;
         }

@@ -85,10 +85,12 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T*
 
 // The implicit-GEMM path (conv2d_implicit.cu): the same three passes with
 // the operand tiles gathered from x, W and g; no column matrix in memory.
-// The float forward, and the float backward-input of stride-1 undilated
-// layers (as the forward of the flipped, transposed filters, which it
-// writes into `work`: implicit_backward_input_workspace(g) elements, 0
-// where it does not apply), run on the tiled SGEMM kernel of v4/v8.
+// In float the forward, the weight gradient (its depth split into chunks
+// whose partial sums go to `work`: implicit_backward_weight_workspace(g)
+// elements) and the backward-input of stride-1 undilated layers (as the
+// forward of the flipped, transposed filters, written to `work`:
+// implicit_backward_input_workspace(g) elements) run on the tiled SGEMM
+// kernel of v4/v8; a workspace size of 0 means none is needed.
 template <typename T>
 void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, Stream stream);
 template <typename T>
@@ -96,7 +98,10 @@ int64_t implicit_backward_input_workspace(const ConvGeometry& g);
 template <typename T>
 void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* work, Stream stream);
 template <typename T>
-void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const T* x, T* dw, Stream stream);
+int64_t implicit_backward_weight_workspace(const ConvGeometry& g);
+template <typename T>
+void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* work,
+                                     Stream stream);
 
 // The Winograd F(m x m, 3x3) path, m = `tile` = 2 or 4 (conv2d_winograd.cu;
 // winograd_rules.h has the algorithm): the forward of a geometry

@@ -31,6 +31,7 @@
 // fixed order (no split-K, no atomics), so results are deterministic.
 // CRFSEG_CUDA_CONV=implicit selects this path, and the autotuner times it
 // against the others (tensor/ops_conv.cpp).
+#include <algorithm>
 #include <type_traits>
 
 #include "kernels/cuda/conv2d.h"
@@ -125,41 +126,98 @@ struct GatherX {
   }
 };
 
-// B(kd, n) of a convolution's forward: its im2col matrix [C R S, N P Q],
-// row kd = (c, r, s), column n = (image, p, q), gathered from x as the
-// tiled kernel loads each slice (store_slice<false>: four consecutive
-// columns a slot). Where P Q is a multiple of 4, a slot's four columns lie
-// in one image (the tiles start at multiples of 128) and one
-// im2col_values call gathers them; otherwise each column finds its image.
+constexpr int kDepthStep = 16;  // the tiled kernel's slice depth (BK)
+
+// The im2col matrix X [C R S, N P Q] of a convolution, row (c, r, s),
+// column (image, p, q), gathered from x as the tiled kernel loads each
+// slice, never stored. Each slot is four consecutive pixels of one row:
+// where P Q is a multiple of 4 they lie in one image (slots start at
+// multiples of 4) and one im2col_values call gathers them; otherwise each
+// pixel finds its image. kPixelsAlongK: X is the GEMM's B [depth, N] with
+// its pixels along the depth (the weight gradient: store_slice<true>);
+// else its rows along the depth (the forward: store_slice<false>).
+template <bool kPixelsAlongK>
 struct GatherColumns {
-  static constexpr bool kContig = false;
+  static constexpr bool kContig = kPixelsAlongK;
   const float* __restrict__ x;
-  Geometry32 g;        // one image: C channels of H x W, the kernel, stride, padding, dilation
-  int64_t rows, n_cols, pq, plane;  // C R S, N P Q, P Q, H W
-  bool quads;          // P Q % 4 == 0
-  __device__ int64_t cols() const { return n_cols; }
+  Geometry32 g;                         // one image: C channels of H x W, the kernel, stride, padding, dilation
+  int64_t rows, pixels, pq, plane;      // C R S, N P Q, P Q, H W
+  bool quads;                           // P Q % 4 == 0
+  __device__ int64_t cols() const { return kPixelsAlongK ? rows : pixels; }
+  // X[row, pixel .. pixel + 3] (zeros past the matrix).
+  __device__ __forceinline__ float4 four(int64_t row, int64_t pixel) const {
+    float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (row < rows && pixel < pixels) {
+      const ColumnRow cr = column_row(row, g);
+      if (quads) {
+        const int64_t image = quotient(pixel, pq);
+        im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(pixel - image * pq), 4, e);
+      } else {
+        for (int j = 0; j < 4 && pixel + j < pixels; ++j) {
+          const int64_t image = quotient(pixel + j, pq);
+          im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(pixel + j - image * pq), 1,
+                        e + j);
+        }
+      }
+    }
+    return make_float4(e[0], e[1], e[2], e[3]);
+  }
+  // store_slice's slots: with k contiguous (kContig), slot s is column n =
+  // n0 + s / (BK / 4) and depth k0 + 4 (s % (BK / 4)) ..; else depth k0 + s
+  // / (kTile / 4) and columns n0 + 4 (s % (kTile / 4)) ...
   template <int kTile, int BK, int kSlots>
   __device__ __forceinline__ void load(int64_t n0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
 #pragma unroll
     for (int i = 0; i < kSlots; ++i) {
       const int slot = t + i * tiled::kThreads;
-      const int64_t kd = k0 + slot / (kTile / 4), n = n0 + (slot % (kTile / 4)) * 4;
+      if constexpr (kPixelsAlongK) {
+        reg[i] = four(n0 + slot / (BK / 4), k0 + (slot % (BK / 4)) * 4);
+      } else {
+        reg[i] = four(k0 + slot / (kTile / 4), n0 + (slot % (kTile / 4)) * 4);
+      }
+    }
+  }
+};
+
+// The output gradient as the weight gradient's A [K, N P Q]: row k, depth
+// (image, pq) at g[image, k, pq]; slots of four pixels (store_slice<true>),
+// 16-byte loads where P Q is a multiple of 4 and g is aligned.
+struct GatherGrad {
+  static constexpr bool kContig = true;
+  const float* __restrict__ grad;
+  int64_t K, pixels, pq;
+  bool vec;
+  __device__ int64_t rows() const { return K; }
+  template <int kTile, int BK, int kSlots>
+  __device__ __forceinline__ void load(int64_t m0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+      const int slot = t + i * tiled::kThreads;
+      const int64_t k = m0 + slot / (BK / 4), pixel = k0 + (slot % (BK / 4)) * 4;
       float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (kd < rows && n < n_cols) {
-        const ColumnRow cr = column_row(kd, g);
-        if (quads) {
-          const int64_t image = quotient(n, pq);
-          im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(n - image * pq), 4, e);
-        } else {
-          for (int j = 0; j < 4 && n + j < n_cols; ++j) {
-            const int64_t image = quotient(n + j, pq);
-            im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(n + j - image * pq), 1,
-                          e + j);
-          }
+      if (k < K && pixel < pixels) {
+        if (vec) {
+          const int64_t image = quotient(pixel, pq);
+          reg[i] = __ldg(reinterpret_cast<const float4*>(grad + (image * K + k) * pq + (pixel - image * pq)));
+          continue;
+        }
+        for (int j = 0; j < 4 && pixel + j < pixels; ++j) {
+          const int64_t image = quotient(pixel + j, pq);
+          e[j] = __ldg(grad + (image * K + k) * pq + (pixel + j - image * pq));
         }
       }
       reg[i] = make_float4(e[0], e[1], e[2], e[3]);
     }
+  }
+};
+
+// Chunk z's sums of the weight gradient: out[z stride + k ld + crs] (the
+// gradient itself when there is one chunk).
+struct PartialOut {
+  float* __restrict__ out;
+  int64_t ld, stride;
+  __device__ __forceinline__ void operator()(int64_t k, int64_t crs, float v) const {
+    out[static_cast<int64_t>(blockIdx.z) * stride + k * ld + crs] = v;
   }
 };
 
@@ -182,14 +240,16 @@ void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const 
   const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
   if (g.K == 0 || cols == 0) return;
   const Geometry32 g32 = narrow(g, name);
-  const tiled::Operand a{w, CRS, g.K, CRS, CRS % 4 == 0 && aligned16(w)};
-  const GatherColumns b{x, g32, CRS, cols, PQ, g.hw(), PQ % 4 == 0};
+  const tiled::StoredA<true> a{{w, CRS, g.K, CRS, CRS % 4 == 0 && aligned16(w)}};
+  const GatherColumns<false> b{x, g32, CRS, cols, PQ, g.hw(), PQ % 4 == 0};
   const ConvOut out{y, bias, g.K, PQ};
   const int64_t gy = (g.K + kTileM - 1) / kTileM, gx = (cols + tiled::kTileN - 1) / tiled::kTileN;
   CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff, NotImplementedError, name, ": a ", g.K, " x ", cols,
                " output is too large for one grid");
-  tiled::gemm_tile_kernel<true, GatherColumns, ConvOut, kTileM, 16>
-      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), tiled::kThreads, 0, stream>>>(a, b, out);
+  const int64_t chunk = std::max<int64_t>((CRS + kDepthStep - 1) / kDepthStep * kDepthStep, kDepthStep);
+  tiled::gemm_tile_kernel<tiled::StoredA<true>, GatherColumns<false>, ConvOut, kTileM, kDepthStep>
+      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), tiled::kThreads, 0, stream>>>(a, b, out, CRS,
+                                                                                                   chunk);
   launch_check(name);
 }
 
@@ -202,11 +262,70 @@ void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const 
   }
 }
 
+// The weight gradient's split of its depth (N P Q pixels, often a million)
+// into chunks of whole slices: enough chunks for about kWeightGradBlocks
+// blocks in all, each at least kMinChunk deep. A function of the geometry
+// alone (not of the device), so the sums' order, and the result, are the
+// same everywhere.
+constexpr int64_t kWeightGradBlocks = 264, kMinChunk = 1024;
+struct WeightGradSplit {
+  int64_t chunk, chunks;
+};
+WeightGradSplit weight_grad_split(const ConvGeometry& g) {
+  const int64_t depth = g.N * g.pq(), rows = g.K <= 64 ? 64 : 128;
+  const int64_t tiles = ((g.K + rows - 1) / rows) * ((g.crs() + tiled::kTileN - 1) / tiled::kTileN);
+  const int64_t wanted = std::clamp<int64_t>((kWeightGradBlocks + tiles - 1) / std::max<int64_t>(tiles, 1), 1,
+                                             std::max<int64_t>(depth / kMinChunk, 1));
+  int64_t chunk = (depth + wanted - 1) / wanted;
+  chunk = std::max<int64_t>((chunk + kDepthStep - 1) / kDepthStep * kDepthStep, kDepthStep);
+  return {chunk, std::max<int64_t>((depth + chunk - 1) / chunk, 1)};
+}
+
+bool tiled_weight_grad_applies(const ConvGeometry& g) { return fits_32bit_indices(g); }
+
+// dW [K, C R S] = G [K, N P Q] X^T: A the output gradient, B the im2col
+// matrix with its pixels along the depth, in chunks of the depth whose
+// partial sums `work` holds, added in chunk order.
+template <int kTileM>
+void tiled_weight_grad(const ConvGeometry& g, const float* grad, const float* x, float* dw, float* work,
+                       Stream stream, const char* name) {
+  const int64_t CRS = g.crs(), PQ = g.pq(), depth = g.N * PQ;
+  if (g.K == 0 || CRS == 0) return;
+  const Geometry32 g32 = narrow(g, name);
+  const WeightGradSplit split = weight_grad_split(g);
+  const GatherGrad a{grad, g.K, depth, PQ, PQ % 4 == 0 && aligned16(grad)};
+  const GatherColumns<true> b{x, g32, CRS, depth, PQ, g.hw(), PQ % 4 == 0};
+  float* sums = split.chunks > 1 ? work : dw;
+  const PartialOut out{sums, CRS, g.K * CRS};
+  const int64_t gy = (g.K + kTileM - 1) / kTileM, gx = (CRS + tiled::kTileN - 1) / tiled::kTileN;
+  CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff && split.chunks <= 65535, NotImplementedError, name, ": a ", g.K,
+               " x ", CRS, " gradient in ", split.chunks, " chunks is too large for one grid");
+  tiled::gemm_tile_kernel<GatherGrad, GatherColumns<true>, PartialOut, kTileM, kDepthStep>
+      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(split.chunks)),
+         tiled::kThreads, 0, stream>>>(a, b, out, depth, split.chunk);
+  launch_check(name);
+  if (split.chunks > 1) {
+    const int64_t n = g.K * CRS, chunks = split.chunks;
+    for_each(n, [=] __device__(int64_t i) {
+      float acc = 0.0f;
+      for (int64_t z = 0; z < chunks; ++z) acc += work[z * n + i];
+      dw[i] = acc;
+    }, stream, "conv2d_backward_weight_implicit: sum chunks");
+  }
+}
+
 }  // namespace
 
 template <typename T>
 int64_t implicit_backward_input_workspace(const ConvGeometry& g) {
   return std::is_same_v<T, float> && backward_input_as_forward(g) ? g.K * g.crs() : 0;
+}
+
+template <typename T>
+int64_t implicit_backward_weight_workspace(const ConvGeometry& g) {
+  if (!std::is_same_v<T, float> || !tiled_weight_grad_applies(g)) return 0;
+  const WeightGradSplit split = weight_grad_split(g);
+  return split.chunks > 1 ? split.chunks * g.K * g.crs() : 0;
 }
 
 template <typename T>
@@ -262,7 +381,18 @@ void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const 
 }
 
 template <typename T>
-void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const T* x, T* dw, Stream stream) {
+void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const T* x, T* dw, T* work,
+                                     Stream stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (tiled_weight_grad_applies(g)) {
+      if (g.K <= 64) {
+        tiled_weight_grad<64>(g, grad, x, dw, work, stream, "conv2d_backward_weight_implicit");
+      } else {
+        tiled_weight_grad<128>(g, grad, x, dw, work, stream, "conv2d_backward_weight_implicit");
+      }
+      return;
+    }
+  }
   const int64_t CRS = g.C * g.R * g.S, PQ = g.P * g.Q, Kout = g.K;
   // A[k, (n, pq)] = g[n, k, pq];  B[(n, pq), crs] = X[crs, (n, pq)]
   auto load_g = [=] __device__(int64_t k, int64_t npq) { return grad[((npq / PQ) * Kout + k) * PQ + npq % PQ]; };
@@ -277,7 +407,8 @@ void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const
   template void conv2d_forward_implicit<T>(const ConvGeometry&, const T*, const T*, const T*, T*, Stream);      \
   template int64_t implicit_backward_input_workspace<T>(const ConvGeometry&);                                     \
   template void conv2d_backward_input_implicit<T>(const ConvGeometry&, const T*, const T*, T*, T*, Stream);     \
-  template void conv2d_backward_weight_implicit<T>(const ConvGeometry&, const T*, const T*, T*, Stream);
+  template int64_t implicit_backward_weight_workspace<T>(const ConvGeometry&);                                    \
+  template void conv2d_backward_weight_implicit<T>(const ConvGeometry&, const T*, const T*, T*, T*, Stream);
 CRFSEG_CONV_IMPLICIT(float)
 CRFSEG_CONV_IMPLICIT(double)
 #undef CRFSEG_CONV_IMPLICIT

@@ -1,9 +1,9 @@
 // The tiled FP32 GEMM kernel behind v4_float4_dbuf and v8_float4_256x128
 // (kernels/cuda/gemm/v4_float4_dbuf.cu, which explains its design) and the
 // implicit-GEMM convolution (kernels/cuda/conv2d_implicit.cu): C[M, N] =
-// A[M, K] B[K, N], A a stored matrix, B given by a loader (a stored matrix,
-// StoredB, or the convolution's im2col matrix gathered from its input on
-// the fly), each result handed to an epilogue (StoreC: alpha acc + beta C).
+// A[M, K] B[K, N], A and B given by loaders (stored matrices, StoredA and
+// StoredB, or the convolution's operands gathered from its tensors on the
+// fly), each result handed to an epilogue (StoreC: alpha acc + beta C).
 #pragma once
 
 #include <cstdint>
@@ -77,29 +77,37 @@ __device__ __forceinline__ void store_slice(const float4 (&reg)[kSlots], float (
 // spilled in two of the four cases and ran 8-10% slower on an H200;
 // walking the tiles in groups of 8 block rows for L2 reuse changed nothing
 // measurable (bench/NOTES.md, change 27).
-template <bool kAContig, class LoadB, class Epilogue, int kTileM, int BK>
-__global__ void __launch_bounds__(kThreads) gemm_tile_kernel(Operand a, LoadB b, Epilogue out) {
+// The depth runs in chunks of `chunk` (a multiple of BK), one per
+// blockIdx.z (split-K for products with few tiles and a long depth, as the
+// convolution's weight gradient; the epilogue then writes blockIdx.z's
+// partial sums); a plain GEMM has one chunk of the whole depth. A slice
+// never straddles two chunks, so the loaders bound their reads by the
+// depth alone.
+template <class LoadA, class LoadB, class Epilogue, int kTileM, int BK>
+__global__ void __launch_bounds__(kThreads)
+    gemm_tile_kernel(LoadA a, LoadB b, Epilogue out, int64_t depth, int64_t chunk) {
   constexpr int kRows = kTileM / 16;  // accumulator rows per thread
   constexpr int kSlotsA = kTileM * BK / 4 / kThreads, kSlotsB = kTileN * BK / 4 / kThreads;
   __shared__ __align__(16) float As[2][BK][kTileM + 4];
   __shared__ __align__(16) float Bs[2][BK][kTileN + 4];
   const int t = threadIdx.x, tr = t / 16, tc = t % 16;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTileM, n0 = static_cast<int64_t>(blockIdx.x) * kTileN;
-  const int64_t K = a.K;  // the product's depth
+  const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * chunk;
+  const int64_t k_end = depth < k_begin + chunk ? depth : k_begin + chunk;
 
   float acc[kRows][8] = {};
   float4 ra[kSlotsA], rb[kSlotsB];
-  load_slice<kAContig, kTileM, BK>(a, m0, 0, t, ra);
-  b.template load<kTileN, BK, kSlotsB>(n0, 0, t, rb);
-  store_slice<kAContig, kTileM, BK>(ra, As[0], t);
+  a.template load<kTileM, BK, kSlotsA>(m0, k_begin, t, ra);
+  b.template load<kTileN, BK, kSlotsB>(n0, k_begin, t, rb);
+  store_slice<LoadA::kContig, kTileM, BK>(ra, As[0], t);
   store_slice<LoadB::kContig, kTileN, BK>(rb, Bs[0], t);
   __syncthreads();
 
   int cur = 0;
-  for (int64_t k0 = 0; k0 < K; k0 += BK) {
-    const bool more = k0 + BK < K;
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += BK) {
+    const bool more = k0 + BK < k_end;
     if (more) {  // in flight while this slice is multiplied
-      load_slice<kAContig, kTileM, BK>(a, m0, k0 + BK, t, ra);
+      a.template load<kTileM, BK, kSlotsA>(m0, k0 + BK, t, ra);
       b.template load<kTileN, BK, kSlotsB>(n0, k0 + BK, t, rb);
     }
 #pragma unroll
@@ -122,18 +130,18 @@ __global__ void __launch_bounds__(kThreads) gemm_tile_kernel(Operand a, LoadB b,
     if (more) {
       // The other buffer was last read in the previous slice, before the
       // barrier that ended it.
-      store_slice<kAContig, kTileM, BK>(ra, As[cur ^ 1], t);
+      store_slice<LoadA::kContig, kTileM, BK>(ra, As[cur ^ 1], t);
       store_slice<LoadB::kContig, kTileN, BK>(rb, Bs[cur ^ 1], t);
     }
     __syncthreads();
     cur ^= 1;
   }
 
-  const int64_t N = b.cols();
+  const int64_t M = a.rows(), N = b.cols();
 #pragma unroll
   for (int i = 0; i < kRows; ++i) {
     const int64_t m = m0 + 64 * (i / 4) + tr * 4 + i % 4;
-    if (m >= a.rows) continue;
+    if (m >= M) continue;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int64_t n = n0 + (j < 4 ? tc * 4 + j : 64 + tc * 4 + j - 4);
@@ -142,6 +150,19 @@ __global__ void __launch_bounds__(kThreads) gemm_tile_kernel(Operand a, LoadB b,
   }
 }
 
+
+// A as a stored matrix (X = A, rows = M): v4's operand. kContig: A(m, k) =
+// p[m ld + k] (A not transposed), else p[k ld + m].
+template <bool kAContig>
+struct StoredA {
+  static constexpr bool kContig = kAContig;
+  Operand a;
+  __device__ int64_t rows() const { return a.rows; }
+  template <int kTile, int BK, int kSlots>
+  __device__ __forceinline__ void load(int64_t m0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
+    load_slice<kAContig, kTile, BK>(a, m0, k0, t, reg);
+  }
+};
 
 // B as a stored matrix (X = B, rows = N): v4's operand. kContig: B(n, k) =
 // p[n ld + k] (B transposed), else p[k ld + n].

@@ -27,6 +27,7 @@
 // B transposed) is transposed on the way in; one stored with r contiguous is
 // copied as float4s. Rows padded to 132 floats keep float4 alignment and
 // make the transposing stores 2-way rather than 4-way bank conflicts.
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
@@ -39,6 +40,7 @@ namespace {
 
 using tiled::Operand;
 using tiled::StoreC;
+using tiled::StoredA;
 using tiled::StoredB;
 
 template <int kTileM, int BK>
@@ -52,15 +54,20 @@ void sgemm_float4_dbuf(const char* name, bool ta, bool tb, int64_t M, int64_t N,
   const Operand a{A, lda, M, K, aligned(A, lda)}, b{B, ldb, N, K, aligned(B, ldb)};
   const dim3 grid(static_cast<unsigned>((N + tiled::kTileN - 1) / tiled::kTileN), static_cast<unsigned>(gy));
   const StoreC out{alpha, beta, C, ldc};
+  const int64_t chunk = std::max<int64_t>((K + BK - 1) / BK * BK, BK);  // one chunk: the whole depth
   constexpr int kThreads = tiled::kThreads;
   if (!ta && tb) {
-    tiled::gemm_tile_kernel<true, StoredB<true>, StoreC, kTileM, BK><<<grid, kThreads, 0, stream>>>(a, {b}, out);
+    tiled::gemm_tile_kernel<StoredA<true>, StoredB<true>, StoreC, kTileM, BK>
+        <<<grid, kThreads, 0, stream>>>({a}, {b}, out, K, chunk);
   } else if (!ta) {
-    tiled::gemm_tile_kernel<true, StoredB<false>, StoreC, kTileM, BK><<<grid, kThreads, 0, stream>>>(a, {b}, out);
+    tiled::gemm_tile_kernel<StoredA<true>, StoredB<false>, StoreC, kTileM, BK>
+        <<<grid, kThreads, 0, stream>>>({a}, {b}, out, K, chunk);
   } else if (tb) {
-    tiled::gemm_tile_kernel<false, StoredB<true>, StoreC, kTileM, BK><<<grid, kThreads, 0, stream>>>(a, {b}, out);
+    tiled::gemm_tile_kernel<StoredA<false>, StoredB<true>, StoreC, kTileM, BK>
+        <<<grid, kThreads, 0, stream>>>({a}, {b}, out, K, chunk);
   } else {
-    tiled::gemm_tile_kernel<false, StoredB<false>, StoreC, kTileM, BK><<<grid, kThreads, 0, stream>>>(a, {b}, out);
+    tiled::gemm_tile_kernel<StoredA<false>, StoredB<false>, StoreC, kTileM, BK>
+        <<<grid, kThreads, 0, stream>>>({a}, {b}, out, K, chunk);
   }
   launch_check(name);
 }

@@ -665,6 +665,9 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
       {{2, 5, 16, 20}, {7, 5, 3, 3}, {.pad_h = 1, .pad_w = 1}},
       {{1, 4, 12, 12}, {130, 4, 1, 3}, {.pad_h = 0, .pad_w = 1}},
       {{3, 2, 9, 15}, {6, 2, 3, 3}, {.pad_h = 1, .pad_w = 1}},
+      // The implicit weight gradient's depth (N P Q = 2048 pixels) in two
+      // chunks whose partial sums are added afterwards.
+      {{2, 3, 32, 32}, {5, 3, 3, 3}, {.pad_h = 1, .pad_w = 1}},
   };
   for (DType dt : {DType::f32, DType::f64}) {
     for (const Case& c : cases) {

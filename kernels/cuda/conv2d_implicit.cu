@@ -11,24 +11,28 @@
 //                    (M = K, N = C*R*S, K = N*P*Q)
 //
 // Two kernels:
-//  * float forward, and float backward-input of stride-1 undilated layers
-//    (the forward of the flipped, transposed filters at padding R-1-p:
-//    im2col_rules.h): v4/v8's tiled SGEMM kernel (gemm/tiled.cuh), 128-
-//    column tiles 16 deep, 8 x 8 results a thread, double-buffered, with
-//    the weights as its stored A and the im2col matrix as its B, gathered
-//    from x slice by slice (GatherColumns: each thread's four consecutive
-//    pixels of one column row, one im2col_values call) instead of written
-//    to memory and read back. On the H100 in session 42 the im2col and
-//    col2im kernels took 95 ms of 476 in the profile of a U-Net step's
-//    kernels; this path writes no columns at all.
-//  * everything else (f64, the weight gradient, strided or dilated
-//    backward-input): v2_smem_tile's scheme at 64 x 64 x 8 tiles with a
+//  * float, every pass: v4/v8's tiled SGEMM kernel (gemm/tiled.cuh), 128-
+//    column tiles 16 deep, 8 x 8 results a thread, double-buffered, its
+//    operands gathered slice by slice instead of written to memory and
+//    read back (GatherColumns: each thread's four consecutive pixels of one
+//    im2col row, one im2col_values call). The forward multiplies the
+//    weights by the im2col matrix; the backward-input of stride-1
+//    undilated layers is the forward of the flipped, transposed filters at
+//    padding R-1-p (im2col_rules.h); the weight gradient multiplies the
+//    output gradient by the im2col matrix's transpose, its long depth (N P
+//    Q) split into chunks over blockIdx.z whose partial sums are added in
+//    chunk order. On the H100 in session 42 the im2col and col2im kernels
+//    took 95 ms of 476 in the profile of a U-Net step's kernels; this path
+//    writes no columns at all.
+//  * everything else (f64, strided or dilated backward-input, planes past
+//    32-bit indices): v2_smem_tile's scheme at 64 x 64 x 8 tiles with a
 //    4 x 4 register tile per thread (small enough for f64), parameterised
 //    by two gather functors, a(m, k) and b(k, n), and a store functor; six
 //    to three hundred times im2col + cuBLAS's time on that H100
 //    (bench_conv_cuda), so only a reference.
 // Every gather is bounds-checked, so any geometry works; the sums run in a
-// fixed order (no split-K, no atomics), so results are deterministic.
+// fixed order (chunks of a fixed split, no atomics), so results are
+// deterministic.
 // CRFSEG_CUDA_CONV=implicit selects this path, and the autotuner times it
 // against the others (tensor/ops_conv.cpp).
 #include <algorithm>

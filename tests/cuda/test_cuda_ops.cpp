@@ -666,8 +666,10 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
       {{1, 4, 12, 12}, {130, 4, 1, 3}, {.pad_h = 0, .pad_w = 1}},
       {{3, 2, 9, 15}, {6, 2, 3, 3}, {.pad_h = 1, .pad_w = 1}},
       // The implicit weight gradient's depth (N P Q = 2048 pixels) in two
-      // chunks whose partial sums are added afterwards.
+      // chunks whose partial sums are added afterwards; then 2185 pixels
+      // (P Q = 437, odd) in two, four-pixel slots crossing images.
       {{2, 3, 32, 32}, {5, 3, 3, 3}, {.pad_h = 1, .pad_w = 1}},
+      {{5, 2, 23, 19}, {3, 2, 3, 3}, {.pad_h = 1, .pad_w = 1}},
   };
   for (DType dt : {DType::f32, DType::f64}) {
     for (const Case& c : cases) {

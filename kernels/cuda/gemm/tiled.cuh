@@ -69,8 +69,10 @@ __device__ __forceinline__ void store_slice(const float4 (&reg)[kSlots], float (
   }
 }
 
-// kAContig = !ta (A(m, k) = A[m * lda + k]); kBContig = tb (B(n, k) = B[n * ldb + k]).
-// Thread (tr, tc) of 16 x 16 owns rows 64 g + 4 tr + {0..3} for g < kTileM
+// LoadA / LoadB: loaders with load<kTile, BK, kSlots>(r0, k0, t, reg) in
+// load_slice's slot layout and kContig saying which (for v4/v8,
+// StoredA<!ta> and StoredB<tb>); LoadA::rows() and LoadB::cols() bound
+// the results. Thread (tr, tc) of 16 x 16 owns rows 64 g + 4 tr + {0..3} for g < kTileM
 // / 64, and columns 4 tc + {0..3} and 64 + 4 tc + {0..3}: kTileM / 8 x 8
 // accumulators. v4 (128 rows, BK 16): 141 registers, one block per SM;
 // capping them at 128 for two blocks (__launch_bounds__(kThreads, 2))

@@ -58,6 +58,32 @@ CRFSEG_HD inline double lattice_round(double x) {
 #endif
 }
 
+// a b, rounded as a product the compiler may not fuse into a neighbouring
+// add or subtract. A fused multiply-add rounds once where a multiply and an
+// add round twice, and compilers fuse by their own choice: nvcc by default,
+// GCC with -march=native on FMA hardware (not in a portable build). The
+// embedding below uses it for every product that meets an add, so the GPU's
+// lattice (kernels/cuda/lattice_build.cu) is the CPU's bit for bit however
+// either side was built: a one-ulp difference can move a point across a
+// rounding boundary or swap two residuals' ranks, and the device test
+// compares the index tables exactly.
+CRFSEG_HD inline double unfused_product(double a, double b) {
+#ifdef __CUDA_ARCH__
+  return __dmul_rn(a, b);  // never contracted into an FMA (CUDA's intrinsic)
+#else
+  double p = a * b;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  asm("" : "+x"(p));  // opaque to the optimiser: the add below cannot absorb the multiply
+#elif defined(__GNUC__) && defined(__aarch64__)
+  asm("" : "+w"(p));
+#else
+  volatile double barrier = p;
+  p = barrier;
+#endif
+  return p;
+#endif
+}
+
 // scale[i] for the elevation (see lattice_embed_point): sqrt(2/3) (d + 1) / sqrt((i + 1)(i + 2)).
 inline void lattice_embed_scale(int64_t d, double* scale) {
   const double inv_std = std::sqrt(2.0 / 3.0) * static_cast<double>(d + 1);
@@ -82,8 +108,8 @@ CRFSEG_HD bool lattice_embed_point(const double* f, int64_t d_any, const double*
   // is an orthonormal basis of H_d. Accumulated right to left in O(d).
   double suffix = 0;
   for (int64_t j = d; j > 0; --j) {
-    const double cf = f[j - 1] * scale[j - 1];
-    elevated[j] = suffix - static_cast<double>(j) * cf;
+    const double cf = unfused_product(f[j - 1], scale[j - 1]);
+    elevated[j] = suffix - unfused_product(static_cast<double>(j), cf);
     suffix += cf;
   }
   elevated[0] = suffix;
@@ -123,7 +149,7 @@ CRFSEG_HD bool lattice_embed_point(const double* f, int64_t d_any, const double*
   // successive differences, divided by d + 1; weight k belongs to vertex k.
   for (int64_t k = 0; k < d + 2; ++k) bary[k] = 0.0;
   for (int64_t i = 0; i < d1; ++i) {
-    const double v = (elevated[i] - static_cast<double>(rem0[i])) * inv_d1;
+    const double v = unfused_product(elevated[i] - static_cast<double>(rem0[i]), inv_d1);
     bary[d - rank[i]] += v;
     bary[d - rank[i] + 1] -= v;
   }

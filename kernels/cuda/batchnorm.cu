@@ -126,52 +126,34 @@ __global__ void grad_sums_partial_kernel(const T* __restrict__ g, const T* __res
 // The elementwise passes (apply and dx) over [N, C, inner] data, a row
 // (plane) per (image, channel): a 2-D grid, y over the N C rows and x along
 // a row, so the channel is found once per row, not by a 64-bit division per
-// value. Each thread takes kLanes values (16 bytes) at a time with vector
-// loads and stores where every row starts 16-byte aligned; one value
+// value. Each thread takes four values at a time with vector loads and
+// stores (Quad, for_each.cuh) where every row starts Quad-aligned; one value
 // otherwise. Session 42's H100 profile had these passes at about a third
 // of the memory's speed with one value (4 bytes in flight per operand) a
 // thread, against 78% for the channel sums beside them.
-template <typename T>
-constexpr int kLanes = 16 / static_cast<int>(sizeof(T));
-template <typename T>
-struct Vec16;
-template <>
-struct Vec16<float> {
-  using type = float4;
-};
-template <>
-struct Vec16<double> {
-  using type = double2;
-};
-// kN values of T at p (16-byte aligned when kN > 1).
-template <typename T, int kN>
-struct Lanes {
-  union {
-    typename Vec16<T>::type vec;
-    T e[kLanes<T>];
-  };
-};
+constexpr int kLanes = 4;
+// kN values of T at p: one, or a Quad-aligned four.
 template <typename T, int kN>
 __device__ __forceinline__ void load_lanes(const T* p, T (&out)[kN]) {
+  static_assert(kN == 1 || kN == kLanes);
   if constexpr (kN == 1) {
     out[0] = p[0];
   } else {
-    static_assert(kN == kLanes<T>);
-    Lanes<T, kN> l;
-    l.vec = *reinterpret_cast<const typename Vec16<T>::type*>(p);
+    const Quad<T> q = load_quad(p, 1);
 #pragma unroll
-    for (int j = 0; j < kN; ++j) out[j] = l.e[j];
+    for (int j = 0; j < kN; ++j) out[j] = q.v[j];
   }
 }
 template <typename T, int kN>
 __device__ __forceinline__ void store_lanes(T* p, const T (&in)[kN]) {
+  static_assert(kN == 1 || kN == kLanes);
   if constexpr (kN == 1) {
     p[0] = in[0];
   } else {
-    Lanes<T, kN> l;
+    Quad<T> q;
 #pragma unroll
-    for (int j = 0; j < kN; ++j) l.e[j] = in[j];
-    *reinterpret_cast<typename Vec16<T>::type*>(p) = l.vec;
+    for (int j = 0; j < kN; ++j) q.v[j] = in[j];
+    *reinterpret_cast<Quad<T>*>(p) = q;
   }
 }
 
@@ -188,8 +170,6 @@ __global__ void channel_rows_kernel(int64_t rows, int64_t C, int64_t inner, F f)
   }
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Runs f over every value of [N, C, inner] data; `pointers` are the arrays
 // f reads and writes per value (null ones ignored), which decide whether
 // the vector form may run.
@@ -198,17 +178,17 @@ void for_each_channel_row(int64_t N, int64_t C, int64_t inner, std::initializer_
                           Stream stream, const char* name) {
   const int64_t rows = N * C;
   if (rows <= 0 || inner <= 0) return;
-  bool vec = inner % kLanes<T> == 0;
-  for (const void* p : pointers) vec = vec && (p == nullptr || aligned16(p));
-  const int64_t per_thread = vec ? kLanes<T> : 1, threads_per_row = inner / per_thread;
+  bool vec = inner % kLanes == 0;
+  for (const void* p : pointers) vec = vec && (p == nullptr || quad_aligned(p, sizeof(T)));
+  const int64_t per_thread = vec ? kLanes : 1, threads_per_row = inner / per_thread;
   if (threads_per_row < kThreads) {
     // Rows shorter than a block would leave most of its threads idle: one
     // flat loop over every row's vectors (or values), the channel found by
     // two divisions each (32-bit where they fit).
     if (vec) {
       for_each(rows * threads_per_row, [=] __device__(int64_t v) {
-        const int64_t k = v * kLanes<T>, row = quotient(k, inner);
-        f.template run<kLanes<T>>(row - quotient(row, C) * C, k);
+        const int64_t k = v * kLanes, row = quotient(k, inner);
+        f.template run<kLanes>(row - quotient(row, C) * C, k);
       }, stream, name);
     } else {
       for_each(rows * inner, [=] __device__(int64_t k) {
@@ -221,7 +201,7 @@ void for_each_channel_row(int64_t N, int64_t C, int64_t inner, std::initializer_
   const int64_t bx = std::min<int64_t>((threads_per_row + kThreads - 1) / kThreads, 1024);
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
   if (vec) {
-    channel_rows_kernel<kLanes<T>><<<grid, kThreads, 0, stream>>>(rows, C, inner, f);
+    channel_rows_kernel<kLanes><<<grid, kThreads, 0, stream>>>(rows, C, inner, f);
   } else {
     channel_rows_kernel<1><<<grid, kThreads, 0, stream>>>(rows, C, inner, f);
   }

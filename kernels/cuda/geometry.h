@@ -59,6 +59,10 @@ inline bool quad_shape(const Geometry& g) {
   return g.numel > 0 && g.sizes[g.ndim - 1] % 4 == 0 && g.strides[0][g.ndim - 1] == 1;
 }
 
+// Whether p may be read as a Quad (for_each.cuh): four elements of `bytes`
+// at an address aligned to the four.
+inline bool quad_aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % (4 * bytes) == 0; }
+
 // Whether operand k (base p, elements of `bytes`) can be read four at a
 // time from every multiple-of-4 element: contiguous along the innermost dim
 // with its base and outer strides aligned to four elements, or broadcast
@@ -67,7 +71,7 @@ inline bool quad_operand(const Geometry& g, int k, const void* p, size_t bytes) 
   const int inner = g.ndim - 1;
   const int64_t step = g.strides[k][inner];
   if (step == 0) return true;
-  if (step != 1 || reinterpret_cast<uintptr_t>(p) % (4 * bytes) != 0) return false;
+  if (step != 1 || !quad_aligned(p, bytes)) return false;
   for (int d = 0; d < inner; ++d) {
     if (g.strides[k][d] % 4 != 0) return false;
   }

@@ -22,14 +22,24 @@ struct Geometry32 {
   int H, W, P, Q, R, S, sh, sw, ph, pw, dh, dw;
 };
 
-// 2^30: the grid-stride loops' int counters may step up to 2^18 past the end.
-// The kernels' other int values (h = p sh + r dh - ph, hp = h + ph - r dh,
+// narrow()'s two NotImplementedError conditions, named so that callers with
+// another path can ask first (fits_32bit_indices). kIndexLimit = 2^30: the
+// grid-stride loops' int counters may step up to 2^18 past the end.
+constexpr int64_t kIndexLimit = int64_t{1} << 30;
+inline bool planes_fit_32bit(const ConvGeometry& g) { return g.pq() < kIndexLimit && g.hw() < kIndexLimit; }
+inline bool window_fits_32bit(const ConvGeometry& g) {
+  return g.H + 2 * g.ph < kIndexLimit && g.W + 2 * g.pw < kIndexLimit && g.R * g.S < kIndexLimit &&
+         g.sh < kIndexLimit && g.sw < kIndexLimit && g.dh < kIndexLimit && g.dw < kIndexLimit;
+}
+// Whether narrow() accepts g's sizes: the 32-bit kernels' precondition.
+inline bool fits_32bit_indices(const ConvGeometry& g) { return planes_fit_32bit(g) && window_fits_32bit(g); }
+
+// The kernels' int values (h = p sh + r dh - ph, hp = h + ph - r dh,
 // r S + s, and each field) stay within H + 2 ph, W + 2 pw, R S and the
 // strides and dilations, which are bounded too, for a geometry whose
 // output size follows from the rest (checked first: im2col and col2im are
 // callable without the ops' own checks).
 inline Geometry32 narrow(const ConvGeometry& g, const char* what) {
-  constexpr int64_t kLimit = int64_t{1} << 30;
   // (Empty outputs and kernels pass: the callers return before any launch.)
   const bool rows_follow = g.P == 0 || g.R == 0 || (g.P - 1) * g.sh + (g.R - 1) * g.dh < g.H + 2 * g.ph;
   const bool cols_follow = g.Q == 0 || g.S == 0 || (g.Q - 1) * g.sw + (g.S - 1) * g.dw < g.W + 2 * g.pw;
@@ -38,24 +48,14 @@ inline Geometry32 narrow(const ConvGeometry& g, const char* what) {
                ValueError, what, ": expected padding >= 0, stride and dilation >= 1 and a ", g.P, "x", g.Q,
                " output that a ", g.R, "x", g.S, " kernel with stride ", g.sh, "x", g.sw, ", padding ", g.ph, "x",
                g.pw, " and dilation ", g.dh, "x", g.dw, " can produce from ", g.H, "x", g.W, " inputs");
-  CRFSEG_CHECK(g.pq() < kLimit && g.hw() < kLimit, NotImplementedError, what, ": a plane of ", g.hw(),
-               " inputs or ", g.pq(), " outputs does not fit 32-bit indices");
-  CRFSEG_CHECK(g.H + 2 * g.ph < kLimit && g.W + 2 * g.pw < kLimit && g.R * g.S < kLimit && g.sh < kLimit &&
-                   g.sw < kLimit && g.dh < kLimit && g.dw < kLimit,
-               NotImplementedError, what, ": a ", g.R, "x", g.S, " kernel, stride ", g.sh, "x", g.sw, ", padding ",
-               g.ph, "x", g.pw, ", dilation ", g.dh, "x", g.dw, " on ", g.H, "x", g.W,
+  CRFSEG_CHECK(planes_fit_32bit(g), NotImplementedError, what, ": a plane of ", g.hw(), " inputs or ", g.pq(),
+               " outputs does not fit 32-bit indices");
+  CRFSEG_CHECK(window_fits_32bit(g), NotImplementedError, what, ": a ", g.R, "x", g.S, " kernel, stride ", g.sh, "x",
+               g.sw, ", padding ", g.ph, "x", g.pw, ", dilation ", g.dh, "x", g.dw, " on ", g.H, "x", g.W,
                " inputs does not fit 32-bit indices");
   const auto i32 = [](int64_t v) { return static_cast<int>(v); };
   return {g.C,       i32(g.H),  i32(g.W),  i32(g.P),  i32(g.Q),  i32(g.R), i32(g.S),
           i32(g.sh), i32(g.sw), i32(g.ph), i32(g.pw), i32(g.dh), i32(g.dw)};
-}
-
-// Whether narrow() accepts g's sizes (its NotImplementedError conditions):
-// the 32-bit kernels' precondition, for callers with another path.
-inline bool fits_32bit_indices(const ConvGeometry& g) {
-  constexpr int64_t kLimit = int64_t{1} << 30;
-  return g.pq() < kLimit && g.hw() < kLimit && g.H + 2 * g.ph < kLimit && g.W + 2 * g.pw < kLimit &&
-         g.R * g.S < kLimit && g.sh < kLimit && g.sw < kLimit && g.dh < kLimit && g.dw < kLimit;
 }
 
 // Where column row `row` of an image block goes: rows of image i = row /

@@ -236,8 +236,21 @@ struct ConvOut {
   }
 };
 
-// The float forward on the tiled kernel: M = K output channels (64-row
-// tiles when there are at most 64, else 128), N = N P Q pixels, depth C R S.
+// Rows of the output-channel tiles: 64 when there are at most 64 channels
+// (a 128-row tile would idle half its threads), else 128. with_tile_rows
+// calls f with the count as a compile-time constant.
+constexpr int64_t tile_rows(int64_t K) { return K <= 64 ? 64 : 128; }
+template <typename F>
+void with_tile_rows(int64_t K, F f) {
+  if (tile_rows(K) == 64) {
+    f(std::integral_constant<int, 64>{});
+  } else {
+    f(std::integral_constant<int, 128>{});
+  }
+}
+
+// The float forward on the tiled kernel: M = K output channels in tiles of
+// tile_rows(K), N = N P Q pixels, depth C R S.
 template <int kTileM>
 void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y, Stream stream,
                    const char* name) {
@@ -259,11 +272,7 @@ void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const 
 
 void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y, Stream stream,
                    const char* name) {
-  if (g.K <= 64) {
-    tiled_forward<64>(g, x, w, bias, y, stream, name);
-  } else {
-    tiled_forward<128>(g, x, w, bias, y, stream, name);
-  }
+  with_tile_rows(g.K, [&](auto rows) { tiled_forward<decltype(rows)::value>(g, x, w, bias, y, stream, name); });
 }
 
 // The weight gradient's split of its depth (N P Q pixels, often a million)
@@ -276,7 +285,7 @@ struct WeightGradSplit {
   int64_t chunk, chunks;
 };
 WeightGradSplit weight_grad_split(const ConvGeometry& g) {
-  const int64_t depth = g.N * g.pq(), rows = g.K <= 64 ? 64 : 128;
+  const int64_t depth = g.N * g.pq(), rows = tile_rows(g.K);
   const int64_t tiles = ((g.K + rows - 1) / rows) * ((g.crs() + tiled::kTileN - 1) / tiled::kTileN);
   const int64_t wanted = std::clamp<int64_t>((kWeightGradBlocks + tiles - 1) / std::max<int64_t>(tiles, 1), 1,
                                              std::max<int64_t>(depth / kMinChunk, 1));
@@ -389,11 +398,9 @@ void conv2d_backward_weight_implicit(const ConvGeometry& g, const T* grad, const
                                      Stream stream) {
   if constexpr (std::is_same_v<T, float>) {
     if (tiled_weight_grad_applies(g)) {
-      if (g.K <= 64) {
-        tiled_weight_grad<64>(g, grad, x, dw, work, stream, "conv2d_backward_weight_implicit");
-      } else {
-        tiled_weight_grad<128>(g, grad, x, dw, work, stream, "conv2d_backward_weight_implicit");
-      }
+      with_tile_rows(g.K, [&](auto rows) {
+        tiled_weight_grad<decltype(rows)::value>(g, grad, x, dw, work, stream, "conv2d_backward_weight_implicit");
+      });
       return;
     }
   }

@@ -338,7 +338,7 @@ void pack_kmajor(const char* name, int64_t rows, int64_t cols, const float* src,
                " operand needs more than 2^31 column tiles");
   pack_kmajor_kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(32, 8), 0, stream>>>(
       rows, cols, src, ld, transposed, dst, ldd, typename Mma::Convert{});
-  launch_check(detail::concat_message("sgemm ", name, ": pack_kmajor").c_str());
+  launch_check("sgemm wgmma: pack_kmajor");  // a fixed name: no string built per call
 }
 
 // cuTensorMapEncodeTiled is a driver function; the runtime hands out its

@@ -49,6 +49,7 @@
 #include "crf/mean_field.h"
 #include "crf/permutohedral.h"
 #include "crf/permutohedral_cuda.h"
+#include "crf/stacked_filter.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/error.h"
 #include "tensor/factory.h"
@@ -281,6 +282,16 @@ int run_builds(bool quick, bool json, int repeats, const std::string& machine) {
   return 0;
 }
 
+// A batch's bilateral lattices (thetas 160/3), built on the host from its
+// f64 planes and stacked into one set of tables, as
+// crf/bilateral_prefetch.cpp stacks them for the upload; for_gpu leaves
+// out the CPU blur's structures.
+LatticeTables host_bilateral_tables(const Tensor& planes, bool for_gpu) {
+  const StackedFilter stack(
+      build_bilateral_filters(planes, MeanFieldOptions{.theta_alpha = 160, .theta_beta = 3}, for_gpu));
+  return lattice_tables(parts_of_type<PermutohedralLattice>(stack));
+}
+
 // --gpu-builds: a training step's bilateral lattices for a batch of B
 // 256^2 images on cuda:0, the two ways crf/mean_field_composed.cpp can make
 // them from the CUDA image batch: on the host (a host copy of the images,
@@ -307,11 +318,7 @@ int run_gpu_builds(int64_t batch, int repeats, const std::string& machine) {
     // What crf/mean_field_composed.cpp runs either way, from the CUDA image.
     const auto on_host = [&] {
       const Tensor planes = ops::contiguous(ops::to_dtype(on_device.to(Device::cpu()), DType::f64));
-      const auto lattices =
-          build_bilateral_filters(planes, MeanFieldOptions{.theta_alpha = 160, .theta_beta = 3}, /*for_gpu=*/true);
-      std::vector<const PermutohedralLattice*> raw;
-      for (const auto& l : lattices) raw.push_back(static_cast<const PermutohedralLattice*>(l.get()));
-      return CudaPermutohedralFilter(lattice_tables(raw), 0);
+      return CudaPermutohedralFilter(host_bilateral_tables(planes, /*for_gpu=*/true), 0);
     };
     const auto on_gpu = [&] {
       std::optional<CudaPermutohedralFilter> built = CudaPermutohedralFilter::build_bilateral(on_device, 160, 3);
@@ -365,13 +372,7 @@ int run_host_tables(int64_t batch, int repeats, const std::string& machine) {
     std::vector<Tensor> images;
     for (int64_t b = 0; b < batch; ++b) images.push_back(make_image(256, kind, 9 + static_cast<uint64_t>(b)));
     const Tensor planes = ops::contiguous(ops::to_dtype(ops::concat(images, 0), DType::f64));
-    const auto stack = [&](bool for_gpu) {
-      const auto lattices =
-          build_bilateral_filters(planes, MeanFieldOptions{.theta_alpha = 160, .theta_beta = 3}, for_gpu);
-      std::vector<const PermutohedralLattice*> raw;
-      for (const auto& l : lattices) raw.push_back(static_cast<const PermutohedralLattice*>(l.get()));
-      return lattice_tables(raw);
-    };
+    const auto stack = [&](bool for_gpu) { return host_bilateral_tables(planes, for_gpu); };
     const LatticeTables full = stack(false), lean = stack(true);
     if (full.splat_offsets != lean.splat_offsets || full.splat_points != lean.splat_points ||
         full.splat_weights != lean.splat_weights || full.neighbours != lean.neighbours ||

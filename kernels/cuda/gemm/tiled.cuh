@@ -6,9 +6,11 @@
 // fly), each result handed to an epilogue (StoreC: alpha acc + beta C).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemm/gemm.h"
 
 namespace crfseg::kernels::cuda::tiled {
 
@@ -189,5 +191,34 @@ struct StoreC {
     *c = beta == 0.0f ? alpha * v : alpha * v + beta * *c;
   }
 };
+
+// A stored product C = alpha op(A) op(B) + beta C (row-major; ta, tb:
+// transposed) on a tile kernel with kTileM x kTileN tiles and BK-deep
+// slices: checks the grid, makes the operands (16-byte loads where their
+// rows allow) and calls launch(la, lb, out, grid, chunk) with the loaders
+// for ta and tb, the epilogue, and one chunk of the whole depth. The
+// launchers of v4, v8 and v11, written once for the four cases.
+template <int kTileM, int BK, typename Launch>
+void launch_stored(const char* name, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Launch launch) {
+  if (M == 0 || N == 0) return;
+  const int64_t gy = (M + kTileM - 1) / kTileM;
+  CRFSEG_CHECK(gy <= 65535, NotImplementedError, "sgemm ", name, ": M = ", M, " needs more than 65535 block rows");
+  auto aligned = [](const float* p, int64_t ld) { return ld % 4 == 0 && aligned16(p); };
+  const Operand a{A, lda, M, K, aligned(A, lda)}, b{B, ldb, N, K, aligned(B, ldb)};
+  const dim3 grid(static_cast<unsigned>((N + kTileN - 1) / kTileN), static_cast<unsigned>(gy));
+  const StoreC out{alpha, beta, C, ldc};
+  const int64_t chunk = std::max<int64_t>((K + BK - 1) / BK * BK, BK);
+  if (!ta && tb) {
+    launch(StoredA<true>{a}, StoredB<true>{b}, out, grid, chunk);
+  } else if (!ta) {
+    launch(StoredA<true>{a}, StoredB<false>{b}, out, grid, chunk);
+  } else if (tb) {
+    launch(StoredA<false>{a}, StoredB<true>{b}, out, grid, chunk);
+  } else {
+    launch(StoredA<false>{a}, StoredB<false>{b}, out, grid, chunk);
+  }
+  launch_check(name);
+}
 
 }  // namespace crfseg::kernels::cuda::tiled

@@ -27,7 +27,6 @@
 // B transposed) is transposed on the way in; one stored with r contiguous is
 // copied as float4s. Rows padded to 132 floats keep float4 alignment and
 // make the transposing stores 2-way rather than 4-way bank conflicts.
-#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
@@ -38,38 +37,16 @@ namespace crfseg::kernels::cuda {
 
 namespace {
 
-using tiled::Operand;
-using tiled::StoreC;
-using tiled::StoredA;
-using tiled::StoredB;
-
 template <int kTileM, int BK>
 void sgemm_float4_dbuf(const char* name, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                        const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                        Stream stream) {
-  if (M == 0 || N == 0) return;
-  const int64_t gy = (M + kTileM - 1) / kTileM;
-  CRFSEG_CHECK(gy <= 65535, NotImplementedError, "sgemm ", name, ": M = ", M, " needs more than 65535 block rows");
-  auto aligned = [](const float* p, int64_t ld) { return ld % 4 == 0 && aligned16(p); };
-  const Operand a{A, lda, M, K, aligned(A, lda)}, b{B, ldb, N, K, aligned(B, ldb)};
-  const dim3 grid(static_cast<unsigned>((N + tiled::kTileN - 1) / tiled::kTileN), static_cast<unsigned>(gy));
-  const StoreC out{alpha, beta, C, ldc};
-  const int64_t chunk = std::max<int64_t>((K + BK - 1) / BK * BK, BK);  // one chunk: the whole depth
-  constexpr int kThreads = tiled::kThreads;
-  if (!ta && tb) {
-    tiled::gemm_tile_kernel<StoredA<true>, StoredB<true>, StoreC, kTileM, BK>
-        <<<grid, kThreads, 0, stream>>>({a}, {b}, out, K, chunk);
-  } else if (!ta) {
-    tiled::gemm_tile_kernel<StoredA<true>, StoredB<false>, StoreC, kTileM, BK>
-        <<<grid, kThreads, 0, stream>>>({a}, {b}, out, K, chunk);
-  } else if (tb) {
-    tiled::gemm_tile_kernel<StoredA<false>, StoredB<true>, StoreC, kTileM, BK>
-        <<<grid, kThreads, 0, stream>>>({a}, {b}, out, K, chunk);
-  } else {
-    tiled::gemm_tile_kernel<StoredA<false>, StoredB<false>, StoreC, kTileM, BK>
-        <<<grid, kThreads, 0, stream>>>({a}, {b}, out, K, chunk);
-  }
-  launch_check(name);
+  tiled::launch_stored<kTileM, BK>(
+      name, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+      [&](auto la, auto lb, const tiled::StoreC& out, dim3 grid, int64_t chunk) {
+        tiled::gemm_tile_kernel<decltype(la), decltype(lb), tiled::StoreC, kTileM, BK>
+            <<<grid, tiled::kThreads, 0, stream>>>(la, lb, out, K, chunk);
+      });
 }
 
 }  // namespace

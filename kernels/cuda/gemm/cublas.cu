@@ -321,6 +321,7 @@ const std::vector<CudaSgemmVariant>& sgemm_variants() {
        GemmPrecision::bf16},
       {"v10_bf16_wgmma_pair", sgemm_v10_bf16_wgmma_pair, "as v9, in clusters of two blocks sharing B's tile",
        GemmPrecision::bf16},
+      {"v11_bf16_mma_tile", sgemm_v11_bf16_mma_tile, "BF16 precision; sm_80 or later", GemmPrecision::bf16},
   };
   return v;
 }

@@ -49,6 +49,11 @@
 //                 BF16 operands (m64n256k16), rounded from FP32 while they
 //                 are packed K-major; cuBLAS at bf16 precision where wgmma
 //                 cannot run. Written without a GPU (session 47).
+//   v11_bf16_mma_tile: v4's tiles and loaders on the tensor cores
+//                 (tiled_bf16.cuh: mma.sync m16n8k16 fed by ldmatrix, BF16
+//                 operands rounded on their way into shared memory); the
+//                 kernel of the implicit-GEMM convolution at bf16 precision.
+//                 Any shape. Written without a GPU (session 48).
 // Production: CRFSEG_CUDA_SGEMM=<name> selects a variant; default cublas.
 #pragma once
 
@@ -70,8 +75,8 @@ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 1
 // take A and B rounded to TF32 (10-bit mantissa) or BF16 (7-bit) and
 // accumulate in FP32. Tensors stay FP32 in memory. Process-wide; the setter
 // returns the previous value. The hand-written variants keep their own
-// precision (CudaSgemmVariant::precision: v3, v5, v6, v7 TF32; v9, v10
-// BF16; the others FP32).
+// precision (CudaSgemmVariant::precision: v3, v5, v6, v7 TF32; v9, v10,
+// v11 BF16; the others FP32).
 enum class GemmPrecision { fp32, tf32, bf16 };
 GemmPrecision gemm_precision();
 GemmPrecision set_gemm_precision(GemmPrecision precision);
@@ -120,6 +125,8 @@ void sgemm_v9_bf16_wgmma(bool, bool, int64_t, int64_t, int64_t, float, const flo
                          int64_t, float, float*, int64_t, Stream);
 void sgemm_v10_bf16_wgmma_pair(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
                                int64_t, float, float*, int64_t, Stream);
+void sgemm_v11_bf16_mma_tile(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                             int64_t, float, float*, int64_t, Stream);
 // Whether v6 and v7 (v9 and v10) run their own wgmma kernels on the current
 // device (built for sm_90a, compute capability 9.0), rather than handing
 // calls to v5 (to cuBLAS at bf16 precision).

@@ -10,12 +10,13 @@
 //   backward-weight  dW[k, crs]    = sum_{(n, pq)} g[n, k, pq] X[crs, (n, pq)]
 //                    (M = K, N = C*R*S, K = N*P*Q)
 //
-// Two kernels:
-//  * float, every pass: v4/v8's tiled SGEMM kernel (gemm/tiled.cuh), 128-
-//    column tiles 16 deep, 8 x 8 results a thread, double-buffered, its
-//    operands gathered slice by slice instead of written to memory and
-//    read back (GatherColumns: each thread's four consecutive pixels of one
-//    im2col row, one im2col_values call). The forward multiplies the
+// Three kernels:
+//  * float at fp32 or tf32 precision, every pass: v4/v8's tiled SGEMM
+//    kernel (gemm/tiled.cuh), 128-column tiles 16 deep, 8 x 8 results a
+//    thread, double-buffered, its operands gathered slice by slice
+//    instead of written to memory and read back (GatherColumns: each
+//    thread's four consecutive pixels of one im2col row, one
+//    im2col_values call). The forward multiplies the
 //    weights by the im2col matrix; the backward-input of stride-1
 //    undilated layers is the forward of the flipped, transposed filters at
 //    padding R-1-p (im2col_rules.h); the weight gradient multiplies the
@@ -24,6 +25,11 @@
 //    chunk order. On the H100 in session 42 the im2col and col2im kernels
 //    took 95 ms of 476 in the profile of a U-Net step's kernels; this path
 //    writes no columns at all.
+//  * float at bf16 precision (gemm_precision(), as cuBLAS follows it on
+//    the im2col path): the same loaders and epilogues on the tensor-core
+//    form of that kernel (gemm/tiled_bf16.cuh: mma.sync m16n8k16 fed by
+//    ldmatrix, the gathered values rounded to BF16 on their way into
+//    shared memory, 32-deep slices). Written without a GPU (session 48).
 //  * everything else (f64, strided or dilated backward-input, planes past
 //    32-bit indices): v2_smem_tile's scheme at 64 x 64 x 8 tiles with a
 //    4 x 4 register tile per thread (small enough for f64), parameterised
@@ -43,6 +49,7 @@
 #include "kernels/cuda/for_each.cuh"
 #include "kernels/cuda/gemm/gemm.h"
 #include "kernels/cuda/gemm/tiled.cuh"
+#include "kernels/cuda/gemm/tiled_bf16.cuh"
 #include "kernels/cuda/im2col_rules.h"
 
 namespace crfseg::kernels::cuda {
@@ -249,6 +256,30 @@ void with_tile_rows(int64_t K, F f) {
   }
 }
 
+// The tiled product on the tensor cores (tiled_bf16.cuh) when the GEMMs'
+// precision is bf16 (gemm_precision(), as the im2col path's cuBLAS calls
+// follow it), else on the FP32 kernel (tiled.cuh): the depth in chunks of
+// `chunk`, a multiple of the kernel's slice depth, one per blockIdx.z of
+// `grid`. (Read once per pass: the precision is process-wide.)
+bool tensor_core_tiles() { return gemm_precision() == GemmPrecision::bf16; }
+// The whole depth as one chunk of whole slices.
+int64_t whole_depth(int64_t depth, bool tensor_cores) {
+  const int64_t step = tensor_cores ? tiled::kBf16Depth : kDepthStep;
+  return std::max<int64_t>((depth + step - 1) / step * step, step);
+}
+template <int kTileM, class LoadA, class LoadB, class Out>
+void launch_tiles(bool tensor_cores, const LoadA& a, const LoadB& b, const Out& out, int64_t depth, int64_t chunk,
+                  dim3 grid, Stream stream, const char* name) {
+  if (tensor_cores) {
+    tiled::gemm_tile_bf16_kernel<LoadA, LoadB, Out, kTileM><<<grid, tiled::kThreads, 0, stream>>>(a, b, out, depth,
+                                                                                                  chunk);
+  } else {
+    tiled::gemm_tile_kernel<LoadA, LoadB, Out, kTileM, kDepthStep><<<grid, tiled::kThreads, 0, stream>>>(a, b, out,
+                                                                                                       depth, chunk);
+  }
+  launch_check(name);
+}
+
 // The float forward on the tiled kernel: M = K output channels in tiles of
 // tile_rows(K), N = N P Q pixels, depth C R S.
 template <int kTileM>
@@ -263,11 +294,9 @@ void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const 
   const int64_t gy = (g.K + kTileM - 1) / kTileM, gx = (cols + tiled::kTileN - 1) / tiled::kTileN;
   CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff, NotImplementedError, name, ": a ", g.K, " x ", cols,
                " output is too large for one grid");
-  const int64_t chunk = std::max<int64_t>((CRS + kDepthStep - 1) / kDepthStep * kDepthStep, kDepthStep);
-  tiled::gemm_tile_kernel<tiled::StoredA<true>, GatherColumns<false>, ConvOut, kTileM, kDepthStep>
-      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), tiled::kThreads, 0, stream>>>(a, b, out, CRS,
-                                                                                                   chunk);
-  launch_check(name);
+  const bool tensor_cores = tensor_core_tiles();
+  launch_tiles<kTileM>(tensor_cores, a, b, out, CRS, whole_depth(CRS, tensor_cores),
+                       dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), stream, name);
 }
 
 void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y, Stream stream,
@@ -276,11 +305,13 @@ void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const 
 }
 
 // The weight gradient's split of its depth (N P Q pixels, often a million)
-// into chunks of whole slices: enough chunks for about kWeightGradBlocks
+// into chunks of whole slices of either kernel (kSplitStep, a multiple of
+// both kernels' slice depths): enough chunks for about kWeightGradBlocks
 // blocks in all, each at least kMinChunk deep. A function of the geometry
 // alone (not of the device), so the sums' order, and the result, are the
 // same everywhere.
-constexpr int64_t kWeightGradBlocks = 264, kMinChunk = 1024;
+constexpr int64_t kWeightGradBlocks = 264, kMinChunk = 1024, kSplitStep = tiled::kBf16Depth;
+static_assert(kSplitStep % kDepthStep == 0);
 struct WeightGradSplit {
   int64_t chunk, chunks;
 };
@@ -290,7 +321,7 @@ WeightGradSplit weight_grad_split(const ConvGeometry& g) {
   const int64_t wanted = std::clamp<int64_t>((kWeightGradBlocks + tiles - 1) / std::max<int64_t>(tiles, 1), 1,
                                              std::max<int64_t>(depth / kMinChunk, 1));
   int64_t chunk = (depth + wanted - 1) / wanted;
-  chunk = std::max<int64_t>((chunk + kDepthStep - 1) / kDepthStep * kDepthStep, kDepthStep);
+  chunk = std::max<int64_t>((chunk + kSplitStep - 1) / kSplitStep * kSplitStep, kSplitStep);
   return {chunk, std::max<int64_t>((depth + chunk - 1) / chunk, 1)};
 }
 
@@ -313,10 +344,9 @@ void tiled_weight_grad(const ConvGeometry& g, const float* grad, const float* x,
   const int64_t gy = (g.K + kTileM - 1) / kTileM, gx = (CRS + tiled::kTileN - 1) / tiled::kTileN;
   CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff && split.chunks <= 65535, NotImplementedError, name, ": a ", g.K,
                " x ", CRS, " gradient in ", split.chunks, " chunks is too large for one grid");
-  tiled::gemm_tile_kernel<GatherGrad, GatherColumns<true>, PartialOut, kTileM, kDepthStep>
-      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(split.chunks)),
-         tiled::kThreads, 0, stream>>>(a, b, out, depth, split.chunk);
-  launch_check(name);
+  launch_tiles<kTileM>(tensor_core_tiles(), a, b, out, depth, split.chunk,
+                       dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(split.chunks)),
+                       stream, name);
   if (split.chunks > 1) {
     const int64_t n = g.K * CRS, chunks = split.chunks;
     for_each(n, [=] __device__(int64_t i) {

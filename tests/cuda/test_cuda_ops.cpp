@@ -35,6 +35,20 @@ const bool kNoDevice = cuda::device_count() == 0;
 Tensor gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
 Tensor cpu(const Tensor& t) { return t.to(Device::cpu()); }
 
+// A float tensor's values rounded to BF16 (to nearest even, as
+// __float2bfloat16_rn), as f64: the operands a bf16-precision product
+// must have multiplied.
+Tensor bf16_rounded(const Tensor& t) {
+  std::vector<float> v = ops::contiguous(t).to_vector<float>();
+  for (float& f : v) {
+    uint32_t u = 0;
+    std::memcpy(&u, &f, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    std::memcpy(&f, &u, sizeof u);
+  }
+  return from_vector(v, t.shape()).to(DType::f64);
+}
+
 // f32 kernels on the two devices round differently; f64 must agree closely.
 double tol(DType d) { return d == DType::f64 ? 1e-12 : 2e-5; }
 
@@ -697,6 +711,54 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
 #endif
 }
 
+// At bf16 precision the implicit path's float passes run the tensor-core
+// tile kernel (gemm/tiled_bf16.cuh): against an f64 reference on the
+// operands rounded to BF16 on the host, the error is FP32 accumulation's;
+// against the unrounded operands it is BF16's, which the FP32 kernel would
+// not show. The shapes are the tiled cases above whose three passes all
+// run tiled (stride 1, no dilation): both tile heights (64 and 128 output
+// channels), odd P Q (slots crossing images), a 1x3 kernel, a weight
+// gradient in chunks, and a 64-channel layer.
+TEST_CASE("cuda conv: implicit GEMM at bf16 multiplies BF16-rounded operands on the tensor cores" *
+          doctest::skip(kNoDevice)) {
+#ifdef CRFSEG_WITH_CUDA
+  const ConvAlgorithmGuard guard(kernels::cuda::ConvAlgorithm::implicit_gemm);
+  struct Case { Shape x, w; Conv2dArgs a; };
+  const Conv2dArgs pad1{.pad_h = 1, .pad_w = 1};
+  const std::vector<Case> cases = {
+      {{1, 9, 6, 7}, {70, 9, 3, 3}, pad1},   {{2, 5, 16, 20}, {7, 5, 3, 3}, pad1},
+      {{1, 4, 12, 12}, {130, 4, 1, 3}, {.pad_h = 0, .pad_w = 1}},       {{3, 2, 9, 15}, {6, 2, 3, 3}, pad1},
+      {{2, 3, 32, 32}, {5, 3, 3, 3}, pad1},  {{5, 2, 23, 19}, {3, 2, 3, 3}, pad1},
+      {{5, 64, 16, 16}, {64, 64, 3, 3}, pad1},
+  };
+  int seed = 80;
+  for (const Case& c : cases) {
+    INFO("x ", shape_str(c.x), ", w ", shape_str(c.w));
+    const Tensor x = random_tensor(c.x, seed++), w = random_tensor(c.w, seed++);
+    const Shape y_shape = ops::conv2d(x, w, Tensor(), c.a).shape();
+    const Tensor g = random_tensor(y_shape, seed++);
+    const Tensor x16 = bf16_rounded(x), w16 = bf16_rounded(w), g16 = bf16_rounded(g);
+    const Tensor x64 = x.to(DType::f64), w64 = w.to(DType::f64), g64 = g.to(DType::f64);
+    const cuda::MatmulPrecisionGuard precision(cuda::MatmulPrecision::bf16);
+    const Tensor y = cpu(ops::conv2d(gpu(x), gpu(w), Tensor(), c.a));
+    const Tensor dw = cpu(ops::conv2d_backward_weight(gpu(g), gpu(x), c.w, c.a));
+    const Tensor dx = cpu(ops::conv2d_backward_input(gpu(g), gpu(w), c.x, c.a));
+    const double ey = relative_error(y, ops::conv2d(x16, w16, Tensor(), c.a));
+    const double edw = relative_error(dw, ops::conv2d_backward_weight(g16, x16, c.w, c.a));
+    const double edx = relative_error(dx, ops::conv2d_backward_input(g16, w16, c.x, c.a));
+    MESSAGE("implicit bf16 against the BF16-rounded operands: forward ", ey, ", weight gradient ", edw,
+            ", backward-input ", edx);
+    CHECK(ey < 1e-5);
+    CHECK(edw < 1e-5);
+    CHECK(edx < 1e-5);
+    // ... and BF16's error against the operands themselves.
+    CHECK(relative_error(y, ops::conv2d(x64, w64, Tensor(), c.a)) > 1e-4);
+    CHECK(relative_error(dw, ops::conv2d_backward_weight(g64, x64, c.w, c.a)) > 1e-4);
+    CHECK(relative_error(dx, ops::conv2d_backward_input(g64, w64, c.x, c.a)) > 1e-4);
+  }
+#endif
+}
+
 TEST_CASE("cuda conv: autotune times each applicable algorithm once per pass and layer, then reuses the choice" *
           doctest::skip(kNoDevice)) {
 #ifdef CRFSEG_WITH_CUDA
@@ -1250,16 +1312,6 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
   // (~1e-6), where leaving either operand unrounded would show BF16's
   // (~1e-3). The forward and the weight gradient make their columns in
   // BF16 directly; limits give groups of 1, of 2 + 2 + 1 and of 5.
-  auto bf16_rounded = [](const Tensor& t) {  // round to nearest even, as __float2bfloat16_rn
-    std::vector<float> v = ops::contiguous(t).to_vector<float>();
-    for (float& f : v) {
-      uint32_t u = 0;
-      std::memcpy(&u, &f, sizeof u);
-      u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-      std::memcpy(&f, &u, sizeof u);
-    }
-    return from_vector(v, t.shape()).to(DType::f64);
-  };
   const Tensor g = random_tensor({5, 64, 16, 16}, 67);
   const Tensor x16 = bf16_rounded(x), w16 = bf16_rounded(w), g16 = bf16_rounded(g);
   const Tensor want_y = ops::conv2d(x16, w16, Tensor(), pad1);

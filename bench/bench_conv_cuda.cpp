@@ -7,7 +7,12 @@
 // torch_conv_cuda.py times PyTorch (cuDNN, TF32 off) on the same shapes;
 // scripts/gpu-check.sh runs both.
 //
-//   build/bench/bench_conv_cuda [--quick] [--batch N] [--repeats R]
+//   build/bench/bench_conv_cuda [--quick] [--batch N] [--repeats R] [--precision fp32|tf32|bf16]
+//
+// --precision: the GEMMs' input precision (cuda::MatmulPrecision) for every
+// path: at bf16 im2col's cuBLAS products take BF16 columns and the implicit
+// GEMM runs its tensor-core kernel (gemm/tiled_bf16.cuh); the peer's twin
+// is torch_conv_cuda.py --precision bf16 (BF16 tensors, as autocast).
 //
 // Without a device it prints why and exits 0.
 #include <algorithm>
@@ -17,6 +22,7 @@
 #include <vector>
 
 #include "tensor/cuda_memory.h"
+#include "tensor/error.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
@@ -30,6 +36,7 @@ using namespace crfseg;
 int main(int argc, char** argv) {
   int64_t batch = 4;
   int repeats = 10, warmup = 2;
+  cuda::MatmulPrecision precision = cuda::MatmulPrecision::fp32;
   struct Layer {
     int64_t C, HW, K;
   };
@@ -40,8 +47,16 @@ int main(int argc, char** argv) {
     if (a == "--quick") repeats = 2, warmup = 1, layers = {{3, 32, 8}, {16, 16, 16}};
     else if (a == "--batch" && i + 1 < argc) batch = std::max<int64_t>(1, std::atoll(argv[++i]));
     else if (a == "--repeats" && i + 1 < argc) repeats = std::max(1, std::atoi(argv[++i]));
-    else {
-      std::fprintf(stderr, "usage: bench_conv_cuda [--quick] [--batch N] [--repeats R]\n");
+    else if (a == "--precision" && i + 1 < argc) {
+      try {
+        precision = cuda::parse_matmul_precision(argv[++i]);
+      } catch (const ValueError& e) {
+        std::fprintf(stderr, "bench_conv_cuda: %s\n", e.what());
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr,
+                   "usage: bench_conv_cuda [--quick] [--batch N] [--repeats R] [--precision fp32|tf32|bf16]\n");
       return 2;
     }
   }
@@ -54,8 +69,10 @@ int main(int argc, char** argv) {
   namespace kcu = kernels::cuda;
   const Device dev = Device::cuda(0);
   Generator gen(2);
-  std::printf("# CUDA conv2d 3x3 pad 1, batch %lld, f32; fwd + bwd-input + bwd-weight, median of %d\n",
-              static_cast<long long>(batch), repeats);
+  const cuda::MatmulPrecisionGuard guard(precision);
+  std::printf("# CUDA conv2d 3x3 pad 1, batch %lld, f32 tensors, %s GEMM inputs; fwd + bwd-input + bwd-weight, median of "
+              "%d\n",
+              static_cast<long long>(batch), cuda::matmul_precision_name(precision), repeats);
   std::printf(
       "| C -> K @ HxW | im2col+GEMM ms | implicit GEMM ms | implicit / im2col | rel diff | Winograd 2x2 ms | / im2col "
       "| rel diff | Winograd 4x4 ms | / im2col | rel diff |\n|---|---|---|---|---|---|---|---|---|---|---|\n");

@@ -192,6 +192,11 @@ bench "unet bf16" 120 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 -
   --precision bf16
 bench "torch unet bf16" 120 $py bench/peers/torch_segmenter.py --base 64 --depth 4 --size 256 --batch 16 --repeats 10 \
   --device cuda --amp bf16
+# The same with every convolution on the implicit GEMM, whose float passes
+# then run the BF16 tensor-core tile kernel (gemm/tiled_bf16.cuh; session
+# 48, written without a GPU): no columns in memory at all.
+bench "unet bf16 implicit" 120 env CRFSEG_CUDA_CONV=implicit "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
+  --batch 16 --repeats 10 --device cuda --precision bf16
 # With the layer's profile (its lattice and iteration scopes): session 42's
 # H100 run had none when the layer took +401% of the step.
 bench "unet+crf" 150 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 --repeats 5 --device cuda --crf \
@@ -233,6 +238,8 @@ fi
 
 bench conv 120 "$bin/bench/bench_conv_cuda" --repeats 5
 bench "torch conv" 120 $py bench/peers/torch_conv_cuda.py --repeats 5
+bench "conv bf16" 120 "$bin/bench/bench_conv_cuda" --repeats 5 --precision bf16
+bench "torch conv bf16" 120 $py bench/peers/torch_conv_cuda.py --repeats 5 --precision bf16
 # Where issue #7's U-Net step's GPU time goes, kernel by kernel (Nsight
 # Compute): the table goes to the bench log, ncu's raw CSV stays off $OUT
 # (the device tool returns at most 8 files).

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """PyTorch twin of bench/bench_conv_cuda: cuDNN conv2d 3x3 pad 1 on the same
 U-Net layer shapes, forward + backward-input + backward-weight (through
-torch.nn.grad's conv2d_input / conv2d_weight), f32 with TF32 off, median of
-R runs timed with CUDA events after warm-up.
+torch.nn.grad's conv2d_input / conv2d_weight), median of R runs timed with
+CUDA events after warm-up. --precision fp32 (the default): f32 with TF32
+off; tf32: f32 with TF32 allowed; bf16: bfloat16 tensors (what autocast
+gives a convolution; half of f32's bytes, where crfseg's bf16 keeps f32
+tensors and rounds only the products' inputs).
 
-  python3 bench/peers/torch_conv_cuda.py [--batch N] [--repeats R]
+  python3 bench/peers/torch_conv_cuda.py [--batch N] [--repeats R] [--precision fp32|tf32|bf16]
 """
 import argparse
 import statistics
@@ -18,17 +21,19 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32")
     a = p.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
+    dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32
     torch.backends.cudnn.benchmark = True
     dev = torch.device("cuda")
-    print("| C -> K @ HxW | pytorch %s cuDNN ms |" % torch.__version__)
+    print("| C -> K @ HxW | pytorch %s cuDNN %s ms |" % (torch.__version__, a.precision))
     print("|---|---|")
     for C, HW, K in ((3, 256, 64), (64, 256, 64), (128, 128, 128), (256, 64, 256), (512, 32, 512), (1024, 16, 1024)):
-        x = torch.randn(a.batch, C, HW, HW, device=dev)
-        w = torch.randn(K, C, 3, 3, device=dev)
-        g = torch.randn(a.batch, K, HW, HW, device=dev)
+        x = torch.randn(a.batch, C, HW, HW, device=dev, dtype=dtype)
+        w = torch.randn(K, C, 3, 3, device=dev, dtype=dtype)
+        g = torch.randn(a.batch, K, HW, HW, device=dev, dtype=dtype)
 
         def run():
             F.conv2d(x, w, padding=1)

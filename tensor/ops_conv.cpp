@@ -14,6 +14,7 @@
 
 #ifdef CRFSEG_WITH_CUDA
 #include <functional>
+#include <type_traits>
 
 #include "kernels/conv_autotune.h"
 #include "kernels/cuda/conv2d.h"
@@ -218,7 +219,9 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
     if (grad.device().is_cuda()) {
       namespace kcu = kernels::cuda;
       const auto run = [&](kcu::ConvAlgorithm a) {
-        if (a == kcu::ConvAlgorithm::implicit_gemm) {
+        // (Float passes the implicit path has no tiled kernel for run im2col's.)
+        if (a == kcu::ConvAlgorithm::implicit_gemm &&
+            (!std::is_same_v<T, float> || kcu::implicit_backward_input_tiled(g))) {
           const Tensor work = Tensor::empty({kcu::implicit_backward_input_workspace<T>(g)}, grad.options());
           kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), work.data<T>(),
                                                  detail::stream_of(grad));

@@ -90,9 +90,16 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T*
 // elements) and the backward-input of stride-1 undilated layers (as the
 // forward of the flipped, transposed filters, written to `work`:
 // implicit_backward_input_workspace(g) elements) run on the tiled SGEMM
-// kernel of v4/v8; a workspace size of 0 means none is needed.
+// kernel of v4/v8, at bf16 precision on its tensor-core form
+// (gemm/tiled_bf16.cuh); a workspace size of 0 means none is needed.
 template <typename T>
 void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, Stream stream);
+// Whether the float backward-input runs tiled (stride 1, no dilation, as
+// the forward of the flipped filters). The ops run im2col's where it does
+// not, as for Winograd's inapplicable layers: the generic kernel, which
+// f64 keeps, is a reference many times slower (the U-Net's 2x2 stride-2
+// up-convolutions would otherwise run their forwards on it).
+bool implicit_backward_input_tiled(const ConvGeometry& g);
 template <typename T>
 int64_t implicit_backward_input_workspace(const ConvGeometry& g);
 template <typename T>
@@ -123,7 +130,8 @@ void conv2d_backward_weight_winograd(const ConvGeometry& g, int tile, const T* d
                                      int64_t images, Stream stream);
 
 // Which path the ops take: im2col + GEMM (the default, the safe reference),
-// implicit GEMM, or Winograd with 2x2 or 4x4 output tiles (3x3 stride-1
+// implicit GEMM (a float backward-input it has no tiled kernel for runs
+// im2col's), or Winograd with 2x2 or 4x4 output tiles (3x3 stride-1
 // layers; other convolutions then run im2col); or autotune: per pass and
 // layer, whichever of those runs fastest when first timed
 // (kernels/conv_autotune.h; not bit-reproducible from run to run). The

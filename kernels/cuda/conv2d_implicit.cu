@@ -359,6 +359,8 @@ void tiled_weight_grad(const ConvGeometry& g, const float* grad, const float* x,
 
 }  // namespace
 
+bool implicit_backward_input_tiled(const ConvGeometry& g) { return backward_input_as_forward(g); }
+
 template <typename T>
 int64_t implicit_backward_input_workspace(const ConvGeometry& g) {
   return std::is_same_v<T, float> && backward_input_as_forward(g) ? g.K * g.crs() : 0;

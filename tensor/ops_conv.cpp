@@ -236,9 +236,9 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
                                   images, detail::stream_of(grad));
           return;
         }
-        const int64_t images = kcu::conv_group_images(g);
-        const Tensor col = col_workspace(g, grad, images);
-        kcu::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), col.data<T>(), images,
+        const kcu::BackwardInputPlan plan = kcu::backward_input_plan<T>(g);  // read once: sizes col and the run
+        const Tensor col = Tensor::empty({plan.workspace}, grad.options());
+        kcu::conv2d_backward_input<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), col.data<T>(), plan,
                                       detail::stream_of(grad));
       };
       run(cuda_conv_algorithm(kernels::ConvPass::backward_input, g, grad, run));

@@ -43,6 +43,7 @@ void gemm_shared_a(bool trans_a, int64_t M, int64_t N, int64_t K, const T* A, in
 }
 
 std::atomic<int> g_conv_algorithm{-1};  // -1: not chosen yet (read CRFSEG_CUDA_CONV)
+std::atomic<int> g_flipped_backward_input{-1};  // -1: not read yet (CRFSEG_CUDA_CONV_FLIP)
 std::atomic<int64_t> g_workspace_limit{int64_t{1} << 26};
 
 }  // namespace
@@ -79,6 +80,25 @@ ConvAlgorithm conv_algorithm() {
 ConvAlgorithm set_conv_algorithm(ConvAlgorithm algorithm) {
   const ConvAlgorithm previous = conv_algorithm();
   g_conv_algorithm.store(static_cast<int>(algorithm));
+  return previous;
+}
+
+bool conv_flipped_backward_input() {
+  int on = g_flipped_backward_input.load();
+  if (on < 0) {
+    const char* env = std::getenv("CRFSEG_CUDA_CONV_FLIP");
+    const std::string v = env == nullptr ? "" : env;
+    CRFSEG_CHECK(v.empty() || v == "0" || v == "1", ValueError, "CRFSEG_CUDA_CONV_FLIP: expected 0 or 1, got '", v,
+                 "'");
+    int expected = -1;
+    g_flipped_backward_input.compare_exchange_strong(expected, v == "1" ? 1 : 0);
+    on = g_flipped_backward_input.load();
+  }
+  return on == 1;
+}
+bool set_conv_flipped_backward_input(bool on) {
+  const bool previous = conv_flipped_backward_input();
+  g_flipped_backward_input.store(on ? 1 : 0);
   return previous;
 }
 
@@ -295,10 +315,45 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
   }
 }
 
+namespace {
+// The flipped filters' share of the flipped backward-input's workspace,
+// rounded up to 64 elements so that the columns after them start 256-byte
+// aligned (f32), as the vector im2col stores and cuBLAS prefer.
+int64_t flipped_filters_elems(const ConvGeometry& g) { return (g.K * g.crs() + 63) / 64 * 64; }
+}  // namespace
+
 template <typename T>
-void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, int64_t images_in,
-                           Stream stream) {
-  const int64_t group = conv_checked_group(g, images_in, "conv2d_backward_input");
+BackwardInputPlan backward_input_plan(const ConvGeometry& g) {
+  const bool flipped = conv_flipped_backward_input() && !g.is_pointwise() && g.hw() > 0 && g.pq() > 0 &&
+                       backward_input_as_forward(g) && (g.K <= g.C || bf16_columns<T>());
+  if (!flipped) {
+    const int64_t images = conv_group_images(g);
+    return {false, images, col_elems(g, images)};
+  }
+  const ConvGeometry b = backward_input_forward_geometry(g);
+  const int64_t images = conv_group_images(b);
+  return {true, images, flipped_filters_elems(g) + col_elems(b, images)};
+}
+
+template <typename T>
+void flip_filters(const ConvGeometry& g, const T* w, T* flipped, Stream stream) {
+  const int64_t C = g.C, K = g.K, R = g.R, S = g.S;
+  for_each(K * g.crs(), [=] __device__(int64_t i) { flipped[i] = w[flipped_filter_source(i, C, K, R, S)]; }, stream,
+           "conv2d: flip filters");
+}
+
+template <typename T>
+void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col,
+                           const BackwardInputPlan& plan, Stream stream) {
+  if (plan.flipped) {
+    // dx = the forward of g's output gradient through W' (the filters
+    // flipped into the workspace's head, its columns after them).
+    flip_filters<T>(g, w, col, stream);
+    conv2d_forward<T>(backward_input_forward_geometry(g), grad, col, nullptr, dx, col + flipped_filters_elems(g),
+                      plan.images, stream);
+    return;
+  }
+  const int64_t group = conv_checked_group(g, plan.images, "conv2d_backward_input");
   for (int64_t n = 0; n < g.N; n += group) {
     const int64_t images = std::min(group, g.N - n);
     const T* gn = grad + n * g.K * g.pq();
@@ -380,8 +435,10 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T*
   template void col2im<T>(const ConvGeometry&, const T*, T*, Stream);                                    \
   template void conv2d_forward<T>(const ConvGeometry&, const T*, const T*, const T*, T*, T*, int64_t,   \
                                   Stream);                                                              \
-  template void conv2d_backward_input<T>(const ConvGeometry&, const T*, const T*, T*, T*, int64_t,      \
-                                         Stream);                                                       \
+  template BackwardInputPlan backward_input_plan<T>(const ConvGeometry&);                                 \
+  template void flip_filters<T>(const ConvGeometry&, const T*, T*, Stream);                              \
+  template void conv2d_backward_input<T>(const ConvGeometry&, const T*, const T*, T*, T*,               \
+                                         const BackwardInputPlan&, Stream);                             \
   template void conv2d_backward_weight<T>(const ConvGeometry&, const T*, const T*, T*, T*, int64_t,     \
                                           Stream);
 CRFSEG_CONV(float)

@@ -9,6 +9,8 @@
 // Per image n, with CRS = C*R*S and PQ = P*Q:
 //   forward          col = im2col(x_n) [CRS, PQ];  y_n [K, PQ] = W [K, CRS] @ col; y += bias
 //   backward-input   col = W^T @ g_n [CRS, PQ];    dx_n = col2im(col)
+//                    (or, stride 1: the forward of the flipped filters over g;
+//                    see backward_input_plan)
 //   backward-weight  dW [K, CRS] += g_n [K, PQ] @ im2col(x_n)^T
 // (several images per step: conv_group_images, conv_weight_grad_images).
 // col2im gathers (each input pixel sums the columns that read it), so no
@@ -73,9 +75,34 @@ int64_t conv_weight_grad_images(const ConvGeometry& g);
 template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* col, int64_t images,
                     Stream stream);
+// The backward-input of a stride-1, undilated layer may also run as the
+// forward of the flipped, transposed filters (W'[c, k, r, s] = W[k, c, R-1-r,
+// S-1-s] at padding R-1-p, im2col_rules.h) over im2col of the output
+// gradient: K R S H W columns instead of col2im's C R S P Q (half for the
+// decoder's layers, K = C / 2), a GEMM as well shaped as the forward's
+// rather than one K deep, and at bf16 precision columns made in BF16
+// (col2im's are the GEMM's FP32 output). It runs where that makes no more
+// columns (K <= C) or they are BF16, when conv_flipped_backward_input()
+// is on: off by default (CRFSEG_CUDA_CONV_FLIP=1 turns it on) until
+// gpu-check has compared the two on a device. The plan holds the choice,
+// the image group and the workspace in elements (the flipped filters, then
+// the forward's columns); the caller sizes `col` from it and passes it
+// back, so the choice cannot change in between.
+struct BackwardInputPlan {
+  bool flipped;
+  int64_t images, workspace;
+};
+bool conv_flipped_backward_input();
+bool set_conv_flipped_backward_input(bool on);  // returns the previous setting
 template <typename T>
-void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col, int64_t images,
-                           Stream stream);
+BackwardInputPlan backward_input_plan(const ConvGeometry& g);
+// The flipped filters W' [C, K, R, S] of W [K, C, R, S] (also the implicit
+// path's stride-1 backward-input).
+template <typename T>
+void flip_filters(const ConvGeometry& g, const T* w, T* flipped, Stream stream);
+template <typename T>
+void conv2d_backward_input(const ConvGeometry& g, const T* grad, const T* w, T* dx, T* col,
+                           const BackwardInputPlan& plan, Stream stream);
 // The weight gradient's group, conv_weight_grad_images(g), runs as one GEMM
 // whose depth is the group's pixels; col holds col_elems_weight_grad(g,
 // images) elements.

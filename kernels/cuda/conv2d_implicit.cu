@@ -396,9 +396,7 @@ void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const 
     if (backward_input_as_forward(g)) {
       // dx = the forward of g's output gradient through W' [C, K, R, S]
       // (W flipped and transposed, written to work) at padding R-1-p.
-      const int64_t C = g.C, K = g.K, R = g.R, S = g.S;
-      for_each(K * g.crs(), [=] __device__(int64_t i) { work[i] = w[flipped_filter_source(i, C, K, R, S)]; }, stream,
-               "conv2d_backward_input_implicit: flip");
+      flip_filters<float>(g, w, work, stream);
       tiled_forward(backward_input_forward_geometry(g), grad, work, nullptr, dx, stream,
                     "conv2d_backward_input_implicit");
       return;

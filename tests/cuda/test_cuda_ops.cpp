@@ -1137,6 +1137,94 @@ kernels::ConvGeometry five_images() {
 }
 #endif
 
+#ifdef CRFSEG_WITH_CUDA
+// Sets whether the im2col path's stride-1 backward-input runs as the
+// forward of the flipped filters, restoring the previous setting.
+struct FlipGuard {
+  explicit FlipGuard(bool on) : previous(kernels::cuda::set_conv_flipped_backward_input(on)) {}
+  ~FlipGuard() { kernels::cuda::set_conv_flipped_backward_input(previous); }
+  bool previous;
+};
+#endif
+
+TEST_CASE("cuda conv: the flipped backward-input's plan (when it runs, its groups and workspace)") {
+#ifdef CRFSEG_WITH_CUDA
+  namespace kcu = kernels::cuda;
+  kernels::ConvGeometry g = five_images();  // 3 -> 4 channels: more columns flipped (4 x 9 x 63 against 27 x 63)
+  kernels::ConvGeometry narrowing = g;      // 4 -> 3: fewer
+  narrowing.C = 4, narrowing.K = 3;
+  const WorkspaceLimitGuard limit(int64_t{1} << 26);
+  {
+    const FlipGuard off(false);
+    const kcu::BackwardInputPlan p = kcu::backward_input_plan<float>(narrowing);
+    CHECK_FALSE(p.flipped);
+    CHECK(p.images == 5);
+    CHECK(p.workspace == kcu::col_elems(narrowing, 5));
+  }
+  const FlipGuard on(true);
+  CHECK_FALSE(kcu::backward_input_plan<float>(g).flipped);  // K > C at FP32: col2im's columns are fewer
+  const kcu::BackwardInputPlan p = kcu::backward_input_plan<float>(narrowing);
+  CHECK(p.flipped);
+  // The forward of 3 -> 4 channels over the 9 x 7 gradient: 3 x 9 x 63
+  // columns an image, after the 3 x 4 x 9 = 108 filter values rounded up
+  // to a multiple of 64.
+  CHECK(p.images == 5);
+  CHECK(p.workspace == 128 + 5 * 27 * 63);
+  {
+    const WorkspaceLimitGuard two(2 * 27 * 63);
+    CHECK(kcu::backward_input_plan<float>(narrowing).images == 2);
+  }
+  // Not flipped: strides, dilations, padding past R - 1, pointwise layers.
+  kernels::ConvGeometry strided = narrowing, dilated = narrowing, padded = narrowing, pointwise = narrowing;
+  strided.sh = 2, strided.P = 5;
+  dilated.dw = 2, dilated.pw = 2;
+  padded.ph = 3, padded.P = 13;
+  pointwise.R = pointwise.S = 1, pointwise.ph = pointwise.pw = 0;
+  for (const kernels::ConvGeometry& c : {strided, dilated, padded, pointwise}) {
+    CHECK_FALSE(kcu::backward_input_plan<float>(c).flipped);
+  }
+#endif
+}
+
+// The im2col path's flipped backward-input against the CPU: narrowing
+// layers (K < C), equal ones, paddings 0 and 2 of a 3x3 kernel and a 1x3
+// one, groups of 1, 2 + 2 + 1 and 5 images; and at bf16 precision (BF16
+// columns, so also K > C) against f64 on the BF16-rounded operands.
+TEST_CASE("cuda conv: the backward-input as the forward of the flipped filters matches the CPU" *
+          doctest::skip(kNoDevice)) {
+#ifdef CRFSEG_WITH_CUDA
+  const ConvAlgorithmGuard algorithm(kernels::cuda::ConvAlgorithm::im2col);
+  const FlipGuard on(true);
+  struct Case { Shape x, w; Conv2dArgs a; };
+  const std::vector<Case> cases = {
+      {{5, 6, 9, 11}, {3, 6, 3, 3}, {.pad_h = 1, .pad_w = 1}},  {{5, 4, 8, 8}, {4, 4, 3, 3}, {.pad_h = 1, .pad_w = 1}},
+      {{5, 6, 9, 11}, {3, 6, 3, 3}, {.pad_h = 0, .pad_w = 2}},  {{5, 5, 7, 12}, {2, 5, 1, 3}, {.pad_h = 0, .pad_w = 1}},
+      {{5, 3, 9, 7}, {8, 3, 3, 3}, {.pad_h = 1, .pad_w = 1}},  // K > C: flipped only at bf16
+  };
+  int seed = 120;
+  for (const Case& c : cases) {
+    const Tensor w = random_tensor(c.w, seed++), x = random_tensor(c.x, seed++);
+    const Shape y_shape = ops::conv2d(x, w, Tensor(), c.a).shape();
+    const Tensor g = random_tensor(y_shape, seed++);
+    kernels::ConvGeometry geo{c.x[0], c.x[1], c.x[2], c.x[3], c.w[0], c.w[2], c.w[3], y_shape[2], y_shape[3]};
+    geo.ph = c.a.pad_h, geo.pw = c.a.pad_w;
+    const int64_t per_image = geo.K * geo.R * geo.S * geo.H * geo.W;
+    for (const int64_t limit : {per_image, 2 * per_image, int64_t{1} << 26}) {
+      INFO("x ", shape_str(c.x), ", w ", shape_str(c.w), ", workspace limit ", limit);
+      const WorkspaceLimitGuard guard(limit);
+      CHECK(kernels::cuda::backward_input_plan<float>(geo).flipped == (geo.K <= geo.C));
+      check_op("flipped conv2d_backward_input", {g, w}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_backward_input(v[0], v[1], c.x, c.a);
+      }, 1e-5, tol(DType::f32));
+      const cuda::MatmulPrecisionGuard precision(cuda::MatmulPrecision::bf16);
+      CHECK(kernels::cuda::backward_input_plan<float>(geo).flipped);
+      const Tensor dx = cpu(ops::conv2d_backward_input(gpu(g), gpu(w), c.x, c.a));
+      CHECK(relative_error(dx, ops::conv2d_backward_input(bf16_rounded(g), bf16_rounded(w), c.x, c.a)) < 1e-5);
+    }
+  }
+#endif
+}
+
 TEST_CASE("cuda conv: image groups fill the column workspace limit") {
 #ifdef CRFSEG_WITH_CUDA
   const kernels::ConvGeometry g = five_images();

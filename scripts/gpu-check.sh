@@ -197,6 +197,14 @@ bench "torch unet bf16" 120 $py bench/peers/torch_segmenter.py --base 64 --depth
 # 48, written without a GPU): no columns in memory at all.
 bench "unet bf16 implicit" 120 env CRFSEG_CUDA_CONV=implicit "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
   --batch 16 --repeats 10 --device cuda --precision bf16
+# The im2col path's stride-1 backward-input as the forward of the flipped
+# filters (session 48, off by default: CRFSEG_CUDA_CONV_FLIP=1), at fp32
+# (the decoder's layers, K = C / 2: half the columns) and bf16 (BF16
+# columns): against "unet" and "unet bf16" above.
+bench "unet flip" 150 env CRFSEG_CUDA_CONV_FLIP=1 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 \
+  --repeats 10 --device cuda
+bench "unet bf16 flip" 120 env CRFSEG_CUDA_CONV_FLIP=1 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
+  --batch 16 --repeats 10 --device cuda --precision bf16
 # With the layer's profile (its lattice and iteration scopes): session 42's
 # H100 run had none when the layer took +401% of the step.
 bench "unet+crf" 150 "$bin/bench/bench_models" --base 64 --depth 4 --size 256 --batch 16 --repeats 5 --device cuda --crf \

@@ -243,6 +243,14 @@ struct ConvOut {
   }
 };
 
+// dx at scatter_offset(m, n) = v: a backward-input whose windows do not
+// overlap (im2col_rules.h, backward_input_as_scatter).
+struct ScatterOut {
+  float* __restrict__ dx;
+  Geometry32 g;
+  __device__ __forceinline__ void operator()(int64_t m, int64_t n, float v) const { dx[scatter_offset(m, n, g)] = v; }
+};
+
 // Rows of the output-channel tiles: 64 when there are at most 64 channels
 // (a 128-row tile would idle half its threads), else 128. with_tile_rows
 // calls f with the count as a compile-time constant.
@@ -357,9 +365,37 @@ void tiled_weight_grad(const ConvGeometry& g, const float* grad, const float* x,
   }
 }
 
+// The backward-input of a layer whose windows do not overlap (stride at
+// least the kernel, no padding: the U-Net's up-convolutions' forwards) on
+// the tiled kernel: dx [rows (c, r, s), columns (image, p, q)] = W^T G,
+// M = C R S, N = N P Q, depth K, each product scattered to its own pixel;
+// G is read as a 1x1 convolution's im2col matrix. Pixels no window reaches
+// are zeroed first.
+template <int kTileM>
+void tiled_backward_input_scatter(const ConvGeometry& g, const float* grad, const float* w, float* dx, Stream stream,
+                                  const char* name) {
+  const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
+  if (!scatter_covers(g) || g.K == 0) {  // (no output channels: every product is 0)
+    for_each(g.N * g.C * g.hw(), [=] __device__(int64_t i) { dx[i] = 0.0f; }, stream, name);
+  }
+  if (CRS == 0 || cols == 0 || g.K == 0) return;
+  ConvGeometry pointwise{g.N, g.K, g.P, g.Q, 1, 1, 1, g.P, g.Q};  // G as a 1x1 convolution's input
+  const tiled::StoredA<false> a{{w, CRS, CRS, g.K, CRS % 4 == 0 && aligned16(w)}};  // A(m, k) = W[k, m]
+  const GatherColumns<false> b{grad, narrow(pointwise, name), g.K, cols, PQ, PQ, PQ % 4 == 0};
+  const ScatterOut out{dx, narrow(g, name)};
+  const int64_t gy = (CRS + kTileM - 1) / kTileM, gx = (cols + tiled::kTileN - 1) / tiled::kTileN;
+  CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff, NotImplementedError, name, ": a ", CRS, " x ", cols,
+               " product is too large for one grid");
+  const bool tensor_cores = tensor_core_tiles();
+  launch_tiles<kTileM>(tensor_cores, a, b, out, g.K, whole_depth(g.K, tensor_cores),
+                       dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), stream, name);
+}
+
 }  // namespace
 
-bool implicit_backward_input_tiled(const ConvGeometry& g) { return backward_input_as_forward(g); }
+bool implicit_backward_input_tiled(const ConvGeometry& g) {
+  return backward_input_as_forward(g) || backward_input_as_scatter(g);
+}
 
 template <typename T>
 int64_t implicit_backward_input_workspace(const ConvGeometry& g) {
@@ -399,6 +435,12 @@ void conv2d_backward_input_implicit(const ConvGeometry& g, const T* grad, const 
       flip_filters<float>(g, w, work, stream);
       tiled_forward(backward_input_forward_geometry(g), grad, work, nullptr, dx, stream,
                     "conv2d_backward_input_implicit");
+      return;
+    }
+    if (backward_input_as_scatter(g)) {
+      with_tile_rows(g.crs(), [&](auto rows) {
+        tiled_backward_input_scatter<decltype(rows)::value>(g, grad, w, dx, stream, "conv2d_backward_input_implicit");
+      });
       return;
     }
   }

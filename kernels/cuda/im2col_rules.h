@@ -163,6 +163,30 @@ inline bool backward_input_as_forward(const ConvGeometry& g) {
   return g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.ph <= g.R - 1 && g.pw <= g.S - 1 && g.R >= 1 &&
          g.S >= 1 && fits_32bit_indices(g) && fits_32bit_indices(backward_input_forward_geometry(g));
 }
+// The backward-input of a layer whose windows do not overlap (stride at
+// least the kernel, no padding or dilation: the U-Net's 2x2 stride-2
+// up-convolutions run their forwards as this) has no sums over windows:
+// dx[n, c, p sh + r, q sw + s] = sum_k W[k, (c, r, s)] g[n, k, p, q], one
+// GEMM with rows (c, r, s) = C R S, columns (n, p, q) = N P Q and depth K
+// whose every product lands on its own pixel of dx (scatter_offset).
+// Pixels no window reaches get none: dx is zeroed first unless the windows
+// cover it (scatter_covers).
+inline bool backward_input_as_scatter(const ConvGeometry& g) {
+  return g.sh >= g.R && g.sw >= g.S && g.ph == 0 && g.pw == 0 && g.dh == 1 && g.dw == 1 && g.R >= 1 && g.S >= 1 &&
+         fits_32bit_indices(g);
+}
+inline bool scatter_covers(const ConvGeometry& g) {
+  return g.sh == g.R && g.sw == g.S && g.P * g.R == g.H && g.Q * g.S == g.W;
+}
+// Where product (row m = (c, r, s), column n = (image, p, q)) lands in dx,
+// for g narrowed to 32 bits.
+CRFSEG_HD inline int64_t scatter_offset(int64_t m, int64_t n, const Geometry32& g) {
+  const ColumnRow cr = column_row(m, g);
+  const int64_t pq = static_cast<int64_t>(g.P) * g.Q, image = quotient(n, pq);
+  const int pixel = static_cast<int>(n - image * pq), p = pixel / g.Q, q = pixel - p * g.Q;
+  return ((image * g.C + cr.c) * g.H + p * g.sh + cr.r) * g.W + q * g.sw + cr.s;
+}
+
 // The source index in W [K, C, R, S] of element i of W' [C, K, R, S].
 CRFSEG_HD inline int64_t flipped_filter_source(int64_t i, int64_t C, int64_t K, int64_t R, int64_t S) {
   const int64_t ck = quotient(i, R * S), rs = i - ck * R * S, c = quotient(ck, K), k = ck - c * K;

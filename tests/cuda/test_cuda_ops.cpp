@@ -684,6 +684,12 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
       // (P Q = 437, odd) in two, four-pixel slots crossing images.
       {{2, 3, 32, 32}, {5, 3, 3, 3}, {.pad_h = 1, .pad_w = 1}},
       {{5, 2, 23, 19}, {3, 2, 3, 3}, {.pad_h = 1, .pad_w = 1}},
+      // Windows that do not overlap: the implicit backward-input as one
+      // GEMM scattered onto dx (2x2 stride 2, exactly tiled, 132 = C R S
+      // rows in two tiles; then 2x3 at stride 3 x 4 with gaps and a row
+      // and column no window reaches, zeroed).
+      {{2, 33, 8, 10}, {5, 33, 2, 2}, {.stride_h = 2, .stride_w = 2}},
+      {{1, 3, 10, 13}, {4, 3, 2, 3}, {.stride_h = 3, .stride_w = 4}},
   };
   for (DType dt : {DType::f32, DType::f64}) {
     for (const Case& c : cases) {
@@ -715,10 +721,11 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
 // tile kernel (gemm/tiled_bf16.cuh): against an f64 reference on the
 // operands rounded to BF16 on the host, the error is FP32 accumulation's;
 // against the unrounded operands it is BF16's, which the FP32 kernel would
-// not show. The shapes are the tiled cases above whose three passes all
-// run tiled (stride 1, no dilation): both tile heights (64 and 128 output
-// channels), odd P Q (slots crossing images), a 1x3 kernel, a weight
-// gradient in chunks, and a 64-channel layer.
+// not show. The shapes are tiled cases whose three passes all run tiled
+// (stride 1 with no dilation, or windows that do not overlap): both tile
+// heights (64 and 128 output channels), odd P Q (slots crossing images), a
+// 1x3 kernel, a weight gradient in chunks, a 64-channel layer and a 2x2
+// stride-2 one.
 TEST_CASE("cuda conv: implicit GEMM at bf16 multiplies BF16-rounded operands on the tensor cores" *
           doctest::skip(kNoDevice)) {
 #ifdef CRFSEG_WITH_CUDA
@@ -730,6 +737,9 @@ TEST_CASE("cuda conv: implicit GEMM at bf16 multiplies BF16-rounded operands on 
       {{1, 4, 12, 12}, {130, 4, 1, 3}, {.pad_h = 0, .pad_w = 1}},       {{3, 2, 9, 15}, {6, 2, 3, 3}, pad1},
       {{2, 3, 32, 32}, {5, 3, 3, 3}, pad1},  {{5, 2, 23, 19}, {3, 2, 3, 3}, pad1},
       {{5, 64, 16, 16}, {64, 64, 3, 3}, pad1},
+      // An up-convolution's shape (2x2 stride 2): a strided forward, and the
+      // backward-input as one GEMM scattered onto dx.
+      {{2, 32, 12, 10}, {16, 32, 2, 2}, {.stride_h = 2, .stride_w = 2}},
   };
   int seed = 80;
   for (const Case& c : cases) {

@@ -6,6 +6,7 @@
 // shapes and errors, and conv_transpose2d against its scatter definition.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -765,6 +766,46 @@ TEST_CASE("conv2d: a stride-1 backward-input is the forward of the flipped, tran
   CHECK_FALSE(kernels::cuda::backward_input_as_forward(make(1, 1, 8, 8, 1, 3, 3, 2, 2, 1, 1)));        // stride 2
   CHECK_FALSE(kernels::cuda::backward_input_as_forward(make(1, 1, 8, 8, 1, 3, 3, 1, 1, 2, 2, 2, 2)));  // dilated
   CHECK_FALSE(kernels::cuda::backward_input_as_forward(make(1, 1, 8, 8, 1, 3, 3, 1, 1, 3, 3)));        // pad > R-1
+}
+
+// The CUDA implicit-GEMM backward-input of a layer whose windows do not
+// overlap (stride >= kernel, no padding) is one GEMM whose products land on
+// their own pixels (backward_input_as_scatter, scatter_offset in
+// kernels/cuda/im2col_rules.h): the plain GEMM scattered so onto a zeroed
+// dx must give the reference backward-input; scatter_covers says when
+// there is nothing to zero.
+TEST_CASE("conv2d: a backward-input whose windows do not overlap is one GEMM scattered onto dx") {
+  // Exactly tiled; a row and a column past the last windows; 1x1 at stride
+  // 2 (gaps between windows); 2x3 at stride 3 x 4; one pixel.
+  for (const ConvGeometry& g : {make(2, 3, 6, 8, 4, 2, 2, 2, 2), make(1, 2, 7, 9, 3, 3, 2, 3, 2),
+                                make(3, 4, 5, 4, 2, 1, 1, 2, 2), make(2, 2, 8, 11, 3, 2, 3, 3, 4),
+                                make(1, 1, 1, 1, 1, 1, 1, 1, 1)}) {
+    INFO(describe(g));
+    REQUIRE(kernels::cuda::backward_input_as_scatter(g));
+    const std::vector<double> dy = values(random_tensor({g.N * g.K * g.pq()}, 13, DType::f64));
+    const std::vector<double> w = values(random_tensor({g.K * g.crs()}, 14, DType::f64));
+    std::vector<double> want(static_cast<size_t>(g.N * g.C * g.hw())), got(want.size(), 0.0);
+    std::vector<int> hits(want.size(), 0);
+    kernels::ref::conv2d_backward_input<double>(g, dy.data(), w.data(), want.data());
+    const kernels::cuda::Geometry32 g32 = kernels::cuda::narrow(g, "test");
+    const int64_t PQ = g.pq();
+    for (int64_t m = 0; m < g.crs(); ++m) {
+      for (int64_t n = 0; n < g.N * PQ; ++n) {
+        double v = 0;
+        for (int64_t k = 0; k < g.K; ++k) v += w[k * g.crs() + m] * dy[((n / PQ) * g.K + k) * PQ + n % PQ];
+        const int64_t at = kernels::cuda::scatter_offset(m, n, g32);
+        REQUIRE((at >= 0 && at < static_cast<int64_t>(got.size())));
+        got[static_cast<size_t>(at)] = v;
+        ++hits[static_cast<size_t>(at)];
+      }
+    }
+    CHECK(*std::max_element(hits.begin(), hits.end()) == 1);  // no pixel twice
+    CHECK(kernels::cuda::scatter_covers(g) == (*std::min_element(hits.begin(), hits.end()) == 1));
+    CHECK_CLOSE(got, want, 1e-13, 1e-13);
+  }
+  CHECK_FALSE(kernels::cuda::backward_input_as_scatter(make(1, 1, 8, 8, 1, 3, 3, 2, 2)));        // overlapping
+  CHECK_FALSE(kernels::cuda::backward_input_as_scatter(make(1, 1, 8, 8, 1, 2, 2, 2, 2, 1, 1)));  // padded
+  CHECK_FALSE(kernels::cuda::backward_input_as_scatter(make(1, 1, 9, 9, 1, 2, 2, 2, 2, 0, 0, 2, 2)));  // dilated
 }
 
 TEST_CASE("conv2d op: output shape, bias, strided input") {

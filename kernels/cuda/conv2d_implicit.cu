@@ -173,19 +173,15 @@ struct GatherColumns {
     }
     return make_float4(e[0], e[1], e[2], e[3]);
   }
-  // store_slice's slots: with k contiguous (kContig), slot s is column n =
-  // n0 + s / (BK / 4) and depth k0 + 4 (s % (BK / 4)) ..; else depth k0 + s
-  // / (kTile / 4) and columns n0 + 4 (s % (kTile / 4)) ...
+  // The slots of tiled_rules.h's slot_origin: four values along the depth
+  // (kContig) or along the GEMM's columns, from (column n0 + m, depth k0 + n).
   template <int kTile, int BK, int kSlots>
   __device__ __forceinline__ void load(int64_t n0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
 #pragma unroll
     for (int i = 0; i < kSlots; ++i) {
-      const int slot = t + i * tiled::kThreads;
-      if constexpr (kPixelsAlongK) {
-        reg[i] = four(n0 + slot / (BK / 4), k0 + (slot % (BK / 4)) * 4);
-      } else {
-        reg[i] = four(k0 + slot / (kTile / 4), n0 + (slot % (kTile / 4)) * 4);
-      }
+      const tiled::TilePosition o = tiled::slot_origin<kPixelsAlongK, kTile, BK>(t + i * tiled::kThreads);
+      // (column n0 + o.m, depth k0 + o.n): the depth is X's rows unless kPixelsAlongK
+      reg[i] = kPixelsAlongK ? four(n0 + o.m, k0 + o.n) : four(k0 + o.n, n0 + o.m);
     }
   }
 };
@@ -203,8 +199,8 @@ struct GatherGrad {
   __device__ __forceinline__ void load(int64_t m0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
 #pragma unroll
     for (int i = 0; i < kSlots; ++i) {
-      const int slot = t + i * tiled::kThreads;
-      const int64_t k = m0 + slot / (BK / 4), pixel = k0 + (slot % (BK / 4)) * 4;
+      const tiled::TilePosition o = tiled::slot_origin<kContig, kTile, BK>(t + i * tiled::kThreads);
+      const int64_t k = m0 + o.m, pixel = k0 + o.n;
       float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       if (k < K && pixel < pixels) {
         if (vec) {

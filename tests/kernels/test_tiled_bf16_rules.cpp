@@ -11,9 +11,11 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cuda/gemm/tiled_bf16_rules.h"
+#include "kernels/cuda/gemm/tiled_rules.h"
 #include "tests/support/helpers.h"
 
 namespace tl = crfseg::kernels::cuda::tiled;
@@ -225,4 +227,32 @@ TEST_CASE("tiled BF16 kernel: ldmatrix's eight row addresses per phase fall in e
   check(tl::Bf16Tile<128, false>{}, "128 rows, row-contiguous");
   check(tl::Bf16Tile<64, true>{}, "64 rows, k-contiguous");
   check(tl::Bf16Tile<64, false>{}, "64 rows, row-contiguous");
+}
+
+TEST_CASE("tile kernels' slots: each value of a slice once, consecutive slots at consecutive addresses") {
+  // slot_origin (tiled_rules.h) is the one definition the loaders and both
+  // kernels' shared-memory stores use. Stored with its contiguous direction
+  // of length L (the depth BK when kContig, else the tile's rows), slot s
+  // must start 4 s values into the slice: a warp's 32 slots read 128
+  // consecutive values (or whole rows of them).
+  auto check = [](auto contig, auto tile, auto depth) {
+    constexpr bool kContig = decltype(contig)::value;
+    constexpr int kTile = decltype(tile)::value, kDepth = decltype(depth)::value;
+    constexpr int L = kContig ? kDepth : kTile;
+    std::vector<int> hits(kTile * kDepth, 0);
+    for (int s = 0; s < kTile * kDepth / 4; ++s) {
+      const tl::TilePosition o = tl::slot_origin<kContig, kTile, kDepth>(s);
+      const int along = kContig ? o.n : o.m, across = kContig ? o.m : o.n;
+      CHECK(across * L + along == 4 * s);
+      for (int j = 0; j < 4; ++j) ++hits[(kContig ? o.m : o.m + j) * kDepth + (kContig ? o.n + j : o.n)];
+    }
+    for (int h : hits) CHECK(h == 1);
+  };
+  using std::integral_constant;
+  check(std::true_type{}, integral_constant<int, 128>{}, integral_constant<int, 16>{});
+  check(std::false_type{}, integral_constant<int, 128>{}, integral_constant<int, 16>{});
+  check(std::true_type{}, integral_constant<int, 64>{}, integral_constant<int, 32>{});
+  check(std::false_type{}, integral_constant<int, 64>{}, integral_constant<int, 32>{});
+  check(std::true_type{}, integral_constant<int, 256>{}, integral_constant<int, 8>{});
+  check(std::false_type{}, integral_constant<int, 256>{}, integral_constant<int, 8>{});
 }

@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm/gemm.h"
+#include "kernels/cuda/gemm/tiled_rules.h"
 
 namespace crfseg::kernels::cuda::tiled {
 
@@ -24,7 +25,8 @@ struct Operand {
 };
 
 // Loads the kTile x BK slice (r0.., k0..) of X into registers, kSlots =
-// kTile BK / 4 / kThreads float4s per thread. kContig: X(r, k) = p[r * ld
+// kTile BK / 4 / kThreads float4s per thread, slot i at slot_origin(t + i
+// kThreads) (tiled_rules.h). kContig: X(r, k) = p[r * ld
 // + k] (k contiguous), else p[k * ld + r].
 template <bool kContig, int kTile, int BK, int kSlots>
 __device__ __forceinline__ void load_slice(const Operand& x, int64_t r0, int64_t k0, int t, float4 (&reg)[kSlots]) {
@@ -32,11 +34,8 @@ __device__ __forceinline__ void load_slice(const Operand& x, int64_t r0, int64_t
   const bool full = x.vec && r0 + kTile <= x.rows && k0 + BK <= x.K;
 #pragma unroll
   for (int i = 0; i < kSlots; ++i) {
-    const int s = t + i * kThreads;
-    // kContig: slot s covers r = s / (BK / 4), k = 4 (s % (BK / 4)) .. + 3;
-    // else k = s / (kTile / 4), r = 4 (s % (kTile / 4)) .. + 3.
-    const int64_t r = r0 + (kContig ? s / (BK / 4) : (s % (kTile / 4)) * 4);
-    const int64_t k = k0 + (kContig ? (s % (BK / 4)) * 4 : s / (kTile / 4));
+    const TilePosition o = slot_origin<kContig, kTile, BK>(t + i * kThreads);
+    const int64_t r = r0 + o.m, k = k0 + o.n;
     if (full) {
       // __ldg: the read-only path. (With C a __restrict__ kernel argument
       // nvcc chose it by itself; the epilogue now holds C in a struct.)
@@ -58,15 +57,14 @@ template <bool kContig, int kTile, int BK, int kSlots>
 __device__ __forceinline__ void store_slice(const float4 (&reg)[kSlots], float (*xs)[kTile + 4], int t) {
 #pragma unroll
   for (int i = 0; i < kSlots; ++i) {
-    const int s = t + i * kThreads;
+    const TilePosition o = slot_origin<kContig, kTile, BK>(t + i * kThreads);
     if (kContig) {
-      const int r = s / (BK / 4), k = (s % (BK / 4)) * 4;
-      xs[k][r] = reg[i].x;
-      xs[k + 1][r] = reg[i].y;
-      xs[k + 2][r] = reg[i].z;
-      xs[k + 3][r] = reg[i].w;
+      xs[o.n][o.m] = reg[i].x;
+      xs[o.n + 1][o.m] = reg[i].y;
+      xs[o.n + 2][o.m] = reg[i].z;
+      xs[o.n + 3][o.m] = reg[i].w;
     } else {
-      *reinterpret_cast<float4*>(&xs[s / (kTile / 4)][(s % (kTile / 4)) * 4]) = reg[i];
+      *reinterpret_cast<float4*>(&xs[o.n][o.m]) = reg[i];
     }
   }
 }

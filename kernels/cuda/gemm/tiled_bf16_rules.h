@@ -29,6 +29,7 @@
 // groups, so ldmatrix's phases run without bank conflicts.
 #pragma once
 
+#include "kernels/cuda/gemm/tiled_rules.h"
 #include "kernels/hd.h"
 
 namespace crfseg::kernels::cuda::tiled {
@@ -67,21 +68,9 @@ CRFSEG_HD constexpr int b_fragment_row(int n0, int k0, int lane) {
   return Bf16Tile<kRows, kContig>::block_row(n0 + 8 * (i / 2), k0 + 8 * (i % 2), lane);
 }
 
-// A (row, column) or (row, depth) in a tile.
-struct TilePosition {
-  int m, n;
-};
 // Accumulator r of the 16 x 8 tile at (m0, n0): its (m, n).
 CRFSEG_HD constexpr TilePosition accumulator_position(int m0, int n0, int lane, int r) {
   return {m0 + lane / 4 + 8 * (r / 2), n0 + 2 * (lane % 4) + r % 2};
-}
-
-// Where slot s of a loader's registers (tiled.cuh: load_slice and the
-// convolution's gathers) starts: four values from (r, k) on along the depth
-// when kContig, along the rows otherwise, for a kTile x BK slice.
-template <bool kContig, int kTile, int BK>
-CRFSEG_HD constexpr TilePosition slot_origin(int s) {
-  return kContig ? TilePosition{s / (BK / 4), 4 * (s % (BK / 4))} : TilePosition{4 * (s % (kTile / 4)), s / (kTile / 4)};
 }
 
 // The warp grid of the kernel's 256 threads: 2 x 4 warps, each with a

@@ -1,0 +1,26 @@
+// The slot layout shared by the tile kernels' loaders (tiled.cuh,
+// conv2d_implicit.cu) and the shared-memory stores of both kernels
+// (tiled.cuh, tiled_bf16.cuh), in host-device code so that one definition
+// serves them all and the CPU tests reach it.
+#pragma once
+
+#include "kernels/hd.h"
+
+namespace crfseg::kernels::cuda::tiled {
+
+// A (row, column) or (row, depth) in a tile.
+struct TilePosition {
+  int m, n;
+};
+
+// Where slot s of a loader's registers starts in a kTile x BK slice: four
+// values from (row, depth) = (m, n) on, along the depth when kContig (the
+// operand is stored with its depth contiguous), along the rows otherwise.
+// Consecutive slots run along the contiguous direction, so consecutive
+// threads read consecutive addresses.
+template <bool kContig, int kTile, int BK>
+CRFSEG_HD constexpr TilePosition slot_origin(int s) {
+  return kContig ? TilePosition{s / (BK / 4), 4 * (s % (BK / 4))} : TilePosition{4 * (s % (kTile / 4)), s / (kTile / 4)};
+}
+
+}  // namespace crfseg::kernels::cuda::tiled

@@ -377,6 +377,32 @@ TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes"
   }
 }
 
+// v11 (the tensor-core tile kernel the implicit convolution runs at bf16)
+// judged exactly: on operands already rounded to BF16 its only error is
+// FP32 accumulation's, so one wrong fragment element anywhere, which BF16's
+// tolerance above could hide, fails here. Every transposition, edges in
+// each dimension, depths of one, two and several 32-deep slices.
+TEST_CASE("cuda ops: v11_bf16_mma_tile multiplies BF16-rounded operands with FP32 accumulation" *
+          doctest::skip(kNoDevice)) {
+  const auto& v11 = kernels::cuda::sgemm_variant("v11_bf16_mma_tile");
+  struct Case { int64_t M, N, K; };
+  for (const Case c : {Case{1, 1, 1}, Case{129, 131, 17}, Case{64, 128, 32}, Case{200, 260, 70}, Case{97, 5, 300}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        INFO("M ", c.M, " N ", c.N, " K ", c.K, " ta=", ta, " tb=", tb);
+        const Shape a_shape = ta ? Shape{c.K, c.M} : Shape{c.M, c.K}, b_shape = tb ? Shape{c.N, c.K} : Shape{c.K, c.N};
+        const Tensor a64 = bf16_rounded(random_tensor(a_shape, 41)), b64 = bf16_rounded(random_tensor(b_shape, 42));
+        const Tensor want = ops::matmul(ta ? ops::transpose(a64, 0, 1) : a64, tb ? ops::transpose(b64, 0, 1) : b64);
+        const Tensor dA = gpu(a64.to(DType::f32)), dB = gpu(b64.to(DType::f32));
+        const Tensor dC = full({c.M, c.N}, NAN, {DType::f32, Device::cuda(0)});
+        v11.fn(ta, tb, c.M, c.N, c.K, 1.0f, dA.data<float>(), a_shape[1], dB.data<float>(), b_shape[1], 0.0f,
+               dC.data<float>(), c.N, cuda::current_stream(0));
+        CHECK(relative_error(cpu(dC), want) < 1e-5);
+      }
+    }
+  }
+}
+
 // A variant that silently handed every call to another would pass the
 // tests above on the other's merits: on a compute capability 9.0 device,
 // an sm_90a build must run v6, v7, v9 and v10's own wgmma kernels.

@@ -58,11 +58,13 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* p)
   if constexpr (kTrans) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
+                 : "r"(a)
+                 : "memory");
   } else {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
+                 : "r"(a)
+                 : "memory");
   }
 }
 
@@ -87,6 +89,8 @@ __global__ void __launch_bounds__(kThreads)
   using Warp = Bf16WarpTile<kTileM>;
   constexpr int kSlotsA = kTileM * BK / 4 / kThreads, kSlotsB = kTileN * BK / 4 / kThreads;
   static_assert(Warp::kTilesN % 2 == 0, "B's tiles are loaded in pairs");
+  static_assert(kThreads == 256 && kTileN == 4 * Warp::kCols && kTileM % 32 == 0,
+                "the 2 x 4 warp grid covers the tile");
   __shared__ __align__(16) uint16_t As[2][TileA::kElems];
   __shared__ __align__(16) uint16_t Bs[2][TileB::kElems];
   const int t = threadIdx.x, warp = t / 32, lane = t % 32;

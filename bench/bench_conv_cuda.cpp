@@ -1,5 +1,6 @@
 // bench_conv_cuda: the CUDA convolution paths on the U-Net layer shapes of
-// issue #3 (3x3, pad 1, batch 4 by default): im2col + GEMM (cuBLAS),
+// issue #3 (3x3, pad 1, batch 4 by default; and two 2x2 stride-2 layers,
+// the up-convolutions' kernels): im2col + GEMM (cuBLAS),
 // implicit GEMM, and Winograd F(2x2, 3x3) and F(4x4, 3x3) (all three
 // passes), forward + backward-input + backward-weight,
 // each timed with CUDA events (median of R runs after W warm-ups). The
@@ -37,14 +38,17 @@ int main(int argc, char** argv) {
   int64_t batch = 4;
   int repeats = 10, warmup = 2;
   cuda::MatmulPrecision precision = cuda::MatmulPrecision::fp32;
+  // 3x3 pad 1, or (R = 2) the U-Net's up-convolution kernel, 2x2 stride 2:
+  // its conv_transpose2d's three passes are this conv2d's, exchanged (the
+  // forward is the backward-input, whose windows do not overlap).
   struct Layer {
-    int64_t C, HW, K;
+    int64_t C, HW, K, R = 3;
   };
-  std::vector<Layer> layers = {{3, 256, 64}, {64, 256, 64}, {128, 128, 128}, {256, 64, 256}, {512, 32, 512},
-                               {1024, 16, 1024}};
+  std::vector<Layer> layers = {{3, 256, 64},    {64, 256, 64},  {128, 128, 128},  {256, 64, 256},
+                               {512, 32, 512},  {1024, 16, 1024}, {64, 256, 128, 2}, {512, 32, 1024, 2}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--quick") repeats = 2, warmup = 1, layers = {{3, 32, 8}, {16, 16, 16}};
+    if (a == "--quick") repeats = 2, warmup = 1, layers = {{3, 32, 8}, {16, 16, 16}, {8, 16, 16, 2}};
     else if (a == "--batch" && i + 1 < argc) batch = std::max<int64_t>(1, std::atoll(argv[++i]));
     else if (a == "--repeats" && i + 1 < argc) repeats = std::max(1, std::atoi(argv[++i]));
     else if (a == "--precision" && i + 1 < argc) {
@@ -70,17 +74,19 @@ int main(int argc, char** argv) {
   const Device dev = Device::cuda(0);
   Generator gen(2);
   const cuda::MatmulPrecisionGuard guard(precision);
-  std::printf("# CUDA conv2d 3x3 pad 1, batch %lld, f32 tensors, %s GEMM inputs; fwd + bwd-input + bwd-weight, median of "
-              "%d\n",
+  std::printf("# CUDA conv2d 3x3 pad 1 (2x2 stride 2 where marked), batch %lld, f32 tensors, %s GEMM inputs; fwd + "
+              "bwd-input + bwd-weight, median of %d\n",
               static_cast<long long>(batch), cuda::matmul_precision_name(precision), repeats);
   std::printf(
       "| C -> K @ HxW | im2col+GEMM ms | implicit GEMM ms | implicit / im2col | rel diff | Winograd 2x2 ms | / im2col "
       "| rel diff | Winograd 4x4 ms | / im2col | rel diff |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-  const Conv2dArgs args{.pad_h = 1, .pad_w = 1};
   for (const Layer& l : layers) {
     const Tensor x = randn({batch, l.C, l.HW, l.HW}, {DType::f32, dev}, gen);
-    const Tensor w = randn({l.K, l.C, 3, 3}, {DType::f32, dev}, gen);
-    const Tensor g = randn({batch, l.K, l.HW, l.HW}, {DType::f32, dev}, gen);
+    const bool up = l.R == 2;
+    const Conv2dArgs args = up ? Conv2dArgs{.stride_h = 2, .stride_w = 2} : Conv2dArgs{.pad_h = 1, .pad_w = 1};
+    const int64_t out = up ? l.HW / 2 : l.HW;
+    const Tensor w = randn({l.K, l.C, l.R, l.R}, {DType::f32, dev}, gen);
+    const Tensor g = randn({batch, l.K, out, out}, {DType::f32, dev}, gen);
     auto pass = [&] {
       const Tensor y = ops::conv2d(x, w, Tensor(), args);
       const Tensor dx = ops::conv2d_backward_input(g, w, x.shape(), args);
@@ -123,9 +129,9 @@ int main(int argc, char** argv) {
       }
       return std::sqrt(num / std::max(den, 1e-30));
     };
-    std::printf("| %lld -> %lld @ %lldx%lld | %.2f | %.2f | %.2f | %.1e | %.2f | %.2f | %.1e | %.2f | %.2f | %.1e |\n",
+    std::printf("| %lld -> %lld @ %lldx%lld%s | %.2f | %.2f | %.2f | %.1e | %.2f | %.2f | %.1e | %.2f | %.2f | %.1e |\n",
                 static_cast<long long>(l.C), static_cast<long long>(l.K), static_cast<long long>(l.HW),
-                static_cast<long long>(l.HW), t_im2col, t_implicit, t_implicit / t_im2col, distance(b), t_winograd,
+                static_cast<long long>(l.HW), up ? " (2x2 s2)" : "", t_im2col, t_implicit, t_implicit / t_im2col, distance(b), t_winograd,
                 t_winograd / t_im2col, distance(c), t_winograd4, t_winograd4 / t_im2col, distance(d));
   }
   std::printf("%s", cuda::memory_summary(0).c_str());

@@ -30,15 +30,19 @@ def main():
     dev = torch.device("cuda")
     print("| C -> K @ HxW | pytorch %s cuDNN %s ms |" % (torch.__version__, a.precision))
     print("|---|---|")
-    for C, HW, K in ((3, 256, 64), (64, 256, 64), (128, 128, 128), (256, 64, 256), (512, 32, 512), (1024, 16, 1024)):
+    # (C, HW, K, R): 3x3 pad 1, or R = 2: 2x2 stride 2, the up-convolution's kernel.
+    for C, HW, K, R in ((3, 256, 64, 3), (64, 256, 64, 3), (128, 128, 128, 3), (256, 64, 256, 3), (512, 32, 512, 3),
+                        (1024, 16, 1024, 3), (64, 256, 128, 2), (512, 32, 1024, 2)):
+        pad, stride = (1, 1) if R == 3 else (0, 2)
+        out = HW // stride
         x = torch.randn(a.batch, C, HW, HW, device=dev, dtype=dtype)
-        w = torch.randn(K, C, 3, 3, device=dev, dtype=dtype)
-        g = torch.randn(a.batch, K, HW, HW, device=dev, dtype=dtype)
+        w = torch.randn(K, C, R, R, device=dev, dtype=dtype)
+        g = torch.randn(a.batch, K, out, out, device=dev, dtype=dtype)
 
         def run():
-            F.conv2d(x, w, padding=1)
-            conv2d_input(x.shape, w, g, padding=1)
-            conv2d_weight(x, w.shape, g, padding=1)
+            F.conv2d(x, w, padding=pad, stride=stride)
+            conv2d_input(x.shape, w, g, padding=pad, stride=stride)
+            conv2d_weight(x, w.shape, g, padding=pad, stride=stride)
 
         for _ in range(3):
             run()
@@ -50,7 +54,7 @@ def main():
             e.record()
             e.synchronize()
             ms.append(s.elapsed_time(e))
-        print("| %d -> %d @ %dx%d | %.2f |" % (C, K, HW, HW, statistics.median(ms)))
+        print("| %d -> %d @ %dx%d%s | %.2f |" % (C, K, HW, HW, " (2x2 s2)" if R == 2 else "", statistics.median(ms)))
 
 
 if __name__ == "__main__":

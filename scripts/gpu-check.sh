@@ -150,10 +150,18 @@ bench() {  # bench NAME SECONDS CMD...: one timed-out benchmark command, logged
   local name=$1 limit=$2; shift 2
   in_budget "$name" || return 0
   echo "\$ $*" >>"$bench_log"
-  timeout "$limit" "$@" >>"$bench_log" 2>&1
+  local part
+  part=$(mktemp)
+  timeout "$limit" "$@" >"$part" 2>&1
   local rc=$?
+  cat "$part" >>"$bench_log"
   echo >>"$bench_log"
-  note "$name" "rc $rc"
+  # A training step's median goes into the summary, so that the table
+  # compares the configurations at a glance.
+  local step
+  step=$(grep -E '\| train step \|' "$part" | tail -1 | awk -F'|' '{gsub(/ /, "", $4); print $4}')
+  rm -f "$part"
+  note "$name" "rc $rc${step:+, train step $step ms (median)}"
 }
 export OMP_NUM_THREADS=$((jobs < 8 ? jobs : 8))
 if ((quick)); then

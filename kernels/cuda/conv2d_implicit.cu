@@ -155,33 +155,52 @@ struct GatherColumns {
   int64_t rows, pixels, pq, plane;      // C R S, N P Q, P Q, H W
   bool quads;                           // P Q % 4 == 0
   __device__ int64_t cols() const { return kPixelsAlongK ? rows : pixels; }
-  // X[row, pixel .. pixel + 3] (zeros past the matrix).
-  __device__ __forceinline__ float4 four(int64_t row, int64_t pixel) const {
+  // Four consecutive pixels from `pixel`, located once for all of a
+  // thread's slots (they share them: tiled_rules.h, slots_share_position):
+  // where P Q % 4 == 0 (the four in one image) their image and the first's
+  // output row and column.
+  struct Pixels {
+    int64_t pixel, image;
+    int p, q;
+  };
+  __device__ __forceinline__ Pixels locate(int64_t pixel) const {
+    Pixels at{pixel, 0, 0, 0};
+    if (quads && pixel < pixels) {
+      at.image = quotient(pixel, pq);
+      const int i = static_cast<int>(pixel - at.image * pq);
+      at.p = i / g.Q, at.q = i - at.p * g.Q;
+    }
+    return at;
+  }
+  // X[row, at.pixel .. + 3] (zeros past the matrix).
+  __device__ __forceinline__ float4 four(int64_t row, const Pixels& at) const {
     float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (row < rows && pixel < pixels) {
+    if (row < rows && at.pixel < pixels) {
       const ColumnRow cr = column_row(row, g);
       if (quads) {
-        const int64_t image = quotient(pixel, pq);
-        im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(pixel - image * pq), 4, e);
+        im2col_values_at(x + (at.image * g.C + cr.c) * plane, g, cr.r, cr.s, at.p, at.q, 4, e);
       } else {
-        for (int j = 0; j < 4 && pixel + j < pixels; ++j) {
-          const int64_t image = quotient(pixel + j, pq);
-          im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(pixel + j - image * pq), 1,
-                        e + j);
+        for (int j = 0; j < 4 && at.pixel + j < pixels; ++j) {
+          const int64_t image = quotient(at.pixel + j, pq);
+          im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(at.pixel + j - image * pq),
+                        1, e + j);
         }
       }
     }
     return make_float4(e[0], e[1], e[2], e[3]);
   }
-  // The slots of tiled_rules.h's slot_origin: four values along the depth
-  // (kContig) or along the GEMM's columns, from (column n0 + m, depth k0 + n).
+  // The slots of tiled_rules.h's slot_origin: four pixels along the depth
+  // (kContig) or along the GEMM's columns, from (column n0 + m, depth k0 +
+  // n); the depth is X's rows unless kPixelsAlongK.
   template <int kTile, int BK, int kSlots>
   __device__ __forceinline__ void load(int64_t n0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
+    static_assert(tiled::slots_share_position<kPixelsAlongK, kTile, BK>(), "a thread's slots share their pixels");
+    const tiled::TilePosition first = tiled::slot_origin<kPixelsAlongK, kTile, BK>(t);
+    const Pixels at = locate(kPixelsAlongK ? k0 + first.n : n0 + first.m);
 #pragma unroll
     for (int i = 0; i < kSlots; ++i) {
       const tiled::TilePosition o = tiled::slot_origin<kPixelsAlongK, kTile, BK>(t + i * tiled::kThreads);
-      // (column n0 + o.m, depth k0 + o.n): the depth is X's rows unless kPixelsAlongK
-      reg[i] = kPixelsAlongK ? four(n0 + o.m, k0 + o.n) : four(k0 + o.n, n0 + o.m);
+      reg[i] = four(kPixelsAlongK ? n0 + o.m : k0 + o.n, at);
     }
   }
 };
@@ -197,14 +216,17 @@ struct GatherGrad {
   __device__ int64_t rows() const { return K; }
   template <int kTile, int BK, int kSlots>
   __device__ __forceinline__ void load(int64_t m0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
+    // A thread's slots share their four pixels (slots_share_position):
+    // their image is found once.
+    static_assert(tiled::slots_share_position<kContig, kTile, BK>(), "a thread's slots share their pixels");
+    const int64_t pixel = k0 + tiled::slot_origin<kContig, kTile, BK>(t).n;
+    const int64_t image = vec && pixel < pixels ? quotient(pixel, pq) : 0;
 #pragma unroll
     for (int i = 0; i < kSlots; ++i) {
-      const tiled::TilePosition o = tiled::slot_origin<kContig, kTile, BK>(t + i * tiled::kThreads);
-      const int64_t k = m0 + o.m, pixel = k0 + o.n;
+      const int64_t k = m0 + tiled::slot_origin<kContig, kTile, BK>(t + i * tiled::kThreads).m;
       float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       if (k < K && pixel < pixels) {
         if (vec) {
-          const int64_t image = quotient(pixel, pq);
           reg[i] = __ldg(reinterpret_cast<const float4*>(grad + (image * K + k) * pq + (pixel - image * pq)));
           continue;
         }

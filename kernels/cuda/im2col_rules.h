@@ -95,10 +95,11 @@ CRFSEG_HD inline ColumnRow column_row(int64_t row, const Geometry32& g) {
 // column-matrix row (c, r, s), in order (i + count <= P Q): xc is channel
 // c's [H, W] plane. One division for them all (the vector kernel takes four
 // and stores them as one 16-byte vector); positions wrap from one output
-// row to the next.
+// row to the next. im2col_values_at takes position i as its output row and
+// column (p, q), for callers that found them once for several rows.
 template <typename T>
-CRFSEG_HD inline void im2col_values(const T* xc, const Geometry32& g, int r, int s, int i, int count, T* out) {
-  int p = i / g.Q, q = i - p * g.Q;
+CRFSEG_HD inline void im2col_values_at(const T* xc, const Geometry32& g, int r, int s, int p, int q, int count,
+                                       T* out) {
   const int h0 = r * g.dh - g.ph, w0 = s * g.dw - g.pw;
   for (int e = 0; e < count; ++e) {
     const int h = p * g.sh + h0, w = q * g.sw + w0;
@@ -110,6 +111,11 @@ CRFSEG_HD inline void im2col_values(const T* xc, const Geometry32& g, int r, int
       ++p;
     }
   }
+}
+template <typename T>
+CRFSEG_HD inline void im2col_values(const T* xc, const Geometry32& g, int r, int s, int i, int count, T* out) {
+  const int p = i / g.Q;
+  im2col_values_at(xc, g, r, s, p, i - p * g.Q, count, out);
 }
 
 // The output position a tap reads from along one dimension: x = h + pad -

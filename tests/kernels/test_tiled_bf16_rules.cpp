@@ -22,7 +22,7 @@ namespace tl = crfseg::kernels::cuda::tiled;
 
 namespace {
 
-constexpr int kThreads = 256, kTileN = 128, BK = tl::kBf16Depth;
+constexpr int kThreads = tl::kThreads, kTileN = 128, BK = tl::kBf16Depth;
 
 uint16_t bf16_bits(float v) {  // exact for the small integers used here
   uint32_t u;

@@ -15,7 +15,6 @@
 
 namespace crfseg::kernels::cuda::tiled {
 
-constexpr int kThreads = 256;
 constexpr int kTileN = 128;  // the block's columns of C; its rows, kTileM, are 128 (v4) or 256 (v8)
 
 struct Operand {

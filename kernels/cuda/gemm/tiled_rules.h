@@ -8,6 +8,8 @@
 
 namespace crfseg::kernels::cuda::tiled {
 
+constexpr int kThreads = 256;  // a block of either tile kernel
+
 // A (row, column) or (row, depth) in a tile.
 struct TilePosition {
   int m, n;
@@ -21,6 +23,15 @@ struct TilePosition {
 template <bool kContig, int kTile, int BK>
 CRFSEG_HD constexpr TilePosition slot_origin(int s) {
   return kContig ? TilePosition{s / (BK / 4), 4 * (s % (BK / 4))} : TilePosition{4 * (s % (kTile / 4)), s / (kTile / 4)};
+}
+
+// Whether all of a thread's slots (t + i kThreads) start at the same
+// position along the contiguous direction (the depth when kContig, else the
+// rows): true when the slots of one stored row divide the block. The
+// convolution's gathers then locate their pixels once for all slots.
+template <bool kContig, int kTile, int BK>
+constexpr bool slots_share_position() {
+  return kThreads % (kContig ? BK / 4 : kTile / 4) == 0;
 }
 
 }  // namespace crfseg::kernels::cuda::tiled

@@ -324,13 +324,19 @@ int64_t flipped_filters_elems(const ConvGeometry& g) { return (g.K * g.crs() + 6
 
 template <typename T>
 BackwardInputPlan backward_input_plan(const ConvGeometry& g) {
-  const bool flipped = conv_flipped_backward_input() && !g.is_pointwise() && g.hw() > 0 && g.pq() > 0 &&
-                       backward_input_as_forward(g) && (g.K <= g.C || bf16_columns<T>());
+  // Flipped where its columns take no more bytes than col2im's (which are
+  // always T: the GEMM's output), BF16 ones at bf16 precision.
+  bool flipped = conv_flipped_backward_input() && !g.is_pointwise() && g.hw() > 0 && g.pq() > 0 &&
+                 backward_input_as_forward(g);
+  const ConvGeometry b = backward_input_forward_geometry(g);
+  if (flipped) {
+    const int64_t bytes = bf16_columns<T>() ? 2 : static_cast<int64_t>(sizeof(T));
+    flipped = b.crs() * b.pq() * bytes <= g.crs() * g.pq() * static_cast<int64_t>(sizeof(T));
+  }
   if (!flipped) {
     const int64_t images = conv_group_images(g);
     return {false, images, col_elems(g, images)};
   }
-  const ConvGeometry b = backward_input_forward_geometry(g);
   const int64_t images = conv_group_images(b);
   return {true, images, flipped_filters_elems(g) + col_elems(b, images)};
 }

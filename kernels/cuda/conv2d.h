@@ -15,9 +15,9 @@
 // (several images per step: conv_group_images, conv_weight_grad_images).
 // col2im gathers (each input pixel sums the columns that read it), so no
 // atomics: every result is deterministic. `col` is a caller-provided workspace:
-// col_elems(g, images) elements for the forward and the backward-input
-// (which take the group size), col_elems_weight_grad(g, images) for the
-// weight gradient.
+// col_elems(g, images) elements for the forward (which takes the group
+// size), backward_input_plan(g).workspace for the backward-input,
+// col_elems_weight_grad(g, images) for the weight gradient.
 // Test: tests/cuda/test_cuda_ops.cpp.
 #pragma once
 
@@ -81,9 +81,9 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
 // gradient: K R S H W columns instead of col2im's C R S P Q (half for the
 // decoder's layers, K = C / 2), a GEMM as well shaped as the forward's
 // rather than one K deep, and at bf16 precision columns made in BF16
-// (col2im's are the GEMM's FP32 output). It runs where that makes no more
-// columns (K <= C) or they are BF16, when conv_flipped_backward_input()
-// is on: off by default (CRFSEG_CUDA_CONV_FLIP=1 turns it on) until
+// (col2im's are the GEMM's FP32 output). It runs where its columns take no
+// more bytes than col2im's (K R S H W against C R S P Q values, BF16 ones
+// counting half), when conv_flipped_backward_input() is on: off by default (CRFSEG_CUDA_CONV_FLIP=1 turns it on) until
 // gpu-check has compared the two on a device. The plan holds the choice,
 // the image group and the workspace in elements (the flipped filters, then
 // the forward's columns); the caller sizes `col` from it and passes it
@@ -116,13 +116,14 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad, const T* x, T*
 // whose partial sums go to `work`: implicit_backward_weight_workspace(g)
 // elements) and the backward-input of stride-1 undilated layers (as the
 // forward of the flipped, transposed filters, written to `work`:
-// implicit_backward_input_workspace(g) elements) run on the tiled SGEMM
-// kernel of v4/v8, at bf16 precision on its tensor-core form
+// implicit_backward_input_workspace(g) elements) or of layers whose
+// windows do not overlap (one GEMM scattered onto dx) run on the tiled
+// SGEMM kernel of v4/v8, at bf16 precision on its tensor-core form
 // (gemm/tiled_bf16.cuh); a workspace size of 0 means none is needed.
 template <typename T>
 void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, Stream stream);
 // Whether the float backward-input runs tiled (stride 1, no dilation, as
-// the forward of the flipped filters). The ops run im2col's where it does
+// the forward of the flipped filters; or windows that do not overlap). The ops run im2col's where it does
 // not, as for Winograd's inapplicable layers: the generic kernel, which
 // f64 keeps, is a reference many times slower (the U-Net's 2x2 stride-2
 // up-convolutions would otherwise run their forwards on it).

@@ -764,8 +764,10 @@ TEST_CASE("cuda conv: implicit GEMM at bf16 multiplies BF16-rounded operands on 
       {{2, 3, 32, 32}, {5, 3, 3, 3}, pad1},  {{5, 2, 23, 19}, {3, 2, 3, 3}, pad1},
       {{5, 64, 16, 16}, {64, 64, 3, 3}, pad1},
       // An up-convolution's shape (2x2 stride 2): a strided forward, and the
-      // backward-input as one GEMM scattered onto dx.
+      // backward-input as one GEMM scattered onto dx (C R S = 128 and 64:
+      // A's tile of 128 rows, then of 64).
       {{2, 32, 12, 10}, {16, 32, 2, 2}, {.stride_h = 2, .stride_w = 2}},
+      {{2, 16, 12, 10}, {8, 16, 2, 2}, {.stride_h = 2, .stride_w = 2}},
   };
   int seed = 80;
   for (const Case& c : cases) {
@@ -809,13 +811,19 @@ TEST_CASE("cuda conv: autotune times each applicable algorithm once per pass and
     ops::conv2d_backward_input(y, w, x.shape(), pad1);
     ops::conv2d_backward_weight(y, x, w.shape(), pad1);
     ops::conv2d(s, w2, Tensor(), {.stride_h = 2, .stride_w = 2});  // 2x2 stride 2: no Winograd
+    // A 3x3 stride-2 backward-input: the implicit path has no tiled kernel
+    // for it (it would run im2col's), so im2col is the only candidate.
+    ops::conv2d_backward_input(gpu(random_tensor({2, 16, 6, 6}, 54)), w, x.shape(),
+                               {.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1});
   }
   const auto results = kernels::conv_autotuner().results();
-  REQUIRE(results.size() == 4);
+  REQUIRE(results.size() == 5);
   for (const auto& [key, r] : results) {
     const std::string what = key.str();  // (clang: a structured binding cannot be captured by CAPTURE's lambda)
     CAPTURE(what);
-    const size_t want = key.R == 3 ? 4 : 2;  // im2col, implicit (+ winograd, winograd4 for the 3x3 layer)
+    // im2col, implicit (+ winograd, winograd4 for the stride-1 3x3 layer);
+    // im2col alone for the strided backward-input.
+    const size_t want = key.sh == 2 && key.R == 3 ? 1 : key.R == 3 ? 4 : 2;
     CHECK(r.times_ms.size() == want);
     for (const auto& [c, t] : r.times_ms) CHECK(t > 0.0);
     CHECK(r.chosen >= 0);
@@ -826,7 +834,7 @@ TEST_CASE("cuda conv: autotune times each applicable algorithm once per pass and
   const Tensor dx_auto = ops::conv2d_backward_input(y_auto, w, x.shape(), pad1);
   const Tensor dw_auto = ops::conv2d_backward_weight(y_auto, x, w.shape(), pad1);
   for (const auto& [key, r] : results) {
-    if (key.R != 3) continue;
+    if (key.R != 3 || key.sh != 1) continue;
     const std::string what = key.str();  // (clang: a structured binding cannot be captured by CAPTURE's lambda)
     CAPTURE(what);
     const ConvAlgorithmGuard fixed(static_cast<kcu::ConvAlgorithm>(r.chosen));
@@ -1198,9 +1206,11 @@ TEST_CASE("cuda conv: the flipped backward-input's plan (when it runs, its group
     CHECK(p.workspace == kcu::col_elems(narrowing, 5));
   }
   const FlipGuard on(true);
-  CHECK_FALSE(kcu::backward_input_plan<float>(g).flipped);  // K > C at FP32: col2im's columns are fewer
+  CHECK_FALSE(kcu::backward_input_plan<float>(g).flipped);   // K > C at FP32: col2im's columns are fewer
+  CHECK_FALSE(kcu::backward_input_plan<double>(g).flipped);
   const kcu::BackwardInputPlan p = kcu::backward_input_plan<float>(narrowing);
   CHECK(p.flipped);
+  CHECK(kcu::backward_input_plan<double>(narrowing).flipped);
   // The forward of 3 -> 4 channels over the 9 x 7 gradient: 3 x 9 x 63
   // columns an image, after the 3 x 4 x 9 = 108 filter values rounded up
   // to a multiple of 64.
@@ -1222,10 +1232,11 @@ TEST_CASE("cuda conv: the flipped backward-input's plan (when it runs, its group
 #endif
 }
 
-// The im2col path's flipped backward-input against the CPU: narrowing
-// layers (K < C), equal ones, paddings 0 and 2 of a 3x3 kernel and a 1x3
-// one, groups of 1, 2 + 2 + 1 and 5 images; and at bf16 precision (BF16
-// columns, so also K > C) against f64 on the BF16-rounded operands.
+// The im2col path's flipped backward-input against the CPU, f32 and f64:
+// narrowing layers (K < C), equal ones, paddings 0 and 2 of a 3x3 kernel
+// and a 1x3 one, groups of 1, 2 + 2 + 1 and 5 images; and at bf16
+// precision (BF16 columns, so also K = 2 C, equal bytes) against f64 on
+// the BF16-rounded operands.
 TEST_CASE("cuda conv: the backward-input as the forward of the flipped filters matches the CPU" *
           doctest::skip(kNoDevice)) {
 #ifdef CRFSEG_WITH_CUDA
@@ -1235,7 +1246,7 @@ TEST_CASE("cuda conv: the backward-input as the forward of the flipped filters m
   const std::vector<Case> cases = {
       {{5, 6, 9, 11}, {3, 6, 3, 3}, {.pad_h = 1, .pad_w = 1}},  {{5, 4, 8, 8}, {4, 4, 3, 3}, {.pad_h = 1, .pad_w = 1}},
       {{5, 6, 9, 11}, {3, 6, 3, 3}, {.pad_h = 0, .pad_w = 2}},  {{5, 5, 7, 12}, {2, 5, 1, 3}, {.pad_h = 0, .pad_w = 1}},
-      {{5, 3, 9, 7}, {8, 3, 3, 3}, {.pad_h = 1, .pad_w = 1}},  // K > C: flipped only at bf16
+      {{5, 4, 9, 7}, {8, 4, 3, 3}, {.pad_h = 1, .pad_w = 1}},  // K = 2 C: flipped only at bf16
   };
   int seed = 120;
   for (const Case& c : cases) {
@@ -1249,9 +1260,11 @@ TEST_CASE("cuda conv: the backward-input as the forward of the flipped filters m
       INFO("x ", shape_str(c.x), ", w ", shape_str(c.w), ", workspace limit ", limit);
       const WorkspaceLimitGuard guard(limit);
       CHECK(kernels::cuda::backward_input_plan<float>(geo).flipped == (geo.K <= geo.C));
-      check_op("flipped conv2d_backward_input", {g, w}, [&](const std::vector<Tensor>& v) {
-        return ops::conv2d_backward_input(v[0], v[1], c.x, c.a);
-      }, 1e-5, tol(DType::f32));
+      for (DType dt : {DType::f32, DType::f64}) {
+        check_op("flipped conv2d_backward_input", {g.to(dt), w.to(dt)}, [&](const std::vector<Tensor>& v) {
+          return ops::conv2d_backward_input(v[0], v[1], c.x, c.a);
+        }, dt == DType::f64 ? 1e-12 : 1e-5, tol(dt));
+      }
       const cuda::MatmulPrecisionGuard precision(cuda::MatmulPrecision::bf16);
       CHECK(kernels::cuda::backward_input_plan<float>(geo).flipped);
       const Tensor dx = cpu(ops::conv2d_backward_input(gpu(g), gpu(w), c.x, c.a));

@@ -105,8 +105,13 @@ kernels::cuda::ConvAlgorithm cuda_conv_algorithm(kernels::ConvPass pass, const C
   const kcu::ConvAlgorithm chosen = kcu::conv_algorithm();
   if (chosen != kcu::ConvAlgorithm::autotune) return chosen;
   constexpr int kRepeats = 3;
-  std::vector<int> candidates = {static_cast<int>(kcu::ConvAlgorithm::im2col),
-                                 static_cast<int>(kcu::ConvAlgorithm::implicit_gemm)};
+  std::vector<int> candidates = {static_cast<int>(kcu::ConvAlgorithm::im2col)};
+  // (A float backward-input the implicit path has no tiled kernel for runs
+  // im2col's: no candidate of its own.)
+  if (pass != kernels::ConvPass::backward_input || like.dtype() != DType::f32 ||
+      kcu::implicit_backward_input_tiled(g)) {
+    candidates.push_back(static_cast<int>(kcu::ConvAlgorithm::implicit_gemm));
+  }
   const bool winograd = kcu::winograd_applies(g) &&
                         (pass != kernels::ConvPass::backward_input ||
                          kcu::winograd_applies(kcu::winograd_backward_input_geometry(g)));

@@ -150,11 +150,12 @@ bench() {  # bench NAME SECONDS CMD...: one timed-out benchmark command, logged
   local name=$1 limit=$2; shift 2
   in_budget "$name" || return 0
   echo "\$ $*" >>"$bench_log"
-  local part
+  local part rc
   part=$(mktemp)
-  timeout "$limit" "$@" >"$part" 2>&1
-  local rc=$?
-  cat "$part" >>"$bench_log"
+  # (tee: the log keeps a benchmark's output as it comes, should the whole
+  # run be stopped in the middle of it)
+  timeout "$limit" "$@" 2>&1 | tee "$part" >>"$bench_log"
+  rc=${PIPESTATUS[0]}
   echo >>"$bench_log"
   # A training step's median goes into the summary, so that the table
   # compares the configurations at a glance.

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""PyTorch twin of bench/bench_conv_cuda: cuDNN conv2d 3x3 pad 1 on the same
-U-Net layer shapes, forward + backward-input + backward-weight (through
-torch.nn.grad's conv2d_input / conv2d_weight), median of R runs timed with
+"""PyTorch twin of bench/bench_conv_cuda: cuDNN conv2d 3x3 pad 1 (and 2x2
+stride 2, the up-convolutions' kernel) on the same U-Net layer shapes,
+forward + backward-input + backward-weight (through torch.nn.grad's
+conv2d_input / conv2d_weight), median of R runs timed with
 CUDA events after warm-up. --precision fp32 (the default): f32 with TF32
 off; tf32: f32 with TF32 allowed; bf16: bfloat16 tensors (what autocast
 gives a convolution; half of f32's bytes, where crfseg's bf16 keeps f32

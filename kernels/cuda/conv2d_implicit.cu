@@ -30,12 +30,17 @@
 //    form of that kernel (gemm/tiled_bf16.cuh: mma.sync m16n8k16 fed by
 //    ldmatrix, the gathered values rounded to BF16 on their way into
 //    shared memory, 32-deep slices). Written without a GPU (session 48).
-//  * everything else (f64, strided or dilated backward-input, planes past
-//    32-bit indices): v2_smem_tile's scheme at 64 x 64 x 8 tiles with a
-//    4 x 4 register tile per thread (small enough for f64), parameterised
-//    by two gather functors, a(m, k) and b(k, n), and a store functor; six
-//    to three hundred times im2col + cuBLAS's time on that H100
-//    (bench_conv_cuda), so only a reference.
+//  * everything else (f64, a strided or dilated backward-input whose
+//    windows overlap, planes past 32-bit indices): v2_smem_tile's scheme
+//    at 64 x 64 x 8 tiles with a 4 x 4 register tile per thread (small
+//    enough for f64), parameterised by two gather functors, a(m, k) and
+//    b(k, n), and a store functor; six to three hundred times im2col +
+//    cuBLAS's time on that H100 (bench_conv_cuda), so only a reference:
+//    the ops run im2col's for such a float backward-input instead
+//    (implicit_backward_input_tiled).
+// The backward-input of layers whose windows do not overlap (the U-Net's
+// up-convolutions' forwards) is one tiled GEMM, dx rows (c, r, s) by
+// columns (image, p, q), each product scattered to its own pixel.
 // Every gather is bounds-checked, so any geometry works; the sums run in a
 // fixed order (chunks of a fixed split, no atomics), so results are
 // deterministic.

@@ -113,8 +113,9 @@ int main(int argc, char** argv) {
     std::vector<Tensor> a, b, c, d;
     const double t_im2col = time(kcu::ConvAlgorithm::im2col, &a);
     const double t_implicit = time(kcu::ConvAlgorithm::implicit_gemm, &b);
-    const double t_winograd = time(kcu::ConvAlgorithm::winograd, &c);
-    const double t_winograd4 = time(kcu::ConvAlgorithm::winograd4, &d);
+    // (Winograd takes 3x3 stride-1 layers; the 2x2 ones would rerun im2col.)
+    const double t_winograd = up ? NAN : time(kcu::ConvAlgorithm::winograd, &c);
+    const double t_winograd4 = up ? NAN : time(kcu::ConvAlgorithm::winograd4, &d);
     // Relative Frobenius distance from im2col's three results (NaN never passes).
     auto distance = [&](const std::vector<Tensor>& other) {
       double num = 0, den = 0;
@@ -129,10 +130,15 @@ int main(int argc, char** argv) {
       }
       return std::sqrt(num / std::max(den, 1e-30));
     };
-    std::printf("| %lld -> %lld @ %lldx%lld%s | %.2f | %.2f | %.2f | %.1e | %.2f | %.2f | %.1e | %.2f | %.2f | %.1e |\n",
-                static_cast<long long>(l.C), static_cast<long long>(l.K), static_cast<long long>(l.HW),
-                static_cast<long long>(l.HW), up ? " (2x2 s2)" : "", t_im2col, t_implicit, t_implicit / t_im2col, distance(b), t_winograd,
-                t_winograd / t_im2col, distance(c), t_winograd4, t_winograd4 / t_im2col, distance(d));
+    std::printf("| %lld -> %lld @ %lldx%lld%s | %.2f | %.2f | %.2f | %.1e |", static_cast<long long>(l.C),
+                static_cast<long long>(l.K), static_cast<long long>(l.HW), static_cast<long long>(l.HW),
+                up ? " (2x2 s2)" : "", t_im2col, t_implicit, t_implicit / t_im2col, distance(b));
+    if (up) {
+      std::printf(" n/a | | | n/a | | |\n");
+    } else {
+      std::printf(" %.2f | %.2f | %.1e | %.2f | %.2f | %.1e |\n", t_winograd, t_winograd / t_im2col, distance(c),
+                  t_winograd4, t_winograd4 / t_im2col, distance(d));
+    }
   }
   std::printf("%s", cuda::memory_summary(0).c_str());
 #endif

@@ -68,6 +68,37 @@ __device__ __forceinline__ void store_slice(const float4 (&reg)[kSlots], float (
   }
 }
 
+// The double-buffered slice loop of both tile kernels (this one and
+// tiled_bf16.cuh's) over depths [k_begin, k_end): slice k0 + BK's loads are
+// in flight in registers while slice k0 is multiplied out of shared buffer
+// `cur`, then stored to the other buffer; one barrier per slice.
+// store(buffer, ra, rb) writes a slice's registers to a shared buffer,
+// multiply(buffer) adds that buffer's slice to the accumulators.
+template <int kTileM, int BK, class LoadA, class LoadB, class Store, class Multiply>
+__device__ __forceinline__ void slice_loop(const LoadA& a, const LoadB& b, int64_t m0, int64_t n0, int64_t k_begin,
+                                           int64_t k_end, int t, Store store, Multiply multiply) {
+  constexpr int kSlotsA = kTileM * BK / 4 / kThreads, kSlotsB = kTileN * BK / 4 / kThreads;
+  float4 ra[kSlotsA], rb[kSlotsB];
+  a.template load<kTileM, BK, kSlotsA>(m0, k_begin, t, ra);
+  b.template load<kTileN, BK, kSlotsB>(n0, k_begin, t, rb);
+  store(0, ra, rb);
+  __syncthreads();
+  int cur = 0;
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += BK) {
+    const bool more = k0 + BK < k_end;
+    if (more) {  // in flight while this slice is multiplied
+      a.template load<kTileM, BK, kSlotsA>(m0, k0 + BK, t, ra);
+      b.template load<kTileN, BK, kSlotsB>(n0, k0 + BK, t, rb);
+    }
+    multiply(cur);
+    // The other buffer was last read in the previous slice, before the
+    // barrier that ended it.
+    if (more) store(cur ^ 1, ra, rb);
+    __syncthreads();
+    cur ^= 1;
+  }
+}
+
 // LoadA / LoadB: loaders with load<kTile, BK, kSlots>(r0, k0, t, reg) in
 // load_slice's slot layout and kContig saying which (for v4/v8,
 // StoredA<!ta> and StoredB<tb>); LoadA::rows() and LoadB::cols() bound
@@ -97,20 +128,11 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t k_end = depth < k_begin + chunk ? depth : k_begin + chunk;
 
   float acc[kRows][8] = {};
-  float4 ra[kSlotsA], rb[kSlotsB];
-  a.template load<kTileM, BK, kSlotsA>(m0, k_begin, t, ra);
-  b.template load<kTileN, BK, kSlotsB>(n0, k_begin, t, rb);
-  store_slice<LoadA::kContig, kTileM, BK>(ra, As[0], t);
-  store_slice<LoadB::kContig, kTileN, BK>(rb, Bs[0], t);
-  __syncthreads();
-
-  int cur = 0;
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += BK) {
-    const bool more = k0 + BK < k_end;
-    if (more) {  // in flight while this slice is multiplied
-      a.template load<kTileM, BK, kSlotsA>(m0, k0 + BK, t, ra);
-      b.template load<kTileN, BK, kSlotsB>(n0, k0 + BK, t, rb);
-    }
+  const auto store = [&](int buffer, const float4(&ra)[kSlotsA], const float4(&rb)[kSlotsB]) {
+    store_slice<LoadA::kContig, kTileM, BK>(ra, As[buffer], t);
+    store_slice<LoadB::kContig, kTileN, BK>(rb, Bs[buffer], t);
+  };
+  const auto multiply = [&](int cur) {
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       float av[kRows];
@@ -128,15 +150,8 @@ __global__ void __launch_bounds__(kThreads)
         for (int j = 0; j < 8; ++j) acc[i][j] += av[i] * bv[j];
       }
     }
-    if (more) {
-      // The other buffer was last read in the previous slice, before the
-      // barrier that ended it.
-      store_slice<LoadA::kContig, kTileM, BK>(ra, As[cur ^ 1], t);
-      store_slice<LoadB::kContig, kTileN, BK>(rb, Bs[cur ^ 1], t);
-    }
-    __syncthreads();
-    cur ^= 1;
-  }
+  };
+  slice_loop<kTileM, BK>(a, b, m0, n0, k_begin, k_end, t, store, multiply);
 
   const int64_t M = a.rows(), N = b.cols();
 #pragma unroll

@@ -78,8 +78,8 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
 }
 
 // As gemm_tile_kernel (the loaders, the epilogue, the depth in chunks of
-// `chunk`, now a multiple of kBf16Depth, over blockIdx.z), on the tensor
-// cores at BF16 precision.
+// `chunk`, now a multiple of kBf16Depth, over blockIdx.z, and its slice
+// loop), on the tensor cores at BF16 precision.
 template <class LoadA, class LoadB, class Epilogue, int kTileM>
 __global__ void __launch_bounds__(kThreads)
     gemm_tile_bf16_kernel(LoadA a, LoadB b, Epilogue out, int64_t depth, int64_t chunk) {
@@ -100,20 +100,11 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t k_end = depth < k_begin + chunk ? depth : k_begin + chunk;
 
   float acc[Warp::kTilesM][Warp::kTilesN][4] = {};
-  float4 ra[kSlotsA], rb[kSlotsB];
-  a.template load<kTileM, BK, kSlotsA>(m0, k_begin, t, ra);
-  b.template load<kTileN, BK, kSlotsB>(n0, k_begin, t, rb);
-  store_slice_bf16<LoadA::kContig, kTileM>(ra, As[0], t);
-  store_slice_bf16<LoadB::kContig, kTileN>(rb, Bs[0], t);
-  __syncthreads();
-
-  int cur = 0;
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += BK) {
-    const bool more = k0 + BK < k_end;
-    if (more) {  // in flight while this slice is multiplied
-      a.template load<kTileM, BK, kSlotsA>(m0, k0 + BK, t, ra);
-      b.template load<kTileN, BK, kSlotsB>(n0, k0 + BK, t, rb);
-    }
+  const auto store = [&](int buffer, const float4(&ra)[kSlotsA], const float4(&rb)[kSlotsB]) {
+    store_slice_bf16<LoadA::kContig, kTileM>(ra, As[buffer], t);
+    store_slice_bf16<LoadB::kContig, kTileN>(rb, Bs[buffer], t);
+  };
+  const auto multiply = [&](int cur) {
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
       uint32_t af[Warp::kTilesM][4], bf[Warp::kTilesN / 2][4];
@@ -133,15 +124,8 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
-    if (more) {
-      // The other buffer was last read in the previous slice, before the
-      // barrier that ended it.
-      store_slice_bf16<LoadA::kContig, kTileM>(ra, As[cur ^ 1], t);
-      store_slice_bf16<LoadB::kContig, kTileN>(rb, Bs[cur ^ 1], t);
-    }
-    __syncthreads();
-    cur ^= 1;
-  }
+  };
+  slice_loop<kTileM, BK>(a, b, m0, n0, k_begin, k_end, t, store, multiply);
 
   const int64_t M = a.rows(), N = b.cols();
 #pragma unroll

@@ -48,6 +48,10 @@ struct ConvTuneKey {
   int precision = 0;  // the GEMM precision's enum value (fp32, tf32, bf16)
   int device = 0;
   int64_t workspace_limit = 0;
+  // Switches that change what a candidate runs (bit 0: the im2col path's
+  // flipped backward-input, CRFSEG_CUDA_CONV_FLIP), so that a choice timed
+  // under one setting is not reused under another.
+  int options = 0;
 
   auto operator<=>(const ConvTuneKey&) const = default;
   static ConvTuneKey of(ConvPass pass, const ConvGeometry& g, int element_bytes, int precision, int device = 0,

@@ -120,9 +120,9 @@ kernels::cuda::ConvAlgorithm cuda_conv_algorithm(kernels::ConvPass pass, const C
     candidates.push_back(static_cast<int>(kcu::ConvAlgorithm::winograd4));
   }
   const int device = like.device().index;
-  const auto key = kernels::ConvTuneKey::of(pass, g, static_cast<int>(dtype_size(like.dtype())),
-                                            static_cast<int>(cuda::matmul_precision()), device,
-                                            kcu::conv_workspace_limit());
+  auto key = kernels::ConvTuneKey::of(pass, g, static_cast<int>(dtype_size(like.dtype())),
+                                      static_cast<int>(cuda::matmul_precision()), device, kcu::conv_workspace_limit());
+  key.options = kcu::conv_flipped_backward_input() ? 1 : 0;
   const int best = kernels::conv_autotuner().choose(key, candidates, [&](int c) {
     const auto a = static_cast<kcu::ConvAlgorithm>(c);
     run(a);

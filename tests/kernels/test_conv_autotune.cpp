@@ -83,6 +83,9 @@ TEST_CASE("conv autotuner: no candidates is an error, and a failed timing keeps 
   const ConvTuneKey k2 = ConvTuneKey::of(ConvPass::backward_weight, layer(3, 8, 33), 4, 0);
   CHECK(tuner.choose(k2, {0, 1}, [](int) -> double { throw OutOfMemoryError("none fits"); }) == 0);
   // The device and the workspace limit are part of the key.
+  ConvTuneKey flipped = ConvTuneKey::of(ConvPass::backward_input, layer(3, 8, 33), 4, 0);
+  flipped.options = 1;  // the flipped backward-input: another key
+  CHECK(flipped != ConvTuneKey::of(ConvPass::backward_input, layer(3, 8, 33), 4, 0));
   CHECK(ConvTuneKey::of(ConvPass::forward, layer(3, 8, 33), 4, 0, 1) != ConvTuneKey::of(ConvPass::forward, layer(3, 8, 33), 4, 0, 0));
   CHECK(ConvTuneKey::of(ConvPass::forward, layer(3, 8, 33), 4, 0, 0, 1 << 20) !=
         ConvTuneKey::of(ConvPass::forward, layer(3, 8, 33), 4, 0, 0, 1 << 26));

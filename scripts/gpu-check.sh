@@ -206,6 +206,10 @@ bench "torch unet bf16" 120 $py bench/peers/torch_segmenter.py --base 64 --depth
 # 48, written without a GPU): no columns in memory at all.
 bench "unet bf16 implicit" 120 env CRFSEG_CUDA_CONV=implicit "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
   --batch 16 --repeats 10 --device cuda --precision bf16
+# ... and autotuned at bf16: per layer and pass, im2col + cuBLAS BF16
+# against the tensor-core tiles (and Winograd, which stays FP32).
+bench "unet bf16 auto" 150 env CRFSEG_CUDA_CONV=auto "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
+  --batch 16 --repeats 10 --device cuda --precision bf16
 # The im2col path's stride-1 backward-input as the forward of the flipped
 # filters (session 48, off by default: CRFSEG_CUDA_CONV_FLIP=1), at fp32
 # (the decoder's layers, K = C / 2: half the columns) and bf16 (BF16

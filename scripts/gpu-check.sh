@@ -207,7 +207,8 @@ bench "torch unet bf16" 120 $py bench/peers/torch_segmenter.py --base 64 --depth
 bench "unet bf16 implicit" 120 env CRFSEG_CUDA_CONV=implicit "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
   --batch 16 --repeats 10 --device cuda --precision bf16
 # ... and autotuned at bf16: per layer and pass, im2col + cuBLAS BF16
-# against the tensor-core tiles (and Winograd, which stays FP32).
+# against the tensor-core tiles and Winograd (whose batched products take
+# BF16 inputs too).
 bench "unet bf16 auto" 150 env CRFSEG_CUDA_CONV=auto "$bin/bench/bench_models" --base 64 --depth 4 --size 256 \
   --batch 16 --repeats 10 --device cuda --precision bf16
 # The im2col path's stride-1 backward-input as the forward of the flipped

@@ -287,20 +287,25 @@ void with_tile_rows(int64_t K, F f) {
   }
 }
 
-// The tiled product on the tensor cores (tiled_bf16.cuh) when the GEMMs'
-// precision is bf16 (gemm_precision(), as the im2col path's cuBLAS calls
-// follow it), else on the FP32 kernel (tiled.cuh): the depth in chunks of
-// `chunk`, a multiple of the kernel's slice depth, one per blockIdx.z of
-// `grid`. (Read once per pass: the precision is process-wide.)
-bool tensor_core_tiles() { return gemm_precision() == GemmPrecision::bf16; }
-// The whole depth as one chunk of whole slices.
-int64_t whole_depth(int64_t depth, bool tensor_cores) {
-  const int64_t step = tensor_cores ? tiled::kBf16Depth : kDepthStep;
-  return std::max<int64_t>((depth + step - 1) / step * step, step);
-}
+// The tiled product M x N (tiles of kTileM x kTileN) on the tensor cores
+// (tiled_bf16.cuh) when the GEMMs' precision is bf16 (gemm_precision(), as
+// the im2col path's cuBLAS calls follow it), else on the FP32 kernel
+// (tiled.cuh); the precision is read once, for the kernel and its slices.
+// The depth runs in `chunks` chunks of `chunk`, a multiple of both
+// kernels' slice depths, one per blockIdx.z; chunks = 0: one chunk of the
+// whole depth in whole slices of the kernel that runs.
 template <int kTileM, class LoadA, class LoadB, class Out>
-void launch_tiles(bool tensor_cores, const LoadA& a, const LoadB& b, const Out& out, int64_t depth, int64_t chunk,
-                  dim3 grid, Stream stream, const char* name) {
+void launch_tiles(const LoadA& a, const LoadB& b, const Out& out, int64_t M, int64_t N, int64_t depth, int64_t chunk,
+                  int64_t chunks, Stream stream, const char* name) {
+  const bool tensor_cores = gemm_precision() == GemmPrecision::bf16;
+  if (chunks == 0) {
+    chunk = tiled::whole_slices(depth, tensor_cores ? tiled::kBf16Depth : kDepthStep);
+    chunks = 1;
+  }
+  const int64_t gy = (M + kTileM - 1) / kTileM, gx = (N + tiled::kTileN - 1) / tiled::kTileN;
+  CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff && chunks <= 65535, NotImplementedError, name, ": a ", M, " x ", N,
+               " product in ", chunks, " chunks is too large for one grid");
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(chunks));
   if (tensor_cores) {
     tiled::gemm_tile_bf16_kernel<LoadA, LoadB, Out, kTileM><<<grid, tiled::kThreads, 0, stream>>>(a, b, out, depth,
                                                                                                   chunk);
@@ -319,15 +324,10 @@ void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const 
   const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
   if (g.K == 0 || cols == 0) return;
   const Geometry32 g32 = narrow(g, name);
-  const tiled::StoredA<true> a{{w, CRS, g.K, CRS, CRS % 4 == 0 && aligned16(w)}};
+  const tiled::Stored<true> a{{w, CRS, g.K, CRS, CRS % 4 == 0 && aligned16(w)}};
   const GatherColumns<false> b{x, g32, CRS, cols, PQ, g.hw(), PQ % 4 == 0};
   const ConvOut out{y, bias, g.K, PQ};
-  const int64_t gy = (g.K + kTileM - 1) / kTileM, gx = (cols + tiled::kTileN - 1) / tiled::kTileN;
-  CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff, NotImplementedError, name, ": a ", g.K, " x ", cols,
-               " output is too large for one grid");
-  const bool tensor_cores = tensor_core_tiles();
-  launch_tiles<kTileM>(tensor_cores, a, b, out, CRS, whole_depth(CRS, tensor_cores),
-                       dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), stream, name);
+  launch_tiles<kTileM>(a, b, out, g.K, cols, CRS, 0, 0, stream, name);
 }
 
 void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y, Stream stream,
@@ -352,7 +352,7 @@ WeightGradSplit weight_grad_split(const ConvGeometry& g) {
   const int64_t wanted = std::clamp<int64_t>((kWeightGradBlocks + tiles - 1) / std::max<int64_t>(tiles, 1), 1,
                                              std::max<int64_t>(depth / kMinChunk, 1));
   int64_t chunk = (depth + wanted - 1) / wanted;
-  chunk = std::max<int64_t>((chunk + kSplitStep - 1) / kSplitStep * kSplitStep, kSplitStep);
+  chunk = tiled::whole_slices(chunk, kSplitStep);
   return {chunk, std::max<int64_t>((depth + chunk - 1) / chunk, 1)};
 }
 
@@ -372,12 +372,7 @@ void tiled_weight_grad(const ConvGeometry& g, const float* grad, const float* x,
   const GatherColumns<true> b{x, g32, CRS, depth, PQ, g.hw(), PQ % 4 == 0};
   float* sums = split.chunks > 1 ? work : dw;
   const PartialOut out{sums, CRS, g.K * CRS};
-  const int64_t gy = (g.K + kTileM - 1) / kTileM, gx = (CRS + tiled::kTileN - 1) / tiled::kTileN;
-  CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff && split.chunks <= 65535, NotImplementedError, name, ": a ", g.K,
-               " x ", CRS, " gradient in ", split.chunks, " chunks is too large for one grid");
-  launch_tiles<kTileM>(tensor_core_tiles(), a, b, out, depth, split.chunk,
-                       dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(split.chunks)),
-                       stream, name);
+  launch_tiles<kTileM>(a, b, out, g.K, CRS, depth, split.chunk, split.chunks, stream, name);
   if (split.chunks > 1) {
     const int64_t n = g.K * CRS, chunks = split.chunks;
     for_each(n, [=] __device__(int64_t i) {
@@ -403,15 +398,10 @@ void tiled_backward_input_scatter(const ConvGeometry& g, const float* grad, cons
   }
   if (CRS == 0 || cols == 0 || g.K == 0) return;
   ConvGeometry pointwise{g.N, g.K, g.P, g.Q, 1, 1, 1, g.P, g.Q};  // G as a 1x1 convolution's input
-  const tiled::StoredA<false> a{{w, CRS, CRS, g.K, CRS % 4 == 0 && aligned16(w)}};  // A(m, k) = W[k, m]
+  const tiled::Stored<false> a{{w, CRS, CRS, g.K, CRS % 4 == 0 && aligned16(w)}};  // A(m, k) = W[k, m]
   const GatherColumns<false> b{grad, narrow(pointwise, name), g.K, cols, PQ, PQ, PQ % 4 == 0};
   const ScatterOut out{dx, narrow(g, name)};
-  const int64_t gy = (CRS + kTileM - 1) / kTileM, gx = (cols + tiled::kTileN - 1) / tiled::kTileN;
-  CRFSEG_CHECK(gy <= 65535 && gx <= 0x7fffffff, NotImplementedError, name, ": a ", CRS, " x ", cols,
-               " product is too large for one grid");
-  const bool tensor_cores = tensor_core_tiles();
-  launch_tiles<kTileM>(tensor_cores, a, b, out, g.K, whole_depth(g.K, tensor_cores),
-                       dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), stream, name);
+  launch_tiles<kTileM>(a, b, out, CRS, cols, g.K, 0, 0, stream, name);
 }
 
 }  // namespace

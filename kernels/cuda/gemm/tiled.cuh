@@ -1,12 +1,11 @@
 // The tiled FP32 GEMM kernel behind v4_float4_dbuf and v8_float4_256x128
 // (kernels/cuda/gemm/v4_float4_dbuf.cu, which explains its design) and the
 // implicit-GEMM convolution (kernels/cuda/conv2d_implicit.cu): C[M, N] =
-// A[M, K] B[K, N], A and B given by loaders (stored matrices, StoredA and
-// StoredB, or the convolution's operands gathered from its tensors on the
-// fly), each result handed to an epilogue (StoreC: alpha acc + beta C).
+// A[M, K] B[K, N], A and B given by loaders (stored matrices, Stored, or
+// the convolution's operands gathered from its tensors on the fly), each
+// result handed to an epilogue (StoreC: alpha acc + beta C).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
@@ -101,10 +100,10 @@ __device__ __forceinline__ void slice_loop(const LoadA& a, const LoadB& b, int64
 
 // LoadA / LoadB: loaders with load<kTile, BK, kSlots>(r0, k0, t, reg) in
 // load_slice's slot layout and kContig saying which (for v4/v8,
-// StoredA<!ta> and StoredB<tb>); LoadA::rows() and LoadB::cols() bound
-// the results. Thread (tr, tc) of 16 x 16 owns rows 64 g + 4 tr + {0..3} for g < kTileM
-// / 64, and columns 4 tc + {0..3} and 64 + 4 tc + {0..3}: kTileM / 8 x 8
-// accumulators. v4 (128 rows, BK 16): 141 registers, one block per SM;
+// Stored<!ta> and Stored<tb>); LoadA::rows() and LoadB::cols() bound the
+// results. Thread (tr, tc) of 16 x 16 owns rows 64 g + 4 tr + {0..3} for
+// g < kTileM / 64, and columns 4 tc + {0..3} and 64 + 4 tc + {0..3}:
+// kTileM / 8 x 8 accumulators. v4 (128 rows, BK 16): 141 registers, one block per SM;
 // capping them at 128 for two blocks (__launch_bounds__(kThreads, 2))
 // spilled in two of the four cases and ran 8-10% slower on an H200;
 // walking the tiles in groups of 8 block rows for L2 reuse changed nothing
@@ -167,29 +166,18 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 
-// A as a stored matrix (X = A, rows = M): v4's operand. kContig: A(m, k) =
-// p[m ld + k] (A not transposed), else p[k ld + m].
-template <bool kAContig>
-struct StoredA {
-  static constexpr bool kContig = kAContig;
-  Operand a;
-  __device__ int64_t rows() const { return a.rows; }
+// A stored operand, as A (rows M) or as B (rows N): v4's operands.
+// kContig: X(r, k) = p[r ld + k] (A not transposed, B transposed), else
+// p[k ld + r]. rows() (as A) and cols() (as B) both give its rows.
+template <bool kXContig>
+struct Stored {
+  static constexpr bool kContig = kXContig;
+  Operand x;
+  __device__ int64_t rows() const { return x.rows; }
+  __device__ int64_t cols() const { return x.rows; }
   template <int kTile, int BK, int kSlots>
-  __device__ __forceinline__ void load(int64_t m0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
-    load_slice<kAContig, kTile, BK>(a, m0, k0, t, reg);
-  }
-};
-
-// B as a stored matrix (X = B, rows = N): v4's operand. kContig: B(n, k) =
-// p[n ld + k] (B transposed), else p[k ld + n].
-template <bool kBContig>
-struct StoredB {
-  static constexpr bool kContig = kBContig;
-  Operand b;
-  __device__ int64_t cols() const { return b.rows; }
-  template <int kTile, int BK, int kSlots>
-  __device__ __forceinline__ void load(int64_t n0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
-    load_slice<kBContig, kTile, BK>(b, n0, k0, t, reg);
+  __device__ __forceinline__ void load(int64_t r0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
+    load_slice<kXContig, kTile, BK>(x, r0, k0, t, reg);
   }
 };
 
@@ -220,15 +208,15 @@ void launch_stored(const char* name, bool ta, bool tb, int64_t M, int64_t N, int
   const Operand a{A, lda, M, K, aligned(A, lda)}, b{B, ldb, N, K, aligned(B, ldb)};
   const dim3 grid(static_cast<unsigned>((N + kTileN - 1) / kTileN), static_cast<unsigned>(gy));
   const StoreC out{alpha, beta, C, ldc};
-  const int64_t chunk = std::max<int64_t>((K + BK - 1) / BK * BK, BK);
+  const int64_t chunk = whole_slices(K, BK);
   if (!ta && tb) {
-    launch(StoredA<true>{a}, StoredB<true>{b}, out, grid, chunk);
+    launch(Stored<true>{a}, Stored<true>{b}, out, grid, chunk);
   } else if (!ta) {
-    launch(StoredA<true>{a}, StoredB<false>{b}, out, grid, chunk);
+    launch(Stored<true>{a}, Stored<false>{b}, out, grid, chunk);
   } else if (tb) {
-    launch(StoredA<false>{a}, StoredB<true>{b}, out, grid, chunk);
+    launch(Stored<false>{a}, Stored<true>{b}, out, grid, chunk);
   } else {
-    launch(StoredA<false>{a}, StoredB<false>{b}, out, grid, chunk);
+    launch(Stored<false>{a}, Stored<false>{b}, out, grid, chunk);
   }
   launch_check(name);
 }

@@ -4,6 +4,8 @@
 // serves them all and the CPU tests reach it.
 #pragma once
 
+#include <cstdint>
+
 #include "kernels/hd.h"
 
 namespace crfseg::kernels::cuda::tiled {
@@ -22,7 +24,14 @@ struct TilePosition {
 // threads read consecutive addresses.
 template <bool kContig, int kTile, int BK>
 CRFSEG_HD constexpr TilePosition slot_origin(int s) {
-  return kContig ? TilePosition{s / (BK / 4), 4 * (s % (BK / 4))} : TilePosition{4 * (s % (kTile / 4)), s / (kTile / 4)};
+  return kContig ? TilePosition{s / (BK / 4), 4 * (s % (BK / 4))}
+                 : TilePosition{4 * (s % (kTile / 4)), s / (kTile / 4)};
+}
+
+// `depth` rounded up to whole slices of `step` (at least one): a chunk of
+// the tile kernels' depth, which no slice straddles.
+CRFSEG_HD constexpr int64_t whole_slices(int64_t depth, int64_t step) {
+  return depth > step ? (depth + step - 1) / step * step : step;
 }
 
 // Whether all of a thread's slots (t + i kThreads) start at the same

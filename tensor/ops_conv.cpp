@@ -14,7 +14,6 @@
 
 #ifdef CRFSEG_WITH_CUDA
 #include <functional>
-#include <type_traits>
 
 #include "kernels/conv_autotune.h"
 #include "kernels/cuda/conv2d.h"
@@ -93,6 +92,13 @@ Tensor col_workspace(const ConvGeometry& g, const Tensor& like, int64_t images) 
   return Tensor::empty({kernels::cuda::col_elems(g, images)}, like.options());
 }
 
+// Whether the implicit path runs a backward-input itself: a float one it has
+// no tiled kernel for runs im2col's instead (the generic kernel, which f64
+// keeps, is a reference many times slower), and is no autotune candidate.
+bool implicit_backward_input_runs(const ConvGeometry& g, DType dtype) {
+  return dtype != DType::f32 || kernels::cuda::implicit_backward_input_tiled(g);
+}
+
 // The algorithm a CUDA convolution pass runs: the process-wide choice, or
 // under CRFSEG_CUDA_CONV=auto the tuner's for this pass and geometry. The
 // first pass with a key times each applicable algorithm through `run` on the
@@ -106,10 +112,7 @@ kernels::cuda::ConvAlgorithm cuda_conv_algorithm(kernels::ConvPass pass, const C
   if (chosen != kcu::ConvAlgorithm::autotune) return chosen;
   constexpr int kRepeats = 3;
   std::vector<int> candidates = {static_cast<int>(kcu::ConvAlgorithm::im2col)};
-  // (A float backward-input the implicit path has no tiled kernel for runs
-  // im2col's: no candidate of its own.)
-  if (pass != kernels::ConvPass::backward_input || like.dtype() != DType::f32 ||
-      kcu::implicit_backward_input_tiled(g)) {
+  if (pass != kernels::ConvPass::backward_input || implicit_backward_input_runs(g, like.dtype())) {
     candidates.push_back(static_cast<int>(kcu::ConvAlgorithm::implicit_gemm));
   }
   const bool winograd = kcu::winograd_applies(g) &&
@@ -224,9 +227,7 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& w_in, const Sh
     if (grad.device().is_cuda()) {
       namespace kcu = kernels::cuda;
       const auto run = [&](kcu::ConvAlgorithm a) {
-        // (Float passes the implicit path has no tiled kernel for run im2col's.)
-        if (a == kcu::ConvAlgorithm::implicit_gemm &&
-            (!std::is_same_v<T, float> || kcu::implicit_backward_input_tiled(g))) {
+        if (a == kcu::ConvAlgorithm::implicit_gemm && implicit_backward_input_runs(g, grad.dtype())) {
           const Tensor work = Tensor::empty({kcu::implicit_backward_input_workspace<T>(g)}, grad.options());
           kcu::conv2d_backward_input_implicit<T>(g, grad.data<T>(), w.data<T>(), dx.data<T>(), work.data<T>(),
                                                  detail::stream_of(grad));

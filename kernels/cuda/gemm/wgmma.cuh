@@ -45,24 +45,14 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm/gemm.h"
+#include "kernels/cuda/gemm/wgmma_rules.h"
 #include "kernels/cuda/per_device.h"
 
 namespace crfseg::kernels::cuda::wgmma {
 
-constexpr int BM = 128, BN = 256, kRowBytes = 128, kStages = 4;
-constexpr int kConsumers = 2;  // warpgroups of 64 rows each
-constexpr int kThreads = 128 * (1 + kConsumers);
-constexpr int kTileABytes = BM * kRowBytes, kTileBBytes = BN * kRowBytes;
-constexpr int kStageBytes = kTileABytes + kTileBBytes;  // 48 KiB, a multiple of the 1 KiB swizzle atom
-constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + slack to align the first stage to 1 KiB
-constexpr int kGroupM = 16;                               // tile rows per raster group (L2 reuse)
-constexpr int kBarrierBytes = 2 * kStages * 8;            // the static `full` and `empty` barriers
-
 // The 128 accumulators as inline-assembly operands (%0 .. %127) and their
 // place-holder list, for the variants' wgmma instructions. Accumulator
-// ownership (both types): warp w of the warpgroup holds rows 16 w .. 16 w +
-// 15; lane 4 g + t holds, for each 8-column block j, d[4j] (row g, col 8j +
-// 2t), d[4j+1] (g, 8j+2t+1), d[4j+2] (g+8, 8j+2t), d[4j+3] (g+8, 8j+2t+1).
+// ownership (both types): wgmma_rules.h's accumulator_position.
 #define CRFSEG_WGMMA_D8(i)                                                                                  \
   "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
       "+f"(d[i + 7])
@@ -148,16 +138,6 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 }
 
-// Shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format") of a
-// K-major tile whose rows are 128 bytes, 128-byte swizzle: start address,
-// leading byte offset (unused for swizzled K-major; 16 by convention),
-// stride byte offset 1024 (from one 8-row atom to the next), swizzle mode 1
-// (128 B) in bits 62-63. All fields are in units of 16 bytes.
-__device__ __forceinline__ uint64_t desc_sw128(uint32_t addr) {
-  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(16 >> 4) << 16) |
-         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
-}
-
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 // Waits until at most kPending committed wgmma groups are still running.
@@ -173,15 +153,6 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[128]) {
   for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-
-// Block id -> (tile row, tile column), kGroupM tile rows at a time, so the
-// blocks resident together share their A rows and B columns in L2.
-__device__ __forceinline__ void tile_of(int id, int tiles_m, int tiles_n, int& tm, int& tn) {
-  const int per_group = kGroupM * tiles_n, first = (id / per_group) * kGroupM;
-  const int rows = min(tiles_m - first, kGroupM), in_group = id % per_group;
-  tm = first + in_group % rows;
-  tn = in_group / rows;
-}
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -203,10 +174,10 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_consta
   constexpr int BK = kRowBytes / Mma::kElemBytes;  // elements of K per slice: 32 TF32 or 64 BF16
   extern __shared__ uint8_t smem_raw[];
   __shared__ uint64_t full[kStages], empty[kStages];
-  uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  uint8_t* smem = smem_raw + (atom_aligned(smem_u32(smem_raw)) - smem_u32(smem_raw));
   const int wg = static_cast<int>(threadIdx.x) / 128, lane_wg = static_cast<int>(threadIdx.x) % 128;
-  int tm = 0, tn = 0;
-  tile_of(static_cast<int>(blockIdx.x), tiles_m, tiles_n, tm, tn);
+  const TileIndex tile = tile_of(static_cast<int>(blockIdx.x), tiles_m, tiles_n);
+  const int tm = tile.m, tn = tile.n;
   const int slices = (K + BK - 1) / BK;
   const uint32_t rank = kCluster > 1 ? cluster_rank() : 0;
 
@@ -226,19 +197,18 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_consta
 
   if (wg == 0) {
     if (lane_wg == 0) {
-      constexpr int kRowsB = BN / kCluster;
       for (int k = 0; k < slices; ++k) {
         const int s = k % kStages;
         mbar_wait(&empty[s], ((k / kStages) & 1) ^ 1);
         mbar_expect_tx(&full[s], kStageBytes);  // A, and all of B's rows: this block's and the others'
-        uint8_t* a = smem + s * kStageBytes;
-        tma_load_2d(a, &map_a, k * BK, tm * BM, &full[s]);
-        uint8_t* b = a + kTileABytes + rank * kRowsB * kRowBytes;
+        uint8_t* stage = smem + s * kStageBytes;
+        const Box a = a_box(tm), b = b_box(tn, static_cast<int>(rank), kCluster);
+        tma_load_2d(stage + a.offset, &map_a, k * BK, static_cast<int>(a.first_row), &full[s]);
         if constexpr (kCluster > 1) {
-          tma_load_2d_multicast(b, &map_b, k * BK, tn * BN + static_cast<int>(rank) * kRowsB, &full[s],
+          tma_load_2d_multicast(stage + b.offset, &map_b, k * BK, static_cast<int>(b.first_row), &full[s],
                                 (1u << kCluster) - 1);
         } else {
-          tma_load_2d(b, &map_b, k * BK, tn * BN, &full[s]);
+          tma_load_2d(stage + b.offset, &map_b, k * BK, static_cast<int>(b.first_row), &full[s]);
         }
       }
     }
@@ -259,12 +229,14 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_consta
     for (int k = 0; k < slices; ++k) {
       const int s = k % kStages;
       mbar_wait(&full[s], (k / kStages) & 1);
-      const uint32_t a = smem_u32(smem + s * kStageBytes + c * 64 * kRowBytes);
+      const uint32_t a = smem_u32(smem + s * kStageBytes + a_rows(c));
       const uint32_t b = smem_u32(smem + s * kStageBytes + kTileABytes);
       fence_accumulators(d);
       wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < kRowBytes / 32; ++kk) Mma::mma(d, desc_sw128(a + 32 * kk), desc_sw128(b + 32 * kk));
+      for (int kk = 0; kk < kRowBytes / kStepBytes; ++kk) {
+        Mma::mma(d, desc_sw128(a + kStepBytes * kk), desc_sw128(b + kStepBytes * kk));
+      }
       wgmma_commit();
       // Keep this slice's products running while the last slice's stage
       // is handed back: once at most one group is pending, slice k - 1's
@@ -277,18 +249,15 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_consta
     fence_accumulators(d);
     if (slices > 0) release((slices - 1) % kStages);
 
-    const int warp = lane_wg / 32, g = (lane_wg % 32) / 4, t = lane_wg % 4;
-    const int64_t row0 = static_cast<int64_t>(tm) * BM + c * 64 + warp * 16 + g;
-    const int64_t col0 = static_cast<int64_t>(tn) * BN + 2 * t;
+    const AccPosition origin = accumulator_origin(lane_wg);
+    const int64_t row0 = static_cast<int64_t>(tm) * BM + c * kConsumerRows + origin.row;
+    const int64_t col0 = static_cast<int64_t>(tn) * BN + origin.col;
 #pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int64_t m = row0 + 8 * (r / 2), n = col0 + 8 * j + (r % 2);
-        if (m >= M || n >= N) continue;
-        float* out = C + m * ldc + n;
-        *out = beta == 0.0f ? alpha * d[4 * j + r] : alpha * d[4 * j + r] + beta * *out;
-      }
+    for (int i = 0; i < 128; ++i) {
+      const int64_t m = row0 + accumulator_step(i).row, n = col0 + accumulator_step(i).col;
+      if (m >= M || n >= N) continue;
+      float* out = C + m * ldc + n;
+      *out = beta == 0.0f ? alpha * d[i] : alpha * d[i] + beta * *out;
     }
   }
   // No block leaves while another may still multicast into its shared
@@ -410,12 +379,10 @@ template <class Mma, int kCluster>
 void run_kmajor(const char* name, int64_t M, int64_t N, int64_t K, float alpha, const typename Mma::Element* a,
                 int64_t la, const typename Mma::Element* b, int64_t lb, float beta, float* C, int64_t ldc,
                 Stream stream) {
-  const CUtensorMap map_a = kmajor_map<Mma>(name, a, M, K, la, BM, "A");
-  const CUtensorMap map_b = kmajor_map<Mma>(name, b, N, K, lb, BN / kCluster, "B^T");
-  // Tile rows rounded up to whole clusters: a block past M loads zeros
-  // (the TMA fills boxes outside the matrix) and stores nothing, but
-  // still delivers its share of B to its partner.
-  const int64_t tiles_m = (M + BM * kCluster - 1) / (BM * kCluster) * kCluster, tiles_n = (N + BN - 1) / BN;
+  const CUtensorMap map_a = kmajor_map<Mma>(name, a, M, K, la, a_box(0).rows, "A");
+  const CUtensorMap map_b = kmajor_map<Mma>(name, b, N, K, lb, b_box(0, 0, kCluster).rows, "B^T");
+  const Grid grid = grid_of(M, N, kCluster);
+  const int64_t tiles_m = grid.tiles_m, tiles_n = grid.tiles_n;
   CRFSEG_CHECK(tiles_m * tiles_n <= 0x7fffffff, NotImplementedError, "sgemm ", name, ": ", M, " x ", N,
                " needs more than 2^31 tiles");
   cudaLaunchConfig_t config{};

@@ -11,8 +11,18 @@
 // guide: the TMA's swizzle modes), never from the rules under test. The
 // values are small integers, exact in TF32, BF16 and every sum. The device
 // runs the kernel itself in tests/cuda (v6/v7/v9/v10 against the CPU).
+//
+// A second check runs the kernel's pipeline (its producer, its consumers,
+// the TMA's copies landing, wgmma groups finishing) as a model under many
+// random interleavings, with mbarriers as the PTX ISA defines them: a
+// wrong parity or arrival count shows as a deadlock, a stage read before
+// its copies land, or a stage refilled while a wgmma still reads it. On the
+// device each of those is a hang or wrong values.
+#include <array>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <random>
 #include <vector>
 
 #include "kernels/cuda/gemm/wgmma_rules.h"
@@ -266,6 +276,144 @@ void check_product(int64_t M, int64_t N, int64_t K, int elem, int cluster) {
   CHECK(wrong == 0);
 }
 
+// An mbarrier (PTX ISA, "Parallel Synchronization and Communication
+// Instructions: mbarrier"): a phase completes when its pending arrivals
+// reach zero and its transaction count is zero (which copies may drive
+// below zero before the expected bytes are announced); then the next phase
+// starts with the full arrival count. try_wait.parity(P) succeeds once the
+// phase of parity P has completed, i.e. while the current phase's parity is
+// not P.
+struct Mbarrier {
+  int expected = 0, pending = 0, completed = 0;
+  int64_t tx = 0;
+  void init(int count) { expected = pending = count; }
+  void settle() {
+    if (pending == 0 && tx == 0) {
+      ++completed;
+      pending = expected;
+    }
+  }
+  void arrive() {
+    if (pending <= 0) FAIL("an arrival on a barrier with none pending");
+    --pending;
+    settle();
+  }
+  void expect_tx_arrive(int64_t bytes) {
+    tx += bytes;
+    arrive();
+  }
+  void complete_tx(int64_t bytes) {
+    tx -= bytes;
+    settle();
+  }
+  bool passed(uint32_t parity) const { return static_cast<uint32_t>(completed & 1) != parity; }
+};
+
+// The pipeline of one cluster over `slices` slices of K, every thread kind
+// of the kernel as a step function, run in a random order of whatever can
+// step. Returns false on a deadlock or a hazard (and says which).
+bool run_pipeline(int cluster, int slices, uint32_t seed) {
+  constexpr int S = wg::kStages, kParts = 1 + 2;  // a stage's parts: A, and up to two shares of B
+  struct Copy {
+    int target, stage, part, slice, bytes;
+  };
+  struct Consumer {
+    int k = 0;
+    bool waiting_full = true, done = false;
+    std::deque<int> groups;  // slices whose wgmma group is still reading its stage
+  };
+  std::vector<std::array<Mbarrier, S>> full(cluster), empty(cluster);
+  std::vector<std::array<std::array<int, kParts>, S>> content(cluster);  // slice held by each part, -1 none
+  std::vector<int> produced(cluster, 0);
+  std::vector<std::vector<Consumer>> consumers(cluster, std::vector<Consumer>(wg::kConsumers));
+  std::vector<Copy> in_flight;
+  for (int b = 0; b < cluster; ++b) {
+    for (int s = 0; s < S; ++s) {
+      full[b][s].init(1);
+      empty[b][s].init(wg::empty_arrivals(cluster));
+      content[b][s].fill(-1);
+    }
+  }
+  const int parts = 1 + cluster;
+  const int a_bytes = wg::a_box(0).rows * wg::kRowBytes, b_bytes = wg::b_box(0, 0, cluster).rows * wg::kRowBytes;
+  std::mt19937 rng(seed);
+  auto release = [&](int stage) {  // one consumer warpgroup: its 4 warps on every block's barrier
+    for (int r = 0; r < cluster; ++r) {
+      for (int w = 0; w < 4; ++w) empty[r][stage].arrive();
+    }
+  };
+  for (;;) {
+    // Everything that can step now: producers, landing copies, consumers,
+    // each consumer's oldest wgmma group finishing.
+    std::vector<std::array<int, 3>> ready;  // {kind, block, index}
+    for (int b = 0; b < cluster; ++b) {
+      const int k = produced[b];
+      if (k < slices && empty[b][wg::stage_of(k)].passed(wg::empty_parity(k))) ready.push_back({0, b, 0});
+      for (int c = 0; c < wg::kConsumers; ++c) {
+        const Consumer& q = consumers[b][c];
+        if (!q.groups.empty()) ready.push_back({3, b, c});
+        if (q.done) continue;
+        const bool can = q.k == slices ? q.groups.empty()
+                         : q.waiting_full ? full[b][wg::stage_of(q.k)].passed(wg::full_parity(q.k))
+                                          : q.groups.size() <= 1;
+        if (can) ready.push_back({2, b, c});
+      }
+    }
+    for (int i = 0; i < static_cast<int>(in_flight.size()); ++i) ready.push_back({1, 0, i});
+    if (ready.empty()) break;
+    const std::array<int, 3> step = ready[std::uniform_int_distribution<size_t>(0, ready.size() - 1)(rng)];
+    const int b = step[1];
+    if (step[0] == 0) {  // producer: announce the stage's bytes, issue A's copy and this block's share of B
+      const int k = produced[b]++, s = wg::stage_of(k);
+      full[b][s].expect_tx_arrive(wg::kStageBytes);
+      in_flight.push_back({b, s, 0, k, a_bytes});
+      for (int r = 0; r < cluster; ++r) in_flight.push_back({r, s, 1 + b, k, b_bytes});  // multicast
+    } else if (step[0] == 1) {  // a copy lands
+      const Copy cp = in_flight[static_cast<size_t>(step[2])];
+      in_flight.erase(in_flight.begin() + step[2]);
+      for (const Consumer& q : consumers[cp.target]) {
+        for (int g : q.groups) {
+          if (wg::stage_of(g) == cp.stage) {
+            MESSAGE("slice ", cp.slice, " overwrote stage ", cp.stage, " while slice ", g, "'s wgmma read it");
+            return false;
+          }
+        }
+      }
+      content[cp.target][cp.stage][cp.part] = cp.slice;
+      full[cp.target][cp.stage].complete_tx(cp.bytes);
+    } else if (step[0] == 3) {  // the oldest wgmma group finishes
+      consumers[b][step[2]].groups.pop_front();
+    } else {
+      Consumer& q = consumers[b][step[2]];
+      if (q.k == slices) {  // wgmma_wait<0>, the last release
+        if (slices > 0) release(wg::stage_of(slices - 1));
+        q.done = true;
+      } else if (q.waiting_full) {  // `full` passed: issue this slice's wgmmas
+        const int s = wg::stage_of(q.k);
+        for (int part = 0; part < parts; ++part) {
+          if (content[b][s][part] != q.k) {
+            MESSAGE("slice ", q.k, " read stage ", s, " part ", part, " holding slice ", content[b][s][part]);
+            return false;
+          }
+        }
+        q.groups.push_back(q.k);
+        q.waiting_full = false;
+      } else {  // wgmma_wait<1>: the previous slice's stage goes back
+        if (q.k > 0) release(wg::stage_of(q.k - 1));
+        ++q.k;
+        q.waiting_full = true;
+      }
+    }
+  }
+  bool finished = in_flight.empty();
+  for (int b = 0; b < cluster; ++b) {
+    finished = finished && produced[b] == slices;
+    for (const Consumer& q : consumers[b]) finished = finished && q.done && q.groups.empty();
+  }
+  if (!finished) MESSAGE("deadlock");
+  return finished;
+}
+
 }  // namespace
 
 TEST_CASE("wgmma rules: descriptor fields") {
@@ -329,4 +477,17 @@ TEST_CASE("wgmma rules: whole products through the emulated TMA, descriptors and
   }
   check_product(389, 257, 37, 4, 2);  // four tile rows (3 needed) and a partial B share
   check_product(389, 257, 131, 2, 2);
+}
+
+TEST_CASE("wgmma rules: the pipeline neither hangs nor races in any order") {
+  for (int cluster : {1, 2}) {
+    for (int slices : {1, 2, 3, 4, 5, 8, 9, 13}) {
+      for (uint32_t seed = 0; seed < 150; ++seed) {
+        CAPTURE(cluster);
+        CAPTURE(slices);
+        CAPTURE(seed);
+        REQUIRE(run_pipeline(cluster, slices, seed));
+      }
+    }
+  }
 }

@@ -184,7 +184,7 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_consta
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&full[s], 1);
-      mbar_init(&empty[s], kCluster * kConsumers * 4);  // one arrival per consumer warp of the cluster
+      mbar_init(&empty[s], empty_arrivals(kCluster));  // one arrival per consumer warp of the cluster
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -198,8 +198,8 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_consta
   if (wg == 0) {
     if (lane_wg == 0) {
       for (int k = 0; k < slices; ++k) {
-        const int s = k % kStages;
-        mbar_wait(&empty[s], ((k / kStages) & 1) ^ 1);
+        const int s = stage_of(k);
+        mbar_wait(&empty[s], empty_parity(k));
         mbar_expect_tx(&full[s], kStageBytes);  // A, and all of B's rows: this block's and the others'
         uint8_t* stage = smem + s * kStageBytes;
         const Box a = a_box(tm), b = b_box(tn, static_cast<int>(rank), kCluster);
@@ -227,8 +227,8 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_consta
 #pragma unroll
     for (int i = 0; i < 128; ++i) d[i] = 0.0f;
     for (int k = 0; k < slices; ++k) {
-      const int s = k % kStages;
-      mbar_wait(&full[s], (k / kStages) & 1);
+      const int s = stage_of(k);
+      mbar_wait(&full[s], full_parity(k));
       const uint32_t a = smem_u32(smem + s * kStageBytes + a_rows(c));
       const uint32_t b = smem_u32(smem + s * kStageBytes + kTileABytes);
       fence_accumulators(d);
@@ -243,11 +243,11 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_consta
       // products have read their operands.
       wgmma_wait<1>();
       fence_accumulators(d);
-      if (k > 0) release((k - 1) % kStages);
+      if (k > 0) release(stage_of(k - 1));
     }
     wgmma_wait<0>();
     fence_accumulators(d);
-    if (slices > 0) release((slices - 1) % kStages);
+    if (slices > 0) release(stage_of(slices - 1));
 
     const AccPosition origin = accumulator_origin(lane_wg);
     const int64_t row0 = static_cast<int64_t>(tm) * BM + c * kConsumerRows + origin.row;

@@ -45,6 +45,21 @@ CRFSEG_HD constexpr Box b_box(int tile_n, int rank, int cluster) {
 }
 CRFSEG_HD constexpr int a_rows(int consumer) { return consumer * kConsumerRows * kRowBytes; }
 
+// The pipeline's barriers (one `full` and one `empty` per stage; an
+// mbarrier completes a phase when its pending arrivals reach zero with no
+// bytes outstanding, and try_wait.parity(P) returns once the phase of
+// parity P has completed, a fresh barrier's phase "before 0" counting as
+// completed with parity 1). Slice k uses stage k mod kStages in round
+// k / kStages. The producer may refill the stage once round - 1's
+// consumers have released it: it waits on `empty` with the parity of that
+// earlier phase, which for round 0 is the fresh barrier's completed one.
+// Consumers wait on `full` for the phase of this round's copies. Every
+// consumer warp of the cluster arrives on every block's `empty`.
+CRFSEG_HD constexpr int stage_of(int slice) { return slice % kStages; }
+CRFSEG_HD constexpr uint32_t empty_parity(int slice) { return static_cast<uint32_t>((slice / kStages) & 1) ^ 1u; }
+CRFSEG_HD constexpr uint32_t full_parity(int slice) { return static_cast<uint32_t>((slice / kStages) & 1); }
+CRFSEG_HD constexpr int empty_arrivals(int cluster) { return cluster * kConsumers * 4; }
+
 // Shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format") of a
 // K-major tile whose rows are 128 bytes, 128-byte swizzle: start address
 // (bits 0-13), leading byte offset (bits 16-29; unused for swizzled

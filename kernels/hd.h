@@ -6,8 +6,18 @@
 
 #ifdef __CUDACC__
 #define CRFSEG_HD __host__ __device__
+#define CRFSEG_HD_INLINE __host__ __device__ __forceinline__
 #else
 #define CRFSEG_HD
+#define CRFSEG_HD_INLINE inline
+#endif
+
+// #pragma unroll in a host-device function: for the device pass only (a
+// host compiler warns of the pragma it does not know).
+#if defined(__CUDA_ARCH__)
+#define CRFSEG_UNROLL _Pragma("unroll")
+#else
+#define CRFSEG_UNROLL
 #endif
 
 #include <cstdint>

@@ -56,10 +56,17 @@
 #include "kernels/cuda/gemm/tiled.cuh"
 #include "kernels/cuda/gemm/tiled_bf16.cuh"
 #include "kernels/cuda/im2col_rules.h"
+#include "kernels/cuda/implicit_loaders.h"
 
 namespace crfseg::kernels::cuda {
 
 namespace {
+
+using implicit::ConvOut;
+using implicit::GatherColumns;
+using implicit::GatherGrad;
+using implicit::PartialOut;
+using implicit::ScatterOut;
 
 constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;
 constexpr int kThreads = (BM / TM) * (BN / TN);  // 256
@@ -143,136 +150,6 @@ struct GatherX {
 };
 
 constexpr int kDepthStep = 16;  // the tiled kernel's slice depth (BK)
-
-// The im2col matrix X [C R S, N P Q] of a convolution, row (c, r, s),
-// column (image, p, q), gathered from x as the tiled kernel loads each
-// slice, never stored. Each slot is four consecutive pixels of one row:
-// where P Q is a multiple of 4 they lie in one image (slots start at
-// multiples of 4) and one im2col_values call gathers them; otherwise each
-// pixel finds its image. kPixelsAlongK: X is the GEMM's B [depth, N] with
-// its pixels along the depth (the weight gradient: store_slice<true>);
-// else its rows along the depth (the forward: store_slice<false>).
-template <bool kPixelsAlongK>
-struct GatherColumns {
-  static constexpr bool kContig = kPixelsAlongK;
-  const float* __restrict__ x;
-  Geometry32 g;                         // one image: C channels of H x W, the kernel, stride, padding, dilation
-  int64_t rows, pixels, pq, plane;      // C R S, N P Q, P Q, H W
-  bool quads;                           // P Q % 4 == 0
-  __device__ int64_t cols() const { return kPixelsAlongK ? rows : pixels; }
-  // Four consecutive pixels from `pixel`, located once for all of a
-  // thread's slots (they share them: tiled_rules.h, slots_share_position):
-  // where P Q % 4 == 0 (the four in one image) their image and the first's
-  // output row and column.
-  struct Pixels {
-    int64_t pixel, image;
-    int p, q;
-  };
-  __device__ __forceinline__ Pixels locate(int64_t pixel) const {
-    Pixels at{pixel, 0, 0, 0};
-    if (quads && pixel < pixels) {
-      at.image = quotient(pixel, pq);
-      const int i = static_cast<int>(pixel - at.image * pq);
-      at.p = i / g.Q, at.q = i - at.p * g.Q;
-    }
-    return at;
-  }
-  // X[row, at.pixel .. + 3] (zeros past the matrix).
-  __device__ __forceinline__ float4 four(int64_t row, const Pixels& at) const {
-    float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (row < rows && at.pixel < pixels) {
-      const ColumnRow cr = column_row(row, g);
-      if (quads) {
-        im2col_values_at(x + (at.image * g.C + cr.c) * plane, g, cr.r, cr.s, at.p, at.q, 4, e);
-      } else {
-        for (int j = 0; j < 4 && at.pixel + j < pixels; ++j) {
-          const int64_t image = quotient(at.pixel + j, pq);
-          im2col_values(x + (image * g.C + cr.c) * plane, g, cr.r, cr.s, static_cast<int>(at.pixel + j - image * pq),
-                        1, e + j);
-        }
-      }
-    }
-    return make_float4(e[0], e[1], e[2], e[3]);
-  }
-  // The slots of tiled_rules.h's slot_origin: four pixels along the depth
-  // (kContig) or along the GEMM's columns, from (column n0 + m, depth k0 +
-  // n); the depth is X's rows unless kPixelsAlongK.
-  template <int kTile, int BK, int kSlots>
-  __device__ __forceinline__ void load(int64_t n0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
-    static_assert(tiled::slots_share_position<kPixelsAlongK, kTile, BK>(), "a thread's slots share their pixels");
-    const tiled::TilePosition first = tiled::slot_origin<kPixelsAlongK, kTile, BK>(t);
-    const Pixels at = locate(kPixelsAlongK ? k0 + first.n : n0 + first.m);
-#pragma unroll
-    for (int i = 0; i < kSlots; ++i) {
-      const tiled::TilePosition o = tiled::slot_origin<kPixelsAlongK, kTile, BK>(t + i * tiled::kThreads);
-      reg[i] = four(kPixelsAlongK ? n0 + o.m : k0 + o.n, at);
-    }
-  }
-};
-
-// The output gradient as the weight gradient's A [K, N P Q]: row k, depth
-// (image, pq) at g[image, k, pq]; slots of four pixels (store_slice<true>),
-// 16-byte loads where P Q is a multiple of 4 and g is aligned.
-struct GatherGrad {
-  static constexpr bool kContig = true;
-  const float* __restrict__ grad;
-  int64_t K, pixels, pq;
-  bool vec;
-  __device__ int64_t rows() const { return K; }
-  template <int kTile, int BK, int kSlots>
-  __device__ __forceinline__ void load(int64_t m0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
-    // A thread's slots share their four pixels (slots_share_position):
-    // their image is found once.
-    static_assert(tiled::slots_share_position<kContig, kTile, BK>(), "a thread's slots share their pixels");
-    const int64_t pixel = k0 + tiled::slot_origin<kContig, kTile, BK>(t).n;
-    const int64_t image = vec && pixel < pixels ? quotient(pixel, pq) : 0;
-#pragma unroll
-    for (int i = 0; i < kSlots; ++i) {
-      const int64_t k = m0 + tiled::slot_origin<kContig, kTile, BK>(t + i * tiled::kThreads).m;
-      float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (k < K && pixel < pixels) {
-        if (vec) {
-          reg[i] = __ldg(reinterpret_cast<const float4*>(grad + (image * K + k) * pq + (pixel - image * pq)));
-          continue;
-        }
-        for (int j = 0; j < 4 && pixel + j < pixels; ++j) {
-          const int64_t image = quotient(pixel + j, pq);
-          e[j] = __ldg(grad + (image * K + k) * pq + (pixel + j - image * pq));
-        }
-      }
-      reg[i] = make_float4(e[0], e[1], e[2], e[3]);
-    }
-  }
-};
-
-// Chunk z's sums of the weight gradient: out[z stride + k ld + crs] (the
-// gradient itself when there is one chunk).
-struct PartialOut {
-  float* __restrict__ out;
-  int64_t ld, stride;
-  __device__ __forceinline__ void operator()(int64_t k, int64_t crs, float v) const {
-    out[static_cast<int64_t>(blockIdx.z) * stride + k * ld + crs] = v;
-  }
-};
-
-// y[image, k, pq] = v (+ bias[k]) for GEMM row k and column n = (image, pq).
-struct ConvOut {
-  float* __restrict__ y;
-  const float* __restrict__ bias;
-  int64_t K, pq;
-  __device__ __forceinline__ void operator()(int64_t k, int64_t n, float v) const {
-    const int64_t image = quotient(n, pq);
-    y[(image * K + k) * pq + (n - image * pq)] = bias != nullptr ? v + bias[k] : v;
-  }
-};
-
-// dx at scatter_offset(m, n) = v: a backward-input whose windows do not
-// overlap (im2col_rules.h, backward_input_as_scatter).
-struct ScatterOut {
-  float* __restrict__ dx;
-  Geometry32 g;
-  __device__ __forceinline__ void operator()(int64_t m, int64_t n, float v) const { dx[scatter_offset(m, n, g)] = v; }
-};
 
 // Rows of the output-channel tiles: 64 when there are at most 64 channels
 // (a 128-row tile would idle half its threads), else 128. with_tile_rows

@@ -10,45 +10,10 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm/gemm.h"
+#include "kernels/cuda/gemm/tiled_loaders.h"
 #include "kernels/cuda/gemm/tiled_rules.h"
 
 namespace crfseg::kernels::cuda::tiled {
-
-constexpr int kTileN = 128;  // the block's columns of C; its rows, kTileM, are 128 (v4) or 256 (v8)
-
-struct Operand {
-  const float* p;
-  int64_t ld, rows, K;  // rows: M for A, N for B
-  bool vec;             // 16-byte loads allowed
-};
-
-// Loads the kTile x BK slice (r0.., k0..) of X into registers, kSlots =
-// kTile BK / 4 / kThreads float4s per thread, slot i at slot_origin(t + i
-// kThreads) (tiled_rules.h). kContig: X(r, k) = p[r * ld
-// + k] (k contiguous), else p[k * ld + r].
-template <bool kContig, int kTile, int BK, int kSlots>
-__device__ __forceinline__ void load_slice(const Operand& x, int64_t r0, int64_t k0, int t, float4 (&reg)[kSlots]) {
-  static_assert(kSlots * kThreads * 4 == kTile * BK, "every float4 of the slice has one slot");
-  const bool full = x.vec && r0 + kTile <= x.rows && k0 + BK <= x.K;
-#pragma unroll
-  for (int i = 0; i < kSlots; ++i) {
-    const TilePosition o = slot_origin<kContig, kTile, BK>(t + i * kThreads);
-    const int64_t r = r0 + o.m, k = k0 + o.n;
-    if (full) {
-      // __ldg: the read-only path. (With C a __restrict__ kernel argument
-      // nvcc chose it by itself; the epilogue now holds C in a struct.)
-      reg[i] = __ldg(reinterpret_cast<const float4*>(kContig ? x.p + r * x.ld + k : x.p + k * x.ld + r));
-    } else {
-      float v[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int64_t rr = kContig ? r : r + j, kk = kContig ? k + j : k;
-        v[j] = (rr < x.rows && kk < x.K) ? __ldg(x.p + (kContig ? rr * x.ld + kk : kk * x.ld + rr)) : 0.0f;
-      }
-      reg[i] = make_float4(v[0], v[1], v[2], v[3]);
-    }
-  }
-}
 
 // Stores load_slice's registers as xs[k][r], rows of kTile + 4 floats.
 template <bool kContig, int kTile, int BK, int kSlots>
@@ -165,32 +130,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-
-// A stored operand, as A (rows M) or as B (rows N): v4's operands.
-// kContig: X(r, k) = p[r ld + k] (A not transposed, B transposed), else
-// p[k ld + r]. rows() (as A) and cols() (as B) both give its rows.
-template <bool kXContig>
-struct Stored {
-  static constexpr bool kContig = kXContig;
-  Operand x;
-  __device__ int64_t rows() const { return x.rows; }
-  __device__ int64_t cols() const { return x.rows; }
-  template <int kTile, int BK, int kSlots>
-  __device__ __forceinline__ void load(int64_t r0, int64_t k0, int t, float4 (&reg)[kSlots]) const {
-    load_slice<kXContig, kTile, BK>(x, r0, k0, t, reg);
-  }
-};
-
-// C[m, n] = alpha acc + beta C[m, n] (C not read when beta is 0).
-struct StoreC {
-  float alpha, beta;
-  float* __restrict__ C;
-  int64_t ldc;
-  __device__ __forceinline__ void operator()(int64_t m, int64_t n, float v) const {
-    float* c = C + m * ldc + n;
-    *c = beta == 0.0f ? alpha * v : alpha * v + beta * *c;
-  }
-};
 
 // A stored product C = alpha op(A) op(B) + beta C (row-major; ta, tb:
 // transposed) on a tile kernel with kTileM x kTileN tiles and BK-deep

@@ -62,12 +62,6 @@ namespace crfseg::kernels::cuda {
 
 namespace {
 
-using implicit::ConvOut;
-using implicit::GatherColumns;
-using implicit::GatherGrad;
-using implicit::PartialOut;
-using implicit::ScatterOut;
-
 constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;
 constexpr int kThreads = (BM / TM) * (BN / TN);  // 256
 
@@ -198,13 +192,9 @@ void launch_tiles(const LoadA& a, const LoadB& b, const Out& out, int64_t M, int
 template <int kTileM>
 void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y, Stream stream,
                    const char* name) {
-  const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
-  if (g.K == 0 || cols == 0) return;
-  const Geometry32 g32 = narrow(g, name);
-  const tiled::Stored<true> a{{w, CRS, g.K, CRS, CRS % 4 == 0 && aligned16(w)}};
-  const GatherColumns<false> b{x, g32, CRS, cols, PQ, g.hw(), PQ % 4 == 0};
-  const ConvOut out{y, bias, g.K, PQ};
-  launch_tiles<kTileM>(a, b, out, g.K, cols, CRS, 0, 0, stream, name);
+  if (g.K == 0 || g.N * g.pq() == 0) return;
+  const implicit::ForwardPass p = implicit::forward_pass(g, x, w, bias, y, name);
+  launch_tiles<kTileM>(p.a, p.b, p.out, p.M, p.N, p.depth, 0, 0, stream, name);
 }
 
 void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y, Stream stream,
@@ -241,17 +231,12 @@ bool tiled_weight_grad_applies(const ConvGeometry& g) { return fits_32bit_indice
 template <int kTileM>
 void tiled_weight_grad(const ConvGeometry& g, const float* grad, const float* x, float* dw, float* work,
                        Stream stream, const char* name) {
-  const int64_t CRS = g.crs(), PQ = g.pq(), depth = g.N * PQ;
-  if (g.K == 0 || CRS == 0) return;
-  const Geometry32 g32 = narrow(g, name);
+  if (g.K == 0 || g.crs() == 0) return;
   const WeightGradSplit split = weight_grad_split(g);
-  const GatherGrad a{grad, g.K, depth, PQ, PQ % 4 == 0 && aligned16(grad)};
-  const GatherColumns<true> b{x, g32, CRS, depth, PQ, g.hw(), PQ % 4 == 0};
-  float* sums = split.chunks > 1 ? work : dw;
-  const PartialOut out{sums, CRS, g.K * CRS};
-  launch_tiles<kTileM>(a, b, out, g.K, CRS, depth, split.chunk, split.chunks, stream, name);
+  const implicit::WeightGradPass p = implicit::weight_grad_pass(g, grad, x, split.chunks > 1 ? work : dw, name);
+  launch_tiles<kTileM>(p.a, p.b, p.out, p.M, p.N, p.depth, split.chunk, split.chunks, stream, name);
   if (split.chunks > 1) {
-    const int64_t n = g.K * CRS, chunks = split.chunks;
+    const int64_t n = g.K * g.crs(), chunks = split.chunks;
     for_each(n, [=] __device__(int64_t i) {
       float acc = 0.0f;
       for (int64_t z = 0; z < chunks; ++z) acc += work[z * n + i];
@@ -269,16 +254,12 @@ void tiled_weight_grad(const ConvGeometry& g, const float* grad, const float* x,
 template <int kTileM>
 void tiled_backward_input_scatter(const ConvGeometry& g, const float* grad, const float* w, float* dx, Stream stream,
                                   const char* name) {
-  const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
   if (!scatter_covers(g) || g.K == 0) {  // (no output channels: every product is 0)
     for_each(g.N * g.C * g.hw(), [=] __device__(int64_t i) { dx[i] = 0.0f; }, stream, name);
   }
-  if (CRS == 0 || cols == 0 || g.K == 0) return;
-  ConvGeometry pointwise{g.N, g.K, g.P, g.Q, 1, 1, 1, g.P, g.Q};  // G as a 1x1 convolution's input
-  const tiled::Stored<false> a{{w, CRS, CRS, g.K, CRS % 4 == 0 && aligned16(w)}};  // A(m, k) = W[k, m]
-  const GatherColumns<false> b{grad, narrow(pointwise, name), g.K, cols, PQ, PQ, PQ % 4 == 0};
-  const ScatterOut out{dx, narrow(g, name)};
-  launch_tiles<kTileM>(a, b, out, CRS, cols, g.K, 0, 0, stream, name);
+  if (g.crs() == 0 || g.N * g.pq() == 0 || g.K == 0) return;
+  const implicit::ScatterPass p = implicit::scatter_pass(g, grad, w, dx, name);
+  launch_tiles<kTileM>(p.a, p.b, p.out, p.M, p.N, p.depth, 0, 0, stream, name);
 }
 
 }  // namespace

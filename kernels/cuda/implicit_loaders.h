@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/gemm/gemm.h"
 #include "kernels/cuda/gemm/tiled_loaders.h"
 #include "kernels/cuda/gemm/tiled_rules.h"
 #include "kernels/cuda/im2col_rules.h"
@@ -154,5 +155,70 @@ struct ScatterOut {
   Geometry32 g;
   CRFSEG_HD_INLINE void operator()(int64_t m, int64_t n, float v) const { dx[scatter_offset(m, n, g)] = v; }
 };
+
+// Each tiled pass as conv2d_implicit.cu launches it (and the CPU test
+// emulates it): the product M x N of depth `depth`, its loaders and its
+// epilogue. Host code.
+
+// The forward: M = K output channels, N = N P Q pixels, depth C R S; A the
+// weights [K][C R S], B the im2col matrix gathered from x.
+struct ForwardPass {
+  tiled::Stored<true> a;
+  GatherColumns<false> b;
+  ConvOut out;
+  int64_t M, N, depth;
+};
+inline ForwardPass forward_pass(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                                const char* name) {
+  const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
+  return {{{w, CRS, g.K, CRS, CRS % 4 == 0 && aligned16(w)}},
+          {x, narrow(g, name), CRS, cols, PQ, g.hw(), PQ % 4 == 0},
+          {y, bias, g.K, PQ},
+          g.K,
+          cols,
+          CRS};
+}
+
+// The weight gradient: dW [K, C R S] = G [K, N P Q] X^T, M = K, N = C R S,
+// depth N P Q; A the output gradient, B the im2col matrix with its pixels
+// along the depth; chunk z's sums at sums + z K C R S.
+struct WeightGradPass {
+  GatherGrad a;
+  GatherColumns<true> b;
+  PartialOut out;
+  int64_t M, N, depth;
+};
+inline WeightGradPass weight_grad_pass(const ConvGeometry& g, const float* grad, const float* x, float* sums,
+                                       const char* name) {
+  const int64_t CRS = g.crs(), PQ = g.pq(), depth = g.N * PQ;
+  return {{grad, g.K, depth, PQ, PQ % 4 == 0 && aligned16(grad)},
+          {x, narrow(g, name), CRS, depth, PQ, g.hw(), PQ % 4 == 0},
+          {sums, CRS, g.K * CRS},
+          g.K,
+          CRS,
+          depth};
+}
+
+// The backward-input of a layer whose windows do not overlap
+// (backward_input_as_scatter): dx rows (c, r, s) by columns (image, p, q)
+// = W^T G, M = C R S, N = N P Q, depth K, each product scattered to its
+// own pixel; G read as a 1x1 convolution's im2col matrix.
+struct ScatterPass {
+  tiled::Stored<false> a;  // A(m, k) = W[k, m]
+  GatherColumns<false> b;
+  ScatterOut out;
+  int64_t M, N, depth;
+};
+inline ScatterPass scatter_pass(const ConvGeometry& g, const float* grad, const float* w, float* dx,
+                                const char* name) {
+  const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
+  const ConvGeometry pointwise{g.N, g.K, g.P, g.Q, 1, 1, 1, g.P, g.Q};  // G as a 1x1 convolution's input
+  return {{{w, CRS, CRS, g.K, CRS % 4 == 0 && aligned16(w)}},
+          {grad, narrow(pointwise, name), g.K, cols, PQ, PQ, PQ % 4 == 0},
+          {dx, narrow(g, name)},
+          CRS,
+          cols,
+          g.K};
+}
 
 }  // namespace crfseg::kernels::cuda::implicit

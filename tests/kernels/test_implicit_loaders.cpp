@@ -1,6 +1,7 @@
 // The implicit-GEMM convolution's loaders and epilogues
 // (kernels/cuda/implicit_loaders.h, gemm/tiled_loaders.h), checked on the
-// CPU: each pass runs as the CUDA driver in conv2d_implicit.cu sets it up,
+// CPU: each pass runs as the CUDA driver in conv2d_implicit.cu sets it up
+// (implicit_loaders.h's forward_pass, weight_grad_pass, scatter_pass),
 // through an emulation of the tile kernels' data flow (every block's
 // every slice loaded by all 256 threads' calls of the loaders, each slot
 // placed where the kernels' shared-memory stores place it, the slice's
@@ -110,54 +111,48 @@ int count_wrong(const std::vector<float>& got, const std::vector<float>& want) {
   return wrong;
 }
 
-// The forward as tiled_forward sets it up: A the weights [K][C R S], B the
-// im2col matrix gathered from x, the output through ConvOut.
+// The forward as tiled_forward sets it up (forward_pass).
 template <int kTileM, int BK>
 std::vector<float> forward(const ConvGeometry& g, const std::vector<float>& x, const std::vector<float>& w,
                            const float* bias) {
-  const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
-  std::vector<float> y(static_cast<size_t>(g.N * g.K * PQ), 1e9f);
-  const tl::Stored<true> a{{w.data(), CRS, g.K, CRS, CRS % 4 == 0 && kc::aligned16(w.data())}};
-  const im::GatherColumns<false> b{x.data(), kc::narrow(g, "test"), CRS, cols, PQ, g.hw(), PQ % 4 == 0};
-  const im::ConvOut out{y.data(), bias, g.K, PQ};
-  emulate_tiles<kTileM, BK>(a, b, [&](int64_t) { return out; }, CRS, tl::whole_slices(CRS, BK), 1);
+  std::vector<float> y(static_cast<size_t>(g.N * g.K * g.pq()), 1e9f);
+  const im::ForwardPass p = im::forward_pass(g, x.data(), w.data(), bias, y.data(), "test");
+  CHECK((p.M == g.K && p.N == g.N * g.pq() && p.depth == g.crs()));
+  emulate_tiles<kTileM, BK>(p.a, p.b, [&](int64_t) { return p.out; }, p.depth, tl::whole_slices(p.depth, BK), 1);
   return y;
 }
 
-// The weight gradient as tiled_weight_grad sets it up, its depth (N P Q)
-// in `chunks` chunks of whole slices, each chunk's sums through PartialOut
-// and added in chunk order.
+// The weight gradient as tiled_weight_grad sets it up (weight_grad_pass),
+// its depth (N P Q) in about `wanted_chunks` chunks of whole slices of
+// either kernel, chunk z's sums at sums + z K C R S (on the device
+// PartialOut finds z in blockIdx.z) and added in chunk order.
 template <int kTileM, int BK>
 std::vector<float> weight_grad(const ConvGeometry& g, const std::vector<float>& dy, const std::vector<float>& x,
                                int64_t wanted_chunks) {
-  const int64_t CRS = g.crs(), PQ = g.pq(), depth = g.N * PQ;
+  const int64_t per = g.K * g.crs(), depth = g.N * g.pq();
   const int64_t chunk = tl::whole_slices((depth + wanted_chunks - 1) / wanted_chunks, tl::kBf16Depth);
   const int64_t chunks = std::max<int64_t>((depth + chunk - 1) / chunk, 1);
-  std::vector<float> sums(static_cast<size_t>(chunks * g.K * CRS), 1e9f);
-  const im::GatherGrad a{dy.data(), g.K, depth, PQ, PQ % 4 == 0 && kc::aligned16(dy.data())};
-  const im::GatherColumns<true> b{x.data(), kc::narrow(g, "test"), CRS, depth, PQ, g.hw(), PQ % 4 == 0};
-  emulate_tiles<kTileM, BK>(a, b, [&](int64_t z) { return im::PartialOut{sums.data() + z * g.K * CRS, CRS, g.K * CRS}; },
-                            depth, chunk, chunks);
-  std::vector<float> dw(static_cast<size_t>(g.K * CRS), 0.0f);
+  std::vector<float> sums(static_cast<size_t>(chunks * per), 1e9f);
+  const im::WeightGradPass p = im::weight_grad_pass(g, dy.data(), x.data(), sums.data(), "test");
+  CHECK((p.M == g.K && p.N == g.crs() && p.depth == depth));
+  emulate_tiles<kTileM, BK>(p.a, p.b, [&](int64_t z) { return im::PartialOut{p.out.out + z * p.out.stride, p.out.ld, p.out.stride}; },
+                            p.depth, chunk, chunks);
+  std::vector<float> dw(static_cast<size_t>(per), 0.0f);
   for (int64_t z = 0; z < chunks; ++z) {
-    for (size_t i = 0; i < dw.size(); ++i) dw[i] += sums[static_cast<size_t>(z) * dw.size() + i];
+    for (size_t i = 0; i < dw.size(); ++i) dw[i] += sums[static_cast<size_t>(z * per) + i];
   }
   return dw;
 }
 
-// The scattered backward-input as tiled_backward_input_scatter sets it up:
-// A = W^T [C R S][K], B the output gradient read as a 1x1 convolution's
-// im2col matrix, each product to its own pixel through ScatterOut.
+// The scattered backward-input as tiled_backward_input_scatter sets it up
+// (scatter_pass; dx zeroed first unless the windows cover it).
 template <int kTileM, int BK>
 std::vector<float> backward_input_scatter(const ConvGeometry& g, const std::vector<float>& dy,
                                           const std::vector<float>& w) {
-  const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
   std::vector<float> dx(static_cast<size_t>(g.N * g.C * g.hw()), kc::scatter_covers(g) ? 1e9f : 0.0f);
-  const ConvGeometry pointwise{g.N, g.K, g.P, g.Q, 1, 1, 1, g.P, g.Q};
-  const tl::Stored<false> a{{w.data(), CRS, CRS, g.K, CRS % 4 == 0 && kc::aligned16(w.data())}};
-  const im::GatherColumns<false> b{dy.data(), kc::narrow(pointwise, "test"), g.K, cols, PQ, PQ, PQ % 4 == 0};
-  const im::ScatterOut out{dx.data(), kc::narrow(g, "test")};
-  emulate_tiles<kTileM, BK>(a, b, [&](int64_t) { return out; }, g.K, tl::whole_slices(g.K, BK), 1);
+  const im::ScatterPass p = im::scatter_pass(g, dy.data(), w.data(), dx.data(), "test");
+  CHECK((p.M == g.crs() && p.N == g.N * g.pq() && p.depth == g.K));
+  emulate_tiles<kTileM, BK>(p.a, p.b, [&](int64_t) { return p.out; }, p.depth, tl::whole_slices(p.depth, BK), 1);
   return dx;
 }
 

@@ -4,7 +4,9 @@
 // entry point throws a DeviceError that says crfseg was built without CUDA.
 #include "tensor/cuda_memory.h"
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -38,6 +40,25 @@ MatmulPrecision parse_matmul_precision(const std::string& name) {
   throw ValueError("matmul precision: expected fp32, tf32 or bf16, got '" + name + "'");
 }
 
+bool arch_list_runs_on(const std::string& archs, int major, int minor) {
+  const int cc = 10 * major + minor;
+  size_t begin = 0;
+  while (begin <= archs.size()) {
+    const size_t end = std::min(archs.find(',', begin), archs.size());
+    std::string entry = archs.substr(begin, end - begin);
+    entry.erase(0, entry.find_first_not_of(' '));
+    entry.erase(entry.find_last_not_of(' ') + 1);
+    const bool specific = !entry.empty() && entry.back() == 'a';
+    if (specific) entry.pop_back();
+    if (!entry.empty() && entry.find_first_not_of("0123456789") == std::string::npos) {
+      const int built = std::stoi(entry);
+      if (specific ? cc == built : cc >= built) return true;
+    }
+    begin = end + 1;
+  }
+  return false;
+}
+
 #ifdef CRFSEG_WITH_CUDA
 
 bool is_compiled() { return true; }
@@ -57,11 +78,29 @@ int device_count() {
 }
 
 namespace {
+constexpr int kMaxDevices = 64;
+
+// The build's compute capabilities (meson's gpu_arch) against the device's,
+// once per device that passes.
+void check_arch(int device, const char* op) {
+  static std::array<std::atomic<bool>, kMaxDevices> ok{};
+  if (device < kMaxDevices && ok[static_cast<size_t>(device)].load(std::memory_order_acquire)) return;
+  cudaDeviceProp prop{};
+  CRFSEG_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  CRFSEG_CHECK(arch_list_runs_on(CRFSEG_CUDA_ARCHS, prop.major, prop.minor), DeviceError, op, ": cuda:", device,
+               " is ", prop.name, " (compute capability ", prop.major, ".", prop.minor,
+               "), which code built for compute capabilities ", CRFSEG_CUDA_ARCHS,
+               " (meson's gpu_arch) does not run on; rebuild with -Dgpu_arch=", prop.major, prop.minor,
+               " or a list that includes it");
+  if (device < kMaxDevices) ok[static_cast<size_t>(device)].store(true, std::memory_order_release);
+}
+
 void select(int device, const char* op) {
   const int count = device_count();
   CRFSEG_CHECK(device >= 0 && device < count, DeviceError, op, ": expected a CUDA device index in [0, ",
                count, "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
   CRFSEG_CUDA_CHECK(cudaSetDevice(device));
+  check_arch(device, op);
 }
 
 // Whether the work before `e` has completed. cudaEventQuery's "not ready"
@@ -76,8 +115,6 @@ bool event_complete(cudaEvent_t e) {
   CRFSEG_CUDA_CHECK(err);
   return true;
 }
-
-constexpr int kMaxDevices = 64;
 
 // Every allocation goes through the device's BlockAllocator unless
 // CRFSEG_CUDA_CACHE=0. Allocators are never destroyed: Storages may be freed

@@ -37,6 +37,15 @@ namespace crfseg::cuda {
 using StreamHandle = CUstream_st*;
 using EventHandle = CUevent_st*;
 
+// Whether code built for `archs` (meson's gpu_arch: "90a", "80,90a") runs on
+// a GPU of compute capability major.minor: an "XYa" entry on X.Y alone, a
+// plain "XY" entry on X.Y and any later capability (its SASS on X.*, the
+// PTX it embeds, compiled by the driver, elsewhere). The CUDA entry points
+// check the device they first touch against the build's list and throw a
+// DeviceError that says what to rebuild with, instead of the runtime's
+// "no kernel image" at the first launch.
+bool arch_list_runs_on(const std::string& archs, int major, int minor);
+
 bool is_compiled();           // built with the CUDA toolkit?
 int device_count();           // 0 when not compiled or no driver/device
 void* malloc_bytes(size_t bytes, int device);  // on the current stream's pool

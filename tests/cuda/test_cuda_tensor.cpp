@@ -31,6 +31,29 @@ TEST_CASE("cuda: without a device, allocation fails cleanly" * doctest::skip(!kN
   check_throws_with<DeviceError>([] { zeros({4}, {DType::f32, Device::cuda(0)}); }, "cuda");
 }
 
+TEST_CASE("cuda: which compute capabilities a gpu_arch list runs on") {
+  // Plain entries: their SASS and, through their PTX, any later capability.
+  CHECK(cuda::arch_list_runs_on("80", 8, 0));
+  CHECK(cuda::arch_list_runs_on("80", 8, 6));
+  CHECK(cuda::arch_list_runs_on("80", 9, 0));
+  CHECK_FALSE(cuda::arch_list_runs_on("80", 7, 5));
+  CHECK_FALSE(cuda::arch_list_runs_on("86", 8, 0));
+  // "a" entries: their own capability alone.
+  CHECK(cuda::arch_list_runs_on("90a", 9, 0));
+  CHECK_FALSE(cuda::arch_list_runs_on("90a", 8, 0));
+  CHECK_FALSE(cuda::arch_list_runs_on("90a", 10, 0));
+  CHECK_FALSE(cuda::arch_list_runs_on("90a", 12, 0));
+  // Lists, spaces, and entries that name nothing.
+  CHECK(cuda::arch_list_runs_on("80,90a", 8, 0));
+  CHECK(cuda::arch_list_runs_on("80,90a", 9, 0));
+  CHECK(cuda::arch_list_runs_on("90a, 100", 10, 0));
+  CHECK_FALSE(cuda::arch_list_runs_on("", 9, 0));
+  CHECK_FALSE(cuda::arch_list_runs_on("a,sm80,,", 9, 0));
+#ifdef CRFSEG_CUDA_ARCHS
+  MESSAGE("this build's gpu_arch: " CRFSEG_CUDA_ARCHS);
+#endif
+}
+
 TEST_CASE("cuda: matmul precision names parse, bad ones are refused, and a build without CUDA keeps fp32") {
   CHECK(cuda::parse_matmul_precision("bf16") == cuda::MatmulPrecision::bf16);
   CHECK(std::string(cuda::matmul_precision_name(cuda::MatmulPrecision::tf32)) == "tf32");

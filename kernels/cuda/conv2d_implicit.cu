@@ -62,6 +62,9 @@ namespace crfseg::kernels::cuda {
 
 namespace {
 
+using implicit::kDepthStep;
+using implicit::tile_rows;
+
 constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;
 constexpr int kThreads = (BM / TM) * (BN / TN);  // 256
 
@@ -143,12 +146,9 @@ struct GatherX {
   }
 };
 
-constexpr int kDepthStep = 16;  // the tiled kernel's slice depth (BK)
 
-// Rows of the output-channel tiles: 64 when there are at most 64 channels
-// (a 128-row tile would idle half its threads), else 128. with_tile_rows
-// calls f with the count as a compile-time constant.
-constexpr int64_t tile_rows(int64_t K) { return K <= 64 ? 64 : 128; }
+// with_tile_rows calls f with tile_rows(K) (implicit_loaders.h) as a
+// compile-time constant.
 template <typename F>
 void with_tile_rows(int64_t K, F f) {
   if (tile_rows(K) == 64) {
@@ -202,27 +202,6 @@ void tiled_forward(const ConvGeometry& g, const float* x, const float* w, const 
   with_tile_rows(g.K, [&](auto rows) { tiled_forward<decltype(rows)::value>(g, x, w, bias, y, stream, name); });
 }
 
-// The weight gradient's split of its depth (N P Q pixels, often a million)
-// into chunks of whole slices of either kernel (kSplitStep, a multiple of
-// both kernels' slice depths): enough chunks for about kWeightGradBlocks
-// blocks in all, each at least kMinChunk deep. A function of the geometry
-// alone (not of the device), so the sums' order, and the result, are the
-// same everywhere.
-constexpr int64_t kWeightGradBlocks = 264, kMinChunk = 1024, kSplitStep = tiled::kBf16Depth;
-static_assert(kSplitStep % kDepthStep == 0);
-struct WeightGradSplit {
-  int64_t chunk, chunks;
-};
-WeightGradSplit weight_grad_split(const ConvGeometry& g) {
-  const int64_t depth = g.N * g.pq(), rows = tile_rows(g.K);
-  const int64_t tiles = ((g.K + rows - 1) / rows) * ((g.crs() + tiled::kTileN - 1) / tiled::kTileN);
-  const int64_t wanted = std::clamp<int64_t>((kWeightGradBlocks + tiles - 1) / std::max<int64_t>(tiles, 1), 1,
-                                             std::max<int64_t>(depth / kMinChunk, 1));
-  int64_t chunk = (depth + wanted - 1) / wanted;
-  chunk = tiled::whole_slices(chunk, kSplitStep);
-  return {chunk, std::max<int64_t>((depth + chunk - 1) / chunk, 1)};
-}
-
 bool tiled_weight_grad_applies(const ConvGeometry& g) { return fits_32bit_indices(g); }
 
 // dW [K, C R S] = G [K, N P Q] X^T: A the output gradient, B the im2col
@@ -232,7 +211,7 @@ template <int kTileM>
 void tiled_weight_grad(const ConvGeometry& g, const float* grad, const float* x, float* dw, float* work,
                        Stream stream, const char* name) {
   if (g.K == 0 || g.crs() == 0) return;
-  const WeightGradSplit split = weight_grad_split(g);
+  const implicit::WeightGradSplit split = implicit::weight_grad_split(g);
   const implicit::WeightGradPass p = implicit::weight_grad_pass(g, grad, x, split.chunks > 1 ? work : dw, name);
   launch_tiles<kTileM>(p.a, p.b, p.out, p.M, p.N, p.depth, split.chunk, split.chunks, stream, name);
   if (split.chunks > 1) {
@@ -276,7 +255,7 @@ int64_t implicit_backward_input_workspace(const ConvGeometry& g) {
 template <typename T>
 int64_t implicit_backward_weight_workspace(const ConvGeometry& g) {
   if (!std::is_same_v<T, float> || !tiled_weight_grad_applies(g)) return 0;
-  const WeightGradSplit split = weight_grad_split(g);
+  const implicit::WeightGradSplit split = implicit::weight_grad_split(g);
   return split.chunks > 1 ? split.chunks * g.K * g.crs() : 0;
 }
 

@@ -8,9 +8,11 @@
 // reference convolution.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/gemm/gemm.h"
+#include "kernels/cuda/gemm/tiled_bf16_rules.h"
 #include "kernels/cuda/gemm/tiled_loaders.h"
 #include "kernels/cuda/gemm/tiled_rules.h"
 #include "kernels/cuda/im2col_rules.h"
@@ -155,6 +157,33 @@ struct ScatterOut {
   Geometry32 g;
   CRFSEG_HD_INLINE void operator()(int64_t m, int64_t n, float v) const { dx[scatter_offset(m, n, g)] = v; }
 };
+
+constexpr int kDepthStep = 16;  // the FP32 tile kernel's slice depth (BK); the BF16 one's is tiled::kBf16Depth
+
+// Rows of the output-channel tiles: 64 when there are at most 64 channels
+// (a 128-row tile would idle half its threads), else 128.
+constexpr int64_t tile_rows(int64_t K) { return K <= 64 ? 64 : 128; }
+
+// The weight gradient's split of its depth (N P Q pixels, often a million)
+// into chunks of whole slices of either kernel (kSplitStep, a multiple of
+// both kernels' slice depths): enough chunks for about kWeightGradBlocks
+// blocks in all, each at least kMinChunk deep. A function of the geometry
+// alone (not of the device), so the sums' order, and the result, are the
+// same everywhere.
+constexpr int64_t kWeightGradBlocks = 264, kMinChunk = 1024, kSplitStep = tiled::kBf16Depth;
+static_assert(kSplitStep % kDepthStep == 0);
+struct WeightGradSplit {
+  int64_t chunk, chunks;
+};
+inline WeightGradSplit weight_grad_split(const ConvGeometry& g) {
+  const int64_t depth = g.N * g.pq(), rows = tile_rows(g.K);
+  const int64_t tiles = ((g.K + rows - 1) / rows) * ((g.crs() + tiled::kTileN - 1) / tiled::kTileN);
+  const int64_t wanted = std::clamp<int64_t>((kWeightGradBlocks + tiles - 1) / std::max<int64_t>(tiles, 1), 1,
+                                             std::max<int64_t>(depth / kMinChunk, 1));
+  int64_t chunk = (depth + wanted - 1) / wanted;
+  chunk = tiled::whole_slices(chunk, kSplitStep);
+  return {chunk, std::max<int64_t>((depth + chunk - 1) / chunk, 1)};
+}
 
 // Each tiled pass as conv2d_implicit.cu launches it (and the CPU test
 // emulates it): the product M x N of depth `depth`, its loaders and its

@@ -75,8 +75,9 @@ void emulate_tiles(const LoadA& a, const LoadB& b, OutOf out_of, int64_t depth, 
                     tl::slot_origin<LoadB::kContig, kN, BK>(t + i * kThreads), kN, Bs, hits_b);
             }
           }
-          for (int h : hits_a) REQUIRE(h == 1);
-          for (int h : hits_b) REQUIRE(h == 1);
+          // Every value of both slices placed exactly once.
+          REQUIRE(std::count(hits_a.begin(), hits_a.end(), 1) == static_cast<std::ptrdiff_t>(hits_a.size()));
+          REQUIRE(std::count(hits_b.begin(), hits_b.end(), 1) == static_cast<std::ptrdiff_t>(hits_b.size()));
           for (int k = 0; k < BK; ++k) {
             for (int m = 0; m < kTileM; ++m) {
               for (int n = 0; n < kN; ++n) {
@@ -118,23 +119,31 @@ std::vector<float> forward(const ConvGeometry& g, const std::vector<float>& x, c
   std::vector<float> y(static_cast<size_t>(g.N * g.K * g.pq()), 1e9f);
   const im::ForwardPass p = im::forward_pass(g, x.data(), w.data(), bias, y.data(), "test");
   CHECK((p.M == g.K && p.N == g.N * g.pq() && p.depth == g.crs()));
+  CHECK((p.M == p.a.rows() && p.N == p.b.cols()));  // the kernels bound their stores by the loaders' sizes
   emulate_tiles<kTileM, BK>(p.a, p.b, [&](int64_t) { return p.out; }, p.depth, tl::whole_slices(p.depth, BK), 1);
   return y;
 }
 
 // The weight gradient as tiled_weight_grad sets it up (weight_grad_pass),
-// its depth (N P Q) in about `wanted_chunks` chunks of whole slices of
-// either kernel, chunk z's sums at sums + z K C R S (on the device
-// PartialOut finds z in blockIdx.z) and added in chunk order.
+// its depth (N P Q) split as weight_grad_split splits it, or (wanted_chunks
+// > 0) in about that many chunks of whole slices of either kernel; chunk
+// z's sums at sums + z K C R S (on the device PartialOut finds z in
+// blockIdx.z), added in chunk order.
 template <int kTileM, int BK>
 std::vector<float> weight_grad(const ConvGeometry& g, const std::vector<float>& dy, const std::vector<float>& x,
                                int64_t wanted_chunks) {
   const int64_t per = g.K * g.crs(), depth = g.N * g.pq();
-  const int64_t chunk = tl::whole_slices((depth + wanted_chunks - 1) / wanted_chunks, tl::kBf16Depth);
+  const im::WeightGradSplit split = im::weight_grad_split(g);
+  const int64_t chunk = wanted_chunks > 0
+                            ? tl::whole_slices((depth + wanted_chunks - 1) / wanted_chunks, tl::kBf16Depth)
+                            : split.chunk;
   const int64_t chunks = std::max<int64_t>((depth + chunk - 1) / chunk, 1);
+  CHECK(chunk % BK == 0);  // no slice straddles two chunks
+  if (wanted_chunks == 0) CHECK(chunks == split.chunks);
   std::vector<float> sums(static_cast<size_t>(chunks * per), 1e9f);
   const im::WeightGradPass p = im::weight_grad_pass(g, dy.data(), x.data(), sums.data(), "test");
   CHECK((p.M == g.K && p.N == g.crs() && p.depth == depth));
+  CHECK((p.M == p.a.rows() && p.N == p.b.cols()));
   emulate_tiles<kTileM, BK>(p.a, p.b, [&](int64_t z) { return im::PartialOut{p.out.out + z * p.out.stride, p.out.ld, p.out.stride}; },
                             p.depth, chunk, chunks);
   std::vector<float> dw(static_cast<size_t>(per), 0.0f);
@@ -152,6 +161,7 @@ std::vector<float> backward_input_scatter(const ConvGeometry& g, const std::vect
   std::vector<float> dx(static_cast<size_t>(g.N * g.C * g.hw()), kc::scatter_covers(g) ? 1e9f : 0.0f);
   const im::ScatterPass p = im::scatter_pass(g, dy.data(), w.data(), dx.data(), "test");
   CHECK((p.M == g.crs() && p.N == g.N * g.pq() && p.depth == g.K));
+  CHECK((p.M == p.a.rows() && p.N == p.b.cols()));
   emulate_tiles<kTileM, BK>(p.a, p.b, [&](int64_t) { return p.out; }, p.depth, tl::whole_slices(p.depth, BK), 1);
   return dx;
 }
@@ -177,7 +187,7 @@ void check_passes(const ConvGeometry& g) {
 
   std::vector<float> want_dw(static_cast<size_t>(g.K * g.crs()));
   ref::conv2d_backward_weight<float>(g, dy.data(), x.data(), want_dw.data());
-  for (int64_t chunks : {1, 3}) {
+  for (int64_t chunks : {0, 1, 3}) {  // 0: the driver's own split
     CAPTURE(chunks);
     CHECK(count_wrong(weight_grad<kTileM, BK>(g, dy, x, chunks), want_dw) == 0);
   }
@@ -213,6 +223,7 @@ TEST_CASE("implicit conv loaders: every pass through the emulated tile kernels g
       geometry(1, 6, 9, 7, 2, 2, 2, 2, 2, 0, 0, 1, 1),      // ... whose windows miss the last row and column
       geometry(1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1),      // one pixel
       geometry(1, 4, 5, 3, 131, 1, 1, 1, 1, 0, 0, 1, 1),    // 1x1, 131 output channels (a partial 128-row tile)
+      geometry(2, 2, 40, 41, 3, 3, 3, 1, 1, 1, 1, 1, 1),    // N P Q = 3280: the driver splits the weight gradient
   };
   for (const ConvGeometry& g : shapes) {
     CAPTURE(g.N);
@@ -223,6 +234,7 @@ TEST_CASE("implicit conv loaders: every pass through the emulated tile kernels g
     CAPTURE(g.R);
     CAPTURE(g.S);
     CAPTURE(g.sh);
+    if (g.N * g.pq() >= 2 * im::kMinChunk) CHECK(im::weight_grad_split(g).chunks > 1);  // the split is exercised
     check_passes<64, 16>(g);
     check_passes<128, 16>(g);
     check_passes<64, tl::kBf16Depth>(g);

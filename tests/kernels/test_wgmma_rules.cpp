@@ -18,6 +18,7 @@
 // wrong parity or arrival count shows as a deadlock, a stage read before
 // its copies land, or a stage refilled while a wgmma still reads it. On the
 // device each of those is a hang or wrong values.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -365,6 +366,18 @@ bool run_pipeline(int cluster, int slices, uint32_t seed) {
     const int b = step[1];
     if (step[0] == 0) {  // producer: announce the stage's bytes, issue A's copy and this block's share of B
       const int k = produced[b]++, s = wg::stage_of(k);
+      // Once issued, a copy may write at any moment: no wgmma group of a
+      // block it writes to may still read the stage.
+      for (int r = 0; r < cluster; ++r) {
+        for (const Consumer& q : consumers[r]) {
+          for (int g : q.groups) {
+            if (wg::stage_of(g) == s) {
+              MESSAGE("slice ", k, "'s copies were issued into stage ", s, " while slice ", g, "'s wgmma read it");
+              return false;
+            }
+          }
+        }
+      }
       full[b][s].expect_tx_arrive(wg::kStageBytes);
       in_flight.push_back({b, s, 0, k, a_bytes});
       for (int r = 0; r < cluster; ++r) in_flight.push_back({r, s, 1 + b, k, b_bytes});  // multicast
@@ -477,6 +490,10 @@ TEST_CASE("wgmma rules: whole products through the emulated TMA, descriptors and
   }
   check_product(389, 257, 37, 4, 2);  // four tile rows (3 needed) and a partial B share
   check_product(389, 257, 131, 2, 2);
+  for (int elem : {4, 2}) {  // more slices than stages: every stage refilled
+    check_product(130, 260, 300, elem, 1);
+    check_product(130, 260, 300, elem, 2);
+  }
 }
 
 TEST_CASE("wgmma rules: the pipeline neither hangs nor races in any order") {

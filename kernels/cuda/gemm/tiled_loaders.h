@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>  // float4, make_float4 (host and device)
 
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/hd.h"
 #include "kernels/cuda/gemm/tiled_rules.h"
@@ -17,14 +18,16 @@ namespace crfseg::kernels::cuda::tiled {
 
 constexpr int kTileN = 128;  // the block's columns of C; its rows, kTileM, are 64, 128 (v4) or 256 (v8)
 
-// *p through the read-only data cache on the device (__ldg); a plain load
-// on the host.
+// *p through the read-only data cache on the device (__ldg); on the host a
+// copy of the bytes (p may point at floats read as a float4).
 template <typename T>
 CRFSEG_HD_INLINE T load_ro(const T* p) {
 #ifdef __CUDA_ARCH__
   return __ldg(p);
 #else
-  return *p;
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
 #endif
 }
 

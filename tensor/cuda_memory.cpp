@@ -62,6 +62,20 @@ bool arch_list_runs_on(const std::string& archs, int major, int minor) {
 #ifdef CRFSEG_WITH_CUDA
 
 bool is_compiled() { return true; }
+std::string built_archs() { return CRFSEG_CUDA_ARCHS; }
+
+std::string describe_device(int device) {
+  const int count = device_count();
+  CRFSEG_CHECK(device >= 0 && device < count, DeviceError, "cuda::describe_device: expected a CUDA device index in [0, ",
+               count, "), got cuda:", device);
+  cudaDeviceProp prop{};
+  CRFSEG_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  const bool runs = arch_list_runs_on(CRFSEG_CUDA_ARCHS, prop.major, prop.minor);
+  return detail::concat_message("cuda:", device, " ", prop.name, ", compute capability ", prop.major, ".", prop.minor,
+                                ", ", prop.totalGlobalMem >> 20, " MiB",
+                                runs ? "" : " (this build does not run on it: rebuild with -Dgpu_arch including ",
+                                runs ? "" : std::to_string(10 * prop.major + prop.minor), runs ? "" : ")");
+}
 
 int device_count() {
   // Asked once: every allocation and copy checks its device index against it.
@@ -367,6 +381,8 @@ namespace {
 }  // namespace
 
 bool is_compiled() { return false; }
+std::string built_archs() { return ""; }
+std::string describe_device(int) { no_cuda("cuda::describe_device"); }
 int device_count() { return 0; }
 void* malloc_bytes(size_t, int) { no_cuda("cuda::malloc"); }
 void* malloc_bytes(size_t, int, StreamHandle) { no_cuda("cuda::malloc"); }

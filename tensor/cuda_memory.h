@@ -46,6 +46,12 @@ using EventHandle = CUevent_st*;
 // "no kernel image" at the first launch.
 bool arch_list_runs_on(const std::string& archs, int major, int minor);
 
+// The build's list (meson's gpu_arch; "" without CUDA), and one line on a
+// device: its name, compute capability and memory, and whether this build
+// runs on it.
+std::string built_archs();
+std::string describe_device(int device);
+
 bool is_compiled();           // built with the CUDA toolkit?
 int device_count();           // 0 when not compiled or no driver/device
 void* malloc_bytes(size_t bytes, int device);  // on the current stream's pool

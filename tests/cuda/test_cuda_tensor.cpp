@@ -54,6 +54,20 @@ TEST_CASE("cuda: which compute capabilities a gpu_arch list runs on") {
 #endif
 }
 
+TEST_CASE("cuda: describe_device names the GPU and its capability, and that this build runs on it" *
+          doctest::skip(kNoDevice)) {
+  const std::string line = cuda::describe_device(0);
+  MESSAGE(line);
+  CHECK(line.find("compute capability") != std::string::npos);
+  CHECK(line.find("does not run") == std::string::npos);  // the tests are running on it
+  check_throws_with<DeviceError>([] { cuda::describe_device(cuda::device_count()); }, "expected a CUDA device index");
+}
+
+TEST_CASE("cuda: describe_device without a device throws DeviceError" * doctest::skip(!kNoDevice)) {
+  check_throws_with<DeviceError>([] { cuda::describe_device(0); }, "cuda");
+  if (cuda::is_compiled()) CHECK(!cuda::built_archs().empty());
+}
+
 TEST_CASE("cuda: matmul precision names parse, bad ones are refused, and a build without CUDA keeps fp32") {
   CHECK(cuda::parse_matmul_precision("bf16") == cuda::MatmulPrecision::bf16);
   CHECK(std::string(cuda::matmul_precision_name(cuda::MatmulPrecision::tf32)) == "tf32");

@@ -40,7 +40,11 @@ int run_info(const std::vector<std::string>& args) {
 #endif
   );
   std::printf("CUDA backend: %s", cuda::is_compiled() ? "compiled" : "not compiled");
-  if (cuda::is_compiled()) std::printf(", %d device(s) visible", cuda::device_count());
+  if (cuda::is_compiled()) {
+    std::printf(" for compute capabilities %s, %d device(s) visible", cuda::built_archs().c_str(),
+                cuda::device_count());
+    for (int d = 0; d < cuda::device_count(); ++d) std::printf("\n  %s", cuda::describe_device(d).c_str());
+  }
   std::printf("\nCPU: %s; OpenMP threads: %d\n", kernels::cpu::cpu_feature_summary().c_str(), omp_get_max_threads());
   std::printf("SGEMM: %s (CRFSEG_SGEMM=<name> overrides); variants:", kernels::cpu::sgemm_production_name().c_str());
   for (const auto& v : kernels::cpu::sgemm_variants()) {

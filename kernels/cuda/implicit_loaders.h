@@ -188,15 +188,17 @@ inline WeightGradSplit weight_grad_split(const ConvGeometry& g) {
 // Each tiled pass as conv2d_implicit.cu launches it (and the CPU test
 // emulates it): the product M x N of depth `depth`, its loaders and its
 // epilogue. Host code.
+template <class LoadA, class LoadB, class Out>
+struct Pass {
+  LoadA a;
+  LoadB b;
+  Out out;
+  int64_t M, N, depth;
+};
 
 // The forward: M = K output channels, N = N P Q pixels, depth C R S; A the
 // weights [K][C R S], B the im2col matrix gathered from x.
-struct ForwardPass {
-  tiled::Stored<true> a;
-  GatherColumns<false> b;
-  ConvOut out;
-  int64_t M, N, depth;
-};
+using ForwardPass = Pass<tiled::Stored<true>, GatherColumns<false>, ConvOut>;
 inline ForwardPass forward_pass(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
                                 const char* name) {
   const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;
@@ -211,12 +213,7 @@ inline ForwardPass forward_pass(const ConvGeometry& g, const float* x, const flo
 // The weight gradient: dW [K, C R S] = G [K, N P Q] X^T, M = K, N = C R S,
 // depth N P Q; A the output gradient, B the im2col matrix with its pixels
 // along the depth; chunk z's sums at sums + z K C R S.
-struct WeightGradPass {
-  GatherGrad a;
-  GatherColumns<true> b;
-  PartialOut out;
-  int64_t M, N, depth;
-};
+using WeightGradPass = Pass<GatherGrad, GatherColumns<true>, PartialOut>;
 inline WeightGradPass weight_grad_pass(const ConvGeometry& g, const float* grad, const float* x, float* sums,
                                        const char* name) {
   const int64_t CRS = g.crs(), PQ = g.pq(), depth = g.N * PQ;
@@ -232,12 +229,7 @@ inline WeightGradPass weight_grad_pass(const ConvGeometry& g, const float* grad,
 // (backward_input_as_scatter): dx rows (c, r, s) by columns (image, p, q)
 // = W^T G, M = C R S, N = N P Q, depth K, each product scattered to its
 // own pixel; G read as a 1x1 convolution's im2col matrix.
-struct ScatterPass {
-  tiled::Stored<false> a;  // A(m, k) = W[k, m]
-  GatherColumns<false> b;
-  ScatterOut out;
-  int64_t M, N, depth;
-};
+using ScatterPass = Pass<tiled::Stored<false>, GatherColumns<false>, ScatterOut>;  // A(m, k) = W[k, m]
 inline ScatterPass scatter_pass(const ConvGeometry& g, const float* grad, const float* w, float* dx,
                                 const char* name) {
   const int64_t CRS = g.crs(), PQ = g.pq(), cols = g.N * PQ;

@@ -50,7 +50,7 @@ bool arch_list_runs_on(const std::string& archs, int major, int minor) {
     entry.erase(entry.find_last_not_of(' ') + 1);
     const bool specific = !entry.empty() && entry.back() == 'a';
     if (specific) entry.pop_back();
-    if (!entry.empty() && entry.find_first_not_of("0123456789") == std::string::npos) {
+    if (!entry.empty() && entry.size() <= 4 && entry.find_first_not_of("0123456789") == std::string::npos) {
       const int built = std::stoi(entry);
       if (specific ? cc == built : cc >= built) return true;
     }

@@ -49,6 +49,7 @@ TEST_CASE("cuda: which compute capabilities a gpu_arch list runs on") {
   CHECK(cuda::arch_list_runs_on("90a, 100", 10, 0));
   CHECK_FALSE(cuda::arch_list_runs_on("", 9, 0));
   CHECK_FALSE(cuda::arch_list_runs_on("a,sm80,,", 9, 0));
+  CHECK_FALSE(cuda::arch_list_runs_on("99999999999999", 9, 0));  // names nothing (and does not overflow)
 #ifdef CRFSEG_CUDA_ARCHS
   MESSAGE("this build's gpu_arch: " CRFSEG_CUDA_ARCHS);
 #endif

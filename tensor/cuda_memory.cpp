@@ -64,6 +64,15 @@ bool arch_list_runs_on(const std::string& archs, int major, int minor) {
 bool is_compiled() { return true; }
 std::string built_archs() { return CRFSEG_CUDA_ARCHS; }
 
+namespace {
+// What to do about a GPU the build does not run on.
+std::string arch_advice(int major, int minor) {
+  const int cc = 10 * major + minor;
+  if (cc < 80) return "crfseg's CUDA backend needs compute capability 8.0 or later";
+  return detail::concat_message("rebuild with -Dgpu_arch=", cc, cc == 90 ? "a" : "", " or a list that includes it");
+}
+}  // namespace
+
 std::string describe_device(int device) {
   const int count = device_count();
   CRFSEG_CHECK(device >= 0 && device < count, DeviceError, "cuda::describe_device: expected a CUDA device index in [0, ",
@@ -73,8 +82,7 @@ std::string describe_device(int device) {
   const bool runs = arch_list_runs_on(CRFSEG_CUDA_ARCHS, prop.major, prop.minor);
   return detail::concat_message("cuda:", device, " ", prop.name, ", compute capability ", prop.major, ".", prop.minor,
                                 ", ", prop.totalGlobalMem >> 20, " MiB",
-                                runs ? "" : " (this build does not run on it: rebuild with -Dgpu_arch including ",
-                                runs ? "" : std::to_string(10 * prop.major + prop.minor), runs ? "" : ")");
+                                runs ? "" : " (this build does not run on it: " + arch_advice(prop.major, prop.minor) + ")");
 }
 
 int device_count() {
@@ -98,21 +106,22 @@ constexpr int kMaxDevices = 64;
 // once per device that passes.
 void check_arch(int device, const char* op) {
   static std::array<std::atomic<bool>, kMaxDevices> ok{};
-  if (device < kMaxDevices && ok[static_cast<size_t>(device)].load(std::memory_order_acquire)) return;
+  if (ok[static_cast<size_t>(device)].load(std::memory_order_acquire)) return;
   cudaDeviceProp prop{};
   CRFSEG_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   CRFSEG_CHECK(arch_list_runs_on(CRFSEG_CUDA_ARCHS, prop.major, prop.minor), DeviceError, op, ": cuda:", device,
                " is ", prop.name, " (compute capability ", prop.major, ".", prop.minor,
                "), which code built for compute capabilities ", CRFSEG_CUDA_ARCHS,
-               " (meson's gpu_arch) does not run on; rebuild with -Dgpu_arch=", prop.major, prop.minor,
-               " or a list that includes it");
-  if (device < kMaxDevices) ok[static_cast<size_t>(device)].store(true, std::memory_order_release);
+               " (meson's gpu_arch) does not run on; ", arch_advice(prop.major, prop.minor));
+  ok[static_cast<size_t>(device)].store(true, std::memory_order_release);
 }
 
 void select(int device, const char* op) {
   const int count = device_count();
   CRFSEG_CHECK(device >= 0 && device < count, DeviceError, op, ": expected a CUDA device index in [0, ",
                count, "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
+  CRFSEG_CHECK(device < kMaxDevices, DeviceError, op, ": cuda:", device, " is past the ", kMaxDevices,
+               " devices crfseg keeps state for");
   CRFSEG_CUDA_CHECK(cudaSetDevice(device));
   check_arch(device, op);
 }

@@ -43,7 +43,8 @@ using EventHandle = CUevent_st*;
 // PTX it embeds, compiled by the driver, elsewhere). The CUDA entry points
 // check the device they first touch against the build's list and throw a
 // DeviceError that says what to rebuild with, instead of the runtime's
-// "no kernel image" at the first launch.
+// "no kernel image" at the first launch. (A yes that rests on PTX still
+// needs a driver as new as the toolkit, and no CUDA_DISABLE_PTX_JIT.)
 bool arch_list_runs_on(const std::string& archs, int major, int minor);
 
 // The build's list (meson's gpu_arch; "" without CUDA), and one line on a

@@ -64,27 +64,6 @@ bool arch_list_runs_on(const std::string& archs, int major, int minor) {
 bool is_compiled() { return true; }
 std::string built_archs() { return CRFSEG_CUDA_ARCHS; }
 
-namespace {
-// What to do about a GPU the build does not run on.
-std::string arch_advice(int major, int minor) {
-  const int cc = 10 * major + minor;
-  if (cc < 80) return "crfseg's CUDA backend needs compute capability 8.0 or later";
-  return detail::concat_message("rebuild with -Dgpu_arch=", cc, cc == 90 ? "a" : "", " or a list that includes it");
-}
-}  // namespace
-
-std::string describe_device(int device) {
-  const int count = device_count();
-  CRFSEG_CHECK(device >= 0 && device < count, DeviceError, "cuda::describe_device: expected a CUDA device index in [0, ",
-               count, "), got cuda:", device);
-  cudaDeviceProp prop{};
-  CRFSEG_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  const bool runs = arch_list_runs_on(CRFSEG_CUDA_ARCHS, prop.major, prop.minor);
-  return detail::concat_message("cuda:", device, " ", prop.name, ", compute capability ", prop.major, ".", prop.minor,
-                                ", ", prop.totalGlobalMem >> 20, " MiB",
-                                runs ? "" : " (this build does not run on it: " + arch_advice(prop.major, prop.minor) + ")");
-}
-
 int device_count() {
   // Asked once: every allocation and copy checks its device index against it.
   static const int count = [] {
@@ -102,6 +81,23 @@ int device_count() {
 namespace {
 constexpr int kMaxDevices = 64;
 
+// What to do about a GPU the build does not run on.
+std::string arch_advice(int major, int minor) {
+  const int cc = 10 * major + minor;
+  if (cc < 80) return "crfseg's CUDA backend needs compute capability 8.0 or later";
+  return detail::concat_message("rebuild with -Dgpu_arch=", cc, cc == 90 ? "a" : "", " or a list that includes it");
+}
+
+// A device index crfseg can use: one of the devices present, within the
+// devices it keeps state for.
+void check_index(int device, const char* op) {
+  const int count = device_count();
+  CRFSEG_CHECK(device >= 0 && device < count, DeviceError, op, ": expected a CUDA device index in [0, ",
+               count, "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
+  CRFSEG_CHECK(device < kMaxDevices, DeviceError, op, ": cuda:", device, " is past the ", kMaxDevices,
+               " devices crfseg keeps state for");
+}
+
 // The build's compute capabilities (meson's gpu_arch) against the device's,
 // once per device that passes.
 void check_arch(int device, const char* op) {
@@ -117,11 +113,7 @@ void check_arch(int device, const char* op) {
 }
 
 void select(int device, const char* op) {
-  const int count = device_count();
-  CRFSEG_CHECK(device >= 0 && device < count, DeviceError, op, ": expected a CUDA device index in [0, ",
-               count, "), got cuda:", device, count == 0 ? " (no CUDA device present)" : "");
-  CRFSEG_CHECK(device < kMaxDevices, DeviceError, op, ": cuda:", device, " is past the ", kMaxDevices,
-               " devices crfseg keeps state for");
+  check_index(device, op);
   CRFSEG_CUDA_CHECK(cudaSetDevice(device));
   check_arch(device, op);
 }
@@ -225,6 +217,16 @@ void* allocate(size_t bytes, int device, StreamHandle stream) {
   return ptr;
 }
 }  // namespace
+
+std::string describe_device(int device) {
+  check_index(device, "cuda::describe_device");
+  cudaDeviceProp prop{};
+  CRFSEG_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  const bool runs = arch_list_runs_on(CRFSEG_CUDA_ARCHS, prop.major, prop.minor);
+  return detail::concat_message("cuda:", device, " ", prop.name, ", compute capability ", prop.major, ".", prop.minor,
+                                ", ", prop.totalGlobalMem >> 20, " MiB",
+                                runs ? "" : " (this build does not run on it: " + arch_advice(prop.major, prop.minor) + ")");
+}
 
 void* malloc_bytes(size_t bytes, int device) {
   select(device, "cuda::malloc");  // first: it names a bad index

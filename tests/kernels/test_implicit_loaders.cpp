@@ -137,9 +137,9 @@ std::vector<float> weight_grad(const ConvGeometry& g, const std::vector<float>& 
   const int64_t chunk = wanted_chunks > 0
                             ? tl::whole_slices((depth + wanted_chunks - 1) / wanted_chunks, tl::kBf16Depth)
                             : split.chunk;
-  const int64_t chunks = std::max<int64_t>((depth + chunk - 1) / chunk, 1);
-  CHECK(chunk % BK == 0);  // no slice straddles two chunks
-  if (wanted_chunks == 0) CHECK(chunks == split.chunks);
+  const int64_t chunks = wanted_chunks > 0 ? std::max<int64_t>((depth + chunk - 1) / chunk, 1) : split.chunks;
+  CHECK(chunk % BK == 0);                                      // no slice straddles two chunks
+  CHECK((chunks * chunk >= depth && (chunks - 1) * chunk < std::max<int64_t>(depth, 1)));  // no chunk empty
   std::vector<float> sums(static_cast<size_t>(chunks * per), 1e9f);
   const im::WeightGradPass p = im::weight_grad_pass(g, dy.data(), x.data(), sums.data(), "test");
   CHECK((p.M == g.K && p.N == g.crs() && p.depth == depth));

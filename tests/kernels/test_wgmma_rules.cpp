@@ -18,7 +18,6 @@
 // wrong parity or arrival count shows as a deadlock, a stage read before
 // its copies land, or a stage refilled while a wgmma still reads it. On the
 // device each of those is a hang or wrong values.
-#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -163,8 +162,8 @@ Cell d_fragment(int lane, int i) {
 
 // wgmma.mma_async m64n256k(32 / elem) with both operands K-major: D +=
 // A (64 x k, desc_a) B^T (256 x k, desc_b), D held as the 128 threads' 128
-// registers each.
-void wgmma(std::vector<float>& d, Smem& smem, uint64_t desc_a, uint64_t desc_b, int elem) {
+// registers each (d[lane * 128 + i]).
+void wgmma(float* d, Smem& smem, uint64_t desc_a, uint64_t desc_b, int elem) {
   const int depth = 32 / elem;
   const Descriptor da = decode(desc_a), db = decode(desc_b);
   for (int lane = 0; lane < 128; ++lane) {
@@ -174,7 +173,7 @@ void wgmma(std::vector<float>& d, Smem& smem, uint64_t desc_a, uint64_t desc_b, 
       for (int e = 0; e < depth; ++e) {
         sum += descriptor_element(smem, da, c.row, e, elem) * descriptor_element(smem, db, c.col, e, elem);
       }
-      d[static_cast<size_t>(lane * 128 + i)] += sum;
+      d[lane * 128 + i] += sum;
     }
   }
 }
@@ -206,7 +205,7 @@ void run_kernel(const Operand& a, const Operand& b, int cluster, float alpha, fl
     Smem smem{smem_raw, std::vector<uint8_t>(static_cast<size_t>(wg::kSmemBytes), 0xAB)};
     std::vector<float> d(static_cast<size_t>(wg::kConsumers) * 128 * 128, 0.0f);
     for (int k = 0; k < slices; ++k) {
-      const uint32_t stage = stages + static_cast<uint32_t>((k % wg::kStages) * wg::kStageBytes);
+      const uint32_t stage = stages + static_cast<uint32_t>(wg::stage_of(k) * wg::kStageBytes);
       const wg::Box box_a = wg::a_box(tile.m);
       int delivered = tma_box(smem, stage + static_cast<uint32_t>(box_a.offset), a, int64_t{k} * BK, box_a.first_row,
                               box_a.rows);
@@ -218,13 +217,11 @@ void run_kernel(const Operand& a, const Operand& b, int cluster, float alpha, fl
       }
       CHECK(delivered == wg::kStageBytes);  // what the producer announces on the stage's `full` barrier
       for (int c = 0; c < wg::kConsumers; ++c) {
-        std::vector<float> dc(d.begin() + c * 128 * 128, d.begin() + (c + 1) * 128 * 128);
         const uint32_t sa = stage + static_cast<uint32_t>(wg::a_rows(c)), sb = stage + wg::kTileABytes;
         for (int kk = 0; kk < wg::kRowBytes / wg::kStepBytes; ++kk) {
           const uint32_t step = static_cast<uint32_t>(wg::kStepBytes * kk);
-          wgmma(dc, smem, wg::desc_sw128(sa + step), wg::desc_sw128(sb + step), a.elem);
+          wgmma(d.data() + c * 128 * 128, smem, wg::desc_sw128(sa + step), wg::desc_sw128(sb + step), a.elem);
         }
-        std::copy(dc.begin(), dc.end(), d.begin() + c * 128 * 128);
       }
     }
     for (int c = 0; c < wg::kConsumers; ++c) {  // the epilogue, through the rules' positions

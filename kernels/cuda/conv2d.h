@@ -85,10 +85,10 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
 // more bytes than col2im's (K R S H W against C R S P Q values, BF16 ones
 // counting half), when conv_flipped_backward_input() is on: off by default
 // (CRFSEG_CUDA_CONV_FLIP=1 turns it on) until gpu-check has compared the
-// two on a device. The plan holds the choice,
-// the image group and the workspace in elements (the flipped filters, then
-// the forward's columns); the caller sizes `col` from it and passes it
-// back, so the choice cannot change in between.
+// two on a device. The plan holds the choice, the image group and the
+// workspace in elements (the flipped filters, then the forward's columns);
+// the caller sizes `col` from it and passes it back, so the choice cannot
+// change in between.
 struct BackwardInputPlan {
   bool flipped;
   int64_t images, workspace;
@@ -125,9 +125,10 @@ template <typename T>
 void conv2d_forward_implicit(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, Stream stream);
 // Whether the float backward-input runs tiled (stride 1, no dilation, as
 // the forward of the flipped filters; or windows that do not overlap). The
-// ops run im2col's where it does not, as for Winograd's inapplicable layers: the generic kernel, which
-// f64 keeps, is a reference many times slower (the U-Net's 2x2 stride-2
-// up-convolutions would otherwise run their forwards on it).
+// ops run im2col's where it does not, as for Winograd's inapplicable
+// layers: the generic kernel, which f64 keeps, is a reference many times
+// slower (the U-Net's 2x2 stride-2 up-convolutions would otherwise run
+// their forwards on it).
 bool implicit_backward_input_tiled(const ConvGeometry& g);
 template <typename T>
 int64_t implicit_backward_input_workspace(const ConvGeometry& g);

@@ -57,13 +57,14 @@ Segmenter::Segmenter(const SegmenterConfig& c, Generator& gen) : nn::Module("Seg
 
 namespace {
 
-// Zero-pads x [N, C, H, W] on the bottom and right to multiples of m.
+// Zero-pads x [N, C, H, W] on the bottom and right to multiples of m (the
+// zeros on x's device: concat takes one device).
 Tensor pad_to_multiple(const Tensor& x, int64_t m) {
   const int64_t h = x.size(2), w = x.size(3);
   const int64_t ph = (m - h % m) % m, pw = (m - w % m) % m;
   Tensor y = x;
-  if (ph > 0) y = concat({y, zeros({x.size(0), x.size(1), ph, w}, {x.dtype()})}, 2);
-  if (pw > 0) y = concat({y, zeros({x.size(0), x.size(1), h + ph, pw}, {x.dtype()})}, 3);
+  if (ph > 0) y = concat({y, zeros({x.size(0), x.size(1), ph, w}, x.options())}, 2);
+  if (pw > 0) y = concat({y, zeros({x.size(0), x.size(1), h + ph, pw}, x.options())}, 3);
   return y;
 }
 

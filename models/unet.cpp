@@ -86,8 +86,8 @@ Tensor match_size(const Tensor& x, int64_t h, int64_t w) {
   Tensor y = x;
   if (y.size(2) > h) y = slice(y, 2, 0, h);
   if (y.size(3) > w) y = slice(y, 3, 0, w);
-  if (y.size(2) < h) y = concat({y, zeros({y.size(0), y.size(1), h - y.size(2), y.size(3)}, {y.dtype()})}, 2);
-  if (y.size(3) < w) y = concat({y, zeros({y.size(0), y.size(1), y.size(2), w - y.size(3)}, {y.dtype()})}, 3);
+  if (y.size(2) < h) y = concat({y, zeros({y.size(0), y.size(1), h - y.size(2), y.size(3)}, y.options())}, 2);
+  if (y.size(3) < w) y = concat({y, zeros({y.size(0), y.size(1), y.size(2), w - y.size(3)}, y.options())}, 3);
   return y;
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <utility>
 
 #include "autograd/functions.h"
@@ -92,18 +93,33 @@ TEST_CASE("cuda ops: binary ops broadcast like the CPU, f32 and f64" * doctest::
 }
 
 TEST_CASE("cuda ops: unary, scalar, compare, where, on strided views" * doctest::skip(kNoDevice)) {
-  const Tensor x = random_tensor({13, 29}, 3, DType::f32, 0.1, 3.0);
   auto strided = [](const Tensor& t) { return ops::slice(ops::transpose(t, 0, 1), 0, 1, 27, 2); };
-  for (auto op : {ops::UnaryOp::neg, ops::UnaryOp::exp, ops::UnaryOp::log, ops::UnaryOp::sqrt, ops::UnaryOp::abs,
-                  ops::UnaryOp::relu, ops::UnaryOp::sigmoid, ops::UnaryOp::tanh, ops::UnaryOp::square,
-                  ops::UnaryOp::reciprocal}) {
-    check_op("unary", {x}, [&](const std::vector<Tensor>& v) { return ops::unary(op, strided(v[0])); }, 1e-5, 1e-5);
+  for (DType dt : {DType::f32, DType::f64}) {
+    INFO(dtype_name(dt));
+    const Tensor xd = random_tensor({13, 29}, 3, dt, 0.1, 3.0), yd = random_tensor({13, 1}, 4, dt, 0.1, 3.0);
+    for (auto op : {ops::UnaryOp::neg, ops::UnaryOp::exp, ops::UnaryOp::log, ops::UnaryOp::sqrt, ops::UnaryOp::abs,
+                    ops::UnaryOp::relu, ops::UnaryOp::sigmoid, ops::UnaryOp::tanh, ops::UnaryOp::square,
+                    ops::UnaryOp::reciprocal}) {
+      check_op("unary", {xd}, [&](const std::vector<Tensor>& v) { return ops::unary(op, strided(v[0])); }, tol(dt),
+               tol(dt));
+    }
+    for (auto op : {ops::ScalarOp::add, ops::ScalarOp::mul, ops::ScalarOp::pow, ops::ScalarOp::rsub,
+                    ops::ScalarOp::rdiv}) {
+      check_op("scalar", {xd}, [&](const std::vector<Tensor>& v) { return ops::scalar_op(op, strided(v[0]), 1.7); },
+               tol(dt), tol(dt));
+    }
+    for (auto op : {ops::UnaryGradOp::exp, ops::UnaryGradOp::log, ops::UnaryGradOp::sqrt, ops::UnaryGradOp::abs,
+                    ops::UnaryGradOp::relu, ops::UnaryGradOp::sigmoid, ops::UnaryGradOp::tanh,
+                    ops::UnaryGradOp::square, ops::UnaryGradOp::reciprocal}) {
+      check_op("unary_backward", {xd, yd}, [&](const std::vector<Tensor>& v) {
+        const Tensor g = ops::mul(v[0], v[1]);
+        return ops::unary_backward(op, g, v[0], ops::unary(ops::UnaryOp::sqrt, v[0]));
+      }, tol(dt), tol(dt));
+    }
+    check_op("pow_backward", {xd}, [](const std::vector<Tensor>& v) { return ops::pow_scalar_backward(v[0], v[0], 2.5); },
+             tol(dt), tol(dt));
   }
-  for (auto op : {ops::ScalarOp::add, ops::ScalarOp::mul, ops::ScalarOp::pow, ops::ScalarOp::rsub,
-                  ops::ScalarOp::rdiv}) {
-    check_op("scalar", {x}, [&](const std::vector<Tensor>& v) { return ops::scalar_op(op, strided(v[0]), 1.7); },
-             1e-5, 1e-5);
-  }
+  const Tensor x = random_tensor({13, 29}, 3, DType::f32, 0.1, 3.0);
   const Tensor y = random_tensor({13, 1}, 4, DType::f32, 0.1, 3.0);
   for (auto op : {ops::CompareOp::eq, ops::CompareOp::ne, ops::CompareOp::lt, ops::CompareOp::le,
                   ops::CompareOp::gt, ops::CompareOp::ge}) {
@@ -117,16 +133,6 @@ TEST_CASE("cuda ops: unary, scalar, compare, where, on strided views" * doctest:
       return ops::where(ops::compare(ops::CompareOp::gt, v[0], v[1]), v[0].to(it), v[1].to(it));
     }, 0, 0);
   }
-  for (auto op : {ops::UnaryGradOp::exp, ops::UnaryGradOp::log, ops::UnaryGradOp::sqrt, ops::UnaryGradOp::abs,
-                  ops::UnaryGradOp::relu, ops::UnaryGradOp::sigmoid, ops::UnaryGradOp::tanh,
-                  ops::UnaryGradOp::square, ops::UnaryGradOp::reciprocal}) {
-    check_op("unary_backward", {x, y}, [&](const std::vector<Tensor>& v) {
-      const Tensor g = ops::mul(v[0], v[1]);
-      return ops::unary_backward(op, g, v[0], ops::unary(ops::UnaryOp::sqrt, v[0]));
-    }, 1e-5, 1e-5);
-  }
-  check_op("pow_backward", {x}, [](const std::vector<Tensor>& v) { return ops::pow_scalar_backward(v[0], v[0], 2.5); },
-           1e-5, 1e-5);
 }
 
 // The maps take four elements per thread where the innermost dim is a
@@ -268,6 +274,24 @@ TEST_CASE("cuda ops: sum, mean, max over any dims; max's backward" * doctest::sk
   // Ties go to the first maximum, and NaN wins, as on the CPU.
   const Tensor ties = from_vector<float>({1, 3, 3, 2, NAN, 5, 0, 0}, {2, 4});
   check_op("ties and NaN", {ties}, [](const std::vector<Tensor>& v) { return ops::argmax(v[0], 1); }, 0, 0);
+  // Rows of 256 and more take a block each (kernels/cuda/reduce.cu), in a
+  // grid of at most 65535 blocks that strides over 70001 rows here; ties and
+  // NaN in such rows too.
+  const Tensor many = random_tensor({70001, 257}, 7);
+  check_op("sum over 70001 long rows", {many}, [](const std::vector<Tensor>& v) { return ops::sum(v[0], {1}); }, 1e-4,
+           tol(DType::f32));
+  check_op("max over 70001 long rows", {many}, [](const std::vector<Tensor>& v) {
+    const auto [m, idx] = ops::max_with_index(v[0], {1}, false);
+    return ops::concat({m, ops::to_dtype(idx, DType::f32)}, 0);
+  }, 0, 0);
+  std::vector<float> long_ties(3 * 300, 1.0f);
+  long_ties[7] = long_ties[200] = 4.0f;  // row 0: the first of two maxima
+  long_ties[300 + 250] = NAN;            // row 1: NaN wins
+  long_ties[600 + 299] = 2.0f;           // row 2: the last element
+  const Tensor lt = from_vector<float>(long_ties, {3, 300});
+  check_op("ties and NaN in long rows", {lt}, [](const std::vector<Tensor>& v) {
+    return ops::concat({ops::max(v[0], {1}), ops::to_dtype(ops::argmax(v[0], 1), DType::f32)}, 0);
+  }, 0, 0);
 }
 
 #ifdef CRFSEG_WITH_CUDA  // the registry exists only in CUDA builds
@@ -580,6 +604,21 @@ TEST_CASE("cuda ops: softmax, log_softmax, their backward, and cross-entropy" * 
       const auto fwd = ops::cross_entropy(v[0], v[1], v[2], -100);
       return ops::cross_entropy_backward(ones({}, v[0].options()), fwd, v[1], v[2], -100);
     }, 1e-7, tol(dt));
+    // Unweighted, on [N, C] logits; then every position ignored (a NaN
+    // loss, as torch gives, and a zero gradient).
+    const Tensor x2 = random_tensor({13, 5}, 16, dt);
+    const Tensor t2 = random_tensor({13}, 17, DType::f64, 0, 5).to(DType::i64);
+    check_op("cross_entropy, unweighted, [N, C]", {x2, t2}, [](const std::vector<Tensor>& v) {
+      const auto fwd = ops::cross_entropy(v[0], v[1], Tensor(), -100);
+      const Tensor dx = ops::cross_entropy_backward(ones({}, v[0].options()), fwd, v[1], Tensor(), -100);
+      return ops::concat({ops::reshape(fwd.loss, {1}), ops::flatten(dx)}, 0);
+    }, 1e-7, tol(dt));
+    const Tensor none = full({13}, -100, {DType::i64});
+    check_op("cross_entropy, every position ignored", {x2, none}, [](const std::vector<Tensor>& v) {
+      const auto fwd = ops::cross_entropy(v[0], v[1], Tensor(), -100);
+      const Tensor dx = ops::cross_entropy_backward(ones({}, v[0].options()), fwd, v[1], Tensor(), -100);
+      return ops::concat({ops::reshape(fwd.loss, {1}), ops::flatten(dx)}, 0);
+    }, 0, 0);
     const Tensor bad = from_vector<int64_t>({0, 1, 7}, {1, 3});
     check_throws_with<ValueError>([&] { ops::cross_entropy(gpu(random_tensor({1, 5, 3}, 1, dt)), gpu(bad), Tensor(), -100); },
                                   "target 7 at flat position 2 is outside [0, 5)");
@@ -724,6 +763,10 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
       const Tensor g = random_tensor(y.shape(), 33, dt);
       check_op("conv2d", {x, w, b}, [&](const std::vector<Tensor>& v) { return ops::conv2d(v[0], v[1], v[2], c.a); },
                loose(dt, 1e-5), loose(dt, tol(dt)));
+      // The eval-time fused form (layers/conv_bn.cpp): exact zeros below 0.
+      check_op("conv2d_relu", {x, w, b}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_relu(v[0], v[1], v[2], c.a);
+      }, loose(dt, 1e-5), loose(dt, tol(dt)));
       check_op("conv2d_backward_input", {g, w}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d_backward_input(v[0], v[1], c.x, c.a);
       }, loose(dt, 1e-5), loose(dt, tol(dt)));
@@ -737,6 +780,20 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
     check_op("conv_transpose2d", {xt, wt}, [](const std::vector<Tensor>& v) {
       return ops::conv_transpose2d(v[0], v[1], Tensor(), {.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}, 1, 1);
     }, 1e-5, tol(dt));
+    // The U-Net decoder's form (2x2, stride 2, with a bias) and its two
+    // backwards, on an odd plane.
+    const Conv2dArgs up{.stride_h = 2, .stride_w = 2};
+    const Tensor xu = random_tensor({2, 5, 7, 3}, 36, dt), wu = random_tensor({5, 4, 2, 2}, 37, dt);
+    const Tensor bu = random_tensor({4}, 38, dt), gu = random_tensor({2, 4, 14, 6}, 39, dt);
+    check_op("conv_transpose2d (2x2, stride 2, bias)", {xu, wu, bu}, [&](const std::vector<Tensor>& v) {
+      return ops::conv_transpose2d(v[0], v[1], v[2], up, 0, 0);
+    }, loose(dt, 1e-5), loose(dt, tol(dt)));
+    check_op("conv_transpose2d_backward_input", {gu, wu}, [&](const std::vector<Tensor>& v) {
+      return ops::conv_transpose2d_backward_input(v[0], v[1], xu.shape(), up);
+    }, loose(dt, 1e-5), loose(dt, tol(dt)));
+    check_op("conv_transpose2d_backward_weight", {gu, xu}, [&](const std::vector<Tensor>& v) {
+      return ops::conv_transpose2d_backward_weight(v[0], v[1], wu.shape(), up);
+    }, loose(dt, 1e-4), loose(dt, tol(dt)));
   }
 #ifdef CRFSEG_WITH_CUDA
   }
@@ -884,6 +941,17 @@ TEST_CASE("cuda ops: batch norm, training and eval, fused ReLU, forward and back
         }
       }
     }
+    // Without affine parameters (BatchNorm2d(affine = false)), training:
+    // no dweight, and dbias still the gradient's per-channel sum.
+    const Shape shape{3, 4, 9, 7};
+    const Tensor x = random_tensor(shape, 46, dt), g = random_tensor(shape, 47, dt);
+    check_op("batch_norm without weight and bias", {x, g}, [](const std::vector<Tensor>& v) {
+      Tensor rm = zeros({4}, v[0].options()), rv = ones({4}, v[0].options());
+      const auto fwd = ops::batch_norm(v[0], Tensor(), Tensor(), rm, rv, true, 0.1, 1e-5, true);
+      const auto grads = ops::batch_norm_backward(v[1], v[0], Tensor(), fwd, true, true);
+      REQUIRE_FALSE(grads.dweight.defined());
+      return ops::concat({ops::flatten(fwd.y), ops::flatten(grads.dx), grads.dbias, rm, rv}, 0);
+    }, tol(dt) * 10, tol(dt) * 10);
   }
 }
 
@@ -1021,63 +1089,132 @@ TEST_CASE("cuda: a U-Net trains on the device as on the CPU (SGD and Adam, dice 
   }
 }
 
-namespace {
-// Equality where NaN equals NaN and infinities must match exactly; finite
-// values within `tol` relative (the devices may sum in different orders).
-bool same_values(const std::vector<double>& a, const std::vector<double>& b, double tol = 1e-6) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::isnan(a[i]) || std::isnan(b[i])) {
-      if (!(std::isnan(a[i]) && std::isnan(b[i]))) return false;
-    } else if (std::isinf(a[i]) || std::isinf(b[i])) {
-      if (a[i] != b[i]) return false;
-    } else if (std::abs(a[i] - b[i]) > tol * (1 + std::abs(b[i]))) {
-      return false;
+TEST_CASE("cuda: a U-Net + CRF-RNN segmenter at a size its encoder does not divide trains on the device as on the "
+          "CPU, under every convolution algorithm and at bf16" * doctest::skip(kNoDevice)) {
+  // 17 x 23 pads to 20 x 24 for a depth-2 U-Net (Segmenter's zero padding,
+  // made on the input's device), and the CRF-RNN final layer sees the
+  // unpadded image. Two SGD steps on each device from the same weights.
+#ifdef CRFSEG_WITH_CUDA
+  struct Run {
+    std::vector<double> losses, weights;
+    Tensor first;  // the first step's logits and every parameter's gradient, flattened, on the CPU
+  };
+  auto train = [&](Device d) {
+    Generator gen(5);
+    auto net = std::make_shared<models::Segmenter>(
+        models::SegmenterConfig{.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 4, .depth = 2},
+        gen);
+    auto layer = std::make_shared<crf::CrfRnn>(
+        crf::CrfRnnOptions{.num_classes = 3, .train_iterations = 2, .theta_alpha = 20.0, .theta_beta = 30.0});
+    net->set_final_layer(layer, layer->as_final_layer());
+    net->to(d);
+    optim::SGD opt(net->parameters(), optim::SGDOptions{.lr = 0.05, .momentum = 0.9});
+    const Tensor x = random_tensor({2, 3, 17, 23}, 72, DType::f32, 0, 255).to(d);
+    const Tensor y = random_tensor({2, 17, 23}, 73, DType::f64, 0, 3).to(DType::i64).to(d);
+    Run run;
+    for (int step = 0; step < 2; ++step) {
+      const Tensor logits = (*net)(x);
+      REQUIRE(logits.shape() == Shape{2, 3, 17, 23});
+      const Tensor loss = cross_entropy(logits, y);
+      run.losses.push_back(loss.item());
+      opt.zero_grad();
+      backward(loss);
+      if (step == 0) {
+        std::vector<Tensor> parts = {ops::flatten(logits)};
+        for (const Tensor& p : net->parameters()) parts.push_back(ops::flatten(grad(p)));
+        run.first = ops::concat(parts, 0).to(Device::cpu());
+      }
+      opt.step();
+    }
+    for (const auto& named : net->state_dict()) {
+      const std::vector<double> v = values(named.second.to(Device::cpu()).to(DType::f64));
+      run.weights.insert(run.weights.end(), v.begin(), v.end());
+    }
+    return run;
+  };
+  const Run want = train(Device::cpu());
+  std::vector<kernels::cuda::ConvAlgorithm> algorithms(std::begin(kernels::cuda::kConvAlgorithms),
+                                                        std::end(kernels::cuda::kConvAlgorithms));
+  algorithms.push_back(kernels::cuda::ConvAlgorithm::autotune);
+  for (const kernels::cuda::ConvAlgorithm algorithm : algorithms) {
+    const ConvAlgorithmGuard guard(algorithm);
+    // F(4x4, 3x3)'s transforms round about 10x more than the others (the
+    // conv test's note); anything autotuned may run them.
+    const bool coarse = algorithm == kernels::cuda::ConvAlgorithm::winograd4 ||
+                        algorithm == kernels::cuda::ConvAlgorithm::autotune;
+    {
+      INFO("fp32, algorithm ", kernels::cuda::conv_algorithm_name(algorithm));
+      const Run got = train(Device::cuda(0));
+      const double tol = coarse ? 5e-3 : 1e-3;
+      CHECK_CLOSE(got.losses, want.losses, tol, tol);
+      CHECK_CLOSE(got.first, values(want.first), tol, tol);
+      CHECK_CLOSE(got.weights, want.weights, tol, tol);
+    }
+    {
+      // BF16 tensor-core inputs (FP32 storage and accumulation): within
+      // BF16's rounding of the FP32 run, norm-wise (each convolution rounds
+      // its operands to 8 significant bits, about 4e-3 relative).
+      const cuda::MatmulPrecisionGuard precision(cuda::MatmulPrecision::bf16);
+      INFO("bf16, algorithm ", kernels::cuda::conv_algorithm_name(algorithm));
+      const Run got = train(Device::cuda(0));
+      const double err = relative_error(got.first, want.first);
+      MESSAGE("bf16, ", kernels::cuda::conv_algorithm_name(algorithm), ": first step's logits and gradients within ",
+              err, " of fp32 on the CPU (norm-wise)");
+      CHECK(err < (coarse ? 1e-1 : 5e-2));
     }
   }
-  return true;
-}
-}  // namespace
-
-TEST_CASE("cuda ops: NaN and infinity take the CPU's paths (fused-ReLU batch norm, nearest upsampling, pooling)" *
-          doctest::skip(kNoDevice)) {
-  Tensor x = random_tensor({2, 3, 4, 4}, 80);
-  ops::fill_(ops::slice(ops::slice(x, 0, 0, 1), 2, 1, 2), NAN);
-  ops::fill_(ops::slice(ops::slice(x, 1, 2, 3), 3, 3, 4), INFINITY);
-  ops::fill_(ops::slice(ops::slice(x, 0, 1, 2), 3, 0, 1), -INFINITY);
-  const Tensor rm = zeros({3}), rv = ones({3});
-  auto bn_relu = [&](const Tensor& t) {
-    return ops::batch_norm(t, Tensor(), Tensor(), rm.to(t.device()), rv.to(t.device()), false, 0.1, 1e-5, true).y;
-  };
-  CHECK(same_values(values(cpu(bn_relu(gpu(x)))), values(bn_relu(x))));
-  auto nearest = [](const Tensor& t) { return ops::upsample2d(t, 9, 7, ops::UpsampleMode::nearest); };
-  CHECK(same_values(values(cpu(nearest(gpu(x)))), values(nearest(x))));
-  auto nearest_back = [](const Tensor& t) {
-    return ops::upsample2d_backward(t, {2, 3, 2, 3}, ops::UpsampleMode::nearest);
-  };
-  CHECK(same_values(values(cpu(nearest_back(gpu(x)))), values(nearest_back(x))));
-  auto pool = [](const Tensor& t) { return ops::max_pool2d(t, {.kernel_h = 3, .kernel_w = 3, .stride_h = 1, .stride_w = 1}).y; };
-  CHECK(same_values(values(cpu(pool(gpu(x)))), values(pool(x))));
+#endif
 }
 
-TEST_CASE("cuda ops: matmul with broadcast (stride-0) operands, as a reduction's backward makes them" *
-          doctest::skip(kNoDevice)) {
-  const Tensor row = random_tensor({1, 5}, 81), col = random_tensor({5, 1}, 82), w = random_tensor({5, 3}, 83);
-  check_op("expanded rows @ w", {row, w}, [](const std::vector<Tensor>& v) {
-    return ops::matmul(ops::expand(v[0], {4, 5}), v[1]);
-  }, 1e-6, 1e-5);
-  check_op("w^T @ expanded columns", {col, w}, [](const std::vector<Tensor>& v) {
-    return ops::matmul(ops::transpose(v[1], 0, 1), ops::expand(v[0], {5, 6}));
-  }, 1e-6, 1e-5);
-  // sum(x @ w) backward: the incoming gradient is a stride-0 broadcast.
-  auto grad_of_w = [&](Device d) {
-    Tensor xx = random_tensor({4, 5}, 84).to(d), ww = w.to(d);
-    set_requires_grad(ww, true);
-    set_requires_grad(xx, true);
-    backward(sum(matmul(xx, ww)));
-    return ops::concat({ops::flatten(grad(ww)), ops::flatten(grad(xx))}, 0).to(Device::cpu());
+TEST_CASE("cuda: every SGD, Adam and AdamW option steps on the device as on the CPU" * doctest::skip(kNoDevice)) {
+  // The fused device steps (kernels/cuda/optim.cu) against the CPU loops on
+  // the same gradients: 1031 elements (not a multiple of a block), 4 steps.
+  const int64_t n = 1031;
+  auto values_at = [&](int step, double scale) {
+    std::vector<double> v(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) v[i] = scale * std::sin(1.3 * static_cast<double>(i) + 0.7 * step);
+    return v;
   };
-  CHECK_CLOSE(grad_of_w(Device::cuda(0)), values(grad_of_w(Device::cpu())), 1e-6, 1e-5);
+  using MakeOpt = std::function<std::unique_ptr<optim::Optimizer>(const Tensor&)>;
+  std::vector<std::pair<std::string, MakeOpt>> variants;
+  for (const optim::SGDOptions o : {optim::SGDOptions{.lr = 0.1},
+                                     optim::SGDOptions{.lr = 0.05, .momentum = 0.8, .dampening = 0.3},
+                                     optim::SGDOptions{.lr = 0.02, .momentum = 0.9, .weight_decay = 0.05,
+                                                       .nesterov = true},
+                                     optim::SGDOptions{.lr = 0.1, .weight_decay = 0.1, .maximize = true}}) {
+    variants.emplace_back("SGD momentum " + std::to_string(o.momentum) + (o.nesterov ? " nesterov" : "") +
+                              (o.maximize ? " maximize" : ""),
+                          [o](const Tensor& p) { return std::make_unique<optim::SGD>(std::vector<Tensor>{p}, o); });
+  }
+  for (const optim::AdamOptions o : {optim::AdamOptions{.lr = 1e-2},
+                                      optim::AdamOptions{.lr = 1e-2, .weight_decay = 0.1, .amsgrad = true},
+                                      optim::AdamOptions{.lr = 1e-2, .maximize = true}}) {
+    variants.emplace_back(std::string("Adam") + (o.amsgrad ? " amsgrad" : "") + (o.maximize ? " maximize" : ""),
+                          [o](const Tensor& p) { return std::make_unique<optim::Adam>(std::vector<Tensor>{p}, o); });
+  }
+  for (const optim::AdamWOptions o : {optim::AdamWOptions{.lr = 1e-2}, optim::AdamWOptions{.lr = 1e-2, .amsgrad = true}}) {
+    variants.emplace_back(std::string("AdamW") + (o.amsgrad ? " amsgrad" : ""),
+                          [o](const Tensor& p) { return std::make_unique<optim::AdamW>(std::vector<Tensor>{p}, o); });
+  }
+  for (const auto& variant : variants) {
+    const std::string& name = variant.first;
+    const MakeOpt& make = variant.second;
+    for (const DType dtype : {DType::f32, DType::f64}) {
+      auto run = [&](Device d) {
+        Tensor p = from_vector(values_at(-1, 1.0), {n}).to(dtype).to(d);
+        set_requires_grad(p);
+        const std::unique_ptr<optim::Optimizer> opt = make(p);
+        for (int step = 0; step < 4; ++step) {
+          p.autograd_meta()->grad = from_vector(values_at(step, 1.0 + 0.5 * step), {n}).to(dtype).to(d);
+          opt->step();
+        }
+        return values(p.to(Device::cpu()).to(DType::f64));
+      };
+      INFO(name, ", ", dtype_name(dtype));
+      const double tol = dtype == DType::f64 ? 1e-12 : 1e-5;
+      CHECK_CLOSE(run(Device::cuda(0)), run(Device::cpu()), tol, tol);
+    }
+  }
 }
 
 TEST_CASE("cuda: grad_norm over device gradients, an empty one included" * doctest::skip(kNoDevice)) {
@@ -1133,6 +1270,32 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
     // The GPU lattice sums in the CPU lattice's order (tests/cuda/test_cuda_permutohedral.cpp),
     // so only f32 rounding separates the two.
     CHECK_CLOSE(run(Device::cuda(0)), values(run(Device::cpu())), 1e-3, 1e-3);
+  }
+  // A grayscale image (features x, y, intensity: d = 3) in f64, both builds,
+  // and the eval-mode iteration count (10) after the training one (5).
+  for (const crf::LatticeBuild build : {crf::LatticeBuild::host, crf::LatticeBuild::device}) {
+    INFO((build == crf::LatticeBuild::device ? "grayscale f64, lattice built on the device"
+                                             : "grayscale f64, lattice built on the host"));
+    struct BuildGuard {
+      crf::LatticeBuild previous;
+      ~BuildGuard() { crf::set_cuda_lattice_build(previous); }
+    } const restore{crf::set_cuda_lattice_build(build)};
+    auto run = [&](Device d) {
+      crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 4, .image_channels = 1, .theta_alpha = 10.0,
+                                           .theta_beta = 20.0, .dtype = DType::f64});
+      layer.to(d);
+      Tensor u = random_tensor({2, 4, 13, 17}, 93, DType::f64, -2, 2).to(d);
+      const Tensor image = random_tensor({2, 1, 13, 17}, 94, DType::f64, 0, 255).to(d);
+      set_requires_grad(u, true);
+      const Tensor out = layer.forward(u, image);
+      backward(sum(mul(out, random_tensor(out.shape(), 95, DType::f64).to(d))));
+      layer.eval();
+      const Tensor out_eval = layer.forward(u, image);
+      std::vector<Tensor> parts = {ops::flatten(out), ops::flatten(grad(u)), ops::flatten(out_eval)};
+      for (const Tensor& p : layer.parameters()) parts.push_back(ops::flatten(grad(p)));
+      return ops::concat(parts, 0).to(Device::cpu());
+    };
+    CHECK_CLOSE(run(Device::cuda(0)), values(run(Device::cpu())), 1e-9, 1e-9);
   }
 }
 

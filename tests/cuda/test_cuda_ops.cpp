@@ -72,7 +72,7 @@ void check_op(const char* what, const std::vector<Tensor>& inputs, F f, double a
   for (const Tensor& t : inputs) on_gpu.push_back(gpu(t));
   const Tensor want = f(inputs);
   const Tensor got = f(on_gpu);
-  INFO(what);
+  INFO(std::string(what));
   REQUIRE(got.device() == Device::cuda(0));
   REQUIRE(got.shape() == want.shape());
   REQUIRE(got.dtype() == want.dtype());
@@ -95,7 +95,7 @@ TEST_CASE("cuda ops: binary ops broadcast like the CPU, f32 and f64" * doctest::
 TEST_CASE("cuda ops: unary, scalar, compare, where, on strided views" * doctest::skip(kNoDevice)) {
   auto strided = [](const Tensor& t) { return ops::slice(ops::transpose(t, 0, 1), 0, 1, 27, 2); };
   for (DType dt : {DType::f32, DType::f64}) {
-    INFO(dtype_name(dt));
+    INFO(std::string(dtype_name(dt)));
     const Tensor xd = random_tensor({13, 29}, 3, dt, 0.1, 3.0), yd = random_tensor({13, 1}, 4, dt, 0.1, 3.0);
     for (auto op : {ops::UnaryOp::neg, ops::UnaryOp::exp, ops::UnaryOp::log, ops::UnaryOp::sqrt, ops::UnaryOp::abs,
                     ops::UnaryOp::relu, ops::UnaryOp::sigmoid, ops::UnaryOp::tanh, ops::UnaryOp::square,
@@ -236,7 +236,7 @@ TEST_CASE("cuda ops: bf16 and f16 casts, fills, compares and selects give the CP
     CHECK(differ == 0);
   };
   for (DType half : {DType::bf16, DType::f16}) {
-    CAPTURE(dtype_name(half));
+    CAPTURE(std::string(dtype_name(half)));
     const Tensor h = ops::to_dtype(x, half);
     same_bits(ops::to_dtype(gpu(x), half), h);
     same_bits(ops::to_dtype(ops::to_dtype(gpu(x), DType::f64), half), ops::to_dtype(ops::to_dtype(x, DType::f64), half));
@@ -451,7 +451,7 @@ TEST_CASE("cuda ops: the wgmma SGEMM variants run their own kernels on compute c
   const Tensor want = ops::matmul(A.to(DType::f64), B.to(DType::f64));
   const Tensor dA = gpu(A), dB = gpu(B);
   for (const char* name : {"v6_tf32_wgmma", "v7_tf32_wgmma_pair", "v9_bf16_wgmma", "v10_bf16_wgmma_pair"}) {
-    INFO(name);
+    INFO(std::string(name));
     const auto& v = kernels::cuda::sgemm_variant(name);
     const Tensor dC = full({M, N}, NAN, {DType::f32, Device::cuda(0)});
     v.fn(false, false, M, N, K, 1.0f, dA.data<float>(), K, dB.data<float>(), N, 0.0f, dC.data<float>(), N,
@@ -709,7 +709,7 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
   algorithms.push_back(kernels::cuda::ConvAlgorithm::autotune);  // whichever is fastest, per pass and layer
   for (const kernels::cuda::ConvAlgorithm algorithm : algorithms) {
   const ConvAlgorithmGuard guard(algorithm);
-  INFO("algorithm ", kernels::cuda::conv_algorithm_name(algorithm));
+  INFO("algorithm ", std::string(kernels::cuda::conv_algorithm_name(algorithm)));
   // F(4x4, 3x3)'s transforms (coefficients up to 8 and 1/24) cost FP32
   // accuracy: ~3e-5 absolute error at 9 input channels here, against 3e-6
   // for 2x2 tiles (a CPU emulation of the rules in float). Autotuned, any
@@ -1048,6 +1048,81 @@ TEST_CASE("cuda ops: dropout masks, random fills and one_hot equal the CPU's" * 
                                 "target 5 at flat index 1 is outside [0, 3)");
 }
 
+TEST_CASE("cuda autograd: each differentiable function's forward and backward on the device match the CPU" *
+          doctest::skip(kNoDevice)) {
+  // The autograd glue (saved tensors, the backward's raw ops, gradient
+  // accumulation) on device tensors, per function, in f64: the kernels
+  // themselves are compared above, this is what calls them.
+  using Fn = std::function<Tensor(const Tensor&, const Tensor&)>;
+  const ops::Pool2dArgs pool{.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1};
+  const std::vector<std::pair<std::string, Fn>> fns = {
+      {"sigmoid", [](const Tensor& x, const Tensor&) { return crfseg::sigmoid(x); }},
+      {"tanh", [](const Tensor& x, const Tensor&) { return crfseg::tanh(x); }},
+      {"exp", [](const Tensor& x, const Tensor&) { return crfseg::exp(x); }},
+      {"log", [](const Tensor& x, const Tensor&) { return crfseg::log(x); }},
+      {"sqrt", [](const Tensor& x, const Tensor&) { return crfseg::sqrt(x); }},
+      {"pow 2.5", [](const Tensor& x, const Tensor&) { return crfseg::pow(x, 2.5); }},
+      {"reciprocal, square, neg", [](const Tensor& x, const Tensor&) {
+         return crfseg::neg(crfseg::square(crfseg::reciprocal(x)));
+       }},
+      {"div, broadcast", [](const Tensor& x, const Tensor& y) { return crfseg::div(x, crfseg::slice(y, 1, 0, 1)); }},
+      {"rsub and rdiv scalars", [](const Tensor& x, const Tensor&) {
+         return crfseg::rdiv_scalar(crfseg::rsub_scalar(x, 5.0), 2.0);
+       }},
+      {"softmax and log_softmax", [](const Tensor& x, const Tensor& y) {
+         return crfseg::add(crfseg::softmax(x, 1), crfseg::log_softmax(y, 3));
+       }},
+      {"mean and max", [](const Tensor& x, const Tensor& y) {
+         return crfseg::add(crfseg::mean(x, {2, 3}, true), crfseg::max(y, {2, 3}, true));
+       }},
+      {"avg_pool2d", [pool](const Tensor& x, const Tensor&) { return crfseg::avg_pool2d(x, pool); }},
+      {"max_pool2d", [pool](const Tensor& x, const Tensor&) { return crfseg::max_pool2d(x, pool); }},
+      {"adaptive_avg_pool2d", [](const Tensor& x, const Tensor&) { return crfseg::adaptive_avg_pool2d(x, 4, 3); }},
+      {"upsample2d bilinear", [](const Tensor& x, const Tensor&) {
+         return crfseg::upsample2d(x, 13, 11, ops::UpsampleMode::bilinear);
+       }},
+      {"upsample2d bilinear, align_corners", [](const Tensor& x, const Tensor&) {
+         return crfseg::upsample2d(x, 5, 17, ops::UpsampleMode::bilinear, true);
+       }},
+      {"upsample2d nearest", [](const Tensor& x, const Tensor&) {
+         return crfseg::upsample2d(x, 18, 14, ops::UpsampleMode::nearest);
+       }},
+      {"stack and concat", [](const Tensor& x, const Tensor& y) {
+         return crfseg::concat({crfseg::flatten(crfseg::stack({x, y}, 1)), crfseg::flatten(x)}, 0);
+       }},
+      {"to_dtype f32 and back", [](const Tensor& x, const Tensor&) {
+         return crfseg::to_dtype(crfseg::mul_scalar(crfseg::to_dtype(x, DType::f32), 3.0), DType::f64);
+       }},
+      {"dropout", [](const Tensor& x, const Tensor&) {
+         Generator gen(11);  // masks are drawn on the host: the same on both devices
+         return crfseg::dropout(x, 0.3, true, gen);
+       }},
+      {"matmul of views", [](const Tensor& x, const Tensor& y) {
+         return crfseg::matmul(crfseg::reshape(x, {6, 63}), crfseg::transpose(crfseg::reshape(y, {6, 63}), 0, 1));
+       }},
+  };
+  const Tensor x0 = random_tensor({2, 3, 9, 7}, 120, DType::f64, 0.2, 2.0);
+  const Tensor y0 = random_tensor({2, 3, 9, 7}, 121, DType::f64, 0.2, 2.0);
+  for (const auto& fn : fns) {
+    INFO(fn.first);
+    auto run = [&](Device d) {
+      Tensor x = ops::clone(x0.to(d)), y = ops::clone(y0.to(d));  // fresh leaves on each run
+      set_requires_grad(x, true);
+      set_requires_grad(y, true);
+      const Tensor out = fn.second(x, y);
+      const Tensor r = random_tensor(out.shape(), 122, DType::f64).to(d);
+      backward(crfseg::sum(crfseg::mul(out, r)));
+      std::vector<Tensor> parts = {ops::flatten(detach(out))};
+      for (const Tensor& t : {x, y})
+        if (grad(t).defined()) parts.push_back(ops::flatten(grad(t)));
+      return ops::concat(parts, 0).to(Device::cpu());
+    };
+    const Tensor want = run(Device::cpu()), got = run(Device::cuda(0));
+    REQUIRE(got.shape() == want.shape());
+    CHECK_CLOSE(got, values(want), 1e-9, 1e-9);
+  }
+}
+
 TEST_CASE("cuda: a U-Net trains on the device as on the CPU (SGD and Adam, dice + CE)" * doctest::skip(kNoDevice)) {
   // Same seed, same data: two steps on each device; losses and weights must agree.
   for (const std::string opt_name : {"sgd", "adam"}) {
@@ -1143,7 +1218,7 @@ TEST_CASE("cuda: a U-Net + CRF-RNN segmenter at a size its encoder does not divi
     const bool coarse = algorithm == kernels::cuda::ConvAlgorithm::winograd4 ||
                         algorithm == kernels::cuda::ConvAlgorithm::autotune;
     {
-      INFO("fp32, algorithm ", kernels::cuda::conv_algorithm_name(algorithm));
+      INFO("fp32, algorithm ", std::string(kernels::cuda::conv_algorithm_name(algorithm)));
       const Run got = train(Device::cuda(0));
       const double tol = coarse ? 5e-3 : 1e-3;
       CHECK_CLOSE(got.losses, want.losses, tol, tol);
@@ -1155,10 +1230,10 @@ TEST_CASE("cuda: a U-Net + CRF-RNN segmenter at a size its encoder does not divi
       // BF16's rounding of the FP32 run, norm-wise (each convolution rounds
       // its operands to 8 significant bits, about 4e-3 relative).
       const cuda::MatmulPrecisionGuard precision(cuda::MatmulPrecision::bf16);
-      INFO("bf16, algorithm ", kernels::cuda::conv_algorithm_name(algorithm));
+      INFO("bf16, algorithm ", std::string(kernels::cuda::conv_algorithm_name(algorithm)));
       const Run got = train(Device::cuda(0));
       const double err = relative_error(got.first, want.first);
-      MESSAGE("bf16, ", kernels::cuda::conv_algorithm_name(algorithm), ": first step's logits and gradients within ",
+      MESSAGE("bf16, ", std::string(kernels::cuda::conv_algorithm_name(algorithm)), ": first step's logits and gradients within ",
               err, " of fp32 on the CPU (norm-wise)");
       CHECK(err < (coarse ? 1e-1 : 5e-2));
     }
@@ -1210,7 +1285,7 @@ TEST_CASE("cuda: every SGD, Adam and AdamW option steps on the device as on the 
         }
         return values(p.to(Device::cpu()).to(DType::f64));
       };
-      INFO(name, ", ", dtype_name(dtype));
+      INFO(name, ", ", std::string(dtype_name(dtype)));
       const double tol = dtype == DType::f64 ? 1e-12 : 1e-5;
       CHECK_CLOSE(run(Device::cuda(0)), run(Device::cpu()), tol, tol);
     }
@@ -1505,7 +1580,7 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
     // takes the four-wide kernel.
     for (int64_t limit : {int64_t{1}, int64_t{2 * 1701}, int64_t{3 * 1701}, int64_t{1} << 26}) {
       const WorkspaceLimitGuard guard(limit);
-      INFO("workspace limit ", limit, ", ", dtype_name(dt));
+      INFO("workspace limit ", limit, ", ", std::string(dtype_name(dt)));
       check_op("conv2d in groups", {x, w, b}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d(v[0], v[1], v[2], pad1);
       }, 1e-5, tol(dt));
@@ -1543,7 +1618,7 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
       const double scale = dt == DType::f32 && algorithm == kernels::cuda::ConvAlgorithm::winograd4 ? 20.0 : 1.0;
       for (int64_t limit : {int64_t{1}, 2 * per_image, int64_t{1} << 26}) {
         const WorkspaceLimitGuard guard(limit);
-        INFO(kernels::cuda::conv_algorithm_name(algorithm), ", workspace limit ", limit, ", ", dtype_name(dt));
+        INFO(std::string(kernels::cuda::conv_algorithm_name(algorithm)), ", workspace limit ", limit, ", ", std::string(dtype_name(dt)));
         check_op("conv2d in Winograd groups", {x, w, b}, [&](const std::vector<Tensor>& v) {
           return ops::conv2d(v[0], v[1], v[2], pad1);
         }, scale * 1e-5, scale * tol(dt));

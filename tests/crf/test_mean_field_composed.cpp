@@ -60,7 +60,7 @@ TEST_CASE("composed mean-field: same logits and gradients as the fused CPU kerne
                        // L = 5: the kernel's loops with L read at run time; L = 1: nothing to filter.
                        Case{DType::f64, FilterMode::lattice, 2, 3, 5, 6, 7, 1e-10},
                        Case{DType::f64, FilterMode::dense, 1, 3, 1, 5, 4, 1e-10}}) {
-    INFO("mode ", filter_mode_name(c.mode), " B ", c.B, " C ", c.C, " L ", c.L, " ", c.H, "x", c.W);
+    INFO("mode ", std::string(filter_mode_name(c.mode)), " B ", c.B, " C ", c.C, " L ", c.L, " ", c.H, "x", c.W);
     const Run fused = run(false, c.dt, c.mode, c.B, c.C, c.L, c.H, c.W);
     const Run composed = run(true, c.dt, c.mode, c.B, c.C, c.L, c.H, c.W);
     CHECK_CLOSE(composed.logits, values(fused.logits), c.tol, c.tol);

@@ -78,7 +78,7 @@ TEST_CASE("cuda: synchronised batch norm on replicas equals the CPU's, bitwise t
   for (const DType dt : {DType::f32, DType::f64}) {
     for (const Case& k : cases) {
       CAPTURE(shape_str(k.shape));
-      CAPTURE(dtype_name(dt));
+      CAPTURE(std::string(dtype_name(dt)));
       const int64_t C = k.shape[1];
       const Tensor x = random_tensor(k.shape, 3, dt, -2.0, 3.0), g = random_tensor(k.shape, 4, dt, -1.0, 1.0);
       const Tensor weight = k.affine ? random_tensor({C}, 5, dt, 0.5, 1.5) : Tensor();

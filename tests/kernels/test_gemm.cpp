@@ -128,7 +128,7 @@ TEST_CASE("blis_block: B read in place, and C streamed out, give the packed path
   for (const char* name : {"v4_ukernel_avx512_12x32", "v5_avx512_12x32_a_resident"}) {
     const auto& variant = kernels::cpu::sgemm_variant(name);
     if (!variant.available()) {
-      MESSAGE(name << " NOT TESTED here: " << variant.constraints);
+      MESSAGE(std::string(name) << " NOT TESTED here: " << variant.constraints);
       continue;
     }
     const kernels::cpu::BlisConfig& cfg = variant.blis();

@@ -217,7 +217,7 @@ TEST_CASE("tiled BF16 kernel: ldmatrix's eight row addresses per phase fall in e
       bool seen[8] = {};
       for (int l = 0; l < 8; ++l) {
         const int group = (Tile::block_row(0, k0, l) * 2 / 16) % 8;
-        INFO(what << ", depth " << k0 << ", lane " << l);
+        INFO(std::string(what) << ", depth " << k0 << ", lane " << l);
         CHECK_FALSE(seen[group]);
         seen[group] = true;
       }

@@ -166,7 +166,7 @@ TEST_CASE("float -> bfloat16 and float16 round to nearest, ties to even, overflo
 
 TEST_CASE("half tensors: fill, cast both ways, saturating integer casts, compare, where; arithmetic refuses") {
   for (DType dt : {DType::bf16, DType::f16}) {
-    CAPTURE(dtype_name(dt));
+    CAPTURE(std::string(dtype_name(dt)));
     const Tensor x = from_vector<float>({1.0f, -2.5f, 1.0f / 3.0f, 70000.0f, 1e-6f, 0.0f}, {2, 3});
     const Tensor h = ops::to_dtype(x, dt);
     CHECK(h.dtype() == dt);

@@ -275,7 +275,7 @@ TEST_CASE("train --profile writes where N steps' time went, and stops at the epo
   CHECK(a.find("3 training steps (2 to 4)") != std::string::npos);
   for (const char* row : {"| Conv2dBackward | Conv2d (", "| CrfRnn", "| CRF bilateral lattices |",
                           "| CRF mean-field iterations |", "| optimizer |", "| backward |", "| loss |", "| data |"}) {
-    INFO(row);
+    INFO(std::string(row));
     CHECK(a.find(row) != std::string::npos);
   }
   // More steps than the epoch has left: the profile ends with the epoch (2 to 6).

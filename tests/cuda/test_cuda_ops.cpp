@@ -1724,4 +1724,20 @@ TEST_CASE("cuda: matmul precision tf32 / bf16 rounds the GEMM inputs, and fp32 d
   CHECK(etf > 10 * e32);
   CHECK(ebf > 2 * etf);  // BF16 keeps 8 mantissa bits, TF32 10
   CHECK(cuda::matmul_precision() == cuda::MatmulPrecision::fp32);  // the guards restored it
+  // Batched, with a broadcast operand, and a transposed view: the strided
+  // batched GEMMs honour the setting too.
+  const Tensor ab = random_tensor({3, 64, 192}, 102), bt = random_tensor({160, 192}, 103);
+  const Tensor want_b = ops::matmul(ab.to(DType::f64), ops::transpose(bt.to(DType::f64), 0, 1));
+  auto batched_error_at = [&](cuda::MatmulPrecision p) {
+    const cuda::MatmulPrecisionGuard guard(p);
+    return relative_error(cpu(ops::matmul(gpu(ab), ops::transpose(gpu(bt), 0, 1))), want_b);
+  };
+  const double b32 = batched_error_at(cuda::MatmulPrecision::fp32), btf = batched_error_at(cuda::MatmulPrecision::tf32),
+               bbf = batched_error_at(cuda::MatmulPrecision::bf16);
+  MESSAGE("batched relative error: fp32 ", b32, ", tf32 ", btf, ", bf16 ", bbf);
+  CHECK(b32 < 1e-6);
+  CHECK(btf < 3e-3);
+  CHECK(bbf < 2e-2);
+  CHECK(btf > 10 * b32);
+  CHECK(bbf > 2 * btf);
 }

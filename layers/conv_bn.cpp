@@ -32,13 +32,11 @@ Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x) {
                conv.options.out_channels, " output channels, the batch norm ", bn.options.num_features, " features");
   const std::vector<Tensor> sources = fold_sources(conv, bn);
   BatchNorm2d::Folded& f = bn.folded;
-  bool fresh = f.sources.size() == sources.size();
+  bool fresh = f.storages.size() == sources.size();
   for (size_t i = 0; fresh && i < sources.size(); ++i) {
     const Tensor& a = sources[i];
-    const Tensor& b = f.sources[i];
-    fresh = a.defined() == b.defined() &&
-            (!a.defined() ||
-             (&a.storage() == &b.storage() && a.offset() == b.offset() && a.version() == f.versions[i]));
+    fresh = a.defined() ? a.storage_ptr() == f.storages[i] && a.offset() == f.offsets[i] && a.version() == f.versions[i]
+                        : f.storages[i] == nullptr;
   }
   if (!fresh) {
     NoGradGuard no_grad;
@@ -54,10 +52,14 @@ Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x) {
     if (bn.bias.defined()) shift = ops::binary(ops::BinaryOp::add, shift, bn.bias);
     f.weight = ops::binary(ops::BinaryOp::mul, conv.weight, ops::reshape(s, {K, 1, 1, 1}));
     f.bias = shift;
-    // The sources are held, so their storage cannot be freed and reused while the fold is kept.
-    f.sources = sources;
+    f.storages.clear();
+    f.offsets.clear();
     f.versions.clear();
-    for (const Tensor& t : sources) f.versions.push_back(t.defined() ? t.version() : 0);
+    for (const Tensor& t : sources) {
+      f.storages.push_back(t.defined() ? t.storage_ptr() : nullptr);
+      f.offsets.push_back(t.defined() ? t.offset() : 0);
+      f.versions.push_back(t.defined() ? t.version() : 0);
+    }
   }
   return bn.options.fuse_relu ? ops::conv2d_relu(x, f.weight, f.bias, conv.args())
                               : ops::conv2d(x, f.weight, f.bias, conv.args());

@@ -106,6 +106,15 @@ TEST_CASE("conv_bn: the fold is kept while its sources are unchanged and redone 
   REQUIRE(replacement.version() == q.conv->weight.version());
   q.conv->weight = replacement;
   CHECK_CLOSE(nn::conv_bn(*q.conv, *q.bn, x), values((*q.bn)((*q.conv)(x))), 1e-4, 1e-4);
+  // The same handle pointed at new storage of the same version, as
+  // Module::to moves a parameter to another device (a CUDA -> CPU move
+  // left the fold's weights on the GPU): the fold follows the storage.
+  nn::conv_bn(*q.conv, *q.bn, x);
+  const Tensor moved = random_tensor(q.bn->running_var.shape(), 7, DType::f32, 0.5, 2.0);
+  while (moved.version() < q.bn->running_var.version()) moved.bump_version();
+  REQUIRE(moved.version() == q.bn->running_var.version());
+  q.bn->running_var.impl_ptr()->storage = moved.storage_ptr();
+  CHECK_CLOSE(nn::conv_bn(*q.conv, *q.bn, x), values((*q.bn)((*q.conv)(x))), 1e-4, 1e-4);
 }
 
 TEST_CASE("conv_bn: training mode, gradients and module observers keep the two modules") {

@@ -71,6 +71,9 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions options)
 
 void Adam::update(size_t index, const Tensor& param, const Tensor& grad) {
   ParamState& s = state_[index];
+  // Moments made before the parameter moved (Module::to) follow it.
+  for (Tensor* t : {&s.exp_avg, &s.exp_avg_sq, &s.max_exp_avg_sq})
+    if (t->defined() && t->device() != param.device()) *t = t->to(param.device());
   if (s.step == 0) {  // lazy state, as torch: zeros of the parameter's shape
     s.exp_avg = zeros(param.shape(), param.options());
     s.exp_avg_sq = zeros(param.shape(), param.options());

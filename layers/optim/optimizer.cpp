@@ -169,22 +169,20 @@ Tensor Optimizer::checked_buffer(size_t index, const std::string& key, const Ten
   const std::string entry = "param." + std::to_string(index) + "." + key;
   const Tensor& p = params_[index];
   CRFSEG_CHECK(t.defined(), ValueError, where(), "load_state: entry '", entry, "' is an undefined tensor");
-  CRFSEG_CHECK(t.device().is_cpu(), NotImplementedError, where(), "load_state: entry '", entry, "' lives on ",
-               t.device().str(), "; expected a CPU tensor");
   CRFSEG_CHECK(t.shape() == p.shape(), ShapeError, where(), "load_state: entry '", entry, "' has shape ",
                shape_str(t.shape()), " but parameter ", index, " has shape ", shape_str(p.shape()));
   CRFSEG_CHECK(t.dtype() == p.dtype(), DTypeError, where(), "load_state: entry '", entry, "' has dtype ",
                dtype_name(t.dtype()), " but parameter ", index, " has dtype ", dtype_name(p.dtype()));
-  // Own the buffer (the caller's tensor may be reused or mapped), on the parameter's device.
-  return p.device().is_cpu() ? ops::clone(t) : ops::to_device(t, p.device());
+  // Own the buffer (the caller's tensor may be reused or mapped), on the
+  // parameter's device, wherever the entry lives (a CUDA optimizer's own
+  // state_tensors() are on its device).
+  return t.device() == p.device() ? ops::clone(t) : ops::to_device(t, p.device());
 }
 
 int64_t Optimizer::checked_count(const std::string& entry, const Tensor& t) const {
   CRFSEG_CHECK(t.defined() && t.dim() == 0 && t.dtype() == DType::i64, ValueError, where(), "load_state: entry '",
                entry, "' must be a 0-d i64 tensor, got ", t.defined() ? t.str() : std::string("an undefined tensor"));
-  CRFSEG_CHECK(t.device().is_cpu(), NotImplementedError, where(), "load_state: entry '", entry, "' lives on ",
-               t.device().str(), "; expected a CPU tensor");
-  const int64_t value = *t.data<int64_t>();
+  const int64_t value = *t.to(Device::cpu()).data<int64_t>();
   CRFSEG_CHECK(value >= 0, ValueError, where(), "load_state: entry '", entry, "' holds ", value,
                " (expected a count >= 0)");
   return value;

@@ -46,6 +46,8 @@ void SGD::update(size_t index, const Tensor& param, const Tensor& grad) {
   kernels::SgdStep c{lr_for(index), options_.momentum, options_.dampening, options_.weight_decay,
                      options_.nesterov, options_.maximize, false};
   Tensor& buf = momentum_buffers_[index];
+  // A buffer made before the parameter moved (Module::to) follows it.
+  if (buf.defined() && buf.device() != param.device()) buf = buf.to(param.device());
   if (options_.momentum != 0.0 && !buf.defined()) {
     buf = Tensor::empty(param.shape(), param.options());  // filled by the loop (first = true)
     c.first = true;

@@ -13,6 +13,7 @@
 #include "crf/bilateral_prefetch.h"
 #include "crf/crf_rnn.h"
 #include "crf/mean_field_composed.h"
+#include "layers/linear.h"
 #include "layers/optim/adam.h"
 #include "layers/optim/clip_grad.h"
 #include "layers/optim/sgd.h"
@@ -1289,6 +1290,66 @@ TEST_CASE("cuda: every SGD, Adam and AdamW option steps on the device as on the 
       const double tol = dtype == DType::f64 ? 1e-12 : 1e-5;
       CHECK_CLOSE(run(Device::cuda(0)), run(Device::cpu()), tol, tol);
     }
+  }
+}
+
+TEST_CASE("cuda optim: state made on the CPU follows its parameters to the device, and load_state takes the "
+          "device's own state" * doctest::skip(kNoDevice)) {
+  // Two steps on the CPU, the module moved (Module::to), two more on the
+  // device: the same as four on the CPU. The moments made on the CPU must
+  // follow the parameters (they were handed to the device kernels as host
+  // pointers).
+  using MakeOpt = std::function<std::unique_ptr<optim::Optimizer>(const std::vector<Tensor>&)>;
+  const std::vector<std::pair<std::string, MakeOpt>> kinds = {
+      {"SGD", [](const std::vector<Tensor>& p) {
+         return std::make_unique<optim::SGD>(p, optim::SGDOptions{.lr = 0.1, .momentum = 0.9});
+       }},
+      {"Adam", [](const std::vector<Tensor>& p) {
+         return std::make_unique<optim::Adam>(p, optim::AdamOptions{.lr = 1e-2, .amsgrad = true});
+       }}};
+  const Tensor x = random_tensor({4, 5}, 130), target = random_tensor({4, 3}, 131);
+  for (const auto& kind : kinds) {
+    INFO(kind.first);
+    auto train = [&](bool move) {
+      Generator gen(9);
+      nn::Linear net(nn::LinearOptions{.in_features = 5, .out_features = 3}, gen);
+      const std::unique_ptr<optim::Optimizer> opt = kind.second(net.parameters());
+      Device d = Device::cpu();
+      for (int step = 0; step < 4; ++step) {
+        if (move && step == 2) {
+          d = Device::cuda(0);
+          net.to(d);
+        }
+        const Tensor diff = crfseg::sub(net.forward(x.to(d)), target.to(d));
+        opt->zero_grad();
+        backward(crfseg::mean(crfseg::mul(diff, diff)));
+        opt->step();
+      }
+      std::vector<double> w;
+      for (const Tensor& p : net.parameters()) {
+        const std::vector<double> v = values(p.to(Device::cpu()).to(DType::f64));
+        w.insert(w.end(), v.begin(), v.end());
+      }
+      // The device optimizer's state, exported (on the device) and loaded
+      // into a fresh optimizer over the same parameters, steps the same.
+      if (move) {
+        const std::unique_ptr<optim::Optimizer> again = kind.second(net.parameters());
+        again->load_state(opt->state_tensors());
+        const std::vector<Tensor> ps = net.parameters();
+        for (const Tensor& p : ps) p.autograd_meta()->grad = full_like(p, 0.25);
+        const std::vector<Tensor> before = {ops::clone(ps[0]), ops::clone(ps[1])};
+        opt->step();
+        std::vector<Tensor> first;
+        for (size_t i = 0; i < ps.size(); ++i) {
+          first.push_back(ops::clone(ps[i]));
+          ops::copy_(ps[i], before[i]);
+        }
+        again->step();
+        for (size_t i = 0; i < ps.size(); ++i) CHECK_CLOSE(cpu(ps[i]), values(cpu(first[i])), 0, 0);
+      }
+      return w;
+    };
+    CHECK_CLOSE(train(true), train(false), 1e-5, 1e-5);
   }
 }
 

@@ -1433,6 +1433,13 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
     };
     CHECK_CLOSE(run(Device::cuda(0)), values(run(Device::cpu())), 1e-9, 1e-9);
   }
+  // Unaries and image on different devices: a clear error, not the other
+  // device's filters (a CPU image's lattice was applied to device memory).
+  crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 3});
+  layer.to(Device::cuda(0));
+  const Tensor u = random_tensor({1, 3, 5, 6}, 96).to(Device::cuda(0));
+  const Tensor host_image = random_tensor({1, 3, 5, 6}, 97, DType::f32, 0, 255);
+  check_throws_with<DeviceError>([&] { layer.forward(u, host_image); }, "expected tensors on the same device");
 }
 
 TEST_CASE("cuda crf: lattices prefetched on a host thread give the inline build's bits, forward and backward" *

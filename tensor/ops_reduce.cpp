@@ -140,6 +140,7 @@ Tensor argmax(const Tensor& t, int64_t dim, bool keepdim) {
 Tensor max_backward(const Tensor& grad, const Tensor& index, const Shape& input_shape,
                     std::vector<int64_t> dims, bool keepdim) {
   dims = normalize_dims(dims, static_cast<int64_t>(input_shape.size()), "max_backward");
+  check_same_device("max_backward", grad, index);
   const Tensor g = contiguous(grad), idx = contiguous(index);
   CRFSEG_CHECK(g.shape() == reduced_shape(input_shape, dims, keepdim) && idx.shape() == g.shape(), ShapeError,
                "max_backward: grad ", shape_str(g.shape()), " and index ", shape_str(idx.shape()),

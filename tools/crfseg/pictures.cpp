@@ -17,7 +17,7 @@ constexpr uint8_t kPalette[][3] = {{230, 25, 75},  {60, 180, 75},  {255, 225, 25
 }  // namespace
 
 data::Image mask_image(const Tensor& classes_in, int64_t num_classes, bool raw) {
-  const Tensor classes = ops::contiguous(classes_in);
+  const Tensor classes = ops::contiguous(classes_in.to(Device::cpu()));  // read here, through a host pointer
   CRFSEG_CHECK(classes.dim() == 2 && classes.dtype() == DType::i64, ShapeError,
                "mask_image: expected i64 classes [H, W], got ", classes.str());
   const int64_t H = classes.size(0), W = classes.size(1), L = num_classes;
@@ -31,7 +31,7 @@ data::Image mask_image(const Tensor& classes_in, int64_t num_classes, bool raw) 
 }
 
 data::Image overlay_image(const Tensor& image, const Tensor& classes_in) {
-  const Tensor classes = ops::contiguous(classes_in);
+  const Tensor classes = ops::contiguous(classes_in.to(Device::cpu()));  // read here, through a host pointer
   CRFSEG_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3) && classes.dim() == 2 &&
                    image.size(1) == classes.size(0) && image.size(2) == classes.size(1),
                ShapeError, "overlay_image: expected image [1 or 3, H, W] and classes [H, W], got ", image.str(),

@@ -10,6 +10,7 @@
 
 #include "datasets/image_io.h"
 #include "datasets/tiff.h"
+#include "tensor/cuda_memory.h"
 #include "tensor/safetensors.h"
 #include "tests/datasets/fixtures.h"
 #include "tests/support/helpers.h"
@@ -114,6 +115,47 @@ TEST_CASE("train one epoch on Oxford-IIIT Pet and micro-CT folders, then eval an
   const data::Image mask = data::load_image(dir.file("pred/slice_0_mask.png"));
   CHECK(mask.height == 12);
   CHECK(fs::exists(dir.file("pred/slice_5_overlay.png")));
+}
+
+TEST_CASE("eval and predict take --device: on a GPU the same masks as on the CPU, without one a clear error") {
+  TempDir dir;
+  make_microct_folder(dir.file("ct"));
+  // 13 x 13: the depth-2 U-Net pads its input (on the input's device) to 16.
+  REQUIRE(app::run_train(with(kTiny, {"--data", "microct:" + dir.file("ct"), "--epochs", "1", "--size", "13",
+                                      "--crf", "--out", dir.file("run")})) == 0);
+  const std::string ckpt = dir.file("run/last.safetensors");
+  REQUIRE(app::run_eval({"--checkpoint", ckpt, "--workers", "0", "--device", "cpu", "--pictures", "1", "--out",
+                         dir.file("eval_cpu")}) == 0);
+  REQUIRE(app::run_predict({"--checkpoint", ckpt, "--device", "cpu", "--size", "13", "--out", dir.file("pred_cpu"),
+                            dir.file("ct/images")}) == 0);
+  if (cuda::device_count() == 0) {
+    // (crfseg built without CUDA, or no GPU visible: CI's case)
+    check_throws_with<DeviceError>([&] { app::run_eval({"--checkpoint", ckpt, "--device", "cuda"}); },
+                                   "--device cuda:0: ");
+    check_throws_with<DeviceError>(
+        [&] { app::run_predict({"--checkpoint", ckpt, "--device", "cuda", dir.file("ct/images")}); },
+        "; use --device cpu");
+    check_throws_with<app::UsageError>([&] { app::run_predict({"--checkpoint", ckpt, "--device", "gpu", "x"}); },
+                                       "--device must be cpu, cuda or cuda:N, got 'gpu'");
+    return;
+  }
+  REQUIRE(app::run_eval({"--checkpoint", ckpt, "--workers", "0", "--device", "cuda", "--pictures", "1", "--out",
+                         dir.file("eval_gpu")}) == 0);
+  REQUIRE(app::run_predict({"--checkpoint", ckpt, "--device", "cuda", "--size", "13", "--out", dir.file("pred_gpu"),
+                            dir.file("ct/images")}) == 0);
+  // The devices sum in different orders, so a pixel whose two classes tie
+  // to rounding may flip; no more than 1% of them.
+  int64_t differ = 0, total = 0;
+  for (int i = 0; i < 6; ++i) {
+    const std::string name = "slice_" + std::to_string(i) + "_mask.png";
+    const data::Image a = data::load_image(dir.file("pred_cpu/" + name)), b = data::load_image(dir.file("pred_gpu/" + name));
+    REQUIRE(a.pixels.size() == b.pixels.size());
+    for (size_t k = 0; k < a.pixels.size(); ++k) differ += a.pixels[k] != b.pixels[k];
+    total += static_cast<int64_t>(a.pixels.size());
+  }
+  MESSAGE(differ, " of ", total, " mask pixels differ between the CPU and the GPU");
+  CHECK(differ * 100 <= total);
+  CHECK(fs::exists(dir.file("eval_gpu/eval_test_metrics.md")));
 }
 
 TEST_CASE("bad inputs fail with a clear error and leave the checkpoint untouched") {

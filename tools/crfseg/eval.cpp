@@ -12,6 +12,7 @@
 #include "tools/crfseg/checkpoint_model.h"
 #include "tools/crfseg/commands.h"
 #include "tools/crfseg/data_spec.h"
+#include "tools/crfseg/device_option.h"
 #include "tools/crfseg/evaluate.h"
 #include "tools/crfseg/pictures.h"
 #include "tools/crfseg/report.h"
@@ -27,6 +28,7 @@ ArgParser eval_parser() {
       .option("--batch", "B", "8", "batch size")
       .option("--workers", "N", "2", "data-loading threads")
       .option("--threads", "N", "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)")
+      .option("--device", "NAME", "cpu", "cpu, cuda or cuda:N")
       .option("--seed", "N", "", "data seed (default: the training seed, so splits match)")
       .option("--out", "DIR", "", "write confusion.csv and metrics.md here (default: next to the checkpoint)")
       .option("--boundary-width", "W", "3",
@@ -45,7 +47,10 @@ int run_eval(const std::vector<std::string>& args) {
   const std::string path = p.get("--checkpoint");
   if (path.empty()) throw UsageError("--checkpoint FILE is required");
   if (const int64_t t = p.get_int("--threads", 0, 1024); t > 0) omp_set_num_threads(static_cast<int>(t));
+  const Device device = parse_device_option(p.get("--device"));
+  check_device_usable(device);
   TrainedModel m = load_trained_model(path);
+  m.net->to(device);  // evaluate() runs on the model's device
   if (p.given("--crf-eval-iters")) {
     if (!m.spec.crf) throw UsageError("--crf-eval-iters: the checkpoint's model has no CRF layer");
     m.spec.crf_options.eval_iterations = p.get_int("--crf-eval-iters", 1, 100);
@@ -88,9 +93,9 @@ int run_eval(const std::vector<std::string>& args) {
   data::DataLoader loader(set, lo);
   const LossSpec loss = parse_loss(m.metadata.count("loss") ? m.metadata.at("loss") : "ce", set->ignore_index());
   const EvalResult r = evaluate(*m.net, loader, loss, p.get_int("--boundary-width", 0, 1024));
-  std::printf("crfseg eval: %s on %s (%s split, %lld images, %.1f s)\n  model: %s\n\n", path.c_str(),
+  std::printf("crfseg eval: %s on %s (%s split, %lld images, %.1f s, %s)\n  model: %s\n\n", path.c_str(),
               set->description().c_str(), split.c_str(), static_cast<long long>(r.images), r.seconds,
-              describe(m.spec).c_str());
+              device.str().c_str(), describe(m.spec).c_str());
   const std::string table = r.confusion.table(m.class_names) + "\nwithin " + std::to_string(r.boundary_width) +
                             " px of a label boundary:\n\n" + r.boundary.table(m.class_names);
   std::printf("%s\nloss %.4f\n", table.c_str(), r.loss);
@@ -107,7 +112,8 @@ int run_eval(const std::vector<std::string>& args) {
     for (int64_t i = 0; i < pictures; ++i) {
       data::Sample s = set->get(i);
       if (size > 0) s = data::resize(s, size, size);
-      const Tensor predicted = ops::squeeze(ops::argmax((*m.net)(ops::unsqueeze(s.image, 0)), 1), 0);
+      const Tensor logits = (*m.net)(ops::unsqueeze(s.image, 0).to(device));
+      const Tensor predicted = ops::squeeze(ops::argmax(logits, 1), 0).to(Device::cpu());
       write_sample_pictures(dir, s.name, s.image, s.mask, predicted, m.spec.segmenter.num_classes);
     }
     std::printf("wrote pictures of %lld samples to %s\n", static_cast<long long>(pictures), dir.c_str());

@@ -50,6 +50,7 @@
 #include "tools/crfseg/commands.h"
 #include "tools/crfseg/data_parallel.h"
 #include "tools/crfseg/data_spec.h"
+#include "tools/crfseg/device_option.h"
 #include "tools/crfseg/evaluate.h"
 #include "tools/crfseg/join.h"
 #include "tools/crfseg/model_spec.h"
@@ -206,12 +207,7 @@ int run_train(const std::vector<std::string>& args) {
     std::printf("%s", p.help().c_str());
     return 0;
   }
-  Device device;
-  try {
-    device = Device::parse(p.get("--device"));
-  } catch (const DeviceError&) {
-    throw UsageError("--device must be cpu, cuda or cuda:N, got '" + p.get("--device") + "'");
-  }
+  Device device = parse_device_option(p.get("--device"));
   DataParallel dp(p.get("--dist"));  // rank 0 of 1 unless started by mpirun/srun (see data_parallel.h)
   // Several ranks with a bare "cuda": each rank takes its own GPU (NCCL's, or
   // local rank mod the GPUs visible); "cuda:N" pins every rank to N, which
@@ -224,12 +220,7 @@ int run_train(const std::vector<std::string>& args) {
   if (device.is_cuda() && dp.size() > 1 && p.get("--device") == "cuda" && cuda::device_count() > 0) {
     device = Device::cuda(dp.gpu_for_rank(cuda::device_count()));
   }
-  if (device.is_cuda() && device.index >= cuda::device_count()) {
-    throw DeviceError("--device " + device.str() + ": " +
-                      (cuda::is_compiled() ? std::to_string(cuda::device_count()) + " CUDA device(s) visible"
-                                           : std::string("crfseg was built without CUDA")) +
-                      "; use --device cpu");
-  }
+  check_device_usable(device);
   if (const int64_t threads = p.get_int("--threads", 0, 1024); threads > 0) omp_set_num_threads(static_cast<int>(threads));
   const uint64_t seed = static_cast<uint64_t>(p.get_int("--seed", 0));
   const int64_t epochs = p.get_int("--epochs", 1, 100000), size = p.get_int("--size", 0, 8192);

@@ -1,0 +1,25 @@
+// The --device option; see device_option.h.
+#include "tools/crfseg/device_option.h"
+
+#include "tensor/cuda_memory.h"
+#include "tools/crfseg/args.h"
+
+namespace crfseg::app {
+
+Device parse_device_option(const std::string& value) {
+  try {
+    return Device::parse(value);
+  } catch (const DeviceError&) {
+    throw UsageError("--device must be cpu, cuda or cuda:N, got '" + value + "'");
+  }
+}
+
+void check_device_usable(const Device& device) {
+  if (!device.is_cuda() || device.index < cuda::device_count()) return;
+  throw DeviceError("--device " + device.str() + ": " +
+                    (cuda::is_compiled() ? std::to_string(cuda::device_count()) + " CUDA device(s) visible"
+                                         : std::string("crfseg was built without CUDA")) +
+                    "; use --device cpu");
+}
+
+}  // namespace crfseg::app

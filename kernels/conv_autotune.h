@@ -2,10 +2,10 @@
 // once, as cuDNN's benchmark mode does (torch.backends.cudnn.benchmark).
 //
 // The key: which pass (forward, backward-input, backward-weight), the
-// geometry, the element size, the GEMM precision, the device and the
-// convolution workspace limit (it sets the image groups). Not in it: the
-// CUDA SGEMM backend (CRFSEG_CUDA_SGEMM, fixed for a process outside
-// benchmarks). The first call with a key times every candidate through the
+// geometry, the element size, the GEMM precision, the device, the
+// convolution workspace limit (it sets the image groups) and the switches
+// that change what a candidate runs (the flipped backward-input, the
+// production SGEMM variant). The first call with a key times every candidate through the
 // caller's function (on CUDA: a warm-up run, then the mean of 3 runs
 // between two events; tensor/ops_conv.cpp), without holding the tuner's
 // lock, and keeps the fastest; ties go to the earlier candidate, so the
@@ -49,8 +49,9 @@ struct ConvTuneKey {
   int device = 0;
   int64_t workspace_limit = 0;
   // Switches that change what a candidate runs (bit 0: the im2col path's
-  // flipped backward-input, CRFSEG_CUDA_CONV_FLIP), so that a choice timed
-  // under one setting is not reused under another.
+  // flipped backward-input, CRFSEG_CUDA_CONV_FLIP; the bits above: the
+  // production CUDA SGEMM variant's index), so that a choice timed under
+  // one setting is not reused under another.
   int options = 0;
 
   auto operator<=>(const ConvTuneKey&) const = default;

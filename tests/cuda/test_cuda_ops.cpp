@@ -308,6 +308,57 @@ void check_product(kernels::cuda::GemmPrecision precision, const Tensor& got, co
   }
 }
 
+// Routes every production SGEMM through a variant for a scope.
+struct SgemmProductionGuard {
+  explicit SgemmProductionGuard(const std::string& name) : previous(kernels::cuda::set_sgemm_production(name)) {}
+  ~SgemmProductionGuard() { kernels::cuda::set_sgemm_production(previous); }
+  std::string previous;
+};
+
+TEST_CASE("cuda: the production SGEMM can be switched by name, and an unknown name changes nothing") {
+  // (No device needed: this is the registry and the setting.)
+  const std::string before = kernels::cuda::sgemm_production_name();
+  {
+    const SgemmProductionGuard guard("v4_float4_dbuf");
+    CHECK(guard.previous == before);
+    CHECK(kernels::cuda::sgemm_production_name() == "v4_float4_dbuf");
+    CHECK(kernels::cuda::sgemm_variants()[kernels::cuda::sgemm_production_index()].name == "v4_float4_dbuf");
+    check_throws_with<ValueError>([] { kernels::cuda::set_sgemm_production("v99"); },
+                                  "no variant named 'v99'; the variants are cublas, v1_naive");
+    CHECK(kernels::cuda::sgemm_production_name() == "v4_float4_dbuf");
+  }
+  CHECK(kernels::cuda::sgemm_production_name() == before);
+}
+
+TEST_CASE("cuda: matmul and a U-Net step through each hand-written FP32 production SGEMM match the CPU" *
+          doctest::skip(kNoDevice)) {
+  // What CRFSEG_CUDA_SGEMM=<name> does to a whole step: ops::matmul, the
+  // im2col convolutions (one GEMM per image where cuBLAS would batch) and
+  // the weight gradients all run the variant.
+  const Tensor a = random_tensor({97, 131}, 140), b = random_tensor({131, 65}, 141);
+  const Tensor x = random_tensor({2, 3, 17, 23}, 142);
+  const Tensor y = random_tensor({2, 17, 23}, 143, DType::f64, 0, 3).to(DType::i64);
+  auto step = [&](Device d) {
+    Generator gen(6);
+    models::Segmenter net(
+        models::SegmenterConfig{.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 4, .depth = 2},
+        gen);
+    net.to(d);
+    const Tensor logits = net(x.to(d));
+    backward(cross_entropy(logits, y.to(d)));
+    std::vector<Tensor> parts = {ops::flatten(detach(logits))};
+    for (const Tensor& p : net.parameters()) parts.push_back(ops::flatten(grad(p)));
+    return ops::concat(parts, 0).to(Device::cpu());
+  };
+  const Tensor want = step(Device::cpu());
+  for (const char* name : {"v2_smem_tile", "v4_float4_dbuf", "v8_float4_256x128"}) {
+    const SgemmProductionGuard guard(name);
+    INFO(std::string(name));
+    check_op("matmul", {a, b}, [](const std::vector<Tensor>& v) { return ops::matmul(v[0], v[1]); }, 1e-4, 1e-4);
+    CHECK_CLOSE(step(Device::cuda(0)), values(want), 1e-3, 1e-3);
+  }
+}
+
 TEST_CASE("cuda ops: every CUDA SGEMM variant matches the CPU on awkward shapes" * doctest::skip(kNoDevice)) {
   struct Case { int64_t M, N, K; };
   for (const Case c : {Case{1, 1, 1}, Case{7, 13, 3}, Case{129, 131, 17}, Case{256, 128, 64}, Case{5, 300, 257},

@@ -335,18 +335,43 @@ const CudaSgemmVariant& sgemm_variant(const std::string& name) {
   throw ValueError("CUDA sgemm: no variant named '" + name + "'; the variants are " + names);
 }
 
-const std::string& sgemm_production_name() {
-  static const std::string name = [] {
+namespace {
+
+// The production variant's index in sgemm_variants(); -1 until the first
+// use reads CRFSEG_CUDA_SGEMM (a bad name throws there, and again at the
+// next use), or set_sgemm_production sets it.
+std::atomic<int> g_production{-1};
+
+int variant_index(const std::string& name) {
+  const std::vector<CudaSgemmVariant>& v = sgemm_variants();
+  return static_cast<int>(&sgemm_variant(name) - v.data());
+}
+
+}  // namespace
+
+int sgemm_production_index() {
+  int i = g_production.load();
+  if (i < 0) {
     const char* env = std::getenv("CRFSEG_CUDA_SGEMM");
-    return std::string(env != nullptr && env[0] != '\0' ? sgemm_variant(env).name : "cublas");
-  }();
-  return name;
+    const int from_env = variant_index(env != nullptr && env[0] != '\0' ? env : "cublas");
+    g_production.compare_exchange_strong(i, from_env);  // a concurrent setter wins
+    i = g_production.load();
+  }
+  return i;
+}
+
+const std::string& sgemm_production_name() { return sgemm_variants()[sgemm_production_index()].name; }
+
+std::string set_sgemm_production(const std::string& name) {
+  const int next = variant_index(name);  // ValueError listing the names, nothing changed
+  const std::string previous = sgemm_production_name();
+  g_production.store(next);
+  return previous;
 }
 
 void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream) {
-  static const CudaSgemmFn fn = sgemm_variant(sgemm_production_name()).fn;
-  fn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  sgemm_variants()[sgemm_production_index()].fn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
 
 }  // namespace crfseg::kernels::cuda

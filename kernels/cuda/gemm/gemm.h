@@ -54,7 +54,8 @@
 //                 operands rounded on their way into shared memory); the
 //                 kernel of the implicit-GEMM convolution at bf16 precision.
 //                 Any shape. Written without a GPU (session 48).
-// Production: CRFSEG_CUDA_SGEMM=<name> selects a variant; default cublas.
+// Production: CRFSEG_CUDA_SGEMM=<name> (or set_sgemm_production) selects a
+// variant; default cublas.
 #pragma once
 
 #include <cstdint>
@@ -148,7 +149,14 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream stream);
 void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
            const double* B, int64_t ldb, double beta, double* C, int64_t ldc, Stream stream);
+// The production SGEMM variant: CRFSEG_CUDA_SGEMM=<name> (read at the first
+// GEMM), else cublas; set_sgemm_production switches it for the process and
+// returns the previous name (ValueError listing the names for an unknown
+// one, nothing changed). Its index in sgemm_variants() keys the conv
+// autotuner's choices.
 const std::string& sgemm_production_name();
+int sgemm_production_index();
+std::string set_sgemm_production(const std::string& name);
 
 // Strided batches of the production GEMM: C_i = alpha op(A_i) op(B_i) +
 // beta C_i for i < batch, where X_i = X + i stride_x (a stride of 0 shares

@@ -1827,36 +1827,29 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
 }
 
 TEST_CASE("cuda: matmul precision tf32 / bf16 rounds the GEMM inputs, and fp32 does not" * doctest::skip(kNoDevice)) {
-  const Tensor a = random_tensor({256, 384}, 100), b = random_tensor({384, 200}, 101);
-  const Tensor want = ops::matmul(a.to(DType::f64), b.to(DType::f64));
-  auto error_at = [&](cuda::MatmulPrecision p) {
-    const cuda::MatmulPrecisionGuard guard(p);
-    return relative_error(cpu(ops::matmul(gpu(a), gpu(b))), want);
+  // product(a, b) on the device at each precision, against f64 on the CPU.
+  auto check_precisions = [](const std::string& what, const Tensor& a, const Tensor& b,
+                             const std::function<Tensor(const Tensor&, const Tensor&)>& product) {
+    const Tensor want = product(a.to(DType::f64), b.to(DType::f64));
+    auto error_at = [&](cuda::MatmulPrecision p) {
+      const cuda::MatmulPrecisionGuard guard(p);
+      return relative_error(cpu(product(gpu(a), gpu(b))), want);
+    };
+    const double e32 = error_at(cuda::MatmulPrecision::fp32), etf = error_at(cuda::MatmulPrecision::tf32),
+                 ebf = error_at(cuda::MatmulPrecision::bf16);
+    MESSAGE(what, " relative error: fp32 ", e32, ", tf32 ", etf, ", bf16 ", ebf);
+    CHECK(e32 < 1e-6);
+    CHECK(etf < 3e-3);
+    CHECK(ebf < 2e-2);
+    // The reduced precisions must really be in effect (not silently FP32).
+    CHECK(etf > 10 * e32);
+    CHECK(ebf > 2 * etf);  // BF16 keeps 8 mantissa bits, TF32 10
   };
-  const double e32 = error_at(cuda::MatmulPrecision::fp32), etf = error_at(cuda::MatmulPrecision::tf32),
-               ebf = error_at(cuda::MatmulPrecision::bf16);
-  MESSAGE("relative error: fp32 ", e32, ", tf32 ", etf, ", bf16 ", ebf);
-  CHECK(e32 < 1e-6);
-  CHECK(etf < 3e-3);
-  CHECK(ebf < 2e-2);
-  // The reduced precisions must really be in effect (not silently FP32).
-  CHECK(etf > 10 * e32);
-  CHECK(ebf > 2 * etf);  // BF16 keeps 8 mantissa bits, TF32 10
-  CHECK(cuda::matmul_precision() == cuda::MatmulPrecision::fp32);  // the guards restored it
+  check_precisions("one product:", random_tensor({256, 384}, 100), random_tensor({384, 200}, 101),
+                   [](const Tensor& a, const Tensor& b) { return ops::matmul(a, b); });
   // Batched, with a broadcast operand, and a transposed view: the strided
   // batched GEMMs honour the setting too.
-  const Tensor ab = random_tensor({3, 64, 192}, 102), bt = random_tensor({160, 192}, 103);
-  const Tensor want_b = ops::matmul(ab.to(DType::f64), ops::transpose(bt.to(DType::f64), 0, 1));
-  auto batched_error_at = [&](cuda::MatmulPrecision p) {
-    const cuda::MatmulPrecisionGuard guard(p);
-    return relative_error(cpu(ops::matmul(gpu(ab), ops::transpose(gpu(bt), 0, 1))), want_b);
-  };
-  const double b32 = batched_error_at(cuda::MatmulPrecision::fp32), btf = batched_error_at(cuda::MatmulPrecision::tf32),
-               bbf = batched_error_at(cuda::MatmulPrecision::bf16);
-  MESSAGE("batched relative error: fp32 ", b32, ", tf32 ", btf, ", bf16 ", bbf);
-  CHECK(b32 < 1e-6);
-  CHECK(btf < 3e-3);
-  CHECK(bbf < 2e-2);
-  CHECK(btf > 10 * b32);
-  CHECK(bbf > 2 * btf);
+  check_precisions("batched, broadcast, transposed:", random_tensor({3, 64, 192}, 102), random_tensor({160, 192}, 103),
+                   [](const Tensor& a, const Tensor& b) { return ops::matmul(a, ops::transpose(b, 0, 1)); });
+  CHECK(cuda::matmul_precision() == cuda::MatmulPrecision::fp32);  // the guards restored it
 }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <vector>
 
 #include "layers/linear.h"
@@ -70,7 +71,11 @@ void check_rounding(float f, uint16_t got, int exponent_bits, const char* what) 
     want = dlo < dhi ? lo : dhi < dlo ? hi : ((lo & 1) ? hi : lo);
   }
   want = static_cast<uint16_t>(want | sign);
-  INFO(what, ": f = ", f, " (bits 0x", std::hex, bits_of(f), "), got 0x", got, ", want 0x", want, std::dec);
+  // (doctest formats each INFO argument on a stream of its own, so the hex
+  // digits are made here.)
+  std::ostringstream bits;
+  bits << std::hex << "bits 0x" << bits_of(f) << ", got 0x" << got << ", want 0x" << want;
+  INFO(std::string(what), ": f = ", f, " (", bits.str(), ")");
   CHECK(got == want);
 }
 

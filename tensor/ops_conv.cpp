@@ -126,7 +126,8 @@ kernels::cuda::ConvAlgorithm cuda_conv_algorithm(kernels::ConvPass pass, const C
   const int device = like.device().index;
   auto key = kernels::ConvTuneKey::of(pass, g, static_cast<int>(dtype_size(like.dtype())),
                                       static_cast<int>(cuda::matmul_precision()), device, kcu::conv_workspace_limit());
-  key.options = (kcu::conv_flipped_backward_input() ? 1 : 0) | kcu::sgemm_production_index() << 1;
+  key.options = kcu::conv_flipped_backward_input() ? 1 : 0;
+  if (like.dtype() == DType::f32) key.options |= kcu::sgemm_production_index() << 1;  // (f64 runs DGEMM)
   const int best = kernels::conv_autotuner().choose(key, candidates, [&](int c) {
     const auto a = static_cast<kcu::ConvAlgorithm>(c);
     run(a);

@@ -338,8 +338,7 @@ const CudaSgemmVariant& sgemm_variant(const std::string& name) {
 namespace {
 
 // The production variant's index in sgemm_variants(); -1 until the first
-// use reads CRFSEG_CUDA_SGEMM (a bad name throws there, and again at the
-// next use), or set_sgemm_production sets it.
+// use reads CRFSEG_CUDA_SGEMM, or set_sgemm_production sets it.
 std::atomic<int> g_production{-1};
 
 int variant_index(const std::string& name) {
@@ -347,26 +346,39 @@ int variant_index(const std::string& name) {
   return static_cast<int>(&sgemm_variant(name) - v.data());
 }
 
+// The variant CRFSEG_CUDA_SGEMM names (ValueError naming the variable for an
+// unknown one), else cublas.
+int production_from_env() {
+  const char* env = std::getenv("CRFSEG_CUDA_SGEMM");
+  if (env == nullptr || env[0] == '\0') return variant_index("cublas");
+  try {
+    return variant_index(env);
+  } catch (const ValueError& e) {
+    throw ValueError(std::string("CRFSEG_CUDA_SGEMM: ") + e.what());
+  }
+}
+
 }  // namespace
 
 int sgemm_production_index() {
-  int i = g_production.load();
-  if (i < 0) {
-    const char* env = std::getenv("CRFSEG_CUDA_SGEMM");
-    const int from_env = variant_index(env != nullptr && env[0] != '\0' ? env : "cublas");
-    g_production.compare_exchange_strong(i, from_env);  // a concurrent setter wins
-    i = g_production.load();
-  }
-  return i;
+  int current = g_production.load();
+  if (current >= 0) return current;
+  const int from_env = production_from_env();  // a bad name throws here, and again at the next use
+  // A setter that ran meanwhile wins (current then holds its choice).
+  return g_production.compare_exchange_strong(current, from_env) ? from_env : current;
 }
 
 const std::string& sgemm_production_name() { return sgemm_variants()[sgemm_production_index()].name; }
 
 std::string set_sgemm_production(const std::string& name) {
-  const int next = variant_index(name);  // ValueError listing the names, nothing changed
-  const std::string previous = sgemm_production_name();
-  g_production.store(next);
-  return previous;
+  const int previous = g_production.exchange(variant_index(name));  // (an unknown name throws first)
+  if (previous >= 0) return sgemm_variants()[previous].name;
+  // Not chosen yet: what the environment names, or cublas when it names no variant.
+  try {
+    return sgemm_variants()[production_from_env()].name;
+  } catch (const ValueError&) {
+    return "cublas";
+  }
 }
 
 void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

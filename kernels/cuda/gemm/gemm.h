@@ -150,10 +150,12 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
            const double* B, int64_t ldb, double beta, double* C, int64_t ldc, Stream stream);
 // The production SGEMM variant: CRFSEG_CUDA_SGEMM=<name> (read at the first
-// GEMM), else cublas; set_sgemm_production switches it for the process and
-// returns the previous name (ValueError listing the names for an unknown
-// one, nothing changed). Its index in sgemm_variants() keys the conv
-// autotuner's choices.
+// GEMM; an unknown name is a ValueError naming the variable there), else
+// cublas. set_sgemm_production switches it for the process and returns the
+// previous name (ValueError listing the names for an unknown one, nothing
+// changed); switch it only while no GEMM runs, since an op may read it more
+// than once. Its index in sgemm_variants() keys the conv autotuner's
+// choices for f32.
 const std::string& sgemm_production_name();
 int sgemm_production_index();
 std::string set_sgemm_production(const std::string& name);

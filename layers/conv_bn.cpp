@@ -35,8 +35,9 @@ Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x) {
   bool fresh = f.storages.size() == sources.size();
   for (size_t i = 0; fresh && i < sources.size(); ++i) {
     const Tensor& a = sources[i];
-    fresh = a.defined() ? a.storage_ptr() == f.storages[i] && a.offset() == f.offsets[i] && a.version() == f.versions[i]
-                        : f.storages[i] == nullptr;
+    const std::shared_ptr<Storage> held = f.storages[i].lock();
+    fresh = a.defined() ? held == a.storage_ptr() && a.offset() == f.offsets[i] && a.version() == f.versions[i]
+                        : f.offsets[i] < 0;
   }
   if (!fresh) {
     NoGradGuard no_grad;
@@ -56,8 +57,8 @@ Tensor conv_bn(Conv2d& conv, BatchNorm2d& bn, const Tensor& x) {
     f.offsets.clear();
     f.versions.clear();
     for (const Tensor& t : sources) {
-      f.storages.push_back(t.defined() ? t.storage_ptr() : nullptr);
-      f.offsets.push_back(t.defined() ? t.offset() : 0);
+      f.storages.push_back(t.defined() ? std::weak_ptr<Storage>(t.storage_ptr()) : std::weak_ptr<Storage>());
+      f.offsets.push_back(t.defined() ? t.offset() : -1);
       f.versions.push_back(t.defined() ? t.version() : 0);
     }
   }

@@ -41,14 +41,15 @@ class BatchNorm2d : public Module {
   std::shared_ptr<kernels::ReplicaSync> sync;  // null: statistics of this process's batch only
 
   // This batch norm folded into the convolution before it, for inference
-  // (layers/conv_bn.h): W', b', and the storages (held, so never reused
-  // while the fold is kept), offsets and versions of the tensors they came
-  // from. The storages themselves, not the tensors' handles: Module::to
-  // moves a parameter by pointing its handle at new storage.
+  // (layers/conv_bn.h): W', b', and the storages, offsets and versions of
+  // the tensors they came from. The storages themselves, not the tensors'
+  // handles: Module::to moves a parameter by pointing its handle at new
+  // storage. Weak references, so a move frees the old device's memory (and
+  // an expired one never equals a live storage).
   struct Folded {
     Tensor weight, bias;
-    std::vector<std::shared_ptr<Storage>> storages;  // null for an undefined source
-    std::vector<int64_t> offsets;
+    std::vector<std::weak_ptr<Storage>> storages;  // empty for an undefined source
+    std::vector<int64_t> offsets;  // -1 for an undefined source
     std::vector<uint64_t> versions;
   };
   Folded folded;

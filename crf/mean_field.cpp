@@ -376,7 +376,8 @@ void check_mean_field_inputs(const Tensor& unaries, const Tensor& image, const T
   CRFSEG_CHECK(image.dtype() != DType::f16 && image.dtype() != DType::bf16, DTypeError, kOp,
                ": expected an image of dtype f32, f64, i32, i64 or u8, got ", dtype_name(image.dtype()));
   // (On another device the image would get the other device's filters.)
-  check_same_device(kOp, unaries, image);
+  CRFSEG_CHECK(image.device() == unaries.device(), DeviceError, kOp, ": expected the image on the unaries' device ",
+               unaries.device().str(), ", got it on ", image.device().str());
   check_matrix(ws, "spatial_weights", unaries);
   check_matrix(wb, "bilateral_weights", unaries);
   check_matrix(mu, "compatibility", unaries);

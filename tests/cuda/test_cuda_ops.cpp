@@ -993,17 +993,21 @@ TEST_CASE("cuda ops: batch norm, training and eval, fused ReLU, forward and back
         }
       }
     }
-    // Without affine parameters (BatchNorm2d(affine = false)), training:
-    // no dweight, and dbias still the gradient's per-channel sum.
+    // Without affine parameters (BatchNorm2d(affine = false)), training,
+    // with and without the fused ReLU: no dweight, and dbias the (masked)
+    // gradient's per-channel sum.
     const Shape shape{3, 4, 9, 7};
     const Tensor x = random_tensor(shape, 46, dt), g = random_tensor(shape, 47, dt);
-    check_op("batch_norm without weight and bias", {x, g}, [](const std::vector<Tensor>& v) {
-      Tensor rm = zeros({4}, v[0].options()), rv = ones({4}, v[0].options());
-      const auto fwd = ops::batch_norm(v[0], Tensor(), Tensor(), rm, rv, true, 0.1, 1e-5, true);
-      const auto grads = ops::batch_norm_backward(v[1], v[0], Tensor(), fwd, true, true);
-      REQUIRE_FALSE(grads.dweight.defined());
-      return ops::concat({ops::flatten(fwd.y), ops::flatten(grads.dx), grads.dbias, rm, rv}, 0);
-    }, tol(dt) * 10, tol(dt) * 10);
+    for (const bool relu : {false, true}) {
+      INFO("relu=", relu);
+      check_op("batch_norm without weight and bias", {x, g}, [relu](const std::vector<Tensor>& v) {
+        Tensor rm = zeros({4}, v[0].options()), rv = ones({4}, v[0].options());
+        const auto fwd = ops::batch_norm(v[0], Tensor(), Tensor(), rm, rv, true, 0.1, 1e-5, relu);
+        const auto grads = ops::batch_norm_backward(v[1], v[0], Tensor(), fwd, true, relu);
+        REQUIRE_FALSE(grads.dweight.defined());
+        return ops::concat({ops::flatten(fwd.y), ops::flatten(grads.dx), grads.dbias, rm, rv}, 0);
+      }, tol(dt) * 10, tol(dt) * 10);
+    }
   }
 }
 
@@ -1293,6 +1297,66 @@ TEST_CASE("cuda: a U-Net + CRF-RNN segmenter at a size its encoder does not divi
 #endif
 }
 
+namespace {
+// Equality where NaN equals NaN and infinities must match exactly; finite
+// values within `tol` relative (the devices may sum in different orders).
+bool same_values(const std::vector<double>& a, const std::vector<double>& b, double tol = 1e-6) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) {
+      if (!(std::isnan(a[i]) && std::isnan(b[i]))) return false;
+    } else if (std::isinf(a[i]) || std::isinf(b[i])) {
+      if (a[i] != b[i]) return false;
+    } else if (std::abs(a[i] - b[i]) > tol * (1 + std::abs(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+}  // namespace
+
+TEST_CASE("cuda ops: NaN and infinity take the CPU's paths (fused-ReLU batch norm, nearest upsampling, pooling)" *
+          doctest::skip(kNoDevice)) {
+  Tensor x = random_tensor({2, 3, 4, 4}, 80);
+  ops::fill_(ops::slice(ops::slice(x, 0, 0, 1), 2, 1, 2), NAN);
+  ops::fill_(ops::slice(ops::slice(x, 1, 2, 3), 3, 3, 4), INFINITY);
+  ops::fill_(ops::slice(ops::slice(x, 0, 1, 2), 3, 0, 1), -INFINITY);
+  const Tensor rm = zeros({3}), rv = ones({3});
+  auto bn_relu = [&](const Tensor& t) {
+    return ops::batch_norm(t, Tensor(), Tensor(), rm.to(t.device()), rv.to(t.device()), false, 0.1, 1e-5, true).y;
+  };
+  CHECK(same_values(values(cpu(bn_relu(gpu(x)))), values(bn_relu(x))));
+  auto nearest = [](const Tensor& t) { return ops::upsample2d(t, 9, 7, ops::UpsampleMode::nearest); };
+  CHECK(same_values(values(cpu(nearest(gpu(x)))), values(nearest(x))));
+  auto nearest_back = [](const Tensor& t) {
+    return ops::upsample2d_backward(t, {2, 3, 2, 3}, ops::UpsampleMode::nearest);
+  };
+  CHECK(same_values(values(cpu(nearest_back(gpu(x)))), values(nearest_back(x))));
+  auto pool = [](const Tensor& t) { return ops::max_pool2d(t, {.kernel_h = 3, .kernel_w = 3, .stride_h = 1, .stride_w = 1}).y; };
+  CHECK(same_values(values(cpu(pool(gpu(x)))), values(pool(x))));
+}
+
+TEST_CASE("cuda ops: matmul with broadcast (stride-0) operands, as a reduction's backward makes them" *
+          doctest::skip(kNoDevice)) {
+  const Tensor row = random_tensor({1, 5}, 81), col = random_tensor({5, 1}, 82), w = random_tensor({5, 3}, 83);
+  check_op("expanded rows @ w", {row, w}, [](const std::vector<Tensor>& v) {
+    return ops::matmul(ops::expand(v[0], {4, 5}), v[1]);
+  }, 1e-6, 1e-5);
+  check_op("w^T @ expanded columns", {col, w}, [](const std::vector<Tensor>& v) {
+    return ops::matmul(ops::transpose(v[1], 0, 1), ops::expand(v[0], {5, 6}));
+  }, 1e-6, 1e-5);
+  // sum(x @ w) backward: the incoming gradient is a stride-0 broadcast.
+  auto grad_of_w = [&](Device d) {
+    Tensor xx = random_tensor({4, 5}, 84).to(d), ww = w.to(d);
+    set_requires_grad(ww, true);
+    set_requires_grad(xx, true);
+    backward(sum(matmul(xx, ww)));
+    return ops::concat({ops::flatten(grad(ww)), ops::flatten(grad(xx))}, 0).to(Device::cpu());
+  };
+  CHECK_CLOSE(grad_of_w(Device::cuda(0)), values(grad_of_w(Device::cpu())), 1e-6, 1e-5);
+}
+
+
 TEST_CASE("cuda: every SGD, Adam and AdamW option steps on the device as on the CPU" * doctest::skip(kNoDevice)) {
   // The fused device steps (kernels/cuda/optim.cu) against the CPU loops on
   // the same gradients: 1031 elements (not a multiple of a block), 4 steps.
@@ -1435,8 +1499,8 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
     const crf::LatticeBuild build = c.build;
     const crf::CrfParametrization param = c.param;
     const crf::FilterMode mode = c.mode;
-    INFO((build == crf::LatticeBuild::device ? "lattice built on the device" : "lattice built on the host"), ", ",
-         crf::filter_mode_name(mode));
+    INFO(std::string(build == crf::LatticeBuild::device ? "lattice built on the device" : "lattice built on the host"),
+         ", ", std::string(crf::filter_mode_name(mode)));
     struct BuildGuard {  // restores the setting however the case ends
       crf::LatticeBuild previous;
       ~BuildGuard() { crf::set_cuda_lattice_build(previous); }
@@ -1461,8 +1525,8 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
   // A grayscale image (features x, y, intensity: d = 3) in f64, both builds,
   // and the eval-mode iteration count (10) after the training one (5).
   for (const crf::LatticeBuild build : {crf::LatticeBuild::host, crf::LatticeBuild::device}) {
-    INFO((build == crf::LatticeBuild::device ? "grayscale f64, lattice built on the device"
-                                             : "grayscale f64, lattice built on the host"));
+    INFO(std::string(build == crf::LatticeBuild::device ? "grayscale f64, lattice built on the device"
+                                                        : "grayscale f64, lattice built on the host"));
     struct BuildGuard {
       crf::LatticeBuild previous;
       ~BuildGuard() { crf::set_cuda_lattice_build(previous); }
@@ -1490,7 +1554,8 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
   layer.to(Device::cuda(0));
   const Tensor u = random_tensor({1, 3, 5, 6}, 96).to(Device::cuda(0));
   const Tensor host_image = random_tensor({1, 3, 5, 6}, 97, DType::f32, 0, 255);
-  check_throws_with<DeviceError>([&] { layer.forward(u, host_image); }, "expected tensors on the same device");
+  check_throws_with<DeviceError>([&] { layer.forward(u, host_image); },
+                                 "expected the image on the unaries' device cuda:0, got it on cpu");
 }
 
 TEST_CASE("cuda crf: lattices prefetched on a host thread give the inline build's bits, forward and backward" *
@@ -1847,8 +1912,9 @@ TEST_CASE("cuda: matmul precision tf32 / bf16 rounds the GEMM inputs, and fp32 d
   };
   check_precisions("one product:", random_tensor({256, 384}, 100), random_tensor({384, 200}, 101),
                    [](const Tensor& a, const Tensor& b) { return ops::matmul(a, b); });
-  // Batched, with a broadcast operand, and a transposed view: the strided
-  // batched GEMMs honour the setting too.
+  // Batched (ops::matmul runs one GEMM per matrix; the convolutions'
+  // strided batched GEMMs are checked above), with a broadcast operand and
+  // a transposed view: each GEMM honours the setting too.
   check_precisions("batched, broadcast, transposed:", random_tensor({3, 64, 192}, 102), random_tensor({160, 192}, 103),
                    [](const Tensor& a, const Tensor& b) { return ops::matmul(a, ops::transpose(b, 0, 1)); });
   CHECK(cuda::matmul_precision() == cuda::MatmulPrecision::fp32);  // the guards restored it

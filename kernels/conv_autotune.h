@@ -5,15 +5,16 @@
 // geometry, the element size, the GEMM precision, the device, the
 // convolution workspace limit (it sets the image groups) and the switches
 // that change what a candidate runs (the flipped backward-input, the
-// production SGEMM variant). The first call with a key times every candidate through the
-// caller's function (on CUDA: a warm-up run, then the mean of 3 runs
-// between two events; tensor/ops_conv.cpp), without holding the tuner's
-// lock, and keeps the fastest; ties go to the earlier candidate, so the
-// reference path wins an exact tie; a candidate whose timing throws a
-// crfseg::Error (e.g. its workspace does not fit) counts as infinitely
-// slow. Later calls return the kept choice without timing anything. Each
-// candidate's workspace stays in the caching allocator afterwards
-// (reserved memory grows until empty_cache or an out-of-memory retry).
+// production SGEMM variant). The first call with a key times every
+// candidate through the caller's function (on CUDA: a warm-up run, then
+// the mean of 3 runs between two events; tensor/ops_conv.cpp), without
+// holding the tuner's lock, and keeps the fastest; ties go to the earlier
+// candidate, so the reference path wins an exact tie; a candidate whose
+// timing throws a crfseg::Error (e.g. its workspace does not fit) counts
+// as infinitely slow. Later calls return the kept choice without timing
+// anything. Each candidate's workspace stays in the caching allocator
+// afterwards (reserved memory grows until empty_cache or an out-of-memory
+// retry).
 // Winograd F(4x4) may be chosen for f32 layers: its transforms cost about
 // 10x F(2x2)'s rounding error (a few 1e-5 relative), as cuDNN's FP32
 // Winograd does.

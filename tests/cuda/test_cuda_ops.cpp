@@ -117,8 +117,9 @@ TEST_CASE("cuda ops: unary, scalar, compare, where, on strided views" * doctest:
         return ops::unary_backward(op, g, v[0], ops::unary(ops::UnaryOp::sqrt, v[0]));
       }, tol(dt), tol(dt));
     }
-    check_op("pow_backward", {xd}, [](const std::vector<Tensor>& v) { return ops::pow_scalar_backward(v[0], v[0], 2.5); },
-             tol(dt), tol(dt));
+    check_op("pow_backward", {xd}, [](const std::vector<Tensor>& v) {
+      return ops::pow_scalar_backward(v[0], v[0], 2.5);
+    }, tol(dt), tol(dt));
   }
   const Tensor x = random_tensor({13, 29}, 3, DType::f32, 0.1, 3.0);
   const Tensor y = random_tensor({13, 1}, 4, DType::f32, 0.1, 3.0);
@@ -1289,8 +1290,8 @@ TEST_CASE("cuda: a U-Net + CRF-RNN segmenter at a size its encoder does not divi
       INFO("bf16, algorithm ", std::string(kernels::cuda::conv_algorithm_name(algorithm)));
       const Run got = train(Device::cuda(0));
       const double err = relative_error(got.first, want.first);
-      MESSAGE("bf16, ", std::string(kernels::cuda::conv_algorithm_name(algorithm)), ": first step's logits and gradients within ",
-              err, " of fp32 on the CPU (norm-wise)");
+      MESSAGE("bf16, ", std::string(kernels::cuda::conv_algorithm_name(algorithm)),
+              ": first step's logits and gradients within ", err, " of fp32 on the CPU (norm-wise)");
       CHECK(err < (coarse ? 1e-1 : 5e-2));
     }
   }
@@ -1383,7 +1384,8 @@ TEST_CASE("cuda: every SGD, Adam and AdamW option steps on the device as on the 
     variants.emplace_back(std::string("Adam") + (o.amsgrad ? " amsgrad" : "") + (o.maximize ? " maximize" : ""),
                           [o](const Tensor& p) { return std::make_unique<optim::Adam>(std::vector<Tensor>{p}, o); });
   }
-  for (const optim::AdamWOptions o : {optim::AdamWOptions{.lr = 1e-2}, optim::AdamWOptions{.lr = 1e-2, .amsgrad = true}}) {
+  for (const optim::AdamWOptions o :
+       {optim::AdamWOptions{.lr = 1e-2}, optim::AdamWOptions{.lr = 1e-2, .amsgrad = true}}) {
     variants.emplace_back(std::string("AdamW") + (o.amsgrad ? " amsgrad" : ""),
                           [o](const Tensor& p) { return std::make_unique<optim::AdamW>(std::vector<Tensor>{p}, o); });
   }
@@ -1802,7 +1804,8 @@ TEST_CASE("cuda ops: conv2d forward and backward-input in image groups (batched 
       const double scale = dt == DType::f32 && algorithm == kernels::cuda::ConvAlgorithm::winograd4 ? 20.0 : 1.0;
       for (int64_t limit : {int64_t{1}, 2 * per_image, int64_t{1} << 26}) {
         const WorkspaceLimitGuard guard(limit);
-        INFO(std::string(kernels::cuda::conv_algorithm_name(algorithm)), ", workspace limit ", limit, ", ", std::string(dtype_name(dt)));
+        INFO(std::string(kernels::cuda::conv_algorithm_name(algorithm)), ", workspace limit ", limit, ", ",
+             std::string(dtype_name(dt)));
         check_op("conv2d in Winograd groups", {x, w, b}, [&](const std::vector<Tensor>& v) {
           return ops::conv2d(v[0], v[1], v[2], pad1);
         }, scale * 1e-5, scale * tol(dt));

@@ -148,7 +148,8 @@ TEST_CASE("eval and predict take --device: on a GPU the same masks as on the CPU
   int64_t differ = 0, total = 0;
   for (int i = 0; i < 6; ++i) {
     const std::string name = "slice_" + std::to_string(i) + "_mask.png";
-    const data::Image a = data::load_image(dir.file("pred_cpu/" + name)), b = data::load_image(dir.file("pred_gpu/" + name));
+    const data::Image a = data::load_image(dir.file("pred_cpu/" + name));
+    const data::Image b = data::load_image(dir.file("pred_gpu/" + name));
     REQUIRE(a.pixels.size() == b.pixels.size());
     for (size_t k = 0; k < a.pixels.size(); ++k) differ += a.pixels[k] != b.pixels[k];
     total += static_cast<int64_t>(a.pixels.size());

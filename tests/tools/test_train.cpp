@@ -128,6 +128,12 @@ TEST_CASE("eval and predict take --device: on a GPU the same masks as on the CPU
                          dir.file("eval_cpu")}) == 0);
   REQUIRE(app::run_predict({"--checkpoint", ckpt, "--device", "cpu", "--size", "13", "--out", dir.file("pred_cpu"),
                             dir.file("ct/images")}) == 0);
+  // A reduced precision is for CUDA GEMMs only, and only three are known.
+  check_throws_with<app::UsageError>(
+      [&] { app::run_predict({"--checkpoint", ckpt, "--precision", "bf16", dir.file("ct/images")}); },
+      "--precision bf16 applies to CUDA GEMMs; use it with --device cuda");
+  check_throws_with<app::UsageError>([&] { app::run_eval({"--checkpoint", ckpt, "--precision", "fp16"}); },
+                                     "--precision: matmul precision: expected fp32, tf32 or bf16, got 'fp16'");
   if (cuda::device_count() == 0) {
     // (crfseg built without CUDA, or no GPU visible: CI's case)
     check_throws_with<DeviceError>([&] { app::run_eval({"--checkpoint", ckpt, "--device", "cuda"}); },
@@ -178,6 +184,11 @@ TEST_CASE("eval and predict take --device: on a GPU the same masks as on the CPU
   }
   CHECK(pixels > 0);
   CHECK(moved * 100 <= 2 * pixels);  // each flipped pixel moves two counts
+  // BF16 tensor-core inputs on the device run through (their masks may
+  // differ more: this tiny model's margins are small).
+  REQUIRE(app::run_predict({"--checkpoint", ckpt, "--device", "cuda", "--precision", "bf16", "--size", "13", "--out",
+                            dir.file("pred_bf16"), dir.file("ct/images")}) == 0);
+  CHECK(data::load_image(dir.file("pred_bf16/slice_0_mask.png")).height == 13);
 }
 
 TEST_CASE("bad inputs fail with a clear error and leave the checkpoint untouched") {

@@ -1,7 +1,6 @@
 // The --device option; see device_option.h.
 #include "tools/crfseg/device_option.h"
 
-#include "tensor/cuda_memory.h"
 #include "tools/crfseg/args.h"
 
 namespace crfseg::app {
@@ -20,6 +19,19 @@ void check_device_usable(const Device& device) {
                     (cuda::is_compiled() ? std::to_string(cuda::device_count()) + " CUDA device(s) visible"
                                          : std::string("crfseg was built without CUDA")) +
                     "; use --device cpu");
+}
+
+cuda::MatmulPrecision parse_precision_option(const std::string& value, const Device& device) {
+  cuda::MatmulPrecision precision = cuda::MatmulPrecision::fp32;
+  try {
+    precision = cuda::parse_matmul_precision(value);
+  } catch (const ValueError& e) {
+    throw UsageError(std::string("--precision: ") + e.what());
+  }
+  if (precision != cuda::MatmulPrecision::fp32 && !device.is_cuda()) {
+    throw UsageError("--precision " + value + " applies to CUDA GEMMs; use it with --device cuda");
+  }
+  return precision;
 }
 
 }  // namespace crfseg::app

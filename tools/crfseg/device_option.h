@@ -1,8 +1,9 @@
-// The --device option that train, eval and predict share.
+// The --device and --precision options that train, eval and predict share.
 #pragma once
 
 #include <string>
 
+#include "tensor/cuda_memory.h"
 #include "tensor/device.h"
 
 namespace crfseg::app {
@@ -14,5 +15,9 @@ Device parse_device_option(const std::string& value);
 // cannot use (none visible, an index past the last, or a build without
 // CUDA), with the advice to use --device cpu.
 void check_device_usable(const Device& device);
+
+// --precision: fp32, tf32 or bf16 (UsageError otherwise); a reduced one
+// only with a CUDA device (UsageError naming both options otherwise).
+cuda::MatmulPrecision parse_precision_option(const std::string& value, const Device& device);
 
 }  // namespace crfseg::app

@@ -29,6 +29,7 @@ ArgParser eval_parser() {
       .option("--workers", "N", "2", "data-loading threads")
       .option("--threads", "N", "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)")
       .option("--device", "NAME", "cpu", "cpu, cuda or cuda:N")
+      .option("--precision", "P", "fp32", "CUDA GEMMs and convolutions: fp32, or tf32 / bf16 tensor-core inputs")
       .option("--seed", "N", "", "data seed (default: the training seed, so splits match)")
       .option("--out", "DIR", "", "write confusion.csv and metrics.md here (default: next to the checkpoint)")
       .option("--boundary-width", "W", "3",
@@ -49,6 +50,7 @@ int run_eval(const std::vector<std::string>& args) {
   if (const int64_t t = p.get_int("--threads", 0, 1024); t > 0) omp_set_num_threads(static_cast<int>(t));
   const Device device = parse_device_option(p.get("--device"));
   check_device_usable(device);
+  const cuda::MatmulPrecisionGuard precision(parse_precision_option(p.get("--precision"), device));
   TrainedModel m = load_trained_model(path);
   m.net->to(device);  // evaluate() runs on the model's device
   if (p.given("--crf-eval-iters")) {

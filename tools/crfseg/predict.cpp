@@ -48,6 +48,7 @@ ArgParser predict_parser() {
       .option("--size", "S", "0", "resize inputs to S x S before predicting (0: native size, any size works)")
       .option("--threads", "N", "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)")
       .option("--device", "NAME", "cpu", "cpu, cuda or cuda:N")
+      .option("--precision", "P", "fp32", "CUDA GEMMs and convolutions: fp32, or tf32 / bf16 tensor-core inputs")
       .flag("--raw-mask", "store class indices in the mask PNG instead of spreading them over 0-255")
       .positionals("INPUT...", "image files and/or folders of images");
   return p;
@@ -66,6 +67,7 @@ int run_predict(const std::vector<std::string>& args) {
   const int64_t size = p.get_int("--size", 0, 8192);
   const Device device = parse_device_option(p.get("--device"));
   check_device_usable(device);
+  const cuda::MatmulPrecisionGuard precision(parse_precision_option(p.get("--precision"), device));
   const TrainedModel m = load_trained_model(path);
   m.net->to(device);
   const int64_t L = m.spec.segmenter.num_classes, C = m.spec.segmenter.in_channels;

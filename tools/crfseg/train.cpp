@@ -289,15 +289,7 @@ int run_train(const std::vector<std::string>& args) {
     else models::load_weights(f, *net->encoder);                         // encoder weights
   }
   if (device.is_cuda()) net->to(device);  // before the optimizer, whose state is created on the parameters' device
-  cuda::MatmulPrecision precision = cuda::MatmulPrecision::fp32;
-  try {
-    precision = cuda::parse_matmul_precision(p.get("--precision"));
-  } catch (const ValueError& e) {
-    throw UsageError(std::string("--precision: ") + e.what());
-  }
-  if (precision != cuda::MatmulPrecision::fp32 && !device.is_cuda()) {
-    throw UsageError("--precision " + p.get("--precision") + " applies to CUDA GEMMs; use it with --device cuda");
-  }
+  const cuda::MatmulPrecision precision = parse_precision_option(p.get("--precision"), device);
   const cuda::MatmulPrecisionGuard precision_guard(precision);
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(p, net->parameters());
   if (const double mult = p.get_double("--crf-lr-mult", 0.0, 1e6); mult != 1.0) {

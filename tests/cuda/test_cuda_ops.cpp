@@ -80,6 +80,42 @@ void check_op(const char* what, const std::vector<Tensor>& inputs, F f, double a
   CHECK_CLOSE(cpu(got), values(want), atol, rtol);
 }
 
+// `out` and the gradient of each of `leaves` (each must have one), flattened
+// into one tensor on the CPU: what a forward and backward on each device
+// are compared by.
+Tensor with_grads(const Tensor& out, const std::vector<Tensor>& leaves) {
+  std::vector<Tensor> parts = {ops::flatten(detach(out))};
+  for (const Tensor& t : leaves) {
+    REQUIRE(grad(t).defined());
+    parts.push_back(ops::flatten(grad(t)));
+  }
+  return cpu(ops::concat(parts, 0));
+}
+
+// Every tensor of m's state, in state_dict order, as f64 values.
+std::vector<double> state_values(const nn::Module& m) {
+  std::vector<double> w;
+  for (const auto& named : m.state_dict()) {
+    const std::vector<double> v = values(cpu(named.second).to(DType::f64));
+    w.insert(w.end(), v.begin(), v.end());
+  }
+  return w;
+}
+
+// The depth-2, base-4 U-Net of the training tests.
+std::shared_ptr<models::Segmenter> tiny_unet(Generator& gen) {
+  return std::make_shared<models::Segmenter>(
+      models::SegmenterConfig{.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 4, .depth = 2},
+      gen);
+}
+
+// Sets where the CRF builds its CUDA lattices for a scope.
+struct LatticeBuildGuard {
+  explicit LatticeBuildGuard(crf::LatticeBuild build) : previous(crf::set_cuda_lattice_build(build)) {}
+  ~LatticeBuildGuard() { crf::set_cuda_lattice_build(previous); }
+  crf::LatticeBuild previous;
+};
+
 }  // namespace
 
 TEST_CASE("cuda ops: binary ops broadcast like the CPU, f32 and f64" * doctest::skip(kNoDevice)) {
@@ -341,15 +377,11 @@ TEST_CASE("cuda: matmul and a U-Net step through each hand-written FP32 producti
   const Tensor y = random_tensor({2, 17, 23}, 143, DType::f64, 0, 3).to(DType::i64);
   auto step = [&](Device d) {
     Generator gen(6);
-    models::Segmenter net(
-        models::SegmenterConfig{.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 4, .depth = 2},
-        gen);
-    net.to(d);
-    const Tensor logits = net(x.to(d));
+    const auto net = tiny_unet(gen);
+    net->to(d);
+    const Tensor logits = (*net)(x.to(d));
     backward(cross_entropy(logits, y.to(d)));
-    std::vector<Tensor> parts = {ops::flatten(detach(logits))};
-    for (const Tensor& p : net.parameters()) parts.push_back(ops::flatten(grad(p)));
-    return ops::concat(parts, 0).to(Device::cpu());
+    return with_grads(logits, net->parameters());
   };
   const Tensor want = step(Device::cpu());
   for (const char* name : {"v2_smem_tile", "v4_float4_dbuf", "v8_float4_256x128"}) {
@@ -1185,9 +1217,7 @@ TEST_CASE("cuda: a U-Net trains on the device as on the CPU (SGD and Adam, dice 
   for (const std::string opt_name : {"sgd", "adam"}) {
     auto train = [&](Device d) {
       Generator gen(3);
-      auto net = std::make_shared<models::Segmenter>(
-          models::SegmenterConfig{.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 4, .depth = 2},
-          gen);
+      const auto net = tiny_unet(gen);
       net->to(d);
       std::unique_ptr<optim::Optimizer> opt;
       if (opt_name == "sgd") opt = std::make_unique<optim::SGD>(net->parameters(), optim::SGDOptions{.lr = 0.1, .momentum = 0.9});
@@ -1203,12 +1233,7 @@ TEST_CASE("cuda: a U-Net trains on the device as on the CPU (SGD and Adam, dice 
         backward(loss);
         opt->step();
       }
-      std::vector<double> w;
-      for (const auto& [name, t] : net->state_dict()) {
-        const std::vector<double> v = values(t.to(Device::cpu()).to(DType::f64));
-        w.insert(w.end(), v.begin(), v.end());
-      }
-      return std::pair{losses, w};
+      return std::pair{losses, state_values(*net)};
     };
     INFO(opt_name);
     const auto [lc, wc] = train(Device::cpu());
@@ -1233,9 +1258,7 @@ TEST_CASE("cuda: a U-Net + CRF-RNN segmenter at a size its encoder does not divi
   };
   auto train = [&](Device d) {
     Generator gen(5);
-    auto net = std::make_shared<models::Segmenter>(
-        models::SegmenterConfig{.encoder = "unet", .in_channels = 3, .num_classes = 3, .base_width = 4, .depth = 2},
-        gen);
+    const auto net = tiny_unet(gen);
     auto layer = std::make_shared<crf::CrfRnn>(
         crf::CrfRnnOptions{.num_classes = 3, .train_iterations = 2, .theta_alpha = 20.0, .theta_beta = 30.0});
     net->set_final_layer(layer, layer->as_final_layer());
@@ -1251,17 +1274,10 @@ TEST_CASE("cuda: a U-Net + CRF-RNN segmenter at a size its encoder does not divi
       run.losses.push_back(loss.item());
       opt.zero_grad();
       backward(loss);
-      if (step == 0) {
-        std::vector<Tensor> parts = {ops::flatten(logits)};
-        for (const Tensor& p : net->parameters()) parts.push_back(ops::flatten(grad(p)));
-        run.first = ops::concat(parts, 0).to(Device::cpu());
-      }
+      if (step == 0) run.first = with_grads(logits, net->parameters());
       opt.step();
     }
-    for (const auto& named : net->state_dict()) {
-      const std::vector<double> v = values(named.second.to(Device::cpu()).to(DType::f64));
-      run.weights.insert(run.weights.end(), v.begin(), v.end());
-    }
+    run.weights = state_values(*net);
     return run;
   };
   const Run want = train(Device::cpu());
@@ -1357,7 +1373,6 @@ TEST_CASE("cuda ops: matmul with broadcast (stride-0) operands, as a reduction's
   CHECK_CLOSE(grad_of_w(Device::cuda(0)), values(grad_of_w(Device::cpu())), 1e-6, 1e-5);
 }
 
-
 TEST_CASE("cuda: every SGD, Adam and AdamW option steps on the device as on the CPU" * doctest::skip(kNoDevice)) {
   // The fused device steps (kernels/cuda/optim.cu) against the CPU loops on
   // the same gradients: 1031 elements (not a multiple of a block), 4 steps.
@@ -1442,11 +1457,7 @@ TEST_CASE("cuda optim: state made on the CPU follows its parameters to the devic
         backward(crfseg::mean(crfseg::mul(diff, diff)));
         opt->step();
       }
-      std::vector<double> w;
-      for (const Tensor& p : net.parameters()) {
-        const std::vector<double> v = values(p.to(Device::cpu()).to(DType::f64));
-        w.insert(w.end(), v.begin(), v.end());
-      }
+      const std::vector<double> w = state_values(net);
       // The device optimizer's state, exported (on the device) and loaded
       // into a fresh optimizer over the same parameters, steps the same.
       if (move) {
@@ -1503,10 +1514,7 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
     const crf::FilterMode mode = c.mode;
     INFO(std::string(build == crf::LatticeBuild::device ? "lattice built on the device" : "lattice built on the host"),
          ", ", std::string(crf::filter_mode_name(mode)));
-    struct BuildGuard {  // restores the setting however the case ends
-      crf::LatticeBuild previous;
-      ~BuildGuard() { crf::set_cuda_lattice_build(previous); }
-    } const restore{crf::set_cuda_lattice_build(build)};
+    const LatticeBuildGuard restore(build);
     auto run = [&](Device d) {
       crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 3, .theta_alpha = 20.0, .theta_beta = 30.0,
                                            .mode = mode, .parametrization = param});
@@ -1516,9 +1524,9 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
       set_requires_grad(u, true);
       const Tensor out = layer.forward(u, image);
       backward(sum(mul(out, random_tensor(out.shape(), 92).to(d))));
-      std::vector<Tensor> parts = {ops::flatten(out), ops::flatten(grad(u))};
-      for (const Tensor& p : layer.parameters()) parts.push_back(ops::flatten(grad(p)));
-      return ops::concat(parts, 0).to(Device::cpu());
+      std::vector<Tensor> leaves = layer.parameters();
+      leaves.insert(leaves.begin(), u);
+      return with_grads(out, leaves);
     };
     // The GPU lattice sums in the CPU lattice's order (tests/cuda/test_cuda_permutohedral.cpp),
     // so only f32 rounding separates the two.
@@ -1529,10 +1537,7 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
   for (const crf::LatticeBuild build : {crf::LatticeBuild::host, crf::LatticeBuild::device}) {
     INFO(std::string(build == crf::LatticeBuild::device ? "grayscale f64, lattice built on the device"
                                                         : "grayscale f64, lattice built on the host"));
-    struct BuildGuard {
-      crf::LatticeBuild previous;
-      ~BuildGuard() { crf::set_cuda_lattice_build(previous); }
-    } const restore{crf::set_cuda_lattice_build(build)};
+    const LatticeBuildGuard restore(build);
     auto run = [&](Device d) {
       crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 4, .image_channels = 1, .theta_alpha = 10.0,
                                            .theta_beta = 20.0, .dtype = DType::f64});
@@ -1544,9 +1549,9 @@ TEST_CASE("cuda: the CRF-RNN layer on the device (composed mean-field, GPU latti
       backward(sum(mul(out, random_tensor(out.shape(), 95, DType::f64).to(d))));
       layer.eval();
       const Tensor out_eval = layer.forward(u, image);
-      std::vector<Tensor> parts = {ops::flatten(out), ops::flatten(grad(u)), ops::flatten(out_eval)};
-      for (const Tensor& p : layer.parameters()) parts.push_back(ops::flatten(grad(p)));
-      return ops::concat(parts, 0).to(Device::cpu());
+      std::vector<Tensor> leaves = layer.parameters();
+      leaves.insert(leaves.begin(), u);
+      return ops::concat({with_grads(out, leaves), cpu(ops::flatten(out_eval))}, 0);
     };
     CHECK_CLOSE(run(Device::cuda(0)), values(run(Device::cpu())), 1e-9, 1e-9);
   }
@@ -1566,10 +1571,7 @@ TEST_CASE("cuda crf: lattices prefetched on a host thread give the inline build'
   // with it, the forward takes the tables made on the host thread and only
   // uploads them (crf/bilateral_prefetch.h).
   const Device gpu = Device::cuda(0);
-  struct BuildGuard {  // restores the setting however the case ends
-    crf::LatticeBuild previous;
-    ~BuildGuard() { crf::set_cuda_lattice_build(previous); }
-  } const restore{crf::set_cuda_lattice_build(crf::LatticeBuild::host)};
+  const LatticeBuildGuard restore(crf::LatticeBuild::host);
   auto run = [&](bool prefetch) {
     crf::CrfRnn layer(crf::CrfRnnOptions{.num_classes = 3, .theta_alpha = 20.0, .theta_beta = 30.0});
     layer.to(gpu);

@@ -222,10 +222,11 @@ std::string describe_device(int device) {
   check_index(device, "cuda::describe_device");
   cudaDeviceProp prop{};
   CRFSEG_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  const bool runs = arch_list_runs_on(CRFSEG_CUDA_ARCHS, prop.major, prop.minor);
+  const std::string caveat = arch_list_runs_on(CRFSEG_CUDA_ARCHS, prop.major, prop.minor)
+                                 ? ""
+                                 : " (this build does not run on it: " + arch_advice(prop.major, prop.minor) + ")";
   return detail::concat_message("cuda:", device, " ", prop.name, ", compute capability ", prop.major, ".", prop.minor,
-                                ", ", prop.totalGlobalMem >> 20, " MiB",
-                                runs ? "" : " (this build does not run on it: " + arch_advice(prop.major, prop.minor) + ")");
+                                ", ", prop.totalGlobalMem >> 20, " MiB", caveat);
 }
 
 void* malloc_bytes(size_t bytes, int device) {

@@ -41,6 +41,12 @@ class CudaGaussianFilter {
                       CudaStream stream = nullptr) const = 0;
   virtual void filter(const double* d_in, double* d_out, int64_t channels, bool transpose = false,
                       CudaStream stream = nullptr) const = 0;
+  // The filter's device tables are read by work on `stream` too
+  // (Tensor::record_stream's rule): once freed, they are reused only after
+  // that work. A no-op for the stream they were allocated on. Filters are
+  // cached across forwards (crf/mean_field_composed.cpp), so a filter made
+  // under one stream can be evicted while another stream still reads it.
+  virtual void record_stream(CudaStream stream) const = 0;
 
   // For tests and one-off use: host in / out [num_points x channels];
   // copies to the device, filters on its current stream, copies back and
@@ -79,6 +85,7 @@ class CudaDenseGaussianFilter final : public CudaGaussianFilter {
               CudaStream stream = nullptr) const override;
   void filter(const double* d_in, double* d_out, int64_t channels, bool transpose = false,
               CudaStream stream = nullptr) const override;
+  void record_stream(CudaStream stream) const override { features_.record_stream(stream); }
   using CudaGaussianFilter::filter_host;
 
  private:

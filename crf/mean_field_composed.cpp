@@ -38,7 +38,9 @@ Tensor apply_filter(const Tensor& v_in, const DeviceGaussianFilter& f, bool tran
   dispatch_float(v.dtype(), "gaussian_filter", [&](auto tag) {
     using T = decltype(tag);
     if (v.device().is_cuda()) {
-      f.cuda->filter(v.data<T>(), out.data<T>(), C, transpose, cuda::launch_stream(v.device().index));
+      const cuda::StreamHandle stream = cuda::launch_stream(v.device().index);
+      f.cuda->record_stream(stream);
+      f.cuda->filter(v.data<T>(), out.data<T>(), C, transpose, stream);
     } else {
       f.host->apply(v.data<T>(), out.data<T>(), C, transpose);
     }

@@ -93,7 +93,7 @@ class CudaPermutohedralFilter final : public CudaGaussianFilter {
   CudaPermutohedralFilter(const LatticeTables& tables, int device, cuda::StreamHandle stream);
   // The tables are used by work on `stream` too (Tensor::record_stream's
   // rule): freed, they wait for that work before they are reused.
-  void record_stream(cuda::StreamHandle stream) const;
+  void record_stream(cuda::StreamHandle stream) const override;
   // The stacked lattice of a batch, built on cuda:`device` itself
   // (kernels/cuda/lattice_build.h: embed, sort, number and link there; the
   // host only uploads the features and reads back the keys' bounds and

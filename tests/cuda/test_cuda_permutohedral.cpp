@@ -25,6 +25,7 @@
 #include "crf/dense_filter.h"
 #include "crf/gaussian_filter.h"
 #include "crf/gaussian_filter_cuda.h"
+#include "crf/mean_field_composed.h"
 #include "crf/permutohedral.h"
 #include "crf/permutohedral_cuda.h"
 #include "tests/support/helpers.h"
@@ -399,6 +400,43 @@ TEST_CASE("cuda dense filter: the exact filter matches the CPU's, alone and stac
   const CudaDenseGaussianFilter gpu(six, 0);
   std::vector<float> in(6), out(6);
   check_throws_with<ValueError>([&] { gpu.filter_host(in.data(), out.data(), 0); }, "expected channels >= 1");
+}
+
+// The composed mean-field's filter op records the stream it runs on with
+// the filter's tables (crf/mean_field_composed.cpp, apply_filter): filters
+// are cached across forwards, so one made on the current stream can be
+// dropped while another stream still reads it. Dropped, its 12 MiB
+// features block must not be handed to the current stream before the
+// side stream's work is done. A 2-point dense filter of dimension 3 << 18
+// is the one table of that size (O(N^2 d) work: trivial).
+TEST_CASE("cuda crf filter op: a filter used on another stream is reused only after that stream's work" *
+          doctest::skip(kNoDevice)) {
+  const Device gpu = Device::cuda(0);
+  const int64_t dim = int64_t{3} << 18;  // 2 x dim doubles = 12 MiB, a segment of its own
+  std::vector<double> features(static_cast<size_t>(2 * dim), 0.0);
+  features[0] = 0.5;  // the two points 0.5 apart: weight exp(-1/8) between them
+  cuda::empty_cache(0);
+  auto filter = to_device_filter(std::make_shared<const DenseGaussianFilter>(features, 2, dim), gpu);
+  const Tensor values = from_vector(std::vector<float>{1.0f, 2.0f}, {2, 1}, gpu);
+  const cuda::Stream side(0);
+  const Tensor busy = random_tensor({2048, 2048}, 1).to(gpu);
+  Tensor out;
+  {
+    const cuda::StreamGuard on_side(side);
+    Tensor y = busy;
+    for (int k = 0; k < 20; ++k) y = ops::matmul(y, busy);  // ~340 GFLOP queued on `side` first
+    out = gaussian_filter(values, filter);
+  }
+  filter.reset();  // dense filters are not cached: the features block is freed here
+  const int64_t reserved = cuda::memory_stats(0).reserved_bytes;
+  const Tensor taken = empty({3 << 20}, {DType::f32, gpu});  // 12 MiB on the current stream
+  const int64_t with_taken = cuda::memory_stats(0).reserved_bytes;
+  CHECK(with_taken > reserved);  // a new segment: the block the side stream may still read was not handed out
+  side.synchronize();
+  const Tensor again = empty({3 << 20}, {DType::f32, gpu});
+  CHECK(cuda::memory_stats(0).reserved_bytes == with_taken);  // now the freed block is reused
+  const double w = std::exp(-0.125);
+  CHECK_CLOSE(out, std::vector<double>{1.0 + 2.0 * w, 2.0 + 1.0 * w}, 1e-6, 1e-6);
 }
 
 TEST_CASE("cuda permutohedral: without a device (or CUDA build), construction throws DeviceError" *

@@ -55,20 +55,26 @@ int device_of(const void* p) {
 // staged one copies the result back to the host buffer in wait().
 class NcclRequest final : public Request {
  public:
-  NcclRequest(cudaEvent_t done, void* host, void* scratch, size_t bytes)
-      : done_(done), host_(host), scratch_(scratch), bytes_(bytes) {}
+  NcclRequest(cudaEvent_t done, void* host, void* scratch, size_t bytes, int device)
+      : done_(done), host_(host), scratch_(scratch), bytes_(bytes), device_(device) {}
   ~NcclRequest() override {
     try {
       wait();
     } catch (...) {  // destructors never throw
     }
-    if (scratch_ != nullptr) cudaFree(scratch_);
+    crfseg::cuda::free_bytes(scratch_, device_);  // to the NCCL stream's pool, the only stream that used it
     if (done_ != nullptr) cudaEventDestroy(done_);
   }
   bool test() override {
     if (finished_) return true;
     const cudaError_t e = cudaEventQuery(done_);
-    if (e == cudaErrorNotReady) return false;
+    if (e == cudaErrorNotReady) {
+      // Not an error, but the runtime may keep it as the last error, and
+      // the next kernel's launch check would report it (as
+      // crfseg::cuda::event_complete clears it too).
+      (void)cudaGetLastError();
+      return false;
+    }
     check_cuda(e, "cudaEventQuery");
     return true;  // the copy back (if any) still happens in wait()
   }
@@ -84,6 +90,7 @@ class NcclRequest final : public Request {
   void* host_;
   void* scratch_;
   size_t bytes_;
+  int device_;
   bool finished_ = false;
 };
 
@@ -148,7 +155,10 @@ class NcclCommunicator final : public Communicator {
         check_cuda(cudaEventRecord(done, crfseg::cuda::current_stream(device_)), "cudaEventRecord (inputs ready)");
         check_cuda(cudaStreamWaitEvent(stream_, done, 0), "cudaStreamWaitEvent");
       } else {
-        check_cuda(cudaMalloc(&scratch, bytes), "cudaMalloc (staging buffer)");
+        // From the caching allocator, in the NCCL stream's pool: no
+        // cudaMalloc/cudaFree (a device-wide synchronisation) per call, and
+        // the allocator's empty-cache-and-retry when memory is short.
+        scratch = crfseg::cuda::malloc_bytes(bytes, device_, stream_);
         check_cuda(cudaMemcpyAsync(scratch, data, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync H2D");
         target = scratch;
       }
@@ -156,12 +166,12 @@ class NcclCommunicator final : public Communicator {
     } catch (...) {
       if (scratch != nullptr) {
         cudaStreamSynchronize(stream_);  // nothing may still read the scratch buffer
-        cudaFree(scratch);
+        crfseg::cuda::free_bytes(scratch, device_);
       }
       cudaEventDestroy(done);
       throw;
     }
-    return std::make_unique<NcclRequest>(done, staged ? data : nullptr, scratch, bytes);
+    return std::make_unique<NcclRequest>(done, staged ? data : nullptr, scratch, bytes, device_);
   }
   void enqueue(void* target, int64_t count, ncclDataType_t type, cudaEvent_t done) {
     if (count > 0) {

@@ -45,6 +45,7 @@
 #include "layers/optim/sgd.h"
 #include "models/segmenter.h"
 #include "tensor/cuda_memory.h"
+#include "tensor/factory.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
 #include "tensor/safetensors.h"
@@ -300,6 +301,26 @@ void nccl_one_rank() {
   std::vector<double> host = {1.0, 2.0, 3.0};
   nccl->allreduce_sum(host.data(), 3);  // staged through the device
   report(host == std::vector<double>{1.0, 2.0, 3.0}, "NCCL, 1 rank: an all-reduce of a host buffer");
+  // Request::test() on an all-reduce still queued behind slow work says
+  // "not yet"; the runtime's not-ready status must not be left behind as
+  // the last error for the next launch's check to throw.
+  bool clean = true, early = false;
+  try {
+    const Tensor a = ops::to_device(rand({2048, 2048}, {}, gen), gpu);
+    Tensor y = a;
+    for (int k = 0; k < 10; ++k) y = ops::matmul(y, a);  // ~170 GFLOP on `stream` first
+    const Tensor buf = ops::to_device(ones({1024}), gpu);
+    const std::unique_ptr<dist::Request> req = nccl->iallreduce_sum(buf.data<float>(), buf.numel());
+    early = req->test();
+    const Tensor z = ops::add(buf, buf);  // a launch, checked
+    req->wait();
+    clean = z.to(Device::cpu()).to_vector<float>() == std::vector<float>(1024, 2.0f);
+  } catch (const std::exception& e) {
+    std::printf("  threw: %s\n", e.what());
+    clean = false;
+  }
+  report(clean, std::string("NCCL, 1 rank: test() on an all-reduce in flight (done at once: ") +
+                    (early ? "yes" : "no") + "), then a launch, leaves no error behind");
 }
 
 int main() {

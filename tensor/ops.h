@@ -164,8 +164,9 @@ Tensor binary_cross_entropy_with_logits_backward(const Tensor& grad, const Tenso
 // Output [N, K, P, Q] with P = (H + 2 pad_h - dil_h (R - 1) - 1) / stride_h + 1.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args);
 // max(conv2d(x, weight, bias), 0), the ReLU applied on the CPU to each block
-// of the output while it is in cache (NaN passes through, as in batch_norm's
-// fused ReLU; on a device it is a separate relu, which maps NaN to 0). Not
+// of the output while it is in cache (on a device, a separate pass). NaN
+// passes through on both, as in batch_norm's fused ReLU, so the folded
+// conv-BN-ReLU shows a non-finite output as the unfused layers do. Not
 // differentiable: the inference-time conv-BN-ReLU fusion (layers/conv_bn.h)
 // calls it only where no gradient is needed.
 Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args);

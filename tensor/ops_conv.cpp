@@ -199,8 +199,10 @@ Tensor conv2d_forward(const char* op, const Tensor& x_in, const Tensor& w_in, co
                                     y.data<T>(), relu);
     relu_done = true;
   });
-  // The device kernels have no ReLU epilogue: a separate pass there.
-  return relu && !relu_done ? unary(UnaryOp::relu, y) : y;
+  // The device kernels have no ReLU epilogue: a separate pass there,
+  // max(0, y) written so that NaN passes through as in the CPU's epilogue
+  // (0 >= NaN is false; UnaryOp::relu would map NaN to 0).
+  return relu && !relu_done ? binary(BinaryOp::maximum, scalar_tensor(0.0, y.options()), y) : y;
 }
 
 }  // namespace

@@ -852,6 +852,14 @@ TEST_CASE("cuda ops: conv2d forward and both backwards, strided, dilated, padded
       check_op("conv2d_relu", {x, w, b}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d_relu(v[0], v[1], v[2], c.a);
       }, loose(dt, 1e-5), loose(dt, tol(dt)));
+      // A NaN in the input passes the ReLU on the device too, as the CPU's
+      // epilogue lets it (check_op: NaN must meet NaN).
+      std::vector<double> xv = values(x);
+      xv[xv.size() / 2] = std::nan("");
+      const Tensor xn = from_vector(xv, x.shape()).to(dt);
+      check_op("conv2d_relu with a NaN input", {xn, w, b}, [&](const std::vector<Tensor>& v) {
+        return ops::conv2d_relu(v[0], v[1], v[2], c.a);
+      }, loose(dt, 1e-5), loose(dt, tol(dt)));
       check_op("conv2d_backward_input", {g, w}, [&](const std::vector<Tensor>& v) {
         return ops::conv2d_backward_input(v[0], v[1], c.x, c.a);
       }, loose(dt, 1e-5), loose(dt, tol(dt)));
@@ -1135,6 +1143,27 @@ TEST_CASE("cuda ops: dropout masks, random fills and one_hot equal the CPU's" * 
   check_op("one_hot", {t}, [](const std::vector<Tensor>& v) { return ops::one_hot(v[0], 3, DType::f32, -100); }, 0, 0);
   check_throws_with<ValueError>([&] { ops::one_hot(gpu(from_vector<int64_t>({0, 5}, {2})), 3, DType::f32); },
                                 "target 5 at flat index 1 is outside [0, 3)");
+  check_throws_with<DTypeError>([&] { ops::one_hot(gpu(t), 3, DType::i64); }, "expected dtype f32 or f64, got i64");
+  // A transposed view gets the numbers it gets on the CPU.
+  const Tensor host_view = ops::transpose(zeros({3, 5}, {DType::f32}), 0, 1);
+  const Tensor device_view = ops::transpose(zeros({3, 5}, {DType::f32, Device::cuda(0)}), 0, 1);
+  Generator g5(11), g6(11);
+  uniform_(host_view, -2.0, 2.0, g5);
+  uniform_(device_view, -2.0, 2.0, g6);
+  CHECK(values(host_view) == values(cpu(device_view)));
+}
+
+// A CPU grad_output for a CUDA output is refused at once: through a chain
+// of views only, it would have become a CPU .grad on a CUDA leaf.
+TEST_CASE("cuda autograd: backward refuses a grad_output on another device" * doctest::skip(kNoDevice)) {
+  const Tensor x = gpu(random_tensor({2, 6}, 3));
+  set_requires_grad(x);
+  const Tensor y = crfseg::reshape(x, {3, 4});
+  check_throws_with<AutogradError>([&] { backward(y, ones({3, 4})); },
+                                   "backward: expected grad_output like Tensor[3, 4] f32 cuda:0, got Tensor[3, 4] f32 cpu");
+  CHECK_FALSE(grad(x).defined());
+  backward(y, ones({3, 4}, y.options()));
+  CHECK(grad(x).device() == Device::cuda(0));
 }
 
 TEST_CASE("cuda autograd: each differentiable function's forward and backward on the device match the CPU" *

@@ -32,7 +32,8 @@ void backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) 
                  shape_str(root.shape()));
     seed = ones(root.shape(), root.options());
   }
-  CRFSEG_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype(), AutogradError,
+  CRFSEG_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype() && seed.device() == root.device(),
+               AutogradError,
                "backward: expected grad_output like ", root.str(), ", got ", seed.str());
 
   NoGradGuard no_grad;  // backward itself is not recorded: no double backward

@@ -51,6 +51,9 @@ Tensor one_hot(const Tensor& target_in, int64_t num_classes, DType dtype, int64_
                dtype_name(target_in.dtype()));
   CRFSEG_CHECK(target_in.dim() >= 1, ShapeError, op, ": expected target [N, ...], got a 0-d tensor");
   CRFSEG_CHECK(num_classes >= 1, ValueError, op, ": expected num_classes >= 1, got ", num_classes);
+  // Before the device branch, so both devices accept the same dtypes.
+  CRFSEG_CHECK(dtype == DType::f32 || dtype == DType::f64, DTypeError, op, ": expected dtype f32 or f64, got ",
+               dtype_name(dtype));
   const Tensor target = contiguous(target_in);
   Shape shape = target.shape();
   shape.insert(shape.begin() + 1, num_classes);

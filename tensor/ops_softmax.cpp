@@ -82,24 +82,24 @@ Tensor softmax_backward(const Tensor& grad, const Tensor& y_in, int64_t dim, boo
 
 namespace {
 
-// Checks logits [N, C, ...], target [N, ...] i64 and weight [C]; returns the column view.
-ColumnView check_cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& weight) {
-  check_defined("cross_entropy", logits, "logits");
-  check_defined("cross_entropy", target, "target");
-  check_same_device("cross_entropy", logits, target);
-  if (weight.defined()) check_same_device("cross_entropy", logits, weight);
-  CRFSEG_CHECK(logits.dim() >= 2, ShapeError, "cross_entropy: expected logits [N, C, ...], got ",
-               shape_str(logits.shape()));
-  CRFSEG_CHECK(target.dtype() == DType::i64, DTypeError, "cross_entropy: expected i64 class-index targets, got ",
+// Checks logits [N, C, ...] (or the forward's log-probabilities), target
+// [N, ...] i64 and weight [C]; returns the column view.
+ColumnView check_cross_entropy(const char* op, const Tensor& logits, const Tensor& target, const Tensor& weight) {
+  check_defined(op, logits, "logits");
+  check_defined(op, target, "target");
+  check_same_device(op, logits, target);
+  if (weight.defined()) check_same_device(op, logits, weight);
+  CRFSEG_CHECK(logits.dim() >= 2, ShapeError, op, ": expected logits [N, C, ...], got ", shape_str(logits.shape()));
+  CRFSEG_CHECK(target.dtype() == DType::i64, DTypeError, op, ": expected i64 class-index targets, got ",
                dtype_name(target.dtype()));
   Shape want = logits.shape();
   want.erase(want.begin() + 1);
-  CRFSEG_CHECK(target.shape() == want, ShapeError, "cross_entropy: expected target of shape ", shape_str(want),
+  CRFSEG_CHECK(target.shape() == want, ShapeError, op, ": expected target of shape ", shape_str(want),
                " for logits ", shape_str(logits.shape()), ", got ", shape_str(target.shape()));
   if (weight.defined()) {
-    CRFSEG_CHECK(weight.shape() == Shape{logits.size(1)} && weight.dtype() == logits.dtype(), ShapeError,
-                 "cross_entropy: expected class weights [", logits.size(1), "] ", dtype_name(logits.dtype()),
-                 ", got ", weight.str());
+    CRFSEG_CHECK(weight.shape() == Shape{logits.size(1)} && weight.dtype() == logits.dtype(), ShapeError, op,
+                 ": expected class weights [", logits.size(1), "] ", dtype_name(logits.dtype()), ", got ",
+                 weight.str());
   }
   return column_view(logits.shape(), 1);
 }
@@ -108,7 +108,7 @@ ColumnView check_cross_entropy(const Tensor& logits, const Tensor& target, const
 
 CrossEntropyForward cross_entropy(const Tensor& logits_in, const Tensor& target_in, const Tensor& weight_in,
                                   int64_t ignore_index) {
-  const ColumnView v = check_cross_entropy(logits_in, target_in, weight_in);
+  const ColumnView v = check_cross_entropy("cross_entropy", logits_in, target_in, weight_in);
   const Tensor logits = contiguous(logits_in), target = contiguous(target_in);
   const Tensor weight = weight_in.defined() ? contiguous(weight_in) : Tensor();
   CrossEntropyForward out;
@@ -162,7 +162,12 @@ CrossEntropyForward cross_entropy(const Tensor& logits_in, const Tensor& target_
 
 Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyForward& fwd, const Tensor& target_in,
                               const Tensor& weight_in, int64_t ignore_index) {
-  const ColumnView v = column_view(fwd.log_probs.shape(), 1);
+  // The raw op is public: a caller may pass other tensors than the forward saw.
+  const char* op = "cross_entropy_backward";
+  const ColumnView v = check_cross_entropy(op, fwd.log_probs, target_in, weight_in);
+  check_defined(op, grad, "grad");  // read with item(): any device
+  CRFSEG_CHECK(grad.numel() == 1, ShapeError, op, ": expected the loss's gradient (one element), got ",
+               shape_str(grad.shape()));
   const Tensor target = contiguous(target_in);
   const Tensor weight = weight_in.defined() ? contiguous(weight_in) : Tensor();
   Tensor dx = Tensor::empty(fwd.log_probs.shape(), fwd.log_probs.options());

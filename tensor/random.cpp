@@ -74,15 +74,15 @@ namespace {
 template <typename Draw>
 void fill_random(const char* op, const Tensor& t, Draw draw) {
   check_defined(op, t, "t");
-  if (t.device().is_cuda()) {
-    // Drawn on the host (the same stream as on the CPU), then copied over.
+  if (t.device().is_cuda() || !t.is_contiguous()) {
+    // Drawn into a contiguous host tensor, then copied over: a device
+    // tensor or a view gets the same numbers, in its row-major order, as
+    // a contiguous CPU tensor of its shape.
     const Tensor host = Tensor::empty(t.shape(), {t.dtype()});
     fill_random(op, host, draw);
     ops::copy_(t, host);
     return;
   }
-  CRFSEG_CHECK(t.is_contiguous(), NotImplementedError, op, ": expected a contiguous tensor, got strides ",
-               shape_str(t.strides()));
   dispatch_float(t.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();

@@ -130,3 +130,15 @@ TEST_CASE("a leaf's first gradient is taken over only when nothing else holds it
   CHECK(grad(w).storage_ptr().get() == first);
   CHECK_CLOSE(grad(w), std::vector<double>{4, 8, 12});
 }
+
+TEST_CASE("backward checks grad_output against the output: shape, dtype and device") {
+  const Tensor x = from_vector<double>({1, 2, 3}, {3});
+  set_requires_grad(x);
+  const Tensor y = x * 2.0;
+  check_throws_with<AutogradError>([&] { backward(y, ones({2}, {DType::f64})); },
+                                   "backward: expected grad_output like Tensor[3] f64 cpu, got Tensor[2] f64 cpu");
+  check_throws_with<AutogradError>([&] { backward(y, ones({3}, {DType::f32})); }, "got Tensor[3] f32 cpu");
+  check_throws_with<AutogradError>([&] { backward(y); }, "grad_output can be omitted only for a one-element output");
+  backward(y, ones({3}, {DType::f64}));
+  CHECK_CLOSE(grad(x), std::vector<double>{2, 2, 2});
+}

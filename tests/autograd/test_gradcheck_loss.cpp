@@ -104,4 +104,6 @@ TEST_CASE("loss errors name the op, the expectation and what came") {
                                 "one_hot: target 3 at flat index 0 is outside [0, 3)");
   check_throws_with<DTypeError>([&] { dice_loss(x, ops::to_dtype(class_targets(), DType::f64)); },
                                 "one_hot: expected i64 class indices, got f64");
+  check_throws_with<DTypeError>([&] { ops::one_hot(class_targets(), 3, DType::i64); },
+                                "one_hot: expected dtype f32 or f64, got i64");
 }

@@ -61,3 +61,26 @@ TEST_CASE("Kaiming and Xavier follow torch.nn.init's formulas") {
   CHECK(compute_fans({10, 4, 5}).fan_in == 20);
   check_throws_with<ShapeError>([] { compute_fans({5}); }, "compute_fans: expected a weight with >= 2 dims");
 }
+
+TEST_CASE("uniform_ and normal_ on a view draw the numbers a contiguous tensor of its shape gets") {
+  for (const bool normal : {false, true}) {
+    CAPTURE(normal);
+    auto draw = [&](const Tensor& t) {
+      Generator g(5);
+      normal ? normal_(t, 1.0, 2.0, g) : uniform_(t, -1.0, 3.0, g);
+    };
+    const Tensor want = Tensor::empty({4, 3}, {DType::f64});
+    draw(want);
+    // A transposed view: row-major over the view's [4, 3], not the storage's order.
+    const Tensor base = zeros({3, 4}, {DType::f64});
+    const Tensor t = ops::transpose(base, 0, 1);
+    REQUIRE_FALSE(t.is_contiguous());
+    draw(t);
+    CHECK(values(t) == values(want));
+    // A strided slice: only its elements change.
+    const Tensor wide = zeros({4, 7}, {DType::f64});
+    draw(ops::slice(wide, 1, 1, 7, 2));
+    CHECK(values(ops::slice(wide, 1, 1, 7, 2)) == values(want));
+    for (const int64_t c : {0, 2, 4, 6}) CHECK(values(ops::slice(wide, 1, c, c + 1)) == std::vector<double>(4, 0.0));
+  }
+}

@@ -78,4 +78,16 @@ TEST_CASE("cross_entropy rejects bad targets, shapes and dtypes") {
                                 "expected i64 class-index targets, got i32");
   check_throws_with<ShapeError>([&] { ops::cross_entropy(logits, zeros({2}, {DType::i64}), ones({2}), -100); },
                                 "expected class weights [3]");
+  // The raw backward checks what it is given, too (it would read out of bounds).
+  const ops::CrossEntropyForward fwd = ops::cross_entropy(logits, zeros({2}, {DType::i64}), Tensor(), -100);
+  check_throws_with<ShapeError>(
+      [&] { ops::cross_entropy_backward(ones({}), fwd, zeros({3}, {DType::i64}), Tensor(), -100); },
+      "cross_entropy_backward: expected target of shape [2] for logits [2, 3], got [3]");
+  check_throws_with<ShapeError>(
+      [&] { ops::cross_entropy_backward(ones({}), fwd, zeros({2}, {DType::i64}), ones({4}), -100); },
+      "cross_entropy_backward: expected class weights [3]");
+  check_throws_with<ShapeError>(
+      [&] { ops::cross_entropy_backward(ones({2}), fwd, zeros({2}, {DType::i64}), Tensor(), -100); },
+      "cross_entropy_backward: expected the loss's gradient (one element), got [2]");
+  CHECK(values(ops::cross_entropy_backward(ones({}), fwd, zeros({2}, {DType::i64}), Tensor(), -100)).size() == 6);
 }

@@ -1,10 +1,10 @@
 // The NCCL communicator (compiled only with -DCRFSEG_WITH_NCCL, which needs
 // CUDA, NCCL and MPI): one rank per GPU.
 //
-// Bootstrap: MPI starts the ranks (mpirun/srun); each picks its GPU as
-// local rank mod device count (the MPI communicator's local_rank(), from
+// Bootstrap: MPI starts the ranks (mpirun/srun); each takes the GPU of its
+// local rank (the MPI communicator's local_rank(), from
 // MPI_Comm_split_type(MPI_COMM_TYPE_SHARED): the rank among the processes on
-// this node);
+// this node; more ranks on a node than GPUs is a DistributedError);
 // rank 0 creates an ncclUniqueId, MPI_Bcast sends it to all, and every rank
 // calls ncclCommInitRank. Broadcast and barrier of host data go through MPI.
 //
@@ -100,7 +100,16 @@ class NcclCommunicator final : public Communicator {
     int devices = 0;
     check_cuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
     if (devices < 1) throw DistributedError("nccl: no CUDA device is visible to rank " + std::to_string(mpi_->rank()));
-    device_ = mpi_->local_rank() % devices;
+    // NCCL refuses two ranks on one GPU ("Duplicate GPU detected") only
+    // inside ncclCommInitRank; say what to change instead. The rank that
+    // throws ends the job (main's MPI_Abort), so no peer waits for it.
+    if (mpi_->local_rank() >= devices) {
+      throw DistributedError("nccl: rank " + std::to_string(mpi_->rank()) + " is local rank " +
+                             std::to_string(mpi_->local_rank()) + " on a node with " + std::to_string(devices) +
+                             " visible CUDA device(s); NCCL needs a GPU per rank (start at most " +
+                             std::to_string(devices) + " ranks per node, or use --dist mpi)");
+    }
+    device_ = mpi_->local_rank();
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     ncclUniqueId id;
     if (mpi_->rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");

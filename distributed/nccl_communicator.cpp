@@ -19,10 +19,25 @@
 // staging costs two PCIe copies per bucket; device-resident gradients
 // avoid them.
 //
+// Failures: wait() polls the all-reduce's event and NCCL's asynchronous
+// error instead of blocking in cudaEventSynchronize, so a failed transport
+// or a peer that stopped without taking the job down (killed, hung) gives
+// a DistributedError instead of a hang: on an asynchronous error, or after
+// CRFSEG_NCCL_TIMEOUT_S seconds (default 1800; 0 waits for ever), the
+// communicator is aborted (ncclCommAbort, which ends its kernels) and
+// every later call on it throws.
+//
 // Status: compiles and links in CI against /usr/local/cuda's NCCL; it has
 // not been run (no GPU machine was available when it was written).
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
 
 #include "distributed/backends.h"
 #include "tensor/cuda_memory.h"
@@ -51,12 +66,42 @@ int device_of(const void* p) {
   return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
 }
 
+// The NCCL communicator, shared by NcclCommunicator and its requests:
+// once aborted it is neither used nor destroyed again.
+struct NcclComm {
+  ncclComm_t comm = nullptr;
+  bool aborted = false;
+  ~NcclComm() {
+    if (comm != nullptr && !aborted) ncclCommDestroy(comm);
+  }
+  void check_usable() const {
+    if (aborted) throw DistributedError("nccl: the communicator was aborted after an earlier failure");
+  }
+  // Ends the communicator's kernels (so the stream moves on) and marks it.
+  void abort() {
+    if (!aborted && comm != nullptr) ncclCommAbort(comm);
+    aborted = true;
+  }
+};
+
+// CRFSEG_NCCL_TIMEOUT_S: seconds a wait() lets an all-reduce run (0: no
+// limit); 1800 when unset. Anything else is a ValueError naming it.
+double nccl_timeout_seconds() {
+  const char* v = std::getenv("CRFSEG_NCCL_TIMEOUT_S");
+  if (v == nullptr || *v == '\0') return 1800.0;
+  char* end = nullptr;
+  const double s = std::strtod(v, &end);
+  CRFSEG_CHECK(end != v && *end == '\0' && std::isfinite(s) && s >= 0, ValueError,
+               "CRFSEG_NCCL_TIMEOUT_S: expected seconds >= 0 (0: no limit), got '", v, "'");
+  return s;
+}
+
 // An all-reduce in flight on the stream: done when `done_` has fired; a
 // staged one copies the result back to the host buffer in wait().
 class NcclRequest final : public Request {
  public:
-  NcclRequest(cudaEvent_t done, void* host, void* scratch, size_t bytes, int device)
-      : done_(done), host_(host), scratch_(scratch), bytes_(bytes), device_(device) {}
+  NcclRequest(std::shared_ptr<NcclComm> comm, cudaEvent_t done, void* host, void* scratch, size_t bytes, int device)
+      : comm_(std::move(comm)), done_(done), host_(host), scratch_(scratch), bytes_(bytes), device_(device) {}
   ~NcclRequest() override {
     try {
       wait();
@@ -81,11 +126,47 @@ class NcclRequest final : public Request {
   void wait() override {
     if (finished_) return;
     finished_ = true;
-    check_cuda(cudaEventSynchronize(done_), "cudaEventSynchronize");
+    wait_for_event();
     if (host_ != nullptr) check_cuda(cudaMemcpy(host_, scratch_, bytes_, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
   }
 
  private:
+  // Polls the event; between polls, NCCL's asynchronous error and the
+  // time limit (see the file comment). Yields the core for the first
+  // thousand polls (a bucket's all-reduce is usually that short), then
+  // sleeps 100 us between them.
+  void wait_for_event() {
+    const double limit = nccl_timeout_seconds();
+    const auto start = std::chrono::steady_clock::now();
+    for (int polls = 0;; ++polls) {
+      const cudaError_t e = cudaEventQuery(done_);
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady) check_cuda(e, "cudaEventQuery");
+      (void)cudaGetLastError();  // "not ready" is no error: see test()
+      comm_->check_usable();
+      ncclResult_t async = ncclSuccess;
+      check_nccl(ncclCommGetAsyncError(comm_->comm, &async), "ncclCommGetAsyncError");
+      if (async != ncclSuccess && async != ncclInProgress) {
+        comm_->abort();
+        throw DistributedError(std::string("nccl: an all-reduce failed: ") + ncclGetErrorString(async) +
+                               " (the communicator was aborted)");
+      }
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (limit > 0 && waited > limit) {
+        comm_->abort();
+        throw DistributedError("nccl: an all-reduce has not completed after " + std::to_string(waited) +
+                               " s (has a peer stopped?); the communicator was aborted. CRFSEG_NCCL_TIMEOUT_S "
+                               "sets the limit (0: none)");
+      }
+      if (polls < 1000) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+    }
+  }
+
+  std::shared_ptr<NcclComm> comm_;
   cudaEvent_t done_;
   void* host_;
   void* scratch_;
@@ -97,6 +178,7 @@ class NcclRequest final : public Request {
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator() : mpi_(make_mpi_communicator()) {
+    (void)nccl_timeout_seconds();  // a bad CRFSEG_NCCL_TIMEOUT_S fails here, not mid-training
     int devices = 0;
     check_cuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
     if (devices < 1) throw DistributedError("nccl: no CUDA device is visible to rank " + std::to_string(mpi_->rank()));
@@ -114,13 +196,12 @@ class NcclCommunicator final : public Communicator {
     ncclUniqueId id;
     if (mpi_->rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
     mpi_->broadcast(&id, sizeof id, 0);
-    check_nccl(ncclCommInitRank(&comm_, mpi_->size(), id, mpi_->rank()), "ncclCommInitRank");
+    check_nccl(ncclCommInitRank(&comm_->comm, mpi_->size(), id, mpi_->rank()), "ncclCommInitRank");
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   }
   ~NcclCommunicator() override {
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
-    if (comm_ != nullptr) ncclCommDestroy(comm_);
-  }
+  }  // comm_ is destroyed with its last holder (a request may outlive this)
 
   int rank() const override { return mpi_->rank(); }
   int size() const override { return mpi_->size(); }
@@ -143,6 +224,7 @@ class NcclCommunicator final : public Communicator {
  private:
   std::unique_ptr<Request> start(void* data, int64_t count, ncclDataType_t type) {
     CRFSEG_CHECK(count >= 0, ValueError, "iallreduce_sum: expected a count >= 0, got ", count);
+    comm_->check_usable();
     const size_t bytes = static_cast<size_t>(count) * (type == ncclFloat64 ? 8 : 4);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     const int holder = count > 0 ? device_of(data) : device_;
@@ -180,18 +262,18 @@ class NcclCommunicator final : public Communicator {
       cudaEventDestroy(done);
       throw;
     }
-    return std::make_unique<NcclRequest>(done, staged ? data : nullptr, scratch, bytes, device_);
+    return std::make_unique<NcclRequest>(comm_, done, staged ? data : nullptr, scratch, bytes, device_);
   }
   void enqueue(void* target, int64_t count, ncclDataType_t type, cudaEvent_t done) {
     if (count > 0) {
-      check_nccl(ncclAllReduce(target, target, static_cast<size_t>(count), type, ncclSum, comm_, stream_),
+      check_nccl(ncclAllReduce(target, target, static_cast<size_t>(count), type, ncclSum, comm_->comm, stream_),
                  "ncclAllReduce");
     }
     check_cuda(cudaEventRecord(done, stream_), "cudaEventRecord");
   }
 
   std::unique_ptr<Communicator> mpi_;
-  ncclComm_t comm_ = nullptr;
+  std::shared_ptr<NcclComm> comm_ = std::make_shared<NcclComm>();
   cudaStream_t stream_ = nullptr;
   int device_ = 0;
 };

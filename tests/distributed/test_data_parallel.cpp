@@ -23,6 +23,9 @@
 //      --dist nccl when there is a GPU per rank.
 //   4. CRFSEG_DP_ONLY=nccl on 1 rank: the NCCL communicator's start-up and
 //      all-reduces (see nccl_one_rank).
+//   5. CRFSEG_DP_ONLY=abort: rank 1 fails in the middle of a backward pass
+//      while rank 0 waits for it in the all-reduce (see abort_mid_backward;
+//      tests/distributed/mpi_abort_test.sh checks that the job ends).
 // Prints one line per check; exit 0 when all pass, 1 on a failure, 77 (a
 // skip for meson) in a build without MPI or when not started by mpirun.
 #include <stdlib.h>
@@ -323,6 +326,26 @@ void nccl_one_rank() {
                     (early ? "yes" : "no") + "), then a launch, leaves no error behind");
 }
 
+// Rank 1 throws from a gradient hook halfway through a backward pass (one
+// bucket per parameter, so one all-reduce may have started); rank 0
+// finishes its step and waits in the all-reduces rank 1 never joins. The
+// exception leaves rank 1's GradSync (which drains only what it started)
+// and reaches main's catch, whose abort_world must end rank 0 too: a hang
+// here is a hang of every training job whose rank fails.
+void abort_mid_backward() {
+  const Tensor a = ones({1000}), b = ones({1000});
+  set_requires_grad(a);
+  set_requires_grad(b);
+  dist::GradSync sync(*world, {a, b}, {.bucket_bytes = 4000});
+  if (world->rank() == 1) {
+    add_grad_accumulated_hook(b, [](const Tensor&) { throw std::runtime_error("rank 1 fails on purpose"); });
+  }
+  sync.begin_step(0.5);
+  backward(sum(a * 2.0) + sum(b * 3.0));
+  sync.finish_step();  // rank 0 waits here for rank 1
+  std::printf("FAIL: rank %d finished a step that rank 1 abandoned\n", world->rank());
+}
+
 int main() {
   if (!dist::built_with_mpi()) {
     std::printf("SKIP: this build has no MPI (install libopenmpi-dev and reconfigure)\n");
@@ -340,6 +363,14 @@ int main() {
     // nccl, on one rank, the NCCL communicator's plumbing.
     const char* only_env = std::getenv("CRFSEG_DP_ONLY");
     const std::string only = only_env ? only_env : "";
+    if (only == "abort") {
+      if (world->size() < 2) {
+        std::printf("SKIP: the abort check needs 2 ranks, got %d\n", world->size());
+        return 77;
+      }
+      abort_mid_backward();
+      return 1;  // not reached while abort_world works
+    }
     if (only == "nccl") {
       nccl_one_rank();
     } else if (world->size() < 2) {

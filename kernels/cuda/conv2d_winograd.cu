@@ -26,6 +26,7 @@
 // CRFSEG_CUDA_CONV=winograd (m = 2) or winograd4 (m = 4) /
 // set_conv_algorithm until a device has run tests/cuda and the benchmarks.
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/cuda_check.h"
@@ -38,6 +39,30 @@ namespace crfseg::kernels::cuda {
 namespace {
 
 int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
+
+// The batched products over the (m + 2)^2 transform points, in FP32 at
+// every matmul precision. Rounding U and V (the transformed filters and
+// tiles) to TF32 or BF16 is not rounding x and w: the output transform's
+// coefficients (up to 8 in F(4x4)'s A^T) amplify it. An emulation over
+// 32-64 channels gave F(4x4) at BF16 a relative RMS error of 2.3e-2
+// against FP64, 11x im2col's 2.1e-3 at BF16 (TF32: 2-3e-3, 7-9x). At fp32
+// precision the production GEMM runs as everywhere else; at tf32/bf16,
+// cuBLAS in FP32 (the autotuner then weighs that cost against the
+// reduced-precision im2col on time alone, as before).
+template <typename T>
+void products(bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t stride_a, const T* B,
+              int64_t ldb, int64_t stride_b, T beta, T* C, int64_t ldc, int64_t stride_c, int64_t batch,
+              Stream stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_precision() != GemmPrecision::fp32) {
+      sgemm_strided_batched_at(GemmPrecision::fp32, false, trans_b, M, N, K, 1.0f, A, lda, stride_a, B, ldb, stride_b,
+                               beta, C, ldc, stride_c, batch, stream);
+      return;
+    }
+  }
+  gemm_strided_batched<T>(false, trans_b, M, N, K, T(1), A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c,
+                          batch, stream);
+}
 
 template <int kM, typename T>
 void forward_tiles(const ConvGeometry& g, const T* x, const T* w, bool backward, const T* bias, T* y, T* work,
@@ -57,8 +82,7 @@ void forward_tiles(const ConvGeometry& g, const T* x, const T* w, bool backward,
     for_each(images * C * tiles, [=] __device__(int64_t o) { winograd_input_element<kM>(o, xn, p, images, V); },
              stream, "conv2d_winograd: input tiles");
     // M[xi] [K, Tn] = U[xi] [K, C] V[xi] [C, Tn] for every xi.
-    gemm_strided_batched<T>(false, false, K, Tn, C, T(1), U, C, K * C, V, Tn, C * Tn, T(0), M, Tn, K * Tn, kPoints,
-                            stream);
+    products<T>(false, K, Tn, C, U, C, K * C, V, Tn, C * Tn, T(0), M, Tn, K * Tn, kPoints, stream);
     for_each(images * K * tiles,
              [=] __device__(int64_t o) { winograd_output_element<kM>(o, M, p, images, bias, yn); }, stream,
              "conv2d_winograd: output tiles");
@@ -86,8 +110,7 @@ void weight_grad_tiles(const ConvGeometry& g, const T* dy, const T* x, T* dw, T*
     for_each(images * K * tiles, [=] __device__(int64_t o) { winograd_grad_element<kM>(o, dyn, p, images, E); },
              stream, "conv2d_backward_weight_winograd: gradient tiles");
     // Mw[xi] [K, C] (+)= E[xi] [K, Tn] V[xi] [C, Tn]^T for every xi.
-    gemm_strided_batched<T>(false, true, K, C, Tn, T(1), E, Tn, K * Tn, V, Tn, C * Tn, n > 0 ? T(1) : T(0), Mw, C,
-                            K * C, kPoints, stream);
+    products<T>(true, K, C, Tn, E, Tn, K * Tn, V, Tn, C * Tn, n > 0 ? T(1) : T(0), Mw, C, K * C, kPoints, stream);
   }
   for_each(K * C, [=] __device__(int64_t o) { winograd_filter_grad_element<kM>(o, Mw, K, C, dw); }, stream,
            "conv2d_backward_weight_winograd: filter gradient");

@@ -230,13 +230,21 @@ void sgemm_strided_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
                            int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta,
                            float* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream) {
   check_batch("sgemm_strided_batched", stride_a, stride_b, stride_c, batch);
-  const GemmPrecision precision = gemm_precision();
   if (sgemm_production_name() != "cublas") {
     for (int64_t i = 0; i < batch; ++i)
       sgemm(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc,
             stream);
     return;
   }
+  sgemm_strided_batched_at(gemm_precision(), ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
+                           ldc, stride_c, batch, stream);
+}
+
+void sgemm_strided_batched_at(GemmPrecision precision, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                              float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,
+                              int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c,
+                              int64_t batch, Stream stream) {
+  check_batch("sgemm_strided_batched_at", stride_a, stride_b, stride_c, batch);
   if (precision == GemmPrecision::bf16) {
     sgemm_cublas_bf16(ta, tb, M, N, K, alpha, A, lda, stride_a, B, nullptr, ldb, stride_b, beta, C, ldc, stride_c,
                       batch, stream);

@@ -172,6 +172,12 @@ std::string set_sgemm_production(const std::string& name);
 void sgemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                            int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta,
                            float* C, int64_t ldc, int64_t stride_c, int64_t batch, Stream stream);
+// The same through cuBLAS at `precision` whatever the process-wide one and
+// the production GEMM.
+void sgemm_strided_batched_at(GemmPrecision precision, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                              float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,
+                              int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c,
+                              int64_t batch, Stream stream);
 void dgemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,
                            const double* A, int64_t lda, int64_t stride_a, const double* B, int64_t ldb,
                            int64_t stride_b, double beta, double* C, int64_t ldc, int64_t stride_c, int64_t batch,

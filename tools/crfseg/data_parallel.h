@@ -20,8 +20,8 @@
 // synchronised batch norm exchanges its per-channel values through the host.
 //
 // Rank 0 alone prints, writes checkpoints, metrics and curves, and runs the
-// validation pass (the other ranks go on to the next epoch and wait for it
-// in their first collective).
+// validation pass (the other ranks wait for it in barrier() at the end of
+// the epoch).
 #pragma once
 
 #include <memory>
@@ -63,6 +63,12 @@ class DataParallel {
   double global_mean_loss(double local_mean, int64_t local_samples, int64_t global_samples);
   // Adds the argmax of logits vs masks over all ranks' samples to `into`.
   void add_logits(ConfusionMatrix& into, const Tensor& logits, const Tensor& masks);
+
+  // Every rank waits here for the others (MPI's barrier, no time limit):
+  // after rank 0's validation and checkpoints, so that the other ranks do
+  // not spend that time inside their next collective (NCCL's waits give up
+  // after CRFSEG_NCCL_TIMEOUT_S).
+  void barrier() { comm_->barrier(); }
 
   // "2 ranks (mpi), 3 gradient buckets": for the run's header.
   std::string describe() const;

@@ -344,12 +344,17 @@ int run_train(const std::vector<std::string>& args) {
 
   auto save = [&](const std::string& path, int64_t batches_done) {
     if (!dp.is_root()) return;  // the ranks' weights are identical: rank 0 writes
-    for (const auto& [name, t] : net->state_dict()) {
+    // The optimizer's state too: Adam's second moment overflows to inf in
+    // f32 for a gradient element past ~5.8e20 (the f64 gradient norm stays
+    // finite), and that parameter then stops moving.
+    auto check_finite = [&](const char* whose, const std::string& name, const Tensor& t) {
       if (!nn::all_finite(t)) {
-        throw ValueError("the model's " + name + " holds non-finite values after " + std::to_string(step) +
+        throw ValueError(std::string(whose) + name + " holds non-finite values after " + std::to_string(step) +
                          " steps; not overwriting " + path + " (the last good checkpoint; try a lower --lr or --clip)");
       }
-    }
+    };
+    for (const auto& [name, t] : net->state_dict()) check_finite("the model's ", name, t);
+    for (const auto& [name, t] : opt->state_tensors()) check_finite("the optimizer's ", name, t);
     std::map<std::string, std::string> meta = to_metadata(spec);
     meta["data"] = data.spec;
     meta["seed"] = std::to_string(seed);
@@ -546,6 +551,7 @@ int run_train(const std::vector<std::string>& args) {
     save(last_path, 0);
     if (improved) save(best_path, 0);
     --epoch;
+    dp.barrier();  // the other ranks wait here, not in the next epoch's first collective
   }
   const std::vector<EpochRow>& rows = log.rows();
   if (!rows.empty() && dp.is_root()) {

@@ -52,10 +52,10 @@ cuda::StreamHandle upload_stream(int device) {
 }
 
 // upload_to: the CUDA device to upload the lattices' tables to, or -1.
-PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, int upload_to) {
-  // This thread's OpenMP team leaves a core to the thread that launches the
-  // network's kernels meanwhile.
-  omp_set_num_threads(std::max(1, omp_get_max_threads() - 1));
+// threads: the OpenMP team's size (OpenMP's setting is per thread, so a new
+// thread would start from the process default, not the caller's --threads).
+PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, int upload_to, int threads) {
+  omp_set_num_threads(threads);
   const Tensor image = ops::contiguous(ops::to_dtype(host_image, DType::f64));
   auto stack = std::make_shared<const StackedFilter>(build_bilateral_filters(image, o, upload_to >= 0));
   PrefetchedBilateral p;
@@ -87,7 +87,10 @@ void prefetch_bilateral(const Tensor& host_image, const Tensor& image, const Mea
   const int upload_to = image.device().is_cuda() && options.mode == FilterMode::lattice ? image.device().index : -1;
   std::future<PrefetchedBilateral> result;
   try {
-    result = std::async(std::launch::async, build, host_image, options, upload_to);
+    // The caller's team less one core, left to the thread that launches
+    // the network's kernels meanwhile.
+    const int threads = std::max(1, omp_get_max_threads() - 1);
+    result = std::async(std::launch::async, build, host_image, options, upload_to, threads);
   } catch (const std::system_error&) {
     return;  // no thread to be had: the forward builds its lattices itself, as without a prefetch
   }

@@ -90,6 +90,27 @@ TEST_CASE("train: a run killed mid-epoch and resumed ends with the same weights"
                                      "already holds a run");
 }
 
+TEST_CASE("train: a resumed run keeps its loss; another --loss is refused") {
+  TempDir dir;
+  const std::vector<std::string> args = with(kTiny, {"--data", "synth:16", "--synth-size", "16", "--epochs", "1",
+                                                     "--seed", "5"});
+  const std::string straight = dir.file("straight"), resumed = dir.file("resumed");
+  REQUIRE(app::run_train(with(args, {"--out", straight, "--loss", "dice"})) == 0);
+  REQUIRE(app::run_train(with(args, {"--out", resumed, "--loss", "dice", "--stop-after", "2"})) == 0);
+  check_throws_with<app::UsageError>(
+      [&] { app::run_train(with(args, {"--out", resumed, "--resume", "--loss", "ce"})); },
+      "used --loss dice, not ce");
+  // Without --loss the run goes on with its own (the default, ce, would
+  // give other weights).
+  REQUIRE(app::run_train(with(args, {"--out", resumed, "--resume"})) == 0);
+  const auto a = state_of(straight + "/last.safetensors"), b = state_of(resumed + "/last.safetensors");
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first);
+    CHECK(a[i].second == b[i].second);
+  }
+}
+
 TEST_CASE("train one epoch on Oxford-IIIT Pet and micro-CT folders, then eval and predict") {
   TempDir dir;
   make_pets_folder(dir.file("pets"));

@@ -240,7 +240,7 @@ int run_train(const std::vector<std::string>& args) {
   }
   const DataSplits data = open_data(p, seed);
   const data::Dataset& train_set = *data.train;
-  const LossSpec loss_spec = parse_loss(p.get("--loss"), train_set.ignore_index());
+  std::string loss_name = p.get("--loss");  // a resumed run's own unless given (below)
 
   // The model: from the checkpoint when resuming, else from the options.
   ModelSpec spec;
@@ -265,6 +265,15 @@ int run_train(const std::vector<std::string>& args) {
                          ", not " + now);
       }
     }
+    // The loss is the run's: taken from the checkpoint, and a different
+    // --loss given now is refused rather than silently changing the objective.
+    if (prefixed.count("loss")) {
+      if (p.given("--loss") && parse_loss(loss_name, train_set.ignore_index()).kind != prefixed.at("loss")) {
+        throw UsageError("--resume: the run in " + out.string() + " used --loss " + prefixed.at("loss") + ", not " +
+                         loss_name);
+      }
+      loss_name = prefixed.at("loss");
+    }
     // The global batch (--batch times the ranks) fixes the data order: a run
     // resumed on another number of ranks keeps it and splits it anew.
     if (prefixed.count("train.global_batch")) {
@@ -282,6 +291,7 @@ int run_train(const std::vector<std::string>& args) {
                      std::to_string(spec.segmenter.num_classes) + " classes but the data has " +
                      std::to_string(train_set.in_channels()) + " and " + std::to_string(train_set.num_classes()));
   }
+  const LossSpec loss_spec = parse_loss(loss_name, train_set.ignore_index());
   Generator gen(seed);
   std::shared_ptr<models::Segmenter> net = build_model(spec, gen);
   if (const std::string init = p.get("--init"); !init.empty() && !p.flag_set("--resume")) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "autograd/autograd_meta.h"
 #include "layers/optim/optimizer.h"
@@ -64,28 +65,40 @@ double grad_norm(const std::vector<Tensor>& params, double norm_type) {
   // Sum (or max) over every gradient element at once: for p < inf this is
   // (sum_i ||g_i||_p^p)^(1/p), the p-norm of the per-tensor norms that torch takes.
   double acc = 0.0;
+  auto add = [&](double part) { acc = kind == NormKind::linf ? nan_max(acc, part) : acc + part; };
+  // Device parts wait on their device and come back together (one copy and
+  // one synchronisation per call, not one per parameter); they are added
+  // in parameter order all the same.
+  std::vector<Tensor> pending;
+  auto flush = [&] {
+    if (pending.empty()) return;
+    for (double part : ops::concat(pending, 0).to(Device::cpu()).to_vector<double>()) add(part);
+    pending.clear();
+  };
   for (const Tensor& p : params) {
     const Tensor g = crfseg::grad(p);
     if (!g.defined()) continue;
     if (g.device().is_cuda() && g.numel() > 0) {
       // The same sum (or max) from the device's reductions (f64 on the way,
-      // as the CPU loop accumulates in double), one value back to the host.
+      // as the CPU loop accumulates in double).
       const Tensor a = ops::unary(ops::UnaryOp::abs, ops::to_dtype(g, DType::f64));
       const Tensor r = kind == NormKind::linf ? ops::max(a)
                        : kind == NormKind::l1 ? ops::sum(a)
                        : kind == NormKind::l2 ? ops::sum(ops::unary(ops::UnaryOp::square, a))
                                               : ops::sum(ops::scalar_op(ops::ScalarOp::pow, a, norm_type));
-      const double part = r.item();  // one value back to the host
-      acc = kind == NormKind::linf ? nan_max(acc, part) : acc + part;
+      if (!pending.empty() && pending.front().device() != g.device()) flush();
+      pending.push_back(ops::reshape(r, {1}));
       continue;
     }
+    flush();
     const Tensor flat = ops::contiguous(g);
     const double part = dispatch_float(flat.dtype(), "grad_norm", [&](auto tag) {
       using T = decltype(tag);
       return reduce_abs_pow<T>(flat.data<T>(), flat.numel(), kind, norm_type);
     });
-    acc = kind == NormKind::linf ? nan_max(acc, part) : acc + part;
+    add(part);
   }
+  flush();
   switch (kind) {
     case NormKind::l1:
     case NormKind::linf: return acc;

@@ -1521,6 +1521,30 @@ TEST_CASE("cuda: grad_norm over device gradients, an empty one included" * docte
     };
     INFO("norm ", norm);
     CHECK(run(Device::cuda(0)) == doctest::Approx(run(Device::cpu())).epsilon(1e-6));
+    // Several device gradients come back in one copy, summed (or maxed) in
+    // parameter order; a NaN in any of them gives NaN, as on the CPU.
+    for (const bool poisoned : {false, true}) {
+      auto several = [&](Device d) {
+        std::vector<Tensor> ps;
+        for (int i = 0; i < 5; ++i) {
+          ps.push_back(random_tensor({3 + i, 4}, static_cast<uint64_t>(86 + i)).to(d));
+          set_requires_grad(ps.back(), true);
+        }
+        Tensor loss = sum(mul(ps[0], ps[0]));
+        for (size_t i = 1; i < ps.size(); ++i) loss = add(loss, sum(mul(ps[i], ps[i])));
+        backward(loss);
+        if (poisoned) ops::fill_(grad(ps[2]), std::nan(""));
+        return optim::grad_norm(ps, norm);
+      };
+      const double got = several(Device::cuda(0)), want = several(Device::cpu());
+      INFO("poisoned ", poisoned);
+      if (poisoned) {
+        CHECK(std::isnan(got));
+        CHECK(std::isnan(want));
+      } else {
+        CHECK(got == doctest::Approx(want).epsilon(1e-6));
+      }
+    }
   }
 }
 

@@ -44,6 +44,17 @@ std::vector<std::pair<std::string, std::vector<double>>> state_of(const std::str
   return out;
 }
 
+// Two runs' last checkpoints hold the same tensors, bit for bit.
+void check_same_state(const std::string& run_a, const std::string& run_b) {
+  const auto a = state_of(run_a + "/last.safetensors"), b = state_of(run_b + "/last.safetensors");
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first);
+    CHECK(a[i].first == b[i].first);
+    CHECK(a[i].second == b[i].second);
+  }
+}
+
 // A tiny slice stack: 6 slices of 12x12, 16-bit PNG images, labels as one
 // multi-page TIFF; class 1 is a bright disc whose radius grows with z.
 void make_microct_folder(const fs::path& root) {
@@ -75,13 +86,7 @@ TEST_CASE("train: a run killed mid-epoch and resumed ends with the same weights"
   REQUIRE(app::run_train(with(args, {"--out", resumed, "--stop-after", "3"})) == 0);
   REQUIRE(app::run_train(with(args, {"--out", resumed, "--resume", "--stop-after", "8"})) == 0);
   REQUIRE(app::run_train(with(args, {"--out", resumed, "--resume"})) == 0);
-  const auto a = state_of(straight + "/last.safetensors"), b = state_of(resumed + "/last.safetensors");
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    INFO(a[i].first);
-    CHECK(a[i].first == b[i].first);
-    CHECK(a[i].second == b[i].second);  // bit-identical
-  }
+  check_same_state(straight, resumed);
   // Resuming with another seed (another data order) is refused.
   check_throws_with<app::UsageError>([&] { app::run_train(with(args, {"--out", resumed, "--resume", "--seed", "4"})); },
                                      "used --seed 3, not 4");
@@ -103,12 +108,7 @@ TEST_CASE("train: a resumed run keeps its loss; another --loss is refused") {
   // Without --loss the run goes on with its own (the default, ce, would
   // give other weights).
   REQUIRE(app::run_train(with(args, {"--out", resumed, "--resume"})) == 0);
-  const auto a = state_of(straight + "/last.safetensors"), b = state_of(resumed + "/last.safetensors");
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    INFO(a[i].first);
-    CHECK(a[i].second == b[i].second);
-  }
+  check_same_state(straight, resumed);
 }
 
 TEST_CASE("train one epoch on Oxford-IIIT Pet and micro-CT folders, then eval and predict") {

@@ -86,9 +86,6 @@ int row_blocks(int64_t rows) { return static_cast<int>(rows < 65535 ? rows : 655
 template <typename T>
 void sum_rows(const T* in, int64_t rows, int64_t cols, double scale, T* out, Stream stream) {
   if (rows == 0) return;
-  // Each row's first element seeds the search (the CPU path's rule: the
-  // maximum of no elements is undefined, so ops::max rejects it first).
-  CRFSEG_CHECK(cols > 0, ValueError, "max_rows: expected rows of at least one element, got ", cols);
   if (cols >= kLongRow) {
     sum_long_rows<T><<<row_blocks(rows), kThreads, 0, stream>>>(in, rows, cols, scale, out);
     launch_check("sum_long_rows");

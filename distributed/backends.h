@@ -16,8 +16,8 @@ void mpi_abort_world(int code);
 #endif
 
 #ifdef CRFSEG_WITH_NCCL
-// One NCCL communicator over MPI_COMM_WORLD's ranks, device = local rank
-// (DistributedError when a node has more ranks than visible GPUs).
+// One NCCL communicator over MPI_COMM_WORLD's ranks, device = local rank mod
+// the number of visible GPUs (DistributedError when two ranks share a GPU).
 std::unique_ptr<Communicator> make_nccl_communicator();
 #endif
 

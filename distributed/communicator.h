@@ -111,7 +111,7 @@ bool launched_by_mpi();
 // The communicator for this process:
 //   automatic: MPI when launched_by_mpi() and built with MPI, else single.
 //   mpi:  MPI; throws NotImplementedError in a build without MPI.
-//   nccl: NCCL (one rank per GPU, device = local rank, at most one rank per GPU);
+//   nccl: NCCL (one rank per GPU, device = local rank mod GPU count);
 //         throws NotImplementedError in a build without CUDA + NCCL + MPI.
 //   single: SingleProcessCommunicator.
 // MPI is initialised once per process (MPI_Init_thread, MPI_THREAD_FUNNELED:

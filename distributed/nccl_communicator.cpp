@@ -1,10 +1,10 @@
 // The NCCL communicator (compiled only with -DCRFSEG_WITH_NCCL, which needs
 // CUDA, NCCL and MPI): one rank per GPU.
 //
-// Bootstrap: MPI starts the ranks (mpirun/srun); each takes the GPU of its
-// local rank (the MPI communicator's local_rank(), from
+// Bootstrap: MPI starts the ranks (mpirun/srun); each picks its GPU as
+// local rank mod device count (the MPI communicator's local_rank(), from
 // MPI_Comm_split_type(MPI_COMM_TYPE_SHARED): the rank among the processes on
-// this node; more ranks on a node than GPUs is a DistributedError);
+// this node; two ranks on one GPU are a DistributedError);
 // rank 0 creates an ncclUniqueId, MPI_Bcast sends it to all, and every rank
 // calls ncclCommInitRank. Broadcast and barrier of host data go through MPI.
 //
@@ -34,10 +34,15 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <unistd.h>  // gethostname
 
 #include "distributed/backends.h"
 #include "tensor/cuda_memory.h"
@@ -71,6 +76,9 @@ int device_of(const void* p) {
 struct NcclComm {
   ncclComm_t comm = nullptr;
   bool aborted = false;
+  NcclComm() = default;
+  NcclComm(const NcclComm&) = delete;  // one owner of the handle
+  NcclComm& operator=(const NcclComm&) = delete;
   ~NcclComm() {
     if (comm != nullptr && !aborted) ncclCommDestroy(comm);
   }
@@ -112,6 +120,8 @@ class NcclRequest final : public Request {
   }
   bool test() override {
     if (finished_) return true;
+    // After an abort the event fires with the all-reduce cut short: not a result.
+    comm_->check_usable();
     const cudaError_t e = cudaEventQuery(done_);
     if (e == cudaErrorNotReady) {
       // Not an error, but the runtime may keep it as the last error, and
@@ -139,11 +149,11 @@ class NcclRequest final : public Request {
     const double limit = nccl_timeout_seconds();
     const auto start = std::chrono::steady_clock::now();
     for (int polls = 0;; ++polls) {
+      comm_->check_usable();  // first: after an abort the event fires with the all-reduce cut short
       const cudaError_t e = cudaEventQuery(done_);
       if (e == cudaSuccess) return;
       if (e != cudaErrorNotReady) check_cuda(e, "cudaEventQuery");
       (void)cudaGetLastError();  // "not ready" is no error: see test()
-      comm_->check_usable();
       ncclResult_t async = ncclSuccess;
       check_nccl(ncclCommGetAsyncError(comm_->comm, &async), "ncclCommGetAsyncError");
       if (async != ncclSuccess && async != ncclInProgress) {
@@ -182,17 +192,12 @@ class NcclCommunicator final : public Communicator {
     int devices = 0;
     check_cuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
     if (devices < 1) throw DistributedError("nccl: no CUDA device is visible to rank " + std::to_string(mpi_->rank()));
-    // NCCL refuses two ranks on one GPU ("Duplicate GPU detected") only
-    // inside ncclCommInitRank; say what to change instead. The rank that
-    // throws ends the job (main's MPI_Abort), so no peer waits for it.
-    if (mpi_->local_rank() >= devices) {
-      throw DistributedError("nccl: rank " + std::to_string(mpi_->rank()) + " is local rank " +
-                             std::to_string(mpi_->local_rank()) + " on a node with " + std::to_string(devices) +
-                             " visible CUDA device(s); NCCL needs a GPU per rank (start at most " +
-                             std::to_string(devices) + " ranks per node, or use --dist mpi)");
-    }
-    device_ = mpi_->local_rank();
+    // Local rank mod the visible devices: the right GPU both when every rank
+    // sees the node's GPUs and when a launcher gives each rank its own
+    // (srun --gpus-per-task, CUDA_VISIBLE_DEVICES per rank: one visible).
+    device_ = mpi_->local_rank() % devices;
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    check_one_rank_per_gpu();
     ncclUniqueId id;
     if (mpi_->rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
     mpi_->broadcast(&id, sizeof id, 0);
@@ -222,6 +227,33 @@ class NcclCommunicator final : public Communicator {
   void barrier() override { mpi_->barrier(); }
 
  private:
+  // NCCL refuses two ranks on one GPU ("Duplicate GPU detected") only
+  // inside ncclCommInitRank: find such ranks first and say what to change.
+  // Each rank puts a 52-bit hash of (host name, its GPU's PCI bus id) in its
+  // slot of an all-reduced vector (exact in doubles); every rank then sees
+  // the same duplicates and all throw together.
+  void check_one_rank_per_gpu() {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    char bus[64] = {};
+    check_cuda(cudaDeviceGetPCIBusId(bus, sizeof bus, device_), "cudaDeviceGetPCIBusId");
+    const std::string where = std::string(host) + " " + bus;
+    std::vector<double> ids(static_cast<size_t>(mpi_->size()), 0.0);
+    ids[static_cast<size_t>(mpi_->rank())] =
+        static_cast<double>(std::hash<std::string>{}(where) & ((uint64_t{1} << 52) - 1)) + 1.0;
+    mpi_->allreduce_sum(ids.data(), static_cast<int64_t>(ids.size()));
+    for (size_t r = 0; r < ids.size(); ++r) {
+      for (size_t q = 0; q < r; ++q) {
+        if (ids[q] == ids[r]) {
+          throw DistributedError("nccl: ranks " + std::to_string(q) + " and " + std::to_string(r) +
+                                 " would share one GPU (this rank, " + std::to_string(mpi_->rank()) + ", is on " +
+                                 where + "); NCCL needs a GPU per rank: start at most as many ranks per node as "
+                                 "it has GPUs, or use --dist mpi");
+        }
+      }
+    }
+  }
+
   std::unique_ptr<Request> start(void* data, int64_t count, ncclDataType_t type) {
     CRFSEG_CHECK(count >= 0, ValueError, "iallreduce_sum: expected a count >= 0, got ", count);
     comm_->check_usable();

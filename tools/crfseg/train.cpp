@@ -209,14 +209,14 @@ int run_train(const std::vector<std::string>& args) {
   }
   Device device = parse_device_option(p.get("--device"));
   DataParallel dp(p.get("--dist"));  // rank 0 of 1 unless started by mpirun/srun (see data_parallel.h)
-  // Several ranks with a bare "cuda": each rank takes its own GPU (NCCL's:
-  // its local rank's; over MPI, local rank mod the GPUs visible, which
-  // ranks may share); "cuda:N" pins every rank to N, which
+  // Several ranks with a bare "cuda": each rank takes its own GPU (local
+  // rank mod the GPUs visible; over MPI ranks may share one, NCCL refuses
+  // that); "cuda:N" pins every rank to N, which
   // NCCL (one GPU per rank, chosen by it) cannot do. Every rank decides from
   // the same arguments, so all refuse together.
   if (device.is_cuda() && dp.size() > 1 && p.get("--device") != "cuda" && dp.reduces_on_device()) {
     throw UsageError("--device " + p.get("--device") + " with --dist " + dp.backend() +
-                     ": NCCL puts each rank on its own GPU (its local rank's); pass --device cuda");
+                     ": NCCL puts each rank on its own GPU (local rank mod the GPUs visible); pass --device cuda");
   }
   if (device.is_cuda() && dp.size() > 1 && p.get("--device") == "cuda" && cuda::device_count() > 0) {
     device = Device::cuda(dp.gpu_for_rank(cuda::device_count()));

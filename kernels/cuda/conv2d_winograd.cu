@@ -5,9 +5,10 @@
 // tests/kernels/test_conv2d.cpp checks them on the CPU).
 //
 // Per image group: the input transform (one thread per channel tile,
-// (m + 2)^2 values out), one cuBLAS batched GEMM over the (xi, nu)
-// products, and the output transform (one thread per output tile, m x m
-// outputs plus the bias); the filter transform runs once per call. The
+// (m + 2)^2 values out), one batched GEMM over the (xi, nu) products (the
+// production GEMM; cuBLAS in FP32 at tf32/bf16 precision, see products()),
+// and the output transform (one thread per output tile, m x m outputs plus
+// the bias); the filter transform runs once per call. The
 // weight gradient transforms the input and output-gradient tiles, sums the
 // products over every group's tiles (batched GEMMs accumulating into Mw),
 // and turns Mw into the 3x3 filter gradients once.

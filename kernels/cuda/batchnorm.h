@@ -13,7 +13,7 @@
 // stable (no E[x^2] - E[x]^2 cancellation) and deterministic. The
 // backward's per-channel sums (of gm and gm xhat) take the same two passes.
 // The elementwise passes run a 2-D grid over (plane, position in plane).
-// Test: tests/cuda/test_cuda_ops.cpp.
+// Test: tests/cuda/test_cuda_nn.cpp.
 #pragma once
 
 #include <cstdint>

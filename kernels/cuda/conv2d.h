@@ -18,7 +18,7 @@
 // col_elems(g, images) elements for the forward (which takes the group
 // size), backward_input_plan(g).workspace for the backward-input,
 // col_elems_weight_grad(g, images) for the weight gradient.
-// Test: tests/cuda/test_cuda_ops.cpp.
+// Test: tests/cuda/test_cuda_conv.cpp.
 #pragma once
 
 #include <cstdint>

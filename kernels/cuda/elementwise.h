@@ -3,7 +3,7 @@
 // tensor/ops_copy.cpp. One thread per output element in a grid-stride loop.
 // Operand 0 of the Geometry is the output, then the inputs in argument order.
 // The enums list the ops in the same order as their tensor/ops.h twins.
-// Test: tests/cuda/test_cuda_ops.cpp (against the CPU ops; needs a device).
+// Test: tests/cuda/test_cuda_elementwise.cpp (against the CPU ops; needs a device).
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // CUDA binary cross-entropy with logits (the GPU side of
 // tensor/ops_loss.cpp; per-element rules in kernels/bce.h). Contiguous
 // operands of n elements, device pointers, asynchronous on `stream`.
-// Test: tests/cuda/test_cuda_ops.cpp (against the CPU op; needs a device).
+// Test: tests/cuda/test_cuda_nn.cpp (against the CPU op; needs a device).
 #pragma once
 
 #include <cstdint>

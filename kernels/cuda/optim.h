@@ -2,7 +2,7 @@
 // its state per step, one thread per element running the per-element rule
 // the CPU loops run too (kernels/optim_step.h, torch's single-tensor order),
 // so the two devices agree to rounding.
-// Test: tests/cuda/test_cuda_ops.cpp.
+// Test: tests/cuda/test_cuda_training.cpp.
 #pragma once
 
 #include <cstdint>

@@ -3,7 +3,7 @@
 // semantics. One thread per output element forward; the backwards gather
 // (one thread per input element sums the outputs whose window holds it),
 // except the max backward given indices alone, which scatters by index one
-// plane per thread. No atomics; deterministic results. Test: tests/cuda/test_cuda_ops.cpp.
+// plane per thread. No atomics; deterministic results. Test: tests/cuda/test_cuda_nn.cpp.
 #pragma once
 
 #include <cstdint>

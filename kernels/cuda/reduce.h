@@ -3,7 +3,7 @@
 // here is over the `cols` contiguous elements of each of `rows` rows.
 // Sums accumulate in double, as the CPU kernels do, in a fixed order (each
 // thread a fixed stride of the row, then a fixed tree): deterministic.
-// Test: tests/cuda/test_cuda_ops.cpp.
+// Test: tests/cuda/test_cuda_elementwise.cpp.
 #pragma once
 
 #include <cstdint>

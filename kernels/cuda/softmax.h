@@ -4,7 +4,7 @@
 // kernels/cpu/cross_entropy.h. One thread per (outer, inner) column walks
 // the C values; for NCHW logits (softmax over channels, inner = H*W) the
 // threads of a warp read consecutive addresses.
-// Test: tests/cuda/test_cuda_ops.cpp.
+// Test: tests/cuda/test_cuda_nn.cpp.
 #pragma once
 
 #include <cstdint>

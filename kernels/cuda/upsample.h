@@ -4,7 +4,7 @@
 // both devices use the same coordinates, computed in the same precision) and
 // passed in device memory. The backward gathers over the run of outputs
 // that read each input, so it needs no atomics and is deterministic.
-// Test: tests/cuda/test_cuda_ops.cpp.
+// Test: tests/cuda/test_cuda_nn.cpp.
 #pragma once
 
 #include <cstdint>

@@ -2,7 +2,7 @@
 // fastest candidate is kept, a tie keeps the earlier one, a key is timed
 // once, keys differ by pass, geometry, element size and precision, and a
 // failed timing keeps nothing. The CUDA side (the op timing real kernels)
-// is in tests/cuda/test_cuda_ops.cpp.
+// is in tests/cuda/test_cuda_conv.cpp.
 #include <cmath>
 #include <stdexcept>
 

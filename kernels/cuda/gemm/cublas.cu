@@ -115,7 +115,7 @@ void to_bf16(int64_t count, int64_t rows, int64_t cols, const float* src, int64_
 
 // BF16 operands, FP32 accumulation and output. CUBLAS_COMPUTE_32F_FAST_16BF
 // on FP32 operands only *allows* BF16: cuBLAS 13 on an H200 ran it as TF32
-// (the same error to 9 digits; tests/cuda/test_cuda_ops.cpp), so the
+// (the same error to 9 digits; tests/cuda/test_cuda_gemm.cpp), so the
 // operands are rounded here, into stream-ordered scratch (cudaMallocAsync,
 // the driver's pool), and multiplied as BF16. A batch is one
 // cublasGemmStridedBatchedEx, each operand's distinct matrices rounded once

@@ -4,7 +4,7 @@
 // with op = transpose when the flag is set, any M, N, K (bounds-checked),
 // leading dims >= row length, device pointers, launched on `stream`. This is
 // the CPU family's contract (kernels/cpu/gemm/gemm.h), so the same tests
-// (tests/cuda/test_cuda_ops.cpp) and benchmark (bench/bench_gemm_cuda.cpp)
+// (tests/cuda/test_cuda_gemm.cpp) and benchmark (bench/bench_gemm_cuda.cpp)
 // iterate every variant.
 //
 // The ladder (one file each):

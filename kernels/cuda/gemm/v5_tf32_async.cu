@@ -29,7 +29,7 @@
 //
 // Written without a GPU (session 41): compiled and its PTX read here (24
 // cp.async per slice pair, 64 mma.sync, 96 cvt.rna per unrolled slice
-// body); tests/cuda/test_cuda_ops.cpp runs it against the CPU like every
+// body); tests/cuda/test_cuda_gemm.cpp runs it against the CPU like every
 // variant once a device is lent. ptxas (sm_90): 130 registers without a
 // block minimum, one block of 256 threads per SM; capped for two blocks,
 // 128 registers with 16 bytes spilled. Two blocks (16 warps) hide more of

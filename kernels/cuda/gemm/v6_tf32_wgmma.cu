@@ -20,7 +20,7 @@
 // Written without a GPU (session 43): compiled here, its PTX read (four
 // wgmma.mma_async per slice, the two TMA copies) and ptxas's report (154
 // registers, no spills; this machine has no disassembler for the SASS).
-// tests/cuda/test_cuda_ops.cpp checks it against the CPU like every
+// tests/cuda/test_cuda_gemm.cpp checks it against the CPU like every
 // variant, and checks that it really took the wgmma path, once a device is
 // lent.
 #include "kernels/cuda/gemm/wgmma.cuh"

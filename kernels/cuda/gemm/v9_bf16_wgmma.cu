@@ -19,7 +19,7 @@
 // Written without a GPU (session 47): compiled for sm_90a here; the data
 // path is v6's (same smem layout in bytes, same descriptors), only the
 // instruction, the TMA element type and the conversion differ.
-// tests/cuda/test_cuda_ops.cpp checks it like every variant (BF16
+// tests/cuda/test_cuda_gemm.cpp checks it like every variant (BF16
 // tolerance) once a device is lent.
 #include <cuda_bf16.h>
 

@@ -9,9 +9,13 @@
 
 #include "tests/support/helpers.h"
 #include "tests/support/temp_dir.h"
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/gemm/gemm.h"
+#endif
 #include "tools/crfseg/args.h"
 #include "tools/crfseg/commands.h"
 #include "tools/crfseg/data_spec.h"
+#include "tools/crfseg/device_option.h"
 #include "tools/crfseg/metrics.h"
 #include "tools/crfseg/progress.h"
 #include "tools/crfseg/report.h"
@@ -241,4 +245,24 @@ TEST_CASE("durations") {
   CHECK(format_duration(125.4) == "02:05");
   CHECK(format_duration(3723) == "1:02:03");
   CHECK(format_duration(NAN) == "--:--");
+}
+
+TEST_CASE("--precision: values, devices, and a hand-written production SGEMM's own precision") {
+  CHECK(parse_precision_option("fp32", Device::cpu()) == cuda::MatmulPrecision::fp32);
+  check_throws_with<UsageError>([] { parse_precision_option("fp16", Device::cpu()); }, "--precision:");
+  check_throws_with<UsageError>([] { parse_precision_option("bf16", Device::cpu()); }, "use it with --device cuda");
+#ifdef CRFSEG_WITH_CUDA
+  // No device is needed to parse: the option is checked against the
+  // production SGEMM's precision (cuBLAS takes any).
+  CHECK(parse_precision_option("bf16", Device::cuda(0)) == cuda::MatmulPrecision::bf16);
+  const std::string previous = kernels::cuda::set_sgemm_production("v4_float4_dbuf");  // FP32
+  CHECK(parse_precision_option("fp32", Device::cuda(0)) == cuda::MatmulPrecision::fp32);
+  check_throws_with<UsageError>([] { parse_precision_option("bf16", Device::cuda(0)); },
+                                "--precision bf16: the production SGEMM v4_float4_dbuf (CRFSEG_CUDA_SGEMM) multiplies "
+                                "at fp32; pass --precision fp32 or leave CRFSEG_CUDA_SGEMM unset");
+  kernels::cuda::set_sgemm_production("v9_bf16_wgmma");
+  check_throws_with<UsageError>([] { parse_precision_option("fp32", Device::cuda(0)); }, "multiplies at bf16");
+  CHECK(parse_precision_option("bf16", Device::cuda(0)) == cuda::MatmulPrecision::bf16);
+  kernels::cuda::set_sgemm_production(previous);
+#endif
 }

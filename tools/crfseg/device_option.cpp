@@ -3,6 +3,10 @@
 
 #include "tools/crfseg/args.h"
 
+#ifdef CRFSEG_WITH_CUDA
+#include "kernels/cuda/gemm/gemm.h"
+#endif
+
 namespace crfseg::app {
 
 Device parse_device_option(const std::string& value) {
@@ -31,6 +35,21 @@ cuda::MatmulPrecision parse_precision_option(const std::string& value, const Dev
   if (precision != cuda::MatmulPrecision::fp32 && !device.is_cuda()) {
     throw UsageError("--precision " + value + " applies to CUDA GEMMs; use it with --device cuda");
   }
+#ifdef CRFSEG_WITH_CUDA
+  // A hand-written production SGEMM (CRFSEG_CUDA_SGEMM, for kernel studies)
+  // multiplies at its own precision whatever this option says; a run that
+  // asked for another would silently get it.
+  if (device.is_cuda()) {
+    const std::string& name = kernels::cuda::sgemm_production_name();
+    const char* own = name == "cublas" ? nullptr
+                                       : kernels::cuda::gemm_precision_name(kernels::cuda::sgemm_variant(name).precision);
+    if (own != nullptr && std::string(own) != cuda::matmul_precision_name(precision)) {
+      throw UsageError("--precision " + std::string(cuda::matmul_precision_name(precision)) +
+                       ": the production SGEMM " + name + " (CRFSEG_CUDA_SGEMM) multiplies at " + own +
+                       "; pass --precision " + own + " or leave CRFSEG_CUDA_SGEMM unset");
+    }
+  }
+#endif
   return precision;
 }
 

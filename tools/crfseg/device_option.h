@@ -17,7 +17,9 @@ Device parse_device_option(const std::string& value);
 void check_device_usable(const Device& device);
 
 // --precision: fp32, tf32 or bf16 (UsageError otherwise); a reduced one
-// only with a CUDA device (UsageError naming both options otherwise).
+// only with a CUDA device (UsageError naming both options otherwise). On a
+// CUDA device, a hand-written production SGEMM (CRFSEG_CUDA_SGEMM) must
+// multiply at that precision (UsageError naming both otherwise).
 cuda::MatmulPrecision parse_precision_option(const std::string& value, const Device& device);
 
 }  // namespace crfseg::app

@@ -142,6 +142,16 @@ bool caching_enabled() {
   return on;
 }
 
+BlockAllocator& allocator(int device);
+
+// The kernels' stream-ordered scratch (kernels/cuda/cuda_check.h,
+// scratch_malloc) comes from the driver's pool, which cannot take the
+// segments this cache holds: when the device is full, it asks for them here.
+const bool g_release_registered = [] {
+  kernels::cuda::set_release_cached_memory([](int device) { allocator(device).empty_cache(); });
+  return true;
+}();
+
 BlockAllocator& allocator(int device) {
   static std::mutex lock;
   static std::array<BlockAllocator*, kMaxDevices> allocators{};

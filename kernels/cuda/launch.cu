@@ -1,4 +1,5 @@
 // Launch helpers shared by every CUDA kernel file (declared in cuda_check.h).
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -17,6 +18,36 @@ void launch_check(const char* kernel_name) {
     if (err != cudaSuccess) {
       throw CudaError(detail::concat_message(kernel_name, ": asynchronous error: ", cudaGetErrorString(err)));
     }
+  }
+}
+
+namespace {
+std::atomic<void (*)(int)> g_release_cached{nullptr};
+}  // namespace
+
+void set_release_cached_memory(void (*release)(int device)) { g_release_cached.store(release); }
+
+void* scratch_malloc(size_t bytes, cudaStream_t stream, const char* what) {
+  for (int attempt = 0;; ++attempt) {
+    void* ptr = nullptr;
+    const cudaError_t err = cudaMallocAsync(&ptr, bytes, stream);
+    if (err != cudaErrorMemoryAllocation) {
+      CRFSEG_CUDA_CHECK(err);
+      return ptr;
+    }
+    cudaGetLastError();  // clear it: retried, or reported below as OutOfMemoryError
+    int device = 0;
+    CRFSEG_CUDA_CHECK(cudaGetDevice(&device));
+    void (*release)(int) = g_release_cached.load();
+    if (attempt == 0 && release != nullptr) {
+      release(device);
+      continue;
+    }
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) cudaGetLastError();
+    throw OutOfMemoryError(detail::concat_message(what, ": out of memory allocating ", bytes,
+                                                  " bytes of scratch on cuda:", device, " (free ", free_b, " of ",
+                                                  total_b, "); reduce batch size or image size"));
   }
 }
 

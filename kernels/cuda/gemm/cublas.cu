@@ -134,9 +134,8 @@ void sgemm_cublas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
   const size_t a_elems = static_cast<size_t>(a_count * a_per);
   const size_t b_elems = B16 != nullptr ? 0 : static_cast<size_t>(b_count * b_per);
   const size_t b_offset = (a_elems + 127) / 128 * 128;
-  void* scratch = nullptr;
-  CRFSEG_CUDA_CHECK(cudaMallocAsync(&scratch, std::max<size_t>(1, (b_offset + b_elems) * sizeof(__nv_bfloat16)),
-                                    stream));
+  void* scratch = scratch_malloc(std::max<size_t>(1, (b_offset + b_elems) * sizeof(__nv_bfloat16)), stream,
+                                 "sgemm bf16 operand copies");
   auto* a16 = static_cast<__nv_bfloat16*>(scratch);
   try {
     if (a_elems > 0) to_bf16(a_count, a_rows, a_cols, A, lda, stride_a, a16, stream);

@@ -430,7 +430,7 @@ void sgemm(const char* name, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   const size_t b_elems = pack_b ? static_cast<size_t>(N * ldp) : 0;
   void* scratch = nullptr;
   if (a_elems + b_elems > 0) {
-    CRFSEG_CUDA_CHECK(cudaMallocAsync(&scratch, (b_offset + b_elems) * sizeof(Element), stream));
+    scratch = scratch_malloc((b_offset + b_elems) * sizeof(Element), stream, name);
   }
   try {
     // Without packing, Element is float (kConvert is false): A and B as given.

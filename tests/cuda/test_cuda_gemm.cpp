@@ -366,7 +366,7 @@ TEST_CASE("cuda: GEMM scratch gets the memory the caching allocator holds back" 
   }
   CHECK(cuda::memory_stats(0).reserved_bytes < reserved);  // the cache gave segments back
   const Tensor want = ops::matmul(bf16_rounded(cpu(a)), bf16_rounded(cpu(b)));
-  CHECK(relative_error(cpu(c), want) < 1e-5);
+  CHECK(relative_error(cpu(c), want) < 1e-4);  // FP32 sums 2^18 deep; unrounded operands would give ~3e-3
   cuda::empty_cache(0);
 #endif
 }

@@ -289,6 +289,14 @@ void BlockAllocator::empty_cache() {
   impl_->release_free_segments();
 }
 
+void BlockAllocator::empty_cache_for_foreign_retry() {
+  {
+    std::lock_guard<std::mutex> guard(impl_->lock);
+    ++impl_->stats.foreign_retries;
+  }
+  empty_cache();
+}
+
 DeviceMemoryStats BlockAllocator::stats() const {
   std::lock_guard<std::mutex> guard(impl_->lock);
   return impl_->stats;
@@ -312,7 +320,8 @@ std::string BlockAllocator::summary() const {
       << "  reserved   " << mib(s.reserved_bytes) << " MiB (peak " << mib(s.peak_reserved_bytes) << ")\n"
       << "  calls      " << s.allocations << " allocations (" << s.cache_hits << " from the cache), " << s.frees
       << " frees; " << s.segment_allocations << " segments allocated, " << s.segment_frees << " released, "
-      << s.oom_retries << " out-of-memory retries\n";
+      << s.oom_retries << " out-of-memory retries, " << s.foreign_retries
+      << " emptied for other pools (kernel scratch)\n";
   return out.str();
 }
 

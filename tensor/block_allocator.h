@@ -49,7 +49,8 @@ struct DeviceMemoryStats {
   int64_t segment_allocations = 0;    // backend allocate calls that succeeded
   int64_t segment_frees = 0;
   int64_t cache_hits = 0;             // allocations served without the backend
-  int64_t oom_retries = 0;            // times the cache was emptied to retry
+  int64_t oom_retries = 0;            // times the cache was emptied to retry (this allocator's)
+  int64_t foreign_retries = 0;        // ... for another pool's allocation (the kernels' scratch)
   int64_t active_blocks = 0;
 };
 
@@ -96,6 +97,9 @@ class BlockAllocator {
   void record_stream(void* ptr, StreamId stream);
   // Releases every entirely free segment to the backend.
   void empty_cache();
+  // The same on behalf of memory allocated elsewhere on the device (the
+  // kernels' stream-ordered scratch), counted in stats().foreign_retries.
+  void empty_cache_for_foreign_retry();
 
   DeviceMemoryStats stats() const;
   void reset_peak();

@@ -148,7 +148,7 @@ BlockAllocator& allocator(int device);
 // scratch_malloc) comes from the driver's pool, which cannot take the
 // segments this cache holds: when the device is full, it asks for them here.
 const bool g_release_registered = [] {
-  kernels::cuda::set_release_cached_memory([](int device) { allocator(device).empty_cache(); });
+  kernels::cuda::set_release_cached_memory([](int device) { allocator(device).empty_cache_for_foreign_retry(); });
   return true;
 }();
 

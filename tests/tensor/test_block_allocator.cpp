@@ -120,6 +120,21 @@ TEST_CASE("block allocator: freed neighbours merge back into a whole segment") {
   CHECK(a.stats().segment_frees == 1);
 }
 
+TEST_CASE("block allocator: emptied for another pool's allocation, it counts that apart from its own retries") {
+  FakeDevice dev{.capacity = 64 * MiB};
+  BlockAllocator a(dev.backend());
+  void* kept = a.malloc(4 * MiB, 0);
+  a.free(a.malloc(20 * MiB, 0));
+  CHECK(dev.segments.size() == 2);
+  a.empty_cache_for_foreign_retry();  // what the kernels' scratch asks for when the device is full
+  CHECK(dev.segments.size() == 1);     // the free segment went back; the live one stays
+  CHECK(dev.syncs == 1);
+  CHECK(a.stats().foreign_retries == 1);
+  CHECK(a.stats().oom_retries == 0);
+  CHECK(a.summary().find("1 emptied for other pools (kernel scratch)") != std::string::npos);
+  a.free(kept);
+}
+
 TEST_CASE("block allocator: a large block is split only when the rest is over 1 MiB") {
   FakeDevice dev{.capacity = 64 * MiB};
   BlockAllocator a(dev.backend());

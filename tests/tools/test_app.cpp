@@ -253,16 +253,20 @@ TEST_CASE("--precision: values, devices, and a hand-written production SGEMM's o
   check_throws_with<UsageError>([] { parse_precision_option("bf16", Device::cpu()); }, "use it with --device cuda");
 #ifdef CRFSEG_WITH_CUDA
   // No device is needed to parse: the option is checked against the
-  // production SGEMM's precision (cuBLAS takes any).
+  // production SGEMM's precision (cuBLAS takes any). Whatever
+  // CRFSEG_CUDA_SGEMM says, the guard starts from cuBLAS and restores it.
+  struct ProductionGuard {
+    std::string previous = kernels::cuda::set_sgemm_production("cublas");
+    ~ProductionGuard() { kernels::cuda::set_sgemm_production(previous); }
+  } guard;
   CHECK(parse_precision_option("bf16", Device::cuda(0)) == cuda::MatmulPrecision::bf16);
-  const std::string previous = kernels::cuda::set_sgemm_production("v4_float4_dbuf");  // FP32
+  kernels::cuda::set_sgemm_production("v4_float4_dbuf");  // FP32
   CHECK(parse_precision_option("fp32", Device::cuda(0)) == cuda::MatmulPrecision::fp32);
   check_throws_with<UsageError>([] { parse_precision_option("bf16", Device::cuda(0)); },
                                 "--precision bf16: the production SGEMM v4_float4_dbuf (CRFSEG_CUDA_SGEMM) multiplies "
-                                "at fp32; pass --precision fp32 or leave CRFSEG_CUDA_SGEMM unset");
+                                "at fp32; ask for fp32 or leave CRFSEG_CUDA_SGEMM unset");
   kernels::cuda::set_sgemm_production("v9_bf16_wgmma");
   check_throws_with<UsageError>([] { parse_precision_option("fp32", Device::cuda(0)); }, "multiplies at bf16");
   CHECK(parse_precision_option("bf16", Device::cuda(0)) == cuda::MatmulPrecision::bf16);
-  kernels::cuda::set_sgemm_production(previous);
 #endif
 }

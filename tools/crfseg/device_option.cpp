@@ -37,16 +37,12 @@ cuda::MatmulPrecision parse_precision_option(const std::string& value, const Dev
   }
 #ifdef CRFSEG_WITH_CUDA
   // A hand-written production SGEMM (CRFSEG_CUDA_SGEMM, for kernel studies)
-  // multiplies at its own precision whatever this option says; a run that
-  // asked for another would silently get it.
+  // multiplies at its own precision whatever this option says.
   if (device.is_cuda()) {
-    const std::string& name = kernels::cuda::sgemm_production_name();
-    const char* own = name == "cublas" ? nullptr
-                                       : kernels::cuda::gemm_precision_name(kernels::cuda::sgemm_variant(name).precision);
-    if (own != nullptr && std::string(own) != cuda::matmul_precision_name(precision)) {
-      throw UsageError("--precision " + std::string(cuda::matmul_precision_name(precision)) +
-                       ": the production SGEMM " + name + " (CRFSEG_CUDA_SGEMM) multiplies at " + own +
-                       "; pass --precision " + own + " or leave CRFSEG_CUDA_SGEMM unset");
+    try {
+      kernels::cuda::check_production_precision(static_cast<kernels::cuda::GemmPrecision>(precision), "--precision");
+    } catch (const ValueError& e) {
+      throw UsageError(e.what());
     }
   }
 #endif

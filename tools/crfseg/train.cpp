@@ -222,6 +222,8 @@ int run_train(const std::vector<std::string>& args) {
     device = Device::cuda(dp.gpu_for_rank(cuda::device_count()));
   }
   check_device_usable(device);
+  const cuda::MatmulPrecision precision = parse_precision_option(p.get("--precision"), device);  // before any work
+  const cuda::MatmulPrecisionGuard precision_guard(precision);
   if (const int64_t threads = p.get_int("--threads", 0, 1024); threads > 0) omp_set_num_threads(static_cast<int>(threads));
   const uint64_t seed = static_cast<uint64_t>(p.get_int("--seed", 0));
   const int64_t epochs = p.get_int("--epochs", 1, 100000), size = p.get_int("--size", 0, 8192);
@@ -300,8 +302,6 @@ int run_train(const std::vector<std::string>& args) {
     else models::load_weights(f, *net->encoder);                         // encoder weights
   }
   if (device.is_cuda()) net->to(device);  // before the optimizer, whose state is created on the parameters' device
-  const cuda::MatmulPrecision precision = parse_precision_option(p.get("--precision"), device);
-  const cuda::MatmulPrecisionGuard precision_guard(precision);
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(p, net->parameters());
   if (const double mult = p.get_double("--crf-lr-mult", 0.0, 1e6); mult != 1.0) {
     if (!spec.crf) throw UsageError("--crf-lr-mult needs a model with --crf");

@@ -377,6 +377,15 @@ int sgemm_production_index() {
 
 const std::string& sgemm_production_name() { return sgemm_variants()[sgemm_production_index()].name; }
 
+void check_production_precision(GemmPrecision precision, const std::string& what) {
+  const std::string& name = sgemm_production_name();
+  if (name == "cublas") return;
+  const GemmPrecision own = sgemm_variant(name).precision;
+  CRFSEG_CHECK(own == precision, ValueError, what, " ", gemm_precision_name(precision), ": the production SGEMM ", name,
+               " (CRFSEG_CUDA_SGEMM) multiplies at ", gemm_precision_name(own), "; ask for ",
+               gemm_precision_name(own), " or leave CRFSEG_CUDA_SGEMM unset");
+}
+
 std::string set_sgemm_production(const std::string& name) {
   const int previous = g_production.exchange(variant_index(name));  // (an unknown name throws first)
   if (previous >= 0) return sgemm_variants()[previous].name;

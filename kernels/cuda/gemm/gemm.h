@@ -157,6 +157,11 @@ void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double a
 // than once. Its index in sgemm_variants() keys the conv autotuner's
 // choices for f32.
 const std::string& sgemm_production_name();
+// ValueError when a hand-written production SGEMM multiplies at another
+// precision than `precision` (it runs at its own whatever the setting, so
+// a run asking for another would silently get it); `what` names the
+// caller's setting in the message ("--precision"). cuBLAS takes any.
+void check_production_precision(GemmPrecision precision, const std::string& what);
 int sgemm_production_index();
 std::string set_sgemm_production(const std::string& name);
 

@@ -62,7 +62,6 @@
 #include "tensor/cuda_memory.h"
 #ifdef CRFSEG_WITH_CUDA
 #include "kernels/cuda/conv2d.h"
-#include "kernels/cuda/gemm/gemm.h"
 #endif
 #include "tensor/factory.h"
 #include "tensor/ops.h"
@@ -160,16 +159,10 @@ int main(int argc, char** argv) {
 #else
     const char* conv_path = "";
 #endif
-    const cuda::MatmulPrecision precision_value = cuda::parse_matmul_precision(precision_name);
-    CRFSEG_CHECK(precision_value == cuda::MatmulPrecision::fp32 || device.is_cuda(), ValueError, "--precision ",
-                 precision_name, " applies to CUDA GEMMs; use it with --device cuda");
-#ifdef CRFSEG_WITH_CUDA
-    // The JSON records this precision: a production SGEMM of another would make it false.
-    if (device.is_cuda()) {
-      kernels::cuda::check_production_precision(static_cast<kernels::cuda::GemmPrecision>(precision_value),
-                                                "--precision");
-    }
-#endif
+    // (The JSON records this precision: the check against a hand-written
+    // production SGEMM's own keeps that true.)
+    const cuda::MatmulPrecision precision_value =
+        cuda::parse_matmul_precision_for("--precision", precision_name, device.is_cuda());
     const cuda::MatmulPrecisionGuard precision(precision_value);
     // Device work is asynchronous: every timed run ends by waiting for it.
     auto sync = [&] {

@@ -72,10 +72,12 @@ int device_of(const void* p) {
 }
 
 // The NCCL communicator, shared by NcclCommunicator and its requests:
-// once aborted it is neither used nor destroyed again.
+// once aborted it is neither used nor destroyed again. timeout_s: how long
+// a wait() lets an all-reduce run (CRFSEG_NCCL_TIMEOUT_S, read once).
 struct NcclComm {
   ncclComm_t comm = nullptr;
   bool aborted = false;
+  double timeout_s = 0;
   NcclComm() = default;
   NcclComm(const NcclComm&) = delete;  // one owner of the handle
   NcclComm& operator=(const NcclComm&) = delete;
@@ -119,8 +121,19 @@ class NcclRequest final : public Request {
     if (done_ != nullptr) cudaEventDestroy(done_);
   }
   bool test() override {
-    if (finished_) return true;
-    // After an abort the event fires with the all-reduce cut short: not a result.
+    return finished_ || event_done();  // the copy back (if any) still happens in wait()
+  }
+  void wait() override {
+    if (finished_) return;
+    finished_ = true;
+    wait_for_event();
+    if (host_ != nullptr) check_cuda(cudaMemcpy(host_, scratch_, bytes_, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+  }
+
+ private:
+  // Whether the all-reduce has completed. Throws once the communicator was
+  // aborted: its events then fire with the all-reduce cut short, no result.
+  bool event_done() const {
     comm_->check_usable();
     const cudaError_t e = cudaEventQuery(done_);
     if (e == cudaErrorNotReady) {
@@ -131,29 +144,18 @@ class NcclRequest final : public Request {
       return false;
     }
     check_cuda(e, "cudaEventQuery");
-    return true;  // the copy back (if any) still happens in wait()
-  }
-  void wait() override {
-    if (finished_) return;
-    finished_ = true;
-    wait_for_event();
-    if (host_ != nullptr) check_cuda(cudaMemcpy(host_, scratch_, bytes_, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+    return true;
   }
 
- private:
   // Polls the event; between polls, NCCL's asynchronous error and the
   // time limit (see the file comment). Yields the core for the first
   // thousand polls (a bucket's all-reduce is usually that short), then
   // sleeps 100 us between them.
   void wait_for_event() {
-    const double limit = nccl_timeout_seconds();
+    const double limit = comm_->timeout_s;
     const auto start = std::chrono::steady_clock::now();
     for (int polls = 0;; ++polls) {
-      comm_->check_usable();  // first: after an abort the event fires with the all-reduce cut short
-      const cudaError_t e = cudaEventQuery(done_);
-      if (e == cudaSuccess) return;
-      if (e != cudaErrorNotReady) check_cuda(e, "cudaEventQuery");
-      (void)cudaGetLastError();  // "not ready" is no error: see test()
+      if (event_done()) return;
       ncclResult_t async = ncclSuccess;
       check_nccl(ncclCommGetAsyncError(comm_->comm, &async), "ncclCommGetAsyncError");
       if (async != ncclSuccess && async != ncclInProgress) {
@@ -188,7 +190,7 @@ class NcclRequest final : public Request {
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator() : mpi_(make_mpi_communicator()) {
-    (void)nccl_timeout_seconds();  // a bad CRFSEG_NCCL_TIMEOUT_S fails here, not mid-training
+    comm_->timeout_s = nccl_timeout_seconds();  // a bad CRFSEG_NCCL_TIMEOUT_S fails here, not mid-training
     int devices = 0;
     check_cuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
     if (devices < 1) throw DistributedError("nccl: no CUDA device is visible to rank " + std::to_string(mpi_->rank()));

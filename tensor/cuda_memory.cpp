@@ -40,6 +40,22 @@ MatmulPrecision parse_matmul_precision(const std::string& name) {
   throw ValueError("matmul precision: expected fp32, tf32 or bf16, got '" + name + "'");
 }
 
+MatmulPrecision parse_matmul_precision_for(const std::string& option, const std::string& name, bool on_cuda) {
+  MatmulPrecision p = MatmulPrecision::fp32;
+  try {
+    p = parse_matmul_precision(name);
+  } catch (const ValueError& e) {
+    throw ValueError(option + ": " + e.what());
+  }
+  if (p != MatmulPrecision::fp32 && !on_cuda) {
+    throw ValueError(option + " " + name + " applies to CUDA GEMMs; use it with --device cuda");
+  }
+#ifdef CRFSEG_WITH_CUDA
+  if (on_cuda) kernels::cuda::check_production_precision(static_cast<kernels::cuda::GemmPrecision>(p), option);
+#endif
+  return p;
+}
+
 bool arch_list_runs_on(const std::string& archs, int major, int minor) {
   const int cc = 10 * major + minor;
   size_t begin = 0;

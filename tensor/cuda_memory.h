@@ -113,6 +113,13 @@ MatmulPrecision set_matmul_precision(MatmulPrecision precision);
 // "fp32" / "tf32" / "bf16"; parse throws ValueError listing them.
 const char* matmul_precision_name(MatmulPrecision precision);
 MatmulPrecision parse_matmul_precision(const std::string& name);
+// The precision a run asks for through a setting (`option`, e.g.
+// "--precision", names it in the messages), checked for where it runs:
+// ValueError for an unknown name, for a reduced precision off CUDA
+// (`on_cuda` false), and on CUDA for one other than a hand-written
+// production SGEMM's own (CRFSEG_CUDA_SGEMM; it multiplies at its own
+// whatever the setting). One rule for crfseg's commands and the benchmarks.
+MatmulPrecision parse_matmul_precision_for(const std::string& option, const std::string& name, bool on_cuda);
 
 // Sets the precision for a scope (torch.autocast's role, for compute only).
 class MatmulPrecisionGuard {

@@ -353,6 +353,16 @@ Stream::~Stream() {
 }
 void Stream::synchronize() const { CRFSEG_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
+const Stream& upload_stream(int device) {
+  check_index(device, "cuda::upload_stream");
+  static std::mutex mutex;
+  static std::array<Stream*, kMaxDevices> streams{};
+  std::lock_guard<std::mutex> lock(mutex);
+  Stream*& s = streams.at(static_cast<size_t>(device));
+  if (s == nullptr) s = new Stream(device);
+  return *s;
+}
+
 StreamGuard::StreamGuard(const Stream& stream) : device_(stream.device()), previous_(current_stream(stream.device())) {
   set_current_stream(device_, stream.handle());
 }
@@ -370,6 +380,10 @@ void Event::record(StreamHandle stream) {
   CRFSEG_CUDA_CHECK(cudaEventRecord(event_, stream));
 }
 void Event::synchronize() const { CRFSEG_CUDA_CHECK(cudaEventSynchronize(event_)); }
+bool Event::query() const {
+  select(device_, "cuda::Event::query");
+  return event_complete(event_);
+}
 void Event::block(StreamHandle stream) const { CRFSEG_CUDA_CHECK(cudaStreamWaitEvent(stream, event_, 0)); }
 
 PinnedBuffer::PinnedBuffer(size_t bytes, int device) : bytes_(bytes) {
@@ -445,12 +459,14 @@ void set_current_stream(int, StreamHandle) { no_cuda("cuda::set_current_stream")
 Stream::Stream(int) { no_cuda("cuda::Stream"); }
 Stream::~Stream() = default;
 void Stream::synchronize() const {}
+const Stream& upload_stream(int) { no_cuda("cuda::upload_stream"); }
 StreamGuard::StreamGuard(const Stream&) : device_(0), previous_(nullptr) { no_cuda("cuda::StreamGuard"); }
 StreamGuard::~StreamGuard() = default;
 Event::Event(int, bool) { no_cuda("cuda::Event"); }
 Event::~Event() = default;
 void Event::record(StreamHandle) {}
 void Event::synchronize() const {}
+bool Event::query() const { return true; }
 void Event::block(StreamHandle) const {}
 PinnedBuffer::PinnedBuffer(size_t, int) { no_cuda("cuda::PinnedBuffer"); }
 PinnedBuffer::~PinnedBuffer() = default;

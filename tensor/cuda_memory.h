@@ -158,6 +158,12 @@ class Stream {
   int device_ = 0;
 };
 
+// The device's upload stream, for host-to-device copies that must not wait
+// for the work queued on the current stream (ops::upload_ahead). Created on
+// first use and never destroyed: work may be queued on it until the
+// process ends.
+const Stream& upload_stream(int device);
+
 // Makes a stream current for the scope, then restores the previous one.
 class StreamGuard {
  public:
@@ -183,6 +189,7 @@ class Event {
   Event& operator=(const Event&) = delete;
   void record(StreamHandle stream);  // on `stream` (e.g. current_stream(device))
   void synchronize() const;          // the host waits for it
+  bool query() const;                // whether the work before it has completed (never recorded: true)
   // `stream`'s later work waits for it; the host does not (cudaStreamWaitEvent).
   // Never recorded: no wait.
   void block(StreamHandle stream) const;

@@ -88,6 +88,17 @@ Tensor contiguous(const Tensor& t);  // returns t itself when already contiguous
 Tensor clone(const Tensor& t);       // always a fresh contiguous copy
 Tensor to_dtype(const Tensor& t, DType dtype);  // float -> int saturates, NaN -> 0 (convert_element)
 Tensor to_device(const Tensor& t, Device device);
+// A CPU tensor copied to a CUDA device without waiting for the work queued
+// there (otherwise as to_device; other moves are to_device's). to_device
+// copies on the current stream and waits for the copy, so the host first
+// waits for every kernel queued before it: a training loop that reads its
+// next batch right after queuing a step's forward would idle until that
+// forward ends before queuing the backward. Here the copy runs on the
+// device's upload stream (cuda::upload_stream, from that stream's pool),
+// the host waits for the copy alone, and the result is marked as used by
+// the current stream (record_stream), so its memory is not handed to a
+// later upload before the kernels queued after this call have read it.
+Tensor upload_ahead(const Tensor& t, Device device);
 
 // ---- views (share storage) ----
 Tensor reshape(const Tensor& t, Shape shape);  // a view when possible, else a copy; one -1 allowed

@@ -56,6 +56,18 @@ Tensor to_device(const Tensor& t, Device device) {
   return out;
 }
 
+Tensor upload_ahead(const Tensor& t, Device device) {
+  check_defined("upload_ahead", t, "t");
+  if (!(device.is_cuda() && t.device().is_cpu())) return to_device(t, device);
+  Tensor out;
+  {
+    const cuda::StreamGuard on_upload(cuda::upload_stream(device.index));
+    out = to_device(t, device);  // allocated from the upload stream's pool, copied there
+  }
+  out.record_stream(cuda::current_stream(device.index));
+  return out;
+}
+
 Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
   CRFSEG_CHECK(!tensors.empty(), ValueError, "concat: expected at least one tensor, got none");
   const Tensor& first = tensors[0];

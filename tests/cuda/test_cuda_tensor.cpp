@@ -102,3 +102,56 @@ TEST_CASE("cuda: record_stream keeps a block from reuse until the other stream's
   // CPU tensors: nothing to record.
   empty({4}).record_stream(side.handle());
 }
+
+TEST_CASE("cuda: upload_ahead copies without waiting for the queued work") {
+  // Off CUDA it is to_device: the CPU tensor itself, and the same errors.
+  const Tensor host = random_tensor({33, 7}, 2);
+  CHECK(ops::upload_ahead(host, Device::cpu()).raw_data() == host.raw_data());
+  check_throws_with<ValueError>([] { ops::upload_ahead(Tensor(), Device::cpu()); }, "upload_ahead");
+  if (kNoDevice) {
+    MESSAGE("no CUDA device: the device half of this case is skipped");
+    return;
+  }
+  const Device gpu = Device::cuda(0);
+  const Tensor busy = random_tensor({2048, 2048}, 1).to(gpu);
+  auto queue_work = [&] {  // ~1 TFLOP on the current stream
+    Tensor y = busy;
+    for (int k = 0; k < 60; ++k) y = ops::matmul(y, busy);
+    return y;
+  };
+  (void)ops::upload_ahead(host, gpu);  // the upload stream's creation out of the way
+  cuda::Event queued(0, false);
+  {
+    const Tensor y = queue_work();
+    queued.record(cuda::current_stream(0));
+    (void)ops::to_device(host, gpu);
+    CHECK(queued.query());  // to_device waited for it (the check can tell)
+  }
+  {
+    const Tensor y = queue_work();
+    queued.record(cuda::current_stream(0));
+    const Tensor d = ops::upload_ahead(host, gpu);
+    CHECK_FALSE(queued.query());
+    CHECK(d.device() == gpu);
+    CHECK(d.shape() == host.shape());
+    CHECK(ops::to_device(d, Device::cpu()).to_vector<float>() == host.to_vector<float>());
+  }
+}
+
+TEST_CASE("cuda: an uploaded block is not reused before the current stream has read it" *
+          doctest::skip(kNoDevice)) {
+  // Each upload is read by a sum queued behind a long product, and dropped
+  // before that sum has run: the next upload (the same size, from the same
+  // pool) must not take its block in the meantime (record_stream).
+  const Device gpu = Device::cuda(0);
+  const Tensor busy = random_tensor({2048, 2048}, 1).to(gpu);
+  const int64_t n = int64_t{1} << 20;
+  std::vector<Tensor> sums;
+  for (int k = 0; k < 6; ++k) {
+    Tensor y = busy;
+    for (int i = 0; i < 20; ++i) y = ops::matmul(y, busy);
+    const Tensor d = ops::upload_ahead(full({n}, k), gpu);
+    sums.push_back(ops::sum(d));
+  }
+  for (int k = 0; k < 6; ++k) CHECK(sums[static_cast<size_t>(k)].item() == static_cast<double>(k * n));
+}

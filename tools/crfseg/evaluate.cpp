@@ -46,7 +46,7 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
       auto b = loader.next();
       if (b) {
         b->images = images_to_device(b->images, device, net);
-        b->masks = b->masks.to(device);
+        b->masks = ops::upload_ahead(b->masks, device);
       }
       return b;
     };

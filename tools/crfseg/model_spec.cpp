@@ -221,17 +221,21 @@ Tensor images_to_device(const Tensor& host_images, Device device, const models::
       if (name == "final") crf_layer = dynamic_cast<const crf::CrfRnn*>(module.get());
     }
   }
-  if (crf_layer == nullptr) return host_images.to(device);
-  // The build starts first: the upload waits for the work queued on the
-  // device (the current step's forward), and the build need not. The
-  // device tensor exists, unfilled, when the prefetch records it; filling
-  // a tensor nothing has read yet is its creation, so its version stays
-  // the one the prefetch recorded.
+  if (crf_layer == nullptr) return ops::upload_ahead(host_images, device);
+  // The build starts first, before the copy. The device tensor exists,
+  // unfilled, when the prefetch records it; filling a tensor nothing has
+  // read yet is its creation, so its version stays the one the prefetch
+  // recorded. The copy runs on the upload stream, as in ops::upload_ahead.
   const Tensor host = ops::contiguous(host_images);
-  Tensor images = Tensor::empty(host.shape(), {host.dtype(), device});
-  crf_layer->prefetch_lattices(host, images);
-  cuda::copy_to_device(images.raw_data(), host.raw_data(),
-                       static_cast<size_t>(host.numel()) * dtype_size(host.dtype()), device.index);
+  Tensor images;
+  {
+    const cuda::StreamGuard on_upload(cuda::upload_stream(device.index));
+    images = Tensor::empty(host.shape(), {host.dtype(), device});
+    crf_layer->prefetch_lattices(host, images);
+    cuda::copy_to_device(images.raw_data(), host.raw_data(),
+                         static_cast<size_t>(host.numel()) * dtype_size(host.dtype()), device.index);
+  }
+  images.record_stream(cuda::current_stream(device.index));
   return images;
 }
 

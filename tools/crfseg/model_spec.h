@@ -37,7 +37,8 @@ ModelSpec model_spec_from_metadata(const std::map<std::string, std::string>& met
 // Images reach the CRF on the dataset's [0, 1] scale (image_scale 255).
 std::shared_ptr<models::Segmenter> build_model(const ModelSpec& spec, Generator& gen);
 
-// Host images to `device` for net's forward. When net's CRF-RNN final layer
+// Host images to `device` for net's forward, on CUDA without waiting for
+// the work queued there (ops::upload_ahead). When net's CRF-RNN final layer
 // will run on a CUDA device, it also starts building the images' bilateral
 // lattices on a host thread from the host copy (CrfRnn::prefetch_lattices),
 // so the build overlaps what the GPU does before that forward (train and

@@ -433,7 +433,9 @@ int run_train(const std::vector<std::string>& args) {
     // The loader's next batch on the device. With a CRF-RNN on CUDA its
     // lattices start building on a host thread there (images_to_device), so
     // reading one batch ahead, right after a step's forward is queued, gives
-    // that build the rest of the step to finish in.
+    // that build the rest of the step to finish in. The copies themselves
+    // do not wait for that forward (ops::upload_ahead), so the host goes on
+    // to queue the loss and the backward while the forward runs.
     // A failure to read it is raised where reading it used to be, at the
     // start of its own step, so the step in progress still completes.
     std::exception_ptr ahead_error;
@@ -446,7 +448,7 @@ int run_train(const std::vector<std::string>& args) {
         if (b) {
           const profiler::Scope scope("data to device");  // (a scope records nothing without a session)
           b->images = images_to_device(b->images, device, *net);
-          b->masks = b->masks.to(device);
+          b->masks = ops::upload_ahead(b->masks, device);
         }
         return b;
       } catch (...) {

@@ -472,11 +472,11 @@ int run_train(const std::vector<std::string>& args) {
         const profiler::Scope scope("loss");
         return compute_loss(logits, batch->masks, loss_spec);
       }();
-      // Over all ranks: the global batch's mean loss, the same on every rank.
-      const double loss_value = dp.global_mean_loss(loss.item(), batch->images.size(0), batch->global_size);
       // Divergence guard: a non-finite loss or gradient stops the run before
       // the step is applied (checkpoints are also refused when any state is
-      // non-finite, see save()).
+      // non-finite, see save()). Both are read after the backward is queued:
+      // on a GPU, reading the loss first would make the host wait for the
+      // forward before it could queue the backward.
       auto diverged = [&](const std::string& what, const std::string& where) {
         return ValueError(what + " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(done + 1) +
                           " (step " + std::to_string(step + 1) + ")" + where + "; stopping without applying the step (" +
@@ -484,8 +484,6 @@ int run_train(const std::vector<std::string>& args) {
                                                  : std::string("no checkpoint was written yet")) +
                           "; try a lower --lr or --clip)");
       };
-      if (!std::isfinite(loss_value)) throw diverged("the loss is " + fmt("%g", loss_value), locate_nonfinite(
-                                                       *net, logits, [&] { (void)(*net)(batch->images); }));
       opt->zero_grad();
       dp.begin_backward(batch->images.size(0), batch->global_size);
       {
@@ -493,6 +491,10 @@ int run_train(const std::vector<std::string>& args) {
         backward(loss);
         dp.end_backward();  // every rank now holds the global batch's gradient
       }
+      // Over all ranks: the global batch's mean loss, the same on every rank.
+      const double loss_value = dp.global_mean_loss(loss.item(), batch->images.size(0), batch->global_size);
+      if (!std::isfinite(loss_value)) throw diverged("the loss is " + fmt("%g", loss_value), locate_nonfinite(
+                                                       *net, logits, [&] { (void)(*net)(batch->images); }));
       const double gnorm = [&] {
         const profiler::Scope scope("gradient norm");
         return optim::grad_norm(net->parameters());

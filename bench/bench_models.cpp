@@ -237,10 +237,6 @@ int main(int argc, char** argv) {
           const profiler::Scope scope("loss");
           return cross_entropy(logits, y);
         }();
-        const double v = loss.item();
-        all_finite = all_finite && std::isfinite(v);
-        if (std::isnan(first_loss)) first_loss = v;
-        else best_later = std::min(best_later, v);
         {
           const profiler::Scope scope("backward");
           backward(loss);
@@ -249,6 +245,13 @@ int main(int argc, char** argv) {
           const profiler::Scope scope("optimizer");
           opt->step();
         }
+        // Read once the step is queued, as PyTorch's peer step reads
+        // nothing: on a GPU a read before the backward would drain the
+        // queue mid-step.
+        const double v = loss.item();
+        all_finite = all_finite && std::isfinite(v);
+        if (std::isnan(first_loss)) first_loss = v;
+        else best_later = std::min(best_later, v);
         sync();
       };
       net.train();

@@ -10,6 +10,7 @@
 // CPU ops run on f32 and f64; the casts and copies also take i32/i64/u8.
 #pragma once
 
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -98,7 +99,10 @@ Tensor to_device(const Tensor& t, Device device);
 // the host waits for the copy alone, and the result is marked as used by
 // the current stream (record_stream), so its memory is not handed to a
 // later upload before the kernels queued after this call have read it.
-Tensor upload_ahead(const Tensor& t, Device device);
+// before_copy (CUDA only): called with the result once it is allocated and
+// before it is filled, e.g. to hand it to a prefetch that starts from the
+// host copy (CrfRnn::prefetch_lattices).
+Tensor upload_ahead(const Tensor& t, Device device, const std::function<void(const Tensor&)>& before_copy = {});
 
 // ---- views (share storage) ----
 Tensor reshape(const Tensor& t, Shape shape);  // a view when possible, else a copy; one -1 allowed
@@ -122,6 +126,14 @@ Tensor max_backward(const Tensor& grad, const Tensor& index, const Shape& input_
                     std::vector<int64_t> dims, bool keepdim);
 // Index of the first maximum along `dim` (i64).
 Tensor argmax(const Tensor& t, int64_t dim, bool keepdim = false);
+// Confusion counts of two i64 tensors of one shape: out[t][p] (i64
+// [classes, classes], on the CPU) counts the elements whose target is t and
+// prediction p; targets equal to ignore_index are skipped. A pair with a
+// class outside [0, classes) throws ValueError naming the first (flat index,
+// target, prediction). On CUDA the counts are made on the device and only
+// they are read back (a confusion matrix's update without copying the
+// pixels to the host).
+Tensor confusion_counts(const Tensor& predictions, const Tensor& targets, int64_t classes, int64_t ignore_index);
 // Sums `t` down to `shape`, the inverse of broadcasting (used by backward of broadcast ops).
 Tensor sum_to(const Tensor& t, const Shape& shape);
 // Sorted, normalised, de-duplicated dims; empty input means all dims.

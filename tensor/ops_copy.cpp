@@ -56,13 +56,19 @@ Tensor to_device(const Tensor& t, Device device) {
   return out;
 }
 
-Tensor upload_ahead(const Tensor& t, Device device) {
+Tensor upload_ahead(const Tensor& t, Device device, const std::function<void(const Tensor&)>& before_copy) {
   check_defined("upload_ahead", t, "t");
   if (!(device.is_cuda() && t.device().is_cpu())) return to_device(t, device);
+  const Tensor src = contiguous(t);
   Tensor out;
   {
+    // Allocated from the upload stream's pool and copied on that stream;
+    // copy_to_device waits for that stream alone.
     const cuda::StreamGuard on_upload(cuda::upload_stream(device.index));
-    out = to_device(t, device);  // allocated from the upload stream's pool, copied there
+    out = Tensor::empty(t.shape(), {t.dtype(), device});
+    if (before_copy) before_copy(out);
+    const size_t bytes = t.numel() * dtype_size(t.dtype());
+    if (bytes > 0) cuda::copy_to_device(out.raw_data(), src.raw_data(), bytes, device.index);
   }
   out.record_stream(cuda::current_stream(device.index));
   return out;

@@ -1,7 +1,16 @@
 // CUDA storage, transfers and the fill kernel. Every case here needs a CUDA
 // device: without one, doctest reports them as skipped (not passed).
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+
 #include "tests/support/helpers.h"
 #include "tensor/cuda_memory.h"
+
+#ifdef CRFSEG_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 
 using namespace crfseg;
 using namespace crfseg::test;
@@ -103,6 +112,44 @@ TEST_CASE("cuda: record_stream keeps a block from reuse until the other stream's
   empty({4}).record_stream(side.handle());
 }
 
+#ifdef CRFSEG_WITH_CUDA
+namespace {
+
+// A gate on a stream: work queued there after it waits until the gate is
+// opened (by open(), the destructor, or `limit` passing, so that a wait
+// that should not happen fails its checks instead of hanging the suite).
+// A host function that spins (cudaLaunchHostFunc): it holds the stream
+// without any kernel, so nothing here depends on how long a kernel takes.
+class StreamGate {
+ public:
+  StreamGate(cuda::StreamHandle stream, std::chrono::milliseconds limit) : state_(std::make_shared<State>()) {
+    state_->until = std::chrono::steady_clock::now() + limit;
+    auto* held = new std::shared_ptr<State>(state_);  // the callback's reference, released by it
+    const cudaError_t e = cudaLaunchHostFunc(stream, &StreamGate::wait, held);
+    if (e != cudaSuccess) delete held;
+    REQUIRE(e == cudaSuccess);
+  }
+  ~StreamGate() { open(); }
+  StreamGate(const StreamGate&) = delete;
+  StreamGate& operator=(const StreamGate&) = delete;
+  void open() { state_->open = true; }
+
+ private:
+  struct State {
+    std::atomic<bool> open{false};
+    std::chrono::steady_clock::time_point until;
+  };
+  static void CUDART_CB wait(void* p) {
+    auto* held = static_cast<std::shared_ptr<State>*>(p);
+    while (!(*held)->open.load() && std::chrono::steady_clock::now() < (*held)->until) std::this_thread::yield();
+    delete held;
+  }
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace
+#endif
+
 TEST_CASE("cuda: upload_ahead copies without waiting for the queued work") {
   // Off CUDA it is to_device: the CPU tensor itself, and the same errors.
   const Tensor host = random_tensor({33, 7}, 2);
@@ -112,46 +159,56 @@ TEST_CASE("cuda: upload_ahead copies without waiting for the queued work") {
     MESSAGE("no CUDA device: the device half of this case is skipped");
     return;
   }
+#ifdef CRFSEG_WITH_CUDA
+  using namespace std::chrono_literals;
   const Device gpu = Device::cuda(0);
-  const Tensor busy = random_tensor({2048, 2048}, 1).to(gpu);
-  auto queue_work = [&] {  // ~1 TFLOP on the current stream
-    Tensor y = busy;
-    for (int k = 0; k < 60; ++k) y = ops::matmul(y, busy);
-    return y;
-  };
   (void)ops::upload_ahead(host, gpu);  // the upload stream's creation out of the way
+  const cuda::StreamHandle current = cuda::current_stream(0);
   cuda::Event queued(0, false);
   {
-    const Tensor y = queue_work();
-    queued.record(cuda::current_stream(0));
+    // The control: to_device waits for the work queued before it (here a
+    // gate that opens itself after half a second), and the check tells.
+    const StreamGate gate(current, 500ms);
+    queued.record(current);
     (void)ops::to_device(host, gpu);
-    CHECK(queued.query());  // to_device waited for it (the check can tell)
+    CHECK(queued.query());
   }
   {
-    const Tensor y = queue_work();
-    queued.record(cuda::current_stream(0));
-    const Tensor d = ops::upload_ahead(host, gpu);
-    CHECK_FALSE(queued.query());
+    StreamGate gate(current, 10s);
+    queued.record(current);
+    int seen = 0;
+    const Tensor d = ops::upload_ahead(host, gpu, [&](const Tensor& t) {
+      ++seen;
+      CHECK(t.device() == gpu);
+    });
+    CHECK_FALSE(queued.query());  // back with the gate still shut
+    gate.open();
+    CHECK(seen == 1);
     CHECK(d.device() == gpu);
     CHECK(d.shape() == host.shape());
     CHECK(ops::to_device(d, Device::cpu()).to_vector<float>() == host.to_vector<float>());
   }
+#endif
 }
 
 TEST_CASE("cuda: an uploaded block is not reused before the current stream has read it" *
           doctest::skip(kNoDevice)) {
-  // Each upload is read by a sum queued behind a long product, and dropped
-  // before that sum has run: the next upload (the same size, from the same
-  // pool) must not take its block in the meantime (record_stream).
+#ifdef CRFSEG_WITH_CUDA
+  // Six uploads, each read by a sum queued behind a shut gate and dropped
+  // before that sum runs: without record_stream each next upload (the same
+  // size, from the same pool) would take the last one's block and overwrite
+  // it, and every sum would see the last values.
+  using namespace std::chrono_literals;
   const Device gpu = Device::cuda(0);
-  const Tensor busy = random_tensor({2048, 2048}, 1).to(gpu);
   const int64_t n = int64_t{1} << 20;
   std::vector<Tensor> sums;
-  for (int k = 0; k < 6; ++k) {
-    Tensor y = busy;
-    for (int i = 0; i < 20; ++i) y = ops::matmul(y, busy);
-    const Tensor d = ops::upload_ahead(full({n}, k), gpu);
-    sums.push_back(ops::sum(d));
+  {
+    const StreamGate gate(cuda::current_stream(0), 10s);
+    for (int k = 0; k < 6; ++k) {
+      const Tensor d = ops::upload_ahead(full({n}, k), gpu);
+      sums.push_back(ops::sum(d));
+    }
   }
   for (int k = 0; k < 6; ++k) CHECK(sums[static_cast<size_t>(k)].item() == static_cast<double>(k * n));
+#endif
 }

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <sstream>
 
-#include "tensor/cuda_memory.h"
 #include "tensor/ops.h"
 #include "tools/crfseg/join.h"
 
@@ -225,18 +224,9 @@ Tensor images_to_device(const Tensor& host_images, Device device, const models::
   // The build starts first, before the copy. The device tensor exists,
   // unfilled, when the prefetch records it; filling a tensor nothing has
   // read yet is its creation, so its version stays the one the prefetch
-  // recorded. The copy runs on the upload stream, as in ops::upload_ahead.
+  // recorded.
   const Tensor host = ops::contiguous(host_images);
-  Tensor images;
-  {
-    const cuda::StreamGuard on_upload(cuda::upload_stream(device.index));
-    images = Tensor::empty(host.shape(), {host.dtype(), device});
-    crf_layer->prefetch_lattices(host, images);
-    cuda::copy_to_device(images.raw_data(), host.raw_data(),
-                         static_cast<size_t>(host.numel()) * dtype_size(host.dtype()), device.index);
-  }
-  images.record_stream(cuda::current_stream(device.index));
-  return images;
+  return ops::upload_ahead(host, device, [&](const Tensor& images) { crf_layer->prefetch_lattices(host, images); });
 }
 
 std::string describe(const ModelSpec& spec) {

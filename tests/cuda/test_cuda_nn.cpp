@@ -1,5 +1,7 @@
 // The network ops on cuda:0 against the CPU: softmax and the losses, batch
-// norm, pooling, upsampling, and their NaN and infinity paths.
+// norm, pooling, upsampling, their NaN and infinity paths, and confusion counts.
+
+#include <random>
 
 #include "tests/cuda/support.h"
 
@@ -231,4 +233,49 @@ TEST_CASE("cuda ops: NaN and infinity take the CPU's paths (fused-ReLU batch nor
   CHECK(same_values(values(cpu(nearest_back(gpu(x)))), values(nearest_back(x))));
   auto pool = [](const Tensor& t) { return ops::max_pool2d(t, {.kernel_h = 3, .kernel_w = 3, .stride_h = 1, .stride_w = 1}).y; };
   CHECK(same_values(values(cpu(pool(gpu(x)))), values(pool(x))));
+}
+
+TEST_CASE("cuda ops: confusion counts on the device against the CPU's, and the same first bad pair" *
+          doctest::skip(kNoDevice)) {
+  std::mt19937 rng(5);
+  // 70 classes count in shared memory (4900 counters), 80 in global memory
+  // (6400); 1 << 20 + 3 elements span many blocks of the grid-stride loop.
+  for (int64_t classes : {1, 3, 70, 80}) {
+    for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{65537}, (int64_t{1} << 20) + 3}) {
+      std::vector<int64_t> t(static_cast<size_t>(n)), p(static_cast<size_t>(n));
+      for (size_t i = 0; i < t.size(); ++i) {
+        t[i] = rng() % 5 == 0 ? -100 : static_cast<int64_t>(rng() % static_cast<uint32_t>(classes));
+        p[i] = static_cast<int64_t>(rng() % static_cast<uint32_t>(classes));
+      }
+      const Tensor tc = from_vector<int64_t>(t, {n}), pc = from_vector<int64_t>(p, {n});
+      const std::string where = "classes " + std::to_string(classes) + ", n " + std::to_string(n);
+      INFO(where);
+      const Tensor want = ops::confusion_counts(pc, tc, classes, -100);
+      const Tensor got = ops::confusion_counts(gpu(pc), gpu(tc), classes, -100);
+      CHECK(got.device().is_cpu());
+      CHECK(got.to_vector<int64_t>() == want.to_vector<int64_t>());
+      if (n < 7) continue;
+      // Bad pairs at several places: both devices name the first.
+      std::vector<int64_t> tb = t, pb = p;
+      tb[static_cast<size_t>(n - 1)] = classes;
+      pb[static_cast<size_t>(n / 2)] = -3;
+      tb[static_cast<size_t>(n / 2)] = 0;
+      pb[static_cast<size_t>(n / 3 + 1)] = classes + 4;
+      tb[static_cast<size_t>(n / 3 + 1)] = classes - 1;
+      const Tensor tbc = from_vector<int64_t>(tb, {n}), pbc = from_vector<int64_t>(pb, {n});
+      std::string cpu_message, gpu_message;
+      try {
+        ops::confusion_counts(pbc, tbc, classes, -100);
+      } catch (const ValueError& e) {
+        cpu_message = e.what();
+      }
+      try {
+        ops::confusion_counts(gpu(pbc), gpu(tbc), classes, -100);
+      } catch (const ValueError& e) {
+        gpu_message = e.what();
+      }
+      CHECK(cpu_message.find("at flat index " + std::to_string(n / 3 + 1) + ":") != std::string::npos);
+      CHECK(gpu_message == cpu_message);
+    }
+  }
 }

@@ -1,6 +1,7 @@
 // Reductions over every subset of dims against a plain reference.
 #include <cmath>
 #include <limits>
+#include <random>
 
 #include "tests/support/helpers.h"
 
@@ -106,4 +107,47 @@ TEST_CASE("reduction errors") {
   check_throws_with<ShapeError>([&] { ops::sum(t, {2}); }, "sum: dim 2 out of range");
   check_throws_with<ShapeError>([&] { ops::sum(t, {1, -1}); }, "sum: dim repeated");
   check_throws_with<ShapeError>([&] { ops::max(zeros({0, 3}), {0}); }, "max: reduction over zero elements");
+}
+
+namespace {
+// Labels in [lo, hi], some replaced by `ignore` (seeded).
+Tensor labels(const Shape& shape, uint32_t seed, int64_t lo, int64_t hi, int64_t ignore) {
+  std::mt19937 rng(seed);
+  std::vector<int64_t> v(static_cast<size_t>(numel(shape)));
+  for (auto& x : v) x = rng() % 7 == 0 ? ignore : lo + static_cast<int64_t>(rng() % static_cast<uint32_t>(hi - lo + 1));
+  return from_vector<int64_t>(v, shape);
+}
+}  // namespace
+
+TEST_CASE("confusion_counts against a plain count, with ignored targets and bad classes refused") {
+  for (int64_t classes : {1, 3, 13}) {
+    const Shape shape{2, 1, 5, 7};
+    const Tensor t = labels(shape, 1, 0, classes - 1, -100), p = labels(shape, 2, 0, classes - 1, 0);
+    std::vector<int64_t> want(static_cast<size_t>(classes * classes), 0);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const int64_t ti = t.data<int64_t>()[i], pi = p.data<int64_t>()[i];
+      if (ti != -100) ++want[static_cast<size_t>(ti * classes + pi)];
+    }
+    const Tensor got = ops::confusion_counts(p, t, classes, -100);
+    CHECK(got.shape() == Shape{classes, classes});
+    CHECK(got.to_vector<int64_t>() == want);
+    // Views are read as they lie: the transposed pair gives the same counts.
+    CHECK(ops::confusion_counts(ops::transpose(p, 2, 3), ops::transpose(t, 2, 3), classes, -100).to_vector<int64_t>() ==
+          want);
+  }
+  // Nothing to count, and everything ignored.
+  CHECK(ops::confusion_counts(empty({0}, {DType::i64}), empty({0}, {DType::i64}), 2, 0).to_vector<int64_t>() ==
+        std::vector<int64_t>(4, 0));
+  CHECK(ops::confusion_counts(full({3}, 9, {DType::i64}), full({3}, 9, {DType::i64}), 2, 9).to_vector<int64_t>() ==
+        std::vector<int64_t>(4, 0));
+  // The first bad pair is named; a bad prediction under an ignored target is not one.
+  const Tensor t = from_vector<int64_t>({5, 0, 1, -1, 2}, {5}), p = from_vector<int64_t>({7, 0, 1, 0, 3}, {5});
+  check_throws_with<ValueError>([&] { ops::confusion_counts(p, t, 3, 5); },
+                                "confusion_counts: class outside [0, 3) at flat index 3: target -1, prediction 0");
+  check_throws_with<ValueError>([&] { ops::confusion_counts(p, t, 3, -1); },
+                                "class outside [0, 3) at flat index 0: target 5, prediction 7");
+  check_throws_with<DTypeError>([&] { ops::confusion_counts(p.to(DType::f32), t, 3, 5); }, "expected i64");
+  check_throws_with<ShapeError>([&] { ops::confusion_counts(p, ops::slice(t, 0, 0, 4), 3, 5); }, "differ in shape");
+  check_throws_with<ValueError>([&] { ops::confusion_counts(p, t, 0, 5); }, "expected between 1 and 65536 classes");
+  check_throws_with<ValueError>([&] { ops::confusion_counts(Tensor(), t, 3, 5); }, "undefined");
 }

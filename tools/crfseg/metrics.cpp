@@ -18,23 +18,11 @@ ConfusionMatrix::ConfusionMatrix(int64_t num_classes, int64_t ignore_index)
 }
 
 void ConfusionMatrix::add(const Tensor& predictions, const Tensor& targets) {
-  const char* op = "ConfusionMatrix::add";
-  CRFSEG_CHECK(predictions.defined() && targets.defined(), ValueError, op, ": undefined tensor");
-  CRFSEG_CHECK(predictions.dtype() == DType::i64 && targets.dtype() == DType::i64, DTypeError, op,
-               ": expected i64 predictions and targets, got ", dtype_name(predictions.dtype()), " and ",
-               dtype_name(targets.dtype()));
-  CRFSEG_CHECK(predictions.shape() == targets.shape(), ShapeError, op, ": predictions ",
-               shape_str(predictions.shape()), " and targets ", shape_str(targets.shape()), " differ in shape");
-  const Tensor p = ops::contiguous(ops::to_device(predictions, Device::cpu())),
-               t = ops::contiguous(ops::to_device(targets, Device::cpu()));
-  const int64_t* pp = p.data<int64_t>();
-  const int64_t* tp = t.data<int64_t>();
-  for (int64_t i = 0; i < p.numel(); ++i) {
-    if (tp[i] == ignore_index_) continue;
-    CRFSEG_CHECK(tp[i] >= 0 && tp[i] < classes_ && pp[i] >= 0 && pp[i] < classes_, ValueError, op,
-                 ": class outside [0, ", classes_, ") at flat index ", i, ": target ", tp[i], ", prediction ", pp[i]);
-    ++counts_[static_cast<size_t>(tp[i] * classes_ + pp[i])];
-  }
+  // Counted where the tensors are (on a GPU only the counts come back); a
+  // bad pair throws before any count is added.
+  const Tensor counts = ops::confusion_counts(predictions, targets, classes_, ignore_index_);
+  const int64_t* c = counts.data<int64_t>();
+  for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += c[i];
 }
 
 void ConfusionMatrix::add_logits(const Tensor& logits, const Tensor& targets) {

@@ -84,6 +84,19 @@ static std::vector<int64_t> boundary_band_brute_force(const std::vector<int64_t>
   return out;
 }
 
+TEST_CASE("confusion counts on the predictions' device, with targets from either" *
+          doctest::skip(cuda::device_count() == 0)) {
+  // evaluate() adds device predictions with boundary-band targets made on the host.
+  ConfusionMatrix host(3), mixed(3);
+  const Tensor p = from_vector<int64_t>({0, 1, 2, 2, 1, 0}, {2, 3}), t = from_vector<int64_t>({0, 2, 2, -100, 1, 1}, {2, 3});
+  host.add(p, t);
+  host.add(p, t);
+  mixed.add(p.to(Device::cuda(0)), t);
+  mixed.add(p.to(Device::cuda(0)), t.to(Device::cuda(0)));
+  CHECK(mixed.counts() == host.counts());
+  CHECK(mixed.counts() == std::vector<int64_t>{2, 0, 0, 2, 2, 0, 0, 2, 2});
+}
+
 TEST_CASE("boundary band: a hand-worked case, then the brute-force definition on awkward shapes") {
   // 1 x 6 row: labels 0 0 0 1 1 1; width 1 keeps the two pixels at the change.
   const Tensor row = from_vector<int64_t>({0, 0, 0, 1, 1, 1}, {1, 6});

@@ -18,9 +18,12 @@ ConfusionMatrix::ConfusionMatrix(int64_t num_classes, int64_t ignore_index)
 }
 
 void ConfusionMatrix::add(const Tensor& predictions, const Tensor& targets) {
-  // Counted where the tensors are (on a GPU only the counts come back); a
-  // bad pair throws before any count is added.
-  const Tensor counts = ops::confusion_counts(predictions, targets, classes_, ignore_index_);
+  // Counted on the predictions' device (on a GPU only the counts come
+  // back); targets elsewhere (evaluate's boundary bands are made on the
+  // host) are moved there first. A bad pair throws before any count is added.
+  CRFSEG_CHECK(predictions.defined() && targets.defined(), ValueError, "ConfusionMatrix::add: undefined tensor");
+  const Tensor moved = targets.device() == predictions.device() ? targets : targets.to(predictions.device());
+  const Tensor counts = ops::confusion_counts(predictions, moved, classes_, ignore_index_);
   const int64_t* c = counts.data<int64_t>();
   for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += c[i];
 }

@@ -29,6 +29,8 @@ class ConfusionMatrix {
 
   // predictions and targets: i64 tensors of the same shape (e.g. [N, H, W]);
   // throws ShapeError/DTypeError/ValueError (a class outside [0, C)).
+  // Counted on the predictions' device (ops::confusion_counts), targets
+  // moved there if they are elsewhere.
   void add(const Tensor& predictions, const Tensor& targets);
   // The argmax over dim 1 of logits [N, C, H, W], then add().
   void add_logits(const Tensor& logits, const Tensor& targets);

@@ -14,8 +14,9 @@ namespace crfseg::ops {
 namespace {
 
 [[noreturn]] void throw_outside(int64_t classes, int64_t i, int64_t target, int64_t prediction) {
-  throw ValueError(::crfseg::detail::concat_message("confusion_counts: class outside [0, ", classes, ") at flat index ", i,
-                                          ": target ", target, ", prediction ", prediction));
+  throw ValueError(::crfseg::detail::concat_message("confusion_counts: class outside [0, ", classes,
+                                                    ") at flat index ", i, ": target ", target, ", prediction ",
+                                                    prediction));
 }
 
 }  // namespace

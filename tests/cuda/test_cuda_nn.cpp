@@ -279,9 +279,10 @@ TEST_CASE("cuda ops: confusion counts on the device against the CPU's, and the s
     }
   }
   // A strided view and an empty pair.
-  const Tensor t = random_tensor({5, 9}, 3, DType::f64, 0, 4).to(DType::i64), p = random_tensor({5, 9}, 4, DType::f64, 0, 4).to(DType::i64);
-  CHECK(ops::confusion_counts(ops::transpose(gpu(p), 0, 1), ops::transpose(gpu(t), 0, 1), 4, -100).to_vector<int64_t>() ==
-        ops::confusion_counts(p, t, 4, -100).to_vector<int64_t>());
+  const Tensor t = random_tensor({5, 9}, 3, DType::f64, 0, 4).to(DType::i64);
+  const Tensor p = random_tensor({5, 9}, 4, DType::f64, 0, 4).to(DType::i64);
+  const Tensor viewed = ops::confusion_counts(ops::transpose(gpu(p), 0, 1), ops::transpose(gpu(t), 0, 1), 4, -100);
+  CHECK(viewed.to_vector<int64_t>() == ops::confusion_counts(p, t, 4, -100).to_vector<int64_t>());
   const Tensor none = empty({0, 3}, {DType::i64, Device::cuda(0)});
   CHECK(ops::confusion_counts(none, none, 2, -100).to_vector<int64_t>() == std::vector<int64_t>(4, 0));
 }

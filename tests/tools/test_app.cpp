@@ -88,7 +88,8 @@ TEST_CASE("confusion counts on the predictions' device, with targets from either
           doctest::skip(cuda::device_count() == 0)) {
   // evaluate() adds device predictions with boundary-band targets made on the host.
   ConfusionMatrix host(3), mixed(3);
-  const Tensor p = from_vector<int64_t>({0, 1, 2, 2, 1, 0}, {2, 3}), t = from_vector<int64_t>({0, 2, 2, -100, 1, 1}, {2, 3});
+  const Tensor p = from_vector<int64_t>({0, 1, 2, 2, 1, 0}, {2, 3});
+  const Tensor t = from_vector<int64_t>({0, 2, 2, -100, 1, 1}, {2, 3});
   host.add(p, t);
   host.add(p, t);
   mixed.add(p.to(Device::cuda(0)), t);

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
-#include <map>
 #include <mutex>
 #include <system_error>
 #include <utility>
@@ -40,17 +39,6 @@ std::mutex g_mutex;
 std::optional<Pending> g_pending;
 std::atomic<int64_t> g_hits{0};
 
-// The stream a device's prefetches upload on (created once, never
-// destroyed: an upload may run until the process ends).
-cuda::StreamHandle upload_stream(int device) {
-  static std::mutex mutex;
-  static std::map<int, cuda::Stream*> streams;
-  std::lock_guard<std::mutex> lock(mutex);
-  cuda::Stream*& s = streams[device];
-  if (s == nullptr) s = new cuda::Stream(device);
-  return s->handle();
-}
-
 // upload_to: the CUDA device to upload the lattices' tables to, or -1.
 // threads: the OpenMP team's size (OpenMP's setting is per thread, so a new
 // thread would start from the process default, not the caller's --threads).
@@ -62,7 +50,8 @@ PrefetchedBilateral build(const Tensor& host_image, const MeanFieldOptions& o, i
   if (upload_to >= 0) {
     try {
       p.cuda = std::make_shared<const CudaPermutohedralFilter>(
-          lattice_tables(parts_of_type<PermutohedralLattice>(*stack)), upload_to, upload_stream(upload_to));
+          lattice_tables(parts_of_type<PermutohedralLattice>(*stack)), upload_to,
+          cuda::upload_stream(upload_to, cuda::UploadLane::lattice_tables).handle());
     } catch (const OutOfMemoryError&) {
       // The upload runs while the current step's activations are live;
       // the forward that takes this uploads the tables itself instead,

@@ -353,12 +353,12 @@ Stream::~Stream() {
 }
 void Stream::synchronize() const { CRFSEG_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
-const Stream& upload_stream(int device) {
+const Stream& upload_stream(int device, UploadLane lane) {
   check_index(device, "cuda::upload_stream");
   static std::mutex mutex;
-  static std::array<Stream*, kMaxDevices> streams{};
+  static std::array<std::array<Stream*, 2>, kMaxDevices> streams{};
   std::lock_guard<std::mutex> lock(mutex);
-  Stream*& s = streams.at(static_cast<size_t>(device));
+  Stream*& s = streams.at(static_cast<size_t>(device)).at(static_cast<size_t>(lane));
   if (s == nullptr) s = new Stream(device);
   return *s;
 }
@@ -459,7 +459,7 @@ void set_current_stream(int, StreamHandle) { no_cuda("cuda::set_current_stream")
 Stream::Stream(int) { no_cuda("cuda::Stream"); }
 Stream::~Stream() = default;
 void Stream::synchronize() const {}
-const Stream& upload_stream(int) { no_cuda("cuda::upload_stream"); }
+const Stream& upload_stream(int, UploadLane) { no_cuda("cuda::upload_stream"); }
 StreamGuard::StreamGuard(const Stream&) : device_(0), previous_(nullptr) { no_cuda("cuda::StreamGuard"); }
 StreamGuard::~StreamGuard() = default;
 Event::Event(int, bool) { no_cuda("cuda::Event"); }

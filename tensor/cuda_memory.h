@@ -158,11 +158,15 @@ class Stream {
   int device_ = 0;
 };
 
-// The device's upload stream, for host-to-device copies that must not wait
-// for the work queued on the current stream (ops::upload_ahead). Created on
-// first use and never destroyed: work may be queued on it until the
+// Streams for host-to-device copies that must not wait for the work queued
+// on the current stream, one per device and lane: the batches
+// (ops::upload_ahead) and the CRF prefetch's lattice tables
+// (crf/bilateral_prefetch.cpp), apart so that a batch's copy, which the host
+// waits for, never waits behind a table upload (hundreds of MB). Created on
+// first use and never destroyed: work may be queued on them until the
 // process ends.
-const Stream& upload_stream(int device);
+enum class UploadLane { batches, lattice_tables };
+const Stream& upload_stream(int device, UploadLane lane);
 
 // Makes a stream current for the scope, then restores the previous one.
 class StreamGuard {

@@ -39,36 +39,43 @@ Tensor to_dtype(const Tensor& t, DType dtype) {
   return out;
 }
 
+namespace {
+
+// A CPU tensor copied to CUDA `device` on the current stream (allocated from
+// its pool; the host waits for the copy): to_device's and upload_ahead's.
+// before_copy, if any, gets the result allocated and not yet filled.
+Tensor host_to_device(const Tensor& t, Device device, const std::function<void(const Tensor&)>& before_copy) {
+  const Tensor src = contiguous(t);
+  Tensor out = Tensor::empty(t.shape(), {t.dtype(), device});
+  if (before_copy) before_copy(out);
+  const size_t bytes = t.numel() * dtype_size(t.dtype());
+  if (bytes > 0) cuda::copy_to_device(out.raw_data(), src.raw_data(), bytes, device.index);
+  return out;
+}
+
+}  // namespace
+
 Tensor to_device(const Tensor& t, Device device) {
   check_defined("to_device", t, "t");
   if (t.device() == device) return t;
+  if (t.device().is_cpu()) return host_to_device(t, device, {});
+  if (!device.is_cpu()) return to_device(to_device(t, Device::cpu()), device);  // between two GPUs: through the host
   const Tensor src = contiguous(t);  // on its own device
   Tensor out = Tensor::empty(t.shape(), {t.dtype(), device});
   const size_t bytes = t.numel() * dtype_size(t.dtype());
-  if (bytes == 0) return out;
-  if (device.is_cuda() && src.device().is_cpu()) {
-    cuda::copy_to_device(out.raw_data(), src.raw_data(), bytes, device.index);
-  } else if (device.is_cpu()) {
-    cuda::copy_to_host(out.raw_data(), src.raw_data(), bytes, src.device().index);
-  } else {  // between two GPUs: stage through the host
-    return to_device(to_device(src, Device::cpu()), device);
-  }
+  if (bytes > 0) cuda::copy_to_host(out.raw_data(), src.raw_data(), bytes, src.device().index);
   return out;
 }
 
 Tensor upload_ahead(const Tensor& t, Device device, const std::function<void(const Tensor&)>& before_copy) {
   check_defined("upload_ahead", t, "t");
   if (!(device.is_cuda() && t.device().is_cpu())) return to_device(t, device);
-  const Tensor src = contiguous(t);
   Tensor out;
   {
     // Allocated from the upload stream's pool and copied on that stream;
     // copy_to_device waits for that stream alone.
-    const cuda::StreamGuard on_upload(cuda::upload_stream(device.index));
-    out = Tensor::empty(t.shape(), {t.dtype(), device});
-    if (before_copy) before_copy(out);
-    const size_t bytes = t.numel() * dtype_size(t.dtype());
-    if (bytes > 0) cuda::copy_to_device(out.raw_data(), src.raw_data(), bytes, device.index);
+    const cuda::StreamGuard on_upload(cuda::upload_stream(device.index, cuda::UploadLane::batches));
+    out = host_to_device(t, device, before_copy);
   }
   out.record_stream(cuda::current_stream(device.index));
   return out;

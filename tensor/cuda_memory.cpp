@@ -13,6 +13,7 @@
 #include <string>
 #include <utility>
 
+#include "tensor/cuda_deferred.h"
 #include "tensor/error.h"
 
 #ifdef CRFSEG_WITH_CUDA
@@ -303,6 +304,7 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes, int device)
 void synchronize(int device) {
   select(device, "cuda::synchronize");
   CRFSEG_CUDA_CHECK(cudaDeviceSynchronize());
+  raise_deferred_errors(device);  // every check queued before is complete now
 }
 
 // The kernels' enum lists the same precisions in the same order.

@@ -1,6 +1,7 @@
 // Copies, casts, device transfers, concat and stack.
 #include <cstring>
 
+#include "tensor/cuda_deferred.h"
 #include "tensor/cuda_memory.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
@@ -64,6 +65,9 @@ Tensor to_device(const Tensor& t, Device device) {
   Tensor out = Tensor::empty(t.shape(), {t.dtype(), device});
   const size_t bytes = t.numel() * dtype_size(t.dtype());
   if (bytes > 0) cuda::copy_to_host(out.raw_data(), src.raw_data(), bytes, src.device().index);
+  // The host has waited for the current stream: read the checks that ops
+  // queued instead of waiting (tensor/cuda_deferred.h).
+  cuda::raise_deferred_errors(src.device().index);
   return out;
 }
 

@@ -1,0 +1,120 @@
+// Deferred device checks (see cuda_deferred.h). Written on cuda_memory.h's
+// pinned buffers, events and asynchronous copies alone, so it needs no
+// #ifdef: without CUDA, defer_check throws their DeviceError and the queue
+// stays empty.
+#include "tensor/cuda_deferred.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "tensor/error.h"
+
+namespace crfseg::cuda {
+
+void DeferredQueue::raise_ready(int device, bool wait) {
+  if (raising_) return;  // a raise function reading the device to build its message
+  raising_ = true;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{raising_};
+  for (size_t i = 0; i < entries_.size();) {
+    DeferredEntry& e = entries_[i];
+    if (device >= 0 && e.device != device) {
+      ++i;
+      continue;
+    }
+    if (wait) {
+      e.wait();
+    } else if (!e.ready()) {
+      ++i;  // on another stream, still running: read at a later call
+      continue;
+    }
+    DeferredEntry taken = std::move(e);
+    entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
+    taken.raise(taken.value());  // gone from the queue whether or not it throws
+  }
+}
+
+bool DeferredQueue::raise_oldest(int device) {
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (entries_[i].device != device) continue;
+    entries_[i].wait();
+    DeferredEntry taken = std::move(entries_[i]);
+    entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
+    taken.raise(taken.value());
+    return true;
+  }
+  return false;
+}
+
+namespace {
+
+constexpr int kSlots = 256;  // unread checks per thread and device before defer_check reads the oldest
+
+bool read_each_check_at_once() {
+  static const bool sync = [] {
+    const char* env = std::getenv("CRFSEG_CUDA_SYNC");
+    return env != nullptr && std::strcmp(env, "1") == 0;
+  }();
+  return sync;
+}
+
+// Pinned int64 slots the checks' values are copied into: allocating pinned
+// memory per check would cost a driver call each, and freeing it waits
+// for the device.
+struct SlotPool {
+  PinnedBuffer buffer;
+  std::vector<int> free;
+};
+
+// The pools are declared first so they outlive the queue's entries, whose
+// slot leases return to them.
+struct ThreadState {
+  std::map<int, SlotPool> pools;
+  DeferredQueue queue;
+};
+
+ThreadState& thread_state() {
+  thread_local ThreadState state;
+  return state;
+}
+
+}  // namespace
+
+void defer_check(int device, StreamHandle stream, const int64_t* device_value, DeferredRaise raise) {
+  ThreadState& s = thread_state();
+  SlotPool& pool = s.pools[device];
+  if (pool.buffer.data() == nullptr) {
+    pool.buffer = PinnedBuffer(kSlots * sizeof(int64_t), device);
+    for (int k = kSlots - 1; k >= 0; --k) pool.free.push_back(k);
+  }
+  while (pool.free.empty()) {  // kSlots unread on this device: read the oldest
+    if (!s.queue.raise_oldest(device)) throw DeviceError("cuda::defer_check: every pinned slot is in use");
+  }
+  const int slot = pool.free.back();
+  pool.free.pop_back();
+  int64_t* host = static_cast<int64_t*>(pool.buffer.data()) + slot;
+  // Returns the slot when the last copy of the entry's functions goes.
+  const std::shared_ptr<int64_t> lease(host, [&pool, slot](int64_t*) { pool.free.push_back(slot); });
+  copy_to_host_async(host, device_value, sizeof(int64_t), device, stream);
+  auto done = std::make_shared<Event>(device, /*timing=*/false);
+  done->record(stream);
+  s.queue.push({.device = device,
+                .ready = [done] { return done->query(); },
+                .wait = [done] { done->synchronize(); },
+                .value = [lease] { return *lease; },
+                .raise = std::move(raise)});
+  if (read_each_check_at_once()) s.queue.raise_ready(device, /*wait=*/true);
+}
+
+void raise_deferred_errors(int device) { thread_state().queue.raise_ready(device, /*wait=*/false); }
+
+void wait_deferred_checks(int device) { thread_state().queue.raise_ready(device, /*wait=*/true); }
+
+size_t deferred_checks_pending() { return thread_state().queue.size(); }
+
+}  // namespace crfseg::cuda

@@ -127,13 +127,17 @@ Tensor max_backward(const Tensor& grad, const Tensor& index, const Shape& input_
 // Index of the first maximum along `dim` (i64).
 Tensor argmax(const Tensor& t, int64_t dim, bool keepdim = false);
 // Confusion counts of two i64 tensors of one shape: out[t][p] (i64
-// [classes, classes], on the CPU) counts the elements whose target is t and
-// prediction p; targets equal to ignore_index are skipped. A pair with a
-// class outside [0, classes) throws ValueError naming the first (flat index,
-// target, prediction). On CUDA the counts are made on the device and only
-// they are read back (a confusion matrix's update without copying the
-// pixels to the host).
-Tensor confusion_counts(const Tensor& predictions, const Tensor& targets, int64_t classes, int64_t ignore_index);
+// [classes, classes], on their device) counts the elements whose target is
+// t and prediction p; targets equal to ignore_index are skipped. A pair with
+// a class outside [0, classes) throws ValueError naming the first (flat
+// index, target, prediction). On CUDA nothing is read back (a confusion
+// matrix's update without the host waiting): a bad pair there makes every
+// count 0 and is a deferred check (tensor/cuda_deferred.h), raised at this
+// thread's next read from the device. With add_to (i64 [classes, classes]
+// on their device) the result is add_to plus these counts, a new tensor:
+// a running count in one launch more.
+Tensor confusion_counts(const Tensor& predictions, const Tensor& targets, int64_t classes, int64_t ignore_index,
+                        const Tensor& add_to = Tensor());
 // Sums `t` down to `shape`, the inverse of broadcasting (used by backward of broadcast ops).
 Tensor sum_to(const Tensor& t, const Shape& shape);
 // Sorted, normalised, de-duplicated dims; empty input means all dims.
@@ -154,11 +158,15 @@ Tensor softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim, bool l
 // all 1), positions whose target equals ignore_index skipped; mean reduction
 // weighted as in torch.nn.functional.cross_entropy (NaN when every position
 // is ignored, as there). Throws ValueError naming the first target outside
-// [0, C).
+// [0, C); on CUDA that is a deferred check (tensor/cuda_deferred.h), raised
+// at this thread's next read from the device, and the loss is NaN. Nothing
+// there waits for the device: the backward reads the weight sum and the
+// loss's gradient on it.
 struct CrossEntropyForward {
   Tensor loss;       // 0-dim
   Tensor log_probs;  // log_softmax(logits, 1), kept for the backward
-  double weight_sum;
+  double weight_sum;  // on the CPU; NaN on CUDA, where it stays on the device:
+  Tensor sums;        // CUDA: f64 [3] (loss sum, weight sum, bad targets), read there by the backward
 };
 CrossEntropyForward cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& weight,
                                   int64_t ignore_index);

@@ -1,6 +1,7 @@
 // Confusion counts (ops::confusion_counts): the CPU loop below is the
 // reference; CUDA counts on the device (kernels/cuda/confusion.cu) and
-// reads back only the counts.
+// reads nothing back: a bad pair is a deferred check.
+#include "tensor/cuda_deferred.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
 #include "tensor/ops_cuda.h"
@@ -21,7 +22,8 @@ namespace {
 
 }  // namespace
 
-Tensor confusion_counts(const Tensor& predictions, const Tensor& targets, int64_t classes, int64_t ignore_index) {
+Tensor confusion_counts(const Tensor& predictions, const Tensor& targets, int64_t classes, int64_t ignore_index,
+                        const Tensor& add_to) {
   const char* op = "confusion_counts";
   check_defined(op, predictions, "predictions");
   check_defined(op, targets, "targets");
@@ -33,25 +35,34 @@ Tensor confusion_counts(const Tensor& predictions, const Tensor& targets, int64_
   check_same_device(op, predictions, targets);
   CRFSEG_CHECK(classes >= 1 && classes <= 65536, ValueError, op,
                ": expected between 1 and 65536 classes, got ", classes);
+  if (add_to.defined()) {
+    CRFSEG_CHECK(add_to.dtype() == DType::i64 && add_to.shape() == (Shape{classes, classes}), ShapeError, op,
+                 ": expected add_to i64 [", classes, ", ", classes, "], got ", add_to.str());
+    check_same_device(op, predictions, add_to);
+  }
   const Tensor p = contiguous(predictions), t = contiguous(targets);
+  const Tensor acc = add_to.defined() ? contiguous(add_to) : Tensor();
   const int64_t n = p.numel(), bins = classes * classes;
 #ifdef CRFSEG_WITH_CUDA
   if (p.device().is_cuda()) {
-    const Tensor counts = zeros({bins + 1}, {DType::i64, p.device()});  // the last: the first bad pair (header)
+    const Tensor raw = zeros({bins + 1}, {DType::i64, p.device()});  // the last: the first bad pair (header)
+    const auto stream = detail::stream_of(p);
     kernels::cuda::confusion_counts(p.data<int64_t>(), t.data<int64_t>(), n, classes, ignore_index,
-                                    counts.data<int64_t>(), detail::stream_of(p));
-    const Tensor host = to_device(counts, Device::cpu());
-    const int64_t last = host.data<int64_t>()[bins];
-    if (last > 0) {  // the pair's values, read back for the message
-      const int64_t i = n - last;
+                                    raw.data<int64_t>(), stream);
+    Tensor out = Tensor::empty({classes, classes}, {DType::i64, p.device()});
+    kernels::cuda::confusion_finish(raw.data<int64_t>(), bins, acc.defined() ? acc.data<int64_t>() : nullptr,
+                                    out.data<int64_t>(), stream);
+    cuda::defer_check(p.device().index, stream, raw.data<int64_t>() + bins, [p, t, n, classes](int64_t last) {
+      if (last <= 0) return;
+      const int64_t i = n - last;  // the pair's values, read back for the message
       const auto at = [&](const Tensor& x) { return to_device(slice(reshape(x, {n}), 0, i, i + 1), Device::cpu()); };
       throw_outside(classes, i, at(t).data<int64_t>()[0], at(p).data<int64_t>()[0]);
-    }
-    return reshape(slice(host, 0, 0, bins), {classes, classes});
+    });
+    return out;
   }
 #endif
   check_cpu(op, p);
-  Tensor out = zeros({classes, classes}, {DType::i64, Device::cpu()});
+  Tensor out = acc.defined() ? clone(acc) : zeros({classes, classes}, {DType::i64, Device::cpu()});
   int64_t* counts = out.data<int64_t>();
   const int64_t* pp = p.data<int64_t>();
   const int64_t* tp = t.data<int64_t>();

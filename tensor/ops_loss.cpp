@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/bce.h"
+#include "tensor/cuda_deferred.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
@@ -58,22 +59,27 @@ Tensor one_hot(const Tensor& target_in, int64_t num_classes, DType dtype, int64_
   Shape shape = target.shape();
   shape.insert(shape.begin() + 1, num_classes);
   if (target.device().is_cuda()) {
-    // From device ops: out[n, c, ...] = [t == c] [t != ignore_index], with
-    // the targets outside [0, C) counted first (one value to the host) and
-    // located on the host only when there are any, for the message.
+    // From device ops: out[n, c, ...] = [t == c] [t != ignore_index], so a
+    // target outside [0, C) gives a row of zeros; their count is a deferred
+    // check (tensor/cuda_deferred.h), located on the host only when nonzero.
     const Device dev = target.device();
     auto as_f64 = [](const Tensor& mask) { return to_dtype(mask, DType::f64); };
     auto scalar = [&](int64_t v) { return full({}, static_cast<double>(v), {DType::i64, dev}); };
     const Tensor kept = as_f64(compare(CompareOp::ne, target, scalar(ignore_index)));
     const Tensor outside = add(as_f64(compare(CompareOp::lt, target, scalar(0))),
                                as_f64(compare(CompareOp::ge, target, scalar(num_classes))));
-    if (sum(mul(kept, outside)).item() > 0) {
+    const Tensor bad = to_dtype(sum(mul(kept, outside)), DType::i64);
+    cuda::defer_check(dev.index, cuda::launch_stream(dev.index), bad.data<int64_t>(),
+                      [target, num_classes, ignore_index, op](int64_t count) {
+      if (count == 0) return;
       const std::vector<int64_t> t = target.to(Device::cpu()).to_vector<int64_t>();
       for (size_t i = 0; i < t.size(); ++i) {
         CRFSEG_CHECK(t[i] == ignore_index || (t[i] >= 0 && t[i] < num_classes), ValueError, op, ": target ", t[i],
                      " at flat index ", i, " is outside [0, ", num_classes, ")");
       }
-    }
+      throw ValueError(::crfseg::detail::concat_message(op, ": ", count, " targets outside [0, ", num_classes,
+                                                        ") (changed since the op was queued)"));
+    });
     Shape class_shape(shape.size(), 1);
     class_shape[1] = num_classes;
     const Tensor classes = reshape(arange(0, static_cast<double>(num_classes), 1, {DType::i64, dev}), class_shape);

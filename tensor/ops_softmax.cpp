@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/softmax.h"
+#include "tensor/cuda_deferred.h"
 #include "tensor/dispatch.h"
 #include "tensor/factory.h"
 #include "tensor/ops.h"
@@ -116,31 +117,36 @@ CrossEntropyForward cross_entropy(const Tensor& logits_in, const Tensor& target_
   out.loss = Tensor::empty({}, logits.options());
 #ifdef CRFSEG_WITH_CUDA
   if (logits.device().is_cuda()) {
-    // log_softmax, then per-position terms summed on the device; the two sums
-    // (and the count of bad targets) come back to the host, since
-    // weight_sum is a host value: one synchronisation per loss.
+    // log_softmax, per-position terms, their sums and the loss, all on the
+    // device: the host does not wait, and the backward reads the weight sum
+    // there. A target outside [0, C) makes the loss NaN and is a deferred
+    // check, located on the host (for the message) only when there is one.
     const int64_t P = v.outer * v.inner;
+    const auto stream = detail::stream_of(logits);
     Tensor terms = Tensor::empty({3, P}, {DType::f64, logits.device()});
+    const Tensor bad = Tensor::empty({}, {DType::i64, logits.device()});
     dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
       using T = decltype(tag);
-      const auto stream = detail::stream_of(logits);
       kernels::cuda::softmax_forward(logits.data<T>(), out.log_probs.data<T>(), v.outer, v.C, v.inner, true, stream);
       kernels::cuda::cross_entropy_terms(out.log_probs.data<T>(), target.data<int64_t>(),
                                          weight.defined() ? weight.data<T>() : nullptr, v.outer, v.C, v.inner,
                                          ignore_index, terms.data<double>(), stream);
+      out.sums = sum(terms, {1});
+      kernels::cuda::cross_entropy_finish(out.sums.data<double>(), out.loss.data<T>(), bad.data<int64_t>(), stream);
     });
-    const std::vector<double> sums = sum(terms, {1}).to(Device::cpu()).to_vector<double>();
-    if (sums[2] > 0) {  // find the first bad target on the host, for the message
+    out.weight_sum = std::numeric_limits<double>::quiet_NaN();
+    const int64_t C = v.C;
+    cuda::defer_check(logits.device().index, stream, bad.data<int64_t>(), [target, C, ignore_index](int64_t count) {
+      if (count == 0) return;
       const std::vector<int64_t> t = target.to(Device::cpu()).to_vector<int64_t>();
       for (size_t p = 0; p < t.size(); ++p) {
-        CRFSEG_CHECK(t[p] == ignore_index || (t[p] >= 0 && t[p] < v.C), ValueError, "cross_entropy: target ", t[p],
-                     " at flat position ", p, " is outside [0, ", v.C, ") and is not ignore_index (", ignore_index,
+        CRFSEG_CHECK(t[p] == ignore_index || (t[p] >= 0 && t[p] < C), ValueError, "cross_entropy: target ", t[p],
+                     " at flat position ", p, " is outside [0, ", C, ") and is not ignore_index (", ignore_index,
                      ")");
       }
-    }
-    out.weight_sum = sums[1];
-    const double loss = sums[1] == 0.0 ? std::numeric_limits<double>::quiet_NaN() : sums[0] / sums[1];
-    fill_(out.loss, loss);
+      throw ValueError(::crfseg::detail::concat_message("cross_entropy: ", count, " targets outside [0, ", C,
+                                                        ") (changed since the loss was queued)"));
+    });
     return out;
   }
 #endif
@@ -173,12 +179,19 @@ Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyForward& fwd
   Tensor dx = Tensor::empty(fwd.log_probs.shape(), fwd.log_probs.options());
 #ifdef CRFSEG_WITH_CUDA
   if (dx.device().is_cuda()) {
-    const double scale = grad.item() / fwd.weight_sum;
+    // scale = g / W is formed by each thread from the device's values (the
+    // loss's gradient, the forward's weight sum): no wait for the device.
+    // A forward made elsewhere (sums undefined) gives its weight sum here.
+    const Tensor g = contiguous(to_dtype(to_device(grad, dx.device()), dx.dtype()));
+    const Tensor w_sum = fwd.sums.defined() ? to_device(slice(fwd.sums, 0, 1, 2), dx.device())
+                                            : full({1}, fwd.weight_sum, {DType::f64, dx.device()});
+    CRFSEG_CHECK(w_sum.dtype() == DType::f64, DTypeError, op, ": expected the forward's sums in f64, got ",
+                 dtype_name(w_sum.dtype()));
     dispatch_float(dx.dtype(), "cross_entropy_backward", [&](auto tag) {
       using T = decltype(tag);
-      kernels::cuda::cross_entropy_backward(scale, fwd.log_probs.data<T>(), target.data<int64_t>(),
-                                            weight.defined() ? weight.data<T>() : nullptr, dx.data<T>(), v.outer,
-                                            v.C, v.inner, ignore_index, detail::stream_of(dx));
+      kernels::cuda::cross_entropy_backward(g.data<T>(), w_sum.data<double>(), fwd.log_probs.data<T>(),
+                                            target.data<int64_t>(), weight.defined() ? weight.data<T>() : nullptr,
+                                            dx.data<T>(), v.outer, v.C, v.inner, ignore_index, detail::stream_of(dx));
     });
     return dx;
   }

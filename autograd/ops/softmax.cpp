@@ -29,15 +29,16 @@ class SoftmaxBackward : public Node {
 class CrossEntropyBackward : public Node {
  public:
   CrossEntropyBackward(ops::CrossEntropyForward fwd, const Tensor& target, const Tensor& weight, int64_t ignore_index)
-      : log_probs_(fwd.log_probs), weight_sum_(fwd.weight_sum), target_(target), weight_(weight),
+      : log_probs_(fwd.log_probs), weight_sum_(fwd.weight_sum), sums_(fwd.sums), target_(target), weight_(weight),
         ignore_index_(ignore_index) {}
   const char* name() const override { return "CrossEntropyBackward"; }
   std::vector<Tensor> apply(const Tensor& g) override {
-    ops::CrossEntropyForward fwd{Tensor(), log_probs_.unpack(name()), weight_sum_};
+    ops::CrossEntropyForward fwd{Tensor(), log_probs_.unpack(name()), weight_sum_, sums_};
     return {ops::cross_entropy_backward(g, fwd, target_.unpack(name()), weight_.unpack(name()), ignore_index_)};
   }
   void release_saved() override {
     log_probs_.release();
+    sums_ = Tensor();
     target_.release();
     weight_.release();
   }
@@ -45,6 +46,7 @@ class CrossEntropyBackward : public Node {
  private:
   SavedTensor log_probs_;
   double weight_sum_;
+  Tensor sums_;  // CUDA: the forward's device sums (the weight sum is read there); an op's output, not an input
   SavedTensor target_, weight_;
   int64_t ignore_index_;
 };

@@ -1,6 +1,7 @@
 // CUDA confusion counts (see kernels/cuda/confusion.h).
 #include "kernels/cuda/confusion.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/for_each.cuh"
 
 namespace crfseg::kernels::cuda {
 
@@ -56,6 +57,12 @@ void confusion_counts(const int64_t* predictions, const int64_t* targets, int64_
   confusion_kernel<<<blocks, kThreads, shared, stream>>>(predictions, targets, n, classes, ignore_index,
                                                          reinterpret_cast<unsigned long long*>(counts));
   launch_check("confusion_counts");
+}
+
+void confusion_finish(const int64_t* counts, int64_t bins, const int64_t* add_to, int64_t* out, Stream stream) {
+  for_each(bins, [=] __device__(int64_t i) {
+    out[i] = (add_to != nullptr ? add_to[i] : 0) + (counts[bins] == 0 ? counts[i] : 0);
+  }, stream, "confusion_finish");
 }
 
 }  // namespace crfseg::kernels::cuda

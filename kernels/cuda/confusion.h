@@ -17,5 +17,9 @@ namespace crfseg::kernels::cuda {
 // Integer sums: the same counts in any order (deterministic).
 void confusion_counts(const int64_t* predictions, const int64_t* targets, int64_t n, int64_t classes,
                       int64_t ignore_index, int64_t* counts, Stream stream);
+// out[i] = add_to[i] + counts[i] for i < bins, counts[i] taken as 0 when
+// counts[bins] (the first bad pair's header above) is not: a failed count
+// adds nothing. add_to may be null (zeros).
+void confusion_finish(const int64_t* counts, int64_t bins, const int64_t* add_to, int64_t* out, Stream stream);
 
 }  // namespace crfseg::kernels::cuda

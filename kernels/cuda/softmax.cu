@@ -1,4 +1,6 @@
 // CUDA softmax family (see softmax.h).
+#include <math_constants.h>
+
 #include <cmath>
 
 #include "kernels/cuda/for_each.cuh"
@@ -72,9 +74,21 @@ void cross_entropy_terms(const T* log_probs, const int64_t* target, const T* wei
 }
 
 template <typename T>
-void cross_entropy_backward(double scale, const T* log_probs, const int64_t* target, const T* weight, T* dx,
-                            int64_t outer, int64_t C, int64_t inner, int64_t ignore_index, Stream stream) {
+void cross_entropy_finish(const double* sums, T* loss, int64_t* bad, Stream stream) {
+  for_each(1, [=] __device__(int64_t) {
+    const int64_t b = static_cast<int64_t>(sums[2]);
+    *bad = b;
+    // As the CPU's: a double quotient, rounded once to T (0/0 is NaN).
+    *loss = static_cast<T>(b > 0 ? CUDART_NAN : sums[0] / sums[1]);
+  }, stream, "cross_entropy_finish");
+}
+
+template <typename T>
+void cross_entropy_backward(const T* grad, const double* weight_sum, const T* log_probs, const int64_t* target,
+                            const T* weight, T* dx, int64_t outer, int64_t C, int64_t inner, int64_t ignore_index,
+                            Stream stream) {
   for_each(outer * C * inner, [=] __device__(int64_t k) {
+    const double scale = static_cast<double>(grad[0]) / weight_sum[0];  // the host's grad.item() / weight_sum
     const int64_t row = quotient(k, inner), i = k - row * inner, o = quotient(row, C), c = row - o * C;
     const int64_t t = target[o * inner + i];
     if (t == ignore_index) {
@@ -91,8 +105,9 @@ void cross_entropy_backward(double scale, const T* log_probs, const int64_t* tar
   template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, bool, Stream);      \
   template void cross_entropy_terms<T>(const T*, const int64_t*, const T*, int64_t, int64_t, int64_t, int64_t, \
                                        double*, Stream);                                                   \
-  template void cross_entropy_backward<T>(double, const T*, const int64_t*, const T*, T*, int64_t, int64_t,  \
-                                          int64_t, int64_t, Stream);
+  template void cross_entropy_finish<T>(const double*, T*, int64_t*, Stream);                             \
+  template void cross_entropy_backward<T>(const T*, const double*, const T*, const int64_t*, const T*, T*,   \
+                                          int64_t, int64_t, int64_t, int64_t, Stream);
 CRFSEG_SOFTMAX(float)
 CRFSEG_SOFTMAX(double)
 #undef CRFSEG_SOFTMAX

@@ -18,6 +18,7 @@
 #include "crf/crf_rnn.h"
 #include "crf/mean_field_composed.h"
 #include "layers/linear.h"
+#include "tensor/cuda_deferred.h"
 #include "layers/optim/adam.h"
 #include "layers/optim/clip_grad.h"
 #include "layers/optim/sgd.h"

@@ -46,8 +46,15 @@ TEST_CASE("cuda ops: softmax, log_softmax, their backward, and cross-entropy" * 
       return ops::concat({ops::reshape(fwd.loss, {1}), ops::flatten(dx)}, 0);
     }, 0, 0);
     const Tensor bad = from_vector<int64_t>({0, 1, 7}, {1, 3});
-    check_throws_with<ValueError>([&] { ops::cross_entropy(gpu(random_tensor({1, 5, 3}, 1, dt)), gpu(bad), Tensor(), -100); },
-                                  "target 7 at flat position 2 is outside [0, 5)");
+    // Raised at the next read from the device (the loss's here): a deferred
+    // check. The loss is NaN, and the error is raised once.
+    ops::CrossEntropyForward failed;
+    check_throws_with<ValueError>([&] {
+      failed = ops::cross_entropy(gpu(random_tensor({1, 5, 3}, 1, dt)), gpu(bad), Tensor(), -100);
+      (void)failed.loss.item();
+    }, "cross_entropy: target 7 at flat position 2 is outside [0, 5)");
+    CHECK(cuda::deferred_checks_pending() == 0);
+    if (failed.loss.defined()) CHECK(std::isnan(failed.loss.item()));  // (under CRFSEG_CUDA_SYNC=1 the op threw)
   }
 }
 
@@ -252,8 +259,14 @@ TEST_CASE("cuda ops: confusion counts on the device against the CPU's, and the s
       INFO(where);
       const Tensor want = ops::confusion_counts(pc, tc, classes, -100);
       const Tensor got = ops::confusion_counts(gpu(pc), gpu(tc), classes, -100);
-      CHECK(got.device().is_cpu());
-      CHECK(got.to_vector<int64_t>() == want.to_vector<int64_t>());
+      CHECK(got.device().is_cuda());
+      CHECK(cpu(got).to_vector<int64_t>() == want.to_vector<int64_t>());
+      // A running count: add_to plus these counts, add_to unchanged.
+      const Tensor twice = ops::confusion_counts(gpu(pc), gpu(tc), classes, -100, got);
+      std::vector<int64_t> doubled = want.to_vector<int64_t>();
+      for (int64_t& v : doubled) v *= 2;
+      CHECK(cpu(twice).to_vector<int64_t>() == doubled);
+      CHECK(cpu(got).to_vector<int64_t>() == want.to_vector<int64_t>());
       if (n < 7) continue;
       // Bad pairs at several places: both devices name the first.
       std::vector<int64_t> tb = t, pb = p;
@@ -269,20 +282,24 @@ TEST_CASE("cuda ops: confusion counts on the device against the CPU's, and the s
       } catch (const ValueError& e) {
         cpu_message = e.what();
       }
-      try {
-        ops::confusion_counts(gpu(pbc), gpu(tbc), classes, -100);
+      Tensor failed;
+      try {  // a deferred check: raised by the read (by the op under CRFSEG_CUDA_SYNC=1)
+        failed = ops::confusion_counts(gpu(pbc), gpu(tbc), classes, -100, got);
+        (void)cpu(failed);
       } catch (const ValueError& e) {
         gpu_message = e.what();
       }
       CHECK(cpu_message.find("at flat index " + std::to_string(n / 3 + 1) + ":") != std::string::npos);
       CHECK(gpu_message == cpu_message);
+      CHECK(cuda::deferred_checks_pending() == 0);
+      if (failed.defined()) CHECK(cpu(failed).to_vector<int64_t>() == want.to_vector<int64_t>());  // added nothing
     }
   }
   // A strided view and an empty pair.
   const Tensor t = random_tensor({5, 9}, 3, DType::f64, 0, 4).to(DType::i64);
   const Tensor p = random_tensor({5, 9}, 4, DType::f64, 0, 4).to(DType::i64);
   const Tensor viewed = ops::confusion_counts(ops::transpose(gpu(p), 0, 1), ops::transpose(gpu(t), 0, 1), 4, -100);
-  CHECK(viewed.to_vector<int64_t>() == ops::confusion_counts(p, t, 4, -100).to_vector<int64_t>());
+  CHECK(cpu(viewed).to_vector<int64_t>() == ops::confusion_counts(p, t, 4, -100).to_vector<int64_t>());
   const Tensor none = empty({0, 3}, {DType::i64, Device::cuda(0)});
-  CHECK(ops::confusion_counts(none, none, 2, -100).to_vector<int64_t>() == std::vector<int64_t>(4, 0));
+  CHECK(cpu(ops::confusion_counts(none, none, 2, -100)).to_vector<int64_t>() == std::vector<int64_t>(4, 0));
 }

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "tests/support/helpers.h"
+#include "tensor/cuda_deferred.h"
 #include "tensor/cuda_memory.h"
 
 #ifdef CRFSEG_WITH_CUDA
@@ -224,6 +225,72 @@ TEST_CASE("cuda: an uploaded block is not reused before the current stream has r
   for (int k = 0; k < 6; ++k) {
     const std::vector<float> v = read[static_cast<size_t>(k)].to(Device::cpu()).to_vector<float>();
     CHECK(std::all_of(v.begin(), v.end(), [&](float x) { return x == static_cast<float>(k); }));
+  }
+#endif
+}
+
+TEST_CASE("cuda: ops with device-side input checks queue them and return without waiting" *
+          doctest::skip(kNoDevice)) {
+#ifdef CRFSEG_WITH_CUDA
+  // Cross-entropy (forward and backward), one_hot and a running confusion
+  // count are queued behind a shut gate: each returns with the gate still
+  // shut, and their checks are read once the host reads the device.
+  const char* sync = std::getenv("CRFSEG_CUDA_SYNC");
+  const bool each_launch_waits = sync != nullptr && std::string(sync) == "1";
+  using namespace std::chrono_literals;
+  const Device gpu = Device::cuda(0);
+  const Tensor logits_h = random_tensor({2, 4, 3, 5}, 11), target_h = from_vector<int64_t>(
+      {0, 1, 2, 3, -100, 1, 0, 3, 2, 2, 1, 0, 3, 3, 1, 0, 0, 2, 1, 3, -100, 2, 1, 0, 3, 2, 1, 1, 0, 2}, {2, 3, 5});
+  const Tensor logits = logits_h.to(gpu), target = target_h.to(gpu);
+  const ops::CrossEntropyForward want = ops::cross_entropy(logits_h, target_h, Tensor(), -100);
+  const Tensor want_dx = ops::cross_entropy_backward(ones({}), want, target_h, Tensor(), -100);
+  (void)ops::cross_entropy(logits, target, Tensor(), -100).loss.item();  // pinned slots, caches: out of the way
+  const cuda::StreamHandle current = cuda::current_stream(0);
+  cuda::Event queued(0, false);
+  ops::CrossEntropyForward got;
+  Tensor dx, hot, counts;
+  {
+    StreamGate gate(current, 10s);
+    queued.record(current);
+    got = ops::cross_entropy(logits, target, Tensor(), -100);
+    dx = ops::cross_entropy_backward(ones({}, {DType::f32, gpu}), got, target, Tensor(), -100);
+    hot = ops::one_hot(target, 4, DType::f32, -100);
+    counts = ops::confusion_counts(ops::argmax(logits, 1), target, 4, -100);
+    counts = ops::confusion_counts(ops::argmax(logits, 1), target, 4, -100, counts);
+    if (each_launch_waits) {
+      MESSAGE("CRFSEG_CUDA_SYNC=1: every launch waits, so not waiting cannot be checked; the values are");
+    } else {
+      CHECK_FALSE(queued.query());  // back with the gate still shut
+      CHECK(cuda::deferred_checks_pending() == 3);
+    }
+    gate.open();
+  }
+  CHECK(got.loss.item() == doctest::Approx(want.loss.item()).epsilon(1e-6));
+  CHECK(cuda::deferred_checks_pending() == 0);  // read by that item()
+  CHECK(max_abs_difference(dx.to(Device::cpu()), want_dx) < 1e-6);
+  CHECK(hot.to(Device::cpu()).to_vector<float>() == ops::one_hot(target_h, 4, DType::f32, -100).to_vector<float>());
+  std::vector<int64_t> twice = ops::confusion_counts(ops::argmax(logits_h, 1), target_h, 4, -100).to_vector<int64_t>();
+  for (int64_t& v : twice) v *= 2;
+  CHECK(counts.to(Device::cpu()).to_vector<int64_t>() == twice);
+  // A failed check is raised by the next read of anything on the device
+  // (here an unrelated tensor's), once; cuda::synchronize reads them too.
+  const Tensor bad = from_vector<int64_t>({0, 9}, {2}).to(gpu);
+  try {
+    (void)ops::one_hot(bad, 4, DType::f32, -100);
+    check_throws_with<ValueError>([&] { (void)full({2}, 1.0, {DType::f32, gpu}).to(Device::cpu()); },
+                                  "one_hot: target 9 at flat index 1 is outside [0, 4)");
+  } catch (const ValueError& e) {  // CRFSEG_CUDA_SYNC=1: at the op
+    CHECK(each_launch_waits);
+    CHECK(std::string(e.what()).find("target 9 at flat index 1") != std::string::npos);
+  }
+  CHECK(cuda::deferred_checks_pending() == 0);
+  (void)full({2}, 1.0, {DType::f32, gpu}).to(Device::cpu());  // raised once: no throw now
+  if (!each_launch_waits) {
+    (void)ops::cross_entropy(logits, target, Tensor(), -100);  // passes its check
+    (void)ops::one_hot(bad, 4, DType::f32, -100);
+    CHECK(cuda::deferred_checks_pending() == 2);
+    CHECK_THROWS_AS(cuda::synchronize(0), ValueError);
+    CHECK(cuda::deferred_checks_pending() == 0);
   }
 #endif
 }

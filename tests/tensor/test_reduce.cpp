@@ -151,3 +151,26 @@ TEST_CASE("confusion_counts against a plain count, with ignored targets and bad 
   check_throws_with<ValueError>([&] { ops::confusion_counts(p, t, 0, 5); }, "expected between 1 and 65536 classes");
   check_throws_with<ValueError>([&] { ops::confusion_counts(Tensor(), t, 3, 5); }, "undefined");
 }
+
+TEST_CASE("confusion_counts with add_to: a running count, add_to left unchanged") {
+  const Tensor t1 = labels({3, 4, 5}, 7, 0, 3, -100), p1 = labels({3, 4, 5}, 8, 0, 3, 0);
+  const Tensor t2 = labels({2, 9}, 9, 0, 3, -100), p2 = labels({2, 9}, 10, 0, 3, 0);
+  const Tensor first = ops::confusion_counts(p1, t1, 4, -100);
+  const std::vector<int64_t> before = first.to_vector<int64_t>();
+  const Tensor running = ops::confusion_counts(p2, t2, 4, -100, first);
+  const std::vector<int64_t> second = ops::confusion_counts(p2, t2, 4, -100).to_vector<int64_t>();
+  std::vector<int64_t> want = before;
+  for (size_t i = 0; i < want.size(); ++i) want[i] += second[i];
+  CHECK(running.to_vector<int64_t>() == want);
+  CHECK(first.to_vector<int64_t>() == before);
+  CHECK(running.raw_data() != first.raw_data());
+  // A bad pair throws and leaves add_to as it was.
+  const Tensor bad_t = from_vector<int64_t>({1, 4}, {2}), bad_p = from_vector<int64_t>({1, 1}, {2});
+  check_throws_with<ValueError>([&] { ops::confusion_counts(bad_p, bad_t, 4, -100, first); },
+                                "at flat index 1: target 4, prediction 1");
+  CHECK(first.to_vector<int64_t>() == before);
+  check_throws_with<ShapeError>([&] { ops::confusion_counts(p2, t2, 4, -100, zeros({3, 3}, {DType::i64})); },
+                                "expected add_to i64 [4, 4], got");
+  check_throws_with<ShapeError>([&] { ops::confusion_counts(p2, t2, 4, -100, zeros({4, 4}, {DType::f32})); },
+                                "expected add_to i64 [4, 4]");
+}

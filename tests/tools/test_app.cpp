@@ -96,6 +96,23 @@ TEST_CASE("confusion counts on the predictions' device, with targets from either
   mixed.add(p.to(Device::cuda(0)), t.to(Device::cuda(0)));
   CHECK(mixed.counts() == host.counts());
   CHECK(mixed.counts() == std::vector<int64_t>{2, 0, 0, 2, 2, 0, 0, 2, 2});
+  // The counts stay on the device until read; a copy made between adds
+  // keeps its own (the device counts are replaced, never written in place).
+  mixed.add(p.to(Device::cuda(0)), t);
+  ConfusionMatrix copy = mixed;
+  mixed.add(p.to(Device::cuda(0)), t);
+  CHECK(copy.total() == 15);
+  CHECK(mixed.total() == 20);
+  // A bad class: raised at the read (at the add under CRFSEG_CUDA_SYNC=1),
+  // and that batch adds nothing.
+  const Tensor bad = from_vector<int64_t>({0, 1, 2, 3, 3, 0}, {2, 3});  // index 3's target is ignored
+  check_throws_with<ValueError>([&] {
+    mixed.add(bad.to(Device::cuda(0)), t);
+    (void)mixed.counts();
+  }, "class outside [0, 3) at flat index 4: target 1, prediction 3");
+  CHECK(mixed.total() == 20);
+  host.merge(copy);
+  CHECK(host.total() == 25);
 }
 
 TEST_CASE("boundary band: a hand-worked case, then the brute-force definition on awkward shapes") {

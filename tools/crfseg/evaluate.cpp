@@ -2,10 +2,12 @@
 #include "tools/crfseg/evaluate.h"
 
 #include <chrono>
+#include <optional>
 
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
 #include "crf/bilateral_prefetch.h"
+#include "tensor/factory.h"
 #include "tensor/ops.h"
 #include "tools/crfseg/model_spec.h"
 
@@ -42,27 +44,41 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
     const crf::PrefetchScope prefetch_scope;  // (one left pending if a batch fails)
     // One batch ahead, as in training (train.cpp): on CUDA with a CRF-RNN the
     // next batch's lattices build on a host thread while this one runs.
-    auto fetch = [&] {
-      auto b = loader.next();
-      if (b) {
-        b->images = images_to_device(b->images, device, net);
-        b->masks = ops::upload_ahead(b->masks, device);
-      }
-      return b;
+    // Nothing in a batch's step reads the device: the loss is summed there
+    // (in f64, as the host summed it), the confusion counts stay there, and
+    // the boundary band is made from the host's copy of the masks. The
+    // host reads once, after the last batch.
+    struct Ahead {
+      std::optional<data::Batch> batch;
+      Tensor host_masks;
     };
-    for (auto ahead = fetch();;) {
-      auto batch = std::move(ahead);
-      ahead.reset();
-      if (!batch) break;
-      const Tensor logits = net(batch->images);
+    auto fetch = [&] {
+      Ahead a{loader.next(), Tensor()};
+      if (a.batch) {
+        a.host_masks = a.batch->masks;
+        a.batch->images = images_to_device(a.batch->images, device, net);
+        a.batch->masks = ops::upload_ahead(a.batch->masks, device);
+      }
+      return a;
+    };
+    Tensor loss_sum_on_device = zeros({}, {DType::f64, device});
+    for (Ahead ahead = fetch();;) {
+      Ahead current = std::move(ahead);
+      ahead = Ahead{};
+      if (!current.batch) break;
+      const data::Batch& batch = *current.batch;
+      const Tensor logits = net(batch.images);
       ahead = fetch();
-      const int64_t n = batch->images.size(0);
-      loss_sum += compute_loss(logits, batch->masks, loss).item() * static_cast<double>(n);
+      const int64_t n = batch.images.size(0);
+      const Tensor batch_loss = ops::to_dtype(compute_loss(logits, batch.masks, loss), DType::f64);
+      loss_sum_on_device = ops::add(loss_sum_on_device, ops::scalar_op(ops::ScalarOp::mul, batch_loss,
+                                                                       static_cast<double>(n)));
       const Tensor predicted = ops::argmax(logits, 1);
-      r.confusion.add(predicted, batch->masks);
-      r.boundary.add(predicted, boundary_band_targets(batch->masks, boundary_width, ignore));
+      r.confusion.add(predicted, batch.masks);
+      r.boundary.add(predicted, boundary_band_targets(current.host_masks, boundary_width, ignore));
       r.images += n;
     }
+    loss_sum = loss_sum_on_device.item();
   }
   net.train(was_training);
   r.loss = r.images > 0 ? loss_sum / static_cast<double>(r.images) : NAN;

@@ -22,10 +22,27 @@ void ConfusionMatrix::add(const Tensor& predictions, const Tensor& targets) {
   // back); targets elsewhere (evaluate's boundary bands are made on the
   // host) are moved there first. A bad pair throws before any count is added.
   CRFSEG_CHECK(predictions.defined() && targets.defined(), ValueError, "ConfusionMatrix::add: undefined tensor");
-  const Tensor moved = targets.device() == predictions.device() ? targets : targets.to(predictions.device());
+  // Host targets go up on the upload stream (ops::upload_ahead): the host
+  // waits for that copy alone, not for the predictions' work.
+  const Tensor moved = targets.device() == predictions.device() ? targets
+                       : targets.device().is_cpu()             ? ops::upload_ahead(targets, predictions.device())
+                                                               : targets.to(predictions.device());
+  if (predictions.device().is_cuda()) {
+    if (on_device_.defined() && on_device_.device() != predictions.device()) fetch();  // (a model moved GPUs)
+    on_device_ = ops::confusion_counts(predictions, moved, classes_, ignore_index_, on_device_);
+    return;
+  }
   const Tensor counts = ops::confusion_counts(predictions, moved, classes_, ignore_index_);
   const int64_t* c = counts.data<int64_t>();
   for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += c[i];
+}
+
+void ConfusionMatrix::fetch() const {
+  // Read before it is dropped: a deferred error raised by this read leaves
+  // the counts on the device, to be read again by the next call.
+  const std::vector<int64_t> c = on_device_.to(Device::cpu()).to_vector<int64_t>();
+  for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += c[i];
+  on_device_ = Tensor();
 }
 
 void ConfusionMatrix::add_logits(const Tensor& logits, const Tensor& targets) {
@@ -38,20 +55,26 @@ void ConfusionMatrix::add_logits(const Tensor& logits, const Tensor& targets) {
 void ConfusionMatrix::merge(const ConfusionMatrix& other) {
   CRFSEG_CHECK(other.classes_ == classes_, ValueError, "ConfusionMatrix::merge: ", other.classes_,
                " classes into ", classes_);
-  for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += other.counts_[i];
+  const std::vector<int64_t>& theirs = other.counts();
+  counts();  // this one's device counts, if any, read first
+  for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += theirs[i];
 }
 
 void ConfusionMatrix::set_counts(const std::vector<int64_t>& counts) {
   CRFSEG_CHECK(counts.size() == counts_.size(), ValueError, "ConfusionMatrix::set_counts: expected ",
                counts_.size(), " counts, got ", counts.size());
   counts_ = counts;
+  on_device_ = Tensor();
 }
 
-void ConfusionMatrix::reset() { std::fill(counts_.begin(), counts_.end(), 0); }
+void ConfusionMatrix::reset() {
+  std::fill(counts_.begin(), counts_.end(), 0);
+  on_device_ = Tensor();
+}
 
 int64_t ConfusionMatrix::total() const {
   int64_t s = 0;
-  for (int64_t v : counts_) s += v;
+  for (int64_t v : counts()) s += v;
   return s;
 }
 

@@ -30,7 +30,11 @@ class ConfusionMatrix {
   // predictions and targets: i64 tensors of the same shape (e.g. [N, H, W]);
   // throws ShapeError/DTypeError/ValueError (a class outside [0, C)).
   // Counted on the predictions' device (ops::confusion_counts), targets
-  // moved there if they are elsewhere.
+  // moved there if they are elsewhere. On a GPU the counts stay there,
+  // summed, until they are read (count(), counts(), the metrics, merge()):
+  // a training step adds its batch without waiting for the device. A bad
+  // class found there is raised at that read, or at any earlier read from
+  // the device (tensor/cuda_deferred.h), and its batch adds nothing.
   void add(const Tensor& predictions, const Tensor& targets);
   // The argmax over dim 1 of logits [N, C, H, W], then add().
   void add_logits(const Tensor& logits, const Tensor& targets);
@@ -38,11 +42,14 @@ class ConfusionMatrix {
   void reset();
 
   int64_t num_classes() const { return classes_; }
-  int64_t count(int64_t truth, int64_t predicted) const { return counts_[truth * classes_ + predicted]; }
+  int64_t count(int64_t truth, int64_t predicted) const { return counts()[truth * classes_ + predicted]; }
   int64_t total() const;
   // The raw counts, row-major [truth][predicted], e.g. to checkpoint a
   // partial epoch; set_counts throws ValueError for a wrong length.
-  const std::vector<int64_t>& counts() const { return counts_; }
+  const std::vector<int64_t>& counts() const {
+    if (on_device_.defined()) fetch();
+    return counts_;
+  }
   void set_counts(const std::vector<int64_t>& counts);
 
   double pixel_accuracy() const;  // NaN when empty
@@ -57,9 +64,14 @@ class ConfusionMatrix {
   std::string csv(const std::vector<std::string>& class_names) const;
 
  private:
+  void fetch() const;  // adds on_device_ into counts_ (one copy to the host)
+
   int64_t classes_;
   int64_t ignore_index_;
-  std::vector<int64_t> counts_;
+  mutable std::vector<int64_t> counts_;
+  // Counts added on a GPU and not yet read: i64 [C, C], replaced (never
+  // written in place) by each add, so copies of the matrix may share it.
+  mutable Tensor on_device_;
 };
 
 // targets [..., H, W] (i64) with every pixel outside the boundary band set to

@@ -511,6 +511,8 @@ int run_train(const std::vector<std::string>& args) {
       ++step;
       ++done;
       {
+        // On a GPU the counts stay there until the epoch's end or a
+        // checkpoint reads them (over several ranks they are summed here).
         const profiler::Scope scope("metrics");
         NoGradGuard no_grad;
         dp.add_logits(stats.confusion, logits, batch->masks);

@@ -47,7 +47,9 @@ Session::~Session() { g_session = nullptr; }
 double Session::wall_ms() const { return ms_since(start_); }
 
 void Session::sync() const {
-  if (device_.is_cuda()) cuda::synchronize(device_.index);
+  // Not cuda::synchronize: that raises deferred input checks, which a
+  // scope's destructor could only swallow; they stay for the next read.
+  if (device_.is_cuda()) cuda::wait_idle(device_.index);
 }
 
 void Session::enter(const char* kind, const std::string* detail) {

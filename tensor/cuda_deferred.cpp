@@ -4,6 +4,7 @@
 // stays empty.
 #include "tensor/cuda_deferred.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -35,8 +36,15 @@ void DeferredQueue::raise_ready(int device, bool wait) {
     }
     DeferredEntry taken = std::move(e);
     entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
-    taken.raise(taken.value());  // gone from the queue whether or not it throws
+    const int64_t value = taken.value();
+    if (value == 0) continue;
+    taken.raise(value);  // gone from the queue whether or not it throws
+    i = 0;  // (one that returned may have queued checks: scan again)
   }
+}
+
+void DeferredQueue::drop_passed() {
+  std::erase_if(entries_, [](const DeferredEntry& e) { return e.ready() && e.value() == 0; });
 }
 
 bool DeferredQueue::raise_oldest(int device) {
@@ -45,7 +53,7 @@ bool DeferredQueue::raise_oldest(int device) {
     entries_[i].wait();
     DeferredEntry taken = std::move(entries_[i]);
     entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
-    taken.raise(taken.value());
+    if (const int64_t value = taken.value(); value != 0) taken.raise(value);
     return true;
   }
   return false;
@@ -92,17 +100,26 @@ void defer_check(int device, StreamHandle stream, const int64_t* device_value, D
     pool.buffer = PinnedBuffer(kSlots * sizeof(int64_t), device);
     for (int k = kSlots - 1; k >= 0; --k) pool.free.push_back(k);
   }
+  s.queue.drop_passed();  // their raise functions may hold large tensors (a batch's masks)
   while (pool.free.empty()) {  // kSlots unread on this device: read the oldest
     if (!s.queue.raise_oldest(device)) throw DeviceError("cuda::defer_check: every pinned slot is in use");
   }
+  auto done = std::make_shared<Event>(device, /*timing=*/false);
+  s.queue.reserve_one();
   const int slot = pool.free.back();
   pool.free.pop_back();
   int64_t* host = static_cast<int64_t*>(pool.buffer.data()) + slot;
-  // Returns the slot when the last copy of the entry's functions goes.
-  const std::shared_ptr<int64_t> lease(host, [&pool, slot](int64_t*) { pool.free.push_back(slot); });
-  copy_to_host_async(host, device_value, sizeof(int64_t), device, stream);
-  auto done = std::make_shared<Event>(device, /*timing=*/false);
+  try {
+    copy_to_host_async(host, device_value, sizeof(int64_t), device, stream);
+  } catch (...) {
+    pool.free.push_back(slot);
+    throw;
+  }
+  // The copy may be in flight from here on: the slot goes back to the pool
+  // only with the entry, once read. (If the event cannot be recorded the
+  // slot is never returned: the device is in error then.)
   done->record(stream);
+  const std::shared_ptr<int64_t> lease(host, [&pool, slot](int64_t*) { pool.free.push_back(slot); });
   s.queue.push({.device = device,
                 .ready = [done] { return done->query(); },
                 .wait = [done] { done->synchronize(); },

@@ -36,14 +36,15 @@
 
 namespace crfseg::cuda {
 
-// Called with the check's value once it is known; throws when it says so
-// (0 means success by convention, but the function decides).
+// Called with the check's value once it is known, when that is not 0 (0:
+// passed); throws the op's error. It may read tensors (for the message).
 using DeferredRaise = std::function<void(int64_t value)>;
 
 // Queues a copy of the int64 at `device_value` (device memory on `device`,
 // written by work already queued on `stream`) and `raise` to be called
-// with it later. Throws only as the CUDA calls do, or when reading the
-// oldest check to make room (more than 256 unread) raises it.
+// with it later. Checks already passed are dropped first (their raise
+// functions may hold tensors). Throws only as the CUDA calls do, or when
+// reading the oldest check to make room (256 unread on the device) raises it.
 void defer_check(int device, StreamHandle stream, const int64_t* device_value, DeferredRaise raise);
 
 // Reads this thread's checks on `device` whose copies have completed, in
@@ -70,9 +71,13 @@ struct DeferredEntry {
 class DeferredQueue {
  public:
   void push(DeferredEntry entry) { entries_.push_back(std::move(entry)); }
-  // Pops and raises the leading ready entries of `device` (all devices for
-  // -1); with wait, waits for each first. Entries of other devices keep
-  // their place. Reentrant calls return at once.
+  void reserve_one() { entries_.reserve(entries_.size() + 1); }  // so a push after it cannot throw
+  // Drops the ready entries whose value is 0, without raising anything.
+  void drop_passed();
+  // Pops the ready entries of `device` (all devices for -1) in order and
+  // raises the failed ones; with wait, waits for each first. Entries not
+  // ready and those of other devices keep their place. Reentrant calls
+  // (from a raise function) return at once.
   void raise_ready(int device, bool wait);
   // Waits for and raises the oldest entry of `device` (to make room);
   // false when there is none.

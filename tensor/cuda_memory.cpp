@@ -306,6 +306,10 @@ void synchronize(int device) {
   CRFSEG_CUDA_CHECK(cudaDeviceSynchronize());
   raise_deferred_errors(device);  // every check queued before is complete now
 }
+void wait_idle(int device) {
+  select(device, "cuda::wait_idle");
+  CRFSEG_CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 // The kernels' enum lists the same precisions in the same order.
 static_assert(static_cast<int>(MatmulPrecision::bf16) == static_cast<int>(kernels::cuda::GemmPrecision::bf16) &&
@@ -446,6 +450,7 @@ void copy_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_de
 void copy_to_host(void*, const void*, size_t, int) { no_cuda("cuda::copy_to_host"); }
 void copy_device_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_device_to_device"); }
 void synchronize(int) { no_cuda("cuda::synchronize"); }
+void wait_idle(int) { no_cuda("cuda::wait_idle"); }
 MatmulPrecision matmul_precision() { return MatmulPrecision::fp32; }
 MatmulPrecision set_matmul_precision(MatmulPrecision p) {
   if (p != MatmulPrecision::fp32) no_cuda("cuda::set_matmul_precision");

@@ -65,7 +65,11 @@ void record_stream(void* ptr, int device, StreamHandle stream);
 void copy_to_device(void* dst, const void* src, size_t bytes, int device);
 void copy_to_host(void* dst, const void* src, size_t bytes, int device);
 void copy_device_to_device(void* dst, const void* src, size_t bytes, int device);
-void synchronize(int device);  // the whole device
+// The host waits for the whole device, then reads this thread's deferred
+// checks (tensor/cuda_deferred.h), which may throw; wait_idle reads none
+// (for timing scopes, whose destructors must not throw an op's error).
+void synchronize(int device);
+void wait_idle(int device);
 
 // ---- pinned host memory and asynchronous copies ----
 // Page-locked host memory (cudaHostAlloc). The copy engines read and write

@@ -58,20 +58,23 @@ Tensor one_hot(const Tensor& target_in, int64_t num_classes, DType dtype, int64_
   const Tensor target = contiguous(target_in);
   Shape shape = target.shape();
   shape.insert(shape.begin() + 1, num_classes);
+#ifdef CRFSEG_WITH_CUDA
   if (target.device().is_cuda()) {
-    // From device ops: out[n, c, ...] = [t == c] [t != ignore_index], so a
-    // target outside [0, C) gives a row of zeros; their count is a deferred
-    // check (tensor/cuda_deferred.h), located on the host only when nonzero.
+    // One kernel (kernels/cuda/loss.cu): a target outside [0, C) gives a
+    // row of zeros and is counted; the count is a deferred check
+    // (tensor/cuda_deferred.h), located on the host only when nonzero.
+    // Nothing is uploaded or read back, so the host does not wait.
     const Device dev = target.device();
-    auto as_f64 = [](const Tensor& mask) { return to_dtype(mask, DType::f64); };
-    auto scalar = [&](int64_t v) { return full({}, static_cast<double>(v), {DType::i64, dev}); };
-    const Tensor kept = as_f64(compare(CompareOp::ne, target, scalar(ignore_index)));
-    const Tensor outside = add(as_f64(compare(CompareOp::lt, target, scalar(0))),
-                               as_f64(compare(CompareOp::ge, target, scalar(num_classes))));
-    const Tensor bad = to_dtype(sum(mul(kept, outside)), DType::i64);
-    cuda::defer_check(dev.index, cuda::launch_stream(dev.index), bad.data<int64_t>(),
-                      [target, num_classes, ignore_index, op](int64_t count) {
-      if (count == 0) return;
+    const int64_t N = target.shape()[0], inner = target.numel() / std::max<int64_t>(N, 1);
+    Tensor out = Tensor::empty(shape, {dtype, dev});
+    const Tensor bad = zeros({}, {DType::i64, dev});
+    const auto stream = detail::stream_of(target);
+    dispatch_float(dtype, op, [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::one_hot(target.data<int64_t>(), N, num_classes, inner, ignore_index, out.data<T>(),
+                             bad.data<int64_t>(), stream);
+    });
+    cuda::defer_check(dev.index, stream, bad.data<int64_t>(), [target, num_classes, ignore_index, op](int64_t count) {
       const std::vector<int64_t> t = target.to(Device::cpu()).to_vector<int64_t>();
       for (size_t i = 0; i < t.size(); ++i) {
         CRFSEG_CHECK(t[i] == ignore_index || (t[i] >= 0 && t[i] < num_classes), ValueError, op, ": target ", t[i],
@@ -80,12 +83,9 @@ Tensor one_hot(const Tensor& target_in, int64_t num_classes, DType dtype, int64_
       throw ValueError(::crfseg::detail::concat_message(op, ": ", count, " targets outside [0, ", num_classes,
                                                         ") (changed since the op was queued)"));
     });
-    Shape class_shape(shape.size(), 1);
-    class_shape[1] = num_classes;
-    const Tensor classes = reshape(arange(0, static_cast<double>(num_classes), 1, {DType::i64, dev}), class_shape);
-    const Tensor hit = as_f64(compare(CompareOp::eq, unsqueeze(target, 1), classes));
-    return to_dtype(mul(hit, unsqueeze(kept, 1)), dtype);
+    return out;
   }
+#endif
   check_cpu(op, target);
   Tensor out = zeros(shape, {dtype});
   const int64_t N = target.shape()[0], inner = target.numel() / std::max<int64_t>(N, 1);

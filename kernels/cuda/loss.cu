@@ -1,4 +1,4 @@
-// CUDA binary cross-entropy with logits (see kernels/cuda/loss.h).
+// CUDA binary cross-entropy with logits and one_hot (see kernels/cuda/loss.h).
 #include "kernels/bce.h"
 #include "kernels/cuda/for_each.cuh"
 #include "kernels/cuda/loss.h"
@@ -19,9 +19,24 @@ void bce_backward(int64_t n, const T* grad, const T* x, const T* t, T p, T* dx, 
   }, stream, "bce_backward");
 }
 
+template <typename T>
+void one_hot(const int64_t* target, int64_t outer, int64_t C, int64_t inner, int64_t ignore_index, T* out,
+             int64_t* bad, Stream stream) {
+  static_assert(sizeof(unsigned long long) == sizeof(int64_t));
+  auto* bad_count = reinterpret_cast<unsigned long long*>(bad);
+  for_each(outer * C * inner, [=] __device__(int64_t k) {
+    const int64_t row = k / inner, i = k - row * inner, o = row / C, c = row - o * C;
+    const int64_t t = target[o * inner + i];
+    out[k] = t == c ? T(1) : T(0);  // never for ignore_index or a bad t: c is in [0, C)
+    if (c == 0 && t != ignore_index && (t < 0 || t >= C)) atomicAdd(bad_count, 1ULL);  // once per position
+  }, stream, "one_hot");
+}
+
 template void bce_terms<float>(int64_t, const float*, const float*, float, float*, Stream);
 template void bce_terms<double>(int64_t, const double*, const double*, double, double*, Stream);
 template void bce_backward<float>(int64_t, const float*, const float*, const float*, float, float*, Stream);
 template void bce_backward<double>(int64_t, const double*, const double*, const double*, double, double*, Stream);
+template void one_hot<float>(const int64_t*, int64_t, int64_t, int64_t, int64_t, float*, int64_t*, Stream);
+template void one_hot<double>(const int64_t*, int64_t, int64_t, int64_t, int64_t, double*, int64_t*, Stream);
 
 }  // namespace crfseg::kernels::cuda

@@ -79,7 +79,7 @@ void cross_entropy_finish(const double* sums, T* loss, int64_t* bad, Stream stre
     const int64_t b = static_cast<int64_t>(sums[2]);
     *bad = b;
     // As the CPU's: a double quotient, rounded once to T (0/0 is NaN).
-    *loss = static_cast<T>(b > 0 ? CUDART_NAN : sums[0] / sums[1]);
+    *loss = static_cast<T>(b > 0 || sums[1] == 0.0 ? CUDART_NAN : sums[0] / sums[1]);
   }, stream, "cross_entropy_finish");
 }
 
@@ -93,6 +93,10 @@ void cross_entropy_backward(const T* grad, const double* weight_sum, const T* lo
     const int64_t t = target[o * inner + i];
     if (t == ignore_index) {
       dx[k] = T(0);
+      return;
+    }
+    if (t < 0 || t >= C) {  // the forward's deferred check reports it; weight[t] would read out of bounds
+      dx[k] = static_cast<T>(CUDART_NAN);
       return;
     }
     const double w = weight ? static_cast<double>(weight[t]) : 1.0;

@@ -27,12 +27,13 @@ template <typename T>
 void cross_entropy_terms(const T* log_probs, const int64_t* target, const T* weight, int64_t outer, int64_t C,
                          int64_t inner, int64_t ignore_index, double* terms, Stream stream);
 // One thread: from sums = the terms' three sums (loss, weight, bad),
-// *loss = sums[0] / sums[1] (NaN when no position is kept or a target is
+// *loss = sums[0] / sums[1] (NaN when the weight sum is 0 or a target is
 // bad) and *bad = sums[2]. Nothing is read back by the host.
 template <typename T>
 void cross_entropy_finish(const double* sums, T* loss, int64_t* bad, Stream stream);
-// dx = scale * w[t] * (exp(log_probs) - [c == t]), 0 at ignored positions,
-// with scale = grad[0] / weight_sum[0] read on the device (one element each).
+// dx = scale * w[t] * (exp(log_probs) - [c == t]), 0 at ignored positions
+// and NaN at targets outside [0, C), with scale = grad[0] / weight_sum[0]
+// read on the device (one element each).
 template <typename T>
 void cross_entropy_backward(const T* grad, const double* weight_sum, const T* log_probs, const int64_t* target,
                             const T* weight, T* dx, int64_t outer, int64_t C, int64_t inner, int64_t ignore_index,

@@ -17,7 +17,8 @@ using crfseg::cuda::DeferredQueue;
 namespace {
 
 // A fake check: ready when *done, value `value`, and a raise that logs its
-// name and throws for a nonzero value.
+// name and throws for a value of 100 or more (the raise function decides;
+// the queue calls it for any nonzero value, never for 0).
 struct Fake {
   bool done = false;
   int waited = 0;
@@ -30,7 +31,7 @@ DeferredEntry entry(int device, Fake& f, int64_t value, const std::string& name,
           .value = [value] { return value; },
           .raise = [name, &log](int64_t v) {
             log.push_back(name);
-            if (v != 0) throw crfseg::ValueError(name + " failed with " + std::to_string(v));
+            if (v >= 100) throw crfseg::ValueError(name + " failed with " + std::to_string(v));
           }};
 }
 
@@ -40,10 +41,10 @@ TEST_CASE("deferred checks: completed ones are read in order, running ones wait,
   DeferredQueue q;
   std::vector<std::string> log;
   Fake a, b, c, d;
-  q.push(entry(0, a, 0, "a", log));
-  q.push(entry(0, b, 0, "b", log));
-  q.push(entry(1, c, 0, "c", log));
-  q.push(entry(0, d, 0, "d", log));
+  q.push(entry(0, a, 1, "a", log));
+  q.push(entry(0, b, 1, "b", log));
+  q.push(entry(1, c, 1, "c", log));
+  q.push(entry(0, d, 1, "d", log));
   a.done = d.done = c.done = true;  // b still running (another stream)
   q.raise_ready(0, /*wait=*/false);
   CHECK(log == std::vector<std::string>{"a", "d"});
@@ -64,15 +65,34 @@ TEST_CASE("deferred checks: a failed check throws once and the later ones stay q
   std::vector<std::string> log;
   Fake a, b, c;
   a.done = b.done = c.done = true;
-  q.push(entry(0, a, 0, "a", log));
-  q.push(entry(0, b, 3, "b", log));
-  q.push(entry(0, c, 5, "c", log));
-  CHECK_THROWS_WITH_AS(q.raise_ready(0, false), "b failed with 3", crfseg::ValueError);
+  q.push(entry(0, a, 1, "a", log));
+  q.push(entry(0, b, 300, "b", log));
+  q.push(entry(0, c, 500, "c", log));
+  CHECK_THROWS_WITH_AS(q.raise_ready(0, false), "b failed with 300", crfseg::ValueError);
   CHECK(q.size() == 1);
-  CHECK_THROWS_WITH_AS(q.raise_ready(0, false), "c failed with 5", crfseg::ValueError);
+  CHECK_THROWS_WITH_AS(q.raise_ready(0, false), "c failed with 500", crfseg::ValueError);
   CHECK(q.size() == 0);
   q.raise_ready(0, false);  // nothing left: no throw
   CHECK(log == std::vector<std::string>{"a", "b", "c"});
+}
+
+TEST_CASE("deferred checks: a passed check (0) is dropped without its raise; drop_passed drops only those") {
+  DeferredQueue q;
+  std::vector<std::string> log;
+  Fake a, b, c, d;
+  a.done = b.done = d.done = true;
+  q.push(entry(0, a, 0, "a", log));    // passed
+  q.push(entry(0, b, 200, "b", log));  // failed: kept for a read to raise
+  q.push(entry(0, c, 0, "c", log));    // not done yet: kept
+  q.push(entry(1, d, 0, "d", log));    // passed, another device
+  q.drop_passed();
+  CHECK(q.size() == 2);
+  CHECK(log.empty());
+  c.done = true;
+  CHECK_THROWS_WITH_AS(q.raise_ready(-1, false), "b failed with 200", crfseg::ValueError);
+  q.raise_ready(-1, false);
+  CHECK(q.size() == 0);
+  CHECK(log == std::vector<std::string>{"b"});  // c passed: never raised
 }
 
 TEST_CASE("deferred checks: a raise function that reads the device again does not recurse") {
@@ -93,7 +113,7 @@ TEST_CASE("deferred checks: a raise function that reads the device again does no
             log.push_back("a");
             throw crfseg::ValueError("a located");
           }});
-  q.push(entry(0, b, 0, "b", log));
+  q.push(entry(0, b, 1, "b", log));
   CHECK_THROWS_WITH_AS(q.raise_ready(0, false), "a located", crfseg::ValueError);
   CHECK(inner_calls == 1);
   CHECK(log == std::vector<std::string>{"a"});
@@ -106,9 +126,9 @@ TEST_CASE("deferred checks: raise_oldest reads the oldest of one device, waiting
   DeferredQueue q;
   std::vector<std::string> log;
   Fake a, b, c;
-  q.push(entry(1, a, 0, "a", log));
-  q.push(entry(0, b, 0, "b", log));
-  q.push(entry(0, c, 0, "c", log));
+  q.push(entry(1, a, 1, "a", log));
+  q.push(entry(0, b, 1, "b", log));
+  q.push(entry(0, c, 1, "c", log));
   CHECK(q.raise_oldest(0));
   CHECK(b.waited == 1);
   CHECK(log == std::vector<std::string>{"b"});

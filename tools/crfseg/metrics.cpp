@@ -18,9 +18,10 @@ ConfusionMatrix::ConfusionMatrix(int64_t num_classes, int64_t ignore_index)
 }
 
 void ConfusionMatrix::add(const Tensor& predictions, const Tensor& targets) {
-  // Counted on the predictions' device (on a GPU only the counts come
-  // back); targets elsewhere (evaluate's boundary bands are made on the
-  // host) are moved there first. A bad pair throws before any count is added.
+  // Counted on the predictions' device (on a GPU the counts stay there
+  // until read); targets elsewhere (evaluate's boundary bands are made on the
+  // host) are moved there first. A bad pair throws before any count is
+  // added (on a GPU at the read that raises it; its batch adds nothing).
   CRFSEG_CHECK(predictions.defined() && targets.defined(), ValueError, "ConfusionMatrix::add: undefined tensor");
   // Host targets go up on the upload stream (ops::upload_ahead): the host
   // waits for that copy alone, not for the predictions' work.

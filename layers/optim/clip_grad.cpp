@@ -1,4 +1,4 @@
-// grad_norm / clip_grad_norm_ (see clip_grad.h). The norm is a reduction in
+// grad_norm / clip_grad_norm_ / clip_grads_with_norm_ (see clip_grad.h). The norm is a reduction in
 // double over fixed 4096-element blocks: blocks run in parallel and their
 // partial results are combined in block order, so the value is the same for
 // any OpenMP thread count (a plain `reduction(+:)` would not be).
@@ -116,17 +116,22 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
   CRFSEG_CHECK(!error_if_nonfinite || std::isfinite(total), ValueError, "clip_grad_norm_: the total norm of order ",
                norm_type, " of the gradients is ", total,
                ", so it cannot be clipped; pass error_if_nonfinite = false to scale by it anyway");
+  clip_grads_with_norm_(params, max_norm, total);
+  return total;
+}
+
+void clip_grads_with_norm_(const std::vector<Tensor>& params, double max_norm, double total_norm) {
+  CRFSEG_CHECK(std::isfinite(max_norm) && max_norm >= 0.0, ValueError, "clip_grads_with_norm_: invalid max_norm ",
+               max_norm, " (expected a finite value >= 0)");
   // torch multiplies by min(scale, 1); scaling by exactly 1 changes nothing,
   // so only scale < 1 is applied. A NaN scale (NaN total) is applied too,
   // as in torch, so the NaN shows up in the gradients instead of being hidden.
-  const double scale = max_norm / (total + 1e-6);
-  if (!(scale >= 1.0)) {
-    for (const Tensor& p : params) {
-      const Tensor g = crfseg::grad(p);
-      if (g.defined()) ops::mul_(g, scale);  // in place, strided, bumps the version
-    }
+  const double scale = max_norm / (total_norm + 1e-6);
+  if (scale >= 1.0) return;
+  for (const Tensor& p : params) {
+    const Tensor g = crfseg::grad(p);
+    if (g.defined()) ops::mul_(g, scale);  // in place, strided, bumps the version
   }
-  return total;
 }
 
 }  // namespace crfseg::optim

@@ -32,6 +32,13 @@ double grad_norm(const std::vector<Tensor>& params, double norm_type = 2.0);
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
                        bool error_if_nonfinite = false);
 
+// The scaling step of clip_grad_norm_ with the total norm already known
+// (torch.nn.utils.clip_grads_with_norm_): every gradient times
+// max_norm / (total_norm + 1e-6) when that is below 1 (or NaN). For a
+// caller that has just taken grad_norm, e.g. to log it: the norm is not
+// taken twice (on a GPU, one read of the device fewer).
+void clip_grads_with_norm_(const std::vector<Tensor>& params, double max_norm, double total_norm);
+
 // +infinity, to spell norm_type = inf.
 inline constexpr double kInfNorm = std::numeric_limits<double>::infinity();
 

@@ -636,6 +636,28 @@ TEST_CASE("clip_grad_norm_: total norm over all gradients and scaling") {
   CHECK_CLOSE(grad(f), {-8.0 * 2.0 / (8.0 + 1e-6), 2.0 * 2.0 / (8.0 + 1e-6), 2.0 / (8.0 + 1e-6)}, 0, 1e-6);
 }
 
+TEST_CASE("clip_grads_with_norm_: clip_grad_norm_'s scaling with the norm given") {
+  Tensor a = make_param({0.0, 0.0}), b = make_param({0.0}), a2 = make_param({0.0, 0.0}), b2 = make_param({0.0});
+  set_grad(a, {3.0, 4.0});
+  set_grad(b, {12.0});
+  set_grad(a2, {3.0, 4.0});
+  set_grad(b2, {12.0});
+  const double total = grad_norm({a, b});
+  clip_grads_with_norm_({a, b}, 6.5, total);
+  CHECK(clip_grad_norm_({a2, b2}, 6.5) == total);
+  CHECK(values(grad(a)) == values(grad(a2)));
+  CHECK(values(grad(b)) == values(grad(b2)));
+  // A norm below max_norm leaves the gradients alone (not even their
+  // version); a NaN norm makes them NaN, as clip_grad_norm_ does.
+  const uint64_t version = grad(a).version();
+  clip_grads_with_norm_({a, b}, 100.0, 13.0);
+  CHECK(grad(a).version() == version);
+  clip_grads_with_norm_({a, b}, 1.0, std::nan(""));
+  CHECK(std::isnan(values(grad(b))[0]));
+  check_throws_with<ValueError>([&] { clip_grads_with_norm_({a}, -1.0, 1.0); },
+                                "clip_grads_with_norm_: invalid max_norm -1");
+}
+
 TEST_CASE("clip_grad_norm_ on large gradients matches a double reference") {
   // Past the parallel threshold and not a multiple of the 4096 block.
   const int64_t n = 100003;

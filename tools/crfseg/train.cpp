@@ -505,7 +505,7 @@ int run_train(const std::vector<std::string>& args) {
       }
       {
         const profiler::Scope scope("optimizer");
-        if (clip > 0) optim::clip_grad_norm_(net->parameters(), clip);
+        if (clip > 0) optim::clip_grads_with_norm_(net->parameters(), clip, gnorm);  // the norm taken above
         opt->step();
       }
       ++step;

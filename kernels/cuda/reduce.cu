@@ -2,9 +2,11 @@
 //
 // Long rows (>= 256 elements) get one 256-thread block each: thread t sums
 // elements t, t + 256, ... and the block folds the 256 partial sums in a
-// shared-memory tree. Short rows get one thread each (a block per row would
-// leave most threads idle). Both orders are fixed, so results do not change
-// from run to run.
+// shared-memory tree. Fewer than 1024 rows of more than 16384 elements are
+// cut into 16384-element chunks summed by a block each, then the chunks'
+// sums by a block per row. Short rows get one thread each (a block per row
+// would leave most threads idle). Every order is fixed, so results do not
+// change from run to run.
 #include <cmath>
 
 #include "kernels/cuda/cuda_check.h"
@@ -27,21 +29,50 @@ __device__ bool better(T v, int64_t j, T best, int64_t best_j) {
   return v > best || (v == best && j < best_j);
 }
 
+// The block's sum of row[0, n) in double: thread t takes elements t,
+// t + 256, ..., then a shared-memory tree. Every thread gets the result.
 template <typename T>
-__global__ void sum_long_rows(const T* __restrict__ in, int64_t rows, int64_t cols, double scale, T* __restrict__ out) {
+__device__ double block_sum(const T* __restrict__ row, int64_t n, double* partial) {
+  double acc = 0.0;
+  for (int64_t c = threadIdx.x; c < n; c += kThreads) acc += static_cast<double>(row[c]);
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s /= 2) {
+    if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
+    __syncthreads();
+  }
+  const double total = partial[0];
+  __syncthreads();  // partial[0] is read before the caller's next sum overwrites it
+  return total;
+}
+
+template <typename In, typename Out>
+__global__ void sum_long_rows(const In* __restrict__ in, int64_t rows, int64_t cols, double scale,
+                              Out* __restrict__ out) {
   __shared__ double partial[kThreads];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* row = in + r * cols;
-    double acc = 0.0;
-    for (int64_t c = threadIdx.x; c < cols; c += kThreads) acc += static_cast<double>(row[c]);
-    partial[threadIdx.x] = acc;
-    __syncthreads();
-    for (int s = kThreads / 2; s > 0; s /= 2) {
-      if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
-      __syncthreads();
-    }
-    if (threadIdx.x == 0) out[r] = static_cast<T>(partial[0] * scale);
-    __syncthreads();  // partial[0] is read before the next row overwrites it
+    const double total = block_sum(in + r * cols, cols, partial);
+    if (threadIdx.x == 0) out[r] = static_cast<Out>(total * scale);
+  }
+}
+
+// Few long rows (a whole-tensor sum, a loss's terms): a block per row
+// would leave all but a few SMs idle (one block streams ~100 GB/s of an
+// H100's 3.35 TB/s). Each row is cut into chunks of kChunk elements, a
+// block sums each into partials[r * chunks + k], and sum_long_rows then
+// sums each row's partials. The cut depends on cols alone, so the order of
+// the additions, and the result, is fixed.
+constexpr int64_t kChunk = 64 * kThreads;
+constexpr int64_t kFewRows = 1024;  // from here a block per row fills the device
+
+template <typename T>
+__global__ void sum_row_chunks(const T* __restrict__ in, int64_t cols, int64_t chunks, double* __restrict__ partials) {
+  __shared__ double partial[kThreads];
+  const int64_t r = blockIdx.y;
+  for (int64_t k = blockIdx.x; k < chunks; k += gridDim.x) {
+    const int64_t begin = k * kChunk, n = cols - begin < kChunk ? cols - begin : kChunk;
+    const double total = block_sum(in + r * cols + begin, n, partial);
+    if (threadIdx.x == 0) partials[r * chunks + k] = total;
   }
 }
 
@@ -86,8 +117,24 @@ int row_blocks(int64_t rows) { return static_cast<int>(rows < 65535 ? rows : 655
 template <typename T>
 void sum_rows(const T* in, int64_t rows, int64_t cols, double scale, T* out, Stream stream) {
   if (rows == 0) return;
+  if (cols > kChunk && rows < kFewRows) {
+    const int64_t chunks = (cols + kChunk - 1) / kChunk;
+    auto* partials = static_cast<double*>(
+        scratch_malloc(static_cast<size_t>(rows * chunks) * sizeof(double), stream, "sum_rows (partial sums)"));
+    const dim3 grid(static_cast<unsigned>(chunks < 65535 ? chunks : 65535), static_cast<unsigned>(rows));
+    sum_row_chunks<T><<<grid, kThreads, 0, stream>>>(in, cols, chunks, partials);
+    cudaError_t launched = cudaGetLastError();
+    if (launched == cudaSuccess) {
+      sum_long_rows<double, T><<<row_blocks(rows), kThreads, 0, stream>>>(partials, rows, chunks, scale, out);
+      launched = cudaGetLastError();
+    }
+    CRFSEG_CUDA_CHECK(cudaFreeAsync(partials, stream));  // in stream order, after the kernels that read it
+    CRFSEG_CUDA_CHECK(launched);
+    launch_check("sum_rows (chunked)");
+    return;
+  }
   if (cols >= kLongRow) {
-    sum_long_rows<T><<<row_blocks(rows), kThreads, 0, stream>>>(in, rows, cols, scale, out);
+    sum_long_rows<T, T><<<row_blocks(rows), kThreads, 0, stream>>>(in, rows, cols, scale, out);
     launch_check("sum_long_rows");
     return;
   }

@@ -211,6 +211,21 @@ TEST_CASE("cuda ops: sum, mean, max over any dims; max's backward" * doctest::sk
     const auto [m, idx] = ops::max_with_index(v[0], {1}, false);
     return ops::concat({m, ops::to_dtype(idx, DType::f32)}, 0);
   }, 0, 0);
+  // Fewer than 1024 rows of more than 16384 elements are summed in 16384-
+  // element chunks, then the chunks' sums: one row (a whole-tensor sum) of
+  // a prime length past 64 chunks, three rows whose last chunk is partial,
+  // exactly two chunks, and f64; the same bits on a second run.
+  for (const Shape& shape : std::vector<Shape>{{1, 1048583}, {3, 100003}, {2, 32768}, {5, 16385}}) {
+    for (DType dt : {DType::f32, DType::f64}) {
+      const Tensor x = random_tensor(shape, 9, dt);
+      const std::string name = "chunked sum of " + shape_str(shape) + " " + dtype_name(dt);
+      check_op(name.c_str(), {x}, [](const std::vector<Tensor>& v) { return ops::sum(v[0], {1}); }, 1e-4, tol(dt));
+      const Tensor on_device = gpu(x);
+      CHECK(values(cpu(ops::sum(on_device, {1}))) == values(cpu(ops::sum(on_device, {1}))));
+    }
+  }
+  const Tensor ones_long = ones({2, 40000}, {DType::f32});  // exact: each row's sum is 40000
+  CHECK(values(cpu(ops::sum(gpu(ones_long), {1}))) == std::vector<double>{40000.0, 40000.0});
   std::vector<float> long_ties(3 * 300, 1.0f);
   long_ties[7] = long_ties[200] = 4.0f;  // row 0: the first of two maxima
   long_ties[300 + 250] = NAN;            // row 1: NaN wins

@@ -81,11 +81,14 @@ double grad_norm(const std::vector<Tensor>& params, double norm_type) {
     if (g.device().is_cuda() && g.numel() > 0) {
       // The same sum (or max) from the device's reductions (f64 on the way,
       // as the CPU loop accumulates in double).
-      const Tensor a = ops::unary(ops::UnaryOp::abs, ops::to_dtype(g, DType::f64));
-      const Tensor r = kind == NormKind::linf ? ops::max(a)
-                       : kind == NormKind::l1 ? ops::sum(a)
-                       : kind == NormKind::l2 ? ops::sum(ops::unary(ops::UnaryOp::square, a))
-                                              : ops::sum(ops::scalar_op(ops::ScalarOp::pow, a, norm_type));
+      // (x^2 needs no abs: one pass over the f64 copy fewer.)
+      const Tensor d = ops::to_dtype(g, DType::f64);
+      const Tensor r = kind == NormKind::l2 ? ops::sum(ops::unary(ops::UnaryOp::square, d)) : [&] {
+        const Tensor a = ops::unary(ops::UnaryOp::abs, d);
+        return kind == NormKind::linf ? ops::max(a)
+               : kind == NormKind::l1 ? ops::sum(a)
+                                      : ops::sum(ops::scalar_op(ops::ScalarOp::pow, a, norm_type));
+      }();
       if (!pending.empty() && pending.front().device() != g.device()) flush();
       pending.push_back(ops::reshape(r, {1}));
       continue;

@@ -15,13 +15,20 @@
 
 namespace crfseg::cuda {
 
+namespace {
+// Sets the queue's reentrancy flag while raise functions run, then puts
+// back what it was (raise_oldest may run inside a raise).
+struct RaisingGuard {
+  bool& flag;
+  const bool previous;
+  explicit RaisingGuard(bool& f) : flag(f), previous(f) { flag = true; }
+  ~RaisingGuard() { flag = previous; }
+};
+}  // namespace
+
 void DeferredQueue::raise_ready(int device, bool wait) {
   if (raising_) return;  // a raise function reading the device to build its message
-  raising_ = true;
-  struct Reset {
-    bool& flag;
-    ~Reset() { flag = false; }
-  } reset{raising_};
+  const RaisingGuard guard(raising_);
   for (size_t i = 0; i < entries_.size();) {
     DeferredEntry& e = entries_[i];
     if (device >= 0 && e.device != device) {
@@ -44,10 +51,21 @@ void DeferredQueue::raise_ready(int device, bool wait) {
 }
 
 void DeferredQueue::drop_passed() {
-  std::erase_if(entries_, [](const DeferredEntry& e) { return e.ready() && e.value() == 0; });
+  // One at a time (not erase_if): if ready() throws (a CUDA error), the
+  // queue is left whole.
+  for (size_t i = 0; i < entries_.size();) {
+    if (entries_[i].ready() && entries_[i].value() == 0) {
+      entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
 }
 
 bool DeferredQueue::raise_oldest(int device) {
+  // Guarded as raise_ready: the raise function's own reads of the device
+  // must not raise a later check out of it (the oldest's error would be lost).
+  const RaisingGuard guard(raising_);
   for (size_t i = 0; i < entries_.size(); ++i) {
     if (entries_[i].device != device) continue;
     entries_[i].wait();
@@ -104,27 +122,28 @@ void defer_check(int device, StreamHandle stream, const int64_t* device_value, D
   while (pool.free.empty()) {  // kSlots unread on this device: read the oldest
     if (!s.queue.raise_oldest(device)) throw DeviceError("cuda::defer_check: every pinned slot is in use");
   }
-  auto done = std::make_shared<Event>(device, /*timing=*/false);
-  s.queue.reserve_one();
+  // Everything that can throw is made before the copy: once the copy is
+  // queued, the slot may be written until the event, and goes back to the
+  // pool only with the entry, once read.
   const int slot = pool.free.back();
   pool.free.pop_back();
   int64_t* host = static_cast<int64_t*>(pool.buffer.data()) + slot;
+  const std::shared_ptr<int64_t> lease(host, [&pool, slot](int64_t*) { pool.free.push_back(slot); });
+  auto done = std::make_shared<Event>(device, /*timing=*/false);
+  DeferredEntry entry{.device = device,
+                      .ready = [done] { return done->query(); },
+                      .wait = [done] { done->synchronize(); },
+                      .value = [lease] { return *lease; },
+                      .raise = std::move(raise)};
+  s.queue.reserve_one();  // the push below moves into reserved space: it cannot throw
+  copy_to_host_async(host, device_value, sizeof(int64_t), device, stream);  // (throws: nothing was queued)
   try {
-    copy_to_host_async(host, device_value, sizeof(int64_t), device, stream);
+    done->record(stream);
   } catch (...) {
-    pool.free.push_back(slot);
+    (void)new std::shared_ptr<int64_t>(lease);  // the copy may be running: never return its slot
     throw;
   }
-  // The copy may be in flight from here on: the slot goes back to the pool
-  // only with the entry, once read. (If the event cannot be recorded the
-  // slot is never returned: the device is in error then.)
-  done->record(stream);
-  const std::shared_ptr<int64_t> lease(host, [&pool, slot](int64_t*) { pool.free.push_back(slot); });
-  s.queue.push({.device = device,
-                .ready = [done] { return done->query(); },
-                .wait = [done] { done->synchronize(); },
-                .value = [lease] { return *lease; },
-                .raise = std::move(raise)});
+  s.queue.push(std::move(entry));
   if (read_each_check_at_once()) s.queue.raise_ready(device, /*wait=*/true);
 }
 

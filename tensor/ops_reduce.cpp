@@ -75,10 +75,14 @@ Tensor sum_scaled(const char* op, const Tensor& t, std::vector<int64_t> dims, bo
 #ifdef CRFSEG_WITH_CUDA
   if (t.device().is_cuda()) {
     const Tensor rows = reduced_last(t, dims);
+    // A few long rows are summed in chunks, their partial sums kept here
+    // (from the caching allocator, freed in stream order).
+    const int64_t partials = kernels::cuda::sum_rows_scratch(plan.outputs(), plan.block());
+    const Tensor scratch = partials > 0 ? Tensor::empty({partials}, {DType::f64, t.device()}) : Tensor();
     dispatch_float(t.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       kernels::cuda::sum_rows<T>(rows.data<T>(), plan.outputs(), plan.block(), scale, out.data<T>(),
-                                 detail::stream_of(t));
+                                 scratch.defined() ? scratch.data<double>() : nullptr, detail::stream_of(t));
     });
     return out;
   }

@@ -27,7 +27,7 @@ void one_hot(const int64_t* target, int64_t outer, int64_t C, int64_t inner, int
   for_each(outer * C * inner, [=] __device__(int64_t k) {
     const int64_t row = k / inner, i = k - row * inner, o = row / C, c = row - o * C;
     const int64_t t = target[o * inner + i];
-    out[k] = t == c ? T(1) : T(0);  // never for ignore_index or a bad t: c is in [0, C)
+    out[k] = t == c && t != ignore_index ? T(1) : T(0);  // (ignore_index may be a class: its row stays 0)
     if (c == 0 && t != ignore_index && (t < 0 || t >= C)) atomicAdd(bad_count, 1ULL);  // once per position
   }, stream, "one_hot");
 }

@@ -114,23 +114,22 @@ int row_blocks(int64_t rows) { return static_cast<int>(rows < 65535 ? rows : 655
 
 }  // namespace
 
+int64_t sum_rows_scratch(int64_t rows, int64_t cols) {
+  return cols > kChunk && rows > 0 && rows < kFewRows ? rows * ((cols + kChunk - 1) / kChunk) : 0;
+}
+
 template <typename T>
-void sum_rows(const T* in, int64_t rows, int64_t cols, double scale, T* out, Stream stream) {
+void sum_rows(const T* in, int64_t rows, int64_t cols, double scale, T* out, double* scratch, Stream stream) {
   if (rows == 0) return;
-  if (cols > kChunk && rows < kFewRows) {
-    const int64_t chunks = (cols + kChunk - 1) / kChunk;
-    auto* partials = static_cast<double*>(
-        scratch_malloc(static_cast<size_t>(rows * chunks) * sizeof(double), stream, "sum_rows (partial sums)"));
+  if (const int64_t partials = sum_rows_scratch(rows, cols); partials > 0) {
+    CRFSEG_CHECK(scratch != nullptr, ValueError, "sum_rows: ", rows, " rows of ", cols,
+                 " elements need a scratch of ", partials, " doubles, got none");
+    const int64_t chunks = partials / rows;
     const dim3 grid(static_cast<unsigned>(chunks < 65535 ? chunks : 65535), static_cast<unsigned>(rows));
-    sum_row_chunks<T><<<grid, kThreads, 0, stream>>>(in, cols, chunks, partials);
-    cudaError_t launched = cudaGetLastError();
-    if (launched == cudaSuccess) {
-      sum_long_rows<double, T><<<row_blocks(rows), kThreads, 0, stream>>>(partials, rows, chunks, scale, out);
-      launched = cudaGetLastError();
-    }
-    CRFSEG_CUDA_CHECK(cudaFreeAsync(partials, stream));  // in stream order, after the kernels that read it
-    CRFSEG_CUDA_CHECK(launched);
-    launch_check("sum_rows (chunked)");
+    sum_row_chunks<T><<<grid, kThreads, 0, stream>>>(in, cols, chunks, scratch);
+    launch_check("sum_row_chunks");
+    sum_long_rows<double, T><<<row_blocks(rows), kThreads, 0, stream>>>(scratch, rows, chunks, scale, out);
+    launch_check("sum_long_rows (chunk sums)");
     return;
   }
   if (cols >= kLongRow) {
@@ -177,7 +176,7 @@ void scatter_rows(const T* grad, const int64_t* index, int64_t rows, int64_t col
 }
 
 #define CRFSEG_REDUCE(T)                                                                \
-  template void sum_rows<T>(const T*, int64_t, int64_t, double, T*, Stream);           \
+  template void sum_rows<T>(const T*, int64_t, int64_t, double, T*, double*, Stream);  \
   template void max_rows<T>(const T*, int64_t, int64_t, T*, int64_t*, Stream);         \
   template void scatter_rows<T>(const T*, const int64_t*, int64_t, int64_t, T*, Stream);
 CRFSEG_REDUCE(float)

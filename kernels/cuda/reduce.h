@@ -13,9 +13,12 @@
 
 namespace crfseg::kernels::cuda {
 
-// out[r] = scale * sum_c in[r * cols + c]   (T: float or double)
+// out[r] = scale * sum_c in[r * cols + c]   (T: float or double).
+// scratch: sum_rows_scratch(rows, cols) doubles of device memory (null
+// when that is 0), for the chunks' partial sums of a few long rows.
+int64_t sum_rows_scratch(int64_t rows, int64_t cols);
 template <typename T>
-void sum_rows(const T* in, int64_t rows, int64_t cols, double scale, T* out, Stream stream);
+void sum_rows(const T* in, int64_t rows, int64_t cols, double scale, T* out, double* scratch, Stream stream);
 // out[r] = max_c in[r * cols + c], index[r] = the first c holding it; NaN wins (cols >= 1)
 template <typename T>
 void max_rows(const T* in, int64_t rows, int64_t cols, T* out, int64_t* index, Stream stream);

@@ -220,6 +220,8 @@ TEST_CASE("cuda ops: sum, mean, max over any dims; max's backward" * doctest::sk
       const Tensor x = random_tensor(shape, 9, dt);
       const std::string name = "chunked sum of " + shape_str(shape) + " " + dtype_name(dt);
       check_op(name.c_str(), {x}, [](const std::vector<Tensor>& v) { return ops::sum(v[0], {1}); }, 1e-4, tol(dt));
+      check_op(("mean: " + name).c_str(), {x}, [](const std::vector<Tensor>& v) { return ops::mean(v[0], {1}); },
+               1e-9, tol(dt));
       const Tensor on_device = gpu(x);
       CHECK(values(cpu(ops::sum(on_device, {1}))) == values(cpu(ops::sum(on_device, {1}))));
     }
@@ -247,6 +249,10 @@ TEST_CASE("cuda ops: dropout masks, random fills and one_hot equal the CPU's" * 
   CHECK(values(a) == values(cpu(b)));
   const Tensor t = from_vector<int64_t>({0, 2, -100, 1, 2, 0}, {2, 3});
   check_op("one_hot", {t}, [](const std::vector<Tensor>& v) { return ops::one_hot(v[0], 3, DType::f32, -100); }, 0, 0);
+  const Tensor t2 = from_vector<int64_t>({0, 2, 1, 1, 2, 0}, {2, 3});
+  check_op("one_hot, ignore_index a class", {t2}, [](const std::vector<Tensor>& v) {
+    return ops::one_hot(v[0], 3, DType::f64, 2);  // class 2's positions: all-zero columns
+  }, 0, 0);
   // A bad target is a deferred check: raised at the next read (here the
   // result's; at the op itself under CRFSEG_CUDA_SYNC=1).
   check_throws_with<ValueError>([&] { cpu(ops::one_hot(gpu(from_vector<int64_t>({0, 5}, {2})), 3, DType::f32)); },

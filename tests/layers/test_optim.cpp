@@ -643,10 +643,18 @@ TEST_CASE("clip_grads_with_norm_: clip_grad_norm_'s scaling with the norm given"
   set_grad(a2, {3.0, 4.0});
   set_grad(b2, {12.0});
   const double total = grad_norm({a, b});
+  CHECK(total == 13.0);
   clip_grads_with_norm_({a, b}, 6.5, total);
-  CHECK(clip_grad_norm_({a2, b2}, 6.5) == total);
+  const double scale = 6.5 / (13.0 + 1e-6);
+  CHECK_CLOSE(grad(a), {3.0 * scale, 4.0 * scale}, 0, 1e-15);
+  CHECK_CLOSE(grad(b), {12.0 * scale}, 0, 1e-15);
+  CHECK(clip_grad_norm_({a2, b2}, 6.5) == total);  // clip_grad_norm_ is the norm, then this
   CHECK(values(grad(a)) == values(grad(a2)));
-  CHECK(values(grad(b)) == values(grad(b2)));
+  // A norm given for other gradients scales by it, not by their own.
+  Tensor c = make_param({0.0});
+  set_grad(c, {2.0});
+  clip_grads_with_norm_({c}, 1.0, 4.0);
+  CHECK_CLOSE(grad(c), {2.0 / (4.0 + 1e-6)}, 0, 1e-15);
   // A norm below max_norm leaves the gradients alone (not even their
   // version); a NaN norm makes them NaN, as clip_grad_norm_ does.
   const uint64_t version = grad(a).version();
@@ -654,6 +662,7 @@ TEST_CASE("clip_grads_with_norm_: clip_grad_norm_'s scaling with the norm given"
   CHECK(grad(a).version() == version);
   clip_grads_with_norm_({a, b}, 1.0, std::nan(""));
   CHECK(std::isnan(values(grad(b))[0]));
+  CHECK(values(grad(b2))[0] == doctest::Approx(12.0 * scale));
   check_throws_with<ValueError>([&] { clip_grads_with_norm_({a}, -1.0, 1.0); },
                                 "clip_grads_with_norm_: invalid max_norm -1");
 }

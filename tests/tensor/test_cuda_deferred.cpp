@@ -122,6 +122,26 @@ TEST_CASE("deferred checks: a raise function that reads the device again does no
   CHECK(log == std::vector<std::string>{"a", "b"});
 }
 
+TEST_CASE("deferred checks: raise_oldest's raise function reading the device raises nothing else") {
+  DeferredQueue q;
+  std::vector<std::string> log;
+  Fake b;
+  b.done = true;
+  q.push({.device = 0,
+          .ready = [] { return true; },
+          .wait = [] {},
+          .value = [] { return int64_t{1}; },
+          .raise = [&](int64_t) {
+            q.raise_ready(0, false);  // would raise b's error out of this one
+            log.push_back("a");
+            throw crfseg::ValueError("a located");
+          }});
+  q.push(entry(0, b, 200, "b", log));
+  CHECK_THROWS_WITH_AS(q.raise_oldest(0), "a located", crfseg::ValueError);
+  CHECK(log == std::vector<std::string>{"a"});
+  CHECK_THROWS_WITH_AS(q.raise_ready(0, false), "b failed with 200", crfseg::ValueError);  // guard down again
+}
+
 TEST_CASE("deferred checks: raise_oldest reads the oldest of one device, waiting for it") {
   DeferredQueue q;
   std::vector<std::string> log;

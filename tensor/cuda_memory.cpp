@@ -179,7 +179,17 @@ BlockAllocator& allocator(int device) {
         .allocate = [device](size_t bytes) -> void* {
           CRFSEG_CUDA_CHECK(cudaSetDevice(device));
           void* ptr = nullptr;
-          const cudaError_t err = cudaMalloc(&ptr, bytes);
+          cudaError_t err = cudaMalloc(&ptr, bytes);
+          if (err == cudaErrorMemoryAllocation) {
+            cudaGetLastError();
+            // The kernels' scratch pool keeps its free memory
+            // (kernels/cuda/launch.cu): hand it back, then try once more.
+            cudaMemPool_t pool = nullptr;
+            if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess &&
+                cudaMemPoolTrimTo(pool, 0) == cudaSuccess) {
+              err = cudaMalloc(&ptr, bytes);
+            }
+          }
           if (err == cudaErrorMemoryAllocation) {
             cudaGetLastError();  // clear it: the allocator retries or throws its own error
             return nullptr;

@@ -1,5 +1,6 @@
 // Launch helpers shared by every CUDA kernel file (declared in cuda_check.h).
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -27,7 +28,28 @@ std::atomic<void (*)(int)> g_release_cached{nullptr};
 
 void set_release_cached_memory(void (*release)(int device)) { g_release_cached.store(release); }
 
+namespace {
+// The driver's pool gives its free memory back to the system at every
+// synchronisation unless told to keep it (a release threshold of 0, the
+// default): a scratch asked for after each step's read of the device would
+// then be mapped anew each step. Kept here instead; the caching allocator
+// trims the pool when it runs out (tensor/cuda_memory.cpp).
+void keep_pool_memory(int device) {
+  static std::atomic<uint64_t> done{0};  // one bit per device below 64
+  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
+  if (bit == 0 || (done.load() & bit) != 0) return;
+  cudaMemPool_t pool = nullptr;
+  CRFSEG_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t keep = UINT64_MAX;
+  CRFSEG_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  done.fetch_or(bit);
+}
+}  // namespace
+
 void* scratch_malloc(size_t bytes, cudaStream_t stream, const char* what) {
+  int current = 0;
+  CRFSEG_CUDA_CHECK(cudaGetDevice(&current));
+  keep_pool_memory(current);
   for (int attempt = 0;; ++attempt) {
     void* ptr = nullptr;
     const cudaError_t err = cudaMallocAsync(&ptr, bytes, stream);

@@ -13,6 +13,8 @@
 
 #ifdef CRFSEG_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_check.h"
 #endif
 
 using namespace crfseg;
@@ -316,5 +318,24 @@ TEST_CASE("cuda: ops with device-side input checks queue them and return without
       CHECK(gv[static_cast<size_t>(c * 6 + 4)] == 0.0f);  // ignored
     }
   }
+#endif
+}
+
+TEST_CASE("cuda: the kernels' scratch pool keeps its free memory across synchronisations" *
+          doctest::skip(kNoDevice)) {
+#ifdef CRFSEG_WITH_CUDA
+  // The driver's default pool gives free memory back at every sync unless
+  // its release threshold is raised; scratch_malloc raises it on first use.
+  void* p = kernels::cuda::scratch_malloc(1 << 20, nullptr, "test scratch");
+  REQUIRE(cudaFreeAsync(p, nullptr) == cudaSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  cudaMemPool_t pool = nullptr;
+  REQUIRE(cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess);
+  uint64_t keep = 0;
+  REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) == cudaSuccess);
+  CHECK(keep == UINT64_MAX);
+  uint64_t reserved = 0;
+  REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) == cudaSuccess);
+  CHECK(reserved >= (uint64_t{1} << 20));  // still held after the sync
 #endif
 }

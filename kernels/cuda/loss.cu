@@ -2,6 +2,7 @@
 #include "kernels/bce.h"
 #include "kernels/cuda/for_each.cuh"
 #include "kernels/cuda/loss.h"
+#include "kernels/hd.h"
 
 namespace crfseg::kernels::cuda {
 
@@ -25,7 +26,7 @@ void one_hot(const int64_t* target, int64_t outer, int64_t C, int64_t inner, int
   static_assert(sizeof(unsigned long long) == sizeof(int64_t));
   auto* bad_count = reinterpret_cast<unsigned long long*>(bad);
   for_each(outer * C * inner, [=] __device__(int64_t k) {
-    const int64_t row = k / inner, i = k - row * inner, o = row / C, c = row - o * C;
+    const int64_t row = quotient(k, inner), i = k - row * inner, o = quotient(row, C), c = row - o * C;  // (hd.h)
     const int64_t t = target[o * inner + i];
     out[k] = t == c && t != ignore_index ? T(1) : T(0);  // (ignore_index may be a class: its row stays 0)
     if (c == 0 && t != ignore_index && (t < 0 || t >= C)) atomicAdd(bad_count, 1ULL);  // once per position

@@ -35,9 +35,9 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
   const int64_t classes = loader.dataset().num_classes(), ignore = loader.dataset().ignore_index();
   EvalResult r{.loss = 0, .confusion = ConfusionMatrix(classes, ignore), .boundary = ConfusionMatrix(classes, ignore),
                .boundary_width = boundary_width};
-  double loss_sum = 0;
   const std::vector<Tensor> params = net.parameters();
   const Device device = params.empty() ? Device::cpu() : params.front().device();  // the model's
+  Tensor loss_sum = zeros({}, {DType::f64, device});  // on the model's device: read once, at the end
   {
     NoGradGuard no_grad;
     loader.start_epoch(0);
@@ -61,7 +61,6 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
       }
       return a;
     };
-    Tensor loss_sum_on_device = zeros({}, {DType::f64, device});
     for (Ahead ahead = fetch();;) {
       Ahead current = std::move(ahead);
       ahead = Ahead{};
@@ -71,17 +70,15 @@ EvalResult evaluate(models::Segmenter& net, data::DataLoader& loader, const Loss
       ahead = fetch();
       const int64_t n = batch.images.size(0);
       const Tensor batch_loss = ops::to_dtype(compute_loss(logits, batch.masks, loss), DType::f64);
-      loss_sum_on_device = ops::add(loss_sum_on_device, ops::scalar_op(ops::ScalarOp::mul, batch_loss,
-                                                                       static_cast<double>(n)));
+      loss_sum = ops::add(loss_sum, ops::scalar_op(ops::ScalarOp::mul, batch_loss, static_cast<double>(n)));
       const Tensor predicted = ops::argmax(logits, 1);
       r.confusion.add(predicted, batch.masks);
       r.boundary.add(predicted, boundary_band_targets(current.host_masks, boundary_width, ignore));
       r.images += n;
     }
-    loss_sum = loss_sum_on_device.item();
   }
   net.train(was_training);
-  r.loss = r.images > 0 ? loss_sum / static_cast<double>(r.images) : NAN;
+  r.loss = r.images > 0 ? loss_sum.item() / static_cast<double>(r.images) : NAN;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
